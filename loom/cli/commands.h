@@ -1,0 +1,24 @@
+// Registration of the `loom` subcommands. Each subcommand lives in its own <name>_command.cc and
+// adds itself to the root CLI11 app; main.cc only calls these. A command's callback returns
+// through ExitWith so that every user error ends as one line on stderr and a non-zero exit.
+#pragma once
+
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace loom::cli {
+
+// Thrown from a subcommand callback to end the program: prints `status` as one line
+// ("loom: error: ...") and exits with 1 (2 for usage errors). main() catches it.
+struct CommandFailure {
+  absl::Status status;
+};
+[[noreturn]] void Fail(absl::Status status);
+// Fails if !status.ok().
+void FailIfError(const absl::Status& status);
+
+void RegisterVersionCommand(CLI::App& app);
+
+}  // namespace loom::cli

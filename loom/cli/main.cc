@@ -1,0 +1,37 @@
+// The `loom` binary: parses the command line and dispatches to the subcommands registered in
+// commands.h. Errors from user input end as one line on stderr and a non-zero exit code.
+#include <cstdio>
+#include <string>
+
+#include "loom/base/logging.h"
+#include "loom/cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Loom: autotune neural networks, many jobs at once under a load-aware scheduler",
+               "loom"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log progress details to stderr");
+
+  app.parse_complete_callback([&verbose] {
+    loom::base::SetLogLevel(verbose ? loom::base::LogLevel::kInfo : loom::base::LogLevel::kWarning);
+  });
+  loom::cli::RegisterVersionCommand(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, no usage dump: the user can ask for --help.
+    std::fprintf(stderr, "loom: error: %s (see 'loom --help')\n", e.what());
+    return 2;
+  } catch (const loom::cli::CommandFailure& f) {
+    std::fprintf(stderr, "loom: error: %s\n", std::string(f.status.message()).c_str());
+    return f.status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}

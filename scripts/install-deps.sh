@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every Debian package Loom needs to build, test and benchmark. Idempotent: packages
+# already present are skipped, so a second run costs only the dpkg query.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache clang clang-format clang-tidy lld
+  libclang-rt-14-dev libfuzzer-14-dev pkg-config git xz-utils
+  # foundation
+  libprotobuf-dev protobuf-compiler libonnx-dev libabsl-dev libcli11-dev nlohmann-json3-dev
+  libyaml-cpp-dev libsqlite3-dev sqlite3
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev python3-numpy
+  # tuning engine and baselines
+  libxgboost-dev xgboost libdnnl-dev ocl-icd-opencl-dev
+  # service
+  libgrpc++-dev protobuf-compiler-grpc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
