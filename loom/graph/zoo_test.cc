@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/graph/onnx_exporter.h"
+#include "loom/graph/onnx_importer.h"
 
 namespace loom::graph {
 namespace {
@@ -424,6 +426,26 @@ TEST(ZooTest, BatchOptionChangesInputAndOutputShapes) {
     // Weights do not depend on the batch.
     EXPECT_TRUE(SameInitializers(g, Build(name)));
   }
+}
+
+TEST(ZooTest, ResNet18RoundTripsThroughOnnx) {
+  Graph g = Build("resnet18", {.seed = 3});
+  absl::StatusOr<std::string> bytes = ExportOnnxBytes(g);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  absl::StatusOr<Graph> back = ImportOnnxBytes(*bytes, /*base_dir=*/".");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->opset, 17);
+  ASSERT_EQ(back->nodes.size(), g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    EXPECT_EQ(back->nodes[i].name, g.nodes[i].name);
+    EXPECT_EQ(back->nodes[i].op_type, g.nodes[i].op_type);
+    EXPECT_EQ(back->nodes[i].inputs, g.nodes[i].inputs);
+  }
+  EXPECT_EQ(OpCounts(*back), OpCounts(g));
+  EXPECT_EQ(back->NumParameters(), g.NumParameters());
+  EXPECT_TRUE(SameInitializers(*back, g));
+  ASSERT_EQ(back->inputs.size(), 1u);
+  EXPECT_EQ(back->inputs[0].type, g.inputs[0].type);
 }
 
 TEST(ZooTest, UnknownNameIsNotFoundAndListsModels) {
