@@ -1,0 +1,221 @@
+// The scheduler core: resources, the ready queue, leases and their deadlines. Single-threaded and
+// clock-agnostic: every call takes `now`, so the simulator (virtual time), the embedded engine
+// and the service (real time) drive the same code. Callers: sim/simulator.cc, engine/, service/.
+//
+// Call order: AddHost/AddDevice, then AddJob and Submit as work appears; Advance(now) to obtain
+// grants (it also expires overdue leases); Complete or Fail each lease; CloseJob when a job will
+// submit nothing more (it is then forgotten once drained); CancelJob to drop a job.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "loom/sched/policy.h"
+#include "loom/sched/types.h"
+
+namespace loom::sched {
+
+struct SchedulerOptions {
+  // Lease deadline = start + max(estimate * lease_factor, min_lease) when the request has an
+  // estimate, else start + default_lease.
+  double lease_factor = 3.0;
+  absl::Duration min_lease = absl::Seconds(1);
+  absl::Duration default_lease = absl::Hours(1);
+  // Tries per stage: a failed or expired lease is requeued until this many tries were made.
+  int max_attempts = 3;
+};
+
+struct SchedulerStats {
+  int64_t grants = 0;
+  int64_t placement_attempts = 0;  // grants plus "wait" decisions
+  int64_t requeues = 0;
+  int64_t expirations = 0;
+  int64_t failures = 0;  // stages that failed for good
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(std::unique_ptr<Policy> policy, SchedulerOptions options = {});
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Resources. Ids are dense, in order of addition. kInvalidArgument on bad specs.
+  absl::StatusOr<HostId> AddHost(const HostSpec& spec);
+  absl::StatusOr<DeviceId> AddDevice(const DeviceSpec& spec);
+
+  absl::StatusOr<JobId> AddJob(const JobSpec& spec);
+
+  // Queues a stage. Errors: kNotFound (unknown or finished job), kInvalidArgument (unknown
+  // dependency, empty need), kFailedPrecondition (job closed, a dependency failed or was
+  // cancelled, or the need is infeasible on this cluster: the message says why).
+  absl::StatusOr<StageId> Submit(const StageRequest& request, absl::Time now);
+
+  // Expires overdue leases (requeue or fail, see TakeEvents), then grants every ready stage the
+  // policy lets run now. Grants are in decision order.
+  std::vector<Grant> Advance(absl::Time now);
+
+  // Ends a lease successfully. `actual` defaults to now - start. kNotFound if the lease is
+  // unknown (already ended, expired or revoked).
+  absl::Status Complete(LeaseId lease, absl::Time now,
+                        std::optional<absl::Duration> actual = std::nullopt);
+  // Ends a lease unsuccessfully: the stage is requeued, or fails after max_attempts tries.
+  absl::Status Fail(LeaseId lease, absl::Time now, std::string_view reason);
+
+  // The job will submit no more stages; it is forgotten once its stages are done.
+  absl::Status CloseJob(JobId job);
+  // Drops every unfinished stage of the job and revokes its leases (kCancelled events).
+  absl::Status CancelJob(JobId job, absl::Time now);
+
+  // Requeue/failure/cancel events since the last call.
+  std::vector<StageEvent> TakeEvents();
+
+  // Whether a stage with this need could ever be placed on the current resources.
+  Decision CheckFeasible(const ResourceNeed& need) const;
+
+  // Introspection (tests, metrics, dashboards).
+  const Policy& policy() const { return *policy_; }
+  const SchedulerOptions& options() const { return options_; }
+  const SchedulerStats& stats() const { return stats_; }
+  int num_hosts() const { return static_cast<int>(hosts_.size()); }
+  int num_devices() const { return static_cast<int>(devices_.size()); }
+  const HostSpec& host(HostId id) const { return hosts_[id].spec; }
+  const DeviceSpec& device(DeviceId id) const { return devices_[id].spec; }
+  // Slots a CPU stage could take on the host now (negative when oversubscribed).
+  int FreeCpuSlots(HostId host) const { return hosts_[host].capacity - hosts_[host].used; }
+  int DeviceLeases(DeviceId device) const { return devices_[device].leases; }
+  size_t num_ready() const { return num_ready_; }
+  size_t num_running() const { return leases_.size(); }
+  size_t num_live_stages() const { return stages_.size(); }
+  size_t num_jobs() const { return jobs_.size(); }
+  bool HasJob(JobId job) const { return jobs_.contains(job); }
+
+ private:
+  enum class StageState : uint8_t { kWaitingDeps, kReady, kRunning };
+
+  struct QueueEntry {
+    int neg_priority;
+    double primary;
+    int64_t secondary;
+    uint64_t seq;
+    StageId stage;
+    bool operator<(const QueueEntry& o) const {
+      return std::tie(neg_priority, primary, secondary, seq) <
+             std::tie(o.neg_priority, o.primary, o.secondary, o.seq);
+    }
+  };
+  // Ready stages with the same resource need share one FIFO-ordered queue ("class"), so a
+  // decision looks only at the head of each class.
+  struct ResourceClass {
+    int cpu_slots = 0;
+    int kind = -1;                // device kind id, or -1
+    DeviceId device = kNoDevice;  // named device, or kNoDevice
+    std::set<QueueEntry> queue;
+  };
+  struct Stage {
+    JobId job;
+    StageKind kind;
+    StageState state = StageState::kWaitingDeps;
+    int cls;
+    int pending_deps = 0;
+    int attempts = 0;
+    std::optional<absl::Duration> estimate;
+    absl::Time submitted;
+    absl::Time ready;
+    QueueEntry entry{};
+    LeaseId lease = 0;
+    std::vector<StageId> dependents;
+  };
+  struct Job {
+    JobSpec spec;
+    int64_t live = 0;  // submitted stages not yet done, failed or cancelled
+    bool closed = false;
+    std::vector<StageId> stages;  // may include finished ones; compacted now and then
+  };
+  struct Host {
+    HostSpec spec;
+    int capacity = 0;  // spec.cpu_slots + slots donated by its devices
+    int used = 0;
+  };
+  struct Device {
+    DeviceSpec spec;
+    int kind = 0;
+    int leases = 0;
+  };
+  struct Lease {
+    StageId stage;
+    HostId host;
+    DeviceId device;
+    int slots;  // host slots held, including the device's shared slots
+    absl::Time start;
+    absl::Time deadline;
+  };
+  using ActiveJobKey = std::tuple<int, absl::Time, JobId>;
+
+  int ClassFor(const ResourceNeed& need);
+  void MakeReady(StageId id, Stage& s, absl::Time now);
+  Decision Place(const ResourceClass& cls);
+  void TakeResources(HostId host, DeviceId device, int slots);
+  void ReleaseResources(const Lease& lease);
+  void SetHostUsed(HostId host, int used);
+  void EndLease(LeaseId id, const Lease& lease);
+  // Requeues or fails the stage of an ended lease.
+  void Retry(StageId id, LeaseId lease, absl::Time now, std::string reason);
+  // Fails the stage for good and, transitively, every stage that depends on it.
+  void FailStage(StageId id, LeaseId lease, absl::Time now, const std::string& reason,
+                 StageEvent::Type type);
+  void ForgetStage(StageId id, JobId job);
+  void MaybeForgetJob(JobId job);
+  ActiveJobKey ActiveKey(JobId id, const Job& job) const {
+    return {-job.spec.priority, job.spec.submit_time, id};
+  }
+
+  std::unique_ptr<Policy> policy_;
+  SchedulerOptions options_;
+  bool exclusive_;
+  bool one_job_;
+  SchedulerStats stats_;
+
+  std::vector<Host> hosts_;
+  std::vector<Device> devices_;
+  std::vector<std::string> kind_names_;
+  absl::flat_hash_map<std::string, int> kind_ids_;
+  std::vector<std::vector<DeviceId>> devices_by_kind_;
+  std::vector<std::set<DeviceId>> free_by_kind_;    // unleased devices, per kind id
+  std::set<std::pair<int, HostId>> hosts_by_free_;  // (-free slots, host)
+
+  std::vector<ResourceClass> classes_;
+  absl::flat_hash_map<std::tuple<int, int, int>, int> class_ids_;
+  size_t num_ready_ = 0;
+  uint64_t next_seq_ = 0;
+
+  absl::flat_hash_map<JobId, Job> jobs_;
+  std::set<ActiveJobKey> active_jobs_;  // ordering used by OneJobAtATime policies
+  JobId next_job_ = 1;
+
+  absl::flat_hash_map<StageId, Stage> stages_;
+  absl::flat_hash_set<StageId> dead_stages_;  // failed or cancelled (for later dependencies)
+  StageId next_stage_ = 1;
+
+  absl::flat_hash_map<LeaseId, Lease> leases_;
+  std::set<std::pair<absl::Time, LeaseId>> deadlines_;
+  LeaseId next_lease_ = 1;
+
+  std::vector<StageEvent> events_;
+  // Scratch for Advance(), kept to avoid reallocation.
+  std::vector<std::pair<QueueEntry, int>> heap_;
+  std::vector<char> host_blocked_;
+  std::vector<HostId> blocked_list_;
+};
+
+}  // namespace loom::sched
