@@ -1,0 +1,83 @@
+// An operator template: for one workload and target, the knob space and a generator of kernel
+// source for any config, plus the host-side glue that converts operands between the operator's
+// natural layout (NCHW data, KCRS weights, row-major matrices) and the kernel's layout (e.g.
+// NCHW[x]c blocks). Called by the builder (Emit), the measurer (Buffers/Pack/Unpack/Reference),
+// the tuners (space, Features) and the compiled-model runtime.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/graph/tasks.h"
+#include "loom/graph/tensor.h"
+#include "loom/ops/config_space.h"
+#include "loom/ops/target.h"
+
+namespace loom::ops {
+
+// Generated C++ for one config: self-contained (no Loom headers), defining
+// `extern "C" void loom_kernel(void* const* buffers, const loom_parallel_t* par)`.
+struct KernelSource {
+  std::string code;
+  std::string compile_flags;  // ISA flags the code needs (Target::CompilerFlags())
+};
+
+// One argument of a kernel, in calling order.
+struct BufferSpec {
+  std::string name;  // "data", "weight", "output", ...
+  graph::Shape shape;  // float32 elements in the kernel's layout
+  bool is_output = false;
+};
+
+struct TemplateOptions {
+  // Adds a `fault` knob (0 none, 1 crash, 2 hang, 3 wrong answer) so tests can prove that a bad
+  // candidate is an error record and never a dead tuner. Never enabled outside tests.
+  bool test_faults = false;
+};
+
+class Template {
+ public:
+  virtual ~Template() = default;
+
+  // "conv2d_nchwc", "depthwise_conv2d_nchwc", "dense_pack", ...
+  virtual std::string name() const = 0;
+  virtual const graph::Workload& workload() const = 0;
+  virtual const Target& target() const = 0;
+  virtual const ConfigSpace& space() const = 0;
+
+  // Source for `config`. kInvalidArgument when the config is outside the space or violates a
+  // constraint the space cannot express (an instantiation error in AutoTVM's terms).
+  virtual absl::StatusOr<KernelSource> Emit(const Config& config) const = 0;
+
+  // The kernel's arguments for `config`, inputs first.
+  virtual std::vector<BufferSpec> Buffers(const Config& config) const = 0;
+  // Natural-layout operands -> the kernel's input buffers (same order as Buffers' inputs).
+  // Natural operands: conv: data [N,C,H,W], weight [K,C/groups,R,S];
+  // dense: data [M,K], weight [N,K] (trans_b) or [K,N].
+  virtual std::vector<graph::Tensor> PackInputs(const Config& config,
+                                                const std::vector<graph::Tensor>& natural) const = 0;
+  // The kernel's output buffer -> natural layout ([N,K,OH,OW] / [M,N]).
+  virtual graph::Tensor UnpackOutput(const Config& config, const graph::Tensor& output) const = 0;
+  // The expected natural output, from the reference kernels.
+  virtual graph::Tensor Reference(const std::vector<graph::Tensor>& natural) const = 0;
+  // Natural operand shapes, for generating test inputs.
+  virtual std::vector<graph::Shape> NaturalInputShapes() const = 0;
+
+  // Numeric features of a config for the cost model: knob values plus derived loop-nest facts
+  // (tile volumes, register-block size, inner-loop trip counts, estimated working sets).
+  virtual std::vector<float> Features(const Config& config) const = 0;
+  virtual std::vector<std::string> FeatureNames() const = 0;
+
+  // A config known to be reasonable without tuning (used for untuned tasks and as a baseline).
+  virtual Config DefaultConfig() const = 0;
+};
+
+// The template for `workload` on `target`. kUnimplemented when no template covers it.
+absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& workload,
+                                                       const Target& target,
+                                                       const TemplateOptions& options = {});
+
+}  // namespace loom::ops
