@@ -1,0 +1,279 @@
+#include "loom/graph/passes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "loom/base/status_macros.h"
+#include "loom/graph/shape_inference.h"
+
+namespace loom::graph {
+namespace {
+
+bool IsGraphOutput(const Graph& g, const std::string& value) {
+  return std::any_of(g.outputs.begin(), g.outputs.end(),
+                     [&](const ValueInfo& v) { return v.name == value; });
+}
+
+bool IsGraphInput(const Graph& g, const std::string& value) {
+  return std::any_of(g.inputs.begin(), g.inputs.end(),
+                     [&](const ValueInfo& v) { return v.name == value; });
+}
+
+void ReplaceInputs(Graph& g, const std::string& from, const std::string& to) {
+  for (Node& n : g.nodes) {
+    for (std::string& in : n.inputs) {
+      if (in == from) in = to;
+    }
+  }
+}
+
+// Whether an Identity or Dropout node can be dropped: Dropout only in inference mode with its
+// mask unused.
+bool IsRemovableIdentityLike(const Graph& g, const Node& n) {
+  if (n.inputs.empty() || n.inputs[0].empty() || n.outputs.empty() || n.outputs[0].empty()) {
+    return false;
+  }
+  if (n.op_type == "Identity") return n.inputs.size() == 1 && n.outputs.size() == 1;
+  if (n.op_type != "Dropout") return false;
+  for (size_t i = 1; i < n.outputs.size(); ++i) {
+    if (!n.outputs[i].empty() && g.UseCount(n.outputs[i]) > 0) return false;
+  }
+  if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+    std::optional<Tensor> training = ConstantValueOf(g, n.inputs[2]);
+    if (!training.has_value() || training->num_elements() != 1 || training->Int64At(0) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Output values of a Shape node whose input type is static.
+Tensor EvaluateShape(const Node& node, int64_t opset, const TensorType& input) {
+  const int64_t rank = static_cast<int64_t>(input.shape.size());
+  int64_t start = 0, end = rank;
+  if (opset >= 15) {
+    start = node.GetInt("start", 0);
+    end = node.GetInt("end", rank);
+  }
+  if (start < 0) start += rank;
+  if (end < 0) end += rank;
+  start = std::clamp<int64_t>(start, 0, rank);
+  end = std::clamp<int64_t>(end, 0, rank);
+  std::vector<int64_t> dims;
+  for (int64_t i = start; i < end; ++i) dims.push_back(input.shape[i]);
+  return Tensor::FromInt64s({static_cast<int64_t>(dims.size())}, dims);
+}
+
+std::string FreshName(const Graph& g, const std::string& base) {
+  std::set<std::string> used;
+  for (const auto& v : g.inputs) used.insert(v.name);
+  for (const auto& v : g.outputs) used.insert(v.name);
+  for (const auto& [name, _] : g.initializers) used.insert(name);
+  for (const auto& [name, _] : g.value_types) used.insert(name);
+  for (const Node& n : g.nodes) {
+    used.insert(n.inputs.begin(), n.inputs.end());
+    used.insert(n.outputs.begin(), n.outputs.end());
+  }
+  if (!used.count(base)) return base;
+  for (int i = 1;; ++i) {
+    std::string name = absl::StrCat(base, "_", i);
+    if (!used.count(name)) return name;
+  }
+}
+
+// A float32 initializer of shape [k], or nullptr.
+const Tensor* ChannelParam(const Graph& g, const std::string& name, int64_t k) {
+  const Tensor* t = g.FindInitializer(name);
+  if (t == nullptr || t->dtype() != DType::kFloat32 || t->shape() != Shape{k}) return nullptr;
+  return t;
+}
+
+// Tries to fold the BatchNormalization at `bn_index` into its producing Conv.
+bool TryFoldBatchNorm(Graph& g, size_t bn_index) {
+  const Node& bn = g.nodes[bn_index];
+  if (bn.inputs.size() < 5 || bn.GetInt("training_mode", 0) != 0) return false;
+  for (size_t i = 1; i < bn.outputs.size(); ++i) {
+    if (!bn.outputs[i].empty()) return false;
+  }
+  const std::string& x = bn.inputs[0];
+  const int64_t p = g.ProducerOf(x);
+  if (p < 0) return false;
+  Node& conv = g.nodes[static_cast<size_t>(p)];
+  if (conv.op_type != "Conv" || conv.outputs.size() != 1 || conv.outputs[0] != x) return false;
+  if (g.UseCount(x) != 1) return false;  // counts graph outputs too
+  const Tensor* w = conv.inputs.size() > 1 ? g.FindInitializer(conv.inputs[1]) : nullptr;
+  if (w == nullptr || w->dtype() != DType::kFloat32 || w->rank() < 3) return false;
+  const int64_t k = w->dim(0);
+  const Tensor* bias = nullptr;
+  if (conv.inputs.size() > 2 && !conv.inputs[2].empty()) {
+    bias = ChannelParam(g, conv.inputs[2], k);
+    if (bias == nullptr) return false;
+  }
+  const Tensor* gamma = ChannelParam(g, bn.inputs[1], k);
+  const Tensor* beta = ChannelParam(g, bn.inputs[2], k);
+  const Tensor* mean = ChannelParam(g, bn.inputs[3], k);
+  const Tensor* var = ChannelParam(g, bn.inputs[4], k);
+  if (!gamma || !beta || !mean || !var) return false;
+  const double eps = bn.GetFloat("epsilon", 1e-5f);
+
+  Tensor new_w(DType::kFloat32, w->shape());
+  Tensor new_b(DType::kFloat32, {k});
+  const int64_t per_channel = w->num_elements() / std::max<int64_t>(k, 1);
+  const float* wv = w->data<float>();
+  float* nw = new_w.data<float>();
+  for (int64_t c = 0; c < k; ++c) {
+    const double scale =
+        static_cast<double>(gamma->data<float>()[c]) / std::sqrt(var->data<float>()[c] + eps);
+    for (int64_t j = 0; j < per_channel; ++j) {
+      nw[c * per_channel + j] = static_cast<float>(wv[c * per_channel + j] * scale);
+    }
+    const double b0 = bias ? bias->data<float>()[c] : 0.0;
+    new_b.data<float>()[c] =
+        static_cast<float>((b0 - mean->data<float>()[c]) * scale + beta->data<float>()[c]);
+  }
+  const std::string w_name = FreshName(g, absl::StrCat(conv.inputs[1], "_bnfold"));
+  g.initializers[w_name] = new_w;
+  g.value_types[w_name] = new_w.type();
+  const std::string b_name = FreshName(g, absl::StrCat(conv.name, "_bias_bnfold"));
+  g.initializers[b_name] = new_b;
+  g.value_types[b_name] = new_b.type();
+
+  const std::string y = bn.outputs[0];
+  conv.inputs.resize(3);
+  conv.inputs[1] = w_name;
+  conv.inputs[2] = b_name;
+  conv.outputs[0] = y;
+  g.value_types.erase(x);
+  g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(bn_index));
+  return true;
+}
+
+}  // namespace
+
+absl::Status RemoveIdentityLike(Graph& g, int64_t* removed) {
+  int64_t count = 0;
+  for (size_t i = 0; i < g.nodes.size();) {
+    const Node& n = g.nodes[i];
+    if (!IsRemovableIdentityLike(g, n)) {
+      ++i;
+      continue;
+    }
+    const std::string x = n.inputs[0];
+    const std::string y = n.outputs[0];
+    if (IsGraphOutput(g, y)) {
+      // Keep the graph output's name: rename the producer's output x -> y instead.
+      const int64_t p = g.ProducerOf(x);
+      if (p < 0 || IsGraphOutput(g, x) || IsGraphInput(g, x) || g.IsInitializer(x)) {
+        ++i;
+        continue;
+      }
+      for (std::string& out : g.nodes[static_cast<size_t>(p)].outputs) {
+        if (out == x) out = y;
+      }
+      ReplaceInputs(g, x, y);
+      auto t = g.value_types.find(x);
+      if (t != g.value_types.end()) {
+        g.value_types[y] = t->second;
+        g.value_types.erase(x);
+      }
+    } else {
+      ReplaceInputs(g, y, x);
+      g.value_types.erase(y);
+    }
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    ++count;
+  }
+  if (removed != nullptr) *removed = count;
+  return absl::OkStatus();
+}
+
+absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded) {
+  LOOM_RETURN_IF_ERROR(g.TopologicalSort());
+  LOOM_RETURN_IF_ERROR(g.Validate());
+  LOOM_RETURN_IF_ERROR(SeedInputTypes(g));
+  int64_t count = 0;
+  for (size_t i = 0; i < g.nodes.size();) {
+    const Node& node = g.nodes[i];
+    LOOM_ASSIGN_OR_RETURN(std::vector<TensorType> types, InferNodeOutputTypes(g, node));
+    for (size_t j = 0; j < node.outputs.size(); ++j) {
+      if (!node.outputs[j].empty()) g.value_types[node.outputs[j]] = types[j];
+    }
+    bool all_const = !node.inputs.empty();
+    for (const std::string& in : node.inputs) {
+      if (!in.empty() && !g.IsInitializer(in)) all_const = false;
+    }
+    std::vector<Tensor> results;
+    if (node.op_type == "Constant") {
+      LOOM_ASSIGN_OR_RETURN(Tensor t, ConstantNodeValue(node));
+      results.push_back(std::move(t));
+    } else if (node.op_type == "Shape") {
+      LOOM_ASSIGN_OR_RETURN(TensorType in, g.TypeOf(node.inputs[0]));
+      results.push_back(EvaluateShape(node, g.opset, in));
+    } else if (all_const && eval) {
+      std::vector<Tensor> inputs;
+      for (const std::string& in : node.inputs) {
+        inputs.push_back(in.empty() ? Tensor() : *g.FindInitializer(in));
+      }
+      auto r = eval(node, g.opset, inputs);
+      if (!r.ok()) {
+        return absl::Status(r.status().code(), absl::StrCat("constant folding ", node.Describe(),
+                                                            ": ", r.status().message()));
+      }
+      results = *std::move(r);
+    } else {
+      ++i;
+      continue;
+    }
+    for (size_t j = 0; j < node.outputs.size(); ++j) {
+      if (node.outputs[j].empty()) continue;
+      if (j >= results.size()) {
+        return absl::InternalError(absl::StrCat("constant folding ", node.Describe(), ": got ",
+                                                results.size(), " outputs, expected ",
+                                                node.outputs.size()));
+      }
+      if (results[j].type() != types[j]) {
+        return absl::InternalError(absl::StrCat(
+            "constant folding ", node.Describe(), ": output '", node.outputs[j], "' evaluated to ",
+            results[j].type().ToString(), " but shape inference says ", types[j].ToString()));
+      }
+    }
+    for (size_t j = 0; j < node.outputs.size(); ++j) {
+      if (!node.outputs[j].empty()) g.initializers[node.outputs[j]] = results[j];
+    }
+    g.nodes.erase(g.nodes.begin() + static_cast<std::ptrdiff_t>(i));
+    ++count;
+  }
+  if (folded != nullptr) *folded = count;
+  return absl::OkStatus();
+}
+
+absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded) {
+  int64_t count = 0;
+  for (size_t i = 0; i < g.nodes.size();) {
+    if (g.nodes[i].op_type == "BatchNormalization" && TryFoldBatchNorm(g, i)) {
+      ++count;  // the BN at i is gone; look at the node that took its place
+    } else {
+      ++i;
+    }
+  }
+  if (folded != nullptr) *folded = count;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval) {
+  PassStats stats;
+  LOOM_RETURN_IF_ERROR(g.TopologicalSort());
+  LOOM_RETURN_IF_ERROR(g.Validate());
+  LOOM_RETURN_IF_ERROR(RemoveIdentityLike(g, &stats.removed_identity));
+  LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, &stats.folded_constants));
+  LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
+  g.RemoveDeadNodes();
+  LOOM_RETURN_IF_ERROR(InferShapes(g));
+  return stats;
+}
+
+}  // namespace loom::graph

@@ -1,0 +1,55 @@
+// Graph rewrites that prepare an imported model for inference: identity removal, constant folding
+// (which resolves torchvision's Shape->Gather->Concat->Reshape chains into static shapes) and
+// BatchNormalization folding into the preceding Conv. The runtime's model loader calls
+// OptimizeForInference; the passes are public for tests and for `loom inspect`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loom/graph/graph.h"
+#include "loom/graph/tensor.h"
+
+namespace loom::graph {
+
+// Evaluates one node on constant inputs; the runtime supplies the reference kernels. `inputs`
+// has one entry per entry of node.inputs (an undefined Tensor for an omitted optional input).
+// Must return one tensor per entry of node.outputs (at least up to the last named output).
+using NodeEvaluator = std::function<absl::StatusOr<std::vector<Tensor>>(
+    const Node& node, int64_t opset, const std::vector<Tensor>& inputs)>;
+
+// Removes Identity nodes and inference Dropout nodes (whose mask output is unused) by rewiring
+// their consumers to the input. When the removed node's output is a graph output, the producer's
+// output is renamed instead; a node that merely forwards a graph input or initializer to a graph
+// output is kept. Returns the number of nodes removed through `removed` when non-null.
+absl::Status RemoveIdentityLike(Graph& g, int64_t* removed = nullptr);
+
+// Walks nodes in topological order, infers each node's output types (stored in value_types) and
+// folds a node when all its inputs are initializers, when it is a Shape node (its input's type is
+// static), or when it is a Constant node: its outputs become initializers and the node is
+// removed. Shape and Constant nodes are evaluated here; every other node through `eval`. A graph
+// output that becomes constant stays, as an initializer that is also a graph output.
+// Precondition: graph inputs have static shapes (see SeedInputTypes).
+absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded = nullptr);
+
+// Folds BatchNormalization into the Conv that feeds it: W' = W * gamma/sqrt(var+eps) per output
+// channel, b' = (b - mean) * gamma/sqrt(var+eps) + beta (bias created when absent). Applies only
+// when the BN's parameters and the Conv's weights (and bias) are float32 initializers and the
+// Conv's output has no other use. New weights get fresh initializer names, so weights shared with
+// other nodes are left untouched.
+absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded = nullptr);
+
+struct PassStats {
+  int64_t removed_identity = 0;
+  int64_t folded_constants = 0;
+  int64_t folded_batchnorms = 0;
+};
+
+// The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
+// FoldBatchNormIntoConv, RemoveDeadNodes, InferShapes. Used by the runtime's model loader.
+absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval);
+
+}  // namespace loom::graph

@@ -1,0 +1,395 @@
+#include "loom/graph/passes.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/shape_inference.h"
+
+namespace loom::graph {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TensorType F32(Shape s) { return {DType::kFloat32, std::move(s)}; }
+
+Node MakeNode(std::string name, std::string op, std::vector<std::string> in,
+              std::vector<std::string> out, std::map<std::string, AttrValue> attrs = {}) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+Tensor Ints(std::vector<int64_t> v) {
+  return Tensor::FromInt64s({static_cast<int64_t>(v.size())}, v);
+}
+
+std::vector<int64_t> IntValues(const Tensor& t) {
+  std::vector<int64_t> v;
+  for (int64_t i = 0; i < t.num_elements(); ++i) v.push_back(t.Int64At(i));
+  return v;
+}
+
+// Deterministic pseudo-random floats in [-1, 1).
+Tensor RandomFloats(Shape shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t(DType::kFloat32, std::move(shape));
+  uint32_t s = seed * 2654435761u + 1;
+  for (float& v : t.values<float>()) {
+    s = s * 1664525u + 1013904223u;
+    v = lo + (hi - lo) * static_cast<float>(s >> 8) / static_cast<float>(1u << 24);
+  }
+  return t;
+}
+
+// A tiny evaluator for the int64 shape arithmetic of exported models: Shape, Gather, Unsqueeze,
+// Concat (all on int64 tensors of rank <= 1). Stands in for the reference kernels.
+absl::StatusOr<std::vector<Tensor>> FakeEval(const Node& node, int64_t opset,
+                                             const std::vector<Tensor>& in) {
+  if (node.op_type == "Gather") {
+    const Tensor& data = in[0];
+    const Tensor& idx = in[1];
+    if (data.rank() != 1) return absl::UnimplementedError("fake Gather: 1-D data only");
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < idx.num_elements(); ++i) {
+      int64_t j = idx.Int64At(i);
+      if (j < 0) j += data.dim(0);
+      out.push_back(data.Int64At(j));
+    }
+    if (idx.rank() == 0) return std::vector<Tensor>{Tensor::ScalarInt64(out[0])};
+    return std::vector<Tensor>{Tensor::FromInt64s(idx.shape(), out)};
+  }
+  if (node.op_type == "Unsqueeze") {
+    if (in[0].rank() != 0) return absl::UnimplementedError("fake Unsqueeze: scalars only");
+    return std::vector<Tensor>{Ints({in[0].Int64At(0)})};
+  }
+  if (node.op_type == "Concat") {
+    std::vector<int64_t> out;
+    for (const Tensor& t : in) {
+      for (int64_t v : IntValues(t)) out.push_back(v);
+    }
+    return std::vector<Tensor>{Ints(out)};
+  }
+  if (node.op_type == "Shape") {
+    std::vector<int64_t> dims(in[0].shape().begin(), in[0].shape().end());
+    return std::vector<Tensor>{Ints(dims)};
+  }
+  return absl::UnimplementedError(absl::StrCat("fake evaluator has no ", node.op_type));
+}
+
+// ----- RemoveIdentityLike --------------------------------------------------------------------
+
+TEST(RemoveIdentityLikeTest, RewiresConsumers) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2})});
+  g.outputs.push_back({"c", {}});
+  g.nodes.push_back(MakeNode("r1", "Relu", {"x"}, {"a"}));
+  g.nodes.push_back(MakeNode("id", "Identity", {"a"}, {"b"}));
+  g.nodes.push_back(MakeNode("drop", "Dropout", {"b"}, {"d"}));
+  g.nodes.push_back(MakeNode("r2", "Relu", {"d"}, {"c"}));
+  int64_t removed = 0;
+  ASSERT_TRUE(RemoveIdentityLike(g, &removed).ok());
+  EXPECT_EQ(removed, 2);
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_THAT(g.nodes[1].inputs, ElementsAre("a"));
+  EXPECT_TRUE(g.Validate().ok());
+}
+
+TEST(RemoveIdentityLikeTest, GraphOutputRenamesProducer) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2})});
+  g.outputs.push_back({"out", {}});
+  g.outputs.push_back({"side", {}});
+  g.nodes.push_back(MakeNode("r1", "Relu", {"x"}, {"a"}));
+  g.nodes.push_back(MakeNode("r2", "Sigmoid", {"a"}, {"side"}));
+  g.nodes.push_back(MakeNode("id", "Identity", {"a"}, {"out"}));
+  ASSERT_TRUE(RemoveIdentityLike(g).ok());
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_THAT(g.nodes[0].outputs, ElementsAre("out"));
+  EXPECT_THAT(g.nodes[1].inputs, ElementsAre("out"));
+  EXPECT_TRUE(g.Validate().ok());
+}
+
+TEST(RemoveIdentityLikeTest, KeepsWhatCannotBeRemoved) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2})});
+  g.outputs.push_back({"y", {}});
+  g.outputs.push_back({"mask_user", {}});
+  // Identity forwarding a graph input straight to a graph output: nothing to rename.
+  g.nodes.push_back(MakeNode("id", "Identity", {"x"}, {"y"}));
+  // Dropout whose mask is read.
+  g.nodes.push_back(MakeNode("drop", "Dropout", {"x"}, {"d", "mask"}));
+  g.nodes.push_back(MakeNode("use", "Identity", {"mask"}, {"mask_user"}));
+  int64_t removed = -1;
+  ASSERT_TRUE(RemoveIdentityLike(g, &removed).ok());
+  // "use" is removed by renaming the mask output; the other two stay.
+  EXPECT_EQ(removed, 1);
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(g.nodes[0].name, "id");
+  EXPECT_EQ(g.nodes[1].name, "drop");
+  EXPECT_THAT(g.nodes[1].outputs, ElementsAre("d", "mask_user"));
+  EXPECT_TRUE(g.Validate().ok());
+}
+
+// ----- ConstantFold --------------------------------------------------------------------------
+
+// x -> Relu -> r; Shape(r) -> Gather(0) -> Unsqueeze -> Concat(with Constant [-1]) -> Reshape(r).
+Graph TorchvisionFlatten() {
+  Graph g;
+  g.opset = 13;
+  g.inputs.push_back({"x", F32({1, 4, 2, 2})});
+  g.outputs.push_back({"out", {}});
+  g.initializers["zero"] = Tensor::ScalarInt64(0);
+  g.initializers["axes0"] = Ints({0});
+  g.nodes.push_back(MakeNode("relu", "Relu", {"x"}, {"r"}));
+  g.nodes.push_back(MakeNode("shape", "Shape", {"r"}, {"s"}));
+  g.nodes.push_back(MakeNode("gather", "Gather", {"s", "zero"}, {"n"}, {{"axis", int64_t{0}}}));
+  g.nodes.push_back(MakeNode("unsq", "Unsqueeze", {"n", "axes0"}, {"nu"}));
+  g.nodes.push_back(MakeNode("minus1", "Constant", {}, {"m"}, {{"value", Ints({-1})}}));
+  g.nodes.push_back(MakeNode("concat", "Concat", {"nu", "m"}, {"shp"}, {{"axis", int64_t{0}}}));
+  g.nodes.push_back(MakeNode("reshape", "Reshape", {"r", "shp"}, {"out"}));
+  return g;
+}
+
+TEST(ConstantFoldTest, ShapeChainBecomesConstantReshapeShape) {
+  Graph g = TorchvisionFlatten();
+  // Without folding the Reshape's shape is not static.
+  Graph unfolded = g;
+  auto st = InferShapes(unfolded);
+  EXPECT_THAT(st.message(), HasSubstr("Reshape 'reshape': input 'shp' (shape) is not constant"));
+
+  int64_t folded = 0;
+  ASSERT_TRUE(ConstantFold(g, FakeEval, &folded).ok());
+  EXPECT_EQ(folded, 5);
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(g.nodes[0].name, "relu");
+  EXPECT_EQ(g.nodes[1].name, "reshape");
+  ASSERT_TRUE(g.IsInitializer("shp"));
+  EXPECT_THAT(IntValues(g.initializers.at("shp")), ElementsAre(1, -1));
+  EXPECT_EQ(g.value_types.at("out"), F32({1, 16}));
+  ASSERT_TRUE(InferShapes(g).ok());
+  EXPECT_EQ(g.value_types.at("out"), F32({1, 16}));
+}
+
+TEST(ConstantFoldTest, WithoutEvaluatorOnlyShapeAndConstantFold) {
+  Graph g = TorchvisionFlatten();
+  // The Reshape would need the evaluator's result: its shape stays non-constant.
+  Graph with_reshape = g;
+  EXPECT_THAT(ConstantFold(with_reshape, nullptr).message(),
+              HasSubstr("input 'shp' (shape) is not constant"));
+  g.nodes.pop_back();
+  g.outputs[0].name = "shp";
+  int64_t folded = 0;
+  ASSERT_TRUE(ConstantFold(g, nullptr, &folded).ok());
+  EXPECT_EQ(folded, 2);
+  EXPECT_THAT(IntValues(g.initializers.at("s")), ElementsAre(1, 4, 2, 2));
+  EXPECT_THAT(IntValues(g.initializers.at("m")), ElementsAre(-1));
+  EXPECT_EQ(g.ProducerOf("n"), 1);  // the Gather is still there
+}
+
+TEST(ConstantFoldTest, ShapeStartEndFromOpset15) {
+  Graph g;
+  g.opset = 15;
+  g.inputs.push_back({"x", F32({2, 3, 5, 7})});
+  g.outputs.push_back({"s", {}});
+  g.nodes.push_back(
+      MakeNode("shape", "Shape", {"x"}, {"s"}, {{"start", int64_t{-3}}, {"end", int64_t{3}}}));
+  ASSERT_TRUE(ConstantFold(g, FakeEval).ok());
+  EXPECT_TRUE(g.nodes.empty());
+  EXPECT_THAT(IntValues(g.initializers.at("s")), ElementsAre(3, 5));
+}
+
+TEST(ConstantFoldTest, ConstantGraphOutputStaysAnInitializerOutput) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2})});
+  g.outputs.push_back({"y", {}});
+  g.outputs.push_back({"k", {}});
+  g.nodes.push_back(MakeNode("relu", "Relu", {"x"}, {"y"}));
+  g.nodes.push_back(MakeNode("c", "Constant", {}, {"k"}, {{"value", Ints({7, 8})}}));
+  ASSERT_TRUE(ConstantFold(g, FakeEval).ok());
+  ASSERT_EQ(g.nodes.size(), 1u);
+  EXPECT_THAT(IntValues(g.initializers.at("k")), ElementsAre(7, 8));
+  EXPECT_TRUE(g.Validate().ok());
+  g.RemoveDeadNodes();
+  EXPECT_TRUE(g.IsInitializer("k"));
+  ASSERT_TRUE(InferShapes(g).ok());
+  EXPECT_EQ(g.outputs[1].type, (TensorType{DType::kInt64, {2}}));
+}
+
+TEST(ConstantFoldTest, EvaluatorErrorsNameTheNode) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2})});
+  g.initializers["a"] = Tensor::ScalarFloat(1);
+  g.outputs.push_back({"y", {}});
+  g.nodes.push_back(MakeNode("relu_const", "Relu", {"a"}, {"y"}));
+  auto st = ConstantFold(g, FakeEval);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(st.message(), HasSubstr("constant folding Relu 'relu_const'"));
+
+  // An evaluator that returns the wrong type is caught.
+  NodeEvaluator wrong = [](const Node&, int64_t,
+                           const std::vector<Tensor>&) -> absl::StatusOr<std::vector<Tensor>> {
+    return std::vector<Tensor>{Ints({1, 2})};
+  };
+  st = ConstantFold(g, wrong);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(st.message(), HasSubstr("evaluated to int64[2] but shape inference says float32[]"));
+}
+
+// ----- FoldBatchNormIntoConv -----------------------------------------------------------------
+
+// Naive NCHW conv, stride 1, symmetric padding `pad`, groups 1; optional bias.
+std::vector<float> NaiveConv(const Tensor& x, const Tensor& w, const Tensor* b, int64_t pad) {
+  const int64_t n = x.dim(0), c = x.dim(1), h = x.dim(2), wd = x.dim(3);
+  const int64_t k = w.dim(0), r = w.dim(2), s = w.dim(3);
+  const int64_t oh = h + 2 * pad - r + 1, ow = wd + 2 * pad - s + 1;
+  std::vector<float> y(static_cast<size_t>(n * k * oh * ow));
+  const float* xv = x.data<float>();
+  const float* wv = w.data<float>();
+  for (int64_t in = 0; in < n; ++in)
+    for (int64_t ik = 0; ik < k; ++ik)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j) {
+          double acc = b ? b->data<float>()[ik] : 0.0;
+          for (int64_t ic = 0; ic < c; ++ic)
+            for (int64_t ir = 0; ir < r; ++ir)
+              for (int64_t is = 0; is < s; ++is) {
+                const int64_t hi = i + ir - pad, wi = j + is - pad;
+                if (hi < 0 || hi >= h || wi < 0 || wi >= wd) continue;
+                acc += static_cast<double>(xv[((in * c + ic) * h + hi) * wd + wi]) *
+                       wv[((ik * c + ic) * r + ir) * s + is];
+              }
+          y[static_cast<size_t>(((in * k + ik) * oh + i) * ow + j)] = static_cast<float>(acc);
+        }
+  return y;
+}
+
+// In-place inference BatchNorm over NCHW data with `k` channels of `plane` elements each.
+void NaiveBatchNorm(std::vector<float>& y, int64_t k, int64_t plane, const Graph& g,
+                    const Node& bn) {
+  const float* gamma = g.initializers.at(bn.inputs[1]).data<float>();
+  const float* beta = g.initializers.at(bn.inputs[2]).data<float>();
+  const float* mean = g.initializers.at(bn.inputs[3]).data<float>();
+  const float* var = g.initializers.at(bn.inputs[4]).data<float>();
+  const double eps = bn.GetFloat("epsilon", 1e-5f);
+  for (size_t idx = 0; idx < y.size(); ++idx) {
+    const int64_t ch = static_cast<int64_t>(idx) / plane % k;
+    y[idx] =
+        static_cast<float>((y[idx] - mean[ch]) / std::sqrt(var[ch] + eps) * gamma[ch] + beta[ch]);
+  }
+}
+
+Graph ConvBn(bool with_bias) {
+  Graph g;
+  g.inputs.push_back({"x", F32({2, 3, 5, 5})});
+  g.outputs.push_back({"y", {}});
+  g.initializers["w"] = RandomFloats({4, 3, 3, 3}, 1);
+  std::vector<std::string> conv_in = {"x", "w"};
+  if (with_bias) {
+    g.initializers["b"] = RandomFloats({4}, 2);
+    conv_in.push_back("b");
+  }
+  g.initializers["gamma"] = RandomFloats({4}, 3, 0.5f, 2.0f);
+  g.initializers["beta"] = RandomFloats({4}, 4);
+  g.initializers["mean"] = RandomFloats({4}, 5);
+  g.initializers["var"] = RandomFloats({4}, 6, 0.1f, 3.0f);
+  g.nodes.push_back(
+      MakeNode("conv", "Conv", conv_in, {"c"}, {{"pads", std::vector<int64_t>{1, 1, 1, 1}}}));
+  g.nodes.push_back(MakeNode("bn", "BatchNormalization", {"c", "gamma", "beta", "mean", "var"},
+                             {"y"}, {{"epsilon", 1e-3f}}));
+  return g;
+}
+
+void ExpectFoldMatchesConvThenBn(bool with_bias) {
+  Graph g = ConvBn(with_bias);
+  const Tensor x = RandomFloats({2, 3, 5, 5}, 9);
+  std::vector<float> expected =
+      NaiveConv(x, g.initializers.at("w"), with_bias ? &g.initializers.at("b") : nullptr, 1);
+  NaiveBatchNorm(expected, 4, 25, g, g.nodes[1]);
+  const Tensor w_before = g.initializers.at("w").Clone();
+
+  int64_t folded = 0;
+  ASSERT_TRUE(FoldBatchNormIntoConv(g, &folded).ok());
+  EXPECT_EQ(folded, 1);
+  ASSERT_EQ(g.nodes.size(), 1u);
+  const Node& conv = g.nodes[0];
+  EXPECT_EQ(conv.op_type, "Conv");
+  EXPECT_THAT(conv.outputs, ElementsAre("y"));
+  ASSERT_EQ(conv.inputs.size(), 3u);
+  EXPECT_NE(conv.inputs[1], "w");  // fresh weights; the original is untouched
+  EXPECT_EQ(
+      std::memcmp(w_before.raw_data(), g.initializers.at("w").raw_data(), w_before.num_bytes()), 0);
+  std::vector<float> got =
+      NaiveConv(x, g.initializers.at(conv.inputs[1]), &g.initializers.at(conv.inputs[2]), 1);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], 1e-5) << i;
+  ASSERT_TRUE(InferShapes(g).ok());
+  EXPECT_EQ(g.value_types.at("y"), F32({2, 4, 5, 5}));
+}
+
+TEST(FoldBatchNormTest, NumericallyEqualWithBias) { ExpectFoldMatchesConvThenBn(true); }
+TEST(FoldBatchNormTest, NumericallyEqualWithoutBias) { ExpectFoldMatchesConvThenBn(false); }
+
+TEST(FoldBatchNormTest, SkipsWhenConvOutputHasOtherUses) {
+  Graph g = ConvBn(true);
+  g.outputs.push_back({"c", {}});
+  int64_t folded = -1;
+  ASSERT_TRUE(FoldBatchNormIntoConv(g, &folded).ok());
+  EXPECT_EQ(folded, 0);
+  EXPECT_EQ(g.nodes.size(), 2u);
+}
+
+TEST(FoldBatchNormTest, SkipsWhenParametersAreNotInitializers) {
+  Graph g = ConvBn(true);
+  g.initializers.erase("mean");
+  g.inputs.push_back({"mean", F32({4})});
+  int64_t folded = -1;
+  ASSERT_TRUE(FoldBatchNormIntoConv(g, &folded).ok());
+  EXPECT_EQ(folded, 0);
+}
+
+// ----- Pipeline ------------------------------------------------------------------------------
+
+TEST(OptimizeForInferenceTest, RunsAllPasses) {
+  Graph g = ConvBn(false);
+  // conv -> bn -> y becomes conv -> bn -> t -> Identity -> relu -> flatten-by-shape-chain.
+  g.nodes[1].outputs = {"t"};
+  g.opset = 13;
+  g.initializers["zero"] = Tensor::ScalarInt64(0);
+  g.initializers["axes0"] = Ints({0});
+  g.nodes.push_back(MakeNode("id", "Identity", {"t"}, {"t2"}));
+  g.nodes.push_back(MakeNode("relu", "Relu", {"t2"}, {"r"}));
+  g.nodes.push_back(MakeNode("shape", "Shape", {"r"}, {"s"}));
+  g.nodes.push_back(MakeNode("gather", "Gather", {"s", "zero"}, {"n"}));
+  g.nodes.push_back(MakeNode("unsq", "Unsqueeze", {"n", "axes0"}, {"nu"}));
+  g.nodes.push_back(MakeNode("minus1", "Constant", {}, {"m"}, {{"value", Ints({-1})}}));
+  g.nodes.push_back(MakeNode("concat", "Concat", {"nu", "m"}, {"shp"}, {{"axis", int64_t{0}}}));
+  g.nodes.push_back(MakeNode("reshape", "Reshape", {"r", "shp"}, {"y"}));
+  g.initializers["unused"] = Tensor::ScalarFloat(3);
+
+  auto stats = OptimizeForInference(g, FakeEval);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->removed_identity, 1);
+  EXPECT_EQ(stats->folded_constants, 5);
+  EXPECT_EQ(stats->folded_batchnorms, 1);
+  std::vector<std::string> ops;
+  for (const Node& n : g.nodes) ops.push_back(n.op_type);
+  EXPECT_THAT(ops, ElementsAre("Conv", "Relu", "Reshape"));
+  EXPECT_FALSE(g.IsInitializer("unused"));
+  EXPECT_FALSE(g.IsInitializer("gamma"));
+  EXPECT_FALSE(g.IsInitializer("w"));  // replaced by the folded weights
+  EXPECT_EQ(g.outputs[0].type, F32({2, 100}));
+  EXPECT_TRUE(g.Validate().ok());
+}
+
+}  // namespace
+}  // namespace loom::graph
