@@ -1,0 +1,264 @@
+#include "loom/graph/tasks.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/shape_inference.h"
+
+namespace loom::graph {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TensorType F32(Shape s) { return {DType::kFloat32, std::move(s)}; }
+
+Node MakeNode(std::string name, std::string op, std::vector<std::string> in,
+              std::vector<std::string> out, std::map<std::string, AttrValue> attrs = {}) {
+  Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+std::map<std::string, AttrValue> Conv3x3(int64_t stride) {
+  return {{"pads", std::vector<int64_t>{1, 1, 1, 1}},
+          {"strides", std::vector<int64_t>{stride, stride}},
+          {"kernel_shape", std::vector<int64_t>{3, 3}}};
+}
+
+// Two identical 3x3 convs (with a residual add), one strided 3x3 conv, pooling and a Gemm.
+Graph TinyResNet() {
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 64, 56, 56})});
+  g.outputs.push_back({"logits", {}});
+  g.initializers["w1"] = Tensor(DType::kFloat32, {64, 64, 3, 3});
+  g.initializers["w2"] = Tensor(DType::kFloat32, {64, 64, 3, 3});
+  g.initializers["b2"] = Tensor(DType::kFloat32, {64});
+  g.initializers["w3"] = Tensor(DType::kFloat32, {128, 64, 3, 3});
+  g.initializers["fc_w"] = Tensor(DType::kFloat32, {1000, 128});
+  g.initializers["fc_b"] = Tensor(DType::kFloat32, {1000});
+  g.nodes.push_back(MakeNode("conv1", "Conv", {"x", "w1"}, {"c1"}, Conv3x3(1)));
+  g.nodes.push_back(MakeNode("relu1", "Relu", {"c1"}, {"r1"}));
+  g.nodes.push_back(MakeNode("conv2", "Conv", {"r1", "w2", "b2"}, {"c2"}, Conv3x3(1)));
+  g.nodes.push_back(MakeNode("add", "Add", {"c2", "x"}, {"s"}));
+  g.nodes.push_back(MakeNode("conv3", "Conv", {"s", "w3"}, {"c3"}, Conv3x3(2)));
+  g.nodes.push_back(MakeNode("gap", "GlobalAveragePool", {"c3"}, {"p"}));
+  g.nodes.push_back(MakeNode("flat", "Flatten", {"p"}, {"f"}));
+  g.nodes.push_back(
+      MakeNode("fc", "Gemm", {"f", "fc_w", "fc_b"}, {"logits"}, {{"transB", int64_t{1}}}));
+  return g;
+}
+
+TEST(ExtractTasksTest, TinyResNetHasThreeTasks) {
+  Graph g = TinyResNet();
+  ASSERT_TRUE(InferShapes(g).ok());
+  auto tasks = ExtractTasks(g);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_EQ(tasks->size(), 3u);
+  const Task& t0 = (*tasks)[0];
+  EXPECT_EQ(t0.key, "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1");
+  EXPECT_EQ(t0.count, 2);
+  EXPECT_THAT(t0.nodes, ElementsAre("conv1", "conv2"));
+  EXPECT_EQ(t0.flops, 2.0 * 64 * 56 * 56 * 64 * 3 * 3);
+  EXPECT_EQ(t0.flops, 231211008.0);
+  EXPECT_EQ(t0.hash, StableHash(t0.key));
+  EXPECT_EQ(t0.workload.kind, TaskKind::kConv2d);
+
+  const Task& t1 = (*tasks)[1];
+  EXPECT_EQ(t1.key, "conv2d:f32:n1_c64_h56_w56_k128_r3_s3_st2x2_p1x1x1x1_d1x1_g1");
+  EXPECT_EQ(t1.count, 1);
+  EXPECT_THAT(t1.nodes, ElementsAre("conv3"));
+  EXPECT_EQ(t1.flops, 115605504.0);  // 2 * 128 * 28 * 28 * 64 * 9
+
+  const Task& t2 = (*tasks)[2];
+  EXPECT_EQ(t2.key, "dense:f32:m1_n1000_k128_tb1");
+  EXPECT_EQ(t2.count, 1);
+  EXPECT_EQ(t2.flops, 256000.0);
+  EXPECT_EQ(t2.workload.kind, TaskKind::kDense);
+  EXPECT_TRUE(t2.workload.trans_b);
+}
+
+TEST(ExtractTasksTest, NeedsShapes) {
+  Graph g = TinyResNet();  // value_types not filled
+  auto tasks = ExtractTasks(g);
+  EXPECT_EQ(tasks.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(tasks.status().message(), HasSubstr("Conv 'conv2'"));
+  EXPECT_THAT(tasks.status().message(), HasSubstr("run InferShapes first"));
+}
+
+TEST(WorkloadTest, DepthwiseAndGroupedDetection) {
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 32, 112, 112})});
+  g.initializers["dw"] = Tensor(DType::kFloat32, {32, 1, 3, 3});
+  g.initializers["dw2"] = Tensor(DType::kFloat32, {64, 1, 3, 3});
+  g.initializers["gw"] = Tensor(DType::kFloat32, {32, 16, 3, 3});
+  auto attrs = Conv3x3(1);
+  Node dw = MakeNode("dw", "Conv", {"x", "dw"}, {"a"}, attrs);
+  dw.attrs["group"] = int64_t{32};
+  Node dw2 = MakeNode("dw2", "Conv", {"x", "dw2"}, {"b"}, attrs);
+  dw2.attrs["group"] = int64_t{32};
+  Node grouped = MakeNode("g", "Conv", {"x", "gw"}, {"c"}, attrs);
+  grouped.attrs["group"] = int64_t{2};
+
+  auto w = WorkloadFromNode(g, dw);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->kind, TaskKind::kDepthwiseConv2d);
+  EXPECT_EQ(WorkloadKey(*w),
+            "depthwise_conv2d:f32:n1_c32_h112_w112_k32_r3_s3_st1x1_p1x1x1x1_d1x1_g32");
+  EXPECT_EQ(WorkloadFlops(*w), 2.0 * 32 * 112 * 112 * 1 * 3 * 3);
+
+  w = WorkloadFromNode(g, dw2);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->kind, TaskKind::kDepthwiseConv2d);  // channel multiplier 2
+  EXPECT_EQ(w->k, 64);
+
+  w = WorkloadFromNode(g, grouped);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->kind, TaskKind::kGroupedConv2d);
+  EXPECT_EQ(TaskKindName(w->kind), "grouped_conv2d");
+  EXPECT_EQ(WorkloadFlops(*w), 2.0 * 32 * 112 * 112 * 16 * 3 * 3);
+}
+
+TEST(WorkloadTest, SameUpperPadsAreResolved) {
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 16, 56, 56})});
+  g.initializers["w"] = Tensor(DType::kFloat32, {16, 16, 3, 3});
+  Node n =
+      MakeNode("c", "Conv", {"x", "w"}, {"y"},
+               {{"auto_pad", std::string("SAME_UPPER")}, {"strides", std::vector<int64_t>{2, 2}}});
+  auto w = WorkloadFromNode(g, n);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(WorkloadKey(*w), "conv2d:f32:n1_c16_h56_w56_k16_r3_s3_st2x2_p0x0x1x1_d1x1_g1");
+  EXPECT_EQ(w->OutH(), 28);
+  EXPECT_EQ(w->OutW(), 28);
+}
+
+TEST(WorkloadTest, MatMulForms) {
+  Graph g;
+  g.inputs.push_back({"seq", F32({1, 128, 768})});
+  g.inputs.push_back({"q", F32({12, 128, 64})});
+  g.inputs.push_back({"kt", F32({12, 64, 128})});
+  g.inputs.push_back({"a", F32({8, 16})});
+  g.inputs.push_back({"b", F32({16, 4})});
+  g.inputs.push_back({"kb", F32({1, 64, 128})});
+  g.initializers["w"] = Tensor(DType::kFloat32, {768, 3072});
+  for (const auto& in : g.inputs) g.value_types[in.name] = in.type;
+
+  auto w = WorkloadFromNode(g, MakeNode("proj", "MatMul", {"seq", "w"}, {"y"}));
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(WorkloadKey(*w), "dense:f32:m128_n3072_k768_tb0");
+
+  w = WorkloadFromNode(g, MakeNode("attn", "MatMul", {"q", "kt"}, {"y"}));
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(WorkloadKey(*w), "batch_matmul:f32:b12_m128_n128_k64");
+  EXPECT_EQ(WorkloadFlops(*w), 2.0 * 12 * 128 * 128 * 64);
+
+  w = WorkloadFromNode(g, MakeNode("mm", "MatMul", {"a", "b"}, {"y"}));
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(WorkloadKey(*w), "batch_matmul:f32:b1_m8_n4_k16");
+
+  w = WorkloadFromNode(g, MakeNode("bcast", "MatMul", {"q", "kb"}, {"y"}));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(w.status().message(), HasSubstr("broadcast batch"));
+}
+
+TEST(WorkloadTest, NonTunableNodesAreNotFound) {
+  Graph g;
+  g.inputs.push_back({"a", F32({4, 8})});
+  g.inputs.push_back({"x", F32({1, 3, 8})});
+  g.initializers["b"] = Tensor(DType::kFloat32, {4, 5});
+  g.initializers["w1d"] = Tensor(DType::kFloat32, {2, 3, 3});
+  for (const auto& in : g.inputs) g.value_types[in.name] = in.type;
+  auto w = WorkloadFromNode(g, MakeNode("relu", "Relu", {"a"}, {"y"}));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  w = WorkloadFromNode(g, MakeNode("gt", "Gemm", {"a", "b"}, {"y"}, {{"transA", int64_t{1}}}));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(w.status().message(), HasSubstr("Gemm 'gt'"));
+  w = WorkloadFromNode(g, MakeNode("gd", "Gemm", {"a", "a"}, {"y"}, {{"transB", int64_t{1}}}));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  w = WorkloadFromNode(g, MakeNode("c1d", "Conv", {"x", "w1d"}, {"y"}));
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(w.status().message(), HasSubstr("only 2-D convolutions"));
+}
+
+TEST(WorkloadKeyTest, RoundTripsEveryKind) {
+  for (const char* key : {
+           "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:n8_c3_h224_w224_k64_r7_s7_st2x2_p3x3x3x3_d1x1_g1",
+           "depthwise_conv2d:f32:n1_c32_h112_w112_k32_r3_s3_st1x1_p1x1x1x1_d1x1_g32",
+           "grouped_conv2d:f32:n1_c64_h28_w28_k128_r3_s3_st1x1_p2x2x2x2_d2x2_g4",
+           "conv2d:f32:n1_c16_h56_w56_k16_r3_s3_st2x2_p0x0x1x1_d1x1_g1",
+           "dense:f32:m1_n1000_k512_tb1",
+           "dense:f32:m128_n3072_k768_tb0",
+           "batch_matmul:f32:b12_m128_n128_k64",
+       }) {
+    auto w = ParseWorkloadKey(key);
+    ASSERT_TRUE(w.ok()) << key << ": " << w.status();
+    EXPECT_EQ(WorkloadKey(*w), key);
+  }
+  auto w = ParseWorkloadKey("grouped_conv2d:f32:n1_c64_h28_w28_k128_r3_s3_st1x1_p2x2x2x2_d2x2_g4");
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->kind, TaskKind::kGroupedConv2d);
+  EXPECT_EQ(w->c, 64);
+  EXPECT_EQ(w->k, 128);
+  EXPECT_EQ(w->dilation_h, 2);
+  EXPECT_EQ(w->pad_bottom, 2);
+  EXPECT_EQ(w->groups, 4);
+  EXPECT_EQ(w->OutH(), 28);
+}
+
+TEST(WorkloadKeyTest, ExtractedWorkloadsRoundTrip) {
+  Graph g = TinyResNet();
+  ASSERT_TRUE(InferShapes(g).ok());
+  auto tasks = ExtractTasks(g);
+  ASSERT_TRUE(tasks.ok());
+  for (const Task& t : *tasks) {
+    auto w = ParseWorkloadKey(t.key);
+    ASSERT_TRUE(w.ok()) << t.key;
+    EXPECT_EQ(*w, t.workload) << t.key;
+  }
+}
+
+TEST(WorkloadKeyTest, RejectsMalformedKeys) {
+  for (const char* key : {
+           "",
+           "conv2d",
+           "conv3d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f16:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1_d1x1_g1",
+           "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1",
+           "conv2d:f32:n01_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:n-1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:c64_n1_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g2",  // kind vs groups
+           "depthwise_conv2d:f32:n1_c32_h112_w112_k32_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f32:n1_c64_h2_w2_k64_r3_s3_st1x1_p0x0x0x0_d1x1_g1",  // empty output
+           "conv2d:f32:n1_c64_h2_w2_k64_r3_s3_st2x2_p0x0x0x0_d1x1_g1",
+           "dense:f32:m1_n1000_k512_tb2",
+           "dense:f32:m1_n1000_k512",
+           "batch_matmul:f32:b0_m128_n128_k64",
+       }) {
+    auto w = ParseWorkloadKey(key);
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << key;
+  }
+  EXPECT_THAT(ParseWorkloadKey("conv3d:f32:x").status().message(),
+              HasSubstr("unknown kind 'conv3d'"));
+}
+
+TEST(StableHashTest, IsFnv1a64) {
+  // Reference values computed independently (Python, FNV-1a 64 definition).
+  EXPECT_EQ(StableHash(""), 14695981039346656037ull);
+  EXPECT_EQ(StableHash("a"), 12638187200555641996ull);
+  EXPECT_EQ(StableHash("conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1"),
+            831783370307818156ull);
+}
+
+}  // namespace
+}  // namespace loom::graph
