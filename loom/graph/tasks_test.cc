@@ -1,11 +1,17 @@
 #include "loom/graph/tasks.h"
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/graph/onnx_importer.h"
+#include "loom/graph/passes.h"
 #include "loom/graph/shape_inference.h"
 
 namespace loom::graph {
@@ -259,6 +265,81 @@ TEST(StableHashTest, IsFnv1a64) {
   EXPECT_EQ(StableHash("conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1"),
             831783370307818156ull);
 }
+
+// ----- The reference models (torchvision exports) in LOOM_SHARED_DIR/models --------------------
+
+// Unpacks NAME.tar.xz once under LOOM_BUILD_DIR (the folder the importer tests use too) and
+// returns the .onnx path, or "" when the archive or the environment is missing.
+std::string ModelPath(const std::string& name) {
+  namespace fs = std::filesystem;
+  const char* shared = std::getenv("LOOM_SHARED_DIR");
+  const char* build = std::getenv("LOOM_BUILD_DIR");
+  if (shared == nullptr || build == nullptr) return "";
+  const fs::path archive = fs::path(shared) / "models" / (name + ".tar.xz");
+  if (!fs::exists(archive)) return "";
+  const fs::path dir = fs::path(build) / "onnx_importer_test_models" / name;
+  const fs::path model = dir / (name + ".onnx");
+  if (fs::exists(model)) return model.string();
+  // Parallel test processes: unpack privately, then rename into place; a loser uses the winner's.
+  const fs::path tmp = dir.string() + ".tmp." + std::to_string(::getpid());
+  fs::create_directories(tmp);
+  const std::string cmd = "tar -xJf '" + archive.string() + "' -C '" + tmp.string() + "'";
+  if (std::system(cmd.c_str()) == 0) {
+    std::error_code ec;
+    fs::rename(tmp, dir, ec);
+  }
+  fs::remove_all(tmp);
+  return fs::exists(model) ? model.string() : "";
+}
+
+struct ModelExpectation {
+  std::string name;
+  size_t tasks;
+  double total_flops;  // sum over tasks of count * flops
+  std::string first_key;
+};
+
+class ReferenceModelTasksTest : public ::testing::TestWithParam<ModelExpectation> {};
+
+TEST_P(ReferenceModelTasksTest, OptimizesAndExtractsTasks) {
+  const ModelExpectation& e = GetParam();
+  const std::string path = ModelPath(e.name);
+  if (path.empty()) GTEST_SKIP() << e.name << ".tar.xz not available";
+  auto g = ImportOnnxFile(path);
+  ASSERT_TRUE(g.ok()) << g.status();
+  // No evaluator: these exports fold with Shape/Constant alone.
+  auto stats = OptimizeForInference(*g, nullptr);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(g->outputs.size(), 1u);
+  EXPECT_EQ(g->outputs[0].type, F32({1, 1000}));
+  auto tasks = ExtractTasks(*g);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_EQ(tasks->size(), e.tasks);
+  EXPECT_EQ((*tasks)[0].key, e.first_key);
+  double total = 0;
+  int64_t tunable_nodes = 0;
+  for (const Task& t : *tasks) {
+    total += t.flops * static_cast<double>(t.count);
+    tunable_nodes += t.count;
+  }
+  EXPECT_EQ(total, e.total_flops);
+  int64_t convs_and_gemms = 0;
+  for (const Node& n : g->nodes) convs_and_gemms += n.op_type == "Conv" || n.op_type == "Gemm";
+  EXPECT_EQ(tunable_nodes, convs_and_gemms);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, ReferenceModelTasksTest,
+    ::testing::Values(
+        // ResNet-18: the well-known 12 tasks and 1.81 GMACs.
+        ModelExpectation{"resnet18", 12, 3628146688.0,
+                         "conv2d:f32:n1_c3_h224_w224_k64_r7_s7_st2x2_p3x3x3x3_d1x1_g1"},
+        ModelExpectation{"mobilenet_v2", 31, 601548544.0,
+                         "conv2d:f32:n1_c3_h224_w224_k32_r3_s3_st2x2_p1x1x1x1_d1x1_g1"},
+        // SqueezeNet 1.1 uses MaxPool ceil_mode: 111 -> 55 -> 27 -> 13.
+        ModelExpectation{"squeezenet1_1", 18, 698303872.0,
+                         "conv2d:f32:n1_c3_h224_w224_k64_r3_s3_st2x2_p0x0x0x0_d1x1_g1"}),
+    [](const ::testing::TestParamInfo<ModelExpectation>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace loom::graph
