@@ -276,11 +276,13 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std
 // `require_shape` makes a missing shape an error (graph inputs must have a rank).
 absl::StatusOr<TensorType> TypeFromValueInfo(const onnx::ValueInfoProto& info, const Shape* pinned,
                                              bool require_shape, const std::string& what) {
-  if (!info.has_type() || !info.type().has_tensor_type()) {
-    if (!require_shape && !info.has_type()) return TensorType{};
-    return absl::InvalidArgumentError(absl::StrCat(what,
-                                                   " is not a tensor (sequence, map and "
-                                                   "optional values are not supported)"));
+  if (!info.has_type()) {
+    if (!require_shape) return TensorType{};  // outputs may leave their type to inference
+    return absl::InvalidArgumentError(absl::StrCat(what, " has no type"));
+  }
+  if (!info.type().has_tensor_type()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " is not a tensor (sequence, map, sparse and optional values are not supported)"));
   }
   const auto& tt = info.type().tensor_type();
   TensorType type;

@@ -444,6 +444,29 @@ TEST(OnnxImporterTest, UnsupportedElementTypeNamesTheValue) {
   EXPECT_THAT(g.status().message(), HasSubstr("graph input 'x' has element type FLOAT16"));
 }
 
+TEST(OnnxImporterTest, InputTypeProblemsNameTheInput) {
+  auto m = TinyModel();
+  m.mutable_graph()->mutable_input(0)->clear_type();
+  auto untyped = Import(m);
+  EXPECT_EQ(untyped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(untyped.status().message(), HasSubstr("graph input 'x' has no type"));
+
+  m = TinyModel();
+  m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_sequence_type();
+  auto seq = Import(m);
+  EXPECT_EQ(seq.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(seq.status().message(), HasSubstr("graph input 'x' is not a tensor"));
+
+  m = TinyModel();
+  m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+  auto no_shape = Import(m);
+  EXPECT_EQ(no_shape.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_shape.status().message(), HasSubstr("has no declared shape; pin it"));
+  auto pinned = Import(m, {.input_shapes = {{"x", {2, 3}}}});
+  ASSERT_TRUE(pinned.ok()) << pinned.status();
+  EXPECT_EQ(pinned->inputs[0].type.shape, (Shape{2, 3}));
+}
+
 onnx::ModelProto ExternalModel(const std::string& location, int64_t offset) {
   auto m = TinyModel();
   auto* w = m.mutable_graph()->mutable_initializer(0);
