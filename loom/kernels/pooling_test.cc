@@ -1,0 +1,155 @@
+#include <limits>
+
+#include "loom/kernels/kernels_test_util.h"
+
+namespace loom::kernels {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using namespace ::loom::kernels::testing;  // NOLINT: test helpers
+
+using Ints64 = std::vector<int64_t>;
+
+TEST(MaxPoolTest, TwoByTwoStride2) {
+  auto y = Eval("MaxPool", {Iota({1, 1, 4, 4})},
+                {{"kernel_shape", Ints64{2, 2}}, {"strides", Ints64{2, 2}}});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {1, 1, 2, 2}, {5, 7, 13, 15});
+}
+
+TEST(MaxPoolTest, CeilModeAddsPartialWindows) {
+  std::map<std::string, graph::AttrValue> attrs = {{"kernel_shape", Ints64{2, 2}},
+                                                   {"strides", Ints64{2, 2}}};
+  auto floor = Eval("MaxPool", {Iota({1, 1, 5, 5})}, attrs);
+  ASSERT_TRUE(floor.ok()) << floor.status();
+  ExpectFloats(*floor, {1, 1, 2, 2}, {6, 8, 16, 18});
+  attrs["ceil_mode"] = int64_t{1};
+  auto ceil = Eval("MaxPool", {Iota({1, 1, 5, 5})}, attrs);
+  ASSERT_TRUE(ceil.ok()) << ceil.status();
+  ExpectFloats(*ceil, {1, 1, 3, 3}, {6, 8, 9, 16, 18, 19, 21, 23, 24});
+}
+
+TEST(MaxPoolTest, CeilModeDropsWindowStartingInPadding) {
+  // in 5, kernel 2, stride 3, pads (0,1): ceil gives 3 windows, but the third would start at 6,
+  // past the input and its padding start, so it is dropped.
+  auto y = Eval("MaxPool", {F({1, 1, 5}, {1, 2, 3, 4, 5})},
+                {{"kernel_shape", Ints64{2}},
+                 {"strides", Ints64{3}},
+                 {"pads", Ints64{0, 1}},
+                 {"ceil_mode", int64_t{1}}});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {1, 1, 2}, {2, 5});
+}
+
+TEST(MaxPoolTest, SameUpperDilationAndIndices) {
+  auto same = Eval("MaxPool", {F({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9})},
+                   {{"kernel_shape", Ints64{2, 2}}, {"auto_pad", std::string("SAME_UPPER")}});
+  ASSERT_TRUE(same.ok()) << same.status();
+  ExpectFloats(*same, {1, 1, 3, 3}, {5, 6, 6, 8, 9, 9, 8, 9, 9});
+
+  auto dilated = Eval("MaxPool", {Iota({1, 1, 4, 4})},
+                      {{"kernel_shape", Ints64{2, 2}}, {"dilations", Ints64{2, 2}}});
+  ASSERT_TRUE(dilated.ok()) << dilated.status();
+  ExpectFloats(*dilated, {1, 1, 2, 2}, {10, 11, 14, 15});
+
+  auto both = EvalAll("MaxPool", {F({1, 2, 2, 2}, {1, 4, 3, 2, 8, 5, 6, 7})},
+                      {{"kernel_shape", Ints64{2, 2}}}, 17, /*num_outputs=*/2);
+  ASSERT_TRUE(both.ok()) << both.status();
+  ExpectFloats((*both)[0], {1, 2, 1, 1}, {4, 8});
+  EXPECT_EQ((*both)[1].dtype(), DType::kInt64);
+  EXPECT_THAT(Ints((*both)[1]), ElementsAre(1, 4));  // flat indices into X
+}
+
+TEST(MaxPoolTest, MissingKernelShapeAndBadPads) {
+  auto no_kernel = Eval("MaxPool", {Iota({1, 1, 4, 4})});
+  EXPECT_EQ(no_kernel.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_kernel.status().message(),
+              HasSubstr("MaxPool 'test_node': attribute 'kernel_shape' is missing"));
+  auto pads = Eval("MaxPool", {Iota({1, 1, 4, 4})},
+                   {{"kernel_shape", Ints64{2, 2}}, {"pads", Ints64{1, 1}}});
+  EXPECT_EQ(pads.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(pads.status().message(), HasSubstr("must have 4 entries"));
+}
+
+TEST(AveragePoolTest, CountIncludePadZeroVersusOne) {
+  Tensor x = F({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+  std::map<std::string, graph::AttrValue> attrs = {{"kernel_shape", Ints64{2, 2}},
+                                                   {"pads", Ints64{1, 1, 1, 1}}};
+  auto exclude = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(exclude.ok()) << exclude.status();
+  ExpectFloats(*exclude, {1, 1, 4, 4},
+               {1, 1.5f, 2.5f, 3, 2.5f, 3, 4, 4.5f, 5.5f, 6, 7, 7.5f, 7, 7.5f, 8.5f, 9});
+  attrs["count_include_pad"] = int64_t{1};
+  auto include = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(include.ok()) << include.status();
+  ExpectFloats(*include, {1, 1, 4, 4},
+               {0.25f, 0.75f, 1.25f, 0.75f, 1.25f, 3, 4, 2.25f, 2.75f, 6, 7, 3.75f, 1.75f, 3.75f,
+                4.25f, 2.25f});
+}
+
+TEST(AveragePoolTest, CeilModeDivisorExcludesPartBeyondPaddedInput) {
+  Tensor x = F({1, 1, 6}, {1, 2, 3, 4, 5, 6});
+  std::map<std::string, graph::AttrValue> attrs = {{"kernel_shape", Ints64{3}},
+                                                   {"strides", Ints64{2}},
+                                                   {"pads", Ints64{1, 1}},
+                                                   {"ceil_mode", int64_t{1}},
+                                                   {"count_include_pad", int64_t{1}}};
+  // Windows start at -1, 1, 3, 5; the last covers x[5] and one pad; index 7 is beyond the
+  // padded input and does not count (PyTorch gives [1, 3, 5, 3]).
+  auto include = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(include.ok()) << include.status();
+  ExpectFloats(*include, {1, 1, 4}, {1, 3, 5, 3});
+  attrs["count_include_pad"] = int64_t{0};
+  auto exclude = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(exclude.ok()) << exclude.status();
+  ExpectFloats(*exclude, {1, 1, 4}, {1.5f, 3, 5, 6});
+}
+
+TEST(AveragePoolTest, DilationsAreUnimplemented) {
+  auto y = Eval("AveragePool", {Iota({1, 1, 4, 4})},
+                {{"kernel_shape", Ints64{2, 2}}, {"dilations", Ints64{2, 2}}});
+  EXPECT_EQ(y.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(GlobalPoolTest, AverageAndMax) {
+  Tensor x = F({1, 2, 2, 2}, {1, 2, 3, 4, 5, 6, 7, 8});
+  auto avg = Eval("GlobalAveragePool", {x});
+  ASSERT_TRUE(avg.ok()) << avg.status();
+  ExpectFloats(*avg, {1, 2, 1, 1}, {2.5f, 6.5f});
+  auto max = Eval("GlobalMaxPool", {x});
+  ASSERT_TRUE(max.ok()) << max.status();
+  ExpectFloats(*max, {1, 2, 1, 1}, {4, 8});
+}
+
+TEST(ReduceMeanTest, KeepdimsAndAxes) {
+  Tensor x = Iota({2, 3});
+  auto flat = Eval("ReduceMean", {x}, {{"axes", Ints64{1}}, {"keepdims", int64_t{0}}}, 13);
+  ASSERT_TRUE(flat.ok()) << flat.status();
+  ExpectFloats(*flat, {2}, {1, 4});
+  auto kept = Eval("ReduceMean", {x}, {{"axes", Ints64{-1}}}, 13);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ExpectFloats(*kept, {2, 1}, {1, 4});
+  auto all = Eval("ReduceMean", {x}, {}, 13);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ExpectFloats(*all, {1, 1}, {2.5f});
+  auto multi = Eval("ReduceMean", {Iota({2, 2, 2})}, {{"axes", Ints64{0, 2}}}, 13);
+  ASSERT_TRUE(multi.ok()) << multi.status();
+  ExpectFloats(*multi, {1, 2, 1}, {2.5f, 4.5f});  // {0,1,4,5} and {2,3,6,7}
+}
+
+TEST(ReduceMeanTest, Opset18AxesInputAndNoop) {
+  Tensor x = Iota({2, 3});
+  auto y = Eval("ReduceMean", {x, I({1}, {0})}, {}, 18);
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {1, 3}, {1.5f, 2.5f, 3.5f});
+  auto noop = Eval("ReduceMean", {x, Tensor()}, {{"noop_with_empty_axes", int64_t{1}}}, 18);
+  ASSERT_TRUE(noop.ok()) << noop.status();
+  ExpectFloats(*noop, {2, 3}, {0, 1, 2, 3, 4, 5});
+  auto repeated = Eval("ReduceMean", {x}, {{"axes", Ints64{0, -2}}}, 13);
+  EXPECT_EQ(repeated.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(repeated.status().message(), HasSubstr("repeated"));
+}
+
+}  // namespace
+}  // namespace loom::kernels
