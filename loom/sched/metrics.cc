@@ -115,6 +115,7 @@ Metrics ComputeMetrics(const ClusterInfo& cluster, const std::vector<JobRecord>&
 
   double total_wait = 0;
   double cpu_slot_seconds = 0;
+  std::vector<double> host_work(cluster.hosts.size(), 0.0);
   for (const StageRecord& r : records) {
     double wait = Seconds(r.start - r.ready);
     total_wait += wait;
@@ -124,13 +125,16 @@ Metrics ComputeMetrics(const ClusterInfo& cluster, const std::vector<JobRecord>&
     if (r.device != kNoDevice) m.resources[r.device].intervals.push_back(iv);
     if (r.cpu_slots > 0) {
       m.resources[nd + r.host].intervals.push_back(iv);
-      cpu_slot_seconds += (iv.end_s - iv.start_s) * r.cpu_slots;
+      // Work, not occupancy: a stage slowed by oversubscription does not count twice.
+      cpu_slot_seconds += Seconds(r.work) * r.cpu_slots;
+      host_work[r.host] += Seconds(r.work) * r.cpu_slots;
     }
   }
   if (!records.empty()) m.mean_wait_s = total_wait / records.size();
 
   int total_slots = 0;
-  for (ResourceTimeline& t : m.resources) {
+  for (size_t i = 0; i < m.resources.size(); ++i) {
+    ResourceTimeline& t = m.resources[i];
     std::sort(t.intervals.begin(), t.intervals.end(),
               [](const BusyInterval& a, const BusyInterval& b) {
                 return std::tie(a.start_s, a.stage) < std::tie(b.start_s, b.stage);
@@ -144,9 +148,7 @@ Metrics ComputeMetrics(const ClusterInfo& cluster, const std::vector<JobRecord>&
       }
     } else {
       total_slots += t.capacity;
-      double slot_s = 0;
-      for (const BusyInterval& iv : t.intervals) slot_s += (iv.end_s - iv.start_s) * iv.slots;
-      t.busy_s = t.capacity > 0 ? slot_s / t.capacity : 0;
+      t.busy_s = t.capacity > 0 ? host_work[i - nd] / t.capacity : 0;
     }
     t.utilization = m.makespan_s > 0 ? t.busy_s / m.makespan_s : 0;
   }

@@ -78,7 +78,7 @@ struct Metrics {
   double makespan_s = 0;
   LowerBound bound;
   double device_utilization = 0;  // mean over devices
-  double cpu_utilization = 0;     // slot-seconds used / (total slots * makespan)
+  double cpu_utilization = 0;     // slot-seconds of work / (total slots * makespan)
   double mean_wait_s = 0;         // start - ready
   double max_wait_s = 0;
   double mean_job_s = 0;
