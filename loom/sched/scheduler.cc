@@ -70,7 +70,10 @@ absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec) {
 
 absl::StatusOr<JobId> Scheduler::AddJob(const JobSpec& spec) {
   JobId id = next_job_++;
-  Job& job = jobs_[id];
+  if (jobs_.empty()) jobs_.emplace_back();  // id 0 is never used
+  jobs_.push_back(std::make_unique<Job>());
+  ++num_jobs_;
+  Job& job = *jobs_[id];
   job.spec = spec;
   active_jobs_.insert(ActiveKey(id, job));
   return id;
@@ -141,12 +144,12 @@ int Scheduler::ClassFor(const ResourceNeed& need) {
 }
 
 absl::StatusOr<StageId> Scheduler::Submit(const StageRequest& request, absl::Time now) {
-  auto job_it = jobs_.find(request.job);
-  if (job_it == jobs_.end()) {
+  Job* job_ptr = FindJob(request.job);
+  if (job_ptr == nullptr) {
     return absl::NotFoundError(
         absl::StrCat("job ", request.job, " is unknown, finished or cancelled"));
   }
-  Job& job = job_it->second;
+  Job& job = *job_ptr;
   if (job.closed) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", request.job, " is closed to new stages"));
@@ -196,7 +199,7 @@ absl::StatusOr<StageId> Scheduler::Submit(const StageRequest& request, absl::Tim
 }
 
 void Scheduler::MakeReady(StageId id, Stage& s, absl::Time now) {
-  const Job& job = jobs_.at(s.job);
+  const Job& job = *FindJob(s.job);
   const ResourceClass& cls = classes_[s.cls];
   ReadyStage info;
   info.stage = id;
@@ -350,7 +353,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
                                 : options_.default_lease;
     Lease lease{entry.stage, d.host(), d.device(), slots, now, now + length};
     leases_.emplace(lease_id, lease);
-    deadlines_.insert({lease.deadline, lease_id});
+    if (lease.deadline != absl::InfiniteFuture()) deadlines_.insert({lease.deadline, lease_id});
     s.state = StageState::kRunning;
     s.lease = lease_id;
     ++s.attempts;
@@ -382,7 +385,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 }
 
 void Scheduler::EndLease(LeaseId id, const Lease& lease) {
-  deadlines_.erase({lease.deadline, id});
+  if (lease.deadline != absl::InfiniteFuture()) deadlines_.erase({lease.deadline, id});
   ReleaseResources(lease);
 }
 
@@ -485,35 +488,35 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
 
 void Scheduler::ForgetStage(StageId id, JobId job) {
   stages_.erase(id);
-  auto jit = jobs_.find(job);
-  if (jit != jobs_.end()) --jit->second.live;
+  if (Job* j = FindJob(job)) --j->live;
 }
 
 void Scheduler::MaybeForgetJob(JobId id) {
-  auto it = jobs_.find(id);
-  if (it == jobs_.end() || !it->second.closed || it->second.live > 0) return;
-  active_jobs_.erase(ActiveKey(id, it->second));
-  jobs_.erase(it);
+  Job* job = FindJob(id);
+  if (job == nullptr || !job->closed || job->live > 0) return;
+  active_jobs_.erase(ActiveKey(id, *job));
+  jobs_[id].reset();
+  --num_jobs_;
   policy_->OnJobRemoved(id);
 }
 
 absl::Status Scheduler::CloseJob(JobId job) {
-  auto it = jobs_.find(job);
-  if (it == jobs_.end()) {
+  Job* j = FindJob(job);
+  if (j == nullptr) {
     return absl::NotFoundError(absl::StrCat("job ", job, " is unknown, finished or cancelled"));
   }
-  it->second.closed = true;
+  j->closed = true;
   MaybeForgetJob(job);
   return absl::OkStatus();
 }
 
 absl::Status Scheduler::CancelJob(JobId job, absl::Time now) {
-  auto it = jobs_.find(job);
-  if (it == jobs_.end()) {
+  Job* j = FindJob(job);
+  if (j == nullptr) {
     return absl::NotFoundError(absl::StrCat("job ", job, " is unknown, finished or cancelled"));
   }
-  std::vector<StageId> stages = std::move(it->second.stages);
-  it->second.closed = true;
+  std::vector<StageId> stages = std::move(j->stages);
+  j->closed = true;
   for (StageId id : stages) {
     if (stages_.contains(id)) {
       FailStage(id, 0, now, absl::StrCat("job ", job, " was cancelled"),
@@ -522,9 +525,8 @@ absl::Status Scheduler::CancelJob(JobId job, absl::Time now) {
   }
   // Nothing of the job is live any more; FailStage forgot it through MaybeForgetJob, unless it
   // had no live stages at all.
-  it = jobs_.find(job);
-  if (it != jobs_.end()) {
-    LOOM_CHECK(it->second.live == 0);
+  if (Job* left = FindJob(job)) {
+    LOOM_CHECK(left->live == 0);
     MaybeForgetJob(job);
   }
   return absl::OkStatus();
