@@ -44,7 +44,7 @@ absl::StatusOr<Isa> ParseIsa(std::string_view name) {
   if (name == "avx2") return Isa::kAvx2;
   if (name == "generic") return Isa::kGeneric;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown ISA '", name, "' (expected avx512, avx2 or generic)"));
+      absl::StrCat("unknown ISA '", std::string(name), "' (expected avx512, avx2 or generic)"));
 }
 
 Target HostCpuTarget() {

@@ -1,0 +1,86 @@
+// A small loop-nest IR shared by every operator template: loops with an extent and an annotation
+// (serial, unrolled, vectorized, parallel), vector statements (load, store, broadcast, FMA) and
+// raw C statements for index arithmetic. Templates in ops/ build a Kernel; PrintCpp (cpp_printer.h)
+// turns it into self-contained C++ that the builder compiles. A new operator needs no new printer.
+//
+// Loop variables are referenced in statement text as `$name`. The printer substitutes them: a
+// serial/vectorized/parallel loop's `$i` becomes the C variable `i`, an unrolled loop's `$i` the
+// constant of the copy being printed, so register names such as `acc_$r_$j` become `acc_2_1`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace loom::codegen {
+
+enum class LoopKind {
+  kSerial,      // a plain for loop
+  kUnrolled,    // fully unrolled by the printer (constant extent), one copy per iteration
+  kVectorized,  // a plain loop the compiler is told to vectorize (no loop-carried dependences)
+  kParallel,    // outermost only: chunks of [0, extent) run through par->parallel_for
+};
+
+struct Stmt {
+  enum class Kind {
+    kBlock,         // body in a { } scope
+    kLoop,          // for (var = 0; var < extent; ++var) body
+    kIf,            // if (text) body
+    kRaw,           // one C statement or declaration, verbatim after substitution
+    kVecZero,       // vf name = 0
+    kVecLoad,       // vf name = *(address)          (unaligned is fine)
+    kVecStore,      // *(address) = name
+    kVecBroadcast,  // vf name = broadcast(scalar expression)
+    kVecFma,        // acc += a * b   (contracted to one FMA)
+    kVecAdd,        // acc += a
+  };
+  Kind kind = Kind::kRaw;
+  // kRaw: the statement; kIf: the condition; kLoop: the variable name; vector ops: the
+  // destination/accumulator name (kVecStore: the source register).
+  std::string text;
+  // kVecLoad/kVecStore: the float address expression; kVecBroadcast: the scalar expression;
+  // kVecFma/kVecAdd: operand a.
+  std::string arg0;
+  std::string arg1;  // kVecFma: operand b
+  // kLoop: extent as an expression; `const_extent` >= 0 when it is a known constant.
+  std::string extent;
+  int64_t const_extent = -1;
+  LoopKind loop_kind = LoopKind::kSerial;
+  std::vector<Stmt> body;
+};
+
+// Builders (the only way templates make statements).
+Stmt Block(std::vector<Stmt> body);
+Stmt Loop(std::string var, int64_t extent, LoopKind kind, std::vector<Stmt> body);
+// A loop whose extent is only known as an expression (serial or vectorized only).
+Stmt LoopExpr(std::string var, std::string extent, LoopKind kind, std::vector<Stmt> body);
+Stmt If(std::string condition, std::vector<Stmt> body);
+Stmt Raw(std::string statement);
+Stmt Comment(std::string text);
+Stmt VecZero(std::string name);
+Stmt VecLoad(std::string name, std::string address);
+Stmt VecStore(std::string address, std::string name);
+Stmt VecBroadcast(std::string name, std::string scalar);
+Stmt VecFma(std::string acc, std::string a, std::string b);
+Stmt VecAdd(std::string acc, std::string a);
+
+// One kernel argument: `float* name = (float*)buffers[index]` (const for inputs).
+struct KernelParam {
+  std::string name;
+  bool is_output = false;
+};
+
+// A whole generated kernel: `extern "C" void loom_kernel(void* const* buffers,
+// const loom_parallel_t* par)`. Statements may use the parameters by name, `vf` (the vector type
+// of `vector_lanes` floats) and `loom_bcast`.
+struct Kernel {
+  int32_t vector_lanes = 16;
+  std::vector<KernelParam> params;
+  std::vector<Stmt> body;
+  // Lines placed at file scope after the prelude (constants, static helpers).
+  std::vector<std::string> globals;
+  // A short description printed as a comment at the top (template name, config).
+  std::string comment;
+};
+
+}  // namespace loom::codegen

@@ -1,0 +1,380 @@
+// conv2d_nchwc: the CPU conv2d template in the style of TVM's x86 conv2d_NCHWc. Data is packed
+// (and zero-padded) to N C/ic_bn Hp Wp ic_bn, weights to K/oc_bn C/ic_bn R S ic_bn oc_bn, the
+// output is N K/oc_bn OH OW oc_bn. The micro-kernel keeps a tile_oh x tile_ow x (oc_bn/vec)
+// block of accumulators in vector registers, broadcasts one input value per (row, column) and
+// FMAs it against oc_bn/vec weight vectors.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "loom/base/check.h"
+#include "loom/base/status_macros.h"
+#include "loom/codegen/cpp_printer.h"
+#include "loom/kernels/conv.h"
+#include "loom/ops/template_common.h"
+
+namespace loom::ops::internal {
+namespace {
+
+using codegen::Kernel;
+using codegen::Loop;
+using codegen::LoopKind;
+using codegen::Raw;
+using codegen::Stmt;
+
+struct ConvKnobs {
+  int64_t vec, ic_bn, oc_v, oc_bn, reg_n, oh_b, unroll_kw, red_order, outer_order, par_axis;
+};
+
+class Conv2dNchwc : public TemplateBase {
+ public:
+  Conv2dNchwc(const graph::Workload& w, const Target& t, const TemplateOptions& o)
+      : TemplateBase(w, t, o) {
+    oh_ = w.OutH();
+    ow_ = w.OutW();
+    hp_ = w.h + w.pad_top + w.pad_bottom;
+    wp_ = w.w + w.pad_left + w.pad_right;
+    const int64_t max_lanes = t.VectorLanes();
+    space_.AddKnob("vec", VectorWidthChoices());
+    space_.AddKnob("tile_ic", Divisors(w.c));
+    // oc_bn = tile_oc * vec; K is zero-padded up to a multiple of oc_bn when needed.
+    std::vector<int64_t> oc_v;
+    for (int64_t j = 1; j <= 4; ++j) {
+      if (j == 1 || (j - 1) * max_lanes < w.k) oc_v.push_back(j);
+    }
+    space_.AddKnob("tile_oc", oc_v);
+    std::vector<int64_t> reg_n;
+    for (int64_t d : Divisors(ow_)) {
+      if (d <= 32) reg_n.push_back(d);
+    }
+    space_.AddKnob("tile_ow", reg_n);
+    std::vector<int64_t> oh_b;
+    for (int64_t d : {1, 2, 4}) {
+      if (oh_ % d == 0) oh_b.push_back(d);
+    }
+    space_.AddKnob("tile_oh", oh_b);
+    space_.AddKnob("unroll_kw", {0, 1});
+    // 0: ic_outer, kh, kw, ic_inner   1: kh, kw, ic_outer, ic_inner   2: ic_outer, kh, ic_inner, kw
+    space_.AddKnob("reduce_order", {0, 1, 2});
+    // 0: oc_chunk, oh, ow   1: oh, oc_chunk, ow
+    space_.AddKnob("outer_order", {0, 1});
+    // Which outer loops are fused into the parallel loop: 0: n and the first outer loop,
+    // 1: n and the first two.
+    space_.AddKnob("parallel_axis", {0, 1});
+    MaybeAddFaultKnob();
+  }
+
+  std::string name() const override { return "conv2d_nchwc"; }
+
+  ConvKnobs Knobs(const Config& c) const {
+    ConvKnobs k;
+    k.vec = Knob(c, "vec");
+    k.ic_bn = Knob(c, "tile_ic");
+    k.oc_v = Knob(c, "tile_oc");
+    k.oc_bn = k.oc_v * k.vec;
+    k.reg_n = Knob(c, "tile_ow");
+    k.oh_b = Knob(c, "tile_oh");
+    k.unroll_kw = Knob(c, "unroll_kw");
+    k.red_order = Knob(c, "reduce_order");
+    k.outer_order = Knob(c, "outer_order");
+    k.par_axis = Knob(c, "parallel_axis");
+    return k;
+  }
+
+  int64_t Accumulators(const ConvKnobs& k) const { return k.oh_b * k.reg_n * k.oc_v; }
+
+  absl::StatusOr<KernelSource> Emit(const Config& config) const override {
+    LOOM_RETURN_IF_ERROR(CheckInSpace(config));
+    const ConvKnobs k = Knobs(config);
+    const int64_t regs = Accumulators(k) + k.oc_v + 1;
+    if (regs > NumVectorRegisters()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "register block tile_oh*tile_ow*tile_oc = ", Accumulators(k), " accumulators + ",
+          k.oc_v + 1, " operands exceeds the ", NumVectorRegisters(), " vector registers"));
+    }
+    const graph::Workload& w = workload_;
+    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
+    const int64_t sh = w.stride_h, sw = w.stride_w, dh = w.dilation_h, dw = w.dilation_w;
+    const int64_t ohb = oh_ / k.oh_b, owb = ow_ / k.reg_n;
+
+    // Loop bodies, innermost first. Register names carry the unrolled indices.
+    std::vector<Stmt> ic_body;
+    for (int64_t j = 0; j < k.oc_v; ++j) {
+      ic_body.push_back(codegen::VecLoad(absl::StrCat("w", j),
+                                         absl::StrCat("wp + ic * ", k.oc_bn, " + ", j * k.vec)));
+    }
+    std::vector<Stmt> fma_body;
+    fma_body.push_back(codegen::VecBroadcast(
+        "b_${rh}_${rw}",
+        absl::StrCat("ip[(${rh} * ", sh * wp_, " + ${rw} * ", sw, ") * ", k.ic_bn, " + ic]")));
+    for (int64_t j = 0; j < k.oc_v; ++j) {
+      fma_body.push_back(codegen::VecFma(absl::StrCat("acc_${rh}_${rw}_", j), "b_${rh}_${rw}",
+                                         absl::StrCat("w", j)));
+    }
+    ic_body.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                           {Loop("rw", k.reg_n, LoopKind::kUnrolled, std::move(fma_body))}));
+
+    const std::string in_ptr = absl::StrCat(
+        "const float* ip = data + (((n * ", cb, " + icb) * ", hp_, " + oh0 * ", sh, " + kh * ", dh,
+        ") * ", wp_, " + ow0 * ", sw, " + ${kw} * ", dw, ") * ", k.ic_bn, ";");
+    const std::string w_ptr =
+        absl::StrCat("const float* wp = weight + (((ocb * ", cb, " + icb) * ", w.r, " + kh) * ",
+                     w.s, " + ${kw}) * ", k.ic_bn * k.oc_bn, ";");
+    const LoopKind kw_kind = k.unroll_kw ? LoopKind::kUnrolled : LoopKind::kSerial;
+    auto ic_loop = [&]() { return Loop("ic", k.ic_bn, LoopKind::kSerial, ic_body); };
+    auto ptrs_then = [&](std::vector<Stmt> tail) {
+      std::vector<Stmt> v = {Raw(in_ptr), Raw(w_ptr)};
+      for (Stmt& s : tail) v.push_back(std::move(s));
+      return v;
+    };
+    Stmt reduction;
+    switch (k.red_order) {
+      case 0:
+        reduction =
+            Loop("icb", cb, LoopKind::kSerial,
+                 {Loop("kh", w.r, LoopKind::kSerial,
+                       {Loop("kw", w.s, kw_kind, {codegen::Block(ptrs_then({ic_loop()}))})})});
+        break;
+      case 1:
+        reduction = Loop(
+            "kh", w.r, LoopKind::kSerial,
+            {Loop("kw", w.s, kw_kind,
+                  {Loop("icb", cb, LoopKind::kSerial, {codegen::Block(ptrs_then({ic_loop()}))})})});
+        break;
+      default: {
+        // kw inside ic: the pointers move with kw, so they are formed per kw.
+        std::vector<Stmt> per_kw = ptrs_then({});
+        for (Stmt& s : ic_body) per_kw.push_back(s);
+        reduction =
+            Loop("icb", cb, LoopKind::kSerial,
+                 {Loop("kh", w.r, LoopKind::kSerial,
+                       {Loop("ic", k.ic_bn, LoopKind::kSerial,
+                             {Loop("kw", w.s, kw_kind, {codegen::Block(std::move(per_kw))})})})});
+        break;
+      }
+    }
+
+    std::vector<Stmt> block;
+    block.push_back(Raw(absl::StrCat("const int64_t oh0 = ohb * ", k.oh_b, ";")));
+    block.push_back(Raw(absl::StrCat("const int64_t ow0 = owb * ", k.reg_n, ";")));
+    block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                         {Loop("rw", k.reg_n, LoopKind::kUnrolled,
+                               {Loop("j", k.oc_v, LoopKind::kUnrolled,
+                                     {codegen::VecZero("acc_${rh}_${rw}_${j}")})})}));
+    block.push_back(std::move(reduction));
+    block.push_back(Raw(absl::StrCat("float* op = output + ((n * ", kp, " + ocb) * ", oh_,
+                                     " + oh0) * ", ow_ * k.oc_bn, " + ow0 * ", k.oc_bn, ";")));
+    block.push_back(
+        Loop("rh", k.oh_b, LoopKind::kUnrolled,
+             {Loop("rw", k.reg_n, LoopKind::kUnrolled,
+                   {Loop("j", k.oc_v, LoopKind::kUnrolled,
+                         {codegen::VecStore(absl::StrCat("op + (${rh} * ", ow_, " + ${rw}) * ",
+                                                         k.oc_bn, " + ${j} * ", k.vec),
+                                            "acc_${rh}_${rw}_${j}")})})}));
+
+    // Outer loops: n, then (ocb, ohb) in outer_order, then owb. The first `fused` of them form
+    // the parallel loop.
+    struct Outer {
+      std::string var;
+      int64_t extent;
+    };
+    std::vector<Outer> outer = {{"n", w.n}};
+    if (k.outer_order == 0) {
+      outer.push_back({"ocb", kp});
+      outer.push_back({"ohb", ohb});
+    } else {
+      outer.push_back({"ohb", ohb});
+      outer.push_back({"ocb", kp});
+    }
+    outer.push_back({"owb", owb});
+    const size_t fused = k.par_axis == 0 ? 2 : 3;
+    std::vector<Stmt> body = {codegen::Block(std::move(block))};
+    for (size_t i = outer.size(); i-- > fused;) {
+      body = {Loop(outer[i].var, outer[i].extent, LoopKind::kSerial, std::move(body))};
+    }
+    int64_t total = 1;
+    for (size_t i = 0; i < fused; ++i) total *= outer[i].extent;
+    std::vector<Stmt> par_body;
+    int64_t inner = total;
+    for (size_t i = 0; i < fused; ++i) {
+      inner /= outer[i].extent;
+      par_body.push_back(Raw(absl::StrCat("const int64_t ", outer[i].var, " = (p / ", inner, ") % ",
+                                          outer[i].extent, ";")));
+    }
+    for (Stmt& s : body) par_body.push_back(std::move(s));
+
+    Kernel kernel;
+    kernel.vector_lanes = static_cast<int32_t>(k.vec);
+    kernel.params = {{"data", false}, {"weight", false}, {"output", true}};
+    kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
+    kernel.body = FaultPrologue(config);
+    kernel.body.push_back(Loop("p", total, LoopKind::kParallel, std::move(par_body)));
+    for (Stmt& s : FaultEpilogue(config, "output")) kernel.body.push_back(std::move(s));
+    LOOM_ASSIGN_OR_RETURN(std::string code, codegen::PrintCpp(kernel));
+    return MakeSource(std::move(code));
+  }
+
+  std::vector<BufferSpec> Buffers(const Config& config) const override {
+    const ConvKnobs k = Knobs(config);
+    const graph::Workload& w = workload_;
+    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
+    return {{"data", {w.n, cb, hp_, wp_, k.ic_bn}, false},
+            {"weight", {kp, cb, w.r, w.s, k.ic_bn, k.oc_bn}, false},
+            {"output", {w.n, kp, oh_, ow_, k.oc_bn}, true}};
+  }
+
+  std::vector<graph::Tensor> PackInputs(const Config& config,
+                                        const std::vector<graph::Tensor>& natural) const override {
+    LOOM_CHECK(natural.size() == 2);
+    const ConvKnobs k = Knobs(config);
+    const graph::Workload& w = workload_;
+    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
+    std::vector<BufferSpec> specs = Buffers(config);
+    graph::Tensor data(graph::DType::kFloat32, specs[0].shape);
+    graph::Tensor weight(graph::DType::kFloat32, specs[1].shape);
+    const float* x = natural[0].data<float>();
+    const float* wt = natural[1].data<float>();
+    float* d = data.data<float>();
+    for (int64_t n = 0; n < w.n; ++n)
+      for (int64_t c = 0; c < w.c; ++c)
+        for (int64_t h = 0; h < w.h; ++h)
+          for (int64_t x0 = 0; x0 < w.w; ++x0) {
+            const int64_t dst =
+                (((n * cb + c / k.ic_bn) * hp_ + h + w.pad_top) * wp_ + x0 + w.pad_left) * k.ic_bn +
+                c % k.ic_bn;
+            d[dst] = x[((n * w.c + c) * w.h + h) * w.w + x0];
+          }
+    float* p = weight.data<float>();
+    for (int64_t o = 0; o < w.k; ++o)
+      for (int64_t c = 0; c < w.c; ++c)
+        for (int64_t r = 0; r < w.r; ++r)
+          for (int64_t s = 0; s < w.s; ++s) {
+            const int64_t dst =
+                ((((o / k.oc_bn * cb + c / k.ic_bn) * w.r + r) * w.s + s) * k.ic_bn + c % k.ic_bn) *
+                    k.oc_bn +
+                o % k.oc_bn;
+            p[dst] = wt[((o * w.c + c) * w.r + r) * w.s + s];
+          }
+    (void)kp;
+    return {data, weight};
+  }
+
+  graph::Tensor UnpackOutput(const Config& config, const graph::Tensor& output) const override {
+    const ConvKnobs k = Knobs(config);
+    const graph::Workload& w = workload_;
+    const int64_t kp = CeilDiv(w.k, k.oc_bn);
+    graph::Tensor y(graph::DType::kFloat32, {w.n, w.k, oh_, ow_});
+    const float* src = output.data<float>();
+    float* dst = y.data<float>();
+    for (int64_t n = 0; n < w.n; ++n)
+      for (int64_t o = 0; o < w.k; ++o)
+        for (int64_t h = 0; h < oh_; ++h)
+          for (int64_t x0 = 0; x0 < ow_; ++x0)
+            dst[((n * w.k + o) * oh_ + h) * ow_ + x0] =
+                src[(((n * kp + o / k.oc_bn) * oh_ + h) * ow_ + x0) * k.oc_bn + o % k.oc_bn];
+    return y;
+  }
+
+  graph::Tensor Reference(const std::vector<graph::Tensor>& natural) const override {
+    const graph::Workload& w = workload_;
+    kernels::Conv2dParams p;
+    p.batch = w.n;
+    p.in_channels = w.c;
+    p.in_h = w.h;
+    p.in_w = w.w;
+    p.out_channels = w.k;
+    p.groups = w.groups;
+    p.kernel_h = w.r;
+    p.kernel_w = w.s;
+    p.stride_h = w.stride_h;
+    p.stride_w = w.stride_w;
+    p.dilation_h = w.dilation_h;
+    p.dilation_w = w.dilation_w;
+    p.pad_top = w.pad_top;
+    p.pad_left = w.pad_left;
+    p.pad_bottom = w.pad_bottom;
+    p.pad_right = w.pad_right;
+    graph::Tensor y(graph::DType::kFloat32, {w.n, w.k, oh_, ow_});
+    kernels::Conv2dNchw(p, natural[0].data<float>(), natural[1].data<float>(), nullptr,
+                        y.data<float>());
+    return y;
+  }
+
+  std::vector<graph::Shape> NaturalInputShapes() const override {
+    const graph::Workload& w = workload_;
+    return {{w.n, w.c, w.h, w.w}, {w.k, w.c / w.groups, w.r, w.s}};
+  }
+
+  std::vector<std::string> FeatureNames() const override {
+    std::vector<std::string> names;
+    for (const ops::Knob& k : space_.knobs()) names.push_back(k.name);
+    for (const char* n :
+         {"oc_bn", "accumulators", "registers_used", "reg_block_outputs", "ic_inner_trip",
+          "reduction_trip", "outer_iterations", "input_tile_bytes", "weight_tile_bytes",
+          "output_tile_bytes", "log_arith_intensity", "oc_pad_ratio", "loads_per_fma"}) {
+      names.push_back(n);
+    }
+    return names;
+  }
+
+  std::vector<float> Features(const Config& config) const override {
+    std::vector<float> f;
+    for (int64_t v : space_.Values(config)) f.push_back(static_cast<float>(v));
+    const ConvKnobs k = Knobs(config);
+    const graph::Workload& w = workload_;
+    const int64_t kp = CeilDiv(w.k, k.oc_bn);
+    const double accs = static_cast<double>(Accumulators(k));
+    const double in_rows =
+        static_cast<double>((k.oh_b - 1) * w.stride_h + (w.r - 1) * w.dilation_h + 1);
+    const double in_cols =
+        static_cast<double>((k.reg_n - 1) * w.stride_w + (w.s - 1) * w.dilation_w + 1);
+    const double in_bytes = in_rows * in_cols * static_cast<double>(w.c) * 4;
+    const double w_bytes = static_cast<double>(w.c * w.r * w.s * k.oc_bn) * 4;
+    const double out_bytes = static_cast<double>(k.oh_b * k.reg_n * k.oc_bn) * 4;
+    const double flops = 2.0 * static_cast<double>(k.oh_b * k.reg_n * k.oc_bn * w.c * w.r * w.s);
+    f.push_back(static_cast<float>(k.oc_bn));
+    f.push_back(static_cast<float>(accs));
+    f.push_back(static_cast<float>(accs + static_cast<double>(k.oc_v) + 1));
+    f.push_back(static_cast<float>(k.oh_b * k.reg_n));
+    f.push_back(static_cast<float>(k.ic_bn));
+    f.push_back(static_cast<float>(w.c * w.r * w.s));
+    f.push_back(static_cast<float>(w.n * kp * (oh_ / k.oh_b) * (ow_ / k.reg_n)));
+    f.push_back(static_cast<float>(in_bytes));
+    f.push_back(static_cast<float>(w_bytes));
+    f.push_back(static_cast<float>(out_bytes));
+    f.push_back(static_cast<float>(std::log(flops / (in_bytes + w_bytes + out_bytes))));
+    f.push_back(static_cast<float>(kp * k.oc_bn) / static_cast<float>(w.k));
+    f.push_back(static_cast<float>((static_cast<double>(k.oc_v) + k.oh_b * k.reg_n) / accs));
+    return f;
+  }
+
+  Config DefaultConfig() const override {
+    const int64_t lanes = target_.VectorLanes();
+    const int64_t oc_v = workload_.k >= 2 * lanes ? 2 : 1;
+    const int64_t max_regs = NumVectorRegisters() - oc_v - 1;
+    const int64_t reg_n = LargestDivisorAtMost(ow_, std::min<int64_t>(max_regs / oc_v, 14));
+    return ClosestConfig({{"vec", lanes},
+                          {"tile_ic", LargestDivisorAtMost(workload_.c, lanes)},
+                          {"tile_oc", oc_v},
+                          {"tile_ow", reg_n},
+                          {"tile_oh", 1},
+                          {"unroll_kw", workload_.s <= 3 ? 1 : 0},
+                          {"reduce_order", 0},
+                          {"outer_order", 0},
+                          {"parallel_axis", 0},
+                          {"fault", 0}});
+  }
+
+ private:
+  int64_t oh_ = 0, ow_ = 0, hp_ = 0, wp_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Template> MakeConv2dNchwc(const graph::Workload& w, const Target& t,
+                                          const TemplateOptions& o) {
+  return std::make_unique<Conv2dNchwc>(w, t, o);
+}
+
+}  // namespace loom::ops::internal

@@ -1,0 +1,49 @@
+#include "loom/ops/template.h"
+
+#include "absl/strings/str_cat.h"
+#include "loom/ops/template_common.h"
+
+namespace loom::ops {
+
+absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
+                                                       const Target& target,
+                                                       const TemplateOptions& options) {
+  if (target.kind != "cpu") {
+    return absl::UnimplementedError(
+        absl::StrCat("no templates for target kind '", target.kind, "' (only cpu)"));
+  }
+  if (w.dtype != graph::DType::kFloat32) {
+    return absl::UnimplementedError(
+        absl::StrCat("no template for dtype ", graph::DTypeName(w.dtype), " (only float32)"));
+  }
+  const std::string key = graph::WorkloadKey(w);
+  switch (w.kind) {
+    case graph::TaskKind::kConv2d:
+    case graph::TaskKind::kDepthwiseConv2d:
+    case graph::TaskKind::kGroupedConv2d: {
+      if (w.n < 1 || w.c < 1 || w.h < 1 || w.w < 1 || w.k < 1 || w.r < 1 || w.s < 1 ||
+          w.stride_h < 1 || w.stride_w < 1 || w.dilation_h < 1 || w.dilation_w < 1 ||
+          w.groups < 1 || w.pad_top < 0 || w.pad_left < 0 || w.pad_bottom < 0 || w.pad_right < 0 ||
+          w.OutH() < 1 || w.OutW() < 1 || w.c % w.groups != 0 || w.k % w.groups != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid convolution workload ", key));
+      }
+      if (w.groups == 1) return internal::MakeConv2dNchwc(w, target, options);
+      if (w.groups == w.c && w.k == w.c) {
+        return internal::MakeDepthwiseConv2dNchwc(w, target, options);
+      }
+      return absl::UnimplementedError(
+          absl::StrCat("no template for grouped convolution ", key,
+                       " (only groups == 1, or depthwise with groups == C == K)"));
+    }
+    case graph::TaskKind::kDense:
+      if (w.m < 1 || w.n < 1 || w.k < 1) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid dense workload ", key));
+      }
+      return internal::MakeDensePack(w, target, options);
+    case graph::TaskKind::kBatchMatmul:
+      return absl::UnimplementedError(absl::StrCat("no template for batch_matmul yet: ", key));
+  }
+  return absl::UnimplementedError(absl::StrCat("no template for ", key));
+}
+
+}  // namespace loom::ops

@@ -1,0 +1,63 @@
+// Pieces shared by the CPU templates (conv2d_nchwc.cc, depthwise_conv2d_nchwc.cc, dense_pack.cc):
+// a base class holding workload/target/space, knob lookup, the test-fault statements, and the
+// factories MakeTemplate (template.cc) dispatches to. Internal to ops/.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loom/codegen/loop_nest.h"
+#include "loom/ops/template.h"
+
+namespace loom::ops::internal {
+
+class TemplateBase : public Template {
+ public:
+  TemplateBase(graph::Workload workload, Target target, TemplateOptions options)
+      : workload_(std::move(workload)), target_(std::move(target)), options_(options) {}
+
+  const graph::Workload& workload() const override { return workload_; }
+  const Target& target() const override { return target_; }
+  const ConfigSpace& space() const override { return space_; }
+
+ protected:
+  int64_t Knob(const Config& c, std::string_view name) const { return space_.Value(c, name); }
+  // kInvalidArgument unless `c` is in the space.
+  absl::Status CheckInSpace(const Config& c) const;
+  // Adds the `fault` knob when options ask for it (call last when building the space).
+  void MaybeAddFaultKnob();
+  int64_t Fault(const Config& c) const;
+  // Statements that make the kernel crash / hang at its start (fault 1 / 2), and the statement
+  // that perturbs `output` at its end (fault 3). Empty for fault 0.
+  std::vector<codegen::Stmt> FaultPrologue(const Config& c) const;
+  std::vector<codegen::Stmt> FaultEpilogue(const Config& c, const std::string& output) const;
+  // Picks, for each knob, the value in `wanted` (by name) or the closest one not above it
+  // (else the smallest). Knobs missing from `wanted` take their first value.
+  Config ClosestConfig(const std::vector<std::pair<std::string, int64_t>>& wanted) const;
+  // Vector registers of the target ISA (32 for AVX-512, 16 otherwise).
+  int64_t NumVectorRegisters() const;
+  // Vector widths the ISA offers (AVX-512: 16 and 8), widest first.
+  std::vector<int64_t> VectorWidthChoices() const;
+  KernelSource MakeSource(std::string code) const;
+
+  graph::Workload workload_;
+  Target target_;
+  TemplateOptions options_;
+  ConfigSpace space_;
+};
+
+int64_t CeilDiv(int64_t a, int64_t b);
+// Largest divisor of n that is <= limit (at least 1).
+int64_t LargestDivisorAtMost(int64_t n, int64_t limit);
+
+std::unique_ptr<Template> MakeConv2dNchwc(const graph::Workload& w, const Target& t,
+                                          const TemplateOptions& o);
+std::unique_ptr<Template> MakeDepthwiseConv2dNchwc(const graph::Workload& w, const Target& t,
+                                                   const TemplateOptions& o);
+std::unique_ptr<Template> MakeDensePack(const graph::Workload& w, const Target& t,
+                                        const TemplateOptions& o);
+
+}  // namespace loom::ops::internal

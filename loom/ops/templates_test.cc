@@ -1,0 +1,317 @@
+// Differential tests of the CPU templates: for each template, the default config and a seeded
+// sample of configs are emitted, compiled with g++, run, and compared with Reference(). Also the
+// space sizes, instantiation errors, the test-fault knob and the parallel path.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/base/rng.h"
+#include "loom/base/thread_pool.h"
+#include "loom/ops/local_kernel.h"
+#include "loom/ops/template.h"
+
+namespace loom::ops {
+namespace {
+
+using ::testing::HasSubstr;
+
+graph::Workload Conv(int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
+                     int64_t pad, int64_t groups = 1, int64_t dilation = 1) {
+  graph::Workload wl;
+  wl.kind = groups == 1 ? graph::TaskKind::kConv2d
+                        : (groups == c ? graph::TaskKind::kDepthwiseConv2d
+                                       : graph::TaskKind::kGroupedConv2d);
+  wl.n = 1;
+  wl.c = c;
+  wl.h = h;
+  wl.w = w;
+  wl.k = k;
+  wl.r = r;
+  wl.s = r;
+  wl.stride_h = wl.stride_w = stride;
+  wl.pad_top = wl.pad_left = wl.pad_bottom = wl.pad_right = pad;
+  wl.dilation_h = wl.dilation_w = dilation;
+  wl.groups = groups;
+  return wl;
+}
+
+graph::Workload Dense(int64_t m, int64_t n, int64_t k, bool trans_b) {
+  graph::Workload wl;
+  wl.kind = graph::TaskKind::kDense;
+  wl.m = m;
+  wl.n = n;
+  wl.k = k;
+  wl.trans_b = trans_b;
+  return wl;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/loom_ops_test_XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Emits, compiles and runs `config`; returns "" when it matches the reference, else why not.
+std::string CheckConfig(const Template& t, const Config& config, const std::string& dir) {
+  absl::StatusOr<KernelSource> src = t.Emit(config);
+  if (!src.ok()) return absl::StrCat("emit: ", src.status().ToString());
+  absl::StatusOr<std::unique_ptr<LocalKernel>> kernel = LocalKernel::Compile(*src, dir);
+  if (!kernel.ok()) return kernel.status().ToString();
+  std::vector<graph::Tensor> natural = RandomNaturalInputs(t, 7);
+  graph::Tensor got = RunOnce(t, config, **kernel, natural);
+  graph::Tensor want = t.Reference(natural);
+  ErrorStats e = CompareTensors(got, want);
+  if (!e.WithinTolerance()) {
+    return absl::StrCat("max abs err ", e.max_abs_err, " (max |ref| ", e.max_abs_ref, ")");
+  }
+  return "";
+}
+
+struct Case {
+  std::string label;
+  graph::Workload workload;
+};
+
+std::vector<Case> Cases() {
+  graph::Workload asym = Conv(5, 7, 9, 10, 3, 1, 1);
+  asym.pad_bottom = 2;
+  asym.pad_left = 0;
+  return {
+      {"conv3x3_pad1", Conv(8, 10, 10, 32, 3, 1, 1)},
+      {"conv3x3_stride2", Conv(16, 11, 11, 16, 3, 2, 1)},
+      {"conv1x1_stride2", Conv(32, 8, 8, 64, 1, 2, 0)},
+      {"conv7x7_c3_stride2", Conv(3, 20, 20, 16, 7, 2, 3)},
+      {"conv_odd_k_asym_pad", asym},
+      {"conv_dilation2", Conv(4, 9, 9, 16, 3, 1, 2, 1, 2)},
+      {"depthwise3x3", Conv(32, 12, 12, 32, 3, 1, 1, 32)},
+      {"depthwise3x3_stride2_odd_c", Conv(20, 9, 9, 20, 3, 2, 1, 20)},
+      {"dense_trans_b_odd", Dense(7, 37, 45, true)},
+      {"dense_matmul", Dense(2, 100, 64, false)},
+  };
+}
+
+// The default config plus `samples` seeded random configs that instantiate.
+std::vector<Config> SampleConfigs(const Template& t, int samples, uint64_t seed) {
+  std::vector<Config> configs = {t.DefaultConfig()};
+  base::Rng rng(seed);
+  for (int tries = 0; static_cast<int>(configs.size()) <= samples && tries < 1000; ++tries) {
+    Config c{rng.UniformInt(0, t.space().size() - 1)};
+    if (t.Emit(c).ok()) configs.push_back(c);
+  }
+  return configs;
+}
+
+TEST(TemplatesTest, DefaultAndSampledConfigsMatchReference) {
+  TempDir dir;
+  const Target target = HostCpuTarget();
+  struct Job {
+    std::string label;
+    std::shared_ptr<Template> tmpl;
+    Config config;
+  };
+  std::vector<Job> jobs;
+  for (const Case& c : Cases()) {
+    absl::StatusOr<std::unique_ptr<Template>> t = MakeTemplate(c.workload, target);
+    ASSERT_TRUE(t.ok()) << c.label << ": " << t.status();
+    std::shared_ptr<Template> tmpl = std::move(*t);
+    for (const Config& config : SampleConfigs(*tmpl, 8, 1234)) {
+      jobs.push_back({c.label, tmpl, config});
+    }
+  }
+  base::ThreadPool pool(3);
+  std::vector<std::future<std::string>> results;
+  for (const Job& j : jobs) {
+    results.push_back(
+        pool.Submit([&j, &dir] { return CheckConfig(*j.tmpl, j.config, dir.path()); }));
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    EXPECT_EQ(results[i].get(), "") << jobs[i].label << " " << jobs[i].tmpl->name() << " "
+                                    << jobs[i].tmpl->space().ToJson(jobs[i].config);
+  }
+  std::printf("checked %zu configs over %zu workloads\n", jobs.size(), Cases().size());
+}
+
+TEST(TemplatesTest, SpaceSizesForResNetLayers) {
+  const Target target = HostCpuTarget();
+  const std::vector<std::pair<std::string, graph::Workload>> layers = {
+      {"conv2d 64->64 3x3 56x56", Conv(64, 56, 56, 64, 3, 1, 1)},
+      {"conv2d 256->512 3x3 s2 14x14", Conv(256, 14, 14, 512, 3, 2, 1)},
+      {"depthwise 64 3x3 56x56", Conv(64, 56, 56, 64, 3, 1, 1, 64)},
+      {"dense 1x512->1000", Dense(1, 1000, 512, true)},
+  };
+  for (const auto& [label, w] : layers) {
+    absl::StatusOr<std::unique_ptr<Template>> t = MakeTemplate(w, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    // Instantiation rate on an even sample of at most ~1000 configs.
+    const int64_t size = (*t)->space().size(), step = std::max<int64_t>(1, size / 1000);
+    int64_t valid = 0, tried = 0;
+    for (int64_t i = 0; i < size; i += step, ++tried) valid += (*t)->Emit(Config{i}).ok();
+    std::printf("%-32s %-24s space %lld (%.0f%% of a sample instantiate)\n", label.c_str(),
+                (*t)->name().c_str(), static_cast<long long>(size), 100.0 * valid / tried);
+    EXPECT_GT((*t)->space().size(), 100) << label;
+    EXPECT_GT(valid, 20) << label;
+    EXPECT_EQ((*t)->Features((*t)->DefaultConfig()).size(), (*t)->FeatureNames().size());
+  }
+}
+
+TEST(TemplatesTest, FeaturesMatchNamesAndDifferAcrossConfigs) {
+  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
+  ASSERT_TRUE(t.ok());
+  std::vector<std::string> names = (*t)->FeatureNames();
+  EXPECT_THAT(names, ::testing::Contains("accumulators"));
+  EXPECT_THAT(names, ::testing::Contains("tile_ow"));
+  std::vector<float> a = (*t)->Features(Config{0});
+  std::vector<float> b = (*t)->Features(Config{(*t)->space().size() - 1});
+  ASSERT_EQ(a.size(), names.size());
+  EXPECT_NE(a, b);
+}
+
+TEST(TemplatesTest, EmitRejectsConfigsOutsideTheSpaceOrRegisterFile) {
+  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
+  ASSERT_TRUE(t.ok());
+  absl::StatusOr<KernelSource> out = (*t)->Emit(Config{(*t)->space().size()});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("outside the space"));
+  // The largest tiles (last choice of every knob) need far more registers than exist.
+  const ConfigSpace& space = (*t)->space();
+  std::vector<int64_t> last;
+  for (const Knob& k : space.knobs()) last.push_back(static_cast<int64_t>(k.values.size()) - 1);
+  absl::StatusOr<KernelSource> big = (*t)->Emit(space.FromChoices(last));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(big.status().message(), HasSubstr("vector registers"));
+}
+
+TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
+  const Target target = HostCpuTarget();
+  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1), target))->name(), "conv2d_nchwc");
+  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 8), target))->name(),
+            "depthwise_conv2d_nchwc");
+  EXPECT_EQ((*MakeTemplate(Dense(1, 8, 8, true), target))->name(), "dense_pack");
+
+  auto grouped = MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 2), target);
+  EXPECT_EQ(grouped.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(grouped.status().message(), HasSubstr("grouped convolution"));
+
+  graph::Workload bmm;
+  bmm.kind = graph::TaskKind::kBatchMatmul;
+  bmm.b = 2;
+  bmm.m = bmm.n = bmm.k = 8;
+  EXPECT_EQ(MakeTemplate(bmm, target).status().code(), absl::StatusCode::kUnimplemented);
+
+  Target gpu = target;
+  gpu.kind = "cuda";
+  EXPECT_EQ(MakeTemplate(Dense(1, 8, 8, true), gpu).status().code(),
+            absl::StatusCode::kUnimplemented);
+
+  graph::Workload bad = Conv(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input
+  EXPECT_EQ(MakeTemplate(bad, target).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TemplatesTest, AvxTwoAndGenericTargetsEmitCode) {
+  for (Isa isa : {Isa::kAvx2, Isa::kGeneric}) {
+    Target t = HostCpuTarget();
+    t.isa = isa;
+    auto tmpl = MakeTemplate(Conv(8, 10, 10, 16, 3, 1, 1), t);
+    ASSERT_TRUE(tmpl.ok());
+    EXPECT_EQ((*tmpl)->space().knobs()[0].values, std::vector<int64_t>{t.VectorLanes()});
+    TempDir dir;
+    EXPECT_EQ(CheckConfig(**tmpl, (*tmpl)->DefaultConfig(), dir.path()), "") << IsaName(isa);
+  }
+}
+
+// Runs chunks on real threads, as the runtime's pool would.
+void ThreadedParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) {
+  const int64_t half = n / 2;
+  std::thread other([&] { fn(half, n, ctx); });
+  fn(0, half, ctx);
+  other.join();
+}
+
+TEST(TemplatesTest, ParallelLoopRunsThroughParallelFor) {
+  TempDir dir;
+  auto t = MakeTemplate(Conv(16, 12, 12, 32, 3, 1, 1), HostCpuTarget());
+  ASSERT_TRUE(t.ok());
+  Config config = (*t)->DefaultConfig();
+  auto src = (*t)->Emit(config);
+  ASSERT_TRUE(src.ok());
+  EXPECT_THAT(src->code, HasSubstr("par->parallel_for("));
+  auto kernel = LocalKernel::Compile(*src, dir.path());
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, 3);
+  KernelBuffers b = PrepareBuffers(**t, config, natural);
+  loom_parallel_t par{&ThreadedParallelFor, nullptr, 2};
+  (*kernel)->fn()(b.pointers.data(), &par);
+  ErrorStats e =
+      CompareTensors((*t)->UnpackOutput(config, b.tensors.back()), (*t)->Reference(natural));
+  EXPECT_TRUE(e.WithinTolerance()) << e.max_abs_err;
+}
+
+Config WithFault(const Template& t, Config base, int64_t fault) {
+  std::vector<int64_t> choices = t.space().Choices(base);
+  const auto& knobs = t.space().knobs();
+  for (size_t i = 0; i < knobs.size(); ++i) {
+    if (knobs[i].name == "fault") choices[i] = fault;  // values are {0,1,2,3}
+  }
+  return t.space().FromChoices(choices);
+}
+
+TEST(TemplatesTest, FaultKnobCrashesHangsOrCorrupts) {
+  TempDir dir;
+  const graph::Workload w = Conv(8, 8, 8, 16, 3, 1, 1);
+  auto plain = MakeTemplate(w, HostCpuTarget());
+  ASSERT_TRUE(plain.ok());
+  for (const Knob& k : (*plain)->space().knobs()) EXPECT_NE(k.name, "fault");
+
+  auto t = MakeTemplate(w, HostCpuTarget(), {.test_faults = true});
+  ASSERT_TRUE(t.ok());
+  const Config base = (*t)->DefaultConfig();
+  EXPECT_EQ((*t)->space().Value(base, "fault"), 0);
+  EXPECT_EQ(CheckConfig(**t, base, dir.path()), "");
+
+  // 3: wrong answer.
+  EXPECT_THAT(CheckConfig(**t, WithFault(**t, base, 3), dir.path()), HasSubstr("max abs err"));
+
+  // 2: hang (not run here; the measurer's tests run it under a timeout).
+  auto hang = (*t)->Emit(WithFault(**t, base, 2));
+  ASSERT_TRUE(hang.ok());
+  EXPECT_THAT(hang->code, HasSubstr("while (loom_spin)"));
+
+  // 1: crash, in a forked child.
+  Config crash = WithFault(**t, base, 1);
+  auto src = (*t)->Emit(crash);
+  ASSERT_TRUE(src.ok());
+  auto kernel = LocalKernel::Compile(*src, dir.path());
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, 1);
+  KernelBuffers b = PrepareBuffers(**t, crash, natural);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    (*kernel)->fn()(b.pointers.data(), nullptr);
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
+}
+
+}  // namespace
+}  // namespace loom::ops
