@@ -1,0 +1,67 @@
+// The Build stage: turns candidate configs of one template into loadable artifacts (for CPUs, a
+// shared object per candidate built by the system C++ compiler), in parallel, each with its own
+// error and a content-hash cache. Called by the tune loop's Build stage; its output feeds the
+// Measurer (measurer.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "loom/ops/config_space.h"
+#include "loom/ops/template.h"
+#include "loom/tune/measure_result.h"
+
+namespace loom::tune {
+
+struct BuildOptions {
+  // Compiles run at once (the scheduler sizes this to the CPU slots it grants). At least 1.
+  int32_t num_threads = 1;
+  // Wall-clock limit of one compile; the compiler's whole process group is killed past it and
+  // the candidate gets ErrorKind::kBuildTimeout.
+  absl::Duration timeout = absl::Seconds(60);
+  // The compiler command, split on whitespace ("g++", "ccache g++", "/usr/bin/clang++").
+  // Empty: the documented override $CXX when set, else "g++".
+  std::string compiler;
+  // Where artifacts live, named by content hash. Empty: $XDG_CACHE_HOME/loom/kernels, else
+  // $HOME/.cache/loom/kernels. Created if missing.
+  std::string cache_dir;
+  // When false every candidate is compiled even if its artifact exists (the artifact is still
+  // written to the cache dir, atomically).
+  bool use_cache = true;
+  // Appended after the fixed flags `-O3 -std=c++17 -shared -fPIC -fno-math-errno` and the
+  // template's KernelSource::compile_flags (e.g. "-march=native" or "-g").
+  std::string extra_flags;
+};
+
+class Builder {
+ public:
+  virtual ~Builder() = default;
+
+  // Builds one artifact per config, results in the order of `configs`. Emit failures are
+  // kInstantiation, compiler failures kCompile (error_msg ends with the compiler's last ~2 KB of
+  // output), compiles past the timeout kBuildTimeout. Never fails as a whole. `tmpl` must stay
+  // alive for the call and its Emit must be safe to call from several threads (it is const).
+  virtual std::vector<BuildResult> Build(const ops::Template& tmpl,
+                                         const std::vector<ops::Config>& configs) = 0;
+
+  // Builds one already-emitted source (what Build does per candidate after Emit). `config` is
+  // only copied into the result.
+  virtual BuildResult BuildSource(const ops::KernelSource& source, const ops::Config& config) = 0;
+
+  // The directory artifacts are written to.
+  virtual const std::string& cache_dir() const = 0;
+};
+
+// The default artifact directory (see BuildOptions::cache_dir).
+std::string DefaultKernelCacheDir();
+
+// A builder that runs the host's C++ compiler in child processes. kInvalidArgument for bad
+// options; kFailedPrecondition when the compiler cannot be run (`<compiler> --version` fails) or
+// the cache dir cannot be created.
+absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& options);
+
+}  // namespace loom::tune
