@@ -1,0 +1,33 @@
+// RandomTuner: uniform sampling of the space without replacement (AutoTVM's RandomTuner).
+#include <memory>
+#include <vector>
+
+#include "loom/tune/tuner.h"
+
+namespace loom::tune {
+namespace {
+
+class RandomTuner final : public Tuner {
+ public:
+  using Tuner::Tuner;
+
+ protected:
+  std::vector<ops::Config> NextBatch(int n) override {
+    std::vector<ops::Config> batch;
+    absl::flat_hash_set<int64_t> picked;
+    for (int i = 0; i < n; ++i) {
+      int64_t index = RandomUnvisited(picked);
+      picked.insert(index);
+      batch.push_back(ops::Config{index});
+    }
+    return batch;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Tuner> MakeRandomTuner(const ops::Template& tmpl, const TunerOptions& options) {
+  return std::make_unique<RandomTuner>(tmpl, options);
+}
+
+}  // namespace loom::tune

@@ -1,0 +1,125 @@
+#include "loom/tune/tuner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "loom/base/check.h"
+
+namespace loom::tune {
+
+double ResultScore(const MeasureResult& result) {
+  if (!result.ok()) return 0;
+  double cost = result.MedianCost();
+  if (!(cost > 0) || !std::isfinite(cost)) return 0;
+  return 1.0 / cost;
+}
+
+Tuner::Tuner(const ops::Template& tmpl, const TunerOptions& options)
+    : tmpl_(tmpl), options_(options), rng_(options.seed) {}
+
+std::vector<ops::Config> Tuner::Propose(int batch_size) {
+  if (batch_size <= 0 || !HasNext()) return {};
+  int64_t left = space_size() - num_visited();
+  int n = static_cast<int>(std::min<int64_t>(batch_size, left));
+  std::vector<ops::Config> batch = NextBatch(n);
+  LOOM_CHECK(static_cast<int>(batch.size()) <= n);
+  for (const ops::Config& c : batch) {
+    LOOM_CHECK(tmpl_.space().Contains(c));
+    bool inserted = visited_.insert(c.index).second;
+    LOOM_CHECK(inserted);  // a subclass proposed a visited config or one twice
+  }
+  return batch;
+}
+
+void Tuner::Update(const std::vector<ops::Config>& configs,
+                   const std::vector<MeasureResult>& results) {
+  Record(configs, results, /*from_history=*/false);
+}
+
+void Tuner::LoadHistory(const std::vector<ops::Config>& configs,
+                        const std::vector<MeasureResult>& results) {
+  Record(configs, results, /*from_history=*/true);
+}
+
+void Tuner::Record(const std::vector<ops::Config>& configs,
+                   const std::vector<MeasureResult>& results, bool from_history) {
+  LOOM_CHECK(configs.size() == results.size());
+  std::vector<double> scores;
+  scores.reserve(configs.size());
+  for (size_t i = 0; i < configs.size(); ++i) {
+    LOOM_CHECK(tmpl_.space().Contains(configs[i]));
+    visited_.insert(configs[i].index);
+    if (!from_history) ++num_trials_;
+    double score = ResultScore(results[i]);
+    scores.push_back(score);
+    if (score > 0) {
+      double cost = results[i].MedianCost();
+      // Ties keep the earlier result, so the best is independent of later duplicates.
+      if (cost < best_cost_) {
+        best_cost_ = cost;
+        best_config_ = configs[i];
+        best_trial_ = from_history ? 0 : num_trials_;
+      }
+    }
+  }
+  OnResults(configs, scores, from_history);
+}
+
+bool Tuner::early_stopped() const {
+  return options_.early_stopping > 0 && num_trials_ - best_trial_ >= options_.early_stopping;
+}
+
+bool Tuner::HasNext() const { return num_visited() < space_size() && !early_stopped(); }
+
+int64_t Tuner::RandomUnvisited(const absl::flat_hash_set<int64_t>& also_excluded) {
+  int64_t size = space_size();
+  auto taken = [&](int64_t i) { return visited_.contains(i) || also_excluded.contains(i); };
+  int64_t excluded = num_visited() + static_cast<int64_t>(also_excluded.size());
+  // Rejection sampling while at least half the space is free (expected < 2 draws); otherwise the
+  // excluded sets are at least half the space, so scanning it costs no more than they occupy.
+  if (excluded * 2 <= size) {
+    for (;;) {
+      int64_t i = rng_.UniformInt(0, size - 1);
+      if (!taken(i)) return i;
+    }
+  }
+  std::vector<int64_t> free;
+  for (int64_t i = 0; i < size; ++i) {
+    if (!taken(i)) free.push_back(i);
+  }
+  LOOM_CHECK(!free.empty());
+  return free[rng_.UniformInt(0, static_cast<int64_t>(free.size()) - 1)];
+}
+
+std::vector<std::string> TunerKinds() { return {"random", "grid", "ga", "xgb"}; }
+
+absl::StatusOr<std::unique_ptr<Tuner>> MakeTuner(const TunerOptions& options,
+                                                 const ops::Template& tmpl) {
+  if (options.pop_size < 2 || options.elite_num < 0 || options.elite_num > options.pop_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tuner options: pop_size must be >= 2 and elite_num in [0, pop_size]; got ",
+                     options.pop_size, " and ", options.elite_num));
+  }
+  if (!(options.mutation_prob >= 0 && options.mutation_prob <= 1) ||
+      !(options.epsilon >= 0 && options.epsilon <= 1)) {
+    return absl::InvalidArgumentError(
+        "tuner options: mutation_prob and epsilon must be probabilities in [0, 1]");
+  }
+  if (options.plan_size <= 0 || options.sa_iters <= 0 || options.sa_parallel <= 0 ||
+      options.xgb_rounds <= 0) {
+    return absl::InvalidArgumentError(
+        "tuner options: plan_size, sa_iters, sa_parallel and xgb_rounds must be positive");
+  }
+  if (options.kind == "random") return MakeRandomTuner(tmpl, options);
+  if (options.kind == "grid") return MakeGridTuner(tmpl, options);
+  if (options.kind == "ga") return MakeGaTuner(tmpl, options);
+  if (options.kind == "xgb") return MakeXgbTuner(tmpl, options);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown tuner '", options.kind, "'; known tuners: ", absl::StrJoin(TunerKinds(), ", ")));
+}
+
+}  // namespace loom::tune

@@ -1,0 +1,145 @@
+// Search strategies over a template's config space, as AutoTVM's tuners: random, grid, genetic and
+// model-based (XGBoost cost model searched by simulated annealing). The tune loop calls the stages
+// one at a time (Propose on a CPU, then Build and Measure elsewhere, then Update on a CPU), so a
+// scheduler can run them when and where it decides. MakeTuner is the entry point.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "loom/base/rng.h"
+#include "loom/ops/config_space.h"
+#include "loom/ops/template.h"
+#include "loom/tune/measure_result.h"
+
+namespace loom::tune {
+
+// Options for every tuner kind; each kind reads the fields that concern it.
+struct TunerOptions {
+  std::string kind = "xgb";  // "random", "grid", "ga", "xgb"
+  uint64_t seed = 0;
+  // Stop (HasNext() false) after this many trials of this run without a better config; <= 0: off.
+  int early_stopping = -1;
+
+  // ga: population size, number of elites carried to the next generation, per-knob mutation
+  // probability.
+  int pop_size = 100;
+  int elite_num = 3;
+  double mutation_prob = 0.1;
+
+  // xgb: the cost model is retrained and the simulated annealing replans every `plan_size`
+  // results; proposals come from the plan, except that with probability `epsilon` a random
+  // unvisited config is proposed instead (exploration).
+  int plan_size = 64;
+  double epsilon = 0.05;
+  // Results (history included) needed before the first training; until then proposals are random.
+  // <= 0 means `plan_size` (AutoTVM's behaviour).
+  int model_warmup_trials = -1;
+  int sa_iters = 500;     // annealing steps per plan
+  int sa_parallel = 128;  // parallel annealing chains
+  int xgb_rounds = 100;   // boosting rounds per training
+};
+
+// Common bookkeeping of every tuner: the visited set (a config is proposed at most once), the
+// best result, trial counts and early stopping. Subclasses implement the search.
+//
+// Call order: optionally LoadHistory once, then Propose / Update in any interleaving (a Propose
+// may follow another Propose before their results arrive; Update accepts results in any order).
+// Deterministic: the same options, history and call sequence give the same proposals.
+// Not thread-safe: one stage of one tuner runs at a time.
+class Tuner {
+ public:
+  Tuner(const ops::Template& tmpl, const TunerOptions& options);
+  virtual ~Tuner() = default;
+  Tuner(const Tuner&) = delete;
+  Tuner& operator=(const Tuner&) = delete;
+
+  // Stage "propose" (CPU). Up to `batch_size` configs never proposed before and not in the loaded
+  // history; fewer when the space runs out; empty when !HasNext(). Marks them visited.
+  std::vector<ops::Config> Propose(int batch_size);
+
+  // Stage "update" (CPU). Feeds measured results back: `results[i]` belongs to `configs[i]`
+  // (precondition: equal sizes, configs inside the space). Failed results (any error kind) count
+  // as trials with no score. Costs of a successful result are seconds; the median is used.
+  void Update(const std::vector<ops::Config>& configs, const std::vector<MeasureResult>& results);
+
+  // Seeds the tuner with earlier results of the same task (same space): those configs are never
+  // proposed again, the best of them counts as the best so far, and model-based tuners train on
+  // them (transfer). Call before the first Propose; history does not count as trials.
+  void LoadHistory(const std::vector<ops::Config>& configs,
+                   const std::vector<MeasureResult>& results);
+
+  // False when every config was visited or early stopping fired.
+  bool HasNext() const;
+
+  // Results fed by Update so far (this run, errors included).
+  int64_t num_trials() const { return num_trials_; }
+  // Configs proposed or loaded as history.
+  int64_t num_visited() const { return static_cast<int64_t>(visited_.size()); }
+  // Best successful result so far (history included); has_best() false when there is none.
+  bool has_best() const { return best_cost_ < std::numeric_limits<double>::infinity(); }
+  const ops::Config& best_config() const { return best_config_; }
+  double best_cost() const { return best_cost_; }  // median seconds; +inf when none
+  // The trial count (num_trials) at which the best so far arrived; 0 when it came from history.
+  int64_t best_trial() const { return best_trial_; }
+  // True once early stopping has fired.
+  bool early_stopped() const;
+
+  const ops::Template& tmpl() const { return tmpl_; }
+  const TunerOptions& options() const { return options_; }
+
+ protected:
+  // Next up to `n` unvisited configs (n >= 1, at least one unvisited config exists). The base
+  // marks the returned configs visited; a subclass must not return a visited config or the same
+  // config twice (checked).
+  virtual std::vector<ops::Config> NextBatch(int n) = 0;
+  // Called after the base has recorded a batch of results (from Update or LoadHistory).
+  // `score[i]` is the throughput 1/cost of a successful result and 0 for an error.
+  virtual void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
+                         bool from_history) {}
+
+  bool IsVisited(int64_t index) const { return visited_.contains(index); }
+  const absl::flat_hash_set<int64_t>& visited() const { return visited_; }
+  int64_t space_size() const { return tmpl_.space().size(); }
+  // A uniformly random unvisited config, also excluding `also_excluded`. Precondition: one exists.
+  int64_t RandomUnvisited(const absl::flat_hash_set<int64_t>& also_excluded = {});
+  base::Rng& rng() { return rng_; }
+
+ private:
+  void Record(const std::vector<ops::Config>& configs, const std::vector<MeasureResult>& results,
+              bool from_history);
+
+  const ops::Template& tmpl_;
+  TunerOptions options_;
+  base::Rng rng_;
+  absl::flat_hash_set<int64_t> visited_;
+  int64_t num_trials_ = 0;
+  ops::Config best_config_;
+  double best_cost_ = std::numeric_limits<double>::infinity();
+  int64_t best_trial_ = 0;
+};
+
+// The tuner `options.kind` over `tmpl`'s space; `tmpl` must outlive it. kInvalidArgument for an
+// unknown kind (the message lists the known ones) or invalid options (non-positive sizes,
+// probabilities outside [0, 1]).
+absl::StatusOr<std::unique_ptr<Tuner>> MakeTuner(const TunerOptions& options,
+                                                 const ops::Template& tmpl);
+
+// The kinds MakeTuner accepts: {"random", "grid", "ga", "xgb"}.
+std::vector<std::string> TunerKinds();
+
+// Per-kind constructors behind MakeTuner (options already validated); one per implementation file.
+std::unique_ptr<Tuner> MakeRandomTuner(const ops::Template& tmpl, const TunerOptions& options);
+std::unique_ptr<Tuner> MakeGridTuner(const ops::Template& tmpl, const TunerOptions& options);
+std::unique_ptr<Tuner> MakeGaTuner(const ops::Template& tmpl, const TunerOptions& options);
+std::unique_ptr<Tuner> MakeXgbTuner(const ops::Template& tmpl, const TunerOptions& options);
+
+// Throughput score of a result: 1 / median cost for a success, 0 for an error.
+double ResultScore(const MeasureResult& result);
+
+}  // namespace loom::tune

@@ -1,0 +1,341 @@
+#include "loom/tune/tuner.h"
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/tune/sample_efficiency.h"
+#include "loom/tune/synthetic_template.h"
+
+namespace loom::tune {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+// A 24-config space (3 x 4 x 2) whose cost is a function of the knobs; configs with a == 3 and
+// c == 1 fail to instantiate.
+class TinyTemplate final : public ops::Template {
+ public:
+  TinyTemplate() {
+    space_.AddKnob("a", {1, 2, 3});
+    space_.AddKnob("b", {1, 2, 4, 8});
+    space_.AddKnob("c", {0, 1});
+  }
+  std::string name() const override { return "tiny"; }
+  const graph::Workload& workload() const override { return workload_; }
+  const ops::Target& target() const override { return target_; }
+  const ops::ConfigSpace& space() const override { return space_; }
+  absl::StatusOr<ops::KernelSource> Emit(const ops::Config&) const override {
+    return absl::UnimplementedError("no kernel");
+  }
+  std::vector<ops::BufferSpec> Buffers(const ops::Config&) const override { return {}; }
+  std::vector<graph::Tensor> PackInputs(const ops::Config&,
+                                        const std::vector<graph::Tensor>&) const override {
+    return {};
+  }
+  graph::Tensor UnpackOutput(const ops::Config&, const graph::Tensor&) const override { return {}; }
+  graph::Tensor Reference(const std::vector<graph::Tensor>&) const override { return {}; }
+  std::vector<graph::Shape> NaturalInputShapes() const override { return {}; }
+  std::vector<float> Features(const ops::Config& c) const override {
+    std::vector<float> f;
+    for (int64_t v : space_.Values(c)) f.push_back(static_cast<float>(v));
+    return f;
+  }
+  std::vector<std::string> FeatureNames() const override { return {"a", "b", "c"}; }
+  ops::Config DefaultConfig() const override { return {0}; }
+
+  std::vector<MeasureResult> Measure(const std::vector<ops::Config>& configs) const {
+    std::vector<MeasureResult> out;
+    for (const ops::Config& c : configs) {
+      std::vector<int64_t> v = space_.Values(c);
+      MeasureResult r;
+      r.config = c;
+      if (v[0] == 3 && v[2] == 1) {
+        r.error = ErrorKind::kInstantiation;
+      } else {
+        r.costs = {1.0 + 0.1 * static_cast<double>(v[0] * v[1]) + 0.05 * static_cast<double>(v[2])};
+      }
+      out.push_back(r);
+    }
+    return out;
+  }
+
+ private:
+  ops::ConfigSpace space_;
+  graph::Workload workload_;
+  ops::Target target_;
+};
+
+std::unique_ptr<Tuner> Make(const ops::Template& tmpl, TunerOptions options) {
+  auto tuner = MakeTuner(options, tmpl);
+  EXPECT_TRUE(tuner.ok()) << tuner.status();
+  return *std::move(tuner);
+}
+
+// Small-model options so the xgb tuner trains and plans within a 24-config space.
+TunerOptions TinyOptions(const std::string& kind, uint64_t seed) {
+  return TunerOptions{.kind = kind,
+                      .seed = seed,
+                      .pop_size = 6,
+                      .elite_num = 2,
+                      .plan_size = 6,
+                      .sa_iters = 50,
+                      .sa_parallel = 8,
+                      .xgb_rounds = 10};
+}
+
+// The proposals of `tuner` over `trials` trials in batches of `batch` on `objective`.
+template <typename Objective>
+std::vector<int64_t> RunTrials(Tuner& tuner, const Objective& objective, int trials, int batch) {
+  std::vector<int64_t> seq;
+  while (static_cast<int>(seq.size()) < trials && tuner.HasNext()) {
+    std::vector<ops::Config> configs = tuner.Propose(batch);
+    if (configs.empty()) break;
+    for (const ops::Config& c : configs) seq.push_back(c.index);
+    tuner.Update(configs, objective(configs));
+  }
+  return seq;
+}
+
+class AllKindsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AllKindsTest, CoversTinySpaceWithoutRepeatsThenStops) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TinyOptions(GetParam(), 7));
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  std::vector<int64_t> seq = RunTrials(*tuner, objective, 1000, 5);
+  ASSERT_EQ(seq.size(), 24u);
+  EXPECT_EQ(absl::flat_hash_set<int64_t>(seq.begin(), seq.end()).size(), 24u);
+  EXPECT_FALSE(tuner->HasNext());
+  EXPECT_TRUE(tuner->Propose(5).empty());
+  EXPECT_EQ(tuner->num_trials(), 24);
+  EXPECT_EQ(tuner->num_visited(), 24);
+  // The cheapest config is a=1, b=1, c=0: index 0.
+  ASSERT_TRUE(tuner->has_best());
+  EXPECT_EQ(tuner->best_config().index, 0);
+  EXPECT_DOUBLE_EQ(tuner->best_cost(), 1.1);
+}
+
+TEST_P(AllKindsTest, ProposalsBeforeAnyUpdateAreStillDistinct) {
+  // A pipelined scheduler may propose the next batch before the last one is measured.
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TinyOptions(GetParam(), 3));
+  std::vector<int64_t> seq;
+  while (tuner->HasNext()) {
+    std::vector<ops::Config> batch = tuner->Propose(7);
+    ASSERT_FALSE(batch.empty());
+    for (const ops::Config& c : batch) seq.push_back(c.index);
+  }
+  ASSERT_EQ(seq.size(), 24u);
+  EXPECT_EQ(absl::flat_hash_set<int64_t>(seq.begin(), seq.end()).size(), 24u);
+  EXPECT_EQ(tuner->num_trials(), 0);
+  EXPECT_FALSE(tuner->has_best());
+}
+
+TEST_P(AllKindsTest, HistoryIsNeverProposedAndSetsTheBest) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TinyOptions(GetParam(), 11));
+  std::vector<ops::Config> history;
+  for (int64_t i : {0, 5, 6, 13, 20, 23}) history.push_back({i});
+  tuner->LoadHistory(history, tmpl.Measure(history));
+  EXPECT_EQ(tuner->num_trials(), 0);
+  EXPECT_EQ(tuner->num_visited(), 6);
+  ASSERT_TRUE(tuner->has_best());
+  EXPECT_EQ(tuner->best_config().index, 0);
+  EXPECT_EQ(tuner->best_trial(), 0);
+
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  std::vector<int64_t> seq = RunTrials(*tuner, objective, 1000, 4);
+  EXPECT_EQ(seq.size(), 18u);
+  for (int64_t i : {0, 5, 6, 13, 20, 23}) EXPECT_EQ(std::count(seq.begin(), seq.end(), i), 0);
+  EXPECT_EQ(absl::flat_hash_set<int64_t>(seq.begin(), seq.end()).size(), 18u);
+}
+
+TEST_P(AllKindsTest, SameSeedSameSequence) {
+  SyntheticTemplate tmpl;
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  TunerOptions options{.kind = GetParam(), .seed = 42, .plan_size = 32, .sa_iters = 100};
+  auto a = Make(tmpl, options);
+  auto b = Make(tmpl, options);
+  std::vector<int64_t> sa = RunTrials(*a, objective, 160, 8);
+  std::vector<int64_t> sb = RunTrials(*b, objective, 160, 8);
+  ASSERT_EQ(sa.size(), 160u);
+  EXPECT_THAT(sb, ElementsAreArray(sa));
+  EXPECT_EQ(a->best_config().index, b->best_config().index);
+}
+
+TEST_P(AllKindsTest, AllErrorsGiveNoBestAndTuningGoesOn) {
+  SyntheticTemplate tmpl;
+  TunerOptions options{
+      .kind = GetParam(), .seed = 1, .pop_size = 10, .plan_size = 16, .sa_iters = 20};
+  auto tuner = Make(tmpl, options);
+  auto failing = [](const std::vector<ops::Config>& configs) {
+    std::vector<MeasureResult> out(configs.size());
+    for (size_t i = 0; i < configs.size(); ++i) {
+      out[i].config = configs[i];
+      out[i].error = ErrorKind::kRuntime;
+    }
+    return out;
+  };
+  std::vector<int64_t> seq = RunTrials(*tuner, failing, 64, 8);
+  EXPECT_EQ(seq.size(), 64u);
+  EXPECT_EQ(absl::flat_hash_set<int64_t>(seq.begin(), seq.end()).size(), 64u);
+  EXPECT_FALSE(tuner->has_best());
+  EXPECT_EQ(tuner->num_trials(), 64);
+  EXPECT_TRUE(tuner->HasNext());
+}
+
+TEST_P(AllKindsTest, EarlyStoppingAfterNTrialsWithoutImprovement) {
+  TinyTemplate tmpl;
+  TunerOptions options = TinyOptions(GetParam(), 5);
+  options.early_stopping = 4;
+  auto tuner = Make(tmpl, options);
+  // Every result after the first is worse than the first.
+  int calls = 0;
+  auto objective = [&](const std::vector<ops::Config>& configs) {
+    std::vector<MeasureResult> out(configs.size());
+    for (size_t i = 0; i < configs.size(); ++i) {
+      out[i].config = configs[i];
+      out[i].costs = {1.0 + calls++};
+    }
+    return out;
+  };
+  std::vector<int64_t> seq = RunTrials(*tuner, objective, 1000, 1);
+  EXPECT_EQ(seq.size(), 5u);  // the best at trial 1, then 4 trials without improvement
+  EXPECT_TRUE(tuner->early_stopped());
+  EXPECT_FALSE(tuner->HasNext());
+  EXPECT_TRUE(tuner->Propose(3).empty());
+  EXPECT_EQ(tuner->best_trial(), 1);
+  EXPECT_EQ(tuner->best_config().index, seq[0]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, AllKindsTest, ::testing::Values("random", "grid", "ga", "xgb"),
+                         [](const auto& info) { return info.param; });
+
+class RandomizedKindsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RandomizedKindsTest, DifferentSeedDifferentSequence) {
+  SyntheticTemplate tmpl;
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  TunerOptions options{.kind = GetParam(), .plan_size = 32, .sa_iters = 100};
+  options.seed = 1;
+  auto a = Make(tmpl, options);
+  options.seed = 2;
+  auto b = Make(tmpl, options);
+  std::vector<int64_t> sa = RunTrials(*a, objective, 96, 8);
+  std::vector<int64_t> sb = RunTrials(*b, objective, 96, 8);
+  ASSERT_EQ(sa.size(), 96u);
+  ASSERT_EQ(sb.size(), 96u);
+  // Two seeds' 96-config sequences over 5,760 configs share at most a few configs by chance.
+  int common = 0;
+  absl::flat_hash_set<int64_t> in_a(sa.begin(), sa.end());
+  for (int64_t i : sb) common += in_a.contains(i);
+  EXPECT_LT(common, 48);
+  EXPECT_NE(sa, sb);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, RandomizedKindsTest, ::testing::Values("random", "ga", "xgb"),
+                         [](const auto& info) { return info.param; });
+
+TEST(GridTunerTest, ProposesInIndexOrderSkippingHistory) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TunerOptions{.kind = "grid"});
+  std::vector<ops::Config> history = {{1}, {2}, {7}};
+  tuner->LoadHistory(history, tmpl.Measure(history));
+  std::vector<int64_t> seq;
+  while (tuner->HasNext()) {
+    for (const ops::Config& c : tuner->Propose(5)) seq.push_back(c.index);
+  }
+  std::vector<int64_t> expected = {0};
+  for (int64_t i = 3; i < 24; ++i) {
+    if (i != 7) expected.push_back(i);
+  }
+  EXPECT_THAT(seq, ElementsAreArray(expected));
+}
+
+TEST(TunerTest, BestTracksTheMinimumMedianCostAndSkipsErrors) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TunerOptions{.kind = "random", .seed = 3});
+  std::vector<ops::Config> configs = {{4}, {9}, {10}};
+  std::vector<MeasureResult> results(3);
+  results[0].costs = {3.0, 1.0, 2.0};  // median 2
+  results[1].error = ErrorKind::kWrongAnswer;
+  results[2].costs = {2.5, 2.5, 9.0};  // median 2.5
+  tuner->Update(configs, results);
+  EXPECT_EQ(tuner->best_config().index, 4);
+  EXPECT_DOUBLE_EQ(tuner->best_cost(), 2.0);
+  EXPECT_EQ(tuner->num_trials(), 3);
+  EXPECT_EQ(tuner->num_visited(), 3);
+  EXPECT_DOUBLE_EQ(ResultScore(results[0]), 0.5);
+  EXPECT_DOUBLE_EQ(ResultScore(results[1]), 0.0);
+}
+
+TEST(MakeTunerTest, UnknownKindListsTheKnownOnes) {
+  TinyTemplate tmpl;
+  auto tuner = MakeTuner(TunerOptions{.kind = "annealing"}, tmpl);
+  ASSERT_FALSE(tuner.ok());
+  EXPECT_EQ(tuner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tuner.status().message(), HasSubstr("unknown tuner 'annealing'"));
+  EXPECT_THAT(tuner.status().message(), HasSubstr("random, grid, ga, xgb"));
+}
+
+TEST(MakeTunerTest, RejectsInvalidOptions) {
+  TinyTemplate tmpl;
+  auto bad_prob = MakeTuner(TunerOptions{.kind = "xgb", .epsilon = 1.5}, tmpl);
+  EXPECT_EQ(bad_prob.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_prob.status().message(), HasSubstr("epsilon"));
+  auto bad_plan = MakeTuner(TunerOptions{.kind = "xgb", .plan_size = 0}, tmpl);
+  EXPECT_EQ(bad_plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_plan.status().message(), HasSubstr("plan_size"));
+  auto bad_pop = MakeTuner(TunerOptions{.kind = "ga", .pop_size = 1}, tmpl);
+  EXPECT_EQ(bad_pop.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_pop.status().message(), HasSubstr("pop_size"));
+}
+
+// The headline property of the model-based tuner: on the synthetic objective (5,760 configs, 4
+// of them within 5% of the optimum) it needs at most half the trials random search needs to
+// reach 95% of the optimum, averaged over 5 seeds.
+TEST(SampleEfficiencyTest, XgbNeedsAtMostHalfTheTrialsOfRandom) {
+  SyntheticTemplate tmpl;
+  Objective objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  ReachOptions reach{.fraction = 0.95,
+                     .best_cost = 1.0 / tmpl.Throughput(tmpl.Optimum()),
+                     .max_trials = 3000,
+                     .batch_size = 8};
+  std::vector<uint64_t> seeds = {1, 2, 3, 4, 5};
+  auto random =
+      MeasureSampleEfficiency(TunerOptions{.kind = "random"}, tmpl, objective, seeds, reach);
+  ASSERT_TRUE(random.ok()) << random.status();
+  auto xgb = MeasureSampleEfficiency(TunerOptions{.kind = "xgb"}, tmpl, objective, seeds, reach);
+  ASSERT_TRUE(xgb.ok()) << xgb.status();
+  EXPECT_EQ(xgb->not_reached, 0);
+  EXPECT_LE(xgb->mean, 0.5 * random->mean)
+      << "xgb trials: " << testing::PrintToString(xgb->trials)
+      << " random trials: " << testing::PrintToString(random->trials);
+}
+
+TEST(SampleEfficiencyTest, TrialsToReachCountsUpToTheFirstGoodResult) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TunerOptions{.kind = "grid"});
+  Objective objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  // Grid order: index 0 (cost 1.1) comes first; a target of exactly its cost is reached at 1.
+  EXPECT_EQ(TrialsToReach(*tuner, objective, {.fraction = 1.0, .best_cost = 1.1}), 1);
+  // Index 1 is a=2,b=1,c=0: cost 1.2. Nothing left reaches cost <= 1.1 / 1.0 ...
+  auto tuner2 = Make(tmpl, TunerOptions{.kind = "grid"});
+  tuner2->LoadHistory({{0}}, tmpl.Measure({{0}}));
+  EXPECT_EQ(TrialsToReach(*tuner2, objective, {.fraction = 1.0, .best_cost = 1.1}), -1);
+  EXPECT_EQ(tuner2->num_trials(), 23);
+  // ... and with a 10% margin, index 1 (cost 1.2 <= 1.1 / 0.9) is reached at once.
+  auto tuner3 = Make(tmpl, TunerOptions{.kind = "grid"});
+  tuner3->LoadHistory({{0}}, tmpl.Measure({{0}}));
+  EXPECT_EQ(TrialsToReach(*tuner3, objective, {.fraction = 0.9, .best_cost = 1.1}), 1);
+}
+
+}  // namespace
+}  // namespace loom::tune

@@ -1,0 +1,138 @@
+// XgbTuner: model-based search as AutoTVM's XGBTuner / ModelBasedTuner. Every `plan_size`
+// results it refits an XGBoost rank model (features: Template::Features plus the knob values;
+// label: throughput normalized by the best, 0 for errors), runs simulated annealing over the
+// space to maximize the predicted score, and keeps the top `plan_size` unvisited configs as the
+// plan. Proposals come from the plan in order, except that with probability `epsilon` (and
+// whenever the plan is used up or no model exists yet) a random unvisited config is proposed.
+#include <algorithm>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "loom/base/check.h"
+#include "loom/base/logging.h"
+#include "loom/base/status_macros.h"
+#include "loom/tune/cost_model.h"
+#include "loom/tune/sa_optimizer.h"
+#include "loom/tune/tuner.h"
+
+namespace loom::tune {
+namespace {
+
+class XgbTuner final : public Tuner {
+ public:
+  XgbTuner(const ops::Template& tmpl, const TunerOptions& options)
+      : Tuner(tmpl, options),
+        sa_(tmpl.space(), SaOptions{.iters = options.sa_iters, .parallel = options.sa_parallel},
+            rng().Fork().engine()()),
+        warmup_(options.model_warmup_trials > 0 ? options.model_warmup_trials : options.plan_size) {
+    auto model = MakeXgbCostModel(
+        XgbCostModelOptions{.num_rounds = options.xgb_rounds, .seed = options.seed});
+    LOOM_CHECK(model.ok());  // options were validated by MakeTuner
+    model_ = *std::move(model);
+    num_features_ = static_cast<int64_t>(FeaturesOf(0).size());
+  }
+
+ protected:
+  std::vector<ops::Config> NextBatch(int n) override {
+    std::vector<ops::Config> batch;
+    absl::flat_hash_set<int64_t> picked;
+    for (int i = 0; i < n; ++i) {
+      int64_t index = -1;
+      // Draw the exploration coin only while a plan exists, so that the random-phase proposals
+      // do not depend on epsilon.
+      if (plan_pos_ < plan_.size() && !rng().Bernoulli(options().epsilon)) {
+        while (plan_pos_ < plan_.size()) {
+          int64_t candidate = plan_[plan_pos_++];
+          if (!IsVisited(candidate) && !picked.contains(candidate)) {
+            index = candidate;
+            break;
+          }
+        }
+      }
+      if (index < 0) index = RandomUnvisited(picked);
+      picked.insert(index);
+      batch.push_back(ops::Config{index});
+    }
+    return batch;
+  }
+
+  void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
+                 bool from_history) override {
+    for (size_t i = 0; i < configs.size(); ++i) {
+      xs_.push_back(configs[i].index);
+      ys_.push_back(scores[i]);
+    }
+    if (static_cast<int64_t>(xs_.size()) < std::max<int64_t>(warmup_, next_train_at_)) return;
+    double max_y = *std::max_element(ys_.begin(), ys_.end());
+    if (!(max_y > 0)) return;  // nothing succeeded yet: no signal to rank by
+    absl::Status status = Replan(max_y);
+    next_train_at_ = static_cast<int64_t>(xs_.size()) + options().plan_size;
+    if (!status.ok()) {
+      // The tuner keeps going on random proposals; the next plan retries the model.
+      base::LogWarning("xgb tuner: cost model failed, proposing at random: ", status.message());
+      plan_.clear();
+      plan_pos_ = 0;
+    }
+  }
+
+ private:
+  const std::vector<float>& FeaturesOf(int64_t index) {
+    auto it = features_.find(index);
+    if (it != features_.end()) return it->second;
+    ops::Config config{index};
+    std::vector<float> f = tmpl().Features(config);
+    for (int64_t v : tmpl().space().Values(config)) f.push_back(static_cast<float>(v));
+    return features_.emplace(index, std::move(f)).first->second;
+  }
+
+  absl::StatusOr<FeatureMatrix> Matrix(const std::vector<int64_t>& indices) {
+    FeatureMatrix m(num_features_);
+    m.Reserve(static_cast<int64_t>(indices.size()));
+    for (int64_t index : indices) LOOM_RETURN_IF_ERROR(m.AddRow(FeaturesOf(index)));
+    return m;
+  }
+
+  absl::Status Replan(double max_y) {
+    // Bounds the cache by one plan's annealing walk.
+    features_.clear();
+    LOOM_ASSIGN_OR_RETURN(FeatureMatrix x, Matrix(xs_));
+    std::vector<float> labels;
+    labels.reserve(ys_.size());
+    for (double y : ys_) labels.push_back(static_cast<float>(y / max_y));
+    LOOM_RETURN_IF_ERROR(model_->Fit(x, labels));
+    BatchScoreFn predict =
+        [this](const std::vector<int64_t>& indices) -> absl::StatusOr<std::vector<float>> {
+      LOOM_ASSIGN_OR_RETURN(FeatureMatrix m, Matrix(indices));
+      return model_->Predict(m);
+    };
+    LOOM_ASSIGN_OR_RETURN(std::vector<ops::Config> best,
+                          sa_.FindMaximums(predict, options().plan_size, visited()));
+    plan_.clear();
+    for (const ops::Config& c : best) plan_.push_back(c.index);
+    plan_pos_ = 0;
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<CostModel> model_;
+  SaOptimizer sa_;
+  int64_t warmup_;
+  int64_t num_features_ = 0;
+  // Training data: every result seen (history included), score 0 for errors.
+  std::vector<int64_t> xs_;
+  std::vector<double> ys_;
+  int64_t next_train_at_ = 0;
+  std::vector<int64_t> plan_;  // best predicted unvisited configs, best first
+  size_t plan_pos_ = 0;
+  // Features per config index, computed once per plan (annealing revisits configs often).
+  absl::flat_hash_map<int64_t, std::vector<float>> features_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tuner> MakeXgbTuner(const ops::Template& tmpl, const TunerOptions& options) {
+  return std::make_unique<XgbTuner>(tmpl, options);
+}
+
+}  // namespace loom::tune
