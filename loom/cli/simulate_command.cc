@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
+#include "loom/sched/policy.h"
 #include "loom/sim/report.h"
 #include "loom/sim/simulator.h"
 #include "loom/sim/spec.h"
