@@ -25,16 +25,16 @@ struct BuildOptions {
   absl::Duration timeout = absl::Seconds(60);
   // The compiler command, split on whitespace ("g++", "ccache g++", "/usr/bin/clang++").
   // Empty: the documented override $CXX when set, else "g++".
-  std::string compiler;
+  std::string compiler{};
   // Where artifacts live, named by content hash. Empty: $XDG_CACHE_HOME/loom/kernels, else
   // $HOME/.cache/loom/kernels. Created if missing.
-  std::string cache_dir;
+  std::string cache_dir{};
   // When false every candidate is compiled even if its artifact exists (the artifact is still
   // written to the cache dir, atomically).
   bool use_cache = true;
   // Appended after the fixed flags `-O3 -std=c++17 -shared -fPIC -fno-math-errno` and the
   // template's KernelSource::compile_flags (e.g. "-march=native" or "-g").
-  std::string extra_flags;
+  std::string extra_flags{};
 };
 
 class Builder {

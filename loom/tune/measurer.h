@@ -23,8 +23,8 @@ namespace loom::tune {
 // from it (ops::MakeTemplate(ParseWorkloadKey(workload_key), target, template_options)).
 struct MeasureTask {
   std::string workload_key;  // graph::WorkloadKey
-  ops::Target target;
-  ops::TemplateOptions template_options;
+  ops::Target target{};
+  ops::TemplateOptions template_options{};
 };
 
 struct MeasureOptions {
@@ -46,11 +46,11 @@ struct MeasureOptions {
   absl::Duration setup_timeout = absl::Seconds(120);
   // The device: CPU ids the worker pins itself to (sched_setaffinity). Empty: not pinned (the
   // worker inherits this process's CPU set).
-  std::vector<int> cores;
+  std::vector<int> cores{};
   // argv of the worker process: a binary that calls RunMeasureWorker(0, 1) when given its
   // subcommand. Empty: this executable, i.e. {"/proc/self/exe", "__measure-worker"} (the `loom`
   // binary hosts the worker under that hidden subcommand).
-  std::vector<std::string> worker_command;
+  std::vector<std::string> worker_command{};
   // Seed of the random natural inputs the worker generates per task.
   uint64_t seed = 0;
 };

@@ -192,9 +192,13 @@ TEST_F(MeasurerTest, BuildErrorsPassThroughWithoutARun) {
   options.worker_command = {"/nonexistent/loom-worker"};
   auto m = Make(options);
   ASSERT_NE(m, nullptr);
-  BuildResult compile_error{
-      .config = ops::Config{5}, .error = ErrorKind::kCompile, .error_msg = "expected ';'"};
-  BuildResult timeout{.config = ops::Config{6}, .error = ErrorKind::kBuildTimeout};
+  BuildResult compile_error;
+  compile_error.config = ops::Config{5};
+  compile_error.error = ErrorKind::kCompile;
+  compile_error.error_msg = "expected ';'";
+  BuildResult timeout;
+  timeout.config = ops::Config{6};
+  timeout.error = ErrorKind::kBuildTimeout;
   std::vector<MeasureResult> r = m->Measure(*task_, {compile_error, timeout});
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0].error, ErrorKind::kCompile);
