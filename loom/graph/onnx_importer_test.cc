@@ -550,8 +550,18 @@ TEST(OnnxImporterTest, ExportedModelReimportsIdentically) {
 // folder, or "" when the archive or the environment is missing (the caller skips).
 std::string UnpackModel(const std::string& name) {
   const char* shared = std::getenv("LOOM_SHARED_DIR");
-  const char* build = std::getenv("LOOM_BUILD_DIR");
-  if (shared == nullptr || build == nullptr) return "";
+  if (shared == nullptr) return "";
+  std::string build;
+  if (const char* env = std::getenv("LOOM_BUILD_DIR")) {
+    build = env;
+  } else {
+    // CMake 3.25's gtest_discover_tests keeps only the first ENVIRONMENT entry, so under ctest
+    // LOOM_BUILD_DIR may be missing; this binary lives in <build>/loom/graph/.
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return "";
+    build = exe.parent_path().parent_path().parent_path().string();
+  }
   fs::path archive = fs::path(shared) / "models" / (name + ".tar.xz");
   if (!fs::exists(archive)) return "";
   fs::path root = fs::path(build) / "onnx_importer_test_models";
