@@ -46,7 +46,10 @@ function(loom_module name)
                             GTest::gmock GTest::gtest_main)
       gtest_discover_tests(${target}
         PROPERTIES TIMEOUT 600
-                   ENVIRONMENT "LOOM_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared;LOOM_BUILD_DIR=${PROJECT_BINARY_DIR}"
+                   ENVIRONMENT "LOOM_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared"
+                   # A second variable must be a separate property: gtest_discover_tests splits
+                   # a list-valued ENVIRONMENT at ';' and keeps only the first entry.
+                   ENVIRONMENT_MODIFICATION "LOOM_BUILD_DIR=set:${PROJECT_BINARY_DIR}"
         DISCOVERY_TIMEOUT 120)
     endforeach()
   endif()

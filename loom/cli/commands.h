@@ -20,5 +20,10 @@ struct CommandFailure {
 void FailIfError(const absl::Status& status);
 
 void RegisterVersionCommand(CLI::App& app);
+void RegisterSimulateCommand(CLI::App& app);
+void RegisterInspectCommand(CLI::App& app);
+void RegisterTasksCommand(CLI::App& app);
+void RegisterRunCommand(CLI::App& app);
+void RegisterZooCommand(CLI::App& app);
 
 }  // namespace loom::cli

@@ -17,7 +17,22 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&verbose] {
     loom::base::SetLogLevel(verbose ? loom::base::LogLevel::kInfo : loom::base::LogLevel::kWarning);
   });
+  loom::cli::RegisterInspectCommand(app);
+  loom::cli::RegisterTasksCommand(app);
+  loom::cli::RegisterRunCommand(app);
+  loom::cli::RegisterZooCommand(app);
+  loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterVersionCommand(app);
+
+  // CLI11 reports an unknown first word as "a subcommand is required"; name it instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) known |= sub->check_name(argv[1]);
+    if (!known) {
+      std::fprintf(stderr, "loom: error: unknown subcommand '%s' (see 'loom --help')\n", argv[1]);
+      return 2;
+    }
+  }
 
   try {
     app.parse(argc, argv);

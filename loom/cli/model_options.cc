@@ -1,0 +1,55 @@
+#include "loom/cli/model_options.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "loom/base/status_macros.h"
+
+namespace loom::cli {
+
+void AddModelOptions(CLI::App* cmd, ModelOptions* options) {
+  cmd->add_option("MODEL", options->model,
+                  "Path to an .onnx file, or zoo:NAME (see 'loom zoo list')")
+      ->required();
+  cmd->add_option("--input-shape", options->input_shapes,
+                  "Pin a dynamic input shape, NAME=D0,D1,... (repeatable; ONNX files)");
+  cmd->add_option("--batch", options->batch, "Batch size for zoo models")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  cmd->add_option("--seed", options->seed, "Weight seed for zoo models");
+}
+
+absl::StatusOr<graph::Shape> ParseShape(std::string_view text_view) {
+  // Debian's abseil has its own string_view type; work on std::string at this boundary.
+  const std::string text(text_view);
+  graph::Shape shape;
+  for (const std::string& part :
+       std::vector<std::string>(absl::StrSplit(text, absl::ByAnyChar(",x"), absl::SkipEmpty()))) {
+    int64_t d = 0;
+    if (!absl::SimpleAtoi(part, &d) || d < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad shape '", text, "': expected non-negative integers like 1,3,224,224"));
+    }
+    shape.push_back(d);
+  }
+  if (shape.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("bad shape '", text, "': no dimensions"));
+  }
+  return shape;
+}
+
+absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options) {
+  runtime::LoadOptions load;
+  load.zoo_batch = options.batch;
+  load.zoo_seed = options.seed;
+  for (const std::string& spec : options.input_shapes) {
+    std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad --input-shape '", spec, "': expected NAME=D0,D1,..."));
+    }
+    LOOM_ASSIGN_OR_RETURN(load.input_shapes[kv[0]], ParseShape(kv[1]));
+  }
+  return runtime::LoadModel(options.model, load);
+}
+
+}  // namespace loom::cli

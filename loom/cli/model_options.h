@@ -1,0 +1,30 @@
+// Options shared by every subcommand that takes a MODEL argument (inspect, tasks, run, ...):
+// the model spec, pinned input shapes for ONNX files, and the zoo batch/seed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "loom/runtime/model_loader.h"
+
+namespace loom::cli {
+
+struct ModelOptions {
+  std::string model;
+  std::vector<std::string> input_shapes;  // "name=1,3,224,224"
+  int64_t batch = 1;
+  uint64_t seed = 0;
+};
+
+// Adds MODEL (positional, required), --input-shape, --batch and --seed to `cmd`.
+void AddModelOptions(CLI::App* cmd, ModelOptions* options);
+
+// Parses the options and loads the model; errors are one-line statuses.
+absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options);
+
+// Parses "1,3,224,224" (also accepts 'x' separators). kInvalidArgument on anything else.
+absl::StatusOr<graph::Shape> ParseShape(std::string_view text);
+
+}  // namespace loom::cli

@@ -1,0 +1,223 @@
+// End-to-end tests of the `loom` binary: what a user sees for good and bad input, and the
+// reference executor against ONNX Runtime's outputs on the real models in ../shared/models.
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/graph.h"
+#include "loom/graph/npy.h"
+#include "loom/graph/onnx_exporter.h"
+#include "loom/graph/zoo.h"
+
+namespace loom {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct Outcome {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+fs::path ScratchDir() {
+  const char* build = std::getenv("LOOM_BUILD_DIR");
+  fs::path dir = fs::path(build ? build : fs::temp_directory_path().string()) / "cli_test" /
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  fs::create_directories(dir);
+  return dir;
+}
+
+Outcome RunLoom(const std::string& args) {
+  fs::path dir = ScratchDir();
+  fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  std::string cmd = std::string(LOOM_BINARY) + " " + args + " >" + out.string() + " 2>" +
+                    err.string() + " </dev/null";
+  int status = std::system(cmd.c_str());
+  Outcome o;
+  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  o.out = ReadFile(out);
+  o.err = ReadFile(err);
+  return o;
+}
+
+// One line on stderr, starting with "loom: error:", and a non-zero exit.
+void ExpectOneLineError(const Outcome& o, const std::string& fragment) {
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_LT(o.exit_code, 128) << "crashed: " << o.err;
+  EXPECT_THAT(o.err, HasSubstr("loom: error:"));
+  EXPECT_THAT(o.err, HasSubstr(fragment));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+}
+
+TEST(CliTest, UnknownSubcommand) {
+  ExpectOneLineError(RunLoom("frobnicate"), "unknown subcommand 'frobnicate'");
+}
+
+TEST(CliTest, UnknownFlag) { ExpectOneLineError(RunLoom("tasks zoo:resnet18 --bogus"), "--bogus"); }
+
+TEST(CliTest, MissingFile) {
+  ExpectOneLineError(RunLoom("inspect /nonexistent/model.onnx"), "does not exist");
+}
+
+TEST(CliTest, UnknownZooModel) {
+  ExpectOneLineError(RunLoom("inspect zoo:alexnet9000"), "alexnet9000");
+}
+
+TEST(CliTest, NotAnOnnxFile) {
+  fs::path p = ScratchDir() / "garbage.onnx";
+  std::ofstream(p) << "this is not a protobuf at all \x01\x02\x03";
+  ExpectOneLineError(RunLoom("inspect " + p.string()), "not a valid ONNX model");
+}
+
+TEST(CliTest, TruncatedOnnxFile) {
+  fs::path full = ScratchDir() / "tiny.onnx", cut = ScratchDir() / "tiny_cut.onnx";
+  auto g = graph::BuildZooModel("tiny_cnn");
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_TRUE(graph::ExportOnnxFile(*g, full.string()).ok());
+  std::string bytes = ReadFile(full);
+  std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  Outcome o = RunLoom("run " + cut.string());
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_LT(o.exit_code, 128) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("loom: error:"));
+}
+
+TEST(CliTest, UnsupportedOperatorNamesOpAndNode) {
+  graph::Graph g;
+  g.name = "bad";
+  g.opset = 17;
+  g.inputs.push_back({"x", {graph::DType::kFloat32, {1, 4}}});
+  g.outputs.push_back({"y", {graph::DType::kFloat32, {1, 4}}});
+  graph::Node n;
+  n.name = "my_node";
+  n.op_type = "Hardmax";
+  n.inputs = {"x"};
+  n.outputs = {"y"};
+  g.nodes.push_back(n);
+  fs::path p = ScratchDir() / "unsupported.onnx";
+  ASSERT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
+  Outcome o = RunLoom("inspect " + p.string());
+  ExpectOneLineError(o, "Hardmax");
+  EXPECT_THAT(o.err, HasSubstr("my_node"));
+}
+
+TEST(CliTest, WrongInputShapeAndDtype) {
+  fs::path shape = ScratchDir() / "shape.npy", dtype = ScratchDir() / "dtype.npy";
+  ASSERT_TRUE(
+      graph::WriteNpy(graph::Tensor(graph::DType::kFloat32, {1, 3, 16, 16}), shape.string()).ok());
+  ASSERT_TRUE(
+      graph::WriteNpy(graph::Tensor(graph::DType::kInt64, {1, 3, 32, 32}), dtype.string()).ok());
+  ExpectOneLineError(RunLoom("run zoo:tiny_cnn --input " + shape.string()), "[1,3,16,16]");
+  ExpectOneLineError(RunLoom("run zoo:tiny_cnn --input " + dtype.string()), "int64");
+}
+
+TEST(CliTest, AbsurdBatchIsRejected) {
+  Outcome o = RunLoom("inspect zoo:resnet18 --batch 100000000");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_THAT(o.err, HasSubstr("--batch"));
+}
+
+TEST(CliTest, ZooListNamesTheModels) {
+  Outcome o = RunLoom("zoo list");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  for (const char* name : {"resnet18", "resnet50", "mobilenet_v2", "vgg11"}) {
+    EXPECT_THAT(o.out, HasSubstr(name));
+  }
+}
+
+TEST(CliTest, TasksOfResNet18AreElevenConvsAndOneDense) {
+  Outcome o = RunLoom("tasks zoo:resnet18 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  auto count = [&](const std::string& needle) {
+    size_t n = 0;
+    for (size_t pos = o.out.find(needle); pos != std::string::npos;
+         pos = o.out.find(needle, pos + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(count("\"kind\": \"conv2d\""), 11u);
+  EXPECT_EQ(count("\"kind\": \"dense\""), 1u);
+  EXPECT_EQ(count("\"kind\":"), 12u);
+}
+
+TEST(CliTest, InspectReportsParametersAndFlops) {
+  Outcome o = RunLoom("inspect zoo:resnet18");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("input       input: float32[1,3,224,224]"));
+  EXPECT_THAT(o.out, HasSubstr("output      output: float32[1,1000]"));
+  EXPECT_THAT(o.out, HasSubstr("FLOPs       3.6"));  // ResNet-18: 1.82 GMACs
+}
+
+TEST(CliTest, ZooExportRunsTheSameAsTheBuiltInModel) {
+  fs::path dir = ScratchDir();
+  Outcome e = RunLoom("zoo export tiny_cnn -o " + (dir / "tiny.onnx").string());
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  Outcome a = RunLoom("run zoo:tiny_cnn --output " + (dir / "a.npy").string());
+  Outcome b =
+      RunLoom("run " + (dir / "tiny.onnx").string() + " --output " + (dir / "b.npy").string());
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  auto ta = graph::ReadNpy((dir / "a.npy").string());
+  auto tb = graph::ReadNpy((dir / "b.npy").string());
+  ASSERT_TRUE(ta.ok() && tb.ok());
+  ASSERT_EQ(ta->shape(), tb->shape());
+  for (int64_t i = 0; i < ta->num_elements(); ++i) {
+    EXPECT_EQ(ta->data<float>()[i], tb->data<float>()[i]) << i;
+  }
+}
+
+// The foundation's acceptance test: `loom run` on each real model matches ONNX Runtime.
+class SharedModelTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SharedModelTest, RunMatchesOnnxRuntimeReference) {
+  const char* shared = std::getenv("LOOM_SHARED_DIR");
+  const std::string name = GetParam();
+  fs::path archive = fs::path(shared ? shared : "") / "models" / (name + ".tar.xz");
+  if (!shared || !fs::exists(archive)) GTEST_SKIP() << "no ../shared/models/" << name;
+  fs::path dir = ScratchDir();
+  if (!fs::exists(dir / (name + ".onnx"))) {
+    std::string cmd = "tar -xJf " + archive.string() + " -C " + dir.string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+  }
+  fs::path model = dir / (name + ".onnx"), input = dir / (name + ".input.npy");
+  fs::path out = dir / "loom_output.npy";
+  Outcome o =
+      RunLoom("run " + model.string() + " --input " + input.string() + " --output " + out.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  auto ref = graph::ReadNpy((dir / (name + ".ort_output.npy")).string());
+  auto got = graph::ReadNpy(out.string());
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(ref->shape(), got->shape());
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < ref->num_elements(); ++i) {
+    max_ref = std::max(max_ref, std::abs(double{ref->data<float>()[i]}));
+    max_diff = std::max(max_diff, std::abs(double{ref->data<float>()[i]} - got->data<float>()[i]));
+  }
+  EXPECT_LE(max_diff, 1e-3 * max_ref) << "max|a-b| = " << max_diff << ", max|ref| = " << max_ref;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
+                         ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_1"));
+
+}  // namespace
+}  // namespace loom
