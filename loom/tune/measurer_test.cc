@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/rng.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
@@ -78,7 +80,6 @@ class MeasurerTest : public ::testing::Test {
     }
   }
   static void TearDownTestSuite() {
-    std::filesystem::remove_all(*cache_dir_);
     delete cache_dir_;
     delete task_;
     delete built_;
@@ -270,6 +271,86 @@ TEST_F(MeasurerTest, MinRepeatGrowsNumberAndFlushCacheWorks) {
   ASSERT_EQ(r[0].costs.size(), 2u);
   // Two repeats of at least 20 ms each.
   EXPECT_GE(r[0].measure_seconds, 0.04);
+}
+
+// Differential: random configs of every CPU template, built and measured end to end, agree with
+// the reference kernels (the worker's check) or are rejected by the template itself.
+TEST(TemplatesEndToEndTest, RandomConfigsMatchTheReference) {
+  auto conv = [](int64_t groups) {
+    graph::Workload w;
+    w.kind = groups == 1 ? graph::TaskKind::kConv2d : graph::TaskKind::kDepthwiseConv2d;
+    w.n = 1, w.c = 16, w.h = 9, w.w = 9, w.k = 16, w.r = 3, w.s = 3;
+    w.stride_h = w.stride_w = groups == 1 ? 1 : 2;
+    w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+    w.dilation_h = w.dilation_w = 1;
+    w.groups = groups;
+    return w;
+  };
+  const char* build_dir = std::getenv("LOOM_BUILD_DIR");
+  auto builder = MakeLocalBuilder(
+      {.num_threads = 2,
+       .cache_dir = absl::StrCat(build_dir ? build_dir : ::testing::TempDir().c_str(),
+                                 "/loom_measurer_test_kernels")});
+  ASSERT_TRUE(builder.ok()) << builder.status();
+  MeasureOptions options;
+  options.min_repeat_ms = 1;
+  options.repeat = 1;
+  options.timeout = absl::Seconds(5);
+  options.worker_command = {SelfExe(), kMeasureWorkerArg};
+  auto measurer = MakeLocalMeasurer(options);
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  base::Rng rng(11);
+  for (const graph::Workload& w : {conv(1), conv(16), SmallDense()}) {
+    const MeasureTask task{graph::WorkloadKey(w), ops::HostCpuTarget(), {}};
+    auto tmpl = ops::MakeTemplate(w, task.target);
+    ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+    std::vector<ops::Config> configs = {(*tmpl)->DefaultConfig()};
+    configs.push_back(ops::Config{rng.UniformInt(0, (*tmpl)->space().size() - 1)});
+    std::vector<BuildResult> built = (*builder)->Build(**tmpl, configs);
+    std::vector<MeasureResult> measured = (*measurer)->Measure(task, built);
+    ASSERT_EQ(measured.size(), configs.size());
+    int ok = 0;
+    for (const MeasureResult& r : measured) {
+      EXPECT_TRUE(r.ok() || r.error == ErrorKind::kInstantiation)
+          << task.workload_key << " config " << r.config.index << ": " << ErrorKindName(r.error)
+          << ": " << r.error_msg;
+      ok += r.ok();
+    }
+    EXPECT_GE(ok, 1) << task.workload_key;
+  }
+}
+
+// A two-thread target: the kernel splits its parallel axis through the worker's parallel_for,
+// whose chunks must cover the range exactly once for the output to match the reference.
+TEST(TemplatesEndToEndTest, MultiThreadedKernelMatchesTheReference) {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kConv2d;
+  w.n = 1, w.c = 8, w.h = 10, w.w = 10, w.k = 32, w.r = 3, w.s = 3;
+  w.stride_h = w.stride_w = 1;
+  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+  w.dilation_h = w.dilation_w = 1;
+  w.groups = 1;
+  MeasureTask task{graph::WorkloadKey(w), ops::HostCpuTarget(), {}};
+  task.target.num_threads = 2;
+  auto tmpl = ops::MakeTemplate(w, task.target);
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+  absl::StatusOr<ops::KernelSource> source = (*tmpl)->Emit((*tmpl)->DefaultConfig());
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_THAT(source->code, HasSubstr("par->parallel_for("));
+  const char* build_dir = std::getenv("LOOM_BUILD_DIR");
+  auto builder = MakeLocalBuilder(
+      {.cache_dir = absl::StrCat(build_dir ? build_dir : ::testing::TempDir().c_str(),
+                                 "/loom_measurer_test_kernels")});
+  ASSERT_TRUE(builder.ok()) << builder.status();
+  MeasureOptions options;
+  options.min_repeat_ms = 1;
+  options.worker_command = {SelfExe(), kMeasureWorkerArg};
+  auto measurer = MakeLocalMeasurer(options);
+  ASSERT_TRUE(measurer.ok()) << measurer.status();
+  std::vector<MeasureResult> r =
+      (*measurer)->Measure(task, (*builder)->Build(**tmpl, {(*tmpl)->DefaultConfig()}));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(r[0].ok()) << ErrorKindName(r[0].error) << ": " << r[0].error_msg;
 }
 
 TEST(MakeLocalMeasurerTest, RejectsBadOptions) {
