@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/rng.h"
 #include "loom/tune/sample_efficiency.h"
 #include "loom/tune/synthetic_template.h"
 
@@ -318,6 +319,36 @@ TEST(SampleEfficiencyTest, XgbNeedsAtMostHalfTheTrialsOfRandom) {
   EXPECT_LE(xgb->mean, 0.5 * random->mean)
       << "xgb trials: " << testing::PrintToString(xgb->trials)
       << " random trials: " << testing::PrintToString(random->trials);
+}
+
+// Transfer: with the history of an earlier run of the same task loaded, the xgb tuner plans from
+// its first Propose and reaches 95% of the optimum within two batches, and it beats its own
+// cold start on the same seeds.
+TEST(SampleEfficiencyTest, XgbHistoryMakesTheFirstProposalsGood) {
+  SyntheticTemplate tmpl;
+  Objective objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  const double optimum = tmpl.Throughput(tmpl.Optimum());
+  // History: 256 random configs, none within 10% of the optimum.
+  base::Rng rng(99);
+  std::vector<ops::Config> history;
+  absl::flat_hash_set<int64_t> seen;
+  while (history.size() < 256) {
+    int64_t i = rng.UniformInt(0, tmpl.space().size() - 1);
+    if (tmpl.Throughput({i}) < 0.9 * optimum && seen.insert(i).second) history.push_back({i});
+  }
+  ReachOptions reach{.fraction = 0.95, .best_cost = 1.0 / optimum, .max_trials = 3000};
+  int64_t warm_total = 0, cold_total = 0;
+  for (uint64_t seed : {1, 2, 3}) {
+    auto warm = Make(tmpl, TunerOptions{.kind = "xgb", .seed = seed});
+    warm->LoadHistory(history, tmpl.Measure(history));
+    int64_t w = TrialsToReach(*warm, objective, reach);
+    EXPECT_GT(w, 0);
+    EXPECT_LE(w, 16) << "seed " << seed;
+    warm_total += w;
+    auto cold = Make(tmpl, TunerOptions{.kind = "xgb", .seed = seed});
+    cold_total += TrialsToReach(*cold, objective, reach);
+  }
+  EXPECT_LT(warm_total, cold_total);
 }
 
 TEST(SampleEfficiencyTest, TrialsToReachCountsUpToTheFirstGoodResult) {
