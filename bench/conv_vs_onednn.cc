@@ -3,10 +3,13 @@
 // search over a pruned part of its space done here, standing in for the tuner), next to oneDNN
 // (format_tag::any, blocked layouts of its choice) and the core's measured FMA peak.
 //
-//   OMP_NUM_THREADS=1 build/<dir>/bench/conv_vs_onednn [--core N] [--layers 0,4] [--budget N]
+//   build/<dir>/bench/conv_vs_onednn [--core N] [--layers 0,4] [--budget N] [--rounds N]
 //
-// Timing protocol for both libraries: 3 warm-up calls, then `repeats` repeats of as many calls
-// as fill min_repeat_ms; the median per-call time of the repeats is reported.
+// Timing: every contender (Loom default, Loom's 3 best screened configs, oneDNN's primitive
+// execute) gets 3 warm-up calls and a call count filling 1 ms, then all are timed in 150
+// interleaved rounds; best and median per-call times are kept. On a shared machine the best of
+// the rounds estimates the uncontended time, and interleaving gives every contender the same
+// background load. The FMA peak is the best of 200 short runs of 12 independent FMA chains.
 #include <sched.h>
 #include <unistd.h>
 
@@ -43,11 +46,11 @@ struct Layer {
 
 // The 11 distinct conv2d workloads of ResNet-18 (batch 1, 224x224 input).
 const Layer kLayers[] = {
-    {"3->64 7x7 s2 224", 3, 224, 64, 7, 2, 3},      {"64->64 3x3 56", 64, 56, 64, 3, 1, 1},
-    {"64->128 3x3 s2 56", 64, 56, 128, 3, 2, 1},    {"64->128 1x1 s2 56", 64, 56, 128, 1, 2, 0},
-    {"128->128 3x3 28", 128, 28, 128, 3, 1, 1},     {"128->256 3x3 s2 28", 128, 28, 256, 3, 2, 1},
-    {"128->256 1x1 s2 28", 128, 28, 256, 1, 2, 0},  {"256->256 3x3 14", 256, 14, 256, 3, 1, 1},
-    {"256->512 3x3 s2 14", 256, 14, 512, 3, 2, 1},  {"256->512 1x1 s2 14", 256, 14, 512, 1, 2, 0},
+    {"3->64 7x7 s2 224", 3, 224, 64, 7, 2, 3},     {"64->64 3x3 56", 64, 56, 64, 3, 1, 1},
+    {"64->128 3x3 s2 56", 64, 56, 128, 3, 2, 1},   {"64->128 1x1 s2 56", 64, 56, 128, 1, 2, 0},
+    {"128->128 3x3 28", 128, 28, 128, 3, 1, 1},    {"128->256 3x3 s2 28", 128, 28, 256, 3, 2, 1},
+    {"128->256 1x1 s2 28", 128, 28, 256, 1, 2, 0}, {"256->256 3x3 14", 256, 14, 256, 3, 1, 1},
+    {"256->512 3x3 s2 14", 256, 14, 512, 3, 2, 1}, {"256->512 1x1 s2 14", 256, 14, 512, 1, 2, 0},
     {"512->512 3x3 7", 512, 7, 512, 3, 1, 1},
 };
 
@@ -67,8 +70,7 @@ Workload ToWorkload(const Layer& l) {
 }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct Timing {
@@ -76,21 +78,37 @@ struct Timing {
   double best_s = 0;
 };
 
-// Median (and best) seconds per call of `fn` under the protocol in the file comment.
-Timing TimeIt(const std::function<void()>& fn, int repeats, double min_repeat_ms) {
-  for (int i = 0; i < 3; ++i) fn();
-  double t0 = Now();
-  fn();
-  const double one = std::max(Now() - t0, 1e-7);
-  const int number = std::max(1, static_cast<int>(min_repeat_ms * 1e-3 / one));
-  std::vector<double> per_call;
-  for (int r = 0; r < repeats; ++r) {
-    t0 = Now();
+// Something to time: `fn` runs one call; `number` calls fill one repeat.
+struct Timed {
+  std::function<void()> fn;
+  int number = 1;
+  std::vector<double> per_call;  // seconds per call, one entry per repeat
+
+  // Warm-up (3 calls) and calibration of `number` to fill `min_repeat_ms`.
+  void Calibrate(double min_repeat_ms) {
+    for (int i = 0; i < 3; ++i) fn();
+    double t0 = Now();
+    fn();
+    const double one = std::max(Now() - t0, 1e-7);
+    number = std::max(1, static_cast<int>(min_repeat_ms * 1e-3 / one));
+  }
+  void Repeat() {
+    const double t0 = Now();
     for (int i = 0; i < number; ++i) fn();
     per_call.push_back((Now() - t0) / number);
   }
-  std::sort(per_call.begin(), per_call.end());
-  return {per_call[per_call.size() / 2], per_call.front()};
+  Timing Summary() const {
+    std::vector<double> v = per_call;
+    std::sort(v.begin(), v.end());
+    return {v[v.size() / 2], v.front()};
+  }
+};
+
+Timing TimeIt(const std::function<void()>& fn, int repeats, double min_repeat_ms) {
+  Timed t{fn};
+  t.Calibrate(min_repeat_ms);
+  for (int r = 0; r < repeats; ++r) t.Repeat();
+  return t.Summary();
 }
 
 // --- FMA peak: independent register-only FMA chains, enough to cover latency x throughput.
@@ -104,9 +122,18 @@ typedef float v8 __attribute__((vector_size(32)));
     a7 = a0 + 7, a8 = a0 + 8, a9 = a0 + 9, a10 = a0 + 10, a11 = a0 + 11;                        \
   const V m = V{} + 0.999999f, c = V{} + 1e-7f;                                                 \
   for (int64_t i = 0; i < iters; ++i) {                                                         \
-    a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;                         \
-    a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;                         \
-    a8 = a8 * m + c; a9 = a9 * m + c; a10 = a10 * m + c; a11 = a11 * m + c;                     \
+    a0 = a0 * m + c;                                                                            \
+    a1 = a1 * m + c;                                                                            \
+    a2 = a2 * m + c;                                                                            \
+    a3 = a3 * m + c;                                                                            \
+    a4 = a4 * m + c;                                                                            \
+    a5 = a5 * m + c;                                                                            \
+    a6 = a6 * m + c;                                                                            \
+    a7 = a7 * m + c;                                                                            \
+    a8 = a8 * m + c;                                                                            \
+    a9 = a9 * m + c;                                                                            \
+    a10 = a10 * m + c;                                                                          \
+    a11 = a11 * m + c;                                                                          \
     __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));          \
   }                                                                                             \
   V s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;                            \
@@ -125,11 +152,11 @@ __attribute__((noinline, target("avx2,fma"), optimize("fp-contract=fast"))) floa
 
 // GFLOPS of the better of the 512-bit and 256-bit FMA loops (12 FMAs per iteration).
 double MeasurePeakGflops(double* gf512, double* gf256) {
-  const int64_t iters = 20'000'000;
+  const int64_t iters = 1'000'000;
   volatile float sink = 0;
   auto run = [&](auto fn, int lanes) {
     double best = 0;
-    for (int rep = 0; rep < 5; ++rep) {
+    for (int rep = 0; rep < 200; ++rep) {
       double t0 = Now();
       sink = sink + fn(iters, 1.0f);
       double dt = Now() - t0;
@@ -142,57 +169,56 @@ double MeasurePeakGflops(double* gf512, double* gf256) {
   return std::max(*gf512, *gf256);
 }
 
-// --- oneDNN
-double OneDnnSeconds(const Workload& w, int repeats, double min_ms) {
-  using namespace dnnl;
-  engine eng(engine::kind::cpu, 0);
-  stream s(eng);
-  using dims = memory::dims;
-  const dims src_dims = {w.n, w.c, w.h, w.w}, wei_dims = {w.k, w.c, w.r, w.s},
-             dst_dims = {w.n, w.k, w.OutH(), w.OutW()};
-  auto any = [](const dims& d) {
-    return memory::desc(d, memory::data_type::f32, memory::format_tag::any);
-  };
-  convolution_forward::desc desc(prop_kind::forward_inference, algorithm::convolution_direct,
-                                 any(src_dims), any(wei_dims), any(dst_dims),
-                                 {w.stride_h, w.stride_w}, {w.pad_top, w.pad_left},
-                                 {w.pad_bottom, w.pad_right});
-  convolution_forward::primitive_desc pd(desc, eng);
-  memory src(pd.src_desc(), eng), wei(pd.weights_desc(), eng), dst(pd.dst_desc(), eng);
-  // Any values work for timing; fill so denormals do not appear.
-  for (memory* m : {&src, &wei}) {
-    float* p = static_cast<float*>(m->get_data_handle());
-    const size_t n = m->get_desc().get_size() / sizeof(float);
-    for (size_t i = 0; i < n; ++i) p[i] = 0.5f + 0.001f * static_cast<float>(i % 97);
-  }
-  convolution_forward conv(pd);
-  std::printf("    oneDNN impl: %s\n", pd.impl_info_str());
-  Timing t = TimeIt(
-      [&] {
-        conv.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-        s.wait();
-      },
-      repeats, min_ms);
-  return t.median_s;
-}
+// --- oneDNN: the primitive and its memories; Run() is one execute (timed alone).
+struct OneDnnConv {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  dnnl::memory src, wei, dst;
+  dnnl::convolution_forward conv;
+  std::string impl;
 
-// --- Loom
+  explicit OneDnnConv(const Workload& w) {
+    using namespace dnnl;
+    using dims = memory::dims;
+    const dims src_dims = {w.n, w.c, w.h, w.w}, wei_dims = {w.k, w.c, w.r, w.s},
+               dst_dims = {w.n, w.k, w.OutH(), w.OutW()};
+    auto any = [](const dims& d) {
+      return memory::desc(d, memory::data_type::f32, memory::format_tag::any);
+    };
+    convolution_forward::desc desc(prop_kind::forward_inference, algorithm::convolution_direct,
+                                   any(src_dims), any(wei_dims), any(dst_dims),
+                                   {w.stride_h, w.stride_w}, {w.pad_top, w.pad_left},
+                                   {w.pad_bottom, w.pad_right});
+    convolution_forward::primitive_desc pd(desc, eng);
+    src = memory(pd.src_desc(), eng);
+    wei = memory(pd.weights_desc(), eng);
+    dst = memory(pd.dst_desc(), eng);
+    // Any values work for timing; these keep clear of denormals.
+    for (memory* m : {&src, &wei}) {
+      float* p = static_cast<float*>(m->get_data_handle());
+      const size_t n = m->get_desc().get_size() / sizeof(float);
+      for (size_t i = 0; i < n; ++i) p[i] = 0.5f + 0.001f * static_cast<float>(i % 97);
+    }
+    conv = convolution_forward(pd);
+    impl = pd.impl_info_str();
+  }
+  void Run() {
+    conv.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    strm.wait();
+  }
+};
+
+// --- Loom: a compiled candidate with its packed buffers.
 struct Candidate {
   Config config;
   std::unique_ptr<loom::ops::LocalKernel> kernel;
-  double seconds = 0;
+  loom::ops::KernelBuffers buffers;
+  double screen_s = 0;
+  void Run() { kernel->fn()(buffers.pointers.data(), nullptr); }
 };
 
-double TimeKernel(const Template& t, const Config& c, const loom::ops::LocalKernel& k,
-                  int repeats, double min_ms) {
-  std::vector<loom::graph::Tensor> natural = loom::ops::RandomNaturalInputs(t, 1);
-  loom::ops::KernelBuffers b = loom::ops::PrepareBuffers(t, c, natural);
-  return TimeIt([&] { k.fn()(b.pointers.data(), nullptr); }, repeats, min_ms).median_s;
-}
-
-// The pruned search space: vec = the ISA's widest, tile_ic >= 4 (or C when C < 4), register
-// blocks that use 10..28 accumulators, all reduce/outer orders, unroll_kw both; parallel_axis 0
-// (one thread).
+// The pruned search space: vec = the ISA's widest, tile_ic in [min(8, C), 64], register blocks
+// of 10..28 accumulators, all tile shapes/orders/unrolls; parallel_axis 0 (one thread).
 std::vector<Config> PrunedConfigs(const Template& t) {
   std::vector<Config> out;
   const auto& space = t.space();
@@ -217,8 +243,8 @@ int main(int argc, char** argv) {
     setenv("OMP_NUM_THREADS", "1", 1);
     execv("/proc/self/exe", argv);
   }
-  int core = 1, budget = 48, repeats = 7;
-  double min_ms = 60;
+  int core = 1, budget = 48, rounds = 150;
+  double min_ms = 1;
   std::vector<int> layers;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
@@ -226,12 +252,15 @@ int main(int argc, char** argv) {
       core = std::atoi(value.c_str());
     } else if (flag == "--budget") {
       budget = std::atoi(value.c_str());
-    } else if (flag == "--repeats") {
-      repeats = std::atoi(value.c_str());
+    } else if (flag == "--rounds") {
+      rounds = std::atoi(value.c_str());
     } else if (flag == "--layers") {
-      for (absl::string_view s : absl::StrSplit(value, ',')) layers.push_back(std::atoi(std::string(s).c_str()));
+      for (absl::string_view v : absl::StrSplit(value, ',')) {
+        layers.push_back(std::atoi(std::string(v).c_str()));
+      }
     } else {
-      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
+      std::fprintf(stderr, "unknown flag %s (--core N --budget N --rounds N --layers i,j)\n",
+                   flag.c_str());
       return 2;
     }
   }
@@ -244,7 +273,8 @@ int main(int argc, char** argv) {
               dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch,
               std::getenv("OMP_NUM_THREADS"));
 
-  // Compiles run on a pool (unpinned); timings run on this thread, pinned to `core`.
+  // Compiles run on a pool started before pinning (so they may use every core); all timing runs
+  // on this thread, pinned to `core`.
   loom::base::ThreadPool pool(2);
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -261,7 +291,8 @@ int main(int argc, char** argv) {
   const std::string dir = mkdtemp(tmpl);
   struct Row {
     std::string label;
-    double gf_default, gf_best, gf_dnnl;
+    Timing loom_default, loom_best, dnnl;
+    double flops;
     std::string best_json;
   };
   std::vector<Row> rows;
@@ -275,25 +306,29 @@ int main(int argc, char** argv) {
       return 1;
     }
     const Template& t = **made;
-    std::printf("[%d] %s: space %lld\n", li, l.label, static_cast<long long>(t.space().size()));
+    OneDnnConv dnnl_conv(w);
+    std::vector<Config> pruned = PrunedConfigs(t);
+    std::printf("[%d] %s: space %lld, pruned %zu, oneDNN impl %s\n", li, l.label,
+                static_cast<long long>(t.space().size()), pruned.size(), dnnl_conv.impl.c_str());
     std::fflush(stdout);
-    const double dnnl_s = OneDnnSeconds(w, repeats, min_ms);
 
     // Candidates: the default, then an even sample of the pruned space up to `budget`.
     std::vector<Config> configs = {t.DefaultConfig()};
-    std::vector<Config> pruned = PrunedConfigs(t);
     const size_t step = std::max<size_t>(1, pruned.size() / static_cast<size_t>(budget));
     for (size_t i = 0; i < pruned.size() && static_cast<int>(configs.size()) <= budget; i += step) {
-      configs.push_back(pruned[i]);
+      if (!(pruned[i] == configs[0])) configs.push_back(pruned[i]);
     }
     std::vector<std::future<absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>>> builds;
     for (const Config& c : configs) {
       builds.push_back(pool.Submit([&t, c, &dir] {
         auto src = t.Emit(c);
-        if (!src.ok()) return absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>(src.status());
+        if (!src.ok()) {
+          return absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>(src.status());
+        }
         return loom::ops::LocalKernel::Compile(*src, dir);
       }));
     }
+    const std::vector<loom::graph::Tensor> natural = loom::ops::RandomNaturalInputs(t, 1);
     std::vector<Candidate> cands;
     for (size_t i = 0; i < configs.size(); ++i) {
       auto k = builds[i].get();
@@ -301,49 +336,81 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "  build failed: %s\n", k.status().ToString().c_str());
         continue;
       }
-      Candidate c{configs[i], std::move(*k), 0};
-      // Quick screen: 3 repeats of >= 10 ms.
-      c.seconds = TimeKernel(t, c.config, *c.kernel, 3, 10);
+      Candidate c{configs[i], std::move(*k), loom::ops::PrepareBuffers(t, configs[i], natural)};
+      // Screen: best of 5 repeats of >= 5 ms.
+      c.screen_s = TimeIt([&c] { c.Run(); }, 5, 5).best_s;
       cands.push_back(std::move(c));
     }
-    const double default_s = TimeKernel(t, cands[0].config, *cands[0].kernel, repeats, min_ms);
-    // Re-time the 3 best of the screen under the full protocol.
+    // Final: the default, the 3 best of the screen and oneDNN, timed in interleaved rounds so
+    // that every contender sees the same background load.
     std::vector<size_t> order(cands.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
-              [&](size_t a, size_t b) { return cands[a].seconds < cands[b].seconds; });
-    double best_s = default_s;
-    Config best = cands[0].config;
+              [&](size_t a, size_t b) { return cands[a].screen_s < cands[b].screen_s; });
+    std::vector<Timed> timed;
+    std::vector<size_t> finalists = {0};
     for (size_t i = 0; i < std::min<size_t>(3, order.size()); ++i) {
-      Candidate& c = cands[order[i]];
-      const double s = TimeKernel(t, c.config, *c.kernel, repeats, min_ms);
-      if (s < best_s) {
-        best_s = s;
-        best = c.config;
+      if (order[i] != 0) finalists.push_back(order[i]);
+    }
+    for (size_t f : finalists) timed.push_back(Timed{[&cands, f] { cands[f].Run(); }});
+    timed.push_back(Timed{[&dnnl_conv] { dnnl_conv.Run(); }});
+    for (Timed& x : timed) x.Calibrate(min_ms);
+    for (int r = 0; r < rounds; ++r) {
+      for (Timed& x : timed) x.Repeat();
+    }
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < timed.size(); ++i) {
+      if (timed[i].Summary().best_s < timed[best].Summary().best_s) best = i;
+    }
+    Row row{l.label,
+            timed[0].Summary(),
+            timed[best].Summary(),
+            timed.back().Summary(),
+            flops,
+            t.space().ToJson(cands[finalists[best]].config)};
+    std::printf(
+        "    GFLOPS (best/median of %d rounds): loom default %.1f/%.1f  loom best %.1f/%.1f"
+        " (of %zu)  oneDNN %.1f/%.1f\n    best %s\n",
+        rounds, flops / row.loom_default.best_s * 1e-9, flops / row.loom_default.median_s * 1e-9,
+        flops / row.loom_best.best_s * 1e-9, flops / row.loom_best.median_s * 1e-9, cands.size(),
+        flops / row.dnnl.best_s * 1e-9, flops / row.dnnl.median_s * 1e-9, row.best_json.c_str());
+    // The figures only count if the kernels are right: check default and best against the
+    // reference kernel.
+    for (size_t f : {finalists[0], finalists[best]}) {
+      loom::ops::ErrorStats e = loom::ops::CompareTensors(
+          loom::ops::RunOnce(t, cands[f].config, *cands[f].kernel, natural), t.Reference(natural));
+      if (!e.WithinTolerance()) {
+        std::fprintf(stderr, "WRONG RESULT for %s: max abs err %g\n",
+                     t.space().ToJson(cands[f].config).c_str(), e.max_abs_err);
+        return 1;
       }
     }
-    Row row{l.label, flops / default_s * 1e-9, flops / best_s * 1e-9, flops / dnnl_s * 1e-9,
-            t.space().ToJson(best)};
-    std::printf("    loom default %.1f  loom best %.1f (of %zu)  oneDNN %.1f GFLOPS  best %s\n",
-                row.gf_default, row.gf_best, cands.size(), row.gf_dnnl, row.best_json.c_str());
     std::fflush(stdout);
     rows.push_back(row);
   }
   std::filesystem::remove_all(dir);
 
-  std::printf("\n| layer | Loom default | Loom best | oneDNN | Loom best / oneDNN | Loom %% of peak | oneDNN %% of peak |\n");
+  auto gf = [](const Row& r, const Timing& t) { return r.flops / t.best_s * 1e-9; };
+  std::printf(
+      "\nGFLOPS from the best of %d interleaved rounds (>= %.0f ms each), 1 thread, core %d\n\n",
+      rounds, min_ms, core);
+  std::printf(
+      "| layer | Loom default | Loom best | oneDNN | Loom best / oneDNN | Loom %% of peak | "
+      "oneDNN %% of peak |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
-  double log_sum = 0, log_sum_default = 0;
+  double log_sum = 0, log_sum_default = 0, log_sum_median = 0;
   for (const Row& r : rows) {
-    std::printf("| %s | %.1f | %.1f | %.1f | %.2f | %.0f%% | %.0f%% |\n", r.label.c_str(),
-                r.gf_default, r.gf_best, r.gf_dnnl, r.gf_best / r.gf_dnnl, 100 * r.gf_best / peak,
-                100 * r.gf_dnnl / peak);
-    log_sum += std::log(r.gf_best / r.gf_dnnl);
-    log_sum_default += std::log(r.gf_default / r.gf_dnnl);
+    const double best = gf(r, r.loom_best), dflt = gf(r, r.loom_default), dn = gf(r, r.dnnl);
+    std::printf("| %s | %.1f | %.1f | %.1f | %.2f | %.0f%% | %.0f%% |\n", r.label.c_str(), dflt,
+                best, dn, best / dn, 100 * best / peak, 100 * dn / peak);
+    log_sum += std::log(best / dn);
+    log_sum_default += std::log(dflt / dn);
+    log_sum_median += std::log(r.dnnl.median_s / r.loom_best.median_s);
   }
-  std::printf("\nFMA peak %.1f GFLOPS. Geomean Loom best / oneDNN: %.3f (default / oneDNN: %.3f)\n",
-              peak, std::exp(log_sum / rows.size()), std::exp(log_sum_default / rows.size()));
-  std::printf("\nbest configs:\n");
-  for (const Row& r : rows) std::printf("  %s: %s\n", r.label.c_str(), r.best_json.c_str());
+  const double n = static_cast<double>(rows.size());
+  std::printf(
+      "\nFMA peak %.1f GFLOPS. Geomean Loom best / oneDNN: %.3f (from medians: %.3f); Loom "
+      "default / oneDNN: %.3f\n",
+      peak, std::exp(log_sum / n), std::exp(log_sum_median / n), std::exp(log_sum_default / n));
   return 0;
 }
