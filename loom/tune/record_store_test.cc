@@ -323,8 +323,7 @@ int WaitWithTimeout(pid_t pid, absl::Duration timeout) {
 }
 
 TEST_F(RecordStoreTest, ConcurrentAppendsFromProcessesAllLand) {
-  auto store = Open(path_);  // creates the schema; the children open their own connections
-  ASSERT_NE(store, nullptr);
+  // The file does not exist yet: the children and the parent create the schema concurrently.
   constexpr int kBatches = 20, kPerBatch = 5;
   std::vector<pid_t> children;
   for (int c = 0; c < 2; ++c) {
@@ -333,6 +332,8 @@ TEST_F(RecordStoreTest, ConcurrentAppendsFromProcessesAllLand) {
     if (pid == 0) AppendInChild(path_, absl::StrCat("proc-", c), kBatches, kPerBatch);
     children.push_back(pid);
   }
+  auto store = Open(path_);
+  ASSERT_NE(store, nullptr);
   // The parent writes at the same time.
   for (int b = 0; b < kBatches; ++b) {
     ASSERT_TRUE(store->Append({Ok(TaskB(), b, {1e-3}, b, "parent")}).ok());
@@ -354,23 +355,28 @@ TEST_F(RecordStoreTest, KillNineLosesAtMostTheBatchInFlight) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   constexpr int kPerBatch = 10;
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) AppendInChild(path_, "doomed", /*batches=*/-1, kPerBatch);
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  int64_t seen = 0;
-  while (seen < 5 * kPerBatch && absl::Now() < deadline) {
-    seen = CountAll(*store);
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // Several kills at different moments, each of a child appending batches as fast as it can.
+  for (int round = 0; round < 6; ++round) {
+    const int64_t before = CountAll(*store);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) AppendInChild(path_, absl::StrCat("doomed-", round), /*batches=*/-1, kPerBatch);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    int64_t seen = before;
+    while (seen < before + 2 * kPerBatch && absl::Now() < deadline) {
+      seen = CountAll(*store);
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(700 * round));
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    ASSERT_GE(seen, before + 2 * kPerBatch) << "the child never appended";
+    auto reopened = Open(path_);
+    ASSERT_NE(reopened, nullptr);
+    const int64_t n = CountAll(*reopened);
+    EXPECT_GE(n, seen);
+    EXPECT_EQ(n % kPerBatch, 0) << "a partial batch was stored in round " << round;
   }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  ASSERT_GE(seen, 5 * kPerBatch) << "the child never appended";
-  auto reopened = Open(path_);
-  ASSERT_NE(reopened, nullptr);
-  const int64_t n = CountAll(*reopened);
-  EXPECT_GE(n, seen);
-  EXPECT_EQ(n % kPerBatch, 0) << "a partial batch was stored";
   EXPECT_EQ(RawQuery("PRAGMA integrity_check"), "ok");
 }
 
