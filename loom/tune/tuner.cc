@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/check.h"
+#include "loom/base/logging.h"
 
 namespace loom::tune {
 
@@ -42,7 +43,21 @@ void Tuner::Update(const std::vector<ops::Config>& configs,
 
 void Tuner::LoadHistory(const std::vector<ops::Config>& configs,
                         const std::vector<MeasureResult>& results) {
-  Record(configs, results, /*from_history=*/true);
+  LOOM_CHECK(configs.size() == results.size());
+  // History comes from a database, so a config outside the space (a record written by another
+  // version of the template) is skipped rather than trusted.
+  std::vector<ops::Config> kept_configs;
+  std::vector<MeasureResult> kept_results;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    if (!tmpl_.space().Contains(configs[i])) continue;
+    kept_configs.push_back(configs[i]);
+    kept_results.push_back(results[i]);
+  }
+  if (kept_configs.size() < configs.size()) {
+    base::LogWarning("tuner history: skipped ", configs.size() - kept_configs.size(),
+                     " configs outside the space of ", tmpl_.name());
+  }
+  Record(kept_configs, kept_results, /*from_history=*/true);
 }
 
 void Tuner::Record(const std::vector<ops::Config>& configs,

@@ -70,7 +70,8 @@ class Tuner {
 
   // Seeds the tuner with earlier results of the same task (same space): those configs are never
   // proposed again, the best of them counts as the best so far, and model-based tuners train on
-  // them (transfer). Call before the first Propose; history does not count as trials.
+  // them (transfer). Call before the first Propose; history does not count as trials. Configs
+  // outside the space (stale records) are skipped with a warning. Precondition: equal sizes.
   void LoadHistory(const std::vector<ops::Config>& configs,
                    const std::vector<MeasureResult>& results);
 

@@ -260,6 +260,17 @@ TEST(GridTunerTest, ProposesInIndexOrderSkippingHistory) {
   EXPECT_THAT(seq, ElementsAreArray(expected));
 }
 
+TEST(TunerTest, HistoryOutsideTheSpaceIsSkipped) {
+  TinyTemplate tmpl;
+  auto tuner = Make(tmpl, TunerOptions{.kind = "grid"});
+  std::vector<MeasureResult> results(3);
+  for (auto& r : results) r.costs = {0.5};
+  tuner->LoadHistory({{2}, {24}, {-1}}, results);
+  EXPECT_EQ(tuner->num_visited(), 1);
+  EXPECT_EQ(tuner->best_config().index, 2);
+  EXPECT_EQ(tuner->Propose(3).size(), 3u);
+}
+
 TEST(TunerTest, BestTracksTheMinimumMedianCostAndSkipsErrors) {
   TinyTemplate tmpl;
   auto tuner = Make(tmpl, TunerOptions{.kind = "random", .seed = 3});
