@@ -95,7 +95,8 @@ struct Workload {
   std::vector<PlannedStage> stages;
 };
 
-Workload RandomWorkload(uint64_t seed) {
+// `big`: many jobs and stages, frequent cancellations (long ready queues with cancelled entries).
+Workload RandomWorkload(uint64_t seed, bool big = false) {
   base::Rng rng(seed);
   Workload w;
   int hosts = rng.UniformInt(1, 4);
@@ -109,18 +110,18 @@ Workload RandomWorkload(uint64_t seed) {
     }
   }
   if (w.devices.empty()) w.devices.push_back({"d0", "gpu", 0, 0});
-  int jobs = rng.UniformInt(1, 8);
+  int jobs = big ? rng.UniformInt(10, 40) : rng.UniformInt(1, 8);
   for (int j = 0; j < jobs; ++j) {
     w.jobs.push_back({"j" + std::to_string(j), "u", static_cast<int>(rng.UniformInt(0, 2)),
                       T(rng.Uniform(0, 5))});
-    w.cancel_at.push_back(rng.Bernoulli(0.15) ? rng.Uniform(0, 40) : -1);
+    w.cancel_at.push_back(rng.Bernoulli(big ? 0.7 : 0.15) ? rng.Uniform(0, 40) : -1);
   }
-  int n = rng.UniformInt(10, 120);
+  int n = big ? rng.UniformInt(400, 800) : rng.UniformInt(10, 120);
   double t = 0;
   for (int i = 0; i < n; ++i) {
     PlannedStage s;
     s.job = rng.UniformInt(0, jobs - 1);
-    if (rng.Bernoulli(0.3)) t += rng.Uniform(0, 3);
+    if (rng.Bernoulli(0.3)) t += rng.Uniform(0, big ? 0.2 : 3);
     s.submit = t;
     s.duration = rng.Uniform(0.5, 10.0);
     s.fails_first_try = rng.Bernoulli(0.1);
@@ -137,7 +138,7 @@ Workload RandomWorkload(uint64_t seed) {
       s.need.cpu_slots = rng.UniformInt(rng.Bernoulli(0.03) ? 0 : 1, rng.Bernoulli(0.05) ? 12 : 3);
     }
     for (int k = 0; k < i; ++k) {
-      if (w.stages[k].job == s.job && rng.Bernoulli(0.3)) s.after.push_back(k);
+      if (w.stages[k].job == s.job && rng.Bernoulli(big ? 0.02 : 0.3)) s.after.push_back(k);
     }
     w.stages.push_back(std::move(s));
   }
@@ -322,14 +323,19 @@ struct Expected {
   uint64_t random;   // RandomWorkload seeds 1..200, one transcript
   uint64_t rounds;   // RunRounds(200 jobs, seed 5)
   uint64_t chained;  // RunRounds(120 jobs, chained, seed 9)
+  uint64_t big;      // RandomWorkload(big) seeds 1..12
 };
 
 // Recorded from the pre-rewrite scheduler (commit cd23b66's data structures).
 constexpr Expected kExpected[] = {
-    {"sequential", 8347171502177648514u, 10038551853515690218u, 7517273796240548078u},
-    {"uncontrolled", 18350398590029372732u, 16718647973878106037u, 4744628160777246575u},
-    {"interleaved", 5956369575234461308u, 400783012863311217u, 7242223915661414255u},
-    {"predictive", 14329927316473216191u, 12988060268965045597u, 9386848028475155642u},
+    {"sequential", 8347171502177648514u, 10038551853515690218u, 7517273796240548078u,
+     12681948324569147516u},
+    {"uncontrolled", 18350398590029372732u, 16718647973878106037u, 4744628160777246575u,
+     9259480914873061910u},
+    {"interleaved", 5956369575234461308u, 400783012863311217u, 7242223915661414255u,
+     10931370355977948726u},
+    {"predictive", 14329927316473216191u, 12988060268965045597u, 9386848028475155642u,
+     14323590628536569143u},
 };
 
 void PrintTo(const Expected& e, std::ostream* os) { *os << e.policy; }
@@ -353,6 +359,18 @@ TEST_P(ScheduleRegressionTest, RandomWorkloadsMatchRecordedSchedules) {
   EXPECT_GT(tr.lines(), 20000);
   MaybeDump(absl::StrCat("random_", std::string(e.policy)), tr);
   EXPECT_EQ(tr.hash(), e.random) << e.policy << " transcript starts:\n" << tr.head();
+}
+
+TEST_P(ScheduleRegressionTest, BigRandomWorkloadsMatchRecordedSchedules) {
+  const Expected& e = GetParam();
+  Transcript tr;
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    tr.Line(absl::StrCat("seed ", seed));
+    RunRandom(e.policy, RandomWorkload(seed, /*big=*/true), tr);
+  }
+  EXPECT_GT(tr.lines(), 10000);
+  MaybeDump(absl::StrCat("big_", std::string(e.policy)), tr);
+  EXPECT_EQ(tr.hash(), e.big) << e.policy << " transcript starts:\n" << tr.head();
 }
 
 TEST_P(ScheduleRegressionTest, RoundsMatchRecordedSchedules) {
