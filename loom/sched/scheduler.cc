@@ -1,7 +1,9 @@
 #include "loom/sched/scheduler.h"
 
 #include <algorithm>
+#include <bit>
 #include <functional>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +18,14 @@ struct HeapAfter {
   template <typename T>
   bool operator()(const T& a, const T& b) const {
     return b.first < a.first;
+  }
+};
+
+// Min-heap order on plain entries.
+struct EntryAfter {
+  template <typename T>
+  bool operator()(const T& a, const T& b) const {
+    return b < a;
   }
 };
 
@@ -35,7 +45,12 @@ absl::StatusOr<HostId> Scheduler::AddHost(const HostSpec& spec) {
   HostId id = static_cast<HostId>(hosts_.size());
   hosts_.push_back(Host{spec, spec.cpu_slots, 0});
   host_blocked_.push_back(0);
-  hosts_by_free_.insert({-spec.cpu_slots, id});
+  if (hosts_.size() > host_leaves_ || host_tree_.empty()) {
+    RebuildHostIndex();
+  } else {
+    UpdateHostIndex(id);
+  }
+  feasibility_dirty_ = true;
   return id;
 }
 
@@ -57,14 +72,16 @@ absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec) {
     devices_by_kind_.emplace_back();
     free_by_kind_.emplace_back();
   }
+  const int kind = it->second;
   DeviceId id = static_cast<DeviceId>(devices_.size());
-  devices_.push_back(Device{spec, it->second, 0});
-  devices_by_kind_[it->second].push_back(id);
-  free_by_kind_[it->second].insert(id);
-  Host& h = hosts_[spec.host];
-  h.capacity += spec.shares_cpu_slots;
-  hosts_by_free_.erase({-(h.capacity - spec.shares_cpu_slots - h.used), spec.host});
-  hosts_by_free_.insert({-(h.capacity - h.used), spec.host});
+  const int index = static_cast<int>(devices_by_kind_[kind].size());
+  devices_.push_back(Device{spec, kind, index, 0});
+  devices_by_kind_[kind].push_back(id);
+  free_by_kind_[kind].Resize(index + 1);
+  free_by_kind_[kind].Insert(index);
+  hosts_[spec.host].capacity += spec.shares_cpu_slots;
+  UpdateHostIndex(spec.host);
+  feasibility_dirty_ = true;
   return id;
 }
 
@@ -128,9 +145,30 @@ Decision Scheduler::CheckFeasible(const ResourceNeed& need) const {
   return Decision::Place(best, kNoDevice);
 }
 
-int Scheduler::ClassFor(const ResourceNeed& need) {
-  int kind = -1;
-  if (need.device == kNoDevice && !need.device_kind.empty()) kind = kind_ids_.at(need.device_kind);
+void Scheduler::RecomputeFeasibilityCache() {
+  max_host_capacity_ = 0;
+  for (const Host& h : hosts_) max_host_capacity_ = std::max(max_host_capacity_, h.capacity);
+  max_room_by_kind_.assign(kind_names_.size(), std::numeric_limits<int>::min());
+  for (const Device& d : devices_) {
+    int room = hosts_[d.spec.host].capacity - d.spec.shares_cpu_slots;
+    max_room_by_kind_[d.kind] = std::max(max_room_by_kind_[d.kind], room);
+  }
+  feasibility_dirty_ = false;
+}
+
+bool Scheduler::Infeasible(const ResourceNeed& need, int kind) const {
+  if (need.device != kNoDevice) {
+    if (need.device < 0 || need.device >= num_devices()) return true;
+    const Device& dev = devices_[need.device];
+    return need.cpu_slots + dev.spec.shares_cpu_slots > hosts_[dev.spec.host].capacity;
+  }
+  if (!need.device_kind.empty()) {
+    return kind < 0 || need.cpu_slots > max_room_by_kind_[kind];
+  }
+  return hosts_.empty() || max_host_capacity_ < need.cpu_slots;
+}
+
+int Scheduler::ClassFor(const ResourceNeed& need, int kind) {
   auto key = std::make_tuple(need.cpu_slots, kind, need.device);
   auto [it, inserted] = class_ids_.try_emplace(key, static_cast<int>(classes_.size()));
   if (inserted) {
@@ -160,8 +198,15 @@ absl::StatusOr<StageId> Scheduler::Submit(const StageRequest& request, absl::Tim
   if (!request.need.NeedsDevice() && request.need.cpu_slots == 0) {
     return absl::InvalidArgumentError("the request needs neither CPU slots nor a device");
   }
-  Decision feasible = CheckFeasible(request.need);
-  if (feasible.infeasible()) {
+  int kind = -1;
+  if (request.need.device == kNoDevice && !request.need.device_kind.empty()) {
+    auto kit = kind_ids_.find(request.need.device_kind);
+    if (kit != kind_ids_.end()) kind = kit->second;
+  }
+  if (feasibility_dirty_) RecomputeFeasibilityCache();
+  if (Infeasible(request.need, kind)) {
+    Decision feasible = CheckFeasible(request.need);
+    LOOM_CHECK(feasible.infeasible());
     return absl::FailedPreconditionError(absl::StrCat("infeasible request for a ",
                                                       std::string(StageKindName(request.kind)),
                                                       " stage: ", feasible.reason()));
@@ -171,38 +216,51 @@ absl::StatusOr<StageId> Scheduler::Submit(const StageRequest& request, absl::Tim
     if (dep <= 0 || dep >= next_stage_) {
       return absl::InvalidArgumentError(absl::StrCat("unknown dependency stage ", dep));
     }
-    if (dead_stages_.contains(dep)) {
+    if (!dead_stages_.empty() && dead_stages_.contains(dep)) {
       return absl::FailedPreconditionError(
           absl::StrCat("dependency stage ", dep, " failed or was cancelled"));
     }
-    if (stages_.contains(dep)) ++pending;
+    if (stage_slots_.Find(dep) >= 0) ++pending;
   }
   StageId id = next_stage_++;
-  Stage& s = stages_[id];
+  int32_t slot;
+  if (free_slots_.empty()) {
+    slot = static_cast<int32_t>(stage_pool_.size());
+    stage_pool_.emplace_back();
+  } else {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+    stage_pool_[slot] = Stage{};
+  }
+  stage_slots_.Insert(id, slot);
+  Stage& s = stage_pool_[slot];
+  s.id = id;
   s.job = request.job;
   s.kind = request.kind;
-  s.cls = ClassFor(request.need);
+  s.state = StageState::kWaitingDeps;
+  s.cls = ClassFor(request.need, kind);
   s.estimate = request.estimate;
   s.submitted = now;
   s.pending_deps = pending;
   for (StageId dep : request.after) {
-    auto it = stages_.find(dep);
-    if (it != stages_.end() && it->first != id) it->second.dependents.push_back(id);
+    int32_t d = stage_slots_.Find(dep);
+    if (d >= 0 && dep != id) stage_pool_[d].dependents.push_back(id);
   }
   ++job.live;
   if (job.stages.size() > 16 && job.stages.size() > 2 * static_cast<size_t>(job.live)) {
-    std::erase_if(job.stages, [&](StageId x) { return !stages_.contains(x); });
+    std::erase_if(job.stages, [&](StageId x) { return stage_slots_.Find(x) < 0; });
   }
   job.stages.push_back(id);
-  if (pending == 0) MakeReady(id, s, now);
+  if (pending == 0) MakeReady(slot, now);
   return id;
 }
 
-void Scheduler::MakeReady(StageId id, Stage& s, absl::Time now) {
+void Scheduler::MakeReady(int32_t slot, absl::Time now) {
+  Stage& s = stage_pool_[slot];
   const Job& job = *FindJob(s.job);
-  const ResourceClass& cls = classes_[s.cls];
+  ResourceClass& cls = classes_[s.cls];
   ReadyStage info;
-  info.stage = id;
+  info.stage = s.id;
   info.job = s.job;
   info.kind = s.kind;
   info.uses_device = cls.kind >= 0 || cls.device != kNoDevice;
@@ -214,103 +272,141 @@ void Scheduler::MakeReady(StageId id, Stage& s, absl::Time now) {
   OrderKey key = policy_->Order(info);
   s.state = StageState::kReady;
   s.ready = now;
-  s.entry = QueueEntry{-job.spec.priority, key.primary, key.secondary, next_seq_++, id};
-  classes_[s.cls].queue.insert(s.entry);
+  s.seq = next_seq_++;
+  cls.heap.push_back(QueueEntry{-job.spec.priority, key.primary, key.secondary, s.seq, s.id, slot});
+  std::push_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
   ++num_ready_;
 }
 
-void Scheduler::SetHostUsed(HostId host, int used) {
-  Host& h = hosts_[host];
-  hosts_by_free_.erase({-(h.capacity - h.used), host});
-  h.used = used;
-  hosts_by_free_.insert({-(h.capacity - h.used), host});
+void Scheduler::CleanTop(ResourceClass& cls) {
+  while (!cls.heap.empty() && !IsLive(cls.heap.front())) {
+    std::pop_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
+    cls.heap.pop_back();
+    LOOM_CHECK(cls.stale > 0);
+    --cls.stale;
+  }
 }
 
-Decision Scheduler::Place(const ResourceClass& cls) {
+HostId Scheduler::BetterHost(HostId a, HostId b) const {
+  if (a < 0) return b;
+  if (b < 0) return a;
+  const int fa = hosts_[a].capacity - hosts_[a].used;
+  const int fb = hosts_[b].capacity - hosts_[b].used;
+  if (fa != fb) return fa > fb ? a : b;
+  return a < b ? a : b;
+}
+
+void Scheduler::UpdateHostIndex(HostId h) {
+  size_t i = host_leaves_ + static_cast<size_t>(h);
+  host_tree_[i] = host_blocked_[h] ? -1 : h;
+  for (i >>= 1; i >= 1; i >>= 1)
+    host_tree_[i] = BetterHost(host_tree_[2 * i], host_tree_[2 * i + 1]);
+}
+
+void Scheduler::RebuildHostIndex() {
+  host_leaves_ = std::bit_ceil(std::max<size_t>(hosts_.size(), 1));
+  host_tree_.assign(2 * host_leaves_, -1);
+  for (HostId h = 0; h < num_hosts(); ++h) {
+    host_tree_[host_leaves_ + h] = host_blocked_[h] ? -1 : h;
+  }
+  for (size_t i = host_leaves_ - 1; i >= 1; --i) {
+    host_tree_[i] = BetterHost(host_tree_[2 * i], host_tree_[2 * i + 1]);
+  }
+}
+
+void Scheduler::Block(HostId h) {
+  if (!host_blocked_[h]) {
+    host_blocked_[h] = 1;
+    blocked_list_.push_back(h);
+    UpdateHostIndex(h);
+  }
+}
+
+void Scheduler::SetHostUsed(HostId host, int used) {
+  hosts_[host].used = used;
+  UpdateHostIndex(host);
+}
+
+Scheduler::Placement Scheduler::Place(const ResourceClass& cls) {
   const int c = cls.cpu_slots;
   if (!exclusive_) {
     // Shared: pick the least-loaded candidate; capacity is not enforced.
-    if (cls.device != kNoDevice) return Decision::Place(devices_[cls.device].spec.host, cls.device);
+    if (cls.device != kNoDevice) return {devices_[cls.device].spec.host, cls.device};
     if (cls.kind >= 0) {
       DeviceId best = kNoDevice;
       for (DeviceId d : devices_by_kind_[cls.kind]) {
         if (best == kNoDevice || devices_[d].leases < devices_[best].leases) best = d;
       }
-      return Decision::Place(devices_[best].spec.host, best);
+      return {devices_[best].spec.host, best};
     }
-    return Decision::Place(hosts_by_free_.begin()->second, kNoDevice);
+    return {host_tree_[1], kNoDevice};
   }
-  auto block = [&](HostId h) {
-    if (!host_blocked_[h]) {
-      host_blocked_[h] = 1;
-      blocked_list_.push_back(h);
-    }
-  };
   auto host_fits = [&](HostId h, int slots) {
     return !host_blocked_[h] && hosts_[h].capacity - hosts_[h].used >= slots;
   };
   if (cls.device != kNoDevice) {
     const Device& dev = devices_[cls.device];
-    if (dev.leases > 0) return Decision::Wait("device busy");
+    if (dev.leases > 0) return {};  // device busy
     if (host_fits(dev.spec.host, c + dev.spec.shares_cpu_slots)) {
-      return Decision::Place(dev.spec.host, cls.device);
+      return {dev.spec.host, cls.device};
     }
-    block(dev.spec.host);  // reserve the host's slots for this stage in this pass
-    return Decision::Wait("host slots busy");
+    Block(dev.spec.host);  // reserve the host's slots for this stage in this pass
+    return {};             // host slots busy
   }
   if (cls.kind >= 0) {
-    const auto& free = free_by_kind_[cls.kind];
-    if (free.empty()) return Decision::Wait("no free device");
+    const OrderedBitSet& free = free_by_kind_[cls.kind];
+    if (free.empty()) return {};  // no free device
+    const std::vector<DeviceId>& of_kind = devices_by_kind_[cls.kind];
     HostId short_host = -1;
-    for (DeviceId d : free) {
+    for (int i = free.FindNext(0); i >= 0; i = free.FindNext(i + 1)) {
+      const DeviceId d = of_kind[i];
       const Device& dev = devices_[d];
-      if (host_fits(dev.spec.host, c + dev.spec.shares_cpu_slots)) {
-        return Decision::Place(dev.spec.host, d);
-      }
+      if (host_fits(dev.spec.host, c + dev.spec.shares_cpu_slots)) return {dev.spec.host, d};
       if (short_host < 0 && !host_blocked_[dev.spec.host]) short_host = dev.spec.host;
     }
-    if (short_host >= 0) block(short_host);
-    return Decision::Wait("no free device with enough host slots");
+    if (short_host >= 0) Block(short_host);
+    return {};  // no free device with enough host slots
   }
-  for (const auto& [neg_free, h] : hosts_by_free_) {
-    if (host_blocked_[h]) continue;
-    if (-neg_free >= c) return Decision::Place(h, kNoDevice);
-    block(h);  // the host with the most free slots is reserved for this stage
-    break;
+  // The unblocked host with the most free slots: place there, or reserve it for this stage.
+  const HostId h = host_tree_[1];
+  if (h >= 0) {
+    if (hosts_[h].capacity - hosts_[h].used >= c) return {h, kNoDevice};
+    Block(h);
   }
-  return Decision::Wait("not enough free CPU slots");
+  return {};  // not enough free CPU slots
 }
 
 void Scheduler::TakeResources(HostId host, DeviceId device, int slots) {
   SetHostUsed(host, hosts_[host].used + slots);
   if (device != kNoDevice) {
     Device& dev = devices_[device];
-    if (dev.leases++ == 0) free_by_kind_[dev.kind].erase(device);
+    if (dev.leases++ == 0) free_by_kind_[dev.kind].Erase(dev.index_in_kind);
   }
 }
 
-void Scheduler::ReleaseResources(const Lease& lease) {
-  SetHostUsed(lease.host, hosts_[lease.host].used - lease.slots);
-  if (lease.device != kNoDevice) {
-    Device& dev = devices_[lease.device];
+void Scheduler::ReleaseResources(HostId host, DeviceId device, int slots) {
+  SetHostUsed(host, hosts_[host].used - slots);
+  if (device != kNoDevice) {
+    Device& dev = devices_[device];
     LOOM_CHECK(dev.leases > 0);
-    if (--dev.leases == 0) free_by_kind_[dev.kind].insert(lease.device);
+    if (--dev.leases == 0) free_by_kind_[dev.kind].Insert(dev.index_in_kind);
   }
 }
 
 std::vector<Grant> Scheduler::Advance(absl::Time now) {
-  // Expire overdue leases first so their resources are available to this pass.
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    auto [deadline, lease_id] = *deadlines_.begin();
-    deadlines_.erase(deadlines_.begin());
-    auto it = leases_.find(lease_id);
-    LOOM_CHECK(it != leases_.end());
-    Lease lease = it->second;
-    leases_.erase(it);
-    ReleaseResources(lease);
+  // Expire overdue leases first so their resources are available to this pass, in (deadline,
+  // lease) order.
+  while (!deadlines_.empty()) {
+    auto [deadline, lease_id] = deadlines_.front();
+    const int32_t slot = lease_slots_.Find(lease_id);
+    if (slot >= 0 && deadline > now) break;
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+    deadlines_.pop_back();
+    if (slot < 0) continue;  // the lease ended before its deadline
+    EndLease(slot);
     ++stats_.expirations;
     Retry(
-        lease.stage, lease_id, now,
+        slot, lease_id, now,
         absl::StrCat("lease ", lease_id, " expired at its deadline ", absl::FormatTime(deadline)));
   }
 
@@ -325,7 +421,8 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
   heap_.clear();
   for (int c = 0; c < static_cast<int>(classes_.size()); ++c) {
-    if (!classes_[c].queue.empty()) heap_.push_back({*classes_[c].queue.begin(), c});
+    CleanTop(classes_[c]);
+    if (!classes_[c].heap.empty()) heap_.push_back({classes_[c].heap.front(), c});
   }
   std::make_heap(heap_.begin(), heap_.end(), HeapAfter{});
   while (!heap_.empty()) {
@@ -333,115 +430,128 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     auto [entry, c] = heap_.back();
     heap_.pop_back();
     ResourceClass& cls = classes_[c];
-    auto sit = stages_.find(entry.stage);
-    LOOM_CHECK(sit != stages_.end());
-    Stage& s = sit->second;
+    Stage& s = stage_pool_[entry.slot];
+    LOOM_CHECK(s.id == entry.stage && s.state == StageState::kReady);
     if (one_job_ && s.job != current_job) continue;  // the class holds no stage of that job
     ++stats_.placement_attempts;
-    Decision d = Place(cls);
+    Placement d = Place(cls);
     if (!d.placed()) continue;  // this class waits until something is released
 
     int slots = cls.cpu_slots;
-    if (d.device() != kNoDevice) slots += devices_[d.device()].spec.shares_cpu_slots;
-    TakeResources(d.host(), d.device(), slots);
-    cls.queue.erase(cls.queue.begin());
+    if (d.device != kNoDevice) slots += devices_[d.device].spec.shares_cpu_slots;
+    TakeResources(d.host, d.device, slots);
+    std::pop_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
+    cls.heap.pop_back();
     --num_ready_;
 
     LeaseId lease_id = next_lease_++;
     absl::Duration length = s.estimate
                                 ? std::max(*s.estimate * options_.lease_factor, options_.min_lease)
                                 : options_.default_lease;
-    Lease lease{entry.stage, d.host(), d.device(), slots, now, now + length};
-    leases_.emplace(lease_id, lease);
-    if (lease.deadline != absl::InfiniteFuture()) deadlines_.insert({lease.deadline, lease_id});
     s.state = StageState::kRunning;
+    s.leased = true;
     s.lease = lease_id;
+    s.lease_host = d.host;
+    s.lease_device = d.device;
+    s.lease_slots = slots;
+    s.lease_start = now;
+    s.lease_deadline = now + length;
+    lease_slots_.Insert(lease_id, entry.slot);
+    if (s.lease_deadline != absl::InfiniteFuture()) {
+      if (deadlines_.size() >= 64 && deadlines_.size() > 2 * lease_slots_.size()) {
+        // Drop entries of ended leases so the heap stays proportional to live leases.
+        std::erase_if(deadlines_, [&](const auto& e) { return lease_slots_.Find(e.second) < 0; });
+        std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+      }
+      deadlines_.push_back({s.lease_deadline, lease_id});
+      std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
+    }
     ++s.attempts;
     ++stats_.grants;
 
-    Grant g;
+    Grant& g = grants.emplace_back();
     g.lease = lease_id;
     g.stage = entry.stage;
     g.job = s.job;
     g.kind = s.kind;
-    g.host = d.host();
-    g.device = d.device();
+    g.host = d.host;
+    g.device = d.device;
     g.cpu_slots = cls.cpu_slots;
     g.attempt = s.attempts;
     g.submitted = s.submitted;
     g.ready = s.ready;
     g.start = now;
-    g.deadline = lease.deadline;
-    grants.push_back(std::move(g));
+    g.deadline = s.lease_deadline;
 
-    if (!cls.queue.empty()) {
-      heap_.push_back({*cls.queue.begin(), c});
+    CleanTop(cls);
+    if (!cls.heap.empty()) {
+      heap_.push_back({cls.heap.front(), c});
       std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
     }
   }
-  for (HostId h : blocked_list_) host_blocked_[h] = 0;
+  for (HostId h : blocked_list_) {
+    host_blocked_[h] = 0;
+    UpdateHostIndex(h);
+  }
   blocked_list_.clear();
   return grants;
 }
 
-void Scheduler::EndLease(LeaseId id, const Lease& lease) {
-  if (lease.deadline != absl::InfiniteFuture()) deadlines_.erase({lease.deadline, id});
-  ReleaseResources(lease);
+Scheduler::EndedLease Scheduler::EndLease(int32_t slot) {
+  Stage& s = stage_pool_[slot];
+  LOOM_CHECK(s.leased);
+  lease_slots_.Erase(s.lease);
+  s.leased = false;
+  ReleaseResources(s.lease_host, s.lease_device, s.lease_slots);
+  return EndedLease{s.id, slot, s.lease_host, s.lease_device, s.lease_slots, s.lease_start};
 }
 
 absl::Status Scheduler::Complete(LeaseId lease_id, absl::Time now,
                                  std::optional<absl::Duration> actual) {
-  auto it = leases_.find(lease_id);
-  if (it == leases_.end()) {
+  const int32_t slot = lease_slots_.Find(lease_id);
+  if (slot < 0) {
     return absl::NotFoundError(
         absl::StrCat("lease ", lease_id, " is unknown, already ended, expired or revoked"));
   }
-  Lease lease = it->second;
-  leases_.erase(it);
-  EndLease(lease_id, lease);
-
-  auto sit = stages_.find(lease.stage);
-  LOOM_CHECK(sit != stages_.end());
-  Stage& s = sit->second;
+  EndedLease lease = EndLease(slot);
+  Stage& s = stage_pool_[slot];
   JobId job = s.job;
   policy_->OnFinished(
       FinishedStage{job, s.kind, lease.device != kNoDevice, actual ? *actual : now - lease.start});
   std::vector<StageId> dependents = std::move(s.dependents);
-  ForgetStage(lease.stage, job);
+  ForgetStage(slot);
   for (StageId dep : dependents) {
-    auto dit = stages_.find(dep);
-    if (dit == stages_.end()) continue;
-    if (--dit->second.pending_deps == 0) MakeReady(dep, dit->second, now);
+    const int32_t d = stage_slots_.Find(dep);
+    if (d < 0) continue;
+    if (--stage_pool_[d].pending_deps == 0) MakeReady(d, now);
   }
   MaybeForgetJob(job);
   return absl::OkStatus();
 }
 
 absl::Status Scheduler::Fail(LeaseId lease_id, absl::Time now, std::string_view reason) {
-  auto it = leases_.find(lease_id);
-  if (it == leases_.end()) {
+  const int32_t slot = lease_slots_.Find(lease_id);
+  if (slot < 0) {
     return absl::NotFoundError(
         absl::StrCat("lease ", lease_id, " is unknown, already ended, expired or revoked"));
   }
-  Lease lease = it->second;
-  leases_.erase(it);
-  EndLease(lease_id, lease);
-  Retry(lease.stage, lease_id, now, std::string(reason));
+  EndLease(slot);
+  Retry(slot, lease_id, now, std::string(reason));
   return absl::OkStatus();
 }
 
-void Scheduler::Retry(StageId id, LeaseId lease, absl::Time now, std::string reason) {
-  Stage& s = stages_.at(id);
+void Scheduler::Retry(int32_t slot, LeaseId lease, absl::Time now, std::string reason) {
+  Stage& s = stage_pool_[slot];
   if (s.attempts < options_.max_attempts) {
     ++stats_.requeues;
     events_.push_back(
-        StageEvent{StageEvent::Type::kRequeued, id, s.job, lease, now,
+        StageEvent{StageEvent::Type::kRequeued, s.id, s.job, lease, now,
                    absl::StrCat(reason, " (try ", s.attempts, " of ", options_.max_attempts, ")")});
-    MakeReady(id, s, now);
+    MakeReady(slot, now);
     return;
   }
   JobId job = s.job;
-  FailStage(id, lease, now, absl::StrCat(reason, " (gave up after ", s.attempts, " tries)"),
+  FailStage(s.id, lease, now, absl::StrCat(reason, " (gave up after ", s.attempts, " tries)"),
             StageEvent::Type::kFailed);
   MaybeForgetJob(job);
 }
@@ -454,22 +564,27 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
   while (!work.empty()) {
     auto [id, why] = std::move(work.back());
     work.pop_back();
-    auto it = stages_.find(id);
-    if (it == stages_.end()) continue;
-    Stage& s = it->second;
+    const int32_t slot = stage_slots_.Find(id);
+    if (slot < 0) continue;
+    Stage& s = stage_pool_[slot];
     LeaseId lease = first ? root_lease : 0;
     StageEvent::Type t = first ? type : StageEvent::Type::kFailed;
     first = false;
     if (s.state == StageState::kReady) {
-      classes_[s.cls].queue.erase(s.entry);
+      // Its queue entry goes stale (IsLive fails once the record is freed or reused).
+      ResourceClass& cls = classes_[s.cls];
+      ++cls.stale;
       --num_ready_;
+      s.state = StageState::kWaitingDeps;
+      if (cls.stale > 16 && cls.stale > cls.heap.size() / 2) {
+        std::erase_if(cls.heap, [&](const QueueEntry& e) { return !IsLive(e); });
+        std::make_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
+        cls.stale = 0;
+      }
     } else if (s.state == StageState::kRunning) {
-      auto lit = leases_.find(s.lease);
-      if (lit != leases_.end()) {
+      if (s.leased) {
         lease = s.lease;
-        Lease l = lit->second;
-        leases_.erase(lit);
-        EndLease(lease, l);
+        EndLease(slot);
       }
     }
     ++stats_.failures;
@@ -481,14 +596,18 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
     }
     dead_stages_.insert(id);
     touched.push_back(s.job);
-    ForgetStage(id, s.job);
+    ForgetStage(slot);
   }
   for (JobId j : touched) MaybeForgetJob(j);
 }
 
-void Scheduler::ForgetStage(StageId id, JobId job) {
-  stages_.erase(id);
-  if (Job* j = FindJob(job)) --j->live;
+void Scheduler::ForgetStage(int32_t slot) {
+  Stage& s = stage_pool_[slot];
+  stage_slots_.Erase(s.id);
+  s.state = StageState::kFree;
+  s.leased = false;
+  free_slots_.push_back(slot);
+  if (Job* j = FindJob(s.job)) --j->live;
 }
 
 void Scheduler::MaybeForgetJob(JobId id) {
@@ -518,7 +637,7 @@ absl::Status Scheduler::CancelJob(JobId job, absl::Time now) {
   std::vector<StageId> stages = std::move(j->stages);
   j->closed = true;
   for (StageId id : stages) {
-    if (stages_.contains(id)) {
+    if (stage_slots_.Find(id) >= 0) {
       FailStage(id, 0, now, absl::StrCat("job ", job, " was cancelled"),
                 StageEvent::Type::kCancelled);
     }

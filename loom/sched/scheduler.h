@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "loom/sched/index.h"
 #include "loom/sched/policy.h"
 #include "loom/sched/types.h"
 
@@ -95,45 +96,60 @@ class Scheduler {
   int FreeCpuSlots(HostId host) const { return hosts_[host].capacity - hosts_[host].used; }
   int DeviceLeases(DeviceId device) const { return devices_[device].leases; }
   size_t num_ready() const { return num_ready_; }
-  size_t num_running() const { return leases_.size(); }
-  size_t num_live_stages() const { return stages_.size(); }
+  size_t num_running() const { return lease_slots_.size(); }
+  size_t num_live_stages() const { return stage_slots_.size(); }
   size_t num_jobs() const { return num_jobs_; }
   bool HasJob(JobId job) const { return FindJob(job) != nullptr; }
 
  private:
-  enum class StageState : uint8_t { kWaitingDeps, kReady, kRunning };
+  // kFree: the record's slot is unused (the stage finished, failed or was cancelled).
+  enum class StageState : uint8_t { kFree, kWaitingDeps, kReady, kRunning };
 
   struct QueueEntry {
     int neg_priority;
     double primary;
     int64_t secondary;
-    uint64_t seq;
+    uint64_t seq;  // unique: the order is total
     StageId stage;
+    int32_t slot;  // the stage's record; the entry is stale unless that record still holds seq
     bool operator<(const QueueEntry& o) const {
       return std::tie(neg_priority, primary, secondary, seq) <
              std::tie(o.neg_priority, o.primary, o.secondary, o.seq);
     }
   };
-  // Ready stages with the same resource need share one FIFO-ordered queue ("class"), so a
-  // decision looks only at the head of each class.
+  // Ready stages with the same resource need share one queue ("class"), so a decision looks only
+  // at the head of each class. The queue is a binary min-heap; entries of stages that left the
+  // ready state other than by being granted (failure, cancellation) stay until they reach the
+  // top or the heap is compacted ("stale").
   struct ResourceClass {
     int cpu_slots = 0;
     int kind = -1;                // device kind id, or -1
     DeviceId device = kNoDevice;  // named device, or kNoDevice
-    std::set<QueueEntry> queue;
+    std::vector<QueueEntry> heap;
+    size_t stale = 0;
   };
+  // A stage and, while it holds one, its lease. Records live in `stage_pool_`, found by id
+  // through `stage_slots_` (and by lease id through `lease_slots_`).
   struct Stage {
-    JobId job;
-    StageKind kind;
-    StageState state = StageState::kWaitingDeps;
-    int cls;
+    StageId id = 0;
+    JobId job = 0;
+    StageKind kind = StageKind::kOther;
+    StageState state = StageState::kFree;
+    bool leased = false;  // the lease below is live
+    int cls = 0;
     int pending_deps = 0;
     int attempts = 0;
     std::optional<absl::Duration> estimate;
     absl::Time submitted;
     absl::Time ready;
-    QueueEntry entry{};
+    uint64_t seq = 0;  // of its queue entry while ready
+    // The current (or last) lease.
     LeaseId lease = 0;
+    HostId lease_host = 0;
+    DeviceId lease_device = kNoDevice;
+    int lease_slots = 0;  // host slots held, including the device's shared slots
+    absl::Time lease_start;
+    absl::Time lease_deadline;
     std::vector<StageId> dependents;
   };
   struct Job {
@@ -150,31 +166,42 @@ class Scheduler {
   struct Device {
     DeviceSpec spec;
     int kind = 0;
+    int index_in_kind = 0;  // position in devices_by_kind_[kind] (ascending ids)
     int leases = 0;
   };
-  struct Lease {
+  struct EndedLease {
     StageId stage;
+    int32_t slot;
     HostId host;
     DeviceId device;
-    int slots;  // host slots held, including the device's shared slots
+    int slots;
     absl::Time start;
-    absl::Time deadline;
   };
   using ActiveJobKey = std::tuple<int, absl::Time, JobId>;
 
-  int ClassFor(const ResourceNeed& need);
-  void MakeReady(StageId id, Stage& s, absl::Time now);
-  Decision Place(const ResourceClass& cls);
+  int ClassFor(const ResourceNeed& need, int kind);
+  // CheckFeasible(need).infeasible(), from cached per-cluster maxima.
+  bool Infeasible(const ResourceNeed& need, int kind) const;
+  void MakeReady(int32_t slot, absl::Time now);
+  // Where a stage of the class can go now (host < 0: it waits). Decisions to wait carry no
+  // reason here: Advance() only needs where.
+  struct Placement {
+    HostId host = -1;
+    DeviceId device = kNoDevice;
+    bool placed() const { return host >= 0; }
+  };
+  Placement Place(const ResourceClass& cls);
   void TakeResources(HostId host, DeviceId device, int slots);
-  void ReleaseResources(const Lease& lease);
+  void ReleaseResources(HostId host, DeviceId device, int slots);
   void SetHostUsed(HostId host, int used);
-  void EndLease(LeaseId id, const Lease& lease);
+  // Ends the stage's live lease and releases its resources.
+  EndedLease EndLease(int32_t slot);
   // Requeues or fails the stage of an ended lease.
-  void Retry(StageId id, LeaseId lease, absl::Time now, std::string reason);
+  void Retry(int32_t slot, LeaseId lease, absl::Time now, std::string reason);
   // Fails the stage for good and, transitively, every stage that depends on it.
   void FailStage(StageId id, LeaseId lease, absl::Time now, const std::string& reason,
                  StageEvent::Type type);
-  void ForgetStage(StageId id, JobId job);
+  void ForgetStage(int32_t slot);
   void MaybeForgetJob(JobId job);
   Job* FindJob(JobId id) const {
     return id > 0 && id < static_cast<JobId>(jobs_.size()) ? jobs_[id].get() : nullptr;
@@ -182,6 +209,19 @@ class Scheduler {
   ActiveJobKey ActiveKey(JobId id, const Job& job) const {
     return {-job.spec.priority, job.spec.submit_time, id};
   }
+  // Ready-queue heaps: the top is always a live entry after CleanTop.
+  void CleanTop(ResourceClass& cls);
+  bool IsLive(const QueueEntry& e) const {
+    const Stage& s = stage_pool_[e.slot];
+    return s.state == StageState::kReady && s.seq == e.seq;
+  }
+  // Host index: a tournament tree whose root is the unblocked host with the most free slots
+  // (lowest id on ties), the first element of the former (-free, host) ordered set.
+  HostId BetterHost(HostId a, HostId b) const;
+  void UpdateHostIndex(HostId h);
+  void RebuildHostIndex();
+  void Block(HostId h);
+  void RecomputeFeasibilityCache();
 
   std::unique_ptr<Policy> policy_;
   SchedulerOptions options_;
@@ -194,8 +234,13 @@ class Scheduler {
   std::vector<std::string> kind_names_;
   absl::flat_hash_map<std::string, int> kind_ids_;
   std::vector<std::vector<DeviceId>> devices_by_kind_;
-  std::vector<std::set<DeviceId>> free_by_kind_;    // unleased devices, per kind id
-  std::set<std::pair<int, HostId>> hosts_by_free_;  // (-free slots, host)
+  std::vector<OrderedBitSet> free_by_kind_;  // unleased devices, by index in kind
+  std::vector<HostId> host_tree_;            // 2 * host_leaves_ nodes, root at 1; -1 = none
+  size_t host_leaves_ = 1;
+  // Feasibility cache (resources only change in AddHost/AddDevice, which mark it dirty).
+  bool feasibility_dirty_ = true;
+  int max_host_capacity_ = 0;
+  std::vector<int> max_room_by_kind_;  // max over devices of host capacity - shared slots
 
   std::vector<ResourceClass> classes_;
   absl::flat_hash_map<std::tuple<int, int, int>, int> class_ids_;
@@ -208,12 +253,15 @@ class Scheduler {
   std::set<ActiveJobKey> active_jobs_;  // ordering used by OneJobAtATime policies
   JobId next_job_ = 1;
 
-  absl::flat_hash_map<StageId, Stage> stages_;
+  std::vector<Stage> stage_pool_;
+  std::vector<int32_t> free_slots_;
+  IdSlotTable stage_slots_;                   // live stage id -> record slot
+  IdSlotTable lease_slots_;                   // live lease id -> record slot
   absl::flat_hash_set<StageId> dead_stages_;  // failed or cancelled (for later dependencies)
   StageId next_stage_ = 1;
 
-  absl::flat_hash_map<LeaseId, Lease> leases_;
-  std::set<std::pair<absl::Time, LeaseId>> deadlines_;
+  // Lease deadlines as a min-heap of (deadline, lease); entries of ended leases are skipped.
+  std::vector<std::pair<absl::Time, LeaseId>> deadlines_;
   LeaseId next_lease_ = 1;
 
   std::vector<StageEvent> events_;

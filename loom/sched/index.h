@@ -1,0 +1,118 @@
+// Small index structures behind the scheduler core's hot paths (scheduler.cc): a table from
+// dense, increasing 64-bit ids to record slots, and a set of small integers with ordered
+// "next member" search. Both avoid hashing and per-element allocation.
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "loom/base/check.h"
+
+namespace loom::sched {
+
+// Maps ids (>= 0, handed out in increasing order, so live ones cluster) to int32 slots. Ids live
+// in pages of kPageSize; a page is freed when its last id is erased. Memory: one pointer per
+// kPageSize ids ever used, plus one page per page-sized id range holding a live id.
+class IdSlotTable {
+ public:
+  static constexpr int kPageBits = 8;
+  static constexpr int64_t kPageSize = int64_t{1} << kPageBits;
+
+  // The slot of `id`, or -1 when absent.
+  int32_t Find(int64_t id) const {
+    const uint64_t p = static_cast<uint64_t>(id) >> kPageBits;
+    if (id < 0 || p >= pages_.size() || pages_[p] == nullptr) return -1;
+    return pages_[p]->slots[id & (kPageSize - 1)];
+  }
+
+  // `id` must be absent and slot >= 0.
+  void Insert(int64_t id, int32_t slot) {
+    LOOM_CHECK(id >= 0 && slot >= 0);
+    const uint64_t p = static_cast<uint64_t>(id) >> kPageBits;
+    if (p >= pages_.size()) pages_.resize(p + 1);
+    if (pages_[p] == nullptr) {
+      pages_[p] = std::make_unique<Page>();
+      pages_[p]->slots.fill(-1);
+    }
+    int32_t& s = pages_[p]->slots[id & (kPageSize - 1)];
+    LOOM_CHECK(s < 0);
+    s = slot;
+    ++pages_[p]->live;
+    ++size_;
+  }
+
+  // `id` must be present.
+  void Erase(int64_t id) {
+    const uint64_t p = static_cast<uint64_t>(id) >> kPageBits;
+    LOOM_CHECK(p < pages_.size() && pages_[p] != nullptr);
+    int32_t& s = pages_[p]->slots[id & (kPageSize - 1)];
+    LOOM_CHECK(s >= 0);
+    s = -1;
+    --size_;
+    if (--pages_[p]->live == 0) pages_[p].reset();
+  }
+
+  size_t size() const { return size_; }
+
+ private:
+  struct Page {
+    int32_t live = 0;
+    std::array<int32_t, kPageSize> slots;
+  };
+  std::vector<std::unique_ptr<Page>> pages_;
+  size_t size_ = 0;
+};
+
+// A set of integers in [0, capacity) with a summary level, so FindNext skips empty stretches 64
+// words at a time.
+class OrderedBitSet {
+ public:
+  void Resize(int capacity) {
+    words_.resize((capacity + 63) / 64, 0);
+    summary_.resize((words_.size() + 63) / 64, 0);
+  }
+  void Insert(int i) {
+    words_[i >> 6] |= uint64_t{1} << (i & 63);
+    summary_[i >> 12] |= uint64_t{1} << ((i >> 6) & 63);
+    ++size_;
+  }
+  void Erase(int i) {
+    uint64_t& w = words_[i >> 6];
+    w &= ~(uint64_t{1} << (i & 63));
+    if (w == 0) summary_[i >> 12] &= ~(uint64_t{1} << ((i >> 6) & 63));
+    --size_;
+  }
+  bool contains(int i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
+  bool empty() const { return size_ == 0; }
+  int size() const { return size_; }
+
+  // The smallest member >= i, or -1.
+  int FindNext(int i) const {
+    if (i < 0) i = 0;
+    size_t w = static_cast<size_t>(i) >> 6;
+    if (w >= words_.size()) return -1;
+    uint64_t bits = words_[w] & (~uint64_t{0} << (i & 63));
+    if (bits != 0) return static_cast<int>(w * 64 + std::countr_zero(bits));
+    // Next non-empty word after w, via the summary.
+    size_t word = w + 1;
+    size_t s = word >> 6;
+    if (s >= summary_.size()) return -1;
+    uint64_t sbits = (word & 63) == 0 ? summary_[s] : summary_[s] & (~uint64_t{0} << (word & 63));
+    while (sbits == 0) {
+      if (++s >= summary_.size()) return -1;
+      sbits = summary_[s];
+    }
+    size_t found = s * 64 + std::countr_zero(sbits);
+    return static_cast<int>(found * 64 + std::countr_zero(words_[found]));
+  }
+
+ private:
+  std::vector<uint64_t> words_;
+  std::vector<uint64_t> summary_;  // bit k of summary_[s]: words_[s * 64 + k] != 0
+  int size_ = 0;
+};
+
+}  // namespace loom::sched
