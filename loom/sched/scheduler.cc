@@ -273,7 +273,7 @@ void Scheduler::MakeReady(int32_t slot, absl::Time now) {
   s.state = StageState::kReady;
   s.ready = now;
   s.seq = next_seq_++;
-  cls.heap.push_back(QueueEntry{-job.spec.priority, key.primary, key.secondary, s.seq, s.id, slot});
+  cls.heap.push_back(QueueEntry{-job.spec.priority, slot, key.primary, key.secondary, s.seq});
   std::push_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
   ++num_ready_;
 }
@@ -287,31 +287,36 @@ void Scheduler::CleanTop(ResourceClass& cls) {
   }
 }
 
-HostId Scheduler::BetterHost(HostId a, HostId b) const {
-  if (a < 0) return b;
-  if (b < 0) return a;
-  const int fa = hosts_[a].capacity - hosts_[a].used;
-  const int fb = hosts_[b].capacity - hosts_[b].used;
-  if (fa != fb) return fa > fb ? a : b;
-  return a < b ? a : b;
+int64_t Scheduler::HostKey(HostId h) const {
+  if (host_blocked_[h]) return kNoHostKey;
+  // Larger is better: more free slots, then the lower id. The low half is in [0, 2^31).
+  const int64_t free = hosts_[h].capacity - hosts_[h].used;
+  return static_cast<int64_t>(static_cast<uint64_t>(free) << 32) + (int64_t{0x7fffffff} - h);
 }
 
 void Scheduler::UpdateHostIndex(HostId h) {
   size_t i = host_leaves_ + static_cast<size_t>(h);
-  host_tree_[i] = host_blocked_[h] ? -1 : h;
-  for (i >>= 1; i >= 1; i >>= 1)
-    host_tree_[i] = BetterHost(host_tree_[2 * i], host_tree_[2 * i + 1]);
+  host_tree_[i] = HostKey(h);
+  for (i >>= 1; i >= 1; i >>= 1) {
+    const int64_t best = std::max(host_tree_[2 * i], host_tree_[2 * i + 1]);
+    if (host_tree_[i] == best) break;  // the ancestors depend only on this node's value
+    host_tree_[i] = best;
+  }
 }
 
 void Scheduler::RebuildHostIndex() {
   host_leaves_ = std::bit_ceil(std::max<size_t>(hosts_.size(), 1));
-  host_tree_.assign(2 * host_leaves_, -1);
-  for (HostId h = 0; h < num_hosts(); ++h) {
-    host_tree_[host_leaves_ + h] = host_blocked_[h] ? -1 : h;
-  }
+  host_tree_.assign(2 * host_leaves_, kNoHostKey);
+  for (HostId h = 0; h < num_hosts(); ++h) host_tree_[host_leaves_ + h] = HostKey(h);
   for (size_t i = host_leaves_ - 1; i >= 1; --i) {
-    host_tree_[i] = BetterHost(host_tree_[2 * i], host_tree_[2 * i + 1]);
+    host_tree_[i] = std::max(host_tree_[2 * i], host_tree_[2 * i + 1]);
   }
+}
+
+HostId Scheduler::BestHost() const {
+  const int64_t key = host_tree_[1];
+  if (key == kNoHostKey) return -1;
+  return static_cast<HostId>(int64_t{0x7fffffff} - (key & 0xffffffff));
 }
 
 void Scheduler::Block(HostId h) {
@@ -339,7 +344,7 @@ Scheduler::Placement Scheduler::Place(const ResourceClass& cls) {
       }
       return {devices_[best].spec.host, best};
     }
-    return {host_tree_[1], kNoDevice};
+    return {BestHost(), kNoDevice};
   }
   auto host_fits = [&](HostId h, int slots) {
     return !host_blocked_[h] && hosts_[h].capacity - hosts_[h].used >= slots;
@@ -368,7 +373,7 @@ Scheduler::Placement Scheduler::Place(const ResourceClass& cls) {
     return {};  // no free device with enough host slots
   }
   // The unblocked host with the most free slots: place there, or reserve it for this stage.
-  const HostId h = host_tree_[1];
+  const HostId h = BestHost();
   if (h >= 0) {
     if (hosts_[h].capacity - hosts_[h].used >= c) return {h, kNoDevice};
     Block(h);
@@ -412,6 +417,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
   std::vector<Grant> grants;
   if (num_ready_ == 0) return grants;
+  grants.reserve(std::min<size_t>(num_ready_, 32));
 
   JobId current_job = 0;
   if (one_job_) {
@@ -424,14 +430,25 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     CleanTop(classes_[c]);
     if (!classes_[c].heap.empty()) heap_.push_back({classes_[c].heap.front(), c});
   }
-  std::make_heap(heap_.begin(), heap_.end(), HeapAfter{});
+  // The next decision is for the class whose head comes first. With few classes a scan beats a
+  // heap; both pick the same head (the order is total).
+  const bool scan = heap_.size() <= 8;
+  if (!scan) std::make_heap(heap_.begin(), heap_.end(), HeapAfter{});
   while (!heap_.empty()) {
-    std::pop_heap(heap_.begin(), heap_.end(), HeapAfter{});
+    if (scan) {
+      size_t best = 0;
+      for (size_t i = 1; i < heap_.size(); ++i) {
+        if (heap_[i].first < heap_[best].first) best = i;
+      }
+      std::swap(heap_[best], heap_.back());
+    } else {
+      std::pop_heap(heap_.begin(), heap_.end(), HeapAfter{});
+    }
     auto [entry, c] = heap_.back();
     heap_.pop_back();
     ResourceClass& cls = classes_[c];
     Stage& s = stage_pool_[entry.slot];
-    LOOM_CHECK(s.id == entry.stage && s.state == StageState::kReady);
+    LOOM_CHECK(s.state == StageState::kReady && s.seq == entry.seq);
     if (one_job_ && s.job != current_job) continue;  // the class holds no stage of that job
     ++stats_.placement_attempts;
     Placement d = Place(cls);
@@ -471,7 +488,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
     Grant& g = grants.emplace_back();
     g.lease = lease_id;
-    g.stage = entry.stage;
+    g.stage = s.id;
     g.job = s.job;
     g.kind = s.kind;
     g.host = d.host;
@@ -486,7 +503,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     CleanTop(cls);
     if (!cls.heap.empty()) {
       heap_.push_back({cls.heap.front(), c});
-      std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
+      if (!scan) std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
     }
   }
   for (HostId h : blocked_list_) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -107,11 +108,10 @@ class Scheduler {
 
   struct QueueEntry {
     int neg_priority;
+    int32_t slot;  // the stage's record; the entry is stale unless that record still holds seq
     double primary;
     int64_t secondary;
     uint64_t seq;  // unique: the order is total
-    StageId stage;
-    int32_t slot;  // the stage's record; the entry is stale unless that record still holds seq
     bool operator<(const QueueEntry& o) const {
       return std::tie(neg_priority, primary, secondary, seq) <
              std::tie(o.neg_priority, o.primary, o.secondary, o.seq);
@@ -217,7 +217,9 @@ class Scheduler {
   }
   // Host index: a tournament tree whose root is the unblocked host with the most free slots
   // (lowest id on ties), the first element of the former (-free, host) ordered set.
-  HostId BetterHost(HostId a, HostId b) const;
+  static constexpr int64_t kNoHostKey = std::numeric_limits<int64_t>::min();
+  int64_t HostKey(HostId h) const;  // kNoHostKey while blocked
+  HostId BestHost() const;          // -1 when every host is blocked (or there are none)
   void UpdateHostIndex(HostId h);
   void RebuildHostIndex();
   void Block(HostId h);
@@ -235,7 +237,7 @@ class Scheduler {
   absl::flat_hash_map<std::string, int> kind_ids_;
   std::vector<std::vector<DeviceId>> devices_by_kind_;
   std::vector<OrderedBitSet> free_by_kind_;  // unleased devices, by index in kind
-  std::vector<HostId> host_tree_;            // 2 * host_leaves_ nodes, root at 1; -1 = none
+  std::vector<int64_t> host_tree_;           // max of HostKey; 2 * host_leaves_ nodes, root at 1
   size_t host_leaves_ = 1;
   // Feasibility cache (resources only change in AddHost/AddDevice, which mark it dirty).
   bool feasibility_dirty_ = true;
