@@ -6,8 +6,9 @@
 //    so long CPU phases start early and overlap with other jobs' device work.
 // Keys age: a stage's key drops by kAgingWeight per second waited, so no stage starves.
 #include <array>
+#include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "loom/sched/index.h"
 #include "loom/sched/policy.h"
 
 namespace loom::sched {
@@ -38,7 +39,7 @@ class PredictivePolicy final : public Policy {
   std::string_view Name() const override { return "predictive"; }
 
   OrderKey Order(const ReadyStage& s) override {
-    const JobModel& m = jobs_[s.job];
+    const JobModel& m = Model(s.job);
     const int k = static_cast<int>(s.kind);
     double key;
     if (s.uses_device) {
@@ -56,7 +57,7 @@ class PredictivePolicy final : public Policy {
   }
 
   void OnFinished(const FinishedStage& f) override {
-    JobModel& m = jobs_[f.job];
+    JobModel& m = Model(f.job);
     const int k = static_cast<int>(f.kind);
     double d = absl::ToDoubleSeconds(f.duration);
     if (f.uses_device) {
@@ -70,10 +71,34 @@ class PredictivePolicy final : public Policy {
     }
   }
 
-  void OnJobRemoved(JobId job) override { jobs_.erase(job); }
+  void OnJobRemoved(JobId job) override {
+    const int32_t slot = slots_.Find(job);
+    if (slot < 0) return;
+    slots_.Erase(job);
+    free_.push_back(slot);
+  }
 
  private:
-  absl::flat_hash_map<JobId, JobModel> jobs_;
+  // The job's model, created empty on first use. Job ids are dense and increasing, so models are
+  // found through a paged id table rather than a hash map.
+  JobModel& Model(JobId job) {
+    int32_t slot = slots_.Find(job);
+    if (slot >= 0) return models_[slot];
+    if (free_.empty()) {
+      slot = static_cast<int32_t>(models_.size());
+      models_.emplace_back();
+    } else {
+      slot = free_.back();
+      free_.pop_back();
+      models_[slot] = JobModel{};
+    }
+    slots_.Insert(job, slot);
+    return models_[slot];
+  }
+
+  IdSlotTable slots_;
+  std::vector<JobModel> models_;
+  std::vector<int32_t> free_;
 };
 
 }  // namespace

@@ -287,13 +287,6 @@ void Scheduler::CleanTop(ResourceClass& cls) {
   }
 }
 
-int64_t Scheduler::HostKey(HostId h) const {
-  if (host_blocked_[h]) return kNoHostKey;
-  // Larger is better: more free slots, then the lower id. The low half is in [0, 2^31).
-  const int64_t free = hosts_[h].capacity - hosts_[h].used;
-  return static_cast<int64_t>(static_cast<uint64_t>(free) << 32) + (int64_t{0x7fffffff} - h);
-}
-
 void Scheduler::UpdateHostIndex(HostId h) {
   size_t i = host_leaves_ + static_cast<size_t>(h);
   host_tree_[i] = HostKey(h);
@@ -313,17 +306,22 @@ void Scheduler::RebuildHostIndex() {
   }
 }
 
-HostId Scheduler::BestHost() const {
-  const int64_t key = host_tree_[1];
-  if (key == kNoHostKey) return -1;
-  return static_cast<HostId>(int64_t{0x7fffffff} - (key & 0xffffffff));
+HostId Scheduler::BestHost() {
+  while (true) {
+    const int64_t key = host_tree_[1];
+    if (key == kNoHostKey) return -1;
+    const HostId h = static_cast<HostId>(int64_t{0x7fffffff} - (key & 0xffffffff));
+    if (!host_blocked_[h]) return h;
+    UpdateHostIndex(h);  // blocked since its leaf was written: take it out now
+  }
 }
 
 void Scheduler::Block(HostId h) {
+  // The index leaves the host in until BestHost() meets it (most blocked hosts never reach the
+  // root in the pass that blocks them).
   if (!host_blocked_[h]) {
     host_blocked_[h] = 1;
     blocked_list_.push_back(h);
-    UpdateHostIndex(h);
   }
 }
 
@@ -417,7 +415,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
   std::vector<Grant> grants;
   if (num_ready_ == 0) return grants;
-  grants.reserve(std::min<size_t>(num_ready_, 32));
+  grants.reserve(std::min<size_t>(num_ready_, 4));
 
   JobId current_job = 0;
   if (one_job_) {
@@ -508,7 +506,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
   }
   for (HostId h : blocked_list_) {
     host_blocked_[h] = 0;
-    UpdateHostIndex(h);
+    if (host_tree_[host_leaves_ + h] == kNoHostKey) UpdateHostIndex(h);
   }
   blocked_list_.clear();
   return grants;

@@ -215,11 +215,17 @@ class Scheduler {
     const Stage& s = stage_pool_[e.slot];
     return s.state == StageState::kReady && s.seq == e.seq;
   }
-  // Host index: a tournament tree whose root is the unblocked host with the most free slots
-  // (lowest id on ties), the first element of the former (-free, host) ordered set.
+  // Host index: a tournament tree over HostKey. BestHost() is the unblocked host with the most
+  // free slots (lowest id on ties), the first element of the former (-free, host) ordered set;
+  // a blocked host's leaf is cleared lazily, when it reaches the root.
   static constexpr int64_t kNoHostKey = std::numeric_limits<int64_t>::min();
-  int64_t HostKey(HostId h) const;  // kNoHostKey while blocked
-  HostId BestHost() const;          // -1 when every host is blocked (or there are none)
+  // Larger is better: more free slots, then the lower id (the low half is in [0, 2^31)).
+  int64_t HostKey(HostId h) const {
+    if (host_blocked_[h]) return kNoHostKey;
+    const int64_t free = hosts_[h].capacity - hosts_[h].used;
+    return static_cast<int64_t>(static_cast<uint64_t>(free) << 32) + (int64_t{0x7fffffff} - h);
+  }
+  HostId BestHost();  // -1 when every host is blocked (or there are none)
   void UpdateHostIndex(HostId h);
   void RebuildHostIndex();
   void Block(HostId h);
