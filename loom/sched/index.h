@@ -1,8 +1,10 @@
 // Small index structures behind the scheduler core's hot paths (scheduler.cc): a table from
-// dense, increasing 64-bit ids to record slots, and a set of small integers with ordered
-// "next member" search. Both avoid hashing and per-element allocation.
+// dense, increasing 64-bit ids to record slots, a set of small integers with ordered "next
+// member" search, and a priority queue that is a FIFO for keys arriving in order. They avoid
+// hashing and per-element allocation.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
@@ -113,6 +115,73 @@ class OrderedBitSet {
   std::vector<uint64_t> words_;
   std::vector<uint64_t> summary_;  // bit k of summary_[s]: words_[s * 64 + k] != 0
   int size_ = 0;
+};
+
+// A min-priority queue of T (ordered by operator<, which must be a total order) made of a sorted
+// run and a binary heap: an element not smaller than the run's last one is appended to the run
+// (O(1)), any other goes to the heap. The front is the smaller of the two fronts, so the order
+// is exactly that of a single heap, while queues whose keys mostly arrive in order (FIFO ties
+// broken by a sequence number) stay cheap and touch memory sequentially.
+template <typename T>
+class RunHeapQueue {
+ public:
+  bool empty() const { return run_head_ == run_.size() && heap_.empty(); }
+  size_t size() const { return run_.size() - run_head_ + heap_.size(); }
+
+  void Push(const T& x) {
+    if (run_head_ == run_.size() || !(x < run_.back())) {
+      if (run_head_ == run_.size()) {
+        run_.clear();
+        run_head_ = 0;
+      }
+      run_.push_back(x);
+    } else {
+      heap_.push_back(x);
+      std::push_heap(heap_.begin(), heap_.end(), After{});
+    }
+  }
+
+  // Precondition: !empty().
+  const T& Front() const { return FromRun() ? run_[run_head_] : heap_.front(); }
+
+  // Removes Front(). Precondition: !empty().
+  void Pop() {
+    if (FromRun()) {
+      if (++run_head_ == run_.size()) {
+        run_.clear();
+        run_head_ = 0;
+      } else if (run_head_ >= 64 && run_head_ * 2 >= run_.size()) {
+        run_.erase(run_.begin(), run_.begin() + run_head_);
+        run_head_ = 0;
+      }
+    } else {
+      std::pop_heap(heap_.begin(), heap_.end(), After{});
+      heap_.pop_back();
+    }
+  }
+
+  // Removes every element for which pred is true.
+  template <typename Pred>
+  void EraseIf(Pred pred) {
+    run_.erase(run_.begin(), run_.begin() + run_head_);
+    run_head_ = 0;
+    std::erase_if(run_, pred);  // keeps the run sorted
+    std::erase_if(heap_, pred);
+    std::make_heap(heap_.begin(), heap_.end(), After{});
+  }
+
+ private:
+  struct After {
+    bool operator()(const T& a, const T& b) const { return b < a; }
+  };
+  bool FromRun() const {
+    if (run_head_ == run_.size()) return false;
+    return heap_.empty() || run_[run_head_] < heap_.front();
+  }
+
+  std::vector<T> run_;  // sorted ascending from run_head_
+  size_t run_head_ = 0;
+  std::vector<T> heap_;
 };
 
 }  // namespace loom::sched

@@ -21,14 +21,6 @@ struct HeapAfter {
   }
 };
 
-// Min-heap order on plain entries.
-struct EntryAfter {
-  template <typename T>
-  bool operator()(const T& a, const T& b) const {
-    return b < a;
-  }
-};
-
 }  // namespace
 
 Scheduler::Scheduler(std::unique_ptr<Policy> policy, SchedulerOptions options)
@@ -273,15 +265,13 @@ void Scheduler::MakeReady(int32_t slot, absl::Time now) {
   s.state = StageState::kReady;
   s.ready = now;
   s.seq = next_seq_++;
-  cls.heap.push_back(QueueEntry{-job.spec.priority, slot, key.primary, key.secondary, s.seq});
-  std::push_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
+  cls.queue.Push(QueueEntry{-job.spec.priority, slot, key.primary, key.secondary, s.seq});
   ++num_ready_;
 }
 
 void Scheduler::CleanTop(ResourceClass& cls) {
-  while (!cls.heap.empty() && !IsLive(cls.heap.front())) {
-    std::pop_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
-    cls.heap.pop_back();
+  while (!cls.queue.empty() && !IsLive(cls.queue.Front())) {
+    cls.queue.Pop();
     LOOM_CHECK(cls.stale > 0);
     --cls.stale;
   }
@@ -426,7 +416,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
   heap_.clear();
   for (int c = 0; c < static_cast<int>(classes_.size()); ++c) {
     CleanTop(classes_[c]);
-    if (!classes_[c].heap.empty()) heap_.push_back({classes_[c].heap.front(), c});
+    if (!classes_[c].queue.empty()) heap_.push_back({classes_[c].queue.Front(), c});
   }
   // The next decision is for the class whose head comes first. With few classes a scan beats a
   // heap; both pick the same head (the order is total).
@@ -455,8 +445,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     int slots = cls.cpu_slots;
     if (d.device != kNoDevice) slots += devices_[d.device].spec.shares_cpu_slots;
     TakeResources(d.host, d.device, slots);
-    std::pop_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
-    cls.heap.pop_back();
+    cls.queue.Pop();
     --num_ready_;
 
     LeaseId lease_id = next_lease_++;
@@ -499,8 +488,8 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     g.deadline = s.lease_deadline;
 
     CleanTop(cls);
-    if (!cls.heap.empty()) {
-      heap_.push_back({cls.heap.front(), c});
+    if (!cls.queue.empty()) {
+      heap_.push_back({cls.queue.Front(), c});
       if (!scan) std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
     }
   }
@@ -591,9 +580,8 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
       ++cls.stale;
       --num_ready_;
       s.state = StageState::kWaitingDeps;
-      if (cls.stale > 16 && cls.stale > cls.heap.size() / 2) {
-        std::erase_if(cls.heap, [&](const QueueEntry& e) { return !IsLive(e); });
-        std::make_heap(cls.heap.begin(), cls.heap.end(), EntryAfter{});
+      if (cls.stale > 16 && cls.stale > cls.queue.size() / 2) {
+        cls.queue.EraseIf([&](const QueueEntry& e) { return !IsLive(e); });
         cls.stale = 0;
       }
     } else if (s.state == StageState::kRunning) {

@@ -118,14 +118,14 @@ class Scheduler {
     }
   };
   // Ready stages with the same resource need share one queue ("class"), so a decision looks only
-  // at the head of each class. The queue is a binary min-heap; entries of stages that left the
-  // ready state other than by being granted (failure, cancellation) stay until they reach the
-  // top or the heap is compacted ("stale").
+  // at the head of each class. Entries of stages that left the ready state other than by being
+  // granted (failure, cancellation) stay until they reach the front or the queue is compacted
+  // ("stale").
   struct ResourceClass {
     int cpu_slots = 0;
     int kind = -1;                // device kind id, or -1
     DeviceId device = kNoDevice;  // named device, or kNoDevice
-    std::vector<QueueEntry> heap;
+    RunHeapQueue<QueueEntry> queue;
     size_t stale = 0;
   };
   // A stage and, while it holds one, its lease. Records live in `stage_pool_`, found by id
@@ -209,7 +209,7 @@ class Scheduler {
   ActiveJobKey ActiveKey(JobId id, const Job& job) const {
     return {-job.spec.priority, job.spec.submit_time, id};
   }
-  // Ready-queue heaps: the top is always a live entry after CleanTop.
+  // Ready queues: the front is a live entry after CleanTop.
   void CleanTop(ResourceClass& cls);
   bool IsLive(const QueueEntry& e) const {
     const Stage& s = stage_pool_[e.slot];
