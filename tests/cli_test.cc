@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -15,7 +16,10 @@
 #include "loom/graph/graph.h"
 #include "loom/graph/npy.h"
 #include "loom/graph/onnx_exporter.h"
+#include "loom/graph/tasks.h"
 #include "loom/graph/zoo.h"
+#include "loom/ops/target.h"
+#include "loom/tune/record_store.h"
 
 namespace loom {
 namespace {
@@ -218,6 +222,80 @@ TEST_P(SharedModelTest, RunMatchesOnnxRuntimeReference) {
 
 INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
                          ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_1"));
+
+}  // namespace
+}  // namespace loom
+
+namespace loom {
+namespace {
+
+int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind = std::nullopt) {
+  auto store = tune::OpenSqliteRecordStore(db);
+  EXPECT_TRUE(store.ok()) << store.status();
+  auto key = graph::WorkloadKey([] {
+    graph::Workload w;
+    w.kind = graph::TaskKind::kConv2d;
+    w.n = 1, w.c = 16, w.h = 8, w.w = 8, w.k = 16, w.r = 3, w.s = 3;
+    w.stride_h = w.stride_w = 1;
+    w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+    w.dilation_h = w.dilation_w = 1;
+    w.groups = 1;
+    return w;
+  }());
+  auto records = (*store)->ForTask(key, ops::HostCpuTarget().Key(), std::nullopt);
+  EXPECT_TRUE(records.ok()) << records.status();
+  int64_t n = 0;
+  for (const auto& r : *records) n += !kind.has_value() || r.error == *kind;
+  return n;
+}
+
+constexpr char kSmallConv[] = "--conv2d 1,16,8,8,16,3,3,1,1";
+
+// Crashing, hanging and wrong candidates are error records; the tuner neither dies nor stops.
+TEST(CliTuneTest, FaultyCandidatesAreErrorRecords) {
+  fs::path db = ScratchDir() / "faults.db";
+  fs::remove(db);
+  Outcome o = RunLoom(std::string("tune-task ") + kSmallConv +
+                      " --trials 16 --batch-size 8 --tuner random --seed 11 --test-faults"
+                      " --run-timeout 0.5 --db " +
+                      db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_EQ(CountRecords(db.string()), 16);
+  EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kRuntime), 1);
+  EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kRunTimeout), 1);
+  EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kWrongAnswer), 1);
+  EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kNone), 1);
+}
+
+// kill -9 mid-job loses at most the round in flight; the same command resumes and finishes.
+TEST(CliTuneTest, KilledJobResumesFromTheDatabase) {
+  fs::path db = ScratchDir() / "resume.db";
+  fs::remove(db);
+  std::string cmd = std::string("tune-task ") + kSmallConv +
+                    " --trials 24 --batch-size 4 --tuner random --seed 2 --db " + db.string();
+  std::string killed =
+      "timeout -s KILL 2 " + std::string(LOOM_BINARY) + " " + cmd + " >/dev/null 2>&1";
+  std::system(killed.c_str());
+  int64_t after_kill = CountRecords(db.string());
+  EXPECT_EQ(after_kill % 4, 0) << "a round was half stored";
+  Outcome o = RunLoom(cmd + " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("\"trials\": 24"));
+  EXPECT_THAT(o.out, HasSubstr("\"resumed_trials\": " + std::to_string(after_kill)));
+  EXPECT_EQ(CountRecords(db.string()), 24);
+}
+
+TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
+  ExpectOneLineError(RunLoom("tune-task --conv2d 1,2,3 --trials 4"), "9 numbers");
+  ExpectOneLineError(RunLoom("tune-task --trials 4"), "exactly one of --conv2d or --dense");
+  ExpectOneLineError(RunLoom("tune zoo:resnet18 --tasks 99 --trials 1"), "out of range");
+  ExpectOneLineError(RunLoom(std::string("tune-task ") + kSmallConv + " --device-cores 4096"),
+                     "does not exist");
+  fs::path garbage = ScratchDir() / "garbage.db";
+  std::ofstream(garbage) << "definitely not sqlite, just text that is long enough to be a header";
+  ExpectOneLineError(RunLoom(std::string("tune-task ") + kSmallConv + " --db " + garbage.string()),
+                     "not an SQLite database");
+}
 
 }  // namespace
 }  // namespace loom

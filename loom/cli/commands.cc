@@ -1,6 +1,6 @@
-#include <cstdio>
-
 #include "loom/cli/commands.h"
+
+#include <cstdio>
 
 namespace loom::cli {
 

@@ -25,5 +25,6 @@ void RegisterInspectCommand(CLI::App& app);
 void RegisterTasksCommand(CLI::App& app);
 void RegisterRunCommand(CLI::App& app);
 void RegisterZooCommand(CLI::App& app);
+void RegisterTuneCommands(CLI::App& app);  // tune, tune-task
 
 }  // namespace loom::cli

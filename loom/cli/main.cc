@@ -5,8 +5,13 @@
 
 #include "loom/base/logging.h"
 #include "loom/cli/commands.h"
+#include "loom/tune/measure_worker.h"
 
 int main(int argc, char** argv) {
+  // The measurer's sandbox child is this same binary: answer its pipe protocol, nothing else.
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
+    return loom::tune::RunMeasureWorker(0, 1);
+  }
   CLI::App app{"Loom: autotune neural networks, many jobs at once under a load-aware scheduler",
                "loom"};
   app.require_subcommand(1);
@@ -21,6 +26,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterTasksCommand(app);
   loom::cli::RegisterRunCommand(app);
   loom::cli::RegisterZooCommand(app);
+  loom::cli::RegisterTuneCommands(app);
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterVersionCommand(app);
 

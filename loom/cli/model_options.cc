@@ -15,7 +15,7 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* options) {
                   "Pin a dynamic input shape, NAME=D0,D1,... (repeatable; ONNX files)");
   cmd->add_option("--batch", options->batch, "Batch size for zoo models")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
-  cmd->add_option("--seed", options->seed, "Weight seed for zoo models");
+  cmd->add_option("--weights-seed", options->seed, "Weight seed for zoo models");
 }
 
 absl::StatusOr<graph::Shape> ParseShape(std::string_view text_view) {
