@@ -118,10 +118,11 @@ class OrderedBitSet {
 };
 
 // A min-priority queue of T (ordered by operator<, which must be a total order) made of a sorted
-// run and a binary heap: an element not smaller than the run's last one is appended to the run
-// (O(1)), any other goes to the heap. The front is the smaller of the two fronts, so the order
-// is exactly that of a single heap, while queues whose keys mostly arrive in order (FIFO ties
-// broken by a sequence number) stay cheap and touch memory sequentially.
+// run and a 4-ary heap (shallower than a binary one; siblings share cache lines): an element not
+// smaller than the run's last one is appended to the run (O(1)), any other goes to the heap. The
+// front is the smaller of the two fronts, so the order is exactly that of a single heap, while
+// queues whose keys mostly arrive in order (FIFO ties broken by a sequence number) stay cheap and
+// touch memory sequentially.
 template <typename T>
 class RunHeapQueue {
  public:
@@ -136,8 +137,7 @@ class RunHeapQueue {
       }
       run_.push_back(x);
     } else {
-      heap_.push_back(x);
-      std::push_heap(heap_.begin(), heap_.end(), After{});
+      HeapPush(x);
     }
   }
 
@@ -155,8 +155,7 @@ class RunHeapQueue {
         run_head_ = 0;
       }
     } else {
-      std::pop_heap(heap_.begin(), heap_.end(), After{});
-      heap_.pop_back();
+      HeapPop();
     }
   }
 
@@ -167,13 +166,50 @@ class RunHeapQueue {
     run_head_ = 0;
     std::erase_if(run_, pred);  // keeps the run sorted
     std::erase_if(heap_, pred);
-    std::make_heap(heap_.begin(), heap_.end(), After{});
+    for (size_t i = heap_.size(); i-- > 0;) SiftDown(i);
   }
 
  private:
-  struct After {
-    bool operator()(const T& a, const T& b) const { return b < a; }
-  };
+  static constexpr size_t kArity = 4;
+
+  void HeapPush(const T& x) {
+    size_t i = heap_.size();
+    heap_.push_back(x);
+    while (i > 0) {
+      const size_t parent = (i - 1) / kArity;
+      if (!(x < heap_[parent])) break;
+      heap_[i] = heap_[parent];
+      i = parent;
+    }
+    heap_[i] = x;
+  }
+
+  void HeapPop() {
+    T last = heap_.back();
+    heap_.pop_back();
+    if (heap_.empty()) return;
+    heap_[0] = last;
+    SiftDown(0);
+  }
+
+  // Moves heap_[i] down to its place among its descendants.
+  void SiftDown(size_t i) {
+    const size_t n = heap_.size();
+    T x = heap_[i];
+    while (true) {
+      const size_t first = i * kArity + 1;
+      if (first >= n) break;
+      const size_t end = std::min(first + kArity, n);
+      size_t best = first;
+      for (size_t c = first + 1; c < end; ++c) {
+        if (heap_[c] < heap_[best]) best = c;
+      }
+      if (!(heap_[best] < x)) break;
+      heap_[i] = heap_[best];
+      i = best;
+    }
+    heap_[i] = x;
+  }
   bool FromRun() const {
     if (run_head_ == run_.size()) return false;
     return heap_.empty() || run_[run_head_] < heap_.front();

@@ -26,12 +26,13 @@ struct Ewma {
   }
 };
 
+// Fields read by Order() first, so they share the record's first cache lines.
 struct JobModel {
-  std::array<Ewma, kNumStageKinds> cpu_stage;     // CPU stage durations by kind
-  std::array<Ewma, kNumStageKinds> device_stage;  // device stage durations by kind
-  Ewma cpu_cycle;                                 // CPU work between consecutive device stages
+  Ewma cpu_cycle;  // CPU work between consecutive device stages
   double cpu_since_device = 0.0;
   bool seen_device = false;
+  std::array<Ewma, kNumStageKinds> cpu_stage;     // CPU stage durations by kind
+  std::array<Ewma, kNumStageKinds> device_stage;  // device stage durations by kind
 };
 
 class PredictivePolicy final : public Policy {

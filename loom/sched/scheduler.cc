@@ -161,6 +161,14 @@ bool Scheduler::Infeasible(const ResourceNeed& need, int kind) const {
 }
 
 int Scheduler::ClassFor(const ResourceNeed& need, int kind) {
+  if (classes_.size() <= 8) {  // few classes: a scan is cheaper than hashing
+    for (int c = 0; c < static_cast<int>(classes_.size()); ++c) {
+      const ResourceClass& cls = classes_[c];
+      if (cls.cpu_slots == need.cpu_slots && cls.kind == kind && cls.device == need.device) {
+        return c;
+      }
+    }
+  }
   auto key = std::make_tuple(need.cpu_slots, kind, need.device);
   auto [it, inserted] = class_ids_.try_emplace(key, static_cast<int>(classes_.size()));
   if (inserted) {
@@ -405,7 +413,6 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
   std::vector<Grant> grants;
   if (num_ready_ == 0) return grants;
-  grants.reserve(std::min<size_t>(num_ready_, 4));
 
   JobId current_job = 0;
   if (one_job_) {
@@ -413,27 +420,46 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     current_job = std::get<2>(*active_jobs_.begin());
   }
 
+  // The next decision is for the class whose head comes first. With few classes a scan over
+  // their heads (kept in a local array) beats a heap; both pick the same head (the order is
+  // total).
+  constexpr int kScanMax = 8;
+  QueueEntry scan_entry[kScanMax];
+  int scan_class[kScanMax];
+  int scan_n = 0;
   heap_.clear();
   for (int c = 0; c < static_cast<int>(classes_.size()); ++c) {
     CleanTop(classes_[c]);
     if (!classes_[c].queue.empty()) heap_.push_back({classes_[c].queue.Front(), c});
   }
-  // The next decision is for the class whose head comes first. With few classes a scan beats a
-  // heap; both pick the same head (the order is total).
-  const bool scan = heap_.size() <= 8;
-  if (!scan) std::make_heap(heap_.begin(), heap_.end(), HeapAfter{});
-  while (!heap_.empty()) {
+  const bool scan = heap_.size() <= kScanMax;
+  if (scan) {
+    for (const auto& [e, c] : heap_) {
+      scan_entry[scan_n] = e;
+      scan_class[scan_n++] = c;
+    }
+  } else {
+    std::make_heap(heap_.begin(), heap_.end(), HeapAfter{});
+  }
+  while (scan ? scan_n > 0 : !heap_.empty()) {
+    QueueEntry entry;
+    int c;
     if (scan) {
-      size_t best = 0;
-      for (size_t i = 1; i < heap_.size(); ++i) {
-        if (heap_[i].first < heap_[best].first) best = i;
+      int best = 0;
+      for (int i = 1; i < scan_n; ++i) {
+        if (scan_entry[i] < scan_entry[best]) best = i;
       }
-      std::swap(heap_[best], heap_.back());
+      entry = scan_entry[best];
+      c = scan_class[best];
+      --scan_n;
+      scan_entry[best] = scan_entry[scan_n];
+      scan_class[best] = scan_class[scan_n];
     } else {
       std::pop_heap(heap_.begin(), heap_.end(), HeapAfter{});
+      entry = heap_.back().first;
+      c = heap_.back().second;
+      heap_.pop_back();
     }
-    auto [entry, c] = heap_.back();
-    heap_.pop_back();
     ResourceClass& cls = classes_[c];
     Stage& s = stage_pool_[entry.slot];
     LOOM_CHECK(s.state == StageState::kReady && s.seq == entry.seq);
@@ -459,20 +485,25 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     s.lease_device = d.device;
     s.lease_slots = slots;
     s.lease_start = now;
-    s.lease_deadline = now + length;
+    // now + an infinite length is InfiniteFuture (unless now is InfinitePast): skip the
+    // arithmetic in that common case.
+    const absl::Time deadline = length == absl::InfiniteDuration() && now != absl::InfinitePast()
+                                    ? absl::InfiniteFuture()
+                                    : now + length;
     lease_slots_.Insert(lease_id, entry.slot);
-    if (s.lease_deadline != absl::InfiniteFuture()) {
+    if (deadline != absl::InfiniteFuture()) {
       if (deadlines_.size() >= 64 && deadlines_.size() > 2 * lease_slots_.size()) {
         // Drop entries of ended leases so the heap stays proportional to live leases.
         std::erase_if(deadlines_, [&](const auto& e) { return lease_slots_.Find(e.second) < 0; });
         std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
       }
-      deadlines_.push_back({s.lease_deadline, lease_id});
+      deadlines_.push_back({deadline, lease_id});
       std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
     }
     ++s.attempts;
     ++stats_.grants;
 
+    if (grants.empty()) grants.reserve(std::min<size_t>(num_ready_ + 1, 4));
     Grant& g = grants.emplace_back();
     g.lease = lease_id;
     g.stage = s.id;
@@ -485,12 +516,17 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     g.submitted = s.submitted;
     g.ready = s.ready;
     g.start = now;
-    g.deadline = s.lease_deadline;
+    g.deadline = deadline;
 
     CleanTop(cls);
     if (!cls.queue.empty()) {
-      heap_.push_back({cls.queue.Front(), c});
-      if (!scan) std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
+      if (scan) {
+        scan_entry[scan_n] = cls.queue.Front();
+        scan_class[scan_n++] = c;
+      } else {
+        heap_.push_back({cls.queue.Front(), c});
+        std::push_heap(heap_.begin(), heap_.end(), HeapAfter{});
+      }
     }
   }
   for (HostId h : blocked_list_) {

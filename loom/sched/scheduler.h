@@ -147,9 +147,8 @@ class Scheduler {
     LeaseId lease = 0;
     HostId lease_host = 0;
     DeviceId lease_device = kNoDevice;
-    int lease_slots = 0;  // host slots held, including the device's shared slots
-    absl::Time lease_start;
-    absl::Time lease_deadline;
+    int lease_slots = 0;     // host slots held, including the device's shared slots
+    absl::Time lease_start;  // its deadline lives in deadlines_
     std::vector<StageId> dependents;
   };
   struct Job {
@@ -274,7 +273,7 @@ class Scheduler {
 
   std::vector<StageEvent> events_;
   // Scratch for Advance(), kept to avoid reallocation.
-  std::vector<std::pair<QueueEntry, int>> heap_;
+  std::vector<std::pair<QueueEntry, int>> heap_;  // (head, class) of classes with ready stages
   std::vector<char> host_blocked_;
   std::vector<HostId> blocked_list_;
 };
