@@ -239,12 +239,24 @@ absl::StatusOr<StageId> Scheduler::Submit(const StageRequest& request, absl::Tim
   s.kind = request.kind;
   s.state = StageState::kWaitingDeps;
   s.cls = ClassFor(request.need, kind);
-  s.estimate = request.estimate;
+  s.has_estimate = request.estimate.has_value();
+  if (s.has_estimate) s.estimate = *request.estimate;
   s.submitted = now;
   s.pending_deps = pending;
   for (StageId dep : request.after) {
     int32_t d = stage_slots_.Find(dep);
-    if (d >= 0 && dep != id) stage_pool_[d].dependents.push_back(id);
+    if (d < 0 || dep == id) continue;
+    Stage& parent = stage_pool_[d];
+    if (parent.deps < 0) {
+      if (free_dep_lists_.empty()) {
+        parent.deps = static_cast<int32_t>(dep_lists_.size());
+        dep_lists_.emplace_back();
+      } else {
+        parent.deps = free_dep_lists_.back();
+        free_dep_lists_.pop_back();
+      }
+    }
+    dep_lists_[parent.deps].push_back(id);
   }
   ++job.live;
   if (job.stages.size() > 16 && job.stages.size() > 2 * static_cast<size_t>(job.live)) {
@@ -265,7 +277,7 @@ void Scheduler::MakeReady(int32_t slot, absl::Time now) {
   info.kind = s.kind;
   info.uses_device = cls.kind >= 0 || cls.device != kNoDevice;
   info.cpu_slots = cls.cpu_slots;
-  info.estimate = s.estimate;
+  info.estimate = s.Estimate();
   info.ready = now;
   info.job_priority = job.spec.priority;
   info.job_submit = job.spec.submit_time;
@@ -475,8 +487,8 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     --num_ready_;
 
     LeaseId lease_id = next_lease_++;
-    absl::Duration length = s.estimate
-                                ? std::max(*s.estimate * options_.lease_factor, options_.min_lease)
+    absl::Duration length = s.has_estimate
+                                ? std::max(s.estimate * options_.lease_factor, options_.min_lease)
                                 : options_.default_lease;
     s.state = StageState::kRunning;
     s.leased = true;
@@ -558,7 +570,8 @@ absl::Status Scheduler::Complete(LeaseId lease_id, absl::Time now,
   JobId job = s.job;
   policy_->OnFinished(
       FinishedStage{job, s.kind, lease.device != kNoDevice, actual ? *actual : now - lease.start});
-  std::vector<StageId> dependents = std::move(s.dependents);
+  std::vector<StageId> dependents;
+  if (s.deps >= 0) dependents.swap(dep_lists_[s.deps]);
   ForgetStage(slot);
   for (StageId dep : dependents) {
     const int32_t d = stage_slots_.Find(dep);
@@ -628,10 +641,12 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
     }
     ++stats_.failures;
     events_.push_back(StageEvent{t, id, s.job, lease, now, why});
-    for (StageId dep : s.dependents) {
-      work.push_back(
-          {dep, absl::StrCat("dependency stage ", id, " ",
-                             t == StageEvent::Type::kCancelled ? "was cancelled" : "failed")});
+    if (s.deps >= 0) {
+      for (StageId dep : dep_lists_[s.deps]) {
+        work.push_back(
+            {dep, absl::StrCat("dependency stage ", id, " ",
+                               t == StageEvent::Type::kCancelled ? "was cancelled" : "failed")});
+      }
     }
     dead_stages_.insert(id);
     touched.push_back(s.job);
@@ -645,6 +660,11 @@ void Scheduler::ForgetStage(int32_t slot) {
   stage_slots_.Erase(s.id);
   s.state = StageState::kFree;
   s.leased = false;
+  if (s.deps >= 0) {
+    dep_lists_[s.deps].clear();
+    free_dep_lists_.push_back(s.deps);
+    s.deps = -1;
+  }
   free_slots_.push_back(slot);
   if (Job* j = FindJob(s.job)) --j->live;
 }

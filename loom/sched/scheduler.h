@@ -129,27 +129,31 @@ class Scheduler {
     size_t stale = 0;
   };
   // A stage and, while it holds one, its lease. Records live in `stage_pool_`, found by id
-  // through `stage_slots_` (and by lease id through `lease_slots_`).
-  struct Stage {
+  // through `stage_slots_` (and by lease id through `lease_slots_`). Two cache lines each: the
+  // dependents list lives apart, in `dep_lists_`.
+  struct alignas(64) Stage {
     StageId id = 0;
     JobId job = 0;
-    StageKind kind = StageKind::kOther;
-    StageState state = StageState::kFree;
-    bool leased = false;  // the lease below is live
-    int cls = 0;
-    int pending_deps = 0;
-    int attempts = 0;
-    std::optional<absl::Duration> estimate;
+    uint64_t seq = 0;   // of its queue entry while ready
+    LeaseId lease = 0;  // the current (or last) lease
     absl::Time submitted;
     absl::Time ready;
-    uint64_t seq = 0;  // of its queue entry while ready
-    // The current (or last) lease.
-    LeaseId lease = 0;
+    absl::Time lease_start;   // its deadline lives in deadlines_
+    absl::Duration estimate;  // when has_estimate
+    int32_t cls = 0;
+    int32_t pending_deps = 0;
+    int32_t attempts = 0;
     HostId lease_host = 0;
     DeviceId lease_device = kNoDevice;
-    int lease_slots = 0;     // host slots held, including the device's shared slots
-    absl::Time lease_start;  // its deadline lives in deadlines_
-    std::vector<StageId> dependents;
+    int32_t lease_slots = 0;  // host slots held, including the device's shared slots
+    int32_t deps = -1;        // index of its dependents in dep_lists_, or -1 for none
+    StageKind kind = StageKind::kOther;
+    StageState state = StageState::kFree;
+    bool leased = false;  // the lease above is live
+    bool has_estimate = false;
+    std::optional<absl::Duration> Estimate() const {
+      return has_estimate ? std::optional<absl::Duration>(estimate) : std::nullopt;
+    }
   };
   struct Job {
     JobSpec spec;
@@ -260,8 +264,11 @@ class Scheduler {
   std::set<ActiveJobKey> active_jobs_;  // ordering used by OneJobAtATime policies
   JobId next_job_ = 1;
 
+  static_assert(sizeof(Stage) == 128);
   std::vector<Stage> stage_pool_;
   std::vector<int32_t> free_slots_;
+  std::vector<std::vector<StageId>> dep_lists_;  // dependents of stages that have some
+  std::vector<int32_t> free_dep_lists_;
   IdSlotTable stage_slots_;                   // live stage id -> record slot
   IdSlotTable lease_slots_;                   // live lease id -> record slot
   absl::flat_hash_set<StageId> dead_stages_;  // failed or cancelled (for later dependencies)
