@@ -85,6 +85,21 @@ class Conv2dNchwc : public TemplateBase {
   int64_t Accumulators(const ConvKnobs& k) const { return k.oh_b * k.reg_n * k.oc_v; }
 
   absl::StatusOr<KernelSource> Emit(const Config& config) const override {
+    return EmitImpl(config, Epilogue{});
+  }
+
+  absl::StatusOr<KernelSource> EmitFused(const Config& config,
+                                         const Epilogue& epilogue) const override {
+    return EmitImpl(config, epilogue);
+  }
+
+  std::vector<BufferSpec> FusedBuffers(const Config& config,
+                                       const Epilogue& epilogue) const override {
+    const ConvKnobs k = Knobs(config);
+    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.k, k.oc_bn) * k.oc_bn);
+  }
+
+  absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const ConvKnobs k = Knobs(config);
     const int64_t regs = Accumulators(k) + k.oc_v + 1;
@@ -165,13 +180,15 @@ class Conv2dNchwc : public TemplateBase {
     block.push_back(std::move(reduction));
     block.push_back(Raw(absl::StrCat("float* op = output + ((n * ", kp, " + ocb) * ", oh_,
                                      " + oh0) * ", ow_ * k.oc_bn, " + ow0 * ", k.oc_bn, ";")));
-    block.push_back(
-        Loop("rh", k.oh_b, LoopKind::kUnrolled,
-             {Loop("rw", k.reg_n, LoopKind::kUnrolled,
-                   {Loop("j", k.oc_v, LoopKind::kUnrolled,
-                         {codegen::VecStore(absl::StrCat("op + (${rh} * ", ow_, " + ${rw}) * ",
-                                                         k.oc_bn, " + ${j} * ", k.vec),
-                                            "acc_${rh}_${rw}_${j}")})})}));
+    const std::string out_off =
+        absl::StrCat("(${rh} * ", ow_, " + ${rw}) * ", k.oc_bn, " + ${j} * ", k.vec);
+    std::vector<Stmt> store = EpilogueStmts(
+        ep, "acc_${rh}_${rw}_${j}", absl::StrCat("bias + ocb * ", k.oc_bn, " + ${j} * ", k.vec),
+        absl::StrCat("residual + (op - output) + ", out_off));
+    store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rh}_${rw}_${j}"));
+    block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                         {Loop("rw", k.reg_n, LoopKind::kUnrolled,
+                               {Loop("j", k.oc_v, LoopKind::kUnrolled, std::move(store))})}));
 
     // Outer loops: n, then (ocb, ohb) in outer_order, then owb. The first `fused` of them form
     // the parallel loop.
@@ -206,7 +223,8 @@ class Conv2dNchwc : public TemplateBase {
 
     Kernel kernel;
     kernel.vector_lanes = static_cast<int32_t>(k.vec);
-    kernel.params = {{"data", false}, {"weight", false}, {"output", true}};
+    kernel.params = FusedParams(ep);
+    kernel.globals = EpilogueGlobals(ep, k.vec);
     kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
     kernel.body = FaultPrologue(config);
     kernel.body.push_back(Loop("p", total, LoopKind::kParallel, std::move(par_body)));

@@ -70,7 +70,7 @@ class DensePack : public TemplateBase {
   int64_t PaddedN(const DenseKnobs& k) const { return CeilDiv(workload_.n, k.bn) * k.bn; }
 
   // The register block for `rows` rows starting at m0 (a C expression) and n block nb.
-  Stmt RowBlock(const DenseKnobs& k, int64_t rows) const {
+  Stmt RowBlock(const DenseKnobs& k, int64_t rows, const Epilogue& ep) const {
     const graph::Workload& w = workload_;
     const int64_t np = PaddedN(k);
     auto step = [&](const std::string& kexpr) {
@@ -103,6 +103,17 @@ class DensePack : public TemplateBase {
           Loop("kr", rest, LoopKind::kSerial,
                {step(absl::StrCat("kb * ", k.tile_k, " + ", main_trips * k.unroll_k, " + kr"))}));
     }
+    if (!ep.empty()) {
+      // The epilogue runs once, after the last K block.
+      const int64_t kblocks = w.k / k.tile_k;
+      Stmt apply =
+          Loop("r", rows, LoopKind::kUnrolled,
+               {Loop("j", k.n_v, LoopKind::kUnrolled,
+                     EpilogueStmts(ep, "acc_${r}_${j}",
+                                   absl::StrCat("bias + nb * ", k.bn, " + ${j} * ", k.vec), ""))});
+      kb_body.push_back(kblocks == 1 ? std::move(apply)
+                                     : If(absl::StrCat("kb == ", kblocks - 1), {std::move(apply)}));
+    }
     kb_body.push_back(
         Loop("r", rows, LoopKind::kUnrolled,
              {Loop("j", k.n_v, LoopKind::kUnrolled,
@@ -121,6 +132,23 @@ class DensePack : public TemplateBase {
   }
 
   absl::StatusOr<KernelSource> Emit(const Config& config) const override {
+    return EmitImpl(config, Epilogue{});
+  }
+
+  absl::StatusOr<KernelSource> EmitFused(const Config& config,
+                                         const Epilogue& epilogue) const override {
+    if (epilogue.residual) {
+      return absl::UnimplementedError("dense_pack cannot fuse a residual input");
+    }
+    return EmitImpl(config, epilogue);
+  }
+
+  std::vector<BufferSpec> FusedBuffers(const Config& config,
+                                       const Epilogue& epilogue) const override {
+    return FusedBufferList(Buffers(config), epilogue, PaddedN(Knobs(config)));
+  }
+
+  absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const DenseKnobs k = Knobs(config);
     const int64_t accs = k.tile_m * k.n_v;
@@ -135,17 +163,18 @@ class DensePack : public TemplateBase {
     const int64_t mblocks = full + (tail > 0 ? 1 : 0);
     std::vector<Stmt> block;
     if (tail == 0) {
-      block.push_back(RowBlock(k, k.tile_m));
+      block.push_back(RowBlock(k, k.tile_m, ep));
     } else {
-      block.push_back(If(absl::StrCat("mb < ", full), {RowBlock(k, k.tile_m)}));
-      block.push_back(If(absl::StrCat("mb == ", full), {RowBlock(k, tail)}));
+      block.push_back(If(absl::StrCat("mb < ", full), {RowBlock(k, k.tile_m, ep)}));
+      block.push_back(If(absl::StrCat("mb == ", full), {RowBlock(k, tail, ep)}));
     }
     const bool n_outer = k.order == 0;
     Stmt inner =
         Loop(n_outer ? "mb" : "nb", n_outer ? mblocks : nb, LoopKind::kSerial, std::move(block));
     Kernel kernel;
     kernel.vector_lanes = static_cast<int32_t>(k.vec);
-    kernel.params = {{"data", false}, {"weight", false}, {"output", true}};
+    kernel.params = FusedParams(ep);
+    kernel.globals = EpilogueGlobals(ep, k.vec);
     kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
     kernel.body = FaultPrologue(config);
     kernel.body.push_back(Loop(n_outer ? "nb" : "mb", n_outer ? nb : mblocks, LoopKind::kParallel,

@@ -65,6 +65,21 @@ class DepthwiseConv2dNchwc : public TemplateBase {
   }
 
   absl::StatusOr<KernelSource> Emit(const Config& config) const override {
+    return EmitImpl(config, Epilogue{});
+  }
+
+  absl::StatusOr<KernelSource> EmitFused(const Config& config,
+                                         const Epilogue& epilogue) const override {
+    return EmitImpl(config, epilogue);
+  }
+
+  std::vector<BufferSpec> FusedBuffers(const Config& config,
+                                       const Epilogue& epilogue) const override {
+    const DwKnobs k = Knobs(config);
+    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.c, k.c_bn) * k.c_bn);
+  }
+
+  absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const DwKnobs k = Knobs(config);
     const int64_t accs = k.reg_n * k.c_v;
@@ -101,11 +116,13 @@ class DepthwiseConv2dNchwc : public TemplateBase {
                                {codegen::Block(std::move(window))})}));
     block.push_back(Raw(absl::StrCat("float* op = output + (((n * ", cb, " + cb) * ", oh_,
                                      " + oh) * ", ow_, " + ow0) * ", k.c_bn, ";")));
-    block.push_back(
-        Loop("rw", k.reg_n, LoopKind::kUnrolled,
-             {Loop("j", k.c_v, LoopKind::kUnrolled,
-                   {codegen::VecStore(absl::StrCat("op + ${rw} * ", k.c_bn, " + ${j} * ", k.vec),
-                                      "acc_${rw}_${j}")})}));
+    const std::string out_off = absl::StrCat("${rw} * ", k.c_bn, " + ${j} * ", k.vec);
+    std::vector<Stmt> store = EpilogueStmts(
+        ep, "acc_${rw}_${j}", absl::StrCat("bias + cb * ", k.c_bn, " + ${j} * ", k.vec),
+        absl::StrCat("residual + (op - output) + ", out_off));
+    store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rw}_${j}"));
+    block.push_back(Loop("rw", k.reg_n, LoopKind::kUnrolled,
+                         {Loop("j", k.c_v, LoopKind::kUnrolled, std::move(store))}));
 
     struct Outer {
       std::string var;
@@ -138,7 +155,8 @@ class DepthwiseConv2dNchwc : public TemplateBase {
 
     Kernel kernel;
     kernel.vector_lanes = static_cast<int32_t>(k.vec);
-    kernel.params = {{"data", false}, {"weight", false}, {"output", true}};
+    kernel.params = FusedParams(ep);
+    kernel.globals = EpilogueGlobals(ep, k.vec);
     kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
     kernel.body = FaultPrologue(config);
     kernel.body.push_back(Loop("p", total, LoopKind::kParallel, std::move(par_body)));

@@ -5,6 +5,18 @@
 
 namespace loom::ops {
 
+absl::StatusOr<KernelSource> Template::EmitFused(const Config& config,
+                                                 const Epilogue& epilogue) const {
+  if (epilogue.empty()) return Emit(config);
+  return absl::UnimplementedError(absl::StrCat(name(), " cannot fuse an epilogue"));
+}
+
+std::vector<BufferSpec> Template::FusedBuffers(const Config& config,
+                                               const Epilogue& epilogue) const {
+  (void)epilogue;
+  return Buffers(config);
+}
+
 absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
                                                        const Target& target,
                                                        const TemplateOptions& options) {

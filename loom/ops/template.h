@@ -27,7 +27,7 @@ struct KernelSource {
 
 // One argument of a kernel, in calling order.
 struct BufferSpec {
-  std::string name;  // "data", "weight", "output", ...
+  std::string name;    // "data", "weight", "output", ...
   graph::Shape shape;  // float32 elements in the kernel's layout
   bool is_output = false;
 };
@@ -36,6 +36,21 @@ struct TemplateOptions {
   // Adds a `fault` knob (0 none, 1 crash, 2 hang, 3 wrong answer) so tests can prove that a bad
   // candidate is an error record and never a dead tuner. Never enabled outside tests.
   bool test_faults = false;
+};
+
+// An elementwise tail fused into a kernel's output store, for compiled models (the tuning path
+// emits none, so records stay valid): out = act(acc + bias[channel] + residual[same element]).
+// Buffers of a fused kernel: data, weight, then bias (one value per padded output channel, in
+// the output's channel order), then residual (the output's layout and shape), then output.
+struct Epilogue {
+  enum class Activation { kNone, kRelu, kClip, kHardSwish, kSigmoid };
+  bool bias = false;
+  bool residual = false;
+  Activation activation = Activation::kNone;
+  float clip_min = 0;  // kClip bounds
+  float clip_max = 0;
+
+  bool empty() const { return !bias && !residual && activation == Activation::kNone; }
 };
 
 class Template {
@@ -51,14 +66,22 @@ class Template {
   // Source for `config`. kInvalidArgument when the config is outside the space or violates a
   // constraint the space cannot express (an instantiation error in AutoTVM's terms).
   virtual absl::StatusOr<KernelSource> Emit(const Config& config) const = 0;
+  // Source for `config` with `epilogue` fused into the output store. An empty epilogue gives
+  // exactly Emit(config). kUnimplemented when the template cannot fuse what is asked (the
+  // default for templates without epilogue support; dense has no residual).
+  virtual absl::StatusOr<KernelSource> EmitFused(const Config& config,
+                                                 const Epilogue& epilogue) const;
+  // The arguments of EmitFused(config, epilogue)'s kernel, inputs first (see Epilogue).
+  virtual std::vector<BufferSpec> FusedBuffers(const Config& config,
+                                               const Epilogue& epilogue) const;
 
   // The kernel's arguments for `config`, inputs first.
   virtual std::vector<BufferSpec> Buffers(const Config& config) const = 0;
   // Natural-layout operands -> the kernel's input buffers (same order as Buffers' inputs).
   // Natural operands: conv: data [N,C,H,W], weight [K,C/groups,R,S];
   // dense: data [M,K], weight [N,K] (trans_b) or [K,N].
-  virtual std::vector<graph::Tensor> PackInputs(const Config& config,
-                                                const std::vector<graph::Tensor>& natural) const = 0;
+  virtual std::vector<graph::Tensor> PackInputs(
+      const Config& config, const std::vector<graph::Tensor>& natural) const = 0;
   // The kernel's output buffer -> natural layout ([N,K,OH,OW] / [M,N]).
   virtual graph::Tensor UnpackOutput(const Config& config, const graph::Tensor& output) const = 0;
   // The expected natural output, from the reference kernels.

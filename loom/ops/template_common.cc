@@ -1,8 +1,11 @@
 #include "loom/ops/template_common.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "loom/base/check.h"
 
 namespace loom::ops::internal {
 
@@ -74,6 +77,83 @@ KernelSource TemplateBase::MakeSource(std::string code) const {
   // Vector-extension `acc += a * b` must become one FMA whatever the builder's -std mode.
   s.compile_flags = absl::StrCat(target_.CompilerFlags(), " -ffp-contract=fast");
   return s;
+}
+
+std::vector<codegen::KernelParam> FusedParams(const Epilogue& e) {
+  std::vector<codegen::KernelParam> p = {{"data", false}, {"weight", false}};
+  if (e.bias) p.push_back({"bias", false});
+  if (e.residual) p.push_back({"residual", false});
+  p.push_back({"output", true});
+  return p;
+}
+
+namespace {
+std::string FloatLiteral(float v) {
+  if (!std::isfinite(v)) v = v > 0 ? 3.0e38f : -3.0e38f;
+  return absl::StrFormat("%.9ef", v);
+}
+}  // namespace
+
+std::vector<std::string> EpilogueGlobals(const Epilogue& e, int64_t lanes) {
+  using A = Epilogue::Activation;
+  std::vector<std::string> g;
+  if (e.activation == A::kNone) return g;
+  g.push_back(
+      "static inline __attribute__((always_inline)) vf loom_max(vf a, vf b) { return a > b ? a : "
+      "b; }");
+  g.push_back(
+      "static inline __attribute__((always_inline)) vf loom_min(vf a, vf b) { return a < b ? a : "
+      "b; }");
+  if (e.activation == A::kSigmoid) {
+    g.push_back(
+        absl::StrCat("static inline vf loom_sigmoid(vf x) { float t[", lanes,
+                     "]; __builtin_memcpy(t, &x, sizeof(x)); for (int i = 0; i < ", lanes,
+                     "; ++i) t[i] = 1.0f / (1.0f + __builtin_expf(-t[i])); __builtin_memcpy(&x, t, "
+                     "sizeof(x)); return x; }"));
+  }
+  return g;
+}
+
+std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
+                                         const std::string& bias_addr,
+                                         const std::string& residual_addr) {
+  using A = Epilogue::Activation;
+  std::vector<codegen::Stmt> s;
+  if (e.bias) s.push_back(codegen::VecAdd(acc, absl::StrCat("loom_load(", bias_addr, ")")));
+  if (e.residual) {
+    s.push_back(codegen::VecAdd(acc, absl::StrCat("loom_load(", residual_addr, ")")));
+  }
+  switch (e.activation) {
+    case A::kNone:
+      break;
+    case A::kRelu:
+      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_max(", acc, ", loom_bcast(0.0f));")));
+      break;
+    case A::kClip:
+      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_min(loom_max(", acc, ", loom_bcast(",
+                                            FloatLiteral(e.clip_min), ")), loom_bcast(",
+                                            FloatLiteral(e.clip_max), "));")));
+      break;
+    case A::kHardSwish:
+      s.push_back(codegen::Raw(absl::StrCat(
+          acc, " = ", acc, " * loom_min(loom_max(", acc,
+          " * loom_bcast(1.0f / 6.0f) + loom_bcast(0.5f), loom_bcast(0.0f)), loom_bcast(1.0f));")));
+      break;
+    case A::kSigmoid:
+      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_sigmoid(", acc, ");")));
+      break;
+  }
+  return s;
+}
+
+std::vector<BufferSpec> FusedBufferList(std::vector<BufferSpec> plain, const Epilogue& e,
+                                        int64_t bias_elems) {
+  LOOM_CHECK(plain.size() == 3);
+  std::vector<BufferSpec> out = {plain[0], plain[1]};
+  if (e.bias) out.push_back({"bias", {bias_elems}, false});
+  if (e.residual) out.push_back({"residual", plain[2].shape, false});
+  out.push_back(plain[2]);
+  return out;
 }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }

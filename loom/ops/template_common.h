@@ -49,6 +49,21 @@ class TemplateBase : public Template {
   ConfigSpace space_;
 };
 
+// Fused epilogues (Template::EmitFused), shared by the templates.
+// Kernel parameters data, weight, [bias], [residual], output.
+std::vector<codegen::KernelParam> FusedParams(const Epilogue& e);
+// File-scope helpers (loom_max, loom_min, loom_sigmoid) the epilogue statements call.
+std::vector<std::string> EpilogueGlobals(const Epilogue& e, int64_t lanes);
+// Statements applying `e` to the vector register `acc` just before it is stored; `bias_addr` and
+// `residual_addr` are float address expressions (unused parts may be empty).
+std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
+                                         const std::string& bias_addr,
+                                         const std::string& residual_addr);
+// `plain` (data, weight, output) with the bias ([bias_elems]) and residual (the output's shape)
+// buffers inserted before the output, as `e` asks.
+std::vector<BufferSpec> FusedBufferList(std::vector<BufferSpec> plain, const Epilogue& e,
+                                        int64_t bias_elems);
+
 int64_t CeilDiv(int64_t a, int64_t b);
 // Largest divisor of n that is <= limit (at least 1).
 int64_t LargestDivisorAtMost(int64_t n, int64_t limit);

@@ -1,0 +1,277 @@
+#include "loom/runtime/compiled_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/base/rng.h"
+#include "loom/graph/npy.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/template.h"
+#include "loom/runtime/model_loader.h"
+#include "loom/runtime/reference_executor.h"
+#include "loom/tune/record_store.h"
+
+namespace loom::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string BuildDir() {
+  const char* b = std::getenv("LOOM_BUILD_DIR");
+  return b != nullptr ? std::string(b) : std::filesystem::temp_directory_path().string();
+}
+
+CompileOptions Options(int32_t threads) {
+  CompileOptions o;
+  o.num_threads = threads;
+  o.build.num_threads = 2;
+  o.build.cache_dir = BuildDir() + "/compiled_model_test_kernels";
+  return o;
+}
+
+graph::Tensor RandomInput(const graph::Shape& shape, uint64_t seed) {
+  graph::Tensor t(graph::DType::kFloat32, shape);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& v : t.values<float>()) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    v = static_cast<float>(static_cast<double>(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  }
+  return t;
+}
+
+// max|a-b| <= 1e-3 * max|ref| over every output.
+void ExpectClose(const std::vector<graph::Tensor>& got, const std::vector<graph::Tensor>& want,
+                 const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].shape(), want[i].shape()) << what;
+    double err = 0, ref = 0;
+    const float* a = got[i].data<float>();
+    const float* b = want[i].data<float>();
+    for (int64_t k = 0; k < got[i].num_elements(); ++k) {
+      err = std::max(err, static_cast<double>(std::fabs(a[k] - b[k])));
+      ref = std::max(ref, static_cast<double>(std::fabs(b[k])));
+    }
+    EXPECT_GT(ref, 0) << what;
+    EXPECT_LE(err, 1e-3 * ref) << what << " output " << i << ": max|a-b| " << err << " max|ref| "
+                               << ref;
+  }
+}
+
+struct Case {
+  graph::Graph graph;
+  std::map<std::string, graph::Tensor> inputs;
+  std::vector<graph::Tensor> expected;
+};
+
+Case MakeCase(const graph::Graph& g, std::map<std::string, graph::Tensor> inputs) {
+  Case c;
+  c.graph = g;
+  c.inputs = std::move(inputs);
+  auto ex = ReferenceExecutor::Create(g);
+  EXPECT_TRUE(ex.ok()) << ex.status();
+  auto out = ex->Run(c.inputs);
+  EXPECT_TRUE(out.ok()) << out.status();
+  c.expected = *out;
+  return c;
+}
+
+Case ZooCase(const std::string& name) {
+  auto m = LoadModel(absl::StrCat("zoo:", name));
+  EXPECT_TRUE(m.ok()) << m.status();
+  std::map<std::string, graph::Tensor> in;
+  for (const graph::ValueInfo& v : m->graph.inputs) in[v.name] = RandomInput(v.type.shape, 7);
+  return MakeCase(m->graph, std::move(in));
+}
+
+void CheckCompiled(const Case& c, const CompileOptions& o, const std::string& what,
+                   CompileStats* stats_out = nullptr) {
+  auto cm = CompiledModel::Compile(c.graph, o);
+  ASSERT_TRUE(cm.ok()) << what << ": " << cm.status();
+  const CompileStats& st = (*cm)->stats();
+  EXPECT_GT(st.kernel_steps, 0) << what;
+  EXPECT_GT(st.arena_bytes, 0) << what;
+  EXPECT_LE(st.arena_bytes, st.intermediate_bytes) << what;
+  auto out = (*cm)->Run(c.inputs);
+  ASSERT_TRUE(out.ok()) << what << ": " << out.status();
+  ExpectClose(*out, c.expected, what);
+  // A second run reuses the arena (pads must be rewritten, stale data must not leak through).
+  auto again = (*cm)->Run(c.inputs);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ExpectClose(*again, c.expected, what + " (second run)");
+  if (stats_out != nullptr) *stats_out = st;
+}
+
+TEST(CompiledModelTest, EmptyEpilogueEmitsExactlyTheTuningKernel) {
+  graph::Workload conv;
+  conv.kind = graph::TaskKind::kConv2d;
+  conv.n = 1, conv.c = 16, conv.h = 8, conv.w = 8, conv.k = 32, conv.r = 3, conv.s = 3;
+  conv.stride_h = conv.stride_w = 1;
+  conv.pad_top = conv.pad_left = conv.pad_bottom = conv.pad_right = 1;
+  conv.dilation_h = conv.dilation_w = 1;
+  conv.groups = 1;
+  graph::Workload dw = conv;
+  dw.kind = graph::TaskKind::kDepthwiseConv2d;
+  dw.k = 16;
+  dw.groups = 16;
+  graph::Workload dense;
+  dense.kind = graph::TaskKind::kDense;
+  dense.m = 1, dense.n = 100, dense.k = 64;
+  dense.trans_b = true;
+  for (const graph::Workload& w : {conv, dw, dense}) {
+    auto t = ops::MakeTemplate(w, ops::HostCpuTarget());
+    ASSERT_TRUE(t.ok()) << t.status();
+    const ops::Config c = (*t)->DefaultConfig();
+    auto plain = (*t)->Emit(c);
+    auto fused = (*t)->EmitFused(c, ops::Epilogue{});
+    ASSERT_TRUE(plain.ok() && fused.ok());
+    EXPECT_EQ(plain->code, fused->code) << graph::WorkloadKey(w);
+    EXPECT_EQ((*t)->FusedBuffers(c, ops::Epilogue{}).size(), 3u);
+    ops::Epilogue full;
+    full.bias = true;
+    full.activation = ops::Epilogue::Activation::kRelu;
+    auto f = (*t)->EmitFused(c, full);
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_THAT(f->code, HasSubstr("loom_max"));
+    EXPECT_EQ((*t)->FusedBuffers(c, full)[2].name, "bias");
+  }
+  auto t = ops::MakeTemplate(dense, ops::HostCpuTarget());
+  ops::Epilogue res;
+  res.residual = true;
+  auto st = (*t)->EmitFused((*t)->DefaultConfig(), res);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(CompiledModelTest, ZooModelsMatchReferenceUntuned) {
+  for (const char* name : {"tiny_cnn", "resnet18", "mobilenet_v2", "vgg11"}) {
+    SCOPED_TRACE(name);
+    Case c = ZooCase(name);
+    CompileStats st;
+    CheckCompiled(c, Options(1), absl::StrCat(name, " 1 thread"), &st);
+    CheckCompiled(c, Options(2), absl::StrCat(name, " 2 threads"));
+    EXPECT_EQ(st.tuned_kernels, 0);
+    if (std::string(name) != "tiny_cnn") {
+      EXPECT_GT(st.fused_ops, 0) << name;
+      EXPECT_LT(st.arena_bytes, st.intermediate_bytes) << name;
+    }
+  }
+}
+
+TEST(CompiledModelTest, RecordsPickNonDefaultConfigs) {
+  auto store = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(store.ok()) << store.status();
+  const ops::Target target = ops::HostCpuTarget();
+  for (const char* name : {"tiny_cnn", "mobilenet_v2"}) {
+    SCOPED_TRACE(name);
+    Case c = ZooCase(name);
+    auto tasks = graph::ExtractTasks(c.graph);
+    ASSERT_TRUE(tasks.ok());
+    int64_t recorded_nodes = 0;
+    uint64_t seed = 11;
+    for (const graph::Task& task : *tasks) {
+      auto t = ops::MakeTemplate(task.workload, target);
+      if (!t.ok()) continue;
+      const ops::Config def = (*t)->DefaultConfig();
+      // A non-default config that instantiates, chosen pseudo-randomly.
+      ops::Config pick = def;
+      for (int tries = 0; tries < 200; ++tries) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        ops::Config cand{
+            static_cast<int64_t>((seed >> 17) % static_cast<uint64_t>((*t)->space().size()))};
+        if (!(cand == def) && (*t)->Emit(cand).ok()) {
+          pick = cand;
+          break;
+        }
+      }
+      ASSERT_FALSE(pick == def) << task.key;
+      tune::Record r;
+      r.task_key = task.key;
+      r.template_name = (*t)->name();
+      r.target_key = target.Key();
+      r.config_index = pick.index;
+      r.config_json = (*t)->space().ToJson(pick);
+      r.costs = {1e-3};
+      r.flops = task.flops;
+      ASSERT_TRUE((*store)->Append({r}).ok());
+      recorded_nodes += task.count;
+    }
+    CompileOptions o = Options(2);
+    o.records = store->get();
+    CompileStats st;
+    CheckCompiled(c, o, absl::StrCat(name, " tuned"), &st);
+    EXPECT_EQ(st.tuned_kernels, recorded_nodes);
+  }
+}
+
+TEST(CompiledModelTest, UnfusedMatchesToo) {
+  Case c = ZooCase("resnet18");
+  CompileOptions o = Options(1);
+  o.fuse = false;
+  CompileStats st;
+  CheckCompiled(c, o, "resnet18 unfused", &st);
+  EXPECT_EQ(st.fused_ops, 0);
+  EXPECT_GT(st.blocked_steps, 0);
+}
+
+TEST(CompiledModelTest, SharedModelsMatchReference) {
+  const char* shared = std::getenv("LOOM_SHARED_DIR");
+  if (shared == nullptr || !std::filesystem::exists(std::string(shared) + "/models")) {
+    GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
+  }
+  const std::string dir = BuildDir() + "/compiled_model_test_models";
+  std::filesystem::create_directories(dir);
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(shared) + "/models")) {
+    const std::string file = entry.path().filename().string();
+    if (file.size() < 8 || file.substr(file.size() - 7) != ".tar.xz") continue;
+    const std::string model = file.substr(0, file.size() - 7);
+    SCOPED_TRACE(model);
+    const std::string onnx = absl::StrCat(dir, "/", model, ".onnx");
+    if (!std::filesystem::exists(onnx)) {
+      ASSERT_EQ(std::system(
+                    absl::StrCat("tar -xJf '", entry.path().string(), "' -C '", dir, "'").c_str()),
+                0);
+    }
+    auto m = LoadModel(onnx);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto input = graph::ReadNpy(absl::StrCat(dir, "/", model, ".input.npy"));
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ(m->graph.inputs.size(), 1u);
+    Case c = MakeCase(m->graph, {{m->graph.inputs[0].name, *input}});
+    CheckCompiled(c, Options(1), model + " 1 thread");
+    CheckCompiled(c, Options(2), model + " 2 threads");
+  }
+}
+
+TEST(CompiledModelTest, Errors) {
+  auto m = LoadModel("zoo:tiny_cnn");
+  ASSERT_TRUE(m.ok());
+  auto bad = CompiledModel::Compile(m->graph, Options(0));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("num_threads"));
+  auto cm = CompiledModel::Compile(m->graph, Options(1));
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  auto none = (*cm)->Run({});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("missing input"));
+  auto wrong = (*cm)->Run({{m->graph.inputs[0].name, RandomInput({1, 3, 5, 5}, 1)}});
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("compiled for"));
+  std::vector<StepTiming> timings;
+  auto ok = (*cm)->RunProfiled(
+      {{m->graph.inputs[0].name, RandomInput(m->graph.inputs[0].type.shape, 3)}}, &timings);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_FALSE(timings.empty());
+  EXPECT_THAT((*cm)->DescribePlan(), HasSubstr("conv2d_nchwc"));
+}
+
+}  // namespace
+}  // namespace loom::runtime
