@@ -84,6 +84,8 @@ absl::StatusOr<JobId> Scheduler::AddJob(const JobSpec& spec) {
   ++num_jobs_;
   Job& job = *jobs_[id];
   job.spec = spec;
+  job.priority = spec.priority;
+  job.submit_time = spec.submit_time;
   active_jobs_.insert(ActiveKey(id, job));
   return id;
 }
@@ -279,13 +281,13 @@ void Scheduler::MakeReady(int32_t slot, absl::Time now) {
   info.cpu_slots = cls.cpu_slots;
   info.estimate = s.Estimate();
   info.ready = now;
-  info.job_priority = job.spec.priority;
-  info.job_submit = job.spec.submit_time;
+  info.job_priority = job.priority;
+  info.job_submit = job.submit_time;
   OrderKey key = policy_->Order(info);
   s.state = StageState::kReady;
   s.ready = now;
   s.seq = next_seq_++;
-  cls.queue.Push(QueueEntry{-job.spec.priority, slot, key.primary, key.secondary, s.seq});
+  cls.queue.Push(QueueEntry{-job.priority, slot, key.primary, key.secondary, s.seq});
   ++num_ready_;
 }
 

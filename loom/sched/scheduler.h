@@ -155,11 +155,14 @@ class Scheduler {
       return has_estimate ? std::optional<absl::Duration>(estimate) : std::nullopt;
     }
   };
+  // Fields used per stage first (one cache line), the spec (names) after.
   struct Job {
-    JobSpec spec;
     int64_t live = 0;  // submitted stages not yet done, failed or cancelled
     bool closed = false;
+    int priority = 0;             // spec.priority
+    absl::Time submit_time;       // spec.submit_time
     std::vector<StageId> stages;  // may include finished ones; compacted now and then
+    JobSpec spec;
   };
   struct Host {
     HostSpec spec;
@@ -210,7 +213,7 @@ class Scheduler {
     return id > 0 && id < static_cast<JobId>(jobs_.size()) ? jobs_[id].get() : nullptr;
   }
   ActiveJobKey ActiveKey(JobId id, const Job& job) const {
-    return {-job.spec.priority, job.spec.submit_time, id};
+    return {-job.priority, job.submit_time, id};
   }
   // Ready queues: the front is a live entry after CleanTop.
   void CleanTop(ResourceClass& cls);
