@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,12 @@ struct BuildOptions {
   // Appended after the fixed flags `-O3 -std=c++17 -shared -fPIC -fno-math-errno` and the
   // template's KernelSource::compile_flags (e.g. "-march=native" or "-g").
   std::string extra_flags{};
+  // Placement hooks, for a scheduler that confines compiles to the CPU cores it granted (the
+  // engine): `before_compile` runs on the thread about to spawn a compile (the compiler inherits
+  // that thread's CPU affinity); `compile_started` gets the new compiler's pid, which is also its
+  // process group id (the group holds cc1plus, as and ld). Either may be empty.
+  std::function<void()> before_compile{};
+  std::function<void(int pid)> compile_started{};
 };
 
 class Builder {

@@ -55,7 +55,8 @@ std::string Tail(const std::string& s, size_t n) {
 
 // Runs argv[0] (looked up on PATH) with stdout+stderr captured, stdin from /dev/null, in a new
 // process group. Past `timeout` the whole group is SIGKILLed.
-ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration timeout) {
+ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration timeout,
+                           const BuildOptions* hooks = nullptr) {
   ProcessOutcome outcome;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -84,7 +85,9 @@ ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration 
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   pid_t pid = 0;
+  if (hooks != nullptr && hooks->before_compile) hooks->before_compile();
   const int rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+  if (rc == 0 && hooks != nullptr && hooks->compile_started) hooks->compile_started(pid);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(fds[1]);
@@ -245,7 +248,7 @@ class LocalBuilder : public Builder {
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.end(), {src_path, "-o", out_path});
 
-    const ProcessOutcome o = RunCaptured(argv, options_.timeout);
+    const ProcessOutcome o = RunCaptured(argv, options_.timeout, &options_);
     if (Succeeded(o)) {
       // Keep the source beside the artifact for inspection; both renames are atomic.
       std::filesystem::rename(src_path, absl::StrCat(cache_dir_, "/", key, ".cc"), ec);

@@ -1,0 +1,855 @@
+#include "loom/engine/engine.h"
+
+#include <dirent.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "loom/base/logging.h"
+#include "loom/base/status_macros.h"
+#include "loom/base/thread_pool.h"
+#include "loom/sched/policy.h"
+#include "loom/tune/stages.h"
+
+namespace loom::engine {
+
+MachineLayout DefaultLayout(int num_cpus) {
+  MachineLayout layout;
+  if (num_cpus <= 1) {
+    layout.device_cores = {0};
+    layout.cpu_cores = {};
+    layout.cpu_slots = 0;
+    return layout;
+  }
+  layout.device_cores = {num_cpus - 1};
+  layout.cpu_cores.clear();
+  for (int c = 0; c < num_cpus - 1; ++c) layout.cpu_cores.push_back(c);
+  layout.cpu_slots = num_cpus - 1;
+  return layout;
+}
+
+absl::Status ValidateLayout(const MachineLayout& layout) {
+  if (layout.device_cores.empty()) {
+    return absl::InvalidArgumentError("the device needs at least one core");
+  }
+  std::set<int> seen;
+  for (int c : layout.device_cores) {
+    if (c < 0 || !seen.insert(c).second) {
+      return absl::InvalidArgumentError(absl::StrCat("device cores [",
+                                                     absl::StrJoin(layout.device_cores, ","),
+                                                     "]: negative or repeated core ", c));
+    }
+  }
+  std::set<int> cpu;
+  for (int c : layout.cpu_cores) {
+    if (c < 0 || !cpu.insert(c).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CPU cores [", absl::StrJoin(layout.cpu_cores, ","), "]: negative or repeated core ", c));
+    }
+    if (seen.count(c) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("core ", c,
+                       " is both a device core and a CPU-stage core; a measurement core must "
+                       "never run other work (let the device lend it instead)"));
+    }
+  }
+  if (layout.cpu_slots < 0) return absl::InvalidArgumentError("cpu_slots must be >= 0");
+  if (layout.cpu_slots > 0 && layout.cpu_cores.empty()) {
+    return absl::InvalidArgumentError("cpu_slots > 0 needs at least one CPU-stage core");
+  }
+  if (layout.cpu_slots == 0 && !layout.device_shares_cores) {
+    return absl::InvalidArgumentError(
+        "no CPU slot for builds and model updates: give cpu_slots > 0 or let the device lend "
+        "its cores");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+using sched::StageKind;
+
+std::string CoreList(const std::vector<int>& cores) { return absl::StrJoin(cores, ","); }
+
+void SetAffinity(pid_t tid, const std::vector<int>& cores) {
+  if (cores.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cores) CPU_SET(c, &set);
+  // Errors are ignored: the thread or process may have ended in the meantime.
+  sched_setaffinity(tid, sizeof(set), &set);
+}
+
+// Re-pins every thread of every process whose process group is in `groups` (a compiler driver and
+// the cc1plus / as / ld it started). Processes found after the driver was re-pinned inherit the
+// new set anyway.
+void PinProcessGroups(const std::vector<pid_t>& groups, const std::vector<int>& cores) {
+  if (groups.empty() || cores.empty()) return;
+  absl::flat_hash_set<pid_t> wanted(groups.begin(), groups.end());
+  for (pid_t g : groups) SetAffinity(g, cores);  // the drivers first
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* e = readdir(proc)) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
+    std::string line;
+    if (!std::getline(f, line)) continue;
+    size_t paren = line.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(line.substr(paren + 1));
+    char state = 0;
+    int ppid = 0, pgrp = 0;
+    if (!(rest >> state >> ppid >> pgrp) || !wanted.contains(pgrp)) continue;
+    DIR* tasks = opendir(absl::StrCat("/proc/", pid, "/task").c_str());
+    if (tasks == nullptr) continue;
+    while (dirent* t = readdir(tasks)) {
+      int tid = 0;
+      if (absl::SimpleAtoi(t->d_name, &tid)) SetAffinity(tid, cores);
+    }
+    closedir(tasks);
+  }
+  closedir(proc);
+}
+
+// Where one running stage's work may go. Shared between the engine thread (which moves it off a
+// device core) and the threads doing the stage's work (which register themselves).
+struct Placement {
+  bool pinned = false;
+  std::vector<int> units;     // CPU slot units held (engine thread only)
+  std::vector<int> cores;     // current cores
+  std::vector<pid_t> tids;    // threads working for the stage now
+  std::vector<pid_t> groups;  // compile process groups started for it
+  std::vector<CoreSpan> spans;
+};
+
+// One CPU slot: a general one on a CPU-stage core, or one a device lends.
+struct Unit {
+  int core = 0;
+  bool lent = false;
+  int holders = 0;
+};
+
+struct StageInfo {
+  int job = 0;
+  StageKind kind = StageKind::kOther;
+  bool is_default = false;  // the default-config baseline
+  int64_t round = 0;
+};
+
+struct Completion {
+  sched::LeaseId lease = 0;
+  absl::Time start;
+  absl::Time end;
+  absl::Status status;
+};
+
+struct Running {
+  StageInfo info;
+  sched::Grant grant;
+  std::shared_ptr<Placement> placement;
+  std::string resource;
+  std::string task_key;
+};
+
+struct JobState {
+  const EngineJob* spec = nullptr;
+  int index = 0;
+  sched::JobId sid = 0;
+  std::unique_ptr<tune::Builder> builder;
+  std::unique_ptr<tune::Measurer> own_measurer;
+  tune::Measurer* measurer = nullptr;
+  size_t task_index = 0;
+  std::unique_ptr<tune::TaskTuner> tuner;
+  tune::TaskOutcome outcome;
+  // The round in flight. Written by the one worker running the job's current stage; handed to
+  // the next stage through the completion queue and the scheduler's dependency order.
+  int batch = 0;
+  tune::MeasureTask measure_task;
+  tune::RecordContext context;
+  std::vector<ops::Config> configs;
+  std::vector<tune::BuildResult> builds;
+  std::vector<tune::MeasureResult> results;
+  std::vector<tune::Record> records;
+  tune::StageTiming timings[4];
+  // The running build's placement, read by the builder's hooks (guarded by the runner's pin_mu).
+  std::shared_ptr<Placement> build_placement;
+  bool default_submitted = false;  // for the current task
+  // Engine-thread view for progress.
+  int64_t trials_done = 0;
+  double best_gflops = 0;
+  std::string state = "waiting";
+  bool done = false;
+  JobResult result;
+};
+
+int StageSlot(StageKind kind) {
+  switch (kind) {
+    case StageKind::kPropose:
+      return 0;
+    case StageKind::kBuild:
+      return 1;
+    case StageKind::kMeasure:
+      return 2;
+    default:
+      return 3;
+  }
+}
+
+class Runner {
+ public:
+  Runner(const EngineOptions& options, tune::RecordStore* store,
+         const std::function<void(const EngineProgress&)>& on_progress)
+      : options_(options), store_(store), on_progress_(on_progress) {}
+
+  absl::StatusOr<EngineResult> Run(const std::vector<EngineJob>& jobs);
+
+ private:
+  absl::Status Setup(const std::vector<EngineJob>& jobs);
+  // Starts the job's next task (or its next round); finishes the job when no task is left.
+  void Advance(JobState& job);
+  void SubmitRound(JobState& job);
+  void SubmitDefault(JobState& job);
+  void FinishTask(JobState& job);
+  void FailJob(JobState& job, absl::Status status);
+  void FinishJob(JobState& job);
+  void Dispatch(const sched::Grant& grant);
+  void Execute(JobState& job, const StageInfo& info, const std::shared_ptr<Placement>& placement,
+               const std::string& resource, sched::LeaseId lease);
+  void HandleCompletion(const Completion& c);
+  std::vector<int> TakeUnits(int n);
+  void ReleaseUnits(Placement& p);
+  void VacateDevice();
+  void SetCores(Placement& p, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pin_mu_);
+  void Report(bool final);
+  absl::Time Now() const { return absl::Now(); }
+
+  const EngineOptions& options_;
+  tune::RecordStore* store_;
+  const std::function<void(const EngineProgress&)>& on_progress_;
+  std::unique_ptr<sched::Scheduler> sched_;
+  bool exclusive_ = true;
+  bool pin_ = false;
+  sched::DeviceId device_ = 0;
+  std::string device_resource_;
+  std::vector<Unit> units_;
+  int capacity_ = 0;
+  std::unique_ptr<tune::Measurer> device_measurer_;
+  std::vector<std::unique_ptr<JobState>> jobs_;
+  absl::flat_hash_map<sched::StageId, StageInfo> stages_;
+  absl::flat_hash_map<sched::LeaseId, Running> running_;
+  int live_jobs_ = 0;
+  absl::Time start_;
+  absl::Time next_progress_;
+  std::vector<StageTrace> traces_;
+  // Progress accounting (engine thread, grant and completion times).
+  int device_active_ = 0;
+  absl::Time device_since_;
+  double device_busy_ = 0;
+  double cpu_slot_seconds_ = 0;
+
+  std::mutex pin_mu_;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::vector<Completion> completions_ ABSL_GUARDED_BY(done_mu_);
+  std::unique_ptr<base::ThreadPool> pool_;
+};
+
+absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<sched::Policy> policy, sched::MakePolicy(options_.policy));
+  exclusive_ = policy->ExclusiveResources();
+  pin_ = options_.pin && exclusive_;
+  sched_ = std::make_unique<sched::Scheduler>(std::move(policy), options_.scheduler);
+  const MachineLayout& layout = options_.layout;
+  LOOM_ASSIGN_OR_RETURN(sched::HostId host,
+                        sched_->AddHost({.name = "local", .cpu_slots = layout.cpu_slots}));
+  const int lent = layout.device_shares_cores ? static_cast<int>(layout.device_cores.size()) : 0;
+  const std::string device_name = absl::StrCat("cpu:", CoreList(layout.device_cores));
+  LOOM_ASSIGN_OR_RETURN(
+      device_, sched_->AddDevice(
+                   {.name = device_name, .kind = "cpu", .host = host, .shares_cpu_slots = lent}));
+  device_resource_ = absl::StrCat("device:", device_name);
+  for (int i = 0; i < layout.cpu_slots; ++i) {
+    units_.push_back({.core = layout.cpu_cores[static_cast<size_t>(i) % layout.cpu_cores.size()]});
+  }
+  if (lent > 0) {
+    for (int c : layout.device_cores) units_.push_back({.core = c, .lent = true});
+  }
+  capacity_ = layout.cpu_slots + lent;
+
+  auto make_measurer =
+      [&](const std::vector<int>& cores) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
+    if (options_.make_measurer) return options_.make_measurer(cores);
+    tune::MeasureOptions mo;
+    mo.cores = cores;
+    return tune::MakeLocalMeasurer(mo);
+  };
+  if (exclusive_) {
+    LOOM_ASSIGN_OR_RETURN(device_measurer_, make_measurer(layout.device_cores));
+    LOOM_RETURN_IF_ERROR(device_measurer_->Probe().status());
+  }
+  absl::flat_hash_set<std::string> ids;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    auto job = std::make_unique<JobState>();
+    job->spec = &jobs[i];
+    job->index = static_cast<int>(i);
+    job->result.name = jobs[i].name;
+    job->result.job_id = jobs[i].options.job_id;
+    if (!ids.insert(jobs[i].options.job_id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("jobs '", jobs[i].name, "' and another share the job id '",
+                       jobs[i].options.job_id, "'; give each job its own id"));
+    }
+    JobState* raw = job.get();
+    tune::BuildOptions bo;
+    bo.num_threads = options_.build_slots;
+    bo.before_compile = [this, raw] {
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      Placement* p = raw->build_placement.get();
+      if (p == nullptr || !p->pinned) return;
+      const pid_t tid = gettid();
+      SetAffinity(tid, p->cores);
+      if (std::find(p->tids.begin(), p->tids.end(), tid) == p->tids.end()) p->tids.push_back(tid);
+    };
+    bo.compile_started = [this, raw](int pid) {
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      Placement* p = raw->build_placement.get();
+      if (p == nullptr || !p->pinned) return;
+      p->groups.push_back(pid);
+      SetAffinity(pid, p->cores);
+    };
+    if (options_.make_builder) {
+      LOOM_ASSIGN_OR_RETURN(job->builder, options_.make_builder(bo));
+    } else {
+      LOOM_ASSIGN_OR_RETURN(job->builder, tune::MakeLocalBuilder(bo));
+    }
+    if (exclusive_) {
+      job->measurer = device_measurer_.get();
+    } else {
+      LOOM_ASSIGN_OR_RETURN(job->own_measurer, make_measurer(layout.device_cores));
+      LOOM_RETURN_IF_ERROR(job->own_measurer->Probe().status());
+      job->measurer = job->own_measurer.get();
+    }
+    jobs_.push_back(std::move(job));
+  }
+  // Under exclusive policies at most `capacity` CPU stages and one measurement run at once; under
+  // `uncontrolled` each job runs one stage at a time.
+  const size_t threads = std::max<size_t>(static_cast<size_t>(capacity_) + 1, jobs.size());
+  pool_ = std::make_unique<base::ThreadPool>(threads);
+  return absl::OkStatus();
+}
+
+std::vector<int> Runner::TakeUnits(int n) {
+  std::vector<int> taken;
+  const bool device_free = sched_->DeviceLeases(device_) == 0;
+  // Free general units first, then free lent ones (only while the device is not leased), then,
+  // should the counts ever disagree with the scheduler's, the least loaded general ones.
+  for (int pass = 0; pass < 2 && static_cast<int>(taken.size()) < n; ++pass) {
+    for (size_t u = 0; u < units_.size() && static_cast<int>(taken.size()) < n; ++u) {
+      if (units_[u].holders != 0 || units_[u].lent != (pass == 1)) continue;
+      if (units_[u].lent && !device_free) continue;
+      taken.push_back(static_cast<int>(u));
+    }
+  }
+  for (int u : taken) ++units_[u].holders;
+  while (static_cast<int>(taken.size()) < n) {
+    int best = -1;
+    for (size_t u = 0; u < units_.size(); ++u) {
+      if (units_[u].lent) continue;
+      if (best < 0 || units_[u].holders < units_[best].holders) best = static_cast<int>(u);
+    }
+    if (best < 0) break;
+    ++units_[best].holders;
+    taken.push_back(best);
+  }
+  return taken;
+}
+
+void Runner::ReleaseUnits(Placement& p) {
+  for (int u : p.units) --units_[u].holders;
+  p.units.clear();
+}
+
+void Runner::SetCores(Placement& p, absl::Time now) {
+  std::set<int> cores;
+  for (int u : p.units) cores.insert(units_[u].core);
+  p.cores.assign(cores.begin(), cores.end());
+  if (!p.spans.empty()) p.spans.back().to = now;
+  p.spans.push_back({.cores = p.cores, .from = now, .to = now});
+}
+
+// A measurement was granted: move every CPU stage off the device's lent cores, onto free general
+// slots (the scheduler granted the device only because enough of them are free).
+void Runner::VacateDevice() {
+  const absl::Time now = Now();
+  for (auto& [lease, r] : running_) {
+    if (!r.placement || r.info.kind == StageKind::kMeasure) continue;
+    Placement& p = *r.placement;
+    bool moved = false;
+    for (int& u : p.units) {
+      if (!units_[u].lent) continue;
+      int best = -1;
+      for (size_t g = 0; g < units_.size(); ++g) {
+        if (units_[g].lent) continue;
+        if (best < 0 || units_[g].holders < units_[best].holders) best = static_cast<int>(g);
+      }
+      if (best < 0) continue;  // no general slot at all: cannot happen with a valid layout
+      --units_[u].holders;
+      ++units_[best].holders;
+      u = best;
+      moved = true;
+    }
+    if (!moved || !p.pinned) continue;
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    SetCores(p, now);
+    for (pid_t tid : p.tids) SetAffinity(tid, p.cores);
+    PinProcessGroups(p.groups, p.cores);
+  }
+}
+
+void Runner::SubmitRound(JobState& job) {
+  const absl::Time now = Now();
+  job.batch = job.tuner->NextBatchSize();
+  job.configs.clear();
+  job.builds.clear();
+  job.results.clear();
+  job.records.clear();
+  const int64_t round = job.tuner->round();
+  std::vector<sched::StageId> ids;
+  const StageKind kinds[] = {StageKind::kPropose, StageKind::kBuild, StageKind::kMeasure,
+                             StageKind::kUpdate};
+  for (StageKind kind : kinds) {
+    sched::StageRequest req{.job = job.sid, .kind = kind};
+    if (kind == StageKind::kMeasure) {
+      req.need.device = device_;
+    } else {
+      req.need.cpu_slots = kind == StageKind::kBuild ? options_.build_slots : 1;
+    }
+    if (!ids.empty()) req.after = {ids.back()};
+    auto id = sched_->Submit(req, now);
+    if (!id.ok()) return FailJob(job, id.status());
+    ids.push_back(*id);
+    stages_[*id] = {.job = job.index, .kind = kind, .round = round};
+  }
+  job.state = "propose (waiting)";
+}
+
+void Runner::SubmitDefault(JobState& job) {
+  const absl::Time now = Now();
+  job.builds.clear();
+  job.results.clear();
+  auto build =
+      sched_->Submit({.job = job.sid, .kind = StageKind::kBuild, .need = {.cpu_slots = 1}}, now);
+  if (!build.ok()) return FailJob(job, build.status());
+  stages_[*build] = {.job = job.index, .kind = StageKind::kBuild, .is_default = true, .round = -1};
+  auto measure = sched_->Submit(
+      {.job = job.sid, .kind = StageKind::kMeasure, .need = {.device = device_}, .after = {*build}},
+      now);
+  if (!measure.ok()) return FailJob(job, measure.status());
+  stages_[*measure] = {
+      .job = job.index, .kind = StageKind::kMeasure, .is_default = true, .round = -1};
+  job.state = "build default (waiting)";
+}
+
+void Runner::FinishTask(JobState& job) {
+  tune::TaskTuner& t = *job.tuner;
+  job.outcome.template_name = t.tmpl().name();
+  job.outcome.trials = t.trials_done();
+  job.outcome.resumed_trials = t.resumed_trials();
+  job.outcome.transferred_records = t.transferred_records();
+  job.outcome.errors = t.errors();
+  job.outcome.best_cost = t.best_cost();
+  job.outcome.best_gflops = t.best_gflops();
+  job.outcome.best_config_json = t.best_config_json();
+  job.result.outcomes.push_back(std::move(job.outcome));
+  job.outcome = {};
+  job.default_submitted = false;
+  job.tuner.reset();
+  ++job.task_index;
+}
+
+void Runner::Advance(JobState& job) {
+  while (!job.done) {
+    if (job.tuner == nullptr) {
+      if (job.task_index >= job.spec->tasks.size()) return FinishJob(job);
+      const graph::Task& task = job.spec->tasks[job.task_index];
+      job.outcome = {};
+      job.outcome.task = task;
+      job.outcome.best_cost = std::numeric_limits<double>::infinity();
+      job.outcome.default_cost = std::numeric_limits<double>::infinity();
+      auto tuner = tune::TaskTuner::Create(task, job.spec->target, job.spec->options, store_);
+      if (absl::IsUnimplemented(tuner.status())) {
+        job.outcome.skipped_reason = std::string(tuner.status().message());
+        job.result.outcomes.push_back(std::move(job.outcome));
+        ++job.task_index;
+        continue;
+      }
+      if (!tuner.ok()) return FailJob(job, tuner.status());
+      job.tuner = *std::move(tuner);
+      job.measure_task = job.tuner->measure_task();
+      job.context = job.tuner->record_context();
+      job.trials_done = job.tuner->trials_done();
+      job.best_gflops = job.tuner->best_gflops();
+    }
+    if (!job.tuner->Done()) return SubmitRound(job);
+    if (job.spec->measure_default && !job.default_submitted) {
+      job.default_submitted = true;
+      return SubmitDefault(job);  // its measure stage finishes the task
+    }
+    FinishTask(job);
+  }
+}
+
+void Runner::FailJob(JobState& job, absl::Status status) {
+  if (job.done) return;
+  job.result.status = std::move(status);
+  job.state = absl::StrCat("failed: ", job.result.status.message());
+  job.done = true;
+  --live_jobs_;
+  (void)sched_->CancelJob(job.sid, Now());
+}
+
+void Runner::FinishJob(JobState& job) {
+  job.done = true;
+  job.state = "done";
+  --live_jobs_;
+  (void)sched_->CloseJob(job.sid);
+}
+
+void Runner::Dispatch(const sched::Grant& g) {
+  auto it = stages_.find(g.stage);
+  if (it == stages_.end()) {
+    (void)sched_->Fail(g.lease, Now(), "unknown stage");
+    return;
+  }
+  const StageInfo info = it->second;
+  stages_.erase(it);
+  JobState& job = *jobs_[info.job];
+  auto placement = std::make_shared<Placement>();
+  std::string resource;
+  const absl::Time now = Now();
+  if (info.kind == StageKind::kMeasure) {
+    if (exclusive_) VacateDevice();
+    placement->pinned = pin_;
+    placement->cores = options_.layout.device_cores;
+    resource = device_resource_;
+    if (device_active_++ == 0) device_since_ = now;
+  } else {
+    if (exclusive_) {
+      placement->units = TakeUnits(g.cpu_slots);
+      placement->pinned = pin_;
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      SetCores(*placement, now);
+      resource = absl::StrCat("cpu:", CoreList(placement->cores));
+    } else {
+      resource = "cpu";
+    }
+  }
+  if (!placement->pinned) placement->spans.clear();
+  Running r{.info = info,
+            .grant = g,
+            .placement = placement,
+            .resource = resource,
+            .task_key = job.tuner ? job.tuner->task().key : ""};
+  running_[g.lease] = r;
+  const char* names[] = {"propose", "build", "measure", "update"};
+  job.state =
+      absl::StrCat(info.is_default ? "default " : "", names[StageSlot(info.kind)], " (running)");
+  const sched::LeaseId lease = g.lease;
+  pool_->Submit([this, &job, info, placement, resource, lease] {
+    Execute(job, info, placement, resource, lease);
+  });
+}
+
+void Runner::Execute(JobState& job, const StageInfo& info,
+                     const std::shared_ptr<Placement>& placement, const std::string& resource,
+                     sched::LeaseId lease) {
+  const pid_t tid = gettid();
+  {
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    if (placement->pinned) {
+      SetAffinity(tid, placement->cores);
+      placement->tids.push_back(tid);
+    }
+    if (info.kind == StageKind::kBuild) job.build_placement = placement;
+  }
+  Completion c{.lease = lease, .start = absl::Now()};
+  tune::TaskTuner& tuner = *job.tuner;
+  switch (info.kind) {
+    case StageKind::kPropose: {
+      tune::ProposeOutput out = tune::ProposeStage(tuner.tuner(), job.batch, resource);
+      job.configs = std::move(out.configs);
+      job.timings[0] = out.timing;
+      break;
+    }
+    case StageKind::kBuild: {
+      std::vector<ops::Config> defaults;
+      if (info.is_default) defaults.push_back(tuner.tmpl().DefaultConfig());
+      tune::BuildOutput out = tune::BuildStage(tuner.tmpl(), *job.builder,
+                                               info.is_default ? defaults : job.configs, resource);
+      job.builds = std::move(out.builds);
+      job.timings[1] = out.timing;
+      break;
+    }
+    case StageKind::kMeasure: {
+      tune::MeasureOutput out =
+          tune::MeasureStage(*job.measurer, job.measure_task, job.builds, resource);
+      job.results = std::move(out.results);
+      job.timings[2] = out.timing;
+      break;
+    }
+    default: {
+      auto out =
+          tune::UpdateStage(tuner.tuner(), store_, job.context, job.builds, job.results, resource);
+      if (!out.ok()) {
+        c.status = out.status();
+      } else {
+        job.records = std::move(out->records);
+        job.timings[3] = out->timing;
+      }
+      break;
+    }
+  }
+  c.end = absl::Now();
+  {
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    auto& tids = placement->tids;
+    tids.erase(std::remove(tids.begin(), tids.end(), tid), tids.end());
+    if (info.kind == StageKind::kBuild) job.build_placement.reset();
+    if (!placement->spans.empty()) placement->spans.back().to = c.end;
+  }
+  {
+    std::lock_guard<std::mutex> lock(done_mu_);
+    completions_.push_back(std::move(c));
+  }
+  done_cv_.notify_one();
+}
+
+void Runner::HandleCompletion(const Completion& c) {
+  auto it = running_.find(c.lease);
+  if (it == running_.end()) return;
+  Running r = std::move(it->second);
+  running_.erase(it);
+  const absl::Time now = Now();
+  JobState& job = *jobs_[r.info.job];
+  if (r.info.kind == StageKind::kMeasure) {
+    if (--device_active_ == 0) device_busy_ += absl::ToDoubleSeconds(now - device_since_);
+  } else {
+    cpu_slot_seconds_ += absl::ToDoubleSeconds(c.end - c.start) * r.grant.cpu_slots;
+    ReleaseUnits(*r.placement);
+  }
+  StageTrace trace{.job = r.info.job,
+                   .task_key = r.task_key,
+                   .round = r.info.round,
+                   .kind = r.info.kind,
+                   .resource = r.resource,
+                   .cpu_slots = r.grant.cpu_slots,
+                   .granted = r.grant.start,
+                   .start = c.start,
+                   .end = c.end};
+  {
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    trace.spans = r.placement->spans;
+  }
+  if (job.result.start == absl::Time() || c.start < job.result.start) job.result.start = c.start;
+  job.result.end = std::max(job.result.end, c.end);
+  traces_.push_back(std::move(trace));
+
+  if (job.done) return;  // a failed job's stage that was still running
+  if (!c.status.ok()) {
+    (void)sched_->Fail(c.lease, now, std::string(c.status.message()));
+    return FailJob(job, c.status);
+  }
+  absl::Status st = sched_->Complete(c.lease, now, c.end - c.start);
+  if (!st.ok()) return FailJob(job, st);
+  const char* next[] = {"build (waiting)", "measure (waiting)", "update (waiting)", ""};
+  if (r.info.is_default) {
+    if (r.info.kind == StageKind::kBuild) {
+      job.state = "default measure (waiting)";
+      return;
+    }
+    job.outcome.default_cost = !job.results.empty() && job.results[0].ok()
+                                   ? job.results[0].MedianCost()
+                                   : std::numeric_limits<double>::infinity();
+    FinishTask(job);
+    return Advance(job);
+  }
+  if (r.info.kind != StageKind::kUpdate) {
+    job.state = next[StageSlot(r.info.kind)];
+    return;
+  }
+  std::vector<tune::StageTiming> timings(job.timings, job.timings + 4);
+  st = job.tuner->FinishRound(job.records, timings);
+  if (!st.ok()) return FailJob(job, st);
+  job.result.records += static_cast<int64_t>(job.records.size());
+  job.trials_done = job.tuner->trials_done();
+  job.best_gflops = job.tuner->best_gflops();
+  Advance(job);
+}
+
+void Runner::Report(bool final) {
+  if (!on_progress_) return;
+  const absl::Time now = Now();
+  EngineProgress p;
+  p.final = final;
+  p.elapsed = now - start_;
+  const double elapsed = std::max(1e-9, absl::ToDoubleSeconds(p.elapsed));
+  for (const auto& job : jobs_) {
+    EngineProgress::Job j;
+    j.name = job->spec->name;
+    j.task_index = static_cast<int64_t>(job->task_index);
+    j.num_tasks = static_cast<int64_t>(job->spec->tasks.size());
+    j.trials_done = job->trials_done;
+    j.trials = job->spec->options.trials;
+    j.best_gflops = job->best_gflops;
+    j.state = job->state;
+    p.jobs.push_back(std::move(j));
+  }
+  double cpu_busy = cpu_slot_seconds_;
+  double device_busy = device_busy_;
+  std::vector<std::string> cpu_now, device_now;
+  const char* names[] = {"propose", "build", "measure", "update"};
+  for (const auto& [lease, r] : running_) {
+    const std::string what =
+        absl::StrCat(jobs_[r.info.job]->spec->name, " ", names[StageSlot(r.info.kind)]);
+    if (r.info.kind == StageKind::kMeasure) {
+      device_now.push_back(what);
+    } else {
+      cpu_busy += absl::ToDoubleSeconds(now - r.grant.start) * r.grant.cpu_slots;
+      cpu_now.push_back(absl::StrCat(what, " on ", r.resource));
+    }
+  }
+  if (device_active_ > 0) device_busy += absl::ToDoubleSeconds(now - device_since_);
+  std::sort(cpu_now.begin(), cpu_now.end());
+  std::sort(device_now.begin(), device_now.end());
+  const MachineLayout& l = options_.layout;
+  std::string cpu_name = absl::StrCat("cpu: ", capacity_, " slots (cores ", CoreList(l.cpu_cores));
+  if (l.device_shares_cores) absl::StrAppend(&cpu_name, " + ", CoreList(l.device_cores), " lent");
+  absl::StrAppend(&cpu_name, ")");
+  p.resources.push_back({.name = cpu_name,
+                         .busy_fraction = cpu_busy / (elapsed * std::max(1, capacity_)),
+                         .current = cpu_now.empty() ? "idle" : absl::StrJoin(cpu_now, ", ")});
+  p.resources.push_back({.name = device_resource_,
+                         .busy_fraction = device_busy / elapsed,
+                         .current = device_now.empty() ? "idle" : absl::StrJoin(device_now, ", ")});
+  on_progress_(p);
+}
+
+absl::StatusOr<EngineResult> Runner::Run(const std::vector<EngineJob>& jobs) {
+  LOOM_RETURN_IF_ERROR(Setup(jobs));
+  start_ = Now();
+  next_progress_ = start_ + options_.progress_interval;
+  for (auto& job : jobs_) {
+    auto sid = sched_->AddJob(
+        {.name = job->spec->name, .priority = job->spec->priority, .submit_time = start_});
+    if (!sid.ok()) return sid.status();
+    job->sid = *sid;
+    ++live_jobs_;
+  }
+  for (auto& job : jobs_) Advance(*job);
+  Report(false);
+  while (live_jobs_ > 0 || !running_.empty()) {
+    for (const sched::Grant& g : sched_->Advance(Now())) Dispatch(g);
+    for (const sched::StageEvent& ev : sched_->TakeEvents()) {
+      if (ev.type == sched::StageEvent::Type::kCancelled) continue;
+      for (auto& job : jobs_) {
+        if (job->sid == ev.job && !job->done) {
+          FailJob(*job, absl::InternalError(absl::StrCat(
+                            "the scheduler ", std::string(sched::StageEventTypeName(ev.type)),
+                            " stage ", ev.stage, ": ", ev.reason)));
+        }
+      }
+    }
+    if (live_jobs_ == 0 && running_.empty()) break;
+    std::vector<Completion> done;
+    {
+      std::unique_lock<std::mutex> lock(done_mu_);
+      done_cv_.wait_until(lock, absl::ToChronoTime(next_progress_),
+                          [&] { return !completions_.empty(); });
+      done.swap(completions_);
+    }
+    for (const Completion& c : done) HandleCompletion(c);
+    if (Now() >= next_progress_) {
+      Report(false);
+      next_progress_ = Now() + options_.progress_interval;
+    }
+  }
+  pool_.reset();  // every worker has finished (running_ is empty)
+  EngineResult result;
+  result.policy = options_.policy;
+  result.start = start_;
+  result.end = start_;
+  for (auto& job : jobs_) {
+    if (job->result.status.ok() && job->result.start == absl::Time()) {
+      job->result.start = job->result.end = start_;
+    }
+    result.end = std::max(result.end, job->result.end);
+    result.jobs.push_back(std::move(job->result));
+  }
+  // Device busy time: the union of measurement intervals.
+  std::vector<std::pair<absl::Time, absl::Time>> measures;
+  for (const StageTrace& t : traces_) {
+    if (t.kind == StageKind::kMeasure) {
+      measures.push_back({t.start, t.end});
+    } else {
+      result.cpu_slot_seconds += absl::ToDoubleSeconds(t.end - t.start) * t.cpu_slots;
+    }
+  }
+  std::sort(measures.begin(), measures.end());
+  absl::Time covered = absl::InfinitePast();
+  for (const auto& [s, e] : measures) {
+    const absl::Time from = std::max(s, covered);
+    if (e > from) result.device_busy_seconds += absl::ToDoubleSeconds(e - from);
+    covered = std::max(covered, e);
+  }
+  result.cpu_capacity = capacity_;
+  result.traces = std::move(traces_);
+  Report(true);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options) {
+  LOOM_RETURN_IF_ERROR(ValidateLayout(options.layout));
+  LOOM_RETURN_IF_ERROR(sched::MakePolicy(options.policy).status());
+  const int lent =
+      options.layout.device_shares_cores ? static_cast<int>(options.layout.device_cores.size()) : 0;
+  if (options.build_slots < 1 || options.build_slots > options.layout.cpu_slots + lent) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("build_slots must be between 1 and the CPU slots (",
+                     options.layout.cpu_slots + lent, "), got ", options.build_slots));
+  }
+  if (options.progress_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("progress_interval must be positive");
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(options)));
+}
+
+Engine::~Engine() = default;
+
+absl::StatusOr<EngineResult> Engine::Run(
+    const std::vector<EngineJob>& jobs, tune::RecordStore* store,
+    const std::function<void(const EngineProgress&)>& on_progress) {
+  if (jobs.empty()) return absl::InvalidArgumentError("no jobs to run");
+  Runner runner(options_, store, on_progress);
+  return runner.Run(jobs);
+}
+
+}  // namespace loom::engine

@@ -1,0 +1,507 @@
+#include "loom/engine/engine.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/target.h"
+#include "loom/tune/fake_builder.h"
+#include "loom/tune/fake_measurer.h"
+#include "loom/tune/measure_worker.h"
+#include "loom/tune/record_store.h"
+
+namespace loom::engine {
+namespace {
+
+using sched::StageKind;
+using ::testing::HasSubstr;
+
+constexpr int kDeviceCore = 1;
+
+graph::Task ConvTask(int64_t channels, int64_t size) {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kConv2d;
+  w.n = 1, w.c = channels, w.h = size, w.w = size, w.k = channels, w.r = 3, w.s = 3;
+  w.stride_h = w.stride_w = 1;
+  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+  w.dilation_h = w.dilation_w = 1;
+  w.groups = 1;
+  graph::Task task;
+  task.workload = w;
+  task.key = graph::WorkloadKey(w);
+  task.hash = graph::StableHash(task.key);
+  task.count = 1;
+  task.flops = graph::WorkloadFlops(w);
+  return task;
+}
+
+std::vector<int> CurrentCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof(set), &set);
+  std::vector<int> cpus;
+  for (int i = 0; i < CPU_SETSIZE; ++i) {
+    if (CPU_ISSET(i, &set)) cpus.push_back(i);
+  }
+  return cpus;
+}
+
+struct Interval {
+  absl::Time start;
+  absl::Time end;
+};
+
+// What the fakes saw: every measurement's interval, and samples of the CPU set the build threads
+// were allowed to run on.
+struct Log {
+  std::mutex mu;
+  std::vector<Interval> measures;
+  struct Sample {
+    absl::Time time;
+    std::vector<int> cpus;
+  };
+  std::vector<Sample> build_samples;
+  int measurers_made = 0;
+};
+
+// FakeBuilder that takes `duration`, sampling its thread's CPU set every few ms.
+class SleepBuilder final : public tune::Builder {
+ public:
+  SleepBuilder(absl::Duration duration, Log* log) : duration_(duration), log_(log) {}
+  std::vector<tune::BuildResult> Build(const ops::Template& tmpl,
+                                       const std::vector<ops::Config>& configs) override {
+    const absl::Time end = absl::Now() + duration_;
+    while (true) {
+      // Time first: a sample taken after a measurement started sees the affinity set by then.
+      const absl::Time now = absl::Now();
+      std::vector<int> cpus = CurrentCpus();
+      {
+        std::lock_guard<std::mutex> lock(log_->mu);
+        log_->build_samples.push_back({now, std::move(cpus)});
+      }
+      if (now >= end) break;
+      absl::SleepFor(std::min(absl::Milliseconds(3), end - now));
+    }
+    return fake_.Build(tmpl, configs);
+  }
+  tune::BuildResult BuildSource(const ops::KernelSource& s, const ops::Config& c) override {
+    return fake_.BuildSource(s, c);
+  }
+  const std::string& cache_dir() const override { return fake_.cache_dir(); }
+
+ private:
+  absl::Duration duration_;
+  Log* log_;
+  tune::FakeBuilder fake_;
+};
+
+// FakeMeasurer that takes `duration` per call and logs its interval. Unlike the real measurer it
+// does not serialize calls, so overlapping measurements show up in the log.
+class SleepMeasurer final : public tune::Measurer {
+ public:
+  SleepMeasurer(absl::Duration duration, Log* log) : duration_(duration), log_(log) {}
+  std::vector<tune::MeasureResult> Measure(const tune::MeasureTask& task,
+                                           const std::vector<tune::BuildResult>& built) override {
+    const absl::Time start = absl::Now();
+    absl::SleepFor(duration_);
+    auto results = fake_.Measure(task, built);
+    std::lock_guard<std::mutex> lock(log_->mu);
+    log_->measures.push_back({start, absl::Now()});
+    return results;
+  }
+  absl::StatusOr<tune::DeviceInfo> Probe() override { return fake_.Probe(); }
+
+ private:
+  absl::Duration duration_;
+  Log* log_;
+  tune::FakeMeasurer fake_;
+};
+
+EngineOptions FakeOptions(const std::string& policy, Log* log,
+                          absl::Duration build = absl::Milliseconds(25),
+                          absl::Duration measure = absl::Milliseconds(25)) {
+  EngineOptions o;
+  o.policy = policy;
+  o.layout = {.device_cores = {kDeviceCore}, .cpu_cores = {0}, .cpu_slots = 1};
+  o.make_builder =
+      [build, log](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
+    return std::make_unique<SleepBuilder>(build, log);
+  };
+  o.make_measurer =
+      [measure,
+       log](const std::vector<int>& cores) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
+    std::lock_guard<std::mutex> lock(log->mu);
+    ++log->measurers_made;
+    return std::make_unique<SleepMeasurer>(measure, log);
+  };
+  return o;
+}
+
+std::vector<EngineJob> TwoJobs(int64_t trials = 8, int batch = 4, bool measure_default = false) {
+  std::vector<EngineJob> jobs;
+  for (int j = 0; j < 2; ++j) {
+    EngineJob job;
+    job.name = absl::StrCat("model", j);
+    job.tasks = {ConvTask(8, 8), ConvTask(16, 6)};
+    job.options.trials = trials;
+    job.options.batch_size = batch;
+    job.options.tuner.kind = "random";
+    job.options.tuner.seed = static_cast<uint64_t>(j + 1);
+    job.options.job_id = absl::StrCat("job", j);
+    job.options.transfer = false;
+    job.target = ops::HostCpuTarget();
+    job.measure_default = measure_default;
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+bool Overlap(absl::Time a0, absl::Time a1, absl::Time b0, absl::Time b1) {
+  return a0 < b1 && b0 < a1;
+}
+
+// The device never holds two measurements, and no CPU stage is on the device core during one.
+void ExpectCleanMeasurements(const EngineResult& r, const Log& log) {
+  std::vector<Interval> measures = log.measures;
+  std::sort(measures.begin(), measures.end(),
+            [](const Interval& a, const Interval& b) { return a.start < b.start; });
+  for (size_t i = 1; i < measures.size(); ++i) {
+    EXPECT_GE(measures[i].start, measures[i - 1].end) << "two measurements at once";
+  }
+  for (const StageTrace& m : r.traces) {
+    if (m.kind != StageKind::kMeasure) continue;
+    EXPECT_EQ(m.resource, "device:cpu:1");
+    for (const StageTrace& c : r.traces) {
+      if (c.kind == StageKind::kMeasure) continue;
+      ASSERT_FALSE(c.spans.empty()) << "CPU stages are pinned under exclusive policies";
+      for (const CoreSpan& s : c.spans) {
+        if (std::count(s.cores.begin(), s.cores.end(), kDeviceCore) == 0) continue;
+        EXPECT_FALSE(Overlap(s.from, s.to, m.start, m.end))
+            << "a CPU stage held the device core during a measurement";
+      }
+    }
+  }
+  // What the build threads were really allowed to run on while a measurement ran.
+  for (const Log::Sample& s : log.build_samples) {
+    for (const Interval& m : measures) {
+      if (s.time <= m.start || s.time >= m.end) continue;
+      EXPECT_EQ(std::count(s.cpus.begin(), s.cpus.end(), kDeviceCore), 0)
+          << "a build thread could run on the device core during a measurement";
+    }
+  }
+}
+
+bool TwoCoresAvailable() {
+  std::vector<int> cpus = CurrentCpus();
+  return std::count(cpus.begin(), cpus.end(), 0) && std::count(cpus.begin(), cpus.end(), 1);
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!TwoCoresAvailable()) GTEST_SKIP() << "needs cores 0 and 1";
+    auto store = tune::OpenSqliteRecordStore(":memory:");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+  int64_t Records(const std::string& job_id) {
+    auto n = store_->Count({.job_id = job_id});
+    EXPECT_TRUE(n.ok()) << n.status();
+    return n.ok() ? *n : -1;
+  }
+  std::unique_ptr<tune::RecordStore> store_;
+};
+
+TEST_F(EngineTest, InterleavedNeverOverlapsMeasurementsAndFinishesEveryRound) {
+  Log log;
+  auto engine = Engine::Create(FakeOptions("interleaved", &log));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<EngineProgress> reports;
+  auto r = (*engine)->Run(TwoJobs(), store_.get(),
+                          [&](const EngineProgress& p) { reports.push_back(p); });
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->jobs.size(), 2u);
+  for (const JobResult& j : r->jobs) {
+    EXPECT_TRUE(j.status.ok()) << j.status;
+    ASSERT_EQ(j.outcomes.size(), 2u);
+    for (const auto& o : j.outcomes) {
+      EXPECT_EQ(o.trials, 8);
+      EXPECT_GT(o.best_gflops, 0);
+    }
+    EXPECT_EQ(j.records, 16);
+    EXPECT_EQ(Records(j.job_id), 16);
+  }
+  // 2 jobs x 2 tasks x 2 rounds x 4 stages.
+  EXPECT_EQ(r->traces.size(), 32u);
+  EXPECT_EQ(log.measures.size(), 8u);
+  EXPECT_EQ(log.measurers_made, 1);
+  ExpectCleanMeasurements(*r, log);
+  // Stage timings reached the store: 4 rounds x 4 stages per job.
+  auto timings = store_->StageTimings("job0");
+  ASSERT_TRUE(timings.ok()) << timings.status();
+  EXPECT_EQ(timings->size(), 16u);
+  // Interleaving: some CPU stage of one job ran while the other job measured.
+  bool interleaved = false;
+  for (const StageTrace& m : r->traces) {
+    for (const StageTrace& c : r->traces) {
+      interleaved |= m.kind == StageKind::kMeasure && c.kind == StageKind::kBuild &&
+                     m.job != c.job && Overlap(m.start, m.end, c.start, c.end);
+    }
+  }
+  EXPECT_TRUE(interleaved);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_TRUE(reports.back().final);
+  ASSERT_EQ(reports.back().jobs.size(), 2u);
+  EXPECT_EQ(reports.back().jobs[0].state, "done");
+  EXPECT_EQ(reports.back().jobs[0].task_index, 2);
+  ASSERT_EQ(reports.back().resources.size(), 2u);
+  EXPECT_EQ(reports.back().resources[1].name, "device:cpu:1");
+  EXPECT_GT(reports.back().resources[1].busy_fraction, 0.2);
+  EXPECT_GT(r->device_busy_seconds, 8 * 0.025 * 0.9);
+}
+
+TEST_F(EngineTest, PredictiveKeepsTheDeviceExclusive) {
+  Log log;
+  auto engine = Engine::Create(FakeOptions("predictive", &log));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const JobResult& j : r->jobs) {
+    EXPECT_TRUE(j.status.ok()) << j.status;
+    EXPECT_EQ(Records(j.job_id), 16);
+  }
+  ExpectCleanMeasurements(*r, log);
+}
+
+// With no general slot, every CPU stage borrows the device core, and only between measurements.
+TEST_F(EngineTest, LentDeviceCoreRunsCpuStagesOnlyBetweenMeasurements) {
+  Log log;
+  EngineOptions o = FakeOptions("interleaved", &log);
+  o.layout.cpu_cores = {};
+  o.layout.cpu_slots = 0;
+  auto engine = Engine::Create(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const StageTrace& t : r->traces) {
+    if (t.kind == StageKind::kMeasure) continue;
+    ASSERT_EQ(t.spans.size(), 1u);
+    EXPECT_EQ(t.spans[0].cores, std::vector<int>{kDeviceCore});
+    EXPECT_EQ(t.resource, "cpu:1");
+  }
+  ExpectCleanMeasurements(*r, log);
+  // One slot in all: no two stages of any kind ever overlap.
+  for (const StageTrace& a : r->traces) {
+    for (const StageTrace& b : r->traces) {
+      if (&a != &b) EXPECT_FALSE(Overlap(a.start, a.end, b.start, b.end));
+    }
+  }
+}
+
+// A device that does not lend its core: CPU stages stay on core 0.
+TEST_F(EngineTest, DeviceThatDoesNotLendKeepsCpuStagesOffItsCore) {
+  Log log;
+  EngineOptions o = FakeOptions("interleaved", &log);
+  o.layout.device_shares_cores = false;
+  auto engine = Engine::Create(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(4, 4), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const StageTrace& t : r->traces) {
+    if (t.kind == StageKind::kMeasure) continue;
+    for (const CoreSpan& s : t.spans) EXPECT_EQ(s.cores, std::vector<int>{0});
+  }
+  for (const Log::Sample& s : log.build_samples) EXPECT_EQ(s.cpus, std::vector<int>{0});
+}
+
+TEST_F(EngineTest, SequentialRunsJobsOneAfterAnother) {
+  Log log;
+  auto engine = Engine::Create(FakeOptions("sequential", &log));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(4, 4), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  absl::Time first_end = absl::InfinitePast(), second_start = absl::InfiniteFuture();
+  for (const StageTrace& t : r->traces) {
+    if (t.job == 0) first_end = std::max(first_end, t.end);
+    if (t.job == 1) second_start = std::min(second_start, t.start);
+  }
+  EXPECT_LE(first_end, second_start);
+  EXPECT_EQ(r->jobs[0].end, first_end);
+  EXPECT_EQ(Records("job0"), 8);
+  EXPECT_EQ(Records("job1"), 8);
+}
+
+TEST_F(EngineTest, UncontrolledOverlapsMeasurementsWithOneMeasurerPerJob) {
+  Log log;
+  auto engine = Engine::Create(
+      FakeOptions("uncontrolled", &log, absl::Milliseconds(5), absl::Milliseconds(60)));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(log.measurers_made, 2);
+  bool overlapped = false;
+  for (size_t i = 0; i < log.measures.size(); ++i) {
+    for (size_t k = i + 1; k < log.measures.size(); ++k) {
+      overlapped |= Overlap(log.measures[i].start, log.measures[i].end, log.measures[k].start,
+                            log.measures[k].end);
+    }
+  }
+  EXPECT_TRUE(overlapped);
+  for (const StageTrace& t : r->traces) {
+    EXPECT_TRUE(t.spans.empty()) << "uncontrolled stages are not pinned";
+    if (t.kind != StageKind::kMeasure) EXPECT_EQ(t.resource, "cpu");
+  }
+  EXPECT_EQ(Records("job0"), 16);
+  EXPECT_EQ(Records("job1"), 16);
+  // The device's busy time counts overlapping measurements once.
+  double sum = 0;
+  for (const Interval& m : log.measures) sum += absl::ToDoubleSeconds(m.end - m.start);
+  EXPECT_LT(r->device_busy_seconds, sum);
+}
+
+TEST_F(EngineTest, DefaultConfigIsMeasuredAfterEachTask) {
+  Log log;
+  auto engine = Engine::Create(FakeOptions("interleaved", &log));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(4, 4, /*measure_default=*/true), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const JobResult& j : r->jobs) {
+    ASSERT_EQ(j.outcomes.size(), 2u);
+    for (const auto& o : j.outcomes) EXPECT_GT(o.default_cost, 0);
+    EXPECT_EQ(Records(j.job_id), 8);  // the baseline is not a trial
+  }
+  int64_t baseline = 0;
+  for (const StageTrace& t : r->traces) baseline += t.round == -1;
+  EXPECT_EQ(baseline, 2 * 2 * 2);  // build + measure per task per job
+  ExpectCleanMeasurements(*r, log);
+}
+
+TEST(EngineOptionsTest, BadOptionsAreRejected) {
+  Log log;
+  EngineOptions o = FakeOptions("interleaved", &log);
+  o.layout.cpu_cores = {1};
+  auto st = Engine::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("both a device core and a CPU-stage core"));
+
+  o = FakeOptions("fastest", &log);
+  st = Engine::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("interleaved"));
+
+  o = FakeOptions("interleaved", &log);
+  o.build_slots = 3;
+  st = Engine::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("build_slots"));
+
+  o = FakeOptions("interleaved", &log);
+  o.layout.cpu_slots = 0;
+  o.layout.device_shares_cores = false;
+  st = Engine::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("no CPU slot"));
+
+  auto engine = Engine::Create(FakeOptions("interleaved", &log));
+  ASSERT_TRUE(engine.ok());
+  std::vector<EngineJob> jobs = TwoJobs();
+  jobs[1].options.job_id = jobs[0].options.job_id;
+  st = (*engine)->Run(jobs, nullptr).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("share the job id"));
+  EXPECT_EQ((*engine)->Run({}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EngineLayoutTest, DefaultLayoutUsesTheLastCoreAsTheDevice) {
+  MachineLayout two = DefaultLayout(2);
+  EXPECT_EQ(two.device_cores, std::vector<int>{1});
+  EXPECT_EQ(two.cpu_cores, std::vector<int>{0});
+  EXPECT_EQ(two.cpu_slots, 1);
+  EXPECT_TRUE(ValidateLayout(two).ok());
+  MachineLayout one = DefaultLayout(1);
+  EXPECT_EQ(one.device_cores, std::vector<int>{0});
+  EXPECT_EQ(one.cpu_slots, 0);
+  EXPECT_TRUE(ValidateLayout(one).ok());
+}
+
+// The real builder and sandboxed measurer: 2 jobs x 2 tiny conv tasks, a few trials each.
+TEST(EngineEndToEndTest, TwoJobsWithTheRealBuilderAndMeasurer) {
+  if (!TwoCoresAvailable()) GTEST_SKIP() << "needs cores 0 and 1";
+  const char* build_dir = std::getenv("LOOM_BUILD_DIR");
+  const std::string cache = absl::StrCat(build_dir ? build_dir : ::testing::TempDir().c_str(),
+                                         "/loom_engine_test_kernels");
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  EngineOptions o;
+  o.policy = "interleaved";
+  o.layout = DefaultLayout(2);
+  o.make_builder = [cache](const tune::BuildOptions& hooks) {
+    tune::BuildOptions bo = hooks;
+    bo.cache_dir = cache;
+    return tune::MakeLocalBuilder(bo);
+  };
+  o.make_measurer = [self](const std::vector<int>& cores) {
+    tune::MeasureOptions mo;
+    mo.cores = cores;
+    mo.min_repeat_ms = 1;
+    mo.repeat = 2;
+    mo.worker_command = {self, tune::kMeasureWorkerArg};
+    return tune::MakeLocalMeasurer(mo);
+  };
+  auto store = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  std::vector<EngineJob> jobs = TwoJobs(3, 3, /*measure_default=*/true);
+  for (EngineJob& j : jobs) j.tasks = {ConvTask(8, 6), ConvTask(8, 4)};
+  auto engine = Engine::Create(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const absl::Time start = absl::Now();
+  auto r = (*engine)->Run(jobs, store->get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(60));
+  for (const JobResult& j : r->jobs) {
+    EXPECT_TRUE(j.status.ok()) << j.status;
+    ASSERT_EQ(j.outcomes.size(), 2u);
+    for (const auto& out : j.outcomes) {
+      EXPECT_EQ(out.trials, 3);
+      EXPECT_GT(out.best_gflops, 0) << "no candidate of " << out.task.key << " succeeded";
+      EXPECT_GT(out.default_cost, 0);
+    }
+    auto n = (*store)->Count({.job_id = j.job_id});
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n, 6);
+  }
+  for (const StageTrace& m : r->traces) {
+    if (m.kind != StageKind::kMeasure) continue;
+    for (const StageTrace& c : r->traces) {
+      if (c.kind == StageKind::kMeasure) {
+        if (&c != &m) EXPECT_FALSE(Overlap(c.start, c.end, m.start, m.end));
+        continue;
+      }
+      for (const CoreSpan& s : c.spans) {
+        if (std::count(s.cores.begin(), s.cores.end(), kDeviceCore)) {
+          EXPECT_FALSE(Overlap(s.from, s.to, m.start, m.end));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace loom::engine
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
+    return loom::tune::RunMeasureWorker(0, 1);
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
