@@ -1,7 +1,8 @@
 // Scheduler throughput: a full run of tuning-shaped jobs (rounds of propose -> build ->
 // measure -> update) on 100 hosts with 1,000 devices, driven by a minimal event loop on a virtual
-// clock. Reports decisions (grants) per second of wall time, including the driver, and the
-// scheduler's peak heap use (glibc mallinfo2) so memory can be compared across job counts.
+// clock. Reports decisions (grants: the figure) and placement decisions (grants and
+// "wait" decisions) per second of CPU time, including the driver, and the scheduler's peak heap
+// use (glibc mallinfo2) so memory can be compared across job counts.
 #include <malloc.h>
 
 #include <queue>
