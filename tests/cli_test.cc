@@ -299,3 +299,46 @@ TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
 
 }  // namespace
 }  // namespace loom
+
+namespace loom {
+namespace {
+
+TEST(CliRecordsTest, ExportImportRoundTripAndStageReport) {
+  fs::path dir = ScratchDir();
+  fs::path db = dir / "a.db", copy = dir / "b.db", lines = dir / "a.jsonl";
+  fs::remove(db);
+  fs::remove(copy);
+  Outcome t = RunLoom(std::string("tune-task ") + kSmallConv +
+                      " --trials 8 --batch-size 4 --tuner random --job-id rt --db " + db.string());
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  Outcome e = RunLoom("records export --db " + db.string() + " -o " + lines.string());
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_THAT(e.out, HasSubstr("exported 8 records"));
+  Outcome i = RunLoom("records import --db " + copy.string() + " " + lines.string());
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  EXPECT_THAT(i.out, HasSubstr("imported 8 records"));
+  Outcome again = RunLoom("records import --db " + copy.string() + " " + lines.string());
+  EXPECT_THAT(again.out, HasSubstr("imported 0 records"));  // duplicates are skipped
+  Outcome s = RunLoom("records summary --db " + copy.string());
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_THAT(s.out, HasSubstr("conv2d:f32:n1_c16_h8_w8_k16_r3_s3"));
+  Outcome st = RunLoom("records stages --db " + db.string() + " --job rt");
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  EXPECT_THAT(st.out, HasSubstr("2 rounds, 8 stage runs"));
+  EXPECT_THAT(st.out, HasSubstr("device busy"));
+}
+
+TEST(CliRecordsTest, BadRecordFilesAreOneLineErrors) {
+  fs::path dir = ScratchDir();
+  fs::path bad = dir / "bad.jsonl";
+  std::ofstream(bad) << "{\"x\": 1}\n";
+  ExpectOneLineError(RunLoom("records import --db " + (dir / "x.db").string() + " " + bad.string()),
+                     "line 1");
+  ExpectOneLineError(RunLoom("records summary --db " + (dir / "missing.db").string()),
+                     "does not exist");
+  ExpectOneLineError(RunLoom("records stages --db " + (dir / "x.db").string() + " --job nope"),
+                     "no stage timings");
+}
+
+}  // namespace
+}  // namespace loom

@@ -26,5 +26,7 @@ void RegisterTasksCommand(CLI::App& app);
 void RegisterRunCommand(CLI::App& app);
 void RegisterZooCommand(CLI::App& app);
 void RegisterTuneCommands(CLI::App& app);  // tune, tune-task
+void RegisterBenchCommand(CLI::App& app);
+void RegisterRecordsCommand(CLI::App& app);
 
 }  // namespace loom::cli

@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   loom::cli::RegisterRunCommand(app);
   loom::cli::RegisterZooCommand(app);
   loom::cli::RegisterTuneCommands(app);
+  loom::cli::RegisterBenchCommand(app);
+  loom::cli::RegisterRecordsCommand(app);
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterVersionCommand(app);
 

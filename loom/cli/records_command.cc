@@ -1,0 +1,169 @@
+// `loom records summary|export|import|stages --db FILE`: look into the tuning database — best
+// results per task, JSON-lines export/import (to move records between machines or merge jobs),
+// and the stage timings of a job's rounds (where the time of a tuning round goes).
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include "absl/strings/str_format.h"
+#include "loom/cli/commands.h"
+#include "loom/ops/target.h"
+#include "loom/tune/record_store.h"
+
+namespace loom::cli {
+namespace {
+
+struct RecordsOptions {
+  std::string db = "loom.db";
+  std::string target;  // empty: this host
+  std::string file;    // export/import path ("-" for stdout/stdin)
+  std::string job;
+  std::string task;
+};
+
+std::unique_ptr<tune::RecordStore> OpenOrFail(const std::string& db) {
+  std::ifstream probe(db);
+  if (!probe.good()) {
+    Fail(absl::NotFoundError(absl::StrFormat("record database '%s' does not exist", db)));
+  }
+  auto store = tune::OpenSqliteRecordStore(db);
+  FailIfError(store.status());
+  return *std::move(store);
+}
+
+void RunSummary(const RecordsOptions& o) {
+  auto store = OpenOrFail(o.db);
+  std::string target = o.target.empty() ? ops::HostCpuTarget().Key() : o.target;
+  auto summary = store->Summary(target);
+  FailIfError(summary.status());
+  std::printf("target %s, %zu tasks\n", target.c_str(), summary->size());
+  std::printf("%-70s %7s %7s %11s %9s\n", "task", "trials", "errors", "best ms", "best GF");
+  for (const auto& s : *summary) {
+    std::printf(
+        "%-70s %7lld %7lld %11s %9s\n", s.task_key.c_str(), static_cast<long long>(s.trials),
+        static_cast<long long>(s.errors),
+        std::isfinite(s.best_cost) ? absl::StrFormat("%.4f", s.best_cost * 1e3).c_str() : "-",
+        s.best_gflops > 0 ? absl::StrFormat("%.2f", s.best_gflops).c_str() : "-");
+  }
+}
+
+tune::RecordFilter Filter(const RecordsOptions& o) {
+  tune::RecordFilter f;
+  if (!o.job.empty()) f.job_id = o.job;
+  if (!o.task.empty()) f.task_key = o.task;
+  if (!o.target.empty()) f.target_key = o.target;
+  return f;
+}
+
+void RunExport(const RecordsOptions& o) {
+  auto store = OpenOrFail(o.db);
+  if (o.file == "-") {
+    FailIfError(store->ExportJsonLines(std::cout, Filter(o)));
+    return;
+  }
+  std::ofstream out(o.file);
+  if (!out) Fail(absl::NotFoundError(absl::StrFormat("cannot write '%s'", o.file)));
+  FailIfError(store->ExportJsonLines(out, Filter(o)));
+  auto n = store->Count(Filter(o));
+  FailIfError(n.status());
+  std::printf("exported %lld records to %s\n", static_cast<long long>(*n), o.file.c_str());
+}
+
+void RunImport(const RecordsOptions& o) {
+  auto store = tune::OpenSqliteRecordStore(o.db);  // created when missing
+  FailIfError(store.status());
+  absl::StatusOr<int64_t> n;
+  if (o.file == "-") {
+    n = (*store)->ImportJsonLines(std::cin);
+  } else {
+    std::ifstream in(o.file);
+    if (!in) Fail(absl::NotFoundError(absl::StrFormat("cannot read '%s'", o.file)));
+    n = (*store)->ImportJsonLines(in);
+  }
+  if (!n.ok()) {
+    Fail(absl::Status(n.status().code(), absl::StrFormat("%s: %s", o.file, n.status().message())));
+  }
+  std::printf("imported %lld records into %s\n", static_cast<long long>(*n), o.db.c_str());
+}
+
+// Per stage: rounds, mean and total time, share of the summed stage time; and the device's busy
+// fraction over the rounds' wall time (each round from its first start to its last end, so the
+// pause between an interrupted run and its resumption does not count).
+void RunStages(const RecordsOptions& o) {
+  auto store = OpenOrFail(o.db);
+  auto timings = store->StageTimings(o.job);
+  FailIfError(timings.status());
+  if (timings->empty()) {
+    Fail(absl::NotFoundError(absl::StrFormat("no stage timings for job '%s' in %s", o.job, o.db)));
+  }
+  struct Agg {
+    int64_t n = 0;
+    double total = 0;
+  };
+  std::map<std::string, Agg> by_stage;
+  std::map<std::pair<std::string, int64_t>, std::pair<absl::Time, absl::Time>> rounds;
+  double total = 0;
+  for (const auto& t : *timings) {
+    double s = absl::ToDoubleSeconds(t.timing.end - t.timing.start);
+    by_stage[t.timing.stage].n++;
+    by_stage[t.timing.stage].total += s;
+    total += s;
+    auto [it, fresh] = rounds.try_emplace({t.task_key, t.round}, t.timing.start, t.timing.end);
+    if (!fresh) {
+      it->second.first = std::min(it->second.first, t.timing.start);
+      it->second.second = std::max(it->second.second, t.timing.end);
+    }
+  }
+  double wall = 0;
+  for (const auto& [_, span] : rounds) wall += absl::ToDoubleSeconds(span.second - span.first);
+  std::printf("job %s: %zu rounds, %zu stage runs, %.2f s of round wall time\n", o.job.c_str(),
+              rounds.size(), timings->size(), wall);
+  std::printf("%-10s %7s %10s %10s %7s\n", "stage", "runs", "mean s", "total s", "share");
+  for (const char* stage : {"propose", "build", "measure", "update"}) {
+    auto it = by_stage.find(stage);
+    if (it == by_stage.end()) continue;
+    std::printf("%-10s %7lld %10.4f %10.3f %6.1f%%\n", stage, static_cast<long long>(it->second.n),
+                it->second.total / static_cast<double>(it->second.n), it->second.total,
+                total > 0 ? 100.0 * it->second.total / total : 0.0);
+  }
+  double measure = by_stage.count("measure") ? by_stage["measure"].total : 0;
+  if (wall > 0) {
+    std::printf("device busy %.1f%% of round time (idle %.1f%%: the gap a scheduler can fill)\n",
+                100.0 * measure / wall, 100.0 * (1.0 - measure / wall));
+  }
+}
+
+}  // namespace
+
+void RegisterRecordsCommand(CLI::App& app) {
+  auto o = std::make_shared<RecordsOptions>();
+  auto* rec = app.add_subcommand("records", "Inspect, export and import the tuning database");
+  rec->require_subcommand(1);
+  auto add_db = [&](CLI::App* c) { c->add_option("--db", o->db, "SQLite record database"); };
+  auto* summary = rec->add_subcommand("summary", "Best result per task");
+  add_db(summary);
+  summary->add_option("--target", o->target, "Target key (default: this host)");
+  summary->callback([o] { RunSummary(*o); });
+
+  auto* exp = rec->add_subcommand("export", "Write records as JSON lines");
+  add_db(exp);
+  exp->add_option("-o,--output", o->file, "Output file, or - for stdout")->required();
+  exp->add_option("--job", o->job, "Only this job");
+  exp->add_option("--task", o->task, "Only this task key");
+  exp->add_option("--target", o->target, "Only this target key");
+  exp->callback([o] { RunExport(*o); });
+
+  auto* imp = rec->add_subcommand("import", "Read records from JSON lines");
+  add_db(imp);
+  imp->add_option("FILE", o->file, "JSON-lines file, or - for stdin")->required();
+  imp->callback([o] { RunImport(*o); });
+
+  auto* stages = rec->add_subcommand("stages", "Where a job's tuning rounds spend their time");
+  add_db(stages);
+  stages->add_option("--job", o->job, "Job id (printed by loom tune)")->required();
+  stages->callback([o] { RunStages(*o); });
+}
+
+}  // namespace loom::cli
