@@ -1,0 +1,282 @@
+// `loom bench MODEL [--db FILE] [--threads N] [--json] [--profile]`: compiles the model
+// (runtime::CompiledModel) untuned and, with --db, with the best records, and prints the latency
+// of each (median, p90, min over at least --min-time seconds and --min-runs runs). --profile adds
+// where the time goes: per step kind and the slowest nodes.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "loom/base/rng.h"
+#include "loom/cli/commands.h"
+#include "loom/cli/model_options.h"
+#include "loom/runtime/compiled_model.h"
+#include "loom/runtime/reference_executor.h"
+#include "loom/tune/record_store.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::cli {
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  std::string db;
+  int32_t threads = 1;
+  bool json = false;
+  bool profile = false;
+  bool check = false;
+  double min_time = 1.0;
+  int32_t min_runs = 10;
+  int32_t build_threads = 2;
+  std::string cache_dir;
+};
+
+struct Latency {
+  double median_ms = 0, p90_ms = 0, min_ms = 0, mean_ms = 0;
+  int64_t runs = 0;
+};
+
+Latency Summarize(std::vector<double> ms) {
+  Latency l;
+  std::sort(ms.begin(), ms.end());
+  l.runs = static_cast<int64_t>(ms.size());
+  l.min_ms = ms.front();
+  l.median_ms = ms[ms.size() / 2];
+  l.p90_ms = ms[std::min(ms.size() - 1, (ms.size() * 9) / 10)];
+  double sum = 0;
+  for (double v : ms) sum += v;
+  l.mean_ms = sum / static_cast<double>(ms.size());
+  return l;
+}
+
+struct ProfileRow {
+  std::string key;
+  std::string kind;
+  double ms = 0;
+  int64_t count = 0;
+};
+
+struct VariantResult {
+  std::string name;
+  runtime::CompileStats stats;
+  Latency latency;
+  double max_rel_err = -1;
+  std::vector<ProfileRow> by_kind;
+  std::vector<ProfileRow> top_nodes;
+  double profiled_ms = 0;
+};
+
+std::map<std::string, graph::Tensor> MakeInputs(const graph::Graph& g) {
+  std::map<std::string, graph::Tensor> feeds;
+  base::Rng rng(1);
+  for (const auto& in : g.inputs) {
+    graph::Tensor t(in.type.dtype, in.type.shape);
+    if (in.type.dtype == graph::DType::kFloat32) {
+      for (float& v : t.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
+    }
+    feeds[in.name] = std::move(t);
+  }
+  return feeds;
+}
+
+VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
+                           const std::map<std::string, graph::Tensor>& feeds,
+                           const BenchOptions& opts, tune::RecordStore* store,
+                           const std::vector<graph::Tensor>* expected) {
+  runtime::CompileOptions co;
+  co.num_threads = opts.threads;
+  co.records = store;
+  co.build.num_threads = opts.build_threads;
+  co.build.cache_dir = opts.cache_dir;
+  auto cm = runtime::CompiledModel::Compile(g, co);
+  FailIfError(cm.status());
+  VariantResult r;
+  r.name = name;
+  r.stats = (*cm)->stats();
+  // Warm-up (first touch of the arena and weights), and the optional result check.
+  for (int i = 0; i < 2; ++i) {
+    auto out = (*cm)->Run(feeds);
+    FailIfError(out.status());
+    if (i == 0 && expected != nullptr) {
+      double err = 0, ref = 0;
+      for (size_t k = 0; k < out->size() && k < expected->size(); ++k) {
+        const auto a = (*out)[k].values<float>();
+        const auto b = (*expected)[k].values<float>();
+        for (size_t e = 0; e < a.size() && e < b.size(); ++e) {
+          err = std::max(err, static_cast<double>(std::fabs(a[e] - b[e])));
+          ref = std::max(ref, static_cast<double>(std::fabs(b[e])));
+        }
+      }
+      r.max_rel_err = ref > 0 ? err / ref : err;
+    }
+  }
+  std::vector<double> ms;
+  const auto begin = std::chrono::steady_clock::now();
+  while (true) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = (*cm)->Run(feeds);
+    const auto t1 = std::chrono::steady_clock::now();
+    FailIfError(out.status());
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    const double elapsed = std::chrono::duration<double>(t1 - begin).count();
+    if (static_cast<int32_t>(ms.size()) >= opts.min_runs && elapsed >= opts.min_time) break;
+  }
+  r.latency = Summarize(ms);
+
+  if (opts.profile) {
+    const int kRuns = 10;
+    std::map<std::string, ProfileRow> kinds, nodes;
+    for (int i = 0; i < kRuns; ++i) {
+      std::vector<runtime::StepTiming> t;
+      FailIfError((*cm)->RunProfiled(feeds, &t).status());
+      for (const auto& s : t) {
+        ProfileRow& k = kinds[s.kind];
+        k.key = s.kind;
+        k.ms += s.seconds * 1e3 / kRuns;
+        if (i == 0) ++k.count;
+        ProfileRow& n = nodes[absl::StrCat(s.kind, " ", s.name)];
+        n.key = s.name;
+        n.kind = s.kind;
+        n.ms += s.seconds * 1e3 / kRuns;
+        n.count = 1;
+        r.profiled_ms += s.seconds * 1e3 / kRuns;
+      }
+    }
+    for (auto& [k, v] : kinds) r.by_kind.push_back(v);
+    for (auto& [k, v] : nodes) r.top_nodes.push_back(v);
+    auto by_ms = [](const ProfileRow& a, const ProfileRow& b) { return a.ms > b.ms; };
+    std::sort(r.by_kind.begin(), r.by_kind.end(), by_ms);
+    std::sort(r.top_nodes.begin(), r.top_nodes.end(), by_ms);
+    if (r.top_nodes.size() > 15) r.top_nodes.resize(15);
+  }
+  return r;
+}
+
+void RunBench(const BenchOptions& opts) {
+  if (opts.threads < 1) Fail(absl::InvalidArgumentError("--threads must be at least 1"));
+  if (opts.min_runs < 1) Fail(absl::InvalidArgumentError("--min-runs must be at least 1"));
+  auto loaded = LoadModelFromOptions(opts.model);
+  FailIfError(loaded.status());
+  const graph::Graph& g = loaded->graph;
+  const auto feeds = MakeInputs(g);
+  std::vector<graph::Tensor> expected;
+  if (opts.check) {
+    auto ex = runtime::ReferenceExecutor::Create(g);
+    FailIfError(ex.status());
+    auto out = ex->Run(feeds);
+    FailIfError(out.status());
+    expected = *std::move(out);
+  }
+  std::unique_ptr<tune::RecordStore> store;
+  if (!opts.db.empty()) {
+    auto s = tune::OpenSqliteRecordStore(opts.db);
+    FailIfError(s.status());
+    store = *std::move(s);
+  }
+  std::vector<VariantResult> results;
+  results.push_back(
+      BenchVariant("untuned", g, feeds, opts, nullptr, opts.check ? &expected : nullptr));
+  if (store != nullptr) {
+    results.push_back(
+        BenchVariant("tuned", g, feeds, opts, store.get(), opts.check ? &expected : nullptr));
+  }
+
+  if (opts.json) {
+    nlohmann::json j;
+    j["model"] = loaded->source;
+    j["threads"] = opts.threads;
+    j["results"] = nlohmann::json::array();
+    for (const VariantResult& r : results) {
+      nlohmann::json v;
+      v["variant"] = r.name;
+      v["median_ms"] = r.latency.median_ms;
+      v["p90_ms"] = r.latency.p90_ms;
+      v["min_ms"] = r.latency.min_ms;
+      v["mean_ms"] = r.latency.mean_ms;
+      v["runs"] = r.latency.runs;
+      v["compile_s"] = r.stats.compile_seconds;
+      v["kernels"] = r.stats.kernel_steps;
+      v["tuned_kernels"] = r.stats.tuned_kernels;
+      v["fused_ops"] = r.stats.fused_ops;
+      v["layout_steps"] = r.stats.layout_steps;
+      v["reference_steps"] = r.stats.reference_steps;
+      v["arena_bytes"] = r.stats.arena_bytes;
+      v["intermediate_bytes"] = r.stats.intermediate_bytes;
+      if (r.max_rel_err >= 0) v["max_rel_err"] = r.max_rel_err;
+      if (opts.profile) {
+        for (const ProfileRow& p : r.by_kind) {
+          v["profile"]["by_kind"].push_back({{"kind", p.key}, {"ms", p.ms}, {"steps", p.count}});
+        }
+        for (const ProfileRow& p : r.top_nodes) {
+          v["profile"]["top_nodes"].push_back({{"node", p.key}, {"kind", p.kind}, {"ms", p.ms}});
+        }
+      }
+      j["results"].push_back(v);
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("model       %s, %d thread%s\n", loaded->source.c_str(), opts.threads,
+              opts.threads == 1 ? "" : "s");
+  std::printf("%-8s %10s %10s %10s %6s %8s %7s %6s %12s\n", "variant", "median_ms", "p90_ms",
+              "min_ms", "runs", "kernels", "tuned", "fused", "arena/sum MB");
+  for (const VariantResult& r : results) {
+    std::printf(
+        "%-8s %10.3f %10.3f %10.3f %6lld %8lld %7lld %6lld %5.1f/%-6.1f\n", r.name.c_str(),
+        r.latency.median_ms, r.latency.p90_ms, r.latency.min_ms,
+        static_cast<long long>(r.latency.runs), static_cast<long long>(r.stats.kernel_steps),
+        static_cast<long long>(r.stats.tuned_kernels), static_cast<long long>(r.stats.fused_ops),
+        static_cast<double>(r.stats.arena_bytes) / 1e6,
+        static_cast<double>(r.stats.intermediate_bytes) / 1e6);
+    if (r.max_rel_err >= 0) {
+      std::printf("         check vs reference: max|a-b|/max|ref| = %.3g\n", r.max_rel_err);
+    }
+  }
+  if (results.size() == 2) {
+    std::printf("speedup     %.2fx (untuned median / tuned median)\n",
+                results[0].latency.median_ms / results[1].latency.median_ms);
+  }
+  if (opts.profile) {
+    for (const VariantResult& r : results) {
+      std::printf("\nprofile %s (mean of 10 runs, %.3f ms in steps)\n", r.name.c_str(),
+                  r.profiled_ms);
+      std::printf("  %-40s %9s %6s %6s\n", "step kind", "ms", "%", "steps");
+      for (const ProfileRow& p : r.by_kind) {
+        std::printf("  %-40s %9.3f %5.1f%% %6lld\n", p.key.c_str(), p.ms,
+                    100.0 * p.ms / r.profiled_ms, static_cast<long long>(p.count));
+      }
+      std::printf("  top nodes:\n");
+      for (const ProfileRow& p : r.top_nodes) {
+        std::printf("  %-40s %9.3f %5.1f%%  %s\n", p.key.c_str(), p.ms,
+                    100.0 * p.ms / r.profiled_ms, p.kind.c_str());
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterBenchCommand(CLI::App& app) {
+  auto opts = std::make_shared<BenchOptions>();
+  auto* cmd = app.add_subcommand(
+      "bench", "Compile a model (untuned, and tuned with --db) and measure its latency");
+  AddModelOptions(cmd, &opts->model);
+  cmd->add_option("--db", opts->db, "Records database: also benchmark with the best configs");
+  cmd->add_option("--threads", opts->threads, "Threads running the model (default 1)");
+  cmd->add_flag("--json", opts->json, "Print the results as JSON");
+  cmd->add_flag("--profile", opts->profile, "Per step kind and per node time (10 runs)");
+  cmd->add_flag("--check", opts->check, "Compare the output with the reference executor");
+  cmd->add_option("--min-time", opts->min_time, "Seconds of timed runs at least (default 1)");
+  cmd->add_option("--min-runs", opts->min_runs, "Timed runs at least (default 10)");
+  cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
+  cmd->add_option("--cache-dir", opts->cache_dir,
+                  "Kernel cache directory (default: the builder's, ~/.cache/loom/kernels)");
+  cmd->callback([opts] { RunBench(*opts); });
+}
+
+}  // namespace loom::cli
