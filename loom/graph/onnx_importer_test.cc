@@ -400,6 +400,15 @@ TEST(OnnxImporterTest, EmptyGraphAndMissingGraph) {
   EXPECT_THAT(none.status().message(), HasSubstr("is not a valid ONNX model (it has no graph)"));
 }
 
+TEST(OnnxImporterTest, MissingInitializerNamesNodeAndValue) {
+  auto m = TinyModel();
+  m.mutable_graph()->clear_initializer();
+  auto g = Import(m);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(g.status().message(), HasSubstr("MatMul 'mm'"));
+  EXPECT_THAT(g.status().message(), HasSubstr("'w'"));
+}
+
 TEST(OnnxImporterTest, InitializerWithWrongDataLength) {
   auto m = TinyModel();
   m.mutable_graph()->mutable_initializer(0)->mutable_raw_data()->resize(20);
