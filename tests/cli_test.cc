@@ -285,6 +285,25 @@ TEST(CliTuneTest, KilledJobResumesFromTheDatabase) {
   EXPECT_EQ(CountRecords(db.string()), 24);
 }
 
+// Two models as two concurrent jobs in the engine: a table per job, the policy summary, and
+// every trial of both jobs in the database.
+TEST(CliTuneTest, TwoModelsRunAsConcurrentJobsUnderAPolicy) {
+  fs::path db = ScratchDir() / "engine.db";
+  fs::remove(db);
+  Outcome o = RunLoom("tune zoo:tiny_cnn zoo:tiny_cnn --tasks 0,1 --trials 4 --batch-size 4"
+                      " --tuner random --policy interleaved --db " +
+                      db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("policy interleaved: makespan"));
+  EXPECT_THAT(o.err, HasSubstr("device:cpu:"));
+  auto store = tune::OpenSqliteRecordStore(db.string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto n = (*store)->Count({});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2 * 2 * 4);  // 2 jobs x 2 tasks x 4 trials
+  ExpectOneLineError(RunLoom("tune zoo:tiny_cnn --policy fastest"), "fastest");
+}
+
 TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
   ExpectOneLineError(RunLoom("tune-task --conv2d 1,2,3 --trials 4"), "9 numbers");
   ExpectOneLineError(RunLoom("tune-task --trials 4"), "exactly one of --conv2d or --dense");

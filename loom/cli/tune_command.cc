@@ -1,11 +1,14 @@
-// `loom tune MODEL ...` tunes every task of a model as one job; `loom tune-task --conv2d ... |
-// --dense ...` tunes one workload. Both show live progress on stderr and a final table on stdout,
-// store every measurement in the record database, and resume from it when run again.
+// `loom tune MODEL ...` tunes every task of a model as one job; `loom tune MODEL1 MODEL2 ...
+// --policy P` runs one job per model at once in the embedded engine (engine/), every stage granted
+// by the scheduler; `loom tune-task --conv2d ... | --dense ...` tunes one workload. All show live
+// progress on stderr and a final table on stdout, store every measurement in the record database,
+// and resume from it when run again.
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -14,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
+#include "loom/engine/engine.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/tune/builder.h"
@@ -42,6 +46,10 @@ struct TuneOptions {
   bool no_transfer = false;
   bool json = false;
   bool test_faults = false;  // hidden: lets tests inject crashing/hanging candidates
+  // Multi-job engine (loom tune with several models, or any --policy).
+  std::string policy;  // empty: the single-job loop for one model, "interleaved" for several
+  int cpu_slots = 0;   // 0: one per core outside the device
+  double progress_seconds = 0;  // 0: 1 s on a terminal, 10 s otherwise
 };
 
 absl::StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const char* what) {
@@ -119,9 +127,23 @@ std::string Gf(double flops, double seconds) {
                                                : "-";
 }
 
+nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
+                            const std::string& job_id, const ops::Target& target);
+void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
+                const std::string& job_id, const ops::Target& target);
+
 void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                    const std::string& job_id, const ops::Target& target) {
   if (o.json) {
+    std::printf("%s\n", OutcomesJson(outcomes, o, job_id, target).dump(2).c_str());
+    return;
+  }
+  PrintTable(outcomes, o, job_id, target);
+}
+
+nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
+                            const std::string& job_id, const ops::Target& target) {
+  {
     nlohmann::json j;
     j["job_id"] = job_id;
     j["target"] = target.Key();
@@ -145,9 +167,12 @@ void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOpt
       if (!r.skipped_reason.empty()) t["skipped"] = r.skipped_reason;
       j["tasks"].push_back(t);
     }
-    std::printf("%s\n", j.dump(2).c_str());
-    return;
+    return j;
   }
+}
+
+void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
+                const std::string& job_id, const ops::Target& target) {
   std::printf("job %s on %s (records in %s)\n", job_id.c_str(), target.Key().c_str(), o.db.c_str());
   std::printf("%3s  %-16s %6s %6s %10s %10s %10s %10s %8s\n", "#", "kind", "trials", "errors",
               "default ms", "best ms", "default GF", "best GF", "speedup");
@@ -179,43 +204,67 @@ void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOpt
   }
 }
 
-void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
+ops::Target TargetFromOptions(const TuneOptions& o) {
   ops::Target target = ops::HostCpuTarget();
   if (!o.isa.empty()) {
     auto isa = ops::ParseIsa(o.isa);
     FailIfError(isa.status());
     target.isa = *isa;
   }
-  if (!o.task_filter.empty()) {
-    auto picks = ParseIntList(o.task_filter, "--tasks");
-    FailIfError(picks.status());
-    std::vector<graph::Task> chosen;
-    for (int64_t p : *picks) {
-      if (p >= static_cast<int64_t>(tasks.size())) {
-        Fail(absl::InvalidArgumentError(absl::StrCat("--tasks index ", p,
-                                                     " is out of range: the model has ",
-                                                     tasks.size(), " tasks (see 'loom tasks')")));
-      }
-      chosen.push_back(tasks[static_cast<size_t>(p)]);
-    }
-    tasks = std::move(chosen);
-  }
+  return target;
+}
 
-  int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<int> cores;
-  if (o.device_cores.empty()) {
-    cores = {ncpu - 1};
-  } else {
-    auto list = ParseIntList(o.device_cores, "--device-cores");
-    FailIfError(list.status());
-    for (int64_t c : *list) {
-      if (c >= ncpu) {
-        Fail(absl::InvalidArgumentError(absl::StrCat(
-            "--device-cores: core ", c, " does not exist (this machine has ", ncpu, ")")));
-      }
-      cores.push_back(static_cast<int>(c));
+std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
+  if (o.task_filter.empty()) return tasks;
+  auto picks = ParseIntList(o.task_filter, "--tasks");
+  FailIfError(picks.status());
+  std::vector<graph::Task> chosen;
+  for (int64_t p : *picks) {
+    if (p >= static_cast<int64_t>(tasks.size())) {
+      Fail(absl::InvalidArgumentError(absl::StrCat("--tasks index ", p,
+                                                   " is out of range: the model has ", tasks.size(),
+                                                   " tasks (see 'loom tasks')")));
     }
+    chosen.push_back(tasks[static_cast<size_t>(p)]);
   }
+  return chosen;
+}
+
+int NumCpus() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+// The measurement device's cores: --device-cores, else the last core.
+std::vector<int> DeviceCores(const TuneOptions& o, int ncpu) {
+  if (o.device_cores.empty()) return {ncpu - 1};
+  std::vector<int> cores;
+  auto list = ParseIntList(o.device_cores, "--device-cores");
+  FailIfError(list.status());
+  for (int64_t c : *list) {
+    if (c >= ncpu) {
+      Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--device-cores: core ", c, " does not exist (this machine has ", ncpu, ")")));
+    }
+    cores.push_back(static_cast<int>(c));
+  }
+  return cores;
+}
+
+tune::TaskTunerOptions TaskOptions(const TuneOptions& o) {
+  tune::TaskTunerOptions t;
+  t.trials = o.trials;
+  t.batch_size = o.batch_size;
+  t.tuner.kind = o.tuner;
+  t.tuner.seed = o.seed;
+  t.tuner.early_stopping = o.early_stopping;
+  t.transfer = !o.no_transfer;
+  t.template_options.test_faults = o.test_faults;
+  return t;
+}
+
+void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
+  ops::Target target = TargetFromOptions(o);
+  tasks = FilterTasks(std::move(tasks), o);
+  const int ncpu = NumCpus();
+  std::vector<int> cores = DeviceCores(o, ncpu);
 
   auto store = tune::OpenSqliteRecordStore(o.db);
   FailIfError(store.status());
@@ -233,13 +282,7 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
 
   tune::JobOptions job;
   job.target = target;
-  job.task.trials = o.trials;
-  job.task.batch_size = o.batch_size;
-  job.task.tuner.kind = o.tuner;
-  job.task.tuner.seed = o.seed;
-  job.task.tuner.early_stopping = o.early_stopping;
-  job.task.transfer = !o.no_transfer;
-  job.task.template_options.test_faults = o.test_faults;
+  job.task = TaskOptions(o);
   job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
   std::string core_list;
   for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
@@ -251,8 +294,153 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   PrintOutcomes(*outcomes, o, job.task.job_id, target);
 }
 
+// Engine progress: one line per job and one per resource, redrawn in place on a terminal.
+class EngineProgressPrinter {
+ public:
+  explicit EngineProgressPrinter(std::string policy) : policy_(std::move(policy)) {}
+  void operator()(const engine::EngineProgress& p) {
+    std::vector<std::string> lines;
+    lines.push_back(
+        absl::StrFormat("%s: %.0f s elapsed", policy_, absl::ToDoubleSeconds(p.elapsed)));
+    for (const auto& j : p.jobs) {
+      std::string best =
+          j.best_gflops > 0 ? absl::StrFormat("%8.2f", j.best_gflops) : std::string("       -");
+      lines.push_back(
+          absl::StrFormat("  job %-20s task %2d/%-2d trials %4d/%-4d best %s GFLOPS  %s", j.name,
+                          std::min(j.task_index + 1, j.num_tasks), j.num_tasks, j.trials_done,
+                          j.trials, best, j.state));
+    }
+    for (const auto& r : p.resources) {
+      lines.push_back(
+          absl::StrFormat("  %-36s busy %3.0f%%  %s", r.name, r.busy_fraction * 100, r.current));
+    }
+    if (tty_) {
+      if (printed_ > 0) std::fprintf(stderr, "\x1b[%dA", printed_);
+      for (const std::string& l : lines) std::fprintf(stderr, "\r%s\x1b[K\n", l.c_str());
+      printed_ = static_cast<int>(lines.size());
+    } else {
+      for (const std::string& l : lines) std::fprintf(stderr, "%s\n", l.c_str());
+    }
+  }
+
+ private:
+  std::string policy_;
+  bool tty_ = isatty(STDERR_FILENO) != 0;
+  int printed_ = 0;
+};
+
+struct LoadedModelTasks {
+  std::string name;
+  std::vector<graph::Task> tasks;
+};
+
+// Several jobs (one per model) at once under the scheduler, with the chosen policy.
+void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOptions& o) {
+  const ops::Target target = TargetFromOptions(o);
+  const int ncpu = NumCpus();
+  engine::EngineOptions eo;
+  eo.policy = o.policy.empty() ? "interleaved" : o.policy;
+  eo.layout.device_cores = DeviceCores(o, ncpu);
+  eo.layout.cpu_cores.clear();
+  for (int c = 0; c < ncpu; ++c) {
+    if (std::count(eo.layout.device_cores.begin(), eo.layout.device_cores.end(), c) == 0) {
+      eo.layout.cpu_cores.push_back(c);
+    }
+  }
+  if (o.cpu_slots > 0 && eo.layout.cpu_cores.empty()) {
+    Fail(absl::InvalidArgumentError(
+        "--cpu-slots needs a core outside --device-cores (the device lends its own cores)"));
+  }
+  eo.layout.cpu_slots =
+      o.cpu_slots > 0 ? o.cpu_slots : static_cast<int>(eo.layout.cpu_cores.size());
+  eo.build_slots = o.build_threads > 0 ? o.build_threads : std::max(1, eo.layout.cpu_slots);
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  eo.progress_interval = absl::Seconds(o.progress_seconds > 0 ? o.progress_seconds
+                                       : tty                  ? 1.0
+                                                              : 10.0);
+  const double run_timeout = o.run_timeout;
+  eo.make_measurer = [run_timeout](const std::vector<int>& cores) {
+    tune::MeasureOptions mo;
+    mo.cores = cores;
+    mo.timeout = absl::Seconds(run_timeout);
+    return tune::MakeLocalMeasurer(mo);
+  };
+  auto eng = engine::Engine::Create(eo);
+  FailIfError(eng.status());
+
+  std::vector<engine::EngineJob> jobs;
+  std::set<std::string> ids;
+  for (size_t i = 0; i < models.size(); ++i) {
+    engine::EngineJob job;
+    job.name = models[i].name;
+    job.tasks = FilterTasks(models[i].tasks, o);
+    job.options = TaskOptions(o);
+    job.target = target;
+    std::string id = o.job_id.empty()
+                         ? tune::DefaultJobId(job.tasks, target, job.options.tuner)
+                         : (models.size() == 1 ? o.job_id : absl::StrCat(o.job_id, "-", i + 1));
+    // The same model twice is two jobs.
+    if (!ids.insert(id).second) {
+      id = absl::StrCat(id, "-", i + 1);
+      ids.insert(id);
+    }
+    job.options.job_id = id;
+    jobs.push_back(std::move(job));
+  }
+  auto store = tune::OpenSqliteRecordStore(o.db);
+  FailIfError(store.status());
+  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy));
+  FailIfError(result.status());
+
+  const double makespan = absl::ToDoubleSeconds(result->makespan());
+  const double device_util = makespan > 0 ? result->device_busy_seconds / makespan : 0;
+  const double cpu_util =
+      makespan > 0 ? result->cpu_slot_seconds / (makespan * std::max(1, result->cpu_capacity)) : 0;
+  if (o.json) {
+    nlohmann::json j;
+    j["policy"] = result->policy;
+    j["makespan_s"] = makespan;
+    j["device_utilization"] = device_util;
+    j["cpu_utilization"] = cpu_util;
+    j["jobs"] = nlohmann::json::array();
+    for (const auto& jr : result->jobs) {
+      nlohmann::json job = OutcomesJson(jr.outcomes, o, jr.job_id, target);
+      job["name"] = jr.name;
+      job["start_s"] = absl::ToDoubleSeconds(jr.start - result->start);
+      job["end_s"] = absl::ToDoubleSeconds(jr.end - result->start);
+      job["records"] = jr.records;
+      if (!jr.status.ok()) job["error"] = std::string(jr.status.message());
+      j["jobs"].push_back(job);
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    for (const auto& jr : result->jobs) {
+      std::printf("== %s\n", jr.name.c_str());
+      PrintTable(jr.outcomes, o, jr.job_id, target);
+      std::printf("\n");
+    }
+    std::printf("policy %s: makespan %.1f s, device busy %.0f%%, CPU slots busy %.0f%%\n",
+                result->policy.c_str(), makespan, device_util * 100, cpu_util * 100);
+    std::printf("%-24s %10s %10s %8s\n", "job", "start s", "end s", "records");
+    for (const auto& jr : result->jobs) {
+      std::printf("%-24s %10.1f %10.1f %8lld%s\n", jr.name.c_str(),
+                  absl::ToDoubleSeconds(jr.start - result->start),
+                  absl::ToDoubleSeconds(jr.end - result->start), static_cast<long long>(jr.records),
+                  jr.status.ok() ? "" : absl::StrCat("  failed: ", jr.status.message()).c_str());
+    }
+  }
+  std::fflush(stdout);
+  for (const auto& jr : result->jobs) {
+    if (!jr.status.ok()) {
+      Fail(absl::Status(jr.status.code(),
+                        absl::StrCat("job '", jr.name, "': ", jr.status.message())));
+    }
+  }
+}
+
 struct TuneModelOptions {
-  ModelOptions model;
+  std::vector<std::string> models;
+  ModelOptions model;  // its `model` is set per entry of `models`
   TuneOptions tune;
 };
 
@@ -318,17 +506,45 @@ absl::StatusOr<graph::Task> TaskFromFlags(const TuneTaskOptions& o) {
 
 void RegisterTuneCommands(CLI::App& app) {
   auto model_opts = std::make_shared<TuneModelOptions>();
-  auto* tune = app.add_subcommand("tune", "Tune every task of a model on this machine (one job)");
-  AddModelOptions(tune, &model_opts->model);
+  auto* tune = app.add_subcommand(
+      "tune", "Tune every task of a model on this machine; several models run as concurrent jobs");
+  tune->add_option("MODEL", model_opts->models,
+                   "Paths to .onnx files, or zoo:NAME (see 'loom zoo list'); one job each")
+      ->required();
+  tune->add_option("--input-shape", model_opts->model.input_shapes,
+                   "Pin a dynamic input shape, NAME=D0,D1,... (repeatable; ONNX files)");
+  tune->add_option("--batch", model_opts->model.batch, "Batch size for zoo models")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  tune->add_option("--weights-seed", model_opts->model.seed, "Weight seed for zoo models");
   AddTuneOptions(tune, &model_opts->tune);
   tune->add_option("--tasks", model_opts->tune.task_filter,
                    "Only these task indices (from 'loom tasks'), e.g. 0,3,5");
+  tune->add_option("--policy", model_opts->tune.policy,
+                   "Run the jobs in the engine under this scheduling policy (default with several "
+                   "models: interleaved)")
+      ->check(CLI::IsMember({"sequential", "uncontrolled", "interleaved", "predictive"}));
+  tune->add_option("--cpu-slots", model_opts->tune.cpu_slots,
+                   "Engine: CPU slots outside the device (default: one per core outside it)")
+      ->check(CLI::Range(0, 1024));
+  tune->add_option("--progress-seconds", model_opts->tune.progress_seconds,
+                   "Engine: seconds between progress reports (default 1 on a terminal, else 10)")
+      ->check(CLI::Range(0.0, 3600.0));
   tune->callback([model_opts] {
-    auto loaded = LoadModelFromOptions(model_opts->model);
-    FailIfError(loaded.status());
-    auto tasks = graph::ExtractTasks(loaded->graph);
-    FailIfError(tasks.status());
-    RunTuneOnTasks(*std::move(tasks), model_opts->tune);
+    std::vector<LoadedModelTasks> models;
+    for (const std::string& name : model_opts->models) {
+      ModelOptions mo = model_opts->model;
+      mo.model = name;
+      auto loaded = LoadModelFromOptions(mo);
+      FailIfError(loaded.status());
+      auto tasks = graph::ExtractTasks(loaded->graph);
+      FailIfError(tasks.status());
+      models.push_back({.name = name, .tasks = *std::move(tasks)});
+    }
+    if (models.size() == 1 && model_opts->tune.policy.empty()) {
+      RunTuneOnTasks(std::move(models[0].tasks), model_opts->tune);
+    } else {
+      RunEngineOnModels(models, model_opts->tune);
+    }
   });
 
   auto task_opts = std::make_shared<TuneTaskOptions>();
