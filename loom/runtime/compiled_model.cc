@@ -525,6 +525,32 @@ bool Compiler::ParseActivation(const graph::Node& node, ops::Epilogue* e) const 
   return node.inputs.size() >= 1 && node.outputs.size() == 1;
 }
 
+// `config` with the knob that sets the kernel's input block size (conv2d: tile_ic; depthwise:
+// tile_c, times vec) changed so that the block is `bn`; `config` itself when no choice gives it.
+ops::Config AdaptInputBlock(const ops::Template& t, const ops::Config& config, int64_t bn) {
+  const ops::ConfigSpace& space = t.space();
+  std::vector<int64_t> choices = space.Choices(config);
+  const std::vector<ops::Knob>& knobs = space.knobs();
+  for (size_t k = 0; k < knobs.size(); ++k) {
+    int64_t want = -1;
+    if (knobs[k].name == "tile_ic") {
+      want = bn;
+    } else if (knobs[k].name == "tile_c") {
+      const int64_t vec = space.Value(config, "vec");
+      if (bn % vec == 0) want = bn / vec;
+    }
+    if (want < 0) continue;
+    for (size_t v = 0; v < knobs[k].values.size(); ++v) {
+      if (knobs[k].values[v] == want) {
+        choices[k] = static_cast<int64_t>(v);
+        return space.FromChoices(choices);
+      }
+    }
+    return config;
+  }
+  return config;
+}
+
 // Conv / depthwise conv / dense through a template, with its epilogue. False when the node is
 // not one (or no template covers it).
 absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
@@ -594,6 +620,15 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
       done_[j] = true;
       fused_names.push_back(g_.nodes[j].name);
       out = g_.nodes[j].outputs[0];
+    }
+  }
+  // Untuned convolutions take their input block size from the producer when the space allows
+  // it, so the step between them is a plain row copy instead of a gather.
+  if (!tuned && conv) {
+    auto st = states_.find(node.inputs[0]);
+    if (st != states_.end() && !st->second.blocked.empty()) {
+      ops::Config adapted = AdaptInputBlock(tmpl, config, st->second.blocked.front().bn);
+      if (!(adapted == config) && tmpl.EmitFused(adapted, ep).ok()) config = adapted;
     }
   }
   absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
