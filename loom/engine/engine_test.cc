@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -444,40 +445,86 @@ TEST(EngineEndToEndTest, TwoJobsWithTheRealBuilderAndMeasurer) {
   EngineOptions o;
   o.policy = "interleaved";
   o.layout = DefaultLayout(2);
-  o.make_builder = [cache](const tune::BuildOptions& hooks) {
+  // Every compile really runs (no cache), and a sampler thread polls each live compiler's CPU set
+  // every millisecond or so.
+  Log log;
+  std::vector<int> pids;
+  std::atomic<bool> stop{false};
+  std::thread sampler([&] {
+    while (!stop.load()) {
+      std::vector<int> live;
+      {
+        std::lock_guard<std::mutex> lock(log.mu);
+        live = pids;
+      }
+      for (int pid : live) {
+        const absl::Time now = absl::Now();
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        if (sched_getaffinity(pid, sizeof(set), &set) != 0) continue;
+        std::vector<int> cpus;
+        for (int i = 0; i < CPU_SETSIZE; ++i) {
+          if (CPU_ISSET(i, &set)) cpus.push_back(i);
+        }
+        std::lock_guard<std::mutex> lock(log.mu);
+        log.build_samples.push_back({now, std::move(cpus)});
+      }
+      absl::SleepFor(absl::Microseconds(500));
+    }
+  });
+  o.make_builder = [cache, &log, &pids](const tune::BuildOptions& hooks) {
     tune::BuildOptions bo = hooks;
     bo.cache_dir = cache;
+    bo.use_cache = false;
+    bo.compile_started = [&log, &pids, placed = hooks.compile_started](int pid) {
+      placed(pid);
+      std::lock_guard<std::mutex> lock(log.mu);
+      pids.push_back(pid);
+    };
     return tune::MakeLocalBuilder(bo);
   };
   o.make_measurer = [self](const std::vector<int>& cores) {
     tune::MeasureOptions mo;
     mo.cores = cores;
-    mo.min_repeat_ms = 1;
+    mo.min_repeat_ms = 20;  // measurements long enough to overlap compiles
     mo.repeat = 2;
     mo.worker_command = {self, tune::kMeasureWorkerArg};
     return tune::MakeLocalMeasurer(mo);
   };
   auto store = tune::OpenSqliteRecordStore(":memory:");
   ASSERT_TRUE(store.ok());
-  std::vector<EngineJob> jobs = TwoJobs(3, 3, /*measure_default=*/true);
+  std::vector<EngineJob> jobs = TwoJobs(2, 2, /*measure_default=*/true);
   for (EngineJob& j : jobs) j.tasks = {ConvTask(8, 6), ConvTask(8, 4)};
   auto engine = Engine::Create(o);
   ASSERT_TRUE(engine.ok()) << engine.status();
   const absl::Time start = absl::Now();
   auto r = (*engine)->Run(jobs, store->get());
+  stop = true;
+  sampler.join();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(60));
   for (const JobResult& j : r->jobs) {
     EXPECT_TRUE(j.status.ok()) << j.status;
     ASSERT_EQ(j.outcomes.size(), 2u);
     for (const auto& out : j.outcomes) {
-      EXPECT_EQ(out.trials, 3);
+      EXPECT_EQ(out.trials, 2);
       EXPECT_GT(out.best_gflops, 0) << "no candidate of " << out.task.key << " succeeded";
       EXPECT_GT(out.default_cost, 0);
     }
     auto n = (*store)->Count({.job_id = j.job_id});
     ASSERT_TRUE(n.ok());
-    EXPECT_EQ(*n, 6);
+    EXPECT_EQ(*n, 4);
+  }
+  // 2 jobs x 2 tasks x (2 candidates + the default config) compiles, each placed on the cores of
+  // its build's grant: never on the device core while a measurement runs.
+  EXPECT_EQ(pids.size(), 12u);
+  EXPECT_GT(log.build_samples.size(), 12u);
+  for (const Log::Sample& s : log.build_samples) {
+    for (const StageTrace& m : r->traces) {
+      if (m.kind != StageKind::kMeasure || s.time <= m.start || s.time >= m.end) continue;
+      EXPECT_EQ(std::count(s.cpus.begin(), s.cpus.end(), kDeviceCore), 0)
+          << "a compiler could run on the device core during a measurement";
+    }
   }
   for (const StageTrace& m : r->traces) {
     if (m.kind != StageKind::kMeasure) continue;
