@@ -778,7 +778,7 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
   ops::Epilogue act;
   if (node.op_type == "MaxPool" || node.op_type == "GlobalAveragePool") {
     if (node.op_type == "MaxPool") {
-      if (node.GetInt("ceil_mode", 0) != 0 || node.outputs.size() != 1) return false;
+      if (node.outputs.size() != 1) return false;
       for (int64_t d : node.GetInts("dilations")) {
         if (d != 1) return false;
       }
@@ -786,8 +786,8 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
     const bool global = node.op_type == "GlobalAveragePool";
     int64_t kh = ig.h, kw = ig.w, sh = 1, sw = 1, pt = 0, pl = 0;
     if (!global) {
-      absl::StatusOr<graph::WindowGeometry> geo =
-          graph::ResolveWindowGeometry(node, {ig.h, ig.w}, node.GetInts("kernel_shape"), false);
+      absl::StatusOr<graph::WindowGeometry> geo = graph::ResolveWindowGeometry(
+          node, {ig.h, ig.w}, node.GetInts("kernel_shape"), node.GetInt("ceil_mode", 0) != 0);
       if (!geo.ok()) return false;
       kh = geo->kernel[0];
       kw = geo->kernel[1];
