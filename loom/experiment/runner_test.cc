@@ -1,0 +1,125 @@
+#include "loom/experiment/runner.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/target.h"
+#include "loom/tune/fake_builder.h"
+#include "loom/tune/fake_measurer.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::experiment {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A measurer that takes a fixed time per call, so setups differ in makespan.
+class SlowMeasurer final : public tune::Measurer {
+ public:
+  std::vector<tune::MeasureResult> Measure(const tune::MeasureTask& task,
+                                           const std::vector<tune::BuildResult>& built) override {
+    absl::SleepFor(absl::Milliseconds(10));
+    return fake_.Measure(task, built);
+  }
+  absl::StatusOr<tune::DeviceInfo> Probe() override { return fake_.Probe(); }
+
+ private:
+  tune::FakeMeasurer fake_;
+};
+
+graph::Task SmallConv(int64_t c) {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kConv2d;
+  w.n = 1, w.c = c, w.h = 8, w.w = 8, w.k = c, w.r = 3, w.s = 3;
+  w.stride_h = w.stride_w = 1;
+  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+  w.dilation_h = w.dilation_w = 1;
+  w.groups = 1;
+  graph::Task t;
+  t.workload = w;
+  t.key = graph::WorkloadKey(w);
+  t.hash = graph::StableHash(t.key);
+  t.count = 2;
+  t.flops = graph::WorkloadFlops(w);
+  return t;
+}
+
+TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
+  RunnerOptions options;
+  options.engine.layout = {.device_cores = {1}, .cpu_cores = {0}, .cpu_slots = 1};
+  options.engine.pin = false;
+  options.engine.make_builder =
+      [](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
+    return std::make_unique<tune::FakeBuilder>();
+  };
+  options.engine.make_measurer =
+      [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
+    return std::make_unique<SlowMeasurer>();
+  };
+  std::vector<engine::EngineJob> jobs;
+  for (int i = 0; i < 2; ++i) {
+    engine::EngineJob j;
+    j.name = absl::StrCat("m", i);
+    j.tasks = {SmallConv(8 * (i + 1))};
+    j.options.trials = 8;
+    j.options.batch_size = 4;
+    j.options.tuner.kind = "random";
+    j.options.job_id = absl::StrCat("job", i);
+    j.target = ops::HostCpuTarget();
+    j.measure_default = false;
+    jobs.push_back(std::move(j));
+  }
+  auto store = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto results =
+      RunExperiment(jobs, {"dedicated", "interleaved", "uncontrolled"}, options, store->get());
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 3u);
+  const SetupResult& dedicated = (*results)[0];
+  EXPECT_EQ(dedicated.setup, "dedicated");
+  ASSERT_EQ(dedicated.jobs.size(), 2u);
+  // Alone, the jobs' times add up to the setup's makespan.
+  EXPECT_NEAR(dedicated.makespan_s, dedicated.jobs[0].seconds + dedicated.jobs[1].seconds, 0.05);
+  for (const SetupResult& r : *results) {
+    EXPECT_GT(r.makespan_s, 0);
+    EXPECT_GE(r.makespan_s, r.lower_bound_s * 0.99);
+    EXPECT_GT(r.device_utilization, 0);
+    EXPECT_LE(r.device_utilization, 1.01);
+    for (const SetupJobResult& j : r.jobs) {
+      EXPECT_EQ(j.records, 8);
+      EXPECT_TRUE(j.error.empty()) << j.error;
+      EXPECT_GT(j.tuned_latency_ms, 0);
+      auto n = (*store)->Count({.job_id = j.job_id});
+      ASSERT_TRUE(n.ok());
+      EXPECT_EQ(*n, 8) << j.job_id;
+    }
+  }
+  EXPECT_EQ((*results)[1].jobs[0].job_id, "job0@interleaved");
+
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/loom_experiment_", getpid());
+  ASSERT_TRUE(WriteResults(*results, dir).ok());
+  std::ifstream csv(dir + "/results.csv");
+  std::string line;
+  int lines = 0;
+  std::getline(csv, line);
+  EXPECT_THAT(line, HasSubstr("setup,makespan_s"));
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 6);  // 3 setups x 2 jobs
+  std::ifstream js(dir + "/results.json");
+  nlohmann::json j = nlohmann::json::parse(js);
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[2]["setup"], "uncontrolled");
+  EXPECT_EQ(j[2]["jobs"].size(), 2u);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace loom::experiment

@@ -1,0 +1,134 @@
+#include "loom/experiment/spec.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "loom/base/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace loom::experiment {
+namespace {
+
+absl::Status Error(const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(path.empty() ? "spec" : path, ": ", what));
+}
+
+std::string Child(const std::string& path, const std::string& key) {
+  return path.empty() ? key : absl::StrCat(path, ".", key);
+}
+
+absl::Status CheckKeys(const YAML::Node& node, const std::string& path,
+                       const std::set<std::string>& allowed) {
+  if (!node.IsMap()) return Error(path, "expected a mapping");
+  for (const auto& kv : node) {
+    const std::string key = kv.first.as<std::string>();
+    if (!allowed.contains(key)) {
+      return Error(path, absl::StrCat("unknown key '", key, "' at ", Child(path, key),
+                                      " (allowed: ", absl::StrJoin(allowed, ", "), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status Optional(const YAML::Node& node, const std::string& path, const char* key, T* out) {
+  YAML::Node v = node[key];
+  if (!v) return absl::OkStatus();
+  if (!v.IsScalar()) return Error(Child(path, key), "expected a scalar value");
+  try {
+    *out = v.as<T>();
+  } catch (const YAML::Exception&) {
+    return Error(Child(path, key), absl::StrCat("cannot read '", v.Scalar(), "'"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status OptionalList(const YAML::Node& node, const std::string& path, const char* key,
+                          std::vector<T>* out) {
+  YAML::Node v = node[key];
+  if (!v) return absl::OkStatus();
+  if (!v.IsSequence()) return Error(Child(path, key), "expected a list");
+  out->clear();
+  for (size_t i = 0; i < v.size(); ++i) {
+    try {
+      out->push_back(v[i].as<T>());
+    } catch (const YAML::Exception&) {
+      return Error(absl::StrCat(Child(path, key), "[", i, "]"), "bad value");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
+  }
+  LOOM_RETURN_IF_ERROR(
+      CheckKeys(root, "", {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots"}));
+  ExperimentSpec spec;
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
+  LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
+  LOOM_RETURN_IF_ERROR(OptionalList(root, "", "device_cores", &spec.device_cores));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "cpu_slots", &spec.cpu_slots));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "build_slots", &spec.build_slots));
+  const std::set<std::string> known = {"dedicated", "sequential", "uncontrolled", "interleaved",
+                                       "predictive"};
+  if (spec.setups.empty()) return Error("setups", "needs at least one setup");
+  for (size_t i = 0; i < spec.setups.size(); ++i) {
+    if (!known.contains(spec.setups[i])) {
+      return Error(absl::StrCat("setups[", i, "]"),
+                   absl::StrCat("unknown setup '", spec.setups[i],
+                                "' (expected: ", absl::StrJoin(known, ", "), ")"));
+    }
+  }
+  if (spec.cpu_slots < 0) return Error("cpu_slots", "must be >= 0");
+  if (spec.build_slots < 0) return Error("build_slots", "must be >= 0");
+  YAML::Node jobs = root["jobs"];
+  if (!jobs || !jobs.IsSequence() || jobs.size() == 0) {
+    return Error("jobs", "needs a list of at least one job");
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const std::string path = absl::StrCat("jobs[", i, "]");
+    LOOM_RETURN_IF_ERROR(
+        CheckKeys(jobs[i], path, {"model", "tasks", "trials", "batch_size", "tuner", "seed"}));
+    ExperimentJobSpec job;
+    LOOM_RETURN_IF_ERROR(Optional(jobs[i], path, "model", &job.model));
+    if (job.model.empty()) return Error(path, "missing 'model' (zoo:NAME or an .onnx file)");
+    LOOM_RETURN_IF_ERROR(OptionalList(jobs[i], path, "tasks", &job.tasks));
+    LOOM_RETURN_IF_ERROR(Optional(jobs[i], path, "trials", &job.trials));
+    LOOM_RETURN_IF_ERROR(Optional(jobs[i], path, "batch_size", &job.batch_size));
+    LOOM_RETURN_IF_ERROR(Optional(jobs[i], path, "tuner", &job.tuner));
+    LOOM_RETURN_IF_ERROR(Optional(jobs[i], path, "seed", &job.seed));
+    if (job.trials < 1) return Error(Child(path, "trials"), "must be >= 1");
+    if (job.batch_size < 1) return Error(Child(path, "batch_size"), "must be >= 1");
+    for (int64_t t : job.tasks) {
+      if (t < 0) return Error(Child(path, "tasks"), "task indices must be >= 0");
+    }
+    spec.jobs.push_back(std::move(job));
+  }
+  return spec;
+}
+
+absl::StatusOr<ExperimentSpec> LoadExperimentSpec(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open the experiment spec ", path));
+  std::stringstream text;
+  text << f.rdbuf();
+  auto spec = ParseExperimentSpec(text.str());
+  if (!spec.ok()) {
+    return absl::Status(spec.status().code(), absl::StrCat(path, ": ", spec.status().message()));
+  }
+  return spec;
+}
+
+}  // namespace loom::experiment

@@ -1,0 +1,39 @@
+// The experiment spec (`loom experiment SPEC.yaml`): which tuning jobs to run and under which
+// setups (each job alone, uncontrolled, interleaved, predictive), on which device layout. Parsed
+// strictly: an unknown key is an error naming its path. Called by the experiment runner's CLI.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace loom::experiment {
+
+struct ExperimentJobSpec {
+  std::string model;           // zoo:NAME or an .onnx path
+  std::vector<int64_t> tasks;  // task indices (as 'loom tasks' lists them); empty: all
+  int64_t trials = 16;         // per task
+  int batch_size = 8;
+  std::string tuner = "xgb";
+  uint64_t seed = 0;
+};
+
+struct ExperimentSpec {
+  std::string name = "experiment";
+  std::vector<ExperimentJobSpec> jobs;
+  // "dedicated" (each job alone on the machine, one after another) and the policies
+  // "uncontrolled", "interleaved", "predictive", "sequential".
+  std::vector<std::string> setups = {"dedicated", "uncontrolled", "interleaved", "predictive"};
+  std::vector<int> device_cores;  // empty: the last core
+  int cpu_slots = 0;              // 0: one per core outside the device
+  int build_slots = 0;            // 0: the CPU slots
+};
+
+// kInvalidArgument naming the key path on unknown keys, bad values or no jobs.
+absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml);
+absl::StatusOr<ExperimentSpec> LoadExperimentSpec(const std::string& path);
+
+}  // namespace loom::experiment
