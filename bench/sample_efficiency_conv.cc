@@ -1,0 +1,428 @@
+// Sample efficiency of the XGB tuner against random search on real ResNet-18 conv2d layers
+// (issue 3, "Figures to measure and report"): trials each tuner needs before its running best
+// reaches 95% of the best config known for the layer (in throughput terms).
+//
+// Method. Every distinct config of a layer is built and measured ONCE (real g++ builder, sandboxed
+// measurer pinned to --device-cores); its result is stored in the record database (--db) and
+// cached by config index. Tuners are then replayed against this table of costs: a config already
+// in the table is not measured again, a config never seen is measured and added. So every tuner
+// sees exactly the same cost for the same config, and measurement noise (large on a shared machine)
+// cannot favour one tuner. The runs per layer, in order:
+//   1. a reference random-search run of --ref-trials configs (a uniform sample of the space);
+//   2. for each seed: a random run and an xgb run of --budget trials each.
+// The layer's best cost is the best over everything measured (reference and all tuner runs); the
+// trials-to-95% of a run is the position of its first result with cost <= best / 0.95 (budget + 1
+// when not reached, shown as ">budget"). The expected trials of random search is also estimated
+// from the reference sample alone: with k of its N configs within 95%, (N + 1) / (k + 1).
+// Rerunning with the same --db replays from the stored table (only new configs are measured).
+//
+// Usage: sample_efficiency_conv --db FILE [--layers 0,1,2] [--ref-trials 200] [--budget 100]
+//          [--seeds 1,2,3] [--batch-size 8] [--device-cores 1] [--build-threads 2]
+//          [--min-repeat-ms 20] [--plan-size 32] [--warmup-trials 16] [--epsilon 0.05]
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/target.h"
+#include "loom/ops/template.h"
+#include "loom/tune/builder.h"
+#include "loom/tune/measure_worker.h"
+#include "loom/tune/measurer.h"
+#include "loom/tune/record.h"
+#include "loom/tune/record_store.h"
+#include "loom/tune/tuner.h"
+
+namespace {
+
+using loom::ops::Config;
+using loom::tune::MeasureResult;
+
+struct Layer {
+  const char* name;
+  loom::graph::Workload w;
+};
+
+loom::graph::Workload Conv(int64_t c, int64_t hw, int64_t k, int64_t stride) {
+  loom::graph::Workload w;
+  w.kind = loom::graph::TaskKind::kConv2d;
+  w.n = 1, w.c = c, w.h = hw, w.w = hw, w.k = k, w.r = 3, w.s = 3;
+  w.stride_h = w.stride_w = stride;
+  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+  w.dilation_h = w.dilation_w = 1;
+  w.groups = 1;
+  return w;
+}
+
+const std::vector<Layer>& Layers() {
+  static const std::vector<Layer> layers = {
+      {"64->64 3x3 @56", Conv(64, 56, 64, 1)},
+      {"128->128 3x3 @28", Conv(128, 28, 128, 1)},
+      {"256->512 3x3 s2 @14", Conv(256, 14, 512, 2)},
+  };
+  return layers;
+}
+
+struct Flags {
+  std::string db;
+  std::vector<int64_t> layers = {0, 1, 2};
+  int64_t ref_trials = 200;
+  int64_t budget = 100;
+  std::vector<int64_t> seeds = {1, 2, 3};
+  int64_t batch_size = 8;
+  std::vector<int64_t> device_cores = {1};
+  int64_t build_threads = 2;
+  int64_t min_repeat_ms = 20;
+  int64_t plan_size = 32;
+  int64_t warmup_trials = 16;
+  double epsilon = 0.05;
+};
+
+[[noreturn]] void Die(const std::string& msg) {
+  std::fprintf(stderr, "sample_efficiency_conv: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+std::vector<int64_t> IntList(const std::string& flag, const std::string& text) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v < 0) Die(absl::StrCat("bad ", flag, " '", text, "'"));
+    out.push_back(v);
+  }
+  if (out.empty()) Die(absl::StrCat("empty ", flag));
+  return out;
+}
+
+Flags ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) Die(absl::StrCat("flag ", a, " needs a value"));
+    std::string v = argv[++i];
+    auto one = [&](int64_t* out) {
+      if (!absl::SimpleAtoi(v, out) || *out < 0) Die(absl::StrCat("bad ", a, " '", v, "'"));
+    };
+    if (a == "--db") {
+      f.db = v;
+    } else if (a == "--layers") {
+      f.layers = IntList(a, v);
+      for (int64_t l : f.layers) {
+        if (l >= static_cast<int64_t>(Layers().size())) Die("--layers: index out of range");
+      }
+    } else if (a == "--ref-trials") {
+      one(&f.ref_trials);
+    } else if (a == "--budget") {
+      one(&f.budget);
+    } else if (a == "--seeds") {
+      f.seeds = IntList(a, v);
+    } else if (a == "--batch-size") {
+      one(&f.batch_size);
+    } else if (a == "--device-cores") {
+      f.device_cores = IntList(a, v);
+    } else if (a == "--build-threads") {
+      one(&f.build_threads);
+    } else if (a == "--min-repeat-ms") {
+      one(&f.min_repeat_ms);
+    } else if (a == "--plan-size") {
+      one(&f.plan_size);
+    } else if (a == "--warmup-trials") {
+      one(&f.warmup_trials);
+    } else if (a == "--epsilon") {
+      if (!absl::SimpleAtod(v, &f.epsilon)) Die("bad --epsilon");
+    } else {
+      Die(absl::StrCat("unknown flag ", a));
+    }
+  }
+  if (f.db.empty()) Die("--db FILE is required");
+  if (f.batch_size < 1 || f.budget < 1) Die("--batch-size and --budget must be >= 1");
+  return f;
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+// The table of costs of one layer: one measurement per distinct config, from the store and from
+// new measurements (which are appended to the store).
+class CostTable {
+ public:
+  CostTable(const loom::graph::Task& task, const loom::ops::Template& tmpl,
+            const loom::ops::Target& target, loom::tune::RecordStore* store,
+            loom::tune::Builder* builder, loom::tune::Measurer* measurer)
+      : task_(task),
+        tmpl_(tmpl),
+        target_(target),
+        store_(store),
+        builder_(builder),
+        measurer_(measurer) {}
+
+  absl::Status Load() {
+    auto records = store_->ForTask(task_.key, target_.Key(), std::nullopt);
+    if (!records.ok()) return records.status();
+    for (const auto& r : *records) {
+      if (r.template_name != tmpl_.name() || table_.contains(r.config_index)) continue;
+      table_[r.config_index] = r.ok() ? r.median_cost : kFailed;
+    }
+    return absl::OkStatus();
+  }
+
+  // The objective: cached costs, new configs built and measured once.
+  std::vector<MeasureResult> Evaluate(const std::vector<Config>& configs) {
+    std::vector<Config> missing;
+    for (const Config& c : configs) {
+      if (!table_.contains(c.index) &&
+          std::none_of(missing.begin(), missing.end(),
+                       [&](const Config& m) { return m.index == c.index; })) {
+        missing.push_back(c);
+      }
+    }
+    if (!missing.empty()) {
+      absl::Time t0 = absl::Now();
+      std::vector<loom::tune::BuildResult> built = builder_->Build(tmpl_, missing);
+      absl::Time t1 = absl::Now();
+      loom::tune::MeasureTask mt{task_.key, target_, {}};
+      std::vector<MeasureResult> measured = measurer_->Measure(mt, built);
+      measure_seconds_ += absl::ToDoubleSeconds(absl::Now() - t1);
+      build_seconds_ += absl::ToDoubleSeconds(t1 - t0);
+      loom::tune::RecordContext ctx{task_.key, tmpl_.name(), target_.Key(), "sample-efficiency",
+                                    task_.flops};
+      std::vector<loom::tune::Record> records;
+      for (size_t i = 0; i < measured.size(); ++i) {
+        const MeasureResult& m = measured[i];
+        table_[missing[i].index] = m.ok() ? m.MedianCost() : kFailed;
+        records.push_back(loom::tune::MakeRecord(ctx, m, tmpl_.space().ToJson(missing[i]),
+                                                 built[i].build_seconds));
+        ++new_measurements_;
+      }
+      absl::Status st = store_->Append(records);
+      if (!st.ok()) Die(absl::StrCat("record store: ", st.ToString()));
+    }
+    std::vector<MeasureResult> out;
+    for (const Config& c : configs) {
+      MeasureResult r;
+      r.config = c;
+      double cost = table_.at(c.index);
+      if (std::isfinite(cost)) {
+        r.costs = {cost};
+      } else {
+        r.error = loom::tune::ErrorKind::kRuntime;
+        r.error_msg = "failed when first measured";
+      }
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+
+  double Best() const {
+    double best = kFailed;
+    for (const auto& [index, cost] : table_) best = std::min(best, cost);
+    return best;
+  }
+  const std::map<int64_t, double>& table() const { return table_; }
+  int64_t new_measurements() const { return new_measurements_; }
+  double build_seconds() const { return build_seconds_; }
+  double measure_seconds() const { return measure_seconds_; }
+
+ private:
+  static constexpr double kFailed = std::numeric_limits<double>::infinity();
+  const loom::graph::Task& task_;
+  const loom::ops::Template& tmpl_;
+  const loom::ops::Target& target_;
+  loom::tune::RecordStore* store_;
+  loom::tune::Builder* builder_;
+  loom::tune::Measurer* measurer_;
+  std::map<int64_t, double> table_;
+  int64_t new_measurements_ = 0;
+  double build_seconds_ = 0, measure_seconds_ = 0;
+};
+
+// Runs a tuner for `budget` trials against the table; the cost of every trial in order (+inf for
+// a failed config).
+std::vector<double> RunTuner(const loom::tune::TunerOptions& opt, const loom::ops::Template& tmpl,
+                             CostTable& table, int64_t budget, int64_t batch_size) {
+  auto tuner = loom::tune::MakeTuner(opt, tmpl);
+  if (!tuner.ok()) Die(tuner.status().ToString());
+  std::vector<double> costs;
+  while (static_cast<int64_t>(costs.size()) < budget && (*tuner)->HasNext()) {
+    int n = static_cast<int>(std::min(batch_size, budget - static_cast<int64_t>(costs.size())));
+    std::vector<Config> configs = (*tuner)->Propose(n);
+    if (configs.empty()) break;
+    std::vector<MeasureResult> results = table.Evaluate(configs);
+    (*tuner)->Update(configs, results);
+    for (const MeasureResult& r : results) costs.push_back(r.MedianCost());
+  }
+  return costs;
+}
+
+int64_t TrialsTo(const std::vector<double>& costs, double target) {
+  for (size_t i = 0; i < costs.size(); ++i) {
+    if (costs[i] <= target) return static_cast<int64_t>(i) + 1;
+  }
+  return -1;
+}
+
+double BestOf(const std::vector<double>& costs) {
+  double b = std::numeric_limits<double>::infinity();
+  for (double c : costs) b = std::min(b, c);
+  return b;
+}
+
+std::string TrialsText(int64_t t, int64_t budget) {
+  return t < 0 ? absl::StrCat(">", budget) : absl::StrCat(t);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
+    return loom::tune::RunMeasureWorker(0, 1);
+  }
+  Flags f = ParseFlags(argc, argv);
+  loom::ops::Target target = loom::ops::HostCpuTarget();
+
+  auto store = loom::tune::OpenSqliteRecordStore(f.db);
+  if (!store.ok()) Die(store.status().ToString());
+  loom::tune::BuildOptions bo;
+  bo.num_threads = static_cast<int32_t>(std::max<int64_t>(1, f.build_threads));
+  auto builder = loom::tune::MakeLocalBuilder(bo);
+  if (!builder.ok()) Die(builder.status().ToString());
+  loom::tune::MeasureOptions mo;
+  for (int64_t c : f.device_cores) mo.cores.push_back(static_cast<int>(c));
+  mo.min_repeat_ms = static_cast<int32_t>(f.min_repeat_ms);
+  auto measurer = loom::tune::MakeLocalMeasurer(mo);
+  if (!measurer.ok()) Die(measurer.status().ToString());
+  auto probe = (*measurer)->Probe();
+  if (!probe.ok()) Die(probe.status().ToString());
+
+  std::printf("target %s; measurer pinned to cores %s; min_repeat_ms %lld, repeat 3\n",
+              target.Key().c_str(), absl::StrJoin(probe->cpus, ",").c_str(),
+              static_cast<long long>(f.min_repeat_ms));
+  std::printf(
+      "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f; batch %lld; "
+      "budget %lld; reference random run %lld; seeds %s\n",
+      static_cast<long long>(f.plan_size), static_cast<long long>(f.warmup_trials), f.epsilon,
+      static_cast<long long>(f.batch_size), static_cast<long long>(f.budget),
+      static_cast<long long>(f.ref_trials), absl::StrJoin(f.seeds, ",").c_str());
+  std::printf("load average at start: %s\n\n", LoadAverage().c_str());
+  std::fflush(stdout);
+
+  std::vector<std::string> summary;
+  for (int64_t li : f.layers) {
+    const Layer& layer = Layers()[static_cast<size_t>(li)];
+    loom::graph::Task task;
+    task.workload = layer.w;
+    task.key = loom::graph::WorkloadKey(layer.w);
+    task.flops = loom::graph::WorkloadFlops(layer.w);
+    auto tmpl = loom::ops::MakeTemplate(layer.w, target);
+    if (!tmpl.ok()) Die(tmpl.status().ToString());
+    CostTable table(task, **tmpl, target, store->get(), builder->get(), measurer->get());
+    absl::Status st = table.Load();
+    if (!st.ok()) Die(st.ToString());
+    int64_t cached_at_start = static_cast<int64_t>(table.table().size());
+    absl::Time t0 = absl::Now();
+
+    loom::tune::TunerOptions ref_opt;
+    ref_opt.kind = "random";
+    ref_opt.seed = 1000;
+    std::vector<double> ref = RunTuner(ref_opt, **tmpl, table, f.ref_trials, f.batch_size);
+
+    struct Run {
+      std::string kind;
+      int64_t seed;
+      std::vector<double> costs;
+    };
+    std::vector<Run> runs;
+    for (int64_t seed : f.seeds) {
+      for (const char* kind : {"random", "xgb"}) {
+        loom::tune::TunerOptions opt;
+        opt.kind = kind;
+        opt.seed = static_cast<uint64_t>(seed);
+        opt.plan_size = static_cast<int>(f.plan_size);
+        opt.model_warmup_trials = static_cast<int>(f.warmup_trials);
+        opt.epsilon = f.epsilon;
+        runs.push_back({kind, seed, RunTuner(opt, **tmpl, table, f.budget, f.batch_size)});
+        std::fprintf(stderr, "[%s] %s seed %lld done (%lld configs in table)\n", layer.name, kind,
+                     static_cast<long long>(seed), static_cast<long long>(table.table().size()));
+      }
+    }
+    double best = table.Best();
+    double target_cost = best / 0.95;
+    int64_t ref_hits =
+        std::count_if(ref.begin(), ref.end(), [&](double c) { return c <= target_cost; });
+    double expected_random =
+        (static_cast<double>(ref.size()) + 1) / (static_cast<double>(ref_hits) + 1);
+
+    std::printf("## layer %lld: %s  (%s)\n", static_cast<long long>(li), layer.name,
+                task.key.c_str());
+    std::printf(
+        "space %lld configs; %lld distinct configs measured (%lld from an earlier run of "
+        "this DB); best %.3f ms = %.1f GFLOPS; 95%% target %.1f GFLOPS\n",
+        static_cast<long long>((*tmpl)->space().size()),
+        static_cast<long long>(table.table().size()), static_cast<long long>(cached_at_start),
+        best * 1e3, task.flops / best / 1e9, task.flops / target_cost / 1e9);
+    std::printf(
+        "reference random run: %zu trials, %lld within 95%% -> expected random trials "
+        "(N+1)/(k+1) = %.1f\n",
+        ref.size(), static_cast<long long>(ref_hits), expected_random);
+    std::printf("| tuner | seed | trials to 95%% | best GFLOPS in %lld trials |\n",
+                static_cast<long long>(f.budget));
+    std::printf("|---|---:|---:|---:|\n");
+    std::map<std::string, std::vector<int64_t>> per_kind;
+    for (const Run& r : runs) {
+      int64_t t = TrialsTo(r.costs, target_cost);
+      per_kind[r.kind].push_back(t < 0 ? f.budget + 1 : t);
+      double b = BestOf(r.costs);
+      std::printf("| %s | %lld | %s | %.1f |\n", r.kind.c_str(), static_cast<long long>(r.seed),
+                  TrialsText(t, f.budget).c_str(), std::isfinite(b) ? task.flops / b / 1e9 : 0.0);
+    }
+    auto mean = [](const std::vector<int64_t>& v) {
+      double s = 0;
+      for (int64_t x : v) s += static_cast<double>(x);
+      return v.empty() ? 0.0 : s / static_cast<double>(v.size());
+    };
+    double mx = mean(per_kind["xgb"]), mr = mean(per_kind["random"]);
+    std::printf(
+        "mean trials to 95%% (not reached counts as budget+1): xgb %.1f, random %.1f "
+        "(replayed), random %.1f (expected from reference sample); xgb/random %.2f / "
+        "%.2f\n",
+        mx, mr, expected_random, mr > 0 ? mx / mr : 0.0,
+        expected_random > 0 ? mx / expected_random : 0.0);
+    std::printf(
+        "new measurements %lld (build %.0f s, measure %.0f s), layer wall %.0f s, load "
+        "average %s\n\n",
+        static_cast<long long>(table.new_measurements()), table.build_seconds(),
+        table.measure_seconds(), absl::ToDoubleSeconds(absl::Now() - t0), LoadAverage().c_str());
+    std::fflush(stdout);
+    summary.push_back(absl::StrFormat("| %s | %lld | %.1f | %s | %s | %.1f | %.1f | %.1f | %.2f |",
+                                      layer.name, static_cast<long long>((*tmpl)->space().size()),
+                                      task.flops / best / 1e9, absl::StrJoin(per_kind["xgb"], ", "),
+                                      absl::StrJoin(per_kind["random"], ", "), mx, mr,
+                                      expected_random, mr > 0 ? mx / mr : 0.0));
+  }
+  std::printf("## summary (trials to reach 95%% of the best; budget+1 = not reached)\n");
+  std::printf(
+      "| layer | space | best GFLOPS | xgb per seed | random per seed | xgb mean | random "
+      "mean | random expected | xgb/random |\n");
+  std::printf("|---|---:|---:|---|---|---:|---:|---:|---:|\n");
+  for (const std::string& s : summary) std::printf("%s\n", s.c_str());
+  std::printf("load average at end: %s\n", LoadAverage().c_str());
+  return 0;
+}
