@@ -304,6 +304,32 @@ TEST(CliTuneTest, TwoModelsRunAsConcurrentJobsUnderAPolicy) {
   ExpectOneLineError(RunLoom("tune zoo:tiny_cnn --policy fastest"), "fastest");
 }
 
+// The experiment runner end to end: two setups of two small jobs, results written.
+TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
+  fs::path dir = ScratchDir() / "experiment";
+  fs::remove_all(dir);
+  fs::path spec = ScratchDir() / "experiment.yaml";
+  std::ofstream(spec) << "setups: [dedicated, interleaved]\n"
+                         "jobs:\n"
+                         "  - {model: zoo:tiny_cnn, tasks: [0], trials: 2, batch_size: 2, "
+                         "tuner: random}\n"
+                         "  - {model: zoo:tiny_cnn, tasks: [1], trials: 2, batch_size: 2, "
+                         "tuner: random}\n";
+  Outcome o = RunLoom("experiment " + spec.string() + " -o " + dir.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("interleaved"));
+  std::ifstream csv(dir / "results.csv");
+  std::string line;
+  int rows = 0;
+  while (std::getline(csv, line)) rows += line.rfind("dedicated,", 0) == 0 ||
+                                          line.rfind("interleaved,", 0) == 0;
+  EXPECT_EQ(rows, 4);  // 2 setups x 2 jobs
+  EXPECT_TRUE(fs::exists(dir / "results.json"));
+  std::ofstream(spec) << "jobs:\n  - {model: zoo:tiny_cnn, trails: 2}\n";
+  ExpectOneLineError(RunLoom("experiment " + spec.string() + " -o " + dir.string()),
+                     "unknown key 'trails' at jobs[0].trails");
+}
+
 TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
   ExpectOneLineError(RunLoom("tune-task --conv2d 1,2,3 --trials 4"), "9 numbers");
   ExpectOneLineError(RunLoom("tune-task --trials 4"), "exactly one of --conv2d or --dense");
@@ -357,6 +383,26 @@ TEST(CliRecordsTest, BadRecordFilesAreOneLineErrors) {
                      "does not exist");
   ExpectOneLineError(RunLoom("records stages --db " + (dir / "x.db").string() + " --job nope"),
                      "no stage timings");
+}
+
+TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {
+  const fs::path dir = ScratchDir();
+  const std::string common = " --min-time 0 --min-runs 3 --cache-dir " +
+                             (dir / "kernels").string() + " --db " + (dir / "empty.db").string();
+  Outcome o = RunLoom("bench zoo:tiny_cnn --json --check" + common);
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("\"variant\": \"untuned\""));
+  EXPECT_THAT(o.out, HasSubstr("\"variant\": \"tuned\""));
+  EXPECT_THAT(o.out, HasSubstr("\"median_ms\""));
+  EXPECT_THAT(o.out, HasSubstr("\"p90_ms\""));
+  EXPECT_THAT(o.out, HasSubstr("\"max_rel_err\""));
+  Outcome p = RunLoom("bench zoo:tiny_cnn --profile --threads 2" + common);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_THAT(p.out, HasSubstr("2 threads"));
+  EXPECT_THAT(p.out, HasSubstr("profile untuned"));
+  EXPECT_THAT(p.out, HasSubstr("conv2d_nchwc"));
+  EXPECT_THAT(p.out, HasSubstr("top nodes"));
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --threads 0"), "--threads");
 }
 
 }  // namespace

@@ -28,5 +28,6 @@ void RegisterZooCommand(CLI::App& app);
 void RegisterTuneCommands(CLI::App& app);  // tune, tune-task
 void RegisterBenchCommand(CLI::App& app);
 void RegisterRecordsCommand(CLI::App& app);
+void RegisterExperimentCommand(CLI::App& app);
 
 }  // namespace loom::cli

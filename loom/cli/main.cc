@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterTuneCommands(app);
   loom::cli::RegisterBenchCommand(app);
   loom::cli::RegisterRecordsCommand(app);
+  loom::cli::RegisterExperimentCommand(app);
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterVersionCommand(app);
 
