@@ -454,6 +454,8 @@ absl::StatusOr<int64_t> Compiler::PaddedBuf(const std::string& v, const Padded& 
   LOOM_ASSIGN_OR_RETURN(State * s, StateOf(v));
   auto it = s->padded.find(p);
   if (it != s->padded.end()) return it->second;
+  // Without padding the conv reads the plain blocked layout: no step when the block matches.
+  if (p.pt == 0 && p.pl == 0 && p.pb == 0 && p.pr == 0) return BlockedBuf(v, p.bn);
   BlockedGeo dst = GeoOf(*s, p.bn);
   dst.pt = p.pt;
   dst.pl = p.pl;
