@@ -222,6 +222,9 @@ class Runner {
 
  private:
   absl::Status Setup(const std::vector<EngineJob>& jobs);
+  // Runs the jobs until all have ended and every worker has returned.
+  absl::Status Loop();
+  EngineResult Collect();
   // Starts the job's next task (or its next round); finishes the job when no task is left.
   void Advance(JobState& job);
   void SubmitRound(JobState& job);
@@ -753,6 +756,20 @@ void Runner::Report(bool final) {
 
 absl::StatusOr<EngineResult> Runner::Run(const std::vector<EngineJob>& jobs) {
   LOOM_RETURN_IF_ERROR(Setup(jobs));
+  // The engine thread itself does CPU work (loading a task's history may train a cost model,
+  // storing rounds): keep it on the general cores, off the device.
+  cpu_set_t saved;
+  CPU_ZERO(&saved);
+  const bool pin_self = pin_ && !options_.layout.cpu_cores.empty() &&
+                        sched_getaffinity(0, sizeof(saved), &saved) == 0;
+  if (pin_self) SetAffinity(0, options_.layout.cpu_cores);
+  absl::Status st = Loop();
+  if (pin_self) sched_setaffinity(0, sizeof(saved), &saved);
+  LOOM_RETURN_IF_ERROR(st);
+  return Collect();
+}
+
+absl::Status Runner::Loop() {
   start_ = Now();
   next_progress_ = start_ + options_.progress_interval;
   for (auto& job : jobs_) {
@@ -791,6 +808,10 @@ absl::StatusOr<EngineResult> Runner::Run(const std::vector<EngineJob>& jobs) {
     }
   }
   pool_.reset();  // every worker has finished (running_ is empty)
+  return absl::OkStatus();
+}
+
+EngineResult Runner::Collect() {
   EngineResult result;
   result.policy = options_.policy;
   result.start = start_;

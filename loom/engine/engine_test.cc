@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -269,6 +270,71 @@ TEST_F(EngineTest, InterleavedNeverOverlapsMeasurementsAndFinishesEveryRound) {
   EXPECT_EQ(reports.back().resources[1].name, "device:cpu:1");
   EXPECT_GT(reports.back().resources[1].busy_fraction, 0.2);
   EXPECT_GT(r->device_busy_seconds, 8 * 0.025 * 0.9);
+}
+
+// A store that refuses one job's records: that job fails with the store's error, the other
+// finishes.
+class RefusingStore final : public tune::RecordStore {
+ public:
+  RefusingStore(tune::RecordStore* inner, std::string refused_job)
+      : inner_(inner), refused_(std::move(refused_job)) {}
+  absl::Status Append(const std::vector<tune::Record>& records) override {
+    for (const auto& r : records) {
+      if (r.job_id == refused_) return absl::UnavailableError("disk full (test)");
+    }
+    return inner_->Append(records);
+  }
+  absl::StatusOr<std::vector<tune::Record>> BestK(const std::string& task,
+                                                  const std::string& target, int k) override {
+    return inner_->BestK(task, target, k);
+  }
+  absl::StatusOr<std::vector<tune::Record>> ForTask(
+      const std::string& task, const std::string& target,
+      const std::optional<std::string>& job) override {
+    return inner_->ForTask(task, target, job);
+  }
+  absl::StatusOr<std::vector<tune::Record>> Similar(const graph::Workload& w,
+                                                    const std::string& target, int limit) override {
+    return inner_->Similar(w, target, limit);
+  }
+  absl::Status AppendStageTimings(const std::string& job, const std::string& task, int64_t round,
+                                  const std::vector<tune::StageTiming>& timings) override {
+    return inner_->AppendStageTimings(job, task, round, timings);
+  }
+  absl::StatusOr<std::vector<tune::StageTimingRecord>> StageTimings(
+      const std::string& job) override {
+    return inner_->StageTimings(job);
+  }
+  absl::Status ExportJsonLines(std::ostream& out, const tune::RecordFilter& f) override {
+    return inner_->ExportJsonLines(out, f);
+  }
+  absl::StatusOr<int64_t> ImportJsonLines(std::istream& in) override {
+    return inner_->ImportJsonLines(in);
+  }
+  absl::StatusOr<int64_t> Count(const tune::RecordFilter& f) override { return inner_->Count(f); }
+  absl::StatusOr<std::vector<tune::TaskSummary>> Summary(const std::string& target) override {
+    return inner_->Summary(target);
+  }
+
+ private:
+  tune::RecordStore* inner_;
+  std::string refused_;
+};
+
+TEST_F(EngineTest, AJobWhoseRecordsCannotBeStoredFailsAloneAndTheCallerKeepsItsCpus) {
+  Log log;
+  const std::vector<int> cpus_before = CurrentCpus();
+  auto engine = Engine::Create(FakeOptions("interleaved", &log));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  RefusingStore store(store_.get(), "job1");
+  auto r = (*engine)->Run(TwoJobs(), &store);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->jobs[0].status.ok()) << r->jobs[0].status;
+  EXPECT_EQ(Records("job0"), 16);
+  EXPECT_EQ(r->jobs[1].status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r->jobs[1].status.message(), HasSubstr("disk full"));
+  EXPECT_EQ(Records("job1"), 0);
+  EXPECT_EQ(CurrentCpus(), cpus_before);
 }
 
 TEST_F(EngineTest, PredictiveKeepsTheDeviceExclusive) {
