@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <numeric>
 #include <tuple>
 #include <utility>
 
@@ -94,14 +95,24 @@ void Relayout(const float* src, const BlockedGeo& s, float* dst, const BlockedGe
         std::memcpy(interior, in, sizeof(float) * static_cast<size_t>(d.w * d.bn));
         continue;
       }
-      for (int64_t i = 0; i < d.bn; ++i) {
-        const int64_t c = cbd * d.bn + i;
+      // Runs of g = gcd(bs, bd) channels are contiguous in both layouts.
+      const int64_t g = std::gcd(s.bn, d.bn);
+      for (int64_t i0 = 0; i0 < d.bn; i0 += g) {
+        const int64_t c = cbd * d.bn + i0;
         if (c >= d.c) {
-          for (int64_t x = 0; x < d.w; ++x) interior[x * d.bn + i] = 0;
+          for (int64_t x = 0; x < d.w; ++x) {
+            std::memset(interior + x * d.bn + i0, 0, sizeof(float) * static_cast<size_t>(g));
+          }
           continue;
         }
+        const int64_t valid = std::min(g, d.c - c);
         const float* in = src + ((n * s.cb() + c / s.bn) * s.h + sy) * s.w * s.bn + c % s.bn;
-        for (int64_t x = 0; x < d.w; ++x) interior[x * d.bn + i] = in[x * s.bn];
+        for (int64_t x = 0; x < d.w; ++x) {
+          float* o = interior + x * d.bn + i0;
+          const float* v = in + x * s.bn;
+          for (int64_t l = 0; l < valid; ++l) o[l] = v[l];
+          for (int64_t l = valid; l < g; ++l) o[l] = 0;
+        }
       }
     }
   });
