@@ -229,7 +229,10 @@ INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
 namespace loom {
 namespace {
 
-int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind = std::nullopt) {
+// Records of kSmallConv that are trials of a job (the default config's baseline measurement,
+// stored under "<job>#default", is counted only when `defaults` is set).
+int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind = std::nullopt,
+                     bool defaults = false) {
   auto store = tune::OpenSqliteRecordStore(db);
   EXPECT_TRUE(store.ok()) << store.status();
   auto key = graph::WorkloadKey([] {
@@ -245,7 +248,10 @@ int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind 
   auto records = (*store)->ForTask(key, ops::HostCpuTarget().Key(), std::nullopt);
   EXPECT_TRUE(records.ok()) << records.status();
   int64_t n = 0;
-  for (const auto& r : *records) n += !kind.has_value() || r.error == *kind;
+  for (const auto& r : *records) {
+    bool is_default = r.job_id.ends_with("#default");
+    n += (is_default == defaults) && (!kind.has_value() || r.error == *kind);
+  }
   return n;
 }
 
@@ -261,6 +267,7 @@ TEST(CliTuneTest, FaultyCandidatesAreErrorRecords) {
                       db.string());
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_EQ(CountRecords(db.string()), 16);
+  EXPECT_EQ(CountRecords(db.string(), std::nullopt, /*defaults=*/true), 1);
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kRuntime), 1);
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kRunTimeout), 1);
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kWrongAnswer), 1);
@@ -290,9 +297,10 @@ TEST(CliTuneTest, KilledJobResumesFromTheDatabase) {
 TEST(CliTuneTest, TwoModelsRunAsConcurrentJobsUnderAPolicy) {
   fs::path db = ScratchDir() / "engine.db";
   fs::remove(db);
-  Outcome o = RunLoom("tune zoo:tiny_cnn zoo:tiny_cnn --tasks 0,1 --trials 4 --batch-size 4"
-                      " --tuner random --policy interleaved --db " +
-                      db.string());
+  Outcome o = RunLoom(
+      "tune zoo:tiny_cnn zoo:tiny_cnn --tasks 0,1 --trials 4 --batch-size 4"
+      " --tuner random --policy interleaved --db " +
+      db.string());
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("policy interleaved: makespan"));
   EXPECT_THAT(o.err, HasSubstr("device:cpu:"));
@@ -300,7 +308,7 @@ TEST(CliTuneTest, TwoModelsRunAsConcurrentJobsUnderAPolicy) {
   ASSERT_TRUE(store.ok()) << store.status();
   auto n = (*store)->Count({});
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(*n, 2 * 2 * 4);  // 2 jobs x 2 tasks x 4 trials
+  EXPECT_EQ(*n, 2 * 2 * (4 + 1));  // 2 jobs x 2 tasks x (4 trials + the default config)
   ExpectOneLineError(RunLoom("tune zoo:tiny_cnn --policy fastest"), "fastest");
 }
 
@@ -321,8 +329,8 @@ TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
   std::ifstream csv(dir / "results.csv");
   std::string line;
   int rows = 0;
-  while (std::getline(csv, line)) rows += line.rfind("dedicated,", 0) == 0 ||
-                                          line.rfind("interleaved,", 0) == 0;
+  while (std::getline(csv, line))
+    rows += line.rfind("dedicated,", 0) == 0 || line.rfind("interleaved,", 0) == 0;
   EXPECT_EQ(rows, 4);  // 2 setups x 2 jobs
   EXPECT_TRUE(fs::exists(dir / "results.json"));
   std::ofstream(spec) << "jobs:\n  - {model: zoo:tiny_cnn, trails: 2}\n";
@@ -358,10 +366,10 @@ TEST(CliRecordsTest, ExportImportRoundTripAndStageReport) {
   ASSERT_EQ(t.exit_code, 0) << t.err;
   Outcome e = RunLoom("records export --db " + db.string() + " -o " + lines.string());
   ASSERT_EQ(e.exit_code, 0) << e.err;
-  EXPECT_THAT(e.out, HasSubstr("exported 8 records"));
+  EXPECT_THAT(e.out, HasSubstr("exported 9 records"));  // 8 trials + the default config
   Outcome i = RunLoom("records import --db " + copy.string() + " " + lines.string());
   ASSERT_EQ(i.exit_code, 0) << i.err;
-  EXPECT_THAT(i.out, HasSubstr("imported 8 records"));
+  EXPECT_THAT(i.out, HasSubstr("imported 9 records"));
   Outcome again = RunLoom("records import --db " + copy.string() + " " + lines.string());
   EXPECT_THAT(again.out, HasSubstr("imported 0 records"));  // duplicates are skipped
   Outcome s = RunLoom("records summary --db " + copy.string());

@@ -690,6 +690,10 @@ void Runner::HandleCompletion(const Completion& c) {
     job.outcome.default_cost = !job.results.empty() && job.results[0].ok()
                                    ? job.results[0].MedianCost()
                                    : std::numeric_limits<double>::infinity();
+    if (job.results.size() == 1 && job.builds.size() == 1) {
+      absl::Status stored = job.tuner->RecordDefault(job.builds[0], job.results[0]);
+      if (!stored.ok()) return FailJob(job, stored);
+    }
     FinishTask(job);
     return Advance(job);
   }

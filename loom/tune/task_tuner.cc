@@ -106,6 +106,14 @@ absl::StatusOr<RoundReport> TaskTuner::RunRound(Builder& builder, Measurer& meas
   return report;
 }
 
+absl::Status TaskTuner::RecordDefault(const BuildResult& build, const MeasureResult& result) {
+  if (store_ == nullptr) return absl::OkStatus();
+  RecordContext context = record_context();
+  context.job_id = options_.job_id + "#default";
+  return store_->Append(
+      {MakeRecord(context, result, template_->space().ToJson(result.config), build.build_seconds)});
+}
+
 double TaskTuner::best_gflops() const {
   if (!tuner_->has_best()) return 0;
   return task_.flops / tuner_->best_cost() / 1e9;

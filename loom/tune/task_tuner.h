@@ -71,6 +71,12 @@ class TaskTuner {
   absl::Status FinishRound(const std::vector<Record>& records,
                            const std::vector<StageTiming>& timings);
 
+  // Stores the measurement of the template's default config (the untuned baseline) under the job
+  // id "<job>#default": it is not one of the job's trials, but the record store's best-k (and so
+  // the compiled model) and later jobs' transfer see it, so a tuned model is never worse than
+  // the default on the measurements taken. Without a store it does nothing.
+  absl::Status RecordDefault(const BuildResult& build, const MeasureResult& result);
+
   int64_t trials_done() const { return trials_done_; }  // this job's, resumed ones included
   int64_t resumed_trials() const { return resumed_trials_; }
   int64_t transferred_records() const { return transferred_; }

@@ -183,6 +183,15 @@ TEST(TuneJobTest, UncoveredTasksAreSkippedWithTheirReason) {
   EXPECT_GT((*outcomes)[0].best_gflops, 0);
   EXPECT_TRUE(std::isfinite((*outcomes)[0].default_cost));
   EXPECT_THAT((*outcomes)[1].skipped_reason, HasSubstr("grouped"));
+  // The default config's measurement is stored beside the job's trials, not among them.
+  EXPECT_EQ(*store->Count({.job_id = "job"}), 4);
+  auto defaults = store->ForTask(ConvTask().key, ops::HostCpuTarget().Key(), "job#default");
+  ASSERT_TRUE(defaults.ok());
+  ASSERT_EQ(defaults->size(), 1u);
+  auto tmpl = ops::MakeTemplate(ConvTask().workload, ops::HostCpuTarget());
+  ASSERT_TRUE(tmpl.ok());
+  EXPECT_EQ((*defaults)[0].config_index, (*tmpl)->DefaultConfig().index);
+  EXPECT_DOUBLE_EQ((*defaults)[0].median_cost, (*outcomes)[0].default_cost);
   EXPECT_EQ(events.size(), 2u);  // before the first round and after it
 }
 

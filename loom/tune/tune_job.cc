@@ -19,12 +19,14 @@ std::string DefaultJobId(const std::vector<graph::Task>& tasks, const ops::Targe
 
 namespace {
 
-// Measures the template's default config once: the untuned baseline.
-double MeasureDefault(const TaskTuner& tuner, Builder& builder, Measurer& measurer) {
+// Measures the template's default config once (the untuned baseline) and stores it.
+absl::StatusOr<double> MeasureDefault(TaskTuner& tuner, Builder& builder, Measurer& measurer) {
   ops::Config config = tuner.tmpl().DefaultConfig();
   std::vector<BuildResult> built = builder.Build(tuner.tmpl(), {config});
   std::vector<MeasureResult> measured = measurer.Measure(tuner.measure_task(), built);
-  if (measured.empty() || !measured[0].ok()) return std::numeric_limits<double>::infinity();
+  if (measured.size() != 1) return std::numeric_limits<double>::infinity();
+  LOOM_RETURN_IF_ERROR(tuner.RecordDefault(built[0], measured[0]));
+  if (!measured[0].ok()) return std::numeric_limits<double>::infinity();
   return measured[0].MedianCost();
 }
 
@@ -81,7 +83,9 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTuneJob(
     outcome.best_cost = tuner.best_cost();
     outcome.best_gflops = tuner.best_gflops();
     outcome.best_config_json = tuner.best_config_json();
-    if (options.measure_default) outcome.default_cost = MeasureDefault(tuner, builder, measurer);
+    if (options.measure_default) {
+      LOOM_ASSIGN_OR_RETURN(outcome.default_cost, MeasureDefault(tuner, builder, measurer));
+    }
     outcomes.push_back(std::move(outcome));
   }
   return outcomes;
