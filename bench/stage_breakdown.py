@@ -12,7 +12,7 @@ Usage (Debian python3, only the standard library):
   /usr/bin/python3 bench/stage_breakdown.py DB JOB_ID [--task TASK_KEY] [--json]
 
 Example (the figure in docs/BENCHMARKS.md, "Tuning engine (issue 3)"):
-  build/bench3/loom/cli/loom tune-task --conv2d 1,64,56,56,64,3,3,1,1 --trials 64 \
+  XDG_CACHE_HOME=/tmp/fresh build/bench3/loom/cli/loom tune-task --conv2d 1,64,56,56,64,3,3,1,1 --trials 64 \
       --batch-size 8 --tuner xgb --seed 0 --db /tmp/stages.db --job-id stages \
       --device-cores 1 --no-transfer
   /usr/bin/python3 bench/stage_breakdown.py /tmp/stages.db stages
