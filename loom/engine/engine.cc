@@ -480,6 +480,7 @@ void Runner::FinishTask(JobState& job) {
   job.outcome.best_cost = t.best_cost();
   job.outcome.best_gflops = t.best_gflops();
   job.outcome.best_config_json = t.best_config_json();
+  tune::PreferDefaultIfFaster(job.outcome, t.tmpl());
   job.result.outcomes.push_back(std::move(job.outcome));
   job.outcome = {};
   job.default_submitted = false;

@@ -1,5 +1,6 @@
 #include "loom/tune/task_tuner.h"
 
+#include <limits>
 #include <set>
 
 #include "gmock/gmock.h"
@@ -193,6 +194,26 @@ TEST(TuneJobTest, UncoveredTasksAreSkippedWithTheirReason) {
   EXPECT_EQ((*defaults)[0].config_index, (*tmpl)->DefaultConfig().index);
   EXPECT_DOUBLE_EQ((*defaults)[0].median_cost, (*outcomes)[0].default_cost);
   EXPECT_EQ(events.size(), 2u);  // before the first round and after it
+}
+
+TEST(TuneJobTest, AFasterDefaultConfigIsReportedAsTheBest) {
+  auto tmpl = ops::MakeTemplate(ConvTask().workload, ops::HostCpuTarget());
+  ASSERT_TRUE(tmpl.ok());
+  TaskOutcome o;
+  o.task = ConvTask();
+  o.best_cost = 2e-3;
+  o.best_config_json = "{}";
+  o.default_cost = 1e-3;
+  PreferDefaultIfFaster(o, **tmpl);
+  EXPECT_DOUBLE_EQ(o.best_cost, 1e-3);
+  EXPECT_DOUBLE_EQ(o.best_gflops, ConvTask().flops / 1e-3 / 1e9);
+  EXPECT_EQ(o.best_config_json, (*tmpl)->space().ToJson((*tmpl)->DefaultConfig()));
+  o.default_cost = 5e-3;  // slower: the tuned best stays
+  PreferDefaultIfFaster(o, **tmpl);
+  EXPECT_DOUBLE_EQ(o.best_cost, 1e-3);
+  o.default_cost = std::numeric_limits<double>::infinity();
+  PreferDefaultIfFaster(o, **tmpl);
+  EXPECT_DOUBLE_EQ(o.best_cost, 1e-3);
 }
 
 TEST(TuneJobTest, DefaultJobIdDependsOnTheWork) {

@@ -17,6 +17,13 @@ std::string DefaultJobId(const std::vector<graph::Task>& tasks, const ops::Targe
   return absl::StrFormat("job-%016x", graph::StableHash(identity));
 }
 
+void PreferDefaultIfFaster(TaskOutcome& outcome, const ops::Template& tmpl) {
+  if (!(outcome.default_cost < outcome.best_cost)) return;  // also false when default is +inf
+  outcome.best_cost = outcome.default_cost;
+  outcome.best_gflops = outcome.task.flops / outcome.default_cost / 1e9;
+  outcome.best_config_json = tmpl.space().ToJson(tmpl.DefaultConfig());
+}
+
 namespace {
 
 // Measures the template's default config once (the untuned baseline) and stores it.
@@ -85,6 +92,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTuneJob(
     outcome.best_config_json = tuner.best_config_json();
     if (options.measure_default) {
       LOOM_ASSIGN_OR_RETURN(outcome.default_cost, MeasureDefault(tuner, builder, measurer));
+      PreferDefaultIfFaster(outcome, tuner.tmpl());
     }
     outcomes.push_back(std::move(outcome));
   }

@@ -54,6 +54,11 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTuneJob(
     Builder& builder, Measurer& measurer,
     const std::function<void(const ProgressEvent&)>& on_progress = nullptr);
 
+// The default config is a candidate too: when its measurement (outcome.default_cost) beats the
+// best trial, the outcome reports the default as the best, which is what best-k and the compiled
+// model will pick from the records.
+void PreferDefaultIfFaster(TaskOutcome& outcome, const ops::Template& tmpl);
+
 // A job id that is the same for the same work: tasks, target, tuner kind and seed. Re-running the
 // same command therefore resumes the same job.
 std::string DefaultJobId(const std::vector<graph::Task>& tasks, const ops::Target& target,
