@@ -62,7 +62,8 @@ std::string ConfigSpace::ToJson(const Config& config) const {
 absl::StatusOr<Config> ConfigSpace::FromJson(std::string_view json) const {
   nlohmann::json j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat("config '", std::string(json), "' is not a JSON object"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config '", std::string(json), "' is not a JSON object"));
   }
   for (auto it = j.begin(); it != j.end(); ++it) {
     bool known = false;

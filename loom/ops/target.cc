@@ -10,18 +10,24 @@ namespace loom::ops {
 
 int32_t Target::VectorLanes() const {
   switch (isa) {
-    case Isa::kAvx512: return 16;
-    case Isa::kAvx2: return 8;
-    case Isa::kGeneric: return 4;
+    case Isa::kAvx512:
+      return 16;
+    case Isa::kAvx2:
+      return 8;
+    case Isa::kGeneric:
+      return 4;
   }
   return 4;
 }
 
 std::string Target::CompilerFlags() const {
   switch (isa) {
-    case Isa::kAvx512: return "-mavx512f -mavx512dq -mavx512vl -mavx512bw -mavx2 -mfma -mf16c";
-    case Isa::kAvx2: return "-mavx2 -mfma -mf16c";
-    case Isa::kGeneric: return "";
+    case Isa::kAvx512:
+      return "-mavx512f -mavx512dq -mavx512vl -mavx512bw -mavx2 -mfma -mf16c";
+    case Isa::kAvx2:
+      return "-mavx2 -mfma -mf16c";
+    case Isa::kGeneric:
+      return "";
   }
   return "";
 }
@@ -32,9 +38,12 @@ std::string Target::Key() const {
 
 std::string IsaName(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kGeneric: return "generic";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kGeneric:
+      return "generic";
   }
   return "generic";
 }

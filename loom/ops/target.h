@@ -15,7 +15,7 @@ enum class Isa { kGeneric, kAvx2, kAvx512 };
 struct Target {
   std::string kind = "cpu";  // "cpu" (and "cuda" later)
   Isa isa = Isa::kGeneric;
-  std::string cpu_model;     // /proc/cpuinfo "model name"
+  std::string cpu_model;  // /proc/cpuinfo "model name"
   int32_t num_threads = 1;
 
   // fp32 lanes of one vector register: 16 (AVX-512), 8 (AVX2), 4 (generic/SSE).

@@ -19,7 +19,7 @@ enum class ErrorKind : int32_t {
   kRuntime = 3,        // the kernel crashed (signal) or failed to load
   kWrongAnswer = 4,    // output differs from the reference kernel
   kBuildTimeout = 5,
-  kRunTimeout = 6,     // the kernel hung
+  kRunTimeout = 6,  // the kernel hung
   kUnknown = 7,
 };
 const char* ErrorKindName(ErrorKind kind);  // "none", "instantiation", "compile", ...
