@@ -5,11 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define LOOM_CHECK(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      std::fprintf(stderr, "%s:%d: internal invariant failed: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                                \
-      std::abort();                                                                       \
-    }                                                                                     \
+#define LOOM_CHECK(cond)                                                                         \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      std::fprintf(stderr, "%s:%d: internal invariant failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::abort();                                                                              \
+    }                                                                                            \
   } while (false)

@@ -9,10 +9,10 @@
 #define LOOM_CONCAT_(a, b) LOOM_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` yields a non-OK status.
-#define LOOM_RETURN_IF_ERROR(expr)                  \
-  do {                                              \
-    ::absl::Status loom_status_ = (expr);           \
-    if (!loom_status_.ok()) return loom_status_;    \
+#define LOOM_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status loom_status_ = (expr);        \
+    if (!loom_status_.ok()) return loom_status_; \
   } while (false)
 
 // `LOOM_ASSIGN_OR_RETURN(auto x, MakeX());` binds the value or returns the error.

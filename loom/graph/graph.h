@@ -50,10 +50,10 @@ struct ValueInfo {
 class Graph {
  public:
   std::string name;
-  int64_t opset = 17;           // the default ("" / ai.onnx) domain's opset
-  std::vector<ValueInfo> inputs;   // runtime inputs only (initializers excluded)
+  int64_t opset = 17;             // the default ("" / ai.onnx) domain's opset
+  std::vector<ValueInfo> inputs;  // runtime inputs only (initializers excluded)
   std::vector<ValueInfo> outputs;
-  std::vector<Node> nodes;         // topologically sorted
+  std::vector<Node> nodes;  // topologically sorted
   std::map<std::string, Tensor> initializers;
   // Static type of every value (inputs, initializers, node outputs), filled by InferShapes().
   std::map<std::string, TensorType> value_types;

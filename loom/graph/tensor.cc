@@ -12,26 +12,40 @@ namespace loom::graph {
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kInt32: return 4;
-    case DType::kBool: return 1;
-    case DType::kUint8: return 1;
-    case DType::kInt8: return 1;
-    case DType::kUndefined: return 0;
+    case DType::kFloat32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kInt32:
+      return 4;
+    case DType::kBool:
+      return 1;
+    case DType::kUint8:
+      return 1;
+    case DType::kInt8:
+      return 1;
+    case DType::kUndefined:
+      return 0;
   }
   return 0;
 }
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kInt64: return "int64";
-    case DType::kInt32: return "int32";
-    case DType::kBool: return "bool";
-    case DType::kUint8: return "uint8";
-    case DType::kInt8: return "int8";
-    case DType::kUndefined: return "undefined";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kBool:
+      return "bool";
+    case DType::kUint8:
+      return "uint8";
+    case DType::kInt8:
+      return "int8";
+    case DType::kUndefined:
+      return "undefined";
   }
   return "undefined";
 }
@@ -42,9 +56,13 @@ int64_t NumElements(const Shape& shape) {
   return n;
 }
 
-std::string ShapeToString(const Shape& shape) { return absl::StrCat("[", absl::StrJoin(shape, ","), "]"); }
+std::string ShapeToString(const Shape& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
 
-std::string TensorType::ToString() const { return absl::StrCat(DTypeName(dtype), ShapeToString(shape)); }
+std::string TensorType::ToString() const {
+  return absl::StrCat(DTypeName(dtype), ShapeToString(shape));
+}
 
 namespace {
 constexpr std::align_val_t kAlignment{64};
@@ -67,8 +85,9 @@ absl::StatusOr<Tensor> Tensor::Create(DType dtype, Shape shape) {
           absl::StrCat("tensor shape ", ShapeToString(shape), " has a negative dimension"));
     }
     if (d != 0 && elems > kMaxBytes / static_cast<size_t>(d)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor shape ", ShapeToString(shape), " is too large (limit ", kMaxBytes >> 30, " GiB)"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor shape ", ShapeToString(shape),
+                                                     " is too large (limit ", kMaxBytes >> 30,
+                                                     " GiB)"));
     }
     elems *= static_cast<size_t>(d);
   }
@@ -122,13 +141,20 @@ Tensor Tensor::Clone() const {
 
 int64_t Tensor::Int64At(int64_t i) const {
   switch (dtype_) {
-    case DType::kInt64: return data<int64_t>()[i];
-    case DType::kInt32: return data<int32_t>()[i];
-    case DType::kFloat32: return static_cast<int64_t>(data<float>()[i]);
-    case DType::kBool: return data<uint8_t>()[i] != 0;
-    case DType::kUint8: return data<uint8_t>()[i];
-    case DType::kInt8: return data<int8_t>()[i];
-    case DType::kUndefined: break;
+    case DType::kInt64:
+      return data<int64_t>()[i];
+    case DType::kInt32:
+      return data<int32_t>()[i];
+    case DType::kFloat32:
+      return static_cast<int64_t>(data<float>()[i]);
+    case DType::kBool:
+      return data<uint8_t>()[i] != 0;
+    case DType::kUint8:
+      return data<uint8_t>()[i];
+    case DType::kInt8:
+      return data<int8_t>()[i];
+    case DType::kUndefined:
+      break;
   }
   LOOM_CHECK(false);
   return 0;
