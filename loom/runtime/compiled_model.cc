@@ -339,6 +339,10 @@ class Compiler {
   absl::StatusOr<int64_t> Natural(const std::string& v);
   absl::StatusOr<int64_t> BlockedBuf(const std::string& v, int64_t bn);
   absl::StatusOr<int64_t> PaddedBuf(const std::string& v, const Padded& p);
+  // Adds the step that writes value `v` into `buf` (laid out as `dst`) from its blocked buffer
+  // `from`, or from its NCHW tensor when `from` is null.
+  void AddRelayoutStep(const std::string& v, const State& s, const Blocked* from,
+                       const BlockedGeo& dst, int64_t buf, std::string kind);
   // A ready blocked representation of v, any block size (packing from NCHW to `fallback_bn`).
   absl::StatusOr<Blocked> AnyBlocked(const std::string& v, int64_t fallback_bn);
 
@@ -433,21 +437,28 @@ absl::StatusOr<int64_t> Compiler::BlockedBuf(const std::string& v, int64_t bn) {
   }
   const BlockedGeo dst = GeoOf(*s, bn);
   const int64_t buf = NewBuffer(dst.elems(), absl::StrCat(v, " nchw", bn, "c"));
+  const Blocked* from = s->blocked.empty() ? nullptr : &s->blocked.front();
+  AddRelayoutStep(v, *s, from, dst, buf, from != nullptr ? "repack" : "pack");
+  s->blocked.push_back({buf, bn});
+  return buf;
+}
+
+void Compiler::AddRelayoutStep(const std::string& v, const State& s, const Blocked* from,
+                               const BlockedGeo& dst, int64_t buf, std::string kind) {
   Step step;
   step.name = v;
-  if (!s->blocked.empty()) {
-    const Blocked b = s->blocked.front();
-    const BlockedGeo src = GeoOf(*s, b.bn);
-    step.kind = "repack";
-    step.buffers = {b.buf, buf};
+  step.kind = std::move(kind);
+  if (from != nullptr) {
+    const int64_t src_buf = from->buf;
+    const BlockedGeo src = GeoOf(s, from->bn);
+    step.buffers = {src_buf, buf};
     step.fn = [=](Exec& ex) {
-      Relayout(ex.Buf(b.buf), src, ex.Buf(buf), dst, ex.par);
+      Relayout(ex.Buf(src_buf), src, ex.Buf(buf), dst, ex.par);
       return absl::OkStatus();
     };
   } else {
-    const int64_t slot = s->tensor;
-    const BlockedGeo src = GeoOf(*s, 1);
-    step.kind = "pack";
+    const int64_t slot = s.tensor;
+    const BlockedGeo src = GeoOf(s, 1);
     step.tensors = {slot};
     step.buffers = {buf};
     step.fn = [=](Exec& ex) {
@@ -457,8 +468,6 @@ absl::StatusOr<int64_t> Compiler::BlockedBuf(const std::string& v, int64_t bn) {
   }
   ++m_->stats.layout_steps;
   AddStep(std::move(step));
-  s->blocked.push_back({buf, bn});
-  return buf;
 }
 
 absl::StatusOr<int64_t> Compiler::PaddedBuf(const std::string& v, const Padded& p) {
@@ -473,35 +482,13 @@ absl::StatusOr<int64_t> Compiler::PaddedBuf(const std::string& v, const Padded& 
   dst.pb = p.pb;
   dst.pr = p.pr;
   const int64_t buf = NewBuffer(dst.elems(), absl::StrCat(v, " padded nchw", p.bn, "c"));
-  Step step;
-  step.name = v;
   // Prefer a blocked source with the same block size: then rows are plain copies.
-  const Blocked* src_b = nullptr;
+  const Blocked* from = nullptr;
   for (const Blocked& b : s->blocked) {
-    if (src_b == nullptr || b.bn == p.bn) src_b = &b;
+    if (from == nullptr || b.bn == p.bn) from = &b;
   }
-  if (src_b != nullptr) {
-    const Blocked b = *src_b;
-    const BlockedGeo src = GeoOf(*s, b.bn);
-    step.kind = b.bn == p.bn ? "pad" : "repack+pad";
-    step.buffers = {b.buf, buf};
-    step.fn = [=](Exec& ex) {
-      Relayout(ex.Buf(b.buf), src, ex.Buf(buf), dst, ex.par);
-      return absl::OkStatus();
-    };
-  } else {
-    const int64_t slot = s->tensor;
-    const BlockedGeo src = GeoOf(*s, 1);
-    step.kind = "pack+pad";
-    step.tensors = {slot};
-    step.buffers = {buf};
-    step.fn = [=](Exec& ex) {
-      Relayout(ex.tensors[slot].data<float>(), src, ex.Buf(buf), dst, ex.par);
-      return absl::OkStatus();
-    };
-  }
-  ++m_->stats.layout_steps;
-  AddStep(std::move(step));
+  AddRelayoutStep(v, *s, from, dst, buf,
+                  from == nullptr ? "pack+pad" : (from->bn == p.bn ? "pad" : "repack+pad"));
   s->padded.emplace(p, buf);
   return buf;
 }
