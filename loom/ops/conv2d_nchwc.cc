@@ -279,44 +279,11 @@ class Conv2dNchwc : public TemplateBase {
   }
 
   graph::Tensor UnpackOutput(const Config& config, const graph::Tensor& output) const override {
-    const ConvKnobs k = Knobs(config);
-    const graph::Workload& w = workload_;
-    const int64_t kp = CeilDiv(w.k, k.oc_bn);
-    graph::Tensor y(graph::DType::kFloat32, {w.n, w.k, oh_, ow_});
-    const float* src = output.data<float>();
-    float* dst = y.data<float>();
-    for (int64_t n = 0; n < w.n; ++n)
-      for (int64_t o = 0; o < w.k; ++o)
-        for (int64_t h = 0; h < oh_; ++h)
-          for (int64_t x0 = 0; x0 < ow_; ++x0)
-            dst[((n * w.k + o) * oh_ + h) * ow_ + x0] =
-                src[(((n * kp + o / k.oc_bn) * oh_ + h) * ow_ + x0) * k.oc_bn + o % k.oc_bn];
-    return y;
+    return UnblockNchwc(output, workload_.n, workload_.k, oh_, ow_, Knobs(config).oc_bn);
   }
 
   graph::Tensor Reference(const std::vector<graph::Tensor>& natural) const override {
-    const graph::Workload& w = workload_;
-    kernels::Conv2dParams p;
-    p.batch = w.n;
-    p.in_channels = w.c;
-    p.in_h = w.h;
-    p.in_w = w.w;
-    p.out_channels = w.k;
-    p.groups = w.groups;
-    p.kernel_h = w.r;
-    p.kernel_w = w.s;
-    p.stride_h = w.stride_h;
-    p.stride_w = w.stride_w;
-    p.dilation_h = w.dilation_h;
-    p.dilation_w = w.dilation_w;
-    p.pad_top = w.pad_top;
-    p.pad_left = w.pad_left;
-    p.pad_bottom = w.pad_bottom;
-    p.pad_right = w.pad_right;
-    graph::Tensor y(graph::DType::kFloat32, {w.n, w.k, oh_, ow_});
-    kernels::Conv2dNchw(p, natural[0].data<float>(), natural[1].data<float>(), nullptr,
-                        y.data<float>());
-    return y;
+    return ConvReference(workload_, natural);
   }
 
   std::vector<graph::Shape> NaturalInputShapes() const override {

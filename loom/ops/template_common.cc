@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/base/check.h"
+#include "loom/kernels/conv.h"
 
 namespace loom::ops::internal {
 
@@ -164,6 +165,45 @@ int64_t LargestDivisorAtMost(int64_t n, int64_t limit) {
     if (n % d == 0) best = d;
   }
   return best;
+}
+
+graph::Tensor UnblockNchwc(const graph::Tensor& blocked, int64_t n, int64_t channels, int64_t oh,
+                           int64_t ow, int64_t bn) {
+  const int64_t blocks = CeilDiv(channels, bn);
+  graph::Tensor y(graph::DType::kFloat32, {n, channels, oh, ow});
+  const float* src = blocked.data<float>();
+  float* dst = y.data<float>();
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t h = 0; h < oh; ++h)
+        for (int64_t x = 0; x < ow; ++x)
+          dst[((b * channels + c) * oh + h) * ow + x] =
+              src[(((b * blocks + c / bn) * oh + h) * ow + x) * bn + c % bn];
+  return y;
+}
+
+graph::Tensor ConvReference(const graph::Workload& w, const std::vector<graph::Tensor>& natural) {
+  kernels::Conv2dParams p;
+  p.batch = w.n;
+  p.in_channels = w.c;
+  p.in_h = w.h;
+  p.in_w = w.w;
+  p.out_channels = w.k;
+  p.groups = w.groups;
+  p.kernel_h = w.r;
+  p.kernel_w = w.s;
+  p.stride_h = w.stride_h;
+  p.stride_w = w.stride_w;
+  p.dilation_h = w.dilation_h;
+  p.dilation_w = w.dilation_w;
+  p.pad_top = w.pad_top;
+  p.pad_left = w.pad_left;
+  p.pad_bottom = w.pad_bottom;
+  p.pad_right = w.pad_right;
+  graph::Tensor y(graph::DType::kFloat32, {w.n, w.k, w.OutH(), w.OutW()});
+  kernels::Conv2dNchw(p, natural[0].data<float>(), natural[1].data<float>(), nullptr,
+                      y.data<float>());
+  return y;
 }
 
 }  // namespace loom::ops::internal

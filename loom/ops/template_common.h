@@ -65,6 +65,13 @@ std::vector<BufferSpec> FusedBufferList(std::vector<BufferSpec> plain, const Epi
                                         int64_t bias_elems);
 
 int64_t CeilDiv(int64_t a, int64_t b);
+
+// NCHW[bn]c output [n, ceil(channels/bn), oh, ow, bn] -> natural NCHW [n, channels, oh, ow]
+// (padding channels dropped). Shared by the convolution templates' UnpackOutput.
+graph::Tensor UnblockNchwc(const graph::Tensor& blocked, int64_t n, int64_t channels, int64_t oh,
+                           int64_t ow, int64_t bn);
+// The reference output of a convolution workload (natural operands: data NCHW, weight KCRS).
+graph::Tensor ConvReference(const graph::Workload& w, const std::vector<graph::Tensor>& natural);
 // Largest divisor of n that is <= limit (at least 1).
 int64_t LargestDivisorAtMost(int64_t n, int64_t limit);
 
