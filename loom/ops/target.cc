@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -33,6 +34,9 @@ std::string Target::CompilerFlags() const {
 }
 
 std::string Target::Key() const {
+  if (kind == "cuda") {
+    return absl::StrCat(kind, ":", cuda_arch, ":", device_name.empty() ? "unknown" : device_name);
+  }
   return absl::StrCat(kind, ":", IsaName(isa), ":", cpu_model.empty() ? "unknown" : cpu_model);
 }
 
@@ -77,6 +81,33 @@ Target HostCpuTarget() {
     }
   }
   return t;
+}
+
+Target CudaTarget(std::string arch, CudaDeviceLimits limits) {
+  Target t;
+  t.kind = "cuda";
+  t.cuda_arch = std::move(arch);
+  t.device_name = "unknown";
+  t.cuda_limits = limits;
+  return t;
+}
+
+absl::StatusOr<Target> ParseTarget(std::string_view spec) {
+  if (spec == "cpu") return HostCpuTarget();
+  if (spec == "cuda") return CudaTarget();
+  if (spec.substr(0, 5) == "cuda:") {
+    std::string_view arch = spec.substr(5);
+    bool ok = arch.size() > 3 && arch.substr(0, 3) == "sm_";
+    for (size_t i = 3; ok && i < arch.size(); ++i) {
+      ok = (arch[i] >= '0' && arch[i] <= '9') || (i + 1 == arch.size() && arch[i] == 'a');
+    }
+    if (ok) return CudaTarget(std::string(arch));
+    return absl::InvalidArgumentError(absl::StrCat("bad CUDA architecture '", std::string(arch),
+                                                   "' in target '", std::string(spec),
+                                                   "' (expected e.g. cuda:sm_90)"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown target '", std::string(spec), "' (expected cpu, cuda or cuda:sm_XY)"));
 }
 
 }  // namespace loom::ops

@@ -14,15 +14,19 @@
 #include "loom/graph/tasks.h"
 #include "loom/graph/tensor.h"
 #include "loom/ops/config_space.h"
+#include "loom/ops/cuda_launch.h"
 #include "loom/ops/target.h"
 
 namespace loom::ops {
 
-// Generated C++ for one config: self-contained (no Loom headers), defining
-// `extern "C" void loom_kernel(void* const* buffers, const loom_parallel_t* par)`.
+// Generated source for one config, self-contained (no Loom headers). cpu: C++ defining
+// `extern "C" void loom_kernel(void* const* buffers, const loom_parallel_t* par)`. cuda: CUDA C++
+// for NVRTC defining `extern "C" __global__ void loom_kernel(const float* __restrict__ ...,
+// float* __restrict__ out)`, one pointer per Buffers(config) entry in order.
 struct KernelSource {
   std::string code;
-  std::string compile_flags;  // ISA flags the code needs (Target::CompilerFlags())
+  std::string compile_flags;  // cpu: ISA flags the code needs (Target::CompilerFlags())
+  CudaLaunch cuda_launch;     // cuda: how to launch `code`'s entry point (unused for cpu)
 };
 
 // One argument of a kernel, in calling order.
