@@ -77,4 +77,10 @@ Stmt VecAdd(std::string acc, std::string a) {
   return VecOp(Stmt::Kind::kVecAdd, std::move(acc), std::move(a), "");
 }
 
+Stmt Barrier() {
+  Stmt s;
+  s.kind = Stmt::Kind::kBarrier;
+  return s;
+}
+
 }  // namespace loom::codegen

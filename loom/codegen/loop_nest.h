@@ -1,7 +1,9 @@
 // A small loop-nest IR shared by every operator template: loops with an extent and an annotation
-// (serial, unrolled, vectorized, parallel), vector statements (load, store, broadcast, FMA) and
-// raw C statements for index arithmetic. Templates in ops/ build a Kernel; PrintCpp (cpp_printer.h)
-// turns it into self-contained C++ that the builder compiles. A new operator needs no new printer.
+// (serial, unrolled, vectorized, parallel; for GPUs: bound to blockIdx/threadIdx, virtual thread,
+// unroll hint), vector statements (load, store, broadcast, FMA), barriers, shared-memory staging
+// buffers and raw C statements for index arithmetic. Templates in ops/ build a Kernel; PrintCpp
+// (cpp_printer.h) or PrintCuda (cuda_printer.h) turns it into self-contained source that the
+// builder compiles. A new operator needs no new printer.
 //
 // Loop variables are referenced in statement text as `$name`. The printer substitutes them: a
 // serial/vectorized/parallel loop's `$i` becomes the C variable `i`, an unrolled loop's `$i` the
@@ -19,6 +21,18 @@ enum class LoopKind {
   kUnrolled,    // fully unrolled by the printer (constant extent), one copy per iteration
   kVectorized,  // a plain loop the compiler is told to vectorize (no loop-carried dependences)
   kParallel,    // outermost only: chunks of [0, extent) run through par->parallel_for
+  // CUDA only (PrintCuda; PrintCpp rejects them). A bound loop is no loop: its variable is the
+  // block or thread index of that dimension, and its constant extent is the grid/block size. A
+  // block dimension is bound once; a thread dimension may be bound again (cooperative fetches)
+  // with the same extent.
+  kBlockX,
+  kBlockY,
+  kBlockZ,
+  kThreadX,
+  kThreadY,
+  kThreadZ,
+  kVThread,     // a virtual thread: unrolled like kUnrolled (TVM's vthread injection)
+  kUnrollHint,  // a for loop with `#pragma unroll` (the compiler unrolls it, not the printer)
 };
 
 struct Stmt {
@@ -33,6 +47,7 @@ struct Stmt {
     kVecBroadcast,  // vf name = broadcast(scalar expression)
     kVecFma,        // acc += a * b   (contracted to one FMA)
     kVecAdd,        // acc += a
+    kBarrier,       // CUDA: __syncthreads() (every thread of the block must reach it)
   };
   Kind kind = Kind::kRaw;
   // kRaw: the statement; kIf: the condition; kLoop: the variable name; vector ops: the
@@ -63,11 +78,18 @@ Stmt VecStore(std::string address, std::string name);
 Stmt VecBroadcast(std::string name, std::string scalar);
 Stmt VecFma(std::string acc, std::string a, std::string b);
 Stmt VecAdd(std::string acc, std::string a);
+Stmt Barrier();
 
 // One kernel argument: `float* name = (float*)buffers[index]` (const for inputs).
 struct KernelParam {
   std::string name;
   bool is_output = false;
+};
+
+// A block-shared staging buffer of `elems` floats (CUDA `__shared__ float name[elems]`).
+struct SharedBuffer {
+  std::string name;
+  int64_t elems = 0;
 };
 
 // A whole generated kernel: `extern "C" void loom_kernel(void* const* buffers,
@@ -81,6 +103,8 @@ struct Kernel {
   std::vector<std::string> globals;
   // A short description printed as a comment at the top (template name, config).
   std::string comment;
+  // CUDA only: block-shared buffers, declared at the top of the kernel body.
+  std::vector<SharedBuffer> shared;
 };
 
 }  // namespace loom::codegen
