@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Packs a built `loom` binary and the shared libraries it needs into one folder that runs on a
+# GPU machine whose image has the NVIDIA driver and the CUDA 13 toolkit but none of Loom's
+# Debian -dev dependencies (abseil, protobuf, gRPC, XGBoost, SQLite, ONNX, yaml-cpp, ...).
+#
+#   scripts/gpu-bundle.sh [BUILD_DIR] [OUT_DIR]     (defaults: build/default, build/gpu-bundle)
+#
+# OUT_DIR gets bin/loom (stripped), lib/ (every library `ldd` resolves, stripped) and `run`, a
+# wrapper that puts lib/ and the machine's CUDA libraries on LD_LIBRARY_PATH and execs loom
+# (`OUT_DIR/run tune-task --target cuda ...`). Left out, because the GPU machine has its own and
+# they must match its kernel, driver or compiler: glibc (libc, libm, libdl, libpthread, librt,
+# ld-linux), libstdc++ and libgcc_s (the target's are newer), the driver (libcuda, libnvidia-*)
+# and the CUDA toolkit (libnvrtc*, libcudart; NVRTC alone is over 100 MB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${1:-build/default}
+out_dir=${2:-build/gpu-bundle}
+loom="$build_dir/loom/cli/loom"
+if [[ ! -x "$loom" ]]; then
+  echo "gpu-bundle.sh: error: $loom not found; build it first (cmake --build $build_dir --target loom)" >&2
+  exit 1
+fi
+
+# Libraries the target machine provides itself (matched against the file name).
+system_lib='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libnvidia-|libnvrtc|libcudart)([.-]|$)'
+
+rm -rf "$out_dir"
+mkdir -p "$out_dir/bin" "$out_dir/lib"
+cp "$loom" "$out_dir/bin/loom"
+strip --strip-unneeded "$out_dir/bin/loom"
+
+missing=()
+while read -r name arrow path _; do
+  [[ "$arrow" == "=>" ]] || continue
+  if [[ "$path" == "not" ]]; then
+    missing+=("$name")
+    continue
+  fi
+  [[ "$name" =~ $system_lib ]] && continue
+  cp -L "$path" "$out_dir/lib/$name"
+  chmod u+w "$out_dir/lib/$name"
+  strip --strip-unneeded "$out_dir/lib/$name"
+done < <(ldd "$loom")
+if ((${#missing[@]} > 0)); then
+  echo "gpu-bundle.sh: error: ldd cannot resolve ${missing[*]} for $loom" >&2
+  exit 1
+fi
+
+cat >"$out_dir/run" <<'EOF'
+#!/usr/bin/env bash
+# Runs the bundled loom with its libraries, and the machine's CUDA toolkit libraries (NVRTC) from
+# $CUDA_HOME, /usr/local/cuda or the pip wheel nvidia-cuda-nvrtc, whichever exist.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+paths="$here/lib"
+for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 \
+    /usr/local/cuda/targets/x86_64-linux/lib; do
+  if [[ -e "$d/libnvrtc.so.13" || -e "$d/libnvrtc.so" ]]; then
+    paths="$paths:$d"
+    break
+  fi
+done
+if ! [[ "$paths" == *:* ]] && command -v python3 >/dev/null; then
+  wheel=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null || true)
+  [[ -n "$wheel" && -d "$wheel" ]] && paths="$paths:$wheel"
+fi
+export LD_LIBRARY_PATH="$paths${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+exec "$here/bin/loom" "$@"
+EOF
+chmod +x "$out_dir/run"
+
+# Every library loom needs, other than the target's own, must now come from the bundle.
+while read -r name arrow path _; do
+  [[ "$arrow" == "=>" ]] || continue
+  [[ "$name" =~ $system_lib ]] && continue
+  if [[ "$path" != "$(cd "$out_dir/lib" && pwd)/$name" ]]; then
+    echo "gpu-bundle.sh: error: $name resolves to $path, not the bundle" >&2
+    exit 1
+  fi
+done < <(LD_LIBRARY_PATH="$(cd "$out_dir/lib" && pwd)" ldd "$out_dir/bin/loom")
+
+echo "bundle: $out_dir ($(du -sh "$out_dir" | cut -f1); $(find "$out_dir/lib" -type f | wc -l) libraries)"

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared run on a machine with an NVIDIA GPU (a few minutes): tunes the 11
+# distinct convolutions of ResNet-18 (batch 1, fp32) with `loom tune-task --target cuda` and a small
+# trial budget each, times cuDNN on the same layers in the same run (bench/cudnn_conv.py: PyTorch,
+# cudnn.benchmark on, TF32 off), and prints per layer Loom GFLOPS, cuDNN GFLOPS, their ratio, the
+# trials, the tuning wall time and the card. Also writes the table as markdown.
+#
+#   scripts/gpu-bundle.sh build/default build/gpu-bundle     # here, after building loom
+#   scripts/gpu-check.sh                                     # there (carry build/gpu-bundle)
+#
+# Settings (environment): BUNDLE (default build/gpu-bundle; its `run` starts loom), LOOM (a loom
+# binary to use instead of the bundle), TRIALS (per layer, default 32), BATCH (candidates per
+# round, default 16), MIN_REPEAT_MS (default 40), LAYER_TIMEOUT (seconds per layer, default 45),
+# MD (markdown output; default $OUT/gpu-check.md when OUT is set, else build/gpu-check.md).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+loom=${LOOM:-${BUNDLE:-build/gpu-bundle}/run}
+trials=${TRIALS:-32}
+batch=${BATCH:-16}
+min_repeat_ms=${MIN_REPEAT_MS:-40}
+layer_timeout=${LAYER_TIMEOUT:-45}
+if [[ -n "${OUT:-}" ]]; then md=${MD:-$OUT/gpu-check.md}; else md=${MD:-build/gpu-check.md}; fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# N,C,H,W,K,R,S,STRIDE,PAD: conv1, then layer1..layer4 (3x3 convs and 1x1 stride-2 shortcuts).
+layers=(
+  "1,3,224,224,64,7,7,2,3"
+  "1,64,56,56,64,3,3,1,1"
+  "1,64,56,56,128,3,3,2,1"
+  "1,64,56,56,128,1,1,2,0"
+  "1,128,28,28,128,3,3,1,1"
+  "1,128,28,28,256,3,3,2,1"
+  "1,128,28,28,256,1,1,2,0"
+  "1,256,14,14,256,3,3,1,1"
+  "1,256,14,14,512,3,3,2,1"
+  "1,256,14,14,512,1,1,2,0"
+  "1,512,7,7,512,3,3,1,1"
+)
+
+if ! "$loom" version; then
+  echo "gpu-check.sh: error: cannot run $loom (build it and run scripts/gpu-bundle.sh first)" >&2
+  exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+started=$(date +%s)
+
+echo "== cuDNN (PyTorch) on ${#layers[@]} layers"
+cudnn_args=()
+for l in "${layers[@]}"; do cudnn_args+=(--conv2d "$l"); done
+PYTHONUNBUFFERED=1 timeout 180 python3 bench/cudnn_conv.py "${cudnn_args[@]}" >"$work/cudnn.jsonl" ||
+  echo "gpu-check.sh: cuDNN timing failed (see above); its column stays empty" >&2
+cat "$work/cudnn.jsonl"
+
+echo "== Loom: tune-task --target cuda, $trials trials per layer"
+for i in "${!layers[@]}"; do
+  l=${layers[$i]}
+  t0=$(date +%s.%N)
+  timeout "$layer_timeout" "$loom" tune-task --target cuda --conv2d "$l" --trials "$trials" \
+    --batch-size "$batch" --min-repeat-ms "$min_repeat_ms" --no-transfer --json \
+    --db "$work/loom.db" >"$work/loom_$i.json" 2>"$work/loom_$i.err"
+  rc=$?
+  wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  echo "{\"layer\": \"$l\", \"rc\": $rc, \"wall_s\": $wall}" >"$work/wall_$i.json"
+  echo "layer $((i + 1))/${#layers[@]} $l: exit $rc, $wall s"
+  if ((rc != 0)); then tail -n 3 "$work/loom_$i.err" >&2; fi
+done
+
+python3 - "$work" "${#layers[@]}" "$md" "$trials" "$(($(date +%s) - started))" <<'EOF'
+import json, os, sys
+
+work, n, md, budget, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+cudnn = {}
+for line in open(os.path.join(work, "cudnn.jsonl")):
+    if line.strip():
+        r = json.loads(line)
+        cudnn[r["layer"]] = r
+card = next((r["device"] for r in cudnn.values()), "")
+rows = []
+for i in range(n):
+    wall = json.load(open(os.path.join(work, f"wall_{i}.json")))
+    layer = wall["layer"]
+    loom, trials, errors, note = None, "-", "-", ""
+    try:
+        out = json.load(open(os.path.join(work, f"loom_{i}.json")))
+        task = out["tasks"][0]
+        loom, trials, errors = task.get("best_gflops"), task["trials"], task["errors"]
+        card = card or out["target"].split(":", 2)[-1]
+    except Exception:
+        err = open(os.path.join(work, f"loom_{i}.err")).read().strip().splitlines()
+        note = "timeout" if wall["rc"] == 124 else (err[-1] if err else f"exit {wall['rc']}")
+    ref = cudnn.get(layer, {}).get("gflops")
+    ratio = f"{loom / ref:.2f}" if loom and ref else "-"
+    rows.append([str(i + 1), layer, f"{loom:.0f}" if loom else "-", f"{ref:.0f}" if ref else "-",
+                 ratio, str(trials), str(errors), f"{wall['wall_s']:.1f}", note])
+head = ["#", "layer N,C,H,W,K,R,S,stride,pad", "Loom GFLOPS", "cuDNN GFLOPS", "Loom/cuDNN",
+        "trials", "errors", "tune s", "note"]
+widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
+fmt = lambda r: "  ".join(v.rjust(w) if c in (0, 2, 3, 4, 5, 6, 7) else v.ljust(w)
+                          for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+print(f"\nGPU: {card}; Loom budget {budget} trials per layer; whole check {total} s")
+print(fmt(head))
+for r in rows:
+    print(fmt(r))
+os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
+with open(md, "w") as f:
+    f.write(f"GPU: {card}. ResNet-18 convolutions, batch 1, fp32. Loom: `loom tune-task --target cuda "
+            f"--trials {budget}` per layer; cuDNN: PyTorch, cudnn.benchmark=True, TF32 off "
+            f"(bench/cudnn_conv.py). Whole check {total} s.\n\n")
+    f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+print(f"markdown: {md}")
+EOF
