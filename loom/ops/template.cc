@@ -1,6 +1,7 @@
 #include "loom/ops/template.h"
 
 #include "absl/strings/str_cat.h"
+#include "loom/ops/cuda_common.h"
 #include "loom/ops/template_common.h"
 
 namespace loom::ops {
@@ -20,10 +21,11 @@ std::vector<BufferSpec> Template::FusedBuffers(const Config& config,
 absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
                                                        const Target& target,
                                                        const TemplateOptions& options) {
-  if (target.kind != "cpu") {
+  if (target.kind != "cpu" && target.kind != "cuda") {
     return absl::UnimplementedError(
-        absl::StrCat("no templates for target kind '", target.kind, "' (only cpu)"));
+        absl::StrCat("no templates for target kind '", target.kind, "' (only cpu and cuda)"));
   }
+  const bool cuda = target.kind == "cuda";
   if (w.dtype != graph::DType::kFloat32) {
     return absl::UnimplementedError(
         absl::StrCat("no template for dtype ", graph::DTypeName(w.dtype), " (only float32)"));
@@ -39,9 +41,17 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
           w.OutH() < 1 || w.OutW() < 1 || w.c % w.groups != 0 || w.k % w.groups != 0) {
         return absl::InvalidArgumentError(absl::StrCat("invalid convolution workload ", key));
       }
-      if (w.groups == 1) return internal::MakeConv2dNchwc(w, target, options);
+      if (cuda && (w.k >= 10000 || w.OutH() >= 10000 || w.OutW() >= 10000)) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (output extents must be below 10000)"));
+      }
+      if (w.groups == 1) {
+        return cuda ? internal::MakeCudaConv2d(w, target, options)
+                    : internal::MakeConv2dNchwc(w, target, options);
+      }
       if (w.groups == w.c && w.k == w.c) {
-        return internal::MakeDepthwiseConv2dNchwc(w, target, options);
+        return cuda ? internal::MakeCudaDepthwiseConv2d(w, target, options)
+                    : internal::MakeDepthwiseConv2dNchwc(w, target, options);
       }
       return absl::UnimplementedError(
           absl::StrCat("no template for grouped convolution ", key,
@@ -51,7 +61,12 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       if (w.m < 1 || w.n < 1 || w.k < 1) {
         return absl::InvalidArgumentError(absl::StrCat("invalid dense workload ", key));
       }
-      return internal::MakeDensePack(w, target, options);
+      if (cuda && w.n >= 10000) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (n must be below 10000)"));
+      }
+      return cuda ? internal::MakeCudaDense(w, target, options)
+                  : internal::MakeDensePack(w, target, options);
     case graph::TaskKind::kBatchMatmul:
       return absl::UnimplementedError(absl::StrCat("no template for batch_matmul yet: ", key));
   }

@@ -40,6 +40,10 @@ struct TemplateOptions {
   // Adds a `fault` knob (0 none, 1 crash, 2 hang, 3 wrong answer) so tests can prove that a bad
   // candidate is an error record and never a dead tuner. Never enabled outside tests.
   bool test_faults = false;
+  // cuda targets: Emit prints the host C++ emulation of the kernel (codegen/cuda_printer.h)
+  // instead of CUDA, callable through the CPU kernel ABI, so tests check generated CUDA kernels
+  // against Reference() without a GPU. Never enabled outside tests.
+  bool cuda_host_emulation = false;
 };
 
 // An elementwise tail fused into a kernel's output store, for compiled models (the tuning path
