@@ -24,6 +24,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
 #include "loom/ops/template.h"
+#include "loom/runtime/plan.h"
 
 namespace loom::runtime {
 namespace {
@@ -57,17 +58,6 @@ void ParFor(const loom_parallel_t* par, int64_t n, const F& f) {
       n, [](int64_t b, int64_t e, void* ctx) { (*static_cast<const F*>(ctx))(b, e); },
       const_cast<void*>(static_cast<const void*>(&f)), par->pool);
 }
-
-// An activation (N, C, H, W) in blocked layout: N, ceil(C/bn), H+pads, W+pads, bn. bn == 1 with
-// no pads is plain NCHW.
-struct BlockedGeo {
-  int64_t n = 0, c = 0, h = 0, w = 0, bn = 1;
-  int64_t pt = 0, pl = 0, pb = 0, pr = 0;
-  int64_t cb() const { return CeilDiv(c, bn); }
-  int64_t hp() const { return h + pt + pb; }
-  int64_t wp() const { return w + pl + pr; }
-  int64_t elems() const { return n * cb() * hp() * wp() * bn; }
-};
 
 // Copies `src` (blocked, unpadded) into `dst` (blocked with its own block size and zero pads).
 // Channels past C in dst are zeroed unless the block sizes match (then copied as they are: no
@@ -118,19 +108,6 @@ void Relayout(const float* src, const BlockedGeo& s, float* dst, const BlockedGe
   });
 }
 
-class SharedObject {
- public:
-  explicit SharedObject(void* handle) : handle_(handle) {}
-  ~SharedObject() {
-    if (handle_ != nullptr) dlclose(handle_);
-  }
-  SharedObject(const SharedObject&) = delete;
-  SharedObject& operator=(const SharedObject&) = delete;
-
- private:
-  void* handle_;
-};
-
 std::string ActivationName(ops::Epilogue::Activation a) {
   using A = ops::Epilogue::Activation;
   switch (a) {
@@ -168,52 +145,13 @@ float ApplyActivation(const ops::Epilogue& e, float x) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// The plan.
+// The executor.
 
-struct Exec;
+SharedLibrary::~SharedLibrary() {
+  if (handle_ != nullptr) dlclose(handle_);
+}
 
-// A kernel or host-function argument.
-struct Ref {
-  enum class Kind { kArena, kConst, kTensor } kind = Kind::kArena;
-  int64_t index = 0;
-};
-
-struct Step {
-  std::string name;
-  std::string kind;
-  std::function<absl::Status(Exec&)> fn;
-  std::vector<int64_t> buffers;  // arena buffers read or written
-  std::vector<int64_t> tensors;  // tensor slots read or written
-  std::vector<int64_t> release;  // tensor slots dead after this step (filled by the planner)
-};
-
-struct BufferInfo {
-  int64_t bytes = 0;
-  int64_t offset = 0;
-  int64_t first = -1, last = -1;
-  std::string what;
-};
-
-struct CompiledModel::Impl {
-  CompileOptions options;
-  CompileStats stats;
-  int64_t opset = 17;
-  std::vector<Step> steps;
-  std::vector<BufferInfo> buffers;
-  std::vector<Tensor> consts;
-  int64_t num_tensor_slots = 0;
-  std::vector<std::pair<graph::ValueInfo, int64_t>> inputs;  // graph input -> tensor slot
-  std::vector<int64_t> outputs;                              // tensor slots
-  std::vector<loom_kernel_fn> kernels;
-  std::vector<std::unique_ptr<SharedObject>> objects;
-  std::unique_ptr<base::ThreadPool> pool;
-  loom_parallel_t par{};
-  std::unique_ptr<char, void (*)(void*)> arena{nullptr, &std::free};
-  int64_t arena_bytes = 0;
-
-  absl::StatusOr<std::vector<Tensor>> Execute(const std::map<std::string, Tensor>& in,
-                                              std::vector<StepTiming>* timings);
-};
+namespace {
 
 struct Exec {
   CompiledModel::Impl* impl;
@@ -221,14 +159,14 @@ struct Exec {
   const loom_parallel_t* par;
 
   float* Buf(int64_t id) const {
-    return reinterpret_cast<float*>(impl->arena.get() + impl->buffers[id].offset);
+    return reinterpret_cast<float*>(impl->arena.get() + impl->plan.buffers[id].offset);
   }
   void* Resolve(const Ref& r) {
     switch (r.kind) {
       case Ref::Kind::kArena:
         return Buf(r.index);
       case Ref::Kind::kConst:
-        return impl->consts[r.index].raw_data();
+        return impl->plan.consts[r.index].raw_data();
       case Ref::Kind::kTensor:
         return tensors[r.index].raw_data();
     }
@@ -236,10 +174,126 @@ struct Exec {
   }
 };
 
+absl::Status RunOp(const ConstStep& op, Exec& ex) {
+  ex.tensors[op.slot] = ex.impl->plan.consts[op.constant];
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const RelayoutStep& op, Exec& ex) {
+  const float* src = op.src.kind == Ref::Kind::kTensor ? ex.tensors[op.src.index].data<float>()
+                                                       : ex.Buf(op.src.index);
+  if (op.dst.kind == Ref::Kind::kTensor) {
+    const BlockedGeo& d = op.dst_geo;
+    Tensor t(graph::DType::kFloat32, {d.n, d.c, d.h, d.w});
+    Relayout(src, op.src_geo, t.data<float>(), d, ex.par);
+    ex.tensors[op.dst.index] = std::move(t);
+  } else {
+    Relayout(src, op.src_geo, ex.Buf(op.dst.index), op.dst_geo, ex.par);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const KernelStep& op, Exec& ex) {
+  if (op.dense) ex.tensors[op.out_slot] = Tensor(graph::DType::kFloat32, op.out_shape);
+  void* ptrs[16];
+  for (size_t a = 0; a < op.args.size(); ++a) ptrs[a] = ex.Resolve(op.args[a]);
+  ex.impl->kernels[op.kernel](ptrs, ex.par);
+  if (op.dense && op.out_shape[1] != op.n_real) {
+    Tensor y(graph::DType::kFloat32, {op.m_rows, op.n_real});
+    const float* s = ex.tensors[op.out_slot].data<float>();
+    for (int64_t r = 0; r < op.m_rows; ++r) {
+      std::memcpy(y.data<float>() + r * op.n_real, s + r * op.out_shape[1],
+                  sizeof(float) * static_cast<size_t>(op.n_real));
+    }
+    ex.tensors[op.out_slot] = std::move(y);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const PoolStep& op, Exec& ex) {
+  const float* x = ex.Buf(op.src);
+  float* y = ex.Buf(op.dst);
+  const BlockedGeo& ig = op.in;
+  const BlockedGeo& og = op.out;
+  const int64_t bn = og.bn;
+  ParFor(ex.par, og.n * og.cb() * og.h, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t oy = r % og.h, nc = r / og.h;
+      const float* xp = x + nc * ig.h * ig.w * bn;
+      for (int64_t ox = 0; ox < og.w; ++ox) {
+        float* yp = y + (r * og.w + ox) * bn;
+        if (op.global) {
+          for (int64_t l = 0; l < bn; ++l) yp[l] = 0;
+          for (int64_t p = 0; p < ig.h * ig.w; ++p) {
+            for (int64_t l = 0; l < bn; ++l) yp[l] += xp[p * bn + l];
+          }
+          const float inv = 1.0f / static_cast<float>(ig.h * ig.w);
+          for (int64_t l = 0; l < bn; ++l) yp[l] *= inv;
+          continue;
+        }
+        for (int64_t l = 0; l < bn; ++l) yp[l] = -std::numeric_limits<float>::infinity();
+        for (int64_t ky = 0; ky < op.kh; ++ky) {
+          const int64_t iy = oy * op.sh - op.pt + ky;
+          if (iy < 0 || iy >= ig.h) continue;
+          for (int64_t kx = 0; kx < op.kw; ++kx) {
+            const int64_t ix = ox * op.sw - op.pl + kx;
+            if (ix < 0 || ix >= ig.w) continue;
+            const float* v = xp + (iy * ig.w + ix) * bn;
+            for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
+          }
+        }
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const EltwiseStep& op, Exec& ex) {
+  const float* x = ex.Buf(op.src);
+  const float* x2 = op.other >= 0 ? ex.Buf(op.other) : nullptr;
+  float* y = ex.Buf(op.dst);
+  const int64_t total = op.total;
+  ParFor(ex.par, CeilDiv(total, 1024), [&](int64_t b, int64_t e) {
+    const int64_t lo = b * 1024, hi = std::min(total, e * 1024);
+    if (x2 != nullptr) {
+      for (int64_t k = lo; k < hi; ++k) y[k] = x[k] + x2[k];
+    } else {
+      for (int64_t k = lo; k < hi; ++k) y[k] = ApplyActivation(op.act, x[k]);
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const ConcatStep& op, Exec& ex) {
+  float* y = ex.Buf(op.dst);
+  for (int64_t n = 0; n < op.n; ++n) {
+    int64_t at = n * op.out_blocks * op.plane;
+    for (size_t k = 0; k < op.srcs.size(); ++k) {
+      const size_t len = static_cast<size_t>(op.blocks[k] * op.plane);
+      std::memcpy(y + at, ex.Buf(op.srcs[k]) + n * op.blocks[k] * op.plane, sizeof(float) * len);
+      at += op.blocks[k] * op.plane;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunOp(const ReferenceStep& op, Exec& ex) {
+  std::vector<Tensor> ins;
+  ins.reserve(op.in_slots.size());
+  for (int64_t s : op.in_slots) ins.push_back(s >= 0 ? ex.tensors[s] : Tensor());
+  LOOM_ASSIGN_OR_RETURN(std::vector<Tensor> outs, kernels::EvaluateNode(op.node, op.opset, ins));
+  for (size_t k = 0; k < op.out_slots.size() && k < outs.size(); ++k) {
+    if (op.out_slots[k] >= 0) ex.tensors[op.out_slots[k]] = std::move(outs[k]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Tensor>> CompiledModel::Impl::Execute(
     const std::map<std::string, Tensor>& in, std::vector<StepTiming>* timings) {
-  Exec ex{this, std::vector<Tensor>(num_tensor_slots), &par};
-  for (const auto& [info, slot] : inputs) {
+  Exec ex{this, std::vector<Tensor>(plan.num_tensor_slots), &par};
+  for (const auto& [info, slot] : plan.inputs) {
     auto it = in.find(info.name);
     if (it == in.end()) {
       return absl::InvalidArgumentError(absl::StrCat("missing input '", info.name, "'"));
@@ -251,16 +305,16 @@ absl::StatusOr<std::vector<Tensor>> CompiledModel::Impl::Execute(
     }
     ex.tensors[slot] = it->second;
   }
-  if (in.size() != inputs.size()) {
+  if (in.size() != plan.inputs.size()) {
     for (const auto& [name, t] : in) {
       bool known = false;
-      for (const auto& [info, slot] : inputs) known |= info.name == name;
+      for (const auto& [info, slot] : plan.inputs) known |= info.name == name;
       if (!known) return absl::InvalidArgumentError(absl::StrCat("unknown input '", name, "'"));
     }
   }
-  for (Step& s : steps) {
+  for (const Step& s : plan.steps) {
     auto t0 = std::chrono::steady_clock::now();
-    LOOM_RETURN_IF_ERROR(s.fn(ex));
+    LOOM_RETURN_IF_ERROR(std::visit([&](const auto& op) { return RunOp(op, ex); }, s.op));
     if (timings != nullptr) {
       timings->push_back(
           {s.name, s.kind,
@@ -269,7 +323,7 @@ absl::StatusOr<std::vector<Tensor>> CompiledModel::Impl::Execute(
     for (int64_t slot : s.release) ex.tensors[slot] = Tensor();
   }
   std::vector<Tensor> out;
-  for (int64_t slot : outputs) out.push_back(ex.tensors[slot]);
+  for (int64_t slot : plan.outputs) out.push_back(ex.tensors[slot]);
   return out;
 }
 
@@ -310,15 +364,15 @@ class Compiler {
     BufferInfo b;
     b.bytes = RoundUp(elems * 4, kAlign);
     b.what = std::move(what);
-    m_->buffers.push_back(b);
-    return static_cast<int64_t>(m_->buffers.size()) - 1;
+    m_->plan.buffers.push_back(b);
+    return static_cast<int64_t>(m_->plan.buffers.size()) - 1;
   }
-  int64_t NewSlot() { return m_->num_tensor_slots++; }
+  int64_t NewSlot() { return m_->plan.num_tensor_slots++; }
   int64_t NewConst(Tensor t) {
-    m_->consts.push_back(std::move(t));
-    return static_cast<int64_t>(m_->consts.size()) - 1;
+    m_->plan.consts.push_back(std::move(t));
+    return static_cast<int64_t>(m_->plan.consts.size()) - 1;
   }
-  void AddStep(Step s) { m_->steps.push_back(std::move(s)); }
+  void AddStep(Step s) { m_->plan.steps.push_back(std::move(s)); }
 
   bool Is4dFloat(const std::string& v) const {
     auto it = g_.value_types.find(v);
@@ -387,10 +441,7 @@ absl::StatusOr<Compiler::State*> Compiler::StateOf(const std::string& v) {
     step.name = v;
     step.kind = "const";
     step.tensors = {slot};
-    step.fn = [slot, c](Exec& ex) {
-      ex.tensors[slot] = ex.impl->consts[c];
-      return absl::OkStatus();
-    };
+    step.op = ConstStep{.slot = slot, .constant = c};
     AddStep(std::move(step));
     return &states_.emplace(v, std::move(s)).first->second;
   }
@@ -406,18 +457,15 @@ absl::StatusOr<int64_t> Compiler::Natural(const std::string& v) {
   BlockedGeo dst = GeoOf(*s, 1);
   const int64_t slot = NewSlot();
   s->tensor = slot;
-  const Shape shape = s->shape;
   Step step;
   step.name = v;
   step.kind = "unpack";
   step.buffers = {b.buf};
   step.tensors = {slot};
-  step.fn = [=](Exec& ex) {
-    Tensor t(graph::DType::kFloat32, shape);
-    Relayout(ex.Buf(b.buf), src, t.data<float>(), dst, ex.par);
-    ex.tensors[slot] = std::move(t);
-    return absl::OkStatus();
-  };
+  step.op = RelayoutStep{.src = {Ref::Kind::kArena, b.buf},
+                         .src_geo = src,
+                         .dst = {Ref::Kind::kTensor, slot},
+                         .dst_geo = dst};
   ++m_->stats.layout_steps;
   AddStep(std::move(step));
   return slot;
@@ -452,19 +500,19 @@ void Compiler::AddRelayoutStep(const std::string& v, const State& s, const Block
     const int64_t src_buf = from->buf;
     const BlockedGeo src = GeoOf(s, from->bn);
     step.buffers = {src_buf, buf};
-    step.fn = [=](Exec& ex) {
-      Relayout(ex.Buf(src_buf), src, ex.Buf(buf), dst, ex.par);
-      return absl::OkStatus();
-    };
+    step.op = RelayoutStep{.src = {Ref::Kind::kArena, src_buf},
+                           .src_geo = src,
+                           .dst = {Ref::Kind::kArena, buf},
+                           .dst_geo = dst};
   } else {
     const int64_t slot = s.tensor;
     const BlockedGeo src = GeoOf(s, 1);
     step.tensors = {slot};
     step.buffers = {buf};
-    step.fn = [=](Exec& ex) {
-      Relayout(ex.tensors[slot].data<float>(), src, ex.Buf(buf), dst, ex.par);
-      return absl::OkStatus();
-    };
+    step.op = RelayoutStep{.src = {Ref::Kind::kTensor, slot},
+                           .src_geo = src,
+                           .dst = {Ref::Kind::kArena, buf},
+                           .dst_geo = dst};
   }
   ++m_->stats.layout_steps;
   AddStep(std::move(step));
@@ -658,7 +706,6 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
   int64_t out_buf = -1, out_slot = -1;
   int64_t out_bn = 0;
   Shape dense_out_shape;
-  int64_t dense_np = 0;
   if (conv) {
     const bool dw = w->kind == graph::TaskKind::kDepthwiseConv2d;
     // data: N, C/bn, Hp, Wp, bn  -> the block size is its last dim.
@@ -699,7 +746,6 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
     args.push_back({Ref::Kind::kTensor, out_slot});
     step.tensors.push_back(out_slot);
     dense_out_shape = specs.back().shape;
-    dense_np = dense_out_shape[1];
   }
 
   // The kernel itself (deduplicated by source).
@@ -712,25 +758,15 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
     job_by_code_.emplace(src->code, kidx);
     jobs_.push_back({*src, config});
   }
-  const bool is_dense = !conv;
-  const int64_t n_real = is_dense ? w->n : 0;
-  const int64_t m_rows = is_dense ? w->m : 0;
-  step.fn = [args, kidx, is_dense, out_slot, dense_out_shape, dense_np, n_real, m_rows](Exec& ex) {
-    if (is_dense) ex.tensors[out_slot] = Tensor(graph::DType::kFloat32, dense_out_shape);
-    void* ptrs[8];
-    for (size_t a = 0; a < args.size(); ++a) ptrs[a] = ex.Resolve(args[a]);
-    ex.impl->kernels[kidx](ptrs, ex.par);
-    if (is_dense && dense_np != n_real) {
-      Tensor y(graph::DType::kFloat32, {m_rows, n_real});
-      const float* s = ex.tensors[out_slot].data<float>();
-      for (int64_t r = 0; r < m_rows; ++r) {
-        std::memcpy(y.data<float>() + r * n_real, s + r * dense_np,
-                    sizeof(float) * static_cast<size_t>(n_real));
-      }
-      ex.tensors[out_slot] = std::move(y);
-    }
-    return absl::OkStatus();
-  };
+  KernelStep ks;
+  ks.kernel = kidx;
+  ks.args = std::move(args);
+  ks.dense = !conv;
+  ks.out_slot = out_slot;
+  ks.out_shape = dense_out_shape;
+  ks.n_real = ks.dense ? w->n : 0;
+  ks.m_rows = ks.dense ? w->m : 0;
+  step.op = std::move(ks);
   AddStep(std::move(step));
   ++m_->stats.kernel_steps;
   if (tuned) ++m_->stats.tuned_kernels;
@@ -799,40 +835,17 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
     }
     const int64_t out_buf = NewBuffer(og.elems(), absl::StrCat(out, " nchw", bn, "c"));
     step.buffers = {src_buf, out_buf};
-    step.fn = [=](Exec& ex) {
-      const float* x = ex.Buf(src_buf);
-      float* y = ex.Buf(out_buf);
-      ParFor(ex.par, og.n * og.cb() * og.h, [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          const int64_t oy = r % og.h, nc = r / og.h;
-          const float* xp = x + nc * ig.h * ig.w * bn;
-          for (int64_t ox = 0; ox < og.w; ++ox) {
-            float* yp = y + (r * og.w + ox) * bn;
-            if (global) {
-              for (int64_t l = 0; l < bn; ++l) yp[l] = 0;
-              for (int64_t p = 0; p < ig.h * ig.w; ++p) {
-                for (int64_t l = 0; l < bn; ++l) yp[l] += xp[p * bn + l];
-              }
-              const float inv = 1.0f / static_cast<float>(ig.h * ig.w);
-              for (int64_t l = 0; l < bn; ++l) yp[l] *= inv;
-              continue;
-            }
-            for (int64_t l = 0; l < bn; ++l) yp[l] = -std::numeric_limits<float>::infinity();
-            for (int64_t ky = 0; ky < kh; ++ky) {
-              const int64_t iy = oy * sh - pt + ky;
-              if (iy < 0 || iy >= ig.h) continue;
-              for (int64_t kx = 0; kx < kw; ++kx) {
-                const int64_t ix = ox * sw - pl + kx;
-                if (ix < 0 || ix >= ig.w) continue;
-                const float* v = xp + (iy * ig.w + ix) * bn;
-                for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
-              }
-            }
-          }
-        }
-      });
-      return absl::OkStatus();
-    };
+    step.op = PoolStep{.src = src_buf,
+                       .dst = out_buf,
+                       .in = ig,
+                       .out = og,
+                       .global = global,
+                       .kh = kh,
+                       .kw = kw,
+                       .sh = sh,
+                       .sw = sw,
+                       .pt = pt,
+                       .pl = pl};
     st.blocked.push_back({out_buf, bn});
   } else if ((node.op_type == "Add" && node.inputs.size() == 2) || ParseActivation(node, &act)) {
     int64_t other_buf = -1;
@@ -849,21 +862,8 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
     const int64_t out_buf = NewBuffer(og.elems(), absl::StrCat(out, " nchw", bn, "c"));
     step.buffers.push_back(src_buf);
     step.buffers.push_back(out_buf);
-    const int64_t total = og.elems();
-    step.fn = [=](Exec& ex) {
-      const float* x = ex.Buf(src_buf);
-      const float* x2 = other_buf >= 0 ? ex.Buf(other_buf) : nullptr;
-      float* y = ex.Buf(out_buf);
-      ParFor(ex.par, CeilDiv(total, 1024), [&](int64_t b, int64_t e) {
-        const int64_t lo = b * 1024, hi = std::min(total, e * 1024);
-        if (x2 != nullptr) {
-          for (int64_t k = lo; k < hi; ++k) y[k] = x[k] + x2[k];
-        } else {
-          for (int64_t k = lo; k < hi; ++k) y[k] = ApplyActivation(act, x[k]);
-        }
-      });
-      return absl::OkStatus();
-    };
+    step.op = EltwiseStep{
+        .src = src_buf, .other = other_buf, .dst = out_buf, .total = og.elems(), .act = act};
     st.blocked.push_back({out_buf, bn});
   } else if (node.op_type == "Concat") {
     int64_t axis = node.GetInt("axis", 0);
@@ -883,19 +883,12 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
     }
     const int64_t out_buf = NewBuffer(og.elems(), absl::StrCat(out, " nchw", bn, "c"));
     step.buffers.push_back(out_buf);
-    const int64_t plane = og.h * og.w * bn;
-    step.fn = [=](Exec& ex) {
-      float* y = ex.Buf(out_buf);
-      for (int64_t n = 0; n < og.n; ++n) {
-        int64_t at = n * og.cb() * plane;
-        for (size_t k = 0; k < srcs.size(); ++k) {
-          const size_t len = static_cast<size_t>(cbs[k] * plane);
-          std::memcpy(y + at, ex.Buf(srcs[k]) + n * cbs[k] * plane, sizeof(float) * len);
-          at += cbs[k] * plane;
-        }
-      }
-      return absl::OkStatus();
-    };
+    step.op = ConcatStep{.srcs = srcs,
+                         .blocks = cbs,
+                         .dst = out_buf,
+                         .n = og.n,
+                         .out_blocks = og.cb(),
+                         .plane = og.h * og.w * bn};
     st.blocked.push_back({out_buf, bn});
   } else {
     return false;
@@ -938,18 +931,8 @@ absl::Status Compiler::Reference(int64_t i) {
   }
   step.name = node.name;
   step.kind = absl::StrCat("ref:", node.op_type);
-  const graph::Node node_copy = node;
-  const int64_t opset = g_.opset;
-  step.fn = [node_copy, opset, in_slots, out_slots](Exec& ex) {
-    std::vector<Tensor> ins;
-    ins.reserve(in_slots.size());
-    for (int64_t s : in_slots) ins.push_back(s >= 0 ? ex.tensors[s] : Tensor());
-    LOOM_ASSIGN_OR_RETURN(std::vector<Tensor> outs, kernels::EvaluateNode(node_copy, opset, ins));
-    for (size_t k = 0; k < out_slots.size() && k < outs.size(); ++k) {
-      if (out_slots[k] >= 0) ex.tensors[out_slots[k]] = std::move(outs[k]);
-    }
-    return absl::OkStatus();
-  };
+  step.op =
+      ReferenceStep{.node = node, .opset = g_.opset, .in_slots = in_slots, .out_slots = out_slots};
   AddStep(std::move(step));
   ++m_->stats.reference_steps;
   return absl::OkStatus();
@@ -974,21 +957,24 @@ absl::Status Compiler::BuildKernels() {
     if (h == nullptr) {
       return absl::InternalError(absl::StrCat("dlopen ", r.artifact_path, ": ", dlerror()));
     }
-    m_->objects.push_back(std::make_unique<SharedObject>(h));
+    m_->libraries.push_back(std::make_unique<SharedLibrary>(h));
     void* sym = dlsym(h, codegen::kKernelEntry);
     if (sym == nullptr) {
       return absl::InternalError(absl::StrCat(r.artifact_path, " has no ", codegen::kKernelEntry));
     }
     m_->kernels.push_back(reinterpret_cast<loom_kernel_fn>(sym));
+    m_->kernel_sources.push_back(jobs_[k].source);
   }
+  m_->plan.num_kernels = static_cast<int64_t>(jobs_.size());
   m_->stats.unique_kernels = static_cast<int64_t>(jobs_.size());
   return absl::OkStatus();
 }
 
 void Compiler::PlanMemory() {
-  std::vector<BufferInfo>& bufs = m_->buffers;
-  for (size_t s = 0; s < m_->steps.size(); ++s) {
-    for (int64_t b : m_->steps[s].buffers) {
+  Plan& plan = m_->plan;
+  std::vector<BufferInfo>& bufs = plan.buffers;
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    for (int64_t b : plan.steps[s].buffers) {
       if (bufs[b].first < 0) bufs[b].first = static_cast<int64_t>(s);
       bufs[b].last = static_cast<int64_t>(s);
     }
@@ -1018,18 +1004,18 @@ void Compiler::PlanMemory() {
     total = std::max(total, off + bufs[k].bytes);
     placed.push_back(k);
   }
-  m_->arena_bytes = total;
+  plan.arena_bytes = total;
   m_->stats.arena_bytes = total;
   m_->stats.intermediate_bytes = sum;
 
   // Tensor slots: released after their last use, graph outputs never.
-  std::vector<int64_t> last(static_cast<size_t>(m_->num_tensor_slots), -1);
-  for (size_t s = 0; s < m_->steps.size(); ++s) {
-    for (int64_t t : m_->steps[s].tensors) last[t] = static_cast<int64_t>(s);
+  std::vector<int64_t> last(static_cast<size_t>(plan.num_tensor_slots), -1);
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    for (int64_t t : plan.steps[s].tensors) last[t] = static_cast<int64_t>(s);
   }
-  for (int64_t t : m_->outputs) last[t] = -1;
+  for (int64_t t : plan.outputs) last[t] = -1;
   for (size_t t = 0; t < last.size(); ++t) {
-    if (last[t] >= 0) m_->steps[last[t]].release.push_back(static_cast<int64_t>(t));
+    if (last[t] >= 0) plan.steps[last[t]].release.push_back(static_cast<int64_t>(t));
   }
 }
 
@@ -1046,7 +1032,7 @@ absl::Status Compiler::Run() {
     graph::ValueInfo info = in;
     auto t = g_.value_types.find(in.name);
     if (t != g_.value_types.end()) info.type = t->second;
-    m_->inputs.push_back({info, s.tensor});
+    m_->plan.inputs.push_back({info, s.tensor});
     states_[in.name] = std::move(s);
   }
   done_.assign(g_.nodes.size(), false);
@@ -1060,7 +1046,11 @@ absl::Status Compiler::Run() {
   }
   for (const graph::ValueInfo& out : g_.outputs) {
     LOOM_ASSIGN_OR_RETURN(int64_t slot, Natural(out.name));
-    m_->outputs.push_back(slot);
+    m_->plan.outputs.push_back(slot);
+    graph::ValueInfo info = out;
+    auto t = g_.value_types.find(out.name);
+    if (t != g_.value_types.end()) info.type = t->second;
+    m_->plan.output_infos.push_back(std::move(info));
   }
   LOOM_RETURN_IF_ERROR(BuildKernels());
   PlanMemory();
@@ -1072,6 +1062,28 @@ absl::Status Compiler::Run() {
 CompiledModel::CompiledModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CompiledModel::~CompiledModel() = default;
 
+absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Instantiate(
+    std::unique_ptr<Impl> impl, int32_t num_threads) {
+  if (num_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_threads must be at least 1, got ", num_threads));
+  }
+  impl->num_threads = num_threads;
+  if (impl->plan.arena_bytes > 0) {
+    void* p =
+        std::aligned_alloc(kAlign, static_cast<size_t>(RoundUp(impl->plan.arena_bytes, kAlign)));
+    if (p == nullptr) return absl::ResourceExhaustedError("cannot allocate the arena");
+    impl->arena.reset(static_cast<char*>(p));
+  }
+  impl->par.num_threads = num_threads;
+  if (num_threads > 1) {
+    impl->pool = std::make_unique<base::ThreadPool>(static_cast<size_t>(num_threads - 1));
+    impl->par.pool = impl->pool.get();
+    impl->par.parallel_for = &PoolParallelFor;
+  }
+  return std::unique_ptr<CompiledModel>(new CompiledModel(std::move(impl)));
+}
+
 absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Compile(
     const graph::Graph& graph, const CompileOptions& options) {
   if (options.num_threads < 1) {
@@ -1080,24 +1092,13 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Compile(
   }
   auto t0 = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  impl->opset = graph.opset;
-  Compiler compiler(graph, impl->options, impl.get());
+  impl->plan.isa = options.target.isa;
+  impl->plan.target_key = options.target.Key();
+  Compiler compiler(graph, options, impl.get());
   LOOM_RETURN_IF_ERROR(compiler.Run());
-  if (impl->arena_bytes > 0) {
-    void* p = std::aligned_alloc(kAlign, static_cast<size_t>(impl->arena_bytes));
-    if (p == nullptr) return absl::ResourceExhaustedError("cannot allocate the arena");
-    impl->arena.reset(static_cast<char*>(p));
-  }
-  impl->par.num_threads = options.num_threads;
-  if (options.num_threads > 1) {
-    impl->pool = std::make_unique<base::ThreadPool>(static_cast<size_t>(options.num_threads - 1));
-    impl->par.pool = impl->pool.get();
-    impl->par.parallel_for = &PoolParallelFor;
-  }
   impl->stats.compile_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return std::unique_ptr<CompiledModel>(new CompiledModel(std::move(impl)));
+  return Instantiate(std::move(impl), options.num_threads);
 }
 
 absl::StatusOr<std::vector<Tensor>> CompiledModel::Run(
@@ -1111,15 +1112,23 @@ absl::StatusOr<std::vector<Tensor>> CompiledModel::RunProfiled(
 }
 
 const CompileStats& CompiledModel::stats() const { return impl_->stats; }
-int32_t CompiledModel::num_threads() const { return impl_->options.num_threads; }
+int32_t CompiledModel::num_threads() const { return impl_->num_threads; }
+const std::string& CompiledModel::target_key() const { return impl_->plan.target_key; }
+
+std::vector<graph::ValueInfo> CompiledModel::inputs() const {
+  std::vector<graph::ValueInfo> v;
+  for (const auto& [info, slot] : impl_->plan.inputs) v.push_back(info);
+  return v;
+}
+std::vector<graph::ValueInfo> CompiledModel::outputs() const { return impl_->plan.output_infos; }
 
 std::string CompiledModel::DescribePlan() const {
   std::string s;
-  for (const Step& st : impl_->steps) {
+  for (const Step& st : impl_->plan.steps) {
     absl::StrAppend(&s, st.kind, " ", st.name);
     for (int64_t b : st.buffers) {
-      absl::StrAppend(&s, " [", impl_->buffers[b].what, " @", impl_->buffers[b].offset, "+",
-                      impl_->buffers[b].bytes, "]");
+      const BufferInfo& info = impl_->plan.buffers[b];
+      absl::StrAppend(&s, " [", info.what, " @", info.offset, "+", info.bytes, "]");
     }
     absl::StrAppend(&s, "\n");
   }

@@ -3,7 +3,9 @@
 // its output store; activations stay in the blocked NCHW[x]c layout through chains of
 // convolutions and channel-wise ops and are transformed only at the boundaries; weights are packed
 // once; intermediates live in one arena planned by liveness; kernels run on an N-thread pool.
-// Called by `loom bench`, the tests, and (later) export and the library API.
+// The plan can be exported as a self-contained artifact (Export) and loaded back with no compiler
+// and no records (Load; format in artifact.h). Called by `loom bench`, `loom compile`, `loom run
+// DIR`, the library APIs (include/loom/) and the tests.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +49,17 @@ struct CompileStats {
   double compile_seconds = 0;
 };
 
+struct ExportOptions {
+  // How the kernels are compiled into the artifact's one shared library (compiler, cache dir,
+  // parallel compiles). Objects are cached like the builder's kernels.
+  tune::BuildOptions build{};
+};
+
+struct LoadArtifactOptions {
+  // Threads running the model (the calling thread is one of them). At least 1.
+  int32_t num_threads = 1;
+};
+
 // Per-step time of one profiled run.
 struct StepTiming {
   std::string name;  // node name (or "pack:<value>" for layout steps)
@@ -65,6 +78,19 @@ class CompiledModel {
   static absl::StatusOr<std::unique_ptr<CompiledModel>> Compile(const graph::Graph& graph,
                                                                 const CompileOptions& options);
 
+  // Loads an artifact written by Export (artifact.h). Needs no compiler and no records.
+  // kNotFound: no plan.json / weights.bin / model.so in `dir`; kFailedPrecondition: another
+  // format version, or kernels for an ISA this CPU lacks; kDataLoss: a checksum mismatch or a
+  // malformed plan; kInternal: the library does not load.
+  static absl::StatusOr<std::unique_ptr<CompiledModel>> Load(const std::string& dir,
+                                                             const LoadArtifactOptions& options);
+
+  // Writes the artifact (plan.json, weights.bin, model.so) into `dir`, created if missing;
+  // compiles every kernel again as an object and links them into one library with the system
+  // compiler. kFailedPrecondition for a model that was itself loaded from an artifact (it has no
+  // kernel sources) or when no compiler runs; kInternal when a compile fails.
+  absl::Status Export(const std::string& dir, const ExportOptions& options = {}) const;
+
   // Runs the model; outputs in graph.outputs order. Not thread-safe (one arena): one Run at a
   // time. kInvalidArgument for a missing input or one whose shape differs from the graph's.
   absl::StatusOr<std::vector<graph::Tensor>> Run(
@@ -77,11 +103,19 @@ class CompiledModel {
   // One line per step: kind, name, buffers. For `loom bench --verbose` and debugging.
   std::string DescribePlan() const;
   int32_t num_threads() const;
+  // Graph inputs and outputs (names, dtypes, static shapes), in the graph's order.
+  std::vector<graph::ValueInfo> inputs() const;
+  std::vector<graph::ValueInfo> outputs() const;
+  // The target the kernels were generated for (Target::Key()).
+  const std::string& target_key() const;
 
   struct Impl;
 
  private:
   explicit CompiledModel(std::unique_ptr<Impl> impl);
+  // Allocates the arena and the thread pool of a finished plan.
+  static absl::StatusOr<std::unique_ptr<CompiledModel>> Instantiate(std::unique_ptr<Impl> impl,
+                                                                    int32_t num_threads);
   std::unique_ptr<Impl> impl_;
 };
 
