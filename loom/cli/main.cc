@@ -5,12 +5,16 @@
 
 #include "loom/base/logging.h"
 #include "loom/cli/commands.h"
+#include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measure_worker.h"
 
 int main(int argc, char** argv) {
   // The measurer's sandbox child is this same binary: answer its pipe protocol, nothing else.
   if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
     return loom::tune::RunMeasureWorker(0, 1);
+  }
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kCudaMeasureWorkerArg) {
+    return loom::tune::RunCudaMeasureWorker(0, 1);
   }
   CLI::App app{"Loom: autotune neural networks, many jobs at once under a load-aware scheduler",
                "loom"};

@@ -25,6 +25,7 @@
 #include "loom/graph/tensor.h"
 #include "loom/ops/template.h"
 #include "loom/tune/measure_result.h"
+#include "loom/tune/worker_process.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::tune {
@@ -50,69 +51,10 @@ json FailureJson(ErrorKind kind, const std::string& message) {
   return json{{"ok", false}, {"error_kind", static_cast<int>(kind)}, {"error", message}};
 }
 
-bool WriteAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-class LineReader {
- public:
-  explicit LineReader(int fd) : fd_(fd) {}
-  // False at end of input.
-  bool Next(std::string* line) {
-    while (true) {
-      const size_t nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        line->assign(buffer_, 0, nl);
-        buffer_.erase(0, nl + 1);
-        return true;
-      }
-      char chunk[65536];
-      const ssize_t n = read(fd_, chunk, sizeof(chunk));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-
- private:
-  int fd_;
-  std::string buffer_;
-};
-
-std::vector<int> AllowedCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
-  for (int i = 0; i < CPU_SETSIZE; ++i) {
-    if (CPU_ISSET(i, &set)) cpus.push_back(i);
-  }
-  return cpus;
-}
-
 json HandleInit(const json& request) {
-  const std::vector<int> cores = request.value("cores", std::vector<int>{});
-  if (!cores.empty()) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (int c : cores) {
-      if (c < 0 || c >= CPU_SETSIZE) {
-        return FailureJson(ErrorKind::kUnknown, absl::StrCat("core ", c, " is out of range"));
-      }
-      CPU_SET(c, &set);
-    }
-    // Threads created later (kernel thread pools) inherit the mask.
-    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-      return FailureJson(ErrorKind::kUnknown,
-                         absl::StrCat("sched_setaffinity failed: ", std::strerror(errno)));
-    }
+  // Threads created later (kernel thread pools) inherit the mask.
+  if (std::string err = PinThisProcess(request.value("cores", std::vector<int>{})); !err.empty()) {
+    return FailureJson(ErrorKind::kUnknown, err);
   }
   return json{{"ok", true}, {"pid", static_cast<int64_t>(getpid())}, {"cpus", AllowedCpus()}};
 }
@@ -260,31 +202,8 @@ json HandleMeasure(const json& request, TaskState* task) {
   // Correctness, once, against the reference kernel.
   run();
   const graph::Tensor got = tmpl.UnpackOutput(config, buffers[num_inputs]);
-  const graph::Tensor& want = task->reference;
-  if (got.shape() != want.shape()) {
-    return FailureJson(
-        ErrorKind::kWrongAnswer,
-        absl::StrCat("output shape ", graph::ShapeToString(got.shape()),
-                     " differs from the reference's ", graph::ShapeToString(want.shape())));
-  }
-  double max_err = 0, max_ref = 0;
-  int64_t worst = 0;
-  const float* g = got.data<float>();
-  const float* w = want.data<float>();
-  for (int64_t i = 0; i < want.num_elements(); ++i) {
-    const double err = std::fabs(static_cast<double>(g[i]) - w[i]);
-    if (!(err <= max_err)) {  // also catches NaN
-      max_err = std::isnan(err) ? std::numeric_limits<double>::infinity() : err;
-      worst = i;
-    }
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(w[i])));
-  }
-  const double tolerance = 1e-3 * max_ref + 1e-5;
-  if (!(max_err <= tolerance)) {
-    return FailureJson(
-        ErrorKind::kWrongAnswer,
-        absl::StrCat("max abs error ", max_err, " > tolerance ", tolerance, " (element ", worst,
-                     ": got ", g[worst], ", want ", w[worst], ")"));
+  if (std::string err = CompareToReference(got, task->reference); !err.empty()) {
+    return FailureJson(ErrorKind::kWrongAnswer, err);
   }
 
   // Timing: one warm-up, then `number` grown until a repeat lasts min_repeat_ms, then repeats.

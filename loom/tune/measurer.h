@@ -59,6 +59,12 @@ struct MeasureOptions {
 struct DeviceInfo {
   int64_t worker_pid = 0;
   std::vector<int> cpus;  // the worker's allowed CPU set after pinning, ascending
+  // CUDA measurer only: the GPU as its driver reports it.
+  std::string device_name;  // "NVIDIA H100 80GB HBM3"
+  std::string cuda_arch;    // "sm_90"
+  ops::CudaDeviceLimits cuda_limits{};
+  int64_t memory_bytes = 0;
+  int32_t driver_version = 0;  // 13000 = CUDA 13.0
 };
 
 class Measurer {
@@ -82,5 +88,33 @@ class Measurer {
 // repeat < 1, negative min_repeat_ms, non-positive timeouts, negative or duplicate cores). The
 // worker starts lazily, at the first Measure or Probe.
 absl::StatusOr<std::unique_ptr<Measurer>> MakeLocalMeasurer(const MeasureOptions& options);
+
+struct CudaMeasureOptions {
+  int32_t device = 0;  // CUDA device ordinal ("cuda:0")
+  // As MeasureOptions; GPU kernels run in microseconds, so one repeat is many launches.
+  int32_t number = 1;
+  int32_t repeat = 3;
+  int32_t min_repeat_ms = 150;
+  absl::Duration timeout = absl::Seconds(10);
+  // Starting the worker includes loading the driver and creating the GPU context (seconds).
+  absl::Duration setup_timeout = absl::Seconds(120);
+  // The driver library the worker dlopens; empty: "libcuda.so.1" (tests pass a fake one).
+  std::string driver_library{};
+  // argv of the worker process; empty: {"/proc/self/exe", "__cuda-measure-worker"}.
+  std::vector<std::string> worker_command{};
+  // CPU cores the worker (the thread that launches kernels) is pinned to; empty: not pinned.
+  std::vector<int> cores{};
+  uint64_t seed = 0;  // of the random natural inputs
+};
+
+// The CUDA measurer (cuda_measurer.cc): one sandbox worker process per GPU
+// (cuda_measure_worker.h) loads each candidate's cubin, checks its first run against the
+// template's reference, and times it with CUDA events (one warm-up launch, `number` grown until
+// a repeat lasts min_repeat_ms, `repeat` repeats). A sticky CUDA error (illegal address, ...) or a
+// crash ends the worker, a hang gets it SIGKILLed; the candidate is a kRuntime / kRunTimeout
+// record and the next one gets a fresh worker and context. Without a driver or a device, Probe is
+// kUnavailable and every candidate gets kUnknown with that reason. kInvalidArgument for bad
+// options. The worker starts lazily.
+absl::StatusOr<std::unique_ptr<Measurer>> MakeCudaMeasurer(const CudaMeasureOptions& options);
 
 }  // namespace loom::tune

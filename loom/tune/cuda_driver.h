@@ -1,0 +1,114 @@
+// The CUDA driver API, loaded at run time with dlopen("libcuda.so.1") and never linked, so the
+// `loom` binary starts (and every CPU path works) on hosts without an NVIDIA driver. Used by the
+// CUDA measure worker (cuda_measure_worker.h) and by `Probe`-style device queries; the few CUDA
+// types and enum values it needs are declared here, so Loom builds without the CUDA toolkit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace loom::tune {
+
+// What the measurer and the templates need to know about one GPU.
+struct CudaDeviceInfo {
+  int ordinal = 0;
+  std::string name;  // "NVIDIA H100 80GB HBM3"
+  int cc_major = 0;  // compute capability
+  int cc_minor = 0;
+  int max_threads_per_block = 0;
+  int max_shared_bytes_per_block = 0;        // without opt-in
+  int max_shared_bytes_per_block_optin = 0;  // with cuFuncSetAttribute opt-in
+  int max_regs_per_block = 0;
+  int num_sms = 0;
+  int warp_size = 0;
+  int64_t total_memory_bytes = 0;
+  int driver_version = 0;  // 13000 for CUDA 13.0
+
+  std::string Arch() const;  // "sm_90"
+};
+
+// A CUDA error: the raw code plus the driver's name and text. Sticky errors (illegal address,
+// launch failure, ...) leave the context unusable: the process must exit to recover the GPU.
+bool IsStickyCudaError(int code);
+
+// One dlopen'ed driver library. All calls act on the calling thread's current context (set by
+// CudaContext below). Thread-compatible; the measure worker uses it from one thread.
+class CudaDriver {
+ public:
+  using Device = int;
+  using DevicePtr = uint64_t;
+  struct Opaque;  // CUctx_st, CUmod_st, CUfunc_st, CUevent_st: only handled as pointers
+  using Context = Opaque*;
+  using Module = Opaque*;
+  using Function = Opaque*;
+  using Event = Opaque*;
+  using Stream = Opaque*;
+
+  // Loads `library` (empty: "libcuda.so.1", found through the usual dynamic-linker search) and
+  // calls cuInit(0). kUnavailable when the library is missing ("libcuda.so.1 not found: no
+  // NVIDIA driver on this host") or cuInit fails (no device, driver/kernel-module mismatch),
+  // kInternal when the library lacks an entry point Loom needs.
+  static absl::StatusOr<std::unique_ptr<CudaDriver>> Load(const std::string& library = "");
+  ~CudaDriver();
+  CudaDriver(const CudaDriver&) = delete;
+  CudaDriver& operator=(const CudaDriver&) = delete;
+
+  absl::StatusOr<int> DeviceCount();
+  // kInvalidArgument when `ordinal` is not below DeviceCount().
+  absl::StatusOr<CudaDeviceInfo> DeviceInfo(int ordinal);
+
+  // Retains the device's primary context and makes it current on this thread.
+  absl::StatusOr<Context> RetainPrimaryContext(int ordinal);
+  absl::Status ReleasePrimaryContext(int ordinal);
+  absl::Status Synchronize();  // cuCtxSynchronize: reports errors of earlier launches
+
+  // `image`: a cubin (or PTX, which the driver JIT-compiles).
+  absl::StatusOr<Module> LoadModule(const std::string& image);
+  absl::Status UnloadModule(Module module);
+  absl::StatusOr<Function> GetFunction(Module module, const std::string& name);
+  // Allows `bytes` of dynamic shared memory (needed above 48 KiB).
+  absl::Status SetMaxDynamicShared(Function function, int bytes);
+  absl::StatusOr<int> FunctionRegisters(Function function);  // registers per thread
+
+  // Launches `function` on the default stream with one pointer argument per entry of `args`
+  // (the kernels' ABI: one float* per buffer).
+  absl::Status Launch(Function function, const uint32_t grid[3], const uint32_t block[3],
+                      uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args);
+
+  absl::StatusOr<DevicePtr> Alloc(size_t bytes);
+  absl::Status Free(DevicePtr ptr);
+  absl::Status CopyToDevice(DevicePtr dst, const void* src, size_t bytes);
+  absl::Status CopyToHost(void* dst, DevicePtr src, size_t bytes);
+  absl::Status Fill32(DevicePtr dst, uint32_t value, size_t count);  // cuMemsetD32
+
+  absl::StatusOr<Event> CreateEvent();
+  absl::Status DestroyEvent(Event event);
+  absl::Status RecordEvent(Event event);  // on the default stream
+  absl::Status SynchronizeEvent(Event event);
+  absl::StatusOr<float> ElapsedMs(Event start, Event end);
+
+  // The error of the last failed call (0 if none): callers test IsStickyCudaError on it.
+  int last_error() const { return last_error_; }
+  const std::string& library() const { return library_; }
+
+ private:
+  struct Api;
+  CudaDriver() = default;
+  // OK for CUDA_SUCCESS; otherwise an error naming `what`, the code's name and text, with a
+  // status code from the error class (kUnavailable for device/driver state, kInvalidArgument for
+  // bad values or images, kInternal for the rest).
+  absl::Status Check(int code, const char* what);
+
+  void* handle_ = nullptr;
+  std::unique_ptr<Api> api_;
+  std::string library_;
+  int last_error_ = 0;
+};
+
+}  // namespace loom::tune
