@@ -13,6 +13,51 @@ void ConfigSpace::AddKnob(std::string name, std::vector<int64_t> values) {
   knobs_.push_back({std::move(name), std::move(values)});
 }
 
+void ConfigSpace::AddConstraint(std::string description, ConstraintFn holds) {
+  LOOM_CHECK(holds != nullptr);
+  constraints_.push_back({std::move(description), std::move(holds)});
+}
+
+int ConfigSpace::KnobIndex(std::string_view name) const {
+  for (size_t i = 0; i < knobs_.size(); ++i) {
+    if (knobs_[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+bool ConfigSpace::IsValid(const Config& config) const {
+  if (!Contains(config)) return false;
+  if (constraints_.empty()) return true;
+  std::vector<int64_t> values = Values(config);
+  for (const Constraint& c : constraints_) {
+    if (!c.holds(values)) return false;
+  }
+  return true;
+}
+
+absl::Status ConfigSpace::Validate(const Config& config) const {
+  if (!Contains(config)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config index ", config.index, " is outside the space (size ", size_, ")"));
+  }
+  if (constraints_.empty()) return absl::OkStatus();
+  std::vector<int64_t> values = Values(config);
+  for (const Constraint& c : constraints_) {
+    if (!c.holds(values)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config ", ToJson(config), " violates the constraint ", c.description));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t ConfigSpace::CountValid() const {
+  if (constraints_.empty()) return size_;
+  int64_t n = 0;
+  for (int64_t i = 0; i < size_; ++i) n += IsValid(Config{i}) ? 1 : 0;
+  return n;
+}
+
 std::vector<int64_t> ConfigSpace::Choices(const Config& config) const {
   LOOM_CHECK(Contains(config));
   std::vector<int64_t> choices(knobs_.size());

@@ -63,6 +63,10 @@ class Conv2dNchwc : public TemplateBase {
     // 1: n and the first two.
     space_.AddKnob("parallel_axis", {0, 1});
     MaybeAddFaultKnob();
+    // Accumulators, the tile_oc weight vectors and the broadcast input must stay in registers.
+    AddRegisterConstraint("tile_oh*tile_ow*tile_oc accumulators + tile_oc + 1 operands",
+                          {"tile_oh", "tile_ow", "tile_oc"},
+                          [](std::span<const int64_t> v) { return v[0] * v[1] * v[2] + v[2] + 1; });
   }
 
   std::string name() const override { return "conv2d_nchwc"; }
@@ -102,12 +106,6 @@ class Conv2dNchwc : public TemplateBase {
   absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const ConvKnobs k = Knobs(config);
-    const int64_t regs = Accumulators(k) + k.oc_v + 1;
-    if (regs > NumVectorRegisters()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "register block tile_oh*tile_ow*tile_oc = ", Accumulators(k), " accumulators + ",
-          k.oc_v + 1, " operands exceeds the ", NumVectorRegisters(), " vector registers"));
-    }
     const graph::Workload& w = workload_;
     const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
     const int64_t sh = w.stride_h, sw = w.stride_w, dh = w.dilation_h, dw = w.dilation_w;

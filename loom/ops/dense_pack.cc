@@ -51,6 +51,9 @@ class DensePack : public TemplateBase {
     // 0: n blocks outer (parallel over them), m blocks inner; 1: the reverse.
     space_.AddKnob("order", {0, 1});
     MaybeAddFaultKnob();
+    AddRegisterConstraint("tile_m*tile_n accumulators + tile_n + tile_m operands",
+                          {"tile_m", "tile_n"},
+                          [](std::span<const int64_t> v) { return v[0] * v[1] + v[1] + v[0]; });
   }
 
   std::string name() const override { return "dense_pack"; }
@@ -151,12 +154,6 @@ class DensePack : public TemplateBase {
   absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const DenseKnobs k = Knobs(config);
-    const int64_t accs = k.tile_m * k.n_v;
-    if (accs + k.n_v + k.tile_m > NumVectorRegisters()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "register block tile_m*tile_n = ", accs, " accumulators + ", k.n_v + k.tile_m,
-          " operands exceeds the ", NumVectorRegisters(), " vector registers"));
-    }
     const graph::Workload& w = workload_;
     const int64_t nb = PaddedN(k) / k.bn;
     const int64_t full = w.m / k.tile_m, tail = w.m % k.tile_m;

@@ -48,6 +48,9 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     space_.AddKnob("outer_order", {0, 1});  // 0: c_chunk, oh, ow   1: oh, c_chunk, ow
     space_.AddKnob("parallel_axis", {0, 1});
     MaybeAddFaultKnob();
+    AddRegisterConstraint("tile_ow*tile_c accumulators + tile_c + 1 operands",
+                          {"tile_ow", "tile_c"},
+                          [](std::span<const int64_t> v) { return v[0] * v[1] + v[1] + 1; });
   }
 
   std::string name() const override { return "depthwise_conv2d_nchwc"; }
@@ -82,12 +85,6 @@ class DepthwiseConv2dNchwc : public TemplateBase {
   absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const DwKnobs k = Knobs(config);
-    const int64_t accs = k.reg_n * k.c_v;
-    if (accs + k.c_v + 1 > NumVectorRegisters()) {
-      return absl::InvalidArgumentError(absl::StrCat("register block tile_ow*tile_c = ", accs,
-                                                     " accumulators exceeds the ",
-                                                     NumVectorRegisters(), " vector registers"));
-    }
     const graph::Workload& w = workload_;
     const int64_t cb = CeilDiv(w.c, k.c_bn);
     std::vector<Stmt> window;

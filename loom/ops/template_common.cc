@@ -14,12 +14,27 @@ using codegen::Raw;
 using codegen::Stmt;
 
 absl::Status TemplateBase::CheckInSpace(const Config& c) const {
-  if (!space_.Contains(c)) {
-    return absl::InvalidArgumentError(absl::StrCat("config index ", c.index,
-                                                   " is outside the space of ", name(), " (size ",
-                                                   space_.size(), ")"));
-  }
+  absl::Status st = space_.Validate(c);
+  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(name(), ": ", st.message()));
   return absl::OkStatus();
+}
+
+void TemplateBase::AddRegisterConstraint(std::string formula, std::vector<std::string> knobs,
+                                         std::function<int64_t(std::span<const int64_t>)> regs) {
+  std::vector<int> pos;
+  for (const std::string& k : knobs) {
+    pos.push_back(space_.KnobIndex(k));
+    LOOM_CHECK(pos.back() >= 0);
+  }
+  const int64_t limit = NumVectorRegisters();
+  space_.AddConstraint(
+      absl::StrCat(formula, " <= ", limit, " vector registers"),
+      [pos = std::move(pos), regs = std::move(regs), limit](std::span<const int64_t> values) {
+        int64_t picked[8] = {};
+        LOOM_CHECK(pos.size() <= 8);
+        for (size_t i = 0; i < pos.size(); ++i) picked[i] = values[static_cast<size_t>(pos[i])];
+        return regs(std::span<const int64_t>(picked, pos.size())) <= limit;
+      });
 }
 
 void TemplateBase::MaybeAddFaultKnob() {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,8 +27,13 @@ class TemplateBase : public Template {
 
  protected:
   int64_t Knob(const Config& c, std::string_view name) const { return space_.Value(c, name); }
-  // kInvalidArgument unless `c` is in the space.
+  // kInvalidArgument unless `c` is in the space and satisfies its constraints.
   absl::Status CheckInSpace(const Config& c) const;
+  // Constrains the space to configs whose register block fits the ISA's vector registers:
+  // `regs(values of knobs, in the order named)` registers are needed; `formula` says how, for
+  // messages. At most 8 knobs.
+  void AddRegisterConstraint(std::string formula, std::vector<std::string> knobs,
+                             std::function<int64_t(std::span<const int64_t>)> regs);
   // Adds the `fault` knob when options ask for it (call last when building the space).
   void MaybeAddFaultKnob();
   int64_t Fault(const Config& c) const;

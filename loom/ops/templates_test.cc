@@ -159,14 +159,22 @@ TEST(TemplatesTest, SpaceSizesForResNetLayers) {
   for (const auto& [label, w] : layers) {
     absl::StatusOr<std::unique_ptr<Template>> t = MakeTemplate(w, target);
     ASSERT_TRUE(t.ok()) << t.status();
-    // Instantiation rate on an even sample of at most ~1000 configs.
-    const int64_t size = (*t)->space().size(), step = std::max<int64_t>(1, size / 1000);
+    const ConfigSpace& space = (*t)->space();
+    // The space's constraints and Emit agree on an even sample of at most ~1000 configs.
+    const int64_t size = space.size(), step = std::max<int64_t>(1, size / 1000);
     int64_t valid = 0, tried = 0;
-    for (int64_t i = 0; i < size; i += step, ++tried) valid += (*t)->Emit(Config{i}).ok();
-    std::printf("%-32s %-24s space %lld (%.0f%% of a sample instantiate)\n", label.c_str(),
-                (*t)->name().c_str(), static_cast<long long>(size), 100.0 * valid / tried);
-    EXPECT_GT((*t)->space().size(), 100) << label;
+    for (int64_t i = 0; i < size; i += step, ++tried) {
+      const bool emits = (*t)->Emit(Config{i}).ok();
+      EXPECT_EQ(emits, space.IsValid(Config{i})) << label << " " << space.ToJson(Config{i});
+      valid += emits;
+    }
+    const int64_t valid_total = space.CountValid();
+    std::printf("%-32s %-24s space %lld, %lld valid (%.0f%%)\n", label.c_str(),
+                (*t)->name().c_str(), static_cast<long long>(size),
+                static_cast<long long>(valid_total), 100.0 * valid_total / size);
+    EXPECT_GT(space.size(), 100) << label;
     EXPECT_GT(valid, 20) << label;
+    EXPECT_TRUE(space.IsValid((*t)->DefaultConfig())) << label;
     EXPECT_EQ((*t)->Features((*t)->DefaultConfig()).size(), (*t)->FeatureNames().size());
   }
 }
@@ -196,6 +204,16 @@ TEST(TemplatesTest, EmitRejectsConfigsOutsideTheSpaceOrRegisterFile) {
   absl::StatusOr<KernelSource> big = (*t)->Emit(space.FromChoices(last));
   EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(big.status().message(), HasSubstr("vector registers"));
+  EXPECT_FALSE(space.IsValid(space.FromChoices(last)));
+  // Exactly the configs whose register block fits are valid (AVX-512: 32 registers).
+  const int64_t regs = HostCpuTarget().isa == Isa::kAvx512 ? 32 : 16;
+  for (int64_t i = 0; i < space.size(); i += 97) {
+    const Config c{i};
+    const int64_t need =
+        space.Value(c, "tile_oh") * space.Value(c, "tile_ow") * space.Value(c, "tile_oc") +
+        space.Value(c, "tile_oc") + 1;
+    EXPECT_EQ(space.IsValid(c), need <= regs) << space.ToJson(c);
+  }
 }
 
 TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
@@ -215,9 +233,9 @@ TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
   bmm.m = bmm.n = bmm.k = 8;
   EXPECT_EQ(MakeTemplate(bmm, target).status().code(), absl::StatusCode::kUnimplemented);
 
-  Target gpu = target;
-  gpu.kind = "cuda";
-  EXPECT_EQ(MakeTemplate(Dense(1, 8, 8, true), gpu).status().code(),
+  Target other = target;
+  other.kind = "opencl";
+  EXPECT_EQ(MakeTemplate(Dense(1, 8, 8, true), other).status().code(),
             absl::StatusCode::kUnimplemented);
 
   graph::Workload bad = Conv(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input

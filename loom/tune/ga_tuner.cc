@@ -2,8 +2,9 @@
 // configs is proposed in order; the next one is bred from the scored members of the last
 // generation plus the `elite_num` best configs ever measured: parents drawn with probability
 // proportional to normalized throughput, uniform crossover per knob, then each knob mutated with
-// probability `mutation_prob`. A child that was already visited is mutated further (and at last
-// replaced by a random unvisited config), so no config is proposed twice. With no scored parents
+// probability `mutation_prob`. A child that was already visited or is invalid is mutated further
+// (and at last replaced by a random free config), so no config is proposed twice and every
+// proposal can be instantiated. With no scored parents
 // yet (first generation, or all failed) the generation is random. Results may arrive in any order
 // and late: breeding uses whatever scores are known when the generation runs out.
 #include <algorithm>
@@ -26,9 +27,12 @@ class GaTuner final : public Tuner {
     std::vector<ops::Config> batch;
     absl::flat_hash_set<int64_t> picked;
     while (static_cast<int>(batch.size()) < n) {
-      if (pos_ >= population_.size()) Breed(picked);
+      if (pos_ >= population_.size()) {
+        Breed(picked);
+        if (population_.empty()) break;  // no valid config left
+      }
       int64_t index = population_[pos_++];
-      if (IsVisited(index) || picked.contains(index)) continue;
+      if (!IsFree(index, picked)) continue;
       picked.insert(index);
       batch.push_back(ops::Config{index});
     }
@@ -41,8 +45,8 @@ class GaTuner final : public Tuner {
   }
 
  private:
-  // Replaces population_ by a new generation of distinct configs outside visited() and
-  // `excluded` (at least one: the caller guarantees an unvisited config exists).
+  // Replaces population_ by a new generation of distinct free configs (valid, outside visited()
+  // and `excluded`); empty only when no free config exists.
   void Breed(const absl::flat_hash_set<int64_t>& excluded) {
     const ops::ConfigSpace& space = tmpl().space();
     const TunerOptions& opt = options();
@@ -79,11 +83,12 @@ class GaTuner final : public Tuner {
     absl::flat_hash_set<int64_t> taken = excluded;  // excluded plus the children so far
     std::vector<int64_t> children;
     children.reserve(count);
-    auto is_free = [&](int64_t index) { return !IsVisited(index) && !taken.contains(index); };
+    auto is_free = [&](int64_t index) { return IsFree(index, taken); };
 
     if (parents.size() < 2) {
       while (static_cast<int64_t>(children.size()) < count) {
         int64_t index = RandomUnvisited(taken);
+        if (index < 0) break;
         taken.insert(index);
         children.push_back(index);
       }
@@ -130,6 +135,7 @@ class GaTuner final : public Tuner {
           index = space.FromChoices(child).index;
         }
         if (!is_free(index)) index = RandomUnvisited(taken);
+        if (index < 0) break;
         taken.insert(index);
         children.push_back(index);
       }

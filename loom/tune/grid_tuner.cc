@@ -1,5 +1,5 @@
-// GridTuner: every config in index order (AutoTVM's GridSearchTuner), skipping configs already
-// visited (loaded history, or results fed back for configs it did not propose).
+// GridTuner: every valid config in index order (AutoTVM's GridSearchTuner), skipping configs
+// already visited (loaded history, or results fed back for configs it did not propose).
 #include <memory>
 #include <vector>
 
@@ -16,14 +16,14 @@ class GridTuner final : public Tuner {
   std::vector<ops::Config> NextBatch(int n) override {
     std::vector<ops::Config> batch;
     while (static_cast<int>(batch.size()) < n && cursor_ < space_size()) {
-      if (!IsVisited(cursor_)) batch.push_back(ops::Config{cursor_});
+      if (IsFree(cursor_)) batch.push_back(ops::Config{cursor_});
       ++cursor_;
     }
     return batch;
   }
 
  private:
-  int64_t cursor_ = 0;  // every index below it was proposed or was already visited
+  int64_t cursor_ = 0;  // every index below it was proposed, already visited or invalid
 };
 
 }  // namespace

@@ -1,4 +1,4 @@
-// RandomTuner: uniform sampling of the space without replacement (AutoTVM's RandomTuner).
+// RandomTuner: uniform sampling of the valid configs without replacement (AutoTVM's RandomTuner).
 #include <memory>
 #include <vector>
 
@@ -17,6 +17,7 @@ class RandomTuner final : public Tuner {
     absl::flat_hash_set<int64_t> picked;
     for (int i = 0; i < n; ++i) {
       int64_t index = RandomUnvisited(picked);
+      if (index < 0) break;  // no valid config left
       picked.insert(index);
       batch.push_back(ops::Config{index});
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -46,15 +47,21 @@ absl::StatusOr<std::vector<ops::Config>> SaOptimizer::FindMaximums(
   if (!options_.persistent || points_.empty()) {
     points_.clear();
     if (size <= options_.parallel) {
-      for (int64_t i = 0; i < size; ++i) points_.push_back(i);
+      for (int64_t i = 0; i < size; ++i) {
+        if (space_.IsValid(ops::Config{i})) points_.push_back(i);
+      }
     } else {
+      // Random valid starting points; a space with few valid configs may yield fewer chains.
       absl::flat_hash_set<int64_t> seen;
-      while (static_cast<int>(points_.size()) < options_.parallel) {
+      for (int64_t draw = 0;
+           static_cast<int>(points_.size()) < options_.parallel && draw < 64 * options_.parallel;
+           ++draw) {
         int64_t i = rng_.UniformInt(0, size - 1);
-        if (seen.insert(i).second) points_.push_back(i);
+        if (space_.IsValid(ops::Config{i}) && seen.insert(i).second) points_.push_back(i);
       }
     }
   }
+  if (points_.empty()) return std::vector<ops::Config>();
 
   // The top list, ordered worst first: (score, -index) so that among equal scores the higher index
   // is dropped first.
@@ -86,15 +93,27 @@ absl::StatusOr<std::vector<ops::Config>> SaOptimizer::FindMaximums(
   double temp = options_.temp_start;
   int last_change = 0;
   std::vector<int64_t> next(points_.size());
+  std::vector<char> next_valid(points_.size());
+  std::vector<int64_t> valid_next;  // the valid neighbours, scored in one batch
+  std::vector<float> next_scores;   // per chain; -inf for an invalid neighbour
   for (int step = 0; step < options_.iters; ++step) {
     if (options_.early_stop > 0 && step - last_change > options_.early_stop) break;
-    for (size_t i = 0; i < points_.size(); ++i) next[i] = RandomNeighbour(points_[i], rng_);
-    auto next_scored = score(next);
+    valid_next.clear();
+    for (size_t i = 0; i < points_.size(); ++i) {
+      next[i] = RandomNeighbour(points_[i], rng_);
+      next_valid[i] = space_.IsValid(ops::Config{next[i]});
+      if (next_valid[i]) valid_next.push_back(next[i]);
+    }
+    auto next_scored = score(valid_next);
     if (!next_scored.ok()) return next_scored.status();
-    const std::vector<float>& next_scores = *next_scored;
-    if (next_scores.size() != next.size()) {
-      return absl::InternalError(absl::StrCat("score function returned ", next_scores.size(),
-                                              " scores for ", next.size(), " configs"));
+    if (next_scored->size() != valid_next.size()) {
+      return absl::InternalError(absl::StrCat("score function returned ", next_scored->size(),
+                                              " scores for ", valid_next.size(), " configs"));
+    }
+    // An invalid neighbour is never moved to nor offered: its score is -inf.
+    next_scores.assign(next.size(), -std::numeric_limits<float>::infinity());
+    for (size_t i = 0, v = 0; i < next.size(); ++i) {
+      if (next_valid[i]) next_scores[i] = (*next_scored)[v++];
     }
     for (size_t i = 0; i < next.size(); ++i) {
       double delta = static_cast<double>(next_scores[i]) - scores[i];
@@ -104,7 +123,7 @@ absl::StatusOr<std::vector<ops::Config>> SaOptimizer::FindMaximums(
         points_[i] = next[i];
         scores[i] = next_scores[i];
       }
-      if (offer(next_scores[i], next[i])) last_change = step;
+      if (std::isfinite(next_scores[i]) && offer(next_scores[i], next[i])) last_change = step;
     }
     temp -= cool;
   }

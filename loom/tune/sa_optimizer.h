@@ -36,9 +36,10 @@ class SaOptimizer {
   SaOptimizer(const ops::ConfigSpace& space, const SaOptions& options, uint64_t seed);
 
   // The (up to) `num` distinct highest-scoring configs seen by the chains that are not in
-  // `exclude`, best first (ties: lower index first). Chains move by changing one knob to another
-  // of its values; a worse move is accepted with probability exp(delta / temperature). Errors of
-  // `score` are returned as they are.
+  // `exclude`, best first (ties: lower index first). Only valid configs (space.IsValid) are
+  // scored, moved to or returned. Chains move by changing one knob to another of its values; a
+  // worse move is accepted with probability exp(delta / temperature). Errors of `score` are
+  // returned as they are.
   absl::StatusOr<std::vector<ops::Config>> FindMaximums(
       const BatchScoreFn& score, int num, const absl::flat_hash_set<int64_t>& exclude);
 

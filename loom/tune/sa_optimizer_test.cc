@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -126,6 +127,35 @@ TEST(SaOptimizerTest, NeighbourChangesExactlyOneMovableKnob) {
     EXPECT_EQ(a[1], b[1]);
   }
   EXPECT_EQ(sa.WithChoice(0, 2, 3), space.FromChoices({0, 0, 3, 0}).index);
+}
+
+}  // namespace
+}  // namespace loom::tune
+
+namespace loom::tune {
+namespace {
+
+TEST(SaOptimizerTest, ScoresAndReturnsOnlyValidConfigs) {
+  // The unconstrained peak (x=11, y=3, z=5) is invalid: x + y must stay <= 12, so the best valid
+  // configs lie on the constraint's border (x=10 or 9 with y=2 or 3 ...).
+  ops::ConfigSpace space = Space();
+  space.AddConstraint("x + y <= 12", [](std::span<const int64_t> v) { return v[0] + v[2] <= 12; });
+  BatchScoreFn peak = Peak(space);
+  int64_t scored_invalid = 0;
+  BatchScoreFn counting =
+      [&](const std::vector<int64_t>& indices) -> absl::StatusOr<std::vector<float>> {
+    for (int64_t i : indices) scored_invalid += space.IsValid(ops::Config{i}) ? 0 : 1;
+    return peak(indices);
+  };
+  SaOptimizer sa(space, SaOptions{.iters = 300, .parallel = 32}, 3);
+  auto best = sa.FindMaximums(counting, 8, {});
+  ASSERT_TRUE(best.ok()) << best.status();
+  ASSERT_EQ(best->size(), 8u);
+  EXPECT_EQ(scored_invalid, 0);
+  for (const ops::Config& c : *best) EXPECT_TRUE(space.IsValid(c)) << c.index;
+  // The best valid configs (z=5, x + y = 12 with 9 <= x <= 11) are at distance 2 from the peak.
+  auto top = *peak({(*best)[0].index});
+  EXPECT_GE(top[0], -2.0f);
 }
 
 }  // namespace

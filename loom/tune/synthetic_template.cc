@@ -13,6 +13,11 @@ SyntheticTemplate::SyntheticTemplate() {
   space_.AddKnob("unroll", {1, 2, 4, 8});
   space_.AddKnob("order", {0, 1, 2, 3, 4, 5});
   space_.AddKnob("vec", {4, 8, 16});
+  // The invalid configs (see Throughput) are declared, as real templates declare theirs, so
+  // tuners never spend a trial on them.
+  space_.AddConstraint(
+      "tile_a*tile_b <= 1024 and not (unroll 8 with order 4)",
+      [](std::span<const int64_t> v) { return v[0] * v[1] <= 1024 && !(v[2] == 8 && v[3] == 4); });
 }
 
 absl::StatusOr<ops::KernelSource> SyntheticTemplate::Emit(const ops::Config& config) const {

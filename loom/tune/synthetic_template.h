@@ -1,6 +1,7 @@
 // A fake Template with no kernel: a 5-knob space (5,760 configs) whose "measured" throughput is a
 // deterministic, smooth-ish function of the knob values with knob interactions, a categorical
-// knob, a few invalid configs (instantiation errors) and a small deterministic ripple. Tuner tests
+// knob, a few invalid configs (declared as a space constraint; measured anyway they are
+// instantiation errors) and a small deterministic ripple. Tuner tests
 // and tuner_benchmark use it to measure sample efficiency without a compiler or a device.
 #pragma once
 

@@ -11,6 +11,12 @@
 #include "loom/base/logging.h"
 
 namespace loom::tune {
+namespace {
+
+// Random draws RandomUnvisited tries before it falls back to scanning the space.
+constexpr int kMaxDraws = 256;
+
+}  // namespace
 
 double ResultScore(const MeasureResult& result) {
   if (!result.ok()) return 0;
@@ -29,10 +35,11 @@ std::vector<ops::Config> Tuner::Propose(int batch_size) {
   std::vector<ops::Config> batch = NextBatch(n);
   LOOM_CHECK(static_cast<int>(batch.size()) <= n);
   for (const ops::Config& c : batch) {
-    LOOM_CHECK(tmpl_.space().Contains(c));
+    LOOM_CHECK(tmpl_.space().IsValid(c));  // a subclass proposed an invalid config
     bool inserted = visited_.insert(c.index).second;
     LOOM_CHECK(inserted);  // a subclass proposed a visited config or one twice
   }
+  if (static_cast<int>(batch.size()) < n) exhausted_ = true;
   return batch;
 }
 
@@ -88,25 +95,27 @@ bool Tuner::early_stopped() const {
   return options_.early_stopping > 0 && num_trials_ - best_trial_ >= options_.early_stopping;
 }
 
-bool Tuner::HasNext() const { return num_visited() < space_size() && !early_stopped(); }
+bool Tuner::HasNext() const {
+  return !exhausted_ && num_visited() < space_size() && !early_stopped();
+}
 
 int64_t Tuner::RandomUnvisited(const absl::flat_hash_set<int64_t>& also_excluded) {
   int64_t size = space_size();
-  auto taken = [&](int64_t i) { return visited_.contains(i) || also_excluded.contains(i); };
   int64_t excluded = num_visited() + static_cast<int64_t>(also_excluded.size());
-  // Rejection sampling while at least half the space is free (expected < 2 draws); otherwise the
-  // excluded sets are at least half the space, so scanning it costs no more than they occupy.
+  // Rejection sampling while at least half the space is unvisited: invalid configs are rejected
+  // too, so the draws are bounded; when they all fail (a space mostly invalid or used up), scan
+  // it, which costs no more than the excluded sets occupy plus the validity checks.
   if (excluded * 2 <= size) {
-    for (;;) {
+    for (int draw = 0; draw < kMaxDraws; ++draw) {
       int64_t i = rng_.UniformInt(0, size - 1);
-      if (!taken(i)) return i;
+      if (IsFree(i, also_excluded)) return i;
     }
   }
   std::vector<int64_t> free;
   for (int64_t i = 0; i < size; ++i) {
-    if (!taken(i)) free.push_back(i);
+    if (IsFree(i, also_excluded)) free.push_back(i);
   }
-  LOOM_CHECK(!free.empty());
+  if (free.empty()) return -1;
   return free[rng_.UniformInt(0, static_cast<int64_t>(free.size()) - 1)];
 }
 

@@ -46,7 +46,9 @@ struct TunerOptions {
 };
 
 // Common bookkeeping of every tuner: the visited set (a config is proposed at most once), the
-// best result, trial counts and early stopping. Subclasses implement the search.
+// best result, trial counts and early stopping. Subclasses implement the search. Only valid
+// configs (ConfigSpace::IsValid: the template can instantiate them) are ever proposed, so no trial
+// is spent on a config that cannot be built.
 //
 // Call order: optionally LoadHistory once, then Propose / Update in any interleaving (a Propose
 // may follow another Propose before their results arrive; Update accepts results in any order).
@@ -59,8 +61,9 @@ class Tuner {
   Tuner(const Tuner&) = delete;
   Tuner& operator=(const Tuner&) = delete;
 
-  // Stage "propose" (CPU). Up to `batch_size` configs never proposed before and not in the loaded
-  // history; fewer when the space runs out; empty when !HasNext(). Marks them visited.
+  // Stage "propose" (CPU). Up to `batch_size` valid configs never proposed before and not in the
+  // loaded history; fewer when the valid configs run out (HasNext() is false after that); empty
+  // when !HasNext(). Marks them visited.
   std::vector<ops::Config> Propose(int batch_size);
 
   // Stage "update" (CPU). Feeds measured results back: `results[i]` belongs to `configs[i]`
@@ -75,7 +78,8 @@ class Tuner {
   void LoadHistory(const std::vector<ops::Config>& configs,
                    const std::vector<MeasureResult>& results);
 
-  // False when every config was visited or early stopping fired.
+  // False when every valid config was visited (known once a Propose came back short) or early
+  // stopping fired.
   bool HasNext() const;
 
   // Results fed by Update so far (this run, errors included).
@@ -95,9 +99,9 @@ class Tuner {
   const TunerOptions& options() const { return options_; }
 
  protected:
-  // Next up to `n` unvisited configs (n >= 1, at least one unvisited config exists). The base
-  // marks the returned configs visited; a subclass must not return a visited config or the same
-  // config twice (checked).
+  // Next up to `n` unvisited valid configs (n >= 1); fewer than `n` only when no other unvisited
+  // valid config exists. The base marks the returned configs visited; a subclass must not return
+  // a visited or invalid config or the same config twice (checked).
   virtual std::vector<ops::Config> NextBatch(int n) = 0;
   // Called after the base has recorded a batch of results (from Update or LoadHistory).
   // `score[i]` is the throughput 1/cost of a successful result and 0 for an error.
@@ -105,9 +109,14 @@ class Tuner {
                          bool from_history) {}
 
   bool IsVisited(int64_t index) const { return visited_.contains(index); }
+  bool IsValid(int64_t index) const { return tmpl_.space().IsValid(ops::Config{index}); }
+  // Unvisited, valid and not in `also_excluded`: a config NextBatch may return.
+  bool IsFree(int64_t index, const absl::flat_hash_set<int64_t>& also_excluded = {}) const {
+    return !visited_.contains(index) && !also_excluded.contains(index) && IsValid(index);
+  }
   const absl::flat_hash_set<int64_t>& visited() const { return visited_; }
   int64_t space_size() const { return tmpl_.space().size(); }
-  // A uniformly random unvisited config, also excluding `also_excluded`. Precondition: one exists.
+  // A uniformly random free config (IsFree(index, also_excluded)); -1 when there is none.
   int64_t RandomUnvisited(const absl::flat_hash_set<int64_t>& also_excluded = {});
   base::Rng& rng() { return rng_; }
 
@@ -123,6 +132,7 @@ class Tuner {
   ops::Config best_config_;
   double best_cost_ = std::numeric_limits<double>::infinity();
   int64_t best_trial_ = 0;
+  bool exhausted_ = false;  // a Propose came back short: no valid unvisited config is left
 };
 
 // The tuner `options.kind` over `tmpl`'s space; `tmpl` must outlive it. kInvalidArgument for an

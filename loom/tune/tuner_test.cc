@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,13 +21,18 @@ using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
 // A 24-config space (3 x 4 x 2) whose cost is a function of the knobs; configs with a == 3 and
-// c == 1 fail to instantiate.
+// c == 1 fail to instantiate. With `declare_invalid` the space says so as a constraint (20 valid
+// configs), as real templates do.
 class TinyTemplate final : public ops::Template {
  public:
-  TinyTemplate() {
+  explicit TinyTemplate(bool declare_invalid = false) {
     space_.AddKnob("a", {1, 2, 3});
     space_.AddKnob("b", {1, 2, 4, 8});
     space_.AddKnob("c", {0, 1});
+    if (declare_invalid) {
+      space_.AddConstraint("not (a == 3 and c == 1)",
+                           [](std::span<const int64_t> v) { return !(v[0] == 3 && v[2] == 1); });
+    }
   }
   std::string name() const override { return "tiny"; }
   const graph::Workload& workload() const override { return workload_; }
@@ -121,6 +127,35 @@ TEST_P(AllKindsTest, CoversTinySpaceWithoutRepeatsThenStops) {
   ASSERT_TRUE(tuner->has_best());
   EXPECT_EQ(tuner->best_config().index, 0);
   EXPECT_DOUBLE_EQ(tuner->best_cost(), 1.1);
+}
+
+TEST_P(AllKindsTest, ProposesOnlyValidConfigsAndNoTrialIsSpentOnInvalidOnes) {
+  TinyTemplate tmpl(/*declare_invalid=*/true);
+  auto tuner = Make(tmpl, TinyOptions(GetParam(), 11));
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  std::vector<int64_t> seq = RunTrials(*tuner, objective, 1000, 3);
+  ASSERT_EQ(seq.size(), 20u);
+  EXPECT_EQ(absl::flat_hash_set<int64_t>(seq.begin(), seq.end()).size(), 20u);
+  for (int64_t i : seq) EXPECT_TRUE(tmpl.space().IsValid(ops::Config{i})) << i;
+  EXPECT_FALSE(tuner->HasNext());
+  EXPECT_TRUE(tuner->Propose(3).empty());
+  EXPECT_EQ(tuner->num_trials(), 20);
+  EXPECT_EQ(tuner->best_config().index, 0);
+}
+
+TEST_P(AllKindsTest, NeverProposesInvalidConfigsOfALargeSpace) {
+  SyntheticTemplate tmpl;
+  const ops::ConfigSpace& space = tmpl.space();
+  ASSERT_LT(space.CountValid(), space.size());  // the space has invalid configs to avoid
+  TunerOptions options{.kind = GetParam(), .seed = 5, .pop_size = 16, .plan_size = 16};
+  options.model_warmup_trials = 8;
+  options.sa_iters = 100;
+  options.xgb_rounds = 20;
+  auto tuner = Make(tmpl, options);
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  std::vector<int64_t> seq = RunTrials(*tuner, objective, 96, 8);
+  ASSERT_EQ(seq.size(), 96u);
+  for (int64_t i : seq) EXPECT_TRUE(space.IsValid(ops::Config{i})) << i;
 }
 
 TEST_P(AllKindsTest, ProposalsBeforeAnyUpdateAreStillDistinct) {

@@ -45,13 +45,14 @@ class XgbTuner final : public Tuner {
       if (plan_pos_ < plan_.size() && !rng().Bernoulli(options().epsilon)) {
         while (plan_pos_ < plan_.size()) {
           int64_t candidate = plan_[plan_pos_++];
-          if (!IsVisited(candidate) && !picked.contains(candidate)) {
+          if (IsFree(candidate, picked)) {
             index = candidate;
             break;
           }
         }
       }
       if (index < 0) index = RandomUnvisited(picked);
+      if (index < 0) break;  // no valid config left
       picked.insert(index);
       batch.push_back(ops::Config{index});
     }
