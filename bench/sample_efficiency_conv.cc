@@ -16,11 +16,21 @@
 // from the reference sample alone: with k of its N configs within 95%, (N + 1) / (k + 1).
 // Rerunning with the same --db replays from the stored table (only new configs are measured).
 //
-// Usage: sample_efficiency_conv --db FILE [--layers 0,1,2] [--ref-trials 200] [--budget 100]
-//          [--seeds 1,2,3] [--batch-size 8] [--device-cores 1] [--build-threads 2]
-//          [--min-repeat-ms 20] [--plan-size 32] [--warmup-trials 16] [--epsilon 0.05]
-//          [--fraction 0.95]
-// (--fraction changes the target; rerun on a filled --db to re-analyse without new measurements.)
+// Cost table file (--table FILE): a plain text file, one line per measured config,
+// "<task key>\t<config index>\t<median seconds or fail>\t<config JSON>". It is read at start
+// (with --db too, the DB's records missing from the file are appended, which exports a DB) and
+// every new measurement is appended, so tuner changes can be replayed against the same costs on
+// any machine. --offline measures nothing: a config missing from the table stops the run with a
+// message (rerun without --offline to measure it), so a replay is never silently distorted.
+// Tuners propose only instantiable configs (ConfigSpace constraints), so the table holds no
+// instantiation errors unless it came from an older DB.
+//
+// Usage: sample_efficiency_conv (--db FILE | --table FILE | both) [--offline] [--layers 0,1,2]
+//          [--ref-trials 200] [--budget 100] [--seeds 1,2,3] [--batch-size 8]
+//          [--device-cores 1] [--build-threads 2] [--min-repeat-ms 20] [--plan-size P]
+//          [--warmup-trials W] [--epsilon E] [--start-default 0|1] [--fraction 0.95]
+// xgb options default to the tuner's (TunerOptions) defaults, which are `loom tune`'s defaults.
+// (--fraction changes the target; rerun on a filled table to re-analyse without measuring.)
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +91,8 @@ const std::vector<Layer>& Layers() {
 
 struct Flags {
   std::string db;
+  std::string table;
+  bool offline = false;
   std::vector<int64_t> layers = {0, 1, 2};
   int64_t ref_trials = 200;
   int64_t budget = 100;
@@ -89,10 +101,11 @@ struct Flags {
   std::vector<int64_t> device_cores = {1};
   int64_t build_threads = 2;
   int64_t min_repeat_ms = 20;
-  int64_t plan_size = 32;
-  int64_t warmup_trials = 16;
-  double epsilon = 0.05;
+  int64_t plan_size = loom::tune::TunerOptions{}.plan_size;
+  int64_t warmup_trials = loom::tune::TunerOptions{}.model_warmup_trials;
+  double epsilon = loom::tune::TunerOptions{}.epsilon;
   double fraction = 0.95;  // of the best throughput
+  bool start_from_default = loom::tune::TunerOptions{}.start_from_default;
 };
 
 [[noreturn]] void Die(const std::string& msg) {
@@ -115,6 +128,10 @@ Flags ParseFlags(int argc, char** argv) {
   Flags f;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--offline") {
+      f.offline = true;
+      continue;
+    }
     if (i + 1 >= argc) Die(absl::StrCat("flag ", a, " needs a value"));
     std::string v = argv[++i];
     auto one = [&](int64_t* out) {
@@ -122,6 +139,8 @@ Flags ParseFlags(int argc, char** argv) {
     };
     if (a == "--db") {
       f.db = v;
+    } else if (a == "--table") {
+      f.table = v;
     } else if (a == "--layers") {
       f.layers = IntList(a, v);
       for (int64_t l : f.layers) {
@@ -144,18 +163,21 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (a == "--plan-size") {
       one(&f.plan_size);
     } else if (a == "--warmup-trials") {
-      one(&f.warmup_trials);
+      if (!absl::SimpleAtoi(v, &f.warmup_trials)) Die("bad --warmup-trials");
     } else if (a == "--fraction") {
       if (!absl::SimpleAtod(v, &f.fraction) || f.fraction <= 0 || f.fraction > 1) {
         Die("bad --fraction");
       }
+    } else if (a == "--start-default") {
+      if (v != "0" && v != "1") Die("--start-default takes 0 or 1");
+      f.start_from_default = v == "1";
     } else if (a == "--epsilon") {
       if (!absl::SimpleAtod(v, &f.epsilon)) Die("bad --epsilon");
     } else {
       Die(absl::StrCat("unknown flag ", a));
     }
   }
-  if (f.db.empty()) Die("--db FILE is required");
+  if (f.db.empty() && f.table.empty()) Die("--db FILE or --table FILE (or both) is required");
   if (f.batch_size < 1 || f.budget < 1) Die("--batch-size and --budget must be >= 1");
   return f;
 }
@@ -171,22 +193,52 @@ std::string LoadAverage() {
 // new measurements (which are appended to the store).
 class CostTable {
  public:
+  // `store` may be null (no --db); `table_file` may be empty (no --table).
   CostTable(const loom::graph::Task& task, const loom::ops::Template& tmpl,
-            const loom::ops::Target& target, loom::tune::RecordStore* store,
-            loom::tune::Builder* builder, loom::tune::Measurer* measurer)
+            const loom::ops::Target& target, loom::tune::RecordStore* store, std::string table_file,
+            bool offline, loom::tune::Builder* builder, loom::tune::Measurer* measurer)
       : task_(task),
         tmpl_(tmpl),
         target_(target),
         store_(store),
+        table_file_(std::move(table_file)),
+        offline_(offline),
         builder_(builder),
         measurer_(measurer) {}
 
+  // Reads the table file's lines of this task, then the store's records; store records missing
+  // from the file are appended to it.
   absl::Status Load() {
-    auto records = store_->ForTask(task_.key, target_.Key(), std::nullopt);
-    if (!records.ok()) return records.status();
-    for (const auto& r : *records) {
-      if (r.template_name != tmpl_.name() || table_.contains(r.config_index)) continue;
-      table_[r.config_index] = r.ok() ? r.median_cost : kFailed;
+    if (!table_file_.empty()) {
+      std::ifstream in(table_file_);
+      std::string line;
+      while (std::getline(in, line)) {
+        std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits('\t', 3));
+        if (parts.size() != 4 || parts[0] != task_.key) continue;
+        // The JSON decides (indices change when a space changes); the index must agree.
+        auto config = tmpl_.space().FromJson(parts[3]);
+        int64_t index = -1;
+        if (!config.ok() || !absl::SimpleAtoi(parts[1], &index) || index != config->index) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              table_file_, ": line does not match the space of ", tmpl_.name(), ": ", line));
+        }
+        double cost = kFailed;
+        if (parts[2] != "fail" && !absl::SimpleAtod(parts[2], &cost)) {
+          return absl::InvalidArgumentError(absl::StrCat(table_file_, ": bad cost in: ", line));
+        }
+        table_.emplace(index, cost);
+      }
+    }
+    if (store_ != nullptr) {
+      auto records = store_->ForTask(task_.key, target_.Key(), std::nullopt);
+      if (!records.ok()) return records.status();
+      std::vector<std::pair<Config, double>> exported;
+      for (const auto& r : *records) {
+        if (r.template_name != tmpl_.name() || table_.contains(r.config_index)) continue;
+        table_[r.config_index] = r.ok() ? r.median_cost : kFailed;
+        exported.push_back({Config{r.config_index}, table_[r.config_index]});
+      }
+      AppendToFile(exported);
     }
     return absl::OkStatus();
   }
@@ -201,6 +253,11 @@ class CostTable {
         missing.push_back(c);
       }
     }
+    if (!missing.empty() && offline_) {
+      Die(absl::StrCat("--offline: ", missing.size(), " proposed configs of ", task_.key,
+                       " are not in the table (first: ", tmpl_.space().ToJson(missing[0]),
+                       "); rerun without --offline to measure them"));
+    }
     if (!missing.empty()) {
       absl::Time t0 = absl::Now();
       std::vector<loom::tune::BuildResult> built = builder_->Build(tmpl_, missing);
@@ -212,15 +269,20 @@ class CostTable {
       loom::tune::RecordContext ctx{task_.key, tmpl_.name(), target_.Key(), "sample-efficiency",
                                     task_.flops};
       std::vector<loom::tune::Record> records;
+      std::vector<std::pair<Config, double>> added;
       for (size_t i = 0; i < measured.size(); ++i) {
         const MeasureResult& m = measured[i];
         table_[missing[i].index] = m.ok() ? m.MedianCost() : kFailed;
+        added.push_back({missing[i], table_[missing[i].index]});
         records.push_back(loom::tune::MakeRecord(ctx, m, tmpl_.space().ToJson(missing[i]),
                                                  built[i].build_seconds));
         ++new_measurements_;
       }
-      absl::Status st = store_->Append(records);
-      if (!st.ok()) Die(absl::StrCat("record store: ", st.ToString()));
+      if (store_ != nullptr) {
+        absl::Status st = store_->Append(records);
+        if (!st.ok()) Die(absl::StrCat("record store: ", st.ToString()));
+      }
+      AppendToFile(added);
     }
     std::vector<MeasureResult> out;
     for (const Config& c : configs) {
@@ -236,6 +298,17 @@ class CostTable {
       out.push_back(std::move(r));
     }
     return out;
+  }
+
+  void AppendToFile(const std::vector<std::pair<Config, double>>& rows) {
+    if (table_file_.empty() || rows.empty()) return;
+    std::ofstream out(table_file_, std::ios::app);
+    for (const auto& [config, cost] : rows) {
+      out << task_.key << '\t' << config.index << '\t'
+          << (std::isfinite(cost) ? absl::StrFormat("%.9g", cost) : std::string("fail")) << '\t'
+          << tmpl_.space().ToJson(config) << '\n';
+    }
+    if (!out) Die(absl::StrCat("cannot append to ", table_file_));
   }
 
   double Best() const {
@@ -254,6 +327,8 @@ class CostTable {
   const loom::ops::Template& tmpl_;
   const loom::ops::Target& target_;
   loom::tune::RecordStore* store_;
+  std::string table_file_;
+  bool offline_;
   loom::tune::Builder* builder_;
   loom::tune::Measurer* measurer_;
   std::map<int64_t, double> table_;
@@ -305,8 +380,12 @@ int main(int argc, char** argv) {
   Flags f = ParseFlags(argc, argv);
   loom::ops::Target target = loom::ops::HostCpuTarget();
 
-  auto store = loom::tune::OpenSqliteRecordStore(f.db);
-  if (!store.ok()) Die(store.status().ToString());
+  std::unique_ptr<loom::tune::RecordStore> store;
+  if (!f.db.empty()) {
+    auto opened = loom::tune::OpenSqliteRecordStore(f.db);
+    if (!opened.ok()) Die(opened.status().ToString());
+    store = *std::move(opened);
+  }
   loom::tune::BuildOptions bo;
   bo.num_threads = static_cast<int32_t>(std::max<int64_t>(1, f.build_threads));
   auto builder = loom::tune::MakeLocalBuilder(bo);
@@ -316,18 +395,24 @@ int main(int argc, char** argv) {
   mo.min_repeat_ms = static_cast<int32_t>(f.min_repeat_ms);
   auto measurer = loom::tune::MakeLocalMeasurer(mo);
   if (!measurer.ok()) Die(measurer.status().ToString());
-  auto probe = (*measurer)->Probe();
-  if (!probe.ok()) Die(probe.status().ToString());
-
-  std::printf("target %s; measurer pinned to cores %s; min_repeat_ms %lld, repeat 3\n",
-              target.Key().c_str(), absl::StrJoin(probe->cpus, ",").c_str(),
-              static_cast<long long>(f.min_repeat_ms));
+  if (f.offline) {
+    std::printf("target %s; offline replay of %s (nothing is measured)\n", target.Key().c_str(),
+                f.table.empty() ? f.db.c_str() : f.table.c_str());
+  } else {
+    auto probe = (*measurer)->Probe();
+    if (!probe.ok()) Die(probe.status().ToString());
+    std::printf("target %s; measurer pinned to cores %s; min_repeat_ms %lld, repeat 3\n",
+                target.Key().c_str(), absl::StrJoin(probe->cpus, ",").c_str(),
+                static_cast<long long>(f.min_repeat_ms));
+  }
   std::printf(
-      "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f; batch %lld; "
+      "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, starts from the default "
+      "config: %s; batch %lld; "
       "budget %lld; reference random run %lld; seeds %s\n",
       static_cast<long long>(f.plan_size), static_cast<long long>(f.warmup_trials), f.epsilon,
-      static_cast<long long>(f.batch_size), static_cast<long long>(f.budget),
-      static_cast<long long>(f.ref_trials), absl::StrJoin(f.seeds, ",").c_str());
+      f.start_from_default ? "yes" : "no", static_cast<long long>(f.batch_size),
+      static_cast<long long>(f.budget), static_cast<long long>(f.ref_trials),
+      absl::StrJoin(f.seeds, ",").c_str());
   std::printf("target: %.0f%% of the best throughput\n", f.fraction * 100);
   std::printf("load average at start: %s\n\n", LoadAverage().c_str());
   std::fflush(stdout);
@@ -341,7 +426,8 @@ int main(int argc, char** argv) {
     task.flops = loom::graph::WorkloadFlops(layer.w);
     auto tmpl = loom::ops::MakeTemplate(layer.w, target);
     if (!tmpl.ok()) Die(tmpl.status().ToString());
-    CostTable table(task, **tmpl, target, store->get(), builder->get(), measurer->get());
+    CostTable table(task, **tmpl, target, store.get(), f.table, f.offline, builder->get(),
+                    measurer->get());
     absl::Status st = table.Load();
     if (!st.ok()) Die(st.ToString());
     int64_t cached_at_start = static_cast<int64_t>(table.table().size());
@@ -366,6 +452,7 @@ int main(int argc, char** argv) {
         opt.plan_size = static_cast<int>(f.plan_size);
         opt.model_warmup_trials = static_cast<int>(f.warmup_trials);
         opt.epsilon = f.epsilon;
+        opt.start_from_default = f.start_from_default;
         runs.push_back({kind, seed, RunTuner(opt, **tmpl, table, f.budget, f.batch_size)});
         std::fprintf(stderr, "[%s] %s seed %lld done (%lld configs in table)\n", layer.name, kind,
                      static_cast<long long>(seed), static_cast<long long>(table.table().size()));
@@ -381,9 +468,10 @@ int main(int argc, char** argv) {
     std::printf("## layer %lld: %s  (%s)\n", static_cast<long long>(li), layer.name,
                 task.key.c_str());
     std::printf(
-        "space %lld configs; %lld distinct configs measured (%lld from an earlier run of "
-        "this DB); best %.3f ms = %.1f GFLOPS; target (fraction of best) %.1f GFLOPS\n",
+        "space %lld configs (%lld valid); %lld distinct configs measured (%lld from an earlier "
+        "run); best %.3f ms = %.1f GFLOPS; target (fraction of best) %.1f GFLOPS\n",
         static_cast<long long>((*tmpl)->space().size()),
+        static_cast<long long>((*tmpl)->space().CountValid()),
         static_cast<long long>(table.table().size()), static_cast<long long>(cached_at_start),
         best * 1e3, task.flops / best / 1e9, task.flops / target_cost / 1e9);
     std::printf(

@@ -34,12 +34,17 @@ struct TunerOptions {
 
   // xgb: the cost model is retrained and the simulated annealing replans every `plan_size`
   // results; proposals come from the plan, except that with probability `epsilon` a random
-  // unvisited config is proposed instead (exploration).
-  int plan_size = 64;
+  // unvisited config is proposed instead (exploration). AutoTVM uses plan 64 with batches of 64;
+  // with Loom's smaller batches (8) a plan of 16 refits every other batch, so the model acts on
+  // what it learned while trials are still few.
+  int plan_size = 16;
   double epsilon = 0.05;
   // Results (history included) needed before the first training; until then proposals are random.
-  // <= 0 means `plan_size` (AutoTVM's behaviour).
-  int model_warmup_trials = -1;
+  // One batch is enough for a rank model to start steering; <= 0 means `plan_size` (AutoTVM).
+  int model_warmup_trials = 8;
+  // xgb: propose the template's default config (its author's prior, DefaultConfig) first, before
+  // the random warm-up, when it is valid and not yet visited.
+  bool start_from_default = true;
   int sa_iters = 500;     // annealing steps per plan
   int sa_parallel = 128;  // parallel annealing chains
   int xgb_rounds = 100;   // boosting rounds per training

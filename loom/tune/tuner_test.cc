@@ -158,6 +158,28 @@ TEST_P(AllKindsTest, NeverProposesInvalidConfigsOfALargeSpace) {
   for (int64_t i : seq) EXPECT_TRUE(space.IsValid(ops::Config{i})) << i;
 }
 
+TEST(XgbTunerTest, StartsFromTheDefaultConfigUnlessToldNotTo) {
+  SyntheticTemplate tmpl;
+  TunerOptions options{.kind = "xgb", .seed = 9};
+  ASSERT_NE(tmpl.DefaultConfig().index, -1);
+  auto tuner = Make(tmpl, options);
+  std::vector<ops::Config> first = tuner->Propose(8);
+  ASSERT_EQ(first.size(), 8u);
+  EXPECT_EQ(first[0], tmpl.DefaultConfig());
+  options.start_from_default = false;
+  std::vector<int64_t> seq;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    options.seed = seed;
+    for (const ops::Config& c : Make(tmpl, options)->Propose(8)) seq.push_back(c.index);
+  }
+  EXPECT_EQ(std::count(seq.begin(), seq.end(), tmpl.DefaultConfig().index), 0);
+  // A default already in the history is not proposed again.
+  options.start_from_default = true;
+  auto resumed = Make(tmpl, options);
+  resumed->LoadHistory({tmpl.DefaultConfig()}, tmpl.Measure({tmpl.DefaultConfig()}));
+  for (const ops::Config& c : resumed->Propose(8)) EXPECT_NE(c, tmpl.DefaultConfig());
+}
+
 TEST_P(AllKindsTest, ProposalsBeforeAnyUpdateAreStillDistinct) {
   // A pipelined scheduler may propose the next batch before the last one is measured.
   TinyTemplate tmpl;

@@ -4,6 +4,7 @@
 // space to maximize the predicted score, and keeps the top `plan_size` unvisited configs as the
 // plan. Proposals come from the plan in order, except that with probability `epsilon` (and
 // whenever the plan is used up or no model exists yet) a random unvisited config is proposed.
+// The very first proposal is the template's default config (options.start_from_default).
 #include <algorithm>
 #include <memory>
 #include <utility>
@@ -38,7 +39,15 @@ class XgbTuner final : public Tuner {
   std::vector<ops::Config> NextBatch(int n) override {
     std::vector<ops::Config> batch;
     absl::flat_hash_set<int64_t> picked;
-    for (int i = 0; i < n; ++i) {
+    if (!default_offered_) {
+      default_offered_ = true;
+      const int64_t d = tmpl().DefaultConfig().index;
+      if (options().start_from_default && IsFree(d)) {
+        picked.insert(d);
+        batch.push_back(ops::Config{d});
+      }
+    }
+    for (int i = static_cast<int>(batch.size()); i < n; ++i) {
       int64_t index = -1;
       // Draw the exploration coin only while a plan exists, so that the random-phase proposals
       // do not depend on epsilon.
@@ -124,7 +133,8 @@ class XgbTuner final : public Tuner {
   std::vector<int64_t> xs_;
   std::vector<double> ys_;
   int64_t next_train_at_ = 0;
-  std::vector<int64_t> plan_;  // best predicted unvisited configs, best first
+  bool default_offered_ = false;  // the first NextBatch considered DefaultConfig()
+  std::vector<int64_t> plan_;     // best predicted unvisited configs, best first
   size_t plan_pos_ = 0;
   // Features per config index, computed once per plan (annealing revisits configs often).
   absl::flat_hash_map<int64_t, std::vector<float>> features_;
