@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,9 @@ struct ExportOptions {
 struct LoadArtifactOptions {
   // Threads running the model (the calling thread is one of them). At least 1.
   int32_t num_threads = 1;
+  // The ISA of the CPU that will run the model; unset: this CPU's (tests set it to check the
+  // refusal of an artifact built for a wider ISA).
+  std::optional<ops::Isa> host_isa{};
 };
 
 // Per-step time of one profiled run.

@@ -1,0 +1,319 @@
+// Round trips of compiled models through the artifact format (CompiledModel::Export / Load): a
+// fresh object loaded from disk must compute what the in-memory model and the reference executor
+// compute, and every damaged or foreign artifact must be refused with a specific error.
+#include "loom/runtime/artifact.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/npy.h"
+#include "loom/runtime/compiled_model.h"
+#include "loom/runtime/model_loader.h"
+#include "loom/runtime/reference_executor.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string BuildDir() {
+  const char* b = std::getenv("LOOM_BUILD_DIR");
+  return b != nullptr ? std::string(b) : std::filesystem::temp_directory_path().string();
+}
+
+CompileOptions Options(int32_t threads) {
+  CompileOptions o;
+  o.num_threads = threads;
+  o.build.num_threads = 2;
+  o.build.cache_dir = BuildDir() + "/artifact_test_kernels";
+  return o;
+}
+
+ExportOptions Export() {
+  ExportOptions e;
+  e.build.num_threads = 2;
+  e.build.cache_dir = BuildDir() + "/artifact_test_kernels";
+  return e;
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = absl::StrCat(BuildDir(), "/artifact_test/", name);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+graph::Tensor RandomInput(const graph::Shape& shape, uint64_t seed) {
+  graph::Tensor t(graph::DType::kFloat32, shape);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (float& v : t.values<float>()) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    v = static_cast<float>(static_cast<double>(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  }
+  return t;
+}
+
+// max|a-b| <= tol * max|ref| over every output.
+void ExpectClose(const std::vector<graph::Tensor>& got, const std::vector<graph::Tensor>& want,
+                 double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].shape(), want[i].shape()) << what;
+    double err = 0, ref = 0;
+    const float* a = got[i].data<float>();
+    const float* b = want[i].data<float>();
+    for (int64_t k = 0; k < got[i].num_elements(); ++k) {
+      err = std::max(err, static_cast<double>(std::fabs(a[k] - b[k])));
+      ref = std::max(ref, static_cast<double>(std::fabs(b[k])));
+    }
+    EXPECT_GT(ref, 0) << what;
+    EXPECT_LE(err, tol * ref) << what << " output " << i << ": max|a-b| " << err << " max|ref| "
+                              << ref;
+  }
+}
+
+// Compiles `g`, exports it to `dir`, loads it into a fresh object with 1 and 2 threads and checks
+// both against the in-memory model (same kernels: equal up to float noise) and the reference.
+void RoundTrip(const graph::Graph& g, const std::map<std::string, graph::Tensor>& inputs,
+               const std::string& dir, const std::string& what, CompileStats* stats = nullptr) {
+  auto ex = ReferenceExecutor::Create(g);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  auto expected = ex->Run(inputs);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  std::vector<graph::Tensor> in_memory;
+  {
+    auto cm = CompiledModel::Compile(g, Options(2));
+    ASSERT_TRUE(cm.ok()) << what << ": " << cm.status();
+    auto out = (*cm)->Run(inputs);
+    ASSERT_TRUE(out.ok()) << out.status();
+    in_memory = *out;
+    ASSERT_TRUE((*cm)->Export(dir, Export()).ok()) << what;
+    if (stats != nullptr) *stats = (*cm)->stats();
+  }  // the compiled model (and its dlopen'ed kernels) is gone before loading
+  EXPECT_TRUE(IsArtifactDir(dir));
+  for (int32_t threads : {1, 2}) {
+    auto loaded = CompiledModel::Load(dir, {.num_threads = threads});
+    ASSERT_TRUE(loaded.ok()) << what << ": " << loaded.status();
+    EXPECT_EQ((*loaded)->num_threads(), threads);
+    ASSERT_EQ((*loaded)->inputs().size(), g.inputs.size());
+    EXPECT_EQ((*loaded)->inputs()[0].name, g.inputs[0].name);
+    ASSERT_EQ((*loaded)->outputs().size(), g.outputs.size());
+    EXPECT_EQ((*loaded)->outputs()[0].type.shape, (*expected)[0].shape());
+    for (int run = 0; run < 2; ++run) {  // the second run reuses the arena
+      auto out = (*loaded)->Run(inputs);
+      ASSERT_TRUE(out.ok()) << out.status();
+      ExpectClose(*out, in_memory, 1e-6,
+                  absl::StrCat(what, " loaded vs in-memory, ", threads, " threads"));
+      ExpectClose(*out, *expected, 1e-3, absl::StrCat(what, " loaded vs reference"));
+    }
+  }
+}
+
+std::map<std::string, graph::Tensor> ZooInputs(const graph::Graph& g) {
+  std::map<std::string, graph::Tensor> in;
+  for (const graph::ValueInfo& v : g.inputs) in[v.name] = RandomInput(v.type.shape, 7);
+  return in;
+}
+
+TEST(ArtifactTest, ZooModelsRoundTrip) {
+  for (const std::string name : {"tiny_cnn", "resnet18"}) {
+    SCOPED_TRACE(name);
+    auto m = LoadModel(absl::StrCat("zoo:", name));
+    ASSERT_TRUE(m.ok()) << m.status();
+    CompileStats stats;
+    RoundTrip(m->graph, ZooInputs(m->graph), FreshDir(name), name, &stats);
+    EXPECT_GT(stats.kernel_steps, 0);
+  }
+}
+
+// Reference-kernel steps (nodes without a template) survive export: an unfused model whose
+// Flatten / Gemm pieces run as reference steps still matches.
+TEST(ArtifactTest, ReferenceStepsRoundTrip) {
+  auto m = LoadModel("zoo:tiny_cnn");
+  ASSERT_TRUE(m.ok()) << m.status();
+  CompileOptions o = Options(1);
+  o.fuse = false;
+  auto cm = CompiledModel::Compile(m->graph, o);
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  ASSERT_GT((*cm)->stats().reference_steps, 0) << (*cm)->DescribePlan();
+  const auto inputs = ZooInputs(m->graph);
+  auto want = (*cm)->Run(inputs);
+  ASSERT_TRUE(want.ok());
+  const std::string dir = FreshDir("tiny_cnn_unfused");
+  ASSERT_TRUE((*cm)->Export(dir, Export()).ok());
+  auto loaded = CompiledModel::Load(dir, {});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->stats().reference_steps, (*cm)->stats().reference_steps);
+  auto got = (*loaded)->Run(inputs);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectClose(*got, *want, 1e-6, "unfused tiny_cnn");
+}
+
+TEST(ArtifactTest, SharedModelsRoundTrip) {
+  const char* shared = std::getenv("LOOM_SHARED_DIR");
+  if (shared == nullptr || !std::filesystem::exists(std::string(shared) + "/models")) {
+    GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
+  }
+  const std::string dir = BuildDir() + "/artifact_test_models";
+  std::filesystem::create_directories(dir);
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(shared) + "/models")) {
+    const std::string file = entry.path().filename().string();
+    if (file.size() < 8 || file.substr(file.size() - 7) != ".tar.xz") continue;
+    const std::string model = file.substr(0, file.size() - 7);
+    SCOPED_TRACE(model);
+    const std::string onnx = absl::StrCat(dir, "/", model, ".onnx");
+    if (!std::filesystem::exists(onnx)) {
+      ASSERT_EQ(std::system(
+                    absl::StrCat("tar -xJf '", entry.path().string(), "' -C '", dir, "'").c_str()),
+                0);
+    }
+    auto m = LoadModel(onnx);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto input = graph::ReadNpy(absl::StrCat(dir, "/", model, ".input.npy"));
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ(m->graph.inputs.size(), 1u);
+    RoundTrip(m->graph, {{m->graph.inputs[0].name, *input}}, FreshDir(model), model);
+  }
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+void Spit(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << data;
+}
+
+// One good artifact of tiny_cnn, copied and damaged per case.
+class DamagedArtifactTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto m = LoadModel("zoo:tiny_cnn");
+    ASSERT_TRUE(m.ok());
+    auto cm = CompiledModel::Compile(m->graph, Options(1));
+    ASSERT_TRUE(cm.ok()) << cm.status();
+    good_ = new std::string(FreshDir("good"));
+    ASSERT_TRUE((*cm)->Export(*good_, Export()).ok());
+  }
+  static void TearDownTestSuite() { delete good_; }
+
+  std::string Copy(const std::string& name) {
+    const std::string dir = FreshDir(name);
+    std::filesystem::copy(*good_, dir, std::filesystem::copy_options::recursive);
+    return dir;
+  }
+  void EditPlan(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = nlohmann::json::parse(Slurp(dir + "/plan.json"));
+    edit(j);
+    Spit(dir + "/plan.json", j.dump());
+  }
+
+  static std::string* good_;
+};
+std::string* DamagedArtifactTest::good_ = nullptr;
+
+TEST_F(DamagedArtifactTest, GoodCopyLoads) {
+  auto loaded = CompiledModel::Load(Copy("copy"), {});
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+}
+
+TEST_F(DamagedArtifactTest, CorruptWeightsAreDataLoss) {
+  const std::string dir = Copy("corrupt_weights");
+  std::string w = Slurp(dir + "/weights.bin");
+  w[w.size() / 2] ^= 0x40;
+  Spit(dir + "/weights.bin", w);
+  auto loaded = CompiledModel::Load(dir, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("weights.bin is corrupt"));
+}
+
+TEST_F(DamagedArtifactTest, TruncatedLibraryIsDataLoss) {
+  const std::string dir = Copy("truncated_library");
+  std::string so = Slurp(dir + "/model.so");
+  Spit(dir + "/model.so", so.substr(0, so.size() / 2));
+  auto loaded = CompiledModel::Load(dir, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("model.so is corrupt"));
+}
+
+TEST_F(DamagedArtifactTest, MissingFilesAreNotFound) {
+  const std::string dir = Copy("missing_weights");
+  std::filesystem::remove(dir + "/weights.bin");
+  auto loaded = CompiledModel::Load(dir, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("weights.bin"));
+
+  const std::string empty = FreshDir("empty");
+  std::filesystem::create_directories(empty);
+  EXPECT_FALSE(IsArtifactDir(empty));
+  auto none = CompiledModel::Load(empty, {});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(none.status().message(), HasSubstr("not a Loom artifact"));
+  EXPECT_EQ(CompiledModel::Load(FreshDir("absent"), {}).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(DamagedArtifactTest, OtherFormatVersionIsRefused) {
+  const std::string dir = Copy("version");
+  EditPlan(dir, [](nlohmann::json& j) { j["format_version"] = kArtifactFormatVersion + 1; });
+  auto loaded = CompiledModel::Load(dir, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("format version 2"));
+}
+
+TEST_F(DamagedArtifactTest, WiderIsaThanTheHostIsRefused) {
+  const std::string dir = Copy("isa");
+  EditPlan(dir, [](nlohmann::json& j) { j["target"]["isa"] = "avx512"; });
+  auto loaded = CompiledModel::Load(dir, {.host_isa = ops::Isa::kAvx2});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("compiled for avx512"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("supports only avx2"));
+  // A narrower artifact runs on a wider CPU.
+  const std::string generic = Copy("isa_generic");
+  EditPlan(generic, [](nlohmann::json& j) { j["target"]["isa"] = "generic"; });
+  EXPECT_TRUE(CompiledModel::Load(generic, {.host_isa = ops::Isa::kAvx512}).ok());
+}
+
+TEST_F(DamagedArtifactTest, MalformedOrInconsistentPlanIsDataLoss) {
+  const std::string dir = Copy("malformed");
+  Spit(dir + "/plan.json", "{\"format\": \"loom-artifact\", \"format_version\": 1,");
+  auto loaded = CompiledModel::Load(dir, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("malformed"));
+
+  const std::string bad_kernel = Copy("bad_kernel_index");
+  EditPlan(bad_kernel, [](nlohmann::json& j) {
+    for (auto& s : j["steps"]) {
+      if (s["op"] == "kernel") s["kernel"] = 999;
+    }
+  });
+  loaded = CompiledModel::Load(bad_kernel, {});
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("out of range"));
+}
+
+TEST_F(DamagedArtifactTest, LoadedModelCannotBeExportedAgain) {
+  auto loaded = CompiledModel::Load(Copy("reexport"), {});
+  ASSERT_TRUE(loaded.ok());
+  absl::Status st = (*loaded)->Export(FreshDir("reexport_out"), Export());
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("loaded from an artifact"));
+}
+
+}  // namespace
+}  // namespace loom::runtime
