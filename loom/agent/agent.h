@@ -1,0 +1,146 @@
+// The agent process: registers this host's CPU slots and devices with the scheduler daemon
+// (loom.v1.AgentService), keeps a heartbeat, long-polls for leased stages, runs them through the
+// StageExecutor (CPU stages concurrently up to the CPU slots, one stage at a time per device) and
+// reports each result, retrying while the daemon is away. Holds no job state. `loom agent`
+// (cli/agent_command.cc) builds AgentOptions from flags and calls Run until SIGTERM/SIGINT.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "loom/agent/stage_executor.h"
+#include "loom/v1/agent.grpc.pb.h"
+
+namespace loom::agent {
+
+struct AgentOptions {
+  std::string server;  // "HOST:PORT" of `loom serve`
+  // Sent as `authorization: Bearer <token>` on every call; empty: no header.
+  std::string token{};
+  // PEM file of the CA that signed the daemon's certificate; empty: plaintext (loopback, tests).
+  std::string tls_ca_file{};
+  std::string name{};  // registered hostname; empty: this host's name
+  int cpu_slots = 1;   // CPU slots offered (>= 0; a device-only agent offers 0)
+  // The executor's devices are registered; its other options govern the stages.
+  ExecutorOptions executor{};
+  std::string version = "0.1.0";
+
+  // AcquireStages long-poll wait asked of the daemon (it may cap it).
+  absl::Duration acquire_wait = absl::Seconds(10);
+  // Deadline of the short calls (Register, Heartbeat, ReportStage).
+  absl::Duration rpc_timeout = absl::Seconds(10);
+  // Heartbeat interval until the daemon says otherwise (RegisterResponse).
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  // Retry back-off while the daemon is unreachable: doubles from `retry_initial` to `retry_max`.
+  absl::Duration retry_initial = absl::Milliseconds(100);
+  absl::Duration retry_max = absl::Seconds(5);
+  // Finished results kept while they cannot be reported. When full, no new stage is acquired
+  // until one is delivered (no finished result is dropped for lack of room).
+  int max_pending_reports = 256;
+  // On shutdown, how long Run waits for running stages and undelivered reports before it returns
+  // (their leases then expire on the daemon and the stages are requeued).
+  absl::Duration shutdown_grace = absl::Seconds(10);
+  // Receives the structured log lines ("event=registered agent_id=..."); empty: stderr.
+  std::function<void(const std::string&)> log{};
+};
+
+// Counters for tests and the status line.
+struct AgentStats {
+  int64_t registrations = 0;
+  int64_t heartbeats = 0;  // answered
+  int64_t stages_started = 0;
+  int64_t stages_finished = 0;
+  int64_t stages_abandoned = 0;  // cancelled by the daemon or by shutdown; not reported
+  int64_t reports_delivered = 0;
+  int64_t reports_rejected = 0;  // answered accepted=false (lease gone)
+  int64_t report_retries = 0;    // failed attempts that were retried
+  std::string agent_id;
+};
+
+class Agent {
+ public:
+  // kInvalidArgument for bad options (no server, negative slots, a bad device, zero buffer);
+  // kFailedPrecondition when the TLS CA file cannot be read or the executor cannot start.
+  static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
+  ~Agent();  // Shutdown() and join
+
+  // Registers (retrying while the daemon is unreachable), then serves stages until Shutdown().
+  // Returns OK after a clean shutdown; an error when the daemon refuses this agent for good
+  // (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, FAILED_PRECONDITION on Register).
+  // Call once.
+  absl::Status Run();
+
+  // Asks Run to return: stops acquiring, cancels running stages (simulated ones stop at once,
+  // real ones finish their current step and are dropped), flushes reports within the grace.
+  // Thread-safe; callable from a signal-watching thread, not from a signal handler.
+  void Shutdown();
+
+  AgentStats stats() const;
+
+ private:
+  explicit Agent(AgentOptions options) : options_(std::move(options)) {}
+
+  struct Running {
+    v1::StageRequest request;
+    std::shared_ptr<CancelFlag> cancel;
+  };
+  struct Pending {
+    v1::StageResult result;
+    int attempts = 0;
+  };
+
+  absl::Status RegisterLoop();  // until registered, refused for good, or shutdown
+  absl::Status RegisterOnce();
+  void HeartbeatLoop();
+  void ReportLoop();
+  void StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> cancel);
+  // Waits for the stage's resources (CPU slots or its device); false when shutting down or
+  // cancelled meanwhile.
+  bool AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel);
+  void ReleaseResources(const v1::StageRequest& request);
+  void PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) const;
+  std::string agent_id() const;
+  void Log(absl::string_view level, absl::string_view event, absl::string_view fields);
+  // Sleeps up to `d`, returning early (false) when shutting down.
+  bool SleepUnlessStopping(absl::Duration d);
+
+  AgentOptions options_;
+  std::unique_ptr<StageExecutor> executor_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::vector<v1::DeviceInfo> device_infos_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string agent_id_ ABSL_GUARDED_BY(mu_);
+  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
+  bool reregister_ ABSL_GUARDED_BY(mu_) = false;  // the daemon forgot us: Register again
+  std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);  // by lease id
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);             // results to report, in order
+  std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);         // leases the daemon dropped
+  int free_slots_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<std::string> busy_devices_ ABSL_GUARDED_BY(mu_);
+  int live_stage_threads_ ABSL_GUARDED_BY(mu_) = 0;
+  AgentStats stats_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // to cancel the long poll
+
+  std::mutex log_mu_;
+  std::vector<std::thread> stage_threads_;  // touched by Run's thread only
+};
+
+}  // namespace loom::agent

@@ -1,0 +1,637 @@
+#include "loom/agent/stage_executor.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "loom/base/status_macros.h"
+#include "loom/graph/tasks.h"
+#include "loom/tune/stages.h"
+#include "loom/tune/tuner.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::agent {
+namespace {
+
+using json = nlohmann::json;
+
+// The tuner state UPDATE returns for model-based tuners: the configs the cost model ranks best
+// (its plan), and the history size it was trained on. Opaque to the daemon.
+constexpr char kPlanFormat[] = "loom.xgb_plan.v1";
+
+// SplitMix64 finalizer: mixes the job's seed with the round (and a per-stage salt) so every
+// round proposes differently while a rerun of the same round proposes the same configs.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+// 31 bits: XGBoost parses its seed as a signed integer and rejects larger values.
+uint64_t StageSeed(int64_t seed, int64_t round, uint64_t salt) {
+  return Mix(static_cast<uint64_t>(seed) ^ Mix(static_cast<uint64_t>(round) * 4 + salt)) &
+         0x7fffffffULL;
+}
+constexpr uint64_t kProposeSalt = 1;
+constexpr uint64_t kUpdateSalt = 2;
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+absl::Status Malformed(absl::string_view what) {
+  return absl::InvalidArgumentError(std::string(what));
+}
+
+const char* KindName(v1::StageKind kind) {
+  switch (kind) {
+    case v1::STAGE_KIND_PROPOSE:
+      return "propose";
+    case v1::STAGE_KIND_BUILD:
+      return "build";
+    case v1::STAGE_KIND_MEASURE:
+      return "measure";
+    case v1::STAGE_KIND_UPDATE:
+      return "update";
+    case v1::STAGE_KIND_SIMULATED:
+      return "simulated";
+    default:
+      return "unspecified";
+  }
+}
+
+v1::ErrorKind ToProto(tune::ErrorKind kind) {
+  int v = static_cast<int>(kind);
+  return v1::ErrorKind_IsValid(v) ? static_cast<v1::ErrorKind>(v) : v1::ERROR_KIND_UNKNOWN;
+}
+tune::ErrorKind FromProto(v1::ErrorKind kind) {
+  int v = static_cast<int>(kind);
+  return v >= 0 && v <= static_cast<int>(tune::ErrorKind::kUnknown)
+             ? static_cast<tune::ErrorKind>(v)
+             : tune::ErrorKind::kUnknown;
+}
+
+// The target a task is built and measured for: this host's CPU with the task's ISA.
+absl::StatusOr<ops::Target> TargetOf(const v1::TaskSpec& task) {
+  if (!task.target_kind().empty() && task.target_kind() != "cpu") {
+    return absl::UnimplementedError(absl::StrCat("target kind '", task.target_kind(),
+                                                 "' is not supported by this agent (cpu only)"));
+  }
+  ops::Target target = ops::HostCpuTarget();
+  if (!task.isa().empty()) {
+    absl::StatusOr<ops::Isa> isa = ops::ParseIsa(task.isa());
+    if (!isa.ok()) return Malformed(absl::StrCat("task isa: ", isa.status().message()));
+    target.isa = *isa;
+  }
+  return target;
+}
+
+struct LoadedTask {
+  ops::Target target;
+  std::unique_ptr<ops::Template> tmpl;
+};
+
+absl::StatusOr<LoadedTask> LoadTask(const v1::TaskSpec& task,
+                                    const ops::TemplateOptions& template_options) {
+  if (task.workload_key().empty()) return Malformed("the task has no workload_key");
+  absl::StatusOr<graph::Workload> workload = graph::ParseWorkloadKey(task.workload_key());
+  if (!workload.ok()) {
+    return Malformed(absl::StrCat("unknown workload key '", task.workload_key(),
+                                  "': ", workload.status().message()));
+  }
+  LoadedTask loaded;
+  LOOM_ASSIGN_OR_RETURN(loaded.target, TargetOf(task));
+  absl::StatusOr<std::unique_ptr<ops::Template>> tmpl =
+      ops::MakeTemplate(*workload, loaded.target, template_options);
+  if (!tmpl.ok()) {
+    return Malformed(
+        absl::StrCat("no template for '", task.workload_key(), "': ", tmpl.status().message()));
+  }
+  if (!task.template_name().empty() && task.template_name() != (*tmpl)->name()) {
+    return Malformed(absl::StrCat("template '", task.template_name(), "' does not cover '",
+                                  task.workload_key(), "' (this agent has '", (*tmpl)->name(),
+                                  "')"));
+  }
+  loaded.tmpl = *std::move(tmpl);
+  return loaded;
+}
+
+absl::Status CheckIndex(const ops::Template& tmpl, int64_t index, absl::string_view where) {
+  if (index < 0 || index >= tmpl.space().size()) {
+    return Malformed(absl::StrCat(where, ": config index ", index, " is outside the space of ",
+                                  tmpl.name(), " (size ", tmpl.space().size(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+struct History {
+  std::vector<ops::Config> configs;
+  std::vector<tune::MeasureResult> results;
+  absl::flat_hash_set<int64_t> indices;
+};
+
+absl::StatusOr<History> ToHistory(const ops::Template& tmpl,
+                                  const google::protobuf::RepeatedPtrField<v1::Trial>& trials) {
+  History h;
+  for (const v1::Trial& t : trials) {
+    LOOM_RETURN_IF_ERROR(CheckIndex(tmpl, t.config_index(), "history"));
+    tune::MeasureResult r;
+    r.config = ops::Config{t.config_index()};
+    r.costs.assign(t.costs().begin(), t.costs().end());
+    r.error = FromProto(t.error());
+    if (r.ok() && r.costs.empty()) {
+      return Malformed(
+          absl::StrCat("history: config ", t.config_index(), " succeeded but has no costs"));
+    }
+    h.configs.push_back(r.config);
+    h.results.push_back(std::move(r));
+    h.indices.insert(t.config_index());
+  }
+  return h;
+}
+
+struct PlanState {
+  int64_t trained_on = 0;
+  std::vector<int64_t> plan;
+};
+
+absl::StatusOr<PlanState> DecodePlan(const std::string& bytes, const ops::Template& tmpl) {
+  PlanState state;
+  if (bytes.empty()) return state;
+  json j = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", "") != kPlanFormat ||
+      !j.contains("plan") || !j["plan"].is_array() || !j.contains("trained_on") ||
+      !j["trained_on"].is_number_integer()) {
+    return Malformed(absl::StrCat("tuner_state is not a ", kPlanFormat,
+                                  " object (was it written by another tuner kind?)"));
+  }
+  state.trained_on = j["trained_on"].get<int64_t>();
+  for (const json& v : j["plan"]) {
+    if (!v.is_number_integer()) return Malformed("tuner_state: plan entries must be integers");
+    int64_t index = v.get<int64_t>();
+    LOOM_RETURN_IF_ERROR(CheckIndex(tmpl, index, "tuner_state plan"));
+    state.plan.push_back(index);
+  }
+  return state;
+}
+
+std::string EncodePlan(const PlanState& state) {
+  json j = {{"format", kPlanFormat}, {"trained_on", state.trained_on}, {"plan", state.plan}};
+  return j.dump();
+}
+
+absl::StatusOr<tune::TunerOptions> TunerOptionsOf(const v1::TunerSpec& spec, uint64_t seed) {
+  tune::TunerOptions options;
+  options.kind = spec.kind().empty() ? "xgb" : spec.kind();
+  options.seed = seed;
+  if (spec.plan_size() < 0) return Malformed("tuner.plan_size must not be negative");
+  if (spec.plan_size() > 0) options.plan_size = spec.plan_size();
+  // Early stopping is decided from the history here: a fresh tuner has run no trials.
+  options.early_stopping = -1;
+  return options;
+}
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *ok = static_cast<bool>(f) || f.eof();
+  return ss.str();
+}
+
+// Writes `data` to `path` through a temporary file and a rename, so a reader never sees half an
+// artifact. An existing file of the same size is kept (the name is the content's hash).
+absl::Status WriteArtifact(const std::string& path, absl::string_view data) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) &&
+      std::filesystem::file_size(path, ec) == static_cast<uintmax_t>(data.size())) {
+    return absl::OkStatus();
+  }
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = absl::StrCat(path, ".tmp-", getpid(), "-", counter.fetch_add(1));
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+    f.close();
+    if (!f) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    return absl::InternalError(absl::StrCat("cannot move an artifact to ", path));
+  }
+  return absl::OkStatus();
+}
+
+bool IsLowerHex(absl::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+}
+
+}  // namespace
+
+std::string Sha256Hex(absl::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * len);
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+absl::StatusOr<Device> ParseDevice(absl::string_view name) {
+  auto usage = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad device '", name, "': expected cpu:CORE, cpu:FIRST-LAST or cuda:ORDINAL"));
+  };
+  std::vector<absl::string_view> parts = absl::StrSplit(name, absl::MaxSplits(':', 1));
+  if (parts.size() != 2 || parts[1].empty()) return usage();
+  Device d;
+  d.name = std::string(name);
+  d.kind = std::string(parts[0]);
+  if (d.kind == "cpu") {
+    std::vector<absl::string_view> range = absl::StrSplit(parts[1], absl::MaxSplits('-', 1));
+    int first = 0, last = 0;
+    if (!absl::SimpleAtoi(range[0], &first)) return usage();
+    last = first;
+    if (range.size() == 2 && !absl::SimpleAtoi(range[1], &last)) return usage();
+    if (first < 0 || last < first || last - first >= 1024) return usage();
+    for (int c = first; c <= last; ++c) d.cores.push_back(c);
+    return d;
+  }
+  if (d.kind == "cuda") {
+    if (!absl::SimpleAtoi(parts[1], &d.ordinal) || d.ordinal < 0) return usage();
+    return d;
+  }
+  return usage();
+}
+
+v1::DeviceInfo DescribeDevice(const Device& device) {
+  v1::DeviceInfo info;
+  info.set_name(device.name);
+  info.set_kind(device.kind);
+  if (device.kind == "cpu") {
+    ops::Target t = ops::HostCpuTarget();
+    info.set_target_key(t.Key());
+    switch (t.isa) {
+      case ops::Isa::kAvx512:
+        info.set_isa("avx512");
+        break;
+      case ops::Isa::kAvx2:
+        info.set_isa("avx2");
+        break;
+      default:
+        info.set_isa("generic");
+    }
+  }
+  return info;
+}
+
+absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
+    const ExecutorOptions& options) {
+  if (options.default_batch_size < 1) {
+    return absl::InvalidArgumentError("ExecutorOptions.default_batch_size must be at least 1");
+  }
+  if (options.max_artifact_bytes < 1) {
+    return absl::InvalidArgumentError("ExecutorOptions.max_artifact_bytes must be positive");
+  }
+  auto executor = std::unique_ptr<StageExecutor>(new StageExecutor(options));
+  if (executor->options_.cache_dir.empty()) {
+    executor->options_.cache_dir = tune::DefaultKernelCacheDir();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(executor->options_.cache_dir + "/received", ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create the artifact cache ", executor->options_.cache_dir, ": ", ec.message()));
+  }
+  for (const Device& d : options.devices) {
+    auto slot = std::make_unique<DeviceSlot>();
+    slot->device = d;
+    if (!executor->devices_.emplace(d.name, std::move(slot)).second) {
+      return absl::InvalidArgumentError(absl::StrCat("device '", d.name, "' is listed twice"));
+    }
+  }
+  return executor;
+}
+
+v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const CancelFlag* cancel) {
+  v1::StageResult result;
+  result.set_lease_id(request.lease_id());
+  v1::StageTiming* timing = result.mutable_timing();
+  timing->set_start_unix_micros(NowMicros());
+  bool on_device = request.kind() == v1::STAGE_KIND_MEASURE;
+  timing->set_resource(
+      absl::StrCat(options_.host, "/", on_device ? request.device() : std::string("cpu")));
+
+  absl::Status status;
+  switch (request.kind()) {
+    case v1::STAGE_KIND_PROPOSE: {
+      if (request.input_case() != v1::StageRequest::kPropose) {
+        status = Malformed("propose stage without a propose input");
+        break;
+      }
+      absl::StatusOr<v1::ProposeOutput> out = Propose(request);
+      if (out.ok()) *result.mutable_propose() = *std::move(out);
+      status = out.status();
+      break;
+    }
+    case v1::STAGE_KIND_BUILD: {
+      if (request.input_case() != v1::StageRequest::kBuild) {
+        status = Malformed("build stage without a build input");
+        break;
+      }
+      absl::StatusOr<v1::BuildOutput> out = Build(request);
+      if (out.ok()) *result.mutable_build() = *std::move(out);
+      status = out.status();
+      break;
+    }
+    case v1::STAGE_KIND_MEASURE: {
+      if (request.input_case() != v1::StageRequest::kMeasure) {
+        status = Malformed("measure stage without a measure input");
+        break;
+      }
+      absl::StatusOr<v1::MeasureOutput> out = Measure(request);
+      if (out.ok()) *result.mutable_measure() = *std::move(out);
+      status = out.status();
+      break;
+    }
+    case v1::STAGE_KIND_UPDATE: {
+      if (request.input_case() != v1::StageRequest::kUpdate) {
+        status = Malformed("update stage without an update input");
+        break;
+      }
+      absl::StatusOr<v1::UpdateOutput> out = Update(request);
+      if (out.ok()) *result.mutable_update() = *std::move(out);
+      status = out.status();
+      break;
+    }
+    case v1::STAGE_KIND_SIMULATED:
+      if (request.input_case() != v1::StageRequest::kSimulated) {
+        status = Malformed("simulated stage without a simulated input");
+        break;
+      }
+      status = Simulate(request, cancel);
+      break;
+    default:
+      status = Malformed(absl::StrCat("unknown stage kind ", static_cast<int>(request.kind())));
+  }
+  if (!status.ok()) {
+    result.clear_output();
+    result.set_error(absl::StrCat(KindName(request.kind()), " stage ", request.lease_id(), ": ",
+                                  absl::StatusCodeToString(status.code()), ": ", status.message()));
+  }
+  timing->set_end_unix_micros(NowMicros());
+  return result;
+}
+
+absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest& request) {
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  const v1::ProposeInput& in = request.propose();
+  LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
+  const v1::TunerSpec& spec = request.tuner();
+  if (spec.trials() <= 0) return Malformed("tuner.trials (the budget) must be positive");
+  if (spec.batch_size() < 0) return Malformed("tuner.batch_size must not be negative");
+
+  v1::ProposeOutput out;
+  int64_t done =
+      in.has_trials_done() ? in.trials_done() : static_cast<int64_t>(history.configs.size());
+  int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : options_.default_batch_size;
+  int64_t n = std::min<int64_t>(batch, spec.trials() - done);
+  if (n <= 0) return out;  // budget spent
+  if (spec.early_stopping() > 0) {
+    // Stop when the best result is `early_stopping` or more trials old (history is in order).
+    int64_t best_pos = -1;
+    double best = std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < history.results.size(); ++i) {
+      double c = history.results[i].MedianCost();
+      if (c < best) best = c, best_pos = static_cast<int64_t>(i);
+    }
+    int64_t since = static_cast<int64_t>(history.results.size()) - 1 - best_pos;
+    if (best_pos >= 0 && since >= spec.early_stopping()) return out;
+  }
+
+  LOOM_ASSIGN_OR_RETURN(
+      tune::TunerOptions options,
+      TunerOptionsOf(spec, StageSeed(spec.seed(), request.round(), kProposeSalt)));
+  std::vector<int64_t> picked;
+  absl::flat_hash_set<int64_t> picked_set;
+  if (options.kind == "xgb") {
+    // The cost model ran in UPDATE; its plan (best predicted first) is the tuner state. Configs
+    // beyond the plan are random (no refit here: a fresh tuner that never trains).
+    LOOM_ASSIGN_OR_RETURN(PlanState state, DecodePlan(in.tuner_state(), *task.tmpl));
+    for (int64_t index : state.plan) {
+      if (static_cast<int64_t>(picked.size()) >= n) break;
+      if (history.indices.contains(index) || picked_set.contains(index)) continue;
+      picked.push_back(index);
+      picked_set.insert(index);
+    }
+    options.model_warmup_trials = std::numeric_limits<int>::max();
+  }
+  if (static_cast<int64_t>(picked.size()) < n) {
+    absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
+    if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
+    (*tuner)->LoadHistory(history.configs, history.results);
+    // Ask for as many more as were already picked from the plan: at most those collide.
+    int want = static_cast<int>(n - static_cast<int64_t>(picked.size()) + picked.size());
+    tune::ProposeOutput proposed = tune::ProposeStage(**tuner, want, "");
+    for (const ops::Config& c : proposed.configs) {
+      if (static_cast<int64_t>(picked.size()) >= n) break;
+      if (picked_set.insert(c.index).second) picked.push_back(c.index);
+    }
+  }
+  for (int64_t index : picked) out.add_config_indices(index);
+  return out;
+}
+
+absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& request) {
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  const v1::BuildInput& in = request.build();
+  if (in.config_indices().empty()) return Malformed("build stage has no config indices");
+  std::vector<ops::Config> configs;
+  for (int64_t index : in.config_indices()) {
+    LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, index, "build"));
+    configs.push_back(ops::Config{index});
+  }
+  tune::BuildOptions build = options_.build;
+  build.num_threads = std::max(1, request.cpu_slots());
+  build.cache_dir = options_.cache_dir;
+  absl::StatusOr<std::unique_ptr<tune::Builder>> builder = tune::MakeLocalBuilder(build);
+  if (!builder.ok()) return builder.status();
+  tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");
+
+  v1::BuildOutput out;
+  for (const tune::BuildResult& b : built.builds) {
+    v1::Artifact* a = out.add_artifacts();
+    a->set_config_index(b.config.index);
+    a->set_build_seconds(b.build_seconds);
+    a->set_error(ToProto(b.error));
+    a->set_error_msg(b.error_msg);
+    if (b.error != tune::ErrorKind::kNone) continue;
+    bool ok = false;
+    std::string binary = ReadFile(b.artifact_path, &ok);
+    if (!ok || binary.empty()) {
+      a->set_error(v1::ERROR_KIND_COMPILE);
+      a->set_error_msg(absl::StrCat("cannot read the built artifact ", b.artifact_path));
+      continue;
+    }
+    if (static_cast<int64_t>(binary.size()) > options_.max_artifact_bytes) {
+      a->set_error(v1::ERROR_KIND_COMPILE);
+      a->set_error_msg(absl::StrCat("artifact of ", binary.size(), " bytes exceeds the limit of ",
+                                    options_.max_artifact_bytes));
+      continue;
+    }
+    a->set_content_hash(Sha256Hex(binary));
+    a->set_binary(std::move(binary));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest& request) {
+  auto it = devices_.find(request.device());
+  if (it == devices_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [name, slot] : devices_) names.push_back(name);
+    return Malformed(absl::StrCat("device '", request.device(),
+                                  "' is not one of this agent's devices (",
+                                  names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
+  }
+  DeviceSlot& slot = *it->second;
+  if (slot.device.kind != "cpu") {
+    return absl::UnimplementedError(
+        absl::StrCat("device ", slot.device.name, ": agents measure on cpu devices only"));
+  }
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  const std::string host_key = ops::HostCpuTarget().Key();
+  if (!request.task().target_key().empty() && request.task().target_key() != host_key) {
+    return absl::FailedPreconditionError(absl::StrCat("the task is for target '",
+                                                      request.task().target_key(), "' but device ",
+                                                      slot.device.name, " is '", host_key, "'"));
+  }
+  const v1::MeasureInput& in = request.measure();
+  if (in.artifacts().empty()) return Malformed("measure stage has no artifacts");
+
+  // Artifacts -> local files named by their verified hash; failed builds pass through.
+  std::vector<tune::BuildResult> builds;
+  for (const v1::Artifact& a : in.artifacts()) {
+    LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "measure"));
+    tune::BuildResult b;
+    b.config = ops::Config{a.config_index()};
+    b.build_seconds = a.build_seconds();
+    b.error = FromProto(a.error());
+    b.error_msg = a.error_msg();
+    if (b.error == tune::ErrorKind::kNone) {
+      if (a.binary().empty()) {
+        b.error = tune::ErrorKind::kUnknown;
+        b.error_msg = "the artifact has no binary";
+      } else if (!IsLowerHex(a.content_hash()) || Sha256Hex(a.binary()) != a.content_hash()) {
+        b.error = tune::ErrorKind::kUnknown;
+        b.error_msg = absl::StrCat("the artifact's SHA-256 does not match its content_hash '",
+                                   a.content_hash().substr(0, 80), "' (corrupted in transit?)");
+      } else {
+        std::string path = absl::StrCat(options_.cache_dir, "/received/", a.content_hash(), ".so");
+        absl::Status written = WriteArtifact(path, a.binary());
+        if (!written.ok()) return written;
+        b.artifact_path = path;
+      }
+    }
+    builds.push_back(std::move(b));
+  }
+
+  tune::MeasureTask measure_task{.workload_key = request.task().workload_key(),
+                                 .target = task.target,
+                                 .template_options = options_.template_options};
+  std::lock_guard<std::mutex> lock(slot.mu);
+  if (slot.measurer == nullptr) {
+    tune::MeasureOptions mo = options_.measure;
+    mo.cores = slot.device.cores;
+    LOOM_ASSIGN_OR_RETURN(slot.measurer, tune::MakeLocalMeasurer(mo));
+  }
+  tune::MeasureOutput measured = tune::MeasureStage(*slot.measurer, measure_task, builds, "");
+  v1::MeasureOutput out;
+  for (const tune::MeasureResult& r : measured.results) {
+    v1::MeasureResult* m = out.add_results();
+    m->set_config_index(r.config.index);
+    for (double c : r.costs) m->add_costs(c);
+    m->set_error(ToProto(r.error));
+    m->set_error_msg(r.error_msg);
+    m->set_measure_seconds(r.measure_seconds);
+    m->set_timestamp_unix_micros(absl::ToUnixMicros(r.timestamp));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& request) {
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  const v1::UpdateInput& in = request.update();
+  if (in.history().empty()) return Malformed("update stage has an empty history");
+  LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
+  const v1::TunerSpec& spec = request.tuner();
+  LOOM_ASSIGN_OR_RETURN(tune::TunerOptions options,
+                        TunerOptionsOf(spec, StageSeed(spec.seed(), request.round(), kUpdateSalt)));
+  v1::UpdateOutput out;
+  if (options.kind != "xgb") {
+    // Random, grid and genetic search rebuild everything they need from the history.
+    absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
+    if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
+    return out;
+  }
+  LOOM_ASSIGN_OR_RETURN(PlanState state, DecodePlan(in.tuner_state(), *task.tmpl));
+  const int64_t size = static_cast<int64_t>(history.configs.size());
+  const bool any_success = std::any_of(history.results.begin(), history.results.end(),
+                                       [](const tune::MeasureResult& r) { return r.ok(); });
+  bool plan_left = std::any_of(state.plan.begin(), state.plan.end(),
+                               [&](int64_t i) { return !history.indices.contains(i); });
+  // As AutoTVM's model-based tuner: train once `plan_size` results exist, then again every
+  // `plan_size` new results (or when the plan is used up); nothing to rank until one succeeded.
+  bool train =
+      size >= options.plan_size && any_success &&
+      (in.tuner_state().empty() || size >= state.trained_on + options.plan_size || !plan_left);
+  if (!train) {
+    out.set_tuner_state(in.tuner_state());
+    return out;
+  }
+  absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
+  if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
+  // LoadHistory fits the cost model and anneals a plan; the next plan_size proposals are that
+  // plan (with the tuner's epsilon exploration mixed in).
+  (*tuner)->LoadHistory(history.configs, history.results);
+  tune::ProposeOutput plan = tune::ProposeStage(**tuner, options.plan_size, "");
+  PlanState next{.trained_on = size};
+  for (const ops::Config& c : plan.configs) next.plan.push_back(c.index);
+  out.set_tuner_state(EncodePlan(next));
+  return out;
+}
+
+absl::Status StageExecutor::Simulate(const v1::StageRequest& request, const CancelFlag* cancel) {
+  double seconds = request.simulated().seconds();
+  if (!std::isfinite(seconds) || seconds < 0 || seconds > 86400) {
+    return Malformed(absl::StrCat("simulated.seconds must be in [0, 86400], got ", seconds));
+  }
+  absl::Time end = absl::Now() + absl::Seconds(seconds);
+  while (absl::Now() < end) {
+    if (cancel != nullptr && cancel->load()) return absl::CancelledError("the lease was cancelled");
+    absl::SleepFor(std::min(absl::Milliseconds(10), end - absl::Now()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace loom::agent

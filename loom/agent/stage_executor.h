@@ -1,0 +1,110 @@
+// Runs one leased stage of a tuning round (loom.v1.StageRequest -> StageResult) with the real
+// tuning stages of tune/stages.h: propose (tuner rebuilt from the request's history), build (local
+// compiler; the shared objects travel back as bytes), measure (artifacts written to a local cache
+// by content hash, then the device's sandboxed measurer), update (cost-model plan as opaque
+// tuner state), and a simulated stage that only sleeps. Called by the agent (agent.h) on its
+// worker threads; holds no job state between stages.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "loom/ops/target.h"
+#include "loom/ops/template.h"
+#include "loom/tune/builder.h"
+#include "loom/tune/measurer.h"
+#include "loom/v1/agent.pb.h"
+#include "loom/v1/stage.pb.h"
+
+namespace loom::agent {
+
+// A measurement device of this host. cpu devices are sets of pinned cores ("cpu:1" is core 1,
+// "cpu:2-3" cores 2 and 3); cuda devices ("cuda:0") are named but not yet measured by agents.
+struct Device {
+  std::string name;  // as given and as the daemon knows it
+  std::string kind;  // "cpu" | "cuda"
+  std::vector<int> cores;
+  int ordinal = 0;  // cuda
+};
+
+// "cpu:N", "cpu:N-M" or "cuda:N". kInvalidArgument with the accepted forms otherwise.
+absl::StatusOr<Device> ParseDevice(absl::string_view name);
+
+// What the daemon needs to route tasks to `device` (its target key and ISA).
+v1::DeviceInfo DescribeDevice(const Device& device);
+
+struct ExecutorOptions {
+  // Where built artifacts and received artifacts (by content hash) are written. Empty:
+  // tune::DefaultKernelCacheDir().
+  std::string cache_dir{};
+  // Compiler, timeout and flags of builds; num_threads is set per stage from its cpu_slots.
+  tune::BuildOptions build{};
+  // Repeats, timeouts and worker command of measurements; cores are set per device.
+  tune::MeasureOptions measure{};
+  // The devices MEASURE stages may name.
+  std::vector<Device> devices{};
+  // Host name, the prefix of StageTiming.resource ("<host>/cpu:1", "<host>/cpu").
+  std::string host = "local";
+  // Adds the templates' `fault` knob. Tests only: the daemon's config indices then mean other
+  // configs, so a real agent never sets it.
+  ops::TemplateOptions template_options{};
+  // Candidates per propose when TunerSpec.batch_size is 0.
+  int default_batch_size = 8;
+  // Largest artifact accepted or sent (bytes); larger ones become per-candidate errors.
+  int64_t max_artifact_bytes = 64 << 20;
+};
+
+// Set to true by the caller to abandon a running stage (the daemon cancelled its lease or the
+// agent is shutting down). Simulated stages stop at once; real stages finish their current
+// compile or measurement and their result is then dropped by the caller.
+using CancelFlag = std::atomic<bool>;
+
+// Executes stages. Thread-safe: the agent runs CPU stages concurrently; measurements of one
+// device are serialized here (one measurer per device, created at its first use).
+class StageExecutor {
+ public:
+  // kInvalidArgument for bad options (devices with repeated names, non-positive batch size).
+  static absl::StatusOr<std::unique_ptr<StageExecutor>> Create(const ExecutorOptions& options);
+
+  // Runs `request`. Never fails as a whole: a malformed request (unknown workload or template,
+  // unknown device, empty inputs, indices outside the config space, bad tuner state) comes back
+  // with StageResult.error set and no output; per-candidate failures (instantiation, compile,
+  // crash, wrong answer, timeouts) are in the output, one entry per candidate. `timing` is always
+  // filled. `cancel` may be null.
+  v1::StageResult Execute(const v1::StageRequest& request, const CancelFlag* cancel = nullptr);
+
+  const ExecutorOptions& options() const { return options_; }
+
+ private:
+  explicit StageExecutor(ExecutorOptions options) : options_(std::move(options)) {}
+
+  struct DeviceSlot {
+    Device device;
+    std::mutex mu;  // held for the whole of one measurement: the device is exclusive
+    std::unique_ptr<tune::Measurer> measurer;
+  };
+
+  absl::StatusOr<v1::ProposeOutput> Propose(const v1::StageRequest& request);
+  absl::StatusOr<v1::BuildOutput> Build(const v1::StageRequest& request);
+  absl::StatusOr<v1::MeasureOutput> Measure(const v1::StageRequest& request);
+  absl::StatusOr<v1::UpdateOutput> Update(const v1::StageRequest& request);
+  absl::Status Simulate(const v1::StageRequest& request, const CancelFlag* cancel);
+
+  ExecutorOptions options_;
+  std::map<std::string, std::unique_ptr<DeviceSlot>> devices_;  // fixed after Create
+};
+
+// SHA-256 of `data`, lowercase hex: Artifact.content_hash.
+std::string Sha256Hex(absl::string_view data);
+
+}  // namespace loom::agent

@@ -1,0 +1,500 @@
+// Tests of the stage executor with a real template, real compiles and a real sandboxed measurer.
+// This binary is its own measure worker: started with `__measure-worker` it runs RunMeasureWorker.
+#include "loom/agent/stage_executor.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/target.h"
+#include "loom/ops/template.h"
+#include "loom/tune/measure_worker.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::agent {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+std::string SelfExe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+int LastAllowedCpu() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof(set), &set);
+  int last = 0;
+  for (int i = 0; i < CPU_SETSIZE; ++i) {
+    if (CPU_ISSET(i, &set)) last = i;
+  }
+  return last;
+}
+
+graph::Workload TinyConv() {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kConv2d;
+  w.n = 1, w.c = 8, w.h = 6, w.w = 6, w.k = 8, w.r = 3, w.s = 3;
+  w.stride_h = w.stride_w = 1;
+  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
+  w.dilation_h = w.dilation_w = 1;
+  w.groups = 1;
+  return w;
+}
+
+std::string DeviceName() { return absl::StrCat("cpu:", LastAllowedCpu()); }
+
+ExecutorOptions Options(bool faults = false) {
+  ExecutorOptions o;
+  o.cache_dir = absl::StrCat(::testing::TempDir(), "/loom_stage_executor_test_", getpid());
+  o.measure.number = 1;
+  o.measure.repeat = 2;
+  o.measure.min_repeat_ms = 1;
+  o.measure.timeout = absl::Seconds(3);
+  o.measure.setup_timeout = absl::Seconds(30);
+  o.measure.worker_command = {SelfExe(), tune::kMeasureWorkerArg};
+  o.measure.seed = 3;
+  o.devices = {*ParseDevice(DeviceName())};
+  o.host = "test";
+  o.template_options.test_faults = faults;
+  return o;
+}
+
+v1::StageRequest Request(v1::StageKind kind, int64_t round = 0) {
+  v1::StageRequest r;
+  r.set_lease_id(absl::StrCat("lease-", static_cast<int>(kind), "-", round));
+  r.set_job_id("job");
+  r.set_round(round);
+  r.set_kind(kind);
+  v1::TaskSpec* t = r.mutable_task();
+  t->set_workload_key(graph::WorkloadKey(TinyConv()));
+  t->set_target_kind("cpu");
+  t->set_target_key(ops::HostCpuTarget().Key());
+  v1::TunerSpec* s = r.mutable_tuner();
+  s->set_kind("xgb");
+  s->set_seed(5);
+  s->set_batch_size(4);
+  s->set_trials(12);
+  s->set_plan_size(4);
+  return r;
+}
+
+std::vector<int64_t> Indices(const v1::StageResult& r) {
+  return {r.propose().config_indices().begin(), r.propose().config_indices().end()};
+}
+
+class StageExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto e = StageExecutor::Create(Options());
+    ASSERT_TRUE(e.ok()) << e.status();
+    executor_ = *std::move(e);
+  }
+  std::unique_ptr<StageExecutor> executor_;
+};
+
+// propose -> build -> measure -> update -> propose on a real conv task: the second proposal
+// follows the cost model's plan and never repeats a measured config.
+TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
+  v1::StageRequest propose = Request(v1::STAGE_KIND_PROPOSE, 0);
+  propose.mutable_propose();
+  v1::StageResult p0 = executor_->Execute(propose);
+  ASSERT_THAT(p0.error(), IsEmpty());
+  EXPECT_EQ(p0.lease_id(), propose.lease_id());
+  std::vector<int64_t> first = Indices(p0);
+  ASSERT_EQ(first.size(), 4u);
+  EXPECT_EQ(std::set<int64_t>(first.begin(), first.end()).size(), 4u);
+  EXPECT_EQ(p0.timing().resource(), "test/cpu");
+  EXPECT_LE(p0.timing().start_unix_micros(), p0.timing().end_unix_micros());
+
+  v1::StageRequest build = Request(v1::STAGE_KIND_BUILD, 0);
+  build.set_cpu_slots(2);
+  for (int64_t i : first) build.mutable_build()->add_config_indices(i);
+  v1::StageResult b = executor_->Execute(build);
+  ASSERT_THAT(b.error(), IsEmpty());
+  ASSERT_EQ(b.build().artifacts_size(), 4);
+  int built = 0;
+  for (int i = 0; i < 4; ++i) {
+    const v1::Artifact& a = b.build().artifacts(i);
+    EXPECT_EQ(a.config_index(), first[i]);
+    if (a.error() != v1::ERROR_KIND_NONE) continue;
+    ++built;
+    EXPECT_GT(a.binary().size(), 100u);
+    EXPECT_EQ(a.content_hash(), Sha256Hex(a.binary()));
+    EXPECT_EQ(a.binary().substr(1, 3), "ELF");
+  }
+  ASSERT_GE(built, 1);
+
+  v1::StageRequest measure = Request(v1::STAGE_KIND_MEASURE, 0);
+  measure.set_device(DeviceName());
+  *measure.mutable_measure()->mutable_artifacts() = b.build().artifacts();
+  v1::StageResult m = executor_->Execute(measure);
+  ASSERT_THAT(m.error(), IsEmpty());
+  EXPECT_EQ(m.timing().resource(), absl::StrCat("test/", DeviceName()));
+  ASSERT_EQ(m.measure().results_size(), 4);
+  std::vector<v1::Trial> history;
+  int measured = 0;
+  for (int i = 0; i < 4; ++i) {
+    const v1::MeasureResult& r = m.measure().results(i);
+    EXPECT_EQ(r.config_index(), first[i]);
+    if (b.build().artifacts(i).error() == v1::ERROR_KIND_NONE) {
+      EXPECT_EQ(r.error(), v1::ERROR_KIND_NONE) << r.error_msg();
+      EXPECT_EQ(r.costs_size(), 2);
+      for (double c : r.costs()) EXPECT_GT(c, 0);
+      EXPECT_GT(r.timestamp_unix_micros(), 0);
+      measured += r.error() == v1::ERROR_KIND_NONE;
+    }
+    v1::Trial t;
+    t.set_config_index(r.config_index());
+    *t.mutable_costs() = r.costs();
+    t.set_error(r.error());
+    history.push_back(t);
+  }
+  ASSERT_GE(measured, 1);
+
+  v1::StageRequest update = Request(v1::STAGE_KIND_UPDATE, 0);
+  for (const v1::Trial& t : history) *update.mutable_update()->add_history() = t;
+  ::testing::internal::CaptureStderr();
+  v1::StageResult u = executor_->Execute(update);
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), Not(HasSubstr("cost model failed")));
+  ASSERT_THAT(u.error(), IsEmpty());
+  ASSERT_FALSE(u.update().tuner_state().empty());
+  nlohmann::json state = nlohmann::json::parse(u.update().tuner_state());
+  std::set<int64_t> plan;
+  for (const auto& v : state["plan"]) plan.insert(v.get<int64_t>());
+  EXPECT_EQ(state["trained_on"], 4);
+  EXPECT_GE(plan.size(), 4u);
+
+  v1::StageRequest propose1 = Request(v1::STAGE_KIND_PROPOSE, 1);
+  for (const v1::Trial& t : history) *propose1.mutable_propose()->add_history() = t;
+  propose1.mutable_propose()->set_tuner_state(u.update().tuner_state());
+  v1::StageResult p1 = executor_->Execute(propose1);
+  ASSERT_THAT(p1.error(), IsEmpty());
+  std::vector<int64_t> second = Indices(p1);
+  ASSERT_EQ(second.size(), 4u);
+  for (int64_t i : second) {
+    EXPECT_EQ(std::count(first.begin(), first.end(), i), 0) << "re-proposed measured config " << i;
+    EXPECT_TRUE(plan.contains(i)) << "config " << i << " is not from the model's plan";
+  }
+  // Stateless and reproducible: the same request gives the same proposal.
+  EXPECT_EQ(Indices(executor_->Execute(propose1)), second);
+
+  // Update again before plan_size new results: the plan is kept as it is (no refit).
+  update.mutable_update()->set_tuner_state(u.update().tuner_state());
+  v1::StageResult u2 = executor_->Execute(update);
+  ASSERT_THAT(u2.error(), IsEmpty());
+  EXPECT_EQ(u2.update().tuner_state(), u.update().tuner_state());
+}
+
+TEST_F(StageExecutorTest, ProposeRespectsBudgetAndHistory) {
+  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 2);
+  r.mutable_tuner()->set_kind("random");
+  r.mutable_tuner()->set_trials(6);
+  std::set<int64_t> seen;
+  for (int64_t i : {0, 1, 2, 3}) {
+    v1::Trial* t = r.mutable_propose()->add_history();
+    t->set_config_index(i);
+    t->set_error(v1::ERROR_KIND_RUNTIME);
+    seen.insert(i);
+  }
+  std::vector<int64_t> got = Indices(executor_->Execute(r));
+  ASSERT_EQ(got.size(), 2u);  // 6 trials, 4 done
+  for (int64_t i : got) EXPECT_FALSE(seen.contains(i));
+
+  // Rounds differ; the same round repeats itself.
+  v1::StageRequest other = r;
+  other.set_round(3);
+  EXPECT_NE(Indices(executor_->Execute(other)), got);
+  EXPECT_EQ(Indices(executor_->Execute(r)), got);
+
+  // trials_done counts only this job's trials (the rest of the history is transfer).
+  r.mutable_propose()->set_trials_done(1);
+  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 4u);  // min(batch 4, 6 - 1)
+  r.mutable_propose()->set_trials_done(6);
+  v1::StageResult spent = executor_->Execute(r);
+  EXPECT_THAT(spent.error(), IsEmpty());
+  EXPECT_TRUE(spent.has_propose());
+  EXPECT_EQ(spent.propose().config_indices_size(), 0);
+}
+
+TEST_F(StageExecutorTest, EarlyStoppingFromHistory) {
+  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 1);
+  r.mutable_tuner()->set_kind("random");
+  r.mutable_tuner()->set_trials(100);
+  r.mutable_tuner()->set_early_stopping(3);
+  auto add = [&](int64_t index, double cost) {
+    v1::Trial* t = r.mutable_propose()->add_history();
+    t->set_config_index(index);
+    t->add_costs(cost);
+  };
+  add(0, 1.0);
+  add(1, 0.5);  // best
+  add(2, 0.9);
+  add(3, 0.8);
+  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 4u);  // best is 2 trials old
+  add(4, 0.7);
+  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 0u);  // 3 trials without improvement
+}
+
+struct MalformedCase {
+  std::string name;
+  std::function<void(v1::StageRequest&)> edit;
+  std::string message;
+};
+
+TEST_F(StageExecutorTest, MalformedRequestsAreStageErrors) {
+  auto with_build = [](v1::StageRequest& r) {
+    r.set_kind(v1::STAGE_KIND_BUILD);
+    r.mutable_build()->add_config_indices(0);
+  };
+  std::vector<MalformedCase> cases = {
+      {"unknown workload",
+       [&](v1::StageRequest& r) {
+         with_build(r);
+         r.mutable_task()->set_workload_key("conv2d:f32:bogus");
+       },
+       "unknown workload key 'conv2d:f32:bogus'"},
+      {"no workload",
+       [&](v1::StageRequest& r) {
+         with_build(r);
+         r.mutable_task()->clear_workload_key();
+       },
+       "no workload_key"},
+      {"wrong template",
+       [&](v1::StageRequest& r) {
+         with_build(r);
+         r.mutable_task()->set_template_name("dense_pack");
+       },
+       "template 'dense_pack' does not cover"},
+      {"cuda target",
+       [&](v1::StageRequest& r) {
+         with_build(r);
+         r.mutable_task()->set_target_kind("cuda");
+       },
+       "target kind 'cuda' is not supported"},
+      {"empty build",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_BUILD);
+         r.mutable_build();
+       },
+       "build stage has no config indices"},
+      {"index outside the space",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_BUILD);
+         r.mutable_build()->add_config_indices(-1);
+       },
+       "config index -1 is outside the space"},
+      {"missing input", [](v1::StageRequest& r) { r.set_kind(v1::STAGE_KIND_PROPOSE); },
+       "propose stage without a propose input"},
+      {"input of another kind",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_UPDATE);
+         r.mutable_build();
+       },
+       "update stage without an update input"},
+      {"unknown kind", [](v1::StageRequest& r) { r.set_kind(v1::STAGE_KIND_UNSPECIFIED); },
+       "unknown stage kind 0"},
+      {"empty measure",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_MEASURE);
+         r.set_device(DeviceName());
+         r.mutable_measure();
+       },
+       "measure stage has no artifacts"},
+      {"unknown device",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_MEASURE);
+         r.set_device("cpu:99");
+         r.mutable_measure()->add_artifacts()->set_config_index(0);
+       },
+       "device 'cpu:99' is not one of this agent's devices"},
+      {"other target",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_MEASURE);
+         r.set_device(DeviceName());
+         r.mutable_task()->set_target_key("cpu:avx512:Some Other CPU");
+         r.mutable_measure()->add_artifacts()->set_config_index(0);
+       },
+       "is for target 'cpu:avx512:Some Other CPU'"},
+      {"empty update",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_UPDATE);
+         r.mutable_update();
+       },
+       "update stage has an empty history"},
+      {"bad tuner state",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_PROPOSE);
+         r.mutable_propose()->set_tuner_state("not json");
+       },
+       "tuner_state is not a loom.xgb_plan.v1 object"},
+      {"unknown tuner",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_PROPOSE);
+         r.mutable_propose();
+         r.mutable_tuner()->set_kind("psychic");
+       },
+       "tuner: "},
+      {"no budget",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_PROPOSE);
+         r.mutable_propose();
+         r.mutable_tuner()->set_trials(0);
+       },
+       "tuner.trials (the budget) must be positive"},
+      {"success without costs",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_PROPOSE);
+         r.mutable_propose()->add_history()->set_config_index(1);
+       },
+       "config 1 succeeded but has no costs"},
+      {"negative sleep",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_SIMULATED);
+         r.mutable_simulated()->set_seconds(-1);
+       },
+       "simulated.seconds must be in [0, 86400]"},
+  };
+  for (const MalformedCase& c : cases) {
+    v1::StageRequest r = Request(v1::STAGE_KIND_UNSPECIFIED);
+    c.edit(r);
+    v1::StageResult result = executor_->Execute(r);
+    EXPECT_THAT(result.error(), HasSubstr(c.message)) << c.name;
+    EXPECT_EQ(result.output_case(), v1::StageResult::OUTPUT_NOT_SET) << c.name;
+    EXPECT_EQ(result.lease_id(), r.lease_id()) << c.name;
+    EXPECT_GT(result.timing().end_unix_micros(), 0) << c.name;
+  }
+}
+
+TEST_F(StageExecutorTest, SimulatedStageSleepsAndStopsWhenCancelled) {
+  v1::StageRequest r = Request(v1::STAGE_KIND_SIMULATED);
+  r.mutable_simulated()->set_seconds(0.05);
+  v1::StageResult done = executor_->Execute(r);
+  EXPECT_THAT(done.error(), IsEmpty());
+  EXPECT_GE(done.timing().end_unix_micros() - done.timing().start_unix_micros(), 50000);
+
+  r.mutable_simulated()->set_seconds(30);
+  CancelFlag cancel{true};
+  v1::StageResult cancelled = executor_->Execute(r, &cancel);
+  EXPECT_THAT(cancelled.error(), HasSubstr("cancelled"));
+  EXPECT_LT(cancelled.timing().end_unix_micros() - cancelled.timing().start_unix_micros(), 1000000);
+}
+
+// A corrupted artifact and a failed build are per-candidate errors; the good one is measured.
+TEST_F(StageExecutorTest, MeasureVerifiesArtifactsPerCandidate) {
+  auto tmpl = ops::MakeTemplate(TinyConv(), ops::HostCpuTarget());
+  ASSERT_TRUE(tmpl.ok());
+  int64_t good = (*tmpl)->DefaultConfig().index;
+  v1::StageRequest build = Request(v1::STAGE_KIND_BUILD);
+  build.mutable_build()->add_config_indices(good);
+  v1::StageResult b = executor_->Execute(build);
+  ASSERT_THAT(b.error(), IsEmpty());
+  ASSERT_EQ(b.build().artifacts(0).error(), v1::ERROR_KIND_NONE)
+      << b.build().artifacts(0).error_msg();
+
+  v1::StageRequest measure = Request(v1::STAGE_KIND_MEASURE);
+  measure.set_device(DeviceName());
+  v1::MeasureInput* in = measure.mutable_measure();
+  *in->add_artifacts() = b.build().artifacts(0);
+  v1::Artifact corrupt = b.build().artifacts(0);
+  (*corrupt.mutable_binary())[100] ^= 1;
+  *in->add_artifacts() = corrupt;
+  v1::Artifact failed;
+  failed.set_config_index(good);
+  failed.set_error(v1::ERROR_KIND_COMPILE);
+  failed.set_error_msg("g++ said no");
+  *in->add_artifacts() = failed;
+  v1::StageResult m = executor_->Execute(measure);
+  ASSERT_THAT(m.error(), IsEmpty());
+  ASSERT_EQ(m.measure().results_size(), 3);
+  EXPECT_EQ(m.measure().results(0).error(), v1::ERROR_KIND_NONE)
+      << m.measure().results(0).error_msg();
+  EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_UNKNOWN);
+  EXPECT_THAT(m.measure().results(1).error_msg(), HasSubstr("does not match its content_hash"));
+  EXPECT_EQ(m.measure().results(2).error(), v1::ERROR_KIND_COMPILE);
+  EXPECT_EQ(m.measure().results(2).error_msg(), "g++ said no");
+  EXPECT_TRUE(std::filesystem::exists(absl::StrCat(executor_->options().cache_dir, "/received/",
+                                                   b.build().artifacts(0).content_hash(), ".so")));
+}
+
+// A candidate that crashes the measure worker is an error record; the next one still measures.
+TEST(StageExecutorFaultTest, CrashingCandidateIsAnErrorRecord) {
+  auto e = StageExecutor::Create(Options(/*faults=*/true));
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto tmpl = ops::MakeTemplate(TinyConv(), ops::HostCpuTarget(), {.test_faults = true});
+  ASSERT_TRUE(tmpl.ok());
+  const ops::ConfigSpace& space = (*tmpl)->space();
+  size_t fault_knob = space.knobs().size();
+  for (size_t i = 0; i < space.knobs().size(); ++i) {
+    if (space.knobs()[i].name == "fault") fault_knob = i;
+  }
+  ASSERT_LT(fault_knob, space.knobs().size());
+  std::vector<int64_t> choices = space.Choices((*tmpl)->DefaultConfig());
+  choices[fault_knob] = 1;  // crash
+  int64_t crash = space.FromChoices(choices).index;
+  choices[fault_knob] = 0;
+  int64_t fine = space.FromChoices(choices).index;
+
+  v1::StageRequest build = Request(v1::STAGE_KIND_BUILD);
+  build.set_cpu_slots(2);
+  build.mutable_build()->add_config_indices(crash);
+  build.mutable_build()->add_config_indices(fine);
+  v1::StageResult b = (*e)->Execute(build);
+  ASSERT_THAT(b.error(), IsEmpty());
+  v1::StageRequest measure = Request(v1::STAGE_KIND_MEASURE);
+  measure.set_device(DeviceName());
+  *measure.mutable_measure()->mutable_artifacts() = b.build().artifacts();
+  v1::StageResult m = (*e)->Execute(measure);
+  ASSERT_THAT(m.error(), IsEmpty());
+  ASSERT_EQ(m.measure().results_size(), 2);
+  EXPECT_EQ(m.measure().results(0).error(), v1::ERROR_KIND_RUNTIME);
+  EXPECT_THAT(m.measure().results(0).error_msg(), HasSubstr("SIG"));
+  EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_NONE)
+      << m.measure().results(1).error_msg();
+}
+
+TEST(ParseDeviceTest, FormsAndErrors) {
+  auto one = ParseDevice("cpu:1");
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->kind, "cpu");
+  EXPECT_EQ(one->cores, std::vector<int>({1}));
+  auto range = ParseDevice("cpu:2-4");
+  ASSERT_TRUE(range.ok());
+  EXPECT_EQ(range->cores, std::vector<int>({2, 3, 4}));
+  auto gpu = ParseDevice("cuda:0");
+  ASSERT_TRUE(gpu.ok());
+  EXPECT_EQ(gpu->kind, "cuda");
+  for (const char* bad : {"cpu", "cpu:", "cpu:x", "cpu:3-1", "tpu:0", "cuda:-1", "1"}) {
+    auto d = ParseDevice(bad);
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(d.status().message(), HasSubstr("expected cpu:CORE")) << bad;
+  }
+  v1::DeviceInfo info = DescribeDevice(*one);
+  EXPECT_EQ(info.name(), "cpu:1");
+  EXPECT_EQ(info.target_key(), ops::HostCpuTarget().Key());
+  EXPECT_FALSE(info.isa().empty());
+}
+
+TEST(Sha256Test, KnownVector) {
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+}  // namespace
+}  // namespace loom::agent
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
+    return loom::tune::RunMeasureWorker(0, 1);
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
