@@ -4,6 +4,13 @@
 // (format_tag::any, blocked layouts of its choice) and the core's measured FMA peak.
 //
 //   build/<dir>/bench/conv_vs_onednn [--core N] [--layers 0,4] [--budget N] [--rounds N]
+//   build/<dir>/bench/conv_vs_onednn --db FILE [--core N] [--layers 0,4] [--rounds N]
+//
+// Without --db, "Loom best" is the best of this benchmark's own screen of an even sample of
+// --budget configs. With --db (a `loom tune` / `loom tune-task` record database), "Loom tuned" is
+// the tuner's best record (BestK, the configs `loom bench --db` and compiled models use) of each
+// layer for this host's target key, timed here next to the default config, oneDNN and the FMA
+// peak; a layer with no successful record in the DB is listed and left out of the geomean.
 //
 // Timing: every contender (Loom default, Loom's 3 best screened configs, oneDNN's primitive
 // execute) gets 3 warm-up calls and a call count filling 1 ms, then all are timed in 150
@@ -26,11 +33,13 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/thread_pool.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/template.h"
+#include "loom/tune/record_store.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace {
@@ -246,6 +255,7 @@ int main(int argc, char** argv) {
   int core = 1, budget = 48, rounds = 150;
   double min_ms = 1;
   std::vector<int> layers;
+  std::string db;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--core") {
@@ -254,12 +264,15 @@ int main(int argc, char** argv) {
       budget = std::atoi(value.c_str());
     } else if (flag == "--rounds") {
       rounds = std::atoi(value.c_str());
+    } else if (flag == "--db") {
+      db = value;
     } else if (flag == "--layers") {
       for (absl::string_view v : absl::StrSplit(value, ',')) {
         layers.push_back(std::atoi(std::string(v).c_str()));
       }
     } else {
-      std::fprintf(stderr, "unknown flag %s (--core N --budget N --rounds N --layers i,j)\n",
+      std::fprintf(stderr,
+                   "unknown flag %s (--core N --budget N --rounds N --layers i,j --db FILE)\n",
                    flag.c_str());
       return 2;
     }
@@ -268,6 +281,21 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 11; ++i) layers.push_back(i);
   }
   const loom::ops::Target target = loom::ops::HostCpuTarget();
+  std::unique_ptr<loom::tune::RecordStore> store;
+  if (!db.empty()) {
+    if (!std::filesystem::exists(db)) {
+      std::fprintf(stderr, "--db %s: no such file\n", db.c_str());
+      return 1;
+    }
+    auto opened = loom::tune::OpenSqliteRecordStore(db);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "--db %s: %s\n", db.c_str(), opened.status().ToString().c_str());
+      return 1;
+    }
+    store = *std::move(opened);
+    std::printf("tuned configs: best record per layer in %s for target %s\n", db.c_str(),
+                target.Key().c_str());
+  }
   std::printf("CPU: %s, ISA %s, core %d, oneDNN %d.%d.%d, OMP_NUM_THREADS=%s\n",
               target.cpu_model.c_str(), loom::ops::IsaName(target.isa).c_str(), core,
               dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch,
@@ -294,6 +322,7 @@ int main(int argc, char** argv) {
     Timing loom_default, loom_best, dnnl;
     double flops;
     std::string best_json;
+    bool has_best = true;  // false: --db has no successful record of this layer
   };
   std::vector<Row> rows;
   for (int li : layers) {
@@ -307,17 +336,42 @@ int main(int argc, char** argv) {
     }
     const Template& t = **made;
     OneDnnConv dnnl_conv(w);
-    std::vector<Config> pruned = PrunedConfigs(t);
-    std::printf("[%d] %s: space %lld, pruned %zu, oneDNN impl %s\n", li, l.label,
-                static_cast<long long>(t.space().size()), pruned.size(), dnnl_conv.impl.c_str());
-    std::fflush(stdout);
-
-    // Candidates: the default, then an even sample of the pruned space up to `budget`.
+    // Candidates: the default, then either the DB's best record or an even sample of the pruned
+    // space up to `budget`.
     std::vector<Config> configs = {t.DefaultConfig()};
-    const size_t step = std::max<size_t>(1, pruned.size() / static_cast<size_t>(budget));
-    for (size_t i = 0; i < pruned.size() && static_cast<int>(configs.size()) <= budget; i += step) {
-      if (!(pruned[i] == configs[0])) configs.push_back(pruned[i]);
+    bool has_best = true;  // with --db: the DB has a usable record (it may be the default)
+    if (store != nullptr) {
+      has_best = false;
+      const std::string key = loom::graph::WorkloadKey(w);
+      auto best = store->BestK(key, target.Key(), 1);
+      if (!best.ok()) {
+        std::fprintf(stderr, "%s\n", best.status().ToString().c_str());
+        return 1;
+      }
+      std::string from = "no record";
+      for (const loom::tune::Record& r : *best) {
+        auto c = t.space().FromJson(r.config_json);
+        if (r.template_name != t.name() || !c.ok() || !t.space().IsValid(*c)) {
+          from = "a stale record (template changed)";
+          continue;
+        }
+        from = absl::StrCat("job ", r.job_id, ", ", r.config_json);
+        has_best = true;
+        if (!(*c == configs[0])) configs.push_back(*c);
+      }
+      std::printf("[%d] %s: space %lld, DB best: %s, oneDNN impl %s\n", li, l.label,
+                  static_cast<long long>(t.space().size()), from.c_str(), dnnl_conv.impl.c_str());
+    } else {
+      std::vector<Config> pruned = PrunedConfigs(t);
+      std::printf("[%d] %s: space %lld, pruned %zu, oneDNN impl %s\n", li, l.label,
+                  static_cast<long long>(t.space().size()), pruned.size(), dnnl_conv.impl.c_str());
+      const size_t step = std::max<size_t>(1, pruned.size() / static_cast<size_t>(budget));
+      for (size_t i = 0; i < pruned.size() && static_cast<int>(configs.size()) <= budget;
+           i += step) {
+        if (!(pruned[i] == configs[0])) configs.push_back(pruned[i]);
+      }
     }
+    std::fflush(stdout);
     std::vector<std::future<absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>>> builds;
     for (const Config& c : configs) {
       builds.push_back(pool.Submit([&t, c, &dir] {
@@ -358,16 +412,23 @@ int main(int argc, char** argv) {
     for (int r = 0; r < rounds; ++r) {
       for (Timed& x : timed) x.Repeat();
     }
+    // Without --db: the fastest Loom finalist. With --db: the DB's config itself (finalist 1, or
+    // the default when that is what the DB holds), even where the default times faster here.
     size_t best = 0;
-    for (size_t i = 1; i + 1 < timed.size(); ++i) {
-      if (timed[i].Summary().best_s < timed[best].Summary().best_s) best = i;
+    if (store != nullptr) {
+      best = finalists.size() > 1 ? 1 : 0;
+    } else {
+      for (size_t i = 1; i + 1 < timed.size(); ++i) {
+        if (timed[i].Summary().best_s < timed[best].Summary().best_s) best = i;
+      }
     }
     Row row{l.label,
             timed[0].Summary(),
             timed[best].Summary(),
             timed.back().Summary(),
             flops,
-            t.space().ToJson(cands[finalists[best]].config)};
+            t.space().ToJson(cands[finalists[best]].config),
+            has_best};
     std::printf(
         "    GFLOPS (best/median of %d rounds): loom default %.1f/%.1f  loom best %.1f/%.1f"
         " (of %zu)  oneDNN %.1f/%.1f\n    best %s\n",
@@ -391,26 +452,37 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   auto gf = [](const Row& r, const Timing& t) { return r.flops / t.best_s * 1e-9; };
+  const char* best_name = store != nullptr ? "Loom tuned (DB)" : "Loom best";
   std::printf(
       "\nGFLOPS from the best of %d interleaved rounds (>= %.0f ms each), 1 thread, core %d\n\n",
       rounds, min_ms, core);
   std::printf(
-      "| layer | Loom default | Loom best | oneDNN | Loom best / oneDNN | Loom %% of peak | "
-      "oneDNN %% of peak |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+      "| layer | Loom default | %s | oneDNN | FMA peak | %s / oneDNN | default / oneDNN | "
+      "Loom %% of peak | oneDNN %% of peak |\n",
+      best_name, best_name);
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   double log_sum = 0, log_sum_default = 0, log_sum_median = 0;
+  int counted = 0;
   for (const Row& r : rows) {
     const double best = gf(r, r.loom_best), dflt = gf(r, r.loom_default), dn = gf(r, r.dnnl);
-    std::printf("| %s | %.1f | %.1f | %.1f | %.2f | %.0f%% | %.0f%% |\n", r.label.c_str(), dflt,
-                best, dn, best / dn, 100 * best / peak, 100 * dn / peak);
+    if (!r.has_best) {
+      std::printf("| %s | %.1f | (no record) | %.1f | %.1f | - | %.2f | %.0f%% | %.0f%% |\n",
+                  r.label.c_str(), dflt, dn, peak, dflt / dn, 100 * dflt / peak, 100 * dn / peak);
+      continue;
+    }
+    std::printf("| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.0f%% | %.0f%% |\n",
+                r.label.c_str(), dflt, best, dn, peak, best / dn, dflt / dn, 100 * best / peak,
+                100 * dn / peak);
     log_sum += std::log(best / dn);
     log_sum_default += std::log(dflt / dn);
     log_sum_median += std::log(r.dnnl.median_s / r.loom_best.median_s);
+    ++counted;
   }
-  const double n = static_cast<double>(rows.size());
+  const double n = std::max(1, counted);
   std::printf(
-      "\nFMA peak %.1f GFLOPS. Geomean Loom best / oneDNN: %.3f (from medians: %.3f); Loom "
-      "default / oneDNN: %.3f\n",
-      peak, std::exp(log_sum / n), std::exp(log_sum_median / n), std::exp(log_sum_default / n));
+      "\nFMA peak %.1f GFLOPS. Geomean over %d of %zu layers: %s / oneDNN %.3f (from medians: "
+      "%.3f); Loom default / oneDNN %.3f\n",
+      peak, counted, rows.size(), best_name, std::exp(log_sum / n), std::exp(log_sum_median / n),
+      std::exp(log_sum_default / n));
   return 0;
 }
