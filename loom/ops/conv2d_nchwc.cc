@@ -3,6 +3,13 @@
 // output is N K/oc_bn OH OW oc_bn. The micro-kernel keeps a tile_oh x tile_ow x (oc_bn/vec)
 // block of accumulators in vector registers, broadcasts one input value per (row, column) and
 // FMAs it against oc_bn/vec weight vectors.
+//
+// Grouped convolution (1 < groups, not depthwise; e.g. ResNeXt) is the same template with a group
+// loop folded into the output-channel blocks: each group reduces over its own C/groups input
+// channels, so the input block of output block ocb starts at group (ocb / blocks per group). The
+// space then requires oc_bn to divide K/groups (a block never straddles two groups) and offers
+// vector widths down to 4 and 1 for narrow groups, so every layout stays the plain NCHW[x]c one
+// that the runtime and the other templates use. Records name it group_conv2d_nchwc.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -35,13 +42,24 @@ class Conv2dNchwc : public TemplateBase {
     ow_ = w.OutW();
     hp_ = w.h + w.pad_top + w.pad_bottom;
     wp_ = w.w + w.pad_left + w.pad_right;
+    groups_ = w.groups;
+    cg_ = w.c / w.groups;
+    kg_ = w.k / w.groups;
     const int64_t max_lanes = t.VectorLanes();
-    space_.AddKnob("vec", VectorWidthChoices());
-    space_.AddKnob("tile_ic", Divisors(w.c));
-    // oc_bn = tile_oc * vec; K is zero-padded up to a multiple of oc_bn when needed.
+    std::vector<int64_t> vec = VectorWidthChoices();
+    if (groups_ > 1) {
+      // Widths that divide a group's output channels, narrower ones included.
+      vec.clear();
+      for (int64_t v : {16, 8, 4, 1}) {
+        if (v <= max_lanes && kg_ % v == 0) vec.push_back(v);
+      }
+    }
+    space_.AddKnob("vec", vec);
+    space_.AddKnob("tile_ic", Divisors(cg_));
+    // oc_bn = tile_oc * vec; K is zero-padded up to a multiple of oc_bn when needed (groups == 1).
     std::vector<int64_t> oc_v;
     for (int64_t j = 1; j <= 4; ++j) {
-      if (j == 1 || (j - 1) * max_lanes < w.k) oc_v.push_back(j);
+      if (j == 1 || (j - 1) * (groups_ > 1 ? vec.back() : max_lanes) < kg_) oc_v.push_back(j);
     }
     space_.AddKnob("tile_oc", oc_v);
     std::vector<int64_t> reg_n;
@@ -67,9 +85,18 @@ class Conv2dNchwc : public TemplateBase {
     AddRegisterConstraint("tile_oh*tile_ow*tile_oc accumulators + tile_oc + 1 operands",
                           {"tile_oh", "tile_ow", "tile_oc"},
                           [](std::span<const int64_t> v) { return v[0] * v[1] * v[2] + v[2] + 1; });
+    if (groups_ > 1) {
+      const int64_t kg = kg_;
+      const int vec_pos = space_.KnobIndex("vec"), oc_pos = space_.KnobIndex("tile_oc");
+      space_.AddConstraint(
+          absl::StrCat("vec*tile_oc divides the ", kg, " output channels per group"),
+          [kg, vec_pos, oc_pos](std::span<const int64_t> v) {
+            return kg % (v[static_cast<size_t>(vec_pos)] * v[static_cast<size_t>(oc_pos)]) == 0;
+          });
+    }
   }
 
-  std::string name() const override { return "conv2d_nchwc"; }
+  std::string name() const override { return groups_ > 1 ? "group_conv2d_nchwc" : "conv2d_nchwc"; }
 
   ConvKnobs Knobs(const Config& c) const {
     ConvKnobs k;
@@ -107,7 +134,12 @@ class Conv2dNchwc : public TemplateBase {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const ConvKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
-    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
+    // kp: output channel blocks (all groups); cb: input channel blocks of one group.
+    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = cg_ / k.ic_bn;
+    // The input block index: with groups, output block ocb reads its group's input blocks.
+    const std::string in_block = groups_ == 1 ? absl::StrCat("n * ", cb, " + icb")
+                                              : absl::StrCat("n * ", w.c / k.ic_bn, " + (ocb / ",
+                                                             kg_ / k.oc_bn, ") * ", cb, " + icb");
     const int64_t sh = w.stride_h, sw = w.stride_w, dh = w.dilation_h, dw = w.dilation_w;
     const int64_t ohb = oh_ / k.oh_b, owb = ow_ / k.reg_n;
 
@@ -129,7 +161,7 @@ class Conv2dNchwc : public TemplateBase {
                            {Loop("rw", k.reg_n, LoopKind::kUnrolled, std::move(fma_body))}));
 
     const std::string in_ptr = absl::StrCat(
-        "const float* ip = data + (((n * ", cb, " + icb) * ", hp_, " + oh0 * ", sh, " + kh * ", dh,
+        "const float* ip = data + (((", in_block, ") * ", hp_, " + oh0 * ", sh, " + kh * ", dh,
         ") * ", wp_, " + ow0 * ", sw, " + ${kw} * ", dw, ") * ", k.ic_bn, ";");
     const std::string w_ptr =
         absl::StrCat("const float* wp = weight + (((ocb * ", cb, " + icb) * ", w.r, " + kh) * ",
@@ -234,8 +266,8 @@ class Conv2dNchwc : public TemplateBase {
   std::vector<BufferSpec> Buffers(const Config& config) const override {
     const ConvKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
-    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
-    return {{"data", {w.n, cb, hp_, wp_, k.ic_bn}, false},
+    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = cg_ / k.ic_bn;
+    return {{"data", {w.n, w.c / k.ic_bn, hp_, wp_, k.ic_bn}, false},
             {"weight", {kp, cb, w.r, w.s, k.ic_bn, k.oc_bn}, false},
             {"output", {w.n, kp, oh_, ow_, k.oc_bn}, true}};
   }
@@ -245,7 +277,7 @@ class Conv2dNchwc : public TemplateBase {
     LOOM_CHECK(natural.size() == 2);
     const ConvKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
-    const int64_t kp = CeilDiv(w.k, k.oc_bn), cb = w.c / k.ic_bn;
+    const int64_t cb_all = w.c / k.ic_bn, cb = cg_ / k.ic_bn;
     std::vector<BufferSpec> specs = Buffers(config);
     graph::Tensor data(graph::DType::kFloat32, specs[0].shape);
     graph::Tensor weight(graph::DType::kFloat32, specs[1].shape);
@@ -257,22 +289,23 @@ class Conv2dNchwc : public TemplateBase {
         for (int64_t h = 0; h < w.h; ++h)
           for (int64_t x0 = 0; x0 < w.w; ++x0) {
             const int64_t dst =
-                (((n * cb + c / k.ic_bn) * hp_ + h + w.pad_top) * wp_ + x0 + w.pad_left) * k.ic_bn +
+                (((n * cb_all + c / k.ic_bn) * hp_ + h + w.pad_top) * wp_ + x0 + w.pad_left) *
+                    k.ic_bn +
                 c % k.ic_bn;
             d[dst] = x[((n * w.c + c) * w.h + h) * w.w + x0];
           }
     float* p = weight.data<float>();
+    // Weight input channels are those of the output channel's group (cg_ of them).
     for (int64_t o = 0; o < w.k; ++o)
-      for (int64_t c = 0; c < w.c; ++c)
+      for (int64_t c = 0; c < cg_; ++c)
         for (int64_t r = 0; r < w.r; ++r)
           for (int64_t s = 0; s < w.s; ++s) {
             const int64_t dst =
                 ((((o / k.oc_bn * cb + c / k.ic_bn) * w.r + r) * w.s + s) * k.ic_bn + c % k.ic_bn) *
                     k.oc_bn +
                 o % k.oc_bn;
-            p[dst] = wt[((o * w.c + c) * w.r + r) * w.s + s];
+            p[dst] = wt[((o * cg_ + c) * w.r + r) * w.s + s];
           }
-    (void)kp;
     return {data, weight};
   }
 
@@ -312,16 +345,16 @@ class Conv2dNchwc : public TemplateBase {
         static_cast<double>((k.oh_b - 1) * w.stride_h + (w.r - 1) * w.dilation_h + 1);
     const double in_cols =
         static_cast<double>((k.reg_n - 1) * w.stride_w + (w.s - 1) * w.dilation_w + 1);
-    const double in_bytes = in_rows * in_cols * static_cast<double>(w.c) * 4;
-    const double w_bytes = static_cast<double>(w.c * w.r * w.s * k.oc_bn) * 4;
+    const double in_bytes = in_rows * in_cols * static_cast<double>(cg_) * 4;
+    const double w_bytes = static_cast<double>(cg_ * w.r * w.s * k.oc_bn) * 4;
     const double out_bytes = static_cast<double>(k.oh_b * k.reg_n * k.oc_bn) * 4;
-    const double flops = 2.0 * static_cast<double>(k.oh_b * k.reg_n * k.oc_bn * w.c * w.r * w.s);
+    const double flops = 2.0 * static_cast<double>(k.oh_b * k.reg_n * k.oc_bn * cg_ * w.r * w.s);
     f.push_back(static_cast<float>(k.oc_bn));
     f.push_back(static_cast<float>(accs));
     f.push_back(static_cast<float>(accs + static_cast<double>(k.oc_v) + 1));
     f.push_back(static_cast<float>(k.oh_b * k.reg_n));
     f.push_back(static_cast<float>(k.ic_bn));
-    f.push_back(static_cast<float>(w.c * w.r * w.s));
+    f.push_back(static_cast<float>(cg_ * w.r * w.s));
     f.push_back(static_cast<float>(w.n * kp * (oh_ / k.oh_b) * (ow_ / k.reg_n)));
     f.push_back(static_cast<float>(in_bytes));
     f.push_back(static_cast<float>(w_bytes));
@@ -333,12 +366,14 @@ class Conv2dNchwc : public TemplateBase {
   }
 
   Config DefaultConfig() const override {
-    const int64_t lanes = target_.VectorLanes();
-    const int64_t oc_v = workload_.k >= 2 * lanes ? 2 : 1;
+    // Grouped: the widest width dividing a group's output channels (the space's first).
+    const int64_t lanes = groups_ > 1 ? space_.knobs()[0].values.front() : target_.VectorLanes();
+    int64_t oc_v = kg_ >= 2 * lanes ? 2 : 1;
+    if (groups_ > 1 && kg_ % (oc_v * lanes) != 0) oc_v = 1;
     const int64_t max_regs = NumVectorRegisters() - oc_v - 1;
     const int64_t reg_n = LargestDivisorAtMost(ow_, std::min<int64_t>(max_regs / oc_v, 14));
     return ClosestConfig({{"vec", lanes},
-                          {"tile_ic", LargestDivisorAtMost(workload_.c, lanes)},
+                          {"tile_ic", LargestDivisorAtMost(cg_, lanes)},
                           {"tile_oc", oc_v},
                           {"tile_ow", reg_n},
                           {"tile_oh", 1},
@@ -351,6 +386,7 @@ class Conv2dNchwc : public TemplateBase {
 
  private:
   int64_t oh_ = 0, ow_ = 0, hp_ = 0, wp_ = 0;
+  int64_t groups_ = 1, cg_ = 0, kg_ = 0;  // groups, input and output channels per group
 };
 
 }  // namespace

@@ -3,6 +3,10 @@
 // Np = N rounded up to bn (unpack drops the padding columns). A tile_m x (bn/vec) accumulator
 // block stays in registers over a tile_k slice of K; rows left over by tile_m run in a smaller
 // tail block.
+//
+// batch_matmul (Y[b,M,N] = A[b,M,K] * B[b,K,N]) is the same template over a batch axis
+// (batch_matmul_pack): every batch has its own packed B, and the batch index is fused into the
+// parallel loop with the outer block loop. Records name it batch_matmul_pack.
 #include <algorithm>
 #include <cmath>
 
@@ -29,7 +33,10 @@ struct DenseKnobs {
 class DensePack : public TemplateBase {
  public:
   DensePack(const graph::Workload& w, const Target& t, const TemplateOptions& o)
-      : TemplateBase(w, t, o) {
+      : TemplateBase(w, t, o),
+        batched_(w.kind == graph::TaskKind::kBatchMatmul),
+        batch_(batched_ ? w.b : 1),
+        trans_b_(!batched_ && w.trans_b) {
     space_.AddKnob("vec", VectorWidthChoices());
     std::vector<int64_t> n_v;
     for (int64_t j = 1; j <= 4; ++j) {
@@ -56,7 +63,7 @@ class DensePack : public TemplateBase {
                           [](std::span<const int64_t> v) { return v[0] * v[1] + v[1] + v[0]; });
   }
 
-  std::string name() const override { return "dense_pack"; }
+  std::string name() const override { return batched_ ? "batch_matmul_pack" : "dense_pack"; }
 
   DenseKnobs Knobs(const Config& c) const {
     DenseKnobs k;
@@ -122,11 +129,15 @@ class DensePack : public TemplateBase {
              {Loop("j", k.n_v, LoopKind::kUnrolled,
                    {codegen::VecStore(absl::StrCat("op + ${r} * ", np, " + ${j} * ", k.vec),
                                       "acc_${r}_${j}")})}));
+    // Batched: `bi` (set by the parallel loop) selects the batch's matrices.
+    const std::string x_batch = batched_ ? absl::StrCat("bi * ", w.m * w.k, " + ") : "";
+    const std::string w_batch = batched_ ? absl::StrCat("bi * ", np * w.k, " + ") : "";
+    const std::string o_batch = batched_ ? absl::StrCat("bi * ", w.m * np, " + ") : "";
     return codegen::Block(
         {Raw(absl::StrCat("const int64_t m0 = mb * ", k.tile_m, ";")),
-         Raw(absl::StrCat("const float* xp = data + m0 * ", w.k, ";")),
-         Raw(absl::StrCat("const float* wp = weight + nb * ", w.k * k.bn, ";")),
-         Raw(absl::StrCat("float* op = output + m0 * ", np, " + nb * ", k.bn, ";")),
+         Raw(absl::StrCat("const float* xp = data + ", x_batch, "m0 * ", w.k, ";")),
+         Raw(absl::StrCat("const float* wp = weight + ", w_batch, "nb * ", w.k * k.bn, ";")),
+         Raw(absl::StrCat("float* op = output + ", o_batch, "m0 * ", np, " + nb * ", k.bn, ";")),
          Loop("kb", w.k / k.tile_k, LoopKind::kSerial, std::move(kb_body))});
   }
 
@@ -140,8 +151,9 @@ class DensePack : public TemplateBase {
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config,
                                          const Epilogue& epilogue) const override {
-    if (epilogue.residual) {
-      return absl::UnimplementedError("dense_pack cannot fuse a residual input");
+    if (epilogue.residual || (batched_ && !epilogue.empty())) {
+      return absl::UnimplementedError(
+          absl::StrCat(name(), batched_ ? " fuses no epilogue" : " cannot fuse a residual input"));
     }
     return EmitImpl(config, epilogue);
   }
@@ -174,8 +186,18 @@ class DensePack : public TemplateBase {
     kernel.globals = EpilogueGlobals(ep, k.vec);
     kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
     kernel.body = FaultPrologue(config);
-    kernel.body.push_back(Loop(n_outer ? "nb" : "mb", n_outer ? nb : mblocks, LoopKind::kParallel,
-                               {std::move(inner)}));
+    const std::string outer_var = n_outer ? "nb" : "mb";
+    const int64_t outer_extent = n_outer ? nb : mblocks;
+    if (!batched_) {
+      kernel.body.push_back(Loop(outer_var, outer_extent, LoopKind::kParallel, {std::move(inner)}));
+    } else {
+      // The batch and the outer block loop form one parallel loop.
+      kernel.body.push_back(
+          Loop("p", batch_ * outer_extent, LoopKind::kParallel,
+               {Raw(absl::StrCat("const int64_t bi = p / ", outer_extent, ";")),
+                Raw(absl::StrCat("const int64_t ", outer_var, " = p % ", outer_extent, ";")),
+                std::move(inner)}));
+    }
     for (Stmt& s : FaultEpilogue(config, "output")) kernel.body.push_back(std::move(s));
     LOOM_ASSIGN_OR_RETURN(std::string code, codegen::PrintCpp(kernel));
     return MakeSource(std::move(code));
@@ -184,6 +206,11 @@ class DensePack : public TemplateBase {
   std::vector<BufferSpec> Buffers(const Config& config) const override {
     const DenseKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
+    if (batched_) {
+      return {{"data", {batch_, w.m, w.k}, false},
+              {"weight", {batch_, PaddedN(k) / k.bn, w.k, k.bn}, false},
+              {"output", {batch_, w.m, PaddedN(k)}, true}};
+    }
     return {{"data", {w.m, w.k}, false},
             {"weight", {PaddedN(k) / k.bn, w.k, k.bn}, false},
             {"output", {w.m, PaddedN(k)}, true}};
@@ -195,12 +222,15 @@ class DensePack : public TemplateBase {
     const DenseKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
     graph::Tensor weight(graph::DType::kFloat32, Buffers(config)[1].shape);
-    const float* src = natural[1].data<float>();
-    float* p = weight.data<float>();
-    for (int64_t n = 0; n < w.n; ++n)
-      for (int64_t kk = 0; kk < w.k; ++kk)
-        p[(n / k.bn * w.k + kk) * k.bn + n % k.bn] =
-            w.trans_b ? src[n * w.k + kk] : src[kk * w.n + n];
+    const int64_t packed = PaddedN(k) * w.k;  // floats per batch
+    for (int64_t bi = 0; bi < batch_; ++bi) {
+      const float* src = natural[1].data<float>() + bi * w.n * w.k;
+      float* p = weight.data<float>() + bi * packed;
+      for (int64_t n = 0; n < w.n; ++n)
+        for (int64_t kk = 0; kk < w.k; ++kk)
+          p[(n / k.bn * w.k + kk) * k.bn + n % k.bn] =
+              trans_b_ ? src[n * w.k + kk] : src[kk * w.n + n];
+    }
     return {natural[0].Clone(), weight};
   }
 
@@ -208,15 +238,26 @@ class DensePack : public TemplateBase {
     const DenseKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
     const int64_t np = PaddedN(k);
-    graph::Tensor y(graph::DType::kFloat32, {w.m, w.n});
-    for (int64_t m = 0; m < w.m; ++m)
-      for (int64_t n = 0; n < w.n; ++n)
-        y.data<float>()[m * w.n + n] = output.data<float>()[m * np + n];
+    graph::Tensor y(graph::DType::kFloat32,
+                    batched_ ? graph::Shape{batch_, w.m, w.n} : graph::Shape{w.m, w.n});
+    for (int64_t bi = 0; bi < batch_; ++bi)
+      for (int64_t m = 0; m < w.m; ++m)
+        for (int64_t n = 0; n < w.n; ++n)
+          y.data<float>()[(bi * w.m + m) * w.n + n] = output.data<float>()[(bi * w.m + m) * np + n];
     return y;
   }
 
   graph::Tensor Reference(const std::vector<graph::Tensor>& natural) const override {
     const graph::Workload& w = workload_;
+    if (batched_) {
+      graph::Tensor y(graph::DType::kFloat32, {batch_, w.m, w.n});
+      for (int64_t bi = 0; bi < batch_; ++bi) {
+        kernels::MatMul(w.m, w.n, w.k, natural[0].data<float>() + bi * w.m * w.k,
+                        natural[1].data<float>() + bi * w.k * w.n,
+                        y.data<float>() + bi * w.m * w.n);
+      }
+      return y;
+    }
     graph::Tensor y(graph::DType::kFloat32, {w.m, w.n});
     if (w.trans_b) {
       kernels::Dense(w.m, w.n, w.k, natural[0].data<float>(), natural[1].data<float>(), nullptr,
@@ -230,6 +271,7 @@ class DensePack : public TemplateBase {
 
   std::vector<graph::Shape> NaturalInputShapes() const override {
     const graph::Workload& w = workload_;
+    if (batched_) return {{batch_, w.m, w.k}, {batch_, w.k, w.n}};
     if (w.trans_b) return {{w.m, w.k}, {w.n, w.k}};
     return {{w.m, w.k}, {w.k, w.n}};
   }
@@ -274,6 +316,11 @@ class DensePack : public TemplateBase {
                           {"order", 0},
                           {"fault", 0}});
   }
+
+ private:
+  const bool batched_;   // batch_matmul: a batch axis over independent products
+  const int64_t batch_;  // 1 for dense
+  const bool trans_b_;   // dense with B given as [N, K]
 };
 
 }  // namespace

@@ -53,9 +53,12 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
         return cuda ? internal::MakeCudaDepthwiseConv2d(w, target, options)
                     : internal::MakeDepthwiseConv2dNchwc(w, target, options);
       }
-      return absl::UnimplementedError(
-          absl::StrCat("no template for grouped convolution ", key,
-                       " (only groups == 1, or depthwise with groups == C == K)"));
+      if (cuda) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for grouped convolution ", key,
+                         " (only groups == 1, or depthwise with groups == C == K)"));
+      }
+      return internal::MakeConv2dNchwc(w, target, options);  // group_conv2d_nchwc
     }
     case graph::TaskKind::kDense:
       if (w.m < 1 || w.n < 1 || w.k < 1) {
@@ -68,7 +71,13 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       return cuda ? internal::MakeCudaDense(w, target, options)
                   : internal::MakeDensePack(w, target, options);
     case graph::TaskKind::kBatchMatmul:
-      return absl::UnimplementedError(absl::StrCat("no template for batch_matmul yet: ", key));
+      if (w.b < 1 || w.m < 1 || w.n < 1 || w.k < 1) {
+        return absl::InvalidArgumentError(absl::StrCat("invalid batch_matmul workload ", key));
+      }
+      if (cuda) {
+        return absl::UnimplementedError(absl::StrCat("no cuda template for batch_matmul: ", key));
+      }
+      return internal::MakeDensePack(w, target, options);  // batch_matmul_pack
   }
   return absl::UnimplementedError(absl::StrCat("no template for ", key));
 }

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -42,6 +43,16 @@ graph::Workload Conv(int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int6
   wl.pad_top = wl.pad_left = wl.pad_bottom = wl.pad_right = pad;
   wl.dilation_h = wl.dilation_w = dilation;
   wl.groups = groups;
+  return wl;
+}
+
+graph::Workload BatchMatmul(int64_t b, int64_t m, int64_t n, int64_t k) {
+  graph::Workload wl;
+  wl.kind = graph::TaskKind::kBatchMatmul;
+  wl.b = b;
+  wl.m = m;
+  wl.n = n;
+  wl.k = k;
   return wl;
 }
 
@@ -104,7 +115,28 @@ std::vector<Case> Cases() {
       {"depthwise3x3_stride2_odd_c", Conv(20, 9, 9, 20, 3, 2, 1, 20)},
       {"dense_trans_b_odd", Dense(7, 37, 45, true)},
       {"dense_matmul", Dense(2, 100, 64, false)},
+      // Grouped: 8 channels per group (vec 8), 2 per group (ResNeXt-like, vec 1), odd sizes with
+      // stride 2 (4 outputs per group: vec 4), and a channel multiplier (groups == C, K == 2C).
+      {"grouped_g2", Conv(16, 10, 10, 16, 3, 1, 1, 2)},
+      {"grouped_g32_resnext", Conv(64, 8, 8, 64, 3, 1, 1, 32)},
+      {"grouped_odd_stride2", Conv(6, 7, 9, 12, 3, 2, 1, 3)},
+      {"grouped_multiplier", Conv(4, 6, 6, 8, 3, 1, 1, 4)},
+      {"batch_matmul_odd", BatchMatmul(3, 5, 37, 19)},
+      {"batch_matmul", BatchMatmul(2, 16, 64, 64)},
   };
+}
+
+// The config with the given knob values (others: first choice). Precondition: values exist.
+Config ClosestIndex(const ConfigSpace& space,
+                    const std::vector<std::pair<std::string, int64_t>>& wanted) {
+  std::vector<int64_t> choices(space.knobs().size(), 0);
+  for (const auto& [name, value] : wanted) {
+    const int k = space.KnobIndex(name);
+    const auto& values = space.knobs()[static_cast<size_t>(k)].values;
+    choices[static_cast<size_t>(k)] =
+        std::find(values.begin(), values.end(), value) - values.begin();
+  }
+  return space.FromChoices(choices);
 }
 
 // The default config plus `samples` seeded random configs that instantiate.
@@ -223,15 +255,11 @@ TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
             "depthwise_conv2d_nchwc");
   EXPECT_EQ((*MakeTemplate(Dense(1, 8, 8, true), target))->name(), "dense_pack");
 
-  auto grouped = MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 2), target);
-  EXPECT_EQ(grouped.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(grouped.status().message(), HasSubstr("grouped convolution"));
-
-  graph::Workload bmm;
-  bmm.kind = graph::TaskKind::kBatchMatmul;
-  bmm.b = 2;
-  bmm.m = bmm.n = bmm.k = 8;
-  EXPECT_EQ(MakeTemplate(bmm, target).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 2), target))->name(), "group_conv2d_nchwc");
+  EXPECT_EQ((*MakeTemplate(BatchMatmul(2, 8, 8, 8), target))->name(), "batch_matmul_pack");
+  auto bad_bmm = MakeTemplate(BatchMatmul(0, 8, 8, 8), target);
+  EXPECT_EQ(bad_bmm.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_bmm.status().message(), HasSubstr("invalid batch_matmul"));
 
   Target other = target;
   other.kind = "opencl";
@@ -240,6 +268,30 @@ TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
 
   graph::Workload bad = Conv(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input
   EXPECT_EQ(MakeTemplate(bad, target).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
+  // 32 groups of 4 channels (ResNeXt-50's first stage): widths 4 and 1 only, and every valid
+  // config's oc_bn divides the 4 output channels of a group.
+  auto t = MakeTemplate(Conv(128, 14, 14, 128, 3, 1, 1, 32), HostCpuTarget());
+  ASSERT_TRUE(t.ok()) << t.status();
+  const ConfigSpace& space = (*t)->space();
+  EXPECT_EQ(space.knobs()[0].values, (std::vector<int64_t>{4, 1}));
+  EXPECT_EQ(space.knobs()[1].values, (std::vector<int64_t>{1, 2, 4}));  // tile_ic: divisors of 4
+  int64_t valid = 0;
+  for (int64_t i = 0; i < space.size(); ++i) {
+    const Config c{i};
+    const int64_t oc_bn = space.Value(c, "vec") * space.Value(c, "tile_oc");
+    if (!space.IsValid(c)) continue;
+    ++valid;
+    EXPECT_EQ(4 % oc_bn, 0) << space.ToJson(c);
+  }
+  EXPECT_GT(valid, 0);
+  EXPECT_TRUE(space.IsValid((*t)->DefaultConfig()));
+  absl::Status st = space.Validate(
+      ClosestIndex(space, {{"vec", 4}, {"tile_oc", 2}, {"tile_ow", 1}, {"tile_oh", 1}}));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("output channels per group"));
 }
 
 TEST(TemplatesTest, AvxTwoAndGenericTargetsEmitCode) {
