@@ -1,19 +1,24 @@
 // `loom experiment SPEC.yaml -o DIR`: runs the spec's tuning jobs under each setup (each job
 // alone, then all at once under each policy) in the embedded engine, without a person watching,
-// and writes DIR/results.csv and DIR/results.json (experiment/runner.h).
+// and writes DIR/results.csv, results.json, gantt-<setup>.svg, simulation.csv, sim.yaml and
+// report.html (experiment/runner.h).
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
 #include "loom/engine/engine.h"
+#include "loom/experiment/report.h"
 #include "loom/experiment/runner.h"
 #include "loom/experiment/spec.h"
 #include "loom/graph/tasks.h"
@@ -29,8 +34,8 @@ namespace {
 struct ExperimentOptions {
   std::string spec;
   std::string out_dir;
-  std::string db;  // empty: DIR/records.db
-  double run_timeout = 10;
+  std::string db;          // empty: DIR/records.db
+  double run_timeout = 0;  // 0: the spec's run_timeout_s
   double progress_seconds = 10;
 };
 
@@ -60,13 +65,21 @@ void RunExperimentCommand(const ExperimentOptions& o) {
       spec->cpu_slots > 0 ? spec->cpu_slots : static_cast<int>(layout.cpu_cores.size());
   ro.engine.build_slots = spec->build_slots > 0 ? spec->build_slots : std::max(1, layout.cpu_slots);
   ro.engine.progress_interval = absl::Seconds(o.progress_seconds);
-  const double run_timeout = o.run_timeout;
-  ro.engine.make_measurer = [run_timeout](const std::vector<int>& cores) {
-    tune::MeasureOptions mo;
+  tune::MeasureOptions measure;
+  measure.min_repeat_ms = spec->min_repeat_ms;
+  measure.repeat = spec->repeat;
+  measure.timeout = absl::Seconds(o.run_timeout > 0 ? o.run_timeout : spec->run_timeout_s);
+  ro.engine.make_measurer = [measure](const std::vector<int>& cores) {
+    tune::MeasureOptions mo = measure;
     mo.cores = cores;
-    mo.timeout = absl::Seconds(run_timeout);
     return tune::MakeLocalMeasurer(mo);
   };
+  ro.distortion_samples = spec->distortion_samples;
+  ro.distortion_seed = spec->distortion_seed;
+  ro.latency_runs = spec->latency_runs;
+  ro.latency_min_seconds = spec->latency_min_seconds;
+  ro.simulate = spec->simulate;
+  ro.on_note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   ro.on_progress = [](const std::string& setup, const engine::EngineProgress& p) {
     std::string line = absl::StrFormat("[%s %.0fs]", setup, absl::ToDoubleSeconds(p.elapsed));
     for (const auto& j : p.jobs) {
@@ -81,6 +94,8 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   };
 
   std::vector<engine::EngineJob> jobs;
+  // The jobs' models, kept for the final-latency measurement (ro.models points into it).
+  std::vector<std::unique_ptr<graph::Graph>> models;
   std::set<std::string> ids;
   for (size_t i = 0; i < spec->jobs.size(); ++i) {
     const experiment::ExperimentJobSpec& js = spec->jobs[i];
@@ -117,6 +132,8 @@ void RunExperimentCommand(const ExperimentOptions& o) {
       job.name = absl::StrCat(job.name, "#", i + 1);
     }
     jobs.push_back(std::move(job));
+    models.push_back(std::make_unique<graph::Graph>(std::move(loaded->graph)));
+    ro.models.push_back(models.back().get());
   }
   const std::string db = o.db.empty() ? absl::StrCat(o.out_dir, "/records.db") : o.db;
   std::error_code ec;
@@ -126,16 +143,53 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   FailIfError(store.status());
   auto results = experiment::RunExperiment(jobs, spec->setups, ro, store->get());
   FailIfError(results.status());
-  FailIfError(experiment::WriteResults(*results, o.out_dir));
+  experiment::ReportContext context;
+  context.name = spec->name;
+  {
+    std::ifstream f(o.spec);
+    std::stringstream text;
+    text << f.rdbuf();
+    context.spec_text = text.str();
+  }
+  context.command = absl::StrCat("loom experiment ", o.spec, " -o ", o.out_dir);
+  context.machine = absl::StrCat(
+      ncpu, " cores; device cpu:", absl::StrJoin(layout.device_cores, ","),
+      " (lends its cores to CPU stages between measurements); ", layout.cpu_slots,
+      " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ", ro.engine.build_slots,
+      " slot(s) per build; min_repeat_ms ", measure.min_repeat_ms, ", repeat ", measure.repeat);
+  context.device_cores = layout.device_cores;
+  FailIfError(experiment::WriteResults(*results, o.out_dir, context));
 
-  std::printf("experiment %s: %zu jobs, results in %s\n", spec->name.c_str(), jobs.size(),
-              o.out_dir.c_str());
-  std::printf("%-14s %11s %13s %9s %9s %12s\n", "setup", "makespan s", "lower bound s", "device %",
-              "cpu %", "device-hours");
-  for (const auto& r : *results) {
-    std::printf("%-14s %11.1f %13.1f %9.0f %9.0f %12.4f\n", r.setup.c_str(), r.makespan_s,
-                r.lower_bound_s, r.device_utilization * 100, r.cpu_utilization * 100,
-                r.device_hours);
+  const experiment::SetupResult* seq = experiment::SequentialReference(*results);
+  auto sim_ratio = [&](const std::string& setup) {
+    for (const auto& row : results->simulation) {
+      if (row.setup == setup) return row.ratio;
+    }
+    return 0.0;
+  };
+  std::printf("experiment %s: %zu jobs, results in %s (report.html)\n", spec->name.c_str(),
+              jobs.size(), o.out_dir.c_str());
+  std::printf("%-13s %10s %7s %8s %8s %6s %11s %11s %9s\n", "setup", "makespan s", "/seq",
+              "bound s", "/bound", "dev %", "distortion", "dev-hours", "sim/real");
+  for (const auto& r : results->setups) {
+    const double vs_seq =
+        seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : 0;
+    const double vs_lb = r.lower_bound_s > 0 ? r.makespan_s / r.lower_bound_s : 0;
+    std::printf("%-13s %10.1f %7.3f %8.1f %8.3f %6.0f %10.2f%% %11.4f %9.3f\n", r.setup.c_str(),
+                r.makespan_s, vs_seq, r.lower_bound_s, vs_lb, r.device_utilization * 100,
+                r.distortion_median * 100, r.device_hours, sim_ratio(r.setup));
+  }
+  std::printf("%-13s %-22s %10s %16s %11s\n", "setup", "job", "time s", "final latency ms",
+              "distortion");
+  for (const auto& r : results->setups) {
+    for (const auto& j : r.jobs) {
+      std::printf("%-13s %-22s %10.1f %16.3f %10.2f%%%s%s\n", r.setup.c_str(), j.name.c_str(),
+                  j.seconds, j.final_latency_ms, j.distortion_median * 100,
+                  j.error.empty() ? "" : "  error: ", j.error.c_str());
+    }
+  }
+  if (!results->simulation_error.empty()) {
+    std::printf("simulator check: %s\n", results->simulation_error.c_str());
   }
 }
 
@@ -146,11 +200,14 @@ void RegisterExperimentCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "experiment", "Run the same tuning jobs under each setup and write the comparison");
   cmd->add_option("SPEC", o->spec, "Experiment spec (YAML)")->required();
-  cmd->add_option("-o,--out", o->out_dir, "Output directory (results.csv, results.json)")
+  cmd->add_option("-o,--out", o->out_dir,
+                  "Output directory (results.csv/json, gantt-<setup>.svg, simulation.csv, "
+                  "report.html)")
       ->required();
   cmd->add_option("--db", o->db, "Record database (default: DIR/records.db)");
   cmd->add_option("--run-timeout", o->run_timeout,
-                  "Seconds a candidate may run past its expected time before it counts as hung")
+                  "Seconds a candidate may run past its expected time before it counts as hung "
+                  "(default: the spec's run_timeout_s)")
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines")
       ->check(CLI::Range(0.1, 3600.0));

@@ -1,19 +1,30 @@
 // The experiment runner: runs the same tuning jobs under each setup (each job alone on the
 // machine, then all at once under `uncontrolled`, `interleaved`, `predictive`, ...) in the
-// embedded engine, one setup after another, and writes the comparison (results.csv,
-// results.json). Called by `loom experiment` (cli/experiment_command.cc).
+// embedded engine, one setup after another, without a person watching. After each setup it
+// re-measures a sample of each job's candidates alone (measurement distortion) and times each
+// job's model compiled with its records alone (final latency); at the end it feeds the stage
+// traces to the simulator. Writes results.csv, results.json, gantt-<setup>.svg, simulation.csv,
+// sim.yaml and report.html. Called by `loom experiment` (cli/experiment_command.cc).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "loom/engine/engine.h"
+#include "loom/experiment/distortion.h"
+#include "loom/experiment/sim_check.h"
+#include "loom/graph/graph.h"
+#include "loom/sim/spec.h"
 #include "loom/tune/record_store.h"
 
 namespace loom::experiment {
+
+inline constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
 
 struct SetupJobResult {
   std::string name;
@@ -22,6 +33,12 @@ struct SetupJobResult {
   double tuned_latency_ms = 0;  // sum over its tuned tasks of best cost x occurrences
   int64_t records = 0;
   std::string error;  // empty when the job succeeded
+  // The whole model compiled with this job's records only, timed alone on the device cores.
+  double final_latency_ms = kNotMeasured;
+  std::string latency_error;
+  // A sample of its candidates measured again alone after the setup.
+  std::vector<DistortionSample> distortion;
+  double distortion_median = kNotMeasured;
 };
 
 struct SetupResult {
@@ -36,22 +53,65 @@ struct SetupResult {
   // shared setups one machine for the makespan.
   double device_hours = 0;
   std::vector<SetupJobResult> jobs;
+  double distortion_median = kNotMeasured;  // over every job's samples
+  // The run itself (stage traces). "dedicated": the jobs' runs one after another in one result,
+  // job i's traces with job index i.
+  engine::EngineResult run;
+};
+
+struct ExperimentResult {
+  std::vector<SetupResult> setups;
+  // The simulator check: one row per setup; empty when off or impossible (simulation_error).
+  std::vector<SimulationRow> simulation;
+  std::string simulation_source;  // the setup whose traces gave the stage durations
+  std::string simulation_error;
+  sim::SimSpec sim_spec;
 };
 
 struct RunnerOptions {
-  // Layout, build slots and factories; the policy is set per setup.
+  // Layout, build slots and factories; the policy is set per setup. The distortion re-measure
+  // uses the same factories (a fresh builder and measurer, so the same measure options).
   engine::EngineOptions engine;
   std::function<void(const std::string& setup, const engine::EngineProgress&)> on_progress;
+  // Lines about the steps between runs ("re-measuring ...").
+  std::function<void(const std::string& line)> on_note;
+  // Per job (same order), its whole model for the final latency; null or missing: not measured.
+  std::vector<const graph::Graph*> models;
+  int distortion_samples = 8;  // per job and setup; 0: off
+  uint64_t distortion_seed = 1;
+  int latency_runs = 20;  // 0: off
+  double latency_min_seconds = 1.0;
+  bool simulate = true;
 };
 
 // Runs `jobs` under every setup ("dedicated" or a policy name). Each setup's job ids get
 // "@<setup>" appended and transfer is off, so no setup learns from another's records.
-absl::StatusOr<std::vector<SetupResult>> RunExperiment(const std::vector<engine::EngineJob>& jobs,
-                                                       const std::vector<std::string>& setups,
-                                                       const RunnerOptions& options,
-                                                       tune::RecordStore* store);
+absl::StatusOr<ExperimentResult> RunExperiment(const std::vector<engine::EngineJob>& jobs,
+                                               const std::vector<std::string>& setups,
+                                               const RunnerOptions& options,
+                                               tune::RecordStore* store);
 
-// Writes DIR/results.csv (one row per setup and job) and DIR/results.json; creates DIR.
-absl::Status WriteResults(const std::vector<SetupResult>& results, const std::string& dir);
+// Fills the simulator check of `result` from its setups' traces (the dedicated run's when there
+// is one, else the first setup's). Called by RunExperiment when options.simulate.
+void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result);
+
+// Metrics of one setup from its run (makespan, utilizations, lower bound, device-hours, per-job
+// rows). `alone_runs` (dedicated) are the jobs' own runs, merged into one timeline.
+SetupResult SummarizeShared(const std::string& setup, const engine::EngineResult& run);
+SetupResult SummarizeDedicated(const std::vector<engine::EngineResult>& alone_runs);
+
+// What report.html says about where the results came from.
+struct ReportContext {
+  std::string name = "experiment";
+  std::string spec_text;  // the YAML as given
+  std::string command;    // how it was run
+  std::string machine;    // e.g. "2 cores; device cpu:1; builds on core 0"
+  std::vector<int> device_cores;
+};
+
+// Writes into DIR (created): results.csv (one row per setup and job), results.json,
+// gantt-<setup>.svg, simulation.csv and sim.yaml (when simulated), report.html.
+absl::Status WriteResults(const ExperimentResult& result, const std::string& dir,
+                          const ReportContext& context = {});
 
 }  // namespace loom::experiment

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -79,17 +80,28 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   }
   auto store = tune::OpenSqliteRecordStore(":memory:");
   ASSERT_TRUE(store.ok());
-  auto results =
+  options.distortion_samples = 3;
+  auto experiment =
       RunExperiment(jobs, {"dedicated", "interleaved", "uncontrolled"}, options, store->get());
-  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_TRUE(experiment.ok()) << experiment.status();
+  const std::vector<SetupResult>* results = &experiment->setups;
   ASSERT_EQ(results->size(), 3u);
   const SetupResult& dedicated = (*results)[0];
   EXPECT_EQ(dedicated.setup, "dedicated");
   ASSERT_EQ(dedicated.jobs.size(), 2u);
   // Alone, the jobs' times add up to the setup's makespan.
   EXPECT_NEAR(dedicated.makespan_s, dedicated.jobs[0].seconds + dedicated.jobs[1].seconds, 0.05);
+  // The dedicated timeline holds both jobs' stages, the second job's with index 1.
+  int second = 0;
+  for (const engine::StageTrace& t : dedicated.run.traces) second += t.job == 1;
+  EXPECT_GT(second, 0);
+  EXPECT_EQ(dedicated.run.jobs.size(), 2u);
   for (const SetupResult& r : *results) {
     EXPECT_GT(r.makespan_s, 0);
+    // 8 trials in rounds of 4: propose, build, measure, update twice per job.
+    EXPECT_EQ(r.run.traces.size(), 16u) << r.setup;
+    // The fake measurer gives each config the same cost in the run and alone.
+    EXPECT_DOUBLE_EQ(r.distortion_median, 0) << r.setup;
     EXPECT_GE(r.makespan_s, r.lower_bound_s * 0.99);
     EXPECT_GT(r.device_utilization, 0);
     EXPECT_LE(r.device_utilization, 1.01);
@@ -100,12 +112,19 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
       auto n = (*store)->Count({.job_id = j.job_id});
       ASSERT_TRUE(n.ok());
       EXPECT_EQ(*n, 8) << j.job_id;
+      EXPECT_EQ(j.distortion.size(), 3u);
+      EXPECT_TRUE(std::isnan(j.final_latency_ms));  // no model given
     }
   }
+  // The simulator check ran on the dedicated traces, one row per setup.
+  EXPECT_EQ(experiment->simulation_source, "dedicated");
+  ASSERT_EQ(experiment->simulation.size(), 3u) << experiment->simulation_error;
+  EXPECT_EQ(experiment->simulation[0].policy, "sequential");
+  EXPECT_GT(experiment->simulation[1].simulated_s, 0);
   EXPECT_EQ((*results)[1].jobs[0].job_id, "job0@interleaved");
 
   const std::string dir = absl::StrCat(::testing::TempDir(), "/loom_experiment_", getpid());
-  ASSERT_TRUE(WriteResults(*results, dir).ok());
+  ASSERT_TRUE(WriteResults(*experiment, dir, {.name = "unit", .device_cores = {1}}).ok());
   std::ifstream csv(dir + "/results.csv");
   std::string line;
   int lines = 0;
@@ -115,10 +134,28 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   EXPECT_EQ(lines, 6);  // 3 setups x 2 jobs
   std::ifstream js(dir + "/results.json");
   nlohmann::json j = nlohmann::json::parse(js);
-  ASSERT_EQ(j.size(), 3u);
-  EXPECT_EQ(j[2]["setup"], "uncontrolled");
-  EXPECT_EQ(j[2]["jobs"].size(), 2u);
+  ASSERT_EQ(j["setups"].size(), 3u);
+  EXPECT_EQ(j["setups"][2]["setup"], "uncontrolled");
+  EXPECT_EQ(j["setups"][2]["jobs"].size(), 2u);
+  EXPECT_EQ(j["setups"][2]["jobs"][0]["distortion"].size(), 3u);
+  EXPECT_EQ(j["simulation"]["rows"].size(), 3u);
+  for (const char* f : {"gantt-dedicated.svg", "gantt-interleaved.svg", "gantt-uncontrolled.svg",
+                        "simulation.csv", "sim.yaml", "report.html"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
+  }
   std::filesystem::remove_all(dir);
+}
+
+TEST(ExperimentRunnerTest, NeedsJobsAndAStore) {
+  RunnerOptions options;
+  auto none = RunExperiment({}, {"interleaved"}, options, nullptr);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("at least one job"));
+  engine::EngineJob j;
+  j.name = "m";
+  auto no_store = RunExperiment({j}, {"interleaved"}, options, nullptr);
+  EXPECT_EQ(no_store.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_store.status().message(), HasSubstr("record store"));
 }
 
 }  // namespace

@@ -74,13 +74,24 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
     return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
   }
   LOOM_RETURN_IF_ERROR(
-      CheckKeys(root, "", {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots"}));
+      CheckKeys(root, "",
+                {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots",
+                 "min_repeat_ms", "repeat", "run_timeout_s", "distortion_samples",
+                 "distortion_seed", "latency_runs", "latency_min_seconds", "simulate"}));
   ExperimentSpec spec;
   LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "device_cores", &spec.device_cores));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "cpu_slots", &spec.cpu_slots));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "build_slots", &spec.build_slots));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "min_repeat_ms", &spec.min_repeat_ms));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "repeat", &spec.repeat));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "run_timeout_s", &spec.run_timeout_s));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_samples", &spec.distortion_samples));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_seed", &spec.distortion_seed));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_runs", &spec.latency_runs));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_min_seconds", &spec.latency_min_seconds));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "simulate", &spec.simulate));
   const std::set<std::string> known = {"dedicated", "sequential", "uncontrolled", "interleaved",
                                        "predictive"};
   if (spec.setups.empty()) return Error("setups", "needs at least one setup");
@@ -93,6 +104,23 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   }
   if (spec.cpu_slots < 0) return Error("cpu_slots", "must be >= 0");
   if (spec.build_slots < 0) return Error("build_slots", "must be >= 0");
+  if (spec.min_repeat_ms < 0) return Error("min_repeat_ms", "must be >= 0");
+  if (spec.repeat < 1) return Error("repeat", "must be >= 1");
+  if (!(spec.run_timeout_s > 0)) return Error("run_timeout_s", "must be > 0");
+  if (spec.distortion_samples < 0) {
+    return Error("distortion_samples", "must be >= 0 (0 turns the re-measurement off)");
+  }
+  if (spec.latency_runs < 0) {
+    return Error("latency_runs", "must be >= 0 (0 turns the final-latency measurement off)");
+  }
+  if (!(spec.latency_min_seconds >= 0)) return Error("latency_min_seconds", "must be >= 0");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < spec.setups.size(); ++i) {
+    if (!seen.insert(spec.setups[i]).second) {
+      return Error(absl::StrCat("setups[", i, "]"),
+                   absl::StrCat("setup '", spec.setups[i], "' is listed twice"));
+    }
+  }
   YAML::Node jobs = root["jobs"];
   if (!jobs || !jobs.IsSequence() || jobs.size() == 0) {
     return Error("jobs", "needs a list of at least one job");

@@ -30,6 +30,21 @@ struct ExperimentSpec {
   std::vector<int> device_cores;  // empty: the last core
   int cpu_slots = 0;              // 0: one per core outside the device
   int build_slots = 0;            // 0: the CPU slots
+  // How every measurement of the experiment is taken (tuning, re-measures): tune::MeasureOptions.
+  int min_repeat_ms = 50;
+  int repeat = 3;
+  double run_timeout_s = 10;
+  // Measurement distortion: after each setup, up to this many of each job's measured candidates
+  // (a seeded choice) are measured again alone on the idle device. 0: off.
+  int distortion_samples = 8;
+  uint64_t distortion_seed = 1;
+  // Final latency: each job's model compiled with its best records and timed alone on the device
+  // cores, median over at least `latency_runs` runs lasting at least `latency_min_seconds`.
+  // latency_runs 0: off.
+  int latency_runs = 20;
+  double latency_min_seconds = 1.0;
+  // Feed the stage traces to the simulator and compare its makespan per policy.
+  bool simulate = true;
 };
 
 // kInvalidArgument naming the key path on unknown keys, bad values or no jobs.

@@ -49,5 +49,59 @@ TEST(ExperimentSpecTest, ErrorsNameTheKeyPath) {
   EXPECT_THAT(st.message(), HasSubstr("jobs[0].trials: must be >= 1"));
 }
 
+TEST(ExperimentSpecTest, MeasurementDistortionLatencyAndSimulationKeys) {
+  auto spec = ParseExperimentSpec(R"(
+min_repeat_ms: 100
+repeat: 5
+run_timeout_s: 4.5
+distortion_samples: 4
+distortion_seed: 9
+latency_runs: 30
+latency_min_seconds: 0.5
+simulate: false
+jobs:
+  - model: zoo:tiny_cnn
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->min_repeat_ms, 100);
+  EXPECT_EQ(spec->repeat, 5);
+  EXPECT_DOUBLE_EQ(spec->run_timeout_s, 4.5);
+  EXPECT_EQ(spec->distortion_samples, 4);
+  EXPECT_EQ(spec->distortion_seed, 9u);
+  EXPECT_EQ(spec->latency_runs, 30);
+  EXPECT_DOUBLE_EQ(spec->latency_min_seconds, 0.5);
+  EXPECT_FALSE(spec->simulate);
+  auto defaults = ParseExperimentSpec("jobs:\n  - model: zoo:tiny_cnn\n");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->min_repeat_ms, 50);
+  EXPECT_EQ(defaults->distortion_samples, 8);
+  EXPECT_TRUE(defaults->simulate);
+}
+
+TEST(ExperimentSpecTest, BadValuesNameTheKey) {
+  const std::string job = "jobs:\n  - model: zoo:x\n";
+  struct Case {
+    std::string yaml;
+    std::string message;
+  } cases[] = {
+      {"repeat: 0\n", "repeat: must be >= 1"},
+      {"min_repeat_ms: -1\n", "min_repeat_ms: must be >= 0"},
+      {"run_timeout_s: 0\n", "run_timeout_s: must be > 0"},
+      {"distortion_samples: -2\n", "distortion_samples: must be >= 0"},
+      {"latency_runs: -1\n", "latency_runs: must be >= 0"},
+      {"latency_min_seconds: -1\n", "latency_min_seconds: must be >= 0"},
+      {"simulate: maybe\n", "simulate: cannot read 'maybe'"},
+      {"setups: [interleaved, dedicated, interleaved]\n",
+       "setups[2]: setup 'interleaved' is listed twice"},
+      {"distortion: 3\n", "unknown key 'distortion' at distortion"},
+      {"setups: []\n", "setups: needs at least one setup"},
+  };
+  for (const Case& c : cases) {
+    auto st = ParseExperimentSpec(c.yaml + job).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.yaml;
+    EXPECT_THAT(st.message(), HasSubstr(c.message)) << c.yaml;
+  }
+}
+
 }  // namespace
 }  // namespace loom::experiment

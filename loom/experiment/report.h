@@ -1,0 +1,19 @@
+// report.html of an experiment: the spec, the goals of the thesis experiment checked against the
+// figures, the metrics per setup and per job, measurement distortion, final latencies, the
+// simulator comparison and the Gantt chart of every setup inlined. Self-contained (inline CSS and
+// SVG, no scripts). Called by WriteResults (runner.h).
+#pragma once
+
+#include <string>
+
+#include "loom/experiment/runner.h"
+
+namespace loom::experiment {
+
+std::string ReportHtml(const ExperimentResult& result, const ReportContext& context);
+
+// The makespan every setup is compared with: "dedicated" (the jobs alone, one after another),
+// else "sequential"; nullptr when neither was run.
+const SetupResult* SequentialReference(const ExperimentResult& result);
+
+}  // namespace loom::experiment
