@@ -174,16 +174,19 @@ TEST(TuneJobTest, UncoveredTasksAreSkippedWithTheirReason) {
   job.task = Options("job", 4);
   job.measure_default = true;
   std::vector<ProgressEvent> events;
-  auto outcomes =
-      RunTuneJob({ConvTask(), ConvTask(32, 32, 14, /*groups=*/4)}, job, store.get(), builder,
-                 measurer, [&](const ProgressEvent& e) { events.push_back(e); });
+  // An int8 convolution: no template covers it.
+  graph::Task int8 = ConvTask(32, 32, 14);
+  int8.workload.dtype = graph::DType::kInt8;
+  int8.key = graph::WorkloadKey(int8.workload);
+  auto outcomes = RunTuneJob({ConvTask(), int8}, job, store.get(), builder, measurer,
+                             [&](const ProgressEvent& e) { events.push_back(e); });
   ASSERT_TRUE(outcomes.ok()) << outcomes.status();
   ASSERT_EQ(outcomes->size(), 2u);
   EXPECT_EQ((*outcomes)[0].trials, 4);
   EXPECT_TRUE((*outcomes)[0].skipped_reason.empty());
   EXPECT_GT((*outcomes)[0].best_gflops, 0);
   EXPECT_TRUE(std::isfinite((*outcomes)[0].default_cost));
-  EXPECT_THAT((*outcomes)[1].skipped_reason, HasSubstr("grouped"));
+  EXPECT_THAT((*outcomes)[1].skipped_reason, HasSubstr("no template for dtype"));
   // The default config's measurement is stored beside the job's trials, not among them.
   EXPECT_EQ(*store->Count({.job_id = "job"}), 4);
   auto defaults = store->ForTask(ConvTask().key, ops::HostCpuTarget().Key(), "job#default");
