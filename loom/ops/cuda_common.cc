@@ -349,21 +349,35 @@ void CudaDirectTemplate::DefineSpace(bool split_f, bool split_y, bool split_x, b
   if (split_rx) space_.AddKnob(rx_knob_, SplitKnobValues(shape_.s, 2));
   space_.AddKnob("auto_unroll_max_step", {0, 512, 1500});
   space_.AddKnob("unroll_explicit", {0, 1});
+  // Tuners propose only configs the device can launch (most of a split space is not).
+  space_.AddConstraint(
+      absl::StrCat("threads, shared memory, registers and grid within the ", target_.cuda_arch,
+                   " limits"),
+      [this](std::span<const int64_t> values) {
+        return CheckDirectConvLimits(shape_, TilesFromValues(values), target_.cuda_limits).ok();
+      });
   MaybeAddFaultKnob();
 }
 
 DirectConvTiles CudaDirectTemplate::Tiles(const Config& config) const {
+  return TilesFromValues(space_.Values(config));
+}
+
+DirectConvTiles CudaDirectTemplate::TilesFromValues(std::span<const int64_t> values) const {
   DirectConvTiles t;
+  auto value = [&](const std::string& knob) {
+    return values[static_cast<size_t>(KnobPos(space_, knob))];
+  };
   auto split4 = [&](const std::string& knob, int64_t extent, std::array<int64_t, 4>& out) {
     out = {extent, 1, 1, 1};
     if (KnobPos(space_, knob) < 0) return;
-    const std::vector<int64_t> f = DecodeSplit(Knob(config, knob), 4);
+    const std::vector<int64_t> f = DecodeSplit(value(knob), 4);
     std::copy(f.begin(), f.end(), out.begin());
   };
   auto split2 = [&](const std::string& knob, int64_t extent, std::array<int64_t, 2>& out) {
     out = {extent, 1};
     if (KnobPos(space_, knob) < 0) return;
-    const std::vector<int64_t> f = DecodeSplit(Knob(config, knob), 2);
+    const std::vector<int64_t> f = DecodeSplit(value(knob), 2);
     out = {f[0], f[1]};
   };
   split4(f_knob_, shape_.k, t.f);
@@ -372,20 +386,22 @@ DirectConvTiles CudaDirectTemplate::Tiles(const Config& config) const {
   split2(rc_knob_, shape_.ReduceChannels(), t.rc);
   split2(ry_knob_, shape_.r, t.ry);
   split2(rx_knob_, shape_.s, t.rx);
-  t.auto_unroll_max_step = Knob(config, "auto_unroll_max_step");
-  t.unroll_explicit = Knob(config, "unroll_explicit") != 0;
+  t.auto_unroll_max_step = value("auto_unroll_max_step");
+  t.unroll_explicit = value("unroll_explicit") != 0;
   return t;
 }
 
 absl::Status CudaDirectTemplate::CheckValid(const Config& config) const {
-  LOOM_RETURN_IF_ERROR(CheckInSpace(config));
+  if (!space_.Contains(config)) return CheckInSpace(config);  // out of range: its message
+  // The device limits first: their message names the limit (the space constraint only says that
+  // one is exceeded).
   absl::Status st = CheckDirectConvLimits(shape_, Tiles(config), target_.cuda_limits);
   if (!st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(name(), ": config ", space_.ToJson(config),
                                                    " is invalid for ", target_.Key(), ": ",
                                                    st.message()));
   }
-  return absl::OkStatus();
+  return CheckInSpace(config);
 }
 
 absl::StatusOr<KernelSource> CudaDirectTemplate::Emit(const Config& config) const {

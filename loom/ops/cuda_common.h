@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,8 @@ class CudaDirectTemplate : public TemplateBase {
 
   // The tiling of `config` (knobs absent from the space keep DirectConvTiles' defaults).
   DirectConvTiles Tiles(const Config& config) const;
+  // The same from knob values in knob order (what space constraints see).
+  DirectConvTiles TilesFromValues(std::span<const int64_t> values) const;
   // OK when `config` is in the space and fits the target's limits; kInvalidArgument otherwise.
   absl::Status CheckValid(const Config& config) const;
 

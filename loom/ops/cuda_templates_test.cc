@@ -171,6 +171,24 @@ TEST(CudaTemplatesTest, InvalidConfigsAreRejectedBeforeBuilding) {
   EXPECT_EQ((*t)->Emit(Config{space.size()}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The space's constraint (what tuners consult before proposing) agrees with Emit on every layer:
+// tuners never spend a trial on a config the device cannot launch, and never skip a valid one.
+TEST(CudaTemplatesTest, SpaceValidityAgreesWithEmit) {
+  base::Rng rng(7);
+  for (const graph::Workload& w : ResNet18Workloads()) {
+    auto t = MakeTemplate(w, CudaTarget());
+    ASSERT_TRUE(t.ok()) << t.status();
+    int valid = 0;
+    for (int i = 0; i < 150; ++i) {
+      const Config c{rng.UniformInt(0, (*t)->space().size() - 1)};
+      const bool emits = (*t)->Emit(c).ok();
+      EXPECT_EQ((*t)->space().IsValid(c), emits) << graph::WorkloadKey(w) << " config " << c.index;
+      valid += emits ? 1 : 0;
+    }
+    EXPECT_GT(valid, 0) << graph::WorkloadKey(w);
+  }
+}
+
 TEST(CudaTemplatesTest, LaunchGeometryCoversTheOutput) {
   auto t = MakeTemplate(Conv(16, 14, 14, 32, 3, 2, 1, 1, 1, /*n=*/2), CudaTarget());
   ASSERT_TRUE(t.ok());
