@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -72,6 +73,16 @@ absl::Status ValidateLayout(const MachineLayout& layout) {
   if (layout.cpu_slots < 0) return absl::InvalidArgumentError("cpu_slots must be >= 0");
   if (layout.cpu_slots > 0 && layout.cpu_cores.empty()) {
     return absl::InvalidArgumentError("cpu_slots > 0 needs at least one CPU-stage core");
+  }
+  if (!layout.gpu.empty()) {
+    if (!absl::StartsWith(layout.gpu, "cuda:")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GPU device '", layout.gpu, "': expected cuda:N, e.g. cuda:0"));
+    }
+    if (layout.device_shares_cores) {
+      return absl::InvalidArgumentError(
+          "a GPU's launching cores lend no slots: set device_shares_cores = false");
+    }
   }
   if (layout.cpu_slots == 0 && !layout.device_shares_cores) {
     return absl::InvalidArgumentError(
@@ -282,11 +293,14 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
   const MachineLayout& layout = options_.layout;
   LOOM_ASSIGN_OR_RETURN(sched::HostId host,
                         sched_->AddHost({.name = "local", .cpu_slots = layout.cpu_slots}));
+  const bool gpu = !layout.gpu.empty();
   const int lent = layout.device_shares_cores ? static_cast<int>(layout.device_cores.size()) : 0;
-  const std::string device_name = absl::StrCat("cpu:", CoreList(layout.device_cores));
-  LOOM_ASSIGN_OR_RETURN(
-      device_, sched_->AddDevice(
-                   {.name = device_name, .kind = "cpu", .host = host, .shares_cpu_slots = lent}));
+  const std::string device_name =
+      gpu ? layout.gpu : absl::StrCat("cpu:", CoreList(layout.device_cores));
+  LOOM_ASSIGN_OR_RETURN(device_, sched_->AddDevice({.name = device_name,
+                                                    .kind = gpu ? "cuda" : "cpu",
+                                                    .host = host,
+                                                    .shares_cpu_slots = lent}));
   device_resource_ = absl::StrCat("device:", device_name);
   for (int i = 0; i < layout.cpu_slots; ++i) {
     units_.push_back({.core = layout.cpu_cores[static_cast<size_t>(i) % layout.cpu_cores.size()]});

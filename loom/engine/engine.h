@@ -36,6 +36,10 @@ struct MachineLayout {
   // The device lends its cores (one slot each) to CPU stages while no measurement holds it, and
   // takes them back before a measurement starts.
   bool device_shares_cores = true;
+  // Empty: the device is `device_cores` ("cpu:1"). "cuda:0": the device is that GPU, whose
+  // measurer (EngineOptions::make_measurer) launches kernels from `device_cores`; those cores
+  // then lend no slots, so CPU stages never delay a launch.
+  std::string gpu;
 };
 
 // For a machine with `num_cpus` cores: the last core is the device, the others run CPU stages

@@ -337,6 +337,35 @@ TEST_F(EngineTest, AJobWhoseRecordsCannotBeStoredFailsAloneAndTheCallerKeepsItsC
   EXPECT_EQ(CurrentCpus(), cpus_before);
 }
 
+// A GPU layout: the device is "cuda:0", its launching core lends no CPU slot.
+TEST_F(EngineTest, GpuDeviceIsOneDeviceBesideTheCpuSlots) {
+  Log log;
+  EngineOptions o = FakeOptions("interleaved", &log);
+  o.layout.gpu = "cuda:0";
+  o.layout.device_shares_cores = false;
+  auto engine = Engine::Create(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  auto r = (*engine)->Run(TwoJobs(), store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  int measures = 0;
+  for (const StageTrace& t : r->traces) {
+    if (t.kind == StageKind::kMeasure) {
+      ++measures;
+      EXPECT_EQ(t.resource, "device:cuda:0");
+    } else {
+      EXPECT_EQ(t.resource, "cpu:0");  // never the launching core
+    }
+  }
+  EXPECT_EQ(measures, 8);
+  EXPECT_EQ(Records("job0"), 16);
+
+  o.layout.gpu = "gpu0";
+  EXPECT_THAT(Engine::Create(o).status().message(), HasSubstr("expected cuda:N"));
+  o.layout.gpu = "cuda:0";
+  o.layout.device_shares_cores = true;
+  EXPECT_THAT(Engine::Create(o).status().message(), HasSubstr("lend no slots"));
+}
+
 TEST_F(EngineTest, PredictiveKeepsTheDeviceExclusive) {
   Log log;
   auto engine = Engine::Create(FakeOptions("predictive", &log));
