@@ -28,7 +28,10 @@
 // Usage: sample_efficiency_conv (--db FILE | --table FILE | both) [--offline] [--layers 0,1,2]
 //          [--ref-trials 200] [--budget 100] [--seeds 1,2,3] [--batch-size 8]
 //          [--device-cores 1] [--build-threads 2] [--min-repeat-ms 20] [--plan-size P]
-//          [--warmup-trials W] [--epsilon E] [--start-default 0|1] [--fraction 0.95]
+//          [--warmup-trials W] [--epsilon E] [--start-default 0|1] [--transfer 0|1]
+//          [--fraction 0.95]
+// --transfer 1: every xgb run is first given the table's results of the other layers
+// (Tuner::LoadTransfer, as `loom tune` does with similar tasks in its DB): a tuner with history.
 // xgb options default to the tuner's (TunerOptions) defaults, which are `loom tune`'s defaults.
 // (--fraction changes the target; rerun on a filled table to re-analyse without measuring.)
 #include <unistd.h>
@@ -106,6 +109,8 @@ struct Flags {
   double epsilon = loom::tune::TunerOptions{}.epsilon;
   double fraction = 0.95;  // of the best throughput
   bool start_from_default = loom::tune::TunerOptions{}.start_from_default;
+  // xgb is seeded with the table's results of the OTHER layers (transfer learning).
+  bool transfer = false;
 };
 
 [[noreturn]] void Die(const std::string& msg) {
@@ -168,6 +173,9 @@ Flags ParseFlags(int argc, char** argv) {
       if (!absl::SimpleAtod(v, &f.fraction) || f.fraction <= 0 || f.fraction > 1) {
         Die("bad --fraction");
       }
+    } else if (a == "--transfer") {
+      if (v != "0" && v != "1") Die("--transfer takes 0 or 1");
+      f.transfer = v == "1";
     } else if (a == "--start-default") {
       if (v != "0" && v != "1") Die("--start-default takes 0 or 1");
       f.start_from_default = v == "1";
@@ -178,6 +186,7 @@ Flags ParseFlags(int argc, char** argv) {
     }
   }
   if (f.db.empty() && f.table.empty()) Die("--db FILE or --table FILE (or both) is required");
+  if (f.transfer && f.table.empty()) Die("--transfer reads the other layers from --table FILE");
   if (f.batch_size < 1 || f.budget < 1) Die("--batch-size and --budget must be >= 1");
   return f;
 }
@@ -336,12 +345,21 @@ class CostTable {
   double build_seconds_ = 0, measure_seconds_ = 0;
 };
 
+// Results of another layer, for transfer.
+struct TransferSource {
+  std::unique_ptr<loom::ops::Template> tmpl;
+  std::vector<Config> configs;
+  std::vector<MeasureResult> results;
+};
+
 // Runs a tuner for `budget` trials against the table; the cost of every trial in order (+inf for
 // a failed config).
 std::vector<double> RunTuner(const loom::tune::TunerOptions& opt, const loom::ops::Template& tmpl,
-                             CostTable& table, int64_t budget, int64_t batch_size) {
+                             CostTable& table, int64_t budget, int64_t batch_size,
+                             const std::vector<TransferSource>& transfer = {}) {
   auto tuner = loom::tune::MakeTuner(opt, tmpl);
   if (!tuner.ok()) Die(tuner.status().ToString());
+  for (const TransferSource& t : transfer) (*tuner)->LoadTransfer(*t.tmpl, t.configs, t.results);
   std::vector<double> costs;
   while (static_cast<int64_t>(costs.size()) < budget && (*tuner)->HasNext()) {
     int n = static_cast<int>(std::min(batch_size, budget - static_cast<int64_t>(costs.size())));
@@ -407,12 +425,12 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, starts from the default "
-      "config: %s; batch %lld; "
+      "config: %s; transfer from the other layers: %s; batch %lld; "
       "budget %lld; reference random run %lld; seeds %s\n",
       static_cast<long long>(f.plan_size), static_cast<long long>(f.warmup_trials), f.epsilon,
-      f.start_from_default ? "yes" : "no", static_cast<long long>(f.batch_size),
-      static_cast<long long>(f.budget), static_cast<long long>(f.ref_trials),
-      absl::StrJoin(f.seeds, ",").c_str());
+      f.start_from_default ? "yes" : "no", f.transfer ? "yes" : "no",
+      static_cast<long long>(f.batch_size), static_cast<long long>(f.budget),
+      static_cast<long long>(f.ref_trials), absl::StrJoin(f.seeds, ",").c_str());
   std::printf("target: %.0f%% of the best throughput\n", f.fraction * 100);
   std::printf("load average at start: %s\n\n", LoadAverage().c_str());
   std::fflush(stdout);
@@ -438,6 +456,27 @@ int main(int argc, char** argv) {
     ref_opt.seed = 1000;
     std::vector<double> ref = RunTuner(ref_opt, **tmpl, table, f.ref_trials, f.batch_size);
 
+    // Transfer: the other layers' rows of the table file.
+    std::vector<TransferSource> transfer;
+    const std::vector<TransferSource> no_transfer;
+    for (size_t oi = 0; f.transfer && oi < Layers().size(); ++oi) {
+      if (static_cast<int64_t>(oi) == li) continue;
+      loom::graph::Task other;
+      other.workload = Layers()[oi].w;
+      other.key = loom::graph::WorkloadKey(other.workload);
+      other.flops = loom::graph::WorkloadFlops(other.workload);
+      TransferSource src;
+      auto made = loom::ops::MakeTemplate(other.workload, target);
+      if (!made.ok()) Die(made.status().ToString());
+      src.tmpl = *std::move(made);
+      CostTable other_table(other, *src.tmpl, target, nullptr, f.table, /*offline=*/true,
+                            builder->get(), measurer->get());
+      absl::Status loaded = other_table.Load();
+      if (!loaded.ok()) Die(loaded.ToString());
+      for (const auto& [index, cost] : other_table.table()) src.configs.push_back(Config{index});
+      src.results = other_table.Evaluate(src.configs);
+      transfer.push_back(std::move(src));
+    }
     struct Run {
       std::string kind;
       int64_t seed;
@@ -453,7 +492,9 @@ int main(int argc, char** argv) {
         opt.model_warmup_trials = static_cast<int>(f.warmup_trials);
         opt.epsilon = f.epsilon;
         opt.start_from_default = f.start_from_default;
-        runs.push_back({kind, seed, RunTuner(opt, **tmpl, table, f.budget, f.batch_size)});
+        const std::vector<TransferSource>& given =
+            std::string(kind) == "xgb" ? transfer : no_transfer;
+        runs.push_back({kind, seed, RunTuner(opt, **tmpl, table, f.budget, f.batch_size, given)});
         std::fprintf(stderr, "[%s] %s seed %lld done (%lld configs in table)\n", layer.name, kind,
                      static_cast<long long>(seed), static_cast<long long>(table.table().size()));
       }

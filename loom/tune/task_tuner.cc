@@ -1,7 +1,10 @@
 #include "loom/tune/task_tuner.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "loom/base/status_macros.h"
 
 namespace loom::tune {
@@ -56,6 +59,44 @@ absl::Status TaskTuner::LoadHistory() {
   }
   trials_done_ = resumed_trials_;
   if (!configs.empty()) tuner_->LoadHistory(configs, results);
+  if (options_.transfer) LOOM_RETURN_IF_ERROR(LoadSimilarTasks());
+  return absl::OkStatus();
+}
+
+absl::Status TaskTuner::LoadSimilarTasks() {
+  LOOM_ASSIGN_OR_RETURN(std::vector<Record> records,
+                        store_->Similar(task_.workload, target_.Key(), kMaxSimilarRecords));
+  // Grouped by task, in the store's order (nearest task first).
+  std::vector<std::string> keys;
+  absl::flat_hash_map<std::string, std::vector<const Record*>> by_task;
+  for (const Record& r : records) {
+    if (r.task_key == task_.key || r.template_name != template_->name()) continue;
+    auto [it, inserted] = by_task.try_emplace(r.task_key);
+    if (inserted) keys.push_back(r.task_key);
+    it->second.push_back(&r);
+  }
+  for (const std::string& key : keys) {
+    absl::StatusOr<graph::Workload> w = graph::ParseWorkloadKey(key);
+    if (!w.ok()) continue;
+    absl::StatusOr<std::unique_ptr<ops::Template>> other =
+        ops::MakeTemplate(*w, target_, options_.template_options);
+    if (!other.ok() || (*other)->name() != template_->name()) continue;
+    std::vector<ops::Config> configs;
+    std::vector<MeasureResult> results;
+    for (const Record* r : by_task[key]) {
+      const ops::Config c{r->config_index};
+      if (!(*other)->space().Contains(c) || r->config_json != (*other)->space().ToJson(c)) continue;
+      MeasureResult m;
+      m.config = c;
+      m.costs = r->costs;
+      m.error = r->error;
+      configs.push_back(c);
+      results.push_back(std::move(m));
+    }
+    if (configs.empty()) continue;
+    similar_records_ += static_cast<int64_t>(configs.size());
+    tuner_->LoadTransfer(**other, configs, results);
+  }
   return absl::OkStatus();
 }
 

@@ -26,7 +26,8 @@ struct TaskTunerOptions {
   int batch_size = 8;   // candidates per round (one Build batch, one Measure batch)
   TunerOptions tuner;
   std::string job_id = "default";
-  // Seed the tuner with other jobs' records of the same task and target.
+  // Seed the tuner with other jobs' records of the same task and target, and its model with
+  // records of similar tasks (same template) on the target.
   bool transfer = true;
   ops::TemplateOptions template_options;
 };
@@ -80,6 +81,8 @@ class TaskTuner {
   int64_t trials_done() const { return trials_done_; }  // this job's, resumed ones included
   int64_t resumed_trials() const { return resumed_trials_; }
   int64_t transferred_records() const { return transferred_; }
+  // Records of other, similar tasks (same template) given to the tuner's model (transfer).
+  int64_t similar_records() const { return similar_records_; }
   int64_t errors() const { return errors_; }
   int64_t round() const { return round_; }
   const TaskTunerOptions& options() const { return options_; }
@@ -95,6 +98,10 @@ class TaskTuner {
         options_(std::move(options)),
         store_(store) {}
   absl::Status LoadHistory();
+  // Transfer from other tasks: the store's records of similar workloads (Similar) with this
+  // template, given to the tuner through Tuner::LoadTransfer.
+  absl::Status LoadSimilarTasks();
+  static constexpr int kMaxSimilarRecords = 2000;
 
   graph::Task task_;
   ops::Target target_;
@@ -105,6 +112,7 @@ class TaskTuner {
   int64_t trials_done_ = 0;
   int64_t resumed_trials_ = 0;
   int64_t transferred_ = 0;
+  int64_t similar_records_ = 0;
   int64_t errors_ = 0;
   int64_t round_ = 0;
 };

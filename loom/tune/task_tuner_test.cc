@@ -107,6 +107,34 @@ TEST(TaskTunerTest, ResumesFromTheSameJobWithoutRepeatingConfigs) {
   EXPECT_EQ(configs.size(), 20u) << "a resumed job re-measured a config";
 }
 
+TEST(TaskTunerTest, SimilarTasksSeedTheModelWithoutBecomingHistory) {
+  auto store = MemoryStore();
+  FakeBuilder builder;
+  FakeMeasurer measurer;
+  {
+    auto t = TaskTuner::Create(ConvTask(32, 32, 14), ops::HostCpuTarget(), Options("a", 12),
+                               store.get());
+    ASSERT_TRUE(t.ok());
+    while (!(*t)->Done()) ASSERT_TRUE((*t)->RunRound(builder, measurer, {}).ok());
+  }
+  // Another conv (more output channels): same template, a similar workload.
+  auto similar = TaskTuner::Create(ConvTask(32, 64, 14), ops::HostCpuTarget(),
+                                   Options("b", 8, "xgb"), store.get());
+  ASSERT_TRUE(similar.ok()) << similar.status();
+  EXPECT_GT((*similar)->similar_records(), 0);
+  EXPECT_LE((*similar)->similar_records(), 12);
+  EXPECT_EQ((*similar)->transferred_records(), 0);
+  EXPECT_EQ((*similar)->trials_done(), 0);
+  EXPECT_EQ((*similar)->tuner().num_visited(), 0);
+  EXPECT_FALSE((*similar)->tuner().has_best());
+
+  TaskTunerOptions off = Options("c", 8, "xgb");
+  off.transfer = false;
+  auto alone = TaskTuner::Create(ConvTask(32, 64, 14), ops::HostCpuTarget(), off, store.get());
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ((*alone)->similar_records(), 0);
+}
+
 TEST(TaskTunerTest, OtherJobsRecordsSeedTheTuner) {
   auto store = MemoryStore();
   FakeBuilder builder;

@@ -83,6 +83,15 @@ class Tuner {
   void LoadHistory(const std::vector<ops::Config>& configs,
                    const std::vector<MeasureResult>& results);
 
+  // Seeds a model-based tuner with results of ANOTHER task (transfer learning, as AutoTVM's
+  // transfer from similar tasks): `other` is that task's template, `configs` lie in its space.
+  // Only records of a template with this tuner's template name (same feature layout) are used;
+  // the xgb tuner trains on them (throughput normalized per task) and plans its first proposals
+  // from that model. Other tuners ignore them. Call before the first Propose; no effect on
+  // visited configs, trials or the best.
+  virtual void LoadTransfer(const ops::Template& other, const std::vector<ops::Config>& configs,
+                            const std::vector<MeasureResult>& results) {}
+
   // False when every valid config was visited (known once a Propose came back short) or early
   // stopping fired.
   bool HasNext() const;

@@ -419,6 +419,58 @@ TEST(SampleEfficiencyTest, XgbHistoryMakesTheFirstProposalsGood) {
   EXPECT_LT(warm_total, cold_total);
 }
 
+TEST(SampleEfficiencyTest, XgbTransferFromAnotherTaskMakesTheFirstProposalsGood) {
+  // "Another task" of the same template: its results, none within 10% of its optimum, train the
+  // model before the first proposal; the tuner's own visited set and trials stay untouched.
+  SyntheticTemplate tmpl, other;
+  Objective objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  const double optimum = tmpl.Throughput(tmpl.Optimum());
+  base::Rng rng(7);
+  std::vector<ops::Config> records;
+  absl::flat_hash_set<int64_t> seen;
+  while (records.size() < 256) {
+    int64_t i = rng.UniformInt(0, other.space().size() - 1);
+    if (other.Throughput({i}) < 0.9 * optimum && seen.insert(i).second) records.push_back({i});
+  }
+  ReachOptions reach{.fraction = 0.95, .best_cost = 1.0 / optimum, .max_trials = 3000};
+  int64_t warm_total = 0, cold_total = 0;
+  for (uint64_t seed : {1, 2, 3}) {
+    TunerOptions options{.kind = "xgb", .seed = seed};
+    options.start_from_default = false;
+    auto warm = Make(tmpl, options);
+    warm->LoadTransfer(other, records, other.Measure(records));
+    EXPECT_EQ(warm->num_visited(), 0);
+    EXPECT_FALSE(warm->has_best());
+    int64_t w = TrialsToReach(*warm, objective, reach);
+    EXPECT_GT(w, 0);
+    EXPECT_LE(w, 24) << "seed " << seed;
+    warm_total += w;
+    cold_total += TrialsToReach(*Make(tmpl, options), objective, reach);
+  }
+  EXPECT_LT(warm_total, cold_total);
+}
+
+TEST(TunerTest, TransferIsIgnoredByOtherKindsAndFromOtherTemplates) {
+  SyntheticTemplate tmpl;
+  TinyTemplate tiny;  // another template name: its records say nothing about this space
+  std::vector<ops::Config> tiny_records = {{0}, {1}, {2}, {5}, {9}};
+  for (const std::string kind : {"random", "xgb"}) {
+    TunerOptions options{.kind = kind, .seed = 4};
+    auto plain = Make(tmpl, options);
+    auto given = Make(tmpl, options);
+    given->LoadTransfer(tiny, tiny_records, tiny.Measure(tiny_records));
+    std::vector<ops::Config> a = plain->Propose(8), b = given->Propose(8);
+    EXPECT_EQ(a, b) << kind;
+  }
+  // The random tuner ignores transfer even from its own template.
+  SyntheticTemplate other;
+  std::vector<ops::Config> records = {{3}, {30}, {300}};
+  auto plain = Make(tmpl, TunerOptions{.kind = "random", .seed = 4});
+  auto given = Make(tmpl, TunerOptions{.kind = "random", .seed = 4});
+  given->LoadTransfer(other, records, other.Measure(records));
+  EXPECT_EQ(plain->Propose(8), given->Propose(8));
+}
+
 TEST(SampleEfficiencyTest, TrialsToReachCountsUpToTheFirstGoodResult) {
   TinyTemplate tmpl;
   auto tuner = Make(tmpl, TunerOptions{.kind = "grid"});

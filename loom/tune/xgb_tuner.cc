@@ -4,7 +4,9 @@
 // space to maximize the predicted score, and keeps the top `plan_size` unvisited configs as the
 // plan. Proposals come from the plan in order, except that with probability `epsilon` (and
 // whenever the plan is used up or no model exists yet) a random unvisited config is proposed.
-// The very first proposal is the template's default config (options.start_from_default).
+// The very first proposal is the template's default config (options.start_from_default). With
+// records of other tasks of the same template (LoadTransfer), the model is trained on them at once
+// and the first plan comes from it, before any trial of this task.
 #include <algorithm>
 #include <memory>
 #include <utility>
@@ -68,6 +70,33 @@ class XgbTuner final : public Tuner {
     return batch;
   }
 
+  void LoadTransfer(const ops::Template& other, const std::vector<ops::Config>& configs,
+                    const std::vector<MeasureResult>& results) override {
+    LOOM_CHECK(configs.size() == results.size());
+    if (other.name() != tmpl().name() || configs.empty()) return;
+    double max_score = 0;
+    for (const MeasureResult& r : results) max_score = std::max(max_score, ResultScore(r));
+    if (!(max_score > 0)) return;
+    int64_t used = 0;
+    for (size_t i = 0; i < configs.size(); ++i) {
+      if (!other.space().Contains(configs[i])) continue;
+      std::vector<float> f = FeaturesFor(other, configs[i].index);
+      if (static_cast<int64_t>(f.size()) != num_features_) return;  // another feature layout
+      transfer_x_.push_back(std::move(f));
+      transfer_y_.push_back(static_cast<float>(ResultScore(results[i]) / max_score));
+      ++used;
+    }
+    if (used == 0) return;
+    // Plan the first proposals from the transferred model (own results, if any, join it).
+    double own_max = ys_.empty() ? 0 : *std::max_element(ys_.begin(), ys_.end());
+    absl::Status status = Replan(own_max);
+    if (!status.ok()) {
+      base::LogWarning("xgb tuner: transfer model failed: ", status.message());
+      plan_.clear();
+      plan_pos_ = 0;
+    }
+  }
+
   void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
                  bool from_history) override {
     for (size_t i = 0; i < configs.size(); ++i) {
@@ -88,13 +117,18 @@ class XgbTuner final : public Tuner {
   }
 
  private:
+  // The model's features of config `index` of `t`: Template::Features plus the knob values.
+  static std::vector<float> FeaturesFor(const ops::Template& t, int64_t index) {
+    ops::Config config{index};
+    std::vector<float> f = t.Features(config);
+    for (int64_t v : t.space().Values(config)) f.push_back(static_cast<float>(v));
+    return f;
+  }
+
   const std::vector<float>& FeaturesOf(int64_t index) {
     auto it = features_.find(index);
     if (it != features_.end()) return it->second;
-    ops::Config config{index};
-    std::vector<float> f = tmpl().Features(config);
-    for (int64_t v : tmpl().space().Values(config)) f.push_back(static_cast<float>(v));
-    return features_.emplace(index, std::move(f)).first->second;
+    return features_.emplace(index, FeaturesFor(tmpl(), index)).first->second;
   }
 
   absl::StatusOr<FeatureMatrix> Matrix(const std::vector<int64_t>& indices) {
@@ -109,8 +143,13 @@ class XgbTuner final : public Tuner {
     features_.clear();
     LOOM_ASSIGN_OR_RETURN(FeatureMatrix x, Matrix(xs_));
     std::vector<float> labels;
-    labels.reserve(ys_.size());
-    for (double y : ys_) labels.push_back(static_cast<float>(y / max_y));
+    labels.reserve(ys_.size() + transfer_y_.size());
+    for (double y : ys_) labels.push_back(max_y > 0 ? static_cast<float>(y / max_y) : 0.0f);
+    // Other tasks' results (transfer), each normalized by its own task's best.
+    for (size_t i = 0; i < transfer_x_.size(); ++i) {
+      LOOM_RETURN_IF_ERROR(x.AddRow(transfer_x_[i]));
+      labels.push_back(transfer_y_[i]);
+    }
     LOOM_RETURN_IF_ERROR(model_->Fit(x, labels));
     BatchScoreFn predict =
         [this](const std::vector<int64_t>& indices) -> absl::StatusOr<std::vector<float>> {
@@ -132,6 +171,9 @@ class XgbTuner final : public Tuner {
   // Training data: every result seen (history included), score 0 for errors.
   std::vector<int64_t> xs_;
   std::vector<double> ys_;
+  // Other tasks' results (LoadTransfer): features and per-task normalized throughput.
+  std::vector<std::vector<float>> transfer_x_;
+  std::vector<float> transfer_y_;
   int64_t next_train_at_ = 0;
   bool default_offered_ = false;  // the first NextBatch considered DefaultConfig()
   std::vector<int64_t> plan_;     // best predicted unvisited configs, best first
