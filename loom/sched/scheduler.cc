@@ -77,6 +77,15 @@ absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec) {
   return id;
 }
 
+absl::Status Scheduler::SetHostOnline(HostId host, bool online) {
+  if (host < 0 || host >= num_hosts()) {
+    return absl::NotFoundError(absl::StrCat("unknown host id ", host));
+  }
+  hosts_[host].offline = !online;
+  UpdateHostIndex(host);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<JobId> Scheduler::AddJob(const JobSpec& spec) {
   JobId id = next_job_++;
   if (jobs_.empty()) jobs_.emplace_back();  // id 0 is never used
@@ -346,18 +355,23 @@ Scheduler::Placement Scheduler::Place(const ResourceClass& cls) {
   const int c = cls.cpu_slots;
   if (!exclusive_) {
     // Shared: pick the least-loaded candidate; capacity is not enforced.
-    if (cls.device != kNoDevice) return {devices_[cls.device].spec.host, cls.device};
+    if (cls.device != kNoDevice) {
+      if (hosts_[devices_[cls.device].spec.host].offline) return {};
+      return {devices_[cls.device].spec.host, cls.device};
+    }
     if (cls.kind >= 0) {
       DeviceId best = kNoDevice;
       for (DeviceId d : devices_by_kind_[cls.kind]) {
+        if (hosts_[devices_[d].spec.host].offline) continue;
         if (best == kNoDevice || devices_[d].leases < devices_[best].leases) best = d;
       }
+      if (best == kNoDevice) return {};
       return {devices_[best].spec.host, best};
     }
     return {BestHost(), kNoDevice};
   }
   auto host_fits = [&](HostId h, int slots) {
-    return !host_blocked_[h] && hosts_[h].capacity - hosts_[h].used >= slots;
+    return !host_blocked_[h] && !hosts_[h].offline && hosts_[h].capacity - hosts_[h].used >= slots;
   };
   if (cls.device != kNoDevice) {
     const Device& dev = devices_[cls.device];

@@ -55,6 +55,11 @@ class Scheduler {
   // Resources. Ids are dense, in order of addition. kInvalidArgument on bad specs.
   absl::StatusOr<HostId> AddHost(const HostSpec& spec);
   absl::StatusOr<DeviceId> AddDevice(const DeviceSpec& spec);
+  // Takes a host and its devices out of placement (online = false) or back in. An offline host
+  // gets no new grants; its running leases stay until completed, failed or expired. Feasibility
+  // still counts it (stages wait rather than fail). kNotFound for an unknown host. The service
+  // marks a lost agent's host offline.
+  absl::Status SetHostOnline(HostId host, bool online);
 
   absl::StatusOr<JobId> AddJob(const JobSpec& spec);
 
@@ -168,6 +173,7 @@ class Scheduler {
     HostSpec spec;
     int capacity = 0;  // spec.cpu_slots + slots donated by its devices
     int used = 0;
+    bool offline = false;  // SetHostOnline(false): no placements here
   };
   struct Device {
     DeviceSpec spec;
@@ -227,7 +233,7 @@ class Scheduler {
   static constexpr int64_t kNoHostKey = std::numeric_limits<int64_t>::min();
   // Larger is better: more free slots, then the lower id (the low half is in [0, 2^31)).
   int64_t HostKey(HostId h) const {
-    if (host_blocked_[h]) return kNoHostKey;
+    if (host_blocked_[h] || hosts_[h].offline) return kNoHostKey;
     const int64_t free = hosts_[h].capacity - hosts_[h].used;
     return static_cast<int64_t>(static_cast<uint64_t>(free) << 32) + (int64_t{0x7fffffff} - h);
   }

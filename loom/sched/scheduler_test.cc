@@ -399,5 +399,28 @@ TEST(SchedulerTest, PredictiveFeedsTheDeviceFirst) {
   (void)sb;
 }
 
+TEST(SchedulerTest, OfflineHostGetsNoGrantsUntilBackOnline) {
+  for (std::string_view policy : {"interleaved", "uncontrolled"}) {
+    auto s = Make(policy);
+    ASSERT_TRUE(s->AddHost({"a", 2}).ok());
+    ASSERT_TRUE(s->AddDevice({"a/dev", "gpu", 0, 0}).ok());
+    ASSERT_TRUE(s->AddHost({"b", 2}).ok());
+    JobId job = *s->AddJob({"j"});
+    ASSERT_TRUE(s->SetHostOnline(0, false).ok());
+    ASSERT_TRUE(s->Submit(Req(job, StageKind::kBuild, Cpu(2)), T(0)).ok());
+    ASSERT_TRUE(s->Submit(Req(job, StageKind::kMeasure, Dev("gpu")), T(0)).ok());
+    std::vector<Grant> g = s->Advance(T(0));
+    ASSERT_EQ(g.size(), 1u) << policy;
+    EXPECT_EQ(g[0].host, 1) << policy;  // the build went to the online host; the device waits
+    EXPECT_TRUE(s->Advance(T(1)).empty()) << policy;
+    ASSERT_TRUE(s->SetHostOnline(0, true).ok());
+    g = s->Advance(T(2));
+    ASSERT_EQ(g.size(), 1u) << policy;
+    EXPECT_EQ(g[0].device, 0) << policy;
+  }
+  auto s = Make("interleaved");
+  EXPECT_EQ(s->SetHostOnline(3, false).code(), absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace loom::sched

@@ -1,0 +1,140 @@
+#include "loom/service/client.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace loom::service {
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+std::string ConfigPath() {
+  std::string xdg = Env("XDG_CONFIG_HOME");
+  if (!xdg.empty()) return absl::StrCat(xdg, "/loom/config");
+  std::string home = Env("HOME");
+  return home.empty() ? std::string() : absl::StrCat(home, "/.config/loom/config");
+}
+
+}  // namespace
+
+absl::StatusOr<ClientConfig> ResolveClientConfig(const std::string& server_flag) {
+  ClientConfig file;
+  const std::string path = ConfigPath();
+  if (!path.empty()) {
+    std::ifstream in(path);
+    std::string line;
+    int n = 0;
+    while (in && std::getline(in, line)) {
+      ++n;
+      absl::string_view l = absl::StripAsciiWhitespace(line);
+      if (l.empty() || l[0] == '#') continue;
+      std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
+      if (kv.size() != 2) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", n, ": expected 'key = value' (server, token, tls_ca)"));
+      }
+      std::string key(absl::StripAsciiWhitespace(kv[0]));
+      std::string value(absl::StripAsciiWhitespace(kv[1]));
+      if (key == "server") {
+        file.server = value;
+      } else if (key == "token") {
+        file.token = value;
+      } else if (key == "tls_ca") {
+        file.tls_ca = value;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", n, ": unknown key '", key, "' (server, token, tls_ca)"));
+      }
+    }
+  }
+  ClientConfig c;
+  c.server = !server_flag.empty()          ? server_flag
+             : !Env("LOOM_SERVER").empty() ? Env("LOOM_SERVER")
+             : !file.server.empty()        ? file.server
+                                           : std::string(kDefaultServer);
+  c.token = !Env("LOOM_TOKEN").empty() ? Env("LOOM_TOKEN") : file.token;
+  c.tls_ca = !Env("LOOM_TLS_CA").empty() ? Env("LOOM_TLS_CA") : file.tls_ca;
+  return c;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ClientConfig& config) {
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (!config.tls_ca.empty()) {
+    std::ifstream in(config.tls_ca);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read TLS CA '", config.tls_ca, "'"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ss.str();
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(512 << 20);
+  args.SetMaxSendMessageSize(512 << 20);
+  return grpc::CreateCustomChannel(config.server, creds, args);
+}
+
+void Authorize(grpc::ClientContext& ctx, const ClientConfig& config) {
+  if (!config.token.empty())
+    ctx.AddMetadata("authorization", absl::StrCat("Bearer ", config.token));
+}
+
+absl::string_view GrpcCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(
+      static_cast<absl::StatusCode>(status.error_code()),
+      absl::StrCat(GrpcCodeName(status.error_code()), ": ", status.error_message()));
+}
+
+}  // namespace loom::service

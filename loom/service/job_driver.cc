@@ -1,0 +1,1547 @@
+#include "loom/service/job_driver.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "loom/base/status_macros.h"
+#include "loom/graph/tasks.h"
+#include "loom/ops/target.h"
+#include "loom/runtime/model_loader.h"
+#include "loom/sched/policy.h"
+#include "loom/tune/record.h"
+
+namespace loom::service {
+namespace {
+
+constexpr int kMaxRecentMessages = 200;
+
+std::string JobIdOf(int64_t num) { return absl::StrCat("j", num); }
+
+// "j17" -> 17; 0 when it is not a job id.
+int64_t JobNum(absl::string_view id) {
+  int64_t n = 0;
+  if (id.size() < 2 || id[0] != 'j' || !absl::SimpleAtoi(id.substr(1), &n) || n <= 0) return 0;
+  return n;
+}
+
+bool Ended(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
+
+absl::string_view StateName(v1::JobState s) {
+  switch (s) {
+    case v1::JOB_STATE_QUEUED:
+      return "queued";
+    case v1::JOB_STATE_RUNNING:
+      return "running";
+    case v1::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_STATE_FAILED:
+      return "failed";
+    case v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
+  }
+}
+
+v1::StageKind PhaseKind(TaskPhase p) {
+  switch (p) {
+    case TaskPhase::kPropose:
+      return v1::STAGE_KIND_PROPOSE;
+    case TaskPhase::kBuild:
+      return v1::STAGE_KIND_BUILD;
+    case TaskPhase::kMeasure:
+      return v1::STAGE_KIND_MEASURE;
+    case TaskPhase::kUpdate:
+      return v1::STAGE_KIND_UPDATE;
+    default:
+      return v1::STAGE_KIND_UNSPECIFIED;
+  }
+}
+
+sched::StageKind SchedKind(TaskPhase p) {
+  switch (p) {
+    case TaskPhase::kPropose:
+      return sched::StageKind::kPropose;
+    case TaskPhase::kBuild:
+      return sched::StageKind::kBuild;
+    case TaskPhase::kMeasure:
+      return sched::StageKind::kMeasure;
+    case TaskPhase::kUpdate:
+      return sched::StageKind::kUpdate;
+    default:
+      return sched::StageKind::kOther;
+  }
+}
+
+absl::string_view KindName(v1::StageKind k) {
+  switch (k) {
+    case v1::STAGE_KIND_PROPOSE:
+      return "propose";
+    case v1::STAGE_KIND_BUILD:
+      return "build";
+    case v1::STAGE_KIND_MEASURE:
+      return "measure";
+    case v1::STAGE_KIND_UPDATE:
+      return "update";
+    case v1::STAGE_KIND_SIMULATED:
+      return "simulated";
+    default:
+      return "unspecified";
+  }
+}
+
+// The target kind a job measures on: "cpu" or "cuda" ("cuda:sm_90" -> "cuda").
+std::string TargetKind(const v1::SubmitJobRequest& spec) {
+  std::string t = spec.target().empty() ? "cpu" : spec.target();
+  return std::string(t.substr(0, t.find(':')));
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size()))) - 1;
+  return v[std::min(i, v.size() - 1)];
+}
+
+int64_t Micros(absl::Time t) { return t == absl::UnixEpoch() ? 0 : absl::ToUnixMicros(t); }
+
+double SimSeconds(const v1::SimulatedWorkload& w, TaskPhase p) {
+  switch (p) {
+    case TaskPhase::kPropose:
+      return w.propose_seconds();
+    case TaskPhase::kBuild:
+      return w.build_seconds();
+    case TaskPhase::kMeasure:
+      return w.measure_seconds();
+    default:
+      return w.update_seconds();
+  }
+}
+
+absl::Status ValidateSpec(const v1::SubmitJobRequest& r) {
+  const std::string kind = TargetKind(r);
+  if (kind != "cpu" && kind != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown target '", r.target(), "' (cpu or cuda)"));
+  }
+  if (r.name().size() > 256) return absl::InvalidArgumentError("job name longer than 256 bytes");
+  if (r.priority() < -1000 || r.priority() > 1000) {
+    return absl::InvalidArgumentError("priority must be in [-1000, 1000]");
+  }
+  if (!(r.latency_goal_ms() >= 0) || !std::isfinite(r.latency_goal_ms())) {
+    return absl::InvalidArgumentError("latency_goal_ms must be finite and >= 0");
+  }
+  if (r.has_simulated()) {
+    const v1::SimulatedWorkload& w = r.simulated();
+    if (w.tasks() < 1 || w.tasks() > 10000 || w.rounds() < 1 || w.rounds() > 100000) {
+      return absl::InvalidArgumentError(
+          "simulated workload: tasks must be in [1, 10000] and rounds in [1, 100000]");
+    }
+    for (double s :
+         {w.propose_seconds(), w.build_seconds(), w.measure_seconds(), w.update_seconds()}) {
+      if (!(s >= 0) || s > 3600 || !std::isfinite(s)) {
+        return absl::InvalidArgumentError("simulated workload: stage seconds must be in [0, 3600]");
+      }
+    }
+    return absl::OkStatus();
+  }
+  if (r.model_case() == v1::SubmitJobRequest::MODEL_NOT_SET) {
+    return absl::InvalidArgumentError("no model: set zoo_model, onnx_model or simulated");
+  }
+  if (r.trials() < 1 || r.trials() > 1000000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("trials must be in [1, 1000000], got ", r.trials()));
+  }
+  if (r.batch_size() < 0 || r.batch_size() > 1024) {
+    return absl::InvalidArgumentError("batch_size must be in [0, 1024]");
+  }
+  if (r.max_tasks() < 0) return absl::InvalidArgumentError("max_tasks must be >= 0");
+  static const char* const kTuners[] = {"", "xgb", "ga", "random", "grid"};
+  if (std::find(std::begin(kTuners), std::end(kTuners), r.tuner()) == std::end(kTuners)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown tuner '", r.tuner(), "' (xgb, ga, random or grid)"));
+  }
+  return absl::OkStatus();
+}
+
+// The model's tasks (zoo or ONNX bytes), as TaskRows of job `job_id`.
+absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest& r,
+                                                     const std::string& job_id) {
+  std::vector<TaskRow> rows;
+  if (r.has_simulated()) {
+    for (int i = 0; i < r.simulated().tasks(); ++i) {
+      TaskRow t;
+      t.job_id = job_id;
+      t.index = i;
+      t.task_key = absl::StrCat("simulated:", job_id, ":t", i);
+      t.template_name = "simulated";
+      rows.push_back(std::move(t));
+    }
+    return rows;
+  }
+  runtime::LoadOptions load;
+  for (const std::string& s : r.input_shapes()) {
+    std::vector<std::string> parts = absl::StrSplit(s, ':');
+    if (parts.size() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input shape '", s, "': expected NAME:D1xD2x..."));
+    }
+    std::vector<int64_t> dims;
+    for (absl::string_view d : absl::StrSplit(parts[1], 'x')) {
+      int64_t v = 0;
+      if (!absl::SimpleAtoi(d, &v) || v <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat("input shape '", s, "': bad dimension"));
+      }
+      dims.push_back(v);
+    }
+    load.input_shapes[parts[0]] = graph::Shape(dims);
+  }
+  std::string spec;
+  std::string tmp;
+  if (r.model_case() == v1::SubmitJobRequest::kZooModel) {
+    spec = std::string(runtime::kZooPrefix) + r.zoo_model();
+  } else {
+    char path[] = "/tmp/loom-serve-model-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return absl::InternalError("cannot create a temporary file for the model");
+    const std::string& bytes = r.onnx_model();
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = write(fd, bytes.data() + off, bytes.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    close(fd);
+    tmp = spec = path;
+  }
+  auto loaded = runtime::LoadModel(spec, load);
+  if (!tmp.empty()) unlink(tmp.c_str());
+  if (!loaded.ok()) {
+    // The temporary path means nothing to the user.
+    return absl::Status(loaded.status().code(), absl::StrCat("model: ", loaded.status().message()));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> tasks, graph::ExtractTasks(loaded->graph));
+  if (r.max_tasks() > 0 && static_cast<int>(tasks.size()) > r.max_tasks()) {
+    tasks.resize(r.max_tasks());
+  }
+  if (tasks.empty()) return absl::InvalidArgumentError("the model has no tunable tasks");
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    TaskRow t;
+    t.job_id = job_id;
+    t.index = static_cast<int>(i);
+    t.task_key = tasks[i].key;
+    t.flops = tasks[i].flops;
+    t.count = tasks[i].count;
+    rows.push_back(std::move(t));
+  }
+  return rows;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Construction and the ticker
+
+JobDriver::JobDriver(DriverOptions options, std::unique_ptr<StateStore> state,
+                     std::unique_ptr<tune::RecordStore> records, const base::Clock* clock)
+    : options_(std::move(options)),
+      clock_(clock ? clock : &real_clock_),
+      state_(std::move(state)),
+      records_(std::move(records)) {}
+
+absl::StatusOr<std::unique_ptr<JobDriver>> JobDriver::Create(
+    DriverOptions options, std::unique_ptr<StateStore> state,
+    std::unique_ptr<tune::RecordStore> records, const base::Clock* clock) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<sched::Policy> policy, sched::MakePolicy(options.policy));
+  if (options.heartbeat_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("the heartbeat timeout must be positive");
+  }
+  std::unique_ptr<JobDriver> d(
+      new JobDriver(std::move(options), std::move(state), std::move(records), clock));
+  sched::SchedulerOptions so;
+  so.max_attempts = d->options_.max_attempts;
+  so.lease_factor = 3.0;
+  so.min_lease = d->options_.heartbeat_timeout;  // estimated stages still get a grace period
+  so.default_lease = absl::Hours(6);             // unestimated ones: the heartbeat decides
+  {
+    absl::MutexLock lock(&d->mu_);
+    d->scheduler_ = std::make_unique<sched::Scheduler>(std::move(policy), so);
+  }
+  LOOM_RETURN_IF_ERROR(d->Load());
+  return d;
+}
+
+absl::Status JobDriver::Load() {
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(epoch_, state_->Counter("epoch", 0));
+  ++epoch_;
+  LOOM_ASSIGN_OR_RETURN(next_job_, state_->Counter("next_job", 1));
+  Mutation m;
+  m.counters.push_back({"epoch", epoch_});
+  LOOM_ASSIGN_OR_RETURN(std::vector<JobRow> rows, state_->LoadJobs());
+  int resumed = 0;
+  for (JobRow& row : rows) {
+    auto job = std::make_unique<Job>();
+    job->num = JobNum(row.id);
+    job->row = std::move(row);
+    if (!Ended(job->row.state)) {
+      LOOM_ASSIGN_OR_RETURN(job->tasks, state_->LoadTasks(job->row.id));
+      active_.insert(job->num);
+      pending_.insert(job->num);
+      ++resumed;
+    }
+    jobs_[job->num] = std::move(job);
+  }
+  LOOM_ASSIGN_OR_RETURN(std::vector<LeaseRow> leases, state_->LoadLeases());
+  for (const LeaseRow& l : leases) {
+    m.leases_deleted.push_back(l.lease_id);
+    auto it = jobs_.find(JobNum(l.job_id));
+    if (it != jobs_.end() && !Ended(it->second->row.state)) {
+      Note(*it->second,
+           absl::StrCat("daemon restarted: ", KindName(l.kind), " stage of task ", l.task,
+                        " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
+           m);
+    }
+  }
+  LOOM_RETURN_IF_ERROR(state_->Apply(m));
+  LogKv("daemon_loaded", {{"epoch", absl::StrCat(epoch_)},
+                          {"jobs", absl::StrCat(jobs_.size())},
+                          {"resumed", absl::StrCat(resumed)},
+                          {"leases_requeued", absl::StrCat(leases.size())},
+                          {"policy", options_.policy}});
+  return absl::OkStatus();
+}
+
+JobDriver::~JobDriver() { Stop(); }
+
+void JobDriver::Start() {
+  ticker_ = std::thread([this] { TickLoop(); });
+}
+
+void JobDriver::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (ticker_.joinable()) ticker_.join();
+}
+
+void JobDriver::TickLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    ExpireAgents();
+    Pump();
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.tick);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging and commits
+
+void JobDriver::LogKv(absl::string_view event,
+                      const std::vector<std::pair<std::string, std::string>>& kv) {
+  if (!options_.log_to_stderr) return;
+  std::string line = absl::StrCat(
+      "ts=", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      " event=", event);
+  for (const auto& [k, v] : kv) {
+    bool quote = v.empty() || v.find_first_of(" \"=") != std::string::npos;
+    absl::StrAppend(&line, " ", k, "=");
+    if (quote) {
+      std::string esc;
+      for (char c : v) {
+        if (c == '"' || c == '\\') esc.push_back('\\');
+        esc.push_back(c == '\n' ? ' ' : c);
+      }
+      absl::StrAppend(&line, "\"", esc, "\"");
+    } else {
+      absl::StrAppend(&line, v);
+    }
+  }
+  line.push_back('\n');
+  absl::MutexLock lock(&log_mu_);
+  std::fputs(line.c_str(), stderr);
+}
+
+void JobDriver::Note(Job& job, const std::string& text, Mutation& m) {
+  ++job.version;
+  job.recent.push_back({job.version, text});
+  while (job.recent.size() > kMaxRecentMessages) job.recent.pop_front();
+  m.logs.push_back(LogLine{job.row.id, Now(), text});
+  LogKv("job_log", {{"job", job.row.id}, {"msg", text}});
+}
+
+void JobDriver::Commit(Mutation& m) {
+  absl::Status st = state_->Apply(m);
+  if (!st.ok()) {
+    // The daemon cannot keep its promise of durability: stop taking work rather than lie.
+    LogKv("state_commit_failed", {{"error", std::string(st.message())}});
+    std::fprintf(stderr, "loom serve: fatal: %s\n", std::string(st.message()).c_str());
+    std::_Exit(3);
+  }
+  m = Mutation{};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling
+
+int JobDriver::CurrentTask(const Job& job) const {
+  for (const TaskRow& t : job.tasks) {
+    if (t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped) return t.index;
+  }
+  return -1;
+}
+
+void JobDriver::Pump() {
+  Mutation m;
+  // Activate jobs without a live stage (submitted, resumed, between stages, waiting for agents).
+  std::vector<int64_t> pending(pending_.begin(), pending_.end());
+  for (int64_t num : pending) {
+    auto it = jobs_.find(num);
+    if (it == jobs_.end()) {
+      pending_.erase(num);
+      continue;
+    }
+    Activate(*it->second, m);
+  }
+  const absl::Time now = Now();
+  std::vector<sched::Grant> grants = scheduler_->Advance(now);
+  for (const sched::Grant& g : grants) {
+    auto sj = stage_job_.find(g.stage);
+    auto dj = sj == stage_job_.end() ? jobs_.end() : jobs_.find(sj->second);
+    // The host of a grant is an agent's host; find the agent.
+    Agent* agent = nullptr;
+    for (auto& [id, a] : agents_) {
+      if (a->host == g.host) {
+        agent = a.get();
+        break;
+      }
+    }
+    if (dj == jobs_.end() || agent == nullptr) {
+      scheduler_->Fail(g.lease, now, "internal: grant for an unknown job or host").IgnoreError();
+      continue;
+    }
+    Job& job = *dj->second;
+    Lease lease;
+    lease.id = absl::StrCat(epoch_, ".", g.lease);
+    lease.sched_lease = g.lease;
+    lease.job = job.num;
+    lease.task = CurrentTask(job);
+    lease.sched_kind = g.kind;
+    lease.agent_id = agent->id;
+    lease.cpu_slots = g.cpu_slots;
+    lease.uses_device = g.device != sched::kNoDevice;
+    lease.granted = now;
+    if (lease.uses_device) {
+      for (size_t i = 0; i < agent->device_ids.size(); ++i) {
+        if (agent->device_ids[i] == g.device) {
+          lease.device_target_key = agent->devices[i].target_key();
+        }
+      }
+    }
+    auto req = MakeStage(job, lease, *agent, g);
+    if (!req.ok()) {
+      scheduler_->Fail(g.lease, now, std::string(req.status().message())).IgnoreError();
+      continue;
+    }
+    lease.kind = req->kind();
+    queue_wait_ms_.push_back(absl::ToDoubleMilliseconds(now - g.ready));
+    agent->outbox.push_back(*std::move(req));
+    agent->leases.insert(lease.id);
+    job.lease = lease.id;
+    m.leases_put.push_back(LeaseRow{lease.id, job.row.id, lease.task, lease.kind, agent->id, now});
+    if (job.row.state == v1::JOB_STATE_QUEUED) {
+      job.row.state = v1::JOB_STATE_RUNNING;
+      job.row.started = now;
+      m.jobs.push_back(job.row);
+      Note(job, "started", m);
+    } else {
+      ++job.version;
+    }
+    lease_by_sched_[g.lease] = lease.id;
+    leases_[lease.id] = std::move(lease);
+  }
+  HandleEvents(m);
+  Commit(m);
+}
+
+void JobDriver::Activate(Job& job, Mutation& m) {
+  if (Ended(job.row.state)) {
+    pending_.erase(job.num);
+    return;
+  }
+  if (!job.row.prepared) {
+    absl::Status st = Prepare(job, m);
+    if (!st.ok()) {
+      Finish(job, v1::JOB_STATE_FAILED, std::string(st.message()), m);
+      return;
+    }
+    if (!job.row.prepared || Ended(job.row.state)) return;  // waiting for an agent, or done
+  }
+  if (job.sjob == 0) {
+    sched::JobSpec spec{.name = job.row.id,
+                        .owner = job.row.owner,
+                        .priority = job.row.priority,
+                        .submit_time = job.row.submitted};
+    auto sjob = scheduler_->AddJob(spec);
+    if (!sjob.ok()) {
+      Finish(job, v1::JOB_STATE_FAILED, std::string(sjob.status().message()), m);
+      return;
+    }
+    job.sjob = *sjob;
+  }
+  SubmitNext(job, m);
+}
+
+absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
+  const std::string kind = TargetKind(job.row.spec);
+  const v1::DeviceInfo* device = nullptr;
+  for (const auto& [id, a] : agents_) {
+    if (!a->alive) continue;
+    for (const v1::DeviceInfo& d : a->devices) {
+      if (d.kind() == kind && (device == nullptr || d.target_key() < device->target_key())) {
+        device = &d;
+      }
+    }
+  }
+  if (device == nullptr) {
+    job.waiting = absl::StrCat("waiting for an agent with a ", kind, " device");
+    return absl::OkStatus();
+  }
+  job.waiting.clear();
+  job.row.prepared = true;
+  job.row.isa = device->isa();
+  job.row.target_key = device->target_key().empty() ? kind : device->target_key();
+  if (!IsSimulated(job)) {
+    int tunable = 0;
+    for (TaskRow& t : job.tasks) {
+      auto tmpl = TemplateFor(job, t.index);
+      if (absl::IsUnimplemented(tmpl.status())) {
+        t.phase = TaskPhase::kSkipped;
+        t.skip_reason = std::string(tmpl.status().message());
+        Note(job, absl::StrCat("task ", t.index, " skipped: ", t.skip_reason), m);
+      } else if (!tmpl.ok()) {
+        return tmpl.status();
+      } else {
+        t.template_name = (*tmpl)->name();
+        ++tunable;
+        // Transfer: other jobs' measurements of this task on this target seed the tuner's
+        // history (ProposeInput.trials_done keeps them out of this job's budget).
+        if (t.history.history_size() == 0) {
+          auto known = records_->ForTask(t.task_key, job.row.target_key, std::nullopt);
+          if (known.ok()) {
+            for (const tune::Record& rec : *known) {
+              if (rec.template_name != t.template_name || rec.job_id == job.row.id) continue;
+              if (t.history.history_size() >= 1000) break;
+              v1::Trial* tr = t.history.add_history();
+              tr->set_config_index(rec.config_index);
+              for (double c : rec.costs) tr->add_costs(c);
+              tr->set_error(static_cast<v1::ErrorKind>(rec.error));
+            }
+            if (t.history.history_size() > 0) {
+              Note(job,
+                   absl::StrCat("task ", t.index, ": ", t.history.history_size(),
+                                " records of earlier jobs seed the tuner"),
+                   m);
+            }
+          }
+        }
+      }
+      m.tasks.push_back(t);
+    }
+    if (tunable == 0) {
+      m.jobs.push_back(job.row);
+      return absl::FailedPreconditionError("no task of the model has a template on this target");
+    }
+    // A latency goal met by records already known ends the job at once. The estimate is the sum
+    // over tuned tasks of (best median cost x the task's node count): kernels only.
+    if (job.row.spec.latency_goal_ms() > 0) {
+      double ms = 0;
+      bool all = true;
+      for (const TaskRow& t : job.tasks) {
+        if (t.phase == TaskPhase::kSkipped) continue;
+        auto best = records_->BestK(t.task_key, job.row.target_key, 1);
+        if (!best.ok() || best->empty()) {
+          all = false;
+          break;
+        }
+        ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+      }
+      if (all) {
+        job.row.estimated_latency_ms = ms;
+        if (ms <= job.row.spec.latency_goal_ms()) {
+          m.jobs.push_back(job.row);
+          Note(job,
+               absl::StrFormat("latency goal %.3f ms met by existing records (estimate %.3f ms): "
+                               "no tuning needed",
+                               job.row.spec.latency_goal_ms(), ms),
+               m);
+          Finish(job, v1::JOB_STATE_SUCCEEDED, "", m);
+          return absl::OkStatus();
+        }
+      }
+    }
+  }
+  m.jobs.push_back(job.row);
+  Note(job, absl::StrCat("prepared for target ", job.row.target_key), m);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const ops::Template*> JobDriver::TemplateFor(Job& job, int task) {
+  if (job.templates.size() < job.tasks.size()) job.templates.resize(job.tasks.size());
+  if (job.templates[task] == nullptr) {
+    LOOM_ASSIGN_OR_RETURN(graph::Workload w, graph::ParseWorkloadKey(job.tasks[task].task_key));
+    ops::Target target;
+    target.kind = TargetKind(job.row.spec);
+    if (!job.row.isa.empty()) {
+      LOOM_ASSIGN_OR_RETURN(target.isa, ops::ParseIsa(job.row.isa));
+    }
+    LOOM_ASSIGN_OR_RETURN(job.templates[task], ops::MakeTemplate(w, target));
+  }
+  return job.templates[task].get();
+}
+
+void JobDriver::SubmitNext(Job& job, Mutation& m) {
+  if (job.stage_live) {
+    pending_.erase(job.num);
+    return;
+  }
+  const int ti = CurrentTask(job);
+  if (ti < 0) {
+    Finish(job, v1::JOB_STATE_SUCCEEDED, "", m);
+    return;
+  }
+  TaskRow& task = job.tasks[ti];
+  sched::StageRequest req;
+  req.job = job.sjob;
+  req.kind = SchedKind(task.phase);
+  if (task.phase == TaskPhase::kMeasure) {
+    req.need.device_kind = TargetKind(job.row.spec);
+  } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
+    req.need.cpu_slots = std::max(1, options_.build_slots);
+    if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
+  } else {
+    req.need.cpu_slots = 1;
+  }
+  if (IsSimulated(job))
+    req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
+  if (scheduler_->CheckFeasible(req.need).infeasible()) {
+    job.waiting = absl::StrCat("waiting for an agent that can run its ",
+                               KindName(PhaseKind(task.phase)), " stage");
+    pending_.insert(job.num);
+    return;
+  }
+  auto id = scheduler_->Submit(req, Now());
+  if (!id.ok()) {
+    job.waiting = std::string(id.status().message());
+    pending_.insert(job.num);
+    return;
+  }
+  job.waiting.clear();
+  job.stage_live = true;
+  job.stage = *id;
+  job.lease.clear();
+  stage_job_[*id] = job.num;
+  pending_.erase(job.num);
+  ++job.version;
+}
+
+void JobDriver::HandleEvents(Mutation& m) {
+  for (const sched::StageEvent& ev : scheduler_->TakeEvents()) {
+    auto sj = stage_job_.find(ev.stage);
+    if (sj == stage_job_.end()) continue;
+    auto jt = jobs_.find(sj->second);
+    if (ev.lease != 0) {
+      auto l = lease_by_sched_.find(ev.lease);
+      if (l != lease_by_sched_.end()) EndLease(l->second, m);
+    }
+    if (jt == jobs_.end()) continue;
+    Job& job = *jt->second;
+    const int ti = CurrentTask(job);
+    const std::string what =
+        ti < 0 ? "stage"
+               : absl::StrCat(KindName(PhaseKind(job.tasks[ti].phase)), " stage of task ", ti,
+                              " (round ", job.tasks[ti].round, ")");
+    switch (ev.type) {
+      case sched::StageEvent::Type::kRequeued:
+        ++requeued_;
+        job.lease.clear();
+        Note(job, absl::StrCat(what, " requeued: ", ev.reason), m);
+        break;
+      case sched::StageEvent::Type::kFailed:
+        stage_job_.erase(sj);
+        job.stage_live = false;
+        Finish(job, v1::JOB_STATE_FAILED, absl::StrCat(what, " failed: ", ev.reason), m);
+        break;
+      case sched::StageEvent::Type::kCancelled:
+        stage_job_.erase(sj);
+        job.stage_live = false;
+        break;
+    }
+  }
+}
+
+void JobDriver::EndLease(const std::string& lease_id, Mutation& m) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return;
+  auto a = agents_.find(it->second.agent_id);
+  if (a != agents_.end()) {
+    a->second->leases.erase(lease_id);
+    auto& out = a->second->outbox;
+    out.erase(std::remove_if(out.begin(), out.end(),
+                             [&](const v1::StageRequest& r) { return r.lease_id() == lease_id; }),
+              out.end());
+  }
+  lease_by_sched_.erase(it->second.sched_lease);
+  leases_.erase(it);
+  m.leases_deleted.push_back(lease_id);
+}
+
+void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, Mutation& m) {
+  if (Ended(job.row.state)) return;
+  job.row.state = state;
+  job.row.finished = Now();
+  job.row.failure_reason = reason;
+  if (job.sjob != 0) {
+    if (job.stage_live) {
+      const std::string lease = job.lease;
+      scheduler_->CancelJob(job.sjob, Now()).IgnoreError();
+      if (!lease.empty()) EndLease(lease, m);
+    } else {
+      scheduler_->CloseJob(job.sjob).IgnoreError();
+    }
+    // The scheduler's cancel events name stages we no longer track.
+    for (const sched::StageEvent& ev : scheduler_->TakeEvents()) {
+      if (ev.lease != 0) {
+        auto l = lease_by_sched_.find(ev.lease);
+        if (l != lease_by_sched_.end()) EndLease(l->second, m);
+      }
+      stage_job_.erase(ev.stage);
+    }
+  }
+  stage_job_.erase(job.stage);
+  job.stage_live = false;
+  // The estimate from the best known records, for the result.
+  if (!IsSimulated(job) && state == v1::JOB_STATE_SUCCEEDED && job.row.prepared) {
+    double ms = 0;
+    bool all = true;
+    for (const TaskRow& t : job.tasks) {
+      if (t.phase == TaskPhase::kSkipped) continue;
+      auto best = records_->BestK(t.task_key, job.row.target_key, 1);
+      if (!best.ok() || best->empty()) {
+        all = false;
+        break;
+      }
+      ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+    }
+    if (all) job.row.estimated_latency_ms = ms;
+  }
+  m.jobs.push_back(job.row);
+  for (const TaskRow& t : job.tasks) m.tasks.push_back(t);
+  Note(job, absl::StrCat(StateName(state), reason.empty() ? "" : ": ", reason), m);
+  active_.erase(job.num);
+  pending_.erase(job.num);
+  job.templates.clear();
+}
+
+absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lease,
+                                                      const Agent& agent,
+                                                      const sched::Grant& grant) {
+  if (lease.task < 0) return absl::InternalError("grant for a job with no task left");
+  TaskRow& task = job.tasks[lease.task];
+  v1::StageRequest r;
+  r.set_lease_id(lease.id);
+  r.set_job_id(job.row.id);
+  r.set_task_key(task.task_key);
+  r.set_round(task.round);
+  r.set_cpu_slots(grant.cpu_slots);
+  for (size_t i = 0; i < agent.device_ids.size(); ++i) {
+    if (agent.device_ids[i] == grant.device) r.set_device(agent.devices[i].name());
+  }
+  v1::TaskSpec* ts = r.mutable_task();
+  ts->set_workload_key(task.task_key);
+  ts->set_template_name(task.template_name);
+  ts->set_target_kind(TargetKind(job.row.spec));
+  ts->set_isa(job.row.isa);
+  ts->set_target_key(lease.device_target_key.empty() ? job.row.target_key
+                                                     : lease.device_target_key);
+  ts->set_flops(task.flops);
+  const v1::SubmitJobRequest& spec = job.row.spec;
+  v1::TunerSpec* tu = r.mutable_tuner();
+  tu->set_kind(spec.tuner().empty() ? "xgb" : spec.tuner());
+  tu->set_seed(spec.seed() + task.index);
+  tu->set_batch_size(spec.batch_size() > 0 ? spec.batch_size() : 8);
+  tu->set_trials(spec.trials());
+  if (IsSimulated(job)) {
+    r.set_kind(v1::STAGE_KIND_SIMULATED);
+    r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.phase));
+    return r;
+  }
+  r.set_kind(PhaseKind(task.phase));
+  switch (task.phase) {
+    case TaskPhase::kPropose:
+      *r.mutable_propose()->mutable_history() = task.history.history();
+      r.mutable_propose()->set_tuner_state(task.history.tuner_state());
+      r.mutable_propose()->set_trials_done(task.trials_done);
+      break;
+    case TaskPhase::kBuild:
+      *r.mutable_build() = task.configs;
+      break;
+    case TaskPhase::kMeasure:
+      *r.mutable_measure()->mutable_artifacts() = task.artifacts.artifacts();
+      break;
+    case TaskPhase::kUpdate:
+      *r.mutable_update() = task.history;
+      break;
+    default:
+      return absl::InternalError("stage for a finished task");
+  }
+  return r;
+}
+
+absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result,
+                                    Mutation& m) {
+  TaskRow& task = job.tasks[lease.task];
+  const bool sim = IsSimulated(job);
+  std::string note;
+  switch (task.phase) {
+    case TaskPhase::kPropose: {
+      if (!sim && !result.has_propose()) {
+        return absl::InvalidArgumentError("a propose stage must report a propose output");
+      }
+      if (sim) {
+        task.phase = TaskPhase::kBuild;
+        break;
+      }
+      const int left = std::max(0, job.row.spec.trials() - task.trials_done);
+      std::vector<int64_t> configs(result.propose().config_indices().begin(),
+                                   result.propose().config_indices().end());
+      if (static_cast<int>(configs.size()) > left) configs.resize(left);
+      if (configs.empty()) {
+        task.phase = TaskPhase::kDone;
+        note = absl::StrCat("task ", task.index, ": tuner has no more configs after ",
+                            task.trials_done, " trials");
+        break;
+      }
+      task.configs.Clear();
+      for (int64_t c : configs) task.configs.add_config_indices(c);
+      task.phase = TaskPhase::kBuild;
+      break;
+    }
+    case TaskPhase::kBuild: {
+      if (sim) {
+        task.phase = TaskPhase::kMeasure;
+        break;
+      }
+      if (!result.has_build() ||
+          result.build().artifacts_size() != task.configs.config_indices_size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("a build stage must report one artifact per config (",
+                         task.configs.config_indices_size(), ")"));
+      }
+      task.artifacts = result.build();
+      task.phase = TaskPhase::kMeasure;
+      break;
+    }
+    case TaskPhase::kMeasure: {
+      std::vector<tune::Record> recs;
+      const std::string target_key =
+          lease.device_target_key.empty() ? job.row.target_key : lease.device_target_key;
+      if (sim) {
+        // A simulated measurement is recorded like a real one (its cost: the simulated seconds),
+        // so the load and restart tests can count records.
+        tune::Record rec;
+        rec.task_key = task.task_key;
+        rec.template_name = "simulated";
+        rec.target_key = target_key;
+        rec.config_index = task.round;
+        rec.config_json = "{}";
+        double s = std::max(1e-6, job.row.spec.simulated().measure_seconds());
+        rec.costs = {s};
+        rec.timestamp = Now();
+        rec.job_id = job.row.id;
+        recs.push_back(std::move(rec));
+      } else {
+        if (!result.has_measure() ||
+            result.measure().results_size() != task.artifacts.artifacts_size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("a measure stage must report one result per artifact (",
+                           task.artifacts.artifacts_size(), ")"));
+        }
+        LOOM_ASSIGN_OR_RETURN(const ops::Template* tmpl, TemplateFor(job, task.index));
+        for (int i = 0; i < result.measure().results_size(); ++i) {
+          const v1::MeasureResult& r = result.measure().results(i);
+          const v1::Artifact& a = task.artifacts.artifacts(i);
+          tune::MeasureResult mr;
+          mr.config.index = r.config_index();
+          mr.costs.assign(r.costs().begin(), r.costs().end());
+          mr.error = static_cast<tune::ErrorKind>(
+              std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
+          mr.error_msg = r.error_msg();
+          mr.measure_seconds = r.measure_seconds();
+          mr.timestamp = r.timestamp_unix_micros() > 0
+                             ? absl::FromUnixMicros(r.timestamp_unix_micros())
+                             : Now();
+          const ops::Config config{r.config_index()};
+          std::string json = tmpl->space().Contains(config) ? tmpl->space().ToJson(config) : "{}";
+          tune::Record rec =
+              tune::MakeRecord(tune::RecordContext{task.task_key, task.template_name, target_key,
+                                                   job.row.id, task.flops},
+                               mr, std::move(json), a.build_seconds());
+          // A "successful" result without usable costs is an error record, not a bad append.
+          if (rec.ok() && (rec.costs.empty() ||
+                           std::any_of(rec.costs.begin(), rec.costs.end(),
+                                       [](double c) { return !(c > 0) || !std::isfinite(c); }))) {
+            rec.error = tune::ErrorKind::kUnknown;
+            rec.error_msg = "the agent reported no usable costs";
+            rec.median_cost = std::numeric_limits<double>::infinity();
+          }
+          recs.push_back(std::move(rec));
+        }
+      }
+      // Records are committed before the task moves on (a crash between the two re-measures the
+      // round: records are never lost, at worst repeated).
+      LOOM_RETURN_IF_ERROR(records_->Append(recs));
+      job.row.records += static_cast<int64_t>(recs.size());
+      double round_best = std::numeric_limits<double>::infinity();
+      for (const tune::Record& rec : recs) {
+        if (!sim) {
+          v1::Trial* t = task.history.add_history();
+          t->set_config_index(rec.config_index);
+          for (double c : rec.costs) t->add_costs(c);
+          t->set_error(static_cast<v1::ErrorKind>(rec.error));
+          ++task.trials_done;
+        }
+        if (!rec.ok()) ++task.errors;
+        if (rec.ok()) {
+          round_best = std::min(round_best, rec.median_cost);
+          if (task.best_cost == 0 || rec.median_cost < task.best_cost) {
+            task.best_cost = rec.median_cost;
+          }
+        }
+      }
+      task.artifacts.Clear();
+      task.phase = TaskPhase::kUpdate;
+      note = absl::StrFormat("task %d/%d: round %d measured, %d records", task.index + 1,
+                             job.tasks.size(), task.round, recs.size());
+      if (!sim && task.best_cost > 0) {
+        absl::StrAppendFormat(&note, ", best %.2f GFLOPS", task.flops / task.best_cost / 1e9);
+      }
+      break;
+    }
+    case TaskPhase::kUpdate: {
+      if (!sim) {
+        if (!result.has_update()) {
+          return absl::InvalidArgumentError("an update stage must report an update output");
+        }
+        task.history.set_tuner_state(result.update().tuner_state());
+      }
+      ++task.round;
+      const bool done = sim ? task.round >= job.row.spec.simulated().rounds()
+                            : task.trials_done >= job.row.spec.trials();
+      task.phase = done ? TaskPhase::kDone : TaskPhase::kPropose;
+      if (done) note = absl::StrCat("task ", task.index + 1, "/", job.tasks.size(), " done");
+      break;
+    }
+    default:
+      return absl::InternalError("result for a finished task");
+  }
+  // Resource accounting from the reported timing (else the lease's length).
+  const absl::Time now = Now();
+  double secs = absl::ToDoubleSeconds(now - lease.granted);
+  if (result.timing().end_unix_micros() > result.timing().start_unix_micros() &&
+      result.timing().start_unix_micros() > 0) {
+    secs = (result.timing().end_unix_micros() - result.timing().start_unix_micros()) / 1e6;
+  }
+  if (lease.uses_device) {
+    job.row.device_seconds += secs;
+  } else {
+    job.row.cpu_seconds += secs * std::max(1, lease.cpu_slots);
+  }
+  m.tasks.push_back(task);
+  m.jobs.push_back(job.row);
+  if (!note.empty()) {
+    Note(job, note, m);
+  } else {
+    ++job.version;
+  }
+  return absl::OkStatus();
+}
+
+void JobDriver::ExpireAgents() {
+  const absl::Time now = Now();
+  Mutation m;
+  for (auto& [id, a] : agents_) {
+    if (!a->alive || now - a->last_seen <= options_.heartbeat_timeout) continue;
+    a->alive = false;
+    scheduler_->SetHostOnline(a->host, false).IgnoreError();
+    LogKv("agent_lost",
+          {{"agent", id},
+           {"host", a->hostname},
+           {"silent_s", absl::StrFormat("%.1f", absl::ToDoubleSeconds(now - a->last_seen))},
+           {"leases", absl::StrCat(a->leases.size())}});
+    std::vector<std::string> held(a->leases.begin(), a->leases.end());
+    for (const std::string& lid : held) {
+      auto l = leases_.find(lid);
+      if (l == leases_.end()) continue;
+      const sched::LeaseId sl = l->second.sched_lease;
+      scheduler_
+          ->Fail(sl, now,
+                 absl::StrFormat("agent %s (%s) lost: no heartbeat for %.1f s", id, a->hostname,
+                                 absl::ToDoubleSeconds(now - a->last_seen)))
+          .IgnoreError();
+      // The requeue/failure event ends our lease (HandleEvents); make sure it is gone.
+      HandleEvents(m);
+      EndLease(lid, m);
+    }
+    a->outbox.clear();
+  }
+  Commit(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+v1::Job JobDriver::ToProto(const Job& job) {
+  v1::Job p;
+  const JobRow& r = job.row;
+  p.set_id(r.id);
+  p.set_owner(r.owner);
+  p.set_name(r.name);
+  p.set_state(r.state);
+  p.set_priority(r.priority);
+  p.set_target(r.spec.target().empty() ? "cpu" : r.spec.target());
+  p.set_trials(r.spec.trials());
+  p.set_submitted_unix_micros(Micros(r.submitted));
+  p.set_started_unix_micros(Micros(r.started));
+  p.set_finished_unix_micros(Micros(r.finished));
+  p.set_failure_reason(r.failure_reason);
+  p.set_cpu_seconds(r.cpu_seconds);
+  p.set_device_seconds(r.device_seconds);
+  p.set_records(r.records);
+  p.set_estimated_latency_ms(r.estimated_latency_ms);
+  const int current = CurrentTask(job);
+  std::string stage_text;
+  if (!Ended(r.state)) {
+    if (!job.waiting.empty()) {
+      stage_text = job.waiting;
+    } else if (current >= 0) {
+      const std::string kind(KindName(PhaseKind(job.tasks[current].phase)));
+      auto l = job.lease.empty() ? leases_.end() : leases_.find(job.lease);
+      if (l != leases_.end()) {
+        auto a = agents_.find(l->second.agent_id);
+        stage_text = absl::StrCat(kind, " (", l->second.delivered ? "running" : "dispatching",
+                                  " on ", a != agents_.end() ? a->second->hostname : "?", ")");
+      } else {
+        stage_text = absl::StrCat(kind, " (queued)");
+      }
+    }
+  }
+  for (const TaskRow& t : job.tasks) {
+    v1::TaskProgress* tp = p.add_tasks();
+    tp->set_task_key(t.task_key);
+    tp->set_trials_done(IsSimulated(job) ? static_cast<int>(t.round) : t.trials_done);
+    tp->set_trials(IsSimulated(job) ? r.spec.simulated().rounds() : r.spec.trials());
+    tp->set_best_gflops(t.best_cost > 0 && t.flops > 0 ? t.flops / t.best_cost / 1e9 : 0);
+    tp->set_errors(t.errors);
+    if (t.phase == TaskPhase::kSkipped) {
+      tp->set_stage(absl::StrCat("skipped: ", t.skip_reason));
+    } else if (t.phase == TaskPhase::kDone) {
+      tp->set_stage("done");
+    } else if (t.index == current) {
+      tp->set_stage(stage_text);
+    } else {
+      tp->set_stage("pending");
+    }
+  }
+  // Queue position among queued jobs: (priority desc, submission order), the scheduler's order.
+  if (r.state == v1::JOB_STATE_QUEUED) {
+    int pos = 1;
+    for (int64_t num : active_) {
+      const Job& o = *jobs_.at(num);
+      if (o.num == job.num || o.row.state != v1::JOB_STATE_QUEUED) continue;
+      if (o.row.priority > r.priority || (o.row.priority == r.priority && o.num < job.num)) ++pos;
+    }
+    p.set_queue_position(pos);
+    // Predictable only when jobs run one at a time and every job ahead has known durations.
+    if (options_.policy == "sequential") {
+      double ahead = 0;
+      bool known = true;
+      for (int64_t num : active_) {
+        const Job& o = *jobs_.at(num);
+        if (o.num == job.num) continue;
+        const bool before = o.row.state == v1::JOB_STATE_RUNNING || o.row.priority > r.priority ||
+                            (o.row.priority == r.priority && o.num < job.num);
+        if (!before) continue;
+        if (!IsSimulated(o)) {
+          known = false;
+          break;
+        }
+        const v1::SimulatedWorkload& w = o.row.spec.simulated();
+        const double per_round =
+            w.propose_seconds() + w.build_seconds() + w.measure_seconds() + w.update_seconds();
+        int64_t rounds_left = 0;
+        for (const TaskRow& t : o.tasks) {
+          if (t.phase != TaskPhase::kDone) rounds_left += w.rounds() - t.round;
+        }
+        ahead += per_round * static_cast<double>(rounds_left);
+      }
+      if (known) {
+        p.set_expected_start_unix_micros(absl::ToUnixMicros(Now() + absl::Seconds(ahead)));
+      }
+    }
+  }
+  return p;
+}
+
+std::vector<v1::ResourceUse> JobDriver::Resources() {
+  std::vector<v1::ResourceUse> out;
+  std::vector<const Agent*> sorted;
+  for (const auto& [id, a] : agents_) sorted.push_back(a.get());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Agent* a, const Agent* b) { return a->host < b->host; });
+  for (const Agent* a : sorted) {
+    v1::ResourceUse u;
+    u.set_agent_id(a->id);
+    u.set_hostname(a->hostname);
+    u.set_alive(a->alive);
+    u.set_cpu_slots(a->cpu_slots);
+    u.set_cpu_slots_used(a->cpu_slots - scheduler_->FreeCpuSlots(a->host));
+    u.set_devices(static_cast<int>(a->device_ids.size()));
+    int busy = 0;
+    for (sched::DeviceId d : a->device_ids) busy += scheduler_->DeviceLeases(d) > 0 ? 1 : 0;
+    u.set_devices_busy(busy);
+    u.set_leases(static_cast<int>(a->leases.size()));
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+absl::StatusOr<JobDriver::Job*> JobDriver::FindVisible(const Principal& who,
+                                                       const std::string& job_id) {
+  if (who.role == Role::kAgent) {
+    return absl::PermissionDeniedError("agent tokens cannot use the job API");
+  }
+  const int64_t num = JobNum(job_id);
+  auto it = num == 0 ? jobs_.end() : jobs_.find(num);
+  if (it == jobs_.end() || (!who.admin() && it->second->row.owner != who.user)) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' not found"));
+  }
+  return it->second.get();
+}
+
+// ---------------------------------------------------------------------------------------------
+// User API
+
+absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
+                                          const v1::SubmitJobRequest& request) {
+  if (who.role == Role::kAgent) {
+    return absl::PermissionDeniedError("agent tokens cannot submit jobs");
+  }
+  LOOM_RETURN_IF_ERROR(ValidateSpec(request));
+  if (request.onnx_model().size() > static_cast<size_t>(options_.max_model_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat("the model has ", request.onnx_model().size(),
+                                                     " bytes; this daemon takes at "
+                                                     "most ",
+                                                     options_.max_model_bytes,
+                                                     " (--max-model-bytes)"));
+  }
+  int64_t num;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+    num = next_job_++;
+  }
+  const std::string id = JobIdOf(num);
+  // Model loading and task extraction run outside the lock (they may take seconds).
+  LOOM_ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, ExtractTaskRows(request, id));
+
+  auto job = std::make_unique<Job>();
+  job->num = num;
+  JobRow& row = job->row;
+  row.id = id;
+  row.owner = who.user;
+  row.spec = request;
+  row.spec.clear_onnx_model();
+  if (request.has_onnx_model()) row.spec.set_onnx_model("");  // keeps the oneof case
+  row.name = !request.name().empty()    ? request.name()
+             : request.has_zoo_model()  ? request.zoo_model()
+             : request.has_onnx_model() ? "onnx-model"
+                                        : "simulated";
+  row.priority = request.priority();
+  row.state = v1::JOB_STATE_QUEUED;
+  job->tasks = std::move(tasks);
+
+  absl::MutexLock lock(&mu_);
+  row.submitted = Now();
+  Mutation m;
+  m.jobs.push_back(row);
+  m.tasks = job->tasks;
+  if (request.has_onnx_model()) m.models.push_back({id, request.onnx_model()});
+  m.counters.push_back({"next_job", next_job_});
+  Note(*job,
+       absl::StrCat("submitted by ", who.user, ": ", job->tasks.size(), " tasks, target ",
+                    TargetKind(request)),
+       m);
+  Commit(m);  // acknowledged only after this commit
+  Job& ref = *job;
+  jobs_[num] = std::move(job);
+  active_.insert(num);
+  pending_.insert(num);
+  LogKv("job_submitted", {{"job", id},
+                          {"owner", who.user},
+                          {"name", ref.row.name},
+                          {"tasks", absl::StrCat(ref.tasks.size())}});
+  Pump();
+  return ToProto(ref);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobDriver::List(const Principal& who,
+                                                     const v1::ListJobsRequest& request) {
+  if (who.role == Role::kAgent) {
+    return absl::PermissionDeniedError("agent tokens cannot use the job API");
+  }
+  if (request.all_users() && !who.admin()) {
+    return absl::PermissionDeniedError("listing every user's jobs needs an admin token");
+  }
+  absl::MutexLock lock(&mu_);
+  v1::ListJobsResponse out;
+  for (const auto& [num, job] : jobs_) {
+    if (!request.include_ended() && Ended(job->row.state)) continue;
+    if (job->row.owner != who.user && !request.all_users()) continue;
+    *out.add_jobs() = ToProto(*job);
+  }
+  for (v1::ResourceUse& u : Resources()) *out.add_resources() = std::move(u);
+  return out;
+}
+
+absl::StatusOr<v1::Job> JobDriver::Get(const Principal& who, const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+  return ToProto(*job);
+}
+
+absl::StatusOr<v1::Job> JobDriver::Cancel(const Principal& who, const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+  if (Ended(job->row.state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " already ", StateName(job->row.state)));
+  }
+  Mutation m;
+  Finish(*job, v1::JOB_STATE_CANCELLED, absl::StrCat("cancelled by ", who.user), m);
+  Commit(m);
+  Pump();
+  return ToProto(*job);
+}
+
+absl::StatusOr<v1::JobResult> JobDriver::Result(const Principal& who, const std::string& job_id) {
+  v1::JobResult out;
+  std::vector<TaskRow> tasks;
+  std::string target_key;
+  bool simulated = false;
+  {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+    *out.mutable_job() = ToProto(*job);
+    tasks = job->tasks;
+    if (tasks.empty()) {
+      auto loaded = state_->LoadTasks(job->row.id);
+      if (loaded.ok()) tasks = *std::move(loaded);
+    }
+    target_key = job->row.target_key;
+    simulated = IsSimulated(*job);
+    if (job->row.spec.has_zoo_model()) out.set_zoo_model(job->row.spec.zoo_model());
+    if (job->row.spec.has_onnx_model()) {
+      auto model = state_->LoadModel(job->row.id);
+      if (model.ok()) out.set_model_onnx(*std::move(model));
+    }
+  }
+  if (!target_key.empty()) {
+    for (const TaskRow& t : tasks) {
+      if (t.phase == TaskPhase::kSkipped) continue;
+      LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> best,
+                            records_->BestK(t.task_key, target_key, 1));
+      if (best.empty()) continue;
+      v1::BestConfig* b = out.add_best();
+      b->set_task_key(t.task_key);
+      b->set_template_name(best[0].template_name);
+      b->set_target_key(best[0].target_key);
+      b->set_config_index(best[0].config_index);
+      b->set_config_json(best[0].config_json);
+      b->set_median_cost(best[0].median_cost);
+      b->set_gflops(simulated ? 0 : best[0].Gflops());
+    }
+  }
+  std::ostringstream jsonl;
+  LOOM_RETURN_IF_ERROR(records_->ExportJsonLines(jsonl, tune::RecordFilter{.job_id = job_id}));
+  out.set_records_jsonl(jsonl.str());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> JobDriver::Logs(const Principal& who,
+                                                         const std::string& job_id, int tail) {
+  {
+    absl::MutexLock lock(&mu_);
+    LOOM_RETURN_IF_ERROR(FindVisible(who, job_id).status());
+  }
+  if (tail < 0) return absl::InvalidArgumentError("tail must be >= 0");
+  LOOM_ASSIGN_OR_RETURN(std::vector<LogLine> lines, state_->Logs(job_id, tail));
+  std::vector<std::string> out;
+  for (const LogLine& l : lines) {
+    out.push_back(absl::StrCat(
+        absl::FormatTime("%Y-%m-%d %H:%M:%E3S", l.time, absl::LocalTimeZone()), "  ", l.text));
+  }
+  return out;
+}
+
+absl::StatusOr<JobChange> JobDriver::WaitForChange(const Principal& who, const std::string& job_id,
+                                                   int64_t after_version, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || job->version > after_version;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+  if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+  JobChange c;
+  c.job = ToProto(*job);
+  c.version = job->version;
+  c.ended = Ended(job->row.state);
+  for (const auto& [v, msg] : job->recent) {
+    if (v > after_version && after_version > 0) c.messages.push_back(msg);
+  }
+  return c;
+}
+
+absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
+  if (!who.admin()) return absl::PermissionDeniedError("server stats need an admin token");
+  absl::MutexLock lock(&mu_);
+  v1::ServerStats s;
+  for (const auto& [id, a] : agents_) {
+    if (a->alive) {
+      s.set_agents_alive(s.agents_alive() + 1);
+    } else {
+      s.set_agents_lost(s.agents_lost() + 1);
+    }
+  }
+  s.set_jobs_total(static_cast<int64_t>(jobs_.size()));
+  s.set_jobs_active(static_cast<int64_t>(active_.size()));
+  s.set_stages_dispatched(static_cast<int64_t>(dispatch_ms_.size()));
+  s.set_stages_requeued(requeued_);
+  s.set_ready_stages(static_cast<int64_t>(scheduler_->num_ready()));
+  s.set_running_stages(static_cast<int64_t>(scheduler_->num_running()));
+  s.set_dispatch_p50_ms(Percentile(dispatch_ms_, 0.5));
+  s.set_dispatch_p99_ms(Percentile(dispatch_ms_, 0.99));
+  s.set_queue_wait_p50_ms(Percentile(queue_wait_ms_, 0.5));
+  s.set_queue_wait_p99_ms(Percentile(queue_wait_ms_, 0.99));
+  for (v1::ResourceUse& u : Resources()) *s.add_resources() = std::move(u);
+  s.set_policy(options_.policy);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent API
+
+absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
+                                                         const v1::RegisterRequest& request) {
+  if (who.role == Role::kUser) {
+    return absl::PermissionDeniedError("registering an agent needs an agent or admin token");
+  }
+  if (request.cpu_slots() < 0 || request.cpu_slots() > 4096) {
+    return absl::InvalidArgumentError("cpu_slots must be in [0, 4096]");
+  }
+  if (request.cpu_slots() == 0 && request.devices().empty()) {
+    return absl::InvalidArgumentError("an agent must offer CPU slots or a device");
+  }
+  if (request.devices_size() > 256) return absl::InvalidArgumentError("too many devices");
+  for (const v1::DeviceInfo& d : request.devices()) {
+    if (d.name().empty() || (d.kind() != "cpu" && d.kind() != "cuda")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", d.name(), "': needs a name and kind cpu or cuda"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+  auto agent = std::make_unique<Agent>();
+  agent->id = absl::StrCat("a", epoch_, ".", next_agent_++);
+  agent->hostname = request.hostname().empty() ? agent->id : request.hostname();
+  agent->cpu_slots = request.cpu_slots();
+  LOOM_ASSIGN_OR_RETURN(agent->host,
+                        scheduler_->AddHost({.name = absl::StrCat(agent->hostname, "/", agent->id),
+                                             .cpu_slots = request.cpu_slots()}));
+  for (const v1::DeviceInfo& d : request.devices()) {
+    LOOM_ASSIGN_OR_RETURN(sched::DeviceId id,
+                          scheduler_->AddDevice({.name = absl::StrCat(agent->id, "/", d.name()),
+                                                 .kind = d.kind(),
+                                                 .host = agent->host}));
+    agent->devices.push_back(d);
+    agent->device_ids.push_back(id);
+    device_agent_[id] = agent->id;
+  }
+  agent->last_seen = Now();
+  v1::RegisterResponse r;
+  r.set_agent_id(agent->id);
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
+  r.set_lease_timeout_ms(static_cast<int32_t>(timeout_ms));
+  r.set_heartbeat_interval_ms(static_cast<int32_t>(std::max<int64_t>(50, timeout_ms / 4)));
+  LogKv("agent_registered", {{"agent", agent->id},
+                             {"host", agent->hostname},
+                             {"cpu_slots", absl::StrCat(agent->cpu_slots)},
+                             {"devices", absl::StrCat(agent->devices.size())},
+                             {"version", request.version()}});
+  agents_[agent->id] = std::move(agent);
+  // New resources: jobs waiting for an agent may start.
+  for (int64_t num : active_) {
+    const Job& j = *jobs_.at(num);
+    if (!j.stage_live) pending_.insert(num);
+  }
+  Pump();
+  return r;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
+                                                           const v1::HeartbeatRequest& request) {
+  if (who.role == Role::kUser) {
+    return absl::PermissionDeniedError("heartbeats need an agent or admin token");
+  }
+  absl::MutexLock lock(&mu_);
+  v1::HeartbeatResponse r;
+  auto it = agents_.find(request.agent_id());
+  if (it == agents_.end() || !it->second->alive) {
+    r.set_reregister(true);
+    for (const std::string& l : request.running_lease_ids()) r.add_cancelled_lease_ids(l);
+    return r;
+  }
+  Agent& a = *it->second;
+  a.last_seen = Now();
+  for (const std::string& l : request.running_lease_ids()) {
+    if (!a.leases.contains(l)) r.add_cancelled_lease_ids(l);
+  }
+  return r;
+}
+
+absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
+    const Principal& who, const v1::AcquireStagesRequest& request) {
+  if (who.role == Role::kUser) {
+    return absl::PermissionDeniedError("acquiring stages needs an agent or admin token");
+  }
+  if (request.wait_ms() < 0) return absl::InvalidArgumentError("wait_ms must be >= 0");
+  const absl::Duration wait =
+      std::min(absl::Milliseconds(request.wait_ms()), options_.max_acquire_wait);
+  absl::MutexLock lock(&mu_);
+  auto it = agents_.find(request.agent_id());
+  if (it == agents_.end() || !it->second->alive) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown or lost agent '", request.agent_id(), "': register again"));
+  }
+  Agent* a = it->second.get();
+  a->last_seen = Now();
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || !a->alive || !a->outbox.empty();
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  v1::AcquireStagesResponse r;
+  const absl::Time now = Now();
+  a->last_seen = std::max(a->last_seen, now);
+  while (!a->outbox.empty()) {
+    v1::StageRequest s = std::move(a->outbox.front());
+    a->outbox.pop_front();
+    auto l = leases_.find(s.lease_id());
+    if (l != leases_.end()) {
+      l->second.delivered = true;
+      dispatch_ms_.push_back(absl::ToDoubleMilliseconds(now - l->second.granted));
+    }
+    *r.add_stages() = std::move(s);
+  }
+  return r;
+}
+
+absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
+                                                          const v1::ReportStageRequest& request) {
+  if (who.role == Role::kUser) {
+    return absl::PermissionDeniedError("reporting stages needs an agent or admin token");
+  }
+  absl::MutexLock lock(&mu_);
+  auto ait = agents_.find(request.agent_id());
+  if (ait == agents_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("unknown agent '", request.agent_id(), "': register again"));
+  }
+  ait->second->last_seen = Now();
+  v1::ReportStageResponse r;
+  const v1::StageResult& result = request.result();
+  auto lit = leases_.find(result.lease_id());
+  if (lit == leases_.end() || lit->second.agent_id != request.agent_id()) {
+    r.set_accepted(false);  // expired, revoked, or another agent's
+    return r;
+  }
+  const Lease lease = lit->second;
+  auto jit = jobs_.find(lease.job);
+  if (jit == jobs_.end()) {
+    r.set_accepted(false);
+    return r;
+  }
+  Job& job = *jit->second;
+  const absl::Time now = Now();
+  Mutation m;
+  if (!result.error().empty()) {
+    Note(job,
+         absl::StrCat(KindName(lease.kind), " stage of task ", lease.task, " failed on agent ",
+                      lease.agent_id, ": ", result.error()),
+         m);
+    scheduler_->Fail(lease.sched_lease, now, result.error()).IgnoreError();
+    EndLease(lease.id, m);
+    HandleEvents(m);
+    Commit(m);
+    Pump();
+    r.set_accepted(true);
+    return r;
+  }
+  absl::Status applied = ApplyResult(job, lease, result, m);
+  if (!applied.ok()) {
+    // A malformed result counts as a failed try of the stage; the agent is told why.
+    m.tasks.clear();
+    m.jobs.clear();
+    Note(job, absl::StrCat("bad result from agent ", lease.agent_id, ": ", applied.message()), m);
+    scheduler_->Fail(lease.sched_lease, now, std::string(applied.message())).IgnoreError();
+    EndLease(lease.id, m);
+    HandleEvents(m);
+    Commit(m);
+    Pump();
+    return absl::InvalidArgumentError(std::string(applied.message()));
+  }
+  EndLease(lease.id, m);
+  Commit(m);  // the result is durable before the agent hears "accepted"
+  std::optional<absl::Duration> actual;
+  if (result.timing().end_unix_micros() > result.timing().start_unix_micros() &&
+      result.timing().start_unix_micros() > 0) {
+    actual =
+        absl::Microseconds(result.timing().end_unix_micros() - result.timing().start_unix_micros());
+  }
+  scheduler_->Complete(lease.sched_lease, now, actual).IgnoreError();
+  stage_job_.erase(job.stage);
+  job.stage_live = false;
+  job.lease.clear();
+  pending_.insert(job.num);
+  Pump();
+  r.set_accepted(true);
+  return r;
+}
+
+}  // namespace loom::service

@@ -1,0 +1,363 @@
+#include "loom/service/job_driver.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/base/clock.h"
+#include "loom/ops/target.h"
+
+namespace loom::service {
+namespace {
+
+using ::testing::HasSubstr;
+
+const Principal kAlice{"alice", Role::kUser};
+const Principal kBob{"bob", Role::kUser};
+const Principal kAdmin{"root", Role::kAdmin};
+const Principal kAgent{"agent", Role::kAgent};
+
+v1::SubmitJobRequest Sim(int tasks, int rounds, double seconds = 0.01) {
+  v1::SubmitJobRequest r;
+  r.set_target("cpu");
+  v1::SimulatedWorkload* w = r.mutable_simulated();
+  w->set_tasks(tasks);
+  w->set_rounds(rounds);
+  w->set_propose_seconds(seconds);
+  w->set_build_seconds(seconds);
+  w->set_measure_seconds(seconds);
+  w->set_update_seconds(seconds);
+  return r;
+}
+
+v1::RegisterRequest AgentSpec(const std::string& host, int slots = 2) {
+  v1::RegisterRequest r;
+  r.set_hostname(host);
+  r.set_cpu_slots(slots);
+  v1::DeviceInfo* d = r.add_devices();
+  d->set_name("cpu:1");
+  d->set_kind("cpu");
+  d->set_isa("avx2");
+  d->set_target_key("cpu:avx2:test");
+  return r;
+}
+
+class DriverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("loom_driver_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    driver_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Open(DriverOptions o = {}) {
+    o.log_to_stderr = false;
+    auto state = OpenSqliteStateStore((dir_ / "state.db").string());
+    ASSERT_TRUE(state.ok()) << state.status();
+    auto records = tune::OpenSqliteRecordStore((dir_ / "state.db.records").string());
+    ASSERT_TRUE(records.ok()) << records.status();
+    auto d = JobDriver::Create(o, *std::move(state), *std::move(records), &clock_);
+    ASSERT_TRUE(d.ok()) << d.status();
+    driver_ = *std::move(d);
+  }
+
+  // Runs every stage granted to `agent` (no sleeping: the clock is virtual), reporting success.
+  // Returns the number of stages run.
+  int Serve(const std::string& agent, int max_stages = 1000) {
+    int n = 0;
+    while (n < max_stages) {
+      v1::AcquireStagesRequest a;
+      a.set_agent_id(agent);
+      a.set_wait_ms(0);
+      auto got = driver_->Acquire(kAgent, a);
+      if (!got.ok() || got->stages().empty()) break;
+      for (const v1::StageRequest& s : got->stages()) {
+        EXPECT_EQ(s.kind(), v1::STAGE_KIND_SIMULATED);
+        v1::ReportStageRequest r;
+        r.set_agent_id(agent);
+        r.mutable_result()->set_lease_id(s.lease_id());
+        auto rep = driver_->Report(kAgent, r);
+        EXPECT_TRUE(rep.ok()) << rep.status();
+        ++n;
+        if (n >= max_stages) break;
+      }
+    }
+    return n;
+  }
+
+  std::string RegisterAgent(const std::string& host) {
+    auto r = driver_->Register(kAgent, AgentSpec(host));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->agent_id() : "";
+  }
+
+  std::filesystem::path dir_;
+  base::VirtualClock clock_{absl::FromUnixSeconds(1'700'000'000)};
+  std::unique_ptr<JobDriver> driver_;
+};
+
+TEST_F(DriverTest, SimulatedJobRunsEveryStageAndRecordsEachRound) {
+  Open();
+  auto job = driver_->Submit(kAlice, Sim(2, 3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), v1::JOB_STATE_QUEUED);
+  EXPECT_THAT(job->tasks(0).stage(), HasSubstr("waiting for an agent with a cpu device"));
+  const std::string agent = RegisterAgent("h1");
+  EXPECT_EQ(Serve(agent), 2 * 3 * 4);  // tasks x rounds x stages
+  auto done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done->records(), 6);
+  auto result = driver_->Result(kAlice, job->id());
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(std::count(result->records_jsonl().begin(), result->records_jsonl().end(), '\n'), 6);
+  auto logs = driver_->Logs(kAlice, job->id(), 0);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_THAT(logs->back(), HasSubstr("succeeded"));
+}
+
+TEST_F(DriverTest, UsersSeeOnlyTheirJobsAdminSeesAll) {
+  Open();
+  auto job = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(driver_->Get(kBob, job->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Cancel(kBob, job->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Get(kAgent, job->id()).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(driver_->Get(kAdmin, job->id()).ok());
+  v1::ListJobsRequest all;
+  all.set_all_users(true);
+  EXPECT_EQ(driver_->List(kBob, all).status().code(), absl::StatusCode::kPermissionDenied);
+  auto listed = driver_->List(kAdmin, all);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 1);
+  auto bobs = driver_->List(kBob, {});
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_EQ(bobs->jobs_size(), 0);
+  EXPECT_EQ(driver_->Get(kAlice, "j999").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Get(kAlice, "nonsense").status().code(), absl::StatusCode::kNotFound);
+  auto cancelled = driver_->Cancel(kAlice, job->id());
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(driver_->Cancel(kAlice, job->id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(DriverTest, BadRequestsAreRefusedWithReasons) {
+  Open();
+  v1::SubmitJobRequest none;
+  EXPECT_THAT(driver_->Submit(kAlice, none).status().message(), HasSubstr("no model"));
+  v1::SubmitJobRequest trials;
+  trials.set_zoo_model("tiny_cnn");
+  EXPECT_EQ(driver_->Submit(kAlice, trials).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SubmitJobRequest zoo;
+  zoo.set_zoo_model("no_such_model");
+  zoo.set_trials(4);
+  EXPECT_EQ(driver_->Submit(kAlice, zoo).status().code(), absl::StatusCode::kNotFound);
+  v1::SubmitJobRequest onnx;
+  onnx.set_onnx_model("definitely not an onnx file");
+  onnx.set_trials(4);
+  EXPECT_EQ(driver_->Submit(kAlice, onnx).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SubmitJobRequest target = Sim(1, 1);
+  target.set_target("tpu");
+  EXPECT_THAT(driver_->Submit(kAlice, target).status().message(), HasSubstr("unknown target"));
+  EXPECT_EQ(driver_->Submit(kAgent, Sim(1, 1)).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(driver_->Register(kAlice, AgentSpec("h")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::AcquireStagesRequest unknown;
+  unknown.set_agent_id("a9.9");
+  EXPECT_EQ(driver_->Acquire(kAgent, unknown).status().code(), absl::StatusCode::kNotFound);
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id("a9.9");
+  auto h = driver_->Heartbeat(kAgent, hb);
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->reregister());
+  // A report for a lease nobody holds is dropped, not an error.
+  const std::string agent = RegisterAgent("h1");
+  v1::ReportStageRequest stale;
+  stale.set_agent_id(agent);
+  stale.mutable_result()->set_lease_id("0.1");
+  auto rep = driver_->Report(kAgent, stale);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_FALSE(rep->accepted());
+}
+
+TEST_F(DriverTest, LostAgentsStagesAreRequeuedToAnother) {
+  Open({.heartbeat_timeout = absl::Seconds(5)});
+  auto job = driver_->Submit(kAlice, Sim(1, 2));
+  ASSERT_TRUE(job.ok());
+  const std::string a1 = RegisterAgent("h1");
+  // a1 takes the first stage and dies without reporting.
+  v1::AcquireStagesRequest acq;
+  acq.set_agent_id(a1);
+  auto got = driver_->Acquire(kAgent, acq);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->stages_size(), 1);
+  const std::string a2 = RegisterAgent("h2");
+  EXPECT_EQ(Serve(a2), 0);  // the stage is a1's until its lease expires
+  clock_.Advance(absl::Seconds(6));
+  // a2 keeps heartbeating, a1 does not.
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id(a2);
+  ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
+  driver_->Start();  // the ticker expires a1
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(Serve(a2), 8);
+  auto done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  auto logs = driver_->Logs(kAlice, job->id(), 0);
+  ASSERT_TRUE(logs.ok());
+  bool requeued = false;
+  for (const auto& l : *logs) requeued |= l.find("requeued") != std::string::npos;
+  EXPECT_TRUE(requeued);
+  // a1's late report is dropped and it is told to register again.
+  v1::ReportStageRequest late;
+  late.set_agent_id(a1);
+  late.mutable_result()->set_lease_id(got->stages(0).lease_id());
+  auto rep = driver_->Report(kAgent, late);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_FALSE(rep->accepted());
+  hb.set_agent_id(a1);
+  EXPECT_TRUE(driver_->Heartbeat(kAgent, hb)->reregister());
+}
+
+TEST_F(DriverTest, StageFailingEveryTryFailsTheJobWithTheReason) {
+  Open({.max_attempts = 2});
+  auto job = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok());
+  const std::string agent = RegisterAgent("h1");
+  for (int i = 0; i < 2; ++i) {
+    v1::AcquireStagesRequest acq;
+    acq.set_agent_id(agent);
+    auto got = driver_->Acquire(kAgent, acq);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(got->stages_size(), 1) << "try " << i;
+    v1::ReportStageRequest r;
+    r.set_agent_id(agent);
+    r.mutable_result()->set_lease_id(got->stages(0).lease_id());
+    r.mutable_result()->set_error("compiler exploded");
+    ASSERT_TRUE(driver_->Report(kAgent, r).ok());
+  }
+  auto failed = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(failed->failure_reason(), HasSubstr("compiler exploded"));
+  EXPECT_THAT(failed->failure_reason(), HasSubstr("gave up after 2 tries"));
+}
+
+TEST_F(DriverTest, RestartResumesJobsAndKeepsRecords) {
+  Open();
+  auto job = driver_->Submit(kAlice, Sim(1, 4));
+  ASSERT_TRUE(job.ok());
+  std::string agent = RegisterAgent("h1");
+  EXPECT_EQ(Serve(agent, 9), 9);  // two rounds and the first stage of the third
+  // One more stage is out when the daemon goes away.
+  v1::AcquireStagesRequest acq;
+  acq.set_agent_id(agent);
+  ASSERT_EQ(driver_->Acquire(kAgent, acq)->stages_size(), 1);
+  auto before = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->records(), 2);
+  driver_.reset();
+
+  Open();
+  auto resumed = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_EQ(resumed->records(), 2);
+  EXPECT_NE(resumed->state(), v1::JOB_STATE_SUCCEEDED);
+  agent = RegisterAgent("h1");
+  EXPECT_EQ(Serve(agent), 16 - 9);
+  auto done = driver_->Get(kAlice, job->id());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done->records(), 4);
+  auto logs = driver_->Logs(kAlice, job->id(), 0);
+  bool requeued = false;
+  for (const auto& l : *logs) requeued |= l.find("daemon restarted") != std::string::npos;
+  EXPECT_TRUE(requeued);
+  // Job ids keep counting across restarts.
+  auto next = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->id(), "j2");
+}
+
+TEST_F(DriverTest, LatencyGoalMetByKnownRecordsEndsTheJobAtOnce) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  v1::SubmitJobRequest r;
+  r.set_zoo_model("tiny_cnn");
+  r.set_trials(4);
+  r.set_latency_goal_ms(1e6);
+  // No records yet: the job tunes.
+  auto first = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_NE(first->state(), v1::JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(driver_->Cancel(kAlice, first->id()).ok());
+  // Give every tunable task a record on the agent's target.
+  auto records = tune::OpenSqliteRecordStore((dir_ / "state.db.records").string());
+  ASSERT_TRUE(records.ok());
+  std::vector<tune::Record> recs;
+  for (const v1::TaskProgress& t : first->tasks()) {
+    tune::Record rec;
+    rec.task_key = t.task_key();
+    rec.template_name = "any";
+    rec.target_key = "cpu:avx2:test";
+    rec.costs = {1e-4};
+    rec.job_id = "earlier";
+    recs.push_back(rec);
+  }
+  ASSERT_TRUE((*records)->Append(recs).ok());
+  auto second = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_GT(second->estimated_latency_ms(), 0);
+  EXPECT_EQ(Serve(agent), 0);
+  // A goal the records do not meet still tunes.
+  r.set_latency_goal_ms(1e-9);
+  auto third = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(third.ok());
+  EXPECT_NE(third->state(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(DriverTest, QueuePositionFollowsPriorityAndExpectedStartUnderSequential) {
+  Open({.policy = "sequential"});
+  // No agent yet: everything queues, ordered by priority then submission.
+  auto a = driver_->Submit(kAlice, Sim(1, 2, 1.0));
+  auto b = driver_->Submit(kAlice, Sim(1, 1, 1.0));
+  v1::SubmitJobRequest high = Sim(1, 1, 1.0);
+  high.set_priority(5);
+  auto c = driver_->Submit(kAlice, high);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(driver_->Get(kAlice, c->id())->queue_position(), 1);
+  EXPECT_EQ(driver_->Get(kAlice, a->id())->queue_position(), 2);
+  EXPECT_EQ(driver_->Get(kAlice, b->id())->queue_position(), 3);
+  const std::string agent = RegisterAgent("h1");
+  // c (first in line) runs; a and b wait behind it. Expected start of b: c's one round and a's
+  // two rounds of 4 stages x 1 s.
+  EXPECT_EQ(driver_->Get(kAlice, c->id())->state(), v1::JOB_STATE_RUNNING);
+  auto gb = driver_->Get(kAlice, b->id());
+  EXPECT_EQ(gb->queue_position(), 2);
+  EXPECT_EQ(gb->expected_start_unix_micros(), absl::ToUnixMicros(clock_.Now() + absl::Seconds(12)));
+  auto ga = driver_->Get(kAlice, a->id());
+  EXPECT_EQ(ga->queue_position(), 1);
+  EXPECT_EQ(ga->expected_start_unix_micros(), absl::ToUnixMicros(clock_.Now() + absl::Seconds(4)));
+  v1::ListJobsRequest req;
+  auto listed = driver_->List(kAlice, req);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->resources_size(), 1);
+  EXPECT_EQ(listed->resources(0).leases(), 1);
+  EXPECT_EQ(listed->resources(0).cpu_slots_used(), 1);
+}
+
+}  // namespace
+}  // namespace loom::service

@@ -1,0 +1,58 @@
+// `loom serve`: the gRPC daemon. Opens the state file and its record database, builds the
+// JobDriver, and serves loom.v1.JobService (users) and loom.v1.AgentService (agents) with
+// bearer-token auth and optional TLS. Called by cli/serve_command.cc and by in-process tests.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "loom/service/job_driver.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace loom::service {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";  // HOST:PORT; port 0 picks a free one (see port())
+  // The state file; tuning records go to "<state>.records" (a tune record database that
+  // `loom records` and `loom compile --db` read).
+  std::string state_path;
+  std::string tokens_path;  // empty: authentication off (every caller is admin "local")
+  std::string tls_cert;     // PEM; with tls_key, serve TLS only
+  std::string tls_key;
+  int64_t max_message_bytes = 256 << 20;  // larger requests: RESOURCE_EXHAUSTED
+  DriverOptions driver;
+};
+
+// The records database next to a state file.
+std::string RecordsPathFor(const std::string& state_path);
+
+class Server {
+ public:
+  // Opens the state, resumes its jobs, and starts serving. kInvalidArgument for bad options,
+  // kUnavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+
+  int port() const { return port_; }
+  JobDriver& driver() { return *driver_; }
+  // Stops accepting calls, ends long polls and streams, and stops the driver. Idempotent.
+  void Shutdown();
+  // Blocks until Shutdown() (from another thread or a signal handler thread).
+  void Wait();
+
+ private:
+  Server() = default;
+  struct Services;
+  std::unique_ptr<JobDriver> driver_;
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace loom::service

@@ -1,0 +1,131 @@
+// The daemon's durable state: jobs, their tasks (per-task tuner state, history, the round's
+// configs and artifacts), leases handed out, log lines and counters. The job driver writes every
+// change through Apply() before it acknowledges it; on restart it loads everything back.
+// Implementations: SQLite (sqlite_state_store.cc). Tuning records live in a tune::RecordStore.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "loom/v1/jobs.pb.h"
+#include "loom/v1/stage.pb.h"
+
+namespace loom::service {
+
+// Where a task's round is: the next stage to run. kDone / kSkipped end the task.
+enum class TaskPhase : int {
+  kPropose = 0,
+  kBuild = 1,
+  kMeasure = 2,
+  kUpdate = 3,
+  kDone = 4,
+  kSkipped = 5
+};
+
+struct JobRow {
+  std::string id;
+  std::string owner;
+  std::string name;
+  v1::JobState state = v1::JOB_STATE_QUEUED;
+  int priority = 0;
+  // The request as submitted, without the model bytes (kept apart, see Mutation::models).
+  v1::SubmitJobRequest spec;
+  absl::Time submitted = absl::UnixEpoch();
+  absl::Time started = absl::UnixEpoch();   // UnixEpoch() until the first stage is granted
+  absl::Time finished = absl::UnixEpoch();  // UnixEpoch() while not ended
+  std::string failure_reason;
+  // Fixed when the job is prepared (the first device of the job's target kind it sees).
+  bool prepared = false;
+  std::string isa;
+  std::string target_key;
+  double cpu_seconds = 0;
+  double device_seconds = 0;
+  int64_t records = 0;
+  double estimated_latency_ms = 0;
+};
+
+struct TaskRow {
+  std::string job_id;
+  int index = 0;  // position in the job, from 0
+  std::string task_key;
+  std::string template_name;  // empty for simulated tasks
+  double flops = 0;
+  int64_t count = 1;  // nodes of the model running this workload
+  TaskPhase phase = TaskPhase::kPropose;
+  int64_t round = 0;
+  int trials_done = 0;
+  int errors = 0;
+  double best_cost = 0;  // seconds, 0 when none succeeded
+  std::string skip_reason;
+  v1::UpdateInput history;    // every trial so far and the last tuner state
+  v1::BuildInput configs;     // this round's configs (phase build)
+  v1::BuildOutput artifacts;  // this round's built artifacts (phase measure)
+};
+
+struct LeaseRow {
+  std::string lease_id;
+  std::string job_id;
+  int task = 0;
+  v1::StageKind kind = v1::STAGE_KIND_UNSPECIFIED;
+  std::string agent_id;
+  absl::Time granted = absl::UnixEpoch();
+};
+
+struct LogLine {
+  std::string job_id;
+  absl::Time time = absl::UnixEpoch();
+  std::string text;
+};
+
+// One atomic change: everything in it is committed in one transaction, or nothing is.
+struct Mutation {
+  std::vector<JobRow> jobs;                                 // inserted or replaced
+  std::vector<TaskRow> tasks;                               // inserted or replaced
+  std::vector<std::pair<std::string, std::string>> models;  // (job id, ONNX bytes), inserted
+  std::vector<LeaseRow> leases_put;
+  std::vector<std::string> leases_deleted;
+  std::vector<LogLine> logs;
+  std::vector<std::pair<std::string, int64_t>> counters;  // (name, value), set
+  bool empty() const {
+    return jobs.empty() && tasks.empty() && models.empty() && leases_put.empty() &&
+           leases_deleted.empty() && logs.empty() && counters.empty();
+  }
+};
+
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+
+  // Commits `m` in one transaction; after OK it survives a kill -9 of the daemon.
+  virtual absl::Status Apply(const Mutation& m) = 0;
+
+  // Every job, in submission order.
+  virtual absl::StatusOr<std::vector<JobRow>> LoadJobs() = 0;
+  // The job's tasks, by index.
+  virtual absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& job_id) = 0;
+  // The submitted ONNX bytes; kNotFound when the job has none (zoo and simulated jobs).
+  virtual absl::StatusOr<std::string> LoadModel(const std::string& job_id) = 0;
+  virtual absl::StatusOr<std::vector<LeaseRow>> LoadLeases() = 0;
+  // The job's log lines in order; the last `tail` when tail > 0.
+  virtual absl::StatusOr<std::vector<LogLine>> Logs(const std::string& job_id, int tail) = 0;
+  // A counter's value, or `fallback` when it was never set.
+  virtual absl::StatusOr<int64_t> Counter(const std::string& name, int64_t fallback) = 0;
+};
+
+// The schema version this Loom writes (PRAGMA user_version of the state file).
+inline constexpr int kStateSchemaVersion = 1;
+
+// Opens (creating if missing) the SQLite state file at `path` (":memory:" for a private one).
+// WAL journal, synchronous=NORMAL: a commit survives a crash of the process (kill -9), not
+// necessarily a power loss. kFailedPrecondition when the file's schema is newer than this Loom's
+// or the file belongs to another application; kInvalidArgument when it is not SQLite; kNotFound
+// when it cannot be opened or created.
+absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path);
+
+}  // namespace loom::service
