@@ -413,5 +413,62 @@ TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {
   ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --threads 0"), "--threads");
 }
 
+// `loom compile` writes an artifact that `loom run DIR` and `loom bench DIR` load with no records
+// and no compile, and that answers what the reference executor answers.
+TEST(CliCompileTest, CompileThenRunTheArtifact) {
+  const fs::path dir = ScratchDir();
+  const fs::path art = dir / "tiny_cnn_artifact";
+  fs::remove_all(art);
+  Outcome c = RunLoom("compile zoo:tiny_cnn --threads 2 -o " + art.string() + " --cache-dir " +
+                      (dir / "kernels").string());
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_THAT(c.out, HasSubstr("wrote"));
+  for (const char* f : {"plan.json", "weights.bin", "model.so"}) EXPECT_TRUE(fs::exists(art / f));
+
+  auto g = graph::BuildZooModel("tiny_cnn");
+  ASSERT_TRUE(g.ok()) << g.status();
+  graph::Tensor x(graph::DType::kFloat32, g->inputs[0].type.shape);
+  for (int64_t i = 0; i < x.num_elements(); ++i) x.data<float>()[i] = 0.01f * (i % 97) - 0.4f;
+  ASSERT_TRUE(graph::WriteNpy(x, (dir / "x.npy").string()).ok());
+  Outcome ref = RunLoom("run zoo:tiny_cnn --input " + (dir / "x.npy").string() + " --output " +
+                        (dir / "ref.npy").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  Outcome run = RunLoom("run " + art.string() + " --threads 1 --input " + (dir / "x.npy").string() +
+                        " --output " + (dir / "got.npy").string());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("compiled artifact, 1 thread"));
+  auto want = graph::ReadNpy((dir / "ref.npy").string());
+  auto got = graph::ReadNpy((dir / "got.npy").string());
+  ASSERT_TRUE(want.ok() && got.ok());
+  ASSERT_EQ(want->shape(), got->shape());
+  double err = 0, mag = 0;
+  for (int64_t i = 0; i < want->num_elements(); ++i) {
+    err = std::max(err, std::fabs(double{got->data<float>()[i]} - want->data<float>()[i]));
+    mag = std::max(mag, std::fabs(double{want->data<float>()[i]}));
+  }
+  EXPECT_GT(mag, 0);
+  EXPECT_LE(err, 1e-3 * mag);
+  // Without --threads the artifact runs on the threads it was compiled with.
+  Outcome run2 = RunLoom("run " + art.string());
+  ASSERT_EQ(run2.exit_code, 0) << run2.err;
+  EXPECT_THAT(run2.out, HasSubstr("2 threads"));
+
+  Outcome bench = RunLoom("bench " + art.string() + " --min-time 0 --min-runs 3");
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  EXPECT_THAT(bench.out, HasSubstr("artifact"));
+  ExpectOneLineError(RunLoom("bench " + art.string() + " --check"), "compiled artifact");
+
+  // A damaged artifact, a missing database, a missing -o: one line each.
+  const fs::path bad = dir / "damaged";
+  fs::remove_all(bad);
+  fs::copy(art, bad, fs::copy_options::recursive);
+  { std::ofstream(bad / "weights.bin", std::ios::binary | std::ios::app) << "x"; }
+  ExpectOneLineError(RunLoom("run " + bad.string()), "weights.bin is corrupt");
+  ExpectOneLineError(RunLoom("compile zoo:tiny_cnn --db " + (dir / "nope.db").string() + " -o " +
+                             (dir / "x").string()),
+                     "nope.db does not exist");
+  ExpectOneLineError(RunLoom("compile zoo:tiny_cnn"), "-o");
+}
+
 }  // namespace
 }  // namespace loom

@@ -1,7 +1,8 @@
 // `loom bench MODEL [--db FILE] [--threads N] [--json] [--profile]`: compiles the model
 // (runtime::CompiledModel) untuned and, with --db, with the best records, and prints the latency
 // of each (median, p90, min over at least --min-time seconds and --min-runs runs). --profile adds
-// where the time goes: per step kind and the slowest nodes.
+// where the time goes: per step kind and the slowest nodes. `loom bench DIR` times a compiled
+// artifact (`loom compile`) the same way.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include "loom/base/rng.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
+#include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/reference_executor.h"
 #include "loom/tune/record_store.h"
@@ -71,10 +73,10 @@ struct VariantResult {
   double profiled_ms = 0;
 };
 
-std::map<std::string, graph::Tensor> MakeInputs(const graph::Graph& g) {
+std::map<std::string, graph::Tensor> MakeInputs(const std::vector<graph::ValueInfo>& inputs) {
   std::map<std::string, graph::Tensor> feeds;
   base::Rng rng(1);
-  for (const auto& in : g.inputs) {
+  for (const auto& in : inputs) {
     graph::Tensor t(in.type.dtype, in.type.shape);
     if (in.type.dtype == graph::DType::kFloat32) {
       for (float& v : t.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
@@ -83,6 +85,10 @@ std::map<std::string, graph::Tensor> MakeInputs(const graph::Graph& g) {
   }
   return feeds;
 }
+
+VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::CompiledModel>* cm,
+                             const std::map<std::string, graph::Tensor>& feeds,
+                             const BenchOptions& opts, const std::vector<graph::Tensor>* expected);
 
 VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
                            const std::map<std::string, graph::Tensor>& feeds,
@@ -95,6 +101,12 @@ VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
   co.build.cache_dir = opts.cache_dir;
   auto cm = runtime::CompiledModel::Compile(g, co);
   FailIfError(cm.status());
+  return MeasureVariant(name, &*cm, feeds, opts, expected);
+}
+
+VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::CompiledModel>* cm,
+                             const std::map<std::string, graph::Tensor>& feeds,
+                             const BenchOptions& opts, const std::vector<graph::Tensor>* expected) {
   VariantResult r;
   r.name = name;
   r.stats = (*cm)->stats();
@@ -157,13 +169,32 @@ VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
   return r;
 }
 
+void PrintResults(const std::string& source, const std::vector<VariantResult>& results,
+                  const BenchOptions& opts);
+
 void RunBench(const BenchOptions& opts) {
   if (opts.threads < 1) Fail(absl::InvalidArgumentError("--threads must be at least 1"));
   if (opts.min_runs < 1) Fail(absl::InvalidArgumentError("--min-runs must be at least 1"));
+  std::vector<VariantResult> results;
+  std::string source = opts.model.model;
+  if (runtime::IsArtifactDir(opts.model.model)) {
+    if (opts.check || !opts.db.empty()) {
+      Fail(absl::InvalidArgumentError(
+          "--check and --db need a model, not a compiled artifact (it has neither graph nor "
+          "records)"));
+    }
+    auto cm = runtime::CompiledModel::Load(opts.model.model, {.num_threads = opts.threads});
+    FailIfError(cm.status());
+    const auto feeds = MakeInputs((*cm)->inputs());
+    results.push_back(MeasureVariant("artifact", &*cm, feeds, opts, nullptr));
+    PrintResults(source, results, opts);
+    return;
+  }
   auto loaded = LoadModelFromOptions(opts.model);
   FailIfError(loaded.status());
+  source = loaded->source;
   const graph::Graph& g = loaded->graph;
-  const auto feeds = MakeInputs(g);
+  const auto feeds = MakeInputs(g.inputs);
   std::vector<graph::Tensor> expected;
   if (opts.check) {
     auto ex = runtime::ReferenceExecutor::Create(g);
@@ -178,17 +209,20 @@ void RunBench(const BenchOptions& opts) {
     FailIfError(s.status());
     store = *std::move(s);
   }
-  std::vector<VariantResult> results;
   results.push_back(
       BenchVariant("untuned", g, feeds, opts, nullptr, opts.check ? &expected : nullptr));
   if (store != nullptr) {
     results.push_back(
         BenchVariant("tuned", g, feeds, opts, store.get(), opts.check ? &expected : nullptr));
   }
+  PrintResults(source, results, opts);
+}
 
+void PrintResults(const std::string& source, const std::vector<VariantResult>& results,
+                  const BenchOptions& opts) {
   if (opts.json) {
     nlohmann::json j;
-    j["model"] = loaded->source;
+    j["model"] = source;
     j["threads"] = opts.threads;
     j["results"] = nlohmann::json::array();
     for (const VariantResult& r : results) {
@@ -221,7 +255,7 @@ void RunBench(const BenchOptions& opts) {
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
-  std::printf("model       %s, %d thread%s\n", loaded->source.c_str(), opts.threads,
+  std::printf("model       %s, %d thread%s\n", source.c_str(), opts.threads,
               opts.threads == 1 ? "" : "s");
   std::printf("%-8s %10s %10s %10s %6s %8s %7s %6s %12s\n", "variant", "median_ms", "p90_ms",
               "min_ms", "runs", "kernels", "tuned", "fused", "arena/sum MB");

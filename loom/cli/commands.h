@@ -27,6 +27,7 @@ void RegisterRunCommand(CLI::App& app);
 void RegisterZooCommand(CLI::App& app);
 void RegisterTuneCommands(CLI::App& app);  // tune, tune-task
 void RegisterBenchCommand(CLI::App& app);
+void RegisterCompileCommand(CLI::App& app);
 void RegisterRecordsCommand(CLI::App& app);
 void RegisterExperimentCommand(CLI::App& app);
 

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterZooCommand(app);
   loom::cli::RegisterTuneCommands(app);
   loom::cli::RegisterBenchCommand(app);
+  loom::cli::RegisterCompileCommand(app);
   loom::cli::RegisterRecordsCommand(app);
   loom::cli::RegisterExperimentCommand(app);
   loom::cli::RegisterSimulateCommand(app);

@@ -626,6 +626,7 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
       {"num_tensor_slots", plan.num_tensor_slots},
       {"inputs", inputs},
       {"outputs", outputs},
+      {"num_threads", m.num_threads},
       {"stats", StatsJson(m.stats)},
       {"steps", steps},
   };
@@ -648,6 +649,7 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
   if (!text.ok()) return text.status();
   auto impl = std::make_unique<Impl>();
   Plan& plan = impl->plan;
+  int32_t threads = 1;
   const std::string plan_path = (root / kArtifactPlanFile).string();
   try {
     const json j = json::parse(*text);
@@ -721,6 +723,7 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
     }
     for (const json& s : j.at("steps")) plan.steps.push_back(StepFrom(s, plan.consts));
     impl->stats = StatsFrom(j.value("stats", json::object()));
+    threads = options.num_threads > 0 ? options.num_threads : j.value("num_threads", 1);
 
     // The library: checksum, then load and resolve every kernel.
     const json& lj = j.at("library");
@@ -760,7 +763,7 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
   impl->stats.cache_hits = 0;
   impl->stats.compile_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return Instantiate(std::move(impl), options.num_threads);
+  return Instantiate(std::move(impl), threads);
 }
 
 }  // namespace loom::runtime

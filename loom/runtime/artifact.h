@@ -15,7 +15,8 @@
 //                 "weights": {"file": "weights.bin", "bytes", "fnv1a64"},
 //                 "constants": [{"dtype", "shape", "offset"}],
 //                 "arena_bytes", "buffers": [{"offset", "bytes", "what"}], "num_tensor_slots",
-//                 "inputs"/"outputs": [{"name", "dtype", "shape", "slot"}],
+//                 "inputs"/"outputs": [{"name", "dtype", "shape", "slot"}], "num_threads" (the
+//                 compiled model's: the default when loading),
 //                 "stats": CompileStats, "steps": [{"name", "kind", "op", "buffers", "tensors",
 //                 "release", ...op fields}]}
 //                with op one of const, relayout, kernel, pool, eltwise, concat, reference (the

@@ -57,8 +57,9 @@ struct ExportOptions {
 };
 
 struct LoadArtifactOptions {
-  // Threads running the model (the calling thread is one of them). At least 1.
-  int32_t num_threads = 1;
+  // Threads running the model (the calling thread is one of them); 0: as many as the model had
+  // when it was exported.
+  int32_t num_threads = 0;
   // The ISA of the CPU that will run the model; unset: this CPU's (tests set it to check the
   // refusal of an artifact built for a wider ISA).
   std::optional<ops::Isa> host_isa{};

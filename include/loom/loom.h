@@ -1,0 +1,152 @@
+// Loom's library API: the whole workflow in one chainable object, as the source thesis wrapped
+// TVM behind a simple interface:
+//
+//   auto model = loom::Model::Load("zoo:resnet18")
+//                    .Tune({.trials = 16, .db = "r18.db"})
+//                    .Compile({.threads = 2});
+//   absl::StatusOr<loom::BenchmarkResult> r = model.Benchmark();
+//   absl::Status s = model.Export("r18_artifact");      // then loom::Model::Load("r18_artifact")
+//
+// Errors: the chain carries an absl::Status. A failing step records its error and every later
+// chained step does nothing; the terminal calls (Run, Benchmark, Export) return that first error,
+// and ok()/status() tell at any point. No exceptions are thrown for expected failures (a missing
+// file, an unsupported operator, a compiler error).
+//
+// Link with the CMake target loom_api. The `loom` CLI's compile / run DIR commands are built on
+// this API. For C, see loom_c.h (shared library libloom.so, artifacts only).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loom/graph/graph.h"
+#include "loom/graph/tensor.h"
+
+namespace loom {
+
+namespace runtime {
+class CompiledModel;
+}
+
+using Tensor = graph::Tensor;
+using TensorInfo = graph::ValueInfo;  // name + dtype + static shape
+
+struct LoadOptions {
+  // Pins dynamic input dimensions by input name (ONNX files only).
+  std::map<std::string, graph::Shape> input_shapes{};
+  // Batch size and weight seed for zoo models.
+  int64_t zoo_batch = 1;
+  uint64_t zoo_seed = 0;
+};
+
+struct TuneOptions {
+  // Measured candidates per task.
+  int64_t trials = 64;
+  // SQLite record database, created if missing; Compile then reads the best configs from it.
+  std::string db = "loom.db";
+  // "xgb", "ga", "random" or "grid", and its seed.
+  std::string tuner = "xgb";
+  uint64_t seed = 0;
+  // Candidates per round (one build batch).
+  int32_t batch_size = 8;
+  // CPU cores the measurer is pinned to; empty: the last core.
+  std::vector<int> device_cores{};
+  // Parallel compiles; 0: the cores outside the device (at least 1).
+  int32_t build_threads = 0;
+  // Seed each task's tuner with other jobs' records of the same task.
+  bool transfer = true;
+  // Candidates run in a child process that re-executes this program with the measure-worker
+  // argument, so main() must call loom::Init(argc, argv) first. Or name another host of the
+  // worker here, e.g. {"/usr/local/bin/loom", "__measure-worker"}.
+  std::vector<std::string> measure_worker{};
+  // Called after every round with a one-line progress report; empty: silent.
+  std::function<void(const std::string&)> on_progress{};
+};
+
+struct CompileOptions {
+  // Threads running the model (the calling thread is one of them).
+  int32_t threads = 1;
+  // Record database with the best configs; empty: the one the last Tune used (if any), else every
+  // operator gets its template's default config.
+  std::string db{};
+  // Fuse bias / residual Add / activation into the kernels.
+  bool fuse = true;
+  // Parallel kernel compiles, and the kernel cache (empty: ~/.cache/loom/kernels).
+  int32_t build_threads = 2;
+  std::string cache_dir{};
+};
+
+struct BenchmarkOptions {
+  double min_seconds = 1.0;  // time runs for at least this long
+  int32_t min_runs = 10;     // and at least this many
+};
+
+struct BenchmarkResult {
+  double median_ms = 0, p90_ms = 0, min_ms = 0, mean_ms = 0;
+  int64_t runs = 0;
+};
+
+// Makes this program able to host the measure worker that Tune starts (see
+// TuneOptions::measure_worker): when argv[1] asks for it, serves it and exits. Call it first in
+// main(); it returns at once otherwise.
+void Init(int argc, char** argv);
+
+class Model {
+ public:
+  // "zoo:NAME" (built-in model), an ONNX file, or an artifact directory written by Export (then
+  // the model is already compiled; Tune is refused and Compile only changes the thread count).
+  static Model Load(std::string_view spec, const LoadOptions& options = {});
+  // A graph the caller built or loaded (it must be shape-inferred, as LoadModel leaves it).
+  static Model FromGraph(graph::Graph graph, std::string name = "graph");
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  // Tunes every tunable operator; records go to options.db (a rerun resumes the same job).
+  Model& Tune(const TuneOptions& options = {}) &;
+  Model&& Tune(const TuneOptions& options = {}) &&;
+  // Compiles for this CPU with the best recorded configs. Run, Benchmark and Export compile with
+  // the defaults when Compile was not called.
+  Model& Compile(const CompileOptions& options = {}) &;
+  Model&& Compile(const CompileOptions& options = {}) &&;
+
+  // Runs the model: outputs in the model's output order. The single-tensor form is for models
+  // with one input.
+  absl::StatusOr<std::vector<Tensor>> Run(const std::map<std::string, Tensor>& inputs);
+  absl::StatusOr<std::vector<Tensor>> Run(const Tensor& input);
+  // Latency on seeded random inputs (one warm-up run first).
+  absl::StatusOr<BenchmarkResult> Benchmark(const BenchmarkOptions& options = {});
+  // Writes a self-contained artifact (runtime/artifact.h) that Load, `loom run DIR` and the C API
+  // load with no compiler and no database.
+  absl::Status Export(const std::string& dir);
+
+  // The first error of the chain, OkStatus when every step succeeded.
+  const absl::Status& status() const;
+  bool ok() const { return status().ok(); }
+  // Where the model came from ("zoo:resnet18", a path).
+  const std::string& name() const;
+  // Inputs and outputs (empty while status() is not ok).
+  std::vector<TensorInfo> inputs() const;
+  std::vector<TensorInfo> outputs() const;
+  // Tasks the last Tune tuned (skipped ones, without a template, not counted); 0 before.
+  int64_t tuned_tasks() const;
+  // The compiled model, null before Compile (or on error). For profiles and plans.
+  runtime::CompiledModel* compiled();
+
+  struct State;
+
+ private:
+  explicit Model(std::unique_ptr<State> state);
+  absl::Status EnsureCompiled();
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace loom

@@ -1,0 +1,274 @@
+// loom::Model (include/loom/loom.h): the chainable library API over runtime/ (LoadModel,
+// CompiledModel, artifacts) and tune/ (the single-job tuning loop).
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "loom/base/rng.h"
+#include "loom/base/status_macros.h"
+#include "loom/graph/tasks.h"
+#include "loom/loom.h"
+#include "loom/ops/target.h"
+#include "loom/runtime/artifact.h"
+#include "loom/runtime/compiled_model.h"
+#include "loom/runtime/model_loader.h"
+#include "loom/tune/builder.h"
+#include "loom/tune/measure_worker.h"
+#include "loom/tune/measurer.h"
+#include "loom/tune/record_store.h"
+#include "loom/tune/tune_job.h"
+
+namespace loom {
+
+struct Model::State {
+  absl::Status status;
+  std::string name;
+  bool has_graph = false;
+  graph::Graph graph;
+  std::string artifact_dir;  // set when loaded from an artifact
+  std::string db;            // records of the last Tune
+  int64_t tuned_tasks = 0;
+  CompileOptions compile_options;  // of the last Compile: Export compiles objects the same way
+  std::unique_ptr<runtime::CompiledModel> compiled;
+};
+
+void Init(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == tune::kMeasureWorkerArg) {
+    std::exit(tune::RunMeasureWorker(0, 1));
+  }
+}
+
+Model::Model(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::Load(std::string_view spec, const LoadOptions& options) {
+  auto state = std::make_unique<State>();
+  state->name = std::string(spec);
+  if (runtime::IsArtifactDir(state->name)) {
+    state->artifact_dir = state->name;
+    absl::StatusOr<std::unique_ptr<runtime::CompiledModel>> cm =
+        runtime::CompiledModel::Load(state->artifact_dir, {});
+    if (cm.ok()) {
+      state->compiled = *std::move(cm);
+    } else {
+      state->status = cm.status();
+    }
+    return Model(std::move(state));
+  }
+  runtime::LoadOptions lo;
+  lo.input_shapes = options.input_shapes;
+  lo.zoo_batch = options.zoo_batch;
+  lo.zoo_seed = options.zoo_seed;
+  absl::StatusOr<runtime::LoadedModel> loaded = runtime::LoadModel(spec, lo);
+  if (loaded.ok()) {
+    state->graph = std::move(loaded->graph);
+    state->has_graph = true;
+  } else {
+    state->status = loaded.status();
+  }
+  return Model(std::move(state));
+}
+
+Model Model::FromGraph(graph::Graph graph, std::string name) {
+  auto state = std::make_unique<State>();
+  state->name = std::move(name);
+  state->graph = std::move(graph);
+  state->has_graph = true;
+  return Model(std::move(state));
+}
+
+Model&& Model::Tune(const TuneOptions& options) && { return std::move(Tune(options)); }
+Model&& Model::Compile(const CompileOptions& options) && { return std::move(Compile(options)); }
+
+Model& Model::Tune(const TuneOptions& options) & {
+  State& s = *state_;
+  if (!s.status.ok()) return *this;
+  s.status = [&]() -> absl::Status {
+    if (!s.has_graph) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(s.name, " is a compiled artifact: tune the model it was made from instead"));
+    }
+    if (options.trials < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TuneOptions.trials must be at least 1, got ", options.trials));
+    }
+    LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> tasks, graph::ExtractTasks(s.graph));
+    const ops::Target target = ops::HostCpuTarget();
+    const int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<int> cores = options.device_cores;
+    if (cores.empty()) cores = {ncpu - 1};
+    for (int c : cores) {
+      if (c < 0 || c >= ncpu) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "TuneOptions.device_cores: core ", c, " does not exist (this machine has ", ncpu, ")"));
+      }
+    }
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
+                          tune::OpenSqliteRecordStore(options.db));
+    tune::BuildOptions bo;
+    bo.num_threads = options.build_threads > 0 ? options.build_threads
+                                               : std::max(1, ncpu - static_cast<int>(cores.size()));
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(bo));
+    tune::MeasureOptions mo;
+    mo.cores = cores;
+    mo.worker_command = options.measure_worker;
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, tune::MakeLocalMeasurer(mo));
+    LOOM_RETURN_IF_ERROR(measurer->Probe().status());
+
+    tune::JobOptions job;
+    job.target = target;
+    job.task.trials = options.trials;
+    job.task.batch_size = options.batch_size;
+    job.task.tuner.kind = options.tuner;
+    job.task.tuner.seed = options.seed;
+    job.task.transfer = options.transfer;
+    job.task.job_id = tune::DefaultJobId(tasks, target, job.task.tuner);
+    std::string core_list;
+    for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
+    job.resources.device = absl::StrCat("device:cpu:", core_list);
+    std::function<void(const tune::ProgressEvent&)> progress;
+    if (options.on_progress) {
+      progress = [&](const tune::ProgressEvent& ev) {
+        const tune::TaskTuner& t = *ev.tuner;
+        options.on_progress(absl::StrFormat("task %d/%d %s: trials %d/%d, best %.2f GFLOPS",
+                                            ev.task_index + 1, ev.num_tasks,
+                                            graph::TaskKindName(t.task().workload.kind),
+                                            t.trials_done(), t.options().trials, t.best_gflops()));
+      };
+    }
+    LOOM_ASSIGN_OR_RETURN(std::vector<tune::TaskOutcome> outcomes,
+                          tune::RunTuneJob(tasks, job, store.get(), *builder, *measurer, progress));
+    s.tuned_tasks = 0;
+    for (const tune::TaskOutcome& o : outcomes) s.tuned_tasks += o.skipped_reason.empty() ? 1 : 0;
+    s.db = options.db;
+    s.compiled.reset();  // a later Compile picks up the new records
+    return absl::OkStatus();
+  }();
+  return *this;
+}
+
+Model& Model::Compile(const CompileOptions& options) & {
+  State& s = *state_;
+  if (!s.status.ok()) return *this;
+  s.status = [&]() -> absl::Status {
+    if (!s.has_graph) {  // an artifact: only the thread count can change
+      LOOM_ASSIGN_OR_RETURN(s.compiled, runtime::CompiledModel::Load(
+                                            s.artifact_dir, {.num_threads = options.threads}));
+      return absl::OkStatus();
+    }
+    s.compile_options = options;
+    std::unique_ptr<tune::RecordStore> store;
+    const std::string db = options.db.empty() ? s.db : options.db;
+    if (!db.empty()) {
+      LOOM_ASSIGN_OR_RETURN(store, tune::OpenSqliteRecordStore(db));
+    }
+    runtime::CompileOptions co;
+    co.num_threads = options.threads;
+    co.records = store.get();
+    co.fuse = options.fuse;
+    co.build.num_threads = std::max(1, options.build_threads);
+    co.build.cache_dir = options.cache_dir;
+    LOOM_ASSIGN_OR_RETURN(s.compiled, runtime::CompiledModel::Compile(s.graph, co));
+    return absl::OkStatus();
+  }();
+  if (!s.status.ok()) s.compiled.reset();
+  return *this;
+}
+
+absl::Status Model::EnsureCompiled() {
+  if (state_->status.ok() && state_->compiled == nullptr) Compile();
+  return state_->status;
+}
+
+absl::StatusOr<std::vector<Tensor>> Model::Run(const std::map<std::string, Tensor>& inputs) {
+  LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  return state_->compiled->Run(inputs);
+}
+
+absl::StatusOr<std::vector<Tensor>> Model::Run(const Tensor& input) {
+  LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  const std::vector<TensorInfo> in = state_->compiled->inputs();
+  if (in.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the model has ", in.size(), " inputs: pass them by name to Run(map of tensors)"));
+  }
+  return state_->compiled->Run({{in[0].name, input}});
+}
+
+absl::StatusOr<BenchmarkResult> Model::Benchmark(const BenchmarkOptions& options) {
+  LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  if (options.min_runs < 1) {
+    return absl::InvalidArgumentError("BenchmarkOptions.min_runs must be at least 1");
+  }
+  runtime::CompiledModel& cm = *state_->compiled;
+  std::map<std::string, Tensor> feeds;
+  base::Rng rng(1);
+  for (const TensorInfo& in : cm.inputs()) {
+    Tensor t(in.type.dtype, in.type.shape);
+    if (in.type.dtype == graph::DType::kFloat32) {
+      for (float& v : t.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
+    }
+    feeds[in.name] = std::move(t);
+  }
+  LOOM_RETURN_IF_ERROR(cm.Run(feeds).status());  // warm-up
+  std::vector<double> ms;
+  const auto begin = std::chrono::steady_clock::now();
+  while (true) {
+    const auto t0 = std::chrono::steady_clock::now();
+    LOOM_RETURN_IF_ERROR(cm.Run(feeds).status());
+    const auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    if (static_cast<int32_t>(ms.size()) >= options.min_runs &&
+        std::chrono::duration<double>(t1 - begin).count() >= options.min_seconds) {
+      break;
+    }
+  }
+  std::sort(ms.begin(), ms.end());
+  BenchmarkResult r;
+  r.runs = static_cast<int64_t>(ms.size());
+  r.min_ms = ms.front();
+  r.median_ms = ms[ms.size() / 2];
+  r.p90_ms = ms[std::min(ms.size() - 1, (ms.size() * 9) / 10)];
+  double sum = 0;
+  for (double v : ms) sum += v;
+  r.mean_ms = sum / static_cast<double>(ms.size());
+  return r;
+}
+
+absl::Status Model::Export(const std::string& dir) {
+  LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  runtime::ExportOptions eo;
+  eo.build.num_threads = std::max(1, state_->compile_options.build_threads);
+  eo.build.cache_dir = state_->compile_options.cache_dir;
+  return state_->compiled->Export(dir, eo);
+}
+
+const absl::Status& Model::status() const { return state_->status; }
+const std::string& Model::name() const { return state_->name; }
+int64_t Model::tuned_tasks() const { return state_->tuned_tasks; }
+runtime::CompiledModel* Model::compiled() { return state_->compiled.get(); }
+
+std::vector<TensorInfo> Model::inputs() const {
+  if (!state_->status.ok()) return {};
+  if (state_->compiled != nullptr) return state_->compiled->inputs();
+  return state_->graph.inputs;
+}
+
+std::vector<TensorInfo> Model::outputs() const {
+  if (!state_->status.ok()) return {};
+  if (state_->compiled != nullptr) return state_->compiled->outputs();
+  std::vector<TensorInfo> out = state_->graph.outputs;
+  for (TensorInfo& v : out) {
+    auto t = state_->graph.value_types.find(v.name);
+    if (t != state_->graph.value_types.end()) v.type = t->second;
+  }
+  return out;
+}
+
+}  // namespace loom

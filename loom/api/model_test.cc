@@ -1,0 +1,164 @@
+// The chainable C++ API (include/loom/loom.h): the whole workflow on zoo models, agreement with
+// the reference executor, artifacts through Export / Load, and how errors travel down a chain.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/loom.h"
+#include "loom/runtime/compiled_model.h"
+#include "loom/runtime/model_loader.h"
+#include "loom/runtime/reference_executor.h"
+#include "loom/tune/record_store.h"
+
+namespace loom {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string BuildDir() {
+  const char* b = std::getenv("LOOM_BUILD_DIR");
+  return b != nullptr ? std::string(b) : std::filesystem::temp_directory_path().string();
+}
+std::string Scratch(const std::string& name) {
+  const std::string dir = absl::StrCat(BuildDir(), "/api_model_test/", name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(std::filesystem::path(dir).parent_path());
+  return dir;
+}
+CompileOptions Compile(int32_t threads) {
+  return {.threads = threads, .cache_dir = BuildDir() + "/api_model_test_kernels"};
+}
+
+Tensor Input(const graph::Shape& shape) {
+  Tensor t(graph::DType::kFloat32, shape);
+  for (int64_t i = 0; i < t.num_elements(); ++i) t.data<float>()[i] = 0.02f * (i % 51) - 0.5f;
+  return t;
+}
+
+std::vector<Tensor> Reference(const std::string& spec, const Tensor& x) {
+  auto m = runtime::LoadModel(spec);
+  EXPECT_TRUE(m.ok()) << m.status();
+  auto ex = runtime::ReferenceExecutor::Create(m->graph);
+  EXPECT_TRUE(ex.ok()) << ex.status();
+  auto out = ex->Run({{m->graph.inputs[0].name, x}});
+  EXPECT_TRUE(out.ok()) << out.status();
+  return *out;
+}
+
+void ExpectClose(const Tensor& got, const Tensor& want, double tol) {
+  ASSERT_EQ(got.shape(), want.shape());
+  double err = 0, mag = 0;
+  for (int64_t i = 0; i < got.num_elements(); ++i) {
+    err = std::max(err, std::fabs(double{got.data<float>()[i]} - want.data<float>()[i]));
+    mag = std::max(mag, std::fabs(double{want.data<float>()[i]}));
+  }
+  EXPECT_GT(mag, 0);
+  EXPECT_LE(err, tol * mag);
+}
+
+TEST(ModelTest, CompileRunExportLoadMatchesTheReference) {
+  Model model = Model::Load("zoo:tiny_cnn").Compile(Compile(2));
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ(model.inputs().size(), 1u);
+  const Tensor x = Input(model.inputs()[0].type.shape);
+  const std::vector<Tensor> want = Reference("zoo:tiny_cnn", x);
+  auto got = model.Run(x);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectClose((*got)[0], want[0], 1e-3);
+
+  const std::string dir = Scratch("tiny_cnn");
+  ASSERT_TRUE(model.Export(dir).ok());
+  Model loaded = Model::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded.compiled()->num_threads(), 2);  // as compiled
+  EXPECT_EQ(loaded.outputs()[0].type.shape, want[0].shape());
+  auto again = loaded.Compile({.threads = 1}).Run({{loaded.inputs()[0].name, x}});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(loaded.compiled()->num_threads(), 1);
+  ExpectClose((*again)[0], (*got)[0], 1e-6);
+
+  auto bench = loaded.Benchmark({.min_seconds = 0, .min_runs = 3});
+  ASSERT_TRUE(bench.ok()) << bench.status();
+  EXPECT_GE(bench->runs, 3);
+  EXPECT_GT(bench->median_ms, 0);
+  EXPECT_LE(bench->min_ms, bench->median_ms);
+  EXPECT_LE(bench->median_ms, bench->p90_ms);
+
+  EXPECT_EQ(loaded.Tune().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(loaded.status().message(), HasSubstr("compiled artifact"));
+}
+
+TEST(ModelTest, RunCompilesImplicitly) {
+  Model model = Model::Load("zoo:resnet18");
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ(model.compiled(), nullptr);
+  EXPECT_EQ(model.outputs()[0].type.shape, (graph::Shape{1, 1000}));
+  const Tensor x = Input(model.inputs()[0].type.shape);
+  auto got = model.Run(x);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_NE(model.compiled(), nullptr);
+  ExpectClose((*got)[0], Reference("zoo:resnet18", x)[0], 1e-3);
+}
+
+TEST(ModelTest, TheFirstErrorTravelsDownTheChain) {
+  Model model = Model::Load("zoo:no_such_model").Tune({.trials = 4}).Compile();
+  EXPECT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(model.status().message(), HasSubstr("no_such_model"));
+  EXPECT_TRUE(model.inputs().empty());
+  auto run = model.Run(Tensor());
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(model.Benchmark().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(model.Export(Scratch("never")).code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(BuildDir() + "/api_model_test/never"));
+
+  Model bad_threads = Model::Load("zoo:tiny_cnn").Compile({.threads = 0});
+  EXPECT_EQ(bad_threads.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_threads.status().message(), HasSubstr("num_threads"));
+
+  Model bad_trials = Model::Load("zoo:tiny_cnn").Tune({.trials = 0});
+  EXPECT_EQ(bad_trials.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_trials.status().message(), HasSubstr("trials"));
+
+  Model ok = Model::Load("zoo:tiny_cnn");
+  auto wrong = ok.Run(Input({1, 3, 5, 5}));
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("compiled for"));
+  EXPECT_EQ(ok.Benchmark({.min_runs = 0}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Tune -> Compile reads the new records. The measure worker is hosted by the `loom` binary (this
+// test binary does not call loom::Init), found through LOOM_BUILD_DIR.
+TEST(ModelTest, TuneThenCompileUsesTheRecords) {
+  const std::string loom = BuildDir() + "/loom/cli/loom";
+  if (std::getenv("LOOM_BUILD_DIR") == nullptr || !std::filesystem::exists(loom)) {
+    GTEST_SKIP() << "needs the loom binary in LOOM_BUILD_DIR";
+  }
+  const std::string db = Scratch("tune") + ".db";
+  std::filesystem::remove(db);
+  std::vector<std::string> progress;
+  Model model = Model::Load("zoo:tiny_cnn")
+                    .Tune({.trials = 2,
+                           .db = db,
+                           .tuner = "random",
+                           .batch_size = 2,
+                           .measure_worker = {loom, "__measure-worker"},
+                           .on_progress = [&](const std::string& l) { progress.push_back(l); }})
+                    .Compile(Compile(1));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_GT(model.tuned_tasks(), 0);
+  EXPECT_FALSE(progress.empty());
+  EXPECT_THAT(progress.back(), HasSubstr("trials 2/2"));
+  EXPECT_GT(model.compiled()->stats().tuned_kernels, 0);
+  const Tensor x = Input(model.inputs()[0].type.shape);
+  auto got = model.Run(x);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectClose((*got)[0], Reference("zoo:tiny_cnn", x)[0], 1e-3);
+}
+
+}  // namespace
+}  // namespace loom
