@@ -74,6 +74,13 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     mo.cores = cores;
     return tune::MakeLocalMeasurer(mo);
   };
+  // Every setup compiles its candidates afresh: with the kernel cache, the setups after the first
+  // would find most of their (same-seeded) candidates built and look faster than they are.
+  ro.engine.make_builder = [](const tune::BuildOptions& bo) {
+    tune::BuildOptions own = bo;
+    own.use_cache = false;
+    return tune::MakeLocalBuilder(own);
+  };
   ro.distortion_samples = spec->distortion_samples;
   ro.distortion_seed = spec->distortion_seed;
   ro.latency_runs = spec->latency_runs;

@@ -307,8 +307,19 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                         {"cpu_utilization", r.cpu_utilization},
                         {"device_hours", r.device_hours},
                         {"distortion_median", JsonNum(r.distortion_median)},
-                        {"stages", r.run.traces.size()},
+                        {"stages", nlohmann::json::array()},
                         {"jobs", nlohmann::json::array()}};
+    for (const engine::StageTrace& t : r.run.traces) {
+      // The stage traces, seconds from the setup's start (the simulator's trace format plus the
+      // job, task and round).
+      s["stages"].push_back({{"job", t.job},
+                             {"kind", std::string(sched::StageKindName(t.kind))},
+                             {"task_key", t.task_key},
+                             {"round", t.round},
+                             {"resource", t.resource},
+                             {"start", absl::ToDoubleSeconds(t.start - r.run.start)},
+                             {"end", absl::ToDoubleSeconds(t.end - r.run.start)}});
+    }
     for (const SetupJobResult& job : r.jobs) {
       absl::StrAppend(
           &csv,
