@@ -1,5 +1,6 @@
 // End-to-end tests of the `loom` binary: what a user sees for good and bad input, and the
 // reference executor against ONNX Runtime's outputs on the real models in ../shared/models.
+#include <dlfcn.h>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -468,6 +469,25 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
                              (dir / "x").string()),
                      "nope.db does not exist");
   ExpectOneLineError(RunLoom("compile zoo:tiny_cnn"), "-o");
+}
+
+// --target cuda on a host without an NVIDIA driver: one line naming the cause, before any work.
+TEST(CliTest, CudaTargetWithoutAGpuIsOneLine) {
+  if (void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(h);
+    GTEST_SKIP() << "this host has an NVIDIA driver";
+  }
+  const fs::path db = ScratchDir() / "cuda.db";
+  Outcome o = RunLoom("tune-task --target cuda --conv2d 1,4,8,8,8,3,3,1,1 --trials 2 --db " +
+                      db.string());
+  ExpectOneLineError(o, "--target cuda: CUDA device 0: libcuda.so.1 not found: no NVIDIA driver");
+  EXPECT_EQ(o.exit_code, 1);
+  ExpectOneLineError(RunLoom("tune-task --target cuda --device gpu0 --conv2d 1,4,8,8,8,3,3,1,1"),
+                     "expected cuda:N");
+  ExpectOneLineError(RunLoom("tune-task --target tpu --conv2d 1,4,8,8,8,3,3,1,1"),
+                     "unknown target 'tpu'");
+  ExpectOneLineError(RunLoom("tune-task --device cuda:0 --conv2d 1,4,8,8,8,3,3,1,1"),
+                     "--device applies to --target cuda only");
 }
 
 }  // namespace

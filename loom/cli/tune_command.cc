@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -22,6 +23,7 @@
 #include "loom/ops/target.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/nvrtc_builder.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 #include "nlohmann/json.hpp"
@@ -30,8 +32,10 @@ namespace loom::cli {
 namespace {
 
 struct TuneOptions {
-  std::string target = "cpu";
-  std::string isa;  // empty: the host's best
+  std::string target = "cpu";  // "cpu", "cuda" or "cuda:sm_XY"
+  std::string device;          // cuda: "cuda:N" (default cuda:0)
+  std::string isa;             // empty: the host's best
+  int min_repeat_ms = -1;      // -1: the measurer's default (50 ms CPU, 150 ms CUDA)
   int64_t trials = 64;
   int batch_size = 8;
   std::string tuner = "xgb";
@@ -68,7 +72,11 @@ absl::StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const
 }
 
 void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
-  cmd->add_option("--target", o->target, "Target kind")->check(CLI::IsMember({"cpu"}));
+  cmd->add_option("--target", o->target, "Target: cpu, cuda or cuda:sm_XY (default cpu)");
+  cmd->add_option("--device", o->device, "CUDA device to tune on, cuda:N (default cuda:0)");
+  cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
+                  "Shortest timed repeat of a measurement (default 50 for cpu, 150 for cuda)")
+      ->check(CLI::Range(0, 60000));
   cmd->add_option("--isa", o->isa,
                   "CPU ISA to generate for (avx512, avx2, generic; default: host)");
   cmd->add_option("--trials", o->trials, "Measured candidates per task")
@@ -205,6 +213,13 @@ void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOption
 }
 
 ops::Target TargetFromOptions(const TuneOptions& o) {
+  auto parsed = ops::ParseTarget(o.target);
+  FailIfError(parsed.status());
+  if (parsed->kind == "cuda") {
+    if (!o.isa.empty()) Fail(absl::InvalidArgumentError("--isa applies to --target cpu only"));
+    return *parsed;
+  }
+  if (!o.device.empty()) Fail(absl::InvalidArgumentError("--device applies to --target cuda only"));
   ops::Target target = ops::HostCpuTarget();
   if (!o.isa.empty()) {
     auto isa = ops::ParseIsa(o.isa);
@@ -260,9 +275,72 @@ tune::TaskTunerOptions TaskOptions(const TuneOptions& o) {
   return t;
 }
 
+// --device "cuda:N" -> N (default 0).
+int CudaOrdinal(const TuneOptions& o) {
+  if (o.device.empty()) return 0;
+  int n = -1;
+  if (!absl::StartsWith(o.device, "cuda:") || !absl::SimpleAtoi(o.device.substr(5), &n) || n < 0) {
+    Fail(absl::InvalidArgumentError(
+        absl::StrCat("bad --device '", o.device, "': expected cuda:N, e.g. cuda:0")));
+  }
+  return n;
+}
+
+tune::CudaMeasureOptions CudaMeasureOptionsFrom(const TuneOptions& o, std::vector<int> cores) {
+  tune::CudaMeasureOptions mo;
+  mo.device = CudaOrdinal(o);
+  mo.timeout = absl::Seconds(o.run_timeout);
+  if (o.min_repeat_ms >= 0) mo.min_repeat_ms = o.min_repeat_ms;
+  mo.cores = std::move(cores);
+  return mo;
+}
+
+// The GPU as its driver reports it: `target` (arch, limits, name for record keys) from a probe of
+// a CUDA measurer. A host without a driver or device fails here, before any work, in one line.
+ops::Target ProbeCudaTarget(const ops::Target& requested, tune::Measurer& measurer,
+                            const TuneOptions& o) {
+  auto info = measurer.Probe();
+  if (!info.ok()) {
+    Fail(
+        absl::UnavailableError(absl::StrCat("--target ", o.target, ": ", info.status().message())));
+  }
+  // An explicit cuda:sm_XY keeps its architecture (e.g. sm_90a); plain "cuda" takes the device's.
+  ops::Target target = ops::CudaTarget(o.target == "cuda" ? info->cuda_arch : requested.cuda_arch,
+                                       info->cuda_limits);
+  target.device_name = info->device_name;
+  return target;
+}
+
+// One job on a GPU: NVRTC builds on every core but the launching one, the CUDA measurer.
+void RunCudaTuneOnTasks(std::vector<graph::Task> tasks, ops::Target target, const TuneOptions& o) {
+  const int ncpu = NumCpus();
+  const std::vector<int> cores = DeviceCores(o, ncpu);
+  auto measurer = tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, cores));
+  FailIfError(measurer.status());
+  target = ProbeCudaTarget(target, **measurer, o);
+  auto store = tune::OpenSqliteRecordStore(o.db);
+  FailIfError(store.status());
+  tune::BuildOptions build_options;
+  build_options.num_threads =
+      o.build_threads > 0 ? o.build_threads : std::max(1, ncpu - static_cast<int>(cores.size()));
+  auto builder = tune::MakeNvrtcBuilder(build_options);
+  FailIfError(builder.status());
+
+  tune::JobOptions job;
+  job.target = target;
+  job.task = TaskOptions(o);
+  job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
+  job.resources.cpu = "cpu";
+  job.resources.device = absl::StrCat("device:cuda:", CudaOrdinal(o));
+  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer, Progress{});
+  FailIfError(outcomes.status());
+  PrintOutcomes(*outcomes, o, job.task.job_id, target);
+}
+
 void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   ops::Target target = TargetFromOptions(o);
   tasks = FilterTasks(std::move(tasks), o);
+  if (target.kind == "cuda") return RunCudaTuneOnTasks(std::move(tasks), target, o);
   const int ncpu = NumCpus();
   std::vector<int> cores = DeviceCores(o, ncpu);
 
@@ -276,6 +354,7 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   tune::MeasureOptions measure_options;
   measure_options.cores = cores;
   measure_options.timeout = absl::Seconds(o.run_timeout);
+  if (o.min_repeat_ms >= 0) measure_options.min_repeat_ms = o.min_repeat_ms;
   auto measurer = tune::MakeLocalMeasurer(measure_options);
   FailIfError(measurer.status());
   FailIfError((*measurer)->Probe().status());
@@ -336,7 +415,8 @@ struct LoadedModelTasks {
 
 // Several jobs (one per model) at once under the scheduler, with the chosen policy.
 void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOptions& o) {
-  const ops::Target target = TargetFromOptions(o);
+  ops::Target target = TargetFromOptions(o);
+  const bool cuda = target.kind == "cuda";
   const int ncpu = NumCpus();
   engine::EngineOptions eo;
   eo.policy = o.policy.empty() ? "interleaved" : o.policy;
@@ -353,18 +433,40 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
   }
   eo.layout.cpu_slots =
       o.cpu_slots > 0 ? o.cpu_slots : static_cast<int>(eo.layout.cpu_cores.size());
+  if (cuda) {
+    // The GPU is the device; its launching core lends no slots.
+    eo.layout.gpu = absl::StrCat("cuda:", CudaOrdinal(o));
+    eo.layout.device_shares_cores = false;
+    if (eo.layout.cpu_slots == 0) {
+      Fail(absl::InvalidArgumentError(
+          "--target cuda needs a core outside --device-cores for builds (this machine has one)"));
+    }
+  }
   eo.build_slots = o.build_threads > 0 ? o.build_threads : std::max(1, eo.layout.cpu_slots);
   const bool tty = isatty(STDERR_FILENO) != 0;
   eo.progress_interval = absl::Seconds(o.progress_seconds > 0 ? o.progress_seconds
                                        : tty                  ? 1.0
                                                               : 10.0);
   const double run_timeout = o.run_timeout;
-  eo.make_measurer = [run_timeout](const std::vector<int>& cores) {
-    tune::MeasureOptions mo;
-    mo.cores = cores;
-    mo.timeout = absl::Seconds(run_timeout);
-    return tune::MakeLocalMeasurer(mo);
-  };
+  const int min_repeat_ms = o.min_repeat_ms;
+  if (cuda) {
+    auto probe = tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, {}));
+    FailIfError(probe.status());
+    target = ProbeCudaTarget(target, **probe, o);
+    eo.make_measurer =
+        [o](const std::vector<int>& cores) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
+      return tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, cores));
+    };
+    eo.make_builder = [](const tune::BuildOptions& bo) { return tune::MakeNvrtcBuilder(bo); };
+  } else {
+    eo.make_measurer = [run_timeout, min_repeat_ms](const std::vector<int>& cores) {
+      tune::MeasureOptions mo;
+      mo.cores = cores;
+      mo.timeout = absl::Seconds(run_timeout);
+      if (min_repeat_ms >= 0) mo.min_repeat_ms = min_repeat_ms;
+      return tune::MakeLocalMeasurer(mo);
+    };
+  }
   auto eng = engine::Engine::Create(eo);
   FailIfError(eng.status());
 
