@@ -24,6 +24,11 @@ fi
 # Libraries the target machine provides itself (matched against the file name).
 system_lib='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libstdc\+\+|libgcc_s|libcuda|libnvidia-|libnvrtc|libcudart)([.-]|$)'
 
+if ! ldd "$loom" | grep -q 'libnvrtc'; then
+  echo "gpu-bundle.sh: warning: $loom does not link NVRTC (built without the CUDA toolkit);" \
+    "its --target cuda cannot build kernels" >&2
+fi
+
 rm -rf "$out_dir"
 mkdir -p "$out_dir/bin" "$out_dir/lib"
 cp "$loom" "$out_dir/bin/loom"

@@ -478,8 +478,8 @@ TEST(CliTest, CudaTargetWithoutAGpuIsOneLine) {
     GTEST_SKIP() << "this host has an NVIDIA driver";
   }
   const fs::path db = ScratchDir() / "cuda.db";
-  Outcome o = RunLoom("tune-task --target cuda --conv2d 1,4,8,8,8,3,3,1,1 --trials 2 --db " +
-                      db.string());
+  Outcome o =
+      RunLoom("tune-task --target cuda --conv2d 1,4,8,8,8,3,3,1,1 --trials 2 --db " + db.string());
   ExpectOneLineError(o, "--target cuda: CUDA device 0: libcuda.so.1 not found: no NVIDIA driver");
   EXPECT_EQ(o.exit_code, 1);
   ExpectOneLineError(RunLoom("tune-task --target cuda --device gpu0 --conv2d 1,4,8,8,8,3,3,1,1"),
