@@ -30,5 +30,7 @@ void RegisterBenchCommand(CLI::App& app);
 void RegisterCompileCommand(CLI::App& app);
 void RegisterRecordsCommand(CLI::App& app);
 void RegisterExperimentCommand(CLI::App& app);
+void RegisterServeCommand(CLI::App& app);
+void RegisterJobCommands(CLI::App& app);  // submit, jobs, status, watch, cancel, result, logs
 
 }  // namespace loom::cli

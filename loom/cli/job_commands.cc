@@ -1,0 +1,454 @@
+// The user side of the service: `loom submit`, `jobs`, `status`, `watch`, `cancel`, `result`,
+// `logs`. Each talks to `loom serve` over gRPC (service/client.h resolves the server and token:
+// --server, LOOM_SERVER, LOOM_TOKEN, ~/.config/loom/config). Failures are one line naming the
+// gRPC status code, and a non-zero exit.
+#include <google/protobuf/util/json_util.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "loom/cli/commands.h"
+#include "loom/service/client.h"
+#include "loom/tune/record_store.h"
+#include "loom/v1/jobs.grpc.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::cli {
+namespace {
+
+struct Conn {
+  service::ClientConfig config;
+  std::unique_ptr<v1::JobService::Stub> stub;
+};
+
+Conn Connect(const std::string& server_flag) {
+  auto config = service::ResolveClientConfig(server_flag);
+  FailIfError(config.status());
+  auto channel = service::Dial(*config);
+  FailIfError(channel.status());
+  return Conn{*config, v1::JobService::NewStub(*channel)};
+}
+
+void Prepare(grpc::ClientContext& ctx, const Conn& c, absl::Duration timeout) {
+  service::Authorize(ctx, c.config);
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+}
+
+void Check(const grpc::Status& st, const Conn& c) {
+  if (st.ok()) return;
+  absl::Status s = service::FromGrpc(st);
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    s = absl::Status(s.code(), absl::StrCat(s.message(), " (server ", c.config.server,
+                                            "; set --server or LOOM_SERVER)"));
+  }
+  // Usage mistakes exit 2 in main(); a server-side INVALID_ARGUMENT is still a failure (1).
+  if (s.code() == absl::StatusCode::kInvalidArgument) {
+    s = absl::FailedPreconditionError(s.message());
+  }
+  Fail(s);
+}
+
+std::string StateName(v1::JobState s) {
+  std::string n = v1::JobState_Name(s);
+  if (absl::StartsWith(n, "JOB_STATE_")) n = n.substr(10);
+  for (char& ch : n) ch = static_cast<char>(std::tolower(ch));
+  return n;
+}
+
+std::string Time(int64_t us) {
+  if (us == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(us), absl::LocalTimeZone());
+}
+
+std::string Progress(const v1::Job& j) {
+  int64_t done = 0, total = 0;
+  int tasks_done = 0;
+  for (const auto& t : j.tasks()) {
+    done += t.trials_done();
+    total += t.trials();
+    if (t.stage() == "done" || absl::StartsWith(t.stage(), "skipped")) ++tasks_done;
+  }
+  return absl::StrFormat("%d/%d tasks, %d/%d", tasks_done, j.tasks_size(), done, total);
+}
+
+std::string CurrentStage(const v1::Job& j) {
+  for (const auto& t : j.tasks()) {
+    if (t.stage() != "done" && t.stage() != "pending" && !absl::StartsWith(t.stage(), "skipped")) {
+      return t.stage();
+    }
+  }
+  return j.state() == v1::JOB_STATE_FAILED ? j.failure_reason() : "-";
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = false;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+// ----- submit
+
+struct SubmitOptions {
+  std::string model;
+  std::string server;
+  std::string name;
+  std::string target = "cpu";
+  int trials = 32;
+  int priority = 0;
+  double latency_goal = 0;
+  std::string tuner = "xgb";
+  int batch_size = 8;
+  int max_tasks = 0;
+  int64_t seed = 0;
+  std::vector<std::string> input_shapes;
+  std::string simulated;
+};
+
+// "tasks=2,rounds=3,propose=0.1,build=0.2,measure=0.1,update=0.05"
+v1::SimulatedWorkload ParseSimulated(const std::string& spec) {
+  v1::SimulatedWorkload w;
+  w.set_tasks(1);
+  w.set_rounds(1);
+  for (absl::string_view kv : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+    std::vector<absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    double v = 0;
+    if (p.size() != 2 || !absl::SimpleAtod(p[1], &v)) {
+      Fail(absl::InvalidArgumentError(
+          absl::StrCat("--simulated: bad entry '", kv, "' (KEY=NUMBER, comma separated)")));
+    }
+    if (p[0] == "tasks") {
+      w.set_tasks(static_cast<int>(v));
+    } else if (p[0] == "rounds") {
+      w.set_rounds(static_cast<int>(v));
+    } else if (p[0] == "propose") {
+      w.set_propose_seconds(v);
+    } else if (p[0] == "build") {
+      w.set_build_seconds(v);
+    } else if (p[0] == "measure") {
+      w.set_measure_seconds(v);
+    } else if (p[0] == "update") {
+      w.set_update_seconds(v);
+    } else {
+      Fail(absl::InvalidArgumentError(
+          absl::StrCat("--simulated: unknown key '", p[0],
+                       "' (tasks, rounds, propose, build, measure, update)")));
+    }
+  }
+  return w;
+}
+
+void RunSubmit(const SubmitOptions& o) {
+  v1::SubmitJobRequest req;
+  req.set_name(o.name);
+  req.set_target(o.target);
+  req.set_trials(o.trials);
+  req.set_priority(o.priority);
+  req.set_latency_goal_ms(o.latency_goal);
+  req.set_tuner(o.tuner);
+  req.set_batch_size(o.batch_size);
+  req.set_max_tasks(o.max_tasks);
+  req.set_seed(o.seed);
+  for (const auto& s : o.input_shapes) req.add_input_shapes(s);
+  if (!o.simulated.empty()) {
+    if (!o.model.empty()) {
+      Fail(absl::InvalidArgumentError("give either MODEL or --simulated, not both"));
+    }
+    *req.mutable_simulated() = ParseSimulated(o.simulated);
+  } else if (o.model.empty()) {
+    Fail(absl::InvalidArgumentError("MODEL is required (a zoo name, zoo:NAME or a .onnx file)"));
+  } else if (absl::StartsWith(o.model, "zoo:")) {
+    req.set_zoo_model(o.model.substr(4));
+  } else if (absl::EndsWith(o.model, ".onnx") || std::filesystem::exists(o.model)) {
+    std::ifstream in(o.model, std::ios::binary);
+    if (!in) Fail(absl::NotFoundError(absl::StrCat("cannot read model file '", o.model, "'")));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    req.set_onnx_model(ss.str());
+    if (o.name.empty()) req.set_name(std::filesystem::path(o.model).stem().string());
+  } else {
+    req.set_zoo_model(o.model);
+  }
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Minutes(5));
+  v1::Job job;
+  Check(c.stub->SubmitJob(&ctx, req, &job), c);
+  std::printf("submitted %s (%s, %d tasks, %s)\n", job.id().c_str(), job.name().c_str(),
+              job.tasks_size(), StateName(job.state()).c_str());
+}
+
+// ----- jobs / status
+
+struct ListOptions {
+  std::string server;
+  bool all = false;
+  bool ended = false;
+  bool json = false;
+};
+
+void RunJobs(const ListOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Seconds(30));
+  v1::ListJobsRequest req;
+  req.set_all_users(o.all);
+  req.set_include_ended(o.ended);
+  v1::ListJobsResponse resp;
+  Check(c.stub->ListJobs(&ctx, req, &resp), c);
+  if (o.json) {
+    std::printf("%s\n", ToJson(resp).c_str());
+    return;
+  }
+  std::printf("%-6s %-10s %-16s %-9s %4s %5s %-22s %8s %8s %7s  %s\n", "ID", "OWNER", "NAME",
+              "STATE", "PRI", "QUEUE", "PROGRESS", "CPU-S", "DEV-S", "RECORDS", "STAGE");
+  for (const v1::Job& j : resp.jobs()) {
+    std::printf("%-6s %-10s %-16.16s %-9s %4d %5s %-22s %8.1f %8.1f %7lld  %s\n", j.id().c_str(),
+                j.owner().c_str(), j.name().c_str(), StateName(j.state()).c_str(), j.priority(),
+                j.queue_position() > 0 ? absl::StrCat(j.queue_position()).c_str() : "-",
+                Progress(j).c_str(), j.cpu_seconds(), j.device_seconds(),
+                static_cast<long long>(j.records()), CurrentStage(j).c_str());
+  }
+  if (resp.jobs().empty()) std::printf("(no jobs)\n");
+  std::printf("\n%-12s %-20s %-6s %-10s %-10s %s\n", "AGENT", "HOST", "ALIVE", "CPU-SLOTS",
+              "DEVICES", "LEASES");
+  for (const v1::ResourceUse& u : resp.resources()) {
+    std::printf("%-12s %-20.20s %-6s %4d/%-5d %4d/%-5d %d\n", u.agent_id().c_str(),
+                u.hostname().c_str(), u.alive() ? "yes" : "no", u.cpu_slots_used(), u.cpu_slots(),
+                u.devices_busy(), u.devices(), u.leases());
+  }
+  if (resp.resources().empty()) std::printf("(no agents)\n");
+}
+
+struct IdOptions {
+  std::string id;
+  std::string server;
+  bool json = false;
+  int tail = 0;
+  std::string output;
+};
+
+void PrintJob(const v1::Job& j) {
+  std::printf("job %s (%s), owner %s, %s, priority %d, target %s\n", j.id().c_str(),
+              j.name().c_str(), j.owner().c_str(), StateName(j.state()).c_str(), j.priority(),
+              j.target().c_str());
+  if (j.queue_position() > 0) {
+    std::printf("  queue position %d", j.queue_position());
+    if (j.expected_start_unix_micros() > 0) {
+      std::printf(", expected start %s", Time(j.expected_start_unix_micros()).c_str());
+    }
+    std::printf("\n");
+  }
+  std::printf("  submitted %s, started %s, finished %s\n", Time(j.submitted_unix_micros()).c_str(),
+              Time(j.started_unix_micros()).c_str(), Time(j.finished_unix_micros()).c_str());
+  std::printf("  resources used: %.1f CPU-slot s, %.1f device s; %lld records\n", j.cpu_seconds(),
+              j.device_seconds(), static_cast<long long>(j.records()));
+  if (j.estimated_latency_ms() > 0) {
+    std::printf("  estimated latency (tuned kernels): %.3f ms\n", j.estimated_latency_ms());
+  }
+  if (!j.failure_reason().empty()) std::printf("  reason: %s\n", j.failure_reason().c_str());
+  for (int i = 0; i < j.tasks_size(); ++i) {
+    const auto& t = j.tasks(i);
+    std::printf("  task %2d  %-56.56s %4d/%-4d %8.2f GFLOPS %3d errors  %s\n", i + 1,
+                t.task_key().c_str(), t.trials_done(), t.trials(), t.best_gflops(), t.errors(),
+                t.stage().c_str());
+  }
+}
+
+void RunStatus(const IdOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Seconds(30));
+  v1::GetJobRequest req;
+  req.set_job_id(o.id);
+  v1::Job job;
+  Check(c.stub->GetJob(&ctx, req, &job), c);
+  if (o.json) {
+    std::printf("%s\n", ToJson(job).c_str());
+  } else {
+    PrintJob(job);
+  }
+}
+
+void RunWatch(const IdOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  service::Authorize(ctx, c.config);
+  v1::WatchJobRequest req;
+  req.set_job_id(o.id);
+  auto reader = c.stub->WatchJob(&ctx, req);
+  v1::JobEvent ev;
+  v1::Job last;
+  while (reader->Read(&ev)) {
+    if (ev.has_job()) last = ev.job();
+    const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
+                                           absl::LocalTimeZone());
+    if (!ev.message().empty()) {
+      std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
+    } else {
+      std::printf("%s  %s: %s, %s\n", t.c_str(), last.id().c_str(), StateName(last.state()).c_str(),
+                  Progress(last).c_str());
+    }
+    std::fflush(stdout);
+  }
+  Check(reader->Finish(), c);
+  if (last.state() == v1::JOB_STATE_FAILED || last.state() == v1::JOB_STATE_CANCELLED) {
+    Fail(absl::AbortedError(absl::StrCat("job ", last.id(), " ", StateName(last.state()),
+                                         last.failure_reason().empty() ? "" : ": ",
+                                         last.failure_reason())));
+  }
+}
+
+void RunCancel(const IdOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Seconds(30));
+  v1::CancelJobRequest req;
+  req.set_job_id(o.id);
+  v1::Job job;
+  Check(c.stub->CancelJob(&ctx, req, &job), c);
+  std::printf("%s %s\n", job.id().c_str(), StateName(job.state()).c_str());
+}
+
+void RunLogs(const IdOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Seconds(30));
+  v1::GetLogsRequest req;
+  req.set_job_id(o.id);
+  req.set_tail(o.tail);
+  v1::GetLogsResponse resp;
+  Check(c.stub->GetLogs(&ctx, req, &resp), c);
+  for (const auto& l : resp.lines()) std::printf("%s\n", l.c_str());
+}
+
+void RunResult(const IdOptions& o) {
+  Conn c = Connect(o.server);
+  grpc::ClientContext ctx;
+  Prepare(ctx, c, absl::Minutes(5));
+  v1::GetResultRequest req;
+  req.set_job_id(o.id);
+  v1::JobResult res;
+  Check(c.stub->GetResult(&ctx, req, &res), c);
+  std::error_code ec;
+  std::filesystem::create_directories(o.output, ec);
+  if (ec) {
+    Fail(absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", o.output, "': ", ec.message())));
+  }
+  const std::string db = (std::filesystem::path(o.output) / "records.db").string();
+  auto store = tune::OpenSqliteRecordStore(db);
+  FailIfError(store.status());
+  std::istringstream in(res.records_jsonl());
+  auto n = (*store)->ImportJsonLines(in);
+  FailIfError(n.status());
+  nlohmann::json best = nlohmann::json::array();
+  for (const v1::BestConfig& b : res.best()) {
+    nlohmann::json cfg = nlohmann::json::parse(b.config_json(), nullptr, false);
+    best.push_back({{"task_key", b.task_key()},
+                    {"template", b.template_name()},
+                    {"target_key", b.target_key()},
+                    {"config_index", b.config_index()},
+                    {"config", cfg.is_discarded() ? nlohmann::json(b.config_json()) : cfg},
+                    {"median_cost", b.median_cost()},
+                    {"gflops", b.gflops()}});
+  }
+  nlohmann::json doc = {{"job", res.job().id()},
+                        {"name", res.job().name()},
+                        {"state", StateName(res.job().state())},
+                        {"estimated_latency_ms", res.job().estimated_latency_ms()},
+                        {"best", best}};
+  std::ofstream(std::filesystem::path(o.output) / "best.json") << doc.dump(2) << "\n";
+  if (!res.model_onnx().empty()) {
+    std::ofstream(std::filesystem::path(o.output) / "model.onnx", std::ios::binary)
+        << res.model_onnx();
+  }
+  std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
+              StateName(res.job().state()).c_str(), static_cast<long long>(*n), db.c_str(),
+              res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
+  const std::string model = !res.zoo_model().empty() ? absl::StrCat("zoo:", res.zoo_model())
+                            : !res.model_onnx().empty()
+                                ? (std::filesystem::path(o.output) / "model.onnx").string()
+                                : "";
+  if (!model.empty()) {
+    std::printf(
+        "compiled model: not written (no compile API in this build); run "
+        "'loom bench %s --db %s' to compile and time it with these records\n",
+        model.c_str(), db.c_str());
+  }
+}
+
+void AddServer(CLI::App* cmd, std::string& server) {
+  cmd->add_option("--server", server, "HOST:PORT of loom serve (default: LOOM_SERVER, config)");
+}
+
+}  // namespace
+
+void RegisterJobCommands(CLI::App& app) {
+  {
+    auto o = std::make_shared<SubmitOptions>();
+    auto* cmd = app.add_subcommand("submit", "Submit a tuning job to loom serve");
+    cmd->add_option("MODEL", o->model, "zoo name, zoo:NAME or a .onnx file (sent to the server)");
+    AddServer(cmd, o->server);
+    cmd->add_option("--name", o->name, "Job name (default: the model's)");
+    cmd->add_option("--target", o->target, "cpu or cuda");
+    cmd->add_option("--trials", o->trials, "Trials per task")->check(CLI::Range(1, 1000000));
+    cmd->add_option("--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000, 1000));
+    cmd->add_option("--latency-goal", o->latency_goal,
+                    "ms: ends at once if known records already meet it")
+        ->check(CLI::Range(0.0, 1e9));
+    cmd->add_option("--tuner", o->tuner, "xgb, ga, random or grid");
+    cmd->add_option("--batch-size", o->batch_size, "Configs per round")->check(CLI::Range(1, 1024));
+    cmd->add_option("--max-tasks", o->max_tasks, "Tune only the first N tasks (0: all)");
+    cmd->add_option("--seed", o->seed, "Tuner seed");
+    cmd->add_option("--input-shape", o->input_shapes, "NAME:1x3x224x224 for dynamic inputs");
+    cmd->add_option("--simulated", o->simulated,
+                    "A load-test job instead of a model: tasks=N,rounds=N,propose=S,build=S,"
+                    "measure=S,update=S");
+    cmd->callback([o] { RunSubmit(*o); });
+  }
+  {
+    auto o = std::make_shared<ListOptions>();
+    auto* cmd = app.add_subcommand("jobs", "List your jobs and the agents' resource use");
+    AddServer(cmd, o->server);
+    cmd->add_flag("--all", o->all, "Every user's jobs (admin token)");
+    cmd->add_flag("--ended", o->ended, "Include finished, failed and cancelled jobs");
+    cmd->add_flag("--json", o->json, "One JSON object");
+    cmd->callback([o] { RunJobs(*o); });
+  }
+  auto id_command = [&app](const char* name, const char* help, auto run,
+                           bool json = false) -> std::pair<CLI::App*, std::shared_ptr<IdOptions>> {
+    auto o = std::make_shared<IdOptions>();
+    auto* cmd = app.add_subcommand(name, help);
+    cmd->add_option("ID", o->id, "Job id (see 'loom jobs')")->required();
+    AddServer(cmd, o->server);
+    if (json) cmd->add_flag("--json", o->json, "One JSON object");
+    cmd->callback([o, run] { run(*o); });
+    return {cmd, o};
+  };
+  id_command("status", "Show a job: queue position, stage, progress, resources", RunStatus, true);
+  id_command("watch", "Follow a job's progress until it ends", RunWatch);
+  id_command("cancel", "Cancel a job", RunCancel);
+  {
+    auto [cmd, o] = id_command("logs", "Print a job's log", RunLogs);
+    cmd->add_option("--tail", o->tail, "Only the last N lines")->check(CLI::NonNegativeNumber);
+  }
+  {
+    auto [cmd, o] = id_command("result", "Download a job's records and best configs", RunResult);
+    cmd->add_option("-o,--output", o->output, "Output folder")->required();
+  }
+}
+
+}  // namespace loom::cli

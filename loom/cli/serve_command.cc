@@ -1,0 +1,99 @@
+// `loom serve --listen HOST:PORT --state FILE`: the scheduler daemon (loom/service/server.h).
+// Runs until SIGINT/SIGTERM; restarting on the same state file resumes every job. Structured
+// key=value log lines go to stderr.
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "loom/cli/commands.h"
+#include "loom/service/server.h"
+
+namespace loom::cli {
+namespace {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:7070";
+  std::string state;
+  std::string tokens;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string policy = "interleaved";
+  double heartbeat_timeout = 10;
+  int max_attempts = 3;
+  int build_slots = 2;
+  int64_t max_model_bytes = 64 << 20;
+  int64_t max_message_bytes = 256 << 20;
+  bool quiet = false;
+};
+
+void RunServe(const ServeOptions& o) {
+  service::ServerOptions so;
+  so.listen = o.listen;
+  so.state_path = o.state;
+  so.tokens_path = o.tokens;
+  so.tls_cert = o.tls_cert;
+  so.tls_key = o.tls_key;
+  so.max_message_bytes = o.max_message_bytes;
+  so.driver.policy = o.policy;
+  so.driver.heartbeat_timeout = absl::Seconds(o.heartbeat_timeout);
+  so.driver.max_attempts = o.max_attempts;
+  so.driver.build_slots = o.build_slots;
+  so.driver.max_model_bytes = o.max_model_bytes;
+  so.driver.log_to_stderr = !o.quiet;
+
+  // Signals are taken by a waiting thread (sigwait), never by an async handler.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto server = service::Server::Start(so);
+  FailIfError(server.status());
+  std::fprintf(stderr, "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s\n",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+               o.listen.c_str(), (*server)->port(), o.state.c_str(),
+               o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on");
+  std::fflush(stderr);
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::fprintf(stderr, "ts=%s event=shutdown signal=%d\n",
+                 absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+                 sig);
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  waiter.join();
+}
+
+}  // namespace
+
+void RegisterServeCommand(CLI::App& app) {
+  auto o = std::make_shared<ServeOptions>();
+  auto* cmd = app.add_subcommand("serve", "Run the scheduler daemon (gRPC) for agents and users");
+  cmd->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)");
+  cmd->add_option("--state", o->state, "State file (SQLite); records go to FILE.records")
+      ->required();
+  cmd->add_option("--tokens", o->tokens,
+                  "Tokens file: lines 'TOKEN USER [user|admin|agent]' (none: auth off)");
+  cmd->add_option("--tls-cert", o->tls_cert, "PEM certificate (serve TLS with --tls-key)");
+  cmd->add_option("--tls-key", o->tls_key, "PEM private key");
+  cmd->add_option("--policy", o->policy, "interleaved | predictive | sequential | uncontrolled")
+      ->check(CLI::IsMember({"interleaved", "predictive", "sequential", "uncontrolled"}));
+  cmd->add_option("--heartbeat-timeout", o->heartbeat_timeout,
+                  "Seconds without a heartbeat before an agent is lost and its stages requeued")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--max-attempts", o->max_attempts, "Tries per stage before its job fails")
+      ->check(CLI::Range(1, 100));
+  cmd->add_option("--build-slots", o->build_slots, "CPU slots a build stage asks for")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--max-model-bytes", o->max_model_bytes, "Largest ONNX model accepted");
+  cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest gRPC request accepted");
+  cmd->add_flag("--quiet", o->quiet, "No structured log lines on stderr");
+  cmd->callback([o] { RunServe(*o); });
+}
+
+}  // namespace loom::cli
