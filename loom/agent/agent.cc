@@ -302,10 +302,11 @@ absl::Status Agent::Run() {
         reregister_ = true;  // the heartbeat thread registers again
       }
       if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
-        Log("warn", "acquire_failed",
-            absl::StrCat("code=", absl::StatusCodeToString(FromGrpc(s).code()),
-                         " msg=", Value(s.error_message()),
-                         " retry_ms=", absl::ToInt64Milliseconds(backoff)));
+        if (backoff == options_.retry_initial) {  // once per outage
+          Log("warn", "acquire_failed",
+              absl::StrCat("code=", absl::StatusCodeToString(FromGrpc(s).code()),
+                           " msg=", Value(s.error_message())));
+        }
         if (!SleepUnlessStopping(backoff)) break;
         backoff = std::min(backoff * 2, options_.retry_max);
       }
@@ -466,7 +467,7 @@ void Agent::StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> ca
     Log(result.error().empty() ? "info" : "warn", "stage_done",
         absl::StrCat("lease=", Value(lease), " kind=", StageKindName(request.kind()),
                      " secs=", absl::StrFormat("%.3f", secs),
-                     result.error().empty() ? "" : " error=", Value(result.error())));
+                     result.error().empty() ? "" : absl::StrCat(" error=", Value(result.error()))));
   }
   absl::MutexLock lock(&mu_);
   running_.erase(lease);
@@ -502,6 +503,9 @@ void Agent::ReportLoop() {
         if (pending_.empty() || absl::Now() >= stop_deadline) return;
       }
       if (cancelled_.contains(pending_.front().result.lease_id())) {
+        // The daemon dropped the lease (job cancelled, or requeued after its restart).
+        Log("info", "report_abandoned",
+            absl::StrCat("lease=", Value(pending_.front().result.lease_id())));
         ++stats_.stages_abandoned;
         pending_.pop_front();
         continue;

@@ -48,7 +48,7 @@ struct AgentOptions {
   absl::Duration heartbeat_interval = absl::Seconds(2);
   // Retry back-off while the daemon is unreachable: doubles from `retry_initial` to `retry_max`.
   absl::Duration retry_initial = absl::Milliseconds(100);
-  absl::Duration retry_max = absl::Seconds(5);
+  absl::Duration retry_max = absl::Seconds(2);
   // Finished results kept while they cannot be reported. When full, no new stage is acquired
   // until one is delivered (no finished result is dropped for lack of room).
   int max_pending_reports = 256;

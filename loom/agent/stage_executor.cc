@@ -1,10 +1,13 @@
 #include "loom/agent/stage_executor.h"
 
 #include <openssl/evp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -18,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/tune/stages.h"
@@ -235,6 +239,17 @@ absl::Status WriteArtifact(const std::string& path, absl::string_view data) {
   return absl::OkStatus();
 }
 
+// Confines the calling thread (and the processes it starts) to `cores`; empty: no change.
+void PinThisThread(const std::vector<int>& cores) {
+  if (cores.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cores) CPU_SET(c, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    base::LogWarning("agent: cannot confine a CPU stage to its cores: ", std::strerror(errno));
+  }
+}
+
 bool IsLowerHex(absl::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -339,6 +354,7 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
   v1::StageTiming* timing = result.mutable_timing();
   timing->set_start_unix_micros(NowMicros());
   bool on_device = request.kind() == v1::STAGE_KIND_MEASURE;
+  if (!on_device) PinThisThread(options_.cpu_cores);
   timing->set_resource(
       absl::StrCat(options_.host, "/", on_device ? request.device() : std::string("cpu")));
 
@@ -474,6 +490,13 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
   tune::BuildOptions build = options_.build;
   build.num_threads = std::max(1, request.cpu_slots());
   build.cache_dir = options_.cache_dir;
+  if (!options_.cpu_cores.empty()) {
+    // Compiles run on the builder's pool threads: confine each before it starts a compiler.
+    build.before_compile = [cores = options_.cpu_cores, next = options_.build.before_compile] {
+      PinThisThread(cores);
+      if (next) next();
+    };
+  }
   absl::StatusOr<std::unique_ptr<tune::Builder>> builder = tune::MakeLocalBuilder(build);
   if (!builder.ok()) return builder.status();
   tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");

@@ -53,6 +53,10 @@ struct ExecutorOptions {
   tune::MeasureOptions measure{};
   // The devices MEASURE stages may name.
   std::vector<Device> devices{};
+  // Cores for CPU stages: the thread running a propose, build or update stage, and every
+  // compiler it starts, is confined to them (sched_setaffinity), so CPU work never lands on a
+  // device's cores during a measurement. Empty: not confined.
+  std::vector<int> cpu_cores{};
   // Host name, the prefix of StageTiming.resource ("<host>/cpu:1", "<host>/cpu").
   std::string host = "local";
   // Adds the templates' `fault` knob. Tests only: the daemon's config indices then mean other
@@ -76,7 +80,8 @@ class StageExecutor {
   // kInvalidArgument for bad options (devices with repeated names, non-positive batch size).
   static absl::StatusOr<std::unique_ptr<StageExecutor>> Create(const ExecutorOptions& options);
 
-  // Runs `request`. Never fails as a whole: a malformed request (unknown workload or template,
+  // Runs `request` on the calling thread (which a CPU stage confines to `cpu_cores`, for good).
+  // Never fails as a whole: a malformed request (unknown workload or template,
   // unknown device, empty inputs, indices outside the config space, bad tuner state) comes back
   // with StageResult.error set and no output; per-candidate failures (instantiation, compile,
   // crash, wrong answer, timeouts) are in the output, one entry per candidate. `timing` is always

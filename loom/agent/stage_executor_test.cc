@@ -10,6 +10,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -460,6 +461,34 @@ TEST(StageExecutorFaultTest, CrashingCandidateIsAnErrorRecord) {
   EXPECT_THAT(m.measure().results(0).error_msg(), HasSubstr("SIG"));
   EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_NONE)
       << m.measure().results(1).error_msg();
+}
+
+// CPU stages run confined to the executor's cpu_cores (here the first allowed core).
+TEST(StageExecutorPinningTest, CpuStagesRunOnTheirCores) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  sched_getaffinity(0, sizeof(allowed), &allowed);
+  int first = 0;
+  while (!CPU_ISSET(first, &allowed)) ++first;
+  ExecutorOptions o = Options();
+  o.cpu_cores = {first};
+  auto e = StageExecutor::Create(o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  int count = -1;
+  bool has_first = false;
+  std::thread t([&] {
+    v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE);
+    r.mutable_propose();
+    EXPECT_THAT((*e)->Execute(r).error(), IsEmpty());
+    cpu_set_t now;
+    CPU_ZERO(&now);
+    sched_getaffinity(0, sizeof(now), &now);
+    count = CPU_COUNT(&now);
+    has_first = CPU_ISSET(first, &now);
+  });
+  t.join();
+  EXPECT_EQ(count, 1);
+  EXPECT_TRUE(has_first);
 }
 
 TEST(ParseDeviceTest, FormsAndErrors) {

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterCompileCommand(app);
   loom::cli::RegisterRecordsCommand(app);
   loom::cli::RegisterExperimentCommand(app);
+  loom::cli::RegisterAgentCommand(app);
   loom::cli::RegisterServeCommand(app);
   loom::cli::RegisterJobCommands(app);
   loom::cli::RegisterSimulateCommand(app);

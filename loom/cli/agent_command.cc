@@ -1,0 +1,168 @@
+// `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3 ...] [--cpu-slots N] [--token T]
+// [--name NAME] [--tls-ca FILE] [--cache-dir DIR]`: runs this host's agent (agent/agent.h) until
+// SIGTERM or SIGINT: registers its CPU slots and devices with `loom serve`, runs the stages it is
+// leased and reports them. Without --device, the last core is the measurement device and the
+// other cores are CPU slots (as engine::DefaultLayout); CPU stages are confined to the cores no
+// device uses. Logs one structured line per event to stderr.
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "loom/agent/agent.h"
+#include "loom/base/status_macros.h"
+#include "loom/cli/commands.h"
+
+namespace loom::cli {
+namespace {
+
+struct AgentFlags {
+  std::string server;
+  std::vector<std::string> devices;
+  int cpu_slots = -1;  // -1: derived from the cores the devices leave
+  std::string token;
+  std::string name;
+  std::string tls_ca;
+  std::string cache_dir;
+  int heartbeat_ms = 2000;
+  int max_pending = 256;
+};
+
+absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
+  agent::AgentOptions o;
+  o.server = flags.server;
+  o.token = flags.token;
+  if (o.token.empty()) {
+    const char* env = std::getenv("LOOM_TOKEN");  // documented override for the token
+    if (env != nullptr) o.token = env;
+  }
+  o.name = flags.name;
+  o.tls_ca_file = flags.tls_ca;
+  o.executor.cache_dir = flags.cache_dir;
+  o.heartbeat_interval = absl::Milliseconds(flags.heartbeat_ms);
+  o.max_pending_reports = flags.max_pending;
+  if (flags.heartbeat_ms < 1) return absl::InvalidArgumentError("--heartbeat-ms must be >= 1");
+
+  // The cores this process may use (a container's cpuset, taskset), ascending.
+  std::vector<int> allowed;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &set)) allowed.push_back(c);
+    }
+  }
+  if (allowed.empty()) allowed.push_back(0);
+
+  std::set<int> device_cores;
+  if (flags.devices.empty()) {
+    // As engine::DefaultLayout: the last core measures, the others run CPU stages.
+    LOOM_ASSIGN_OR_RETURN(agent::Device d,
+                          agent::ParseDevice(absl::StrCat("cpu:", allowed.back())));
+    o.executor.devices.push_back(d);
+    device_cores.insert(allowed.back());
+  } else {
+    for (const std::string& name : flags.devices) {
+      LOOM_ASSIGN_OR_RETURN(agent::Device d, agent::ParseDevice(name));
+      for (int c : d.cores) {
+        if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "device ", name, ": core ", c,
+              " is not one this process may use (allowed: ", absl::StrJoin(allowed, ","), ")"));
+        }
+        if (!device_cores.insert(c).second) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("core ", c, " belongs to two devices (", name, ")"));
+        }
+      }
+      o.executor.devices.push_back(d);
+    }
+  }
+  for (int c : allowed) {
+    if (!device_cores.contains(c)) o.executor.cpu_cores.push_back(c);
+  }
+  o.cpu_slots =
+      flags.cpu_slots >= 0 ? flags.cpu_slots : static_cast<int>(o.executor.cpu_cores.size());
+  return o;
+}
+
+void RunAgent(const AgentFlags& flags) {
+  absl::StatusOr<agent::AgentOptions> options = BuildOptions(flags);
+  FailIfError(options.status());
+
+  // SIGTERM/SIGINT go to one watcher thread (every other thread blocks them), which asks the
+  // agent to stop; a second signal ends the process at once.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<agent::Agent>> a = agent::Agent::Create(*std::move(options));
+  FailIfError(a.status());
+  agent::Agent* agent_ptr = a->get();
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    int received = 0;
+    while (!done.load()) {
+      timespec timeout{0, 200 * 1000 * 1000};
+      int sig = sigtimedwait(&signals, nullptr, &timeout);
+      if (sig <= 0) continue;
+      if (++received > 1) {
+        std::fprintf(stderr, "loom agent: second signal, exiting now\n");
+        std::_Exit(130);
+      }
+      std::fprintf(stderr, "loom agent: %s received, shutting down\n",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      agent_ptr->Shutdown();
+    }
+  });
+  absl::Status status = agent_ptr->Run();
+  done.store(true);
+  watcher.join();
+  FailIfError(status);
+  // Stages still running past the shutdown grace hold the agent; their leases expire on the
+  // daemon, so leave without waiting for them.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(0);
+}
+
+}  // namespace
+
+void RegisterAgentCommand(CLI::App& app) {
+  auto flags = std::make_shared<AgentFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "agent", "Run this host's agent: offer CPU slots and devices to a `loom serve` daemon");
+  cmd->add_option("--server", flags->server, "Daemon address HOST:PORT")->required();
+  cmd->add_option("--device", flags->devices,
+                  "Measurement device, repeatable: cpu:CORE or cpu:FIRST-LAST (default: the last "
+                  "core)");
+  cmd->add_option("--cpu-slots", flags->cpu_slots,
+                  "CPU slots offered for propose/build/update (default: the cores no device uses)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--token", flags->token, "Bearer token (default: $LOOM_TOKEN)");
+  cmd->add_option("--name", flags->name, "Name registered with the daemon (default: hostname)");
+  cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA certificate: connect with TLS");
+  cmd->add_option("--cache-dir", flags->cache_dir,
+                  "Artifact cache (default: $XDG_CACHE_HOME/loom/kernels)");
+  cmd->add_option("--heartbeat-ms", flags->heartbeat_ms,
+                  "Heartbeat interval until the daemon sets one");
+  cmd->add_option("--max-pending", flags->max_pending,
+                  "Finished results kept while the daemon is unreachable")
+      ->check(CLI::PositiveNumber);
+  cmd->callback([flags] { RunAgent(*flags); });
+}
+
+}  // namespace loom::cli
