@@ -291,6 +291,7 @@ void RunWatch(const IdOptions& o) {
   auto reader = c.stub->WatchJob(&ctx, req);
   v1::JobEvent ev;
   v1::Job last;
+  std::string shown;  // the last state/progress line printed
   while (reader->Read(&ev)) {
     if (ev.has_job()) last = ev.job();
     const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
@@ -298,8 +299,10 @@ void RunWatch(const IdOptions& o) {
     if (!ev.message().empty()) {
       std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
     } else {
-      std::printf("%s  %s: %s, %s\n", t.c_str(), last.id().c_str(), StateName(last.state()).c_str(),
-                  Progress(last).c_str());
+      const std::string line = absl::StrCat(last.id(), ": ", StateName(last.state()), ", ",
+                                            Progress(last), ", ", CurrentStage(last));
+      if (line != shown) std::printf("%s  %s\n", t.c_str(), line.c_str());
+      shown = line;
     }
     std::fflush(stdout);
   }

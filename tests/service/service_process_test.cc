@@ -255,9 +255,25 @@ class ServiceProcessTest : public ::testing::Test {
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
 
+  // `loom agent` when the binary has it, else this binary as a fake simulated-stage agent.
   void StartAgent(const std::string& host) {
-    agents_.push_back(Spawn({g_self, "--fake-agent", server_, "tok-agent", host},
-                            (dir_ / (host + ".log")).string()));
+    const std::string log = (dir_ / (host + ".log")).string();
+    if (HasLoomAgent()) {
+      agents_.push_back(
+          Spawn({LOOM_BINARY, "agent", "--server", server_, "--token", "tok-agent", "--name", host,
+                 "--cpu-slots", "2", "--cache-dir", (dir_ / ("cache-" + host)).string()},
+                log));
+    } else {
+      agents_.push_back(Spawn({g_self, "--fake-agent", server_, "tok-agent", host}, log));
+    }
+  }
+
+  static bool HasLoomAgent() {
+    static const bool has = [] {
+      std::string cmd = std::string(LOOM_BINARY) + " agent --help >/dev/null 2>&1";
+      return std::system(cmd.c_str()) == 0;
+    }();
+    return has;
   }
 
   Outcome Loom(const std::string& args, const std::string& token = "tok-alice") {
@@ -475,6 +491,35 @@ TEST_F(ServiceProcessTest, WatchStreamsUntilTheJobEnds) {
   Outcome o = Loom("watch " + id);
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("task 2/2: round 0 measured"));
+  EXPECT_THAT(o.out, HasSubstr("succeeded"));
+}
+
+TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
+  if (!HasLoomAgent()) GTEST_SKIP() << "this loom has no 'agent' command yet";
+  StartServe();
+  StartAgent("host-a");
+  StartAgent("host-b");
+  Outcome o = Loom("submit tiny_cnn --trials 4 --batch-size 2 --max-tasks 2");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)"))) << o.out;
+  const std::string id = m[1];
+  o = Loom("watch " + id);
+  ASSERT_EQ(o.code, 0) << o.err << o.out;
+  EXPECT_THAT(o.out, HasSubstr("task 2/2 done"));
+  o = Loom("result " + id + " -o " + (dir_ / "out").string());
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("8 records"));
+  EXPECT_THAT(o.out, HasSubstr("2 best configs"));
+  auto best = nlohmann::json::parse(ReadAll((dir_ / "out" / "best.json").string()));
+  ASSERT_EQ(best["best"].size(), 2u);
+  for (const auto& b : best["best"]) {
+    EXPECT_GT(b["gflops"].get<double>(), 0);
+    EXPECT_EQ(b["template"], "conv2d_nchwc");
+  }
+  // A second job with a generous latency goal is answered from these records at once.
+  o = Loom("submit tiny_cnn --trials 4 --max-tasks 2 --latency-goal 1000");
+  ASSERT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("succeeded"));
 }
 
