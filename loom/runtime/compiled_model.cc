@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/check.h"
+#include "loom/base/fork_join_pool.h"
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
 #include "loom/codegen/kernel_abi.h"
@@ -37,14 +38,9 @@ constexpr int64_t kAlign = 64;
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
-// parallel_for of loom_parallel_t over a base::ThreadPool: one even chunk per thread.
+// parallel_for of loom_parallel_t over a base::ForkJoinPool: one even chunk per thread.
 void PoolParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) {
-  auto* p = static_cast<base::ThreadPool*>(pool);
-  const int64_t chunks = std::min<int64_t>(n, static_cast<int64_t>(p->size()) + 1);
-  p->ParallelFor(static_cast<size_t>(chunks), [&](size_t i) {
-    const int64_t c = static_cast<int64_t>(i);
-    fn(n * c / chunks, n * (c + 1) / chunks, ctx);
-  });
+  static_cast<base::ForkJoinPool*>(pool)->Run(n, fn, ctx);
 }
 
 // Runs f(begin, end) over [0, n) on the model's threads.
@@ -1077,7 +1073,7 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Instantiate(
   }
   impl->par.num_threads = num_threads;
   if (num_threads > 1) {
-    impl->pool = std::make_unique<base::ThreadPool>(static_cast<size_t>(num_threads - 1));
+    impl->pool = std::make_unique<base::ForkJoinPool>(num_threads);
     impl->par.pool = impl->pool.get();
     impl->par.parallel_for = &PoolParallelFor;
   }

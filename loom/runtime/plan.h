@@ -12,7 +12,7 @@
 #include <variant>
 #include <vector>
 
-#include "loom/base/thread_pool.h"
+#include "loom/base/fork_join_pool.h"
 #include "loom/codegen/kernel_abi.h"
 #include "loom/graph/graph.h"
 #include "loom/graph/tensor.h"
@@ -144,7 +144,7 @@ struct CompiledModel::Impl {
   // Sources of the kernels (Compile only; empty for a loaded artifact): what Export builds.
   std::vector<ops::KernelSource> kernel_sources;
   std::vector<std::unique_ptr<SharedLibrary>> libraries;
-  std::unique_ptr<base::ThreadPool> pool;
+  std::unique_ptr<base::ForkJoinPool> pool;  // intra-op threads (null for one thread)
   loom_parallel_t par{};
   std::unique_ptr<char, void (*)(void*)> arena{nullptr, &std::free};
 
