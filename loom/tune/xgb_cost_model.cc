@@ -82,7 +82,9 @@ class XgbCostModel final : public CostModel {
         {"alpha", "0"},
         {"subsample", "1"},
         {"tree_method", "exact"},
-        {"seed", absl::StrCat(options_.seed)},
+        // XGBoost parses its seed as a signed integer: fold the 64-bit seed into 31 bits.
+        {"seed", absl::StrCat((options_.seed ^ (options_.seed >> 31) ^ (options_.seed >> 62)) &
+                              0x7fffffffu)},
         {"nthread", absl::StrCat(options_.nthread)},
         {"verbosity", "0"},
     };

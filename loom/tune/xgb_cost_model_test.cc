@@ -71,6 +71,16 @@ TEST(XgbCostModelTest, SameSeedSamePredictionsAndRefitReplacesTheModel) {
   EXPECT_LT(KendallTau(*flipped, test.y), -0.8);
 }
 
+// Seeds come from 64-bit mixes (job seed x round); XGBoost reads its seed as a signed integer.
+TEST(XgbCostModelTest, SixtyFourBitSeedsFit) {
+  Data train = MakeData(60, 5);
+  for (uint64_t seed : {uint64_t{0xffffffffffffffffu}, uint64_t{0x8000000000000000u},
+                        uint64_t{0x00000000ffffffffu}}) {
+    auto m = Model({.seed = seed});
+    EXPECT_TRUE(m->Fit(train.x, train.y).ok()) << seed;
+  }
+}
+
 TEST(XgbCostModelTest, PredictBeforeFitFails) {
   auto model = Model();
   EXPECT_FALSE(model->fitted());
