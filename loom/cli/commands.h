@@ -31,7 +31,7 @@ void RegisterCompileCommand(CLI::App& app);
 void RegisterRecordsCommand(CLI::App& app);
 void RegisterExperimentCommand(CLI::App& app);
 void RegisterServeCommand(CLI::App& app);
-void RegisterJobCommands(CLI::App& app);  // submit, jobs, status, watch, cancel, result, logs
+void RegisterJobCommands(CLI::App& app);   // submit, jobs, status, watch, cancel, result, logs
 void RegisterAgentCommand(CLI::App& app);  // agent (the service's per-host agent)
 
 }  // namespace loom::cli

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
+#include "loom/loom.h"
 #include "loom/service/client.h"
 #include "loom/tune/record_store.h"
 #include "loom/v1/jobs.grpc.pb.h"
@@ -238,6 +239,7 @@ struct IdOptions {
   bool json = false;
   int tail = 0;
   std::string output;
+  bool skip_compile = false;
 };
 
 void PrintJob(const v1::Job& j) {
@@ -385,12 +387,15 @@ void RunResult(const IdOptions& o) {
                             : !res.model_onnx().empty()
                                 ? (std::filesystem::path(o.output) / "model.onnx").string()
                                 : "";
-  if (!model.empty()) {
-    std::printf(
-        "compiled model: not written (no compile API in this build); run "
-        "'loom bench %s --db %s' to compile and time it with these records\n",
-        model.c_str(), db.c_str());
+  if (model.empty() || o.skip_compile) return;
+  // The compiled model, from the job's records: the artifact `loom run DIR/model` loads.
+  const std::string artifact = (std::filesystem::path(o.output) / "model").string();
+  absl::Status st = loom::Model::Load(model).Compile({.db = db}).Export(artifact);
+  if (!st.ok()) {
+    Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model: ", st.message())));
   }
+  std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n", artifact.c_str(),
+              artifact.c_str());
 }
 
 void AddServer(CLI::App* cmd, std::string& server) {
@@ -451,6 +456,8 @@ void RegisterJobCommands(CLI::App& app) {
   {
     auto [cmd, o] = id_command("result", "Download a job's records and best configs", RunResult);
     cmd->add_option("-o,--output", o->output, "Output folder")->required();
+    cmd->add_flag("--skip-compile", o->skip_compile,
+                  "Write records and best configs only, not the compiled model (DIR/model)");
   }
 }
 

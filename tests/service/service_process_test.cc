@@ -517,6 +517,11 @@ TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
     EXPECT_GT(b["gflops"].get<double>(), 0);
     EXPECT_EQ(b["template"], "conv2d_nchwc");
   }
+  // The compiled model from the job's records runs with no database.
+  EXPECT_THAT(o.out, HasSubstr("compiled model ->"));
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "model" / "plan.json"));
+  o = Loom("run " + (dir_ / "out" / "model").string());
+  EXPECT_EQ(o.code, 0) << o.err;
   // A second job with a generous latency goal is answered from these records at once.
   o = Loom("submit tiny_cnn --trials 4 --max-tasks 2 --latency-goal 1000");
   ASSERT_EQ(o.code, 0) << o.err;
