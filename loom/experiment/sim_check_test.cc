@@ -92,6 +92,9 @@ TEST(SimCheckTest, YamlReadsBackToTheSameSpec) {
   auto back = sim::ParseSimSpec(yaml);
   ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
   EXPECT_EQ(back->policies, spec->policies);
+  // Measurements are time-bounded (min_repeat_ms): sharing the device does not stretch them.
+  EXPECT_FALSE(spec->interference.device_time_sharing);
+  EXPECT_FALSE(back->interference.device_time_sharing);
   ASSERT_EQ(back->jobs.size(), spec->jobs.size());
   for (size_t j = 0; j < spec->jobs.size(); ++j) {
     EXPECT_EQ(back->jobs[j].name, spec->jobs[j].name);
