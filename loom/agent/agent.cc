@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "loom/base/status_macros.h"
+#include "loom/v1/stage_names.h"
 
 namespace loom::agent {
 namespace {
@@ -54,23 +55,6 @@ std::string Value(absl::string_view v) {
   }
   out.push_back('"');
   return out;
-}
-
-const char* StageKindName(v1::StageKind kind) {
-  switch (kind) {
-    case v1::STAGE_KIND_PROPOSE:
-      return "propose";
-    case v1::STAGE_KIND_BUILD:
-      return "build";
-    case v1::STAGE_KIND_MEASURE:
-      return "measure";
-    case v1::STAGE_KIND_UPDATE:
-      return "update";
-    case v1::STAGE_KIND_SIMULATED:
-      return "simulated";
-    default:
-      return "unspecified";
-  }
 }
 
 }  // namespace
@@ -324,7 +308,7 @@ absl::Status Agent::Run() {
       }
       Log("info", "stage_start",
           absl::StrCat("lease=", Value(stage.lease_id()), " job=", Value(stage.job_id()),
-                       " kind=", StageKindName(stage.kind()), " round=", stage.round(),
+                       " kind=", v1::StageKindShortName(stage.kind()), " round=", stage.round(),
                        " cpu_slots=", stage.cpu_slots(), " device=", Value(stage.device())));
       std::thread(&Agent::StageThread, this, std::move(stage), std::move(cancel)).detach();
     }
@@ -465,7 +449,7 @@ void Agent::StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> ca
                                             result.timing().start_unix_micros()) /
                         1e6;
     Log(result.error().empty() ? "info" : "warn", "stage_done",
-        absl::StrCat("lease=", Value(lease), " kind=", StageKindName(request.kind()),
+        absl::StrCat("lease=", Value(lease), " kind=", v1::StageKindShortName(request.kind()),
                      " secs=", absl::StrFormat("%.3f", secs),
                      result.error().empty() ? "" : absl::StrCat(" error=", Value(result.error()))));
   }

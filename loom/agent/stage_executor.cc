@@ -26,6 +26,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/tuner.h"
+#include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::agent {
@@ -57,23 +58,6 @@ int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 absl::Status Malformed(absl::string_view what) {
   return absl::InvalidArgumentError(std::string(what));
-}
-
-const char* KindName(v1::StageKind kind) {
-  switch (kind) {
-    case v1::STAGE_KIND_PROPOSE:
-      return "propose";
-    case v1::STAGE_KIND_BUILD:
-      return "build";
-    case v1::STAGE_KIND_MEASURE:
-      return "measure";
-    case v1::STAGE_KIND_UPDATE:
-      return "update";
-    case v1::STAGE_KIND_SIMULATED:
-      return "simulated";
-    default:
-      return "unspecified";
-  }
 }
 
 v1::ErrorKind ToProto(tune::ErrorKind kind) {
@@ -412,8 +396,9 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
   }
   if (!status.ok()) {
     result.clear_output();
-    result.set_error(absl::StrCat(KindName(request.kind()), " stage ", request.lease_id(), ": ",
-                                  absl::StatusCodeToString(status.code()), ": ", status.message()));
+    result.set_error(absl::StrCat(v1::StageKindShortName(request.kind()), " stage ",
+                                  request.lease_id(), ": ", absl::StatusCodeToString(status.code()),
+                                  ": ", status.message()));
   }
   timing->set_end_unix_micros(NowMicros());
   return result;

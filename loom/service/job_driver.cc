@@ -22,6 +22,7 @@
 #include "loom/runtime/model_loader.h"
 #include "loom/sched/policy.h"
 #include "loom/tune/record.h"
+#include "loom/v1/stage_names.h"
 
 namespace loom::service {
 namespace {
@@ -85,23 +86,6 @@ sched::StageKind SchedKind(TaskPhase p) {
       return sched::StageKind::kUpdate;
     default:
       return sched::StageKind::kOther;
-  }
-}
-
-absl::string_view KindName(v1::StageKind k) {
-  switch (k) {
-    case v1::STAGE_KIND_PROPOSE:
-      return "propose";
-    case v1::STAGE_KIND_BUILD:
-      return "build";
-    case v1::STAGE_KIND_MEASURE:
-      return "measure";
-    case v1::STAGE_KIND_UPDATE:
-      return "update";
-    case v1::STAGE_KIND_SIMULATED:
-      return "simulated";
-    default:
-      return "unspecified";
   }
 }
 
@@ -313,8 +297,8 @@ absl::Status JobDriver::Load() {
     auto it = jobs_.find(JobNum(l.job_id));
     if (it != jobs_.end() && !Ended(it->second->row.state)) {
       Note(*it->second,
-           absl::StrCat("daemon restarted: ", KindName(l.kind), " stage of task ", l.task,
-                        " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
+           absl::StrCat("daemon restarted: ", v1::StageKindShortName(l.kind), " stage of task ",
+                        l.task, " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
            m);
     }
   }
@@ -642,7 +626,7 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
     req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
   if (scheduler_->CheckFeasible(req.need).infeasible()) {
     job.waiting = absl::StrCat("waiting for an agent that can run its ",
-                               KindName(PhaseKind(task.phase)), " stage");
+                               v1::StageKindShortName(PhaseKind(task.phase)), " stage");
     pending_.insert(job.num);
     return;
   }
@@ -675,8 +659,8 @@ void JobDriver::HandleEvents(Mutation& m) {
     const int ti = CurrentTask(job);
     const std::string what =
         ti < 0 ? "stage"
-               : absl::StrCat(KindName(PhaseKind(job.tasks[ti].phase)), " stage of task ", ti,
-                              " (round ", job.tasks[ti].round, ")");
+               : absl::StrCat(v1::StageKindShortName(PhaseKind(job.tasks[ti].phase)),
+                              " stage of task ", ti, " (round ", job.tasks[ti].round, ")");
     switch (ev.type) {
       case sched::StageEvent::Type::kRequeued:
         ++requeued_;
@@ -1041,7 +1025,7 @@ v1::Job JobDriver::ToProto(const Job& job) {
     if (!job.waiting.empty()) {
       stage_text = job.waiting;
     } else if (current >= 0) {
-      const std::string kind(KindName(PhaseKind(job.tasks[current].phase)));
+      const std::string kind(v1::StageKindShortName(PhaseKind(job.tasks[current].phase)));
       auto l = job.lease.empty() ? leases_.end() : leases_.find(job.lease);
       if (l != leases_.end()) {
         auto a = agents_.find(l->second.agent_id);
@@ -1502,8 +1486,8 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   Mutation m;
   if (!result.error().empty()) {
     Note(job,
-         absl::StrCat(KindName(lease.kind), " stage of task ", lease.task, " failed on agent ",
-                      lease.agent_id, ": ", result.error()),
+         absl::StrCat(v1::StageKindShortName(lease.kind), " stage of task ", lease.task,
+                      " failed on agent ", lease.agent_id, ": ", result.error()),
          m);
     scheduler_->Fail(lease.sched_lease, now, result.error()).IgnoreError();
     EndLease(lease.id, m);
