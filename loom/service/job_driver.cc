@@ -680,7 +680,9 @@ void JobDriver::HandleEvents(Mutation& m) {
   }
 }
 
-void JobDriver::EndLease(const std::string& lease_id, Mutation& m) {
+void JobDriver::EndLease(const std::string& lease_ref, Mutation& m) {
+  // A copy: callers may pass a string owned by lease_by_sched_, which is erased below.
+  const std::string lease_id = lease_ref;
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   auto a = agents_.find(it->second.agent_id);
