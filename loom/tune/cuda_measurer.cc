@@ -142,17 +142,8 @@ class CudaMeasurer : public Measurer {
       return r;
     }
     if (loaded_task_ != task_request.dump()) {
-      WorkerReply reply = worker_.Call(task_request, options_.setup_timeout);
-      if (reply.kind != WorkerReply::Kind::kOk || !reply.body.value("ok", false)) {
-        r.error = reply.kind == WorkerReply::Kind::kOk
-                      ? static_cast<ErrorKind>(reply.body.value("error_kind", 7))
-                      : ErrorKind::kUnknown;
-        r.error_msg = reply.kind == WorkerReply::Kind::kOk
-                          ? reply.body.value("error", "")
-                          : absl::StrCat("the CUDA measure worker ",
-                                         reply.kind == WorkerReply::Kind::kTimeout
-                                             ? "timed out preparing the task"
-                                             : reply.reason + " while preparing the task");
+      if (!ReadSetupReply(worker_.Call(task_request, options_.setup_timeout), "CUDA measure worker",
+                          r)) {
         return r;
       }
       loaded_task_ = task_request.dump();
@@ -167,34 +158,12 @@ class CudaMeasurer : public Measurer {
                                           {"repeat", options_.repeat},
                                           {"min_repeat_ms", options_.min_repeat_ms}},
                                      timeout);
-    switch (reply.kind) {
-      case WorkerReply::Kind::kTimeout:
-        r.error = ErrorKind::kRunTimeout;
-        r.error_msg =
-            absl::StrCat("the kernel ran past the run timeout of ", absl::FormatDuration(timeout),
-                         "; the CUDA measure worker was killed and will be restarted");
-        break;
-      case WorkerReply::Kind::kDied:
-        r.error = ErrorKind::kRuntime;
-        r.error_msg = absl::StrCat("the CUDA measure worker ", reply.reason,
-                                   " while running the kernel; it will be restarted");
-        break;
-      case WorkerReply::Kind::kOk:
-        if (reply.body.value("ok", false)) {
-          r.costs = reply.body.value("costs", std::vector<double>{});
-          if (r.costs.empty()) {
-            r.error = ErrorKind::kUnknown;
-            r.error_msg = "the CUDA measure worker returned no costs";
-          }
-        } else {
-          const int kind = reply.body.value("error_kind", 7);
-          r.error = kind >= 1 && kind <= 7 ? static_cast<ErrorKind>(kind) : ErrorKind::kUnknown;
-          r.error_msg = reply.body.value("error", "");
-          // The worker exits after a sticky error; reap it now so the next candidate starts a
-          // fresh one instead of writing to a dying process.
-          if (reply.body.value("fatal", false)) worker_.Stop(absl::Seconds(5));
-        }
-        break;
+    ReadMeasureReply(reply, timeout, "CUDA measure worker", r);
+    // The worker exits after a sticky CUDA error; reap it now so the next candidate starts a
+    // fresh one instead of writing to a dying process.
+    if (reply.kind == WorkerReply::Kind::kOk && !reply.body.value("ok", false) &&
+        reply.body.value("fatal", false)) {
+      worker_.Stop(absl::Seconds(5));
     }
     return r;
   }

@@ -120,17 +120,8 @@ class LocalMeasurer : public Measurer {
       return r;
     }
     if (loaded_task_ != task_request.dump()) {
-      WorkerReply reply = worker_.Call(task_request, options_.setup_timeout);
-      if (reply.kind != WorkerReply::Kind::kOk || !reply.body.value("ok", false)) {
-        r.error = reply.kind == WorkerReply::Kind::kOk
-                      ? static_cast<ErrorKind>(reply.body.value("error_kind", 7))
-                      : ErrorKind::kUnknown;
-        r.error_msg = reply.kind == WorkerReply::Kind::kOk
-                          ? reply.body.value("error", "")
-                          : absl::StrCat("the measure worker ",
-                                         reply.kind == WorkerReply::Kind::kTimeout
-                                             ? "timed out preparing the task"
-                                             : reply.reason + " while preparing the task");
+      if (!ReadSetupReply(worker_.Call(task_request, options_.setup_timeout), "measure worker",
+                          r)) {
         return r;
       }
       loaded_task_ = task_request.dump();
@@ -146,32 +137,7 @@ class LocalMeasurer : public Measurer {
                                           {"min_repeat_ms", options_.min_repeat_ms},
                                           {"flush_cache", options_.flush_cache}},
                                      timeout);
-    switch (reply.kind) {
-      case WorkerReply::Kind::kTimeout:
-        r.error = ErrorKind::kRunTimeout;
-        r.error_msg =
-            absl::StrCat("the kernel ran past the run timeout of ", absl::FormatDuration(timeout),
-                         "; the measure worker was killed and will be restarted");
-        break;
-      case WorkerReply::Kind::kDied:
-        r.error = ErrorKind::kRuntime;
-        r.error_msg = absl::StrCat("the measure worker ", reply.reason,
-                                   " while running the kernel; it will be restarted");
-        break;
-      case WorkerReply::Kind::kOk:
-        if (reply.body.value("ok", false)) {
-          r.costs = reply.body.value("costs", std::vector<double>{});
-          if (r.costs.empty()) {
-            r.error = ErrorKind::kUnknown;
-            r.error_msg = "the measure worker returned no costs";
-          }
-        } else {
-          const int kind = reply.body.value("error_kind", 7);
-          r.error = kind >= 1 && kind <= 7 ? static_cast<ErrorKind>(kind) : ErrorKind::kUnknown;
-          r.error_msg = reply.body.value("error", "");
-        }
-        break;
-    }
+    ReadMeasureReply(reply, timeout, "measure worker", r);
     return r;
   }
 

@@ -255,4 +255,49 @@ std::string CompareToReference(const graph::Tensor& got, const graph::Tensor& wa
   return "";
 }
 
+bool ReadSetupReply(const WorkerReply& reply, std::string_view worker, MeasureResult& r) {
+  if (reply.kind == WorkerReply::Kind::kOk && reply.body.value("ok", false)) return true;
+  if (reply.kind == WorkerReply::Kind::kOk) {
+    r.error = static_cast<ErrorKind>(reply.body.value("error_kind", 7));
+    r.error_msg = reply.body.value("error", "");
+  } else {
+    r.error = ErrorKind::kUnknown;
+    r.error_msg = absl::StrCat("the ", std::string(worker), " ",
+                               reply.kind == WorkerReply::Kind::kTimeout
+                                   ? "timed out preparing the task"
+                                   : reply.reason + " while preparing the task");
+  }
+  return false;
+}
+
+void ReadMeasureReply(const WorkerReply& reply, absl::Duration timeout, std::string_view worker,
+                      MeasureResult& r) {
+  switch (reply.kind) {
+    case WorkerReply::Kind::kTimeout:
+      r.error = ErrorKind::kRunTimeout;
+      r.error_msg =
+          absl::StrCat("the kernel ran past the run timeout of ", absl::FormatDuration(timeout),
+                       "; the ", std::string(worker), " was killed and will be restarted");
+      return;
+    case WorkerReply::Kind::kDied:
+      r.error = ErrorKind::kRuntime;
+      r.error_msg = absl::StrCat("the ", std::string(worker), " ", reply.reason,
+                                 " while running the kernel; it will be restarted");
+      return;
+    case WorkerReply::Kind::kOk:
+      if (reply.body.value("ok", false)) {
+        r.costs = reply.body.value("costs", std::vector<double>{});
+        if (r.costs.empty()) {
+          r.error = ErrorKind::kUnknown;
+          r.error_msg = absl::StrCat("the ", std::string(worker), " returned no costs");
+        }
+      } else {
+        const int kind = reply.body.value("error_kind", 7);
+        r.error = kind >= 1 && kind <= 7 ? static_cast<ErrorKind>(kind) : ErrorKind::kUnknown;
+        r.error_msg = reply.body.value("error", "");
+      }
+      return;
+  }
+}
+
 }  // namespace loom::tune

@@ -8,10 +8,12 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "loom/graph/tensor.h"
+#include "loom/tune/measure_result.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::tune {
@@ -57,6 +59,15 @@ class WorkerProcess {
   int fd_ = -1;
   std::string buffer_;  // received bytes not yet consumed as a line
 };
+
+// Reading a measure worker's answers into a candidate's result, shared by both measurers;
+// `worker` names the process in messages ("measure worker", "CUDA measure worker").
+// The answer to a task-setup request: true when the task is loaded, else fills `r`'s error.
+bool ReadSetupReply(const WorkerReply& reply, std::string_view worker, MeasureResult& r);
+// The answer to a measure request sent with `timeout`: the costs, or the candidate's error
+// (run timeout, a dead worker as a runtime error, or the error kind the worker reported).
+void ReadMeasureReply(const WorkerReply& reply, absl::Duration timeout, std::string_view worker,
+                      MeasureResult& r);
 
 // "exited with status 3", "was killed by signal SIGSEGV (Segmentation fault)".
 std::string DescribeExit(int wait_status);
