@@ -6,12 +6,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "loom/base/thread_pool.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
 #include "loom/tune/measure_result.h"
@@ -62,6 +64,22 @@ class Builder {
   // The directory artifacts are written to.
   virtual const std::string& cache_dir() const = 0;
 };
+
+// The parallel fan-out every builder's Build does: build_one(config) for each config on `pool`,
+// results in the order of `configs`.
+template <typename BuildOneFn>
+std::vector<BuildResult> BuildEach(base::ThreadPool& pool, const std::vector<ops::Config>& configs,
+                                   const BuildOneFn& build_one) {
+  std::vector<std::future<BuildResult>> futures;
+  futures.reserve(configs.size());
+  for (const ops::Config& config : configs) {
+    futures.push_back(pool.Submit([&build_one, config] { return build_one(config); }));
+  }
+  std::vector<BuildResult> results;
+  results.reserve(configs.size());
+  for (auto& f : futures) results.push_back(f.get());
+  return results;
+}
 
 // The default artifact directory (see BuildOptions::cache_dir).
 std::string DefaultKernelCacheDir();

@@ -132,15 +132,8 @@ class NvrtcBuilder : public Builder {
 
   std::vector<BuildResult> Build(const ops::Template& tmpl,
                                  const std::vector<ops::Config>& configs) override {
-    std::vector<std::future<BuildResult>> futures;
-    futures.reserve(configs.size());
-    for (const ops::Config& config : configs) {
-      futures.push_back(pool_.Submit([this, &tmpl, config] { return BuildOne(tmpl, config); }));
-    }
-    std::vector<BuildResult> results;
-    results.reserve(configs.size());
-    for (auto& f : futures) results.push_back(f.get());
-    return results;
+    return BuildEach(pool_, configs,
+                     [this, &tmpl](const ops::Config& config) { return BuildOne(tmpl, config); });
   }
 
   BuildResult BuildSource(const ops::KernelSource& source, const ops::Config& config) override {
