@@ -1,8 +1,6 @@
 // Reliability of `loom serve` with real processes: agents killed with SIGKILL mid-stage, the
 // daemon killed and restarted on the same state file, bad requests and tokens, several agents on
-// one daemon. Users are driven through the `loom` CLI; agents are `loom agent` when the binary has
-// it (LOOM_AGENT_BINARY_HAS_AGENT probe), else this binary re-executed as a minimal simulated-stage
-// agent (`--fake-agent`), which is what the simulated jobs need.
+// one daemon. Users are driven through the `loom` CLI; agents are `loom agent` processes.
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -29,115 +27,12 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "loom/v1/agent.grpc.pb.h"
-#include "loom/v1/jobs.grpc.pb.h"
 #include "nlohmann/json.hpp"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 namespace {
-
-std::string g_self;  // this test binary, re-executed as a fake agent
-
-// ---------------------------------------------------------------------------------------------
-// The fake agent: registers, heartbeats, runs SIMULATED stages by sleeping, reports. Registers
-// again when the daemon forgets it (restart). Exits when the daemon is gone for 30 s.
-
-int FakeAgentMain(const std::string& server, const std::string& token, const std::string& host) {
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
-  auto stub = loom::v1::AgentService::NewStub(channel);
-  auto ctx_for = [&](grpc::ClientContext& ctx, int seconds) {
-    ctx.AddMetadata("authorization", "Bearer " + token);
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-  };
-  std::mutex mu;
-  std::string agent_id;
-  std::vector<std::string> running;
-  auto reg = [&]() -> bool {
-    loom::v1::RegisterRequest r;
-    r.set_hostname(host);
-    r.set_cpu_slots(2);
-    auto* d = r.add_devices();
-    d->set_name("cpu:1");
-    d->set_kind("cpu");
-    d->set_isa("generic");
-    d->set_target_key("cpu:generic:fake");
-    loom::v1::RegisterResponse resp;
-    grpc::ClientContext ctx;
-    ctx_for(ctx, 5);
-    if (!stub->Register(&ctx, r, &resp).ok()) return false;
-    std::lock_guard<std::mutex> l(mu);
-    agent_id = resp.agent_id();
-    return true;
-  };
-  auto started = std::chrono::steady_clock::now();
-  while (!reg()) {
-    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) return 3;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  std::thread hb([&] {
-    while (true) {
-      loom::v1::HeartbeatRequest r;
-      {
-        std::lock_guard<std::mutex> l(mu);
-        r.set_agent_id(agent_id);
-        for (const auto& x : running) r.add_running_lease_ids(x);
-      }
-      loom::v1::HeartbeatResponse resp;
-      grpc::ClientContext ctx;
-      ctx_for(ctx, 2);
-      if (stub->Heartbeat(&ctx, r, &resp).ok() && resp.reregister()) reg();
-      std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    }
-  });
-  hb.detach();
-  auto last_ok = std::chrono::steady_clock::now();
-  while (std::chrono::steady_clock::now() - last_ok < std::chrono::seconds(30)) {
-    loom::v1::AcquireStagesRequest r;
-    {
-      std::lock_guard<std::mutex> l(mu);
-      r.set_agent_id(agent_id);
-    }
-    r.set_wait_ms(1000);
-    loom::v1::AcquireStagesResponse resp;
-    grpc::ClientContext ctx;
-    ctx_for(ctx, 5);
-    grpc::Status st = stub->AcquireStages(&ctx, r, &resp);
-    if (!st.ok()) {
-      if (st.error_code() == grpc::StatusCode::NOT_FOUND) reg();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      continue;
-    }
-    last_ok = std::chrono::steady_clock::now();
-    for (const auto& s : resp.stages()) {
-      {
-        std::lock_guard<std::mutex> l(mu);
-        running.push_back(s.lease_id());
-      }
-      std::thread([&, s] {
-        std::this_thread::sleep_for(
-            std::chrono::microseconds(static_cast<int64_t>(s.simulated().seconds() * 1e6)));
-        loom::v1::ReportStageRequest rep;
-        {
-          std::lock_guard<std::mutex> l(mu);
-          rep.set_agent_id(agent_id);
-        }
-        rep.mutable_result()->set_lease_id(s.lease_id());
-        if (s.kind() != loom::v1::STAGE_KIND_SIMULATED) {
-          rep.mutable_result()->set_error("the fake agent runs simulated stages only");
-        }
-        loom::v1::ReportStageResponse out;
-        grpc::ClientContext c;
-        ctx_for(c, 5);
-        stub->ReportStage(&c, rep, &out);
-        std::lock_guard<std::mutex> l(mu);
-        std::erase(running, s.lease_id());
-      }).detach();
-    }
-  }
-  return 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -255,25 +150,12 @@ class ServiceProcessTest : public ::testing::Test {
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
 
-  // `loom agent` when the binary has it, else this binary as a fake simulated-stage agent.
   void StartAgent(const std::string& host) {
     const std::string log = (dir_ / (host + ".log")).string();
-    if (HasLoomAgent()) {
-      agents_.push_back(
-          Spawn({LOOM_BINARY, "agent", "--server", server_, "--token", "tok-agent", "--name", host,
-                 "--cpu-slots", "2", "--cache-dir", (dir_ / ("cache-" + host)).string()},
-                log));
-    } else {
-      agents_.push_back(Spawn({g_self, "--fake-agent", server_, "tok-agent", host}, log));
-    }
-  }
-
-  static bool HasLoomAgent() {
-    static const bool has = [] {
-      std::string cmd = std::string(LOOM_BINARY) + " agent --help >/dev/null 2>&1";
-      return std::system(cmd.c_str()) == 0;
-    }();
-    return has;
+    agents_.push_back(
+        Spawn({LOOM_BINARY, "agent", "--server", server_, "--token", "tok-agent", "--name", host,
+               "--cpu-slots", "2", "--cache-dir", (dir_ / ("cache-" + host)).string()},
+              log));
   }
 
   Outcome Loom(const std::string& args, const std::string& token = "tok-alice") {
@@ -495,7 +377,6 @@ TEST_F(ServiceProcessTest, WatchStreamsUntilTheJobEnds) {
 }
 
 TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
-  if (!HasLoomAgent()) GTEST_SKIP() << "this loom has no 'agent' command yet";
   StartServe();
   StartAgent("host-a");
   StartAgent("host-b");
@@ -531,10 +412,6 @@ TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  g_self = fs::canonical("/proc/self/exe").string();
-  if (argc == 5 && std::string(argv[1]) == "--fake-agent") {
-    return FakeAgentMain(argv[2], argv[3], argv[4]);
-  }
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
