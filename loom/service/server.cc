@@ -7,6 +7,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/service/auth.h"
@@ -209,6 +210,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.tls_cert.empty()) {
     LOOM_ASSIGN_OR_RETURN(std::string cert, ReadFile(options.tls_cert, "TLS certificate"));
     LOOM_ASSIGN_OR_RETURN(std::string key, ReadFile(options.tls_key, "TLS key"));
+    // gRPC only says "cannot create secure server" later, which reads like a busy port.
+    if (!absl::StrContains(cert, "-----BEGIN CERTIFICATE-----")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-cert '", options.tls_cert, "' holds no PEM certificate"));
+    }
+    if (!absl::StrContains(key, "PRIVATE KEY-----")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls-key '", options.tls_key, "' holds no PEM private key"));
+    }
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({key, cert});
     creds = grpc::SslServerCredentials(ssl);
@@ -238,6 +248,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(s->services_->agents.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
+    if (!options.tls_cert.empty()) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot serve TLS on '", options.listen,
+          "': the port is in use, or --tls-cert and --tls-key are not a certificate chain and "
+          "its private key"));
+    }
     return absl::UnavailableError(
         absl::StrCat("cannot listen on '", options.listen, "' (in use, or not HOST:PORT?)"));
   }

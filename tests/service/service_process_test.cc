@@ -150,19 +150,21 @@ class ServiceProcessTest : public ::testing::Test {
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
 
-  void StartAgent(const std::string& host) {
+  void StartAgent(const std::string& host, const std::vector<std::string>& extra = {}) {
     const std::string log = (dir_ / (host + ".log")).string();
-    agents_.push_back(
-        Spawn({LOOM_BINARY, "agent", "--server", server_, "--token", "tok-agent", "--name", host,
-               "--cpu-slots", "2", "--cache-dir", (dir_ / ("cache-" + host)).string()},
-              log));
+    std::vector<std::string> argv = {
+        LOOM_BINARY,   "agent",     "--server",    server_,
+        "--token",     "tok-agent", "--name",      host,
+        "--cpu-slots", "2",         "--cache-dir", (dir_ / ("cache-" + host)).string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    agents_.push_back(Spawn(argv, log));
   }
 
   Outcome Loom(const std::string& args, const std::string& token = "tok-alice") {
     fs::path out = dir_ / "cmd.out", err = dir_ / "cmd.err";
-    std::string cmd =
-        absl::StrCat("env LOOM_SERVER=", server_, " LOOM_TOKEN=", token, " HOME=", dir_.string(),
-                     " ", LOOM_BINARY, " ", args, " >", out.string(), " 2>", err.string());
+    std::string cmd = absl::StrCat("env LOOM_SERVER=", server_, " LOOM_TOKEN=", token,
+                                   " HOME=", dir_.string(), " ", client_env_, " ", LOOM_BINARY, " ",
+                                   args, " >", out.string(), " 2>", err.string());
     Outcome o;
     int rc = std::system(cmd.c_str());
     o.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -215,6 +217,7 @@ class ServiceProcessTest : public ::testing::Test {
   std::string server_;
   Proc serve_;
   std::vector<Proc> agents_;
+  std::string client_env_;  // extra NAME=VALUE words for the CLI's environment
 };
 
 TEST_F(ServiceProcessTest, AgentKilledMidStageIsRequeuedAndJobsFinishOnTheOthers) {
@@ -406,6 +409,64 @@ TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
   // A second job with a generous latency goal is answered from these records at once.
   o = Loom("submit tiny_cnn --trials 4 --max-tasks 2 --latency-goal 1000");
   ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("succeeded"));
+}
+
+// Generates a CA, a server certificate it signs (for 127.0.0.1 and localhost) and an unrelated
+// CA in `dir`; false when openssl is not installed.
+bool MakeCertificates(const fs::path& dir) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) return false;
+  const std::string d = dir.string();
+  std::ofstream(dir / "ext.cnf") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  const std::string cmd = absl::StrCat(
+      "cd ", d, " && (",
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+      "-subj /CN=loom-test-ca && ",
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost "
+      "&& ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+      "server.pem -days 2 -extfile ext.cnf && ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 "
+      "-subj /CN=someone-else) >openssl.log 2>&1");
+  return std::system(cmd.c_str()) == 0;
+}
+
+TEST_F(ServiceProcessTest, TlsDaemonServesAgentsAndUsersThatTrustItsCa) {
+  if (!MakeCertificates(dir_)) GTEST_SKIP() << "openssl is not installed";
+  const std::string ca = (dir_ / "ca.pem").string();
+
+  // A certificate that is not one: refused at start with a message naming the flag.
+  Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --state ", (dir_ / "x.db").string(),
+                                " --tls-cert ", (dir_ / "ext.cnf").string(), " --tls-key ",
+                                (dir_ / "server.key").string()));
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("holds no PEM certificate"));
+
+  StartServe(
+      {"--tls-cert", (dir_ / "server.pem").string(), "--tls-key", (dir_ / "server.key").string()});
+  EXPECT_THAT(ReadAll((dir_ / "serve1.log").string()), HasSubstr("tls=on"));
+
+  // Plaintext and a client trusting another CA cannot talk to it.
+  o = Loom("jobs");
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("UNAVAILABLE"));
+  client_env_ = "LOOM_TLS_CA=" + (dir_ / "other.pem").string();
+  o = Loom("jobs");
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("UNAVAILABLE"));
+
+  // Trusting the daemon's CA: an agent registers over TLS and a job runs to the end.
+  client_env_ = "LOOM_TLS_CA=" + ca;
+  StartAgent("host-tls", {"--tls-ca", ca});
+  const std::string id =
+      Submit("tasks=2,rounds=1,propose=0.05,build=0.05,measure=0.05,update=0.05");
+  ASSERT_FALSE(id.empty());
+  EXPECT_TRUE(WaitFor([&] { return AllSucceeded({id}); }, 60))
+      << ReadAll((dir_ / "host-tls.log").string());
+  o = Loom("jobs --all");  // the token is a user's: refused, but over a working TLS channel
+  EXPECT_THAT(o.err, HasSubstr("PERMISSION_DENIED"));
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("succeeded"));
 }
 
