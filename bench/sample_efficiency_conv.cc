@@ -68,27 +68,53 @@ using loom::ops::Config;
 using loom::tune::MeasureResult;
 
 struct Layer {
-  const char* name;
+  std::string name;
   loom::graph::Workload w;
 };
 
-loom::graph::Workload Conv(int64_t c, int64_t hw, int64_t k, int64_t stride) {
-  loom::graph::Workload w;
-  w.kind = loom::graph::TaskKind::kConv2d;
-  w.n = 1, w.c = c, w.h = hw, w.w = hw, w.k = k, w.r = 3, w.s = 3;
-  w.stride_h = w.stride_w = stride;
-  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
-  w.dilation_h = w.dilation_w = 1;
-  w.groups = 1;
-  return w;
+// The built-in layers, by --layers index. 0-2 are the ResNet-18 3x3 convs of the first figure;
+// 3- are candidates where search matters more (lower default, a narrower top of the space), from
+// ResNet-18 and MobileNetV2 (`loom tasks zoo:resnet18`, `zoo:mobilenet_v2`). Extra layers by
+// workload key: --tasks KEY,KEY (appended after these, indices continue).
+const std::vector<std::pair<const char*, const char*>>& BuiltinLayers() {
+  static const std::vector<std::pair<const char*, const char*>> layers = {
+      {"64->64 3x3 @56", "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1"},
+      {"128->128 3x3 @28", "conv2d:f32:n1_c128_h28_w28_k128_r3_s3_st1x1_p1x1x1x1_d1x1_g1"},
+      {"256->512 3x3 s2 @14", "conv2d:f32:n1_c256_h14_w14_k512_r3_s3_st2x2_p1x1x1x1_d1x1_g1"},
+      {"r18 stem 3->64 7x7 s2 @224", "conv2d:f32:n1_c3_h224_w224_k64_r7_s7_st2x2_p3x3x3x3_d1x1_g1"},
+      {"r18 64->128 1x1 s2 @56", "conv2d:f32:n1_c64_h56_w56_k128_r1_s1_st2x2_p0x0x0x0_d1x1_g1"},
+      {"r18 128->256 1x1 s2 @28", "conv2d:f32:n1_c128_h28_w28_k256_r1_s1_st2x2_p0x0x0x0_d1x1_g1"},
+      {"r18 256->512 1x1 s2 @14", "conv2d:f32:n1_c256_h14_w14_k512_r1_s1_st2x2_p0x0x0x0_d1x1_g1"},
+      {"mnv2 dw 32 3x3 @112",
+       "depthwise_conv2d:f32:n1_c32_h112_w112_k32_r3_s3_st1x1_p1x1x1x1_d1x1_g32"},
+      {"mnv2 32->16 1x1 @112", "conv2d:f32:n1_c32_h112_w112_k16_r1_s1_st1x1_p0x0x0x0_d1x1_g1"},
+      {"mnv2 16->96 1x1 @112", "conv2d:f32:n1_c16_h112_w112_k96_r1_s1_st1x1_p0x0x0x0_d1x1_g1"},
+      {"mnv2 dw 144 3x3 @56",
+       "depthwise_conv2d:f32:n1_c144_h56_w56_k144_r3_s3_st1x1_p1x1x1x1_d1x1_g144"},
+      {"mnv2 144->24 1x1 @56", "conv2d:f32:n1_c144_h56_w56_k24_r1_s1_st1x1_p0x0x0x0_d1x1_g1"},
+      {"mnv2 dw 96 3x3 s2 @112",
+       "depthwise_conv2d:f32:n1_c96_h112_w112_k96_r3_s3_st2x2_p1x1x1x1_d1x1_g96"},
+      {"r18 dense 512->1000", "dense:f32:m1_n1000_k512_tb1"},
+      {"mnv2 stem 3->32 3x3 s2 @224",
+       "conv2d:f32:n1_c3_h224_w224_k32_r3_s3_st2x2_p1x1x1x1_d1x1_g1"},
+      {"mnv2 dense 1280->1000", "dense:f32:m1_n1000_k1280_tb1"},
+  };
+  return layers;
 }
 
-const std::vector<Layer>& Layers() {
-  static const std::vector<Layer> layers = {
-      {"64->64 3x3 @56", Conv(64, 56, 64, 1)},
-      {"128->128 3x3 @28", Conv(128, 28, 128, 1)},
-      {"256->512 3x3 s2 @14", Conv(256, 14, 512, 2)},
-  };
+std::vector<Layer>& Layers() {
+  static std::vector<Layer> layers = [] {
+    std::vector<Layer> out;
+    for (const auto& [name, key] : BuiltinLayers()) {
+      auto w = loom::graph::ParseWorkloadKey(key);
+      if (!w.ok()) {
+        std::fprintf(stderr, "bad built-in key %s\n", key);
+        std::exit(2);
+      }
+      out.push_back({name, *w});
+    }
+    return out;
+  }();
   return layers;
 }
 
@@ -107,10 +133,15 @@ struct Flags {
   int64_t plan_size = loom::tune::TunerOptions{}.plan_size;
   int64_t warmup_trials = loom::tune::TunerOptions{}.model_warmup_trials;
   double epsilon = loom::tune::TunerOptions{}.epsilon;
+  int64_t exhaustive_limit = loom::tune::TunerOptions{}.exhaustive_plan_limit;
   double fraction = 0.95;  // of the best throughput
   bool start_from_default = loom::tune::TunerOptions{}.start_from_default;
   // xgb is seeded with the table's results of the OTHER layers (transfer learning).
   bool transfer = false;
+  // Tuners run per seed: "random", "xgb" (the options above) and "xgb-model" (the same xgb
+  // without the default-config prior: start_from_default off, the learned model alone).
+  std::vector<std::string> tuners = {"random", "xgb"};
+  bool list = false;  // --list: print the layers and their spaces, measure nothing
 };
 
 [[noreturn]] void Die(const std::string& msg) {
@@ -137,6 +168,10 @@ Flags ParseFlags(int argc, char** argv) {
       f.offline = true;
       continue;
     }
+    if (a == "--list") {
+      f.list = true;
+      continue;
+    }
     if (i + 1 >= argc) Die(absl::StrCat("flag ", a, " needs a value"));
     std::string v = argv[++i];
     auto one = [&](int64_t* out) {
@@ -148,9 +183,21 @@ Flags ParseFlags(int argc, char** argv) {
       f.table = v;
     } else if (a == "--layers") {
       f.layers = IntList(a, v);
-      for (int64_t l : f.layers) {
-        if (l >= static_cast<int64_t>(Layers().size())) Die("--layers: index out of range");
+    } else if (a == "--tasks") {
+      for (absl::string_view key : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+        auto w = loom::graph::ParseWorkloadKey(std::string_view(key.data(), key.size()));
+        if (!w.ok()) Die(absl::StrCat("--tasks: ", w.status().message()));
+        Layers().push_back({std::string(key), *w});
       }
+    } else if (a == "--tuners") {
+      f.tuners.clear();
+      for (absl::string_view t : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+        if (t != "random" && t != "xgb" && t != "xgb-model") {
+          Die(absl::StrCat("--tuners: unknown '", t, "' (random, xgb, xgb-model)"));
+        }
+        f.tuners.emplace_back(t);
+      }
+      if (f.tuners.empty()) Die("empty --tuners");
     } else if (a == "--ref-trials") {
       one(&f.ref_trials);
     } else if (a == "--budget") {
@@ -165,6 +212,8 @@ Flags ParseFlags(int argc, char** argv) {
       one(&f.build_threads);
     } else if (a == "--min-repeat-ms") {
       one(&f.min_repeat_ms);
+    } else if (a == "--exhaustive-limit") {
+      one(&f.exhaustive_limit);
     } else if (a == "--plan-size") {
       one(&f.plan_size);
     } else if (a == "--warmup-trials") {
@@ -185,9 +234,13 @@ Flags ParseFlags(int argc, char** argv) {
       Die(absl::StrCat("unknown flag ", a));
     }
   }
+  for (int64_t l : f.layers) {
+    if (l >= static_cast<int64_t>(Layers().size())) Die("--layers: index out of range");
+  }
+  if (f.list) return f;
   if (f.db.empty() && f.table.empty()) Die("--db FILE or --table FILE (or both) is required");
   if (f.transfer && f.table.empty()) Die("--transfer reads the other layers from --table FILE");
-  if (f.batch_size < 1 || f.budget < 1) Die("--batch-size and --budget must be >= 1");
+  if (f.batch_size < 1) Die("--batch-size must be >= 1");
   return f;
 }
 
@@ -397,6 +450,21 @@ int main(int argc, char** argv) {
   }
   Flags f = ParseFlags(argc, argv);
   loom::ops::Target target = loom::ops::HostCpuTarget();
+  if (f.list) {
+    std::printf(
+        "| index | layer | template | space | valid | GFLOP | key "
+        "|\n|---:|---|---|---:|---:|---:|---|\n");
+    for (size_t i = 0; i < Layers().size(); ++i) {
+      const Layer& l = Layers()[i];
+      auto tmpl = loom::ops::MakeTemplate(l.w, target);
+      if (!tmpl.ok()) Die(tmpl.status().ToString());
+      std::printf("| %zu | %s | %s | %lld | %lld | %.4f | %s |\n", i, l.name.c_str(),
+                  (*tmpl)->name().c_str(), static_cast<long long>((*tmpl)->space().size()),
+                  static_cast<long long>((*tmpl)->space().CountValid()),
+                  loom::graph::WorkloadFlops(l.w) / 1e9, loom::graph::WorkloadKey(l.w).c_str());
+    }
+    return 0;
+  }
 
   std::unique_ptr<loom::tune::RecordStore> store;
   if (!f.db.empty()) {
@@ -424,18 +492,22 @@ int main(int argc, char** argv) {
                 static_cast<long long>(f.min_repeat_ms));
   }
   std::printf(
-      "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, starts from the default "
-      "config: %s; transfer from the other layers: %s; batch %lld; "
+      "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, exhaustive plan up to %lld "
+      "configs, starts from the default config: %s; transfer from the other layers: %s; batch "
+      "%lld; "
       "budget %lld; reference random run %lld; seeds %s\n",
       static_cast<long long>(f.plan_size), static_cast<long long>(f.warmup_trials), f.epsilon,
-      f.start_from_default ? "yes" : "no", f.transfer ? "yes" : "no",
-      static_cast<long long>(f.batch_size), static_cast<long long>(f.budget),
-      static_cast<long long>(f.ref_trials), absl::StrJoin(f.seeds, ",").c_str());
+      static_cast<long long>(f.exhaustive_limit), f.start_from_default ? "yes" : "no",
+      f.transfer ? "yes" : "no", static_cast<long long>(f.batch_size),
+      static_cast<long long>(f.budget), static_cast<long long>(f.ref_trials),
+      absl::StrJoin(f.seeds, ",").c_str());
   std::printf("target: %.0f%% of the best throughput\n", f.fraction * 100);
   std::printf("load average at start: %s\n\n", LoadAverage().c_str());
   std::fflush(stdout);
 
   std::vector<std::string> summary;
+  std::vector<double> layer_ratios;  // per layer: mean(tuner) / mean(random), per non-random tuner
+  std::map<std::string, std::vector<double>> ratios_by_tuner;
   for (int64_t li : f.layers) {
     const Layer& layer = Layers()[static_cast<size_t>(li)];
     loom::graph::Task task;
@@ -455,11 +527,18 @@ int main(int argc, char** argv) {
     ref_opt.kind = "random";
     ref_opt.seed = 1000;
     std::vector<double> ref = RunTuner(ref_opt, **tmpl, table, f.ref_trials, f.batch_size);
+    // The template's default config (the xgb tuner's first proposal with start_from_default).
+    const Config default_config = (*tmpl)->DefaultConfig();
+    double default_cost = std::numeric_limits<double>::infinity();
+    if ((*tmpl)->space().IsValid(default_config)) {
+      default_cost = table.Evaluate({default_config})[0].MedianCost();
+    }
 
-    // Transfer: the other layers' rows of the table file.
+    // Transfer: the rows of the table file of the other layers of this run (same template only).
     std::vector<TransferSource> transfer;
     const std::vector<TransferSource> no_transfer;
-    for (size_t oi = 0; f.transfer && oi < Layers().size(); ++oi) {
+    for (size_t k = 0; f.transfer && k < f.layers.size(); ++k) {
+      const size_t oi = static_cast<size_t>(f.layers[k]);
       if (static_cast<int64_t>(oi) == li) continue;
       loom::graph::Task other;
       other.workload = Layers()[oi].w;
@@ -469,6 +548,7 @@ int main(int argc, char** argv) {
       auto made = loom::ops::MakeTemplate(other.workload, target);
       if (!made.ok()) Die(made.status().ToString());
       src.tmpl = *std::move(made);
+      if (src.tmpl->name() != (*tmpl)->name()) continue;
       CostTable other_table(other, *src.tmpl, target, nullptr, f.table, /*offline=*/true,
                             builder->get(), measurer->get());
       absl::Status loaded = other_table.Load();
@@ -484,19 +564,21 @@ int main(int argc, char** argv) {
     };
     std::vector<Run> runs;
     for (int64_t seed : f.seeds) {
-      for (const char* kind : {"random", "xgb"}) {
+      for (const std::string& kind : f.tuners) {
+        if (f.budget == 0) break;
         loom::tune::TunerOptions opt;
-        opt.kind = kind;
+        opt.kind = kind == "random" ? "random" : "xgb";
         opt.seed = static_cast<uint64_t>(seed);
         opt.plan_size = static_cast<int>(f.plan_size);
         opt.model_warmup_trials = static_cast<int>(f.warmup_trials);
         opt.epsilon = f.epsilon;
-        opt.start_from_default = f.start_from_default;
-        const std::vector<TransferSource>& given =
-            std::string(kind) == "xgb" ? transfer : no_transfer;
+        opt.exhaustive_plan_limit = f.exhaustive_limit;
+        opt.start_from_default = kind == "xgb-model" ? false : f.start_from_default;
+        const std::vector<TransferSource>& given = kind == "random" ? no_transfer : transfer;
         runs.push_back({kind, seed, RunTuner(opt, **tmpl, table, f.budget, f.batch_size, given)});
-        std::fprintf(stderr, "[%s] %s seed %lld done (%lld configs in table)\n", layer.name, kind,
-                     static_cast<long long>(seed), static_cast<long long>(table.table().size()));
+        std::fprintf(stderr, "[%s] %s seed %lld done (%lld configs in table)\n", layer.name.c_str(),
+                     kind.c_str(), static_cast<long long>(seed),
+                     static_cast<long long>(table.table().size()));
       }
     }
     double best = table.Best();
@@ -505,62 +587,90 @@ int main(int argc, char** argv) {
         std::count_if(ref.begin(), ref.end(), [&](double c) { return c <= target_cost; });
     double expected_random =
         (static_cast<double>(ref.size()) + 1) / (static_cast<double>(ref_hits) + 1);
+    auto gflops = [&](double cost) { return std::isfinite(cost) ? task.flops / cost / 1e9 : 0.0; };
 
-    std::printf("## layer %lld: %s  (%s)\n", static_cast<long long>(li), layer.name,
-                task.key.c_str());
+    std::printf("## layer %lld: %s  (%s, %s)\n", static_cast<long long>(li), layer.name.c_str(),
+                task.key.c_str(), (*tmpl)->name().c_str());
     std::printf(
         "space %lld configs (%lld valid); %lld distinct configs measured (%lld from an earlier "
-        "run); best %.3f ms = %.1f GFLOPS; target (fraction of best) %.1f GFLOPS\n",
+        "run); best %.3f ms = %.1f GFLOPS; target (fraction of best) %.1f GFLOPS; default config "
+        "%.1f GFLOPS (%.0f%% of the best)\n",
         static_cast<long long>((*tmpl)->space().size()),
         static_cast<long long>((*tmpl)->space().CountValid()),
         static_cast<long long>(table.table().size()), static_cast<long long>(cached_at_start),
-        best * 1e3, task.flops / best / 1e9, task.flops / target_cost / 1e9);
+        best * 1e3, gflops(best), task.flops / target_cost / 1e9, gflops(default_cost),
+        100 * gflops(default_cost) / gflops(best));
     std::printf(
         "reference random run: %zu trials, %lld within the target -> expected random trials "
         "(N+1)/(k+1) = %.1f\n",
         ref.size(), static_cast<long long>(ref_hits), expected_random);
-    std::printf("| tuner | seed | trials to target | best GFLOPS in %lld trials |\n",
-                static_cast<long long>(f.budget));
-    std::printf("|---|---:|---:|---:|\n");
     std::map<std::string, std::vector<int64_t>> per_kind;
+    if (!runs.empty()) {
+      std::printf("| tuner | seed | trials to target | best GFLOPS in %lld trials |\n",
+                  static_cast<long long>(f.budget));
+      std::printf("|---|---:|---:|---:|\n");
+    }
     for (const Run& r : runs) {
       int64_t t = TrialsTo(r.costs, target_cost);
       per_kind[r.kind].push_back(t < 0 ? f.budget + 1 : t);
-      double b = BestOf(r.costs);
       std::printf("| %s | %lld | %s | %.1f |\n", r.kind.c_str(), static_cast<long long>(r.seed),
-                  TrialsText(t, f.budget).c_str(), std::isfinite(b) ? task.flops / b / 1e9 : 0.0);
+                  TrialsText(t, f.budget).c_str(), gflops(BestOf(r.costs)));
     }
     auto mean = [](const std::vector<int64_t>& v) {
       double s = 0;
       for (int64_t x : v) s += static_cast<double>(x);
       return v.empty() ? 0.0 : s / static_cast<double>(v.size());
     };
-    double mx = mean(per_kind["xgb"]), mr = mean(per_kind["random"]);
-    std::printf(
-        "mean trials to target (not reached counts as budget+1): xgb %.1f, random %.1f "
-        "(replayed), random %.1f (expected from reference sample); xgb/random %.2f / "
-        "%.2f\n",
-        mx, mr, expected_random, mr > 0 ? mx / mr : 0.0,
-        expected_random > 0 ? mx / expected_random : 0.0);
+    const double mr = mean(per_kind["random"]);
+    std::string row =
+        absl::StrFormat("| %s | %lld | %.1f | %.0f%% | %.1f |", layer.name,
+                        static_cast<long long>((*tmpl)->space().CountValid()), gflops(best),
+                        100 * gflops(default_cost) / gflops(best), expected_random);
+    for (const std::string& kind : f.tuners) {
+      if (runs.empty()) break;
+      const double m = mean(per_kind[kind]);
+      absl::StrAppend(&row,
+                      absl::StrFormat(" %s (%.1f) |", absl::StrJoin(per_kind[kind], ", "), m));
+      if (kind != "random" && mr > 0) {
+        absl::StrAppend(&row, absl::StrFormat(" %.2f |", m / mr));
+        ratios_by_tuner[kind].push_back(m / mr);
+      }
+      std::printf("mean trials to target (not reached counts as budget+1): %s %.1f", kind.c_str(),
+                  m);
+      if (kind != "random" && mr > 0) std::printf(", / random %.2f", m / mr);
+      std::printf("\n");
+    }
     std::printf(
         "new measurements %lld (build %.0f s, measure %.0f s), layer wall %.0f s, load "
         "average %s\n\n",
         static_cast<long long>(table.new_measurements()), table.build_seconds(),
         table.measure_seconds(), absl::ToDoubleSeconds(absl::Now() - t0), LoadAverage().c_str());
     std::fflush(stdout);
-    summary.push_back(absl::StrFormat("| %s | %lld | %.1f | %s | %s | %.1f | %.1f | %.1f | %.2f |",
-                                      layer.name, static_cast<long long>((*tmpl)->space().size()),
-                                      task.flops / best / 1e9, absl::StrJoin(per_kind["xgb"], ", "),
-                                      absl::StrJoin(per_kind["random"], ", "), mx, mr,
-                                      expected_random, mr > 0 ? mx / mr : 0.0));
+    summary.push_back(row);
   }
   std::printf(
-      "## summary (trials to reach the target fraction of the best; budget+1 = not reached)\n");
-  std::printf(
-      "| layer | space | best GFLOPS | xgb per seed | random per seed | xgb mean | random "
-      "mean | random expected | xgb/random |\n");
-  std::printf("|---|---:|---:|---|---|---:|---:|---:|---:|\n");
+      "## summary (trials to reach %.0f%% of the best; per seed, mean in parentheses; budget+1 = "
+      "not reached; ratios: mean trials / random's mean trials)\n",
+      f.fraction * 100);
+  std::string header = "| layer | valid configs | best GFLOPS | default | random expected |";
+  std::string rule = "|---|---:|---:|---:|---:|";
+  for (const std::string& kind : f.tuners) {
+    if (f.budget == 0) break;
+    absl::StrAppend(&header, " ", kind, " |");
+    absl::StrAppend(&rule, "---|");
+    if (kind != "random") {
+      absl::StrAppend(&header, " ", kind, " / random |");
+      absl::StrAppend(&rule, "---:|");
+    }
+  }
+  std::printf("%s\n%s\n", header.c_str(), rule.c_str());
   for (const std::string& s : summary) std::printf("%s\n", s.c_str());
+  for (const auto& [kind, ratios] : ratios_by_tuner) {
+    double log_sum = 0;
+    for (double r : ratios) log_sum += std::log(std::max(r, 1e-9));
+    std::printf("geomean over layers of %s / random: %.2f\n", kind.c_str(),
+                std::exp(log_sum / static_cast<double>(ratios.size())));
+  }
   std::printf("load average at end: %s\n", LoadAverage().c_str());
   return 0;
 }
