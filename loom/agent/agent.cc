@@ -88,7 +88,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   AgentOptions& o = agent->options_;
   LOOM_ASSIGN_OR_RETURN(agent->executor_, StageExecutor::Create(o.executor));
-  for (const Device& d : o.executor.devices) agent->device_infos_.push_back(DescribeDevice(d));
+  CorePlacerOptions po{.cpu_slots = o.cpu_slots, .cpu_cores = o.executor.cpu_cores};
+  // Without lending, a device-only agent still runs a CPU stage it is granted, one at a time.
+  if (!o.lend_device_cores) po.cpu_slots = std::max(1, o.cpu_slots);
+  for (const Device& d : o.executor.devices) {
+    v1::DeviceInfo info = DescribeDevice(d);
+    if (o.lend_device_cores && !d.cores.empty()) {
+      info.set_lends_cpu_slots(static_cast<int>(d.cores.size()));
+      po.lending.push_back({.name = d.name, .cores = d.cores});
+    }
+    agent->device_infos_.push_back(std::move(info));
+  }
+  LOOM_ASSIGN_OR_RETURN(agent->placer_, CorePlacer::Create(std::move(po), MakeSchedPinner()));
 
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (o.tls_ca_file.empty()) {
@@ -119,7 +130,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   {
     absl::MutexLock lock(&agent->mu_);
     agent->heartbeat_interval_ = o.heartbeat_interval;
-    agent->free_slots_ = std::max(1, o.cpu_slots);
   }
   return agent;
 }
@@ -389,57 +399,90 @@ void Agent::HeartbeatLoop() {
   }
 }
 
-bool Agent::AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel) {
-  const bool device_stage =
-      request.kind() == v1::STAGE_KIND_MEASURE ||
-      (request.kind() == v1::STAGE_KIND_SIMULATED && !request.device().empty());
+namespace {
+
+bool IsDeviceStage(const v1::StageRequest& request) {
+  return request.kind() == v1::STAGE_KIND_MEASURE ||
+         (request.kind() == v1::STAGE_KIND_SIMULATED && !request.device().empty());
+}
+
+// CPU slots a CPU stage takes: what it was granted (a real stage at least one).
+int SlotsOf(const v1::StageRequest& request) {
+  int need = std::max(0, request.cpu_slots());
+  if (request.kind() != v1::STAGE_KIND_SIMULATED) need = std::max(need, 1);
+  return need;
+}
+
+}  // namespace
+
+bool Agent::AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel,
+                             CorePlacer::PlacementId* placement) {
+  *placement = 0;
   absl::MutexLock lock(&mu_);
-  if (device_stage) {
+  if (IsDeviceStage(request)) {
     bool ours = std::any_of(options_.executor.devices.begin(), options_.executor.devices.end(),
                             [&](const Device& d) { return d.name == request.device(); });
     if (!ours) return true;  // the executor reports the unknown device
-    auto free = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return stopping_ || cancel.load() || !busy_devices_.contains(request.device());
-    };
-    mu_.Await(absl::Condition(&free));
-    if (stopping_ || cancel.load()) return false;
-    busy_devices_.insert(request.device());
+    if (!request.oversubscribed()) {
+      auto free = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        auto it = device_users_.find(request.device());
+        return stopping_ || cancel.load() || it == device_users_.end() || it->second == 0;
+      };
+      mu_.Await(absl::Condition(&free));
+      if (stopping_ || cancel.load()) return false;
+    }
+    ++device_users_[request.device()];
+    // Before measuring: CPU stages on the device's lent cores move to general slots.
+    const int moved = placer_->BeginMeasure(request.device());
+    if (moved > 0) {
+      Log("info", "vacate_device",
+          absl::StrCat("device=", Value(request.device()), " stages_moved=", moved));
+    }
     return true;
   }
-  const int capacity = std::max(1, options_.cpu_slots);
-  int need = std::clamp(request.cpu_slots(), 0, capacity);
-  if (request.kind() != v1::STAGE_KIND_SIMULATED) need = std::max(need, 1);
+  if (request.oversubscribed()) {
+    *placement = placer_->TakeShared();
+    return true;
+  }
+  const int need = SlotsOf(request);
   auto free = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || cancel.load() || free_slots_ >= need;
+    return stopping_ || cancel.load() || placer_->CanTake(need);
   };
   mu_.Await(absl::Condition(&free));
   if (stopping_ || cancel.load()) return false;
-  free_slots_ -= need;
+  std::optional<CorePlacer::PlacementId> taken = placer_->Take(need);
+  if (!taken.has_value()) return false;  // cannot happen: checked under mu_ just now
+  *placement = *taken;
   return true;
 }
 
-void Agent::ReleaseResources(const v1::StageRequest& request) {
-  const bool device_stage =
-      request.kind() == v1::STAGE_KIND_MEASURE ||
-      (request.kind() == v1::STAGE_KIND_SIMULATED && !request.device().empty());
+void Agent::ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement) {
   absl::MutexLock lock(&mu_);
-  if (device_stage) {
-    busy_devices_.erase(request.device());
+  if (IsDeviceStage(request)) {
+    auto it = device_users_.find(request.device());
+    if (it == device_users_.end()) return;
+    if (--it->second <= 0) device_users_.erase(it);
+    placer_->EndMeasure(request.device());
     return;
   }
-  const int capacity = std::max(1, options_.cpu_slots);
-  int need = std::clamp(request.cpu_slots(), 0, capacity);
-  if (request.kind() != v1::STAGE_KIND_SIMULATED) need = std::max(need, 1);
-  free_slots_ += need;
+  placer_->Release(placement);
 }
 
 void Agent::StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> cancel) {
   const std::string lease = request.lease_id();
-  bool ran = AcquireResources(request, *cancel);
+  CorePlacer::PlacementId placement = 0;
+  bool ran = AcquireResources(request, *cancel, &placement);
   v1::StageResult result;
   if (ran) {
-    result = executor_->Execute(request, cancel.get());
-    ReleaseResources(request);
+    StageHooks hooks;
+    if (placement != 0) {
+      hooks.enter_thread = [this, placement] { placer_->EnterThread(placement); };
+      hooks.compile_started = [this, placement](int pid) {
+        placer_->CompileStarted(placement, pid);
+      };
+    }
+    result = executor_->Execute(request, cancel.get(), &hooks);
+    ReleaseResources(request, placement);
   }
   const bool abandoned = !ran || cancel->load();
   if (abandoned) {

@@ -1,6 +1,7 @@
 // The agent process: registers this host's CPU slots and devices with the scheduler daemon
 // (loom.v1.AgentService), keeps a heartbeat, long-polls for leased stages, runs them through the
-// StageExecutor (CPU stages concurrently up to the CPU slots, one stage at a time per device) and
+// StageExecutor (CPU stages concurrently up to the CPU slots, placed on cores by the CorePlacer;
+// one stage at a time per device; both at once when the daemon oversubscribes) and
 // reports each result, retrying while the daemon is away. Holds no job state. `loom agent`
 // (cli/agent_command.cc) builds AgentOptions from flags and calls Run until SIGTERM/SIGINT.
 #pragma once
@@ -23,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "loom/agent/core_placer.h"
 #include "loom/agent/stage_executor.h"
 #include "loom/v1/agent.grpc.pb.h"
 
@@ -36,8 +38,14 @@ struct AgentOptions {
   std::string tls_ca_file{};
   std::string name{};  // registered hostname; empty: this host's name
   int cpu_slots = 1;   // CPU slots offered (>= 0; a device-only agent offers 0)
-  // The executor's devices are registered; its other options govern the stages.
+  // The executor's devices are registered; its other options govern the stages. CPU stages are
+  // pinned per slot to executor.cpu_cores (round robin), as the embedded engine pins them.
   ExecutorOptions executor{};
+  // Each device lends its cores (one CPU slot per core, DeviceInfo.lends_cpu_slots) to CPU stages
+  // while it does not measure, as engine::MachineLayout::device_shares_cores; a measurement moves
+  // the CPU stages on its cores to general slots first. Needs executor.cpu_cores when cpu_slots >
+  // 0. `loom agent` turns it on by default (--lend-device-cores).
+  bool lend_device_cores = false;
   std::string version = "0.1.0";
 
   // AcquireStages long-poll wait asked of the daemon (it may cap it).
@@ -109,10 +117,11 @@ class Agent {
   void HeartbeatLoop();
   void ReportLoop();
   void StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> cancel);
-  // Waits for the stage's resources (CPU slots or its device); false when shutting down or
-  // cancelled meanwhile.
-  bool AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel);
-  void ReleaseResources(const v1::StageRequest& request);
+  // Waits for the stage's resources (CPU slots or its device; an oversubscribed stage takes them
+  // at once); false when shutting down or cancelled meanwhile. A CPU stage gets its placement.
+  bool AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel,
+                        CorePlacer::PlacementId* placement);
+  void ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement);
   void PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) const;
   std::string agent_id() const;
   void Log(absl::string_view level, absl::string_view event, absl::string_view fields);
@@ -133,8 +142,10 @@ class Agent {
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);  // by lease id
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);             // results to report, in order
   std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);         // leases the daemon dropped
-  int free_slots_ ABSL_GUARDED_BY(mu_) = 0;
-  std::set<std::string> busy_devices_ ABSL_GUARDED_BY(mu_);
+  // CPU slots and lent device cores. Taken and released under mu_ (so waiters re-check), its
+  // threads and compilers registered from stage threads without it.
+  std::unique_ptr<CorePlacer> placer_;
+  std::map<std::string, int> device_users_ ABSL_GUARDED_BY(mu_);  // measurements running
   int live_stage_threads_ ABSL_GUARDED_BY(mu_) = 0;
   AgentStats stats_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // to cancel the long poll

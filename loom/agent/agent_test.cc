@@ -204,6 +204,23 @@ v1::StageRequest Propose(const std::string& lease) {
   return r;
 }
 
+// The most stages whose lease id starts with `prefix` that ran at once (from their reports).
+int MaxOverlap(FakeAgentService& f, const std::string& prefix) {
+  std::vector<std::pair<int64_t, int>> events;
+  f.With([&](FakeAgentService& s) {
+    for (const auto& r : s.reports_) {
+      if (r.result().lease_id().rfind(prefix, 0) != 0) continue;
+      events.push_back({r.result().timing().start_unix_micros(), 1});
+      events.push_back({r.result().timing().end_unix_micros(), -1});
+    }
+    return 0;
+  });
+  std::sort(events.begin(), events.end());  // an end sorts before a start at the same time
+  int live = 0, peak = 0;
+  for (const auto& [t, d] : events) peak = std::max(peak, live += d);
+  return peak;
+}
+
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override { daemon_.Start(); }
@@ -372,23 +389,75 @@ TEST_F(AgentTest, SlotsAndDevicesBoundConcurrency) {
   for (int i = 0; i < 3; ++i) f.Push(Simulated(absl::StrCat("cpu-", i), 0.3, 1));
   for (int i = 0; i < 2; ++i) f.Push(Simulated(absl::StrCat("dev-", i), 0.2, 0, DeviceName()));
   ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 5; }));
-  auto max_overlap = [&](const std::string& prefix) {
-    std::vector<std::pair<int64_t, int>> events;
-    f.With([&](FakeAgentService& s) {
-      for (const auto& r : s.reports_) {
-        if (r.result().lease_id().rfind(prefix, 0) != 0) continue;
-        events.push_back({r.result().timing().start_unix_micros(), 1});
-        events.push_back({r.result().timing().end_unix_micros(), -1});
-      }
-      return 0;
-    });
-    std::sort(events.begin(), events.end());  // an end sorts before a start at the same time
-    int live = 0, peak = 0;
-    for (const auto& [t, d] : events) peak = std::max(peak, live += d);
-    return peak;
-  };
-  EXPECT_EQ(max_overlap("cpu-"), 2);
-  EXPECT_EQ(max_overlap("dev-"), 1);
+  EXPECT_EQ(MaxOverlap(f, "cpu-"), 2);
+  EXPECT_EQ(MaxOverlap(f, "dev-"), 1);
+}
+
+// Under `uncontrolled` the daemon grants past capacity: the agent starts every such stage at once.
+TEST_F(AgentTest, OversubscribedStagesStartAtOnce) {
+  StartAgent(Options());  // 2 CPU slots
+  FakeAgentService& f = daemon_.fake();
+  for (int i = 0; i < 3; ++i) {
+    v1::StageRequest r = Simulated(absl::StrCat("cpu-", i), 0.4, 1);
+    r.set_oversubscribed(true);
+    f.Push(r);
+  }
+  for (int i = 0; i < 2; ++i) {
+    v1::StageRequest r = Simulated(absl::StrCat("dev-", i), 0.4, 0, DeviceName());
+    r.set_oversubscribed(true);
+    f.Push(r);
+  }
+  ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 5; }));
+  EXPECT_EQ(MaxOverlap(f, "cpu-"), 3);
+  EXPECT_EQ(MaxOverlap(f, "dev-"), 2);
+}
+
+int FirstAllowedCpu() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof(set), &set);
+  int first = 0;
+  while (first < CPU_SETSIZE - 1 && !CPU_ISSET(first, &set)) ++first;
+  return first;
+}
+
+// 1 general slot + the device's core: two CPU stages run at once while the device is idle, and a
+// measurement moves the one on the device's core to the general slot first.
+TEST_F(AgentTest, LentDeviceCoreRunsACpuStageUntilTheDeviceMeasures) {
+  AgentOptions o = Options();
+  o.cpu_slots = 1;
+  o.executor.cpu_cores = {FirstAllowedCpu()};
+  o.lend_device_cores = true;
+  StartAgent(std::move(o));
+  FakeAgentService& f = daemon_.fake();
+  ASSERT_TRUE(f.WaitFor([](auto& s) { return !s.registers_.empty(); }));
+  f.With([](FakeAgentService& s) {
+    EXPECT_EQ(s.registers_[0].cpu_slots(), 1);
+    EXPECT_EQ(s.registers_[0].devices(0).lends_cpu_slots(), 1);
+    return 0;
+  });
+  for (int i = 0; i < 2; ++i) f.Push(Simulated(absl::StrCat("cpu-", i), 0.6, 1));
+  ASSERT_TRUE(f.WaitFor([this](auto&) { return agent_->stats().stages_started == 2; }));
+  absl::SleepFor(absl::Milliseconds(100));
+  f.Push(Simulated("dev-0", 0.1, 0, DeviceName()));
+  ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 3; }));
+  EXPECT_EQ(MaxOverlap(f, "cpu-"), 2);
+  EXPECT_TRUE(Logged("event=vacate_device device=" + DeviceName() + " stages_moved=1"));
+}
+
+TEST_F(AgentTest, WithoutLendingTheDevicesCoreRunsNoCpuStage) {
+  AgentOptions o = Options();
+  o.cpu_slots = 1;
+  o.executor.cpu_cores = {FirstAllowedCpu()};
+  StartAgent(std::move(o));
+  FakeAgentService& f = daemon_.fake();
+  for (int i = 0; i < 2; ++i) f.Push(Simulated(absl::StrCat("cpu-", i), 0.2, 1));
+  ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 2; }));
+  EXPECT_EQ(MaxOverlap(f, "cpu-"), 1);
+  f.With([](FakeAgentService& s) {
+    EXPECT_EQ(s.registers_[0].devices(0).lends_cpu_slots(), 0);
+    return 0;
+  });
 }
 
 TEST_F(AgentTest, WrongTokenIsRefusedForGood) {

@@ -54,6 +54,10 @@ uint64_t StageSeed(int64_t seed, int64_t round, uint64_t salt) {
 constexpr uint64_t kProposeSalt = 1;
 constexpr uint64_t kUpdateSalt = 2;
 
+// Idle measurers (worker processes) kept per device: enough for the jobs of an `uncontrolled`
+// experiment to keep theirs warm.
+constexpr size_t kMaxIdleMeasurers = 8;
+
 int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 absl::Status Malformed(absl::string_view what) {
@@ -332,13 +336,37 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
   return executor;
 }
 
-v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const CancelFlag* cancel) {
+absl::StatusOr<tune::MeasureOptions> LayerMeasureSpec(const tune::MeasureOptions& base,
+                                                      const v1::MeasureSpec& spec) {
+  if (spec.min_repeat_ms() < 0 || spec.repeat() < 0 || spec.number() < 0 ||
+      !(spec.run_timeout_s() >= 0) || !std::isfinite(spec.run_timeout_s())) {
+    return Malformed(absl::StrCat("measure_spec fields must be finite and >= 0 (min_repeat_ms ",
+                                  spec.min_repeat_ms(), ", repeat ", spec.repeat(), ", number ",
+                                  spec.number(), ", run_timeout_s ", spec.run_timeout_s(), ")"));
+  }
+  tune::MeasureOptions o = base;
+  if (spec.min_repeat_ms() > 0) o.min_repeat_ms = spec.min_repeat_ms();
+  if (spec.repeat() > 0) o.repeat = spec.repeat();
+  if (spec.number() > 0) o.number = spec.number();
+  if (spec.run_timeout_s() > 0) o.timeout = absl::Seconds(spec.run_timeout_s());
+  o.flush_cache = o.flush_cache || spec.flush_cache();
+  return o;
+}
+
+v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const CancelFlag* cancel,
+                                       const StageHooks* hooks) {
   v1::StageResult result;
   result.set_lease_id(request.lease_id());
   v1::StageTiming* timing = result.mutable_timing();
   timing->set_start_unix_micros(NowMicros());
   bool on_device = request.kind() == v1::STAGE_KIND_MEASURE;
-  if (!on_device) PinThisThread(options_.cpu_cores);
+  if (!on_device) {
+    if (hooks != nullptr && hooks->enter_thread) {
+      hooks->enter_thread();
+    } else if (hooks == nullptr) {
+      PinThisThread(options_.cpu_cores);
+    }
+  }
   timing->set_resource(
       absl::StrCat(options_.host, "/", on_device ? request.device() : std::string("cpu")));
 
@@ -359,7 +387,7 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
         status = Malformed("build stage without a build input");
         break;
       }
-      absl::StatusOr<v1::BuildOutput> out = Build(request);
+      absl::StatusOr<v1::BuildOutput> out = Build(request, hooks);
       if (out.ok()) *result.mutable_build() = *std::move(out);
       status = out.status();
       break;
@@ -463,7 +491,8 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
   return out;
 }
 
-absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& request) {
+absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& request,
+                                                     const StageHooks* hooks) {
   LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
   const v1::BuildInput& in = request.build();
   if (in.config_indices().empty()) return Malformed("build stage has no config indices");
@@ -475,7 +504,19 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
   tune::BuildOptions build = options_.build;
   build.num_threads = std::max(1, request.cpu_slots());
   build.cache_dir = options_.cache_dir;
-  if (!options_.cpu_cores.empty()) {
+  if (hooks != nullptr) {
+    // The agent's placement: compile threads and compilers follow the stage's cores, also when
+    // the stage moves off a device that starts measuring.
+    build.before_compile = [enter = hooks->enter_thread, next = options_.build.before_compile] {
+      if (enter) enter();
+      if (next) next();
+    };
+    build.compile_started = [started = hooks->compile_started,
+                             next = options_.build.compile_started](int pid) {
+      if (started) started(pid);
+      if (next) next(pid);
+    };
+  } else if (!options_.cpu_cores.empty()) {
     // Compiles run on the builder's pool threads: confine each before it starts a compiler.
     build.before_compile = [cores = options_.cpu_cores, next = options_.build.before_compile] {
       PinThisThread(cores);
@@ -567,13 +608,47 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   tune::MeasureTask measure_task{.workload_key = request.task().workload_key(),
                                  .target = task.target,
                                  .template_options = options_.template_options};
-  std::lock_guard<std::mutex> lock(slot.mu);
-  if (slot.measurer == nullptr) {
-    tune::MeasureOptions mo = options_.measure;
-    mo.cores = slot.device.cores;
-    LOOM_ASSIGN_OR_RETURN(slot.measurer, tune::MakeLocalMeasurer(mo));
+  LOOM_ASSIGN_OR_RETURN(tune::MeasureOptions mo,
+                        LayerMeasureSpec(options_.measure, request.measure_spec()));
+  mo.cores = slot.device.cores;
+  const std::string key =
+      absl::StrCat(mo.number, "/", mo.repeat, "/", mo.min_repeat_ms, "/",
+                   absl::ToInt64Microseconds(mo.timeout), "/", mo.flush_cache ? 1 : 0);
+  // An oversubscribed measurement runs at once beside the others on the device (each on its own
+  // measurer, as the embedded engine gives each job its own under `uncontrolled`).
+  std::unique_lock<std::mutex> exclusive(slot.mu, std::defer_lock);
+  if (!request.oversubscribed()) exclusive.lock();
+  PooledMeasurer m{.key = key, .job = request.job_id()};
+  {
+    std::lock_guard<std::mutex> lock(slot.pool_mu);
+    auto& idle = slot.idle;
+    auto pick = idle.end();
+    for (auto it = idle.begin(); it != idle.end(); ++it) {
+      if (it->key != key) continue;
+      if (pick == idle.end() || it->job == request.job_id()) pick = it;
+    }
+    if (pick != idle.end()) {
+      m = std::move(*pick);
+      idle.erase(pick);
+    }
   }
-  tune::MeasureOutput measured = tune::MeasureStage(*slot.measurer, measure_task, builds, "");
+  if (m.measurer == nullptr) {
+    m.thread = std::make_unique<base::ThreadPool>(1);
+    LOOM_ASSIGN_OR_RETURN(m.measurer, tune::MakeLocalMeasurer(mo));
+  }
+  m.job = request.job_id();
+  tune::MeasureOutput measured =
+      m.thread->Submit([&] { return tune::MeasureStage(*m.measurer, measure_task, builds, ""); })
+          .get();
+  std::unique_ptr<tune::Measurer> evicted;  // its worker is stopped outside the lock
+  {
+    std::lock_guard<std::mutex> lock(slot.pool_mu);
+    slot.idle.push_back(std::move(m));
+    if (slot.idle.size() > kMaxIdleMeasurers) {
+      evicted = std::move(slot.idle.front().measurer);
+      slot.idle.erase(slot.idle.begin());
+    }
+  }
   v1::MeasureOutput out;
   for (const tune::MeasureResult& r : measured.results) {
     v1::MeasureResult* m = out.add_results();

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "loom/base/thread_pool.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
 #include "loom/tune/builder.h"
@@ -73,8 +74,26 @@ struct ExecutorOptions {
 // compile or measurement and their result is then dropped by the caller.
 using CancelFlag = std::atomic<bool>;
 
-// Executes stages. Thread-safe: the agent runs CPU stages concurrently; measurements of one
-// device are serialized here (one measurer per device, created at its first use).
+// Where a CPU stage's work runs, supplied by the agent's CorePlacer (core_placer.h). Without
+// hooks a CPU stage is confined to ExecutorOptions.cpu_cores.
+struct StageHooks {
+  // Called on every thread before it works for the stage: the stage's own thread, and each
+  // build thread before it starts a compiler (which inherits the thread's affinity).
+  std::function<void()> enter_thread{};
+  // Called with each compiler's pid (its process group id) right after it started.
+  std::function<void(int pid)> compile_started{};
+};
+
+// The measure options a stage runs with: `base` with the non-zero fields of `spec` over it
+// (flush_cache: either). kInvalidArgument for negative or non-finite fields.
+absl::StatusOr<tune::MeasureOptions> LayerMeasureSpec(const tune::MeasureOptions& base,
+                                                      const v1::MeasureSpec& spec);
+
+// Executes stages. Thread-safe: the agent runs CPU stages concurrently. Measurements of one
+// device are serialized here unless the request is oversubscribed (then each runs at once on its
+// own measurer). Measurers are pooled per device and measure options, created at first use,
+// their workers pinned to the device's cores; an idle one is reused, preferably by the job that
+// used it last (its worker has the job's task set up).
 class StageExecutor {
  public:
   // kInvalidArgument for bad options (devices with repeated names, non-positive batch size).
@@ -86,21 +105,34 @@ class StageExecutor {
   // with StageResult.error set and no output; per-candidate failures (instantiation, compile,
   // crash, wrong answer, timeouts) are in the output, one entry per candidate. `timing` is always
   // filled. `cancel` may be null.
-  v1::StageResult Execute(const v1::StageRequest& request, const CancelFlag* cancel = nullptr);
+  v1::StageResult Execute(const v1::StageRequest& request, const CancelFlag* cancel = nullptr,
+                          const StageHooks* hooks = nullptr);
 
   const ExecutorOptions& options() const { return options_; }
 
  private:
   explicit StageExecutor(ExecutorOptions options) : options_(std::move(options)) {}
 
+  // A measurer and the one thread that calls it. Its worker process dies with the thread that
+  // started it (PR_SET_PDEATHSIG), so it is started and used on this long-lived thread, never on
+  // a stage thread that ends after the stage (which would kill the worker, and a later
+  // measurement with it).
+  struct PooledMeasurer {
+    std::string key;                           // of its measure options
+    std::string job;                           // that used it last
+    std::unique_ptr<base::ThreadPool> thread;  // declared first: outlives the measurer
+    std::unique_ptr<tune::Measurer> measurer;
+  };
   struct DeviceSlot {
     Device device;
-    std::mutex mu;  // held for the whole of one measurement: the device is exclusive
-    std::unique_ptr<tune::Measurer> measurer;
+    // Held for the whole of one measurement that is not oversubscribed: the device is exclusive.
+    std::mutex mu;
+    std::mutex pool_mu;
+    std::vector<PooledMeasurer> idle ABSL_GUARDED_BY(pool_mu);  // least recently used first
   };
 
   absl::StatusOr<v1::ProposeOutput> Propose(const v1::StageRequest& request);
-  absl::StatusOr<v1::BuildOutput> Build(const v1::StageRequest& request);
+  absl::StatusOr<v1::BuildOutput> Build(const v1::StageRequest& request, const StageHooks* hooks);
   absl::StatusOr<v1::MeasureOutput> Measure(const v1::StageRequest& request);
   absl::StatusOr<v1::UpdateOutput> Update(const v1::StageRequest& request);
   absl::Status Simulate(const v1::StageRequest& request, const CancelFlag* cancel);

@@ -427,6 +427,112 @@ TEST_F(StageExecutorTest, MeasureVerifiesArtifactsPerCandidate) {
                                                    b.build().artifacts(0).content_hash(), ".so")));
 }
 
+// A built default config of TinyConv, for measure tests.
+v1::Artifact BuildDefault(StageExecutor& e) {
+  auto tmpl = ops::MakeTemplate(TinyConv(), ops::HostCpuTarget());
+  EXPECT_TRUE(tmpl.ok());
+  v1::StageRequest build = Request(v1::STAGE_KIND_BUILD);
+  build.mutable_build()->add_config_indices((*tmpl)->DefaultConfig().index);
+  v1::StageResult b = e.Execute(build);
+  EXPECT_THAT(b.error(), IsEmpty());
+  EXPECT_EQ(b.build().artifacts_size(), 1);
+  return b.build().artifacts(0);
+}
+
+v1::StageRequest MeasureOf(const v1::Artifact& a, const std::string& job) {
+  v1::StageRequest m = Request(v1::STAGE_KIND_MEASURE);
+  m.set_lease_id(absl::StrCat("measure-", job));
+  m.set_job_id(job);
+  m.set_device(DeviceName());
+  *m.mutable_measure()->add_artifacts() = a;
+  return m;
+}
+
+// The job's measure spec is layered over the agent's options: zero fields keep the agent's.
+TEST_F(StageExecutorTest, MeasureSpecOverridesTheAgentsDefaults) {
+  const v1::Artifact a = BuildDefault(*executor_);
+  ASSERT_EQ(a.error(), v1::ERROR_KIND_NONE) << a.error_msg();
+  v1::StageRequest plain = MeasureOf(a, "j1");
+  v1::StageResult m = executor_->Execute(plain);
+  ASSERT_THAT(m.error(), IsEmpty());
+  EXPECT_EQ(m.measure().results(0).costs_size(), 2);  // Options(): repeat 2
+
+  v1::StageRequest three = MeasureOf(a, "j1");
+  three.mutable_measure_spec()->set_repeat(3);
+  three.mutable_measure_spec()->set_min_repeat_ms(2);
+  m = executor_->Execute(three);
+  ASSERT_THAT(m.error(), IsEmpty());
+  ASSERT_EQ(m.measure().results(0).error(), v1::ERROR_KIND_NONE)
+      << m.measure().results(0).error_msg();
+  EXPECT_EQ(m.measure().results(0).costs_size(), 3);
+
+  v1::StageRequest bad = MeasureOf(a, "j1");
+  bad.mutable_measure_spec()->set_repeat(-1);
+  EXPECT_THAT(executor_->Execute(bad).error(), HasSubstr("measure_spec fields must be"));
+}
+
+TEST(LayerMeasureSpecTest, NonZeroFieldsOverride) {
+  tune::MeasureOptions base;
+  base.repeat = 3;
+  base.min_repeat_ms = 50;
+  base.number = 1;
+  base.timeout = absl::Seconds(10);
+  v1::MeasureSpec spec;
+  auto same = LayerMeasureSpec(base, spec);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->repeat, 3);
+  EXPECT_EQ(same->min_repeat_ms, 50);
+  EXPECT_EQ(same->timeout, absl::Seconds(10));
+  EXPECT_FALSE(same->flush_cache);
+  spec.set_min_repeat_ms(7);
+  spec.set_number(4);
+  spec.set_run_timeout_s(2.5);
+  spec.set_flush_cache(true);
+  auto layered = LayerMeasureSpec(base, spec);
+  ASSERT_TRUE(layered.ok());
+  EXPECT_EQ(layered->repeat, 3);
+  EXPECT_EQ(layered->min_repeat_ms, 7);
+  EXPECT_EQ(layered->number, 4);
+  EXPECT_EQ(layered->timeout, absl::Milliseconds(2500));
+  EXPECT_TRUE(layered->flush_cache);
+  spec.set_run_timeout_s(-1);
+  EXPECT_EQ(LayerMeasureSpec(base, spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Two measurements on one device: serialized unless oversubscribed (then each job has its own
+// measurer worker and both run at once, as the embedded engine under `uncontrolled`). Each runs
+// on a thread that ends after it: the pooled worker must outlive the thread that first used it.
+TEST_F(StageExecutorTest, OversubscribedMeasurementsRunAtOnceOthersOneAtATime) {
+  const v1::Artifact a = BuildDefault(*executor_);
+  ASSERT_EQ(a.error(), v1::ERROR_KIND_NONE) << a.error_msg();
+  for (bool oversubscribed : {false, true}) {
+    SCOPED_TRACE(oversubscribed ? "oversubscribed" : "exclusive");
+    std::vector<v1::StageRequest> reqs;
+    for (const char* job : {"j1", "j2"}) {
+      v1::StageRequest m = MeasureOf(a, job);
+      m.mutable_measure_spec()->set_min_repeat_ms(100);
+      m.set_oversubscribed(oversubscribed);
+      reqs.push_back(m);
+    }
+    v1::StageResult out[2];
+    std::thread t0([&] { out[0] = executor_->Execute(reqs[0]); });
+    std::thread t1([&] { out[1] = executor_->Execute(reqs[1]); });
+    t0.join();
+    t1.join();
+    // When each measured: [timestamp - measure_seconds, timestamp].
+    absl::Time from[2], to[2];
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_THAT(out[i].error(), IsEmpty());
+      const v1::MeasureResult& r = out[i].measure().results(0);
+      ASSERT_EQ(r.error(), v1::ERROR_KIND_NONE) << r.error_msg();
+      to[i] = absl::FromUnixMicros(r.timestamp_unix_micros());
+      from[i] = to[i] - absl::Seconds(r.measure_seconds());
+    }
+    const bool overlap = from[0] < to[1] && from[1] < to[0];
+    EXPECT_EQ(overlap, oversubscribed);
+  }
+}
+
 // A candidate that crashes the measure worker is an error record; the next one still measures.
 TEST(StageExecutorFaultTest, CrashingCandidateIsAnErrorRecord) {
   auto e = StageExecutor::Create(Options(/*faults=*/true));

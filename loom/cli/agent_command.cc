@@ -1,9 +1,10 @@
 // `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3 ...] [--cpu-slots N] [--token T]
-// [--name NAME] [--tls-ca FILE] [--cache-dir DIR]`: runs this host's agent (agent/agent.h) until
-// SIGTERM or SIGINT: registers its CPU slots and devices with `loom serve`, runs the stages it is
-// leased and reports them. Without --device, the last core is the measurement device and the
-// other cores are CPU slots (as engine::DefaultLayout); CPU stages are confined to the cores no
-// device uses. Logs one structured line per event to stderr.
+// [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`: runs this host's
+// agent (agent/agent.h) until SIGTERM or SIGINT: registers its CPU slots and devices with `loom
+// serve`, runs the stages it is leased and reports them. Without --device, the last core is the
+// measurement device and the other cores are CPU slots (as engine::DefaultLayout); CPU stages are
+// pinned to the cores no device uses, and (by default, as the embedded engine) to a device's
+// cores while it does not measure. Logs one structured line per event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,6 +38,7 @@ struct AgentFlags {
   std::string cache_dir;
   int heartbeat_ms = 2000;
   int max_pending = 256;
+  bool lend_device_cores = true;
 };
 
 absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
@@ -52,6 +54,7 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   o.executor.cache_dir = flags.cache_dir;
   o.heartbeat_interval = absl::Milliseconds(flags.heartbeat_ms);
   o.max_pending_reports = flags.max_pending;
+  o.lend_device_cores = flags.lend_device_cores;
   if (flags.heartbeat_ms < 1) return absl::InvalidArgumentError("--heartbeat-ms must be >= 1");
 
   // The cores this process may use (a container's cpuset, taskset), ascending.
@@ -159,6 +162,9 @@ void RegisterAgentCommand(CLI::App& app) {
                   "Artifact cache (default: $XDG_CACHE_HOME/loom/kernels)");
   cmd->add_option("--heartbeat-ms", flags->heartbeat_ms,
                   "Heartbeat interval until the daemon sets one");
+  cmd->add_flag("--lend-device-cores,!--no-lend-device-cores", flags->lend_device_cores,
+                "Let CPU stages use a device's cores while it does not measure; a measurement "
+                "moves them off first (default: on, as the embedded engine)");
   cmd->add_option("--max-pending", flags->max_pending,
                   "Finished results kept while the daemon is unreachable")
       ->check(CLI::PositiveNumber);

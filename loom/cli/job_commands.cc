@@ -116,7 +116,26 @@ struct SubmitOptions {
   int64_t seed = 0;
   std::vector<std::string> input_shapes;
   std::string simulated;
+  std::string tasks;  // "1,3": task indices as `loom tasks` lists them
+  // Measure spec; 0: the agents' defaults.
+  int min_repeat_ms = 0;
+  int repeat = 0;
+  double run_timeout_s = 0;
 };
+
+// "1,3" -> {1, 3}. Ranges are not accepted: indices are few and explicit.
+std::vector<int> ParseTaskList(const std::string& list) {
+  std::vector<int> out;
+  for (absl::string_view t : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    int v = 0;
+    if (!absl::SimpleAtoi(t, &v) || v < 0) {
+      Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--tasks: bad index '", t, "' (comma-separated indices as `loom tasks` lists them)")));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
 
 // "tasks=2,rounds=3,propose=0.1,build=0.2,measure=0.1,update=0.05"
 v1::SimulatedWorkload ParseSimulated(const std::string& spec) {
@@ -163,6 +182,16 @@ void RunSubmit(const SubmitOptions& o) {
   req.set_max_tasks(o.max_tasks);
   req.set_seed(o.seed);
   for (const auto& s : o.input_shapes) req.add_input_shapes(s);
+  if (!o.tasks.empty()) {
+    if (o.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
+    for (int t : ParseTaskList(o.tasks)) req.add_task_indices(t);
+  }
+  if (o.min_repeat_ms > 0 || o.repeat > 0 || o.run_timeout_s > 0) {
+    v1::MeasureSpec* m = req.mutable_measure();
+    m->set_min_repeat_ms(o.min_repeat_ms);
+    m->set_repeat(o.repeat);
+    m->set_run_timeout_s(o.run_timeout_s);
+  }
   if (!o.simulated.empty()) {
     if (!o.model.empty()) {
       Fail(absl::InvalidArgumentError("give either MODEL or --simulated, not both"));
@@ -420,6 +449,16 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--tuner", o->tuner, "xgb, ga, random or grid");
     cmd->add_option("--batch-size", o->batch_size, "Configs per round")->check(CLI::Range(1, 1024));
     cmd->add_option("--max-tasks", o->max_tasks, "Tune only the first N tasks (0: all)");
+    cmd->add_option("--tasks", o->tasks,
+                    "Tune only these tasks, e.g. 1,3 (indices as 'loom tasks' lists them)");
+    cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
+                    "Shortest length of one timed repeat (default: the agents')")
+        ->check(CLI::Range(0, 60000));
+    cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (default: the agents')")
+        ->check(CLI::Range(0, 1000));
+    cmd->add_option("--run-timeout", o->run_timeout_s,
+                    "Seconds a candidate may run past its expected time (default: the agents')")
+        ->check(CLI::Range(0.0, 3600.0));
     cmd->add_option("--seed", o->seed, "Tuner seed");
     cmd->add_option("--input-shape", o->input_shapes, "NAME:1x3x224x224 for dynamic inputs");
     cmd->add_option("--simulated", o->simulated,

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -117,6 +118,66 @@ double SimSeconds(const v1::SimulatedWorkload& w, TaskPhase p) {
   }
 }
 
+absl::Status ValidateMeasureSpec(const v1::MeasureSpec& m) {
+  if (m.min_repeat_ms() < 0 || m.min_repeat_ms() > 60000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("measure.min_repeat_ms must be in [0, 60000], got ", m.min_repeat_ms()));
+  }
+  if (m.repeat() < 0 || m.repeat() > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("measure.repeat must be in [0, 1000], got ", m.repeat()));
+  }
+  if (m.number() < 0 || m.number() > 1000000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("measure.number must be in [0, 1000000], got ", m.number()));
+  }
+  if (!(m.run_timeout_s() >= 0) || m.run_timeout_s() > 3600) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("measure.run_timeout_s must be in [0, 3600], got ", m.run_timeout_s()));
+  }
+  return absl::OkStatus();
+}
+
+// task_indices: each at most once, not negative, and not combined with max_tasks (which would
+// leave it unclear whether the limit applies before or after the pick). The upper bound is
+// checked once the model's tasks are known.
+absl::Status ValidateTaskIndices(const v1::SubmitJobRequest& r) {
+  if (r.task_indices().empty()) return absl::OkStatus();
+  if (r.max_tasks() > 0) {
+    return absl::InvalidArgumentError(
+        "set task_indices or max_tasks, not both (task_indices already picks the tasks)");
+  }
+  std::set<int> seen;
+  for (int i : r.task_indices()) {
+    if (i < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("task index ", i, " is negative"));
+    }
+    if (!seen.insert(i).second) {
+      return absl::InvalidArgumentError(absl::StrCat("task index ", i, " is listed twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The positions `r.task_indices` picks from `count` tasks, in the order given; every task when it
+// is empty. kInvalidArgument naming the first index outside the model.
+absl::StatusOr<std::vector<int>> PickTasks(const v1::SubmitJobRequest& r, int count) {
+  std::vector<int> picked;
+  if (r.task_indices().empty()) {
+    for (int i = 0; i < count; ++i) picked.push_back(i);
+    return picked;
+  }
+  for (int i : r.task_indices()) {
+    if (i >= count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task index ", i, " is out of range: the model has ", count,
+                       " tasks (indices 0 to ", count - 1, ", as `loom tasks` lists them)"));
+    }
+    picked.push_back(i);
+  }
+  return picked;
+}
+
 absl::Status ValidateSpec(const v1::SubmitJobRequest& r) {
   const std::string kind = TargetKind(r);
   if (kind != "cpu" && kind != "cuda") {
@@ -130,6 +191,8 @@ absl::Status ValidateSpec(const v1::SubmitJobRequest& r) {
   if (!(r.latency_goal_ms() >= 0) || !std::isfinite(r.latency_goal_ms())) {
     return absl::InvalidArgumentError("latency_goal_ms must be finite and >= 0");
   }
+  LOOM_RETURN_IF_ERROR(ValidateTaskIndices(r));
+  LOOM_RETURN_IF_ERROR(ValidateMeasureSpec(r.measure()));
   if (r.has_simulated()) {
     const v1::SimulatedWorkload& w = r.simulated();
     if (w.tasks() < 1 || w.tasks() > 10000 || w.rounds() < 1 || w.rounds() > 100000) {
@@ -168,11 +231,12 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
                                                      const std::string& job_id) {
   std::vector<TaskRow> rows;
   if (r.has_simulated()) {
-    for (int i = 0; i < r.simulated().tasks(); ++i) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<int> picked, PickTasks(r, r.simulated().tasks()));
+    for (size_t i = 0; i < picked.size(); ++i) {
       TaskRow t;
       t.job_id = job_id;
-      t.index = i;
-      t.task_key = absl::StrCat("simulated:", job_id, ":t", i);
+      t.index = static_cast<int>(i);
+      t.task_key = absl::StrCat("simulated:", job_id, ":t", picked[i]);
       t.template_name = "simulated";
       rows.push_back(std::move(t));
     }
@@ -219,7 +283,10 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
     // The temporary path means nothing to the user.
     return absl::Status(loaded.status().code(), absl::StrCat("model: ", loaded.status().message()));
   }
-  LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> tasks, graph::ExtractTasks(loaded->graph));
+  LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> all, graph::ExtractTasks(loaded->graph));
+  LOOM_ASSIGN_OR_RETURN(std::vector<int> picked, PickTasks(r, static_cast<int>(all.size())));
+  std::vector<graph::Task> tasks;
+  for (int i : picked) tasks.push_back(std::move(all[static_cast<size_t>(i)]));
   if (r.max_tasks() > 0 && static_cast<int>(tasks.size()) > r.max_tasks()) {
     tasks.resize(r.max_tasks());
   }
@@ -617,7 +684,13 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
   if (task.phase == TaskPhase::kMeasure) {
     req.need.device_kind = TargetKind(job.row.spec);
   } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
-    req.need.cpu_slots = std::max(1, options_.build_slots);
+    // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
+    // take a 2-slot build, as the embedded engine's layout does).
+    int largest = 0;
+    for (const auto& [id, a] : agents_) {
+      if (a->alive) largest = std::max(largest, a->cpu_slots + a->lent_slots);
+    }
+    req.need.cpu_slots = std::clamp(options_.build_slots, 1, std::max(1, largest));
     if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
   } else {
     req.need.cpu_slots = 1;
@@ -756,6 +829,9 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   r.set_task_key(task.task_key);
   r.set_round(task.round);
   r.set_cpu_slots(grant.cpu_slots);
+  // Under `uncontrolled` the scheduler grants past capacity; the agent must not queue the stage
+  // behind the others (the embedded engine starts it at once too).
+  r.set_oversubscribed(!scheduler_->policy().ExclusiveResources());
   for (size_t i = 0; i < agent.device_ids.size(); ++i) {
     if (agent.device_ids[i] == grant.device) r.set_device(agent.devices[i].name());
   }
@@ -790,6 +866,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
       break;
     case TaskPhase::kMeasure:
       *r.mutable_measure()->mutable_artifacts() = task.artifacts.artifacts();
+      if (spec.has_measure()) *r.mutable_measure_spec() = spec.measure();
       break;
     case TaskPhase::kUpdate:
       *r.mutable_update() = task.history;
@@ -1106,8 +1183,10 @@ std::vector<v1::ResourceUse> JobDriver::Resources() {
     u.set_agent_id(a->id);
     u.set_hostname(a->hostname);
     u.set_alive(a->alive);
-    u.set_cpu_slots(a->cpu_slots);
-    u.set_cpu_slots_used(a->cpu_slots - scheduler_->FreeCpuSlots(a->host));
+    // Slots the devices lend count while they are free (the scheduler's host capacity).
+    const int capacity = a->cpu_slots + a->lent_slots;
+    u.set_cpu_slots(capacity);
+    u.set_cpu_slots_used(capacity - scheduler_->FreeCpuSlots(a->host));
     u.set_devices(static_cast<int>(a->device_ids.size()));
     int busy = 0;
     for (sched::DeviceId d : a->device_ids) busy += scheduler_->DeviceLeases(d) > 0 ? 1 : 0;
@@ -1361,6 +1440,11 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
       return absl::InvalidArgumentError(
           absl::StrCat("device '", d.name(), "': needs a name and kind cpu or cuda"));
     }
+    if (d.lends_cpu_slots() < 0 || d.lends_cpu_slots() > 4096) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("device '", d.name(), "': lends_cpu_slots must be in [0, 4096], got ",
+                       d.lends_cpu_slots()));
+    }
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the daemon is shutting down");
@@ -1375,7 +1459,9 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
     LOOM_ASSIGN_OR_RETURN(sched::DeviceId id,
                           scheduler_->AddDevice({.name = absl::StrCat(agent->id, "/", d.name()),
                                                  .kind = d.kind(),
-                                                 .host = agent->host}));
+                                                 .host = agent->host,
+                                                 .shares_cpu_slots = d.lends_cpu_slots()}));
+    agent->lent_slots += d.lends_cpu_slots();
     agent->devices.push_back(d);
     agent->device_ids.push_back(id);
     device_agent_[id] = agent->id;

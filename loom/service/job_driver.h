@@ -40,7 +40,10 @@ struct DriverOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(10);
   absl::Duration max_acquire_wait = absl::Seconds(10);  // cap on AcquireStages' wait_ms
   int max_attempts = 3;                                 // tries per stage before the job fails
-  int build_slots = 2;  // CPU slots a build stage asks for (capped at the largest agent)
+  // CPU slots a build stage asks for, capped at the largest agent's slots (general plus the
+  // slots its devices lend). The embedded engine's default is all its CPU slots: start `loom
+  // serve --build-slots N` with the agents' slots to compare with it.
+  int build_slots = 2;
   int64_t max_model_bytes = 64 << 20;
   absl::Duration tick = absl::Milliseconds(50);
   bool log_to_stderr = true;  // structured key=value lines
@@ -98,7 +101,8 @@ class JobDriver {
   struct Agent {
     std::string id;
     std::string hostname;
-    int cpu_slots = 0;
+    int cpu_slots = 0;   // general slots
+    int lent_slots = 0;  // slots its devices lend to CPU stages while they do not measure
     sched::HostId host = 0;
     std::vector<v1::DeviceInfo> devices;
     std::vector<sched::DeviceId> device_ids;

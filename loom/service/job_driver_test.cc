@@ -6,10 +6,12 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/clock.h"
 #include "loom/ops/target.h"
+#include "loom/sched/policy.h"
 
 namespace loom::service {
 namespace {
@@ -357,6 +359,241 @@ TEST_F(DriverTest, QueuePositionFollowsPriorityAndExpectedStartUnderSequential) 
   ASSERT_EQ(listed->resources_size(), 1);
   EXPECT_EQ(listed->resources(0).leases(), 1);
   EXPECT_EQ(listed->resources(0).cpu_slots_used(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fields the service experiment needs to match the embedded engine.
+
+// One Acquire (no wait) for `agent`.
+std::vector<v1::StageRequest> AcquireNow(JobDriver& d, const std::string& agent) {
+  v1::AcquireStagesRequest a;
+  a.set_agent_id(agent);
+  a.set_wait_ms(0);
+  auto got = d.Acquire(kAgent, a);
+  EXPECT_TRUE(got.ok()) << got.status();
+  if (!got.ok()) return {};
+  return {got->stages().begin(), got->stages().end()};
+}
+
+void ReportOk(JobDriver& d, const std::string& agent, v1::StageResult result) {
+  v1::ReportStageRequest r;
+  r.set_agent_id(agent);
+  *r.mutable_result() = std::move(result);
+  auto rep = d.Report(kAgent, r);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  EXPECT_TRUE(rep->accepted());
+}
+
+v1::SubmitJobRequest TinyCnn(int trials = 1) {
+  v1::SubmitJobRequest r;
+  r.set_zoo_model("tiny_cnn");
+  r.set_trials(trials);
+  r.set_batch_size(1);
+  return r;
+}
+
+TEST_F(DriverTest, TaskIndicesTuneOnlyThoseTasksInTheGivenOrder) {
+  Open();
+  auto all = driver_->Submit(kAlice, TinyCnn());
+  ASSERT_TRUE(all.ok()) << all.status();
+  const int n = all->tasks_size();
+  ASSERT_GE(n, 2);
+  v1::SubmitJobRequest r = TinyCnn();
+  r.add_task_indices(n - 1);
+  r.add_task_indices(0);
+  auto picked = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(picked.ok()) << picked.status();
+  ASSERT_EQ(picked->tasks_size(), 2);
+  EXPECT_EQ(picked->tasks(0).task_key(), all->tasks(n - 1).task_key());
+  EXPECT_EQ(picked->tasks(1).task_key(), all->tasks(0).task_key());
+
+  v1::SubmitJobRequest out = TinyCnn();
+  out.add_task_indices(0);
+  out.add_task_indices(n);
+  auto bad = driver_->Submit(kAlice, out);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr(absl::StrCat("task index ", n, " is out of range")));
+  EXPECT_THAT(bad.status().message(), HasSubstr(absl::StrCat("has ", n, " tasks")));
+
+  v1::SubmitJobRequest twice = TinyCnn();
+  twice.add_task_indices(1);
+  twice.add_task_indices(1);
+  EXPECT_THAT(driver_->Submit(kAlice, twice).status().message(),
+              HasSubstr("task index 1 is listed twice"));
+  v1::SubmitJobRequest negative = TinyCnn();
+  negative.add_task_indices(-2);
+  EXPECT_THAT(driver_->Submit(kAlice, negative).status().message(),
+              HasSubstr("task index -2 is negative"));
+  v1::SubmitJobRequest both = TinyCnn();
+  both.add_task_indices(0);
+  both.set_max_tasks(1);
+  auto both_st = driver_->Submit(kAlice, both);
+  EXPECT_EQ(both_st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(both_st.status().message(), HasSubstr("not both"));
+
+  // Simulated workloads pick the same way.
+  v1::SubmitJobRequest sim = Sim(4, 1);
+  sim.add_task_indices(3);
+  auto s = driver_->Submit(kAlice, sim);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->tasks_size(), 1);
+  EXPECT_THAT(s->tasks(0).task_key(), ::testing::EndsWith(":t3"));
+  sim.set_task_indices(0, 4);
+  EXPECT_THAT(driver_->Submit(kAlice, sim).status().message(),
+              HasSubstr("task index 4 is out of range: the model has 4 tasks"));
+}
+
+TEST_F(DriverTest, MeasureSpecReachesEveryMeasureStageOnly) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  v1::SubmitJobRequest r = TinyCnn(/*trials=*/1);
+  r.add_task_indices(0);
+  r.mutable_measure()->set_min_repeat_ms(7);
+  r.mutable_measure()->set_repeat(2);
+  r.mutable_measure()->set_run_timeout_s(3.5);
+  r.mutable_measure()->set_flush_cache(true);
+  auto job = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(job.ok()) << job.status();
+
+  auto propose = AcquireNow(*driver_, agent);
+  ASSERT_EQ(propose.size(), 1u);
+  ASSERT_EQ(propose[0].kind(), v1::STAGE_KIND_PROPOSE);
+  EXPECT_FALSE(propose[0].has_measure_spec());
+  v1::StageResult pr;
+  pr.set_lease_id(propose[0].lease_id());
+  pr.mutable_propose()->add_config_indices(0);
+  ReportOk(*driver_, agent, pr);
+
+  auto build = AcquireNow(*driver_, agent);
+  ASSERT_EQ(build.size(), 1u);
+  ASSERT_EQ(build[0].kind(), v1::STAGE_KIND_BUILD);
+  EXPECT_FALSE(build[0].has_measure_spec());
+  v1::StageResult br;
+  br.set_lease_id(build[0].lease_id());
+  v1::Artifact* a = br.mutable_build()->add_artifacts();
+  a->set_config_index(0);
+  a->set_error(v1::ERROR_KIND_COMPILE);
+  ReportOk(*driver_, agent, br);
+
+  auto measure = AcquireNow(*driver_, agent);
+  ASSERT_EQ(measure.size(), 1u);
+  ASSERT_EQ(measure[0].kind(), v1::STAGE_KIND_MEASURE);
+  EXPECT_EQ(measure[0].device(), "cpu:1");
+  ASSERT_TRUE(measure[0].has_measure_spec());
+  EXPECT_EQ(measure[0].measure_spec().min_repeat_ms(), 7);
+  EXPECT_EQ(measure[0].measure_spec().repeat(), 2);
+  EXPECT_EQ(measure[0].measure_spec().number(), 0);
+  EXPECT_DOUBLE_EQ(measure[0].measure_spec().run_timeout_s(), 3.5);
+  EXPECT_TRUE(measure[0].measure_spec().flush_cache());
+
+  v1::SubmitJobRequest bad = TinyCnn();
+  bad.mutable_measure()->set_repeat(-1);
+  auto st = driver_->Submit(kAlice, bad);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr("measure.repeat must be in [0, 1000], got -1"));
+}
+
+TEST_F(DriverTest, StagesAreOversubscribedOnlyUnderUncontrolled) {
+  for (std::string_view policy : sched::PolicyNames()) {
+    SCOPED_TRACE(policy);
+    driver_.reset();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    Open({.policy = std::string(policy)});
+    const std::string agent = RegisterAgent("h1");
+    ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+    // Every stage of the round (propose, build, measure, update) carries the flag.
+    for (int stage = 0; stage < 4; ++stage) {
+      auto got = AcquireNow(*driver_, agent);
+      ASSERT_EQ(got.size(), 1u) << "stage " << stage;
+      EXPECT_EQ(got[0].oversubscribed(), policy == "uncontrolled") << "stage " << stage;
+      v1::StageResult r;
+      r.set_lease_id(got[0].lease_id());
+      ReportOk(*driver_, agent, r);
+    }
+  }
+}
+
+v1::RegisterRequest LendingAgent(int slots, int lends) {
+  v1::RegisterRequest r = AgentSpec("h1", slots);
+  r.mutable_devices(0)->set_lends_cpu_slots(lends);
+  return r;
+}
+
+TEST_F(DriverTest, LendingDeviceRunsASecondCpuStageWhileItDoesNotMeasure) {
+  for (int lends : {0, 1}) {
+    SCOPED_TRACE(absl::StrCat("lends ", lends));
+    driver_.reset();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    Open();
+    auto reg = driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends));
+    ASSERT_TRUE(reg.ok()) << reg.status();
+    const std::string agent = reg->agent_id();
+    auto a = driver_->Submit(kAlice, Sim(1, 1));
+    auto b = driver_->Submit(kAlice, Sim(1, 1));
+    ASSERT_TRUE(a.ok() && b.ok());
+    // Both proposes run at once only on the lent slot.
+    auto first = AcquireNow(*driver_, agent);
+    ASSERT_EQ(first.size(), static_cast<size_t>(1 + lends));
+    auto listed = driver_->List(kAdmin, v1::ListJobsRequest());
+    ASSERT_TRUE(listed.ok());
+    ASSERT_EQ(listed->resources_size(), 1);
+    EXPECT_EQ(listed->resources(0).cpu_slots(), 1 + lends);
+    EXPECT_EQ(listed->resources(0).cpu_slots_used(), 1 + lends);
+    if (lends == 0) continue;
+    // a's build takes the slot a's propose frees; with b's propose still on a slot, a's measure
+    // is granted only once the device's core is free of CPU stages (1 general + 1 lent: b's
+    // propose fits the general slot).
+    v1::StageResult r;
+    r.set_lease_id(first[0].lease_id());
+    ReportOk(*driver_, agent, r);
+    auto build = AcquireNow(*driver_, agent);
+    ASSERT_EQ(build.size(), 1u);
+    EXPECT_EQ(build[0].job_id(), first[0].job_id());
+    r.set_lease_id(build[0].lease_id());
+    ReportOk(*driver_, agent, r);
+    auto measure = AcquireNow(*driver_, agent);
+    ASSERT_EQ(measure.size(), 1u);
+    EXPECT_EQ(measure[0].device(), "cpu:1");
+    // While a measures, b's next CPU stage waits for the general slot b's propose holds.
+    r.set_lease_id(first[1].lease_id());
+    ReportOk(*driver_, agent, r);
+    auto next = AcquireNow(*driver_, agent);
+    ASSERT_EQ(next.size(), 1u);
+    EXPECT_EQ(next[0].job_id(), first[1].job_id());
+    EXPECT_EQ(AcquireNow(*driver_, agent).size(), 0u);
+  }
+  auto bad = driver_->Register(kAgent, LendingAgent(1, -1));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("lends_cpu_slots must be in [0, 4096], got -1"));
+}
+
+TEST_F(DriverTest, BuildSlotsCountLentSlotsAndAreCappedAtTheLargestAgent) {
+  for (int lends : {0, 1}) {
+    SCOPED_TRACE(absl::StrCat("lends ", lends));
+    driver_.reset();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    Open({.build_slots = 4});
+    auto reg = driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends));
+    ASSERT_TRUE(reg.ok()) << reg.status();
+    const std::string agent = reg->agent_id();
+    v1::SubmitJobRequest r = TinyCnn();
+    r.add_task_indices(0);
+    ASSERT_TRUE(driver_->Submit(kAlice, r).ok());
+    auto propose = AcquireNow(*driver_, agent);
+    ASSERT_EQ(propose.size(), 1u);
+    v1::StageResult pr;
+    pr.set_lease_id(propose[0].lease_id());
+    pr.mutable_propose()->add_config_indices(0);
+    ReportOk(*driver_, agent, pr);
+    auto build = AcquireNow(*driver_, agent);
+    ASSERT_EQ(build.size(), 1u);
+    ASSERT_EQ(build[0].kind(), v1::STAGE_KIND_BUILD);
+    EXPECT_EQ(build[0].cpu_slots(), 1 + lends);
+  }
 }
 
 }  // namespace
