@@ -1,13 +1,15 @@
 // XgbTuner: model-based search as AutoTVM's XGBTuner / ModelBasedTuner. Every `plan_size`
 // results it refits an XGBoost rank model (features: Template::Features plus the knob values;
 // label: throughput normalized by the best, 0 for errors), runs simulated annealing over the
-// space to maximize the predicted score, and keeps the top `plan_size` unvisited configs as the
-// plan. Proposals come from the plan in order, except that with probability `epsilon` (and
-// whenever the plan is used up or no model exists yet) a random unvisited config is proposed.
-// The very first proposal is the template's default config (options.start_from_default). With
-// records of other tasks of the same template (LoadTransfer), the model is trained on them at once
-// and the first plan comes from it, before any trial of this task.
+// space to maximize the predicted score (or, for a space within options.exhaustive_plan_limit,
+// scores every valid config), and keeps the top `plan_size` unvisited configs as the plan.
+// Proposals come from the plan in order, except that with probability `epsilon` (and whenever the
+// plan is used up or no model exists yet) a random unvisited config is proposed. The very first
+// proposal is the template's default config (options.start_from_default). With records of other
+// tasks of the same template (LoadTransfer), the model is trained on them at once and the first
+// plan comes from it, before any trial of this task.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -156,11 +158,48 @@ class XgbTuner final : public Tuner {
       LOOM_ASSIGN_OR_RETURN(FeatureMatrix m, Matrix(indices));
       return model_->Predict(m);
     };
+    plan_.clear();
+    plan_pos_ = 0;
+    if (space_size() <= options().exhaustive_plan_limit) return PlanExhaustively();
     LOOM_ASSIGN_OR_RETURN(std::vector<ops::Config> best,
                           sa_.FindMaximums(predict, options().plan_size, visited()));
-    plan_.clear();
     for (const ops::Config& c : best) plan_.push_back(c.index);
-    plan_pos_ = 0;
+    return absl::OkStatus();
+  }
+
+  // The plan from the model's scores of every unvisited valid config: the top `plan_size`, equal
+  // scores in random order (a model fitted on a few results predicts wide plateaus of equal
+  // scores; breaking them by index would always favour the low knob values).
+  absl::Status PlanExhaustively() {
+    if (all_valid_.empty()) {
+      for (int64_t i = 0; i < space_size(); ++i) {
+        if (IsValid(i)) all_valid_.push_back(i);
+      }
+      FeatureMatrix m(num_features_);
+      m.Reserve(static_cast<int64_t>(all_valid_.size()));
+      for (int64_t index : all_valid_) {
+        LOOM_RETURN_IF_ERROR(m.AddRow(FeaturesFor(tmpl(), index)));
+      }
+      all_features_ = std::make_unique<FeatureMatrix>(std::move(m));
+    }
+    if (all_valid_.empty()) return absl::OkStatus();
+    LOOM_ASSIGN_OR_RETURN(std::vector<float> scores, model_->Predict(*all_features_));
+    struct Candidate {
+      float score;
+      uint64_t tie;
+      int64_t index;
+    };
+    std::vector<Candidate> free;
+    for (size_t i = 0; i < all_valid_.size(); ++i) {
+      if (IsVisited(all_valid_[i]) || std::isnan(scores[i])) continue;
+      free.push_back({scores[i], rng().engine()(), all_valid_[i]});
+    }
+    const size_t keep = std::min(free.size(), static_cast<size_t>(options().plan_size));
+    std::partial_sort(free.begin(), free.begin() + static_cast<std::ptrdiff_t>(keep), free.end(),
+                      [](const Candidate& a, const Candidate& b) {
+                        return a.score != b.score ? a.score > b.score : a.tie < b.tie;
+                      });
+    for (size_t i = 0; i < keep; ++i) plan_.push_back(free[i].index);
     return absl::OkStatus();
   }
 
@@ -180,6 +219,10 @@ class XgbTuner final : public Tuner {
   size_t plan_pos_ = 0;
   // Features per config index, computed once per plan (annealing revisits configs often).
   absl::flat_hash_map<int64_t, std::vector<float>> features_;
+  // Exhaustive planning (space within exhaustive_plan_limit): every valid config and its features,
+  // built at the first plan.
+  std::vector<int64_t> all_valid_;
+  std::unique_ptr<FeatureMatrix> all_features_;
 };
 
 }  // namespace
