@@ -29,7 +29,12 @@
 //          [--ref-trials 200] [--budget 100] [--seeds 1,2,3] [--batch-size 8]
 //          [--device-cores 1] [--build-threads 2] [--min-repeat-ms 20] [--plan-size P]
 //          [--warmup-trials W] [--epsilon E] [--start-default 0|1] [--transfer 0|1]
-//          [--fraction 0.95]
+//          [--fraction 0.95] [--tasks KEY,KEY] [--tuners random,xgb,xgb-model]
+//          [--exhaustive-limit N] [--list]
+// --layers indexes the built-in layers (--list prints them; 0-2 are the first figure's) and the
+// --tasks keys appended after them. --budget 0 runs only the reference sample (a survey: its
+// share within the target and the default config's throughput). "xgb-model" is xgb without the
+// default-config prior (--start-default 0 for that run only).
 // --transfer 1: every xgb run is first given the table's results of the other layers
 // (Tuner::LoadTransfer, as `loom tune` does with similar tasks in its DB): a tuner with history.
 // xgb options default to the tuner's (TunerOptions) defaults, which are `loom tune`'s defaults.
