@@ -37,6 +37,7 @@ struct ExperimentOptions {
   std::string db;          // empty: DIR/records.db
   double run_timeout = 0;  // 0: the spec's run_timeout_s
   double progress_seconds = 10;
+  bool resimulate = false;  // only redo the simulator check from DIR/results.json
 };
 
 void RunExperimentCommand(const ExperimentOptions& o) {
@@ -86,6 +87,17 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   ro.latency_runs = spec->latency_runs;
   ro.latency_min_seconds = spec->latency_min_seconds;
   ro.simulate = spec->simulate;
+  ro.sim_measure = {.repeat = measure.repeat, .min_repeat_ms = measure.min_repeat_ms};
+  for (const experiment::ExperimentJobSpec& js : spec->jobs) {
+    ro.sim_measure.batch_size.push_back(js.batch_size);
+    ro.sim_measure.trials.push_back(js.trials);
+  }
+  if (o.resimulate) {
+    auto rows = experiment::Resimulate(o.out_dir, ro);
+    FailIfError(rows.status());
+    std::printf("%s", experiment::FormatSimulationRows(*rows).c_str());
+    return;
+  }
   ro.on_note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   ro.on_progress = [](const std::string& setup, const engine::EngineProgress& p) {
     std::string line = absl::StrFormat("[%s %.0fs]", setup, absl::ToDoubleSeconds(p.elapsed));
@@ -218,6 +230,9 @@ void RegisterExperimentCommand(CLI::App& app) {
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines")
       ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_flag("--resimulate", o->resimulate,
+                "Tune nothing: redo the simulator check from DIR/results.json with this spec's "
+                "measure options and rewrite DIR/simulation.csv and DIR/sim.yaml");
   cmd->callback([o] { RunExperimentCommand(*o); });
 }
 

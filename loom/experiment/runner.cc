@@ -205,7 +205,8 @@ void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result) 
     if (std::find(policies.begin(), policies.end(), p) == policies.end()) policies.push_back(p);
     rows.push_back({.setup = s.setup, .measured_s = s.makespan_s});
   }
-  auto spec = SimSpecFromRun(source->run, machine, source->setup == "dedicated", policies);
+  auto spec = SimSpecFromRun(source->run, machine, source->setup == "dedicated", policies,
+                             options.sim_measure);
   if (!spec.ok()) {
     result.simulation_error = std::string(spec.status().message());
     return;
@@ -359,27 +360,17 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                         {"error", result.simulation_error},
                         {"rows", nlohmann::json::array()}};
   if (!result.simulation.empty()) {
-    std::string sim_csv =
-        "setup,policy,measured_makespan_s,simulated_makespan_s,ratio,simulated_lower_bound_s,"
-        "simulated_device_utilization\n";
     for (const SimulationRow& row : result.simulation) {
-      absl::StrAppend(
-          &sim_csv, absl::StrFormat("%s,%s,%.3f,%.3f,%.4f,%.3f,%.4f\n", row.setup, row.policy,
-                                    row.measured_s, row.simulated_s, row.ratio,
-                                    row.simulated_lower_bound_s, row.simulated_device_utilization));
       sim["rows"].push_back({{"setup", row.setup},
                              {"policy", row.policy},
                              {"measured_s", row.measured_s},
                              {"simulated_s", row.simulated_s},
                              {"ratio", row.ratio}});
     }
-    LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/simulation.csv"), sim_csv));
-    LOOM_RETURN_IF_ERROR(WriteText(
-        absl::StrCat(dir, "/sim.yaml"),
-        SimSpecToYaml(result.sim_spec,
-                      absl::StrCat("The simulator's input made by `loom experiment` from the '",
-                                   result.simulation_source,
-                                   "' setup's stage traces.\nReplay: loom simulate sim.yaml"))));
+    LOOM_RETURN_IF_ERROR(
+        WriteText(absl::StrCat(dir, "/simulation.csv"), SimulationCsv(result.simulation)));
+    LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/sim.yaml"),
+                                   SimYaml(result.sim_spec, result.simulation_source)));
   }
   j["simulation"] = std::move(sim);
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.json"), j.dump(2) + "\n"));

@@ -82,6 +82,8 @@ struct RunnerOptions {
   int latency_runs = 20;  // 0: off
   double latency_min_seconds = 1.0;
   bool simulate = true;
+  // How the jobs' candidates were measured: the time-bounded part of the simulated measure stages.
+  SimMeasure sim_measure;
 };
 
 // Runs `jobs` under every setup ("dedicated" or a policy name). Each setup's job ids get

@@ -1,7 +1,12 @@
 #include "loom/experiment/sim_check.h"
 
+#include <filesystem>
+#include <fstream>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/experiment/runner.h"
+#include "loom/sim/simulator.h"
 
 namespace loom::experiment {
 namespace {
@@ -83,18 +88,69 @@ TEST(SimCheckTest, StageDurationsPerJobAndKindFromTheTraces) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// 2 rounds of 4 candidates (trials 8, batch 4) and the default config: 9 candidates of
+// 3 repeats x 100 ms = 0.3 s each, in 3 measure stages of 3 s.
+const SimMeasure kMeasure{
+    .repeat = 3, .min_repeat_ms = 100, .batch_size = {4, 4}, .trials = {8, 8}};
+
+TEST(SimCheckTest, TimeBoundedFractionFromTheMeasureOptions) {
+  const engine::EngineResult run = Dedicated();
+  EXPECT_NEAR(TimeBoundedFraction(run, 0, kMeasure), 9 * 0.3 / 9, 1e-12);
+  EXPECT_NEAR(TimeBoundedFraction(run, 1, kMeasure), 0.3, 1e-12);
+  // Unknown options or job: no time-bounded part.
+  EXPECT_EQ(TimeBoundedFraction(run, 0, {}), 0);
+  EXPECT_EQ(TimeBoundedFraction(
+                run, 1, {.repeat = 3, .min_repeat_ms = 100, .batch_size = {4}, .trials = {8}}),
+            0);
+  // Capped at 1: 9 candidates x 3 x 1 s > 9 s of measuring.
+  EXPECT_EQ(TimeBoundedFraction(
+                run, 0, {.repeat = 3, .min_repeat_ms = 1000, .batch_size = {4}, .trials = {8}}),
+            1);
+
+  engine::StageTrace t;
+  t.job = 0;
+  t.round = 1;
+  EXPECT_EQ(CandidatesOf(t, {.batch_size = {4}, .trials = {6}}), 2);  // the last, short round
+  EXPECT_EQ(CandidatesOf(t, {.batch_size = {4}, .trials = {32}}), 4);
+  t.round = -1;
+  EXPECT_EQ(CandidatesOf(t, {.batch_size = {4}, .trials = {32}}), 1);
+  t.job = 1;
+  EXPECT_EQ(CandidatesOf(t, {.batch_size = {4}, .trials = {32}}), 0);
+
+  auto spec = SimSpecFromRun(run, {}, true, {"uncontrolled"}, kMeasure);
+  ASSERT_TRUE(spec.ok());
+  EXPECT_TRUE(spec->interference.device_time_sharing);
+  for (const sim::JobGroupSpec& g : spec->jobs) {
+    EXPECT_NEAR(g.stages[2].time_bounded, 0.3, 1e-12);  // the measure stage
+    EXPECT_EQ(g.stages[1].time_bounded, 0);             // CPU stages have none
+  }
+}
+
+TEST(SimCheckTest, MeasurementsOfTwoJobsOverlapAsTheFractionSays) {
+  // Both jobs at once under `uncontrolled` on 2 general slots (no lending): the measure stages
+  // (4.5 s alone, f = 0.3) overlap exactly, each at 1 / (0.3 + 0.7 x 2) = 1/1.7 speed.
+  auto spec = SimSpecFromRun(Dedicated(), {.cpu_slots = 2, .lent_slots = 0, .build_slots = 1}, true,
+                             {"uncontrolled"}, kMeasure);
+  ASSERT_TRUE(spec.ok());
+  auto r = sim::Simulate(*spec, "uncontrolled");
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Per round: propose 1 + build 3 (each job on its own slot) + measure 4.5 x 1.7 + update 1.25.
+  EXPECT_NEAR(r->metrics.makespan_s, 2 * (1 + 3 + 4.5 * 1.7 + 1.25), 1e-6);
+}
+
 TEST(SimCheckTest, YamlReadsBackToTheSameSpec) {
   auto spec = SimSpecFromRun(Dedicated(), {.cpu_slots = 1, .lent_slots = 1, .build_slots = 1}, true,
-                             {"sequential", "interleaved", "predictive"});
+                             {"sequential", "interleaved", "predictive"}, kMeasure);
   ASSERT_TRUE(spec.ok());
   const std::string yaml = SimSpecToYaml(*spec, "made by a test\nsecond line");
   EXPECT_THAT(yaml, HasSubstr("# made by a test\n# second line\n"));
   auto back = sim::ParseSimSpec(yaml);
   ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
   EXPECT_EQ(back->policies, spec->policies);
-  // Measurements are time-bounded (min_repeat_ms): sharing the device does not stretch them.
-  EXPECT_FALSE(spec->interference.device_time_sharing);
-  EXPECT_FALSE(back->interference.device_time_sharing);
+  // Sharing the device stretches only the work-bounded part of a measurement.
+  EXPECT_TRUE(spec->interference.device_time_sharing);
+  EXPECT_TRUE(back->interference.device_time_sharing);
+  EXPECT_THAT(yaml, HasSubstr("time_bounded: 0.3000"));
   ASSERT_EQ(back->jobs.size(), spec->jobs.size());
   for (size_t j = 0; j < spec->jobs.size(); ++j) {
     EXPECT_EQ(back->jobs[j].name, spec->jobs[j].name);
@@ -106,6 +162,7 @@ TEST(SimCheckTest, YamlReadsBackToTheSameSpec) {
       EXPECT_EQ(back->jobs[j].stages[s].device_kind, spec->jobs[j].stages[s].device_kind);
       EXPECT_NEAR(back->jobs[j].stages[s].duration.mean_s, spec->jobs[j].stages[s].duration.mean_s,
                   1e-6);
+      EXPECT_NEAR(back->jobs[j].stages[s].time_bounded, spec->jobs[j].stages[s].time_bounded, 1e-4);
     }
   }
   EXPECT_EQ(back->hosts[0].devices[0].name, "cpu:1");
@@ -128,6 +185,63 @@ TEST(SimCheckTest, SimulatesEachSetupsPolicy) {
   EXPECT_GE(rows[1].simulated_s, rows[1].simulated_lower_bound_s - 1e-6);
   EXPECT_NEAR(rows[1].ratio, rows[1].simulated_s / 30, 1e-9);
   EXPECT_EQ(PolicyOfSetup("uncontrolled"), "uncontrolled");
+}
+
+TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
+  // An experiment result as the runner leaves it: the dedicated run, and the same two jobs
+  // "measured" at 30 s under interleaved.
+  RunnerOptions options;
+  options.engine.layout.cpu_slots = 1;
+  options.engine.layout.device_cores = {1};
+  options.engine.build_slots = 1;
+  options.sim_measure = kMeasure;
+  ExperimentResult result;
+  SetupResult dedicated;
+  dedicated.setup = "dedicated";
+  dedicated.makespan_s = 39;
+  dedicated.run = Dedicated();
+  for (const engine::JobResult& j : dedicated.run.jobs) dedicated.jobs.push_back({.name = j.name});
+  SetupResult interleaved = dedicated;
+  interleaved.setup = "interleaved";
+  interleaved.makespan_s = 30;
+  result.setups = {dedicated, interleaved};
+  CheckWithSimulator(options, result);
+  ASSERT_EQ(result.simulation_error, "");
+  ASSERT_EQ(result.simulation.size(), 2u);
+
+  const auto dir = std::filesystem::temp_directory_path() / "loom_sim_check_test";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WriteResults(result, dir.string()).ok());
+  std::filesystem::remove(dir / "simulation.csv");
+  auto rows = Resimulate(dir.string(), options);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  for (size_t i = 0; i < rows->size(); ++i) {
+    EXPECT_EQ((*rows)[i].setup, result.simulation[i].setup);
+    EXPECT_EQ((*rows)[i].policy, result.simulation[i].policy);
+    EXPECT_NEAR((*rows)[i].measured_s, result.simulation[i].measured_s, 1e-9);
+    EXPECT_NEAR((*rows)[i].simulated_s, result.simulation[i].simulated_s, 1e-6);
+  }
+  std::ifstream csv(dir / "simulation.csv");
+  std::stringstream text;
+  text << csv.rdbuf();
+  EXPECT_EQ(text.str(), SimulationCsv(result.simulation));
+  auto yaml = sim::LoadSimSpec((dir / "sim.yaml").string());
+  ASSERT_TRUE(yaml.ok()) << yaml.status();
+  EXPECT_NEAR(yaml->jobs[0].stages[2].time_bounded, 0.3, 1e-4);
+  EXPECT_THAT(FormatSimulationRows(*rows), HasSubstr("interleaved   interleaved"));
+
+  // Errors: no results.json; not a results file.
+  EXPECT_EQ(Resimulate((dir / "nowhere").string(), options).status().code(),
+            absl::StatusCode::kNotFound);
+  {
+    std::ofstream bad(dir / "results.json");
+    bad << R"({"setups": [{"setup": "dedicated"}]})";
+  }
+  auto bad = Resimulate(dir.string(), options);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("results.json"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -48,6 +48,7 @@ struct Running {
   double updated_at;  // time `remaining` was last brought up to date
   uint64_t version = 0;
   double distortion = 0;
+  double time_bounded = 0;  // device stages: StageSpec::time_bounded
 };
 
 class Simulation {
@@ -130,6 +131,8 @@ class Simulation {
           device_running_[g.device].insert(g.lease);
         }
         r.work = jobs_[j].durations[r.stage_index];
+        const auto& stages = jobs_[j].group->stages;
+        r.time_bounded = stages[r.stage_index % stages.size()].time_bounded;
         r.remaining = r.work;
         r.updated_at = now;
         r.grant = std::move(g);
@@ -259,7 +262,10 @@ class Simulation {
       double rate = 1.0;
       if (r.grant.device != sched::kNoDevice) {
         int k = static_cast<int>(device_running_[r.grant.device].size());
-        if (spec_.interference.device_time_sharing && k > 1) rate = 1.0 / k;
+        if (spec_.interference.device_time_sharing && k > 1) {
+          // Only the work-bounded part is stretched k-fold (see InterferenceSpec).
+          rate = 1.0 / (r.time_bounded + (1.0 - r.time_bounded) * k);
+        }
         double d = spec_.interference.measure_distortion_per_corunner *
                    ((k - 1) + (oversubscribed ? 1 : 0));
         r.distortion = std::max(r.distortion, d);

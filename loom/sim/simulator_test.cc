@@ -129,6 +129,47 @@ jobs:
   EXPECT_THAT(svg, HasSubstr("h/g (+2)"));  // three overlapping lanes on the device
 }
 
+TEST(SimulatorTest, OnlyTheWorkBoundedPartOfADeviceStageIsTimeShared) {
+  // Two measurements start together on one device: a (10 s alone) and b (4 s alone), each half
+  // time-bounded. Sharing, both advance at 1 / (0.5 + 0.5 x 2) = 2/3: b ends at 6 s, when a has
+  // done 4 s of its 10; a runs its last 6 s alone and ends at 12 s.
+  auto spec = ParseSimSpec(R"(
+hosts: [{name: h, cpu_slots: 1, devices: [{name: g, kind: cpu}]}]
+jobs:
+  - {name: a, stages: [{kind: measure, device: cpu, duration: 10, time_bounded: 0.5}]}
+  - {name: b, stages: [{kind: measure, device: cpu, duration: 4, time_bounded: 0.5}]}
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto u = Simulate(*spec, "uncontrolled");
+  ASSERT_TRUE(u.ok()) << u.status();
+  ASSERT_EQ(u->records.size(), 2u);
+  std::map<sched::JobId, double> end;
+  for (const sched::StageRecord& r : u->records) {
+    end[r.job] = absl::ToDoubleSeconds(r.end - absl::UnixEpoch());
+  }
+  ASSERT_EQ(end.size(), 2u);
+  EXPECT_NEAR(end.begin()->second, 12, 1e-9);  // a
+  EXPECT_NEAR(end.rbegin()->second, 6, 1e-9);  // b
+  EXPECT_NEAR(u->metrics.makespan_s, 12, 1e-9);
+
+  // Fully time-bounded: sharing costs nothing; fully work-bounded: plain time sharing (14 s).
+  for (auto [f, makespan] : {std::pair{1.0, 10.0}, std::pair{0.0, 14.0}}) {
+    for (JobGroupSpec& g : spec->jobs) g.stages[0].time_bounded = f;
+    auto r = Simulate(*spec, "uncontrolled");
+    ASSERT_TRUE(r.ok());
+    EXPECT_NEAR(r->metrics.makespan_s, makespan, 1e-9) << "time_bounded " << f;
+  }
+  // Without device time sharing the fraction does not matter.
+  spec->interference.device_time_sharing = false;
+  auto off = Simulate(*spec, "uncontrolled");
+  ASSERT_TRUE(off.ok());
+  EXPECT_NEAR(off->metrics.makespan_s, 10, 1e-9);
+  // Exclusive policies never share the device: 14 s one after the other.
+  auto seq = Simulate(*spec, "sequential");
+  ASSERT_TRUE(seq.ok());
+  EXPECT_NEAR(seq->metrics.makespan_s, 14, 1e-9);
+}
+
 TEST(SimulatorTest, SummaryTableAndJson) {
   auto r = Simulate(ThesisSpec(2, 1), "predictive");
   ASSERT_TRUE(r.ok());

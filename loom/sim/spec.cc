@@ -114,7 +114,8 @@ absl::StatusOr<DurationDist> ParseDuration(const YAML::Node& node, const std::st
 
 absl::StatusOr<StageSpec> ParseStage(const YAML::Node& node, const std::string& path,
                                      const std::string& base_dir) {
-  LOOM_RETURN_IF_ERROR(CheckKeys(node, path, {"kind", "cpu_slots", "device", "duration"}));
+  LOOM_RETURN_IF_ERROR(
+      CheckKeys(node, path, {"kind", "cpu_slots", "device", "duration", "time_bounded"}));
   StageSpec s;
   std::string kind;
   LOOM_RETURN_IF_ERROR(Optional(node, path, "kind", &kind));
@@ -127,6 +128,14 @@ absl::StatusOr<StageSpec> ParseStage(const YAML::Node& node, const std::string& 
   if (s.cpu_slots < 0) return Error(Child(path, "cpu_slots"), "must be >= 0");
   if (s.cpu_slots == 0 && s.device_kind.empty()) {
     return Error(path, "a stage needs cpu_slots > 0 or a device kind");
+  }
+  LOOM_RETURN_IF_ERROR(Optional(node, path, "time_bounded", &s.time_bounded));
+  if (!(s.time_bounded >= 0 && s.time_bounded <= 1)) {
+    return Error(Child(path, "time_bounded"), "must be a fraction in [0, 1]");
+  }
+  if (s.time_bounded > 0 && s.device_kind.empty()) {
+    return Error(Child(path, "time_bounded"),
+                 "only device stages have a time-bounded part (set 'device')");
   }
   if (!node["duration"]) return Error(path, "missing 'duration'");
   LOOM_ASSIGN_OR_RETURN(s.duration,

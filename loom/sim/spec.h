@@ -33,6 +33,10 @@ struct StageSpec {
   int cpu_slots = 0;
   std::string device_kind;  // empty: CPU-only stage
   DurationDist duration;
+  // Device stages only: the fraction of the stage's time alone that is time-bounded, i.e. does
+  // not grow when k stages share the device (a CPU measurer's timed repeats last min_repeat_ms
+  // however fast the kernel runs; only the run count shrinks). YAML key `time_bounded`, in [0, 1].
+  double time_bounded = 0;
 };
 
 // `count` identical jobs, each tasks x rounds of `stages` run in order.
@@ -65,7 +69,9 @@ struct HostSpecYaml {
 //    capacity / demand speed (processor sharing), and a stage of kind K is further slowed by
 //    1 + cpu_slowdown_per_extra_job[K] for each other job on the host (the thesis measured the
 //    model update 64% slower with two jobs: update = 0.64);
-//  - device: k stages on one device each run at 1/k speed (time sharing);
+//  - device: k stages on one device time-share it: the work-bounded part (1 - f) of a stage runs at
+//    1/k speed, its time-bounded part f (StageSpec::time_bounded) at full speed, so the stage
+//    advances at 1 / (f + (1 - f) k) of its speed alone (f = 0: plain time sharing);
 //  - distortion: a measurement's timing error grows by measure_distortion_per_corunner per
 //    other stage on its device, and by that much again when its host is oversubscribed.
 struct InterferenceSpec {

@@ -87,6 +87,29 @@ TEST(SpecTest, UnknownKeyNamesKeyAndPath) {
   EXPECT_THAT(st.message(), HasSubstr("hosts[0].devices[0].share_cpu_slots"));
 }
 
+TEST(SpecTest, TimeBoundedFractionOfDeviceStages) {
+  std::string y = kMinimal;
+  y.replace(y.find("duration: 4}"), 12, "duration: 4, time_bounded: 0.85}");
+  auto s = ParseSimSpec(y);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_DOUBLE_EQ(s->jobs[0].stages[1].time_bounded, 0.85);
+  EXPECT_DOUBLE_EQ(s->jobs[0].stages[0].time_bounded, 0);  // default
+  EXPECT_TRUE(s->interference.device_time_sharing);
+
+  y = kMinimal;
+  y.replace(y.find("duration: 4}"), 12, "duration: 4, time_bounded: 1.5}");
+  absl::Status st = ParseError(y);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(),
+              HasSubstr("jobs[0].stages[1].time_bounded: must be a fraction in [0, 1]"));
+
+  y = kMinimal;
+  y.replace(y.find("stddev: 1}"), 10, "stddev: 1}, time_bounded: 0.5");
+  st = ParseError(y);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("jobs[0].stages[0].time_bounded: only device stages"));
+}
+
 TEST(SpecTest, BadValuesSayWhere) {
   std::string y = kMinimal;
   y.replace(y.find("count: 3"), 8, "count: x");
