@@ -3,6 +3,8 @@
 // compute, and every damaged or foreign artifact must be refused with a specific error.
 #include "loom/runtime/artifact.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -47,11 +49,25 @@ ExportOptions Export() {
   return e;
 }
 
+// This process's scratch folder: CTest runs the tests of this binary as parallel processes, and
+// two of them once shared "artifact_test/resnet18" (the zoo's and the shared models' ResNet-18)
+// and loaded each other's weights.
+std::string ScratchRoot() { return absl::StrCat(BuildDir(), "/artifact_test/", getpid()); }
+
 std::string FreshDir(const std::string& name) {
-  const std::string dir = absl::StrCat(BuildDir(), "/artifact_test/", name);
+  const std::string dir = absl::StrCat(ScratchRoot(), "/", name);
   std::filesystem::remove_all(dir);
   return dir;
 }
+
+class RemoveScratch : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(ScratchRoot(), ec);
+  }
+};
+const auto* const kRemoveScratch = ::testing::AddGlobalTestEnvironment(new RemoveScratch);
 
 graph::Tensor RandomInput(const graph::Shape& shape, uint64_t seed) {
   graph::Tensor t(graph::DType::kFloat32, shape);
