@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -528,7 +529,13 @@ void Runner::Advance(JobState& job) {
     if (!job.tuner->Done()) return SubmitRound(job);
     if (job.spec->measure_default && !job.default_submitted) {
       job.default_submitted = true;
-      return SubmitDefault(job);  // its measure stage finishes the task
+      // The tuner starts from the default config, so its trial usually is the baseline already.
+      if (std::optional<double> cost =
+              job.tuner->MeasuredCost(job.tuner->tmpl().DefaultConfig().index)) {
+        job.outcome.default_cost = *cost;
+      } else {
+        return SubmitDefault(job);  // its measure stage finishes the task
+      }
     }
     FinishTask(job);
   }

@@ -123,7 +123,10 @@ RecordContext TaskTuner::record_context() const {
 absl::Status TaskTuner::FinishRound(const std::vector<Record>& records,
                                     const std::vector<StageTiming>& timings) {
   trials_done_ += static_cast<int64_t>(records.size());
-  for (const Record& r : records) errors_ += !r.ok();
+  for (const Record& r : records) {
+    errors_ += !r.ok();
+    if (r.ok()) measured_[r.config_index] = r.median_cost;
+  }
   if (store_ != nullptr && !timings.empty()) {
     LOOM_RETURN_IF_ERROR(store_->AppendStageTimings(options_.job_id, task_.key, round_, timings));
   }
@@ -153,6 +156,12 @@ absl::Status TaskTuner::RecordDefault(const BuildResult& build, const MeasureRes
   context.job_id = options_.job_id + "#default";
   return store_->Append(
       {MakeRecord(context, result, template_->space().ToJson(result.config), build.build_seconds)});
+}
+
+std::optional<double> TaskTuner::MeasuredCost(int64_t config_index) const {
+  auto it = measured_.find(config_index);
+  if (it == measured_.end()) return std::nullopt;
+  return it->second;
 }
 
 double TaskTuner::best_gflops() const {

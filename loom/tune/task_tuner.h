@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
@@ -77,6 +79,11 @@ class TaskTuner {
   // the compiled model) and later jobs' transfer see it, so a tuned model is never worse than
   // the default on the measurements taken. Without a store it does nothing.
   absl::Status RecordDefault(const BuildResult& build, const MeasureResult& result);
+  // The median cost this run measured for `config_index` (a successful trial of a round that
+  // went through FinishRound); nullopt when it was not measured or failed. Lets the caller take
+  // the untuned baseline from trial 1 when the tuner started from the default config, instead
+  // of building and measuring it again.
+  std::optional<double> MeasuredCost(int64_t config_index) const;
 
   int64_t trials_done() const { return trials_done_; }  // this job's, resumed ones included
   int64_t resumed_trials() const { return resumed_trials_; }
@@ -114,6 +121,7 @@ class TaskTuner {
   int64_t transferred_ = 0;
   int64_t similar_records_ = 0;
   int64_t errors_ = 0;
+  absl::flat_hash_map<int64_t, double> measured_;  // config index -> median cost, this run
   int64_t round_ = 0;
 };
 

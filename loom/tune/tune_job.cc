@@ -1,6 +1,7 @@
 #include "loom/tune/tune_job.h"
 
 #include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -26,9 +27,11 @@ void PreferDefaultIfFaster(TaskOutcome& outcome, const ops::Template& tmpl) {
 
 namespace {
 
-// Measures the template's default config once (the untuned baseline) and stores it.
+// The untuned baseline: the default config's cost from this run's trials when the tuner measured
+// it (it starts from it by default), else measured once now and stored.
 absl::StatusOr<double> MeasureDefault(TaskTuner& tuner, Builder& builder, Measurer& measurer) {
   ops::Config config = tuner.tmpl().DefaultConfig();
+  if (std::optional<double> cost = tuner.MeasuredCost(config.index)) return *cost;
   std::vector<BuildResult> built = builder.Build(tuner.tmpl(), {config});
   std::vector<MeasureResult> measured = measurer.Measure(tuner.measure_task(), built);
   if (measured.size() != 1) return std::numeric_limits<double>::infinity();
