@@ -1,10 +1,12 @@
 // `loom experiment SPEC.yaml -o DIR`: runs the spec's tuning jobs under each setup (each job
 // alone, then all at once under each policy) in the embedded engine, without a person watching,
 // and writes DIR/results.csv, results.json, gantt-<setup>.svg, simulation.csv, sim.yaml and
-// report.html (experiment/runner.h).
+// report.html (experiment/runner.h). --through-service then runs the same setups through real
+// `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds DIR/service.csv.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,7 @@
 #include "loom/engine/engine.h"
 #include "loom/experiment/report.h"
 #include "loom/experiment/runner.h"
+#include "loom/experiment/service_runner.h"
 #include "loom/experiment/spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
@@ -34,8 +37,11 @@ namespace {
 struct ExperimentOptions {
   std::string spec;
   std::string out_dir;
-  std::string db;          // empty: DIR/records.db
-  double run_timeout = 0;  // 0: the spec's run_timeout_s
+  std::string db;                 // empty: DIR/records.db
+  bool through_service = false;   // also run the setups through `loom serve` + an agent
+  bool service_only = false;      // only through the service (no embedded run)
+  double service_timeout = 7200;  // seconds per setup through the service
+  double run_timeout = 0;         // 0: the spec's run_timeout_s
   double progress_seconds = 10;
   bool resimulate = false;  // only redo the simulator check from DIR/results.json
 };
@@ -154,14 +160,36 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     models.push_back(std::make_unique<graph::Graph>(std::move(loaded->graph)));
     ro.models.push_back(models.back().get());
   }
+  // The service run's layout is the embedded engine's (its device lends its cores the same way);
+  // checked now so a bad one fails before the embedded run, not after it.
+  experiment::ServiceRunnerOptions so;
+  const bool service = o.through_service || o.service_only;
+  if (service) {
+    std::error_code self_ec;
+    so.loom_binary = std::filesystem::read_symlink("/proc/self/exe", self_ec).string();
+    so.work_dir = absl::StrCat(o.out_dir, "/service");
+    so.device_cores = layout.device_cores;
+    so.cpu_slots = layout.cpu_slots;
+    so.build_slots = ro.engine.build_slots;
+    so.lend_device_cores = layout.device_shares_cores;
+    so.min_repeat_ms = measure.min_repeat_ms;
+    so.repeat = measure.repeat;
+    so.run_timeout_s = absl::ToDoubleSeconds(measure.timeout);
+    so.setup_timeout = absl::Seconds(o.service_timeout);
+    so.on_note = ro.on_note;
+    FailIfError(experiment::CheckServiceRun(*spec, so));
+  }
   const std::string db = o.db.empty() ? absl::StrCat(o.out_dir, "/records.db") : o.db;
   std::error_code ec;
   std::filesystem::create_directories(o.out_dir, ec);
   if (ec) Fail(absl::FailedPreconditionError(absl::StrCat("cannot create ", o.out_dir)));
-  auto store = tune::OpenSqliteRecordStore(db);
-  FailIfError(store.status());
-  auto results = experiment::RunExperiment(jobs, spec->setups, ro, store->get());
-  FailIfError(results.status());
+  absl::StatusOr<experiment::ExperimentResult> results = experiment::ExperimentResult{};
+  if (!o.service_only) {
+    auto store = tune::OpenSqliteRecordStore(db);
+    FailIfError(store.status());
+    results = experiment::RunExperiment(jobs, spec->setups, ro, store->get());
+    FailIfError(results.status());
+  }
   experiment::ReportContext context;
   context.name = spec->name;
   {
@@ -170,13 +198,23 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     text << f.rdbuf();
     context.spec_text = text.str();
   }
-  context.command = absl::StrCat("loom experiment ", o.spec, " -o ", o.out_dir);
+  context.command = absl::StrCat("loom experiment ", o.spec, " -o ", o.out_dir,
+                                 o.service_only      ? " --service-only"
+                                 : o.through_service ? " --through-service"
+                                                     : "");
   context.machine = absl::StrCat(
       ncpu, " cores; device cpu:", absl::StrJoin(layout.device_cores, ","),
       " (lends its cores to CPU stages between measurements); ", layout.cpu_slots,
       " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ", ro.engine.build_slots,
       " slot(s) per build; min_repeat_ms ", measure.min_repeat_ms, ", repeat ", measure.repeat);
   context.device_cores = layout.device_cores;
+  if (service) {
+    // The embedded results are on disk before the (long) service run starts.
+    if (!o.service_only) FailIfError(experiment::WriteResults(*results, o.out_dir, context));
+    auto through = experiment::RunThroughService(*spec, so);
+    FailIfError(through.status());
+    results->service = *std::move(through);
+  }
   FailIfError(experiment::WriteResults(*results, o.out_dir, context));
 
   const experiment::SetupResult* seq = experiment::SequentialReference(*results);
@@ -188,27 +226,61 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   };
   std::printf("experiment %s: %zu jobs, results in %s (report.html)\n", spec->name.c_str(),
               jobs.size(), o.out_dir.c_str());
-  std::printf("%-13s %10s %7s %8s %8s %6s %11s %11s %9s\n", "setup", "makespan s", "/seq",
-              "bound s", "/bound", "dev %", "distortion", "dev-hours", "sim/real");
-  for (const auto& r : results->setups) {
-    const double vs_seq =
-        seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : 0;
-    const double vs_lb = r.lower_bound_s > 0 ? r.makespan_s / r.lower_bound_s : 0;
-    std::printf("%-13s %10.1f %7.3f %8.1f %8.3f %6.0f %10.2f%% %11.4f %9.3f\n", r.setup.c_str(),
-                r.makespan_s, vs_seq, r.lower_bound_s, vs_lb, r.device_utilization * 100,
-                r.distortion_median * 100, r.device_hours, sim_ratio(r.setup));
-  }
-  std::printf("%-13s %-22s %10s %16s %11s\n", "setup", "job", "time s", "final latency ms",
-              "distortion");
-  for (const auto& r : results->setups) {
-    for (const auto& j : r.jobs) {
-      std::printf("%-13s %-22s %10.1f %16.3f %10.2f%%%s%s\n", r.setup.c_str(), j.name.c_str(),
-                  j.seconds, j.final_latency_ms, j.distortion_median * 100,
-                  j.error.empty() ? "" : "  error: ", j.error.c_str());
+  if (!o.service_only) {
+    std::printf("%-13s %10s %7s %8s %8s %6s %11s %11s %9s\n", "setup", "makespan s", "/seq",
+                "bound s", "/bound", "dev %", "distortion", "dev-hours", "sim/real");
+    for (const auto& r : results->setups) {
+      const double vs_seq =
+          seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : 0;
+      const double vs_lb = r.lower_bound_s > 0 ? r.makespan_s / r.lower_bound_s : 0;
+      std::printf("%-13s %10.1f %7.3f %8.1f %8.3f %6.0f %10.2f%% %11.4f %9.3f\n", r.setup.c_str(),
+                  r.makespan_s, vs_seq, r.lower_bound_s, vs_lb, r.device_utilization * 100,
+                  r.distortion_median * 100, r.device_hours, sim_ratio(r.setup));
+    }
+    std::printf("%-13s %-22s %10s %16s %11s\n", "setup", "job", "time s", "final latency ms",
+                "distortion");
+    for (const auto& r : results->setups) {
+      for (const auto& j : r.jobs) {
+        std::printf("%-13s %-22s %10.1f %16.3f %10.2f%%%s%s\n", r.setup.c_str(), j.name.c_str(),
+                    j.seconds, j.final_latency_ms, j.distortion_median * 100,
+                    j.error.empty() ? "" : "  error: ", j.error.c_str());
+      }
+    }
+    if (!results->simulation_error.empty()) {
+      std::printf("simulator check: %s\n", results->simulation_error.c_str());
     }
   }
-  if (!results->simulation_error.empty()) {
-    std::printf("simulator check: %s\n", results->simulation_error.c_str());
+  if (!service) return;
+  std::printf("through the service (service.csv):\n%-13s %-13s %12s %11s %9s  %s\n", "setup",
+              "policy", "embedded s", "service s", "ratio", "jobs (service s, records, state)");
+  std::vector<std::string> failed;
+  for (const auto& s : results->service) {
+    const experiment::SetupResult* embedded = nullptr;
+    for (const auto& r : results->setups) {
+      if (r.setup == s.setup) embedded = &r;
+    }
+    std::string per_job;
+    for (const auto& j : s.jobs) {
+      absl::StrAppend(&per_job, per_job.empty() ? "" : "; ",
+                      absl::StrFormat("%s %.1f %d %s", j.name, j.seconds, j.records, j.state));
+    }
+    const double ratio = experiment::ServiceRatio(s, embedded);
+    std::printf("%-13s %-13s %12s %11.1f %9s  %s\n", s.setup.c_str(), s.policy.c_str(),
+                embedded ? absl::StrFormat("%.1f", embedded->makespan_s).c_str() : "-",
+                s.makespan_s, std::isfinite(ratio) ? absl::StrFormat("%.3f", ratio).c_str() : "-",
+                per_job.c_str());
+    for (const auto& j : s.jobs) {
+      if (!j.error.empty() && j.error != s.error) {
+        std::printf("  %s %s: %s\n", s.setup.c_str(), j.name.c_str(), j.error.c_str());
+      }
+    }
+    if (!s.error.empty()) failed.push_back(absl::StrCat(s.setup, ": ", s.error));
+  }
+  // A job that failed is data in the results; a setup whose processes failed is an error.
+  if (!failed.empty()) {
+    Fail(absl::UnavailableError(
+        absl::StrCat("through the service, ", failed.size(),
+                     " setup(s) did not finish: ", absl::StrJoin(failed, " | "))));
   }
 }
 
@@ -230,6 +302,14 @@ void RegisterExperimentCommand(CLI::App& app) {
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines")
       ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_flag("--through-service", o->through_service,
+                "After the embedded run, run the same setups through real `loom serve` + `loom "
+                "agent` processes and write DIR/service.csv (makespans side by side)");
+  cmd->add_flag("--service-only", o->service_only,
+                "Only the service run (no embedded run; the ratio column stays empty)");
+  cmd->add_option("--service-timeout", o->service_timeout,
+                  "Seconds one setup may take through the service before its jobs are cancelled")
+      ->check(CLI::Range(1.0, 86400.0));
   cmd->add_flag("--resimulate", o->resimulate,
                 "Tune nothing: redo the simulator check from DIR/results.json with this spec's "
                 "measure options and rewrite DIR/simulation.csv and DIR/sim.yaml");

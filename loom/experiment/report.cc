@@ -50,6 +50,17 @@ const SetupResult* SequentialReference(const ExperimentResult& result) {
   return Find(result, "sequential");
 }
 
+double ServiceRatio(const ServiceSetupResult& service, const SetupResult* embedded) {
+  if (embedded == nullptr || embedded->makespan_s <= 0 || !service.error.empty() ||
+      service.makespan_s <= 0) {
+    return NAN;
+  }
+  for (const ServiceJobResult& j : service.jobs) {
+    if (j.state != "succeeded") return NAN;
+  }
+  return service.makespan_s / embedded->makespan_s;
+}
+
 std::string ReportHtml(const ExperimentResult& result, const ReportContext& context) {
   const SetupResult* seq = SequentialReference(result);
   const SetupResult* dedicated = Find(result, "dedicated");
@@ -137,8 +148,23 @@ std::string ReportHtml(const ExperimentResult& result, const ReportContext& cont
                     "<tr><td class=\"l\">simulated makespan within 15% of measured, per "
                     "policy</td><td class=\"l\">",
                     known ? figure : XmlEscape(result.simulation_error), "</td>",
-                    Verdict(known, ok), "</tr>\n</table>\n");
+                    Verdict(known, ok), "</tr>\n");
   }
+  if (!result.service.empty()) {
+    bool known = true, ok = true;
+    std::string figure;
+    for (const ServiceSetupResult& s : result.service) {
+      const double ratio = ServiceRatio(s, Find(result, s.setup));
+      known = known && std::isfinite(ratio);
+      ok = ok && std::fabs(ratio - 1) <= 0.10;
+      absl::StrAppend(&figure, figure.empty() ? "" : "; ", XmlEscape(s.setup), " ", F(ratio, 3));
+    }
+    absl::StrAppend(&h,
+                    "<tr><td class=\"l\">makespan through <code>loom serve</code> + agent within "
+                    "10% of the embedded engine's, per setup</td><td class=\"l\">",
+                    figure, "</td>", Verdict(known, ok), "</tr>\n");
+  }
+  absl::StrAppend(&h, "</table>\n");
 
   // Setups.
   absl::StrAppend(
@@ -200,6 +226,40 @@ std::string ReportHtml(const ExperimentResult& result, const ReportContext& cont
                   "alone on the device cores after the setup, median of many runs. Distortion: "
                   "|cost measured during the setup / cost measured again alone &minus; 1| over a "
                   "seeded sample of the job's candidates.</p>\n");
+
+  // Through the service.
+  if (!result.service.empty()) {
+    absl::StrAppend(&h,
+                    "<h2>Through the service</h2>\n<p>The same jobs and setups through real "
+                    "<code>loom serve</code> and <code>loom agent</code> processes on the same "
+                    "layout (service.csv; each setup's logs and state under service/). "
+                    "<b>dedicated</b> runs the daemon's <code>sequential</code> policy and submits "
+                    "one job after the other's end.</p>\n<table>\n<tr><th class=\"l\">setup</th>"
+                    "<th class=\"l\">policy</th><th>embedded makespan s</th><th>service makespan "
+                    "s</th><th>service &divide; embedded</th><th class=\"l\">jobs (service s / "
+                    "embedded s, records)</th><th class=\"l\">error</th></tr>\n");
+    for (const ServiceSetupResult& s : result.service) {
+      const SetupResult* embedded = Find(result, s.setup);
+      std::string jobs, errors = s.error;
+      for (size_t i = 0; i < s.jobs.size(); ++i) {
+        const ServiceJobResult& job = s.jobs[i];
+        const double e =
+            embedded != nullptr && i < embedded->jobs.size() ? embedded->jobs[i].seconds : NAN;
+        absl::StrAppend(&jobs, jobs.empty() ? "" : "<br>", XmlEscape(job.name), " ",
+                        F(job.seconds, 1), " / ", F(e, 1), ", ", job.records,
+                        job.state == "succeeded" ? "" : absl::StrCat(" (", job.state, ")"));
+        if (!job.error.empty() && job.error != s.error) {
+          absl::StrAppend(&errors, errors.empty() ? "" : "; ", job.name, ": ", job.error);
+        }
+      }
+      absl::StrAppend(&h, "<tr><td class=\"l\">", XmlEscape(s.setup), "</td><td class=\"l\">",
+                      XmlEscape(s.policy), "</td><td>", F(embedded ? embedded->makespan_s : NAN, 1),
+                      "</td><td>", F(s.makespan_s, 1), "</td><td>", F(ServiceRatio(s, embedded), 3),
+                      "</td><td class=\"l\">", jobs, "</td><td class=\"l\">", XmlEscape(errors),
+                      "</td></tr>\n");
+    }
+    absl::StrAppend(&h, "</table>\n");
+  }
 
   // Simulator.
   absl::StrAppend(&h, "<h2>Simulator check</h2>\n");

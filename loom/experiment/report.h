@@ -16,4 +16,8 @@ std::string ReportHtml(const ExperimentResult& result, const ReportContext& cont
 // else "sequential"; nullptr when neither was run.
 const SetupResult* SequentialReference(const ExperimentResult& result);
 
+// Service makespan / embedded makespan of one setup; NaN when there is no embedded run of it,
+// the service setup failed or one of its jobs did not succeed.
+double ServiceRatio(const ServiceSetupResult& service, const SetupResult* embedded);
+
 }  // namespace loom::experiment

@@ -373,6 +373,52 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                                    SimYaml(result.sim_spec, result.simulation_source)));
   }
   j["simulation"] = std::move(sim);
+  if (!result.service.empty()) {
+    // The same setups through `loom serve` + an agent, beside the embedded run's makespans.
+    std::string service_csv =
+        "setup,policy,embedded_makespan_s,service_makespan_s,ratio,job,embedded_job_seconds,"
+        "service_job_seconds,records,state,error\n";
+    nlohmann::json service = nlohmann::json::array();
+    for (const ServiceSetupResult& s : result.service) {
+      const SetupResult* embedded = nullptr;
+      for (const SetupResult& r : result.setups) {
+        if (r.setup == s.setup) embedded = &r;
+      }
+      const double ratio = ServiceRatio(s, embedded);
+      nlohmann::json js = {{"setup", s.setup},
+                           {"policy", s.policy},
+                           {"embedded_makespan_s", JsonNum(embedded ? embedded->makespan_s : NAN)},
+                           {"service_makespan_s", s.makespan_s},
+                           {"ratio", JsonNum(ratio)},
+                           {"error", s.error},
+                           {"log_dir", s.log_dir},
+                           {"jobs", nlohmann::json::array()}};
+      for (size_t i = 0; i < s.jobs.size(); ++i) {
+        const ServiceJobResult& job = s.jobs[i];
+        const double embedded_s =
+            embedded != nullptr && i < embedded->jobs.size() ? embedded->jobs[i].seconds : NAN;
+        const std::string error = job.error.empty() ? s.error : job.error;
+        absl::StrAppend(
+            &service_csv,
+            absl::StrFormat("%s,%s,%s,%.3f,%s,%s,%s,%.3f,%d,%s,%s\n", s.setup, s.policy,
+                            Fixed(embedded ? embedded->makespan_s : NAN, 3), s.makespan_s,
+                            Fixed(ratio, 4), CsvQuoted(job.name), Fixed(embedded_s, 3), job.seconds,
+                            job.records, job.state, CsvQuoted(error)));
+        js["jobs"].push_back({{"name", job.name},
+                              {"job_id", job.job_id},
+                              {"state", job.state},
+                              {"seconds", job.seconds},
+                              {"embedded_seconds", JsonNum(embedded_s)},
+                              {"records", job.records},
+                              {"cpu_seconds", job.cpu_seconds},
+                              {"device_seconds", job.device_seconds},
+                              {"error", job.error}});
+      }
+      service.push_back(std::move(js));
+    }
+    j["service"] = std::move(service);
+    LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/service.csv"), service_csv));
+  }
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.json"), j.dump(2) + "\n"));
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/report.html"), ReportHtml(result, context)));
   return absl::OkStatus();

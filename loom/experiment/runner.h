@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "loom/engine/engine.h"
 #include "loom/experiment/distortion.h"
+#include "loom/experiment/service_runner.h"
 #include "loom/experiment/sim_check.h"
 #include "loom/graph/graph.h"
 #include "loom/sim/spec.h"
@@ -66,6 +67,9 @@ struct ExperimentResult {
   std::string simulation_source;  // the setup whose traces gave the stage durations
   std::string simulation_error;
   sim::SimSpec sim_spec;
+  // `--through-service`: the same setups through `loom serve` and an agent (service_runner.h),
+  // compared with `setups` by setup name; empty when not run.
+  std::vector<ServiceSetupResult> service;
 };
 
 struct RunnerOptions {
@@ -112,7 +116,8 @@ struct ReportContext {
 };
 
 // Writes into DIR (created): results.csv (one row per setup and job), results.json,
-// gantt-<setup>.svg, simulation.csv and sim.yaml (when simulated), report.html.
+// gantt-<setup>.svg, simulation.csv and sim.yaml (when simulated), service.csv (when run through
+// the service), report.html.
 absl::Status WriteResults(const ExperimentResult& result, const std::string& dir,
                           const ReportContext& context = {});
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,6 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/experiment/report.h"
+#include "loom/experiment/runner.h"
 
 namespace loom::experiment {
 namespace {
@@ -195,6 +198,61 @@ TEST_F(ServiceRunnerTest, DaemonThatExitsIsTheSetupsErrorAndTheNextSetupStillRun
     ASSERT_EQ(r.jobs.size(), 2u);
     for (const ServiceJobResult& j : r.jobs) EXPECT_EQ(j.state, "unfinished");
   }
+}
+
+// service.csv, results.json and report.html put each service setup beside the embedded one of
+// the same name; the ratio is empty where there is none or the setup failed.
+TEST_F(ServiceRunnerTest, WriteResultsComparesServiceMakespansWithEmbeddedOnes) {
+  ExperimentResult result;
+  for (const auto& [setup, makespan] :
+       std::vector<std::pair<std::string, double>>{{"dedicated", 10}, {"interleaved", 8}}) {
+    SetupResult r;
+    r.setup = setup;
+    r.makespan_s = makespan;
+    r.jobs = {{.name = "a", .seconds = makespan / 2}, {.name = "b", .seconds = makespan}};
+    result.setups.push_back(r);
+  }
+  auto ok_job = [](const std::string& name, double s) {
+    return ServiceJobResult{
+        .name = name, .job_id = "j1", .state = "succeeded", .seconds = s, .records = 4};
+  };
+  result.service = {
+      {.setup = "dedicated",
+       .policy = "sequential",
+       .makespan_s = 10.5,
+       .jobs = {ok_job("a", 5), ok_job("b", 5.5)}},
+      {.setup = "interleaved",
+       .policy = "interleaved",
+       .makespan_s = 10,
+       .jobs = {ok_job("a", 6), ok_job("b", 10)}},
+      {.setup = "predictive",
+       .policy = "predictive",
+       .makespan_s = 0,
+       .jobs = {{.name = "a", .state = "unfinished", .error = "the setup ended first"}},
+       .error = "loom agent exited with 1"}};
+  EXPECT_NEAR(ServiceRatio(result.service[0], &result.setups[0]), 1.05, 1e-9);
+  EXPECT_TRUE(std::isnan(ServiceRatio(result.service[2], nullptr)));
+  const std::string out = (dir_ / "out").string();
+  ASSERT_TRUE(WriteResults(result, out).ok());
+  std::ifstream csv(out + "/service.csv");
+  std::stringstream text;
+  text << csv.rdbuf();
+  EXPECT_THAT(
+      text.str(),
+      HasSubstr("dedicated,sequential,10.000,10.500,1.0500,\"a\",5.000,5.000,4,succeeded,"));
+  EXPECT_THAT(text.str(), HasSubstr("interleaved,interleaved,8.000,10.000,1.2500,\"b\",8.000,"));
+  EXPECT_THAT(text.str(), HasSubstr("predictive,predictive,,0.000,,\"a\",,0.000,0,unfinished,"
+                                    "\"the setup ended first\""));
+  std::ifstream html(out + "/report.html");
+  std::stringstream page;
+  page << html.rdbuf();
+  EXPECT_THAT(page.str(), HasSubstr("<h2>Through the service</h2>"));
+  EXPECT_THAT(page.str(), HasSubstr("dedicated 1.050; interleaved 1.250; predictive &ndash;"));
+  EXPECT_THAT(page.str(), HasSubstr("loom agent exited with 1"));
+  std::ifstream json(out + "/results.json");
+  std::stringstream js;
+  js << json.rdbuf();
+  EXPECT_THAT(js.str(), HasSubstr("\"service_makespan_s\": 10.5"));
 }
 
 }  // namespace
