@@ -1,9 +1,12 @@
-// A tuned model's final latency measured alone: the model compiled (runtime::CompiledModel) with
-// the best records of one job only, run on the device's cores with nothing else running, median
-// over many runs. The experiment runner calls it for each job after each setup, so the report can
-// compare the quality of what every setup tuned.
+// A tuned model's final latency: the model compiled (runtime::CompiledModel) with the best records
+// of one job only and run on the device's cores, median over many runs. The experiment runner
+// compiles each job's model once per setup and times the setups' models of one job side by side
+// (TimeInterleavedMs), so slow drifts of the machine hit every setup alike instead of whichever
+// happened to be timed during them.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +14,7 @@
 #include "loom/graph/graph.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/runtime/compiled_model.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/record_store.h"
 
@@ -19,14 +23,39 @@ namespace loom::experiment {
 struct LatencyOptions {
   // Cores the model runs on (one thread each); empty: wherever this thread may run, one thread.
   std::vector<int> cores;
-  int min_runs = 20;         // timed runs, after two warm-up runs
-  double min_seconds = 1.0;  // and at least this long in total
+  int min_runs = 20;         // timed runs per model, after two warm-up runs
+  double min_seconds = 1.0;  // and at least this long per model in total
   tune::BuildOptions build;  // how kernels are compiled (cache dir, parallel compiles)
 };
 
-// Copies the records of `job_ids` for `tasks` on `target` from `store` into a private in-memory
-// store (so no other job's or setup's records are used), compiles `graph` with it and returns the
-// median latency in milliseconds. Errors of the store, of compiling or of running the model.
+// One job's model, compiled from a private copy of its records, with fixed random inputs.
+class LatencyModel {
+ public:
+  // Copies the records of `job_ids` for `tasks` on `target` from `store` into a private in-memory
+  // store (so no other job's or setup's records are used) and compiles `graph` with it. Errors of
+  // the store or of compiling.
+  static absl::StatusOr<std::unique_ptr<LatencyModel>> Compile(
+      const graph::Graph& graph, const std::vector<graph::Task>& tasks, const ops::Target& target,
+      const std::vector<std::string>& job_ids, tune::RecordStore& store,
+      const LatencyOptions& options);
+
+  // One run; milliseconds. The caller pins the thread.
+  absl::StatusOr<double> RunMs();
+
+ private:
+  LatencyModel() = default;
+  std::unique_ptr<tune::RecordStore> records_;
+  std::unique_ptr<runtime::CompiledModel> model_;
+  std::map<std::string, graph::Tensor> feeds_;
+};
+
+// Times `models` side by side on options.cores: two warm-up runs each, then rounds in which every
+// model runs once, until each has options.min_runs runs and the rounds have lasted
+// options.min_seconds per model. Returns each model's median in milliseconds, in order.
+absl::StatusOr<std::vector<double>> TimeInterleavedMs(const std::vector<LatencyModel*>& models,
+                                                      const LatencyOptions& options);
+
+// Compile and time one model alone.
 absl::StatusOr<double> MeasureFinalLatencyMs(const graph::Graph& graph,
                                              const std::vector<graph::Task>& tasks,
                                              const ops::Target& target,

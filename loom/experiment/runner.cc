@@ -83,7 +83,7 @@ absl::StatusOr<Remeasurer> MakeRemeasurer(const engine::EngineOptions& eo) {
   return r;
 }
 
-// Distortion and final latency of each job of a finished setup; the device is idle now.
+// Distortion of each job of a finished setup: the device is idle now.
 absl::Status AfterSetup(const std::vector<engine::EngineJob>& jobs, const RunnerOptions& options,
                         tune::RecordStore& store, std::unique_ptr<Remeasurer>& remeasurer,
                         SetupResult& r) {
@@ -118,28 +118,62 @@ absl::Status AfterSetup(const std::vector<engine::EngineJob>& jobs, const Runner
         all.insert(all.end(), d.begin(), d.end());
       }
     }
-    const graph::Graph* model = j < options.models.size() ? options.models[j] : nullptr;
-    if (model != nullptr && options.latency_runs > 0) {
-      note(absl::StrFormat("[%s] timing %s compiled with its records, alone", r.setup, row.name));
-      LatencyOptions lo;
-      lo.cores = options.engine.layout.device_cores;
-      lo.min_runs = options.latency_runs;
-      lo.min_seconds = options.latency_min_seconds;
-      lo.build.num_threads = std::max(1, options.engine.build_slots);
-      auto ms =
-          MeasureFinalLatencyMs(*model, job.tasks, job.target,
-                                {job.options.job_id, job.options.job_id + "#default"}, store, lo);
-      if (ms.ok()) {
-        row.final_latency_ms = *ms;
-      } else {
-        row.latency_error = std::string(ms.status().message());
-        note(absl::StrCat("[", r.setup, "] final latency of ", row.name,
-                          " failed: ", row.latency_error));
-      }
-    }
   }
   r.distortion_median = Median(all);
   return absl::OkStatus();
+}
+
+// Each job's model compiled once per setup from that setup's records, then the setups' models
+// of one job timed side by side (TimeInterleavedMs) after every setup has run, so a drift of the
+// machine during one setup's timing cannot pass for a difference in what it tuned.
+void MeasureFinalLatencies(const std::vector<engine::EngineJob>& jobs, const RunnerOptions& options,
+                           tune::RecordStore& store, ExperimentResult& result) {
+  if (options.latency_runs <= 0) return;
+  auto note = [&](const std::string& line) {
+    if (options.on_note) options.on_note(line);
+  };
+  LatencyOptions lo;
+  lo.cores = options.engine.layout.device_cores;
+  lo.min_runs = options.latency_runs;
+  lo.min_seconds = options.latency_min_seconds;
+  lo.build.num_threads = std::max(1, options.engine.build_slots);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const graph::Graph* graph = j < options.models.size() ? options.models[j] : nullptr;
+    if (graph == nullptr) continue;
+    const engine::EngineJob& job = jobs[j];
+    std::vector<std::unique_ptr<LatencyModel>> compiled;
+    std::vector<SetupJobResult*> rows;
+    for (SetupResult& r : result.setups) {
+      if (j >= r.jobs.size()) continue;
+      SetupJobResult& row = r.jobs[j];
+      const std::string id = absl::StrCat(job.options.job_id, "@", r.setup);
+      auto m =
+          LatencyModel::Compile(*graph, job.tasks, job.target, {id, id + "#default"}, store, lo);
+      if (!m.ok()) {
+        row.latency_error = std::string(m.status().message());
+        note(absl::StrCat("[", r.setup, "] final latency of ", row.name,
+                          " failed: ", row.latency_error));
+        continue;
+      }
+      compiled.push_back(*std::move(m));
+      rows.push_back(&row);
+    }
+    if (compiled.empty()) continue;
+    note(absl::StrFormat("timing %s compiled with each setup's records, %d models side by side",
+                         rows[0]->name, compiled.size()));
+    std::vector<LatencyModel*> models;
+    for (auto& m : compiled) models.push_back(m.get());
+    auto ms = TimeInterleavedMs(models, lo);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (ms.ok()) {
+        rows[i]->final_latency_ms = (*ms)[i];
+      } else {
+        rows[i]->latency_error = std::string(ms.status().message());
+      }
+    }
+    if (!ms.ok())
+      note(absl::StrCat("final latency of ", rows[0]->name, " failed: ", ms.status().message()));
+  }
 }
 
 }  // namespace
@@ -253,6 +287,7 @@ absl::StatusOr<ExperimentResult> RunExperiment(const std::vector<engine::EngineJ
     LOOM_RETURN_IF_ERROR(AfterSetup(own, options, *store, remeasurer, r));
     result.setups.push_back(std::move(r));
   }
+  MeasureFinalLatencies(jobs, options, *store, result);
   if (options.simulate) CheckWithSimulator(options, result);
   return result;
 }

@@ -1,10 +1,11 @@
 // The experiment runner: runs the same tuning jobs under each setup (each job alone on the
 // machine, then all at once under `uncontrolled`, `interleaved`, `predictive`, ...) in the
 // embedded engine, one setup after another, without a person watching. After each setup it
-// re-measures a sample of each job's candidates alone (measurement distortion) and times each
-// job's model compiled with its records alone (final latency); at the end it feeds the stage
-// traces to the simulator. Writes results.csv, results.json, gantt-<setup>.svg, simulation.csv,
-// sim.yaml and report.html. Called by `loom experiment` (cli/experiment_command.cc).
+// re-measures a sample of each job's candidates alone (measurement distortion); at the end it
+// times each job's model compiled with each setup's records, the setups' models side by side
+// (final latency), and feeds the stage traces to the simulator. Writes results.csv, results.json,
+// gantt-<setup>.svg, simulation.csv, sim.yaml and report.html. Called by `loom experiment`
+// (cli/experiment_command.cc).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,8 @@ struct SetupJobResult {
   double tuned_latency_ms = 0;  // sum over its tuned tasks of best cost x occurrences
   int64_t records = 0;
   std::string error;  // empty when the job succeeded
-  // The whole model compiled with this job's records only, timed alone on the device cores.
+  // The whole model compiled with this job's records only, timed on the idle device cores in
+  // alternation with the other setups' models of the same job.
   double final_latency_ms = kNotMeasured;
   std::string latency_error;
   // A sample of its candidates measured again alone after the setup.
