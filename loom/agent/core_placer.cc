@@ -1,16 +1,12 @@
 #include "loom/agent/core_placer.h"
 
-#include <dirent.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "loom/base/affinity.h"
 
 namespace loom::agent {
 namespace {
@@ -18,41 +14,10 @@ namespace {
 class SchedPinner final : public Pinner {
  public:
   void PinThread(pid_t tid, const std::vector<int>& cores) override {
-    if (cores.empty()) return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (int c : cores) CPU_SET(c, &set);
-    sched_setaffinity(tid, sizeof(set), &set);  // the thread may have ended: ignored
+    base::SetThreadAffinity(tid, cores);
   }
-
-  // The driver first (processes it starts from now on inherit its set), then every thread of
-  // every process whose process group is `group`, found in /proc.
   void PinProcessGroup(pid_t group, const std::vector<int>& cores) override {
-    if (cores.empty()) return;
-    PinThread(group, cores);
-    DIR* proc = opendir("/proc");
-    if (proc == nullptr) return;
-    while (dirent* e = readdir(proc)) {
-      int pid = 0;
-      if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-      std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
-      std::string line;
-      if (!std::getline(f, line)) continue;
-      const size_t paren = line.rfind(')');  // the command name may hold spaces and parentheses
-      if (paren == std::string::npos) continue;
-      std::istringstream rest(line.substr(paren + 1));
-      char state = 0;
-      int ppid = 0, pgrp = 0;
-      if (!(rest >> state >> ppid >> pgrp) || pgrp != group) continue;
-      DIR* tasks = opendir(absl::StrCat("/proc/", pid, "/task").c_str());
-      if (tasks == nullptr) continue;
-      while (dirent* t = readdir(tasks)) {
-        int tid = 0;
-        if (absl::SimpleAtoi(t->d_name, &tid)) PinThread(tid, cores);
-      }
-      closedir(tasks);
-    }
-    closedir(proc);
+    base::PinProcessGroups({group}, cores);
   }
 };
 

@@ -1,6 +1,5 @@
 #include "loom/engine/engine.h"
 
-#include <dirent.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -8,21 +7,19 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "loom/base/affinity.h"
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
@@ -98,47 +95,6 @@ namespace {
 using sched::StageKind;
 
 std::string CoreList(const std::vector<int>& cores) { return absl::StrJoin(cores, ","); }
-
-void SetAffinity(pid_t tid, const std::vector<int>& cores) {
-  if (cores.empty()) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  for (int c : cores) CPU_SET(c, &set);
-  // Errors are ignored: the thread or process may have ended in the meantime.
-  sched_setaffinity(tid, sizeof(set), &set);
-}
-
-// Re-pins every thread of every process whose process group is in `groups` (a compiler driver and
-// the cc1plus / as / ld it started). Processes found after the driver was re-pinned inherit the
-// new set anyway.
-void PinProcessGroups(const std::vector<pid_t>& groups, const std::vector<int>& cores) {
-  if (groups.empty() || cores.empty()) return;
-  absl::flat_hash_set<pid_t> wanted(groups.begin(), groups.end());
-  for (pid_t g : groups) SetAffinity(g, cores);  // the drivers first
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return;
-  while (dirent* e = readdir(proc)) {
-    int pid = 0;
-    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
-    std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
-    std::string line;
-    if (!std::getline(f, line)) continue;
-    size_t paren = line.rfind(')');
-    if (paren == std::string::npos) continue;
-    std::istringstream rest(line.substr(paren + 1));
-    char state = 0;
-    int ppid = 0, pgrp = 0;
-    if (!(rest >> state >> ppid >> pgrp) || !wanted.contains(pgrp)) continue;
-    DIR* tasks = opendir(absl::StrCat("/proc/", pid, "/task").c_str());
-    if (tasks == nullptr) continue;
-    while (dirent* t = readdir(tasks)) {
-      int tid = 0;
-      if (absl::SimpleAtoi(t->d_name, &tid)) SetAffinity(tid, cores);
-    }
-    closedir(tasks);
-  }
-  closedir(proc);
-}
 
 // Where one running stage's work may go. Shared between the engine thread (which moves it off a
 // device core) and the threads doing the stage's work (which register themselves).
@@ -342,7 +298,7 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
       Placement* p = raw->build_placement.get();
       if (p == nullptr || !p->pinned) return;
       const pid_t tid = gettid();
-      SetAffinity(tid, p->cores);
+      base::SetThreadAffinity(tid, p->cores);
       if (std::find(p->tids.begin(), p->tids.end(), tid) == p->tids.end()) p->tids.push_back(tid);
     };
     bo.compile_started = [this, raw](int pid) {
@@ -350,7 +306,7 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
       Placement* p = raw->build_placement.get();
       if (p == nullptr || !p->pinned) return;
       p->groups.push_back(pid);
-      SetAffinity(pid, p->cores);
+      base::SetThreadAffinity(pid, p->cores);
     };
     if (options_.make_builder) {
       LOOM_ASSIGN_OR_RETURN(job->builder, options_.make_builder(bo));
@@ -436,8 +392,8 @@ void Runner::VacateDevice() {
     if (!moved || !p.pinned) continue;
     std::lock_guard<std::mutex> lock(pin_mu_);
     SetCores(p, now);
-    for (pid_t tid : p.tids) SetAffinity(tid, p.cores);
-    PinProcessGroups(p.groups, p.cores);
+    for (pid_t tid : p.tids) base::SetThreadAffinity(tid, p.cores);
+    base::PinProcessGroups(p.groups, p.cores);
   }
 }
 
@@ -609,7 +565,7 @@ void Runner::Execute(JobState& job, const StageInfo& info,
   {
     std::lock_guard<std::mutex> lock(pin_mu_);
     if (placement->pinned) {
-      SetAffinity(tid, placement->cores);
+      base::SetThreadAffinity(tid, placement->cores);
       placement->tids.push_back(tid);
     }
     if (info.kind == StageKind::kBuild) job.build_placement = placement;
@@ -788,7 +744,7 @@ absl::StatusOr<EngineResult> Runner::Run(const std::vector<EngineJob>& jobs) {
   CPU_ZERO(&saved);
   const bool pin_self = pin_ && !options_.layout.cpu_cores.empty() &&
                         sched_getaffinity(0, sizeof(saved), &saved) == 0;
-  if (pin_self) SetAffinity(0, options_.layout.cpu_cores);
+  if (pin_self) base::SetThreadAffinity(0, options_.layout.cpu_cores);
   absl::Status st = Loop();
   if (pin_self) sched_setaffinity(0, sizeof(saved), &saved);
   LOOM_RETURN_IF_ERROR(st);
