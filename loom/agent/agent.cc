@@ -74,26 +74,22 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     return absl::InvalidArgumentError(
         "agent timeouts and intervals must be positive (and retry_max >= retry_initial)");
   }
-  for (const Device& d : options.executor.devices) {
-    if (d.kind != "cpu") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("device ", d.name,
-                       ": agents measure on cpu devices only (cuda agents are not built yet)"));
-    }
-  }
   if (options.name.empty()) options.name = Hostname();
   if (options.executor.host == "local" || options.executor.host.empty()) {
     options.executor.host = options.name;
   }
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   AgentOptions& o = agent->options_;
+  // Create probes the cuda devices (a missing driver or GPU fails here, before registering).
   LOOM_ASSIGN_OR_RETURN(agent->executor_, StageExecutor::Create(o.executor));
   CorePlacerOptions po{.cpu_slots = o.cpu_slots, .cpu_cores = o.executor.cpu_cores};
   // Without lending, a device-only agent still runs a CPU stage it is granted, one at a time.
   if (!o.lend_device_cores) po.cpu_slots = std::max(1, o.cpu_slots);
-  for (const Device& d : o.executor.devices) {
+  for (const Device& d : agent->executor_->options().devices) {
     v1::DeviceInfo info = DescribeDevice(d);
-    if (o.lend_device_cores && !d.cores.empty()) {
+    // A GPU's launching cores lend no slots (as engine::MachineLayout::gpu): CPU stages never
+    // delay a kernel launch.
+    if (o.lend_device_cores && d.kind == "cpu" && !d.cores.empty()) {
       info.set_lends_cpu_slots(static_cast<int>(d.cores.size()));
       po.lending.push_back({.name = d.name, .cores = d.cores});
     }

@@ -489,8 +489,12 @@ TEST(AgentOptionsTest, BadOptionsAreRejected) {
   o.cpu_slots = -1;
   EXPECT_EQ(Agent::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
   o.cpu_slots = 1;
+  // A cuda device is probed at Create: a worker that never answers fails it, naming the device.
   o.executor.devices = {*ParseDevice("cuda:0")};
-  EXPECT_THAT(Agent::Create(o).status().message(), HasSubstr("cpu devices only"));
+  o.executor.cuda_measure.worker_command = {"/bin/false"};
+  absl::Status cuda = Agent::Create(o).status();
+  EXPECT_EQ(cuda.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(cuda.message(), HasSubstr("device cuda:0: "));
   o.executor.devices.clear();
   o.tls_ca_file = "/nonexistent/ca.pem";
   EXPECT_EQ(Agent::Create(o).status().code(), absl::StatusCode::kFailedPrecondition);

@@ -24,6 +24,7 @@
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
+#include "loom/tune/nvrtc_builder.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/tuner.h"
 #include "loom/v1/stage_names.h"
@@ -75,11 +76,35 @@ tune::ErrorKind FromProto(v1::ErrorKind kind) {
              : tune::ErrorKind::kUnknown;
 }
 
-// The target a task is built and measured for: this host's CPU with the task's ISA.
-absl::StatusOr<ops::Target> TargetOf(const v1::TaskSpec& task) {
+// The target of a cuda task: TaskSpec.cuda_arch (else the arch of target_key "cuda:sm_XY:NAME",
+// else sm_90) with the limits and name of this agent's device of that target key. An agent
+// without that device (a build-only agent) uses the default limits and the key's device name.
+absl::StatusOr<ops::Target> CudaTargetOf(const v1::TaskSpec& task,
+                                         const std::vector<Device>& devices) {
+  std::vector<std::string> key = absl::StrSplit(task.target_key(), absl::MaxSplits(':', 2));
+  const bool cuda_key = key.size() == 3 && key[0] == "cuda";
+  std::string arch = task.cuda_arch();
+  if (arch.empty()) arch = cuda_key ? key[1] : "sm_90";
+  absl::StatusOr<ops::Target> parsed = ops::ParseTarget(absl::StrCat("cuda:", arch));
+  if (!parsed.ok()) return Malformed(absl::StrCat("task cuda_arch: ", parsed.status().message()));
+  ops::Target target = *parsed;
+  if (cuda_key) target.device_name = key[2];
+  for (const Device& d : devices) {
+    if (d.kind == "cuda" && d.probed && d.cuda_target.Key() == task.target_key()) {
+      target.cuda_limits = d.cuda_target.cuda_limits;
+      target.device_name = d.cuda_target.device_name;
+      break;
+    }
+  }
+  return target;
+}
+
+// The target a task is built and measured for: this host's CPU with the task's ISA, or a GPU.
+absl::StatusOr<ops::Target> TargetOf(const v1::TaskSpec& task, const std::vector<Device>& devices) {
+  if (task.target_kind() == "cuda") return CudaTargetOf(task, devices);
   if (!task.target_kind().empty() && task.target_kind() != "cpu") {
     return absl::UnimplementedError(absl::StrCat("target kind '", task.target_kind(),
-                                                 "' is not supported by this agent (cpu only)"));
+                                                 "' is not supported by this agent (cpu or cuda)"));
   }
   ops::Target target = ops::HostCpuTarget();
   if (!task.isa().empty()) {
@@ -96,7 +121,8 @@ struct LoadedTask {
 };
 
 absl::StatusOr<LoadedTask> LoadTask(const v1::TaskSpec& task,
-                                    const ops::TemplateOptions& template_options) {
+                                    const ops::TemplateOptions& template_options,
+                                    const std::vector<Device>& devices) {
   if (task.workload_key().empty()) return Malformed("the task has no workload_key");
   absl::StatusOr<graph::Workload> workload = graph::ParseWorkloadKey(task.workload_key());
   if (!workload.ok()) {
@@ -104,7 +130,7 @@ absl::StatusOr<LoadedTask> LoadTask(const v1::TaskSpec& task,
                                   "': ", workload.status().message()));
   }
   LoadedTask loaded;
-  LOOM_ASSIGN_OR_RETURN(loaded.target, TargetOf(task));
+  LOOM_ASSIGN_OR_RETURN(loaded.target, TargetOf(task, devices));
   absl::StatusOr<std::unique_ptr<ops::Template>> tmpl =
       ops::MakeTemplate(*workload, loaded.target, template_options);
   if (!tmpl.ok()) {
@@ -287,10 +313,43 @@ absl::StatusOr<Device> ParseDevice(absl::string_view name) {
   return usage();
 }
 
+absl::StatusOr<Device> ProbeCudaDevice(Device device, const CudaMeasureOptions& options) {
+  if (device.kind != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device.name, " is not a cuda device: nothing to probe"));
+  }
+  CudaMeasureOptions o = options;
+  o.device = device.ordinal;
+  o.cores = device.cores;
+  absl::StatusOr<std::unique_ptr<tune::Measurer>> measurer = tune::MakeCudaMeasurer(o);
+  if (!measurer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device.name, ": ", measurer.status().message()));
+  }
+  // The worker loads the driver and creates the GPU's context, as every measurement will; it
+  // ends with the measurer.
+  absl::StatusOr<tune::DeviceInfo> info = (*measurer)->Probe();
+  if (!info.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("device ", device.name, ": ", info.status().message()));
+  }
+  device.cuda_target = ops::CudaTarget(info->cuda_arch, info->cuda_limits);
+  device.cuda_target.device_name = info->device_name;
+  device.probed = true;
+  return device;
+}
+
 v1::DeviceInfo DescribeDevice(const Device& device) {
   v1::DeviceInfo info;
   info.set_name(device.name);
   info.set_kind(device.kind);
+  if (device.kind == "cuda") {
+    // Unprobed: the default target ("cuda:sm_90:unknown"), which no daemon job is prepared for
+    // unless its agents are unprobed too.
+    const ops::Target t = device.probed ? device.cuda_target : ops::CudaTarget();
+    info.set_target_key(t.Key());
+    info.set_cuda_arch(t.cuda_arch);
+  }
   if (device.kind == "cpu") {
     ops::Target t = ops::HostCpuTarget();
     info.set_target_key(t.Key());
@@ -326,24 +385,48 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot create the artifact cache ", executor->options_.cache_dir, ": ", ec.message()));
   }
-  for (const Device& d : options.devices) {
-    auto slot = std::make_unique<DeviceSlot>();
-    slot->device = d;
-    if (!executor->devices_.emplace(d.name, std::move(slot)).second) {
+  for (Device& d : executor->options_.devices) {
+    if (executor->devices_.contains(d.name)) {
       return absl::InvalidArgumentError(absl::StrCat("device '", d.name, "' is listed twice"));
     }
+    if (d.kind == "cuda" && !d.probed) {
+      LOOM_ASSIGN_OR_RETURN(d, ProbeCudaDevice(d, executor->options_.cuda_measure));
+    }
+    auto slot = std::make_unique<DeviceSlot>();
+    slot->device = d;
+    executor->devices_.emplace(d.name, std::move(slot));
   }
   return executor;
 }
 
-absl::StatusOr<tune::MeasureOptions> LayerMeasureSpec(const tune::MeasureOptions& base,
-                                                      const v1::MeasureSpec& spec) {
+namespace {
+
+absl::Status CheckMeasureSpec(const v1::MeasureSpec& spec) {
   if (spec.min_repeat_ms() < 0 || spec.repeat() < 0 || spec.number() < 0 ||
       !(spec.run_timeout_s() >= 0) || !std::isfinite(spec.run_timeout_s())) {
     return Malformed(absl::StrCat("measure_spec fields must be finite and >= 0 (min_repeat_ms ",
                                   spec.min_repeat_ms(), ", repeat ", spec.repeat(), ", number ",
                                   spec.number(), ", run_timeout_s ", spec.run_timeout_s(), ")"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CudaMeasureOptions> LayerCudaMeasureSpec(const CudaMeasureOptions& base,
+                                                        const v1::MeasureSpec& spec) {
+  LOOM_RETURN_IF_ERROR(CheckMeasureSpec(spec));
+  CudaMeasureOptions o = base;
+  if (spec.min_repeat_ms() > 0) o.min_repeat_ms = spec.min_repeat_ms();
+  if (spec.repeat() > 0) o.repeat = spec.repeat();
+  if (spec.number() > 0) o.number = spec.number();
+  if (spec.run_timeout_s() > 0) o.timeout = absl::Seconds(spec.run_timeout_s());
+  return o;
+}
+
+absl::StatusOr<tune::MeasureOptions> LayerMeasureSpec(const tune::MeasureOptions& base,
+                                                      const v1::MeasureSpec& spec) {
+  LOOM_RETURN_IF_ERROR(CheckMeasureSpec(spec));
   tune::MeasureOptions o = base;
   if (spec.min_repeat_ms() > 0) o.min_repeat_ms = spec.min_repeat_ms();
   if (spec.repeat() > 0) o.repeat = spec.repeat();
@@ -433,7 +516,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
 }
 
 absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest& request) {
-  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task,
+                        LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::ProposeInput& in = request.propose();
   LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
   const v1::TunerSpec& spec = request.tuner();
@@ -493,7 +577,8 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
 
 absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& request,
                                                      const StageHooks* hooks) {
-  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task,
+                        LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::BuildInput& in = request.build();
   if (in.config_indices().empty()) return Malformed("build stage has no config indices");
   std::vector<ops::Config> configs;
@@ -523,7 +608,11 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
       if (next) next();
     };
   }
-  absl::StatusOr<std::unique_ptr<tune::Builder>> builder = tune::MakeLocalBuilder(build);
+  // cuda tasks compile with NVRTC for the task's architecture (cubins); cpu tasks with the local
+  // compiler (shared objects). NVRTC runs in-process: compile_started never fires for it.
+  absl::StatusOr<std::unique_ptr<tune::Builder>> builder =
+      task.target.kind == "cuda" ? tune::MakeNvrtcBuilder(build, task.target.cuda_arch)
+                                 : tune::MakeLocalBuilder(build);
   if (!builder.ok()) return builder.status();
   tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");
 
@@ -564,16 +653,19 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
                                   names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
   }
   DeviceSlot& slot = *it->second;
-  if (slot.device.kind != "cpu") {
-    return absl::UnimplementedError(
-        absl::StrCat("device ", slot.device.name, ": agents measure on cpu devices only"));
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task,
+                        LoadTask(request.task(), options_.template_options, options_.devices));
+  const bool cuda = slot.device.kind == "cuda";
+  if (task.target.kind != slot.device.kind) {
+    return absl::FailedPreconditionError(absl::StrCat("the task is a ", task.target.kind,
+                                                      " task but device ", slot.device.name,
+                                                      " is a ", slot.device.kind, " device"));
   }
-  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
-  const std::string host_key = ops::HostCpuTarget().Key();
-  if (!request.task().target_key().empty() && request.task().target_key() != host_key) {
+  const std::string device_key = DescribeDevice(slot.device).target_key();
+  if (!request.task().target_key().empty() && request.task().target_key() != device_key) {
     return absl::FailedPreconditionError(absl::StrCat("the task is for target '",
                                                       request.task().target_key(), "' but device ",
-                                                      slot.device.name, " is '", host_key, "'"));
+                                                      slot.device.name, " is '", device_key, "'"));
   }
   const v1::MeasureInput& in = request.measure();
   if (in.artifacts().empty()) return Malformed("measure stage has no artifacts");
@@ -596,7 +688,8 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
         b.error_msg = absl::StrCat("the artifact's SHA-256 does not match its content_hash '",
                                    a.content_hash().substr(0, 80), "' (corrupted in transit?)");
       } else {
-        std::string path = absl::StrCat(options_.cache_dir, "/received/", a.content_hash(), ".so");
+        std::string path = absl::StrCat(options_.cache_dir, "/received/", a.content_hash(),
+                                        cuda ? ".cubin" : ".so");
         absl::Status written = WriteArtifact(path, a.binary());
         if (!written.ok()) return written;
         b.artifact_path = path;
@@ -608,12 +701,25 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   tune::MeasureTask measure_task{.workload_key = request.task().workload_key(),
                                  .target = task.target,
                                  .template_options = options_.template_options};
-  LOOM_ASSIGN_OR_RETURN(tune::MeasureOptions mo,
-                        LayerMeasureSpec(options_.measure, request.measure_spec()));
-  mo.cores = slot.device.cores;
-  const std::string key =
-      absl::StrCat(mo.number, "/", mo.repeat, "/", mo.min_repeat_ms, "/",
-                   absl::ToInt64Microseconds(mo.timeout), "/", mo.flush_cache ? 1 : 0);
+  // The pool key: a measurer of other options is never reused for this stage.
+  std::string key;
+  std::function<absl::StatusOr<std::unique_ptr<tune::Measurer>>()> make;
+  if (cuda) {
+    LOOM_ASSIGN_OR_RETURN(CudaMeasureOptions mo,
+                          LayerCudaMeasureSpec(options_.cuda_measure, request.measure_spec()));
+    mo.device = slot.device.ordinal;
+    mo.cores = slot.device.cores;
+    key = absl::StrCat("cuda/", mo.number, "/", mo.repeat, "/", mo.min_repeat_ms, "/",
+                       absl::ToInt64Microseconds(mo.timeout));
+    make = [mo] { return tune::MakeCudaMeasurer(mo); };
+  } else {
+    LOOM_ASSIGN_OR_RETURN(tune::MeasureOptions mo,
+                          LayerMeasureSpec(options_.measure, request.measure_spec()));
+    mo.cores = slot.device.cores;
+    key = absl::StrCat(mo.number, "/", mo.repeat, "/", mo.min_repeat_ms, "/",
+                       absl::ToInt64Microseconds(mo.timeout), "/", mo.flush_cache ? 1 : 0);
+    make = [mo] { return tune::MakeLocalMeasurer(mo); };
+  }
   // An oversubscribed measurement runs at once beside the others on the device (each on its own
   // measurer, as the embedded engine gives each job its own under `uncontrolled`).
   std::unique_lock<std::mutex> exclusive(slot.mu, std::defer_lock);
@@ -634,7 +740,7 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   }
   if (m.measurer == nullptr) {
     m.thread = std::make_unique<base::ThreadPool>(1);
-    LOOM_ASSIGN_OR_RETURN(m.measurer, tune::MakeLocalMeasurer(mo));
+    LOOM_ASSIGN_OR_RETURN(m.measurer, make());
   }
   m.job = request.job_id();
   tune::MeasureOutput measured =
@@ -663,7 +769,8 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
 }
 
 absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& request) {
-  LOOM_ASSIGN_OR_RETURN(LoadedTask task, LoadTask(request.task(), options_.template_options));
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task,
+                        LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::UpdateInput& in = request.update();
   if (in.history().empty()) return Malformed("update stage has an empty history");
   LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));

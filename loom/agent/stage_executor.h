@@ -1,8 +1,9 @@
 // Runs one leased stage of a tuning round (loom.v1.StageRequest -> StageResult) with the real
 // tuning stages of tune/stages.h: propose (tuner rebuilt from the request's history), build (local
-// compiler; the shared objects travel back as bytes), measure (artifacts written to a local cache
-// by content hash, then the device's sandboxed measurer), update (cost-model plan as opaque
-// tuner state), and a simulated stage that only sleeps. Called by the agent (agent.h) on its
+// compiler for cpu tasks, NVRTC for cuda tasks; the shared objects or cubins travel back as
+// bytes), measure (artifacts written to a local cache by content hash, then the device's
+// sandboxed CPU or CUDA measurer), update (cost-model plan as opaque tuner state), and a
+// simulated stage that only sleeps. Called by the agent (agent.h) on its
 // worker threads; holds no job state between stages.
 #pragma once
 
@@ -30,18 +31,36 @@
 namespace loom::agent {
 
 // A measurement device of this host. cpu devices are sets of pinned cores ("cpu:1" is core 1,
-// "cpu:2-3" cores 2 and 3); cuda devices ("cuda:0") are named but not yet measured by agents.
+// "cpu:2-3" cores 2 and 3); cuda devices ("cuda:0") are GPUs by ordinal, whose measure worker
+// launches kernels from `cores` (as the embedded engine's MachineLayout::gpu with device_cores;
+// empty: not pinned). A cuda device's cores never run CPU stages.
 struct Device {
   std::string name;  // as given and as the daemon knows it
   std::string kind;  // "cpu" | "cuda"
   std::vector<int> cores;
   int ordinal = 0;  // cuda
+  // cuda: the GPU as its driver reports it (arch "sm_XY", limits, device name for Key()), filled
+  // by ProbeCudaDevice (StageExecutor::Create probes every cuda device).
+  ops::Target cuda_target{};
+  bool probed = false;
 };
 
 // "cpu:N", "cpu:N-M" or "cuda:N". kInvalidArgument with the accepted forms otherwise.
 absl::StatusOr<Device> ParseDevice(absl::string_view name);
 
-// What the daemon needs to route tasks to `device` (its target key and ISA).
+// Options of CUDA measurements: ops::Target limits and arch come from the device, the ordinal and
+// the launching cores from each Device. min_repeat_ms defaults to 150 as `loom tune --target cuda`.
+// driver_library empty: "libcuda.so.1" through the dynamic linker (tests give a fake driver).
+using CudaMeasureOptions = tune::CudaMeasureOptions;
+
+// Asks `device`'s measure worker (a sandboxed process that dlopens the driver) what the GPU is and
+// fills device.cuda_target: CudaTarget(sm_XY of its compute capability, its limits) with its
+// name. kUnavailable naming the device and the reason when the driver cannot be loaded, reports no
+// device, or the ordinal does not exist; kInvalidArgument for a device that is not cuda.
+absl::StatusOr<Device> ProbeCudaDevice(Device device, const CudaMeasureOptions& options);
+
+// What the daemon needs to route tasks to `device`: its kind, target key and ISA (cpu) or
+// architecture (cuda; from the probe, so call it on a probed device).
 v1::DeviceInfo DescribeDevice(const Device& device);
 
 struct ExecutorOptions {
@@ -52,6 +71,8 @@ struct ExecutorOptions {
   tune::BuildOptions build{};
   // Repeats, timeouts and worker command of measurements; cores are set per device.
   tune::MeasureOptions measure{};
+  // The same for cuda devices (device ordinal and cores are set per device).
+  CudaMeasureOptions cuda_measure{};
   // The devices MEASURE stages may name.
   std::vector<Device> devices{};
   // Cores for CPU stages: the thread running a propose, build or update stage, and every
@@ -88,15 +109,21 @@ struct StageHooks {
 // (flush_cache: either). kInvalidArgument for negative or non-finite fields.
 absl::StatusOr<tune::MeasureOptions> LayerMeasureSpec(const tune::MeasureOptions& base,
                                                       const v1::MeasureSpec& spec);
+// The same for a cuda measurement (flush_cache does not apply to GPUs and is ignored).
+absl::StatusOr<CudaMeasureOptions> LayerCudaMeasureSpec(const CudaMeasureOptions& base,
+                                                        const v1::MeasureSpec& spec);
 
-// Executes stages. Thread-safe: the agent runs CPU stages concurrently. Measurements of one
-// device are serialized here unless the request is oversubscribed (then each runs at once on its
-// own measurer). Measurers are pooled per device and measure options, created at first use,
-// their workers pinned to the device's cores; an idle one is reused, preferably by the job that
-// used it last (its worker has the job's task set up).
+// Executes stages of cpu tasks (on cpu devices) and cuda tasks (on cuda devices; built with NVRTC
+// for TaskSpec.cuda_arch on any agent). Thread-safe: the agent runs CPU stages concurrently.
+// Measurements of one device are serialized here unless the request is oversubscribed (then each
+// runs at once on its own measurer). Measurers are pooled per device and measure options, created
+// at first use, their workers pinned to the device's cores; an idle one is reused, preferably by
+// the job that used it last (its worker has the job's task set up).
 class StageExecutor {
  public:
   // kInvalidArgument for bad options (devices with repeated names, non-positive batch size).
+  // Probes each cuda device that is not probed yet (ProbeCudaDevice): its error (no driver, no
+  // such GPU) fails Create, so an agent never starts with a device it cannot measure on.
   static absl::StatusOr<std::unique_ptr<StageExecutor>> Create(const ExecutorOptions& options);
 
   // Runs `request` on the calling thread (which a CPU stage confines to `cpu_cores`, for good).

@@ -1,5 +1,8 @@
-// Tests of the stage executor with a real template, real compiles and a real sandboxed measurer.
-// This binary is its own measure worker: started with `__measure-worker` it runs RunMeasureWorker.
+// Tests of the stage executor with a real template, real compiles and a real sandboxed measurer;
+// for cuda tasks, real NVRTC compiles and the CUDA measurer over the fake driver
+// (tune/testing/fake_libcuda.cc, which runs "kernels" on the CPU). This binary is its own measure
+// worker: started with `__measure-worker` it runs RunMeasureWorker, with `__cuda-measure-worker`
+// RunCudaMeasureWorker.
 #include "loom/agent/stage_executor.h"
 
 #include <sched.h>
@@ -18,7 +21,9 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
+#include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measure_worker.h"
+#include "loom/tune/nvrtc_builder.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::agent {
@@ -276,12 +281,12 @@ TEST_F(StageExecutorTest, MalformedRequestsAreStageErrors) {
          r.mutable_task()->set_template_name("dense_pack");
        },
        "template 'dense_pack' does not cover"},
-      {"cuda target",
+      {"tpu target",
        [&](v1::StageRequest& r) {
          with_build(r);
-         r.mutable_task()->set_target_kind("cuda");
+         r.mutable_task()->set_target_kind("tpu");
        },
-       "target kind 'cuda' is not supported"},
+       "target kind 'tpu' is not supported by this agent (cpu or cuda)"},
       {"empty build",
        [](v1::StageRequest& r) {
          r.set_kind(v1::STAGE_KIND_BUILD);
@@ -619,6 +624,214 @@ TEST(ParseDeviceTest, FormsAndErrors) {
   EXPECT_FALSE(info.isa().empty());
 }
 
+#ifdef LOOM_FAKE_LIBCUDA
+
+// An executor with one GPU, cuda:0, behind the fake driver.
+ExecutorOptions CudaOptions() {
+  ExecutorOptions o = Options();
+  o.devices = {*ParseDevice("cuda:0")};
+  o.cuda_measure = {.number = 1,
+                    .repeat = 2,
+                    .min_repeat_ms = 2,
+                    .timeout = absl::Seconds(3),
+                    .setup_timeout = absl::Seconds(30),
+                    .driver_library = LOOM_FAKE_LIBCUDA,
+                    .worker_command = {SelfExe(), tune::kCudaMeasureWorkerArg}};
+  return o;
+}
+
+constexpr char kFakeKey[] = "cuda:sm_90:Fake GPU";
+
+v1::StageRequest CudaRequest(v1::StageKind kind) {
+  v1::StageRequest r = Request(kind);
+  r.mutable_task()->set_target_kind("cuda");
+  r.mutable_task()->set_cuda_arch("sm_90");
+  r.mutable_task()->set_target_key(kFakeKey);
+  return r;
+}
+
+// The fake GPU as the executor's probe sees it (4 SMs), for the template the stages use.
+std::unique_ptr<ops::Template> CudaConvTemplate(const StageExecutor& e) {
+  auto t = ops::MakeTemplate(TinyConv(), e.options().devices[0].cuda_target);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : nullptr;
+}
+
+v1::Artifact FakeArtifact(int64_t config, const std::string& program) {
+  v1::Artifact a;
+  a.set_config_index(config);
+  a.set_binary(absl::StrCat("loom-fake-kernel ", program));
+  a.set_content_hash(Sha256Hex(a.binary()));
+  return a;
+}
+
+TEST(CudaStageExecutorTest, CreateProbesTheGpuAndDescribesIt) {
+  auto e = StageExecutor::Create(CudaOptions());
+  ASSERT_TRUE(e.ok()) << e.status();
+  const Device& d = (*e)->options().devices[0];
+  EXPECT_TRUE(d.probed);
+  EXPECT_EQ(d.cuda_target.kind, "cuda");
+  EXPECT_EQ(d.cuda_target.cuda_arch, "sm_90");  // the fake's compute capability 9.0
+  EXPECT_EQ(d.cuda_target.device_name, "Fake GPU");
+  EXPECT_EQ(d.cuda_target.cuda_limits.num_sms, 4);
+  v1::DeviceInfo info = DescribeDevice(d);
+  EXPECT_EQ(info.name(), "cuda:0");
+  EXPECT_EQ(info.kind(), "cuda");
+  EXPECT_EQ(info.target_key(), kFakeKey);
+  EXPECT_EQ(info.cuda_arch(), "sm_90");
+  EXPECT_EQ(info.lends_cpu_slots(), 0);
+}
+
+TEST(CudaStageExecutorTest, MissingDriverOrGpuFailsCreateNamingTheDevice) {
+  ExecutorOptions o = CudaOptions();
+  o.cuda_measure.driver_library = "/nonexistent/libcuda.so.1";
+  absl::Status st = StageExecutor::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(st.message(), HasSubstr("device cuda:0: "));
+  EXPECT_THAT(st.message(), HasSubstr("not found: no NVIDIA driver on this host"));
+
+  o = CudaOptions();
+  o.devices = {*ParseDevice("cuda:3")};
+  st = StageExecutor::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(st.message(), HasSubstr("device cuda:3: "));
+  EXPECT_THAT(st.message(), HasSubstr("CUDA device 3 does not exist"));
+
+  EXPECT_EQ(ProbeCudaDevice(*ParseDevice("cpu:0"), o.cuda_measure).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Propose picks configs of the CUDA template that fit the GPU; build compiles one with NVRTC to a
+// cubin that travels as bytes with its SHA-256, and rejects a config over the GPU's limits.
+TEST(CudaStageExecutorTest, ProposeAndNvrtcBuildOfACudaConv) {
+  auto e = StageExecutor::Create(CudaOptions());
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::unique_ptr<ops::Template> tmpl = CudaConvTemplate(**e);
+  ASSERT_NE(tmpl, nullptr);
+  EXPECT_THAT(tmpl->name(), HasSubstr("cuda"));
+
+  v1::StageRequest propose = CudaRequest(v1::STAGE_KIND_PROPOSE);
+  propose.mutable_propose();
+  v1::StageResult p = (*e)->Execute(propose);
+  ASSERT_THAT(p.error(), IsEmpty());
+  ASSERT_EQ(p.propose().config_indices_size(), 4);
+  for (int64_t index : p.propose().config_indices()) {
+    EXPECT_TRUE(tmpl->Emit(ops::Config{index}).ok()) << index;
+  }
+
+  if (absl::IsUnimplemented(tune::MakeNvrtcBuilder({}).status())) {
+    GTEST_SKIP() << "built without the CUDA toolkit";
+  }
+  int64_t invalid = -1;
+  for (int64_t i = 0; i < tmpl->space().size() && invalid < 0; ++i) {
+    if (!tmpl->Emit(ops::Config{i}).ok()) invalid = i;
+  }
+  ASSERT_GE(invalid, 0);
+  v1::StageRequest build = CudaRequest(v1::STAGE_KIND_BUILD);
+  build.mutable_build()->add_config_indices(tmpl->DefaultConfig().index);
+  build.mutable_build()->add_config_indices(invalid);
+  v1::StageResult b = (*e)->Execute(build);
+  ASSERT_THAT(b.error(), IsEmpty());
+  ASSERT_EQ(b.build().artifacts_size(), 2);
+  const v1::Artifact& cubin = b.build().artifacts(0);
+  ASSERT_EQ(cubin.error(), v1::ERROR_KIND_NONE) << cubin.error_msg();
+  EXPECT_EQ(cubin.config_index(), tmpl->DefaultConfig().index);
+  ASSERT_GE(cubin.binary().size(), 4u);
+  EXPECT_EQ(cubin.binary().substr(0, 4),
+            "\x7f"
+            "ELF");  // a cubin is an ELF image
+  EXPECT_EQ(cubin.content_hash(), Sha256Hex(cubin.binary()));
+  EXPECT_GT(cubin.build_seconds(), 0);
+  EXPECT_EQ(b.build().artifacts(1).error(), v1::ERROR_KIND_INSTANTIATION);
+  EXPECT_TRUE(b.build().artifacts(1).binary().empty());
+
+  // The fake driver cannot load a real cubin: a runtime error of that candidate, not the stage.
+  v1::StageRequest measure = CudaRequest(v1::STAGE_KIND_MEASURE);
+  measure.set_device("cuda:0");
+  *measure.mutable_measure()->add_artifacts() = cubin;
+  v1::StageResult m = (*e)->Execute(measure);
+  ASSERT_THAT(m.error(), IsEmpty());
+  ASSERT_EQ(m.measure().results_size(), 1);
+  EXPECT_EQ(m.measure().results(0).error(), v1::ERROR_KIND_RUNTIME);
+  EXPECT_THAT(m.measure().results(0).error_msg(),
+              HasSubstr("cuModuleLoadData failed: CUDA_ERROR_INVALID_IMAGE"));
+}
+
+// Artifacts reach the CUDA measurer by hash; the fake driver runs its conv on the CPU, checked
+// against the real template's reference; measure_spec's repeat applies.
+TEST(CudaStageExecutorTest, MeasureThroughTheFakeDriver) {
+  auto e = StageExecutor::Create(CudaOptions());
+  ASSERT_TRUE(e.ok()) << e.status();
+  std::unique_ptr<ops::Template> tmpl = CudaConvTemplate(**e);
+  ASSERT_NE(tmpl, nullptr);
+  const int64_t config = tmpl->DefaultConfig().index;
+  v1::StageRequest measure = CudaRequest(v1::STAGE_KIND_MEASURE);
+  measure.set_device("cuda:0");
+  measure.mutable_measure_spec()->set_repeat(3);
+  auto* artifacts = measure.mutable_measure()->mutable_artifacts();
+  *artifacts->Add() = FakeArtifact(config, "conv2d 1 8 6 6 8 3 3 1 1");
+  *artifacts->Add() = FakeArtifact(config, "zero");
+  v1::Artifact corrupt = FakeArtifact(config, "conv2d 1 8 6 6 8 3 3 1 1");
+  corrupt.set_content_hash(Sha256Hex("something else"));
+  *artifacts->Add() = corrupt;
+  v1::StageResult m = (*e)->Execute(measure);
+  ASSERT_THAT(m.error(), IsEmpty());
+  EXPECT_EQ(m.timing().resource(), "test/cuda:0");
+  ASSERT_EQ(m.measure().results_size(), 3);
+  const v1::MeasureResult& ok = m.measure().results(0);
+  ASSERT_EQ(ok.error(), v1::ERROR_KIND_NONE) << ok.error_msg();
+  EXPECT_EQ(ok.config_index(), config);
+  ASSERT_EQ(ok.costs_size(), 3);
+  for (double c : ok.costs()) {
+    EXPECT_GT(c, 0);
+    EXPECT_LT(c, 0.1);
+  }
+  EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_WRONG_ANSWER);
+  EXPECT_EQ(m.measure().results(2).error(), v1::ERROR_KIND_UNKNOWN);
+  EXPECT_THAT(m.measure().results(2).error_msg(), HasSubstr("does not match its content_hash"));
+  EXPECT_TRUE(std::filesystem::exists(absl::StrCat((*e)->options().cache_dir, "/received/",
+                                                   artifacts->Get(0).content_hash(), ".cubin")));
+}
+
+TEST(CudaStageExecutorTest, TasksOfOneKindNeverMeasureOnADeviceOfTheOther) {
+  ExecutorOptions o = CudaOptions();
+  o.devices.push_back(*ParseDevice(DeviceName()));
+  auto e = StageExecutor::Create(o);
+  ASSERT_TRUE(e.ok()) << e.status();
+
+  v1::StageRequest cpu_on_gpu = Request(v1::STAGE_KIND_MEASURE);
+  cpu_on_gpu.set_device("cuda:0");
+  *cpu_on_gpu.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  v1::StageResult r = (*e)->Execute(cpu_on_gpu);
+  EXPECT_THAT(r.error(), HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(r.error(), HasSubstr("the task is a cpu task but device cuda:0 is a cuda device"));
+
+  v1::StageRequest gpu_on_cpu = CudaRequest(v1::STAGE_KIND_MEASURE);
+  gpu_on_cpu.set_device(DeviceName());
+  *gpu_on_cpu.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  r = (*e)->Execute(gpu_on_cpu);
+  EXPECT_THAT(r.error(), HasSubstr(absl::StrCat("the task is a cuda task but device ", DeviceName(),
+                                                " is a cpu device")));
+
+  // Another GPU's task (target key) is refused by this one.
+  v1::StageRequest other = CudaRequest(v1::STAGE_KIND_MEASURE);
+  other.set_device("cuda:0");
+  other.mutable_task()->set_target_key("cuda:sm_80:Other GPU");
+  *other.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  r = (*e)->Execute(other);
+  EXPECT_THAT(r.error(),
+              HasSubstr("the task is for target 'cuda:sm_80:Other GPU' but device cuda:0 is "
+                        "'cuda:sm_90:Fake GPU'"));
+
+  v1::StageRequest bad_arch = CudaRequest(v1::STAGE_KIND_PROPOSE);
+  bad_arch.mutable_task()->set_cuda_arch("compute_x");
+  bad_arch.mutable_propose();
+  r = (*e)->Execute(bad_arch);
+  EXPECT_THAT(r.error(), HasSubstr("bad CUDA architecture 'compute_x'"));
+}
+
+#endif  // LOOM_FAKE_LIBCUDA
+
 TEST(Sha256Test, KnownVector) {
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
@@ -629,6 +842,9 @@ TEST(Sha256Test, KnownVector) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
     return loom::tune::RunMeasureWorker(0, 1);
+  }
+  if (argc >= 2 && std::string(argv[1]) == loom::tune::kCudaMeasureWorkerArg) {
+    return loom::tune::RunCudaMeasureWorker(0, 1);
   }
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

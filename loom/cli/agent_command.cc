@@ -1,10 +1,13 @@
-// `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3 ...] [--cpu-slots N] [--token T]
+// `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3|cuda:0 ...] [--cpu-slots N] [--token T]
 // [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`: runs this host's
 // agent (agent/agent.h) until SIGTERM or SIGINT: registers its CPU slots and devices with `loom
 // serve`, runs the stages it is leased and reports them. Without --device, the last core is the
 // measurement device and the other cores are CPU slots (as engine::DefaultLayout); CPU stages are
-// pinned to the cores no device uses, and (by default, as the embedded engine) to a device's
-// cores while it does not measure. Logs one structured line per event to stderr.
+// pinned to the cores no device uses, and (by default, as the embedded engine) to a cpu device's
+// cores while it does not measure. A cuda:N device launches its kernels from the last core no
+// other device uses (which then runs no CPU stage; with one core left, unpinned); it is probed at
+// start, and a host without the driver or that GPU exits with one line naming the device.
+// Logs one structured line per event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -92,6 +95,19 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
       o.executor.devices.push_back(d);
     }
   }
+  // As `loom tune --target cuda` (engine MachineLayout::gpu): a GPU's launching thread gets a core
+  // of its own, the last one free, while at least one core is left for CPU stages.
+  for (agent::Device& d : o.executor.devices) {
+    if (d.kind != "cuda") continue;
+    std::vector<int> free;
+    for (int c : allowed) {
+      if (!device_cores.contains(c)) free.push_back(c);
+    }
+    if (free.size() >= 2) {
+      d.cores = {free.back()};
+      device_cores.insert(free.back());
+    }
+  }
   for (int c : allowed) {
     if (!device_cores.contains(c)) o.executor.cpu_cores.push_back(c);
   }
@@ -150,8 +166,8 @@ void RegisterAgentCommand(CLI::App& app) {
       "agent", "Run this host's agent: offer CPU slots and devices to a `loom serve` daemon");
   cmd->add_option("--server", flags->server, "Daemon address HOST:PORT")->required();
   cmd->add_option("--device", flags->devices,
-                  "Measurement device, repeatable: cpu:CORE or cpu:FIRST-LAST (default: the last "
-                  "core)");
+                  "Measurement device, repeatable: cpu:CORE, cpu:FIRST-LAST or cuda:ORDINAL "
+                  "(default: the last core)");
   cmd->add_option("--cpu-slots", flags->cpu_slots,
                   "CPU slots offered for propose/build/update (default: the cores no device uses)")
       ->check(CLI::NonNegativeNumber);

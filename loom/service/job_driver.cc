@@ -12,6 +12,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -94,6 +95,28 @@ sched::StageKind SchedKind(TaskPhase p) {
 std::string TargetKind(const v1::SubmitJobRequest& spec) {
   std::string t = spec.target().empty() ? "cpu" : spec.target();
   return std::string(t.substr(0, t.find(':')));
+}
+
+// The architecture a cuda job names ("cuda:sm_90a" -> "sm_90a"); empty for plain "cuda", which
+// takes its device's.
+std::string NamedCudaArch(const v1::SubmitJobRequest& spec) {
+  return absl::StartsWith(spec.target(), "cuda:") ? spec.target().substr(5) : std::string();
+}
+
+// The architecture a prepared cuda job compiles for: the one it names, else its device's (the
+// arch field of its target key "cuda:sm_90:<device name>").
+std::string CudaArchOf(const JobRow& row) {
+  std::string named = NamedCudaArch(row.spec);
+  if (!named.empty()) return named;
+  std::vector<std::string> key = absl::StrSplit(row.target_key, absl::MaxSplits(':', 2));
+  if (key.size() == 3 && key[0] == "cuda" && !key[1].empty()) return key[1];
+  return ops::CudaTarget().cuda_arch;
+}
+
+// Whether a job compiling for `arch` may measure on a GPU of `device_arch`: the same arch, or its
+// arch-specific variant ("sm_90a" runs on an sm_90 device). Plain "cuda" (empty) runs anywhere.
+bool CudaArchRunsOn(const std::string& arch, const std::string& device_arch) {
+  return arch.empty() || arch == device_arch || arch == device_arch + "a";
 }
 
 double Percentile(std::vector<double> v, double q) {
@@ -184,6 +207,7 @@ absl::Status ValidateSpec(const v1::SubmitJobRequest& r) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown target '", r.target(), "' (cpu or cuda)"));
   }
+  if (kind == "cuda") LOOM_RETURN_IF_ERROR(ops::ParseTarget(r.target()).status());
   if (r.name().size() > 256) return absl::InvalidArgumentError("job name longer than 256 bytes");
   if (r.priority() < -1000 || r.priority() > 1000) {
     return absl::InvalidArgumentError("priority must be in [-1000, 1000]");
@@ -561,17 +585,19 @@ void JobDriver::Activate(Job& job, Mutation& m) {
 
 absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
   const std::string kind = TargetKind(job.row.spec);
+  // A cuda job naming its architecture is prepared only for a GPU that runs it.
+  const std::string arch = kind == "cuda" ? NamedCudaArch(job.row.spec) : std::string();
   const v1::DeviceInfo* device = nullptr;
   for (const auto& [id, a] : agents_) {
     if (!a->alive) continue;
     for (const v1::DeviceInfo& d : a->devices) {
-      if (d.kind() == kind && (device == nullptr || d.target_key() < device->target_key())) {
-        device = &d;
-      }
+      if (d.kind() != kind || !CudaArchRunsOn(arch, d.cuda_arch())) continue;
+      if (device == nullptr || d.target_key() < device->target_key()) device = &d;
     }
   }
   if (device == nullptr) {
-    job.waiting = absl::StrCat("waiting for an agent with a ", kind, " device");
+    job.waiting = absl::StrCat("waiting for an agent with a ", kind, " device",
+                               arch.empty() ? "" : absl::StrCat(" (", arch, ")"));
     return absl::OkStatus();
   }
   job.waiting.clear();
@@ -659,7 +685,11 @@ absl::StatusOr<const ops::Template*> JobDriver::TemplateFor(Job& job, int task) 
     LOOM_ASSIGN_OR_RETURN(graph::Workload w, graph::ParseWorkloadKey(job.tasks[task].task_key));
     ops::Target target;
     target.kind = TargetKind(job.row.spec);
-    if (!job.row.isa.empty()) {
+    if (target.kind == "cuda") {
+      // The CUDA templates of the job's arch (default limits: the daemon only names configs; the
+      // agents check them against their GPU's limits).
+      target = ops::CudaTarget(CudaArchOf(job.row));
+    } else if (!job.row.isa.empty()) {
       LOOM_ASSIGN_OR_RETURN(target.isa, ops::ParseIsa(job.row.isa));
     }
     LOOM_ASSIGN_OR_RETURN(job.templates[task], ops::MakeTemplate(w, target));
@@ -840,6 +870,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   ts->set_template_name(task.template_name);
   ts->set_target_kind(TargetKind(job.row.spec));
   ts->set_isa(job.row.isa);
+  if (ts->target_kind() == "cuda") ts->set_cuda_arch(CudaArchOf(job.row));
   ts->set_target_key(lease.device_target_key.empty() ? job.row.target_key
                                                      : lease.device_target_key);
   ts->set_flops(task.flops);

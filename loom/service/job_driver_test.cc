@@ -4,7 +4,10 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -594,6 +597,147 @@ TEST_F(DriverTest, BuildSlotsCountLentSlotsAndAreCappedAtTheLargestAgent) {
     ASSERT_EQ(build[0].kind(), v1::STAGE_KIND_BUILD);
     EXPECT_EQ(build[0].cpu_slots(), 1 + lends);
   }
+}
+
+v1::RegisterRequest GpuAgentSpec(const std::string& host, int slots = 1) {
+  v1::RegisterRequest r;
+  r.set_hostname(host);
+  r.set_cpu_slots(slots);
+  v1::DeviceInfo* d = r.add_devices();
+  d->set_name("cuda:0");
+  d->set_kind("cuda");
+  d->set_cuda_arch("sm_90");
+  d->set_target_key("cuda:sm_90:Fake GPU");
+  return r;
+}
+
+// Plays the stages `agents` are granted (proposals of config 0, builds that fail to compile,
+// measures and updates that report those errors) until a measure stage of job `job` is granted;
+// returns it with the agent that got it.
+std::optional<std::pair<std::string, v1::StageRequest>> DriveToMeasure(
+    JobDriver& d, const std::string& job, const std::vector<std::string>& agents) {
+  for (int i = 0; i < 50; ++i) {
+    bool any = false;
+    for (const std::string& agent : agents) {
+      for (const v1::StageRequest& s : AcquireNow(d, agent)) {
+        any = true;
+        if (s.kind() == v1::STAGE_KIND_MEASURE && s.job_id() == job) {
+          return std::make_pair(agent, s);
+        }
+        v1::StageResult r;
+        r.set_lease_id(s.lease_id());
+        if (s.kind() == v1::STAGE_KIND_PROPOSE) {
+          r.mutable_propose()->add_config_indices(0);
+        } else if (s.kind() == v1::STAGE_KIND_BUILD) {
+          for (int64_t index : s.build().config_indices()) {
+            v1::Artifact* a = r.mutable_build()->add_artifacts();
+            a->set_config_index(index);
+            a->set_error(v1::ERROR_KIND_COMPILE);
+          }
+        } else if (s.kind() == v1::STAGE_KIND_MEASURE) {
+          for (const v1::Artifact& a : s.measure().artifacts()) {
+            v1::MeasureResult* m = r.mutable_measure()->add_results();
+            m->set_config_index(a.config_index());
+            m->set_error(a.error());
+          }
+        } else {
+          r.mutable_update();
+        }
+        ReportOk(d, agent, r);
+      }
+    }
+    if (!any) break;
+  }
+  return std::nullopt;
+}
+
+TEST_F(DriverTest, CudaJobsMeasureOnlyOnCudaDevicesAndCpuJobsOnlyOnCpuDevices) {
+  Open();
+  auto reg = driver_->Register(kAgent, GpuAgentSpec("g1"));
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  const std::string gpu = reg->agent_id();
+
+  // A cpu job on a fleet with only a GPU waits; nothing goes to the GPU's agent.
+  v1::SubmitJobRequest cpu_job = TinyCnn();
+  cpu_job.add_task_indices(0);
+  auto cj = driver_->Submit(kAlice, cpu_job);
+  ASSERT_TRUE(cj.ok()) << cj.status();
+  EXPECT_THAT(cj->tasks(0).stage(), HasSubstr("waiting for an agent with a cpu device"));
+  EXPECT_TRUE(AcquireNow(*driver_, gpu).empty());
+
+  // A cuda job is prepared for the GPU's target key and its CUDA templates.
+  v1::SubmitJobRequest cuda_job = TinyCnn();
+  cuda_job.set_target("cuda");
+  cuda_job.add_task_indices(0);
+  auto gj = driver_->Submit(kAlice, cuda_job);
+  ASSERT_TRUE(gj.ok()) << gj.status();
+  auto measure = DriveToMeasure(*driver_, gj->id(), {gpu});
+  ASSERT_TRUE(measure.has_value());
+  EXPECT_EQ(measure->first, gpu);
+  EXPECT_EQ(measure->second.device(), "cuda:0");
+  const v1::TaskSpec& task = measure->second.task();
+  EXPECT_EQ(task.target_kind(), "cuda");
+  EXPECT_EQ(task.cuda_arch(), "sm_90");
+  EXPECT_EQ(task.target_key(), "cuda:sm_90:Fake GPU");
+  EXPECT_THAT(task.template_name(), HasSubstr("cuda"));
+  auto got = driver_->Get(kAlice, gj->id());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->target(), "cuda");
+
+  // With a cpu agent too, the cpu job's measure goes to its cpu device, never to cuda:0 (the
+  // GPU's agent is polled first and is idle once the cuda job's measure is reported).
+  const std::string host = RegisterAgent("h1");
+  v1::StageResult done;
+  done.set_lease_id(measure->second.lease_id());
+  for (const v1::Artifact& a : measure->second.measure().artifacts()) {
+    v1::MeasureResult* m = done.mutable_measure()->add_results();
+    m->set_config_index(a.config_index());
+    m->set_error(a.error());
+  }
+  ReportOk(*driver_, gpu, done);
+  auto cpu_measure = DriveToMeasure(*driver_, cj->id(), {gpu, host});
+  ASSERT_TRUE(cpu_measure.has_value());
+  EXPECT_EQ(cpu_measure->first, host);
+  EXPECT_EQ(cpu_measure->second.device(), "cpu:1");
+  EXPECT_EQ(cpu_measure->second.task().target_kind(), "cpu");
+  EXPECT_EQ(cpu_measure->second.task().target_key(), "cpu:avx2:test");
+  EXPECT_TRUE(cpu_measure->second.task().cuda_arch().empty());
+}
+
+TEST_F(DriverTest, CudaJobWaitsForAGpuThatRunsItsArch) {
+  Open();
+  v1::SubmitJobRequest r = TinyCnn();
+  r.set_target("cuda");
+  r.add_task_indices(0);
+  auto plain = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_THAT(plain->tasks(0).stage(), HasSubstr("waiting for an agent with a cuda device"));
+
+  auto reg = driver_->Register(kAgent, GpuAgentSpec("g1"));
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  r.set_target("cuda:sm_80");
+  auto older = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(older.ok()) << older.status();
+  EXPECT_THAT(older->tasks(0).stage(),
+              HasSubstr("waiting for an agent with a cuda device (sm_80)"));
+
+  // sm_90a code runs on the sm_90 GPU; the stages compile for sm_90a.
+  r.set_target("cuda:sm_90a");
+  auto variant = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(variant.ok()) << variant.status();
+  auto measure = DriveToMeasure(*driver_, variant->id(), {reg->agent_id()});
+  ASSERT_TRUE(measure.has_value());
+  EXPECT_EQ(measure->second.device(), "cuda:0");
+  EXPECT_EQ(measure->second.task().cuda_arch(), "sm_90a");
+  EXPECT_EQ(measure->second.task().target_key(), "cuda:sm_90:Fake GPU");
+  auto still = driver_->Get(kAlice, older->id());
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ(still->state(), v1::JOB_STATE_QUEUED);
+
+  r.set_target("cuda:bogus");
+  auto bad = driver_->Submit(kAlice, r);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("bad CUDA architecture 'bogus'"));
 }
 
 }  // namespace
