@@ -490,5 +490,24 @@ TEST(CliTest, CudaTargetWithoutAGpuIsOneLine) {
                      "--device applies to --target cuda only");
 }
 
+// `loom agent --device cuda:N` probes the GPU before it contacts the daemon: without a driver, or
+// with the fake driver (one GPU) and a missing ordinal, it exits with one line naming the device.
+TEST(CliTest, AgentWithACudaDeviceItCannotUseIsOneLine) {
+  if (void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(h);
+    GTEST_SKIP() << "this host has an NVIDIA driver";
+  }
+  Outcome o = RunLoom("agent --server 127.0.0.1:1 --device cuda:0");
+  ExpectOneLineError(o, "device cuda:0: CUDA device 0: libcuda.so.1 not found: no NVIDIA driver");
+  EXPECT_EQ(o.exit_code, 1);
+  ExpectOneLineError(RunLoom("agent --server 127.0.0.1:1 --device gpu:0"), "expected cpu:CORE");
+  const char* build = std::getenv("LOOM_BUILD_DIR");
+  const fs::path fake = fs::path(build ? build : "") / "loom/tune/fake_cuda";
+  if (build == nullptr || !fs::exists(fake / "libcuda.so.1")) return;
+  o = RunLoom("agent --server 127.0.0.1:1 --device cuda:1 --cuda-driver " +
+              (fake / "libcuda.so.1").string());
+  ExpectOneLineError(o, "device cuda:1: CUDA device 1: CUDA device 1 does not exist (1 device(s)");
+}
+
 }  // namespace
 }  // namespace loom

@@ -39,6 +39,7 @@ struct AgentFlags {
   std::string name;
   std::string tls_ca;
   std::string cache_dir;
+  std::string cuda_driver;
   int heartbeat_ms = 2000;
   int max_pending = 256;
   bool lend_device_cores = true;
@@ -55,6 +56,7 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   o.name = flags.name;
   o.tls_ca_file = flags.tls_ca;
   o.executor.cache_dir = flags.cache_dir;
+  o.executor.cuda_measure.driver_library = flags.cuda_driver;
   o.heartbeat_interval = absl::Milliseconds(flags.heartbeat_ms);
   o.max_pending_reports = flags.max_pending;
   o.lend_device_cores = flags.lend_device_cores;
@@ -176,6 +178,9 @@ void RegisterAgentCommand(CLI::App& app) {
   cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA certificate: connect with TLS");
   cmd->add_option("--cache-dir", flags->cache_dir,
                   "Artifact cache (default: $XDG_CACHE_HOME/loom/kernels)");
+  cmd->add_option("--cuda-driver", flags->cuda_driver,
+                  "CUDA driver library the cuda devices' measure workers load (default: "
+                  "libcuda.so.1 from the library path)");
   cmd->add_option("--heartbeat-ms", flags->heartbeat_ms,
                   "Heartbeat interval until the daemon sets one");
   cmd->add_flag("--lend-device-cores,!--no-lend-device-cores", flags->lend_device_cores,
