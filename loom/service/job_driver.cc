@@ -327,6 +327,12 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
   return rows;
 }
 
+// The scheduler's kind of a registered device, and the need of a job's measure stages: the
+// device's target key (its kind when it has none).
+std::string SchedDeviceKind(const v1::DeviceInfo& d) {
+  return d.target_key().empty() ? d.kind() : d.target_key();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +609,7 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
   job.waiting.clear();
   job.row.prepared = true;
   job.row.isa = device->isa();
-  job.row.target_key = device->target_key().empty() ? kind : device->target_key();
+  job.row.target_key = SchedDeviceKind(*device);
   if (!IsSimulated(job)) {
     int tunable = 0;
     for (TaskRow& t : job.tasks) {
@@ -712,7 +718,7 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
   req.job = job.sjob;
   req.kind = SchedKind(task.phase);
   if (task.phase == TaskPhase::kMeasure) {
-    req.need.device_kind = TargetKind(job.row.spec);
+    req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
   } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
     // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
     // take a 2-slot build, as the embedded engine's layout does).
@@ -1487,9 +1493,12 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
                         scheduler_->AddHost({.name = absl::StrCat(agent->hostname, "/", agent->id),
                                              .cpu_slots = request.cpu_slots()}));
   for (const v1::DeviceInfo& d : request.devices()) {
+    // The scheduler's device kind is the target key, so a job's measurements only go to devices
+    // that measure what its records are keyed by (one GPU model, one CPU ISA and model), never to
+    // another GPU of a mixed fleet that would refuse them.
     LOOM_ASSIGN_OR_RETURN(sched::DeviceId id,
                           scheduler_->AddDevice({.name = absl::StrCat(agent->id, "/", d.name()),
-                                                 .kind = d.kind(),
+                                                 .kind = SchedDeviceKind(d),
                                                  .host = agent->host,
                                                  .shares_cpu_slots = d.lends_cpu_slots()}));
     agent->lent_slots += d.lends_cpu_slots();

@@ -704,6 +704,39 @@ TEST_F(DriverTest, CudaJobsMeasureOnlyOnCudaDevicesAndCpuJobsOnlyOnCpuDevices) {
   EXPECT_TRUE(cpu_measure->second.task().cuda_arch().empty());
 }
 
+TEST_F(DriverTest, MixedGpuFleetMeasuresAJobOnlyOnGpusOfItsTargetKey) {
+  Open();
+  // Two GPU models: the job is prepared for one target key (the smallest, "cuda:sm_80:..."), and
+  // every measure stage must go to that GPU even when the other one is polled first and idle.
+  v1::RegisterRequest a100 = GpuAgentSpec("a100");
+  a100.mutable_devices(0)->set_cuda_arch("sm_80");
+  a100.mutable_devices(0)->set_target_key("cuda:sm_80:Fake A100");
+  auto h = driver_->Register(kAgent, GpuAgentSpec("h100"));
+  auto a = driver_->Register(kAgent, a100);
+  ASSERT_TRUE(h.ok() && a.ok());
+  v1::SubmitJobRequest job = TinyCnn();
+  job.set_target("cuda");
+  job.add_task_indices(0);
+  job.set_trials(4);
+  job.set_batch_size(2);
+  auto j = driver_->Submit(kAlice, job);
+  ASSERT_TRUE(j.ok()) << j.status();
+  for (int round = 0; round < 2; ++round) {
+    auto measure = DriveToMeasure(*driver_, j->id(), {h->agent_id(), a->agent_id()});
+    ASSERT_TRUE(measure.has_value()) << "round " << round;
+    EXPECT_EQ(measure->first, a->agent_id()) << "round " << round;
+    EXPECT_EQ(measure->second.task().target_key(), "cuda:sm_80:Fake A100");
+    v1::StageResult done;
+    done.set_lease_id(measure->second.lease_id());
+    for (const v1::Artifact& art : measure->second.measure().artifacts()) {
+      v1::MeasureResult* m = done.mutable_measure()->add_results();
+      m->set_config_index(art.config_index());
+      m->set_error(art.error());
+    }
+    ReportOk(*driver_, measure->first, done);
+  }
+}
+
 TEST_F(DriverTest, CudaJobWaitsForAGpuThatRunsItsArch) {
   Open();
   v1::SubmitJobRequest r = TinyCnn();
