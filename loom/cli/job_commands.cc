@@ -21,6 +21,7 @@
 #include "loom/service/client.h"
 #include "loom/tune/record_store.h"
 #include "loom/v1/jobs.grpc.pb.h"
+#include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {
@@ -57,13 +58,6 @@ void Check(const grpc::Status& st, const Conn& c) {
     s = absl::FailedPreconditionError(s.message());
   }
   Fail(s);
-}
-
-std::string StateName(v1::JobState s) {
-  std::string n = v1::JobState_Name(s);
-  if (absl::StartsWith(n, "JOB_STATE_")) n = n.substr(10);
-  for (char& ch : n) ch = static_cast<char>(std::tolower(ch));
-  return n;
 }
 
 std::string Time(int64_t us) {
@@ -217,7 +211,7 @@ void RunSubmit(const SubmitOptions& o) {
   v1::Job job;
   Check(c.stub->SubmitJob(&ctx, req, &job), c);
   std::printf("submitted %s (%s, %d tasks, %s)\n", job.id().c_str(), job.name().c_str(),
-              job.tasks_size(), StateName(job.state()).c_str());
+              job.tasks_size(), v1::JobStateShortName(job.state()));
 }
 
 // ----- jobs / status
@@ -246,7 +240,7 @@ void RunJobs(const ListOptions& o) {
               "STATE", "PRI", "QUEUE", "PROGRESS", "CPU-S", "DEV-S", "RECORDS", "STAGE");
   for (const v1::Job& j : resp.jobs()) {
     std::printf("%-6s %-10s %-16.16s %-9s %4d %5s %-22s %8.1f %8.1f %7lld  %s\n", j.id().c_str(),
-                j.owner().c_str(), j.name().c_str(), StateName(j.state()).c_str(), j.priority(),
+                j.owner().c_str(), j.name().c_str(), v1::JobStateShortName(j.state()), j.priority(),
                 j.queue_position() > 0 ? absl::StrCat(j.queue_position()).c_str() : "-",
                 Progress(j).c_str(), j.cpu_seconds(), j.device_seconds(),
                 static_cast<long long>(j.records()), CurrentStage(j).c_str());
@@ -273,7 +267,7 @@ struct IdOptions {
 
 void PrintJob(const v1::Job& j) {
   std::printf("job %s (%s), owner %s, %s, priority %d, target %s\n", j.id().c_str(),
-              j.name().c_str(), j.owner().c_str(), StateName(j.state()).c_str(), j.priority(),
+              j.name().c_str(), j.owner().c_str(), v1::JobStateShortName(j.state()), j.priority(),
               j.target().c_str());
   if (j.queue_position() > 0) {
     std::printf("  queue position %d", j.queue_position());
@@ -330,8 +324,8 @@ void RunWatch(const IdOptions& o) {
     if (!ev.message().empty()) {
       std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
     } else {
-      const std::string line = absl::StrCat(last.id(), ": ", StateName(last.state()), ", ",
-                                            Progress(last), ", ", CurrentStage(last));
+      const std::string line = absl::StrCat(last.id(), ": ", v1::JobStateShortName(last.state()),
+                                            ", ", Progress(last), ", ", CurrentStage(last));
       if (line != shown) std::printf("%s  %s\n", t.c_str(), line.c_str());
       shown = line;
     }
@@ -339,9 +333,9 @@ void RunWatch(const IdOptions& o) {
   }
   Check(reader->Finish(), c);
   if (last.state() == v1::JOB_STATE_FAILED || last.state() == v1::JOB_STATE_CANCELLED) {
-    Fail(absl::AbortedError(absl::StrCat("job ", last.id(), " ", StateName(last.state()),
-                                         last.failure_reason().empty() ? "" : ": ",
-                                         last.failure_reason())));
+    Fail(absl::AbortedError(
+        absl::StrCat("job ", last.id(), " ", v1::JobStateShortName(last.state()),
+                     last.failure_reason().empty() ? "" : ": ", last.failure_reason())));
   }
 }
 
@@ -353,7 +347,7 @@ void RunCancel(const IdOptions& o) {
   req.set_job_id(o.id);
   v1::Job job;
   Check(c.stub->CancelJob(&ctx, req, &job), c);
-  std::printf("%s %s\n", job.id().c_str(), StateName(job.state()).c_str());
+  std::printf("%s %s\n", job.id().c_str(), v1::JobStateShortName(job.state()));
 }
 
 void RunLogs(const IdOptions& o) {
@@ -401,7 +395,7 @@ void RunResult(const IdOptions& o) {
   }
   nlohmann::json doc = {{"job", res.job().id()},
                         {"name", res.job().name()},
-                        {"state", StateName(res.job().state())},
+                        {"state", v1::JobStateShortName(res.job().state())},
                         {"estimated_latency_ms", res.job().estimated_latency_ms()},
                         {"best", best}};
   std::ofstream(std::filesystem::path(o.output) / "best.json") << doc.dump(2) << "\n";
@@ -410,7 +404,7 @@ void RunResult(const IdOptions& o) {
         << res.model_onnx();
   }
   std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
-              StateName(res.job().state()).c_str(), static_cast<long long>(*n), db.c_str(),
+              v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
               res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
   const std::string model = !res.zoo_model().empty() ? absl::StrCat("zoo:", res.zoo_model())
                             : !res.model_onnx().empty()

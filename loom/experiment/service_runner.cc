@@ -26,6 +26,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/service/client.h"
 #include "loom/v1/jobs.grpc.pb.h"
+#include "loom/v1/stage_names.h"
 
 namespace loom::experiment {
 namespace {
@@ -244,24 +245,12 @@ absl::StatusOr<v1::SubmitJobRequest> MakeRequest(const ExperimentJobSpec& job,
   return req;
 }
 
-std::string StateWord(v1::JobState s) {
-  switch (s) {
-    case v1::JOB_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::JOB_STATE_FAILED:
-      return "failed";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    case v1::JOB_STATE_QUEUED:
-    case v1::JOB_STATE_RUNNING:
-    default:
-      return "unfinished";
-  }
-}
-
 bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
+
+// "succeeded", "failed", "cancelled"; "unfinished" for a job still queued or running.
+std::string StateWord(v1::JobState s) { return Ended(s) ? v1::JobStateShortName(s) : "unfinished"; }
 
 // One setup's jobs on a started daemon and agent. Fills `r.jobs` as they end; returns the
 // setup-level failure (process lost, timeout), if any.

@@ -44,23 +44,6 @@ bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-absl::string_view StateName(v1::JobState s) {
-  switch (s) {
-    case v1::JOB_STATE_QUEUED:
-      return "queued";
-    case v1::JOB_STATE_RUNNING:
-      return "running";
-    case v1::JOB_STATE_SUCCEEDED:
-      return "succeeded";
-    case v1::JOB_STATE_FAILED:
-      return "failed";
-    case v1::JOB_STATE_CANCELLED:
-      return "cancelled";
-    default:
-      return "unspecified";
-  }
-}
-
 v1::StageKind PhaseKind(TaskPhase p) {
   switch (p) {
     case TaskPhase::kPropose:
@@ -848,7 +831,7 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
   }
   m.jobs.push_back(job.row);
   for (const TaskRow& t : job.tasks) m.tasks.push_back(t);
-  Note(job, absl::StrCat(StateName(state), reason.empty() ? "" : ": ", reason), m);
+  Note(job, absl::StrCat(v1::JobStateShortName(state), reason.empty() ? "" : ": ", reason), m);
   active_.erase(job.num);
   pending_.erase(job.num);
   job.templates.clear();
@@ -1343,7 +1326,7 @@ absl::StatusOr<v1::Job> JobDriver::Cancel(const Principal& who, const std::strin
   LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
   if (Ended(job->row.state)) {
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " already ", StateName(job->row.state)));
+        absl::StrCat("job ", job_id, " already ", v1::JobStateShortName(job->row.state)));
   }
   Mutation m;
   Finish(*job, v1::JOB_STATE_CANCELLED, absl::StrCat("cancelled by ", who.user), m);

@@ -611,6 +611,18 @@ v1::RegisterRequest GpuAgentSpec(const std::string& host, int slots = 1) {
   return r;
 }
 
+// The result of a measure stage whose artifacts all failed to build: each reports its build error.
+v1::StageResult MeasureOfFailedBuilds(const v1::StageRequest& s) {
+  v1::StageResult r;
+  r.set_lease_id(s.lease_id());
+  for (const v1::Artifact& a : s.measure().artifacts()) {
+    v1::MeasureResult* m = r.mutable_measure()->add_results();
+    m->set_config_index(a.config_index());
+    m->set_error(a.error());
+  }
+  return r;
+}
+
 // Plays the stages `agents` are granted (proposals of config 0, builds that fail to compile,
 // measures and updates that report those errors) until a measure stage of job `job` is granted;
 // returns it with the agent that got it.
@@ -635,11 +647,7 @@ std::optional<std::pair<std::string, v1::StageRequest>> DriveToMeasure(
             a->set_error(v1::ERROR_KIND_COMPILE);
           }
         } else if (s.kind() == v1::STAGE_KIND_MEASURE) {
-          for (const v1::Artifact& a : s.measure().artifacts()) {
-            v1::MeasureResult* m = r.mutable_measure()->add_results();
-            m->set_config_index(a.config_index());
-            m->set_error(a.error());
-          }
+          r = MeasureOfFailedBuilds(s);
         } else {
           r.mutable_update();
         }
@@ -687,14 +695,7 @@ TEST_F(DriverTest, CudaJobsMeasureOnlyOnCudaDevicesAndCpuJobsOnlyOnCpuDevices) {
   // With a cpu agent too, the cpu job's measure goes to its cpu device, never to cuda:0 (the
   // GPU's agent is polled first and is idle once the cuda job's measure is reported).
   const std::string host = RegisterAgent("h1");
-  v1::StageResult done;
-  done.set_lease_id(measure->second.lease_id());
-  for (const v1::Artifact& a : measure->second.measure().artifacts()) {
-    v1::MeasureResult* m = done.mutable_measure()->add_results();
-    m->set_config_index(a.config_index());
-    m->set_error(a.error());
-  }
-  ReportOk(*driver_, gpu, done);
+  ReportOk(*driver_, gpu, MeasureOfFailedBuilds(measure->second));
   auto cpu_measure = DriveToMeasure(*driver_, cj->id(), {gpu, host});
   ASSERT_TRUE(cpu_measure.has_value());
   EXPECT_EQ(cpu_measure->first, host);
@@ -726,14 +727,7 @@ TEST_F(DriverTest, MixedGpuFleetMeasuresAJobOnlyOnGpusOfItsTargetKey) {
     ASSERT_TRUE(measure.has_value()) << "round " << round;
     EXPECT_EQ(measure->first, a->agent_id()) << "round " << round;
     EXPECT_EQ(measure->second.task().target_key(), "cuda:sm_80:Fake A100");
-    v1::StageResult done;
-    done.set_lease_id(measure->second.lease_id());
-    for (const v1::Artifact& art : measure->second.measure().artifacts()) {
-      v1::MeasureResult* m = done.mutable_measure()->add_results();
-      m->set_config_index(art.config_index());
-      m->set_error(art.error());
-    }
-    ReportOk(*driver_, measure->first, done);
+    ReportOk(*driver_, measure->first, MeasureOfFailedBuilds(measure->second));
   }
 }
 

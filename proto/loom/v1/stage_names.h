@@ -1,7 +1,9 @@
-// Short names of loom.v1 stage kinds for logs and tables ("propose", "build", ...), shared by the
-// daemon (service/) and the agent (agent/). Hand-written; lives beside the generated headers.
+// Short names of loom.v1 enums for logs and tables: stage kinds ("propose", "build", ...) and job
+// states ("queued", "succeeded", ...), shared by the daemon (service/), the agent (agent/), the
+// job CLI and the experiment's service runner. Hand-written; lives beside the generated headers.
 #pragma once
 
+#include "loom/v1/jobs.pb.h"
 #include "loom/v1/stage.pb.h"
 
 namespace loom::v1 {
@@ -18,6 +20,23 @@ inline const char* StageKindShortName(StageKind kind) {
       return "update";
     case STAGE_KIND_SIMULATED:
       return "simulated";
+    default:
+      return "unspecified";
+  }
+}
+
+inline const char* JobStateShortName(JobState state) {
+  switch (state) {
+    case JOB_STATE_QUEUED:
+      return "queued";
+    case JOB_STATE_RUNNING:
+      return "running";
+    case JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case JOB_STATE_FAILED:
+      return "failed";
+    case JOB_STATE_CANCELLED:
+      return "cancelled";
     default:
       return "unspecified";
   }
