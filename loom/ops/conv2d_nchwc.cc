@@ -366,17 +366,68 @@ class Conv2dNchwc : public TemplateBase {
   }
 
   Config DefaultConfig() const override {
-    // Grouped: the widest width dividing a group's output channels (the space's first).
-    const int64_t lanes = groups_ > 1 ? space_.knobs()[0].values.front() : target_.VectorLanes();
+    const int64_t lanes = DefaultLanes();
     int64_t oc_v = kg_ >= 2 * lanes ? 2 : 1;
     if (groups_ > 1 && kg_ % (oc_v * lanes) != 0) oc_v = 1;
     const int64_t max_regs = NumVectorRegisters() - oc_v - 1;
     const int64_t reg_n = LargestDivisorAtMost(ow_, std::min<int64_t>(max_regs / oc_v, 14));
+    return BlockConfig(lanes, oc_v, reg_n, 1);
+  }
+
+  // The default (which fills most of the register file with accumulators), then register blocks
+  // that keep a quarter to a half of it: R/2 accumulators as 2 or 4 output-channel vectors, R/4
+  // as 1 or 2, 3R/8 as 3 (R vector registers), other knobs as the default's. On layers with a
+  // short reduction (few input channels: stems, MobileNet's 1x1 convs) the full block is often far
+  // from the best while these are near it; on the others they are about as good as the default.
+  std::vector<Config> InitialConfigs() const override {
+    std::vector<Config> out = {DefaultConfig()};
+    const int64_t lanes = DefaultLanes();
+    const int64_t regs = NumVectorRegisters();
+    const std::pair<int64_t, int64_t> blocks[] = {
+        {2, regs / 2}, {4, regs / 2}, {1, regs / 4}, {2, regs / 4}, {3, 3 * regs / 8}};
+    for (const auto& [oc_v, accumulators] : blocks) {
+      // Output columns first; rows (tile_oh) make up a block when the width is short or prime.
+      const int64_t per_row = accumulators / oc_v;
+      const int64_t reg_n = LargestDivisorAtMost(ow_, per_row);
+      int64_t oh_b = 1;
+      for (int64_t b : {4, 2}) {
+        if (oh_ % b == 0 && reg_n * b <= per_row) {
+          oh_b = b;
+          break;
+        }
+      }
+      // No such block in this space: too few output channels, or a width and height whose
+      // divisors leave the block at under half its accumulators (a 7-wide output has 1 or 7).
+      if (oc_v * reg_n * oh_b * 2 < accumulators) continue;
+      // Nor one that pads the output channels where single vectors would not (96 channels in
+      // blocks of 64 computes 128): the padding's FMAs are wasted.
+      if (kg_ % lanes == 0 && kg_ % (oc_v * lanes) != 0) continue;
+      const Config c = BlockConfig(lanes, oc_v, reg_n, oh_b);
+      const ConvKnobs k = Knobs(c);
+      if (k.vec != lanes || k.oc_v != oc_v || !space_.IsValid(c)) continue;
+      if (std::none_of(out.begin(), out.end(),
+                       [&](const Config& o) { return o.index == c.index; })) {
+        out.push_back(c);
+      }
+    }
+    return out;
+  }
+
+ private:
+  // The vector width of the default and initial configs. Grouped: the widest width dividing a
+  // group's output channels (the space's first).
+  int64_t DefaultLanes() const {
+    return groups_ > 1 ? space_.knobs()[0].values.front() : target_.VectorLanes();
+  }
+
+  // The config with vectors of `lanes`, register block oc_v x reg_n x oh_b and the default's
+  // other knobs.
+  Config BlockConfig(int64_t lanes, int64_t oc_v, int64_t reg_n, int64_t oh_b) const {
     return ClosestConfig({{"vec", lanes},
                           {"tile_ic", LargestDivisorAtMost(cg_, lanes)},
                           {"tile_oc", oc_v},
                           {"tile_ow", reg_n},
-                          {"tile_oh", 1},
+                          {"tile_oh", oh_b},
                           {"unroll_kw", workload_.s <= 3 ? 1 : 0},
                           {"reduce_order", 0},
                           {"outer_order", 0},
@@ -384,7 +435,6 @@ class Conv2dNchwc : public TemplateBase {
                           {"fault", 0}});
   }
 
- private:
   int64_t oh_ = 0, ow_ = 0, hp_ = 0, wp_ = 0;
   int64_t groups_ = 1, cg_ = 0, kg_ = 0;  // groups, input and output channels per group
 };

@@ -104,6 +104,11 @@ class Template {
 
   // A config known to be reasonable without tuning (used for untuned tasks and as a baseline).
   virtual Config DefaultConfig() const = 0;
+  // Configs worth measuring before any model exists, best bet first: DefaultConfig() and, where a
+  // template knows them, structurally different configs that are often near the best (e.g. for a
+  // convolution, register blocks of other shapes). A search that starts from them is not betting
+  // a whole first batch on one heuristic. Distinct and valid; the default returns DefaultConfig().
+  virtual std::vector<Config> InitialConfigs() const { return {DefaultConfig()}; }
 };
 
 // The template for `workload` on `target`. kUnimplemented when no template covers it.

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -139,11 +140,12 @@ Config ClosestIndex(const ConfigSpace& space,
   return space.FromChoices(choices);
 }
 
-// The default config plus `samples` seeded random configs that instantiate.
+// The initial configs (the default first) plus `samples` seeded random configs that instantiate.
 std::vector<Config> SampleConfigs(const Template& t, int samples, uint64_t seed) {
-  std::vector<Config> configs = {t.DefaultConfig()};
+  std::vector<Config> configs = t.InitialConfigs();
+  const int wanted = static_cast<int>(configs.size()) + samples;
   base::Rng rng(seed);
-  for (int tries = 0; static_cast<int>(configs.size()) <= samples && tries < 1000; ++tries) {
+  for (int tries = 0; static_cast<int>(configs.size()) < wanted && tries < 1000; ++tries) {
     Config c{rng.UniformInt(0, t.space().size() - 1)};
     if (t.Emit(c).ok()) configs.push_back(c);
   }
@@ -268,6 +270,63 @@ TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
 
   graph::Workload bad = Conv(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input
   EXPECT_EQ(MakeTemplate(bad, target).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TemplatesTest, InitialConfigsAreDistinctValidAndStartWithTheDefault) {
+  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
+    Target target = HostCpuTarget();
+    target.isa = isa;
+    for (const Case& c : Cases()) {
+      auto t = MakeTemplate(c.workload, target);
+      ASSERT_TRUE(t.ok()) << c.label << ": " << t.status();
+      const std::vector<Config> initial = (*t)->InitialConfigs();
+      ASSERT_FALSE(initial.empty()) << c.label;
+      EXPECT_EQ(initial[0], (*t)->DefaultConfig()) << c.label;
+      std::set<int64_t> seen;
+      for (const Config& config : initial) {
+        EXPECT_TRUE((*t)->space().IsValid(config)) << c.label << " " << IsaName(isa);
+        EXPECT_TRUE(seen.insert(config.index).second) << c.label << ": a config twice";
+      }
+    }
+  }
+}
+
+TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
+  // ResNet-18's stem on AVX-512 (32 registers): the default fills 28 accumulators (2 x 14); the
+  // others keep 8-16: 2x8, 4x4, 1x8 and 2x4 (output-channel vectors x output columns). 3x4 would
+  // pad the 64 output channels to 96.
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  auto t = MakeTemplate(Conv(3, 224, 224, 64, 7, 2, 3), target);
+  ASSERT_TRUE(t.ok());
+  const ConfigSpace& space = (*t)->space();
+  std::vector<std::string> blocks;
+  for (const Config& c : (*t)->InitialConfigs()) {
+    blocks.push_back(absl::StrCat(space.Value(c, "tile_oc"), "x", space.Value(c, "tile_ow"), "x",
+                                  space.Value(c, "tile_oh"), " vec", space.Value(c, "vec")));
+  }
+  EXPECT_THAT(blocks, ::testing::ElementsAre("2x14x1 vec16", "2x8x1 vec16", "4x4x1 vec16",
+                                             "1x8x1 vec16", "2x4x1 vec16"));
+  // MobileNetV2's 16->96 1x1: blocks of 4 vectors (64 channels) would pad 96 channels to 128.
+  auto padded = MakeTemplate(Conv(16, 112, 112, 96, 1, 1, 0), target);
+  ASSERT_TRUE(padded.ok());
+  blocks.clear();
+  for (const Config& c : (*padded)->InitialConfigs()) {
+    blocks.push_back(absl::StrCat((*padded)->space().Value(c, "tile_oc"), "x",
+                                  (*padded)->space().Value(c, "tile_ow")));
+  }
+  EXPECT_THAT(blocks, ::testing::ElementsAre("2x14", "2x8", "1x8", "2x4", "3x4"));
+  // A 7x7 output (ResNet-18's last stage): widths 1 or 7 and no rows to stack, so the blocks
+  // that would shrink to under half their accumulators (4x1, 2x1, 3x1) are left out.
+  auto narrow = MakeTemplate(Conv(256, 14, 14, 512, 3, 2, 1), target);
+  ASSERT_TRUE(narrow.ok());
+  blocks.clear();
+  for (const Config& c : (*narrow)->InitialConfigs()) {
+    blocks.push_back(absl::StrCat((*narrow)->space().Value(c, "tile_oc"), "x",
+                                  (*narrow)->space().Value(c, "tile_ow"), "x",
+                                  (*narrow)->space().Value(c, "tile_oh")));
+  }
+  EXPECT_THAT(blocks, ::testing::ElementsAre("2x7x1", "1x7x1"));
 }
 
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {

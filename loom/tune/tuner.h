@@ -42,9 +42,10 @@ struct TunerOptions {
   // Results (history included) needed before the first training; until then proposals are random.
   // One batch is enough for a rank model to start steering; <= 0 means `plan_size` (AutoTVM).
   int model_warmup_trials = 8;
-  // xgb: propose the template's default config (its author's prior, DefaultConfig) first, before
-  // the random warm-up, when it is valid and not yet visited.
-  bool start_from_default = true;
+  // xgb: propose the template's initial configs (its author's prior: DefaultConfig, then the
+  // template's InitialConfigs) first, before the random warm-up, those valid and not yet visited.
+  // They fill the first batches; the rest of the warm-up is random.
+  bool start_from_initial_configs = true;
   int sa_iters = 500;     // annealing steps per plan
   int sa_parallel = 128;  // parallel annealing chains
   // xgb: a space of at most this many configs is planned by scoring every unvisited valid config

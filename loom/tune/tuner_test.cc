@@ -166,7 +166,7 @@ TEST(XgbTunerTest, StartsFromTheDefaultConfigUnlessToldNotTo) {
   std::vector<ops::Config> first = tuner->Propose(8);
   ASSERT_EQ(first.size(), 8u);
   EXPECT_EQ(first[0], tmpl.DefaultConfig());
-  options.start_from_default = false;
+  options.start_from_initial_configs = false;
   std::vector<int64_t> seq;
   for (uint64_t seed = 1; seed <= 4; ++seed) {
     options.seed = seed;
@@ -174,10 +174,87 @@ TEST(XgbTunerTest, StartsFromTheDefaultConfigUnlessToldNotTo) {
   }
   EXPECT_EQ(std::count(seq.begin(), seq.end(), tmpl.DefaultConfig().index), 0);
   // A default already in the history is not proposed again.
-  options.start_from_default = true;
+  options.start_from_initial_configs = true;
   auto resumed = Make(tmpl, options);
   resumed->LoadHistory({tmpl.DefaultConfig()}, tmpl.Measure({tmpl.DefaultConfig()}));
   for (const ops::Config& c : resumed->Propose(8)) EXPECT_NE(c, tmpl.DefaultConfig());
+}
+
+// The synthetic objective with three initial configs, one of them outside the valid space.
+class SyntheticWithInitialConfigs final : public ops::Template {
+ public:
+  explicit SyntheticWithInitialConfigs(std::vector<ops::Config> initial)
+      : initial_(std::move(initial)) {}
+  std::string name() const override { return base_.name(); }
+  const graph::Workload& workload() const override { return base_.workload(); }
+  const ops::Target& target() const override { return base_.target(); }
+  const ops::ConfigSpace& space() const override { return base_.space(); }
+  absl::StatusOr<ops::KernelSource> Emit(const ops::Config& c) const override {
+    return base_.Emit(c);
+  }
+  std::vector<ops::BufferSpec> Buffers(const ops::Config& c) const override {
+    return base_.Buffers(c);
+  }
+  std::vector<graph::Tensor> PackInputs(const ops::Config& c,
+                                        const std::vector<graph::Tensor>& n) const override {
+    return base_.PackInputs(c, n);
+  }
+  graph::Tensor UnpackOutput(const ops::Config& c, const graph::Tensor& out) const override {
+    return base_.UnpackOutput(c, out);
+  }
+  graph::Tensor Reference(const std::vector<graph::Tensor>& n) const override {
+    return base_.Reference(n);
+  }
+  std::vector<graph::Shape> NaturalInputShapes() const override { return {}; }
+  std::vector<float> Features(const ops::Config& c) const override { return base_.Features(c); }
+  std::vector<std::string> FeatureNames() const override { return base_.FeatureNames(); }
+  ops::Config DefaultConfig() const override { return initial_.front(); }
+  std::vector<ops::Config> InitialConfigs() const override { return initial_; }
+  const SyntheticTemplate& base() const { return base_; }
+
+ private:
+  SyntheticTemplate base_;
+  std::vector<ops::Config> initial_;
+};
+
+TEST(XgbTunerTest, ProposesTheInitialConfigsFirstAcrossBatches) {
+  SyntheticTemplate probe;
+  std::vector<int64_t> valid, invalid;
+  for (int64_t i = 0; i < probe.space().size() && (valid.size() < 3 || invalid.empty()); ++i) {
+    (probe.space().IsValid(ops::Config{i}) ? valid : invalid).push_back(i);
+  }
+  ASSERT_GE(valid.size(), 3u);
+  ASSERT_FALSE(invalid.empty());
+  SyntheticWithInitialConfigs tmpl({ops::Config{valid[0]}, ops::Config{invalid[0]},
+                                    ops::Config{valid[1]}, ops::Config{valid[2]}});
+  auto tuner = Make(tmpl, TunerOptions{.kind = "xgb", .seed = 3});
+  // Batches of 2: the three valid initial configs come first, in order; the invalid one is skipped.
+  std::vector<ops::Config> first = tuner->Propose(2);
+  std::vector<ops::Config> second = tuner->Propose(2);
+  ASSERT_EQ(first.size(), 2u);
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(first[0].index, valid[0]);
+  EXPECT_EQ(first[1].index, valid[1]);
+  EXPECT_EQ(second[0].index, valid[2]);
+  EXPECT_NE(second[1].index, invalid[0]);
+  // Initial configs already in the history are not proposed again.
+  auto resumed = Make(tmpl, TunerOptions{.kind = "xgb", .seed = 3});
+  resumed->LoadHistory({ops::Config{valid[1]}}, tmpl.base().Measure({ops::Config{valid[1]}}));
+  std::vector<ops::Config> batch = resumed->Propose(3);
+  ASSERT_EQ(batch.size(), 3u);
+  EXPECT_EQ(batch[0].index, valid[0]);
+  EXPECT_EQ(batch[1].index, valid[2]);
+  EXPECT_NE(batch[2].index, valid[1]);
+  // Without them, none of the initial configs is forced into the first batch.
+  std::vector<int64_t> seq;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    auto plain =
+        Make(tmpl, TunerOptions{.kind = "xgb", .seed = seed, .start_from_initial_configs = false});
+    for (const ops::Config& c : plain->Propose(2)) seq.push_back(c.index);
+  }
+  EXPECT_EQ(
+      std::count(seq.begin(), seq.end(), valid[0]) + std::count(seq.begin(), seq.end(), valid[1]),
+      0);
 }
 
 TEST_P(AllKindsTest, ProposalsBeforeAnyUpdateAreStillDistinct) {
@@ -436,7 +513,7 @@ TEST(SampleEfficiencyTest, XgbTransferFromAnotherTaskMakesTheFirstProposalsGood)
   int64_t warm_total = 0, cold_total = 0;
   for (uint64_t seed : {1, 2, 3}) {
     TunerOptions options{.kind = "xgb", .seed = seed};
-    options.start_from_default = false;
+    options.start_from_initial_configs = false;
     auto warm = Make(tmpl, options);
     warm->LoadTransfer(other, records, other.Measure(records));
     EXPECT_EQ(warm->num_visited(), 0);
@@ -448,6 +525,41 @@ TEST(SampleEfficiencyTest, XgbTransferFromAnotherTaskMakesTheFirstProposalsGood)
     cold_total += TrialsToReach(*Make(tmpl, options), objective, reach);
   }
   EXPECT_LT(warm_total, cold_total);
+}
+
+TEST(XgbTunerTest, TransferRanksTheInitialConfigsAfterTheDefault) {
+  // The template lists its worst valid config before its optimum; a model trained on another
+  // task's records before the first proposal puts the optimum first after the default.
+  SyntheticTemplate probe;
+  int64_t worst = -1, middle = -1;
+  for (int64_t i = 0; i < probe.space().size(); ++i) {
+    const double t = probe.Throughput({i});
+    if (t <= 0) continue;
+    if (worst < 0 || t < probe.Throughput({worst})) worst = i;
+    if (middle < 0 && t > 0.4 * probe.Throughput(probe.Optimum())) middle = i;
+  }
+  ASSERT_GE(worst, 0);
+  ASSERT_GE(middle, 0);
+  const int64_t optimum = probe.Optimum().index;
+  SyntheticWithInitialConfigs tmpl({{middle}, {worst}, {optimum}});
+  SyntheticTemplate other;
+  base::Rng rng(11);
+  std::vector<ops::Config> records;
+  while (records.size() < 256) records.push_back({rng.UniformInt(0, other.space().size() - 1)});
+  auto tuner = Make(tmpl, TunerOptions{.kind = "xgb", .seed = 5, .epsilon = 0});
+  tuner->LoadTransfer(other, records, other.Measure(records));
+  std::vector<ops::Config> first = tuner->Propose(8);
+  ASSERT_EQ(first.size(), 8u);
+  EXPECT_EQ(first[0].index, middle);
+  auto position = [&](int64_t index) {
+    return std::find(first.begin(), first.end(), ops::Config{index}) - first.begin();
+  };
+  EXPECT_LT(position(optimum), 8) << "the optimum is in the first batch";
+  EXPECT_LT(position(optimum), position(worst));
+  // Without transfer the template's order stands.
+  auto cold = Make(tmpl, TunerOptions{.kind = "xgb", .seed = 5, .epsilon = 0});
+  std::vector<ops::Config> plain = cold->Propose(3);
+  EXPECT_EQ(plain, (std::vector<ops::Config>{{middle}, {worst}, {optimum}}));
 }
 
 TEST(TunerTest, TransferIsIgnoredByOtherKindsAndFromOtherTemplates) {
@@ -503,7 +615,7 @@ TEST(SampleEfficiencyTest, XgbModelAloneNeedsAtMostHalfTheTrialsOfRandomEitherPl
       MeasureSampleEfficiency(TunerOptions{.kind = "random"}, tmpl, objective, seeds, reach);
   ASSERT_TRUE(random.ok()) << random.status();
   for (int64_t limit : {int64_t{0}, tmpl.space().size()}) {
-    TunerOptions options{.kind = "xgb", .start_from_default = false};
+    TunerOptions options{.kind = "xgb", .start_from_initial_configs = false};
     options.exhaustive_plan_limit = limit;
     auto xgb = MeasureSampleEfficiency(options, tmpl, objective, seeds, reach);
     ASSERT_TRUE(xgb.ok()) << xgb.status();
@@ -520,7 +632,7 @@ TEST(SampleEfficiencyTest, XgbModelAloneNeedsAtMostHalfTheTrialsOfRandomEitherPl
 TEST(XgbTunerTest, ExhaustivePlanIsSeededAndValid) {
   SyntheticTemplate tmpl;
   auto run = [&](uint64_t seed) {
-    TunerOptions options{.kind = "xgb", .seed = seed, .start_from_default = false};
+    TunerOptions options{.kind = "xgb", .seed = seed, .start_from_initial_configs = false};
     options.exhaustive_plan_limit = tmpl.space().size();
     auto tuner = Make(tmpl, options);
     std::vector<int64_t> seq = RunTrials(

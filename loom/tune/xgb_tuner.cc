@@ -4,8 +4,9 @@
 // space to maximize the predicted score (or, for a space within options.exhaustive_plan_limit,
 // scores every valid config), and keeps the top `plan_size` unvisited configs as the plan.
 // Proposals come from the plan in order, except that with probability `epsilon` (and whenever the
-// plan is used up or no model exists yet) a random unvisited config is proposed. The very first
-// proposal is the template's default config (options.start_from_default). With records of other
+// plan is used up or no model exists yet) a random unvisited config is proposed. The first
+// proposals are the template's initial configs, its default first
+// (options.start_from_initial_configs). With records of other
 // tasks of the same template (LoadTransfer), the model is trained on them at once and the first
 // plan comes from it, before any trial of this task.
 #include <algorithm>
@@ -43,13 +44,18 @@ class XgbTuner final : public Tuner {
   std::vector<ops::Config> NextBatch(int n) override {
     std::vector<ops::Config> batch;
     absl::flat_hash_set<int64_t> picked;
-    if (!default_offered_) {
-      default_offered_ = true;
-      const int64_t d = tmpl().DefaultConfig().index;
-      if (options().start_from_default && IsFree(d)) {
-        picked.insert(d);
-        batch.push_back(ops::Config{d});
+    if (!initial_taken_) {
+      initial_taken_ = true;
+      if (options().start_from_initial_configs) {
+        for (const ops::Config& c : tmpl().InitialConfigs()) initial_.push_back(c.index);
+        if (model_->fitted()) RankInitialWithPlan();
       }
+    }
+    while (initial_pos_ < initial_.size() && static_cast<int>(batch.size()) < n) {
+      const int64_t c = initial_[initial_pos_++];
+      if (!IsFree(c, picked)) continue;  // invalid, or already in the history
+      picked.insert(c);
+      batch.push_back(ops::Config{c});
     }
     for (int i = static_cast<int>(batch.size()); i < n; ++i) {
       int64_t index = -1;
@@ -119,6 +125,34 @@ class XgbTuner final : public Tuner {
   }
 
  private:
+  // With a model before the first proposal (transfer), the history knows more than the
+  // template's fixed list: the initial configs after the default join the plan, and all of them
+  // are proposed in the model's order (the default stays first: it is also the untuned baseline).
+  void RankInitialWithPlan() {
+    std::vector<int64_t> candidates(plan_.begin() + static_cast<std::ptrdiff_t>(plan_pos_),
+                                    plan_.end());
+    for (size_t i = 1; i < initial_.size(); ++i) {
+      if (std::find(candidates.begin(), candidates.end(), initial_[i]) == candidates.end()) {
+        candidates.push_back(initial_[i]);
+      }
+    }
+    absl::StatusOr<FeatureMatrix> m = Matrix(candidates);
+    absl::StatusOr<std::vector<float>> scores =
+        m.ok() ? model_->Predict(*m) : absl::StatusOr<std::vector<float>>(m.status());
+    if (!scores.ok()) {
+      base::LogWarning("xgb tuner: cannot rank the initial configs: ", scores.status().message());
+      return;  // keep the template's order, then the plan
+    }
+    std::vector<size_t> order(candidates.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return (*scores)[a] > (*scores)[b]; });
+    plan_.clear();
+    plan_pos_ = 0;
+    for (size_t i : order) plan_.push_back(candidates[i]);
+    initial_.resize(std::min<size_t>(initial_.size(), 1));
+  }
+
   // The model's features of config `index` of `t`: Template::Features plus the knob values.
   static std::vector<float> FeaturesFor(const ops::Template& t, int64_t index) {
     ops::Config config{index};
@@ -214,8 +248,11 @@ class XgbTuner final : public Tuner {
   std::vector<std::vector<float>> transfer_x_;
   std::vector<float> transfer_y_;
   int64_t next_train_at_ = 0;
-  bool default_offered_ = false;  // the first NextBatch considered DefaultConfig()
-  std::vector<int64_t> plan_;     // best predicted unvisited configs, best first
+  // The template's initial configs (start_from_initial_configs), proposed before anything else.
+  bool initial_taken_ = false;
+  std::vector<int64_t> initial_;
+  size_t initial_pos_ = 0;
+  std::vector<int64_t> plan_;  // best predicted unvisited configs, best first
   size_t plan_pos_ = 0;
   // Features per config index, computed once per plan (annealing revisits configs often).
   absl::flat_hash_map<int64_t, std::vector<float>> features_;
