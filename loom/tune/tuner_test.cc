@@ -180,7 +180,7 @@ TEST(XgbTunerTest, StartsFromTheDefaultConfigUnlessToldNotTo) {
   for (const ops::Config& c : resumed->Propose(8)) EXPECT_NE(c, tmpl.DefaultConfig());
 }
 
-// The synthetic objective with three initial configs, one of them outside the valid space.
+// The synthetic objective with the initial configs it is given (the first is its default).
 class SyntheticWithInitialConfigs final : public ops::Template {
  public:
   explicit SyntheticWithInitialConfigs(std::vector<ops::Config> initial)
