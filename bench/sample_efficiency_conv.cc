@@ -500,9 +500,7 @@ int main(int argc, char** argv) {
   std::printf(
       "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, exhaustive plan up to %lld "
       "configs, starts from the template's initial configs: %s; transfer from the other layers: "
-      "%s; batch "
-      "%lld; "
-      "budget %lld; reference random run %lld; seeds %s\n",
+      "%s; batch %lld; budget %lld; reference random run %lld; seeds %s\n",
       static_cast<long long>(f.plan_size), static_cast<long long>(f.warmup_trials), f.epsilon,
       static_cast<long long>(f.exhaustive_limit), f.start_from_initial_configs ? "yes" : "no",
       f.transfer ? "yes" : "no", static_cast<long long>(f.batch_size),
