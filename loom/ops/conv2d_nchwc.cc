@@ -403,8 +403,7 @@ class Conv2dNchwc : public TemplateBase {
       // blocks of 64 computes 128): the padding's FMAs are wasted.
       if (kg_ % lanes == 0 && kg_ % (oc_v * lanes) != 0) continue;
       const Config c = BlockConfig(lanes, oc_v, reg_n, oh_b);
-      const ConvKnobs k = Knobs(c);
-      if (k.vec != lanes || k.oc_v != oc_v || !space_.IsValid(c)) continue;
+      if (Knobs(c).oc_v != oc_v || !space_.IsValid(c)) continue;
       if (std::none_of(out.begin(), out.end(),
                        [&](const Config& o) { return o.index == c.index; })) {
         out.push_back(c);
