@@ -53,23 +53,33 @@ fi
 
 cat >"$out_dir/run" <<'EOF'
 #!/usr/bin/env bash
-# Runs the bundled loom with its libraries, and the machine's CUDA toolkit libraries (NVRTC) from
-# $CUDA_HOME, /usr/local/cuda or the pip wheel nvidia-cuda-nvrtc, whichever exist.
+# Runs the bundled loom with its libraries, and the machine's NVRTC (libnvrtc.so.13): from
+# $CUDA_HOME or /usr/local/cuda, the linker cache, or a pip wheel (nvidia-cuda-nvrtc lays out
+# nvidia/cuda_nvrtc/lib for CUDA 12 and nvidia/cu13/lib for CUDA 13), whichever is found first.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-paths="$here/lib"
-for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 \
+nvrtc_dir=
+for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 /usr/local/cuda/lib \
     /usr/local/cuda/targets/x86_64-linux/lib; do
-  if [[ -e "$d/libnvrtc.so.13" || -e "$d/libnvrtc.so" ]]; then
-    paths="$paths:$d"
+  if [[ -e "$d/libnvrtc.so.13" ]]; then
+    nvrtc_dir=$d
     break
   fi
 done
-if ! [[ "$paths" == *:* ]] && command -v python3 >/dev/null; then
-  wheel=$(python3 -c 'import nvidia.cuda_nvrtc as m, os; print(os.path.join(list(m.__path__)[0], "lib"))' 2>/dev/null || true)
-  [[ -n "$wheel" && -d "$wheel" ]] && paths="$paths:$wheel"
+if [[ -z "$nvrtc_dir" ]] && ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so\.13 '; then
+  if command -v python3 >/dev/null; then
+    roots=$(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null || true)
+    for r in $roots; do
+      found=$(find "$r" -name 'libnvrtc.so.13*' -print -quit 2>/dev/null || true)
+      if [[ -n "$found" ]]; then
+        nvrtc_dir=$(dirname "$found")
+        break
+      fi
+    done
+  fi
+  [[ -n "$nvrtc_dir" ]] || echo "loom bundle: warning: libnvrtc.so.13 not found; set CUDA_HOME" >&2
 fi
-export LD_LIBRARY_PATH="$paths${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$here/lib${nvrtc_dir:+:$nvrtc_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$here/bin/loom" "$@"
 EOF
 chmod +x "$out_dir/run"

@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
 # The GPU check, one prepared run on a machine with an NVIDIA GPU (a few minutes): tunes the 11
-# distinct convolutions of ResNet-18 (batch 1, fp32) with `loom tune-task --target cuda` and a small
-# trial budget each, times cuDNN on the same layers in the same run (bench/cudnn_conv.py: PyTorch,
-# cudnn.benchmark on, TF32 off), and prints per layer Loom GFLOPS, cuDNN GFLOPS, their ratio, the
-# trials, the tuning wall time and the card. Also writes the table as markdown.
+# distinct convolutions of ResNet-18 (batch 1, fp32) with `loom tune-task --target cuda` and a
+# small trial budget each, then times cuDNN on the same layers in the same run
+# (bench/cudnn_conv.py: PyTorch, cudnn.benchmark on, TF32 off), and prints per layer Loom GFLOPS,
+# cuDNN GFLOPS, their ratio, the trials, the tuning wall time, the card and the geomean ratio.
+# Also writes the table as markdown.
 #
 #   scripts/gpu-bundle.sh build/default build/gpu-bundle     # here, after building loom
 #   scripts/gpu-check.sh                                     # there (carry build/gpu-bundle)
 #
 # Settings (environment): BUNDLE (default build/gpu-bundle; its `run` starts loom), LOOM (a loom
 # binary to use instead of the bundle), TRIALS (per layer, default 32), BATCH (candidates per
-# round, default 16), MIN_REPEAT_MS (default 40), LAYER_TIMEOUT (seconds per layer, default 45),
-# MD (markdown output; default $OUT/gpu-check.md when OUT is set, else build/gpu-check.md).
+# round, default 16), MIN_REPEAT_MS (default 40), TUNE_BUDGET (seconds for all of Loom's tuning,
+# default 330: each layer may use what is left divided by the layers left, so a slow layer cannot
+# starve the others; a layer stopped at its share keeps the trials its database holds),
+# LAYERS (tune only the first N layers), MD (markdown output; default $OUT/gpu-check.md when OUT
+# is set, else build/gpu-check.md).
+# When OUT is set, every layer's records (JSON lines) and the whole log also land there.
+#
+# Fail fast: when the first layer measures no valid candidate, the check stops there and prints its
+# errors, so that a broken setup costs seconds of GPU time, not the whole budget.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
+[[ -n "${OUT:-}" ]] && exec > >(tee "$OUT/gpu-check.log") 2>&1
 loom=${LOOM:-${BUNDLE:-build/gpu-bundle}/run}
 trials=${TRIALS:-32}
 batch=${BATCH:-16}
 min_repeat_ms=${MIN_REPEAT_MS:-40}
-layer_timeout=${LAYER_TIMEOUT:-45}
+tune_budget=${TUNE_BUDGET:-330}
+target=${TARGET:-cuda}  # cpu runs the whole script on a host without a GPU, to test it
 if [[ -n "${OUT:-}" ]]; then md=${MD:-$OUT/gpu-check.md}; else md=${MD:-build/gpu-check.md}; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,6 +48,7 @@ layers=(
   "1,256,14,14,512,1,1,2,0"
   "1,512,7,7,512,3,3,1,1"
 )
+layers=("${layers[@]:0:${LAYERS:-${#layers[@]}}}")
 
 if ! "$loom" version; then
   echo "gpu-check.sh: error: cannot run $loom (build it and run scripts/gpu-bundle.sh first)" >&2
@@ -46,6 +57,43 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 started=$(date +%s)
 
+echo "== Loom: tune-task --target $target, $trials trials per layer, $tune_budget s in all"
+deadline=$(($(date +%s) + tune_budget))
+for i in "${!layers[@]}"; do
+  l=${layers[$i]}
+  left=$((${#layers[@]} - i))
+  share=$(((deadline - $(date +%s)) / left))
+  ((share < 20)) && share=20
+  t0=$(date +%s.%N)
+  timeout -k 5 "$share" "$loom" tune-task --target "$target" --conv2d "$l" --trials "$trials" \
+    --batch-size "$batch" --min-repeat-ms "$min_repeat_ms" --no-transfer --json \
+    --db "$work/loom_$i.db" >"$work/loom_$i.json" 2>"$work/loom_$i.err"
+  rc=$?
+  wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  echo "{\"layer\": \"$l\", \"rc\": $rc, \"wall_s\": $wall, \"share_s\": $share}" >"$work/wall_$i.json"
+  # Every record, also of a layer stopped at its share (the database commits each round).
+  "$loom" records export --db "$work/loom_$i.db" -o "$work/records_$i.jsonl" >/dev/null 2>&1 ||
+    : >"$work/records_$i.jsonl"
+  echo "layer $((i + 1))/${#layers[@]} $l: exit $rc, $wall s (share $share s)"
+  if ((rc != 0)); then tail -n 3 "$work/loom_$i.err" >&2; fi
+  if ((i == 0)); then
+    job=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["job_id"])' \
+      "$work/loom_0.json" 2>/dev/null || true)
+    [[ -n "$job" ]] && "$loom" records stages --db "$work/loom_0.db" --job "$job" || true
+    if ! grep -q '"error":"none"' "$work/records_0.jsonl"; then
+      echo "gpu-check.sh: error: the first layer measured no valid candidate; stopping here" >&2
+      cat "$work/loom_0.err" >&2
+      python3 -c 'import collections,json,sys
+errs = collections.Counter((r["error"], r["error_msg"][:300]) for r in map(json.loads, open(sys.argv[1])))
+for (kind, msg), n in errs.most_common(8): print(f"  {n} x {kind}: {msg}", file=sys.stderr)' \
+        "$work/records_0.jsonl"
+      [[ -n "${OUT:-}" ]] && cp "$work/loom_0.err" "$work/records_0.jsonl" "$OUT/" 2>/dev/null
+      exit 2
+    fi
+  fi
+done
+if [[ -n "${OUT:-}" ]]; then cat "$work"/records_*.jsonl >"$OUT/gpu-check-records.jsonl"; fi
+
 echo "== cuDNN (PyTorch) on ${#layers[@]} layers"
 cudnn_args=()
 for l in "${layers[@]}"; do cudnn_args+=(--conv2d "$l"); done
@@ -53,22 +101,8 @@ PYTHONUNBUFFERED=1 timeout 180 python3 bench/cudnn_conv.py "${cudnn_args[@]}" >"
   echo "gpu-check.sh: cuDNN timing failed (see above); its column stays empty" >&2
 cat "$work/cudnn.jsonl"
 
-echo "== Loom: tune-task --target cuda, $trials trials per layer"
-for i in "${!layers[@]}"; do
-  l=${layers[$i]}
-  t0=$(date +%s.%N)
-  timeout "$layer_timeout" "$loom" tune-task --target cuda --conv2d "$l" --trials "$trials" \
-    --batch-size "$batch" --min-repeat-ms "$min_repeat_ms" --no-transfer --json \
-    --db "$work/loom.db" >"$work/loom_$i.json" 2>"$work/loom_$i.err"
-  rc=$?
-  wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-  echo "{\"layer\": \"$l\", \"rc\": $rc, \"wall_s\": $wall}" >"$work/wall_$i.json"
-  echo "layer $((i + 1))/${#layers[@]} $l: exit $rc, $wall s"
-  if ((rc != 0)); then tail -n 3 "$work/loom_$i.err" >&2; fi
-done
-
 python3 - "$work" "${#layers[@]}" "$md" "$trials" "$(($(date +%s) - started))" <<'EOF'
-import json, os, sys
+import json, math, os, sys
 
 work, n, md, budget, total = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 cudnn = {}
@@ -88,8 +122,16 @@ for i in range(n):
         loom, trials, errors = task.get("best_gflops"), task["trials"], task["errors"]
         card = card or out["target"].split(":", 2)[-1]
     except Exception:
+        # Stopped at its share of the budget, or failed: what its database holds.
+        recs = [json.loads(x) for x in open(os.path.join(work, f"records_{i}.jsonl")) if x.strip()]
+        ok = [r for r in recs if r["error"] == "none" and r.get("median_cost")]
+        if recs:
+            trials, errors = len(recs), len(recs) - len(ok)
+        if ok:
+            loom = max(r["flops"] / r["median_cost"] / 1e9 for r in ok)
         err = open(os.path.join(work, f"loom_{i}.err")).read().strip().splitlines()
-        note = "timeout" if wall["rc"] == 124 else (err[-1] if err else f"exit {wall['rc']}")
+        note = (f"stopped at {wall['share_s']} s" if wall["rc"] in (124, 137)
+                else (err[-1] if err else f"exit {wall['rc']}"))
     ref = cudnn.get(layer, {}).get("gflops")
     ratio = f"{loom / ref:.2f}" if loom and ref else "-"
     rows.append([str(i + 1), layer, f"{loom:.0f}" if loom else "-", f"{ref:.0f}" if ref else "-",
@@ -99,10 +141,15 @@ head = ["#", "layer N,C,H,W,K,R,S,stride,pad", "Loom GFLOPS", "cuDNN GFLOPS", "L
 widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
 fmt = lambda r: "  ".join(v.rjust(w) if c in (0, 2, 3, 4, 5, 6, 7) else v.ljust(w)
                           for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+ratios = [float(r[4]) for r in rows if r[4] != "-"]
+geomean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+summary = (f"Loom/cuDNN geomean over {len(ratios)} of {n} layers: {geomean:.2f}" if geomean
+           else "Loom/cuDNN geomean: no layer has both figures")
 print(f"\nGPU: {card}; Loom budget {budget} trials per layer; whole check {total} s")
 print(fmt(head))
 for r in rows:
     print(fmt(r))
+print(summary)
 os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
 with open(md, "w") as f:
     f.write(f"GPU: {card}. ResNet-18 convolutions, batch 1, fp32. Loom: `loom tune-task --target cuda "
@@ -111,5 +158,6 @@ with open(md, "w") as f:
     f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
+    f.write(f"\n{summary}\n")
 print(f"markdown: {md}")
 EOF
