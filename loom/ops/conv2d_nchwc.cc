@@ -379,6 +379,15 @@ class Conv2dNchwc : public TemplateBase {
   // as 1 or 2, 3R/8 as 3 (R vector registers), other knobs as the default's. On layers with a
   // short reduction (few input channels: stems, MobileNet's 1x1 convs) the full block is often far
   // from the best while these are near it; on the others they are about as good as the default.
+  Config ForThreads(const Config& config, int32_t threads) const override {
+    if (!space_.IsValid(config)) return config;
+    const ConvKnobs k = Knobs(config);
+    const int64_t kp = CeilDiv(workload_.k, k.oc_bn), ohb = oh_ / k.oh_b;
+    return k.outer_order == 0
+               ? WithParallelAxisFor(space_, config, workload_.n, kp, ohb, threads)
+               : WithParallelAxisFor(space_, config, workload_.n, ohb, kp, threads);
+  }
+
   std::vector<Config> InitialConfigs() const override {
     std::vector<Config> out = {DefaultConfig()};
     const int64_t lanes = DefaultLanes();

@@ -244,6 +244,15 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     return f;
   }
 
+  Config ForThreads(const Config& config, int32_t threads) const override {
+    if (!space_.IsValid(config)) return config;
+    const DwKnobs k = Knobs(config);
+    const int64_t cb = CeilDiv(workload_.c, k.c_bn);
+    return k.outer_order == 0
+               ? WithParallelAxisFor(space_, config, workload_.n, cb, oh_, threads)
+               : WithParallelAxisFor(space_, config, workload_.n, oh_, cb, threads);
+  }
+
   Config DefaultConfig() const override {
     return ClosestConfig({{"vec", target_.VectorLanes()},
                           {"tile_c", 1},

@@ -109,6 +109,12 @@ class Template {
   // convolution, register blocks of other shapes). A search that starts from them is not betting
   // a whole first batch on one heuristic. Distinct and valid; the default returns DefaultConfig().
   virtual std::vector<Config> InitialConfigs() const { return {DefaultConfig()}; }
+  // `config` to run on `threads` threads. Configs are measured on one core, where a knob that
+  // only decides which loops form the parallel loop changes nothing, so a tuned config may carry
+  // a value that leaves threads idle (e.g. a parallel loop over one output-channel block). A
+  // template with such a knob re-picks it for `threads`; every other knob, and so the measured
+  // work per element, stays. The default returns `config`.
+  virtual Config ForThreads(const Config& config, int32_t threads) const { return config; }
 };
 
 // The template for `workload` on `target`. kUnimplemented when no template covers it.

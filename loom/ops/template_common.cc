@@ -182,6 +182,27 @@ int64_t LargestDivisorAtMost(int64_t n, int64_t limit) {
   return best;
 }
 
+Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n,
+                           int64_t first, int64_t second, int32_t threads) {
+  if (threads <= 1) return config;
+  const int knob = space.KnobIndex("parallel_axis");
+  if (knob < 0) return config;
+  const auto at = static_cast<size_t>(knob);
+  const std::vector<int64_t>& values = space.knobs()[at].values;
+  auto busy = [&](size_t choice) {
+    const int64_t extent = values[choice] == 0 ? n * first : n * first * second;
+    return static_cast<double>(extent) /
+           static_cast<double>(CeilDiv(extent, threads) * threads);
+  };
+  std::vector<int64_t> choices = space.Choices(config);
+  auto best_choice = static_cast<size_t>(choices[at]);
+  for (size_t v = 0; v < values.size(); ++v) {
+    if (busy(v) > busy(best_choice)) best_choice = v;
+  }
+  choices[at] = static_cast<int64_t>(best_choice);
+  return space.FromChoices(choices);
+}
+
 graph::Tensor UnblockNchwc(const graph::Tensor& blocked, int64_t n, int64_t channels, int64_t oh,
                            int64_t ow, int64_t bn) {
   const int64_t blocks = CeilDiv(channels, bn);

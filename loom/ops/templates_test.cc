@@ -291,6 +291,50 @@ TEST(TemplatesTest, InitialConfigsAreDistinctValidAndStartWithTheDefault) {
   }
 }
 
+// Configs are measured on one core, so a tuned config's parallel_axis says nothing about threads.
+// ForThreads re-picks it for the model's threads and leaves every other knob as measured.
+TEST(TemplatesTest, ForThreadsSpreadsTheParallelLoopAndKeepsTheOtherKnobs) {
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  struct Layer {
+    graph::Workload workload;
+    const char* blocks_knob;  // one block of these channels makes the first outer loop 1 long
+    int64_t channels;
+  };
+  for (const Layer& l : {Layer{Conv(64, 56, 56, 64, 3, 1, 1), "tile_oc", 64},
+                         Layer{Conv(32, 56, 56, 32, 3, 1, 1, /*groups=*/32), "tile_c", 32}}) {
+    auto t = MakeTemplate(l.workload, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const ConfigSpace& space = (*t)->space();
+    const int par = space.KnobIndex("parallel_axis");
+    ASSERT_GE(par, 0);
+    int64_t one_block = 0, switched = 0;
+    for (int64_t i = 0; i < space.size(); ++i) {
+      const Config c{i};
+      if (!space.IsValid(c)) continue;
+      const Config two = (*t)->ForThreads(c, 2);
+      EXPECT_EQ((*t)->ForThreads(c, 1), c);
+      ASSERT_TRUE(space.IsValid(two)) << space.ToJson(c);
+      std::vector<int64_t> a = space.Values(c), b = space.Values(two);
+      a[static_cast<size_t>(par)] = b[static_cast<size_t>(par)] = 0;
+      EXPECT_EQ(a, b) << space.ToJson(c) << " -> " << space.ToJson(two);
+      switched += two == c ? 0 : 1;
+      // One channel block in channel-major order: the n x block loop is one long, so only
+      // fusing the rows in too gives the second thread work.
+      if (space.Value(c, "vec") * space.Value(c, l.blocks_knob) == l.channels &&
+          space.Value(c, "outer_order") == 0) {
+        ++one_block;
+        EXPECT_EQ(space.Value(two, "parallel_axis"), 1) << space.ToJson(c);
+        EXPECT_EQ((*t)->ForThreads(two, 2), two);
+      }
+    }
+    EXPECT_GT(one_block, 0) << (*t)->name();
+    EXPECT_GT(switched, 0) << (*t)->name();
+    // The default's parallel loop (channel blocks x rows or rows) already splits evenly in two.
+    EXPECT_EQ((*t)->ForThreads((*t)->DefaultConfig(), 2), (*t)->DefaultConfig()) << (*t)->name();
+  }
+}
+
 TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
   // ResNet-18's stem on AVX-512 (32 registers): the default fills 28 accumulators (2 x 14); the
   // others keep 8-16: 2x8, 4x4, 1x8 and 2x4 (output-channel vectors x output columns). 3x4 would

@@ -393,8 +393,6 @@ class Compiler {
   // `from`, or from its NCHW tensor when `from` is null.
   void AddRelayoutStep(const std::string& v, const State& s, const Blocked* from,
                        const BlockedGeo& dst, int64_t buf, std::string kind);
-  // A ready blocked representation of v, any block size (packing from NCHW to `fallback_bn`).
-  absl::StatusOr<Blocked> AnyBlocked(const std::string& v, int64_t fallback_bn);
 
   // Single consumer of `v` (node index) or -1.
   int64_t SoleConsumer(const std::string& v) const {
@@ -465,13 +463,6 @@ absl::StatusOr<int64_t> Compiler::Natural(const std::string& v) {
   ++m_->stats.layout_steps;
   AddStep(std::move(step));
   return slot;
-}
-
-absl::StatusOr<Compiler::Blocked> Compiler::AnyBlocked(const std::string& v, int64_t fallback_bn) {
-  LOOM_ASSIGN_OR_RETURN(State * s, StateOf(v));
-  if (!s->blocked.empty()) return s->blocked.front();
-  LOOM_ASSIGN_OR_RETURN(int64_t buf, BlockedBuf(v, fallback_bn));
-  return Blocked{buf, fallback_bn};
 }
 
 absl::StatusOr<int64_t> Compiler::BlockedBuf(const std::string& v, int64_t bn) {
@@ -674,6 +665,12 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
       ops::Config adapted = AdaptInputBlock(tmpl, config, st->second.blocked.front().bn);
       if (!(adapted == config) && tmpl.EmitFused(adapted, ep).ok()) config = adapted;
     }
+  }
+  // Records are measured on one core, where the knobs that only split the work among threads
+  // change nothing: the template re-picks them for this model's thread count.
+  if (ops::Config threaded = tmpl.ForThreads(config, o_.num_threads);
+      !(threaded == config) && tmpl.EmitFused(threaded, ep).ok()) {
+    config = threaded;
   }
   absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
   if (!src.ok() && tuned) {
