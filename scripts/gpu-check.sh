@@ -14,8 +14,9 @@
 # round, default 16), MIN_REPEAT_MS (default 40), TUNE_BUDGET (seconds for all of Loom's tuning,
 # default 330: each layer may use what is left divided by the layers left, so a slow layer cannot
 # starve the others; a layer stopped at its share keeps the trials its database holds),
-# LAYERS (tune only the first N layers), MD (markdown output; default $OUT/gpu-check.md when OUT
-# is set, else build/gpu-check.md).
+# LAYERS (tune only the first N layers), OTHER_TRIALS (trials for each of two depthwise convs and
+# a dense layer run after the ResNet-18 layers, default 16; 0 skips them), MD (markdown output;
+# default $OUT/gpu-check.md when OUT is set, else build/gpu-check.md).
 # When OUT is set, every layer's records (JSON lines) and the whole log also land there.
 #
 # Fail fast: when the first layer measures no valid candidate, the check stops there and prints its
@@ -92,6 +93,38 @@ for (kind, msg), n in errs.most_common(8): print(f"  {n} x {kind}: {msg}", file=
     fi
   fi
 done
+
+# The other CUDA templates, briefly: that they build, launch and pass the reference check on the
+# card (figures without a peer; OTHER_TRIALS=0 skips them).
+others=(
+  "--conv2d 1,32,112,112,32,3,3,1,1 --groups 32"
+  "--conv2d 1,144,56,56,144,3,3,2,1 --groups 144"
+  "--dense 1,1000,512"
+)
+other_trials=${OTHER_TRIALS:-16}
+if ((other_trials > 0)); then
+  echo "== Loom: the other CUDA templates, $other_trials trials each"
+  for j in "${!others[@]}"; do
+    # shellcheck disable=SC2086  # each entry is a list of flags
+    timeout -k 5 30 "$loom" tune-task --target "$target" ${others[$j]} --trials "$other_trials" \
+      --batch-size "$batch" --min-repeat-ms "$min_repeat_ms" --no-transfer --json \
+      --db "$work/other_$j.db" >"$work/other_$j.json" 2>"$work/other_$j.err"
+    rc=$?
+    "$loom" records export --db "$work/other_$j.db" -o "$work/records_other_$j.jsonl" \
+      >/dev/null 2>&1 || : >"$work/records_other_$j.jsonl"
+    python3 - "$work/records_other_$j.jsonl" "${others[$j]}" "$rc" <<'EOF'
+import json, sys
+recs = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+ok = [r for r in recs if r["error"] == "none" and r.get("median_cost")]
+best = max((r["flops"] / r["median_cost"] / 1e9 for r in ok), default=None)
+errors = sorted({f'{r["error"]}: {r["error_msg"][:160]}' for r in recs if r["error"] != "none"})
+print(f"{sys.argv[2]}: exit {sys.argv[3]}, {len(recs)} trials, {len(recs) - len(ok)} errors, "
+      f"best {best:.0f} GFLOPS" if best else f"{sys.argv[2]}: exit {sys.argv[3]}, no valid trial")
+for e in errors[:3]:
+    print(f"  {e}")
+EOF
+  done
+fi
 if [[ -n "${OUT:-}" ]]; then cat "$work"/records_*.jsonl >"$OUT/gpu-check-records.jsonl"; fi
 
 echo "== cuDNN (PyTorch) on ${#layers[@]} layers"
