@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared run on a machine with an NVIDIA GPU (a few minutes): tunes the 11
+# The GPU check, one prepared run on a machine with an NVIDIA GPU (about 8 minutes): tunes the 11
 # distinct convolutions of ResNet-18 (batch 1, fp32) with `loom tune-task --target cuda` and a
 # small trial budget each, then times cuDNN on the same layers in the same run
 # (bench/cudnn_conv.py: PyTorch, cudnn.benchmark on, TF32 off), and prints per layer Loom GFLOPS,
@@ -10,9 +10,9 @@
 #   scripts/gpu-check.sh                                     # there (carry build/gpu-bundle)
 #
 # Settings (environment): BUNDLE (default build/gpu-bundle; its `run` starts loom), LOOM (a loom
-# binary to use instead of the bundle), TRIALS (per layer, default 32), BATCH (candidates per
+# binary to use instead of the bundle), TRIALS (per layer, default 200), BATCH (candidates per
 # round, default 16), MIN_REPEAT_MS (default 40), TUNE_BUDGET (seconds for all of Loom's tuning,
-# default 330: each layer may use what is left divided by the layers left, so a slow layer cannot
+# default 440: each layer may use what is left divided by the layers left, so a slow layer cannot
 # starve the others; a layer stopped at its share keeps the trials its database holds),
 # LAYERS (tune only the first N layers), OTHER_TRIALS (trials for each of two depthwise convs and
 # a dense layer run after the ResNet-18 layers, default 16; 0 skips them), MD (markdown output;
@@ -26,10 +26,10 @@ cd "$(dirname "$0")/.." || exit 1
 
 [[ -n "${OUT:-}" ]] && exec > >(tee "$OUT/gpu-check.log") 2>&1
 loom=${LOOM:-${BUNDLE:-build/gpu-bundle}/run}
-trials=${TRIALS:-32}
+trials=${TRIALS:-200}
 batch=${BATCH:-16}
 min_repeat_ms=${MIN_REPEAT_MS:-40}
-tune_budget=${TUNE_BUDGET:-330}
+tune_budget=${TUNE_BUDGET:-440}
 target=${TARGET:-cuda}  # cpu runs the whole script on a host without a GPU, to test it
 if [[ -n "${OUT:-}" ]]; then md=${MD:-$OUT/gpu-check.md}; else md=${MD:-build/gpu-check.md}; fi
 work=$(mktemp -d)
