@@ -399,7 +399,9 @@ TEST_F(EngineTest, LentDeviceCoreRunsCpuStagesOnlyBetweenMeasurements) {
   // One slot in all: no two stages of any kind ever overlap.
   for (const StageTrace& a : r->traces) {
     for (const StageTrace& b : r->traces) {
-      if (&a != &b) EXPECT_FALSE(Overlap(a.start, a.end, b.start, b.end));
+      if (&a != &b) {
+        EXPECT_FALSE(Overlap(a.start, a.end, b.start, b.end));
+      }
     }
   }
 }
@@ -455,7 +457,9 @@ TEST_F(EngineTest, UncontrolledOverlapsMeasurementsWithOneMeasurerPerJob) {
   EXPECT_TRUE(overlapped);
   for (const StageTrace& t : r->traces) {
     EXPECT_TRUE(t.spans.empty()) << "uncontrolled stages are not pinned";
-    if (t.kind != StageKind::kMeasure) EXPECT_EQ(t.resource, "cpu");
+    if (t.kind != StageKind::kMeasure) {
+      EXPECT_EQ(t.resource, "cpu");
+    }
   }
   EXPECT_EQ(Records("job0"), 16);
   EXPECT_EQ(Records("job1"), 16);
@@ -625,7 +629,9 @@ TEST(EngineEndToEndTest, TwoJobsWithTheRealBuilderAndMeasurer) {
     if (m.kind != StageKind::kMeasure) continue;
     for (const StageTrace& c : r->traces) {
       if (c.kind == StageKind::kMeasure) {
-        if (&c != &m) EXPECT_FALSE(Overlap(c.start, c.end, m.start, m.end));
+        if (&c != &m) {
+          EXPECT_FALSE(Overlap(c.start, c.end, m.start, m.end));
+        }
         continue;
       }
       for (const CoreSpan& s : c.spans) {

@@ -52,7 +52,9 @@ TEST(DistortionTest, SampleIsSeededWithoutReplacementAndOnlySuccessful) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].config_index, b[i].config_index);
     EXPECT_TRUE(a[i].ok());
-    if (i > 0) EXPECT_LT(a[i - 1].config_index, a[i].config_index);  // in order, distinct
+    if (i > 0) {
+      EXPECT_LT(a[i - 1].config_index, a[i].config_index);  // in order, distinct
+    }
   }
   auto c = SampleRecords(records, 8, 8);
   bool differs = false;

@@ -383,9 +383,8 @@ class Conv2dNchwc : public TemplateBase {
     if (!space_.IsValid(config)) return config;
     const ConvKnobs k = Knobs(config);
     const int64_t kp = CeilDiv(workload_.k, k.oc_bn), ohb = oh_ / k.oh_b;
-    return k.outer_order == 0
-               ? WithParallelAxisFor(space_, config, workload_.n, kp, ohb, threads)
-               : WithParallelAxisFor(space_, config, workload_.n, ohb, kp, threads);
+    return k.outer_order == 0 ? WithParallelAxisFor(space_, config, workload_.n, kp, ohb, threads)
+                              : WithParallelAxisFor(space_, config, workload_.n, ohb, kp, threads);
   }
 
   std::vector<Config> InitialConfigs() const override {

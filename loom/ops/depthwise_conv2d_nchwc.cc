@@ -248,9 +248,8 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     if (!space_.IsValid(config)) return config;
     const DwKnobs k = Knobs(config);
     const int64_t cb = CeilDiv(workload_.c, k.c_bn);
-    return k.outer_order == 0
-               ? WithParallelAxisFor(space_, config, workload_.n, cb, oh_, threads)
-               : WithParallelAxisFor(space_, config, workload_.n, oh_, cb, threads);
+    return k.outer_order == 0 ? WithParallelAxisFor(space_, config, workload_.n, cb, oh_, threads)
+                              : WithParallelAxisFor(space_, config, workload_.n, oh_, cb, threads);
   }
 
   Config DefaultConfig() const override {

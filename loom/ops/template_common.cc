@@ -182,8 +182,8 @@ int64_t LargestDivisorAtMost(int64_t n, int64_t limit) {
   return best;
 }
 
-Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n,
-                           int64_t first, int64_t second, int32_t threads) {
+Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n, int64_t first,
+                           int64_t second, int32_t threads) {
   if (threads <= 1) return config;
   const int knob = space.KnobIndex("parallel_axis");
   if (knob < 0) return config;
@@ -191,8 +191,7 @@ Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64
   const std::vector<int64_t>& values = space.knobs()[at].values;
   auto busy = [&](size_t choice) {
     const int64_t extent = values[choice] == 0 ? n * first : n * first * second;
-    return static_cast<double>(extent) /
-           static_cast<double>(CeilDiv(extent, threads) * threads);
+    return static_cast<double>(extent) / static_cast<double>(CeilDiv(extent, threads) * threads);
   };
   std::vector<int64_t> choices = space.Choices(config);
   auto best_choice = static_cast<size_t>(choices[at]);

@@ -85,8 +85,8 @@ int64_t LargestDivisorAtMost(int64_t n, int64_t limit);
 // first two (parallel_axis 1) of their outer loops, split into one even chunk per thread. Returns
 // `config` with the parallel_axis that keeps `threads` threads busiest (the parallel loop's share
 // of ceil(extent / threads) * threads slots that do work), keeping the config's own on a tie.
-Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n,
-                           int64_t first, int64_t second, int32_t threads);
+Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n, int64_t first,
+                           int64_t second, int32_t threads);
 
 std::unique_ptr<Template> MakeConv2dNchwc(const graph::Workload& w, const Target& t,
                                           const TemplateOptions& o);
