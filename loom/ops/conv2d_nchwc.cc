@@ -374,11 +374,6 @@ class Conv2dNchwc : public TemplateBase {
     return BlockConfig(lanes, oc_v, reg_n, 1);
   }
 
-  // The default (which fills most of the register file with accumulators), then register blocks
-  // that keep a quarter to a half of it: R/2 accumulators as 2 or 4 output-channel vectors, R/4
-  // as 1 or 2, 3R/8 as 3 (R vector registers), other knobs as the default's. On layers with a
-  // short reduction (few input channels: stems, MobileNet's 1x1 convs) the full block is often far
-  // from the best while these are near it; on the others they are about as good as the default.
   Config ForThreads(const Config& config, int32_t threads) const override {
     if (!space_.IsValid(config)) return config;
     const ConvKnobs k = Knobs(config);
@@ -387,6 +382,11 @@ class Conv2dNchwc : public TemplateBase {
                               : WithParallelAxisFor(space_, config, workload_.n, ohb, kp, threads);
   }
 
+  // The default (which fills most of the register file with accumulators), then register blocks
+  // that keep a quarter to a half of it: R/2 accumulators as 2 or 4 output-channel vectors, R/4
+  // as 1 or 2, 3R/8 as 3 (R vector registers), other knobs as the default's. On layers with a
+  // short reduction (few input channels: stems, MobileNet's 1x1 convs) the full block is often far
+  // from the best while these are near it; on the others they are about as good as the default.
   std::vector<Config> InitialConfigs() const override {
     std::vector<Config> out = {DefaultConfig()};
     const int64_t lanes = DefaultLanes();
