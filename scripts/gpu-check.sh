@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# The GPU check, one prepared run on a machine with an NVIDIA GPU (about 8 minutes): tunes the 11
-# distinct convolutions of ResNet-18 (batch 1, fp32) with `loom tune-task --target cuda` and a
-# small trial budget each, then times cuDNN on the same layers in the same run
-# (bench/cudnn_conv.py: PyTorch, cudnn.benchmark on, TF32 off), and prints per layer Loom GFLOPS,
-# cuDNN GFLOPS, their ratio, the trials, the tuning wall time, the card and the geomean ratio.
-# Also writes the table as markdown.
+# The GPU check, one prepared run on a machine with an NVIDIA GPU (about 9 minutes):
+#  1. tunes the 11 distinct convolutions of ResNet-18 (batch 1, fp32) with
+#     `loom tune-task --target cuda`, then briefly two depthwise convs and a dense layer;
+#  2. times cuDNN on the same convolutions (bench/cudnn_conv.py: PyTorch, cudnn.benchmark on,
+#     TF32 off) and prints per layer Loom GFLOPS, cuDNN GFLOPS, their ratio, the trials, the
+#     tuning wall time, the card and the geomean ratio;
+#  3. compiles ResNet-18 and MobileNetV2 for the GPU (`loom bench --target cuda --check`), untuned
+#     and with step 1's records, next to PyTorch's latency (bench/torch_model_latency.py).
+# Also writes the tables as markdown.
 #
 #   scripts/gpu-bundle.sh build/default build/gpu-bundle     # here, after building loom
 #   scripts/gpu-check.sh                                     # there (carry build/gpu-bundle)
 #
-# Settings (environment): BUNDLE (default build/gpu-bundle; its `run` starts loom), LOOM (a loom
-# binary to use instead of the bundle), TRIALS (per layer, default 200), BATCH (candidates per
-# round, default 16), MIN_REPEAT_MS (default 40), TUNE_BUDGET (seconds for all of Loom's tuning,
-# default 440: each layer may use what is left divided by the layers left, so a slow layer cannot
-# starve the others; a layer stopped at its share keeps the trials its database holds),
-# LAYERS (tune only the first N layers), OTHER_TRIALS (trials for each of two depthwise convs and
-# a dense layer run after the ResNet-18 layers, default 16; 0 skips them), MD (markdown output;
-# default $OUT/gpu-check.md when OUT is set, else build/gpu-check.md).
-# When OUT is set, every layer's records (JSON lines) and the whole log also land there.
+# Settings (environment):
+#   BUNDLE         default build/gpu-bundle; its `run` starts loom
+#   LOOM           a loom binary to use instead of the bundle
+#   TRIALS         per layer, default 200
+#   BATCH          candidates per round, default 16
+#   MIN_REPEAT_MS  default 40
+#   TUNE_BUDGET    seconds for all of step 1's convolutions, default 360 (the whole check then fits
+#                  a 10-minute device call); each layer may use what is left divided by the layers
+#                  left, so a slow layer cannot starve the others, and a layer stopped at its share
+#                  keeps the trials its database holds
+#   LAYERS         tune only the first N layers
+#   OTHER_TRIALS   trials for each depthwise conv and the dense layer, default 16; 0 skips them
+#   MODELS         0 skips step 3
+#   MD             markdown output; default $OUT/gpu-check.md when OUT is set, else
+#                  build/gpu-check.md
+#   TARGET         cpu runs the whole script on a host without a GPU, to test the script
+# When OUT is set, every record (JSON lines) and the whole log also land there.
 #
 # Fail fast: when the first layer measures no valid candidate, the check stops there and prints its
 # errors, so that a broken setup costs seconds of GPU time, not the whole budget.
@@ -29,8 +40,8 @@ loom=${LOOM:-${BUNDLE:-build/gpu-bundle}/run}
 trials=${TRIALS:-200}
 batch=${BATCH:-16}
 min_repeat_ms=${MIN_REPEAT_MS:-40}
-tune_budget=${TUNE_BUDGET:-440}
-target=${TARGET:-cuda}  # cpu runs the whole script on a host without a GPU, to test it
+tune_budget=${TUNE_BUDGET:-360}
+target=${TARGET:-cuda}
 if [[ -n "${OUT:-}" ]]; then md=${MD:-$OUT/gpu-check.md}; else md=${MD:-build/gpu-check.md}; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -194,3 +205,57 @@ with open(md, "w") as f:
     f.write(f"\n{summary}\n")
 print(f"markdown: {md}")
 EOF
+
+# Compiled inference on the GPU: `loom bench --target cuda`, untuned and with every record of this
+# check, its output checked against the reference executor, next to PyTorch on the same card
+# (MODELS=0 skips it).
+if ((${MODELS:-1})); then
+  echo "== Compiled models on the GPU: loom bench --target cuda, and PyTorch"
+  for f in "$work"/records_*.jsonl; do
+    "$loom" records import "$f" --db "$work/all.db" >/dev/null 2>&1 || true
+  done
+  for m in resnet18 mobilenet_v2; do
+    if ! timeout -k 5 100 "$loom" bench "zoo:$m" --target "$target" --db "$work/all.db" --check \
+      --json --build-threads "$(nproc)" >"$work/bench_$m.json" 2>"$work/bench_$m.err"; then
+      echo "loom bench zoo:$m failed:"
+      tail -n 3 "$work/bench_$m.err"
+    fi
+  done
+  PYTHONUNBUFFERED=1 timeout 100 python3 bench/torch_model_latency.py --model resnet18 \
+    --model mobilenet_v2 >"$work/torch.jsonl" || echo "gpu-check.sh: PyTorch timing failed" >&2
+  python3 - "$work" "$md" <<'EOF'
+import json, os, sys
+work, md = sys.argv[1], sys.argv[2]
+torch = {}
+for line in open(os.path.join(work, "torch.jsonl")):
+    if line.strip():
+        r = json.loads(line)
+        torch[r["model"]] = r
+rows = []
+for m in ("resnet18", "mobilenet_v2"):
+    try:
+        res = {r["variant"]: r for r in json.load(open(os.path.join(work, f"bench_{m}.json")))["results"]}
+    except Exception:
+        res = {}
+    t = torch.get(m, {})
+    peer = min(v for v in (t.get("eager_ms"), t.get("graph_ms")) if v) if t else None
+    u, tu = res.get("untuned", {}), res.get("tuned", {})
+    fmt = lambda v: f"{v:.3f}" if v else "-"
+    ratio = f"{tu['median_ms'] / peer:.2f}" if tu and peer else "-"
+    rows.append([m, fmt(u.get("median_ms")), fmt(tu.get("median_ms")), str(tu.get("tuned_kernels", "-")),
+                 f"{tu.get('max_rel_err', float('nan')):.1e}" if tu else "-",
+                 fmt(t.get("eager_ms")), fmt(t.get("graph_ms")), ratio])
+head = ["model", "Loom untuned ms", "Loom tuned ms", "tuned kernels", "check max rel err",
+        "PyTorch eager ms", "PyTorch graph ms", "tuned / best PyTorch"]
+print("  ".join(head))
+for r in rows:
+    print("  ".join(r))
+with open(md, "a") as f:
+    f.write("\nCompiled models, batch 1 (`loom bench zoo:NAME --target cuda --db <this check's records> "
+            "--check`; PyTorch: bench/torch_model_latency.py):\n\n")
+    f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+EOF
+fi
+

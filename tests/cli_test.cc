@@ -488,6 +488,12 @@ TEST(CliTest, CudaTargetWithoutAGpuIsOneLine) {
                      "unknown target 'tpu'");
   ExpectOneLineError(RunLoom("tune-task --device cuda:0 --conv2d 1,4,8,8,8,3,3,1,1"),
                      "--device applies to --target cuda only");
+  // The compiled model for the GPU: the same one line, before any compile.
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --target cuda"),
+                     "libcuda.so.1 not found: no NVIDIA driver");
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --target cuda --device gpu0"), "expected cuda:N");
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --device cuda:0"),
+                     "--device applies to --target cuda only");
 }
 
 // `loom agent --device cuda:N` probes the GPU before it contacts the daemon: without a driver, or

@@ -2,9 +2,11 @@
 // (runtime::CompiledModel) untuned and, with --db, with the best records, and prints the latency
 // of each (median, p90, min over at least --min-time seconds and --min-runs runs). --profile adds
 // where the time goes: per step kind and the slowest nodes. `loom bench DIR` times a compiled
-// artifact (`loom compile`) the same way.
+// artifact (`loom compile`) the same way. `--target cuda` compiles for the GPU instead
+// (runtime::CudaModel); --profile and artifacts are CPU only.
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -16,8 +18,10 @@
 #include "loom/base/rng.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
+#include "loom/ops/target.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
 #include "loom/tune/record_store.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +40,8 @@ struct BenchOptions {
   int32_t min_runs = 10;
   int32_t build_threads = 2;
   std::string cache_dir;
+  std::string target = "cpu";
+  std::string device;  // --target cuda: "cuda:N" (default cuda:0)
 };
 
 struct Latency {
@@ -86,9 +92,14 @@ std::map<std::string, graph::Tensor> MakeInputs(const std::vector<graph::ValueIn
   return feeds;
 }
 
+// Runs the model once on the feeds (a CompiledModel's or a CudaModel's Run).
+using RunFn = std::function<absl::StatusOr<std::vector<graph::Tensor>>()>;
+
 VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::CompiledModel>* cm,
                              const std::map<std::string, graph::Tensor>& feeds,
                              const BenchOptions& opts, const std::vector<graph::Tensor>* expected);
+void MeasureRuns(const RunFn& run, const BenchOptions& opts,
+                 const std::vector<graph::Tensor>* expected, VariantResult* r);
 
 VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
                            const std::map<std::string, graph::Tensor>& feeds,
@@ -110,36 +121,7 @@ VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::C
   VariantResult r;
   r.name = name;
   r.stats = (*cm)->stats();
-  // Warm-up (first touch of the arena and weights), and the optional result check.
-  for (int i = 0; i < 2; ++i) {
-    auto out = (*cm)->Run(feeds);
-    FailIfError(out.status());
-    if (i == 0 && expected != nullptr) {
-      double err = 0, ref = 0;
-      for (size_t k = 0; k < out->size() && k < expected->size(); ++k) {
-        const auto a = (*out)[k].values<float>();
-        const auto b = (*expected)[k].values<float>();
-        for (size_t e = 0; e < a.size() && e < b.size(); ++e) {
-          err = std::max(err, static_cast<double>(std::fabs(a[e] - b[e])));
-          ref = std::max(ref, static_cast<double>(std::fabs(b[e])));
-        }
-      }
-      r.max_rel_err = ref > 0 ? err / ref : err;
-    }
-  }
-  std::vector<double> ms;
-  const auto begin = std::chrono::steady_clock::now();
-  while (true) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto out = (*cm)->Run(feeds);
-    const auto t1 = std::chrono::steady_clock::now();
-    FailIfError(out.status());
-    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    const double elapsed = std::chrono::duration<double>(t1 - begin).count();
-    if (static_cast<int32_t>(ms.size()) >= opts.min_runs && elapsed >= opts.min_time) break;
-  }
-  r.latency = Summarize(ms);
-
+  MeasureRuns([&] { return (*cm)->Run(feeds); }, opts, expected, &r);
   if (opts.profile) {
     const int kRuns = 10;
     std::map<std::string, ProfileRow> kinds, nodes;
@@ -169,6 +151,69 @@ VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::C
   return r;
 }
 
+void MeasureRuns(const RunFn& run, const BenchOptions& opts,
+                 const std::vector<graph::Tensor>* expected, VariantResult* r) {
+  // Warm-up (first touch of the arena and weights), and the optional result check.
+  for (int i = 0; i < 2; ++i) {
+    auto out = run();
+    FailIfError(out.status());
+    if (i == 0 && expected != nullptr) {
+      double err = 0, ref = 0;
+      for (size_t k = 0; k < out->size() && k < expected->size(); ++k) {
+        const auto a = (*out)[k].values<float>();
+        const auto b = (*expected)[k].values<float>();
+        for (size_t e = 0; e < a.size() && e < b.size(); ++e) {
+          err = std::max(err, static_cast<double>(std::fabs(a[e] - b[e])));
+          ref = std::max(ref, static_cast<double>(std::fabs(b[e])));
+        }
+      }
+      r->max_rel_err = ref > 0 ? err / ref : err;
+    }
+  }
+  std::vector<double> ms;
+  const auto begin = std::chrono::steady_clock::now();
+  while (true) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto out = run();
+    const auto t1 = std::chrono::steady_clock::now();
+    FailIfError(out.status());
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    const double elapsed = std::chrono::duration<double>(t1 - begin).count();
+    if (static_cast<int32_t>(ms.size()) >= opts.min_runs && elapsed >= opts.min_time) break;
+  }
+  r->latency = Summarize(ms);
+}
+
+// --target cuda: the model compiled for the GPU (runtime::CudaModel), untuned and with --db.
+void BenchCuda(const graph::Graph& g, const std::map<std::string, graph::Tensor>& feeds,
+               const BenchOptions& opts, tune::RecordStore* store,
+               const std::vector<graph::Tensor>* expected, std::vector<VariantResult>* results) {
+  if (opts.profile) Fail(absl::InvalidArgumentError("--profile is for --target cpu only"));
+  tune::BuildOptions build;
+  build.num_threads = opts.build_threads;
+  build.cache_dir = opts.cache_dir;
+  auto backend = runtime::MakeCudaDeviceBackend(CudaOrdinalOrFail(opts.device), build);
+  FailIfError(backend.status());
+  for (tune::RecordStore* records : {static_cast<tune::RecordStore*>(nullptr), store}) {
+    runtime::CudaModelOptions co;
+    co.records = records;
+    auto model = runtime::CudaModel::Compile(g, backend->get(), co);
+    FailIfError(model.status());
+    const runtime::CudaModelStats& cs = (*model)->stats();
+    VariantResult r;
+    r.name = records == nullptr ? "untuned" : "tuned";
+    r.stats.kernel_steps = cs.kernel_steps;
+    r.stats.tuned_kernels = cs.tuned_kernels;
+    r.stats.fused_ops = cs.fused_ops;
+    r.stats.reference_steps = cs.host_steps;
+    r.stats.arena_bytes = r.stats.intermediate_bytes = cs.device_bytes;
+    r.stats.compile_seconds = cs.compile_seconds;
+    MeasureRuns([&] { return (*model)->Run(feeds); }, opts, expected, &r);
+    results->push_back(std::move(r));
+    if (store == nullptr) break;
+  }
+}
+
 void PrintResults(const std::string& source, const std::vector<VariantResult>& results,
                   const BenchOptions& opts);
 
@@ -182,6 +227,9 @@ void RunBench(const BenchOptions& opts) {
       Fail(absl::InvalidArgumentError(
           "--check and --db need a model, not a compiled artifact (it has neither graph nor "
           "records)"));
+    }
+    if (opts.target != "cpu") {
+      Fail(absl::InvalidArgumentError("a compiled artifact runs on the CPU; drop --target"));
     }
     auto cm = runtime::CompiledModel::Load(opts.model.model, {.num_threads = opts.threads});
     FailIfError(cm.status());
@@ -208,6 +256,17 @@ void RunBench(const BenchOptions& opts) {
     auto s = tune::OpenSqliteRecordStore(opts.db);
     FailIfError(s.status());
     store = *std::move(s);
+  }
+  absl::StatusOr<ops::Target> target = ops::ParseTarget(opts.target);
+  FailIfError(target.status());
+  if (!opts.device.empty() && target->kind != "cuda") {
+    Fail(absl::InvalidArgumentError("--device applies to --target cuda only"));
+  }
+  if (target->kind == "cuda") {
+    BenchCuda(g, feeds, opts, store.get(), opts.check ? &expected : nullptr, &results);
+    PrintResults(absl::StrCat(source, " on ", opts.device.empty() ? "cuda:0" : opts.device),
+                 results, opts);
+    return;
   }
   results.push_back(
       BenchVariant("untuned", g, feeds, opts, nullptr, opts.check ? &expected : nullptr));
@@ -308,6 +367,8 @@ void RegisterBenchCommand(CLI::App& app) {
   cmd->add_option("--min-time", opts->min_time, "Seconds of timed runs at least (default 1)");
   cmd->add_option("--min-runs", opts->min_runs, "Timed runs at least (default 10)");
   cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
+  cmd->add_option("--target", opts->target, "cpu (default) or cuda: compile for the GPU");
+  cmd->add_option("--device", opts->device, "CUDA device for --target cuda, cuda:N (default cuda:0)");
   cmd->add_option("--cache-dir", opts->cache_dir,
                   "Kernel cache directory (default: the builder's, ~/.cache/loom/kernels)");
   cmd->callback([opts] { RunBench(*opts); });

@@ -18,6 +18,8 @@ struct CommandFailure {
 [[noreturn]] void Fail(absl::Status status);
 // Fails if !status.ok().
 void FailIfError(const absl::Status& status);
+// --device "cuda:N" -> N ("" -> 0); fails with a usage error otherwise.
+int CudaOrdinalOrFail(const std::string& device);
 
 void RegisterVersionCommand(CLI::App& app);
 void RegisterSimulateCommand(CLI::App& app);

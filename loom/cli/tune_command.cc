@@ -276,15 +276,7 @@ tune::TaskTunerOptions TaskOptions(const TuneOptions& o) {
 }
 
 // --device "cuda:N" -> N (default 0).
-int CudaOrdinal(const TuneOptions& o) {
-  if (o.device.empty()) return 0;
-  int n = -1;
-  if (!absl::StartsWith(o.device, "cuda:") || !absl::SimpleAtoi(o.device.substr(5), &n) || n < 0) {
-    Fail(absl::InvalidArgumentError(
-        absl::StrCat("bad --device '", o.device, "': expected cuda:N, e.g. cuda:0")));
-  }
-  return n;
-}
+int CudaOrdinal(const TuneOptions& o) { return CudaOrdinalOrFail(o.device); }
 
 tune::CudaMeasureOptions CudaMeasureOptionsFrom(const TuneOptions& o, std::vector<int> cores) {
   tune::CudaMeasureOptions mo;

@@ -16,7 +16,8 @@ using Env = std::vector<std::pair<std::string, std::string>>;
 // Makes the CUDA body valid host C++: CUDA keywords become macros, blockIdx/threadIdx are globals
 // the fiber scheduler sets before it resumes a thread, __shared__ arrays are function statics
 // (one copy, used by one block at a time), and __syncthreads() yields to the scheduler.
-constexpr const char* kEmulationPrelude = R"(#include <stdio.h>
+constexpr const char* kEmulationPrelude = R"(#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <ucontext.h>
 #define __global__

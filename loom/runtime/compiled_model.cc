@@ -25,6 +25,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
 #include "loom/ops/template.h"
+#include "loom/runtime/activation.h"
 #include "loom/runtime/plan.h"
 
 namespace loom::runtime {
@@ -402,7 +403,6 @@ class Compiler {
     return it->second[0];
   }
   // When node j is an activation the epilogue can take, fills `e`.
-  bool ParseActivation(const graph::Node& node, ops::Epilogue* e) const;
 
   absl::StatusOr<bool> TryKernel(int64_t i);
   absl::StatusOr<bool> TryBlockedOp(int64_t i);
@@ -528,37 +528,6 @@ absl::StatusOr<int64_t> Compiler::PaddedBuf(const std::string& v, const Padded& 
   return buf;
 }
 
-bool Compiler::ParseActivation(const graph::Node& node, ops::Epilogue* e) const {
-  using A = ops::Epilogue::Activation;
-  if (node.op_type == "Relu") {
-    e->activation = A::kRelu;
-  } else if (node.op_type == "Sigmoid") {
-    e->activation = A::kSigmoid;
-  } else if (node.op_type == "HardSwish") {
-    e->activation = A::kHardSwish;
-  } else if (node.op_type == "Clip") {
-    float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
-    if (g_.opset < 11) {
-      lo = node.GetFloat("min", lo);
-      hi = node.GetFloat("max", hi);
-    } else {
-      for (size_t k = 1; k < node.inputs.size() && k <= 2; ++k) {
-        if (node.inputs[k].empty()) continue;
-        const Tensor* t = g_.FindInitializer(node.inputs[k]);
-        if (t == nullptr || t->dtype() != graph::DType::kFloat32 || t->num_elements() != 1) {
-          return false;
-        }
-        (k == 1 ? lo : hi) = t->data<float>()[0];
-      }
-    }
-    e->activation = A::kClip;
-    e->clip_min = lo;
-    e->clip_max = hi;
-  } else {
-    return false;
-  }
-  return node.inputs.size() >= 1 && node.outputs.size() == 1;
-}
 
 // `config` with the knob that sets the kernel's input block size (conv2d: tile_ic; depthwise:
 // tile_c, times vec) changed so that the block is `bn`; `config` itself when no choice gives it.
@@ -651,7 +620,7 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
         j = SoleConsumer(out);
       }
     }
-    if (j >= 0 && ParseActivation(g_.nodes[j], &ep) && g_.nodes[j].inputs[0] == out) {
+    if (j >= 0 && ParseActivation(g_, g_.nodes[j], &ep) && g_.nodes[j].inputs[0] == out) {
       done_[j] = true;
       fused_names.push_back(g_.nodes[j].name);
       out = g_.nodes[j].outputs[0];
@@ -840,7 +809,7 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
                        .pt = pt,
                        .pl = pl};
     st.blocked.push_back({out_buf, bn});
-  } else if ((node.op_type == "Add" && node.inputs.size() == 2) || ParseActivation(node, &act)) {
+  } else if ((node.op_type == "Add" && node.inputs.size() == 2) || ParseActivation(g_, node, &act)) {
     int64_t other_buf = -1;
     if (node.op_type == "Add") {
       auto a = g_.value_types.find(node.inputs[0]);

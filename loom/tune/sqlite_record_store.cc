@@ -18,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "loom/base/status_macros.h"
 #include "loom/tune/record_store.h"
 #include "nlohmann/json.hpp"
@@ -485,10 +487,20 @@ class SqliteRecordStore : public RecordStore {
           "Loom record database",
           path_, application_id));
     }
-    {
-      LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("PRAGMA journal_mode = WAL"));
-      ScopedReset reset(stmt);
-      LOOM_RETURN_IF_ERROR(Step(stmt).status());
+    // Switching to WAL needs the exclusive lock, and SQLite does not wait for it when another
+    // connection (another job creating the same file) holds a lock it could deadlock with: it
+    // answers SQLITE_BUSY at once. So retry here, within the busy timeout.
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(kBusyTimeoutMs);
+    for (int attempt = 0;; ++attempt) {
+      absl::Status st;
+      {
+        LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare("PRAGMA journal_mode = WAL"));
+        ScopedReset reset(stmt);
+        st = Step(stmt).status();
+      }
+      if (st.ok()) break;
+      if (st.code() != absl::StatusCode::kUnavailable || absl::Now() > deadline) return st;
+      absl::SleepFor(absl::Milliseconds(2 + 2 * std::min(attempt, 24)));
     }
     // FULL: a committed batch survives a power loss too, not only a crash of the process.
     LOOM_RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL"));

@@ -1,0 +1,149 @@
+#include "loom/runtime/cuda_aux_kernels.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "loom/base/status_macros.h"
+#include "loom/codegen/cuda_printer.h"
+#include "loom/codegen/loop_nest.h"
+
+namespace loom::runtime {
+namespace {
+
+using codegen::If;
+using codegen::Loop;
+using codegen::LoopKind;
+using codegen::Raw;
+using codegen::Stmt;
+
+constexpr int64_t kThreads = 256;
+
+// A float literal that both nvrtc and g++ read back exactly.
+std::string FloatLiteral(float v) { return absl::StrFormat("%.9ef", v); }
+
+// One thread per element of [0, total): `body` sees `i`.
+std::vector<Stmt> PerElement(int64_t total, std::vector<Stmt> body) {
+  const int64_t blocks = std::max<int64_t>(1, (total + kThreads - 1) / kThreads);
+  std::vector<Stmt> inner = {
+      Raw(absl::StrCat("const long long i = (long long)${b} * ", kThreads, " + ${t};")),
+      If(absl::StrCat("i < ", total, "LL"), std::move(body))};
+  return {Loop("b", blocks, LoopKind::kBlockX, {Loop("t", kThreads, LoopKind::kThreadX, inner)})};
+}
+
+absl::StatusOr<ops::KernelSource> Print(codegen::Kernel kernel, bool host_emulation) {
+  kernel.vector_lanes = 1;
+  LOOM_ASSIGN_OR_RETURN(codegen::CudaKernelSource src,
+                        codegen::PrintCuda(kernel, {.host_emulation = host_emulation}));
+  ops::KernelSource out;
+  out.code = std::move(src.code);
+  out.cuda_launch.entry = src.entry;
+  out.cuda_launch.grid = src.grid;
+  out.cuda_launch.block = src.block;
+  if (host_emulation) out.compile_flags = "-Wno-unknown-pragmas";
+  return out;
+}
+
+// Statements applying `e`'s activation to the float `v`.
+std::vector<Stmt> Activation(const ops::Epilogue& e) {
+  using A = ops::Epilogue::Activation;
+  switch (e.activation) {
+    case A::kNone:
+      return {};
+    case A::kRelu:
+      return {Raw("v = v > 0.0f ? v : 0.0f;")};
+    case A::kClip: {
+      std::vector<Stmt> s;
+      if (std::isfinite(e.clip_min)) {
+        const std::string lo = FloatLiteral(e.clip_min);
+        s.push_back(Raw(absl::StrCat("v = v < ", lo, " ? ", lo, " : v;")));
+      }
+      if (std::isfinite(e.clip_max)) {
+        const std::string hi = FloatLiteral(e.clip_max);
+        s.push_back(Raw(absl::StrCat("v = v > ", hi, " ? ", hi, " : v;")));
+      }
+      return s;
+    }
+    case A::kSigmoid:
+      return {Raw("v = 1.0f / (1.0f + expf(-v));")};
+    case A::kHardSwish:  // x * clamp(x / 6 + 1/2, 0, 1)
+      return {Raw("float r = v + 3.0f;"), Raw("r = r < 0.0f ? 0.0f : (r > 6.0f ? 6.0f : r);"),
+              Raw("v = v * r * (1.0f / 6.0f);")};
+  }
+  return {};
+}
+
+}  // namespace
+
+absl::StatusOr<ops::KernelSource> EmitCudaEltwise(const CudaEltwise& op, bool host_emulation) {
+  if (op.total < 1 || op.channels < 1 || op.inner < 1) {
+    return absl::InvalidArgumentError("eltwise kernel: sizes must be positive");
+  }
+  codegen::Kernel k;
+  k.comment = absl::StrCat("loom eltwise total=", op.total);
+  k.params.push_back({"x"});
+  std::vector<Stmt> body = {Raw("float v = x[i];")};
+  if (op.epilogue.bias) {
+    k.params.push_back({"bias"});
+    body.push_back(Raw(absl::StrCat("v += bias[(i / ", op.inner, ") % ", op.channels, "];")));
+  }
+  if (op.epilogue.residual) {
+    k.params.push_back({"residual"});
+    body.push_back(Raw("v += residual[i];"));
+  }
+  for (Stmt& s : Activation(op.epilogue)) body.push_back(std::move(s));
+  body.push_back(Raw("out[i] = v;"));
+  k.params.push_back({"out", /*is_output=*/true});
+  k.body = PerElement(op.total, {codegen::Block(std::move(body))});
+  return Print(std::move(k), host_emulation);
+}
+
+absl::StatusOr<ops::KernelSource> EmitCudaPool(const CudaPool& op, bool host_emulation) {
+  if (op.planes < 1 || op.h < 1 || op.w < 1 || op.oh < 1 || op.ow < 1 || op.kh < 1 ||
+      op.kw < 1 || op.stride_h < 1 || op.stride_w < 1) {
+    return absl::InvalidArgumentError("pool kernel: sizes must be positive");
+  }
+  codegen::Kernel k;
+  k.comment = absl::StrCat("loom ", op.max ? "max" : "avg", "pool ", op.kh, "x", op.kw);
+  k.params = {{"x"}, {"out", /*is_output=*/true}};
+  const std::string combine = op.max ? "acc = v > acc ? v : acc;" : "acc += v;";
+  std::vector<Stmt> body = {
+      Raw(absl::StrCat("const long long ox = i % ", op.ow, ";")),
+      Raw(absl::StrCat("const long long oy = (i / ", op.ow, ") % ", op.oh, ";")),
+      Raw(absl::StrCat("const float* plane = x + (i / ", op.ow * op.oh, ") * ", op.h * op.w, ";")),
+      Raw(op.max ? "float acc = -3.402823466e+38f;" : "float acc = 0.0f;"),
+      Raw(absl::StrCat("for (int ky = 0; ky < ", op.kh, "; ++ky) {")),
+      Raw(absl::StrCat("  const long long iy = oy * ", op.stride_h, " - ", op.pad_top, " + ky;")),
+      Raw(absl::StrCat("  if (iy < 0 || iy >= ", op.h, ") continue;")),
+      Raw(absl::StrCat("  for (int kx = 0; kx < ", op.kw, "; ++kx) {")),
+      Raw(absl::StrCat("    const long long ix = ox * ", op.stride_w, " - ", op.pad_left, " + kx;")),
+      Raw(absl::StrCat("    if (ix < 0 || ix >= ", op.w, ") continue;")),
+      Raw(absl::StrCat("    const float v = plane[iy * ", op.w, " + ix];")),
+      Raw(absl::StrCat("    ", combine)),
+      Raw("  }"),
+      Raw("}"),
+      Raw(op.max ? "out[i] = acc;"
+                 : absl::StrCat("out[i] = acc * ", FloatLiteral(1.0f / static_cast<float>(op.kh * op.kw)),
+                                ";")),
+  };
+  k.body = PerElement(op.planes * op.oh * op.ow, {codegen::Block(std::move(body))});
+  return Print(std::move(k), host_emulation);
+}
+
+absl::StatusOr<ops::KernelSource> EmitCudaSlice(const CudaSlice& op, bool host_emulation) {
+  if (op.outer < 1 || op.in_len < 1 || op.offset < 0 || op.offset + op.in_len > op.out_len) {
+    return absl::InvalidArgumentError("slice kernel: the slice must lie inside the output");
+  }
+  codegen::Kernel k;
+  k.comment = absl::StrCat("loom concat slice at ", op.offset);
+  k.params = {{"in"}, {"out", /*is_output=*/true}};
+  k.body = PerElement(op.outer * op.in_len,
+                      {Raw(absl::StrCat("out[(i / ", op.in_len, ") * ", op.out_len, " + ", op.offset,
+                                        " + i % ", op.in_len, "] = in[i];"))});
+  return Print(std::move(k), host_emulation);
+}
+
+}  // namespace loom::runtime
