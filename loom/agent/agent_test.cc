@@ -75,6 +75,7 @@ class FakeAgentService final : public v1::AgentService::Service {
                            v1::ReportStageResponse* resp) override {
     if (!Authorized(ctx)) return {grpc::StatusCode::UNAUTHENTICATED, "bad token"};
     absl::MutexLock lock(&mu_);
+    if (refuse_reports_) return {grpc::StatusCode::UNAVAILABLE, "daemon shutting down"};
     reports_.push_back(*req);
     resp->set_accepted(true);
     return grpc::Status::OK;
@@ -87,6 +88,11 @@ class FakeAgentService final : public v1::AgentService::Service {
   void Cancel(const std::string& lease) {
     absl::MutexLock lock(&mu_);
     cancel_.push_back(lease);
+  }
+  // Answers ReportStage with UNAVAILABLE, as a daemon that is shutting down does.
+  void RefuseReports(bool refuse) {
+    absl::MutexLock lock(&mu_);
+    refuse_reports_ = refuse;
   }
   void AskReregister() {
     absl::MutexLock lock(&mu_);
@@ -131,6 +137,7 @@ class FakeAgentService final : public v1::AgentService::Service {
   std::deque<v1::StageRequest> queue_;
   std::vector<std::string> cancel_;
   bool reregister_next_ = false;
+  bool refuse_reports_ = false;
 };
 
 // A gRPC server around the fake that can be stopped and restarted on the same port.
@@ -358,22 +365,28 @@ TEST_F(AgentTest, ReregistersWhenTold) {
 TEST_F(AgentTest, KeepsResultAndRetriesWhileDaemonIsDown) {
   StartAgent(Options());
   FakeAgentService& f = daemon_.fake();
-  f.Push(Simulated("survivor", 0.4));
-  ASSERT_TRUE(f.WaitFor([](auto& s) {
-    return !s.heartbeats_.empty() && s.heartbeats_.back().running_lease_ids_size() == 1;
-  }));
+  // The daemon goes away while the stage runs: first it refuses reports, as a daemon shutting
+  // down does (so the stage's end cannot race the test), then it stops altogether.
+  f.RefuseReports(true);
+  f.Push(Simulated("survivor", 0.1));
+  auto wait_for_retries = [&](int64_t n) {
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (agent_->stats().report_retries < n && absl::Now() < end) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  };
+  wait_for_retries(1);
+  ASSERT_GE(agent_->stats().report_retries, 1);
   const int port = daemon_.port();
   daemon_.Stop();
-  absl::Time end = absl::Now() + absl::Seconds(10);
-  while ((agent_->stats().stages_finished < 1 || agent_->stats().report_retries < 2) &&
-         absl::Now() < end) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  const int64_t refused = agent_->stats().report_retries;
+  wait_for_retries(refused + 2);
   EXPECT_EQ(agent_->stats().stages_finished, 1);
-  EXPECT_GE(agent_->stats().report_retries, 2);
+  EXPECT_GE(agent_->stats().report_retries, refused + 2);
   EXPECT_EQ(agent_->stats().reports_delivered, 0);
   EXPECT_EQ(f.With([](auto& s) { return s.reports_.size(); }), 0u);
 
+  f.RefuseReports(false);
   daemon_.Start(port);
   ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 1; }));
   EXPECT_EQ(f.With([](auto& s) { return s.reports_[0].result().lease_id(); }), "survivor");
