@@ -6,8 +6,8 @@
 // (runtime::CudaModel); --profile and artifacts are CPU only.
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -368,7 +368,8 @@ void RegisterBenchCommand(CLI::App& app) {
   cmd->add_option("--min-runs", opts->min_runs, "Timed runs at least (default 10)");
   cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
   cmd->add_option("--target", opts->target, "cpu (default) or cuda: compile for the GPU");
-  cmd->add_option("--device", opts->device, "CUDA device for --target cuda, cuda:N (default cuda:0)");
+  cmd->add_option("--device", opts->device,
+                  "CUDA device for --target cuda, cuda:N (default cuda:0)");
   cmd->add_option("--cache-dir", opts->cache_dir,
                   "Kernel cache directory (default: the builder's, ~/.cache/loom/kernels)");
   cmd->callback([opts] { RunBench(*opts); });

@@ -528,7 +528,6 @@ absl::StatusOr<int64_t> Compiler::PaddedBuf(const std::string& v, const Padded& 
   return buf;
 }
 
-
 // `config` with the knob that sets the kernel's input block size (conv2d: tile_ic; depthwise:
 // tile_c, times vec) changed so that the block is `bn`; `config` itself when no choice gives it.
 ops::Config AdaptInputBlock(const ops::Template& t, const ops::Config& config, int64_t bn) {
@@ -809,7 +808,8 @@ absl::StatusOr<bool> Compiler::TryBlockedOp(int64_t i) {
                        .pt = pt,
                        .pl = pl};
     st.blocked.push_back({out_buf, bn});
-  } else if ((node.op_type == "Add" && node.inputs.size() == 2) || ParseActivation(g_, node, &act)) {
+  } else if ((node.op_type == "Add" && node.inputs.size() == 2) ||
+             ParseActivation(g_, node, &act)) {
     int64_t other_buf = -1;
     if (node.op_type == "Add") {
       auto a = g_.value_types.find(node.inputs[0]);

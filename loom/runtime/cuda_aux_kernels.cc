@@ -102,8 +102,8 @@ absl::StatusOr<ops::KernelSource> EmitCudaEltwise(const CudaEltwise& op, bool ho
 }
 
 absl::StatusOr<ops::KernelSource> EmitCudaPool(const CudaPool& op, bool host_emulation) {
-  if (op.planes < 1 || op.h < 1 || op.w < 1 || op.oh < 1 || op.ow < 1 || op.kh < 1 ||
-      op.kw < 1 || op.stride_h < 1 || op.stride_w < 1) {
+  if (op.planes < 1 || op.h < 1 || op.w < 1 || op.oh < 1 || op.ow < 1 || op.kh < 1 || op.kw < 1 ||
+      op.stride_h < 1 || op.stride_w < 1) {
     return absl::InvalidArgumentError("pool kernel: sizes must be positive");
   }
   codegen::Kernel k;
@@ -119,15 +119,16 @@ absl::StatusOr<ops::KernelSource> EmitCudaPool(const CudaPool& op, bool host_emu
       Raw(absl::StrCat("  const long long iy = oy * ", op.stride_h, " - ", op.pad_top, " + ky;")),
       Raw(absl::StrCat("  if (iy < 0 || iy >= ", op.h, ") continue;")),
       Raw(absl::StrCat("  for (int kx = 0; kx < ", op.kw, "; ++kx) {")),
-      Raw(absl::StrCat("    const long long ix = ox * ", op.stride_w, " - ", op.pad_left, " + kx;")),
+      Raw(absl::StrCat("    const long long ix = ox * ", op.stride_w, " - ", op.pad_left,
+                       " + kx;")),
       Raw(absl::StrCat("    if (ix < 0 || ix >= ", op.w, ") continue;")),
       Raw(absl::StrCat("    const float v = plane[iy * ", op.w, " + ix];")),
       Raw(absl::StrCat("    ", combine)),
       Raw("  }"),
       Raw("}"),
       Raw(op.max ? "out[i] = acc;"
-                 : absl::StrCat("out[i] = acc * ", FloatLiteral(1.0f / static_cast<float>(op.kh * op.kw)),
-                                ";")),
+                 : absl::StrCat("out[i] = acc * ",
+                                FloatLiteral(1.0f / static_cast<float>(op.kh * op.kw)), ";")),
   };
   k.body = PerElement(op.planes * op.oh * op.ow, {codegen::Block(std::move(body))});
   return Print(std::move(k), host_emulation);
@@ -141,8 +142,8 @@ absl::StatusOr<ops::KernelSource> EmitCudaSlice(const CudaSlice& op, bool host_e
   k.comment = absl::StrCat("loom concat slice at ", op.offset);
   k.params = {{"in"}, {"out", /*is_output=*/true}};
   k.body = PerElement(op.outer * op.in_len,
-                      {Raw(absl::StrCat("out[(i / ", op.in_len, ") * ", op.out_len, " + ", op.offset,
-                                        " + i % ", op.in_len, "] = in[i];"))});
+                      {Raw(absl::StrCat("out[(i / ", op.in_len, ") * ", op.out_len, " + ",
+                                        op.offset, " + i % ", op.in_len, "] = in[i];"))});
   return Print(std::move(k), host_emulation);
 }
 

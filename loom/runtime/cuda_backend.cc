@@ -21,8 +21,8 @@ absl::StatusOr<tune::BuildResult> BuildOrError(tune::Builder& builder,
                                                const ops::KernelSource& source) {
   tune::BuildResult r = builder.BuildSource(source, ops::Config{0});
   if (r.error != tune::ErrorKind::kNone) {
-    return absl::InternalError(absl::StrCat("cannot build a kernel (", tune::ErrorKindName(r.error),
-                                            "): ", r.error_msg));
+    return absl::InternalError(
+        absl::StrCat("cannot build a kernel (", tune::ErrorKindName(r.error), "): ", r.error_msg));
   }
   return r;
 }
@@ -89,8 +89,8 @@ class DeviceBackend : public CudaBackend {
     LOOM_ASSIGN_OR_RETURN(tune::CudaDriver::Function fn,
                           driver_->GetFunction(module, source.cuda_launch.entry));
     if (source.cuda_launch.dynamic_shared_bytes > 48 * 1024) {
-      LOOM_RETURN_IF_ERROR(
-          driver_->SetMaxDynamicShared(fn, static_cast<int>(source.cuda_launch.dynamic_shared_bytes)));
+      LOOM_RETURN_IF_ERROR(driver_->SetMaxDynamicShared(
+          fn, static_cast<int>(source.cuda_launch.dynamic_shared_bytes)));
     }
     kernels_.push_back({fn, source.cuda_launch});
     return static_cast<KernelId>(kernels_.size() - 1);
@@ -170,7 +170,8 @@ class EmulatedBackend : public CudaBackend {
     if (built.cache_hit) ++cache_hits_;
     void* handle = dlopen(built.artifact_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
-      return absl::InternalError(absl::StrCat("cannot load ", built.artifact_path, ": ", dlerror()));
+      return absl::InternalError(
+          absl::StrCat("cannot load ", built.artifact_path, ": ", dlerror()));
     }
     handles_.push_back(handle);
     void* fn = dlsym(handle, codegen::kKernelEntry);
@@ -210,8 +211,8 @@ class EmulatedBackend : public CudaBackend {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CudaBackend>> MakeCudaDeviceBackend(int ordinal,
-                                                                   const tune::BuildOptions& build) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> MakeCudaDeviceBackend(
+    int ordinal, const tune::BuildOptions& build) {
   return DeviceBackend::Make(ordinal, build);
 }
 

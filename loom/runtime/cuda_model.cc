@@ -122,8 +122,9 @@ class Compiler {
     LOOM_ASSIGN_OR_RETURN(graph::TensorType t, g_.TypeOf(name));
     if (t.dtype != graph::DType::kFloat32) {
       return absl::InvalidArgumentError(
-          absl::StrCat("value '", name, "' is not float32; the CUDA model keeps only float32 "
-                                        "values on the device"));
+          absl::StrCat("value '", name,
+                       "' is not float32; the CUDA model keeps only float32 "
+                       "values on the device"));
     }
     for (int64_t d : t.shape) {
       if (d < 0) {
@@ -232,8 +233,7 @@ class Compiler {
     }
     ops::TemplateOptions topt;
     topt.cuda_host_emulation = b_->host_emulation();
-    absl::StatusOr<std::unique_ptr<ops::Template>> made =
-        ops::MakeTemplate(*w, b_->target(), topt);
+    absl::StatusOr<std::unique_ptr<ops::Template>> made = ops::MakeTemplate(*w, b_->target(), topt);
     if (!made.ok()) return false;
     const ops::Template& tmpl = **made;
     const std::vector<Shape> natural = tmpl.NaturalInputShapes();
@@ -300,7 +300,7 @@ class Compiler {
 
   // Reshapes: the output shares the input's buffer.
   absl::StatusOr<bool> TryView(const graph::Node& node) {
-    static const std::set<std::string> kViews = {"Flatten", "Reshape",  "Squeeze",
+    static const std::set<std::string> kViews = {"Flatten",   "Reshape",  "Squeeze",
                                                  "Unsqueeze", "Identity", "Dropout"};
     if (kViews.count(node.op_type) == 0 || node.outputs.empty() || node.outputs[0].empty()) {
       return false;
@@ -352,9 +352,9 @@ class Compiler {
         return false;
       }
       // Average pooling here divides by the window size: exact without padding and ceil mode.
-      if (!p.max && (node.GetInt("ceil_mode", 0) != 0 ||
-                     (pads != std::vector<int64_t>{0, 0, 0, 0} &&
-                      node.GetInt("count_include_pad", 0) == 0))) {
+      if (!p.max &&
+          (node.GetInt("ceil_mode", 0) != 0 || (pads != std::vector<int64_t>{0, 0, 0, 0} &&
+                                                node.GetInt("count_include_pad", 0) == 0))) {
         return false;
       }
       p.kh = k[0];
@@ -375,6 +375,12 @@ class Compiler {
   absl::StatusOr<bool> TryEltwise(int64_t i) {
     const graph::Node& node = g_.nodes[i];
     if (node.outputs.size() != 1 || node.inputs.empty()) return false;
+    // Elementwise in the first operand's shape only (an op that broadcasts it stays on the host).
+    auto out_type = g_.value_types.find(node.outputs[0]);
+    if (out_type == g_.value_types.end()) return false;
+    auto keeps_shape = [&](const DeviceValue* v) {
+      return v != nullptr && v->shape == out_type->second.shape;
+    };
     ops::Epilogue ep;
     std::vector<Buffer> args;
     const DeviceValue* x = nullptr;
@@ -382,7 +388,7 @@ class Compiler {
     if (node.op_type == "Add" && node.inputs.size() == 2) {
       const DeviceValue* a = Device(node.inputs[0]);
       const DeviceValue* b = Device(node.inputs[1]);
-      if (a != nullptr && b != nullptr && a->shape == b->shape) {
+      if (keeps_shape(a) && b != nullptr && a->shape == b->shape) {
         x = a;
         ep.residual = true;
         args = {a->buffer, b->buffer};
@@ -390,7 +396,7 @@ class Compiler {
         // value + constant of shape [C,1,1] or [1,C,1,1] (or a vector on the last axis).
         x = a != nullptr ? a : b;
         const Tensor* c = g_.FindInitializer(a != nullptr ? node.inputs[1] : node.inputs[0]);
-        if (x == nullptr || c == nullptr || c->dtype() != graph::DType::kFloat32) return false;
+        if (!keeps_shape(x) || c == nullptr || c->dtype() != graph::DType::kFloat32) return false;
         const Shape& xs = x->shape;
         const Shape cs = c->shape();
         if (xs.empty() || cs.size() > xs.size()) return false;
@@ -411,7 +417,7 @@ class Compiler {
       }
     } else if (ParseActivation(g_, node, &ep)) {
       x = Device(node.inputs[0]);
-      if (x == nullptr) return false;
+      if (!keeps_shape(x)) return false;
       args = {x->buffer};
     } else {
       return false;
@@ -422,9 +428,6 @@ class Compiler {
       out = FuseTail(out, &ep, &unused, /*allow_residual=*/false);
     }
     LOOM_ASSIGN_OR_RETURN(DeviceValue y, NewValue(out));
-    if (y.shape != x->shape) {
-      return absl::InternalError(absl::StrCat(node.Describe(), ": output shape mismatch"));
-    }
     args.push_back(y.buffer);
     CudaEltwise e{.total = Elements(y.shape), .channels = channels, .inner = inner, .epilogue = ep};
     LOOM_ASSIGN_OR_RETURN(ops::KernelSource src, EmitCudaEltwise(e, b_->host_emulation()));
@@ -513,8 +516,8 @@ absl::Status RunHostStep(const HostStep& step, int64_t opset, CudaBackend& b) {
   for (const auto& in : step.inputs) {
     if (const auto* v = std::get_if<DeviceValue>(&in)) {
       Tensor t(graph::DType::kFloat32, v->shape);
-      LOOM_RETURN_IF_ERROR(
-          b.Download(t.raw_data(), v->buffer, static_cast<size_t>(t.num_elements()) * sizeof(float)));
+      LOOM_RETURN_IF_ERROR(b.Download(t.raw_data(), v->buffer,
+                                      static_cast<size_t>(t.num_elements()) * sizeof(float)));
       ins.push_back(std::move(t));
     } else if (const auto* c = std::get_if<Tensor>(&in)) {
       ins.push_back(*c);
@@ -527,8 +530,8 @@ absl::Status RunHostStep(const HostStep& step, int64_t opset, CudaBackend& b) {
     const DeviceValue& v = step.outputs[k];
     if (v.buffer == 0) continue;
     if (outs[k].dtype() != graph::DType::kFloat32 || outs[k].shape() != v.shape) {
-      return absl::InternalError(absl::StrCat(step.node.Describe(), ": output ", k,
-                                              " has another type than inferred"));
+      return absl::InternalError(
+          absl::StrCat(step.node.Describe(), ": output ", k, " has another type than inferred"));
     }
     LOOM_RETURN_IF_ERROR(b.Upload(v.buffer, outs[k].raw_data(),
                                   static_cast<size_t>(outs[k].num_elements()) * sizeof(float)));
@@ -557,12 +560,13 @@ absl::StatusOr<std::vector<Tensor>> CudaModel::Run(const std::map<std::string, T
   Impl& m = *impl_;
   CudaBackend& b = *m.backend;
   if (inputs.size() != m.inputs.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("expected ", m.inputs.size(), " inputs, got ",
-                                                   inputs.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected ", m.inputs.size(), " inputs, got ", inputs.size()));
   }
   for (const auto& [name, v] : m.inputs) {
     auto it = inputs.find(name);
-    if (it == inputs.end()) return absl::InvalidArgumentError(absl::StrCat("missing input '", name, "'"));
+    if (it == inputs.end())
+      return absl::InvalidArgumentError(absl::StrCat("missing input '", name, "'"));
     const Tensor& t = it->second;
     if (t.dtype() != graph::DType::kFloat32 || t.shape() != v.shape) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -151,9 +151,9 @@ TEST(CudaModelTest, MixedGraphMatchesTheReference) {
   const CudaModelStats& st = (*model)->stats();
   EXPECT_EQ(st.kernel_steps, 3);  // the conv, the depthwise conv, the Gemm
   EXPECT_EQ(st.tuned_kernels, 0);
-  EXPECT_EQ(st.fused_ops, 1);     // the Clip after the conv
-  EXPECT_EQ(st.views, 1);         // Flatten
-  EXPECT_EQ(st.host_steps, 1);    // Softmax
+  EXPECT_EQ(st.fused_ops, 1);   // the Clip after the conv
+  EXPECT_EQ(st.views, 1);       // Flatten
+  EXPECT_EQ(st.host_steps, 1);  // Softmax
   // Epilogues of the conv (bias + clip) and the Gemm (bias), Add, two pools, two concat
   // slices, Sigmoid, the global pool.
   EXPECT_EQ(st.aux_steps, 9);
@@ -272,4 +272,3 @@ TEST(CudaModelTest, DeviceBackendWithoutADriverIsUnavailable) {
 
 }  // namespace
 }  // namespace loom::runtime
-
