@@ -63,7 +63,6 @@ struct CudaModel::Impl {
   std::vector<Step> steps;
   std::vector<std::pair<std::string, DeviceValue>> inputs;  // graph inputs
   std::vector<DeviceValue> outputs;                         // graph outputs, in order
-  std::vector<std::string> output_names;
   CudaModelStats stats;
 };
 
@@ -95,7 +94,6 @@ class Compiler {
             absl::StrCat("graph output '", out.name, "' is not computed on the device"));
       }
       m_->outputs.push_back(it->second);
-      m_->output_names.push_back(out.name);
     }
     m_->stats.kernels_built = b_->kernels_built();
     m_->stats.cache_hits = b_->cache_hits();

@@ -13,11 +13,14 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/rng.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
+#include "loom/runtime/cuda_aux_kernels.h"
 #include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
+#include "loom/tune/nvrtc_builder.h"
 #include "loom/tune/record_store.h"
 
 namespace loom::runtime {
@@ -42,13 +45,8 @@ std::unique_ptr<CudaBackend> Emulated() {
 
 graph::Tensor Random(const graph::Shape& shape, uint64_t seed) {
   graph::Tensor t(graph::DType::kFloat32, shape);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (float& v : t.values<float>()) {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    v = static_cast<float>(static_cast<double>(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-  }
+  base::Rng rng(seed);
+  for (float& v : t.values<float>()) v = static_cast<float>(rng.Uniform(-1.0, 1.0));
   return t;
 }
 
@@ -237,6 +235,44 @@ TEST(CudaModelTest, RecordsOfTheTargetPickTheKernelConfig) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->stats().tuned_kernels, recorded);
   ExpectMatchesReference(m->graph, model->get());
+}
+
+// The emulation runs the auxiliary kernels as host C++; NVRTC must also accept them as CUDA, in
+// every variant the model emits (built for sm_90 without a GPU).
+TEST(CudaModelTest, AuxiliaryKernelsCompileWithNvrtc) {
+  auto builder = tune::MakeNvrtcBuilder(Build(), "sm_90");
+  if (builder.status().code() == absl::StatusCode::kUnimplemented) {
+    GTEST_SKIP() << "built without the CUDA toolkit";
+  }
+  ASSERT_TRUE(builder.ok()) << builder.status();
+  using A = ops::Epilogue::Activation;
+  std::vector<ops::KernelSource> sources;
+  for (A act : {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kHardSwish}) {
+    ops::Epilogue ep;
+    ep.activation = act;
+    ep.clip_min = 0.0f;
+    ep.clip_max = 6.0f;
+    ep.bias = act != A::kSigmoid;
+    ep.residual = act == A::kRelu || act == A::kNone;
+    auto src = EmitCudaEltwise({.total = 1000, .channels = 10, .inner = 10, .epilogue = ep}, false);
+    ASSERT_TRUE(src.ok()) << src.status();
+    sources.push_back(*src);
+  }
+  for (bool max : {true, false}) {
+    auto src = EmitCudaPool({.max = max, .planes = 4, .h = 9, .w = 9, .oh = 5, .ow = 5, .kh = 3,
+                             .kw = 3, .stride_h = 2, .stride_w = 2, .pad_top = 1, .pad_left = 1},
+                            false);
+    ASSERT_TRUE(src.ok()) << src.status();
+    sources.push_back(*src);
+  }
+  auto slice = EmitCudaSlice({.outer = 2, .in_len = 30, .out_len = 50, .offset = 20}, false);
+  ASSERT_TRUE(slice.ok()) << slice.status();
+  sources.push_back(*slice);
+  for (const ops::KernelSource& src : sources) {
+    EXPECT_THAT(src.code, HasSubstr("__global__"));
+    const tune::BuildResult r = (*builder)->BuildSource(src, ops::Config{0});
+    EXPECT_EQ(r.error, tune::ErrorKind::kNone) << r.error_msg << "\n" << src.code;
+  }
 }
 
 TEST(CudaModelTest, BadInputsAreErrors) {
