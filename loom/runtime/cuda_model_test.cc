@@ -259,8 +259,18 @@ TEST(CudaModelTest, AuxiliaryKernelsCompileWithNvrtc) {
     sources.push_back(*src);
   }
   for (bool max : {true, false}) {
-    auto src = EmitCudaPool({.max = max, .planes = 4, .h = 9, .w = 9, .oh = 5, .ow = 5, .kh = 3,
-                             .kw = 3, .stride_h = 2, .stride_w = 2, .pad_top = 1, .pad_left = 1},
+    auto src = EmitCudaPool({.max = max,
+                             .planes = 4,
+                             .h = 9,
+                             .w = 9,
+                             .oh = 5,
+                             .ow = 5,
+                             .kh = 3,
+                             .kw = 3,
+                             .stride_h = 2,
+                             .stride_w = 2,
+                             .pad_top = 1,
+                             .pad_left = 1},
                             false);
     ASSERT_TRUE(src.ok()) << src.status();
     sources.push_back(*src);
