@@ -106,7 +106,7 @@ class DeviceBackend : public CudaBackend {
   }
   absl::Status Synchronize() override { return driver_->Synchronize(); }
 
-  int64_t kernels_built() const override { return built_; }
+  int64_t kernels_loaded() const override { return built_; }
   int64_t cache_hits() const override { return cache_hits_; }
 
  private:
@@ -195,7 +195,7 @@ class EmulatedBackend : public CudaBackend {
   }
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
-  int64_t kernels_built() const override { return built_; }
+  int64_t kernels_loaded() const override { return built_; }
   int64_t cache_hits() const override { return cache_hits_; }
 
  private:

@@ -42,8 +42,8 @@ class CudaBackend {
   // Waits for every queued launch; reports their errors.
   virtual absl::Status Synchronize() = 0;
 
-  // Kernels built so far, and how many of them came from the build cache.
-  virtual int64_t kernels_built() const = 0;
+  // Kernels loaded so far, and how many of them came from the build cache.
+  virtual int64_t kernels_loaded() const = 0;
   virtual int64_t cache_hits() const = 0;
 };
 

@@ -38,7 +38,7 @@ struct CudaModelStats {
   int64_t views = 0;          // reshapes that share their input's buffer
   int64_t host_steps = 0;     // nodes run by the reference kernels on the host
   int64_t device_bytes = 0;   // device memory for values and constants
-  int64_t kernels_built = 0;  // kernels loaded (built by NVRTC or, emulated, the host compiler)
+  int64_t kernels_built = 0;  // distinct kernels (built by NVRTC or, emulated, the host compiler)
   int64_t cache_hits = 0;     // of them, found in the build cache instead of built
   double compile_seconds = 0;
 };

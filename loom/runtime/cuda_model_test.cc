@@ -189,6 +189,9 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
     ASSERT_TRUE(model.ok()) << model.status();
     EXPECT_EQ((*model)->stats().kernel_steps, w.kernels);
     EXPECT_EQ((*model)->stats().host_steps, 0);
+    // Repeated layers share their kernels.
+    EXPECT_LT((*model)->stats().kernels_built,
+              (*model)->stats().kernel_steps + (*model)->stats().aux_steps);
     ExpectMatchesReference(m->graph, model->get(), /*runs=*/1);
   }
 }
