@@ -189,7 +189,7 @@ ratios = [float(r[4]) for r in rows if r[4] != "-"]
 geomean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
 summary = (f"Loom/cuDNN geomean over {len(ratios)} of {n} layers: {geomean:.2f}" if geomean
            else "Loom/cuDNN geomean: no layer has both figures")
-print(f"\nGPU: {card}; Loom budget {budget} trials per layer; whole check {total} s")
+print(f"\nGPU: {card}; Loom budget {budget} trials per layer; steps 1-2 took {total} s")
 print(fmt(head))
 for r in rows:
     print(fmt(r))
@@ -198,7 +198,7 @@ os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
 with open(md, "w") as f:
     f.write(f"GPU: {card}. ResNet-18 convolutions, batch 1, fp32. Loom: `loom tune-task --target cuda "
             f"--trials {budget}` per layer; cuDNN: PyTorch, cudnn.benchmark=True, TF32 off "
-            f"(bench/cudnn_conv.py). Whole check {total} s.\n\n")
+            f"(bench/cudnn_conv.py). Steps 1-2 of the check took {total} s.\n\n")
     f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
