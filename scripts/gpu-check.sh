@@ -258,4 +258,3 @@ with open(md, "a") as f:
         f.write("| " + " | ".join(r) + " |\n")
 EOF
 fi
-
