@@ -635,11 +635,9 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
     }
   }
   // Records are measured on one core, where the knobs that only split the work among threads
-  // change nothing: the template re-picks them for this model's thread count.
-  if (ops::Config threaded = tmpl.ForThreads(config, o_.num_threads);
-      !(threaded == config) && tmpl.EmitFused(threaded, ep).ok()) {
-    config = threaded;
-  }
+  // change nothing: the template re-picks them for this model's thread count (valid in, valid
+  // out; a config that still fails to emit falls back below like any other).
+  config = tmpl.ForThreads(config, o_.num_threads);
   absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
   if (!src.ok() && tuned) {
     config = tmpl.DefaultConfig();
