@@ -6,7 +6,8 @@
 #     TF32 off) and prints per layer Loom GFLOPS, cuDNN GFLOPS, their ratio, the trials, the
 #     tuning wall time, the card and the geomean ratio;
 #  3. compiles ResNet-18 and MobileNetV2 for the GPU (`loom bench --target cuda --check`), untuned
-#     and with step 1's records, next to PyTorch's latency (bench/torch_model_latency.py).
+#     and with step 1's records (and RECORDS), next to PyTorch's latency
+#     (bench/torch_model_latency.py); with MODEL_TRIALS, tunes the models' tasks and benches again.
 # Also writes the tables as markdown.
 #
 #   scripts/gpu-bundle.sh build/default build/gpu-bundle     # here, after building loom
@@ -22,9 +23,14 @@
 #                  a 10-minute device call); each layer may use what is left divided by the layers
 #                  left, so a slow layer cannot starve the others, and a layer stopped at its share
 #                  keeps the trials its database holds
-#   LAYERS         tune only the first N layers
+#   LAYERS         tune only the first N layers (0: skip steps 1 and 2)
 #   OTHER_TRIALS   trials for each depthwise conv and the dense layer, default 16; 0 skips them
 #   MODELS         0 skips step 3
+#   RECORDS        record files (JSON lines, space-separated) that step 3 imports besides this
+#                  check's, e.g. an earlier check's gpu-check-records.jsonl on the same card
+#   MODEL_TRIALS   when set, step 3 then tunes each model's tasks (`loom tune zoo:NAME`) to this
+#                  many trials, within MODEL_TUNE_S seconds per model (default 120), and benches it
+#                  again; TUNE_MODELS names the models to tune (default both)
 #   MD             markdown output; default $OUT/gpu-check.md when OUT is set, else
 #                  build/gpu-check.md
 #   TARGET         cpu runs the whole script on a host without a GPU, to test the script
@@ -69,7 +75,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 started=$(date +%s)
 
-echo "== Loom: tune-task --target $target, $trials trials per layer, $tune_budget s in all"
+((${#layers[@]} > 0)) && echo "== Loom: tune-task --target $target, $trials trials per layer, $tune_budget s in all"
 deadline=$(($(date +%s) + tune_budget))
 for i in "${!layers[@]}"; do
   l=${layers[$i]}
@@ -136,8 +142,9 @@ for e in errors[:3]:
 EOF
   done
 fi
-if [[ -n "${OUT:-}" ]]; then cat "$work"/records_*.jsonl >"$OUT/gpu-check-records.jsonl"; fi
+if [[ -n "${OUT:-}" ]]; then cat "$work"/records_*.jsonl >"$OUT/gpu-check-records.jsonl" 2>/dev/null; fi
 
+if ((${#layers[@]} > 0)); then
 echo "== cuDNN (PyTorch) on ${#layers[@]} layers"
 cudnn_args=()
 for l in "${layers[@]}"; do cudnn_args+=(--conv2d "$l"); done
@@ -205,24 +212,49 @@ with open(md, "w") as f:
     f.write(f"\n{summary}\n")
 print(f"markdown: {md}")
 EOF
+fi
 
 # Compiled inference on the GPU: `loom bench --target cuda`, untuned and with every record of this
 # check, its output checked against the reference executor, next to PyTorch on the same card
 # (MODELS=0 skips it).
 if ((${MODELS:-1})); then
   echo "== Compiled models on the GPU: loom bench --target cuda, and PyTorch"
-  for f in "$work"/records_*.jsonl; do
-    "$loom" records import "$f" --db "$work/all.db" >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086  # RECORDS is a list of files
+  for f in "$work"/records_*.jsonl ${RECORDS:-}; do
+    [[ -s "$f" ]] || continue
+    "$loom" records import "$f" --db "$work/all.db" >/dev/null || echo "gpu-check.sh: cannot import $f" >&2
   done
-  for m in resnet18 mobilenet_v2; do
-    if ! timeout -k 5 100 "$loom" bench "zoo:$m" --target "$target" --db "$work/all.db" --check \
-      --json --build-threads "$(nproc)" >"$work/bench_$m.json" 2>"$work/bench_$m.err"; then
-      echo "loom bench zoo:$m failed:"
-      tail -n 3 "$work/bench_$m.err"
+  bench_model() {  # NAME: bench_NAME.json, also in the log (and $OUT) as soon as it is done
+    if ! timeout -k 5 120 "$loom" bench "zoo:$1" --target "$target" --db "$work/all.db" --check \
+      --json --build-threads "$(nproc)" >"$work/bench_$1.json" 2>"$work/bench_$1.err"; then
+      echo "loom bench zoo:$1 failed:"
+      tail -n 3 "$work/bench_$1.err"
     fi
-  done
+    python3 - "$work/bench_$1.json" "$1" <<'EOF'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"zoo:{sys.argv[2]} {r['variant']}: median {r['median_ms']:.3f} ms, {r['tuned_kernels']} of "
+          f"{r['kernels']} kernels tuned, max rel err {r.get('max_rel_err', -1):.1e}, "
+          f"compile {r['compile_s']:.1f} s")
+EOF
+    [[ -n "${OUT:-}" ]] && cp "$work/bench_$1.json" "$work/bench_$1.err" "$OUT/"
+  }
+  for m in resnet18 mobilenet_v2; do bench_model "$m"; done
   PYTHONUNBUFFERED=1 timeout 100 python3 bench/torch_model_latency.py --model resnet18 \
     --model mobilenet_v2 >"$work/torch.jsonl" || echo "gpu-check.sh: PyTorch timing failed" >&2
+  cat "$work/torch.jsonl"
+  if ((${MODEL_TRIALS:-0} > 0)); then
+    for m in ${TUNE_MODELS:-resnet18 mobilenet_v2}; do
+      echo "== loom tune zoo:$m --target $target --trials $MODEL_TRIALS (at most ${MODEL_TUNE_S:-120} s)"
+      timeout -k 5 "${MODEL_TUNE_S:-120}" "$loom" tune "zoo:$m" --target "$target" \
+        --trials "$MODEL_TRIALS" --batch-size "$batch" --min-repeat-ms "$min_repeat_ms" \
+        --db "$work/all.db" --json >"$work/tune_$m.json" 2>"$work/tune_$m.err"
+      echo "exit $?"
+      tail -n 2 "$work/tune_$m.err"
+      bench_model "$m"
+    done
+    [[ -n "${OUT:-}" ]] && "$loom" records export --db "$work/all.db" -o "$OUT/models-records.jsonl"
+  fi
   python3 - "$work" "$md" <<'EOF'
 import json, os, sys
 work, md = sys.argv[1], sys.argv[2]
