@@ -8,6 +8,7 @@
 #include "loom/base/check.h"
 #include "loom/base/status_macros.h"
 #include "loom/codegen/cuda_printer.h"
+#include "loom/ops/cuda_epilogue.h"
 
 namespace loom::ops::internal {
 
@@ -151,7 +152,7 @@ absl::Status CheckDirectConvLimits(const DirectConvShape& shape, const DirectCon
 
 codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectConvTiles& t,
                                       std::string comment, std::vector<Stmt> prologue,
-                                      std::vector<Stmt> epilogue) {
+                                      std::vector<Stmt> epilogue, const Epilogue& fused) {
   const DirectConvFacts facts = ComputeFacts(sh, t);
   const int64_t BF = t.f[0], VF = t.f[1], TF = t.f[2], FI = t.f[3];
   const int64_t BY = t.y[0], VY = t.y[1], TY = t.y[2], YI = t.y[3];
@@ -259,6 +260,22 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
   reduction = Loop("ryo", RYO, LoopKind::kSerial, {std::move(reduction)});
   reduction = Loop("rco", RCO, LoopKind::kSerial, {std::move(reduction)});
 
+  // The output store, through the fused epilogue when there is one.
+  const std::string out_at = absl::StrCat("((n * ", sh.k, " + f0 + ", lf, ") * ", sh.oh,
+                                          " + oy0 + ", ly, ") * ", sh.ow, " + ox0 + ", lx);
+  std::vector<Stmt> store;
+  if (fused.empty()) {
+    store.push_back(Raw(absl::StrCat("output[", out_at, "] = ", acc, ";")));
+  } else {
+    std::vector<Stmt> apply = {Raw(absl::StrCat("float v = ", acc, ";"))};
+    for (Stmt& s : CudaEpilogueStmts(fused, absl::StrCat("bias[f0 + ", lf, "]"),
+                                     absl::StrCat("residual[", out_at, "]"))) {
+      apply.push_back(std::move(s));
+    }
+    apply.push_back(Raw(absl::StrCat("output[", out_at, "] = v;")));
+    store.push_back(codegen::Block(std::move(apply)));
+  }
+
   std::vector<Stmt> thread_body = std::move(prologue);
   for (Stmt s : std::vector<Stmt>{
            Raw(absl::StrCat("const int n = ${bz} / ", BF, ";")),
@@ -268,10 +285,7 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
            Raw(absl::StrCat("const int tid = (${tz} * ", TY, " + ${ty}) * ", TX, " + ${tx};")),
            Raw(absl::StrCat("float acc[", facts.accumulators, "];")),
            Loop("a", facts.accumulators, LoopKind::kUnrollHint, {Raw("acc[${a}] = 0.0f;")}),
-           std::move(reduction),
-           register_nest(
-               {Raw(absl::StrCat("output[((n * ", sh.k, " + f0 + ", lf, ") * ", sh.oh, " + oy0 + ",
-                                 ly, ") * ", sh.ow, " + ox0 + ", lx, "] = ", acc, ";"))})}) {
+           std::move(reduction), register_nest(std::move(store))}) {
     thread_body.push_back(std::move(s));
   }
   if (!epilogue.empty()) {
@@ -282,7 +296,7 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
   codegen::Kernel k;
   k.vector_lanes = 1;
   k.comment = std::move(comment);
-  k.params = {{"data", false}, {"weight", false}, {"output", true}};
+  k.params = FusedParams(fused);
   k.shared = {{"data_sh", facts.data_tile}, {"weight_sh", facts.weight_tile}};
   Stmt threads = Loop("tx", TX, LoopKind::kThreadX, std::move(thread_body));
   threads = Loop("ty", TY, LoopKind::kThreadY, {std::move(threads)});
@@ -405,13 +419,18 @@ absl::Status CudaDirectTemplate::CheckValid(const Config& config) const {
 }
 
 absl::StatusOr<KernelSource> CudaDirectTemplate::Emit(const Config& config) const {
+  return EmitFused(config, Epilogue{});
+}
+
+absl::StatusOr<KernelSource> CudaDirectTemplate::EmitFused(const Config& config,
+                                                           const Epilogue& epilogue) const {
   LOOM_RETURN_IF_ERROR(CheckValid(config));
   const DirectConvTiles t = Tiles(config);
   // The fault statements are written for one thread; a GPU crash/hang is any thread's.
   codegen::Kernel k = BuildDirectConvKernel(
       shape_, t,
       absl::StrCat(name(), " ", graph::WorkloadKey(workload_), " ", space_.ToJson(config)),
-      FaultPrologue(config), FaultEpilogue(config, "output"));
+      FaultPrologue(config), FaultEpilogue(config, "output"), epilogue);
   LOOM_ASSIGN_OR_RETURN(codegen::CudaKernelSource src,
                         codegen::PrintCuda(k, {.host_emulation = options_.cuda_host_emulation}));
   KernelSource out;
@@ -422,6 +441,11 @@ absl::StatusOr<KernelSource> CudaDirectTemplate::Emit(const Config& config) cons
   out.cuda_launch.dynamic_shared_bytes = 0;  // all shared memory is static
   if (options_.cuda_host_emulation) out.compile_flags = "-Wno-unknown-pragmas";
   return out;
+}
+
+std::vector<BufferSpec> CudaDirectTemplate::FusedBuffers(const Config& config,
+                                                         const Epilogue& epilogue) const {
+  return FusedBufferList(Buffers(config), epilogue, shape_.k);
 }
 
 std::vector<BufferSpec> CudaDirectTemplate::Buffers(const Config& config) const {

@@ -70,10 +70,14 @@ DirectConvFacts ComputeFacts(const DirectConvShape& shape, const DirectConvTiles
 absl::Status CheckDirectConvLimits(const DirectConvShape& shape, const DirectConvTiles& t,
                                    const CudaDeviceLimits& limits);
 
-// The loop nest: parameters data, weight, output.
+// The loop nest: parameters data, weight, output; with a non-empty `fused` epilogue data, weight,
+// then bias (one value per output channel) and residual (the output's shape) as `fused` asks,
+// then output. `prologue` and `epilogue` are statements before and after the computation (the
+// test-only fault knob's).
 codegen::Kernel BuildDirectConvKernel(const DirectConvShape& shape, const DirectConvTiles& t,
                                       std::string comment, std::vector<codegen::Stmt> prologue,
-                                      std::vector<codegen::Stmt> epilogue);
+                                      std::vector<codegen::Stmt> epilogue,
+                                      const Epilogue& fused = {});
 
 // Feature names/values of a tiling (log2 of every factor, then derived facts).
 std::vector<std::string> DirectConvFeatureNames();
@@ -88,6 +92,12 @@ class CudaDirectTemplate : public TemplateBase {
       : TemplateBase(std::move(w), std::move(t), o), shape_(shape) {}
 
   absl::StatusOr<KernelSource> Emit(const Config& config) const override;
+  // Fuses any epilogue: bias per output channel (dense: per output column), a residual of the
+  // output's shape, any activation.
+  absl::StatusOr<KernelSource> EmitFused(const Config& config,
+                                         const Epilogue& epilogue) const override;
+  std::vector<BufferSpec> FusedBuffers(const Config& config,
+                                       const Epilogue& epilogue) const override;
   std::vector<BufferSpec> Buffers(const Config& config) const override;
   std::vector<graph::Tensor> PackInputs(const Config& config,
                                         const std::vector<graph::Tensor>& natural) const override;

@@ -283,6 +283,94 @@ TEST_F(CudaEmulationTest, UnrollSettingsAgree) {
   EXPECT_GT(copied->code.size(), hinted->code.size());
 }
 
+// EmitFused: bias per output channel (dense: per column), a residual and each activation in the
+// output store give act(reference + bias + residual); an empty epilogue is exactly Emit.
+TEST_F(CudaEmulationTest, FusedEpilogueMatchesTheReferenceWithTheEpilogue) {
+  using A = Epilogue::Activation;
+  TemplateOptions emu;
+  emu.cuda_host_emulation = true;
+  struct Case {
+    graph::Workload w;
+    A act;
+    bool residual;
+  };
+  const std::vector<Case> cases = {
+      {Conv(6, 9, 9, 10, 3, 1, 1), A::kRelu, true},
+      {Conv(6, 9, 9, 10, 3, 2, 1, 1, 1, /*n=*/2), A::kHardSwish, false},
+      {Conv(8, 9, 9, 8, 3, 1, 1, /*groups=*/8), A::kClip, false},
+      {Dense(3, 20, 16, true), A::kSigmoid, true},
+  };
+  uint64_t seed = 70;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(graph::WorkloadKey(c.w));
+    auto t = MakeTemplate(c.w, CudaTarget(), emu);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const Config config = (*t)->DefaultConfig();
+    auto plain = (*t)->Emit(config);
+    auto empty = (*t)->EmitFused(config, Epilogue{});
+    ASSERT_TRUE(plain.ok() && empty.ok());
+    EXPECT_EQ(plain->code, empty->code);
+
+    Epilogue ep;
+    ep.bias = true;
+    ep.residual = c.residual;
+    ep.activation = c.act;
+    ep.clip_min = 0.0f;
+    ep.clip_max = 0.5f;  // low enough to bite on these values
+    auto src = (*t)->EmitFused(config, ep);
+    ASSERT_TRUE(src.ok()) << src.status();
+    const std::vector<BufferSpec> specs = (*t)->FusedBuffers(config, ep);
+    ASSERT_EQ(specs.size(), c.residual ? 5u : 4u);
+    EXPECT_EQ(specs[2].name, "bias");
+    auto k = LocalKernel::Compile(*src, dir_);
+    ASSERT_TRUE(k.ok()) << k.status();
+
+    std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, seed++);
+    const graph::Tensor ref = (*t)->Reference(natural);
+    const graph::Shape& out_shape = specs.back().shape;
+    const int64_t channels = specs[2].shape[0];
+    const int64_t inner = ref.num_elements() / (out_shape[0] * channels);  // per channel
+    base::Rng rng(seed++);
+    graph::Tensor bias(graph::DType::kFloat32, {channels});
+    for (int64_t i = 0; i < channels; ++i)
+      bias.data<float>()[i] = static_cast<float>(rng.Uniform(-1, 1));
+    graph::Tensor residual(graph::DType::kFloat32, out_shape);
+    for (int64_t i = 0; i < residual.num_elements(); ++i) {
+      residual.data<float>()[i] = static_cast<float>(rng.Uniform(-1, 1));
+    }
+    graph::Tensor out(graph::DType::kFloat32, out_shape);
+    std::vector<void*> args = {natural[0].raw_data(), natural[1].raw_data(), bias.raw_data()};
+    if (c.residual) args.push_back(residual.raw_data());
+    args.push_back(out.raw_data());
+    (*k)->fn()(args.data(), nullptr);
+
+    graph::Tensor want(graph::DType::kFloat32, out_shape);
+    for (int64_t i = 0; i < want.num_elements(); ++i) {
+      float v = ref.data<float>()[i] + bias.data<float>()[(i / inner) % channels];
+      if (c.residual) v += residual.data<float>()[i];
+      switch (c.act) {
+        case A::kRelu:
+          v = std::max(v, 0.0f);
+          break;
+        case A::kClip:
+          v = std::min(std::max(v, 0.0f), 0.5f);
+          break;
+        case A::kHardSwish:
+          v = v * std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+          break;
+        case A::kSigmoid:
+          v = 1.0f / (1.0f + std::exp(-v));
+          break;
+        case A::kNone:
+          break;
+      }
+      want.data<float>()[i] = v;
+    }
+    const ErrorStats e = CompareTensors(out, want);
+    EXPECT_TRUE(e.WithinTolerance()) << "max err " << e.max_abs_err;
+  }
+}
+
 TEST_F(CudaEmulationTest, WrongAnswerFaultIsDetected) {
   TemplateOptions o;
   o.cuda_host_emulation = true;

@@ -10,6 +10,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/codegen/cuda_printer.h"
 #include "loom/codegen/loop_nest.h"
+#include "loom/ops/cuda_epilogue.h"
 
 namespace loom::runtime {
 namespace {
@@ -47,35 +48,6 @@ absl::StatusOr<ops::KernelSource> Print(codegen::Kernel kernel, bool host_emulat
   return out;
 }
 
-// Statements applying `e`'s activation to the float `v`.
-std::vector<Stmt> Activation(const ops::Epilogue& e) {
-  using A = ops::Epilogue::Activation;
-  switch (e.activation) {
-    case A::kNone:
-      return {};
-    case A::kRelu:
-      return {Raw("v = v > 0.0f ? v : 0.0f;")};
-    case A::kClip: {
-      std::vector<Stmt> s;
-      if (std::isfinite(e.clip_min)) {
-        const std::string lo = FloatLiteral(e.clip_min);
-        s.push_back(Raw(absl::StrCat("v = v < ", lo, " ? ", lo, " : v;")));
-      }
-      if (std::isfinite(e.clip_max)) {
-        const std::string hi = FloatLiteral(e.clip_max);
-        s.push_back(Raw(absl::StrCat("v = v > ", hi, " ? ", hi, " : v;")));
-      }
-      return s;
-    }
-    case A::kSigmoid:
-      return {Raw("v = 1.0f / (1.0f + expf(-v));")};
-    case A::kHardSwish:  // x * clamp(x / 6 + 1/2, 0, 1)
-      return {Raw("float r = v + 3.0f;"), Raw("r = r < 0.0f ? 0.0f : (r > 6.0f ? 6.0f : r);"),
-              Raw("v = v * r * (1.0f / 6.0f);")};
-  }
-  return {};
-}
-
 }  // namespace
 
 absl::StatusOr<ops::KernelSource> EmitCudaEltwise(const CudaEltwise& op, bool host_emulation) {
@@ -86,15 +58,13 @@ absl::StatusOr<ops::KernelSource> EmitCudaEltwise(const CudaEltwise& op, bool ho
   k.comment = absl::StrCat("loom eltwise total=", op.total);
   k.params.push_back({"x"});
   std::vector<Stmt> body = {Raw("float v = x[i];")};
-  if (op.epilogue.bias) {
-    k.params.push_back({"bias"});
-    body.push_back(Raw(absl::StrCat("v += bias[(i / ", op.inner, ") % ", op.channels, "];")));
+  if (op.epilogue.bias) k.params.push_back({"bias"});
+  if (op.epilogue.residual) k.params.push_back({"residual"});
+  for (Stmt& s : ops::CudaEpilogueStmts(
+           op.epilogue, absl::StrCat("bias[(i / ", op.inner, ") % ", op.channels, "]"),
+           "residual[i]")) {
+    body.push_back(std::move(s));
   }
-  if (op.epilogue.residual) {
-    k.params.push_back({"residual"});
-    body.push_back(Raw("v += residual[i];"));
-  }
-  for (Stmt& s : Activation(op.epilogue)) body.push_back(std::move(s));
   body.push_back(Raw("out[i] = v;"));
   k.params.push_back({"out", /*is_output=*/true});
   k.body = PerElement(op.total, {codegen::Block(std::move(body))});

@@ -1,5 +1,6 @@
-// The CUDA kernels a compiled CUDA model needs besides the tuned operator templates: bias /
-// residual / activation epilogues and elementwise ops, 2-D pooling, and the slices of a concat.
+// The CUDA kernels a compiled CUDA model needs besides the tuned operator templates: elementwise
+// ops (an Add or an activation that no template kernel took), 2-D pooling, and the slices of a
+// concat.
 // Built from the same loop-nest IR and printer as the templates (one thread per output element),
 // so they also have a host emulation. Used by cuda_model.cc.
 #pragma once

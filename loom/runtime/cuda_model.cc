@@ -213,7 +213,7 @@ class Compiler {
     return out;
   }
 
-  // Conv / depthwise conv / dense through the CUDA templates, then one epilogue kernel.
+  // Conv / depthwise conv / dense through the CUDA templates, with the epilogue fused.
   absl::StatusOr<bool> TryTemplate(int64_t i) {
     const graph::Node& node = g_.nodes[i];
     if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
@@ -255,7 +255,6 @@ class Compiler {
         tuned = true;
       }
     }
-    LOOM_ASSIGN_OR_RETURN(ops::KernelSource source, tmpl.Emit(config));
     const std::vector<ops::BufferSpec> specs = tmpl.Buffers(config);
     absl::StatusOr<Tensor> natural_weight = weight->Reshaped(natural[1]);
     if (!natural_weight.ok()) return false;
@@ -272,32 +271,17 @@ class Compiler {
       return absl::InternalError(absl::StrCat(node.Describe(), ": the ", tmpl.name(),
                                               " kernel's output does not match the node's"));
     }
-    if (ep.empty()) {
-      LOOM_ASSIGN_OR_RETURN(DeviceValue y, NewValue(out));
-      LOOM_RETURN_IF_ERROR(Launch(source, {data->buffer, wbuf, y.buffer}));
-    } else {
-      // The kernel writes a scratch buffer the epilogue reads.
-      const size_t bytes = static_cast<size_t>(Elements(specs.back().shape)) * sizeof(float);
-      LOOM_ASSIGN_OR_RETURN(Buffer scratch, b_->Alloc(bytes));
-      m_->stats.device_bytes += static_cast<int64_t>(bytes);
-      LOOM_RETURN_IF_ERROR(Launch(source, {data->buffer, wbuf, scratch}));
-      std::vector<Buffer> args = {scratch};
-      if (ep.bias) {
-        LOOM_ASSIGN_OR_RETURN(Buffer bbuf, Constant(*bias));
-        args.push_back(bbuf);
-      }
-      if (ep.residual) args.push_back(residual);
-      LOOM_ASSIGN_OR_RETURN(DeviceValue y, NewValue(out));
-      args.push_back(y.buffer);
-      const Shape& s = y.shape;
-      CudaEltwise e{.total = Elements(s),
-                    .channels = channels,
-                    .inner = conv ? Product(s, 2, s.size()) : 1,
-                    .epilogue = ep};
-      LOOM_ASSIGN_OR_RETURN(ops::KernelSource esrc, EmitCudaEltwise(e, b_->host_emulation()));
-      LOOM_RETURN_IF_ERROR(Launch(esrc, std::move(args)));
-      ++m_->stats.aux_steps;
+    // One kernel: the epilogue is part of its output store.
+    LOOM_ASSIGN_OR_RETURN(ops::KernelSource source, tmpl.EmitFused(config, ep));
+    std::vector<Buffer> args = {data->buffer, wbuf};
+    if (ep.bias) {
+      LOOM_ASSIGN_OR_RETURN(Buffer bias_buffer, Constant(*bias));
+      args.push_back(bias_buffer);
     }
+    if (ep.residual) args.push_back(residual);
+    LOOM_ASSIGN_OR_RETURN(DeviceValue y, NewValue(out));
+    args.push_back(y.buffer);
+    LOOM_RETURN_IF_ERROR(Launch(source, std::move(args)));
     ++m_->stats.kernel_steps;
     if (tuned) ++m_->stats.tuned_kernels;
     return true;

@@ -1,10 +1,10 @@
 // A model compiled for a CUDA GPU: convolutions, depthwise convolutions and dense layers run the
 // CUDA templates' kernels with each task's best record on the device (its default config
-// otherwise), followed by one epilogue kernel that applies what follows them in the graph (bias,
-// a residual Add, an activation); pooling, elementwise ops and concats run small generated
-// kernels (cuda_aux_kernels.h); reshapes are views; any other op runs its reference kernel on the
-// host between downloads and uploads. Values stay on the device in the natural NCHW layout, each
-// in its own buffer, allocated once at compile time.
+// otherwise), with what follows them in the graph (bias, a residual Add, an activation) fused into
+// the kernel's output store (Template::EmitFused); pooling, elementwise ops and concats run small
+// generated kernels (cuda_aux_kernels.h); reshapes are views; any other op runs its reference
+// kernel on the host between downloads and uploads. Values stay on the device in the natural NCHW
+// layout, each in its own buffer, allocated once at compile time.
 //
 // The counterpart of CompiledModel (compiled_model.h) for `--target cuda`; kernels run through a
 // CudaBackend: the GPU, or in tests the host emulation. Use a model from one thread at a time
@@ -33,8 +33,8 @@ struct CudaModelOptions {
 struct CudaModelStats {
   int64_t kernel_steps = 0;   // nodes run by a template's kernel (conv, depthwise, dense)
   int64_t tuned_kernels = 0;  // of them, with a config from the records
-  int64_t aux_steps = 0;      // epilogue, elementwise, pooling and concat kernel launches
-  int64_t fused_ops = 0;      // graph nodes applied by a kernel step's epilogue
+  int64_t aux_steps = 0;      // elementwise, pooling and concat kernel launches
+  int64_t fused_ops = 0;      // graph nodes applied by a kernel step's fused epilogue
   int64_t views = 0;          // reshapes that share their input's buffer
   int64_t host_steps = 0;     // nodes run by the reference kernels on the host
   int64_t device_bytes = 0;   // device memory for values and constants

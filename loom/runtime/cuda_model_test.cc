@@ -171,9 +171,9 @@ TEST(CudaModelTest, MixedGraphMatchesTheReference) {
   EXPECT_EQ(st.fused_ops, 1);   // the Clip after the conv
   EXPECT_EQ(st.views, 1);       // Flatten
   EXPECT_EQ(st.host_steps, 1);  // Softmax
-  // Epilogues of the conv (bias + clip) and the Gemm (bias), Add, two pools, two concat
-  // slices, Sigmoid, the global pool.
-  EXPECT_EQ(st.aux_steps, 9);
+  // The Add, two pools, two concat slices, Sigmoid, the global pool (the conv's bias and Clip and
+  // the Gemm's bias are in their kernels).
+  EXPECT_EQ(st.aux_steps, 7);
   EXPECT_GT(st.device_bytes, 0);
   ExpectMatchesReference(g, model->get());
 }
@@ -254,7 +254,7 @@ TEST(CudaModelTest, RecordsOfTheTargetPickTheKernelConfig) {
 
 // The emulation runs the auxiliary kernels as host C++; NVRTC must also accept them as CUDA, in
 // every variant the model emits (built for sm_90 without a GPU).
-TEST(CudaModelTest, AuxiliaryKernelsCompileWithNvrtc) {
+TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
   auto builder = tune::MakeNvrtcBuilder(Build(), "sm_90");
   if (builder.status().code() == absl::StatusCode::kUnimplemented) {
     GTEST_SKIP() << "built without the CUDA toolkit";
@@ -293,6 +293,32 @@ TEST(CudaModelTest, AuxiliaryKernelsCompileWithNvrtc) {
   auto slice = EmitCudaSlice({.outer = 2, .in_len = 30, .out_len = 50, .offset = 20}, false);
   ASSERT_TRUE(slice.ok()) << slice.status();
   sources.push_back(*slice);
+  // The templates' kernels with fused epilogues: conv (residual), depthwise, dense.
+  graph::Workload conv;
+  conv.kind = graph::TaskKind::kConv2d;
+  conv.n = 1, conv.c = 8, conv.h = conv.w = 14, conv.k = 16, conv.r = conv.s = 3;
+  conv.pad_top = conv.pad_left = conv.pad_bottom = conv.pad_right = 1;
+  conv.stride_h = conv.stride_w = conv.dilation_h = conv.dilation_w = conv.groups = 1;
+  graph::Workload dw = conv;
+  dw.kind = graph::TaskKind::kDepthwiseConv2d;
+  dw.c = dw.k = dw.groups = 16;
+  graph::Workload dense;
+  dense.kind = graph::TaskKind::kDense;
+  dense.m = 1, dense.n = 100, dense.k = 64;
+  dense.trans_b = true;
+  const std::pair<graph::Workload, A> fused[] = {
+      {conv, A::kRelu}, {dw, A::kHardSwish}, {dense, A::kSigmoid}};
+  for (const auto& [w, act] : fused) {
+    auto t = ops::MakeTemplate(w, ops::CudaTarget("sm_90"));
+    ASSERT_TRUE(t.ok()) << t.status();
+    ops::Epilogue ep;
+    ep.bias = true;
+    ep.residual = w.kind == graph::TaskKind::kConv2d;
+    ep.activation = act;
+    auto src = (*t)->EmitFused((*t)->DefaultConfig(), ep);
+    ASSERT_TRUE(src.ok()) << src.status();
+    sources.push_back(*src);
+  }
   for (const ops::KernelSource& src : sources) {
     EXPECT_THAT(src.code, HasSubstr("__global__"));
     const tune::BuildResult r = (*builder)->BuildSource(src, ops::Config{0});
