@@ -220,13 +220,8 @@ class Conv2dNchwc : public TemplateBase {
                          {Loop("rw", k.reg_n, LoopKind::kUnrolled,
                                {Loop("j", k.oc_v, LoopKind::kUnrolled, std::move(store))})}));
 
-    // Outer loops: n, then (ocb, ohb) in outer_order, then owb. The first `fused` of them form
-    // the parallel loop.
-    struct Outer {
-      std::string var;
-      int64_t extent;
-    };
-    std::vector<Outer> outer = {{"n", w.n}};
+    // Outer loops: n, then (ocb, ohb) in outer_order, then owb.
+    std::vector<OuterLoop> outer = {{"n", w.n}};
     if (k.outer_order == 0) {
       outer.push_back({"ocb", kp});
       outer.push_back({"ohb", ohb});
@@ -235,32 +230,8 @@ class Conv2dNchwc : public TemplateBase {
       outer.push_back({"ocb", kp});
     }
     outer.push_back({"owb", owb});
-    const size_t fused = k.par_axis == 0 ? 2 : 3;
-    std::vector<Stmt> body = {codegen::Block(std::move(block))};
-    for (size_t i = outer.size(); i-- > fused;) {
-      body = {Loop(outer[i].var, outer[i].extent, LoopKind::kSerial, std::move(body))};
-    }
-    int64_t total = 1;
-    for (size_t i = 0; i < fused; ++i) total *= outer[i].extent;
-    std::vector<Stmt> par_body;
-    int64_t inner = total;
-    for (size_t i = 0; i < fused; ++i) {
-      inner /= outer[i].extent;
-      par_body.push_back(Raw(absl::StrCat("const int64_t ", outer[i].var, " = (p / ", inner, ") % ",
-                                          outer[i].extent, ";")));
-    }
-    for (Stmt& s : body) par_body.push_back(std::move(s));
-
-    Kernel kernel;
-    kernel.vector_lanes = static_cast<int32_t>(k.vec);
-    kernel.params = FusedParams(ep);
-    kernel.globals = EpilogueGlobals(ep, k.vec);
-    kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
-    kernel.body = FaultPrologue(config);
-    kernel.body.push_back(Loop("p", total, LoopKind::kParallel, std::move(par_body)));
-    for (Stmt& s : FaultEpilogue(config, "output")) kernel.body.push_back(std::move(s));
-    LOOM_ASSIGN_OR_RETURN(std::string code, codegen::PrintCpp(kernel));
-    return MakeSource(std::move(code));
+    // parallel_axis 0: n and the first outer loop form the parallel loop; 1: n and the first two.
+    return EmitBlockedKernel(config, ep, k.vec, outer, k.par_axis == 0 ? 2 : 3, std::move(block));
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

@@ -180,12 +180,7 @@ class DensePack : public TemplateBase {
     const bool n_outer = k.order == 0;
     Stmt inner =
         Loop(n_outer ? "mb" : "nb", n_outer ? mblocks : nb, LoopKind::kSerial, std::move(block));
-    Kernel kernel;
-    kernel.vector_lanes = static_cast<int32_t>(k.vec);
-    kernel.params = FusedParams(ep);
-    kernel.globals = EpilogueGlobals(ep, k.vec);
-    kernel.comment = absl::StrCat(name(), " ", graph::WorkloadKey(w), " ", space_.ToJson(config));
-    kernel.body = FaultPrologue(config);
+    Kernel kernel = StartKernel(config, ep, k.vec);
     const std::string outer_var = n_outer ? "nb" : "mb";
     const int64_t outer_extent = n_outer ? nb : mblocks;
     if (!batched_) {
@@ -198,9 +193,7 @@ class DensePack : public TemplateBase {
                 Raw(absl::StrCat("const int64_t ", outer_var, " = p % ", outer_extent, ";")),
                 std::move(inner)}));
     }
-    for (Stmt& s : FaultEpilogue(config, "output")) kernel.body.push_back(std::move(s));
-    LOOM_ASSIGN_OR_RETURN(std::string code, codegen::PrintCpp(kernel));
-    return MakeSource(std::move(code));
+    return FinishKernel(config, std::move(kernel));
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

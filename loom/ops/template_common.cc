@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/base/check.h"
+#include "loom/base/status_macros.h"
+#include "loom/codegen/cpp_printer.h"
 #include "loom/kernels/conv.h"
 
 namespace loom::ops::internal {
@@ -87,12 +89,52 @@ std::vector<int64_t> TemplateBase::VectorWidthChoices() const {
   return {target_.VectorLanes()};
 }
 
-KernelSource TemplateBase::MakeSource(std::string code) const {
-  KernelSource s;
-  s.code = std::move(code);
+codegen::Kernel TemplateBase::StartKernel(const Config& config, const Epilogue& ep,
+                                          int64_t vec) const {
+  codegen::Kernel kernel;
+  kernel.vector_lanes = static_cast<int32_t>(vec);
+  kernel.params = FusedParams(ep);
+  kernel.globals = EpilogueGlobals(ep, vec);
+  kernel.comment =
+      absl::StrCat(name(), " ", graph::WorkloadKey(workload_), " ", space_.ToJson(config));
+  kernel.body = FaultPrologue(config);
+  return kernel;
+}
+
+absl::StatusOr<KernelSource> TemplateBase::FinishKernel(const Config& config,
+                                                        codegen::Kernel kernel) const {
+  for (codegen::Stmt& s : FaultEpilogue(config, "output")) kernel.body.push_back(std::move(s));
+  LOOM_ASSIGN_OR_RETURN(std::string code, codegen::PrintCpp(kernel));
+  KernelSource source;
+  source.code = std::move(code);
   // Vector-extension `acc += a * b` must become one FMA whatever the builder's -std mode.
-  s.compile_flags = absl::StrCat(target_.CompilerFlags(), " -ffp-contract=fast");
-  return s;
+  source.compile_flags = absl::StrCat(target_.CompilerFlags(), " -ffp-contract=fast");
+  return source;
+}
+
+absl::StatusOr<KernelSource> TemplateBase::EmitBlockedKernel(
+    const Config& config, const Epilogue& ep, int64_t vec, const std::vector<OuterLoop>& outer,
+    size_t parallel, std::vector<codegen::Stmt> block) const {
+  using codegen::Loop;
+  using codegen::LoopKind;
+  LOOM_CHECK(parallel >= 1 && parallel <= outer.size());
+  std::vector<codegen::Stmt> body = {codegen::Block(std::move(block))};
+  for (size_t i = outer.size(); i-- > parallel;) {
+    body = {Loop(outer[i].var, outer[i].extent, LoopKind::kSerial, std::move(body))};
+  }
+  int64_t total = 1;
+  for (size_t i = 0; i < parallel; ++i) total *= outer[i].extent;
+  std::vector<codegen::Stmt> par_body;
+  int64_t inner = total;
+  for (size_t i = 0; i < parallel; ++i) {
+    inner /= outer[i].extent;
+    par_body.push_back(codegen::Raw(absl::StrCat("const int64_t ", outer[i].var, " = (p / ", inner,
+                                                 ") % ", outer[i].extent, ";")));
+  }
+  for (codegen::Stmt& s : body) par_body.push_back(std::move(s));
+  codegen::Kernel kernel = StartKernel(config, ep, vec);
+  kernel.body.push_back(Loop("p", total, LoopKind::kParallel, std::move(par_body)));
+  return FinishKernel(config, std::move(kernel));
 }
 
 std::vector<codegen::KernelParam> FusedParams(const Epilogue& e) {

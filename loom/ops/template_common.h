@@ -48,7 +48,24 @@ class TemplateBase : public Template {
   int64_t NumVectorRegisters() const;
   // Vector widths the ISA offers (AVX-512: 16 and 8), widest first.
   std::vector<int64_t> VectorWidthChoices() const;
-  KernelSource MakeSource(std::string code) const;
+  // A CPU kernel for `config` with vectors of `vec` lanes and `ep`'s parameters and globals; its
+  // body holds the fault prologue, for the template to append to.
+  codegen::Kernel StartKernel(const Config& config, const Epilogue& ep, int64_t vec) const;
+  // Appends the fault epilogue to `kernel` and prints it with the target's compile flags.
+  absl::StatusOr<KernelSource> FinishKernel(const Config& config, codegen::Kernel kernel) const;
+
+  // An outer loop of a blocked kernel: its variable and trip count.
+  struct OuterLoop {
+    std::string var;
+    int64_t extent;
+  };
+  // The whole kernel of a blocked template (the NCHWc convolutions): `block` inside the `outer`
+  // loops, outermost first, whose first `parallel` loops are fused into one parallel loop (each
+  // index recovered from its position) and the rest run serially inside it.
+  absl::StatusOr<KernelSource> EmitBlockedKernel(const Config& config, const Epilogue& ep,
+                                                 int64_t vec, const std::vector<OuterLoop>& outer,
+                                                 size_t parallel,
+                                                 std::vector<codegen::Stmt> block) const;
 
   graph::Workload workload_;
   Target target_;
