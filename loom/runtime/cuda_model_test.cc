@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
+#include "loom/graph/npy.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
@@ -204,6 +205,58 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
     EXPECT_LT(st.kernels_built, st.kernel_steps + st.aux_steps);  // repeated layers share kernels
     ExpectMatchesReference(z.graph, z.model.get(), /*runs=*/1);
   }
+}
+
+// The torchvision exports in LOOM_SHARED_DIR/models (ResNet-18, MobileNetV2, SqueezeNet 1.1, as
+// a user would hand them to `loom bench --target cuda`) on their own input, against ONNX Runtime's
+// output: every op of the files has a device kernel (no host step).
+TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
+  const char* shared = std::getenv("LOOM_SHARED_DIR");
+  if (shared == nullptr || !std::filesystem::exists(std::string(shared) + "/models")) {
+    GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
+  }
+  const char* build = std::getenv("LOOM_BUILD_DIR");
+  const std::string dir =
+      (build != nullptr ? std::string(build) : std::filesystem::temp_directory_path().string()) +
+      "/cuda_model_test_models";
+  std::filesystem::create_directories(dir);
+  int models = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(shared) + "/models")) {
+    const std::string file = entry.path().filename().string();
+    if (!file.ends_with(".tar.xz")) continue;
+    const std::string name = file.substr(0, file.size() - 7);
+    SCOPED_TRACE(name);
+    const std::string prefix = absl::StrCat(dir, "/", name);
+    if (!std::filesystem::exists(prefix + ".onnx")) {
+      ASSERT_EQ(std::system(
+                    absl::StrCat("tar -xJf '", entry.path().string(), "' -C '", dir, "'").c_str()),
+                0);
+    }
+    auto m = LoadModel(prefix + ".onnx");
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto input = graph::ReadNpy(prefix + ".input.npy");
+    auto want = graph::ReadNpy(prefix + ".ort_output.npy");
+    ASSERT_TRUE(input.ok() && want.ok()) << input.status() << want.status();
+    auto backend = Emulated();
+    ASSERT_NE(backend, nullptr);
+    auto model = CudaModel::Compile(m->graph, backend.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ((*model)->stats().host_steps, 0);
+    auto got = (*model)->Run({{m->graph.inputs[0].name, *input}});
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), 1u);
+    ASSERT_EQ((*got)[0].num_elements(), want->num_elements());
+    double err = 0, mag = 0;
+    for (int64_t k = 0; k < want->num_elements(); ++k) {
+      const float a = (*got)[0].data<float>()[k], b = want->data<float>()[k];
+      err = std::max(err, static_cast<double>(std::fabs(a - b)));
+      mag = std::max(mag, static_cast<double>(std::fabs(b)));
+    }
+    // ONNX Runtime sums in another order: agreement to 1e-4 of the output's magnitude.
+    EXPECT_LE(err, 1e-4 * mag) << "max abs err " << err << ", max |output| " << mag;
+    ++models;
+  }
+  EXPECT_GE(models, 1);
 }
 
 // A record for the target picks its config; records of another target or template do not.
