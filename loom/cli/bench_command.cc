@@ -206,7 +206,8 @@ void BenchCuda(const graph::Graph& g, const std::map<std::string, graph::Tensor>
     r.stats.tuned_kernels = cs.tuned_kernels;
     r.stats.fused_ops = cs.fused_ops;
     r.stats.reference_steps = cs.host_steps;
-    r.stats.arena_bytes = r.stats.intermediate_bytes = cs.device_bytes;
+    r.stats.arena_bytes = cs.arena_bytes;
+    r.stats.intermediate_bytes = cs.value_bytes;
     r.stats.compile_seconds = cs.compile_seconds;
     MeasureRuns([&] { return (*model)->Run(feeds); }, opts, expected, &r);
     results->push_back(std::move(r));

@@ -96,12 +96,98 @@ class Compiler {
       }
       m_->outputs.push_back(it->second);
     }
+    LOOM_RETURN_IF_ERROR(PlanArena());
     m_->stats.kernels_built = static_cast<int64_t>(loaded_.size());
     m_->stats.cache_hits = b_->cache_hits() - hits_before;
     return absl::OkStatus();
   }
 
  private:
+  // Values are compiled against placeholder addresses, kValueTag | value id; once every step is
+  // known, PlanArena places them in one allocation where values whose lifetimes (first to last
+  // step that touches them) do not overlap share memory, and patches the steps.
+  static constexpr Buffer kValueTag = Buffer{1} << 63;
+  static constexpr size_t kAlign = 256;  // what cudaMalloc guarantees, for every value
+
+  absl::Status PlanArena() {
+    const size_t n = value_bytes_.size();
+    const int64_t end = static_cast<int64_t>(m_->steps.size());
+    std::vector<int64_t> first(n, end), last(n, -1);
+    auto touch = [&](Buffer b, int64_t step) {
+      if ((b & kValueTag) == 0) return;  // a constant
+      const size_t id = b & ~kValueTag;
+      first[id] = std::min(first[id], step);
+      last[id] = std::max(last[id], step);
+    };
+    for (const auto& [name, v] : m_->inputs) touch(v.buffer, -1);  // uploaded before step 0
+    for (int64_t s = 0; s < end; ++s) {
+      const Step& step = m_->steps[static_cast<size_t>(s)];
+      if (const auto* l = std::get_if<LaunchStep>(&step)) {
+        for (Buffer b : l->args) touch(b, s);
+      } else {
+        const HostStep& h = std::get<HostStep>(step);
+        for (const auto& in : h.inputs) {
+          if (const auto* v = std::get_if<DeviceValue>(&in)) touch(v->buffer, s);
+        }
+        for (const DeviceValue& v : h.outputs) touch(v.buffer, s);
+      }
+    }
+    for (const DeviceValue& v : m_->outputs) touch(v.buffer, end);  // downloaded after the last
+
+    // Largest first, each at the lowest aligned offset clear of every placed value alive at the
+    // same time (the greedy-by-size plan of TFLite's and ONNX Runtime's memory planners).
+    auto rounded = [](size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; };
+    std::vector<size_t> order(n), offset(n, 0);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return value_bytes_[a] > value_bytes_[b]; });
+    std::vector<size_t> placed;
+    size_t arena = 0, total = 0;
+    for (size_t id : order) {
+      total += value_bytes_[id];
+      if (last[id] < 0) continue;  // touched by no step: nothing reads or writes it
+      std::vector<std::pair<size_t, size_t>> busy;  // [begin, end) of overlapping lifetimes
+      for (size_t p : placed) {
+        if (first[p] <= last[id] && first[id] <= last[p]) {
+          busy.emplace_back(offset[p], offset[p] + rounded(value_bytes_[p]));
+        }
+      }
+      std::sort(busy.begin(), busy.end());
+      size_t at = 0;
+      for (const auto& [begin, finish] : busy) {
+        if (at + rounded(value_bytes_[id]) <= begin) break;
+        at = std::max(at, finish);
+      }
+      offset[id] = at;
+      arena = std::max(arena, at + rounded(value_bytes_[id]));
+      placed.push_back(id);
+    }
+    Buffer base = 0;
+    if (arena > 0) {
+      LOOM_ASSIGN_OR_RETURN(base, b_->Alloc(arena));
+    }
+    auto patch = [&](Buffer& b) {
+      if ((b & kValueTag) != 0) b = base + offset[b & ~kValueTag];
+    };
+    for (auto& [name, v] : m_->inputs) patch(v.buffer);
+    for (DeviceValue& v : m_->outputs) patch(v.buffer);
+    for (Step& step : m_->steps) {
+      if (auto* l = std::get_if<LaunchStep>(&step)) {
+        for (Buffer& b : l->args) patch(b);
+      } else {
+        HostStep& h = std::get<HostStep>(step);
+        for (auto& in : h.inputs) {
+          if (auto* v = std::get_if<DeviceValue>(&in)) patch(v->buffer);
+        }
+        for (DeviceValue& v : h.outputs) patch(v.buffer);
+      }
+    }
+    m_->stats.value_bytes = static_cast<int64_t>(total);
+    m_->stats.arena_bytes = static_cast<int64_t>(arena);
+    m_->stats.device_bytes += static_cast<int64_t>(arena);
+    return absl::OkStatus();
+  }
+
   // The node as device kernels (or a view), when one of the device paths takes it.
   absl::StatusOr<bool> PlaceOnDevice(int64_t i) {
     const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
@@ -133,9 +219,8 @@ class Compiler {
     }
     DeviceValue v;
     v.shape = t.shape;
-    const size_t bytes = static_cast<size_t>(Elements(t.shape)) * sizeof(float);
-    LOOM_ASSIGN_OR_RETURN(v.buffer, b_->Alloc(bytes));
-    m_->stats.device_bytes += static_cast<int64_t>(bytes);
+    v.buffer = kValueTag | value_bytes_.size();  // PlanArena gives it its address
+    value_bytes_.push_back(static_cast<size_t>(Elements(t.shape)) * sizeof(float));
     values_[name] = v;
     return v;
   }
@@ -497,6 +582,7 @@ class Compiler {
   std::vector<bool> done_;
   std::map<std::string, DeviceValue> values_;
   std::map<std::string, CudaBackend::KernelId> loaded_;  // by source
+  std::vector<size_t> value_bytes_;                      // by value id (see kValueTag)
 };
 
 absl::Status RunHostStep(const HostStep& step, int64_t opset, CudaBackend& b) {

@@ -4,7 +4,8 @@
 // the kernel's output store (Template::EmitFused); pooling, elementwise ops and concats run small
 // generated kernels (cuda_aux_kernels.h); reshapes are views; any other op runs its reference
 // kernel on the host between downloads and uploads. Values stay on the device in the natural NCHW
-// layout, each in its own buffer, allocated once at compile time.
+// layout, in one arena allocated at compile time where values whose lifetimes do not overlap
+// share memory.
 //
 // The counterpart of CompiledModel (compiled_model.h) for `--target cuda`; kernels run through a
 // CudaBackend: the GPU, or in tests the host emulation. Use a model from one thread at a time
@@ -37,7 +38,9 @@ struct CudaModelStats {
   int64_t fused_ops = 0;      // graph nodes applied by a kernel step's fused epilogue
   int64_t views = 0;          // reshapes that share their input's buffer
   int64_t host_steps = 0;     // nodes run by the reference kernels on the host
-  int64_t device_bytes = 0;   // device memory for values and constants
+  int64_t device_bytes = 0;   // device memory: the value arena and the constants
+  int64_t value_bytes = 0;    // every value's size added up (what the arena saves on)
+  int64_t arena_bytes = 0;    // one allocation for all values, reused across disjoint lifetimes
   int64_t kernels_built = 0;  // distinct kernels (built by NVRTC or, emulated, the host compiler)
   int64_t cache_hits = 0;     // of them, found in the build cache instead of built
   double compile_seconds = 0;

@@ -194,8 +194,13 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
   struct Want {
     const char* name;
     int64_t kernels;  // convs + the classifier
+    int64_t arena;    // the largest input + output of one step: no plan needs less
   };
-  for (const Want& w : {Want{"resnet18", 21}, Want{"mobilenet_v2", 53}}) {
+  // ResNet-18: the stem conv's 64x112x112 output and the max pool's 64x56x56; MobileNetV2: the
+  // 96x112x112 expansion and its stride-2 depthwise conv's 96x56x56 (floats).
+  const int64_t f = sizeof(float);
+  for (const Want& w : {Want{"resnet18", 21, (64 * 112 * 112 + 64 * 56 * 56) * f},
+                        Want{"mobilenet_v2", 53, (96 * 112 * 112 + 96 * 56 * 56) * f}}) {
     SCOPED_TRACE(w.name);
     ZooCompiled z = CompileZoo(w.name);
     ASSERT_NE(z.model, nullptr);
@@ -203,6 +208,9 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
     EXPECT_EQ(st.kernel_steps, w.kernels);
     EXPECT_EQ(st.host_steps, 0);
     EXPECT_LT(st.kernels_built, st.kernel_steps + st.aux_steps);  // repeated layers share kernels
+    // The arena reuses the memory of values no longer needed, down to the least any plan needs.
+    EXPECT_EQ(st.arena_bytes, w.arena);
+    EXPECT_GT(st.value_bytes, 2 * st.arena_bytes);
     ExpectMatchesReference(z.graph, z.model.get(), /*runs=*/1);
   }
 }
