@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "loom/base/check.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
@@ -232,6 +233,7 @@ class Compiler {
     }
     const size_t bytes = static_cast<size_t>(t.num_elements()) * sizeof(float);
     LOOM_ASSIGN_OR_RETURN(Buffer b, b_->Alloc(bytes));
+    LOOM_CHECK((b & kValueTag) == 0);  // real addresses never carry the placeholder tag
     LOOM_RETURN_IF_ERROR(b_->Upload(b, t.raw_data(), bytes));
     m_->stats.device_bytes += static_cast<int64_t>(bytes);
     return b;
