@@ -195,17 +195,19 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
     const char* name;
     int64_t kernels;  // convs + the classifier
     int64_t arena;    // the largest input + output of one step: no plan needs less
+    int64_t aux;      // launches besides the template kernels: the pools
   };
   // ResNet-18: the stem conv's 64x112x112 output and the max pool's 64x56x56; MobileNetV2: the
   // 96x112x112 expansion and its stride-2 depthwise conv's 96x56x56 (floats).
   const int64_t f = sizeof(float);
-  for (const Want& w : {Want{"resnet18", 21, (64 * 112 * 112 + 64 * 56 * 56) * f},
-                        Want{"mobilenet_v2", 53, (96 * 112 * 112 + 96 * 56 * 56) * f}}) {
+  for (const Want& w : {Want{"resnet18", 21, (64 * 112 * 112 + 64 * 56 * 56) * f, 2},
+                        Want{"mobilenet_v2", 53, (96 * 112 * 112 + 96 * 56 * 56) * f, 1}}) {
     SCOPED_TRACE(w.name);
     ZooCompiled z = CompileZoo(w.name);
     ASSERT_NE(z.model, nullptr);
     const CudaModelStats& st = z.model->stats();
     EXPECT_EQ(st.kernel_steps, w.kernels);
+    EXPECT_EQ(st.aux_steps, w.aux);  // bias, residual Adds and activations are fused
     EXPECT_EQ(st.host_steps, 0);
     EXPECT_LT(st.kernels_built, st.kernel_steps + st.aux_steps);  // repeated layers share kernels
     // The arena reuses the memory of values no longer needed, down to the least any plan needs.
