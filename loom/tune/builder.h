@@ -81,6 +81,26 @@ std::vector<BuildResult> BuildEach(base::ThreadPool& pool, const std::vector<ops
   return results;
 }
 
+// What every builder's BuildOne does around its compiler: emits `config`'s source from `tmpl`
+// (an instantiation error when it cannot), compiles it with `compile(source)`, and stamps the
+// config and the wall time of both on the result.
+template <typename CompileFn>
+BuildResult EmitAndCompile(const ops::Template& tmpl, const ops::Config& config,
+                           const CompileFn& compile) {
+  const absl::Time start = absl::Now();
+  BuildResult result;
+  absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
+  if (!source.ok()) {
+    result.error = ErrorKind::kInstantiation;
+    result.error_msg = std::string(source.status().message());
+  } else {
+    result = compile(*source);
+  }
+  result.config = config;
+  result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return result;
+}
+
 // The default artifact directory (see BuildOptions::cache_dir).
 std::string DefaultKernelCacheDir();
 

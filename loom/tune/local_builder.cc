@@ -196,18 +196,8 @@ class LocalBuilder : public Builder {
 
  private:
   BuildResult BuildOne(const ops::Template& tmpl, const ops::Config& config) {
-    const absl::Time start = absl::Now();
-    BuildResult result;
-    absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
-    if (!source.ok()) {
-      result.error = ErrorKind::kInstantiation;
-      result.error_msg = std::string(source.status().message());
-    } else {
-      result = Compile(*source);
-    }
-    result.config = config;
-    result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    return result;
+    return EmitAndCompile(tmpl, config,
+                          [this](const ops::KernelSource& source) { return Compile(source); });
   }
 
   BuildResult Compile(const ops::KernelSource& source) {

@@ -148,24 +148,17 @@ class NvrtcBuilder : public Builder {
 
  private:
   BuildResult BuildOne(const ops::Template& tmpl, const ops::Config& config) {
-    const absl::Time start = absl::Now();
-    BuildResult result;
     if (tmpl.target().kind != "cuda") {
+      BuildResult result;
+      result.config = config;
       result.error = ErrorKind::kInstantiation;
       result.error_msg = absl::StrCat("the NVRTC builder needs a cuda target, got ",
                                       tmpl.target().Key(), " (template ", tmpl.name(), ")");
-    } else {
-      absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
-      if (!source.ok()) {
-        result.error = ErrorKind::kInstantiation;
-        result.error_msg = std::string(source.status().message());
-      } else {
-        result = Compile(source->code, tmpl.target().cuda_arch);
-      }
+      return result;
     }
-    result.config = config;
-    result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    return result;
+    return EmitAndCompile(tmpl, config, [&](const ops::KernelSource& source) {
+      return Compile(source.code, tmpl.target().cuda_arch);
+    });
   }
 
   BuildResult Compile(const std::string& code, const std::string& arch) {
