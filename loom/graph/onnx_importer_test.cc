@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "loom/graph/npy.h"
 #include "loom/graph/onnx_exporter.h"
+#include "loom/graph/testing/shared_models.h"
 
 namespace loom::graph {
 namespace {
@@ -555,42 +556,6 @@ TEST(OnnxImporterTest, ExportedModelReimportsIdentically) {
 
 // ---- The reference models in /work/shared/models. ----
 
-// Unpacks NAME.tar.xz once into LOOM_BUILD_DIR/onnx_importer_test_models/NAME and returns that
-// folder, or "" when the archive or the environment is missing (the caller skips).
-std::string UnpackModel(const std::string& name) {
-  const char* shared = std::getenv("LOOM_SHARED_DIR");
-  if (shared == nullptr) return "";
-  std::string build;
-  if (const char* env = std::getenv("LOOM_BUILD_DIR")) {
-    build = env;
-  } else {
-    // CMake 3.25's gtest_discover_tests keeps only the first ENVIRONMENT entry, so under ctest
-    // LOOM_BUILD_DIR may be missing; this binary lives in <build>/loom/graph/.
-    std::error_code ec;
-    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-    if (ec) return "";
-    build = exe.parent_path().parent_path().parent_path().string();
-  }
-  fs::path archive = fs::path(shared) / "models" / (name + ".tar.xz");
-  if (!fs::exists(archive)) return "";
-  fs::path root = fs::path(build) / "onnx_importer_test_models";
-  fs::path dir = root / name;
-  if (fs::exists(dir / (name + ".onnx"))) return dir.string();
-  // ctest runs tests in parallel processes: unpack into a private folder, then rename it into
-  // place atomically; a loser of the race just uses the winner's copy.
-  fs::path tmp = root / (name + ".tmp." + std::to_string(::getpid()));
-  fs::create_directories(tmp);
-  std::string cmd = "tar -xJf '" + archive.string() + "' -C '" + tmp.string() + "'";
-  if (std::system(cmd.c_str()) != 0) {
-    fs::remove_all(tmp);
-    return "";
-  }
-  std::error_code ec;
-  fs::rename(tmp, dir, ec);
-  if (ec) fs::remove_all(tmp);
-  return fs::exists(dir / (name + ".onnx")) ? dir.string() : "";
-}
-
 std::map<std::string, int64_t> CountOps(const Graph& g) {
   std::map<std::string, int64_t> counts;
   for (const auto& n : g.nodes) ++counts[n.op_type];
@@ -601,7 +566,7 @@ class ReferenceModelTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ReferenceModelTest, ImportsWithManifestOpCounts) {
   const std::string name = GetParam();
-  std::string dir = UnpackModel(name);
+  std::string dir = UnpackSharedModel(name);
   if (dir.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models/" << name << ".tar.xz not available";
   auto g = ImportOnnxFile(dir + "/" + name + ".onnx");
   ASSERT_TRUE(g.ok()) << g.status();
@@ -631,7 +596,7 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, ReferenceModelTest,
                          ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_1"));
 
 TEST(OnnxImporterTest, Resnet18OpCountsAndExportRoundTrip) {
-  std::string dir = UnpackModel("resnet18");
+  std::string dir = UnpackSharedModel("resnet18");
   if (dir.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models/resnet18.tar.xz not available";
   auto g = ImportOnnxFile(dir + "/resnet18.onnx");
   ASSERT_TRUE(g.ok()) << g.status();

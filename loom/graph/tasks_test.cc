@@ -13,6 +13,7 @@
 #include "loom/graph/onnx_importer.h"
 #include "loom/graph/passes.h"
 #include "loom/graph/shape_inference.h"
+#include "loom/graph/testing/shared_models.h"
 
 namespace loom::graph {
 namespace {
@@ -268,30 +269,10 @@ TEST(StableHashTest, IsFnv1a64) {
 
 // ----- The reference models (torchvision exports) in LOOM_SHARED_DIR/models --------------------
 
-// Unpacks NAME.tar.xz once under LOOM_BUILD_DIR (the folder the importer tests use too; the
-// folder of this binary when LOOM_BUILD_DIR is unset) and returns the .onnx path, or "" when the
-// archive is missing.
+// NAME.onnx of the shared reference model NAME, or "" when it is absent.
 std::string ModelPath(const std::string& name) {
-  namespace fs = std::filesystem;
-  const char* shared = std::getenv("LOOM_SHARED_DIR");
-  const char* build = std::getenv("LOOM_BUILD_DIR");
-  if (shared == nullptr) return "";
-  const fs::path archive = fs::path(shared) / "models" / (name + ".tar.xz");
-  if (!fs::exists(archive)) return "";
-  std::error_code ec;
-  const fs::path build_dir =
-      build != nullptr ? fs::path(build) : fs::read_symlink("/proc/self/exe", ec).parent_path();
-  if (ec) return "";
-  const fs::path dir = build_dir / "onnx_importer_test_models" / name;
-  const fs::path model = dir / (name + ".onnx");
-  if (fs::exists(model)) return model.string();
-  // Parallel test processes: unpack privately, then rename into place; a loser uses the winner's.
-  const fs::path tmp = dir.string() + ".tmp." + std::to_string(::getpid());
-  fs::create_directories(tmp);
-  const std::string cmd = "tar -xJf '" + archive.string() + "' -C '" + tmp.string() + "'";
-  if (std::system(cmd.c_str()) == 0) fs::rename(tmp, dir, ec);
-  fs::remove_all(tmp);
-  return fs::exists(model) ? model.string() : "";
+  const std::string dir = UnpackSharedModel(name);
+  return dir.empty() ? "" : dir + "/" + name + ".onnx";
 }
 
 struct ModelExpectation {

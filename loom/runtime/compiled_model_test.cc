@@ -13,6 +13,7 @@
 #include "loom/base/rng.h"
 #include "loom/graph/npy.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/shared_models.h"
 #include "loom/ops/template.h"
 #include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
@@ -223,23 +224,13 @@ TEST(CompiledModelTest, UnfusedMatchesToo) {
 }
 
 TEST(CompiledModelTest, SharedModelsMatchReference) {
-  const char* shared = std::getenv("LOOM_SHARED_DIR");
-  if (shared == nullptr || !std::filesystem::exists(std::string(shared) + "/models")) {
-    GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
-  }
-  const std::string dir = BuildDir() + "/compiled_model_test_models";
-  std::filesystem::create_directories(dir);
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(shared) + "/models")) {
-    const std::string file = entry.path().filename().string();
-    if (file.size() < 8 || file.substr(file.size() - 7) != ".tar.xz") continue;
-    const std::string model = file.substr(0, file.size() - 7);
+  const std::vector<std::string> models = graph::SharedModelNames();
+  if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
+  for (const std::string& model : models) {
     SCOPED_TRACE(model);
+    const std::string dir = graph::UnpackSharedModel(model);
+    ASSERT_FALSE(dir.empty()) << "cannot unpack " << model;
     const std::string onnx = absl::StrCat(dir, "/", model, ".onnx");
-    if (!std::filesystem::exists(onnx)) {
-      ASSERT_EQ(std::system(
-                    absl::StrCat("tar -xJf '", entry.path().string(), "' -C '", dir, "'").c_str()),
-                0);
-    }
     auto m = LoadModel(onnx);
     ASSERT_TRUE(m.ok()) << m.status();
     auto input = graph::ReadNpy(absl::StrCat(dir, "/", model, ".input.npy"));

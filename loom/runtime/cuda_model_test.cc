@@ -17,6 +17,7 @@
 #include "loom/graph/npy.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/shared_models.h"
 #include "loom/ops/template.h"
 #include "loom/runtime/cuda_aux_kernels.h"
 #include "loom/runtime/model_loader.h"
@@ -221,27 +222,13 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
 // a user would hand them to `loom bench --target cuda`) on their own input, against ONNX Runtime's
 // output: every op of the files has a device kernel (no host step).
 TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
-  const char* shared = std::getenv("LOOM_SHARED_DIR");
-  if (shared == nullptr || !std::filesystem::exists(std::string(shared) + "/models")) {
-    GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
-  }
-  const char* build = std::getenv("LOOM_BUILD_DIR");
-  const std::string dir =
-      (build != nullptr ? std::string(build) : std::filesystem::temp_directory_path().string()) +
-      "/cuda_model_test_models";
-  std::filesystem::create_directories(dir);
-  int models = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(shared) + "/models")) {
-    const std::string file = entry.path().filename().string();
-    if (!file.ends_with(".tar.xz")) continue;
-    const std::string name = file.substr(0, file.size() - 7);
+  const std::vector<std::string> models = graph::SharedModelNames();
+  if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
+  for (const std::string& name : models) {
     SCOPED_TRACE(name);
+    const std::string dir = graph::UnpackSharedModel(name);
+    ASSERT_FALSE(dir.empty()) << "cannot unpack " << name;
     const std::string prefix = absl::StrCat(dir, "/", name);
-    if (!std::filesystem::exists(prefix + ".onnx")) {
-      ASSERT_EQ(std::system(
-                    absl::StrCat("tar -xJf '", entry.path().string(), "' -C '", dir, "'").c_str()),
-                0);
-    }
     auto m = LoadModel(prefix + ".onnx");
     ASSERT_TRUE(m.ok()) << m.status();
     auto input = graph::ReadNpy(prefix + ".input.npy");
@@ -264,9 +251,7 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
     }
     // ONNX Runtime sums in another order: agreement to 1e-4 of the output's magnitude.
     EXPECT_LE(err, 1e-4 * mag) << "max abs err " << err << ", max |output| " << mag;
-    ++models;
   }
-  EXPECT_GE(models, 1);
 }
 
 // A record for the target picks its config; records of another target or template do not.
