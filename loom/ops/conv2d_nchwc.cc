@@ -115,22 +115,13 @@ class Conv2dNchwc : public TemplateBase {
 
   int64_t Accumulators(const ConvKnobs& k) const { return k.oh_b * k.reg_n * k.oc_v; }
 
-  absl::StatusOr<KernelSource> Emit(const Config& config) const override {
-    return EmitImpl(config, Epilogue{});
-  }
-
-  absl::StatusOr<KernelSource> EmitFused(const Config& config,
-                                         const Epilogue& epilogue) const override {
-    return EmitImpl(config, epilogue);
-  }
-
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
     const ConvKnobs k = Knobs(config);
     return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.k, k.oc_bn) * k.oc_bn);
   }
 
-  absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
+  absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const ConvKnobs k = Knobs(config);
     const graph::Workload& w = workload_;

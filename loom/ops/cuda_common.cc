@@ -418,10 +418,6 @@ absl::Status CudaDirectTemplate::CheckValid(const Config& config) const {
   return CheckInSpace(config);
 }
 
-absl::StatusOr<KernelSource> CudaDirectTemplate::Emit(const Config& config) const {
-  return EmitFused(config, Epilogue{});
-}
-
 absl::StatusOr<KernelSource> CudaDirectTemplate::EmitFused(const Config& config,
                                                            const Epilogue& epilogue) const {
   LOOM_RETURN_IF_ERROR(CheckValid(config));

@@ -91,7 +91,6 @@ class CudaDirectTemplate : public TemplateBase {
   CudaDirectTemplate(graph::Workload w, Target t, TemplateOptions o, DirectConvShape shape)
       : TemplateBase(std::move(w), std::move(t), o), shape_(shape) {}
 
-  absl::StatusOr<KernelSource> Emit(const Config& config) const override;
   // Fuses any epilogue: bias per output channel (dense: per output column), a residual of the
   // output's shape, any activation.
   absl::StatusOr<KernelSource> EmitFused(const Config& config,

@@ -145,10 +145,6 @@ class DensePack : public TemplateBase {
     return codegen::If(std::move(cond), std::move(body));
   }
 
-  absl::StatusOr<KernelSource> Emit(const Config& config) const override {
-    return EmitImpl(config, Epilogue{});
-  }
-
   absl::StatusOr<KernelSource> EmitFused(const Config& config,
                                          const Epilogue& epilogue) const override {
     if (epilogue.residual || (batched_ && !epilogue.empty())) {

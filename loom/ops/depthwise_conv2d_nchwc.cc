@@ -67,22 +67,13 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     return k;
   }
 
-  absl::StatusOr<KernelSource> Emit(const Config& config) const override {
-    return EmitImpl(config, Epilogue{});
-  }
-
-  absl::StatusOr<KernelSource> EmitFused(const Config& config,
-                                         const Epilogue& epilogue) const override {
-    return EmitImpl(config, epilogue);
-  }
-
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
     const DwKnobs k = Knobs(config);
     return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.c, k.c_bn) * k.c_bn);
   }
 
-  absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {
+  absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const DwKnobs k = Knobs(config);
     const graph::Workload& w = workload_;

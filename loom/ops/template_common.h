@@ -24,6 +24,11 @@ class TemplateBase : public Template {
   const graph::Workload& workload() const override { return workload_; }
   const Target& target() const override { return target_; }
   const ConfigSpace& space() const override { return space_; }
+  // The plain kernel is EmitFused's without an epilogue: templates on this base implement
+  // EmitFused (and FusedBuffers), not Emit.
+  absl::StatusOr<KernelSource> Emit(const Config& config) const override {
+    return EmitFused(config, Epilogue{});
+  }
 
  protected:
   int64_t Knob(const Config& c, std::string_view name) const { return space_.Value(c, name); }
