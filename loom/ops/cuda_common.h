@@ -89,7 +89,7 @@ std::vector<float> DirectConvFeatures(const DirectConvShape& shape, const Direct
 class CudaDirectTemplate : public TemplateBase {
  public:
   CudaDirectTemplate(graph::Workload w, Target t, TemplateOptions o, DirectConvShape shape)
-      : TemplateBase(std::move(w), std::move(t), o), shape_(shape) {}
+      : TemplateBase(w, std::move(t), o), shape_(shape) {}
 
   // Fuses any epilogue: bias per output channel (dense: per output column), a residual of the
   // output's shape, any activation.

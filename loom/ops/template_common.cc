@@ -21,7 +21,8 @@ absl::Status TemplateBase::CheckInSpace(const Config& c) const {
   return absl::OkStatus();
 }
 
-void TemplateBase::AddRegisterConstraint(std::string formula, std::vector<std::string> knobs,
+void TemplateBase::AddRegisterConstraint(const std::string& formula,
+                                         const std::vector<std::string>& knobs,
                                          std::function<int64_t(std::span<const int64_t>)> regs) {
   std::vector<int> pos;
   for (const std::string& k : knobs) {
@@ -72,8 +73,10 @@ Config TemplateBase::ClosestConfig(
       if (name != k.name) continue;
       int64_t best = -1;
       for (size_t i = 0; i < k.values.size(); ++i) {
-        if (k.values[i] <= value && (best < 0 || k.values[i] > k.values[static_cast<size_t>(best)]))
+        if (k.values[i] <= value &&
+            (best < 0 || k.values[i] > k.values[static_cast<size_t>(best)])) {
           best = static_cast<int64_t>(i);
+        }
       }
       pick = best < 0 ? 0 : best;
     }
@@ -250,12 +253,16 @@ graph::Tensor UnblockNchwc(const graph::Tensor& blocked, int64_t n, int64_t chan
   graph::Tensor y(graph::DType::kFloat32, {n, channels, oh, ow});
   const float* src = blocked.data<float>();
   float* dst = y.data<float>();
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t h = 0; h < oh; ++h)
-        for (int64_t x = 0; x < ow; ++x)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t h = 0; h < oh; ++h) {
+        for (int64_t x = 0; x < ow; ++x) {
           dst[((b * channels + c) * oh + h) * ow + x] =
               src[(((b * blocks + c / bn) * oh + h) * ow + x) * bn + c % bn];
+        }
+      }
+    }
+  }
   return y;
 }
 

@@ -19,7 +19,7 @@ namespace loom::ops::internal {
 class TemplateBase : public Template {
  public:
   TemplateBase(graph::Workload workload, Target target, TemplateOptions options)
-      : workload_(std::move(workload)), target_(std::move(target)), options_(options) {}
+      : workload_(workload), target_(std::move(target)), options_(options) {}
 
   const graph::Workload& workload() const override { return workload_; }
   const Target& target() const override { return target_; }
@@ -37,7 +37,7 @@ class TemplateBase : public Template {
   // Constrains the space to configs whose register block fits the ISA's vector registers:
   // `regs(values of knobs, in the order named)` registers are needed; `formula` says how, for
   // messages. At most 8 knobs.
-  void AddRegisterConstraint(std::string formula, std::vector<std::string> knobs,
+  void AddRegisterConstraint(const std::string& formula, const std::vector<std::string>& knobs,
                              std::function<int64_t(std::span<const int64_t>)> regs);
   // Adds the `fault` knob when options ask for it (call last when building the space).
   void MaybeAddFaultKnob();

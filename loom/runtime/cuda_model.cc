@@ -465,7 +465,6 @@ class Compiler {
       const DeviceValue* a = Device(node.inputs[0]);
       const DeviceValue* b = Device(node.inputs[1]);
       if (keeps_shape(a) && b != nullptr && a->shape == b->shape) {
-        x = a;
         ep.residual = true;
         args = {a->buffer, b->buffer};
       } else {
@@ -643,8 +642,9 @@ absl::StatusOr<std::vector<Tensor>> CudaModel::Run(const std::map<std::string, T
   }
   for (const auto& [name, v] : m.inputs) {
     auto it = inputs.find(name);
-    if (it == inputs.end())
+    if (it == inputs.end()) {
       return absl::InvalidArgumentError(absl::StrCat("missing input '", name, "'"));
+    }
     const Tensor& t = it->second;
     if (t.dtype() != graph::DType::kFloat32 || t.shape() != v.shape) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -33,8 +33,9 @@ std::vector<std::string> SharedModelNames() {
   if (dir.empty() || !fs::is_directory(dir, ec)) return names;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string file = entry.path().filename().string();
-    if (file.size() > 7 && file.ends_with(".tar.xz"))
+    if (file.size() > 7 && file.ends_with(".tar.xz")) {
       names.push_back(file.substr(0, file.size() - 7));
+    }
   }
   std::sort(names.begin(), names.end());
   return names;
