@@ -461,8 +461,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
         break;
       }
       absl::StatusOr<v1::ProposeOutput> out = Propose(request);
-      if (out.ok()) *result.mutable_propose() = *std::move(out);
       status = out.status();
+      if (out.ok()) *result.mutable_propose() = *std::move(out);
       break;
     }
     case v1::STAGE_KIND_BUILD: {
@@ -471,8 +471,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
         break;
       }
       absl::StatusOr<v1::BuildOutput> out = Build(request, hooks);
-      if (out.ok()) *result.mutable_build() = *std::move(out);
       status = out.status();
+      if (out.ok()) *result.mutable_build() = *std::move(out);
       break;
     }
     case v1::STAGE_KIND_MEASURE: {
@@ -481,8 +481,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
         break;
       }
       absl::StatusOr<v1::MeasureOutput> out = Measure(request);
-      if (out.ok()) *result.mutable_measure() = *std::move(out);
       status = out.status();
+      if (out.ok()) *result.mutable_measure() = *std::move(out);
       break;
     }
     case v1::STAGE_KIND_UPDATE: {
@@ -491,8 +491,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
         break;
       }
       absl::StatusOr<v1::UpdateOutput> out = Update(request);
-      if (out.ok()) *result.mutable_update() = *std::move(out);
       status = out.status();
+      if (out.ok()) *result.mutable_update() = *std::move(out);
       break;
     }
     case v1::STAGE_KIND_SIMULATED:
