@@ -464,8 +464,9 @@ void Agent::ReleaseResources(const v1::StageRequest& request, CorePlacer::Placem
   placer_->Release(placement);
 }
 
-void Agent::StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> cancel) {
-  const std::string lease = request.lease_id();
+void Agent::StageThread(const v1::StageRequest& request,
+                        const std::shared_ptr<CancelFlag>& cancel) {
+  const std::string& lease = request.lease_id();
   CorePlacer::PlacementId placement = 0;
   bool ran = AcquireResources(request, *cancel, &placement);
   v1::StageResult result;

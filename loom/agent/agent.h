@@ -116,7 +116,8 @@ class Agent {
   absl::Status RegisterOnce();
   void HeartbeatLoop();
   void ReportLoop();
-  void StageThread(v1::StageRequest request, std::shared_ptr<CancelFlag> cancel);
+  // Runs on its own detached thread, which owns `request` and `cancel` (std::thread copies them).
+  void StageThread(const v1::StageRequest& request, const std::shared_ptr<CancelFlag>& cancel);
   // Waits for the stage's resources (CPU slots or its device; an oversubscribed stage takes them
   // at once); false when shutting down or cancelled meanwhile. A CPU stage gets its placement.
   bool AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel,

@@ -128,7 +128,9 @@ loom_status_t loom_model_run(loom_model_t* model, const float* const* inputs,
   }
   std::map<std::string, loom::graph::Tensor> feeds;
   for (size_t i = 0; i < model->inputs.size(); ++i) {
-    if (inputs[i] == nullptr) return Invalid(absl::StrCat("inputs[", i, "] is null"));
+    if (inputs == nullptr || inputs[i] == nullptr) {
+      return Invalid(absl::StrCat("inputs[", i, "] is null"));
+    }
     const loom::graph::ValueInfo& v = model->inputs[i];
     loom::graph::Tensor t(loom::graph::DType::kFloat32, v.type.shape);
     std::memcpy(t.raw_data(), inputs[i], t.num_bytes());

@@ -18,7 +18,10 @@
 // `LOOM_ASSIGN_OR_RETURN(auto x, MakeX());` binds the value or returns the error.
 #define LOOM_ASSIGN_OR_RETURN(lhs, expr) \
   LOOM_ASSIGN_OR_RETURN_IMPL_(LOOM_CONCAT_(loom_statusor_, __LINE__), lhs, expr)
+// `var` names a variable and `lhs` may be a declaration (`auto x`): neither can be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define LOOM_ASSIGN_OR_RETURN_IMPL_(var, lhs, expr) \
   auto var = (expr);                                \
   if (!var.ok()) return std::move(var).status();    \
   lhs = std::move(var).value()
+// NOLINTEND(bugprone-macro-parentheses)

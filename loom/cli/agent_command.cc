@@ -137,7 +137,7 @@ void RunAgent(const AgentFlags& flags) {
   std::thread watcher([&] {
     int received = 0;
     while (!done.load()) {
-      timespec timeout{0, 200 * 1000 * 1000};
+      timespec timeout{0, 200L * 1000 * 1000};
       int sig = sigtimedwait(&signals, nullptr, &timeout);
       if (sig <= 0) continue;
       if (++received > 1) {

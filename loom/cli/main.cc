@@ -8,6 +8,9 @@
 #include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measure_worker.h"
 
+// The command runs inside the try below, which turns any exception into a one-line error;
+// before it, only the subcommands are registered.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   // The measurer's sandbox child is this same binary: answer its pipe protocol, nothing else.
   if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
@@ -64,6 +67,10 @@ int main(int argc, char** argv) {
   } catch (const loom::cli::CommandFailure& f) {
     std::fprintf(stderr, "loom: error: %s\n", std::string(f.status.message()).c_str());
     return f.status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  } catch (const std::exception& e) {
+    // A bug or an exhausted resource (bad_alloc): one line and a failed exit, not an abort.
+    std::fprintf(stderr, "loom: internal error: %s\n", e.what());
+    return 1;
   }
   return 0;
 }

@@ -75,8 +75,9 @@ void PrintTopK(const graph::Tensor& out) {
   std::partial_sort(idx.begin(), idx.begin() + static_cast<ptrdiff_t>(k), idx.end(),
                     [&](int64_t a, int64_t b) { return v[a] > v[b]; });
   std::printf("top-%zu     ", k);
-  for (size_t i = 0; i < k; ++i)
+  for (size_t i = 0; i < k; ++i) {
     std::printf(" %lld:%.4g", static_cast<long long>(idx[i]), v[idx[i]]);
+  }
   std::printf("\n");
 }
 

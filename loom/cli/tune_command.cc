@@ -304,7 +304,8 @@ ops::Target ProbeCudaTarget(const ops::Target& requested, tune::Measurer& measur
 }
 
 // One job on a GPU: NVRTC builds on every core but the launching one, the CUDA measurer.
-void RunCudaTuneOnTasks(std::vector<graph::Task> tasks, ops::Target target, const TuneOptions& o) {
+void RunCudaTuneOnTasks(const std::vector<graph::Task>& tasks, ops::Target target,
+                        const TuneOptions& o) {
   const int ncpu = NumCpus();
   const std::vector<int> cores = DeviceCores(o, ncpu);
   auto measurer = tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, cores));
@@ -332,7 +333,7 @@ void RunCudaTuneOnTasks(std::vector<graph::Task> tasks, ops::Target target, cons
 void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   ops::Target target = TargetFromOptions(o);
   tasks = FilterTasks(std::move(tasks), o);
-  if (target.kind == "cuda") return RunCudaTuneOnTasks(std::move(tasks), target, o);
+  if (target.kind == "cuda") return RunCudaTuneOnTasks(tasks, target, o);
   const int ncpu = NumCpus();
   std::vector<int> cores = DeviceCores(o, ncpu);
 

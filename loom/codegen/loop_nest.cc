@@ -47,7 +47,7 @@ Stmt Raw(std::string statement) {
   return s;
 }
 
-Stmt Comment(std::string text) { return Raw("// " + text); }
+Stmt Comment(const std::string& text) { return Raw("// " + text); }
 
 namespace {
 Stmt VecOp(Stmt::Kind kind, std::string text, std::string arg0, std::string arg1) {

@@ -71,7 +71,7 @@ Stmt Loop(std::string var, int64_t extent, LoopKind kind, std::vector<Stmt> body
 Stmt LoopExpr(std::string var, std::string extent, LoopKind kind, std::vector<Stmt> body);
 Stmt If(std::string condition, std::vector<Stmt> body);
 Stmt Raw(std::string statement);
-Stmt Comment(std::string text);
+Stmt Comment(const std::string& text);
 Stmt VecZero(std::string name);
 Stmt VecLoad(std::string name, std::string address);
 Stmt VecStore(std::string address, std::string name);

@@ -48,6 +48,7 @@ std::vector<tune::Record> SampleRecords(const std::vector<tune::Record>& records
     std::sort(ok.begin(), ok.end());
   }
   std::vector<tune::Record> out;
+  out.reserve(ok.size());
   for (size_t i : ok) out.push_back(records[i]);
   return out;
 }

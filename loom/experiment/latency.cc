@@ -99,6 +99,7 @@ absl::StatusOr<std::vector<double>> TimeInterleavedMs(const std::vector<LatencyM
     if (round + 1 >= options.min_runs && elapsed >= want_seconds) break;
   }
   std::vector<double> medians;
+  medians.reserve(ms.size());
   for (const std::vector<double>& m : ms) medians.push_back(Median(m));
   return medians;
 }

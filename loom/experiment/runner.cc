@@ -162,6 +162,7 @@ void MeasureFinalLatencies(const std::vector<engine::EngineJob>& jobs, const Run
     note(absl::StrFormat("timing %s compiled with each setup's records, %d models side by side",
                          rows[0]->name, compiled.size()));
     std::vector<LatencyModel*> models;
+    models.reserve(compiled.size());
     for (auto& m : compiled) models.push_back(m.get());
     auto ms = TimeInterleavedMs(models, lo);
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -171,8 +172,9 @@ void MeasureFinalLatencies(const std::vector<engine::EngineJob>& jobs, const Run
         rows[i]->latency_error = std::string(ms.status().message());
       }
     }
-    if (!ms.ok())
+    if (!ms.ok()) {
       note(absl::StrCat("final latency of ", rows[0]->name, " failed: ", ms.status().message()));
+    }
   }
 }
 

@@ -151,8 +151,9 @@ std::string SimSpecToYaml(const sim::SimSpec& spec, const std::string& comment) 
       if (s.cpu_slots > 0) absl::StrAppend(&y, ", cpu_slots: ", s.cpu_slots);
       if (!s.device_kind.empty()) absl::StrAppend(&y, ", device: ", Quoted(s.device_kind));
       absl::StrAppend(&y, absl::StrFormat(", duration: %.6f", s.duration.mean_s));
-      if (s.time_bounded > 0)
+      if (s.time_bounded > 0) {
         absl::StrAppend(&y, absl::StrFormat(", time_bounded: %.4f", s.time_bounded));
+      }
       absl::StrAppend(&y, "}\n");
     }
   }

@@ -183,8 +183,9 @@ absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what_v
     if (bytes.size() < prefix) {
       return absl::InvalidArgumentError(absl::StrCat(what, " is truncated in its .npy header"));
     }
-    for (int i = 3; i >= 0; --i)
+    for (int i = 3; i >= 0; --i) {
       header_len = (header_len << 8) | static_cast<uint8_t>(bytes[8 + i]);
+    }
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " has .npy format version ", static_cast<int>(major), ".",

@@ -334,25 +334,25 @@ absl::StatusOr<AttrValue> ReadAttribute(const onnx::AttributeProto& attr, const 
   auto type = attr.type();
   if (type == onnx::AttributeProto::UNDEFINED) {
     // Models before IR version 2 left the type out; infer it from the populated field.
-    if (attr.has_f())
+    if (attr.has_f()) {
       type = onnx::AttributeProto::FLOAT;
-    else if (attr.has_i())
+    } else if (attr.has_i()) {
       type = onnx::AttributeProto::INT;
-    else if (attr.has_s())
+    } else if (attr.has_s()) {
       type = onnx::AttributeProto::STRING;
-    else if (attr.has_t())
+    } else if (attr.has_t()) {
       type = onnx::AttributeProto::TENSOR;
-    else if (attr.has_g())
+    } else if (attr.has_g()) {
       type = onnx::AttributeProto::GRAPH;
-    else if (attr.floats_size() > 0)
+    } else if (attr.floats_size() > 0) {
       type = onnx::AttributeProto::FLOATS;
-    else if (attr.ints_size() > 0)
+    } else if (attr.ints_size() > 0) {
       type = onnx::AttributeProto::INTS;
-    else if (attr.strings_size() > 0)
+    } else if (attr.strings_size() > 0) {
       type = onnx::AttributeProto::STRINGS;
-    else if (attr.graphs_size() > 0)
+    } else if (attr.graphs_size() > 0) {
       type = onnx::AttributeProto::GRAPHS;
-    else {
+    } else {
       return absl::InvalidArgumentError(absl::StrCat(what, " has no type and no value"));
     }
   }

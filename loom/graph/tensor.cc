@@ -19,9 +19,7 @@ size_t DTypeSize(DType dtype) {
     case DType::kInt32:
       return 4;
     case DType::kBool:
-      return 1;
     case DType::kUint8:
-      return 1;
     case DType::kInt8:
       return 1;
     case DType::kUndefined:

@@ -181,12 +181,12 @@ class ModelBuilder {
 
  private:
   Node& AddNode(const std::string& name, std::string op_type, std::vector<std::string> inputs,
-                std::string output = "") {
+                const std::string& output = "") {
     Node node;
     node.name = name;
     node.op_type = std::move(op_type);
     node.inputs = std::move(inputs);
-    node.outputs = {output.empty() ? name : std::move(output)};
+    node.outputs = {output.empty() ? name : output};
     graph_.nodes.push_back(std::move(node));
     return graph_.nodes.back();
   }
@@ -248,22 +248,22 @@ Graph BuildResNet18(const ZooOptions& options) {
     for (int block = 0; block < 2; ++block) {
       const std::string p = absl::StrCat("layer", layer + 1, ".", block);
       const int64_t stride = (layer > 0 && block == 0) ? 2 : 1;
-      std::string y = ConvBn(b, p + ".conv1", p + ".bn1", x,
+      std::string y = ConvBn(b, absl::StrCat(p, ".conv1"), absl::StrCat(p, ".bn1"), x,
                              {.in_channels = in_channels,
                               .out_channels = planes,
                               .kernel = 3,
                               .stride = stride,
                               .pad = 1});
-      y = b.Relu(p + ".relu", y);
-      y = ConvBn(b, p + ".conv2", p + ".bn2", y,
+      y = b.Relu(absl::StrCat(p, ".relu"), y);
+      y = ConvBn(b, absl::StrCat(p, ".conv2"), absl::StrCat(p, ".bn2"), y,
                  {.in_channels = planes, .out_channels = planes, .kernel = 3, .pad = 1},
                  kResidualGamma);
       std::string identity = x;
       if (stride != 1 || in_channels != planes) {
         identity = Downsample(b, p, x, in_channels, planes, stride);
       }
-      y = b.Add(p + ".add", y, identity);
-      x = b.Relu(p + ".relu_1", y);
+      y = b.Add(absl::StrCat(p, ".add"), y, identity);
+      x = b.Relu(absl::StrCat(p, ".relu_1"), y);
       in_channels = planes;
     }
   }
@@ -285,21 +285,21 @@ Graph BuildResNet50(const ZooOptions& options) {
       const std::string p = absl::StrCat("layer", layer + 1, ".", block);
       // v1.5: the stride sits on the 3x3 conv, not on the first 1x1.
       const int64_t stride = (layer > 0 && block == 0) ? 2 : 1;
-      std::string y = ConvBn(b, p + ".conv1", p + ".bn1", x,
+      std::string y = ConvBn(b, absl::StrCat(p, ".conv1"), absl::StrCat(p, ".bn1"), x,
                              {.in_channels = in_channels, .out_channels = planes});
-      y = b.Relu(p + ".relu", y);
+      y = b.Relu(absl::StrCat(p, ".relu"), y);
       y = ConvBn(
-          b, p + ".conv2", p + ".bn2", y,
+          b, absl::StrCat(p, ".conv2"), absl::StrCat(p, ".bn2"), y,
           {.in_channels = planes, .out_channels = planes, .kernel = 3, .stride = stride, .pad = 1});
-      y = b.Relu(p + ".relu_1", y);
-      y = ConvBn(b, p + ".conv3", p + ".bn3", y,
+      y = b.Relu(absl::StrCat(p, ".relu_1"), y);
+      y = ConvBn(b, absl::StrCat(p, ".conv3"), absl::StrCat(p, ".bn3"), y,
                  {.in_channels = planes, .out_channels = out_channels}, kResidualGamma);
       std::string identity = x;
       if (stride != 1 || in_channels != out_channels) {
         identity = Downsample(b, p, x, in_channels, out_channels, stride);
       }
-      y = b.Add(p + ".add", y, identity);
-      x = b.Relu(p + ".relu_2", y);
+      y = b.Add(absl::StrCat(p, ".add"), y, identity);
+      x = b.Relu(absl::StrCat(p, ".relu_2"), y);
       in_channels = out_channels;
     }
   }
@@ -333,18 +333,19 @@ Graph BuildMobileNetV2(const ZooOptions& options) {
       int m = 0;  // index of the next module in the block's nn.Sequential
       if (stage.expand != 1) {
         const std::string e = absl::StrCat(p, m++, ".");
-        y = ConvBn(b, e + "0", e + "1", y, {.in_channels = in_channels, .out_channels = hidden});
-        y = b.Relu6(e + "2", y);
+        y = ConvBn(b, absl::StrCat(e, "0"), absl::StrCat(e, "1"), y,
+                   {.in_channels = in_channels, .out_channels = hidden});
+        y = b.Relu6(absl::StrCat(e, "2"), y);
       }
       const std::string d = absl::StrCat(p, m++, ".");
-      y = ConvBn(b, d + "0", d + "1", y,
+      y = ConvBn(b, absl::StrCat(d, "0"), absl::StrCat(d, "1"), y,
                  {.in_channels = hidden,
                   .out_channels = hidden,
                   .kernel = 3,
                   .stride = stride,
                   .pad = 1,
                   .group = hidden});
-      y = b.Relu6(d + "2", y);
+      y = b.Relu6(absl::StrCat(d, "2"), y);
       const std::string project = absl::StrCat(p, m++);
       const std::string project_bn = absl::StrCat(p, m++);
       y = ConvBn(b, project, project_bn, y, {.in_channels = hidden, .out_channels = stage.channels},
@@ -358,7 +359,7 @@ Graph BuildMobileNetV2(const ZooOptions& options) {
   x = ConvBn(b, last + "0", last + "1", x, {.in_channels = in_channels, .out_channels = 1280});
   x = b.Relu6(last + "2", x);
   b.Classifier("avgpool", "flatten", "classifier.1", x, 1280, kImageNetClasses, options.batch,
-               [&b](std::string flat) { return b.Dropout("classifier.0", flat); });
+               [&b](const std::string& flat) { return b.Dropout("classifier.0", flat); });
   return std::move(b).Finish();
 }
 

@@ -39,8 +39,9 @@ void BroadcastBinary(const Tensor& a, const Tensor& b, Tensor* out, F f) {
       a_off += index[d] * sa[d];
       b_off += index[d] * sb[d];
     }
-    for (int64_t j = 0; j < inner; ++j)
+    for (int64_t j = 0; j < inner; ++j) {
       po[o * inner + j] = f(pa[a_off + j * ia], pb[b_off + j * ib]);
+    }
     for (size_t d = rank - 1; d-- > 0;) {
       if (++index[d] < os[d]) break;
       index[d] = 0;
@@ -319,7 +320,8 @@ absl::Status CastValues(const Src* src, Dst* dst, int64_t n, bool to_bool) {
             absl::StrCat("value ", v, " at index ", i, " does not fit the target integer type"));
       }
     }
-    dst[i] = static_cast<Dst>(src[i]);
+    // An int8 source must sign-extend (ONNX Cast semantics).
+    dst[i] = static_cast<Dst>(src[i]);  // NOLINT(bugprone-signed-char-misuse)
   }
   return absl::OkStatus();
 }

@@ -246,9 +246,9 @@ class Conv2dNchwc : public TemplateBase {
     const float* x = natural[0].data<float>();
     const float* wt = natural[1].data<float>();
     float* d = data.data<float>();
-    for (int64_t n = 0; n < w.n; ++n)
-      for (int64_t c = 0; c < w.c; ++c)
-        for (int64_t h = 0; h < w.h; ++h)
+    for (int64_t n = 0; n < w.n; ++n) {
+      for (int64_t c = 0; c < w.c; ++c) {
+        for (int64_t h = 0; h < w.h; ++h) {
           for (int64_t x0 = 0; x0 < w.w; ++x0) {
             const int64_t dst =
                 (((n * cb_all + c / k.ic_bn) * hp_ + h + w.pad_top) * wp_ + x0 + w.pad_left) *
@@ -256,11 +256,14 @@ class Conv2dNchwc : public TemplateBase {
                 c % k.ic_bn;
             d[dst] = x[((n * w.c + c) * w.h + h) * w.w + x0];
           }
+        }
+      }
+    }
     float* p = weight.data<float>();
     // Weight input channels are those of the output channel's group (cg_ of them).
-    for (int64_t o = 0; o < w.k; ++o)
-      for (int64_t c = 0; c < cg_; ++c)
-        for (int64_t r = 0; r < w.r; ++r)
+    for (int64_t o = 0; o < w.k; ++o) {
+      for (int64_t c = 0; c < cg_; ++c) {
+        for (int64_t r = 0; r < w.r; ++r) {
           for (int64_t s = 0; s < w.s; ++s) {
             const int64_t dst =
                 ((((o / k.oc_bn * cb + c / k.ic_bn) * w.r + r) * w.s + s) * k.ic_bn + c % k.ic_bn) *
@@ -268,6 +271,9 @@ class Conv2dNchwc : public TemplateBase {
                 o % k.oc_bn;
             p[dst] = wt[((o * cg_ + c) * w.r + r) * w.s + s];
           }
+        }
+      }
+    }
     return {data, weight};
   }
 
@@ -317,7 +323,8 @@ class Conv2dNchwc : public TemplateBase {
     f.push_back(static_cast<float>(k.oh_b * k.reg_n));
     f.push_back(static_cast<float>(k.ic_bn));
     f.push_back(static_cast<float>(cg_ * w.r * w.s));
-    f.push_back(static_cast<float>(w.n * kp * (oh_ / k.oh_b) * (ow_ / k.reg_n)));
+    const int64_t blocks = w.n * kp * (oh_ / k.oh_b) * (ow_ / k.reg_n);  // tiles divide exactly
+    f.push_back(static_cast<float>(blocks));
     f.push_back(static_cast<float>(in_bytes));
     f.push_back(static_cast<float>(w_bytes));
     f.push_back(static_cast<float>(out_bytes));

@@ -215,10 +215,12 @@ class DensePack : public TemplateBase {
     for (int64_t bi = 0; bi < batch_; ++bi) {
       const float* src = natural[1].data<float>() + bi * w.n * w.k;
       float* p = weight.data<float>() + bi * packed;
-      for (int64_t n = 0; n < w.n; ++n)
-        for (int64_t kk = 0; kk < w.k; ++kk)
+      for (int64_t n = 0; n < w.n; ++n) {
+        for (int64_t kk = 0; kk < w.k; ++kk) {
           p[(n / k.bn * w.k + kk) * k.bn + n % k.bn] =
               trans_b_ ? src[n * w.k + kk] : src[kk * w.n + n];
+        }
+      }
     }
     return {natural[0].Clone(), weight};
   }
@@ -229,10 +231,13 @@ class DensePack : public TemplateBase {
     const int64_t np = PaddedN(k);
     graph::Tensor y(graph::DType::kFloat32,
                     batched_ ? graph::Shape{batch_, w.m, w.n} : graph::Shape{w.m, w.n});
-    for (int64_t bi = 0; bi < batch_; ++bi)
-      for (int64_t m = 0; m < w.m; ++m)
-        for (int64_t n = 0; n < w.n; ++n)
+    for (int64_t bi = 0; bi < batch_; ++bi) {
+      for (int64_t m = 0; m < w.m; ++m) {
+        for (int64_t n = 0; n < w.n; ++n) {
           y.data<float>()[(bi * w.m + m) * w.n + n] = output.data<float>()[(bi * w.m + m) * np + n];
+        }
+      }
+    }
     return y;
   }
 
@@ -287,7 +292,8 @@ class DensePack : public TemplateBase {
     f.push_back(static_cast<float>(k.bn));
     f.push_back(static_cast<float>(k.tile_m * k.n_v));
     f.push_back(static_cast<float>(k.tile_m * k.n_v + k.n_v + k.tile_m));
-    f.push_back(static_cast<float>(w.k / k.tile_k));
+    const int64_t k_steps = w.k / k.tile_k;  // tile_k divides K
+    f.push_back(static_cast<float>(k_steps));
     f.push_back(static_cast<float>(w.m % k.tile_m));
     f.push_back(static_cast<float>(w_bytes));
     f.push_back(static_cast<float>(x_bytes));

@@ -146,17 +146,24 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     const float* x = natural[0].data<float>();
     const float* wt = natural[1].data<float>();
     float* d = data.data<float>();
-    for (int64_t n = 0; n < w.n; ++n)
-      for (int64_t c = 0; c < w.c; ++c)
-        for (int64_t h = 0; h < w.h; ++h)
-          for (int64_t x0 = 0; x0 < w.w; ++x0)
+    for (int64_t n = 0; n < w.n; ++n) {
+      for (int64_t c = 0; c < w.c; ++c) {
+        for (int64_t h = 0; h < w.h; ++h) {
+          for (int64_t x0 = 0; x0 < w.w; ++x0) {
             d[(((n * cb + c / k.c_bn) * hp_ + h + w.pad_top) * wp_ + x0 + w.pad_left) * k.c_bn +
               c % k.c_bn] = x[((n * w.c + c) * w.h + h) * w.w + x0];
+          }
+        }
+      }
+    }
     float* p = weight.data<float>();
-    for (int64_t c = 0; c < w.c; ++c)
-      for (int64_t r = 0; r < w.r; ++r)
-        for (int64_t s = 0; s < w.s; ++s)
+    for (int64_t c = 0; c < w.c; ++c) {
+      for (int64_t r = 0; r < w.r; ++r) {
+        for (int64_t s = 0; s < w.s; ++s) {
           p[((c / k.c_bn * w.r + r) * w.s + s) * k.c_bn + c % k.c_bn] = wt[(c * w.r + r) * w.s + s];
+        }
+      }
+    }
     return {data, weight};
   }
 
@@ -199,7 +206,8 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     f.push_back(static_cast<float>(k.reg_n * k.c_v));
     f.push_back(static_cast<float>(k.reg_n * k.c_v + k.c_v + 1));
     f.push_back(static_cast<float>(w.r * w.s));
-    f.push_back(static_cast<float>(w.n * cb * oh_ * (ow_ / k.reg_n)));
+    const int64_t blocks = w.n * cb * oh_ * (ow_ / k.reg_n);  // tile_ow divides the width
+    f.push_back(static_cast<float>(blocks));
     f.push_back(static_cast<float>(in_bytes));
     f.push_back(static_cast<float>(w_bytes));
     f.push_back(static_cast<float>(std::log(flops / (in_bytes + w_bytes))));

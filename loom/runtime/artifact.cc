@@ -510,8 +510,9 @@ absl::Status ValidatePlan(const Plan& p) {
           return false;
         },
         s.op);
-    if (!ok)
+    if (!ok) {
       return bad(absl::StrCat("step '", s.name, "' (", s.kind, ") has operands out of range"));
+    }
   }
   return absl::OkStatus();
 }

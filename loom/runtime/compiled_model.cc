@@ -348,7 +348,8 @@ class Compiler {
   };
   struct Padded {
     int64_t bn, pt, pl, pb, pr;
-    auto operator<=>(const Padded&) const = default;
+    auto operator<=>(const Padded&) const =
+        default;  // NOLINT(modernize-use-nullptr): a false positive on defaulted <=>
   };
   struct State {
     Shape shape;

@@ -100,8 +100,9 @@ absl::Status ReferenceExecutor::CheckInputs(const std::map<std::string, Tensor>&
   for (const auto& [name, _] : inputs) {
     if (!declared.count(name)) {
       std::string names;
-      for (const auto& in : graph_.inputs)
+      for (const auto& in : graph_.inputs) {
         absl::StrAppend(&names, names.empty() ? "" : ", ", in.name);
+      }
       return absl::InvalidArgumentError(
           absl::StrCat("'", name, "' is not an input of the graph (inputs: ", names, ")"));
     }

@@ -110,8 +110,9 @@ Metrics ComputeMetrics(const ClusterInfo& cluster, const std::vector<JobRecord>&
     m.resources[nd + h].name = cluster.hosts[h].name;
     m.resources[nd + h].capacity = cluster.hosts[h].cpu_slots;
   }
-  for (const DeviceSpec& d : cluster.devices)
+  for (const DeviceSpec& d : cluster.devices) {
     m.resources[nd + d.host].capacity += d.shares_cpu_slots;
+  }
 
   double total_wait = 0;
   double cpu_slot_seconds = 0;

@@ -609,7 +609,7 @@ absl::Status Scheduler::Fail(LeaseId lease_id, absl::Time now, std::string_view 
   return absl::OkStatus();
 }
 
-void Scheduler::Retry(int32_t slot, LeaseId lease, absl::Time now, std::string reason) {
+void Scheduler::Retry(int32_t slot, LeaseId lease, absl::Time now, const std::string& reason) {
   Stage& s = stage_pool_[slot];
   if (s.attempts < options_.max_attempts) {
     ++stats_.requeues;

@@ -209,7 +209,7 @@ class Scheduler {
   // Ends the stage's live lease and releases its resources.
   EndedLease EndLease(int32_t slot);
   // Requeues or fails the stage of an ended lease.
-  void Retry(int32_t slot, LeaseId lease, absl::Time now, std::string reason);
+  void Retry(int32_t slot, LeaseId lease, absl::Time now, const std::string& reason);
   // Fails the stage for good and, transitively, every stage that depends on it.
   void FailStage(StageId id, LeaseId lease, absl::Time now, const std::string& reason,
                  StageEvent::Type type);

@@ -67,8 +67,9 @@ absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   auto t = Parse(ss.str());
-  if (!t.ok())
+  if (!t.ok()) {
     return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+  }
   return t;
 }
 

@@ -85,8 +85,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ClientConfig& config) 
 }
 
 void Authorize(grpc::ClientContext& ctx, const ClientConfig& config) {
-  if (!config.token.empty())
+  if (!config.token.empty()) {
     ctx.AddMetadata("authorization", absl::StrCat("Bearer ", config.token));
+  }
 }
 
 absl::string_view GrpcCodeName(grpc::StatusCode code) {

@@ -293,6 +293,7 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
   LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> all, graph::ExtractTasks(loaded->graph));
   LOOM_ASSIGN_OR_RETURN(std::vector<int> picked, PickTasks(r, static_cast<int>(all.size())));
   std::vector<graph::Task> tasks;
+  tasks.reserve(picked.size());
   for (int i : picked) tasks.push_back(std::move(all[static_cast<size_t>(i)]));
   if (r.max_tasks() > 0 && static_cast<int>(tasks.size()) > r.max_tasks()) {
     tasks.resize(r.max_tasks());
@@ -714,8 +715,9 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
   } else {
     req.need.cpu_slots = 1;
   }
-  if (IsSimulated(job))
+  if (IsSimulated(job)) {
     req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
+  }
   if (scheduler_->CheckFeasible(req.need).infeasible()) {
     job.waiting = absl::StrCat("waiting for an agent that can run its ",
                                v1::StageKindShortName(PhaseKind(task.phase)), " stage");
@@ -1388,6 +1390,7 @@ absl::StatusOr<std::vector<std::string>> JobDriver::Logs(const Principal& who,
   if (tail < 0) return absl::InvalidArgumentError("tail must be >= 0");
   LOOM_ASSIGN_OR_RETURN(std::vector<LogLine> lines, state_->Logs(job_id, tail));
   std::vector<std::string> out;
+  out.reserve(lines.size());
   for (const LogLine& l : lines) {
     out.push_back(absl::StrCat(
         absl::FormatTime("%Y-%m-%d %H:%M:%E3S", l.time, absl::LocalTimeZone()), "  ", l.text));

@@ -38,10 +38,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return ss.str();
 }
 
+// `who` names the variable it declares, so it cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define LOOM_AUTH(who)                                  \
   auto who##_or = Who(*tokens_, ctx);                   \
   if (!who##_or.ok()) return ToGrpc(who##_or.status()); \
   const Principal& who = *who##_or
+// NOLINTEND(bugprone-macro-parentheses)
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:

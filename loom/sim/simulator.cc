@@ -135,10 +135,10 @@ class Simulation {
         r.time_bounded = stages[r.stage_index % stages.size()].time_bounded;
         r.remaining = r.work;
         r.updated_at = now;
-        r.grant = std::move(g);
+        r.grant = g;
         host_running_[r.grant.host].insert(r.lease);
         dirty.push_back(r.grant.host);
-        running_.emplace(r.lease, std::move(r));
+        running_.emplace(r.lease, r);
         ++result.decisions;
       }
       for (HostId h : dirty) Rerate(h, now);
@@ -176,7 +176,7 @@ class Simulation {
         completions_.pop();
         auto it = running_.find(lease);
         if (it == running_.end() || it->second.version != version) continue;
-        Running r = std::move(it->second);
+        Running r = it->second;
         running_.erase(it);
         host_running_[r.grant.host].erase(lease);
         if (r.grant.device != sched::kNoDevice) device_running_[r.grant.device].erase(lease);

@@ -319,9 +319,10 @@ absl::StatusOr<std::vector<double>> LoadTraceDurations(const std::string& path,
                        "\"resource\": ...}"));
     }
     auto k = sched::ParseStageKind(j["kind"].get<std::string>());
-    if (!k.ok())
+    if (!k.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", lineno, ": ", k.status().message()));
+    }
     if (*k != kind) continue;
     double d = j["end"].get<double>() - j["start"].get<double>();
     if (d < 0) return absl::InvalidArgumentError(absl::StrCat(path, ":", lineno, ": end < start"));

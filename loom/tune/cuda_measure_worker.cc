@@ -36,7 +36,7 @@ struct TaskState {
 };
 
 // An answer plus whether the context survived it.
-struct Answer {
+struct Answer {  // NOLINT(bugprone-exception-escape): json moves without throwing
   json body;
   bool fatal = false;
 };
@@ -279,7 +279,7 @@ Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
 
 }  // namespace
 
-int RunCudaMeasureWorker(int in_fd, int out_fd, TemplateFactory make_template) {
+int RunCudaMeasureWorker(int in_fd, int out_fd, const TemplateFactory& make_template) {
   if (out_fd == STDOUT_FILENO) {
     out_fd = dup(STDOUT_FILENO);
     if (out_fd < 0) return 1;

@@ -37,6 +37,6 @@ using TemplateFactory = std::function<absl::StatusOr<std::unique_ptr<ops::Templa
 
 // Serves requests from `in_fd`, answering on `out_fd`, until end of input (exit code 0) or a
 // fatal CUDA error (exit code 3). Standard output is redirected to stderr as in RunMeasureWorker.
-int RunCudaMeasureWorker(int in_fd, int out_fd, TemplateFactory make_template = nullptr);
+int RunCudaMeasureWorker(int in_fd, int out_fd, const TemplateFactory& make_template = nullptr);
 
 }  // namespace loom::tune

@@ -98,11 +98,13 @@ class GaTuner final : public Tuner {
       double max_score = scores_.at(parents[0]);
       for (int64_t p : parents) max_score = std::max(max_score, scores_.at(p));
       std::vector<double> weight;
+      weight.reserve(parents.size());
       for (int64_t p : parents) weight.push_back(scores_.at(p) / max_score + 1e-8);
       auto draw = [&](int skip) {
         double total = 0;
-        for (size_t i = 0; i < weight.size(); ++i)
+        for (size_t i = 0; i < weight.size(); ++i) {
           total += static_cast<int>(i) == skip ? 0 : weight[i];
+        }
         double r = rng().Uniform(0, total);
         int last = -1;
         for (size_t i = 0; i < weight.size(); ++i) {

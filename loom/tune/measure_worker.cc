@@ -194,6 +194,7 @@ json HandleMeasure(const json& request, TaskState* task) {
                                     " packed inputs for ", specs.size(), " buffers"));
   }
   std::vector<void*> pointers;
+  pointers.reserve(buffers.size());
   for (graph::Tensor& t : buffers) pointers.push_back(t.raw_data());
   const loom_parallel_t par{&ParallelFor, task->pool.get(), task->num_threads};
   const loom_kernel_fn fn = artifact.fn();

@@ -76,6 +76,7 @@ CompileOutcome NvrtcCompile(const std::string& code, const std::vector<std::stri
     return out;
   }
   std::vector<const char*> opts;
+  opts.reserve(options.size());
   for (const std::string& o : options) opts.push_back(o.c_str());
   r = nvrtcCompileProgram(prog, static_cast<int>(opts.size()), opts.data());
   size_t log_size = 0;

@@ -53,8 +53,8 @@ absl::StatusOr<std::vector<ops::Config>> SaOptimizer::FindMaximums(
     } else {
       // Random valid starting points; a space with few valid configs may yield fewer chains.
       absl::flat_hash_set<int64_t> seen;
-      for (int64_t draw = 0;
-           static_cast<int>(points_.size()) < options_.parallel && draw < 64 * options_.parallel;
+      for (int64_t draw = 0; static_cast<int>(points_.size()) < options_.parallel &&
+                             draw < int64_t{64} * options_.parallel;
            ++draw) {
         int64_t i = rng_.UniformInt(0, size - 1);
         if (space_.IsValid(ops::Config{i}) && seen.insert(i).second) points_.push_back(i);

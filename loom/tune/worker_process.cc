@@ -46,6 +46,7 @@ std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
     return absl::StrCat("socketpair: ", std::strerror(errno));
   }
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   const pid_t parent = getpid();

@@ -19,7 +19,7 @@
 namespace loom::tune {
 
 // One answer from the worker, or why there is none.
-struct WorkerReply {
+struct WorkerReply {  // NOLINT(bugprone-exception-escape): json moves without throwing
   enum class Kind { kOk, kTimeout, kDied } kind = Kind::kDied;
   nlohmann::json body;  // kOk: a JSON object
   std::string reason;   // kDied: how the worker ended ("was killed by signal SIGSEGV (...)")

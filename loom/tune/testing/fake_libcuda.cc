@@ -65,20 +65,25 @@ void Conv2d(const FakeModule& m, float* const* buf) {
   const float* x = buf[0];
   const float* wt = buf[1];
   float* y = buf[2];
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t ko = 0; ko < k; ++ko)
-      for (int64_t i = 0; i < oh; ++i)
+  for (int64_t b = 0; b < n; ++b) {
+    for (int64_t ko = 0; ko < k; ++ko) {
+      for (int64_t i = 0; i < oh; ++i) {
         for (int64_t j = 0; j < ow; ++j) {
           float acc = 0;
-          for (int64_t ci = 0; ci < c; ++ci)
-            for (int64_t ri = 0; ri < r; ++ri)
+          for (int64_t ci = 0; ci < c; ++ci) {
+            for (int64_t ri = 0; ri < r; ++ri) {
               for (int64_t si = 0; si < s; ++si) {
                 const int64_t yi = i * stride - pad + ri, xj = j * stride - pad + si;
                 if (yi < 0 || yi >= h || xj < 0 || xj >= w) continue;
                 acc += x[((b * c + ci) * h + yi) * w + xj] * wt[((ko * c + ci) * r + ri) * s + si];
               }
+            }
+          }
           y[((b * k + ko) * oh + i) * ow + j] = acc;
         }
+      }
+    }
+  }
 }
 
 }  // namespace
