@@ -40,15 +40,18 @@ def _seconds_per_call(torch, run_n, repeat, min_repeat_ms):
     return statistics.median(costs), number
 
 
-def time_call(torch, dev, fn, repeat, min_repeat_ms, graph_calls=20):
-    """Times fn() eagerly and as a CUDA graph of `graph_calls` calls. Returns a dict: eager_s,
-    graph_s (None when capture failed, with graph_error), best_s, number (eager calls per repeat).
-    Call under torch.no_grad() after a warm-up (cuDNN's algorithm search runs on first calls)."""
+def time_call(torch, dev, fn, repeat, min_repeat_ms, graph_calls=20, warmup=5):
+    """Times fn() eagerly and as a CUDA graph of `graph_calls` calls, after `warmup` untimed calls
+    (cuDNN's algorithm search runs on the first ones). Returns a dict: eager_s, graph_s (None when
+    capture failed, with graph_error), best_s, number (eager calls per repeat). Call under
+    torch.no_grad()."""
 
     def eager(n):
         for _ in range(n):
             fn()
 
+    eager(warmup)
+    torch.cuda.synchronize(dev)
     eager_s, number = _seconds_per_call(torch, eager, repeat, min_repeat_ms)
     graph_s, graph_error = None, None
     try:

@@ -48,9 +48,6 @@ def main():
             return torch.nn.functional.conv2d(x, wt, stride=stride, padding=pad)
 
         with torch.no_grad():
-            for _ in range(5):  # the first calls run cuDNN's algorithm search
-                conv()
-            torch.cuda.synchronize(dev)
             t = cuda_timing.time_call(torch, dev, conv, args.repeat, args.min_repeat_ms)
         print(json.dumps({
             "layer": f"{n},{c},{h},{w},{k},{r},{s},{stride},{pad}",

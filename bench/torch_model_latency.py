@@ -30,9 +30,6 @@ def main():
         model = getattr(torchvision.models, name)(weights=None).eval().to(dev)
         x = torch.randn(1, 3, 224, 224, device=dev)
         with torch.no_grad():
-            for _ in range(5):  # the first calls run cuDNN's algorithm search
-                model(x)
-            torch.cuda.synchronize(dev)
             t = cuda_timing.time_call(torch, dev, lambda: model(x), args.repeat, args.min_repeat_ms,
                                       graph_calls=1)
         print(json.dumps({
