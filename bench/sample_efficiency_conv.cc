@@ -30,7 +30,7 @@
 //          [--device-cores 1] [--build-threads 2] [--min-repeat-ms 20] [--plan-size P]
 //          [--warmup-trials W] [--epsilon E] [--initial-configs 0|1] [--transfer 0|1]
 //          [--fraction 0.95] [--tasks KEY,KEY] [--tuners random,xgb,xgb-model]
-//          [--exhaustive-limit N] [--list]
+//          [--exhaustive-limit N] [--prior FILE|builtin] [--export-records FILE] [--list]
 // --layers indexes the built-in layers (--list prints them; 0-2 are the first figure's) and the
 // --tasks keys appended after them. --budget 0 runs only the reference sample (a survey: its
 // share within the target, the default config's throughput and the best of the template's initial
@@ -38,6 +38,10 @@
 // (--initial-configs 0 for that run only; --start-default is the older name of the flag).
 // --transfer 1: every xgb run is first given the table's results of the other layers
 // (Tuner::LoadTransfer, as `loom tune` does with similar tasks in its DB): a tuner with history.
+// --prior FILE|builtin: every xgb run is first given a tuning prior (tune/prior.h, as `loom tune`
+// gives its built-in one) without the layer's own task: leave-one-out, so the figure is that of a
+// layer the prior has never seen. --export-records FILE writes the table's rows of the --layers as
+// record JSON lines (`loom records import`, then `loom records prior` makes a prior of them).
 // xgb options default to the tuner's (TunerOptions) defaults, which are `loom tune`'s defaults.
 // (--fraction changes the target; rerun on a filled table to re-analyse without measuring.)
 #include <unistd.h>
@@ -64,6 +68,7 @@
 #include "loom/tune/builder.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tuner.h"
@@ -144,6 +149,8 @@ struct Flags {
   bool start_from_initial_configs = loom::tune::TunerOptions{}.start_from_initial_configs;
   // xgb is seeded with the table's results of the OTHER layers (transfer learning).
   bool transfer = false;
+  std::string prior;           // --prior: a prior file, or "builtin"
+  std::string export_records;  // --export-records: the tables as record JSON lines
   // Tuners run per seed: "random", "xgb" (the options above) and "xgb-model" (the same xgb
   // without the template's initial configs: start_from_initial_configs off, the model alone).
   std::vector<std::string> tuners = {"random", "xgb"};
@@ -231,6 +238,10 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (a == "--transfer") {
       if (v != "0" && v != "1") Die("--transfer takes 0 or 1");
       f.transfer = v == "1";
+    } else if (a == "--prior") {
+      f.prior = v;
+    } else if (a == "--export-records") {
+      f.export_records = v;
     } else if (a == "--initial-configs" || a == "--start-default") {
       if (v != "0" && v != "1") Die(absl::StrCat(a, " takes 0 or 1"));
       f.start_from_initial_configs = v == "1";
@@ -404,12 +415,8 @@ class CostTable {
   double build_seconds_ = 0, measure_seconds_ = 0;
 };
 
-// Results of another layer, for transfer.
-struct TransferSource {
-  std::unique_ptr<loom::ops::Template> tmpl;
-  std::vector<Config> configs;
-  std::vector<MeasureResult> results;
-};
+// Results of another layer (or a prior's task), for transfer.
+using TransferSource = loom::tune::PriorTransfer;
 
 // Runs a tuner for `budget` trials against the table; the cost of every trial in order (+inf for
 // a failed config).
@@ -497,6 +504,32 @@ int main(int argc, char** argv) {
                 target.Key().c_str(), absl::StrJoin(probe->cpus, ",").c_str(),
                 static_cast<long long>(f.min_repeat_ms));
   }
+  std::unique_ptr<loom::tune::TuningPrior> prior_file;
+  const loom::tune::TuningPrior* prior = nullptr;
+  if (f.prior == "builtin") {
+    prior = loom::tune::BuiltinPrior(target);
+    if (prior == nullptr) {
+      Die(absl::StrCat("--prior builtin: Loom has no prior for ", loom::tune::TargetClass(target)));
+    }
+  } else if (!f.prior.empty()) {
+    auto read = loom::tune::ReadPriorFile(f.prior);
+    if (!read.ok()) Die(read.status().ToString());
+    prior_file = std::make_unique<loom::tune::TuningPrior>(*std::move(read));
+    prior = prior_file.get();
+  }
+  if (prior != nullptr && prior->target_class != loom::tune::TargetClass(target)) {
+    Die(absl::StrCat("--prior: a ", prior->target_class, " prior does not apply to ",
+                     loom::tune::TargetClass(target)));
+  }
+  std::ofstream export_records;
+  if (!f.export_records.empty()) {
+    export_records.open(f.export_records);
+    if (!export_records) Die(absl::StrCat("cannot write ", f.export_records));
+  }
+  if (prior != nullptr) {
+    std::printf("prior: %s (%s, %zu tasks; each layer's own task left out)\n", f.prior.c_str(),
+                prior->source.c_str(), prior->tasks.size());
+  }
   std::printf(
       "xgb: plan_size %lld, model warm-up %lld trials, epsilon %.2f, exhaustive plan up to %lld "
       "configs, starts from the template's initial configs: %s; transfer from the other layers: "
@@ -526,6 +559,25 @@ int main(int argc, char** argv) {
     absl::Status st = table.Load();
     if (!st.ok()) Die(st.ToString());
     int64_t cached_at_start = static_cast<int64_t>(table.table().size());
+    if (export_records.is_open()) {
+      for (const auto& [index, cost] : table.table()) {
+        MeasureResult m;
+        m.config = Config{index};
+        m.timestamp = absl::Now();
+        if (std::isfinite(cost)) {
+          m.costs = {cost};
+        } else {
+          m.error = loom::tune::ErrorKind::kUnknown;
+          m.error_msg = "failed in the cost table";
+        }
+        loom::tune::RecordContext ctx{task.key, (*tmpl)->name(), target.Key(),
+                                      "sample-efficiency-table", task.flops};
+        export_records << loom::tune::RecordToJson(
+                              loom::tune::MakeRecord(ctx, m, (*tmpl)->space().ToJson(m.config), 0))
+                       << "\n";
+      }
+      if (!export_records) Die(absl::StrCat("writing ", f.export_records, " failed"));
+    }
     absl::Time t0 = absl::Now();
 
     loom::tune::TunerOptions ref_opt;
@@ -570,6 +622,12 @@ int main(int argc, char** argv) {
       for (const auto& [index, cost] : other_table.table()) src.configs.push_back(Config{index});
       src.results = other_table.Evaluate(src.configs);
       transfer.push_back(std::move(src));
+    }
+    if (prior != nullptr) {
+      for (TransferSource& t :
+           loom::tune::PriorTransfersFor(*prior, (*tmpl)->name(), target, {}, task.key)) {
+        transfer.push_back(std::move(t));
+      }
     }
     struct Run {
       std::string kind;

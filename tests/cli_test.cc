@@ -382,6 +382,41 @@ TEST(CliRecordsTest, ExportImportRoundTripAndStageReport) {
   EXPECT_THAT(st.out, HasSubstr("device busy"));
 }
 
+// A prior written from one job's records seeds the cost model of another job: its configs reach
+// the model (prior_records), not the job's history.
+TEST(CliRecordsTest, APriorFromTheDatabaseSeedsTheNextJobsModel) {
+  fs::path dir = ScratchDir();
+  fs::path db = dir / "p.db", prior = dir / "prior.json", fresh = dir / "fresh.db";
+  fs::remove(db);
+  fs::remove(fresh);
+  Outcome t = RunLoom(std::string("tune-task ") + kSmallConv +
+                      " --trials 8 --batch-size 4 --tuner random --db " + db.string());
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  Outcome p = RunLoom("records prior --db " + db.string() + " -o " + prior.string());
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_THAT(p.out, HasSubstr("prior of 1 tasks, 9 configs (from 9 records)"));
+  Outcome seeded = RunLoom(std::string("tune-task ") + kSmallConv +
+                           " --trials 4 --batch-size 4 --json --prior " + prior.string() +
+                           " --db " + fresh.string());
+  ASSERT_EQ(seeded.exit_code, 0) << seeded.err;
+  EXPECT_THAT(seeded.out, HasSubstr("\"prior_records\": 9"));
+  EXPECT_THAT(seeded.out, HasSubstr("\"resumed_trials\": 0"));
+  Outcome off =
+      RunLoom(std::string("tune-task ") + kSmallConv +
+              " --trials 4 --batch-size 4 --json --no-prior --job-id off --db " + fresh.string());
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_THAT(off.out, HasSubstr("\"prior_records\": 0"));
+
+  ExpectOneLineError(RunLoom(std::string("tune-task ") + kSmallConv + " --prior " +
+                             (dir / "missing.json").string()),
+                     "cannot read prior file");
+  ExpectOneLineError(RunLoom(std::string("tune-task ") + kSmallConv + " --prior " + db.string()),
+                     "not valid JSON");
+  ExpectOneLineError(RunLoom("records prior --db " + db.string() + " --target cpu:avx2:none -o " +
+                             (dir / "none.json").string()),
+                     "no records of target 'cpu:avx2:none'");
+}
+
 TEST(CliRecordsTest, BadRecordFilesAreOneLineErrors) {
   fs::path dir = ScratchDir();
   fs::path bad = dir / "bad.jsonl";

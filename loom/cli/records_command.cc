@@ -1,6 +1,7 @@
-// `loom records summary|export|import|stages --db FILE`: look into the tuning database — best
-// results per task, JSON-lines export/import (to move records between machines or merge jobs),
-// and the stage timings of a job's rounds (where the time of a tuning round goes).
+// `loom records summary|export|import|prior|stages --db FILE`: look into the tuning database —
+// best results per task, JSON-lines export/import (to move records between machines or merge
+// jobs), a tuning prior for other machines of the same class (tune/prior.h), and the stage timings
+// of a job's rounds (where the time of a tuning round goes).
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "loom/cli/commands.h"
 #include "loom/ops/target.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 
 namespace loom::cli {
@@ -21,6 +23,7 @@ struct RecordsOptions {
   std::string file;    // export/import path ("-" for stdout/stdin)
   std::string job;
   std::string task;
+  int per_task = tune::MakePriorOptions{}.per_task;
 };
 
 std::unique_ptr<tune::RecordStore> OpenOrFail(const std::string& db) {
@@ -86,6 +89,36 @@ void RunImport(const RecordsOptions& o) {
     Fail(absl::Status(n.status().code(), absl::StrFormat("%s: %s", o.file, n.status().message())));
   }
   std::printf("imported %lld records into %s\n", static_cast<long long>(*n), o.db.c_str());
+}
+
+// A tuning prior from every task's records on one target (this host's by default).
+void RunPrior(const RecordsOptions& o) {
+  auto store = OpenOrFail(o.db);
+  const std::string target = o.target.empty() ? ops::HostCpuTarget().Key() : o.target;
+  auto summary = store->Summary(target);
+  FailIfError(summary.status());
+  if (summary->empty()) {
+    Fail(absl::NotFoundError(absl::StrFormat(
+        "no records of target '%s' in %s (see `loom records summary`)", target, o.db)));
+  }
+  std::vector<tune::Record> records;
+  for (const auto& s : *summary) {
+    auto task = store->ForTask(s.task_key, target, std::nullopt);
+    FailIfError(task.status());
+    records.insert(records.end(), task->begin(), task->end());
+  }
+  tune::TuningPrior prior = tune::MakePrior(records, tune::TargetClassOfKey(target), target,
+                                            tune::MakePriorOptions{.per_task = o.per_task});
+  std::ofstream out(o.file);
+  if (!out) Fail(absl::NotFoundError(absl::StrFormat("cannot write '%s'", o.file)));
+  out << tune::PriorToJson(prior);
+  out.close();
+  if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
+  size_t configs = 0;
+  for (const auto& t : prior.tasks) configs += t.configs.size();
+  std::printf("wrote a %s prior of %zu tasks, %zu configs (from %zu records) to %s\n",
+              prior.target_class.c_str(), prior.tasks.size(), configs, records.size(),
+              o.file.c_str());
 }
 
 // Per stage: rounds, mean and total time, share of the summed stage time; and the device's busy
@@ -159,6 +192,15 @@ void RegisterRecordsCommand(CLI::App& app) {
   add_db(imp);
   imp->add_option("FILE", o->file, "JSON-lines file, or - for stdin")->required();
   imp->callback([o] { RunImport(*o); });
+
+  auto* prior = rec->add_subcommand(
+      "prior", "Write a tuning prior (for machines of the same class) from a target's records");
+  add_db(prior);
+  prior->add_option("-o,--output", o->file, "Output JSON file")->required();
+  prior->add_option("--target", o->target, "Target key (default: this host)");
+  prior->add_option("--per-task", o->per_task, "Configs kept per task (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  prior->callback([o] { RunPrior(*o); });
 
   auto* stages = rec->add_subcommand("stages", "Where a job's tuning rounds spend their time");
   add_db(stages);

@@ -24,6 +24,7 @@
 #include "loom/tune/builder.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/nvrtc_builder.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 #include "nlohmann/json.hpp"
@@ -48,6 +49,8 @@ struct TuneOptions {
   int early_stopping = -1;
   double run_timeout = 10;  // seconds per candidate on top of its expected time
   bool no_transfer = false;
+  std::string prior;  // a prior file instead of the built-in one
+  bool no_prior = false;
   bool json = false;
   bool test_faults = false;  // hidden: lets tests inject crashing/hanging candidates
   // Multi-job engine (loom tune with several models, or any --policy).
@@ -99,7 +102,13 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_option("--run-timeout", o->run_timeout,
                   "Seconds a candidate may run past its expected time before it counts as hung")
       ->check(CLI::Range(0.1, 3600.0));
-  cmd->add_flag("--no-transfer", o->no_transfer, "Do not seed tuners with other jobs' records");
+  cmd->add_flag("--no-transfer", o->no_transfer,
+                "Do not seed tuners with other jobs' records, nor with a tuning prior");
+  cmd->add_option("--prior", o->prior,
+                  "Tuning prior for the cost model (`loom records prior`; default: the one "
+                  "built into Loom for the target's class)");
+  cmd->add_flag("--no-prior", o->no_prior, "Do not seed the cost model with a tuning prior")
+      ->excludes("--prior");
   cmd->add_flag("--json", o->json, "Print the final table as JSON");
   cmd->add_flag("--test-faults", o->test_faults, "Testing only: add a knob that injects faults")
       ->group("");  // hidden
@@ -165,6 +174,7 @@ nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, cons
                           {"trials", r.trials},
                           {"resumed_trials", r.resumed_trials},
                           {"transferred_records", r.transferred_records},
+                          {"prior_records", r.prior_records},
                           {"errors", r.errors}};
       if (std::isfinite(r.best_cost)) {
         t["best_ms"] = r.best_cost * 1e3;
@@ -263,8 +273,21 @@ std::vector<int> DeviceCores(const TuneOptions& o, int ncpu) {
   return cores;
 }
 
-tune::TaskTunerOptions TaskOptions(const TuneOptions& o) {
+tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const ops::Target& target) {
   tune::TaskTunerOptions t;
+  t.use_prior = !o.no_prior;
+  if (!o.prior.empty()) {
+    auto prior = tune::ReadPriorFile(o.prior);
+    if (!prior.ok()) {
+      Fail(absl::Status(prior.status().code(), absl::StrCat("--prior ", prior.status().message())));
+    }
+    if (prior->target_class != tune::TargetClass(target)) {
+      Fail(absl::InvalidArgumentError(absl::StrCat("--prior ", o.prior, ": a ", prior->target_class,
+                                                   " prior does not apply to ",
+                                                   tune::TargetClass(target))));
+    }
+    t.prior = std::make_shared<const tune::TuningPrior>(*std::move(prior));
+  }
   t.trials = o.trials;
   t.batch_size = o.batch_size;
   t.tuner.kind = o.tuner;
@@ -321,7 +344,7 @@ void RunCudaTuneOnTasks(const std::vector<graph::Task>& tasks, ops::Target targe
 
   tune::JobOptions job;
   job.target = target;
-  job.task = TaskOptions(o);
+  job.task = TaskOptions(o, target);
   job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
   job.resources.cpu = "cpu";
   job.resources.device = absl::StrCat("device:cuda:", CudaOrdinal(o));
@@ -354,7 +377,7 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
 
   tune::JobOptions job;
   job.target = target;
-  job.task = TaskOptions(o);
+  job.task = TaskOptions(o, target);
   job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
   std::string core_list;
   for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
@@ -469,7 +492,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     engine::EngineJob job;
     job.name = models[i].name;
     job.tasks = FilterTasks(models[i].tasks, o);
-    job.options = TaskOptions(o);
+    job.options = TaskOptions(o, target);
     job.target = target;
     std::string id = o.job_id.empty()
                          ? tune::DefaultJobId(job.tasks, target, job.options.tuner)

@@ -447,6 +447,7 @@ void Runner::FinishTask(JobState& job) {
   job.outcome.trials = t.trials_done();
   job.outcome.resumed_trials = t.resumed_trials();
   job.outcome.transferred_records = t.transferred_records();
+  job.outcome.prior_records = t.prior_records();
   job.outcome.errors = t.errors();
   job.outcome.best_cost = t.best_cost();
   job.outcome.best_gflops = t.best_gflops();

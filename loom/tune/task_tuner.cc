@@ -25,6 +25,7 @@ absl::StatusOr<std::unique_ptr<TaskTuner>> TaskTuner::Create(const graph::Task& 
 }
 
 absl::Status TaskTuner::LoadHistory() {
+  if (options_.transfer && options_.use_prior) LoadPrior();
   if (store_ == nullptr) return absl::OkStatus();
   LOOM_ASSIGN_OR_RETURN(std::vector<Record> records,
                         store_->ForTask(task_.key, target_.Key(), std::nullopt));
@@ -98,6 +99,17 @@ absl::Status TaskTuner::LoadSimilarTasks() {
     tuner_->LoadTransfer(**other, configs, results);
   }
   return absl::OkStatus();
+}
+
+void TaskTuner::LoadPrior() {
+  if (options_.tuner.kind != "xgb") return;  // the only tuner with a model to seed
+  const TuningPrior* prior = options_.prior ? options_.prior.get() : BuiltinPrior(target_);
+  if (prior == nullptr) return;
+  for (const PriorTransfer& t :
+       PriorTransfersFor(*prior, template_->name(), target_, options_.template_options)) {
+    prior_records_ += static_cast<int64_t>(t.configs.size());
+    tuner_->LoadTransfer(*t.tmpl, t.configs, t.results);
+  }
 }
 
 bool TaskTuner::Done() const { return trials_done_ >= options_.trials || !tuner_->HasNext(); }

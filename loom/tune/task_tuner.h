@@ -17,6 +17,7 @@
 #include "loom/ops/template.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/tuner.h"
@@ -31,6 +32,10 @@ struct TaskTunerOptions {
   // Seed the tuner with other jobs' records of the same task and target, and its model with
   // records of similar tasks (same template) on the target.
   bool transfer = true;
+  // With transfer, the tuner's model is also given a tuning prior (prior.h): `prior` when set,
+  // else the one built into Loom for the target's class; none when use_prior is false.
+  bool use_prior = true;
+  std::shared_ptr<const TuningPrior> prior;
   ops::TemplateOptions template_options;
 };
 
@@ -90,6 +95,8 @@ class TaskTuner {
   int64_t transferred_records() const { return transferred_; }
   // Records of other, similar tasks (same template) given to the tuner's model (transfer).
   int64_t similar_records() const { return similar_records_; }
+  // Configs of the tuning prior given to the tuner's model (transfer), over all its tasks.
+  int64_t prior_records() const { return prior_records_; }
   int64_t errors() const { return errors_; }
   int64_t round() const { return round_; }
   const TaskTunerOptions& options() const { return options_; }
@@ -108,6 +115,8 @@ class TaskTuner {
   // Transfer from other tasks: the store's records of similar workloads (Similar) with this
   // template, given to the tuner through Tuner::LoadTransfer.
   absl::Status LoadSimilarTasks();
+  // Transfer from the tuning prior (options.prior, or the built-in one for the target).
+  void LoadPrior();
   static constexpr int kMaxSimilarRecords = 2000;
 
   graph::Task task_;
@@ -120,6 +129,7 @@ class TaskTuner {
   int64_t resumed_trials_ = 0;
   int64_t transferred_ = 0;
   int64_t similar_records_ = 0;
+  int64_t prior_records_ = 0;
   int64_t errors_ = 0;
   absl::flat_hash_map<int64_t, double> measured_;  // config index -> median cost, this run
   int64_t round_ = 0;

@@ -160,6 +160,59 @@ TEST(TaskTunerTest, OtherJobsRecordsSeedTheTuner) {
   EXPECT_FALSE((*c)->tuner().has_best());
 }
 
+TEST(TaskTunerTest, ATuningPriorSeedsTheModelWithoutAStoreOrTrials) {
+  // A prior of a similar conv on an AVX-512 machine: its valid configs, faster with more
+  // output-channel vectors.
+  ops::Target target;
+  target.isa = ops::Isa::kAvx512;
+  target.cpu_model = "Test CPU";
+  const graph::Task other = ConvTask(32, 64, 28);
+  auto other_tmpl = ops::MakeTemplate(other.workload, target);
+  ASSERT_TRUE(other_tmpl.ok());
+  const ops::ConfigSpace& space = (*other_tmpl)->space();
+  auto prior = std::make_shared<TuningPrior>();
+  prior->target_class = "cpu:avx512";
+  PriorTask task{other.key, (*other_tmpl)->name(), {}, {}};
+  for (const auto& k : space.knobs()) task.knobs.push_back(k.name);
+  for (int64_t i = 0; i < space.size() && task.configs.size() < 40; i += 7) {
+    if (space.IsValid({i})) {
+      task.configs.push_back({space.Values({i}), 10.0 * space.Value({i}, "tile_oc")});
+    }
+  }
+  prior->tasks.push_back(task);
+
+  TaskTunerOptions with = Options("p", 8, "xgb");
+  with.prior = prior;
+  auto t = TaskTuner::Create(ConvTask(32, 64, 14), target, with, /*store=*/nullptr);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->prior_records(), 40);
+  EXPECT_EQ((*t)->trials_done(), 0);
+  EXPECT_EQ((*t)->tuner().num_visited(), 0);
+  EXPECT_FALSE((*t)->tuner().has_best());
+
+  TaskTunerOptions off = with;
+  off.use_prior = false;
+  auto without = TaskTuner::Create(ConvTask(32, 64, 14), target, off, nullptr);
+  ASSERT_TRUE(without.ok());
+  EXPECT_EQ((*without)->prior_records(), 0);
+  TaskTunerOptions no_transfer = with;
+  no_transfer.transfer = false;
+  auto alone = TaskTuner::Create(ConvTask(32, 64, 14), target, no_transfer, nullptr);
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ((*alone)->prior_records(), 0);
+  TaskTunerOptions random = with;
+  random.tuner.kind = "random";  // no model to seed
+  auto r = TaskTuner::Create(ConvTask(32, 64, 14), target, random, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->prior_records(), 0);
+  // Another ISA's tuner gets nothing from an AVX-512 prior.
+  ops::Target avx2 = target;
+  avx2.isa = ops::Isa::kAvx2;
+  auto a = TaskTuner::Create(ConvTask(32, 64, 14), avx2, with, nullptr);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->prior_records(), 0);
+}
+
 TEST(TaskTunerTest, StaleRecordsWhoseConfigNoLongerMatchAreIgnored) {
   auto store = MemoryStore();
   auto t = TaskTuner::Create(ConvTask(), ops::HostCpuTarget(), Options("j", 4), store.get());

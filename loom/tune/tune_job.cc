@@ -89,6 +89,7 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTuneJob(
     outcome.trials = tuner.trials_done();
     outcome.resumed_trials = tuner.resumed_trials();
     outcome.transferred_records = tuner.transferred_records();
+    outcome.prior_records = tuner.prior_records();
     outcome.errors = tuner.errors();
     outcome.best_cost = tuner.best_cost();
     outcome.best_gflops = tuner.best_gflops();

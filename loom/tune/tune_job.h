@@ -24,6 +24,7 @@ struct TaskOutcome {
   int64_t trials = 0;  // this job's, resumed ones included
   int64_t resumed_trials = 0;
   int64_t transferred_records = 0;
+  int64_t prior_records = 0;  // the tuning prior's configs given to the model (prior.h)
   int64_t errors = 0;
   double best_cost = 0;  // seconds; +inf when nothing succeeded
   double best_gflops = 0;

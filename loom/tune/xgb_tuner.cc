@@ -44,6 +44,7 @@ class XgbTuner final : public Tuner {
   std::vector<ops::Config> NextBatch(int n) override {
     std::vector<ops::Config> batch;
     absl::flat_hash_set<int64_t> picked;
+    if (transfer_pending_) PlanFromTransfer();
     if (!initial_taken_) {
       initial_taken_ = true;
       if (options().start_from_initial_configs) {
@@ -94,15 +95,9 @@ class XgbTuner final : public Tuner {
       transfer_y_.push_back(static_cast<float>(ResultScore(results[i]) / max_score));
       ++used;
     }
-    if (used == 0) return;
-    // Plan the first proposals from the transferred model (own results, if any, join it).
-    double own_max = ys_.empty() ? 0 : *std::max_element(ys_.begin(), ys_.end());
-    absl::Status status = Replan(own_max);
-    if (!status.ok()) {
-      base::LogWarning("xgb tuner: transfer model failed: ", status.message());
-      plan_.clear();
-      plan_pos_ = 0;
-    }
+    // The first proposals are planned from the transferred model once all transfer data is in
+    // (NextBatch), not once per task given: one fit instead of one per similar task.
+    if (used > 0) transfer_pending_ = true;
   }
 
   void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
@@ -113,7 +108,8 @@ class XgbTuner final : public Tuner {
     }
     if (static_cast<int64_t>(xs_.size()) < std::max<int64_t>(warmup_, next_train_at_)) return;
     double max_y = *std::max_element(ys_.begin(), ys_.end());
-    if (!(max_y > 0)) return;  // nothing succeeded yet: no signal to rank by
+    if (!(max_y > 0)) return;   // nothing succeeded yet: no signal to rank by
+    transfer_pending_ = false;  // this plan includes the transfer data
     absl::Status status = Replan(max_y);
     next_train_at_ = static_cast<int64_t>(xs_.size()) + options().plan_size;
     if (!status.ok()) {
@@ -125,6 +121,18 @@ class XgbTuner final : public Tuner {
   }
 
  private:
+  // Plans the next proposals from the transfer data (and the own results, if any).
+  void PlanFromTransfer() {
+    transfer_pending_ = false;
+    const double own_max = ys_.empty() ? 0 : *std::max_element(ys_.begin(), ys_.end());
+    absl::Status status = Replan(own_max);
+    if (!status.ok()) {
+      base::LogWarning("xgb tuner: transfer model failed: ", status.message());
+      plan_.clear();
+      plan_pos_ = 0;
+    }
+  }
+
   // With a model before the first proposal (transfer), the history knows more than the
   // template's fixed list: the initial configs after the default join the plan, and all of them
   // are proposed in the model's order (the default stays first: it is also the untuned baseline).
@@ -247,6 +255,7 @@ class XgbTuner final : public Tuner {
   // Other tasks' results (LoadTransfer): features and per-task normalized throughput.
   std::vector<std::vector<float>> transfer_x_;
   std::vector<float> transfer_y_;
+  bool transfer_pending_ = false;  // transfer data given since the last plan
   int64_t next_train_at_ = 0;
   // The template's initial configs (start_from_initial_configs), proposed before anything else.
   bool initial_taken_ = false;
