@@ -25,6 +25,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/tune/nvrtc_builder.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/tuner.h"
 #include "loom/v1/stage_names.h"
@@ -144,6 +145,20 @@ absl::StatusOr<LoadedTask> LoadTask(const v1::TaskSpec& task,
   }
   loaded.tmpl = *std::move(tmpl);
   return loaded;
+}
+
+// Gives an xgb tuner the agent's built-in tuning prior for the task's target class (transfer
+// data, tune/prior.h), as `loom tune` does; nothing when the spec turns it off or no prior
+// covers the class.
+void LoadPrior(const v1::TunerSpec& spec, const tune::TunerOptions& options, const LoadedTask& task,
+               const ops::TemplateOptions& template_options, tune::Tuner& tuner) {
+  if (spec.no_prior() || options.kind != "xgb") return;
+  const tune::TuningPrior* prior = tune::BuiltinPrior(task.target);
+  if (prior == nullptr) return;
+  for (const tune::PriorTransfer& t :
+       tune::PriorTransfersFor(*prior, task.tmpl->name(), task.target, template_options)) {
+    tuner.LoadTransfer(*t.tmpl, t.configs, t.results);
+  }
 }
 
 absl::Status CheckIndex(const ops::Template& tmpl, int64_t index, absl::string_view where) {
@@ -562,6 +577,10 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
   if (static_cast<int64_t>(picked.size()) < n) {
     absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
     if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
+    // Before the first model (no plan yet), the prior ranks the proposals.
+    if (in.tuner_state().empty()) {
+      LoadPrior(spec, options, task, options_.template_options, **tuner);
+    }
     (*tuner)->LoadHistory(history.configs, history.results);
     // Ask for as many more as were already picked from the plan: at most those collide.
     int want = static_cast<int>(n - static_cast<int64_t>(picked.size()) + picked.size());
@@ -801,8 +820,9 @@ absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& r
   }
   absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
   if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
-  // LoadHistory fits the cost model and anneals a plan; the next plan_size proposals are that
-  // plan (with the tuner's epsilon exploration mixed in).
+  // LoadHistory fits the cost model (on the prior's transfer data too) and anneals a plan; the
+  // next plan_size proposals are that plan (with the tuner's epsilon exploration mixed in).
+  LoadPrior(spec, options, task, options_.template_options, **tuner);
   (*tuner)->LoadHistory(history.configs, history.results);
   tune::ProposeOutput plan = tune::ProposeStage(**tuner, options.plan_size, "");
   PlanState next{.trained_on = size};

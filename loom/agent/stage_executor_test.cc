@@ -24,6 +24,7 @@
 #include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/nvrtc_builder.h"
+#include "loom/tune/prior.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::agent {
@@ -199,6 +200,41 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
   v1::StageResult u2 = executor_->Execute(update);
   ASSERT_THAT(u2.error(), IsEmpty());
   EXPECT_EQ(u2.update().tuner_state(), u.update().tuner_state());
+}
+
+// Before the first model, an xgb proposal on an AVX-512 task is ranked by the built-in tuning
+// prior (as `loom tune` does) unless the spec turns it off: then the template's default config
+// comes first. Either way it is reproducible.
+TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
+  graph::Workload stem;
+  stem.kind = graph::TaskKind::kConv2d;
+  stem.n = 1, stem.c = 3, stem.h = 224, stem.w = 224, stem.k = 64, stem.r = 7, stem.s = 7;
+  stem.stride_h = stem.stride_w = 2;
+  stem.pad_top = stem.pad_left = stem.pad_bottom = stem.pad_right = 3;
+  stem.dilation_h = stem.dilation_w = 1;
+  stem.groups = 1;
+  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 0);
+  r.mutable_task()->set_workload_key(graph::WorkloadKey(stem));
+  r.mutable_task()->set_isa("avx512");
+  r.mutable_tuner()->set_batch_size(8);
+  r.mutable_tuner()->set_plan_size(16);
+  r.mutable_tuner()->set_trials(48);
+  r.mutable_propose();
+  v1::StageRequest cold = r;
+  cold.mutable_tuner()->set_no_prior(true);
+
+  ops::Target avx512 = ops::HostCpuTarget();
+  avx512.isa = ops::Isa::kAvx512;
+  ASSERT_NE(tune::BuiltinPrior(avx512), nullptr);
+  auto tmpl = ops::MakeTemplate(stem, avx512);
+  ASSERT_TRUE(tmpl.ok());
+  const std::vector<int64_t> seeded = Indices(executor_->Execute(r));
+  const std::vector<int64_t> plain = Indices(executor_->Execute(cold));
+  ASSERT_EQ(seeded.size(), 8u);
+  ASSERT_EQ(plain.size(), 8u);
+  EXPECT_EQ(plain[0], (*tmpl)->DefaultConfig().index);
+  EXPECT_NE(seeded, plain);
+  EXPECT_EQ(Indices(executor_->Execute(r)), seeded);
 }
 
 TEST_F(StageExecutorTest, ProposeRespectsBudgetAndHistory) {

@@ -108,6 +108,7 @@ struct SubmitOptions {
   int batch_size = 8;
   int max_tasks = 0;
   int64_t seed = 0;
+  bool no_prior = false;
   std::vector<std::string> input_shapes;
   std::string simulated;
   std::string tasks;  // "1,3": task indices as `loom tasks` lists them
@@ -175,6 +176,7 @@ void RunSubmit(const SubmitOptions& o) {
   req.set_batch_size(o.batch_size);
   req.set_max_tasks(o.max_tasks);
   req.set_seed(o.seed);
+  req.set_no_prior(o.no_prior);
   for (const auto& s : o.input_shapes) req.add_input_shapes(s);
   if (!o.tasks.empty()) {
     if (o.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
@@ -454,6 +456,8 @@ void RegisterJobCommands(CLI::App& app) {
                     "Seconds a candidate may run past its expected time (default: the agents')")
         ->check(CLI::Range(0.0, 3600.0));
     cmd->add_option("--seed", o->seed, "Tuner seed");
+    cmd->add_flag("--no-prior", o->no_prior,
+                  "Do not seed the cost model with the agents' built-in tuning prior");
     cmd->add_option("--input-shape", o->input_shapes, "NAME:1x3x224x224 for dynamic inputs");
     cmd->add_option("--simulated", o->simulated,
                     "A load-test job instead of a model: tasks=N,rounds=N,propose=S,build=S,"

@@ -871,6 +871,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   tu->set_seed(spec.seed() + task.index);
   tu->set_batch_size(spec.batch_size() > 0 ? spec.batch_size() : 8);
   tu->set_trials(spec.trials());
+  tu->set_no_prior(spec.no_prior());
   if (IsSimulated(job)) {
     r.set_kind(v1::STAGE_KIND_SIMULATED);
     r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.phase));

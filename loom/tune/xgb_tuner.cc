@@ -6,9 +6,9 @@
 // Proposals come from the plan in order, except that with probability `epsilon` (and whenever the
 // plan is used up or no model exists yet) a random unvisited config is proposed. The first
 // proposals are the template's initial configs, its default first
-// (options.start_from_initial_configs). With records of other
-// tasks of the same template (LoadTransfer), the model is trained on them at once and the first
-// plan comes from it, before any trial of this task.
+// (options.start_from_initial_configs). With records of other tasks of the same template
+// (LoadTransfer: a tuning prior, similar tasks), the model is trained on them at the first
+// proposal, and the first plan, the initial configs ranked among it, comes from it.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -133,13 +133,15 @@ class XgbTuner final : public Tuner {
     }
   }
 
-  // With a model before the first proposal (transfer), the history knows more than the
-  // template's fixed list: the initial configs after the default join the plan, and all of them
-  // are proposed in the model's order (the default stays first: it is also the untuned baseline).
+  // With a model before the first proposal (transfer: a tuning prior, similar tasks, history),
+  // the measurements know more than the template's fixed list: the initial configs, the default
+  // among them, join the plan and are proposed in the model's order. On the sample-efficiency
+  // bench this saves about one trial wherever the default is not the best (docs/BENCHMARKS.md);
+  // the untuned baseline is then measured apart (TaskTuner::RecordDefault).
   void RankInitialWithPlan() {
     std::vector<int64_t> candidates(plan_.begin() + static_cast<std::ptrdiff_t>(plan_pos_),
                                     plan_.end());
-    for (size_t i = 1; i < initial_.size(); ++i) {
+    for (size_t i = 0; i < initial_.size(); ++i) {
       if (std::find(candidates.begin(), candidates.end(), initial_[i]) == candidates.end()) {
         candidates.push_back(initial_[i]);
       }
@@ -158,7 +160,7 @@ class XgbTuner final : public Tuner {
     plan_.clear();
     plan_pos_ = 0;
     for (size_t i : order) plan_.push_back(candidates[i]);
-    initial_.resize(std::min<size_t>(initial_.size(), 1));
+    initial_.clear();
   }
 
   // The model's features of config `index` of `t`: Template::Features plus the knob values.
