@@ -46,10 +46,10 @@ struct TuneOptions {
   int build_threads = 0;     // 0: cores not used by the device (at least 1)
   std::string job_id;
   std::string task_filter;  // "0,3,5": indices into the task table
+  std::string prior;        // a tuning prior file instead of the built-in one
   int early_stopping = -1;
   double run_timeout = 10;  // seconds per candidate on top of its expected time
   bool no_transfer = false;
-  std::string prior;  // a prior file instead of the built-in one
   bool no_prior = false;
   bool json = false;
   bool test_faults = false;  // hidden: lets tests inject crashing/hanging candidates
