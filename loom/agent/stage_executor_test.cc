@@ -206,15 +206,11 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
 // prior (as `loom tune` does) unless the spec turns it off: then the template's default config
 // comes first. Either way it is reproducible.
 TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
-  graph::Workload stem;
-  stem.kind = graph::TaskKind::kConv2d;
-  stem.n = 1, stem.c = 3, stem.h = 224, stem.w = 224, stem.k = 64, stem.r = 7, stem.s = 7;
-  stem.stride_h = stem.stride_w = 2;
-  stem.pad_top = stem.pad_left = stem.pad_bottom = stem.pad_right = 3;
-  stem.dilation_h = stem.dilation_w = 1;
-  stem.groups = 1;
+  const char kStem[] = "conv2d:f32:n1_c3_h224_w224_k64_r7_s7_st2x2_p3x3x3x3_d1x1_g1";
+  absl::StatusOr<graph::Workload> stem = graph::ParseWorkloadKey(kStem);
+  ASSERT_TRUE(stem.ok()) << stem.status();
   v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 0);
-  r.mutable_task()->set_workload_key(graph::WorkloadKey(stem));
+  r.mutable_task()->set_workload_key(kStem);
   r.mutable_task()->set_isa("avx512");
   r.mutable_tuner()->set_batch_size(8);
   r.mutable_tuner()->set_plan_size(16);
@@ -226,7 +222,7 @@ TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
   ops::Target avx512 = ops::HostCpuTarget();
   avx512.isa = ops::Isa::kAvx512;
   ASSERT_NE(tune::BuiltinPrior(avx512), nullptr);
-  auto tmpl = ops::MakeTemplate(stem, avx512);
+  auto tmpl = ops::MakeTemplate(*stem, avx512);
   ASSERT_TRUE(tmpl.ok());
   const std::vector<int64_t> seeded = Indices(executor_->Execute(r));
   const std::vector<int64_t> plain = Indices(executor_->Execute(cold));

@@ -25,15 +25,12 @@ ops::Target Avx512() {
   return t;
 }
 
+// A 3x3 conv, stride 1, padding 1.
 graph::Workload Conv(int64_t c, int64_t k, int64_t hw) {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kConv2d;
-  w.n = 1, w.c = c, w.h = hw, w.w = hw, w.k = k, w.r = 3, w.s = 3;
-  w.stride_h = w.stride_w = 1;
-  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
-  w.dilation_h = w.dilation_w = 1;
-  w.groups = 1;
-  return w;
+  absl::StatusOr<graph::Workload> w = graph::ParseWorkloadKey(absl::StrCat(
+      "conv2d:f32:n1_c", c, "_h", hw, "_w", hw, "_k", k, "_r3_s3_st1x1_p1x1x1x1_d1x1_g1"));
+  EXPECT_TRUE(w.ok()) << w.status();
+  return *w;
 }
 
 Record Measured(const std::string& task, const std::string& config_json, double seconds,
