@@ -100,10 +100,7 @@ bool KnobValues(const nlohmann::json& config, const std::vector<std::string>& kn
 
 }  // namespace
 
-std::string TargetClass(const ops::Target& target) {
-  if (target.kind == "cuda") return absl::StrCat("cuda:", target.cuda_arch);
-  return absl::StrCat(target.kind, ":", ops::IsaName(target.isa));
-}
+std::string TargetClass(const ops::Target& target) { return TargetClassOfKey(target.Key()); }
 
 std::string TargetClassOfKey(std::string_view target_key) {
   const size_t first = target_key.find(':');

@@ -44,7 +44,9 @@ struct TunerOptions {
   int model_warmup_trials = 8;
   // xgb: propose the template's initial configs (its author's prior: DefaultConfig, then the
   // template's InitialConfigs) first, before the random warm-up, those valid and not yet visited.
-  // They fill the first batches; the rest of the warm-up is random.
+  // They fill the first batches; the rest of the warm-up is random. When the model is fitted
+  // before the first proposal (transfer data: a tuning prior, similar tasks), they are proposed in
+  // its order, mixed into its first plan.
   bool start_from_initial_configs = true;
   int sa_iters = 500;     // annealing steps per plan
   int sa_parallel = 128;  // parallel annealing chains
