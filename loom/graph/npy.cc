@@ -34,6 +34,20 @@ const char* DescrOf(DType dtype) {
       return "|u1";
     case DType::kInt8:
       return "|i1";
+    case DType::kFloat16:
+      return "<f2";
+    case DType::kFloat64:
+      return "<f8";
+    case DType::kInt16:
+      return "<i2";
+    case DType::kUint16:
+      return "<u2";
+    case DType::kUint32:
+      return "<u4";
+    case DType::kUint64:
+      return "<u8";
+    case DType::kBFloat16:  // NumPy has no bfloat16: ml_dtypes writes it as 2-byte void
+      return "<V2";
     case DType::kUndefined:
       break;
   }
@@ -44,6 +58,12 @@ std::optional<DType> DTypeOfDescr(std::string_view descr) {
   if (descr == "<f4") return DType::kFloat32;
   if (descr == "<i8") return DType::kInt64;
   if (descr == "<i4") return DType::kInt32;
+  if (descr == "<f2") return DType::kFloat16;
+  if (descr == "<f8") return DType::kFloat64;
+  if (descr == "<i2") return DType::kInt16;
+  if (descr == "<u2") return DType::kUint16;
+  if (descr == "<u4") return DType::kUint32;
+  if (descr == "<u8") return DType::kUint64;
   // One-byte types have no byte order; NumPy writes '|', accept the other spellings too.
   if (descr == "|b1" || descr == "<b1" || descr == "=b1") return DType::kBool;
   if (descr == "|u1" || descr == "<u1" || descr == "=u1") return DType::kUint8;

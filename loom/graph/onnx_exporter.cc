@@ -29,6 +29,20 @@ int32_t OnnxElemType(DType dtype) {
       return onnx::TensorProto::UINT8;
     case DType::kInt8:
       return onnx::TensorProto::INT8;
+    case DType::kFloat16:
+      return onnx::TensorProto::FLOAT16;
+    case DType::kBFloat16:
+      return onnx::TensorProto::BFLOAT16;
+    case DType::kFloat64:
+      return onnx::TensorProto::DOUBLE;
+    case DType::kInt16:
+      return onnx::TensorProto::INT16;
+    case DType::kUint16:
+      return onnx::TensorProto::UINT16;
+    case DType::kUint32:
+      return onnx::TensorProto::UINT32;
+    case DType::kUint64:
+      return onnx::TensorProto::UINT64;
     case DType::kUndefined:
       break;
   }

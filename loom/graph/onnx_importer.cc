@@ -25,7 +25,9 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kMinOpset = 11;
 constexpr int64_t kMaxOpset = 18;
-constexpr char kSupportedTypes[] = "float32, int64, int32, bool, uint8, int8";
+constexpr char kSupportedTypes[] =
+    "float16, bfloat16, float32, float64, bool, int8, int16, int32, int64, uint8, uint16, uint32, "
+    "uint64";
 
 std::string OnnxTypeName(int32_t elem_type) {
   if (onnx::TensorProto_DataType_IsValid(elem_type)) {
@@ -49,6 +51,20 @@ DType DTypeFromOnnx(int32_t elem_type) {
       return DType::kUint8;
     case onnx::TensorProto::INT8:
       return DType::kInt8;
+    case onnx::TensorProto::FLOAT16:
+      return DType::kFloat16;
+    case onnx::TensorProto::BFLOAT16:
+      return DType::kBFloat16;
+    case onnx::TensorProto::DOUBLE:
+      return DType::kFloat64;
+    case onnx::TensorProto::INT16:
+      return DType::kInt16;
+    case onnx::TensorProto::UINT16:
+      return DType::kUint16;
+    case onnx::TensorProto::UINT32:
+      return DType::kUint32;
+    case onnx::TensorProto::UINT64:
+      return DType::kUint64;
     default:
       return DType::kUndefined;
   }
@@ -197,7 +213,18 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std
   const bool external =
       proto.has_data_location() && proto.data_location() == onnx::TensorProto::EXTERNAL;
   // Check the data's size before allocating: the dims are untrusted.
-  enum class Source { kRaw, kFloat, kInt64, kInt32, kExternal, kNone } source = Source::kNone;
+  // Typed fields, per ONNX: float_data (float), double_data (double), int64_data (int64),
+  // uint64_data (uint32, uint64), int32_data (every other type; float16 and bfloat16 as bits).
+  enum class Source {
+    kRaw,
+    kFloat,
+    kDouble,
+    kInt64,
+    kUint64,
+    kInt32,
+    kExternal,
+    kNone
+  } source = Source::kNone;
   if (external) {
     source = Source::kExternal;
   } else if (proto.has_raw_data()) {
@@ -217,6 +244,17 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std
       case DType::kInt64:
         LOOM_RETURN_IF_ERROR(CheckFieldCount(proto.int64_data(), elems, "int64_data", shape, what));
         source = Source::kInt64;
+        break;
+      case DType::kFloat64:
+        LOOM_RETURN_IF_ERROR(
+            CheckFieldCount(proto.double_data(), elems, "double_data", shape, what));
+        source = Source::kDouble;
+        break;
+      case DType::kUint32:
+      case DType::kUint64:
+        LOOM_RETURN_IF_ERROR(
+            CheckFieldCount(proto.uint64_data(), elems, "uint64_data", shape, what));
+        source = Source::kUint64;
         break;
       default:
         LOOM_RETURN_IF_ERROR(CheckFieldCount(proto.int32_data(), elems, "int32_data", shape, what));
@@ -243,6 +281,19 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std
     case Source::kInt64:
       if (bytes > 0) std::memcpy(t.raw_data(), proto.int64_data().data(), bytes);
       break;
+    case Source::kDouble:
+      if (bytes > 0) std::memcpy(t.raw_data(), proto.double_data().data(), bytes);
+      break;
+    case Source::kUint64:
+      for (size_t i = 0; i < elems; ++i) {
+        const uint64_t v = proto.uint64_data(static_cast<int>(i));
+        if (dtype == DType::kUint64) {
+          t.data<uint64_t>()[i] = v;
+        } else {
+          t.data<uint32_t>()[i] = static_cast<uint32_t>(v);
+        }
+      }
+      break;
     case Source::kInt32: {
       const auto& src = proto.int32_data();
       for (size_t i = 0; i < elems; ++i) {
@@ -260,8 +311,16 @@ absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std
           case DType::kInt8:
             t.data<int8_t>()[i] = static_cast<int8_t>(v);
             break;
+          case DType::kInt16:
+            t.data<int16_t>()[i] = static_cast<int16_t>(v);
+            break;
+          case DType::kUint16:
+          case DType::kFloat16:
+          case DType::kBFloat16:
+            t.data<uint16_t>()[i] = static_cast<uint16_t>(v);
+            break;
           default:
-            break;  // float32 / int64 never take this path
+            break;  // the other types have typed fields of their own
         }
       }
       break;

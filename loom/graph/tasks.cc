@@ -18,9 +18,6 @@ namespace {
 constexpr TaskKind kAllKinds[] = {TaskKind::kConv2d, TaskKind::kDepthwiseConv2d,
                                   TaskKind::kGroupedConv2d, TaskKind::kDense,
                                   TaskKind::kBatchMatmul};
-constexpr DType kAllDTypes[] = {DType::kFloat32, DType::kInt64, DType::kInt32,
-                                DType::kBool,    DType::kUint8, DType::kInt8};
-
 bool IsConv(TaskKind kind) {
   return kind == TaskKind::kConv2d || kind == TaskKind::kDepthwiseConv2d ||
          kind == TaskKind::kGroupedConv2d;
@@ -40,6 +37,20 @@ const char* DTypeShortName(DType d) {
       return "u8";
     case DType::kInt8:
       return "i8";
+    case DType::kFloat16:
+      return "f16";
+    case DType::kBFloat16:
+      return "bf16";
+    case DType::kFloat64:
+      return "f64";
+    case DType::kInt16:
+      return "i16";
+    case DType::kUint16:
+      return "u16";
+    case DType::kUint32:
+      return "u32";
+    case DType::kUint64:
+      return "u64";
     case DType::kUndefined:
       return "undef";
   }
@@ -273,7 +284,7 @@ absl::StatusOr<Workload> ParseWorkloadKey(std::string_view key_in) {
   }
   if (!kind_found) return bad(absl::StrCat("unknown kind '", parts[0], "'"));
   bool dtype_found = false;
-  for (DType d : kAllDTypes) {
+  for (DType d : AllDTypes()) {
     if (parts[1] == DTypeShortName(d)) {
       w.dtype = d;
       dtype_found = true;

@@ -7,18 +7,56 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace loom::graph {
 
-enum class DType : uint8_t { kUndefined = 0, kFloat32, kInt64, kInt32, kBool, kUint8, kInt8 };
+// Element types. float16 and bfloat16 are storage types: kernels compute in float32 and round
+// back (see HalfToFloat and friends). The numeric values are stable (artifacts store names).
+enum class DType : uint8_t {
+  kUndefined = 0,
+  kFloat32,
+  kInt64,
+  kInt32,
+  kBool,
+  kUint8,
+  kInt8,
+  kFloat16,
+  kBFloat16,
+  kFloat64,
+  kInt16,
+  kUint16,
+  kUint32,
+  kUint64,
+};
 
 // Size in bytes of one element; 0 for kUndefined.
 size_t DTypeSize(DType dtype);
-// "float32", "int64", ... (matches NumPy's names).
+// "float32", "int64", ... (matches NumPy's names; "bfloat16" for kBFloat16).
 const char* DTypeName(DType dtype);
+// The dtype whose DTypeName is `name`; kUndefined when none is.
+DType DTypeFromName(std::string_view name);
+// Every defined dtype, in enum order (for tests and tables).
+std::vector<DType> AllDTypes();
+
+// Classes of element types.
+bool IsFloatingDType(DType dtype);  // float16, bfloat16, float32, float64
+bool IsIntegerDType(DType dtype);   // int8..int64, uint8..uint64 (not bool)
+bool IsSignedIntegerDType(DType dtype);
+// float16 / bfloat16: stored in 2 bytes, computed in float32.
+inline bool IsHalfDType(DType dtype) {
+  return dtype == DType::kFloat16 || dtype == DType::kBFloat16;
+}
+
+// IEEE 754 binary16 and bfloat16 conversions. Float to half rounds to nearest even, overflows to
+// infinity and keeps NaN a (quiet) NaN.
+float HalfToFloat(uint16_t bits);
+uint16_t FloatToHalf(float value);
+float BFloat16ToFloat(uint16_t bits);
+uint16_t FloatToBFloat16(float value);
 
 using Shape = std::vector<int64_t>;
 
@@ -89,7 +127,8 @@ class Tensor {
   absl::StatusOr<Tensor> Reshaped(Shape new_shape) const;
   Tensor Clone() const;
 
-  // Element i converted to int64 / double, whatever the dtype (for shape-like tensors).
+  // Element i converted to int64 / double, whatever the dtype (for shape-like tensors; a float
+  // converts as static_cast does, NaN and out-of-range values to 0).
   int64_t Int64At(int64_t i) const;
   double DoubleAt(int64_t i) const;
 

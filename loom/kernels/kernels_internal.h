@@ -61,22 +61,53 @@ std::vector<int64_t> RowMajorStrides(const Shape& shape);
 // Allocates an output, failing with kInvalidArgument for absurd sizes.
 absl::StatusOr<Tensor> NewTensor(DType dtype, Shape shape);
 
-// Calls f(T{}) with the C++ element type of `dtype` (uint8_t for kBool) and returns its result;
-// kUndefined must be excluded by the caller.
+// Calls f(T{}) with the C++ arithmetic type of `dtype` (uint8_t for kBool) and returns its
+// result. float16 and bfloat16 are storage types with no arithmetic of their own: kernels compute
+// them in float32 (EvaluateNode converts), so they, like kUndefined, must be excluded by the
+// caller (they reach f as uint16_t). For kernels that only move elements, see VisitStorage.
 template <typename F>
 decltype(auto) VisitDType(DType dtype, F&& f) {
   switch (dtype) {
     case DType::kFloat32:
       return f(float{});
+    case DType::kFloat64:
+      return f(double{});
     case DType::kInt64:
       return f(int64_t{});
     case DType::kInt32:
       return f(int32_t{});
+    case DType::kInt16:
+      return f(int16_t{});
     case DType::kInt8:
       return f(int8_t{});
+    case DType::kUint64:
+      return f(uint64_t{});
+    case DType::kUint32:
+      return f(uint32_t{});
+    case DType::kUint16:
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      return f(uint16_t{});
     case DType::kBool:
     case DType::kUint8:
     case DType::kUndefined:
+      break;
+  }
+  return f(uint8_t{});
+}
+
+// Calls f(T{}) with an unsigned integer type of the element's size (uint8_t .. uint64_t): for
+// kernels that copy, gather or scatter elements without looking at their values.
+template <typename F>
+decltype(auto) VisitStorage(DType dtype, F&& f) {
+  switch (graph::DTypeSize(dtype)) {
+    case 8:
+      return f(uint64_t{});
+    case 4:
+      return f(uint32_t{});
+    case 2:
+      return f(uint16_t{});
+    default:
       break;
   }
   return f(uint8_t{});

@@ -120,10 +120,8 @@ float FloatFrom(const json& j) {
 }
 
 absl::StatusOr<graph::DType> ParseDType(const std::string& name) {
-  for (graph::DType d : {graph::DType::kFloat32, graph::DType::kInt64, graph::DType::kInt32,
-                         graph::DType::kBool, graph::DType::kUint8, graph::DType::kInt8}) {
-    if (name == graph::DTypeName(d)) return d;
-  }
+  const graph::DType d = graph::DTypeFromName(name);
+  if (d != graph::DType::kUndefined) return d;
   return absl::DataLossError(absl::StrCat("unknown dtype '", name, "'"));
 }
 
