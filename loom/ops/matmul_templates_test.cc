@@ -1,0 +1,408 @@
+// Differential tests of the matrix templates (dense_pack, batch_matmul) beyond the sampled configs
+// of templates_test.cc: graphs of MatMul / Gemm / Transpose nodes whose tunable node is analysed
+// (graph::AnalyzeTunableNode) and run on its template with the operands the analysis names,
+// against the reference operators run node by node; fused epilogues on every panel shape; the
+// parallel axis ForThreads picks; and the default configs of transformer shapes.
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/base/rng.h"
+#include "loom/graph/shape_inference.h"
+#include "loom/graph/tasks.h"
+#include "loom/kernels/reference.h"
+#include "loom/ops/local_kernel.h"
+#include "loom/ops/matmul_common.h"
+#include "loom/ops/template.h"
+
+namespace loom::ops {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/loom_matmul_test_XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+graph::Tensor Random(const graph::Shape& shape, base::Rng& rng) {
+  graph::Tensor t(graph::DType::kFloat32, shape);
+  for (float& v : t.values<float>()) v = static_cast<float>(rng.Uniform(-1.0, 1.0));
+  return t;
+}
+
+graph::Node MakeNode(std::string name, std::string op, std::vector<std::string> in,
+                     std::vector<std::string> out,
+                     std::map<std::string, graph::AttrValue> attrs = {}) {
+  graph::Node n;
+  n.name = std::move(name);
+  n.op_type = std::move(op);
+  n.inputs = std::move(in);
+  n.outputs = std::move(out);
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+graph::AttrValue Perm(std::vector<int64_t> p) { return p; }
+
+// A graph's inputs with random values; its nodes run by the reference kernels.
+struct ProductGraph {
+  std::string label;
+  graph::Graph graph;
+  std::string product;  // the node whose template is checked
+};
+
+// Runs `config` of `t` on `natural`, unpacked.
+graph::Tensor RunConfig(const Template& t, const Config& config,
+                        const std::vector<graph::Tensor>& natural, const std::string& dir) {
+  absl::StatusOr<KernelSource> src = t.Emit(config);
+  EXPECT_TRUE(src.ok()) << src.status();
+  if (!src.ok()) return {};
+  absl::StatusOr<std::unique_ptr<LocalKernel>> kernel = LocalKernel::Compile(*src, dir);
+  EXPECT_TRUE(kernel.ok()) << kernel.status();
+  if (!kernel.ok()) return {};
+  return RunOnce(t, config, **kernel, natural);
+}
+
+std::vector<ProductGraph> ProductGraphs() {
+  using graph::DType;
+  using graph::Graph;
+  std::vector<ProductGraph> out;
+  auto make = [&](std::string label, std::vector<std::pair<std::string, graph::Shape>> inputs,
+                  std::vector<std::pair<std::string, graph::Shape>> weights,
+                  std::vector<graph::Node> nodes) {
+    ProductGraph p;
+    p.label = std::move(label);
+    base::Rng rng(out.size() + 11);
+    for (auto& [name, shape] : inputs) p.graph.inputs.push_back({name, {DType::kFloat32, shape}});
+    for (auto& [name, shape] : weights) p.graph.initializers[name] = Random(shape, rng);
+    p.product = nodes.back().name;
+    p.graph.outputs.push_back({nodes.back().outputs[0], {}});
+    p.graph.nodes = std::move(nodes);
+    out.push_back(std::move(p));
+  };
+  // Attention's Q K^T with K^T a Transpose read in place, odd sizes (a narrow last panel).
+  make("qk_trans_b", {{"q", {2, 3, 13, 8}}, {"k", {2, 3, 37, 8}}}, {},
+       {MakeNode("t", "Transpose", {"k"}, {"kt"}, {{"perm", Perm({0, 1, 3, 2})}}),
+        MakeNode("mm", "MatMul", {"q", "kt"}, {"y"})});
+  // Attention's P V: both activations, row-major.
+  make("pv", {{"p", {2, 3, 13, 37}}, {"v", {2, 3, 37, 20}}}, {},
+       {MakeNode("mm", "MatMul", {"p", "v"}, {"y"})});
+  // A transposed A, and both transposed, K longer than a K block.
+  make("trans_a", {{"a", {3, 70, 9}}, {"b", {3, 70, 21}}}, {},
+       {MakeNode("t", "Transpose", {"a"}, {"at"}, {{"perm", Perm({0, 2, 1})}}),
+        MakeNode("mm", "MatMul", {"at", "b"}, {"y"})});
+  make("trans_a_trans_b", {{"a", {2, 300, 9}}, {"b", {2, 17, 300}}}, {},
+       {MakeNode("ta", "Transpose", {"a"}, {"at"}, {{"perm", Perm({0, 2, 1})}}),
+        MakeNode("tb", "Transpose", {"b"}, {"bt"}, {{"perm", Perm({0, 2, 1})}}),
+        MakeNode("mm", "MatMul", {"at", "bt"}, {"y"})});
+  // Broadcast batch dims: a shared A; each operand broadcasting a different dim; a dim only A
+  // holds folded into M; a vector A.
+  make("shared_a", {{"a", {5, 8}}, {"b", {3, 8, 19}}}, {},
+       {MakeNode("mm", "MatMul", {"a", "b"}, {"y"})});
+  make("cross_broadcast", {{"a", {2, 1, 5, 8}}, {"b", {1, 3, 8, 6}}}, {},
+       {MakeNode("mm", "MatMul", {"a", "b"}, {"y"})});
+  make("cross_broadcast_trans_b", {{"a", {2, 1, 5, 8}}, {"b", {1, 3, 6, 8}}}, {},
+       {MakeNode("t", "Transpose", {"b"}, {"bt"}, {{"perm", Perm({0, 1, 3, 2})}}),
+        MakeNode("mm", "MatMul", {"a", "bt"}, {"y"})});
+  make("fold_into_m", {{"a", {4, 3, 5, 8}}, {"b", {4, 1, 8, 6}}}, {},
+       {MakeNode("mm", "MatMul", {"a", "b"}, {"y"})});
+  make("vector_a", {{"a", {8}}, {"b", {3, 8, 19}}}, {},
+       {MakeNode("mm", "MatMul", {"a", "b"}, {"y"})});
+  // Gemm with an activation B, transposed operands by attribute.
+  make("gemm_activation", {{"a", {30, 7}}, {"b", {45, 30}}}, {},
+       {MakeNode("mm", "Gemm", {"a", "b"}, {"y"},
+                 {{"transA", int64_t{1}}, {"transB", int64_t{1}}})});
+  // Dense: a rank-3 activation times a weight (leading dims fold into M), a transposed 2-D
+  // activation, Gemm transA with transB.
+  make("dense_rank3", {{"x", {2, 7, 40}}}, {{"w", {40, 37}}},
+       {MakeNode("mm", "MatMul", {"x", "w"}, {"y"})});
+  make("dense_trans_a", {{"x", {40, 11}}}, {{"w", {40, 37}}},
+       {MakeNode("t", "Transpose", {"x"}, {"xt"}, {{"perm", Perm({1, 0})}}),
+        MakeNode("mm", "MatMul", {"xt", "w"}, {"y"})});
+  make("gemm_dense_trans_a_b", {{"x", {40, 11}}}, {{"w", {37, 40}}},
+       {MakeNode("mm", "Gemm", {"x", "w"}, {"y"},
+                 {{"transA", int64_t{1}}, {"transB", int64_t{1}}})});
+  return out;
+}
+
+TEST(MatmulTemplatesTest, AnalysedProductsMatchTheReferenceOperators) {
+  TempDir dir;
+  const Target target = HostCpuTarget();
+  for (ProductGraph& p : ProductGraphs()) {
+    SCOPED_TRACE(p.label);
+    ASSERT_TRUE(graph::InferShapes(p.graph).ok());
+    // Values: inputs random, then every node by its reference kernel.
+    std::map<std::string, graph::Tensor> values;
+    base::Rng rng(7);
+    for (const auto& in : p.graph.inputs) values[in.name] = Random(in.type.shape, rng);
+    for (const auto& [name, t] : p.graph.initializers) values[name] = t;
+    const graph::Node* product = nullptr;
+    for (const graph::Node& n : p.graph.nodes) {
+      std::vector<graph::Tensor> in;
+      for (const std::string& v : n.inputs) in.push_back(values.at(v));
+      auto outs = kernels::EvaluateNode(n, p.graph.opset, in);
+      ASSERT_TRUE(outs.ok()) << outs.status();
+      values[n.outputs[0]] = (*outs)[0];
+      if (n.name == p.product) product = &n;
+    }
+    ASSERT_NE(product, nullptr);
+    auto nw = graph::AnalyzeTunableNode(p.graph, *product);
+    ASSERT_TRUE(nw.ok()) << nw.status();
+    // Every Transpose of these graphs feeds the product alone: all are read in place.
+    int64_t transposes = 0;
+    for (const graph::Node& n : p.graph.nodes) transposes += n.op_type == "Transpose";
+    EXPECT_EQ(static_cast<int64_t>(nw->absorbed.size()), transposes);
+    auto t = MakeTemplate(nw->workload, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const std::vector<graph::Tensor> natural = {values.at(nw->a), values.at(nw->b)};
+    const std::vector<graph::Shape> shapes = (*t)->NaturalInputShapes();
+    ASSERT_EQ(natural[0].num_elements(), graph::NumElements(shapes[0]));
+    ASSERT_EQ(natural[1].num_elements(), graph::NumElements(shapes[1]));
+    const graph::Tensor& want = values.at(product->outputs[0]);
+    std::vector<Config> configs = (*t)->InitialConfigs();
+    base::Rng pick(3);
+    for (int tries = 0; configs.size() < 6 && tries < 500; ++tries) {
+      const Config c{pick.UniformInt(0, (*t)->space().size() - 1)};
+      if ((*t)->space().IsValid(c)) configs.push_back(c);
+    }
+    for (const Config& c : configs) {
+      const graph::Tensor got = RunConfig(**t, c, natural, dir.path());
+      ASSERT_EQ(got.num_elements(), want.num_elements());
+      const ErrorStats e = CompareTensors(got, want);
+      EXPECT_TRUE(e.WithinTolerance()) << graph::WorkloadKey(nw->workload) << " "
+                                       << (*t)->space().ToJson(c) << ": " << e.max_abs_err;
+    }
+  }
+}
+
+graph::Workload Bmm(int64_t b, int64_t m, int64_t n, int64_t k) {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kBatchMatmul;
+  w.b = b;
+  w.m = m;
+  w.n = n;
+  w.k = k;
+  return w;
+}
+
+graph::Workload Dense(int64_t m, int64_t n, int64_t k) {
+  graph::Workload w;
+  w.kind = graph::TaskKind::kDense;
+  w.m = m;
+  w.n = n;
+  w.k = k;
+  return w;
+}
+
+// `config` with the named knobs set (others as in `base`).
+Config With(const Template& t, const Config& base,
+            const std::vector<std::pair<std::string, int64_t>>& knobs) {
+  std::vector<int64_t> choices = t.space().Choices(base);
+  for (const auto& [name, value] : knobs) {
+    const int k = t.space().KnobIndex(name);
+    const std::vector<int64_t>& values = t.space().knobs()[static_cast<size_t>(k)].values;
+    const auto it = std::find(values.begin(), values.end(), value);
+    EXPECT_NE(it, values.end()) << name << " has no value " << value;
+    if (it == values.end()) return base;
+    choices[static_cast<size_t>(k)] = it - values.begin();
+  }
+  return t.space().FromChoices(choices);
+}
+
+// out = act(product + bias[column] + residual), the Epilogue's meaning.
+graph::Tensor ApplyEpilogue(graph::Tensor y, const Epilogue& ep, const graph::Tensor& bias,
+                            const graph::Tensor& residual, int64_t n) {
+  float* v = y.data<float>();
+  for (int64_t i = 0; i < y.num_elements(); ++i) {
+    float x = v[i];
+    if (ep.bias) x += bias.data<float>()[i % n];
+    if (ep.residual) x += residual.data<float>()[i];
+    switch (ep.activation) {
+      case Epilogue::Activation::kRelu:
+        x = std::max(x, 0.0f);
+        break;
+      case Epilogue::Activation::kSigmoid:
+        x = 1.0f / (1.0f + std::exp(-x));
+        break;
+      case Epilogue::Activation::kClip:
+        x = std::min(std::max(x, ep.clip_min), ep.clip_max);
+        break;
+      default:
+        break;
+    }
+    v[i] = x;
+  }
+  return y;
+}
+
+TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
+  TempDir dir;
+  const Target target = HostCpuTarget();
+  graph::Workload trans_b = Bmm(2, 11, 37, 70);
+  trans_b.trans_b = true;
+  Epilogue bias_relu{.bias = true, .activation = Epilogue::Activation::kRelu};
+  Epilogue residual_sigmoid{.residual = true, .activation = Epilogue::Activation::kSigmoid};
+  Epilogue all{.bias = true,
+               .residual = true,
+               .activation = Epilogue::Activation::kClip,
+               .clip_min = -0.5f,
+               .clip_max = 2.0f};
+  struct Case {
+    graph::Workload w;
+    Epilogue ep;
+  };
+  for (const Case& c : {Case{Bmm(2, 11, 37, 70), all}, Case{trans_b, residual_sigmoid},
+                        Case{trans_b, bias_relu}, Case{Dense(9, 45, 70), bias_relu}}) {
+    auto t = MakeTemplate(c.w, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    base::Rng rng(5);
+    const std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, 9);
+    const Config base = (*t)->DefaultConfig();
+    // The default, a split K (partial sums in Y) with a narrow last panel, and one row per block.
+    for (const Config& config :
+         {base, With(**t, base, {{"tile_k", 64}, {"tile_n", 2}}),
+          With(**t, base, {{"tile_m", 1}, {"unroll_k", 8}})}) {
+      SCOPED_TRACE(absl::StrCat(graph::WorkloadKey(c.w), " ", (*t)->space().ToJson(config)));
+      ASSERT_TRUE((*t)->space().IsValid(config));
+      auto src = (*t)->EmitFused(config, c.ep);
+      ASSERT_TRUE(src.ok()) << src.status();
+      auto kernel = LocalKernel::Compile(*src, dir.path());
+      ASSERT_TRUE(kernel.ok()) << kernel.status();
+      std::vector<graph::Tensor> buffers = (*t)->PackInputs(config, natural);
+      const std::vector<BufferSpec> specs = (*t)->FusedBuffers(config, c.ep);
+      graph::Tensor bias, residual;
+      for (size_t i = buffers.size(); i < specs.size(); ++i) {
+        graph::Tensor b = Random(specs[i].shape, rng);
+        if (specs[i].name == "bias") bias = b;
+        if (specs[i].name == "residual") residual = b;
+        if (specs[i].is_output) std::fill(b.values<float>().begin(), b.values<float>().end(), NAN);
+        buffers.push_back(b);
+      }
+      ASSERT_EQ(specs.back().name, "output");
+      std::vector<void*> ptrs;
+      for (graph::Tensor& b : buffers) ptrs.push_back(b.raw_data());
+      (*kernel)->fn()(ptrs.data(), nullptr);
+      const graph::Tensor want =
+          ApplyEpilogue((*t)->Reference(natural), c.ep, bias, residual, c.w.n);
+      const ErrorStats e = CompareTensors((*t)->UnpackOutput(config, buffers.back()), want);
+      EXPECT_TRUE(e.WithinTolerance()) << e.max_abs_err;
+    }
+  }
+  // dense_pack leaves a residual to the planner.
+  auto dense = MakeTemplate(Dense(4, 16, 16), target);
+  ASSERT_TRUE(dense.ok());
+  EXPECT_EQ((*dense)->EmitFused((*dense)->DefaultConfig(), residual_sigmoid).status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+TEST(MatmulTemplatesTest, SpacesKnowWhatEmits) {
+  const Target target = HostCpuTarget();
+  graph::Workload trans_b = Bmm(12, 197, 197, 64);
+  trans_b.trans_b = true;
+  graph::Workload broadcast = Bmm(6, 5, 6, 8);
+  broadcast.batch_a = {2, 1};
+  broadcast.batch_b = {1, 3};
+  for (const graph::Workload& w :
+       {Bmm(4, 128, 64, 128), trans_b, broadcast, Dense(197, 768, 192), Dense(128, 256, 1024)}) {
+    SCOPED_TRACE(graph::WorkloadKey(w));
+    auto t = MakeTemplate(w, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const ConfigSpace& space = (*t)->space();
+    const int64_t step = std::max<int64_t>(1, space.size() / 300);
+    int64_t valid = 0;
+    for (int64_t i = 0; i < space.size(); i += step) {
+      const absl::StatusOr<KernelSource> src = (*t)->Emit(Config{i});
+      EXPECT_EQ(src.ok(), space.IsValid(Config{i})) << space.ToJson(Config{i});
+      if (!src.ok()) {
+        EXPECT_EQ(src.status().code(), absl::StatusCode::kInvalidArgument);
+      }
+      valid += src.ok();
+    }
+    EXPECT_GT(valid, 20);
+    EXPECT_EQ((*t)->Features(Config{0}).size(), (*t)->FeatureNames().size());
+    if (w.trans_b) {
+      // A transposed B is always packed.
+      EXPECT_EQ(space.knobs()[static_cast<size_t>(space.KnobIndex("pack_b"))].values,
+                std::vector<int64_t>{1});
+    }
+  }
+  // Too large a panel for the kernel's stack: refused by the space and by Emit.
+  auto t = MakeTemplate(Bmm(1, 8, 64, 4096), target);
+  ASSERT_TRUE(t.ok());
+  const Config big = With(**t, (*t)->DefaultConfig(), {{"tile_k", 4096}, {"tile_n", 4}});
+  EXPECT_FALSE((*t)->space().IsValid(big));
+  EXPECT_THAT((*t)->Emit(big).status().message(), HasSubstr("panel bytes"));
+  EXPECT_LE((*t)->space().Value((*t)->DefaultConfig(), "tile_k") *
+                (*t)->space().Value((*t)->DefaultConfig(), "tile_n") *
+                (*t)->space().Value((*t)->DefaultConfig(), "vec") * 4,
+            64 << 10);
+}
+
+TEST(MatmulTemplatesTest, ForThreadsFeedsTheThreadsAndKeepsTheWork) {
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  // One product with one 64-wide panel: only row chunks give a second thread work.
+  auto t = MakeTemplate(Bmm(1, 197, 64, 197), target);
+  ASSERT_TRUE(t.ok());
+  const ConfigSpace& space = (*t)->space();
+  const Config c = With(**t, (*t)->DefaultConfig(), {{"tile_n", 4}, {"parallel_axis", 0}});
+  const Config two = (*t)->ForThreads(c, 2);
+  EXPECT_EQ(space.Value(two, "parallel_axis"), 2);
+  EXPECT_EQ((*t)->ForThreads(c, 1), c);
+  std::vector<int64_t> a = space.Values(c), b = space.Values(two);
+  const size_t par = static_cast<size_t>(space.KnobIndex("parallel_axis"));
+  a[par] = b[par] = 0;
+  EXPECT_EQ(a, b);
+  // Twelve heads: the batch alone splits evenly, so it stays.
+  auto heads = MakeTemplate(Bmm(12, 197, 64, 197), target);
+  ASSERT_TRUE(heads.ok());
+  const Config h = With(**heads, (*heads)->DefaultConfig(), {{"parallel_axis", 0}});
+  EXPECT_EQ((*heads)->ForThreads(h, 2), h);
+  EXPECT_EQ((*heads)->ForThreads(h, 4), h);
+  // dense: one 64-wide panel in the parallel loop leaves threads idle; the row blocks do not.
+  auto dense = MakeTemplate(Dense(197, 64, 192), target);
+  ASSERT_TRUE(dense.ok());
+  const Config d = With(**dense, (*dense)->DefaultConfig(), {{"tile_n", 4}, {"order", 0}});
+  EXPECT_EQ((*dense)->space().Value((*dense)->ForThreads(d, 2), "order"), 1);
+}
+
+// The default configs of the transformer shapes fill the register file with a block whose model
+// cost is within 15% of the peak (the shapes of ViT-tiny, BERT-small and BERT-base).
+TEST(MatmulTemplatesTest, TransformerDefaultsUseLargeRegisterBlocks) {
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  graph::Workload qk = Bmm(3, 197, 197, 64), qk_bert = Bmm(12, 128, 128, 64);
+  qk.trans_b = qk_bert.trans_b = true;
+  for (const graph::Workload& w :
+       {Dense(197, 576, 192), Dense(197, 768, 192), Dense(197, 192, 768), Dense(128, 1024, 256),
+        Dense(128, 3072, 768), Dense(128, 768, 3072), qk, qk_bert, Bmm(3, 197, 64, 197),
+        Bmm(12, 128, 64, 128)}) {
+    SCOPED_TRACE(graph::WorkloadKey(w));
+    auto t = MakeTemplate(w, target);
+    ASSERT_TRUE(t.ok());
+    const Config c = (*t)->DefaultConfig();
+    const int64_t rows = (*t)->space().Value(c, "tile_m"), n_v = (*t)->space().Value(c, "tile_n");
+    EXPECT_GE(rows * n_v, 12);
+    EXPECT_LE(internal::RegisterBlockRegisters(rows, n_v), 32);
+    EXPECT_LE(internal::RegisterBlockCost(w.m, w.n, 16, {rows, n_v}), 1.15);
+  }
+}
+
+}  // namespace
+}  // namespace loom::ops
