@@ -560,13 +560,17 @@ ops::Config AdaptInputBlock(const ops::Template& t, const ops::Config& config, i
 absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
   const graph::Node& node = g_.nodes[i];
   if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
-  absl::StatusOr<graph::Workload> w = graph::WorkloadFromNode(g_, node);
-  if (!w.ok()) return false;
+  // The operands as the workload reads them: a dense A may be a Transpose's input, read in place
+  // (trans_a); the Transpose then still runs, with no consumer but the graph's.
+  absl::StatusOr<graph::NodeWorkload> analysed = graph::AnalyzeTunableNode(g_, node);
+  if (!analysed.ok()) return false;
+  const graph::Workload* w = &analysed->workload;
+  const std::string& data_value = analysed->a;
   const bool conv = node.op_type == "Conv";
   if (conv && !Is4dFloat(node.inputs[0])) return false;
   if (!conv) {
     if (w->kind != graph::TaskKind::kDense) return false;
-    auto a = g_.value_types.find(node.inputs[0]);
+    auto a = g_.value_types.find(data_value);
     if (a == g_.value_types.end() || a->second.shape.size() != 2) return false;
     if (node.GetFloat("alpha", 1.0f) != 1.0f || node.GetFloat("beta", 1.0f) != 1.0f) return false;
   }
@@ -678,7 +682,7 @@ absl::StatusOr<bool> Compiler::TryKernel(int64_t i) {
     args.push_back({Ref::Kind::kArena, in_buf});
     step.buffers.push_back(in_buf);
   } else {
-    LOOM_ASSIGN_OR_RETURN(int64_t slot, Natural(node.inputs[0]));
+    LOOM_ASSIGN_OR_RETURN(int64_t slot, Natural(data_value));
     args.push_back({Ref::Kind::kTensor, slot});
     step.tensors.push_back(slot);
   }
