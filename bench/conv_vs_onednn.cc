@@ -35,6 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_timing.h"
 #include "loom/base/thread_pool.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
@@ -44,6 +45,10 @@
 
 namespace {
 
+using loom::bench::MeasurePeakGflops;
+using loom::bench::Timed;
+using loom::bench::TimeIt;
+using loom::bench::Timing;
 using loom::graph::Workload;
 using loom::ops::Config;
 using loom::ops::Template;
@@ -76,106 +81,6 @@ Workload ToWorkload(const Layer& l) {
   w.dilation_h = w.dilation_w = 1;
   w.groups = 1;
   return w;
-}
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Timing {
-  double median_s = 0;
-  double best_s = 0;
-};
-
-// Something to time: `fn` runs one call; `number` calls fill one repeat.
-struct Timed {
-  std::function<void()> fn;
-  int number = 1;
-  std::vector<double> per_call;  // seconds per call, one entry per repeat
-
-  // Warm-up (3 calls) and calibration of `number` to fill `min_repeat_ms`.
-  void Calibrate(double min_repeat_ms) {
-    for (int i = 0; i < 3; ++i) fn();
-    double t0 = Now();
-    fn();
-    const double one = std::max(Now() - t0, 1e-7);
-    number = std::max(1, static_cast<int>(min_repeat_ms * 1e-3 / one));
-  }
-  void Repeat() {
-    const double t0 = Now();
-    for (int i = 0; i < number; ++i) fn();
-    per_call.push_back((Now() - t0) / number);
-  }
-  Timing Summary() const {
-    std::vector<double> v = per_call;
-    std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v.front()};
-  }
-};
-
-Timing TimeIt(const std::function<void()>& fn, int repeats, double min_repeat_ms) {
-  Timed t{fn};
-  t.Calibrate(min_repeat_ms);
-  for (int r = 0; r < repeats; ++r) t.Repeat();
-  return t.Summary();
-}
-
-// --- FMA peak: independent register-only FMA chains, enough to cover latency x throughput.
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-
-// 12 independent FMA chains per iteration; the asm barrier keeps them in registers and stops the
-// compiler from folding the loop.
-#define LOOM_FMA_LOOP(V)                                                                        \
-  V a0 = V{} + x, a1 = a0 + 1, a2 = a0 + 2, a3 = a0 + 3, a4 = a0 + 4, a5 = a0 + 5, a6 = a0 + 6, \
-    a7 = a0 + 7, a8 = a0 + 8, a9 = a0 + 9, a10 = a0 + 10, a11 = a0 + 11;                        \
-  const V m = V{} + 0.999999f, c = V{} + 1e-7f;                                                 \
-  for (int64_t i = 0; i < iters; ++i) {                                                         \
-    a0 = a0 * m + c;                                                                            \
-    a1 = a1 * m + c;                                                                            \
-    a2 = a2 * m + c;                                                                            \
-    a3 = a3 * m + c;                                                                            \
-    a4 = a4 * m + c;                                                                            \
-    a5 = a5 * m + c;                                                                            \
-    a6 = a6 * m + c;                                                                            \
-    a7 = a7 * m + c;                                                                            \
-    a8 = a8 * m + c;                                                                            \
-    a9 = a9 * m + c;                                                                            \
-    a10 = a10 * m + c;                                                                          \
-    a11 = a11 * m + c;                                                                          \
-    __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));          \
-  }                                                                                             \
-  V s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;                            \
-  float r = 0;                                                                                  \
-  for (size_t i = 0; i < sizeof(V) / 4; ++i) r += s[i];                                         \
-  return r;
-
-__attribute__((noinline, target("avx512f,fma"), optimize("fp-contract=fast"))) float Fma512(
-    int64_t iters, float x) {
-  LOOM_FMA_LOOP(v16)
-}
-__attribute__((noinline, target("avx2,fma"), optimize("fp-contract=fast"))) float Fma256(
-    int64_t iters, float x) {
-  LOOM_FMA_LOOP(v8)
-}
-
-// GFLOPS of the better of the 512-bit and 256-bit FMA loops (12 FMAs per iteration).
-double MeasurePeakGflops(double* gf512, double* gf256) {
-  const int64_t iters = 1'000'000;
-  volatile float sink = 0;
-  auto run = [&](auto fn, int lanes) {
-    double best = 0;
-    for (int rep = 0; rep < 200; ++rep) {
-      double t0 = Now();
-      sink = sink + fn(iters, 1.0f);
-      double dt = Now() - t0;
-      best = std::max(best, 12.0 * 2 * lanes * static_cast<double>(iters) / dt * 1e-9);
-    }
-    return best;
-  };
-  *gf512 = run(Fma512, 16);
-  *gf256 = run(Fma256, 8);
-  return std::max(*gf512, *gf256);
 }
 
 // --- oneDNN: the primitive and its memories; Run() is one execute (timed alone).
