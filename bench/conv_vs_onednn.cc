@@ -35,7 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "bench/bench_timing.h"
+#include "bench/bench_common.h"
 #include "loom/base/thread_pool.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
@@ -45,6 +45,7 @@
 
 namespace {
 
+using loom::bench::Candidate;
 using loom::bench::MeasurePeakGflops;
 using loom::bench::Timed;
 using loom::bench::TimeIt;
@@ -123,14 +124,6 @@ struct OneDnnConv {
 };
 
 // --- Loom: a compiled candidate with its packed buffers.
-struct Candidate {
-  Config config;
-  std::unique_ptr<loom::ops::LocalKernel> kernel;
-  loom::ops::KernelBuffers buffers;
-  double screen_s = 0;
-  void Run() { kernel->fn()(buffers.pointers.data(), nullptr); }
-};
-
 // The pruned search space: vec = the ISA's widest, tile_ic in [min(8, C), 64], register blocks
 // of 10..28 accumulators, all tile shapes/orders/unrolls; parallel_axis 0 (one thread).
 std::vector<Config> PrunedConfigs(const Template& t) {
@@ -188,16 +181,8 @@ int main(int argc, char** argv) {
   const loom::ops::Target target = loom::ops::HostCpuTarget();
   std::unique_ptr<loom::tune::RecordStore> store;
   if (!db.empty()) {
-    if (!std::filesystem::exists(db)) {
-      std::fprintf(stderr, "--db %s: no such file\n", db.c_str());
-      return 1;
-    }
-    auto opened = loom::tune::OpenSqliteRecordStore(db);
-    if (!opened.ok()) {
-      std::fprintf(stderr, "--db %s: %s\n", db.c_str(), opened.status().ToString().c_str());
-      return 1;
-    }
-    store = *std::move(opened);
+    store = loom::bench::OpenDbOrNull(db);
+    if (store == nullptr) return 1;
     std::printf("tuned configs: best record per layer in %s for target %s\n", db.c_str(),
                 target.Key().c_str());
   }
@@ -209,13 +194,7 @@ int main(int argc, char** argv) {
   // Compiles run on a pool started before pinning (so they may use every core); all timing runs
   // on this thread, pinned to `core`.
   loom::base::ThreadPool pool(2);
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(core, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    std::perror("sched_setaffinity");
-    return 1;
-  }
+  if (!loom::bench::PinToCore(core)) return 1;
   double gf512 = 0, gf256 = 0;
   const double peak = MeasurePeakGflops(&gf512, &gf256);
   std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
@@ -277,29 +256,10 @@ int main(int argc, char** argv) {
       }
     }
     std::fflush(stdout);
-    std::vector<std::future<absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>>> builds;
-    for (const Config& c : configs) {
-      builds.push_back(pool.Submit([&t, c, &dir] {
-        auto src = t.Emit(c);
-        if (!src.ok()) {
-          return absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>(src.status());
-        }
-        return loom::ops::LocalKernel::Compile(*src, dir);
-      }));
-    }
     const std::vector<loom::graph::Tensor> natural = loom::ops::RandomNaturalInputs(t, 1);
-    std::vector<Candidate> cands;
-    for (size_t i = 0; i < configs.size(); ++i) {
-      auto k = builds[i].get();
-      if (!k.ok()) {
-        std::fprintf(stderr, "  build failed: %s\n", k.status().ToString().c_str());
-        continue;
-      }
-      Candidate c{configs[i], std::move(*k), loom::ops::PrepareBuffers(t, configs[i], natural)};
-      // Screen: best of 5 repeats of >= 5 ms.
-      c.screen_s = TimeIt([&c] { c.Run(); }, 5, 5).best_s;
-      cands.push_back(std::move(c));
-    }
+    std::vector<Candidate> cands = loom::bench::BuildCandidates(t, configs, natural, dir, pool);
+    // Screen: best of 5 repeats of >= 5 ms.
+    for (Candidate& c : cands) c.screen_s = TimeIt([&c] { c.Run(); }, 5, 5).best_s;
     // Final: the default, the 3 best of the screen and oneDNN, timed in interleaved rounds so
     // that every contender sees the same background load.
     std::vector<size_t> order(cands.size());

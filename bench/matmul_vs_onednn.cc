@@ -31,7 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "bench/bench_timing.h"
+#include "bench/bench_common.h"
 #include "loom/base/thread_pool.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
@@ -41,6 +41,7 @@
 
 namespace {
 
+using loom::bench::Candidate;
 using loom::bench::Timed;
 using loom::bench::TimeIt;
 using loom::bench::Timing;
@@ -91,14 +92,6 @@ struct OneDnnGemm {
                  c.data() + i * w.m * w.n, w.n);
     }
   }
-};
-
-struct Candidate {
-  Config config;
-  std::unique_ptr<loom::ops::LocalKernel> kernel;
-  loom::ops::KernelBuffers buffers;
-  double screen_s = 0;
-  void Run() { kernel->fn()(buffers.pointers.data(), nullptr); }
 };
 
 // The screen: valid configs with the widest vectors and one parallel-loop choice (one thread),
@@ -167,16 +160,8 @@ int main(int argc, char** argv) {
   const loom::ops::Target target = loom::ops::HostCpuTarget();
   std::unique_ptr<loom::tune::RecordStore> store;
   if (!db.empty()) {
-    if (!std::filesystem::exists(db)) {
-      std::fprintf(stderr, "--db %s: no such file\n", db.c_str());
-      return 1;
-    }
-    auto opened = loom::tune::OpenSqliteRecordStore(db);
-    if (!opened.ok()) {
-      std::fprintf(stderr, "--db %s: %s\n", db.c_str(), opened.status().ToString().c_str());
-      return 1;
-    }
-    store = *std::move(opened);
+    store = loom::bench::OpenDbOrNull(db);
+    if (store == nullptr) return 1;
   }
   std::printf("CPU: %s, ISA %s, core %d, oneDNN %d.%d.%d sgemm, OMP_NUM_THREADS=%s\n",
               target.cpu_model.c_str(), loom::ops::IsaName(target.isa).c_str(), core,
@@ -185,13 +170,7 @@ int main(int argc, char** argv) {
 
   // Compiles run on a pool started before pinning; all timing runs on this thread, pinned.
   loom::base::ThreadPool pool(2);
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(core, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    std::perror("sched_setaffinity");
-    return 1;
-  }
+  if (!loom::bench::PinToCore(core)) return 1;
   double gf512 = 0, gf256 = 0;
   const double peak = loom::bench::MeasurePeakGflops(&gf512, &gf256);
   std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
@@ -239,27 +218,9 @@ int main(int argc, char** argv) {
                   static_cast<long long>(t.space().size()), configs.size());
     }
     std::fflush(stdout);
-    std::vector<std::future<absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>>> builds;
-    for (const Config& c : configs) {
-      builds.push_back(pool.Submit([&t, c, &dir] {
-        auto src = t.Emit(c);
-        if (!src.ok()) {
-          return absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>(src.status());
-        }
-        return loom::ops::LocalKernel::Compile(*src, dir);
-      }));
-    }
-    std::vector<Candidate> cands;
-    for (size_t i = 0; i < configs.size(); ++i) {
-      auto k = builds[i].get();
-      if (!k.ok()) {
-        std::fprintf(stderr, "  build failed: %s\n", k.status().ToString().c_str());
-        return 1;
-      }
-      Candidate c{configs[i], std::move(*k), loom::ops::PrepareBuffers(t, configs[i], natural)};
-      c.screen_s = TimeIt([&c] { c.Run(); }, 3, 2, clock).best_s;
-      cands.push_back(std::move(c));
-    }
+    std::vector<Candidate> cands = loom::bench::BuildCandidates(t, configs, natural, dir, pool);
+    if (cands.size() != configs.size()) return 1;
+    for (Candidate& c : cands) c.screen_s = TimeIt([&c] { c.Run(); }, 3, 2, clock).best_s;
     // The default (candidate 0), the screen's best (or the DB's config), and oneDNN, timed in
     // interleaved rounds.
     size_t best = cands.size() > 1 ? 1 : 0;

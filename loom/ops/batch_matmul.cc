@@ -37,14 +37,10 @@ constexpr int64_t kMaxPanelBytes = 64 << 10;
 // Row chunks of parallel_axis 2.
 constexpr int64_t kRowChunks = 4;
 
-struct BmmKnobs {
-  int64_t vec, n_v, nr, tile_m, tile_k, unroll_k, pack_b, par_axis;
-};
-
-class BatchMatmul : public TemplateBase {
+class BatchMatmul : public MatrixTemplate {
  public:
   BatchMatmul(const graph::Workload& w, const Target& t, const TemplateOptions& o)
-      : TemplateBase(w, t, o) {
+      : MatrixTemplate(w, t, o) {
     // Output batch dims and each operand's batch strides (0 where it broadcasts).
     if (w.batch_a.empty()) {
       dims_ = {w.b};
@@ -63,27 +59,11 @@ class BatchMatmul : public TemplateBase {
         sb *= w.batch_b[i];
       }
     }
-    const std::vector<int64_t> vecs = VectorWidthChoices();
-    space_.AddKnob("vec", vecs);
-    std::vector<int64_t> n_v;
-    for (int64_t j = 1; j <= 4; ++j) {
-      if (j == 1 || (j - 1) * vecs.back() < w.n) n_v.push_back(j);
-    }
-    space_.AddKnob("tile_n", n_v);
-    std::vector<int64_t> tile_m;
-    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14}) {
-      if (m == 1 || m <= w.m) tile_m.push_back(m);
-    }
-    space_.AddKnob("tile_m", tile_m);
-    space_.AddKnob("tile_k", KBlockChoices(w.k));
-    space_.AddKnob("unroll_k", {1, 2, 4, 8});
     // 0: B is read in place (row-major B only; a narrow last panel is still packed), 1: packed.
     space_.AddKnob("pack_b", w.trans_b ? std::vector<int64_t>{1} : std::vector<int64_t>{0, 1});
     space_.AddKnob("parallel_axis", {0, 1, 2});
     MaybeAddFaultKnob();
-    AddRegisterConstraint(
-        "tile_m*tile_n accumulators + tile_n + 1 operands", {"tile_m", "tile_n"},
-        [](std::span<const int64_t> v) { return RegisterBlockRegisters(v[0], v[1]); });
+    AddMatrixConstraints();
     const int vec_pos = space_.KnobIndex("vec"), n_pos = space_.KnobIndex("tile_n"),
               k_pos = space_.KnobIndex("tile_k");
     space_.AddConstraint(absl::StrCat("tile_k*tile_n*vec*4 <= ", kMaxPanelBytes, " panel bytes"),
@@ -96,46 +76,24 @@ class BatchMatmul : public TemplateBase {
 
   std::string name() const override { return "batch_matmul"; }
 
-  BmmKnobs Knobs(const Config& c) const {
-    BmmKnobs k;
-    k.vec = Knob(c, "vec");
-    k.n_v = Knob(c, "tile_n");
-    k.nr = k.vec * k.n_v;
-    k.tile_m = Knob(c, "tile_m");
-    k.tile_k = Knob(c, "tile_k");
-    k.unroll_k = Knob(c, "unroll_k");
-    k.pack_b = Knob(c, "pack_b");
-    k.par_axis = Knob(c, "parallel_axis");
-    return k;
-  }
-
-  int64_t PaddedN(const BmmKnobs& k) const { return CeilDiv(workload_.n, k.nr) * k.nr; }
-
   absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
-    const BmmKnobs k = Knobs(config);
+    const MatrixKnobs k = MatrixKnobsOf(config);
+    const int64_t par_axis = Knob(config, "parallel_axis");
     const graph::Workload& w = workload_;
-    const int64_t panels = CeilDiv(w.n, k.nr), full_panels = w.n / k.nr;
+    const int64_t panels = CeilDiv(w.n, k.nr);
     const int64_t mblocks = CeilDiv(w.m, k.tile_m);
-    const int64_t chunks = k.par_axis == 2 ? std::min(kRowChunks, mblocks) : 1;
-
-    const PanelSpec spec = Spec(k);
+    const int64_t chunks = par_axis == 2 ? std::min(kRowChunks, mblocks) : 1;
+    const PanelSpec spec = Spec(k, Knob(config, "pack_b") == 1 ? PanelSpec::BSource::kPackInKernel
+                                                               : PanelSpec::BSource::kInPlace);
     // The work of one (batch bi, panel nb, row blocks [mb_begin, mb_end)).
     std::vector<Stmt> item;
     item.push_back(Raw(absl::StrCat("const int64_t n0 = nb * ", k.nr, ";")));
     for (Stmt& s : BatchOffsets()) item.push_back(std::move(s));
-    if (full_panels == panels) {
-      item.push_back(codegen::Block(PanelLoops(spec, ep, k.nr)));
-    } else if (full_panels == 0) {
-      item.push_back(codegen::Block(PanelLoops(spec, ep, w.n % k.nr)));
-    } else {
-      item.push_back(codegen::If(absl::StrCat("nb < ", full_panels), PanelLoops(spec, ep, k.nr)));
-      item.push_back(
-          codegen::If(absl::StrCat("nb == ", full_panels), PanelLoops(spec, ep, w.n % k.nr)));
-    }
+    for (Stmt& s : PanelForNb(spec, ep)) item.push_back(std::move(s));
 
     std::vector<Stmt> body = PanelBuffers(spec, ep);
-    switch (k.par_axis) {
+    switch (par_axis) {
       case 0:
         body.push_back(Raw("const int64_t bi = p;"));
         body.push_back(Raw("const int64_t mb_begin = 0;"));
@@ -160,7 +118,7 @@ class BatchMatmul : public TemplateBase {
         body.push_back(codegen::Block(std::move(item)));
         break;
     }
-    const int64_t extent = w.b * (k.par_axis == 0 ? 1 : panels) * chunks;
+    const int64_t extent = w.b * (par_axis == 0 ? 1 : panels) * chunks;
     codegen::Kernel kernel = StartKernel(config, ep, k.vec);
     for (std::string& g : PanelGlobals(spec)) kernel.globals.push_back(std::move(g));
     kernel.body.push_back(Loop("p", extent, LoopKind::kParallel, std::move(body)));
@@ -168,7 +126,7 @@ class BatchMatmul : public TemplateBase {
   }
 
   std::vector<BufferSpec> FusedBuffers(const Config& config, const Epilogue& ep) const override {
-    return FusedBufferList(Buffers(config), ep, PaddedN(Knobs(config)));
+    return FusedBufferList(Buffers(config), ep, PaddedN(MatrixKnobsOf(config)));
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {
@@ -221,37 +179,20 @@ class BatchMatmul : public TemplateBase {
   }
 
   std::vector<std::string> FeatureNames() const override {
-    std::vector<std::string> names;
-    for (const ops::Knob& k : space_.knobs()) names.push_back(k.name);
-    for (const char* n : {"nr", "accumulators", "registers_used", "k_blocks", "m_tail_rows",
-                          "n_pad_ratio", "panel_bytes", "packs_per_panel", "parallel_items",
-                          "model_cycles_per_fma", "log_arith_intensity"}) {
-      names.push_back(n);
-    }
+    std::vector<std::string> names = MatrixFeatureNames();
+    names.push_back("packs_per_panel");
+    names.push_back("parallel_items");
     return names;
   }
 
   std::vector<float> Features(const Config& config) const override {
-    std::vector<float> f;
-    for (int64_t v : space_.Values(config)) f.push_back(static_cast<float>(v));
-    const BmmKnobs k = Knobs(config);
-    const graph::Workload& w = workload_;
-    const int64_t panels = CeilDiv(w.n, k.nr), mblocks = CeilDiv(w.m, k.tile_m);
-    const int64_t chunks = k.par_axis == 2 ? std::min(kRowChunks, mblocks) : 1;
-    const double panel_bytes = static_cast<double>(k.tile_k * k.nr) * 4;
-    const double a_bytes = static_cast<double>(k.tile_k * k.tile_m) * 4;
-    const double flops = 2.0 * static_cast<double>(k.tile_k * k.tile_m * k.nr);
-    f.push_back(static_cast<float>(k.nr));
-    f.push_back(static_cast<float>(k.tile_m * k.n_v));
-    f.push_back(static_cast<float>(RegisterBlockRegisters(k.tile_m, k.n_v)));
-    f.push_back(static_cast<float>(CeilDiv(w.k, k.tile_k)));
-    f.push_back(static_cast<float>(w.m % k.tile_m));
-    f.push_back(static_cast<float>(PaddedN(k)) / static_cast<float>(w.n));
-    f.push_back(static_cast<float>(panel_bytes));
-    f.push_back(static_cast<float>(k.pack_b == 1 || w.trans_b ? chunks : 0));
-    f.push_back(static_cast<float>(w.b * (k.par_axis == 0 ? 1 : panels) * chunks));
-    f.push_back(static_cast<float>(RegisterBlockCost(w.m, w.n, k.vec, {k.tile_m, k.n_v})));
-    f.push_back(static_cast<float>(std::log(flops / (panel_bytes + a_bytes))));
+    std::vector<float> f = MatrixFeatures(config);
+    const MatrixKnobs k = MatrixKnobsOf(config);
+    const int64_t par_axis = Knob(config, "parallel_axis");
+    const int64_t panels = CeilDiv(workload_.n, k.nr), mblocks = CeilDiv(workload_.m, k.tile_m);
+    const int64_t chunks = par_axis == 2 ? std::min(kRowChunks, mblocks) : 1;
+    f.push_back(static_cast<float>(Knob(config, "pack_b") == 1 ? chunks : 0));
+    f.push_back(static_cast<float>(workload_.b * (par_axis == 0 ? 1 : panels) * chunks));
     return f;
   }
 
@@ -261,11 +202,7 @@ class BatchMatmul : public TemplateBase {
   // then the best one with the other way of reading B when there is one.
   std::vector<Config> InitialConfigs() const override {
     std::vector<Config> out;
-    const int64_t lanes = target_.VectorLanes();
-    const std::vector<RegisterBlock> blocks =
-        RankRegisterBlocks(workload_.m, workload_.n, lanes, NumVectorRegisters(),
-                           space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_m"))].values,
-                           space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_n"))].values);
+    const std::vector<RegisterBlock> blocks = RankedBlocks();
     auto add = [&](const Config& c) {
       if (!space_.IsValid(c)) return;
       if (std::none_of(out.begin(), out.end(), [&](const Config& o) { return o == c; })) {
@@ -276,10 +213,10 @@ class BatchMatmul : public TemplateBase {
     // default; wider rows are packed, as their stride can alias in the L1 cache.
     const int64_t pack_b = workload_.trans_b || workload_.n > 128 ? 1 : 0;
     for (size_t i = 0; i < blocks.size() && out.size() < 3; ++i) {
-      add(BlockConfig(lanes, blocks[i], pack_b));
+      add(DefaultBlockConfig(blocks[i], pack_b));
     }
-    if (!workload_.trans_b && !blocks.empty()) add(BlockConfig(lanes, blocks[0], 1 - pack_b));
-    if (out.empty()) add(ClosestConfig({{"vec", lanes}, {"fault", 0}}));
+    if (!workload_.trans_b && !blocks.empty()) add(DefaultBlockConfig(blocks[0], 1 - pack_b));
+    if (out.empty()) add(ClosestConfig({{"vec", target_.VectorLanes()}, {"fault", 0}}));
     LOOM_CHECK(!out.empty());
     return out;
   }
@@ -288,16 +225,15 @@ class BatchMatmul : public TemplateBase {
   // `threads` busiest, the fewest row chunks (which repack panels) on a tie.
   Config ForThreads(const Config& config, int32_t threads) const override {
     if (threads <= 1 || !space_.IsValid(config)) return config;
-    const BmmKnobs k = Knobs(config);
+    const MatrixKnobs k = MatrixKnobsOf(config);
     const graph::Workload& w = workload_;
     const int64_t panels = CeilDiv(w.n, k.nr), mblocks = CeilDiv(w.m, k.tile_m);
     const int64_t extents[] = {w.b, w.b * panels, w.b * panels * std::min(kRowChunks, mblocks)};
-    auto busy = [&](int64_t extent) {
-      return static_cast<double>(extent) / static_cast<double>(CeilDiv(extent, threads) * threads);
-    };
     int64_t best = 0;
     for (int64_t axis = 1; axis < 3; ++axis) {
-      if (busy(extents[axis]) > busy(extents[best]) + 1e-9) best = axis;
+      if (BusyShare(extents[axis], threads) > BusyShare(extents[best], threads) + 1e-9) {
+        best = axis;
+      }
     }
     const int at = space_.KnobIndex("parallel_axis");
     std::vector<int64_t> choices = space_.Choices(config);
@@ -306,36 +242,13 @@ class BatchMatmul : public TemplateBase {
   }
 
  private:
-  PanelSpec Spec(const BmmKnobs& k) const {
-    const graph::Workload& w = workload_;
-    PanelSpec p;
-    p.m = w.m;
-    p.n = w.n;
-    p.k = w.k;
-    p.trans_a = w.trans_a;
-    p.trans_b = w.trans_b;
-    p.vec = k.vec;
-    p.n_v = k.n_v;
-    p.tile_m = k.tile_m;
-    p.tile_k = k.tile_k;
-    p.unroll_k = k.unroll_k;
-    p.b_source = k.pack_b == 1 ? PanelSpec::BSource::kPackInKernel : PanelSpec::BSource::kInPlace;
-    return p;
-  }
-
-  Config BlockConfig(int64_t lanes, const RegisterBlock& b, int64_t pack_b) const {
-    // The longest K block whose packed panel fits the stack budget (the whole K for attention).
+  // Block `b` with the longest K block whose packed panel fits the stack budget (the whole K for
+  // attention), B read as `pack_b` says, the batch and the panels in the parallel loop.
+  Config DefaultBlockConfig(const RegisterBlock& b, int64_t pack_b) const {
     const int64_t tile_k =
         DefaultKBlock(space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_k"))].values,
-                      workload_.k, lanes * b.n_v, kMaxPanelBytes);
-    return ClosestConfig({{"vec", lanes},
-                          {"tile_n", b.n_v},
-                          {"tile_m", b.rows},
-                          {"tile_k", tile_k},
-                          {"unroll_k", 4},
-                          {"pack_b", pack_b},
-                          {"parallel_axis", 1},
-                          {"fault", 0}});
+                      workload_.k, target_.VectorLanes() * b.n_v, kMaxPanelBytes);
+    return BlockConfig(b, tile_k, {{"pack_b", pack_b}, {"parallel_axis", 1}});
   }
 
   // `bi` -> a_base, b_base and y_base, the batch's matrices.

@@ -98,9 +98,9 @@ std::vector<Stmt> PackPanel(const PanelSpec& p, int64_t cols, const std::string&
   s.push_back(Raw(absl::StrCat("  for (int64_t kk = 0; kk < loom_k8; kk += 8) loom_transpose8(",
                                "b_base + (n0 + c) * ", p.k, " + k0 + kk, ", p.k,
                                ", loom_panel + kk * ", nr, " + c, ", nr, ");")));
-  s.push_back(Raw(absl::StrCat("  for (int64_t cc = c; cc < c + 8; ++cc) for (int64_t kk = loom_k8; ",
-                               "kk < ", kn, "; ++kk) loom_panel[kk * ", nr, " + cc] = b_base[(n0 + cc) * ",
-                               p.k, " + k0 + kk];")));
+  s.push_back(Raw(absl::StrCat(
+      "  for (int64_t cc = c; cc < c + 8; ++cc) for (int64_t kk = loom_k8; ", "kk < ", kn,
+      "; ++kk) loom_panel[kk * ", nr, " + cc] = b_base[(n0 + cc) * ", p.k, " + k0 + kk];")));
   s.push_back(Raw("}"));
   if (cols % 8 != 0) {
     s.push_back(Raw(absl::StrCat("for (int64_t c = ", cols / 8 * 8, "; c < ", cols, "; ++c) {")));
@@ -214,8 +214,10 @@ std::vector<std::string> PanelGlobals(const PanelSpec& p) {
       "  }\n"
       "  for (int i = 0; i < 8; i += 4) {\n"
       "    for (int j = 0; j < 2; ++j) {\n"
-      "      r[i + j] = __builtin_shuffle(t[i + j], t[i + j + 2], (loom_i8){0, 1, 8, 9, 4, 5, 12, 13});\n"
-      "      r[i + j + 2] = __builtin_shuffle(t[i + j], t[i + j + 2], (loom_i8){2, 3, 10, 11, 6, 7, 14, 15});\n"
+      "      r[i + j] = __builtin_shuffle(t[i + j], t[i + j + 2], (loom_i8){0, 1, 8, 9, 4, 5, 12, "
+      "13});\n"
+      "      r[i + j + 2] = __builtin_shuffle(t[i + j], t[i + j + 2], (loom_i8){2, 3, 10, 11, 6, "
+      "7, 14, 15});\n"
       "    }\n"
       "  }\n"
       "  for (int j = 0; j < 4; ++j) {\n"
@@ -354,6 +356,122 @@ std::vector<RegisterBlock> RankRegisterBlocks(int64_t m, int64_t n, int64_t vec,
   std::vector<RegisterBlock> out;
   for (const auto& [cost, b] : ranked) out.push_back(b);
   return out;
+}
+
+MatrixTemplate::MatrixTemplate(const graph::Workload& w, const Target& t, const TemplateOptions& o)
+    : TemplateBase(w, t, o) {
+  const std::vector<int64_t> vecs = VectorWidthChoices();
+  space_.AddKnob("vec", vecs);
+  std::vector<int64_t> n_v;
+  for (int64_t j = 1; j <= 4; ++j) {
+    if (j == 1 || (j - 1) * vecs.back() < w.n) n_v.push_back(j);
+  }
+  space_.AddKnob("tile_n", n_v);
+  std::vector<int64_t> tile_m;
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14}) {
+    if (m == 1 || m <= w.m) tile_m.push_back(m);
+  }
+  space_.AddKnob("tile_m", tile_m);
+  space_.AddKnob("tile_k", KBlockChoices(w.k));
+  space_.AddKnob("unroll_k", {1, 2, 4, 8});
+}
+
+void MatrixTemplate::AddMatrixConstraints() {
+  AddRegisterConstraint(
+      "tile_m*tile_n accumulators + tile_n + 1 operands", {"tile_m", "tile_n"},
+      [](std::span<const int64_t> v) { return RegisterBlockRegisters(v[0], v[1]); });
+}
+
+MatrixKnobs MatrixTemplate::MatrixKnobsOf(const Config& c) const {
+  MatrixKnobs k;
+  k.vec = Knob(c, "vec");
+  k.n_v = Knob(c, "tile_n");
+  k.nr = k.vec * k.n_v;
+  k.tile_m = Knob(c, "tile_m");
+  k.tile_k = Knob(c, "tile_k");
+  k.unroll_k = Knob(c, "unroll_k");
+  return k;
+}
+
+PanelSpec MatrixTemplate::Spec(const MatrixKnobs& k, PanelSpec::BSource source) const {
+  PanelSpec p;
+  p.m = workload_.m;
+  p.n = workload_.n;
+  p.k = workload_.k;
+  p.trans_a = workload_.trans_a;
+  p.trans_b = workload_.trans_b;
+  p.vec = k.vec;
+  p.n_v = k.n_v;
+  p.tile_m = k.tile_m;
+  p.tile_k = k.tile_k;
+  p.unroll_k = k.unroll_k;
+  p.b_source = source;
+  return p;
+}
+
+std::vector<Stmt> MatrixTemplate::PanelForNb(const PanelSpec& spec, const Epilogue& ep) const {
+  const int64_t nr = spec.nr(), panels = CeilDiv(spec.n, nr), full = spec.n / nr;
+  if (full == panels) return {codegen::Block(PanelLoops(spec, ep, nr))};
+  if (full == 0) return {codegen::Block(PanelLoops(spec, ep, spec.n % nr))};
+  return {codegen::If(absl::StrCat("nb < ", full), PanelLoops(spec, ep, nr)),
+          codegen::If(absl::StrCat("nb == ", full), PanelLoops(spec, ep, spec.n % nr))};
+}
+
+std::vector<RegisterBlock> MatrixTemplate::RankedBlocks() const {
+  auto values = [&](const char* knob) {
+    return space_.knobs()[static_cast<size_t>(space_.KnobIndex(knob))].values;
+  };
+  return RankRegisterBlocks(workload_.m, workload_.n, target_.VectorLanes(), NumVectorRegisters(),
+                            values("tile_m"), values("tile_n"));
+}
+
+Config MatrixTemplate::BlockConfig(
+    const RegisterBlock& b, int64_t tile_k,
+    const std::vector<std::pair<std::string, int64_t>>& extra) const {
+  std::vector<std::pair<std::string, int64_t>> wanted = {{"vec", target_.VectorLanes()},
+                                                         {"tile_n", b.n_v},
+                                                         {"tile_m", b.rows},
+                                                         {"tile_k", tile_k},
+                                                         {"unroll_k", 4},
+                                                         {"fault", 0}};
+  for (const auto& e : extra) wanted.push_back(e);
+  return ClosestConfig(wanted);
+}
+
+std::vector<std::string> MatrixTemplate::MatrixFeatureNames() const {
+  std::vector<std::string> names;
+  for (const ops::Knob& k : space_.knobs()) names.push_back(k.name);
+  for (const char* n :
+       {"nr", "accumulators", "registers_used", "k_blocks", "m_tail_rows", "n_pad_ratio",
+        "panel_bytes", "a_tile_bytes", "log_arith_intensity", "model_cycles_per_fma"}) {
+    names.push_back(n);
+  }
+  return names;
+}
+
+std::vector<float> MatrixTemplate::MatrixFeatures(const Config& config) const {
+  std::vector<float> f;
+  for (int64_t v : space_.Values(config)) f.push_back(static_cast<float>(v));
+  const MatrixKnobs k = MatrixKnobsOf(config);
+  const graph::Workload& w = workload_;
+  const double panel_bytes = static_cast<double>(k.tile_k * k.nr) * 4;
+  const double a_bytes = static_cast<double>(k.tile_k * k.tile_m) * 4;
+  const double flops = 2.0 * static_cast<double>(k.tile_k * k.tile_m * k.nr);
+  f.push_back(static_cast<float>(k.nr));
+  f.push_back(static_cast<float>(k.tile_m * k.n_v));
+  f.push_back(static_cast<float>(RegisterBlockRegisters(k.tile_m, k.n_v)));
+  f.push_back(static_cast<float>(CeilDiv(w.k, k.tile_k)));
+  f.push_back(static_cast<float>(w.m % k.tile_m));
+  f.push_back(static_cast<float>(PaddedN(k)) / static_cast<float>(w.n));
+  f.push_back(static_cast<float>(panel_bytes));
+  f.push_back(static_cast<float>(a_bytes));
+  f.push_back(static_cast<float>(std::log(flops / (panel_bytes + a_bytes))));
+  f.push_back(static_cast<float>(RegisterBlockCost(w.m, w.n, k.vec, {k.tile_m, k.n_v})));
+  return f;
+}
+
+double BusyShare(int64_t extent, int32_t threads) {
+  return static_cast<double>(extent) / static_cast<double>(CeilDiv(extent, threads) * threads);
 }
 
 }  // namespace loom::ops::internal

@@ -12,6 +12,7 @@
 
 #include "loom/codegen/loop_nest.h"
 #include "loom/ops/template.h"
+#include "loom/ops/template_common.h"
 
 namespace loom::ops::internal {
 
@@ -97,6 +98,45 @@ double RegisterBlockCost(int64_t m, int64_t n, int64_t vec, const RegisterBlock&
 std::vector<RegisterBlock> RankRegisterBlocks(int64_t m, int64_t n, int64_t vec, int64_t registers,
                                               const std::vector<int64_t>& rows_choices,
                                               const std::vector<int64_t>& n_v_choices);
+
+// The knobs every matrix template has, first in its space: vec, tile_n (n_v vectors per panel, nr
+// = n_v * vec columns), tile_m (rows per register block), tile_k (K block), unroll_k.
+struct MatrixKnobs {
+  int64_t vec = 16, n_v = 1, nr = 16, tile_m = 1, tile_k = 1, unroll_k = 1;
+};
+
+// The base of dense_pack and batch_matmul: the shared knobs and their register-file constraint,
+// the panel loops' spec, the cost model's defaults, the shared cost-model features.
+class MatrixTemplate : public TemplateBase {
+ protected:
+  // Adds the shared knobs; the template then adds its own, MaybeAddFaultKnob(), and
+  // AddMatrixConstraints().
+  MatrixTemplate(const graph::Workload& w, const Target& t, const TemplateOptions& o);
+  void AddMatrixConstraints();
+
+  MatrixKnobs MatrixKnobsOf(const Config& c) const;
+  // N rounded up to whole panels.
+  int64_t PaddedN(const MatrixKnobs& k) const { return CeilDiv(workload_.n, k.nr) * k.nr; }
+  PanelSpec Spec(const MatrixKnobs& k, PanelSpec::BSource source) const;
+  // The loops for panel `nb` (a variable; n0 and b_base set): the full panels', or the narrow
+  // last panel's.
+  std::vector<codegen::Stmt> PanelForNb(const PanelSpec& spec, const Epilogue& ep) const;
+  // Register blocks of this space, cheapest first by the cost model at the target's widest
+  // vectors.
+  std::vector<RegisterBlock> RankedBlocks() const;
+  // The config with block `b` at the widest vectors, `tile_k`, unroll_k 4, `extra` knobs (others:
+  // their first value); fault 0.
+  Config BlockConfig(const RegisterBlock& b, int64_t tile_k,
+                     const std::vector<std::pair<std::string, int64_t>>& extra) const;
+  // The shared features (knob values, then nr, accumulators, registers_used, k_blocks,
+  // m_tail_rows, n_pad_ratio, panel_bytes, a_tile_bytes, log_arith_intensity,
+  // model_cycles_per_fma); templates append their own.
+  std::vector<std::string> MatrixFeatureNames() const;
+  std::vector<float> MatrixFeatures(const Config& config) const;
+};
+
+// The share of `threads` slots that a parallel loop of `extent` even items keeps busy.
+double BusyShare(int64_t extent, int32_t threads);
 
 // The batch_matmul template (batch_matmul.cc), for MakeTemplate.
 std::unique_ptr<Template> MakeBatchMatmul(const graph::Workload& w, const Target& t,

@@ -1,16 +1,30 @@
-// Timing pieces shared by the peer benchmarks (conv_vs_onednn.cc, matmul_vs_onednn.cc): a
-// calibrated, repeatable call timer for interleaved rounds, and the core's FMA peak measured with
-// independent register-only FMA chains. Header-only: each benchmark is one executable.
+// Pieces shared by the peer benchmarks (conv_vs_onednn.cc, matmul_vs_onednn.cc): a calibrated,
+// repeatable call timer for interleaved rounds, the core's FMA peak measured with independent
+// register-only FMA chains, pinning to a core, opening the record database of --db, and a
+// template's configs compiled in parallel with their buffers.
+// Header-only: each benchmark is one executable.
 #pragma once
 
+#include <sched.h>
 #include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <functional>
+#include <future>
+#include <memory>
+#include <string>
 #include <vector>
+
+#include "loom/base/thread_pool.h"
+#include "loom/graph/tensor.h"
+#include "loom/ops/local_kernel.h"
+#include "loom/ops/template.h"
+#include "loom/tune/record_store.h"
 
 namespace loom::bench {
 
@@ -128,6 +142,68 @@ inline double MeasurePeakGflops(double* gf512, double* gf256) {
   *gf512 = run(Fma512, 16);
   *gf256 = run(Fma256, 8);
   return std::max(*gf512, *gf256);
+}
+
+// Pins the calling thread to `core`; false (after perror) when the kernel refuses.
+inline bool PinToCore(int core) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(core, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    std::perror("sched_setaffinity");
+    return false;
+  }
+  return true;
+}
+
+// The record database of --db FILE; null after a message on stderr when the file is missing or
+// is not a record store.
+inline std::unique_ptr<tune::RecordStore> OpenDbOrNull(const std::string& db) {
+  if (!std::filesystem::exists(db)) {
+    std::fprintf(stderr, "--db %s: no such file\n", db.c_str());
+    return nullptr;
+  }
+  auto opened = tune::OpenSqliteRecordStore(db);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "--db %s: %s\n", db.c_str(), opened.status().ToString().c_str());
+    return nullptr;
+  }
+  return *std::move(opened);
+}
+
+// A compiled config of a template with its packed buffers, ready to time.
+struct Candidate {
+  ops::Config config;
+  std::unique_ptr<ops::LocalKernel> kernel;
+  ops::KernelBuffers buffers;
+  double screen_s = 0;  // the caller's screening time
+  void Run() { kernel->fn()(buffers.pointers.data(), nullptr); }
+};
+
+// Compiles `configs` of `t` on `pool` into `dir` and packs `natural` for each, in order; a config
+// that fails to build is reported on stderr and left out.
+inline std::vector<Candidate> BuildCandidates(const ops::Template& t,
+                                              const std::vector<ops::Config>& configs,
+                                              const std::vector<graph::Tensor>& natural,
+                                              const std::string& dir, base::ThreadPool& pool) {
+  std::vector<std::future<absl::StatusOr<std::unique_ptr<ops::LocalKernel>>>> builds;
+  for (const ops::Config& c : configs) {
+    builds.push_back(pool.Submit([&t, c, &dir] {
+      auto src = t.Emit(c);
+      if (!src.ok()) return absl::StatusOr<std::unique_ptr<ops::LocalKernel>>(src.status());
+      return ops::LocalKernel::Compile(*src, dir);
+    }));
+  }
+  std::vector<Candidate> out;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    auto k = builds[i].get();
+    if (!k.ok()) {
+      std::fprintf(stderr, "  build failed: %s\n", k.status().ToString().c_str());
+      continue;
+    }
+    out.push_back({configs[i], std::move(*k), ops::PrepareBuffers(t, configs[i], natural)});
+  }
+  return out;
 }
 
 }  // namespace loom::bench
