@@ -1,10 +1,13 @@
 #include "loom/graph/onnx_importer.h"
 
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
+#include <onnx/version_converter/convert.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
@@ -17,14 +20,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/op_versions.h"
 
 namespace loom::graph {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kMinOpset = 11;
-constexpr int64_t kMaxOpset = 18;
 constexpr char kSupportedTypes[] =
     "float16, bfloat16, float32, float64, bool, int8, int16, int32, int64, uint8, uint16, uint32, "
     "uint64";
@@ -32,6 +34,15 @@ constexpr char kSupportedTypes[] =
 std::string OnnxTypeName(int32_t elem_type) {
   if (onnx::TensorProto_DataType_IsValid(elem_type)) {
     return onnx::TensorProto_DataType_Name(static_cast<onnx::TensorProto_DataType>(elem_type));
+  }
+  // Types newer than the ONNX headers Loom builds against (onnx.proto of ONNX 1.23).
+  static constexpr const char* kNewer[] = {
+      "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4",      "INT4",
+      "FLOAT4E2M1",   "FLOAT8E8M0",     "UINT2",      "INT2",           "FLOAT6E2M3", "FLOAT6E3M2"};
+  constexpr int32_t kFirstNewer = 17;
+  if (elem_type >= kFirstNewer &&
+      elem_type < kFirstNewer + static_cast<int32_t>(std::size(kNewer))) {
+    return kNewer[elem_type - kFirstNewer];
   }
   return absl::StrCat("unknown type #", elem_type);
 }
@@ -494,12 +505,36 @@ absl::StatusOr<int64_t> ReadOpset(const onnx::ModelProto& model) {
   if (!opset.has_value()) {
     return absl::InvalidArgumentError("model declares no opset for the default ONNX domain");
   }
-  if (*opset < kMinOpset || *opset > kMaxOpset) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model uses ONNX opset ", *opset, "; Loom supports opsets ", kMinOpset, " to ",
-                     kMaxOpset, " (convert it with onnx.version_converter)"));
+  if (*opset < 1 || *opset > kMaxOnnxOpset) {
+    return absl::InvalidArgumentError(absl::StrCat("model uses ONNX opset ", *opset,
+                                                   "; Loom supports opsets 1 to ", kMaxOnnxOpset,
+                                                   " (below ", kMinOnnxOpset, " upgraded)"));
   }
   return *opset;
+}
+
+// Upgrades a model below kMinOnnxOpset with libonnx's version converter, which reports failures
+// (an operator without an adapter, a malformed node) as exceptions.
+absl::StatusOr<onnx::ModelProto> UpgradeOpset(const onnx::ModelProto& model, int64_t opset) {
+  // The converter knows only registered operators (an unknown one fails with a bare
+  // "unordered_map::at"): name the node instead.
+  for (const onnx::NodeProto& node : model.graph().node()) {
+    if (onnx::OpSchemaRegistry::Schema(node.op_type(), static_cast<int>(opset), "") == nullptr) {
+      return absl::UnimplementedError(
+          absl::StrCat("model uses ONNX opset ", opset, ", which Loom upgrades to opset ",
+                       kMinOnnxOpset, ", but node '", node.name(), "' has operator '",
+                       node.op_type(), "', which ONNX opset ", opset, " does not define"));
+    }
+  }
+  try {
+    return onnx::version_conversion::ConvertVersion(model, static_cast<int>(kMinOnnxOpset));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat("model uses ONNX opset ", opset,
+                                                   ", which could not be upgraded to opset ",
+                                                   kMinOnnxOpset, ": ", what));
+  }
 }
 
 absl::StatusOr<Graph> ImportModel(const onnx::ModelProto& model, const std::string& base_dir,
@@ -641,7 +676,13 @@ absl::StatusOr<Graph> ParseAndImport(std::string_view bytes, const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(source, " is not a valid ONNX model (it has no graph)"));
   }
-  return ImportModel(model, base_dir, options);
+  LOOM_ASSIGN_OR_RETURN(const int64_t opset, ReadOpset(model));
+  if (opset >= kMinOnnxOpset) return ImportModel(model, base_dir, options);
+  // An older model: import it once as it is, so that a malformed graph fails with Loom's own
+  // message before libonnx sees it, then upgrade it and import the result.
+  LOOM_RETURN_IF_ERROR(ImportModel(model, base_dir, options).status());
+  LOOM_ASSIGN_OR_RETURN(onnx::ModelProto upgraded, UpgradeOpset(model, opset));
+  return ImportModel(upgraded, base_dir, options);
 }
 
 }  // namespace
