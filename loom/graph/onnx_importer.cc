@@ -7,7 +7,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <limits>
 #include <optional>
 #include <set>
@@ -20,76 +19,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/onnx_types.h"
 #include "loom/graph/op_versions.h"
 
 namespace loom::graph {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr char kSupportedTypes[] =
-    "float16, bfloat16, float32, float64, bool, int8, int16, int32, int64, uint8, uint16, uint32, "
-    "uint64";
-
-std::string OnnxTypeName(int32_t elem_type) {
-  if (onnx::TensorProto_DataType_IsValid(elem_type)) {
-    return onnx::TensorProto_DataType_Name(static_cast<onnx::TensorProto_DataType>(elem_type));
-  }
-  // Types newer than the ONNX headers Loom builds against (onnx.proto of ONNX 1.23).
-  static constexpr const char* kNewer[] = {
-      "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4",      "INT4",
-      "FLOAT4E2M1",   "FLOAT8E8M0",     "UINT2",      "INT2",           "FLOAT6E2M3", "FLOAT6E3M2"};
-  constexpr int32_t kFirstNewer = 17;
-  if (elem_type >= kFirstNewer &&
-      elem_type < kFirstNewer + static_cast<int32_t>(std::size(kNewer))) {
-    return kNewer[elem_type - kFirstNewer];
-  }
-  return absl::StrCat("unknown type #", elem_type);
-}
-
-// kUndefined for element types Loom does not support.
-DType DTypeFromOnnx(int32_t elem_type) {
-  switch (elem_type) {
-    case onnx::TensorProto::FLOAT:
-      return DType::kFloat32;
-    case onnx::TensorProto::INT64:
-      return DType::kInt64;
-    case onnx::TensorProto::INT32:
-      return DType::kInt32;
-    case onnx::TensorProto::BOOL:
-      return DType::kBool;
-    case onnx::TensorProto::UINT8:
-      return DType::kUint8;
-    case onnx::TensorProto::INT8:
-      return DType::kInt8;
-    case onnx::TensorProto::FLOAT16:
-      return DType::kFloat16;
-    case onnx::TensorProto::BFLOAT16:
-      return DType::kBFloat16;
-    case onnx::TensorProto::DOUBLE:
-      return DType::kFloat64;
-    case onnx::TensorProto::INT16:
-      return DType::kInt16;
-    case onnx::TensorProto::UINT16:
-      return DType::kUint16;
-    case onnx::TensorProto::UINT32:
-      return DType::kUint32;
-    case onnx::TensorProto::UINT64:
-      return DType::kUint64;
-    default:
-      return DType::kUndefined;
-  }
-}
-
-absl::StatusOr<DType> SupportedDType(int32_t elem_type, const std::string& what) {
-  DType dtype = DTypeFromOnnx(elem_type);
-  if (dtype == DType::kUndefined) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has element type ", OnnxTypeName(elem_type),
-                     ", which Loom does not support (supported: ", kSupportedTypes, ")"));
-  }
-  return dtype;
-}
 
 // Byte size of a tensor of `shape`, with the same limits as Tensor::Create, computed without
 // allocating so that a lying header cannot make us allocate before the data is checked.
