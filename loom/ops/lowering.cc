@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/ops/lower_common.h"
 
 namespace loom::ops {
@@ -35,6 +36,12 @@ absl::StatusOr<LoweredKernel> LowerNode(const graph::Graph& graph, const graph::
   if (it == Table().end()) {
     return absl::UnimplementedError(
         absl::StrCat(node.Describe(), ": no generated kernel for op type '", node.op_type, "'"));
+  }
+  // Malformed nodes get shape inference's errors; an operator it does not know yet is the
+  // lowering's to judge.
+  absl::StatusOr<std::vector<graph::TensorType>> types = graph::InferNodeOutputTypes(graph, node);
+  if (!types.ok() && types.status().code() != absl::StatusCode::kUnimplemented) {
+    return types.status();
   }
   return it->second(lower::LowerCtx(graph, node, target));
 }
