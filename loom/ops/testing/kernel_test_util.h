@@ -56,6 +56,9 @@ struct NodeCase {
   std::vector<graph::Tensor> inputs;
   std::set<size_t> constants;
   int64_t opset = 17;
+  // When set, the outputs' types, used instead of shape inference (for operators whose shape
+  // rule has not landed yet).
+  std::vector<graph::TensorType> output_types;
 };
 
 struct NodeRun {
@@ -83,10 +86,25 @@ inline graph::Graph CaseGraph(const NodeCase& c) {
   return g;
 }
 
+// CaseGraph with every value typed: by shape inference, or from c.output_types.
+inline absl::StatusOr<graph::Graph> TypedCaseGraph(const NodeCase& c) {
+  graph::Graph g = CaseGraph(c);
+  if (c.output_types.empty()) {
+    LOOM_RETURN_IF_ERROR(graph::InferShapes(g));
+    return g;
+  }
+  for (size_t i = 0; i < c.node.inputs.size(); ++i) {
+    if (!c.node.inputs[i].empty()) g.value_types[c.node.inputs[i]] = c.inputs[i].type();
+  }
+  for (size_t i = 0; i < c.node.outputs.size() && i < c.output_types.size(); ++i) {
+    g.value_types[c.node.outputs[i]] = c.output_types[i];
+  }
+  return g;
+}
+
 // Lowers c.node for `target` (kUnimplemented / kInvalidArgument come back as they are).
 inline absl::StatusOr<LoweredKernel> LowerCase(const NodeCase& c, const Target& target) {
-  graph::Graph g = CaseGraph(c);
-  LOOM_RETURN_IF_ERROR(graph::InferShapes(g));
+  LOOM_ASSIGN_OR_RETURN(graph::Graph g, TypedCaseGraph(c));
   return LowerNode(g, g.nodes[0], target);
 }
 
@@ -94,11 +112,11 @@ inline void PoolParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) 
   static_cast<base::ForkJoinPool*>(pool)->Run(n, fn, ctx);
 }
 
-// Lowers, compiles (in `dir`), runs on 1, 2 and 3 threads, and evaluates the reference.
+// Lowers, compiles (in `dir`), runs on 1, 2 and 3 threads, and (with_reference) evaluates the
+// reference kernel.
 inline absl::StatusOr<NodeRun> RunCase(const NodeCase& c, const Target& target,
-                                       const std::string& dir) {
-  graph::Graph g = CaseGraph(c);
-  LOOM_RETURN_IF_ERROR(graph::InferShapes(g));
+                                       const std::string& dir, bool with_reference = true) {
+  LOOM_ASSIGN_OR_RETURN(graph::Graph g, TypedCaseGraph(c));
   NodeRun run;
   LOOM_ASSIGN_OR_RETURN(run.kernel, LowerNode(g, g.nodes[0], target));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<LocalKernel> k,
@@ -132,7 +150,9 @@ inline absl::StatusOr<NodeRun> RunCase(const NodeCase& c, const Target& target,
     k->fn()(ptrs.data(), threads == 1 ? nullptr : &par);
     run.by_threads.push_back(std::move(outs));
   }
-  LOOM_ASSIGN_OR_RETURN(run.reference, kernels::EvaluateNode(g.nodes[0], c.opset, c.inputs));
+  if (with_reference) {
+    LOOM_ASSIGN_OR_RETURN(run.reference, kernels::EvaluateNode(g.nodes[0], c.opset, c.inputs));
+  }
   return run;
 }
 
