@@ -86,6 +86,21 @@ std::string StorageCType(DType dtype) {
   }
 }
 
+AxisSplit SplitAtAxis(const Shape& shape, int64_t axis) {
+  AxisSplit s;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    const int64_t e = shape[static_cast<size_t>(d)];
+    if (d < axis) {
+      s.outer *= e;
+    } else if (d == axis) {
+      s.n = e;
+    } else {
+      s.inner *= e;
+    }
+  }
+  return s;
+}
+
 std::vector<int64_t> RowMajorStrides(const Shape& shape) {
   std::vector<int64_t> s(shape.size(), 1);
   for (size_t k = shape.size(); k-- > 1;) s[k - 1] = s[k] * shape[k];

@@ -64,6 +64,15 @@ class LowerCtx {
 // element's size ("uint32_t" for float32 and int32), so one kernel serves every dtype of a size.
 std::string StorageCType(graph::DType dtype);
 
+// `shape` seen as [outer, n, inner] around `axis` (in [0, rank)): the products of the dims
+// before it, it, and after it.
+struct AxisSplit {
+  int64_t outer = 1;
+  int64_t n = 1;
+  int64_t inner = 1;
+};
+AxisSplit SplitAtAxis(const graph::Shape& shape, int64_t axis);
+
 // Row-major strides (in elements) of `shape`.
 std::vector<int64_t> RowMajorStrides(const graph::Shape& shape);
 

@@ -37,9 +37,8 @@ absl::StatusOr<LoweredKernel> LowerGather(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
   const int64_t dim = x.shape[static_cast<size_t>(axis)];
   LOOM_RETURN_IF_ERROR(CheckConstIndices(ctx, dim, axis));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const AxisSplit split = SplitAtAxis(x.shape, axis);
+  const int64_t outer = split.outer, inner = split.inner;
   const int64_t count = graph::NumElements(ind.shape);
   const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
   const std::string t = StorageCType(x.dtype);

@@ -174,9 +174,8 @@ absl::StatusOr<LoweredKernel> LowerConcat(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
   const int64_t rank = static_cast<int64_t>(y.shape.size());
   LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= y.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= y.shape[static_cast<size_t>(d)];
+  const AxisSplit split = SplitAtAxis(y.shape, axis);
+  const int64_t outer = split.outer, inner = split.inner;
   std::vector<int64_t> widths;
   std::vector<std::string> values;
   for (size_t k = 0; k < ctx.node().inputs.size(); ++k) {
@@ -193,9 +192,8 @@ absl::StatusOr<LoweredKernel> LowerSplit(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
   LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const AxisSplit split = SplitAtAxis(x.shape, axis);
+  const int64_t outer = split.outer, inner = split.inner;
   // The parts' extents are the outputs' (shape inference resolved `split` / num_outputs).
   std::vector<int64_t> widths;
   std::vector<std::string> values;
