@@ -1,6 +1,6 @@
 // Lowered data movement: Transpose, Slice, Expand, Tile, DepthToSpace and SpaceToDepth as strided
-// copies (lower_common.h), Concat and Split as row copies, Pad as per-dimension index tables.
-// Every dtype, moved by element size.
+// copies (lower_common.h), Concat and Split as row copies, Pad as per-dimension index tables,
+// Trilu and OneHot. Every dtype, moved by element size.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -323,6 +323,89 @@ absl::StatusOr<LoweredKernel> LowerPad(const LowerCtx& ctx) {
   return w.Finish(rows, n * esize * 2, body);
 }
 
+// Trilu: the upper (j - i >= k) or lower (j - i <= k) triangle of every matrix of the last two
+// dims, the rest zero; k (an optional scalar input) is read at run time. A unit is one row.
+absl::StatusOr<LoweredKernel> LowerTrilu(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  if (x.shape.size() < 2)
+    return ctx.Invalid(absl::StrCat("input ", x.ToString(), " is not a matrix"));
+  const bool upper = ctx.node().GetInt("upper", 1) != 0;
+  const int64_t rows = x.shape[x.shape.size() - 2], m = x.shape.back();
+  const int64_t total = graph::NumElements(x.shape);
+  const std::string t = StorageCType(x.dtype);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
+  KernelWriter w(ctx.target(), "trilu");
+  w.Input(ctx.node().inputs[0], t, "in");
+  const bool has_k = ctx.Has(1);
+  if (has_k) {
+    LOOM_ASSIGN_OR_RETURN(TensorType kt, ctx.In(1));
+    LOOM_RETURN_IF_ERROR(ctx.RequireDType(kt.dtype, {DType::kInt64}, "k"));
+    w.Input(ctx.node().inputs[1], "int64_t", "kk");
+  }
+  w.Output(ctx.node().outputs[0], t, "out");
+  if (total == 0) return w.Finish(0, 1, "");
+  // Columns [lo, hi) of row i are kept.
+  const std::string body = absl::StrCat(
+      "  const int64_t k = ", has_k ? "kk[0]" : "0", ";\n",
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    const int64_t i = u % ", rows,
+      ";\n", "    const ", t, "* __restrict x = in + u * ", m, ";\n", "    ", t,
+      "* __restrict y = out + u * ", m, ";\n",
+      // Clamped in int64 before adding, so that no k overflows.
+      "    const int64_t kc = k < -", m + rows, " ? -", m + rows, " : (k > ", m + rows, " ? ",
+      m + rows, " : k);\n",
+      upper ? absl::StrCat("    int64_t lo = i + kc; lo = lo < 0 ? 0 : (lo > ", m, " ? ", m,
+                           " : lo);\n    const int64_t hi = ", m, ";\n")
+            : absl::StrCat("    int64_t hi = i + kc + 1; hi = hi < 0 ? 0 : (hi > ", m, " ? ", m,
+                           " : hi);\n    const int64_t lo = 0;\n"),
+      "    for (int64_t j = 0; j < lo; ++j) y[j] = 0;\n",
+      "    if (hi > lo) memcpy(y + lo, x + lo, (hi - lo) * ", esize, ");\n",
+      "    for (int64_t j = hi > lo ? hi : lo; j < ", m, "; ++j) y[j] = 0;\n  }\n");
+  return w.Finish(total / m, m * esize * 2, body);
+}
+
+// OneHot: indices [outer, inner] -> [outer, depth, inner] (depth inserted at `axis`), `values`
+// = [off, on] read at run time. An index in [-depth, depth) (negative counts from the end) sets
+// one element; any other index leaves its column all `off`, as ONNX specifies.
+absl::StatusOr<LoweredKernel> LowerOneHot(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(0));
+  LOOM_ASSIGN_OR_RETURN(TensorType vals, ctx.In(2));
+  LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
+  LOOM_RETURN_IF_ERROR(
+      ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32, DType::kFloat32}, "indices"));
+  const int64_t rank = static_cast<int64_t>(y.shape.size());
+  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", -1), rank));
+  if (static_cast<int64_t>(ind.shape.size()) + 1 != rank || graph::NumElements(vals.shape) != 2) {
+    return ctx.Invalid(absl::StrCat("indices ", ind.ToString(), ", values ", vals.ToString(),
+                                    " and output ", y.ToString(), " do not fit"));
+  }
+  const AxisSplit split = SplitAtAxis(y.shape, axis);
+  const int64_t depth = split.n, inner = split.inner;
+  const std::string t = StorageCType(y.dtype);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(y.dtype));
+  const std::string it = ind.dtype == DType::kInt64   ? "int64_t"
+                         : ind.dtype == DType::kInt32 ? "int32_t"
+                                                      : "float";
+  KernelWriter w(ctx.target(), "one_hot");
+  w.Input(ctx.node().inputs[0], it, "ind");
+  w.Input(ctx.node().inputs[2], t, "vals");
+  w.Output(ctx.node().outputs[0], t, "out");
+  const int64_t total = graph::NumElements(y.shape);
+  // A float index is truncated toward zero, as a cast; NaN and huge values select nothing.
+  const std::string body = absl::StrCat(
+      "  const ", t, " off = vals[0], on = vals[1];\n",
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    ", t, "* __restrict y = out + u * ",
+      depth * inner, ";\n", "    for (int64_t e = 0; e < ", depth * inner, "; ++e) y[e] = off;\n",
+      "    for (int64_t i = 0; i < ", inner, "; ++i) {\n", "      const ", it, " raw = ind[u * ",
+      inner, " + i];\n",
+      it == "float" ? absl::StrCat("      if (!(raw > -", depth + 1, ".0f && raw < ", depth,
+                                   ".0f)) continue;\n")
+                    : "",
+      "      int64_t d = (int64_t)raw;\n", "      if (d < 0) d += ", depth, ";\n",
+      "      if ((uint64_t)d < (uint64_t)", depth, ") y[d * ", inner, " + i] = on;\n",
+      "    }\n  }\n");
+  return w.Finish(total == 0 ? 0 : split.outer, depth * inner * esize, body);
+}
+
 }  // namespace
 
 void RegisterMovementLowerings(LowerTable* table) {
@@ -335,6 +418,8 @@ void RegisterMovementLowerings(LowerTable* table) {
   (*table)["Concat"] = &LowerConcat;
   (*table)["Split"] = &LowerSplit;
   (*table)["Pad"] = &LowerPad;
+  (*table)["Trilu"] = &LowerTrilu;
+  (*table)["OneHot"] = &LowerOneHot;
 }
 
 }  // namespace loom::ops::lower

@@ -482,6 +482,64 @@ TEST_F(LowerMovementTest, PadWrapRepeatsTheInputPeriodically) {
   });
 }
 
+TEST_F(LowerMovementTest, TriluKeepsATriangle) {
+  uint64_t seed = 1000;
+  for (int64_t upper : {0, 1}) {
+    for (int64_t k : {0, 2, -100}) {
+      for (const Shape& shape : std::vector<Shape>{{2, 4, 5}, {6, 3}}) {
+        NodeCase c;
+        c.node = MakeNode("Trilu", {"x", "k"});
+        c.node.attrs["upper"] = upper;
+        c.inputs = {Iota(DType::kInt64, shape, seed++), Int64s({}, {k})};
+        c.output_types = {{DType::kInt64, shape}};
+        SCOPED_TRACE(absl::StrCat("upper ", upper, " k ", k, " ", graph::ShapeToString(shape)));
+        const std::vector<Tensor> y = RunGenerated(c);
+        ASSERT_EQ(y.size(), 1u);
+        const int64_t m = shape.back();
+        for (int64_t e = 0; e < y[0].num_elements(); ++e) {
+          const int64_t i = (e / m) % shape[shape.size() - 2], j = e % m;
+          const bool keep = upper ? j - i >= k : j - i <= k;
+          ASSERT_EQ(y[0].data<int64_t>()[e], keep ? c.inputs[0].data<int64_t>()[e] : 0) << e;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(LowerMovementTest, OneHotSetsOneValuePerIndex) {
+  for (int64_t axis : {-1, 0, 1}) {
+    for (DType ind_dtype : {DType::kInt64, DType::kInt32, DType::kFloat32}) {
+      const std::vector<int64_t> raw = {0, 3, -1, 4, -5, 2};  // depth 4: 4 and -5 select nothing
+      Tensor ind(ind_dtype, {2, 3});
+      for (int64_t i = 0; i < 6; ++i) {
+        if (ind_dtype == DType::kInt64) ind.data<int64_t>()[i] = raw[i];
+        if (ind_dtype == DType::kInt32) ind.data<int32_t>()[i] = static_cast<int32_t>(raw[i]);
+        if (ind_dtype == DType::kFloat32) ind.data<float>()[i] = static_cast<float>(raw[i]);
+      }
+      NodeCase c;
+      c.node = MakeNode("OneHot", {"i", "depth", "values"});
+      c.node.attrs["axis"] = axis;
+      c.inputs = {ind, Int64s({}, {4}), Tensor::FromFloats({2}, std::vector<float>{-1, 5})};
+      c.constants = {1};
+      const int64_t a = axis < 0 ? axis + 3 : axis;
+      Shape out = {2, 3};
+      out.insert(out.begin() + a, 4);
+      c.output_types = {{DType::kFloat32, out}};
+      SCOPED_TRACE(absl::StrCat("axis ", axis, " ", graph::DTypeName(ind_dtype)));
+      const std::vector<Tensor> y = RunGenerated(c);
+      ASSERT_EQ(y.size(), 1u);
+      for (int64_t e = 0; e < y[0].num_elements(); ++e) {
+        std::vector<int64_t> o = Unravel(e, out);
+        const int64_t d = o[static_cast<size_t>(a)];
+        o.erase(o.begin() + a);
+        int64_t v = raw[static_cast<size_t>(o[0] * 3 + o[1])];
+        if (v < 0) v += 4;
+        ASSERT_EQ(y[0].data<float>()[e], v == d ? 5.0f : -1.0f) << e;
+      }
+    }
+  }
+}
+
 TEST_F(LowerMovementTest, RefusesNonConstantShapeInputsAndBadAttributes) {
   // A shape-defining input known only at run time: refused (by shape inference where the
   // operator has a rule, else by the lowering as kUnimplemented), naming the input.
