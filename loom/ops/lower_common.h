@@ -158,5 +158,6 @@ void RegisterSoftmaxLowerings(LowerTable* table);   // lower_softmax.cc
 void RegisterGatherLowerings(LowerTable* table);    // lower_gather.cc
 void RegisterReduceLowerings(LowerTable* table);    // lower_reduce.cc
 void RegisterNormLowerings(LowerTable* table);      // lower_norm.cc
+void RegisterResizeLowerings(LowerTable* table);    // lower_resize.cc
 
 }  // namespace loom::ops::lower
