@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "loom/base/status_macros.h"
 #include "loom/codegen/cpp_printer.h"
 #include "loom/codegen/vector_math.h"
 #include "loom/graph/shape_inference.h"
@@ -48,6 +49,25 @@ absl::StatusOr<std::vector<int64_t>> LowerCtx::ConstInts(size_t i, absl::string_
   std::vector<int64_t> v(static_cast<size_t>(t->num_elements()));
   for (int64_t k = 0; k < t->num_elements(); ++k) v[static_cast<size_t>(k)] = t->Int64At(k);
   return v;
+}
+
+absl::StatusOr<std::optional<std::vector<int64_t>>> LowerCtx::OptionalConstInts(
+    size_t i, absl::string_view what) const {
+  if (!Has(i)) return std::optional<std::vector<int64_t>>();
+  LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> v, ConstInts(i, what));
+  return std::optional<std::vector<int64_t>>(std::move(v));
+}
+
+absl::StatusOr<std::optional<std::vector<double>>> LowerCtx::OptionalConstDoubles(
+    size_t i, absl::string_view what) const {
+  if (!Has(i)) return std::optional<std::vector<double>>();
+  std::optional<Tensor> t = Const(i);
+  if (!t.has_value()) {
+    return Unimplemented(absl::StrCat(what, " (input #", i, ") is not a constant"));
+  }
+  std::vector<double> v(static_cast<size_t>(t->num_elements()));
+  for (int64_t k = 0; k < t->num_elements(); ++k) v[static_cast<size_t>(k)] = t->DoubleAt(k);
+  return std::optional<std::vector<double>>(std::move(v));
 }
 
 absl::Status LowerCtx::Invalid(absl::string_view msg) const {

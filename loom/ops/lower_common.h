@@ -44,6 +44,11 @@ class LowerCtx {
   // The integers of constant input i; kUnimplemented when it is not a constant (the lowering
   // bakes it into the kernel, so a run-time value falls back to the reference kernel).
   absl::StatusOr<std::vector<int64_t>> ConstInts(size_t i, absl::string_view what) const;
+  // The same for an optional input: nullopt when it is omitted.
+  absl::StatusOr<std::optional<std::vector<int64_t>>> OptionalConstInts(
+      size_t i, absl::string_view what) const;
+  absl::StatusOr<std::optional<std::vector<double>>> OptionalConstDoubles(
+      size_t i, absl::string_view what) const;
 
   // "<node>: <msg>" errors.
   absl::Status Invalid(absl::string_view msg) const;

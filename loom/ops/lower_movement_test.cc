@@ -272,7 +272,7 @@ TEST_F(LowerMovementTest, GatherOutOfRangeIndicesGiveZeroRowsAndConstantOnesAreR
       GatherCase({4, 3}, DType::kFloat32, {4}, {1, 4, -5, 1000000000}, 0, DType::kInt64, false, 9);
   auto run = testutil::RunCase(c, target_, dir_.path());
   ASSERT_FALSE(run.ok());
-  EXPECT_THAT(run.status().message(), HasSubstr("out of range"));
+  EXPECT_THAT(std::string(run.status().message()), HasSubstr("out of range"));
   // The generated kernel alone.
   graph::Graph g = testutil::CaseGraph(c);
   ASSERT_TRUE(graph::InferShapes(g).ok());
@@ -299,7 +299,8 @@ TEST_F(LowerMovementTest, GatherOutOfRangeIndicesGiveZeroRowsAndConstantOnesAreR
   cg.value_types["y"] = {DType::kFloat32, {2, 3}};
   auto refused = LowerNode(cg, cg.nodes[0], target_);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(refused.status().message(), HasSubstr("index 4 is out of range for axis 0"));
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("index 4 (element 1 of the indices) is out of range for axis 0"));
 }
 
 // Element `i` of a dense tensor of `shape` as a multi-index.
@@ -549,8 +550,8 @@ TEST_F(LowerMovementTest, RefusesNonConstantShapeInputsAndBadAttributes) {
   c.output_types = {{DType::kFloat32, {4, 3}}};
   auto k = testutil::LowerCase(c, target_);
   ASSERT_FALSE(k.ok());
-  EXPECT_THAT(k.status().message(), HasSubstr("repeats"));
-  EXPECT_THAT(k.status().message(), HasSubstr("constant"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("repeats"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("constant"));
 
   NodeCase d;
   d.node = MakeNode("DepthToSpace", {"x"});
@@ -560,7 +561,7 @@ TEST_F(LowerMovementTest, RefusesNonConstantShapeInputsAndBadAttributes) {
   d.output_types = {{DType::kFloat32, {1, 1, 4, 4}}};
   k = testutil::LowerCase(d, target_);
   EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(k.status().message(), HasSubstr("mode 'XYZ' is not DCR or CRD"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("mode 'XYZ'"));
 
   NodeCase p;
   p.node = MakeNode("Pad", {"x", "pads"});
@@ -570,7 +571,7 @@ TEST_F(LowerMovementTest, RefusesNonConstantShapeInputsAndBadAttributes) {
   p.output_types = {{DType::kFloat32, {5}}};
   k = testutil::LowerCase(p, target_);
   ASSERT_FALSE(k.ok());
-  EXPECT_THAT(k.status().message(), HasSubstr("mirror"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("mirror"));
 }
 
 }  // namespace

@@ -1,11 +1,12 @@
 // Lowered Resize: nearest (every dtype, by element size; the four nearest_modes) and linear
 // (float32), with the coordinate transformations half_pixel, pytorch_half_pixel, align_corners,
-// asymmetric and half_pixel_symmetric. Scales come from the constant `scales` input, or are
-// output / input extents when `sizes` is given. Every dim is separable: at lowering time each
+// asymmetric and half_pixel_symmetric; modes, scales (from `scales`, or `sizes` with axes and
+// keep_aspect_ratio_policy) and output extents come from graph::ResolveResize. Every dim is
+// separable: at lowering time each
 // resized dim gets a table of source indices (and, for linear, the second index and the weight),
 // computed in double precision as ONNX's reference does; the kernel only reads tables. A work unit
-// is one output row. Refused (kUnimplemented, naming it): cubic, tf_crop_and_resize, antialias,
-// keep_aspect_ratio_policy other than stretch, linear over more than three non-innermost dims.
+// is one output row. Refused (kUnimplemented, naming it): cubic, tf_crop_and_resize, antialias
+// when downsampling, linear over more than three non-innermost dims.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/data_movement.h"
 #include "loom/ops/lower_common.h"
 
 namespace loom::ops::lower {
@@ -23,25 +25,32 @@ using graph::Shape;
 using graph::TensorType;
 
 // Source coordinate of output coordinate `x` along a dim of `in` -> `out` elements at `scale`.
-double SourceCoordinate(const std::string& mode, double x, double scale, int64_t in, int64_t out) {
-  if (mode == "pytorch_half_pixel") return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
-  if (mode == "align_corners") {
-    return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / static_cast<double>(out - 1);
+double SourceCoordinate(graph::CoordinateMode mode, double x, double scale, int64_t in,
+                        int64_t out) {
+  switch (mode) {
+    case graph::CoordinateMode::kPytorchHalfPixel:
+      return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+    case graph::CoordinateMode::kAlignCorners:
+      return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / static_cast<double>(out - 1);
+    case graph::CoordinateMode::kAsymmetric:
+      return x / scale;
+    case graph::CoordinateMode::kHalfPixelSymmetric: {
+      const double adjustment = static_cast<double>(out) / (scale * static_cast<double>(in));
+      const double offset = static_cast<double>(in) / 2 * (1 - adjustment);
+      return offset + (x + 0.5) / scale - 0.5;
+    }
+    default:  // half_pixel
+      return (x + 0.5) / scale - 0.5;
   }
-  if (mode == "asymmetric") return x / scale;
-  if (mode == "half_pixel_symmetric") {
-    const double adjustment = static_cast<double>(out) / (scale * static_cast<double>(in));
-    const double offset = static_cast<double>(in) / 2 * (1 - adjustment);
-    return offset + (x + 0.5) / scale - 0.5;
-  }
-  return (x + 0.5) / scale - 0.5;  // half_pixel
 }
 
-int64_t Nearest(const std::string& mode, double x) {
-  if (mode == "floor") return static_cast<int64_t>(std::floor(x));
-  if (mode == "ceil") return static_cast<int64_t>(std::ceil(x));
+int64_t Nearest(graph::NearestMode mode, double x) {
+  if (mode == graph::NearestMode::kFloor) return static_cast<int64_t>(std::floor(x));
+  if (mode == graph::NearestMode::kCeil) return static_cast<int64_t>(std::ceil(x));
   const double f = std::floor(x);
-  if (x - f == 0.5) return static_cast<int64_t>(mode == "round_prefer_ceil" ? f + 1 : f);
+  if (x - f == 0.5) {
+    return static_cast<int64_t>(mode == graph::NearestMode::kRoundPreferCeil ? f + 1 : f);
+  }
   return static_cast<int64_t>(std::round(x));
 }
 
@@ -50,59 +59,28 @@ absl::StatusOr<LoweredKernel> LowerResize(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
-  const std::string mode = node.GetString("mode", "nearest");
-  const std::string coord = node.GetString("coordinate_transformation_mode", "half_pixel");
-  const std::string nearest_mode = node.GetString("nearest_mode", "round_prefer_floor");
-  if (mode != "nearest" && mode != "linear") {
-    return ctx.Unimplemented(absl::StrCat("mode '", mode, "'"));
+  LOOM_ASSIGN_OR_RETURN(auto roi, ctx.OptionalConstDoubles(1, "roi"));
+  LOOM_ASSIGN_OR_RETURN(auto scales, ctx.OptionalConstDoubles(2, "scales"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts sizes, ctx.OptionalConstInts(3, "sizes"));
+  LOOM_ASSIGN_OR_RETURN(graph::ResizeSpec spec,
+                        graph::ResolveResize(node, ctx.opset(), x.shape, roi, scales, sizes));
+  if (spec.mode == graph::ResizeMode::kCubic) return ctx.Unimplemented("mode 'cubic'");
+  if (spec.coordinate_mode == graph::CoordinateMode::kTfCropAndResize) {
+    return ctx.Unimplemented("coordinate_transformation_mode 'tf_crop_and_resize'");
   }
-  if (coord != "half_pixel" && coord != "pytorch_half_pixel" && coord != "align_corners" &&
-      coord != "asymmetric" && coord != "half_pixel_symmetric") {
-    return ctx.Unimplemented(absl::StrCat("coordinate_transformation_mode '", coord, "'"));
+  const bool linear = spec.mode == graph::ResizeMode::kLinear;
+  if (spec.antialias && linear) {
+    for (int64_t d = 0; d < rank; ++d) {
+      if (spec.scales[static_cast<size_t>(d)] < 1) return ctx.Unimplemented("antialias 1");
+    }
   }
-  if (nearest_mode != "round_prefer_floor" && nearest_mode != "round_prefer_ceil" &&
-      nearest_mode != "floor" && nearest_mode != "ceil") {
-    return ctx.Unimplemented(absl::StrCat("nearest_mode '", nearest_mode, "'"));
-  }
-  if (node.GetInt("antialias", 0) != 0) return ctx.Unimplemented("antialias 1");
-  const std::string policy = node.GetString("keep_aspect_ratio_policy", "stretch");
-  if (policy != "stretch") {
-    return ctx.Unimplemented(absl::StrCat("keep_aspect_ratio_policy '", policy, "'"));
-  }
-  if (mode == "linear") {
+  if (linear) {
     LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "linear input"));
   }
-  if (static_cast<int64_t>(y.shape.size()) != rank) return ctx.Invalid("output rank differs");
-
-  // Per-dim scales: the `scales` input (over `axes` when given), else output / input.
-  std::vector<int64_t> axes = node.GetInts("axes");
-  if (axes.empty()) {
-    for (int64_t d = 0; d < rank; ++d) axes.push_back(d);
-  }
-  std::vector<double> scale(static_cast<size_t>(rank), 1.0);
-  for (int64_t d = 0; d < rank; ++d) {
-    if (x.shape[static_cast<size_t>(d)] > 0) {
-      scale[static_cast<size_t>(d)] = static_cast<double>(y.shape[static_cast<size_t>(d)]) /
-                                      static_cast<double>(x.shape[static_cast<size_t>(d)]);
-    }
-  }
-  if (std::optional<graph::Tensor> s = ctx.Const(2); s.has_value() && s->num_elements() > 0) {
-    if (s->num_elements() != static_cast<int64_t>(axes.size())) {
-      return ctx.Invalid(
-          absl::StrCat("scales has ", s->num_elements(), " values for ", axes.size(), " axes"));
-    }
-    for (size_t i = 0; i < axes.size(); ++i) {
-      LOOM_ASSIGN_OR_RETURN(const int64_t a, ctx.Axis(axes[i], rank, "axes entry"));
-      const double v = s->DoubleAt(static_cast<int64_t>(i));
-      if (!(v > 0)) return ctx.Invalid(absl::StrCat("scale ", v, " is not positive"));
-      scale[static_cast<size_t>(a)] = v;
-    }
-  } else if (ctx.Has(2) && !s.has_value()) {
-    return ctx.Unimplemented("scales (input #2) is not a constant");
-  }
-
+  if (y.shape != spec.out) return ctx.Invalid("output shape differs from the resolved one");
+  const std::vector<double>& scale = spec.scales;
   const int64_t total = graph::NumElements(y.shape);
-  const std::string t = mode == "linear" ? "float" : StorageCType(x.dtype);
+  const std::string t = linear ? "float" : StorageCType(x.dtype);
   KernelWriter w(ctx.target(), "resize");
   w.Input(node.inputs[0], t, "in");
   w.Output(node.outputs[0], t, "out");
@@ -119,9 +97,10 @@ absl::StatusOr<LoweredKernel> LowerResize(const LowerCtx& ctx) {
     std::vector<int64_t> i0, i1;
     std::vector<std::string> wt;
     for (int64_t o = 0; o < out; ++o) {
-      const double src = SourceCoordinate(coord, static_cast<double>(o), scale[k], in, out);
-      if (mode == "nearest") {
-        int64_t i = Nearest(nearest_mode, src);
+      const double src =
+          SourceCoordinate(spec.coordinate_mode, static_cast<double>(o), scale[k], in, out);
+      if (!linear) {
+        int64_t i = Nearest(spec.nearest_mode, src);
         i = std::min<int64_t>(std::max<int64_t>(i, 0), in - 1);
         i0.push_back(i * strides[k]);
       } else {
@@ -134,7 +113,7 @@ absl::StatusOr<LoweredKernel> LowerResize(const LowerCtx& ctx) {
       }
     }
     // A dim whose extent and scale are unchanged reads straight through (no table).
-    interpolated[k] = mode == "linear" && !(in == out && scale[k] == 1.0);
+    interpolated[k] = linear && !(in == out && scale[k] == 1.0);
     w.Global(
         absl::StrCat("static const int64_t loom_i0_", d, "[] = {", absl::StrJoin(i0, ","), "};"));
     if (interpolated[k]) {
@@ -178,11 +157,11 @@ absl::StatusOr<LoweredKernel> LowerResize(const LowerCtx& ctx) {
                              : absl::StrCat("(1.0f - loom_w_", d, "[o", d, "])"));
     }
     absl::StrAppend(&body, "    const ", t, "* __restrict x", c, " = in + ", off, ";\n");
-    if (mode == "linear") absl::StrAppend(&body, "    const float c", c, " = ", weight, ";\n");
+    if (linear) absl::StrAppend(&body, "    const float c", c, " = ", weight, ";\n");
   }
   const bool interp_last = interpolated[static_cast<size_t>(last)];
   absl::StrAppend(&body, "    for (int64_t j = 0; j < ", n, "; ++j) {\n");
-  if (mode == "nearest") {
+  if (!linear) {
     absl::StrAppend(&body, "      yr[j] = x0[loom_i0_", last, "[j]];\n");
   } else {
     absl::StrAppend(

@@ -139,11 +139,12 @@ TEST(LowerSoftmaxTest, RefusesFloat16NamingIt) {
   g.inputs[0].type = g.value_types["x"];
   auto k = LowerNode(g, g.nodes[0], HostCpuTarget());
   ASSERT_FALSE(k.ok());
-  EXPECT_THAT(k.status().message(), HasSubstr("float16"));
-  EXPECT_THAT(k.status().message(), HasSubstr("Softmax 'sm'"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("float16"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("Softmax 'sm'"));
   if (k.status().code() != absl::StatusCode::kInvalidArgument) {
     EXPECT_EQ(k.status().code(), absl::StatusCode::kUnimplemented);
-    EXPECT_THAT(k.status().message(), HasSubstr("no generated kernel: input of dtype float16"));
+    EXPECT_THAT(std::string(k.status().message()),
+                HasSubstr("no generated kernel: input of dtype float16"));
   }
 }
 
