@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/kernels/reference.h"
 #include "loom/ops/lowering.h"
 #include "loom/ops/testing/kernel_test_util.h"
 
@@ -46,14 +47,20 @@ class LowerMovementTest : public ::testing::Test {
     }
   }
 
-  // Runs the case and returns the 1-thread outputs, checking that 2 and 3 threads agree.
+  // Runs the case and returns the 1-thread outputs, checking that 2 and 3 threads agree and,
+  // where the operator has a reference kernel, that it agrees bit for bit.
   std::vector<Tensor> RunGenerated(const NodeCase& c) {
-    auto run = testutil::RunCase(c, target_, dir_.path(), /*with_reference=*/false);
+    const bool with_reference = kernels::HasReferenceKernel(c.node.op_type);
+    auto run = testutil::RunCase(c, target_, dir_.path(), with_reference);
     EXPECT_TRUE(run.ok()) << run.status();
     if (!run.ok()) return {};
-    for (size_t t = 1; t < run->by_threads.size(); ++t) {
-      for (size_t o = 0; o < run->by_threads[0].size(); ++o) {
+    for (size_t o = 0; o < run->by_threads[0].size(); ++o) {
+      for (size_t t = 1; t < run->by_threads.size(); ++t) {
         EXPECT_TRUE(testutil::SameBits(run->by_threads[t][o], run->by_threads[0][o]));
+      }
+      if (with_reference) {
+        EXPECT_TRUE(testutil::SameBits(run->by_threads[0][o], run->reference[o]))
+            << "output " << o << " differs from the reference kernel's";
       }
     }
     return run->by_threads[0];

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/kernels/reference.h"
 #include "loom/ops/lowering.h"
 #include "loom/ops/testing/kernel_test_util.h"
 
@@ -51,12 +52,22 @@ NodeCase ResizeCase(const Tensor& x, const Shape& out, std::vector<float> scales
   return c;
 }
 
+// Runs the case (1, 2, 3 threads, bit-identical) and, where Resize has a reference kernel,
+// expects it within 1e-6 of the reference (exact for nearest).
 std::vector<float> RunResize(const NodeCase& c, const std::string& dir) {
-  auto run = testutil::RunCase(c, HostCpuTarget(), dir, /*with_reference=*/false);
+  const bool with_reference = kernels::HasReferenceKernel("Resize");
+  auto run = testutil::RunCase(c, HostCpuTarget(), dir, with_reference);
   EXPECT_TRUE(run.ok()) << run.status();
   if (!run.ok()) return {};
   for (size_t t = 1; t < 3; ++t) {
     EXPECT_TRUE(testutil::SameBits(run->by_threads[t][0], run->by_threads[0][0]));
+  }
+  if (with_reference) {
+    if (c.node.GetString("mode", "nearest") == "nearest") {
+      EXPECT_TRUE(testutil::SameBits(run->by_threads[0][0], run->reference[0]));
+    } else {
+      EXPECT_LE(testutil::MaxRelError(run->by_threads[0][0], run->reference[0], 3.0), 1e-6);
+    }
   }
   const auto v = run->by_threads[0][0].values<float>();
   return {v.begin(), v.end()};
