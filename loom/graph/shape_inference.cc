@@ -87,6 +87,10 @@ std::vector<int64_t> TensorToInt64s(const Tensor& t) {
   return v;
 }
 
+Types Same(const Node& node, const TensorType& t) {
+  return Types(std::max<size_t>(node.outputs.size(), 1), t);
+}
+
 absl::Status CheckRank(const Ctx& c, const TensorType& t, int64_t min_rank,
                        absl::string_view what) {
   if (static_cast<int64_t>(t.shape.size()) < min_rank) {
