@@ -17,6 +17,7 @@ import collections
 import datetime
 import json
 import os
+import re
 import sys
 
 import peer_models as pm
@@ -84,6 +85,13 @@ def status_of(args, loom, model, ref, ref_error, every_output):
     return s
 
 
+def error_kind(error):
+    """An error line without what names one model (node names, file paths), so that the same
+    problem in several models is counted once."""
+    error = re.sub(r" (in|for) node '[^']*'", "", error)
+    return re.sub(r"ONNX model '[^']*'", "ONNX model", error)
+
+
 def op_counts(model):
     """Operator counts from info.json, else from the file (needs the onnx package)."""
     if model.info and "ops" in model.info:
@@ -143,7 +151,7 @@ def main():
             s = status_of(args, loom, m, ref, ref_error, every_output)
             print(f"   {s}", file=sys.stderr, flush=True)
             if s["error"] and loom == looms[0]:
-                errors[s["error"]].append(m.name)
+                errors[error_kind(s["error"])].append(m.name)
             cells = [m.name, s["inspect"], s["run"],
                      "-" if s["run_ms"] is None else f"{s['run_ms']:.0f}", s["compiled"],
                      "-" if s["ref_steps"] is None else str(s["ref_steps"]),
