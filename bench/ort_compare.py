@@ -177,7 +177,7 @@ def table(args, models, results, variants, header):
     for m in models:
         cells, note = results[m.name]
         row = [m.name]
-        notes = [note] if note else []
+        notes = {note: []} if note else {}  # note -> the cells it applies to ("1T untuned")
         for n in args.threads:
             c = cells[n]
             if not c:
@@ -191,13 +191,17 @@ def table(args, models, results, variants, header):
                 ms = c[v].ms() if c[v].status != "failed" else None
                 row += [fmt_ms(ms), fmt_ms(c["ort"].ms())] if v == "untuned" else [fmt_ms(ms)]
                 row.append("-" if r is None else f"{r:.2f}")
-                if c[v].note:
-                    notes.append(f"{n}T {v}: {c[v].note}")
-                if c[v].stats.get("reference_steps"):
-                    notes.append(f"{n}T {v}: {c[v].stats['reference_steps']} reference steps")
+                steps = c[v].stats.get("reference_steps")
+                for text in (c[v].note, f"{steps} reference step{'s' if steps > 1 else ''}"
+                             if steps else ""):
+                    if text:
+                        notes.setdefault(text, []).append(f"{n}T {v}")
             if c["ort"].note:
-                notes.append(f"{n}T: {c['ort'].note}")
-        row.append("; ".join(dict.fromkeys(notes)).replace("|", "\\|"))
+                notes.setdefault(c["ort"].note, []).append(f"{n}T")
+        every = len(args.threads) * len(variants)
+        row.append("; ".join(text if not where or len(where) == every
+                             else f"{', '.join(where)}: {text}"
+                             for text, where in notes.items()).replace("|", "\\|"))
         rows.append(row)
     summary = []
     for label in ("geomean", "worst"):
