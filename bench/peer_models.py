@@ -45,6 +45,9 @@ class Model:
     path: str  # the .onnx file
     input_files: dict  # input name -> .npy path (filled by prepare_inputs)
     info: dict = None  # info.json of an exported model, if any
+    # More input sets beside an .onnx file (STEM.SET.<input>.npy for every input, e.g.
+    # bert_small.mask2.*): set name -> {input name: path}. Checked by model_status.py, not timed.
+    extra_sets: dict = dataclasses.field(default_factory=dict)
 
 
 class ModelError(Exception):
@@ -160,13 +163,21 @@ def prepare_inputs(model, sess, work):
             path = os.path.join(folder, f"{file_key(i.name)}.npy")
             np.save(path, x)
             model.input_files[i.name] = path
+    first = file_key(inputs[0].name) if inputs else None
+    for path in sorted(glob.glob(f"{glob.escape(stem)}.*.{first}.npy")) if first else []:
+        name = path[len(stem) + 1: -len(f".{first}.npy")]
+        files = {i.name: f"{stem}.{name}.{file_key(i.name)}.npy" for i in inputs}
+        if name and all(os.path.exists(f) for f in files.values()):
+            model.extra_sets[name] = files
 
 
-def ort_reference(model, work):
-    """ONNX Runtime's outputs for the model's inputs: [(name, array)] (1 thread, ORT defaults)."""
+def ort_reference(model, work, input_files=None):
+    """ONNX Runtime's outputs for the model's inputs (or the given input set): [(name, array)]
+    (1 thread, ORT defaults)."""
     sess = ort_time.make_session(model.path, 1)
     prepare_inputs(model, sess, work)
-    feeds = ort_time.read_feeds(sess, [f"{k}={v}" for k, v in model.input_files.items()])
+    files = input_files or model.input_files
+    feeds = ort_time.read_feeds(sess, [f"{k}={v}" for k, v in files.items()])
     outs = sess.run(None, feeds)
     return [(o.name, y) for o, y in zip(sess.get_outputs(), outs)]
 
@@ -239,12 +250,13 @@ def loom_writes_every_output(loom):
 
 
 def loom_run_outputs(loom, target, model, ref, out_dir, threads=None, cores=None, timeout=1800,
-                     every_output=True):
-    """`loom run TARGET` (a model file or an artifact folder) on the model's inputs; returns
-    (Result, {output name: array} or None when the outputs could not be written)."""
+                     every_output=True, input_files=None):
+    """`loom run TARGET` (a model file or an artifact folder) on the model's inputs (or the given
+    input set); returns (Result, {output name: array} or None when the outputs could not be
+    written)."""
     os.makedirs(out_dir, exist_ok=True)
     argv = [loom, "run", target]
-    for name, path in model.input_files.items():
+    for name, path in (input_files or model.input_files).items():
         argv += ["--input", f"{name}={path}"]
     if threads:
         argv += ["--threads", str(threads)]
@@ -264,16 +276,19 @@ def loom_run_outputs(loom, target, model, ref, out_dir, threads=None, cores=None
                if os.path.exists(f)}
 
 
+def loom_compile(loom, model, artifact, threads=1, db=None, build_threads=2, timeout=1800):
+    """`loom compile MODEL -o ARTIFACT --threads N [--db FILE]`."""
+    argv = [loom, "compile", model.path, "-o", artifact, "--threads", str(threads),
+            "--build-threads", str(build_threads)]
+    return run(argv + (["--db", db] if db else []), timeout=timeout)
+
+
 def compile_and_check(loom, model, ref, artifact, out_dir, threads=1, cores=None, db=None,
                       build_threads=2, timeout=1800, every_output=True):
     """`loom compile MODEL -o ARTIFACT --threads N [--db]`, then `loom run ARTIFACT` on the
     model's inputs against ORT's outputs. Returns (status, note, worst relative error): status
     "ok", "unchecked" (ran; this loom cannot write every output) or "failed" (note: why)."""
-    argv = [loom, "compile", model.path, "-o", artifact, "--threads", str(threads),
-            "--build-threads", str(build_threads)]
-    if db:
-        argv += ["--db", db]
-    r = run(argv, timeout=timeout)
+    r = loom_compile(loom, model, artifact, threads, db, build_threads, timeout)
     if not r.ok:
         return "failed", f"compile: {r.error_line()}", None
     r, got = loom_run_outputs(loom, artifact, model, ref, out_dir, threads=threads, cores=cores,

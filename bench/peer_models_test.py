@@ -120,6 +120,22 @@ class ResolveTest(unittest.TestCase):
         self.assertTrue(model.input_files["x:0"].endswith("x_0.npy"))
         self.assertEqual((x.dtype, x.shape), (np.float32, (2, 3)))
 
+    def test_more_input_sets_beside_an_onnx_file(self):
+        onnx_path = self.touch("b.onnx")
+        for f in ("b.ids.npy", "b.mask.npy", "b.mask2.ids.npy", "b.mask2.mask.npy",
+                  "b.half.ids.npy", "b.mask2.ort_output.npy"):
+            np.save(os.path.join(self.dir, f), np.zeros(2))
+        inputs = [types.SimpleNamespace(name="ids", shape=[2], type="tensor(int64)"),
+                  types.SimpleNamespace(name="mask", shape=[2], type="tensor(int64)")]
+        (model,) = pm.resolve([onnx_path], self.dir)
+        pm.prepare_inputs(model, types.SimpleNamespace(get_inputs=lambda: inputs), self.dir)
+        self.assertEqual(model.input_files, {"ids": os.path.join(self.dir, "b.ids.npy"),
+                                             "mask": os.path.join(self.dir, "b.mask.npy")})
+        # "half" lacks its mask file: not a set.
+        self.assertEqual(model.extra_sets, {"mask2": {
+            "ids": os.path.join(self.dir, "b.mask2.ids.npy"),
+            "mask": os.path.join(self.dir, "b.mask2.mask.npy")}})
+
     def test_dynamic_input_without_a_file_is_an_error(self):
         onnx_path = self.touch("d.onnx")
         inputs = [types.SimpleNamespace(name="x", shape=["batch", 3], type="tensor(float)")]
