@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Where Loom stands on a set of models (issue 17): for each model, does it load (`loom
 inspect`), run on the reference executor (`loom run MODEL`) and match ONNX Runtime, compile (`loom
-compile`) and match through the artifact (`loom run DIR`), and where the compiled model's time
+compile`) and match through the artifact (`loom run DIR`), on every input set beside the model
+(peer_models.Model.extra_sets: bert_small's mask2), and where the compiled model's time
 goes (`loom bench DIR --profile`: reference steps, the top step kinds). Writes a Markdown report
 with a table per loom binary, the first error line of each failure, and the operators across the
 models by frequency (how many models use each, and which models an error blocks).
