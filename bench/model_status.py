@@ -144,7 +144,7 @@ def main():
             refs[m.name] = (None, pm.ort_time.one_line(e))
 
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"# Loom on models nobody here wrote: status", "",
+    out = ["# Loom on models nobody here wrote: status", "",
            f"- date: {started}; command: `{pm.command_line()}`",
            f"- machine: {pm.cpu_model()}, {os.cpu_count()} cores, load average "
            f"{pm.load_average()} at the start (busy: profile ms are sanity figures only)", "",

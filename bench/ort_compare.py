@@ -288,8 +288,8 @@ def main():
         f"{pm.load_average()} after" + ("; **loaded**: a busy loop pinned to core "
                                         f"{sorted(os.sched_getaffinity(0))[0]}" if args.loaded
                                         else ""),
-        "cores: " + ", ".join(f"{n} thread{'s' if n > 1 else ''} on "
-                              f"core{'s' if n > 1 else ''} {','.join(map(str, cores_for(n)))}" for n in args.threads),
+        "cores: " + ", ".join(f"{n} thread{'s' if n > 1 else ''} on core{'s' if n > 1 else ''} "
+                              f"{','.join(map(str, cores_for(n)))}" for n in args.threads),
         f"loom: {os.path.relpath(args.loom, pm.ROOT)} at {pm.git_rev(args.loom)}; onnxruntime "
         f"{onnxruntime.__version__}" + (f"; records: {args.db}" if args.db else ""),
     ]

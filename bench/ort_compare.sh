@@ -10,7 +10,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${LOOM_BENCH_PYTHON:-}"
 if [[ -z "$py" ]]; then
   venv="$root/build/ort-venv"
-  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import onnxruntime, numpy' 2>/dev/null; then
+  if [[ ! -x "$venv/bin/python" ]] ||
+    ! "$venv/bin/python" -c 'import onnxruntime, numpy' 2>/dev/null; then
     echo "== creating $venv with onnxruntime and numpy (PyPI)" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "${ORT_PIP_SPEC:-onnxruntime}" numpy

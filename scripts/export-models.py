@@ -64,7 +64,7 @@ def _image(shape, seed):
 
 
 def _tokens(vocab, seq, seed, pad=0):
-    """Token ids in [0, vocab) and an attention mask of ones with `pad` zero positions at the end."""
+    """Token ids in [0, vocab) and an attention mask of ones, `pad` zero positions at the end."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, vocab, size=(1, seq), dtype=np.int64)
     mask = np.ones((1, seq), dtype=np.int64)
@@ -267,7 +267,8 @@ def file_key(name):
 def op_counts(model_proto):
     counts = collections.Counter()
     for node in model_proto.graph.node:
-        counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"] += 1
+        default = node.domain in ("", "ai.onnx")
+        counts[node.op_type if default else f"{node.domain}.{node.op_type}"] += 1
     return dict(counts.most_common())
 
 
