@@ -3,9 +3,12 @@
 // (graph::AnalyzeTunableNode) and run on its template with the operands the analysis names,
 // against the reference operators run node by node; fused epilogues on every panel shape; the
 // parallel axis ForThreads picks; and the default configs of transformer shapes.
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -414,6 +417,106 @@ TEST(MatmulTemplatesTest, TransformerDefaultsUseLargeRegisterBlocks) {
     EXPECT_GE(rows * n_v, 12);
     EXPECT_LE(internal::RegisterBlockRegisters(rows, n_v), 32);
     EXPECT_LE(internal::RegisterBlockCost(w.m, w.n, 16, {rows, n_v}), 1.15);
+  }
+}
+
+// A float buffer whose last element ends exactly where a PROT_NONE page begins (and whose first
+// element starts right after one): a kernel reading or writing a single float outside it crashes.
+class GuardedBuffer {
+ public:
+  explicit GuardedBuffer(const graph::Tensor& t) : bytes_(t.num_elements() * sizeof(float)) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t body = (bytes_ + page - 1) / page * page;
+    size_ = body + 2 * page;
+    base_ = static_cast<char*>(
+        mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    mprotect(base_, page, PROT_NONE);
+    mprotect(base_ + page + body, page, PROT_NONE);
+    data_ = reinterpret_cast<float*>(base_ + page + body - bytes_);
+    std::memcpy(data_, t.raw_data(), bytes_);
+  }
+  ~GuardedBuffer() { munmap(base_, size_); }
+  GuardedBuffer(const GuardedBuffer&) = delete;
+  GuardedBuffer& operator=(const GuardedBuffer&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  size_t bytes_, size_;
+  char* base_;
+  float* data_;
+};
+
+// batch_matmul reads A, B and the residual and writes Y in their natural layouts, with tails in
+// every dim (a narrow last panel, tail rows, a short last K block): no access may leave a buffer.
+// Each buffer sits against PROT_NONE pages on both sides; the kernel runs in a forked child.
+TEST(MatmulTemplatesTest, NaturalOperandsAreNeverReadOrWrittenOutOfBounds) {
+  TempDir dir;
+  const Target target = HostCpuTarget();
+  const Epilogue residual{.bias = true, .residual = true};
+  for (int trans = 0; trans < 4; ++trans) {
+    graph::Workload w = Bmm(2, 13, 37, 70);
+    w.trans_a = (trans & 1) != 0;
+    w.trans_b = (trans & 2) != 0;
+    auto t = MakeTemplate(w, target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const Config base = (*t)->DefaultConfig();
+    std::vector<Config> configs = {base, With(**t, base, {{"tile_k", 64}, {"tile_n", 2}})};
+    if (!w.trans_b) configs.push_back(With(**t, base, {{"pack_b", 0}, {"tile_k", 64}}));
+    for (const Config& config : configs) {
+      SCOPED_TRACE(absl::StrCat(graph::WorkloadKey(w), " ", (*t)->space().ToJson(config)));
+      auto src = (*t)->EmitFused(config, residual);
+      ASSERT_TRUE(src.ok()) << src.status();
+      auto kernel = LocalKernel::Compile(*src, dir.path());
+      ASSERT_TRUE(kernel.ok()) << kernel.status();
+      base::Rng rng(2);
+      const std::vector<BufferSpec> specs = (*t)->FusedBuffers(config, residual);
+      std::vector<graph::Tensor> values = RandomNaturalInputs(**t, 4);
+      for (size_t i = values.size(); i < specs.size(); ++i)
+        values.push_back(Random(specs[i].shape, rng));
+      std::vector<std::unique_ptr<GuardedBuffer>> guarded;
+      std::vector<void*> ptrs;
+      for (const graph::Tensor& v : values) {
+        guarded.push_back(std::make_unique<GuardedBuffer>(v));
+        ptrs.push_back(guarded.back()->data());
+      }
+      const pid_t pid = fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        (*kernel)->fn()(ptrs.data(), nullptr);
+        _exit(0);
+      }
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << "the kernel touched memory outside its buffers (signal "
+          << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ")";
+    }
+  }
+}
+
+// The transposed-B panel packing (8x8 register transposes) and the kernels build and match the
+// reference on the AVX2 and generic targets too (8- and 1-lane vectors).
+TEST(MatmulTemplatesTest, NarrowerTargetsEmitCorrectKernels) {
+  TempDir dir;
+  graph::Workload w = Bmm(2, 11, 29, 45);
+  w.trans_b = true;
+  for (Isa isa : {Isa::kAvx2, Isa::kGeneric}) {
+    Target target = HostCpuTarget();
+    target.isa = isa;
+    for (const graph::Workload& wl : {w, Dense(9, 29, 45)}) {
+      auto t = MakeTemplate(wl, target);
+      ASSERT_TRUE(t.ok()) << t.status();
+      const Config c = (*t)->DefaultConfig();
+      auto src = (*t)->Emit(c);
+      ASSERT_TRUE(src.ok()) << src.status();
+      auto kernel = LocalKernel::Compile(*src, dir.path());
+      ASSERT_TRUE(kernel.ok()) << IsaName(isa) << ": " << kernel.status();
+      const std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, 6);
+      const ErrorStats e =
+          CompareTensors(RunOnce(**t, c, **kernel, natural), (*t)->Reference(natural));
+      EXPECT_TRUE(e.WithinTolerance())
+          << IsaName(isa) << " " << graph::WorkloadKey(wl) << ": " << e.max_abs_err;
+    }
   }
 }
 
