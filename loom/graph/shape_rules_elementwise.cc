@@ -124,10 +124,6 @@ absl::StatusOr<Types> InferMod(const Ctx& c) {
   if (fmod != 0 && fmod != 1) {
     return c.Error(absl::StrCat("attribute 'fmod' is ", fmod, "; it must be 0 or 1"));
   }
-  if (fmod == 0 && IsFloatingDType(out[0].dtype)) {
-    return c.Error(absl::StrCat("attribute 'fmod' is 0 but the inputs are ",
-                                DTypeName(out[0].dtype), "; floating-point Mod needs fmod=1"));
-  }
   return out;
 }
 

@@ -86,8 +86,8 @@ TEST(ElementwiseRulesTest, Errors) {
               HasSubstr("And 'n': input 'in0' has type float32[1]; And accepts bool"));
   auto count = Infer("Add", {T(kF32, {1})});
   EXPECT_THAT(count.status().message(), HasSubstr("Add 'n': expects 2 inputs, got 1"));
-  auto mod = Infer("Mod", {T(kF32, {1}), T(kF32, {1})});
-  EXPECT_THAT(mod.status().message(), HasSubstr("floating-point Mod needs fmod=1"));
+  auto mod = Infer("Mod", {T(kF32, {1}), T(kF32, {1})}, {{"fmod", int64_t{3}}});
+  EXPECT_THAT(mod.status().message(), HasSubstr("Mod 'n': attribute 'fmod' is 3"));
   auto gelu = Infer("Gelu", {T(kF32, {1})}, {{"approximate", std::string("x")}}, 20);
   EXPECT_THAT(gelu.status().message(), HasSubstr("Gelu 'n': attribute 'approximate' is 'x'"));
   auto prelu = Infer("PRelu", {T(kF32, {3}), T(kF32, {2, 3})});

@@ -369,23 +369,26 @@ OpResult DivOp(const OpContext& ctx) {
   });
 }
 
-// Mod: fmod=1 is C's fmod (the sign of the dividend); fmod=0 (integers only) is Python's %,
-// whose result has the sign of the divisor.
+// Mod: fmod=1 is C's fmod (the sign of the dividend); fmod=0 is Python's (numpy's) %, whose
+// result has the sign of the divisor (for floats too, as ONNX's tests expect: -3 % inf = inf).
 OpResult ModOp(const OpContext& ctx) {
   const int64_t fmod = ctx.node.GetInt("fmod", 0);
   if (fmod != 0 && fmod != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("attribute 'fmod' is ", fmod, "; it must be 0 or 1"));
   }
-  if (fmod == 0 && ctx.inputs.size() == 2 && graph::IsFloatingDType(ctx.inputs[0].dtype())) {
-    return absl::InvalidArgumentError(absl::StrCat("attribute 'fmod' is 0 but the inputs are ",
-                                                   graph::DTypeName(ctx.inputs[0].dtype()),
-                                                   "; floating-point Mod needs fmod=1"));
-  }
   return Arithmetic(ctx, kNumericDTypes, [fmod](auto a, auto b, std::string* error) {
     using T = decltype(a);
     if constexpr (kIsFloat<T>) {
-      return std::fmod(a, b);
+      T r = std::fmod(a, b);
+      if (fmod == 0 && b != 0) {
+        if (r == 0) {
+          r = std::copysign(T(0), b);
+        } else if ((r < 0) != (b < 0)) {
+          r += b;
+        }
+      }
+      return r;
     } else {
       if (b == 0) {
         if (error->empty()) *error = "integer modulo by zero";

@@ -86,9 +86,13 @@ TEST(BinaryTest, ModFollowsPythonForIntegersAndCForFmod) {
   auto f = Eval("Mod", {F({2}, {5.5f, -5.5f}), F({1}, {2})}, {{"fmod", int64_t{1}}});
   ASSERT_TRUE(f.ok()) << f.status();
   ExpectFloats(*f, {2}, {1.5f, -1.5f});
-  auto float_no_fmod = Eval("Mod", {F({1}, {1}), F({1}, {2})});
-  EXPECT_EQ(float_no_fmod.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(float_no_fmod.status().message(), HasSubstr("floating-point Mod needs fmod=1"));
+  const float inf = std::numeric_limits<float>::infinity();
+  auto py_float = Eval("Mod", {F({5}, {5.5f, -5.5f, -3, 1, 0}), F({5}, {2, 2, inf, -inf, -2})});
+  ASSERT_TRUE(py_float.ok()) << py_float.status();
+  EXPECT_THAT(Floats(*py_float), ElementsAre(1.5f, 0.5f, inf, -inf, 0));
+  EXPECT_TRUE(std::signbit(py_float->data<float>()[4]));  // 0 takes the divisor's sign
+  auto bad_fmod = Eval("Mod", {F({1}, {1}), F({1}, {2})}, {{"fmod", int64_t{2}}});
+  EXPECT_THAT(bad_fmod.status().message(), HasSubstr("attribute 'fmod' is 2; it must be 0 or 1"));
   auto zero = Eval("Mod", {I({1}, {1}), I({1}, {0})});
   EXPECT_THAT(zero.status().message(), HasSubstr("integer modulo by zero"));
 }

@@ -155,7 +155,9 @@ OpResult ReduceOp(const OpContext& ctx) {
           a = static_cast<Acc>(static_cast<uint64_t>(a) * static_cast<uint64_t>(v));
         }
       } else if constexpr (kKind == ReduceKind::kL1) {
-        if constexpr (std::is_signed_v<Acc>) {
+        if constexpr (std::is_floating_point_v<Acc>) {
+          a += std::fabs(v);
+        } else if constexpr (std::is_signed_v<Acc>) {
           a = wrap_add(a, v < 0 ? static_cast<Acc>(0 - static_cast<uint64_t>(v)) : v);
         } else {
           a = wrap_add(a, v);

@@ -51,6 +51,12 @@ TEST(ReduceTest, EveryKindOverOneAxis) {
   EXPECT_THAT(run("ReduceMin"), ElementsAre(-2, -6));
   EXPECT_THAT(run("ReduceProd"), ElementsAre(-6, -120));
   EXPECT_THAT(run("ReduceL1"), ElementsAre(6, 15));
+  auto l1_frac = Eval("ReduceL1", {F({2}, {-0.5f, 0.25f})}, {}, 13);
+  ASSERT_TRUE(l1_frac.ok()) << l1_frac.status();
+  ExpectFloats(*l1_frac, {1}, {0.75f});
+  auto l1_int = Eval("ReduceL1", {I({3}, {-4, 2, -1})}, {}, 13);
+  ASSERT_TRUE(l1_int.ok()) << l1_int.status();
+  EXPECT_THAT(Ints(*l1_int), ElementsAre(7));
   EXPECT_THAT(run("ReduceSumSquare"), ElementsAre(14, 77));
   std::vector<float> l2 = run("ReduceL2");
   EXPECT_NEAR(l2[0], std::sqrt(14.0f), 1e-6);
