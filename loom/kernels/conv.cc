@@ -278,20 +278,39 @@ OpResult ConvTransposeOp(const OpContext& ctx) {
   const int64_t out_size = graph::NumElements(geo.output);
   const int64_t kernel_size = graph::NumElements(kernel);
   const std::vector<int64_t> out_strides = RowMajorStrides(geo.output);
-  // Output offset of (input position, kernel position), or -1 when it falls outside.
-  std::vector<int64_t> target(static_cast<size_t>(in_size * kernel_size));
-  {
-    std::vector<int64_t> i_index(dims, 0);
+  VisitDType(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* px = x.data<T>();
+    const T* pw = w.data<T>();
+    T* py = y.data<T>();
+    // For each (input position, kernel position) pair that lands inside the output, every
+    // (n, c, m) adds x * w there. Offsets are computed per pair: no table of pairs, whose size
+    // the attributes could make huge.
+    std::vector<int64_t> i_index(dims, 0), k_index(dims);
     for (int64_t i = 0; i < in_size; ++i) {
-      std::vector<int64_t> k_index(dims, 0);
+      std::fill(k_index.begin(), k_index.end(), 0);
       for (int64_t k = 0; k < kernel_size; ++k) {
         int64_t offset = 0;
-        for (size_t d = 0; d < dims && offset >= 0; ++d) {
+        bool inside = true;
+        for (size_t d = 0; d < dims && inside; ++d) {
           const int64_t o =
               i_index[d] * geo.strides[d] + k_index[d] * geo.dilations[d] - geo.pads[d];
-          offset = o < 0 || o >= geo.output[d] ? -1 : offset + o * out_strides[d];
+          inside = o >= 0 && o < geo.output[d];
+          offset += o * out_strides[d];
         }
-        target[static_cast<size_t>(i * kernel_size + k)] = offset;
+        if (inside) {
+          for (int64_t n = 0; n < x.dim(0); ++n) {
+            for (int64_t c = 0; c < channels; ++c) {
+              const T xv = px[(n * channels + c) * in_size + i];
+              const int64_t g = c / in_per_group;
+              const T* w_c = pw + c * out_per_group * kernel_size + k;
+              T* y_g = py + (n * out_channels + g * out_per_group) * out_size + offset;
+              for (int64_t m = 0; m < out_per_group; ++m) {
+                y_g[m * out_size] += xv * w_c[m * kernel_size];
+              }
+            }
+          }
+        }
         for (size_t d = dims; d-- > 0;) {
           if (++k_index[d] < kernel[d]) break;
           k_index[d] = 0;
@@ -300,29 +319,6 @@ OpResult ConvTransposeOp(const OpContext& ctx) {
       for (size_t d = dims; d-- > 0;) {
         if (++i_index[d] < in_spatial[d]) break;
         i_index[d] = 0;
-      }
-    }
-  }
-  VisitDType(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const T* px = x.data<T>();
-    const T* pw = w.data<T>();
-    T* py = y.data<T>();
-    for (int64_t n = 0; n < x.dim(0); ++n) {
-      for (int64_t c = 0; c < channels; ++c) {
-        const int64_t g = c / in_per_group;
-        const T* x_c = px + (n * channels + c) * in_size;
-        for (int64_t m = 0; m < out_per_group; ++m) {
-          const T* w_cm = pw + (c * out_per_group + m) * kernel_size;
-          T* y_c = py + (n * out_channels + g * out_per_group + m) * out_size;
-          for (int64_t i = 0; i < in_size; ++i) {
-            const T xv = x_c[i];
-            const int64_t* t = target.data() + i * kernel_size;
-            for (int64_t k = 0; k < kernel_size; ++k) {
-              if (t[k] >= 0) y_c[t[k]] += xv * w_cm[k];
-            }
-          }
-        }
       }
     }
     if (ctx.HasInput(2)) {

@@ -48,44 +48,57 @@ absl::StatusOr<Pool> ReadPool(const OpContext& ctx, DTypeSet allowed) {
   return p;
 }
 
-// For every output position of one plane, calls visit(out_offset, window) where `window` lists
-// the (input offset, in_range) of each window element; and, per dim, how many of the window's
-// elements lie within the padded input (for count_include_pad).
+// The window positions k in [0, kernel) whose input position start + k * dilation lies in
+// [lo, hi): the range [*first, *last], empty when *first > *last. Arithmetic, not a loop over
+// the kernel, which an attribute may make huge.
+void InRange(int64_t start, int64_t dilation, int64_t kernel, int64_t lo, int64_t hi,
+             int64_t* first, int64_t* last) {
+  auto ceil_div = [](int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  *first = std::max<int64_t>(0, ceil_div(lo - start, dilation));
+  *last = std::min<int64_t>(kernel - 1, floor_div(hi - 1 - start, dilation));
+}
+
+// For every output position o of one plane, calls visit(o, offsets, padded_count): `offsets`
+// lists the input offsets of the window's elements inside the input (at most the input's size,
+// however large the kernel), `padded_count` how many window elements lie inside the padded
+// input (the divisor of count_include_pad).
 template <typename Visit>
 void ForEachWindow(const Pool& p, Visit visit) {
   const size_t dims = p.in.size();
   const std::vector<int64_t> in_strides = RowMajorStrides(p.in);
   const int64_t windows = graph::NumElements(p.out);
-  const int64_t window_size = graph::NumElements(p.geo.kernel);
-  std::vector<int64_t> o_index(dims, 0), k_index(dims);
-  std::vector<int64_t> offsets;  // input offsets of the in-range elements
-  offsets.reserve(static_cast<size_t>(window_size));
+  std::vector<int64_t> o_index(dims, 0), first(dims), last(dims), k_index(dims);
+  std::vector<int64_t> offsets;
   for (int64_t o = 0; o < windows; ++o) {
     offsets.clear();
     int64_t padded_count = 1;
+    bool empty = false;
     for (size_t d = 0; d < dims; ++d) {
       const int64_t start = o_index[d] * p.geo.strides[d] - p.geo.pads[d];
-      int64_t n = 0;
-      for (int64_t k = 0; k < p.geo.kernel[d]; ++k) {
-        const int64_t i = start + k * p.geo.dilations[d];
-        n += i >= -p.geo.pads[d] && i < p.in[d] + p.geo.pads[d + dims];
-      }
-      padded_count *= n;
+      int64_t pf, pl;
+      InRange(start, p.geo.dilations[d], p.geo.kernel[d], -p.geo.pads[d],
+              p.in[d] + p.geo.pads[d + dims], &pf, &pl);
+      padded_count *= std::max<int64_t>(0, pl - pf + 1);
+      InRange(start, p.geo.dilations[d], p.geo.kernel[d], 0, p.in[d], &first[d], &last[d]);
+      empty = empty || first[d] > last[d];
     }
-    std::fill(k_index.begin(), k_index.end(), 0);
-    for (int64_t k = 0; k < window_size; ++k) {
-      int64_t offset = 0;
-      bool inside = true;
-      for (size_t d = 0; d < dims && inside; ++d) {
-        const int64_t i =
-            o_index[d] * p.geo.strides[d] - p.geo.pads[d] + k_index[d] * p.geo.dilations[d];
-        inside = i >= 0 && i < p.in[d];
-        offset += i * in_strides[d];
-      }
-      if (inside) offsets.push_back(offset);
-      for (size_t d = dims; d-- > 0;) {
-        if (++k_index[d] < p.geo.kernel[d]) break;
-        k_index[d] = 0;
+    if (!empty) {
+      k_index = first;
+      while (true) {
+        int64_t offset = 0;
+        for (size_t d = 0; d < dims; ++d) {
+          offset +=
+              (o_index[d] * p.geo.strides[d] - p.geo.pads[d] + k_index[d] * p.geo.dilations[d]) *
+              in_strides[d];
+        }
+        offsets.push_back(offset);
+        size_t d = dims;
+        while (d-- > 0) {
+          if (++k_index[d] <= last[d]) break;
+          k_index[d] = first[d];
+        }
+        if (d == static_cast<size_t>(-1)) break;
       }
     }
     visit(o, offsets, padded_count);
@@ -152,15 +165,14 @@ OpResult MaxPoolOp(const OpContext& ctx) {
   return outs;
 }
 
-// AveragePool (ONNX/PyTorch semantics): the sum of the window's in-range elements divided by
-// their number, or, with count_include_pad, by the number of window elements inside the padded
-// input (so a ceil_mode window hanging past the padded input does not count the overhang).
-OpResult AveragePoolOp(const OpContext& ctx) {
+// y[o] = f(in-range values of the window, padded_count) for a float pool.
+template <typename F>
+OpResult FloatPool(const OpContext& ctx, F f) {
   LOOM_ASSIGN_OR_RETURN(Pool p, ReadPool(ctx, kFloatDTypes));
-  const bool count_include_pad = ctx.node.GetInt("count_include_pad", 0) != 0;
   const Tensor& x = ctx.inputs[0];
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), p.out_shape));
   const int64_t in_size = graph::NumElements(p.in), out_size = graph::NumElements(p.out);
+  std::vector<double> values;
   VisitDType(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     if constexpr (std::is_floating_point_v<T>) {
@@ -168,10 +180,9 @@ OpResult AveragePoolOp(const OpContext& ctx) {
         const T* px = x.data<T>() + plane * in_size;
         T* py = y.data<T>() + plane * out_size;
         ForEachWindow(p, [&](int64_t o, const std::vector<int64_t>& offsets, int64_t padded) {
-          double sum = 0.0;
-          for (int64_t off : offsets) sum += static_cast<double>(px[off]);
-          const int64_t count = count_include_pad ? padded : static_cast<int64_t>(offsets.size());
-          py[o] = count > 0 ? static_cast<T>(sum / static_cast<double>(count)) : T(0);
+          values.clear();
+          for (int64_t off : offsets) values.push_back(static_cast<double>(px[off]));
+          py[o] = static_cast<T>(f(values, padded));
         });
       }
     }
@@ -179,33 +190,31 @@ OpResult AveragePoolOp(const OpContext& ctx) {
   return std::vector<Tensor>{std::move(y)};
 }
 
+// AveragePool (ONNX/PyTorch semantics): the sum of the window's in-range elements divided by
+// their number, or, with count_include_pad, by the number of window elements inside the padded
+// input (so a ceil_mode window hanging past the padded input does not count the overhang).
+OpResult AveragePoolOp(const OpContext& ctx) {
+  const bool count_include_pad = ctx.node.GetInt("count_include_pad", 0) != 0;
+  return FloatPool(ctx, [count_include_pad](const std::vector<double>& v, int64_t padded) {
+    double sum = 0.0;
+    for (double e : v) sum += e;
+    const int64_t count = count_include_pad ? padded : static_cast<int64_t>(v.size());
+    return count > 0 ? sum / static_cast<double>(count) : 0.0;
+  });
+}
+
 // LpPool: (sum over the window's in-range elements of |x|^p)^(1/p); padding adds nothing.
 OpResult LpPoolOp(const OpContext& ctx) {
-  LOOM_ASSIGN_OR_RETURN(Pool p, ReadPool(ctx, kFloatDTypes));
   const int64_t norm = ctx.node.GetInt("p", 2);
   if (norm < 1) {
     return absl::InvalidArgumentError(absl::StrCat("attribute 'p' is ", norm, "; it must be >= 1"));
   }
-  const Tensor& x = ctx.inputs[0];
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), p.out_shape));
-  const int64_t in_size = graph::NumElements(p.in), out_size = graph::NumElements(p.out);
-  VisitDType(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    if constexpr (std::is_floating_point_v<T>) {
-      for (int64_t plane = 0; plane < p.planes; ++plane) {
-        const T* px = x.data<T>() + plane * in_size;
-        T* py = y.data<T>() + plane * out_size;
-        ForEachWindow(p, [&](int64_t o, const std::vector<int64_t>& offsets, int64_t) {
-          double sum = 0.0;
-          for (int64_t off : offsets) {
-            sum += std::pow(std::fabs(static_cast<double>(px[off])), static_cast<double>(norm));
-          }
-          py[o] = static_cast<T>(std::pow(sum, 1.0 / static_cast<double>(norm)));
-        });
-      }
-    }
+  const double p = static_cast<double>(norm);
+  return FloatPool(ctx, [p](const std::vector<double>& v, int64_t) {
+    double sum = 0.0;
+    for (double e : v) sum += std::pow(std::fabs(e), p);
+    return std::pow(sum, 1.0 / p);
   });
-  return std::vector<Tensor>{std::move(y)};
 }
 
 // GlobalAveragePool / GlobalMaxPool: X [N, C, spatial...] -> [N, C, 1, ...].

@@ -1,4 +1,6 @@
+#include <cmath>
 #include <limits>
+#include <map>
 
 #include "loom/kernels/kernels_test_util.h"
 
@@ -122,6 +124,47 @@ TEST(GlobalPoolTest, AverageAndMax) {
   auto max = Eval("GlobalMaxPool", {x});
   ASSERT_TRUE(max.ok()) << max.status();
   ExpectFloats(*max, {1, 2, 1, 1}, {4, 8});
+}
+
+TEST(PoolTest, HugeKernelAndPadsFromAttributesStayCheap) {
+  // A 2^40-wide window over 2 elements: the pools only visit the elements inside the input and
+  // count the rest arithmetically (no per-window allocation of the kernel's size).
+  const int64_t big = int64_t{1} << 40;
+  std::map<std::string, AttrValue> attrs = {
+      {"kernel_shape", Ints64{big}}, {"pads", Ints64{big / 2, big / 2}}, {"strides", Ints64{big}}};
+  Tensor x = F({1, 1, 2}, {3, 5});
+  auto max = Eval("MaxPool", {x}, attrs);
+  ASSERT_TRUE(max.ok()) << max.status();
+  ExpectFloats(*max, {1, 1, 1}, {5});
+  auto avg = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(avg.ok()) << avg.status();
+  ExpectFloats(*avg, {1, 1, 1}, {4});
+  attrs["count_include_pad"] = int64_t{1};
+  auto padded = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  ExpectFloats(*padded, {1, 1, 1}, {8.0f / static_cast<float>(big)}, 1e-20f);
+}
+
+TEST(PoolTest, ThreeDimensionalMaxPoolIndicesAndLpPool) {
+  Tensor x = Iota({1, 1, 2, 2, 2});
+  auto outs = EvalAll("MaxPool", {x}, {{"kernel_shape", Ints64{2, 2, 2}}}, 17, 2);
+  ASSERT_TRUE(outs.ok()) << outs.status();
+  ExpectFloats((*outs)[0], {1, 1, 1, 1, 1}, {7});
+  EXPECT_THAT(Ints((*outs)[1]), ::testing::ElementsAre(7));
+  // storage_order 1: column-major over the spatial dims; the maximum of a 2x3 plane at (1, 0)
+  // is index 1 (row-major 3).
+  auto col = EvalAll("MaxPool", {F({1, 1, 2, 3}, {0, 1, 2, 9, 4, 5})},
+                     {{"kernel_shape", Ints64{2, 3}}, {"storage_order", int64_t{1}}}, 17, 2);
+  ASSERT_TRUE(col.ok()) << col.status();
+  EXPECT_THAT(Ints((*col)[1]), ::testing::ElementsAre(1));
+  auto lp =
+      Eval("LpPool", {F({1, 1, 3}, {3, -4, 12})}, {{"kernel_shape", Ints64{2}}, {"p", int64_t{2}}});
+  ASSERT_TRUE(lp.ok()) << lp.status();
+  ExpectFloats(*lp, {1, 1, 2}, {5, std::sqrt(160.0f)});
+  auto bad =
+      Eval("LpPool", {F({1, 1, 3}, {3, -4, 12})}, {{"kernel_shape", Ints64{2}}, {"p", int64_t{0}}});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("LpPool 'test_node': attribute 'p' is 0"));
 }
 
 }  // namespace
