@@ -66,6 +66,21 @@ absl::StatusOr<WindowGeometry> ResolveWindowGeometry(const Node& node,
                                                      const std::vector<int64_t>& kernel,
                                                      bool ceil_mode);
 
+// Resolved geometry of a ConvTranspose node: the output extent and the pads per spatial dim
+// (pads may be negative when output_shape asks for more than the natural extent). From
+// `input_spatial` and the weight's kernel extents, with strides, dilations, output_padding,
+// pads, auto_pad and output_shape as ONNX defines them. Implemented in shape_rules_nn.cc.
+struct ConvTransposeGeometry {
+  std::vector<int64_t> kernel;
+  std::vector<int64_t> strides;
+  std::vector<int64_t> dilations;
+  std::vector<int64_t> pads;  // ONNX order: every begin, then every end
+  std::vector<int64_t> output;
+};
+absl::StatusOr<ConvTransposeGeometry> ResolveConvTransposeGeometry(
+    const Node& node, const std::vector<int64_t>& input_spatial,
+    const std::vector<int64_t>& kernel);
+
 // How a Softmax node applies to an input of rank `rank` under `opset`: before opset 13 the input
 // is coerced to 2-D [prod(dims < axis), prod(dims >= axis)] and normalized per row (axis default
 // 1); from 13 it is normalized along `axis` alone (default -1). `axis` comes back in [0, rank).

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/dtype_set.h"
 #include "loom/graph/graph.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tensor.h"
@@ -121,6 +122,10 @@ using Types = std::vector<TensorType>;
 Types Same(const Node& node, const TensorType& t);
 
 absl::Status CheckRank(const Ctx& c, const TensorType& t, int64_t min_rank, absl::string_view what);
+
+// Input i, whose element type must be in `allowed` ("input 'x' has type int64[2]; Exp accepts
+// float32, ..."). Defined in shape_rules_elementwise.cc.
+absl::StatusOr<TensorType> TypedIn(const Ctx& c, size_t i, DTypeSet allowed);
 
 // One operator's rule: the output types of a node from its inputs' types (and constants).
 using Rule = std::function<absl::StatusOr<Types>(const Ctx&)>;
