@@ -18,6 +18,7 @@
 #include "loom/graph/npy.h"
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/node_builder.h"
 #include "loom/graph/testing/shared_models.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/target.h"
@@ -135,6 +136,8 @@ TEST(CliTest, WrongInputShapeAndDtype) {
   ExpectOneLineError(RunLoom("run zoo:tiny_cnn --input " + dtype.string()), "int64");
 }
 
+using graph::testing::MakeNode;
+
 // A model with two inputs and two outputs whose names a hostile exporter chose.
 fs::path TwoOutputModel(const std::string& out0, const std::string& out1) {
   graph::Graph g;
@@ -144,16 +147,8 @@ fs::path TwoOutputModel(const std::string& out0, const std::string& out1) {
   g.inputs.push_back({"k", {graph::DType::kInt64, {3}}});
   g.outputs.push_back({out0, {}});
   g.outputs.push_back({out1, {}});
-  graph::Node relu;
-  relu.name = "relu";
-  relu.op_type = "Relu";
-  relu.inputs = {"x"};
-  relu.outputs = {out0};
-  graph::Node cast;
-  cast.name = "cast";
-  cast.op_type = "Cast";
-  cast.inputs = {"k"};
-  cast.outputs = {out1};
+  graph::Node relu = MakeNode("relu", "Relu", {"x"}, {out0});
+  graph::Node cast = MakeNode("cast", "Cast", {"k"}, {out1});
   cast.attrs["to"] = int64_t{1};
   g.nodes = {relu, cast};
   fs::path p = ScratchDir() / "two.onnx";
@@ -232,12 +227,7 @@ TEST(CliTest, ShapeInputsAreBoundToTheirValues) {
   g.inputs.push_back({"x", {graph::DType::kFloat32, {2, 3}}});
   g.inputs.push_back({"shape", {graph::DType::kInt64, {2}}});
   g.outputs.push_back({"y", {}});
-  graph::Node reshape;
-  reshape.name = "reshape";
-  reshape.op_type = "Reshape";
-  reshape.inputs = {"x", "shape"};
-  reshape.outputs = {"y"};
-  g.nodes = {reshape};
+  g.nodes = {MakeNode("reshape", "Reshape", {"x", "shape"}, {"y"})};
   const fs::path model = dir / "reshape.onnx";
   ASSERT_TRUE(graph::ExportOnnxFile(g, model.string()).ok());
   ASSERT_TRUE(
@@ -284,17 +274,8 @@ TEST(CliTest, FoldBudgetStopsAPadBomb) {
   g.inputs.push_back({"x", {graph::DType::kFloat32, {1}}});
   g.outputs.push_back({"y", {}});
   g.outputs.push_back({"x_out", {}});
-  graph::Node pad;
-  pad.name = "pad";
-  pad.op_type = "Pad";
-  pad.inputs = {"data", "pads"};
-  pad.outputs = {"y"};
-  graph::Node relu;
-  relu.name = "relu";
-  relu.op_type = "Relu";
-  relu.inputs = {"x"};
-  relu.outputs = {"x_out"};
-  g.nodes = {pad, relu};
+  g.nodes = {MakeNode("pad", "Pad", {"data", "pads"}, {"y"}),
+             MakeNode("relu", "Relu", {"x"}, {"x_out"})};
   fs::path p = ScratchDir() / "bomb.onnx";
   ASSERT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
   EXPECT_LT(fs::file_size(p), 512u);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -394,8 +395,9 @@ OpResult SpaceToDepthOp(const OpContext& ctx) {
   return std::vector<Tensor>{std::move(y)};
 }
 
-// Range: start + i * delta for i < count (in the inputs' dtype; half types in float32, which is
-// stash_type 1, the default).
+// Range: start + i * delta for i < count, in the inputs' dtype. Floats are computed in double
+// and rounded once (NumPy's arange, which ONNX's reference uses); float16/bfloat16 in the
+// stash type of opset 27 (float32 by default, or double).
 OpResult RangeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 3, 3, 3));
   const Tensor& start = ctx.inputs[0];
@@ -404,10 +406,16 @@ OpResult RangeOp(const OpContext& ctx) {
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(start.dtype(), {n}));
   const DType dtype = start.dtype();
   if (graph::IsHalfDType(dtype)) {
-    const float s = static_cast<float>(start.DoubleAt(0));
-    const float d = static_cast<float>(ctx.inputs[2].DoubleAt(0));
+    const int64_t stash = ctx.node.GetInt("stash_type", 1);
+    if (stash != 1 && stash != 11) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stash_type ", stash, " is not FLOAT (1) or DOUBLE (11)"));
+    }
+    const double s = start.DoubleAt(0), d = ctx.inputs[2].DoubleAt(0);
     for (int64_t i = 0; i < n; ++i) {
-      const float v = s + static_cast<float>(i) * d;
+      const float v = stash == 1
+                          ? static_cast<float>(s) + static_cast<float>(i) * static_cast<float>(d)
+                          : static_cast<float>(s + static_cast<double>(i) * d);
       y.data<uint16_t>()[i] =
           dtype == DType::kFloat16 ? graph::FloatToHalf(v) : graph::FloatToBFloat16(v);
     }
@@ -415,10 +423,15 @@ OpResult RangeOp(const OpContext& ctx) {
   }
   VisitDType(dtype, [&](auto zero) {
     using T = decltype(zero);
-    const T s = *static_cast<const T*>(start.raw_data());
-    const T d = *static_cast<const T*>(ctx.inputs[2].raw_data());
     T* out = y.data<T>();
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<T>(i) * d);
+    if constexpr (std::is_floating_point_v<T>) {
+      const double s = start.DoubleAt(0), d = ctx.inputs[2].DoubleAt(0);
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<double>(i) * d);
+    } else {
+      const T s = *static_cast<const T*>(start.raw_data());
+      const T d = *static_cast<const T*>(ctx.inputs[2].raw_data());
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<T>(i) * d);
+    }
   });
   return std::vector<Tensor>{std::move(y)};
 }

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/graph/onnx_exporter.h"
+#include "loom/graph/testing/node_builder.h"
 
 namespace loom::runtime {
 namespace {
@@ -26,15 +27,7 @@ std::string Export(const graph::Graph& g, const std::string& tag) {
   return p.string();
 }
 
-graph::Node MakeNode(const std::string& name, const std::string& op,
-                     std::vector<std::string> inputs, std::vector<std::string> outputs) {
-  graph::Node n;
-  n.name = name;
-  n.op_type = op;
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  return n;
-}
+using graph::testing::MakeNode;
 
 // x: float[2, 6] and shape: int64[2] (a graph input) -> Reshape -> Relu -> y.
 graph::Graph ReshapeByInput() {

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "loom/graph/onnx_importer.h"
+
 namespace loom::graph {
 namespace {
 
@@ -26,21 +28,25 @@ fs::path BuildDir() {
   return ec ? fs::temp_directory_path() : exe.parent_path().parent_path().parent_path();
 }
 
-// Graph input names of `name` from the folder's MANIFEST.json ({"NAME": {"inputs": [{"name":
-// ...}]}}); empty when the manifest does not list it.
-std::vector<std::string> ManifestInputs(const std::string& folder, const std::string& name) {
-  std::ifstream in(FolderDir(folder) / "MANIFEST.json");
-  if (!in) return {};
-  const nlohmann::json manifest = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+// Graph input names of a model: from the folder's MANIFEST.json when it lists them
+// ({"NAME": {"inputs": [{"name": ...}]}}), else from the model file itself.
+std::vector<std::string> InputNames(const std::string& folder, const std::string& name,
+                                    const std::string& onnx) {
   std::vector<std::string> names;
-  if (!manifest.is_object() || !manifest.contains(name)) return names;
-  const nlohmann::json& inputs = manifest[name]["inputs"];
-  if (!inputs.is_array()) return names;
-  for (const auto& input : inputs) {
-    if (input.is_object() && input.contains("name") && input["name"].is_string()) {
-      names.push_back(input["name"].get<std::string>());
+  std::ifstream in(FolderDir(folder) / "MANIFEST.json");
+  const nlohmann::json manifest = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_object() && manifest.contains(name) && manifest[name].contains("inputs") &&
+      manifest[name]["inputs"].is_array()) {
+    for (const auto& input : manifest[name]["inputs"]) {
+      if (input.is_object() && input.contains("name") && input["name"].is_string()) {
+        names.push_back(input["name"].get<std::string>());
+      }
     }
+    return names;
   }
+  auto graph = ImportOnnxFile(onnx);
+  if (!graph.ok()) return names;
+  for (const ValueInfo& v : graph->inputs) names.push_back(v.name);
   return names;
 }
 
@@ -94,7 +100,7 @@ std::vector<SharedModel> AllSharedModels(std::vector<std::string>* problems) {
         continue;
       }
       SharedModel model{.folder = folder, .name = name, .onnx = dir + "/" + name + ".onnx"};
-      const std::vector<std::string> inputs = ManifestInputs(folder, name);
+      const std::vector<std::string> inputs = InputNames(folder, name, model.onnx);
       // Input sets: the main one ("") and every NAME.<set>.ort_output.npy.
       std::vector<std::string> labels = {""};
       std::error_code ec;
@@ -118,7 +124,7 @@ std::vector<SharedModel> AllSharedModels(std::vector<std::string>* problems) {
             problem(folder + "/" + name + ": no input file " + c.inputs[input]);
           }
         }
-        if (inputs.empty()) problem(folder + "/" + name + ": not in MANIFEST.json");
+        if (inputs.empty()) problem(folder + "/" + name + ": no graph inputs found");
         if (!inputs.empty() && fs::exists(c.ort_output, ec)) model.cases.push_back(std::move(c));
       }
       if (!model.cases.empty()) models.push_back(std::move(model));
