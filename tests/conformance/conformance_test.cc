@@ -465,7 +465,10 @@ int Main(const Options& opts) {
     std::printf("FAILED: %d must-pass cases do not pass, %d are missing\n", must_failed, missing);
     return 1;
   }
-  std::printf("OK: all %zu must-pass cases pass through both paths\n", must_pass.size());
+  const size_t ran = static_cast<size_t>(std::count_if(
+      cases.begin(), cases.end(), [&](const Case& c) { return must_pass.count(c.name) > 0; }));
+  std::printf("OK: the %zu must-pass cases that ran (of %zu) pass through both paths\n", ran,
+              must_pass.size());
   return 0;
 }
 
