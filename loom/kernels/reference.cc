@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/kernels/kernels_internal.h"
@@ -216,8 +217,11 @@ absl::StatusOr<std::vector<graph::Tensor>> EvaluateNode(const graph::Node& node,
   internal::OpContext ctx{node, opset, inputs};
   absl::StatusOr<std::vector<graph::Tensor>> result = it->second(ctx);
   if (!result.ok()) {
-    return absl::Status(result.status().code(),
-                        absl::StrCat(node.Describe(), ": ", result.status().message()));
+    // Kernels that share their attribute resolution with the shape rules (graph/) already name
+    // the node; every other message gets the name here.
+    const std::string prefix = absl::StrCat(node.Describe(), ": ");
+    if (absl::StartsWith(result.status().message(), prefix)) return result.status();
+    return absl::Status(result.status().code(), absl::StrCat(prefix, result.status().message()));
   }
   if (result->size() < node.outputs.size()) {
     // Optional outputs a kernel does not produce (it produced every one it was asked for, or
