@@ -244,6 +244,11 @@ TEST(CliTest, ShapeInputsAreBoundToTheirValues) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("output      y: float32[3,2]"));
 
+  Outcome inspect = RunLoom("inspect " + model.string() + " --bind " + shape);
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_THAT(inspect.out, HasSubstr("bound       shape (--bind"));
+  EXPECT_THAT(inspect.out, HasSubstr("output      y: float32[3,2]"));
+
   const fs::path art = dir / "art";
   Outcome compile =
       RunLoom("compile " + model.string() + " --bind " + shape + " -o " + art.string());

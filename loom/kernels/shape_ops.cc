@@ -16,8 +16,8 @@
 
 namespace loom::kernels::internal {
 
-absl::StatusOr<graph::OptionalInts> OptionalInts(const OpContext& ctx, size_t i,
-                                                 absl::string_view what) {
+absl::StatusOr<graph::OptionalInts> ReadOptionalInts(const OpContext& ctx, size_t i,
+                                                     absl::string_view what) {
   if (!ctx.HasInput(i)) return graph::OptionalInts();
   LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> v, ReadInts(ctx.inputs[i], what));
   return graph::OptionalInts(std::move(v));
@@ -124,7 +124,7 @@ OpResult ReshapeOp(const OpContext& ctx) {
 
 OpResult UnsqueezeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 1, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 1, "axes"));
   LOOM_ASSIGN_OR_RETURN(Shape shape,
                         graph::ResolveUnsqueeze(ctx.node, ctx.opset, ctx.inputs[0].shape(), axes));
   LOOM_ASSIGN_OR_RETURN(Tensor y, ctx.inputs[0].Reshaped(shape));
@@ -133,7 +133,7 @@ OpResult UnsqueezeOp(const OpContext& ctx) {
 
 OpResult SqueezeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 1, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 1, "axes"));
   LOOM_ASSIGN_OR_RETURN(Shape shape,
                         graph::ResolveSqueeze(ctx.node, ctx.opset, ctx.inputs[0].shape(), axes));
   LOOM_ASSIGN_OR_RETURN(Tensor y, ctx.inputs[0].Reshaped(shape));
@@ -187,7 +187,7 @@ OpResult ConcatOp(const OpContext& ctx) {
 OpResult SplitOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
   const Tensor& x = ctx.inputs[0];
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts split, OptionalInts(ctx, 1, "split"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts split, ReadOptionalInts(ctx, 1, "split"));
   LOOM_ASSIGN_OR_RETURN(graph::SplitSpec spec, graph::ResolveSplit(ctx.node, ctx.opset, x.shape(),
                                                                    split, ctx.NumOutputs()));
   const size_t esize = graph::DTypeSize(x.dtype());
@@ -218,8 +218,8 @@ OpResult SliceOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckDefined(x, "data"));
   LOOM_ASSIGN_OR_RETURN(IntList starts, ReadInts(ctx.inputs[1], "starts"));
   LOOM_ASSIGN_OR_RETURN(IntList ends, ReadInts(ctx.inputs[2], "ends"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 3, "axes"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts steps, OptionalInts(ctx, 4, "steps"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts steps, ReadOptionalInts(ctx, 4, "steps"));
   LOOM_ASSIGN_OR_RETURN(graph::SliceSpec spec,
                         graph::ResolveSlice(ctx.node, x.shape(), starts, ends, axes, steps));
   const std::vector<int64_t> in_strides = RowMajorStrides(x.shape());
@@ -321,7 +321,7 @@ OpResult PadOp(const OpContext& ctx) {
   const Tensor& x = ctx.inputs[0];
   LOOM_RETURN_IF_ERROR(CheckDefined(x, "data"));
   LOOM_ASSIGN_OR_RETURN(IntList pads, ReadInts(ctx.inputs[1], "pads"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 3, "axes"));
   LOOM_ASSIGN_OR_RETURN(graph::PadSpec spec,
                         graph::ResolvePad(ctx.node, ctx.opset, x.shape(), pads, axes));
   Tensor fill;  // one element of x's dtype; zero when absent

@@ -186,8 +186,6 @@ PathResult Failure(const std::optional<int>& status, const fs::path& err, const 
                                " without a one-line error: " + first.substr(0, 200)};
 }
 
-bool IsFloating(DType d) { return graph::IsFloatingDType(d); }
-
 // Compares with the README's rule: integers and bools exactly; floats with
 // allclose(rtol = max(rtol, 1e-4), atol = max(atol, 1e-5)), NaNs equal.
 PathResult Compare(const Case& c, const fs::path& node_dir, const fs::path& out_dir) {
@@ -208,7 +206,7 @@ PathResult Compare(const Case& c, const fs::path& node_dir, const fs::path& out_
     }
     for (int64_t k = 0; k < want->num_elements(); ++k) {
       bool ok;
-      if (IsFloating(dtype)) {
+      if (graph::IsFloatingDType(dtype)) {
         const double a = got->DoubleAt(k), b = want->DoubleAt(k);
         ok = (std::isnan(a) && std::isnan(b)) || a == b ||
              std::fabs(a - b) <= atol + rtol * std::fabs(b);
