@@ -142,14 +142,22 @@ TEST(CompiledModelTest, EmptyEpilogueEmitsExactlyTheTuningKernel) {
     full.activation = ops::Epilogue::Activation::kRelu;
     auto f = (*t)->EmitFused(c, full);
     ASSERT_TRUE(f.ok()) << f.status();
-    EXPECT_THAT(f->code, HasSubstr("loom_max"));
+    EXPECT_THAT(f->code, HasSubstr("loom_ew_relu"));
     EXPECT_EQ((*t)->FusedBuffers(c, full)[2].name, "bias");
   }
+  // A malformed program (two outputs) is refused by every template.
   auto t = ops::MakeTemplate(dense, ops::HostCpuTarget());
-  ops::Epilogue res;
-  res.residual = true;
-  auto st = (*t)->EmitFused((*t)->DefaultConfig(), res);
-  EXPECT_EQ(st.status().code(), absl::StatusCode::kUnimplemented);
+  ops::Epilogue bad;
+  const int32_t x = bad.program.AddInput(graph::DType::kFloat32);
+  ops::EwInstr neg;
+  neg.op = ops::EwOp::kNeg;
+  neg.a = x;
+  const int32_t y = bad.program.Add(neg);
+  bad.program.AddOutput(y, graph::DType::kFloat32);
+  bad.program.AddOutput(x, graph::DType::kFloat32);
+  auto st = (*t)->EmitFused((*t)->DefaultConfig(), bad);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr("one output"));
 }
 
 TEST(CompiledModelTest, ZooModelsMatchReferenceUntuned) {
