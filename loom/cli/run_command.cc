@@ -25,7 +25,8 @@ struct RunOptions {
   std::vector<std::string> inputs;  // "X.npy" or "NAME=X.npy"
   std::string output;
   uint64_t input_seed = 1;
-  int32_t threads = 0;  // artifacts only; 0: as compiled
+  int32_t threads = 0;     // artifacts only; 0: as compiled
+  std::string verify_key;  // artifacts only: the signing key to check
 };
 
 absl::StatusOr<std::map<std::string, graph::Tensor>> ReadInputs(
@@ -89,7 +90,7 @@ void RunRun(const RunOptions& opts) {
   std::string how;
   if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
-    Model model = Model::Load(opts.model.model);
+    Model model = Model::Load(opts.model.model, {.verify_key = opts.verify_key});
     FailIfError(model.status());
     if (opts.threads > 0) FailIfError(model.Compile({.threads = opts.threads}).status());
     auto feeds = ReadInputs(model.inputs(), opts);
@@ -148,6 +149,9 @@ void RegisterRunCommand(CLI::App& app) {
   cmd->add_option("--input-seed", opts->input_seed, "Seed for generated inputs");
   cmd->add_option("--threads", opts->threads,
                   "Threads running a compiled artifact (default: as compiled)");
+  cmd->add_option("--verify", opts->verify_key,
+                  "Refuse a compiled artifact unless it is signed with the Ed25519 key in this "
+                  "public-key PEM file (loom compile --sign)");
   cmd->callback([opts] { RunRun(*opts); });
 }
 

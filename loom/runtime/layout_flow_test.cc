@@ -159,7 +159,6 @@ std::vector<std::string> CheckAndKinds(const graph::Graph& g,
     }
     kinds.clear();
     for (const StepTiming& t : timings) kinds.push_back(t.kind);
-      std::printf("%s\n", (*cm)->DescribePlan().c_str());
   }
   return kinds;
 }

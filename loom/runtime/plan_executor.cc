@@ -512,7 +512,13 @@ absl::Status ValidatePlan(const Plan& p) {
             }
             for (size_t a = 0; a < need.bytes.size(); ++a) {
               const int64_t have = size_of(op.args[a], need.written[a]);
-              if (have < 0 || need.bytes[a] < 0 || need.bytes[a] > have) {
+              if (have < 0) {
+                ok = false;
+                why = absl::StrCat("argument ", a, " pointing out of range",
+                                   need.written[a] ? " or at read-only memory" : "");
+                return;
+              }
+              if (need.bytes[a] < 0 || need.bytes[a] > have) {
                 ok = false;
                 why = absl::StrCat("argument ", a, " with ", have, " bytes where the kernel ",
                                    need.written[a] ? "writes " : "reads ", need.bytes[a]);
