@@ -23,9 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "loom/graph/npy.h"
 #include "loom/graph/shape_inference.h"
-#include "loom/graph/testing/shared_models.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
@@ -208,23 +206,6 @@ TEST(ArtifactTest, ReferenceStepsRoundTrip) {
   ASSERT_EQ((*got)[1].dtype(), graph::DType::kInt64);
   for (int64_t i = 0; i < 5; ++i) {
     EXPECT_EQ((*got)[1].data<int64_t>()[i], (*want)[1].data<int64_t>()[i]) << i;
-  }
-}
-
-TEST(ArtifactTest, SharedModelsRoundTrip) {
-  const std::vector<std::string> models = graph::SharedModelNames();
-  if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
-  for (const std::string& model : models) {
-    SCOPED_TRACE(model);
-    const std::string dir = graph::UnpackSharedModel(model);
-    ASSERT_FALSE(dir.empty()) << "cannot unpack " << model;
-    const std::string onnx = absl::StrCat(dir, "/", model, ".onnx");
-    auto m = LoadModel(onnx);
-    ASSERT_TRUE(m.ok()) << m.status();
-    auto input = graph::ReadNpy(absl::StrCat(dir, "/", model, ".input.npy"));
-    ASSERT_TRUE(input.ok()) << input.status();
-    ASSERT_EQ(m->graph.inputs.size(), 1u);
-    RoundTrip(m->graph, {{m->graph.inputs[0].name, *input}}, FreshDir(model), model);
   }
 }
 

@@ -191,28 +191,39 @@ void ExpectUnpackOnlyAtTheEnd(const std::vector<std::string>& kinds) {
 
 // EfficientNet's MBConv: expand conv + SiLU, depthwise + SiLU, squeeze-excite (global pool,
 // 1x1 convs, SiLU, Sigmoid, the per-(image, channel) multiply), project conv, residual.
-TEST(LayoutFlowTest, SqueezeExciteBlock) {
+graph::Graph SqueezeExcite(bool reduce_mean) {
   Builder b;
   const int64_t n = 2, c = 16, e = 48, s = 8;
   const std::string x = b.Input("x", DType::kFloat32, {n, c, 12, 12});
   auto silu = [&](const std::string& v) { return b.Op("Mul", {v, b.Op("Sigmoid", {v})}); };
   const std::string expanded = silu(b.Conv(x, c, e, 1, 0));
   const std::string dw = silu(b.Conv(expanded, e, e, 3, 1, e));
-  const std::string pooled = b.Op("GlobalAveragePool", {dw});
+  // torchvision's EfficientNet pools with an adaptive average pool (GlobalAveragePool); others
+  // write ReduceMean over H and W.
+  const std::string pooled = reduce_mean
+                                 ? b.Op("ReduceMean", {dw}, {{"axes", std::vector<int64_t>{2, 3}}})
+                                 : b.Op("GlobalAveragePool", {dw});
   const std::string squeezed = silu(b.Conv(pooled, e, s, 1, 0));
   const std::string gate = b.Op("Sigmoid", {b.Conv(squeezed, s, e, 1, 0)});
   const std::string scaled = b.Op("Mul", {dw, gate});
   const std::string projected = b.Conv(scaled, e, c, 1, 0);
-  const std::string y = b.Op("Add", {projected, x});
-  graph::Graph g = b.Finish({y});
-  auto kinds = CheckAndKinds(g, {{"x", RandomTensor(DType::kFloat32, {n, c, 12, 12}, -1, 1, 1)}});
-  ExpectNoFallback(kinds);
-  ExpectUnpackOnlyAtTheEnd(kinds);
-  // SiLU fuses into the convolutions; the SE multiply runs on the blocked layout.
-  EXPECT_THAT(kinds, Contains("conv2d_nchwc+bias+Sigmoid+Mul"));
-  EXPECT_THAT(kinds, Contains("depthwise_conv2d_nchwc+bias+Sigmoid+Mul"));
-  EXPECT_THAT(kinds, Contains("Mul(nchwc)"));
-  EXPECT_THAT(kinds, Contains("GlobalAveragePool(nchwc)"));
+  return b.Finish({b.Op("Add", {projected, x})});
+}
+
+TEST(LayoutFlowTest, SqueezeExciteBlock) {
+  for (bool reduce_mean : {false, true}) {
+    SCOPED_TRACE(reduce_mean ? "ReduceMean" : "GlobalAveragePool");
+    graph::Graph g = SqueezeExcite(reduce_mean);
+    auto kinds =
+        CheckAndKinds(g, {{"x", RandomTensor(DType::kFloat32, {2, 16, 12, 12}, -1, 1, 1)}});
+    ExpectNoFallback(kinds);
+    ExpectUnpackOnlyAtTheEnd(kinds);
+    // SiLU fuses into the convolutions; the SE multiply runs on the blocked layout.
+    EXPECT_THAT(kinds, Contains("conv2d_nchwc+bias+Sigmoid+Mul"));
+    EXPECT_THAT(kinds, Contains("depthwise_conv2d_nchwc+bias+Sigmoid+Mul"));
+    EXPECT_THAT(kinds, Contains("Mul(nchwc)"));
+    EXPECT_THAT(kinds, Contains(reduce_mean ? "ReduceMean(nchwc)" : "GlobalAveragePool(nchwc)"));
+  }
 }
 
 // ShuffleNetV2's unit: channel halves (two Slices, as some exporters write the split), branch

@@ -1137,14 +1137,36 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
     kind = K::kGlobalAverage;
   } else if (node.op_type == "GlobalMaxPool") {
     kind = K::kGlobalMax;
+  } else if (node.op_type == "ReduceMean" || node.op_type == "ReduceMax") {
+    // Over H and W of a 4-D activation: a global pool (squeeze-excite blocks write it so).
+    kind = node.op_type == "ReduceMean" ? K::kGlobalAverage : K::kGlobalMax;
   } else {
     return false;
   }
-  // MaxPool's Indices output needs NCHW positions: the reference kernel computes it.
-  if (node.outputs.size() != 1 || node.inputs.size() != 1) return false;
-  if (!Is4dFloat(node.inputs[0]) || !Is4dFloat(node.outputs[0])) return false;
+  const bool reduce = node.op_type == "ReduceMean" || node.op_type == "ReduceMax";
+  bool keepdims = true;
+  if (reduce) {
+    if (node.outputs.size() != 1 || node.inputs.empty() || !Is4dFloat(node.inputs[0])) return false;
+    std::vector<int64_t> axes = node.GetInts("axes");
+    if (node.inputs.size() > 1 && !node.inputs[1].empty()) {
+      const Tensor* t = ConstantOf(node.inputs[1]);
+      if (t == nullptr) return false;
+      axes.clear();
+      for (int64_t e = 0; e < t->num_elements(); ++e) axes.push_back(t->Int64At(e));
+    }
+    for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<int64_t>{2, 3}) return false;
+    keepdims = node.GetInt("keepdims", 1) != 0;
+    const graph::TensorType* ot = TypeOf(node.outputs[0]);
+    if (ot == nullptr || ot->dtype != DType::kFloat32) return false;
+  } else {
+    // MaxPool's Indices output needs NCHW positions: the reference kernel computes it.
+    if (node.outputs.size() != 1 || node.inputs.size() != 1) return false;
+    if (!Is4dFloat(node.inputs[0]) || !Is4dFloat(node.outputs[0])) return false;
+  }
   const Shape in = TypeOf(node.inputs[0])->shape;
-  const Shape out = TypeOf(node.outputs[0])->shape;
+  const Shape out = reduce ? Shape{in[0], in[1], 1, 1} : TypeOf(node.outputs[0])->shape;
   PoolStep step;
   step.kind = kind;
   if (kind == K::kMax || kind == K::kAverage) {
@@ -1173,8 +1195,21 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   step.in = GeoOf(in, bn);
   step.out = GeoOf(out, bn);
   step.dst = NewBuffer(step.out.elems() * 4, absl::StrCat(node.outputs[0], " nchw", bn, "c"));
-  Define(node.outputs[0]).blocked.push_back({step.dst, bn});
   AddStep(node.name, absl::StrCat(node.op_type, "(nchwc)"), step);
+  State& st = Define(node.outputs[0]);
+  if (keepdims) {
+    st.blocked.push_back({step.dst, bn});
+  } else if (in[1] % bn == 0) {
+    st.natural = step.dst;  // [N, C] in whole blocks: the same bytes as [N, C, 1, 1] blocked
+  } else {
+    const Ref nat = NewNaturalStorage(node.outputs[0]);
+    st.natural = nat;
+    BlockedGeo natural_geo = step.out;
+    natural_geo.bn = 1;
+    AddStep(node.outputs[0], "unpack",
+            RelayoutStep{.src = step.dst, .src_geo = step.out, .dst = nat, .dst_geo = natural_geo});
+    ++m_->stats.layout_steps;
+  }
   ++m_->stats.blocked_steps;
   return true;
 }
