@@ -192,11 +192,6 @@ absl::Status CheckOpVersion(const Node& node, int64_t opset) {
         "operator ", node.op_type, " does not exist in opset ", opset, " (it was added in opset ",
         versions.front().since, "), in node '", node.name, "'"));
   }
-  if (selected->change == VersionChange::kUnsupported) {
-    return absl::UnimplementedError(absl::StrCat("operator ", node.op_type, " version ",
-                                                 selected->since, " (opset ", opset,
-                                                 ") is not supported, in node '", node.name, "'"));
-  }
   return absl::OkStatus();
 }
 

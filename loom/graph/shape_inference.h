@@ -28,6 +28,11 @@ std::vector<std::string> SupportedOps();
 // optional output, named "", gets the type it would have had).
 absl::StatusOr<std::vector<TensorType>> InferNodeOutputTypes(const Graph& graph, const Node& node);
 
+// The payload (absl::Status::GetPayload) of the kInvalidArgument a rule returns when an input
+// whose value it needs (a shape-defining input) is not constant: the value's name. The model
+// loader uses it to bind graph inputs whose values the caller knows (runtime::LoadOptions).
+inline constexpr char kNeedsConstantPayload[] = "loom.graph.needs_constant";
+
 // Sorts the nodes topologically, validates the graph, and fills graph.value_types for every
 // input, initializer and node output (stale entries are dropped). Graph inputs with -1 dims are
 // an error naming the input; so are negative dims and tensors above Tensor::kMaxBytes. The types

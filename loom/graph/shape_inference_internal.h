@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "loom/base/status_macros.h"
@@ -76,10 +77,18 @@ class Ctx {
     if (!Has(i)) return Error(absl::StrCat("missing required input ", what));
     std::optional<Tensor> t = ConstantValueOf(graph_, node_.inputs[i]);
     if (!t.has_value()) {
-      return Error(absl::StrCat("input '", node_.inputs[i], "' (", what,
-                                ") is not constant; Loom needs static shapes"));
+      return NotConstant(i, absl::StrCat("input '", node_.inputs[i], "' (", what,
+                                         ") is not constant; Loom needs static shapes"));
     }
     return *t;
+  }
+
+  // The error for input i, whose value the rule needs, not being constant: `msg`, with the value
+  // named in the kNeedsConstantPayload payload.
+  absl::Status NotConstant(size_t i, absl::string_view msg) const {
+    absl::Status st = Error(msg);
+    st.SetPayload(kNeedsConstantPayload, absl::Cord(node_.inputs[i]));
+    return st;
   }
 
   std::optional<Tensor> MaybeConst(size_t i) const {
