@@ -77,6 +77,7 @@ class BatchMatmul : public MatrixTemplate {
   std::string name() const override { return "batch_matmul"; }
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
+    LOOM_RETURN_IF_ERROR(CheckEpilogue(ep));
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const MatrixKnobs k = MatrixKnobsOf(config);
     const int64_t par_axis = Knob(config, "parallel_axis");
@@ -84,8 +85,9 @@ class BatchMatmul : public MatrixTemplate {
     const int64_t panels = CeilDiv(w.n, k.nr);
     const int64_t mblocks = CeilDiv(w.m, k.tile_m);
     const int64_t chunks = par_axis == 2 ? std::min(kRowChunks, mblocks) : 1;
-    const PanelSpec spec = Spec(k, Knob(config, "pack_b") == 1 ? PanelSpec::BSource::kPackInKernel
-                                                               : PanelSpec::BSource::kInPlace);
+    PanelSpec spec = Spec(k, Knob(config, "pack_b") == 1 ? PanelSpec::BSource::kPackInKernel
+                                                         : PanelSpec::BSource::kInPlace);
+    spec.batch_var = "bi";
     // The work of one (batch bi, panel nb, row blocks [mb_begin, mb_end)).
     std::vector<Stmt> item;
     item.push_back(Raw(absl::StrCat("const int64_t n0 = nb * ", k.nr, ";")));
@@ -126,7 +128,7 @@ class BatchMatmul : public MatrixTemplate {
   }
 
   std::vector<BufferSpec> FusedBuffers(const Config& config, const Epilogue& ep) const override {
-    return FusedBufferList(Buffers(config), ep, PaddedN(MatrixKnobsOf(config)));
+    return FusedBufferList(Buffers(config), ep, PaddedN(MatrixKnobsOf(config)), workload_.b);
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

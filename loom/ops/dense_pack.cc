@@ -36,7 +36,7 @@ class DensePack : public MatrixTemplate {
   std::string name() const override { return "dense_pack"; }
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
-    if (ep.residual) return absl::UnimplementedError("dense_pack cannot fuse a residual input");
+    LOOM_RETURN_IF_ERROR(CheckEpilogue(ep));
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
     const MatrixKnobs k = MatrixKnobsOf(config);
     const int64_t order = Knob(config, "order");
@@ -70,7 +70,7 @@ class DensePack : public MatrixTemplate {
 
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
-    return FusedBufferList(Buffers(config), epilogue, PaddedN(MatrixKnobsOf(config)));
+    return FusedBufferList(Buffers(config), epilogue, PaddedN(MatrixKnobsOf(config)), 1);
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

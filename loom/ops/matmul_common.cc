@@ -168,19 +168,36 @@ Stmt RowBlock(const PanelSpec& p, const Epilogue& ep, int64_t rows, int64_t cols
   // The epilogue, after the last K block.
   if (!ep.empty()) {
     std::vector<Stmt> apply;
-    std::string residual =
-        absl::StrCat("residual + (op - output) + ${r} * ", p.n, " + ${j} * ", p.vec);
-    if (narrow && ep.residual) {
-      apply.push_back(stage_in("loom_res", "(residual + (op - output))"));
-      residual = absl::StrCat("loom_res + ${r} * ", nr, " + ${j} * ", p.vec);
+    EpilogueSite site{.channel = absl::StrCat("n0 + ${j} * ", p.vec),
+                      .element = absl::StrCat("(op - output) + ${r} * ", p.n, " + ${j} * ", p.vec),
+                      .batch = p.batch_var,
+                      .channels = CeilDiv(p.n, nr) * nr};
+    if (narrow) {
+      // Per-element operands are read through staging tiles of rows x nr: inside this block
+      // their names (FusedParams': `residual`, `ep<k>`) are the tiles.
+      std::vector<std::string> names;
+      if (ep.residual) names.push_back("residual");
+      for (size_t k = 0; k < ep.operands.size(); ++k) {
+        if (ep.operands[k].kind == EpilogueOperand::Kind::kElement) {
+          names.push_back(absl::StrCat("ep", k));
+        }
+      }
+      for (const std::string& name : names) {
+        apply.push_back(Raw(absl::StrCat("float loom_st_", name, "[", rows * nr,
+                                         "] __attribute__((aligned(64))) = {};")));
+        apply.push_back(
+            stage_in(absl::StrCat("loom_st_", name), absl::StrCat("(", name, " + (op - output))")));
+      }
+      for (const std::string& name : names) {
+        apply.push_back(Raw(absl::StrCat("const float* ", name, " = loom_st_", name, ";")));
+      }
+      site.element = absl::StrCat("${r} * ", nr, " + ${j} * ", p.vec);
     }
-    apply.push_back(ForEachAccumulator(
-        rows, n_v,
-        EpilogueStmts(ep, "acc_${r}_${j}", absl::StrCat("bias + n0 + ${j} * ", p.vec), residual)));
+    apply.push_back(ForEachAccumulator(rows, n_v, EpilogueStmts(ep, "acc_${r}_${j}", site)));
     if (kblocks > 1) {
       s.push_back(codegen::If(absl::StrCat("kb == ", kblocks - 1), std::move(apply)));
     } else {
-      for (Stmt& a : apply) s.push_back(std::move(a));
+      s.push_back(codegen::Block(std::move(apply)));
     }
   }
   const std::string store_at = narrow ? absl::StrCat("loom_tile + ${r} * ", nr, " + ${j} * ", p.vec)
@@ -273,10 +290,6 @@ std::vector<Stmt> PanelBuffers(const PanelSpec& p, const Epilogue& ep) {
   if (narrow) {
     s.push_back(Raw(
         absl::StrCat("float loom_tile[", p.tile_m * nr, "] __attribute__((aligned(64))) = {};")));
-    if (ep.residual) {
-      s.push_back(Raw(
-          absl::StrCat("float loom_res[", p.tile_m * nr, "] __attribute__((aligned(64))) = {};")));
-    }
   }
   return s;
 }

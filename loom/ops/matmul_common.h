@@ -50,6 +50,8 @@ struct PanelSpec {
   bool trans_a = false;  // A is [k, m]
   bool trans_b = false;  // B is [n, k] (kInKernelPack only)
   int64_t vec = 16, n_v = 1, tile_m = 1, tile_k = 1, unroll_k = 1;
+  // The batch index of this product (batch_matmul's `bi`), for per-batch epilogue operands.
+  std::string batch_var = "0";
   enum class BSource {
     kPrepacked,     // b_base: this panel of B' packed ahead as [k, nr], zero-padded
     kPackInKernel,  // b_base: B itself; the panel is packed into loom_panel per K block
@@ -58,11 +60,10 @@ struct PanelSpec {
   BSource b_source = BSource::kPrepacked;
   int64_t nr() const { return n_v * vec; }
 };
-// Epilogue operands: when the epilogue runs, the accumulator acc_<r>_<j> holds Y[m0 + r][n0 +
-// j * vec ..] (of batch `bi` in batch_matmul), so an operand broadcast over rows or batches
-// (attention's additive mask [b, 1, 1, n], a per-column bias) is addressed from m0, n0, bi and
-// the unrolled r and j; today's Epilogue addresses the bias by column and the residual by
-// element (through a staging tile on a narrow panel).
+// Epilogue: when it runs, the accumulator acc_<r>_<j> holds Y[m0 + r][n0 + j * vec ..] (of batch
+// `batch_var`), and its EpilogueSite says so: channel n0 + j * vec among the padded columns,
+// element (op - output) + r * n + j * vec, the batch. On a narrow panel, per-element operands
+// (the residual, kElement operands) are staged into tiles first, so reads stay in bounds.
 // The stack buffers PanelLoops uses for `spec` (declare them once per parallel body).
 std::vector<codegen::Stmt> PanelBuffers(const PanelSpec& spec, const Epilogue& ep);
 // The loops for a panel of `cols` columns (cols == nr, or the narrow last panel n % nr).
