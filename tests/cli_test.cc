@@ -392,10 +392,9 @@ TEST(SharedModelTest, RunMatchesOnnxRuntimeOnTransformers) {
 namespace loom {
 namespace {
 
-// Records of kSmallConv that are trials of a job (the default config's baseline measurement,
-// stored under "<job>#default", is counted only when `defaults` is set).
-// Records of `task_key` (default: kSmallConv's) in `db`, of one error kind or all, trials or the
-// default config's.
+// Records of `task_key` (default: kSmallConv's) in `db` that are trials of a job, of one error kind
+// or all (the default config's baseline measurement, stored under "<job>#default", is counted only
+// when `defaults` is set).
 int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind = std::nullopt,
                      bool defaults = false, std::string task_key = "") {
   auto store = tune::OpenSqliteRecordStore(db);

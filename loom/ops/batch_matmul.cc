@@ -128,7 +128,7 @@ class BatchMatmul : public MatrixTemplate {
   }
 
   std::vector<BufferSpec> FusedBuffers(const Config& config, const Epilogue& ep) const override {
-    return FusedBufferList(Buffers(config), ep, PaddedN(MatrixKnobsOf(config)), workload_.b);
+    return FusedBufferList(Buffers(config), ep, workload_.n, workload_.b);
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

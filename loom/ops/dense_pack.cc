@@ -70,7 +70,7 @@ class DensePack : public MatrixTemplate {
 
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
-    return FusedBufferList(Buffers(config), epilogue, PaddedN(MatrixKnobsOf(config)), 1);
+    return FusedBufferList(Buffers(config), epilogue, workload_.n, 1);
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {

@@ -165,33 +165,55 @@ Stmt RowBlock(const PanelSpec& p, const Epilogue& ep, int64_t rows, int64_t cols
     block.b_addr = absl::StrCat("b_base + (k0 + kk) * ", p.n, " + n0 + ${j} * ", p.vec);
   }
   s.push_back(AccumulateBlock(block));
-  // The epilogue, after the last K block.
+  // The epilogue, after the last K block. Channel operands hold n values (the output's columns,
+  // unpadded), per-batch ones n per batch.
   if (!ep.empty()) {
     std::vector<Stmt> apply;
     EpilogueSite site{.channel = absl::StrCat("n0 + ${j} * ", p.vec),
                       .element = absl::StrCat("(op - output) + ${r} * ", p.n, " + ${j} * ", p.vec),
                       .batch = p.batch_var,
-                      .channels = CeilDiv(p.n, nr) * nr};
+                      .channels = p.n};
     if (narrow) {
-      // Per-element operands are read through staging tiles of rows x nr: inside this block
-      // their names (FusedParams': `residual`, `ep<k>`) are the tiles.
-      std::vector<std::string> names;
-      if (ep.residual) names.push_back("residual");
+      // Operands are read through zero-padded staging tiles, so that whole vectors stay in
+      // bounds: inside this block their names (FusedParams': `bias`, `residual`, `ep<k>`) are the
+      // tiles, per-element ones rows x nr, per-channel ones nr.
+      std::vector<std::pair<std::string, std::string>> rows_of, row_of;  // name, source row
+      if (ep.bias) row_of.push_back({"bias", "bias + n0"});
+      if (ep.residual) rows_of.push_back({"residual", "(residual + (op - output))"});
       for (size_t k = 0; k < ep.operands.size(); ++k) {
-        if (ep.operands[k].kind == EpilogueOperand::Kind::kElement) {
-          names.push_back(absl::StrCat("ep", k));
+        const std::string name = absl::StrCat("ep", k);
+        switch (ep.operands[k].kind) {
+          case EpilogueOperand::Kind::kChannel:
+            row_of.push_back({name, absl::StrCat(name, " + n0")});
+            break;
+          case EpilogueOperand::Kind::kElement:
+            rows_of.push_back({name, absl::StrCat("(", name, " + (op - output))")});
+            break;
+          case EpilogueOperand::Kind::kBatchChannel:
+            row_of.push_back({name, absl::StrCat(name, " + (", p.batch_var, ") * ", p.n, " + n0")});
+            break;
         }
       }
-      for (const std::string& name : names) {
+      for (const auto& [name, src] : rows_of) {
         apply.push_back(Raw(absl::StrCat("float loom_st_", name, "[", rows * nr,
                                          "] __attribute__((aligned(64))) = {};")));
-        apply.push_back(
-            stage_in(absl::StrCat("loom_st_", name), absl::StrCat("(", name, " + (op - output))")));
+        apply.push_back(stage_in(absl::StrCat("loom_st_", name), src));
       }
-      for (const std::string& name : names) {
-        apply.push_back(Raw(absl::StrCat("const float* ", name, " = loom_st_", name, ";")));
+      for (const auto& [name, src] : row_of) {
+        apply.push_back(Raw(
+            absl::StrCat("float loom_st_", name, "[", nr, "] __attribute__((aligned(64))) = {};")));
+        apply.push_back(Raw(absl::StrCat("for (int64_t c = 0; c < ", cols, "; ++c) loom_st_", name,
+                                         "[c] = (", src, ")[c];")));
       }
-      site.element = absl::StrCat("${r} * ", nr, " + ${j} * ", p.vec);
+      for (const auto& list : {rows_of, row_of}) {
+        for (const auto& [name, src] : list) {
+          apply.push_back(Raw(absl::StrCat("const float* ", name, " = loom_st_", name, ";")));
+        }
+      }
+      site = {.channel = absl::StrCat("${j} * ", p.vec),
+              .element = absl::StrCat("${r} * ", nr, " + ${j} * ", p.vec),
+              .batch = "0",
+              .channels = 0};
     }
     apply.push_back(ForEachAccumulator(rows, n_v, EpilogueStmts(ep, "acc_${r}_${j}", site)));
     if (kblocks > 1) {

@@ -61,9 +61,10 @@ struct PanelSpec {
   int64_t nr() const { return n_v * vec; }
 };
 // Epilogue: when it runs, the accumulator acc_<r>_<j> holds Y[m0 + r][n0 + j * vec ..] (of batch
-// `batch_var`), and its EpilogueSite says so: channel n0 + j * vec among the padded columns,
-// element (op - output) + r * n + j * vec, the batch. On a narrow panel, per-element operands
-// (the residual, kElement operands) are staged into tiles first, so reads stay in bounds.
+// `batch_var`), and its EpilogueSite says so: channel n0 + j * vec among the n columns (channel
+// operands are not padded: Y is not), element (op - output) + r * n + j * vec, the batch. On a
+// narrow panel every operand is read through a zero-padded staging tile, so reads stay in
+// bounds.
 // The stack buffers PanelLoops uses for `spec` (declare them once per parallel body).
 std::vector<codegen::Stmt> PanelBuffers(const PanelSpec& spec, const Epilogue& ep);
 // The loops for a panel of `cols` columns (cols == nr, or the narrow last panel n % nr).

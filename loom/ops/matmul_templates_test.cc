@@ -24,6 +24,7 @@
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
+#include "loom/ops/elementwise.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/matmul_common.h"
 #include "loom/ops/template.h"
@@ -284,8 +285,9 @@ TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
     graph::Workload w;
     Epilogue ep;
   };
-  for (const Case& c : {Case{Bmm(2, 11, 37, 70), all}, Case{trans_b, residual_sigmoid},
-                        Case{trans_b, bias_relu}, Case{Dense(9, 45, 70), bias_relu}}) {
+  for (const Case& c :
+       {Case{Bmm(2, 11, 37, 70), all}, Case{trans_b, residual_sigmoid}, Case{trans_b, bias_relu},
+        Case{Dense(9, 45, 70), bias_relu}, Case{Dense(9, 45, 70), all}}) {
     auto t = MakeTemplate(c.w, target);
     ASSERT_TRUE(t.ok()) << t.status();
     base::Rng rng(5);
@@ -320,11 +322,16 @@ TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
       EXPECT_TRUE(e.WithinTolerance()) << e.max_abs_err;
     }
   }
-  // dense_pack leaves a residual to the planner.
-  auto dense = MakeTemplate(Dense(4, 16, 16), target);
-  ASSERT_TRUE(dense.ok());
-  EXPECT_EQ((*dense)->EmitFused((*dense)->DefaultConfig(), residual_sigmoid).status().code(),
-            absl::StatusCode::kUnimplemented);
+  // A malformed epilogue is refused by both templates.
+  Epilogue malformed;
+  malformed.operands.push_back({EpilogueOperand::Kind::kChannel});
+  for (const graph::Workload& w : {Dense(4, 16, 16), Bmm(2, 4, 16, 16)}) {
+    auto t = MakeTemplate(w, target);
+    ASSERT_TRUE(t.ok());
+    const auto bad = (*t)->EmitFused((*t)->DefaultConfig(), malformed);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(bad.status().message(), HasSubstr("operands without a program"));
+  }
 }
 
 TEST(MatmulTemplatesTest, SpacesKnowWhatEmits) {
@@ -420,6 +427,36 @@ TEST(MatmulTemplatesTest, TransformerDefaultsUseLargeRegisterBlocks) {
   }
 }
 
+// y = clip((x * 0.125 + mask[b, n] + r[b, m, n]) * s[n], -2, 2): attention's scale and additive
+// mask as an epilogue program, operands per (batch, column) (when `with_mask`), per element and
+// per column.
+Epilogue AttentionEpilogue(bool with_mask) {
+  Epilogue e;
+  ElementwiseProgram& p = e.program;
+  using graph::DType;
+  const int32_t x = p.AddInput(DType::kFloat32);
+  const int32_t mask = with_mask ? p.AddInput(DType::kFloat32) : -1;
+  const int32_t r = p.AddInput(DType::kFloat32), scale = p.AddInput(DType::kFloat32);
+  if (with_mask) e.operands.push_back({EpilogueOperand::Kind::kBatchChannel});
+  e.operands.push_back({EpilogueOperand::Kind::kElement});
+  e.operands.push_back({EpilogueOperand::Kind::kChannel});
+  auto op = [&](EwOp o, int32_t a, int32_t b = -1, double p0 = 0, double p1 = 0) {
+    EwInstr i;
+    i.op = o;
+    i.a = a;
+    i.b = b;
+    i.p0 = p0;
+    i.p1 = p1;
+    return p.Add(i);
+  };
+  int32_t v = op(EwOp::kMul, x, op(EwOp::kConst, -1, -1, 0.125));
+  if (mask >= 0) v = op(EwOp::kAdd, v, mask);
+  v = op(EwOp::kMul, op(EwOp::kAdd, v, r), scale);
+  v = op(EwOp::kClip, v, -1, -2.0, 2.0);
+  p.AddOutput(v, DType::kFloat32);
+  return e;
+}
+
 // A float buffer whose last element ends exactly where a PROT_NONE page begins (and whose first
 // element starts right after one): a kernel reading or writing a single float outside it crashes.
 class GuardedBuffer {
@@ -452,7 +489,11 @@ class GuardedBuffer {
 TEST(MatmulTemplatesTest, NaturalOperandsAreNeverReadOrWrittenOutOfBounds) {
   TempDir dir;
   const Target target = HostCpuTarget();
-  const Epilogue residual{.bias = true, .residual = true};
+  // Every kind of operand: bias, residual, and a program's per-(batch, column), per-element and
+  // per-column ones.
+  Epilogue residual = AttentionEpilogue(true);
+  residual.bias = true;
+  residual.residual = true;
   for (int trans = 0; trans < 4; ++trans) {
     graph::Workload w = Bmm(2, 13, 37, 70);
     w.trans_a = (trans & 1) != 0;
@@ -516,6 +557,62 @@ TEST(MatmulTemplatesTest, NarrowerTargetsEmitCorrectKernels) {
           CompareTensors(RunOnce(**t, c, **kernel, natural), (*t)->Reference(natural));
       EXPECT_TRUE(e.WithinTolerance())
           << IsaName(isa) << " " << graph::WorkloadKey(wl) << ": " << e.max_abs_err;
+    }
+  }
+}
+
+// Attention's scale and additive mask as a fused program on batch_matmul (Q K^T with K read
+// transposed): y = clip((x * 0.125 + mask[b, n] + r[b, m, n]) * s[n], -2, 2), operands per
+// (batch, column), per element and per column; on a narrow last panel and a split K, and on
+// dense_pack without the per-batch operand. Compared with the reference product in double.
+TEST(MatmulTemplatesTest, AttentionScaleAndMaskFuseAsAProgram) {
+  TempDir dir;
+  graph::Workload qk = Bmm(3, 11, 37, 70);
+  qk.trans_b = true;
+  for (const graph::Workload& w : {qk, Dense(9, 37, 70)}) {
+    const bool batched = w.kind == graph::TaskKind::kBatchMatmul;
+    const Epilogue ep = AttentionEpilogue(batched);
+    auto t = MakeTemplate(w, HostCpuTarget());
+    ASSERT_TRUE(t.ok()) << t.status();
+    const int64_t batch = batched ? w.b : 1;
+    const std::vector<graph::Tensor> natural = RandomNaturalInputs(**t, 8);
+    const graph::Tensor plain = (*t)->Reference(natural);
+    base::Rng rng(12);
+    const graph::Tensor mask = Random({batch, w.n}, rng), r = Random(plain.shape(), rng),
+                        scale = Random({w.n}, rng);
+    const Config base = (*t)->DefaultConfig();
+    for (const Config& config : {base, With(**t, base, {{"tile_k", 64}, {"tile_n", 2}})}) {
+      SCOPED_TRACE(absl::StrCat(graph::WorkloadKey(w), " ", (*t)->space().ToJson(config)));
+      auto src = (*t)->EmitFused(config, ep);
+      ASSERT_TRUE(src.ok()) << src.status();
+      auto kernel = LocalKernel::Compile(*src, dir.path());
+      ASSERT_TRUE(kernel.ok()) << kernel.status();
+      const std::vector<BufferSpec> specs = (*t)->FusedBuffers(config, ep);
+      std::vector<graph::Tensor> bufs = (*t)->PackInputs(config, natural);
+      if (batched) bufs.push_back(mask);
+      bufs.push_back(r);
+      bufs.push_back(scale);
+      bufs.emplace_back(graph::DType::kFloat32, specs.back().shape);
+      ASSERT_EQ(bufs.size(), specs.size());
+      for (size_t i = 0; i < specs.size(); ++i) {
+        EXPECT_EQ(bufs[i].num_elements(), graph::NumElements(specs[i].shape)) << specs[i].name;
+      }
+      std::vector<void*> ptrs;
+      for (graph::Tensor& b : bufs) ptrs.push_back(b.raw_data());
+      (*kernel)->fn()(ptrs.data(), nullptr);
+      const float* got = bufs.back().data<float>();
+      int bad = 0;
+      for (int64_t i = 0; i < plain.num_elements() && bad < 3; ++i) {
+        const int64_t n = i % w.n, b = i / (w.m * w.n);
+        double v = plain.data<float>()[i] * 0.125;
+        if (batched) v += mask.data<float>()[b * w.n + n];
+        v = (v + r.data<float>()[i]) * scale.data<float>()[n];
+        v = std::min(2.0, std::max(-2.0, v));
+        if (std::fabs(got[i] - v) > 1e-4 * std::fabs(v) + 1e-5) {
+          ++bad;
+          ADD_FAILURE() << "element " << i << ": got " << got[i] << ", want " << v;
+        }
+      }
     }
   }
 }
