@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <future>
 #include <map>
 #include <memory>
@@ -28,24 +27,14 @@
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/matmul_common.h"
 #include "loom/ops/template.h"
+#include "loom/ops/testing/kernel_test_util.h"
 
 namespace loom::ops {
 namespace {
 
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/loom_matmul_test_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testutil::TempDir;
 
 graph::Tensor Random(const graph::Shape& shape, base::Rng& rng) {
   graph::Tensor t(graph::DType::kFloat32, shape);
