@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -317,6 +318,52 @@ TEST(CliTest, TasksOfResNet18AreElevenConvsAndOneDense) {
   EXPECT_EQ(count("\"kind\": \"conv2d\""), 11u);
   EXPECT_EQ(count("\"kind\": \"dense\""), 1u);
   EXPECT_EQ(count("\"kind\":"), 12u);
+}
+
+// `loom tasks` on the shared transformers: every MatMul is a dense task (activation times a
+// weight, leading dims flattened into M) or a batch_matmul one (attention's two activation
+// products per layer), each key with its node count.
+TEST(CliTest, TasksOfTransformersAreDenseAndBatchMatmul) {
+  const std::map<std::string, std::map<std::string, int64_t>> expected = {
+      {"vit_tiny",
+       {{"conv2d:f32:n1_c3_h224_w224_k192_r16_s16_st16x16_p0x0x0x0_d1x1_g1", 1},
+        {"dense:f32:m197_n576_k192_tb0", 6},
+        {"batch_matmul:f32:b3_m197_n197_k64", 6},
+        {"batch_matmul:f32:b3_m197_n64_k197", 6},
+        {"dense:f32:m197_n192_k192_tb1", 6},
+        {"dense:f32:m197_n768_k192_tb0", 6},
+        {"dense:f32:m197_n192_k768_tb0", 6},
+        {"dense:f32:m1_n1000_k192_tb1", 1}}},
+      {"bert_small",
+       {{"dense:f32:m128_n256_k256_tb0", 16},
+        {"batch_matmul:f32:b4_m128_n128_k64", 4},
+        {"batch_matmul:f32:b4_m128_n64_k128", 4},
+        {"dense:f32:m128_n1024_k256_tb0", 4},
+        {"dense:f32:m128_n256_k1024_tb0", 4}}}};
+  for (const auto& [name, want] : expected) {
+    SCOPED_TRACE(name);
+    const std::string dir = graph::UnpackSharedModel(name, graph::kSharedTransformerFolder);
+    if (dir.empty()) GTEST_SKIP() << "no ../shared/transformers/" << name << ".tar.xz";
+    Outcome o = RunLoom("tasks " + dir + "/" + name + ".onnx");
+    ASSERT_EQ(o.exit_code, 0) << o.err;
+    // Rows: index, kind, count, GFLOP, share, key (the header and the summary line are not).
+    auto digits = [](const std::string& t) {
+      return !t.empty() && t.find_first_not_of("0123456789") == std::string::npos;
+    };
+    std::map<std::string, int64_t> got;
+    std::istringstream lines(o.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream row(line);
+      std::string index, kind, count, gflop, share, key;
+      if (row >> index >> kind >> count >> gflop >> share >> key && digits(index) &&
+          digits(count)) {
+        EXPECT_EQ(key.substr(0, kind.size() + 1), kind + ":") << line;
+        got[key] = std::stoll(count);
+      }
+    }
+    EXPECT_EQ(got, want) << o.out;
+    EXPECT_THAT(o.out, HasSubstr(std::to_string(want.size()) + " tasks, "));
+  }
 }
 
 TEST(CliTest, InspectReportsParametersAndFlops) {
