@@ -115,14 +115,14 @@ TEST(CliTest, UnsupportedOperatorNamesOpAndNode) {
   g.outputs.push_back({"y", {graph::DType::kFloat32, {1, 4}}});
   graph::Node n;
   n.name = "my_node";
-  n.op_type = "Hardmax";
+  n.op_type = "LoomNoSuchOperator";
   n.inputs = {"x"};
   n.outputs = {"y"};
   g.nodes.push_back(n);
   fs::path p = ScratchDir() / "unsupported.onnx";
   ASSERT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
   Outcome o = RunLoom("inspect " + p.string());
-  ExpectOneLineError(o, "Hardmax");
+  ExpectOneLineError(o, "LoomNoSuchOperator");
   EXPECT_THAT(o.err, HasSubstr("my_node"));
 }
 

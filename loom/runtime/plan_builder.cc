@@ -473,11 +473,9 @@ absl::StatusOr<bool> Planner::TryView(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   if (!IsViewOp(node.op_type) || node.inputs.empty() || node.outputs.empty()) return false;
   if (node.op_type == "Dropout") {
-    // Inference: the identity; its mask output must be unused.
-    if (node.outputs.size() > 1 && !node.outputs[1].empty() &&
-        consumers_.count(node.outputs[1]) > 0) {
-      return false;
-    }
+    // Inference: the identity. A named mask output (read by a node or a graph output) must be
+    // written, so such a Dropout is not a view; the passes drop the ones whose mask is unused.
+    if (node.outputs.size() > 1 && !node.outputs[1].empty()) return false;
   } else if (node.outputs.size() != 1) {
     return false;
   }
