@@ -252,6 +252,22 @@ class Planner {
     std::string final_value;
   };
   Fusion FuseEpilogue(const std::string& out, bool conv, bool dense_padded);
+  // The view node (Reshape, Flatten, ...) that is the only reader of `v` when it keeps the last
+  // dim `last` (so a matrix product's columns stay its columns), else -1.
+  int64_t SoleViewConsumer(const std::string& v, int64_t last) const {
+    auto c = consumers_.find(v);
+    if (c == consumers_.end() || c->second.size() != 1 || output_slots_.count(v) > 0) return -1;
+    const graph::Node& n = g_.nodes[static_cast<size_t>(c->second[0])];
+    if (!IsViewOp(n.op_type) || n.outputs.size() != 1 || n.inputs[0] != v) return -1;
+    const graph::TensorType* in = TypeOf(v);
+    const graph::TensorType* out = TypeOf(n.outputs[0]);
+    if (in == nullptr || out == nullptr || out->shape.empty() || out->shape.back() != last ||
+        in->dtype != out->dtype ||
+        graph::NumElements(in->shape) != graph::NumElements(out->shape)) {
+      return -1;
+    }
+    return c->second[0];
+  }
   absl::StatusOr<bool> RunBlockedGroup(int64_t i);
   absl::StatusOr<bool> RunNaturalGroup(int64_t i);
 
@@ -986,7 +1002,17 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   // A dense output is [M, Np] with N padded to the template's block; a residual in the
   // epilogue must share that layout, so it fuses only without padding.
   const int64_t np_default = tmpl.Buffers(config).back().shape.back();
-  Fusion fusion = FuseEpilogue(node.outputs[0], conv, !conv && np_default != w->n);
+  // A dense output seen through the views after it (Reshape to [B, S, N] and the like: the same
+  // row-major bytes with the same last dim), so the chain after them fuses too.
+  std::string out = node.outputs[0];
+  if (!conv && o_.fuse) {
+    for (int64_t v = SoleViewConsumer(out, w->n); v >= 0; v = SoleViewConsumer(out, w->n)) {
+      done_[static_cast<size_t>(v)] = true;
+      out = g_.nodes[static_cast<size_t>(v)].outputs[0];
+      ++m_->stats.views;
+    }
+  }
+  Fusion fusion = FuseEpilogue(out, conv, !conv && np_default != w->n);
   ops::Epilogue& ep = fusion.ep;
   ep.bias = bias != nullptr;
 
