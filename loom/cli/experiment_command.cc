@@ -1,8 +1,9 @@
 // `loom experiment SPEC.yaml -o DIR`: runs the spec's tuning jobs under each setup (each job
 // alone, then all at once under each policy) in the embedded engine, without a person watching,
-// and writes DIR/results.csv, results.json, gantt-<setup>.svg, simulation.csv, sim.yaml and
-// report.html (experiment/runner.h). --through-service then runs the same setups through real
-// `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds DIR/service.csv.
+// and writes DIR/results.csv, results.json, trace.json, gantt-<setup>.svg, simulation.csv,
+// sim.yaml and report.html (experiment/runner.h). --through-service then runs the same setups
+// through real `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds
+// DIR/service.csv.
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,6 +91,8 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   };
   ro.distortion_samples = spec->distortion_samples;
   ro.distortion_seed = spec->distortion_seed;
+  ro.ranking_top = spec->ranking_top;
+  ro.repetitions = spec->repetitions;
   ro.latency_runs = spec->latency_runs;
   ro.latency_min_seconds = spec->latency_min_seconds;
   ro.simulate = spec->simulate;
@@ -292,8 +295,8 @@ void RegisterExperimentCommand(CLI::App& app) {
       "experiment", "Run the same tuning jobs under each setup and write the comparison");
   cmd->add_option("SPEC", o->spec, "Experiment spec (YAML)")->required();
   cmd->add_option("-o,--out", o->out_dir,
-                  "Output directory (results.csv/json, gantt-<setup>.svg, simulation.csv, "
-                  "report.html)")
+                  "Output directory (results.csv/json, trace.json, gantt-<setup>.svg, "
+                  "simulation.csv, report.html)")
       ->required();
   cmd->add_option("--db", o->db, "Record database (default: DIR/records.db)");
   cmd->add_option("--run-timeout", o->run_timeout,

@@ -73,11 +73,11 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
   }
-  LOOM_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots",
-                 "min_repeat_ms", "repeat", "run_timeout_s", "distortion_samples",
-                 "distortion_seed", "latency_runs", "latency_min_seconds", "simulate"}));
+  LOOM_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots", "min_repeat_ms",
+       "repeat", "run_timeout_s", "distortion_samples", "distortion_seed", "ranking_top",
+       "repetitions", "latency_runs", "latency_min_seconds", "simulate"}));
   ExperimentSpec spec;
   LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
@@ -89,6 +89,8 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   LOOM_RETURN_IF_ERROR(Optional(root, "", "run_timeout_s", &spec.run_timeout_s));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_samples", &spec.distortion_samples));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_seed", &spec.distortion_seed));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "ranking_top", &spec.ranking_top));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "repetitions", &spec.repetitions));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_runs", &spec.latency_runs));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_min_seconds", &spec.latency_min_seconds));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "simulate", &spec.simulate));
@@ -109,6 +111,10 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   if (!(spec.run_timeout_s > 0)) return Error("run_timeout_s", "must be > 0");
   if (spec.distortion_samples < 0) {
     return Error("distortion_samples", "must be >= 0 (0 turns the re-measurement off)");
+  }
+  if (spec.ranking_top < 1) return Error("ranking_top", "must be >= 1");
+  if (spec.repetitions < 1 || spec.repetitions > 100) {
+    return Error("repetitions", "must be between 1 and 100");
   }
   if (spec.latency_runs < 0) {
     return Error("latency_runs", "must be >= 0 (0 turns the final-latency measurement off)");
