@@ -1,5 +1,6 @@
 #include "loom/experiment/trace.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -58,6 +59,53 @@ base::ChromeTrace ExperimentTrace(const ExperimentResult& result) {
                               {"task_key", t.task_key},
                               {"round", t.round},
                               {"resource", t.resource}}}});
+    }
+    base::AddLaneEvents(trace, pid, lanes, std::move(events));
+  }
+  return trace;
+}
+
+base::ChromeTrace StageTimingsTrace(const std::vector<tune::StageTimingRecord>& timings) {
+  base::ChromeTrace trace;
+  absl::Time origin = absl::InfiniteFuture();
+  for (const tune::StageTimingRecord& t : timings) origin = std::min(origin, t.timing.start);
+  std::vector<std::string> jobs;
+  std::map<std::string, std::vector<const tune::StageTimingRecord*>> of_job;
+  for (const tune::StageTimingRecord& t : timings) {
+    auto [it, fresh] = of_job.try_emplace(t.job_id);
+    if (fresh) jobs.push_back(t.job_id);
+    it->second.push_back(&t);
+  }
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    const int pid = static_cast<int>(k) + 1;
+    trace.NameProcess(pid, jobs[k], pid);
+    std::map<std::string, int> lane_of;
+    std::vector<std::string> lanes;
+    // The device first, then CPU resources by name.
+    for (bool device : {true, false}) {
+      std::map<std::string, int> names;
+      for (const tune::StageTimingRecord* t : of_job[jobs[k]]) {
+        if ((t->timing.resource.rfind("device:", 0) == 0) == device) {
+          names.emplace(t->timing.resource, 0);
+        }
+      }
+      for (const auto& [name, unused] : names) {
+        lane_of[name] = static_cast<int>(lanes.size());
+        lanes.push_back(name.empty() ? "(no resource)" : name);
+      }
+    }
+    std::vector<base::LaneEvent> events;
+    for (const tune::StageTimingRecord* t : of_job[jobs[k]]) {
+      events.push_back(
+          {.lane = lane_of[t->timing.resource],
+           .event = {.name = absl::StrCat(t->timing.stage, " round ", t->round),
+                     .category = t->timing.stage,
+                     .start_us = absl::ToDoubleMicroseconds(t->timing.start - origin),
+                     .duration_us = absl::ToDoubleMicroseconds(t->timing.end - t->timing.start),
+                     .args = {{"job", t->job_id},
+                              {"task_key", t->task_key},
+                              {"round", t->round},
+                              {"resource", t->timing.resource}}}});
     }
     base::AddLaneEvents(trace, pid, lanes, std::move(events));
   }

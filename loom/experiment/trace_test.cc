@@ -112,5 +112,37 @@ TEST(ExperimentTraceTest, OverlappingMeasurementsGetThreadsOfTheirOwn) {
           {1, "device cpu:1"}, {2, "device cpu:1 #2"}, {3, "cpu"}, {4, "cpu:0"}, {5, "cpu:0,1"}}));
 }
 
+TEST(ExperimentTraceTest, StageTimingsOfARecordDatabase) {
+  auto timing = [](const std::string& job, int64_t round, const std::string& stage, double from,
+                   double to, const std::string& resource) {
+    return tune::StageTimingRecord{
+        .job_id = job,
+        .task_key = "k",
+        .round = round,
+        .timing = {.stage = stage, .start = T(from), .end = T(to), .resource = resource}};
+  };
+  const std::vector<tune::StageTimingRecord> timings = {
+      timing("b", 0, "build", 5, 6, "cpu:0"), timing("a", 0, "propose", 1, 2, "cpu:0"),
+      timing("a", 0, "measure", 2, 4, "device:cpu:1"),
+      timing("b", 0, "measure", 3, 5, "device:cpu:1")};
+  const nlohmann::json j = StageTimingsTrace(timings).ToJson();
+  ASSERT_EQ(base::ValidateChromeTrace(j), absl::OkStatus());
+  std::map<int, std::string> processes;
+  std::vector<std::tuple<int, std::string, double, double>> events;
+  for (const nlohmann::json& e : j["traceEvents"]) {
+    if (e["name"] == "process_name") processes[e["pid"]] = e["args"]["name"];
+    if (e["ph"] == "X") events.emplace_back(e["pid"], e["name"], e["ts"], e["dur"]);
+  }
+  // Jobs in order of appearance; times from the earliest stage (a's propose at 1 s).
+  EXPECT_EQ(processes, (std::map<int, std::string>{{1, "b"}, {2, "a"}}));
+  std::sort(events.begin(), events.end());
+  EXPECT_EQ(events, (std::vector<std::tuple<int, std::string, double, double>>{
+                        {1, "build round 0", 4e6, 1e6},
+                        {1, "measure round 0", 2e6, 2e6},
+                        {2, "measure round 0", 1e6, 2e6},
+                        {2, "propose round 0", 0, 1e6}}));
+  EXPECT_EQ(StageTimingsTrace({}).ToJson()["traceEvents"].size(), 0u);
+}
+
 }  // namespace
 }  // namespace loom::experiment
