@@ -383,18 +383,27 @@ std::string GanttSvg(const GanttChart& chart) {
 }
 
 std::string LineChartSvg(const LineChart& chart) {
-  double x_max = chart.x_max, y_max = 0;
+  double x_max = chart.x_max, y_lo_data = chart.y_min, y_hi_data = chart.y_min;
   for (const LineSeries& s : chart.series) {
-    for (const auto& [px, py] : s.points) {
-      if (chart.x_max <= 0) x_max = std::max(x_max, px);
-      y_max = std::max(y_max, py);
+    for (const auto* list : {&s.points, &s.markers}) {
+      for (const auto& [px, py] : *list) {
+        if (chart.x_max <= 0) x_max = std::max(x_max, px);
+        if (!std::isfinite(py)) continue;
+        y_lo_data = std::min(y_lo_data, py);
+        y_hi_data = std::max(y_hi_data, py);
+      }
     }
-    for (const auto& [px, py] : s.markers) y_max = std::max(y_max, py);
   }
   if (!(x_max > 0)) x_max = 1;
-  const AxisTicks yt = NiceTicks(chart.y_min, std::max(y_max, chart.y_min + 1e-9) * 1.05, 5);
-  const double y_top = yt.values.back() < y_max ? yt.values.back() + yt.step : yt.values.back();
-  const double y_lo = chart.y_min;
+  // The y axis runs between multiples of the tick step: from y_min (lower if the data goes
+  // below it) to the first multiple at or above the data plus a margin.
+  if (!(y_hi_data > y_lo_data)) y_hi_data = y_lo_data + 1;
+  const double pad = (y_hi_data - y_lo_data) * 0.05;
+  const double step = NiceTicks(y_lo_data, y_hi_data + pad, 5).step;
+  const double y_lo =
+      y_lo_data < chart.y_min ? std::floor((y_lo_data - pad) / step) * step : chart.y_min;
+  const double y_top = std::ceil((y_hi_data + pad) / step - 1e-9) * step;
+  const AxisTicks yt = NiceTicks(y_lo, y_top, static_cast<int>(std::lround((y_top - y_lo) / step)));
   const AxisTicks xt = NiceTicks(0, x_max, std::max(3, chart.width / 90));
 
   // Legend height first.

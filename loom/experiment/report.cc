@@ -559,4 +559,130 @@ std::string ReportHtml(const ExperimentResult& result, const ReportContext& cont
   return h;
 }
 
+std::string ScaleReportHtml(const std::vector<ScaleRun>& runs, const ReportContext& context) {
+  std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  absl::StrAppend(&h, "<title>", XmlEscape(context.name), ": Loom scale experiment</title>\n",
+                  kStyle, "</head>\n<body>\n<h1>", XmlEscape(context.name), "</h1>\n<p>");
+  if (!context.machine.empty()) absl::StrAppend(&h, "Machine: ", XmlEscape(context.machine), ". ");
+  if (!context.command.empty()) {
+    absl::StrAppend(&h, "Command: <code>", XmlEscape(context.command), "</code>.");
+  }
+  absl::StrAppend(&h,
+                  " The same experiment with the first N jobs of the spec, for each N; every "
+                  "count's full report is linked below.</p>\n<ul>\n");
+  for (const ScaleRun& run : runs) {
+    absl::StrAppend(&h, "<li><a href=\"", XmlEscape(run.dir), "/report.html\">", run.jobs,
+                    run.jobs == 1 ? " job" : " jobs", "</a> (", run.result.repetitions, " repetition",
+                    run.result.repetitions == 1 ? "" : "s", ")</li>\n");
+  }
+  absl::StrAppend(&h, "</ul>\n");
+  std::vector<ClaimsSummary> claims;
+  for (const ScaleRun& run : runs) claims.push_back(SummarizeClaims(run.result));
+
+  // Verdicts side by side: one row per (claim, setup, statement), one column per count.
+  std::vector<std::string> keys;
+  std::map<std::string, std::vector<const ClaimVerdict*>> by_key;
+  for (size_t k = 0; k < claims.size(); ++k) {
+    for (const ClaimVerdict& v : claims[k].verdicts) {
+      const std::string key = absl::StrCat(v.claim, "\t", v.setup, "\t", v.statement);
+      auto [it, fresh] = by_key.try_emplace(key, std::vector<const ClaimVerdict*>(runs.size()));
+      if (fresh) keys.push_back(key);
+      it->second[k] = &v;
+    }
+  }
+  absl::StrAppend(&h,
+                  "<h2>The claims at each scale</h2>\n<table>\n<tr><th class=\"l\">claim</th>"
+                  "<th class=\"l\">setup</th><th class=\"l\">statement</th>");
+  for (const ScaleRun& run : runs) {
+    absl::StrAppend(&h, "<th class=\"l\">", run.jobs, run.jobs == 1 ? " job" : " jobs",
+                    "</th><th>verdict</th>");
+  }
+  absl::StrAppend(&h, "</tr>\n");
+  for (const std::string& key : keys) {
+    const std::vector<const ClaimVerdict*>& row = by_key[key];
+    const ClaimVerdict* first = nullptr;
+    for (const ClaimVerdict* v : row) first = first ? first : v;
+    absl::StrAppend(&h, "<tr><td class=\"l\">", XmlEscape(first->claim), "</td><td class=\"l\">",
+                    XmlEscape(first->setup), "</td><td class=\"l\">", XmlEscape(first->statement),
+                    "</td>");
+    for (const ClaimVerdict* v : row) {
+      if (v == nullptr) {
+        absl::StrAppend(&h, "<td class=\"l\">&ndash;</td><td class=\"na\">not run</td>");
+        continue;
+      }
+      absl::StrAppend(&h, "<td class=\"l\">", XmlEscape(v->figure), "</td>",
+                      VerdictCell(v->verdict));
+    }
+    absl::StrAppend(&h, "</tr>\n");
+  }
+  absl::StrAppend(&h, "</table>\n");
+
+  // Per count, the setups' figures.
+  absl::StrAppend(&h,
+                  "<h2>Setups at each scale</h2>\n<table>\n<tr><th>jobs</th><th "
+                  "class=\"l\">setup</th><th>makespan s</th><th>&divide; sequential</th><th>"
+                  "distortion (median)</th><th>&tau;</th><th>regret</th><th>final latency vs "
+                  "dedicated</th><th>tuned kernels alone vs dedicated</th></tr>\n");
+  for (size_t k = 0; k < runs.size(); ++k) {
+    for (const SetupSummary& s : claims[k].setups) {
+      absl::StrAppend(&h, "<tr><td>", runs[k].jobs, "</td><td class=\"l\">", XmlEscape(s.setup),
+                      "</td><td>", XmlEscape(FormatInterval(s.makespan_s, 1)), "</td><td>",
+                      XmlEscape(FormatInterval(s.vs_sequence, 3)), "</td><td>",
+                      Pct(s.distortion.mean, 2), "</td><td>",
+                      XmlEscape(FormatInterval(s.kendall_tau, 3)), "</td><td>",
+                      XmlEscape(FormatInterval(s.regret, 3)), "</td><td>",
+                      XmlEscape(FormatRatioPercent(s.latency_vs_dedicated)), "</td><td>",
+                      XmlEscape(FormatRatioPercent(s.kernels_vs_dedicated)), "</td></tr>\n");
+    }
+  }
+  absl::StrAppend(&h, "</table>\n");
+
+  // Charts against the job count, one line per setup.
+  std::vector<std::string> setups;
+  for (const ClaimsSummary& c : claims) {
+    for (const SetupSummary& s : c.setups) {
+      if (std::find(setups.begin(), setups.end(), s.setup) == setups.end()) {
+        setups.push_back(s.setup);
+      }
+    }
+  }
+  auto chart = [&](const std::string& title, const std::string& y_label,
+                   double (*value)(const SetupSummary&)) {
+    base::LineChart c{.title = title, .x_label = "jobs", .y_label = y_label};
+    double lo = 0;
+    for (size_t i = 0; i < setups.size(); ++i) {
+      base::LineSeries line{
+          .name = setups[i],
+          .color = base::SeriesColor(static_cast<int>(i), static_cast<int>(setups.size())),
+          .step = false};
+      for (size_t k = 0; k < runs.size(); ++k) {
+        for (const SetupSummary& s : claims[k].setups) {
+          const double v = s.setup == setups[i] ? value(s) : NAN;
+          if (!std::isfinite(v)) continue;
+          line.points.emplace_back(runs[k].jobs, v);
+          line.markers.emplace_back(runs[k].jobs, v);
+          lo = std::min(lo, v);
+        }
+      }
+      c.series.push_back(std::move(line));
+    }
+    c.y_min = lo < 0 ? std::floor(lo) : 0;
+    return base::LineChartSvg(c);
+  };
+  absl::StrAppend(
+      &h, "<h2>Against the number of jobs</h2>\n<div class=\"charts\">\n",
+      chart("Makespan / the jobs in sequence", "ratio (mean)",
+            [](const SetupSummary& s) { return s.vs_sequence.mean; }),
+      chart("Tuned kernels (alone) vs dedicated", "change (%, mean)",
+            [](const SetupSummary& s) { return (s.kernels_vs_dedicated.mean - 1) * 100; }),
+      chart("Kendall's tau, in-run vs alone", "tau (mean)",
+            [](const SetupSummary& s) { return s.kendall_tau.mean; }),
+      "</div>\n");
+  if (!context.spec_text.empty()) {
+    absl::StrAppend(&h, "<h2>Spec</h2>\n<pre>", XmlEscape(context.spec_text), "</pre>\n");
+  }
+  absl::StrAppend(&h, "</body>\n</html>\n");
+  return h;
+}
+
 }  // namespace loom::experiment

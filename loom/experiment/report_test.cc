@@ -138,5 +138,31 @@ TEST(ReportTest, MissingSetupsAreNotMeasured) {
   EXPECT_THAT(html, HasSubstr("Not simulated: the run has no stage traces"));
 }
 
+TEST(ReportTest, ScaleReportPutsTheClaimsOfEachCountSideBySide) {
+  std::vector<ScaleRun> runs;
+  runs.push_back({.jobs = 1, .dir = "jobs-1", .result = Example(70, 10)});
+  runs.push_back({.jobs = 2, .dir = "jobs-2", .result = Example(80, 11)});
+  const std::string html = ScaleReportHtml(runs, {.name = "scale <x>"});
+  EXPECT_THAT(html, HasSubstr("<title>scale &lt;x&gt;: Loom scale experiment</title>"));
+  EXPECT_THAT(html, HasSubstr("<a href=\"jobs-1/report.html\">1 job</a>"));
+  EXPECT_THAT(html, HasSubstr("<a href=\"jobs-2/report.html\">2 jobs</a>"));
+  EXPECT_THAT(html, HasSubstr("<th class=\"l\">2 jobs</th><th>verdict</th>"));
+  // The same statement in one row, with each count's figure: -30% at 1, -20% at 2.
+  EXPECT_THAT(html, HasSubstr("makespan below running the jobs in sequence (dedicated)</td><td "
+                              "class=\"l\">-30.0%, 1 rep</td><td class=\"noise\">not "
+                              "distinguishable from noise</td><td class=\"l\">-20.0%, 1 rep</td>"));
+  EXPECT_EQ(Count(html, "<svg "), 3);  // three charts against the job count
+  EXPECT_THAT(html, Not(HasSubstr("<script")));
+
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/loom_scale_", getpid());
+  ASSERT_TRUE(WriteScaleSummary(runs, dir, {.name = "s"}).ok());
+  std::ifstream js(dir + "/results.json");
+  std::stringstream text;
+  text << js.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("\"job_counts\": [\n    1,\n    2\n  ]"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/report.html"));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace loom::experiment

@@ -573,4 +573,25 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
   return absl::OkStatus();
 }
 
+absl::Status WriteScaleSummary(const std::vector<ScaleRun>& runs, const std::string& dir,
+                               const ReportContext& context) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  }
+  nlohmann::json j = {{"name", context.name},
+                      {"job_counts", nlohmann::json::array()},
+                      {"runs", nlohmann::json::array()}};
+  for (const ScaleRun& run : runs) {
+    j["job_counts"].push_back(run.jobs);
+    j["runs"].push_back({{"jobs", run.jobs},
+                         {"dir", run.dir},
+                         {"repetitions", run.result.repetitions},
+                         {"claims", ClaimsToJson(SummarizeClaims(run.result))}});
+  }
+  LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.json"), j.dump(2) + "\n"));
+  return WriteText(absl::StrCat(dir, "/report.html"), ScaleReportHtml(runs, context));
+}
+
 }  // namespace loom::experiment

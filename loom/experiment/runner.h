@@ -170,4 +170,19 @@ std::string GanttTitle(const std::string& name, const SetupResult& setup, int re
 absl::Status WriteResults(const ExperimentResult& result, const std::string& dir,
                           const ReportContext& context = {});
 
+// One count of a scale sweep (ExperimentSpec::job_counts): the experiment with its first `jobs`
+// jobs, written into DIR/<dir>/.
+struct ScaleRun {
+  int jobs = 0;
+  std::string dir;  // "jobs-4"
+  ExperimentResult result;
+};
+
+// The sweep's summary in DIR: results.json ("runs": each count's claims, as in its own
+// results.json) and report.html (per count the setups' figures and the claims' verdicts side by
+// side, charts of makespan and tuned-kernel quality against the job count, links to each count's
+// report). Each count's own results are written by WriteResults into its directory.
+absl::Status WriteScaleSummary(const std::vector<ScaleRun>& runs, const std::string& dir,
+                               const ReportContext& context = {});
+
 }  // namespace loom::experiment

@@ -77,7 +77,7 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
       root, "",
       {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots", "min_repeat_ms",
        "repeat", "run_timeout_s", "distortion_samples", "distortion_seed", "ranking_top",
-       "repetitions", "latency_runs", "latency_min_seconds", "simulate"}));
+       "repetitions", "latency_runs", "latency_min_seconds", "simulate", "job_counts"}));
   ExperimentSpec spec;
   LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
@@ -94,6 +94,7 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_runs", &spec.latency_runs));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_min_seconds", &spec.latency_min_seconds));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "simulate", &spec.simulate));
+  LOOM_RETURN_IF_ERROR(OptionalList(root, "", "job_counts", &spec.job_counts));
   const std::set<std::string> known = {"dedicated", "sequential", "uncontrolled", "interleaved",
                                        "predictive"};
   if (spec.setups.empty()) return Error("setups", "needs at least one setup");
@@ -149,6 +150,16 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
       if (t < 0) return Error(Child(path, "tasks"), "task indices must be >= 0");
     }
     spec.jobs.push_back(std::move(job));
+  }
+  for (size_t i = 0; i < spec.job_counts.size(); ++i) {
+    const int n = spec.job_counts[i];
+    if (n < 1 || n > static_cast<int>(spec.jobs.size())) {
+      return Error(absl::StrCat("job_counts[", i, "]"),
+                   absl::StrCat(n, " is not between 1 and the ", spec.jobs.size(), " jobs listed"));
+    }
+    if (i > 0 && n <= spec.job_counts[i - 1]) {
+      return Error(absl::StrCat("job_counts[", i, "]"), "counts must increase");
+    }
   }
   return spec;
 }

@@ -50,6 +50,9 @@ struct ExperimentSpec {
   double latency_min_seconds = 1.0;
   // Feed the stage traces to the simulator and compare its makespan per policy.
   bool simulate = true;
+  // A scale sweep: the experiment is run once per count with the first N jobs (each count's
+  // results in DIR/jobs-N/, a summary in DIR). Empty: once, with every job.
+  std::vector<int> job_counts;
 };
 
 // kInvalidArgument naming the key path on unknown keys, bad values or no jobs.

@@ -56,6 +56,7 @@ repeat: 5
 run_timeout_s: 4.5
 distortion_samples: 4
 distortion_seed: 9
+job_counts: [1]
 ranking_top: 2
 repetitions: 3
 latency_runs: 30
@@ -71,6 +72,7 @@ jobs:
   EXPECT_EQ(spec->distortion_samples, 4);
   EXPECT_EQ(spec->distortion_seed, 9u);
   EXPECT_EQ(spec->ranking_top, 2);
+  EXPECT_EQ(spec->job_counts, std::vector<int>{1});
   EXPECT_EQ(spec->repetitions, 3);
   EXPECT_EQ(spec->latency_runs, 30);
   EXPECT_DOUBLE_EQ(spec->latency_min_seconds, 0.5);
@@ -98,6 +100,8 @@ TEST(ExperimentSpecTest, BadValuesNameTheKey) {
       {"repetitions: 0\n", "repetitions: must be between 1 and 100"},
       {"repetitions: 1000000\n", "repetitions: must be between 1 and 100"},
       {"ranking_top: 0\n", "ranking_top: must be >= 1"},
+      {"job_counts: [2]\n", "job_counts[0]: 2 is not between 1 and the 1 jobs listed"},
+      {"job_counts: [1, 1]\n", "job_counts[1]: counts must increase"},
       {"latency_min_seconds: -1\n", "latency_min_seconds: must be >= 0"},
       {"simulate: maybe\n", "simulate: cannot read 'maybe'"},
       {"setups: [interleaved, dedicated, interleaved]\n",
