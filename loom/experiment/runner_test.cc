@@ -54,7 +54,9 @@ graph::Task SmallConv(int64_t c) {
   return t;
 }
 
-TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
+// The engine on the 2-core layout with fake builders and `Measurer`s, nothing pinned.
+template <typename Measurer>
+RunnerOptions FakeEngine() {
   RunnerOptions options;
   options.engine.layout = {.device_cores = {1}, .cpu_cores = {0}, .cpu_slots = 1};
   options.engine.pin = false;
@@ -64,8 +66,13 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   };
   options.engine.make_measurer =
       [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-    return std::make_unique<SlowMeasurer>();
+    return std::make_unique<Measurer>();
   };
+  return options;
+}
+
+TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
+  RunnerOptions options = FakeEngine<SlowMeasurer>();
   std::vector<engine::EngineJob> jobs;
   for (int i = 0; i < 2; ++i) {
     engine::EngineJob j;
@@ -168,17 +175,7 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
 }
 
 TEST(ExperimentRunnerTest, RepetitionsRerunEverySetupWithOtherSeedsAndJobIds) {
-  RunnerOptions options;
-  options.engine.layout = {.device_cores = {1}, .cpu_cores = {0}, .cpu_slots = 1};
-  options.engine.pin = false;
-  options.engine.make_builder =
-      [](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
-    return std::make_unique<tune::FakeBuilder>();
-  };
-  options.engine.make_measurer =
-      [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-    return std::make_unique<tune::FakeMeasurer>();
-  };
+  RunnerOptions options = FakeEngine<tune::FakeMeasurer>();
   options.repetitions = 2;
   options.distortion_samples = 2;
   options.ranking_top = 1;

@@ -187,14 +187,20 @@ TEST(SimCheckTest, SimulatesEachSetupsPolicy) {
   EXPECT_EQ(PolicyOfSetup("uncontrolled"), "uncontrolled");
 }
 
-TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
-  // An experiment result as the runner leaves it: the dedicated run, and the same two jobs
-  // "measured" at 30 s under interleaved.
+// The runner's options for the 2-core layout the traces above were made on.
+RunnerOptions OneCoreLayout() {
   RunnerOptions options;
   options.engine.layout.cpu_slots = 1;
   options.engine.layout.device_cores = {1};
   options.engine.build_slots = 1;
   options.sim_measure = kMeasure;
+  return options;
+}
+
+TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
+  // An experiment result as the runner leaves it: the dedicated run, and the same two jobs
+  // "measured" at 30 s under interleaved.
+  const RunnerOptions options = OneCoreLayout();
   ExperimentResult result;
   SetupResult dedicated;
   dedicated.setup = "dedicated";
@@ -245,11 +251,7 @@ TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
 }
 
 TEST(SimCheckTest, EachRepetitionIsSimulatedFromItsOwnDedicatedRun) {
-  RunnerOptions options;
-  options.engine.layout.cpu_slots = 1;
-  options.engine.layout.device_cores = {1};
-  options.engine.build_slots = 1;
-  options.sim_measure = kMeasure;
+  const RunnerOptions options = OneCoreLayout();
   ExperimentResult result;
   result.repetitions = 2;
   for (int rep = 0; rep < 2; ++rep) {
