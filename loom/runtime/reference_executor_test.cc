@@ -109,10 +109,10 @@ TEST(ReferenceExecutorTest, DynamicDimsMatchAnySizeAndValueTypesTakePrecedence) 
 
 TEST(ReferenceExecutorTest, CreateRejectsInvalidGraphsAndUnknownOps) {
   Graph unknown = SmallNet();
-  unknown.nodes[1].op_type = "Mish";
+  unknown.nodes[1].op_type = "LSTM";
   auto st = ReferenceExecutor::Create(unknown).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(st.message(), HasSubstr("Mish 'relu': no reference kernel"));
+  EXPECT_THAT(st.message(), HasSubstr("LSTM 'relu': no reference kernel"));
 
   Graph invalid = SmallNet();
   invalid.nodes[2].inputs = {"nowhere"};
