@@ -1,6 +1,7 @@
 #include "loom/base/fork_join_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -10,74 +11,169 @@
 #endif
 
 namespace loom::base {
+namespace {
 
-ForkJoinPool::ForkJoinPool(int num_threads, int64_t spin_iterations)
-    : num_threads_(std::max(1, num_threads)),
-      spin_iterations_(std::max<int64_t>(0, spin_iterations)) {
+constexpr uint64_t kIndexMask = 0xffffffffull;
+// A loop straggled when its caller, out of work, then waited longer than this and longer than it
+// worked itself: a participant held a chunk far longer than the caller's whole share took.
+constexpr double kStraggleFloorSeconds = 1e-3;
+// Solo periods double per straggle up to the maximum, and halve after this many times their
+// length of shared loops without one.
+constexpr int64_t kMinSoloPeriod = 16;
+constexpr int64_t kMaxSoloPeriod = 4096;
+constexpr int64_t kCleanLoopsPerHalving = 4;
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+ForkJoinPool::ForkJoinPool(int num_threads, ForkJoinPoolOptions options)
+    : num_threads_(std::max(1, num_threads)), options_(options) {
   workers_.reserve(static_cast<size_t>(num_threads_ - 1));
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ForkJoinPool::~ForkJoinPool() {
-  stopping_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
+  stopping_.store(true, std::memory_order_seq_cst);
+  wake_.fetch_add(1, std::memory_order_seq_cst);
+  wake_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
-void ForkJoinPool::RunChunk(int index) {
-  if (index < chunks_) {
-    const int64_t begin = n_ * index / chunks_;
-    const int64_t end = n_ * (index + 1) / chunks_;
-    fn_(begin, end, ctx_);
+ForkJoinPool::Stats ForkJoinPool::stats() const {
+  Stats s;
+  s.loops = stat_loops_.load(std::memory_order_relaxed);
+  s.solo_loops = stat_solo_.load(std::memory_order_relaxed);
+  s.straggled_loops = stat_straggled_.load(std::memory_order_relaxed);
+  s.worker_chunks = stat_worker_chunks_.load(std::memory_order_relaxed);
+  return s;
+}
+
+int64_t ForkJoinPool::Participate(uint32_t tag) {
+  int64_t ran = 0;
+  const int64_t divisor = std::max<int64_t>(1, options_.chunk_divisor) * num_threads_;
+  for (;;) {
+    uint64_t w = work_.load(std::memory_order_acquire);
+    if ((w >> 32) != tag) return ran;
+    const int64_t next = static_cast<int64_t>(w & kIndexMask);
+    const int64_t n = n_.load(std::memory_order_relaxed);
+    const RangeFn fn = fn_.load(std::memory_order_relaxed);
+    void* const ctx = ctx_.load(std::memory_order_relaxed);
+    // If any of these loads saw the next loop's fields, they were written after the caller set
+    // work_ to 0 (with a release fence in between): this fence then orders that store before
+    // the compare-exchange below, which fails. So a successful claim ran on this loop's fields.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (next >= n) return ran;
+    const int64_t size = std::max<int64_t>(1, (n - next) / divisor);
+    if (!work_.compare_exchange_weak(w, w + static_cast<uint64_t>(size), std::memory_order_acq_rel,
+                                     std::memory_order_relaxed)) {
+      continue;
+    }
+    fn(next, next + size, ctx);
+    ++ran;
+    // The participant that finishes the last index wakes the caller if it sleeps. (Dekker with
+    // AwaitDone: both sides store, then load the other's flag, sequentially consistent.)
+    if (done_.fetch_add(size, std::memory_order_acq_rel) + size == n) {
+      finished_.store(tag, std::memory_order_seq_cst);
+      if (caller_sleeping_.load(std::memory_order_seq_cst)) finished_.notify_all();
+    }
   }
+}
+
+void ForkJoinPool::AwaitDone(int64_t n, uint32_t tag) {
+  for (int64_t i = 0; i < options_.spin_iterations; ++i) {
+    if (done_.load(std::memory_order_acquire) == n) return;
+    LOOM_CPU_RELAX();
+  }
+  // A participant holds a chunk and is slow, likely preempted: let it have this core.
+  for (int64_t i = 0; i < options_.yield_iterations; ++i) {
+    if (done_.load(std::memory_order_acquire) == n) return;
+    std::this_thread::yield();
+  }
+  caller_sleeping_.store(true, std::memory_order_seq_cst);
+  for (;;) {
+    const uint32_t f = finished_.load(std::memory_order_seq_cst);
+    if (f == tag) break;
+    finished_.wait(f, std::memory_order_seq_cst);
+  }
+  caller_sleeping_.store(false, std::memory_order_relaxed);
+  // finished_ is stored after done_ reached n: the acquire below pairs with that fetch_add.
+  (void)done_.load(std::memory_order_acquire);
 }
 
 void ForkJoinPool::Run(int64_t n, RangeFn fn, void* ctx) {
   if (n <= 0) return;
-  const int chunks = static_cast<int>(std::min<int64_t>(n, num_threads_));
-  if (chunks == 1) {
+  if (num_threads_ == 1 || n == 1 || static_cast<uint64_t>(n) > kIndexMask) {
     fn(0, n, ctx);
     return;
   }
-  n_ = n;
-  chunks_ = chunks;
-  fn_ = fn;
-  ctx_ = ctx;
-  // Every worker reports, even those without a chunk, so that none still reads n_/fn_ when the
-  // next Run overwrites them.
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
-  RunChunk(0);
-  int64_t spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
-    // The workers run chunks as long as ours; yield when they are descheduled (oversubscribed
-    // machine) rather than burn the core they need.
-    if (++spins < spin_iterations_) {
-      LOOM_CPU_RELAX();
-    } else {
-      std::this_thread::yield();
-    }
+  stat_loops_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.adaptive && solo_left_ > 0) {
+    --solo_left_;
+    stat_solo_.fetch_add(1, std::memory_order_relaxed);
+    fn(0, n, ctx);
+    return;
+  }
+  // Retire the previous loop's tag before its fields change (see Participate).
+  work_.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  n_.store(n, std::memory_order_relaxed);
+  fn_.store(fn, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  if (++tag_ == 0) tag_ = 1;
+  const uint32_t tag = tag_;
+  work_.store(static_cast<uint64_t>(tag) << 32, std::memory_order_release);
+  wake_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Participate(tag);
+  const auto t1 = std::chrono::steady_clock::now();
+  AwaitDone(n, tag);
+  if (!options_.adaptive) return;
+  const auto t2 = std::chrono::steady_clock::now();
+  const double worked = Seconds(t0, t1), waited = Seconds(t1, t2);
+  if (waited > kStraggleFloorSeconds && waited > worked) {
+    stat_straggled_.fetch_add(1, std::memory_order_relaxed);
+    solo_left_ = solo_period_;
+    solo_period_ = std::min(kMaxSoloPeriod, solo_period_ * 2);
+    clean_loops_ = 0;
+  } else if (++clean_loops_ >= kCleanLoopsPerHalving * solo_period_) {
+    solo_period_ = std::max(kMinSoloPeriod, solo_period_ / 2);
+    clean_loops_ = 0;
   }
 }
 
-void ForkJoinPool::WorkerLoop(int index) {
-  uint64_t seen = 0;
+void ForkJoinPool::WorkerLoop() {
+  uint32_t seen = 0;
   for (;;) {
-    uint64_t now = generation_.load(std::memory_order_acquire);
-    for (int64_t spins = 0; now == seen && spins < spin_iterations_; ++spins) {
+    uint32_t now = wake_.load(std::memory_order_acquire);
+    for (int64_t i = 0; now == seen && i < options_.spin_iterations; ++i) {
       LOOM_CPU_RELAX();
-      now = generation_.load(std::memory_order_acquire);
+      now = wake_.load(std::memory_order_acquire);
+    }
+    for (int64_t i = 0; now == seen && i < options_.yield_iterations; ++i) {
+      std::this_thread::yield();
+      now = wake_.load(std::memory_order_acquire);
     }
     while (now == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
-      now = generation_.load(std::memory_order_acquire);
+      // Dekker with Run: announce the sleep, then re-read the counter.
+      sleeping_workers_.fetch_add(1, std::memory_order_seq_cst);
+      now = wake_.load(std::memory_order_seq_cst);
+      if (now == seen) wake_.wait(seen, std::memory_order_seq_cst);
+      sleeping_workers_.fetch_sub(1, std::memory_order_seq_cst);
+      now = wake_.load(std::memory_order_acquire);
     }
     seen = now;
     if (stopping_.load(std::memory_order_acquire)) return;
-    RunChunk(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    const uint64_t w = work_.load(std::memory_order_acquire);
+    if (w != 0) {
+      const int64_t ran = Participate(static_cast<uint32_t>(w >> 32));
+      if (ran > 0) stat_worker_chunks_.fetch_add(ran, std::memory_order_relaxed);
+    }
   }
 }
 

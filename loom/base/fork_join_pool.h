@@ -1,9 +1,20 @@
 // A fork-join pool for intra-operator parallelism in compiled models: the caller and N-1 workers
-// split one range per call. Inference issues ~100 short parallel loops per run (MobileNetV2's
+// share one range per call. Inference issues ~100 short parallel loops per run (MobileNetV2's
 // kernels take tens of microseconds), so waking sleeping threads through a mutex and condition
-// variable for each loop costs as much as the loop itself. Workers spin briefly on an atomic
-// generation counter after each loop and only then sleep on it (std::atomic::wait, a futex).
-// Used by runtime/compiled_model.cc; the general-purpose ThreadPool stays for coarse tasks.
+// variable for each loop costs as much as the loop itself: idle workers spin briefly on an atomic
+// generation counter, then yield, then sleep on it (std::atomic::wait, a futex).
+//
+// The pool must also survive a busy machine, where any participant may be descheduled for a
+// whole time slice (milliseconds). So the range is not cut into one fixed chunk per thread:
+// participants claim shrinking chunks from a shared counter until none is left (guided
+// scheduling), and the caller returns as soon as every index has run. A worker that does not
+// wake up in time simply claims nothing; only a chunk that a participant was preempted in the
+// middle of can hold the caller up. When that happens (the caller, out of work, waits over a
+// millisecond and longer than it worked), the pool runs the next loops on the caller alone, for
+// periods that double while stragglers recur, and then tries the workers again.
+//
+// Used by runtime/compiled_model.cc behind loom_parallel_t; the general-purpose ThreadPool stays
+// for coarse tasks.
 #pragma once
 
 #include <atomic>
@@ -13,13 +24,26 @@
 
 namespace loom::base {
 
+struct ForkJoinPoolOptions {
+  // Pause instructions an idle thread polls for before it starts yielding (a few microseconds
+  // per thousand): long enough to bridge the gap between a model's consecutive loops.
+  int64_t spin_iterations = 1 << 12;
+  // sched_yield calls after the spin before an idle worker sleeps on the futex (and before the
+  // caller sleeps waiting for a preempted participant).
+  int64_t yield_iterations = 32;
+  // Chunks shrink to remaining / (chunk_divisor * threads), and are at least one index.
+  int64_t chunk_divisor = 2;
+  // Run loops on the caller alone for a while after loops where the caller waited on a
+  // straggler (a preempted participant) much longer than it worked itself.
+  bool adaptive = true;
+};
+
 class ForkJoinPool {
  public:
   using RangeFn = void (*)(int64_t begin, int64_t end, void* ctx);
 
-  // `num_threads` participants in each loop, the caller included (at least 1). `spin_iterations`
-  // bounds how long an idle worker polls for the next loop before it sleeps.
-  explicit ForkJoinPool(int num_threads, int64_t spin_iterations = 1 << 16);
+  // `num_threads` participants in each loop, the caller included (at least 1).
+  explicit ForkJoinPool(int num_threads, ForkJoinPoolOptions options = {});
   // Joins the workers. Precondition: no Run in progress.
   ~ForkJoinPool();
   ForkJoinPool(const ForkJoinPool&) = delete;
@@ -27,29 +51,58 @@ class ForkJoinPool {
 
   int size() const { return num_threads_; }
 
-  // Runs fn over [0, n) split into min(n, size()) even contiguous chunks; the caller runs the
-  // first. Returns when every chunk is done. Not reentrant: one Run at a time per pool (calls
-  // from several threads are serialized by the caller, as the compiled model does).
+  // Runs fn over [0, n) in chunks on the caller and the workers; every index runs exactly once,
+  // in chunks of consecutive indices. Returns when all are done. Not reentrant: one Run at a time
+  // per pool (calls from several threads are serialized by the caller, as the compiled model
+  // does).
   void Run(int64_t n, RangeFn fn, void* ctx);
 
+  // Counters for tests and benchmarks (read between Runs).
+  struct Stats {
+    int64_t loops = 0;            // Runs with more than one index
+    int64_t solo_loops = 0;       // of those, run on the caller alone (backoff)
+    int64_t straggled_loops = 0;  // loops whose caller waited on a straggler
+    int64_t worker_chunks = 0;    // chunks the workers ran
+  };
+  Stats stats() const;
+
  private:
-  void WorkerLoop(int index);
-  void RunChunk(int index);
+  void WorkerLoop();
+  // Claims and runs chunks of loop `tag` until none is left; returns how many it ran.
+  int64_t Participate(uint32_t tag);
+  // Blocks until done_ reaches n (the caller's side of a loop).
+  void AwaitDone(int64_t n, uint32_t tag);
 
   const int num_threads_;
-  const int64_t spin_iterations_;
+  const ForkJoinPoolOptions options_;
   std::vector<std::thread> workers_;
 
-  // The loop being run; written by Run before it bumps generation_ (release), read by workers
-  // after they observe the new generation (acquire).
-  int64_t n_ = 0;
-  int chunks_ = 0;
-  RangeFn fn_ = nullptr;
-  void* ctx_ = nullptr;
+  // The loop being run. `work_` is (tag << 32 | next unclaimed index); tag 0 means no loop. The
+  // caller writes n_/fn_/ctx_ only while work_ is 0 and no claim of the previous loop is pending,
+  // and a claimant validates what it read with its compare-exchange on work_ (see Participate),
+  // so fields are atomics read and written relaxed.
+  std::atomic<uint64_t> work_{0};
+  std::atomic<int64_t> n_{0};
+  std::atomic<RangeFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> done_{0};  // indices finished in the current loop
 
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};  // chunks not yet finished in the current loop
+  // Wake-ups: workers sleep on wake_ (bumped per loop, and at shutdown); the caller sleeps on
+  // finished_ (set to the loop's tag by the participant that finishes its last index).
+  std::atomic<uint32_t> wake_{0};
+  std::atomic<uint32_t> finished_{0};
+  std::atomic<int> sleeping_workers_{0};
+  std::atomic<bool> caller_sleeping_{false};
   std::atomic<bool> stopping_{false};
+
+  uint32_t tag_ = 0;  // the caller's count of loops (tags wrap, skipping 0)
+  // Backoff (caller only): loops left to run alone, the length of the next solo period, and the
+  // shared loops since the last straggle or halving of the period.
+  int64_t solo_left_ = 0;
+  int64_t solo_period_ = 16;
+  int64_t clean_loops_ = 0;
+
+  std::atomic<int64_t> stat_loops_{0}, stat_solo_{0}, stat_straggled_{0}, stat_worker_chunks_{0};
 };
 
 }  // namespace loom::base

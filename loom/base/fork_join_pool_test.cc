@@ -1,7 +1,12 @@
 #include "loom/base/fork_join_pool.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -30,16 +35,38 @@ void Mark(int64_t begin, int64_t end, void* ctx) {
   c->threads.insert(std::this_thread::get_id());
 }
 
-TEST(ForkJoinPoolTest, EveryIndexRunsExactlyOnceInEvenChunks) {
-  ForkJoinPool pool(3);
-  Coverage c(10);
-  pool.Run(10, &Mark, &c);
+// Every index once, in disjoint chunks of consecutive indices that tile [0, n).
+void ExpectTiled(Coverage& c, int64_t n) {
   for (const auto& h : c.hits) EXPECT_EQ(h.load(), 1);
-  // 10 split into 3 even chunks: [0,3) [3,6) [6,10).
-  EXPECT_THAT(c.ranges, ::testing::ElementsAre(std::pair<int64_t, int64_t>{0, 3},
-                                               std::pair<int64_t, int64_t>{3, 6},
-                                               std::pair<int64_t, int64_t>{6, 10}));
-  EXPECT_EQ(c.threads.size(), 3u);
+  int64_t next = 0;
+  for (const auto& [begin, end] : c.ranges) {
+    EXPECT_EQ(begin, next);
+    EXPECT_LT(begin, end);
+    next = end;
+  }
+  EXPECT_EQ(next, n);
+}
+
+// Runs `body` on another thread and fails (then exits: a hung pool cannot be joined) unless it
+// finishes within `deadline`.
+void WithDeadline(std::chrono::seconds deadline, std::function<void()> body) {
+  auto done = std::async(std::launch::async, std::move(body));
+  if (done.wait_for(deadline) != std::future_status::ready) {
+    std::fprintf(stderr, "deadline of %llds exceeded: the pool hangs\n",
+                 static_cast<long long>(deadline.count()));
+    std::_Exit(1);
+  }
+  done.get();
+}
+
+TEST(ForkJoinPoolTest, EveryIndexRunsExactlyOnceInShrinkingChunks) {
+  ForkJoinPool pool(3);
+  Coverage c(100);
+  pool.Run(100, &Mark, &c);
+  ExpectTiled(c, 100);
+  // Guided chunks: the first is 100 / (2 * 3) = 16 long, the last one index.
+  EXPECT_EQ(c.ranges.begin()->second - c.ranges.begin()->first, 16);
+  EXPECT_EQ(c.ranges.rbegin()->second - c.ranges.rbegin()->first, 1);
 }
 
 TEST(ForkJoinPoolTest, FewerItemsThanThreadsGivesOneChunkPerItem) {
@@ -47,17 +74,19 @@ TEST(ForkJoinPoolTest, FewerItemsThanThreadsGivesOneChunkPerItem) {
   Coverage c(2);
   pool.Run(2, &Mark, &c);
   EXPECT_EQ(c.ranges.size(), 2u);
-  for (const auto& h : c.hits) EXPECT_EQ(h.load(), 1);
+  ExpectTiled(c, 2);
 }
 
 TEST(ForkJoinPoolTest, ManyConsecutiveLoopsAfterWorkersFellAsleep) {
-  // spin_iterations 0: workers sleep at once, so every loop goes through wait/notify.
-  ForkJoinPool pool(2, /*spin_iterations=*/0);
-  for (int round = 0; round < 2000; ++round) {
-    Coverage c(7);
-    pool.Run(7, &Mark, &c);
-    for (const auto& h : c.hits) ASSERT_EQ(h.load(), 1) << "round " << round;
-  }
+  // No spin, no yield: workers sleep at once, so every loop goes through wait/notify.
+  ForkJoinPool pool(2, {.spin_iterations = 0, .yield_iterations = 0});
+  WithDeadline(std::chrono::seconds(60), [&] {
+    for (int round = 0; round < 2000; ++round) {
+      Coverage c(7);
+      pool.Run(7, &Mark, &c);
+      for (const auto& h : c.hits) ASSERT_EQ(h.load(), 1) << "round " << round;
+    }
+  });
 }
 
 TEST(ForkJoinPoolTest, SingleThreadRunsInline) {
@@ -68,6 +97,114 @@ TEST(ForkJoinPoolTest, SingleThreadRunsInline) {
   EXPECT_EQ(c.threads.count(std::this_thread::get_id()), 1u);
   pool.Run(0, &Mark, &c);  // empty range: nothing runs
   EXPECT_EQ(c.ranges.size(), 1u);
+}
+
+// A busy thread per core that yields nothing: the machine is oversubscribed.
+class BusyThreads {
+ public:
+  explicit BusyThreads(unsigned count) {
+    for (unsigned i = 0; i < count; ++i) {
+      threads_.emplace_back([this] {
+        volatile uint64_t x = 0;
+        while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
+      });
+    }
+  }
+  ~BusyThreads() {
+    stop_.store(true);
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+struct Sum {
+  std::vector<std::atomic<int>> hits;
+  explicit Sum(int64_t n) : hits(static_cast<size_t>(n)) {}
+};
+
+void Work(int64_t begin, int64_t end, void* ctx) {
+  auto* s = static_cast<Sum*>(ctx);
+  for (int64_t i = begin; i < end; ++i) {
+    volatile double x = 0;
+    for (int j = 0; j < 2000; ++j) x = x + 1.0;  // ~microseconds of work per index
+    s->hits[static_cast<size_t>(i)].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// More participants than cores, and a busy thread on every core: descheduled workers must not
+// stall loops forever or lose or repeat indices.
+TEST(ForkJoinPoolTest, StaysCorrectWhenOversubscribed) {
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  BusyThreads busy(cores);
+  for (int threads : {2, static_cast<int>(4 * cores)}) {
+    ForkJoinPool pool(threads);
+    WithDeadline(std::chrono::seconds(120), [&] {
+      for (int round = 0; round < 300; ++round) {
+        const int64_t n = 1 + round % 97;
+        Sum s(n);
+        pool.Run(n, &Work, &s);
+        for (const auto& h : s.hits)
+          ASSERT_EQ(h.load(), 1) << threads << " threads, round " << round;
+      }
+    });
+    EXPECT_EQ(pool.stats().loops, 300 - 4);  // n == 1 (4 rounds) runs inline, uncounted
+  }
+}
+
+// A participant stuck inside a chunk (as if preempted) holds that loop up, but then the pool
+// runs loops on the caller alone for a while instead of waiting on it again, and afterwards uses
+// the workers again.
+TEST(ForkJoinPoolTest, StragglerTriggersSoloBackoff) {
+  ForkJoinPool pool(2);
+  struct Ctx {
+    std::thread::id caller;  // the thread calling Run
+    std::atomic<bool> stalled{false};
+    std::atomic<int> hits{0};
+  } ctx;
+  // Tens of microseconds per index, so that the worker claims chunks; its first one stalls.
+  auto stall_on_worker = [](int64_t begin, int64_t end, void* p) {
+    auto* c = static_cast<Ctx*>(p);
+    if (std::this_thread::get_id() != c->caller && !c->stalled.exchange(true)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (int64_t i = begin; i < end; ++i) {
+      volatile double x = 0;
+      for (int j = 0; j < 20000; ++j) x = x + 1.0;
+    }
+    c->hits.fetch_add(static_cast<int>(end - begin));
+  };
+  WithDeadline(std::chrono::seconds(60), [&] {
+    ctx.caller = std::this_thread::get_id();
+    // Loops until a worker has claimed a chunk and stalled in it (it may be slow to wake).
+    int rounds = 0;
+    for (; !ctx.stalled.load() && rounds < 2000; ++rounds) {
+      pool.Run(64, stall_on_worker, &ctx);
+    }
+    ASSERT_TRUE(ctx.stalled.load());
+    EXPECT_EQ(ctx.hits.load(), 64 * rounds);
+    EXPECT_GE(pool.stats().straggled_loops, 1);
+    const int64_t solo_before = pool.stats().solo_loops;
+    for (int i = 0; i < 16; ++i) pool.Run(64, stall_on_worker, &ctx);
+    EXPECT_EQ(pool.stats().solo_loops - solo_before, 16);
+    // After the solo period, loops are shared again.
+    const int64_t chunks_before = pool.stats().worker_chunks;
+    for (int i = 0; i < 200 && pool.stats().worker_chunks == chunks_before; ++i) {
+      Sum s(200);
+      pool.Run(200, &Work, &s);
+    }
+    EXPECT_GT(pool.stats().worker_chunks, chunks_before);
+  });
+}
+
+TEST(ForkJoinPoolTest, NonAdaptivePoolNeverRunsSolo) {
+  ForkJoinPool pool(2, {.adaptive = false});
+  Coverage c(10);
+  pool.Run(10, &Mark, &c);
+  ExpectTiled(c, 10);
+  EXPECT_EQ(pool.stats().solo_loops, 0);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -54,7 +55,9 @@ const char* DescrOf(DType dtype) {
   return "";
 }
 
-std::optional<DType> DTypeOfDescr(std::string_view descr) {
+// The dtype of a descr; a raw 2-byte void ('<V2', '|V2') is bfloat16 only under that hint.
+std::optional<DType> DTypeOfDescr(std::string_view descr, DType hint) {
+  if ((descr == "<V2" || descr == "|V2") && hint == DType::kBFloat16) return DType::kBFloat16;
   if (descr == "<f4") return DType::kFloat32;
   if (descr == "<i8") return DType::kInt64;
   if (descr == "<i4") return DType::kInt32;
@@ -183,7 +186,8 @@ class HeaderParser {
 
 }  // namespace
 
-absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what_view) {
+absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what_view,
+                                 const NpyReadOptions& options) {
   const std::string what(what_view);
   if (bytes.size() < kMagicLen + 2 || bytes.substr(0, kMagicLen) != kMagic) {
     return absl::InvalidArgumentError(
@@ -219,15 +223,28 @@ absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what_v
   }
   HeaderParser parser(bytes.substr(prefix, header_len), what);
   LOOM_RETURN_IF_ERROR(parser.Parse());
-  if (*parser.fortran_order) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " is in Fortran order; save it in C order (np.ascontiguousarray)"));
-  }
-  std::optional<DType> dtype = DTypeOfDescr(*parser.descr);
+  const std::string& descr = *parser.descr;
+  std::optional<DType> dtype = DTypeOfDescr(descr, options.dtype_hint);
   if (!dtype.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has dtype '", *parser.descr,
-                     "'; Loom reads little-endian '<f4', '<i8', '<i4', '|u1', '|b1' and '|i1'"));
+    if (descr == "<V2" || descr == "|V2") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " has dtype '", descr,
+          "' (raw 2-byte values, as ml_dtypes writes bfloat16); it is read as bfloat16 only where "
+          "bfloat16 is expected",
+          options.dtype_hint == DType::kUndefined
+              ? ""
+              : absl::StrCat(", and ", DTypeName(options.dtype_hint), " is expected here")));
+    }
+    if (!descr.empty() && descr[0] == '>') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " is big-endian (dtype '", descr,
+                       "'); Loom reads little-endian data (save it with arr.astype(arr.dtype."
+                       "newbyteorder('<')))"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " has dtype '", descr,
+        "', which Loom does not read (little-endian f2, f4, f8, i1..i8, u1..u8, b1; V2 as "
+        "bfloat16)"));
   }
   const Shape& shape = *parser.shape;
   // Check the data size against the (untrusted) shape before allocating.
@@ -250,7 +267,31 @@ absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what_v
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", created.status().message()));
   }
   Tensor t = *std::move(created);
-  if (data_bytes > 0) std::memcpy(t.raw_data(), bytes.data() + prefix + header_len, data_bytes);
+  const char* data = bytes.data() + prefix + header_len;
+  if (data_bytes == 0) return t;
+  if (!*parser.fortran_order || shape.size() < 2) {
+    std::memcpy(t.raw_data(), data, data_bytes);
+    return t;
+  }
+  // Fortran order: dim 0 varies fastest. Walk the C-order output, tracking the source offset.
+  const size_t esize = DTypeSize(*dtype);
+  const size_t rank = shape.size();
+  std::vector<size_t> f_strides(rank, 1);
+  for (size_t d = 1; d < rank; ++d) {
+    f_strides[d] = f_strides[d - 1] * static_cast<size_t>(shape[d - 1]);
+  }
+  std::vector<int64_t> index(rank, 0);
+  size_t src = 0;
+  auto* dst = static_cast<char*>(t.raw_data());
+  for (size_t i = 0; i < elems; ++i) {
+    std::memcpy(dst + i * esize, data + src * esize, esize);
+    for (size_t d = rank; d-- > 0;) {
+      src += f_strides[d];
+      if (++index[d] < shape[d]) break;
+      src -= f_strides[d] * static_cast<size_t>(shape[d]);
+      index[d] = 0;
+    }
+  }
   return t;
 }
 
@@ -286,7 +327,7 @@ absl::StatusOr<std::string> EncodeNpy(const Tensor& tensor) {
   return out;
 }
 
-absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
+absl::StatusOr<Tensor> ReadNpy(const std::string& path, const NpyReadOptions& options) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return absl::NotFoundError(
@@ -304,7 +345,7 @@ absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
   if (static_cast<uint64_t>(in.gcount()) != size) {
     return absl::DataLossError(absl::StrCat("short read from '", path, "'"));
   }
-  return DecodeNpy(bytes, absl::StrCat("'", path, "'"));
+  return DecodeNpy(bytes, absl::StrCat("'", path, "'"), options);
 }
 
 absl::Status WriteNpy(const Tensor& tensor, const std::string& path) {

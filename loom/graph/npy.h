@@ -12,14 +12,27 @@
 
 namespace loom::graph {
 
-// Supported element types: little-endian '<f4', '<i8', '<i4', and '|u1', '|b1', '|i1'; C order
-// only. kNotFound for a missing file; kInvalidArgument for a malformed header, a Fortran-order
-// array, an unsupported dtype, or a data section whose size does not match the shape.
-absl::StatusOr<Tensor> ReadNpy(const std::string& path);
+// Element types: every Loom dtype, little-endian ('<f4', '<f2', '<f8', '<i1'..'<i8', '<u1'..'<u8',
+// '|b1'; one-byte types with any byte-order mark). bfloat16 has no NumPy type: ml_dtypes writes
+// it as a 2-byte void ('<V2'), which is read as bfloat16 only when the caller says so
+// (`dtype_hint`); WriteNpy writes bfloat16 the same way. Fortran-order arrays are transposed into
+// C order on read.
+//
+// Errors: kNotFound for a missing file; kInvalidArgument for a malformed or truncated header, a
+// big-endian or unsupported descr, '<V2' without the bfloat16 hint, or a data section whose size
+// does not match the shape. Sizes are checked before anything is allocated.
+struct NpyReadOptions {
+  // The dtype the caller expects, used only to name the element type of a raw 2-byte void
+  // descr ('<V2'): kBFloat16 reads it as bfloat16; anything else refuses it.
+  DType dtype_hint = DType::kUndefined;
+};
+
+absl::StatusOr<Tensor> ReadNpy(const std::string& path, const NpyReadOptions& options = {});
 absl::Status WriteNpy(const Tensor& tensor, const std::string& path);
 
 // The same on in-memory bytes. `what` names the source in error messages (e.g. a file path).
-absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what = "npy data");
+absl::StatusOr<Tensor> DecodeNpy(std::string_view bytes, std::string_view what = "npy data",
+                                 const NpyReadOptions& options = {});
 absl::StatusOr<std::string> EncodeNpy(const Tensor& tensor);
 
 }  // namespace loom::graph

@@ -9,45 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/onnx_importer.h"
+#include "loom/graph/onnx_types.h"
 
 namespace loom::graph {
 namespace {
 
 constexpr int64_t kIrVersion = 8;
-
-int32_t OnnxElemType(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return onnx::TensorProto::FLOAT;
-    case DType::kInt64:
-      return onnx::TensorProto::INT64;
-    case DType::kInt32:
-      return onnx::TensorProto::INT32;
-    case DType::kBool:
-      return onnx::TensorProto::BOOL;
-    case DType::kUint8:
-      return onnx::TensorProto::UINT8;
-    case DType::kInt8:
-      return onnx::TensorProto::INT8;
-    case DType::kFloat16:
-      return onnx::TensorProto::FLOAT16;
-    case DType::kBFloat16:
-      return onnx::TensorProto::BFLOAT16;
-    case DType::kFloat64:
-      return onnx::TensorProto::DOUBLE;
-    case DType::kInt16:
-      return onnx::TensorProto::INT16;
-    case DType::kUint16:
-      return onnx::TensorProto::UINT16;
-    case DType::kUint32:
-      return onnx::TensorProto::UINT32;
-    case DType::kUint64:
-      return onnx::TensorProto::UINT64;
-    case DType::kUndefined:
-      break;
-  }
-  return onnx::TensorProto::UNDEFINED;
-}
 
 absl::Status TensorToProto(const Tensor& t, const std::string& name, const std::string& what,
                            onnx::TensorProto* proto) {
@@ -55,7 +22,7 @@ absl::Status TensorToProto(const Tensor& t, const std::string& name, const std::
     return absl::InvalidArgumentError(absl::StrCat(what, " is an undefined tensor"));
   }
   proto->set_name(name);
-  proto->set_data_type(OnnxElemType(t.dtype()));
+  proto->set_data_type(OnnxTypeOf(t.dtype()));
   for (int64_t d : t.shape()) proto->add_dims(d);
   proto->set_raw_data(static_cast<const char*>(t.raw_data()), t.num_bytes());
   return absl::OkStatus();
@@ -66,7 +33,7 @@ void SetValueInfo(const std::string& name, const TensorType& type, onnx::ValueIn
   info->set_name(name);
   if (type.dtype == DType::kUndefined) return;
   auto* tt = info->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(OnnxElemType(type.dtype));
+  tt->set_elem_type(OnnxTypeOf(type.dtype));
   auto* shape = tt->mutable_shape();
   for (size_t i = 0; i < type.shape.size(); ++i) {
     auto* dim = shape->add_dim();

@@ -129,6 +129,44 @@ TEST(OnnxExporterTest, RoundTripKeepsNodesAttrsAndInitializerBytes) {
   }
 }
 
+// Initializers, graph inputs and outputs of every dtype survive export and re-import.
+TEST(OnnxExporterTest, RoundTripsEveryDtype) {
+  Graph g = HandBuiltGraph();
+  for (DType d : AllDTypes()) {
+    Tensor t(d, {3});
+    auto* bytes = static_cast<uint8_t*>(t.raw_data());
+    for (size_t i = 0; i < t.num_bytes(); ++i) {
+      bytes[i] = d == DType::kBool ? static_cast<uint8_t>(i % 2) : static_cast<uint8_t>(i * 13 + 5);
+    }
+    g.initializers[std::string("init_") + DTypeName(d)] = t;
+    const std::string in = std::string("in_") + DTypeName(d);
+    g.inputs.push_back({in, {d, {2}}});
+    Node id;
+    id.name = std::string("id_") + DTypeName(d);
+    id.op_type = "Identity";
+    id.inputs = {in};
+    id.outputs = {std::string("out_") + DTypeName(d)};
+    g.nodes.push_back(id);
+    g.outputs.push_back({id.outputs[0], {d, {2}}});
+  }
+  auto bytes = ExportOnnxBytes(g);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto back = ImportOnnxBytes(*bytes, "/nonexistent");
+  ASSERT_TRUE(back.ok()) << back.status();
+  for (DType d : AllDTypes()) {
+    const std::string name = std::string("init_") + DTypeName(d);
+    ASSERT_NE(back->FindInitializer(name), nullptr) << name;
+    ExpectSameTensor(g.initializers.at(name), *back->FindInitializer(name), name);
+  }
+  EXPECT_EQ(back->inputs.size(), g.inputs.size());
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    EXPECT_EQ(back->inputs[i].type, g.inputs[i].type) << g.inputs[i].name;
+  }
+  for (size_t i = 0; i < g.outputs.size(); ++i) {
+    EXPECT_EQ(back->outputs[i].type, g.outputs[i].type) << g.outputs[i].name;
+  }
+}
+
 TEST(OnnxExporterTest, FileRoundTrip) {
   std::filesystem::path path = std::filesystem::path(::testing::TempDir()) /
                                ("loom_exporter_" + std::to_string(::getpid()) + ".onnx");

@@ -1,6 +1,8 @@
 #include "loom/graph/onnx_importer.h"
 
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
+#include <onnx/version_converter/convert.h>
 
 #include <cstring>
 #include <filesystem>
@@ -17,68 +19,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/onnx_types.h"
+#include "loom/graph/op_versions.h"
 
 namespace loom::graph {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr int64_t kMinOpset = 11;
-constexpr int64_t kMaxOpset = 18;
-constexpr char kSupportedTypes[] =
-    "float16, bfloat16, float32, float64, bool, int8, int16, int32, int64, uint8, uint16, uint32, "
-    "uint64";
-
-std::string OnnxTypeName(int32_t elem_type) {
-  if (onnx::TensorProto_DataType_IsValid(elem_type)) {
-    return onnx::TensorProto_DataType_Name(static_cast<onnx::TensorProto_DataType>(elem_type));
-  }
-  return absl::StrCat("unknown type #", elem_type);
-}
-
-// kUndefined for element types Loom does not support.
-DType DTypeFromOnnx(int32_t elem_type) {
-  switch (elem_type) {
-    case onnx::TensorProto::FLOAT:
-      return DType::kFloat32;
-    case onnx::TensorProto::INT64:
-      return DType::kInt64;
-    case onnx::TensorProto::INT32:
-      return DType::kInt32;
-    case onnx::TensorProto::BOOL:
-      return DType::kBool;
-    case onnx::TensorProto::UINT8:
-      return DType::kUint8;
-    case onnx::TensorProto::INT8:
-      return DType::kInt8;
-    case onnx::TensorProto::FLOAT16:
-      return DType::kFloat16;
-    case onnx::TensorProto::BFLOAT16:
-      return DType::kBFloat16;
-    case onnx::TensorProto::DOUBLE:
-      return DType::kFloat64;
-    case onnx::TensorProto::INT16:
-      return DType::kInt16;
-    case onnx::TensorProto::UINT16:
-      return DType::kUint16;
-    case onnx::TensorProto::UINT32:
-      return DType::kUint32;
-    case onnx::TensorProto::UINT64:
-      return DType::kUint64;
-    default:
-      return DType::kUndefined;
-  }
-}
-
-absl::StatusOr<DType> SupportedDType(int32_t elem_type, const std::string& what) {
-  DType dtype = DTypeFromOnnx(elem_type);
-  if (dtype == DType::kUndefined) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has element type ", OnnxTypeName(elem_type),
-                     ", which Loom does not support (supported: ", kSupportedTypes, ")"));
-  }
-  return dtype;
-}
 
 // Byte size of a tensor of `shape`, with the same limits as Tensor::Create, computed without
 // allocating so that a lying header cannot make us allocate before the data is checked.
@@ -494,12 +441,36 @@ absl::StatusOr<int64_t> ReadOpset(const onnx::ModelProto& model) {
   if (!opset.has_value()) {
     return absl::InvalidArgumentError("model declares no opset for the default ONNX domain");
   }
-  if (*opset < kMinOpset || *opset > kMaxOpset) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model uses ONNX opset ", *opset, "; Loom supports opsets ", kMinOpset, " to ",
-                     kMaxOpset, " (convert it with onnx.version_converter)"));
+  if (*opset < 1 || *opset > kMaxOnnxOpset) {
+    return absl::InvalidArgumentError(absl::StrCat("model uses ONNX opset ", *opset,
+                                                   "; Loom supports opsets 1 to ", kMaxOnnxOpset,
+                                                   " (below ", kMinOnnxOpset, " upgraded)"));
   }
   return *opset;
+}
+
+// Upgrades a model below kMinOnnxOpset with libonnx's version converter, which reports failures
+// (an operator without an adapter, a malformed node) as exceptions.
+absl::StatusOr<onnx::ModelProto> UpgradeOpset(const onnx::ModelProto& model, int64_t opset) {
+  // The converter knows only registered operators (an unknown one fails with a bare
+  // "unordered_map::at"): name the node instead.
+  for (const onnx::NodeProto& node : model.graph().node()) {
+    if (onnx::OpSchemaRegistry::Schema(node.op_type(), static_cast<int>(opset), "") == nullptr) {
+      return absl::UnimplementedError(
+          absl::StrCat("model uses ONNX opset ", opset, ", which Loom upgrades to opset ",
+                       kMinOnnxOpset, ", but node '", node.name(), "' has operator '",
+                       node.op_type(), "', which ONNX opset ", opset, " does not define"));
+    }
+  }
+  try {
+    return onnx::version_conversion::ConvertVersion(model, static_cast<int>(kMinOnnxOpset));
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    return absl::InvalidArgumentError(absl::StrCat("model uses ONNX opset ", opset,
+                                                   ", which could not be upgraded to opset ",
+                                                   kMinOnnxOpset, ": ", what));
+  }
 }
 
 absl::StatusOr<Graph> ImportModel(const onnx::ModelProto& model, const std::string& base_dir,
@@ -641,7 +612,13 @@ absl::StatusOr<Graph> ParseAndImport(std::string_view bytes, const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(source, " is not a valid ONNX model (it has no graph)"));
   }
-  return ImportModel(model, base_dir, options);
+  LOOM_ASSIGN_OR_RETURN(const int64_t opset, ReadOpset(model));
+  if (opset >= kMinOnnxOpset) return ImportModel(model, base_dir, options);
+  // An older model: import it once as it is, so that a malformed graph fails with Loom's own
+  // message before libonnx sees it, then upgrade it and import the result.
+  LOOM_RETURN_IF_ERROR(ImportModel(model, base_dir, options).status());
+  LOOM_ASSIGN_OR_RETURN(onnx::ModelProto upgraded, UpgradeOpset(model, opset));
+  return ImportModel(upgraded, base_dir, options);
 }
 
 }  // namespace

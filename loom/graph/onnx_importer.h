@@ -25,9 +25,13 @@ inline constexpr size_t kMaxOnnxModelBytes = (size_t{2} << 30) - 1;
 
 // Imports the model at `path`; external data files are looked up next to it.
 //
-// What it accepts: default-domain opsets 11..18; element types float32, int64, int32, bool, uint8,
-// int8; initializers as raw_data, typed fields or external data. Symbolic or missing input
-// dimensions become -1 unless `options` pins them. Nodes without a (unique) name get
+// What it accepts: default-domain opsets kMinOnnxOpset..kMaxOnnxOpset (op_versions.h; an older
+// model is upgraded to kMinOnnxOpset with libonnx's version converter, and a failed upgrade is
+// one kInvalidArgument line); every element type of DType (tensor.h), while float8, int4, int2,
+// float4, string and complex values are refused naming the type; initializers as raw_data, the
+// typed fields ONNX assigns each type (float16/bfloat16 as bits in int32_data) or external data.
+// Symbolic or missing input dimensions become -1 unless `options` pins them. Nodes without a
+// (unique) name get
 // "<op_type>_<index>". Constant nodes always carry their value as a Tensor attribute "value"
 // (value_float, value_floats, value_int and value_ints are converted). The graph comes back
 // topologically sorted and validated.

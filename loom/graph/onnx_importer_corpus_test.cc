@@ -231,9 +231,19 @@ std::vector<std::pair<std::string, std::string>> SeedCorpus() {
     seeds.emplace_back("valid_squeezenet_shrunk.onnx", Serialize(*sq));
   }
 
+  // Opsets below 11 go through libonnx's version converter: keep it in the fuzzed path.
   auto m = TinyMatMul();
   m.mutable_opset_import(0)->set_version(7);
-  seeds.emplace_back("invalid_opset7.onnx", Serialize(m));
+  seeds.emplace_back("valid_opset7_upgraded.onnx", Serialize(m));
+
+  m = TinyMatMul();
+  m.mutable_opset_import(0)->set_version(29);
+  seeds.emplace_back("invalid_opset29.onnx", Serialize(m));
+
+  m = TinyMatMul();
+  m.mutable_opset_import(0)->set_version(8);
+  m.mutable_graph()->mutable_node(0)->set_op_type("NotAnOnnxOp");
+  seeds.emplace_back("invalid_opset8_unknown_op.onnx", Serialize(m));
 
   m = TinyMatMul();
   m.mutable_graph()->mutable_node(1)->set_domain("com.microsoft");
@@ -279,7 +289,8 @@ std::vector<std::pair<std::string, std::string>> SeedCorpus() {
 
 // What each generated invalid seed must report.
 const std::map<std::string, std::string> kExpectedErrors = {
-    {"invalid_opset7.onnx", "opset 7"},
+    {"invalid_opset29.onnx", "opset 29"},
+    {"invalid_opset8_unknown_op.onnx", "which ONNX opset 8 does not define"},
     {"invalid_domain.onnx", "domain 'com.microsoft'"},
     {"invalid_graph_attr.onnx", "is a subgraph"},
     {"invalid_external_missing.onnx", "weights.bin"},

@@ -179,6 +179,123 @@ TEST(OnnxImporterTest, ReadsTypedDataFields) {
   EXPECT_THAT(graph->FindInitializer("i8")->values<int8_t>(), ElementsAre(-128, 127));
 }
 
+// Every element type through the typed field ONNX assigns it, and through raw_data.
+TEST(OnnxImporterTest, ReadsEveryElementTypeFromTypedFieldsAndRawData) {
+  auto m = TinyModel();
+  auto* g = m.mutable_graph();
+  auto add = [&](const std::string& name, int32_t type) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(type);
+    t->add_dims(2);
+    return t;
+  };
+  auto* f64 = add("f64", onnx::TensorProto::DOUBLE);
+  f64->add_double_data(-0.125);
+  f64->add_double_data(1e300);
+  auto* u64 = add("u64", onnx::TensorProto::UINT64);
+  u64->add_uint64_data(uint64_t{1} << 63);
+  u64->add_uint64_data(7);
+  auto* u32 = add("u32", onnx::TensorProto::UINT32);
+  u32->add_uint64_data(4000000000u);
+  u32->add_uint64_data(1);
+  auto* i16 = add("i16", onnx::TensorProto::INT16);
+  i16->add_int32_data(-32768);
+  i16->add_int32_data(32767);
+  auto* u16 = add("u16", onnx::TensorProto::UINT16);
+  u16->add_int32_data(65535);
+  u16->add_int32_data(0);
+  // float16 and bfloat16 travel in int32_data as their bit patterns.
+  auto* f16 = add("f16", onnx::TensorProto::FLOAT16);
+  f16->add_int32_data(FloatToHalf(1.5f));
+  f16->add_int32_data(FloatToHalf(-65504.0f));
+  auto* bf16 = add("bf16", onnx::TensorProto::BFLOAT16);
+  bf16->add_int32_data(FloatToBFloat16(3.0f));
+  bf16->add_int32_data(FloatToBFloat16(-0.5f));
+  // raw_data: little-endian bytes of each type.
+  std::vector<uint16_t> half_bits = {FloatToHalf(0.25f), FloatToHalf(-2.0f)};
+  add("f16_raw", onnx::TensorProto::FLOAT16)
+      ->set_raw_data(reinterpret_cast<const char*>(half_bits.data()), 4);
+  std::vector<uint64_t> u64v = {3, ~uint64_t{0}};
+  add("u64_raw", onnx::TensorProto::UINT64)
+      ->set_raw_data(reinterpret_cast<const char*>(u64v.data()), 16);
+  std::vector<double> f64v = {2.5, -1e-300};
+  add("f64_raw", onnx::TensorProto::DOUBLE)
+      ->set_raw_data(reinterpret_cast<const char*>(f64v.data()), 16);
+
+  auto graph = Import(m);
+  ASSERT_TRUE(graph.ok()) << graph.status();
+  auto find = [&](const std::string& name) { return *graph->FindInitializer(name); };
+  EXPECT_EQ(find("f64").dtype(), DType::kFloat64);
+  EXPECT_THAT(find("f64").values<double>(), ElementsAre(-0.125, 1e300));
+  EXPECT_THAT(find("u64").values<uint64_t>(), ElementsAre(uint64_t{1} << 63, 7u));
+  EXPECT_THAT(find("u32").values<uint32_t>(), ElementsAre(4000000000u, 1u));
+  EXPECT_THAT(find("i16").values<int16_t>(), ElementsAre(-32768, 32767));
+  EXPECT_THAT(find("u16").values<uint16_t>(), ElementsAre(65535, 0));
+  EXPECT_EQ(find("f16").dtype(), DType::kFloat16);
+  EXPECT_EQ(find("f16").DoubleAt(0), 1.5);
+  EXPECT_EQ(find("f16").DoubleAt(1), -65504.0);
+  EXPECT_EQ(find("bf16").dtype(), DType::kBFloat16);
+  EXPECT_EQ(find("bf16").DoubleAt(0), 3.0);
+  EXPECT_EQ(find("bf16").DoubleAt(1), -0.5);
+  EXPECT_EQ(find("f16_raw").DoubleAt(0), 0.25);
+  EXPECT_EQ(find("f16_raw").DoubleAt(1), -2.0);
+  EXPECT_THAT(find("u64_raw").values<uint64_t>(), ElementsAre(3u, ~uint64_t{0}));
+  EXPECT_THAT(find("f64_raw").values<double>(), ElementsAre(2.5, -1e-300));
+}
+
+TEST(OnnxImporterTest, TypedFieldCountMustMatchShape) {
+  auto m = TinyModel();
+  auto* t = m.mutable_graph()->add_initializer();
+  t->set_name("u64");
+  t->set_data_type(onnx::TensorProto::UINT64);
+  t->add_dims(3);
+  t->add_uint64_data(1);
+  auto g = Import(m);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("initializer 'u64' declares shape [3] (3 elements) but its uint64_data "
+                        "holds 1 values"));
+}
+
+// Element types outside Loom's set are refused with one line naming the type and the value.
+TEST(OnnxImporterTest, RefusesElementTypesOutsideTheSet) {
+  const std::vector<std::pair<int32_t, std::string>> types = {
+      {onnx::TensorProto::STRING, "STRING"},
+      {onnx::TensorProto::COMPLEX64, "COMPLEX64"},
+      {onnx::TensorProto::COMPLEX128, "COMPLEX128"},
+      {17, "FLOAT8E4M3FN"},
+      {18, "FLOAT8E4M3FNUZ"},
+      {19, "FLOAT8E5M2"},
+      {20, "FLOAT8E5M2FNUZ"},
+      {21, "UINT4"},
+      {22, "INT4"},
+      {23, "FLOAT4E2M1"},
+      {24, "FLOAT8E8M0"},
+      {25, "UINT2"},
+      {26, "INT2"},
+      {99, "unknown type #99"}};
+  for (const auto& [type, name] : types) {
+    auto m = TinyModel();
+    auto* t = m.mutable_graph()->add_initializer();
+    t->set_name("odd");
+    t->set_data_type(type);
+    t->add_dims(1);
+    t->set_raw_data(std::string(1, '\0'));
+    auto g = Import(m);
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(g.status().message(), HasSubstr("initializer 'odd' has element type " + name +
+                                                ", which Loom does not "
+                                                "support"));
+
+    auto in = TinyModel();
+    in.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
+        type);
+    auto gi = Import(in);
+    EXPECT_THAT(gi.status().message(), HasSubstr("graph output 'z' has element type " + name));
+  }
+}
+
 TEST(OnnxImporterTest, ReadsAllAttributeKinds) {
   auto m = TinyModel();
   auto* node = m.mutable_graph()->mutable_node(1);
@@ -356,13 +473,13 @@ TEST(OnnxImporterTest, MissingFileIsNotFound) {
 }
 
 TEST(OnnxImporterTest, RejectsUnsupportedOpsets) {
-  for (int64_t opset : {7, 19}) {
+  for (int64_t opset : {0, 29}) {
     auto m = TinyModel();
     m.mutable_opset_import(0)->set_version(opset);
     auto g = Import(m);
     EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(g.status().message(), HasSubstr("opset " + std::to_string(opset)));
-    EXPECT_THAT(g.status().message(), HasSubstr("supports opsets 11 to 18"));
+    EXPECT_THAT(g.status().message(), HasSubstr("supports opsets 1 to 28"));
   }
   auto m = TinyModel();
   m.mutable_opset_import(0)->set_domain("com.example");
@@ -375,6 +492,61 @@ TEST(OnnxImporterTest, RejectsUnsupportedOpsets) {
   auto gai = Import(ai);
   ASSERT_TRUE(gai.ok()) << gai.status();
   EXPECT_EQ(gai->opset, 13);
+  for (int64_t opset : {19, 28}) {
+    auto newer = TinyModel();
+    newer.mutable_opset_import(0)->set_version(opset);
+    auto gn = Import(newer);
+    ASSERT_TRUE(gn.ok()) << gn.status();
+    EXPECT_EQ(gn->opset, opset);
+  }
+}
+
+// Opsets below 11 are upgraded with libonnx's version converter.
+TEST(OnnxImporterTest, UpgradesOldOpsets) {
+  auto m = TinyModel();
+  m.mutable_opset_import(0)->set_version(7);
+  auto g = Import(m);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->opset, 11);
+  ASSERT_EQ(g->nodes.size(), 2u);
+  EXPECT_EQ(g->nodes[0].op_type, "MatMul");
+  EXPECT_EQ(g->nodes[1].op_type, "Relu");
+  EXPECT_THAT(g->FindInitializer("w")->values<float>(), ElementsAre(1, 2, 3, 4, 5, 6));
+
+  // Upsample (deprecated in opset 10) becomes Resize.
+  auto up = TinyModel();
+  up.mutable_opset_import(0)->set_version(9);
+  auto* relu = up.mutable_graph()->mutable_node(1);
+  relu->set_op_type("Upsample");
+  relu->add_input("scales");
+  auto* scales = up.mutable_graph()->add_initializer();
+  scales->set_name("scales");
+  scales->set_data_type(onnx::TensorProto::FLOAT);
+  scales->add_dims(2);
+  scales->add_float_data(1);
+  scales->add_float_data(2);
+  auto gu = Import(up);
+  ASSERT_TRUE(gu.ok()) << gu.status();
+  EXPECT_EQ(gu->opset, 11);
+  EXPECT_EQ(gu->nodes.back().op_type, "Resize");
+}
+
+TEST(OnnxImporterTest, FailedUpgradeIsOneLineNamingTheNode) {
+  auto m = TinyModel();
+  m.mutable_opset_import(0)->set_version(8);
+  m.mutable_graph()->mutable_node(0)->set_op_type("FooBar");
+  auto g = Import(m);
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(g.status().message(),
+              HasSubstr("model uses ONNX opset 8, which Loom upgrades to opset 11, but node 'mm' "
+                        "has operator 'FooBar', which ONNX opset 8 does not define"));
+  // A malformed old model fails with the importer's own message before the converter runs.
+  auto bad = TinyModel();
+  bad.mutable_opset_import(0)->set_version(8);
+  bad.mutable_graph()->mutable_node(0)->set_input(1, "nowhere");
+  auto gb = Import(bad);
+  EXPECT_EQ(gb.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(gb.status().message(), HasSubstr("nowhere"));
 }
 
 TEST(OnnxImporterTest, NonDefaultDomainNodeIsUnimplemented) {
@@ -448,10 +620,10 @@ TEST(OnnxImporterTest, RejectsAbsurdDims) {
 TEST(OnnxImporterTest, UnsupportedElementTypeNamesTheValue) {
   auto m = TinyModel();
   m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(
-      onnx::TensorProto::FLOAT16);
+      onnx::TensorProto::COMPLEX64);
   auto g = Import(m);
   EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(g.status().message(), HasSubstr("graph input 'x' has element type FLOAT16"));
+  EXPECT_THAT(g.status().message(), HasSubstr("graph input 'x' has element type COMPLEX64"));
 }
 
 TEST(OnnxImporterTest, InputTypeProblemsNameTheInput) {
@@ -513,6 +685,41 @@ TEST(OnnxImporterTest, ReadsExternalDataRelativeToModel) {
   EXPECT_THAT(short_read.status().message(), HasSubstr("initializer 'w'"));
   EXPECT_THAT(short_read.status().message(), HasSubstr("short read"));
   EXPECT_THAT(short_read.status().message(), HasSubstr("w.bin"));
+  fs::remove_all(dir);
+}
+
+TEST(OnnxImporterTest, ReadsExternalDataOfEveryWidth) {
+  fs::path dir = MakeTempDir("external_types");
+  auto m = TinyModel();
+  std::string data;
+  auto add = [&](const std::string& name, int32_t type, const std::string& bytes) {
+    auto* t = m.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(type);
+    t->add_dims(2);
+    t->set_data_location(onnx::TensorProto::EXTERNAL);
+    auto* e = t->add_external_data();
+    e->set_key("location");
+    e->set_value("data.bin");
+    e = t->add_external_data();
+    e->set_key("offset");
+    e->set_value(std::to_string(data.size()));
+    data += bytes;
+  };
+  std::vector<uint16_t> half = {FloatToHalf(-3.0f), FloatToHalf(0.5f)};
+  add("f16", onnx::TensorProto::FLOAT16,
+      std::string(reinterpret_cast<const char*>(half.data()), 4));
+  std::vector<uint64_t> u64 = {1, uint64_t{1} << 60};
+  add("u64", onnx::TensorProto::UINT64, std::string(reinterpret_cast<const char*>(u64.data()), 16));
+  add("b", onnx::TensorProto::BOOL, std::string("\x01\x00", 2));
+  WriteFile(dir / "data.bin", data);
+  WriteFile(dir / "model.onnx", Bytes(m));
+  auto g = ImportOnnxFile((dir / "model.onnx").string());
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->FindInitializer("f16")->DoubleAt(0), -3.0);
+  EXPECT_EQ(g->FindInitializer("f16")->DoubleAt(1), 0.5);
+  EXPECT_THAT(g->FindInitializer("u64")->values<uint64_t>(), ElementsAre(1u, uint64_t{1} << 60));
+  EXPECT_THAT(g->FindInitializer("b")->values<uint8_t>(), ElementsAre(1, 0));
   fs::remove_all(dir);
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/data_movement.h"
 #include "loom/graph/shape_inference.h"
 
 namespace loom::graph {
@@ -53,18 +54,8 @@ bool IsRemovableIdentityLike(const Graph& g, const Node& n) {
 
 // Output values of a Shape node whose input type is static.
 Tensor EvaluateShape(const Node& node, int64_t opset, const TensorType& input) {
-  const int64_t rank = static_cast<int64_t>(input.shape.size());
-  int64_t start = 0, end = rank;
-  if (opset >= 15) {
-    start = node.GetInt("start", 0);
-    end = node.GetInt("end", rank);
-  }
-  if (start < 0) start += rank;
-  if (end < 0) end += rank;
-  start = std::clamp<int64_t>(start, 0, rank);
-  end = std::clamp<int64_t>(end, 0, rank);
-  std::vector<int64_t> dims;
-  for (int64_t i = start; i < end; ++i) dims.push_back(input.shape[i]);
+  const DimRange r = ResolveShapeRange(node, opset, static_cast<int64_t>(input.shape.size()));
+  const std::vector<int64_t> dims(input.shape.begin() + r.start, input.shape.begin() + r.end);
   return Tensor::FromInt64s({static_cast<int64_t>(dims.size())}, dims);
 }
 

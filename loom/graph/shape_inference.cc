@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/op_versions.h"
 #include "loom/graph/shape_inference_internal.h"
 
 namespace loom::graph {
@@ -319,6 +320,7 @@ absl::StatusOr<std::vector<TensorType>> InferNodeOutputTypes(const Graph& graph,
         absl::StrCat("unsupported operator '", node.op_type, "' in node '", node.name, "'"));
   }
   if (node.outputs.empty()) return NodeError(node, "has no outputs");
+  LOOM_RETURN_IF_ERROR(CheckOpVersion(node, graph.opset));
   internal::Ctx ctx(graph, node);
   LOOM_ASSIGN_OR_RETURN(internal::Types types, it->second(ctx));
   if (types.size() < node.outputs.size()) {

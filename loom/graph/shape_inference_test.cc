@@ -377,9 +377,9 @@ TEST(ReshapeShapeTest, ZeroCopiesAndMinusOneInfers) {
   EXPECT_THAT(t.RunShape(MakeNode("Reshape", {"x", "s"})), ElementsAre(2, 12));
   EXPECT_THAT(t.RunShape(MakeNode("Reshape", {"x", "s2"})), ElementsAre(4, 3, 2));
   EXPECT_THAT(t.Run(MakeNode("Reshape", {"x", "two"})).status().message(),
-              HasSubstr("more than one -1"));
+              HasSubstr("shape [-1,-1] has two -1"));
   EXPECT_THAT(t.Run(MakeNode("Reshape", {"x", "bad"})).status().message(),
-              HasSubstr("cannot reshape float32[2,3,4] (24 elements) to [5,5]"));
+              HasSubstr("cannot reshape [2,3,4] (24 elements) to [5,5]"));
 }
 
 TEST(ReshapeShapeTest, AllowZeroKeepsZero) {
@@ -392,7 +392,7 @@ TEST(ReshapeShapeTest, AllowZeroKeepsZero) {
   EXPECT_THAT(t.RunShape(MakeNode("Reshape", {"x2", "s1"})), ElementsAre(2, 4));
   t.Init("z", Ints({0, 8}));
   EXPECT_THAT(t.Run(MakeNode("Reshape", {"x2", "z"})).status().message(),
-              HasSubstr("cannot reshape float32[2,4] (8 elements) to [0,8]"));
+              HasSubstr("cannot reshape [2,4] (8 elements) to [0,8]"));
 }
 
 TEST(ReshapeShapeTest, ShapeFromConstantNode) {
@@ -452,7 +452,7 @@ TEST(SliceShapeTest, ErrorsNameTheProblem) {
   EXPECT_THAT(t.Run(MakeNode("Slice", {"x", "dyn", "e"})).status().message(),
               HasSubstr("(starts) is not constant"));
   EXPECT_THAT(t.Run(MakeNode("Slice", {"x", "s", "e", "", "zero"})).status().message(),
-              HasSubstr("a step is 0"));
+              HasSubstr("steps [0] contain a 0"));
   EXPECT_THAT(t.Run(MakeNode("Slice", {"x", "two", "e"})).status().message(),
               HasSubstr("must have the same length"));
 }
@@ -466,7 +466,8 @@ TEST(GatherShapeTest, NegativeAxisAndScalarIndex) {
   EXPECT_THAT(t.RunShape(MakeNode("Gather", {"x", "scalar"}, {"y"}, {{"axis", int64_t{1}}})),
               ElementsAre(2, 4));
   auto r = t.Run(MakeNode("Gather", {"x", "oob"}, {"y"}, {{"axis", int64_t{1}}}));
-  EXPECT_THAT(r.status().message(), HasSubstr("index 3 is out of range for axis 1 of size 3"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("index 3 (element 1 of the indices) is out of range for axis 1 of size 3"));
   r = t.Run(MakeNode("Gather", {"x", "idx"}, {"y"}, {{"axis", int64_t{-4}}}));
   EXPECT_THAT(r.status().message(), HasSubstr("axis -4 is out of range for rank 3"));
 }
@@ -543,16 +544,21 @@ TEST(PadShapeTest, ModesAndPads) {
               ElementsAre(1, 3, 6, 8));
   EXPECT_THAT(t.RunShape(MakeNode("Pad", {"x", "big"}, {"y"}, {{"mode", std::string("edge")}})),
               ElementsAre(1, 3, 8, 4));
-  EXPECT_THAT(t.Run(MakeNode("Pad", {"x", "big"}, {"y"}, {{"mode", std::string("reflect")}}))
-                  .status()
-                  .message(),
-              HasSubstr("must be smaller than dim 2"));
+  // Reflection repeats for pads beyond the dim, as numpy.pad does.
+  EXPECT_THAT(t.RunShape(MakeNode("Pad", {"x", "big"}, {"y"}, {{"mode", std::string("reflect")}})),
+              ElementsAre(1, 3, 8, 4));
+  // wrap is opset 19's.
   EXPECT_THAT(
       t.Run(MakeNode("Pad", {"x", "p"}, {"y"}, {{"mode", std::string("wrap")}})).status().message(),
-      HasSubstr("mode 'wrap' is not supported"));
+      HasSubstr("mode 'wrap' is not supported (constant, reflect, edge; wrap from opset 19)"));
+  OneNode t19(19);
+  t19.Input("x", F32({1, 3, 4, 4})).Init("p", Ints({0, 0, 1, 2, 0, 0, 1, 2}));
+  EXPECT_THAT(t19.RunShape(MakeNode("Pad", {"x", "p"}, {"y"}, {{"mode", std::string("wrap")}})),
+              ElementsAre(1, 3, 6, 8));
   auto r = t.Run(MakeNode("Pad", {"x", "neg"}, {"y"}, {}, "pad"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(r.status().message(), HasSubstr("Pad 'pad': pads -3,-3 make dim 2 negative"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("Pad 'pad': pads [0,0,-3,0,0,0,-3,0] crop more than dim 2 (4) has"));
 }
 
 // ----- Registry and whole-graph inference ----------------------------------------------------
@@ -566,7 +572,8 @@ TEST(ShapeInferenceTest, UnsupportedOpNamesOpAndNode) {
   EXPECT_FALSE(IsSupportedOp("Foo"));
   EXPECT_TRUE(IsSupportedOp("Conv"));
   std::vector<std::string> ops = SupportedOps();
-  EXPECT_EQ(ops.size(), 33u);
+  EXPECT_THAT(ops, ::testing::IsSupersetOf({"Cast", "Concat", "Gather", "Resize", "ScatterND",
+                                            "Trilu", "Conv", "Relu"}));
   EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end()));
 }
 
@@ -631,7 +638,8 @@ TEST(InferShapesTest, NegativeAndAbsurdDimsAreRejected) {
   pad.nodes.push_back(MakeNode("Pad", {"x", "p"}, {"y"}, {}, "padbig"));
   st = InferShapes(pad);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.message(), HasSubstr("Pad 'padbig': output #0 is too large"));
+  EXPECT_THAT(st.message(), HasSubstr("Pad 'padbig': the padded shape ["));
+  EXPECT_THAT(st.message(), HasSubstr("is too large"));
 }
 
 TEST(InferShapesTest, UndefinedValueIsReported) {

@@ -291,6 +291,10 @@ absl::StatusOr<Workload> ParseWorkloadKey(std::string_view key_in) {
     }
   }
   if (!dtype_found) return bad(absl::StrCat("unknown dtype '", parts[1], "'"));
+  // WorkloadFromNode makes only float32 workloads: no template computes another type.
+  if (w.dtype != DType::kFloat32) {
+    return bad(absl::StrCat("dtype '", parts[1], "' is not tunable (only f32 is)"));
+  }
 
   // Expected tokens, in canonical order, with the fields they fill.
   struct Field {

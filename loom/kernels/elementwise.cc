@@ -1,5 +1,5 @@
 // Elementwise reference kernels: broadcasting arithmetic, activations, Clip, Softmax,
-// BatchNormalization (inference) and Cast.
+// BatchNormalization (inference). Cast is in cast.cc.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -280,71 +280,6 @@ OpResult BatchNormOp(const OpContext& ctx) {
   return std::vector<Tensor>{std::move(y)};
 }
 
-// ONNX TensorProto.DataType codes Loom understands.
-absl::StatusOr<DType> DTypeFromOnnx(int64_t code) {
-  switch (code) {
-    case 1:
-      return DType::kFloat32;
-    case 2:
-      return DType::kUint8;
-    case 3:
-      return DType::kInt8;
-    case 6:
-      return DType::kInt32;
-    case 7:
-      return DType::kInt64;
-    case 9:
-      return DType::kBool;
-    default:
-      break;
-  }
-  return absl::UnimplementedError(absl::StrCat("cast to ONNX data type ", code,
-                                               " is not supported (float, uint8, int8, int32, "
-                                               "int64, bool are)"));
-}
-
-template <typename Dst, typename Src>
-absl::Status CastValues(const Src* src, Dst* dst, int64_t n, bool to_bool) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (to_bool) {
-      dst[i] = src[i] != Src{0} ? 1 : 0;
-      continue;
-    }
-    if constexpr (std::is_floating_point_v<Src> && std::is_integral_v<Dst>) {
-      // Truncates toward zero; values that do not fit (and NaN) would be undefined behaviour.
-      const double v = src[i];
-      const double lo = static_cast<double>(std::numeric_limits<Dst>::min()) - 1.0;
-      const double hi = static_cast<double>(std::numeric_limits<Dst>::max()) + 1.0;
-      if (!(v > lo && v < hi)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("value ", v, " at index ", i, " does not fit the target integer type"));
-      }
-    }
-    // An int8 source must sign-extend (ONNX Cast semantics).
-    dst[i] = static_cast<Dst>(src[i]);  // NOLINT(bugprone-signed-char-misuse)
-  }
-  return absl::OkStatus();
-}
-
-OpResult CastOp(const OpContext& ctx) {
-  LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 1, 1));
-  const Tensor& x = ctx.inputs[0];
-  if (!ctx.node.HasAttr("to")) return absl::InvalidArgumentError("attribute 'to' is missing");
-  LOOM_ASSIGN_OR_RETURN(DType to, DTypeFromOnnx(ctx.node.GetInt("to", 0)));
-  if (!x.defined()) return absl::InvalidArgumentError("input is undefined");
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(to, x.shape()));
-  absl::Status status = VisitDType(x.dtype(), [&](auto src_zero) -> absl::Status {
-    using Src = decltype(src_zero);
-    return VisitDType(to, [&](auto dst_zero) -> absl::Status {
-      using Dst = decltype(dst_zero);
-      return CastValues<Dst, Src>(x.data<Src>(), y.data<Dst>(), x.num_elements(),
-                                  to == DType::kBool);
-    });
-  });
-  LOOM_RETURN_IF_ERROR(status);
-  return std::vector<Tensor>{std::move(y)};
-}
-
 }  // namespace
 
 void RegisterElementwiseKernels(KernelTable* table) {
@@ -361,7 +296,6 @@ void RegisterElementwiseKernels(KernelTable* table) {
   (*table)["Clip"] = &ClipOp;
   (*table)["Softmax"] = &SoftmaxOp;
   (*table)["BatchNormalization"] = &BatchNormOp;
-  (*table)["Cast"] = &CastOp;
 }
 
 }  // namespace loom::kernels::internal

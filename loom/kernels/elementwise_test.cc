@@ -167,30 +167,5 @@ TEST(BatchNormTest, NormalisesPerChannel) {
   EXPECT_THAT(bad.status().message(), HasSubstr("scale float32[3] must be [2]"));
 }
 
-TEST(CastTest, FloatToInt64AndBack) {
-  auto to_int = Eval("Cast", {F({3}, {1.9f, -1.9f, 3})}, {{"to", int64_t{7}}});
-  ASSERT_TRUE(to_int.ok()) << to_int.status();
-  EXPECT_EQ(to_int->dtype(), DType::kInt64);
-  EXPECT_THAT(Ints(*to_int), ElementsAre(1, -1, 3));
-  auto to_float = Eval("Cast", {I({2}, {-4, 1 << 20})}, {{"to", int64_t{1}}});
-  ASSERT_TRUE(to_float.ok()) << to_float.status();
-  ExpectFloats(*to_float, {2}, {-4, 1 << 20});
-  auto to_bool = Eval("Cast", {F({2}, {0, 0.5f})}, {{"to", int64_t{9}}});
-  ASSERT_TRUE(to_bool.ok()) << to_bool.status();
-  EXPECT_EQ(to_bool->dtype(), DType::kBool);
-  EXPECT_EQ(to_bool->data<uint8_t>()[0], 0);
-  EXPECT_EQ(to_bool->data<uint8_t>()[1], 1);
-}
-
-TEST(CastTest, Errors) {
-  auto nan =
-      Eval("Cast", {F({1}, {std::numeric_limits<float>::quiet_NaN()})}, {{"to", int64_t{7}}});
-  EXPECT_EQ(nan.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(nan.status().message(), HasSubstr("does not fit"));
-  auto f16 = Eval("Cast", {F({1}, {1})}, {{"to", int64_t{10}}});
-  EXPECT_EQ(f16.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(f16.status().message(), HasSubstr("ONNX data type 10"));
-}
-
 }  // namespace
 }  // namespace loom::kernels

@@ -35,7 +35,7 @@ TEST(SliceTest, AxesAndSteps2d) {
   ExpectFloats(*neg_axis, {3, 2}, {2, 3, 6, 7, 10, 11});
   auto zero_step = Eval("Slice", {x, I({1}, {0}), I({1}, {1}), I({1}, {0}), I({1}, {0})});
   EXPECT_EQ(zero_step.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(zero_step.status().message(), HasSubstr("steps must not be 0"));
+  EXPECT_THAT(zero_step.status().message(), HasSubstr("Slice 'test_node': steps [0] contain a 0"));
 }
 
 TEST(GatherTest, NegativeIndexAxis0) {
@@ -61,8 +61,8 @@ TEST(GatherTest, Axis1WithInt32IndicesAndInt64Data) {
 TEST(GatherTest, OutOfRangeIndexIsInvalidArgument) {
   auto y = Eval("Gather", {Iota({3}), I({2}, {0, 3})});
   EXPECT_EQ(y.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(y.status().message(),
-              HasSubstr("Gather 'test_node': index 3 is out of range for axis 0 of size 3"));
+  EXPECT_THAT(y.status().message(), HasSubstr("Gather 'test_node': index 3 (element 1 of the "
+                                              "indices) is out of range for axis 0 of size 3"));
   auto low = Eval("Gather", {Iota({3}), I({1}, {-4})});
   EXPECT_EQ(low.status().code(), absl::StatusCode::kInvalidArgument);
   auto float_idx = Eval("Gather", {Iota({3}), F({1}, {0})});
@@ -88,10 +88,10 @@ TEST(ReshapeTest, AllowZeroAndErrors) {
   EXPECT_EQ(zero->shape(), (Shape{4, 0}));
   auto two = Eval("Reshape", {Iota({6}), I({2}, {-1, -1})});
   EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(two.status().message(), HasSubstr("more than one -1"));
+  EXPECT_THAT(two.status().message(), HasSubstr("has two -1"));
   auto count = Eval("Reshape", {Iota({6}), I({2}, {4, -1})});
   EXPECT_EQ(count.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(count.status().message(), HasSubstr("cannot infer"));
+  EXPECT_THAT(count.status().message(), HasSubstr("cannot reshape"));
 }
 
 TEST(PadTest, ReflectEdgeConstantAndCrop) {
@@ -120,7 +120,7 @@ TEST(PadTest, Reflect2dAndOpset18Axes) {
   ExpectFloats(*axes, {1, 4}, {0, 1, 2, 3});
   auto bad = Eval("Pad", {F({1, 3}, {1, 2, 3}), I({2}, {1, 0})});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("must have 4 entries"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("expected 4"));
 }
 
 TEST(SqueezeTest, Opset11AttributeVersusOpset13Input) {

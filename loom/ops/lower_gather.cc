@@ -1,0 +1,111 @@
+// Lowered Gather and GatherElements, every data dtype (moved by element size), int32 or int64
+// indices. An index in [-D, D) reads element index (+ D if negative). An index outside that range
+// never reads memory: its output row (Gather) or element (GatherElements) is zero, as TensorFlow's
+// GPU gather does; the reference kernel rejects such an index with kInvalidArgument, and indices
+// that are constants are rejected the same way here, before any kernel runs.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "loom/base/status_macros.h"
+#include "loom/ops/lower_common.h"
+
+namespace loom::ops::lower {
+namespace {
+
+using graph::DType;
+using graph::TensorType;
+
+absl::Status CheckConstIndices(const LowerCtx& ctx, int64_t dim, int64_t axis) {
+  std::optional<graph::Tensor> t = ctx.Const(1);
+  if (!t.has_value()) return absl::OkStatus();
+  for (int64_t i = 0; i < t->num_elements(); ++i) {
+    const int64_t v = t->Int64At(i);
+    if (v < -dim || v >= dim) {
+      return ctx.Invalid(
+          absl::StrCat("index ", v, " is out of range for axis ", axis, " of size ", dim));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoweredKernel> LowerGather(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(1));
+  LOOM_RETURN_IF_ERROR(ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32}, "indices"));
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0) return ctx.Invalid("data must have rank >= 1");
+  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
+  const int64_t dim = x.shape[static_cast<size_t>(axis)];
+  LOOM_RETURN_IF_ERROR(CheckConstIndices(ctx, dim, axis));
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
+  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const int64_t count = graph::NumElements(ind.shape);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
+  const std::string t = StorageCType(x.dtype);
+
+  KernelWriter w(ctx.target(), "gather");
+  w.Input(ctx.node().inputs[0], t, "in");
+  w.Input(ctx.node().inputs[1], ind.dtype == DType::kInt64 ? "int64_t" : "int32_t", "ind");
+  w.Output(ctx.node().outputs[0], t, "out");
+  const std::string body = absl::StrCat(
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    int64_t idx = (int64_t)ind[u % ",
+      count, "];\n", "    if (idx < 0) idx += ", dim, ";\n", "    ", t,
+      "* __restrict dst = out + u * ", inner, ";\n", "    if ((uint64_t)idx < (uint64_t)", dim,
+      ") {\n", "      memcpy(dst, in + ((u / ", count, ") * ", dim, " + idx) * ", inner, ", ",
+      inner * esize, ");\n", "    } else {\n", "      memset(dst, 0, ", inner * esize, ");\n",
+      "    }\n  }\n");
+  return w.Finish(outer * count * inner == 0 ? 0 : outer * count, inner * esize * 2, body);
+}
+
+absl::StatusOr<LoweredKernel> LowerGatherElements(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(1));
+  LOOM_RETURN_IF_ERROR(ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32}, "indices"));
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  if (rank == 0 || static_cast<int64_t>(ind.shape.size()) != rank) {
+    return ctx.Invalid("data and indices must have the same rank >= 1");
+  }
+  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
+  const int64_t dim = x.shape[static_cast<size_t>(axis)];
+  LOOM_RETURN_IF_ERROR(CheckConstIndices(ctx, dim, axis));
+  for (int64_t d = 0; d < rank; ++d) {
+    if (d != axis && ind.shape[static_cast<size_t>(d)] > x.shape[static_cast<size_t>(d)]) {
+      return ctx.Invalid(absl::StrCat("indices ", ind.ToString(), " exceed data ", x.ToString(),
+                                      " along dim ", d));
+    }
+  }
+  const std::vector<int64_t> xs = RowMajorStrides(x.shape);
+  const int64_t n = ind.shape.back();
+  const int64_t total = graph::NumElements(ind.shape);
+  // A unit is one row of the indices' last dim; the row's data offset comes from every other dim
+  // but the axis.
+  std::vector<int64_t> sizes(ind.shape.begin(), ind.shape.end() - 1);
+  std::vector<int64_t> in_strides(xs.begin(), xs.end() - 1);
+  if (axis < rank - 1) in_strides[static_cast<size_t>(axis)] = 0;
+  std::vector<int64_t> out_strides(sizes.size(), 0);
+  const int64_t along = axis == rank - 1 ? 0 : 1;  // the last dim's own data stride is 1
+  const std::string t = StorageCType(x.dtype);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
+  KernelWriter w(ctx.target(), "gather_elements");
+  w.Input(ctx.node().inputs[0], t, "in");
+  w.Input(ctx.node().inputs[1], ind.dtype == DType::kInt64 ? "int64_t" : "int32_t", "ind");
+  w.Output(ctx.node().outputs[0], t, "out");
+  const std::string body = absl::StrCat(
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n",
+      UnitOffsets(sizes, in_strides, out_strides, 0, "u"), "    (void)dst;\n",
+      "    for (int64_t j = 0; j < ", n, "; ++j) {\n", "      int64_t idx = (int64_t)ind[u * ", n,
+      " + j];\n", "      if (idx < 0) idx += ", dim, ";\n", "      out[u * ", n,
+      " + j] = (uint64_t)idx < (uint64_t)", dim, " ? in[src + j * ", along, " + idx * ",
+      xs[static_cast<size_t>(axis)], "] : (", t, ")0;\n", "    }\n  }\n");
+  return w.Finish(total == 0 ? 0 : total / n, n * (esize * 2 + 8), body);
+}
+
+}  // namespace
+
+void RegisterGatherLowerings(LowerTable* table) {
+  (*table)["Gather"] = &LowerGather;
+  (*table)["GatherElements"] = &LowerGatherElements;
+}
+
+}  // namespace loom::ops::lower
