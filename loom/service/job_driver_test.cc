@@ -1026,5 +1026,30 @@ TEST_F(DriverTest, UploadsWithExternalDataAreRefusedWithoutReadingAnything) {
   EXPECT_THAT(st.status().message(), ::testing::Not(HasSubstr("passwd")));
 }
 
+TEST_F(DriverTest, ResultsAreFilteredByTheJobsUniqueIdNotItsShortId) {
+  // Records of another daemon's j1 (imported, or from before a lost state) on the same task.
+  {
+    auto records = tune::OpenSqliteRecordStore((dir_ / "state.db.records").string());
+    ASSERT_TRUE(records.ok());
+    tune::Record old;
+    old.task_key = "simulated:j1:t0";
+    old.template_name = "simulated";
+    old.target_key = "cpu:avx2:test";
+    old.costs = {1e-6};
+    old.job_id = "j1";
+    ASSERT_TRUE((*records)->Append({old, old}).ok());
+  }
+  Open();
+  auto job = driver_->Submit(kAlice, Sim(1, 2));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->id(), "j1");
+  EXPECT_EQ(Serve(RegisterAgent("h1")), 8);
+  auto result = driver_->Result(kAlice, job->id());
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(std::count(result->records_jsonl().begin(), result->records_jsonl().end(), '\n'), 2);
+  EXPECT_THAT(result->records_jsonl(), ::testing::Not(HasSubstr("\"job_id\":\"j1\"")));
+  EXPECT_EQ(driver_->Get(kAlice, job->id())->records(), 2);
+}
+
 }  // namespace
 }  // namespace loom::service
