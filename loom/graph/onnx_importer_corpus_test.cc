@@ -29,8 +29,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 fs::path CorpusDir() {
-  return (fs::path(__FILE__).parent_path() / ".." / ".." / "tests" / "data" / "onnx_corpus")
-      .lexically_normal();
+  return (fs::path(LOOM_SOURCE_DIR) / "tests" / "data" / "onnx_corpus").lexically_normal();
 }
 
 std::string ReadAll(const fs::path& path) {
