@@ -222,9 +222,10 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
     }
     load.input_shapes[parts[0]] = graph::Shape(dims);
   }
-  // TODO(issue 18): pass options.max_fold_bytes and options.max_fold_total_bytes to
-  // runtime::LoadOptions once the model loader has its constant-folding budget.
-  (void)options.max_fold_bytes;
+  // Constant folding of what users send is bounded before it allocates (a 127-byte Pad can ask
+  // for gigabytes).
+  load.max_fold_bytes = options.max_fold_bytes;
+  load.max_fold_total_bytes = options.max_fold_total_bytes;
   std::unique_ptr<UploadFolder> upload;
   std::string spec;
   if (r.model_case() == v1::SubmitJobRequest::kZooModel) {

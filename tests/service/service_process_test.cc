@@ -754,7 +754,7 @@ TEST_F(ServiceProcessTest, ForgedAgentsAreRefusedFlaggedAndTheJobsFinishOnHonest
   EXPECT_EQ(flagged, 2);
 }
 
-TEST_F(ServiceProcessTest, UploadsCannotReachServerFilesAndErrorsEchoNoPathsOrValues) {
+TEST_F(ServiceProcessTest, UploadsCannotReachServerFilesNorFoldBombsAndErrorsEchoNoPathsOrValues) {
   StartServe();
   // A Reshape whose shape is external data pointing at a server file (the 115 bytes).
   std::ofstream(dir_ / "secret.txt") << "TOP-SECRET-CONTENT";
@@ -809,6 +809,47 @@ TEST_F(ServiceProcessTest, UploadsCannotReachServerFilesAndErrorsEchoNoPathsOrVa
   EXPECT_THAT(o.err, ::testing::Not(HasSubstr((dir_ / "tmp").string())));
   EXPECT_THAT(o.err, ::testing::Not(HasSubstr("7,7,7")));
   EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // A folding bomb: a 1-element constant padded by 268435455 (1 GiB once folded) is refused by
+  // the folding budget before anything is allocated, and the daemon stays small.
+  {
+    onnx::ModelProto bomb;
+    bomb.set_ir_version(8);
+    bomb.add_opset_import()->set_version(13);
+    onnx::GraphProto* g = bomb.mutable_graph();
+    g->set_name("g");
+    onnx::TensorProto* c = g->add_initializer();
+    c->set_name("c");
+    c->set_data_type(onnx::TensorProto::FLOAT);
+    c->add_dims(1);
+    c->add_float_data(1);
+    onnx::TensorProto* pads = g->add_initializer();
+    pads->set_name("pads");
+    pads->set_data_type(onnx::TensorProto::INT64);
+    pads->add_dims(2);
+    pads->add_int64_data(0);
+    pads->add_int64_data(268435455);
+    onnx::NodeProto* n = g->add_node();
+    n->set_name("p");
+    n->set_op_type("Pad");
+    n->add_input("c");
+    n->add_input("pads");
+    n->add_output("y");
+    g->add_output()->set_name("y");
+    std::ofstream(dir_ / "bomb.onnx", std::ios::binary) << bomb.SerializeAsString();
+  }
+  for (int i = 0; i < 3; ++i) {
+    o = Loom("submit " + (dir_ / "bomb.onnx").string() + " --trials 2");
+    EXPECT_NE(o.code, 0);
+    EXPECT_THAT(o.err, HasSubstr("model: constant folding Pad 'p': output 'y' would be"));
+    EXPECT_THAT(o.err, HasSubstr("above the per-tensor limit of 67108864 bytes"));
+  }
+  std::istringstream status(ReadAll(absl::StrCat("/proc/", serve_.pid, "/status")));
+  int64_t peak_kib = 0;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) peak_kib = std::stoll(line.substr(6));
+  }
+  EXPECT_GT(peak_kib, 0);
+  EXPECT_LT(peak_kib, 512 * 1024) << "the daemon's peak RSS grew to " << peak_kib << " KiB";
   EXPECT_TRUE(Alive(serve_));
   // Nothing of the uploads is left on the server.
   EXPECT_TRUE(fs::is_empty(dir_ / "tmp"));
