@@ -9,7 +9,15 @@
 #include <cstdint>
 #include <string_view>
 
+#include "google/protobuf/stubs/logging.h"
 #include "loom/service/testing/fuzz_harness.h"
+
+// Protobuf logs every string field that is not UTF-8; at fuzzing rates that is most of the time.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   loom::service::testing::FuzzRequest(std::string_view(reinterpret_cast<const char*>(data), size));
