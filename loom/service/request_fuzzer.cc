@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <string_view>
 
-#include "google/protobuf/stubs/logging.h"
 #include "loom/service/testing/fuzz_harness.h"
 
 // Protobuf logs every string field that is not UTF-8; at fuzzing rates that is most of the time.

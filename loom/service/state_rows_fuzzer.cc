@@ -10,6 +10,11 @@
 
 #include "loom/service/testing/fuzz_harness.h"
 
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  loom::service::testing::SilenceProtobufLogs();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   loom::service::testing::FuzzStateRows(
       std::string_view(reinterpret_cast<const char*>(data), size));
