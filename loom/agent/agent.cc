@@ -291,7 +291,9 @@ absl::Status Agent::Run() {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
           s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
         absl::MutexLock lock(&mu_);
-        reregister_ = true;  // the heartbeat thread registers again
+        // The heartbeat thread registers again, unless it already did since this call started
+        // (a second registration of this credential would be refused while the first lives).
+        if (req.agent_id() == agent_id_) reregister_ = true;
       }
       if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         if (backoff == options_.retry_initial) {  // once per outage
@@ -395,7 +397,7 @@ void Agent::HeartbeatLoop() {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
           s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
         absl::MutexLock lock(&mu_);
-        reregister_ = true;
+        if (req.agent_id() == agent_id_) reregister_ = true;
       }
       continue;
     }
@@ -403,7 +405,7 @@ void Agent::HeartbeatLoop() {
     failing = false;
     absl::MutexLock lock(&mu_);
     ++stats_.heartbeats;
-    if (resp.reregister()) reregister_ = true;
+    if (resp.reregister() && req.agent_id() == agent_id_) reregister_ = true;
     for (const std::string& id : resp.cancelled_lease_ids()) CancelLease(id);
   }
 }

@@ -1765,6 +1765,12 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   Mutation m;
   if (lit->second.agent_id != agent.id) {
+    auto holder = agents_.find(lit->second.agent_id);
+    if (!agent.identity.empty() && holder != agents_.end() &&
+        holder->second->identity == agent.identity) {
+      r.set_accepted(false);  // an earlier registration of the same credential: a stale report
+      return r;
+    }
     // A result for a stage another agent holds: a forgery, whatever it contains.
     const std::string reason =
         absl::StrCat("reported lease ", result.lease_id().substr(0, 64), " of another agent");
