@@ -35,7 +35,8 @@ struct RunOptions {
   std::vector<std::string> outputs;  // "Y.npy" or "NAME=Y.npy"
   std::string output_dir;
   uint64_t input_seed = 1;
-  int32_t threads = 0;  // artifacts only; 0: as compiled
+  int32_t threads = 0;     // artifacts only; 0: as compiled
+  std::string verify_key;  // artifacts only: the signing key to check
 };
 
 std::string Names(const std::vector<graph::ValueInfo>& values) {
@@ -189,7 +190,7 @@ void RunRun(const RunOptions& opts) {
   std::string how;
   if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
-    Model model = Model::Load(opts.model.model);
+    Model model = Model::Load(opts.model.model, {.verify_key = opts.verify_key});
     FailIfError(model.status());
     if (opts.threads > 0) FailIfError(model.Compile({.threads = opts.threads}).status());
     output_infos = model.outputs();
@@ -277,6 +278,9 @@ void RegisterRunCommand(CLI::App& app) {
   cmd->add_option("--input-seed", opts->input_seed, "Seed for generated inputs");
   cmd->add_option("--threads", opts->threads,
                   "Threads running a compiled artifact (default: as compiled)");
+  cmd->add_option("--verify", opts->verify_key,
+                  "Refuse a compiled artifact unless it is signed with the Ed25519 key in this "
+                  "public-key PEM file (loom compile --sign)");
   cmd->callback([opts] { RunRun(*opts); });
 }
 

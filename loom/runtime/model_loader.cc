@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
@@ -61,6 +62,28 @@ absl::Status BindInput(graph::Graph& g, const std::string& name, const graph::Te
   return absl::OkStatus();
 }
 
+// The graph inputs `value` is computed from (`value` itself when it is one), sorted.
+std::vector<std::string> InputsBehind(const graph::Graph& g, const std::string& value) {
+  std::set<std::string> inputs, seen;
+  std::vector<std::string> stack = {value};
+  while (!stack.empty()) {
+    const std::string v = stack.back();
+    stack.pop_back();
+    if (!seen.insert(v).second) continue;
+    if (std::any_of(g.inputs.begin(), g.inputs.end(),
+                    [&](const graph::ValueInfo& in) { return in.name == v; })) {
+      inputs.insert(v);
+      continue;
+    }
+    const int64_t producer = g.ProducerOf(v);
+    if (producer < 0) continue;
+    for (const std::string& in : g.nodes[static_cast<size_t>(producer)].inputs) {
+      if (!in.empty()) stack.push_back(in);
+    }
+  }
+  return {inputs.begin(), inputs.end()};
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<graph::ValueInfo>> DeclaredInputs(std::string_view spec,
@@ -99,13 +122,17 @@ absl::StatusOr<LoadedModel> LoadModel(std::string_view spec_view, const LoadOpti
     if (st.ok()) break;
     const auto needed = st.GetPayload(graph::kNeedsConstantPayload);
     if (!needed.has_value()) return st;
-    const std::string name(*needed);
-    auto value = options.input_values.find(name);
-    const bool is_input = std::any_of(imported.inputs.begin(), imported.inputs.end(),
-                                      [&](const graph::ValueInfo& v) { return v.name == name; });
-    if (value == options.input_values.end() || !is_input) return st;
-    LOOM_RETURN_IF_ERROR(BindInput(imported, name, value->second));
-    model.bound_inputs.push_back(name);
+    // Bind the graph inputs the needed value is computed from (itself, when it is one) whose
+    // values the caller gave.
+    bool bound = false;
+    for (const std::string& name : InputsBehind(imported, std::string(*needed))) {
+      auto value = options.input_values.find(name);
+      if (value == options.input_values.end()) continue;
+      LOOM_RETURN_IF_ERROR(BindInput(imported, name, value->second));
+      model.bound_inputs.push_back(name);
+      bound = true;
+    }
+    if (!bound) return st;
   }
   std::sort(model.bound_inputs.begin(), model.bound_inputs.end());
   return model;

@@ -31,9 +31,9 @@ struct LoadOptions {
   int64_t max_fold_total_bytes = graph::FoldOptions{}.max_total_bytes;
   // Values of graph inputs known when the model is loaded (`loom run --input`, `--bind`). An
   // input is bound to its value (it becomes an initializer and leaves the graph's inputs) only
-  // where shape inference needs the value as a constant: a Reshape target, Resize scales,
-  // reduction axes or Slice starts given as graph inputs. Loom needs static shapes; the model is
-  // then specialized to these values. Other inputs stay inputs.
+  // where shape inference needs a value computed from it as a constant: a Reshape target, Resize
+  // scales, reduction axes or pads given as (or computed from) graph inputs. Loom needs static
+  // shapes; the model is then specialized to these values. Other inputs stay inputs.
   std::map<std::string, graph::Tensor> input_values;
 };
 

@@ -70,6 +70,20 @@ TEST(ModelLoaderTest, BindsAShapeInputOnlyWhereShapesNeedIt) {
               HasSubstr("a value is given for 'nope', which is not an input of the model"));
 }
 
+// The needed value may be computed from the input: shape arithmetic on it folds once bound.
+TEST(ModelLoaderTest, BindsTheInputsAShapeIsComputedFrom) {
+  graph::Graph g = ReshapeByInput();
+  g.initializers["two"] = Tensor::FromInt64s({2}, std::vector<int64_t>{2, 1});
+  g.nodes[0].inputs[1] = "doubled";
+  g.nodes.insert(g.nodes.begin(), MakeNode("mul", "Mul", {"shape", "two"}, {"doubled"}));
+  LoadOptions options;
+  options.input_values["shape"] = Tensor::FromInt64s({2}, std::vector<int64_t>{3, 2});
+  auto loaded = LoadModel(Export(g, "computed"), options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_THAT(loaded->bound_inputs, ElementsAre("shape"));
+  EXPECT_EQ(loaded->graph.outputs[0].type, (graph::TensorType{DType::kFloat32, {6, 2}}));
+}
+
 TEST(ModelLoaderTest, DeclaredInputsNeedNoShapeInference) {
   auto inputs = DeclaredInputs(Export(ReshapeByInput(), "declared"));
   ASSERT_TRUE(inputs.ok()) << inputs.status();
