@@ -1717,7 +1717,9 @@ absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
   --a->polls;
   v1::AcquireStagesResponse r;
   const absl::Time now = Now();
-  a->last_seen = std::max(a->last_seen, now);
+  // No last_seen refresh here: a poll that returns proves nothing about its caller (a killed
+  // agent's poll still returns, with the stages granted to it meanwhile). Liveness comes from the
+  // agent's own calls: its heartbeats, reports and the start of each poll.
   for (std::string& id : a->revoked) r.add_cancelled_lease_ids(std::move(id));
   a->revoked.clear();
   while (!a->outbox.empty()) {
