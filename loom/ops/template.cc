@@ -64,9 +64,9 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       if (w.m < 1 || w.n < 1 || w.k < 1) {
         return absl::InvalidArgumentError(absl::StrCat("invalid dense workload ", key));
       }
-      if (cuda && w.n >= 10000) {
+      if (cuda && (w.n >= 10000 || w.m >= 10000)) {
         return absl::UnimplementedError(
-            absl::StrCat("no cuda template for ", key, " (n must be below 10000)"));
+            absl::StrCat("no cuda template for ", key, " (m and n must be below 10000)"));
       }
       return cuda ? internal::MakeCudaDense(w, target, options)
                   : internal::MakeDensePack(w, target, options);
@@ -74,9 +74,11 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       if (w.b < 1 || w.m < 1 || w.n < 1 || w.k < 1) {
         return absl::InvalidArgumentError(absl::StrCat("invalid batch_matmul workload ", key));
       }
-      if (cuda) {
-        return absl::UnimplementedError(absl::StrCat("no cuda template for batch_matmul: ", key));
+      if (cuda && (w.n >= 10000 || w.m >= 10000)) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (m and n must be below 10000)"));
       }
+      if (cuda) return internal::MakeCudaBatchMatmul(w, target, options);
       return internal::MakeDensePack(w, target, options);  // batch_matmul_pack
   }
   return absl::UnimplementedError(absl::StrCat("no template for ", key));
