@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -79,7 +80,8 @@ absl::StatusOr<EinsumSpec> ParseEinsum(absl::string_view equation,
         absl::StrCat("equation '", equation, "' broadcasts over too many dims"));
   }
   // Labels of each operand's dims; sizes agree (broadcast dims of "..." may be 1).
-  std::map<int, int> count;  // label -> number of operands using it
+  std::map<int, int> count;      // label -> number of operands using it
+  std::set<int> broadcast_ones;  // labels that some operand has with extent 1
   for (size_t t = 0; t < parsed.size(); ++t) {
     const Term& term = parsed[t];
     std::vector<int> labels;
@@ -106,6 +108,7 @@ absl::StatusOr<EinsumSpec> ParseEinsum(absl::string_view equation,
             " in input ", t, " of shape ", ShapeToString(shapes[t])));
       }
       ++count[label];
+      if (extent == 1) broadcast_ones.insert(label);
     }
     spec.inputs.push_back(std::move(labels));
   }
@@ -132,6 +135,16 @@ absl::StatusOr<EinsumSpec> ParseEinsum(absl::string_view equation,
             std::string(1, static_cast<char>(out.letters[i])), "' does not appear in any input"));
       }
       spec.output.push_back(out.letters[i]);
+    }
+  }
+  // A broadcast dim that is summed away (in several operands, extent 1 in some, not in the
+  // output) is not a matrix product: refused, as the kernel cannot contract it.
+  for (int label : broadcast_ones) {
+    if (count[label] > 1 && spec.sizes[static_cast<size_t>(label)] != 1 &&
+        std::find(spec.output.begin(), spec.output.end(), label) == spec.output.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "equation '", equation, "' sums a broadcast dimension of '...' (sizes 1 and ",
+          spec.sizes[static_cast<size_t>(label)], "); it is not a matrix product"));
     }
   }
   for (int label : spec.output) spec.output_shape.push_back(spec.sizes[static_cast<size_t>(label)]);

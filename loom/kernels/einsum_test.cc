@@ -76,6 +76,9 @@ TEST(EinsumTest, RefusedEquationsNameTheEquation) {
   auto unknown = Einsum("ij->ik", {Iota({2, 3})});
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(unknown.status().message(), HasSubstr("output label 'k' does not appear"));
+  auto summed = Einsum("...i,...i->i", {Iota({1, 2}), Iota({3, 2})});
+  EXPECT_EQ(summed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(summed.status().message(), HasSubstr("sums a broadcast dimension of '...'"));
   auto syntax = Einsum("i1,j->ij", {Iota({2}), Iota({2})});
   EXPECT_EQ(syntax.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(syntax.status().message(), HasSubstr("invalid character '1'"));

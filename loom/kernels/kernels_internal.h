@@ -61,6 +61,14 @@ absl::Status CheckDTypeIn(const OpContext& ctx, const Tensor& t, absl::string_vi
                           DTypeSet allowed);
 // Maps axis in [-rank, rank) to [0, rank); kInvalidArgument otherwise.
 absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, absl::string_view what);
+// A tensor viewed as [outer, n, inner] around `axis` (in [0, rank)): the products of the dims
+// before it, its extent, and the product of the dims after it.
+struct AxisSplit {
+  int64_t outer = 1;
+  int64_t n = 1;
+  int64_t inner = 1;
+};
+AxisSplit SplitAtAxis(const Shape& shape, int64_t axis);
 // Reads an integer tensor (int64 or int32, any shape) into a vector.
 absl::StatusOr<std::vector<int64_t>> ReadInts(const Tensor& t, absl::string_view what);
 // Reads one float from a float32 scalar (or 1-element) tensor.

@@ -40,14 +40,12 @@ OpResult SoftmaxOp(const OpContext& ctx) {
   if (rank == 0) return absl::InvalidArgumentError("input must have rank at least 1");
   LOOM_ASSIGN_OR_RETURN(int64_t axis,
                         NormalizeAxis(ctx.node.GetInt("axis", coerce_2d ? 1 : -1), rank, "axis"));
-  int64_t outer = 1, n = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.dim(d);
+  AxisSplit split = SplitAtAxis(x.shape(), axis);
   if (coerce_2d) {
-    for (int64_t d = axis; d < rank; ++d) n *= x.dim(d);
-  } else {
-    n = x.dim(axis);
-    for (int64_t d = axis + 1; d < rank; ++d) inner *= x.dim(d);
+    split.n *= split.inner;
+    split.inner = 1;
   }
+  const int64_t outer = split.outer, n = split.n, inner = split.inner;
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), x.shape()));
   VisitFloat(x.dtype(), [&](auto zero) {
     using T = decltype(zero);

@@ -205,11 +205,10 @@ OpResult ArgOp(const OpContext& ctx) {
     return absl::InvalidArgumentError(
         absl::StrCat("data ", x.type().ToString(), " is empty along axis ", axis));
   }
-  int64_t outer = 1, inner = 1;
+  const AxisSplit split = SplitAtAxis(x.shape(), axis);
+  const int64_t outer = split.outer, inner = split.inner;
   Shape out_shape;
   for (int64_t d = 0; d < rank; ++d) {
-    if (d < axis) outer *= x.dim(d);
-    if (d > axis) inner *= x.dim(d);
     if (d != axis) {
       out_shape.push_back(x.dim(d));
     } else if (keepdims) {
@@ -253,10 +252,8 @@ OpResult CumSumOp(const OpContext& ctx) {
   LOOM_ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(axis_values[0], rank, "axis"));
   const bool exclusive = ctx.node.GetInt("exclusive", 0) != 0;
   const bool reverse = ctx.node.GetInt("reverse", 0) != 0;
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.dim(d);
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.dim(d);
-  const int64_t n = x.dim(axis);
+  const AxisSplit split = SplitAtAxis(x.shape(), axis);
+  const int64_t outer = split.outer, n = split.n, inner = split.inner;
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), x.shape()));
   VisitDType(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -304,9 +301,8 @@ OpResult TopKOp(const OpContext& ctx) {
                                                    " of X ", x.type().ToString(), " (0..", n, ")"));
   }
   const bool largest = ctx.node.GetInt("largest", 1) != 0;
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.dim(d);
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.dim(d);
+  const AxisSplit split = SplitAtAxis(x.shape(), axis);
+  const int64_t outer = split.outer, inner = split.inner;
   Shape out_shape = x.shape();
   out_shape[static_cast<size_t>(axis)] = k;
   LOOM_ASSIGN_OR_RETURN(Tensor values, NewTensor(x.dtype(), out_shape));

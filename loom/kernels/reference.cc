@@ -52,6 +52,17 @@ absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, absl::string_v
   return axis < 0 ? axis + rank : axis;
 }
 
+AxisSplit SplitAtAxis(const Shape& shape, int64_t axis) {
+  AxisSplit s;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    const int64_t extent = shape[static_cast<size_t>(d)];
+    if (d < axis) s.outer *= extent;
+    if (d == axis) s.n = extent;
+    if (d > axis) s.inner *= extent;
+  }
+  return s;
+}
+
 absl::StatusOr<std::vector<int64_t>> ReadInts(const Tensor& t, absl::string_view what) {
   if (t.dtype() != DType::kInt64 && t.dtype() != DType::kInt32) {
     return absl::InvalidArgumentError(
