@@ -270,6 +270,25 @@ struct Chain {
   Shape shape;
 };
 
+// Adds a program input to `c` once instructions exist: a program numbers its inputs first, so
+// every instruction value (in the program, the chain's computed values and `args`) moves up by
+// one. Returns the new input's value.
+int32_t AppendInput(Chain& c, DType dtype, std::vector<int32_t>* args) {
+  const int32_t n = static_cast<int32_t>(c.program.inputs.size());
+  auto shift = [n](int32_t& v) {
+    if (v >= n) ++v;
+  };
+  for (ops::EwInstr& i : c.program.instrs) {
+    shift(i.a);
+    shift(i.b);
+    shift(i.c);
+  }
+  for (int32_t& o : c.program.outputs) shift(o);
+  for (auto& [name, v] : c.computed) shift(v);
+  for (int32_t& v : *args) shift(v);
+  return c.program.AddInput(dtype);
+}
+
 // The template output a fused epilogue runs on: its shape, the axis of its channels (a conv's
 // output channels, a product's columns) and the axes of its batch (a conv's images, a batched
 // product's batch dims; empty for dense).
@@ -555,7 +574,7 @@ class Compiler {
         next.kinds.push_back({*kind});
       }
       next.operands.push_back(in);
-      args.push_back(next.program.AddInput(t->dtype));
+      args.push_back(AppendInput(next, t->dtype, &args));
     }
     absl::StatusOr<int32_t> v = ops::AppendNode(node, g_.opset, args, out->dtype, &next.program);
     if (!v.ok()) return false;

@@ -268,8 +268,9 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
   }
 }
 
-// The shared CNNs (LOOM_SHARED_DIR/models: ResNet-18, MobileNetV2, SqueezeNet 1.1), every input
-// set, as a user would hand them to `loom bench --target cuda`, against ONNX Runtime's outputs (max|a-b| <= 1e-3 * max|ref|): every node
+// Every shared reference model (LOOM_SHARED_DIR/models: ResNet-18, MobileNetV2, SqueezeNet 1.1;
+// LOOM_SHARED_DIR/transformers: ViT, BERT), every input set, as a user would hand them to `loom
+// bench --target cuda`, against ONNX Runtime's outputs (max|a-b| <= 1e-3 * max|ref|): every node
 // has a device kernel (no host step) and every run is one replay of the captured graph.
 TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
   std::vector<std::string> problems;
@@ -279,9 +280,6 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
   auto backend = Emulated();
   ASSERT_NE(backend, nullptr);
   for (const graph::SharedModel& shared : models) {
-    // TODO(issue 23): the transformers (ViT, BERT) compile with no host step but do not match
-    // yet (max|a-b| is of the output's scale); they join this test once they do.
-    if (shared.folder != graph::kSharedCnnFolder) continue;
     SCOPED_TRACE(shared.name);
     auto m = LoadModel(shared.onnx);
     ASSERT_TRUE(m.ok()) << m.status();
@@ -611,6 +609,32 @@ TEST(CudaModelTest, GpuArtifactsRoundTripAndRefuseAnotherArchitecture) {
   EXPECT_EQ(CudaModel::Load(dir + "/nothing", device.get()).status().code(),
             absl::StatusCode::kNotFound);
   std::filesystem::remove_all(dir);
+}
+
+// A chain whose operands arrive after its first instructions (a transformer's dense + bias Add +
+// residual Add; a standalone Sigmoid then Mul): programs number inputs first, so the chain's
+// values move up when an operand joins. Fused, then against the reference.
+TEST(CudaModelTest, ChainOperandsMayJoinAfterInstructions) {
+  graph::Graph g;
+  g.inputs = {{"x", {graph::DType::kFloat32, {1, 16, 32}}},
+              {"r", {graph::DType::kFloat32, {1, 16, 24}}},
+              {"s", {graph::DType::kFloat32, {1, 16, 24}}}};
+  g.outputs = {{"y", {graph::DType::kFloat32, {1, 16, 24}}},
+               {"z", {graph::DType::kFloat32, {1, 16, 24}}}};
+  g.initializers["w"] = Random({32, 24}, 11);
+  g.initializers["b"] = Random({24}, 12);
+  g.nodes = {Op("MatMul", {"x", "w"}, "mm"), Op("Add", {"b", "mm"}, "a"),
+             Op("Add", {"a", "r"}, "y"), Op("Sigmoid", {"s"}, "sg"), Op("Mul", {"sg", "r"}, "z")};
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+  auto backend = Emulated();
+  ASSERT_NE(backend, nullptr);
+  auto model = CudaModel::Compile(g, backend.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->stats().kernel_steps, 1);
+  EXPECT_EQ((*model)->stats().elementwise_steps, 1);
+  EXPECT_EQ((*model)->stats().fused_ops, 3);  // both Adds into dense_cuda, the Mul after Sigmoid
+  EXPECT_EQ((*model)->stats().launches, 2);
+  ExpectMatchesReference(g, model->get());
 }
 
 TEST(CudaModelTest, BadInputsAreErrors) {
