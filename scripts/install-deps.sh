@@ -16,6 +16,8 @@ PACKAGES=(
   libxgboost-dev xgboost libdnnl-dev ocl-icd-opencl-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
+  # charts rendered to PNG by headless Chromium (loom_chart_screenshots; skipped without it)
+  chromium
 )
 
 missing=()
