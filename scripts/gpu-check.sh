@@ -7,7 +7,11 @@
 #     tuning wall time, the card and the geomean ratio;
 #  3. compiles ResNet-18 and MobileNetV2 for the GPU (`loom bench --target cuda --check`), untuned
 #     and with step 1's records (and RECORDS), next to PyTorch's latency
-#     (bench/torch_model_latency.py); with MODEL_TRIALS, tunes the models' tasks and benches again.
+#     (bench/torch_model_latency.py); with MODEL_TRIALS, tunes the models' tasks and benches again;
+#  4. writes a GPU artifact (`loom compile zoo:resnet18 --target cuda -o DIR`), runs it (`loom run
+#     DIR`) and compares its output with the reference executor's;
+#  5. writes the CUDA tuning prior of the card's architecture from every record of the check
+#     (`loom records prior`, $OUT/cuda-sm_XY.json; ship it as data/priors/cuda-sm_XY.json).
 # Also writes the tables as markdown.
 #
 #   scripts/gpu-bundle.sh build/default build/gpu-bundle     # here, after building loom
@@ -289,4 +293,50 @@ with open(md, "a") as f:
     for r in rows:
         f.write("| " + " | ".join(r) + " |\n")
 EOF
+fi
+
+# GPU artifacts on the card: `loom compile --target cuda` writes cubins, weights and the plan;
+# `loom run DIR` loads and runs them (graph replay) and the output is compared with the reference
+# executor's (MODELS=0 skips it, as step 3).
+if ((${MODELS:-1})) && [[ "$target" == cuda ]]; then
+  echo "== GPU artifact: loom compile zoo:resnet18 --target cuda, loom run DIR"
+  rm -rf "$work/artifact"
+  if timeout -k 5 120 "$loom" compile zoo:resnet18 --target cuda --db "$work/all.db" \
+    --build-threads "$(nproc)" -o "$work/artifact" 2>"$work/artifact.err"; then
+    timeout -k 5 60 "$loom" run "$work/artifact" --output "$work/artifact_out.npy" ||
+      echo "gpu-check.sh: loom run of the GPU artifact failed" >&2
+    timeout -k 5 60 "$loom" run zoo:resnet18 --output "$work/reference_out.npy" >/dev/null ||
+      echo "gpu-check.sh: the reference run failed" >&2
+    python3 - "$work/artifact_out.npy" "$work/reference_out.npy" <<'PY' || true
+import sys
+import numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+err, mag = float(np.abs(a - b).max()), float(np.abs(b).max())
+print(f"GPU artifact vs reference executor: max|a-b| {err:.3g}, max|ref| {mag:.3g}, "
+      f"{'OK' if err <= 1e-3 * mag else 'MISMATCH'}")
+PY
+  else
+    echo "gpu-check.sh: loom compile --target cuda failed:" >&2
+    tail -n 3 "$work/artifact.err" >&2
+  fi
+fi
+
+# The CUDA tuning prior (data/priors/cuda-<arch>.json, like cpu-avx512.json): every record of this
+# check, as `loom records prior` writes it for the card's architecture. Copy it from $OUT into
+# data/priors/ to ship it.
+if [[ "$target" == cuda && -s "$work/all.db" ]]; then
+  key=$(python3 - "$work" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "records_*.jsonl"))):
+    for line in open(f):
+        if line.strip():
+            print(json.loads(line)["target_key"]); sys.exit(0)
+PY
+  )
+  if [[ -n "$key" ]]; then
+    arch=$(cut -d: -f2 <<<"$key")
+    prior="${OUT:-build}/cuda-$arch.json"
+    "$loom" records prior --db "$work/all.db" --target "$key" -o "$prior" ||
+      echo "gpu-check.sh: cannot write the prior" >&2
+  fi
 fi

@@ -2,7 +2,9 @@
 // best recorded configs (defaults without --db) and writes a self-contained artifact
 // (runtime/artifact.h), signed with --sign, that
 // `loom run DIR`, `loom bench DIR`, loom::Model::Load(DIR) and the C API load with no compiler
-// and no database. Built on the library API (include/loom/loom.h).
+// and no database. Built on the library API (include/loom/loom.h). With `--target cuda
+// [--device cuda:N]` the model is compiled for that GPU (runtime::CudaModel, kernels by NVRTC)
+// and the artifact holds cubins for its architecture, which `loom run DIR` runs on a GPU.
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -13,6 +15,9 @@
 #include "loom/loom.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_backend.h"
+#include "loom/runtime/cuda_model.h"
+#include "loom/tune/record_store.h"
 
 namespace loom::cli {
 namespace {
@@ -26,6 +31,8 @@ struct CompileCommandOptions {
   std::string cache_dir;
   bool no_fuse = false;
   std::string sign_key;
+  std::string target = "cpu";
+  std::string device;  // --target cuda: cuda:N
 };
 
 int64_t FileBytes(const std::filesystem::path& p) {
@@ -34,14 +41,57 @@ int64_t FileBytes(const std::filesystem::path& p) {
   return ec ? 0 : static_cast<int64_t>(n);
 }
 
+// --target cuda: the GPU artifact (kernel images for the device's architecture).
+void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded) {
+  std::unique_ptr<tune::RecordStore> store;
+  if (!opts.db.empty()) {
+    auto s = tune::OpenSqliteRecordStore(opts.db);
+    FailIfError(s.status());
+    store = *std::move(s);
+  }
+  runtime::CudaDeviceOptions device;
+  device.ordinal = CudaOrdinalOrFail(opts.device);
+  device.build.num_threads = opts.build_threads;
+  device.build.cache_dir = opts.cache_dir;
+  auto backend = runtime::MakeCudaDeviceBackend(device);
+  FailIfError(backend.status());
+  auto model = runtime::CudaModel::Compile(loaded.graph, backend->get(),
+                                           {.records = store.get(), .fuse = !opts.no_fuse});
+  FailIfError(model.status());
+  FailIfError((*model)->Export(opts.out));
+  if (!opts.sign_key.empty()) FailIfError(runtime::SignArtifact(opts.out, opts.sign_key));
+  const runtime::CudaModelStats& st = (*model)->stats();
+  std::printf("model       %s\n", loaded.source.c_str());
+  std::printf(
+      "kernels     %lld template steps (%lld tuned), %lld elementwise, %lld lowered, %lld pools, "
+      "%lld unique kernels, %lld fused ops, %lld views, %lld host steps\n",
+      static_cast<long long>(st.kernel_steps), static_cast<long long>(st.tuned_kernels),
+      static_cast<long long>(st.elementwise_steps), static_cast<long long>(st.lowered_steps),
+      static_cast<long long>(st.pool_steps), static_cast<long long>(st.kernels_built),
+      static_cast<long long>(st.fused_ops), static_cast<long long>(st.views),
+      static_cast<long long>(st.host_steps));
+  std::printf("target      %s\n", (*backend)->target().Key().c_str());
+  std::printf("wrote       %s: %s, %s, %s/\n", opts.out.c_str(), runtime::kArtifactPlanFile,
+              runtime::kArtifactWeightsFile, "kernels");
+  if (!opts.sign_key.empty()) {
+    std::printf("signed      %s, %s (Ed25519, key %s)\n", runtime::kArtifactManifestFile,
+                runtime::kArtifactSignatureFile, opts.sign_key.c_str());
+  }
+}
+
 void RunCompile(const CompileCommandOptions& opts) {
   if (opts.threads < 1) Fail(absl::InvalidArgumentError("--threads must be at least 1"));
+  if (opts.target != "cpu" && opts.target != "cuda") {
+    Fail(absl::InvalidArgumentError(
+        absl::StrCat("bad --target '", opts.target, "': expected cpu or cuda")));
+  }
   if (opts.db.empty() == false && !std::filesystem::exists(opts.db)) {
     Fail(absl::NotFoundError(
         absl::StrCat("record database ", opts.db, " does not exist (make one with 'loom tune')")));
   }
   auto loaded = LoadModelFromOptions(opts.model);
   FailIfError(loaded.status());
+  if (opts.target == "cuda") return CompileCuda(opts, *std::move(loaded));
   Model model = Model::FromGraph(std::move(loaded->graph), loaded->source)
                     .Compile({.threads = opts.threads,
                               .db = opts.db,
@@ -94,6 +144,9 @@ void RegisterCompileCommand(CLI::App& app) {
   cmd->add_option("--sign", opts->sign_key,
                   "Sign the artifact with the Ed25519 private key in this PEM file "
                   "(manifest.sha256 + manifest.sig; loom run DIR --verify PUB checks it)");
+  cmd->add_option("--target", opts->target,
+                  "cpu (default), or cuda: compile for the GPU --device (cubins for its arch)");
+  cmd->add_option("--device", opts->device, "--target cuda: the GPU, cuda:N (default cuda:0)");
   cmd->callback([opts] { RunCompile(*opts); });
 }
 

@@ -1,6 +1,7 @@
 // `loom run MODEL [--input [NAME=]X.npy]... [--output [NAME=]Y.npy]... [--output-dir DIR]`: runs a
 // model with the reference executor; `loom run DIR ...` runs a compiled artifact (`loom compile`)
-// through the library API instead. Without --input a seeded normal input is generated, so a model
+// through the library API instead, or a GPU artifact (`loom compile --target cuda`) on the GPU
+// `--device cuda:N`. Without --input a seeded normal input is generated, so a model
 // can be tried with nothing else. Every output can be written: by name (--output NAME=FILE), or
 // all of them into a folder (--output-dir), one <name>.npy each.
 #include <algorithm>
@@ -22,6 +23,8 @@
 #include "loom/loom.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_backend.h"
+#include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
 
 namespace loom::cli {
@@ -37,6 +40,7 @@ struct RunOptions {
   uint64_t input_seed = 1;
   int32_t threads = 0;     // artifacts only; 0: as compiled
   std::string verify_key;  // artifacts only: the signing key to check
+  std::string device;      // GPU artifacts only: cuda:N
 };
 
 std::string Names(const std::vector<graph::ValueInfo>& values) {
@@ -188,7 +192,31 @@ void RunRun(const RunOptions& opts) {
   std::map<size_t, std::string> files;
   double ms = 0;
   std::string how;
-  if (runtime::IsArtifactDir(opts.model.model)) {
+  std::unique_ptr<runtime::CudaBackend> gpu;  // outlives the GPU model
+  if (runtime::IsCudaArtifactDir(opts.model.model)) {
+    // A GPU artifact: its kernel images on the device, refused for another architecture.
+    if (opts.threads > 0) Fail(absl::InvalidArgumentError("--threads is for CPU artifacts"));
+    runtime::CudaDeviceOptions device;
+    device.ordinal = CudaOrdinalOrFail(opts.device);
+    auto backend = runtime::MakeCudaDeviceBackend(device);
+    FailIfError(backend.status());
+    gpu = *std::move(backend);
+    auto model = runtime::CudaModel::Load(opts.model.model, gpu.get(), opts.verify_key);
+    FailIfError(model.status());
+    output_infos = (*model)->outputs();
+    auto out_files = OutputFiles(output_infos, opts);
+    FailIfError(out_files.status());
+    files = *std::move(out_files);
+    auto feeds = ReadInputs((*model)->inputs(), opts);
+    FailIfError(feeds.status());
+    FailIfError((*model)->Run(*feeds).status());  // first run: captures the launches
+    auto start = std::chrono::steady_clock::now();
+    outputs = (*model)->Run(*feeds);
+    ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    how = absl::StrCat("GPU artifact on ", gpu->target().device_name, ", second run",
+                       (*model)->run_stats().graph_captured ? ", graph replay" : "");
+  } else if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
     Model model = Model::Load(opts.model.model, {.verify_key = opts.verify_key});
     FailIfError(model.status());
@@ -281,6 +309,8 @@ void RegisterRunCommand(CLI::App& app) {
   cmd->add_option("--verify", opts->verify_key,
                   "Refuse a compiled artifact unless it is signed with the Ed25519 key in this "
                   "public-key PEM file (loom compile --sign)");
+  cmd->add_option("--device", opts->device,
+                  "The GPU that runs a GPU artifact: cuda:N (default cuda:0)");
   cmd->callback([opts] { RunRun(*opts); });
 }
 

@@ -9,6 +9,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/codegen/cuda_printer.h"
 #include "loom/ops/cuda_epilogue.h"
+#include "loom/ops/cuda_kernel.h"
 
 namespace loom::ops::internal {
 
@@ -89,6 +90,16 @@ std::vector<int64_t> DecodeSplit(int64_t value, int ways) {
   return f;
 }
 
+std::vector<int64_t> DirectConvShape::DataStrides() const {
+  if (!data_strides.empty()) return data_strides;
+  return {c * h * w, h * w, w, 1};
+}
+
+std::vector<int64_t> DirectConvShape::OutStrides() const {
+  if (!out_strides.empty()) return out_strides;
+  return {k * oh * ow, oh * ow, ow, 1};
+}
+
 DirectConvFacts ComputeFacts(const DirectConvShape& sh, const DirectConvTiles& t) {
   DirectConvFacts f;
   f.threads = t.f[2] * t.y[2] * t.x[2];
@@ -116,7 +127,8 @@ absl::Status CheckDirectConvLimits(const DirectConvShape& shape, const DirectCon
     return absl::InvalidArgumentError(absl::StrCat(
         f.threads, " threads per block exceed the limit ", limits.max_threads_per_block));
   }
-  const int64_t block[3] = {t.x[2], t.y[2], t.f[2]};
+  const int64_t block[3] = {shape.channels_on_x ? t.f[2] : t.x[2], t.y[2],
+                            shape.channels_on_x ? t.x[2] : t.f[2]};
   static constexpr const char* kAxis[] = {"x", "y", "z"};
   for (int d = 0; d < 3; ++d) {
     if (block[d] > kMaxBlockDim[d]) {
@@ -206,21 +218,38 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
 
   const std::string in_bounds =
       absl::StrCat("iy >= 0 && iy < ", sh.h, " && ix >= 0 && ix < ", sh.w);
-  std::vector<Stmt> data_body = {
-      Raw(absl::StrCat("const int cc = e / ", IH * IW, ";")),
-      Raw(absl::StrCat("const int iy = iy0 + (e % ", IH * IW, ") / ", IW, ";")),
-      Raw(absl::StrCat("const int ix = ix0 + e % ", IW, ";")),
-      Raw(sh.depthwise ? "const int ch = f0 + cc;"
-                       : absl::StrCat("const int ch = ${rco} * ", RCI, " + cc;")),
-      Raw(absl::StrCat("data_sh[e] = (", in_bounds, ") ? data[((n * ", sh.c, " + ch) * ", sh.h,
-                       " + iy) * ", sh.w, " + ix] : 0.0f;"))};
+  const std::vector<int64_t> ds = sh.DataStrides(), os = sh.OutStrides();
+  // The staged data tile is [channel][IH][IW]; it is fetched in the order the data is contiguous
+  // in (channels fastest for a matrix stored [M, K]) so that a warp reads consecutive addresses.
+  const int64_t tile_channels = sh.depthwise ? FB : RCI;
+  std::vector<Stmt> data_body;
+  if (ds[1] == 1 && ds[3] != 1 && tile_channels > 1) {
+    data_body = {Raw(absl::StrCat("const int cc = e % ", tile_channels, ";")),
+                 Raw(absl::StrCat("const int pos = e / ", tile_channels, ";")),
+                 Raw(absl::StrCat("const int se = (cc * ", IH, " + pos / ", IW, ") * ", IW,
+                                  " + pos % ", IW, ";")),
+                 Raw(absl::StrCat("const int iy = iy0 + pos / ", IW, ";")),
+                 Raw(absl::StrCat("const int ix = ix0 + pos % ", IW, ";"))};
+  } else {
+    data_body = {Raw(absl::StrCat("const int cc = e / ", IH * IW, ";")), Raw("const int se = e;"),
+                 Raw(absl::StrCat("const int iy = iy0 + (e % ", IH * IW, ") / ", IW, ";")),
+                 Raw(absl::StrCat("const int ix = ix0 + e % ", IW, ";"))};
+  }
+  data_body.push_back(Raw(sh.depthwise ? "const int ch = f0 + cc;"
+                                       : absl::StrCat("const int ch = ${rco} * ", RCI, " + cc;")));
+  data_body.push_back(Raw(absl::StrCat("data_sh[se] = (", in_bounds, ") ? data[(long long)n * ",
+                                       ds[0], " + (long long)ch * ", ds[1], " + (long long)iy * ",
+                                       ds[2], " + (long long)ix * ", ds[3], "] : 0.0f;")));
 
+  const std::string wbase = sh.weight_batch_stride == 0
+                                ? ""
+                                : absl::StrCat("(long long)n * ", sh.weight_batch_stride, " + ");
   std::vector<Stmt> weight_body;
-  if (sh.weight_ck) {  // dense without trans_b: weight [K(reduction), N(f)], f fastest
+  if (sh.weight_ck) {  // a matrix product's B stored [K(reduction), N(f)]: f fastest
     weight_body = {Raw(absl::StrCat("const int wf = e % ", FB, ";")),
                    Raw(absl::StrCat("const int wc = e / ", FB, ";")),
-                   Raw(absl::StrCat("weight_sh[wf * ", RCI, " + wc] = weight[(${rco} * ", RCI,
-                                    " + wc) * ", sh.k, " + f0 + wf];"))};
+                   Raw(absl::StrCat("weight_sh[wf * ", RCI, " + wc] = weight[", wbase, "(${rco} * ",
+                                    RCI, " + wc) * ", sh.k, " + f0 + wf];"))};
   } else {
     const int64_t per_f = RCI * RYI * RXI;
     weight_body = {
@@ -228,7 +257,7 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
         Raw(absl::StrCat("const int wc = (e % ", per_f, ") / ", RYI * RXI, ";")),
         Raw(absl::StrCat("const int wy = (e % ", RYI * RXI, ") / ", RXI, ";")),
         Raw(absl::StrCat("const int wx = e % ", RXI, ";")),
-        Raw(absl::StrCat("weight_sh[e] = weight[(((f0 + wf) * ", sh.ReduceChannels(),
+        Raw(absl::StrCat("weight_sh[e] = weight[", wbase, "(((f0 + wf) * ", sh.ReduceChannels(),
                          (sh.depthwise ? " + wc" : absl::StrCat(" + ${rco} * ", RCI, " + wc")),
                          ") * ", sh.r, " + ${ryo} * ", RYI, " + wy) * ", sh.s, " + ${rxo} * ", RXI,
                          " + wx];"))};
@@ -261,17 +290,17 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
   reduction = Loop("rco", RCO, LoopKind::kSerial, {std::move(reduction)});
 
   // The output store, through the fused epilogue when there is one.
-  const std::string out_at = absl::StrCat("((n * ", sh.k, " + f0 + ", lf, ") * ", sh.oh,
-                                          " + oy0 + ", ly, ") * ", sh.ow, " + ox0 + ", lx);
+  const std::string out_at = absl::StrCat("(long long)n * ", os[0], " + (long long)(f0 + ", lf,
+                                          ") * ", os[1], " + (long long)(oy0 + ", ly, ") * ", os[2],
+                                          " + (long long)(ox0 + ", lx, ") * ", os[3]);
   std::vector<Stmt> store;
   if (fused.empty()) {
     store.push_back(Raw(absl::StrCat("output[", out_at, "] = ", acc, ";")));
   } else {
     std::vector<Stmt> apply = {Raw(absl::StrCat("float v = ", acc, ";"))};
-    for (Stmt& s : CudaEpilogueStmts(fused, absl::StrCat("bias[f0 + ", lf, "]"),
-                                     absl::StrCat("residual[", out_at, "]"))) {
-      apply.push_back(std::move(s));
-    }
+    const CudaEpilogueSite site{
+        .channel = absl::StrCat("f0 + ", lf), .element = out_at, .batch = "n", .channels = sh.k};
+    for (Stmt& s : CudaEpilogueStmts(fused, "v", site)) apply.push_back(std::move(s));
     apply.push_back(Raw(absl::StrCat("output[", out_at, "] = v;")));
     store.push_back(codegen::Block(std::move(apply)));
   }
@@ -282,7 +311,11 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
            Raw(absl::StrCat("const int f0 = (${bz} % ", BF, ") * ", FB, ";")),
            Raw(absl::StrCat("const int oy0 = ${by} * ", YB, ";")),
            Raw(absl::StrCat("const int ox0 = ${bx} * ", XB, ";")),
-           Raw(absl::StrCat("const int tid = (${tz} * ", TY, " + ${ty}) * ", TX, " + ${tx};")),
+           // The block's linear thread id, threadIdx.x fastest (consecutive ids share a warp).
+           Raw(sh.channels_on_x
+                   ? absl::StrCat("const int tid = (${tx} * ", TY, " + ${ty}) * ", TF, " + ${tz};")
+                   : absl::StrCat("const int tid = (${tz} * ", TY, " + ${ty}) * ", TX,
+                                  " + ${tx};")),
            Raw(absl::StrCat("float acc[", facts.accumulators, "];")),
            Loop("a", facts.accumulators, LoopKind::kUnrollHint, {Raw("acc[${a}] = 0.0f;")}),
            std::move(reduction), register_nest(std::move(store))}) {
@@ -297,10 +330,13 @@ codegen::Kernel BuildDirectConvKernel(const DirectConvShape& sh, const DirectCon
   k.vector_lanes = 1;
   k.comment = std::move(comment);
   k.params = FusedParams(fused);
+  k.globals = CudaEpilogueGlobals(fused);
   k.shared = {{"data_sh", facts.data_tile}, {"weight_sh", facts.weight_tile}};
-  Stmt threads = Loop("tx", TX, LoopKind::kThreadX, std::move(thread_body));
+  Stmt threads = Loop("tx", TX, sh.channels_on_x ? LoopKind::kThreadZ : LoopKind::kThreadX,
+                      std::move(thread_body));
   threads = Loop("ty", TY, LoopKind::kThreadY, {std::move(threads)});
-  threads = Loop("tz", TF, LoopKind::kThreadZ, {std::move(threads)});
+  threads = Loop("tz", TF, sh.channels_on_x ? LoopKind::kThreadX : LoopKind::kThreadZ,
+                 {std::move(threads)});
   Stmt blocks = Loop("bx", BX, LoopKind::kBlockX, {std::move(threads)});
   blocks = Loop("by", BY, LoopKind::kBlockY, {std::move(blocks)});
   k.body = {Loop("bz", sh.n * BF, LoopKind::kBlockZ, {std::move(blocks)})};
@@ -421,26 +457,14 @@ absl::Status CudaDirectTemplate::CheckValid(const Config& config) const {
 absl::StatusOr<KernelSource> CudaDirectTemplate::EmitFused(const Config& config,
                                                            const Epilogue& epilogue) const {
   LOOM_RETURN_IF_ERROR(CheckValid(config));
-  if (epilogue.has_program()) {
-    return absl::UnimplementedError(absl::StrCat(
-        name(), " fuses bias, residual and one activation; not an elementwise program"));
-  }
+  LOOM_RETURN_IF_ERROR(CheckCudaEpilogue(epilogue));
   const DirectConvTiles t = Tiles(config);
   // The fault statements are written for one thread; a GPU crash/hang is any thread's.
   codegen::Kernel k = BuildDirectConvKernel(
       shape_, t,
       absl::StrCat(name(), " ", graph::WorkloadKey(workload_), " ", space_.ToJson(config)),
       FaultPrologue(config), FaultEpilogue(config, "output"), epilogue);
-  LOOM_ASSIGN_OR_RETURN(codegen::CudaKernelSource src,
-                        codegen::PrintCuda(k, {.host_emulation = options_.cuda_host_emulation}));
-  KernelSource out;
-  out.code = std::move(src.code);
-  out.cuda_launch.entry = src.entry;
-  out.cuda_launch.grid = src.grid;
-  out.cuda_launch.block = src.block;
-  out.cuda_launch.dynamic_shared_bytes = 0;  // all shared memory is static
-  if (options_.cuda_host_emulation) out.compile_flags = "-Wno-unknown-pragmas";
-  return out;
+  return PrintCudaKernel(std::move(k), options_.cuda_host_emulation);
 }
 
 std::vector<BufferSpec> CudaDirectTemplate::FusedBuffers(const Config& config,

@@ -1,4 +1,4 @@
-// Pieces shared by the CUDA templates (cuda_conv2d.cc, cuda_depthwise_conv2d.cc, cuda_dense.cc):
+// Pieces shared by the CUDA templates (cuda_conv2d.cc, cuda_depthwise_conv2d.cc, cuda_matmul.cc):
 // the split-knob encoding, one direct-reduction kernel generator in the shape of TVM's
 // conv2d_nchw.cuda schedule (4-way output splits bound to blocks / virtual threads / threads /
 // inner loops, 2-way reduction splits, shared-memory staging of both operands), its validity check
@@ -28,15 +28,26 @@ std::vector<int64_t> SplitKnobValues(int64_t extent, int ways);
 std::vector<int64_t> DecodeSplit(int64_t value, int ways);
 
 // The computation out[n, f, y, x] = sum over (rc, ry, rx) of
-//   data[n, ch, y*sh - ph + ry*dh, x*sw - pw + rx*dw] * weight[f, rc, ry, rx]
-// (zero outside the image), with ch = rc, or ch = f when depthwise. Dense is the 1x1 case on a
-// 1x1 image: n = M rows, rc = K, f = N (weight_ck: the weight is stored [K, N]).
+//   data[n, ch, y*sh - ph + ry*dh, x*sw - pw + rx*dw] * weight[n?, f, rc, ry, rx]
+// (zero outside the image), with ch = rc, or ch = f when depthwise. A matrix product is the 1x1
+// case on an M x 1 image: y = the M rows, rc = K, f = N, n = the batch (weight_ck: the weight is
+// stored [K, N]; weight_batch_stride: each image has its own weight, a batched product's B).
+// Operands are addressed through element strides, so transposed and batched matrices are read in
+// place.
 struct DirectConvShape {
   int64_t n = 1, c = 1, h = 1, w = 1, k = 1, r = 1, s = 1, oh = 1, ow = 1;
   int64_t stride_h = 1, stride_w = 1, pad_top = 0, pad_left = 0, dil_h = 1, dil_w = 1;
   bool depthwise = false;
   bool weight_ck = false;
+  // Element strides of data [n, c, h, w] and of the output [n, k, oh, ow]; empty: dense NCHW.
+  std::vector<int64_t> data_strides, out_strides;
+  int64_t weight_batch_stride = 0;  // 0: one weight for every image
+  // Matrix products: output channels (the row of the output, contiguous) on threadIdx.x, so that
+  // a warp stores and fetches along rows; convolutions keep the columns of the image there.
+  bool channels_on_x = false;
   int64_t ReduceChannels() const { return depthwise ? 1 : c; }
+  std::vector<int64_t> DataStrides() const;
+  std::vector<int64_t> OutStrides() const;
 };
 
 struct DirectConvTiles {
@@ -91,8 +102,9 @@ class CudaDirectTemplate : public TemplateBase {
   CudaDirectTemplate(graph::Workload w, Target t, TemplateOptions o, DirectConvShape shape)
       : TemplateBase(w, std::move(t), o), shape_(shape) {}
 
-  // Fuses any epilogue: bias per output channel (dense: per output column), a residual of the
-  // output's shape, any activation.
+  // Fuses any epilogue (cuda_epilogue.h): bias and kChannel operands per output channel (dense:
+  // per output column), residual and kElement operands of the output's shape, kBatchChannel
+  // operands per (image, channel), the activation and the program.
   absl::StatusOr<KernelSource> EmitFused(const Config& config,
                                          const Epilogue& epilogue) const override;
   std::vector<BufferSpec> FusedBuffers(const Config& config,
@@ -136,5 +148,7 @@ std::unique_ptr<Template> MakeCudaDepthwiseConv2d(const graph::Workload& w, cons
                                                   const TemplateOptions& o);
 std::unique_ptr<Template> MakeCudaDense(const graph::Workload& w, const Target& t,
                                         const TemplateOptions& o);
+std::unique_ptr<Template> MakeCudaBatchMatmul(const graph::Workload& w, const Target& t,
+                                              const TemplateOptions& o);
 
 }  // namespace loom::ops::internal

@@ -1,47 +1,49 @@
 #include "loom/ops/cuda_epilogue.h"
 
-#include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
+#include "loom/base/check.h"
+#include "loom/ops/elementwise.h"
+#include "loom/ops/template_common.h"
 
 namespace loom::ops {
 
-std::vector<codegen::Stmt> CudaEpilogueStmts(const Epilogue& e, const std::string& bias,
-                                             const std::string& residual) {
-  using A = Epilogue::Activation;
-  using codegen::Raw;
-  // %.9e reads back exactly in both nvrtc and g++.
-  auto literal = [](float v) { return absl::StrFormat("%.9ef", v); };
-  std::vector<codegen::Stmt> s;
-  if (e.bias) s.push_back(Raw(absl::StrCat("v += ", bias, ";")));
-  if (e.residual) s.push_back(Raw(absl::StrCat("v += ", residual, ";")));
-  switch (e.activation) {
-    case A::kNone:
-      break;
-    case A::kRelu:
-      s.push_back(Raw("v = v > 0.0f ? v : 0.0f;"));
-      break;
-    case A::kClip:
-      if (std::isfinite(e.clip_min)) {
-        const std::string lo = literal(e.clip_min);
-        s.push_back(Raw(absl::StrCat("v = v < ", lo, " ? ", lo, " : v;")));
-      }
-      if (std::isfinite(e.clip_max)) {
-        const std::string hi = literal(e.clip_max);
-        s.push_back(Raw(absl::StrCat("v = v > ", hi, " ? ", hi, " : v;")));
-      }
-      break;
-    case A::kSigmoid:
-      s.push_back(Raw("v = 1.0f / (1.0f + expf(-v));"));
-      break;
-    case A::kHardSwish:  // x * clamp(x / 6 + 1/2, 0, 1)
-      s.push_back(Raw("float r = v + 3.0f;"));
-      s.push_back(Raw("r = r < 0.0f ? 0.0f : (r > 6.0f ? 6.0f : r);"));
-      s.push_back(Raw("v = v * r * (1.0f / 6.0f);"));
-      break;
+absl::Status CheckCudaEpilogue(const Epilogue& e) { return internal::CheckEpilogue(e); }
+
+std::vector<codegen::Stmt> CudaEpilogueStmts(const Epilogue& e, const std::string& v,
+                                             const CudaEpilogueSite& site) {
+  if (e.empty()) return {};
+  std::vector<std::string> inputs = {v};
+  if (e.bias) inputs.push_back(absl::StrCat("bias[", site.channel, "]"));
+  if (e.residual) inputs.push_back(absl::StrCat("residual[", site.element, "]"));
+  for (size_t k = 0; k < e.operands.size(); ++k) {
+    const std::string name = absl::StrCat("ep", k);
+    switch (e.operands[k].kind) {
+      case EpilogueOperand::Kind::kChannel:
+        inputs.push_back(absl::StrCat(name, "[", site.channel, "]"));
+        break;
+      case EpilogueOperand::Kind::kElement:
+        inputs.push_back(absl::StrCat(name, "[", site.element, "]"));
+        break;
+      case EpilogueOperand::Kind::kBatchChannel:
+        inputs.push_back(
+            absl::StrCat(name, "[(", site.batch, ") * ", site.channels, " + ", site.channel, "]"));
+        break;
+    }
   }
-  return s;
+  absl::StatusOr<PrintedElementwise> printed =
+      PrintElementwise(internal::EpilogueProgram(e), inputs, EwMode::kScalar, "ep_v");
+  LOOM_CHECK(printed.ok());  // callers check the epilogue first
+  std::vector<codegen::Stmt> body;
+  for (std::string& line : printed->lines) body.push_back(codegen::Raw(std::move(line)));
+  body.push_back(codegen::Raw(absl::StrCat(v, " = ", printed->outputs[0], ";")));
+  return {codegen::Block(std::move(body))};
+}
+
+std::vector<std::string> CudaEpilogueGlobals(const Epilogue& e) {
+  if (e.empty()) return {};
+  return ElementwiseGlobals();
 }
 
 }  // namespace loom::ops

@@ -43,6 +43,16 @@ graph::Workload Conv(int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int6
   return wl;
 }
 
+graph::Workload BatchMatmul(int64_t b, int64_t m, int64_t n, int64_t k) {
+  graph::Workload wl;
+  wl.kind = graph::TaskKind::kBatchMatmul;
+  wl.b = b;
+  wl.m = m;
+  wl.n = n;
+  wl.k = k;
+  return wl;
+}
+
 graph::Workload Dense(int64_t m, int64_t n, int64_t k, bool trans_b) {
   graph::Workload wl;
   wl.kind = graph::TaskKind::kDense;
@@ -243,6 +253,8 @@ TEST_F(CudaEmulationTest, DefaultAndSampledConfigsMatchReference) {
       Conv(8, 9, 9, 8, 3, 2, 1, /*groups=*/8),         // depthwise, stride 2
       Dense(1, 40, 24, true),                          // trans_b (the ONNX Gemm form)
       Dense(3, 20, 16, false),                         // weight [K, N], 3 rows
+      Dense(20, 24, 12, true),                         // rows tiled too (tile_y)
+      BatchMatmul(3, 10, 12, 8),                       // one B per batch
   };
   TemplateOptions emu;
   emu.cuda_host_emulation = true;

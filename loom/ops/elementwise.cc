@@ -895,9 +895,7 @@ absl::StatusOr<ElementwiseSpec> BroadcastSpec(ElementwiseProgram program,
   return spec;
 }
 
-namespace {
-
-absl::Status CheckSpec(const ElementwiseSpec& spec) {
+absl::Status CheckElementwiseSpec(const ElementwiseSpec& spec) {
   const ElementwiseProgram& p = spec.program;
   if (spec.dims.empty()) return absl::InvalidArgumentError("an elementwise spec needs dims");
   if (spec.strides.size() != p.inputs.size()) {
@@ -918,20 +916,18 @@ absl::Status CheckSpec(const ElementwiseSpec& spec) {
   return absl::OkStatus();
 }
 
-std::string LoadExpr(DType storage, const std::string& ptr_elem) {
+std::string ElementwiseLoadExpr(DType storage, const std::string& ptr_elem) {
   if (storage == DType::kFloat16) return absl::StrCat("loom_ew_h2f(", ptr_elem, ")");
   if (storage == DType::kBFloat16) return absl::StrCat("loom_ew_bf2f(", ptr_elem, ")");
   return ptr_elem;
 }
 
-std::string StoreExpr(DType storage, DType compute, const std::string& value) {
+std::string ElementwiseStoreExpr(DType storage, DType compute, const std::string& value) {
   if (storage == DType::kFloat16) return absl::StrCat("loom_ew_f2h(", value, ")");
   if (storage == DType::kBFloat16) return absl::StrCat("loom_ew_f2bf(", value, ")");
   if (storage == compute) return value;
   return absl::StrCat("(", CType(storage), ")(", value, ")");
 }
-
-}  // namespace
 
 std::vector<int64_t> ElementwiseArgBytes(const ElementwiseSpec& spec) {
   std::vector<int64_t> bytes;
@@ -956,7 +952,7 @@ absl::StatusOr<KernelSource> EmitElementwise(const ElementwiseSpec& spec, const 
     return absl::UnimplementedError(
         absl::StrCat("elementwise kernels are generated for cpu targets only, not ", target.kind));
   }
-  LOOM_RETURN_IF_ERROR(CheckSpec(spec));
+  LOOM_RETURN_IF_ERROR(CheckElementwiseSpec(spec));
   const ElementwiseProgram& p = spec.program;
   const size_t nd = spec.dims.size();
   const size_t ni = p.inputs.size();
@@ -1016,13 +1012,14 @@ absl::StatusOr<KernelSource> EmitElementwise(const ElementwiseSpec& spec, const 
     const int64_t s = spec.strides[i][nd - 1];
     const std::string ct = CType(ComputeType(p.inputs[i]));
     if (s == 0) {
-      row.push_back(Raw(absl::StrCat("const ", ct, " a", i, " = ",
-                                     LoadExpr(p.inputs[i], absl::StrCat("p", i, "[0]")), ";")));
+      row.push_back(
+          Raw(absl::StrCat("const ", ct, " a", i, " = ",
+                           ElementwiseLoadExpr(p.inputs[i], absl::StrCat("p", i, "[0]")), ";")));
     } else {
       const std::string at =
           s == 1 ? absl::StrCat("p", i, "[x]") : absl::StrCat("p", i, "[x * ", s, "]");
-      elem.push_back(
-          Raw(absl::StrCat("const ", ct, " a", i, " = ", LoadExpr(p.inputs[i], at), ";")));
+      elem.push_back(Raw(
+          absl::StrCat("const ", ct, " a", i, " = ", ElementwiseLoadExpr(p.inputs[i], at), ";")));
     }
     in_exprs[i] = absl::StrCat("a", i);
   }
@@ -1031,8 +1028,8 @@ absl::StatusOr<KernelSource> EmitElementwise(const ElementwiseSpec& spec, const 
   for (std::string& line : printed.lines) elem.push_back(Raw(std::move(line)));
   for (size_t o = 0; o < p.outputs.size(); ++o) {
     elem.push_back(Raw(absl::StrCat(
-        "q", o, "[x] = ", StoreExpr(p.output_types[o], p.TypeOf(p.outputs[o]), printed.outputs[o]),
-        ";")));
+        "q", o, "[x] = ",
+        ElementwiseStoreExpr(p.output_types[o], p.TypeOf(p.outputs[o]), printed.outputs[o]), ";")));
   }
   row.push_back(codegen::Loop("x", inner, codegen::LoopKind::kVectorized, std::move(elem)));
   // Carry the outer indices to the next row.

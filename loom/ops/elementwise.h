@@ -167,6 +167,16 @@ absl::StatusOr<ElementwiseSpec> BroadcastSpec(ElementwiseProgram program,
                                               const std::vector<graph::Shape>& input_shapes,
                                               const graph::Shape& out_shape);
 
+// OK when `spec` is well formed: dims, one stride list per program input of the dims' rank,
+// no negative dim or stride, at least one output. Every kernel generator for specs checks it.
+absl::Status CheckElementwiseSpec(const ElementwiseSpec& spec);
+// The compute-type value of the element `ptr_elem` (a C lvalue) stored as `storage` (float16 and
+// bfloat16 are widened by the ElementwiseGlobals helpers), and the storage form of `value`
+// computed in `compute`: how every generated kernel loads and stores program operands.
+std::string ElementwiseLoadExpr(graph::DType storage, const std::string& ptr_elem);
+std::string ElementwiseStoreExpr(graph::DType storage, graph::DType compute,
+                                 const std::string& value);
+
 // The kernel for `spec` (CPU kernel ABI): arguments are the inputs then the outputs, in program
 // order. The innermost dimension is the vectorized loop; the others are split among threads
 // (results are the same for any thread count). kInvalidArgument for a malformed spec;

@@ -1,5 +1,6 @@
 // Differential tests of fused epilogues (Template::EmitFused with an ops::Epilogue program): for
-// conv2d_nchwc, depthwise_conv2d_nchwc and dense_pack, a program with operands of every kind (per
+// conv2d_nchwc, depthwise_conv2d_nchwc and dense_pack, and the CUDA templates through their host
+// emulation, a program with operands of every kind (per
 // channel, per element, per (batch, channel)), literals and the vector math (SiLU, GELU, clip)
 // is fused into the default config and into other configs of the space, run, and compared with
 // the template's reference output put through the same operations in double precision.
@@ -87,11 +88,18 @@ struct OutputLayout {
   int64_t rest = 1;  // elements per (b, c) in the natural output
 };
 
-void CheckTemplate(const graph::Workload& w, const std::string& what) {
-  auto made = MakeTemplate(w, HostCpuTarget());
+// `target`: the host CPU, or a cuda target whose kernels run as their host emulation.
+void CheckTemplate(const graph::Workload& w, const std::string& what,
+                   const Target& target = HostCpuTarget()) {
+  const bool cuda = target.kind == "cuda";
+  TemplateOptions options;
+  options.cuda_host_emulation = cuda;
+  auto made = MakeTemplate(w, target, options);
   ASSERT_TRUE(made.ok()) << made.status();
   const Template& t = **made;
   const bool dense = w.kind == graph::TaskKind::kDense;
+  // A batched product: natural output [b, m, n], per (batch, column) operands over b.
+  const bool batched = w.kind == graph::TaskKind::kBatchMatmul;
   const Epilogue ep = TestEpilogue(!dense);
   std::vector<Config> configs = {t.DefaultConfig()};
   base::Rng rng(5);
@@ -111,13 +119,19 @@ void CheckTemplate(const graph::Workload& w, const std::string& what) {
     ASSERT_EQ(specs.size(), 2 + ep.operands.size() + 1);
     const graph::Shape& out_shape = specs.back().shape;
     OutputLayout L;
-    if (dense) {
-      L.batch = 1;
+    if (dense || batched) {
+      L.batch = batched ? w.b : 1;
       L.channels = w.n;
-      L.padded = out_shape[1];
-      L.rest = 1;
-      // natural [m, n]: "b" is unused, "rest" is the row.
-      L.offset = [&](int64_t, int64_t c, int64_t row) { return row * L.padded + c; };
+      L.padded = out_shape.back();
+      L.rest = w.m;
+      // natural [b, m, n]: "rest" is the row.
+      L.offset = [&](int64_t b, int64_t c, int64_t row) { return (b * w.m + row) * L.padded + c; };
+    } else if (cuda) {  // natural NCHW, no channel padding
+      L.batch = w.n;
+      L.channels = w.k;
+      L.padded = w.k;
+      L.rest = out_shape[2] * out_shape[3];
+      L.offset = [=](int64_t b, int64_t c, int64_t p) { return (b * w.k + c) * L.rest + p; };
     } else {
       const int64_t bn = out_shape[4], oh = out_shape[2], ow = out_shape[3];
       L.batch = w.n;
@@ -143,15 +157,15 @@ void CheckTemplate(const graph::Workload& w, const std::string& what) {
     bufs.push_back(padded(shift));
     Tensor r_out(DType::kFloat32, out_shape);
     Tensor g_buf(DType::kFloat32, {L.batch, L.padded});
-    // Natural order: dense [m, n] rows; conv [b, c, p].
-    const int64_t rows = dense ? w.m : 1;
+    // Natural order: matrix products [b, m, n]; conv [b, c, p].
+    const bool matrix = dense || batched;
     auto natural_index = [&](int64_t b, int64_t c, int64_t rest) {
-      return dense ? rest * L.channels + c : (b * L.channels + c) * L.rest + rest;
+      return matrix ? (b * L.rest + rest) * L.channels + c : (b * L.channels + c) * L.rest + rest;
     };
     for (int64_t b = 0; b < L.batch; ++b) {
       for (int64_t c = 0; c < L.channels; ++c) {
         g_buf.data<float>()[b * L.padded + c] = g.data<float>()[b * L.channels + c];
-        for (int64_t q = 0; q < (dense ? rows : L.rest); ++q) {
+        for (int64_t q = 0; q < L.rest; ++q) {
           r_out.data<float>()[L.offset(b, c, q)] = r.data<float>()[natural_index(b, c, q)];
         }
       }
@@ -167,7 +181,7 @@ void CheckTemplate(const graph::Workload& w, const std::string& what) {
     int bad = 0;
     for (int64_t b = 0; b < L.batch && bad < 3; ++b) {
       for (int64_t c = 0; c < L.channels && bad < 3; ++c) {
-        for (int64_t q = 0; q < (dense ? rows : L.rest) && bad < 3; ++q) {
+        for (int64_t q = 0; q < L.rest && bad < 3; ++q) {
           const int64_t i = natural_index(b, c, q);
           const double want =
               Reference(want_plain.data<float>()[i], scale.data<float>()[c], shift.data<float>()[c],
@@ -202,6 +216,34 @@ TEST(EpilogueTest, ProgramsFuseIntoEveryCpuTemplate) {
   dense.m = 7, dense.n = 48, dense.k = 40;
   dense.trans_b = true;
   CheckTemplate(dense, "dense");
+}
+
+// The same programs fused into the CUDA templates, run through their host emulation
+// (codegen/cuda_printer.h): conv2d_nchw_cuda, depthwise_conv2d_nchw_cuda, dense_cuda with rows,
+// and batch_matmul_cuda, whose per-(batch, column) operand is per batch of the product.
+TEST(EpilogueTest, ProgramsFuseIntoEveryCudaTemplate) {
+  graph::Workload conv;
+  conv.kind = graph::TaskKind::kConv2d;
+  conv.n = 2, conv.c = 8, conv.h = 7, conv.w = 7, conv.k = 12, conv.r = 3, conv.s = 3;
+  conv.stride_h = conv.stride_w = 1;
+  conv.pad_top = conv.pad_left = conv.pad_bottom = conv.pad_right = 1;
+  conv.dilation_h = conv.dilation_w = 1;
+  conv.groups = 1;
+  const Target cuda = CudaTarget("sm_90");
+  CheckTemplate(conv, "conv2d_nchw_cuda", cuda);
+  graph::Workload dw = conv;
+  dw.kind = graph::TaskKind::kDepthwiseConv2d;
+  dw.c = dw.k = dw.groups = 8;
+  CheckTemplate(dw, "depthwise_conv2d_nchw_cuda", cuda);
+  graph::Workload dense;
+  dense.kind = graph::TaskKind::kDense;
+  dense.m = 7, dense.n = 24, dense.k = 20;
+  dense.trans_b = true;
+  CheckTemplate(dense, "dense_cuda", cuda);
+  graph::Workload bmm;
+  bmm.kind = graph::TaskKind::kBatchMatmul;
+  bmm.b = 3, bmm.m = 5, bmm.n = 12, bmm.k = 8;
+  CheckTemplate(bmm, "batch_matmul_cuda", cuda);
 }
 
 }  // namespace

@@ -14,8 +14,10 @@ namespace loom::ops {
 // float* __restrict__ out)`, one pointer per Buffers(config) entry in order.
 struct KernelSource {
   std::string code;
-  std::string compile_flags;  // cpu: ISA flags the code needs (Target::CompilerFlags())
-  CudaLaunch cuda_launch;     // cuda: how to launch `code`'s entry point (unused for cpu)
+  // cpu: ISA flags the code needs (Target::CompilerFlags()); cuda: NVRTC flags (g++ flags for a
+  // host emulation), as codegen::PrintCuda gives them.
+  std::string compile_flags;
+  CudaLaunch cuda_launch;  // cuda: how to launch `code`'s entry point (unused for cpu)
 };
 
 }  // namespace loom::ops

@@ -147,10 +147,69 @@ std::string UnitOffsets(const std::vector<int64_t>& sizes, const std::vector<int
 // The view of transpose(reshape(x, in_shape), perm): x a dense tensor viewed as `in_shape`.
 StridedView TransposeView(const graph::Shape& in_shape, const std::vector<int64_t>& perm);
 
+// A pure data-movement node (Transpose, Slice, Expand, Tile, DepthToSpace, SpaceToDepth) as the
+// view of its input 0 that its output is, with the kind profiles show ("transpose", ...):
+// validated as shape inference does. The CPU lowering copies it with LowerStridedCopy, the CUDA
+// one (cuda_lowering.h) with one thread per element. kUnimplemented for any other op.
+struct MovementViewSpec {
+  std::string kind;
+  StridedView view;
+};
+absl::StatusOr<MovementViewSpec> MovementView(const LowerCtx& ctx);
+
 // Lowers a copy through `view` from input `in_value` to output `out_value` of `dtype`.
 LoweredKernel LowerStridedCopy(const LowerCtx& ctx, const std::string& kind,
                                const std::string& in_value, const std::string& out_value,
                                graph::DType dtype, StridedView view);
+
+// How one reduction combines: `map` turns an element $x into a term, `combine` folds a term $v
+// into the accumulator $a (for floats and vf alike), `finish` turns the accumulator $a into the
+// output (`$n`: the number of reduced elements). The text uses codegen/vector_math.h.
+struct Reducer {
+  std::string init;
+  std::string map = "$x";
+  std::string combine = "$a + $v";
+  std::string finish = "$a";
+};
+// The reducer of a Reduce* op (not ReduceLogSumExp); kUnimplemented for other ops.
+absl::StatusOr<Reducer> ReducerFor(const LowerCtx& ctx, const std::string& op);
+// A Reduce* node (float32 input) resolved: which input dims are reduced (the axes attribute or
+// input, noop_with_empty_axes), how many elements each output reduces, and its passes: one
+// reducer, or for ReduceLogSumExp a max (accumulator m, finished as m_fin: 0 when m is not
+// finite) then a sum of exp(x - m_fin), whose result is m_fin + log(sum).
+struct ReduceSpec {
+  std::vector<bool> reduced;
+  int64_t count = 1;
+  bool log_sum_exp = false;
+  std::vector<Reducer> passes;
+};
+absl::StatusOr<ReduceSpec> ResolveReduceNode(const LowerCtx& ctx);
+
+// LayerNormalization's scale or bias (input `input`) as n per-element values of the normalized
+// shape `norm`: nullopt when the value has exactly that many elements (read as it is), else the
+// constant broadcast to `norm`. kInvalidArgument when it does not broadcast; kUnimplemented when
+// it would broadcast at run time (not a constant).
+absl::StatusOr<std::optional<graph::Tensor>> RowParamConstant(const LowerCtx& ctx, size_t input,
+                                                              const graph::Shape& norm,
+                                                              const std::string& name);
+// LayerNormalization of X (float32) over the dims from `axis` on: `rows` rows of the n elements
+// of shape `norm`. Validated.
+struct LayerNormSpec {
+  graph::Shape norm;
+  int64_t rows = 1, n = 1;
+  float epsilon = 1e-5f;
+};
+absl::StatusOr<LayerNormSpec> ResolveLayerNorm(const LowerCtx& ctx);
+// GroupNormalization / InstanceNormalization of X [N, C, spatial...] as rows: a row is one
+// (image, group) block of cg = C / groups channels, n = cg * spatial elements; scale and bias
+// (inputs 1, 2) hold one value per channel (per_channel) or per group. Validated.
+struct ChannelNormSpec {
+  int64_t groups = 1, cg = 1, spatial = 1, n = 1, rows = 0;
+  bool per_channel = true;
+  float epsilon = 1e-5f;
+};
+absl::StatusOr<ChannelNormSpec> ResolveChannelNorm(const LowerCtx& ctx, int64_t groups,
+                                                   bool per_channel);
 
 // A C literal for `v` that round-trips exactly ("(1.5f)", "__builtin_inff()", ...).
 std::string FloatLiteral(float v);

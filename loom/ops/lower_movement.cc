@@ -3,6 +3,7 @@
 // Trilu and OneHot. Every dtype, moved by element size.
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,15 +19,14 @@ using graph::DType;
 using graph::Shape;
 using graph::TensorType;
 
-absl::StatusOr<LoweredKernel> LowerTranspose(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> TransposeNodeView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::IntList perm,
                         graph::ResolvePerm(ctx.node(), static_cast<int64_t>(x.shape.size())));
-  return LowerStridedCopy(ctx, "transpose", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype,
-                          TransposeView(x.shape, perm));
+  return TransposeView(x.shape, perm);
 }
 
-absl::StatusOr<LoweredKernel> LowerSlice(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> SliceView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::IntList starts, ctx.ConstInts(1, "starts"));
   LOOM_ASSIGN_OR_RETURN(graph::IntList ends, ctx.ConstInts(2, "ends"));
@@ -40,10 +40,10 @@ absl::StatusOr<LoweredKernel> LowerSlice(const LowerCtx& ctx) {
     view.in_strides[d] = strides[d] * spec.step[d];
     if (spec.out[d] > 0) view.offset += spec.start[d] * strides[d];
   }
-  return LowerStridedCopy(ctx, "slice", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype, view);
+  return view;
 }
 
-absl::StatusOr<LoweredKernel> LowerExpand(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> ExpandView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::IntList shape, ctx.ConstInts(1, "shape"));
   LOOM_ASSIGN_OR_RETURN(Shape out, graph::ResolveExpand(ctx.node(), x.shape, shape));
@@ -53,11 +53,10 @@ absl::StatusOr<LoweredKernel> LowerExpand(const LowerCtx& ctx) {
   for (size_t k = 0; k < x.shape.size(); ++k) {
     if (x.shape[k] != 1) view.in_strides[lead + k] = strides[k];
   }
-  return LowerStridedCopy(ctx, "expand", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype,
-                          view);
+  return view;
 }
 
-absl::StatusOr<LoweredKernel> LowerTile(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> TileView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::IntList repeats, ctx.ConstInts(1, "repeats"));
   LOOM_RETURN_IF_ERROR(graph::ResolveTile(ctx.node(), x.shape, repeats).status());
@@ -70,32 +69,54 @@ absl::StatusOr<LoweredKernel> LowerTile(const LowerCtx& ctx) {
     view.out_shape.push_back(x.shape[k]);
     view.in_strides.push_back(strides[k]);
   }
-  return LowerStridedCopy(ctx, "tile", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype, view);
+  return view;
 }
 
 // DepthToSpace / SpaceToDepth are a reshape to 6-D, a transpose and a reshape back.
-absl::StatusOr<LoweredKernel> LowerDepthToSpace(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> DepthToSpaceView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::DepthSpaceSpec spec,
                         graph::ResolveDepthToSpace(ctx.node(), x.shape));
   const int64_t b = spec.blocksize;
   const int64_t n = x.shape[0], c = x.shape[1] / (b * b), h = x.shape[2], w = x.shape[3];
-  return LowerStridedCopy(ctx, "depth_to_space", ctx.node().inputs[0], ctx.node().outputs[0],
-                          x.dtype,
-                          spec.crd ? TransposeView({n, c, b, b, h, w}, {0, 1, 4, 2, 5, 3})
-                                   : TransposeView({n, b, b, c, h, w}, {0, 3, 4, 1, 5, 2}));
+  return spec.crd ? TransposeView({n, c, b, b, h, w}, {0, 1, 4, 2, 5, 3})
+                  : TransposeView({n, b, b, c, h, w}, {0, 3, 4, 1, 5, 2});
 }
 
-absl::StatusOr<LoweredKernel> LowerSpaceToDepth(const LowerCtx& ctx) {
+absl::StatusOr<StridedView> SpaceToDepthView(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(graph::DepthSpaceSpec spec,
                         graph::ResolveSpaceToDepth(ctx.node(), ctx.opset(), x.shape));
   const int64_t b = spec.blocksize;
   const int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2] / b, w = x.shape[3] / b;
-  return LowerStridedCopy(ctx, "space_to_depth", ctx.node().inputs[0], ctx.node().outputs[0],
-                          x.dtype,
-                          spec.crd ? TransposeView({n, c, h, b, w, b}, {0, 1, 3, 5, 2, 4})
-                                   : TransposeView({n, c, h, b, w, b}, {0, 3, 5, 1, 2, 4}));
+  return spec.crd ? TransposeView({n, c, h, b, w, b}, {0, 1, 3, 5, 2, 4})
+                  : TransposeView({n, c, h, b, w, b}, {0, 3, 5, 1, 2, 4});
+}
+
+// The pure data-movement ops: the view, and the kind profiles show.
+struct ViewOp {
+  const char* op;
+  const char* kind;
+  absl::StatusOr<StridedView> (*view)(const LowerCtx& ctx);
+};
+constexpr ViewOp kViewOps[] = {
+    {"Transpose", "transpose", &TransposeNodeView},
+    {"Slice", "slice", &SliceView},
+    {"Expand", "expand", &ExpandView},
+    {"Tile", "tile", &TileView},
+    {"DepthToSpace", "depth_to_space", &DepthToSpaceView},
+    {"SpaceToDepth", "space_to_depth", &SpaceToDepthView},
+};
+
+absl::StatusOr<LoweredKernel> LowerView(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  for (const ViewOp& v : kViewOps) {
+    if (ctx.node().op_type != v.op) continue;
+    LOOM_ASSIGN_OR_RETURN(StridedView view, v.view(ctx));
+    return LowerStridedCopy(ctx, v.kind, ctx.node().inputs[0], ctx.node().outputs[0], x.dtype,
+                            std::move(view));
+  }
+  return ctx.Unimplemented("not a data-movement view");
 }
 
 // One tensor cut into `parts` along an axis, or assembled from them: viewed as [outer, total],
@@ -344,13 +365,17 @@ absl::StatusOr<LoweredKernel> LowerOneHot(const LowerCtx& ctx) {
 
 }  // namespace
 
+absl::StatusOr<MovementViewSpec> MovementView(const LowerCtx& ctx) {
+  for (const ViewOp& v : kViewOps) {
+    if (ctx.node().op_type != v.op) continue;
+    LOOM_ASSIGN_OR_RETURN(StridedView view, v.view(ctx));
+    return MovementViewSpec{v.kind, std::move(view)};
+  }
+  return ctx.Unimplemented("not a data-movement view");
+}
+
 void RegisterMovementLowerings(LowerTable* table) {
-  (*table)["Transpose"] = &LowerTranspose;
-  (*table)["Slice"] = &LowerSlice;
-  (*table)["Expand"] = &LowerExpand;
-  (*table)["Tile"] = &LowerTile;
-  (*table)["DepthToSpace"] = &LowerDepthToSpace;
-  (*table)["SpaceToDepth"] = &LowerSpaceToDepth;
+  for (const ViewOp& v : kViewOps) (*table)[v.op] = &LowerView;
   (*table)["Concat"] = &LowerConcat;
   (*table)["Split"] = &LowerSplit;
   (*table)["Pad"] = &LowerPad;

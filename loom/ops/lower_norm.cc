@@ -5,7 +5,9 @@
 // updates (mean and sum of squared deviations, combined over the lanes in a fixed order: stable
 // when the mean is large against the spread) and one pass that writes
 // (x - mean) * rsqrt(var + epsilon) * scale + bias.
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -43,10 +45,10 @@ std::string RowStats(int64_t n, float epsilon) {
       ");\n");
 }
 
-// Scale or bias of LayerNormalization as n per-element values: a constant broadcast to the
-// normalized shape at lowering time, or a value of exactly that many elements.
-absl::Status AddRowParam(const LowerCtx& ctx, KernelWriter& w, size_t input, const Shape& norm,
-                         const std::string& name) {
+}  // namespace
+
+absl::StatusOr<std::optional<Tensor>> RowParamConstant(const LowerCtx& ctx, size_t input,
+                                                       const Shape& norm, const std::string& name) {
   LOOM_ASSIGN_OR_RETURN(TensorType t, ctx.In(input));
   LOOM_RETURN_IF_ERROR(ctx.RequireDType(t.dtype, {DType::kFloat32}, name));
   const int64_t n = graph::NumElements(norm);
@@ -61,10 +63,7 @@ absl::Status AddRowParam(const LowerCtx& ctx, KernelWriter& w, size_t input, con
                                       graph::ShapeToString(norm)));
     }
   }
-  if (graph::NumElements(t.shape) == n) {
-    w.Input(ctx.node().inputs[input], "float", name);
-    return absl::OkStatus();
-  }
+  if (graph::NumElements(t.shape) == n) return std::optional<Tensor>();
   std::optional<Tensor> c = ctx.Const(input);
   if (!c.has_value()) {
     return ctx.Unimplemented(
@@ -82,11 +81,41 @@ absl::Status AddRowParam(const LowerCtx& ctx, KernelWriter& w, size_t input, con
     }
     full.data<float>()[i] = c->data<float>()[src];
   }
-  w.Constant(full, "float", name);
-  return absl::OkStatus();
+  return std::optional<Tensor>(std::move(full));
 }
 
-absl::StatusOr<LoweredKernel> LowerLayerNorm(const LowerCtx& ctx) {
+absl::StatusOr<ChannelNormSpec> ResolveChannelNorm(const LowerCtx& ctx, int64_t groups,
+                                                   bool per_channel) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "input"));
+  if (x.shape.size() < 2)
+    return ctx.Invalid(absl::StrCat("input ", x.ToString(), " has no channels"));
+  const int64_t c = x.shape[1];
+  if (groups <= 0 || c % groups != 0) {
+    return ctx.Invalid(
+        absl::StrCat("num_groups ", groups, " does not divide the ", c, " channels"));
+  }
+  ChannelNormSpec spec;
+  spec.groups = groups;
+  spec.per_channel = per_channel;
+  for (size_t d = 2; d < x.shape.size(); ++d) spec.spatial *= x.shape[d];
+  spec.cg = c / groups;
+  spec.n = spec.cg * spec.spatial;
+  spec.rows = x.shape[0] * groups;
+  spec.epsilon = ctx.node().GetFloat("epsilon", 1e-5f);
+  const int64_t params = per_channel ? c : groups;
+  for (size_t i : {size_t{1}, size_t{2}}) {
+    LOOM_ASSIGN_OR_RETURN(TensorType t, ctx.In(i));
+    LOOM_RETURN_IF_ERROR(ctx.RequireDType(t.dtype, {DType::kFloat32}, i == 1 ? "scale" : "bias"));
+    if (graph::NumElements(t.shape) != params) {
+      return ctx.Invalid(absl::StrCat(i == 1 ? "scale " : "bias ", t.ToString(), " must have ",
+                                      params, " elements"));
+    }
+  }
+  return spec;
+}
+
+absl::StatusOr<LayerNormSpec> ResolveLayerNorm(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "input"));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
@@ -96,6 +125,34 @@ absl::StatusOr<LoweredKernel> LowerLayerNorm(const LowerCtx& ctx) {
   int64_t rows = 1;
   for (int64_t d = 0; d < axis; ++d) rows *= x.shape[static_cast<size_t>(d)];
   const int64_t n = graph::NumElements(norm);
+  LayerNormSpec spec;
+  spec.norm = norm;
+  spec.rows = rows;
+  spec.n = n;
+  spec.epsilon = epsilon;
+  return spec;
+}
+
+namespace {
+
+// Scale or bias of LayerNormalization as n per-element values: a constant broadcast to the
+// normalized shape at lowering time, or a value of exactly that many elements.
+absl::Status AddRowParam(const LowerCtx& ctx, KernelWriter& w, size_t input, const Shape& norm,
+                         const std::string& name) {
+  LOOM_ASSIGN_OR_RETURN(std::optional<Tensor> c, RowParamConstant(ctx, input, norm, name));
+  if (c.has_value()) {
+    w.Constant(std::move(*c), "float", name);
+  } else {
+    w.Input(ctx.node().inputs[input], "float", name);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoweredKernel> LowerLayerNorm(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(LayerNormSpec spec, ResolveLayerNorm(ctx));
+  const Shape& norm = spec.norm;
+  const int64_t rows = spec.rows, n = spec.n;
+  const float epsilon = spec.epsilon;
 
   KernelWriter w(ctx.target(), "layernorm");
   w.UseVectorMath();
@@ -128,36 +185,16 @@ absl::StatusOr<LoweredKernel> LowerLayerNorm(const LowerCtx& ctx) {
 // block of C/G channels; `per_channel` scale/bias (length C) or per group (length G).
 absl::StatusOr<LoweredKernel> LowerChannelNorm(const LowerCtx& ctx, int64_t groups,
                                                bool per_channel, const std::string& kind) {
-  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "input"));
-  if (x.shape.size() < 2)
-    return ctx.Invalid(absl::StrCat("input ", x.ToString(), " has no channels"));
-  const int64_t c = x.shape[1];
-  if (groups <= 0 || c % groups != 0) {
-    return ctx.Invalid(
-        absl::StrCat("num_groups ", groups, " does not divide the ", c, " channels"));
-  }
-  int64_t spatial = 1;
-  for (size_t d = 2; d < x.shape.size(); ++d) spatial *= x.shape[d];
-  const int64_t cg = c / groups;
-  const int64_t n = cg * spatial;
-  const int64_t params = per_channel ? c : groups;
-  for (size_t i : {size_t{1}, size_t{2}}) {
-    LOOM_ASSIGN_OR_RETURN(TensorType t, ctx.In(i));
-    LOOM_RETURN_IF_ERROR(ctx.RequireDType(t.dtype, {DType::kFloat32}, i == 1 ? "scale" : "bias"));
-    if (graph::NumElements(t.shape) != params) {
-      return ctx.Invalid(absl::StrCat(i == 1 ? "scale " : "bias ", t.ToString(), " must have ",
-                                      params, " elements"));
-    }
-  }
-  const float epsilon = ctx.node().GetFloat("epsilon", 1e-5f);
+  LOOM_ASSIGN_OR_RETURN(ChannelNormSpec spec, ResolveChannelNorm(ctx, groups, per_channel));
+  const int64_t spatial = spec.spatial, cg = spec.cg, n = spec.n;
+  const float epsilon = spec.epsilon;
   KernelWriter w(ctx.target(), kind);
   w.UseVectorMath();
   w.Input(ctx.node().inputs[0], "float", "in");
   w.Input(ctx.node().inputs[1], "float", "scale");
   w.Input(ctx.node().inputs[2], "float", "bias");
   w.Output(ctx.node().outputs[0], "float", "out");
-  const int64_t rows = x.shape[0] * groups;
+  const int64_t rows = spec.rows;
   if (rows * n == 0) return w.Finish(0, 1, "");
   const std::string param = per_channel ? absl::StrCat("(u % ", groups, ") * ", cg, " + ch")
                                         : absl::StrCat("u % ", groups);

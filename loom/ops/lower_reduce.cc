@@ -25,18 +25,10 @@ using graph::TensorType;
 
 constexpr int64_t kColumns = 128;
 
-// How one reduction combines: `map` turns an element $x into a term, `combine` folds a term $v
-// into the accumulator $a (for floats and vf alike), `finish` turns the accumulator $a into the
-// output (`$n`: the number of reduced elements).
-struct Reducer {
-  std::string init;
-  std::string map = "$x";
-  std::string combine = "$a + $v";
-  std::string finish = "$a";
-};
-
 const char* kMaxCombine = "loom_select(($v > $a) | ($v != $v), $v, $a)";
 const char* kMinCombine = "loom_select(($v < $a) | ($v != $v), $v, $a)";
+
+}  // namespace
 
 absl::StatusOr<Reducer> ReducerFor(const LowerCtx& ctx, const std::string& op) {
   if (op == "ReduceSum") return Reducer{"0.0f"};
@@ -49,6 +41,39 @@ absl::StatusOr<Reducer> ReducerFor(const LowerCtx& ctx, const std::string& op) {
   if (op == "ReduceSumSquare") return Reducer{"0.0f", "$x * $x"};
   return ctx.Unimplemented(absl::StrCat("reduction '", op, "'"));
 }
+
+absl::StatusOr<ReduceSpec> ResolveReduceNode(const LowerCtx& ctx) {
+  const std::string& op = ctx.node().op_type;
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "input"));
+  const int64_t rank = static_cast<int64_t>(x.shape.size());
+  const bool axes_input = op == "ReduceSum" ? ctx.opset() >= 13 : ctx.opset() >= 18;
+  std::vector<int64_t> axes = ctx.node().GetInts("axes");
+  if (axes_input && ctx.Has(1)) {
+    LOOM_ASSIGN_OR_RETURN(axes, ctx.ConstInts(1, "axes"));
+  }
+  const bool noop = axes.empty() && ctx.node().GetInt("noop_with_empty_axes", 0) != 0;
+  ReduceSpec spec;
+  spec.reduced.assign(static_cast<size_t>(rank), axes.empty() && !noop);
+  for (int64_t a : axes) {
+    LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(a, rank, "axes entry"));
+    spec.reduced[static_cast<size_t>(axis)] = true;
+  }
+  for (int64_t d = 0; d < rank; ++d) {
+    if (spec.reduced[static_cast<size_t>(d)]) spec.count *= x.shape[static_cast<size_t>(d)];
+  }
+  spec.log_sum_exp = op == "ReduceLogSumExp";
+  if (spec.log_sum_exp) {
+    spec.passes = {Reducer{"(-__builtin_inff())", "$x", kMaxCombine},
+                   Reducer{"0.0f", "loom_exp($x - m_fin)"}};
+  } else {
+    LOOM_ASSIGN_OR_RETURN(Reducer r, ReducerFor(ctx, op));
+    spec.passes = {r};
+  }
+  return spec;
+}
+
+namespace {
 
 std::string Expand(const std::string& text, const std::string& a, const std::string& v) {
   return absl::StrReplaceAll(text, {{"$a", a}, {"$v", v}, {"$x", v}});
@@ -94,31 +119,12 @@ std::string ReducedLoops(const std::vector<Group>& groups, const std::string& bo
 }
 
 absl::StatusOr<LoweredKernel> LowerReduce(const LowerCtx& ctx) {
-  const std::string& op = ctx.node().op_type;
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  LOOM_RETURN_IF_ERROR(ctx.RequireDType(x.dtype, {DType::kFloat32}, "input"));
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  const bool axes_input = op == "ReduceSum" ? ctx.opset() >= 13 : ctx.opset() >= 18;
-  std::vector<int64_t> axes = ctx.node().GetInts("axes");
-  if (axes_input && ctx.Has(1)) {
-    LOOM_ASSIGN_OR_RETURN(axes, ctx.ConstInts(1, "axes"));
-  }
-  const bool noop = axes.empty() && ctx.node().GetInt("noop_with_empty_axes", 0) != 0;
-  std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty() && !noop);
-  for (int64_t a : axes) {
-    LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(a, rank, "axes entry"));
-    reduced[static_cast<size_t>(axis)] = true;
-  }
-  int64_t count = 1;
-  for (int64_t d = 0; d < rank; ++d) {
-    if (reduced[static_cast<size_t>(d)]) count *= x.shape[static_cast<size_t>(d)];
-  }
-  const bool log_sum_exp = op == "ReduceLogSumExp";
-  Reducer r;
-  if (!log_sum_exp) {
-    LOOM_ASSIGN_OR_RETURN(r, ReducerFor(ctx, op));
-  }
-  const std::vector<Group> groups = Canonicalize(x.shape, reduced);
+  LOOM_ASSIGN_OR_RETURN(ReduceSpec spec, ResolveReduceNode(ctx));
+  const int64_t count = spec.count;
+  const bool log_sum_exp = spec.log_sum_exp;
+  const Reducer& r = spec.passes.back();
+  const std::vector<Group> groups = Canonicalize(x.shape, spec.reduced);
 
   KernelWriter w(ctx.target(), "reduce");
   w.UseVectorMath();
@@ -138,8 +144,8 @@ absl::StatusOr<LoweredKernel> LowerReduce(const LowerCtx& ctx) {
   };
   std::vector<Pass> passes;
   if (log_sum_exp) {
-    passes.push_back({Reducer{"(-__builtin_inff())", "$x", kMaxCombine}, "m"});
-    passes.push_back({Reducer{"0.0f", "loom_exp($x - m_fin)"}, "a"});
+    passes.push_back({spec.passes[0], "m"});
+    passes.push_back({spec.passes[1], "a"});
   } else {
     passes.push_back({r, "a"});
   }

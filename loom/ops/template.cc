@@ -65,9 +65,9 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       if (absl::Status st = graph::ValidateWorkload(w); !st.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(st.message(), ": ", key));
       }
-      if (cuda && w.n >= 10000) {
+      if (cuda && (w.n >= 10000 || w.m >= 10000)) {
         return absl::UnimplementedError(
-            absl::StrCat("no cuda template for ", key, " (n must be below 10000)"));
+            absl::StrCat("no cuda template for ", key, " (m and n must be below 10000)"));
       }
       if (cuda && w.trans_a) {
         return absl::UnimplementedError(
@@ -79,9 +79,15 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       if (absl::Status st = graph::ValidateWorkload(w); !st.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(st.message(), ": ", key));
       }
-      if (cuda) {
-        return absl::UnimplementedError(absl::StrCat("no cuda template for batch_matmul: ", key));
+      if (cuda && (w.n >= 10000 || w.m >= 10000)) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (m and n must be below 10000)"));
       }
+      if (cuda && (w.trans_a || w.trans_b || !w.batch_a.empty() || !w.batch_b.empty())) {
+        return absl::UnimplementedError(absl::StrCat("no cuda template for ", key,
+                                                     " (transposed or batch-broadcast operands)"));
+      }
+      if (cuda) return internal::MakeCudaBatchMatmul(w, target, options);
       return internal::MakeBatchMatmul(w, target, options);
   }
   return absl::UnimplementedError(absl::StrCat("no template for ", key));

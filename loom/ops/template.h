@@ -54,7 +54,7 @@ struct EpilogueOperand {
 // emits none, so records stay valid). Two parts, applied in order to each output register:
 //  - the shorthand every target takes: acc + bias[channel] + residual[element], then one
 //    activation;
-//  - `program` (CPU templates; CUDA ones answer kUnimplemented): a float32 elementwise program
+//  - `program` (CPU and CUDA templates): a float32 elementwise program
 //    whose input 0 is the value so far and input k >= 1 is operands[k - 1]; its one output is
 //    stored.
 // Buffers of a fused kernel: data, weight, then bias (one value per padded output channel), then
@@ -90,7 +90,7 @@ class Template {
   virtual absl::StatusOr<KernelSource> Emit(const Config& config) const = 0;
   // Source for `config` with `epilogue` fused into the output store. An empty epilogue gives
   // exactly Emit(config). kUnimplemented when the template cannot fuse what is asked (the
-  // default for templates without epilogue support; CUDA templates take no program).
+  // default for templates without epilogue support).
   // kInvalidArgument for a malformed epilogue (a program that is not float32 with one output, or
   // operands that do not match its inputs).
   virtual absl::StatusOr<KernelSource> EmitFused(const Config& config,

@@ -169,11 +169,7 @@ absl::Status CheckEpilogue(const Epilogue& e) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// The whole epilogue as one program: input 0 the accumulator, then bias, residual and the
-// operands as present; the shorthand's additions and activation first, then e.program.
-ElementwiseProgram FullProgram(const Epilogue& e) {
+ElementwiseProgram EpilogueProgram(const Epilogue& e) {
   using A = Epilogue::Activation;
   using graph::DType;
   ElementwiseProgram p;
@@ -230,10 +226,12 @@ ElementwiseProgram FullProgram(const Epilogue& e) {
   return p;
 }
 
+namespace {
+
 std::vector<codegen::Stmt> EpilogueStmtsAt(const Epilogue& e, const std::string& acc,
                                            const std::vector<std::string>& addrs) {
   if (e.empty()) return {};
-  const ElementwiseProgram p = FullProgram(e);
+  const ElementwiseProgram p = EpilogueProgram(e);
   std::vector<std::string> inputs = {acc};
   for (const std::string& a : addrs) inputs.push_back(absl::StrCat("loom_load(", a, ")"));
   absl::StatusOr<PrintedElementwise> printed = PrintElementwise(p, inputs, EwMode::kVector, "ep_v");

@@ -85,6 +85,10 @@ std::vector<codegen::KernelParam> FusedParams(const Epilogue& e);
 // kInvalidArgument unless `e` can be emitted: a float32 program with one output whose inputs
 // are the accumulator and one per operand.
 absl::Status CheckEpilogue(const Epilogue& e);
+// The whole epilogue as one float32 program: input 0 the accumulator, then bias, residual and
+// the operands as present; the shorthand's additions and activation first, then e.program. The
+// CPU printers (EpilogueStmts) and the CUDA ones (cuda_epilogue.h) both print it.
+ElementwiseProgram EpilogueProgram(const Epilogue& e);
 // File-scope helpers the epilogue statements call (empty for an empty epilogue, so that the
 // plain kernel is the tuning kernel).
 std::vector<std::string> EpilogueGlobals(const Epilogue& e, int64_t lanes);

@@ -22,6 +22,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_plan.h"
 #include "loom/runtime/plan.h"
 #include "nlohmann/json.hpp"
 
@@ -98,8 +99,8 @@ absl::Status WriteFileAtomic(const std::filesystem::path& path, std::string_view
   return absl::OkStatus();
 }
 
-// Writes `bytes` to a fresh private file (mode 0700, a name nobody else can predict or replace
-// in $TMPDIR) and returns its path; the caller removes it.
+}  // namespace
+
 absl::StatusOr<std::string> WritePrivateCopy(std::string_view bytes) {
   std::error_code ec;
   std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
@@ -124,6 +125,8 @@ absl::StatusOr<std::string> WritePrivateCopy(std::string_view bytes) {
   }
   return path;
 }
+
+namespace {
 
 // ---- JSON encoding of plan pieces.
 
@@ -539,15 +542,13 @@ int64_t Bounded(const json& j, int64_t limit, const char* what) {
   return v;
 }
 
-// Decodes plan.json's fields into `plan` (constants from `weights`) and returns the thread count
-// it names. Throws std::exception subclasses (nlohmann's, invalid_argument) for malformed input;
-// returns a status for what a well-formed plan may still get wrong.
-absl::StatusOr<int32_t> DecodePlan(const json& j, std::string_view weights, Plan* plan) {
-  // Constants: each inside weights.bin, together no larger than it (so that overlapping
-  // entries cannot multiply what is allocated).
+// The constants table of plan.json, read from `weights`: each inside weights.bin, together no
+// larger than it (so that overlapping entries cannot multiply what is allocated).
+absl::Status DecodeConstants(const json& table, std::string_view weights,
+                             std::vector<graph::Tensor>* out) {
   const auto wsize = static_cast<int64_t>(weights.size());
   int64_t total = 0;
-  for (const json& c : j.at("constants")) {
+  for (const json& c : table) {
     LOOM_ASSIGN_OR_RETURN(graph::DType dtype, ParseDType(c.at("dtype").get<std::string>()));
     const graph::Shape shape = c.at("shape").get<graph::Shape>();
     const int64_t offset = Bounded(c.at("offset"), wsize, "a constant's offset");
@@ -562,8 +563,25 @@ absl::StatusOr<int32_t> DecodePlan(const json& j, std::string_view weights, Plan
     }
     LOOM_ASSIGN_OR_RETURN(graph::Tensor t, graph::Tensor::Create(dtype, shape));
     if (t.num_bytes() > 0) std::memcpy(t.raw_data(), weights.data() + offset, t.num_bytes());
-    plan->consts.push_back(std::move(t));
+    out->push_back(std::move(t));
   }
+  return absl::OkStatus();
+}
+
+// Appends `t` to a weights.bin image at the next aligned offset, and its entry to `table`.
+void AppendConstant(const graph::Tensor& t, std::string* weights, json* table) {
+  weights->resize(static_cast<size_t>(RoundUpTo(static_cast<int64_t>(weights->size()))), '\0');
+  table->push_back({{"dtype", graph::DTypeName(t.dtype())},
+                    {"shape", t.shape()},
+                    {"offset", static_cast<int64_t>(weights->size())}});
+  weights->append(static_cast<const char*>(t.raw_data()), t.num_bytes());
+}
+
+// Decodes plan.json's fields into `plan` (constants from `weights`) and returns the thread count
+// it names. Throws std::exception subclasses (nlohmann's, invalid_argument) for malformed input;
+// returns a status for what a well-formed plan may still get wrong.
+absl::StatusOr<int32_t> DecodePlan(const json& j, std::string_view weights, Plan* plan) {
+  LOOM_RETURN_IF_ERROR(DecodeConstants(j.at("constants"), weights, &plan->consts));
   plan->arena_bytes =
       Bounded(j.at("arena_bytes"), static_cast<int64_t>(graph::Tensor::kMaxBytes), "arena_bytes");
   for (const json& b : j.at("buffers")) {
@@ -651,15 +669,8 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
 
   std::string weights(kWeightsMagic, 8);
   json constants = json::array();
-  auto add_const = [&](const graph::Tensor& t) {
-    weights.resize(static_cast<size_t>(RoundUpTo(static_cast<int64_t>(weights.size()))), '\0');
-    constants.push_back({{"dtype", graph::DTypeName(t.dtype())},
-                         {"shape", t.shape()},
-                         {"offset", static_cast<int64_t>(weights.size())}});
-    weights.append(static_cast<const char*>(t.raw_data()), t.num_bytes());
-  };
-  for (const graph::Tensor& t : plan.consts) add_const(t);
-  for (const graph::Tensor& t : extra) add_const(t);
+  for (const graph::Tensor& t : plan.consts) AppendConstant(t, &weights, &constants);
+  for (const graph::Tensor& t : extra) AppendConstant(t, &weights, &constants);
 
   json buffers = json::array();
   for (const BufferInfo& b : plan.buffers) {
@@ -807,6 +818,299 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
   impl->stats.compile_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return Instantiate(std::move(impl), threads);
+}
+
+// ---- GPU artifacts (cuda_model.h): see artifact.h.
+
+namespace {
+
+constexpr char kCudaKernelsDir[] = "kernels";
+
+json CudaOperandJson(const CudaOperand& op) {
+  return op.kind == CudaOperand::Kind::kArena ? json::array({"arena", op.offset})
+                                              : json::array({"const", op.index});
+}
+CudaOperand CudaOperandFrom(const json& j) {
+  if (!j.is_array() || j.size() != 2) throw std::invalid_argument("an operand is [kind, index]");
+  const std::string kind = j.at(0).get<std::string>();
+  CudaOperand op;
+  if (kind == "arena") {
+    op.kind = CudaOperand::Kind::kArena;
+    op.offset = j.at(1).get<int64_t>();
+  } else if (kind == "const") {
+    op.kind = CudaOperand::Kind::kConstant;
+    op.index = j.at(1).get<int64_t>();
+  } else {
+    throw std::invalid_argument(absl::StrCat("bad operand kind '", kind, "'"));
+  }
+  return op;
+}
+
+json CudaValueJson(const CudaValueRef& r) {
+  json j = TypeJson(r.type);
+  j["at"] = CudaOperandJson(r.at);
+  return j;
+}
+CudaValueRef CudaValueFrom(const json& j) { return {CudaOperandFrom(j.at("at")), TypeFrom(j)}; }
+
+json CudaStepJson(const CudaStep& step, std::vector<graph::Tensor>* extra, int64_t base) {
+  if (const auto* l = std::get_if<CudaLaunchStep>(&step)) {
+    json args = json::array();
+    for (const CudaOperand& op : l->args) args.push_back(CudaOperandJson(op));
+    return {{"launch", l->kernel}, {"name", l->name}, {"args", args}};
+  }
+  const CudaHostStep& h = std::get<CudaHostStep>(step);
+  json ins = json::array(), outs = json::array();
+  for (const auto& in : h.inputs) ins.push_back(in.has_value() ? CudaValueJson(*in) : json());
+  for (const auto& out : h.outputs) outs.push_back(out.has_value() ? CudaValueJson(*out) : json());
+  return {{"host", NodeJson(h.node, extra, base)}, {"inputs", ins}, {"outputs", outs}};
+}
+CudaStep CudaStepFrom(const json& j, const std::vector<graph::Tensor>& consts) {
+  if (j.contains("launch")) {
+    CudaLaunchStep l;
+    l.kernel = j.at("launch").get<int32_t>();
+    l.name = j.value("name", std::string());
+    for (const json& a : j.at("args")) l.args.push_back(CudaOperandFrom(a));
+    return l;
+  }
+  CudaHostStep h;
+  h.node = NodeFrom(j.at("host"), consts);
+  for (const json& in : j.at("inputs")) {
+    h.inputs.push_back(in.is_null() ? std::nullopt : std::optional(CudaValueFrom(in)));
+  }
+  for (const json& out : j.at("outputs")) {
+    h.outputs.push_back(out.is_null() ? std::nullopt : std::optional(CudaValueFrom(out)));
+  }
+  return h;
+}
+
+std::string CudaKernelFile(size_t k, const std::string& image_kind) {
+  return absl::StrCat(kCudaKernelsDir, "/k", k, image_kind == "cubin" ? ".cubin" : ".so");
+}
+
+// Size and checksum of a file's bytes against its plan.json entry.
+absl::Status CheckFileEntry(const std::string& bytes, const json& entry, const std::string& path) {
+  if (static_cast<int64_t>(bytes.size()) != entry.at("bytes").get<int64_t>() ||
+      Hex(Fnv1a64(bytes)) != entry.at("fnv1a64").get<std::string>()) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is corrupt (size or checksum differs from plan.json): export the artifact again"));
+  }
+  return absl::OkStatus();
+}
+
+// The fields of a GPU plan.json (constants from `weights`), validated.
+absl::Status DecodeCudaPlan(const json& j, std::string_view weights, CudaArtifact* a) {
+  CudaPlan& plan = a->plan;
+  const json& target = j.at("target");
+  if (target.at("kind").get<std::string>() != "cuda") {
+    throw std::invalid_argument("the target is not cuda");
+  }
+  plan.arch = target.at("arch").get<std::string>();
+  a->key = target.value("key", std::string());
+  a->image_kind = target.at("image").get<std::string>();
+  if (a->image_kind != "cubin" && a->image_kind != "host-emulation") {
+    throw std::invalid_argument(absl::StrCat("unknown kernel image kind '", a->image_kind, "'"));
+  }
+  plan.opset = j.at("opset").get<int64_t>();
+  LOOM_RETURN_IF_ERROR(DecodeConstants(j.at("constants"), weights, &plan.constants));
+  plan.arena_bytes =
+      Bounded(j.at("arena_bytes"), static_cast<int64_t>(graph::Tensor::kMaxBytes), "arena_bytes");
+  for (const json& k : j.at("kernels")) {
+    CudaKernelInfo info;
+    info.launch.entry = k.at("entry").get<std::string>();
+    const auto grid = k.at("grid").get<std::vector<uint32_t>>();
+    const auto block = k.at("block").get<std::vector<uint32_t>>();
+    if (grid.size() != 3 || block.size() != 3) {
+      throw std::invalid_argument("grid and block have three dimensions");
+    }
+    std::copy(grid.begin(), grid.end(), info.launch.grid.begin());
+    std::copy(block.begin(), block.end(), info.launch.block.begin());
+    info.launch.dynamic_shared_bytes = k.at("dynamic_shared").get<uint32_t>();
+    info.arg_bytes = k.at("args").get<std::vector<int64_t>>();
+    info.kind = k.value("kind", std::string());
+    plan.kernels.push_back(std::move(info));
+  }
+  for (const char* list : {"inputs", "outputs"}) {
+    for (const json& v : j.at(list)) {
+      (std::string(list) == "inputs" ? plan.inputs : plan.outputs)
+          .emplace_back(v.at("name").get<std::string>(), CudaValueFrom(v));
+    }
+  }
+  for (const json& s : j.at("steps")) plan.steps.push_back(CudaStepFrom(s, plan.constants));
+  return ValidateCudaPlan(plan);
+}
+
+}  // namespace
+
+bool IsCudaArtifactDir(const std::string& path) {
+  if (!IsArtifactDir(path)) return false;
+  absl::StatusOr<std::string> text =
+      ReadFile(std::filesystem::path(path) / kArtifactPlanFile, "plan");
+  if (!text.ok()) return false;
+  const json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.value("format", std::string()) == kCudaArtifactFormat;
+}
+
+absl::Status WriteCudaArtifact(const std::string& dir, const CudaArtifact& a) {
+  const CudaPlan& plan = a.plan;
+  if (a.images.size() != plan.kernels.size()) {
+    return absl::InternalError("one kernel image per kernel is needed");
+  }
+  const std::filesystem::path root(dir);
+  std::error_code ec;
+  std::filesystem::create_directories(root / kCudaKernelsDir, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create the artifact directory ", dir, ": ", ec.message()));
+  }
+  // Steps first: they add the tensors of reference-kernel attributes to the constants.
+  std::vector<graph::Tensor> extra;
+  const int64_t base = static_cast<int64_t>(plan.constants.size());
+  json steps = json::array();
+  for (const CudaStep& s : plan.steps) steps.push_back(CudaStepJson(s, &extra, base));
+  std::string weights(kWeightsMagic, 8);
+  json constants = json::array();
+  for (const graph::Tensor& t : plan.constants) AppendConstant(t, &weights, &constants);
+  for (const graph::Tensor& t : extra) AppendConstant(t, &weights, &constants);
+  json kernels = json::array();
+  for (size_t k = 0; k < plan.kernels.size(); ++k) {
+    const CudaKernelInfo& info = plan.kernels[k];
+    const std::string& image = a.images[k];
+    const std::string file = CudaKernelFile(k, a.image_kind);
+    LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / file, image));
+    kernels.push_back({{"file", file},
+                       {"bytes", static_cast<int64_t>(image.size())},
+                       {"fnv1a64", Hex(Fnv1a64(image))},
+                       {"entry", info.launch.entry},
+                       {"grid", info.launch.grid},
+                       {"block", info.launch.block},
+                       {"dynamic_shared", info.launch.dynamic_shared_bytes},
+                       {"args", info.arg_bytes},
+                       {"kind", info.kind}});
+  }
+  json inputs = json::array(), outputs = json::array();
+  for (const auto& [name, ref] : plan.inputs) {
+    json v = CudaValueJson(ref);
+    v["name"] = name;
+    inputs.push_back(v);
+  }
+  for (const auto& [name, ref] : plan.outputs) {
+    json v = CudaValueJson(ref);
+    v["name"] = name;
+    outputs.push_back(v);
+  }
+  json j = {
+      {"format", kCudaArtifactFormat},
+      {"format_version", kCudaArtifactFormatVersion},
+      {"target", {{"kind", "cuda"}, {"arch", plan.arch}, {"key", a.key}, {"image", a.image_kind}}},
+      {"opset", plan.opset},
+      {"weights",
+       {{"file", kArtifactWeightsFile},
+        {"bytes", static_cast<int64_t>(weights.size())},
+        {"fnv1a64", Hex(Fnv1a64(weights))}}},
+      {"constants", constants},
+      {"arena_bytes", plan.arena_bytes},
+      {"kernels", kernels},
+      {"inputs", inputs},
+      {"outputs", outputs},
+      {"steps", steps},
+  };
+  LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactWeightsFile, weights));
+  // An older signature does not cover the new files.
+  std::filesystem::remove(root / kArtifactManifestFile, ec);
+  std::filesystem::remove(root / kArtifactSignatureFile, ec);
+  // plan.json last: a directory with plan.json is a complete artifact.
+  return WriteFileAtomic(root / kArtifactPlanFile, j.dump(1));
+}
+
+absl::StatusOr<CudaArtifact> ReadCudaArtifact(const std::string& dir,
+                                              const std::string& verify_key) {
+  const std::filesystem::path root(dir);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(root, ec)) {
+    return absl::NotFoundError(absl::StrCat("artifact directory ", dir, " does not exist"));
+  }
+  LOOM_ASSIGN_OR_RETURN(
+      std::string text,
+      ReadFile(root / kArtifactPlanFile,
+               "not a Loom artifact (make one with 'loom compile MODEL --target cuda -o DIR')"));
+  const std::string plan_path = (root / kArtifactPlanFile).string();
+  CudaArtifact a;
+  try {
+    const json j = json::parse(text);
+    if (!j.is_object() || j.value("format", std::string()) != kCudaArtifactFormat) {
+      return absl::DataLossError(absl::StrCat(plan_path, " is not a Loom GPU artifact plan"));
+    }
+    const int version = j.at("format_version").get<int>();
+    if (version != kCudaArtifactFormatVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " has GPU artifact format version ", version, "; this Loom reads version ",
+          kCudaArtifactFormatVersion, ": re-export it with this Loom's 'loom compile'"));
+    }
+    // Every file is read once; a signature, when asked for, covers exactly these bytes.
+    std::map<std::string, std::string> files = {{kArtifactPlanFile, text}};
+    LOOM_ASSIGN_OR_RETURN(files[kArtifactWeightsFile],
+                          ReadFile(root / kArtifactWeightsFile, "the artifact's weights"));
+    const json& kernels = j.at("kernels");
+    const std::string image_kind = j.at("target").at("image").get<std::string>();
+    for (size_t k = 0; k < kernels.size(); ++k) {
+      // Kernel files are named by their index: a plan cannot point outside the directory.
+      const std::string file = CudaKernelFile(k, image_kind);
+      if (kernels[k].at("file").get<std::string>() != file) {
+        return absl::DataLossError(absl::StrCat(plan_path, ": kernel ", k, " is not ", file));
+      }
+      LOOM_ASSIGN_OR_RETURN(files[file], ReadFile(root / file, "a kernel image of the artifact"));
+    }
+    if (!verify_key.empty()) {
+      LOOM_RETURN_IF_ERROR(VerifyArtifactFiles(dir, verify_key, files));
+    }
+    const std::string& weights = files[kArtifactWeightsFile];
+    LOOM_RETURN_IF_ERROR(
+        CheckFileEntry(weights, j.at("weights"), (root / kArtifactWeightsFile).string()));
+    if (weights.compare(0, 8, kWeightsMagic) != 0) {
+      return absl::DataLossError(
+          absl::StrCat((root / kArtifactWeightsFile).string(), " is not a weights file"));
+    }
+    for (size_t k = 0; k < kernels.size(); ++k) {
+      const std::string file = CudaKernelFile(k, image_kind);
+      LOOM_RETURN_IF_ERROR(CheckFileEntry(files[file], kernels[k], (root / file).string()));
+      a.images.push_back(std::move(files[file]));
+    }
+    absl::Status st = DecodeCudaPlan(j, weights, &a);
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat(plan_path, ": ", st.message()));
+  } catch (const std::exception& e) {  // nlohmann::json errors and the decoders' invalid_argument
+    return absl::DataLossError(absl::StrCat(plan_path, " is malformed: ", e.what()));
+  }
+  return a;
+}
+
+absl::Status CheckCudaPlanJson(std::string_view plan_json, std::string_view weights) {
+  try {
+    const json j = json::parse(plan_json);
+    if (!j.is_object()) return absl::DataLossError("plan.json is not an object");
+    CudaArtifact a;
+    return DecodeCudaPlan(j, weights, &a);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("plan.json is malformed: ", e.what()));
+  }
+}
+
+std::vector<std::string> ArtifactSignedFiles(const std::string& dir) {
+  std::vector<std::string> files = {kArtifactPlanFile, kArtifactWeightsFile};
+  if (!IsCudaArtifactDir(dir)) {
+    files.push_back(kArtifactLibraryFile);
+    return files;
+  }
+  absl::StatusOr<std::string> text = ReadFile(std::filesystem::path(dir) / kArtifactPlanFile, "");
+  const json j = json::parse(text.ok() ? *text : "", nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("kernels") || !j["kernels"].is_array() ||
+      !j.contains("target") || !j["target"].is_object() || !j["target"].contains("image") ||
+      !j["target"]["image"].is_string()) {
+    return files;
+  }
+  const std::string image_kind = j["target"]["image"].get<std::string>();
+  for (size_t k = 0; k < j["kernels"].size(); ++k) files.push_back(CudaKernelFile(k, image_kind));
+  return files;
 }
 
 }  // namespace loom::runtime

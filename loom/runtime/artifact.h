@@ -38,14 +38,37 @@
 // (an Ed25519 signature of the manifest's bytes, 64 raw bytes; `openssl pkeyutl -verify -pubin
 // -inkey PUB.pem -rawin -in manifest.sha256 -sigfile manifest.sig` checks it too), and `loom run
 // DIR --verify PUB` refuses to load an artifact whose signature or files do not match.
+//
+// GPU artifacts (CudaModel::Export for `loom compile --target cuda`, CudaModel::Load for `loom run
+// DIR` on a GPU and the C API) are directories with:
+//   plan.json    {"format": "loom-cuda-artifact", "format_version": 1,
+//                 "target": {"kind": "cuda", "arch": "sm_90", "key", "image": "cubin" or
+//                 "host-emulation"}, "opset", "weights": {"file", "bytes", "fnv1a64"},
+//                 "constants": [...] (as above), "arena_bytes",
+//                 "kernels": [{"file": "kernels/k<i>.cubin", "bytes", "fnv1a64", "entry", "grid",
+//                 "block", "dynamic_shared", "args": [bytes per argument], "kind"}],
+//                 "inputs"/"outputs": [{"name", "dtype", "shape", "at"}],
+//                 "steps": [{"launch": kernel, "name", "args": [operand...]} or {"host": node,
+//                 "inputs"/"outputs": [null or {"dtype", "shape", "at"}]}]}
+//                with operands ["arena", byte offset] or ["const", index] (cuda_plan.h).
+//   weights.bin  as above.
+//   kernels/     one module image per kernel, named by its index: a cubin (k<i>.cubin, NVRTC for
+//                the arch), or in tests the shared object of the kernel's host emulation (k<i>.so).
+// ReadCudaArtifact refuses what Load refuses of CPU artifacts (another format version, missing or
+// corrupt files, a plan ValidateCudaPlan refuses, a signature that does not verify); the
+// architecture check is CudaModel::Load's (an sm mismatch is one line). `--sign` signs every file
+// listed above (ArtifactSignedFiles).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "loom/runtime/cuda_plan.h"
 
 namespace loom::runtime {
 
@@ -63,10 +86,19 @@ bool IsArtifactDir(const std::string& path);
 // FNV-1a, 64 bits: the artifact's file checksum.
 uint64_t Fnv1a64(std::string_view bytes);
 
+// Writes `bytes` to a fresh private file (mode 0700, a name nobody else can predict or replace
+// in $TMPDIR) and returns its path; the caller removes it. How verified code is loaded: a
+// library is dlopen'ed from bytes that were checked, never from a path someone may swap.
+absl::StatusOr<std::string> WritePrivateCopy(std::string_view bytes);
+
 // Decodes plan.json text (its constants from `weights`, a weights.bin image) and validates the
 // plan, without loading any library: what Load checks of a plan. kDataLoss for anything
 // malformed or inconsistent. For the fuzzer and the tests.
 absl::Status CheckPlanJson(std::string_view plan_json, std::string_view weights);
+
+// The files of the artifact in `dir` that a signature covers: plan.json, weights.bin, and
+// model.so (CPU) or every kernel image (GPU).
+std::vector<std::string> ArtifactSignedFiles(const std::string& dir);
 
 // Signs the artifact in `dir` with the Ed25519 private key in the PEM file `private_key`: writes
 // manifest.sha256 and manifest.sig (see above). kNotFound for a missing file or key;
@@ -80,5 +112,28 @@ absl::Status SignArtifact(const std::string& dir, const std::string& private_key
 // signature or file that does not match, kNotFound / kInvalidArgument for the key file.
 absl::Status VerifyArtifactFiles(const std::string& dir, const std::string& public_key,
                                  const std::map<std::string, std::string>& files);
+
+// ---- GPU artifacts (see the top of the file).
+inline constexpr char kCudaArtifactFormat[] = "loom-cuda-artifact";
+inline constexpr int kCudaArtifactFormatVersion = 1;
+
+// True when `path` is an artifact directory whose plan.json is a GPU artifact's.
+bool IsCudaArtifactDir(const std::string& path);
+
+// A GPU artifact in memory: the plan, the target key it was compiled for, and one module image
+// per kernel of `image_kind` ("cubin" or "host-emulation").
+struct CudaArtifact {
+  CudaPlan plan;
+  std::string key;
+  std::string image_kind;
+  std::vector<std::string> images;
+};
+absl::Status WriteCudaArtifact(const std::string& dir, const CudaArtifact& artifact);
+// `verify_key`: a PEM public key whose signature the files must carry; empty: none.
+absl::StatusOr<CudaArtifact> ReadCudaArtifact(const std::string& dir,
+                                              const std::string& verify_key = "");
+// Decodes and validates a GPU plan.json (constants from `weights`) without loading kernels.
+// kDataLoss for anything malformed or inconsistent. For the fuzzer and the tests.
+absl::Status CheckCudaPlanJson(std::string_view plan_json, std::string_view weights);
 
 }  // namespace loom::runtime

@@ -19,9 +19,6 @@
 namespace loom::runtime {
 namespace {
 
-// The files a signature covers, in manifest order.
-const char* const kSignedFiles[] = {kArtifactLibraryFile, kArtifactPlanFile, kArtifactWeightsFile};
-
 struct PkeyFree {
   void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
 };
@@ -49,12 +46,10 @@ std::string Sha256Hex(std::string_view data) {
   return hex;
 }
 
+// One line per file, in name order (model.so, plan.json, weights.bin for a CPU artifact).
 std::string Manifest(const std::map<std::string, std::string>& files) {
   std::string m;
-  for (const char* name : kSignedFiles) {
-    auto it = files.find(name);
-    absl::StrAppend(&m, Sha256Hex(it == files.end() ? "" : it->second), "  ", name, "\n");
-  }
+  for (const auto& [name, bytes] : files) absl::StrAppend(&m, Sha256Hex(bytes), "  ", name, "\n");
   return m;
 }
 
@@ -95,7 +90,7 @@ absl::Status SignArtifact(const std::string& dir, const std::string& private_key
   LOOM_ASSIGN_OR_RETURN(Pkey key, ReadKey(private_key, /*want_private=*/true));
   const std::filesystem::path root(dir);
   std::map<std::string, std::string> files;
-  for (const char* name : kSignedFiles) {
+  for (const std::string& name : ArtifactSignedFiles(dir)) {
     LOOM_ASSIGN_OR_RETURN(files[name], Slurp(root / name));
   }
   const std::string manifest = Manifest(files);

@@ -10,7 +10,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/codegen/cuda_printer.h"
 #include "loom/codegen/loop_nest.h"
-#include "loom/ops/cuda_epilogue.h"
+#include "loom/ops/cuda_kernel.h"
 
 namespace loom::runtime {
 namespace {
@@ -36,40 +36,10 @@ std::vector<Stmt> PerElement(int64_t total, std::vector<Stmt> body) {
 }
 
 absl::StatusOr<ops::KernelSource> Print(codegen::Kernel kernel, bool host_emulation) {
-  kernel.vector_lanes = 1;
-  LOOM_ASSIGN_OR_RETURN(codegen::CudaKernelSource src,
-                        codegen::PrintCuda(kernel, {.host_emulation = host_emulation}));
-  ops::KernelSource out;
-  out.code = std::move(src.code);
-  out.cuda_launch.entry = src.entry;
-  out.cuda_launch.grid = src.grid;
-  out.cuda_launch.block = src.block;
-  if (host_emulation) out.compile_flags = "-Wno-unknown-pragmas";
-  return out;
+  return ops::PrintCudaKernel(std::move(kernel), host_emulation);
 }
 
 }  // namespace
-
-absl::StatusOr<ops::KernelSource> EmitCudaEltwise(const CudaEltwise& op, bool host_emulation) {
-  if (op.total < 1 || op.channels < 1 || op.inner < 1) {
-    return absl::InvalidArgumentError("eltwise kernel: sizes must be positive");
-  }
-  codegen::Kernel k;
-  k.comment = absl::StrCat("loom eltwise total=", op.total);
-  k.params.push_back({"x"});
-  std::vector<Stmt> body = {Raw("float v = x[i];")};
-  if (op.epilogue.bias) k.params.push_back({"bias"});
-  if (op.epilogue.residual) k.params.push_back({"residual"});
-  for (Stmt& s : ops::CudaEpilogueStmts(
-           op.epilogue, absl::StrCat("bias[(i / ", op.inner, ") % ", op.channels, "]"),
-           "residual[i]")) {
-    body.push_back(std::move(s));
-  }
-  body.push_back(Raw("out[i] = v;"));
-  k.params.push_back({"out", /*is_output=*/true});
-  k.body = PerElement(op.total, {codegen::Block(std::move(body))});
-  return Print(std::move(k), host_emulation);
-}
 
 absl::StatusOr<ops::KernelSource> EmitCudaPool(const CudaPool& op, bool host_emulation) {
   if (op.planes < 1 || op.h < 1 || op.w < 1 || op.oh < 1 || op.ow < 1 || op.kh < 1 || op.kw < 1 ||
@@ -101,19 +71,6 @@ absl::StatusOr<ops::KernelSource> EmitCudaPool(const CudaPool& op, bool host_emu
                                 FloatLiteral(1.0f / static_cast<float>(op.kh * op.kw)), ";")),
   };
   k.body = PerElement(op.planes * op.oh * op.ow, {codegen::Block(std::move(body))});
-  return Print(std::move(k), host_emulation);
-}
-
-absl::StatusOr<ops::KernelSource> EmitCudaSlice(const CudaSlice& op, bool host_emulation) {
-  if (op.outer < 1 || op.in_len < 1 || op.offset < 0 || op.offset + op.in_len > op.out_len) {
-    return absl::InvalidArgumentError("slice kernel: the slice must lie inside the output");
-  }
-  codegen::Kernel k;
-  k.comment = absl::StrCat("loom concat slice at ", op.offset);
-  k.params = {{"in"}, {"out", /*is_output=*/true}};
-  k.body = PerElement(op.outer * op.in_len,
-                      {Raw(absl::StrCat("out[(i / ", op.in_len, ") * ", op.out_len, " + ",
-                                        op.offset, " + i % ", op.in_len, "] = in[i];"))});
   return Print(std::move(k), host_emulation);
 }
 

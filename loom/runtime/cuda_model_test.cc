@@ -4,13 +4,20 @@
 // and scripts/gpu-check.sh cover.
 #include "loom/runtime/cuda_model.h"
 
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <array>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
@@ -18,7 +25,10 @@
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/graph/testing/shared_models.h"
+#include "loom/ops/cuda_lowering.h"
+#include "loom/ops/elementwise.h"
 #include "loom/ops/template.h"
+#include "loom/runtime/artifact.h"
 #include "loom/runtime/cuda_aux_kernels.h"
 #include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
@@ -43,6 +53,42 @@ std::unique_ptr<CudaBackend> Emulated() {
   auto b = MakeEmulatedCudaBackend(ops::CudaTarget("sm_90"), Build());
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? std::move(*b) : nullptr;
+}
+
+// The GPU backend on the fake driver (tune/testing/fake_libcuda.cc), kernels handed to it as
+// host-emulation images: the device path (modules, a stream, graph capture, artifacts) on the CPU.
+std::unique_ptr<CudaBackend> FakeDevice() {
+  CudaDeviceOptions o;
+  o.build = Build();
+  o.driver_library = LOOM_FAKE_LIBCUDA;
+  o.host_emulation_kernels = true;
+  auto b = MakeCudaDeviceBackend(o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? std::move(*b) : nullptr;
+}
+
+// What the fake driver ran so far: direct launches, graph launches, kernels run by graphs,
+// modules loaded (its loom_fake_cuda_counters; the backend has it loaded).
+std::array<long long, 4> FakeCounters() {
+  std::array<long long, 4> c{-1, -1, -1, -1};
+  void* lib = dlopen(LOOM_FAKE_LIBCUDA, RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr) return c;
+  auto fn = reinterpret_cast<void (*)(long long*)>(dlsym(lib, "loom_fake_cuda_counters"));
+  if (fn != nullptr) fn(c.data());
+  dlclose(lib);
+  return c;
+}
+
+// Sets LOOM_FAKE_CUDA (the fake driver's fault mode) for one scope.
+class FakeMode {
+ public:
+  explicit FakeMode(const char* mode) { setenv("LOOM_FAKE_CUDA", mode, 1); }
+  ~FakeMode() { unsetenv("LOOM_FAKE_CUDA"); }
+};
+
+bool SameBits(const graph::Tensor& a, const graph::Tensor& b) {
+  return a.type() == b.type() && a.num_bytes() == b.num_bytes() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.num_bytes()) == 0;
 }
 
 // A zoo model compiled on the emulated backend; `model` is null (with a test failure) on error.
@@ -106,9 +152,9 @@ graph::Node Op(std::string type, std::vector<std::string> inputs, std::string ou
   return n;
 }
 
-// Every kind of step the CUDA model has: conv + bias + ReLU6 (fused), a depthwise conv, Add of a
-// per-channel constant, max pooling with padding, average pooling, a concat, a sigmoid, global
-// pooling, a view, a dense layer with bias, and Softmax, which runs on the host.
+// Every kind of step the CUDA model has: conv + bias + ReLU6 (fused), a depthwise conv with the
+// Add of a per-channel constant (fused), max pooling with padding, average pooling, a concat, a
+// sigmoid, global pooling, a view, a dense layer with bias, and Softmax.
 graph::Graph MixedGraph() {
   graph::Graph g;
   g.name = "mixed";
@@ -170,12 +216,16 @@ TEST(CudaModelTest, MixedGraphMatchesTheReference) {
   const CudaModelStats& st = (*model)->stats();
   EXPECT_EQ(st.kernel_steps, 3);  // the conv, the depthwise conv, the Gemm
   EXPECT_EQ(st.tuned_kernels, 0);
-  EXPECT_EQ(st.fused_ops, 1);   // the Clip after the conv
+  EXPECT_EQ(st.fused_ops, 2);   // the Clip after the conv, the Add after the depthwise conv
   EXPECT_EQ(st.views, 1);       // Flatten
-  EXPECT_EQ(st.host_steps, 1);  // Softmax
-  // The Add, two pools, two concat slices, Sigmoid, the global pool (the conv's bias and Clip and
-  // the Gemm's bias are in their kernels).
-  EXPECT_EQ(st.aux_steps, 7);
+  EXPECT_EQ(st.host_steps, 0);  // Softmax is a generated kernel too
+  // The Sigmoid (elementwise), the concat and Softmax (lowered), and three pools; the conv's bias
+  // and Clip, the depthwise conv's Add and the Gemm's bias are in their kernels.
+  EXPECT_EQ(st.elementwise_steps, 1);
+  EXPECT_EQ(st.lowered_steps, 2);
+  EXPECT_EQ(st.pool_steps, 3);
+  EXPECT_EQ(st.aux_steps, 6);
+  EXPECT_EQ(st.launches, 9);
   EXPECT_GT(st.device_bytes, 0);
   ExpectMatchesReference(g, model->get());
 }
@@ -218,39 +268,52 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
   }
 }
 
-// The torchvision exports in LOOM_SHARED_DIR/models (ResNet-18, MobileNetV2, SqueezeNet 1.1, as
-// a user would hand them to `loom bench --target cuda`) on their own input, against ONNX Runtime's
-// output: every op of the files has a device kernel (no host step).
+// Every shared reference model (LOOM_SHARED_DIR/models: ResNet-18, MobileNetV2, SqueezeNet 1.1;
+// LOOM_SHARED_DIR/transformers: ViT, BERT), every input set, as a user would hand them to `loom
+// bench --target cuda`, against ONNX Runtime's outputs (max|a-b| <= 1e-3 * max|ref|): every node
+// has a device kernel (no host step) and every run is one replay of the captured graph.
 TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
-  const std::vector<std::string> models = graph::SharedModelNames();
-  if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR/models is absent";
-  for (const std::string& name : models) {
-    SCOPED_TRACE(name);
-    const std::string dir = graph::UnpackSharedModel(name);
-    ASSERT_FALSE(dir.empty()) << "cannot unpack " << name;
-    const std::string prefix = absl::StrCat(dir, "/", name);
-    auto m = LoadModel(prefix + ".onnx");
+  std::vector<std::string> problems;
+  const std::vector<graph::SharedModel> models = graph::AllSharedModels(&problems);
+  if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR is absent";
+  EXPECT_TRUE(problems.empty()) << absl::StrJoin(problems, "; ");
+  auto backend = Emulated();
+  ASSERT_NE(backend, nullptr);
+  for (const graph::SharedModel& shared : models) {
+    SCOPED_TRACE(shared.name);
+    auto m = LoadModel(shared.onnx);
     ASSERT_TRUE(m.ok()) << m.status();
-    auto input = graph::ReadNpy(prefix + ".input.npy");
-    auto want = graph::ReadNpy(prefix + ".ort_output.npy");
-    ASSERT_TRUE(input.ok() && want.ok()) << input.status() << want.status();
-    auto backend = Emulated();
-    ASSERT_NE(backend, nullptr);
     auto model = CudaModel::Compile(m->graph, backend.get());
     ASSERT_TRUE(model.ok()) << model.status();
-    EXPECT_EQ((*model)->stats().host_steps, 0);
-    auto got = (*model)->Run({{m->graph.inputs[0].name, *input}});
-    ASSERT_TRUE(got.ok()) << got.status();
-    ASSERT_EQ(got->size(), 1u);
-    ASSERT_EQ((*got)[0].num_elements(), want->num_elements());
-    double err = 0, mag = 0;
-    for (int64_t k = 0; k < want->num_elements(); ++k) {
-      const float a = (*got)[0].data<float>()[k], b = want->data<float>()[k];
-      err = std::max(err, static_cast<double>(std::fabs(a - b)));
-      mag = std::max(mag, static_cast<double>(std::fabs(b)));
+    const CudaModelStats& st = (*model)->stats();
+    EXPECT_EQ(st.host_steps, 0);
+    EXPECT_GT(st.kernel_steps, 0);
+    EXPECT_EQ(st.launches, st.kernel_steps + st.aux_steps);
+    EXPECT_EQ(st.aux_steps, st.elementwise_steps + st.lowered_steps + st.pool_steps);
+    for (const graph::SharedModelCase& c : shared.cases) {
+      const std::string what = c.label.empty() ? "main inputs" : c.label;
+      std::map<std::string, graph::Tensor> inputs;
+      for (const auto& [name, path] : c.inputs) {
+        auto t = graph::ReadNpy(path);
+        ASSERT_TRUE(t.ok()) << t.status();
+        inputs[name] = *t;
+      }
+      auto want = graph::ReadNpy(c.ort_output);
+      ASSERT_TRUE(want.ok()) << want.status();
+      auto got = (*model)->Run(inputs);
+      ASSERT_TRUE(got.ok()) << what << ": " << got.status();
+      ASSERT_FALSE(got->empty());
+      ASSERT_EQ((*got)[0].num_elements(), want->num_elements()) << what;
+      double err = 0, mag = 0;
+      for (int64_t k = 0; k < want->num_elements(); ++k) {
+        err = std::max(err, std::fabs((*got)[0].DoubleAt(k) - want->DoubleAt(k)));
+        mag = std::max(mag, std::fabs(want->DoubleAt(k)));
+      }
+      EXPECT_GT(mag, 0) << what;
+      EXPECT_LE(err, 1e-3 * mag) << what << ": max|a-b| " << err << ", max|ref| " << mag;
     }
-    // ONNX Runtime sums in another order: agreement to 1e-4 of the output's magnitude.
-    EXPECT_LE(err, 1e-4 * mag) << "max abs err " << err << ", max |output| " << mag;
+    EXPECT_TRUE((*model)->run_stats().graph_captured) << (*model)->run_stats().graph_status;
+    EXPECT_EQ((*model)->run_stats().graph_replays, static_cast<int64_t>(shared.cases.size()));
   }
 }
 
@@ -309,15 +372,30 @@ TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
   }
   ASSERT_TRUE(builder.ok()) << builder.status();
   using A = ops::Epilogue::Activation;
+  using graph::DType;
   std::vector<ops::KernelSource> sources;
-  for (A act : {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kHardSwish}) {
-    ops::Epilogue ep;
-    ep.activation = act;
-    ep.clip_min = 0.0f;
-    ep.clip_max = 6.0f;
-    ep.bias = act != A::kSigmoid;
-    ep.residual = act == A::kRelu || act == A::kNone;
-    auto src = EmitCudaEltwise({.total = 1000, .channels = 10, .inner = 10, .epilogue = ep}, false);
+  // An elementwise chain over broadcast operands: y = relu(x * s + b), with an int64 operand.
+  {
+    ops::ElementwiseProgram p;
+    const int32_t x = p.AddInput(DType::kFloat32);
+    const int32_t s = p.AddInput(DType::kFloat32);
+    const int32_t i = p.AddInput(DType::kInt64);
+    auto op = [&](ops::EwOp o, DType t, int32_t a, int32_t b = -1) {
+      ops::EwInstr in;
+      in.op = o;
+      in.dtype = t;
+      in.a = a;
+      in.b = b;
+      return p.Add(in);
+    };
+    const int32_t f = op(ops::EwOp::kCast, DType::kFloat32, i);
+    p.AddOutput(
+        op(ops::EwOp::kRelu, DType::kFloat32,
+           op(ops::EwOp::kAdd, DType::kFloat32, op(ops::EwOp::kMul, DType::kFloat32, x, s), f)),
+        DType::kFloat32);
+    auto spec = ops::BroadcastSpec(p, {{2, 10, 50}, {10, 1}, {1, 1, 50}}, {2, 10, 50});
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    auto src = ops::EmitCudaElementwise(*spec, false);
     ASSERT_TRUE(src.ok()) << src.status();
     sources.push_back(*src);
   }
@@ -338,9 +416,33 @@ TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
     ASSERT_TRUE(src.ok()) << src.status();
     sources.push_back(*src);
   }
-  auto slice = EmitCudaSlice({.outer = 2, .in_len = 30, .out_len = 50, .offset = 20}, false);
-  ASSERT_TRUE(slice.ok()) << slice.status();
-  sources.push_back(*slice);
+  // Generated kernels of the lowering: concat, softmax, layer normalization, a reduction.
+  {
+    graph::Graph g;
+    g.opset = 17;
+    auto value = [&](const std::string& name, graph::Shape shape) {
+      g.inputs.push_back({name, {DType::kFloat32, std::move(shape)}});
+    };
+    value("a", {2, 30});
+    value("b", {2, 20});
+    value("x", {4, 64});
+    value("scale", {64});
+    value("bias", {64});
+    graph::Node cat = Op("Concat", {"a", "b"}, "cat");
+    cat.attrs["axis"] = int64_t{1};
+    graph::Node sm = Op("Softmax", {"x"}, "sm");
+    sm.attrs["axis"] = int64_t{-1};
+    graph::Node rm = Op("ReduceMean", {"x"}, "rm");
+    rm.attrs["axes"] = std::vector<int64_t>{1};
+    g.nodes = {cat, sm, Op("LayerNormalization", {"x", "scale", "bias"}, "ln"), rm};
+    for (const char* out : {"cat", "sm", "ln", "rm"}) g.outputs.push_back({out, {}});
+    ASSERT_TRUE(graph::InferShapes(g).ok());
+    for (const graph::Node& n : g.nodes) {
+      auto k = ops::LowerNodeCuda(g, n, ops::CudaTarget("sm_90"), false);
+      ASSERT_TRUE(k.ok()) << n.op_type << ": " << k.status();
+      sources.push_back(k->source);
+    }
+  }
   // The templates' kernels with fused epilogues: conv (residual), depthwise, dense.
   graph::Workload conv;
   conv.kind = graph::TaskKind::kConv2d;
@@ -354,8 +456,12 @@ TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
   dense.kind = graph::TaskKind::kDense;
   dense.m = 1, dense.n = 100, dense.k = 64;
   dense.trans_b = true;
+  graph::Workload bmm;
+  bmm.kind = graph::TaskKind::kBatchMatmul;
+  bmm.b = 12, bmm.m = 64, bmm.n = 64, bmm.k = 32;
+  bmm.trans_b = true;
   const std::pair<graph::Workload, A> fused[] = {
-      {conv, A::kRelu}, {dw, A::kHardSwish}, {dense, A::kSigmoid}};
+      {conv, A::kRelu}, {dw, A::kHardSwish}, {dense, A::kSigmoid}, {bmm, A::kNone}};
   for (const auto& [w, act] : fused) {
     auto t = ops::MakeTemplate(w, ops::CudaTarget("sm_90"));
     ASSERT_TRUE(t.ok()) << t.status();
@@ -363,6 +469,16 @@ TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
     ep.bias = true;
     ep.residual = w.kind == graph::TaskKind::kConv2d;
     ep.activation = act;
+    if (act == A::kNone) {  // an elementwise program: y * 0.125 + residual
+      ep.program = ops::ElementwiseProgram();
+      const int32_t v = ep.program.AddInput(DType::kFloat32);
+      ops::EwInstr mul;
+      mul.op = ops::EwOp::kMul;
+      mul.dtype = DType::kFloat32;
+      mul.a = v;
+      mul.b = ep.program.Const(DType::kFloat32, 0.125);
+      ep.program.AddOutput(ep.program.Add(mul), DType::kFloat32);
+    }
     auto src = (*t)->EmitFused((*t)->DefaultConfig(), ep);
     ASSERT_TRUE(src.ok()) << src.status();
     sources.push_back(*src);
@@ -372,6 +488,153 @@ TEST(CudaModelTest, AuxiliaryAndFusedKernelsCompileWithNvrtc) {
     const tune::BuildResult r = (*builder)->BuildSource(src, ops::Config{0});
     EXPECT_EQ(r.error, tune::ErrorKind::kNone) << r.error_msg << "\n" << src.code;
   }
+}
+
+// A replayed run (the launches captured once as a graph) gives the outputs of the launch-by-launch
+// run, bit for bit, on the emulated backend and through the fake driver's graph API.
+TEST(CudaModelTest, GraphReplayGivesTheLaunchByLaunchOutputs) {
+  const graph::Graph g = MixedGraph();
+  std::map<std::string, graph::Tensor> in = {{"x", Random({1, 8, 10, 10}, 5)}};
+  auto emulated = Emulated();
+  ASSERT_NE(emulated, nullptr);
+  auto one_by_one = CudaModel::Compile(g, emulated.get(), {.graph_replay = false});
+  ASSERT_TRUE(one_by_one.ok()) << one_by_one.status();
+  auto want = (*one_by_one)->Run(in);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ((*one_by_one)->run_stats().graph_replays, 0);
+  EXPECT_FALSE((*one_by_one)->run_stats().graph_captured);
+
+  auto replayed = CudaModel::Compile(g, emulated.get());
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  for (int run = 0; run < 2; ++run) {
+    auto got = (*replayed)->Run(in);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < got->size(); ++i) EXPECT_TRUE(SameBits((*got)[i], (*want)[i])) << i;
+  }
+  EXPECT_TRUE((*replayed)->run_stats().graph_captured);
+  EXPECT_EQ((*replayed)->run_stats().graph_replays, 2);
+
+  // Through the driver: the first run captures (cuStreamBeginCapture .. cuGraphInstantiate) and
+  // both runs are one cuGraphLaunch each, which runs every kernel; nothing is launched directly.
+  auto device = FakeDevice();
+  ASSERT_NE(device, nullptr);
+  auto on_device = CudaModel::Compile(g, device.get());
+  ASSERT_TRUE(on_device.ok()) << on_device.status();
+  const int64_t launches = (*on_device)->stats().launches;
+  EXPECT_EQ(launches, 9);
+  const std::array<long long, 4> before = FakeCounters();
+  ASSERT_GE(before[0], 0) << "no loom_fake_cuda_counters in " << LOOM_FAKE_LIBCUDA;
+  for (int run = 0; run < 2; ++run) {
+    auto got = (*on_device)->Run(in);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < got->size(); ++i) EXPECT_TRUE(SameBits((*got)[i], (*want)[i])) << i;
+  }
+  const std::array<long long, 4> after = FakeCounters();
+  EXPECT_EQ(after[0] - before[0], 0);             // direct launches
+  EXPECT_EQ(after[1] - before[1], 2);             // graph launches
+  EXPECT_EQ(after[2] - before[2], 2 * launches);  // kernels the graphs ran
+  EXPECT_EQ((*on_device)->run_stats().graph_replays, 2);
+}
+
+// A driver that cannot capture: the model launches its kernels one by one and says why.
+TEST(CudaModelTest, WithoutGraphCaptureTheKernelsRunOneByOne) {
+  FakeMode mode("no_graphs");
+  const graph::Graph g = MixedGraph();
+  auto device = FakeDevice();
+  ASSERT_NE(device, nullptr);
+  auto model = CudaModel::Compile(g, device.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::array<long long, 4> before = FakeCounters();
+  ExpectMatchesReference(g, model->get());
+  const std::array<long long, 4> after = FakeCounters();
+  EXPECT_EQ(after[0] - before[0], 2 * (*model)->stats().launches);
+  EXPECT_EQ(after[1] - before[1], 0);
+  EXPECT_FALSE((*model)->run_stats().graph_captured);
+  EXPECT_EQ((*model)->run_stats().graph_replays, 0);
+  EXPECT_THAT((*model)->run_stats().graph_status, HasSubstr("CUDA_ERROR_NOT_SUPPORTED"));
+}
+
+// `loom compile --target cuda -o DIR` in the library: Export writes the kernel images, weights and
+// plan; Load runs them (on the fake driver, and on the emulated backend: both take host-emulation
+// images) with the compiled model's outputs, and refuses another architecture and damaged files.
+TEST(CudaModelTest, GpuArtifactsRoundTripAndRefuseAnotherArchitecture) {
+  const graph::Graph g = MixedGraph();
+  std::map<std::string, graph::Tensor> in = {{"x", Random({1, 8, 10, 10}, 7)}};
+  auto device = FakeDevice();
+  ASSERT_NE(device, nullptr);
+  auto model = CudaModel::Compile(g, device.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto want = (*model)->Run(in);
+  ASSERT_TRUE(want.ok()) << want.status();
+  const std::string dir = (std::filesystem::path(Build().cache_dir).parent_path() /
+                           absl::StrCat("cuda_model_test_artifact_", getpid()))
+                              .string();
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE((*model)->Export(dir).ok());
+  EXPECT_TRUE(IsCudaArtifactDir(dir));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/kernels/k0.so"));
+  auto emulated = Emulated();
+  ASSERT_NE(emulated, nullptr);
+  for (CudaBackend* b : {device.get(), emulated.get()}) {
+    auto loaded = CudaModel::Load(dir, b);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ((*loaded)->stats().launches, (*model)->stats().launches);
+    EXPECT_EQ((*loaded)->inputs()[0].name, "x");
+    auto got = (*loaded)->Run(in);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < got->size(); ++i) EXPECT_TRUE(SameBits((*got)[i], (*want)[i])) << i;
+    EXPECT_EQ((*loaded)->run_stats().graph_replays, 1);
+  }
+  {  // A GPU of another architecture (the fake device reports sm_80) refuses it in one line.
+    FakeMode mode("sm_80");
+    auto sm80 = FakeDevice();
+    ASSERT_NE(sm80, nullptr);
+    auto other = CudaModel::Load(dir, sm80.get());
+    EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(other.status().message(), HasSubstr("compiled for sm_90 but the GPU is sm_80"));
+    EXPECT_EQ(other.status().message().find('\n'), std::string_view::npos);
+  }
+  {  // A damaged kernel image is refused before anything is loaded.
+    std::fstream f(dir + "/kernels/k0.so", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  auto damaged = CudaModel::Load(dir, device.get());
+  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(damaged.status().message(), HasSubstr("k0.so is corrupt"));
+  std::filesystem::remove(dir + "/kernels/k0.so");
+  EXPECT_EQ(CudaModel::Load(dir, device.get()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(CudaModel::Load(dir + "/nothing", device.get()).status().code(),
+            absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
+// A chain whose operands arrive after its first instructions (a transformer's dense + bias Add +
+// residual Add; a standalone Sigmoid then Mul): programs number inputs first, so the chain's
+// values move up when an operand joins. Fused, then against the reference.
+TEST(CudaModelTest, ChainOperandsMayJoinAfterInstructions) {
+  graph::Graph g;
+  g.inputs = {{"x", {graph::DType::kFloat32, {1, 16, 32}}},
+              {"r", {graph::DType::kFloat32, {1, 16, 24}}},
+              {"s", {graph::DType::kFloat32, {1, 16, 24}}}};
+  g.outputs = {{"y", {graph::DType::kFloat32, {1, 16, 24}}},
+               {"z", {graph::DType::kFloat32, {1, 16, 24}}}};
+  g.initializers["w"] = Random({32, 24}, 11);
+  g.initializers["b"] = Random({24}, 12);
+  g.nodes = {Op("MatMul", {"x", "w"}, "mm"), Op("Add", {"b", "mm"}, "a"),
+             Op("Add", {"a", "r"}, "y"), Op("Sigmoid", {"s"}, "sg"), Op("Mul", {"sg", "r"}, "z")};
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+  auto backend = Emulated();
+  ASSERT_NE(backend, nullptr);
+  auto model = CudaModel::Compile(g, backend.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->stats().kernel_steps, 1);
+  EXPECT_EQ((*model)->stats().elementwise_steps, 1);
+  EXPECT_EQ((*model)->stats().fused_ops, 3);  // both Adds into dense_cuda, the Mul after Sigmoid
+  EXPECT_EQ((*model)->stats().launches, 2);
+  ExpectMatchesReference(g, model->get());
 }
 
 TEST(CudaModelTest, BadInputsAreErrors) {
@@ -394,6 +657,15 @@ TEST(CudaModelTest, TheEmulatedBackendNeedsACudaTarget) {
 
 // Without a driver the device backend says so in one line (CI hosts have no GPU).
 TEST(CudaModelTest, DeviceBackendWithoutADriverIsUnavailable) {
+  CudaDeviceOptions o;
+  o.build = Build();
+  o.driver_library = "/nonexistent/libcuda.so.1";
+  auto missing = MakeCudaDeviceBackend(o);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kUnavailable) << missing.status();
+  EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/libcuda.so.1"));
+  // libcuda.so.1 from the library path: once a test of this process loaded the fake driver, the
+  // dynamic linker hands that back for the name.
+  if (FakeCounters()[0] >= 0) return;
   auto b = MakeCudaDeviceBackend(0, Build());
   if (b.ok()) GTEST_SKIP() << "this host has a CUDA device";
   EXPECT_TRUE(b.status().code() == absl::StatusCode::kUnavailable ||

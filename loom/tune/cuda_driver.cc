@@ -60,6 +60,16 @@ struct CudaDriver::Api {
   int (*cuEventRecord)(Ctx, Ctx) = nullptr;
   int (*cuEventSynchronize)(Ctx) = nullptr;
   int (*cuEventElapsedTime)(float*, Ctx, Ctx) = nullptr;
+  int (*cuStreamCreate)(Ctx*, unsigned) = nullptr;
+  int (*cuStreamDestroy)(Ctx) = nullptr;
+  int (*cuStreamSynchronize)(Ctx) = nullptr;
+  // The graph API (optional; see has_graphs()).
+  int (*cuStreamBeginCapture)(Ctx, int) = nullptr;
+  int (*cuStreamEndCapture)(Ctx, Ctx*) = nullptr;
+  int (*cuGraphInstantiateWithFlags)(Ctx*, Ctx, unsigned long long) = nullptr;
+  int (*cuGraphLaunch)(Ctx, Ctx) = nullptr;
+  int (*cuGraphExecDestroy)(Ctx) = nullptr;
+  int (*cuGraphDestroy)(Ctx) = nullptr;
 };
 
 std::string CudaDeviceInfo::Arch() const { return absl::StrCat("sm_", cc_major, cc_minor); }
@@ -140,6 +150,19 @@ absl::StatusOr<std::unique_ptr<CudaDriver>> CudaDriver::Load(const std::string& 
   resolve(a.cuEventSynchronize, {"cuEventSynchronize"});
   // CUDA 12.8+ drivers export _v2 (what cuda.h 13 maps to); older ones only the plain name.
   resolve(a.cuEventElapsedTime, {"cuEventElapsedTime_v2", "cuEventElapsedTime"});
+  resolve(a.cuStreamCreate, {"cuStreamCreate"});
+  resolve(a.cuStreamDestroy, {"cuStreamDestroy_v2"});
+  resolve(a.cuStreamSynchronize, {"cuStreamSynchronize"});
+  // Optional entry points: a driver without them runs models without graph replay.
+  auto optional = [&](auto& fn, const char* n) {
+    if (void* p = dlsym(handle, n)) fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
+  };
+  optional(a.cuStreamBeginCapture, "cuStreamBeginCapture_v2");
+  optional(a.cuStreamEndCapture, "cuStreamEndCapture");
+  optional(a.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
+  optional(a.cuGraphLaunch, "cuGraphLaunch");
+  optional(a.cuGraphExecDestroy, "cuGraphExecDestroy");
+  optional(a.cuGraphDestroy, "cuGraphDestroy");
   if (!missing.empty()) {
     return absl::InternalError(absl::StrCat(name, " lacks CUDA driver entry points Loom needs (",
                                             missing, "); update the NVIDIA driver"));
@@ -308,16 +331,92 @@ absl::StatusOr<int> CudaDriver::FunctionRegisters(Function function) {
 }
 
 absl::Status CudaDriver::Launch(Function function, const uint32_t grid[3], const uint32_t block[3],
-                                uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args) {
+                                uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args,
+                                Stream stream) {
   // cuLaunchKernel takes the address of each argument's value.
   std::vector<DevicePtr> values = args;
   std::vector<void*> params;
   params.reserve(values.size());
   for (DevicePtr& v : values) params.push_back(&v);
   return Check(api_->cuLaunchKernel(function, grid[0], grid[1], grid[2], block[0], block[1],
-                                    block[2], dynamic_shared_bytes, /*stream=*/nullptr,
-                                    params.data(), /*extra=*/nullptr),
+                                    block[2], dynamic_shared_bytes, stream, params.data(),
+                                    /*extra=*/nullptr),
                "cuLaunchKernel");
+}
+
+absl::StatusOr<CudaDriver::Stream> CudaDriver::CreateStream() {
+  Stream stream = nullptr;
+  if (absl::Status s =
+          Check(api_->cuStreamCreate(&stream, /*CU_STREAM_DEFAULT=*/0), "cuStreamCreate");
+      !s.ok()) {
+    return s;
+  }
+  return stream;
+}
+
+absl::Status CudaDriver::DestroyStream(Stream stream) {
+  return Check(api_->cuStreamDestroy(stream), "cuStreamDestroy");
+}
+
+absl::Status CudaDriver::SynchronizeStream(Stream stream) {
+  return Check(api_->cuStreamSynchronize(stream), "cuStreamSynchronize");
+}
+
+bool CudaDriver::has_graphs() const {
+  const Api& a = *api_;
+  return a.cuStreamBeginCapture != nullptr && a.cuStreamEndCapture != nullptr &&
+         a.cuGraphInstantiateWithFlags != nullptr && a.cuGraphLaunch != nullptr &&
+         a.cuGraphExecDestroy != nullptr && a.cuGraphDestroy != nullptr;
+}
+
+absl::Status CudaDriver::BeginCapture(Stream stream) {
+  if (!has_graphs()) {
+    return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
+  }
+  return Check(api_->cuStreamBeginCapture(stream, /*CU_STREAM_CAPTURE_MODE_THREAD_LOCAL=*/1),
+               "cuStreamBeginCapture");
+}
+
+absl::StatusOr<CudaDriver::Graph> CudaDriver::EndCapture(Stream stream) {
+  if (!has_graphs()) {
+    return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
+  }
+  Graph graph = nullptr;
+  if (absl::Status s = Check(api_->cuStreamEndCapture(stream, &graph), "cuStreamEndCapture");
+      !s.ok()) {
+    return s;
+  }
+  return graph;
+}
+
+absl::StatusOr<CudaDriver::GraphExec> CudaDriver::InstantiateGraph(Graph graph) {
+  if (!has_graphs()) {
+    return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
+  }
+  GraphExec exec = nullptr;
+  if (absl::Status s =
+          Check(api_->cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+      !s.ok()) {
+    return s;
+  }
+  return exec;
+}
+
+absl::Status CudaDriver::LaunchGraph(GraphExec exec, Stream stream) {
+  if (!has_graphs()) {
+    return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
+  }
+  return Check(api_->cuGraphLaunch(exec, stream), "cuGraphLaunch");
+}
+
+absl::Status CudaDriver::DestroyGraph(Graph graph) {
+  if (!has_graphs()) return absl::OkStatus();
+  return Check(api_->cuGraphDestroy(graph), "cuGraphDestroy");
+}
+
+absl::Status CudaDriver::DestroyGraphExec(GraphExec exec) {
+  if (!has_graphs()) return absl::OkStatus();
+  return Check(api_->cuGraphExecDestroy(exec), "cuGraphExecDestroy");
 }
 
 absl::StatusOr<CudaDriver::DevicePtr> CudaDriver::Alloc(size_t bytes) {

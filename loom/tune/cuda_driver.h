@@ -48,7 +48,9 @@ class CudaDriver {
   using Module = Opaque*;
   using Function = Opaque*;
   using Event = Opaque*;
-  using Stream = Opaque*;
+  using Stream = Opaque*;     // nullptr: the legacy default stream
+  using Graph = Opaque*;      // CUgraph: captured work
+  using GraphExec = Opaque*;  // CUgraphExec: an instantiated graph
 
   // Loads `library` (empty: "libcuda.so.1", found through the usual dynamic-linker search) and
   // calls cuInit(0). kUnavailable when the library is missing ("libcuda.so.1 not found: no
@@ -76,10 +78,29 @@ class CudaDriver {
   absl::Status SetMaxDynamicShared(Function function, int bytes);
   absl::StatusOr<int> FunctionRegisters(Function function);  // registers per thread
 
-  // Launches `function` on the default stream with one pointer argument per entry of `args`
-  // (the kernels' ABI: one float* per buffer).
+  // Launches `function` on `stream` with one pointer argument per entry of `args` (the kernels'
+  // ABI: one pointer per buffer).
   absl::Status Launch(Function function, const uint32_t grid[3], const uint32_t block[3],
-                      uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args);
+                      uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args,
+                      Stream stream = nullptr);
+
+  // Streams (blocking with respect to the legacy default stream, so synchronous copies order
+  // with their work).
+  absl::StatusOr<Stream> CreateStream();
+  absl::Status DestroyStream(Stream stream);
+  absl::Status SynchronizeStream(Stream stream);
+
+  // CUDA graphs by stream capture: between BeginCapture and EndCapture, launches on `stream` are
+  // recorded (thread-local capture mode), not run; the graph, instantiated, replays them all with
+  // one LaunchGraph. kUnimplemented when the driver lacks the graph API (it is optional: a model
+  // then launches its kernels one by one).
+  bool has_graphs() const;
+  absl::Status BeginCapture(Stream stream);
+  absl::StatusOr<Graph> EndCapture(Stream stream);
+  absl::StatusOr<GraphExec> InstantiateGraph(Graph graph);
+  absl::Status LaunchGraph(GraphExec exec, Stream stream);
+  absl::Status DestroyGraph(Graph graph);
+  absl::Status DestroyGraphExec(GraphExec exec);
 
   absl::StatusOr<DevicePtr> Alloc(size_t bytes);
   absl::Status Free(DevicePtr ptr);

@@ -139,7 +139,7 @@ class NvrtcBuilder : public Builder {
 
   BuildResult BuildSource(const ops::KernelSource& source, const ops::Config& config) override {
     const absl::Time start = absl::Now();
-    BuildResult result = Compile(source.code, default_arch_);
+    BuildResult result = Compile(source, default_arch_);
     result.config = config;
     result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
@@ -158,13 +158,19 @@ class NvrtcBuilder : public Builder {
       return result;
     }
     return EmitAndCompile(tmpl, config, [&](const ops::KernelSource& source) {
-      return Compile(source.code, tmpl.target().cuda_arch);
+      return Compile(source, tmpl.target().cuda_arch);
     });
   }
 
-  BuildResult Compile(const std::string& code, const std::string& arch) {
+  BuildResult Compile(const ops::KernelSource& source, const std::string& arch) {
+    const std::string& code = source.code;
     BuildResult result;
     std::vector<std::string> options = {absl::StrCat("--gpu-architecture=", arch), "--std=c++17"};
+    // The flags the source asks for (codegen::CudaKernelSource::compile_flags), then the user's.
+    for (absl::string_view w :
+         absl::StrSplit(source.compile_flags, absl::ByAnyChar(" \t\n"), absl::SkipEmpty())) {
+      options.emplace_back(w);
+    }
     options.insert(options.end(), extra_.begin(), extra_.end());
     const std::string key = ContentHash({version_, absl::StrJoin(options, " "), code});
     const std::string final_path = absl::StrCat(cache_dir_, "/", key, ".cubin");

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -112,13 +113,19 @@ inline void PoolParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) 
   static_cast<base::ForkJoinPool*>(pool)->Run(n, fn, ctx);
 }
 
-// Lowers, compiles (in `dir`), runs on 1, 2 and 3 threads, and (with_reference) evaluates the
-// reference kernel.
+// How a case's node becomes a kernel: LowerNode, or another lowering with its signature (the
+// CUDA lowering's host emulation, cuda_lowering.h).
+using LowerFn = std::function<absl::StatusOr<LoweredKernel>(
+    const graph::Graph& g, const graph::Node& node, const Target& target)>;
+
+// Lowers (with `lower`, LowerNode by default), compiles (in `dir`), runs on 1, 2 and 3 threads,
+// and (with_reference) evaluates the reference kernel.
 inline absl::StatusOr<NodeRun> RunCase(const NodeCase& c, const Target& target,
-                                       const std::string& dir, bool with_reference = true) {
+                                       const std::string& dir, bool with_reference = true,
+                                       const LowerFn& lower = LowerNode) {
   LOOM_ASSIGN_OR_RETURN(graph::Graph g, TypedCaseGraph(c));
   NodeRun run;
-  LOOM_ASSIGN_OR_RETURN(run.kernel, LowerNode(g, g.nodes[0], target));
+  LOOM_ASSIGN_OR_RETURN(run.kernel, lower(g, g.nodes[0], target));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<LocalKernel> k,
                         LocalKernel::Compile(run.kernel.source, dir, "-O3 -fno-math-errno"));
   std::map<std::string, graph::Tensor> values;

@@ -11,9 +11,22 @@
 //   "loom-fake-kernel illegal_address"  the launch succeeds, the next sync returns 700, sticky
 //   "loom-fake-kernel crash"            the launch raises SIGSEGV
 //   "loom-fake-kernel hang"             the launch never returns
-// anything else makes cuModuleLoadData return INVALID_IMAGE (200). Faults of the whole driver come
-// from the environment variable LOOM_FAKE_CUDA: "init_fail" (cuInit returns NO_DEVICE) or
-// "no_device" (cuInit succeeds, zero devices).
+// A module image that is an ELF shared object is the host emulation of a generated CUDA kernel
+// (codegen/cuda_printer.h: it exports loom_kernel and loom_kernel_num_params); it is dlopen'ed
+// from a private copy and its loom_kernel runs at launch with the launch's buffers, so a whole
+// model runs through this driver with real results (runtime::MakeCudaDeviceBackend with
+// host_emulation_kernels). Anything else makes cuModuleLoadData return INVALID_IMAGE (200).
+// Faults of the whole driver come from the environment variable LOOM_FAKE_CUDA: "init_fail"
+// (cuInit returns NO_DEVICE), "no_device" (cuInit succeeds, zero devices), "sm_80" (the device
+// reports compute capability 8.0 instead of 9.0), "no_graphs" (stream capture fails with
+// NOT_SUPPORTED, as on a driver or a stream that cannot capture).
+//
+// Streams and CUDA graphs: launches on a stream in capture are recorded, not run; an
+// instantiated graph replays them at cuGraphLaunch. loom_fake_cuda_counters() (not a CUDA call)
+// tells tests what ran: kernels launched directly, graph launches, kernels run by graphs,
+// modules loaded.
+#include <dlfcn.h>
+#include <elf.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -30,7 +43,29 @@ namespace {
 struct FakeModule {
   std::string op;
   std::vector<int64_t> args;
+  // An emulated kernel (op "host"): the loaded object and its entry point.
+  void* library = nullptr;
+  void (*kernel)(void* const*, const void*) = nullptr;
+  int num_params = 0;
 };
+
+// One recorded launch: the function and its parameters' values (device pointers).
+struct FakeLaunch {
+  FakeModule* function;
+  std::vector<uint64_t> params;
+};
+
+struct FakeStream {
+  bool capturing = false;
+  std::vector<FakeLaunch> captured;
+};
+
+struct FakeGraph {
+  std::vector<FakeLaunch> launches;
+};
+
+// What ran, for loom_fake_cuda_counters.
+long long direct_launches = 0, graph_launches = 0, graph_kernels = 0, modules_loaded = 0;
 
 struct FakeEvent {
   std::chrono::steady_clock::time_point at;
@@ -86,9 +121,71 @@ void Conv2d(const FakeModule& m, float* const* buf) {
   }
 }
 
+// The bytes of an ELF image from its header: the section header table ends a linked object.
+size_t ElfSize(const void* image) {
+  const auto* h = static_cast<const Elf64_Ehdr*>(image);
+  return static_cast<size_t>(h->e_shoff) + size_t{h->e_shnum} * h->e_shentsize;
+}
+
+// Loads an emulated kernel's shared object from a private copy of `image`.
+bool LoadHostKernel(const void* image, FakeModule* m) {
+  char path[] = "/tmp/loom_fake_cuda_XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return false;
+  const size_t bytes = ElfSize(image);
+  const bool written = write(fd, image, bytes) == static_cast<ssize_t>(bytes);
+  close(fd);
+  if (written) m->library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  unlink(path);
+  if (m->library == nullptr) return false;
+  m->kernel =
+      reinterpret_cast<void (*)(void* const*, const void*)>(dlsym(m->library, "loom_kernel"));
+  const auto* n = static_cast<const int*>(dlsym(m->library, "loom_kernel_num_params"));
+  if (m->kernel == nullptr || n == nullptr) return false;
+  m->num_params = *n;
+  m->op = "host";
+  return true;
+}
+
+// Runs one launch; a CUDA error code (0 on success).
+int Run(const FakeModule& m, const std::vector<uint64_t>& params) {
+  if (m.op == "host") {
+    std::vector<void*> buffers;
+    for (uint64_t p : params) buffers.push_back(reinterpret_cast<void*>(p));
+    m.kernel(buffers.data(), nullptr);
+    return 0;
+  }
+  float* buf[3];
+  for (int i = 0; i < 3; ++i) buf[i] = reinterpret_cast<float*>(params[static_cast<size_t>(i)]);
+  if (m.op == "conv2d") {
+    Conv2d(m, buf);
+  } else if (m.op == "zero") {
+    buf[2][0] = 0;
+  } else if (m.op == "launch_error") {
+    return 701;
+  } else if (m.op == "illegal_address") {
+    pending_error = 700;
+  } else if (m.op == "crash") {
+    std::raise(SIGSEGV);
+  } else if (m.op == "hang") {
+    while (true) pause();
+  }
+  return 0;
+}
+
+bool NoGraphs() { return std::strcmp(Mode(), "no_graphs") == 0; }
+
 }  // namespace
 
 extern "C" {
+
+// Not a CUDA call: what ran so far (see the top of the file).
+void loom_fake_cuda_counters(long long out[4]) {
+  out[0] = direct_launches;
+  out[1] = graph_launches;
+  out[2] = graph_kernels;
+  out[3] = modules_loaded;
+}
 
 int cuInit(unsigned) {
   if (std::strcmp(Mode(), "init_fail") == 0) return 100;  // NO_DEVICE
@@ -113,6 +210,9 @@ int cuGetErrorName(int code, const char** name) {
     case 701:
       *name = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
       return 0;
+    case 801:
+      *name = "CUDA_ERROR_NOT_SUPPORTED";
+      return 0;
     default:
       *name = "CUDA_ERROR_FAKE";
       return 0;
@@ -131,6 +231,9 @@ int cuGetErrorString(int code, const char** text) {
       return 0;
     case 701:
       *text = "too many resources requested for launch";
+      return 0;
+    case 801:
+      *text = "operation not supported";
       return 0;
     default:
       *text = "fake error";
@@ -170,7 +273,7 @@ int cuDeviceGetAttribute(int* value, int attribute, int) {
       *value = 4;
       break;  // SMs
     case 75:
-      *value = 9;
+      *value = std::strcmp(Mode(), "sm_80") == 0 ? 8 : 9;
       break;  // cc major
     case 76:
       *value = 0;
@@ -198,6 +301,16 @@ int cuCtxSynchronize() { return SyncStatus(); }
 
 int cuModuleLoadData(void** module, const void* image) {
   if (int s = Status(); s != 0) return s;
+  if (std::memcmp(image, ELFMAG, SELFMAG) == 0) {
+    auto* m = new FakeModule;
+    if (!LoadHostKernel(image, m)) {
+      delete m;
+      return 200;  // INVALID_IMAGE
+    }
+    *module = m;
+    ++modules_loaded;
+    return 0;
+  }
   std::istringstream in(static_cast<const char*>(image));
   std::string magic;
   auto* m = new FakeModule;
@@ -212,10 +325,13 @@ int cuModuleLoadData(void** module, const void* image) {
     return 200;  // INVALID_IMAGE
   }
   *module = m;
+  ++modules_loaded;
   return 0;
 }
 int cuModuleUnload(void* module) {
-  delete static_cast<FakeModule*>(module);
+  auto* m = static_cast<FakeModule*>(module);
+  if (m->library != nullptr) dlclose(m->library);
+  delete m;
   return 0;
 }
 int cuModuleGetFunction(void** function, void* module, const char* name) {
@@ -229,24 +345,66 @@ int cuFuncGetAttribute(int* value, int, void*) {
   return Status();
 }
 int cuLaunchKernel(void* function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                   unsigned, void*, void** params, void**) {
+                   unsigned, void* stream, void** params, void**) {
   if (int s = Status(); s != 0) return s;
-  const FakeModule& m = *static_cast<FakeModule*>(function);
-  float* buf[3];
-  for (int i = 0; i < 3; ++i) buf[i] = reinterpret_cast<float*>(*static_cast<uint64_t*>(params[i]));
-  if (m.op == "conv2d") {
-    Conv2d(m, buf);
-  } else if (m.op == "zero") {
-    buf[2][0] = 0;
-  } else if (m.op == "launch_error") {
-    return 701;
-  } else if (m.op == "illegal_address") {
-    pending_error = 700;
-  } else if (m.op == "crash") {
-    std::raise(SIGSEGV);
-  } else if (m.op == "hang") {
-    while (true) pause();
+  auto* m = static_cast<FakeModule*>(function);
+  FakeLaunch launch{m, {}};
+  const int n = m->op == "host" ? m->num_params : 3;
+  for (int i = 0; i < n; ++i) launch.params.push_back(*static_cast<uint64_t*>(params[i]));
+  if (stream != nullptr && static_cast<FakeStream*>(stream)->capturing) {
+    static_cast<FakeStream*>(stream)->captured.push_back(std::move(launch));
+    return 0;
   }
+  ++direct_launches;
+  return Run(*m, launch.params);
+}
+int cuStreamCreate(void** stream, unsigned) {
+  if (int s = Status(); s != 0) return s;
+  *stream = new FakeStream;
+  return 0;
+}
+int cuStreamDestroy_v2(void* stream) {
+  delete static_cast<FakeStream*>(stream);
+  return 0;
+}
+int cuStreamSynchronize(void*) { return SyncStatus(); }
+int cuStreamBeginCapture_v2(void* stream, int) {
+  if (int s = Status(); s != 0) return s;
+  if (NoGraphs()) return 801;  // NOT_SUPPORTED
+  auto* st = static_cast<FakeStream*>(stream);
+  if (st == nullptr || st->capturing) return 900;  // STREAM_CAPTURE_UNSUPPORTED / ILLEGAL
+  st->capturing = true;
+  st->captured.clear();
+  return 0;
+}
+int cuStreamEndCapture(void* stream, void** graph) {
+  auto* st = static_cast<FakeStream*>(stream);
+  if (st == nullptr || !st->capturing) return 901;  // STREAM_CAPTURE_INVALIDATED
+  st->capturing = false;
+  *graph = new FakeGraph{std::move(st->captured)};
+  st->captured.clear();
+  return Status();
+}
+int cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+  if (int s = Status(); s != 0) return s;
+  *exec = new FakeGraph(*static_cast<FakeGraph*>(graph));
+  return 0;
+}
+int cuGraphLaunch(void* exec, void*) {
+  if (int s = Status(); s != 0) return s;
+  ++graph_launches;
+  for (const FakeLaunch& l : static_cast<FakeGraph*>(exec)->launches) {
+    ++graph_kernels;
+    if (int rc = Run(*l.function, l.params); rc != 0) return rc;
+  }
+  return 0;
+}
+int cuGraphExecDestroy(void* exec) {
+  delete static_cast<FakeGraph*>(exec);
+  return 0;
+}
+int cuGraphDestroy(void* graph) {
+  delete static_cast<FakeGraph*>(graph);
   return 0;
 }
 int cuMemAlloc_v2(uint64_t* ptr, size_t bytes) {
