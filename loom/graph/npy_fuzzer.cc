@@ -1,8 +1,8 @@
 // libFuzzer target for .npy decoding (DecodeNpy, what `loom run --input x.npy` and ReadNpy go
 // through): any byte string must yield a tensor or a kInvalidArgument status with a message,
 // never a crash, a hang or an allocation larger than the input justifies. What decodes must
-// encode and decode back to the same dtype, shape and bytes. Seeds: tests/data/fuzz/graph_npy_fuzzer/
-// (also run as the test graph_npy_fuzzer_corpus in every preset).
+// encode and decode back to the same dtype, shape and bytes. Seeds:
+// tests/data/fuzz/graph_npy_fuzzer/ (also run as the test graph_npy_fuzzer_corpus in every preset).
 //   cmake --preset fuzz && cmake --build --preset fuzz --target graph_npy_fuzzer
 //   build/fuzz/loom/graph/graph_npy_fuzzer -rss_limit_mb=2048 <scratch copy of the corpus>
 #include <cstddef>
@@ -38,8 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(back.ok());
     Check(back->dtype() == t->dtype() && back->shape() == t->shape());
     Check(back->num_bytes() == t->num_bytes());
-    Check(t->num_bytes() == 0 ||
-          std::memcmp(back->raw_data(), t->raw_data(), t->num_bytes()) == 0);
+    Check(t->num_bytes() == 0 || std::memcmp(back->raw_data(), t->raw_data(), t->num_bytes()) == 0);
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
 #include "loom/sched/policy.h"
@@ -269,6 +270,22 @@ absl::StatusOr<SimSpec> ParseRoot(const YAML::Node& root, const std::string& bas
       if (n < 1) return Error(path, "must be >= 1");
       spec.sweep_jobs.push_back(n);
     }
+  }
+
+  // Every stage of every simulation is sampled and recorded in memory: bound the whole run.
+  double stages = 0;
+  const std::vector<int> counts = spec.sweep_jobs.empty() ? std::vector<int>{-1} : spec.sweep_jobs;
+  for (int n : counts) {
+    for (const JobGroupSpec& g : spec.jobs) {
+      stages += static_cast<double>(n >= 0 ? n : g.count) * g.tasks * g.rounds *
+                static_cast<double>(g.stages.size()) * static_cast<double>(spec.policies.size());
+    }
+  }
+  if (stages > static_cast<double>(kMaxSimulatedStages)) {
+    return Error("jobs", absl::StrCat("the spec asks for ", absl::StrFormat("%.3g", stages),
+                                      " simulated stages (count x tasks x rounds x stages, per "
+                                      "policy and sweep entry); at most ",
+                                      kMaxSimulatedStages, " are simulated"));
   }
   return spec;
 }

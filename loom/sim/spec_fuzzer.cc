@@ -25,7 +25,8 @@ void Check(bool ok) {
 double StageCount(const loom::sim::SimSpec& spec) {
   double stages = 0;
   for (const auto& g : spec.jobs) {
-    stages += static_cast<double>(g.count) * g.tasks * g.rounds * static_cast<double>(g.stages.size());
+    stages +=
+        static_cast<double>(g.count) * g.tasks * g.rounds * static_cast<double>(g.stages.size());
   }
   return stages;
 }
