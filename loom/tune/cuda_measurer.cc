@@ -7,14 +7,17 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/worker_process.h"
@@ -92,14 +95,25 @@ class CudaMeasurer : public Measurer {
   absl::Status EnsureWorker() {
     if (worker_.Alive()) return absl::OkStatus();
     loaded_task_.clear();
-    if (std::string err = worker_.Start(options_.worker_command); !err.empty()) {
+    json init{{"op", "init"},
+              {"device", options_.device},
+              {"library", options_.driver_library},
+              {"cores", options_.cores}};
+    std::vector<std::string> env;
+    if (options_.confine.enabled) {
+      if (sandbox_ == nullptr) {
+        LOOM_ASSIGN_OR_RETURN(sandbox_,
+                              WorkerSandbox::Create(options_.confine, ConfinePlan::Profile::kCuda));
+      }
+      LOOM_RETURN_IF_ERROR(sandbox_->Reset());
+      env = sandbox_->Environment();
+      init["confine"] = sandbox_->plan().ToJson();
+    }
+    if (std::string err = worker_.Start(options_.worker_command, sandbox_ ? &env : nullptr);
+        !err.empty()) {
       return absl::UnavailableError(absl::StrCat("cannot start the CUDA measure worker: ", err));
     }
-    WorkerReply reply = worker_.Call(json{{"op", "init"},
-                                          {"device", options_.device},
-                                          {"library", options_.driver_library},
-                                          {"cores", options_.cores}},
-                                     options_.setup_timeout);
+    WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
       return absl::UnavailableError(absl::StrCat("the CUDA measure worker '", command,
@@ -113,11 +127,24 @@ class CudaMeasurer : public Measurer {
     }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
-      return absl::UnavailableError(
-          absl::StrCat("CUDA device ", options_.device, ": ", reply.body.value("error", "")));
+      const std::string error = reply.body.value("error", "");
+      if (absl::StartsWith(error, kCannotConfine)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot confine the CUDA measure worker of device ", options_.device, ": ",
+            error.substr(std::strlen(kCannotConfine)),
+            "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
+      }
+      return absl::UnavailableError(absl::StrCat("CUDA device ", options_.device, ": ", error));
     }
     const json& b = reply.body;
+    if (sandbox_ != nullptr && !b.contains("confined")) {
+      worker_.Stop();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the CUDA measure worker '", command,
+          "' did not confine itself (a binary from before confinement?); refusing to use it"));
+    }
     info_ = DeviceInfo{};
+    info_.confinement = b.value("confined", "");
     info_.worker_pid = b.value("pid", int64_t{0});
     info_.cpus = b.value("cpus", std::vector<int>{});
     info_.device_name = b.value("name", "");
@@ -148,16 +175,28 @@ class CudaMeasurer : public Measurer {
       }
       loaded_task_ = task_request.dump();
     }
+    // The worker's user may not reach this process's cache: it reads a copy in its sandbox.
+    std::string artifact = b.artifact_path;
+    if (sandbox_ != nullptr) {
+      absl::StatusOr<std::string> staged = sandbox_->Stage(b.artifact_path);
+      if (!staged.ok()) {
+        r.error = ErrorKind::kRuntime;
+        r.error_msg = absl::StrCat("cannot read cubin: ", staged.status().message());
+        return r;
+      }
+      artifact = *staged;
+    }
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;
     WorkerReply reply = worker_.Call(json{{"op", "measure"},
-                                          {"artifact", b.artifact_path},
+                                          {"artifact", artifact},
                                           {"config", b.config.index},
                                           {"number", options_.number},
                                           {"repeat", options_.repeat},
                                           {"min_repeat_ms", options_.min_repeat_ms}},
                                      timeout);
+    if (sandbox_ != nullptr) sandbox_->Unstage(artifact);
     ReadMeasureReply(reply, timeout, "CUDA measure worker", r);
     // The worker exits after a sticky CUDA error; reap it now so the next candidate starts a
     // fresh one instead of writing to a dying process.
@@ -169,8 +208,9 @@ class CudaMeasurer : public Measurer {
   }
 
   CudaMeasureOptions options_;
-  std::mutex mu_;  // one measurement at a time
-  WorkerProcess worker_;
+  std::mutex mu_;                           // one measurement at a time
+  std::unique_ptr<WorkerSandbox> sandbox_;  // confine.enabled: made at the first start
+  WorkerProcess worker_;  // declared after the sandbox: stopped before its folders go
   DeviceInfo info_;
   std::string loaded_task_;  // the task request the running worker last prepared
 };
@@ -194,6 +234,7 @@ absl::StatusOr<std::unique_ptr<Measurer>> MakeCudaMeasurer(const CudaMeasureOpti
     return absl::InvalidArgumentError(
         "CudaMeasureOptions.timeout and .setup_timeout must be positive");
   }
+  if (options.confine.enabled) LOOM_RETURN_IF_ERROR(ValidateConfineOptions(options.confine));
   for (int c : options.cores) {
     if (c < 0 || c >= CPU_SETSIZE) {
       return absl::InvalidArgumentError(

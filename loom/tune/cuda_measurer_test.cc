@@ -128,7 +128,9 @@ class CudaMeasurerTest : public ::testing::Test {
             .timeout = absl::Seconds(2),
             .setup_timeout = absl::Seconds(60),
             .driver_library = LOOM_FAKE_LIBCUDA,
-            .worker_command = {SelfExe(), kCudaMeasureWorkerArg}};
+            .worker_command = {SelfExe(), kCudaMeasureWorkerArg},
+            // The fake driver's mode (FakeMode) reaches the confined worker's cleared environment.
+            .confine = {.pass_env = {"LOOM_FAKE_CUDA"}}};
   }
 
   std::unique_ptr<Measurer> Make(const CudaMeasureOptions& options) {

@@ -1,19 +1,24 @@
 // LocalMeasurer: the CPU Measurer. Keeps one long-lived worker process (measure_worker.h) pinned
 // to the device's cores and talks to it through WorkerProcess (worker_process.h). A candidate that
 // outlives its run timeout gets the worker SIGKILLed; a worker that dies mid-candidate is a
-// runtime error naming the signal. Either way the next candidate gets a fresh worker.
+// runtime error naming the signal. Either way the next candidate gets a fresh worker. Unless
+// MeasureOptions.confine is off, the worker confines itself at init (confine.h) inside a
+// WorkerSandbox whose inbox receives a copy of each candidate.
 #include <sched.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/worker_process.h"
@@ -74,15 +79,26 @@ class LocalMeasurer : public Measurer {
                 {"seed", options_.seed}};
   }
 
-  // A running, pinned worker, or why there is none.
+  // A running, pinned (and confined) worker, or why there is none.
   absl::Status EnsureWorker() {
     if (worker_.Alive()) return absl::OkStatus();
     loaded_task_.clear();
-    if (std::string err = worker_.Start(options_.worker_command); !err.empty()) {
+    json init{{"op", "init"}, {"cores", options_.cores}};
+    std::vector<std::string> env;
+    if (options_.confine.enabled) {
+      if (sandbox_ == nullptr) {
+        LOOM_ASSIGN_OR_RETURN(sandbox_,
+                              WorkerSandbox::Create(options_.confine, ConfinePlan::Profile::kCpu));
+      }
+      LOOM_RETURN_IF_ERROR(sandbox_->Reset());
+      env = sandbox_->Environment();
+      init["confine"] = sandbox_->plan().ToJson();
+    }
+    if (std::string err = worker_.Start(options_.worker_command, sandbox_ ? &env : nullptr);
+        !err.empty()) {
       return absl::UnavailableError(absl::StrCat("cannot start the measure worker: ", err));
     }
-    WorkerReply reply =
-        worker_.Call(json{{"op", "init"}, {"cores", options_.cores}}, options_.setup_timeout);
+    WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
       return absl::UnavailableError(absl::StrCat("the measure worker '", command,
@@ -96,9 +112,23 @@ class LocalMeasurer : public Measurer {
     }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
+      const std::string error = reply.body.value("error", "");
+      if (absl::StartsWith(error, kCannotConfine)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot confine the measure worker: ", error.substr(std::strlen(kCannotConfine)),
+            "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
+      }
       return absl::FailedPreconditionError(
           absl::StrCat("the measure worker could not be pinned to cores [",
-                       absl::StrJoin(options_.cores, ","), "]: ", reply.body.value("error", "")));
+                       absl::StrJoin(options_.cores, ","), "]: ", error));
+    }
+    info_.confinement = reply.body.value("confined", "");
+    if (sandbox_ != nullptr && info_.confinement.empty()) {
+      worker_.Stop();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the measure worker '", command,
+          "' did not confine itself (a binary from before confinement?); refusing to run "
+          "candidates in it"));
     }
     info_.worker_pid = reply.body.value("pid", int64_t{0});
     info_.cpus = reply.body.value("cpus", std::vector<int>{});
@@ -126,24 +156,42 @@ class LocalMeasurer : public Measurer {
       }
       loaded_task_ = task_request.dump();
     }
+    // A confined worker reads only its sandbox: it gets a copy that no candidate can write.
+    std::string artifact = b.artifact_path;
+    if (sandbox_ != nullptr) {
+      absl::StatusOr<std::string> staged = sandbox_->Stage(b.artifact_path);
+      if (!staged.ok()) {
+        r.error = ErrorKind::kRuntime;
+        r.error_msg = absl::StrCat("cannot load artifact: ", staged.status().message());
+        return r;
+      }
+      artifact = *staged;
+    }
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;
     WorkerReply reply = worker_.Call(json{{"op", "measure"},
-                                          {"artifact", b.artifact_path},
+                                          {"artifact", artifact},
                                           {"config", b.config.index},
                                           {"number", options_.number},
                                           {"repeat", options_.repeat},
                                           {"min_repeat_ms", options_.min_repeat_ms},
                                           {"flush_cache", options_.flush_cache}},
                                      timeout);
+    if (sandbox_ != nullptr) sandbox_->Unstage(artifact);
     ReadMeasureReply(reply, timeout, "measure worker", r);
+    // The sandbox answered for a candidate it killed (a forbidden system call): the worker is
+    // dying; reap it now so the next candidate starts a fresh one.
+    if (reply.kind == WorkerReply::Kind::kOk && reply.body.value("fatal", false)) {
+      worker_.Stop(absl::Seconds(5));
+    }
     return r;
   }
 
   MeasureOptions options_;
-  std::mutex mu_;  // one measurement at a time
-  WorkerProcess worker_;
+  std::mutex mu_;                           // one measurement at a time
+  std::unique_ptr<WorkerSandbox> sandbox_;  // confine.enabled: made at the first start
+  WorkerProcess worker_;  // declared after the sandbox: stopped before its folders go
   DeviceInfo info_;
   std::string loaded_task_;  // the task request the running worker last prepared
 };
@@ -162,6 +210,7 @@ absl::StatusOr<std::unique_ptr<Measurer>> MakeLocalMeasurer(const MeasureOptions
   if (options.timeout <= absl::ZeroDuration() || options.setup_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("MeasureOptions.timeout and .setup_timeout must be positive");
   }
+  if (options.confine.enabled) LOOM_RETURN_IF_ERROR(ValidateConfineOptions(options.confine));
   std::set<int> seen;
   for (int c : options.cores) {
     if (c < 0 || c >= CPU_SETSIZE) {

@@ -14,8 +14,12 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "loom/tune/confine.h"
+
+extern char** environ;
 
 namespace loom::tune {
 
@@ -40,7 +44,8 @@ bool WorkerProcess::Alive() {
   return false;
 }
 
-std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
+std::string WorkerProcess::Start(const std::vector<std::string>& argv,
+                                 const std::vector<std::string>* env) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return absl::StrCat("socketpair: ", std::strerror(errno));
@@ -49,6 +54,12 @@ std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
   cargv.reserve(argv.size() + 1);
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  if (env != nullptr) {
+    for (const std::string& e : *env) cenv.push_back(const_cast<char*>(e.c_str()));
+  }
+  cenv.push_back(nullptr);
+  char* const* envp = env != nullptr ? cenv.data() : environ;
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
@@ -66,7 +77,7 @@ std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(126);
     if (dup2(sv[1], STDIN_FILENO) < 0 || dup2(sv[1], STDOUT_FILENO) < 0) _exit(126);
-    execvp(cargv[0], cargv.data());
+    execvpe(cargv[0], cargv.data(), envp);
     _exit(127);
   }
   close(sv[1]);
@@ -195,6 +206,16 @@ bool LineReader::Next(std::string* line) {
   }
 }
 
+std::string ConfineWorker(const nlohmann::json& plan_json, int reply_fd, nlohmann::json& reply) {
+  absl::StatusOr<ConfinePlan> plan = ConfinePlan::FromJson(plan_json);
+  if (!plan.ok()) return absl::StrCat(kCannotConfine, plan.status().message());
+  plan->reply_fd = reply_fd;
+  absl::StatusOr<std::string> confined = ConfineThisProcess(*plan);
+  if (!confined.ok()) return absl::StrCat(kCannotConfine, confined.status().message());
+  reply["confined"] = *confined;
+  return "";
+}
+
 std::string PinThisProcess(const std::vector<int>& cores) {
   if (cores.empty()) return "";
   cpu_set_t set;
@@ -282,8 +303,13 @@ void ReadMeasureReply(const WorkerReply& reply, absl::Duration timeout, std::str
       return;
     case WorkerReply::Kind::kDied:
       r.error = ErrorKind::kRuntime;
-      r.error_msg = absl::StrCat("the ", std::string(worker), " ", reply.reason,
-                                 " while running the kernel; it will be restarted");
+      r.error_msg = absl::StrCat(
+          "the ", std::string(worker), " ", reply.reason, " while running the kernel",
+          absl::StrContains(reply.reason, "SIGSYS")
+              ? " (a system call its sandbox forbids: seccomp)"
+          : absl::StrContains(reply.reason, "SIGXFSZ") ? " (a file past its size limit)"
+                                                       : "",
+          "; it will be restarted");
       return;
     case WorkerReply::Kind::kOk:
       if (reply.body.value("ok", false)) {

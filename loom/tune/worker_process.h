@@ -39,8 +39,10 @@ class WorkerProcess {
   pid_t pid() const { return pid_; }
 
   // fork + exec of `argv` with the socket on its stdin and stdout; the child dies with the
-  // thread that started it (PR_SET_PDEATHSIG). Returns an error message, empty on success.
-  std::string Start(const std::vector<std::string>& argv);
+  // thread that started it (PR_SET_PDEATHSIG). `env`: the child's whole environment (null: this
+  // process's). Returns an error message, empty on success.
+  std::string Start(const std::vector<std::string>& argv,
+                    const std::vector<std::string>* env = nullptr);
 
   // Sends `request` and waits up to `timeout` for its answer. On a timeout the worker is killed;
   // when it dies the reason is its exit status.
@@ -85,6 +87,14 @@ class LineReader {
   int fd_;
   std::string buffer_;
 };
+
+// The worker's side of its init request's "confine" member (a ConfinePlan): confines this
+// process, answering on `reply_fd`, and records what is in force as `reply["confined"]`. Returns
+// an error message naming the layer the kernel refused, empty on success.
+std::string ConfineWorker(const nlohmann::json& plan, int reply_fd, nlohmann::json& reply);
+// How ConfineWorker's messages start, so that a measurer can tell a refused layer from other
+// init failures.
+inline constexpr char kCannotConfine[] = "cannot confine the worker: ";
 
 // Confines this process (and the threads it creates later) to `cores`; empty: unchanged.
 // Returns an error message, empty on success.
