@@ -1,13 +1,15 @@
 // `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3|cuda:0 ...] [--cpu-slots N] [--token T]
-// [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`: runs this host's
-// agent (agent/agent.h) until SIGTERM or SIGINT: registers its CPU slots and devices with `loom
-// serve`, runs the stages it is leased and reports them. Without --device, the last core is the
-// measurement device and the other cores are CPU slots (as engine::DefaultLayout); CPU stages are
-// pinned to the cores no device uses, and (by default, as the embedded engine) to a cpu device's
-// cores while it does not measure. A cuda:N device launches its kernels from the last core no
-// other device uses (which then runs no CPU stage; with one core left, unpinned); it is probed at
-// start, and a host without the driver or that GPU exits with one line naming the device.
-// Logs one structured line per event to stderr.
+// [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores] [--no-confine]
+// [--measure-user U]`: runs this host's agent (agent/agent.h) until SIGTERM or SIGINT: registers
+// its CPU slots and devices with `loom serve`, runs the stages it is leased and reports them.
+// Without --device, the last core is the measurement device and the other cores are CPU slots (as
+// engine::DefaultLayout); CPU stages are pinned to the cores no device uses, and (by default, as
+// the embedded engine) to a cpu device's cores while it does not measure. A cuda:N device
+// launches its kernels from the last core no other device uses (which then runs no CPU stage;
+// with one core left, unpinned); it is probed at start, and a host without the driver or that GPU
+// exits with one line naming the device. Every device's measure worker is confined at start
+// (tune/confine.h); a kernel that refuses it stops the agent with one line, and --no-confine then
+// runs candidates unconfined, with a warning. Logs one structured line per event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -43,6 +45,7 @@ struct AgentFlags {
   int heartbeat_ms = 2000;
   int max_pending = 256;
   bool lend_device_cores = true;
+  ConfineFlags confine;
 };
 
 absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
@@ -57,6 +60,9 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   o.tls_ca_file = flags.tls_ca;
   o.executor.cache_dir = flags.cache_dir;
   o.executor.cuda_measure.driver_library = flags.cuda_driver;
+  o.executor.measure.confine = ConfineOptionsFrom(flags.confine);
+  o.executor.cuda_measure.confine = ConfineOptionsFrom(flags.confine);
+  o.executor.build.confine = !flags.confine.no_confine;
   o.heartbeat_interval = absl::Milliseconds(flags.heartbeat_ms);
   o.max_pending_reports = flags.max_pending;
   o.lend_device_cores = flags.lend_device_cores;
@@ -121,6 +127,7 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
 void RunAgent(const AgentFlags& flags) {
   absl::StatusOr<agent::AgentOptions> options = BuildOptions(flags);
   FailIfError(options.status());
+  WarnIfUnconfined(flags.confine, "loom agent");
 
   // SIGTERM/SIGINT go to one watcher thread (every other thread blocks them), which asks the
   // agent to stop; a second signal ends the process at once.
@@ -186,6 +193,7 @@ void RegisterAgentCommand(CLI::App& app) {
   cmd->add_flag("--lend-device-cores,!--no-lend-device-cores", flags->lend_device_cores,
                 "Let CPU stages use a device's cores while it does not measure; a measurement "
                 "moves them off first (default: on, as the embedded engine)");
+  AddConfineFlags(cmd, &flags->confine);
   cmd->add_option("--max-pending", flags->max_pending,
                   "Finished results kept while the daemon is unreachable")
       ->check(CLI::PositiveNumber);
