@@ -19,6 +19,8 @@
 #include "loom/graph/npy.h"
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/node_builder.h"
+#include "loom/graph/testing/shared_models.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/target.h"
 #include "loom/tune/record_store.h"
@@ -138,6 +140,159 @@ TEST(CliTest, WrongInputShapeAndDtype) {
   ExpectOneLineError(RunLoom("run zoo:tiny_cnn --input " + dtype.string()), "int64");
 }
 
+using graph::testing::MakeNode;
+
+// A model with two inputs and two outputs whose names a hostile exporter chose.
+fs::path TwoOutputModel(const std::string& out0, const std::string& out1) {
+  graph::Graph g;
+  g.name = "two";
+  g.opset = 17;
+  g.inputs.push_back({"x", {graph::DType::kFloat32, {2}}});
+  g.inputs.push_back({"k", {graph::DType::kInt64, {3}}});
+  g.outputs.push_back({out0, {}});
+  g.outputs.push_back({out1, {}});
+  graph::Node relu = MakeNode("relu", "Relu", {"x"}, {out0});
+  graph::Node cast = MakeNode("cast", "Cast", {"k"}, {out1});
+  cast.attrs["to"] = int64_t{1};
+  g.nodes = {relu, cast};
+  fs::path p = ScratchDir() / "two.onnx";
+  EXPECT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
+  return p;
+}
+
+TEST(CliTest, RunWritesEveryOutputByNameOrIntoAFolder) {
+  const fs::path dir = ScratchDir();
+  const fs::path model = TwoOutputModel("../escape/y", "z");
+  ASSERT_TRUE(graph::WriteNpy(graph::Tensor::FromFloats({2}, std::vector<float>{-1, 2}),
+                              (dir / "x.npy").string())
+                  .ok());
+  ASSERT_TRUE(graph::WriteNpy(graph::Tensor::FromInt64s({3}, std::vector<int64_t>{7, 8, 9}),
+                              (dir / "k.npy").string())
+                  .ok());
+  const std::string inputs =
+      " --input x=" + (dir / "x.npy").string() + " --input k=" + (dir / "k.npy").string();
+  fs::remove_all(dir / "out");
+  Outcome o = RunLoom("run " + model.string() + inputs + " --output-dir " + (dir / "out").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  // The output name cannot leave the folder: '/' becomes '_', a leading '.' gets a '_'.
+  auto y = graph::ReadNpy((dir / "out" / "_.._escape_y.npy").string());
+  auto z = graph::ReadNpy((dir / "out" / "z.npy").string());
+  ASSERT_TRUE(y.ok()) << y.status() << "\n" << o.out;
+  ASSERT_TRUE(z.ok()) << z.status();
+  EXPECT_THAT(y->values<float>(), ::testing::ElementsAre(0, 2));
+  EXPECT_THAT(z->values<float>(), ::testing::ElementsAre(7, 8, 9));
+  EXPECT_FALSE(fs::exists(dir / "escape"));
+
+  Outcome named =
+      RunLoom("run " + model.string() + inputs + " --output z=" + (dir / "only_z.npy").string());
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_TRUE(graph::ReadNpy((dir / "only_z.npy").string()).ok());
+  ExpectOneLineError(
+      RunLoom("run " + model.string() + inputs + " --output " + (dir / "bare.npy").string()),
+      "the model has 2 outputs (../escape/y, z): give each as --output "
+      "NAME=FILE.npy");
+  ExpectOneLineError(
+      RunLoom("run " + model.string() + inputs + " --output w=" + (dir / "w.npy").string()),
+      "the model has no output 'w'");
+}
+
+TEST(CliTest, OutputDirRefusesCollidingNames) {
+  const fs::path model = TwoOutputModel("a/b", "a_b");
+  Outcome o = RunLoom("run " + model.string() + " --output-dir " + (ScratchDir() / "out").string());
+  ExpectOneLineError(o, "outputs 'a/b' and 'a_b' would both be written to a_b.npy");
+}
+
+TEST(CliTest, RunChecksEveryInput) {
+  const fs::path dir = ScratchDir();
+  const fs::path model = TwoOutputModel("y", "z");
+  ASSERT_TRUE(graph::WriteNpy(graph::Tensor::FromFloats({2}, std::vector<float>{1, 2}),
+                              (dir / "x.npy").string())
+                  .ok());
+  const std::string x = " --input x=" + (dir / "x.npy").string();
+  ExpectOneLineError(RunLoom("run " + model.string() + x),
+                     "missing --input for model input 'k' (int64[3])");
+  ExpectOneLineError(
+      RunLoom("run " + model.string() + x + " --input q=" + (dir / "x.npy").string()),
+      "the model has no input 'q' (inputs: x, k)");
+  ExpectOneLineError(
+      RunLoom("run " + model.string() + x + " --input k=" + (dir / "x.npy").string()),
+      "holds float32[2] but the model's input 'k' is int64[3]");
+  ExpectOneLineError(RunLoom("run " + model.string() + " --input " + (dir / "x.npy").string()),
+                     "the model has 2 inputs (x, k): give each as --input NAME=FILE.npy");
+}
+
+// A graph input that defines a shape (Reshape's target) is bound to the value `loom run` is
+// given, and `loom compile --bind` specializes the artifact to it.
+TEST(CliTest, ShapeInputsAreBoundToTheirValues) {
+  const fs::path dir = ScratchDir();
+  graph::Graph g;
+  g.name = "reshape_by_input";
+  g.opset = 17;
+  g.inputs.push_back({"x", {graph::DType::kFloat32, {2, 3}}});
+  g.inputs.push_back({"shape", {graph::DType::kInt64, {2}}});
+  g.outputs.push_back({"y", {}});
+  g.nodes = {MakeNode("reshape", "Reshape", {"x", "shape"}, {"y"})};
+  const fs::path model = dir / "reshape.onnx";
+  ASSERT_TRUE(graph::ExportOnnxFile(g, model.string()).ok());
+  ASSERT_TRUE(
+      graph::WriteNpy(graph::Tensor::FromFloats({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}),
+                      (dir / "x.npy").string())
+          .ok());
+  ASSERT_TRUE(graph::WriteNpy(graph::Tensor::FromInt64s({2}, std::vector<int64_t>{3, 2}),
+                              (dir / "shape.npy").string())
+                  .ok());
+  const std::string x = " --input x=" + (dir / "x.npy").string();
+  const std::string shape = "shape=" + (dir / "shape.npy").string();
+  Outcome run = RunLoom("run " + model.string() + x + " --input " + shape +
+                        " --output y=" + (dir / "ref.npy").string());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("output      y: float32[3,2]"));
+
+  Outcome inspect = RunLoom("inspect " + model.string() + " --bind " + shape);
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_THAT(inspect.out, HasSubstr("bound       shape (--bind"));
+  EXPECT_THAT(inspect.out, HasSubstr("output      y: float32[3,2]"));
+
+  const fs::path art = dir / "art";
+  Outcome compile =
+      RunLoom("compile " + model.string() + " --bind " + shape + " -o " + art.string());
+  ASSERT_EQ(compile.exit_code, 0) << compile.err;
+  Outcome compiled =
+      RunLoom("run " + art.string() + x + " --output y=" + (dir / "got.npy").string());
+  ASSERT_EQ(compiled.exit_code, 0) << compiled.err;
+  auto want = graph::ReadNpy((dir / "ref.npy").string());
+  auto got = graph::ReadNpy((dir / "got.npy").string());
+  ASSERT_TRUE(want.ok() && got.ok());
+  EXPECT_EQ(got->shape(), (graph::Shape{3, 2}));
+  EXPECT_THAT(got->values<float>(), ::testing::ElementsAre(1, 2, 3, 4, 5, 6));
+  // The artifact has no 'shape' input any more.
+  ExpectOneLineError(RunLoom("run " + art.string() + x + " --input " + shape),
+                     "the model has no input 'shape' (inputs: x)");
+  // Without the value the shape is not static.
+  ExpectOneLineError(RunLoom("compile " + model.string() + " -o " + (dir / "art2").string()),
+                     "input 'shape' (shape) is not constant");
+}
+
+// A tiny model whose constant folding would materialize 1 GiB fails at once, in one line.
+TEST(CliTest, FoldBudgetStopsAPadBomb) {
+  graph::Graph g;
+  g.name = "bomb";
+  g.opset = 18;
+  g.initializers["data"] = graph::Tensor::FromFloats({2}, std::vector<float>{1, 2});
+  g.initializers["pads"] = graph::Tensor::FromInt64s({2}, std::vector<int64_t>{0, 268435455});
+  g.inputs.push_back({"x", {graph::DType::kFloat32, {1}}});
+  g.outputs.push_back({"y", {}});
+  g.outputs.push_back({"x_out", {}});
+  g.nodes = {MakeNode("pad", "Pad", {"data", "pads"}, {"y"}),
+             MakeNode("relu", "Relu", {"x"}, {"x_out"})};
+  fs::path p = ScratchDir() / "bomb.onnx";
+  ASSERT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
+  EXPECT_LT(fs::file_size(p), 512u);
+  ExpectOneLineError(RunLoom("run " + p.string()),
+                     "constant folding Pad 'pad': output 'y' would be float32[268435457] "
+                     "(1073741828 bytes), above the per-tensor limit of 1073741824 bytes");
+}
+
 TEST(CliTest, AbsurdBatchIsRejected) {
   Outcome o = RunLoom("inspect zoo:resnet18 --batch 100000000");
   EXPECT_EQ(o.exit_code, 2);
@@ -194,39 +349,46 @@ TEST(CliTest, ZooExportRunsTheSameAsTheBuiltInModel) {
   }
 }
 
-// The foundation's acceptance test: `loom run` on each real model matches ONNX Runtime.
-class SharedModelTest : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(SharedModelTest, RunMatchesOnnxRuntimeReference) {
-  const char* shared = std::getenv("LOOM_SHARED_DIR");
-  const std::string name = GetParam();
-  fs::path archive = fs::path(shared ? shared : "") / "models" / (name + ".tar.xz");
-  if (!shared || !fs::exists(archive)) GTEST_SKIP() << "no ../shared/models/" << name;
-  fs::path dir = ScratchDir();
-  if (!fs::exists(dir / (name + ".onnx"))) {
-    std::string cmd = "tar -xJf " + archive.string() + " -C " + dir.string();
-    ASSERT_EQ(std::system(cmd.c_str()), 0);
+// The acceptance test: `loom run` on every shared model (../shared/models and
+// ../shared/transformers, every input set) matches ONNX Runtime within 1e-3 * max|ref|.
+void ExpectRunMatchesOnnxRuntime(const std::string& folder) {
+  std::vector<graph::SharedModel> models;
+  for (graph::SharedModel& m : graph::AllSharedModels()) {
+    if (m.folder == folder) models.push_back(std::move(m));
   }
-  fs::path model = dir / (name + ".onnx"), input = dir / (name + ".input.npy");
-  fs::path out = dir / "loom_output.npy";
-  Outcome o =
-      RunLoom("run " + model.string() + " --input " + input.string() + " --output " + out.string());
-  ASSERT_EQ(o.exit_code, 0) << o.err;
-  auto ref = graph::ReadNpy((dir / (name + ".ort_output.npy")).string());
-  auto got = graph::ReadNpy(out.string());
-  ASSERT_TRUE(ref.ok()) << ref.status();
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_EQ(ref->shape(), got->shape());
-  double max_ref = 0, max_diff = 0;
-  for (int64_t i = 0; i < ref->num_elements(); ++i) {
-    max_ref = std::max(max_ref, std::abs(double{ref->data<float>()[i]}));
-    max_diff = std::max(max_diff, std::abs(double{ref->data<float>()[i]} - got->data<float>()[i]));
+  if (models.empty()) GTEST_SKIP() << "no ../shared/" << folder;
+  for (const graph::SharedModel& model : models) {
+    for (const graph::SharedModelCase& c : model.cases) {
+      const std::string label = model.name + (c.label.empty() ? "" : "." + c.label);
+      SCOPED_TRACE(label);
+      fs::path out = ScratchDir() / (label + ".loom_output.npy");
+      std::string args = "run " + model.onnx + " --output " + out.string();
+      for (const auto& [name, path] : c.inputs) args += " --input " + name + "=" + path;
+      Outcome o = RunLoom(args);
+      ASSERT_EQ(o.exit_code, 0) << o.err;
+      auto ref = graph::ReadNpy(c.ort_output);
+      auto got = graph::ReadNpy(out.string());
+      ASSERT_TRUE(ref.ok()) << ref.status();
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(ref->type(), got->type());
+      double max_ref = 0, max_diff = 0;
+      for (int64_t i = 0; i < ref->num_elements(); ++i) {
+        max_ref = std::max(max_ref, std::abs(ref->DoubleAt(i)));
+        max_diff = std::max(max_diff, std::abs(ref->DoubleAt(i) - got->DoubleAt(i)));
+      }
+      EXPECT_LE(max_diff, 1e-3 * max_ref)
+          << label << ": max|a-b| = " << max_diff << ", max|ref| = " << max_ref;
+    }
   }
-  EXPECT_LE(max_diff, 1e-3 * max_ref) << "max|a-b| = " << max_diff << ", max|ref| = " << max_ref;
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, SharedModelTest,
-                         ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_1"));
+TEST(SharedModelTest, RunMatchesOnnxRuntimeOnCnns) {
+  ExpectRunMatchesOnnxRuntime(graph::kSharedCnnFolder);
+}
+
+TEST(SharedModelTest, RunMatchesOnnxRuntimeOnTransformers) {
+  ExpectRunMatchesOnnxRuntime(graph::kSharedTransformerFolder);
+}
 
 }  // namespace
 }  // namespace loom

@@ -44,6 +44,9 @@ struct LoadOptions {
   // Batch size and weight seed for zoo models.
   int64_t zoo_batch = 1;
   uint64_t zoo_seed = 0;
+  // Artifacts only: a PEM file with the Ed25519 public key the artifact must be signed with
+  // (`loom compile --sign`); empty: no signature is checked. See docs/SECURITY.md.
+  std::string verify_key{};
 };
 
 struct TuneOptions {

@@ -30,6 +30,7 @@ struct Model::State {
   bool has_graph = false;
   graph::Graph graph;
   std::string artifact_dir;  // set when loaded from an artifact
+  std::string verify_key;    // the artifact's signing key, checked at every load
   std::string db;            // records of the last Tune
   int64_t tuned_tasks = 0;
   CompileOptions compile_options;  // of the last Compile: Export compiles objects the same way
@@ -52,8 +53,9 @@ Model Model::Load(std::string_view spec, const LoadOptions& options) {
   state->name = std::string(spec);
   if (runtime::IsArtifactDir(state->name)) {
     state->artifact_dir = state->name;
+    state->verify_key = options.verify_key;
     absl::StatusOr<std::unique_ptr<runtime::CompiledModel>> cm =
-        runtime::CompiledModel::Load(state->artifact_dir, {});
+        runtime::CompiledModel::Load(state->artifact_dir, {.verify_key = options.verify_key});
     if (cm.ok()) {
       state->compiled = *std::move(cm);
     } else {
@@ -158,8 +160,9 @@ Model& Model::Compile(const CompileOptions& options) & {
   if (!s.status.ok()) return *this;
   s.status = [&]() -> absl::Status {
     if (!s.has_graph) {  // an artifact: only the thread count can change
-      LOOM_ASSIGN_OR_RETURN(s.compiled, runtime::CompiledModel::Load(
-                                            s.artifact_dir, {.num_threads = options.threads}));
+      LOOM_ASSIGN_OR_RETURN(
+          s.compiled, runtime::CompiledModel::Load(s.artifact_dir, {.num_threads = options.threads,
+                                                                    .verify_key = s.verify_key}));
       return absl::OkStatus();
     }
     s.compile_options = options;

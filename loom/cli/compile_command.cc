@@ -1,5 +1,6 @@
-// `loom compile MODEL [--db FILE] [--threads N] -o DIR`: compiles a model with the best recorded
-// configs (defaults without --db) and writes a self-contained artifact (runtime/artifact.h) that
+// `loom compile MODEL [--db FILE] [--threads N] [--sign KEY] -o DIR`: compiles a model with the
+// best recorded configs (defaults without --db) and writes a self-contained artifact
+// (runtime/artifact.h), signed with --sign, that
 // `loom run DIR`, `loom bench DIR`, loom::Model::Load(DIR) and the C API load with no compiler
 // and no database. Built on the library API (include/loom/loom.h).
 #include <cstdio>
@@ -24,6 +25,7 @@ struct CompileCommandOptions {
   int32_t build_threads = 2;
   std::string cache_dir;
   bool no_fuse = false;
+  std::string sign_key;
 };
 
 int64_t FileBytes(const std::filesystem::path& p) {
@@ -48,15 +50,17 @@ void RunCompile(const CompileCommandOptions& opts) {
                               .cache_dir = opts.cache_dir});
   FailIfError(model.status());
   FailIfError(model.Export(opts.out));
+  if (!opts.sign_key.empty()) FailIfError(runtime::SignArtifact(opts.out, opts.sign_key));
   const runtime::CompileStats& st = model.compiled()->stats();
   const std::filesystem::path dir(opts.out);
   std::printf("model       %s\n", loaded->source.c_str());
   std::printf(
-      "kernels     %lld steps (%lld tuned, %lld unique), %lld fused ops, %lld reference "
-      "steps\n",
+      "kernels     %lld template steps (%lld tuned), %lld generated, %lld on the blocked layout, "
+      "%lld unique kernels, %lld fused ops, %lld views, %lld reference steps\n",
       static_cast<long long>(st.kernel_steps), static_cast<long long>(st.tuned_kernels),
+      static_cast<long long>(st.generated_steps), static_cast<long long>(st.blocked_steps),
       static_cast<long long>(st.unique_kernels), static_cast<long long>(st.fused_ops),
-      static_cast<long long>(st.reference_steps));
+      static_cast<long long>(st.views), static_cast<long long>(st.reference_steps));
   std::printf("target      %s\n", model.compiled()->target_key().c_str());
   std::printf("wrote       %s: %s %.1f KB, %s %.1f MB, %s\n", opts.out.c_str(),
               runtime::kArtifactLibraryFile,
@@ -64,6 +68,10 @@ void RunCompile(const CompileCommandOptions& opts) {
               runtime::kArtifactWeightsFile,
               static_cast<double>(FileBytes(dir / runtime::kArtifactWeightsFile)) / 1e6,
               runtime::kArtifactPlanFile);
+  if (!opts.sign_key.empty()) {
+    std::printf("signed      %s, %s (Ed25519, key %s)\n", runtime::kArtifactManifestFile,
+                runtime::kArtifactSignatureFile, opts.sign_key.c_str());
+  }
 }
 
 }  // namespace
@@ -81,7 +89,11 @@ void RegisterCompileCommand(CLI::App& app) {
   cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
   cmd->add_option("--cache-dir", opts->cache_dir,
                   "Kernel cache directory (default: the builder's, ~/.cache/loom/kernels)");
-  cmd->add_flag("--no-fuse", opts->no_fuse, "Run bias / residual / activation as separate steps");
+  cmd->add_flag("--no-fuse", opts->no_fuse,
+                "Run every elementwise node as its own step (no epilogues, no chains)");
+  cmd->add_option("--sign", opts->sign_key,
+                  "Sign the artifact with the Ed25519 private key in this PEM file "
+                  "(manifest.sha256 + manifest.sig; loom run DIR --verify PUB checks it)");
   cmd->callback([opts] { RunCompile(*opts); });
 }
 

@@ -40,6 +40,7 @@ void RunInspect(const InspectOptions& opts) {
     for (const auto& in : g.inputs) {
       j["inputs"].push_back({{"name", in.name}, {"type", in.type.ToString()}});
     }
+    j["bound_inputs"] = loaded->bound_inputs;
     for (const auto& out : g.outputs) {
       auto type = g.TypeOf(out.name);
       j["outputs"].push_back(
@@ -56,6 +57,9 @@ void RunInspect(const InspectOptions& opts) {
   std::printf("opset       %lld\n", static_cast<long long>(g.opset));
   for (const auto& in : g.inputs) {
     std::printf("input       %s: %s\n", in.name.c_str(), in.type.ToString().c_str());
+  }
+  for (const std::string& name : loaded->bound_inputs) {
+    std::printf("bound       %s (--bind: the model is specialized to its value)\n", name.c_str());
   }
   for (const auto& out : g.outputs) {
     auto type = g.TypeOf(out.name);

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/npy.h"
 
 namespace loom::cli {
 
@@ -13,6 +14,9 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* options) {
       ->required();
   cmd->add_option("--input-shape", options->input_shapes,
                   "Pin a dynamic input shape, NAME=D0,D1,... (repeatable; ONNX files)");
+  cmd->add_option("--bind", options->binds,
+                  "The value of an input that defines shapes (a Reshape target, Resize scales, "
+                  "axes), NAME=FILE.npy (repeatable): the model is specialized to it");
   cmd->add_option("--batch", options->batch, "Batch size for zoo models")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   cmd->add_option("--weights-seed", options->seed, "Weight seed for zoo models");
@@ -37,7 +41,7 @@ absl::StatusOr<graph::Shape> ParseShape(std::string_view text_view) {
   return shape;
 }
 
-absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options) {
+absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options) {
   runtime::LoadOptions load;
   load.zoo_batch = options.batch;
   load.zoo_seed = options.seed;
@@ -49,6 +53,30 @@ absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& op
     }
     LOOM_ASSIGN_OR_RETURN(load.input_shapes[kv[0]], ParseShape(kv[1]));
   }
+  if (options.binds.empty()) return load;
+  // The declared dtypes name what a raw 2-byte .npy holds (bfloat16).
+  LOOM_ASSIGN_OR_RETURN(std::vector<graph::ValueInfo> declared,
+                        runtime::DeclaredInputs(options.model, load));
+  for (const std::string& spec : options.binds) {
+    std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad --bind '", spec, "': expected NAME=FILE.npy"));
+    }
+    if (load.input_values.count(kv[0])) {
+      return absl::InvalidArgumentError(absl::StrCat("--bind gives '", kv[0], "' twice"));
+    }
+    graph::DType hint = graph::DType::kUndefined;
+    for (const graph::ValueInfo& in : declared) {
+      if (in.name == kv[0]) hint = in.type.dtype;
+    }
+    LOOM_ASSIGN_OR_RETURN(load.input_values[kv[0]], graph::ReadNpy(kv[1], {.dtype_hint = hint}));
+  }
+  return load;
+}
+
+absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(runtime::LoadOptions load, LoadOptionsFrom(options));
   return runtime::LoadModel(options.model, load);
 }
 

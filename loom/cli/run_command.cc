@@ -1,14 +1,21 @@
-// `loom run MODEL [--input X.npy] [--output Y.npy]`: runs a model with the reference executor;
-// `loom run DIR ...` runs a compiled artifact (`loom compile`) through the library API instead.
-// Without --input a seeded normal input is generated, so a model can be tried with nothing else.
+// `loom run MODEL [--input [NAME=]X.npy]... [--output [NAME=]Y.npy]... [--output-dir DIR]`: runs a
+// model with the reference executor; `loom run DIR ...` runs a compiled artifact (`loom compile`)
+// through the library API instead. Without --input a seeded normal input is generated, so a model
+// can be tried with nothing else. Every output can be written: by name (--output NAME=FILE), or
+// all of them into a folder (--output-dir), one <name>.npy each.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <numeric>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/rng.h"
+#include "loom/base/status_macros.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
 #include "loom/graph/npy.h"
@@ -20,35 +27,79 @@
 namespace loom::cli {
 namespace {
 
+namespace fs = std::filesystem;
+
 struct RunOptions {
   ModelOptions model;
-  std::vector<std::string> inputs;  // "X.npy" or "NAME=X.npy"
-  std::string output;
+  std::vector<std::string> inputs;   // "X.npy" or "NAME=X.npy"
+  std::vector<std::string> outputs;  // "Y.npy" or "NAME=Y.npy"
+  std::string output_dir;
   uint64_t input_seed = 1;
-  int32_t threads = 0;  // artifacts only; 0: as compiled
+  int32_t threads = 0;     // artifacts only; 0: as compiled
+  std::string verify_key;  // artifacts only: the signing key to check
 };
+
+std::string Names(const std::vector<graph::ValueInfo>& values) {
+  std::vector<std::string> names;
+  for (const auto& v : values) names.push_back(v.name);
+  return absl::StrJoin(names, ", ");
+}
+
+// "NAME=PATH" -> {NAME, PATH}; a bare PATH names the only value of a single-value list. `flag`
+// and `what` ("input", "output") word the errors.
+absl::StatusOr<std::pair<std::string, std::string>> NamedPath(
+    const std::string& spec, const std::vector<graph::ValueInfo>& values, const char* flag,
+    const char* what) {
+  std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+  if (kv.size() == 2) {
+    const auto it = std::find_if(values.begin(), values.end(),
+                                 [&](const graph::ValueInfo& v) { return v.name == kv[0]; });
+    if (it == values.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " ", spec, ": the model has no ", what,
+                                                     " '", kv[0], "' (", what, "s: ", Names(values),
+                                                     ")"));
+    }
+    if (kv[1].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " ", spec, ": no file after '='"));
+    }
+    return std::make_pair(kv[0], kv[1]);
+  }
+  if (values.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("the model has ", values.size(), " ", what,
+                                                   "s (", Names(values), "): give each as ", flag,
+                                                   " NAME=FILE.npy"));
+  }
+  return std::make_pair(values[0].name, spec);
+}
+
+bool ShapeMatches(const graph::Shape& declared, const graph::Shape& actual) {
+  if (declared.size() != actual.size()) return false;
+  for (size_t i = 0; i < declared.size(); ++i) {
+    if (declared[i] != -1 && declared[i] != actual[i]) return false;
+  }
+  return true;
+}
 
 absl::StatusOr<std::map<std::string, graph::Tensor>> ReadInputs(
     const std::vector<graph::ValueInfo>& inputs, const RunOptions& opts) {
   std::map<std::string, graph::Tensor> feeds;
   for (const std::string& spec : opts.inputs) {
-    std::string name, path;
-    std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
-    if (kv.size() == 2) {
-      name = kv[0];
-      path = kv[1];
-    } else if (inputs.size() == 1) {
-      name = inputs[0].name;
-      path = spec;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the model has ", inputs.size(), " inputs: give each as --input NAME=FILE.npy"));
+    LOOM_ASSIGN_OR_RETURN(auto named, NamedPath(spec, inputs, "--input", "input"));
+    const auto& [name, path] = named;
+    if (feeds.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", name, "' is given twice"));
     }
-    auto tensor = graph::ReadNpy(path);
-    if (!tensor.ok()) return tensor.status();
-    feeds[name] = *std::move(tensor);
+    const graph::ValueInfo& info = *std::find_if(
+        inputs.begin(), inputs.end(), [&](const graph::ValueInfo& v) { return v.name == name; });
+    LOOM_ASSIGN_OR_RETURN(graph::Tensor t, graph::ReadNpy(path, {.dtype_hint = info.type.dtype}));
+    if (t.dtype() != info.type.dtype || !ShapeMatches(info.type.shape, t.shape())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input ", spec, " holds ", t.type().ToString(), " but the model's input '",
+                       name, "' is ", info.type.ToString()));
+    }
+    feeds[name] = std::move(t);
   }
-  // Inputs not given get seeded standard-normal data (float) or zeros (integer types).
+  // Inputs not given get seeded standard-normal data (float) or zeros (other types).
   base::Rng rng(opts.input_seed);
   for (const auto& in : inputs) {
     if (feeds.count(in.name)) continue;
@@ -56,14 +107,63 @@ absl::StatusOr<std::map<std::string, graph::Tensor>> ReadInputs(
       return absl::InvalidArgumentError(absl::StrCat("missing --input for model input '", in.name,
                                                      "' (", in.type.ToString(), ")"));
     }
-    auto t = graph::Tensor::Create(in.type.dtype, in.type.shape);
-    if (!t.ok()) return t.status();
-    if (in.type.dtype == graph::DType::kFloat32) {
-      for (float& v : t->values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
+    if (std::count(in.type.shape.begin(), in.type.shape.end(), -1) > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", in.name, "' has dynamic dims ", in.type.ToString(),
+                       ": give it with --input, or pin them with --input-shape"));
     }
-    feeds[in.name] = *std::move(t);
+    LOOM_ASSIGN_OR_RETURN(graph::Tensor t, graph::Tensor::Create(in.type.dtype, in.type.shape));
+    if (in.type.dtype == graph::DType::kFloat32) {
+      for (float& v : t.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
+    }
+    feeds[in.name] = std::move(t);
   }
   return feeds;
+}
+
+// A file name for an output name from an (untrusted) model: letters, digits, '.', '-' and '_'
+// are kept, anything else (path separators included) becomes '_', and a leading '.' too, so the
+// file can neither leave the folder nor be hidden or special ("", ".", "..").
+std::string OutputFileName(const std::string& name) {
+  std::string file;
+  for (char c : name) {
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-' || c == '_';
+    file.push_back(keep ? c : '_');
+  }
+  if (file.empty() || file[0] == '.') file.insert(file.begin(), '_');
+  return file + ".npy";
+}
+
+// Where each output goes: output index -> file.
+absl::StatusOr<std::map<size_t, std::string>> OutputFiles(
+    const std::vector<graph::ValueInfo>& outputs, const RunOptions& opts) {
+  std::map<size_t, std::string> files;
+  for (const std::string& spec : opts.outputs) {
+    LOOM_ASSIGN_OR_RETURN(auto named, NamedPath(spec, outputs, "--output", "output"));
+    const size_t index = static_cast<size_t>(
+        std::find_if(outputs.begin(), outputs.end(),
+                     [&](const graph::ValueInfo& v) { return v.name == named.first; }) -
+        outputs.begin());
+    if (files.count(index)) {
+      return absl::InvalidArgumentError(absl::StrCat("output '", named.first, "' is given twice"));
+    }
+    files[index] = named.second;
+  }
+  if (!opts.output_dir.empty()) {
+    std::map<std::string, std::string> taken;  // file name -> output name
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string file = OutputFileName(outputs[i].name);
+      if (auto it = taken.find(file); it != taken.end()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--output-dir: outputs '", it->second, "' and '", outputs[i].name,
+            "' would both be written to ", file, "; write them with --output NAME=FILE.npy"));
+      }
+      taken[file] = outputs[i].name;
+      if (!files.count(i)) files[i] = (fs::path(opts.output_dir) / file).string();
+    }
+  }
+  return files;
 }
 
 void PrintTopK(const graph::Tensor& out) {
@@ -85,13 +185,18 @@ void RunRun(const RunOptions& opts) {
   if (opts.threads < 0) Fail(absl::InvalidArgumentError("--threads must be at least 1"));
   std::vector<graph::ValueInfo> output_infos;
   absl::StatusOr<std::vector<graph::Tensor>> outputs;
+  std::map<size_t, std::string> files;
   double ms = 0;
   std::string how;
   if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
-    Model model = Model::Load(opts.model.model);
+    Model model = Model::Load(opts.model.model, {.verify_key = opts.verify_key});
     FailIfError(model.status());
     if (opts.threads > 0) FailIfError(model.Compile({.threads = opts.threads}).status());
+    output_infos = model.outputs();
+    auto out_files = OutputFiles(output_infos, opts);
+    FailIfError(out_files.status());
+    files = *std::move(out_files);
     auto feeds = ReadInputs(model.inputs(), opts);
     FailIfError(feeds.status());
     FailIfError(model.Run(*feeds).status());  // first run: page in weights, touch the arena
@@ -99,21 +204,38 @@ void RunRun(const RunOptions& opts) {
     outputs = model.Run(*feeds);
     ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    output_infos = model.outputs();
     how = absl::StrCat("compiled artifact, ", model.compiled()->num_threads(), " thread",
                        model.compiled()->num_threads() == 1 ? "" : "s", ", second run");
   } else {
-    auto loaded = LoadModelFromOptions(opts.model);
-    FailIfError(loaded.status());
-    auto feeds = ReadInputs(loaded->graph.inputs, opts);
+    // Inputs are read against the declared types first: their values may define shapes
+    // (LoadOptions::input_values), and their shapes pin dynamic dims.
+    auto load = LoadOptionsFrom(opts.model);
+    FailIfError(load.status());
+    auto declared = runtime::DeclaredInputs(opts.model.model, *load);
+    FailIfError(declared.status());
+    auto feeds = ReadInputs(*declared, opts);
     FailIfError(feeds.status());
+    for (const auto& [name, t] : *feeds) {
+      load->input_values.emplace(name, t);
+      const auto in = std::find_if(declared->begin(), declared->end(),
+                                   [&](const graph::ValueInfo& v) { return v.name == name; });
+      if (std::count(in->type.shape.begin(), in->type.shape.end(), -1) > 0) {
+        load->input_shapes.emplace(name, t.shape());
+      }
+    }
+    auto loaded = runtime::LoadModel(opts.model.model, *load);
+    FailIfError(loaded.status());
+    for (const std::string& name : loaded->bound_inputs) feeds->erase(name);
+    output_infos = loaded->graph.outputs;
+    auto out_files = OutputFiles(output_infos, opts);
+    FailIfError(out_files.status());
+    files = *std::move(out_files);
     auto executor = runtime::ReferenceExecutor::Create(loaded->graph);
     FailIfError(executor.status());
     auto start = std::chrono::steady_clock::now();
     outputs = executor->Run(*feeds);
     ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    output_infos = executor->graph().outputs;
     how = "reference executor, 1 run";
   }
   FailIfError(outputs.status());
@@ -124,13 +246,17 @@ void RunRun(const RunOptions& opts) {
   }
   std::printf("latency     %.2f ms (%s)\n", ms, how.c_str());
   if (!outputs->empty()) PrintTopK((*outputs)[0]);
-  if (!opts.output.empty()) {
-    if (outputs->size() != 1) {
-      Fail(absl::InvalidArgumentError(absl::StrCat("--output writes one tensor but the model has ",
-                                                   outputs->size(), " outputs")));
+  if (!opts.output_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(opts.output_dir, ec);
+    if (ec) {
+      Fail(absl::PermissionDeniedError(
+          absl::StrCat("cannot create --output-dir ", opts.output_dir, ": ", ec.message())));
     }
-    FailIfError(graph::WriteNpy((*outputs)[0], opts.output));
-    std::printf("wrote       %s\n", opts.output.c_str());
+  }
+  for (const auto& [index, file] : files) {
+    FailIfError(graph::WriteNpy((*outputs)[index], file));
+    std::printf("wrote       %s (%s)\n", file.c_str(), output_infos[index].name.c_str());
   }
 }
 
@@ -142,12 +268,19 @@ void RegisterRunCommand(CLI::App& app) {
       "run", "Run a model on .npy inputs (reference executor), or a compiled artifact DIR");
   AddModelOptions(cmd, &opts->model);
   cmd->add_option("--input", opts->inputs,
-                  "Input tensor as FILE.npy (single-input models) or NAME=FILE.npy; "
-                  "default: seeded normal noise");
-  cmd->add_option("--output", opts->output, "Write the (single) output to this .npy file");
+                  "Input tensor as NAME=FILE.npy (repeatable), or FILE.npy for single-input "
+                  "models; default: seeded normal noise");
+  cmd->add_option("--output", opts->outputs,
+                  "Write output NAME to FILE.npy as NAME=FILE.npy (repeatable), or FILE.npy for "
+                  "single-output models");
+  cmd->add_option("--output-dir", opts->output_dir,
+                  "Write every output to DIR/<name>.npy (names sanitized; created if missing)");
   cmd->add_option("--input-seed", opts->input_seed, "Seed for generated inputs");
   cmd->add_option("--threads", opts->threads,
                   "Threads running a compiled artifact (default: as compiled)");
+  cmd->add_option("--verify", opts->verify_key,
+                  "Refuse a compiled artifact unless it is signed with the Ed25519 key in this "
+                  "public-key PEM file (loom compile --sign)");
   cmd->callback([opts] { RunRun(*opts); });
 }
 

@@ -50,8 +50,8 @@ class Printer {
   void EmitParams(const std::string& array) {
     for (size_t i = 0; i < kernel_.params.size(); ++i) {
       const KernelParam& p = kernel_.params[i];
-      Line(absl::StrCat(p.is_output ? "float" : "const float", "* __restrict ", p.name, " = (",
-                        p.is_output ? "float" : "const float", "*)", array, "[", i, "];"));
+      const std::string type = p.is_output ? p.type : absl::StrCat("const ", p.type);
+      Line(absl::StrCat(type, "* __restrict ", p.name, " = (", type, "*)", array, "[", i, "];"));
       Line(absl::StrCat("(void)", p.name, ";"));
     }
   }

@@ -123,6 +123,12 @@ class CudaPrinter {
 
     // The body first: its bound loops give the geometry the signature's __launch_bounds__ needs.
     depth_ = 1;
+    for (const KernelParam& p : kernel_.params) {
+      if (p.type != "float") {
+        return absl::InvalidArgumentError(absl::StrCat("kernel parameter '", p.name, "' is ",
+                                                       p.type, "; CUDA kernels take float only"));
+      }
+    }
     for (const SharedBuffer& b : kernel_.shared) {
       if (b.elems < 1) {
         return absl::InvalidArgumentError(

@@ -80,10 +80,13 @@ Stmt VecFma(std::string acc, std::string a, std::string b);
 Stmt VecAdd(std::string acc, std::string a);
 Stmt Barrier();
 
-// One kernel argument: `float* name = (float*)buffers[index]` (const for inputs).
+// One kernel argument: `T* name = (T*)buffers[index]` (const for inputs), T = `type`.
 struct KernelParam {
   std::string name;
   bool is_output = false;
+  // The element's C type ("float", "int64_t", "uint8_t" for bool, ...). The CUDA printer takes
+  // float only.
+  std::string type = "float";
 };
 
 // A block-shared staging buffer of `elems` floats (CUDA `__shared__ float name[elems]`).

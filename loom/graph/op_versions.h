@@ -22,20 +22,21 @@ inline constexpr int64_t kMaxOnnxOpset = 28;
 
 // What a schema version changed against the version before it.
 enum class VersionChange : uint8_t {
-  kBase,         // the version opset kMinOnnxOpset selects (or the operator's first)
-  kTypesOnly,    // added element types only: it loads as the version before
-  kSemantics,    // inputs, attributes or meaning changed: shape rules and kernels branch on opset
-  kUnsupported,  // changed in a way Loom does not implement: refused
+  kBase,       // the version opset kMinOnnxOpset selects (or the operator's first)
+  kTypesOnly,  // added element types only: it loads as the version before
+  kSemantics,  // inputs, attributes or meaning changed: shape rules and kernels branch on opset
 };
 
 // The schema version `opset` selects for `op_type` (its largest since-version <= opset); 0 when
 // the table does not list the operator or the operator is newer than the opset.
 int64_t OpSchemaVersion(std::string_view op_type, int64_t opset);
 
-// OK when Loom implements the schema version of node.op_type that `opset` selects. Otherwise
-// kUnimplemented: "operator Foo version N (opset M) is not supported ...", naming the node, when
-// the version is kUnsupported or the operator does not exist yet at `opset`. Operators the table
-// does not list pass (shape inference refuses operators it has no rule for).
+// OK when `opset` selects a schema version of node.op_type; kUnimplemented "operator Foo does not
+// exist in opset M (it was added in opset N), in node '...'" when the operator is newer than the
+// opset. Every version from opset 11 on is implemented: a version that only added types loads
+// as the one before, and where the meaning changed the shape rule and kernel branch on the
+// opset. Operators the table does not list pass (shape inference refuses operators it has no
+// rule for).
 absl::Status CheckOpVersion(const Node& node, int64_t opset);
 
 // Every operator the table lists, sorted (for tests: each operator with a shape rule has an

@@ -182,11 +182,13 @@ absl::Status RemoveIdentityLike(Graph& g, int64_t* removed) {
   return absl::OkStatus();
 }
 
-absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded) {
+absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, const FoldOptions& options,
+                          int64_t* folded) {
   LOOM_RETURN_IF_ERROR(g.TopologicalSort());
   LOOM_RETURN_IF_ERROR(g.Validate());
   LOOM_RETURN_IF_ERROR(SeedInputTypes(g));
   int64_t count = 0;
+  int64_t total_bytes = 0;
   for (size_t i = 0; i < g.nodes.size();) {
     const Node& node = g.nodes[i];
     LOOM_ASSIGN_OR_RETURN(std::vector<TensorType> types, InferNodeOutputTypes(g, node));
@@ -197,6 +199,32 @@ absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded) 
     for (const std::string& in : node.inputs) {
       if (!in.empty() && !g.IsInitializer(in)) all_const = false;
     }
+    const bool from_type = node.op_type == "Shape" || node.op_type == "Size";
+    if (node.op_type != "Constant" && !from_type && !(all_const && eval)) {
+      ++i;
+      continue;
+    }
+    // The budget, checked on the inferred types before anything is allocated. InferNodeOutputTypes
+    // has bounded each type, so the byte counts cannot overflow.
+    for (size_t j = 0; j < node.outputs.size(); ++j) {
+      if (node.outputs[j].empty()) continue;
+      const int64_t bytes =
+          NumElements(types[j].shape) * static_cast<int64_t>(DTypeSize(types[j].dtype));
+      if (bytes > options.max_tensor_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "constant folding ", node.Describe(), ": output '", node.outputs[j], "' would be ",
+            types[j].ToString(), " (", bytes, " bytes), above the per-tensor limit of ",
+            options.max_tensor_bytes, " bytes"));
+      }
+      total_bytes += bytes;
+      if (total_bytes > options.max_total_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "constant folding ", node.Describe(), ": output '", node.outputs[j], "' (",
+            types[j].ToString(), ", ", bytes, " bytes) brings the folded constants to ",
+            total_bytes, " bytes, above the per-model limit of ", options.max_total_bytes,
+            " bytes"));
+      }
+    }
     std::vector<Tensor> results;
     if (node.op_type == "Constant") {
       LOOM_ASSIGN_OR_RETURN(Tensor t, ConstantNodeValue(node));
@@ -204,7 +232,10 @@ absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded) 
     } else if (node.op_type == "Shape") {
       LOOM_ASSIGN_OR_RETURN(TensorType in, g.TypeOf(node.inputs[0]));
       results.push_back(EvaluateShape(node, g.opset, in));
-    } else if (all_const && eval) {
+    } else if (node.op_type == "Size") {
+      LOOM_ASSIGN_OR_RETURN(TensorType in, g.TypeOf(node.inputs[0]));
+      results.push_back(Tensor::ScalarInt64(NumElements(in.shape)));
+    } else {
       std::vector<Tensor> inputs;
       for (const std::string& in : node.inputs) {
         inputs.push_back(in.empty() ? Tensor() : *g.FindInitializer(in));
@@ -215,9 +246,6 @@ absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded) 
                                                             ": ", r.status().message()));
       }
       results = *std::move(r);
-    } else {
-      ++i;
-      continue;
     }
     for (size_t j = 0; j < node.outputs.size(); ++j) {
       if (node.outputs[j].empty()) continue;
@@ -255,12 +283,13 @@ absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval) {
+absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
+                                               const FoldOptions& options) {
   PassStats stats;
   LOOM_RETURN_IF_ERROR(g.TopologicalSort());
   LOOM_RETURN_IF_ERROR(g.Validate());
   LOOM_RETURN_IF_ERROR(RemoveIdentityLike(g, &stats.removed_identity));
-  LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, &stats.folded_constants));
+  LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, options, &stats.folded_constants));
   LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
   g.RemoveDeadNodes();
   LOOM_RETURN_IF_ERROR(InferShapes(g));

@@ -27,13 +27,27 @@ using NodeEvaluator = std::function<absl::StatusOr<std::vector<Tensor>>(
 // output is kept. Returns the number of nodes removed through `removed` when non-null.
 absl::Status RemoveIdentityLike(Graph& g, int64_t* removed = nullptr);
 
+// How much constant folding may materialize. Folding computes each node's output types first
+// and refuses, before allocating, a tensor above `max_tensor_bytes` or a running total of folded
+// bytes above `max_total_bytes` (initializers the model already has do not count). The
+// defaults are generous (the CLI's); a service folding uploaded models sets tight ones.
+struct FoldOptions {
+  int64_t max_tensor_bytes = int64_t{1} << 30;
+  int64_t max_total_bytes = int64_t{4} << 30;
+};
+
 // Walks nodes in topological order, infers each node's output types (stored in value_types) and
-// folds a node when all its inputs are initializers, when it is a Shape node (its input's type is
-// static), or when it is a Constant node: its outputs become initializers and the node is
-// removed. Shape and Constant nodes are evaluated here; every other node through `eval`. A graph
-// output that becomes constant stays, as an initializer that is also a graph output.
+// folds a node when all its inputs are initializers, when it is a Shape or Size node (its
+// input's type is static), or when it is a Constant node: its outputs become initializers and
+// the node is removed. Shape, Size and Constant nodes are evaluated here; every other node
+// through `eval`. A graph output that becomes constant stays, as an initializer that is also a
+// graph output. This resolves the shape arithmetic exporters write (Shape -> Gather ->
+// Unsqueeze -> Concat -> Reshape, ConstantOfShape, Range, Equal/Where on shapes, Cast) once the
+// input shapes are fixed. A fold above `options`' budget is kInvalidArgument naming the node,
+// the output, its size and the limit.
 // Precondition: graph inputs have static shapes (see SeedInputTypes).
-absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, int64_t* folded = nullptr);
+absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, const FoldOptions& options = {},
+                          int64_t* folded = nullptr);
 
 // Folds BatchNormalization into the Conv that feeds it: W' = W * gamma/sqrt(var+eps) per output
 // channel, b' = (b - mean) * gamma/sqrt(var+eps) + beta (bias created when absent). Applies only
@@ -50,6 +64,7 @@ struct PassStats {
 
 // The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
 // FoldBatchNormIntoConv, RemoveDeadNodes, InferShapes. Used by the runtime's model loader.
-absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval);
+absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
+                                               const FoldOptions& options = {});
 
 }  // namespace loom::graph

@@ -168,7 +168,7 @@ TEST(ConstantFoldTest, ShapeChainBecomesConstantReshapeShape) {
   EXPECT_THAT(st.message(), HasSubstr("Reshape 'reshape': input 'shp' (shape) is not constant"));
 
   int64_t folded = 0;
-  ASSERT_TRUE(ConstantFold(g, FakeEval, &folded).ok());
+  ASSERT_TRUE(ConstantFold(g, FakeEval, {}, &folded).ok());
   EXPECT_EQ(folded, 5);
   ASSERT_EQ(g.nodes.size(), 2u);
   EXPECT_EQ(g.nodes[0].name, "relu");
@@ -189,7 +189,7 @@ TEST(ConstantFoldTest, WithoutEvaluatorOnlyShapeAndConstantFold) {
   g.nodes.pop_back();
   g.outputs[0].name = "shp";
   int64_t folded = 0;
-  ASSERT_TRUE(ConstantFold(g, nullptr, &folded).ok());
+  ASSERT_TRUE(ConstantFold(g, nullptr, {}, &folded).ok());
   EXPECT_EQ(folded, 2);
   EXPECT_THAT(IntValues(g.initializers.at("s")), ElementsAre(1, 4, 2, 2));
   EXPECT_THAT(IntValues(g.initializers.at("m")), ElementsAre(-1));
@@ -243,6 +243,60 @@ TEST(ConstantFoldTest, EvaluatorErrorsNameTheNode) {
   st = ConstantFold(g, wrong);
   EXPECT_EQ(st.code(), absl::StatusCode::kInternal);
   EXPECT_THAT(st.message(), HasSubstr("evaluated to int64[2] but shape inference says float32[]"));
+}
+
+// The fold budget is checked on the inferred output types, before the evaluator allocates.
+TEST(ConstantFoldTest, BudgetRefusesLargeFoldsBeforeEvaluating) {
+  // The 127-byte-model attack: Pad a constant [2] by [0, 268435455] -> 2^28 + 1 floats.
+  Graph g;
+  g.opset = 18;
+  g.initializers["data"] = Tensor::FromFloats({2}, std::vector<float>{1, 2});
+  g.initializers["pads"] = Ints({0, 268435455});
+  g.outputs.push_back({"y", {}});
+  g.nodes.push_back(MakeNode("pad", "Pad", {"data", "pads"}, {"y"}));
+  int calls = 0;
+  NodeEvaluator counting = [&](const Node& n, int64_t opset, const std::vector<Tensor>& in) {
+    ++calls;
+    return FakeEval(n, opset, in);
+  };
+  Graph defaults = g;
+  absl::Status st = ConstantFold(defaults, counting);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("constant folding Pad 'pad': output 'y' would be "
+                                      "float32[268435457] (1073741828 bytes), above the "
+                                      "per-tensor limit of 1073741824 bytes"));
+  st = ConstantFold(g, counting, {.max_tensor_bytes = 1 << 20});
+  EXPECT_THAT(st.message(), HasSubstr("above the per-tensor limit of 1048576 bytes"));
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(ConstantFoldTest, BudgetCountsTheTotalOfFoldedTensors) {
+  Graph g;
+  g.opset = 13;
+  g.inputs.push_back({"x", F32({2})});
+  g.initializers["a"] = Ints({1, 2, 3, 4, 5, 6, 7, 8});  // 64 bytes: the model's own, not counted
+  g.outputs.push_back({"y", {}});
+  g.outputs.push_back({"z", {}});
+  g.nodes.push_back(MakeNode("s1", "Shape", {"a"}, {"y"}));                               // 8 bytes
+  g.nodes.push_back(MakeNode("c", "Constant", {}, {"z"}, {{"value", Ints({1, 2, 3})}}));  // 24
+  Graph ok = g;
+  EXPECT_TRUE(ConstantFold(ok, FakeEval, {.max_total_bytes = 32}).ok());
+  absl::Status st = ConstantFold(g, FakeEval, {.max_total_bytes = 31});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("constant folding Constant 'c': output 'z' (int64[3], 24 "
+                                      "bytes) brings the folded constants to 32 bytes, above the "
+                                      "per-model limit of 31 bytes"));
+}
+
+TEST(ConstantFoldTest, SizeFoldsFromTheStaticType) {
+  Graph g;
+  g.opset = 13;
+  g.inputs.push_back({"x", F32({2, 3, 4})});
+  g.outputs.push_back({"n", {}});
+  g.nodes.push_back(MakeNode("size", "Size", {"x"}, {"n"}));
+  ASSERT_TRUE(ConstantFold(g, nullptr).ok());
+  EXPECT_TRUE(g.nodes.empty());
+  EXPECT_THAT(IntValues(g.initializers.at("n")), ElementsAre(24));
 }
 
 // ----- FoldBatchNormIntoConv -----------------------------------------------------------------

@@ -28,6 +28,11 @@ std::vector<std::string> SupportedOps();
 // optional output, named "", gets the type it would have had).
 absl::StatusOr<std::vector<TensorType>> InferNodeOutputTypes(const Graph& graph, const Node& node);
 
+// The payload (absl::Status::GetPayload) of the kInvalidArgument a rule returns when an input
+// whose value it needs (a shape-defining input) is not constant: the value's name. The model
+// loader uses it to bind graph inputs whose values the caller knows (runtime::LoadOptions).
+inline constexpr char kNeedsConstantPayload[] = "loom.graph.needs_constant";
+
 // Sorts the nodes topologically, validates the graph, and fills graph.value_types for every
 // input, initializer and node output (stale entries are dropped). Graph inputs with -1 dims are
 // an error naming the input; so are negative dims and tensors above Tensor::kMaxBytes. The types
@@ -65,6 +70,21 @@ absl::StatusOr<WindowGeometry> ResolveWindowGeometry(const Node& node,
                                                      const std::vector<int64_t>& input_spatial,
                                                      const std::vector<int64_t>& kernel,
                                                      bool ceil_mode);
+
+// Resolved geometry of a ConvTranspose node: the output extent and the pads per spatial dim
+// (pads may be negative when output_shape asks for more than the natural extent). From
+// `input_spatial` and the weight's kernel extents, with strides, dilations, output_padding,
+// pads, auto_pad and output_shape as ONNX defines them. Implemented in shape_rules_nn.cc.
+struct ConvTransposeGeometry {
+  std::vector<int64_t> kernel;
+  std::vector<int64_t> strides;
+  std::vector<int64_t> dilations;
+  std::vector<int64_t> pads;  // ONNX order: every begin, then every end
+  std::vector<int64_t> output;
+};
+absl::StatusOr<ConvTransposeGeometry> ResolveConvTransposeGeometry(
+    const Node& node, const std::vector<int64_t>& input_spatial,
+    const std::vector<int64_t>& kernel);
 
 // How a Softmax node applies to an input of rank `rank` under `opset`: before opset 13 the input
 // is coerced to 2-D [prod(dims < axis), prod(dims >= axis)] and normalized per row (axis default

@@ -15,9 +15,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/dtype_set.h"
 #include "loom/graph/graph.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tensor.h"
@@ -75,10 +77,18 @@ class Ctx {
     if (!Has(i)) return Error(absl::StrCat("missing required input ", what));
     std::optional<Tensor> t = ConstantValueOf(graph_, node_.inputs[i]);
     if (!t.has_value()) {
-      return Error(absl::StrCat("input '", node_.inputs[i], "' (", what,
-                                ") is not constant; Loom needs static shapes"));
+      return NotConstant(i, absl::StrCat("input '", node_.inputs[i], "' (", what,
+                                         ") is not constant; Loom needs static shapes"));
     }
     return *t;
+  }
+
+  // The error for input i, whose value the rule needs, not being constant: `msg`, with the value
+  // named in the kNeedsConstantPayload payload.
+  absl::Status NotConstant(size_t i, absl::string_view msg) const {
+    absl::Status st = Error(msg);
+    st.SetPayload(kNeedsConstantPayload, absl::Cord(node_.inputs[i]));
+    return st;
   }
 
   std::optional<Tensor> MaybeConst(size_t i) const {
@@ -121,6 +131,10 @@ using Types = std::vector<TensorType>;
 Types Same(const Node& node, const TensorType& t);
 
 absl::Status CheckRank(const Ctx& c, const TensorType& t, int64_t min_rank, absl::string_view what);
+
+// Input i, whose element type must be in `allowed` ("input 'x' has type int64[2]; Exp accepts
+// float32, ..."). Defined in shape_rules_elementwise.cc.
+absl::StatusOr<TensorType> TypedIn(const Ctx& c, size_t i, DTypeSet allowed);
 
 // One operator's rule: the output types of a node from its inputs' types (and constants).
 using Rule = std::function<absl::StatusOr<Types>(const Ctx&)>;

@@ -145,9 +145,9 @@ absl::StatusOr<Types> InferNonZero(const Ctx& c) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, c.In(0));
   std::optional<Tensor> t = c.MaybeConst(0);
   if (!t.has_value()) {
-    return c.Error(absl::StrCat("input '", c.node().inputs[0],
-                                "' is not constant; NonZero's output shape depends on its values "
-                                "and Loom needs static shapes"));
+    return c.NotConstant(0, absl::StrCat("input '", c.node().inputs[0],
+                                         "' is not constant; NonZero's output shape depends on "
+                                         "its values and Loom needs static shapes"));
   }
   int64_t count = 0;
   for (int64_t i = 0; i < t->num_elements(); ++i) count += t->DoubleAt(i) != 0;

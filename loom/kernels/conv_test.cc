@@ -192,7 +192,8 @@ TEST(ConvTest, BadBiasKernelShapeAndTooSmallInputAreRejected) {
   Tensor w(DType::kFloat32, {1, 1, 3, 3});
   auto small = Eval("Conv", {x, w});
   EXPECT_EQ(small.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(small.status().message(), HasSubstr("smaller than the dilated kernel"));
+  EXPECT_THAT(small.status().message(),
+              HasSubstr("kernel extent 3 exceeds padded input 2 in spatial dim 0"));
 
   auto bias = Eval("Conv", {Tensor(DType::kFloat32, {1, 1, 3, 3}), w, F({2}, {1, 2})});
   EXPECT_EQ(bias.status().code(), absl::StatusCode::kInvalidArgument);
@@ -204,11 +205,76 @@ TEST(ConvTest, BadBiasKernelShapeAndTooSmallInputAreRejected) {
   EXPECT_THAT(kernel.status().message(), HasSubstr("kernel_shape [2,2] does not match W"));
 }
 
-TEST(ConvTest, ThreeDimensionalConvIsUnimplemented) {
-  auto y = Eval(
-      "Conv", {Tensor(DType::kFloat32, {1, 1, 2, 2, 2}), Tensor(DType::kFloat32, {1, 1, 1, 1, 1})});
-  EXPECT_EQ(y.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(y.status().message(), HasSubstr("only 1-D and 2-D"));
+TEST(ConvTest, ThreeDimensionalWithPadsAndGroups) {
+  // Two groups over a 2x2x2 volume: a 2x2x2 box filter of ones on channel 0, and a 1x1x1
+  // kernel of 3 on channel 1, which with pads 1 at the end grows the output to 3x3x3.
+  Tensor x = Iota({1, 2, 2, 2, 2});
+  Tensor w(DType::kFloat32, {2, 1, 2, 2, 2});
+  for (int i = 0; i < 8; ++i) w.data<float>()[i] = 1;
+  w.data<float>()[8] = 3;  // channel 1: only the first tap
+  auto y = Eval("Conv", {x, w}, {{"group", int64_t{2}}});
+  ASSERT_TRUE(y.ok()) << y.status();
+  // Channel 0: 0 + 1 + ... + 7 = 28; channel 1: 3 * x[1, 0, 0, 0] = 3 * 8.
+  ExpectFloats(*y, {1, 2, 1, 1, 1}, {28, 24});
+  auto padded = Eval("Conv", {Iota({1, 1, 2, 2, 2}), F({1, 1, 1, 1, 1}, {2})},
+                     {{"pads", std::vector<int64_t>{0, 0, 0, 1, 1, 1}}});
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  ASSERT_EQ(padded->shape(), (Shape{1, 1, 3, 3, 3}));
+  EXPECT_EQ(padded->data<float>()[0], 0);
+  EXPECT_EQ(padded->data<float>()[1 * 9 + 1 * 3 + 1], 14);  // 2 * x[1, 1, 1] = 2 * 7
+  EXPECT_EQ(padded->data<float>()[2 * 9 + 2 * 3 + 2], 0);   // padding
+}
+
+TEST(ConvTest, Float64) {
+  Tensor x(DType::kFloat64, {1, 1, 3});
+  Tensor w(DType::kFloat64, {1, 1, 2});
+  for (int i = 0; i < 3; ++i) x.data<double>()[i] = i + 1;  // 1 2 3
+  w.data<double>()[0] = 0.5;
+  w.data<double>()[1] = 0.25;
+  auto y = Eval("Conv", {x, w});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_EQ(y->type().ToString(), "float64[1,1,2]");
+  EXPECT_DOUBLE_EQ(y->data<double>()[0], 1.0);   // 0.5 + 0.5
+  EXPECT_DOUBLE_EQ(y->data<double>()[1], 1.75);  // 1 + 0.75
+}
+
+TEST(ConvTransposeTest, StridesPadsAndOutputPadding) {
+  // 1-D: x = [1, 2], w = [1, 1, 1], stride 2 -> positions 0..2 and 2..4 overlap at 2.
+  Tensor x = F({1, 1, 2}, {1, 2});
+  Tensor w = F({1, 1, 3}, {1, 1, 1});
+  auto y = Eval("ConvTranspose", {x, w}, {{"strides", std::vector<int64_t>{2}}});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {1, 1, 5}, {1, 1, 3, 2, 2});
+  auto padded = Eval("ConvTranspose", {x, w, F({1}, {10})},
+                     {{"strides", std::vector<int64_t>{2}},
+                      {"pads", std::vector<int64_t>{1, 0}},
+                      {"output_padding", std::vector<int64_t>{1}}});
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  ExpectFloats(*padded, {1, 1, 5}, {11, 13, 12, 12, 10});
+}
+
+TEST(ConvTransposeTest, OutputShapeAndSameUpperAndGroups) {
+  Tensor x = F({1, 1, 2}, {1, 2});
+  Tensor w = F({1, 1, 3}, {1, 1, 1});
+  // SAME_UPPER: output 2 * 2 = 4, natural 5, total padding 1, put at the end.
+  auto same = Eval("ConvTranspose", {x, w},
+                   {{"strides", std::vector<int64_t>{2}}, {"auto_pad", std::string("SAME_UPPER")}});
+  ASSERT_TRUE(same.ok()) << same.status();
+  ExpectFloats(*same, {1, 1, 4}, {1, 1, 3, 2});
+  // output_shape 6 (one more than natural): the pad at the end is -1.
+  auto shape =
+      Eval("ConvTranspose", {x, w},
+           {{"strides", std::vector<int64_t>{2}}, {"output_shape", std::vector<int64_t>{6}}});
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  ExpectFloats(*shape, {1, 1, 6}, {1, 1, 3, 2, 2, 0});
+  // Two groups, each channel to two outputs: W [2, 2, 1].
+  auto groups = Eval("ConvTranspose", {F({1, 2, 1}, {1, 10}), F({2, 2, 1}, {1, 2, 3, 4})},
+                     {{"group", int64_t{2}}});
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  ExpectFloats(*groups, {1, 4, 1}, {1, 2, 30, 40});
+  auto bad = Eval("ConvTranspose", {F({1, 2, 1}, {1, 10}), F({3, 2, 1}, {1, 2, 3, 4, 5, 6})});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("must have 2 input channels"));
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ inline void NextIndex(std::vector<int64_t>& index, const Shape& shape) {
 }
 
 // An optional integer-list input (int64 or int32): nullopt when omitted.
-absl::StatusOr<graph::OptionalInts> OptionalInts(const OpContext& ctx, size_t i,
-                                                 absl::string_view what);
+absl::StatusOr<graph::OptionalInts> ReadOptionalInts(const OpContext& ctx, size_t i,
+                                                     absl::string_view what);
 
 }  // namespace loom::kernels::internal

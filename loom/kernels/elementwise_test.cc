@@ -52,7 +52,238 @@ TEST(BinaryTest, Errors) {
   EXPECT_THAT(shapes.status().message(), HasSubstr("shapes [2] and [3] do not broadcast"));
   Tensor b(DType::kBool, {1});
   auto dtype = Eval("Add", {b, b});
-  EXPECT_EQ(dtype.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(dtype.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dtype.status().message(),
+              HasSubstr("A has type bool[1]; Add accepts float32, int64"));
+}
+
+TEST(BinaryTest, IntegerDivisionEdgeCasesAndWrapping) {
+  Tensor min32(DType::kInt32, {1});
+  min32.data<int32_t>()[0] = std::numeric_limits<int32_t>::min();
+  Tensor minus_one(DType::kInt32, {1});
+  minus_one.data<int32_t>()[0] = -1;
+  auto overflow = Eval("Div", {min32, minus_one});
+  EXPECT_EQ(overflow.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(overflow.status().message(),
+              HasSubstr("integer division overflows: -2147483648 / -1"));
+  // Addition wraps instead of overflowing (two's complement).
+  auto wrap = Eval("Sub", {min32, F({1}, {1})});
+  EXPECT_EQ(wrap.status().code(), absl::StatusCode::kInvalidArgument);
+  Tensor one(DType::kInt32, {1});
+  one.data<int32_t>()[0] = 1;
+  auto wrapped = Eval("Sub", {min32, one});
+  ASSERT_TRUE(wrapped.ok()) << wrapped.status();
+  EXPECT_EQ(wrapped->data<int32_t>()[0], std::numeric_limits<int32_t>::max());
+}
+
+TEST(BinaryTest, ModFollowsPythonForIntegersAndCForFmod) {
+  auto py = Eval("Mod", {I({4}, {7, -7, 7, -7}), I({4}, {3, 3, -3, -3})});
+  ASSERT_TRUE(py.ok()) << py.status();
+  EXPECT_THAT(Ints(*py), ElementsAre(1, 2, -2, -1));
+  auto c = Eval("Mod", {I({4}, {7, -7, 7, -7}), I({4}, {3, 3, -3, -3})}, {{"fmod", int64_t{1}}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(Ints(*c), ElementsAre(1, -1, 1, -1));
+  auto f = Eval("Mod", {F({2}, {5.5f, -5.5f}), F({1}, {2})}, {{"fmod", int64_t{1}}});
+  ASSERT_TRUE(f.ok()) << f.status();
+  ExpectFloats(*f, {2}, {1.5f, -1.5f});
+  const float inf = std::numeric_limits<float>::infinity();
+  auto py_float = Eval("Mod", {F({5}, {5.5f, -5.5f, -3, 1, 0}), F({5}, {2, 2, inf, -inf, -2})});
+  ASSERT_TRUE(py_float.ok()) << py_float.status();
+  EXPECT_THAT(Floats(*py_float), ElementsAre(1.5f, 0.5f, inf, -inf, 0));
+  EXPECT_TRUE(std::signbit(py_float->data<float>()[4]));  // 0 takes the divisor's sign
+  auto bad_fmod = Eval("Mod", {F({1}, {1}), F({1}, {2})}, {{"fmod", int64_t{2}}});
+  EXPECT_THAT(bad_fmod.status().message(), HasSubstr("attribute 'fmod' is 2; it must be 0 or 1"));
+  auto zero = Eval("Mod", {I({1}, {1}), I({1}, {0})});
+  EXPECT_THAT(zero.status().message(), HasSubstr("integer modulo by zero"));
+}
+
+TEST(BinaryTest, PowWithMixedTypes) {
+  auto f = Eval("Pow", {F({3}, {2, 4, -2}), I({3}, {3, 0, 2})});
+  ASSERT_TRUE(f.ok()) << f.status();
+  ExpectFloats(*f, {3}, {8, 1, 4});
+  auto root = Eval("Pow", {F({1}, {9}), F({1}, {0.5f})});
+  ASSERT_TRUE(root.ok()) << root.status();
+  ExpectFloats(*root, {1}, {3});
+  auto ints = Eval("Pow", {I({4}, {3, -2, 2, -1}), I({4}, {4, 3, -1, -3})});
+  ASSERT_TRUE(ints.ok()) << ints.status();
+  EXPECT_THAT(Ints(*ints), ElementsAre(81, -8, 0, -1));
+  auto int_float = Eval("Pow", {I({2}, {4, 10}), F({2}, {0.5f, 2.5f})});
+  ASSERT_TRUE(int_float.ok()) << int_float.status();
+  EXPECT_THAT(Ints(*int_float), ElementsAre(2, 316));
+}
+
+TEST(ComparisonTest, PredicatesBroadcastToBool) {
+  Tensor a = F({2, 1}, {1, 3});
+  Tensor b = F({2}, {1, 2});
+  auto run = [&](const char* op) {
+    auto y = Eval(op, {a, b});
+    EXPECT_TRUE(y.ok()) << op << ": " << y.status();
+    EXPECT_EQ(y->type().ToString(), "bool[2,2]") << op;
+    std::vector<int> v;
+    for (int64_t i = 0; i < y->num_elements(); ++i) v.push_back(y->data<uint8_t>()[i]);
+    return v;
+  };
+  EXPECT_THAT(run("Equal"), ElementsAre(1, 0, 0, 0));
+  EXPECT_THAT(run("Greater"), ElementsAre(0, 0, 1, 1));
+  EXPECT_THAT(run("GreaterOrEqual"), ElementsAre(1, 0, 1, 1));
+  EXPECT_THAT(run("Less"), ElementsAre(0, 1, 0, 0));
+  EXPECT_THAT(run("LessOrEqual"), ElementsAre(1, 1, 0, 0));
+}
+
+Tensor Bools(Shape shape, std::vector<uint8_t> values) {
+  Tensor t(DType::kBool, std::move(shape));
+  for (size_t i = 0; i < values.size(); ++i) t.data<uint8_t>()[i] = values[i];
+  return t;
+}
+
+std::vector<int> BoolValues(const Tensor& t) {
+  std::vector<int> v;
+  for (int64_t i = 0; i < t.num_elements(); ++i) v.push_back(t.data<uint8_t>()[i]);
+  return v;
+}
+
+TEST(LogicTest, AndOrXorNotAndWhere) {
+  Tensor a = Bools({4}, {0, 0, 1, 1});
+  Tensor b = Bools({4}, {0, 1, 0, 1});
+  auto x_and = Eval("And", {a, b});
+  auto x_or = Eval("Or", {a, b});
+  auto x_xor = Eval("Xor", {a, b});
+  auto x_not = Eval("Not", {a});
+  ASSERT_TRUE(x_and.ok() && x_or.ok() && x_xor.ok() && x_not.ok());
+  EXPECT_THAT(BoolValues(*x_and), ElementsAre(0, 0, 0, 1));
+  EXPECT_THAT(BoolValues(*x_or), ElementsAre(0, 1, 1, 1));
+  EXPECT_THAT(BoolValues(*x_xor), ElementsAre(0, 1, 1, 0));
+  EXPECT_THAT(BoolValues(*x_not), ElementsAre(1, 1, 0, 0));
+  auto where = Eval("Where", {Bools({2, 1}, {1, 0}), F({2}, {1, 2}), F({}, {-1})});
+  ASSERT_TRUE(where.ok()) << where.status();
+  ExpectFloats(*where, {2, 2}, {1, 2, -1, -1});
+  auto not_bool = Eval("And", {F({1}, {1}), F({1}, {1})});
+  EXPECT_EQ(not_bool.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(not_bool.status().message(), HasSubstr("A has type float32[1]; And accepts bool"));
+  auto where_types = Eval("Where", {Bools({1}, {1}), F({1}, {1}), I({1}, {1})});
+  EXPECT_THAT(where_types.status().message(), HasSubstr("differ in type"));
+}
+
+TEST(VariadicTest, MaxMinSumMeanBroadcast) {
+  Tensor a = F({2}, {1, 5});
+  Tensor b = F({2, 1}, {3, 0});
+  Tensor c = F({}, {2});
+  auto max = Eval("Max", {a, b, c});
+  ASSERT_TRUE(max.ok()) << max.status();
+  ExpectFloats(*max, {2, 2}, {3, 5, 2, 5});
+  auto min = Eval("Min", {a, b, c});
+  ASSERT_TRUE(min.ok()) << min.status();
+  ExpectFloats(*min, {2, 2}, {1, 2, 0, 0});
+  auto sum = Eval("Sum", {a, b, c});
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  ExpectFloats(*sum, {2, 2}, {6, 10, 3, 7});
+  auto mean = Eval("Mean", {a, b, c});
+  ASSERT_TRUE(mean.ok()) << mean.status();
+  ExpectFloats(*mean, {2, 2}, {2, 10.0f / 3, 1, 7.0f / 3});
+  auto one = Eval("Max", {a});
+  ASSERT_TRUE(one.ok()) << one.status();
+  ExpectFloats(*one, {2}, {1, 5});
+  auto nan = Eval("Max", {F({1}, {std::nanf("")}), F({1}, {1})});
+  ASSERT_TRUE(nan.ok()) << nan.status();
+  EXPECT_TRUE(std::isnan(nan->data<float>()[0]));
+  auto ints = Eval("Min", {I({2}, {4, -9}), I({1}, {0})});
+  ASSERT_TRUE(ints.ok()) << ints.status();
+  EXPECT_THAT(Ints(*ints), ElementsAre(0, -9));
+}
+
+TEST(UnaryTest, MathRoundingAndTypes) {
+  auto round = Eval("Round", {F({6}, {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 2.4f})});
+  ASSERT_TRUE(round.ok()) << round.status();
+  ExpectFloats(*round, {6}, {0, 2, 2, -0.0f, -2, 2});
+  auto abs = Eval("Abs", {I({2}, {-3, 4})});
+  ASSERT_TRUE(abs.ok()) << abs.status();
+  EXPECT_THAT(Ints(*abs), ElementsAre(3, 4));
+  auto sign = Eval("Sign", {F({3}, {-2, 0, 7})});
+  ASSERT_TRUE(sign.ok()) << sign.status();
+  ExpectFloats(*sign, {3}, {-1, 0, 1});
+  auto neg = Eval("Neg", {I({2}, {-3, 4})});
+  ASSERT_TRUE(neg.ok()) << neg.status();
+  EXPECT_THAT(Ints(*neg), ElementsAre(3, -4));
+  auto erf = Eval("Erf", {F({2}, {0, 1})});
+  ASSERT_TRUE(erf.ok()) << erf.status();
+  ExpectFloats(*erf, {2}, {0, 0.8427007929f});
+  Tensor d(DType::kFloat64, {2});
+  d.data<double>()[0] = 4;
+  d.data<double>()[1] = 0.25;
+  auto sqrt = Eval("Sqrt", {d});
+  ASSERT_TRUE(sqrt.ok()) << sqrt.status();
+  EXPECT_EQ(sqrt->dtype(), DType::kFloat64);
+  EXPECT_EQ(sqrt->data<double>()[1], 0.5);
+  auto exp_int = Eval("Exp", {I({1}, {1})});
+  EXPECT_EQ(exp_int.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      exp_int.status().message(),
+      HasSubstr("input has type int64[1]; Exp accepts float32, float16, bfloat16, float64"));
+  auto nan = Eval("IsNaN", {F({2}, {std::nanf(""), 1})});
+  ASSERT_TRUE(nan.ok()) << nan.status();
+  EXPECT_THAT(BoolValues(*nan), ElementsAre(1, 0));
+  const float inf = std::numeric_limits<float>::infinity();
+  auto pos = Eval("IsInf", {F({3}, {inf, -inf, 0})}, {{"detect_negative", int64_t{0}}});
+  ASSERT_TRUE(pos.ok()) << pos.status();
+  EXPECT_THAT(BoolValues(*pos), ElementsAre(1, 0, 0));
+}
+
+TEST(ActivationTest, AttributesAndGelu) {
+  Tensor x = F({3}, {-1, 0, 2});
+  auto elu = Eval("Elu", {x}, {{"alpha", 2.0f}});
+  ASSERT_TRUE(elu.ok()) << elu.status();
+  ExpectFloats(*elu, {3}, {2 * (std::exp(-1.0f) - 1), 0, 2});
+  auto selu = Eval("Selu", {x}, {{"alpha", 2.0f}, {"gamma", 3.0f}});
+  ASSERT_TRUE(selu.ok()) << selu.status();
+  ExpectFloats(*selu, {3}, {3 * 2 * (std::exp(-1.0f) - 1), 0, 6});
+  auto softplus = Eval("Softplus", {F({2}, {0, 100})});
+  ASSERT_TRUE(softplus.ok()) << softplus.status();
+  ExpectFloats(*softplus, {2}, {std::log(2.0f), 100});
+  auto softsign = Eval("Softsign", {x});
+  ASSERT_TRUE(softsign.ok()) << softsign.status();
+  ExpectFloats(*softsign, {3}, {-0.5f, 0, 2.0f / 3});
+  auto gelu = Eval("Gelu", {x}, {}, 20);
+  ASSERT_TRUE(gelu.ok()) << gelu.status();
+  ExpectFloats(*gelu, {3}, {-0.15865525f, 0, 1.9544997f});
+  auto tanh = Eval("Gelu", {x}, {{"approximate", std::string("tanh")}}, 20);
+  ASSERT_TRUE(tanh.ok()) << tanh.status();
+  ExpectFloats(*tanh, {3}, {-0.15880801f, 0, 1.9545977f});
+  auto bad = Eval("Gelu", {x}, {{"approximate", std::string("fast")}}, 20);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("Gelu 'test_node': attribute 'approximate' is 'fast'"));
+}
+
+TEST(PReluTest, SlopeBroadcastsToX) {
+  auto y = Eval("PRelu", {F({2, 2}, {-1, 2, -3, 4}), F({2, 1}, {0.5f, 2})});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {2, 2}, {-0.5f, 2, -6, 4});
+  auto bad = Eval("PRelu", {F({2}, {-1, 2}), F({2, 2}, {1, 1, 1, 1})});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("does not broadcast to X float32[2]"));
+}
+
+TEST(HalfTest, ElementwiseOnFloat16AndWhereOnBFloat16) {
+  Tensor a(DType::kFloat16, {2});
+  a.data<uint16_t>()[0] = graph::FloatToHalf(1.5f);
+  a.data<uint16_t>()[1] = graph::FloatToHalf(-2.0f);
+  auto y = Eval("Mul", {a, a});
+  ASSERT_TRUE(y.ok()) << y.status();
+  ASSERT_EQ(y->dtype(), DType::kFloat16);
+  EXPECT_EQ(graph::HalfToFloat(y->data<uint16_t>()[0]), 2.25f);
+  EXPECT_EQ(graph::HalfToFloat(y->data<uint16_t>()[1]), 4.0f);
+  auto cmp = Eval("Less", {a, a});
+  ASSERT_TRUE(cmp.ok()) << cmp.status();
+  EXPECT_EQ(cmp->dtype(), DType::kBool);
+  Tensor b(DType::kBFloat16, {1});
+  b.data<uint16_t>()[0] = graph::FloatToBFloat16(7.0f);
+  auto where = Eval("Where", {Bools({2}, {1, 0}), b, b});
+  ASSERT_TRUE(where.ok()) << where.status();
+  EXPECT_EQ(where->dtype(), DType::kBFloat16);
+  // Pow keeps the base's type: a float32 base with a float16 exponent stays float32.
+  auto pow = Eval("Pow", {F({1}, {3}), a});
+  ASSERT_TRUE(pow.ok()) << pow.status();
+  EXPECT_EQ(pow->type().ToString(), "float32[2]");
 }
 
 TEST(ActivationTest, KnownValues) {
@@ -111,60 +342,6 @@ TEST(ClipTest, BothBoundsInt64AndOldOpsetAttributes) {
   auto bad = Eval("Clip", {F({1}, {1}), F({2}, {0, 1})});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("min float32[2] must be a float32 scalar"));
-}
-
-TEST(SoftmaxTest, Opset11CoercesTo2dAndOpset13UsesOneAxis) {
-  Tensor x = Iota({2, 3, 4});
-  // Opset 11, axis 1: each batch row of 12 elements sums to 1.
-  auto old = Eval("Softmax", {x}, {}, /*opset=*/11);
-  ASSERT_TRUE(old.ok()) << old.status();
-  // Opset 13, axis 1: each (batch, last-index) column of 3 elements sums to 1.
-  auto axis1 = Eval("Softmax", {x}, {{"axis", int64_t{1}}}, /*opset=*/13);
-  ASSERT_TRUE(axis1.ok()) << axis1.status();
-  // Opset 13 default axis -1: rows of 4.
-  auto last = Eval("Softmax", {x}, {}, /*opset=*/13);
-  ASSERT_TRUE(last.ok()) << last.status();
-
-  double denom12 = 0;
-  for (int i = 0; i < 12; ++i) denom12 += std::exp(i - 11.0);
-  double denom3 = std::exp(-8.0) + std::exp(-4.0) + 1.0;  // column {j, j+4, j+8}
-  double denom4 = 0;
-  for (int i = 0; i < 4; ++i) denom4 += std::exp(i - 3.0);
-  for (int n = 0; n < 2; ++n) {
-    for (int c = 0; c < 3; ++c) {
-      for (int j = 0; j < 4; ++j) {
-        const int flat = (n * 3 + c) * 4 + j;
-        EXPECT_NEAR(old->data<float>()[flat], std::exp((c * 4 + j) - 11.0) / denom12, 1e-6);
-        EXPECT_NEAR(axis1->data<float>()[flat], std::exp((c - 2) * 4.0) / denom3, 1e-6);
-        EXPECT_NEAR(last->data<float>()[flat], std::exp(j - 3.0) / denom4, 1e-6);
-      }
-    }
-  }
-  // Opset 11 with axis 2 normalises rows of 4, like opset 13's default.
-  auto old_axis2 = Eval("Softmax", {x}, {{"axis", int64_t{2}}}, /*opset=*/11);
-  ASSERT_TRUE(old_axis2.ok());
-  EXPECT_EQ(Floats(*old_axis2), Floats(*last));
-}
-
-TEST(SoftmaxTest, AxisOutOfRange) {
-  auto y = Eval("Softmax", {Iota({2, 3})}, {{"axis", int64_t{2}}});
-  EXPECT_EQ(y.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(y.status().message(), HasSubstr("axis 2 is out of range for rank 2"));
-}
-
-TEST(BatchNormTest, NormalisesPerChannel) {
-  Tensor x = F({1, 2, 1, 2}, {1, 3, 10, 20});
-  Tensor scale = F({2}, {2, 1});
-  Tensor bias = F({2}, {0, 1});
-  Tensor mean = F({2}, {2, 10});
-  Tensor var = F({2}, {4, 100});
-  auto y = Eval("BatchNormalization", {x, scale, bias, mean, var}, {{"epsilon", 0.0f}});
-  ASSERT_TRUE(y.ok()) << y.status();
-  // c0: (x - 2) / 2 * 2 + 0; c1: (x - 10) / 10 * 1 + 1.
-  ExpectFloats(*y, {1, 2, 1, 2}, {-1, 1, 1, 2});
-  auto bad = Eval("BatchNormalization", {x, F({3}, {1, 1, 1}), bias, mean, var});
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("scale float32[3] must be [2]"));
 }
 
 }  // namespace

@@ -109,9 +109,29 @@ TEST(MatMulTest, IncompatibleShapes) {
       Eval("MatMul", {Tensor(DType::kFloat32, {2, 2, 3}), Tensor(DType::kFloat32, {3, 3, 2})});
   EXPECT_EQ(batch.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(batch.status().message(), HasSubstr("do not broadcast"));
-  auto dtype = Eval("MatMul", {Tensor(DType::kInt64, {2, 2}), Tensor(DType::kInt64, {2, 2})});
+  auto dtype = Eval("MatMul", {Tensor(DType::kBool, {2, 2}), Tensor(DType::kBool, {2, 2})});
   EXPECT_EQ(dtype.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(dtype.status().message(), HasSubstr("A must be float32, got int64[2,2]"));
+  EXPECT_THAT(dtype.status().message(), HasSubstr("A has type bool[2,2]; MatMul accepts"));
+  auto mixed = Eval("MatMul", {Tensor(DType::kFloat32, {2, 2}), Tensor(DType::kInt64, {2, 2})});
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mixed.status().message(), HasSubstr("differ in type"));
+}
+
+TEST(MatMulTest, IntegerAndVectorOperands) {
+  auto ints = Eval("MatMul", {I({2, 2}, {1, 2, 3, 4}), I({2}, {5, 6})});
+  ASSERT_TRUE(ints.ok()) << ints.status();
+  EXPECT_EQ(ints->shape(), (Shape{2}));
+  EXPECT_THAT(Ints(*ints), ::testing::ElementsAre(17, 39));
+  auto vec = Eval("MatMul", {F({2}, {1, 2}), F({2, 2, 3}, {1, 0, 0, 0, 1, 0, 1, 1, 1, 2, 2, 2})});
+  ASSERT_TRUE(vec.ok()) << vec.status();
+  ExpectFloats(*vec, {2, 3}, {1, 2, 0, 5, 5, 5});
+}
+
+TEST(GemmTest, Int64WithScalarC) {
+  auto y = Eval("Gemm", {I({1, 2}, {1, 2}), I({2, 2}, {3, 4, 5, 6}), I({}, {1})},
+                {{"alpha", 2.0f}, {"beta", 3.0f}});
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_THAT(Ints(*y), ::testing::ElementsAre(2 * 13 + 3, 2 * 16 + 3));
 }
 
 }  // namespace

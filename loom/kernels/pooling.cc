@@ -1,153 +1,220 @@
-// Pooling and reduction reference kernels: MaxPool, AveragePool, GlobalAveragePool,
-// GlobalMaxPool, ReduceMean. Windowed pools handle 1-D and 2-D spatial inputs (a 1-D pool is a
-// 2-D one over a height-1 input).
+// Pooling reference kernels: MaxPool (with its Indices output), AveragePool, LpPool,
+// GlobalAveragePool and GlobalMaxPool, over any spatial rank. Window geometry (pads, auto_pad,
+// ceil_mode, dilations) comes from graph::ResolveWindowGeometry, as in the shape rules.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/kernels/kernels_internal.h"
 
 namespace loom::kernels::internal {
 namespace {
 
-// One windowed pool, reduced to two spatial dims.
-struct Pool2d {
-  int64_t batch = 0, channels = 0;
-  int64_t in_h = 1, in_w = 1, out_h = 1, out_w = 1;
-  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
-  int64_t pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
-  Shape out_shape;
+using graph::kFloatDTypes;
+
+// One windowed pool over `dims` spatial dims.
+struct Pool {
+  int64_t planes = 0;  // batch * channels
+  Shape in, out;       // spatial extents
+  graph::WindowGeometry geo;
+  Shape out_shape;  // [N, C, out...]
 };
 
-absl::StatusOr<Pool2d> ReadPool(const OpContext& ctx, bool allow_dilations) {
+absl::StatusOr<Pool> ReadPool(const OpContext& ctx, DTypeSet allowed) {
+  LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 1, 1));
   const Tensor& x = ctx.inputs[0];
-  LOOM_RETURN_IF_ERROR(CheckDType(x, "X", DType::kFloat32));
+  LOOM_RETURN_IF_ERROR(CheckDTypeIn(ctx, x, "X", allowed));
   if (x.rank() < 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("X ", x.type().ToString(), " must be [N, C, spatial...]"));
   }
-  const int64_t spatial = x.rank() - 2;
-  if (spatial > 2) {
-    return absl::UnimplementedError(
-        absl::StrCat("only 1-D and 2-D pooling is supported, got X ", x.type().ToString()));
-  }
   if (!ctx.node.HasAttr("kernel_shape")) {
     return absl::InvalidArgumentError("attribute 'kernel_shape' is missing");
   }
-  Shape in_spatial(x.shape().begin() + 2, x.shape().end());
-  LOOM_ASSIGN_OR_RETURN(Window win, ReadWindow(ctx.node, in_spatial,
-                                               ctx.node.GetInts("kernel_shape"), allow_dilations));
-  const bool ceil_mode = ctx.node.GetInt("ceil_mode", 0) != 0;
-  Pool2d p;
-  p.batch = x.dim(0);
-  p.channels = x.dim(1);
-  p.out_shape = {p.batch, p.channels};
-  std::vector<int64_t> out(static_cast<size_t>(spatial));
-  for (size_t d = 0; d < out.size(); ++d) {
-    LOOM_ASSIGN_OR_RETURN(out[d], WindowOutputSize(win, d, in_spatial[d], ceil_mode));
-    p.out_shape.push_back(out[d]);
-  }
-  const size_t wd = spatial == 2 ? 1 : 0;
-  if (spatial == 2) {
-    p.in_h = in_spatial[0];
-    p.out_h = out[0];
-    p.kernel_h = win.kernel[0];
-    p.stride_h = win.strides[0];
-    p.dilation_h = win.dilations[0];
-    p.pad_top = win.pads_begin[0];
-    p.pad_bottom = win.pads_end[0];
-  }
-  p.in_w = in_spatial[wd];
-  p.out_w = out[wd];
-  p.kernel_w = win.kernel[wd];
-  p.stride_w = win.strides[wd];
-  p.dilation_w = win.dilations[wd];
-  p.pad_left = win.pads_begin[wd];
-  p.pad_right = win.pads_end[wd];
+  Pool p;
+  p.planes = x.dim(0) * x.dim(1);
+  p.in.assign(x.shape().begin() + 2, x.shape().end());
+  LOOM_ASSIGN_OR_RETURN(
+      p.geo, graph::ResolveWindowGeometry(ctx.node, p.in, ctx.node.GetInts("kernel_shape"),
+                                          ctx.node.GetInt("ceil_mode", 0) != 0));
+  p.out = p.geo.output;
+  p.out_shape = {x.dim(0), x.dim(1)};
+  p.out_shape.insert(p.out_shape.end(), p.out.begin(), p.out.end());
   return p;
 }
 
-// MaxPool: the maximum over the window's in-range elements (padding never wins). The optional
-// Indices output holds the flat row-major index of the first maximum in X (storage_order 0).
-OpResult MaxPoolOp(const OpContext& ctx) {
-  LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 1, 1));
-  LOOM_ASSIGN_OR_RETURN(Pool2d p, ReadPool(ctx, /*allow_dilations=*/true));
-  const bool want_indices = ctx.WantsOutput(1);
-  if (want_indices && ctx.node.GetInt("storage_order", 0) != 0) {
-    return absl::UnimplementedError("Indices with storage_order=1 are not supported");
+// The window positions k in [0, kernel) whose input position start + k * dilation lies in
+// [lo, hi): the range [*first, *last], empty when *first > *last. Arithmetic, not a loop over
+// the kernel, which an attribute may make huge.
+void InRange(int64_t start, int64_t dilation, int64_t kernel, int64_t lo, int64_t hi,
+             int64_t* first, int64_t* last) {
+  auto ceil_div = [](int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  *first = std::max<int64_t>(0, ceil_div(lo - start, dilation));
+  *last = std::min<int64_t>(kernel - 1, floor_div(hi - 1 - start, dilation));
+}
+
+// For every output position o of one plane, calls visit(o, offsets, padded_count): `offsets`
+// lists the input offsets of the window's elements inside the input (at most the input's size,
+// however large the kernel), `padded_count` how many window elements lie inside the padded
+// input (the divisor of count_include_pad).
+template <typename Visit>
+void ForEachWindow(const Pool& p, Visit visit) {
+  const size_t dims = p.in.size();
+  const std::vector<int64_t> in_strides = RowMajorStrides(p.in);
+  const int64_t windows = graph::NumElements(p.out);
+  std::vector<int64_t> o_index(dims, 0), first(dims), last(dims), k_index(dims);
+  std::vector<int64_t> offsets;
+  for (int64_t o = 0; o < windows; ++o) {
+    offsets.clear();
+    int64_t padded_count = 1;
+    bool empty = false;
+    for (size_t d = 0; d < dims; ++d) {
+      const int64_t start = o_index[d] * p.geo.strides[d] - p.geo.pads[d];
+      int64_t pf, pl;
+      InRange(start, p.geo.dilations[d], p.geo.kernel[d], -p.geo.pads[d],
+              p.in[d] + p.geo.pads[d + dims], &pf, &pl);
+      padded_count *= std::max<int64_t>(0, pl - pf + 1);
+      InRange(start, p.geo.dilations[d], p.geo.kernel[d], 0, p.in[d], &first[d], &last[d]);
+      empty = empty || first[d] > last[d];
+    }
+    if (!empty) {
+      k_index = first;
+      while (true) {
+        int64_t offset = 0;
+        for (size_t d = 0; d < dims; ++d) {
+          offset +=
+              (o_index[d] * p.geo.strides[d] - p.geo.pads[d] + k_index[d] * p.geo.dilations[d]) *
+              in_strides[d];
+        }
+        offsets.push_back(offset);
+        size_t d = dims;
+        while (d-- > 0) {
+          if (++k_index[d] <= last[d]) break;
+          k_index[d] = first[d];
+        }
+        if (d == static_cast<size_t>(-1)) break;
+      }
+    }
+    visit(o, offsets, padded_count);
+    for (size_t d = dims; d-- > 0;) {
+      if (++o_index[d] < p.out[d]) break;
+      o_index[d] = 0;
+    }
   }
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(DType::kFloat32, p.out_shape));
+}
+
+// MaxPool: the maximum over the window's in-range elements (padding never wins). The optional
+// Indices output holds the flat index of the first maximum in X: row-major over [N, C, spatial]
+// with storage_order 0; with storage_order 1 the spatial dims are column-major.
+OpResult MaxPoolOp(const OpContext& ctx) {
+  LOOM_ASSIGN_OR_RETURN(Pool p,
+                        ReadPool(ctx, kFloatDTypes | DTypeSet{DType::kInt8, DType::kUint8}));
+  const int64_t storage_order = ctx.node.GetInt("storage_order", 0);
+  if (storage_order != 0 && storage_order != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("attribute 'storage_order' is ", storage_order, "; it must be 0 or 1"));
+  }
+  const Tensor& x = ctx.inputs[0];
+  const bool want_indices = ctx.WantsOutput(1);
+  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), p.out_shape));
   Tensor indices;
   if (want_indices) {
     LOOM_ASSIGN_OR_RETURN(indices, NewTensor(DType::kInt64, p.out_shape));
   }
-  const float* px = ctx.inputs[0].data<float>();
-  float* py = y.data<float>();
-  int64_t out_i = 0;
-  for (int64_t nc = 0; nc < p.batch * p.channels; ++nc) {
-    const int64_t plane = nc * p.in_h * p.in_w;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      for (int64_t ow = 0; ow < p.out_w; ++ow, ++out_i) {
-        float best = -std::numeric_limits<float>::infinity();
-        int64_t best_index = -1;
-        for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-          const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-          if (ih < 0 || ih >= p.in_h) continue;
-          for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-            const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-            if (iw < 0 || iw >= p.in_w) continue;
-            const int64_t idx = plane + ih * p.in_w + iw;
-            if (best_index < 0 || px[idx] > best) {
-              best = px[idx];
-              best_index = idx;
-            }
+  const size_t dims = p.in.size();
+  const int64_t in_size = graph::NumElements(p.in), out_size = graph::NumElements(p.out);
+  const std::vector<int64_t> row_strides = RowMajorStrides(p.in);
+  std::vector<int64_t> col_strides(dims, 1);  // column-major: the first spatial dim is fastest
+  for (size_t d = 1; d < dims; ++d) col_strides[d] = col_strides[d - 1] * p.in[d - 1];
+  VisitDType(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    for (int64_t plane = 0; plane < p.planes; ++plane) {
+      const T* px = x.data<T>() + plane * in_size;
+      T* py = y.data<T>() + plane * out_size;
+      ForEachWindow(p, [&](int64_t o, const std::vector<int64_t>& offsets, int64_t) {
+        T best = std::numeric_limits<T>::lowest();
+        if constexpr (std::is_floating_point_v<T>) best = -std::numeric_limits<T>::infinity();
+        int64_t best_offset = -1;
+        for (int64_t off : offsets) {
+          if (best_offset < 0 || px[off] > best) {
+            best = px[off];
+            best_offset = off;
           }
         }
-        py[out_i] = best;
-        if (want_indices) indices.data<int64_t>()[out_i] = best_index;
-      }
+        py[o] = best;
+        if (!want_indices) return;
+        int64_t index = best_offset;
+        if (storage_order == 1 && best_offset >= 0) {
+          index = 0;
+          for (size_t d = 0; d < dims; ++d) {
+            index += (best_offset / row_strides[d] % p.in[d]) * col_strides[d];
+          }
+        }
+        indices.data<int64_t>()[plane * out_size + o] = plane * in_size + index;
+      });
     }
-  }
+  });
   std::vector<Tensor> outs{std::move(y)};
   if (want_indices) outs.push_back(std::move(indices));
   return outs;
 }
 
-// AveragePool (ONNX/PyTorch semantics). A window covers [start, start + kernel) clipped to the
-// padded input [-pad_begin, in + pad_end); with count_include_pad the divisor is that clipped
-// size (so a ceil_mode window hanging past the padded input does not count the overhang),
-// otherwise only the elements inside the real input count.
-OpResult AveragePoolOp(const OpContext& ctx) {
-  LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 1, 1));
-  LOOM_ASSIGN_OR_RETURN(Pool2d p, ReadPool(ctx, /*allow_dilations=*/false));
-  const bool count_include_pad = ctx.node.GetInt("count_include_pad", 0) != 0;
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(DType::kFloat32, p.out_shape));
-  const float* px = ctx.inputs[0].data<float>();
-  float* py = y.data<float>();
-  int64_t out_i = 0;
-  for (int64_t nc = 0; nc < p.batch * p.channels; ++nc) {
-    const float* plane = px + nc * p.in_h * p.in_w;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const int64_t h0 = oh * p.stride_h - p.pad_top;
-      const int64_t h1 = std::min(h0 + p.kernel_h, p.in_h + p.pad_bottom);
-      const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h1, p.in_h);
-      for (int64_t ow = 0; ow < p.out_w; ++ow, ++out_i) {
-        const int64_t w0 = ow * p.stride_w - p.pad_left;
-        const int64_t w1 = std::min(w0 + p.kernel_w, p.in_w + p.pad_right);
-        const int64_t ws = std::max<int64_t>(w0, 0), we = std::min(w1, p.in_w);
-        float sum = 0.0f;
-        for (int64_t ih = hs; ih < he; ++ih) {
-          for (int64_t iw = ws; iw < we; ++iw) sum += plane[ih * p.in_w + iw];
-        }
-        const int64_t count = count_include_pad ? (h1 - h0) * (w1 - w0) : (he - hs) * (we - ws);
-        py[out_i] = count > 0 ? sum / static_cast<float>(count) : 0.0f;
+// y[o] = f(in-range values of the window, padded_count) for a float pool.
+template <typename F>
+OpResult FloatPool(const OpContext& ctx, F f) {
+  LOOM_ASSIGN_OR_RETURN(Pool p, ReadPool(ctx, kFloatDTypes));
+  const Tensor& x = ctx.inputs[0];
+  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), p.out_shape));
+  const int64_t in_size = graph::NumElements(p.in), out_size = graph::NumElements(p.out);
+  std::vector<double> values;
+  VisitDType(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_floating_point_v<T>) {
+      for (int64_t plane = 0; plane < p.planes; ++plane) {
+        const T* px = x.data<T>() + plane * in_size;
+        T* py = y.data<T>() + plane * out_size;
+        ForEachWindow(p, [&](int64_t o, const std::vector<int64_t>& offsets, int64_t padded) {
+          values.clear();
+          for (int64_t off : offsets) values.push_back(static_cast<double>(px[off]));
+          py[o] = static_cast<T>(f(values, padded));
+        });
       }
     }
-  }
+  });
   return std::vector<Tensor>{std::move(y)};
+}
+
+// AveragePool (ONNX/PyTorch semantics): the sum of the window's in-range elements divided by
+// their number, or, with count_include_pad, by the number of window elements inside the padded
+// input (so a ceil_mode window hanging past the padded input does not count the overhang).
+OpResult AveragePoolOp(const OpContext& ctx) {
+  const bool count_include_pad = ctx.node.GetInt("count_include_pad", 0) != 0;
+  return FloatPool(ctx, [count_include_pad](const std::vector<double>& v, int64_t padded) {
+    double sum = 0.0;
+    for (double e : v) sum += e;
+    const int64_t count = count_include_pad ? padded : static_cast<int64_t>(v.size());
+    return count > 0 ? sum / static_cast<double>(count) : 0.0;
+  });
+}
+
+// LpPool: (sum over the window's in-range elements of |x|^p)^(1/p); padding adds nothing.
+OpResult LpPoolOp(const OpContext& ctx) {
+  const int64_t norm = ctx.node.GetInt("p", 2);
+  if (norm < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("attribute 'p' is ", norm, "; it must be >= 1"));
+  }
+  const double p = static_cast<double>(norm);
+  return FloatPool(ctx, [p](const std::vector<double>& v, int64_t) {
+    double sum = 0.0;
+    for (double e : v) sum += std::pow(std::fabs(e), p);
+    return std::pow(sum, 1.0 / p);
+  });
 }
 
 // GlobalAveragePool / GlobalMaxPool: X [N, C, spatial...] -> [N, C, 1, ...].
@@ -155,7 +222,7 @@ template <bool kMax>
 OpResult GlobalPoolOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 1, 1));
   const Tensor& x = ctx.inputs[0];
-  LOOM_RETURN_IF_ERROR(CheckDType(x, "X", DType::kFloat32));
+  LOOM_RETURN_IF_ERROR(CheckDTypeIn(ctx, x, "X", kFloatDTypes));
   if (x.rank() < 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("X ", x.type().ToString(), " must be [N, C, spatial...]"));
@@ -166,72 +233,21 @@ OpResult GlobalPoolOp(const OpContext& ctx) {
     inner *= x.dim(d);
     out_shape.push_back(1);
   }
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(DType::kFloat32, out_shape));
-  const float* px = x.data<float>();
-  for (int64_t nc = 0; nc < x.dim(0) * x.dim(1); ++nc) {
-    const float* plane = px + nc * inner;
-    float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.0f;
-    for (int64_t i = 0; i < inner; ++i) acc = kMax ? std::max(acc, plane[i]) : acc + plane[i];
-    y.data<float>()[nc] = kMax ? acc : acc / static_cast<float>(inner);
-  }
-  return std::vector<Tensor>{std::move(y)};
-}
-
-// ReduceMean: axes are an attribute before opset 18 and an optional input from 18. No axes
-// reduces everything, unless noop_with_empty_axes (then the input is returned).
-OpResult ReduceMeanOp(const OpContext& ctx) {
-  LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
-  const Tensor& x = ctx.inputs[0];
-  LOOM_RETURN_IF_ERROR(CheckDType(x, "data", DType::kFloat32));
-  std::vector<int64_t> axes;
-  if (ctx.opset >= 18) {
-    if (ctx.HasInput(1)) {
-      LOOM_ASSIGN_OR_RETURN(axes, ReadInts(ctx.inputs[1], "axes"));
+  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), out_shape));
+  VisitDType(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    if constexpr (std::is_floating_point_v<T>) {
+      for (int64_t nc = 0; nc < x.dim(0) * x.dim(1); ++nc) {
+        const T* plane = x.data<T>() + nc * inner;
+        double acc = kMax ? -std::numeric_limits<double>::infinity() : 0.0;
+        for (int64_t i = 0; i < inner; ++i) {
+          acc = kMax ? std::max(acc, static_cast<double>(plane[i]))
+                     : acc + static_cast<double>(plane[i]);
+        }
+        y.data<T>()[nc] = static_cast<T>(kMax ? acc : acc / static_cast<double>(inner));
+      }
     }
-  } else {
-    if (ctx.inputs.size() > 1) {
-      return absl::InvalidArgumentError("axes is an attribute before opset 18, not an input");
-    }
-    axes = ctx.node.GetInts("axes");
-  }
-  const bool keepdims = ctx.node.GetInt("keepdims", 1) != 0;
-  if (axes.empty() && ctx.node.GetInt("noop_with_empty_axes", 0) != 0) {
-    return std::vector<Tensor>{x};
-  }
-  const int64_t rank = x.rank();
-  std::vector<bool> reduced(static_cast<size_t>(rank), axes.empty());
-  for (int64_t a : axes) {
-    LOOM_ASSIGN_OR_RETURN(int64_t axis, NormalizeAxis(a, rank, "axis"));
-    if (reduced[static_cast<size_t>(axis)]) {
-      return absl::InvalidArgumentError(absl::StrCat("axis ", a, " is repeated in axes"));
-    }
-    reduced[static_cast<size_t>(axis)] = true;
-  }
-  Shape kept_shape;  // x's shape with reduced dims set to 1
-  Shape out_shape;
-  int64_t count = 1;
-  for (int64_t d = 0; d < rank; ++d) {
-    const bool r = reduced[static_cast<size_t>(d)];
-    kept_shape.push_back(r ? 1 : x.dim(d));
-    if (r) count *= x.dim(d);
-    if (!r || keepdims) out_shape.push_back(r ? 1 : x.dim(d));
-  }
-  LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(DType::kFloat32, out_shape));
-  // Each output element accumulates its inputs in increasing input order.
-  const std::vector<int64_t> out_strides = BroadcastStrides(kept_shape, x.shape());
-  std::vector<int64_t> index(static_cast<size_t>(rank), 0);
-  const float* px = x.data<float>();
-  float* py = y.data<float>();
-  for (int64_t i = 0; i < x.num_elements(); ++i) {
-    int64_t o = 0;
-    for (int64_t d = 0; d < rank; ++d) o += index[d] * out_strides[d];
-    py[o] += px[i];
-    for (int64_t d = rank; d-- > 0;) {
-      if (++index[d] < x.dim(d)) break;
-      index[d] = 0;
-    }
-  }
-  for (int64_t o = 0; o < y.num_elements(); ++o) py[o] /= static_cast<float>(count);
+  });
   return std::vector<Tensor>{std::move(y)};
 }
 
@@ -240,9 +256,9 @@ OpResult ReduceMeanOp(const OpContext& ctx) {
 void RegisterPoolingKernels(KernelTable* table) {
   (*table)["MaxPool"] = &MaxPoolOp;
   (*table)["AveragePool"] = &AveragePoolOp;
+  (*table)["LpPool"] = &LpPoolOp;
   (*table)["GlobalAveragePool"] = &GlobalPoolOp<false>;
   (*table)["GlobalMaxPool"] = &GlobalPoolOp<true>;
-  (*table)["ReduceMean"] = &ReduceMeanOp;
 }
 
 }  // namespace loom::kernels::internal

@@ -1,4 +1,6 @@
+#include <cmath>
 #include <limits>
+#include <map>
 
 #include "loom/kernels/kernels_test_util.h"
 
@@ -69,7 +71,7 @@ TEST(MaxPoolTest, MissingKernelShapeAndBadPads) {
   auto pads = Eval("MaxPool", {Iota({1, 1, 4, 4})},
                    {{"kernel_shape", Ints64{2, 2}}, {"pads", Ints64{1, 1}}});
   EXPECT_EQ(pads.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(pads.status().message(), HasSubstr("must have 4 entries"));
+  EXPECT_THAT(pads.status().message(), HasSubstr("attribute 'pads' [1,1] must have 4 values"));
 }
 
 TEST(AveragePoolTest, CountIncludePadZeroVersusOne) {
@@ -106,10 +108,12 @@ TEST(AveragePoolTest, CeilModeDivisorExcludesPartBeyondPaddedInput) {
   ExpectFloats(*exclude, {1, 1, 4}, {1.5f, 3, 5, 6});
 }
 
-TEST(AveragePoolTest, DilationsAreUnimplemented) {
+TEST(AveragePoolTest, DilationsOfOpset19) {
+  // Window {0, 2} x {0, 2} of a 4x4 iota: (0 + 2 + 8 + 10) / 4, then shifted by one.
   auto y = Eval("AveragePool", {Iota({1, 1, 4, 4})},
-                {{"kernel_shape", Ints64{2, 2}}, {"dilations", Ints64{2, 2}}});
-  EXPECT_EQ(y.status().code(), absl::StatusCode::kUnimplemented);
+                {{"kernel_shape", Ints64{2, 2}}, {"dilations", Ints64{2, 2}}}, 19);
+  ASSERT_TRUE(y.ok()) << y.status();
+  ExpectFloats(*y, {1, 1, 2, 2}, {5, 6, 9, 10});
 }
 
 TEST(GlobalPoolTest, AverageAndMax) {
@@ -122,33 +126,45 @@ TEST(GlobalPoolTest, AverageAndMax) {
   ExpectFloats(*max, {1, 2, 1, 1}, {4, 8});
 }
 
-TEST(ReduceMeanTest, KeepdimsAndAxes) {
-  Tensor x = Iota({2, 3});
-  auto flat = Eval("ReduceMean", {x}, {{"axes", Ints64{1}}, {"keepdims", int64_t{0}}}, 13);
-  ASSERT_TRUE(flat.ok()) << flat.status();
-  ExpectFloats(*flat, {2}, {1, 4});
-  auto kept = Eval("ReduceMean", {x}, {{"axes", Ints64{-1}}}, 13);
-  ASSERT_TRUE(kept.ok()) << kept.status();
-  ExpectFloats(*kept, {2, 1}, {1, 4});
-  auto all = Eval("ReduceMean", {x}, {}, 13);
-  ASSERT_TRUE(all.ok()) << all.status();
-  ExpectFloats(*all, {1, 1}, {2.5f});
-  auto multi = Eval("ReduceMean", {Iota({2, 2, 2})}, {{"axes", Ints64{0, 2}}}, 13);
-  ASSERT_TRUE(multi.ok()) << multi.status();
-  ExpectFloats(*multi, {1, 2, 1}, {2.5f, 4.5f});  // {0,1,4,5} and {2,3,6,7}
+TEST(PoolTest, HugeKernelAndPadsFromAttributesStayCheap) {
+  // A 2^40-wide window over 2 elements: the pools only visit the elements inside the input and
+  // count the rest arithmetically (no per-window allocation of the kernel's size).
+  const int64_t big = int64_t{1} << 40;
+  std::map<std::string, AttrValue> attrs = {
+      {"kernel_shape", Ints64{big}}, {"pads", Ints64{big / 2, big / 2}}, {"strides", Ints64{big}}};
+  Tensor x = F({1, 1, 2}, {3, 5});
+  auto max = Eval("MaxPool", {x}, attrs);
+  ASSERT_TRUE(max.ok()) << max.status();
+  ExpectFloats(*max, {1, 1, 1}, {5});
+  auto avg = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(avg.ok()) << avg.status();
+  ExpectFloats(*avg, {1, 1, 1}, {4});
+  attrs["count_include_pad"] = int64_t{1};
+  auto padded = Eval("AveragePool", {x}, attrs);
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  ExpectFloats(*padded, {1, 1, 1}, {8.0f / static_cast<float>(big)}, 1e-20f);
 }
 
-TEST(ReduceMeanTest, Opset18AxesInputAndNoop) {
-  Tensor x = Iota({2, 3});
-  auto y = Eval("ReduceMean", {x, I({1}, {0})}, {}, 18);
-  ASSERT_TRUE(y.ok()) << y.status();
-  ExpectFloats(*y, {1, 3}, {1.5f, 2.5f, 3.5f});
-  auto noop = Eval("ReduceMean", {x, Tensor()}, {{"noop_with_empty_axes", int64_t{1}}}, 18);
-  ASSERT_TRUE(noop.ok()) << noop.status();
-  ExpectFloats(*noop, {2, 3}, {0, 1, 2, 3, 4, 5});
-  auto repeated = Eval("ReduceMean", {x}, {{"axes", Ints64{0, -2}}}, 13);
-  EXPECT_EQ(repeated.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(repeated.status().message(), HasSubstr("repeated"));
+TEST(PoolTest, ThreeDimensionalMaxPoolIndicesAndLpPool) {
+  Tensor x = Iota({1, 1, 2, 2, 2});
+  auto outs = EvalAll("MaxPool", {x}, {{"kernel_shape", Ints64{2, 2, 2}}}, 17, 2);
+  ASSERT_TRUE(outs.ok()) << outs.status();
+  ExpectFloats((*outs)[0], {1, 1, 1, 1, 1}, {7});
+  EXPECT_THAT(Ints((*outs)[1]), ::testing::ElementsAre(7));
+  // storage_order 1: column-major over the spatial dims; the maximum of a 2x3 plane at (1, 0)
+  // is index 1 (row-major 3).
+  auto col = EvalAll("MaxPool", {F({1, 1, 2, 3}, {0, 1, 2, 9, 4, 5})},
+                     {{"kernel_shape", Ints64{2, 3}}, {"storage_order", int64_t{1}}}, 17, 2);
+  ASSERT_TRUE(col.ok()) << col.status();
+  EXPECT_THAT(Ints((*col)[1]), ::testing::ElementsAre(1));
+  auto lp =
+      Eval("LpPool", {F({1, 1, 3}, {3, -4, 12})}, {{"kernel_shape", Ints64{2}}, {"p", int64_t{2}}});
+  ASSERT_TRUE(lp.ok()) << lp.status();
+  ExpectFloats(*lp, {1, 1, 2}, {5, std::sqrt(160.0f)});
+  auto bad =
+      Eval("LpPool", {F({1, 1, 3}, {3, -4, 12})}, {{"kernel_shape", Ints64{2}}, {"p", int64_t{0}}});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("LpPool 'test_node': attribute 'p' is 0"));
 }
 
 }  // namespace

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/kernels/kernels_internal.h"
@@ -34,12 +36,31 @@ absl::Status CheckDType(const Tensor& t, absl::string_view what, DType dtype) {
       absl::StrCat(what, " must be ", graph::DTypeName(dtype), ", got ", t.type().ToString()));
 }
 
+absl::Status CheckDTypeIn(const OpContext& ctx, const Tensor& t, absl::string_view what,
+                          DTypeSet allowed) {
+  if (allowed.Contains(t.dtype())) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " has type ", t.type().ToString(), "; ",
+                                                 ctx.node.op_type, " accepts ",
+                                                 allowed.ToString()));
+}
+
 absl::StatusOr<int64_t> NormalizeAxis(int64_t axis, int64_t rank, absl::string_view what) {
   if (axis < -rank || axis >= rank) {
     return absl::InvalidArgumentError(absl::StrCat(what, " ", axis, " is out of range for rank ",
                                                    rank, " (valid: ", -rank, "..", rank - 1, ")"));
   }
   return axis < 0 ? axis + rank : axis;
+}
+
+AxisSplit SplitAtAxis(const Shape& shape, int64_t axis) {
+  AxisSplit s;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    const int64_t extent = shape[static_cast<size_t>(d)];
+    if (d < axis) s.outer *= extent;
+    if (d == axis) s.n = extent;
+    if (d > axis) s.inner *= extent;
+  }
+  return s;
 }
 
 absl::StatusOr<std::vector<int64_t>> ReadInts(const Tensor& t, absl::string_view what) {
@@ -95,81 +116,6 @@ std::vector<int64_t> BroadcastStrides(const Shape& shape, const Shape& out) {
   return strides;
 }
 
-absl::StatusOr<Window> ReadWindow(const graph::Node& node, const Shape& in_spatial,
-                                  std::vector<int64_t> kernel, bool allow_dilations) {
-  const size_t rank = in_spatial.size();
-  Window w;
-  w.kernel = std::move(kernel);
-  w.strides = node.GetInts("strides", std::vector<int64_t>(rank, 1));
-  w.dilations = node.GetInts("dilations", std::vector<int64_t>(rank, 1));
-  if (w.kernel.size() != rank || w.strides.size() != rank || w.dilations.size() != rank) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kernel_shape/strides/dilations must have one entry per spatial dim (", rank,
-        "), got kernel ", graph::ShapeToString(w.kernel), ", strides ",
-        graph::ShapeToString(w.strides), ", dilations ", graph::ShapeToString(w.dilations)));
-  }
-  for (size_t i = 0; i < rank; ++i) {
-    if (w.kernel[i] < 1 || w.strides[i] < 1 || w.dilations[i] < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "kernel ", graph::ShapeToString(w.kernel), ", strides ", graph::ShapeToString(w.strides),
-          " and dilations ", graph::ShapeToString(w.dilations), " must be positive"));
-    }
-    if (!allow_dilations && w.dilations[i] != 1) {
-      return absl::UnimplementedError(absl::StrCat("dilations ", graph::ShapeToString(w.dilations),
-                                                   " are not supported by this operator"));
-    }
-  }
-  std::string auto_pad = node.GetString("auto_pad", "NOTSET");
-  w.pads_begin.assign(rank, 0);
-  w.pads_end.assign(rank, 0);
-  if (auto_pad == "NOTSET") {
-    std::vector<int64_t> pads = node.GetInts("pads", std::vector<int64_t>(2 * rank, 0));
-    if (pads.size() != 2 * rank) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("pads ", graph::ShapeToString(pads), " must have ", 2 * rank, " entries"));
-    }
-    for (size_t i = 0; i < rank; ++i) {
-      w.pads_begin[i] = pads[i];
-      w.pads_end[i] = pads[i + rank];
-      if (w.pads_begin[i] < 0 || w.pads_end[i] < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("pads ", graph::ShapeToString(pads), " must be non-negative"));
-      }
-    }
-  } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-    w.same = true;
-    for (size_t i = 0; i < rank; ++i) {
-      int64_t out = (in_spatial[i] + w.strides[i] - 1) / w.strides[i];
-      int64_t effective = (w.kernel[i] - 1) * w.dilations[i] + 1;
-      int64_t total = std::max<int64_t>(0, (out - 1) * w.strides[i] + effective - in_spatial[i]);
-      int64_t smaller = total / 2;
-      // SAME_UPPER puts the odd extra pad at the end, SAME_LOWER at the beginning.
-      w.pads_begin[i] = auto_pad == "SAME_UPPER" ? smaller : total - smaller;
-      w.pads_end[i] = total - w.pads_begin[i];
-    }
-  } else if (auto_pad != "VALID") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "auto_pad '", auto_pad, "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"));
-  }
-  return w;
-}
-
-absl::StatusOr<int64_t> WindowOutputSize(const Window& w, size_t dim, int64_t in, bool ceil_mode) {
-  const int64_t s = w.strides[dim];
-  if (w.same) return (in + s - 1) / s;
-  const int64_t effective = (w.kernel[dim] - 1) * w.dilations[dim] + 1;
-  const int64_t span = in + w.pads_begin[dim] + w.pads_end[dim] - effective;
-  if (span < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spatial dim ", dim, " of size ", in, " plus pads (", w.pads_begin[dim], ",",
-                     w.pads_end[dim], ") is smaller than the dilated kernel size ", effective));
-  }
-  int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-  // A last window that starts in the end padding is dropped.
-  if (ceil_mode && (out - 1) * s >= in + w.pads_begin[dim]) --out;
-  return out;
-}
-
 namespace {
 
 const KernelTable& Table() {
@@ -180,9 +126,57 @@ const KernelTable& Table() {
     RegisterElementwiseKernels(t);
     RegisterPoolingKernels(t);
     RegisterShapeKernels(t);
+    RegisterReduceKernels(t);
+    RegisterNormalizationKernels(t);
+    RegisterEinsumKernels(t);
     return t;
   }();
   return *table;
+}
+
+// float16 and bfloat16 are storage types: EvaluateNode widens every half input to float32, runs
+// the float32 kernel, and rounds the float32 outputs back to the half type of the operator's
+// type-defining input. The operators below are the exceptions.
+
+// Operators whose output type does not follow their inputs (or that move any dtype as storage
+// and must see it unchanged): they get their inputs as given.
+bool TakesHalfAsIs(std::string_view op) {
+  return op == "Cast" || op == "CastLike" || op == "EyeLike";
+}
+
+// The input whose element type is the output's T (input 0 unless listed).
+size_t TypeDefiningInput(std::string_view op) {
+  if (op == "Where") return 1;
+  if (op == "OneHot") return 2;
+  return 0;
+}
+
+// Outputs that stay float32 whatever T is (LayerNormalization's Mean and InvStdDev have the
+// stash type, float32).
+bool KeepsFloat32Output(std::string_view op, size_t output) {
+  return op == "LayerNormalization" && output > 0;
+}
+
+Tensor HalfToFloat32(const Tensor& t) {
+  Tensor out(DType::kFloat32, t.shape());
+  const uint16_t* src = t.data<uint16_t>();
+  float* dst = out.data<float>();
+  const bool bf16 = t.dtype() == DType::kBFloat16;
+  for (int64_t i = 0; i < t.num_elements(); ++i) {
+    dst[i] = bf16 ? graph::BFloat16ToFloat(src[i]) : graph::HalfToFloat(src[i]);
+  }
+  return out;
+}
+
+Tensor Float32ToHalf(const Tensor& t, DType half) {
+  Tensor out(half, t.shape());
+  const float* src = t.data<float>();
+  uint16_t* dst = out.data<uint16_t>();
+  const bool bf16 = half == DType::kBFloat16;
+  for (int64_t i = 0; i < t.num_elements(); ++i) {
+    dst[i] = bf16 ? graph::FloatToBFloat16(src[i]) : graph::FloatToHalf(src[i]);
+  }
+  return out;
 }
 
 }  // namespace
@@ -213,11 +207,28 @@ absl::StatusOr<std::vector<graph::Tensor>> EvaluateNode(const graph::Node& node,
                                                    " inputs but ", inputs.size(),
                                                    " tensors were passed"));
   }
-  internal::OpContext ctx{node, opset, inputs};
+  // Half inputs are computed in float32 (see TakesHalfAsIs).
+  std::vector<graph::Tensor> widened;
+  graph::DType half = graph::DType::kUndefined;
+  if (!internal::TakesHalfAsIs(node.op_type) &&
+      std::any_of(inputs.begin(), inputs.end(),
+                  [](const graph::Tensor& t) { return graph::IsHalfDType(t.dtype()); })) {
+    const size_t type_input = internal::TypeDefiningInput(node.op_type);
+    if (type_input < inputs.size() && graph::IsHalfDType(inputs[type_input].dtype())) {
+      half = inputs[type_input].dtype();
+    }
+    widened.reserve(inputs.size());
+    for (const graph::Tensor& t : inputs) {
+      widened.push_back(graph::IsHalfDType(t.dtype()) ? internal::HalfToFloat32(t) : t);
+    }
+  }
+  internal::OpContext ctx{node, opset, widened.empty() ? inputs : widened};
   absl::StatusOr<std::vector<graph::Tensor>> result = it->second(ctx);
   if (!result.ok()) {
-    return absl::Status(result.status().code(),
-                        absl::StrCat(node.Describe(), ": ", result.status().message()));
+    // Errors from graph/ helpers (window geometry, ...) already name the node.
+    const std::string prefix = absl::StrCat(node.Describe(), ": ");
+    if (absl::StartsWith(result.status().message(), prefix)) return result.status();
+    return absl::Status(result.status().code(), absl::StrCat(prefix, result.status().message()));
   }
   if (result->size() < node.outputs.size()) {
     // Optional outputs a kernel does not produce (it produced every one it was asked for, or
@@ -232,6 +243,14 @@ absl::StatusOr<std::vector<graph::Tensor>> EvaluateNode(const graph::Node& node,
     result->resize(node.outputs.size());
   } else if (result->size() > node.outputs.size()) {
     result->resize(node.outputs.size());
+  }
+  if (half != graph::DType::kUndefined) {
+    for (size_t i = 0; i < result->size(); ++i) {
+      graph::Tensor& out = (*result)[i];
+      if (out.dtype() == graph::DType::kFloat32 && !internal::KeepsFloat32Output(node.op_type, i)) {
+        out = internal::Float32ToHalf(out, half);
+      }
+    }
   }
   return result;
 }

@@ -1,6 +1,8 @@
 // Reference kernels: plain, obviously correct implementations of every operator Loom supports,
-// with ONNX semantics (opsets 11..18). They are the oracle that tuned kernels and compiled models
-// are checked against; the ReferenceExecutor (loom/runtime/) runs whole graphs with them.
+// with ONNX semantics from opset 11 to the newest (per-version behaviour keyed on `opset`). They
+// are the oracle that tuned kernels and compiled models are checked against; the
+// ReferenceExecutor (loom/runtime/) runs whole graphs with them, and constant folding evaluates
+// nodes with them.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +26,10 @@ std::vector<std::string> ReferenceKernelOps();
 // input (empty name) is a default-constructed Tensor. Returns one Tensor per node output (an
 // omitted optional output gets a default-constructed Tensor). Outputs may share storage with
 // inputs (Identity, Reshape, ...): neither inputs nor outputs are ever written in place.
-// Errors name the node via node.Describe(): kInvalidArgument for bad shapes, attributes or
-// values; kUnimplemented for an unknown op or an unsupported dtype/feature.
+// float16/bfloat16 inputs are computed in float32 and float outputs rounded back (see
+// ARCHITECTURE.md). Errors name the node via node.Describe(): kInvalidArgument for bad shapes,
+// attributes, element types or values; kUnimplemented for an unknown op or an unsupported
+// feature (BatchNormalization training, a stash_type other than float32, ...).
 absl::StatusOr<std::vector<graph::Tensor>> EvaluateNode(const graph::Node& node, int64_t opset,
                                                         const std::vector<graph::Tensor>& inputs);
 

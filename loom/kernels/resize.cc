@@ -238,7 +238,7 @@ OpResult ResizeOp(const OpContext& ctx) {
                                                      ctx.inputs[i].type().ToString()));
     }
   }
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts sizes, OptionalInts(ctx, 3, "sizes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts sizes, ReadOptionalInts(ctx, 3, "sizes"));
   LOOM_ASSIGN_OR_RETURN(ResizeSpec spec, graph::ResolveResize(ctx.node, ctx.opset, x.shape(),
                                                               doubles(1), doubles(2), sizes));
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(x.dtype(), spec.out));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -15,8 +16,8 @@
 
 namespace loom::kernels::internal {
 
-absl::StatusOr<graph::OptionalInts> OptionalInts(const OpContext& ctx, size_t i,
-                                                 absl::string_view what) {
+absl::StatusOr<graph::OptionalInts> ReadOptionalInts(const OpContext& ctx, size_t i,
+                                                     absl::string_view what) {
   if (!ctx.HasInput(i)) return graph::OptionalInts();
   LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> v, ReadInts(ctx.inputs[i], what));
   return graph::OptionalInts(std::move(v));
@@ -123,7 +124,7 @@ OpResult ReshapeOp(const OpContext& ctx) {
 
 OpResult UnsqueezeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 1, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 1, "axes"));
   LOOM_ASSIGN_OR_RETURN(Shape shape,
                         graph::ResolveUnsqueeze(ctx.node, ctx.opset, ctx.inputs[0].shape(), axes));
   LOOM_ASSIGN_OR_RETURN(Tensor y, ctx.inputs[0].Reshaped(shape));
@@ -132,7 +133,7 @@ OpResult UnsqueezeOp(const OpContext& ctx) {
 
 OpResult SqueezeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 1, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 1, "axes"));
   LOOM_ASSIGN_OR_RETURN(Shape shape,
                         graph::ResolveSqueeze(ctx.node, ctx.opset, ctx.inputs[0].shape(), axes));
   LOOM_ASSIGN_OR_RETURN(Tensor y, ctx.inputs[0].Reshaped(shape));
@@ -186,7 +187,7 @@ OpResult ConcatOp(const OpContext& ctx) {
 OpResult SplitOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 1, 2, 1));
   const Tensor& x = ctx.inputs[0];
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts split, OptionalInts(ctx, 1, "split"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts split, ReadOptionalInts(ctx, 1, "split"));
   LOOM_ASSIGN_OR_RETURN(graph::SplitSpec spec, graph::ResolveSplit(ctx.node, ctx.opset, x.shape(),
                                                                    split, ctx.NumOutputs()));
   const size_t esize = graph::DTypeSize(x.dtype());
@@ -217,8 +218,8 @@ OpResult SliceOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckDefined(x, "data"));
   LOOM_ASSIGN_OR_RETURN(IntList starts, ReadInts(ctx.inputs[1], "starts"));
   LOOM_ASSIGN_OR_RETURN(IntList ends, ReadInts(ctx.inputs[2], "ends"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 3, "axes"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts steps, OptionalInts(ctx, 4, "steps"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts steps, ReadOptionalInts(ctx, 4, "steps"));
   LOOM_ASSIGN_OR_RETURN(graph::SliceSpec spec,
                         graph::ResolveSlice(ctx.node, x.shape(), starts, ends, axes, steps));
   const std::vector<int64_t> in_strides = RowMajorStrides(x.shape());
@@ -320,7 +321,7 @@ OpResult PadOp(const OpContext& ctx) {
   const Tensor& x = ctx.inputs[0];
   LOOM_RETURN_IF_ERROR(CheckDefined(x, "data"));
   LOOM_ASSIGN_OR_RETURN(IntList pads, ReadInts(ctx.inputs[1], "pads"));
-  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, OptionalInts(ctx, 3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ReadOptionalInts(ctx, 3, "axes"));
   LOOM_ASSIGN_OR_RETURN(graph::PadSpec spec,
                         graph::ResolvePad(ctx.node, ctx.opset, x.shape(), pads, axes));
   Tensor fill;  // one element of x's dtype; zero when absent
@@ -394,8 +395,9 @@ OpResult SpaceToDepthOp(const OpContext& ctx) {
   return std::vector<Tensor>{std::move(y)};
 }
 
-// Range: start + i * delta for i < count (in the inputs' dtype; half types in float32, which is
-// stash_type 1, the default).
+// Range: start + i * delta for i < count, in the inputs' dtype. Floats are computed in double
+// and rounded once (NumPy's arange, which ONNX's reference uses); float16/bfloat16 in the
+// stash type of opset 27 (float32 by default, or double).
 OpResult RangeOp(const OpContext& ctx) {
   LOOM_RETURN_IF_ERROR(CheckInputs(ctx, 3, 3, 3));
   const Tensor& start = ctx.inputs[0];
@@ -404,10 +406,16 @@ OpResult RangeOp(const OpContext& ctx) {
   LOOM_ASSIGN_OR_RETURN(Tensor y, NewTensor(start.dtype(), {n}));
   const DType dtype = start.dtype();
   if (graph::IsHalfDType(dtype)) {
-    const float s = static_cast<float>(start.DoubleAt(0));
-    const float d = static_cast<float>(ctx.inputs[2].DoubleAt(0));
+    const int64_t stash = ctx.node.GetInt("stash_type", 1);
+    if (stash != 1 && stash != 11) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stash_type ", stash, " is not FLOAT (1) or DOUBLE (11)"));
+    }
+    const double s = start.DoubleAt(0), d = ctx.inputs[2].DoubleAt(0);
     for (int64_t i = 0; i < n; ++i) {
-      const float v = s + static_cast<float>(i) * d;
+      const float v = stash == 1
+                          ? static_cast<float>(s) + static_cast<float>(i) * static_cast<float>(d)
+                          : static_cast<float>(s + static_cast<double>(i) * d);
       y.data<uint16_t>()[i] =
           dtype == DType::kFloat16 ? graph::FloatToHalf(v) : graph::FloatToBFloat16(v);
     }
@@ -415,10 +423,15 @@ OpResult RangeOp(const OpContext& ctx) {
   }
   VisitDType(dtype, [&](auto zero) {
     using T = decltype(zero);
-    const T s = *static_cast<const T*>(start.raw_data());
-    const T d = *static_cast<const T*>(ctx.inputs[2].raw_data());
     T* out = y.data<T>();
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<T>(i) * d);
+    if constexpr (std::is_floating_point_v<T>) {
+      const double s = start.DoubleAt(0), d = ctx.inputs[2].DoubleAt(0);
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<double>(i) * d);
+    } else {
+      const T s = *static_cast<const T*>(start.raw_data());
+      const T d = *static_cast<const T*>(ctx.inputs[2].raw_data());
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s + static_cast<T>(i) * d);
+    }
   });
   return std::vector<Tensor>{std::move(y)};
 }

@@ -118,11 +118,13 @@ class Conv2dNchwc : public TemplateBase {
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
     const ConvKnobs k = Knobs(config);
-    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.k, k.oc_bn) * k.oc_bn);
+    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.k, k.oc_bn) * k.oc_bn,
+                           workload_.n);
   }
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
+    LOOM_RETURN_IF_ERROR(CheckEpilogue(ep));
     const ConvKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
     // kp: output channel blocks (all groups); cb: input channel blocks of one group.
@@ -203,9 +205,12 @@ class Conv2dNchwc : public TemplateBase {
                                      " + oh0) * ", ow_ * k.oc_bn, " + ow0 * ", k.oc_bn, ";")));
     const std::string out_off =
         absl::StrCat("(${rh} * ", ow_, " + ${rw}) * ", k.oc_bn, " + ${j} * ", k.vec);
-    std::vector<Stmt> store = EpilogueStmts(
-        ep, "acc_${rh}_${rw}_${j}", absl::StrCat("bias + ocb * ", k.oc_bn, " + ${j} * ", k.vec),
-        absl::StrCat("residual + (op - output) + ", out_off));
+    std::vector<Stmt> store =
+        EpilogueStmts(ep, "acc_${rh}_${rw}_${j}",
+                      EpilogueSite{.channel = absl::StrCat("ocb * ", k.oc_bn, " + ${j} * ", k.vec),
+                                   .element = absl::StrCat("(op - output) + ", out_off),
+                                   .batch = "n",
+                                   .channels = kp * k.oc_bn});
     store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rh}_${rw}_${j}"));
     block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
                          {Loop("rw", k.reg_n, LoopKind::kUnrolled,

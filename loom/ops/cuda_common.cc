@@ -421,6 +421,10 @@ absl::Status CudaDirectTemplate::CheckValid(const Config& config) const {
 absl::StatusOr<KernelSource> CudaDirectTemplate::EmitFused(const Config& config,
                                                            const Epilogue& epilogue) const {
   LOOM_RETURN_IF_ERROR(CheckValid(config));
+  if (epilogue.has_program()) {
+    return absl::UnimplementedError(absl::StrCat(
+        name(), " fuses bias, residual and one activation; not an elementwise program"));
+  }
   const DirectConvTiles t = Tiles(config);
   // The fault statements are written for one thread; a GPU crash/hang is any thread's.
   codegen::Kernel k = BuildDirectConvKernel(

@@ -116,11 +116,15 @@ class DensePack : public TemplateBase {
     if (!ep.empty()) {
       // The epilogue runs once, after the last K block.
       const int64_t kblocks = w.k / k.tile_k;
+      // Channels are the output's columns; an element is (row, column) of the [M, Np] output.
+      const EpilogueSite site{
+          .channel = absl::StrCat("nb * ", k.bn, " + ${j} * ", k.vec),
+          .element = absl::StrCat("(op - output) + ${r} * ", np, " + ${j} * ", k.vec),
+          .batch = batched_ ? "bi" : "0",
+          .channels = np};
       Stmt apply =
           Loop("r", rows, LoopKind::kUnrolled,
-               {Loop("j", k.n_v, LoopKind::kUnrolled,
-                     EpilogueStmts(ep, "acc_${r}_${j}",
-                                   absl::StrCat("bias + nb * ", k.bn, " + ${j} * ", k.vec), ""))});
+               {Loop("j", k.n_v, LoopKind::kUnrolled, EpilogueStmts(ep, "acc_${r}_${j}", site))});
       kb_body.push_back(kblocks == 1 ? std::move(apply)
                                      : If(absl::StrCat("kb == ", kblocks - 1), {std::move(apply)}));
     }
@@ -147,16 +151,13 @@ class DensePack : public TemplateBase {
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config,
                                          const Epilogue& epilogue) const override {
-    if (epilogue.residual || (batched_ && !epilogue.empty())) {
-      return absl::UnimplementedError(
-          absl::StrCat(name(), batched_ ? " fuses no epilogue" : " cannot fuse a residual input"));
-    }
+    LOOM_RETURN_IF_ERROR(CheckEpilogue(epilogue));
     return EmitImpl(config, epilogue);
   }
 
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
-    return FusedBufferList(Buffers(config), epilogue, PaddedN(Knobs(config)));
+    return FusedBufferList(Buffers(config), epilogue, PaddedN(Knobs(config)), batch_);
   }
 
   absl::StatusOr<KernelSource> EmitImpl(const Config& config, const Epilogue& ep) const {

@@ -70,11 +70,13 @@ class DepthwiseConv2dNchwc : public TemplateBase {
   std::vector<BufferSpec> FusedBuffers(const Config& config,
                                        const Epilogue& epilogue) const override {
     const DwKnobs k = Knobs(config);
-    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.c, k.c_bn) * k.c_bn);
+    return FusedBufferList(Buffers(config), epilogue, CeilDiv(workload_.c, k.c_bn) * k.c_bn,
+                           workload_.n);
   }
 
   absl::StatusOr<KernelSource> EmitFused(const Config& config, const Epilogue& ep) const override {
     LOOM_RETURN_IF_ERROR(CheckInSpace(config));
+    LOOM_RETURN_IF_ERROR(CheckEpilogue(ep));
     const DwKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
     const int64_t cb = CeilDiv(w.c, k.c_bn);
@@ -105,9 +107,12 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     block.push_back(Raw(absl::StrCat("float* op = output + (((n * ", cb, " + cb) * ", oh_,
                                      " + oh) * ", ow_, " + ow0) * ", k.c_bn, ";")));
     const std::string out_off = absl::StrCat("${rw} * ", k.c_bn, " + ${j} * ", k.vec);
-    std::vector<Stmt> store = EpilogueStmts(
-        ep, "acc_${rw}_${j}", absl::StrCat("bias + cb * ", k.c_bn, " + ${j} * ", k.vec),
-        absl::StrCat("residual + (op - output) + ", out_off));
+    std::vector<Stmt> store =
+        EpilogueStmts(ep, "acc_${rw}_${j}",
+                      EpilogueSite{.channel = absl::StrCat("cb * ", k.c_bn, " + ${j} * ", k.vec),
+                                   .element = absl::StrCat("(op - output) + ", out_off),
+                                   .batch = "n",
+                                   .channels = cb * k.c_bn});
     store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rw}_${j}"));
     block.push_back(Loop("rw", k.reg_n, LoopKind::kUnrolled,
                          {Loop("j", k.c_v, LoopKind::kUnrolled, std::move(store))}));

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "loom/base/status_macros.h"
 #include "loom/codegen/cpp_printer.h"
 #include "loom/codegen/vector_math.h"
 #include "loom/graph/shape_inference.h"
@@ -50,6 +51,25 @@ absl::StatusOr<std::vector<int64_t>> LowerCtx::ConstInts(size_t i, absl::string_
   return v;
 }
 
+absl::StatusOr<std::optional<std::vector<int64_t>>> LowerCtx::OptionalConstInts(
+    size_t i, absl::string_view what) const {
+  if (!Has(i)) return std::optional<std::vector<int64_t>>();
+  LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> v, ConstInts(i, what));
+  return std::optional<std::vector<int64_t>>(std::move(v));
+}
+
+absl::StatusOr<std::optional<std::vector<double>>> LowerCtx::OptionalConstDoubles(
+    size_t i, absl::string_view what) const {
+  if (!Has(i)) return std::optional<std::vector<double>>();
+  std::optional<Tensor> t = Const(i);
+  if (!t.has_value()) {
+    return Unimplemented(absl::StrCat(what, " (input #", i, ") is not a constant"));
+  }
+  std::vector<double> v(static_cast<size_t>(t->num_elements()));
+  for (int64_t k = 0; k < t->num_elements(); ++k) v[static_cast<size_t>(k)] = t->DoubleAt(k);
+  return std::optional<std::vector<double>>(std::move(v));
+}
+
 absl::Status LowerCtx::Invalid(absl::string_view msg) const {
   return absl::InvalidArgumentError(absl::StrCat(node_.Describe(), ": ", msg));
 }
@@ -84,6 +104,21 @@ std::string StorageCType(DType dtype) {
     default:
       return "uint32_t";
   }
+}
+
+AxisSplit SplitAtAxis(const Shape& shape, int64_t axis) {
+  AxisSplit s;
+  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
+    const int64_t e = shape[static_cast<size_t>(d)];
+    if (d < axis) {
+      s.outer *= e;
+    } else if (d == axis) {
+      s.n = e;
+    } else {
+      s.inner *= e;
+    }
+  }
+  return s;
 }
 
 std::vector<int64_t> RowMajorStrides(const Shape& shape) {

@@ -44,6 +44,11 @@ class LowerCtx {
   // The integers of constant input i; kUnimplemented when it is not a constant (the lowering
   // bakes it into the kernel, so a run-time value falls back to the reference kernel).
   absl::StatusOr<std::vector<int64_t>> ConstInts(size_t i, absl::string_view what) const;
+  // The same for an optional input: nullopt when it is omitted.
+  absl::StatusOr<std::optional<std::vector<int64_t>>> OptionalConstInts(
+      size_t i, absl::string_view what) const;
+  absl::StatusOr<std::optional<std::vector<double>>> OptionalConstDoubles(
+      size_t i, absl::string_view what) const;
 
   // "<node>: <msg>" errors.
   absl::Status Invalid(absl::string_view msg) const;
@@ -63,6 +68,15 @@ class LowerCtx {
 // The C type that stores one element of `dtype` for data movement: an unsigned integer of the
 // element's size ("uint32_t" for float32 and int32), so one kernel serves every dtype of a size.
 std::string StorageCType(graph::DType dtype);
+
+// `shape` seen as [outer, n, inner] around `axis` (in [0, rank)): the products of the dims
+// before it, it, and after it.
+struct AxisSplit {
+  int64_t outer = 1;
+  int64_t n = 1;
+  int64_t inner = 1;
+};
+AxisSplit SplitAtAxis(const graph::Shape& shape, int64_t axis);
 
 // Row-major strides (in elements) of `shape`.
 std::vector<int64_t> RowMajorStrides(const graph::Shape& shape);
@@ -149,5 +163,6 @@ void RegisterSoftmaxLowerings(LowerTable* table);   // lower_softmax.cc
 void RegisterGatherLowerings(LowerTable* table);    // lower_gather.cc
 void RegisterReduceLowerings(LowerTable* table);    // lower_reduce.cc
 void RegisterNormLowerings(LowerTable* table);      // lower_norm.cc
+void RegisterResizeLowerings(LowerTable* table);    // lower_resize.cc
 
 }  // namespace loom::ops::lower

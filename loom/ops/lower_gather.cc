@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/data_movement.h"
 #include "loom/ops/lower_common.h"
 
 namespace loom::ops::lower {
@@ -15,31 +16,23 @@ namespace {
 using graph::DType;
 using graph::TensorType;
 
+// Constant indices are range-checked now, as shape inference and the reference kernel do.
 absl::Status CheckConstIndices(const LowerCtx& ctx, int64_t dim, int64_t axis) {
   std::optional<graph::Tensor> t = ctx.Const(1);
   if (!t.has_value()) return absl::OkStatus();
-  for (int64_t i = 0; i < t->num_elements(); ++i) {
-    const int64_t v = t->Int64At(i);
-    if (v < -dim || v >= dim) {
-      return ctx.Invalid(
-          absl::StrCat("index ", v, " is out of range for axis ", axis, " of size ", dim));
-    }
-  }
-  return absl::OkStatus();
+  return graph::CheckIndexRange(ctx.node(), *t, dim, absl::StrCat("axis ", axis));
 }
 
 absl::StatusOr<LoweredKernel> LowerGather(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(1));
   LOOM_RETURN_IF_ERROR(ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32}, "indices"));
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  if (rank == 0) return ctx.Invalid("data must have rank >= 1");
-  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
+  LOOM_ASSIGN_OR_RETURN(graph::GatherSpec spec, graph::ResolveGather(ctx.node(), x.shape, ind));
+  const int64_t axis = spec.axis;
   const int64_t dim = x.shape[static_cast<size_t>(axis)];
   LOOM_RETURN_IF_ERROR(CheckConstIndices(ctx, dim, axis));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const AxisSplit split = SplitAtAxis(x.shape, axis);
+  const int64_t outer = split.outer, inner = split.inner;
   const int64_t count = graph::NumElements(ind.shape);
   const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
   const std::string t = StorageCType(x.dtype);
@@ -63,18 +56,9 @@ absl::StatusOr<LoweredKernel> LowerGatherElements(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(1));
   LOOM_RETURN_IF_ERROR(ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32}, "indices"));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
-  if (rank == 0 || static_cast<int64_t>(ind.shape.size()) != rank) {
-    return ctx.Invalid("data and indices must have the same rank >= 1");
-  }
-  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
+  LOOM_ASSIGN_OR_RETURN(const int64_t axis, graph::ResolveGatherElements(ctx.node(), x.shape, ind));
   const int64_t dim = x.shape[static_cast<size_t>(axis)];
   LOOM_RETURN_IF_ERROR(CheckConstIndices(ctx, dim, axis));
-  for (int64_t d = 0; d < rank; ++d) {
-    if (d != axis && ind.shape[static_cast<size_t>(d)] > x.shape[static_cast<size_t>(d)]) {
-      return ctx.Invalid(absl::StrCat("indices ", ind.ToString(), " exceed data ", x.ToString(),
-                                      " along dim ", d));
-    }
-  }
   const std::vector<int64_t> xs = RowMajorStrides(x.shape);
   const int64_t n = ind.shape.back();
   const int64_t total = graph::NumElements(ind.shape);

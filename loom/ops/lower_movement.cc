@@ -1,6 +1,6 @@
 // Lowered data movement: Transpose, Slice, Expand, Tile, DepthToSpace and SpaceToDepth as strided
-// copies (lower_common.h), Concat and Split as row copies, Pad as per-dimension index tables.
-// Every dtype, moved by element size.
+// copies (lower_common.h), Concat and Split as row copies, Pad as per-dimension index tables,
+// Trilu and OneHot. Every dtype, moved by element size.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/data_movement.h"
 #include "loom/ops/lower_common.h"
 
 namespace loom::ops::lower {
@@ -19,53 +20,36 @@ using graph::TensorType;
 
 absl::StatusOr<LoweredKernel> LowerTranspose(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  std::vector<int64_t> perm = ctx.node().GetInts("perm");
-  if (!ctx.node().HasAttr("perm")) {
-    for (int64_t i = rank - 1; i >= 0; --i) perm.push_back(i);
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::IntList perm,
+                        graph::ResolvePerm(ctx.node(), static_cast<int64_t>(x.shape.size())));
   return LowerStridedCopy(ctx, "transpose", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype,
                           TransposeView(x.shape, perm));
 }
 
 absl::StatusOr<LoweredKernel> LowerSlice(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> starts, ctx.ConstInts(1, "starts"));
-  std::vector<int64_t> axes, steps(starts.size(), 1);
-  for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
-  if (ctx.Has(3)) {
-    LOOM_ASSIGN_OR_RETURN(axes, ctx.ConstInts(3, "axes"));
-  }
-  if (ctx.Has(4)) {
-    LOOM_ASSIGN_OR_RETURN(steps, ctx.ConstInts(4, "steps"));
-  }
-  if (axes.size() != starts.size() || steps.size() != starts.size()) {
-    return ctx.Invalid("starts, axes and steps must have the same length");
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::IntList starts, ctx.ConstInts(1, "starts"));
+  LOOM_ASSIGN_OR_RETURN(graph::IntList ends, ctx.ConstInts(2, "ends"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ctx.OptionalConstInts(3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts steps, ctx.OptionalConstInts(4, "steps"));
+  LOOM_ASSIGN_OR_RETURN(graph::SliceSpec spec,
+                        graph::ResolveSlice(ctx.node(), x.shape, starts, ends, axes, steps));
   const std::vector<int64_t> strides = RowMajorStrides(x.shape);
-  StridedView view{y.shape, strides, 0};
-  for (size_t i = 0; i < axes.size(); ++i) {
-    LOOM_ASSIGN_OR_RETURN(const int64_t a, ctx.Axis(axes[i], rank, "axes entry"));
-    const int64_t dim = x.shape[static_cast<size_t>(a)];
-    const int64_t step = steps[i];
-    if (step == 0) return ctx.Invalid("a step is 0");
-    // The first index read (ONNX clamping; the output extent came from shape inference).
-    int64_t start = starts[i] < 0 ? starts[i] + dim : starts[i];
-    start = step > 0 ? std::clamp<int64_t>(start, 0, dim) : std::clamp<int64_t>(start, 0, dim - 1);
-    view.in_strides[static_cast<size_t>(a)] = strides[static_cast<size_t>(a)] * step;
-    if (y.shape[static_cast<size_t>(a)] > 0) view.offset += start * strides[static_cast<size_t>(a)];
+  StridedView view{spec.out, strides, 0};
+  for (size_t d = 0; d < x.shape.size(); ++d) {
+    view.in_strides[d] = strides[d] * spec.step[d];
+    if (spec.out[d] > 0) view.offset += spec.start[d] * strides[d];
   }
   return LowerStridedCopy(ctx, "slice", ctx.node().inputs[0], ctx.node().outputs[0], x.dtype, view);
 }
 
 absl::StatusOr<LoweredKernel> LowerExpand(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
+  LOOM_ASSIGN_OR_RETURN(graph::IntList shape, ctx.ConstInts(1, "shape"));
+  LOOM_ASSIGN_OR_RETURN(Shape out, graph::ResolveExpand(ctx.node(), x.shape, shape));
   const std::vector<int64_t> strides = RowMajorStrides(x.shape);
-  StridedView view{y.shape, std::vector<int64_t>(y.shape.size(), 0), 0};
-  const size_t lead = y.shape.size() - x.shape.size();
+  StridedView view{out, std::vector<int64_t>(out.size(), 0), 0};
+  const size_t lead = out.size() - x.shape.size();
   for (size_t k = 0; k < x.shape.size(); ++k) {
     if (x.shape[k] != 1) view.in_strides[lead + k] = strides[k];
   }
@@ -75,16 +59,12 @@ absl::StatusOr<LoweredKernel> LowerExpand(const LowerCtx& ctx) {
 
 absl::StatusOr<LoweredKernel> LowerTile(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  LOOM_ASSIGN_OR_RETURN(std::vector<int64_t> repeats, ctx.ConstInts(1, "repeats"));
-  if (repeats.size() != x.shape.size()) {
-    return ctx.Invalid(
-        absl::StrCat("repeats has ", repeats.size(), " entries for rank ", x.shape.size()));
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::IntList repeats, ctx.ConstInts(1, "repeats"));
+  LOOM_RETURN_IF_ERROR(graph::ResolveTile(ctx.node(), x.shape, repeats).status());
   // Output dim k of extent r * d is the pair (r, d) with input strides (0, stride_k).
   const std::vector<int64_t> strides = RowMajorStrides(x.shape);
   StridedView view;
   for (size_t k = 0; k < x.shape.size(); ++k) {
-    if (repeats[k] < 0) return ctx.Invalid("a repeat is negative");
     view.out_shape.push_back(repeats[k]);
     view.in_strides.push_back(0);
     view.out_shape.push_back(x.shape[k]);
@@ -96,35 +76,26 @@ absl::StatusOr<LoweredKernel> LowerTile(const LowerCtx& ctx) {
 // DepthToSpace / SpaceToDepth are a reshape to 6-D, a transpose and a reshape back.
 absl::StatusOr<LoweredKernel> LowerDepthToSpace(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  const int64_t b = ctx.node().GetInt("blocksize", 0);
-  if (x.shape.size() != 4 || b <= 0 || x.shape[1] % (b * b) != 0) {
-    return ctx.Invalid(
-        absl::StrCat("needs a 4-D input with channels divisible by blocksize^2, got ", x.ToString(),
-                     " and blocksize ", b));
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::DepthSpaceSpec spec,
+                        graph::ResolveDepthToSpace(ctx.node(), x.shape));
+  const int64_t b = spec.blocksize;
   const int64_t n = x.shape[0], c = x.shape[1] / (b * b), h = x.shape[2], w = x.shape[3];
-  const std::string mode = ctx.node().GetString("mode", "DCR");
-  if (mode == "DCR") {
-    return LowerStridedCopy(ctx, "depth_to_space", ctx.node().inputs[0], ctx.node().outputs[0],
-                            x.dtype, TransposeView({n, b, b, c, h, w}, {0, 3, 4, 1, 5, 2}));
-  }
-  if (mode == "CRD") {
-    return LowerStridedCopy(ctx, "depth_to_space", ctx.node().inputs[0], ctx.node().outputs[0],
-                            x.dtype, TransposeView({n, c, b, b, h, w}, {0, 1, 4, 2, 5, 3}));
-  }
-  return ctx.Invalid(absl::StrCat("mode '", mode, "' is not DCR or CRD"));
+  return LowerStridedCopy(ctx, "depth_to_space", ctx.node().inputs[0], ctx.node().outputs[0],
+                          x.dtype,
+                          spec.crd ? TransposeView({n, c, b, b, h, w}, {0, 1, 4, 2, 5, 3})
+                                   : TransposeView({n, b, b, c, h, w}, {0, 3, 4, 1, 5, 2}));
 }
 
 absl::StatusOr<LoweredKernel> LowerSpaceToDepth(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  const int64_t b = ctx.node().GetInt("blocksize", 0);
-  if (x.shape.size() != 4 || b <= 0 || x.shape[2] % b != 0 || x.shape[3] % b != 0) {
-    return ctx.Invalid(absl::StrCat("needs a 4-D input with H and W divisible by blocksize, got ",
-                                    x.ToString(), " and blocksize ", b));
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::DepthSpaceSpec spec,
+                        graph::ResolveSpaceToDepth(ctx.node(), ctx.opset(), x.shape));
+  const int64_t b = spec.blocksize;
   const int64_t n = x.shape[0], c = x.shape[1], h = x.shape[2] / b, w = x.shape[3] / b;
   return LowerStridedCopy(ctx, "space_to_depth", ctx.node().inputs[0], ctx.node().outputs[0],
-                          x.dtype, TransposeView({n, c, h, b, w, b}, {0, 3, 5, 1, 2, 4}));
+                          x.dtype,
+                          spec.crd ? TransposeView({n, c, h, b, w, b}, {0, 1, 3, 5, 2, 4})
+                                   : TransposeView({n, c, h, b, w, b}, {0, 3, 5, 1, 2, 4}));
 }
 
 // One tensor cut into `parts` along an axis, or assembled from them: viewed as [outer, total],
@@ -171,48 +142,35 @@ LoweredKernel LowerRowPieces(const LowerCtx& ctx, const std::string& kind, bool 
 }
 
 absl::StatusOr<LoweredKernel> LowerConcat(const LowerCtx& ctx) {
-  LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
-  const int64_t rank = static_cast<int64_t>(y.shape.size());
-  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= y.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= y.shape[static_cast<size_t>(d)];
-  std::vector<int64_t> widths;
-  std::vector<std::string> values;
+  std::vector<TensorType> inputs;
   for (size_t k = 0; k < ctx.node().inputs.size(); ++k) {
     LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(k));
-    if (static_cast<int64_t>(x.shape.size()) != rank) return ctx.Invalid("inputs differ in rank");
-    widths.push_back(x.shape[static_cast<size_t>(axis)] * inner);
-    values.push_back(ctx.node().inputs[k]);
+    inputs.push_back(x);
   }
-  return LowerRowPieces(ctx, "concat", /*gather_parts=*/true, y.dtype, outer, widths, values,
-                        ctx.node().outputs[0]);
+  LOOM_ASSIGN_OR_RETURN(graph::ConcatSpec spec, graph::ResolveConcat(ctx.node(), inputs));
+  const AxisSplit split = SplitAtAxis(spec.out, spec.axis);
+  std::vector<int64_t> widths;
+  for (const TensorType& x : inputs) {
+    widths.push_back(x.shape[static_cast<size_t>(spec.axis)] * split.inner);
+  }
+  return LowerRowPieces(ctx, "concat", /*gather_parts=*/true, inputs[0].dtype, split.outer, widths,
+                        ctx.node().inputs, ctx.node().outputs[0]);
 }
 
 absl::StatusOr<LoweredKernel> LowerSplit(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
-  const int64_t rank = static_cast<int64_t>(x.shape.size());
-  LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
-  int64_t outer = 1, inner = 1;
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
-  // The parts' extents are the outputs' (shape inference resolved `split` / num_outputs).
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts sizes, ctx.OptionalConstInts(1, "split"));
+  LOOM_ASSIGN_OR_RETURN(
+      graph::SplitSpec spec,
+      graph::ResolveSplit(ctx.node(), ctx.opset(), x.shape, sizes, ctx.node().outputs.size()));
+  const AxisSplit split = SplitAtAxis(x.shape, spec.axis);
   std::vector<int64_t> widths;
-  std::vector<std::string> values;
   for (size_t k = 0; k < ctx.node().outputs.size(); ++k) {
     if (!ctx.HasOutput(k)) return ctx.Unimplemented("an omitted Split output");
-    LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(k));
-    if (static_cast<int64_t>(y.shape.size()) != rank) return ctx.Invalid("outputs differ in rank");
-    widths.push_back(y.shape[static_cast<size_t>(axis)] * inner);
-    values.push_back(ctx.node().outputs[k]);
+    widths.push_back(spec.sizes[k] * split.inner);
   }
-  int64_t total = 0;
-  for (int64_t width : widths) total += width;
-  if (total != x.shape[static_cast<size_t>(axis)] * inner) {
-    return ctx.Invalid("the outputs do not add up to the input along the axis");
-  }
-  return LowerRowPieces(ctx, "split", /*gather_parts=*/false, x.dtype, outer, widths, values,
-                        ctx.node().inputs[0]);
+  return LowerRowPieces(ctx, "split", /*gather_parts=*/false, x.dtype, split.outer, widths,
+                        ctx.node().outputs, ctx.node().inputs[0]);
 }
 
 // Pad: per output dim, a table of input indices (-1: the constant). The innermost dim copies its
@@ -221,46 +179,20 @@ absl::StatusOr<LoweredKernel> LowerPad(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
   LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
   const int64_t rank = static_cast<int64_t>(x.shape.size());
-  const std::string mode = ctx.node().GetString("mode", "constant");
-  if (mode != "constant" && mode != "reflect" && mode != "edge" && mode != "wrap") {
-    return ctx.Unimplemented(absl::StrCat("mode '", mode, "'"));
-  }
-  // Before opset 11, pads and the (float) value are attributes.
-  const bool attr_form = ctx.opset() < 11;
-  std::vector<int64_t> pads = ctx.node().GetInts("pads");
-  if (!attr_form) {
-    LOOM_ASSIGN_OR_RETURN(pads, ctx.ConstInts(1, "pads"));
-  }
-  std::vector<int64_t> axes;
-  if (!attr_form && ctx.Has(3)) {
-    LOOM_ASSIGN_OR_RETURN(axes, ctx.ConstInts(3, "axes"));
-  } else {
-    for (int64_t d = 0; d < rank; ++d) axes.push_back(d);
-  }
-  if (pads.size() != 2 * axes.size()) {
-    return ctx.Invalid(
-        absl::StrCat("pads has ", pads.size(), " entries for ", axes.size(), " axes"));
-  }
-  std::vector<int64_t> begin(static_cast<size_t>(rank), 0);
-  for (size_t i = 0; i < axes.size(); ++i) {
-    LOOM_ASSIGN_OR_RETURN(const int64_t a, ctx.Axis(axes[i], rank, "axes entry"));
-    begin[static_cast<size_t>(a)] = pads[i];
-  }
+  LOOM_ASSIGN_OR_RETURN(graph::IntList pads, ctx.ConstInts(1, "pads"));
+  LOOM_ASSIGN_OR_RETURN(graph::OptionalInts axes, ctx.OptionalConstInts(3, "axes"));
+  LOOM_ASSIGN_OR_RETURN(graph::PadSpec spec,
+                        graph::ResolvePad(ctx.node(), ctx.opset(), x.shape, pads, axes));
+  const std::vector<int64_t>& begin = spec.begin;
   const int64_t total = graph::NumElements(y.shape);
   const std::vector<int64_t> in_strides = RowMajorStrides(x.shape);
   KernelWriter w(ctx.target(), "pad");
   const std::string t = StorageCType(x.dtype);
   const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
   w.Input(ctx.node().inputs[0], t, "in");
-  const bool has_value = mode == "constant" && !attr_form && ctx.Has(2);
+  const bool has_value = spec.mode == graph::PadMode::kConstant && ctx.Has(2);
   if (has_value) w.Input(ctx.node().inputs[2], t, "cval");
-  std::string fill = "0";
-  if (attr_form && x.dtype == DType::kFloat32) {
-    w.Global(absl::StrCat("static const float loom_pad_value = ",
-                          FloatLiteral(ctx.node().GetFloat("value", 0.0f)), ";"));
-    fill = "({ uint32_t b; memcpy(&b, &loom_pad_value, 4); b; })";
-  }
-  if (has_value) fill = "cval[0]";
+  const std::string fill = has_value ? "cval[0]" : "0";
   w.Output(ctx.node().outputs[0], t, "out");
   if (total == 0) return w.Finish(0, 1, "");
   if (rank == 0) return w.Finish(1, esize, "  out[0] = in[0];\n");
@@ -270,17 +202,17 @@ absl::StatusOr<LoweredKernel> LowerPad(const LowerCtx& ctx) {
   for (int64_t k = 0; k < rank; ++k) {
     const int64_t d = x.shape[static_cast<size_t>(k)];
     const int64_t o_n = y.shape[static_cast<size_t>(k)];
-    if (d == 0 && mode != "constant" && o_n > 0) {
-      return ctx.Invalid(absl::StrCat("mode '", mode, "' cannot pad an empty dim"));
+    if (d == 0 && spec.mode != graph::PadMode::kConstant && o_n > 0) {
+      return ctx.Invalid("only constant padding can pad an empty dim");
     }
     for (int64_t o = 0; o < o_n; ++o) {
       int64_t i = o - begin[static_cast<size_t>(k)];
       if (i < 0 || i >= d) {
-        if (mode == "constant") {
+        if (spec.mode == graph::PadMode::kConstant) {
           i = -1;
-        } else if (mode == "edge") {
+        } else if (spec.mode == graph::PadMode::kEdge) {
           i = std::clamp<int64_t>(i, 0, d - 1);
-        } else if (mode == "wrap") {
+        } else if (spec.mode == graph::PadMode::kWrap) {
           i = ((i % d) + d) % d;
         } else if (d == 1) {  // reflect
           i = 0;
@@ -325,6 +257,91 @@ absl::StatusOr<LoweredKernel> LowerPad(const LowerCtx& ctx) {
   return w.Finish(rows, n * esize * 2, body);
 }
 
+// Trilu: the upper (j - i >= k) or lower (j - i <= k) triangle of every matrix of the last two
+// dims, the rest zero; k (an optional scalar input) is read at run time. A unit is one row.
+absl::StatusOr<LoweredKernel> LowerTrilu(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  if (x.shape.size() < 2)
+    return ctx.Invalid(absl::StrCat("input ", x.ToString(), " is not a matrix"));
+  const bool upper = ctx.node().GetInt("upper", 1) != 0;
+  const int64_t rows = x.shape[x.shape.size() - 2], m = x.shape.back();
+  const int64_t total = graph::NumElements(x.shape);
+  const std::string t = StorageCType(x.dtype);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
+  KernelWriter w(ctx.target(), "trilu");
+  w.Input(ctx.node().inputs[0], t, "in");
+  const bool has_k = ctx.Has(1);
+  if (has_k) {
+    LOOM_ASSIGN_OR_RETURN(TensorType kt, ctx.In(1));
+    LOOM_RETURN_IF_ERROR(ctx.RequireDType(kt.dtype, {DType::kInt64}, "k"));
+    w.Input(ctx.node().inputs[1], "int64_t", "kk");
+  }
+  w.Output(ctx.node().outputs[0], t, "out");
+  if (total == 0) return w.Finish(0, 1, "");
+  // Columns [lo, hi) of row i are kept.
+  const std::string body = absl::StrCat(
+      "  const int64_t k = ", has_k ? "kk[0]" : "0", ";\n",
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    const int64_t i = u % ", rows,
+      ";\n", "    const ", t, "* __restrict x = in + u * ", m, ";\n", "    ", t,
+      "* __restrict y = out + u * ", m, ";\n",
+      // Clamped in int64 before adding, so that no k overflows.
+      "    const int64_t kc = k < -", m + rows, " ? -", m + rows, " : (k > ", m + rows, " ? ",
+      m + rows, " : k);\n",
+      upper ? absl::StrCat("    int64_t lo = i + kc; lo = lo < 0 ? 0 : (lo > ", m, " ? ", m,
+                           " : lo);\n    const int64_t hi = ", m, ";\n")
+            : absl::StrCat("    int64_t hi = i + kc + 1; hi = hi < 0 ? 0 : (hi > ", m, " ? ", m,
+                           " : hi);\n    const int64_t lo = 0;\n"),
+      "    for (int64_t j = 0; j < lo; ++j) y[j] = 0;\n",
+      "    if (hi > lo) memcpy(y + lo, x + lo, (hi - lo) * ", esize, ");\n",
+      "    for (int64_t j = hi > lo ? hi : lo; j < ", m, "; ++j) y[j] = 0;\n  }\n");
+  return w.Finish(total / m, m * esize * 2, body);
+}
+
+// OneHot: indices [outer, inner] -> [outer, depth, inner] (depth inserted at `axis`), `values`
+// = [off, on] read at run time. An index in [-depth, depth) (negative counts from the end) sets
+// one element; any other index leaves its column all `off`, as ONNX specifies.
+absl::StatusOr<LoweredKernel> LowerOneHot(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(0));
+  LOOM_ASSIGN_OR_RETURN(TensorType vals, ctx.In(2));
+  LOOM_ASSIGN_OR_RETURN(TensorType y, ctx.Out(0));
+  LOOM_RETURN_IF_ERROR(
+      ctx.RequireDType(ind.dtype, {DType::kInt64, DType::kInt32, DType::kFloat32}, "indices"));
+  std::optional<graph::Tensor> depth_value = ctx.Const(1);
+  if (!depth_value.has_value()) return ctx.Unimplemented("depth (input #1) is not a constant");
+  LOOM_ASSIGN_OR_RETURN(graph::OneHotSpec spec,
+                        graph::ResolveOneHot(ctx.node(), ind.shape, *depth_value));
+  const int64_t axis = spec.axis;
+  if (graph::NumElements(vals.shape) != 2) {
+    return ctx.Invalid(absl::StrCat("values ", vals.ToString(), " must hold [off, on]"));
+  }
+  const AxisSplit split = SplitAtAxis(y.shape, axis);
+  const int64_t depth = split.n, inner = split.inner;
+  const std::string t = StorageCType(y.dtype);
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(y.dtype));
+  const std::string it = ind.dtype == DType::kInt64   ? "int64_t"
+                         : ind.dtype == DType::kInt32 ? "int32_t"
+                                                      : "float";
+  KernelWriter w(ctx.target(), "one_hot");
+  w.Input(ctx.node().inputs[0], it, "ind");
+  w.Input(ctx.node().inputs[2], t, "vals");
+  w.Output(ctx.node().outputs[0], t, "out");
+  const int64_t total = graph::NumElements(y.shape);
+  // A float index is truncated toward zero, as a cast; NaN and huge values select nothing.
+  const std::string body = absl::StrCat(
+      "  const ", t, " off = vals[0], on = vals[1];\n",
+      "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    ", t, "* __restrict y = out + u * ",
+      depth * inner, ";\n", "    for (int64_t e = 0; e < ", depth * inner, "; ++e) y[e] = off;\n",
+      "    for (int64_t i = 0; i < ", inner, "; ++i) {\n", "      const ", it, " raw = ind[u * ",
+      inner, " + i];\n",
+      it == "float" ? absl::StrCat("      if (!(raw > -", depth + 1, ".0f && raw < ", depth,
+                                   ".0f)) continue;\n")
+                    : "",
+      "      int64_t d = (int64_t)raw;\n", "      if (d < 0) d += ", depth, ";\n",
+      "      if ((uint64_t)d < (uint64_t)", depth, ") y[d * ", inner, " + i] = on;\n",
+      "    }\n  }\n");
+  return w.Finish(total == 0 ? 0 : split.outer, depth * inner * esize, body);
+}
+
 }  // namespace
 
 void RegisterMovementLowerings(LowerTable* table) {
@@ -337,6 +354,8 @@ void RegisterMovementLowerings(LowerTable* table) {
   (*table)["Concat"] = &LowerConcat;
   (*table)["Split"] = &LowerSplit;
   (*table)["Pad"] = &LowerPad;
+  (*table)["Trilu"] = &LowerTrilu;
+  (*table)["OneHot"] = &LowerOneHot;
 }
 
 }  // namespace loom::ops::lower

@@ -144,20 +144,22 @@ absl::StatusOr<LoweredKernel> LowerReduce(const LowerCtx& ctx) {
     passes.push_back({r, "a"});
   }
 
+  // Every group but the innermost: the reduced ones become loops, the kept ones (sizes and
+  // strides) index the work units.
+  std::vector<Group> outer_reduced;
+  std::vector<int64_t> sizes, strides;
+  for (size_t g = 0; g + 1 < groups.size(); ++g) {
+    if (groups[g].reduced) {
+      outer_reduced.push_back(groups[g]);
+    } else {
+      sizes.push_back(groups[g].size);
+      strides.push_back(groups[g].stride);
+    }
+  }
   const bool row = !groups.empty() && groups.back().reduced;
   if (row) {
     // A unit is one output; the innermost reduced group is a contiguous row of rn elements.
     const int64_t rn = groups.back().size;
-    std::vector<Group> outer_reduced;
-    std::vector<int64_t> sizes, strides;
-    for (size_t g = 0; g + 1 < groups.size(); ++g) {
-      if (groups[g].reduced) {
-        outer_reduced.push_back(groups[g]);
-      } else {
-        sizes.push_back(groups[g].size);
-        strides.push_back(groups[g].stride);
-      }
-    }
     std::string body =
         absl::StrCat("  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n",
                      UnitOffsets(sizes, strides, std::vector<int64_t>(sizes.size()), 0, "u"),
@@ -191,16 +193,6 @@ absl::StatusOr<LoweredKernel> LowerReduce(const LowerCtx& ctx) {
   // Columns: the innermost group is kept; a unit is a block of adjacent outputs.
   const int64_t kn = groups.empty() ? 1 : groups.back().size;
   const int64_t blocks = (kn + kColumns - 1) / kColumns;
-  std::vector<Group> reduced_groups;
-  std::vector<int64_t> sizes, strides;
-  for (size_t g = 0; g + 1 < groups.size(); ++g) {
-    if (groups[g].reduced) {
-      reduced_groups.push_back(groups[g]);
-    } else {
-      sizes.push_back(groups[g].size);
-      strides.push_back(groups[g].stride);
-    }
-  }
   std::string body = absl::StrCat(
       "  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n",
       UnitOffsets(sizes, strides, std::vector<int64_t>(sizes.size()), 0,
@@ -218,7 +210,7 @@ absl::StatusOr<LoweredKernel> LowerReduce(const LowerCtx& ctx) {
                      log_sum_exp && a == "a" ? "const float m_fin = m_fin_c[c]; " : "",
                      "const float v = ", Expand(p.r.map, "", "x[c]"), "; ", a,
                      "[c] = ", Expand(p.r.combine, a + "[c]", "v"), "; }\n");
-    absl::StrAppend(&body, ReducedLoops(reduced_groups, col_body));
+    absl::StrAppend(&body, ReducedLoops(outer_reduced, col_body));
     if (log_sum_exp && a == "m") {
       absl::StrAppend(&body, "    float m_fin_c[", kColumns, "];\n",
                       "    for (int64_t c = 0; c < cn; ++c) m_fin_c[c] = (m[c] == m[c] && m[c] - "
@@ -242,10 +234,7 @@ absl::StatusOr<LoweredKernel> LowerArgReduce(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(ctx.node().GetInt("axis", 0), rank));
   const bool last = ctx.node().GetInt("select_last_index", 0) != 0;
   const bool is_max = ctx.node().op_type == "ArgMax";
-  int64_t outer = 1, inner = 1;
-  const int64_t n = x.shape[static_cast<size_t>(axis)];
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const auto [outer, n, inner] = SplitAtAxis(x.shape, axis);
   if (n == 0) return ctx.Invalid("cannot take the arg-extreme of an empty axis");
   // The first (or, with select_last_index, the last) index of the extreme. A NaN is the extreme,
   // the first NaN wins (as numpy's argmax).
@@ -280,10 +269,7 @@ absl::StatusOr<LoweredKernel> LowerCumSum(const LowerCtx& ctx) {
   LOOM_ASSIGN_OR_RETURN(const int64_t axis, ctx.Axis(axis_v[0], rank));
   const bool exclusive = ctx.node().GetInt("exclusive", 0) != 0;
   const bool reverse = ctx.node().GetInt("reverse", 0) != 0;
-  int64_t outer = 1, inner = 1;
-  const int64_t n = x.shape[static_cast<size_t>(axis)];
-  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = axis + 1; d < rank; ++d) inner *= x.shape[static_cast<size_t>(d)];
+  const auto [outer, n, inner] = SplitAtAxis(x.shape, axis);
   const std::string t = x.dtype == DType::kFloat32   ? "float"
                         : x.dtype == DType::kFloat64 ? "double"
                         : x.dtype == DType::kInt32   ? "int32_t"

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/ops/lower_common.h"
 #include "loom/ops/lowering.h"
 #include "loom/ops/testing/kernel_test_util.h"
 
@@ -273,10 +274,7 @@ TEST(LowerReduceTest, ArgMaxAndArgMinPickTheFirstOrLastExtreme) {
         for (size_t t = 1; t < 3; ++t) {
           EXPECT_TRUE(testutil::SameBits(run->by_threads[t][0], got));
         }
-        const int64_t n = x.dim(a);
-        int64_t inner = 1, outer = 1;
-        for (int64_t d = a + 1; d < 3; ++d) inner *= x.dim(d);
-        for (int64_t d = 0; d < a; ++d) outer *= x.dim(d);
+        const auto [outer, n, inner] = lower::SplitAtAxis(x.shape(), a);
         for (int64_t o = 0; o < outer; ++o) {
           for (int64_t i = 0; i < inner; ++i) {
             int64_t best = 0;
@@ -326,10 +324,7 @@ TEST(LowerReduceTest, CumSumMatchesARunningSum) {
           ASSERT_TRUE(run.ok()) << run.status();
           const Tensor& got = run->by_threads[0][0];
           const int64_t a = axis < 0 ? axis + 3 : axis;
-          const int64_t n = x.dim(a);
-          int64_t inner = 1, outer = 1;
-          for (int64_t d = a + 1; d < 3; ++d) inner *= x.dim(d);
-          for (int64_t d = 0; d < a; ++d) outer *= x.dim(d);
+          const auto [outer, n, inner] = lower::SplitAtAxis(x.shape(), a);
           for (int64_t o = 0; o < outer; ++o) {
             for (int64_t i = 0; i < inner; ++i) {
               double acc = 0;
@@ -361,14 +356,14 @@ TEST(LowerReduceTest, RefusesOtherDtypesAndNonConstantAxes) {
   c.output_types = {{DType::kInt64, {1, 3}}};
   auto k = testutil::LowerCase(c, HostCpuTarget());
   EXPECT_EQ(k.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(k.status().message(), HasSubstr("input of dtype int64"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("input of dtype int64"));
 
   c.inputs[0] = Tensor(DType::kFloat32, {2, 3});
   c.constants.clear();
   c.output_types = {{DType::kFloat32, {1, 3}}};
   k = testutil::LowerCase(c, HostCpuTarget());
   EXPECT_EQ(k.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(k.status().message(), HasSubstr("axes (input #1) is not a constant"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("axes (input #1) is not a constant"));
 }
 
 }  // namespace

@@ -81,15 +81,11 @@ absl::StatusOr<LoweredKernel> LowerSoftmaxFamily(const LowerCtx& ctx, bool log) 
   const int64_t rank = static_cast<int64_t>(x.shape.size());
   LOOM_ASSIGN_OR_RETURN(graph::SoftmaxSpec spec,
                         graph::ResolveSoftmax(ctx.node(), ctx.opset(), rank));
-  int64_t outer = 1, n = 1, inner = 1;
-  for (int64_t d = 0; d < spec.axis; ++d) outer *= x.shape[static_cast<size_t>(d)];
-  for (int64_t d = spec.axis; d < rank; ++d) {
-    const int64_t e = x.shape[static_cast<size_t>(d)];
-    if (d == spec.axis || spec.coerce_2d) {
-      n *= e;
-    } else {
-      inner *= e;
-    }
+  // Before opset 13 the dims from the axis on are one row.
+  auto [outer, n, inner] = SplitAtAxis(x.shape, spec.axis);
+  if (spec.coerce_2d) {
+    n *= inner;
+    inner = 1;
   }
   KernelWriter w(ctx.target(), log ? "log_softmax" : "softmax");
   w.UseVectorMath();

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/ops/lower_common.h"
 #include "loom/ops/lowering.h"
 #include "loom/ops/testing/kernel_test_util.h"
 
@@ -60,15 +61,10 @@ Tensor InDouble(const graph::Node& node, int64_t opset, const Tensor& x, bool lo
   const int64_t rank = x.rank();
   auto spec = graph::ResolveSoftmax(node, opset, rank);
   EXPECT_TRUE(spec.ok()) << spec.status();
-  int64_t outer = 1, n = 1, inner = 1;
-  for (int64_t d = 0; d < rank; ++d) {
-    if (d < spec->axis) {
-      outer *= x.dim(d);
-    } else if (d == spec->axis || spec->coerce_2d) {
-      n *= x.dim(d);
-    } else {
-      inner *= x.dim(d);
-    }
+  auto [outer, n, inner] = lower::SplitAtAxis(x.shape(), spec->axis);
+  if (spec->coerce_2d) {
+    n *= inner;
+    inner = 1;
   }
   Tensor y(DType::kFloat32, x.shape());
   const float* px = x.data<float>();
@@ -143,11 +139,12 @@ TEST(LowerSoftmaxTest, RefusesFloat16NamingIt) {
   g.inputs[0].type = g.value_types["x"];
   auto k = LowerNode(g, g.nodes[0], HostCpuTarget());
   ASSERT_FALSE(k.ok());
-  EXPECT_THAT(k.status().message(), HasSubstr("float16"));
-  EXPECT_THAT(k.status().message(), HasSubstr("Softmax 'sm'"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("float16"));
+  EXPECT_THAT(std::string(k.status().message()), HasSubstr("Softmax 'sm'"));
   if (k.status().code() != absl::StatusCode::kInvalidArgument) {
     EXPECT_EQ(k.status().code(), absl::StatusCode::kUnimplemented);
-    EXPECT_THAT(k.status().message(), HasSubstr("no generated kernel: input of dtype float16"));
+    EXPECT_THAT(std::string(k.status().message()),
+                HasSubstr("no generated kernel: input of dtype float16"));
   }
 }
 

@@ -18,6 +18,7 @@ const lower::LowerTable& Table() {
     lower::RegisterGatherLowerings(t);
     lower::RegisterReduceLowerings(t);
     lower::RegisterNormLowerings(t);
+    lower::RegisterResizeLowerings(t);
     return t;
   }();
   return *table;

@@ -13,6 +13,10 @@
 // argument the lowering made). The kernel may use `par` to split its work; it must give the same
 // result, bit for bit, for any thread count. Results match the reference kernel (kernels/) to
 // within 1e-6 relative error for float math (exact for integer and data-movement operators).
+// Where the reference kernel refuses a run-time value, the generated kernel stays in bounds:
+// a Gather / GatherElements index outside [-D, D) gives zeros (the reference: kInvalidArgument).
+// The family files (lower_<family>.cc) and what they cover: docs/ARCHITECTURE.md, "Lowered
+// kernels".
 #pragma once
 
 #include <string>

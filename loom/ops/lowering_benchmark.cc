@@ -1,6 +1,6 @@
-// Times the lowered kernels (lowering.h) of the shapes transformers use, each beside a plain
-// scalar loop doing the same work, on one thread, and a large memcpy for the machine's memory
-// bandwidth: bytes_per_second of each is its input plus output traffic. Run:
+// Times the lowered kernels (lowering.h) of the shapes transformers (and CNN layouts) use, each
+// beside a plain scalar loop doing the same work, on one thread, and a large memcpy for the
+// machine's memory bandwidth: bytes_per_second of each is its input plus output traffic. Run:
 //   build/<dir>/loom/ops/ops_lowering_benchmark
 #include <cmath>
 #include <cstring>
@@ -92,6 +92,13 @@ NodeCase Transpose() {
   c.inputs = {testutil::RandomFloats({1, 12, 128, 64}, 1)};
   return c;
 }
+// The tiled path: the input's contiguous dim moves (NCHW -> NHWC).
+NodeCase TransposeNhwc() {
+  NodeCase c;
+  c.node = {"t", "Transpose", {"x"}, {"y"}, {{"perm", std::vector<int64_t>{0, 2, 3, 1}}}};
+  c.inputs = {testutil::RandomFloats({1, 64, 56, 56}, 1)};
+  return c;
+}
 NodeCase Gather() {
   NodeCase c;
   c.node = {"g", "Gather", {"x", "i"}, {"y"}, {{"axis", int64_t{0}}}};
@@ -104,6 +111,7 @@ NodeCase Gather() {
 void BM_SoftmaxGenerated(benchmark::State& state) { RunCompiled(state, Softmax()); }
 void BM_LayerNormGenerated(benchmark::State& state) { RunCompiled(state, LayerNorm()); }
 void BM_TransposeGenerated(benchmark::State& state) { RunCompiled(state, Transpose()); }
+void BM_TransposeNhwcGenerated(benchmark::State& state) { RunCompiled(state, TransposeNhwc()); }
 void BM_GatherGenerated(benchmark::State& state) {
   RunCompiled(state, Gather(), 2 * 128 * 256 * 4 + 128 * 8);
 }
@@ -164,6 +172,21 @@ void BM_TransposeScalar(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * 2 * c.inputs[0].num_bytes());
 }
 
+void BM_TransposeNhwcScalar(benchmark::State& state) {
+  const NodeCase c = TransposeNhwc();
+  const float* x = c.inputs[0].data<float>();
+  std::vector<float> y(static_cast<size_t>(c.inputs[0].num_elements()));
+  for (auto _ : state) {
+    for (int h = 0; h < 56; ++h) {
+      for (int w = 0; w < 56; ++w) {
+        for (int ch = 0; ch < 64; ++ch) y[(h * 56 + w) * 64 + ch] = x[(ch * 56 + h) * 56 + w];
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * c.inputs[0].num_bytes());
+}
+
 void BM_GatherScalar(benchmark::State& state) {
   const NodeCase c = Gather();
   const float* x = c.inputs[0].data<float>();
@@ -195,6 +218,8 @@ BENCHMARK(BM_LayerNormGenerated);
 BENCHMARK(BM_LayerNormScalar);
 BENCHMARK(BM_TransposeGenerated);
 BENCHMARK(BM_TransposeScalar);
+BENCHMARK(BM_TransposeNhwcGenerated);
+BENCHMARK(BM_TransposeNhwcScalar);
 BENCHMARK(BM_GatherGenerated);
 BENCHMARK(BM_GatherScalar);
 BENCHMARK(BM_MemcpyBandwidth)->Unit(benchmark::kMillisecond);

@@ -14,20 +14,11 @@
 #include "loom/graph/tasks.h"
 #include "loom/graph/tensor.h"
 #include "loom/ops/config_space.h"
-#include "loom/ops/cuda_launch.h"
+#include "loom/ops/elementwise.h"
+#include "loom/ops/kernel_source.h"
 #include "loom/ops/target.h"
 
 namespace loom::ops {
-
-// Generated source for one config, self-contained (no Loom headers). cpu: C++ defining
-// `extern "C" void loom_kernel(void* const* buffers, const loom_parallel_t* par)`. cuda: CUDA C++
-// for NVRTC defining `extern "C" __global__ void loom_kernel(const float* __restrict__ ...,
-// float* __restrict__ out)`, one pointer per Buffers(config) entry in order.
-struct KernelSource {
-  std::string code;
-  std::string compile_flags;  // cpu: ISA flags the code needs (Target::CompilerFlags())
-  CudaLaunch cuda_launch;     // cuda: how to launch `code`'s entry point (unused for cpu)
-};
 
 // One argument of a kernel, in calling order.
 struct BufferSpec {
@@ -46,10 +37,28 @@ struct TemplateOptions {
   bool cuda_host_emulation = false;
 };
 
+// An extra operand of a fused epilogue: how it is laid out relative to the kernel's output.
+// Channels are the lanes of the output's vector registers (a convolution's output channels, a
+// matrix product's columns), padded as the output is.
+struct EpilogueOperand {
+  enum class Kind {
+    kChannel,       // one value per padded output channel (bias, BN scale and shift, PRelu slope)
+    kElement,       // the output's own layout and shape (a residual)
+    kBatchChannel,  // [batch, padded channels]: per image and channel (the squeeze-excite
+                    // multiply); the batch is the convolution's N, the batched product's batch
+  };
+  Kind kind = Kind::kChannel;
+};
+
 // An elementwise tail fused into a kernel's output store, for compiled models (the tuning path
-// emits none, so records stay valid): out = act(acc + bias[channel] + residual[same element]).
-// Buffers of a fused kernel: data, weight, then bias (one value per padded output channel, in
-// the output's channel order), then residual (the output's layout and shape), then output.
+// emits none, so records stay valid). Two parts, applied in order to each output register:
+//  - the shorthand every target takes: acc + bias[channel] + residual[element], then one
+//    activation;
+//  - `program` (CPU templates; CUDA ones answer kUnimplemented): a float32 elementwise program
+//    whose input 0 is the value so far and input k >= 1 is operands[k - 1]; its one output is
+//    stored.
+// Buffers of a fused kernel: data, weight, then bias (one value per padded output channel), then
+// residual (the output's layout and shape), then one per operand, then output.
 struct Epilogue {
   enum class Activation { kNone, kRelu, kClip, kHardSwish, kSigmoid };
   bool bias = false;
@@ -57,8 +66,13 @@ struct Epilogue {
   Activation activation = Activation::kNone;
   float clip_min = 0;  // kClip bounds
   float clip_max = 0;
+  ElementwiseProgram program;
+  std::vector<EpilogueOperand> operands;
 
-  bool empty() const { return !bias && !residual && activation == Activation::kNone; }
+  bool has_program() const { return !program.instrs.empty(); }
+  bool empty() const {
+    return !bias && !residual && activation == Activation::kNone && !has_program();
+  }
 };
 
 class Template {
@@ -76,7 +90,9 @@ class Template {
   virtual absl::StatusOr<KernelSource> Emit(const Config& config) const = 0;
   // Source for `config` with `epilogue` fused into the output store. An empty epilogue gives
   // exactly Emit(config). kUnimplemented when the template cannot fuse what is asked (the
-  // default for templates without epilogue support; dense has no residual).
+  // default for templates without epilogue support; CUDA templates take no program).
+  // kInvalidArgument for a malformed epilogue (a program that is not float32 with one output, or
+  // operands that do not match its inputs).
   virtual absl::StatusOr<KernelSource> EmitFused(const Config& config,
                                                  const Epilogue& epilogue) const;
   // The arguments of EmitFused(config, epilogue)'s kernel, inputs first (see Epilogue).

@@ -144,75 +144,168 @@ std::vector<codegen::KernelParam> FusedParams(const Epilogue& e) {
   std::vector<codegen::KernelParam> p = {{"data", false}, {"weight", false}};
   if (e.bias) p.push_back({"bias", false});
   if (e.residual) p.push_back({"residual", false});
+  for (size_t k = 0; k < e.operands.size(); ++k) p.push_back({absl::StrCat("ep", k), false});
   p.push_back({"output", true});
   return p;
 }
 
-namespace {
-std::string FloatLiteral(float v) {
-  if (!std::isfinite(v)) v = v > 0 ? 3.0e38f : -3.0e38f;
-  return absl::StrFormat("%.9ef", v);
+absl::Status CheckEpilogue(const Epilogue& e) {
+  if (!e.has_program()) {
+    if (!e.operands.empty())
+      return absl::InvalidArgumentError("epilogue operands without a program");
+    return absl::OkStatus();
+  }
+  const ElementwiseProgram& p = e.program;
+  if (p.inputs.size() != e.operands.size() + 1 || p.outputs.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an epilogue program takes the accumulator and its ", e.operands.size(),
+                     " operands and has one output; this one has ", p.inputs.size(), " inputs and ",
+                     p.outputs.size(), " outputs"));
+  }
+  if (!IsVectorizable(p)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an epilogue program must be float32 throughout:\n", p.ToString()));
+  }
+  return absl::OkStatus();
 }
+
+namespace {
+
+// The whole epilogue as one program: input 0 the accumulator, then bias, residual and the
+// operands as present; the shorthand's additions and activation first, then e.program.
+ElementwiseProgram FullProgram(const Epilogue& e) {
+  using A = Epilogue::Activation;
+  using graph::DType;
+  ElementwiseProgram p;
+  int32_t x = p.AddInput(DType::kFloat32);
+  const int32_t bias = e.bias ? p.AddInput(DType::kFloat32) : -1;
+  const int32_t residual = e.residual ? p.AddInput(DType::kFloat32) : -1;
+  std::vector<int32_t> operands;
+  for (size_t k = 0; k < e.operands.size(); ++k) operands.push_back(p.AddInput(DType::kFloat32));
+  auto emit = [&](EwOp op, int32_t a, int32_t b = -1, double p0 = 0, double p1 = 0) {
+    EwInstr i;
+    i.op = op;
+    i.a = a;
+    i.b = b;
+    i.p0 = p0;
+    i.p1 = p1;
+    return p.Add(i);
+  };
+  if (bias >= 0) x = emit(EwOp::kAdd, x, bias);
+  if (residual >= 0) x = emit(EwOp::kAdd, x, residual);
+  switch (e.activation) {
+    case A::kNone:
+      break;
+    case A::kRelu:
+      x = emit(EwOp::kRelu, x);
+      break;
+    case A::kClip:
+      x = emit(EwOp::kClip, x, -1, e.clip_min, e.clip_max);
+      break;
+    case A::kHardSwish:
+      x = emit(EwOp::kHardSwish, x);
+      break;
+    case A::kSigmoid:
+      x = emit(EwOp::kSigmoid, x);
+      break;
+  }
+  if (e.has_program()) {
+    // Renumber e.program's values into p: its input 0 is x, input k the k-th operand.
+    const ElementwiseProgram& q = e.program;
+    std::vector<int32_t> map(static_cast<size_t>(q.num_values()), -1);
+    map[0] = x;
+    for (size_t k = 1; k < q.inputs.size() && k - 1 < operands.size(); ++k) {
+      map[k] = operands[k - 1];
+    }
+    for (size_t k = 0; k < q.instrs.size(); ++k) {
+      EwInstr i = q.instrs[k];
+      for (int32_t* a : {&i.a, &i.b, &i.c}) {
+        if (*a >= 0) *a = map[static_cast<size_t>(*a)];
+      }
+      map[q.inputs.size() + k] = p.Add(i);
+    }
+    x = map[static_cast<size_t>(q.outputs[0])];
+  }
+  p.AddOutput(x, DType::kFloat32);
+  return p;
+}
+
+std::vector<codegen::Stmt> EpilogueStmtsAt(const Epilogue& e, const std::string& acc,
+                                           const std::vector<std::string>& addrs) {
+  if (e.empty()) return {};
+  const ElementwiseProgram p = FullProgram(e);
+  std::vector<std::string> inputs = {acc};
+  for (const std::string& a : addrs) inputs.push_back(absl::StrCat("loom_load(", a, ")"));
+  absl::StatusOr<PrintedElementwise> printed = PrintElementwise(p, inputs, EwMode::kVector, "ep_v");
+  // Templates call CheckEpilogue first; the shorthand alone is always vectorizable.
+  LOOM_CHECK(printed.ok());
+  std::vector<codegen::Stmt> body;
+  for (std::string& line : printed->lines) body.push_back(codegen::Raw(std::move(line)));
+  body.push_back(codegen::Raw(absl::StrCat(acc, " = ", printed->outputs[0], ";")));
+  return {codegen::Block(std::move(body))};
+}
+
 }  // namespace
 
 std::vector<std::string> EpilogueGlobals(const Epilogue& e, int64_t lanes) {
-  using A = Epilogue::Activation;
-  std::vector<std::string> g;
-  if (e.activation == A::kNone) return g;
-  g.push_back(
-      "static inline __attribute__((always_inline)) vf loom_max(vf a, vf b) { return a > b ? a : "
-      "b; }");
-  g.push_back(
-      "static inline __attribute__((always_inline)) vf loom_min(vf a, vf b) { return a < b ? a : "
-      "b; }");
-  if (e.activation == A::kSigmoid) {
-    g.push_back(
-        absl::StrCat("static inline vf loom_sigmoid(vf x) { float t[", lanes,
-                     "]; __builtin_memcpy(t, &x, sizeof(x)); for (int i = 0; i < ", lanes,
-                     "; ++i) t[i] = 1.0f / (1.0f + __builtin_expf(-t[i])); __builtin_memcpy(&x, t, "
-                     "sizeof(x)); return x; }"));
+  (void)lanes;
+  if (e.empty()) return {};
+  return ElementwiseGlobals();
+}
+
+std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
+                                         const EpilogueSite& site) {
+  std::vector<std::string> addrs;
+  if (e.bias) addrs.push_back(absl::StrCat("bias + ", site.channel));
+  if (e.residual) addrs.push_back(absl::StrCat("residual + ", site.element));
+  for (size_t k = 0; k < e.operands.size(); ++k) {
+    const std::string name = absl::StrCat("ep", k);
+    switch (e.operands[k].kind) {
+      case EpilogueOperand::Kind::kChannel:
+        addrs.push_back(absl::StrCat(name, " + ", site.channel));
+        break;
+      case EpilogueOperand::Kind::kElement:
+        addrs.push_back(absl::StrCat(name, " + ", site.element));
+        break;
+      case EpilogueOperand::Kind::kBatchChannel:
+        addrs.push_back(
+            absl::StrCat(name, " + (", site.batch, ") * ", site.channels, " + ", site.channel));
+        break;
+    }
   }
-  return g;
+  return EpilogueStmtsAt(e, acc, addrs);
 }
 
 std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
                                          const std::string& bias_addr,
                                          const std::string& residual_addr) {
-  using A = Epilogue::Activation;
-  std::vector<codegen::Stmt> s;
-  if (e.bias) s.push_back(codegen::VecAdd(acc, absl::StrCat("loom_load(", bias_addr, ")")));
-  if (e.residual) {
-    s.push_back(codegen::VecAdd(acc, absl::StrCat("loom_load(", residual_addr, ")")));
-  }
-  switch (e.activation) {
-    case A::kNone:
-      break;
-    case A::kRelu:
-      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_max(", acc, ", loom_bcast(0.0f));")));
-      break;
-    case A::kClip:
-      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_min(loom_max(", acc, ", loom_bcast(",
-                                            FloatLiteral(e.clip_min), ")), loom_bcast(",
-                                            FloatLiteral(e.clip_max), "));")));
-      break;
-    case A::kHardSwish:
-      s.push_back(codegen::Raw(absl::StrCat(
-          acc, " = ", acc, " * loom_min(loom_max(", acc,
-          " * loom_bcast(1.0f / 6.0f) + loom_bcast(0.5f), loom_bcast(0.0f)), loom_bcast(1.0f));")));
-      break;
-    case A::kSigmoid:
-      s.push_back(codegen::Raw(absl::StrCat(acc, " = loom_sigmoid(", acc, ");")));
-      break;
-  }
-  return s;
+  LOOM_CHECK(e.operands.empty());
+  std::vector<std::string> addrs;
+  if (e.bias) addrs.push_back(bias_addr);
+  if (e.residual) addrs.push_back(residual_addr);
+  return EpilogueStmtsAt(e, acc, addrs);
 }
 
 std::vector<BufferSpec> FusedBufferList(std::vector<BufferSpec> plain, const Epilogue& e,
-                                        int64_t bias_elems) {
+                                        int64_t channels, int64_t batch) {
   LOOM_CHECK(plain.size() == 3);
   std::vector<BufferSpec> out = {plain[0], plain[1]};
-  if (e.bias) out.push_back({"bias", {bias_elems}, false});
+  if (e.bias) out.push_back({"bias", {channels}, false});
   if (e.residual) out.push_back({"residual", plain[2].shape, false});
+  for (size_t k = 0; k < e.operands.size(); ++k) {
+    const std::string name = absl::StrCat("ep", k);
+    switch (e.operands[k].kind) {
+      case EpilogueOperand::Kind::kChannel:
+        out.push_back({name, {channels}, false});
+        break;
+      case EpilogueOperand::Kind::kElement:
+        out.push_back({name, plain[2].shape, false});
+        break;
+      case EpilogueOperand::Kind::kBatchChannel:
+        out.push_back({name, {batch, channels}, false});
+        break;
+    }
+  }
   out.push_back(plain[2]);
   return out;
 }

@@ -78,20 +78,38 @@ class TemplateBase : public Template {
   ConfigSpace space_;
 };
 
-// Fused epilogues (Template::EmitFused), shared by the templates.
-// Kernel parameters data, weight, [bias], [residual], output.
+// Fused epilogues (Template::EmitFused), shared by the templates: the one way a template fuses.
+// Kernel parameters data, weight, [bias], [residual], one per program operand (`ep0`, ...),
+// output.
 std::vector<codegen::KernelParam> FusedParams(const Epilogue& e);
-// File-scope helpers (loom_max, loom_min, loom_sigmoid) the epilogue statements call.
+// kInvalidArgument unless `e` can be emitted: a float32 program with one output whose inputs
+// are the accumulator and one per operand.
+absl::Status CheckEpilogue(const Epilogue& e);
+// File-scope helpers the epilogue statements call (empty for an empty epilogue, so that the
+// plain kernel is the tuning kernel).
 std::vector<std::string> EpilogueGlobals(const Epilogue& e, int64_t lanes);
-// Statements applying `e` to the vector register `acc` just before it is stored; `bias_addr` and
-// `residual_addr` are float address expressions (unused parts may be empty).
+// Where an output register sits, for the operands' addresses: element offsets as C expressions
+// (loop variables as ${var}).
+struct EpilogueSite {
+  std::string channel;   // the register's first lane among the padded channels
+  std::string element;   // the register's offset in the output buffer
+  std::string batch;     // the register's batch index (kBatchChannel operands)
+  int64_t channels = 0;  // padded channels: the row length of a kBatchChannel operand
+};
+// Statements applying `e` to the vector register `acc` just before it is stored (one block that
+// assigns the result to `acc`). `e` must pass CheckEpilogue.
+std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
+                                         const EpilogueSite& site);
+// The same for an epilogue without program operands, with the bias and residual addresses
+// given as float address expressions (unused parts may be empty).
 std::vector<codegen::Stmt> EpilogueStmts(const Epilogue& e, const std::string& acc,
                                          const std::string& bias_addr,
                                          const std::string& residual_addr);
-// `plain` (data, weight, output) with the bias ([bias_elems]) and residual (the output's shape)
-// buffers inserted before the output, as `e` asks.
+// `plain` (data, weight, output) with the epilogue's buffers inserted before the output: bias
+// and kChannel operands [channels], residual and kElement operands the output's shape,
+// kBatchChannel operands [batch, channels].
 std::vector<BufferSpec> FusedBufferList(std::vector<BufferSpec> plain, const Epilogue& e,
-                                        int64_t bias_elems);
+                                        int64_t channels, int64_t batch = 1);
 
 int64_t CeilDiv(int64_t a, int64_t b);
 

@@ -1,6 +1,8 @@
 #include "loom/runtime/artifact.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -47,14 +49,9 @@ namespace {
 constexpr char kFormatName[] = "loom-artifact";
 constexpr char kWeightsMagic[] = "LOOMWGT1";  // 8 bytes
 constexpr int64_t kWeightsAlign = 64;
-constexpr size_t kMaxKernelArgs = 16;
-constexpr char kManifestFormat[] = "loom-artifact/1";
+constexpr char kManifestFormat[] = "loom-artifact/2";
 
 int64_t RoundUpTo(int64_t a) { return (a + kWeightsAlign - 1) / kWeightsAlign * kWeightsAlign; }
-
-bool Natural(const BlockedGeo& g) {
-  return g.bn == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0;
-}
 
 std::string Hex(uint64_t v) { return absl::StrFormat("%016x", v); }
 
@@ -101,6 +98,33 @@ absl::Status WriteFileAtomic(const std::filesystem::path& path, std::string_view
   return absl::OkStatus();
 }
 
+// Writes `bytes` to a fresh private file (mode 0700, a name nobody else can predict or replace
+// in $TMPDIR) and returns its path; the caller removes it.
+absl::StatusOr<std::string> WritePrivateCopy(std::string_view bytes) {
+  std::error_code ec;
+  std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
+  if (ec) tmp = "/tmp";
+  std::string path = (tmp / "loom-verified-XXXXXX").string();
+  const int fd = mkstemp(path.data());
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create a private copy in ", tmp.string()));
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  fchmod(fd, 0700);
+  close(fd);
+  if (done != bytes.size()) {
+    std::filesystem::remove(path, ec);
+    return absl::DataLossError(absl::StrCat("cannot write the private copy ", path));
+  }
+  return path;
+}
+
 // ---- JSON encoding of plan pieces.
 
 json FloatJson(float v) {
@@ -125,26 +149,34 @@ absl::StatusOr<graph::DType> ParseDType(const std::string& name) {
   return absl::DataLossError(absl::StrCat("unknown dtype '", name, "'"));
 }
 
-json RefJson(const Ref& r) {
-  const char* kind = r.kind == Ref::Kind::kArena   ? "arena"
-                     : r.kind == Ref::Kind::kConst ? "const"
-                                                   : "tensor";
-  return json::array({kind, r.index});
+const char* RefKindName(Ref::Kind k) {
+  switch (k) {
+    case Ref::Kind::kArena:
+      return "arena";
+    case Ref::Kind::kConst:
+      return "const";
+    case Ref::Kind::kInput:
+      return "input";
+    case Ref::Kind::kOutput:
+      return "output";
+  }
+  return "?";
 }
+
+json RefJson(const Ref& r) { return json::array({RefKindName(r.kind), r.index}); }
 Ref RefFrom(const json& j) {
+  if (!j.is_array() || j.size() != 2) throw std::invalid_argument("an operand is [kind, index]");
   const std::string kind = j.at(0).get<std::string>();
   Ref r;
   r.index = j.at(1).get<int64_t>();
-  if (kind == "arena") {
-    r.kind = Ref::Kind::kArena;
-  } else if (kind == "const") {
-    r.kind = Ref::Kind::kConst;
-  } else if (kind == "tensor") {
-    r.kind = Ref::Kind::kTensor;
-  } else {
-    throw std::invalid_argument(absl::StrCat("bad operand kind '", kind, "'"));
+  for (Ref::Kind k :
+       {Ref::Kind::kArena, Ref::Kind::kConst, Ref::Kind::kInput, Ref::Kind::kOutput}) {
+    if (kind == RefKindName(k)) {
+      r.kind = k;
+      return r;
+    }
   }
-  return r;
+  throw std::invalid_argument(absl::StrCat("bad operand kind '", kind, "'"));
 }
 
 json GeoJson(const BlockedGeo& g) {
@@ -155,29 +187,39 @@ BlockedGeo GeoFrom(const json& j) {
   BlockedGeo g;
   int64_t* f[] = {&g.n, &g.c, &g.h, &g.w, &g.bn, &g.pt, &g.pl, &g.pb, &g.pr};
   for (size_t i = 0; i < 9; ++i) *f[i] = j.at(i).get<int64_t>();
-  if (g.bn < 1 || g.n < 0 || g.c < 0 || g.h < 0 || g.w < 0 || g.pt < 0 || g.pl < 0 || g.pb < 0 ||
-      g.pr < 0) {
-    throw std::invalid_argument("bad geometry");
-  }
+  // Ranges (and products) are checked by ValidatePlan.
   return g;
 }
 
-json EpilogueJson(const ops::Epilogue& e) {
-  return {{"activation", static_cast<int>(e.activation)},
-          {"clip_min", FloatJson(e.clip_min)},
-          {"clip_max", FloatJson(e.clip_max)}};
+json TypeJson(const graph::TensorType& t) {
+  return {{"dtype", graph::DTypeName(t.dtype)}, {"shape", t.shape}};
 }
-ops::Epilogue EpilogueFrom(const json& j) {
-  ops::Epilogue e;
-  const int a = j.at("activation").get<int>();
-  if (a < 0 || a > static_cast<int>(ops::Epilogue::Activation::kSigmoid)) {
-    throw std::invalid_argument("bad activation");
+graph::TensorType TypeFrom(const json& j) {
+  graph::TensorType t;
+  t.dtype = graph::DTypeFromName(j.at("dtype").get<std::string>());
+  if (t.dtype == graph::DType::kUndefined) throw std::invalid_argument("unknown dtype");
+  t.shape = j.at("shape").get<graph::Shape>();
+  return t;
+}
+
+json TypedRefJson(const TypedRef& r) {
+  if (!r.present) return nullptr;
+  json j = TypeJson(r.type);
+  j["ref"] = RefJson(r.ref);
+  return j;
+}
+TypedRef TypedRefFrom(const json& j) {
+  TypedRef r;
+  if (j.is_null()) {
+    r.present = false;
+    return r;
   }
-  e.activation = static_cast<ops::Epilogue::Activation>(a);
-  e.clip_min = FloatFrom(j.at("clip_min"));
-  e.clip_max = FloatFrom(j.at("clip_max"));
-  return e;
+  r.type = TypeFrom(j);
+  r.ref = RefFrom(j.at("ref"));
+  return r;
 }
+
+constexpr const char* kPoolKinds[] = {"max", "average", "global_average", "global_max"};
 
 // Tensor-valued attributes go to the constants table: `extra` collects them at export.
 json NodeJson(const graph::Node& node, std::vector<graph::Tensor>* extra, int64_t base) {
@@ -254,19 +296,11 @@ graph::Node NodeFrom(const json& j, const std::vector<graph::Tensor>& consts) {
 }
 
 json StepJson(const Step& s, std::vector<graph::Tensor>* extra, int64_t base) {
-  json j = {{"name", s.name},
-            {"kind", s.kind},
-            {"buffers", s.buffers},
-            {"tensors", s.tensors},
-            {"release", s.release}};
+  json j = {{"name", s.name}, {"kind", s.kind}};
   std::visit(
       [&](const auto& op) {
         using T = std::decay_t<decltype(op)>;
-        if constexpr (std::is_same_v<T, ConstStep>) {
-          j["op"] = "const";
-          j["slot"] = op.slot;
-          j["constant"] = op.constant;
-        } else if constexpr (std::is_same_v<T, RelayoutStep>) {
+        if constexpr (std::is_same_v<T, RelayoutStep>) {
           j["op"] = "relayout";
           j["src"] = RefJson(op.src);
           j["src_geo"] = GeoJson(op.src_geo);
@@ -278,40 +312,43 @@ json StepJson(const Step& s, std::vector<graph::Tensor>* extra, int64_t base) {
           json args = json::array();
           for (const Ref& r : op.args) args.push_back(RefJson(r));
           j["args"] = args;
-          j["dense"] = op.dense;
-          j["out_slot"] = op.out_slot;
-          j["out_shape"] = op.out_shape;
-          j["n_real"] = op.n_real;
-          j["m_rows"] = op.m_rows;
         } else if constexpr (std::is_same_v<T, PoolStep>) {
           j["op"] = "pool";
-          j["src"] = op.src;
-          j["dst"] = op.dst;
+          j["pool"] = kPoolKinds[static_cast<int>(op.kind)];
+          j["src"] = RefJson(op.src);
+          j["dst"] = RefJson(op.dst);
           j["in"] = GeoJson(op.in);
           j["out"] = GeoJson(op.out);
-          j["global"] = op.global;
-          j["window"] = {op.kh, op.kw, op.sh, op.sw, op.pt, op.pl};
-        } else if constexpr (std::is_same_v<T, EltwiseStep>) {
-          j["op"] = "eltwise";
-          j["src"] = op.src;
-          j["other"] = op.other;
-          j["dst"] = op.dst;
-          j["total"] = op.total;
-          j["act"] = EpilogueJson(op.act);
-        } else if constexpr (std::is_same_v<T, ConcatStep>) {
-          j["op"] = "concat";
-          j["srcs"] = op.srcs;
-          j["blocks"] = op.blocks;
-          j["dst"] = op.dst;
-          j["n"] = op.n;
-          j["out_blocks"] = op.out_blocks;
-          j["plane"] = op.plane;
+          j["window"] = {op.kh, op.kw, op.sh, op.sw, op.pt, op.pl, op.pb, op.pr, op.dh, op.dw};
+          j["count_include_pad"] = op.count_include_pad;
+        } else if constexpr (std::is_same_v<T, ChannelMapStep>) {
+          j["op"] = "channel_map";
+          json srcs = json::array(), geos = json::array(), runs = json::array();
+          for (const Ref& r : op.srcs) srcs.push_back(RefJson(r));
+          for (const BlockedGeo& g : op.src_geos) geos.push_back(GeoJson(g));
+          for (const ChannelRun& r : op.runs) runs.push_back({r.src, r.src_c, r.dst_c, r.len});
+          j["srcs"] = srcs;
+          j["src_geos"] = geos;
+          j["dst"] = RefJson(op.dst);
+          j["dst_geo"] = GeoJson(op.dst_geo);
+          j["runs"] = runs;
+        } else if constexpr (std::is_same_v<T, CopyStep>) {
+          j["op"] = "copy";
+          j["src"] = RefJson(op.src);
+          j["dst"] = RefJson(op.dst);
+          j["rows"] = op.rows;
+          j["row_bytes"] = op.row_bytes;
+          j["src_stride"] = op.src_stride;
+          j["dst_stride"] = op.dst_stride;
         } else if constexpr (std::is_same_v<T, ReferenceStep>) {
           j["op"] = "reference";
           j["node"] = NodeJson(op.node, extra, base);
           j["opset"] = op.opset;
-          j["in_slots"] = op.in_slots;
-          j["out_slots"] = op.out_slots;
+          json ins = json::array(), outs = json::array();
+          for (const TypedRef& r : op.inputs) ins.push_back(TypedRefJson(r));
+          for (const TypedRef& r : op.outputs) outs.push_back(TypedRefJson(r));
+          j["inputs"] = ins;
+          j["outputs"] = outs;
         }
       },
       s.op);
@@ -322,14 +359,8 @@ Step StepFrom(const json& j, const std::vector<graph::Tensor>& consts) {
   Step s;
   s.name = j.at("name").get<std::string>();
   s.kind = j.at("kind").get<std::string>();
-  s.buffers = j.at("buffers").get<std::vector<int64_t>>();
-  s.tensors = j.at("tensors").get<std::vector<int64_t>>();
-  s.release = j.at("release").get<std::vector<int64_t>>();
   const std::string op = j.at("op").get<std::string>();
-  if (op == "const") {
-    s.op =
-        ConstStep{.slot = j.at("slot").get<int64_t>(), .constant = j.at("constant").get<int64_t>()};
-  } else if (op == "relayout") {
+  if (op == "relayout") {
     s.op = RelayoutStep{.src = RefFrom(j.at("src")),
                         .src_geo = GeoFrom(j.at("src_geo")),
                         .dst = RefFrom(j.at("dst")),
@@ -338,55 +369,78 @@ Step StepFrom(const json& j, const std::vector<graph::Tensor>& consts) {
     KernelStep k;
     k.kernel = j.at("kernel").get<int64_t>();
     for (const json& a : j.at("args")) k.args.push_back(RefFrom(a));
-    k.dense = j.at("dense").get<bool>();
-    k.out_slot = j.at("out_slot").get<int64_t>();
-    k.out_shape = j.at("out_shape").get<graph::Shape>();
-    k.n_real = j.at("n_real").get<int64_t>();
-    k.m_rows = j.at("m_rows").get<int64_t>();
     s.op = std::move(k);
   } else if (op == "pool") {
     const std::vector<int64_t> w = j.at("window").get<std::vector<int64_t>>();
-    if (w.size() != 6) throw std::invalid_argument("a pool window has 6 numbers");
-    s.op = PoolStep{.src = j.at("src").get<int64_t>(),
-                    .dst = j.at("dst").get<int64_t>(),
-                    .in = GeoFrom(j.at("in")),
-                    .out = GeoFrom(j.at("out")),
-                    .global = j.at("global").get<bool>(),
-                    .kh = w[0],
-                    .kw = w[1],
-                    .sh = w[2],
-                    .sw = w[3],
-                    .pt = w[4],
-                    .pl = w[5]};
-  } else if (op == "eltwise") {
-    s.op = EltwiseStep{.src = j.at("src").get<int64_t>(),
-                       .other = j.at("other").get<int64_t>(),
-                       .dst = j.at("dst").get<int64_t>(),
-                       .total = j.at("total").get<int64_t>(),
-                       .act = EpilogueFrom(j.at("act"))};
-  } else if (op == "concat") {
-    s.op = ConcatStep{.srcs = j.at("srcs").get<std::vector<int64_t>>(),
-                      .blocks = j.at("blocks").get<std::vector<int64_t>>(),
-                      .dst = j.at("dst").get<int64_t>(),
-                      .n = j.at("n").get<int64_t>(),
-                      .out_blocks = j.at("out_blocks").get<int64_t>(),
-                      .plane = j.at("plane").get<int64_t>()};
+    if (w.size() != 10) throw std::invalid_argument("a pool window has 10 numbers");
+    PoolStep p;
+    const std::string kind = j.at("pool").get<std::string>();
+    bool known = false;
+    for (int k = 0; k < 4; ++k) {
+      if (kind == kPoolKinds[k]) {
+        p.kind = static_cast<PoolStep::Kind>(k);
+        known = true;
+      }
+    }
+    if (!known) throw std::invalid_argument(absl::StrCat("unknown pool '", kind, "'"));
+    p.src = RefFrom(j.at("src"));
+    p.dst = RefFrom(j.at("dst"));
+    p.in = GeoFrom(j.at("in"));
+    p.out = GeoFrom(j.at("out"));
+    p.kh = w[0], p.kw = w[1], p.sh = w[2], p.sw = w[3], p.pt = w[4], p.pl = w[5], p.pb = w[6];
+    p.pr = w[7], p.dh = w[8], p.dw = w[9];
+    p.count_include_pad = j.at("count_include_pad").get<bool>();
+    s.op = p;
+  } else if (op == "channel_map") {
+    ChannelMapStep c;
+    for (const json& r : j.at("srcs")) c.srcs.push_back(RefFrom(r));
+    for (const json& g : j.at("src_geos")) c.src_geos.push_back(GeoFrom(g));
+    c.dst = RefFrom(j.at("dst"));
+    c.dst_geo = GeoFrom(j.at("dst_geo"));
+    for (const json& r : j.at("runs")) {
+      const std::vector<int64_t> v = r.get<std::vector<int64_t>>();
+      if (v.size() != 4) throw std::invalid_argument("a channel run has 4 numbers");
+      c.runs.push_back({v[0], v[1], v[2], v[3]});
+    }
+    s.op = std::move(c);
+  } else if (op == "copy") {
+    s.op = CopyStep{.src = RefFrom(j.at("src")),
+                    .dst = RefFrom(j.at("dst")),
+                    .rows = j.at("rows").get<int64_t>(),
+                    .row_bytes = j.at("row_bytes").get<int64_t>(),
+                    .src_stride = j.at("src_stride").get<int64_t>(),
+                    .dst_stride = j.at("dst_stride").get<int64_t>()};
   } else if (op == "reference") {
-    s.op = ReferenceStep{.node = NodeFrom(j.at("node"), consts),
-                         .opset = j.at("opset").get<int64_t>(),
-                         .in_slots = j.at("in_slots").get<std::vector<int64_t>>(),
-                         .out_slots = j.at("out_slots").get<std::vector<int64_t>>()};
+    ReferenceStep r;
+    r.node = NodeFrom(j.at("node"), consts);
+    r.opset = j.at("opset").get<int64_t>();
+    for (const json& t : j.at("inputs")) r.inputs.push_back(TypedRefFrom(t));
+    for (const json& t : j.at("outputs")) r.outputs.push_back(TypedRefFrom(t));
+    s.op = std::move(r);
   } else {
     throw std::invalid_argument(absl::StrCat("unknown step op '", op, "'"));
   }
   return s;
 }
 
-json ValueJson(const graph::ValueInfo& v, int64_t slot) {
-  return {{"name", v.name},
-          {"dtype", graph::DTypeName(v.type.dtype)},
-          {"shape", v.type.shape},
-          {"slot", slot}};
+json ValueJson(const graph::ValueInfo& v) {
+  return {{"name", v.name}, {"dtype", graph::DTypeName(v.type.dtype)}, {"shape", v.type.shape}};
+}
+graph::ValueInfo ValueFrom(const json& j) {
+  graph::ValueInfo v;
+  v.name = j.at("name").get<std::string>();
+  v.type = TypeFrom(j);
+  return v;
+}
+
+json KernelsJson(const std::vector<KernelArgs>& kernels) {
+  json ks = json::array();
+  for (const KernelArgs& k : kernels) {
+    json written = json::array();
+    for (bool w : k.written) written.push_back(w);
+    ks.push_back({{"bytes", k.bytes}, {"written", written}});
+  }
+  return ks;
 }
 
 json StatsJson(const CompileStats& s) {
@@ -396,128 +450,47 @@ json StatsJson(const CompileStats& s) {
           {"fused_ops", s.fused_ops},
           {"layout_steps", s.layout_steps},
           {"blocked_steps", s.blocked_steps},
+          {"generated_steps", s.generated_steps},
+          {"views", s.views},
           {"reference_steps", s.reference_steps},
           {"arena_bytes", s.arena_bytes},
           {"intermediate_bytes", s.intermediate_bytes}};
 }
 CompileStats StatsFrom(const json& j) {
   CompileStats s;
+  if (!j.is_object()) return s;
   s.kernel_steps = j.value("kernel_steps", int64_t{0});
   s.tuned_kernels = j.value("tuned_kernels", int64_t{0});
   s.unique_kernels = j.value("unique_kernels", int64_t{0});
   s.fused_ops = j.value("fused_ops", int64_t{0});
   s.layout_steps = j.value("layout_steps", int64_t{0});
   s.blocked_steps = j.value("blocked_steps", int64_t{0});
+  s.generated_steps = j.value("generated_steps", int64_t{0});
+  s.views = j.value("views", int64_t{0});
   s.reference_steps = j.value("reference_steps", int64_t{0});
   s.arena_bytes = j.value("arena_bytes", int64_t{0});
   s.intermediate_bytes = j.value("intermediate_bytes", int64_t{0});
   return s;
 }
 
-// Every index of the plan is in range and every arena operand fits its buffer, so a tampered
-// plan.json is an error, not a wild write.
-absl::Status ValidatePlan(const Plan& p) {
-  auto bad = [](const std::string& what) {
-    return absl::DataLossError(absl::StrCat("plan.json is inconsistent: ", what));
-  };
-  const int64_t nb = static_cast<int64_t>(p.buffers.size());
-  const int64_t nc = static_cast<int64_t>(p.consts.size());
-  const int64_t ns = p.num_tensor_slots;
-  for (const BufferInfo& b : p.buffers) {
-    if (b.offset < 0 || b.bytes < 0 || b.offset % 64 != 0 || b.offset + b.bytes > p.arena_bytes) {
-      return bad(absl::StrCat("buffer '", b.what, "' lies outside the arena"));
+// The kernels' argument table as model.so carries it: per kernel its argument count, then per
+// argument bytes * 2 + written.
+std::string KernelTableSource(const std::vector<KernelArgs>& kernels) {
+  std::string s = "extern \"C\" const long long loom_artifact_kernel_args[] = {";
+  for (const KernelArgs& k : kernels) {
+    absl::StrAppend(&s, k.bytes.size(), "LL,");
+    for (size_t a = 0; a < k.bytes.size(); ++a) {
+      absl::StrAppend(&s, k.bytes[a] * 2 + (k.written[a] ? 1 : 0), "LL,");
     }
   }
-  auto buf_ok = [&](int64_t b, int64_t floats) {
-    return b >= 0 && b < nb && floats * 4 <= p.buffers[static_cast<size_t>(b)].bytes;
-  };
-  auto slot_ok = [&](int64_t s) { return s >= 0 && s < ns; };
-  auto ref_ok = [&](const Ref& r, int64_t floats) {
-    switch (r.kind) {
-      case Ref::Kind::kArena:
-        return buf_ok(r.index, floats);
-      case Ref::Kind::kConst:
-        return r.index >= 0 && r.index < nc;
-      case Ref::Kind::kTensor:
-        return slot_ok(r.index);
-    }
-    return false;
-  };
-  for (const auto& [info, slot] : p.inputs) {
-    if (!slot_ok(slot)) return bad(absl::StrCat("input '", info.name, "' slot"));
-  }
-  for (int64_t slot : p.outputs) {
-    if (!slot_ok(slot)) return bad("output slot");
-  }
-  for (const Step& s : p.steps) {
-    for (int64_t b : s.buffers) {
-      if (b < 0 || b >= nb) return bad(absl::StrCat("step '", s.name, "' buffer"));
-    }
-    for (int64_t t : s.tensors) {
-      if (!slot_ok(t)) return bad(absl::StrCat("step '", s.name, "' tensor slot"));
-    }
-    for (int64_t t : s.release) {
-      if (!slot_ok(t)) return bad(absl::StrCat("step '", s.name, "' released slot"));
-    }
-    const bool ok = std::visit(
-        [&](const auto& op) -> bool {
-          using T = std::decay_t<decltype(op)>;
-          if constexpr (std::is_same_v<T, ConstStep>) {
-            return slot_ok(op.slot) && op.constant >= 0 && op.constant < nc;
-          } else if constexpr (std::is_same_v<T, RelayoutStep>) {
-            return op.src.kind != Ref::Kind::kConst && op.dst.kind != Ref::Kind::kConst &&
-                   ref_ok(op.src, op.src_geo.elems()) && ref_ok(op.dst, op.dst_geo.elems()) &&
-                   op.src_geo.n == op.dst_geo.n && op.src_geo.c == op.dst_geo.c &&
-                   op.src_geo.h == op.dst_geo.h && op.src_geo.w == op.dst_geo.w &&
-                   (op.src.kind != Ref::Kind::kTensor || Natural(op.src_geo)) &&
-                   (op.dst.kind != Ref::Kind::kTensor || Natural(op.dst_geo));
-          } else if constexpr (std::is_same_v<T, KernelStep>) {
-            if (op.kernel < 0 || op.kernel >= p.num_kernels || op.args.size() > kMaxKernelArgs) {
-              return false;
-            }
-            for (const Ref& r : op.args) {
-              if (!ref_ok(r, 0)) return false;
-            }
-            return !op.dense || (slot_ok(op.out_slot) && op.out_shape.size() == 2 &&
-                                 op.n_real <= op.out_shape[1] && op.m_rows == op.out_shape[0]);
-          } else if constexpr (std::is_same_v<T, PoolStep>) {
-            return buf_ok(op.src, op.in.elems()) && buf_ok(op.dst, op.out.elems()) &&
-                   op.in.bn == op.out.bn;
-          } else if constexpr (std::is_same_v<T, EltwiseStep>) {
-            return buf_ok(op.src, op.total) && buf_ok(op.dst, op.total) &&
-                   (op.other < 0 || buf_ok(op.other, op.total));
-          } else if constexpr (std::is_same_v<T, ConcatStep>) {
-            if (op.srcs.size() != op.blocks.size()) return false;
-            int64_t sum = 0;
-            for (size_t k = 0; k < op.srcs.size(); ++k) {
-              if (op.blocks[k] < 0 || !buf_ok(op.srcs[k], op.n * op.blocks[k] * op.plane)) {
-                return false;
-              }
-              sum += op.blocks[k];
-            }
-            return sum == op.out_blocks && buf_ok(op.dst, op.n * op.out_blocks * op.plane);
-          } else if constexpr (std::is_same_v<T, ReferenceStep>) {
-            for (int64_t t : op.in_slots) {
-              if (t != -1 && !slot_ok(t)) return false;
-            }
-            for (int64_t t : op.out_slots) {
-              if (t != -1 && !slot_ok(t)) return false;
-            }
-            return true;
-          }
-          return false;
-        },
-        s.op);
-    if (!ok) {
-      return bad(absl::StrCat("step '", s.name, "' (", s.kind, ") has operands out of range"));
-    }
-  }
-  return absl::OkStatus();
+  absl::StrAppend(&s, "0LL};\n");
+  return s;
 }
 
 // Compiles every kernel to an object (renamed loom_kernel_<i>) and links them with the manifest
 // into one shared library; returns its path in the builder's cache.
 absl::StatusOr<std::string> BuildLibrary(const std::vector<ops::KernelSource>& sources,
+                                         const std::vector<KernelArgs>& kernels,
                                          const tune::BuildOptions& options) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(options));
   std::vector<tune::BuildResult> objects(sources.size());
@@ -550,7 +523,7 @@ absl::StatusOr<std::string> BuildLibrary(const std::vector<ops::KernelSource>& s
       kManifestFormat,
       "\";\n"
       "extern \"C\" const int loom_artifact_num_kernels = ",
-      sources.size(), ";\n");
+      sources.size(), ";\n", KernelTableSource(kernels));
   manifest.compile_flags = absl::StrJoin(paths, " ");
   tune::BuildResult lib = builder->BuildSource(manifest, ops::Config{});
   if (lib.error != tune::ErrorKind::kNone) {
@@ -559,12 +532,102 @@ absl::StatusOr<std::string> BuildLibrary(const std::vector<ops::KernelSource>& s
   return lib.artifact_path;
 }
 
+// A size or offset read from plan.json: an integer in [0, limit].
+int64_t Bounded(const json& j, int64_t limit, const char* what) {
+  const int64_t v = j.get<int64_t>();
+  if (v < 0 || v > limit) throw std::invalid_argument(absl::StrCat(what, " out of range"));
+  return v;
+}
+
+// Decodes plan.json's fields into `plan` (constants from `weights`) and returns the thread count
+// it names. Throws std::exception subclasses (nlohmann's, invalid_argument) for malformed input;
+// returns a status for what a well-formed plan may still get wrong.
+absl::StatusOr<int32_t> DecodePlan(const json& j, std::string_view weights, Plan* plan) {
+  // Constants: each inside weights.bin, together no larger than it (so that overlapping
+  // entries cannot multiply what is allocated).
+  const auto wsize = static_cast<int64_t>(weights.size());
+  int64_t total = 0;
+  for (const json& c : j.at("constants")) {
+    LOOM_ASSIGN_OR_RETURN(graph::DType dtype, ParseDType(c.at("dtype").get<std::string>()));
+    const graph::Shape shape = c.at("shape").get<graph::Shape>();
+    const int64_t offset = Bounded(c.at("offset"), wsize, "a constant's offset");
+    int64_t bytes = static_cast<int64_t>(graph::DTypeSize(dtype));
+    for (int64_t d : shape) {
+      if (d < 0 || __builtin_mul_overflow(bytes, d, &bytes) || bytes > wsize) {
+        return absl::DataLossError("a constant lies outside weights.bin");
+      }
+    }
+    if (offset < 8 || bytes > wsize - offset || (total += bytes) > wsize) {
+      return absl::DataLossError("a constant lies outside weights.bin");
+    }
+    LOOM_ASSIGN_OR_RETURN(graph::Tensor t, graph::Tensor::Create(dtype, shape));
+    if (t.num_bytes() > 0) std::memcpy(t.raw_data(), weights.data() + offset, t.num_bytes());
+    plan->consts.push_back(std::move(t));
+  }
+  plan->arena_bytes =
+      Bounded(j.at("arena_bytes"), static_cast<int64_t>(graph::Tensor::kMaxBytes), "arena_bytes");
+  for (const json& b : j.at("buffers")) {
+    BufferInfo info;
+    info.offset = b.at("offset").get<int64_t>();
+    info.bytes = b.at("bytes").get<int64_t>();
+    info.what = b.value("what", std::string());
+    plan->buffers.push_back(std::move(info));
+  }
+  for (const json& v : j.at("inputs")) plan->inputs.push_back(ValueFrom(v));
+  for (const json& v : j.at("outputs")) plan->outputs.push_back(ValueFrom(v));
+  for (const json& k : j.at("kernels")) {
+    KernelArgs a;
+    a.bytes = k.at("bytes").get<std::vector<int64_t>>();
+    for (const json& w : k.at("written")) a.written.push_back(w.get<bool>());
+    plan->kernels.push_back(std::move(a));
+  }
+  for (const json& s : j.at("steps")) plan->steps.push_back(StepFrom(s, plan->consts));
+  const int64_t threads = j.value("num_threads", int64_t{1});
+  if (threads < 1 || threads > std::numeric_limits<int32_t>::max()) {
+    return absl::DataLossError(absl::StrCat("num_threads ", threads, " is out of range"));
+  }
+  LOOM_RETURN_IF_ERROR(ValidatePlan(*plan));
+  return static_cast<int32_t>(threads);
+}
+
+// model.so's own table of kernel arguments must be plan.json's.
+absl::Status CheckKernelTable(void* handle, const Plan& plan, const std::string& lib) {
+  const auto* table = static_cast<const long long*>(dlsym(handle, "loom_artifact_kernel_args"));
+  if (table == nullptr) {
+    return absl::DataLossError(absl::StrCat(lib, " has no kernel argument table"));
+  }
+  size_t at = 0;
+  for (size_t k = 0; k < plan.kernels.size(); ++k) {
+    const KernelArgs& a = plan.kernels[k];
+    bool same = table[at++] == static_cast<long long>(a.bytes.size());
+    for (size_t i = 0; same && i < a.bytes.size(); ++i) {
+      same = table[at++] == a.bytes[i] * 2 + (a.written[i] ? 1 : 0);
+    }
+    if (!same) {
+      return absl::DataLossError(absl::StrCat("plan.json's arguments of kernel ", k,
+                                              " differ from what ", lib, " says they are"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status CheckPlanJson(std::string_view plan_json, std::string_view weights) {
+  try {
+    const json j = json::parse(plan_json);
+    if (!j.is_object()) return absl::DataLossError("plan.json is not an object");
+    Plan plan;
+    return DecodePlan(j, weights, &plan).status();
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("plan.json is malformed: ", e.what()));
+  }
+}
 
 absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& options) const {
   const Impl& m = *impl_;
   const Plan& plan = m.plan;
-  if (static_cast<int64_t>(m.kernel_sources.size()) != plan.num_kernels) {
+  if (m.kernel_sources.size() != plan.kernels.size()) {
     return absl::FailedPreconditionError(
         "this model was loaded from an artifact and has no kernel sources; export the model "
         "from CompiledModel::Compile instead (or copy the artifact directory)");
@@ -576,7 +639,8 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create the artifact directory ", dir, ": ", ec.message()));
   }
-  LOOM_ASSIGN_OR_RETURN(std::string lib_path, BuildLibrary(m.kernel_sources, options.build));
+  LOOM_ASSIGN_OR_RETURN(std::string lib_path,
+                        BuildLibrary(m.kernel_sources, plan.kernels, options.build));
   LOOM_ASSIGN_OR_RETURN(std::string lib_bytes, ReadFile(lib_path, "the linked library"));
 
   // Steps first: they add the tensors of reference-kernel attributes to the constants.
@@ -602,10 +666,8 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
     buffers.push_back({{"offset", b.offset}, {"bytes", b.bytes}, {"what", b.what}});
   }
   json inputs = json::array(), outputs = json::array();
-  for (const auto& [info, slot] : plan.inputs) inputs.push_back(ValueJson(info, slot));
-  for (size_t k = 0; k < plan.outputs.size(); ++k) {
-    outputs.push_back(ValueJson(plan.output_infos[k], plan.outputs[k]));
-  }
+  for (const graph::ValueInfo& v : plan.inputs) inputs.push_back(ValueJson(v));
+  for (const graph::ValueInfo& v : plan.outputs) outputs.push_back(ValueJson(v));
   json j = {
       {"format", kFormatName},
       {"format_version", kArtifactFormatVersion},
@@ -614,7 +676,7 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
        {{"file", kArtifactLibraryFile},
         {"bytes", static_cast<int64_t>(lib_bytes.size())},
         {"fnv1a64", Hex(Fnv1a64(lib_bytes))},
-        {"num_kernels", plan.num_kernels}}},
+        {"num_kernels", static_cast<int64_t>(plan.kernels.size())}}},
       {"weights",
        {{"file", kArtifactWeightsFile},
         {"bytes", static_cast<int64_t>(weights.size())},
@@ -622,15 +684,18 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
       {"constants", constants},
       {"arena_bytes", plan.arena_bytes},
       {"buffers", buffers},
-      {"num_tensor_slots", plan.num_tensor_slots},
       {"inputs", inputs},
       {"outputs", outputs},
+      {"kernels", KernelsJson(plan.kernels)},
       {"num_threads", m.num_threads},
       {"stats", StatsJson(m.stats)},
       {"steps", steps},
   };
   LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactLibraryFile, lib_bytes));
   LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactWeightsFile, weights));
+  // An older signature does not cover the new files.
+  std::filesystem::remove(root / kArtifactManifestFile, ec);
+  std::filesystem::remove(root / kArtifactSignatureFile, ec);
   // plan.json last: a directory with plan.json is a complete artifact.
   return WriteFileAtomic(root / kArtifactPlanFile, j.dump(1));
 }
@@ -650,6 +715,8 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
   Plan& plan = impl->plan;
   int32_t threads = 1;
   const std::string plan_path = (root / kArtifactPlanFile).string();
+  const std::filesystem::path lib_path = std::filesystem::absolute(root / kArtifactLibraryFile, ec);
+  std::string lib_bytes;
   try {
     const json j = json::parse(*text);
     if (!j.is_object() || j.value("format", std::string()) != kFormatName) {
@@ -670,10 +737,17 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
           ops::IsaName(host), ": compile the model again on (or for) this machine"));
     }
 
-    // Weights: size and checksum, then the constants.
+    // Every file is read once; a signature, when asked for, covers exactly these bytes.
     const json& wj = j.at("weights");
     LOOM_ASSIGN_OR_RETURN(std::string weights,
                           ReadFile(root / kArtifactWeightsFile, "the artifact's weights"));
+    LOOM_ASSIGN_OR_RETURN(lib_bytes, ReadFile(lib_path, "the artifact's kernel library"));
+    if (!options.verify_key.empty()) {
+      LOOM_RETURN_IF_ERROR(VerifyArtifactFiles(dir, options.verify_key,
+                                               {{kArtifactPlanFile, *text},
+                                                {kArtifactWeightsFile, weights},
+                                                {kArtifactLibraryFile, lib_bytes}}));
+    }
     if (static_cast<int64_t>(weights.size()) != wj.at("bytes").get<int64_t>() ||
         Hex(Fnv1a64(weights)) != wj.at("fnv1a64").get<std::string>() ||
         weights.compare(0, 8, kWeightsMagic) != 0) {
@@ -681,83 +755,53 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
           (root / kArtifactWeightsFile).string(),
           " is corrupt (size or checksum differs from plan.json): export the artifact again"));
     }
-    for (const json& c : j.at("constants")) {
-      LOOM_ASSIGN_OR_RETURN(graph::DType dtype, ParseDType(c.at("dtype").get<std::string>()));
-      const graph::Shape shape = c.at("shape").get<graph::Shape>();
-      const int64_t offset = c.at("offset").get<int64_t>();
-      LOOM_ASSIGN_OR_RETURN(graph::Tensor t, graph::Tensor::Create(dtype, shape));
-      if (offset < 8 ||
-          offset + static_cast<int64_t>(t.num_bytes()) > static_cast<int64_t>(weights.size())) {
-        return absl::DataLossError(
-            absl::StrCat(plan_path, ": a constant lies outside weights.bin"));
-      }
-      if (t.num_bytes() > 0) std::memcpy(t.raw_data(), weights.data() + offset, t.num_bytes());
-      plan.consts.push_back(std::move(t));
-    }
-
-    // The plan.
-    plan.arena_bytes = j.at("arena_bytes").get<int64_t>();
-    for (const json& b : j.at("buffers")) {
-      BufferInfo info;
-      info.offset = b.at("offset").get<int64_t>();
-      info.bytes = b.at("bytes").get<int64_t>();
-      info.what = b.value("what", std::string());
-      plan.buffers.push_back(std::move(info));
-    }
-    plan.num_tensor_slots = j.at("num_tensor_slots").get<int64_t>();
-    for (const json& v : j.at("inputs")) {
-      graph::ValueInfo info;
-      info.name = v.at("name").get<std::string>();
-      LOOM_ASSIGN_OR_RETURN(info.type.dtype, ParseDType(v.at("dtype").get<std::string>()));
-      info.type.shape = v.at("shape").get<graph::Shape>();
-      plan.inputs.push_back({std::move(info), v.at("slot").get<int64_t>()});
-    }
-    for (const json& v : j.at("outputs")) {
-      graph::ValueInfo info;
-      info.name = v.at("name").get<std::string>();
-      LOOM_ASSIGN_OR_RETURN(info.type.dtype, ParseDType(v.at("dtype").get<std::string>()));
-      info.type.shape = v.at("shape").get<graph::Shape>();
-      plan.output_infos.push_back(std::move(info));
-      plan.outputs.push_back(v.at("slot").get<int64_t>());
-    }
-    for (const json& s : j.at("steps")) plan.steps.push_back(StepFrom(s, plan.consts));
-    impl->stats = StatsFrom(j.value("stats", json::object()));
-    threads = options.num_threads > 0 ? options.num_threads : j.value("num_threads", 1);
-
-    // The library: checksum, then load and resolve every kernel.
     const json& lj = j.at("library");
-    plan.num_kernels = lj.at("num_kernels").get<int64_t>();
-    const std::filesystem::path lib_path =
-        std::filesystem::absolute(root / kArtifactLibraryFile, ec);
-    LOOM_ASSIGN_OR_RETURN(std::string lib_bytes,
-                          ReadFile(lib_path, "the artifact's kernel library"));
     if (static_cast<int64_t>(lib_bytes.size()) != lj.at("bytes").get<int64_t>() ||
         Hex(Fnv1a64(lib_bytes)) != lj.at("fnv1a64").get<std::string>()) {
       return absl::DataLossError(absl::StrCat(
           lib_path.string(),
           " is corrupt (size or checksum differs from plan.json): export the artifact again"));
     }
-    LOOM_RETURN_IF_ERROR(ValidatePlan(plan));
-    void* handle = dlopen(lib_path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (handle == nullptr) {
-      return absl::InternalError(absl::StrCat("cannot load ", lib_path.string(), ": ", dlerror()));
+    absl::StatusOr<int32_t> t = DecodePlan(j, weights, &plan);
+    if (!t.ok()) {
+      return absl::Status(t.status().code(), absl::StrCat(plan_path, ": ", t.status().message()));
     }
-    impl->libraries.push_back(std::make_unique<SharedLibrary>(handle));
-    const auto* count = static_cast<const int*>(dlsym(handle, "loom_artifact_num_kernels"));
-    if (count == nullptr || *count != plan.num_kernels) {
-      return absl::DataLossError(absl::StrCat(lib_path.string(), " does not hold the ",
-                                              plan.num_kernels, " kernels plan.json expects"));
+    threads = options.num_threads > 0 ? options.num_threads : *t;
+    if (lj.at("num_kernels").get<int64_t>() != static_cast<int64_t>(plan.kernels.size())) {
+      return absl::DataLossError(absl::StrCat(plan_path, ": the library's kernel count differs"));
     }
-    for (int64_t k = 0; k < plan.num_kernels; ++k) {
-      const std::string sym = absl::StrCat("loom_kernel_", k);
-      void* fn = dlsym(handle, sym.c_str());
-      if (fn == nullptr) {
-        return absl::DataLossError(absl::StrCat(lib_path.string(), " has no ", sym));
-      }
-      impl->kernels.push_back(reinterpret_cast<loom_kernel_fn>(fn));
-    }
+    impl->stats = StatsFrom(j.value("stats", json::object()));
   } catch (const std::exception& e) {  // nlohmann::json errors and the decoders' invalid_argument
     return absl::DataLossError(absl::StrCat(plan_path, " is malformed: ", e.what()));
+  }
+
+  // The library. A verified one is loaded from a private copy of the verified bytes, so that the
+  // file cannot be swapped between the check and dlopen.
+  std::string load_path = lib_path.string();
+  std::string private_copy;
+  if (!options.verify_key.empty()) {
+    LOOM_ASSIGN_OR_RETURN(private_copy, WritePrivateCopy(lib_bytes));
+    load_path = private_copy;
+  }
+  void* handle = dlopen(load_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!private_copy.empty()) std::filesystem::remove(private_copy, ec);
+  if (handle == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot load ", lib_path.string(), ": ", dlerror()));
+  }
+  impl->libraries.push_back(std::make_unique<SharedLibrary>(handle));
+  const auto* count = static_cast<const int*>(dlsym(handle, "loom_artifact_num_kernels"));
+  if (count == nullptr || *count != static_cast<int64_t>(plan.kernels.size())) {
+    return absl::DataLossError(absl::StrCat(lib_path.string(), " does not hold the ",
+                                            plan.kernels.size(), " kernels plan.json expects"));
+  }
+  LOOM_RETURN_IF_ERROR(CheckKernelTable(handle, plan, lib_path.string()));
+  for (size_t k = 0; k < plan.kernels.size(); ++k) {
+    const std::string sym = absl::StrCat("loom_kernel_", k);
+    void* fn = dlsym(handle, sym.c_str());
+    if (fn == nullptr) {
+      return absl::DataLossError(absl::StrCat(lib_path.string(), " has no ", sym));
+    }
+    impl->kernels.push_back(reinterpret_cast<loom_kernel_fn>(fn));
   }
   impl->stats.cache_hits = 0;
   impl->stats.compile_seconds =

@@ -5,39 +5,56 @@
 // An artifact is a directory with three files:
 //   model.so     every generated kernel of the plan, compiled from its source with
 //                -Dloom_kernel=loom_kernel_<i> (i = the plan's kernel index) and linked with a
-//                small manifest (`loom_artifact_format`, `loom_artifact_num_kernels`) into one
-//                shared library by the system compiler, for the ISA in plan.json.
+//                small manifest (`loom_artifact_format`, `loom_artifact_num_kernels`,
+//                `loom_artifact_kernel_args`: per kernel its argument count, then per argument
+//                bytes * 2 + written) into one shared library by the system compiler, for the ISA
+//                in plan.json.
 //   weights.bin  "LOOMWGT1", then every constant (packed weights, padded biases, the tensors of
 //                reference-kernel attributes, ...) at a 64-byte aligned offset, raw little-endian.
-//   plan.json    {"format": "loom-artifact", "format_version": 1,
+//   plan.json    {"format": "loom-artifact", "format_version": 2,
 //                 "target": {"isa": "avx512|avx2|generic", "key": Target::Key()},
 //                 "library": {"file": "model.so", "bytes", "fnv1a64", "num_kernels"},
 //                 "weights": {"file": "weights.bin", "bytes", "fnv1a64"},
 //                 "constants": [{"dtype", "shape", "offset"}],
-//                 "arena_bytes", "buffers": [{"offset", "bytes", "what"}], "num_tensor_slots",
-//                 "inputs"/"outputs": [{"name", "dtype", "shape", "slot"}], "num_threads" (the
-//                 compiled model's: the default when loading),
-//                 "stats": CompileStats, "steps": [{"name", "kind", "op", "buffers", "tensors",
-//                 "release", ...op fields}]}
-//                with op one of const, relayout, kernel, pool, eltwise, concat, reference (the
-//                last carries the node with its attributes and runs the reference kernels of
-//                loom_kernels, linked into whatever loads the artifact). Operand references are
-//                ["arena"|"const"|"tensor", index]; blocked geometries [n, c, h, w, bn, pt, pl,
-//                pb, pr]; non-finite floats are the strings "inf", "-inf", "nan".
-// Load refuses another format_version, an ISA the host lacks, a missing file, and a checksum
-// (FNV-1a 64, hex) or size mismatch of model.so or weights.bin.
+//                 "arena_bytes", "buffers": [{"offset", "bytes", "what"}],
+//                 "inputs"/"outputs": [{"name", "dtype", "shape"}],
+//                 "kernels": [{"bytes": [...], "written": [...]}] (what each kernel argument
+//                 spans; must equal model.so's table), "num_threads" (the compiled model's: the
+//                 default when loading), "stats": CompileStats,
+//                 "steps": [{"name", "kind", "op", ...op fields}]}
+//                with op one of relayout, kernel, pool, channel_map, copy, reference (the last
+//                carries the node with its attributes and runs the reference kernels of
+//                loom_kernels, linked into whatever loads the artifact). Operands are
+//                ["arena"|"const"|"input"|"output", index]; blocked geometries [n, c, h, w, bn,
+//                pt, pl, pb, pr]; non-finite floats are the strings "inf", "-inf", "nan".
+// Load refuses another format_version, an ISA the host lacks, a missing file, a checksum (FNV-1a
+// 64, hex) or size mismatch of model.so or weights.bin, and a plan whose operands do not fit what
+// they point at (every kernel argument is checked against the buffer it is given). The thread
+// count is capped at the host's cores.
+//
+// An artifact directory is trusted code: loading it runs model.so. The checksums catch
+// corruption, not tampering. For artifacts that move between machines, `loom compile --sign KEY`
+// adds manifest.sha256 (sha256sum's format: one "<hex>  <file>" line per file) and manifest.sig
+// (an Ed25519 signature of the manifest's bytes, 64 raw bytes; `openssl pkeyutl -verify -pubin
+// -inkey PUB.pem -rawin -in manifest.sha256 -sigfile manifest.sig` checks it too), and `loom run
+// DIR --verify PUB` refuses to load an artifact whose signature or files do not match.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
+
 namespace loom::runtime {
 
-inline constexpr int kArtifactFormatVersion = 1;
+inline constexpr int kArtifactFormatVersion = 2;
 inline constexpr char kArtifactPlanFile[] = "plan.json";
 inline constexpr char kArtifactWeightsFile[] = "weights.bin";
 inline constexpr char kArtifactLibraryFile[] = "model.so";
+inline constexpr char kArtifactManifestFile[] = "manifest.sha256";
+inline constexpr char kArtifactSignatureFile[] = "manifest.sig";
 
 // True when `path` is a directory holding plan.json (how the CLI tells an artifact from a model
 // spec).
@@ -45,5 +62,23 @@ bool IsArtifactDir(const std::string& path);
 
 // FNV-1a, 64 bits: the artifact's file checksum.
 uint64_t Fnv1a64(std::string_view bytes);
+
+// Decodes plan.json text (its constants from `weights`, a weights.bin image) and validates the
+// plan, without loading any library: what Load checks of a plan. kDataLoss for anything
+// malformed or inconsistent. For the fuzzer and the tests.
+absl::Status CheckPlanJson(std::string_view plan_json, std::string_view weights);
+
+// Signs the artifact in `dir` with the Ed25519 private key in the PEM file `private_key`: writes
+// manifest.sha256 and manifest.sig (see above). kNotFound for a missing file or key;
+// kInvalidArgument for a key that is not an Ed25519 private key in PEM.
+absl::Status SignArtifact(const std::string& dir, const std::string& private_key);
+
+// Checks the signature of the artifact in `dir` against `files` (file name -> the bytes read):
+// manifest.sig must verify over manifest.sha256 with the Ed25519 public key in the PEM file
+// `public_key` (a private key file also serves), and the manifest must list exactly these files
+// with their SHA-256. kFailedPrecondition for an unsigned artifact, kPermissionDenied for a
+// signature or file that does not match, kNotFound / kInvalidArgument for the key file.
+absl::Status VerifyArtifactFiles(const std::string& dir, const std::string& public_key,
+                                 const std::map<std::string, std::string>& files);
 
 }  // namespace loom::runtime

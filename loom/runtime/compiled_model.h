@@ -1,8 +1,11 @@
 // A model compiled for this CPU: every tunable operator runs a generated kernel (the best config
-// from the records, else the template's default) with bias / residual Add / activation fused into
-// its output store; activations stay in the blocked NCHW[x]c layout through chains of
-// convolutions and channel-wise ops and are transformed only at the boundaries; weights are packed
-// once; intermediates live in one arena planned by liveness; kernels run on an N-thread pool.
+// from the records, else the template's default) with the elementwise chain after it fused into
+// its output store; other elementwise chains, normalizations, reductions and data movement run
+// generated kernels too (the reference kernel is the fallback for what none covers); activations
+// stay in the blocked NCHW[x]c layout through convolutions, pooling, elementwise ops and channel
+// concats, slices and shuffles, and are transformed only where an operator needs another layout;
+// weights are packed once; every intermediate, of any dtype, lives in one arena planned by
+// liveness (reshapes are views); kernels run on an N-thread pool.
 // The plan can be exported as a self-contained artifact (Export) and loaded back with no compiler
 // and no records (Load; format in artifact.h). Called by `loom bench`, `loom compile`, `loom run
 // DIR`, the library APIs (include/loom/) and the tests.
@@ -25,14 +28,16 @@
 namespace loom::runtime {
 
 struct CompileOptions {
-  // Threads running the model (the calling thread is one of them). At least 1.
+  // Threads running the model (the calling thread is one of them). At least 1; capped at this
+  // host's cores.
   int32_t num_threads = 1;
   // Best configs per task on `target`; null compiles every task with its default config.
   tune::RecordStore* records = nullptr;
   ops::Target target = ops::HostCpuTarget();
   // How kernels are compiled (cache dir, parallel compiles, compiler).
   tune::BuildOptions build{};
-  // Fuse bias / residual / activation into kernels (off: every op runs on its own).
+  // Fuse elementwise chains into the kernel before them and into one kernel each (off: every
+  // node runs on its own).
   bool fuse = true;
 };
 
@@ -42,7 +47,9 @@ struct CompileStats {
   int64_t unique_kernels = 0;      // distinct generated sources (shared objects)
   int64_t fused_ops = 0;           // graph nodes folded into a kernel's epilogue
   int64_t layout_steps = 0;        // pack / repack / unpack steps
-  int64_t blocked_steps = 0;       // pooling / elementwise / concat run on the blocked layout
+  int64_t blocked_steps = 0;       // pooling / elementwise / channel maps on the blocked layout
+  int64_t generated_steps = 0;     // elementwise and lowered kernels on natural tensors
+  int64_t views = 0;               // reshapes and the like that share their input's bytes
   int64_t reference_steps = 0;     // nodes run by the reference kernels
   int64_t arena_bytes = 0;         // the planned arena
   int64_t intermediate_bytes = 0;  // sum of every arena buffer (what no reuse would need)
@@ -58,11 +65,14 @@ struct ExportOptions {
 
 struct LoadArtifactOptions {
   // Threads running the model (the calling thread is one of them); 0: as many as the model had
-  // when it was exported.
+  // when it was exported. Capped at this host's cores.
   int32_t num_threads = 0;
   // The ISA of the CPU that will run the model; unset: this CPU's (tests set it to check the
   // refusal of an artifact built for a wider ISA).
   std::optional<ops::Isa> host_isa{};
+  // A PEM file with the Ed25519 public key the artifact must be signed with (artifact.h); empty:
+  // no signature is checked.
+  std::string verify_key;
 };
 
 // Per-step time of one profiled run.

@@ -12,8 +12,10 @@ using graph::DType;
 using graph::Graph;
 using graph::Node;
 using graph::Tensor;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 Node MakeNode(std::string name, std::string op, std::vector<std::string> in,
               std::vector<std::string> out, std::map<std::string, graph::AttrValue> attrs = {}) {
@@ -107,10 +109,10 @@ TEST(ReferenceExecutorTest, DynamicDimsMatchAnySizeAndValueTypesTakePrecedence) 
 
 TEST(ReferenceExecutorTest, CreateRejectsInvalidGraphsAndUnknownOps) {
   Graph unknown = SmallNet();
-  unknown.nodes[1].op_type = "Mish";
+  unknown.nodes[1].op_type = "LSTM";
   auto st = ReferenceExecutor::Create(unknown).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(st.message(), HasSubstr("Mish 'relu': no reference kernel"));
+  EXPECT_THAT(st.message(), HasSubstr("LSTM 'relu': no reference kernel"));
 
   Graph invalid = SmallNet();
   invalid.nodes[2].inputs = {"nowhere"};
@@ -133,7 +135,9 @@ TEST(ReferenceExecutorTest, KernelErrorsNameTheNode) {
   EXPECT_THAT(Floats((*ok)[0]), ElementsAre(2));
   auto bad = exec->Run({{"idx", Tensor::FromInt64s({1}, std::vector<int64_t>{5})}});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(), HasSubstr("Gather 'lookup': index 5 is out of range"));
+  EXPECT_THAT(bad.status().message(),
+              AllOf(HasSubstr("Gather 'lookup': index 5 "), HasSubstr("out of range"),
+                    Not(HasSubstr("lookup': Gather"))));
 }
 
 TEST(ReferenceExecutorTest, OptionalInputsAndMultipleOutputs) {
