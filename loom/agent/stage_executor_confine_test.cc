@@ -4,11 +4,6 @@
 // find the agent's token, and the candidate after it measures normally. Also: an executor whose
 // worker the kernel cannot confine does not start. Where the kernel refuses a layer to this
 // process, the tests that need it skip naming the layer.
-#include <linux/landlock.h>
-#include <sched.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -24,7 +19,9 @@
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
 #include "loom/tune/builder.h"
+#include "loom/tune/testing/confine_support.h"
 #include "loom/tune/testing/escape_kernels.h"
+#include "loom/tune/worker_process.h"
 
 namespace loom::agent {
 namespace {
@@ -34,33 +31,8 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using tune::testing::Escape;
 
-// Whether this kernel lets this process make a network namespace and use Landlock: probed in a
-// child, independently of the code under test. Empty when it does.
-std::string RefusedLayer() {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    if (unshare(geteuid() == 0 ? CLONE_NEWNET : CLONE_NEWUSER | CLONE_NEWNET) != 0) _exit(1);
-    if (syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION) < 1) {
-      _exit(2);
-    }
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-  return WIFEXITED(status) && WEXITSTATUS(status) == 2 ? "Landlock" : "network namespaces";
-}
-
-int LastAllowedCpu() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  sched_getaffinity(0, sizeof(set), &set);
-  int last = 0;
-  for (int i = 0; i < CPU_SETSIZE; ++i) {
-    if (CPU_ISSET(i, &set)) last = i;
-  }
-  return last;
-}
+// The device: the last core this process may use (as loom agent's default).
+int LastAllowedCpu() { return tune::AllowedCpus().back(); }
 
 graph::Workload SmallDense() {
   graph::Workload w;
@@ -82,7 +54,7 @@ std::string ReadAll(const std::string& path) {
 class StageExecutorConfineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (std::string refused = RefusedLayer(); !refused.empty()) {
+    if (std::string refused = tune::testing::RefusedConfinementLayer(); !refused.empty()) {
       GTEST_SKIP() << "the kernel refuses " << refused
                    << " to this process: the measure worker cannot be confined here";
     }

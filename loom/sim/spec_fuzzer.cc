@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   Check(!spec->hosts.empty() && !spec->jobs.empty() && !spec->policies.empty());
-  if (StageCount(*spec) <= 2000) {
+  if (StageCount(*spec) <= 400) {
     for (const std::string& policy : spec->policies) {
       auto result = loom::sim::Simulate(*spec, policy);
       Check(result.ok() || !result.status().message().empty());

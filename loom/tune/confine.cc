@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -535,16 +536,18 @@ absl::Status ValidateConfineOptions(const ConfineOptions& options) {
 }
 
 absl::StatusOr<std::string> ConfineThisProcess(const ConfinePlan& plan) {
-  // Namespaces, the user and Landlock apply to the calling thread (and the threads it starts),
-  // so no other thread may exist yet.
+  // The network namespace and Landlock bind the calling thread and the threads it starts (where
+  // candidates run); seccomp and the user bind every thread. A user namespace needs a
+  // single-threaded process. Other threads exist only under a sanitizer's runtime.
   std::error_code ec;
   const auto threads =
       std::distance(fs::directory_iterator("/proc/self/task", ec), fs::directory_iterator());
-  if (ec || threads != 1) {
+  if (plan.user_namespace && (ec || threads != 1)) {
     return absl::UnavailableError(absl::StrCat(
-        "confinement needs a single-threaded worker; this one has ", ec ? 0 : threads, " threads"));
+        "a user namespace needs a single-threaded worker; this one has ", threads, " threads"));
   }
   std::vector<std::string> done;
+  if (threads > 1) done.push_back(absl::StrCat(threads - 1, " runtime threads predate it"));
   const pid_t parent = getppid();
   const int64_t mapped = plan.profile == ConfinePlan::Profile::kCpu ? MappedBytes() : 0;
 
@@ -649,6 +652,46 @@ absl::StatusOr<std::string> MakePrivateDir(const std::string& parent, const std:
   return templ;
 }
 
+namespace {
+
+// Where sandboxes go: the worker loads candidates from there, so the folder must allow mapping
+// code (a /tmp mounted noexec does not) and be reachable by others (the worker's user).
+absl::StatusOr<std::string> PickScratchRoot(const std::string& configured) {
+  auto usable = [](const std::string& dir) -> std::string {
+    struct stat st {};
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "is not a folder";
+    if ((st.st_mode & S_IXOTH) == 0) return "is not reachable by other users";
+    struct statvfs vfs {};
+    if (statvfs(dir.c_str(), &vfs) == 0 && (vfs.f_flag & ST_NOEXEC) != 0) {
+      return "is on a filesystem mounted noexec";
+    }
+    return "";
+  };
+  if (!configured.empty()) {
+    if (std::string why = usable(configured); !why.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("ConfineOptions.scratch_root ", configured, " ", why));
+    }
+    return configured;
+  }
+  std::vector<std::string> candidates;
+  if (const char* tmp = std::getenv("TMPDIR"); tmp != nullptr && tmp[0] != '\0') {
+    candidates.emplace_back(tmp);
+  }
+  candidates.insert(candidates.end(), {"/tmp", "/var/tmp", "/dev/shm"});
+  std::vector<std::string> reasons;
+  for (const std::string& dir : candidates) {
+    std::string why = usable(dir);
+    if (why.empty()) return dir;
+    reasons.push_back(absl::StrCat(dir, " ", why));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("no folder for the measure worker's sandbox: ", absl::StrJoin(reasons, "; "),
+                   " (set ConfineOptions.scratch_root)"));
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<WorkerSandbox>> WorkerSandbox::Create(const ConfineOptions& options,
                                                                      ConfinePlan::Profile profile) {
   LOOM_RETURN_IF_ERROR(ValidateConfineOptions(options));
@@ -687,7 +730,8 @@ absl::StatusOr<std::unique_ptr<WorkerSandbox>> WorkerSandbox::Create(const Confi
   plan.read_paths = options.read_paths;
   box->pass_env_ = options.pass_env;
 
-  LOOM_ASSIGN_OR_RETURN(box->root_, MakePrivateDir(options.scratch_root, "loom-sandbox-"));
+  LOOM_ASSIGN_OR_RETURN(const std::string scratch_root, PickScratchRoot(options.scratch_root));
+  LOOM_ASSIGN_OR_RETURN(box->root_, MakePrivateDir(scratch_root, "loom-sandbox-"));
   plan.inbox_dir = box->root_ + "/in";
   plan.work_dir = box->root_ + "/work";
   // The worker's user may pass through the root (not list it) to its two folders.

@@ -41,8 +41,9 @@ struct ConfineOptions {
   // user of its own (this process is root), since the limit counts every process of the user.
   int32_t max_threads = 4096;
   int64_t max_file_bytes = int64_t{1} << 30;  // RLIMIT_FSIZE: the largest file it may write
-  // Where each worker's private folder is made. Empty: $TMPDIR, else /tmp. It must be reachable
-  // by the worker's user (not under a 0700 home).
+  // Where each worker's private folder is made; the worker loads candidates from there, so it
+  // must allow mapping code (not mounted noexec) and be reachable by the worker's user (not under
+  // a 0700 home). Empty: the first such of $TMPDIR, /tmp, /var/tmp, /dev/shm.
   std::string scratch_root{};
   // Files or folders the CPU worker may read besides the system's (/usr, /lib*, the loader's
   // cache, /sys/devices/system/cpu) and its own folders, e.g. a compiler's library folder

@@ -13,13 +13,9 @@
 #include "loom/tune/confine.h"
 
 #include <fcntl.h>
-#include <linux/landlock.h>
 #include <pwd.h>
 #include <sched.h>
-#include <seccomp.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +37,7 @@
 #include "loom/tune/builder.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/testing/confine_support.h"
 #include "loom/tune/testing/escape_kernels.h"
 
 namespace loom::tune {
@@ -60,38 +57,6 @@ std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// The layer this kernel refuses to this process, probed in a child without the code under test;
-// empty when every layer is available.
-std::string RefusedLayer() {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int ns = geteuid() == 0 ? CLONE_NEWNET : CLONE_NEWUSER | CLONE_NEWNET;
-    if (unshare(ns) != 0) _exit(1);
-    if (syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION) < 1) {
-      _exit(2);
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(3);
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (ctx == nullptr || seccomp_load(ctx) != 0) _exit(4);
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status)) return "the probe itself died";
-  switch (WEXITSTATUS(status)) {
-    case 0:
-      return "";
-    case 1:
-      return "network namespaces (unshare(CLONE_NEWNET))";
-    case 2:
-      return "Landlock";
-    case 3:
-      return "no_new_privs";
-    default:
-      return "seccomp filters";
-  }
 }
 
 graph::Workload SmallDense() {
@@ -120,7 +85,7 @@ class ConfineTest : public ::testing::Test {
     outside_ = new std::string(*dir_ + "/outside");
     fs::create_directories(*outside_);
     fs::permissions(*outside_, fs::perms::all);
-    refused_ = new std::string(RefusedLayer());
+    refused_ = new std::string(testing::RefusedConfinementLayer());
 
     task_ = new MeasureTask{graph::WorkloadKey(SmallDense()), ops::HostCpuTarget(), {}};
     auto tmpl = ops::MakeTemplate(SmallDense(), task_->target, task_->template_options);
@@ -445,6 +410,17 @@ TEST(ConfineOptionsTest, BadLimitsAreInvalidArguments) {
               HasSubstr("max_open_files must be at least 16"));
   EXPECT_EQ(MakeLocalMeasurer({.confine = {.max_threads = 0}}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  auto bad_root =
+      WorkerSandbox::Create({.scratch_root = "/nonexistent/loom"}, ConfinePlan::Profile::kCpu);
+  EXPECT_EQ(bad_root.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(bad_root.status().message(),
+              HasSubstr("ConfineOptions.scratch_root /nonexistent/loom is not a folder"));
+  const std::string closed = absl::StrCat(::testing::TempDir(), "/loom_confine_closed_", getpid());
+  fs::create_directories(closed);
+  fs::permissions(closed, fs::perms::owner_all);
+  bad_root = WorkerSandbox::Create({.scratch_root = closed}, ConfinePlan::Profile::kCpu);
+  EXPECT_THAT(bad_root.status().message(), HasSubstr("is not reachable by other users"));
+  fs::remove(closed);
   if (geteuid() == 0) {
     auto box = WorkerSandbox::Create({.user = "no-such-user-loom"}, ConfinePlan::Profile::kCpu);
     EXPECT_EQ(box.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -533,7 +509,7 @@ TEST(CompilerConfinementTest, EnvironmentLimitsTempDirAndNetwork) {
   EXPECT_THAT(out, HasSubstr("core=0\n"));
   EXPECT_THAT(out, HasSubstr("files=1024\n"));
   if (geteuid() == 0) {
-    if (RefusedLayer().rfind("network", 0) == 0) {
+    if (testing::RefusedConfinementLayer().rfind("network", 0) == 0) {
       GTEST_SKIP() << "the kernel refuses network namespaces here";
     }
     EXPECT_TRUE(c.network_namespace);

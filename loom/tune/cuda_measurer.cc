@@ -7,12 +7,10 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cstring>
 #include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -99,20 +97,9 @@ class CudaMeasurer : public Measurer {
               {"device", options_.device},
               {"library", options_.driver_library},
               {"cores", options_.cores}};
-    std::vector<std::string> env;
-    if (options_.confine.enabled) {
-      if (sandbox_ == nullptr) {
-        LOOM_ASSIGN_OR_RETURN(sandbox_,
-                              WorkerSandbox::Create(options_.confine, ConfinePlan::Profile::kCuda));
-      }
-      LOOM_RETURN_IF_ERROR(sandbox_->Reset());
-      env = sandbox_->Environment();
-      init["confine"] = sandbox_->plan().ToJson();
-    }
-    if (std::string err = worker_.Start(options_.worker_command, sandbox_ ? &env : nullptr);
-        !err.empty()) {
-      return absl::UnavailableError(absl::StrCat("cannot start the CUDA measure worker: ", err));
-    }
+    LOOM_RETURN_IF_ERROR(StartWorker(
+        worker_, options_.worker_command, options_.confine, ConfinePlan::Profile::kCuda, &sandbox_,
+        &init, absl::StrCat("CUDA measure worker of device ", options_.device)));
     WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
@@ -125,24 +112,18 @@ class CudaMeasurer : public Measurer {
                        " before answering; check that the binary hosts the worker (argument ",
                        kCudaMeasureWorkerArg, ")"));
     }
+    if (absl::Status s = CheckConfinedInit(
+            reply, sandbox_.get(), absl::StrCat("CUDA measure worker of device ", options_.device));
+        !s.ok()) {
+      worker_.Stop();
+      return s;
+    }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
-      const std::string error = reply.body.value("error", "");
-      if (absl::StartsWith(error, kCannotConfine)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "cannot confine the CUDA measure worker of device ", options_.device, ": ",
-            error.substr(std::strlen(kCannotConfine)),
-            "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
-      }
-      return absl::UnavailableError(absl::StrCat("CUDA device ", options_.device, ": ", error));
+      return absl::UnavailableError(
+          absl::StrCat("CUDA device ", options_.device, ": ", reply.body.value("error", "")));
     }
     const json& b = reply.body;
-    if (sandbox_ != nullptr && !b.contains("confined")) {
-      worker_.Stop();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the CUDA measure worker '", command,
-          "' did not confine itself (a binary from before confinement?); refusing to use it"));
-    }
     info_ = DeviceInfo{};
     info_.confinement = b.value("confined", "");
     info_.worker_pid = b.value("pid", int64_t{0});
@@ -176,16 +157,13 @@ class CudaMeasurer : public Measurer {
       loaded_task_ = task_request.dump();
     }
     // The worker's user may not reach this process's cache: it reads a copy in its sandbox.
-    std::string artifact = b.artifact_path;
-    if (sandbox_ != nullptr) {
-      absl::StatusOr<std::string> staged = sandbox_->Stage(b.artifact_path);
-      if (!staged.ok()) {
-        r.error = ErrorKind::kRuntime;
-        r.error_msg = absl::StrCat("cannot read cubin: ", staged.status().message());
-        return r;
-      }
-      artifact = *staged;
+    absl::StatusOr<std::string> staged = StageArtifact(sandbox_.get(), b.artifact_path);
+    if (!staged.ok()) {
+      r.error = ErrorKind::kRuntime;
+      r.error_msg = absl::StrCat("cannot read cubin: ", staged.status().message());
+      return r;
     }
+    const std::string& artifact = *staged;
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;

@@ -7,13 +7,11 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cstring>
 #include <mutex>
 #include <set>
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -84,20 +82,9 @@ class LocalMeasurer : public Measurer {
     if (worker_.Alive()) return absl::OkStatus();
     loaded_task_.clear();
     json init{{"op", "init"}, {"cores", options_.cores}};
-    std::vector<std::string> env;
-    if (options_.confine.enabled) {
-      if (sandbox_ == nullptr) {
-        LOOM_ASSIGN_OR_RETURN(sandbox_,
-                              WorkerSandbox::Create(options_.confine, ConfinePlan::Profile::kCpu));
-      }
-      LOOM_RETURN_IF_ERROR(sandbox_->Reset());
-      env = sandbox_->Environment();
-      init["confine"] = sandbox_->plan().ToJson();
-    }
-    if (std::string err = worker_.Start(options_.worker_command, sandbox_ ? &env : nullptr);
-        !err.empty()) {
-      return absl::UnavailableError(absl::StrCat("cannot start the measure worker: ", err));
-    }
+    LOOM_RETURN_IF_ERROR(StartWorker(worker_, options_.worker_command, options_.confine,
+                                     ConfinePlan::Profile::kCpu, &sandbox_, &init,
+                                     "measure worker"));
     WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
@@ -110,26 +97,17 @@ class LocalMeasurer : public Measurer {
                        " before answering; check that the binary hosts the worker (argument ",
                        kMeasureWorkerArg, ")"));
     }
+    if (absl::Status s = CheckConfinedInit(reply, sandbox_.get(), "measure worker"); !s.ok()) {
+      worker_.Stop();
+      return s;
+    }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
-      const std::string error = reply.body.value("error", "");
-      if (absl::StartsWith(error, kCannotConfine)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "cannot confine the measure worker: ", error.substr(std::strlen(kCannotConfine)),
-            "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
-      }
       return absl::FailedPreconditionError(
           absl::StrCat("the measure worker could not be pinned to cores [",
-                       absl::StrJoin(options_.cores, ","), "]: ", error));
+                       absl::StrJoin(options_.cores, ","), "]: ", reply.body.value("error", "")));
     }
     info_.confinement = reply.body.value("confined", "");
-    if (sandbox_ != nullptr && info_.confinement.empty()) {
-      worker_.Stop();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the measure worker '", command,
-          "' did not confine itself (a binary from before confinement?); refusing to run "
-          "candidates in it"));
-    }
     info_.worker_pid = reply.body.value("pid", int64_t{0});
     info_.cpus = reply.body.value("cpus", std::vector<int>{});
     if (!options_.cores.empty() && info_.cpus != options_.cores) {
@@ -157,16 +135,13 @@ class LocalMeasurer : public Measurer {
       loaded_task_ = task_request.dump();
     }
     // A confined worker reads only its sandbox: it gets a copy that no candidate can write.
-    std::string artifact = b.artifact_path;
-    if (sandbox_ != nullptr) {
-      absl::StatusOr<std::string> staged = sandbox_->Stage(b.artifact_path);
-      if (!staged.ok()) {
-        r.error = ErrorKind::kRuntime;
-        r.error_msg = absl::StrCat("cannot load artifact: ", staged.status().message());
-        return r;
-      }
-      artifact = *staged;
+    absl::StatusOr<std::string> staged = StageArtifact(sandbox_.get(), b.artifact_path);
+    if (!staged.ok()) {
+      r.error = ErrorKind::kRuntime;
+      r.error_msg = absl::StrCat("cannot load artifact: ", staged.status().message());
+      return r;
     }
+    const std::string& artifact = *staged;
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;

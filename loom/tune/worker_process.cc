@@ -206,6 +206,51 @@ bool LineReader::Next(std::string* line) {
   }
 }
 
+absl::Status StartWorker(WorkerProcess& worker, const std::vector<std::string>& argv,
+                         const ConfineOptions& confine, ConfinePlan::Profile profile,
+                         std::unique_ptr<WorkerSandbox>* sandbox, nlohmann::json* init,
+                         const std::string& name) {
+  std::vector<std::string> env;
+  if (confine.enabled) {
+    if (*sandbox == nullptr) {
+      absl::StatusOr<std::unique_ptr<WorkerSandbox>> made = WorkerSandbox::Create(confine, profile);
+      if (!made.ok()) return made.status();
+      *sandbox = *std::move(made);
+    }
+    if (absl::Status s = (*sandbox)->Reset(); !s.ok()) return s;
+    env = (*sandbox)->Environment();
+    (*init)["confine"] = (*sandbox)->plan().ToJson();
+  }
+  if (std::string err = worker.Start(argv, confine.enabled ? &env : nullptr); !err.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot start the ", name, ": ", err));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckConfinedInit(const WorkerReply& reply, const WorkerSandbox* sandbox,
+                               const std::string& name) {
+  if (reply.kind != WorkerReply::Kind::kOk) return absl::OkStatus();
+  if (!reply.body.value("ok", false)) {
+    const std::string error = reply.body.value("error", "");
+    if (!absl::StartsWith(error, kCannotConfine)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot confine the ", name, ": ", error.substr(std::strlen(kCannotConfine)),
+        "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
+  }
+  if (sandbox != nullptr && !reply.body.contains("confined")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", name,
+                     " did not confine itself (a binary from before confinement?); refusing to "
+                     "run candidates in it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> StageArtifact(WorkerSandbox* sandbox, const std::string& artifact) {
+  if (sandbox == nullptr) return artifact;
+  return sandbox->Stage(artifact);
+}
+
 std::string ConfineWorker(const nlohmann::json& plan_json, int reply_fd, nlohmann::json& reply) {
   absl::StatusOr<ConfinePlan> plan = ConfinePlan::FromJson(plan_json);
   if (!plan.ok()) return absl::StrCat(kCannotConfine, plan.status().message());
