@@ -18,6 +18,8 @@ PACKAGES=(
   libseccomp-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
+  # charts rendered to PNG by headless Chromium (loom_chart_screenshots; skipped without it)
+  chromium
 )
 
 missing=()
