@@ -9,7 +9,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
 #include "loom/sched/policy.h"
@@ -271,21 +270,23 @@ absl::StatusOr<SimSpec> ParseRoot(const YAML::Node& root, const std::string& bas
       spec.sweep_jobs.push_back(n);
     }
   }
-
-  // Every stage of every simulation is sampled and recorded in memory: bound the whole run.
-  double stages = 0;
-  const std::vector<int> counts = spec.sweep_jobs.empty() ? std::vector<int>{-1} : spec.sweep_jobs;
+  // The simulation holds every stage of every job: bound them before anything is allocated
+  // (a count of 1e8 is a clear error, not bad_alloc).
+  constexpr double kMaxStages = 2e7;
+  std::vector<int> counts = spec.sweep_jobs;
+  if (counts.empty()) counts.push_back(-1);
   for (int n : counts) {
+    double stages = 0;
     for (const JobGroupSpec& g : spec.jobs) {
       stages += static_cast<double>(n >= 0 ? n : g.count) * g.tasks * g.rounds *
-                static_cast<double>(g.stages.size()) * static_cast<double>(spec.policies.size());
+                static_cast<double>(g.stages.size());
     }
-  }
-  if (stages > static_cast<double>(kMaxSimulatedStages)) {
-    return Error("jobs", absl::StrCat("the spec asks for ", absl::StrFormat("%.3g", stages),
-                                      " simulated stages (count x tasks x rounds x stages, per "
-                                      "policy and sweep entry); at most ",
-                                      kMaxSimulatedStages, " are simulated"));
+    if (stages > kMaxStages) {
+      return Error(n >= 0 ? "sweep_jobs" : "jobs", absl::StrCat("the spec simulates ", stages,
+                                                                " stages (jobs x tasks x rounds x "
+                                                                "stages); at most ",
+                                                                kMaxStages, " fit in memory"));
+    }
   }
   return spec;
 }

@@ -89,12 +89,7 @@ struct SimSpec {
   std::vector<int> sweep_jobs;  // when set, each value replaces every group's count in turn
 };
 
-// The most stages one spec may simulate in all (summed over its job groups, policies and sweep
-// entries): each is sampled and recorded in memory, about 200 bytes apiece.
-inline constexpr int64_t kMaxSimulatedStages = 2'000'000;
-
-// `base_dir` resolves relative trace paths. kInvalidArgument names the key path of what is wrong,
-// including a spec that asks for more than kMaxSimulatedStages stages.
+// `base_dir` resolves relative trace paths.
 absl::StatusOr<SimSpec> ParseSimSpec(std::string_view yaml, const std::string& base_dir = ".");
 absl::StatusOr<SimSpec> LoadSimSpec(const std::string& path);
 
