@@ -3,10 +3,16 @@
 #   foo.cc            -> library loom_<module>
 #   foo_test.cc       -> test binary loom_<module>_foo_test (registered in CTest)
 #   foo_benchmark.cc  -> benchmark binary <module>_foo_benchmark (run by hand / bench scripts)
-#   foo_fuzzer.cc     -> libFuzzer target <module>_foo_fuzzer (fuzz preset only)
+#   foo_fuzzer.cc     -> libFuzzer target <module>_foo_fuzzer (fuzz preset only); when
+#                        tests/data/fuzz/<module>_foo_fuzzer/ holds its seed corpus, that corpus
+#                        also runs as the test <module>_foo_fuzzer_corpus in every preset (without
+#                        libFuzzer through cmake/fuzz_corpus_main.cc, with it as `-runs=0`).
+# FUZZ_DEPS: link a module's fuzzers with only the unit they fuzz (foo.cc beside foo_fuzzer.cc)
+# and these libraries, instead of the whole module, so that a parser deep in a large module
+# (the experiment spec) does not make the fuzz preset build everything the module needs.
 
 function(loom_module name)
-  cmake_parse_arguments(ARG "" "" "DEPS;TEST_DEPS;EXCLUDE" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "DEPS;TEST_DEPS;EXCLUDE;FUZZ_DEPS" ${ARGN})
   file(GLOB all_cc CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
   set(lib_srcs "")
   set(test_srcs "")
@@ -66,12 +72,31 @@ function(loom_module name)
     endforeach()
   endif()
 
-  if(LOOM_BUILD_FUZZERS)
-    foreach(z ${fuzz_srcs})
-      get_filename_component(stem ${z} NAME_WE)
-      add_executable(${name}_${stem} ${z})
-      target_link_libraries(${name}_${stem} PRIVATE loom_${name} ${ARG_TEST_DEPS})
+  foreach(z ${fuzz_srcs})
+    get_filename_component(stem ${z} NAME_WE)
+    set(fuzz_srcs_of ${z})
+    set(fuzz_libs loom_${name} ${ARG_TEST_DEPS})
+    if(ARG_FUZZ_DEPS)
+      string(REGEX REPLACE "_fuzzer\\.cc$" ".cc" unit ${z})
+      list(APPEND fuzz_srcs_of ${unit})
+      set(fuzz_libs ${ARG_FUZZ_DEPS})
+    endif()
+    set(corpus ${PROJECT_SOURCE_DIR}/tests/data/fuzz/${name}_${stem})
+    if(LOOM_BUILD_FUZZERS)
+      add_executable(${name}_${stem} ${fuzz_srcs_of})
+      target_include_directories(${name}_${stem} PRIVATE ${PROJECT_SOURCE_DIR})
+      target_link_libraries(${name}_${stem} PRIVATE ${fuzz_libs})
       target_link_options(${name}_${stem} PRIVATE -fsanitize=fuzzer,address)
-    endforeach()
-  endif()
+      if(LOOM_BUILD_TESTS AND IS_DIRECTORY ${corpus})
+        add_test(NAME ${name}_${stem}_corpus COMMAND ${name}_${stem} -runs=0 ${corpus})
+      endif()
+    elseif(LOOM_BUILD_TESTS AND IS_DIRECTORY ${corpus})
+      add_executable(${name}_${stem}_corpus ${fuzz_srcs_of}
+                     ${PROJECT_SOURCE_DIR}/cmake/fuzz_corpus_main.cc)
+      target_include_directories(${name}_${stem}_corpus PRIVATE ${PROJECT_SOURCE_DIR})
+      target_link_libraries(${name}_${stem}_corpus PRIVATE ${fuzz_libs})
+      add_test(NAME ${name}_${stem}_corpus COMMAND ${name}_${stem}_corpus ${corpus})
+      set_tests_properties(${name}_${stem}_corpus PROPERTIES TIMEOUT 120 LABELS fuzz-corpus)
+    endif()
+  endforeach()
 endfunction()

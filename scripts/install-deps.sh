@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev python3-numpy
   # tuning engine and baselines
   libxgboost-dev xgboost libdnnl-dev ocl-icd-opencl-dev
+  # candidate confinement (seccomp filters of the measure workers)
+  libseccomp-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
   # charts rendered to PNG by headless Chromium (loom_chart_screenshots; skipped without it)

@@ -2,6 +2,7 @@
 // reference executor against ONNX Runtime's outputs on the real models in ../shared/models.
 #include <dlfcn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -54,10 +55,11 @@ fs::path ScratchDir() {
   return dir;
 }
 
-Outcome RunLoom(const std::string& args) {
+// `prefix`: a command that runs the binary (e.g. setpriv with some capability dropped).
+Outcome RunLoomUnder(const std::string& prefix, const std::string& args) {
   fs::path dir = ScratchDir();
   fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  std::string cmd = std::string(LOOM_BINARY) + " " + args + " >" + out.string() + " 2>" +
+  std::string cmd = prefix + std::string(LOOM_BINARY) + " " + args + " >" + out.string() + " 2>" +
                     err.string() + " </dev/null";
   int status = std::system(cmd.c_str());
   Outcome o;
@@ -66,6 +68,8 @@ Outcome RunLoom(const std::string& args) {
   o.err = ReadFile(err);
   return o;
 }
+
+Outcome RunLoom(const std::string& args) { return RunLoomUnder("", args); }
 
 // One line on stderr, starting with "loom: error:", and a non-zero exit.
 void ExpectOneLineError(const Outcome& o, const std::string& fragment) {
@@ -522,6 +526,42 @@ TEST(CliTuneTest, KilledJobResumesFromTheDatabase) {
   EXPECT_THAT(o.out, HasSubstr("\"trials\": 24"));
   EXPECT_THAT(o.out, HasSubstr("\"resumed_trials\": " + std::to_string(after_kill)));
   EXPECT_EQ(CountRecords(db.string()), 24);
+}
+
+// Where the kernel refuses the candidates' sandbox (root without CAP_SYS_ADMIN, as in an
+// unprivileged container; setpriv drops it), `loom tune` and `loom agent` stop at start with one
+// line naming --no-confine; with --no-confine they run, and warn at start.
+constexpr char kWithoutSysAdmin[] = "env LOOM_TOKEN=t /usr/bin/setpriv --bounding-set=-sys_admin ";
+
+bool CanDropSysAdmin() { return geteuid() == 0 && fs::exists("/usr/bin/setpriv"); }
+
+TEST(CliConfineTest, TuneRunsUnconfinedOnlyWithNoConfine) {
+  if (!CanDropSysAdmin()) GTEST_SKIP() << "needs root and setpriv, to run loom without SYS_ADMIN";
+  fs::path db = ScratchDir() / "unconfined.db";
+  fs::remove(db);
+  const std::string args = std::string("tune-task ") + kSmallConv +
+                           " --trials 2 --batch-size 2 --tuner random --min-repeat-ms 1 --db " +
+                           db.string();
+  Outcome refused = RunLoomUnder(kWithoutSysAdmin, args);
+  ExpectOneLineError(refused, "cannot confine");
+  EXPECT_THAT(refused.err, HasSubstr("start with --no-confine"));
+  Outcome o = RunLoomUnder(kWithoutSysAdmin, args + " --no-confine");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("loom tune-task: warning: --no-confine: candidates run unconfined"));
+  EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kNone), 2);
+}
+
+TEST(CliConfineTest, AgentStartsUnconfinedOnlyWithNoConfine) {
+  if (!CanDropSysAdmin()) GTEST_SKIP() << "needs root and setpriv, to run loom without SYS_ADMIN";
+  const std::string args = "agent --server 127.0.0.1:1";
+  Outcome refused = RunLoomUnder(kWithoutSysAdmin, args);
+  ExpectOneLineError(refused, "cannot confine the measure worker: network namespace");
+  EXPECT_THAT(refused.err, HasSubstr("start with --no-confine"));
+  // Unconfined it starts and waits for its (absent) daemon until stopped; the warning is first.
+  Outcome o =
+      RunLoomUnder(std::string("timeout -s TERM 3 ") + kWithoutSysAdmin, args + " --no-confine");
+  EXPECT_THAT(o.err, HasSubstr("loom agent: warning: --no-confine: candidates run unconfined"));
+  EXPECT_THAT(o.err, Not(HasSubstr("loom: error")));
 }
 
 // Two models as two concurrent jobs in the engine: a table per job, the policy summary, and

@@ -393,6 +393,16 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
     if (d.kind == "cuda" && !d.probed) {
       LOOM_ASSIGN_OR_RETURN(d, ProbeCudaDevice(d, executor->options_.cuda_measure));
     }
+    if (d.kind == "cpu" && executor->options_.measure.confine.enabled) {
+      // A kernel that refuses the worker's sandbox fails here, before registering: an agent
+      // never takes candidates it cannot confine (--no-confine turns the sandbox off).
+      tune::MeasureOptions mo = executor->options_.measure;
+      mo.cores = d.cores;
+      LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> probe, tune::MakeLocalMeasurer(mo));
+      if (absl::Status s = probe->Probe().status(); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("device ", d.name, ": ", s.message()));
+      }
+    }
     auto slot = std::make_unique<DeviceSlot>();
     slot->device = d;
     executor->devices_.emplace(d.name, std::move(slot));

@@ -137,7 +137,9 @@ class StageExecutor {
  public:
   // kInvalidArgument for bad options (devices with repeated names, non-positive batch size).
   // Probes each cuda device that is not probed yet (ProbeCudaDevice): its error (no driver, no
-  // such GPU) fails Create, so an agent never starts with a device it cannot measure on.
+  // such GPU) fails Create, so an agent never starts with a device it cannot measure on. With
+  // measure.confine on, each cpu device's worker is started confined once: a kernel that refuses
+  // the sandbox fails Create (kFailedPrecondition naming the device and the layer).
   static absl::StatusOr<std::unique_ptr<StageExecutor>> Create(const ExecutorOptions& options);
 
   // Runs `request` on the calling thread (which a CPU stage confines to `cpu_cores`, for good).

@@ -26,6 +26,16 @@ std::string SvgOpen(int width, int height) {
       width, height, width, height, kFont, width, height);
 }
 
+// A bar's value in BarChart::value_format, a format that is data: checked when it runs (a
+// format that does not take one double prints the value plainly).
+std::string FormatValue(const std::string& format, double v) {
+  std::string out;
+  if (!absl::FormatUntyped(&out, absl::UntypedFormatSpec(format), {absl::FormatArg(v)})) {
+    return absl::StrCat(v);
+  }
+  return out;
+}
+
 std::string Text(double x, double y, std::string_view text, std::string_view extra = "") {
   return absl::StrFormat("<text x=\"%.1f\" y=\"%.1f\"%s%s>%s</text>\n", x, y,
                          extra.empty() ? "" : " ", extra, XmlEscape(text));
@@ -553,7 +563,7 @@ std::string BarChartSvg(const BarChart& chart) {
       const double y0 = Y(std::max(v, 0.0)), y1 = Y(std::min(v, 0.0));
       absl::StrAppend(&svg, "<g class=\"item\"><title>",
                       XmlEscape(absl::StrCat(grp.label, ", ", chart.series[s], ": ",
-                                             absl::StrFormat(chart.value_format.c_str(), v))),
+                                             FormatValue(chart.value_format, v))),
                       "</title>",
                       FilledRect(bx + 1, y0, bar_w - 2, std::max(0.5, y1 - y0), color(s),
                                  BarFill::kSolid, 1, "bar"));
@@ -569,9 +579,8 @@ std::string BarChartSvg(const BarChart& chart) {
       }
       const double label_y = v >= 0 ? y0 - 3 : y1 + 10;
       if (bar_w >= 18) {
-        absl::StrAppend(
-            &svg, Text(bx + bar_w / 2, label_y, absl::StrFormat(chart.value_format.c_str(), v),
-                       "text-anchor=\"middle\" font-size=\"9\""));
+        absl::StrAppend(&svg, Text(bx + bar_w / 2, label_y, FormatValue(chart.value_format, v),
+                                   "text-anchor=\"middle\" font-size=\"9\""));
       }
       absl::StrAppend(&svg, "</g>\n");
     }

@@ -229,5 +229,15 @@ TEST(ChartTest, BarChartDrawsNegativeBarsAndErrorBars) {
   EXPECT_THAT(Ticks(svg), testing::Contains("0"));
 }
 
+// The value format is data, checked when it runs: one that does not take a double prints the
+// value plainly instead of nothing.
+TEST(ChartTest, BarValueFormatIsCheckedWhenItRuns) {
+  BarChart c{.series = {"s"}, .groups = {{.label = "g", .values = {2.5}}}};
+  c.value_format = "%+.2f";
+  EXPECT_THAT(BarChartSvg(c), HasSubstr(">+2.50</text>"));
+  c.value_format = "%d%s";
+  EXPECT_THAT(BarChartSvg(c), HasSubstr(">2.5</text>"));
+}
+
 }  // namespace
 }  // namespace loom::base

@@ -1,16 +1,17 @@
 // `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3|cuda:0 ...] [--cpu-slots N]
-// [--token-file FILE] [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`:
-// runs this host's
-// agent (agent/agent.h) until SIGTERM or SIGINT: registers its CPU slots and devices with `loom
-// serve`, runs the stages it is leased and reports them. Without --device, the last core is the
-// measurement device and the other cores are CPU slots (as engine::DefaultLayout); CPU stages are
-// pinned to the cores no device uses, and (by default, as the embedded engine) to a cpu device's
-// cores while it does not measure. A cuda:N device launches its kernels from the last core no
-// other device uses (which then runs no CPU stage; with one core left, unpinned); it is probed at
-// start, and a host without the driver or that GPU exits with one line naming the device.
-// The agent's token (its own, bound to its identity by the daemon) comes from --token-file or
-// LOOM_TOKEN, never from argv (which `ps` shows to every user). Logs one structured line per
-// event to stderr.
+// [--token-file FILE] [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]
+// [--no-confine] [--measure-user U]`: runs this host's agent (agent/agent.h) until SIGTERM or
+// SIGINT: registers its CPU slots and devices with `loom serve`, runs the stages it is leased and
+// reports them. Without --device, the last core is the measurement device and the other cores are
+// CPU slots (as engine::DefaultLayout); CPU stages are pinned to the cores no device uses, and (by
+// default, as the embedded engine) to a cpu device's cores while it does not measure. A cuda:N
+// device launches its kernels from the last core no other device uses (which then runs no CPU
+// stage; with one core left, unpinned); it is probed at start, and a host without the driver or
+// that GPU exits with one line naming the device. Every device's measure worker is confined at
+// start (tune/confine.h); a kernel that refuses it stops the agent with one line, and --no-confine
+// then runs candidates unconfined, with a warning. The agent's token (its own, bound to its
+// identity by the daemon) comes from --token-file or LOOM_TOKEN, never from argv (which `ps` shows
+// to every user). Logs one structured line per event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -47,6 +48,7 @@ struct AgentFlags {
   int heartbeat_ms = 2000;
   int max_pending = 256;
   bool lend_device_cores = true;
+  ConfineFlags confine;
 };
 
 absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
@@ -62,6 +64,9 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   o.tls_ca_file = flags.tls_ca;
   o.executor.cache_dir = flags.cache_dir;
   o.executor.cuda_measure.driver_library = flags.cuda_driver;
+  o.executor.measure.confine = ConfineOptionsFrom(flags.confine);
+  o.executor.cuda_measure.confine = ConfineOptionsFrom(flags.confine);
+  o.executor.build.confine = !flags.confine.no_confine;
   o.heartbeat_interval = absl::Milliseconds(flags.heartbeat_ms);
   o.max_pending_reports = flags.max_pending;
   o.lend_device_cores = flags.lend_device_cores;
@@ -127,6 +132,7 @@ void RunAgent(const AgentFlags& flags) {
   service::QuietGrpcLogs();
   absl::StatusOr<agent::AgentOptions> options = BuildOptions(flags);
   FailIfError(options.status());
+  WarnIfUnconfined(flags.confine, "loom agent");
 
   // SIGTERM/SIGINT go to one watcher thread (every other thread blocks them), which asks the
   // agent to stop; a second signal ends the process at once.
@@ -194,6 +200,7 @@ void RegisterAgentCommand(CLI::App& app) {
   cmd->add_flag("--lend-device-cores,!--no-lend-device-cores", flags->lend_device_cores,
                 "Let CPU stages use a device's cores while it does not measure; a measurement "
                 "moves them off first (default: on, as the embedded engine)");
+  AddConfineFlags(cmd, &flags->confine);
   cmd->add_option("--max-pending", flags->max_pending,
                   "Finished results kept while the daemon is unreachable")
       ->check(CLI::PositiveNumber);

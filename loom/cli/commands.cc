@@ -24,6 +24,29 @@ int CudaOrdinalOrFail(const std::string& device) {
   return n;
 }
 
+void AddConfineFlags(CLI::App* cmd, ConfineFlags* flags) {
+  cmd->add_flag("--no-confine", flags->no_confine,
+                "Run candidates unconfined: the measure worker keeps this process's user, "
+                "environment, network and files (for hosts whose kernel refuses namespaces, "
+                "Landlock or seccomp; see docs/SECURITY.md)");
+  cmd->add_option("--measure-user", flags->measure_user,
+                  "Unprivileged user the measure worker runs as when started as root (default: "
+                  "loom-measure if it exists, else nobody)")
+      ->excludes("--no-confine");
+}
+
+tune::ConfineOptions ConfineOptionsFrom(const ConfineFlags& flags) {
+  return {.enabled = !flags.no_confine, .user = flags.measure_user};
+}
+
+void WarnIfUnconfined(const ConfineFlags& flags, const std::string& command) {
+  if (!flags.no_confine) return;
+  std::fprintf(stderr,
+               "%s: warning: --no-confine: candidates run unconfined, as this process's user, "
+               "with its environment (tokens included), network and files\n",
+               command.c_str());
+}
+
 void RegisterVersionCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("version", "Print Loom's version");
   cmd->callback([] { std::printf("loom 0.1.0\n"); });

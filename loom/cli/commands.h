@@ -7,6 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "loom/tune/confine.h"
 
 namespace loom::cli {
 
@@ -20,6 +21,18 @@ struct CommandFailure {
 void FailIfError(const absl::Status& status);
 // --device "cuda:N" -> N ("" -> 0); fails with a usage error otherwise.
 int CudaOrdinalOrFail(const std::string& device);
+
+// `--no-confine` and `--measure-user` of the commands that run candidates (tune, tune-task,
+// agent): the sandbox of measure workers and compilers (tune/confine.h, docs/SECURITY.md).
+struct ConfineFlags {
+  bool no_confine = false;
+  std::string measure_user;
+};
+void AddConfineFlags(CLI::App* cmd, ConfineFlags* flags);
+// The measure workers' sandbox the flags ask for.
+tune::ConfineOptions ConfineOptionsFrom(const ConfineFlags& flags);
+// With --no-confine, the warning `command` prints once at start (stderr).
+void WarnIfUnconfined(const ConfineFlags& flags, const std::string& command);
 
 void RegisterVersionCommand(CLI::App& app);
 void RegisterSimulateCommand(CLI::App& app);

@@ -53,6 +53,7 @@ struct TuneOptions {
   bool no_prior = false;
   bool json = false;
   bool test_faults = false;  // hidden: lets tests inject crashing/hanging candidates
+  ConfineFlags confine;
   // Multi-job engine (loom tune with several models, or any --policy).
   std::string policy;  // empty: the single-job loop for one model, "interleaved" for several
   int cpu_slots = 0;   // 0: one per core outside the device
@@ -112,6 +113,7 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_flag("--json", o->json, "Print the final table as JSON");
   cmd->add_flag("--test-faults", o->test_faults, "Testing only: add a knob that injects faults")
       ->group("");  // hidden
+  AddConfineFlags(cmd, &o->confine);
 }
 
 struct Progress {
@@ -307,6 +309,7 @@ tune::CudaMeasureOptions CudaMeasureOptionsFrom(const TuneOptions& o, std::vecto
   mo.timeout = absl::Seconds(o.run_timeout);
   if (o.min_repeat_ms >= 0) mo.min_repeat_ms = o.min_repeat_ms;
   mo.cores = std::move(cores);
+  mo.confine = ConfineOptionsFrom(o.confine);
   return mo;
 }
 
@@ -365,9 +368,11 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   tune::BuildOptions build_options;
   build_options.num_threads =
       o.build_threads > 0 ? o.build_threads : std::max(1, ncpu - static_cast<int>(cores.size()));
+  build_options.confine = !o.confine.no_confine;
   auto builder = tune::MakeLocalBuilder(build_options);
   FailIfError(builder.status());
   tune::MeasureOptions measure_options;
+  measure_options.confine = ConfineOptionsFrom(o.confine);
   measure_options.cores = cores;
   measure_options.timeout = absl::Seconds(o.run_timeout);
   if (o.min_repeat_ms >= 0) measure_options.min_repeat_ms = o.min_repeat_ms;
@@ -475,13 +480,23 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     };
     eo.make_builder = [](const tune::BuildOptions& bo) { return tune::MakeNvrtcBuilder(bo); };
   } else {
-    eo.make_measurer = [run_timeout, min_repeat_ms](const std::vector<int>& cores) {
+    const tune::ConfineOptions confine = ConfineOptionsFrom(o.confine);
+    eo.make_measurer = [run_timeout, min_repeat_ms, confine](const std::vector<int>& cores) {
       tune::MeasureOptions mo;
       mo.cores = cores;
       mo.timeout = absl::Seconds(run_timeout);
       if (min_repeat_ms >= 0) mo.min_repeat_ms = min_repeat_ms;
+      mo.confine = confine;
       return tune::MakeLocalMeasurer(mo);
     };
+    eo.make_builder = [confine](tune::BuildOptions bo) {
+      bo.confine = confine.enabled;
+      return tune::MakeLocalBuilder(bo);
+    };
+    // A kernel that refuses the measure worker's sandbox fails here, before any work.
+    auto probe = eo.make_measurer(eo.layout.device_cores);
+    FailIfError(probe.status());
+    FailIfError((*probe)->Probe().status());
   }
   auto eng = engine::Engine::Create(eo);
   FailIfError(eng.status());
@@ -653,6 +668,7 @@ void RegisterTuneCommands(CLI::App& app) {
                    "Engine: seconds between progress reports (default 1 on a terminal, else 10)")
       ->check(CLI::Range(0.0, 3600.0));
   tune->callback([model_opts] {
+    WarnIfUnconfined(model_opts->tune.confine, "loom tune");
     std::vector<LoadedModelTasks> models;
     for (const std::string& name : model_opts->models) {
       ModelOptions mo = model_opts->model;
@@ -680,6 +696,7 @@ void RegisterTuneCommands(CLI::App& app) {
                  "batch_matmul:f32:b12_m128_n128_k64_tb1)");
   AddTuneOptions(tt, &task_opts->tune);
   tt->callback([task_opts] {
+    WarnIfUnconfined(task_opts->tune.confine, "loom tune-task");
     auto task = TaskFromFlags(*task_opts);
     FailIfError(task.status());
     RunTuneOnTasks({*task}, task_opts->tune);

@@ -64,15 +64,7 @@ absl::Status OptionalList(const YAML::Node& node, const std::string& path, const
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(yaml));
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
-  }
+absl::StatusOr<ExperimentSpec> ParseRoot(const YAML::Node& root) {
   LOOM_RETURN_IF_ERROR(CheckKeys(
       root, "",
       {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots", "min_repeat_ms",
@@ -162,6 +154,24 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
     }
   }
   return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
+  }
+  // Structures the checks above do not expect (a key that is a list or a mapping) surface as
+  // yaml-cpp conversion exceptions: each is an invalid spec, never an escaping exception.
+  try {
+    return ParseRoot(root);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("spec: ", e.what()));
+  }
 }
 
 absl::StatusOr<ExperimentSpec> LoadExperimentSpec(const std::string& path) {

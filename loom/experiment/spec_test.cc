@@ -116,5 +116,15 @@ TEST(ExperimentSpecTest, BadValuesNameTheKey) {
   }
 }
 
+// Found by experiment_spec_fuzzer: a key that is a list made yaml-cpp throw out of the parser.
+TEST(ExperimentSpecTest, KeysThatAreNotScalarsAreInvalidNotExceptions) {
+  for (const char* yaml :
+       {"jobs: [{model: m}]\n? [a, b]\n: 1\n", "jobs: [{model: m, ? {x: 1} : 2}]\n"}) {
+    auto st = ParseExperimentSpec(yaml).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << yaml;
+    EXPECT_THAT(st.message(), HasSubstr("bad conversion")) << yaml;
+  }
+}
+
 }  // namespace
 }  // namespace loom::experiment

@@ -44,6 +44,11 @@ struct BuildOptions {
   // process group id (the group holds cc1plus, as and ld). Either may be empty.
   std::function<void()> before_compile{};
   std::function<void(int pid)> compile_started{};
+  // Compilers run confined (confine.h, CompilerConfinementFor): only PATH, HOME, LANG, LC_ALL,
+  // LD_LIBRARY_PATH and CCACHE_* of this process's environment, a private TMPDIR removed with
+  // the builder, 4 GiB of address space, the timeout (+1 s) of CPU time, 1 GiB files, no core
+  // files, and under root an empty network namespace. Off: `--no-confine`.
+  bool confine = true;
 };
 
 class Builder {

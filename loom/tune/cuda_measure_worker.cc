@@ -57,7 +57,8 @@ Answer CudaFailure(const CudaDriver& driver, const absl::Status& status) {
   return a;
 }
 
-json HandleInit(const json& request, std::unique_ptr<CudaDriver>* driver, int* device) {
+json HandleInit(const json& request, int reply_fd, std::unique_ptr<CudaDriver>* driver,
+                int* device) {
   auto unavailable = [](const absl::Status& s) {
     return json{{"ok", false},
                 {"unavailable", true},
@@ -66,6 +67,14 @@ json HandleInit(const json& request, std::unique_ptr<CudaDriver>* driver, int* d
   };
   if (std::string err = PinThisProcess(request.value("cores", std::vector<int>{})); !err.empty()) {
     return FailureJson(ErrorKind::kUnknown, err);
+  }
+  json confined;
+  if (request.contains("confine")) {
+    // Before the driver loads: it then opens its device files and starts its threads as the
+    // confined worker does, and anything the sandbox forbids shows here, at init.
+    if (std::string err = ConfineWorker(request["confine"], reply_fd, confined); !err.empty()) {
+      return FailureJson(ErrorKind::kUnknown, err);
+    }
   }
   absl::StatusOr<std::unique_ptr<CudaDriver>> loaded =
       CudaDriver::Load(request.value("library", ""));
@@ -83,18 +92,20 @@ json HandleInit(const json& request, std::unique_ptr<CudaDriver>* driver, int* d
     return unavailable(ctx.status());
   }
   *driver = std::move(*loaded);
-  return json{{"ok", true},
-              {"pid", static_cast<int64_t>(getpid())},
-              {"cpus", AllowedCpus()},
-              {"name", info->name},
-              {"arch", info->Arch()},
-              {"sms", info->num_sms},
-              {"max_threads_per_block", info->max_threads_per_block},
-              {"max_shared_bytes_per_block", info->max_shared_bytes_per_block},
-              {"max_regs_per_block", info->max_regs_per_block},
-              {"warp_size", info->warp_size},
-              {"memory_bytes", info->total_memory_bytes},
-              {"driver_version", info->driver_version}};
+  json reply{{"ok", true},
+             {"pid", static_cast<int64_t>(getpid())},
+             {"cpus", AllowedCpus()},
+             {"name", info->name},
+             {"arch", info->Arch()},
+             {"sms", info->num_sms},
+             {"max_threads_per_block", info->max_threads_per_block},
+             {"max_shared_bytes_per_block", info->max_shared_bytes_per_block},
+             {"max_regs_per_block", info->max_regs_per_block},
+             {"warp_size", info->warp_size},
+             {"memory_bytes", info->total_memory_bytes},
+             {"driver_version", info->driver_version}};
+  if (confined.contains("confined")) reply["confined"] = confined["confined"];
+  return reply;
 }
 
 absl::StatusOr<std::unique_ptr<TaskState>> PrepareTask(const json& request,
@@ -300,7 +311,7 @@ int RunCudaMeasureWorker(int in_fd, int out_fd, const TemplateFactory& make_temp
       const std::string op = request.value("op", "");
       try {
         if (op == "init") {
-          answer.body = HandleInit(request, &driver, &device);
+          answer.body = HandleInit(request, out_fd, &driver, &device);
         } else if (op == "task") {
           json id = request;
           id.erase("op");

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/worker_process.h"
@@ -92,14 +93,14 @@ class CudaMeasurer : public Measurer {
   absl::Status EnsureWorker() {
     if (worker_.Alive()) return absl::OkStatus();
     loaded_task_.clear();
-    if (std::string err = worker_.Start(options_.worker_command); !err.empty()) {
-      return absl::UnavailableError(absl::StrCat("cannot start the CUDA measure worker: ", err));
-    }
-    WorkerReply reply = worker_.Call(json{{"op", "init"},
-                                          {"device", options_.device},
-                                          {"library", options_.driver_library},
-                                          {"cores", options_.cores}},
-                                     options_.setup_timeout);
+    json init{{"op", "init"},
+              {"device", options_.device},
+              {"library", options_.driver_library},
+              {"cores", options_.cores}};
+    LOOM_RETURN_IF_ERROR(StartWorker(
+        worker_, options_.worker_command, options_.confine, ConfinePlan::Profile::kCuda, &sandbox_,
+        &init, absl::StrCat("CUDA measure worker of device ", options_.device)));
+    WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
       return absl::UnavailableError(absl::StrCat("the CUDA measure worker '", command,
@@ -111,6 +112,12 @@ class CudaMeasurer : public Measurer {
                        " before answering; check that the binary hosts the worker (argument ",
                        kCudaMeasureWorkerArg, ")"));
     }
+    if (absl::Status s = CheckConfinedInit(
+            reply, sandbox_.get(), absl::StrCat("CUDA measure worker of device ", options_.device));
+        !s.ok()) {
+      worker_.Stop();
+      return s;
+    }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
       return absl::UnavailableError(
@@ -118,6 +125,7 @@ class CudaMeasurer : public Measurer {
     }
     const json& b = reply.body;
     info_ = DeviceInfo{};
+    info_.confinement = b.value("confined", "");
     info_.worker_pid = b.value("pid", int64_t{0});
     info_.cpus = b.value("cpus", std::vector<int>{});
     info_.device_name = b.value("name", "");
@@ -148,16 +156,25 @@ class CudaMeasurer : public Measurer {
       }
       loaded_task_ = task_request.dump();
     }
+    // The worker's user may not reach this process's cache: it reads a copy in its sandbox.
+    absl::StatusOr<std::string> staged = StageArtifact(sandbox_.get(), b.artifact_path);
+    if (!staged.ok()) {
+      r.error = ErrorKind::kRuntime;
+      r.error_msg = absl::StrCat("cannot read cubin: ", staged.status().message());
+      return r;
+    }
+    const std::string& artifact = *staged;
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;
     WorkerReply reply = worker_.Call(json{{"op", "measure"},
-                                          {"artifact", b.artifact_path},
+                                          {"artifact", artifact},
                                           {"config", b.config.index},
                                           {"number", options_.number},
                                           {"repeat", options_.repeat},
                                           {"min_repeat_ms", options_.min_repeat_ms}},
                                      timeout);
+    if (sandbox_ != nullptr) sandbox_->Unstage(artifact);
     ReadMeasureReply(reply, timeout, "CUDA measure worker", r);
     // The worker exits after a sticky CUDA error; reap it now so the next candidate starts a
     // fresh one instead of writing to a dying process.
@@ -169,8 +186,9 @@ class CudaMeasurer : public Measurer {
   }
 
   CudaMeasureOptions options_;
-  std::mutex mu_;  // one measurement at a time
-  WorkerProcess worker_;
+  std::mutex mu_;                           // one measurement at a time
+  std::unique_ptr<WorkerSandbox> sandbox_;  // confine.enabled: made at the first start
+  WorkerProcess worker_;  // declared after the sandbox: stopped before its folders go
   DeviceInfo info_;
   std::string loaded_task_;  // the task request the running worker last prepared
 };
@@ -194,6 +212,7 @@ absl::StatusOr<std::unique_ptr<Measurer>> MakeCudaMeasurer(const CudaMeasureOpti
     return absl::InvalidArgumentError(
         "CudaMeasureOptions.timeout and .setup_timeout must be positive");
   }
+  if (options.confine.enabled) LOOM_RETURN_IF_ERROR(ValidateConfineOptions(options.confine));
   for (int c : options.cores) {
     if (c < 0 || c >= CPU_SETSIZE) {
       return absl::InvalidArgumentError(

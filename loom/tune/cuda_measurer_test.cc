@@ -3,8 +3,10 @@
 // driver can produce. The real-driver tests skip on hosts without one. This binary is its own
 // worker: started with `__cuda-measure-worker` it runs RunCudaMeasureWorker.
 #include <dlfcn.h>
+#include <pwd.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +24,7 @@
 #include "loom/tune/cuda_driver.h"
 #include "loom/tune/cuda_measure_worker.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/testing/confine_support.h"
 #include "loom/tune/worker_process.h"
 
 namespace loom::tune {
@@ -128,7 +131,9 @@ class CudaMeasurerTest : public ::testing::Test {
             .timeout = absl::Seconds(2),
             .setup_timeout = absl::Seconds(60),
             .driver_library = LOOM_FAKE_LIBCUDA,
-            .worker_command = {SelfExe(), kCudaMeasureWorkerArg}};
+            .worker_command = {SelfExe(), kCudaMeasureWorkerArg},
+            // The fake driver's mode (FakeMode) reaches the confined worker's cleared environment.
+            .confine = {.pass_env = {"LOOM_FAKE_CUDA"}}};
   }
 
   std::unique_ptr<Measurer> Make(const CudaMeasureOptions& options) {
@@ -231,6 +236,37 @@ TEST_F(CudaMeasurerTest, ProbeReportsTheDevice) {
   EXPECT_EQ(info->driver_version, 13000);
   EXPECT_GT(info->worker_pid, 0);
   EXPECT_NE(info->worker_pid, getpid());
+}
+
+// The driver loads and the device answers inside the worker's sandbox (the CUDA profile: a
+// deny-list of system calls, no filesystem rules); CorrectKernelIsTimed and the others measure in
+// it. Where the kernel refuses a layer, every test here would fail at the worker's start instead.
+TEST_F(CudaMeasurerTest, TheDriverRunsInsideTheSandbox) {
+  if (std::string refused = testing::RefusedConfinementLayer(); !refused.empty()) {
+    GTEST_SKIP() << "the kernel refuses " << refused << " to this process";
+  }
+  auto m = Make(FakeOptions());
+  ASSERT_NE(m, nullptr);
+  absl::StatusOr<DeviceInfo> info = m->Probe();
+  ASSERT_TRUE(info.ok()) << info.status();
+  std::printf("confinement checked (CUDA worker): %s\n", info->confinement.c_str());
+  EXPECT_THAT(info->confinement, HasSubstr("network namespace"));
+  EXPECT_THAT(info->confinement, HasSubstr("no_new_privs"));
+  EXPECT_THAT(info->confinement, HasSubstr("seccomp deny-list"));
+  EXPECT_THAT(info->confinement, ::testing::Not(HasSubstr("Landlock")));
+  EXPECT_THAT(info->confinement, ::testing::Not(HasSubstr("address space")));
+  if (geteuid() == 0) {
+    EXPECT_THAT(info->confinement,
+                HasSubstr(getpwnam("loom-measure") ? "user loom-measure (" : "user nobody ("));
+  }
+  // Off, nothing is reported.
+  CudaMeasureOptions open = FakeOptions();
+  open.confine.enabled = false;
+  auto unconfined = Make(open);
+  ASSERT_NE(unconfined, nullptr);
+  absl::StatusOr<DeviceInfo> plain = unconfined->Probe();
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->confinement, "");
 }
 
 TEST_F(CudaMeasurerTest, WorkerThatIsNotAWorkerIsUnavailable) {

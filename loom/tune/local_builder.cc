@@ -1,11 +1,12 @@
 // LocalBuilder: the CPU Builder. Each candidate is emitted, hashed, and (on a cache miss) compiled
 // by a child compiler process in its own process group, so a timeout kills the driver and its
-// cc1plus together. Artifacts are written under a temporary name and renamed into place, so a
+// cc1plus together. Confined (BuildOptions::confine), compilers get a cleared environment,
+// resource limits, the builder's private TMPDIR and, under root, an empty network namespace
+// (confine.h). Artifacts are written under a temporary name and renamed into place, so a
 // concurrent builder (another thread or process sharing the cache) never sees a partial file.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,9 +16,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <system_error>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -25,8 +29,7 @@
 #include "absl/time/clock.h"
 #include "loom/base/thread_pool.h"
 #include "loom/tune/builder.h"
-
-extern char** environ;
+#include "loom/tune/confine.h"
 
 namespace loom::tune {
 namespace {
@@ -54,8 +57,10 @@ std::string Tail(const std::string& s, size_t n) {
 }
 
 // Runs argv[0] (looked up on PATH) with stdout+stderr captured, stdin from /dev/null, in a new
-// process group. Past `timeout` the whole group is SIGKILLed.
+// process group, confined as `confinement` says (null: unconfined, this process's environment).
+// Past `timeout` the whole group is SIGKILLed.
 ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration timeout,
+                           const CompilerConfinement* confinement,
                            const BuildOptions* hooks = nullptr) {
   ProcessOutcome outcome;
   int fds[2];
@@ -63,40 +68,16 @@ ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration 
     outcome.spawn_error = absl::StrCat("pipe: ", std::strerror(errno));
     return outcome;
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setpgroup(&attr, 0);
-  // The child starts with default signal dispositions even if this process ignores some.
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-  std::vector<char*> cargv;
-  cargv.reserve(argv.size() + 1);
-  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  pid_t pid = 0;
   if (hooks != nullptr && hooks->before_compile) hooks->before_compile();
-  const int rc = posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
-  if (rc == 0 && hooks != nullptr && hooks->compile_started) hooks->compile_started(pid);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  absl::StatusOr<pid_t> spawned = SpawnProcess(argv, fds[1], confinement);
   close(fds[1]);
-  if (rc != 0) {
+  if (!spawned.ok()) {
     close(fds[0]);
-    outcome.spawn_error = absl::StrCat("cannot run '", argv[0], "': ", std::strerror(rc));
+    outcome.spawn_error = std::string(spawned.status().message());
     return outcome;
   }
+  const pid_t pid = *spawned;
+  if (hooks != nullptr && hooks->compile_started) hooks->compile_started(pid);
   outcome.started = true;
 
   const absl::Time deadline = absl::Now() + timeout;
@@ -169,14 +150,26 @@ bool WriteFile(const std::string& path, std::string_view data) {
   return static_cast<bool>(f);
 }
 
+// The builder's private temporary folder (its compilers' TMPDIR), removed with the builder.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
+
 class LocalBuilder : public Builder {
  public:
   LocalBuilder(const BuildOptions& options, std::vector<std::string> compiler,
-               std::string compiler_version, std::string cache_dir)
+               std::string compiler_version, std::string cache_dir,
+               std::unique_ptr<TempDir> temp_dir, std::optional<CompilerConfinement> confinement)
       : options_(options),
         compiler_(std::move(compiler)),
         compiler_version_(std::move(compiler_version)),
         cache_dir_(std::move(cache_dir)),
+        temp_dir_(std::move(temp_dir)),
+        confinement_(std::move(confinement)),
         pool_(static_cast<size_t>(options.num_threads)) {}
 
   std::vector<BuildResult> Build(const ops::Template& tmpl,
@@ -232,7 +225,8 @@ class LocalBuilder : public Builder {
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.end(), {src_path, "-o", out_path});
 
-    const ProcessOutcome o = RunCaptured(argv, options_.timeout, &options_);
+    const ProcessOutcome o =
+        RunCaptured(argv, options_.timeout, confinement_ ? &*confinement_ : nullptr, &options_);
     if (Succeeded(o)) {
       // Keep the source beside the artifact for inspection; both renames are atomic.
       std::filesystem::rename(src_path, absl::StrCat(cache_dir_, "/", key, ".cc"), ec);
@@ -263,6 +257,8 @@ class LocalBuilder : public Builder {
   const std::vector<std::string> compiler_;
   const std::string compiler_version_;  // part of the cache key: a new compiler rebuilds all
   const std::string cache_dir_;
+  const std::unique_ptr<TempDir> temp_dir_;               // confined: the compilers' TMPDIR
+  const std::optional<CompilerConfinement> confinement_;  // unset: compilers run unconfined
   std::atomic<uint64_t> counter_{0};  // unique temporary names within this process
   base::ThreadPool pool_;
 };
@@ -294,16 +290,30 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& op
   if (compiler.empty()) {
     return absl::InvalidArgumentError("BuildOptions.compiler is blank");
   }
+  auto temp_dir = std::make_unique<TempDir>();
+  std::optional<CompilerConfinement> confinement;
+  if (options.confine) {
+    absl::StatusOr<std::string> dir = MakePrivateDir("", "loom-build-");
+    if (!dir.ok()) return dir.status();
+    temp_dir->path = *dir;
+    confinement = CompilerConfinementFor(temp_dir->path, options.timeout);
+  }
+  // The probe runs as every compile will, confinement included: a kernel that refuses it fails
+  // here, at start.
   std::vector<std::string> version_argv = compiler;
   version_argv.emplace_back("--version");
-  const ProcessOutcome v = RunCaptured(version_argv, absl::Seconds(30));
+  const ProcessOutcome v =
+      RunCaptured(version_argv, absl::Seconds(30), confinement ? &*confinement : nullptr);
   if (!Succeeded(v)) {
+    const bool confine_failed = absl::StartsWith(v.spawn_error, "cannot confine");
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot run the kernel compiler '", compiler_cmd, " --version': ",
         v.started
             ? absl::StrCat("it ", DescribeWaitStatus(v.wait_status), ": ", Tail(v.output, 512))
             : v.spawn_error,
-        "; install g++ or point $CXX / BuildOptions.compiler at a C++17 compiler"));
+        confine_failed
+            ? "; to compile unconfined on this host, start with --no-confine (docs/SECURITY.md)"
+            : "; install g++ or point $CXX / BuildOptions.compiler at a C++17 compiler"));
   }
   const std::string cache_dir =
       options.cache_dir.empty() ? DefaultKernelCacheDir() : options.cache_dir;
@@ -314,8 +324,9 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& op
                                                       cache_dir, ": ",
                                                       ec ? ec.message() : "not a directory"));
   }
-  return std::unique_ptr<Builder>(
-      new LocalBuilder(options, std::move(compiler), v.output, cache_dir));
+  return std::unique_ptr<Builder>(new LocalBuilder(options, std::move(compiler), v.output,
+                                                   cache_dir, std::move(temp_dir),
+                                                   std::move(confinement)));
 }
 
 }  // namespace loom::tune

@@ -1,7 +1,9 @@
 // LocalMeasurer: the CPU Measurer. Keeps one long-lived worker process (measure_worker.h) pinned
 // to the device's cores and talks to it through WorkerProcess (worker_process.h). A candidate that
 // outlives its run timeout gets the worker SIGKILLed; a worker that dies mid-candidate is a
-// runtime error naming the signal. Either way the next candidate gets a fresh worker.
+// runtime error naming the signal. Either way the next candidate gets a fresh worker. Unless
+// MeasureOptions.confine is off, the worker confines itself at init (confine.h) inside a
+// WorkerSandbox whose inbox receives a copy of each candidate.
 #include <sched.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/worker_process.h"
@@ -74,15 +77,15 @@ class LocalMeasurer : public Measurer {
                 {"seed", options_.seed}};
   }
 
-  // A running, pinned worker, or why there is none.
+  // A running, pinned (and confined) worker, or why there is none.
   absl::Status EnsureWorker() {
     if (worker_.Alive()) return absl::OkStatus();
     loaded_task_.clear();
-    if (std::string err = worker_.Start(options_.worker_command); !err.empty()) {
-      return absl::UnavailableError(absl::StrCat("cannot start the measure worker: ", err));
-    }
-    WorkerReply reply =
-        worker_.Call(json{{"op", "init"}, {"cores", options_.cores}}, options_.setup_timeout);
+    json init{{"op", "init"}, {"cores", options_.cores}};
+    LOOM_RETURN_IF_ERROR(StartWorker(worker_, options_.worker_command, options_.confine,
+                                     ConfinePlan::Profile::kCpu, &sandbox_, &init,
+                                     "measure worker"));
+    WorkerReply reply = worker_.Call(init, options_.setup_timeout);
     const std::string command = absl::StrJoin(options_.worker_command, " ");
     if (reply.kind == WorkerReply::Kind::kTimeout) {
       return absl::UnavailableError(absl::StrCat("the measure worker '", command,
@@ -94,12 +97,17 @@ class LocalMeasurer : public Measurer {
                        " before answering; check that the binary hosts the worker (argument ",
                        kMeasureWorkerArg, ")"));
     }
+    if (absl::Status s = CheckConfinedInit(reply, sandbox_.get(), "measure worker"); !s.ok()) {
+      worker_.Stop();
+      return s;
+    }
     if (!reply.body.value("ok", false)) {
       worker_.Stop();
       return absl::FailedPreconditionError(
           absl::StrCat("the measure worker could not be pinned to cores [",
                        absl::StrJoin(options_.cores, ","), "]: ", reply.body.value("error", "")));
     }
+    info_.confinement = reply.body.value("confined", "");
     info_.worker_pid = reply.body.value("pid", int64_t{0});
     info_.cpus = reply.body.value("cpus", std::vector<int>{});
     if (!options_.cores.empty() && info_.cpus != options_.cores) {
@@ -126,24 +134,39 @@ class LocalMeasurer : public Measurer {
       }
       loaded_task_ = task_request.dump();
     }
+    // A confined worker reads only its sandbox: it gets a copy that no candidate can write.
+    absl::StatusOr<std::string> staged = StageArtifact(sandbox_.get(), b.artifact_path);
+    if (!staged.ok()) {
+      r.error = ErrorKind::kRuntime;
+      r.error_msg = absl::StrCat("cannot load artifact: ", staged.status().message());
+      return r;
+    }
+    const std::string& artifact = *staged;
     const absl::Duration expected =
         absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
     const absl::Duration timeout = options_.timeout + expected;
     WorkerReply reply = worker_.Call(json{{"op", "measure"},
-                                          {"artifact", b.artifact_path},
+                                          {"artifact", artifact},
                                           {"config", b.config.index},
                                           {"number", options_.number},
                                           {"repeat", options_.repeat},
                                           {"min_repeat_ms", options_.min_repeat_ms},
                                           {"flush_cache", options_.flush_cache}},
                                      timeout);
+    if (sandbox_ != nullptr) sandbox_->Unstage(artifact);
     ReadMeasureReply(reply, timeout, "measure worker", r);
+    // The sandbox answered for a candidate it killed (a forbidden system call): the worker is
+    // dying; reap it now so the next candidate starts a fresh one.
+    if (reply.kind == WorkerReply::Kind::kOk && reply.body.value("fatal", false)) {
+      worker_.Stop(absl::Seconds(5));
+    }
     return r;
   }
 
   MeasureOptions options_;
-  std::mutex mu_;  // one measurement at a time
-  WorkerProcess worker_;
+  std::mutex mu_;                           // one measurement at a time
+  std::unique_ptr<WorkerSandbox> sandbox_;  // confine.enabled: made at the first start
+  WorkerProcess worker_;  // declared after the sandbox: stopped before its folders go
   DeviceInfo info_;
   std::string loaded_task_;  // the task request the running worker last prepared
 };
@@ -162,6 +185,7 @@ absl::StatusOr<std::unique_ptr<Measurer>> MakeLocalMeasurer(const MeasureOptions
   if (options.timeout <= absl::ZeroDuration() || options.setup_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("MeasureOptions.timeout and .setup_timeout must be positive");
   }
+  if (options.confine.enabled) LOOM_RETURN_IF_ERROR(ValidateConfineOptions(options.confine));
   std::set<int> seen;
   for (int c : options.cores) {
     if (c < 0 || c >= CPU_SETSIZE) {

@@ -51,12 +51,19 @@ json FailureJson(ErrorKind kind, const std::string& message) {
   return json{{"ok", false}, {"error_kind", static_cast<int>(kind)}, {"error", message}};
 }
 
-json HandleInit(const json& request) {
+json HandleInit(const json& request, int reply_fd) {
   // Threads created later (kernel thread pools) inherit the mask.
   if (std::string err = PinThisProcess(request.value("cores", std::vector<int>{})); !err.empty()) {
     return FailureJson(ErrorKind::kUnknown, err);
   }
-  return json{{"ok", true}, {"pid", static_cast<int64_t>(getpid())}, {"cpus", AllowedCpus()}};
+  json reply{{"ok", true}, {"pid", static_cast<int64_t>(getpid())}, {"cpus", AllowedCpus()}};
+  if (request.contains("confine")) {
+    // Before any candidate: from here on this process runs confined (confine.h).
+    if (std::string err = ConfineWorker(request["confine"], reply_fd, reply); !err.empty()) {
+      return FailureJson(ErrorKind::kUnknown, err);
+    }
+  }
+  return reply;
 }
 
 absl::StatusOr<std::unique_ptr<TaskState>> PrepareTask(const json& request) {
@@ -259,7 +266,7 @@ int RunMeasureWorker(int in_fd, int out_fd) {
       const std::string op = request.value("op", "");
       try {
         if (op == "init") {
-          response = HandleInit(request);
+          response = HandleInit(request, out_fd);
         } else if (op == "task") {
           json id = request;
           id.erase("op");

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/measure_result.h"
 
 namespace loom::tune {
@@ -53,11 +54,16 @@ struct MeasureOptions {
   std::vector<std::string> worker_command{};
   // Seed of the random natural inputs the worker generates per task.
   uint64_t seed = 0;
+  // The worker's sandbox (confine.h): on by default; a kernel that refuses a layer makes the
+  // worker's start fail (Probe: kFailedPrecondition naming the layer).
+  ConfineOptions confine{};
 };
 
 // What the device worker reports about itself.
 struct DeviceInfo {
   int64_t worker_pid = 0;
+  // What the worker's sandbox enforces (ConfineThisProcess's description); empty: unconfined.
+  std::string confinement;
   std::vector<int> cpus;  // the worker's allowed CPU set after pinning, ascending
   // CUDA measurer only: the GPU as its driver reports it.
   std::string device_name;  // "NVIDIA H100 80GB HBM3"
@@ -85,8 +91,10 @@ class Measurer {
 };
 
 // The CPU measurer over a sandboxed worker process. kInvalidArgument for bad options (number,
-// repeat < 1, negative min_repeat_ms, non-positive timeouts, negative or duplicate cores). The
-// worker starts lazily, at the first Measure or Probe.
+// repeat < 1, negative min_repeat_ms, non-positive timeouts, negative or duplicate cores, bad
+// confine limits). The worker starts lazily, at the first Measure or Probe; confined, it runs
+// each candidate from a copy staged in its sandbox, and a candidate killed by the sandbox is a
+// kRuntime record naming the forbidden system call.
 absl::StatusOr<std::unique_ptr<Measurer>> MakeLocalMeasurer(const MeasureOptions& options);
 
 struct CudaMeasureOptions {
@@ -105,6 +113,9 @@ struct CudaMeasureOptions {
   // CPU cores the worker (the thread that launches kernels) is pinned to; empty: not pinned.
   std::vector<int> cores{};
   uint64_t seed = 0;  // of the random natural inputs
+  // The worker's sandbox (confine.h, profile kCuda: the driver keeps its device files, ioctls
+  // and address space).
+  ConfineOptions confine{};
 };
 
 // The CUDA measurer (cuda_measurer.cc): one sandbox worker process per GPU

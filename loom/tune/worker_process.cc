@@ -14,8 +14,12 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "loom/tune/confine.h"
+
+extern char** environ;
 
 namespace loom::tune {
 
@@ -40,7 +44,8 @@ bool WorkerProcess::Alive() {
   return false;
 }
 
-std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
+std::string WorkerProcess::Start(const std::vector<std::string>& argv,
+                                 const std::vector<std::string>* env) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return absl::StrCat("socketpair: ", std::strerror(errno));
@@ -49,6 +54,12 @@ std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
   cargv.reserve(argv.size() + 1);
   for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  if (env != nullptr) {
+    for (const std::string& e : *env) cenv.push_back(const_cast<char*>(e.c_str()));
+  }
+  cenv.push_back(nullptr);
+  char* const* envp = env != nullptr ? cenv.data() : environ;
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
@@ -66,7 +77,7 @@ std::string WorkerProcess::Start(const std::vector<std::string>& argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(126);
     if (dup2(sv[1], STDIN_FILENO) < 0 || dup2(sv[1], STDOUT_FILENO) < 0) _exit(126);
-    execvp(cargv[0], cargv.data());
+    execvpe(cargv[0], cargv.data(), envp);
     _exit(127);
   }
   close(sv[1]);
@@ -195,6 +206,61 @@ bool LineReader::Next(std::string* line) {
   }
 }
 
+absl::Status StartWorker(WorkerProcess& worker, const std::vector<std::string>& argv,
+                         const ConfineOptions& confine, ConfinePlan::Profile profile,
+                         std::unique_ptr<WorkerSandbox>* sandbox, nlohmann::json* init,
+                         const std::string& name) {
+  std::vector<std::string> env;
+  if (confine.enabled) {
+    if (*sandbox == nullptr) {
+      absl::StatusOr<std::unique_ptr<WorkerSandbox>> made = WorkerSandbox::Create(confine, profile);
+      if (!made.ok()) return made.status();
+      *sandbox = *std::move(made);
+    }
+    if (absl::Status s = (*sandbox)->Reset(); !s.ok()) return s;
+    env = (*sandbox)->Environment();
+    (*init)["confine"] = (*sandbox)->plan().ToJson();
+  }
+  if (std::string err = worker.Start(argv, confine.enabled ? &env : nullptr); !err.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot start the ", name, ": ", err));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckConfinedInit(const WorkerReply& reply, const WorkerSandbox* sandbox,
+                               const std::string& name) {
+  if (reply.kind != WorkerReply::Kind::kOk) return absl::OkStatus();
+  if (!reply.body.value("ok", false)) {
+    const std::string error = reply.body.value("error", "");
+    if (!absl::StartsWith(error, kCannotConfine)) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot confine the ", name, ": ", error.substr(std::strlen(kCannotConfine)),
+        "; to measure unconfined on this host, start with --no-confine (docs/SECURITY.md)"));
+  }
+  if (sandbox != nullptr && !reply.body.contains("confined")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the ", name,
+                     " did not confine itself (a binary from before confinement?); refusing to "
+                     "run candidates in it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> StageArtifact(WorkerSandbox* sandbox, const std::string& artifact) {
+  if (sandbox == nullptr) return artifact;
+  return sandbox->Stage(artifact);
+}
+
+std::string ConfineWorker(const nlohmann::json& plan_json, int reply_fd, nlohmann::json& reply) {
+  absl::StatusOr<ConfinePlan> plan = ConfinePlan::FromJson(plan_json);
+  if (!plan.ok()) return absl::StrCat(kCannotConfine, plan.status().message());
+  plan->reply_fd = reply_fd;
+  absl::StatusOr<std::string> confined = ConfineThisProcess(*plan);
+  if (!confined.ok()) return absl::StrCat(kCannotConfine, confined.status().message());
+  reply["confined"] = *confined;
+  return "";
+}
+
 std::string PinThisProcess(const std::vector<int>& cores) {
   if (cores.empty()) return "";
   cpu_set_t set;
@@ -282,8 +348,13 @@ void ReadMeasureReply(const WorkerReply& reply, absl::Duration timeout, std::str
       return;
     case WorkerReply::Kind::kDied:
       r.error = ErrorKind::kRuntime;
-      r.error_msg = absl::StrCat("the ", std::string(worker), " ", reply.reason,
-                                 " while running the kernel; it will be restarted");
+      r.error_msg = absl::StrCat(
+          "the ", std::string(worker), " ", reply.reason, " while running the kernel",
+          absl::StrContains(reply.reason, "SIGSYS")
+              ? " (a system call its sandbox forbids: seccomp)"
+          : absl::StrContains(reply.reason, "SIGXFSZ") ? " (a file past its size limit)"
+                                                       : "",
+          "; it will be restarted");
       return;
     case WorkerReply::Kind::kOk:
       if (reply.body.value("ok", false)) {

@@ -7,12 +7,15 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "loom/graph/tensor.h"
+#include "loom/tune/confine.h"
 #include "loom/tune/measure_result.h"
 #include "nlohmann/json.hpp"
 
@@ -39,8 +42,10 @@ class WorkerProcess {
   pid_t pid() const { return pid_; }
 
   // fork + exec of `argv` with the socket on its stdin and stdout; the child dies with the
-  // thread that started it (PR_SET_PDEATHSIG). Returns an error message, empty on success.
-  std::string Start(const std::vector<std::string>& argv);
+  // thread that started it (PR_SET_PDEATHSIG). `env`: the child's whole environment (null: this
+  // process's). Returns an error message, empty on success.
+  std::string Start(const std::vector<std::string>& argv,
+                    const std::vector<std::string>* env = nullptr);
 
   // Sends `request` and waits up to `timeout` for its answer. On a timeout the worker is killed;
   // when it dies the reason is its exit status.
@@ -85,6 +90,32 @@ class LineReader {
   int fd_;
   std::string buffer_;
 };
+
+// The measurer's side of a confined worker (confine.h), shared by both measurers.
+// Starts `worker` with `argv`: with `confine.enabled`, inside a sandbox (made in `*sandbox` at the
+// first start, emptied at each start) and with its cleared environment, and puts the sandbox's
+// plan into the `init` request as "confine". kUnavailable when the worker cannot start; the
+// sandbox's own errors (no such user, no usable folder) as they are.
+absl::Status StartWorker(WorkerProcess& worker, const std::vector<std::string>& argv,
+                         const ConfineOptions& confine, ConfinePlan::Profile profile,
+                         std::unique_ptr<WorkerSandbox>* sandbox, nlohmann::json* init,
+                         const std::string& name);
+// The confinement in an answer to init: kFailedPrecondition when the worker could not confine
+// itself (naming the layer the kernel refused, and --no-confine) or, with a sandbox, answered
+// without confining itself. OK otherwise, including other failures, which the caller describes.
+absl::Status CheckConfinedInit(const WorkerReply& reply, const WorkerSandbox* sandbox,
+                               const std::string& name);
+// The path the worker loads `artifact` from: a copy staged in `sandbox` (Unstage it after the
+// measurement), or `artifact` itself without a sandbox.
+absl::StatusOr<std::string> StageArtifact(WorkerSandbox* sandbox, const std::string& artifact);
+
+// The worker's side of its init request's "confine" member (a ConfinePlan): confines this
+// process, answering on `reply_fd`, and records what is in force as `reply["confined"]`. Returns
+// an error message naming the layer the kernel refused, empty on success.
+std::string ConfineWorker(const nlohmann::json& plan, int reply_fd, nlohmann::json& reply);
+// How ConfineWorker's messages start, so that a measurer can tell a refused layer from other
+// init failures.
+inline constexpr char kCannotConfine[] = "cannot confine the worker: ";
 
 // Confines this process (and the threads it creates later) to `cores`; empty: unchanged.
 // Returns an error message, empty on success.
