@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -116,14 +117,14 @@ TEST(CliTest, UnsupportedOperatorNamesOpAndNode) {
   g.outputs.push_back({"y", {graph::DType::kFloat32, {1, 4}}});
   graph::Node n;
   n.name = "my_node";
-  n.op_type = "Hardmax";
+  n.op_type = "LoomNoSuchOperator";
   n.inputs = {"x"};
   n.outputs = {"y"};
   g.nodes.push_back(n);
   fs::path p = ScratchDir() / "unsupported.onnx";
   ASSERT_TRUE(graph::ExportOnnxFile(g, p.string()).ok());
   Outcome o = RunLoom("inspect " + p.string());
-  ExpectOneLineError(o, "Hardmax");
+  ExpectOneLineError(o, "LoomNoSuchOperator");
   EXPECT_THAT(o.err, HasSubstr("my_node"));
 }
 
@@ -543,6 +544,14 @@ TEST(CliRecordsTest, ExportImportRoundTripAndStageReport) {
   ASSERT_EQ(st.exit_code, 0) << st.err;
   EXPECT_THAT(st.out, HasSubstr("2 rounds, 8 stage runs"));
   EXPECT_THAT(st.out, HasSubstr("device busy"));
+  Outcome tr =
+      RunLoom("records trace --db " + db.string() + " -o " + (dir / "trace.json").string());
+  ASSERT_EQ(tr.exit_code, 0) << tr.err;
+  EXPECT_THAT(tr.out, HasSubstr("wrote 8 stages of 1 jobs"));
+  std::ifstream trace(dir / "trace.json");
+  std::string text((std::istreambuf_iterator<char>(trace)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("\"traceEvents\""));
+  EXPECT_THAT(text, HasSubstr("\"name\":\"measure round 1\""));
 }
 
 // A prior written from one job's records seeds the cost model of another job: its configs reach
@@ -590,6 +599,8 @@ TEST(CliRecordsTest, BadRecordFilesAreOneLineErrors) {
                      "does not exist");
   ExpectOneLineError(RunLoom("records stages --db " + (dir / "x.db").string() + " --job nope"),
                      "no stage timings");
+  ExpectOneLineError(RunLoom("records trace --db " + (dir / "x.db").string() + " --job nope"),
+                     "no stage timings for job 'nope'");
 }
 
 TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {

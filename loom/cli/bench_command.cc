@@ -160,11 +160,11 @@ void MeasureRuns(const RunFn& run, const BenchOptions& opts,
     if (i == 0 && expected != nullptr) {
       double err = 0, ref = 0;
       for (size_t k = 0; k < out->size() && k < expected->size(); ++k) {
-        const auto a = (*out)[k].values<float>();
-        const auto b = (*expected)[k].values<float>();
-        for (size_t e = 0; e < a.size() && e < b.size(); ++e) {
-          err = std::max(err, static_cast<double>(std::fabs(a[e] - b[e])));
-          ref = std::max(ref, static_cast<double>(std::fabs(b[e])));
+        const graph::Tensor& a = (*out)[k];
+        const graph::Tensor& b = (*expected)[k];
+        for (int64_t e = 0; e < a.num_elements() && e < b.num_elements(); ++e) {
+          err = std::max(err, std::fabs(a.DoubleAt(e) - b.DoubleAt(e)));
+          ref = std::max(ref, std::fabs(b.DoubleAt(e)));
         }
       }
       r->max_rel_err = ref > 0 ? err / ref : err;
@@ -299,6 +299,10 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
       v["fused_ops"] = r.stats.fused_ops;
       v["layout_steps"] = r.stats.layout_steps;
       v["reference_steps"] = r.stats.reference_steps;
+      v["generated_steps"] = r.stats.generated_steps;
+      v["blocked_steps"] = r.stats.blocked_steps;
+      v["unique_kernels"] = r.stats.unique_kernels;
+      v["cache_hits"] = r.stats.cache_hits;
       v["arena_bytes"] = r.stats.arena_bytes;
       v["intermediate_bytes"] = r.stats.intermediate_bytes;
       if (r.max_rel_err >= 0) v["max_rel_err"] = r.max_rel_err;
@@ -330,6 +334,14 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
     if (r.max_rel_err >= 0) {
       std::printf("         check vs reference: max|a-b|/max|ref| = %.3g\n", r.max_rel_err);
     }
+    std::printf(
+        "         compile %.2f s (%lld unique kernels, %lld from the cache); steps: %lld "
+        "template, %lld generated, %lld blocked, %lld layout, %lld reference\n",
+        r.stats.compile_seconds, static_cast<long long>(r.stats.unique_kernels),
+        static_cast<long long>(r.stats.cache_hits), static_cast<long long>(r.stats.kernel_steps),
+        static_cast<long long>(r.stats.generated_steps),
+        static_cast<long long>(r.stats.blocked_steps), static_cast<long long>(r.stats.layout_steps),
+        static_cast<long long>(r.stats.reference_steps));
   }
   if (results.size() == 2) {
     std::printf("speedup     %.2fx (untuned median / tuned median)\n",

@@ -1,8 +1,9 @@
 // `loom experiment SPEC.yaml -o DIR`: runs the spec's tuning jobs under each setup (each job
 // alone, then all at once under each policy) in the embedded engine, without a person watching,
-// and writes DIR/results.csv, results.json, gantt-<setup>.svg, simulation.csv, sim.yaml and
-// report.html (experiment/runner.h). --through-service then runs the same setups through real
-// `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds DIR/service.csv.
+// and writes DIR/results.csv, results.json, trace.json, gantt-<setup>.svg, simulation.csv,
+// sim.yaml and report.html (experiment/runner.h). --through-service then runs the same setups
+// through real `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds
+// DIR/service.csv.
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
 #include "loom/engine/engine.h"
+#include "loom/experiment/claims.h"
 #include "loom/experiment/report.h"
 #include "loom/experiment/runner.h"
 #include "loom/experiment/service_runner.h"
@@ -33,6 +35,20 @@
 
 namespace loom::cli {
 namespace {
+
+// The directory of one count of a scale sweep.
+std::string ScaleDir(int jobs) { return absl::StrCat("jobs-", jobs); }
+
+// The claims' verdicts, one line each: "time  interleaved  makespan below ...: -32.1% [...] met".
+std::string FormatClaims(const experiment::ExperimentResult& result) {
+  std::string out;
+  for (const experiment::ClaimVerdict& v : experiment::SummarizeClaims(result).verdicts) {
+    absl::StrAppend(&out,
+                    absl::StrFormat("  %-21s %-12s %s: %s -> %s\n", v.claim, v.setup, v.statement,
+                                    v.figure, std::string(experiment::VerdictName(v.verdict))));
+  }
+  return out;
+}
 
 struct ExperimentOptions {
   std::string spec;
@@ -90,6 +106,8 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   };
   ro.distortion_samples = spec->distortion_samples;
   ro.distortion_seed = spec->distortion_seed;
+  ro.ranking_top = spec->ranking_top;
+  ro.repetitions = spec->repetitions;
   ro.latency_runs = spec->latency_runs;
   ro.latency_min_seconds = spec->latency_min_seconds;
   ro.simulate = spec->simulate;
@@ -99,9 +117,20 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     ro.sim_measure.trials.push_back(js.trials);
   }
   if (o.resimulate) {
-    auto rows = experiment::Resimulate(o.out_dir, ro);
-    FailIfError(rows.status());
-    std::printf("%s", experiment::FormatSimulationRows(*rows).c_str());
+    if (spec->job_counts.empty()) {
+      auto rows = experiment::Resimulate(o.out_dir, ro);
+      FailIfError(rows.status());
+      std::printf("%s", experiment::FormatSimulationRows(*rows).c_str());
+      return;
+    }
+    for (int n : spec->job_counts) {
+      experiment::RunnerOptions sub = ro;
+      sub.sim_measure.batch_size.resize(static_cast<size_t>(n));
+      sub.sim_measure.trials.resize(static_cast<size_t>(n));
+      auto rows = experiment::Resimulate(absl::StrCat(o.out_dir, "/", ScaleDir(n)), sub);
+      FailIfError(rows.status());
+      std::printf("%d jobs:\n%s", n, experiment::FormatSimulationRows(*rows).c_str());
+    }
     return;
   }
   ro.on_note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
@@ -164,6 +193,11 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   // checked now so a bad one fails before the embedded run, not after it.
   experiment::ServiceRunnerOptions so;
   const bool service = o.through_service || o.service_only;
+  if (service && !spec->job_counts.empty()) {
+    Fail(absl::InvalidArgumentError(
+        "job_counts: a scale sweep runs in the embedded engine only; drop --through-service and "
+        "--service-only, or the job_counts key"));
+  }
   if (service) {
     std::error_code self_ec;
     so.loom_binary = std::filesystem::read_symlink("/proc/self/exe", self_ec).string();
@@ -183,13 +217,6 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   std::error_code ec;
   std::filesystem::create_directories(o.out_dir, ec);
   if (ec) Fail(absl::FailedPreconditionError(absl::StrCat("cannot create ", o.out_dir)));
-  absl::StatusOr<experiment::ExperimentResult> results = experiment::ExperimentResult{};
-  if (!o.service_only) {
-    auto store = tune::OpenSqliteRecordStore(db);
-    FailIfError(store.status());
-    results = experiment::RunExperiment(jobs, spec->setups, ro, store->get());
-    FailIfError(results.status());
-  }
   experiment::ReportContext context;
   context.name = spec->name;
   {
@@ -208,6 +235,44 @@ void RunExperimentCommand(const ExperimentOptions& o) {
       " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ", ro.engine.build_slots,
       " slot(s) per build; min_repeat_ms ", measure.min_repeat_ms, ", repeat ", measure.repeat);
   context.device_cores = layout.device_cores;
+  if (!spec->job_counts.empty()) {
+    auto store = tune::OpenSqliteRecordStore(db);
+    FailIfError(store.status());
+    std::vector<experiment::ScaleRun> runs;
+    for (int n : spec->job_counts) {
+      // The first n jobs, with job ids of their own (a job appears in several counts).
+      std::vector<engine::EngineJob> subset(jobs.begin(), jobs.begin() + n);
+      for (engine::EngineJob& j : subset) j.options.job_id += absl::StrCat(".n", n);
+      experiment::RunnerOptions sub = ro;
+      sub.models.resize(static_cast<size_t>(n));
+      sub.sim_measure.batch_size.resize(static_cast<size_t>(n));
+      sub.sim_measure.trials.resize(static_cast<size_t>(n));
+      std::fprintf(stderr, "== %d jobs ==\n", n);
+      auto result = experiment::RunExperiment(subset, spec->setups, sub, store->get());
+      FailIfError(result.status());
+      experiment::ScaleRun run{.jobs = n, .dir = ScaleDir(n), .result = *std::move(result)};
+      experiment::ReportContext own = context;
+      own.name = absl::StrCat(spec->name, ", ", n, " jobs");
+      FailIfError(experiment::WriteResults(run.result, absl::StrCat(o.out_dir, "/", run.dir), own));
+      runs.push_back(std::move(run));
+      // After every count, so a long sweep's finished counts are on disk.
+      FailIfError(experiment::WriteScaleSummary(runs, o.out_dir, context));
+    }
+    std::printf("experiment %s: job counts %s, results in %s (report.html)\n", spec->name.c_str(),
+                absl::StrJoin(spec->job_counts, ", ").c_str(), o.out_dir.c_str());
+    for (const experiment::ScaleRun& run : runs) {
+      std::printf("%d jobs (%s/report.html):\n%s", run.jobs, run.dir.c_str(),
+                  FormatClaims(run.result).c_str());
+    }
+    return;
+  }
+  absl::StatusOr<experiment::ExperimentResult> results = experiment::ExperimentResult{};
+  if (!o.service_only) {
+    auto store = tune::OpenSqliteRecordStore(db);
+    FailIfError(store.status());
+    results = experiment::RunExperiment(jobs, spec->setups, ro, store->get());
+    FailIfError(results.status());
+  }
   if (service) {
     // The embedded results are on disk before the (long) service run starts.
     if (!o.service_only) FailIfError(experiment::WriteResults(*results, o.out_dir, context));
@@ -249,6 +314,7 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     if (!results->simulation_error.empty()) {
       std::printf("simulator check: %s\n", results->simulation_error.c_str());
     }
+    std::printf("%s", FormatClaims(*results).c_str());
   }
   if (!service) return;
   std::printf("through the service (service.csv):\n%-13s %-13s %12s %11s %9s  %s\n", "setup",
@@ -292,8 +358,8 @@ void RegisterExperimentCommand(CLI::App& app) {
       "experiment", "Run the same tuning jobs under each setup and write the comparison");
   cmd->add_option("SPEC", o->spec, "Experiment spec (YAML)")->required();
   cmd->add_option("-o,--out", o->out_dir,
-                  "Output directory (results.csv/json, gantt-<setup>.svg, simulation.csv, "
-                  "report.html)")
+                  "Output directory (results.csv/json, trace.json, gantt-<setup>.svg, "
+                  "simulation.csv, report.html)")
       ->required();
   cmd->add_option("--db", o->db, "Record database (default: DIR/records.db)");
   cmd->add_option("--run-timeout", o->run_timeout,

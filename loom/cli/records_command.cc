@@ -1,15 +1,19 @@
-// `loom records summary|export|import|prior|stages --db FILE`: look into the tuning database —
-// best results per task, JSON-lines export/import (to move records between machines or merge
-// jobs), a tuning prior for other machines of the same class (tune/prior.h), and the stage timings
-// of a job's rounds (where the time of a tuning round goes).
+// `loom records summary|export|import|prior|stages|trace --db FILE`: look into the tuning
+// database — best results per task, JSON-lines export/import (to move records between machines or
+// merge jobs), a tuning prior for other machines of the same class (tune/prior.h), the stage
+// timings of a job's rounds (where the time of a tuning round goes), and those timings as a Chrome
+// trace for Perfetto (experiment/trace.h).
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
+#include <streambuf>
 
 #include "absl/strings/str_format.h"
 #include "loom/cli/commands.h"
+#include "loom/experiment/trace.h"
 #include "loom/ops/target.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
@@ -22,6 +26,7 @@ struct RecordsOptions {
   std::string target;  // empty: this host
   std::string file;    // export/import path ("-" for stdout/stdin)
   std::string job;
+  std::vector<std::string> jobs;  // trace: these jobs; empty: every job with stage timings
   std::string task;
   int per_task = tune::MakePriorOptions{}.per_task;
 };
@@ -168,6 +173,66 @@ void RunStages(const RecordsOptions& o) {
   }
 }
 
+// Collects the job ids of JSON-lines records written into it, one line at a time, so that
+// finding every job of a large database needs no more memory than its longest record.
+class JobIdSink final : public std::streambuf {
+ public:
+  const std::set<std::string>& ids() const { return ids_; }
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    if (c != '\n') {
+      line_.push_back(static_cast<char>(c));
+      return c;
+    }
+    auto record = tune::RecordFromJson(line_);
+    if (record.ok() && !record->job_id.empty()) ids_.insert(record->job_id);
+    line_.clear();
+    return c;
+  }
+
+ private:
+  std::string line_;
+  std::set<std::string> ids_;
+};
+
+// Every job's stage timings (or those of --job), as a Chrome trace.
+void RunTrace(const RecordsOptions& o) {
+  auto store = OpenOrFail(o.db);
+  std::vector<std::string> jobs = o.jobs;
+  if (jobs.empty()) {
+    JobIdSink sink;
+    std::ostream out(&sink);
+    FailIfError(store->ExportJsonLines(out, {}));
+    jobs.assign(sink.ids().begin(), sink.ids().end());
+  }
+  std::vector<tune::StageTimingRecord> timings;
+  for (const std::string& job : jobs) {
+    auto of_job = store->StageTimings(job);
+    FailIfError(of_job.status());
+    if (of_job->empty() && !o.jobs.empty()) {
+      Fail(absl::NotFoundError(absl::StrFormat("no stage timings for job '%s' in %s", job, o.db)));
+    }
+    timings.insert(timings.end(), of_job->begin(), of_job->end());
+  }
+  if (timings.empty()) {
+    Fail(
+        absl::NotFoundError(absl::StrFormat("no stage timings in %s (jobs tuned with `loom tune`, "
+                                            "`loom experiment` or an agent store them)",
+                                            o.db)));
+  }
+  std::ofstream out(o.file);
+  if (!out) Fail(absl::NotFoundError(absl::StrFormat("cannot write '%s'", o.file)));
+  out << experiment::StageTimingsTrace(timings).ToJson().dump() << "\n";
+  out.close();
+  if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
+  std::set<std::string> with_timings;
+  for (const auto& t : timings) with_timings.insert(t.job_id);
+  std::printf("wrote %zu stages of %zu jobs to %s (open it in ui.perfetto.dev)\n", timings.size(),
+              with_timings.size(), o.file.c_str());
+}
+
 }  // namespace
 
 void RegisterRecordsCommand(CLI::App& app) {
@@ -206,6 +271,16 @@ void RegisterRecordsCommand(CLI::App& app) {
   add_db(stages);
   stages->add_option("--job", o->job, "Job id (printed by loom tune)")->required();
   stages->callback([o] { RunStages(*o); });
+
+  auto* trace = rec->add_subcommand(
+      "trace", "Write the jobs' stage timings as a Chrome trace (trace.json, for Perfetto)");
+  add_db(trace);
+  trace->add_option("-o,--output", o->file, "Output JSON file (default: trace.json)");
+  trace->add_option("--job", o->jobs, "Only these jobs (repeatable; default: every job)");
+  trace->callback([o] {
+    if (o->file.empty()) o->file = "trace.json";
+    RunTrace(*o);
+  });
 }
 
 }  // namespace loom::cli

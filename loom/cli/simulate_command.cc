@@ -1,9 +1,12 @@
 // `loom simulate SPEC.yaml [-o DIR] [--json] [--jobs N,...] [--policy NAME,...]`: runs the
 // discrete-event simulator (sim/) for each policy and job count, prints a summary table (or the
-// results JSON), and writes results.json plus one SVG Gantt chart per run into DIR.
+// results JSON), and writes results.json, one SVG Gantt chart per run and trace.json (every run as
+// a Chrome trace, for Perfetto) into DIR.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -65,10 +68,16 @@ void RunSimulate(const SimulateOptions& opts) {
   std::filesystem::path dir(opts.out_dir);
   FailIfError(WriteFile(dir / "results.json", json.dump(2) + "\n"));
   FailIfError(WriteFile(dir / "summary.txt", sim::FormatSummaryTable(*results)));
+  // The charts of one job count share a time axis (the longest makespan among the policies).
+  std::map<int, double> axis_end;
+  for (const sim::SimResult& r : *results) {
+    axis_end[r.jobs] = std::max(axis_end[r.jobs], r.metrics.makespan_s);
+  }
   for (const sim::SimResult& r : *results) {
     FailIfError(WriteFile(dir / absl::StrCat("gantt_", r.policy, "_", r.jobs, "jobs.svg"),
-                          sim::GanttSvg(r)));
+                          sim::GanttSvg(r, axis_end[r.jobs])));
   }
+  FailIfError(WriteFile(dir / "trace.json", sim::SimTrace(*results).ToJson().dump() + "\n"));
   if (!opts.json) std::printf("wrote %s\n", opts.out_dir.c_str());
 }
 
@@ -80,7 +89,7 @@ void RegisterSimulateCommand(CLI::App& app) {
       "simulate", "Simulate tuning jobs under each scheduling policy (discrete-event)");
   cmd->add_option("SPEC", opts->spec, "Simulation spec (YAML; see examples/sim/)")->required();
   cmd->add_option("-o,--output", opts->out_dir,
-                  "Write results.json, summary.txt and SVG Gantt charts here");
+                  "Write results.json, summary.txt, SVG Gantt charts and trace.json here");
   cmd->add_flag("--json", opts->json, "Print the results JSON instead of the table");
   cmd->add_option("--jobs", opts->jobs, "Job counts to sweep (replaces the spec's sweep_jobs)")
       ->delimiter(',');

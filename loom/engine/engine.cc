@@ -221,6 +221,7 @@ class Runner {
   std::string device_resource_;
   std::vector<Unit> units_;
   int capacity_ = 0;
+  int unmanaged_build_threads_ = 1;  // compiles per build under `uncontrolled`: every core
   std::unique_ptr<tune::Measurer> device_measurer_;
   std::vector<std::unique_ptr<JobState>> jobs_;
   absl::flat_hash_map<sched::StageId, StageInfo> stages_;
@@ -266,6 +267,13 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
     for (int c : layout.device_cores) units_.push_back({.core = c, .lent = true});
   }
   capacity_ = layout.cpu_slots + lent;
+  // Under `uncontrolled` each job stands for an independent tuner that believes it owns the
+  // machine: its builds compile on every core (CPU and device cores), as AutoTVM's LocalBuilder
+  // runs cpu_count() compiles. Its build stages ask for that many slots (at most the host's), so
+  // the CPU accounting counts them.
+  unmanaged_build_threads_ =
+      static_cast<int>(layout.cpu_cores.size() + (gpu ? 0 : layout.device_cores.size()));
+  unmanaged_build_threads_ = std::max(1, unmanaged_build_threads_);
 
   auto make_measurer =
       [&](const std::vector<int>& cores) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
@@ -292,7 +300,7 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
     }
     JobState* raw = job.get();
     tune::BuildOptions bo;
-    bo.num_threads = options_.build_slots;
+    bo.num_threads = exclusive_ ? options_.build_slots : unmanaged_build_threads_;
     bo.before_compile = [this, raw] {
       std::lock_guard<std::mutex> lock(pin_mu_);
       Placement* p = raw->build_placement.get();
@@ -413,7 +421,9 @@ void Runner::SubmitRound(JobState& job) {
     if (kind == StageKind::kMeasure) {
       req.need.device = device_;
     } else {
-      req.need.cpu_slots = kind == StageKind::kBuild ? options_.build_slots : 1;
+      req.need.cpu_slots = kind != StageKind::kBuild ? 1
+                           : exclusive_              ? options_.build_slots
+                                        : std::min(unmanaged_build_threads_, capacity_);
     }
     if (!ids.empty()) req.after = {ids.back()};
     auto id = sched_->Submit(req, now);

@@ -69,7 +69,9 @@ using MeasurerFactory =
 struct EngineOptions {
   std::string policy = "interleaved";  // sched::MakePolicy names
   MachineLayout layout;
-  // CPU slots (= parallel compiles) each build stage asks for. At least 1.
+  // CPU slots (= parallel compiles) each build stage asks for. At least 1. Under `uncontrolled`
+  // (no exclusive resources) each job's builds compile on every core of the layout instead, as an
+  // independent tuner that owns the machine would.
   int build_slots = 1;
   // Leases never expire in practice: a stage runs on this machine and reports when it ends.
   sched::SchedulerOptions scheduler{.default_lease = absl::Hours(24 * 365)};

@@ -439,6 +439,38 @@ TEST_F(EngineTest, SequentialRunsJobsOneAfterAnother) {
   EXPECT_EQ(Records("job1"), 8);
 }
 
+TEST_F(EngineTest, UncontrolledBuildsCompileOnEveryCoreLikeIndependentTuners) {
+  // Each uncontrolled job is a tuner that owns the machine: its builder runs one compile per core
+  // (core 0 and the device's core 1), and its build stages count as two slots. Under interleaved
+  // the builder gets the configured build slots.
+  for (const char* policy : {"uncontrolled", "interleaved"}) {
+    Log log;
+    EngineOptions o = FakeOptions(policy, &log, absl::Milliseconds(2), absl::Milliseconds(2));
+    std::vector<int> threads;
+    std::mutex mu;
+    o.make_builder =
+        [&](const tune::BuildOptions& bo) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
+      std::lock_guard<std::mutex> lock(mu);
+      threads.push_back(bo.num_threads);
+      return std::make_unique<SleepBuilder>(absl::Milliseconds(2), &log);
+    };
+    auto engine = Engine::Create(o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    auto r = (*engine)->Run(TwoJobs(4, 4), store_.get());
+    ASSERT_TRUE(r.ok()) << r.status();
+    const int expected = std::string(policy) == "uncontrolled" ? 2 : 1;
+    EXPECT_EQ(threads, std::vector<int>(2, expected)) << policy;
+    int builds = 0;
+    for (const StageTrace& t : r->traces) {
+      if (t.kind != StageKind::kBuild) continue;
+      ++builds;
+      EXPECT_EQ(t.cpu_slots, expected) << policy;
+    }
+    EXPECT_EQ(builds, 4) << policy;                     // two tasks of one round per job
+    store_ = *tune::OpenSqliteRecordStore(":memory:");  // the next policy reuses the job ids
+  }
+}
+
 TEST_F(EngineTest, UncontrolledOverlapsMeasurementsWithOneMeasurerPerJob) {
   Log log;
   auto engine = Engine::Create(

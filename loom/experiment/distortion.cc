@@ -53,6 +53,43 @@ std::vector<tune::Record> SampleRecords(const std::vector<tune::Record>& records
   return out;
 }
 
+std::vector<tune::Record> SampleTaskRecords(const std::vector<tune::Record>& records, int k,
+                                            int top, uint64_t seed) {
+  // The best measurement of each successful config, in order of first appearance.
+  std::vector<tune::Record> distinct;
+  std::map<int64_t, size_t> index_of;
+  for (const tune::Record& r : records) {
+    if (!r.ok() || !std::isfinite(r.median_cost)) continue;
+    auto [it, fresh] = index_of.try_emplace(r.config_index, distinct.size());
+    if (fresh) {
+      distinct.push_back(r);
+    } else if (r.median_cost < distinct[it->second].median_cost) {
+      distinct[it->second] = r;
+    }
+  }
+  k = std::max(0, k);
+  top = std::clamp(top, 0, k);
+  std::vector<size_t> by_cost(distinct.size());
+  std::iota(by_cost.begin(), by_cost.end(), 0);
+  std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) {
+    return distinct[a].median_cost < distinct[b].median_cost;
+  });
+  const size_t ntop = std::min(by_cost.size(), static_cast<size_t>(top));
+  std::vector<tune::Record> out;
+  std::vector<tune::Record> rest;
+  for (size_t i = 0; i < by_cost.size(); ++i) {
+    (i < ntop ? out : rest).push_back(distinct[by_cost[i]]);
+  }
+  // SampleRecords keeps the rest's order: restore the order of appearance first.
+  std::stable_sort(rest.begin(), rest.end(), [&](const tune::Record& a, const tune::Record& b) {
+    return index_of[a.config_index] < index_of[b.config_index];
+  });
+  for (tune::Record& r : SampleRecords(rest, k - static_cast<int>(ntop), seed)) {
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<DistortionSample>> Remeasure(const std::vector<tune::Record>& records,
                                                         const ops::Target& target,
                                                         tune::Builder& builder,

@@ -23,6 +23,8 @@ struct DistortionSample {
   double alone_s = 0;   // measured again alone; NaN when the re-measurement failed
   double distortion = 0;
   std::string error;  // why the re-measurement failed; empty on success
+  // The task's best candidate in the run: the config the setup chose (ranking.h's regret).
+  bool chosen = false;
 };
 
 // |in_run / alone - 1|; NaN unless both are positive and finite.
@@ -35,6 +37,14 @@ double Median(std::vector<double> values);
 // `seed`, in their original order. Deterministic for the same input and seed.
 std::vector<tune::Record> SampleRecords(const std::vector<tune::Record>& records, int k,
                                         uint64_t seed);
+
+// The re-measurement set of one task's records (SampleTaskRecords): its `top` best successful
+// configs by in-run median cost (a config measured twice counts once, with its best cost), then a
+// seeded sample of its other successful configs, up to `k` in all (k >= top, or top is cut to k).
+// The best comes first; the others keep their original order. Deterministic for the same input
+// and seed.
+std::vector<tune::Record> SampleTaskRecords(const std::vector<tune::Record>& records, int k,
+                                            int top, uint64_t seed);
 
 // Rebuilds each record's config (its task's template on `target`) and measures it again with
 // `measurer`, one sample per record (in order). The caller makes sure nothing else runs on the

@@ -42,6 +42,33 @@ tune::Record Rec(int64_t index, double cost, bool ok = true) {
   return r;
 }
 
+TEST(DistortionTest, TaskSampleHasTheBestInTheRunFirstThenASeededSample) {
+  std::vector<tune::Record> records;
+  for (int i = 0; i < 12; ++i) records.push_back(Rec(i, 1e-3 * (20 - i), i != 11));  // 11 failed
+  records.push_back(Rec(10, 15e-3));  // config 10 measured again, slower: counts once, at 10 ms
+  auto a = SampleTaskRecords(records, 6, 3, 5);
+  ASSERT_EQ(a.size(), 6u);
+  // The three fastest successful configs (10, 9, 8), fastest first, then three of 0..7.
+  EXPECT_EQ(a[0].config_index, 10);
+  EXPECT_DOUBLE_EQ(a[0].median_cost, 10e-3);
+  EXPECT_EQ(a[1].config_index, 9);
+  EXPECT_EQ(a[2].config_index, 8);
+  for (size_t i = 3; i < a.size(); ++i) {
+    EXPECT_LT(a[i].config_index, 8);
+    if (i > 3) {
+      EXPECT_LT(a[i - 1].config_index, a[i].config_index);
+    }
+  }
+  auto b = SampleTaskRecords(records, 6, 3, 5);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].config_index, b[i].config_index);
+  // Fewer than asked: all of them; top larger than k is cut to k.
+  EXPECT_EQ(SampleTaskRecords(records, 50, 3, 5).size(), 11u);
+  auto top = SampleTaskRecords(records, 2, 5, 5);
+  ASSERT_EQ(top.size(), 2u);
+  EXPECT_EQ(top[1].config_index, 9);
+  EXPECT_TRUE(SampleTaskRecords({}, 4, 2, 1).empty());
+}
+
 TEST(DistortionTest, SampleIsSeededWithoutReplacementAndOnlySuccessful) {
   std::vector<tune::Record> records;
   for (int i = 0; i < 20; ++i) records.push_back(Rec(i, 1e-3, i % 4 != 3));  // 15 ok

@@ -14,46 +14,6 @@ using ::testing::HasSubstr;
 
 absl::Time T(double s) { return absl::UnixEpoch() + absl::Seconds(s); }
 
-// Checks that `xml` is well formed as far as this generator's output goes: every tag closes in
-// order, attributes are quoted, no stray '<' or '&' in text. Returns "" or the first problem.
-std::string WellFormed(const std::string& xml) {
-  std::vector<std::string> stack;
-  size_t i = 0;
-  while (i < xml.size()) {
-    if (xml[i] == '&') {
-      const size_t semi = xml.find(';', i);
-      if (semi == std::string::npos || semi - i > 6) return "bare '&' at " + std::to_string(i);
-      i = semi + 1;
-      continue;
-    }
-    if (xml[i] != '<') {
-      if (xml[i] == '>') return "bare '>' at " + std::to_string(i);
-      ++i;
-      continue;
-    }
-    const size_t close = xml.find('>', i);
-    if (close == std::string::npos) return "unterminated tag";
-    std::string tag = xml.substr(i + 1, close - i - 1);
-    i = close + 1;
-    if (tag.empty()) return "empty tag";
-    if (tag[0] == '/') {
-      if (stack.empty() || stack.back() != tag.substr(1)) return "mismatched </" + tag + ">";
-      stack.pop_back();
-      continue;
-    }
-    const bool self_closing = tag.back() == '/';
-    if (self_closing) tag.pop_back();
-    const std::string name = tag.substr(0, tag.find(' '));
-    // Attributes: name="value" pairs, values without '<'.
-    size_t quotes = 0;
-    for (char c : tag) quotes += c == '"';
-    if (quotes % 2 != 0) return "unbalanced quotes in <" + name + ">";
-    if (!self_closing) stack.push_back(name);
-  }
-  if (!stack.empty()) return "unclosed <" + stack.back() + ">";
-  return "";
-}
-
 int Count(const std::string& text, const std::string& what) {
   int n = 0;
   for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
@@ -96,43 +56,50 @@ engine::EngineResult TwoJobRun() {
   return run;
 }
 
-TEST(GanttTest, OneGroupPerStageAndOneBarPerSpanCore) {
+TEST(GanttTest, OneItemPerStageAndOneSegmentPerSpanCore) {
   engine::EngineResult run = TwoJobRun();
-  const std::string svg = GanttSvg(run, {.title = "t & t", .device_cores = {1}});
-  EXPECT_EQ(WellFormed(svg), "") << svg;
-  EXPECT_EQ(Count(svg, "<g class=\"stage\""), static_cast<int>(run.traces.size()));
-  EXPECT_EQ(Count(svg, "<title>"), static_cast<int>(run.traces.size()));
-  // 1 + 1 + 1 + 2 (two spans) + 1 + 1 + 1 + 2 (two cores) bars.
-  EXPECT_EQ(Count(svg, "<rect class=\"bar\""), 10);
-  // Rows: two device rows (overlap), core 0, core 1 lent by the device, unpinned CPU.
-  EXPECT_THAT(svg, HasSubstr(">device cpu:1</text>"));
-  EXPECT_THAT(svg, HasSubstr(">device cpu:1 #2</text>"));
-  EXPECT_THAT(svg, HasSubstr(">core 0</text>"));
-  EXPECT_THAT(svg, HasSubstr(">core 1 (device, lent)</text>"));
-  EXPECT_THAT(svg, HasSubstr(">cpu (unpinned)</text>"));
-  // Legend with escaped job names, colours by job, kind patterns, time axis.
-  EXPECT_THAT(svg, HasSubstr("a &quot;quoted&quot; &lt;job&gt;"));
-  EXPECT_THAT(svg, HasSubstr(JobColor(0)));
-  EXPECT_THAT(svg, HasSubstr(JobColor(1)));
-  EXPECT_NE(JobColor(0), JobColor(1));
-  EXPECT_THAT(svg, HasSubstr("url(#hatch)"));
-  EXPECT_THAT(svg, HasSubstr("url(#dots)"));
-  EXPECT_THAT(svg, HasSubstr("time (s)"));
-  EXPECT_THAT(svg, HasSubstr(">10</text>"));  // the last tick at the makespan
-  EXPECT_THAT(svg, HasSubstr("zoo:resnet18: build round 0, task conv2d:f32:n1_c8&lt;&amp;&gt;"));
+  const base::GanttChart c = GanttChartOf(run, {.title = "t", .device_cores = {1}, .axis_end = 20});
+  EXPECT_EQ(c.axis_end, 20);
+  EXPECT_EQ(c.series, (std::vector<std::string>{"zoo:resnet18", "a \"quoted\" <job>"}));
+  // Device first, then cores in order (core 1 lent by the device), then unpinned stages.
+  EXPECT_EQ(c.lanes, (std::vector<std::string>{"device cpu:1", "core 0", "core 1 (device, lent)",
+                                               "cpu (unpinned)"}));
+  ASSERT_EQ(c.items.size(), run.traces.size());
+  std::vector<size_t> segments;
+  for (const base::GanttItem& item : c.items) segments.push_back(item.segments.size());
+  // The moved build has two spans; the two-slot update without spans one segment per core.
+  EXPECT_EQ(segments, (std::vector<size_t>{1, 1, 1, 2, 1, 1, 1, 2}));
+  const base::GanttItem& moved = c.items[3];
+  EXPECT_EQ(moved.series, 1);
+  EXPECT_EQ(moved.style, static_cast<int>(StageKind::kBuild));
+  EXPECT_EQ(moved.segments[0].lane, 2);  // core 1 (device, lent), from 1 to 4 s
+  EXPECT_DOUBLE_EQ(moved.segments[0].start, 1);
+  EXPECT_DOUBLE_EQ(moved.segments[0].end, 4);
+  EXPECT_EQ(moved.segments[1].lane, 1);  // then core 0
+  EXPECT_EQ(c.items[6].segments[0].lane, 3);
+  EXPECT_EQ(c.items[0].tooltip,
+            "zoo:resnet18: propose round 0, task conv2d:f32:n1_c8<&>, 1.000 s (0.000 to 1.000 s) "
+            "on cpu:0");
+  EXPECT_EQ(c.items[4].attributes, (std::vector<std::pair<std::string, std::string>>{
+                                       {"data-job", "0"}, {"data-kind", "measure"}}));
 }
 
-TEST(GanttTest, EmptyRunIsStillWellFormed) {
+TEST(GanttTest, SvgHasOneGroupPerStageAndTheDeviceOverlapInTwoRows) {
+  engine::EngineResult run = TwoJobRun();
+  const std::string svg = GanttSvg(run, {.title = "t & t", .device_cores = {1}});
+  EXPECT_EQ(Count(svg, "<g class=\"item\""), static_cast<int>(run.traces.size()));
+  EXPECT_EQ(Count(svg, "<rect class=\"bar\""), 10);
+  EXPECT_THAT(svg, HasSubstr(">device cpu:1 (2 rows)</text>"));
+  EXPECT_THAT(svg, HasSubstr("a &quot;quoted&quot; &lt;job&gt;"));
+  EXPECT_THAT(svg, HasSubstr(">10</text>"));  // the last tick at the makespan
+}
+
+TEST(GanttTest, EmptyRunSaysSo) {
   engine::EngineResult run;
   run.start = run.end = T(0);
   const std::string svg = GanttSvg(run, {.title = "empty"});
-  EXPECT_EQ(WellFormed(svg), "");
-  EXPECT_EQ(Count(svg, "<g class=\"stage\""), 0);
-  EXPECT_THAT(svg, HasSubstr("(no stages)"));
-}
-
-TEST(GanttTest, XmlEscapeEscapesMarkup) {
-  EXPECT_EQ(XmlEscape("a<b & \"c\" 'd'>"), "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;");
+  EXPECT_EQ(Count(svg, "<g class=\"item\""), 0);
+  EXPECT_THAT(svg, HasSubstr("(nothing ran)"));
 }
 
 }  // namespace

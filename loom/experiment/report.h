@@ -1,7 +1,7 @@
 // report.html of an experiment: the spec, the goals of the thesis experiment checked against the
 // figures, the metrics per setup and per job, measurement distortion, final latencies, the
 // simulator comparison and the Gantt chart of every setup inlined. Self-contained (inline CSS and
-// SVG, no scripts). Called by WriteResults (runner.h).
+// SVG, no scripts). Called by WriteResults and WriteScaleSummary (runner.h).
 #pragma once
 
 #include <string>
@@ -11,6 +11,9 @@
 namespace loom::experiment {
 
 std::string ReportHtml(const ExperimentResult& result, const ReportContext& context);
+
+// report.html of a scale sweep (WriteScaleSummary).
+std::string ScaleReportHtml(const std::vector<ScaleRun>& runs, const ReportContext& context);
 
 // The makespan every setup is compared with: "dedicated" (the jobs alone, one after another),
 // else "sequential"; nullptr when neither was run.

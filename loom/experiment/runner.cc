@@ -4,15 +4,18 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/experiment/claims.h"
 #include "loom/experiment/gantt.h"
 #include "loom/experiment/latency.h"
 #include "loom/experiment/report.h"
+#include "loom/experiment/trace.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::experiment {
@@ -29,6 +32,7 @@ double TunedLatencyMs(const engine::JobResult& job) {
 SetupJobResult JobRow(const engine::JobResult& job, absl::Time setup_start) {
   return SetupJobResult{.name = job.name,
                         .job_id = job.job_id,
+                        .run_start = setup_start,
                         .seconds = absl::ToDoubleSeconds(job.end - setup_start),
                         .tuned_latency_ms = TunedLatencyMs(job),
                         .records = job.records,
@@ -83,7 +87,9 @@ absl::StatusOr<Remeasurer> MakeRemeasurer(const engine::EngineOptions& eo) {
   return r;
 }
 
-// Distortion of each job of a finished setup: the device is idle now.
+// After a setup, with the device idle: each job's tuning curves from its records, then each
+// task's best candidates in the run and a seeded sample of the others measured again alone
+// (distortion and ranking fidelity).
 absl::Status AfterSetup(const std::vector<engine::EngineJob>& jobs, const RunnerOptions& options,
                         tune::RecordStore& store, std::unique_ptr<Remeasurer>& remeasurer,
                         SetupResult& r) {
@@ -91,35 +97,57 @@ absl::Status AfterSetup(const std::vector<engine::EngineJob>& jobs, const Runner
     if (options.on_note) options.on_note(line);
   };
   std::vector<double> all;
+  std::vector<RankingFidelity> rankings;
   for (size_t j = 0; j < jobs.size() && j < r.jobs.size(); ++j) {
     const engine::EngineJob& job = jobs[j];
     SetupJobResult& row = r.jobs[j];
-    if (options.distortion_samples > 0) {
-      std::vector<tune::Record> records;
-      for (const graph::Task& task : job.tasks) {
-        LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> of_task,
-                              store.ForTask(task.key, job.target.Key(), job.options.job_id));
-        records.insert(records.end(), of_task.begin(), of_task.end());
+    const std::string target = job.target.Key();
+    std::vector<tune::Record> sample;
+    std::vector<size_t> chosen;  // positions in `sample` of each task's best in the run
+    std::map<std::string, int64_t> occurrences;
+    for (size_t t = 0; t < job.tasks.size(); ++t) {
+      const graph::Task& task = job.tasks[t];
+      occurrences[task.key] = task.count;
+      LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> records,
+                            store.ForTask(task.key, target, job.options.job_id));
+      TaskCurve curve{.task_key = task.key};
+      for (const tune::Record& rec : records) {
+        curve.trials.push_back({.seconds = absl::ToDoubleSeconds(rec.timestamp - row.run_start),
+                                .gflops = rec.ok() ? rec.Gflops() : 0});
       }
-      std::vector<tune::Record> sample =
-          SampleRecords(records, options.distortion_samples, options.distortion_seed + j);
-      if (!sample.empty()) {
-        if (remeasurer == nullptr) {
-          LOOM_ASSIGN_OR_RETURN(Remeasurer made, MakeRemeasurer(options.engine));
-          remeasurer = std::make_unique<Remeasurer>(std::move(made));
-        }
-        note(absl::StrFormat("[%s] re-measuring %d candidates of %s alone", r.setup, sample.size(),
-                             row.name));
-        LOOM_ASSIGN_OR_RETURN(row.distortion, Remeasure(sample, job.target, *remeasurer->builder,
-                                                        *remeasurer->measurer));
-        std::vector<double> d;
-        for (const DistortionSample& s : row.distortion) d.push_back(s.distortion);
-        row.distortion_median = Median(d);
-        all.insert(all.end(), d.begin(), d.end());
-      }
+      if (!curve.trials.empty()) row.curves.push_back(std::move(curve));
+      if (options.distortion_samples <= 0) continue;
+      // The default config's own measurement competes too: the compiled model may choose it.
+      LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> defaults,
+                            store.ForTask(task.key, target, job.options.job_id + "#default"));
+      records.insert(records.end(), defaults.begin(), defaults.end());
+      const uint64_t seed =
+          options.distortion_seed + 1000 * j + t + 1000000 * static_cast<uint64_t>(r.repetition);
+      std::vector<tune::Record> of_task =
+          SampleTaskRecords(records, options.distortion_samples, options.ranking_top, seed);
+      if (of_task.empty()) continue;
+      chosen.push_back(sample.size());
+      sample.insert(sample.end(), of_task.begin(), of_task.end());
     }
+    if (sample.empty()) continue;
+    if (remeasurer == nullptr) {
+      LOOM_ASSIGN_OR_RETURN(Remeasurer made, MakeRemeasurer(options.engine));
+      remeasurer = std::make_unique<Remeasurer>(std::move(made));
+    }
+    note(absl::StrFormat("[%s] re-measuring %d candidates of %s alone", r.setup, sample.size(),
+                         row.name));
+    LOOM_ASSIGN_OR_RETURN(
+        row.distortion, Remeasure(sample, job.target, *remeasurer->builder, *remeasurer->measurer));
+    for (size_t c : chosen) row.distortion[c].chosen = true;
+    std::vector<double> d;
+    for (const DistortionSample& s : row.distortion) d.push_back(s.distortion);
+    row.distortion_median = Median(d);
+    all.insert(all.end(), d.begin(), d.end());
+    row.ranking = MeasureRankingFidelity(row.distortion, occurrences, options.ranking_top);
+    rankings.push_back(row.ranking);
   }
   r.distortion_median = Median(all);
+  r.ranking = CombineRanking(rankings);
   return absl::OkStatus();
 }
 
@@ -146,7 +174,7 @@ void MeasureFinalLatencies(const std::vector<engine::EngineJob>& jobs, const Run
     for (SetupResult& r : result.setups) {
       if (j >= r.jobs.size()) continue;
       SetupJobResult& row = r.jobs[j];
-      const std::string id = absl::StrCat(job.options.job_id, "@", r.setup);
+      const std::string id = SetupJobId(job.options.job_id, r.setup, r.repetition);
       auto m =
           LatencyModel::Compile(*graph, job.tasks, job.target, {id, id + "#default"}, store, lo);
       if (!m.ok()) {
@@ -221,40 +249,58 @@ SetupResult SummarizeDedicated(const std::vector<engine::EngineResult>& alone_ru
   return r;
 }
 
-void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result) {
-  const SetupResult* source = nullptr;
+std::string SetupJobId(const std::string& job_id, const std::string& setup, int repetition) {
+  return absl::StrCat(job_id, "@", setup, repetition > 0 ? absl::StrCat(".r", repetition) : "");
+}
+
+const SetupResult* FindSetup(const ExperimentResult& result, const std::string& setup,
+                             int repetition) {
   for (const SetupResult& s : result.setups) {
-    if (s.setup == "dedicated") source = &s;
+    if (s.setup == setup && s.repetition == repetition) return &s;
   }
-  if (source == nullptr && !result.setups.empty()) source = &result.setups[0];
-  if (source == nullptr) return;
+  return nullptr;
+}
+
+void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result) {
   const engine::MachineLayout& layout = options.engine.layout;
   SimMachine machine{
       .cpu_slots = layout.cpu_slots,
       .lent_slots = layout.device_shares_cores ? static_cast<int>(layout.device_cores.size()) : 0,
       .build_slots = options.engine.build_slots,
       .device_name = absl::StrCat("cpu:", absl::StrJoin(layout.device_cores, ","))};
-  std::vector<std::string> policies;
-  std::vector<SimulationRow> rows;
-  for (const SetupResult& s : result.setups) {
-    const std::string p = PolicyOfSetup(s.setup);
-    if (std::find(policies.begin(), policies.end(), p) == policies.end()) policies.push_back(p);
-    rows.push_back({.setup = s.setup, .measured_s = s.makespan_s});
+  int repetitions = 0;
+  for (const SetupResult& s : result.setups) repetitions = std::max(repetitions, s.repetition + 1);
+  std::vector<SimulationRow> all_rows;
+  for (int rep = 0; rep < repetitions; ++rep) {
+    const SetupResult* source = FindSetup(result, "dedicated", rep);
+    std::vector<std::string> policies;
+    std::vector<SimulationRow> rows;
+    for (const SetupResult& s : result.setups) {
+      if (s.repetition != rep) continue;
+      if (source == nullptr) source = &s;
+      const std::string p = PolicyOfSetup(s.setup);
+      if (std::find(policies.begin(), policies.end(), p) == policies.end()) policies.push_back(p);
+      rows.push_back({.setup = s.setup, .repetition = rep, .measured_s = s.makespan_s});
+    }
+    if (source == nullptr) continue;
+    auto spec = SimSpecFromRun(source->run, machine, source->setup == "dedicated", policies,
+                               options.sim_measure);
+    if (!spec.ok()) {
+      result.simulation_error = std::string(spec.status().message());
+      return;
+    }
+    absl::Status st = Simulate(*spec, rows);
+    if (!st.ok()) {
+      result.simulation_error = std::string(st.message());
+      return;
+    }
+    if (rep == 0) {
+      result.sim_spec = *std::move(spec);
+      result.simulation_source = source->setup;
+    }
+    all_rows.insert(all_rows.end(), rows.begin(), rows.end());
   }
-  auto spec = SimSpecFromRun(source->run, machine, source->setup == "dedicated", policies,
-                             options.sim_measure);
-  if (!spec.ok()) {
-    result.simulation_error = std::string(spec.status().message());
-    return;
-  }
-  absl::Status st = Simulate(*spec, rows);
-  if (!st.ok()) {
-    result.simulation_error = std::string(st.message());
-    return;
-  }
-  result.sim_spec = *std::move(spec);
-  result.simulation_source = source->setup;
-  result.simulation = std::move(rows);
+  result.simulation = std::move(all_rows);
 }
 
 absl::StatusOr<ExperimentResult> RunExperiment(const std::vector<engine::EngineJob>& jobs,
@@ -265,29 +311,40 @@ absl::StatusOr<ExperimentResult> RunExperiment(const std::vector<engine::EngineJ
   if (store == nullptr) {
     return absl::InvalidArgumentError("an experiment needs a record store (it re-reads records)");
   }
+  if (options.repetitions < 1) {
+    return absl::InvalidArgumentError("an experiment needs at least one repetition");
+  }
   ExperimentResult result;
+  result.repetitions = options.repetitions;
   std::unique_ptr<Remeasurer> remeasurer;
-  for (const std::string& setup : setups) {
-    std::vector<engine::EngineJob> own = jobs;
-    for (engine::EngineJob& j : own) {
-      j.options.job_id = absl::StrCat(j.options.job_id, "@", setup);
-      j.options.transfer = false;
-    }
-    SetupResult r;
-    if (setup == "dedicated") {
-      std::vector<engine::EngineResult> runs;
-      for (const engine::EngineJob& j : own) {
-        LOOM_ASSIGN_OR_RETURN(engine::EngineResult one,
-                              RunOnce({j}, "interleaved", setup, options, store));
-        runs.push_back(std::move(one));
+  for (int rep = 0; rep < options.repetitions; ++rep) {
+    for (const std::string& setup : setups) {
+      std::vector<engine::EngineJob> own = jobs;
+      for (engine::EngineJob& j : own) {
+        j.options.job_id = SetupJobId(j.options.job_id, setup, rep);
+        j.options.transfer = false;
+        j.options.tuner.seed += kRepetitionSeedStride * static_cast<uint64_t>(rep);
       }
-      r = SummarizeDedicated(runs);
-    } else {
-      LOOM_ASSIGN_OR_RETURN(engine::EngineResult all, RunOnce(own, setup, setup, options, store));
-      r = SummarizeShared(setup, all);
+      const std::string label = options.repetitions > 1
+                                    ? absl::StrCat(setup, " ", rep + 1, "/", options.repetitions)
+                                    : setup;
+      SetupResult r;
+      if (setup == "dedicated") {
+        std::vector<engine::EngineResult> runs;
+        for (const engine::EngineJob& j : own) {
+          LOOM_ASSIGN_OR_RETURN(engine::EngineResult one,
+                                RunOnce({j}, "interleaved", label, options, store));
+          runs.push_back(std::move(one));
+        }
+        r = SummarizeDedicated(runs);
+      } else {
+        LOOM_ASSIGN_OR_RETURN(engine::EngineResult all, RunOnce(own, setup, label, options, store));
+        r = SummarizeShared(setup, all);
+      }
+      r.repetition = rep;
+      LOOM_RETURN_IF_ERROR(AfterSetup(own, options, *store, remeasurer, r));
+      result.setups.push_back(std::move(r));
     }
-    LOOM_RETURN_IF_ERROR(AfterSetup(own, options, *store, remeasurer, r));
-    result.setups.push_back(std::move(r));
   }
   MeasureFinalLatencies(jobs, options, *store, result);
   if (options.simulate) CheckWithSimulator(options, result);
@@ -302,6 +359,15 @@ std::string Fixed(double v, int digits) {
 }
 
 nlohmann::json JsonNum(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+
+nlohmann::json RankingJson(const RankingFidelity& f) {
+  return {{"kendall_tau", JsonNum(f.kendall_tau)},
+          {"pairs", f.pairs},
+          {"regret", JsonNum(f.regret)},
+          {"top_k", f.top_k},
+          {"top_k_overlap", JsonNum(f.top_k_overlap)},
+          {"chosen_alone_ms", JsonNum(f.chosen_alone_ms)}};
+}
 
 absl::Status WriteText(const std::string& path, const std::string& text) {
   std::ofstream f(path);
@@ -322,6 +388,26 @@ std::string CsvQuoted(const std::string& s) {
 
 }  // namespace
 
+double GanttAxisEnd(const ExperimentResult& result) {
+  double end = 0;
+  for (const SetupResult& r : result.setups) {
+    end = std::max(end, absl::ToDoubleSeconds(r.run.end - r.run.start));
+  }
+  return end;
+}
+
+std::string GanttFileName(const SetupResult& setup) {
+  return absl::StrCat("gantt-", setup.setup,
+                      setup.repetition > 0 ? absl::StrCat("-r", setup.repetition) : "", ".svg");
+}
+
+std::string GanttTitle(const std::string& name, const SetupResult& setup, int repetitions) {
+  return absl::StrCat(name, ": ", setup.setup,
+                      repetitions > 1 ? absl::StrCat(" (repetition ", setup.repetition + 1, " of ",
+                                                     repetitions, ")")
+                                      : "");
+}
+
 absl::Status WriteResults(const ExperimentResult& result, const std::string& dir,
                           const ReportContext& context) {
   std::error_code ec;
@@ -330,14 +416,18 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
     return absl::FailedPreconditionError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   }
   std::string csv =
-      "setup,makespan_s,lower_bound_s,device_utilization,cpu_utilization,device_hours,"
-      "distortion_median,job,job_seconds,tuned_latency_ms,final_latency_ms,job_distortion_median,"
-      "records,error\n";
+      "setup,repetition,makespan_s,lower_bound_s,device_utilization,cpu_utilization,device_hours,"
+      "distortion_median,kendall_tau,regret,top_k_overlap,job,job_seconds,tuned_latency_ms,"
+      "final_latency_ms,job_distortion_median,job_kendall_tau,job_regret,job_top_k_overlap,"
+      "chosen_alone_ms,records,error\n";
   nlohmann::json j = nlohmann::json::object();
   j["name"] = context.name;
+  j["repetitions"] = result.repetitions;
   j["setups"] = nlohmann::json::array();
+  const double axis_end = GanttAxisEnd(result);
   for (const SetupResult& r : result.setups) {
     nlohmann::json s = {{"setup", r.setup},
+                        {"repetition", r.repetition},
                         {"makespan_s", r.makespan_s},
                         {"lower_bound_s", r.lower_bound_s},
                         {"device_busy_s", r.device_busy_s},
@@ -345,11 +435,12 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                         {"cpu_utilization", r.cpu_utilization},
                         {"device_hours", r.device_hours},
                         {"distortion_median", JsonNum(r.distortion_median)},
+                        {"ranking", RankingJson(r.ranking)},
                         {"stages", nlohmann::json::array()},
                         {"jobs", nlohmann::json::array()}};
     for (const engine::StageTrace& t : r.run.traces) {
       // The stage traces, seconds from the setup's start (the simulator's trace format plus the
-      // job, task and round).
+      // job, task and round); trace.json has one event for each.
       s["stages"].push_back({{"job", t.job},
                              {"kind", std::string(sched::StageKindName(t.kind))},
                              {"task_key", t.task_key},
@@ -361,11 +452,16 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
     for (const SetupJobResult& job : r.jobs) {
       absl::StrAppend(
           &csv,
-          absl::StrFormat("%s,%.3f,%.3f,%.4f,%.4f,%.6f,%s,%s,%.3f,%.6f,%s,%s,%d,%s\n", r.setup,
-                          r.makespan_s, r.lower_bound_s, r.device_utilization, r.cpu_utilization,
-                          r.device_hours, Fixed(r.distortion_median, 5), CsvQuoted(job.name),
-                          job.seconds, job.tuned_latency_ms, Fixed(job.final_latency_ms, 4),
-                          Fixed(job.distortion_median, 5), job.records, CsvQuoted(job.error)));
+          absl::StrFormat(
+              "%s,%d,%.3f,%.3f,%.4f,%.4f,%.6f,%s,%s,%s,%s,%s,%.3f,%.6f,%s,%s,%s,%s,%s,%s,%d,%s\n",
+              r.setup, r.repetition, r.makespan_s, r.lower_bound_s, r.device_utilization,
+              r.cpu_utilization, r.device_hours, Fixed(r.distortion_median, 5),
+              Fixed(r.ranking.kendall_tau, 4), Fixed(r.ranking.regret, 5),
+              Fixed(r.ranking.top_k_overlap, 4), CsvQuoted(job.name), job.seconds,
+              job.tuned_latency_ms, Fixed(job.final_latency_ms, 4), Fixed(job.distortion_median, 5),
+              Fixed(job.ranking.kendall_tau, 4), Fixed(job.ranking.regret, 5),
+              Fixed(job.ranking.top_k_overlap, 4), Fixed(job.ranking.chosen_alone_ms, 5),
+              job.records, CsvQuoted(job.error)));
       nlohmann::json samples = nlohmann::json::array();
       for (const DistortionSample& d : job.distortion) {
         samples.push_back({{"task_key", d.task_key},
@@ -373,7 +469,17 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                            {"in_run_s", JsonNum(d.in_run_s)},
                            {"alone_s", JsonNum(d.alone_s)},
                            {"distortion", JsonNum(d.distortion)},
+                           {"chosen", d.chosen},
                            {"error", d.error}});
+      }
+      nlohmann::json curves = nlohmann::json::array();
+      for (const TaskCurve& c : job.curves) {
+        nlohmann::json seconds = nlohmann::json::array(), gflops = nlohmann::json::array();
+        for (const CurvePoint& p : c.trials) {
+          seconds.push_back(p.seconds);
+          gflops.push_back(p.gflops);
+        }
+        curves.push_back({{"task_key", c.task_key}, {"seconds", seconds}, {"gflops", gflops}});
       }
       s["jobs"].push_back({{"name", job.name},
                            {"job_id", job.job_id},
@@ -382,15 +488,17 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
                            {"final_latency_ms", JsonNum(job.final_latency_ms)},
                            {"latency_error", job.latency_error},
                            {"distortion_median", JsonNum(job.distortion_median)},
+                           {"ranking", RankingJson(job.ranking)},
                            {"distortion", samples},
+                           {"curves", curves},
                            {"records", job.records},
                            {"error", job.error}});
     }
     j["setups"].push_back(std::move(s));
-    GanttOptions go{.title = absl::StrCat(context.name, ": ", r.setup),
-                    .device_cores = context.device_cores};
-    LOOM_RETURN_IF_ERROR(
-        WriteText(absl::StrCat(dir, "/gantt-", r.setup, ".svg"), GanttSvg(r.run, go)));
+    GanttOptions go{.title = GanttTitle(context.name, r, result.repetitions),
+                    .device_cores = context.device_cores,
+                    .axis_end = axis_end};
+    LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/", GanttFileName(r)), GanttSvg(r.run, go)));
   }
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.csv"), csv));
   nlohmann::json sim = {{"source", result.simulation_source},
@@ -399,6 +507,7 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
   if (!result.simulation.empty()) {
     for (const SimulationRow& row : result.simulation) {
       sim["rows"].push_back({{"setup", row.setup},
+                             {"repetition", row.repetition},
                              {"policy", row.policy},
                              {"measured_s", row.measured_s},
                              {"simulated_s", row.simulated_s},
@@ -456,9 +565,33 @@ absl::Status WriteResults(const ExperimentResult& result, const std::string& dir
     j["service"] = std::move(service);
     LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/service.csv"), service_csv));
   }
+  j["claims"] = ClaimsToJson(SummarizeClaims(result));
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.json"), j.dump(2) + "\n"));
+  LOOM_RETURN_IF_ERROR(
+      WriteText(absl::StrCat(dir, "/trace.json"), ExperimentTrace(result).ToJson().dump() + "\n"));
   LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/report.html"), ReportHtml(result, context)));
   return absl::OkStatus();
+}
+
+absl::Status WriteScaleSummary(const std::vector<ScaleRun>& runs, const std::string& dir,
+                               const ReportContext& context) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  }
+  nlohmann::json j = {{"name", context.name},
+                      {"job_counts", nlohmann::json::array()},
+                      {"runs", nlohmann::json::array()}};
+  for (const ScaleRun& run : runs) {
+    j["job_counts"].push_back(run.jobs);
+    j["runs"].push_back({{"jobs", run.jobs},
+                         {"dir", run.dir},
+                         {"repetitions", run.result.repetitions},
+                         {"claims", ClaimsToJson(SummarizeClaims(run.result))}});
+  }
+  LOOM_RETURN_IF_ERROR(WriteText(absl::StrCat(dir, "/results.json"), j.dump(2) + "\n"));
+  return WriteText(absl::StrCat(dir, "/report.html"), ScaleReportHtml(runs, context));
 }
 
 }  // namespace loom::experiment

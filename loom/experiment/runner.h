@@ -1,11 +1,12 @@
 // The experiment runner: runs the same tuning jobs under each setup (each job alone on the
 // machine, then all at once under `uncontrolled`, `interleaved`, `predictive`, ...) in the
-// embedded engine, one setup after another, without a person watching. After each setup it
-// re-measures a sample of each job's candidates alone (measurement distortion); at the end it
-// times each job's model compiled with each setup's records, the setups' models side by side
-// (final latency), and feeds the stage traces to the simulator. Writes results.csv, results.json,
-// gantt-<setup>.svg, simulation.csv, sim.yaml and report.html. Called by `loom experiment`
-// (cli/experiment_command.cc).
+// embedded engine, one setup after another, the whole set `repetitions` times, without a person
+// watching. After each setup it re-measures each task's best candidates and a sample of the others
+// alone (measurement distortion and ranking fidelity, ranking.h); at the end it times each job's
+// model compiled with each setup's records, all setups' and repetitions' models side by side
+// (final latency), and feeds the stage traces to the simulator. Writes results.csv,
+// results.json, trace.json, gantt-<setup>.svg, simulation.csv, sim.yaml and report.html. Called
+// by `loom experiment` (cli/experiment_command.cc).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "loom/engine/engine.h"
 #include "loom/experiment/distortion.h"
+#include "loom/experiment/ranking.h"
 #include "loom/experiment/service_runner.h"
 #include "loom/experiment/sim_check.h"
 #include "loom/graph/graph.h"
@@ -28,9 +30,22 @@ namespace loom::experiment {
 
 inline constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
 
+// One measured candidate of a tuning curve.
+struct CurvePoint {
+  double seconds = 0;  // when its measurement ended, from the start of the job's run
+  double gflops = 0;   // 0 for a failed candidate
+};
+
+// The candidates of one task of one job in the order they were measured.
+struct TaskCurve {
+  std::string task_key;
+  std::vector<CurvePoint> trials;
+};
+
 struct SetupJobResult {
   std::string name;
   std::string job_id;
+  absl::Time run_start;         // the start of its run (the setup's; alone: its own)
   double seconds = 0;           // from the setup's start (alone: its own run) to its last stage
   double tuned_latency_ms = 0;  // sum over its tuned tasks of best cost x occurrences
   int64_t records = 0;
@@ -39,13 +54,17 @@ struct SetupJobResult {
   // alternation with the other setups' models of the same job.
   double final_latency_ms = kNotMeasured;
   std::string latency_error;
-  // A sample of its candidates measured again alone after the setup.
+  // Each task's best candidates in the run and a sample of the others, measured again alone
+  // after the setup.
   std::vector<DistortionSample> distortion;
   double distortion_median = kNotMeasured;
+  RankingFidelity ranking;
+  std::vector<TaskCurve> curves;  // one per tuned task
 };
 
 struct SetupResult {
   std::string setup;
+  int repetition = 0;     // 0-based
   double makespan_s = 0;  // "dedicated": the sum of the jobs' own runs (running them in sequence)
   double device_busy_s = 0;
   double device_utilization = 0;  // device busy / makespan
@@ -57,14 +76,18 @@ struct SetupResult {
   double device_hours = 0;
   std::vector<SetupJobResult> jobs;
   double distortion_median = kNotMeasured;  // over every job's samples
+  RankingFidelity ranking;                  // the jobs' figures combined (CombineRanking)
   // The run itself (stage traces). "dedicated": the jobs' runs one after another in one result,
   // job i's traces with job index i.
   engine::EngineResult run;
 };
 
 struct ExperimentResult {
+  int repetitions = 1;
+  // Every setup of every repetition, repetition-major (all setups of repetition 0 first).
   std::vector<SetupResult> setups;
-  // The simulator check: one row per setup; empty when off or impossible (simulation_error).
+  // The simulator check: one row per setup and repetition (each repetition simulated from its own
+  // dedicated run); empty when off or impossible (simulation_error).
   std::vector<SimulationRow> simulation;
   std::string simulation_source;  // the setup whose traces gave the stage durations
   std::string simulation_error;
@@ -83,8 +106,14 @@ struct RunnerOptions {
   std::function<void(const std::string& line)> on_note;
   // Per job (same order), its whole model for the final latency; null or missing: not measured.
   std::vector<const graph::Graph*> models;
-  int distortion_samples = 8;  // per job and setup; 0: off
+  // Candidates re-measured alone per task and setup (its `ranking_top` best in the run among
+  // them); 0: off.
+  int distortion_samples = 8;
   uint64_t distortion_seed = 1;
+  int ranking_top = 3;  // the k of top-k overlap, and the best candidates always re-measured
+  // The whole experiment is run this often; repetition r > 0 seeds each job's tuner with
+  // seed + r x kRepetitionSeedStride and suffixes its job ids with ".r<r>".
+  int repetitions = 1;
   int latency_runs = 20;  // 0: off
   double latency_min_seconds = 1.0;
   bool simulate = true;
@@ -92,15 +121,25 @@ struct RunnerOptions {
   SimMeasure sim_measure;
 };
 
-// Runs `jobs` under every setup ("dedicated" or a policy name). Each setup's job ids get
-// "@<setup>" appended and transfer is off, so no setup learns from another's records.
+inline constexpr uint64_t kRepetitionSeedStride = 1000;
+
+// The job id of a job of a setup and repetition: "<id>@<setup>", then ".r<rep>" after the first.
+std::string SetupJobId(const std::string& job_id, const std::string& setup, int repetition);
+
+// The setup of that name in that repetition; nullptr when it was not run.
+const SetupResult* FindSetup(const ExperimentResult& result, const std::string& setup,
+                             int repetition = 0);
+
+// Runs `jobs` under every setup ("dedicated" or a policy name), options.repetitions times. Each
+// setup's job ids are SetupJobId and transfer is off, so no setup learns from another's records.
 absl::StatusOr<ExperimentResult> RunExperiment(const std::vector<engine::EngineJob>& jobs,
                                                const std::vector<std::string>& setups,
                                                const RunnerOptions& options,
                                                tune::RecordStore* store);
 
-// Fills the simulator check of `result` from its setups' traces (the dedicated run's when there
-// is one, else the first setup's). Called by RunExperiment when options.simulate.
+// Fills the simulator check of `result` from its setups' traces, per repetition (the dedicated
+// run's when there is one, else the repetition's first setup's). Called by RunExperiment when
+// options.simulate.
 void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result);
 
 // Metrics of one setup from its run (makespan, utilizations, lower bound, device-hours, per-job
@@ -117,10 +156,33 @@ struct ReportContext {
   std::vector<int> device_cores;
 };
 
-// Writes into DIR (created): results.csv (one row per setup and job), results.json,
-// gantt-<setup>.svg, simulation.csv and sim.yaml (when simulated), service.csv (when run through
-// the service), report.html.
+// The charts of one report share a time axis: the longest setup run, in seconds.
+double GanttAxisEnd(const ExperimentResult& result);
+// "gantt-<setup>.svg" for the first repetition, "gantt-<setup>-r<rep>.svg" after it.
+std::string GanttFileName(const SetupResult& setup);
+// "<name>: <setup>", with "(repetition r of n)" when there are several.
+std::string GanttTitle(const std::string& name, const SetupResult& setup, int repetitions);
+
+// Writes into DIR (created): results.csv (one row per setup, repetition and job), results.json,
+// trace.json (trace.h), gantt-<setup>.svg (the first repetition's; later ones
+// gantt-<setup>-r<rep>.svg), simulation.csv and sim.yaml (when simulated), service.csv (when run
+// through the service), report.html.
 absl::Status WriteResults(const ExperimentResult& result, const std::string& dir,
                           const ReportContext& context = {});
+
+// One count of a scale sweep (ExperimentSpec::job_counts): the experiment with its first `jobs`
+// jobs, written into DIR/<dir>/.
+struct ScaleRun {
+  int jobs = 0;
+  std::string dir;  // "jobs-4"
+  ExperimentResult result;
+};
+
+// The sweep's summary in DIR: results.json ("runs": each count's claims, as in its own
+// results.json) and report.html (per count the setups' figures and the claims' verdicts side by
+// side, charts of makespan and tuned-kernel quality against the job count, links to each count's
+// report). Each count's own results are written by WriteResults into its directory.
+absl::Status WriteScaleSummary(const std::vector<ScaleRun>& runs, const std::string& dir,
+                               const ReportContext& context = {});
 
 }  // namespace loom::experiment

@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/experiment/claims.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/tune/fake_builder.h"
@@ -53,7 +54,9 @@ graph::Task SmallConv(int64_t c) {
   return t;
 }
 
-TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
+// The engine on the 2-core layout with fake builders and `Measurer`s, nothing pinned.
+template <typename Measurer>
+RunnerOptions FakeEngine() {
   RunnerOptions options;
   options.engine.layout = {.device_cores = {1}, .cpu_cores = {0}, .cpu_slots = 1};
   options.engine.pin = false;
@@ -63,8 +66,13 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   };
   options.engine.make_measurer =
       [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-    return std::make_unique<SlowMeasurer>();
+    return std::make_unique<Measurer>();
   };
+  return options;
+}
+
+TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
+  RunnerOptions options = FakeEngine<SlowMeasurer>();
   std::vector<engine::EngineJob> jobs;
   for (int i = 0; i < 2; ++i) {
     engine::EngineJob j;
@@ -114,6 +122,22 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
       EXPECT_EQ(*n, 8) << j.job_id;
       EXPECT_EQ(j.distortion.size(), 3u);
       EXPECT_TRUE(std::isnan(j.final_latency_ms));  // no model given
+      // The fake measures a config the same in the run and alone: a perfect ranking, no regret;
+      // the re-measured three are the task's best three in the run, the best first and chosen.
+      EXPECT_DOUBLE_EQ(j.ranking.kendall_tau, 1) << r.setup;
+      EXPECT_DOUBLE_EQ(j.ranking.regret, 0) << r.setup;
+      EXPECT_TRUE(j.distortion[0].chosen);
+      EXPECT_FALSE(j.distortion[1].chosen);
+      EXPECT_LE(j.distortion[0].in_run_s, j.distortion[1].in_run_s);
+      EXPECT_GT(j.ranking.chosen_alone_ms, 0);
+      // One tuning curve of 8 trials, in the order measured, within the run.
+      ASSERT_EQ(j.curves.size(), 1u);
+      EXPECT_EQ(j.curves[0].trials.size(), 8u);
+      for (const CurvePoint& p : j.curves[0].trials) {
+        EXPECT_GT(p.gflops, 0);
+        EXPECT_GE(p.seconds, 0);
+        EXPECT_LE(p.seconds, r.makespan_s + 0.5);
+      }
     }
   }
   // The simulator check ran on the dedicated traces, one row per setup.
@@ -129,7 +153,7 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   std::string line;
   int lines = 0;
   std::getline(csv, line);
-  EXPECT_THAT(line, HasSubstr("setup,makespan_s"));
+  EXPECT_THAT(line, HasSubstr("setup,repetition,makespan_s"));
   while (std::getline(csv, line)) ++lines;
   EXPECT_EQ(lines, 6);  // 3 setups x 2 jobs
   std::ifstream js(dir + "/results.json");
@@ -139,11 +163,62 @@ TEST(ExperimentRunnerTest, RunsEverySetupAndWritesResults) {
   EXPECT_EQ(j["setups"][2]["jobs"].size(), 2u);
   EXPECT_EQ(j["setups"][2]["jobs"][0]["distortion"].size(), 3u);
   EXPECT_EQ(j["simulation"]["rows"].size(), 3u);
+  EXPECT_EQ(j["setups"][2]["jobs"][0]["curves"][0]["gflops"].size(), 8u);
+  EXPECT_EQ(j["setups"][2]["ranking"]["kendall_tau"], 1.0);
+  EXPECT_EQ(j["claims"]["reference"], "dedicated");
+  EXPECT_FALSE(j["claims"]["verdicts"].empty());
   for (const char* f : {"gantt-dedicated.svg", "gantt-interleaved.svg", "gantt-uncontrolled.svg",
-                        "simulation.csv", "sim.yaml", "report.html"}) {
+                        "simulation.csv", "sim.yaml", "report.html", "trace.json"}) {
     EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(ExperimentRunnerTest, RepetitionsRerunEverySetupWithOtherSeedsAndJobIds) {
+  RunnerOptions options = FakeEngine<tune::FakeMeasurer>();
+  options.repetitions = 2;
+  options.distortion_samples = 2;
+  options.ranking_top = 1;
+  engine::EngineJob job;
+  job.name = "m";
+  job.tasks = {SmallConv(16)};
+  job.options.trials = 8;
+  job.options.batch_size = 8;
+  job.options.tuner.kind = "random";
+  job.options.tuner.seed = 3;
+  job.options.job_id = "job";
+  job.target = ops::HostCpuTarget();
+  job.measure_default = false;
+  auto store = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  auto experiment = RunExperiment({job}, {"dedicated", "interleaved"}, options, store->get());
+  ASSERT_TRUE(experiment.ok()) << experiment.status();
+  EXPECT_EQ(experiment->repetitions, 2);
+  ASSERT_EQ(experiment->setups.size(), 4u);
+  EXPECT_EQ(experiment->setups[2].setup, "dedicated");
+  EXPECT_EQ(experiment->setups[2].repetition, 1);
+  EXPECT_EQ(experiment->setups[0].jobs[0].job_id, "job@dedicated");
+  EXPECT_EQ(experiment->setups[3].jobs[0].job_id, "job@interleaved.r1");
+  EXPECT_EQ(FindSetup(*experiment, "interleaved", 1), &experiment->setups[3]);
+  EXPECT_EQ(FindSetup(*experiment, "interleaved", 2), nullptr);
+  // Another tuner seed: the second repetition measures other candidates.
+  auto first = (*store)->ForTask(job.tasks[0].key, job.target.Key(), "job@dedicated");
+  auto second = (*store)->ForTask(job.tasks[0].key, job.target.Key(), "job@dedicated.r1");
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_EQ(first->size(), 8u);
+  ASSERT_EQ(second->size(), 8u);
+  std::vector<int64_t> a, b;
+  for (const tune::Record& r : *first) a.push_back(r.config_index);
+  for (const tune::Record& r : *second) b.push_back(r.config_index);
+  EXPECT_NE(a, b);
+  // The simulator check has a row per setup and repetition.
+  ASSERT_EQ(experiment->simulation.size(), 4u) << experiment->simulation_error;
+  EXPECT_EQ(experiment->simulation[3].repetition, 1);
+  // The spec's claims: two repetitions give intervals.
+  const ClaimsSummary claims = SummarizeClaims(*experiment);
+  ASSERT_EQ(claims.setups.size(), 2u);
+  EXPECT_EQ(claims.setups[1].vs_sequence.n, 2);
+  EXPECT_TRUE(std::isfinite(claims.setups[1].vs_sequence.low));
 }
 
 TEST(ExperimentRunnerTest, NeedsJobsAndAStore) {

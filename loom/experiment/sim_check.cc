@@ -174,23 +174,24 @@ absl::Status Simulate(const sim::SimSpec& spec, std::vector<SimulationRow>& rows
 
 std::string SimulationCsv(const std::vector<SimulationRow>& rows) {
   std::string csv =
-      "setup,policy,measured_makespan_s,simulated_makespan_s,ratio,simulated_lower_bound_s,"
-      "simulated_device_utilization\n";
+      "setup,repetition,policy,measured_makespan_s,simulated_makespan_s,ratio,"
+      "simulated_lower_bound_s,simulated_device_utilization\n";
   for (const SimulationRow& row : rows) {
-    absl::StrAppend(&csv,
-                    absl::StrFormat("%s,%s,%.3f,%.3f,%.4f,%.3f,%.4f\n", row.setup, row.policy,
-                                    row.measured_s, row.simulated_s, row.ratio,
-                                    row.simulated_lower_bound_s, row.simulated_device_utilization));
+    absl::StrAppend(
+        &csv, absl::StrFormat("%s,%d,%s,%.3f,%.3f,%.4f,%.3f,%.4f\n", row.setup, row.repetition,
+                              row.policy, row.measured_s, row.simulated_s, row.ratio,
+                              row.simulated_lower_bound_s, row.simulated_device_utilization));
   }
   return csv;
 }
 
 std::string FormatSimulationRows(const std::vector<SimulationRow>& rows) {
-  std::string out = absl::StrFormat("%-13s %-13s %10s %11s %7s\n", "setup", "policy", "measured s",
-                                    "simulated s", "sim/real");
+  std::string out = absl::StrFormat("%-13s %4s %-13s %10s %11s %7s\n", "setup", "rep", "policy",
+                                    "measured s", "simulated s", "sim/real");
   for (const SimulationRow& row : rows) {
-    absl::StrAppend(&out, absl::StrFormat("%-13s %-13s %10.3f %11.3f %7.3f\n", row.setup,
-                                          row.policy, row.measured_s, row.simulated_s, row.ratio));
+    absl::StrAppend(&out, absl::StrFormat("%-13s %4d %-13s %10.3f %11.3f %7.3f\n", row.setup,
+                                          row.repetition + 1, row.policy, row.measured_s,
+                                          row.simulated_s, row.ratio));
   }
   return out;
 }
@@ -217,6 +218,8 @@ absl::Status ReadResultsJson(const std::string& path, ExperimentResult* result) 
     for (const nlohmann::json& s : j["setups"]) {
       SetupResult r;
       r.setup = s.at("setup").get<std::string>();
+      r.repetition = s.value("repetition", 0);
+      if (r.repetition < 0) return bad(absl::StrCat("setup '", r.setup, "': repetition < 0"));
       r.makespan_s = s.at("makespan_s").get<double>();
       engine::EngineResult& run = r.run;
       run.policy = r.setup;
@@ -256,6 +259,7 @@ absl::Status ReadResultsJson(const std::string& path, ExperimentResult* result) 
       for (engine::JobResult& job : run.jobs) {
         if (job.start > job.end) job.start = job.end = run.start;  // a job without stages
       }
+      result->repetitions = std::max(result->repetitions, r.repetition + 1);
       result->setups.push_back(std::move(r));
     }
   } catch (const nlohmann::json::exception& e) {

@@ -67,6 +67,7 @@ std::string PolicyOfSetup(const std::string& setup);
 
 struct SimulationRow {
   std::string setup;
+  int repetition = 0;
   std::string policy;
   double measured_s = 0;
   double simulated_s = 0;

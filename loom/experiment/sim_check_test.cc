@@ -187,14 +187,20 @@ TEST(SimCheckTest, SimulatesEachSetupsPolicy) {
   EXPECT_EQ(PolicyOfSetup("uncontrolled"), "uncontrolled");
 }
 
-TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
-  // An experiment result as the runner leaves it: the dedicated run, and the same two jobs
-  // "measured" at 30 s under interleaved.
+// The runner's options for the 2-core layout the traces above were made on.
+RunnerOptions OneCoreLayout() {
   RunnerOptions options;
   options.engine.layout.cpu_slots = 1;
   options.engine.layout.device_cores = {1};
   options.engine.build_slots = 1;
   options.sim_measure = kMeasure;
+  return options;
+}
+
+TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
+  // An experiment result as the runner leaves it: the dedicated run, and the same two jobs
+  // "measured" at 30 s under interleaved.
+  const RunnerOptions options = OneCoreLayout();
   ExperimentResult result;
   SetupResult dedicated;
   dedicated.setup = "dedicated";
@@ -229,7 +235,7 @@ TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
   auto yaml = sim::LoadSimSpec((dir / "sim.yaml").string());
   ASSERT_TRUE(yaml.ok()) << yaml.status();
   EXPECT_NEAR(yaml->jobs[0].stages[2].time_bounded, 0.3, 1e-4);
-  EXPECT_THAT(FormatSimulationRows(*rows), HasSubstr("interleaved   interleaved"));
+  EXPECT_THAT(FormatSimulationRows(*rows), HasSubstr("interleaved      1 interleaved"));
 
   // Errors: no results.json; not a results file.
   EXPECT_EQ(Resimulate((dir / "nowhere").string(), options).status().code(),
@@ -241,6 +247,59 @@ TEST(SimCheckTest, ResimulateFromResultsJsonMatchesTheRunner) {
   auto bad = Resimulate(dir.string(), options);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("results.json"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SimCheckTest, EachRepetitionIsSimulatedFromItsOwnDedicatedRun) {
+  const RunnerOptions options = OneCoreLayout();
+  ExperimentResult result;
+  result.repetitions = 2;
+  for (int rep = 0; rep < 2; ++rep) {
+    SetupResult dedicated;
+    dedicated.setup = "dedicated";
+    dedicated.repetition = rep;
+    dedicated.run = Dedicated();
+    // The second repetition's stages last twice as long.
+    if (rep == 1) {
+      for (engine::StageTrace& t : dedicated.run.traces) {
+        t.start = dedicated.run.start + (t.start - dedicated.run.start) * 2;
+        t.end = dedicated.run.start + (t.end - dedicated.run.start) * 2;
+      }
+      for (engine::JobResult& j : dedicated.run.jobs) {
+        j.start = dedicated.run.start + (j.start - dedicated.run.start) * 2;
+        j.end = dedicated.run.start + (j.end - dedicated.run.start) * 2;
+      }
+      dedicated.run.end = dedicated.run.start + (dedicated.run.end - dedicated.run.start) * 2;
+    }
+    dedicated.makespan_s = 39 * (rep + 1);
+    for (const engine::JobResult& j : dedicated.run.jobs)
+      dedicated.jobs.push_back({.name = j.name});
+    SetupResult interleaved = dedicated;
+    interleaved.setup = "interleaved";
+    interleaved.makespan_s = 30 * (rep + 1);
+    result.setups.push_back(dedicated);
+    result.setups.push_back(interleaved);
+  }
+  CheckWithSimulator(options, result);
+  ASSERT_EQ(result.simulation_error, "");
+  ASSERT_EQ(result.simulation.size(), 4u);
+  EXPECT_EQ(result.simulation[0].repetition, 0);
+  EXPECT_EQ(result.simulation[3].repetition, 1);
+  EXPECT_EQ(result.simulation[2].setup, "dedicated");
+  // Each repetition's sequential simulation replays its own dedicated run: twice as long.
+  EXPECT_NEAR(result.simulation[2].simulated_s, 2 * result.simulation[0].simulated_s,
+              0.02 * result.simulation[2].simulated_s);
+  EXPECT_NEAR(result.simulation[3].simulated_s, 2 * result.simulation[1].simulated_s,
+              0.02 * result.simulation[3].simulated_s);
+
+  const auto dir = std::filesystem::temp_directory_path() / "loom_sim_check_reps_test";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(WriteResults(result, dir.string()).ok());
+  auto rows = Resimulate(dir.string(), options);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 4u);
+  EXPECT_EQ((*rows)[3].repetition, 1);
+  EXPECT_NEAR((*rows)[3].simulated_s, result.simulation[3].simulated_s, 1e-6);
   std::filesystem::remove_all(dir);
 }
 

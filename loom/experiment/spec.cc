@@ -73,11 +73,11 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("spec: not valid YAML: ", e.what()));
   }
-  LOOM_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots",
-                 "min_repeat_ms", "repeat", "run_timeout_s", "distortion_samples",
-                 "distortion_seed", "latency_runs", "latency_min_seconds", "simulate"}));
+  LOOM_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots", "min_repeat_ms",
+       "repeat", "run_timeout_s", "distortion_samples", "distortion_seed", "ranking_top",
+       "repetitions", "latency_runs", "latency_min_seconds", "simulate", "job_counts"}));
   ExperimentSpec spec;
   LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
@@ -89,9 +89,12 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   LOOM_RETURN_IF_ERROR(Optional(root, "", "run_timeout_s", &spec.run_timeout_s));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_samples", &spec.distortion_samples));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "distortion_seed", &spec.distortion_seed));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "ranking_top", &spec.ranking_top));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "repetitions", &spec.repetitions));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_runs", &spec.latency_runs));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "latency_min_seconds", &spec.latency_min_seconds));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "simulate", &spec.simulate));
+  LOOM_RETURN_IF_ERROR(OptionalList(root, "", "job_counts", &spec.job_counts));
   const std::set<std::string> known = {"dedicated", "sequential", "uncontrolled", "interleaved",
                                        "predictive"};
   if (spec.setups.empty()) return Error("setups", "needs at least one setup");
@@ -109,6 +112,10 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
   if (!(spec.run_timeout_s > 0)) return Error("run_timeout_s", "must be > 0");
   if (spec.distortion_samples < 0) {
     return Error("distortion_samples", "must be >= 0 (0 turns the re-measurement off)");
+  }
+  if (spec.ranking_top < 1) return Error("ranking_top", "must be >= 1");
+  if (spec.repetitions < 1 || spec.repetitions > 100) {
+    return Error("repetitions", "must be between 1 and 100");
   }
   if (spec.latency_runs < 0) {
     return Error("latency_runs", "must be >= 0 (0 turns the final-latency measurement off)");
@@ -143,6 +150,16 @@ absl::StatusOr<ExperimentSpec> ParseExperimentSpec(std::string_view yaml) {
       if (t < 0) return Error(Child(path, "tasks"), "task indices must be >= 0");
     }
     spec.jobs.push_back(std::move(job));
+  }
+  for (size_t i = 0; i < spec.job_counts.size(); ++i) {
+    const int n = spec.job_counts[i];
+    if (n < 1 || n > static_cast<int>(spec.jobs.size())) {
+      return Error(absl::StrCat("job_counts[", i, "]"),
+                   absl::StrCat(n, " is not between 1 and the ", spec.jobs.size(), " jobs listed"));
+    }
+    if (i > 0 && n <= spec.job_counts[i - 1]) {
+      return Error(absl::StrCat("job_counts[", i, "]"), "counts must increase");
+    }
   }
   return spec;
 }

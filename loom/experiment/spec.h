@@ -34,10 +34,15 @@ struct ExperimentSpec {
   int min_repeat_ms = 50;
   int repeat = 3;
   double run_timeout_s = 10;
-  // Measurement distortion: after each setup, up to this many of each job's measured candidates
-  // (a seeded choice) are measured again alone on the idle device. 0: off.
+  // Distortion and ranking fidelity: after each setup, up to this many of each task's measured
+  // candidates (its `ranking_top` best in the run and a seeded choice of the others) are measured
+  // again alone on the idle device. 0: off.
   int distortion_samples = 8;
   uint64_t distortion_seed = 1;
+  int ranking_top = 3;  // the k of top-k overlap (cut to distortion_samples)
+  // The whole experiment (every setup) is run this often; figures get 95% confidence intervals
+  // and the claims' verdicts need at least 2.
+  int repetitions = 1;
   // Final latency: each job's model compiled with its best records and timed alone on the device
   // cores, median over at least `latency_runs` runs lasting at least `latency_min_seconds`.
   // latency_runs 0: off.
@@ -45,6 +50,9 @@ struct ExperimentSpec {
   double latency_min_seconds = 1.0;
   // Feed the stage traces to the simulator and compare its makespan per policy.
   bool simulate = true;
+  // A scale sweep: the experiment is run once per count with the first N jobs (each count's
+  // results in DIR/jobs-N/, a summary in DIR). Empty: once, with every job.
+  std::vector<int> job_counts;
 };
 
 // kInvalidArgument naming the key path on unknown keys, bad values or no jobs.

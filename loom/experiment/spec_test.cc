@@ -56,6 +56,9 @@ repeat: 5
 run_timeout_s: 4.5
 distortion_samples: 4
 distortion_seed: 9
+job_counts: [1]
+ranking_top: 2
+repetitions: 3
 latency_runs: 30
 latency_min_seconds: 0.5
 simulate: false
@@ -68,6 +71,9 @@ jobs:
   EXPECT_DOUBLE_EQ(spec->run_timeout_s, 4.5);
   EXPECT_EQ(spec->distortion_samples, 4);
   EXPECT_EQ(spec->distortion_seed, 9u);
+  EXPECT_EQ(spec->ranking_top, 2);
+  EXPECT_EQ(spec->job_counts, std::vector<int>{1});
+  EXPECT_EQ(spec->repetitions, 3);
   EXPECT_EQ(spec->latency_runs, 30);
   EXPECT_DOUBLE_EQ(spec->latency_min_seconds, 0.5);
   EXPECT_FALSE(spec->simulate);
@@ -75,6 +81,8 @@ jobs:
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->min_repeat_ms, 50);
   EXPECT_EQ(defaults->distortion_samples, 8);
+  EXPECT_EQ(defaults->ranking_top, 3);
+  EXPECT_EQ(defaults->repetitions, 1);
   EXPECT_TRUE(defaults->simulate);
 }
 
@@ -89,6 +97,11 @@ TEST(ExperimentSpecTest, BadValuesNameTheKey) {
       {"run_timeout_s: 0\n", "run_timeout_s: must be > 0"},
       {"distortion_samples: -2\n", "distortion_samples: must be >= 0"},
       {"latency_runs: -1\n", "latency_runs: must be >= 0"},
+      {"repetitions: 0\n", "repetitions: must be between 1 and 100"},
+      {"repetitions: 1000000\n", "repetitions: must be between 1 and 100"},
+      {"ranking_top: 0\n", "ranking_top: must be >= 1"},
+      {"job_counts: [2]\n", "job_counts[0]: 2 is not between 1 and the 1 jobs listed"},
+      {"job_counts: [1, 1]\n", "job_counts[1]: counts must increase"},
       {"latency_min_seconds: -1\n", "latency_min_seconds: must be >= 0"},
       {"simulate: maybe\n", "simulate: cannot read 'maybe'"},
       {"setups: [interleaved, dedicated, interleaved]\n",

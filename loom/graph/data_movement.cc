@@ -725,6 +725,34 @@ absl::StatusOr<TensorType> ResolveConstantOfShape(const Node& node, const IntLis
   return type;
 }
 
+double ResizeSourceCoordinate(const ResizeSpec& spec, size_t axis, double y, int64_t in,
+                              int64_t out) {
+  const double scale = spec.scales[axis];
+  const double length = scale * static_cast<double>(in);  // the unrounded output length
+  switch (spec.coordinate_mode) {
+    case CoordinateMode::kAlignCorners:
+      return length == 1 ? 0.0 : y * static_cast<double>(in - 1) / (length - 1);
+    case CoordinateMode::kAsymmetric:
+      return y / scale;
+    case CoordinateMode::kTfCropAndResize: {
+      const double roi = spec.roi_end[axis] - spec.roi_start[axis];
+      const double x = length == 1 ? roi * static_cast<double>(in - 1) / 2
+                                   : y * roi * static_cast<double>(in - 1) / (length - 1);
+      return x + spec.roi_start[axis] * static_cast<double>(in - 1);
+    }
+    case CoordinateMode::kPytorchHalfPixel:
+      return length == 1 ? -0.5 : (y + 0.5) / scale - 0.5;
+    case CoordinateMode::kHalfPixel:
+      return (y + 0.5) / scale - 0.5;
+    case CoordinateMode::kHalfPixelSymmetric: {
+      const double adjustment = static_cast<double>(out) / length;
+      const double center = static_cast<double>(in) / 2;
+      return center * (1 - adjustment) + (y + 0.5) / scale - 0.5;
+    }
+  }
+  return 0;
+}
+
 absl::StatusOr<ResizeSpec> ResolveResize(const Node& node, int64_t opset, const Shape& data,
                                          const std::optional<std::vector<double>>& roi_in,
                                          const std::optional<std::vector<double>>& scales_in,

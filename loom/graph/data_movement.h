@@ -189,6 +189,12 @@ absl::StatusOr<ResizeSpec> ResolveResize(const Node& node, int64_t opset, const 
                                          const std::optional<std::vector<double>>& scales,
                                          const OptionalInts& sizes);
 
+// The source coordinate of output coordinate `y` along `axis` of a resize from `in` to `out`
+// elements (ONNX's coordinate_transformation_mode, computed as the ONNX reference does: from the
+// unrounded output length scale * in). The one rule for the reference kernel and the lowering.
+double ResizeSourceCoordinate(const ResizeSpec& spec, size_t axis, double y, int64_t in,
+                              int64_t out);
+
 // Trilu: keeps the upper (default) or lower triangle of the last two dims, shifted by k.
 absl::StatusOr<bool> ResolveTriluUpper(const Node& node, const Shape& data);
 

@@ -244,6 +244,10 @@ absl::StatusOr<SoftmaxSpec> ResolveSoftmax(const Node& node, int64_t opset, int6
   return SoftmaxSpec{.axis = normalized, .coerce_2d = coerce};
 }
 
+namespace {
+constexpr int64_t kMaxWindowValue = (int64_t{1} << 31) - 1;
+}  // namespace
+
 absl::StatusOr<WindowGeometry> ResolveWindowGeometry(const Node& node,
                                                      const std::vector<int64_t>& input_spatial,
                                                      const std::vector<int64_t>& kernel,
@@ -272,6 +276,15 @@ absl::StatusOr<WindowGeometry> ResolveWindowGeometry(const Node& node,
     if (g.pads[i] < 0 || g.pads[i + n] < 0) {
       return NodeError(
           node, absl::StrCat("pads [", absl::StrJoin(g.pads, ","), "] must be non-negative"));
+    }
+    // Bounded so that the extent arithmetic below cannot overflow (no real window comes near).
+    for (int64_t v :
+         {g.kernel[i], g.strides[i], g.dilations[i], g.pads[i], g.pads[i + n], input_spatial[i]}) {
+      if (v > kMaxWindowValue) {
+        return NodeError(node, absl::StrCat("window values (kernel, strides, dilations, pads, "
+                                            "input extent) must be at most ",
+                                            kMaxWindowValue, " (dim ", i, ": ", v, ")"));
+      }
     }
   }
   const std::string auto_pad = node.GetString("auto_pad", "NOTSET");

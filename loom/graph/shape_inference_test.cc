@@ -94,6 +94,19 @@ TEST(ConvShapeTest, SameUpperStrideTwo) {
   EXPECT_THAT(geo->pads, ElementsAre(1, 1, 1, 0));
 }
 
+TEST(ConvShapeTest, HugeWindowValuesAreRefusedBeforeTheyOverflow) {
+  for (const char* attr : {"pads", "dilations", "strides"}) {
+    const int64_t huge = std::numeric_limits<int64_t>::max() - 1;
+    std::vector<int64_t> values = std::string(attr) == "pads" ? std::vector<int64_t>{0, 0, huge, 0}
+                                                              : std::vector<int64_t>{huge, 1};
+    Node n = MakeNode("MaxPool", {"x"}, {"y"},
+                      {{attr, values}, {"kernel_shape", std::vector<int64_t>{3, 3}}});
+    auto geo = ResolveWindowGeometry(n, {7, 8}, {3, 3}, false);
+    EXPECT_EQ(geo.status().code(), absl::StatusCode::kInvalidArgument) << attr;
+    EXPECT_THAT(geo.status().message(), HasSubstr("must be at most 2147483647")) << attr;
+  }
+}
+
 TEST(ConvShapeTest, ValidAndDilations) {
   OneNode t;
   t.Input("x", F32({2, 4, 10, 10})).Init("w", Zeros({8, 4, 3, 3}));
@@ -267,7 +280,8 @@ TEST(ElementwiseShapeTest, UnaryOpsKeepType) {
   }
   EXPECT_THAT(t.RunShape(MakeNode("Relu", {"i"})), ElementsAre(2));
   auto r = t.Run(MakeNode("Sigmoid", {"i"}));
-  EXPECT_THAT(r.status().message(), HasSubstr("has type int64[2]; Sigmoid accepts float32, float16"));
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("has type int64[2]; Sigmoid accepts float32, float16"));
   r = t.Run(MakeNode("LeakyRelu", {"x"}, {"y"}, {{"alpha", std::string("x")}}));
   EXPECT_THAT(r.status().message(), HasSubstr("attribute 'alpha' must be a float"));
 }

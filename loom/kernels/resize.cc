@@ -89,37 +89,9 @@ std::vector<double> CubicCoeffs(double ratio, double scale, double a, bool antia
   return c;
 }
 
-// Source coordinate of output coordinate y along one axis (op_resize.py's _compute_x_ori).
-double SourceCoordinate(const ResizeSpec& spec, size_t axis, double y, int64_t in, int64_t out) {
-  const double scale = spec.scales[axis];
-  const double length = scale * static_cast<double>(in);  // the unrounded output length
-  switch (spec.coordinate_mode) {
-    case CoordinateMode::kAlignCorners:
-      return length == 1 ? 0.0 : y * static_cast<double>(in - 1) / (length - 1);
-    case CoordinateMode::kAsymmetric:
-      return y / scale;
-    case CoordinateMode::kTfCropAndResize: {
-      const double roi = spec.roi_end[axis] - spec.roi_start[axis];
-      const double x = length == 1 ? roi * static_cast<double>(in - 1) / 2
-                                   : y * roi * static_cast<double>(in - 1) / (length - 1);
-      return x + spec.roi_start[axis] * static_cast<double>(in - 1);
-    }
-    case CoordinateMode::kPytorchHalfPixel:
-      return length == 1 ? -0.5 : (y + 0.5) / scale - 0.5;
-    case CoordinateMode::kHalfPixel:
-      return (y + 0.5) / scale - 0.5;
-    case CoordinateMode::kHalfPixelSymmetric: {
-      const double adjustment = static_cast<double>(out) / length;
-      const double center = static_cast<double>(in) / 2;
-      return center * (1 - adjustment) + (y + 0.5) / scale - 0.5;
-    }
-  }
-  return 0;
-}
-
 Taps TapsFor(const ResizeSpec& spec, size_t axis, int64_t y, int64_t in, int64_t out) {
   Taps t;
-  const double x = SourceCoordinate(spec, axis, static_cast<double>(y), in, out);
+  const double x = graph::ResizeSourceCoordinate(spec, axis, static_cast<double>(y), in, out);
   if (spec.coordinate_mode == CoordinateMode::kTfCropAndResize &&
       (x < 0 || x > static_cast<double>(in - 1))) {
     t.extrapolated = true;

@@ -210,7 +210,7 @@ TEST_F(LowerNormTest, RefusesBadGroupsAndRuntimeBroadcastParameters) {
   auto k = testutil::LowerCase(c, HostCpuTarget());
   EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(k.status().message()),
-              HasSubstr("num_groups 4 does not divide the 6 channels"));
+              HasSubstr("attribute 'num_groups' is 4; it must be positive and divide the 6 channels"));
 
   NodeCase ln;
   ln.node.name = "ln";

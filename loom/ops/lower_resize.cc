@@ -24,26 +24,6 @@ using graph::DType;
 using graph::Shape;
 using graph::TensorType;
 
-// Source coordinate of output coordinate `x` along a dim of `in` -> `out` elements at `scale`.
-double SourceCoordinate(graph::CoordinateMode mode, double x, double scale, int64_t in,
-                        int64_t out) {
-  switch (mode) {
-    case graph::CoordinateMode::kPytorchHalfPixel:
-      return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
-    case graph::CoordinateMode::kAlignCorners:
-      return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / static_cast<double>(out - 1);
-    case graph::CoordinateMode::kAsymmetric:
-      return x / scale;
-    case graph::CoordinateMode::kHalfPixelSymmetric: {
-      const double adjustment = static_cast<double>(out) / (scale * static_cast<double>(in));
-      const double offset = static_cast<double>(in) / 2 * (1 - adjustment);
-      return offset + (x + 0.5) / scale - 0.5;
-    }
-    default:  // half_pixel
-      return (x + 0.5) / scale - 0.5;
-  }
-}
-
 int64_t Nearest(graph::NearestMode mode, double x) {
   if (mode == graph::NearestMode::kFloor) return static_cast<int64_t>(std::floor(x));
   if (mode == graph::NearestMode::kCeil) return static_cast<int64_t>(std::ceil(x));
@@ -97,8 +77,7 @@ absl::StatusOr<LoweredKernel> LowerResize(const LowerCtx& ctx) {
     std::vector<int64_t> i0, i1;
     std::vector<std::string> wt;
     for (int64_t o = 0; o < out; ++o) {
-      const double src =
-          SourceCoordinate(spec.coordinate_mode, static_cast<double>(o), scale[k], in, out);
+      const double src = graph::ResizeSourceCoordinate(spec, k, static_cast<double>(o), in, out);
       if (!linear) {
         int64_t i = Nearest(spec.nearest_mode, src);
         i = std::min<int64_t>(std::max<int64_t>(i, 0), in - 1);

@@ -117,12 +117,23 @@ class Planner {
     auto operator<=>(const Padded&) const =
         default;  // NOLINT(modernize-use-nullptr): a false positive on defaulted <=>
   };
+  // A value made of other values' channels (concat, slice, split, shuffle), not copied until a
+  // consumer asks for a representation: then one ChannelMapStep writes it in the block size that
+  // consumer wants. Maps of maps compose, so a chain of them is one gather.
+  struct PendingMap {
+    std::vector<std::string> srcs;  // source values
+    std::vector<ChannelRun> runs;   // ChannelRun::src indexes `srcs`
+    int64_t bn = 16;                // the block size a consumer without a preference gets
+    std::string kind;               // "Concat", "channel_shuffle", "channel_map" (composed)
+    std::string name;               // the last node's
+  };
   struct State {
     graph::TensorType type;
     std::optional<Ref> natural;  // row-major storage
     std::vector<Blocked> blocked;
     std::map<Padded, Ref> padded;
     const Tensor* constant = nullptr;  // the graph constant this value is (or views)
+    std::optional<PendingMap> pending;
   };
   // An elementwise chain: nodes (graph order) computed by one kernel.
   struct Group {
@@ -198,11 +209,19 @@ class Planner {
   absl::StatusOr<Ref> Natural(const std::string& v);
   absl::StatusOr<Ref> BlockedBuf(const std::string& v, int64_t bn);
   absl::StatusOr<Ref> PaddedBuf(const std::string& v, const Padded& p);
-  const Blocked* FirstBlocked(const std::string& v) const {
+  // The block size `v` has, or would get without a preference (a pending channel map); 0 when
+  // it is not on the blocked layout.
+  int64_t BlockedBn(const std::string& v) const {
     auto it = states_.find(v);
-    return it == states_.end() || it->second.blocked.empty() ? nullptr
-                                                             : &it->second.blocked.front();
+    if (it == states_.end()) return 0;
+    if (!it->second.blocked.empty()) return it->second.blocked.front().bn;
+    return it->second.pending ? it->second.pending->bn : 0;
   }
+  // Writes pending value `v` as blocked `bn` (bn 1: NCHW, into `dst` when given).
+  absl::StatusOr<Ref> Materialize(const std::string& v, int64_t bn, std::optional<Ref> dst = {});
+  // `map` with every source that is itself an unmaterialized pending map replaced by its
+  // sources.
+  PendingMap Compose(PendingMap map) const;
   // Defines value `v` (a node output) with its graph type.
   State& Define(const std::string& v) {
     State& s = states_[v];
@@ -252,6 +271,22 @@ class Planner {
     std::string final_value;
   };
   Fusion FuseEpilogue(const std::string& out, bool conv, bool dense_padded);
+  // The view node (Reshape, Flatten, ...) that is the only reader of `v` when it keeps the last
+  // dim `last` (so a matrix product's columns stay its columns), else -1.
+  int64_t SoleViewConsumer(const std::string& v, int64_t last) const {
+    auto c = consumers_.find(v);
+    if (c == consumers_.end() || c->second.size() != 1 || output_slots_.count(v) > 0) return -1;
+    const graph::Node& n = g_.nodes[static_cast<size_t>(c->second[0])];
+    if (!IsViewOp(n.op_type) || n.outputs.size() != 1 || n.inputs[0] != v) return -1;
+    const graph::TensorType* in = TypeOf(v);
+    const graph::TensorType* out = TypeOf(n.outputs[0]);
+    if (in == nullptr || out == nullptr || out->shape.empty() || out->shape.back() != last ||
+        in->dtype != out->dtype ||
+        graph::NumElements(in->shape) != graph::NumElements(out->shape)) {
+      return -1;
+    }
+    return c->second[0];
+  }
   absl::StatusOr<bool> RunBlockedGroup(int64_t i);
   absl::StatusOr<bool> RunNaturalGroup(int64_t i);
 
@@ -355,6 +390,13 @@ Ref Planner::NewNaturalStorage(const std::string& v) {
 absl::StatusOr<Ref> Planner::Natural(const std::string& v) {
   LOOM_ASSIGN_OR_RETURN(State * s, StateOf(v));
   if (s->natural) return *s->natural;
+  if (s->blocked.empty() && s->pending) {
+    const Ref dst = NewNaturalStorage(v);
+    LOOM_RETURN_IF_ERROR(Materialize(v, 1, dst).status());
+    s = &states_.at(v);
+    s->natural = dst;
+    return dst;
+  }
   if (s->blocked.empty()) {
     return absl::InternalError(absl::StrCat("value '", v, "' has no representation"));
   }
@@ -379,6 +421,9 @@ absl::StatusOr<Ref> Planner::BlockedBuf(const std::string& v, int64_t bn) {
   for (const Blocked& b : s->blocked) {
     if (b.bn == bn) return b.ref;
   }
+  if (s->pending) return Materialize(v, bn);
+  // NCHW is the blocked layout with blocks of one channel.
+  if (bn == 1 && s->natural) return *s->natural;
   const BlockedGeo dst = GeoOf(s->type.shape, bn);
   if (s->constant != nullptr) {
     // Constants are packed once, here.
@@ -430,6 +475,10 @@ absl::StatusOr<Ref> Planner::PaddedBuf(const std::string& v, const Padded& p) {
   dst.pb = p.pb;
   dst.pr = p.pr;
   const Ref buf = NewBuffer(dst.elems() * 4, absl::StrCat(v, " padded nchw", p.bn, "c"));
+  if (s->blocked.empty() && s->pending) {
+    LOOM_RETURN_IF_ERROR(Materialize(v, p.bn).status());
+    s = &states_.at(v);
+  }
   // Prefer a blocked source with the same block size: then rows are plain copies.
   const Blocked* from = nullptr;
   for (const Blocked& b : s->blocked) {
@@ -450,6 +499,78 @@ absl::StatusOr<Ref> Planner::PaddedBuf(const std::string& v, const Padded& p) {
   AddStep(v, kind, step);
   s->padded.emplace(p, buf);
   return buf;
+}
+
+Planner::PendingMap Planner::Compose(PendingMap map) const {
+  PendingMap out;
+  out.bn = map.bn;
+  out.kind = map.kind;
+  out.name = map.name;
+  auto source = [&](const std::string& v) {
+    for (size_t k = 0; k < out.srcs.size(); ++k) {
+      if (out.srcs[k] == v) return static_cast<int64_t>(k);
+    }
+    out.srcs.push_back(v);
+    return static_cast<int64_t>(out.srcs.size()) - 1;
+  };
+  auto add = [&](int64_t src, int64_t src_c, int64_t dst_c, int64_t len) {
+    if (!out.runs.empty()) {
+      ChannelRun& last = out.runs.back();
+      if (last.src == src && last.src_c + last.len == src_c && last.dst_c + last.len == dst_c) {
+        last.len += len;
+        return;
+      }
+    }
+    out.runs.push_back({src, src_c, dst_c, len});
+  };
+  std::string inner_kind;
+  for (const ChannelRun& r : map.runs) {
+    const std::string& v = map.srcs[static_cast<size_t>(r.src)];
+    auto st = states_.find(v);
+    const bool compose = st != states_.end() && st->second.pending && st->second.blocked.empty() &&
+                         !st->second.natural;
+    if (!compose) {
+      add(source(v), r.src_c, r.dst_c, r.len);
+      continue;
+    }
+    const PendingMap& inner = *st->second.pending;
+    if (inner_kind.empty()) inner_kind = inner.kind;
+    // Each channel of the run through the inner map's runs (sorted by destination channel).
+    for (const ChannelRun& q : inner.runs) {
+      const int64_t lo = std::max(r.src_c, q.dst_c);
+      const int64_t hi = std::min(r.src_c + r.len, q.dst_c + q.len);
+      if (lo >= hi) continue;
+      add(source(inner.srcs[static_cast<size_t>(q.src)]), q.src_c + (lo - q.dst_c),
+          r.dst_c + (lo - r.src_c), hi - lo);
+    }
+  }
+  std::sort(out.runs.begin(), out.runs.end(),
+            [](const ChannelRun& a, const ChannelRun& b) { return a.dst_c < b.dst_c; });
+  // Composed maps are one gather, whatever made them.
+  if (!inner_kind.empty()) out.kind = "channel_map";
+  return out;
+}
+
+absl::StatusOr<Ref> Planner::Materialize(const std::string& v, int64_t bn, std::optional<Ref> dst) {
+  LOOM_ASSIGN_OR_RETURN(State * s, StateOf(v));
+  const PendingMap map = *s->pending;
+  const graph::TensorType type = s->type;
+  ChannelMapStep step;
+  for (const std::string& src : map.srcs) {
+    const int64_t sbn = BlockedBn(src) > 0 ? BlockedBn(src) : bn;
+    LOOM_ASSIGN_OR_RETURN(Ref r, BlockedBuf(src, sbn));
+    step.srcs.push_back(r);
+    step.src_geos.push_back(GeoOf(TypeOf(src)->shape, sbn));
+  }
+  step.dst_geo = GeoOf(type.shape, bn);
+  step.dst = dst ? *dst : NewBuffer(step.dst_geo.elems() * 4, absl::StrCat(v, " nchw", bn, "c"));
+  step.runs = map.runs;
+  const Ref out = step.dst;
+  AddStep(map.name, absl::StrCat(map.kind, "(nchwc)"), std::move(step));
+  ++m_->stats.blocked_steps;
+  // A blocked representation (NCHW written for Natural is recorded there).
+  if (!dst) states_.at(v).blocked.push_back({out, bn});
+  return out;
 }
 
 int64_t Planner::AddKernel(const ops::KernelSource& src, const ops::Config& config,
@@ -473,11 +594,9 @@ absl::StatusOr<bool> Planner::TryView(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   if (!IsViewOp(node.op_type) || node.inputs.empty() || node.outputs.empty()) return false;
   if (node.op_type == "Dropout") {
-    // Inference: the identity; its mask output must be unused.
-    if (node.outputs.size() > 1 && !node.outputs[1].empty() &&
-        consumers_.count(node.outputs[1]) > 0) {
-      return false;
-    }
+    // Inference: the identity. A named mask output (read by a node or a graph output) must be
+    // written, so such a Dropout is not a view; the passes drop the ones whose mask is unused.
+    if (node.outputs.size() > 1 && !node.outputs[1].empty()) return false;
   } else if (node.outputs.size() != 1) {
     return false;
   }
@@ -662,9 +781,9 @@ absl::StatusOr<bool> Planner::RunBlockedGroup(int64_t i) {
   // on natural tensors.
   int64_t bn = 0;
   for (const std::string& in : seed.inputs) {
-    const Blocked* b = in.empty() ? nullptr : FirstBlocked(in);
-    if (b != nullptr && Classify4d(in, shape) == OperandKind::kElement) {
-      bn = b->bn;
+    const int64_t b = in.empty() ? 0 : BlockedBn(in);
+    if (b > 0 && Classify4d(in, shape) == OperandKind::kElement) {
+      bn = b;
       break;
     }
   }
@@ -986,16 +1105,26 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   // A dense output is [M, Np] with N padded to the template's block; a residual in the
   // epilogue must share that layout, so it fuses only without padding.
   const int64_t np_default = tmpl.Buffers(config).back().shape.back();
-  Fusion fusion = FuseEpilogue(node.outputs[0], conv, !conv && np_default != w->n);
+  // A dense output seen through the views after it (Reshape to [B, S, N] and the like: the same
+  // row-major bytes with the same last dim), so the chain after them fuses too.
+  std::string out = node.outputs[0];
+  if (!conv && o_.fuse) {
+    for (int64_t v = SoleViewConsumer(out, w->n); v >= 0; v = SoleViewConsumer(out, w->n)) {
+      done_[static_cast<size_t>(v)] = true;
+      out = g_.nodes[static_cast<size_t>(v)].outputs[0];
+      ++m_->stats.views;
+    }
+  }
+  Fusion fusion = FuseEpilogue(out, conv, !conv && np_default != w->n);
   ops::Epilogue& ep = fusion.ep;
   ep.bias = bias != nullptr;
 
   // Untuned convolutions take their input block size from the producer when the space allows
   // it, so the step between them is a plain row copy instead of a gather.
   if (!tuned && conv) {
-    const Blocked* b = FirstBlocked(node.inputs[0]);
-    if (b != nullptr) {
-      ops::Config adapted = AdaptInputBlock(tmpl, config, b->bn);
+    const int64_t b = BlockedBn(node.inputs[0]);
+    if (b > 0) {
+      ops::Config adapted = AdaptInputBlock(tmpl, config, b);
       if (!(adapted == config) && tmpl.EmitFused(adapted, ep).ok()) config = adapted;
     }
   }
@@ -1188,8 +1317,8 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   } else if (out[2] != 1 || out[3] != 1) {
     return false;
   }
-  const Blocked* b = FirstBlocked(node.inputs[0]);
-  const int64_t bn = b != nullptr ? b->bn : o_.target.VectorLanes();
+  const int64_t bn =
+      BlockedBn(node.inputs[0]) > 0 ? BlockedBn(node.inputs[0]) : o_.target.VectorLanes();
   LOOM_ASSIGN_OR_RETURN(Ref src, BlockedBuf(node.inputs[0], bn));
   step.src = src;
   step.in = GeoOf(in, bn);
@@ -1227,7 +1356,7 @@ absl::StatusOr<bool> Planner::TryChannelMap(int64_t i) {
       concat ? node.inputs : std::vector<std::string>{node.inputs[0]};
   for (const std::string& in : data) {
     if (in.empty() || !Is4dFloat(in)) return false;
-    any_blocked |= FirstBlocked(in) != nullptr;
+    any_blocked |= BlockedBn(in) > 0;
   }
   for (const std::string& o : node.outputs) {
     if (o.empty() || !Is4dFloat(o)) return false;
@@ -1303,34 +1432,22 @@ absl::StatusOr<bool> Planner::TryChannelMap(int64_t i) {
     }
     if (os[1] > 0) runs[0].push_back({0, c0, 0, os[1]});
   }
-  // Sources in their first blocked representation (packed when they have none).
+  // The outputs are pending maps of the sources: written when a consumer needs them, in the
+  // block size it needs.
   int64_t bn = 0;
   for (const std::string& in : data) {
-    if (const Blocked* b = FirstBlocked(in)) {
-      bn = b->bn;
-      break;
-    }
-  }
-  std::vector<Ref> srcs;
-  std::vector<BlockedGeo> geos;
-  for (const std::string& in : data) {
-    const Blocked* b = FirstBlocked(in);
-    const int64_t sbn = b != nullptr ? b->bn : bn;
-    LOOM_ASSIGN_OR_RETURN(Ref r, BlockedBuf(in, sbn));
-    srcs.push_back(r);
-    geos.push_back(GeoOf(TypeOf(in)->shape, sbn));
+    bn = BlockedBn(in);
+    if (bn > 0) break;
   }
   for (size_t k = 0; k < node.outputs.size(); ++k) {
-    const std::string& o = node.outputs[k];
-    const BlockedGeo dg = GeoOf(TypeOf(o)->shape, bn);
-    const Ref dst = NewBuffer(dg.elems() * 4, absl::StrCat(o, " nchw", bn, "c"));
-    AddStep(
-        node.outputs.size() > 1 ? absl::StrCat(node.name, ":", k) : node.name,
-        absl::StrCat(node.op_type, "(nchwc)"),
-        ChannelMapStep{.srcs = srcs, .src_geos = geos, .dst = dst, .dst_geo = dg, .runs = runs[k]});
-    Define(o).blocked.push_back({dst, bn});
+    PendingMap map;
+    map.srcs = data;
+    map.runs = runs[k];
+    map.bn = bn;
+    map.kind = node.op_type;
+    map.name = node.outputs.size() > 1 ? absl::StrCat(node.name, ":", k) : node.name;
+    Define(node.outputs[k]).pending = Compose(std::move(map));
   }
-  ++m_->stats.blocked_steps;
   return true;
 }
 
@@ -1339,7 +1456,7 @@ absl::StatusOr<bool> Planner::TryChannelMap(int64_t i) {
 absl::StatusOr<bool> Planner::TryChannelShuffle(int64_t i) {
   const graph::Node& r1 = g_.nodes[static_cast<size_t>(i)];
   if (r1.op_type != "Reshape" || r1.outputs.size() != 1 || !Is4dFloat(r1.inputs[0])) return false;
-  if (FirstBlocked(r1.inputs[0]) == nullptr) return false;
+  if (BlockedBn(r1.inputs[0]) == 0) return false;
   const Shape in = TypeOf(r1.inputs[0])->shape;
   const graph::TensorType* t5 = TypeOf(r1.outputs[0]);
   if (t5 == nullptr || t5->shape.size() != 5) return false;
@@ -1368,20 +1485,15 @@ absl::StatusOr<bool> Planner::TryChannelShuffle(int64_t i) {
   for (int64_t k = 0; k < b; ++k) {
     for (int64_t j = 0; j < a; ++j) runs.push_back({0, j * b + k, k * a + j, 1});
   }
-  const Blocked* src = FirstBlocked(r1.inputs[0]);
-  const int64_t bn = src->bn;
-  const BlockedGeo geo = GeoOf(in, bn);
-  const Ref dst = NewBuffer(geo.elems() * 4, absl::StrCat(r2.outputs[0], " nchw", bn, "c"));
-  AddStep(tr.name, "channel_shuffle(nchwc)",
-          ChannelMapStep{.srcs = {src->ref},
-                         .src_geos = {geo},
-                         .dst = dst,
-                         .dst_geo = geo,
-                         .runs = std::move(runs)});
-  Define(r2.outputs[0]).blocked.push_back({dst, bn});
+  PendingMap map;
+  map.srcs = {r1.inputs[0]};
+  map.runs = std::move(runs);
+  map.bn = BlockedBn(r1.inputs[0]);
+  map.kind = "channel_shuffle";
+  map.name = tr.name;
+  Define(r2.outputs[0]).pending = Compose(std::move(map));
   done_[static_cast<size_t>(ti)] = true;
   done_[static_cast<size_t>(ri)] = true;
-  ++m_->stats.blocked_steps;
   return true;
 }
 

@@ -121,67 +121,88 @@ absl::Status RunOp(const KernelStep& op, const Exec& ex) {
   return absl::OkStatus();
 }
 
-absl::Status RunOp(const PoolStep& op, const Exec& ex) {
+// Output rows [b, e) of a pool on the blocked layout; BN > 0 is the block size as a constant
+// (the lane loops vectorize), 0 reads it from the step.
+template <int64_t BN>
+void PoolRows(const PoolStep& op, const float* x, float* y, int64_t b, int64_t e) {
   using K = PoolStep::Kind;
-  const float* x = ex.F(op.src);
-  float* y = ex.F(op.dst);
   const BlockedGeo& ig = op.in;
   const BlockedGeo& og = op.out;
-  const int64_t bn = og.bn;
-  ParFor(ex.par, og.n * og.cb() * og.h, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t oy = r % og.h, nc = r / og.h;
-      const float* xp = x + nc * ig.h * ig.w * bn;
-      for (int64_t ox = 0; ox < og.w; ++ox) {
-        float* yp = y + (r * og.w + ox) * bn;
-        if (op.kind == K::kGlobalAverage || op.kind == K::kGlobalMax) {
-          const bool avg = op.kind == K::kGlobalAverage;
-          for (int64_t l = 0; l < bn; ++l) yp[l] = avg ? 0 : xp[l];
-          for (int64_t p = avg ? 0 : 1; p < ig.h * ig.w; ++p) {
-            const float* v = xp + p * bn;
-            if (avg) {
-              for (int64_t l = 0; l < bn; ++l) yp[l] += v[l];
-            } else {
-              for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
-            }
-          }
+  const int64_t bn = BN > 0 ? BN : og.bn;
+  for (int64_t r = b; r < e; ++r) {
+    const int64_t oy = r % og.h, nc = r / og.h;
+    const float* xp = x + nc * ig.h * ig.w * bn;
+    for (int64_t ox = 0; ox < og.w; ++ox) {
+      float* yp = y + (r * og.w + ox) * bn;
+      if (op.kind == K::kGlobalAverage || op.kind == K::kGlobalMax) {
+        const bool avg = op.kind == K::kGlobalAverage;
+        for (int64_t l = 0; l < bn; ++l) yp[l] = avg ? 0 : xp[l];
+        for (int64_t p = avg ? 0 : 1; p < ig.h * ig.w; ++p) {
+          const float* v = xp + p * bn;
           if (avg) {
-            const float inv = 1.0f / static_cast<float>(ig.h * ig.w);
-            for (int64_t l = 0; l < bn; ++l) yp[l] *= inv;
-          }
-          continue;
-        }
-        const bool avg = op.kind == K::kAverage;
-        for (int64_t l = 0; l < bn; ++l) yp[l] = avg ? 0 : -std::numeric_limits<float>::infinity();
-        int64_t count = 0;
-        for (int64_t ky = 0; ky < op.kh; ++ky) {
-          const int64_t iy = oy * op.sh - op.pt + ky * op.dh;
-          if (iy < 0 || iy >= ig.h) continue;
-          for (int64_t kx = 0; kx < op.kw; ++kx) {
-            const int64_t ix = ox * op.sw - op.pl + kx * op.dw;
-            if (ix < 0 || ix >= ig.w) continue;
-            const float* v = xp + (iy * ig.w + ix) * bn;
-            ++count;
-            if (avg) {
-              for (int64_t l = 0; l < bn; ++l) yp[l] += v[l];
-            } else {
-              for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
-            }
+            for (int64_t l = 0; l < bn; ++l) yp[l] += v[l];
+          } else {
+            for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
           }
         }
         if (avg) {
-          // count_include_pad counts the window clipped to the padded input (ONNX).
-          int64_t div = count;
-          if (op.count_include_pad) {
-            const int64_t y0 = oy * op.sh - op.pt, x0 = ox * op.sw - op.pl;
-            const int64_t y1 = std::min(y0 + (op.kh - 1) * op.dh + 1, ig.h + op.pb);
-            const int64_t x1 = std::min(x0 + (op.kw - 1) * op.dw + 1, ig.w + op.pr);
-            div = ((y1 - y0 + op.dh - 1) / op.dh) * ((x1 - x0 + op.dw - 1) / op.dw);
-          }
-          const float inv = div > 0 ? 1.0f / static_cast<float>(div) : 0.0f;
+          const float inv = 1.0f / static_cast<float>(ig.h * ig.w);
           for (int64_t l = 0; l < bn; ++l) yp[l] *= inv;
         }
+        continue;
       }
+      const bool avg = op.kind == K::kAverage;
+      for (int64_t l = 0; l < bn; ++l) yp[l] = avg ? 0 : -std::numeric_limits<float>::infinity();
+      int64_t count = 0;
+      for (int64_t ky = 0; ky < op.kh; ++ky) {
+        const int64_t iy = oy * op.sh - op.pt + ky * op.dh;
+        if (iy < 0 || iy >= ig.h) continue;
+        for (int64_t kx = 0; kx < op.kw; ++kx) {
+          const int64_t ix = ox * op.sw - op.pl + kx * op.dw;
+          if (ix < 0 || ix >= ig.w) continue;
+          const float* v = xp + (iy * ig.w + ix) * bn;
+          ++count;
+          if (avg) {
+            for (int64_t l = 0; l < bn; ++l) yp[l] += v[l];
+          } else {
+            for (int64_t l = 0; l < bn; ++l) yp[l] = std::max(yp[l], v[l]);
+          }
+        }
+      }
+      if (avg) {
+        // count_include_pad counts the window clipped to the padded input (ONNX).
+        int64_t div = count;
+        if (op.count_include_pad) {
+          const int64_t y0 = oy * op.sh - op.pt, x0 = ox * op.sw - op.pl;
+          const int64_t y1 = std::min(y0 + (op.kh - 1) * op.dh + 1, ig.h + op.pb);
+          const int64_t x1 = std::min(x0 + (op.kw - 1) * op.dw + 1, ig.w + op.pr);
+          div = ((y1 - y0 + op.dh - 1) / op.dh) * ((x1 - x0 + op.dw - 1) / op.dw);
+        }
+        const float inv = div > 0 ? 1.0f / static_cast<float>(div) : 0.0f;
+        for (int64_t l = 0; l < bn; ++l) yp[l] *= inv;
+      }
+    }
+  }
+}
+
+absl::Status RunOp(const PoolStep& op, const Exec& ex) {
+  const float* x = ex.F(op.src);
+  float* y = ex.F(op.dst);
+  const BlockedGeo& og = op.out;
+  ParFor(ex.par, og.n * og.cb() * og.h, [&](int64_t b, int64_t e) {
+    switch (og.bn) {
+      case 8:
+        PoolRows<8>(op, x, y, b, e);
+        break;
+      case 16:
+        PoolRows<16>(op, x, y, b, e);
+        break;
+      case 32:
+        PoolRows<32>(op, x, y, b, e);
+        break;
+      default:
+        PoolRows<0>(op, x, y, b, e);
+        break;
     }
   });
   return absl::OkStatus();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -9,32 +10,45 @@
 namespace loom::sim {
 namespace {
 
-std::string Colour(sched::JobId job) {
-  double hue = std::fmod(static_cast<double>(job) * 137.508, 360.0);  // golden-angle spacing
-  return absl::StrFormat("hsl(%.0f,65%%,55%%)", hue);
-}
+// The chart's lanes of a run, devices first, and the lane of each stage record.
+struct Lanes {
+  std::vector<std::string> names;
+  std::vector<int> of_record;
+};
 
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
+Lanes LanesOf(const SimResult& result) {
+  Lanes l;
+  const sched::ClusterInfo& c = result.cluster;
+  for (const sched::DeviceSpec& d : c.devices) {
+    const std::string host = d.host < c.hosts.size() ? c.hosts[d.host].name : "?";
+    l.names.push_back(absl::StrCat(host, "/", d.name));
+  }
+  const size_t first_host = l.names.size();
+  for (const sched::HostSpec& h : c.hosts) {
+    l.names.push_back(absl::StrCat(h.name, " cpu (", h.cpu_slots, " slots)"));
+  }
+  for (const sched::StageRecord& r : result.records) {
+    if (r.device != sched::kNoDevice && r.device < c.devices.size()) {
+      l.of_record.push_back(static_cast<int>(r.device));
+    } else {
+      l.of_record.push_back(static_cast<int>(first_host + r.host));
     }
   }
-  return out;
+  return l;
+}
+
+std::string JobName(const SimResult& result, sched::JobId job) {
+  for (const sched::JobRecord& j : result.job_records) {
+    if (j.job == job) return j.name;
+  }
+  return absl::StrCat("job ", job);
+}
+
+double Seconds(const SimResult& result, absl::Time t) {
+  absl::Time origin = absl::InfiniteFuture();
+  for (const sched::JobRecord& j : result.job_records) origin = std::min(origin, j.submit);
+  if (result.job_records.empty()) origin = absl::UnixEpoch();
+  return absl::ToDoubleSeconds(t - origin);
 }
 
 }  // namespace
@@ -69,84 +83,72 @@ nlohmann::json ResultsToJson(const std::vector<SimResult>& results) {
   return nlohmann::json{{"runs", std::move(runs)}};
 }
 
-std::string GanttSvg(const SimResult& result) {
-  const sched::Metrics& m = result.metrics;
-  // Rows: each device, then each host's CPU stages packed into lanes (greedy, by start time).
-  struct Row {
-    std::string label;
-    std::vector<const sched::BusyInterval*> bars;
+const std::vector<base::GanttStyle>& StageKindStyles() {
+  static const std::vector<base::GanttStyle> kStyles = {
+      {"propose", 'P', base::BarFill::kFaded},    {"build", 'B', base::BarFill::kHatched},
+      {"measure", 'M', base::BarFill::kOutlined}, {"update", 'U', base::BarFill::kDotted},
+      {"other", 'O', base::BarFill::kSolid},
   };
-  std::vector<Row> rows;
-  for (const sched::ResourceTimeline& t : m.resources) {
-    if (t.is_device) {
-      // Under `uncontrolled` intervals overlap: give each concurrent stage its own lane too.
-      std::vector<double> lane_end;
-      std::vector<Row> lanes;
-      for (const sched::BusyInterval& iv : t.intervals) {
-        size_t k = 0;
-        while (k < lane_end.size() && lane_end[k] > iv.start_s + 1e-9) ++k;
-        if (k == lane_end.size()) {
-          lane_end.push_back(0);
-          lanes.push_back({k == 0 ? t.name : absl::StrCat(t.name, " (+", k, ")"), {}});
-        }
-        lane_end[k] = iv.end_s;
-        lanes[k].bars.push_back(&iv);
-      }
-      if (lanes.empty()) lanes.push_back({t.name, {}});
-      for (Row& r : lanes) rows.push_back(std::move(r));
-      continue;
-    }
-    std::vector<double> lane_end;
-    std::vector<Row> lanes;
-    for (const sched::BusyInterval& iv : t.intervals) {
-      if (iv.slots == 0) continue;
-      size_t k = 0;
-      while (k < lane_end.size() && lane_end[k] > iv.start_s + 1e-9) ++k;
-      if (k == lane_end.size()) {
-        lane_end.push_back(0);
-        lanes.push_back({absl::StrCat(t.name, " cpu ", k), {}});
-      }
-      lane_end[k] = iv.end_s;
-      lanes[k].bars.push_back(&iv);
-    }
-    for (Row& r : lanes) rows.push_back(std::move(r));
+  return kStyles;
+}
+
+std::string GanttSvg(const SimResult& result, double axis_end) {
+  const sched::Metrics& m = result.metrics;
+  base::GanttChart chart;
+  chart.title = absl::StrFormat("%s: %d jobs", result.policy, result.jobs);
+  chart.subtitle = absl::StrFormat(
+      "makespan %.1f s, lower bound %.1f s, device utilization %.1f%%, CPU utilization %.1f%%",
+      m.makespan_s, m.bound.value(), 100 * m.device_utilization, 100 * m.cpu_utilization);
+  chart.styles = StageKindStyles();
+  chart.axis_end = axis_end;
+  chart.label_width = 230;  // the same in every run's chart, so their axes line up
+  Lanes lanes = LanesOf(result);
+  chart.lanes = lanes.names;
+  std::map<sched::JobId, int> series;
+  for (const sched::JobRecord& j : result.job_records) {
+    series.emplace(j.job, static_cast<int>(chart.series.size()));
+    chart.series.push_back(j.name);
   }
-  const double label_w = 150, chart_w = 1000, row_h = 18, top = 40;
-  const double span = std::max(m.makespan_s, 1e-9);
-  const double height = top + rows.size() * row_h + 30;
-  std::string svg = absl::StrFormat(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-      "font-family=\"sans-serif\" font-size=\"11\">\n"
-      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-      "<text x=\"10\" y=\"20\" font-size=\"14\">%s: %d jobs, makespan %.1f s, lower bound "
-      "%.1f s, device utilization %.1f%%</text>\n",
-      label_w + chart_w + 20, height, Escape(result.policy), result.jobs, m.makespan_s,
-      m.bound.value(), 100 * m.device_utilization);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    double y = top + i * row_h;
-    absl::StrAppendFormat(&svg, "<text x=\"5\" y=\"%.1f\">%s</text>\n", y + row_h - 5,
-                          Escape(rows[i].label));
-    absl::StrAppendFormat(&svg,
-                          "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                          "fill=\"#f2f2f2\"/>\n",
-                          label_w, y + 1, chart_w, row_h - 2);
-    for (const sched::BusyInterval* iv : rows[i].bars) {
-      double x = label_w + iv->start_s / span * chart_w;
-      double w = std::max((iv->end_s - iv->start_s) / span * chart_w, 0.5);
-      absl::StrAppendFormat(&svg,
-                            "<rect x=\"%.2f\" y=\"%.1f\" width=\"%.2f\" height=\"%.1f\" "
-                            "fill=\"%s\"><title>job %d %s %.2f-%.2f s</title></rect>\n",
-                            x, y + 2, w, row_h - 4, Colour(iv->job), iv->job,
-                            std::string(sched::StageKindName(iv->kind)), iv->start_s, iv->end_s);
+  for (size_t i = 0; i < result.records.size(); ++i) {
+    const sched::StageRecord& r = result.records[i];
+    const double start = Seconds(result, r.start), end = Seconds(result, r.end);
+    const std::string kind(sched::StageKindName(r.kind));
+    chart.items.push_back(
+        {.series = series.contains(r.job) ? series[r.job] : 0,
+         .style = static_cast<int>(r.kind),
+         .tooltip = absl::StrFormat(
+             "%s: %s, %.2f s (%.2f to %.2f s)%s", JobName(result, r.job), kind, end - start, start,
+             end, r.cpu_slots > 0 ? absl::StrCat(", ", r.cpu_slots, " slots") : ""),
+         .segments = {{lanes.of_record[i], start, end}},
+         .attributes = {{"data-job", absl::StrCat(r.job)}, {"data-kind", kind}}});
+  }
+  return base::GanttSvg(chart);
+}
+
+base::ChromeTrace SimTrace(const std::vector<SimResult>& results) {
+  base::ChromeTrace trace;
+  for (size_t k = 0; k < results.size(); ++k) {
+    const SimResult& result = results[k];
+    const int pid = static_cast<int>(k) + 1;
+    trace.NameProcess(pid, absl::StrFormat("%s, %d jobs", result.policy, result.jobs), pid);
+    Lanes lanes = LanesOf(result);
+    std::vector<base::LaneEvent> events;
+    for (size_t i = 0; i < result.records.size(); ++i) {
+      const sched::StageRecord& r = result.records[i];
+      const std::string kind(sched::StageKindName(r.kind));
+      const double start = Seconds(result, r.start), end = Seconds(result, r.end);
+      events.push_back({.lane = lanes.of_record[i],
+                        .event = {.name = absl::StrCat(JobName(result, r.job), " ", kind),
+                                  .category = kind,
+                                  .start_us = start * 1e6,
+                                  .duration_us = (end - start) * 1e6,
+                                  .args = {{"job", JobName(result, r.job)},
+                                           {"kind", kind},
+                                           {"cpu_slots", r.cpu_slots}}}});
     }
+    base::AddLaneEvents(trace, pid, lanes.names, std::move(events));
   }
-  double axis_y = top + rows.size() * row_h + 15;
-  for (int k = 0; k <= 10; ++k) {
-    absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n",
-                          label_w + k * chart_w / 10, axis_y, span * k / 10);
-  }
-  svg += "</svg>\n";
-  return svg;
+  return trace;
 }
 
 }  // namespace loom::sim

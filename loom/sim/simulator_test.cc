@@ -126,7 +126,7 @@ jobs:
   EXPECT_NEAR(u->mean_measure_distortion, 0.10, 1e-9);
   std::string svg = GanttSvg(*u);
   EXPECT_THAT(svg, HasSubstr("<svg"));
-  EXPECT_THAT(svg, HasSubstr("h/g (+2)"));  // three overlapping lanes on the device
+  EXPECT_THAT(svg, HasSubstr("h/g (3 rows)"));  // three overlapping stages on the device
 }
 
 TEST(SimulatorTest, OnlyTheWorkBoundedPartOfADeviceStageIsTimeShared) {
