@@ -33,8 +33,12 @@ def test_run_reads_back_every_setup(smoke_results) -> None:
     assert [s.setup for s in r.setups] == ["dedicated", "uncontrolled", "interleaved", "predictive"]
     for s in r.setups:
         assert s.makespan_s > 0 and s.lower_bound_s > 0
-        assert s.makespan_s >= s.lower_bound_s * 0.99
-        assert 0 < s.device_utilization <= 1 and 0 <= s.cpu_utilization <= 1
+        assert 0 < s.device_utilization <= 1 and s.cpu_utilization >= 0
+        # The bound and the CPU utilization divide the CPU work by the slots, which uncontrolled
+        # jobs oversubscribe; the other setups keep within them.
+        if s.setup != "uncontrolled":
+            assert s.makespan_s >= s.lower_bound_s * 0.99
+            assert s.cpu_utilization <= 1
         assert len(s.jobs) == 2
         assert {t.kind for t in s.stages} == {"propose", "build", "measure", "update"}
         assert all(t.end >= t.start >= 0 for t in s.stages)
