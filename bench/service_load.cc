@@ -26,6 +26,7 @@
 
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
+#include "loom/v1/version.h"
 
 namespace fs = std::filesystem;
 
@@ -88,6 +89,7 @@ class Agent {
     loom::v1::RegisterRequest r;
     r.set_hostname(host_);
     r.set_cpu_slots(2);
+    r.set_version(loom::v1::kLoomVersion);
     auto* d = r.add_devices();
     d->set_name("cpu:1");
     d->set_kind("cpu");
@@ -166,7 +168,7 @@ int Run(const Options& o) {
     (void)f;
     execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
           (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
-          "--quiet", static_cast<char*>(nullptr));
+          "--quiet", "--insecure", static_cast<char*>(nullptr));
     _exit(127);
   }
   std::string server;

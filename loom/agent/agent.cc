@@ -223,7 +223,9 @@ absl::Status Agent::RegisterLoop() {
     absl::Status s = RegisterOnce();
     if (s.ok()) return s;
     grpc::StatusCode code = static_cast<grpc::StatusCode>(s.code());
-    if (!Transient(code)) {
+    // ALREADY_EXISTS: an earlier run of this agent (killed without a goodbye) still holds the
+    // credential until the daemon stops hearing from it.
+    if (!Transient(code) && code != grpc::StatusCode::ALREADY_EXISTS) {
       Log("error", "register_refused",
           absl::StrCat("code=", absl::StatusCodeToString(s.code()), " msg=", Value(s.message())));
       return absl::Status(s.code(), absl::StrCat("the daemon at ", options_.server,
@@ -289,7 +291,9 @@ absl::Status Agent::Run() {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
           s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
         absl::MutexLock lock(&mu_);
-        reregister_ = true;  // the heartbeat thread registers again
+        // The heartbeat thread registers again, unless it already did since this call started
+        // (a second registration of this credential would be refused while the first lives).
+        if (req.agent_id() == agent_id_) reregister_ = true;
       }
       if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         if (backoff == options_.retry_initial) {  // once per outage
@@ -303,6 +307,10 @@ absl::Status Agent::Run() {
       continue;
     }
     backoff = options_.retry_initial;
+    if (!resp.cancelled_lease_ids().empty()) {
+      absl::MutexLock lock(&mu_);
+      for (const std::string& id : resp.cancelled_lease_ids()) CancelLease(id);
+    }
     for (v1::StageRequest& stage : *resp.mutable_stages()) {
       auto cancel = std::make_shared<CancelFlag>(false);
       {
@@ -337,7 +345,8 @@ absl::Status Agent::Run() {
   heartbeat.join();
   reporter.join();
   Log("info", "stopped", absl::StrCat("agent_id=", Value(agent_id())));
-  return fatal;
+  absl::MutexLock lock(&mu_);
+  return refused_.ok() ? fatal : refused_;
 }
 
 void Agent::HeartbeatLoop() {
@@ -353,7 +362,17 @@ void Agent::HeartbeatLoop() {
     if (reregister) {
       Log("info", "reregister", "");
       absl::Status s = RegisterLoop();
-      if (!s.ok()) return;  // shutting down, or refused for good (Run's calls fail too)
+      if (!s.ok()) {
+        // Shutting down, or refused for good (a flagged credential): the agent stops.
+        if (s.code() != absl::StatusCode::kCancelled) {
+          {
+            absl::MutexLock lock(&mu_);
+            refused_ = s;
+          }
+          Shutdown();
+        }
+        return;
+      }
     }
     if (!SleepUnlessStopping(interval)) return;
     v1::HeartbeatRequest req;
@@ -378,7 +397,7 @@ void Agent::HeartbeatLoop() {
       if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
           s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
         absl::MutexLock lock(&mu_);
-        reregister_ = true;
+        if (req.agent_id() == agent_id_) reregister_ = true;
       }
       continue;
     }
@@ -386,13 +405,19 @@ void Agent::HeartbeatLoop() {
     failing = false;
     absl::MutexLock lock(&mu_);
     ++stats_.heartbeats;
-    if (resp.reregister()) reregister_ = true;
-    for (const std::string& id : resp.cancelled_lease_ids()) {
-      cancelled_.insert(id);
-      auto it = running_.find(id);
-      if (it != running_.end()) it->second.cancel->store(true);
-    }
+    if (resp.reregister() && req.agent_id() == agent_id_) reregister_ = true;
+    for (const std::string& id : resp.cancelled_lease_ids()) CancelLease(id);
   }
+}
+
+void Agent::CancelLease(const std::string& lease) {
+  cancelled_.insert(lease);
+  auto it = running_.find(lease);
+  if (it == running_.end()) return;
+  if (!it->second.cancel->exchange(true)) {
+    Log("info", "stage_cancel", absl::StrCat("lease=", Value(lease)));
+  }
+  executor_->Cancel(lease);
 }
 
 namespace {

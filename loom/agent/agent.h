@@ -27,12 +27,14 @@
 #include "loom/agent/core_placer.h"
 #include "loom/agent/stage_executor.h"
 #include "loom/v1/agent.grpc.pb.h"
+#include "loom/v1/version.h"
 
 namespace loom::agent {
 
 struct AgentOptions {
   std::string server;  // "HOST:PORT" of `loom serve`
-  // Sent as `authorization: Bearer <token>` on every call; empty: no header.
+  // Sent as `authorization: Bearer <token>` on every call; empty: no header. The daemon binds
+  // this agent's id to it: one agent per token.
   std::string token{};
   // PEM file of the CA that signed the daemon's certificate; empty: plaintext (loopback, tests).
   std::string tls_ca_file{};
@@ -46,7 +48,7 @@ struct AgentOptions {
   // the CPU stages on its cores to general slots first. Needs executor.cpu_cores when cpu_slots >
   // 0. `loom agent` turns it on by default (--lend-device-cores).
   bool lend_device_cores = false;
-  std::string version = "0.1.0";
+  std::string version = v1::kLoomVersion;  // the daemon refuses another release
 
   // AcquireStages long-poll wait asked of the daemon (it may cap it).
   absl::Duration acquire_wait = absl::Seconds(10);
@@ -87,9 +89,11 @@ class Agent {
   static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
   ~Agent();  // Shutdown() and join
 
-  // Registers (retrying while the daemon is unreachable), then serves stages until Shutdown().
-  // Returns OK after a clean shutdown; an error when the daemon refuses this agent for good
-  // (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, FAILED_PRECONDITION on Register).
+  // Registers (retrying while the daemon is unreachable, or while an earlier run of this agent
+  // still holds its credential: ALREADY_EXISTS), then serves stages until Shutdown(). Returns OK
+  // after a clean shutdown; an error when the daemon refuses this agent for good
+  // (UNAUTHENTICATED, PERMISSION_DENIED such as a flagged credential, INVALID_ARGUMENT,
+  // FAILED_PRECONDITION such as another Loom version), at the first registration or a later one.
   // Call once.
   absl::Status Run();
 
@@ -124,6 +128,8 @@ class Agent {
                         CorePlacer::PlacementId* placement);
   void ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement);
   void PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) const;
+  // The daemon revoked `lease` (or no longer knows it): abandon it, killing its processes.
+  void CancelLease(const std::string& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string agent_id() const;
   void Log(absl::string_view level, absl::string_view event, absl::string_view fields);
   // Sleeps up to `d`, returning early (false) when shutting down.
@@ -140,6 +146,7 @@ class Agent {
   std::string agent_id_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
   bool reregister_ ABSL_GUARDED_BY(mu_) = false;  // the daemon forgot us: Register again
+  absl::Status refused_ ABSL_GUARDED_BY(mu_);     // a re-registration refused for good
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);  // by lease id
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);             // results to report, in order
   std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);         // leases the daemon dropped

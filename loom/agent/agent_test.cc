@@ -62,9 +62,13 @@ class FakeAgentService final : public v1::AgentService::Service {
                              v1::AcquireStagesResponse* resp) override {
     if (!Authorized(ctx)) return {grpc::StatusCode::UNAUTHENTICATED, "bad token"};
     absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty(); };
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !queue_.empty() || !revoke_.empty();
+    };
     mu_.AwaitWithTimeout(absl::Condition(&ready),
                          std::min(absl::Milliseconds(req->wait_ms()), absl::Milliseconds(200)));
+    for (const std::string& id : revoke_) resp->add_cancelled_lease_ids(id);
+    revoke_.clear();
     while (!queue_.empty()) {
       *resp->add_stages() = queue_.front();
       queue_.pop_front();
@@ -88,6 +92,11 @@ class FakeAgentService final : public v1::AgentService::Service {
   void Cancel(const std::string& lease) {
     absl::MutexLock lock(&mu_);
     cancel_.push_back(lease);
+  }
+  // Revokes `lease` through the next AcquireStages answer (not the heartbeat).
+  void Revoke(const std::string& lease) {
+    absl::MutexLock lock(&mu_);
+    revoke_.push_back(lease);
   }
   // Answers ReportStage with UNAVAILABLE, as a daemon that is shutting down does.
   void RefuseReports(bool refuse) {
@@ -124,6 +133,7 @@ class FakeAgentService final : public v1::AgentService::Service {
   std::string current_id_;
 
  private:
+  std::vector<std::string> revoke_ ABSL_GUARDED_BY(mu_);
   bool Authorized(grpc::ServerContext* ctx) {
     auto it = ctx->client_metadata().find("authorization");
     std::string value =
@@ -343,6 +353,24 @@ TEST_F(AgentTest, RunningLeasesAreHeartbeatedAndCancelledOnesAbandoned) {
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(f.With([](auto& s) { return s.reports_.size(); }), 0u);
   EXPECT_TRUE(Logged("event=stage_abandoned lease=long"));
+}
+
+TEST_F(AgentTest, AStageRevokedThroughTheLongPollStopsAtOnce) {
+  StartAgent(Options());
+  FakeAgentService& f = daemon_.fake();
+  f.Push(Simulated("long", 30));
+  ASSERT_TRUE(f.WaitFor([](auto& s) {
+    return !s.heartbeats_.empty() && s.heartbeats_.back().running_lease_ids_size() == 1;
+  }));
+  const absl::Time revoked = absl::Now();
+  f.Revoke("long");
+  while (agent_->stats().stages_abandoned < 1 && absl::Now() < revoked + absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(agent_->stats().stages_abandoned, 1);
+  EXPECT_LT(absl::Now() - revoked, absl::Seconds(1));
+  EXPECT_TRUE(Logged("event=stage_cancel lease=long"));
+  EXPECT_EQ(f.With([](auto& s) { return s.reports_.size(); }), 0u);
 }
 
 TEST_F(AgentTest, ReregistersWhenTold) {

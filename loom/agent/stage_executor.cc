@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -244,28 +245,18 @@ std::string ReadFile(const std::string& path, bool* ok) {
   return ss.str();
 }
 
-// Writes `data` to `path` through a temporary file and a rename, so a reader never sees half an
-// artifact. An existing file of the same size is kept (the name is the content's hash).
-absl::Status WriteArtifact(const std::string& path, absl::string_view data) {
-  std::error_code ec;
-  if (std::filesystem::exists(path, ec) &&
-      std::filesystem::file_size(path, ec) == static_cast<uintmax_t>(data.size())) {
-    return absl::OkStatus();
-  }
-  static std::atomic<uint64_t> counter{0};
-  std::string tmp = absl::StrCat(path, ".tmp-", getpid(), "-", counter.fetch_add(1));
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(data.data(), static_cast<std::streamsize>(data.size()));
-    f.close();
-    if (!f) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    return absl::InternalError(absl::StrCat("cannot move an artifact to ", path));
-  }
-  return absl::OkStatus();
+// Whether `pid` is a live (or not yet reaped) child of this process: only those may be killed by
+// pid (a reaped child's pid can belong to any process by now).
+bool IsOurChild(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat;
+  std::getline(in, stat);
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses; fields follow the last ')'.
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return false;
+  std::vector<std::string> f = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  int ppid = 0;
+  return f.size() >= 2 && absl::SimpleAtoi(f[1], &ppid) && ppid == getpid();
 }
 
 // Confines the calling thread (and the processes it starts) to `cores`; empty: no change.
@@ -277,12 +268,6 @@ void PinThisThread(const std::vector<int>& cores) {
   if (sched_setaffinity(0, sizeof(set), &set) != 0) {
     base::LogWarning("agent: cannot confine a CPU stage to its cores: ", std::strerror(errno));
   }
-}
-
-bool IsLowerHex(absl::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  });
 }
 
 }  // namespace
@@ -387,15 +372,16 @@ absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
   if (options.default_batch_size < 1) {
     return absl::InvalidArgumentError("ExecutorOptions.default_batch_size must be at least 1");
   }
-  if (options.max_artifact_bytes < 1) {
-    return absl::InvalidArgumentError("ExecutorOptions.max_artifact_bytes must be positive");
+  if (options.max_artifact_bytes < 1 || options.max_own_objects < 1) {
+    return absl::InvalidArgumentError(
+        "ExecutorOptions.max_artifact_bytes and max_own_objects must be positive");
   }
   auto executor = std::unique_ptr<StageExecutor>(new StageExecutor(options));
   if (executor->options_.cache_dir.empty()) {
     executor->options_.cache_dir = tune::DefaultKernelCacheDir();
   }
   std::error_code ec;
-  std::filesystem::create_directories(executor->options_.cache_dir + "/received", ec);
+  std::filesystem::create_directories(executor->options_.cache_dir, ec);
   if (ec) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot create the artifact cache ", executor->options_.cache_dir, ": ", ec.message()));
@@ -467,58 +453,71 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
   }
   timing->set_resource(
       absl::StrCat(options_.host, "/", on_device ? request.device() : std::string("cpu")));
+  const std::string& lease = request.lease_id();
+  {
+    std::lock_guard<std::mutex> lock(procs_mu_);
+    procs_.try_emplace(lease);  // may already hold a Cancel that came first
+  }
 
   absl::Status status;
-  switch (request.kind()) {
-    case v1::STAGE_KIND_PROPOSE: {
-      if (request.input_case() != v1::StageRequest::kPropose) {
-        status = Malformed("propose stage without a propose input");
+  if (cancel != nullptr && cancel->load()) {
+    status = absl::CancelledError("the lease was cancelled");
+  } else {
+    switch (request.kind()) {
+      case v1::STAGE_KIND_PROPOSE: {
+        if (request.input_case() != v1::StageRequest::kPropose) {
+          status = Malformed("propose stage without a propose input");
+          break;
+        }
+        absl::StatusOr<v1::ProposeOutput> out = Propose(request);
+        status = out.status();
+        if (out.ok()) *result.mutable_propose() = *std::move(out);
         break;
       }
-      absl::StatusOr<v1::ProposeOutput> out = Propose(request);
-      status = out.status();
-      if (out.ok()) *result.mutable_propose() = *std::move(out);
-      break;
+      case v1::STAGE_KIND_BUILD: {
+        if (request.input_case() != v1::StageRequest::kBuild) {
+          status = Malformed("build stage without a build input");
+          break;
+        }
+        absl::StatusOr<v1::BuildOutput> out = Build(request, hooks);
+        status = out.status();
+        if (out.ok()) *result.mutable_build() = *std::move(out);
+        break;
+      }
+      case v1::STAGE_KIND_MEASURE: {
+        if (request.input_case() != v1::StageRequest::kMeasure) {
+          status = Malformed("measure stage without a measure input");
+          break;
+        }
+        absl::StatusOr<v1::MeasureOutput> out = Measure(request, cancel);
+        status = out.status();
+        if (out.ok()) *result.mutable_measure() = *std::move(out);
+        break;
+      }
+      case v1::STAGE_KIND_UPDATE: {
+        if (request.input_case() != v1::StageRequest::kUpdate) {
+          status = Malformed("update stage without an update input");
+          break;
+        }
+        absl::StatusOr<v1::UpdateOutput> out = Update(request);
+        status = out.status();
+        if (out.ok()) *result.mutable_update() = *std::move(out);
+        break;
+      }
+      case v1::STAGE_KIND_SIMULATED:
+        if (request.input_case() != v1::StageRequest::kSimulated) {
+          status = Malformed("simulated stage without a simulated input");
+          break;
+        }
+        status = Simulate(request, cancel);
+        break;
+      default:
+        status = Malformed(absl::StrCat("unknown stage kind ", static_cast<int>(request.kind())));
     }
-    case v1::STAGE_KIND_BUILD: {
-      if (request.input_case() != v1::StageRequest::kBuild) {
-        status = Malformed("build stage without a build input");
-        break;
-      }
-      absl::StatusOr<v1::BuildOutput> out = Build(request, hooks);
-      status = out.status();
-      if (out.ok()) *result.mutable_build() = *std::move(out);
-      break;
-    }
-    case v1::STAGE_KIND_MEASURE: {
-      if (request.input_case() != v1::StageRequest::kMeasure) {
-        status = Malformed("measure stage without a measure input");
-        break;
-      }
-      absl::StatusOr<v1::MeasureOutput> out = Measure(request);
-      status = out.status();
-      if (out.ok()) *result.mutable_measure() = *std::move(out);
-      break;
-    }
-    case v1::STAGE_KIND_UPDATE: {
-      if (request.input_case() != v1::StageRequest::kUpdate) {
-        status = Malformed("update stage without an update input");
-        break;
-      }
-      absl::StatusOr<v1::UpdateOutput> out = Update(request);
-      status = out.status();
-      if (out.ok()) *result.mutable_update() = *std::move(out);
-      break;
-    }
-    case v1::STAGE_KIND_SIMULATED:
-      if (request.input_case() != v1::StageRequest::kSimulated) {
-        status = Malformed("simulated stage without a simulated input");
-        break;
-      }
-      status = Simulate(request, cancel);
-      break;
-    default:
-      status = Malformed(absl::StrCat("unknown stage kind ", static_cast<int>(request.kind())));
+  }
+  {
+    std::lock_guard<std::mutex> lock(procs_mu_);
+    procs_.erase(lease);
   }
   if (!status.ok()) {
     result.clear_output();
@@ -594,6 +593,119 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
   return out;
 }
 
+bool StageExecutor::Track(const std::string& lease, int compile_group, int worker) {
+  std::lock_guard<std::mutex> lock(procs_mu_);
+  LeaseProcesses& p = procs_[lease];
+  if (p.cancelled) {
+    if (compile_group > 0) kill(-compile_group, SIGKILL);
+    if (worker > 0) kill(worker, SIGKILL);
+    return false;
+  }
+  if (compile_group > 0) p.compile_groups.push_back(compile_group);
+  p.worker = worker;
+  return true;
+}
+
+void StageExecutor::Cancel(const std::string& lease_id) {
+  std::lock_guard<std::mutex> lock(procs_mu_);
+  LeaseProcesses& p = procs_[lease_id];
+  p.cancelled = true;
+  // Only processes of ours: a compiler's group that ended and was reaped is no longer our child
+  // (its pid could belong to anyone by now).
+  for (int group : p.compile_groups) {
+    if (IsOurChild(group)) kill(-group, SIGKILL);
+  }
+  p.compile_groups.clear();
+  if (p.worker > 0 && IsOurChild(p.worker)) kill(p.worker, SIGKILL);
+  // A lease cancelled before its stage started stays marked until it starts (Execute then sees
+  // its CancelFlag); bound what such leftovers can accumulate.
+  if (procs_.size() > 4096) procs_.erase(procs_.begin());
+}
+
+std::optional<std::string> StageExecutor::OwnObject(const std::string& hash) {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(objects_mu_);
+    auto it = objects_.find(hash);
+    if (it == objects_.end()) return std::nullopt;
+    path = it->second;
+  }
+  // Still the bytes built here (the cache folder could have been changed since).
+  bool ok = false;
+  std::string bytes = ReadFile(path, &ok);
+  if (!ok || Sha256Hex(bytes) != hash) return std::nullopt;
+  return path;
+}
+
+void StageExecutor::RememberObject(const std::string& hash, const std::string& path) {
+  std::lock_guard<std::mutex> lock(objects_mu_);
+  if (objects_.insert_or_assign(hash, path).second) object_order_.push_back(hash);
+  while (static_cast<int>(object_order_.size()) > options_.max_own_objects) {
+    objects_.erase(object_order_.front());
+    object_order_.pop_front();
+  }
+}
+
+absl::StatusOr<tune::BuildOutput> StageExecutor::BuildHere(const v1::StageRequest& request,
+                                                           const std::vector<ops::Config>& configs,
+                                                           int num_threads,
+                                                           const StageHooks* hooks) {
+  LOOM_ASSIGN_OR_RETURN(LoadedTask task,
+                        LoadTask(request.task(), options_.template_options, options_.devices));
+  tune::BuildOptions build = options_.build;
+  build.num_threads = std::max(1, num_threads);
+  build.cache_dir = options_.cache_dir;
+  if (hooks != nullptr) {
+    // The agent's placement: compile threads and compilers follow the stage's cores, also when
+    // the stage moves off a device that starts measuring.
+    build.before_compile = [enter = hooks->enter_thread, next = options_.build.before_compile] {
+      if (enter) enter();
+      if (next) next();
+    };
+  } else if (!options_.cpu_cores.empty() && request.kind() != v1::STAGE_KIND_MEASURE) {
+    // Compiles run on the builder's pool threads: confine each before it starts a compiler.
+    build.before_compile = [cores = options_.cpu_cores, next = options_.build.before_compile] {
+      PinThisThread(cores);
+      if (next) next();
+    };
+  }
+  // Every compiler is registered with its lease, so cancelling the lease kills it.
+  build.compile_started = [this, lease = request.lease_id(),
+                           started = hooks != nullptr ? hooks->compile_started
+                                                      : std::function<void(int)>(),
+                           next = options_.build.compile_started](int pid) {
+    if (!Track(lease, pid, 0)) return;
+    if (started) started(pid);
+    if (next) next(pid);
+  };
+  // cuda tasks compile with NVRTC for the task's architecture (cubins); cpu tasks with the local
+  // compiler (shared objects). NVRTC runs in-process: compile_started never fires for it.
+  absl::StatusOr<std::unique_ptr<tune::Builder>> builder =
+      options_.make_builder        ? options_.make_builder(task.target, build)
+      : task.target.kind == "cuda" ? tune::MakeNvrtcBuilder(build, task.target.cuda_arch)
+                                   : tune::MakeLocalBuilder(build);
+  if (!builder.ok()) return builder.status();
+  tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");
+  for (tune::BuildResult& b : built.builds) {
+    if (b.error != tune::ErrorKind::kNone) continue;
+    bool ok = false;
+    std::string binary = ReadFile(b.artifact_path, &ok);
+    if (!ok || binary.empty()) {
+      b.error = tune::ErrorKind::kCompile;
+      b.error_msg = absl::StrCat("cannot read the built artifact ", b.artifact_path);
+      continue;
+    }
+    if (static_cast<int64_t>(binary.size()) > options_.max_artifact_bytes) {
+      b.error = tune::ErrorKind::kCompile;
+      b.error_msg = absl::StrCat("artifact of ", binary.size(), " bytes exceeds the limit of ",
+                                 options_.max_artifact_bytes);
+      continue;
+    }
+    RememberObject(Sha256Hex(binary), b.artifact_path);
+  }
+  return built;
+}
+
 absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& request,
                                                      const StageHooks* hooks) {
   LOOM_ASSIGN_OR_RETURN(LoadedTask task,
@@ -605,36 +717,8 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
     LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, index, "build"));
     configs.push_back(ops::Config{index});
   }
-  tune::BuildOptions build = options_.build;
-  build.num_threads = std::max(1, request.cpu_slots());
-  build.cache_dir = options_.cache_dir;
-  if (hooks != nullptr) {
-    // The agent's placement: compile threads and compilers follow the stage's cores, also when
-    // the stage moves off a device that starts measuring.
-    build.before_compile = [enter = hooks->enter_thread, next = options_.build.before_compile] {
-      if (enter) enter();
-      if (next) next();
-    };
-    build.compile_started = [started = hooks->compile_started,
-                             next = options_.build.compile_started](int pid) {
-      if (started) started(pid);
-      if (next) next(pid);
-    };
-  } else if (!options_.cpu_cores.empty()) {
-    // Compiles run on the builder's pool threads: confine each before it starts a compiler.
-    build.before_compile = [cores = options_.cpu_cores, next = options_.build.before_compile] {
-      PinThisThread(cores);
-      if (next) next();
-    };
-  }
-  // cuda tasks compile with NVRTC for the task's architecture (cubins); cpu tasks with the local
-  // compiler (shared objects). NVRTC runs in-process: compile_started never fires for it.
-  absl::StatusOr<std::unique_ptr<tune::Builder>> builder =
-      task.target.kind == "cuda" ? tune::MakeNvrtcBuilder(build, task.target.cuda_arch)
-                                 : tune::MakeLocalBuilder(build);
-  if (!builder.ok()) return builder.status();
-  tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");
-
+  LOOM_ASSIGN_OR_RETURN(tune::BuildOutput built,
+                        BuildHere(request, configs, request.cpu_slots(), hooks));
   v1::BuildOutput out;
   for (const tune::BuildResult& b : built.builds) {
     v1::Artifact* a = out.add_artifacts();
@@ -644,25 +728,13 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
     a->set_error_msg(b.error_msg);
     if (b.error != tune::ErrorKind::kNone) continue;
     bool ok = false;
-    std::string binary = ReadFile(b.artifact_path, &ok);
-    if (!ok || binary.empty()) {
-      a->set_error(v1::ERROR_KIND_COMPILE);
-      a->set_error_msg(absl::StrCat("cannot read the built artifact ", b.artifact_path));
-      continue;
-    }
-    if (static_cast<int64_t>(binary.size()) > options_.max_artifact_bytes) {
-      a->set_error(v1::ERROR_KIND_COMPILE);
-      a->set_error_msg(absl::StrCat("artifact of ", binary.size(), " bytes exceeds the limit of ",
-                                    options_.max_artifact_bytes));
-      continue;
-    }
-    a->set_content_hash(Sha256Hex(binary));
-    a->set_binary(std::move(binary));
+    a->set_content_hash(Sha256Hex(ReadFile(b.artifact_path, &ok)));
   }
   return out;
 }
 
-absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest& request) {
+absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest& request,
+                                                         const CancelFlag* cancel) {
   auto it = devices_.find(request.device());
   if (it == devices_.end()) {
     std::vector<std::string> names;
@@ -689,8 +761,10 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   const v1::MeasureInput& in = request.measure();
   if (in.artifacts().empty()) return Malformed("measure stage has no artifacts");
 
-  // Artifacts -> local files named by their verified hash; failed builds pass through.
+  // The objects to run: this host's own build of each candidate, by the hash its builder
+  // reported, else a build made here now. Failed builds pass through.
   std::vector<tune::BuildResult> builds;
+  std::vector<size_t> rebuild;
   for (const v1::Artifact& a : in.artifacts()) {
     LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "measure"));
     tune::BuildResult b;
@@ -699,23 +773,42 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
     b.error = FromProto(a.error());
     b.error_msg = a.error_msg();
     if (b.error == tune::ErrorKind::kNone) {
-      if (a.binary().empty()) {
-        b.error = tune::ErrorKind::kUnknown;
-        b.error_msg = "the artifact has no binary";
-      } else if (!IsLowerHex(a.content_hash()) || Sha256Hex(a.binary()) != a.content_hash()) {
-        b.error = tune::ErrorKind::kUnknown;
-        b.error_msg = absl::StrCat("the artifact's SHA-256 does not match its content_hash '",
-                                   a.content_hash().substr(0, 80), "' (corrupted in transit?)");
+      std::optional<std::string> own = OwnObject(a.content_hash());
+      if (own.has_value()) {
+        b.artifact_path = *own;
       } else {
-        std::string path = absl::StrCat(options_.cache_dir, "/received/", a.content_hash(),
-                                        cuda ? ".cubin" : ".so");
-        absl::Status written = WriteArtifact(path, a.binary());
-        if (!written.ok()) return written;
-        b.artifact_path = path;
+        rebuild.push_back(builds.size());
       }
     }
     builds.push_back(std::move(b));
   }
+  if (!rebuild.empty()) {
+    std::vector<ops::Config> configs;
+    for (size_t i : rebuild) configs.push_back(builds[i].config);
+    // The device is leased to this stage: its cores compile (a GPU's launching core at least).
+    const int threads = std::max<int>(1, static_cast<int>(slot.device.cores.size()));
+    LOOM_ASSIGN_OR_RETURN(tune::BuildOutput rebuilt,
+                          BuildHere(request, configs, threads, /*hooks=*/nullptr));
+    int differ = 0;
+    for (size_t k = 0; k < rebuild.size(); ++k) {
+      tune::BuildResult& b = builds[rebuild[k]];
+      const tune::BuildResult& r = rebuilt.builds[k];
+      b.artifact_path = r.artifact_path;
+      b.error = r.error;
+      b.error_msg = r.error_msg;
+      if (r.error == tune::ErrorKind::kNone) {
+        bool ok = false;
+        const std::string& sent = in.artifacts(static_cast<int>(rebuild[k])).content_hash();
+        differ += Sha256Hex(ReadFile(r.artifact_path, &ok)) != sent ? 1 : 0;
+      }
+    }
+    if (differ > 0) {
+      base::LogWarning("agent: lease ", request.lease_id(), ": ", differ, " of ", rebuild.size(),
+                       " candidates rebuilt here differ from the builder's object (another "
+                       "compiler, or a forged hash); measured this host's builds");
+    }
+  }
+  if (cancel != nullptr && cancel->load()) return absl::CancelledError("the lease was cancelled");
 
   tune::MeasureTask measure_task{.workload_key = request.task().workload_key(),
                                  .target = task.target,
@@ -762,9 +855,33 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
     LOOM_ASSIGN_OR_RETURN(m.measurer, make());
   }
   m.job = request.job_id();
-  tune::MeasureOutput measured =
-      m.thread->Submit([&] { return tune::MeasureStage(*m.measurer, measure_task, builds, ""); })
-          .get();
+  // One candidate at a time, its worker registered with the lease, so that a cancel kills the
+  // worker at once and no further candidate starts.
+  bool cancelled = false;
+  std::vector<tune::MeasureResult> measured;
+  for (const tune::BuildResult& b : builds) {
+    if (cancel != nullptr && cancel->load()) {
+      cancelled = true;
+      break;
+    }
+    tune::MeasureOutput one = m.thread
+                                  ->Submit([&] {
+                                    if (b.error == tune::ErrorKind::kNone) {
+                                      absl::StatusOr<tune::DeviceInfo> info = m.measurer->Probe();
+                                      if (info.ok() && !Track(request.lease_id(), 0,
+                                                              static_cast<int>(info->worker_pid))) {
+                                        return tune::MeasureOutput{};  // cancelled meanwhile
+                                      }
+                                    }
+                                    return tune::MeasureStage(*m.measurer, measure_task, {b}, "");
+                                  })
+                                  .get();
+    if (!Track(request.lease_id(), 0, 0) || one.results.size() != 1) {
+      cancelled = true;
+      break;
+    }
+    measured.push_back(std::move(one.results[0]));
+  }
   std::unique_ptr<tune::Measurer> evicted;  // its worker is stopped outside the lock
   {
     std::lock_guard<std::mutex> lock(slot.pool_mu);
@@ -774,15 +891,21 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
       slot.idle.erase(slot.idle.begin());
     }
   }
+  if (cancelled || (cancel != nullptr && cancel->load())) {
+    return absl::CancelledError("the lease was cancelled");
+  }
   v1::MeasureOutput out;
-  for (const tune::MeasureResult& r : measured.results) {
-    v1::MeasureResult* m = out.add_results();
-    m->set_config_index(r.config.index);
-    for (double c : r.costs) m->add_costs(c);
-    m->set_error(ToProto(r.error));
-    m->set_error_msg(r.error_msg);
-    m->set_measure_seconds(r.measure_seconds);
-    m->set_timestamp_unix_micros(absl::ToUnixMicros(r.timestamp));
+  for (const tune::MeasureResult& r : measured) {
+    v1::MeasureResult* mr = out.add_results();
+    mr->set_config_index(r.config.index);
+    for (double c : r.costs) mr->add_costs(c);
+    mr->set_error(ToProto(r.error));
+    mr->set_error_msg(r.error_msg);
+    mr->set_measure_seconds(r.measure_seconds);
+    mr->set_timestamp_unix_micros(absl::ToUnixMicros(r.timestamp));
+    // Both measurers compare a candidate's output with the reference before timing it: a
+    // success has passed that check.
+    mr->set_checked(r.error == tune::ErrorKind::kNone);
   }
   return out;
 }

@@ -1,18 +1,23 @@
 // Runs one leased stage of a tuning round (loom.v1.StageRequest -> StageResult) with the real
 // tuning stages of tune/stages.h: propose (tuner rebuilt from the request's history), build (local
-// compiler for cpu tasks, NVRTC for cuda tasks; the shared objects or cubins travel back as
-// bytes), measure (artifacts written to a local cache by content hash, then the device's
-// sandboxed CPU or CUDA measurer), update (cost-model plan as opaque tuner state), and a
-// simulated stage that only sleeps. Called by the agent (agent.h) on its
-// worker threads; holds no job state between stages.
+// compiler for cpu tasks, NVRTC for cuda tasks; only each object's SHA-256 travels back),
+// measure (the device's sandboxed CPU or CUDA measurer, one candidate at a time), update
+// (cost-model plan as opaque tuner state), and a simulated stage that only sleeps. Called by the
+// agent (agent.h) on its worker threads; holds no job state between stages.
+//
+// Code never crosses between agents: a measurement runs only an object this executor compiled
+// itself, found by hash among its own recent builds, or rebuilt here from the template and config
+// (the source is deterministic). Bytes another agent produced are never written or loaded.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +30,7 @@
 #include "loom/ops/template.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/stages.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/stage.pb.h"
 
@@ -86,13 +92,21 @@ struct ExecutorOptions {
   ops::TemplateOptions template_options{};
   // Candidates per propose when TunerSpec.batch_size is 0.
   int default_batch_size = 8;
-  // Largest artifact accepted or sent (bytes); larger ones become per-candidate errors.
+  // Largest artifact built (bytes); larger ones become per-candidate errors.
   int64_t max_artifact_bytes = 64 << 20;
+  // Objects this executor built, remembered by hash so a measurement of them needs no rebuild.
+  int max_own_objects = 4096;
+  // Tests only: makes the builder of a stage (e.g. one writing the fake CUDA driver's kernels);
+  // empty: the host compiler for cpu tasks, NVRTC for cuda tasks.
+  std::function<absl::StatusOr<std::unique_ptr<tune::Builder>>(const ops::Target& target,
+                                                               const tune::BuildOptions& options)>
+      make_builder{};
 };
 
 // Set to true by the caller to abandon a running stage (the daemon cancelled its lease or the
-// agent is shutting down). Simulated stages stop at once; real stages finish their current
-// compile or measurement and their result is then dropped by the caller.
+// agent is shutting down). Simulated stages stop at once; real stages stop before their next
+// compile or candidate (StageExecutor::Cancel also kills the running ones) and their result is
+// then dropped by the caller.
 using CancelFlag = std::atomic<bool>;
 
 // Where a CPU stage's work runs, supplied by the agent's CorePlacer (core_placer.h). Without
@@ -135,6 +149,11 @@ class StageExecutor {
   v1::StageResult Execute(const v1::StageRequest& request, const CancelFlag* cancel = nullptr,
                           const StageHooks* hooks = nullptr);
 
+  // Stops the stage of `lease_id` now: SIGKILLs its compilers' process groups and its measure
+  // worker, and every compiler it starts later. The caller also sets the stage's CancelFlag.
+  // Thread-safe; a lease that is not running is remembered briefly (a stage about to start).
+  void Cancel(const std::string& lease_id);
+
   const ExecutorOptions& options() const { return options_; }
 
  private:
@@ -158,14 +177,39 @@ class StageExecutor {
     std::vector<PooledMeasurer> idle ABSL_GUARDED_BY(pool_mu);  // least recently used first
   };
 
+  // The processes of one running stage, killed by Cancel.
+  struct LeaseProcesses {
+    bool cancelled = false;
+    std::vector<int> compile_groups;  // process group ids of its compilers
+    int worker = 0;                   // its measure worker's pid while a candidate runs
+  };
+
   absl::StatusOr<v1::ProposeOutput> Propose(const v1::StageRequest& request);
   absl::StatusOr<v1::BuildOutput> Build(const v1::StageRequest& request, const StageHooks* hooks);
-  absl::StatusOr<v1::MeasureOutput> Measure(const v1::StageRequest& request);
+  absl::StatusOr<v1::MeasureOutput> Measure(const v1::StageRequest& request,
+                                            const CancelFlag* cancel);
+  // Compiles `configs` of `request`'s task with this host's compiler (or NVRTC), its compilers
+  // registered for Cancel; remembers each object built.
+  absl::StatusOr<tune::BuildOutput> BuildHere(const v1::StageRequest& request,
+                                              const std::vector<ops::Config>& configs,
+                                              int num_threads, const StageHooks* hooks);
+  // The path of this executor's own object of SHA-256 `hash`, if it still has it unchanged.
+  std::optional<std::string> OwnObject(const std::string& hash);
+  void RememberObject(const std::string& hash, const std::string& path);
+  // Registers a process of `lease`; false (and the process killed) when the lease is cancelled.
+  bool Track(const std::string& lease, int compile_group, int worker);
   absl::StatusOr<v1::UpdateOutput> Update(const v1::StageRequest& request);
   absl::Status Simulate(const v1::StageRequest& request, const CancelFlag* cancel);
 
   ExecutorOptions options_;
   std::map<std::string, std::unique_ptr<DeviceSlot>> devices_;  // fixed after Create
+
+  std::mutex procs_mu_;
+  std::map<std::string, LeaseProcesses> procs_ ABSL_GUARDED_BY(procs_mu_);  // by lease id
+  std::mutex objects_mu_;
+  // hash -> path of objects built here, oldest first in `object_order_` (bounded).
+  std::map<std::string, std::string> objects_ ABSL_GUARDED_BY(objects_mu_);
+  std::deque<std::string> object_order_ ABSL_GUARDED_BY(objects_mu_);
 };
 
 // SHA-256 of `data`, lowercase hex: Artifact.content_hash.

@@ -9,9 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -135,9 +139,9 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
     EXPECT_EQ(a.config_index(), first[i]);
     if (a.error() != v1::ERROR_KIND_NONE) continue;
     ++built;
-    EXPECT_GT(a.binary().size(), 100u);
-    EXPECT_EQ(a.content_hash(), Sha256Hex(a.binary()));
-    EXPECT_EQ(a.binary().substr(1, 3), "ELF");
+    // Only the object's hash leaves the agent.
+    EXPECT_TRUE(a.binary().empty());
+    EXPECT_EQ(a.content_hash().size(), 64u);
   }
   ASSERT_GE(built, 1);
 
@@ -156,6 +160,7 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
     if (b.build().artifacts(i).error() == v1::ERROR_KIND_NONE) {
       EXPECT_EQ(r.error(), v1::ERROR_KIND_NONE) << r.error_msg();
       EXPECT_EQ(r.costs_size(), 2);
+      EXPECT_TRUE(r.checked());
       for (double c : r.costs()) EXPECT_GT(c, 0);
       EXPECT_GT(r.timestamp_unix_micros(), 0);
       measured += r.error() == v1::ERROR_KIND_NONE;
@@ -427,8 +432,30 @@ TEST_F(StageExecutorTest, SimulatedStageSleepsAndStopsWhenCancelled) {
   EXPECT_LT(cancelled.timing().end_unix_micros() - cancelled.timing().start_unix_micros(), 1000000);
 }
 
-// A corrupted artifact and a failed build are per-candidate errors; the good one is measured.
-TEST_F(StageExecutorTest, MeasureVerifiesArtifactsPerCandidate) {
+// A shared object whose constructor creates `marker` when it is loaded: what a forged agent
+// would send to run code on the measuring host. Empty when no compiler is at hand.
+std::string PlantedObject(const std::string& marker) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/loom_planted_", getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/plant.cc") << "#include <cstdio>\n"
+                                      "__attribute__((constructor)) static void Plant() {\n"
+                                      "  std::FILE* f = std::fopen(\""
+                                   << marker
+                                   << "\", \"w\"); if (f) std::fclose(f);\n}\n"
+                                      "extern \"C\" void loom_kernel(void**, const void*) {}\n";
+  const std::string cmd =
+      absl::StrCat("g++ -shared -fPIC -o ", dir, "/plant.so ", dir, "/plant.cc 2>/dev/null");
+  if (std::system(cmd.c_str()) != 0) return "";
+  std::ifstream in(dir + "/plant.so", std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The measuring agent runs only objects it built itself: its own build by hash, or a rebuild of
+// the config for anything else. A planted object (its bytes and hash sent as the build's) is
+// never written or loaded, and a failed build passes through.
+TEST_F(StageExecutorTest, MeasureRunsOnlyObjectsThisAgentBuilt) {
   auto tmpl = ops::MakeTemplate(TinyConv(), ops::HostCpuTarget());
   ASSERT_TRUE(tmpl.ok());
   int64_t good = (*tmpl)->DefaultConfig().index;
@@ -439,13 +466,20 @@ TEST_F(StageExecutorTest, MeasureVerifiesArtifactsPerCandidate) {
   ASSERT_EQ(b.build().artifacts(0).error(), v1::ERROR_KIND_NONE)
       << b.build().artifacts(0).error_msg();
 
+  const std::string marker = absl::StrCat(::testing::TempDir(), "/loom_planted_ran_", getpid());
+  std::filesystem::remove(marker);
+  const std::string plant = PlantedObject(marker);
+  ASSERT_FALSE(plant.empty()) << "g++ could not build the planted object";
+  v1::Artifact planted;
+  planted.set_config_index(good);
+  planted.set_binary(plant);
+  planted.set_content_hash(Sha256Hex(plant));
+
   v1::StageRequest measure = Request(v1::STAGE_KIND_MEASURE);
   measure.set_device(DeviceName());
   v1::MeasureInput* in = measure.mutable_measure();
   *in->add_artifacts() = b.build().artifacts(0);
-  v1::Artifact corrupt = b.build().artifacts(0);
-  (*corrupt.mutable_binary())[100] ^= 1;
-  *in->add_artifacts() = corrupt;
+  *in->add_artifacts() = planted;
   v1::Artifact failed;
   failed.set_config_index(good);
   failed.set_error(v1::ERROR_KIND_COMPILE);
@@ -456,12 +490,30 @@ TEST_F(StageExecutorTest, MeasureVerifiesArtifactsPerCandidate) {
   ASSERT_EQ(m.measure().results_size(), 3);
   EXPECT_EQ(m.measure().results(0).error(), v1::ERROR_KIND_NONE)
       << m.measure().results(0).error_msg();
-  EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_UNKNOWN);
-  EXPECT_THAT(m.measure().results(1).error_msg(), HasSubstr("does not match its content_hash"));
+  // The planted candidate was rebuilt here from its config and measured as that.
+  EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_NONE)
+      << m.measure().results(1).error_msg();
+  EXPECT_TRUE(m.measure().results(1).checked());
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "the planted object was loaded";
   EXPECT_EQ(m.measure().results(2).error(), v1::ERROR_KIND_COMPILE);
   EXPECT_EQ(m.measure().results(2).error_msg(), "g++ said no");
-  EXPECT_TRUE(std::filesystem::exists(absl::StrCat(executor_->options().cache_dir, "/received/",
-                                                   b.build().artifacts(0).content_hash(), ".so")));
+  for (const auto& f :
+       std::filesystem::recursive_directory_iterator(executor_->options().cache_dir)) {
+    EXPECT_THAT(f.path().string(), Not(HasSubstr(planted.content_hash())));
+  }
+
+  // Another agent (another executor, nothing built) rebuilds the first agent's candidate.
+  ExecutorOptions other = Options();
+  other.cache_dir += "-other";
+  auto e2 = StageExecutor::Create(other);
+  ASSERT_TRUE(e2.ok()) << e2.status();
+  v1::StageRequest elsewhere = Request(v1::STAGE_KIND_MEASURE);
+  elsewhere.set_device(DeviceName());
+  *elsewhere.mutable_measure()->add_artifacts() = b.build().artifacts(0);
+  v1::StageResult m2 = (*e2)->Execute(elsewhere);
+  ASSERT_THAT(m2.error(), IsEmpty());
+  EXPECT_EQ(m2.measure().results(0).error(), v1::ERROR_KIND_NONE)
+      << m2.measure().results(0).error_msg();
 }
 
 // A built default config of TinyConv, for measure tests.
@@ -689,13 +741,37 @@ std::unique_ptr<ops::Template> CudaConvTemplate(const StageExecutor& e) {
   return t.ok() ? *std::move(t) : nullptr;
 }
 
-v1::Artifact FakeArtifact(int64_t config, const std::string& program) {
+// A candidate as a build stage reports it: its config and its object's hash.
+v1::Artifact HashOnly(int64_t config) {
   v1::Artifact a;
   a.set_config_index(config);
-  a.set_binary(absl::StrCat("loom-fake-kernel ", program));
-  a.set_content_hash(Sha256Hex(a.binary()));
+  a.set_content_hash(Sha256Hex("an object"));
   return a;
 }
+
+// Builds the fake driver's "kernels": config -> "loom-fake-kernel PROGRAM" (tune/testing/
+// fake_libcuda.cc), so the executor's own builds of those configs run on the fake GPU.
+class FakeKernelBuilder final : public tune::Builder {
+ public:
+  FakeKernelBuilder(std::string dir, std::map<int64_t, std::string> programs)
+      : dir_(std::move(dir)), programs_(std::move(programs)) {}
+  std::vector<tune::BuildResult> Build(const ops::Template&,
+                                       const std::vector<ops::Config>& configs) override {
+    std::vector<tune::BuildResult> out;
+    for (const ops::Config& c : configs) out.push_back(BuildSource({}, c));
+    return out;
+  }
+  tune::BuildResult BuildSource(const ops::KernelSource&, const ops::Config& c) override {
+    const std::string path = absl::StrCat(dir_, "/fake-", c.index, ".cubin");
+    std::ofstream(path, std::ios::binary) << "loom-fake-kernel " << programs_[c.index];
+    return tune::BuildResult{.config = c, .artifact_path = path};
+  }
+  const std::string& cache_dir() const override { return dir_; }
+
+ private:
+  std::string dir_;
+  std::map<int64_t, std::string> programs_;
+};
 
 TEST(CudaStageExecutorTest, CreateProbesTheGpuAndDescribesIt) {
   auto e = StageExecutor::Create(CudaOptions());
@@ -734,7 +810,7 @@ TEST(CudaStageExecutorTest, MissingDriverOrGpuFailsCreateNamingTheDevice) {
 }
 
 // Propose picks configs of the CUDA template that fit the GPU; build compiles one with NVRTC to a
-// cubin that travels as bytes with its SHA-256, and rejects a config over the GPU's limits.
+// cubin whose SHA-256 travels, and rejects a config over the GPU's limits.
 TEST(CudaStageExecutorTest, ProposeAndNvrtcBuildOfACudaConv) {
   auto e = StageExecutor::Create(CudaOptions());
   ASSERT_TRUE(e.ok()) << e.status();
@@ -768,11 +844,8 @@ TEST(CudaStageExecutorTest, ProposeAndNvrtcBuildOfACudaConv) {
   const v1::Artifact& cubin = b.build().artifacts(0);
   ASSERT_EQ(cubin.error(), v1::ERROR_KIND_NONE) << cubin.error_msg();
   EXPECT_EQ(cubin.config_index(), tmpl->DefaultConfig().index);
-  ASSERT_GE(cubin.binary().size(), 4u);
-  EXPECT_EQ(cubin.binary().substr(0, 4),
-            "\x7f"
-            "ELF");  // a cubin is an ELF image
-  EXPECT_EQ(cubin.content_hash(), Sha256Hex(cubin.binary()));
+  EXPECT_TRUE(cubin.binary().empty());  // only the hash travels
+  EXPECT_EQ(cubin.content_hash().size(), 64u);
   EXPECT_GT(cubin.build_seconds(), 0);
   EXPECT_EQ(b.build().artifacts(1).error(), v1::ERROR_KIND_INSTANTIATION);
   EXPECT_TRUE(b.build().artifacts(1).binary().empty());
@@ -789,40 +862,57 @@ TEST(CudaStageExecutorTest, ProposeAndNvrtcBuildOfACudaConv) {
               HasSubstr("cuModuleLoadData failed: CUDA_ERROR_INVALID_IMAGE"));
 }
 
-// Artifacts reach the CUDA measurer by hash; the fake driver runs its conv on the CPU, checked
-// against the real template's reference; measure_spec's repeat applies.
+// The executor's own builds reach the CUDA measurer; the fake driver runs its conv on the CPU,
+// checked against the real template's reference; measure_spec's repeat applies.
 TEST(CudaStageExecutorTest, MeasureThroughTheFakeDriver) {
-  auto e = StageExecutor::Create(CudaOptions());
+  ExecutorOptions o = CudaOptions();
+  int64_t config = 0, zero = 0;
+  {
+    auto probe = StageExecutor::Create(o);
+    ASSERT_TRUE(probe.ok()) << probe.status();
+    std::unique_ptr<ops::Template> tmpl = CudaConvTemplate(**probe);
+    ASSERT_NE(tmpl, nullptr);
+    config = tmpl->DefaultConfig().index;
+    zero = -1;  // another config the GPU runs
+    for (int64_t i = 0; i < tmpl->space().size() && zero < 0; ++i) {
+      if (i != config && tmpl->Emit(ops::Config{i}).ok()) zero = i;
+    }
+    ASSERT_GE(zero, 0);
+  }
+  std::filesystem::create_directories(o.cache_dir);
+  o.make_builder =
+      [&](const ops::Target&,
+          const tune::BuildOptions& b) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
+    return std::make_unique<FakeKernelBuilder>(
+        b.cache_dir,
+        std::map<int64_t, std::string>{{config, "conv2d 1 8 6 6 8 3 3 1 1"}, {zero, "zero"}});
+  };
+  auto e = StageExecutor::Create(o);
   ASSERT_TRUE(e.ok()) << e.status();
-  std::unique_ptr<ops::Template> tmpl = CudaConvTemplate(**e);
-  ASSERT_NE(tmpl, nullptr);
-  const int64_t config = tmpl->DefaultConfig().index;
+  v1::StageRequest build = CudaRequest(v1::STAGE_KIND_BUILD);
+  build.mutable_build()->add_config_indices(config);
+  build.mutable_build()->add_config_indices(zero);
+  v1::StageResult b = (*e)->Execute(build);
+  ASSERT_THAT(b.error(), IsEmpty());
   v1::StageRequest measure = CudaRequest(v1::STAGE_KIND_MEASURE);
   measure.set_device("cuda:0");
   measure.mutable_measure_spec()->set_repeat(3);
-  auto* artifacts = measure.mutable_measure()->mutable_artifacts();
-  *artifacts->Add() = FakeArtifact(config, "conv2d 1 8 6 6 8 3 3 1 1");
-  *artifacts->Add() = FakeArtifact(config, "zero");
-  v1::Artifact corrupt = FakeArtifact(config, "conv2d 1 8 6 6 8 3 3 1 1");
-  corrupt.set_content_hash(Sha256Hex("something else"));
-  *artifacts->Add() = corrupt;
+  *measure.mutable_measure()->mutable_artifacts() = b.build().artifacts();
   v1::StageResult m = (*e)->Execute(measure);
   ASSERT_THAT(m.error(), IsEmpty());
   EXPECT_EQ(m.timing().resource(), "test/cuda:0");
-  ASSERT_EQ(m.measure().results_size(), 3);
+  ASSERT_EQ(m.measure().results_size(), 2);
   const v1::MeasureResult& ok = m.measure().results(0);
   ASSERT_EQ(ok.error(), v1::ERROR_KIND_NONE) << ok.error_msg();
   EXPECT_EQ(ok.config_index(), config);
+  EXPECT_TRUE(ok.checked());
   ASSERT_EQ(ok.costs_size(), 3);
   for (double c : ok.costs()) {
     EXPECT_GT(c, 0);
     EXPECT_LT(c, 0.1);
   }
   EXPECT_EQ(m.measure().results(1).error(), v1::ERROR_KIND_WRONG_ANSWER);
-  EXPECT_EQ(m.measure().results(2).error(), v1::ERROR_KIND_UNKNOWN);
-  EXPECT_THAT(m.measure().results(2).error_msg(), HasSubstr("does not match its content_hash"));
-  EXPECT_TRUE(std::filesystem::exists(absl::StrCat((*e)->options().cache_dir, "/received/",
-                                                   artifacts->Get(0).content_hash(), ".cubin")));
+  EXPECT_FALSE(m.measure().results(1).checked());
 }
 
 TEST(CudaStageExecutorTest, TasksOfOneKindNeverMeasureOnADeviceOfTheOther) {
@@ -833,14 +923,14 @@ TEST(CudaStageExecutorTest, TasksOfOneKindNeverMeasureOnADeviceOfTheOther) {
 
   v1::StageRequest cpu_on_gpu = Request(v1::STAGE_KIND_MEASURE);
   cpu_on_gpu.set_device("cuda:0");
-  *cpu_on_gpu.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  *cpu_on_gpu.mutable_measure()->add_artifacts() = HashOnly(0);
   v1::StageResult r = (*e)->Execute(cpu_on_gpu);
   EXPECT_THAT(r.error(), HasSubstr("FAILED_PRECONDITION"));
   EXPECT_THAT(r.error(), HasSubstr("the task is a cpu task but device cuda:0 is a cuda device"));
 
   v1::StageRequest gpu_on_cpu = CudaRequest(v1::STAGE_KIND_MEASURE);
   gpu_on_cpu.set_device(DeviceName());
-  *gpu_on_cpu.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  *gpu_on_cpu.mutable_measure()->add_artifacts() = HashOnly(0);
   r = (*e)->Execute(gpu_on_cpu);
   EXPECT_THAT(r.error(), HasSubstr(absl::StrCat("the task is a cuda task but device ", DeviceName(),
                                                 " is a cpu device")));
@@ -849,7 +939,7 @@ TEST(CudaStageExecutorTest, TasksOfOneKindNeverMeasureOnADeviceOfTheOther) {
   v1::StageRequest other = CudaRequest(v1::STAGE_KIND_MEASURE);
   other.set_device("cuda:0");
   other.mutable_task()->set_target_key("cuda:sm_80:Other GPU");
-  *other.mutable_measure()->add_artifacts() = FakeArtifact(0, "zero");
+  *other.mutable_measure()->add_artifacts() = HashOnly(0);
   r = (*e)->Execute(other);
   EXPECT_THAT(r.error(),
               HasSubstr("the task is for target 'cuda:sm_80:Other GPU' but device cuda:0 is "

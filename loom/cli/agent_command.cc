@@ -1,5 +1,6 @@
-// `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3|cuda:0 ...] [--cpu-slots N] [--token T]
-// [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`: runs this host's
+// `loom agent --server HOST:PORT [--device cpu:1|cpu:2-3|cuda:0 ...] [--cpu-slots N]
+// [--token-file FILE] [--name NAME] [--tls-ca FILE] [--cache-dir DIR] [--no-lend-device-cores]`:
+// runs this host's
 // agent (agent/agent.h) until SIGTERM or SIGINT: registers its CPU slots and devices with `loom
 // serve`, runs the stages it is leased and reports them. Without --device, the last core is the
 // measurement device and the other cores are CPU slots (as engine::DefaultLayout); CPU stages are
@@ -7,7 +8,9 @@
 // cores while it does not measure. A cuda:N device launches its kernels from the last core no
 // other device uses (which then runs no CPU stage; with one core left, unpinned); it is probed at
 // start, and a host without the driver or that GPU exits with one line naming the device.
-// Logs one structured line per event to stderr.
+// The agent's token (its own, bound to its identity by the daemon) comes from --token-file or
+// LOOM_TOKEN, never from argv (which `ps` shows to every user). Logs one structured line per
+// event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +30,7 @@
 #include "loom/agent/agent.h"
 #include "loom/base/status_macros.h"
 #include "loom/cli/commands.h"
+#include "loom/service/client.h"
 
 namespace loom::cli {
 namespace {
@@ -35,7 +39,7 @@ struct AgentFlags {
   std::string server;
   std::vector<std::string> devices;
   int cpu_slots = -1;  // -1: derived from the cores the devices leave
-  std::string token;
+  std::string token_file;
   std::string name;
   std::string tls_ca;
   std::string cache_dir;
@@ -48,9 +52,10 @@ struct AgentFlags {
 absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   agent::AgentOptions o;
   o.server = flags.server;
-  o.token = flags.token;
-  if (o.token.empty()) {
-    const char* env = std::getenv("LOOM_TOKEN");  // documented override for the token
+  if (!flags.token_file.empty()) {
+    LOOM_ASSIGN_OR_RETURN(o.token, service::ReadTokenFile(flags.token_file));
+  } else {
+    const char* env = std::getenv("LOOM_TOKEN");  // documented: the token without a file
     if (env != nullptr) o.token = env;
   }
   o.name = flags.name;
@@ -119,6 +124,7 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
 }
 
 void RunAgent(const AgentFlags& flags) {
+  service::QuietGrpcLogs();
   absl::StatusOr<agent::AgentOptions> options = BuildOptions(flags);
   FailIfError(options.status());
 
@@ -173,7 +179,9 @@ void RegisterAgentCommand(CLI::App& app) {
   cmd->add_option("--cpu-slots", flags->cpu_slots,
                   "CPU slots offered for propose/build/update (default: the cores no device uses)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--token", flags->token, "Bearer token (default: $LOOM_TOKEN)");
+  cmd->add_option("--token-file", flags->token_file,
+                  "File holding this agent's token (default: $LOOM_TOKEN); never pass a token "
+                  "in argv");
   cmd->add_option("--name", flags->name, "Name registered with the daemon (default: hostname)");
   cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA certificate: connect with TLS");
   cmd->add_option("--cache-dir", flags->cache_dir,

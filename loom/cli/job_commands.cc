@@ -33,6 +33,7 @@ struct Conn {
 };
 
 Conn Connect(const std::string& server_flag) {
+  service::QuietGrpcLogs();
   auto config = service::ResolveClientConfig(server_flag);
   FailIfError(config.status());
   auto channel = service::Dial(*config);

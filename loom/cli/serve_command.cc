@@ -1,6 +1,7 @@
-// `loom serve --listen HOST:PORT --state FILE`: the scheduler daemon (loom/service/server.h).
-// Runs until SIGINT/SIGTERM; restarting on the same state file resumes every job. Structured
-// key=value log lines go to stderr.
+// `loom serve --listen HOST:PORT --state FILE --tokens FILE [--tls-cert C --tls-key K]`: the
+// scheduler daemon (loom/service/server.h). Without --tokens, or without TLS beyond loopback, it
+// starts only with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state file
+// resumes every job. Structured key=value log lines go to stderr.
 #include <signal.h>
 
 #include <cstdio>
@@ -25,6 +26,11 @@ struct ServeOptions {
   int build_slots = 2;
   int64_t max_model_bytes = 64 << 20;
   int64_t max_message_bytes = 256 << 20;
+  int64_t max_fold_bytes = 64 << 20;
+  int64_t max_fold_total_bytes = 256 << 20;
+  service::MeasureCaps caps;
+  int max_watches_per_user = 8;
+  bool insecure = false;
   bool quiet = false;
 };
 
@@ -35,12 +41,17 @@ void RunServe(const ServeOptions& o) {
   so.tokens_path = o.tokens;
   so.tls_cert = o.tls_cert;
   so.tls_key = o.tls_key;
+  so.insecure = o.insecure;
   so.max_message_bytes = o.max_message_bytes;
+  so.max_watches_per_user = o.max_watches_per_user;
   so.driver.policy = o.policy;
   so.driver.heartbeat_timeout = absl::Seconds(o.heartbeat_timeout);
   so.driver.max_attempts = o.max_attempts;
   so.driver.build_slots = o.build_slots;
   so.driver.max_model_bytes = o.max_model_bytes;
+  so.driver.max_fold_bytes = o.max_fold_bytes;
+  so.driver.max_fold_total_bytes = o.max_fold_total_bytes;
+  so.driver.measure_caps = o.caps;
   so.driver.log_to_stderr = !o.quiet;
 
   // Signals are taken by a waiting thread (sigwait), never by an async handler.
@@ -78,9 +89,12 @@ void RegisterServeCommand(CLI::App& app) {
   cmd->add_option("--state", o->state, "State file (SQLite); records go to FILE.records")
       ->required();
   cmd->add_option("--tokens", o->tokens,
-                  "Tokens file: lines 'TOKEN USER [user|admin|agent]' (none: auth off)");
+                  "Tokens file: lines 'TOKEN NAME [user|admin|agent] [max_priority=N max_jobs=N "
+                  "max_device_seconds=S]' (agents: one token each, NAME is the agent)");
   cmd->add_option("--tls-cert", o->tls_cert, "PEM certificate (serve TLS with --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key");
+  cmd->add_flag("--insecure", o->insecure,
+                "Start without --tokens (no authentication) or without TLS beyond loopback");
   cmd->add_option("--policy", o->policy, "interleaved | predictive | sequential | uncontrolled")
       ->check(CLI::IsMember({"interleaved", "predictive", "sequential", "uncontrolled"}));
   cmd->add_option("--heartbeat-timeout", o->heartbeat_timeout,
@@ -90,8 +104,34 @@ void RegisterServeCommand(CLI::App& app) {
       ->check(CLI::Range(1, 100));
   cmd->add_option("--build-slots", o->build_slots, "CPU slots a build stage asks for")
       ->check(CLI::Range(1, 256));
-  cmd->add_option("--max-model-bytes", o->max_model_bytes, "Largest ONNX model accepted");
-  cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest gRPC request accepted");
+  cmd->add_option("--max-model-bytes", o->max_model_bytes, "Largest ONNX model accepted")
+      ->check(CLI::Range(int64_t{1}, (int64_t{1} << 31) - 1));
+  cmd->add_option("--max-fold-bytes", o->max_fold_bytes,
+                  "Largest tensor constant folding may build for an uploaded model")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--max-fold-total-bytes", o->max_fold_total_bytes,
+                  "Bytes constant folding may build in total for an uploaded model")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  cmd->add_option("--max-measure-repeat", o->caps.max_repeat,
+                  "Most timed repeats per candidate a job may ask for")
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--max-measure-min-repeat-ms", o->caps.max_min_repeat_ms,
+                  "Longest repeat (ms) a job may ask for")
+      ->check(CLI::Range(1, 60000));
+  cmd->add_option("--max-measure-number", o->caps.max_number,
+                  "Most runs per repeat a job may start from")
+      ->check(CLI::Range(1, 1000000));
+  cmd->add_option("--max-measure-run-timeout", o->caps.max_run_timeout_s,
+                  "Longest run timeout (s) a job may ask for")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--max-measure-batch", o->caps.max_batch,
+                  "Most candidates per round (batch size) a job may ask for")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--max-watches-per-user", o->max_watches_per_user,
+                  "Watch streams one user may have open at once")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest gRPC request accepted")
+      ->check(CLI::Range(int64_t{1024}, (int64_t{1} << 31) - 1));
   cmd->add_flag("--quiet", o->quiet, "No structured log lines on stderr");
   cmd->callback([o] { RunServe(*o); });
 }

@@ -476,7 +476,9 @@ ServiceSetupResult RunSetup(const ExperimentSpec& spec, const std::vector<std::s
     LOOM_ASSIGN_OR_RETURN(
         serve, ChildProcess::Start({o.loom_binary, "serve", "--listen", "127.0.0.1:0", "--state",
                                     (dir / "state.db").string(), "--policy", r.policy,
-                                    "--build-slots", absl::StrCat(o.build_slots), "--quiet"},
+                                    "--build-slots", absl::StrCat(o.build_slots), "--quiet",
+                                    // A private daemon on loopback, its agent started here.
+                                    "--insecure"},
                                    (dir / "serve.log").string()));
     LOOM_ASSIGN_OR_RETURN(int port, WaitForPort(*serve, o.start_timeout));
     const std::string server = absl::StrCat("127.0.0.1:", port);

@@ -96,7 +96,9 @@ absl::StatusOr<LoadedModel> LoadModel(std::string_view spec_view, const LoadOpti
   LoadedModel model;
   model.source = std::string(spec_view);
   LOOM_ASSIGN_OR_RETURN(graph::Graph imported, ImportSpec(model.source, options));
-  for (const auto& [name, _] : options.input_values) {
+  for (const auto& given : options.input_values) {
+    // Not a structured binding: clang 14 (the fuzz preset) cannot capture one in a lambda.
+    const std::string& name = given.first;
     if (std::none_of(imported.inputs.begin(), imported.inputs.end(),
                      [&](const graph::ValueInfo& v) { return v.name == name; })) {
       return absl::InvalidArgumentError(

@@ -1,5 +1,7 @@
 #include "loom/service/client.h"
 
+#include <grpc/support/log.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -38,8 +40,8 @@ absl::StatusOr<ClientConfig> ResolveClientConfig(const std::string& server_flag)
       if (l.empty() || l[0] == '#') continue;
       std::vector<std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
       if (kv.size() != 2) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", n, ": expected 'key = value' (server, token, tls_ca)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", n, ": expected 'key = value' (server, token, token_file, tls_ca)"));
       }
       std::string key(absl::StripAsciiWhitespace(kv[0]));
       std::string value(absl::StripAsciiWhitespace(kv[1]));
@@ -47,11 +49,13 @@ absl::StatusOr<ClientConfig> ResolveClientConfig(const std::string& server_flag)
         file.server = value;
       } else if (key == "token") {
         file.token = value;
+      } else if (key == "token_file") {
+        file.token_file = value;
       } else if (key == "tls_ca") {
         file.tls_ca = value;
       } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", n, ": unknown key '", key, "' (server, token, tls_ca)"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", n, ": unknown key '", key,
+                                                       "' (server, token, token_file, tls_ca)"));
       }
     }
   }
@@ -60,9 +64,40 @@ absl::StatusOr<ClientConfig> ResolveClientConfig(const std::string& server_flag)
              : !Env("LOOM_SERVER").empty() ? Env("LOOM_SERVER")
              : !file.server.empty()        ? file.server
                                            : std::string(kDefaultServer);
-  c.token = !Env("LOOM_TOKEN").empty() ? Env("LOOM_TOKEN") : file.token;
+  c.token = Env("LOOM_TOKEN");
+  if (c.token.empty() && !file.token_file.empty()) {
+    absl::StatusOr<std::string> t = ReadTokenFile(file.token_file);
+    if (!t.ok())
+      return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+    c.token = *std::move(t);
+  }
+  if (c.token.empty()) c.token = file.token;
   c.tls_ca = !Env("LOOM_TLS_CA").empty() ? Env("LOOM_TLS_CA") : file.tls_ca;
   return c;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read token file '", path, "'"));
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view t = absl::StripAsciiWhitespace(line);
+    if (t.empty()) continue;
+    if (t.find_first_of(" \t") != absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token file '", path, "': the token's line holds spaces"));
+    }
+    return std::string(t);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("token file '", path, "' holds no token"));
+}
+
+namespace {
+void DropGrpcLog(gpr_log_func_args*) {}
+}  // namespace
+
+void QuietGrpcLogs() {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DropGrpcLog);
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ClientConfig& config) {

@@ -4,8 +4,8 @@
 //
 // Resolution, first match wins: the --server flag, then LOOM_SERVER, then `server = HOST:PORT`
 // in ~/.config/loom/config (or $XDG_CONFIG_HOME/loom/config), then 127.0.0.1:7070. The token:
-// LOOM_TOKEN, then `token = ...` in that file. TLS: LOOM_TLS_CA or `tls_ca = PEM_FILE` turns TLS
-// on and trusts that CA.
+// LOOM_TOKEN, then `token_file = FILE` (ReadTokenFile), then `token = ...` in that file. TLS:
+// LOOM_TLS_CA or `tls_ca = PEM_FILE` turns TLS on and trusts that CA.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -24,7 +24,8 @@ inline constexpr absl::string_view kDefaultServer = "127.0.0.1:7070";
 struct ClientConfig {
   std::string server;
   std::string token;
-  std::string tls_ca;  // PEM file path; empty: plaintext
+  std::string tls_ca;      // PEM file path; empty: plaintext
+  std::string token_file;  // where `token` was read from, if from a file
 };
 
 // `server_flag` empty: not given. kInvalidArgument for a malformed config file line (named).
@@ -35,6 +36,16 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ClientConfig& config);
 
 // Adds "authorization: Bearer TOKEN" when there is a token.
 void Authorize(grpc::ClientContext& ctx, const ClientConfig& config);
+
+// The token in a file: its first non-blank line, trimmed (the way agents and clients keep tokens
+// out of argv). kNotFound when the file cannot be read, kInvalidArgument when it holds no token
+// or one with spaces; messages name the file, never its content.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// Drops gRPC's own log lines (a TLS handshake failure logs several before the call fails), so
+// that a failure is the one line the caller prints; unless GRPC_VERBOSITY is set, which asks for
+// them. Process-wide; call before the first channel or server.
+void QuietGrpcLogs();
 
 // "NOT_FOUND", "UNAUTHENTICATED", ...
 absl::string_view GrpcCodeName(grpc::StatusCode code);

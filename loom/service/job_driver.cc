@@ -1,8 +1,10 @@
 #include "loom/service/job_driver.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +28,7 @@
 #include "loom/sched/policy.h"
 #include "loom/tune/record.h"
 #include "loom/v1/stage_names.h"
+#include "loom/v1/version.h"
 
 namespace loom::service {
 namespace {
@@ -74,12 +78,6 @@ sched::StageKind SchedKind(TaskPhase p) {
   }
 }
 
-// The target kind a job measures on: "cpu" or "cuda" ("cuda:sm_90" -> "cuda").
-std::string TargetKind(const v1::SubmitJobRequest& spec) {
-  std::string t = spec.target().empty() ? "cpu" : spec.target();
-  return std::string(t.substr(0, t.find(':')));
-}
-
 // The architecture a cuda job names ("cuda:sm_90a" -> "sm_90a"); empty for plain "cuda", which
 // takes its device's.
 std::string NamedCudaArch(const v1::SubmitJobRequest& spec) {
@@ -124,47 +122,6 @@ double SimSeconds(const v1::SimulatedWorkload& w, TaskPhase p) {
   }
 }
 
-absl::Status ValidateMeasureSpec(const v1::MeasureSpec& m) {
-  if (m.min_repeat_ms() < 0 || m.min_repeat_ms() > 60000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("measure.min_repeat_ms must be in [0, 60000], got ", m.min_repeat_ms()));
-  }
-  if (m.repeat() < 0 || m.repeat() > 1000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("measure.repeat must be in [0, 1000], got ", m.repeat()));
-  }
-  if (m.number() < 0 || m.number() > 1000000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("measure.number must be in [0, 1000000], got ", m.number()));
-  }
-  if (!(m.run_timeout_s() >= 0) || m.run_timeout_s() > 3600) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("measure.run_timeout_s must be in [0, 3600], got ", m.run_timeout_s()));
-  }
-  return absl::OkStatus();
-}
-
-// task_indices: each at most once, not negative, and not combined with max_tasks (which would
-// leave it unclear whether the limit applies before or after the pick). The upper bound is
-// checked once the model's tasks are known.
-absl::Status ValidateTaskIndices(const v1::SubmitJobRequest& r) {
-  if (r.task_indices().empty()) return absl::OkStatus();
-  if (r.max_tasks() > 0) {
-    return absl::InvalidArgumentError(
-        "set task_indices or max_tasks, not both (task_indices already picks the tasks)");
-  }
-  std::set<int> seen;
-  for (int i : r.task_indices()) {
-    if (i < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("task index ", i, " is negative"));
-    }
-    if (!seen.insert(i).second) {
-      return absl::InvalidArgumentError(absl::StrCat("task index ", i, " is listed twice"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // The positions `r.task_indices` picks from `count` tasks, in the order given; every task when it
 // is empty. kInvalidArgument naming the first index outside the model.
 absl::StatusOr<std::vector<int>> PickTasks(const v1::SubmitJobRequest& r, int count) {
@@ -184,58 +141,56 @@ absl::StatusOr<std::vector<int>> PickTasks(const v1::SubmitJobRequest& r, int co
   return picked;
 }
 
-absl::Status ValidateSpec(const v1::SubmitJobRequest& r) {
-  const std::string kind = TargetKind(r);
-  if (kind != "cpu" && kind != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown target '", r.target(), "' (cpu or cuda)"));
-  }
-  if (kind == "cuda") LOOM_RETURN_IF_ERROR(ops::ParseTarget(r.target()).status());
-  if (r.name().size() > 256) return absl::InvalidArgumentError("job name longer than 256 bytes");
-  if (r.priority() < -1000 || r.priority() > 1000) {
-    return absl::InvalidArgumentError("priority must be in [-1000, 1000]");
-  }
-  if (!(r.latency_goal_ms() >= 0) || !std::isfinite(r.latency_goal_ms())) {
-    return absl::InvalidArgumentError("latency_goal_ms must be finite and >= 0");
-  }
-  LOOM_RETURN_IF_ERROR(ValidateTaskIndices(r));
-  LOOM_RETURN_IF_ERROR(ValidateMeasureSpec(r.measure()));
-  if (r.has_simulated()) {
-    const v1::SimulatedWorkload& w = r.simulated();
-    if (w.tasks() < 1 || w.tasks() > 10000 || w.rounds() < 1 || w.rounds() > 100000) {
-      return absl::InvalidArgumentError(
-          "simulated workload: tasks must be in [1, 10000] and rounds in [1, 100000]");
+// A fresh folder only this process can enter (mkdtemp: mode 0700) holding the uploaded model and
+// nothing else; removed with its file on destruction. The model is imported from it, so nothing
+// else on the server is ever next to it.
+class UploadFolder {
+ public:
+  static absl::StatusOr<std::unique_ptr<UploadFolder>> Create(const std::string& base,
+                                                              absl::string_view bytes) {
+    std::string root = base;
+    if (root.empty()) {
+      const char* env = std::getenv("TMPDIR");
+      root = env != nullptr && env[0] == '/' ? env : "/tmp";
     }
-    for (double s :
-         {w.propose_seconds(), w.build_seconds(), w.measure_seconds(), w.update_seconds()}) {
-      if (!(s >= 0) || s > 3600 || !std::isfinite(s)) {
-        return absl::InvalidArgumentError("simulated workload: stage seconds must be in [0, 3600]");
-      }
+    std::string templ = absl::StrCat(root, "/loom-upload-XXXXXX");
+    if (mkdtemp(templ.data()) == nullptr) {
+      return absl::InternalError("cannot create a private folder for the uploaded model");
     }
-    return absl::OkStatus();
+    auto folder = std::unique_ptr<UploadFolder>(new UploadFolder(templ));
+    // O_EXCL | O_NOFOLLOW: the file is new, ours, and not a link planted meanwhile.
+    int fd =
+        open(folder->model().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::InternalError("cannot write the uploaded model");
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = write(fd, bytes.data() + off, bytes.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    const bool closed = close(fd) == 0;
+    if (off != bytes.size() || !closed) {
+      return absl::ResourceExhaustedError("cannot write the uploaded model (is the disk full?)");
+    }
+    return folder;
   }
-  if (r.model_case() == v1::SubmitJobRequest::MODEL_NOT_SET) {
-    return absl::InvalidArgumentError("no model: set zoo_model, onnx_model or simulated");
+  ~UploadFolder() {
+    unlink(model().c_str());
+    rmdir(dir_.c_str());
   }
-  if (r.trials() < 1 || r.trials() > 1000000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("trials must be in [1, 1000000], got ", r.trials()));
-  }
-  if (r.batch_size() < 0 || r.batch_size() > 1024) {
-    return absl::InvalidArgumentError("batch_size must be in [0, 1024]");
-  }
-  if (r.max_tasks() < 0) return absl::InvalidArgumentError("max_tasks must be >= 0");
-  static const char* const kTuners[] = {"", "xgb", "ga", "random", "grid"};
-  if (std::find(std::begin(kTuners), std::end(kTuners), r.tuner()) == std::end(kTuners)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown tuner '", r.tuner(), "' (xgb, ga, random or grid)"));
-  }
-  return absl::OkStatus();
-}
+  const std::string& dir() const { return dir_; }
+  std::string model() const { return absl::StrCat(dir_, "/model.onnx"); }
+
+ private:
+  explicit UploadFolder(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
 
 // The model's tasks (zoo or ONNX bytes), as TaskRows of job `job_id`.
 absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest& r,
-                                                     const std::string& job_id) {
+                                                     const std::string& job_id,
+                                                     const DriverOptions& options) {
   std::vector<TaskRow> rows;
   if (r.has_simulated()) {
     LOOM_ASSIGN_OR_RETURN(std::vector<int> picked, PickTasks(r, r.simulated().tasks()));
@@ -252,45 +207,54 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
   runtime::LoadOptions load;
   for (const std::string& s : r.input_shapes()) {
     std::vector<std::string> parts = absl::StrSplit(s, ':');
-    if (parts.size() != 2) {
+    if (parts.size() != 2 || s.size() > 1024) {
       return absl::InvalidArgumentError(
-          absl::StrCat("input shape '", s, "': expected NAME:D1xD2x..."));
+          absl::StrCat("input shape '", s.substr(0, 64), "': expected NAME:D1xD2x..."));
     }
     std::vector<int64_t> dims;
     for (absl::string_view d : absl::StrSplit(parts[1], 'x')) {
       int64_t v = 0;
-      if (!absl::SimpleAtoi(d, &v) || v <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("input shape '", s, "': bad dimension"));
+      if (!absl::SimpleAtoi(d, &v) || v <= 0 || v > (int64_t{1} << 32)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input shape '", s.substr(0, 64), "': bad dimension"));
       }
       dims.push_back(v);
     }
     load.input_shapes[parts[0]] = graph::Shape(dims);
   }
+  // Constant folding of what users send is bounded before it allocates (a 127-byte Pad can ask
+  // for gigabytes).
+  load.max_fold_bytes = options.max_fold_bytes;
+  load.max_fold_total_bytes = options.max_fold_total_bytes;
+  std::unique_ptr<UploadFolder> upload;
   std::string spec;
-  std::string tmp;
   if (r.model_case() == v1::SubmitJobRequest::kZooModel) {
     spec = std::string(runtime::kZooPrefix) + r.zoo_model();
   } else {
-    char path[] = "/tmp/loom-serve-model-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) return absl::InternalError("cannot create a temporary file for the model");
-    const std::string& bytes = r.onnx_model();
-    size_t off = 0;
-    while (off < bytes.size()) {
-      ssize_t n = write(fd, bytes.data() + off, bytes.size() - off);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    close(fd);
-    tmp = spec = path;
+    LOOM_RETURN_IF_ERROR(CheckUploadedModel(r.onnx_model()));
+    LOOM_ASSIGN_OR_RETURN(upload, UploadFolder::Create(options.upload_dir, r.onnx_model()));
+    spec = upload->model();
   }
   auto loaded = runtime::LoadModel(spec, load);
-  if (!tmp.empty()) unlink(tmp.c_str());
   if (!loaded.ok()) {
-    // The temporary path means nothing to the user.
-    return absl::Status(loaded.status().code(), absl::StrCat("model: ", loaded.status().message()));
+    // Named for the user: no server path, no tensor values, and no NOT_FOUND that would tell
+    // whether a file exists on the server.
+    absl::StatusCode code = loaded.status().code();
+    if (code == absl::StatusCode::kNotFound && upload != nullptr) {
+      code = absl::StatusCode::kInvalidArgument;
+    }
+    return absl::Status(code,
+                        absl::StrCat("model: ", PublicModelError(loaded.status().message(),
+                                                                 upload ? upload->dir() : "")));
   }
-  LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> all, graph::ExtractTasks(loaded->graph));
+  upload.reset();
+  absl::StatusOr<std::vector<graph::Task>> extracted = graph::ExtractTasks(loaded->graph);
+  if (!extracted.ok()) {
+    return absl::Status(
+        extracted.status().code(),
+        absl::StrCat("model: ", PublicModelError(extracted.status().message(), "")));
+  }
+  std::vector<graph::Task>& all = *extracted;
   LOOM_ASSIGN_OR_RETURN(std::vector<int> picked, PickTasks(r, static_cast<int>(all.size())));
   std::vector<graph::Task> tasks;
   tasks.reserve(picked.size());
@@ -363,6 +327,11 @@ absl::Status JobDriver::Load() {
   for (JobRow& row : rows) {
     auto job = std::make_unique<Job>();
     job->num = JobNum(row.id);
+    if (jobs_.contains(job->num)) {
+      return absl::DataLossError(absl::StrCat("state store: job ", row.id, " appears twice"));
+    }
+    // Job ids are never given out twice, even if the counter fell behind.
+    next_job_ = std::max(next_job_, job->num + 1);
     job->row = std::move(row);
     if (!Ended(job->row.state)) {
       LOOM_ASSIGN_OR_RETURN(job->tasks, state_->LoadTasks(job->row.id));
@@ -372,6 +341,8 @@ absl::Status JobDriver::Load() {
     }
     jobs_[job->num] = std::move(job);
   }
+  LOOM_ASSIGN_OR_RETURN(std::vector<FlaggedAgent> flagged, state_->LoadFlaggedAgents());
+  for (const FlaggedAgent& f : flagged) flagged_[f.identity] = f.reason;
   LOOM_ASSIGN_OR_RETURN(std::vector<LeaseRow> leases, state_->LoadLeases());
   for (const LeaseRow& l : leases) {
     m.leases_deleted.push_back(l.lease_id);
@@ -384,17 +355,20 @@ absl::Status JobDriver::Load() {
     }
   }
   LOOM_RETURN_IF_ERROR(state_->Apply(m));
-  LogKv("daemon_loaded", {{"epoch", absl::StrCat(epoch_)},
-                          {"jobs", absl::StrCat(jobs_.size())},
-                          {"resumed", absl::StrCat(resumed)},
-                          {"leases_requeued", absl::StrCat(leases.size())},
-                          {"policy", options_.policy}});
+  // Logged by Start(), once the daemon serves (a daemon that cannot bind its port says only why).
+  loaded_ = {{"epoch", absl::StrCat(epoch_)},
+             {"jobs", absl::StrCat(jobs_.size())},
+             {"resumed", absl::StrCat(resumed)},
+             {"leases_requeued", absl::StrCat(leases.size())},
+             {"agents_flagged", absl::StrCat(flagged_.size())},
+             {"policy", options_.policy}};
   return absl::OkStatus();
 }
 
 JobDriver::~JobDriver() { Stop(); }
 
 void JobDriver::Start() {
+  LogKv("daemon_loaded", loaded_);
   ticker_ = std::thread([this] { TickLoop(); });
 }
 
@@ -410,6 +384,7 @@ void JobDriver::TickLoop() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     ExpireAgents();
+    EnforceDeviceLimits();
     Pump();
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), options_.tick);
   }
@@ -516,6 +491,7 @@ void JobDriver::Pump() {
       for (size_t i = 0; i < agent->device_ids.size(); ++i) {
         if (agent->device_ids[i] == g.device) {
           lease.device_target_key = agent->devices[i].target_key();
+          lease.device_peak_flops = PeakFlopsBound(agent->devices[i]);
         }
       }
     }
@@ -613,7 +589,9 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
           auto known = records_->ForTask(t.task_key, job.row.target_key, std::nullopt);
           if (known.ok()) {
             for (const tune::Record& rec : *known) {
-              if (rec.template_name != t.template_name || rec.job_id == job.row.id) continue;
+              if (rec.template_name != t.template_name || rec.job_id == job.row.RecordKey()) {
+                continue;
+              }
               if (t.history.history_size() >= 1000) break;
               v1::Trial* tr = t.history.add_history();
               tr->set_config_index(rec.config_index);
@@ -746,7 +724,7 @@ void JobDriver::HandleEvents(Mutation& m) {
     auto jt = jobs_.find(sj->second);
     if (ev.lease != 0) {
       auto l = lease_by_sched_.find(ev.lease);
-      if (l != lease_by_sched_.end()) EndLease(l->second, m);
+      if (l != lease_by_sched_.end()) EndLease(l->second, m, /*revoke=*/true);
     }
     if (jt == jobs_.end()) continue;
     Job& job = *jt->second;
@@ -774,13 +752,16 @@ void JobDriver::HandleEvents(Mutation& m) {
   }
 }
 
-void JobDriver::EndLease(const std::string& lease_ref, Mutation& m) {
+void JobDriver::EndLease(const std::string& lease_ref, Mutation& m, bool revoke) {
   // A copy: callers may pass a string owned by lease_by_sched_, which is erased below.
   const std::string lease_id = lease_ref;
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return;
   auto a = agents_.find(it->second.agent_id);
   if (a != agents_.end()) {
+    // A running stage is stopped at the agent's next poll (which this wakes), not its next
+    // heartbeat: cancelling a job frees its device within a second.
+    if (revoke && it->second.delivered && a->second->alive) a->second->revoked.push_back(lease_id);
     a->second->leases.erase(lease_id);
     auto& out = a->second->outbox;
     out.erase(std::remove_if(out.begin(), out.end(),
@@ -801,7 +782,7 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
     if (job.stage_live) {
       const std::string lease = job.lease;
       scheduler_->CancelJob(job.sjob, Now()).IgnoreError();
-      if (!lease.empty()) EndLease(lease, m);
+      if (!lease.empty()) EndLease(lease, m, /*revoke=*/true);
     } else {
       scheduler_->CloseJob(job.sjob).IgnoreError();
     }
@@ -809,7 +790,7 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
     for (const sched::StageEvent& ev : scheduler_->TakeEvents()) {
       if (ev.lease != 0) {
         auto l = lease_by_sched_.find(ev.lease);
-        if (l != lease_by_sched_.end()) EndLease(l->second, m);
+        if (l != lease_by_sched_.end()) EndLease(l->second, m, /*revoke=*/true);
       }
       stage_job_.erase(ev.stage);
     }
@@ -917,6 +898,14 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
       const int left = std::max(0, job.row.spec.trials() - task.trials_done);
       std::vector<int64_t> configs(result.propose().config_indices().begin(),
                                    result.propose().config_indices().end());
+      LOOM_ASSIGN_OR_RETURN(const ops::Template* tmpl, TemplateFor(job, task.index));
+      absl::flat_hash_set<int64_t> proposed;
+      for (int64_t c : configs) {
+        if (c < 0 || c >= tmpl->space().size() || !proposed.insert(c).second) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "proposed config ", c, " is outside the space of ", tmpl->name(), " or repeated"));
+        }
+      }
       if (static_cast<int>(configs.size()) > left) configs.resize(left);
       if (configs.empty()) {
         task.phase = TaskPhase::kDone;
@@ -934,18 +923,20 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
         task.phase = TaskPhase::kMeasure;
         break;
       }
-      if (!result.has_build() ||
-          result.build().artifacts_size() != task.configs.config_indices_size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("a build stage must report one artifact per config (",
-                         task.configs.config_indices_size(), ")"));
+      if (!result.has_build()) {
+        return absl::InvalidArgumentError("a build stage must report a build output");
       }
+      LOOM_RETURN_IF_ERROR(CheckBuildOutput(result.build(), task.configs));
       task.artifacts = result.build();
+      // Objects never travel: the measuring agent runs only what it compiled itself.
+      for (v1::Artifact& a : *task.artifacts.mutable_artifacts()) a.clear_binary();
       task.phase = TaskPhase::kMeasure;
       break;
     }
     case TaskPhase::kMeasure: {
       std::vector<tune::Record> recs;
+      auto by = agents_.find(lease.agent_id);
+      const std::string measured_by = by != agents_.end() ? by->second->RecordName() : "";
       const std::string target_key =
           lease.device_target_key.empty() ? job.row.target_key : lease.device_target_key;
       if (sim) {
@@ -959,16 +950,20 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
         rec.config_json = "{}";
         double s = std::max(1e-6, job.row.spec.simulated().measure_seconds());
         rec.costs = {s};
+        rec.median_cost = s;
         rec.timestamp = Now();
-        rec.job_id = job.row.id;
+        rec.job_id = job.row.RecordKey();
+        rec.agent_id = measured_by;
         recs.push_back(std::move(rec));
       } else {
-        if (!result.has_measure() ||
-            result.measure().results_size() != task.artifacts.artifacts_size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("a measure stage must report one result per artifact (",
-                           task.artifacts.artifacts_size(), ")"));
+        if (!result.has_measure()) {
+          return absl::InvalidArgumentError("a measure stage must report a measure output");
         }
+        LOOM_RETURN_IF_ERROR(
+            CheckMeasureOutput(result.measure(), task.artifacts,
+                               MeasureBounds{.flops = task.flops,
+                                             .peak_flops = lease.device_peak_flops,
+                                             .max_costs = options_.measure_caps.max_repeat}));
         LOOM_ASSIGN_OR_RETURN(const ops::Template* tmpl, TemplateFor(job, task.index));
         for (int i = 0; i < result.measure().results_size(); ++i) {
           const v1::MeasureResult& r = result.measure().results(i);
@@ -987,8 +982,9 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
           std::string json = tmpl->space().Contains(config) ? tmpl->space().ToJson(config) : "{}";
           tune::Record rec =
               tune::MakeRecord(tune::RecordContext{task.task_key, task.template_name, target_key,
-                                                   job.row.id, task.flops},
+                                                   job.row.RecordKey(), task.flops},
                                mr, std::move(json), a.build_seconds());
+          rec.agent_id = measured_by;
           // A "successful" result without usable costs is an error record, not a bad append.
           if (rec.ok() && (rec.costs.empty() ||
                            std::any_of(rec.costs.begin(), rec.costs.end(),
@@ -1000,10 +996,28 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
           recs.push_back(std::move(rec));
         }
       }
-      // Records are committed before the task moves on (a crash between the two re-measures the
-      // round: records are never lost, at worst repeated).
-      LOOM_RETURN_IF_ERROR(records_->Append(recs));
-      job.row.records += static_cast<int64_t>(recs.size());
+      // A job measures each config of a task once (a config reported twice counts once).
+      {
+        absl::flat_hash_set<int64_t> seen;
+        recs.erase(std::remove_if(
+                       recs.begin(), recs.end(),
+                       [&](const tune::Record& r) { return !seen.insert(r.config_index).second; }),
+                   recs.end());
+      }
+      // Records are committed before the task moves on. A crash between the two re-measures the
+      // round after the restart: the records the first measurement stored stay, and are not
+      // stored twice (never lost, never duplicated).
+      absl::flat_hash_set<int64_t> stored;
+      LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> known,
+                            records_->ForTask(task.task_key, target_key, job.row.RecordKey()));
+      for (const tune::Record& r : known) stored.insert(r.config_index);
+      std::vector<tune::Record> fresh;
+      for (const tune::Record& r : recs) {
+        if (!stored.contains(r.config_index)) fresh.push_back(r);
+      }
+      LOOM_RETURN_IF_ERROR(records_->Append(fresh));
+      LOOM_ASSIGN_OR_RETURN(job.row.records,
+                            records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
       double round_best = std::numeric_limits<double>::infinity();
       for (const tune::Record& rec : recs) {
         if (!sim) {
@@ -1034,6 +1048,13 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
       if (!sim) {
         if (!result.has_update()) {
           return absl::InvalidArgumentError("an update stage must report an update output");
+        }
+        // Stored in the state and sent with every later propose stage of the task.
+        constexpr size_t kMaxTunerState = 16 << 20;
+        if (result.update().tuner_state().size() > kMaxTunerState) {
+          return absl::InvalidArgumentError(absl::StrCat("tuner_state of ",
+                                                         result.update().tuner_state().size(),
+                                                         " bytes (at most ", kMaxTunerState, ")"));
         }
         task.history.set_tuner_state(result.update().tuner_state());
       }
@@ -1069,33 +1090,74 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
   return absl::OkStatus();
 }
 
+void JobDriver::DropAgent(Agent& a, const std::string& why, Mutation& m) {
+  const absl::Time now = Now();
+  a.alive = false;
+  scheduler_->SetHostOnline(a.host, false).IgnoreError();
+  std::vector<std::string> held(a.leases.begin(), a.leases.end());
+  for (const std::string& lid : held) {
+    auto l = leases_.find(lid);
+    if (l == leases_.end()) continue;
+    scheduler_->Fail(l->second.sched_lease, now, why).IgnoreError();
+    // The requeue/failure event ends our lease (HandleEvents); make sure it is gone.
+    HandleEvents(m);
+    EndLease(lid, m);
+  }
+  a.outbox.clear();
+  a.revoked.clear();
+}
+
 void JobDriver::ExpireAgents() {
   const absl::Time now = Now();
   Mutation m;
   for (auto& [id, a] : agents_) {
     if (!a->alive || now - a->last_seen <= options_.heartbeat_timeout) continue;
-    a->alive = false;
-    scheduler_->SetHostOnline(a->host, false).IgnoreError();
     LogKv("agent_lost",
           {{"agent", id},
            {"host", a->hostname},
            {"silent_s", absl::StrFormat("%.1f", absl::ToDoubleSeconds(now - a->last_seen))},
            {"leases", absl::StrCat(a->leases.size())}});
-    std::vector<std::string> held(a->leases.begin(), a->leases.end());
-    for (const std::string& lid : held) {
-      auto l = leases_.find(lid);
-      if (l == leases_.end()) continue;
-      const sched::LeaseId sl = l->second.sched_lease;
-      scheduler_
-          ->Fail(sl, now,
-                 absl::StrFormat("agent %s (%s) lost: no heartbeat for %.1f s", id, a->hostname,
-                                 absl::ToDoubleSeconds(now - a->last_seen)))
-          .IgnoreError();
-      // The requeue/failure event ends our lease (HandleEvents); make sure it is gone.
-      HandleEvents(m);
-      EndLease(lid, m);
+    DropAgent(*a,
+              absl::StrFormat("agent %s (%s) lost: no heartbeat for %.1f s", id, a->hostname,
+                              absl::ToDoubleSeconds(now - a->last_seen)),
+              m);
+  }
+  Commit(m);
+}
+
+void JobDriver::FlagAgent(Agent& a, const std::string& reason, Mutation& m) {
+  ++reports_refused_;
+  if (a.flagged) return;
+  a.flagged = true;
+  LogKv("agent_flagged", {{"agent", a.id},
+                          {"identity", a.identity.empty() ? "(none)" : a.identity},
+                          {"host", a.hostname},
+                          {"reason", reason}});
+  if (!a.identity.empty()) {
+    flagged_[a.identity] = reason;
+    m.flagged.push_back(FlaggedAgent{a.identity, reason, Now()});
+  }
+  DropAgent(a, absl::StrCat("agent ", a.id, " (", a.hostname, ") flagged: ", reason), m);
+}
+
+void JobDriver::EnforceDeviceLimits() {
+  const absl::Time now = Now();
+  Mutation m;
+  std::vector<int64_t> active(active_.begin(), active_.end());
+  for (int64_t num : active) {
+    Job& job = *jobs_.at(num);
+    if (job.row.device_seconds_limit <= 0) continue;
+    double used = job.row.device_seconds;
+    auto l = job.lease.empty() ? leases_.end() : leases_.find(job.lease);
+    if (l != leases_.end() && l->second.uses_device && l->second.delivered) {
+      used += absl::ToDoubleSeconds(now - l->second.granted);
     }
-    a->outbox.clear();
+    if (used < job.row.device_seconds_limit) continue;
+    Finish(job, v1::JOB_STATE_FAILED,
+           absl::StrFormat("used its device time limit of %g s (max_device_seconds in the tokens "
+                           "file)",
+                           job.row.device_seconds_limit),
+           m);
   }
   Commit(m);
 }
@@ -1215,6 +1277,7 @@ std::vector<v1::ResourceUse> JobDriver::Resources() {
     for (sched::DeviceId d : a->device_ids) busy += scheduler_->DeviceLeases(d) > 0 ? 1 : 0;
     u.set_devices_busy(busy);
     u.set_leases(static_cast<int>(a->leases.size()));
+    u.set_flagged(a->flagged);
     out.push_back(std::move(u));
   }
   return out;
@@ -1241,7 +1304,12 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
   if (who.role == Role::kAgent) {
     return absl::PermissionDeniedError("agent tokens cannot submit jobs");
   }
-  LOOM_RETURN_IF_ERROR(ValidateSpec(request));
+  LOOM_RETURN_IF_ERROR(ValidateSubmit(request, options_.measure_caps));
+  if (who.limits.max_priority.has_value() && request.priority() > *who.limits.max_priority) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("priority ", request.priority(), " is above your limit of ",
+                     *who.limits.max_priority, " (max_priority in the tokens file)"));
+  }
   if (request.onnx_model().size() > static_cast<size_t>(options_.max_model_bytes)) {
     return absl::ResourceExhaustedError(absl::StrCat("the model has ", request.onnx_model().size(),
                                                      " bytes; this daemon takes at "
@@ -1249,15 +1317,27 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
                                                      options_.max_model_bytes,
                                                      " (--max-model-bytes)"));
   }
+  // Checked again at the commit: loading the model takes time, and others may submit meanwhile.
+  auto over_quota = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    if (!who.limits.max_jobs.has_value()) return absl::OkStatus();
+    int mine = 0;
+    for (int64_t n : active_) mine += jobs_.at(n)->row.owner == who.user ? 1 : 0;
+    if (mine < *who.limits.max_jobs) return absl::OkStatus();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("you have ", mine,
+                     " queued or running jobs, your limit (max_jobs in the "
+                     "tokens file); wait for one to end or cancel one"));
+  };
   int64_t num;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+    LOOM_RETURN_IF_ERROR(over_quota());
     num = next_job_++;
   }
   const std::string id = JobIdOf(num);
   // Model loading and task extraction run outside the lock (they may take seconds).
-  LOOM_ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, ExtractTaskRows(request, id));
+  LOOM_ASSIGN_OR_RETURN(std::vector<TaskRow> tasks, ExtractTaskRows(request, id, options_));
 
   auto job = std::make_unique<Job>();
   job->num = num;
@@ -1273,9 +1353,15 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
                                         : "simulated";
   row.priority = request.priority();
   row.state = v1::JOB_STATE_QUEUED;
+  row.device_seconds_limit = who.limits.max_device_seconds.value_or(0);
+  {
+    absl::BitGen gen;
+    row.uid = absl::StrFormat("%s.%016x", id, absl::Uniform<uint64_t>(gen));
+  }
   job->tasks = std::move(tasks);
 
   absl::MutexLock lock(&mu_);
+  LOOM_RETURN_IF_ERROR(over_quota());
   row.submitted = Now();
   Mutation m;
   m.jobs.push_back(row);
@@ -1342,6 +1428,7 @@ absl::StatusOr<v1::JobResult> JobDriver::Result(const Principal& who, const std:
   v1::JobResult out;
   std::vector<TaskRow> tasks;
   std::string target_key;
+  std::string record_key;  // the job's unique id in the records
   bool simulated = false;
   {
     absl::MutexLock lock(&mu_);
@@ -1353,6 +1440,7 @@ absl::StatusOr<v1::JobResult> JobDriver::Result(const Principal& who, const std:
       if (loaded.ok()) tasks = *std::move(loaded);
     }
     target_key = job->row.target_key;
+    record_key = job->row.RecordKey();
     simulated = IsSimulated(*job);
     if (job->row.spec.has_zoo_model()) out.set_zoo_model(job->row.spec.zoo_model());
     if (job->row.spec.has_onnx_model()) {
@@ -1377,7 +1465,7 @@ absl::StatusOr<v1::JobResult> JobDriver::Result(const Principal& who, const std:
     }
   }
   std::ostringstream jsonl;
-  LOOM_RETURN_IF_ERROR(records_->ExportJsonLines(jsonl, tune::RecordFilter{.job_id = job_id}));
+  LOOM_RETURN_IF_ERROR(records_->ExportJsonLines(jsonl, tune::RecordFilter{.job_id = record_key}));
   out.set_records_jsonl(jsonl.str());
   return out;
 }
@@ -1433,6 +1521,10 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   s.set_jobs_active(static_cast<int64_t>(active_.size()));
   s.set_stages_dispatched(static_cast<int64_t>(dispatch_ms_.size()));
   s.set_stages_requeued(requeued_);
+  int flagged = 0;
+  for (const auto& [id, a] : agents_) flagged += a->flagged ? 1 : 0;
+  s.set_agents_flagged(flagged);
+  s.set_reports_refused(reports_refused_);
   s.set_ready_stages(static_cast<int64_t>(scheduler_->num_ready()));
   s.set_running_stages(static_cast<int64_t>(scheduler_->num_running()));
   s.set_dispatch_p50_ms(Percentile(dispatch_ms_, 0.5));
@@ -1447,10 +1539,53 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
 // ---------------------------------------------------------------------------------------------
 // Agent API
 
+namespace {
+
+// Agent calls need an agent token, or a daemon without tokens (nobody is authenticated then).
+absl::Status CheckAgentRole(const Principal& who, absl::string_view call) {
+  if (who.role == Role::kAgent || who.anonymous) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat(call, " needs an agent token (role agent in the tokens file)"));
+}
+
+}  // namespace
+
+absl::StatusOr<JobDriver::Agent*> JobDriver::FindAgent(const Principal& who,
+                                                       const std::string& agent_id) {
+  if (who.anonymous) {
+    auto it = agents_.find(agent_id);
+    if (it == agents_.end() || !it->second->alive) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown or lost agent '", agent_id.substr(0, 64), "': register again"));
+    }
+    return it->second.get();
+  }
+  // The credential names the agent; an id in the request can only confirm it.
+  if (!agent_id.empty()) {
+    auto other = agents_.find(agent_id);
+    if (other != agents_.end() && other->second->identity != who.user) {
+      ++reports_refused_;
+      LogKv("agent_id_refused", {{"identity", who.user}, {"claimed", agent_id}});
+      return absl::PermissionDeniedError(absl::StrCat("agent id '", agent_id.substr(0, 64),
+                                                      "' belongs to another agent's credential"));
+    }
+  }
+  auto bound = agent_of_identity_.find(who.user);
+  auto it = bound == agent_of_identity_.end() ? agents_.end() : agents_.find(bound->second);
+  if (it == agents_.end() || !it->second->alive || (!agent_id.empty() && agent_id != it->first)) {
+    return absl::NotFoundError(
+        absl::StrCat("agent '", who.user, "' is not registered (or was lost): register again"));
+  }
+  return it->second.get();
+}
+
 absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
                                                          const v1::RegisterRequest& request) {
-  if (who.role == Role::kUser) {
-    return absl::PermissionDeniedError("registering an agent needs an agent or admin token");
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "registering an agent"));
+  if (request.version() != v1::kLoomVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "agent version '", request.version().substr(0, 32), "' is not this daemon's ('",
+        v1::kLoomVersion, "'): run the same Loom release on the daemon and every agent"));
   }
   if (request.cpu_slots() < 0 || request.cpu_slots() > 4096) {
     return absl::InvalidArgumentError("cpu_slots must be in [0, 4096]");
@@ -1459,10 +1594,11 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
     return absl::InvalidArgumentError("an agent must offer CPU slots or a device");
   }
   if (request.devices_size() > 256) return absl::InvalidArgumentError("too many devices");
+  if (request.hostname().size() > 256) return absl::InvalidArgumentError("hostname too long");
   for (const v1::DeviceInfo& d : request.devices()) {
-    if (d.name().empty() || (d.kind() != "cpu" && d.kind() != "cuda")) {
+    if (d.name().empty() || d.name().size() > 64 || (d.kind() != "cpu" && d.kind() != "cuda")) {
       return absl::InvalidArgumentError(
-          absl::StrCat("device '", d.name(), "': needs a name and kind cpu or cuda"));
+          absl::StrCat("device '", d.name().substr(0, 64), "': needs a name and kind cpu or cuda"));
     }
     if (d.lends_cpu_slots() < 0 || d.lends_cpu_slots() > 4096) {
       return absl::InvalidArgumentError(
@@ -1472,13 +1608,35 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+  const std::string identity = who.anonymous ? std::string() : who.user;
+  if (!identity.empty()) {
+    auto flagged = flagged_.find(identity);
+    if (flagged != flagged_.end()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("agent '", identity, "' is flagged (", flagged->second,
+                       "); an admin must investigate the host and issue it a new credential"));
+    }
+    auto bound = agent_of_identity_.find(identity);
+    if (bound != agent_of_identity_.end()) {
+      auto held = agents_.find(bound->second);
+      if (held != agents_.end() && held->second->alive) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "agent '", identity, "' is already registered as ", held->first, " from host '",
+            held->second->hostname,
+            "' and alive: one agent per credential (this one is refused until that one stops "
+            "heartbeating)"));
+      }
+    }
+  }
   auto agent = std::make_unique<Agent>();
   agent->id = absl::StrCat("a", epoch_, ".", next_agent_++);
+  agent->identity = identity;
   agent->hostname = request.hostname().empty() ? agent->id : request.hostname();
   agent->cpu_slots = request.cpu_slots();
   LOOM_ASSIGN_OR_RETURN(agent->host,
                         scheduler_->AddHost({.name = absl::StrCat(agent->hostname, "/", agent->id),
                                              .cpu_slots = request.cpu_slots()}));
+  std::vector<std::string> described;
   for (const v1::DeviceInfo& d : request.devices()) {
     // The scheduler's device kind is the target key, so a job's measurements only go to devices
     // that measure what its records are keyed by (one GPU model, one CPU ISA and model), never to
@@ -1492,6 +1650,7 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
     agent->devices.push_back(d);
     agent->device_ids.push_back(id);
     device_agent_[id] = agent->id;
+    described.push_back(absl::StrCat(d.name(), "=", SchedDeviceKind(d)));
   }
   agent->last_seen = Now();
   v1::RegisterResponse r;
@@ -1500,10 +1659,12 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
   r.set_lease_timeout_ms(static_cast<int32_t>(timeout_ms));
   r.set_heartbeat_interval_ms(static_cast<int32_t>(std::max<int64_t>(50, timeout_ms / 4)));
   LogKv("agent_registered", {{"agent", agent->id},
+                             {"identity", identity.empty() ? "(unauthenticated)" : identity},
                              {"host", agent->hostname},
                              {"cpu_slots", absl::StrCat(agent->cpu_slots)},
-                             {"devices", absl::StrCat(agent->devices.size())},
+                             {"devices", absl::StrJoin(described, ",")},
                              {"version", request.version()}});
+  if (!identity.empty()) agent_of_identity_[identity] = agent->id;
   agents_[agent->id] = std::move(agent);
   // New resources: jobs waiting for an agent may start.
   for (int64_t num : active_) {
@@ -1516,18 +1677,17 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
 
 absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
                                                            const v1::HeartbeatRequest& request) {
-  if (who.role == Role::kUser) {
-    return absl::PermissionDeniedError("heartbeats need an agent or admin token");
-  }
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "heartbeats"));
   absl::MutexLock lock(&mu_);
   v1::HeartbeatResponse r;
-  auto it = agents_.find(request.agent_id());
-  if (it == agents_.end() || !it->second->alive) {
+  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id());
+  if (absl::IsPermissionDenied(found.status())) return found.status();
+  if (!found.ok()) {
     r.set_reregister(true);
     for (const std::string& l : request.running_lease_ids()) r.add_cancelled_lease_ids(l);
     return r;
   }
-  Agent& a = *it->second;
+  Agent& a = **found;
   a.last_seen = Now();
   for (const std::string& l : request.running_lease_ids()) {
     if (!a.leases.contains(l)) r.add_cancelled_lease_ids(l);
@@ -1537,27 +1697,31 @@ absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
 
 absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
     const Principal& who, const v1::AcquireStagesRequest& request) {
-  if (who.role == Role::kUser) {
-    return absl::PermissionDeniedError("acquiring stages needs an agent or admin token");
-  }
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "acquiring stages"));
   if (request.wait_ms() < 0) return absl::InvalidArgumentError("wait_ms must be >= 0");
   const absl::Duration wait =
       std::min(absl::Milliseconds(request.wait_ms()), options_.max_acquire_wait);
   absl::MutexLock lock(&mu_);
-  auto it = agents_.find(request.agent_id());
-  if (it == agents_.end() || !it->second->alive) {
-    return absl::NotFoundError(
-        absl::StrCat("unknown or lost agent '", request.agent_id(), "': register again"));
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  if (a->polls >= options_.max_polls_per_agent) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("agent ", a->id, " already has ", a->polls, " AcquireStages calls waiting"));
   }
-  Agent* a = it->second.get();
   a->last_seen = Now();
+  // `a` stays valid: agents are never erased, only marked lost.
+  ++a->polls;
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || !a->alive || !a->outbox.empty();
+    return stopping_ || !a->alive || !a->outbox.empty() || !a->revoked.empty();
   };
   mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+  --a->polls;
   v1::AcquireStagesResponse r;
   const absl::Time now = Now();
-  a->last_seen = std::max(a->last_seen, now);
+  // No last_seen refresh here: a poll that returns proves nothing about its caller (a killed
+  // agent's poll still returns, with the stages granted to it meanwhile). Liveness comes from the
+  // agent's own calls: its heartbeats, reports and the start of each poll.
+  for (std::string& id : a->revoked) r.add_cancelled_lease_ids(std::move(id));
+  a->revoked.clear();
   while (!a->outbox.empty()) {
     v1::StageRequest s = std::move(a->outbox.front());
     a->outbox.pop_front();
@@ -1573,22 +1737,49 @@ absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
 
 absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
                                                           const v1::ReportStageRequest& request) {
-  if (who.role == Role::kUser) {
-    return absl::PermissionDeniedError("reporting stages needs an agent or admin token");
-  }
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "reporting stages"));
   absl::MutexLock lock(&mu_);
-  auto ait = agents_.find(request.agent_id());
-  if (ait == agents_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("unknown agent '", request.agent_id(), "': register again"));
+  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id());
+  if (!found.ok()) {
+    // A flagged agent is no longer alive: its reports are refused, and say why.
+    if (!who.anonymous && flagged_.contains(who.user)) {
+      ++reports_refused_;
+      return absl::PermissionDeniedError(
+          absl::StrCat("agent '", who.user, "' is flagged: its reports are refused"));
+    }
+    // A lost agent's late result is dropped (its stage was requeued); its heartbeat tells it to
+    // register again.
+    if (absl::IsNotFound(found.status())) {
+      v1::ReportStageResponse dropped;
+      dropped.set_accepted(false);
+      return dropped;
+    }
+    return found.status();
   }
-  ait->second->last_seen = Now();
+  Agent& agent = **found;
+  agent.last_seen = Now();
   v1::ReportStageResponse r;
   const v1::StageResult& result = request.result();
   auto lit = leases_.find(result.lease_id());
-  if (lit == leases_.end() || lit->second.agent_id != request.agent_id()) {
-    r.set_accepted(false);  // expired, revoked, or another agent's
+  if (lit == leases_.end()) {
+    r.set_accepted(false);  // expired or revoked (the stage runs elsewhere now)
     return r;
+  }
+  Mutation m;
+  if (lit->second.agent_id != agent.id) {
+    auto holder = agents_.find(lit->second.agent_id);
+    if (!agent.identity.empty() && holder != agents_.end() &&
+        holder->second->identity == agent.identity) {
+      r.set_accepted(false);  // an earlier registration of the same credential: a stale report
+      return r;
+    }
+    // A result for a stage another agent holds: a forgery, whatever it contains.
+    const std::string reason =
+        absl::StrCat("reported lease ", result.lease_id().substr(0, 64), " of another agent");
+    FlagAgent(agent, reason, m);
+    Commit(m);
+    Pump();
+    return absl::PermissionDeniedError(absl::StrCat("refused: ", reason));
   }
   const Lease lease = lit->second;
   auto jit = jobs_.find(lease.job);
@@ -1598,13 +1789,12 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   Job& job = *jit->second;
   const absl::Time now = Now();
-  Mutation m;
   if (!result.error().empty()) {
     Note(job,
          absl::StrCat(v1::StageKindShortName(lease.kind), " stage of task ", lease.task,
-                      " failed on agent ", lease.agent_id, ": ", result.error()),
+                      " failed on agent ", lease.agent_id, ": ", result.error().substr(0, 2000)),
          m);
-    scheduler_->Fail(lease.sched_lease, now, result.error()).IgnoreError();
+    scheduler_->Fail(lease.sched_lease, now, result.error().substr(0, 2000)).IgnoreError();
     EndLease(lease.id, m);
     HandleEvents(m);
     Commit(m);
@@ -1614,16 +1804,25 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   absl::Status applied = ApplyResult(job, lease, result, m);
   if (!applied.ok()) {
-    // A malformed result counts as a failed try of the stage; the agent is told why.
+    // A malformed result counts as a failed try of the stage; a forged one also flags the agent
+    // (which requeues the stage elsewhere). Nothing of it is kept.
     m.tasks.clear();
     m.jobs.clear();
-    Note(job, absl::StrCat("bad result from agent ", lease.agent_id, ": ", applied.message()), m);
-    scheduler_->Fail(lease.sched_lease, now, std::string(applied.message())).IgnoreError();
-    EndLease(lease.id, m);
-    HandleEvents(m);
+    const bool forged = absl::IsPermissionDenied(applied);
+    Note(job,
+         absl::StrCat(forged ? "refused forged result from agent " : "bad result from agent ",
+                      lease.agent_id, " (", agent.hostname, "): ", applied.message()),
+         m);
+    if (forged) {
+      FlagAgent(agent, std::string(applied.message()), m);
+    } else {
+      scheduler_->Fail(lease.sched_lease, now, std::string(applied.message())).IgnoreError();
+      EndLease(lease.id, m);
+      HandleEvents(m);
+    }
     Commit(m);
     Pump();
-    return absl::InvalidArgumentError(std::string(applied.message()));
+    return absl::Status(applied.code(), absl::StrCat(forged ? "refused: " : "", applied.message()));
   }
   EndLease(lease.id, m);
   Commit(m);  // the result is durable before the agent hears "accepted"
@@ -1638,6 +1837,7 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   job.stage_live = false;
   job.lease.clear();
   pending_.insert(job.num);
+  EnforceDeviceLimits();
   Pump();
   r.set_accepted(true);
   return r;

@@ -4,6 +4,11 @@
 // every change to the StateStore (records to the tune::RecordStore) before acknowledging it.
 // Called by the gRPC handlers in server.cc; thread-safe (one mutex; long polls wait on it).
 //
+// Agents are known by their credential (Principal::user of an agent token): one live
+// registration per credential, the agent id of every request must be its own, and a report that
+// is forged (request_checks.h) or for a stage it does not hold is refused and flags the
+// credential for good (stored in the state): its stages are requeued elsewhere.
+//
 // Lifecycle: Create() (loads state: unfinished jobs resume, leases that were out are requeued)
 // -> Start() (ticker thread: agent expiry, scheduling) -> RPC calls -> Stop().
 #pragma once
@@ -21,12 +26,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "loom/base/clock.h"
 #include "loom/ops/template.h"
 #include "loom/sched/scheduler.h"
 #include "loom/service/auth.h"
+#include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
 #include "loom/tune/record_store.h"
 #include "loom/v1/agent.pb.h"
@@ -45,6 +52,15 @@ struct DriverOptions {
   // serve --build-slots N` with the agents' slots to compare with it.
   int build_slots = 2;
   int64_t max_model_bytes = 64 << 20;
+  // Constant folding of an uploaded model: the largest tensor and the total it may build (bytes),
+  // checked before allocating (runtime::LoadOptions).
+  int64_t max_fold_bytes = 64 << 20;
+  int64_t max_fold_total_bytes = 256 << 20;
+  // Where uploads are written, each into a fresh private folder; empty: $TMPDIR or /tmp.
+  std::string upload_dir{};
+  MeasureCaps measure_caps{};
+  // AcquireStages calls one agent may have waiting at once (each holds a server thread).
+  int max_polls_per_agent = 2;
   absl::Duration tick = absl::Milliseconds(50);
   bool log_to_stderr = true;  // structured key=value lines
 };
@@ -85,7 +101,10 @@ class JobDriver {
                                           int64_t after_version, absl::Duration timeout);
   absl::StatusOr<v1::ServerStats> Stats(const Principal& who);
 
-  // Agent calls (role agent or admin).
+  // Agent calls: an agent token, or anyone when the daemon has no tokens file (who.anonymous).
+  // kPermissionDenied for other roles, a flagged credential, or an agent id that is not the
+  // caller's; kNotFound for an unknown or lost agent (register again); kAlreadyExists when the
+  // credential's agent is registered and alive; kFailedPrecondition for another Loom version.
   absl::StatusOr<v1::RegisterResponse> Register(const Principal& who,
                                                 const v1::RegisterRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const Principal& who,
@@ -100,6 +119,8 @@ class JobDriver {
  private:
   struct Agent {
     std::string id;
+    // Its credential's name (an agent token's NAME); empty for agents of an --insecure daemon.
+    std::string identity;
     std::string hostname;
     int cpu_slots = 0;   // general slots
     int lent_slots = 0;  // slots its devices lend to CPU stages while they do not measure
@@ -110,6 +131,13 @@ class JobDriver {
     bool alive = true;
     std::deque<v1::StageRequest> outbox;      // granted, not yet delivered
     absl::flat_hash_set<std::string> leases;  // held (granted, not ended)
+    std::vector<std::string> revoked;         // delivered leases to stop, for its next poll
+    int polls = 0;                            // AcquireStages calls waiting now
+    bool flagged = false;
+    // What its records say measured them: the identity, or "unauthenticated:<hostname>".
+    std::string RecordName() const {
+      return identity.empty() ? absl::StrCat("unauthenticated:", hostname) : identity;
+    }
   };
   struct Lease {
     std::string id;
@@ -120,6 +148,7 @@ class JobDriver {
     sched::StageKind sched_kind = sched::StageKind::kOther;
     std::string agent_id;
     std::string device_target_key;  // of the granted device (measure stages)
+    double device_peak_flops = 0;   // PeakFlopsBound of the granted device
     int cpu_slots = 0;
     bool uses_device = false;
     absl::Time granted;
@@ -148,6 +177,19 @@ class JobDriver {
   absl::Time Now() const { return clock_->Now(); }
   absl::StatusOr<Job*> FindVisible(const Principal& who, const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The registered agent behind an agent call: the caller's credential's agent (whose id
+  // `agent_id` must be, when given), or for an anonymous caller the agent of that id.
+  absl::StatusOr<Agent*> FindAgent(const Principal& who, const std::string& agent_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Refuses the report and flags its agent: no more work, its leases requeued, the credential
+  // stored as flagged; logged and counted.
+  void FlagAgent(Agent& agent, const std::string& reason, Mutation& m)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the agent's host offline and fails (requeues) every lease it holds.
+  void DropAgent(Agent& agent, const std::string& why, Mutation& m)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails jobs whose device time has reached their limit (running stages included).
+  void EnforceDeviceLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One scheduling pass: activate waiting jobs, grant, hand grants to agents, handle events.
   void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAgents() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -169,7 +211,9 @@ class JobDriver {
   // Applies a successful result to the task; records are appended (committed) here.
   absl::Status ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result, Mutation& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EndLease(const std::string& lease_id, Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the lease. `revoke`: it did not end by a report, so its agent is told to stop it.
+  void EndLease(const std::string& lease_id, Mutation& m, bool revoke = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
@@ -191,6 +235,11 @@ class JobDriver {
   std::set<int64_t> active_ ABSL_GUARDED_BY(mu_);   // queued or running
   std::set<int64_t> pending_ ABSL_GUARDED_BY(mu_);  // active without a live stage
   absl::flat_hash_map<std::string, std::unique_ptr<Agent>> agents_ ABSL_GUARDED_BY(mu_);
+  // Credential -> its current registration's id.
+  absl::flat_hash_map<std::string, std::string> agent_of_identity_ ABSL_GUARDED_BY(mu_);
+  // Flagged credentials and why (loaded from the state).
+  absl::flat_hash_map<std::string, std::string> flagged_ ABSL_GUARDED_BY(mu_);
+  int64_t reports_refused_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::LeaseId, std::string> lease_by_sched_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::StageId, int64_t> stage_job_ ABSL_GUARDED_BY(mu_);
@@ -201,6 +250,7 @@ class JobDriver {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
   absl::Mutex log_mu_;
+  std::vector<std::pair<std::string, std::string>> loaded_;  // what Load found, for the log
 };
 
 }  // namespace loom::service

@@ -1,11 +1,13 @@
 #include "loom/service/job_driver.h"
 
+#include <onnx/onnx_pb.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "loom/base/clock.h"
 #include "loom/ops/target.h"
 #include "loom/sched/policy.h"
+#include "loom/v1/version.h"
 
 namespace loom::service {
 namespace {
@@ -24,7 +27,9 @@ using ::testing::HasSubstr;
 const Principal kAlice{"alice", Role::kUser};
 const Principal kBob{"bob", Role::kUser};
 const Principal kAdmin{"root", Role::kAdmin};
-const Principal kAgent{"agent", Role::kAgent};
+// The scheduling tests run their agents as a daemon without tokens does (identified by the id in
+// each request); the Credential* tests below give each agent its own token.
+const Principal kAgent{.user = "agent", .role = Role::kAgent, .anonymous = true};
 
 v1::SubmitJobRequest Sim(int tasks, int rounds, double seconds = 0.01) {
   v1::SubmitJobRequest r;
@@ -41,6 +46,7 @@ v1::SubmitJobRequest Sim(int tasks, int rounds, double seconds = 0.01) {
 
 v1::RegisterRequest AgentSpec(const std::string& host, int slots = 2) {
   v1::RegisterRequest r;
+  r.set_version(v1::kLoomVersion);
   r.set_hostname(host);
   r.set_cpu_slots(slots);
   v1::DeviceInfo* d = r.add_devices();
@@ -494,7 +500,7 @@ TEST_F(DriverTest, MeasureSpecReachesEveryMeasureStageOnly) {
   bad.mutable_measure()->set_repeat(-1);
   auto st = driver_->Submit(kAlice, bad);
   EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(st.status().message(), HasSubstr("measure.repeat must be in [0, 1000], got -1"));
+  EXPECT_THAT(st.status().message(), HasSubstr("measure fields must be finite and >= 0"));
 }
 
 TEST_F(DriverTest, StagesAreOversubscribedOnlyUnderUncontrolled) {
@@ -601,6 +607,7 @@ TEST_F(DriverTest, BuildSlotsCountLentSlotsAndAreCappedAtTheLargestAgent) {
 
 v1::RegisterRequest GpuAgentSpec(const std::string& host, int slots = 1) {
   v1::RegisterRequest r;
+  r.set_version(v1::kLoomVersion);
   r.set_hostname(host);
   r.set_cpu_slots(slots);
   v1::DeviceInfo* d = r.add_devices();
@@ -765,6 +772,283 @@ TEST_F(DriverTest, CudaJobWaitsForAGpuThatRunsItsArch) {
   auto bad = driver_->Submit(kAlice, r);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("bad CUDA architecture 'bogus'"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents with their own credentials (a tokens file): identity, forgeries, revocation, limits.
+
+std::vector<v1::StageRequest> Acq(JobDriver& d, const Principal& who, const std::string& id = "",
+                                  v1::AcquireStagesResponse* full = nullptr) {
+  v1::AcquireStagesRequest a;
+  a.set_agent_id(id);
+  a.set_wait_ms(0);
+  auto got = d.Acquire(who, a);
+  EXPECT_TRUE(got.ok()) << got.status();
+  if (!got.ok()) return {};
+  if (full != nullptr) *full = *got;
+  return {got->stages().begin(), got->stages().end()};
+}
+
+absl::StatusOr<v1::ReportStageResponse> Rep(JobDriver& d, const Principal& who,
+                                            v1::StageResult result) {
+  v1::ReportStageRequest r;
+  *r.mutable_result() = std::move(result);
+  return d.Report(who, r);
+}
+
+TEST_F(DriverTest, CredentialBindsTheAgentIdAndAllowsOneLiveAgentPerCredential) {
+  Open({.heartbeat_timeout = absl::Seconds(5)});
+  const Principal h1{"h1", Role::kAgent}, h2{"h2", Role::kAgent};
+  auto r1 = driver_->Register(h1, AgentSpec("host-1"));
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  auto again = driver_->Register(h1, AgentSpec("host-1b"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(again.status().message(),
+              HasSubstr(absl::StrCat("already registered as ", r1->agent_id())));
+  ASSERT_TRUE(driver_->Register(h2, AgentSpec("host-2")).ok());
+
+  // h2 claims h1's id: refused, whichever call it makes.
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id(r1->agent_id());
+  auto stolen = driver_->Heartbeat(h2, hb);
+  EXPECT_EQ(stolen.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(stolen.status().message(), HasSubstr("belongs to another agent's credential"));
+  v1::AcquireStagesRequest acq;
+  acq.set_agent_id(r1->agent_id());
+  EXPECT_EQ(driver_->Acquire(h2, acq).status().code(), absl::StatusCode::kPermissionDenied);
+  v1::ReportStageRequest rep;
+  rep.set_agent_id(r1->agent_id());
+  EXPECT_EQ(driver_->Report(h2, rep).status().code(), absl::StatusCode::kPermissionDenied);
+  // Without an id, the credential names its own agent.
+  EXPECT_TRUE(Acq(*driver_, h1).empty());
+
+  // People's tokens are not agents; other releases are refused at registration.
+  EXPECT_EQ(driver_->Register(kAdmin, AgentSpec("x")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::RegisterRequest old = AgentSpec("h3");
+  old.set_version("0.0.1");
+  auto v = driver_->Register(Principal{"h3", Role::kAgent}, old);
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(v.status().message(), HasSubstr("agent version '0.0.1' is not this daemon's"));
+
+  // Once h1 is lost, its credential may register again.
+  clock_.Advance(absl::Seconds(6));
+  driver_->Start();
+  absl::StatusOr<v1::RegisterResponse> back = absl::UnknownError("not yet");
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!back.ok() && absl::Now() < deadline) {
+    back = driver_->Register(h1, AgentSpec("host-1"));
+    if (!back.ok()) absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_NE(back->agent_id(), r1->agent_id());
+}
+
+TEST_F(DriverTest, ForgedCostIsRefusedTheAgentFlaggedForGoodAndTheStageMeasuredElsewhere) {
+  Open();
+  const Principal evil{"evil", Role::kAgent}, good{"good", Role::kAgent};
+  ASSERT_TRUE(driver_->Register(evil, AgentSpec("evil-host")).ok());
+  v1::SubmitJobRequest r = TinyCnn(/*trials=*/1);
+  r.add_task_indices(0);
+  auto job = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(job.ok()) << job.status();
+
+  auto propose = Acq(*driver_, evil);
+  ASSERT_EQ(propose.size(), 1u);
+  v1::StageResult pr;
+  pr.set_lease_id(propose[0].lease_id());
+  pr.mutable_propose()->add_config_indices(0);
+  ASSERT_TRUE(Rep(*driver_, evil, pr).ok());
+  auto build = Acq(*driver_, evil);
+  ASSERT_EQ(build.size(), 1u);
+  v1::StageResult br;
+  br.set_lease_id(build[0].lease_id());
+  v1::Artifact* a = br.mutable_build()->add_artifacts();
+  a->set_config_index(0);
+  a->set_content_hash(std::string(64, 'a'));
+  a->set_binary(
+      "\x7f"
+      "ELF planted object");
+  ASSERT_TRUE(Rep(*driver_, evil, br).ok());
+  auto measure = Acq(*driver_, evil);
+  ASSERT_EQ(measure.size(), 1u);
+  ASSERT_EQ(measure[0].kind(), v1::STAGE_KIND_MEASURE);
+  // Only the hash travels: the planted bytes never reach a measuring agent.
+  EXPECT_TRUE(measure[0].measure().artifacts(0).binary().empty());
+  EXPECT_EQ(measure[0].measure().artifacts(0).content_hash(), std::string(64, 'a'));
+
+  v1::StageResult mr;
+  mr.set_lease_id(measure[0].lease_id());
+  v1::MeasureResult* m = mr.mutable_measure()->add_results();
+  m->set_config_index(0);
+  m->add_costs(1e-12);
+  m->set_checked(true);
+  auto forged = Rep(*driver_, evil, mr);
+  EXPECT_EQ(forged.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(forged.status().message(), HasSubstr("above the device's physical bound"));
+  auto stats = driver_->Stats(kAdmin);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->agents_flagged(), 1);
+  EXPECT_EQ(stats->reports_refused(), 1);
+  EXPECT_EQ(driver_->Get(kAlice, job->id())->records(), 0);
+  // Its later reports and registrations are refused.
+  EXPECT_EQ(Rep(*driver_, evil, mr).status().code(), absl::StatusCode::kPermissionDenied);
+  auto back = driver_->Register(evil, AgentSpec("evil-host"));
+  EXPECT_EQ(back.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(back.status().message(), HasSubstr("agent 'evil' is flagged"));
+
+  // The stage was requeued: an honest agent measures it and the job ends with its record.
+  ASSERT_TRUE(driver_->Register(good, AgentSpec("good-host")).ok());
+  auto again = Acq(*driver_, good);
+  ASSERT_EQ(again.size(), 1u);
+  ASSERT_EQ(again[0].kind(), v1::STAGE_KIND_MEASURE);
+  mr.set_lease_id(again[0].lease_id());
+  mr.mutable_measure()->mutable_results(0)->set_costs(0, 0.01);
+  auto honest = Rep(*driver_, good, mr);
+  ASSERT_TRUE(honest.ok()) << honest.status();
+  EXPECT_TRUE(honest->accepted());
+  auto result = driver_->Result(kAlice, job->id());
+  ASSERT_TRUE(result.ok());
+  EXPECT_THAT(result->records_jsonl(), HasSubstr("\"agent_id\":\"good\""));
+  EXPECT_THAT(result->records_jsonl(), ::testing::Not(HasSubstr("evil")));
+  EXPECT_THAT(result->records_jsonl(), HasSubstr(absl::StrCat("\"job_id\":\"", job->id(), ".")));
+
+  // The flag survives a restart of the daemon.
+  driver_.reset();
+  Open();
+  EXPECT_EQ(driver_->Register(evil, AgentSpec("evil-host")).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(DriverTest, ReportForAStageAnotherAgentHoldsFlagsTheReporter) {
+  Open();
+  const Principal a{"a", Role::kAgent}, b{"b", Role::kAgent};
+  ASSERT_TRUE(driver_->Register(a, AgentSpec("host-a")).ok());
+  auto job = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok());
+  auto held = Acq(*driver_, a);
+  ASSERT_EQ(held.size(), 1u);
+  ASSERT_TRUE(driver_->Register(b, AgentSpec("host-b")).ok());
+  v1::StageResult r;
+  r.set_lease_id(held[0].lease_id());
+  auto stolen = Rep(*driver_, b, r);
+  EXPECT_EQ(stolen.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(stolen.status().message(), HasSubstr("of another agent"));
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_flagged(), 1);
+  // The holder's own report still counts.
+  auto own = Rep(*driver_, a, r);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_TRUE(own->accepted());
+}
+
+TEST_F(DriverTest, CancellingAJobRevokesItsRunningStageAtTheAgentsNextPoll) {
+  Open();
+  const Principal h1{"h1", Role::kAgent};
+  ASSERT_TRUE(driver_->Register(h1, AgentSpec("host-1")).ok());
+  auto job = driver_->Submit(kAlice, Sim(1, 1, /*seconds=*/60));
+  ASSERT_TRUE(job.ok());
+  auto running = Acq(*driver_, h1);
+  ASSERT_EQ(running.size(), 1u);
+  // A long poll waiting when the job is cancelled returns at once with the revoked lease.
+  absl::StatusOr<v1::AcquireStagesResponse> polled;
+  absl::Duration waited;
+  std::thread poll([&] {
+    v1::AcquireStagesRequest a;
+    a.set_wait_ms(10000);
+    const absl::Time start = absl::Now();
+    polled = driver_->Acquire(h1, a);
+    waited = absl::Now() - start;
+  });
+  ASSERT_TRUE(driver_->Cancel(kAlice, job->id()).ok());
+  poll.join();
+  ASSERT_TRUE(polled.ok()) << polled.status();
+  EXPECT_THAT(polled->cancelled_lease_ids(), ::testing::ElementsAre(running[0].lease_id()));
+  EXPECT_LT(waited, absl::Seconds(5));
+}
+
+TEST_F(DriverTest, UserLimitsCapPriorityConcurrentJobsAndDeviceTime) {
+  Open();
+  const Principal carol{.user = "carol",
+                        .role = Role::kUser,
+                        .limits = {.max_priority = 1, .max_jobs = 1, .max_device_seconds = 2}};
+  v1::SubmitJobRequest high = Sim(1, 1);
+  high.set_priority(5);
+  auto refused = driver_->Submit(carol, high);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(), HasSubstr("priority 5 is above your limit of 1"));
+  auto job = driver_->Submit(carol, Sim(1, 3));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto second = driver_->Submit(carol, Sim(1, 1));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(second.status().message(), HasSubstr("you have 1 queued or running jobs"));
+
+  // Each measure stage reports 1.5 s of device time: the second one crosses the 2 s limit.
+  const std::string agent = RegisterAgent("h1");
+  for (int i = 0; i < 12; ++i) {
+    auto got = AcquireNow(*driver_, agent);
+    if (got.empty()) break;
+    v1::StageResult r;
+    r.set_lease_id(got[0].lease_id());
+    r.mutable_timing()->set_start_unix_micros(1'000'000);
+    r.mutable_timing()->set_end_unix_micros(2'500'000);
+    ReportOk(*driver_, agent, r);
+  }
+  auto done = driver_->Get(carol, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(done->failure_reason(), HasSubstr("used its device time limit of 2 s"));
+  EXPECT_EQ(done->records(), 2);
+  // Its slot is free again.
+  EXPECT_TRUE(driver_->Submit(carol, Sim(1, 1)).ok());
+}
+
+TEST_F(DriverTest, UploadsWithExternalDataAreRefusedWithoutReadingAnything) {
+  Open();
+  // A model whose only initializer lives in an external file next to it.
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(13);
+  onnx::TensorProto* w = m.mutable_graph()->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::INT64);
+  w->add_dims(2);
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* location = w->add_external_data();
+  location->set_key("location");
+  location->set_value("../../etc/passwd");
+  const std::string model = m.SerializeAsString();
+  v1::SubmitJobRequest r;
+  r.set_onnx_model(model);
+  r.set_trials(1);
+  auto st = driver_->Submit(kAlice, r);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr("model: initializer 'w' uses external data"));
+  EXPECT_THAT(st.status().message(), ::testing::Not(HasSubstr("passwd")));
+}
+
+TEST_F(DriverTest, ResultsAreFilteredByTheJobsUniqueIdNotItsShortId) {
+  // Records of another daemon's j1 (imported, or from before a lost state) on the same task.
+  {
+    auto records = tune::OpenSqliteRecordStore((dir_ / "state.db.records").string());
+    ASSERT_TRUE(records.ok());
+    tune::Record old;
+    old.task_key = "simulated:j1:t0";
+    old.template_name = "simulated";
+    old.target_key = "cpu:avx2:test";
+    old.costs = {1e-6};
+    old.job_id = "j1";
+    ASSERT_TRUE((*records)->Append({old, old}).ok());
+  }
+  Open();
+  auto job = driver_->Submit(kAlice, Sim(1, 2));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->id(), "j1");
+  EXPECT_EQ(Serve(RegisterAgent("h1")), 8);
+  auto result = driver_->Result(kAlice, job->id());
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(std::count(result->records_jsonl().begin(), result->records_jsonl().end(), '\n'), 2);
+  EXPECT_THAT(result->records_jsonl(), ::testing::Not(HasSubstr("\"job_id\":\"j1\"")));
+  EXPECT_EQ(driver_->Get(kAlice, job->id())->records(), 2);
 }
 
 }  // namespace

@@ -2,15 +2,23 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "loom/base/status_macros.h"
 #include "loom/service/auth.h"
+#include "loom/service/client.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 
@@ -38,6 +46,55 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return ss.str();
 }
 
+// Whether `key` is the private key of `cert` (PEM texts), so that a mismatch is one line of ours
+// rather than gRPC's log lines and a failure that reads like a busy port.
+absl::Status CheckKeyPair(const std::string& cert, const std::string& key, const ServerOptions& o) {
+  BIO* cb = BIO_new_mem_buf(cert.data(), static_cast<int>(cert.size()));
+  BIO* kb = BIO_new_mem_buf(key.data(), static_cast<int>(key.size()));
+  X509* x = cb ? PEM_read_bio_X509(cb, nullptr, nullptr, nullptr) : nullptr;
+  EVP_PKEY* k = kb ? PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr) : nullptr;
+  absl::Status st;
+  if (x == nullptr) {
+    st = absl::InvalidArgumentError(
+        absl::StrCat("--tls-cert '", o.tls_cert, "' holds no readable PEM certificate"));
+  } else if (k == nullptr) {
+    st = absl::InvalidArgumentError(
+        absl::StrCat("--tls-key '", o.tls_key,
+                     "' holds no readable PEM private key (encrypted keys are not "
+                     "supported)"));
+  } else if (X509_check_private_key(x, k) != 1) {
+    st = absl::InvalidArgumentError(absl::StrCat(
+        "--tls-key '", o.tls_key, "' is not the private key of --tls-cert '", o.tls_cert, "'"));
+  }
+  X509_free(x);
+  EVP_PKEY_free(k);
+  BIO_free(cb);
+  BIO_free(kb);
+  return st;
+}
+
+// Open WatchJob streams per user, capped so one user cannot hold every server thread.
+class StreamCounter {
+ public:
+  explicit StreamCounter(int max) : max_(max) {}
+  bool Enter(const std::string& user) {
+    absl::MutexLock lock(&mu_);
+    int& n = open_[user];
+    if (n >= max_) return false;
+    ++n;
+    return true;
+  }
+  void Leave(const std::string& user) {
+    absl::MutexLock lock(&mu_);
+    if (--open_[user] <= 0) open_.erase(user);
+  }
+
+ private:
+  const int max_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> open_ ABSL_GUARDED_BY(mu_);
+};
+
 // `who` names the variable it declares, so it cannot be parenthesized.
 // NOLINTBEGIN(bugprone-macro-parentheses)
 #define LOOM_AUTH(who)                                  \
@@ -48,7 +105,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobDriver* driver, const TokenTable* tokens) : driver_(driver), tokens_(tokens) {}
+  JobServiceImpl(JobDriver* driver, const TokenTable* tokens, int max_watches_per_user)
+      : driver_(driver), tokens_(tokens), watches_(max_watches_per_user) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                          v1::Job* out) override {
@@ -85,6 +143,15 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     LOOM_AUTH(who);
+    if (!watches_.Enter(who.user)) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many open watches for this user; close one first");
+    }
+    struct Leave {
+      StreamCounter& c;
+      const std::string& user;
+      ~Leave() { c.Leave(user); }
+    } leave{watches_, who.user};
     int64_t version = 0;
     while (!ctx->IsCancelled()) {
       auto c = driver_->WaitForChange(who, req->job_id(), version, absl::Seconds(1));
@@ -138,6 +205,7 @@ class JobServiceImpl final : public v1::JobService::Service {
  private:
   JobDriver* driver_;
   const TokenTable* tokens_;
+  StreamCounter watches_;
 };
 
 class AgentServiceImpl final : public v1::AgentService::Service {
@@ -197,11 +265,37 @@ struct Server::Services {
   std::unique_ptr<AgentServiceImpl> agents;
 };
 
+bool IsLoopbackAddress(const std::string& listen) {
+  if (absl::StartsWith(listen, "unix:")) return true;
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  return absl::StartsWith(host, "127.") || host == "::1" || host == "localhost";
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
   if (options.state_path.empty()) return absl::InvalidArgumentError("--state FILE is required");
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
+  if (options.max_watches_per_user < 1) {
+    return absl::InvalidArgumentError("max_watches_per_user must be at least 1");
+  }
+  const bool loopback = IsLoopbackAddress(options.listen);
+  if (!options.insecure && options.tokens_path.empty()) {
+    return absl::InvalidArgumentError(
+        "no --tokens file: every caller would be an unauthenticated admin; give --tokens FILE, "
+        "or --insecure to run without authentication");
+  }
+  if (!options.insecure && options.tls_cert.empty() && !loopback) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen ", options.listen,
+        " reaches beyond this host but TLS is off (tokens would cross the network in clear); "
+        "give --tls-cert and --tls-key, or --insecure"));
+  }
+  // gRPC's own log lines would precede (and muddle) our one-line errors.
+  QuietGrpcLogs();
   std::unique_ptr<Server> s(new Server());
   s->services_ = std::make_unique<Services>();
   if (options.tokens_path.empty()) {
@@ -213,7 +307,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!options.tls_cert.empty()) {
     LOOM_ASSIGN_OR_RETURN(std::string cert, ReadFile(options.tls_cert, "TLS certificate"));
     LOOM_ASSIGN_OR_RETURN(std::string key, ReadFile(options.tls_key, "TLS key"));
-    // gRPC only says "cannot create secure server" later, which reads like a busy port.
     if (!absl::StrContains(cert, "-----BEGIN CERTIFICATE-----")) {
       return absl::InvalidArgumentError(
           absl::StrCat("--tls-cert '", options.tls_cert, "' holds no PEM certificate"));
@@ -222,24 +315,46 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       return absl::InvalidArgumentError(
           absl::StrCat("--tls-key '", options.tls_key, "' holds no PEM private key"));
     }
+    LOOM_RETURN_IF_ERROR(CheckKeyPair(cert, key, options));
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({key, cert});
     creds = grpc::SslServerCredentials(ssl);
   } else {
     creds = grpc::InsecureServerCredentials();
   }
+  if (options.insecure && options.driver.log_to_stderr) {
+    std::fprintf(
+        stderr, "ts=%s level=warn event=insecure auth=%s tls=%s listen=%s msg=\"--insecure: %s\"\n",
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+        options.tokens_path.empty() ? "off" : "tokens", options.tls_cert.empty() ? "off" : "on",
+        options.listen.c_str(),
+        options.tokens_path.empty()
+            ? "no authentication: every caller is an admin and any agent may report"
+            : "tokens travel in clear");
+  }
+  const std::string records_path = RecordsPathFor(options.state_path);
+  if (options.state_path != ":memory:") {
+    LOOM_ASSIGN_OR_RETURN(s->lock_, StateLock::Acquire(options.state_path));
+  }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state,
                         OpenSqliteStateStore(options.state_path));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> records,
-                        tune::OpenSqliteRecordStore(RecordsPathFor(options.state_path)));
+                        tune::OpenSqliteRecordStore(records_path));
+  LOOM_ASSIGN_OR_RETURN(int64_t next_job, state->Counter("next_job", 1));
+  LOOM_RETURN_IF_ERROR(
+      PairRecordDatabase(records_path, options.state_path, state->store_id(), next_job > 1));
   LOOM_ASSIGN_OR_RETURN(s->driver_,
                         JobDriver::Create(options.driver, std::move(state), std::move(records)));
-  s->services_->jobs = std::make_unique<JobServiceImpl>(s->driver_.get(), &s->services_->tokens);
+  s->services_->jobs = std::make_unique<JobServiceImpl>(s->driver_.get(), &s->services_->tokens,
+                                                        options.max_watches_per_user);
   s->services_->agents =
       std::make_unique<AgentServiceImpl>(s->driver_.get(), &s->services_->tokens);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, creds, &s->port_);
+  // gRPC sets SO_REUSEPORT by default: a second daemon could then bind the same port and take
+  // half of the calls. One daemon per port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // Long polls and watch streams each hold a thread: allow many.
@@ -251,14 +366,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(s->services_->agents.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
-    if (!options.tls_cert.empty()) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot serve TLS on '", options.listen,
-          "': the port is in use, or --tls-cert and --tls-key are not a certificate chain and "
-          "its private key"));
+    int port = 0;
+    const size_t colon = options.listen.rfind(':');
+    std::string holder;
+    if (colon != std::string::npos && absl::SimpleAtoi(options.listen.substr(colon + 1), &port)) {
+      holder = DescribePortHolder(port);
     }
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on '", options.listen, "' (in use, or not HOST:PORT?)"));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on '", options.listen, "': ",
+        holder.empty() ? "the port is in use or the address is not HOST:PORT of this host"
+                       : absl::StrCat("the port is in use by ", holder)));
   }
   s->driver_->Start();
   return s;

@@ -1,6 +1,8 @@
-// `loom serve`: the gRPC daemon. Opens the state file and its record database, builds the
-// JobDriver, and serves loom.v1.JobService (users) and loom.v1.AgentService (agents) with
-// bearer-token auth and optional TLS. Called by cli/serve_command.cc and by in-process tests.
+// `loom serve`: the gRPC daemon. Locks and opens the state file and its record database (checked
+// and paired, state_files.h), builds the JobDriver, and serves loom.v1.JobService (users) and
+// loom.v1.AgentService (agents) with bearer-token auth and TLS. Without a tokens file, or without
+// TLS beyond loopback, it starts only when told `insecure`. Called by cli/serve_command.cc and by
+// in-process tests.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "loom/service/job_driver.h"
+#include "loom/service/state_files.h"
 
 namespace grpc {
 class Server;
@@ -24,9 +27,17 @@ struct ServerOptions {
   std::string tokens_path;  // empty: authentication off (every caller is admin "local")
   std::string tls_cert;     // PEM; with tls_key, serve TLS only
   std::string tls_key;
+  // Allows no tokens file, and plaintext on a non-loopback address; a warning is logged at start.
+  bool insecure = false;
   int64_t max_message_bytes = 256 << 20;  // larger requests: RESOURCE_EXHAUSTED
+  // WatchJob streams one user may have open at once (each holds a server thread).
+  int max_watches_per_user = 8;
   DriverOptions driver;
 };
+
+// Whether `listen` (HOST:PORT) only accepts connections from this host: 127.0.0.0/8, ::1,
+// localhost, or a unix: socket.
+bool IsLoopbackAddress(const std::string& listen);
 
 // The records database next to a state file.
 std::string RecordsPathFor(const std::string& state_path);
@@ -48,6 +59,7 @@ class Server {
  private:
   Server() = default;
   struct Services;
+  StateLock lock_;  // released last: no second daemon opens the state before this one is gone
   std::unique_ptr<JobDriver> driver_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,19 +1,26 @@
-// SQLite implementation of StateStore. Schema version in PRAGMA user_version, the file marked
-// with its own application_id so a record database or another app's file is refused. Messages
-// (job spec, history, configs, artifacts) are stored as serialized protobuf blobs.
+// SQLite implementation of StateStore. Schema version in PRAGMA user_version (older versions
+// migrated in place), the file marked with its own application_id so a record database or another
+// app's file is refused, and checked with `PRAGMA quick_check` when it is opened. Messages (job
+// spec, history, configs, artifacts) are stored as serialized protobuf blobs, decoded by
+// state_rows.h.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "loom/base/status_macros.h"
+#include "loom/service/state_files.h"
+#include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
 
 namespace loom::service {
@@ -21,7 +28,10 @@ namespace {
 
 constexpr int64_t kApplicationId = 0x4c4d5356;  // "LMSV"
 
-constexpr const char* kSchema = R"sql(
+// kMigrations[v] takes a state file from schema version v to v + 1.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: jobs, tasks, models, leases, logs, counters.
+    R"sql(
 CREATE TABLE jobs (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   id TEXT NOT NULL UNIQUE,
@@ -77,7 +87,27 @@ CREATE TABLE logs (
 );
 CREATE INDEX logs_job ON logs(job_id, seq);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-)sql";
+)sql",
+    // 1 -> 2: unique job ids for records, per-job device-time limits, flagged agent credentials,
+    // and the store id shared with the record database.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN device_seconds_limit REAL NOT NULL DEFAULT 0;
+CREATE TABLE flagged_agents (
+  identity TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  time_us INTEGER NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+)sql",
+};
+static_assert(std::size(kMigrations) == kStateSchemaVersion);
+
+// 32 hex digits from the system's entropy: the state's identity.
+std::string NewStoreId() {
+  absl::BitGen gen;
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
 
 int64_t Us(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
@@ -175,6 +205,18 @@ class SqliteStateStore : public StateStore {
                                                         version, "; this Loom understands up to ",
                                                         kStateSchemaVersion, ": upgrade Loom"));
     }
+    if (version > 0) {
+      // Damage (garbage in a page, a torn index) is refused here, before anything is served,
+      // rather than found by the first write and turned into a crash loop.
+      Stmt s(db_, "PRAGMA quick_check");
+      absl::StatusOr<bool> row = s.status().ok() ? s.Step() : absl::StatusOr<bool>(s.status());
+      const std::string verdict =
+          row.ok() && *row ? s.Text(0) : std::string(row.status().message());
+      if (verdict != "ok") {
+        return absl::DataLossError(absl::StrCat("state file '", path, "' is damaged (quick_check: ",
+                                                OneLine(verdict), "); restore it from a backup"));
+      }
+    }
     if (path != ":memory:") LOOM_RETURN_IF_ERROR(Exec("PRAGMA journal_mode = WAL"));
     LOOM_RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
     if (version == 0) {
@@ -188,18 +230,35 @@ class SqliteStateStore : public StateStore {
                          "' is an SQLite database of something else (it has tables "
                          "but no Loom state schema): pass a new --state file"));
       }
+    }
+    if (version < kStateSchemaVersion) {
       LOOM_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-      absl::Status st = Exec(kSchema);
-      if (st.ok()) st = Exec(absl::StrCat("PRAGMA user_version = ", kStateSchemaVersion).c_str());
-      if (st.ok()) st = Exec(absl::StrCat("PRAGMA application_id = ", kApplicationId).c_str());
+      absl::Status st;
+      for (int64_t v = version; v < kStateSchemaVersion && st.ok(); ++v) st = Exec(kMigrations[v]);
+      if (st.ok()) {
+        st = Exec(absl::StrCat("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', '",
+                               NewStoreId(), "')"));
+      }
+      if (st.ok()) st = Exec(absl::StrCat("PRAGMA user_version = ", kStateSchemaVersion));
+      if (st.ok()) st = Exec(absl::StrCat("PRAGMA application_id = ", kApplicationId));
       if (!st.ok()) {
         Exec("ROLLBACK").IgnoreError();
         return st;
       }
       LOOM_RETURN_IF_ERROR(Exec("COMMIT"));
     }
+    Stmt s(db_, "SELECT value FROM meta WHERE key = 'store_id'");
+    LOOM_RETURN_IF_ERROR(s.status());
+    LOOM_ASSIGN_OR_RETURN(bool row, s.Step());
+    const std::string id = row ? s.Text(0) : std::string();
+    if (id.empty() || id.size() > 64 || id.find_first_not_of("0123456789abcdef") != id.npos) {
+      return absl::DataLossError(absl::StrCat("state file '", path, "' has no valid store id"));
+    }
+    store_id_ = s.Text(0);
     return absl::OkStatus();
   }
+
+  std::string store_id() const override { return store_id_; }
 
   absl::Status Apply(const Mutation& m) override {
     if (m.empty()) return absl::OkStatus();
@@ -216,34 +275,35 @@ class SqliteStateStore : public StateStore {
   absl::StatusOr<std::vector<JobRow>> LoadJobs() override {
     absl::MutexLock lock(&mu_);
     Stmt s(db_,
-           "SELECT id, owner, name, state, priority, spec, submitted_us, started_us, finished_us, "
-           "failure_reason, prepared, isa, target_key, cpu_seconds, device_seconds, records, "
-           "estimated_latency_ms FROM jobs ORDER BY seq");
+           "SELECT id, uid, owner, name, state, priority, spec, submitted_us, started_us, "
+           "finished_us, failure_reason, prepared, isa, target_key, cpu_seconds, device_seconds, "
+           "records, estimated_latency_ms, device_seconds_limit FROM jobs ORDER BY seq");
     LOOM_RETURN_IF_ERROR(s.status());
     std::vector<JobRow> out;
     while (true) {
       LOOM_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      JobRow j;
-      j.id = s.Text(0);
-      j.owner = s.Text(1);
-      j.name = s.Text(2);
-      j.state = static_cast<v1::JobState>(s.Int(3));
-      j.priority = static_cast<int>(s.Int(4));
-      if (!j.spec.ParseFromString(s.Blob(5))) {
-        return absl::DataLossError(absl::StrCat("state store: job ", j.id, ": corrupt spec"));
-      }
-      j.submitted = FromUs(s.Int(6));
-      j.started = FromUs(s.Int(7));
-      j.finished = FromUs(s.Int(8));
-      j.failure_reason = s.Text(9);
-      j.prepared = s.Int(10) != 0;
-      j.isa = s.Text(11);
-      j.target_key = s.Text(12);
-      j.cpu_seconds = s.Real(13);
-      j.device_seconds = s.Real(14);
-      j.records = s.Int(15);
-      j.estimated_latency_ms = s.Real(16);
+      RawJobRow r;
+      r.id = s.Text(0);
+      r.uid = s.Text(1);
+      r.owner = s.Text(2);
+      r.name = s.Text(3);
+      r.state = s.Int(4);
+      r.priority = s.Int(5);
+      r.spec = s.Blob(6);
+      r.submitted_us = s.Int(7);
+      r.started_us = s.Int(8);
+      r.finished_us = s.Int(9);
+      r.failure_reason = s.Text(10);
+      r.prepared = s.Int(11);
+      r.isa = s.Text(12);
+      r.target_key = s.Text(13);
+      r.cpu_seconds = s.Real(14);
+      r.device_seconds = s.Real(15);
+      r.records = s.Int(16);
+      r.estimated_latency_ms = s.Real(17);
+      r.device_seconds_limit = s.Real(18);
+      LOOM_ASSIGN_OR_RETURN(JobRow j, DecodeJobRow(r));
       out.push_back(std::move(j));
     }
     return out;
@@ -261,26 +321,25 @@ class SqliteStateStore : public StateStore {
     while (true) {
       LOOM_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      TaskRow t;
-      t.job_id = job_id;
-      t.index = static_cast<int>(s.Int(0));
-      t.task_key = s.Text(1);
-      t.template_name = s.Text(2);
-      t.flops = s.Real(3);
-      t.count = s.Int(4);
-      t.phase = static_cast<TaskPhase>(s.Int(5));
-      t.round = s.Int(6);
-      t.trials_done = static_cast<int>(s.Int(7));
-      t.errors = static_cast<int>(s.Int(8));
-      t.best_cost = s.Real(9);
-      t.skip_reason = s.Text(10);
-      if (!t.history.ParseFromString(s.Blob(11)) || !t.configs.ParseFromString(s.Blob(12)) ||
-          !t.artifacts.ParseFromString(s.Blob(13))) {
-        return absl::DataLossError(
-            absl::StrCat("state store: job ", job_id, " task ", t.index, ": corrupt blob"));
-      }
+      RawTaskRow r;
+      r.index = s.Int(0);
+      r.task_key = s.Text(1);
+      r.template_name = s.Text(2);
+      r.flops = s.Real(3);
+      r.count = s.Int(4);
+      r.phase = s.Int(5);
+      r.round = s.Int(6);
+      r.trials_done = s.Int(7);
+      r.errors = s.Int(8);
+      r.best_cost = s.Real(9);
+      r.skip_reason = s.Text(10);
+      r.history = s.Blob(11);
+      r.configs = s.Blob(12);
+      r.artifacts = s.Blob(13);
+      LOOM_ASSIGN_OR_RETURN(TaskRow t, DecodeTaskRow(job_id, r));
       out.push_back(std::move(t));
     }
+    LOOM_RETURN_IF_ERROR(CheckTaskIndices(job_id, out));
     return out;
   }
 
@@ -302,8 +361,22 @@ class SqliteStateStore : public StateStore {
     while (true) {
       LOOM_ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      out.push_back(LeaseRow{s.Text(0), s.Text(1), static_cast<int>(s.Int(2)),
-                             static_cast<v1::StageKind>(s.Int(3)), s.Text(4), FromUs(s.Int(5))});
+      LOOM_ASSIGN_OR_RETURN(LeaseRow l, DecodeLeaseRow(RawLeaseRow{s.Text(0), s.Text(1), s.Int(2),
+                                                                   s.Int(3), s.Text(4), s.Int(5)}));
+      out.push_back(std::move(l));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<FlaggedAgent>> LoadFlaggedAgents() override {
+    absl::MutexLock lock(&mu_);
+    Stmt s(db_, "SELECT identity, reason, time_us FROM flagged_agents ORDER BY time_us");
+    LOOM_RETURN_IF_ERROR(s.status());
+    std::vector<FlaggedAgent> out;
+    while (true) {
+      LOOM_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.push_back(FlaggedAgent{s.Text(0), s.Text(1), FromUs(s.Int(2))});
     }
     return out;
   }
@@ -353,15 +426,16 @@ class SqliteStateStore : public StateStore {
       Stmt s(db_,
              "INSERT INTO jobs (id, owner, name, state, priority, spec, submitted_us, started_us, "
              "finished_us, failure_reason, prepared, isa, target_key, cpu_seconds, "
-             "device_seconds, records, estimated_latency_ms) VALUES "
-             "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+             "device_seconds, records, estimated_latency_ms, uid, device_seconds_limit) VALUES "
+             "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
              "owner=excluded.owner, name=excluded.name, state=excluded.state, "
              "priority=excluded.priority, spec=excluded.spec, submitted_us=excluded.submitted_us, "
              "started_us=excluded.started_us, finished_us=excluded.finished_us, "
              "failure_reason=excluded.failure_reason, prepared=excluded.prepared, "
              "isa=excluded.isa, target_key=excluded.target_key, "
              "cpu_seconds=excluded.cpu_seconds, device_seconds=excluded.device_seconds, "
-             "records=excluded.records, estimated_latency_ms=excluded.estimated_latency_ms");
+             "records=excluded.records, estimated_latency_ms=excluded.estimated_latency_ms, "
+             "uid=excluded.uid, device_seconds_limit=excluded.device_seconds_limit");
       LOOM_RETURN_IF_ERROR(s.status());
       for (const JobRow& j : m.jobs) {
         s.Reset();
@@ -382,6 +456,8 @@ class SqliteStateStore : public StateStore {
         s.Bind(15, j.device_seconds);
         s.Bind(16, j.records);
         s.Bind(17, j.estimated_latency_ms);
+        s.Bind(18, j.uid);
+        s.Bind(19, j.device_seconds_limit);
         LOOM_RETURN_IF_ERROR(s.Run());
       }
     }
@@ -454,6 +530,15 @@ class SqliteStateStore : public StateStore {
         LOOM_RETURN_IF_ERROR(s.Run());
       }
     }
+    for (const FlaggedAgent& f : m.flagged) {
+      Stmt s(db_,
+             "INSERT OR REPLACE INTO flagged_agents (identity, reason, time_us) VALUES (?, ?, ?)");
+      LOOM_RETURN_IF_ERROR(s.status());
+      s.Bind(1, f.identity);
+      s.Bind(2, f.reason);
+      s.Bind(3, Us(f.time));
+      LOOM_RETURN_IF_ERROR(s.Run());
+    }
     for (const auto& [name, value] : m.counters) {
       Stmt s(db_, "INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)");
       LOOM_RETURN_IF_ERROR(s.status());
@@ -466,11 +551,21 @@ class SqliteStateStore : public StateStore {
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  std::string store_id_;  // set once by Init
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path) {
+  struct stat st;
+  if (path != ":memory:" && stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      st.st_size == 0) {
+    // SQLite would take it for a new database and start again at job j1.
+    return absl::FailedPreconditionError(
+        absl::StrCat("state file '", path,
+                     "' is empty (0 bytes): it was truncated; restore it from a backup, or remove "
+                     "it and its .records file to start afresh"));
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

@@ -30,6 +30,10 @@ enum class TaskPhase : int {
 
 struct JobRow {
   std::string id;
+  // Unique across every state file: "<id>.<16 hex digits>". Its records carry it as their job_id,
+  // so an older job of the same short id never mixes into this one's results. Empty for jobs of
+  // schema-1 state files, whose records carry the short id.
+  std::string uid;
   std::string owner;
   std::string name;
   v1::JobState state = v1::JOB_STATE_QUEUED;
@@ -48,6 +52,11 @@ struct JobRow {
   double device_seconds = 0;
   int64_t records = 0;
   double estimated_latency_ms = 0;
+  // Device time the job may use (its owner's max_device_seconds at submission); 0: no limit.
+  double device_seconds_limit = 0;
+
+  // The job_id its records carry.
+  const std::string& RecordKey() const { return uid.empty() ? id : uid; }
 };
 
 struct TaskRow {
@@ -77,6 +86,13 @@ struct LeaseRow {
   absl::Time granted = absl::UnixEpoch();
 };
 
+// An agent credential whose reports were refused as forged: it may not register again.
+struct FlaggedAgent {
+  std::string identity;  // the agent's name in the tokens file
+  std::string reason;
+  absl::Time time = absl::UnixEpoch();
+};
+
 struct LogLine {
   std::string job_id;
   absl::Time time = absl::UnixEpoch();
@@ -92,9 +108,10 @@ struct Mutation {
   std::vector<std::string> leases_deleted;
   std::vector<LogLine> logs;
   std::vector<std::pair<std::string, int64_t>> counters;  // (name, value), set
+  std::vector<FlaggedAgent> flagged;                      // inserted or replaced
   bool empty() const {
     return jobs.empty() && tasks.empty() && models.empty() && leases_put.empty() &&
-           leases_deleted.empty() && logs.empty() && counters.empty();
+           leases_deleted.empty() && logs.empty() && counters.empty() && flagged.empty();
   }
 };
 
@@ -116,16 +133,22 @@ class StateStore {
   virtual absl::StatusOr<std::vector<LogLine>> Logs(const std::string& job_id, int tail) = 0;
   // A counter's value, or `fallback` when it was never set.
   virtual absl::StatusOr<int64_t> Counter(const std::string& name, int64_t fallback) = 0;
+  virtual absl::StatusOr<std::vector<FlaggedAgent>> LoadFlaggedAgents() = 0;
+  // A random id given to the state when it was created (or migrated from schema 1); its record
+  // database carries the same id (state_files.h), so a state is never paired with another's.
+  virtual std::string store_id() const = 0;
 };
 
-// The schema version this Loom writes (PRAGMA user_version of the state file).
-inline constexpr int kStateSchemaVersion = 1;
+// The schema version this Loom writes (PRAGMA user_version of the state file). Older versions
+// are migrated in place on open.
+inline constexpr int kStateSchemaVersion = 2;
 
-// Opens (creating if missing) the SQLite state file at `path` (":memory:" for a private one).
-// WAL journal, synchronous=NORMAL: a commit survives a crash of the process (kill -9), not
-// necessarily a power loss. kFailedPrecondition when the file's schema is newer than this Loom's
-// or the file belongs to another application; kInvalidArgument when it is not SQLite; kNotFound
-// when it cannot be opened or created.
+// Opens (creating if missing, migrating schema 1) the SQLite state file at `path` (":memory:" for
+// a private one). WAL journal, synchronous=NORMAL: a commit survives a crash of the process (kill
+// -9), not necessarily a power loss. An existing file must pass `PRAGMA quick_check`.
+// kFailedPrecondition when the file's schema is newer than this Loom's, the file belongs to
+// another application or is empty (0 bytes: truncated); kDataLoss when it is damaged;
+// kInvalidArgument when it is not SQLite; kNotFound when it cannot be opened or created.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path);
 
 }  // namespace loom::service

@@ -270,6 +270,24 @@ absl::StatusOr<SimSpec> ParseRoot(const YAML::Node& root, const std::string& bas
       spec.sweep_jobs.push_back(n);
     }
   }
+  // The simulation holds every stage of every job: bound them before anything is allocated
+  // (a count of 1e8 is a clear error, not bad_alloc).
+  constexpr double kMaxStages = 2e7;
+  std::vector<int> counts = spec.sweep_jobs;
+  if (counts.empty()) counts.push_back(-1);
+  for (int n : counts) {
+    double stages = 0;
+    for (const JobGroupSpec& g : spec.jobs) {
+      stages += static_cast<double>(n >= 0 ? n : g.count) * g.tasks * g.rounds *
+                static_cast<double>(g.stages.size());
+    }
+    if (stages > kMaxStages) {
+      return Error(n >= 0 ? "sweep_jobs" : "jobs", absl::StrCat("the spec simulates ", stages,
+                                                                " stages (jobs x tasks x rounds x "
+                                                                "stages); at most ",
+                                                                kMaxStages, " fit in memory"));
+    }
+  }
   return spec;
 }
 

@@ -110,6 +110,18 @@ TEST(SpecTest, TimeBoundedFractionOfDeviceStages) {
   EXPECT_THAT(st.message(), HasSubstr("jobs[0].stages[0].time_bounded: only device stages"));
 }
 
+TEST(SpecTest, CountsThatWouldNotFitInMemoryAreOneError) {
+  std::string y = kMinimal;
+  y.replace(y.find("count: 3"), 8, "count: 100000000");
+  y.replace(y.find("sweep_jobs: [1, 4]"), 18, "");
+  EXPECT_THAT(ParseError(y).message(),
+              HasSubstr("jobs: the spec simulates 1.2e+09 stages (jobs x tasks x rounds x stages); "
+                        "at most 2e+07 fit in memory"));
+  y = kMinimal;
+  y.replace(y.find("sweep_jobs: [1, 4]"), 18, "sweep_jobs: [1, 100000000]");
+  EXPECT_THAT(ParseError(y).message(), HasSubstr("sweep_jobs: the spec simulates 1.2e+09 stages"));
+}
+
 TEST(SpecTest, BadValuesSayWhere) {
   std::string y = kMinimal;
   y.replace(y.find("count: 3"), 8, "count: x");

@@ -126,6 +126,7 @@ std::string RecordToJson(const Record& record) {
   j["job_id"] = record.job_id;
   j["build_seconds"] = record.build_seconds;
   j["measure_seconds"] = record.measure_seconds;
+  if (!record.agent_id.empty()) j["agent_id"] = record.agent_id;
   return j.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
@@ -194,6 +195,9 @@ absl::StatusOr<Record> RecordFromJson(std::string_view line) {
   std::string parse_error;
   if (!absl::ParseTime(absl::RFC3339_full, *timestamp, &r.timestamp, &parse_error)) {
     return FieldError("timestamp", absl::StrCat("is not an RFC 3339 time: ", parse_error));
+  }
+  if (j.contains("agent_id")) {
+    if (absl::Status st = set_string("agent_id", r.agent_id); !st.ok()) return st;
   }
   r.median_cost = MedianCost(r.costs, r.error);
   return r;

@@ -36,6 +36,8 @@ struct Record {
   std::string job_id;
   double build_seconds = 0;
   double measure_seconds = 0;
+  // The service's agent that measured it (its credential's name); empty for local tuning.
+  std::string agent_id;
 
   bool ok() const { return error == ErrorKind::kNone; }
   // flops / median_cost / 1e9; 0 for a failed record.
@@ -96,7 +98,8 @@ absl::StatusOr<ErrorKind> ParseErrorKind(std::string_view name);
 // One JSON object on one line, no trailing newline. Fields: task_key, template, target_key,
 // config_index, config (the config's JSON object, or a string when config_json is not JSON),
 // costs, median_cost (null on error), flops, error (ErrorKindName), error_msg, timestamp
-// (RFC 3339, UTC, microseconds), job_id, build_seconds, measure_seconds. The id is not written.
+// (RFC 3339, UTC, microseconds), job_id, build_seconds, measure_seconds, and agent_id when it is
+// set (optional on reading). The id is not written.
 std::string RecordToJson(const Record& record);
 // Inverse of RecordToJson (id left 0, median_cost recomputed from costs); kInvalidArgument naming
 // the first missing or mistyped field.

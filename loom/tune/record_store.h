@@ -83,7 +83,7 @@ class RecordStore {
 };
 
 // The schema version this Loom writes and understands.
-inline constexpr int kRecordSchemaVersion = 1;
+inline constexpr int kRecordSchemaVersion = 2;
 
 // Opens (creating if missing, migrating an older schema in place) the SQLite record database at
 // `path` (":memory:" for a private in-memory one). WAL journal, 30 s busy timeout.

@@ -30,6 +30,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr char kTarget[] = "cpu:avx512:Test CPU @ 2.00GHz";
 constexpr char kOtherTarget[] = "cpu:avx2:Other CPU";
@@ -492,6 +493,29 @@ TEST_F(RecordStoreTest, NewerSchemaVersionIsRefused) {
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
 }
 
+TEST_F(RecordStoreTest, SchemaOneDatabaseGainsTheAgentColumnAndKeepsItsRecords) {
+  {
+    auto store = Open(path_);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Append({Ok(TaskA(), 1, {0.5}, 1, "j1")}).ok());
+  }
+  // Back to what schema 1 wrote: no agent column.
+  RawExec("ALTER TABLE records DROP COLUMN agent_id; PRAGMA user_version = 1;");
+  auto store = Open(path_);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(RawQuery("PRAGMA user_version"), "2");
+  Record measured = Ok(TaskA(), 2, {0.25}, 2, "j2");
+  measured.agent_id = "gpu-host-1";
+  ASSERT_TRUE(store->Append({measured}).ok());
+  auto all = store->ForTask(TaskA(), kTarget, std::nullopt);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].agent_id, "");
+  EXPECT_EQ((*all)[1].agent_id, "gpu-host-1");
+  EXPECT_THAT(RecordToJson((*all)[1]), HasSubstr("\"agent_id\":\"gpu-host-1\""));
+  EXPECT_THAT(RecordToJson((*all)[0]), Not(HasSubstr("agent_id")));
+}
+
 TEST_F(RecordStoreTest, NonSqliteFileIsRefusedByName) {
   {
     std::ofstream garbage(path_, std::ios::binary);
@@ -639,6 +663,7 @@ TEST_F(RecordStoreTest, SummaryCountsTrialsErrorsAndBest) {
 TEST(RecordJsonTest, RoundTripsEveryField) {
   Record r = Ok(TaskA(), 12345, {1.0 / 3.0, 2e-7, 5e-3}, 77, "job-x");
   r.build_seconds = 0.1 + 0.2;
+  r.agent_id = "host-7";
   auto back = RecordFromJson(RecordToJson(r));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(*back, r);

@@ -68,18 +68,22 @@ CREATE TABLE stage_timings (
 );
 CREATE INDEX stage_timings_job ON stage_timings(job_id);
 )sql",
+    // 1 -> 2: the agent that measured a record (the service's records; empty elsewhere).
+    R"sql(
+ALTER TABLE records ADD COLUMN agent_id TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == kRecordSchemaVersion);
 
 constexpr char kRecordColumns[] =
     "id, task_key, template_name, target_key, config_index, config_json, costs, median_cost, "
-    "flops, error, error_msg, timestamp_us, job_id, build_seconds, measure_seconds";
+    "flops, error, error_msg, timestamp_us, job_id, build_seconds, measure_seconds, agent_id";
 
 constexpr char kInsertRecord[] =
     "INSERT INTO records (task_key, task_kind, template_name, target_key, config_index, "
     "config_json, costs, median_cost, flops, error, error_msg, timestamp_us, job_id, "
-    "build_seconds, measure_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-    "?13, ?14, ?15)";
+    "build_seconds, measure_seconds, agent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+    "?11, ?12, ?13, ?14, ?15, ?16)";
 
 // Matches when a parameter is NULL (filter unset) or equal.
 constexpr char kFilterWhere[] =
@@ -575,6 +579,7 @@ class SqliteRecordStore : public RecordStore {
     BindText(stmt, 13, r.job_id);
     sqlite3_bind_double(stmt, 14, r.build_seconds);
     sqlite3_bind_double(stmt, 15, r.measure_seconds);
+    BindText(stmt, 16, r.agent_id);
     return Step(stmt).status();
   }
 
@@ -610,6 +615,7 @@ class SqliteRecordStore : public RecordStore {
     r.job_id = ColumnText(stmt, 12);
     r.build_seconds = sqlite3_column_double(stmt, 13);
     r.measure_seconds = sqlite3_column_double(stmt, 14);
+    r.agent_id = ColumnText(stmt, 15);
     return r;
   }
 

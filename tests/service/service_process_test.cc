@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <onnx/onnx_pb.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,9 +29,12 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/v1/agent.grpc.pb.h"
+#include "loom/v1/version.h"
 #include "nlohmann/json.hpp"
 
 namespace fs = std::filesystem;
+namespace v1 = loom::v1;
 using ::testing::HasSubstr;
 
 namespace {
@@ -106,11 +111,17 @@ class ServiceProcessTest : public ::testing::Test {
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    std::ofstream(dir_ / "tokens") << "# test tokens\n"
-                                   << "tok-alice alice\n"
-                                   << "tok-bob bob user\n"
-                                   << "tok-root root admin\n"
-                                   << "tok-agent fleet agent\n";
+    // Every agent has its own token, named after its host; user limits as a site would set them.
+    std::ofstream tokens(dir_ / "tokens");
+    tokens << "# test tokens\n"
+           << "tok-alice alice user max_priority=10\n"
+           << "tok-bob bob user max_jobs=50\n"
+           << "tok-root root admin\n";
+    for (const char* agent :
+         {"host-a", "host-b", "host-c", "host-tls", "honest-dev", "honest-full", "evil", "evil2"}) {
+      tokens << "tok-agent-" << agent << " " << agent << " agent\n";
+      std::ofstream(dir_ / absl::StrCat("token-", agent)) << "tok-agent-" << agent << "\n";
+    }
   }
   void TearDown() override {
     for (Proc& a : agents_) Kill(a);
@@ -119,20 +130,22 @@ class ServiceProcessTest : public ::testing::Test {
   }
 
   // Starts `loom serve` (port 0 the first time, then the same port) and waits until it listens.
-  void StartServe(std::vector<std::string> extra = {}) {
+  void StartServe(std::vector<std::string> extra = {}, const std::string& state = "state.db") {
+    fs::create_directories(dir_ / "tmp");
     std::vector<std::string> argv = {LOOM_BINARY,
                                      "serve",
                                      "--listen",
                                      absl::StrCat("127.0.0.1:", port_),
                                      "--state",
-                                     (dir_ / "state.db").string(),
+                                     (dir_ / state).string(),
                                      "--tokens",
                                      (dir_ / "tokens").string(),
                                      "--heartbeat-timeout",
                                      "1"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     const std::string log = (dir_ / absl::StrCat("serve", ++serve_starts_, ".log")).string();
-    serve_ = Spawn(argv, log);
+    // Uploads go to the daemon's TMPDIR: this test's own folder.
+    serve_ = Spawn(argv, log, {{"TMPDIR", (dir_ / "tmp").string()}});
     std::regex port_re("event=serving .* port=([0-9]+)");
     std::smatch m;
     ASSERT_TRUE(WaitFor(
@@ -150,14 +163,24 @@ class ServiceProcessTest : public ::testing::Test {
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
 
-  void StartAgent(const std::string& host, const std::vector<std::string>& extra = {}) {
+  // Starts `loom agent` with the token of `host` (read from its file, never from argv).
+  pid_t StartAgent(const std::string& host, const std::vector<std::string>& extra = {},
+                   bool default_slots = true) {
     const std::string log = (dir_ / (host + ".log")).string();
-    std::vector<std::string> argv = {
-        LOOM_BINARY,   "agent",     "--server",    server_,
-        "--token",     "tok-agent", "--name",      host,
-        "--cpu-slots", "2",         "--cache-dir", (dir_ / ("cache-" + host)).string()};
+    std::vector<std::string> argv = {LOOM_BINARY,    "agent",
+                                     "--server",     server_,
+                                     "--token-file", (dir_ / ("token-" + host)).string(),
+                                     "--name",       host,
+                                     "--cache-dir",  (dir_ / ("cache-" + host)).string()};
+    if (default_slots) argv.insert(argv.end(), {"--cpu-slots", "2"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     agents_.push_back(Spawn(argv, log));
+    return agents_.back().pid;
+  }
+
+  // The current serve log (of the latest start).
+  std::string ServeLog() const {
+    return ReadAll((dir_ / absl::StrCat("serve", serve_starts_, ".log")).string());
   }
 
   Outcome Loom(const std::string& args, const std::string& token = "tok-alice") {
@@ -311,8 +334,13 @@ TEST_F(ServiceProcessTest, BadTokensIdsAndRequestsGetSpecificCodesAndTheDaemonSt
   EXPECT_THAT(o.err, HasSubstr("NOT_FOUND"));
   o = Loom("jobs --all", "tok-bob");
   EXPECT_THAT(o.err, HasSubstr("PERMISSION_DENIED"));
-  o = Loom("status " + id, "tok-agent");
+  o = Loom("status " + id, "tok-agent-host-a");
   EXPECT_THAT(o.err, HasSubstr("PERMISSION_DENIED"));
+  // Limits from the tokens file: alice may not go above priority 10.
+  o = Loom("submit --simulated tasks=1 --priority 11");
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("PERMISSION_DENIED: priority 11 is above your limit of 10"));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
   EXPECT_EQ(Loom("status " + id, "tok-root").code, 0);
 
   std::ofstream(dir_ / "garbage.onnx") << "this is not a protobuf";
@@ -436,11 +464,20 @@ TEST_F(ServiceProcessTest, TlsDaemonServesAgentsAndUsersThatTrustItsCa) {
   const std::string ca = (dir_ / "ca.pem").string();
 
   // A certificate that is not one: refused at start with a message naming the flag.
+  const std::string tokens = (dir_ / "tokens").string();
   Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --state ", (dir_ / "x.db").string(),
-                                " --tls-cert ", (dir_ / "ext.cnf").string(), " --tls-key ",
-                                (dir_ / "server.key").string()));
+                                " --tokens ", tokens, " --tls-cert ", (dir_ / "ext.cnf").string(),
+                                " --tls-key ", (dir_ / "server.key").string()));
   EXPECT_NE(o.code, 0);
   EXPECT_THAT(o.err, HasSubstr("holds no PEM certificate"));
+  // A key that is not the certificate's: one line of ours, none of gRPC's.
+  o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --state ", (dir_ / "x.db").string(),
+                        " --tokens ", tokens, " --tls-cert ", (dir_ / "server.pem").string(),
+                        " --tls-key ", (dir_ / "other.key").string()));
+  EXPECT_NE(o.code, 0);
+  EXPECT_EQ(o.err, absl::StrCat("loom: error: --tls-key '", (dir_ / "other.key").string(),
+                                "' is not the private key of --tls-cert '",
+                                (dir_ / "server.pem").string(), "'\n"));
 
   StartServe(
       {"--tls-cert", (dir_ / "server.pem").string(), "--tls-key", (dir_ / "server.key").string()});
@@ -454,6 +491,7 @@ TEST_F(ServiceProcessTest, TlsDaemonServesAgentsAndUsersThatTrustItsCa) {
   o = Loom("jobs");
   EXPECT_NE(o.code, 0);
   EXPECT_THAT(o.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;  // no gRPC log lines
 
   // Trusting the daemon's CA: an agent registers over TLS and a job runs to the end.
   client_env_ = "LOOM_TLS_CA=" + ca;
@@ -468,6 +506,546 @@ TEST_F(ServiceProcessTest, TlsDaemonServesAgentsAndUsersThatTrustItsCa) {
   o = Loom("status " + id);
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("succeeded"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attacks, each refused while the job in flight finishes with every record kept.
+
+// An agent written by an attacker: a plain gRPC client holding one agent token.
+class RawAgent {
+ public:
+  RawAgent(const std::string& server, std::string token)
+      : stub_(v1::AgentService::NewStub(
+            grpc::CreateChannel(server, grpc::InsecureChannelCredentials()))),
+        token_(std::move(token)) {}
+
+  grpc::Status Register(int cpu_slots, const std::string& device, const std::string& target_key,
+                        const std::string& version = v1::kLoomVersion) {
+    v1::RegisterRequest r;
+    r.set_hostname("attacker");
+    r.set_cpu_slots(cpu_slots);
+    r.set_version(version);
+    if (!device.empty()) {
+      v1::DeviceInfo* d = r.add_devices();
+      d->set_name(device);
+      d->set_kind("cpu");
+      d->set_isa("avx2");
+      d->set_target_key(target_key);
+    }
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    grpc::Status st = stub_->Register(&ctx, r, &resp);
+    if (st.ok()) id_ = resp.agent_id();
+    return st;
+  }
+  grpc::Status Heartbeat(const std::string& claimed_id) {
+    v1::HeartbeatRequest r;
+    r.set_agent_id(claimed_id);
+    v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    return stub_->Heartbeat(&ctx, r, &resp);
+  }
+  std::vector<v1::StageRequest> Acquire(int wait_ms = 1000) {
+    v1::AcquireStagesRequest r;
+    r.set_agent_id(id_);
+    r.set_wait_ms(wait_ms);
+    v1::AcquireStagesResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    if (!stub_->AcquireStages(&ctx, r, &resp).ok()) return {};
+    return {resp.stages().begin(), resp.stages().end()};
+  }
+  grpc::Status Report(const v1::StageResult& result) {
+    v1::ReportStageRequest r;
+    r.set_agent_id(id_);
+    *r.mutable_result() = result;
+    v1::ReportStageResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    return stub_->ReportStage(&ctx, r, &resp);
+  }
+  const std::string& id() const { return id_; }
+
+ private:
+  void Prepare(grpc::ClientContext& ctx) const {
+    ctx.AddMetadata("authorization", "Bearer " + token_);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  }
+  std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::string token_;
+  std::string id_;
+};
+
+std::string Sha256Of(const fs::path& file) {
+  const fs::path out = file.string() + ".sha";
+  std::system(absl::StrCat("sha256sum ", file.string(), " >", out.string()).c_str());
+  return ReadAll(out.string()).substr(0, 64);
+}
+
+// The records of job `id` in the daemon's record database (JSON objects), read with `loom records`.
+std::vector<nlohmann::json> JobRecords(const fs::path& dir, const std::string& id) {
+  const fs::path out = dir / "records.jsonl";
+  fs::remove(out);
+  std::system(absl::StrCat(LOOM_BINARY, " records export --db ",
+                           (dir / "state.db.records").string(), " -o ", out.string(),
+                           " >/dev/null 2>&1")
+                  .c_str());
+  std::vector<nlohmann::json> records;
+  std::istringstream in(ReadAll(out.string()));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("job_id", "").rfind(id + ".", 0) == 0) records.push_back(j);
+  }
+  return records;
+}
+
+TEST_F(ServiceProcessTest, ForgedAgentsAreRefusedFlaggedAndTheJobsFinishOnHonestAgents) {
+  StartServe();
+  // A device-only honest agent; its registration line gives its id and its device's target key.
+  StartAgent("honest-dev", {"--cpu-slots", "0", "--no-lend-device-cores"}, /*default_slots=*/false);
+  std::string honest_id, key;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        // event=agent_registered agent=ID identity=honest-dev ... devices=NAME=KEY (quoted when
+        // the key has spaces).
+        std::istringstream in(ServeLog());
+        std::string line;
+        while (std::getline(in, line)) {
+          if (line.find("event=agent_registered") == std::string::npos ||
+              line.find("identity=honest-dev ") == std::string::npos) {
+            continue;
+          }
+          const size_t a = line.find(" agent=") + 7;
+          honest_id = line.substr(a, line.find(' ', a) - a);
+          std::string devices = line.substr(line.find(" devices=") + 9);
+          devices = devices.front() == '"' ? devices.substr(1, devices.find('"', 1) - 1)
+                                           : devices.substr(0, devices.find(' '));
+          key = devices.substr(devices.find('=') + 1);
+          return true;
+        }
+        return false;
+      },
+      30))
+      << ServeLog();
+  std::smatch m;
+
+  // A planted object: its constructor would leave a marker if any agent ever loaded it.
+  const fs::path marker = dir_ / "PLANTED-RAN";
+  std::ofstream(dir_ / "plant.cc") << "#include <cstdio>\n__attribute__((constructor)) static void "
+                                      "P() { std::FILE* f = std::fopen(\""
+                                   << marker.string() << "\", \"w\"); if (f) std::fclose(f); }\n";
+  ASSERT_EQ(std::system(absl::StrCat("g++ -shared -fPIC -o ", (dir_ / "plant.so").string(), " ",
+                                     (dir_ / "plant.cc").string())
+                            .c_str()),
+            0);
+  const std::string plant = ReadAll((dir_ / "plant.so").string());
+  const std::string plant_hash = Sha256Of(dir_ / "plant.so");
+
+  RawAgent evil(server_, "tok-agent-evil");
+  grpc::Status st = evil.Register(1, "", "", "0.0.0-other");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(st.error_message(), HasSubstr("agent version '0.0.0-other' is not this daemon's"));
+  ASSERT_TRUE(evil.Register(1, "", "").ok());
+  // Its own token cannot claim the honest agent's id.
+  st = evil.Heartbeat(honest_id);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("belongs to another agent's credential"));
+
+  // The evil agent answers every CPU stage (its planted object as each build) while `done`.
+  std::atomic<bool> stop{false};
+  std::atomic<int> planted{0};
+  auto serve_cpu_stages = [&](RawAgent& a) {
+    while (!stop.load()) {
+      for (const v1::StageRequest& stage : a.Acquire(300)) {
+        v1::StageResult r;
+        r.set_lease_id(stage.lease_id());
+        if (stage.kind() == v1::STAGE_KIND_PROPOSE) {
+          r.mutable_propose()->add_config_indices(0);
+          r.mutable_propose()->add_config_indices(1);
+        } else if (stage.kind() == v1::STAGE_KIND_BUILD) {
+          for (int64_t c : stage.build().config_indices()) {
+            v1::Artifact* art = r.mutable_build()->add_artifacts();
+            art->set_config_index(c);
+            art->set_binary(plant);
+            art->set_content_hash(plant_hash);
+          }
+          ++planted;
+        } else if (stage.kind() == v1::STAGE_KIND_UPDATE) {
+          r.mutable_update();
+        } else {
+          continue;
+        }
+        a.Report(r);
+      }
+    }
+  };
+  std::thread cpu(serve_cpu_stages, std::ref(evil));
+  Outcome o = Loom("submit tiny_cnn --trials 2 --batch-size 2 --tasks 0");
+  ASSERT_EQ(o.code, 0) << o.err;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)")));
+  const std::string j1 = m[1];
+  EXPECT_TRUE(WaitFor([&] { return AllSucceeded({j1}); }, 120)) << Jobs().dump(1);
+  EXPECT_GE(planted.load(), 1);
+  EXPECT_FALSE(fs::exists(marker)) << "a planted object was loaded";
+  std::vector<nlohmann::json> r1 = JobRecords(dir_, j1);
+  EXPECT_EQ(r1.size(), 2u);
+  for (const auto& r : r1) EXPECT_EQ(r.value("agent_id", ""), "honest-dev") << r.dump();
+
+  // Phase 2: the only device belongs to evil2, which forges its costs; evil reports a stage it
+  // does not hold. Both are refused and flagged; an honest agent then finishes the job.
+  Kill(agents_[0]);
+  ASSERT_TRUE(WaitFor(
+      [&] { return ServeLog().find("event=agent_lost agent=" + honest_id) != std::string::npos; },
+      30));
+  RawAgent evil2(server_, "tok-agent-evil2");
+  ASSERT_TRUE(evil2.Register(0, "cpu:0", key).ok());
+  o = Loom("submit tiny_cnn --trials 2 --batch-size 2 --tasks 0");
+  ASSERT_EQ(o.code, 0) << o.err;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)")));
+  const std::string j2 = m[1];
+  std::vector<v1::StageRequest> measure;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        measure = evil2.Acquire(300);
+        return !measure.empty();
+      },
+      60));
+  ASSERT_EQ(measure[0].kind(), v1::STAGE_KIND_MEASURE);
+  stop = true;
+  cpu.join();
+  v1::StageResult forged;
+  forged.set_lease_id(measure[0].lease_id());
+  for (const v1::Artifact& a : measure[0].measure().artifacts()) {
+    EXPECT_TRUE(a.binary().empty());  // objects never travel
+    v1::MeasureResult* r = forged.mutable_measure()->add_results();
+    r->set_config_index(a.config_index());
+    r->add_costs(1e-9);
+    r->set_checked(true);
+  }
+  st = evil.Report(forged);  // a stage evil does not hold
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("of another agent"));
+  st = evil2.Report(forged);  // 1e-9 s: far above a core's peak
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("above the device's physical bound"));
+  st = evil2.Register(0, "cpu:0", key);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("agent 'evil2' is flagged"));
+  EXPECT_THAT(ServeLog(), HasSubstr("event=agent_flagged"));
+
+  StartAgent("honest-full");
+  EXPECT_TRUE(WaitFor([&] { return AllSucceeded({j2}); }, 120)) << Jobs().dump(1);
+  std::vector<nlohmann::json> r2 = JobRecords(dir_, j2);
+  EXPECT_EQ(r2.size(), 2u);
+  for (const auto& r : r2) {
+    EXPECT_EQ(r.value("agent_id", ""), "honest-full") << r.dump();
+    EXPECT_GT(r.value("median_cost", 0.0), 1e-7) << r.dump();  // not the forged 1e-9
+  }
+  EXPECT_FALSE(fs::exists(marker)) << "a planted object was loaded";
+  Outcome stats = Loom("jobs --all --ended --json", "tok-root");
+  int flagged = 0;
+  for (const auto& r :
+       nlohmann::json::parse(stats.out).value("resources", nlohmann::json::array())) {
+    flagged += r.value("flagged", false) ? 1 : 0;
+  }
+  EXPECT_EQ(flagged, 2);
+}
+
+TEST_F(ServiceProcessTest, UploadsCannotReachServerFilesNorFoldBombsAndErrorsEchoNoPathsOrValues) {
+  StartServe();
+  // A Reshape whose shape is external data pointing at a server file (the issue's 115 bytes).
+  std::ofstream(dir_ / "secret.txt") << "TOP-SECRET-CONTENT";
+  auto reshape = [](const std::vector<int64_t>& x, onnx::TensorProto shape) {
+    onnx::ModelProto model;
+    model.set_ir_version(8);
+    model.add_opset_import()->set_version(13);
+    onnx::GraphProto* g = model.mutable_graph();
+    g->set_name("g");
+    shape.set_name("shape");
+    shape.set_data_type(onnx::TensorProto::INT64);
+    *g->add_initializer() = shape;
+    onnx::NodeProto* n = g->add_node();
+    n->set_name("r");
+    n->set_op_type("Reshape");
+    n->add_input("x");
+    n->add_input("shape");
+    n->add_output("y");
+    onnx::ValueInfoProto* in = g->add_input();
+    in->set_name("x");
+    in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : x) {
+      in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+    }
+    g->add_output()->set_name("y");
+    return model.SerializeAsString();
+  };
+  onnx::TensorProto external;
+  external.add_dims(4);
+  external.set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* location = external.add_external_data();
+  location->set_key("location");
+  location->set_value((dir_ / "secret.txt").string().substr(1));
+  std::ofstream(dir_ / "external.onnx", std::ios::binary) << reshape({2, 2}, external);
+  Outcome o = Loom("submit " + (dir_ / "external.onnx").string() + " --trials 2");
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("INVALID_ARGUMENT: model: initializer 'shape' uses external data"));
+  EXPECT_THAT(o.err, ::testing::Not(HasSubstr("TOP-SECRET")));
+  EXPECT_THAT(o.err, ::testing::Not(HasSubstr(dir_.string())));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+
+  // A model the importer refuses: the message names the node, not where the server put it, and
+  // not the tensor's values.
+  onnx::TensorProto bad_shape;
+  bad_shape.add_dims(3);
+  for (int i = 0; i < 3; ++i) bad_shape.add_int64_data(7);
+  std::ofstream(dir_ / "bad.onnx", std::ios::binary) << reshape({2, 3}, bad_shape);
+  o = Loom("submit " + (dir_ / "bad.onnx").string() + " --trials 2");
+  EXPECT_NE(o.code, 0);
+  EXPECT_THAT(o.err, HasSubstr("INVALID_ARGUMENT: model: "));
+  EXPECT_THAT(o.err, HasSubstr("'r'"));
+  EXPECT_THAT(o.err, ::testing::Not(HasSubstr((dir_ / "tmp").string())));
+  EXPECT_THAT(o.err, ::testing::Not(HasSubstr("7,7,7")));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // A folding bomb: a 1-element constant padded by 268435455 (1 GiB once folded) is refused by
+  // the folding budget before anything is allocated, and the daemon stays small.
+  {
+    onnx::ModelProto bomb;
+    bomb.set_ir_version(8);
+    bomb.add_opset_import()->set_version(13);
+    onnx::GraphProto* g = bomb.mutable_graph();
+    g->set_name("g");
+    onnx::TensorProto* c = g->add_initializer();
+    c->set_name("c");
+    c->set_data_type(onnx::TensorProto::FLOAT);
+    c->add_dims(1);
+    c->add_float_data(1);
+    onnx::TensorProto* pads = g->add_initializer();
+    pads->set_name("pads");
+    pads->set_data_type(onnx::TensorProto::INT64);
+    pads->add_dims(2);
+    pads->add_int64_data(0);
+    pads->add_int64_data(268435455);
+    onnx::NodeProto* n = g->add_node();
+    n->set_name("p");
+    n->set_op_type("Pad");
+    n->add_input("c");
+    n->add_input("pads");
+    n->add_output("y");
+    g->add_output()->set_name("y");
+    std::ofstream(dir_ / "bomb.onnx", std::ios::binary) << bomb.SerializeAsString();
+  }
+  for (int i = 0; i < 3; ++i) {
+    o = Loom("submit " + (dir_ / "bomb.onnx").string() + " --trials 2");
+    EXPECT_NE(o.code, 0);
+    EXPECT_THAT(o.err, HasSubstr("model: constant folding Pad 'p': output 'y' would be"));
+    EXPECT_THAT(o.err, HasSubstr("above the per-tensor limit of 67108864 bytes"));
+  }
+  std::istringstream status(ReadAll(absl::StrCat("/proc/", serve_.pid, "/status")));
+  int64_t peak_kib = 0;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) peak_kib = std::stoll(line.substr(6));
+  }
+  EXPECT_GT(peak_kib, 0);
+  EXPECT_LT(peak_kib, 512 * 1024) << "the daemon's peak RSS grew to " << peak_kib << " KiB";
+  EXPECT_TRUE(Alive(serve_));
+  // Nothing of the uploads is left on the server.
+  EXPECT_TRUE(fs::is_empty(dir_ / "tmp"));
+}
+
+TEST_F(ServiceProcessTest, SecondDaemonOnTheSameStateOrPortExitsNamingTheHolder) {
+  StartServe();
+  const std::string id = Submit("tasks=1,rounds=1");
+  pid_t holder = serve_.pid;
+  // Same state file, another port.
+  Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),
+                                " --state ", (dir_ / "state.db").string()));
+  EXPECT_EQ(o.code, 1);
+  EXPECT_EQ(o.err, absl::StrCat("loom: error: state file '", (dir_ / "state.db").string(),
+                                "' is in use by another loom serve (pid ", holder,
+                                "): one daemon per state file\n"));
+  // Same port, another state file.
+  o = Loom(absl::StrCat("serve --listen ", server_, " --tokens ", (dir_ / "tokens").string(),
+                        " --state ", (dir_ / "other.db").string()));
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr(absl::StrCat("the port is in use by pid ", holder)));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // The first daemon still owns its job and answers.
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
+}
+
+TEST_F(ServiceProcessTest, EachUsersOpenWatchesAreCapped) {
+  StartServe({"--max-watches-per-user", "1"});
+  const std::string id = Submit("tasks=1,rounds=1");  // no agent: it waits, watchers stay open
+  Proc watcher = Spawn({LOOM_BINARY, "watch", id, "--server", server_},
+                       (dir_ / "watch.log").string(), {{"LOOM_TOKEN", "tok-alice"}});
+  Outcome o;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        o = Loom("watch " + id);
+        return o.err.find("RESOURCE_EXHAUSTED: too many open watches") != std::string::npos;
+      },
+      30))
+      << o.err;
+  // Another user's watch is not counted against alice.
+  const std::string bobs = Submit("tasks=1,rounds=1", "tok-bob");
+  EXPECT_EQ(Loom("cancel " + bobs, "tok-bob").code, 0);
+  o = Loom("watch " + bobs, "tok-bob");
+  EXPECT_THAT(o.err, HasSubstr("cancelled"));
+  EXPECT_THAT(o.err, ::testing::Not(HasSubstr("RESOURCE_EXHAUSTED")));
+  Kill(watcher);
+}
+
+TEST_F(ServiceProcessTest, InsecureModesMustBeAskedForAndAreLogged) {
+  const std::string state = (dir_ / "s.db").string();
+  Outcome o = Loom("serve --listen 127.0.0.1:0 --state " + state);
+  EXPECT_EQ(o.code, 2);  // a usage error
+  EXPECT_THAT(o.err, HasSubstr("no --tokens file: every caller would be an unauthenticated admin"));
+  o = Loom(absl::StrCat("serve --listen 0.0.0.0:0 --tokens ", (dir_ / "tokens").string(),
+                        " --state ", state));
+  EXPECT_EQ(o.code, 2);
+  EXPECT_THAT(o.err, HasSubstr("reaches beyond this host but TLS is off"));
+  // Agents take no token in argv.
+  o = Loom("agent --server 127.0.0.1:1 --token secret");
+  EXPECT_EQ(o.code, 2);
+  EXPECT_THAT(o.err, HasSubstr("--token"));
+  // Asked for: it starts, and says so.
+  StartServe({"--insecure"});
+  EXPECT_THAT(ServeLog(), HasSubstr("level=warn event=insecure auth=tokens tls=off"));
+}
+
+TEST_F(ServiceProcessTest, CancelledJobsMeasureWorkerIsGoneWithinASecond) {
+  StartServe();
+  const pid_t agent = StartAgent("host-a");
+  // Long measurements: 20 repeats of 1 s each per candidate.
+  Outcome o = Loom(
+      "submit tiny_cnn --trials 2 --batch-size 2 --tasks 0 --repeat 20 "
+      "--min-repeat-ms 1000");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)")));
+  const std::string id = m[1];
+  // The agent's measure workers: children running the hidden worker subcommand.
+  auto workers = [&] {
+    std::vector<pid_t> pids;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string stat = ReadAll((e.path() / "stat").string());
+      const size_t close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(stat.substr(close + 2));
+      std::string state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      if (ppid != agent || state == "Z") continue;
+      if (ReadAll((e.path() / "cmdline").string()).find("measure-worker") != std::string::npos) {
+        pids.push_back(std::stoi(name));
+      }
+    }
+    return pids;
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ReadAll((dir_ / "host-a.log").string()).find("kind=measure") != std::string::npos &&
+               !workers().empty();
+      },
+      120))
+      << ReadAll((dir_ / "host-a.log").string());
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  o = Loom("cancel " + id);
+  ASSERT_EQ(o.code, 0) << o.err;
+  ASSERT_TRUE(WaitFor([&] { return workers().empty(); }, 5));
+  const double gone_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled_at).count();
+  EXPECT_LT(gone_s, 1.0) << "the measure worker outlived the cancel by " << gone_s << " s";
+  EXPECT_THAT(ReadAll((dir_ / "host-a.log").string()), HasSubstr("event=stage_cancel"));
+  // The device is free: another job's measurement runs on it.
+  const std::string next = Submit("tasks=1,rounds=1,measure=0.05");
+  EXPECT_TRUE(WaitFor([&] { return AllSucceeded({next}); }, 60)) << Jobs().dump(1);
+}
+
+TEST_F(ServiceProcessTest, DamagedOrMismatchedStateIsRefusedWithOneLine) {
+  StartServe();
+  const std::string id = Submit("tasks=1,rounds=1");
+  Kill(serve_, SIGTERM);
+  const std::string state = (dir_ / "state.db").string();
+  const std::string records = (dir_ / "state.db.records").string();
+  auto serve = [&](const std::string& state_path) {
+    return Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),
+                             " --state ", state_path));
+  };
+  // Garbage over the last page (an index or table page) of the state file.
+  fs::copy_file(state, dir_ / "garbage.db");
+  {
+    const auto size = fs::file_size(dir_ / "garbage.db");
+    std::fstream f(dir_ / "garbage.db", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(size - 4096));
+    f << std::string(4096, '\x5a');
+  }
+  Outcome o = serve((dir_ / "garbage.db").string());
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("is damaged (quick_check:"));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // A state file truncated to zero bytes does not start over at j1.
+  fs::copy_file(state, dir_ / "zero.db");
+  fs::resize_file(dir_ / "zero.db", 0);
+  o = serve((dir_ / "zero.db").string());
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("is empty (0 bytes): it was truncated"));
+  // A fresh state beside the old records (the state was lost) is refused...
+  fs::copy_file(records, dir_ / "fresh.db.records");
+  o = serve((dir_ / "fresh.db").string());
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("has no jobs but its record database"));
+  // ...and so is another state's record database.
+  fs::remove(dir_ / "fresh.db");
+  fs::remove(dir_ / "fresh.db.records");
+  fs::remove(dir_ / "fresh.db.lock");
+  StartServe({}, "other.db");
+  Submit("tasks=1,rounds=1");  // a state with a job, paired with its own records
+  Kill(serve_, SIGTERM);
+  fs::copy_file(records, dir_ / "other.db.records", fs::copy_options::overwrite_existing);
+  o = serve((dir_ / "other.db").string());
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("belongs to another state file"));
+  // The intact pair still serves its job.
+  StartServe();
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+}
+
+TEST_F(ServiceProcessTest, KillingTheDaemonAndAnAgentMidRealJobLosesAndDuplicatesNoRecord) {
+  StartServe();
+  StartAgent("host-a");
+  StartAgent("host-b");
+  Outcome o = Loom("submit tiny_cnn --trials 6 --batch-size 2 --max-tasks 2");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)")));
+  const std::string id = m[1];
+  auto records = [&] {
+    std::map<std::string, int64_t> r;
+    States(&r);
+    return r[id];
+  };
+  ASSERT_TRUE(WaitFor([&] { return records() >= 2; }, 180)) << Jobs().dump(1);
+  Kill(serve_);  // SIGKILL, mid-job
+  StartServe();
+  ASSERT_TRUE(WaitFor([&] { return records() >= 6; }, 180)) << Jobs().dump(1);
+  Kill(agents_[0]);  // SIGKILL of an agent, mid-job
+  ASSERT_TRUE(WaitFor([&] { return AllSucceeded({id}); }, 240)) << Jobs().dump(1);
+  // Every trial has exactly one record: 2 tasks x 6 trials, no config measured twice.
+  std::vector<nlohmann::json> all = JobRecords(dir_, id);
+  EXPECT_EQ(all.size(), 12u);
+  std::set<std::pair<std::string, int64_t>> distinct;
+  for (const auto& r : all) distinct.insert({r.value("task_key", ""), r.value("config_index", -1)});
+  EXPECT_EQ(distinct.size(), all.size());
+  EXPECT_EQ(records(), 12);
 }
 
 }  // namespace
