@@ -89,15 +89,18 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, object]:
 
 
 class Service:
-    """A `loom serve` and a `loom agent` on loopback, with a tokens file of two users."""
+    """A `loom serve` and a `loom agent` on loopback (plaintext, which loopback allows), with a
+    tokens file of users and the agent's own token."""
 
     def __init__(self, loom_bin: str, root: Path) -> None:
         self.loom_bin = loom_bin
         self.root = root
         self.procs: List[subprocess.Popen] = []
         (root / "tokens").write_text(
-            "tok-alice alice\ntok-bob bob user\ntok-root root admin\ntok-agent fleet agent\n"
+            "tok-alice alice\ntok-bob bob user\ntok-root root admin\ntok-agent py-agent agent\n"
         )
+        # The agent's own token (bound to its name), from a file: never in argv.
+        (root / "agent-token").write_text("tok-agent\n")
         serve_log = root / "serve.log"
         self.procs.append(
             self._spawn(
@@ -133,8 +136,8 @@ class Service:
                     "agent",
                     "--server",
                     self.server,
-                    "--token",
-                    "tok-agent",
+                    "--token-file",
+                    str(root / "agent-token"),
                     "--name",
                     "py-agent",
                     "--cpu-slots",
