@@ -35,6 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_common.h"
 #include "loom/base/thread_pool.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
@@ -44,6 +45,11 @@
 
 namespace {
 
+using loom::bench::Candidate;
+using loom::bench::MeasurePeakGflops;
+using loom::bench::Timed;
+using loom::bench::TimeIt;
+using loom::bench::Timing;
 using loom::graph::Workload;
 using loom::ops::Config;
 using loom::ops::Template;
@@ -76,106 +82,6 @@ Workload ToWorkload(const Layer& l) {
   w.dilation_h = w.dilation_w = 1;
   w.groups = 1;
   return w;
-}
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Timing {
-  double median_s = 0;
-  double best_s = 0;
-};
-
-// Something to time: `fn` runs one call; `number` calls fill one repeat.
-struct Timed {
-  std::function<void()> fn;
-  int number = 1;
-  std::vector<double> per_call;  // seconds per call, one entry per repeat
-
-  // Warm-up (3 calls) and calibration of `number` to fill `min_repeat_ms`.
-  void Calibrate(double min_repeat_ms) {
-    for (int i = 0; i < 3; ++i) fn();
-    double t0 = Now();
-    fn();
-    const double one = std::max(Now() - t0, 1e-7);
-    number = std::max(1, static_cast<int>(min_repeat_ms * 1e-3 / one));
-  }
-  void Repeat() {
-    const double t0 = Now();
-    for (int i = 0; i < number; ++i) fn();
-    per_call.push_back((Now() - t0) / number);
-  }
-  Timing Summary() const {
-    std::vector<double> v = per_call;
-    std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v.front()};
-  }
-};
-
-Timing TimeIt(const std::function<void()>& fn, int repeats, double min_repeat_ms) {
-  Timed t{fn};
-  t.Calibrate(min_repeat_ms);
-  for (int r = 0; r < repeats; ++r) t.Repeat();
-  return t.Summary();
-}
-
-// --- FMA peak: independent register-only FMA chains, enough to cover latency x throughput.
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-
-// 12 independent FMA chains per iteration; the asm barrier keeps them in registers and stops the
-// compiler from folding the loop.
-#define LOOM_FMA_LOOP(V)                                                                        \
-  V a0 = V{} + x, a1 = a0 + 1, a2 = a0 + 2, a3 = a0 + 3, a4 = a0 + 4, a5 = a0 + 5, a6 = a0 + 6, \
-    a7 = a0 + 7, a8 = a0 + 8, a9 = a0 + 9, a10 = a0 + 10, a11 = a0 + 11;                        \
-  const V m = V{} + 0.999999f, c = V{} + 1e-7f;                                                 \
-  for (int64_t i = 0; i < iters; ++i) {                                                         \
-    a0 = a0 * m + c;                                                                            \
-    a1 = a1 * m + c;                                                                            \
-    a2 = a2 * m + c;                                                                            \
-    a3 = a3 * m + c;                                                                            \
-    a4 = a4 * m + c;                                                                            \
-    a5 = a5 * m + c;                                                                            \
-    a6 = a6 * m + c;                                                                            \
-    a7 = a7 * m + c;                                                                            \
-    a8 = a8 * m + c;                                                                            \
-    a9 = a9 * m + c;                                                                            \
-    a10 = a10 * m + c;                                                                          \
-    a11 = a11 * m + c;                                                                          \
-    __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));          \
-  }                                                                                             \
-  V s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;                            \
-  float r = 0;                                                                                  \
-  for (size_t i = 0; i < sizeof(V) / 4; ++i) r += s[i];                                         \
-  return r;
-
-__attribute__((noinline, target("avx512f,fma"), optimize("fp-contract=fast"))) float Fma512(
-    int64_t iters, float x) {
-  LOOM_FMA_LOOP(v16)
-}
-__attribute__((noinline, target("avx2,fma"), optimize("fp-contract=fast"))) float Fma256(
-    int64_t iters, float x) {
-  LOOM_FMA_LOOP(v8)
-}
-
-// GFLOPS of the better of the 512-bit and 256-bit FMA loops (12 FMAs per iteration).
-double MeasurePeakGflops(double* gf512, double* gf256) {
-  const int64_t iters = 1'000'000;
-  volatile float sink = 0;
-  auto run = [&](auto fn, int lanes) {
-    double best = 0;
-    for (int rep = 0; rep < 200; ++rep) {
-      double t0 = Now();
-      sink = sink + fn(iters, 1.0f);
-      double dt = Now() - t0;
-      best = std::max(best, 12.0 * 2 * lanes * static_cast<double>(iters) / dt * 1e-9);
-    }
-    return best;
-  };
-  *gf512 = run(Fma512, 16);
-  *gf256 = run(Fma256, 8);
-  return std::max(*gf512, *gf256);
 }
 
 // --- oneDNN: the primitive and its memories; Run() is one execute (timed alone).
@@ -218,14 +124,6 @@ struct OneDnnConv {
 };
 
 // --- Loom: a compiled candidate with its packed buffers.
-struct Candidate {
-  Config config;
-  std::unique_ptr<loom::ops::LocalKernel> kernel;
-  loom::ops::KernelBuffers buffers;
-  double screen_s = 0;
-  void Run() { kernel->fn()(buffers.pointers.data(), nullptr); }
-};
-
 // The pruned search space: vec = the ISA's widest, tile_ic in [min(8, C), 64], register blocks
 // of 10..28 accumulators, all tile shapes/orders/unrolls; parallel_axis 0 (one thread).
 std::vector<Config> PrunedConfigs(const Template& t) {
@@ -283,16 +181,8 @@ int main(int argc, char** argv) {
   const loom::ops::Target target = loom::ops::HostCpuTarget();
   std::unique_ptr<loom::tune::RecordStore> store;
   if (!db.empty()) {
-    if (!std::filesystem::exists(db)) {
-      std::fprintf(stderr, "--db %s: no such file\n", db.c_str());
-      return 1;
-    }
-    auto opened = loom::tune::OpenSqliteRecordStore(db);
-    if (!opened.ok()) {
-      std::fprintf(stderr, "--db %s: %s\n", db.c_str(), opened.status().ToString().c_str());
-      return 1;
-    }
-    store = *std::move(opened);
+    store = loom::bench::OpenDbOrNull(db);
+    if (store == nullptr) return 1;
     std::printf("tuned configs: best record per layer in %s for target %s\n", db.c_str(),
                 target.Key().c_str());
   }
@@ -304,13 +194,7 @@ int main(int argc, char** argv) {
   // Compiles run on a pool started before pinning (so they may use every core); all timing runs
   // on this thread, pinned to `core`.
   loom::base::ThreadPool pool(2);
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(core, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    std::perror("sched_setaffinity");
-    return 1;
-  }
+  if (!loom::bench::PinToCore(core)) return 1;
   double gf512 = 0, gf256 = 0;
   const double peak = MeasurePeakGflops(&gf512, &gf256);
   std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
@@ -372,29 +256,10 @@ int main(int argc, char** argv) {
       }
     }
     std::fflush(stdout);
-    std::vector<std::future<absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>>> builds;
-    for (const Config& c : configs) {
-      builds.push_back(pool.Submit([&t, c, &dir] {
-        auto src = t.Emit(c);
-        if (!src.ok()) {
-          return absl::StatusOr<std::unique_ptr<loom::ops::LocalKernel>>(src.status());
-        }
-        return loom::ops::LocalKernel::Compile(*src, dir);
-      }));
-    }
     const std::vector<loom::graph::Tensor> natural = loom::ops::RandomNaturalInputs(t, 1);
-    std::vector<Candidate> cands;
-    for (size_t i = 0; i < configs.size(); ++i) {
-      auto k = builds[i].get();
-      if (!k.ok()) {
-        std::fprintf(stderr, "  build failed: %s\n", k.status().ToString().c_str());
-        continue;
-      }
-      Candidate c{configs[i], std::move(*k), loom::ops::PrepareBuffers(t, configs[i], natural)};
-      // Screen: best of 5 repeats of >= 5 ms.
-      c.screen_s = TimeIt([&c] { c.Run(); }, 5, 5).best_s;
-      cands.push_back(std::move(c));
-    }
+    std::vector<Candidate> cands = loom::bench::BuildCandidates(t, configs, natural, dir, pool);
+    // Screen: best of 5 repeats of >= 5 ms.
+    for (Candidate& c : cands) c.screen_s = TimeIt([&c] { c.Run(); }, 5, 5).best_s;
     // Final: the default, the 3 best of the screen and oneDNN, timed in interleaved rounds so
     // that every contender sees the same background load.
     std::vector<size_t> order(cands.size());

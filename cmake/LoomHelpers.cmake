@@ -44,6 +44,9 @@ function(loom_module name)
       add_executable(${target} ${t})
       target_link_libraries(${target} PRIVATE loom_${name} ${ARG_TEST_DEPS}
                             GTest::gmock GTest::gtest_main)
+      # Tests that read committed files (seed corpora, example specs) find them from the source
+      # folder, never through __FILE__ (which ccache's base_dir makes relative).
+      target_compile_definitions(${target} PRIVATE LOOM_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
       gtest_discover_tests(${target}
         PROPERTIES TIMEOUT 600
                    ENVIRONMENT "LOOM_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared"

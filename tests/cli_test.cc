@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -321,6 +322,52 @@ TEST(CliTest, TasksOfResNet18AreElevenConvsAndOneDense) {
   EXPECT_EQ(count("\"kind\":"), 12u);
 }
 
+// `loom tasks` on the shared transformers: every MatMul is a dense task (activation times a
+// weight, leading dims flattened into M) or a batch_matmul one (attention's two activation
+// products per layer), each key with its node count.
+TEST(CliTest, TasksOfTransformersAreDenseAndBatchMatmul) {
+  const std::map<std::string, std::map<std::string, int64_t>> expected = {
+      {"vit_tiny",
+       {{"conv2d:f32:n1_c3_h224_w224_k192_r16_s16_st16x16_p0x0x0x0_d1x1_g1", 1},
+        {"dense:f32:m197_n576_k192_tb0", 6},
+        {"batch_matmul:f32:b3_m197_n197_k64", 6},
+        {"batch_matmul:f32:b3_m197_n64_k197", 6},
+        {"dense:f32:m197_n192_k192_tb1", 6},
+        {"dense:f32:m197_n768_k192_tb0", 6},
+        {"dense:f32:m197_n192_k768_tb0", 6},
+        {"dense:f32:m1_n1000_k192_tb1", 1}}},
+      {"bert_small",
+       {{"dense:f32:m128_n256_k256_tb0", 16},
+        {"batch_matmul:f32:b4_m128_n128_k64", 4},
+        {"batch_matmul:f32:b4_m128_n64_k128", 4},
+        {"dense:f32:m128_n1024_k256_tb0", 4},
+        {"dense:f32:m128_n256_k1024_tb0", 4}}}};
+  for (const auto& [name, want] : expected) {
+    SCOPED_TRACE(name);
+    const std::string dir = graph::UnpackSharedModel(name, graph::kSharedTransformerFolder);
+    if (dir.empty()) GTEST_SKIP() << "no ../shared/transformers/" << name << ".tar.xz";
+    Outcome o = RunLoom("tasks " + dir + "/" + name + ".onnx");
+    ASSERT_EQ(o.exit_code, 0) << o.err;
+    // Rows: index, kind, count, GFLOP, share, key (the header and the summary line are not).
+    auto digits = [](const std::string& t) {
+      return !t.empty() && t.find_first_not_of("0123456789") == std::string::npos;
+    };
+    std::map<std::string, int64_t> got;
+    std::istringstream lines(o.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream row(line);
+      std::string index, kind, count, gflop, share, key;
+      if (row >> index >> kind >> count >> gflop >> share >> key && digits(index) &&
+          digits(count)) {
+        EXPECT_EQ(key.substr(0, kind.size() + 1), kind + ":") << line;
+        got[key] = std::stoll(count);
+      }
+    }
+    EXPECT_EQ(got, want) << o.out;
+    EXPECT_THAT(o.out, HasSubstr(std::to_string(want.size()) + " tasks, "));
+  }
+}
+
 TEST(CliTest, InspectReportsParametersAndFlops) {
   Outcome o = RunLoom("inspect zoo:resnet18");
   ASSERT_EQ(o.exit_code, 0) << o.err;
@@ -394,13 +441,14 @@ TEST(SharedModelTest, RunMatchesOnnxRuntimeOnTransformers) {
 namespace loom {
 namespace {
 
-// Records of kSmallConv that are trials of a job (the default config's baseline measurement,
-// stored under "<job>#default", is counted only when `defaults` is set).
+// Records of `task_key` (default: kSmallConv's) in `db` that are trials of a job, of one error kind
+// or all (the default config's baseline measurement, stored under "<job>#default", is counted only
+// when `defaults` is set).
 int64_t CountRecords(const std::string& db, std::optional<tune::ErrorKind> kind = std::nullopt,
-                     bool defaults = false) {
+                     bool defaults = false, std::string task_key = "") {
   auto store = tune::OpenSqliteRecordStore(db);
   EXPECT_TRUE(store.ok()) << store.status();
-  auto key = graph::WorkloadKey([] {
+  const std::string key = !task_key.empty() ? task_key : graph::WorkloadKey([] {
     graph::Workload w;
     w.kind = graph::TaskKind::kConv2d;
     w.n = 1, w.c = 16, w.h = 8, w.w = 8, w.k = 16, w.r = 3, w.s = 3;
@@ -437,6 +485,26 @@ TEST(CliTuneTest, FaultyCandidatesAreErrorRecords) {
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kRunTimeout), 1);
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kWrongAnswer), 1);
   EXPECT_GE(CountRecords(db.string(), tune::ErrorKind::kNone), 1);
+}
+
+// A batch_matmul task (attention's Q K^T with K read transposed in place, a narrow last column
+// panel) tunes end to end: every candidate builds, passes the measure worker's check against the
+// reference kernel and is stored.
+TEST(CliTuneTest, TunesABatchMatmulTaskGivenByItsKey) {
+  fs::path db = ScratchDir() / "bmm.db";
+  fs::remove(db);
+  Outcome o = RunLoom(
+      "tune-task --workload batch_matmul:f32:b2_m24_n40_k16_tb1 --trials 8 --batch-size 4 "
+      "--seed 3 --json --db " +
+      db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("\"trials\": 8"));
+  EXPECT_THAT(o.out, HasSubstr("\"template\": \"batch_matmul\""));
+  const std::string key = "batch_matmul:f32:b2_m24_n40_k16_tb1";
+  EXPECT_EQ(CountRecords(db.string(), std::nullopt, false, key), 8);
+  EXPECT_EQ(CountRecords(db.string(), tune::ErrorKind::kNone, false, key), 8);
+  ExpectOneLineError(RunLoom("tune-task --workload batch_matmul:f32:b0_m4_n4_k4 --trials 2"),
+                     "is not a workload key");
 }
 
 // kill -9 mid-job loses at most the round in flight; the same command resumes and finishes.
@@ -505,7 +573,8 @@ TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
 
 TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
   ExpectOneLineError(RunLoom("tune-task --conv2d 1,2,3 --trials 4"), "9 numbers");
-  ExpectOneLineError(RunLoom("tune-task --trials 4"), "exactly one of --conv2d or --dense");
+  ExpectOneLineError(RunLoom("tune-task --trials 4"),
+                     "exactly one of --conv2d, --dense or --workload");
   ExpectOneLineError(RunLoom("tune zoo:resnet18 --tasks 99 --trials 1"), "out of range");
   ExpectOneLineError(RunLoom(std::string("tune-task ") + kSmallConv + " --device-cores 4096"),
                      "does not exist");

@@ -30,7 +30,8 @@ void RunTasks(const TasksOptions& opts) {
                    {"hash", t.hash},
                    {"count", t.count},
                    {"flops", t.flops},
-                   {"nodes", t.nodes}});
+                   {"nodes", t.nodes},
+                   {"absorbed", t.absorbed}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return;
@@ -44,6 +45,12 @@ void RunTasks(const TasksOptions& opts) {
                 t.flops / 1e9, share, t.key.c_str());
   }
   std::printf("%zu tasks, %.3f GFLOP per inference\n", tasks->size(), total / 1e9);
+  size_t absorbed = 0;
+  for (const auto& t : *tasks) absorbed += t.absorbed.size();
+  if (absorbed > 0) {
+    std::printf("%zu Transpose nodes are read in place by the matrix products (trans_a/trans_b)\n",
+                absorbed);
+  }
 }
 
 }  // namespace

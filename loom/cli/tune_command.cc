@@ -565,16 +565,21 @@ struct TuneModelOptions {
 struct TuneTaskOptions {
   std::string conv2d;  // N,C,H,W,K,R,S,STRIDE,PAD
   int64_t groups = 1;
-  std::string dense;  // M,N,K
+  std::string dense;     // M,N,K
+  std::string workload;  // a workload key, as `loom tasks` prints it
   TuneOptions tune;
 };
 
 absl::StatusOr<graph::Task> TaskFromFlags(const TuneTaskOptions& o) {
-  if (o.conv2d.empty() == o.dense.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --conv2d or --dense");
+  if (!o.conv2d.empty() + !o.dense.empty() + !o.workload.empty() != 1) {
+    return absl::InvalidArgumentError("give exactly one of --conv2d, --dense or --workload");
   }
   graph::Workload w;
-  if (!o.conv2d.empty()) {
+  if (!o.workload.empty()) {
+    auto parsed = graph::ParseWorkloadKey(o.workload);
+    if (!parsed.ok()) return parsed.status();
+    w = *parsed;
+  } else if (!o.conv2d.empty()) {
     auto v = ParseIntList(o.conv2d, "--conv2d");
     if (!v.ok()) return v.status();
     if (v->size() != 9) {
@@ -670,6 +675,9 @@ void RegisterTuneCommands(CLI::App& app) {
   tt->add_option("--conv2d", task_opts->conv2d, "Convolution N,C,H,W,K,R,S,STRIDE,PAD");
   tt->add_option("--groups", task_opts->groups, "Convolution groups (C for depthwise)");
   tt->add_option("--dense", task_opts->dense, "Dense layer M,N,K (y = x W^T)");
+  tt->add_option("--workload", task_opts->workload,
+                 "Any workload by its key, as 'loom tasks' prints it (e.g. "
+                 "batch_matmul:f32:b12_m128_n128_k64_tb1)");
   AddTuneOptions(tt, &task_opts->tune);
   tt->callback([task_opts] {
     auto task = TaskFromFlags(*task_opts);

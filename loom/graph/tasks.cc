@@ -1,5 +1,6 @@
 #include "loom/graph/tasks.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <utility>
@@ -7,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "loom/base/status_macros.h"
@@ -55,39 +57,6 @@ const char* DTypeShortName(DType d) {
       return "undef";
   }
   return "undef";
-}
-
-// Range checks shared by ParseWorkloadKey (untrusted text) and the tests.
-absl::Status ValidateWorkload(const Workload& w) {
-  auto bad = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid ", TaskKindName(w.kind), " workload: ", what));
-  };
-  if (IsConv(w.kind)) {
-    if (w.n < 1 || w.c < 1 || w.h < 1 || w.w < 1 || w.k < 1 || w.r < 1 || w.s < 1) {
-      return bad("extents must be >= 1");
-    }
-    if (w.stride_h < 1 || w.stride_w < 1 || w.dilation_h < 1 || w.dilation_w < 1) {
-      return bad("strides and dilations must be >= 1");
-    }
-    if (w.pad_top < 0 || w.pad_left < 0 || w.pad_bottom < 0 || w.pad_right < 0) {
-      return bad("pads must be >= 0");
-    }
-    if (w.groups < 1 || w.c % w.groups != 0 || w.k % w.groups != 0) {
-      return bad("groups must divide input and output channels");
-    }
-    const bool depthwise = w.groups > 1 && w.c == w.groups;
-    if ((w.kind == TaskKind::kConv2d) != (w.groups == 1) ||
-        (w.kind == TaskKind::kDepthwiseConv2d) != depthwise) {
-      return bad("kind does not match groups");
-    }
-    if (w.OutH() < 1 || w.OutW() < 1) return bad("empty output");
-  } else if (w.kind == TaskKind::kDense) {
-    if (w.m < 1 || w.n < 1 || w.k < 1) return bad("extents must be >= 1");
-  } else {
-    if (w.b < 1 || w.m < 1 || w.n < 1 || w.k < 1) return bad("extents must be >= 1");
-  }
-  return absl::OkStatus();
 }
 
 absl::Status NotTunable(const Node& node, absl::string_view why) {
@@ -148,63 +117,209 @@ absl::StatusOr<Workload> ConvWorkload(const Graph& g, const Node& node) {
   return w;
 }
 
-absl::StatusOr<Workload> GemmWorkload(const Graph& g, const Node& node) {
-  LOOM_ASSIGN_OR_RETURN(TensorType a, NeedType(g, node, 0));
-  LOOM_ASSIGN_OR_RETURN(TensorType bt, NeedType(g, node, 1));
-  if (node.GetInt("transA", 0) != 0) return NotTunable(node, "transA=1 is not covered");
-  if (a.dtype != DType::kFloat32) return NotTunable(node, "only float32 is tunable");
-  if (!ConstantValueOf(g, node.inputs[1]).has_value()) {
-    return NotTunable(node, "B is not a constant weight");
+// Whether `value` is a Transpose's output that a matrix product may read in place as the
+// transposed operand: the Transpose swaps only the last two dims (rank >= 2) and nothing else
+// reads its output (not another input of the same node, not a graph output). Returns the
+// Transpose's node index, else -1.
+int64_t AbsorbableTranspose(const Graph& g, const std::string& value) {
+  const int64_t p = g.ProducerOf(value);
+  if (p < 0) return -1;
+  const Node& t = g.nodes[static_cast<size_t>(p)];
+  if (t.op_type != "Transpose" || t.inputs.empty() || t.inputs[0].empty()) return -1;
+  if (g.UseCount(value) != 1) return -1;
+  absl::StatusOr<TensorType> in = g.TypeOf(t.inputs[0]);
+  if (!in.ok()) return -1;
+  const int64_t rank = static_cast<int64_t>(in->shape.size());
+  if (rank < 2) return -1;
+  const std::vector<int64_t> perm = t.GetInts("perm");
+  if (static_cast<int64_t>(perm.size()) != rank) return -1;  // the default perm reverses all
+  for (int64_t i = 0; i < rank; ++i) {
+    const int64_t want = i < rank - 2 ? i : (i == rank - 2 ? rank - 1 : rank - 2);
+    if (perm[static_cast<size_t>(i)] != want) return -1;
   }
-  if (a.shape.size() != 2 || bt.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(node.Describe(), ": A and B must be 2-D"));
-  }
-  Workload w;
-  w.kind = TaskKind::kDense;
-  w.dtype = a.dtype;
-  w.trans_b = node.GetInt("transB", 0) != 0;
-  w.m = a.shape[0];
-  w.k = a.shape[1];
-  w.n = w.trans_b ? bt.shape[0] : bt.shape[1];
-  return w;
+  return p;
 }
 
-absl::StatusOr<Workload> MatMulWorkload(const Graph& g, const Node& node) {
-  LOOM_ASSIGN_OR_RETURN(TensorType a, NeedType(g, node, 0));
-  LOOM_ASSIGN_OR_RETURN(TensorType bt, NeedType(g, node, 1));
-  if (a.dtype != DType::kFloat32) return NotTunable(node, "only float32 is tunable");
-  const Shape& sa = a.shape;
-  const Shape& sb = bt.shape;
-  if (sa.empty() || sb.empty()) {
+// One operand of a matrix product as the kernel reads it: the value, whether it is the input of
+// an absorbed last-two-dims Transpose (then `shape` is still the logical, transposed shape), and
+// that Transpose.
+struct Operand {
+  std::string value;
+  Shape shape;
+  bool transposed = false;
+  int64_t transpose_node = -1;
+};
+
+absl::StatusOr<Operand> MatrixOperand(const Graph& g, const Node& node, size_t i) {
+  LOOM_ASSIGN_OR_RETURN(TensorType t, NeedType(g, node, i));
+  Operand o;
+  o.value = node.inputs[i];
+  o.shape = t.shape;
+  if (t.dtype != DType::kFloat32) return NotTunable(node, "only float32 is tunable");
+  if (o.shape.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(node.Describe(), ": operands must have rank >= 1"));
   }
-  Workload w;
-  w.dtype = a.dtype;
+  for (int64_t d : o.shape) {
+    if (d < 1) return NotTunable(node, "empty operands are not tunable");
+  }
+  o.transpose_node = AbsorbableTranspose(g, o.value);
+  return o;
+}
+
+// Reads operand `o` through its Transpose (the product's trans flag is set by the caller).
+void Absorb(const Graph& g, Operand* o, NodeWorkload* out) {
+  const Node& t = g.nodes[static_cast<size_t>(o->transpose_node)];
+  o->value = t.inputs[0];
+  o->transposed = true;
+  out->absorbed.push_back(t.name);
+}
+
+bool IsConstant(const Graph& g, const std::string& value) {
+  return ConstantValueOf(g, value).has_value();
+}
+
+absl::Status CheckOperandSizes(const Node& node, const Workload& w) {
+  const double b = static_cast<double>(std::max<int64_t>(w.b, 1));
+  const double m = static_cast<double>(w.m), n = static_cast<double>(w.n),
+               k = static_cast<double>(w.k);
+  const double limit = static_cast<double>(kMaxMatrixOperandElements);
+  if (b * m * k > limit || b * k * n > limit || b * m * n > limit) {
+    return NotTunable(node, "operands above 2^31 elements");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NodeWorkload> GemmWorkload(const Graph& g, const Node& node) {
+  LOOM_ASSIGN_OR_RETURN(Operand a, MatrixOperand(g, node, 0));
+  LOOM_ASSIGN_OR_RETURN(Operand bt, MatrixOperand(g, node, 1));
+  if (a.shape.size() != 2 || bt.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(node.Describe(), ": A and B must be 2-D"));
+  }
+  NodeWorkload out;
+  Workload& w = out.workload;
+  w.dtype = DType::kFloat32;
+  w.trans_a = node.GetInt("transA", 0) != 0;
+  w.trans_b = node.GetInt("transB", 0) != 0;
+  w.m = w.trans_a ? a.shape[1] : a.shape[0];
+  w.k = w.trans_a ? a.shape[0] : a.shape[1];
+  w.n = w.trans_b ? bt.shape[0] : bt.shape[1];
+  const int64_t kb = w.trans_b ? bt.shape[1] : bt.shape[0];
+  if (kb != w.k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(node.Describe(), ": A has K=", w.k, " but B has K=", kb));
+  }
+  if (IsConstant(g, bt.value)) {
+    w.kind = TaskKind::kDense;
+  } else {
+    // An activation B: one product of the batch_matmul template (which reads both operands in
+    // place, in either layout). Gemm's own trans flags are the layout; no Transpose is absorbed.
+    w.kind = TaskKind::kBatchMatmul;
+    w.b = 1;
+  }
+  LOOM_RETURN_IF_ERROR(CheckOperandSizes(node, w));
+  out.a = a.value;
+  out.b = bt.value;
+  return out;
+}
+
+// Batch dims of the two operands, right-aligned (numpy broadcasting), as the workload holds
+// them: dims of extent 1 in both dropped, neighbours with the same pattern (both hold it, only A,
+// only B) merged. Fills b and, when some dim broadcasts, batch_a / batch_b.
+absl::Status MergeBatchDims(const Node& node, Shape pa, Shape pb, Workload* w) {
+  while (pa.size() < pb.size()) pa.insert(pa.begin(), 1);
+  while (pb.size() < pa.size()) pb.insert(pb.begin(), 1);
+  std::vector<int64_t> da, db;
+  std::vector<int> pattern;  // 0: both hold the dim, 1: A broadcasts it, 2: B broadcasts it
+  for (size_t i = 0; i < pa.size(); ++i) {
+    if (pa[i] != pb[i] && pa[i] != 1 && pb[i] != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(node.Describe(), ": batch dims ", pa[i],
+                                                     " and ", pb[i], " do not broadcast"));
+    }
+    if (pa[i] == 1 && pb[i] == 1) continue;
+    const int p = pa[i] == pb[i] ? 0 : (pa[i] == 1 ? 1 : 2);
+    if (!pattern.empty() && pattern.back() == p) {
+      da.back() *= pa[i];
+      db.back() *= pb[i];
+    } else {
+      pattern.push_back(p);
+      da.push_back(pa[i]);
+      db.push_back(pb[i]);
+    }
+  }
+  w->b = 1;
+  for (size_t i = 0; i < da.size(); ++i) w->b *= std::max(da[i], db[i]);
+  if (std::any_of(pattern.begin(), pattern.end(), [](int p) { return p != 0; })) {
+    w->batch_a = std::move(da);
+    w->batch_b = std::move(db);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NodeWorkload> MatMulWorkload(const Graph& g, const Node& node) {
+  LOOM_ASSIGN_OR_RETURN(Operand a, MatrixOperand(g, node, 0));
+  LOOM_ASSIGN_OR_RETURN(Operand bo, MatrixOperand(g, node, 1));
+  NodeWorkload out;
+  Workload& w = out.workload;
+  w.dtype = DType::kFloat32;
+  const Shape& sa = a.shape;  // logical shapes (after any Transpose)
+  const Shape& sb = bo.shape;
   w.k = sa.back();
   w.n = sb.size() == 1 ? 1 : sb.back();
-  if (sb.size() <= 2) {
-    // A matrix (or vector) right operand: every leading dim of A folds into M.
+  const int64_t kb = sb.size() == 1 ? sb[0] : sb[sb.size() - 2];
+  if (kb != w.k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(node.Describe(), ": A has K=", w.k, " but B has K=", kb));
+  }
+  const bool b_matrix = sb.size() <= 2;
+  if (b_matrix && IsConstant(g, bo.value)) {
+    // Dense: every leading dim of A folds into M, so A is read as [M, K], or in place as [K, M]
+    // when it is a 2-D transposed operand.
+    w.kind = TaskKind::kDense;
     w.m = 1;
     for (size_t i = 0; i + 1 < sa.size(); ++i) w.m *= sa[i];
-    if (ConstantValueOf(g, node.inputs[1]).has_value()) {
-      w.kind = TaskKind::kDense;
-    } else {
-      w.kind = TaskKind::kBatchMatmul;
-      w.b = 1;
+    if (a.transpose_node >= 0 && sa.size() == 2) {
+      Absorb(g, &a, &out);
+      w.trans_a = true;
     }
-    return w;
+    LOOM_RETURN_IF_ERROR(CheckOperandSizes(node, w));
+    out.a = a.value;
+    out.b = bo.value;
+    return out;
   }
-  // Batched: A's and B's batch dims must agree exactly (no broadcast).
-  Shape batch_b(sb.begin(), sb.end() - 2);
-  Shape batch_a = sa.size() > 2 ? Shape(sa.begin(), sa.end() - 2) : Shape();
-  while (batch_a.size() < batch_b.size()) batch_a.insert(batch_a.begin(), 1);
-  while (batch_b.size() < batch_a.size()) batch_b.insert(batch_b.begin(), 1);
-  if (batch_a != batch_b) return NotTunable(node, "broadcast batch dimensions are not covered");
   w.kind = TaskKind::kBatchMatmul;
-  w.b = NumElements(batch_a);
   w.m = sa.size() == 1 ? 1 : sa[sa.size() - 2];
-  return w;
+  // Transposed operands are read in place. A rank-1 operand is a vector, never transposed.
+  if (a.transpose_node >= 0) {
+    Absorb(g, &a, &out);
+    w.trans_a = true;
+  }
+  if (bo.transpose_node >= 0) {
+    Absorb(g, &bo, &out);
+    w.trans_b = true;
+  }
+  const Shape batch_a = sa.size() > 2 ? Shape(sa.begin(), sa.end() - 2) : Shape();
+  const Shape batch_b = sb.size() > 2 ? Shape(sb.begin(), sb.end() - 2) : Shape();
+  LOOM_RETURN_IF_ERROR(MergeBatchDims(node, batch_a, batch_b, &w));
+  // Batch dims that only A holds, innermost, are rows of one taller product when A is row-major
+  // ([.., j, M, K] with B shared across j is [j*M, K] @ B): fold them into M.
+  if (!w.trans_a && !w.batch_a.empty() && w.batch_b.back() == 1) {
+    w.m *= w.batch_a.back();
+    w.b /= w.batch_a.back();
+    w.batch_a.pop_back();
+    w.batch_b.pop_back();
+    const bool broadcast =
+        std::any_of(w.batch_a.begin(), w.batch_a.end(), [](int64_t d) { return d == 1; }) ||
+        std::any_of(w.batch_b.begin(), w.batch_b.end(), [](int64_t d) { return d == 1; });
+    if (!broadcast) {
+      w.batch_a.clear();
+      w.batch_b.clear();
+    }
+  }
+  LOOM_RETURN_IF_ERROR(CheckOperandSizes(node, w));
+  out.a = a.value;
+  out.b = bo.value;
+  return out;
 }
 
 // Splits "st1x2" into ("st", {1, 2}).
@@ -261,9 +376,16 @@ std::string WorkloadKey(const Workload& w) {
                         "_g", w.groups);
   }
   if (w.kind == TaskKind::kDense) {
-    return absl::StrCat(head, "m", w.m, "_n", w.n, "_k", w.k, "_tb", w.trans_b ? 1 : 0);
+    return absl::StrCat(head, "m", w.m, "_n", w.n, "_k", w.k, "_tb", w.trans_b ? 1 : 0,
+                        w.trans_a ? "_ta1" : "");
   }
-  return absl::StrCat(head, "b", w.b, "_m", w.m, "_n", w.n, "_k", w.k);
+  std::string key = absl::StrCat(head, "b", w.b, "_m", w.m, "_n", w.n, "_k", w.k,
+                                 w.trans_a ? "_ta1" : "", w.trans_b ? "_tb1" : "");
+  if (!w.batch_a.empty()) {
+    absl::StrAppend(&key, "_ba", absl::StrJoin(w.batch_a, "x"), "_bb",
+                    absl::StrJoin(w.batch_b, "x"));
+  }
+  return key;
 }
 
 absl::StatusOr<Workload> ParseWorkloadKey(std::string_view key_in) {
@@ -296,12 +418,15 @@ absl::StatusOr<Workload> ParseWorkloadKey(std::string_view key_in) {
     return bad(absl::StrCat("dtype '", parts[1], "' is not tunable (only f32 is)"));
   }
 
-  // Expected tokens, in canonical order, with the fields they fill.
+  // Expected tokens, in canonical order, with the fields they fill. Optional tokens follow the
+  // required ones, each at most once, in this order; a variable-length field takes any count.
   struct Field {
     const char* prefix;
     std::vector<int64_t*> targets;
+    bool optional = false;
+    std::vector<int64_t>* list = nullptr;  // a variable-length field
   };
-  int64_t trans_b = 0;
+  int64_t trans_a = 0, trans_b = 0;
   std::vector<Field> fields;
   if (IsConv(w.kind)) {
     fields = {{"n", {&w.n}},
@@ -316,29 +441,112 @@ absl::StatusOr<Workload> ParseWorkloadKey(std::string_view key_in) {
               {"d", {&w.dilation_h, &w.dilation_w}},
               {"g", {&w.groups}}};
   } else if (w.kind == TaskKind::kDense) {
-    fields = {{"m", {&w.m}}, {"n", {&w.n}}, {"k", {&w.k}}, {"tb", {&trans_b}}};
+    fields = {
+        {"m", {&w.m}}, {"n", {&w.n}}, {"k", {&w.k}}, {"tb", {&trans_b}}, {"ta", {&trans_a}, true}};
   } else {
-    fields = {{"b", {&w.b}}, {"m", {&w.m}}, {"n", {&w.n}}, {"k", {&w.k}}};
+    fields = {{"b", {&w.b}},
+              {"m", {&w.m}},
+              {"n", {&w.n}},
+              {"k", {&w.k}},
+              {"ta", {&trans_a}, true},
+              {"tb", {&trans_b}, true},
+              {"ba", {}, true, &w.batch_a},
+              {"bb", {}, true, &w.batch_b}};
   }
   std::vector<absl::string_view> tokens = absl::StrSplit(parts[2], '_');
-  if (tokens.size() != fields.size()) {
-    return bad(absl::StrCat("expected ", fields.size(), " dimension fields, got ", tokens.size()));
-  }
-  for (size_t i = 0; i < fields.size(); ++i) {
+  size_t t = 0;
+  for (const Field& f : fields) {
     std::string prefix;
     std::vector<int64_t> values;
-    if (!ParseToken(tokens[i], &prefix, &values) || prefix != fields[i].prefix ||
-        values.size() != fields[i].targets.size()) {
-      return bad(absl::StrCat("field '", tokens[i], "' should be '", fields[i].prefix, "' with ",
-                              fields[i].targets.size(), " value(s)"));
+    const bool parsed = t < tokens.size() && ParseToken(tokens[t], &prefix, &values);
+    if (!parsed || prefix != f.prefix) {
+      if (f.optional && (t == tokens.size() || parsed)) continue;
+      if (t == tokens.size()) return bad(absl::StrCat("missing field '", f.prefix, "'"));
+      return bad(absl::StrCat("field '", tokens[t], "' should be '", f.prefix, "'"));
     }
-    for (size_t j = 0; j < values.size(); ++j) *fields[i].targets[j] = values[j];
+    if (f.list != nullptr) {
+      if (values.size() > 8) return bad(absl::StrCat("field '", tokens[t], "' has over 8 dims"));
+      *f.list = values;
+    } else {
+      if (values.size() != f.targets.size()) {
+        return bad(absl::StrCat("field '", tokens[t], "' should be '", f.prefix, "' with ",
+                                f.targets.size(), " value(s)"));
+      }
+      for (size_t j = 0; j < values.size(); ++j) *f.targets[j] = values[j];
+    }
+    ++t;
   }
+  if (t != tokens.size()) return bad(absl::StrCat("unexpected field '", tokens[t], "'"));
+  if (trans_a != 0 && trans_a != 1) return bad("ta must be 0 or 1");
   if (trans_b != 0 && trans_b != 1) return bad("tb must be 0 or 1");
+  w.trans_a = trans_a == 1;
   w.trans_b = trans_b == 1;
   if (absl::Status st = ValidateWorkload(w); !st.ok()) return bad(st.message());
   if (WorkloadKey(w) != key) return bad("not in canonical form");
   return w;
+}
+
+absl::Status ValidateWorkload(const Workload& w) {
+  auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid ", TaskKindName(w.kind), " workload: ", what));
+  };
+  if (IsConv(w.kind)) {
+    if (w.n < 1 || w.c < 1 || w.h < 1 || w.w < 1 || w.k < 1 || w.r < 1 || w.s < 1) {
+      return bad("extents must be >= 1");
+    }
+    if (w.stride_h < 1 || w.stride_w < 1 || w.dilation_h < 1 || w.dilation_w < 1) {
+      return bad("strides and dilations must be >= 1");
+    }
+    if (w.pad_top < 0 || w.pad_left < 0 || w.pad_bottom < 0 || w.pad_right < 0) {
+      return bad("pads must be >= 0");
+    }
+    if (w.groups < 1 || w.c % w.groups != 0 || w.k % w.groups != 0) {
+      return bad("groups must divide input and output channels");
+    }
+    const bool depthwise = w.groups > 1 && w.c == w.groups;
+    if ((w.kind == TaskKind::kConv2d) != (w.groups == 1) ||
+        (w.kind == TaskKind::kDepthwiseConv2d) != depthwise) {
+      return bad("kind does not match groups");
+    }
+    if (w.OutH() < 1 || w.OutW() < 1) return bad("empty output");
+  } else {
+    const bool batched = w.kind == TaskKind::kBatchMatmul;
+    if (w.m < 1 || w.n < 1 || w.k < 1 || (batched && w.b < 1)) {
+      return bad("extents must be >= 1");
+    }
+    // Products in double: no overflow on hostile extents.
+    const double b = batched ? static_cast<double>(w.b) : 1.0, m = static_cast<double>(w.m),
+                 n = static_cast<double>(w.n), k = static_cast<double>(w.k);
+    const double limit = static_cast<double>(kMaxMatrixOperandElements);
+    if (b * m * k > limit || b * k * n > limit || b * m * n > limit) {
+      return bad("an operand exceeds 2^31 elements");
+    }
+    if (!batched && (w.b != 0 || !w.batch_a.empty())) {
+      return bad("dense has no batch");
+    }
+    if (w.batch_a.size() != w.batch_b.size()) return bad("batch dims of A and B differ in rank");
+    if (!w.batch_a.empty()) {
+      if (w.batch_a.size() > 8) return bad("more than 8 merged batch dims");
+      double total = 1;
+      bool broadcast = false;
+      int previous = -1;
+      for (size_t i = 0; i < w.batch_a.size(); ++i) {
+        const int64_t x = w.batch_a[i], y = w.batch_b[i];
+        if (x < 1 || y < 1 || (x == 1 && y == 1) || (x != y && x != 1 && y != 1)) {
+          return bad("each batch dim is one extent > 1, in both operands or in one");
+        }
+        const int pattern = x == y ? 0 : (x == 1 ? 1 : 2);
+        if (pattern == previous) return bad("neighbouring batch dims are not merged");
+        previous = pattern;
+        broadcast = broadcast || pattern != 0;
+        total *= static_cast<double>(std::max(x, y));
+      }
+      if (!broadcast) return bad("batch dims without a broadcast are written as b alone");
+      if (total != static_cast<double>(w.b)) return bad("b is not the product of the batch dims");
+    }
+  }
+  return absl::OkStatus();
 }
 
 uint64_t StableHash(std::string_view data) {
@@ -363,33 +571,42 @@ double WorkloadFlops(const Workload& w) {
          static_cast<double>(w.k);
 }
 
-absl::StatusOr<Workload> WorkloadFromNode(const Graph& graph, const Node& node) {
-  if (node.op_type == "Conv") return ConvWorkload(graph, node);
+absl::StatusOr<NodeWorkload> AnalyzeTunableNode(const Graph& graph, const Node& node) {
+  if (node.op_type == "Conv") {
+    LOOM_ASSIGN_OR_RETURN(Workload w, ConvWorkload(graph, node));
+    return NodeWorkload{w, node.inputs[0], node.inputs[1], {}};
+  }
   if (node.op_type == "Gemm") return GemmWorkload(graph, node);
   if (node.op_type == "MatMul") return MatMulWorkload(graph, node);
   return NotTunable(node, "no template for this operator");
+}
+
+absl::StatusOr<Workload> WorkloadFromNode(const Graph& graph, const Node& node) {
+  LOOM_ASSIGN_OR_RETURN(NodeWorkload nw, AnalyzeTunableNode(graph, node));
+  return std::move(nw.workload);
 }
 
 absl::StatusOr<std::vector<Task>> ExtractTasks(const Graph& graph) {
   std::vector<Task> tasks;
   std::map<std::string, size_t> index;
   for (const Node& node : graph.nodes) {
-    absl::StatusOr<Workload> w = WorkloadFromNode(graph, node);
-    if (absl::IsNotFound(w.status())) continue;
-    if (!w.ok()) return w.status();
-    std::string key = WorkloadKey(*w);
+    absl::StatusOr<NodeWorkload> nw = AnalyzeTunableNode(graph, node);
+    if (absl::IsNotFound(nw.status())) continue;
+    if (!nw.ok()) return nw.status();
+    std::string key = WorkloadKey(nw->workload);
     auto [it, inserted] = index.emplace(key, tasks.size());
     if (inserted) {
       Task t;
-      t.workload = *w;
+      t.workload = nw->workload;
       t.key = key;
       t.hash = StableHash(key);
-      t.flops = WorkloadFlops(*w);
+      t.flops = WorkloadFlops(nw->workload);
       tasks.push_back(std::move(t));
     }
     Task& t = tasks[it->second];
     ++t.count;
     t.nodes.push_back(node.name);
+    for (std::string& a : nw->absorbed) t.absorbed.push_back(std::move(a));
   }
   return tasks;
 }

@@ -171,9 +171,124 @@ TEST(WorkloadTest, MatMulForms) {
   ASSERT_TRUE(w.ok());
   EXPECT_EQ(WorkloadKey(*w), "batch_matmul:f32:b1_m8_n4_k16");
 
+  // B shared by all 12 batches of A: the batches are rows of one product.
   w = WorkloadFromNode(g, MakeNode("bcast", "MatMul", {"q", "kb"}, {"y"}));
-  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(w.status().message(), HasSubstr("broadcast batch"));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(WorkloadKey(*w), "batch_matmul:f32:b1_m1536_n128_k64");
+}
+
+// A graph whose inputs are the given float32 values (shape-inferred by hand).
+Graph WithInputs(std::vector<std::pair<std::string, Shape>> inputs) {
+  Graph g;
+  for (auto& [name, shape] : inputs) {
+    g.inputs.push_back({name, F32(shape)});
+    g.value_types[name] = F32(shape);
+  }
+  return g;
+}
+
+std::string KeyOf(const Graph& g, const Node& n) {
+  auto w = WorkloadFromNode(g, n);
+  return w.ok() ? WorkloadKey(*w) : w.status().ToString();
+}
+
+TEST(WorkloadTest, MatMulBroadcastBatchDims) {
+  Graph g = WithInputs({{"a2", {8, 16}},
+                        {"b3", {3, 16, 4}},
+                        {"v", {16}},
+                        {"x", {2, 1, 5, 8}},
+                        {"y", {1, 3, 8, 6}},
+                        {"p", {4, 3, 5, 8}},
+                        {"q", {4, 1, 8, 6}},
+                        {"r", {3, 5, 8}},
+                        {"s", {2, 3, 8, 6}},
+                        {"u", {8}}});
+  // A matrix shared by 3 batches of B.
+  EXPECT_EQ(KeyOf(g, MakeNode("n1", "MatMul", {"a2", "b3"}, {"o"})),
+            "batch_matmul:f32:b3_m8_n4_k16_ba1_bb3");
+  // A vector is one row.
+  EXPECT_EQ(KeyOf(g, MakeNode("n2", "MatMul", {"v", "b3"}, {"o"})),
+            "batch_matmul:f32:b3_m1_n4_k16_ba1_bb3");
+  // Each operand broadcasts a different dim: nothing merges or folds.
+  EXPECT_EQ(KeyOf(g, MakeNode("n3", "MatMul", {"x", "y"}, {"o"})),
+            "batch_matmul:f32:b6_m5_n6_k8_ba2x1_bb1x3");
+  // The inner dim only A holds folds into M; what remains does not broadcast.
+  EXPECT_EQ(KeyOf(g, MakeNode("n4", "MatMul", {"p", "q"}, {"o"})), "batch_matmul:f32:b4_m15_n6_k8");
+  // Leading dims only B holds (A broadcast), and rank-3 against rank-4.
+  EXPECT_EQ(KeyOf(g, MakeNode("n5", "MatMul", {"r", "s"}, {"o"})),
+            "batch_matmul:f32:b6_m5_n6_k8_ba1x3_bb2x3");
+  // A vector B is one column.
+  EXPECT_EQ(KeyOf(g, MakeNode("n6", "MatMul", {"r", "u"}, {"o"})), "batch_matmul:f32:b1_m15_n1_k8");
+  auto bad = WorkloadFromNode(g, MakeNode("n7", "MatMul", {"p", "s"}, {"o"}));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("batch dims 4 and 2 do not broadcast"));
+  bad = WorkloadFromNode(g, MakeNode("n8", "MatMul", {"a2", "y"}, {"o"}));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("A has K=16 but B has K=8"));
+}
+
+TEST(WorkloadTest, LastTwoDimsTransposeIsReadInPlace) {
+  Graph g = WithInputs({{"q", {2, 3, 5, 8}}, {"k", {2, 3, 16, 8}}, {"x", {16, 8}}});
+  g.value_types["kt"] = F32({2, 3, 8, 16});
+  g.value_types["xt"] = F32({8, 16});
+  g.initializers["w"] = Tensor(DType::kFloat32, {16, 4});
+  g.nodes.push_back(
+      MakeNode("tr", "Transpose", {"k"}, {"kt"}, {{"perm", std::vector<int64_t>{0, 1, 3, 2}}}));
+  g.nodes.push_back(MakeNode("qk", "MatMul", {"q", "kt"}, {"s"}));
+  g.nodes.push_back(
+      MakeNode("trx", "Transpose", {"x"}, {"xt"}, {{"perm", std::vector<int64_t>{1, 0}}}));
+  g.nodes.push_back(MakeNode("xw", "MatMul", {"xt", "w"}, {"y"}));
+  auto nw = AnalyzeTunableNode(g, g.nodes[1]);
+  ASSERT_TRUE(nw.ok()) << nw.status();
+  EXPECT_EQ(WorkloadKey(nw->workload), "batch_matmul:f32:b6_m5_n16_k8_tb1");
+  EXPECT_EQ(nw->a, "q");
+  EXPECT_EQ(nw->b, "k");
+  EXPECT_THAT(nw->absorbed, ElementsAre("tr"));
+  // A transposed 2-D activation times a constant: dense reading A as [K, M].
+  nw = AnalyzeTunableNode(g, g.nodes[3]);
+  ASSERT_TRUE(nw.ok()) << nw.status();
+  EXPECT_EQ(WorkloadKey(nw->workload), "dense:f32:m8_n4_k16_tb0_ta1");
+  EXPECT_EQ(nw->a, "x");
+  EXPECT_THAT(nw->absorbed, ElementsAre("trx"));
+
+  auto tasks = ExtractTasks(g);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_EQ(tasks->size(), 2u);
+  EXPECT_THAT((*tasks)[0].absorbed, ElementsAre("tr"));
+  EXPECT_THAT((*tasks)[1].absorbed, ElementsAre("trx"));
+
+  // Not absorbed: a Transpose with another use, one that moves other dims, one that is a graph
+  // output.
+  Graph g2 = g;
+  g2.nodes.push_back(MakeNode("relu", "Relu", {"kt"}, {"r"}));
+  nw = AnalyzeTunableNode(g2, g2.nodes[1]);
+  ASSERT_TRUE(nw.ok());
+  EXPECT_EQ(WorkloadKey(nw->workload), "batch_matmul:f32:b6_m5_n16_k8");
+  EXPECT_EQ(nw->b, "kt");
+  EXPECT_TRUE(nw->absorbed.empty());
+  Graph g3 = g;
+  g3.outputs.push_back({"kt", {}});
+  EXPECT_EQ(KeyOf(g3, g3.nodes[1]), "batch_matmul:f32:b6_m5_n16_k8");
+  Graph g4 = g;
+  g4.nodes[0].attrs["perm"] = std::vector<int64_t>{1, 0, 3, 2};
+  EXPECT_EQ(KeyOf(g4, g4.nodes[1]), "batch_matmul:f32:b6_m5_n16_k8");
+}
+
+TEST(WorkloadTest, GemmForms) {
+  Graph g = WithInputs({{"a", {4, 8}}, {"at", {8, 4}}, {"bt", {6, 8}}});
+  g.initializers["w"] = Tensor(DType::kFloat32, {8, 6});
+  g.initializers["wt"] = Tensor(DType::kFloat32, {6, 8});
+  EXPECT_EQ(KeyOf(g, MakeNode("g1", "Gemm", {"a", "w"}, {"y"})), "dense:f32:m4_n6_k8_tb0");
+  EXPECT_EQ(KeyOf(g, MakeNode("g2", "Gemm", {"at", "wt"}, {"y"},
+                              {{"transA", int64_t{1}}, {"transB", int64_t{1}}})),
+            "dense:f32:m4_n6_k8_tb1_ta1");
+  // An activation B: one product of the batch_matmul template, in either layout.
+  EXPECT_EQ(KeyOf(g, MakeNode("g3", "Gemm", {"at", "bt"}, {"y"},
+                              {{"transA", int64_t{1}}, {"transB", int64_t{1}}})),
+            "batch_matmul:f32:b1_m4_n6_k8_ta1_tb1");
+  auto bad = WorkloadFromNode(g, MakeNode("g4", "Gemm", {"a", "wt"}, {"y"}));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("A has K=8 but B has K=6"));
 }
 
 TEST(WorkloadTest, NonTunableNodesAreNotFound) {
@@ -185,11 +300,11 @@ TEST(WorkloadTest, NonTunableNodesAreNotFound) {
   for (const auto& in : g.inputs) g.value_types[in.name] = in.type;
   auto w = WorkloadFromNode(g, MakeNode("relu", "Relu", {"a"}, {"y"}));
   EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
-  w = WorkloadFromNode(g, MakeNode("gt", "Gemm", {"a", "b"}, {"y"}, {{"transA", int64_t{1}}}));
+  g.inputs.push_back({"i", {DType::kInt64, {4, 8}}});
+  g.value_types["i"] = {DType::kInt64, {4, 8}};
+  w = WorkloadFromNode(g, MakeNode("gi", "MatMul", {"i", "b"}, {"y"}));
   EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(w.status().message(), HasSubstr("Gemm 'gt'"));
-  w = WorkloadFromNode(g, MakeNode("gd", "Gemm", {"a", "a"}, {"y"}, {{"transB", int64_t{1}}}));
-  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(w.status().message(), HasSubstr("only float32"));
   w = WorkloadFromNode(g, MakeNode("c1d", "Conv", {"x", "w1d"}, {"y"}));
   EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(w.status().message(), HasSubstr("only 2-D convolutions"));
@@ -205,6 +320,12 @@ TEST(WorkloadKeyTest, RoundTripsEveryKind) {
            "dense:f32:m1_n1000_k512_tb1",
            "dense:f32:m128_n3072_k768_tb0",
            "batch_matmul:f32:b12_m128_n128_k64",
+           "dense:f32:m197_n192_k768_tb1_ta1",
+           "batch_matmul:f32:b12_m197_n197_k64_tb1",
+           "batch_matmul:f32:b4_m64_n128_k128_ta1",
+           "batch_matmul:f32:b1_m4_n6_k8_ta1_tb1",
+           "batch_matmul:f32:b3_m8_n4_k16_ba1_bb3",
+           "batch_matmul:f32:b6_m5_n6_k8_ta1_ba2x1_bb1x3",
        }) {
     auto w = ParseWorkloadKey(key);
     ASSERT_TRUE(w.ok()) << key << ": " << w.status();
@@ -219,6 +340,17 @@ TEST(WorkloadKeyTest, RoundTripsEveryKind) {
   EXPECT_EQ(w->pad_bottom, 2);
   EXPECT_EQ(w->groups, 4);
   EXPECT_EQ(w->OutH(), 28);
+  w = ParseWorkloadKey("batch_matmul:f32:b6_m5_n6_k8_ta1_ba2x1_bb1x3");
+  ASSERT_TRUE(w.ok());
+  EXPECT_TRUE(w->trans_a);
+  EXPECT_FALSE(w->trans_b);
+  EXPECT_THAT(w->batch_a, ElementsAre(2, 1));
+  EXPECT_THAT(w->batch_b, ElementsAre(1, 3));
+  // Keys written before trans_a and broadcasts existed parse to the same workloads as before.
+  w = ParseWorkloadKey("dense:f32:m1_n1000_k512_tb1");
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE(w->trans_a);
+  EXPECT_TRUE(w->trans_b);
 }
 
 TEST(WorkloadKeyTest, ExtractedWorkloadsRoundTrip) {
@@ -238,7 +370,7 @@ TEST(WorkloadKeyTest, RejectsMalformedKeys) {
            "",
            "conv2d",
            "conv3d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
-           "conv2d:f16:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
+           "conv2d:f8:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",  // no such dtype
            "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1_d1x1_g1",
            "conv2d:f32:n1_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1",
            "conv2d:f32:n01_c64_h56_w56_k64_r3_s3_st1x1_p1x1x1x1_d1x1_g1",
@@ -251,6 +383,21 @@ TEST(WorkloadKeyTest, RejectsMalformedKeys) {
            "dense:f32:m1_n1000_k512_tb2",
            "dense:f32:m1_n1000_k512",
            "batch_matmul:f32:b0_m128_n128_k64",
+           "dense:f32:m1_n1000_k512_tb1_ta0",             // default written out
+           "dense:f32:m1_n1000_k512_ta1_tb1",             // order
+           "batch_matmul:f32:b12_m128_n128_k64_ta0",      // default written out
+           "batch_matmul:f32:b12_m128_n128_k64_tb1_ta1",  // order
+           "batch_matmul:f32:b12_m128_n128_k64_tb2",
+           "batch_matmul:f32:b12_m128_n128_k64_ta1_x3",
+           "batch_matmul:f32:b12_m128_n128_k64_ba12_bb12",    // no broadcast
+           "batch_matmul:f32:b12_m128_n128_k64_ba1x1_bb3x4",  // not merged
+           "batch_matmul:f32:b12_m128_n128_k64_ba1_bb12x1",   // ranks differ
+           "batch_matmul:f32:b10_m128_n128_k64_ba1_bb12",     // b is not the product
+           "batch_matmul:f32:b12_m128_n128_k64_ba2_bb3",      // does not broadcast
+           "batch_matmul:f32:b12_m128_n128_k64_bb12",         // bb without ba
+           "dense:f32:m1_n1000_k512_tb1_ba1_bb2",             // dense has no batch
+           "batch_matmul:f32:b65536_m65536_n128_k64",         // operands over 2^31 elements
+           "dense:f32:m9223372036854775807_n9223372036854775807_k2_tb0",
        }) {
     auto w = ParseWorkloadKey(key);
     EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << key;

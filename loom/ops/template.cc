@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/ops/cuda_common.h"
+#include "loom/ops/matmul_common.h"
 #include "loom/ops/template_common.h"
 
 namespace loom::ops {
@@ -61,23 +62,27 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
       return internal::MakeConv2dNchwc(w, target, options);  // group_conv2d_nchwc
     }
     case graph::TaskKind::kDense:
-      if (w.m < 1 || w.n < 1 || w.k < 1) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid dense workload ", key));
+      if (absl::Status st = graph::ValidateWorkload(w); !st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(st.message(), ": ", key));
       }
       if (cuda && w.n >= 10000) {
         return absl::UnimplementedError(
             absl::StrCat("no cuda template for ", key, " (n must be below 10000)"));
       }
+      if (cuda && w.trans_a) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (A must not be transposed)"));
+      }
       return cuda ? internal::MakeCudaDense(w, target, options)
                   : internal::MakeDensePack(w, target, options);
     case graph::TaskKind::kBatchMatmul:
-      if (w.b < 1 || w.m < 1 || w.n < 1 || w.k < 1) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid batch_matmul workload ", key));
+      if (absl::Status st = graph::ValidateWorkload(w); !st.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(st.message(), ": ", key));
       }
       if (cuda) {
         return absl::UnimplementedError(absl::StrCat("no cuda template for batch_matmul: ", key));
       }
-      return internal::MakeDensePack(w, target, options);  // batch_matmul_pack
+      return internal::MakeBatchMatmul(w, target, options);
   }
   return absl::UnimplementedError(absl::StrCat("no template for ", key));
 }

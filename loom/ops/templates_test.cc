@@ -105,6 +105,15 @@ std::vector<Case> Cases() {
   graph::Workload asym = Conv(5, 7, 9, 10, 3, 1, 1);
   asym.pad_bottom = 2;
   asym.pad_left = 0;
+  graph::Workload trans_b = BatchMatmul(2, 9, 50, 300);
+  trans_b.trans_b = true;
+  graph::Workload trans_a = BatchMatmul(3, 13, 20, 17);
+  trans_a.trans_a = true;
+  graph::Workload broadcast = BatchMatmul(6, 5, 19, 8);
+  broadcast.batch_a = {2, 1};
+  broadcast.batch_b = {1, 3};
+  graph::Workload dense_trans_a = Dense(11, 37, 40, true);
+  dense_trans_a.trans_a = true;
   return {
       {"conv3x3_pad1", Conv(8, 10, 10, 32, 3, 1, 1)},
       {"conv3x3_stride2", Conv(16, 11, 11, 16, 3, 2, 1)},
@@ -124,6 +133,10 @@ std::vector<Case> Cases() {
       {"grouped_multiplier", Conv(4, 6, 6, 8, 3, 1, 1, 4)},
       {"batch_matmul_odd", BatchMatmul(3, 5, 37, 19)},
       {"batch_matmul", BatchMatmul(2, 16, 64, 64)},
+      {"batch_matmul_trans_b_long_k", trans_b},
+      {"batch_matmul_trans_a", trans_a},
+      {"batch_matmul_broadcast", broadcast},
+      {"dense_trans_a", dense_trans_a},
   };
 }
 
@@ -258,7 +271,7 @@ TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
   EXPECT_EQ((*MakeTemplate(Dense(1, 8, 8, true), target))->name(), "dense_pack");
 
   EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 2), target))->name(), "group_conv2d_nchwc");
-  EXPECT_EQ((*MakeTemplate(BatchMatmul(2, 8, 8, 8), target))->name(), "batch_matmul_pack");
+  EXPECT_EQ((*MakeTemplate(BatchMatmul(2, 8, 8, 8), target))->name(), "batch_matmul");
   auto bad_bmm = MakeTemplate(BatchMatmul(0, 8, 8, 8), target);
   EXPECT_EQ(bad_bmm.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_bmm.status().message(), HasSubstr("invalid batch_matmul"));

@@ -34,10 +34,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-fs::path CorpusDir() {
-  return (fs::path(__FILE__).parent_path() / ".." / ".." / "tests" / "data" / "plan_corpus")
-      .lexically_normal();
-}
+fs::path CorpusDir() { return fs::path(LOOM_SOURCE_DIR) / "tests" / "data" / "plan_corpus"; }
 
 std::string ReadAll(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

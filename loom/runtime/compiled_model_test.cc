@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
 #include "loom/runtime/model_loader.h"
@@ -249,6 +250,47 @@ TEST(CompiledModelTest, Errors) {
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_FALSE(timings.empty());
   EXPECT_THAT((*cm)->DescribePlan(), HasSubstr("conv2d_nchwc"));
+}
+
+// A MatMul whose A is a 2-D Transpose reads the Transpose's input in place (dense with trans_a,
+// as graph::AnalyzeTunableNode decides for the tasks too), and so does Gemm with transA: both
+// match the reference executor.
+TEST(CompiledModelTest, TransposedMatMulOperandsAreReadInPlace) {
+  graph::Graph g;
+  g.inputs.push_back({"x", {graph::DType::kFloat32, {24, 13}}});
+  g.initializers["w"] = RandomInput({24, 37}, 3);
+  g.initializers["wt"] = RandomInput({37, 24}, 4);
+  graph::Node t;
+  t.name = "t";
+  t.op_type = "Transpose";
+  t.inputs = {"x"};
+  t.outputs = {"xt"};
+  t.attrs["perm"] = std::vector<int64_t>{1, 0};
+  graph::Node mm;
+  mm.name = "mm";
+  mm.op_type = "MatMul";
+  mm.inputs = {"xt", "w"};
+  mm.outputs = {"y"};
+  graph::Node gemm;
+  gemm.name = "gemm";
+  gemm.op_type = "Gemm";
+  gemm.inputs = {"x", "wt"};
+  gemm.outputs = {"z"};
+  gemm.attrs["transA"] = int64_t{1};
+  gemm.attrs["transB"] = int64_t{1};
+  g.nodes = {t, mm, gemm};
+  g.outputs = {{"y", {}}, {"z", {}}};
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+  auto analysed = graph::AnalyzeTunableNode(g, g.nodes[1]);
+  ASSERT_TRUE(analysed.ok());
+  EXPECT_EQ(graph::WorkloadKey(analysed->workload), "dense:f32:m13_n37_k24_tb0_ta1");
+  const Case c = MakeCase(g, {{"x", RandomInput({24, 13}, 5)}});
+  auto cm = CompiledModel::Compile(c.graph, Options(2));
+  ASSERT_TRUE(cm.ok()) << cm.status();
+  EXPECT_EQ((*cm)->stats().kernel_steps, 2);
+  auto out = (*cm)->Run(c.inputs);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ExpectClose(*out, c.expected, "transposed operands");
 }
 
 }  // namespace

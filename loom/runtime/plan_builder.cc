@@ -1065,13 +1065,16 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
   if (node.outputs.size() != 1) return false;
-  absl::StatusOr<graph::Workload> w = graph::WorkloadFromNode(g_, node);
-  if (!w.ok()) return false;
+  // The operands as the workload reads them: a dense A may be the input of a Transpose read in
+  // place (trans_a; graph::AnalyzeTunableNode decides it for the tasks too).
+  absl::StatusOr<graph::NodeWorkload> analysed = graph::AnalyzeTunableNode(g_, node);
+  if (!analysed.ok()) return false;
+  const graph::Workload* w = &analysed->workload;
+  const std::string& data_value = analysed->a;
   const bool conv = node.op_type == "Conv";
   if (conv && !Is4dFloat(node.inputs[0])) return false;
   if (!conv && w->kind != graph::TaskKind::kDense) return false;
   if (node.GetFloat("alpha", 1.0f) != 1.0f || node.GetFloat("beta", 1.0f) != 1.0f) return false;
-  if (!conv && node.GetInt("transA", 0) != 0) return false;
   const Tensor* weight = g_.FindInitializer(node.inputs[1]);
   if (weight == nullptr || weight->dtype() != DType::kFloat32) return false;
   const int64_t channels = conv ? w->k : w->n;
@@ -1083,7 +1086,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
     }
   }
   // The data operand's element count must be what the workload reads.
-  const graph::TensorType* in_t = TypeOf(node.inputs[0]);
+  const graph::TensorType* in_t = TypeOf(data_value);
   if (in_t == nullptr || in_t->dtype != DType::kFloat32) return false;
   if (!conv && graph::NumElements(in_t->shape) != w->m * w->k) return false;
   absl::StatusOr<std::unique_ptr<ops::Template>> made = ops::MakeTemplate(*w, o_.target);
@@ -1159,7 +1162,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
                                                                    w->pad_bottom, w->pad_right}));
     args.push_back(in);
   } else {
-    LOOM_ASSIGN_OR_RETURN(Ref in, Natural(node.inputs[0]));
+    LOOM_ASSIGN_OR_RETURN(Ref in, Natural(data_value));
     args.push_back(in);
   }
   // The packed weight (the data operand only fixes shapes), then the padded bias.

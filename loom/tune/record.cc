@@ -227,9 +227,20 @@ double WorkloadDistance(const graph::Workload& a, const graph::Workload& b) {
       if (x != y) d += 0.25;
     }
   } else if (a.kind == graph::TaskKind::kDense) {
-    if (a.trans_b != b.trans_b) return kInf;
+    if (a.trans_a != b.trans_a || a.trans_b != b.trans_b) return kInf;
     for (auto [x, y] : {std::pair{a.m, b.m}, {a.n, b.n}, {a.k, b.k}}) d += Log2Ratio(x, y);
   } else {
+    // Operand layouts and broadcast patterns change the kernel's memory traffic: only workloads
+    // that read their operands alike are comparable.
+    if (a.trans_a != b.trans_a || a.trans_b != b.trans_b || a.batch_a.size() != b.batch_a.size()) {
+      return kInf;
+    }
+    for (size_t i = 0; i < a.batch_a.size(); ++i) {
+      if ((a.batch_a[i] == 1) != (b.batch_a[i] == 1) ||
+          (a.batch_b[i] == 1) != (b.batch_b[i] == 1)) {
+        return kInf;
+      }
+    }
     for (auto [x, y] : {std::pair{a.b, b.b}, {a.m, b.m}, {a.n, b.n}, {a.k, b.k}}) {
       d += Log2Ratio(x, y);
     }

@@ -107,7 +107,8 @@ absl::StatusOr<Record> RecordFromJson(std::string_view line);
 
 // How far apart two workloads are for transfer learning: +inf unless they are of the same kind
 // and dtype and (for convolutions) have the same kernel size, strides, dilations and depthwise-ness
-// (or for dense the same trans_b); otherwise the sum of |log2(a/b)| over the extents (n, c, h, w,
+// (for dense and batch matmul the same trans flags; for batch matmul the same broadcast pattern);
+// otherwise the sum of |log2(a/b)| over the extents (n, c, h, w,
 // k, groups for convolutions; m, n, k for dense; b, m, n, k for batch matmul) plus 0.25 per
 // unequal pad. 0 means the same workload.
 double WorkloadDistance(const graph::Workload& a, const graph::Workload& b);
