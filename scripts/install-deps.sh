@@ -18,6 +18,10 @@ PACKAGES=(
   libseccomp-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
+  # the Python package (python/) and its tests: the binding, a virtual environment, pytest,
+  # pandas (record DataFrames), the notebook's plotting and headless execution
+  pybind11-dev python3-dev python3-venv python3-pip python3-pytest python3-pandas
+  python3-matplotlib python3-nbclient python3-nbformat python3-ipykernel
   # charts rendered to PNG by headless Chromium (loom_chart_screenshots; skipped without it)
   chromium
 )

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -786,6 +787,52 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
                              (dir / "x").string()),
                      "nope.db does not exist");
   ExpectOneLineError(RunLoom("compile zoo:tiny_cnn"), "-o");
+}
+
+// `loom cache info|prune` (issue 20, item 5): sizes, LRU pruning by size and age, one-line errors.
+TEST(CliCacheTest, InfoAndPruneLeastRecentlyUsedFirst) {
+  const fs::path dir = ScratchDir() / "kernels";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  // Three 1000-byte kernels last used 40, 20 and 0 days ago, and a file that is not the cache's.
+  const int ages[] = {40, 20, 0};
+  for (int i = 0; i < 3; ++i) {
+    const fs::path so = dir / (std::string(32, static_cast<char>('a' + i)) + ".so");
+    std::ofstream(so) << std::string(1000, 'x');
+    fs::last_write_time(so, fs::file_time_type::clock::now() - std::chrono::hours(24 * ages[i]));
+  }
+  std::ofstream(dir / "README") << "mine";
+  const std::string at = " --cache-dir " + dir.string();
+
+  Outcome info = RunLoom("cache info" + at);
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_THAT(info.out, HasSubstr("3 entries, 3 files, 2.9 KiB"));
+  EXPECT_THAT(info.out, HasSubstr("1 other files"));
+  Outcome json = RunLoom("cache info --json" + at);
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_THAT(json.out, HasSubstr("\"entries\":3"));
+  EXPECT_THAT(json.out, HasSubstr("\"bytes\":3000"));
+
+  Outcome dry = RunLoom("cache prune --older-than 30d --dry-run" + at);
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_THAT(dry.out, HasSubstr("would remove 1 entries"));
+  EXPECT_TRUE(fs::exists(dir / (std::string(32, 'a') + ".so")));
+  Outcome age = RunLoom("cache prune --older-than 30d" + at);
+  ASSERT_EQ(age.exit_code, 0) << age.err;
+  EXPECT_THAT(age.out, HasSubstr("removed 1 entries"));
+  EXPECT_FALSE(fs::exists(dir / (std::string(32, 'a') + ".so")));
+  // Down to 1.5 KiB: the older of the two left goes, the one used today stays.
+  Outcome size = RunLoom("cache prune --max-size 1.5K" + at);
+  ASSERT_EQ(size.exit_code, 0) << size.err;
+  EXPECT_THAT(size.out, HasSubstr("removed 1 entries (1000 B), kept 1"));
+  EXPECT_FALSE(fs::exists(dir / (std::string(32, 'b') + ".so")));
+  EXPECT_TRUE(fs::exists(dir / (std::string(32, 'c') + ".so")));
+  EXPECT_TRUE(fs::exists(dir / "README"));
+
+  ExpectOneLineError(RunLoom("cache prune --max-size 2Q" + at), "--max-size: bad size '2Q'");
+  ExpectOneLineError(RunLoom("cache prune --older-than 30" + at), "--older-than: bad age '30'");
+  ExpectOneLineError(RunLoom("cache info --cache-dir " + (dir / "README").string()),
+                     "is not a folder");
 }
 
 // --target cuda on a host without an NVIDIA driver: one line naming the cause, before any work.

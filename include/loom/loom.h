@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "loom/graph/graph.h"
+#include "loom/graph/tasks.h"
 #include "loom/graph/tensor.h"
 
 namespace loom {
@@ -65,17 +66,29 @@ struct TuneOptions {
   int32_t build_threads = 0;
   // Seed each task's tuner with other jobs' records of the same task.
   bool transfer = true;
+  // Tuning prior of the xgb cost model: a file written by `loom records prior`; empty: the one
+  // built into Loom for this CPU's class. use_prior = false: none.
+  std::string prior{};
+  bool use_prior = true;
+  // Indices (as Tasks() lists them) of the tasks to tune; empty: every task.
+  std::vector<int> tasks{};
   // Candidates run in a child process that re-executes this program with the measure-worker
   // argument, so main() must call loom::Init(argc, argv) first. Or name another host of the
   // worker here, e.g. {"/usr/local/bin/loom", "__measure-worker"}.
   std::vector<std::string> measure_worker{};
   // Called after every round with a one-line progress report; empty: silent.
   std::function<void(const std::string&)> on_progress{};
+  // Asked after every round (on the calling thread); true stops tuning with kCancelled. The
+  // records measured so far are kept, and a rerun resumes from them.
+  std::function<bool()> interrupted{};
 };
 
 struct CompileOptions {
   // Threads running the model (the calling thread is one of them).
   int32_t threads = 1;
+  // "cpu": this CPU; "cpu:avx2", "cpu:generic", ...: this CPU's model restricted to that ISA
+  // (kFailedPrecondition for an ISA this CPU lacks). Records apply by the target's key.
+  std::string target = "cpu";
   // Record database with the best configs; empty: the one the last Tune used (if any), else every
   // operator gets its template's default config.
   std::string db{};
@@ -133,6 +146,10 @@ class Model {
 
   // The first error of the chain, OkStatus when every step succeeded.
   const absl::Status& status() const;
+  // Forgets the error of a failed Tune or Compile, leaving the model as it was before that step,
+  // for callers that handled the error and go on (the Python binding raises it instead). A failed
+  // Load stays failed: there is no model.
+  void ClearError();
   bool ok() const { return status().ok(); }
   // Where the model came from ("zoo:resnet18", a path).
   const std::string& name() const;
@@ -141,6 +158,9 @@ class Model {
   std::vector<TensorInfo> outputs() const;
   // Tasks the last Tune tuned (skipped ones, without a template, not counted); 0 before.
   int64_t tuned_tasks() const;
+  // The unique tunable workloads of the model, in the order `loom tasks` lists them (what Tune
+  // searches). kFailedPrecondition for an artifact; the chain's error when there is one.
+  absl::StatusOr<std::vector<graph::Task>> Tasks() const;
   // The compiled model, null before Compile (or on error). For profiles and plans.
   runtime::CompiledModel* compiled();
 

@@ -19,6 +19,7 @@
 #include "loom/tune/builder.h"
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/measurer.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 
@@ -27,6 +28,7 @@ namespace loom {
 struct Model::State {
   absl::Status status;
   std::string name;
+  bool loaded = false;  // Load (or FromGraph) succeeded
   bool has_graph = false;
   graph::Graph graph;
   std::string artifact_dir;  // set when loaded from an artifact
@@ -43,6 +45,34 @@ void Init(int argc, char** argv) {
   }
 }
 
+namespace {
+
+// CompileOptions::target: "cpu" (this CPU) or "cpu:ISA", an ISA this CPU has.
+absl::StatusOr<ops::Target> CompileTarget(const std::string& spec) {
+  ops::Target target = ops::HostCpuTarget();
+  if (spec == "cpu") return target;
+  if (spec.rfind("cpu:", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompileOptions.target: unknown target '", spec,
+        "' (cpu, or cpu:ISA with ISA avx512, avx2 or generic; CUDA models compile with "
+        "`loom bench --target cuda`)"));
+  }
+  absl::StatusOr<ops::Isa> isa = ops::ParseIsa(spec.substr(4));
+  if (!isa.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CompileOptions.target '", spec, "': ", isa.status().message()));
+  }
+  if (static_cast<int>(*isa) > static_cast<int>(target.isa)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CompileOptions.target '", spec, "': this CPU (", ops::IsaName(target.isa),
+                     ") cannot run ", ops::IsaName(*isa), " kernels"));
+  }
+  target.isa = *isa;
+  return target;
+}
+
+}  // namespace
+
 Model::Model(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
@@ -58,6 +88,7 @@ Model Model::Load(std::string_view spec, const LoadOptions& options) {
         runtime::CompiledModel::Load(state->artifact_dir, {.verify_key = options.verify_key});
     if (cm.ok()) {
       state->compiled = *std::move(cm);
+      state->loaded = true;
     } else {
       state->status = cm.status();
     }
@@ -71,6 +102,7 @@ Model Model::Load(std::string_view spec, const LoadOptions& options) {
   if (loaded.ok()) {
     state->graph = std::move(loaded->graph);
     state->has_graph = true;
+    state->loaded = true;
   } else {
     state->status = loaded.status();
   }
@@ -82,6 +114,7 @@ Model Model::FromGraph(graph::Graph graph, std::string name) {
   state->name = std::move(name);
   state->graph = std::move(graph);
   state->has_graph = true;
+  state->loaded = true;
   return Model(std::move(state));
 }
 
@@ -100,7 +133,17 @@ Model& Model::Tune(const TuneOptions& options) & {
       return absl::InvalidArgumentError(
           absl::StrCat("TuneOptions.trials must be at least 1, got ", options.trials));
     }
-    LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> tasks, graph::ExtractTasks(s.graph));
+    LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> all, graph::ExtractTasks(s.graph));
+    std::vector<graph::Task> tasks;
+    for (int index : options.tasks) {
+      if (index < 0 || index >= static_cast<int>(all.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("TuneOptions.tasks: index ", index,
+                                                       " is out of range: ", s.name, " has ",
+                                                       all.size(), " tasks"));
+      }
+      tasks.push_back(all[static_cast<size_t>(index)]);
+    }
+    if (options.tasks.empty()) tasks = std::move(all);
     const ops::Target target = ops::HostCpuTarget();
     const int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     std::vector<int> cores = options.device_cores;
@@ -110,6 +153,21 @@ Model& Model::Tune(const TuneOptions& options) & {
         return absl::InvalidArgumentError(absl::StrCat(
             "TuneOptions.device_cores: core ", c, " does not exist (this machine has ", ncpu, ")"));
       }
+    }
+    // The prior file is read before the measurer starts, so a bad path fails at once.
+    std::shared_ptr<const tune::TuningPrior> prior_file;
+    if (!options.prior.empty()) {
+      absl::StatusOr<tune::TuningPrior> prior = tune::ReadPriorFile(options.prior);
+      if (!prior.ok()) {
+        return absl::Status(prior.status().code(),
+                            absl::StrCat("TuneOptions.prior: ", prior.status().message()));
+      }
+      if (prior->target_class != tune::TargetClass(target)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("TuneOptions.prior ", options.prior, ": a ", prior->target_class,
+                         " prior does not apply to ", tune::TargetClass(target)));
+      }
+      prior_file = std::make_shared<const tune::TuningPrior>(*std::move(prior));
     }
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
                           tune::OpenSqliteRecordStore(options.db));
@@ -130,22 +188,37 @@ Model& Model::Tune(const TuneOptions& options) & {
     job.task.tuner.kind = options.tuner;
     job.task.tuner.seed = options.seed;
     job.task.transfer = options.transfer;
+    job.task.use_prior = options.use_prior;
+    if (prior_file != nullptr) job.task.prior = std::move(prior_file);
     job.task.job_id = tune::DefaultJobId(tasks, target, job.task.tuner);
     std::string core_list;
     for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
     job.resources.device = absl::StrCat("device:cpu:", core_list);
+    // RunTuneJob reports after every round on this thread; an interruption unwinds it from
+    // there (between rounds, with this round's records stored) and becomes kCancelled.
+    struct Interrupted {};
     std::function<void(const tune::ProgressEvent&)> progress;
-    if (options.on_progress) {
+    if (options.on_progress || options.interrupted) {
       progress = [&](const tune::ProgressEvent& ev) {
         const tune::TaskTuner& t = *ev.tuner;
-        options.on_progress(absl::StrFormat("task %d/%d %s: trials %d/%d, best %.2f GFLOPS",
-                                            ev.task_index + 1, ev.num_tasks,
-                                            graph::TaskKindName(t.task().workload.kind),
-                                            t.trials_done(), t.options().trials, t.best_gflops()));
+        if (options.on_progress) {
+          options.on_progress(
+              absl::StrFormat("task %d/%d %s: trials %d/%d, best %.2f GFLOPS", ev.task_index + 1,
+                              ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
+                              t.trials_done(), t.options().trials, t.best_gflops()));
+        }
+        if (options.interrupted && options.interrupted()) throw Interrupted{};
       };
     }
-    LOOM_ASSIGN_OR_RETURN(std::vector<tune::TaskOutcome> outcomes,
-                          tune::RunTuneJob(tasks, job, store.get(), *builder, *measurer, progress));
+    absl::StatusOr<std::vector<tune::TaskOutcome>> run;
+    try {
+      run = tune::RunTuneJob(tasks, job, store.get(), *builder, *measurer, progress);
+    } catch (const Interrupted&) {
+      return absl::CancelledError(absl::StrCat("tuning ", s.name,
+                                               " was interrupted; the records so far are in ",
+                                               options.db, " and a rerun resumes from them"));
+    }
+    LOOM_ASSIGN_OR_RETURN(std::vector<tune::TaskOutcome> outcomes, std::move(run));
     s.tuned_tasks = 0;
     for (const tune::TaskOutcome& o : outcomes) s.tuned_tasks += o.skipped_reason.empty() ? 1 : 0;
     s.db = options.db;
@@ -172,6 +245,7 @@ Model& Model::Compile(const CompileOptions& options) & {
       LOOM_ASSIGN_OR_RETURN(store, tune::OpenSqliteRecordStore(db));
     }
     runtime::CompileOptions co;
+    LOOM_ASSIGN_OR_RETURN(co.target, CompileTarget(options.target));
     co.num_threads = options.threads;
     co.records = store.get();
     co.fuse = options.fuse;
@@ -182,6 +256,16 @@ Model& Model::Compile(const CompileOptions& options) & {
   }();
   if (!s.status.ok()) s.compiled.reset();
   return *this;
+}
+
+absl::StatusOr<std::vector<graph::Task>> Model::Tasks() const {
+  const State& s = *state_;
+  LOOM_RETURN_IF_ERROR(s.status);
+  if (!s.has_graph) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        s.name, " is a compiled artifact: list the tasks of the model it was made from"));
+  }
+  return graph::ExtractTasks(s.graph);
 }
 
 absl::Status Model::EnsureCompiled() {
@@ -253,6 +337,9 @@ absl::Status Model::Export(const std::string& dir) {
 }
 
 const absl::Status& Model::status() const { return state_->status; }
+void Model::ClearError() {
+  if (state_->loaded) state_->status = absl::OkStatus();
+}
 const std::string& Model::name() const { return state_->name; }
 int64_t Model::tuned_tasks() const { return state_->tuned_tasks; }
 runtime::CompiledModel* Model::compiled() { return state_->compiled.get(); }

@@ -124,6 +124,13 @@ TEST(ModelTest, TheFirstErrorTravelsDownTheChain) {
   EXPECT_EQ(bad_trials.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_trials.status().message(), HasSubstr("trials"));
 
+  // ClearError lets a chain go on after a failed step, but not after a failed Load.
+  bad_trials.ClearError();
+  EXPECT_TRUE(bad_trials.ok());
+  EXPECT_FALSE(bad_trials.inputs().empty());
+  model.ClearError();
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kNotFound);
+
   Model ok = Model::Load("zoo:tiny_cnn");
   auto wrong = ok.Run(Input({1, 3, 5, 5}));
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
@@ -158,6 +165,65 @@ TEST(ModelTest, TuneThenCompileUsesTheRecords) {
   auto got = model.Run(x);
   ASSERT_TRUE(got.ok()) << got.status();
   ExpectClose((*got)[0], Reference("zoo:tiny_cnn", x)[0], 1e-3);
+}
+
+TEST(ModelTest, TasksTargetsAndTaskSelection) {
+  Model model = Model::Load("zoo:tiny_cnn");
+  absl::StatusOr<std::vector<graph::Task>> tasks = model.Tasks();
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  ASSERT_FALSE(tasks->empty());
+  EXPECT_THAT(tasks->front().key, HasSubstr("conv2d:f32:"));
+
+  Model bad_index = Model::Load("zoo:tiny_cnn").Tune({.trials = 1, .tasks = {99}});
+  EXPECT_EQ(bad_index.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_index.status().message(), HasSubstr("index 99 is out of range"));
+
+  Model bad_prior = Model::Load("zoo:tiny_cnn").Tune({.trials = 1, .prior = "/nonexistent.json"});
+  EXPECT_EQ(bad_prior.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(bad_prior.status().message(), HasSubstr("TuneOptions.prior"));
+
+  Model cuda = Model::Load("zoo:tiny_cnn").Compile({.target = "cuda"});
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cuda.status().message(), HasSubstr("unknown target 'cuda'"));
+  Model isa = Model::Load("zoo:tiny_cnn").Compile({.target = "cpu:sse9"});
+  EXPECT_EQ(isa.status().code(), absl::StatusCode::kInvalidArgument);
+  Model generic = Model::Load("zoo:tiny_cnn")
+                      .Compile({.threads = 1,
+                                .target = "cpu:generic",
+                                .cache_dir = BuildDir() + "/api_model_test_kernels"});
+  ASSERT_TRUE(generic.ok()) << generic.status();
+  EXPECT_THAT(generic.compiled()->target_key(), HasSubstr("cpu:generic:"));
+
+  const std::string dir = Scratch("tasks_artifact");
+  ASSERT_TRUE(generic.Export(dir).ok());
+  EXPECT_EQ(Model::Load(dir).Tasks().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Model::Load("zoo:no_such_model").Tasks().status().code(), absl::StatusCode::kNotFound);
+}
+
+// An interruption between rounds stops Tune with kCancelled and keeps the records.
+TEST(ModelTest, InterruptedTuneIsCancelledAndKeepsItsRecords) {
+  const std::string loom = BuildDir() + "/loom/cli/loom";
+  if (std::getenv("LOOM_BUILD_DIR") == nullptr || !std::filesystem::exists(loom)) {
+    GTEST_SKIP() << "needs the loom binary in LOOM_BUILD_DIR";
+  }
+  const std::string db = Scratch("interrupted") + ".db";
+  std::filesystem::remove(db);
+  int rounds = 0;
+  Model model = Model::Load("zoo:tiny_cnn")
+                    .Tune({.trials = 8,
+                           .db = db,
+                           .tuner = "random",
+                           .batch_size = 2,
+                           .tasks = {0},
+                           .measure_worker = {loom, "__measure-worker"},
+                           .interrupted = [&] { return ++rounds >= 2; }});
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(model.status().message(), HasSubstr("interrupted"));
+  auto store = tune::OpenSqliteRecordStore(db);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto n = (*store)->Count({});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2);  // one round of batch 2
 }
 
 }  // namespace

@@ -48,5 +48,6 @@ void RegisterExperimentCommand(CLI::App& app);
 void RegisterServeCommand(CLI::App& app);
 void RegisterJobCommands(CLI::App& app);   // submit, jobs, status, watch, cancel, result, logs
 void RegisterAgentCommand(CLI::App& app);  // agent (the service's per-host agent)
+void RegisterCacheCommand(CLI::App& app);  // cache info|prune (the kernel cache)
 
 }  // namespace loom::cli

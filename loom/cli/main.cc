@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterServeCommand(app);
   loom::cli::RegisterJobCommands(app);
   loom::cli::RegisterSimulateCommand(app);
+  loom::cli::RegisterCacheCommand(app);
   loom::cli::RegisterVersionCommand(app);
 
   // CLI11 reports an unknown first word as "a subcommand is required"; name it instead.

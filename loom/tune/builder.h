@@ -16,6 +16,7 @@
 #include "loom/base/thread_pool.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
+#include "loom/tune/kernel_cache.h"
 #include "loom/tune/measure_result.h"
 
 namespace loom::tune {
@@ -35,6 +36,10 @@ struct BuildOptions {
   // When false every candidate is compiled even if its artifact exists (the artifact is still
   // written to the cache dir, atomically).
   bool use_cache = true;
+  // Size cap of the cache dir: past it, the least recently used entries are removed
+  // (kernel_cache.h: checked at the builder's first new artifact, then every 1/64 of the cap
+  // written). 0: no cap.
+  int64_t cache_max_bytes = kDefaultKernelCacheMaxBytes;
   // Appended after the fixed flags `-O3 -std=c++17 -shared -fPIC -fno-math-errno` and the
   // template's KernelSource::compile_flags (e.g. "-march=native" or "-g").
   std::string extra_flags{};

@@ -4,6 +4,8 @@
 // resource limits, the builder's private TMPDIR and, under root, an empty network namespace
 // (confine.h). Artifacts are written under a temporary name and renamed into place, so a
 // concurrent builder (another thread or process sharing the cache) never sees a partial file.
+// A cache hit marks its artifact as used; new artifacts count toward the cache's size cap
+// (kernel_cache.h), enforced least recently used first.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <system_error>
 
@@ -27,9 +30,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "loom/base/logging.h"
 #include "loom/base/thread_pool.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/confine.h"
+#include "loom/tune/kernel_cache.h"
 
 namespace loom::tune {
 namespace {
@@ -204,6 +209,7 @@ class LocalBuilder : public Builder {
     const std::string final_path = absl::StrCat(cache_dir_, "/", key, ".so");
     std::error_code ec;
     if (options_.use_cache && std::filesystem::exists(final_path, ec)) {
+      TouchCacheEntry(final_path);
       result.artifact_path = final_path;
       result.cache_hit = true;
       return result;
@@ -237,6 +243,8 @@ class LocalBuilder : public Builder {
             absl::StrCat("cannot move the artifact into ", final_path, ": ", ec.message());
       } else {
         result.artifact_path = final_path;
+        const uintmax_t bytes = std::filesystem::file_size(final_path, ec);
+        NoteWritten(ec ? 0 : static_cast<int64_t>(bytes + source.code.size()));
       }
     } else if (o.timed_out) {
       result.error = ErrorKind::kBuildTimeout;
@@ -253,13 +261,38 @@ class LocalBuilder : public Builder {
     return result;
   }
 
+  // Keeps the cache under options_.cache_max_bytes: checks at the first artifact this builder
+  // writes (the cache may have grown meanwhile, or under another cap), then every 1/64 of the
+  // cap written. One thread checks at a time; the others do not wait for it.
+  void NoteWritten(int64_t bytes) {
+    const int64_t cap = options_.cache_max_bytes;
+    if (cap <= 0) return;
+    const int64_t since = written_since_check_.fetch_add(bytes) + bytes;
+    if (checked_ && since < cap / 64) return;
+    std::unique_lock<std::mutex> lock(cap_mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return;
+    written_since_check_ = 0;
+    checked_ = true;
+    absl::StatusOr<PruneResult> pruned = CapKernelCache(cache_dir_, cap);
+    if (!pruned.ok()) {
+      base::LogWarning("kernel cache cap: ", pruned.status().message());
+    } else if (pruned->removed_entries > 0) {
+      base::LogInfo("kernel cache ", cache_dir_, " over its cap of ", FormatByteSize(cap),
+                    ": removed the ", pruned->removed_entries, " least recently used entries (",
+                    FormatByteSize(pruned->removed_bytes), ")");
+    }
+  }
+
   const BuildOptions options_;
   const std::vector<std::string> compiler_;
   const std::string compiler_version_;  // part of the cache key: a new compiler rebuilds all
   const std::string cache_dir_;
   const std::unique_ptr<TempDir> temp_dir_;               // confined: the compilers' TMPDIR
   const std::optional<CompilerConfinement> confinement_;  // unset: compilers run unconfined
-  std::atomic<uint64_t> counter_{0};  // unique temporary names within this process
+  std::atomic<uint64_t> counter_{0};             // unique temporary names within this process
+  std::atomic<int64_t> written_since_check_{0};  // bytes of new artifacts since the last check
+  std::atomic<bool> checked_{false};
+  std::mutex cap_mu_;  // held by the thread checking the cap
   base::ThreadPool pool_;
 };
 
@@ -280,6 +313,11 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& op
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("BuildOptions.timeout must be positive");
+  }
+  if (options.cache_max_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("BuildOptions.cache_max_bytes must not be negative (0: no cap), got ",
+                     options.cache_max_bytes));
   }
   std::string compiler_cmd = options.compiler;
   if (compiler_cmd.empty()) {

@@ -1,0 +1,298 @@
+// loom::JobClient (job_client.h): JobService calls with deadlines and bearer tokens, gRPC
+// statuses turned into absl ones; and a job's result written as `loom result` writes it.
+#include "loom/api/job_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "loom/base/status_macros.h"
+#include "loom/loom.h"
+#include "loom/service/client.h"
+#include "loom/tune/record_store.h"
+#include "loom/v1/stage_names.h"
+#include "nlohmann/json.hpp"
+
+namespace loom {
+
+struct JobClient::Connection {
+  service::ClientConfig config;
+  std::unique_ptr<v1::JobService::Stub> stub;
+};
+
+namespace {
+
+void Prepare(grpc::ClientContext& ctx, const service::ClientConfig& config,
+             absl::Duration timeout) {
+  service::Authorize(ctx, config);
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+}
+
+absl::Status Check(const grpc::Status& st, const service::ClientConfig& config) {
+  if (st.ok()) return absl::OkStatus();
+  absl::Status s = service::FromGrpc(st);
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    s = absl::Status(s.code(), absl::StrCat(s.message(), " (server ", config.server, ")"));
+  }
+  return s;
+}
+
+class GrpcWatch : public JobClient::Watch {
+ public:
+  GrpcWatch(v1::JobService::Stub& stub, const service::ClientConfig& config,
+            const std::string& job_id)
+      : config_(config) {
+    service::Authorize(ctx_, config);
+    v1::WatchJobRequest req;
+    req.set_job_id(job_id);
+    reader_ = stub.WatchJob(&ctx_, req);
+  }
+  ~GrpcWatch() override {
+    if (!finished_) {
+      ctx_.TryCancel();
+      (void)reader_->Finish();
+    }
+  }
+
+  absl::StatusOr<std::optional<v1::JobEvent>> Next() override {
+    if (finished_) return std::nullopt;
+    v1::JobEvent ev;
+    if (reader_->Read(&ev)) return ev;
+    finished_ = true;
+    const grpc::Status st = reader_->Finish();
+    if (st.error_code() == grpc::StatusCode::CANCELLED && cancelled_) {
+      return absl::CancelledError("the watch was cancelled");
+    }
+    LOOM_RETURN_IF_ERROR(Check(st, config_));
+    return std::nullopt;
+  }
+
+  void Cancel() override {
+    cancelled_ = true;
+    ctx_.TryCancel();
+  }
+
+ private:
+  service::ClientConfig config_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader_;
+  bool finished_ = false;
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace
+
+absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
+  v1::SubmitJobRequest req;
+  req.set_name(o.name);
+  req.set_target(o.target);
+  if (o.trials < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("trials must be at least 1, got ", o.trials));
+  }
+  if (o.batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size must be at least 1, got ", o.batch_size));
+  }
+  if (o.max_tasks < 0 || o.min_repeat_ms < 0 || o.repeat < 0 || o.run_timeout_s < 0 ||
+      o.latency_goal_ms < 0) {
+    return absl::InvalidArgumentError(
+        "max_tasks, min_repeat_ms, repeat, run_timeout_s and latency_goal_ms must not be "
+        "negative");
+  }
+  req.set_trials(o.trials);
+  req.set_priority(o.priority);
+  req.set_latency_goal_ms(o.latency_goal_ms);
+  req.set_tuner(o.tuner);
+  req.set_batch_size(o.batch_size);
+  req.set_max_tasks(o.max_tasks);
+  req.set_seed(o.seed);
+  req.set_no_prior(!o.use_prior);
+  for (const auto& [name, dims] : o.input_shapes) {
+    req.add_input_shapes(absl::StrCat(name, ":", absl::StrJoin(dims, "x")));
+  }
+  if (!o.tasks.empty() && o.max_tasks > 0) {
+    return absl::InvalidArgumentError("give tasks or max_tasks, not both");
+  }
+  for (int32_t t : o.tasks) {
+    if (t < 0) return absl::InvalidArgumentError(absl::StrCat("bad task index ", t));
+    req.add_task_indices(t);
+  }
+  if (o.min_repeat_ms > 0 || o.repeat > 0 || o.run_timeout_s > 0) {
+    v1::MeasureSpec* m = req.mutable_measure();
+    m->set_min_repeat_ms(o.min_repeat_ms);
+    m->set_repeat(o.repeat);
+    m->set_run_timeout_s(o.run_timeout_s);
+  }
+  if (o.simulated.has_value()) {
+    if (!o.model.empty()) {
+      return absl::InvalidArgumentError("give either a model or a simulated workload, not both");
+    }
+    *req.mutable_simulated() = *o.simulated;
+  } else if (o.model.empty()) {
+    return absl::InvalidArgumentError("a model is required (a zoo name, zoo:NAME or a .onnx file)");
+  } else if (absl::StartsWith(o.model, "zoo:")) {
+    req.set_zoo_model(o.model.substr(4));
+  } else if (absl::EndsWith(o.model, ".onnx") || std::filesystem::exists(o.model)) {
+    std::ifstream in(o.model, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read model file '", o.model, "'"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    req.set_onnx_model(ss.str());
+    if (o.name.empty()) req.set_name(std::filesystem::path(o.model).stem().string());
+  } else {
+    req.set_zoo_model(o.model);
+  }
+  return req;
+}
+
+JobClient::JobClient(std::unique_ptr<Connection> connection, std::string server,
+                     absl::Duration timeout)
+    : connection_(std::move(connection)), server_(std::move(server)), timeout_(timeout) {}
+JobClient::~JobClient() = default;
+
+absl::StatusOr<std::unique_ptr<JobClient>> JobClient::Connect(const JobClientOptions& options) {
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("JobClientOptions.timeout must be positive");
+  }
+  LOOM_ASSIGN_OR_RETURN(service::ClientConfig config, service::ResolveClientConfig(options.server));
+  if (!options.token.empty()) config.token = options.token;
+  if (!options.tls_ca.empty()) config.tls_ca = options.tls_ca;
+  LOOM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, service::Dial(config));
+  auto connection = std::make_unique<Connection>();
+  connection->stub = v1::JobService::NewStub(channel);
+  std::string server = config.server;
+  connection->config = std::move(config);
+  return std::unique_ptr<JobClient>(
+      new JobClient(std::move(connection), std::move(server), options.timeout));
+}
+
+absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitJobRequest& request) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, std::max(timeout_, absl::Minutes(5)));
+  v1::Job job;
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->stub->SubmitJob(&ctx, request, &job), connection_->config));
+  return job;
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobClient::List(bool all_users, bool include_ended) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, timeout_);
+  v1::ListJobsRequest req;
+  req.set_all_users(all_users);
+  req.set_include_ended(include_ended);
+  v1::ListJobsResponse resp;
+  LOOM_RETURN_IF_ERROR(Check(connection_->stub->ListJobs(&ctx, req, &resp), connection_->config));
+  return resp;
+}
+
+absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, timeout_);
+  v1::GetJobRequest req;
+  req.set_job_id(job_id);
+  v1::Job job;
+  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetJob(&ctx, req, &job), connection_->config));
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, timeout_);
+  v1::CancelJobRequest req;
+  req.set_job_id(job_id);
+  v1::Job job;
+  LOOM_RETURN_IF_ERROR(Check(connection_->stub->CancelJob(&ctx, req, &job), connection_->config));
+  return job;
+}
+
+absl::StatusOr<std::vector<std::string>> JobClient::Logs(const std::string& job_id, int32_t tail) {
+  if (tail < 0) return absl::InvalidArgumentError(absl::StrCat("tail must not be negative"));
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, timeout_);
+  v1::GetLogsRequest req;
+  req.set_job_id(job_id);
+  req.set_tail(tail);
+  v1::GetLogsResponse resp;
+  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetLogs(&ctx, req, &resp), connection_->config));
+  return std::vector<std::string>(resp.lines().begin(), resp.lines().end());
+}
+
+absl::StatusOr<v1::JobResult> JobClient::Result(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, std::max(timeout_, absl::Minutes(5)));
+  v1::GetResultRequest req;
+  req.set_job_id(job_id);
+  v1::JobResult res;
+  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetResult(&ctx, req, &res), connection_->config));
+  return res;
+}
+
+absl::StatusOr<std::unique_ptr<JobClient::Watch>> JobClient::WatchJob(const std::string& job_id) {
+  return std::unique_ptr<Watch>(new GrpcWatch(*connection_->stub, connection_->config, job_id));
+}
+
+absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& res, const std::string& dir,
+                                                bool compile) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  WrittenJobResult out;
+  out.records_db = (fs::path(dir) / "records.db").string();
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
+                        tune::OpenSqliteRecordStore(out.records_db));
+  std::istringstream in(res.records_jsonl());
+  LOOM_ASSIGN_OR_RETURN(out.records, store->ImportJsonLines(in));
+  nlohmann::json best = nlohmann::json::array();
+  for (const v1::BestConfig& b : res.best()) {
+    nlohmann::json cfg = nlohmann::json::parse(b.config_json(), nullptr, false);
+    best.push_back({{"task_key", b.task_key()},
+                    {"template", b.template_name()},
+                    {"target_key", b.target_key()},
+                    {"config_index", b.config_index()},
+                    {"config", cfg.is_discarded() ? nlohmann::json(b.config_json()) : cfg},
+                    {"median_cost", b.median_cost()},
+                    {"gflops", b.gflops()}});
+  }
+  nlohmann::json doc = {{"job", res.job().id()},
+                        {"name", res.job().name()},
+                        {"state", v1::JobStateShortName(res.job().state())},
+                        {"estimated_latency_ms", res.job().estimated_latency_ms()},
+                        {"best", best}};
+  out.best_json = (fs::path(dir) / "best.json").string();
+  {
+    std::ofstream f(out.best_json);
+    f << doc.dump(2) << "\n";
+    if (!f) return absl::DataLossError(absl::StrCat("writing ", out.best_json, " failed"));
+  }
+  if (!res.model_onnx().empty()) {
+    out.model = (fs::path(dir) / "model.onnx").string();
+    std::ofstream f(out.model, std::ios::binary);
+    f << res.model_onnx();
+    if (!f) return absl::DataLossError(absl::StrCat("writing ", out.model, " failed"));
+  } else if (!res.zoo_model().empty()) {
+    out.model = absl::StrCat("zoo:", res.zoo_model());
+  }
+  if (!compile || out.model.empty()) return out;
+  const std::string artifact = (fs::path(dir) / "model").string();
+  absl::Status st = Model::Load(out.model).Compile({.db = out.records_db}).Export(artifact);
+  if (!st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("compiling the tuned model: ", st.message()));
+  }
+  out.artifact = artifact;
+  return out;
+}
+
+}  // namespace loom
