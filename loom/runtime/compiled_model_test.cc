@@ -293,5 +293,53 @@ TEST(CompiledModelTest, TransposedMatMulOperandsAreReadInPlace) {
   ExpectClose(*out, c.expected, "transposed operands");
 }
 
+TEST(CompiledModelTest, AttentionProductsRunOnTheBatchMatmulTemplate) {
+  // Attention's two activation products: Q K^T (K given transposed), scaled and masked, then
+  // Softmax and P V with V broadcast over the first batch dim. Both run on batch_matmul kernels,
+  // the scale and the element mask fused into the first; nothing runs on a reference kernel.
+  graph::Graph g;
+  g.inputs.push_back({"q", {graph::DType::kFloat32, {2, 3, 5, 8}}});
+  g.inputs.push_back({"kt", {graph::DType::kFloat32, {2, 3, 8, 5}}});
+  g.inputs.push_back({"mask", {graph::DType::kFloat32, {2, 3, 5, 5}}});
+  g.inputs.push_back({"v", {graph::DType::kFloat32, {3, 5, 8}}});
+  graph::Tensor scale(graph::DType::kFloat32, {});
+  scale.data<float>()[0] = 0.125f;
+  g.initializers["scale"] = scale;
+  auto node = [](const std::string& name, const std::string& op, std::vector<std::string> in,
+                 const std::string& out) {
+    graph::Node n;
+    n.name = name;
+    n.op_type = op;
+    n.inputs = std::move(in);
+    n.outputs = {out};
+    return n;
+  };
+  g.nodes = {node("qk", "MatMul", {"q", "kt"}, "s"), node("scaled", "Mul", {"s", "scale"}, "ss"),
+             node("masked", "Add", {"ss", "mask"}, "sm"), node("sm", "Softmax", {"sm"}, "p"),
+             node("pv", "MatMul", {"p", "v"}, "y")};
+  g.nodes[3].attrs["axis"] = int64_t{-1};
+  g.outputs = {{"y", {}}};
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+  const Case c = MakeCase(g, {{"q", RandomInput({2, 3, 5, 8}, 11)},
+                              {"kt", RandomInput({2, 3, 8, 5}, 12)},
+                              {"mask", RandomInput({2, 3, 5, 5}, 13)},
+                              {"v", RandomInput({3, 5, 8}, 14)}});
+  for (int32_t threads : {1, 2}) {
+    auto cm = CompiledModel::Compile(c.graph, Options(threads));
+    ASSERT_TRUE(cm.ok()) << cm.status();
+    std::vector<StepTiming> steps;
+    auto out = (*cm)->RunProfiled(c.inputs, &steps);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ExpectClose(*out, c.expected, absl::StrCat("attention, ", threads, " threads"));
+    std::map<std::string, std::string> kinds;
+    for (const StepTiming& st : steps) kinds[st.name] = st.kind;
+    EXPECT_EQ(kinds["qk"], "batch_matmul+Mul+Add") << (*cm)->DescribePlan();
+    EXPECT_EQ(kinds["pv"], "batch_matmul") << (*cm)->DescribePlan();
+    for (const StepTiming& st : steps) {
+      EXPECT_NE(st.kind.rfind("ref:", 0), 0u) << st.kind << " " << st.name;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace loom::runtime

@@ -239,6 +239,9 @@ class Planner {
   // ---- the node handlers (true: the node is done)
   absl::StatusOr<bool> TryView(int64_t i);
   absl::StatusOr<bool> TryTemplate(int64_t i);
+  // A product of two activations (attention's Q K^T and P V): the batch_matmul template over the
+  // natural operands, with the elementwise chain after it fused.
+  absl::StatusOr<bool> TryBatchMatmul(int64_t i, const graph::NodeWorkload& analysed);
   absl::StatusOr<bool> TryPool(int64_t i);
   absl::StatusOr<bool> TryChannelMap(int64_t i);
   absl::StatusOr<bool> TryChannelShuffle(int64_t i);
@@ -1073,6 +1076,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   const std::string& data_value = analysed->a;
   const bool conv = node.op_type == "Conv";
   if (conv && !Is4dFloat(node.inputs[0])) return false;
+  if (!conv && w->kind == graph::TaskKind::kBatchMatmul) return TryBatchMatmul(i, *analysed);
   if (!conv && w->kind != graph::TaskKind::kDense) return false;
   if (node.GetFloat("alpha", 1.0f) != 1.0f || node.GetFloat("beta", 1.0f) != 1.0f) return false;
   const Tensor* weight = g_.FindInitializer(node.inputs[1]);
@@ -1251,6 +1255,105 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   } else {
     st.natural = out_ref;
   }
+  return true;
+}
+
+absl::StatusOr<bool> Planner::TryBatchMatmul(int64_t i, const graph::NodeWorkload& analysed) {
+  const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
+  const graph::Workload& w = analysed.workload;
+  if (node.op_type != "MatMul" || node.outputs.size() != 1) return false;
+  // Both operands float32 with the element counts the workload reads (a Transpose read in
+  // place is the operand named by `analysed`; it still runs for any other reader).
+  const graph::TensorType* a_t = TypeOf(analysed.a);
+  const graph::TensorType* b_t = TypeOf(analysed.b);
+  const graph::TensorType* y_t = TypeOf(node.outputs[0]);
+  if (a_t == nullptr || b_t == nullptr || y_t == nullptr || a_t->dtype != DType::kFloat32 ||
+      b_t->dtype != DType::kFloat32 || y_t->dtype != DType::kFloat32 ||
+      graph::NumElements(y_t->shape) != w.b * w.m * w.n) {
+    return false;
+  }
+  absl::StatusOr<std::unique_ptr<ops::Template>> made = ops::MakeTemplate(w, o_.target);
+  if (!made.ok()) return false;
+  const ops::Template& tmpl = **made;
+  const std::vector<Shape> nat = tmpl.NaturalInputShapes();
+  if (nat.size() != 2 || graph::NumElements(a_t->shape) != graph::NumElements(nat[0]) ||
+      graph::NumElements(b_t->shape) != graph::NumElements(nat[1])) {
+    return false;
+  }
+
+  ops::Config config = tmpl.DefaultConfig();
+  bool tuned = false;
+  if (o_.records != nullptr) {
+    absl::StatusOr<std::vector<tune::Record>> best =
+        o_.records->BestK(graph::WorkloadKey(w), o_.target.Key(), 1);
+    if (best.ok() && !best->empty() && (*best)[0].template_name == tmpl.name() &&
+        tmpl.space().Contains(ops::Config{(*best)[0].config_index})) {
+      config = ops::Config{(*best)[0].config_index};
+      tuned = true;
+    }
+  }
+  // The output through the views after it (same bytes, same last dim), then the chain after.
+  std::string out = node.outputs[0];
+  if (o_.fuse) {
+    for (int64_t v = SoleViewConsumer(out, w.n); v >= 0; v = SoleViewConsumer(out, w.n)) {
+      done_[static_cast<size_t>(v)] = true;
+      out = g_.nodes[static_cast<size_t>(v)].outputs[0];
+      ++m_->stats.views;
+    }
+  }
+  Fusion fusion = FuseEpilogue(out, /*conv=*/false, /*dense_padded=*/false);
+  const ops::Epilogue& ep = fusion.ep;
+  config = tmpl.ForThreads(config, o_.num_threads);
+  absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
+  if (!src.ok() && tuned) {
+    config = tmpl.DefaultConfig();
+    tuned = false;
+    src = tmpl.EmitFused(config, ep);
+  }
+  if (!src.ok()) {
+    return absl::InternalError(absl::StrCat(node.Describe(), ": ", src.status().message()));
+  }
+  const std::vector<ops::BufferSpec> specs = tmpl.FusedBuffers(config, ep);
+
+  std::vector<Ref> args;
+  LOOM_ASSIGN_OR_RETURN(Ref a, Natural(analysed.a));
+  LOOM_ASSIGN_OR_RETURN(Ref b, Natural(analysed.b));
+  args.push_back(a);
+  args.push_back(b);
+  for (size_t k = 0; k < ep.operands.size(); ++k) {
+    const std::string& v = fusion.operand_values[k];
+    if (ep.operands[k].kind == ops::EpilogueOperand::Kind::kChannel) {
+      LOOM_ASSIGN_OR_RETURN(State * st, StateOf(v));
+      if (st->constant == nullptr) {
+        return absl::InternalError(
+            absl::StrCat(node.Describe(), ": a computed per-column epilogue operand"));
+      }
+      Tensor col(DType::kFloat32, {w.n});
+      std::copy(st->constant->data<float>(),
+                st->constant->data<float>() + std::min(st->constant->num_elements(), w.n),
+                col.data<float>());
+      args.push_back(NewConst(std::move(col)));
+    } else {
+      LOOM_ASSIGN_OR_RETURN(Ref r, Natural(v));
+      args.push_back(r);
+    }
+  }
+  const Ref out_ref = NewNaturalStorage(fusion.final_value);
+  args.push_back(out_ref);
+
+  KernelArgs ka;
+  for (const ops::BufferSpec& spec : specs) {
+    ka.bytes.push_back(graph::NumElements(spec.shape) * 4);
+    ka.written.push_back(spec.is_output);
+  }
+  const int64_t kidx = AddKernel(*src, config, std::move(ka));
+  std::string kind = tmpl.name();
+  for (const std::string& op : fusion.fused_ops) absl::StrAppend(&kind, "+", op);
+  AddKernelStep(node.name, kind, kidx, std::move(args));
+  ++m_->stats.kernel_steps;
+  if (tuned) ++m_->stats.tuned_kernels;
+  m_->stats.fused_ops += static_cast<int64_t>(fusion.fused_ops.size());
+  Define(fusion.final_value).natural = out_ref;
   return true;
 }
 

@@ -29,13 +29,6 @@ std::string BuildDir() {
   return b != nullptr ? std::string(b) : std::filesystem::temp_directory_path().string();
 }
 
-const graph::Node* FindNode(const graph::Graph& g, const std::string& name) {
-  for (const graph::Node& n : g.nodes) {
-    if (n.name == name) return &n;
-  }
-  return nullptr;
-}
-
 void ExpectMatchesOrt(const graph::Tensor& got, const graph::Tensor& want,
                       const std::string& what) {
   ASSERT_EQ(got.num_elements(), want.num_elements()) << what;
@@ -53,7 +46,6 @@ TEST(SharedModelsTest, CompiledAndExportedMatchOnnxRuntime) {
   const std::vector<graph::SharedModel> models = graph::AllSharedModels(&problems);
   if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR is absent";
   EXPECT_TRUE(problems.empty()) << absl::StrJoin(problems, "; ");
-  int64_t untunable_matmuls = 0;
   for (const graph::SharedModel& model : models) {
     SCOPED_TRACE(model.name);
     auto loaded = LoadModel(model.onnx);
@@ -101,24 +93,12 @@ TEST(SharedModelsTest, CompiledAndExportedMatchOnnxRuntime) {
         std::vector<std::string> refs;
         for (const StepTiming& s : steps) {
           if (s.kind.rfind("ref:", 0) != 0) continue;
-          // TODO(issue 17): a MatMul of two activations (attention) waits for the batch-matmul
-          // template that reads both operands at run time; then this exemption goes.
-          const graph::Node* node = FindNode(loaded->graph, s.name);
-          if (s.kind == "ref:MatMul" && node != nullptr && node->inputs.size() == 2 &&
-              !loaded->graph.IsInitializer(node->inputs[1])) {
-            ++untunable_matmuls;
-            continue;
-          }
           refs.push_back(absl::StrCat(s.kind, " ", s.name));
         }
         EXPECT_TRUE(refs.empty()) << what
                                   << " runs reference kernels: " << absl::StrJoin(refs, ", ");
       }
     }
-  }
-  if (untunable_matmuls > 0) {
-    std::printf("note: %lld reference MatMul steps of two activations (no workload for them yet)\n",
-                static_cast<long long>(untunable_matmuls));
   }
 }
 
