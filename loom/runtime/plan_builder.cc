@@ -242,6 +242,18 @@ class Planner {
   // A product of two activations (attention's Q K^T and P V): the batch_matmul template over the
   // natural operands, with the elementwise chain after it fused.
   absl::StatusOr<bool> TryBatchMatmul(int64_t i, const graph::NodeWorkload& analysed);
+  // The config a template runs: the best record of (its task, this target) that the template
+  // can instantiate, else the default. Sets *tuned when a record was taken.
+  ops::Config BestConfig(const ops::Template& tmpl, const graph::Workload& w, bool* tuned) const;
+  // A matrix product's output followed through the views after it that keep its last dim `n`
+  // (marked done), so the chain after them fuses too. The last value reached.
+  std::string FollowViews(std::string out, int64_t n);
+  // EmitFused under the config for the thread count; a tuned config that does not take the
+  // epilogue falls back to the default (*config and *tuned updated).
+  absl::StatusOr<ops::KernelSource> EmitForThreads(const graph::Node& node,
+                                                   const ops::Template& tmpl,
+                                                   const ops::Epilogue& ep, ops::Config* config,
+                                                   bool* tuned) const;
   absl::StatusOr<bool> TryPool(int64_t i);
   absl::StatusOr<bool> TryChannelMap(int64_t i);
   absl::StatusOr<bool> TryChannelShuffle(int64_t i);
@@ -1064,6 +1076,49 @@ Planner::Fusion Planner::FuseEpilogue(const std::string& out, bool conv, bool de
   return f;
 }
 
+ops::Config Planner::BestConfig(const ops::Template& tmpl, const graph::Workload& w,
+                                bool* tuned) const {
+  *tuned = false;
+  if (o_.records != nullptr) {
+    absl::StatusOr<std::vector<tune::Record>> best =
+        o_.records->BestK(graph::WorkloadKey(w), o_.target.Key(), 1);
+    if (best.ok() && !best->empty() && (*best)[0].template_name == tmpl.name() &&
+        tmpl.space().Contains(ops::Config{(*best)[0].config_index})) {
+      *tuned = true;
+      return ops::Config{(*best)[0].config_index};
+    }
+  }
+  return tmpl.DefaultConfig();
+}
+
+std::string Planner::FollowViews(std::string out, int64_t n) {
+  if (!o_.fuse) return out;
+  for (int64_t v = SoleViewConsumer(out, n); v >= 0; v = SoleViewConsumer(out, n)) {
+    done_[static_cast<size_t>(v)] = true;
+    out = g_.nodes[static_cast<size_t>(v)].outputs[0];
+    ++m_->stats.views;
+  }
+  return out;
+}
+
+absl::StatusOr<ops::KernelSource> Planner::EmitForThreads(const graph::Node& node,
+                                                          const ops::Template& tmpl,
+                                                          const ops::Epilogue& ep,
+                                                          ops::Config* config, bool* tuned) const {
+  // Records are measured on one core: the template re-picks thread-only knobs.
+  *config = tmpl.ForThreads(*config, o_.num_threads);
+  absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(*config, ep);
+  if (!src.ok() && *tuned) {
+    *config = tmpl.DefaultConfig();
+    *tuned = false;
+    src = tmpl.EmitFused(*config, ep);
+  }
+  if (!src.ok()) {
+    return absl::InternalError(absl::StrCat(node.Describe(), ": ", src.status().message()));
+  }
+  return *std::move(src);
+}
+
 absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
@@ -1097,31 +1152,14 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   if (!made.ok()) return false;
   const ops::Template& tmpl = **made;
 
-  // The config: best record, else the default.
-  ops::Config config = tmpl.DefaultConfig();
   bool tuned = false;
-  if (o_.records != nullptr) {
-    absl::StatusOr<std::vector<tune::Record>> best =
-        o_.records->BestK(graph::WorkloadKey(*w), o_.target.Key(), 1);
-    if (best.ok() && !best->empty() && (*best)[0].template_name == tmpl.name() &&
-        tmpl.space().Contains(ops::Config{(*best)[0].config_index})) {
-      config = ops::Config{(*best)[0].config_index};
-      tuned = true;
-    }
-  }
+  ops::Config config = BestConfig(tmpl, *w, &tuned);
   // A dense output is [M, Np] with N padded to the template's block; a residual in the
   // epilogue must share that layout, so it fuses only without padding.
   const int64_t np_default = tmpl.Buffers(config).back().shape.back();
   // A dense output seen through the views after it (Reshape to [B, S, N] and the like: the same
   // row-major bytes with the same last dim), so the chain after them fuses too.
-  std::string out = node.outputs[0];
-  if (!conv && o_.fuse) {
-    for (int64_t v = SoleViewConsumer(out, w->n); v >= 0; v = SoleViewConsumer(out, w->n)) {
-      done_[static_cast<size_t>(v)] = true;
-      out = g_.nodes[static_cast<size_t>(v)].outputs[0];
-      ++m_->stats.views;
-    }
-  }
+  const std::string out = conv ? node.outputs[0] : FollowViews(node.outputs[0], w->n);
   Fusion fusion = FuseEpilogue(out, conv, !conv && np_default != w->n);
   ops::Epilogue& ep = fusion.ep;
   ep.bias = bias != nullptr;
@@ -1135,17 +1173,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
       if (!(adapted == config) && tmpl.EmitFused(adapted, ep).ok()) config = adapted;
     }
   }
-  // Records are measured on one core: the template re-picks thread-only knobs.
-  config = tmpl.ForThreads(config, o_.num_threads);
-  absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
-  if (!src.ok() && tuned) {
-    config = tmpl.DefaultConfig();
-    tuned = false;
-    src = tmpl.EmitFused(config, ep);
-  }
-  if (!src.ok()) {
-    return absl::InternalError(absl::StrCat(node.Describe(), ": ", src.status().message()));
-  }
+  LOOM_ASSIGN_OR_RETURN(ops::KernelSource src, EmitForThreads(node, tmpl, ep, &config, &tuned));
   const std::vector<ops::BufferSpec> specs = tmpl.FusedBuffers(config, ep);
   const Shape& out_shape = specs.back().shape;
   if (!conv && out_shape.back() != w->n) {
@@ -1229,7 +1257,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
     ka.bytes.push_back(graph::NumElements(b.shape) * 4);
     ka.written.push_back(b.is_output);
   }
-  const int64_t kidx = AddKernel(*src, config, std::move(ka));
+  const int64_t kidx = AddKernel(src, config, std::move(ka));
   std::string kind = tmpl.name();
   if (ep.bias) absl::StrAppend(&kind, "+bias");
   for (const std::string& op : fusion.fused_ops) absl::StrAppend(&kind, "+", op);
@@ -1281,38 +1309,12 @@ absl::StatusOr<bool> Planner::TryBatchMatmul(int64_t i, const graph::NodeWorkloa
     return false;
   }
 
-  ops::Config config = tmpl.DefaultConfig();
   bool tuned = false;
-  if (o_.records != nullptr) {
-    absl::StatusOr<std::vector<tune::Record>> best =
-        o_.records->BestK(graph::WorkloadKey(w), o_.target.Key(), 1);
-    if (best.ok() && !best->empty() && (*best)[0].template_name == tmpl.name() &&
-        tmpl.space().Contains(ops::Config{(*best)[0].config_index})) {
-      config = ops::Config{(*best)[0].config_index};
-      tuned = true;
-    }
-  }
-  // The output through the views after it (same bytes, same last dim), then the chain after.
-  std::string out = node.outputs[0];
-  if (o_.fuse) {
-    for (int64_t v = SoleViewConsumer(out, w.n); v >= 0; v = SoleViewConsumer(out, w.n)) {
-      done_[static_cast<size_t>(v)] = true;
-      out = g_.nodes[static_cast<size_t>(v)].outputs[0];
-      ++m_->stats.views;
-    }
-  }
-  Fusion fusion = FuseEpilogue(out, /*conv=*/false, /*dense_padded=*/false);
+  ops::Config config = BestConfig(tmpl, w, &tuned);
+  Fusion fusion =
+      FuseEpilogue(FollowViews(node.outputs[0], w.n), /*conv=*/false, /*dense_padded=*/false);
   const ops::Epilogue& ep = fusion.ep;
-  config = tmpl.ForThreads(config, o_.num_threads);
-  absl::StatusOr<ops::KernelSource> src = tmpl.EmitFused(config, ep);
-  if (!src.ok() && tuned) {
-    config = tmpl.DefaultConfig();
-    tuned = false;
-    src = tmpl.EmitFused(config, ep);
-  }
-  if (!src.ok()) {
-    return absl::InternalError(absl::StrCat(node.Describe(), ": ", src.status().message()));
-  }
+  LOOM_ASSIGN_OR_RETURN(ops::KernelSource src, EmitForThreads(node, tmpl, ep, &config, &tuned));
   const std::vector<ops::BufferSpec> specs = tmpl.FusedBuffers(config, ep);
 
   std::vector<Ref> args;
@@ -1346,7 +1348,7 @@ absl::StatusOr<bool> Planner::TryBatchMatmul(int64_t i, const graph::NodeWorkloa
     ka.bytes.push_back(graph::NumElements(spec.shape) * 4);
     ka.written.push_back(spec.is_output);
   }
-  const int64_t kidx = AddKernel(*src, config, std::move(ka));
+  const int64_t kidx = AddKernel(src, config, std::move(ka));
   std::string kind = tmpl.name();
   for (const std::string& op : fusion.fused_ops) absl::StrAppend(&kind, "+", op);
   AddKernelStep(node.name, kind, kidx, std::move(args));
