@@ -407,6 +407,19 @@ TEST(CudaTemplatesTest, UnsupportedWorkloads) {
   EXPECT_EQ(MakeTemplate(grouped, CudaTarget()).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(MakeTemplate(Dense(1, 20000, 8, true), CudaTarget()).status().code(),
             absl::StatusCode::kUnimplemented);
+  // batch_matmul_cuda reads A as [b, m, k] and one B a batch: no transposed A, no broadcast.
+  graph::Workload bmm;
+  bmm.kind = graph::TaskKind::kBatchMatmul;
+  bmm.b = 6, bmm.m = 8, bmm.n = 8, bmm.k = 8;
+  bmm.trans_b = true;
+  EXPECT_TRUE(MakeTemplate(bmm, CudaTarget()).ok());
+  bmm.trans_a = true;
+  EXPECT_THAT(MakeTemplate(bmm, CudaTarget()).status().message(),
+              HasSubstr("(a transposed A or a batch broadcast)"));
+  bmm.trans_a = false;
+  bmm.batch_a = {2, 3};
+  bmm.batch_b = {1, 3};
+  EXPECT_EQ(MakeTemplate(bmm, CudaTarget()).status().code(), absl::StatusCode::kUnimplemented);
   Target other = CudaTarget();
   other.kind = "opencl";
   EXPECT_THAT(MakeTemplate(Dense(1, 8, 8, true), other).status().message(),

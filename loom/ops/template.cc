@@ -83,9 +83,9 @@ absl::StatusOr<std::unique_ptr<Template>> MakeTemplate(const graph::Workload& w,
         return absl::UnimplementedError(
             absl::StrCat("no cuda template for ", key, " (m and n must be below 10000)"));
       }
-      if (cuda && (w.trans_a || w.trans_b || !w.batch_a.empty() || !w.batch_b.empty())) {
-        return absl::UnimplementedError(absl::StrCat("no cuda template for ", key,
-                                                     " (transposed or batch-broadcast operands)"));
+      if (cuda && (w.trans_a || !w.batch_a.empty() || !w.batch_b.empty())) {
+        return absl::UnimplementedError(
+            absl::StrCat("no cuda template for ", key, " (a transposed A or a batch broadcast)"));
       }
       if (cuda) return internal::MakeCudaBatchMatmul(w, target, options);
       return internal::MakeBatchMatmul(w, target, options);
