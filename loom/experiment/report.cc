@@ -572,8 +572,8 @@ std::string ScaleReportHtml(const std::vector<ScaleRun>& runs, const ReportConte
                   "count's full report is linked below.</p>\n<ul>\n");
   for (const ScaleRun& run : runs) {
     absl::StrAppend(&h, "<li><a href=\"", XmlEscape(run.dir), "/report.html\">", run.jobs,
-                    run.jobs == 1 ? " job" : " jobs", "</a> (", run.result.repetitions, " repetition",
-                    run.result.repetitions == 1 ? "" : "s", ")</li>\n");
+                    run.jobs == 1 ? " job" : " jobs", "</a> (", run.result.repetitions,
+                    " repetition", run.result.repetitions == 1 ? "" : "s", ")</li>\n");
   }
   absl::StrAppend(&h, "</ul>\n");
   std::vector<ClaimsSummary> claims;

@@ -209,8 +209,9 @@ TEST_F(LowerNormTest, RefusesBadGroupsAndRuntimeBroadcastParameters) {
   c.output_types = {c.inputs[0].type()};
   auto k = testutil::LowerCase(c, HostCpuTarget());
   EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(k.status().message()),
-              HasSubstr("attribute 'num_groups' is 4; it must be positive and divide the 6 channels"));
+  EXPECT_THAT(
+      std::string(k.status().message()),
+      HasSubstr("attribute 'num_groups' is 4; it must be positive and divide the 6 channels"));
 
   NodeCase ln;
   ln.node.name = "ln";

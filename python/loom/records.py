@@ -287,4 +287,3 @@ def open(db: PathLike, *, create: bool = False) -> RecordDB:  # noqa: A001 - the
     :class:`loom.InvalidArgumentError` when it is not an SQLite database and
     :class:`loom.FailedPreconditionError` when its schema is newer than this Loom's."""
     return RecordDB(_loom.RecordStore.open(os.fspath(db), bool(create)))
-
