@@ -38,9 +38,9 @@ struct LoweredKernel {
       kConstant,  // a tensor the lowering made (a table, resolved indices, packed parameters)
     };
     Kind kind = Kind::kValue;
-    std::string value;        // kValue
-    graph::Tensor constant;   // kConstant
-    bool is_output = false;   // kValue only: written by the kernel
+    std::string value;       // kValue
+    graph::Tensor constant;  // kConstant
+    bool is_output = false;  // kValue only: written by the kernel
   };
   KernelSource source;
   std::vector<Arg> args;
