@@ -2,7 +2,9 @@
 // (and zero-padded) to N C/ic_bn Hp Wp ic_bn, weights to K/oc_bn C/ic_bn R S ic_bn oc_bn, the
 // output is N K/oc_bn OH OW oc_bn. The micro-kernel keeps a tile_oh x tile_ow x (oc_bn/vec)
 // block of accumulators in vector registers, broadcasts one input value per (row, column) and
-// FMAs it against oc_bn/vec weight vectors.
+// FMAs it against oc_bn/vec weight vectors. tile_ow need not divide OW where OW's divisors are
+// poor (17, 35, 71, 149: Inception's and any odd-sized input's rows): a row is then covered by
+// full blocks and one narrower block of the remaining columns (RowBlockWidths).
 //
 // Grouped convolution (1 < groups, not depthwise; e.g. ResNeXt) is the same template with a group
 // loop folded into the output-channel blocks: each group reduces over its own C/groups input
@@ -62,11 +64,7 @@ class Conv2dNchwc : public TemplateBase {
       if (j == 1 || (j - 1) * (groups_ > 1 ? vec.back() : max_lanes) < kg_) oc_v.push_back(j);
     }
     space_.AddKnob("tile_oc", oc_v);
-    std::vector<int64_t> reg_n;
-    for (int64_t d : Divisors(ow_)) {
-      if (d <= 32) reg_n.push_back(d);
-    }
-    space_.AddKnob("tile_ow", reg_n);
+    space_.AddKnob("tile_ow", RowBlockWidths(ow_, 32));
     std::vector<int64_t> oh_b;
     for (int64_t d : {1, 2, 4}) {
       if (oh_ % d == 0) oh_b.push_back(d);
@@ -134,89 +132,101 @@ class Conv2dNchwc : public TemplateBase {
                                               : absl::StrCat("n * ", w.c / k.ic_bn, " + (ocb / ",
                                                              kg_ / k.oc_bn, ") * ", cb, " + icb");
     const int64_t sh = w.stride_h, sw = w.stride_w, dh = w.dilation_h, dw = w.dilation_w;
-    const int64_t ohb = oh_ / k.oh_b, owb = ow_ / k.reg_n;
+    const int64_t ohb = oh_ / k.oh_b;
 
-    // Loop bodies, innermost first. Register names carry the unrolled indices.
-    std::vector<Stmt> ic_body;
-    for (int64_t j = 0; j < k.oc_v; ++j) {
-      ic_body.push_back(codegen::VecLoad(absl::StrCat("w", j),
-                                         absl::StrCat("wp + ic * ", k.oc_bn, " + ", j * k.vec)));
-    }
-    std::vector<Stmt> fma_body;
-    fma_body.push_back(codegen::VecBroadcast(
-        "b_${rh}_${rw}",
-        absl::StrCat("ip[(${rh} * ", sh * wp_, " + ${rw} * ", sw, ") * ", k.ic_bn, " + ic]")));
-    for (int64_t j = 0; j < k.oc_v; ++j) {
-      fma_body.push_back(codegen::VecFma(absl::StrCat("acc_${rh}_${rw}_", j), "b_${rh}_${rw}",
-                                         absl::StrCat("w", j)));
-    }
-    ic_body.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
-                           {Loop("rw", k.reg_n, LoopKind::kUnrolled, std::move(fma_body))}));
-
-    const std::string in_ptr = absl::StrCat(
-        "const float* ip = data + (((", in_block, ") * ", hp_, " + oh0 * ", sh, " + kh * ", dh,
-        ") * ", wp_, " + ow0 * ", sw, " + ${kw} * ", dw, ") * ", k.ic_bn, ";");
-    const std::string w_ptr =
-        absl::StrCat("const float* wp = weight + (((ocb * ", cb, " + icb) * ", w.r, " + kh) * ",
-                     w.s, " + ${kw}) * ", k.ic_bn * k.oc_bn, ";");
-    const LoopKind kw_kind = k.unroll_kw ? LoopKind::kUnrolled : LoopKind::kSerial;
-    auto ic_loop = [&]() { return Loop("ic", k.ic_bn, LoopKind::kSerial, ic_body); };
-    auto ptrs_then = [&](std::vector<Stmt> tail) {
-      std::vector<Stmt> v = {Raw(in_ptr), Raw(w_ptr)};
-      for (Stmt& s : tail) v.push_back(std::move(s));
-      return v;
-    };
-    Stmt reduction;
-    switch (k.red_order) {
-      case 0:
-        reduction =
-            Loop("icb", cb, LoopKind::kSerial,
-                 {Loop("kh", w.r, LoopKind::kSerial,
-                       {Loop("kw", w.s, kw_kind, {codegen::Block(ptrs_then({ic_loop()}))})})});
-        break;
-      case 1:
-        reduction = Loop(
-            "kh", w.r, LoopKind::kSerial,
-            {Loop("kw", w.s, kw_kind,
-                  {Loop("icb", cb, LoopKind::kSerial, {codegen::Block(ptrs_then({ic_loop()}))})})});
-        break;
-      default: {
-        // kw inside ic: the pointers move with kw, so they are formed per kw.
-        std::vector<Stmt> per_kw = ptrs_then({});
-        for (Stmt& s : ic_body) per_kw.push_back(s);
-        reduction =
-            Loop("icb", cb, LoopKind::kSerial,
-                 {Loop("kh", w.r, LoopKind::kSerial,
-                       {Loop("ic", k.ic_bn, LoopKind::kSerial,
-                             {Loop("kw", w.s, kw_kind, {codegen::Block(std::move(per_kw))})})})});
-        break;
+    // One register block of reg_n output columns starting at column ow0 (an expression):
+    // accumulators, the reduction, the epilogue and the stores.
+    auto make_block = [&](int64_t reg_n, const std::string& ow0) {
+      // Loop bodies, innermost first. Register names carry the unrolled indices.
+      std::vector<Stmt> ic_body;
+      for (int64_t j = 0; j < k.oc_v; ++j) {
+        ic_body.push_back(codegen::VecLoad(absl::StrCat("w", j),
+                                           absl::StrCat("wp + ic * ", k.oc_bn, " + ", j * k.vec)));
       }
-    }
+      std::vector<Stmt> fma_body;
+      fma_body.push_back(codegen::VecBroadcast(
+          "b_${rh}_${rw}",
+          absl::StrCat("ip[(${rh} * ", sh * wp_, " + ${rw} * ", sw, ") * ", k.ic_bn, " + ic]")));
+      for (int64_t j = 0; j < k.oc_v; ++j) {
+        fma_body.push_back(codegen::VecFma(absl::StrCat("acc_${rh}_${rw}_", j), "b_${rh}_${rw}",
+                                           absl::StrCat("w", j)));
+      }
+      ic_body.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                             {Loop("rw", reg_n, LoopKind::kUnrolled, std::move(fma_body))}));
 
-    std::vector<Stmt> block;
-    block.push_back(Raw(absl::StrCat("const int64_t oh0 = ohb * ", k.oh_b, ";")));
-    block.push_back(Raw(absl::StrCat("const int64_t ow0 = owb * ", k.reg_n, ";")));
-    block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
-                         {Loop("rw", k.reg_n, LoopKind::kUnrolled,
-                               {Loop("j", k.oc_v, LoopKind::kUnrolled,
-                                     {codegen::VecZero("acc_${rh}_${rw}_${j}")})})}));
-    block.push_back(std::move(reduction));
-    block.push_back(Raw(absl::StrCat("float* op = output + ((n * ", kp, " + ocb) * ", oh_,
-                                     " + oh0) * ", ow_ * k.oc_bn, " + ow0 * ", k.oc_bn, ";")));
-    const std::string out_off =
-        absl::StrCat("(${rh} * ", ow_, " + ${rw}) * ", k.oc_bn, " + ${j} * ", k.vec);
-    std::vector<Stmt> store =
-        EpilogueStmts(ep, "acc_${rh}_${rw}_${j}",
-                      EpilogueSite{.channel = absl::StrCat("ocb * ", k.oc_bn, " + ${j} * ", k.vec),
-                                   .element = absl::StrCat("(op - output) + ", out_off),
-                                   .batch = "n",
-                                   .channels = kp * k.oc_bn});
-    store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rh}_${rw}_${j}"));
-    block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
-                         {Loop("rw", k.reg_n, LoopKind::kUnrolled,
-                               {Loop("j", k.oc_v, LoopKind::kUnrolled, std::move(store))})}));
+      const std::string in_ptr = absl::StrCat(
+          "const float* ip = data + (((", in_block, ") * ", hp_, " + oh0 * ", sh, " + kh * ", dh,
+          ") * ", wp_, " + ow0 * ", sw, " + ${kw} * ", dw, ") * ", k.ic_bn, ";");
+      const std::string w_ptr =
+          absl::StrCat("const float* wp = weight + (((ocb * ", cb, " + icb) * ", w.r, " + kh) * ",
+                       w.s, " + ${kw}) * ", k.ic_bn * k.oc_bn, ";");
+      const LoopKind kw_kind = k.unroll_kw ? LoopKind::kUnrolled : LoopKind::kSerial;
+      auto ic_loop = [&]() { return Loop("ic", k.ic_bn, LoopKind::kSerial, ic_body); };
+      auto ptrs_then = [&](std::vector<Stmt> tail) {
+        std::vector<Stmt> v = {Raw(in_ptr), Raw(w_ptr)};
+        for (Stmt& s : tail) v.push_back(std::move(s));
+        return v;
+      };
+      Stmt reduction;
+      switch (k.red_order) {
+        case 0:
+          reduction =
+              Loop("icb", cb, LoopKind::kSerial,
+                   {Loop("kh", w.r, LoopKind::kSerial,
+                         {Loop("kw", w.s, kw_kind, {codegen::Block(ptrs_then({ic_loop()}))})})});
+          break;
+        case 1:
+          reduction = Loop("kh", w.r, LoopKind::kSerial,
+                           {Loop("kw", w.s, kw_kind,
+                                 {Loop("icb", cb, LoopKind::kSerial,
+                                       {codegen::Block(ptrs_then({ic_loop()}))})})});
+          break;
+        default: {
+          // kw inside ic: the pointers move with kw, so they are formed per kw.
+          std::vector<Stmt> per_kw = ptrs_then({});
+          for (Stmt& s : ic_body) per_kw.push_back(s);
+          reduction =
+              Loop("icb", cb, LoopKind::kSerial,
+                   {Loop("kh", w.r, LoopKind::kSerial,
+                         {Loop("ic", k.ic_bn, LoopKind::kSerial,
+                               {Loop("kw", w.s, kw_kind, {codegen::Block(std::move(per_kw))})})})});
+          break;
+        }
+      }
 
-    // Outer loops: n, then (ocb, ohb) in outer_order, then owb.
+      std::vector<Stmt> block;
+      block.push_back(Raw(absl::StrCat("const int64_t oh0 = ohb * ", k.oh_b, ";")));
+      block.push_back(Raw(absl::StrCat("const int64_t ow0 = ", ow0, ";")));
+      block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                           {Loop("rw", reg_n, LoopKind::kUnrolled,
+                                 {Loop("j", k.oc_v, LoopKind::kUnrolled,
+                                       {codegen::VecZero("acc_${rh}_${rw}_${j}")})})}));
+      block.push_back(std::move(reduction));
+      block.push_back(Raw(absl::StrCat("float* op = output + ((n * ", kp, " + ocb) * ", oh_,
+                                       " + oh0) * ", ow_ * k.oc_bn, " + ow0 * ", k.oc_bn, ";")));
+      const std::string out_off =
+          absl::StrCat("(${rh} * ", ow_, " + ${rw}) * ", k.oc_bn, " + ${j} * ", k.vec);
+      std::vector<Stmt> store = EpilogueStmts(
+          ep, "acc_${rh}_${rw}_${j}",
+          EpilogueSite{.channel = absl::StrCat("ocb * ", k.oc_bn, " + ${j} * ", k.vec),
+                       .element = absl::StrCat("(op - output) + ", out_off),
+                       .batch = "n",
+                       .channels = kp * k.oc_bn});
+      store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rh}_${rw}_${j}"));
+      block.push_back(Loop("rh", k.oh_b, LoopKind::kUnrolled,
+                           {Loop("rw", reg_n, LoopKind::kUnrolled,
+                                 {Loop("j", k.oc_v, LoopKind::kUnrolled, std::move(store))})}));
+      return block;
+    };
+
+    // A row is owb full blocks of tile_ow columns, then (ragged rows) one block of the rest.
+    const int64_t full = ow_ / k.reg_n, rest = ow_ % k.reg_n;
+    std::vector<Stmt> row = {
+        Loop("owb", full, LoopKind::kSerial,
+             {codegen::Block(make_block(k.reg_n, absl::StrCat("owb * ", k.reg_n)))})};
+    if (rest > 0) row.push_back(codegen::Block(make_block(rest, absl::StrCat(full * k.reg_n))));
+
+    // Outer loops: n, then (ocb, ohb) in outer_order; the row's blocks inside.
     std::vector<OuterLoop> outer = {{"n", w.n}};
     if (k.outer_order == 0) {
       outer.push_back({"ocb", kp});
@@ -225,9 +235,8 @@ class Conv2dNchwc : public TemplateBase {
       outer.push_back({"ohb", ohb});
       outer.push_back({"ocb", kp});
     }
-    outer.push_back({"owb", owb});
     // parallel_axis 0: n and the first outer loop form the parallel loop; 1: n and the first two.
-    return EmitBlockedKernel(config, ep, k.vec, outer, k.par_axis == 0 ? 2 : 3, std::move(block));
+    return EmitBlockedKernel(config, ep, k.vec, outer, k.par_axis == 0 ? 2 : 3, std::move(row));
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {
@@ -328,7 +337,7 @@ class Conv2dNchwc : public TemplateBase {
     f.push_back(static_cast<float>(k.oh_b * k.reg_n));
     f.push_back(static_cast<float>(k.ic_bn));
     f.push_back(static_cast<float>(cg_ * w.r * w.s));
-    const int64_t blocks = w.n * kp * (oh_ / k.oh_b) * (ow_ / k.reg_n);  // tiles divide exactly
+    const int64_t blocks = w.n * kp * (oh_ / k.oh_b) * CeilDiv(ow_, k.reg_n);  // ragged rows too
     f.push_back(static_cast<float>(blocks));
     f.push_back(static_cast<float>(in_bytes));
     f.push_back(static_cast<float>(w_bytes));
@@ -344,7 +353,8 @@ class Conv2dNchwc : public TemplateBase {
     int64_t oc_v = kg_ >= 2 * lanes ? 2 : 1;
     if (groups_ > 1 && kg_ % (oc_v * lanes) != 0) oc_v = 1;
     const int64_t max_regs = NumVectorRegisters() - oc_v - 1;
-    const int64_t reg_n = LargestDivisorAtMost(ow_, std::min<int64_t>(max_regs / oc_v, 14));
+    const int64_t reg_n =
+        DefaultRowBlockWidth(ow_, std::min<int64_t>(max_regs / oc_v, 14), RowWidths());
     return BlockConfig(lanes, oc_v, reg_n, 1);
   }
 
@@ -370,7 +380,7 @@ class Conv2dNchwc : public TemplateBase {
     for (const auto& [oc_v, accumulators] : blocks) {
       // Output columns first; rows (tile_oh) make up a block when the width is short or prime.
       const int64_t per_row = accumulators / oc_v;
-      const int64_t reg_n = LargestDivisorAtMost(ow_, per_row);
+      const int64_t reg_n = DefaultRowBlockWidth(ow_, per_row, RowWidths());
       int64_t oh_b = 1;
       for (int64_t b : {4, 2}) {
         if (oh_ % b == 0 && reg_n * b <= per_row) {
@@ -399,6 +409,11 @@ class Conv2dNchwc : public TemplateBase {
   // group's output channels (the space's first).
   int64_t DefaultLanes() const {
     return groups_ > 1 ? space_.knobs()[0].values.front() : target_.VectorLanes();
+  }
+
+  // The tile_ow knob's values.
+  const std::vector<int64_t>& RowWidths() const {
+    return space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_ow"))].values;
   }
 
   // The config with vectors of `lanes`, register block oc_v x reg_n x oh_b and the default's

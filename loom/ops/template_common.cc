@@ -318,6 +318,29 @@ int64_t LargestDivisorAtMost(int64_t n, int64_t limit) {
   return best;
 }
 
+std::vector<int64_t> RowBlockWidths(int64_t width, int64_t max_divisor) {
+  std::vector<int64_t> out;
+  for (int64_t d = 1; d <= std::min(width, max_divisor); ++d) {
+    if (width % d == 0) out.push_back(d);
+  }
+  if (LargestDivisorAtMost(width, 14) >= std::min<int64_t>(width, 8)) return out;
+  for (int64_t d = 4; d <= std::min<int64_t>(width - 1, 16); ++d) {
+    if (width % d != 0) out.push_back(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+int64_t DefaultRowBlockWidth(int64_t width, int64_t limit, const std::vector<int64_t>& offered) {
+  const int64_t exact = LargestDivisorAtMost(width, limit);
+  const int64_t blocks = CeilDiv(width, std::max<int64_t>(1, std::min(width, limit)));
+  const int64_t even = CeilDiv(width, blocks);
+  if (blocks < width / exact && std::find(offered.begin(), offered.end(), even) != offered.end()) {
+    return even;
+  }
+  return exact;
+}
+
 Config WithParallelAxisFor(const ConfigSpace& space, const Config& config, int64_t n, int64_t first,
                            int64_t second, int32_t threads) {
   if (threads <= 1) return config;

@@ -125,6 +125,17 @@ graph::Tensor UnblockNchwc(const graph::Tensor& blocked, int64_t n, int64_t chan
 graph::Tensor ConvReference(const graph::Workload& w, const std::vector<graph::Tensor>& natural);
 // Largest divisor of n that is <= limit (at least 1).
 int64_t LargestDivisorAtMost(int64_t n, int64_t limit);
+// The register-block widths a convolution template offers for output rows of `width` columns:
+// the divisors of `width` up to `max_divisor`, and, when no divisor of 8 to 14 columns (or the
+// whole row, when shorter) exists, as for a prime or odd width such as 17, 71 or 149, also the
+// widths 4..16 that do not divide it. A width that does not divide the row covers it with full
+// blocks and one narrower last block (ragged rows). Ascending.
+std::vector<int64_t> RowBlockWidths(int64_t width, int64_t max_divisor);
+// The default register-block width for rows of `width` columns with at most `limit` columns a
+// block, among `offered` (RowBlockWidths): the largest divisor within `limit`, unless a ragged
+// width covers the row in fewer blocks; that one is then as even as possible (17 columns in
+// blocks of 9 and 8, 71 in five of 12 and one of 11).
+int64_t DefaultRowBlockWidth(int64_t width, int64_t limit, const std::vector<int64_t>& offered);
 // The convolution templates' parallel loop is n fused with the first (parallel_axis 0) or the
 // first two (parallel_axis 1) of their outer loops, split into one even chunk per thread. Returns
 // `config` with the parallel_axis that keeps `threads` threads busiest (the parallel loop's share

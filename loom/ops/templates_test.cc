@@ -114,6 +114,13 @@ std::vector<Case> Cases() {
   broadcast.batch_b = {1, 3};
   graph::Workload dense_trans_a = Dense(11, 37, 40, true);
   dense_trans_a.trans_a = true;
+  // Inception-v3's factorized 1x7 and 7x1 convolutions on a 17x17 map: a prime output width.
+  graph::Workload one_by_seven = Conv(16, 17, 17, 24, 1, 1, 0);
+  one_by_seven.s = 7;
+  one_by_seven.pad_left = one_by_seven.pad_right = 3;
+  graph::Workload seven_by_one = Conv(16, 17, 17, 24, 1, 1, 0);
+  seven_by_one.r = 7;
+  seven_by_one.pad_top = seven_by_one.pad_bottom = 3;
   return {
       {"conv3x3_pad1", Conv(8, 10, 10, 32, 3, 1, 1)},
       {"conv3x3_stride2", Conv(16, 11, 11, 16, 3, 2, 1)},
@@ -121,6 +128,12 @@ std::vector<Case> Cases() {
       {"conv7x7_c3_stride2", Conv(3, 20, 20, 16, 7, 2, 3)},
       {"conv_odd_k_asym_pad", asym},
       {"conv_dilation2", Conv(4, 9, 9, 16, 3, 1, 2, 1, 2)},
+      // Output widths without a good divisor (ragged rows): 17, 19 (dilated) and 11 (stride 2).
+      {"conv3x3_ragged_17", Conv(8, 17, 17, 32, 3, 1, 1)},
+      {"conv1x7_ragged_17", one_by_seven},
+      {"conv7x1_ragged_17", seven_by_one},
+      {"conv_dilation2_ragged_19", Conv(8, 19, 19, 16, 3, 1, 2, 1, 2)},
+      {"conv3x3_stride2_ragged_11", Conv(8, 23, 23, 16, 3, 2, 0)},
       {"depthwise3x3", Conv(32, 12, 12, 32, 3, 1, 1, 32)},
       {"depthwise3x3_stride2_odd_c", Conv(20, 9, 9, 20, 3, 2, 1, 20)},
       {"dense_trans_b_odd", Dense(7, 37, 45, true)},
@@ -384,6 +397,52 @@ TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
                                   (*narrow)->space().Value(c, "tile_oh")));
   }
   EXPECT_THAT(blocks, ::testing::ElementsAre("2x7x1", "1x7x1"));
+}
+
+// Rows whose width has no divisor of 8-14 columns (prime and odd widths: Inception-v3's 149, 71,
+// 35 and 17, any odd-sized input) get register blocks that do not divide the row; the default
+// spreads the row over as few, as even blocks as it can. Widths with good divisors keep exactly
+// the divisor knob they had (so their records and priors keep their meaning).
+TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  struct Row {
+    int64_t in, stride, pad;  // a 3x3 conv with 64 output channels (2 vectors of 16)
+    int64_t width;            // its output width
+    int64_t tile_ow;          // the default's block width
+  };
+  for (const Row& r : {Row{17, 1, 1, 17, 9}, Row{35, 2, 0, 17, 9}, Row{73, 1, 0, 71, 12},
+                       Row{299, 2, 0, 149, 14}, Row{35, 1, 1, 35, 12}, Row{149, 1, 0, 147, 14},
+                       Row{56, 1, 1, 56, 14}, Row{14, 2, 1, 7, 7}, Row{28, 1, 1, 28, 14}}) {
+    auto t = MakeTemplate(Conv(32, r.in, r.in, 64, 3, r.stride, r.pad), target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const ConfigSpace& space = (*t)->space();
+    const Config d = (*t)->DefaultConfig();
+    EXPECT_EQ(space.Value(d, "tile_ow"), r.tile_ow) << "width " << r.width;
+    EXPECT_EQ(space.Value(d, "tile_oc"), 2) << "width " << r.width;
+    EXPECT_TRUE(space.IsValid(d)) << "width " << r.width;
+    const std::vector<int64_t>& widths = space.knobs()[space.KnobIndex("tile_ow")].values;
+    const bool ragged =
+        std::any_of(widths.begin(), widths.end(), [&](int64_t w) { return r.width % w != 0; });
+    EXPECT_EQ(ragged, r.width % r.tile_ow != 0) << "width " << r.width;
+  }
+  auto t56 = MakeTemplate(Conv(32, 56, 56, 64, 3, 1, 1), target);
+  ASSERT_TRUE(t56.ok());
+  EXPECT_EQ((*t56)->space().knobs()[(*t56)->space().KnobIndex("tile_ow")].values,
+            (std::vector<int64_t>{1, 2, 4, 7, 8, 14, 28}));
+  // A 17-wide row in one block of 16 and one of a single column, and in blocks of 4: both match
+  // the reference.
+  TempDir dir;
+  auto t17 = MakeTemplate(Conv(8, 17, 17, 32, 3, 1, 1), target);
+  ASSERT_TRUE(t17.ok());
+  for (int64_t width : {16, 4}) {
+    const Config c =
+        ClosestIndex((*t17)->space(), {{"vec", 16}, {"tile_ic", 8}, {"tile_ow", width}});
+    ASSERT_EQ((*t17)->space().Value(c, "tile_ow"), width);
+    if (HostCpuTarget().isa == Isa::kAvx512) {
+      EXPECT_EQ(CheckConfig(**t17, c, dir.path()), "") << (*t17)->space().ToJson(c);
+    }
+  }
 }
 
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
