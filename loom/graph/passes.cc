@@ -143,6 +143,94 @@ bool TryFoldBatchNorm(Graph& g, size_t bn_index) {
   return true;
 }
 
+// The first and last kernel tap along one spatial dim that reads an input element for some
+// output position (the others read only padding); false when none does.
+bool LiveTaps(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t dilation,
+              int64_t pad_begin, int64_t* first, int64_t* last) {
+  *first = -1;
+  for (int64_t t = 0; t < kernel; ++t) {
+    const int64_t offset = t * dilation - pad_begin;  // input index of output 0
+    // The first output position whose input index is >= 0.
+    const int64_t o = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    if (o < out && o * stride + offset < in) {
+      if (*first < 0) *first = t;
+      *last = t;
+    }
+  }
+  return *first >= 0;
+}
+
+// Trims the Conv at `i` to its live taps; true when it did.
+bool TryTrimConvTaps(Graph& g, size_t i) {
+  Node& conv = g.nodes[i];
+  const Tensor* w = g.FindInitializer(conv.inputs.size() > 1 ? conv.inputs[1] : "");
+  if (w == nullptr || w->dtype() != DType::kFloat32 || w->shape().size() < 3) return false;
+  absl::StatusOr<TensorType> x = g.TypeOf(conv.inputs[0]);
+  if (!x.ok() || x->shape.size() != w->shape().size()) return false;
+  const size_t dims = w->shape().size() - 2;
+  const std::vector<int64_t> in_spatial(x->shape.begin() + 2, x->shape.end());
+  const std::vector<int64_t> kernel(w->shape().begin() + 2, w->shape().end());
+  for (int64_t d : in_spatial) {
+    if (d <= 0) return false;
+  }
+  absl::StatusOr<WindowGeometry> geo = ResolveWindowGeometry(conv, in_spatial, kernel, false);
+  if (!geo.ok()) return false;
+  std::vector<int64_t> first(dims), count(dims), pads = geo->pads;
+  bool trimmed = false;
+  for (size_t d = 0; d < dims; ++d) {
+    int64_t lo = 0, hi = 0;
+    if (!LiveTaps(in_spatial[d], geo->output[d], kernel[d], geo->strides[d], geo->dilations[d],
+                  geo->pads[d], &lo, &hi)) {
+      return false;  // every output reads padding only: left to the kernels
+    }
+    const int64_t begin = geo->pads[d] - lo * geo->dilations[d];
+    const int64_t end = geo->pads[dims + d] - (kernel[d] - 1 - hi) * geo->dilations[d];
+    if (begin < 0 || end < 0 || (lo == 0 && hi == kernel[d] - 1)) {
+      first[d] = 0;
+      count[d] = kernel[d];
+      continue;
+    }
+    first[d] = lo;
+    count[d] = hi - lo + 1;
+    pads[d] = begin;
+    pads[dims + d] = end;
+    trimmed = true;
+  }
+  if (!trimmed) return false;
+
+  // The weight's live taps, [K, C/groups, count...].
+  Shape shape = {w->shape()[0], w->shape()[1]};
+  shape.insert(shape.end(), count.begin(), count.end());
+  Tensor trimmed_w(DType::kFloat32, shape);
+  const int64_t outer = w->shape()[0] * w->shape()[1];
+  int64_t taps = 1, old_taps = 1;
+  for (size_t d = 0; d < dims; ++d) {
+    taps *= count[d];
+    old_taps *= kernel[d];
+  }
+  const float* src = w->data<float>();
+  float* dst = trimmed_w.data<float>();
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t t = 0; t < taps; ++t) {
+      int64_t rest = t, at = 0, stride = 1;
+      for (size_t d = dims; d-- > 0;) {
+        at += (rest % count[d] + first[d]) * stride;
+        rest /= count[d];
+        stride *= kernel[d];
+      }
+      dst[o * taps + t] = src[o * old_taps + at];
+    }
+  }
+  const std::string name = FreshName(g, absl::StrCat(conv.inputs[1], "_taps"));
+  g.value_types[name] = trimmed_w.type();
+  g.initializers[name] = std::move(trimmed_w);
+  conv.inputs[1] = name;
+  conv.attrs.erase("auto_pad");
+  conv.attrs["pads"] = pads;
+  conv.attrs["kernel_shape"] = count;
+  return true;
+}
+
 }  // namespace
 
 absl::Status RemoveIdentityLike(Graph& g, int64_t* removed) {
@@ -283,6 +371,15 @@ absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded) {
   return absl::OkStatus();
 }
 
+absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed) {
+  int64_t count = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (g.nodes[i].op_type == "Conv" && TryTrimConvTaps(g, i)) ++count;
+  }
+  if (trimmed != nullptr) *trimmed = count;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options) {
   PassStats stats;
@@ -291,6 +388,7 @@ absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& ev
   LOOM_RETURN_IF_ERROR(RemoveIdentityLike(g, &stats.removed_identity));
   LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, options, &stats.folded_constants));
   LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
+  LOOM_RETURN_IF_ERROR(TrimConvPaddingTaps(g, &stats.trimmed_convs));
   g.RemoveDeadNodes();
   LOOM_RETURN_IF_ERROR(InferShapes(g));
   return stats;

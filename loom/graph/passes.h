@@ -1,7 +1,8 @@
 // Graph rewrites that prepare an imported model for inference: identity removal, constant folding
-// (which resolves torchvision's Shape->Gather->Concat->Reshape chains into static shapes) and
-// BatchNormalization folding into the preceding Conv. The runtime's model loader calls
-// OptimizeForInference; the passes are public for tests and for `loom inspect`.
+// (which resolves torchvision's Shape->Gather->Concat->Reshape chains into static shapes),
+// BatchNormalization folding into the preceding Conv and trimming Conv taps that read only
+// padding. The runtime's model loader calls OptimizeForInference; the passes are public for tests
+// and for `loom inspect`.
 #pragma once
 
 #include <cstdint>
@@ -56,14 +57,24 @@ absl::Status ConstantFold(Graph& g, const NodeEvaluator& eval, const FoldOptions
 // other nodes are left untouched.
 absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded = nullptr);
 
+// Drops the kernel taps of a Conv that read only padding, for every output position: a tap
+// whose dilated offset lies beyond the input on all outputs (DeepLabV3's atrous convolutions,
+// dilation 24 and 36 on a 14x14 map, are 1x1 convolutions in effect). The kernel shrinks to the
+// live taps along each spatial dim, and the pads shrink with it, so the output and its values are
+// unchanged. Applies when the weight is a float32 initializer and the input's shape is static;
+// a dim keeps its taps when trimming would need a negative pad. Trimmed weights get fresh names.
+absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed = nullptr);
+
 struct PassStats {
   int64_t removed_identity = 0;
   int64_t folded_constants = 0;
   int64_t folded_batchnorms = 0;
+  int64_t trimmed_convs = 0;
 };
 
 // The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
-// FoldBatchNormIntoConv, RemoveDeadNodes, InferShapes. Used by the runtime's model loader.
+// FoldBatchNormIntoConv, TrimConvPaddingTaps, RemoveDeadNodes, InferShapes. Used by the runtime's
+// model loader.
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options = {});
 

@@ -411,6 +411,109 @@ TEST(FoldBatchNormTest, SkipsWhenParametersAreNotInitializers) {
   EXPECT_EQ(folded, 0);
 }
 
+// ----- TrimConvPaddingTaps --------------------------------------------------------------------
+
+// Naive NCHW conv with pads {top, left, bottom, right}, strides and dilations; groups 1.
+std::vector<float> NaiveConv2d(const Tensor& x, const Tensor& w, const std::vector<int64_t>& pads,
+                               int64_t stride, int64_t dilation) {
+  const int64_t c = x.dim(1), h = x.dim(2), wd = x.dim(3);
+  const int64_t k = w.dim(0), r = w.dim(2), s = w.dim(3);
+  const int64_t oh = (h + pads[0] + pads[2] - dilation * (r - 1) - 1) / stride + 1;
+  const int64_t ow = (wd + pads[1] + pads[3] - dilation * (s - 1) - 1) / stride + 1;
+  std::vector<float> y;
+  for (int64_t ik = 0; ik < k; ++ik)
+    for (int64_t i = 0; i < oh; ++i)
+      for (int64_t j = 0; j < ow; ++j) {
+        double acc = 0;
+        for (int64_t ic = 0; ic < c; ++ic)
+          for (int64_t ir = 0; ir < r; ++ir)
+            for (int64_t is = 0; is < s; ++is) {
+              const int64_t hi = i * stride + ir * dilation - pads[0];
+              const int64_t wi = j * stride + is * dilation - pads[1];
+              if (hi < 0 || hi >= h || wi < 0 || wi >= wd) continue;
+              acc += static_cast<double>(x.data<float>()[(ic * h + hi) * wd + wi]) *
+                     w.data<float>()[((ik * c + ic) * r + ir) * s + is];
+            }
+        y.push_back(static_cast<float>(acc));
+      }
+  return y;
+}
+
+Graph DilatedConv(Shape x, Shape w, std::vector<int64_t> pads, int64_t stride, int64_t dilation) {
+  Graph g;
+  g.inputs.push_back({"x", F32(x)});
+  g.outputs.push_back({"y", {}});
+  g.initializers["w"] = RandomFloats(w, 1);
+  g.nodes.push_back(MakeNode("conv", "Conv", {"x", "w"}, {"y"},
+                             {{"pads", pads},
+                              {"strides", std::vector<int64_t>{stride, stride}},
+                              {"dilations", std::vector<int64_t>{dilation, dilation}}}));
+  EXPECT_TRUE(InferShapes(g).ok());
+  return g;
+}
+
+// Trims the graph's conv and checks that the output type and values are unchanged.
+void ExpectTrimKeepsTheOutput(Graph& g, int64_t trimmed_convs) {
+  const Tensor x = RandomFloats(g.inputs[0].type.shape, 9);
+  const TensorType y_type = g.value_types.at("y");
+  const Node before = g.nodes[0];
+  const std::vector<float> want =
+      NaiveConv2d(x, g.initializers.at("w"), before.GetInts("pads"), before.GetInts("strides")[0],
+                  before.GetInts("dilations")[0]);
+  int64_t trimmed = -1;
+  ASSERT_TRUE(TrimConvPaddingTaps(g, &trimmed).ok());
+  EXPECT_EQ(trimmed, trimmed_convs);
+  const Node& conv = g.nodes[0];
+  const std::vector<float> got =
+      NaiveConv2d(x, g.initializers.at(conv.inputs[1]), conv.GetInts("pads"),
+                  conv.GetInts("strides")[0], conv.GetInts("dilations")[0]);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+  ASSERT_TRUE(InferShapes(g).ok());
+  EXPECT_EQ(g.value_types.at("y"), y_type);
+}
+
+TEST(TrimConvPaddingTapsTest, AtrousConvOnASmallMapBecomesOneByOne) {
+  // DeepLabV3's ASPP branch: 3x3, dilation 6 (pads 6) on a 5x5 map: the outer taps read rows
+  // -6 and +6 away, outside the map for every output, so only the centre tap remains.
+  Graph g = DilatedConv({1, 3, 5, 5}, {4, 3, 3, 3}, {6, 6, 6, 6}, 1, 6);
+  ExpectTrimKeepsTheOutput(g, 1);
+  const Node& conv = g.nodes[0];
+  EXPECT_EQ(g.initializers.at(conv.inputs[1]).shape(), (Shape{4, 3, 1, 1}));
+  EXPECT_THAT(conv.GetInts("pads"), ElementsAre(0, 0, 0, 0));
+  EXPECT_THAT(conv.GetInts("kernel_shape"), ElementsAre(1, 1));
+  // The centre tap's weights, in order.
+  const Tensor& w = g.initializers.at("w");
+  for (int64_t i = 0; i < 12; ++i) {
+    EXPECT_EQ(g.initializers.at(conv.inputs[1]).data<float>()[i], w.data<float>()[i * 9 + 4]);
+  }
+}
+
+TEST(TrimConvPaddingTapsTest, TrimsEachDimOnItsOwnAndOnlyTheDeadSide) {
+  // 3x3, dilation 4 on a 4x9 map, pads {4, 4, 0, 4}: rows: tap 0 reads rows -4..-1 (dead),
+  // tap 2 reads 4.. (dead: the map has 4 rows; no bottom pad, so none exist); columns: all live.
+  Graph g = DilatedConv({1, 2, 4, 9}, {3, 2, 3, 3}, {4, 4, 4, 4}, 1, 4);
+  ExpectTrimKeepsTheOutput(g, 1);
+  const Node& conv = g.nodes[0];
+  EXPECT_EQ(g.initializers.at(conv.inputs[1]).shape(), (Shape{3, 2, 1, 3}));
+  EXPECT_THAT(conv.GetInts("pads"), ElementsAre(0, 4, 0, 4));
+}
+
+TEST(TrimConvPaddingTapsTest, LiveTapsAreKeptAndStridesCount) {
+  // Every tap of an ordinary padded 3x3 conv reads the map somewhere.
+  Graph plain = DilatedConv({1, 2, 6, 6}, {2, 2, 3, 3}, {1, 1, 1, 1}, 2, 1);
+  ExpectTrimKeepsTheOutput(plain, 0);
+  EXPECT_EQ(plain.nodes[0].inputs[1], "w");
+  // Stride 2, dilation 3, pads 3 on a 3x3 map: the 2x2 output's tap 0 reads rows -3 and -1, tap
+  // 2 rows 3 and 5: both dead, whereas the stride alone (pads 1, dilation 1) leaves all live.
+  Graph strided = DilatedConv({1, 1, 3, 3}, {1, 1, 3, 3}, {3, 3, 3, 3}, 2, 3);
+  ExpectTrimKeepsTheOutput(strided, 1);
+  EXPECT_THAT(strided.nodes[0].GetInts("kernel_shape"), ElementsAre(1, 1));
+  EXPECT_THAT(strided.nodes[0].GetInts("pads"), ElementsAre(0, 0, 0, 0));
+  Graph live = DilatedConv({1, 1, 7, 7}, {1, 1, 3, 3}, {1, 1, 1, 1}, 2, 1);
+  ExpectTrimKeepsTheOutput(live, 0);
+}
+
 // ----- Pipeline ------------------------------------------------------------------------------
 
 TEST(OptimizeForInferenceTest, RunsAllPasses) {
