@@ -21,6 +21,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/codegen/cpp_printer.h"
 #include "loom/kernels/conv.h"
+#include "loom/ops/matmul_common.h"
 #include "loom/ops/template_common.h"
 
 namespace loom::ops::internal {
@@ -348,6 +349,10 @@ class Conv2dNchwc : public TemplateBase {
     return f;
   }
 
+  // Two output-channel vectors by up to 14 columns, unless the register-block cost model
+  // (RegisterBlockCost, with the FMAs spent on padded output channels) finds a block at least
+  // 10% cheaper: channel counts that two vectors would pad by a third or more (48 or 80 channels
+  // in blocks of 32 compute 64 or 96) take three or five vectors instead.
   Config DefaultConfig() const override {
     const int64_t lanes = DefaultLanes();
     int64_t oc_v = kg_ >= 2 * lanes ? 2 : 1;
@@ -355,7 +360,23 @@ class Conv2dNchwc : public TemplateBase {
     const int64_t max_regs = NumVectorRegisters() - oc_v - 1;
     const int64_t reg_n =
         DefaultRowBlockWidth(ow_, std::min<int64_t>(max_regs / oc_v, 14), RowWidths());
-    return BlockConfig(lanes, oc_v, reg_n, 1);
+    if (groups_ > 1) return BlockConfig(lanes, oc_v, reg_n, 1);
+    // Ties go to the block with more accumulators.
+    double best = 0.9 * BlockCost(lanes, oc_v, reg_n);
+    int64_t best_oc_v = oc_v, best_reg_n = reg_n;
+    for (int64_t v : space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_oc"))].values) {
+      for (int64_t n : RowWidths()) {
+        if (n > 16 || RegisterBlockRegisters(n, v) > NumVectorRegisters()) continue;
+        const double cost = BlockCost(lanes, v, n);
+        if (cost < best - 1e-9 ||
+            (cost < best + 1e-9 && best_oc_v * best_reg_n < v * n && best_oc_v != oc_v)) {
+          best = cost;
+          best_oc_v = v;
+          best_reg_n = n;
+        }
+      }
+    }
+    return BlockConfig(lanes, best_oc_v, best_reg_n, 1);
   }
 
   Config ForThreads(const Config& config, int32_t threads) const override {
@@ -409,6 +430,15 @@ class Conv2dNchwc : public TemplateBase {
   // group's output channels (the space's first).
   int64_t DefaultLanes() const {
     return groups_ > 1 ? space_.knobs()[0].values.front() : target_.VectorLanes();
+  }
+
+  // Modelled cycles per useful FMA of an oc_v x reg_n register block (one output row): the
+  // matrix templates' RegisterBlockCost over the row and the padded output channels, times the
+  // padding's share.
+  double BlockCost(int64_t lanes, int64_t oc_v, int64_t reg_n) const {
+    const int64_t padded = CeilDiv(kg_, oc_v * lanes) * oc_v * lanes;
+    return RegisterBlockCost(ow_, padded, lanes, RegisterBlock{.rows = reg_n, .n_v = oc_v}) *
+           static_cast<double>(padded) / static_cast<double>(kg_);
   }
 
   // The tile_ow knob's values.

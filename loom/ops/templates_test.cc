@@ -445,6 +445,31 @@ TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
   }
 }
 
+// The default block is 2 output-channel vectors by up to 14 columns unless the register-block
+// cost model finds one at least 10% cheaper; mostly that is one that does not pad the output
+// channels by a third or more (GoogLeNet's 48 in blocks of 32 computes 64, where 3 vectors
+// compute 48; 80 channels in single vectors).
+TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
+  Target target = HostCpuTarget();
+  target.isa = Isa::kAvx512;
+  struct Layer {
+    int64_t k, width;
+    std::string block;  // tile_oc x tile_ow
+  };
+  for (const Layer& l : {Layer{64, 56, "2x14"}, Layer{128, 28, "2x14"}, Layer{512, 7, "2x7"},
+                         Layer{96, 112, "2x14"}, Layer{16, 112, "1x14"}, Layer{48, 28, "3x7"},
+                         Layer{208, 14, "2x14"}, Layer{80, 14, "1x14"}, Layer{144, 56, "2x14"},
+                         Layer{24, 56, "1x14"}, Layer{48, 17, "3x9"}, Layer{192, 17, "2x9"}}) {
+    auto t = MakeTemplate(Conv(32, l.width, l.width, l.k, 3, 1, 1), target);
+    ASSERT_TRUE(t.ok()) << t.status();
+    const Config d = (*t)->DefaultConfig();
+    EXPECT_EQ(
+        absl::StrCat((*t)->space().Value(d, "tile_oc"), "x", (*t)->space().Value(d, "tile_ow")),
+        l.block)
+        << l.k << " channels, width " << l.width;
+  }
+}
+
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
   // 32 groups of 4 channels (ResNeXt-50's first stage): widths 4 and 1 only, and every valid
   // config's oc_bn divides the 4 output channels of a group.
