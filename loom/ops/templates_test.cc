@@ -134,6 +134,9 @@ std::vector<Case> Cases() {
       {"conv7x1_ragged_17", seven_by_one},
       {"conv_dilation2_ragged_19", Conv(8, 19, 19, 16, 3, 1, 2, 1, 2)},
       {"conv3x3_stride2_ragged_11", Conv(8, 23, 23, 16, 3, 2, 0)},
+      // Atrous convolutions whose outer kernel rows read only padding on most output rows.
+      {"conv_atrous_wide_pad", Conv(8, 14, 14, 32, 3, 1, 12, 1, 12)},
+      {"conv_atrous_stride2", Conv(8, 15, 15, 16, 3, 2, 6, 1, 6)},
       {"depthwise3x3", Conv(32, 12, 12, 32, 3, 1, 1, 32)},
       {"depthwise3x3_stride2_odd_c", Conv(20, 9, 9, 20, 3, 2, 1, 20)},
       {"dense_trans_b_odd", Dense(7, 37, 45, true)},
@@ -468,6 +471,20 @@ TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
         l.block)
         << l.k << " channels, width " << l.width;
   }
+}
+
+// A dilated convolution with wide pads skips, per block of output rows, the kernel rows that read
+// only padding; an ordinary padded 3x3 conv (2 such pairs of 168) keeps its branch-free loops.
+TEST(TemplatesTest, ConvSkipsKernelRowsThatReadOnlyPadding) {
+  const Target target = HostCpuTarget();
+  auto atrous = MakeTemplate(Conv(64, 14, 14, 64, 3, 1, 12, 1, 12), target);
+  auto plain = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), target);
+  ASSERT_TRUE(atrous.ok() && plain.ok());
+  absl::StatusOr<KernelSource> a = (*atrous)->Emit((*atrous)->DefaultConfig());
+  absl::StatusOr<KernelSource> p = (*plain)->Emit((*plain)->DefaultConfig());
+  ASSERT_TRUE(a.ok() && p.ok());
+  EXPECT_THAT(a->code, HasSubstr("if (kh < kh_lo || kh > kh_hi) continue;"));
+  EXPECT_THAT(p->code, ::testing::Not(HasSubstr("kh_lo")));
 }
 
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
