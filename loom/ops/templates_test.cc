@@ -450,8 +450,7 @@ TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
 
 // The default block is 2 output-channel vectors by up to 14 columns unless the register-block
 // cost model finds one at least 10% cheaper; mostly that is one that does not pad the output
-// channels by a third or more (GoogLeNet's 48 in blocks of 32 computes 64, where 3 vectors
-// compute 48; 80 channels in single vectors).
+// channels by a quarter or more (40, 48 and 80 channels in single vectors, not in blocks of 32).
 TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
   Target target = HostCpuTarget();
   target.isa = Isa::kAvx512;
@@ -460,9 +459,9 @@ TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
     std::string block;  // tile_oc x tile_ow
   };
   for (const Layer& l : {Layer{64, 56, "2x14"}, Layer{128, 28, "2x14"}, Layer{512, 7, "2x7"},
-                         Layer{96, 112, "2x14"}, Layer{16, 112, "1x14"}, Layer{48, 28, "3x7"},
+                         Layer{96, 112, "2x14"}, Layer{16, 112, "1x14"}, Layer{48, 28, "1x14"},
                          Layer{208, 14, "2x14"}, Layer{80, 14, "1x14"}, Layer{144, 56, "2x14"},
-                         Layer{24, 56, "1x14"}, Layer{48, 17, "3x9"}, Layer{192, 17, "2x9"}}) {
+                         Layer{24, 56, "1x14"}, Layer{40, 56, "1x14"}, Layer{192, 17, "2x9"}}) {
     auto t = MakeTemplate(Conv(32, l.width, l.width, l.k, 3, 1, 1), target);
     ASSERT_TRUE(t.ok()) << t.status();
     const Config d = (*t)->DefaultConfig();
@@ -474,17 +473,21 @@ TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
 }
 
 // A dilated convolution with wide pads skips, per block of output rows, the kernel rows that read
-// only padding; an ordinary padded 3x3 conv (2 such pairs of 168) keeps its branch-free loops.
+// only padding; an ordinary padded 3x3 conv keeps its branch-free loops (2 such pairs of 168 on
+// a 56x56 map, 2 of 21 on a 7x7 map).
 TEST(TemplatesTest, ConvSkipsKernelRowsThatReadOnlyPadding) {
   const Target target = HostCpuTarget();
   auto atrous = MakeTemplate(Conv(64, 14, 14, 64, 3, 1, 12, 1, 12), target);
   auto plain = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), target);
-  ASSERT_TRUE(atrous.ok() && plain.ok());
+  auto small = MakeTemplate(Conv(64, 7, 7, 64, 3, 1, 1), target);
+  ASSERT_TRUE(atrous.ok() && plain.ok() && small.ok());
   absl::StatusOr<KernelSource> a = (*atrous)->Emit((*atrous)->DefaultConfig());
   absl::StatusOr<KernelSource> p = (*plain)->Emit((*plain)->DefaultConfig());
-  ASSERT_TRUE(a.ok() && p.ok());
+  absl::StatusOr<KernelSource> q = (*small)->Emit((*small)->DefaultConfig());
+  ASSERT_TRUE(a.ok() && p.ok() && q.ok());
   EXPECT_THAT(a->code, HasSubstr("if (kh < kh_lo || kh > kh_hi) continue;"));
   EXPECT_THAT(p->code, ::testing::Not(HasSubstr("kh_lo")));
+  EXPECT_THAT(q->code, ::testing::Not(HasSubstr("kh_lo")));
 }
 
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
