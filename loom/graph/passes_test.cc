@@ -490,8 +490,9 @@ TEST(TrimConvPaddingTapsTest, AtrousConvOnASmallMapBecomesOneByOne) {
 }
 
 TEST(TrimConvPaddingTapsTest, TrimsEachDimOnItsOwnAndOnlyTheDeadSide) {
-  // 3x3, dilation 4 on a 4x9 map, pads {4, 4, 0, 4}: rows: tap 0 reads rows -4..-1 (dead),
-  // tap 2 reads 4.. (dead: the map has 4 rows; no bottom pad, so none exist); columns: all live.
+  // 3x3, dilation 4, pads 4 all round, on a 4x9 map: along the rows tap 0 reads rows -4..-1 and
+  // tap 2 rows 4..7, padding for every output (the map has 4 rows); along the columns every tap
+  // reads the map for some output, so the columns keep their 3 taps and pads.
   Graph g = DilatedConv({1, 2, 4, 9}, {3, 2, 3, 3}, {4, 4, 4, 4}, 1, 4);
   ExpectTrimKeepsTheOutput(g, 1);
   const Node& conv = g.nodes[0];
