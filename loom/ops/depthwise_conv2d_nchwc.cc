@@ -1,7 +1,8 @@
 // depthwise_conv2d_nchwc: depthwise convolution (groups == C == K) on channel-blocked data
 // N C/c_bn Hp Wp c_bn (zero-padded, C padded up to a multiple of c_bn), weights C/c_bn R S c_bn,
 // output N C/c_bn OH OW c_bn. Vectorized over channels; a tile_ow x (c_bn/vec) block of
-// accumulators stays in registers while the kernel window is walked.
+// accumulators stays in registers while the kernel window is walked; rows whose width has no good
+// divisor are full blocks and one narrower block (RowBlockWidths, as in conv2d_nchwc).
 #include <algorithm>
 #include <cmath>
 
@@ -39,11 +40,7 @@ class DepthwiseConv2dNchwc : public TemplateBase {
       if (j == 1 || (j - 1) * t.VectorLanes() < w.c) c_v.push_back(j);
     }
     space_.AddKnob("tile_c", c_v);
-    std::vector<int64_t> reg_n;
-    for (int64_t d : Divisors(ow_)) {
-      if (d <= 28) reg_n.push_back(d);
-    }
-    space_.AddKnob("tile_ow", reg_n);
+    space_.AddKnob("tile_ow", RowBlockWidths(ow_, 28));
     space_.AddKnob("unroll_kw", {0, 1});
     space_.AddKnob("outer_order", {0, 1});  // 0: c_chunk, oh, ow   1: oh, c_chunk, ow
     space_.AddKnob("parallel_axis", {0, 1});
@@ -80,42 +77,52 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     const DwKnobs k = Knobs(config);
     const graph::Workload& w = workload_;
     const int64_t cb = CeilDiv(w.c, k.c_bn);
-    std::vector<Stmt> window;
-    window.push_back(
-        Raw(absl::StrCat("const float* ip = data + (((n * ", cb, " + cb) * ", hp_, " + oh * ",
-                         w.stride_h, " + kh * ", w.dilation_h, ") * ", wp_, " + ow0 * ", w.stride_w,
-                         " + ${kw} * ", w.dilation_w, ") * ", k.c_bn, ";")));
-    window.push_back(Raw(absl::StrCat("const float* wp = weight + ((cb * ", w.r, " + kh) * ", w.s,
-                                      " + ${kw}) * ", k.c_bn, ";")));
-    window.push_back(Loop("j", k.c_v, LoopKind::kUnrolled,
-                          {codegen::VecLoad("w_${j}", absl::StrCat("wp + ${j} * ", k.vec))}));
-    window.push_back(Loop(
-        "rw", k.reg_n, LoopKind::kUnrolled,
-        {Loop("j", k.c_v, LoopKind::kUnrolled,
-              {codegen::VecLoad("x_${rw}_${j}", absl::StrCat("ip + ${rw} * ", w.stride_w * k.c_bn,
-                                                             " + ${j} * ", k.vec)),
-               codegen::VecFma("acc_${rw}_${j}", "x_${rw}_${j}", "w_${j}")})}));
+    // One register block of reg_n output columns starting at column ow0 (an expression).
+    auto make_block = [&](int64_t reg_n, const std::string& ow0) {
+      std::vector<Stmt> window;
+      window.push_back(
+          Raw(absl::StrCat("const float* ip = data + (((n * ", cb, " + cb) * ", hp_, " + oh * ",
+                           w.stride_h, " + kh * ", w.dilation_h, ") * ", wp_, " + ow0 * ",
+                           w.stride_w, " + ${kw} * ", w.dilation_w, ") * ", k.c_bn, ";")));
+      window.push_back(Raw(absl::StrCat("const float* wp = weight + ((cb * ", w.r, " + kh) * ", w.s,
+                                        " + ${kw}) * ", k.c_bn, ";")));
+      window.push_back(Loop("j", k.c_v, LoopKind::kUnrolled,
+                            {codegen::VecLoad("w_${j}", absl::StrCat("wp + ${j} * ", k.vec))}));
+      window.push_back(Loop(
+          "rw", reg_n, LoopKind::kUnrolled,
+          {Loop("j", k.c_v, LoopKind::kUnrolled,
+                {codegen::VecLoad("x_${rw}_${j}", absl::StrCat("ip + ${rw} * ", w.stride_w * k.c_bn,
+                                                               " + ${j} * ", k.vec)),
+                 codegen::VecFma("acc_${rw}_${j}", "x_${rw}_${j}", "w_${j}")})}));
 
-    std::vector<Stmt> block;
-    block.push_back(Raw(absl::StrCat("const int64_t ow0 = owb * ", k.reg_n, ";")));
-    block.push_back(
-        Loop("rw", k.reg_n, LoopKind::kUnrolled,
-             {Loop("j", k.c_v, LoopKind::kUnrolled, {codegen::VecZero("acc_${rw}_${j}")})}));
-    block.push_back(Loop("kh", w.r, LoopKind::kSerial,
-                         {Loop("kw", w.s, k.unroll_kw ? LoopKind::kUnrolled : LoopKind::kSerial,
-                               {codegen::Block(std::move(window))})}));
-    block.push_back(Raw(absl::StrCat("float* op = output + (((n * ", cb, " + cb) * ", oh_,
-                                     " + oh) * ", ow_, " + ow0) * ", k.c_bn, ";")));
-    const std::string out_off = absl::StrCat("${rw} * ", k.c_bn, " + ${j} * ", k.vec);
-    std::vector<Stmt> store =
-        EpilogueStmts(ep, "acc_${rw}_${j}",
-                      EpilogueSite{.channel = absl::StrCat("cb * ", k.c_bn, " + ${j} * ", k.vec),
-                                   .element = absl::StrCat("(op - output) + ", out_off),
-                                   .batch = "n",
-                                   .channels = cb * k.c_bn});
-    store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rw}_${j}"));
-    block.push_back(Loop("rw", k.reg_n, LoopKind::kUnrolled,
-                         {Loop("j", k.c_v, LoopKind::kUnrolled, std::move(store))}));
+      std::vector<Stmt> block;
+      block.push_back(Raw(absl::StrCat("const int64_t ow0 = ", ow0, ";")));
+      block.push_back(
+          Loop("rw", reg_n, LoopKind::kUnrolled,
+               {Loop("j", k.c_v, LoopKind::kUnrolled, {codegen::VecZero("acc_${rw}_${j}")})}));
+      block.push_back(Loop("kh", w.r, LoopKind::kSerial,
+                           {Loop("kw", w.s, k.unroll_kw ? LoopKind::kUnrolled : LoopKind::kSerial,
+                                 {codegen::Block(std::move(window))})}));
+      block.push_back(Raw(absl::StrCat("float* op = output + (((n * ", cb, " + cb) * ", oh_,
+                                       " + oh) * ", ow_, " + ow0) * ", k.c_bn, ";")));
+      const std::string out_off = absl::StrCat("${rw} * ", k.c_bn, " + ${j} * ", k.vec);
+      std::vector<Stmt> store =
+          EpilogueStmts(ep, "acc_${rw}_${j}",
+                        EpilogueSite{.channel = absl::StrCat("cb * ", k.c_bn, " + ${j} * ", k.vec),
+                                     .element = absl::StrCat("(op - output) + ", out_off),
+                                     .batch = "n",
+                                     .channels = cb * k.c_bn});
+      store.push_back(codegen::VecStore(absl::StrCat("op + ", out_off), "acc_${rw}_${j}"));
+      block.push_back(Loop("rw", reg_n, LoopKind::kUnrolled,
+                           {Loop("j", k.c_v, LoopKind::kUnrolled, std::move(store))}));
+      return block;
+    };
+    // A row is full blocks of tile_ow columns, then (ragged rows) one block of the rest.
+    const int64_t full = ow_ / k.reg_n, rest = ow_ % k.reg_n;
+    std::vector<Stmt> row = {
+        Loop("owb", full, LoopKind::kSerial,
+             {codegen::Block(make_block(k.reg_n, absl::StrCat("owb * ", k.reg_n)))})};
+    if (rest > 0) row.push_back(codegen::Block(make_block(rest, absl::StrCat(full * k.reg_n))));
 
     std::vector<OuterLoop> outer = {{"n", w.n}};
     if (k.outer_order == 0) {
@@ -125,9 +132,8 @@ class DepthwiseConv2dNchwc : public TemplateBase {
       outer.push_back({"oh", oh_});
       outer.push_back({"cb", cb});
     }
-    outer.push_back({"owb", ow_ / k.reg_n});
     // parallel_axis 0: n and the first outer loop form the parallel loop; 1: n and the first two.
-    return EmitBlockedKernel(config, ep, k.vec, outer, k.par_axis == 0 ? 2 : 3, std::move(block));
+    return EmitBlockedKernel(config, ep, k.vec, outer, k.par_axis == 0 ? 2 : 3, std::move(row));
   }
 
   std::vector<BufferSpec> Buffers(const Config& config) const override {
@@ -211,7 +217,7 @@ class DepthwiseConv2dNchwc : public TemplateBase {
     f.push_back(static_cast<float>(k.reg_n * k.c_v));
     f.push_back(static_cast<float>(k.reg_n * k.c_v + k.c_v + 1));
     f.push_back(static_cast<float>(w.r * w.s));
-    const int64_t blocks = w.n * cb * oh_ * (ow_ / k.reg_n);  // tile_ow divides the width
+    const int64_t blocks = w.n * cb * oh_ * CeilDiv(ow_, k.reg_n);  // ragged rows too
     f.push_back(static_cast<float>(blocks));
     f.push_back(static_cast<float>(in_bytes));
     f.push_back(static_cast<float>(w_bytes));
@@ -229,13 +235,16 @@ class DepthwiseConv2dNchwc : public TemplateBase {
   }
 
   Config DefaultConfig() const override {
-    return ClosestConfig({{"vec", target_.VectorLanes()},
-                          {"tile_c", 1},
-                          {"tile_ow", LargestDivisorAtMost(ow_, 8)},
-                          {"unroll_kw", 1},
-                          {"outer_order", 0},
-                          {"parallel_axis", 0},
-                          {"fault", 0}});
+    return ClosestConfig(
+        {{"vec", target_.VectorLanes()},
+         {"tile_c", 1},
+         {"tile_ow",
+          DefaultRowBlockWidth(
+              ow_, 8, space_.knobs()[static_cast<size_t>(space_.KnobIndex("tile_ow"))].values)},
+         {"unroll_kw", 1},
+         {"outer_order", 0},
+         {"parallel_axis", 0},
+         {"fault", 0}});
   }
 
  private:

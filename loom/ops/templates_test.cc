@@ -135,6 +135,8 @@ std::vector<Case> Cases() {
       {"conv_dilation2_ragged_19", Conv(8, 19, 19, 16, 3, 1, 2, 1, 2)},
       {"conv3x3_stride2_ragged_11", Conv(8, 23, 23, 16, 3, 2, 0)},
       // Atrous convolutions whose outer kernel rows read only padding on most output rows.
+      {"depthwise3x3_ragged_17", Conv(32, 17, 17, 32, 3, 1, 1, 32)},
+      {"depthwise5x5_stride2_ragged_19", Conv(24, 37, 37, 24, 5, 2, 2, 24)},
       {"conv_atrous_wide_pad", Conv(8, 14, 14, 32, 3, 1, 12, 1, 12)},
       {"conv_atrous_stride2", Conv(8, 15, 15, 16, 3, 2, 6, 1, 6)},
       {"depthwise3x3", Conv(32, 12, 12, 32, 3, 1, 1, 32)},
@@ -429,6 +431,10 @@ TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
         std::any_of(widths.begin(), widths.end(), [&](int64_t w) { return r.width % w != 0; });
     EXPECT_EQ(ragged, r.width % r.tile_ow != 0) << "width " << r.width;
   }
+  // Depthwise blocks are at most 8 columns: a 17-wide row is 6 + 6 + 5.
+  auto dw = MakeTemplate(Conv(32, 17, 17, 32, 3, 1, 1, 32), target);
+  ASSERT_TRUE(dw.ok()) << dw.status();
+  EXPECT_EQ((*dw)->space().Value((*dw)->DefaultConfig(), "tile_ow"), 6);
   auto t56 = MakeTemplate(Conv(32, 56, 56, 64, 3, 1, 1), target);
   ASSERT_TRUE(t56.ok());
   EXPECT_EQ((*t56)->space().knobs()[(*t56)->space().KnobIndex("tile_ow")].values,
