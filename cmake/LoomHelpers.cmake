@@ -7,6 +7,7 @@
 #                        tests/data/fuzz/<module>_foo_fuzzer/ holds its seed corpus, that corpus
 #                        also runs as the test <module>_foo_fuzzer_corpus in every preset (without
 #                        libFuzzer through cmake/fuzz_corpus_main.cc, with it as `-runs=0`).
+# TEST_DEPS: what the module's tests and benchmarks link besides the module (testing/ libraries).
 # FUZZ_DEPS: link a module's fuzzers with only the unit they fuzz (foo.cc beside foo_fuzzer.cc)
 # and these libraries, instead of the whole module, so that a parser deep in a large module
 # (the experiment spec) does not make the fuzz preset build everything the module needs.
@@ -99,4 +100,16 @@ function(loom_module name)
       set_tests_properties(${name}_${stem}_corpus PROPERTIES TIMEOUT 120 LABELS fuzz-corpus)
     endif()
   endforeach()
+endfunction()
+
+# A module's test support (loom/<module>/testing/: fakes, test templates, shared fixtures), as the
+# static library loom_<module>_testing that only tests, benchmarks and fuzzers link (through
+# loom_module's TEST_DEPS), never a product library or binary. Built only when something that
+# links it is (EXCLUDE_FROM_ALL), so a build without tests does not compile it.
+#   loom_testing_library(<module> SRCS testing/foo.cc ... DEPS <libraries its headers need>)
+function(loom_testing_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(loom_${name}_testing STATIC EXCLUDE_FROM_ALL ${ARG_SRCS})
+  target_include_directories(loom_${name}_testing PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(loom_${name}_testing PUBLIC loom_${name} ${ARG_DEPS})
 endfunction()
