@@ -15,7 +15,6 @@
 #include "grpcpp/grpcpp.h"
 #include "loom/base/status_macros.h"
 #include "loom/v1/stage_names.h"
-#include "loom/service/client.h"
 
 namespace loom::agent {
 namespace {
