@@ -7,6 +7,8 @@ and the forbidden one, when
   - a source includes a header of a module its module may not include;
   - product code (anything but *_test.cc, *_benchmark.cc, *_fuzzer.cc, testing/ folders, tests/
     and bench/) includes test-only headers: loom/<module>/testing/..., gtest, gmock, benchmark;
+  - a source includes another module's internal header (*_internal.h, or one in an internal/
+    folder: abseil's convention; only the module's own sources may include it);
   - a source lives in, or includes, a module the table does not know;
   - an `allow` exception no longer matches any include (remove it with the include).
 
@@ -38,6 +40,7 @@ TEST_ONLY_MODULES = {"tests", "bench"}
 API_HEADERS = {"loom/loom.h", "loom/loom_c.h"}
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^">]+)[">]')
 TEST_FRAMEWORK_RE = re.compile(r"^(gtest|gmock|benchmark)/")
+INTERNAL_HEADER_RE = re.compile(r"(_internal\.h|/internal/[^\n]*)$")
 
 
 class Table:
@@ -179,6 +182,12 @@ def Check(root, table_path):
                 )
                 continue
             if target == module:
+                continue
+            if INTERNAL_HEADER_RE.search(header):
+                errors.append(
+                    f'{where}: {module} includes "{header}", an internal header of {target}; '
+                    f"only {target}'s own sources may include it"
+                )
                 continue
             if target not in table.allowed:
                 errors.append(

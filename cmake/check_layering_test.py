@@ -111,6 +111,25 @@ class CheckLayeringTest(unittest.TestCase):
             ],
         )
 
+    def testInternalHeadersStayInsideTheirModule(self):
+        self.Write("loom/graph/graph_internal.h", "#pragma once\n")
+        self.Write("loom/graph/internal/rules.h", "#pragma once\n")
+        self.Write("loom/graph/shapes.cc", '#include "loom/graph/graph_internal.h"\n')
+        self.assertEqual(self.Check(), [])
+        self.Write(
+            "loom/service/service.cc",
+            '#include "loom/graph/graph_internal.h"\n#include "loom/graph/internal/rules.h"\n',
+        )
+        self.assertEqual(
+            self.Check(),
+            [
+                'loom/service/service.cc:1: service includes "loom/graph/graph_internal.h", an '
+                "internal header of graph; only graph's own sources may include it",
+                'loom/service/service.cc:2: service includes "loom/graph/internal/rules.h", an '
+                "internal header of graph; only graph's own sources may include it",
+            ],
+        )
+
     def testTestsFollowTheGraphToo(self):
         self.Write("loom/agent/agent_test.cc", '#include "loom/service/daemon.h"\n')
         errors = self.Check()
