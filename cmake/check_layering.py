@@ -105,7 +105,7 @@ def IsTestOnlyFile(rel, module):
     )
 
 
-def ModuleOfHeader(header, root):
+def ModuleOfHeader(header):
     """The module an included Loom header belongs to, or None when it is not a Loom header."""
     if header.startswith("loom/v1/") or header.startswith("proto/"):
         return "proto"
@@ -113,9 +113,8 @@ def ModuleOfHeader(header, root):
         return "api"
     if header.startswith("loom/"):
         parts = header.split("/")
-        if len(parts) >= 3:
-            return parts[1]
-        return "?"  # "loom/x.h": no such module header
+        # "loom/x.h" (no module folder) names no module: reported as the unknown module "x.h".
+        return parts[1]
     return None
 
 
@@ -173,7 +172,7 @@ def Check(root, table_path):
                     "move it to a *_test.cc or a testing/ library"
                 )
                 continue
-            target = ModuleOfHeader(header, root)
+            target = ModuleOfHeader(header)
             if target is None:
                 continue
             if "/testing/" in header and not test_only:
