@@ -7,12 +7,19 @@
 #                        tests/data/fuzz/<module>_foo_fuzzer/ holds its seed corpus, that corpus
 #                        also runs as the test <module>_foo_fuzzer_corpus in every preset (without
 #                        libFuzzer through cmake/fuzz_corpus_main.cc, with it as `-runs=0`).
+# DEPS: what the module's sources need, linked PRIVATE (a static library still passes them on to
+# the final link, but not their include folders and definitions); PUBLIC_DEPS: what the module's
+# headers include, which every user of the module then compiles against. A dependency goes in
+# PUBLIC_DEPS only when a header needs it. Which loom modules a module may include at all is
+# cmake/layering.txt, checked by the CTest loom_layering (all loom headers share one include
+# root, so the compiler alone cannot refuse a forbidden loom include).
+# TEST_DEPS: what the module's tests and benchmarks link besides the module (testing/ libraries).
 # FUZZ_DEPS: link a module's fuzzers with only the unit they fuzz (foo.cc beside foo_fuzzer.cc)
 # and these libraries, instead of the whole module, so that a parser deep in a large module
 # (the experiment spec) does not make the fuzz preset build everything the module needs.
 
 function(loom_module name)
-  cmake_parse_arguments(ARG "" "" "DEPS;TEST_DEPS;EXCLUDE;FUZZ_DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "DEPS;PUBLIC_DEPS;TEST_DEPS;EXCLUDE;FUZZ_DEPS" ${ARGN})
   file(GLOB all_cc CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
   set(lib_srcs "")
   set(test_srcs "")
@@ -36,11 +43,11 @@ function(loom_module name)
   if(lib_srcs)
     add_library(loom_${name} STATIC ${lib_srcs})
     target_include_directories(loom_${name} PUBLIC ${PROJECT_SOURCE_DIR})
-    target_link_libraries(loom_${name} PUBLIC ${ARG_DEPS})
-  else()  # header-only so far
+    target_link_libraries(loom_${name} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_DEPS})
+  else()  # header-only so far: whatever it needs, its users need
     add_library(loom_${name} INTERFACE)
     target_include_directories(loom_${name} INTERFACE ${PROJECT_SOURCE_DIR})
-    target_link_libraries(loom_${name} INTERFACE ${ARG_DEPS})
+    target_link_libraries(loom_${name} INTERFACE ${ARG_PUBLIC_DEPS} ${ARG_DEPS})
   endif()
 
   if(LOOM_BUILD_TESTS)
@@ -99,4 +106,16 @@ function(loom_module name)
       set_tests_properties(${name}_${stem}_corpus PROPERTIES TIMEOUT 120 LABELS fuzz-corpus)
     endif()
   endforeach()
+endfunction()
+
+# A module's test support (loom/<module>/testing/: fakes, test templates, shared fixtures), as the
+# static library loom_<module>_testing that only tests, benchmarks and fuzzers link (through
+# loom_module's TEST_DEPS), never a product library or binary. Built only when something that
+# links it is (EXCLUDE_FROM_ALL), so a build without tests does not compile it.
+#   loom_testing_library(<module> SRCS testing/foo.cc ... DEPS <libraries its headers need>)
+function(loom_testing_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(loom_${name}_testing STATIC EXCLUDE_FROM_ALL ${ARG_SRCS})
+  target_include_directories(loom_${name}_testing PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(loom_${name}_testing PUBLIC loom_${name} ${ARG_DEPS})
 endfunction()

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "loom/kernels/kernels_test_util.h"
+#include "loom/kernels/testing/kernels_test_util.h"
 
 namespace loom::kernels {
 namespace {

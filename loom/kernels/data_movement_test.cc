@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "loom/kernels/kernels_test_util.h"
+#include "loom/kernels/testing/kernels_test_util.h"
 
 namespace loom::kernels {
 namespace {

@@ -1,4 +1,4 @@
-#include "loom/kernels/kernels_test_util.h"
+#include "loom/kernels/testing/kernels_test_util.h"
 
 namespace loom::kernels {
 namespace {

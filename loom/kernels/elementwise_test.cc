@@ -1,7 +1,7 @@
 #include <cmath>
 #include <limits>
 
-#include "loom/kernels/kernels_test_util.h"
+#include "loom/kernels/testing/kernels_test_util.h"
 
 namespace loom::kernels {
 namespace {

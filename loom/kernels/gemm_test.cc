@@ -1,6 +1,6 @@
 #include "loom/kernels/gemm.h"
 
-#include "loom/kernels/kernels_test_util.h"
+#include "loom/kernels/testing/kernels_test_util.h"
 
 namespace loom::kernels {
 namespace {

@@ -23,9 +23,9 @@
 #include "gtest/gtest.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/runtime/artifact.h"
-#include "loom/runtime/artifact_fuzz_weights.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/model_loader.h"
+#include "loom/runtime/testing/artifact_fuzz_weights.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::runtime {

@@ -10,7 +10,7 @@
 #include <string_view>
 
 #include "loom/runtime/artifact.h"
-#include "loom/runtime/artifact_fuzz_weights.h"
+#include "loom/runtime/testing/artifact_fuzz_weights.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string* const weights = new std::string(loom::runtime::FuzzWeightsImage());

@@ -2,8 +2,8 @@
 // candidate with its own error. The CPU implementation (MakeLocalMeasurer) runs kernels in a
 // sandboxed, core-pinned worker process (measure_worker.h) that is restarted after a crash or a
 // hang, so a bad candidate is an error record and never a dead tuner. Called by the tune loop's
-// Measure stage while it holds the device's lease; FakeMeasurer (fake_measurer.h) stands in for
-// it in tests of the layers above.
+// Measure stage while it holds the device's lease; FakeMeasurer (testing/fake_measurer.h) stands in
+// for it in tests of the layers above (the test-only library loom_tune_testing).
 #pragma once
 
 #include <cstdint>

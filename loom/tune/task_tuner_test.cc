@@ -5,8 +5,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "loom/tune/fake_builder.h"
-#include "loom/tune/fake_measurer.h"
+#include "loom/tune/testing/fake_builder.h"
+#include "loom/tune/testing/fake_measurer.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::tune {

@@ -1,7 +1,7 @@
-// Tuner figures on the synthetic objective (synthetic_template.h): first the sample-efficiency
-// table (trials to reach 95% of the optimum, per tuner, over seeds), then Google Benchmark timings
-// of the propose and update stages of each tuner (the CPU cost a scheduler must budget for).
-// Run: build/<dir>/loom/tune/tune_tuner_benchmark [--seeds=N] [benchmark flags]
+// Tuner figures on the synthetic objective (testing/synthetic_template.h): first the
+// sample-efficiency table (trials to reach 95% of the optimum, per tuner, over seeds), then Google
+// Benchmark timings of the propose and update stages of each tuner (the CPU cost a scheduler must
+// budget for). Run: build/<dir>/loom/tune/tune_tuner_benchmark [--seeds=N] [benchmark flags]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_join.h"
 #include "benchmark/benchmark.h"
-#include "loom/tune/sample_efficiency.h"
-#include "loom/tune/synthetic_template.h"
+#include "loom/tune/testing/sample_efficiency.h"
+#include "loom/tune/testing/synthetic_template.h"
 #include "loom/tune/tuner.h"
 
 namespace loom::tune {

@@ -11,8 +11,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
-#include "loom/tune/sample_efficiency.h"
-#include "loom/tune/synthetic_template.h"
+#include "loom/tune/testing/sample_efficiency.h"
+#include "loom/tune/testing/synthetic_template.h"
 
 namespace loom::tune {
 namespace {

@@ -1,4 +1,4 @@
-#include "loom/tune/synthetic_template.h"
+#include "loom/tune/testing/synthetic_template.h"
 
 #include <cmath>
 

@@ -1,7 +1,7 @@
 // Sample efficiency of a tuner: how many trials it needs before one result reaches a fraction of
-// the best known throughput (AutoTVM papers' "trials to reach"). Used by tuner tests and
-// tuner_benchmark on the synthetic objective, and by the integration benchmark on real conv2d
-// layers with the measurer as the objective (best cost = the best of a long run).
+// the best known throughput (AutoTVM papers' "trials to reach"). Test support (the test-only
+// library loom_tune_testing): the tuner tests and tuner_benchmark measure tuners with it on the
+// synthetic objective (synthetic_template.h) or on any objective a caller passes.
 #pragma once
 
 #include <cstdint>

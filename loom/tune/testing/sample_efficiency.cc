@@ -1,4 +1,4 @@
-#include "loom/tune/sample_efficiency.h"
+#include "loom/tune/testing/sample_efficiency.h"
 
 #include <algorithm>
 #include <memory>

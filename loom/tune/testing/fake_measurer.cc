@@ -1,4 +1,4 @@
-#include "loom/tune/fake_measurer.h"
+#include "loom/tune/testing/fake_measurer.h"
 
 #include <algorithm>
 
