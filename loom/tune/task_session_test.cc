@@ -76,6 +76,19 @@ std::unique_ptr<RecordStore> MemoryStore() {
   return *std::move(store);
 }
 
+// Tunes `task` for job `job` to its budget of `trials` with the fakes, storing into `store`;
+// returns the session's best cost.
+double TuneInto(RecordStore* store, const graph::Task& task, const std::string& job,
+                int64_t trials) {
+  FakeBuilder builder;
+  FakeMeasurer measurer;
+  auto t = TaskSession::Create(task, ops::HostCpuTarget(), Options(job, trials), store);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok()) return 0;
+  RunAll(**t, builder, measurer);
+  return (*t)->best_cost();
+}
+
 TEST(TaskSessionTest, RunsRoundsUntilBudgetAndStoresRecordsAndTimings) {
   auto store = MemoryStore();
   FakeBuilder builder;
@@ -107,11 +120,7 @@ TEST(TaskSessionTest, ResumesFromTheSameJobWithoutRepeatingConfigs) {
   auto store = MemoryStore();
   FakeBuilder builder;
   FakeMeasurer measurer;
-  {
-    auto t = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), Options("j1", 8), store.get());
-    ASSERT_TRUE(t.ok());
-    RunAll(**t, builder, measurer);
-  }
+  TuneInto(store.get(), ConvTask(), "j1", 8);
   auto again = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), Options("j1", 8), store.get());
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->resumed_trials(), 8);
@@ -133,12 +142,7 @@ TEST(TaskSessionTest, SimilarTasksSeedTheModelWithoutBecomingHistory) {
   auto store = MemoryStore();
   FakeBuilder builder;
   FakeMeasurer measurer;
-  {
-    auto t = TaskSession::Create(ConvTask(32, 32, 14), ops::HostCpuTarget(), Options("a", 12),
-                                 store.get());
-    ASSERT_TRUE(t.ok());
-    RunAll(**t, builder, measurer);
-  }
+  TuneInto(store.get(), ConvTask(32, 32, 14), "a", 12);
   // Another conv (more output channels): same template, a similar workload.
   auto similar = TaskSession::Create(ConvTask(32, 64, 14), ops::HostCpuTarget(),
                                      Options("b", 8, "xgb"), store.get());
@@ -161,13 +165,7 @@ TEST(TaskSessionTest, OtherJobsRecordsSeedTheTuner) {
   auto store = MemoryStore();
   FakeBuilder builder;
   FakeMeasurer measurer;
-  double first_best = 0;
-  {
-    auto t = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), Options("a", 12), store.get());
-    ASSERT_TRUE(t.ok());
-    RunAll(**t, builder, measurer);
-    first_best = (*t)->best_cost();
-  }
+  const double first_best = TuneInto(store.get(), ConvTask(), "a", 12);
   auto b = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), Options("b", 4), store.get());
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->transferred_records(), 12);
@@ -310,11 +308,7 @@ TEST(TaskSessionTest, ARestoredSessionProposesWhatAnUninterruptedOneWould) {
   auto store = MemoryStore();
   FakeBuilder builder;
   FakeMeasurer measurer;
-  {
-    auto a = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), Options("a", 12), store.get());
-    ASSERT_TRUE(a.ok());
-    RunAll(**a, builder, measurer);
-  }
+  TuneInto(store.get(), ConvTask(), "a", 12);
   auto whole = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), XgbOptions("b"), store.get());
   ASSERT_TRUE(whole.ok()) << whole.status();
   ASSERT_EQ((*whole)->transferred_records(), 12);
@@ -368,7 +362,9 @@ TEST(TaskSessionTest, TheBaselineIsMeasuredOnceUnlessATrialMeasuredIt) {
   for (SessionRequest r = (*s)->Next(); !r.done; r = (*s)->Next()) {
     asked.push_back(absl::StrCat(r.baseline ? "baseline " : "",
                                  std::string(sched::StageKindName(r.kind)), " ", r.round));
-    if (r.baseline && r.kind == sched::StageKind::kBuild) EXPECT_THAT(r.configs, ElementsAre(def));
+    if (r.baseline && r.kind == sched::StageKind::kBuild) {
+      EXPECT_THAT(r.configs, ElementsAre(def));
+    }
     auto out = RunStage(**s, r, env);
     ASSERT_TRUE(out.ok());
     for (const ops::Config& c : out->configs) default_in_trials |= c == def;
