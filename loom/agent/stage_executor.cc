@@ -555,15 +555,17 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
   int64_t n = std::min<int64_t>(batch, spec.trials() - done);
   if (n <= 0) return out;  // budget spent
   if (spec.early_stopping() > 0) {
-    // Stop when the best result is `early_stopping` or more trials old (history is in order).
-    int64_t best_pos = -1;
+    // The history is in order: the trial that gave the best is its 1-based position.
+    int64_t best_trial = 0;
     double best = std::numeric_limits<double>::infinity();
     for (size_t i = 0; i < history.results.size(); ++i) {
       double c = history.results[i].MedianCost();
-      if (c < best) best = c, best_pos = static_cast<int64_t>(i);
+      if (c < best) best = c, best_trial = static_cast<int64_t>(i) + 1;
     }
-    int64_t since = static_cast<int64_t>(history.results.size()) - 1 - best_pos;
-    if (best_pos >= 0 && since >= spec.early_stopping()) return out;
+    if (tune::EarlyStoppingFires(spec.early_stopping(),
+                                 static_cast<int64_t>(history.results.size()), best_trial)) {
+      return out;
+    }
   }
 
   LOOM_ASSIGN_OR_RETURN(

@@ -126,6 +126,7 @@ struct Completion {
   absl::Time start;
   absl::Time end;
   absl::Status status;
+  tune::StageOutcome outcome;  // for the job's TaskSession
 };
 
 struct Running {
@@ -144,21 +145,12 @@ struct JobState {
   std::unique_ptr<tune::Measurer> own_measurer;
   tune::Measurer* measurer = nullptr;
   size_t task_index = 0;
-  std::unique_ptr<tune::TaskTuner> tuner;
-  tune::TaskOutcome outcome;
-  // The round in flight. Written by the one worker running the job's current stage; handed to
-  // the next stage through the completion queue and the scheduler's dependency order.
-  int batch = 0;
-  tune::MeasureTask measure_task;
-  tune::RecordContext context;
-  std::vector<ops::Config> configs;
-  std::vector<tune::BuildResult> builds;
-  std::vector<tune::MeasureResult> results;
-  std::vector<tune::Record> records;
-  tune::StageTiming timings[4];
+  // The current task's session. The engine thread calls Next() and Complete(); in between, the
+  // one worker running the job's current stage runs it (the scheduler's dependency order keeps a
+  // job's stages one at a time, and the completion queue hands the session back).
+  std::unique_ptr<tune::TaskSession> session;
   // The running build's placement, read by the builder's hooks (guarded by the runner's pin_mu).
   std::shared_ptr<Placement> build_placement;
-  bool default_submitted = false;  // for the current task
   // Engine-thread view for progress.
   int64_t trials_done = 0;
   double best_gflops = 0;
@@ -201,8 +193,10 @@ class Runner {
   void FailJob(JobState& job, absl::Status status);
   void FinishJob(JobState& job);
   void Dispatch(const sched::Grant& grant);
-  void Execute(JobState& job, const StageInfo& info, const std::shared_ptr<Placement>& placement,
-               const std::string& resource, sched::LeaseId lease);
+  // Runs `request` (the job session's current stage) on a worker thread.
+  void Execute(JobState& job, const tune::SessionRequest& request,
+               const std::shared_ptr<Placement>& placement, const std::string& resource,
+               sched::LeaseId lease);
   void HandleCompletion(const Completion& c);
   std::vector<int> TakeUnits(int n);
   void ReleaseUnits(Placement& p);
@@ -407,12 +401,7 @@ void Runner::VacateDevice() {
 
 void Runner::SubmitRound(JobState& job) {
   const absl::Time now = Now();
-  job.batch = job.tuner->NextBatchSize();
-  job.configs.clear();
-  job.builds.clear();
-  job.results.clear();
-  job.records.clear();
-  const int64_t round = job.tuner->round();
+  const int64_t round = job.session->round();
   std::vector<sched::StageId> ids;
   const StageKind kinds[] = {StageKind::kPropose, StageKind::kBuild, StageKind::kMeasure,
                              StageKind::kUpdate};
@@ -436,8 +425,6 @@ void Runner::SubmitRound(JobState& job) {
 
 void Runner::SubmitDefault(JobState& job) {
   const absl::Time now = Now();
-  job.builds.clear();
-  job.results.clear();
   auto build =
       sched_->Submit({.job = job.sid, .kind = StageKind::kBuild, .need = {.cpu_slots = 1}}, now);
   if (!build.ok()) return FailJob(job, build.status());
@@ -452,59 +439,44 @@ void Runner::SubmitDefault(JobState& job) {
 }
 
 void Runner::FinishTask(JobState& job) {
-  tune::TaskTuner& t = *job.tuner;
-  job.outcome.template_name = t.tmpl().name();
-  job.outcome.trials = t.trials_done();
-  job.outcome.resumed_trials = t.resumed_trials();
-  job.outcome.transferred_records = t.transferred_records();
-  job.outcome.prior_records = t.prior_records();
-  job.outcome.errors = t.errors();
-  job.outcome.best_cost = t.best_cost();
-  job.outcome.best_gflops = t.best_gflops();
-  job.outcome.best_config_json = t.best_config_json();
-  tune::PreferDefaultIfFaster(job.outcome, t.tmpl());
-  job.result.outcomes.push_back(std::move(job.outcome));
-  job.outcome = {};
-  job.default_submitted = false;
-  job.tuner.reset();
+  job.result.outcomes.push_back(job.session->Outcome());
+  job.session.reset();
   ++job.task_index;
 }
 
 void Runner::Advance(JobState& job) {
   while (!job.done) {
-    if (job.tuner == nullptr) {
+    if (job.session == nullptr) {
       if (job.task_index >= job.spec->tasks.size()) return FinishJob(job);
       const graph::Task& task = job.spec->tasks[job.task_index];
-      job.outcome = {};
-      job.outcome.task = task;
-      job.outcome.best_cost = std::numeric_limits<double>::infinity();
-      job.outcome.default_cost = std::numeric_limits<double>::infinity();
-      auto tuner = tune::TaskTuner::Create(task, job.spec->target, job.spec->options, store_);
-      if (absl::IsUnimplemented(tuner.status())) {
-        job.outcome.skipped_reason = std::string(tuner.status().message());
-        job.result.outcomes.push_back(std::move(job.outcome));
+      tune::TaskTunerOptions options = job.spec->options;
+      options.measure_default = job.spec->measure_default;
+      auto session = tune::TaskSession::Create(task, job.spec->target, options, store_);
+      if (absl::IsUnimplemented(session.status())) {
+        tune::TaskOutcome skipped;
+        skipped.task = task;
+        skipped.best_cost = std::numeric_limits<double>::infinity();
+        skipped.default_cost = std::numeric_limits<double>::infinity();
+        skipped.skipped_reason = std::string(session.status().message());
+        job.result.outcomes.push_back(std::move(skipped));
         ++job.task_index;
         continue;
       }
-      if (!tuner.ok()) return FailJob(job, tuner.status());
-      job.tuner = *std::move(tuner);
-      job.measure_task = job.tuner->measure_task();
-      job.context = job.tuner->record_context();
-      job.trials_done = job.tuner->trials_done();
-      job.best_gflops = job.tuner->best_gflops();
+      if (!session.ok()) return FailJob(job, session.status());
+      job.session = *std::move(session);
+      job.trials_done = job.session->trials_done();
+      job.best_gflops = job.session->best_gflops();
     }
-    if (!job.tuner->Done()) return SubmitRound(job);
-    if (job.spec->measure_default && !job.default_submitted) {
-      job.default_submitted = true;
-      // The tuner starts from the default config, so its trial usually is the baseline already.
-      if (std::optional<double> cost =
-              job.tuner->MeasuredCost(job.tuner->tmpl().DefaultConfig().index)) {
-        job.outcome.default_cost = *cost;
-      } else {
-        return SubmitDefault(job);  // its measure stage finishes the task
-      }
+    // Between rounds the session asks for a round's proposal, the baseline's build, or nothing;
+    // the engine submits the whole chain of stages that request starts.
+    const tune::SessionRequest next = job.session->Next();
+    if (next.done) {
+      FinishTask(job);
+      continue;
     }
-    FinishTask(job);
+    LOOM_CHECK(next.kind == StageKind::kPropose ||
+               (next.baseline && next.kind == StageKind::kBuild));
+    return next.baseline ? SubmitDefault(job) : SubmitRound(job);
   }
 }
 
@@ -558,72 +530,48 @@ void Runner::Dispatch(const sched::Grant& g) {
             .grant = g,
             .placement = placement,
             .resource = resource,
-            .task_key = job.tuner ? job.tuner->task().key : ""};
+            .task_key = job.session ? job.session->task().key : ""};
   running_[g.lease] = r;
   const char* names[] = {"propose", "build", "measure", "update"};
   job.state =
       absl::StrCat(info.is_default ? "default " : "", names[StageSlot(info.kind)], " (running)");
   const sched::LeaseId lease = g.lease;
-  pool_->Submit([this, &job, info, placement, resource, lease] {
-    Execute(job, info, placement, resource, lease);
+  tune::SessionRequest request = job.session->Next();
+  LOOM_CHECK(request.kind == info.kind && request.baseline == info.is_default);
+  pool_->Submit([this, &job, request = std::move(request), placement, resource, lease] {
+    Execute(job, request, placement, resource, lease);
   });
 }
 
-void Runner::Execute(JobState& job, const StageInfo& info,
+void Runner::Execute(JobState& job, const tune::SessionRequest& request,
                      const std::shared_ptr<Placement>& placement, const std::string& resource,
                      sched::LeaseId lease) {
   const pid_t tid = gettid();
+  const bool build = request.kind == StageKind::kBuild;
   {
     std::lock_guard<std::mutex> lock(pin_mu_);
     if (placement->pinned) {
       base::SetThreadAffinity(tid, placement->cores);
       placement->tids.push_back(tid);
     }
-    if (info.kind == StageKind::kBuild) job.build_placement = placement;
+    if (build) job.build_placement = placement;
   }
   Completion c{.lease = lease, .start = absl::Now()};
-  tune::TaskTuner& tuner = *job.tuner;
-  switch (info.kind) {
-    case StageKind::kPropose: {
-      tune::ProposeOutput out = tune::ProposeStage(tuner.tuner(), job.batch, resource);
-      job.configs = std::move(out.configs);
-      job.timings[0] = out.timing;
-      break;
-    }
-    case StageKind::kBuild: {
-      std::vector<ops::Config> defaults;
-      if (info.is_default) defaults.push_back(tuner.tmpl().DefaultConfig());
-      tune::BuildOutput out = tune::BuildStage(tuner.tmpl(), *job.builder,
-                                               info.is_default ? defaults : job.configs, resource);
-      job.builds = std::move(out.builds);
-      job.timings[1] = out.timing;
-      break;
-    }
-    case StageKind::kMeasure: {
-      tune::MeasureOutput out =
-          tune::MeasureStage(*job.measurer, job.measure_task, job.builds, resource);
-      job.results = std::move(out.results);
-      job.timings[2] = out.timing;
-      break;
-    }
-    default: {
-      auto out =
-          tune::UpdateStage(tuner.tuner(), store_, job.context, job.builds, job.results, resource);
-      if (!out.ok()) {
-        c.status = out.status();
-      } else {
-        job.records = std::move(out->records);
-        job.timings[3] = out->timing;
-      }
-      break;
-    }
+  const tune::StageEnv env{.builder = job.builder.get(),
+                           .measurer = job.measurer,
+                           .resources = {.cpu = resource, .device = resource}};
+  absl::StatusOr<tune::StageOutcome> out = tune::RunStage(*job.session, request, env);
+  if (out.ok()) {
+    c.outcome = *std::move(out);
+  } else {
+    c.status = out.status();
   }
   c.end = absl::Now();
   {
     std::lock_guard<std::mutex> lock(pin_mu_);
     auto& tids = placement->tids;
     tids.erase(std::remove(tids.begin(), tids.end(), tid), tids.end());
-    if (info.kind == StageKind::kBuild) job.build_placement.reset();
+    if (build) job.build_placement.reset();
     if (!placement->spans.empty()) placement->spans.back().to = c.end;
   }
   {
@@ -670,32 +618,19 @@ void Runner::HandleCompletion(const Completion& c) {
   }
   absl::Status st = sched_->Complete(c.lease, now, c.end - c.start);
   if (!st.ok()) return FailJob(job, st);
-  const char* next[] = {"build (waiting)", "measure (waiting)", "update (waiting)", ""};
-  if (r.info.is_default) {
-    if (r.info.kind == StageKind::kBuild) {
-      job.state = "default measure (waiting)";
-      return;
-    }
-    job.outcome.default_cost = !job.results.empty() && job.results[0].ok()
-                                   ? job.results[0].MedianCost()
-                                   : std::numeric_limits<double>::infinity();
-    if (job.results.size() == 1 && job.builds.size() == 1) {
-      absl::Status stored = job.tuner->RecordDefault(job.builds[0], job.results[0]);
-      if (!stored.ok()) return FailJob(job, stored);
-    }
-    FinishTask(job);
-    return Advance(job);
-  }
-  if (r.info.kind != StageKind::kUpdate) {
-    job.state = next[StageSlot(r.info.kind)];
+  const int64_t records = static_cast<int64_t>(c.outcome.records.size());
+  st = job.session->Complete(c.outcome);
+  if (!st.ok()) return FailJob(job, st);
+  const bool ends_chain =
+      r.info.is_default ? r.info.kind == StageKind::kMeasure : r.info.kind == StageKind::kUpdate;
+  if (!ends_chain) {
+    const char* next[] = {"build (waiting)", "measure (waiting)", "update (waiting)", ""};
+    job.state = r.info.is_default ? "default measure (waiting)" : next[StageSlot(r.info.kind)];
     return;
   }
-  std::vector<tune::StageTiming> timings(job.timings, job.timings + 4);
-  st = job.tuner->FinishRound(job.records, timings);
-  if (!st.ok()) return FailJob(job, st);
-  job.result.records += static_cast<int64_t>(job.records.size());
-  job.trials_done = job.tuner->trials_done();
-  job.best_gflops = job.tuner->best_gflops();
+  job.result.records += records;
+  job.trials_done = job.session->trials_done();
+  job.best_gflops = job.session->best_gflops();
   Advance(job);
 }
 

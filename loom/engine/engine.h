@@ -20,7 +20,7 @@
 #include "loom/tune/builder.h"
 #include "loom/tune/measurer.h"
 #include "loom/tune/record_store.h"
-#include "loom/tune/task_tuner.h"
+#include "loom/tune/task_session.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::engine {

@@ -48,21 +48,8 @@ bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-v1::StageKind PhaseKind(TaskPhase p) {
-  switch (p) {
-    case TaskPhase::kPropose:
-      return v1::STAGE_KIND_PROPOSE;
-    case TaskPhase::kBuild:
-      return v1::STAGE_KIND_BUILD;
-    case TaskPhase::kMeasure:
-      return v1::STAGE_KIND_MEASURE;
-    case TaskPhase::kUpdate:
-      return v1::STAGE_KIND_UPDATE;
-    default:
-      return v1::STAGE_KIND_UNSPECIFIED;
-  }
-}
-
+// The task's phase as the scheduler's stage kind, the one stage-kind enum of the tuning loop
+// (TaskSession's); TaskPhase only adds kDone and kSkipped.
 sched::StageKind SchedKind(TaskPhase p) {
   switch (p) {
     case TaskPhase::kPropose:
@@ -77,6 +64,25 @@ sched::StageKind SchedKind(TaskPhase p) {
       return sched::StageKind::kOther;
   }
 }
+
+// The stage kind on the wire (stage.proto): the one place it is converted.
+v1::StageKind ToProto(sched::StageKind kind) {
+  switch (kind) {
+    case sched::StageKind::kPropose:
+      return v1::STAGE_KIND_PROPOSE;
+    case sched::StageKind::kBuild:
+      return v1::STAGE_KIND_BUILD;
+    case sched::StageKind::kMeasure:
+      return v1::STAGE_KIND_MEASURE;
+    case sched::StageKind::kUpdate:
+      return v1::STAGE_KIND_UPDATE;
+    case sched::StageKind::kOther:
+      break;
+  }
+  return v1::STAGE_KIND_UNSPECIFIED;
+}
+
+v1::StageKind PhaseKind(TaskPhase p) { return ToProto(SchedKind(p)); }
 
 // The architecture a cuda job names ("cuda:sm_90a" -> "sm_90a"); empty for plain "cuda", which
 // takes its device's.

@@ -5,7 +5,7 @@
 //   Measure(measurer, task, artifacts) -> results     (the device, exclusively)
 //   Update(tuner, store, results)   -> records        (CPU)
 // Every stage returns its StageTiming (start, end, resource): the traces the scheduler and the
-// simulator learn stage durations from. TaskTuner (task_tuner.h) strings them together.
+// simulator learn stage durations from. TaskSession (task_session.h) decides which runs next.
 #pragma once
 
 #include <string>

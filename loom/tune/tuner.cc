@@ -91,8 +91,12 @@ void Tuner::Record(const std::vector<ops::Config>& configs,
   OnResults(configs, scores, from_history);
 }
 
+bool EarlyStoppingFires(int early_stopping, int64_t trials, int64_t best_trial) {
+  return early_stopping > 0 && trials - best_trial >= early_stopping;
+}
+
 bool Tuner::early_stopped() const {
-  return options_.early_stopping > 0 && num_trials_ - best_trial_ >= options_.early_stopping;
+  return EarlyStoppingFires(options_.early_stopping, num_trials_, best_trial_);
 }
 
 bool Tuner::HasNext() const {

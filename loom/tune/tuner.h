@@ -173,6 +173,12 @@ std::unique_ptr<Tuner> MakeGridTuner(const ops::Template& tmpl, const TunerOptio
 std::unique_ptr<Tuner> MakeGaTuner(const ops::Template& tmpl, const TunerOptions& options);
 std::unique_ptr<Tuner> MakeXgbTuner(const ops::Template& tmpl, const TunerOptions& options);
 
+// Early stopping, the one rule (Tuner::HasNext, and the agent's propose stage until it runs a
+// TaskSession): true when `early_stopping` > 0 and at least that many of `trials` came after the
+// one that gave the best so far. `best_trial` is that trial's 1-based number; 0 when no trial
+// improved on the start (nothing succeeded, or the best came from history).
+bool EarlyStoppingFires(int early_stopping, int64_t trials, int64_t best_trial);
+
 // Throughput score of a result: 1 / median cost for a success, 0 for an error.
 double ResultScore(const MeasureResult& result);
 

@@ -653,5 +653,13 @@ TEST(XgbTunerTest, ExhaustivePlanIsSeededAndValid) {
             std::vector<int64_t>(a.begin() + 8, a.end()));
 }
 
+TEST(EarlyStoppingTest, FiresOnceThatManyTrialsCameAfterTheBest) {
+  EXPECT_FALSE(EarlyStoppingFires(3, /*trials=*/4, /*best_trial=*/2));
+  EXPECT_TRUE(EarlyStoppingFires(3, 5, 2));
+  EXPECT_TRUE(EarlyStoppingFires(3, 3, 0));     // no trial improved on the start
+  EXPECT_FALSE(EarlyStoppingFires(0, 100, 1));  // off
+  EXPECT_FALSE(EarlyStoppingFires(-1, 100, 0));
+}
+
 }  // namespace
 }  // namespace loom::tune

@@ -137,7 +137,7 @@ class XgbTuner final : public Tuner {
   // the measurements know more than the template's fixed list: the initial configs, the default
   // among them, join the plan and are proposed in the model's order. On the sample-efficiency
   // bench this saves about one trial wherever the default is not the best (docs/BENCHMARKS.md);
-  // the untuned baseline is then measured apart (TaskTuner::RecordDefault).
+  // the untuned baseline is then measured apart (the baseline stages of TaskSession).
   void RankInitialWithPlan() {
     std::vector<int64_t> candidates(plan_.begin() + static_cast<std::ptrdiff_t>(plan_pos_),
                                     plan_.end());
