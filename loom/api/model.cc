@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,10 +15,8 @@
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/model_loader.h"
-#include "loom/tune/builder.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/measure_worker.h"
-#include "loom/tune/measurer.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 
@@ -144,45 +141,23 @@ Model& Model::Tune(const TuneOptions& options) & {
       tasks.push_back(all[static_cast<size_t>(index)]);
     }
     if (options.tasks.empty()) tasks = std::move(all);
-    const ops::Target target = ops::HostCpuTarget();
-    const int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<int> cores = options.device_cores;
-    if (cores.empty()) cores = {ncpu - 1};
-    for (int c : cores) {
-      if (c < 0 || c >= ncpu) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "TuneOptions.device_cores: core ", c, " does not exist (this machine has ", ncpu, ")"));
-      }
-    }
+    tune::LocalMachineOptions lmo;
+    lmo.device_cores = options.device_cores;
+    lmo.build_threads = options.build_threads;
+    lmo.measure_worker = options.measure_worker;
+    lmo.option_prefix = "TuneOptions.";
+    LOOM_ASSIGN_OR_RETURN(tune::LocalMachine machine, tune::LocalMachine::Create(lmo));
     // The prior file is read before the measurer starts, so a bad path fails at once.
-    std::shared_ptr<const tune::TuningPrior> prior_file;
-    if (!options.prior.empty()) {
-      absl::StatusOr<tune::TuningPrior> prior = tune::ReadPriorFile(options.prior);
-      if (!prior.ok()) {
-        return absl::Status(prior.status().code(),
-                            absl::StrCat("TuneOptions.prior: ", prior.status().message()));
-      }
-      if (prior->target_class != tune::TargetClass(target)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("TuneOptions.prior ", options.prior, ": a ", prior->target_class,
-                         " prior does not apply to ", tune::TargetClass(target)));
-      }
-      prior_file = std::make_shared<const tune::TuningPrior>(*std::move(prior));
-    }
+    LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const tune::TuningPrior> prior_file,
+                          machine.ReadPrior(options.prior));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
                           tune::OpenSqliteRecordStore(options.db));
-    tune::BuildOptions bo;
-    bo.num_threads = options.build_threads > 0 ? options.build_threads
-                                               : std::max(1, ncpu - static_cast<int>(cores.size()));
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(bo));
-    tune::MeasureOptions mo;
-    mo.cores = cores;
-    mo.worker_command = options.measure_worker;
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, tune::MakeLocalMeasurer(mo));
-    LOOM_RETURN_IF_ERROR(measurer->Probe().status());
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, machine.MakeBuilder());
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, machine.MakeMeasurer());
+    LOOM_RETURN_IF_ERROR(machine.Probe(measurer.get()));
 
     tune::JobOptions job;
-    job.target = target;
+    job.target = machine.target();
     job.task.trials = options.trials;
     job.task.batch_size = options.batch_size;
     job.task.tuner.kind = options.tuner;
@@ -190,10 +165,8 @@ Model& Model::Tune(const TuneOptions& options) & {
     job.task.transfer = options.transfer;
     job.task.use_prior = options.use_prior;
     if (prior_file != nullptr) job.task.prior = std::move(prior_file);
-    job.task.job_id = tune::DefaultJobId(tasks, target, job.task.tuner);
-    std::string core_list;
-    for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
-    job.resources.device = absl::StrCat("device:cpu:", core_list);
+    job.task.job_id = machine.JobId(tasks, job.task.tuner);
+    job.resources.device = machine.DeviceResource();
     // RunTuneJob reports after every round on this thread; an interruption unwinds it from
     // there (between rounds, with this round's records stored) and becomes kCancelled.
     struct Interrupted {};
