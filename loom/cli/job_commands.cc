@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
+#include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
 #include "loom/tune/record_store.h"
@@ -178,7 +179,11 @@ void RunSubmit(const SubmitOptions& o) {
   req.set_max_tasks(o.max_tasks);
   req.set_seed(o.seed);
   req.set_no_prior(o.no_prior);
-  for (const auto& s : o.input_shapes) req.add_input_shapes(s);
+  for (const auto& s : o.input_shapes) {
+    auto named = graph::ParseInputShape(s);
+    FailIfError(named.status());
+    req.add_input_shapes(graph::FormatInputShape(named->first, named->second));
+  }
   if (!o.tasks.empty()) {
     if (o.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
     for (int t : ParseTaskList(o.tasks)) req.add_task_indices(t);
@@ -207,6 +212,11 @@ void RunSubmit(const SubmitOptions& o) {
     if (o.name.empty()) req.set_name(std::filesystem::path(o.model).stem().string());
   } else {
     req.set_zoo_model(o.model);
+  }
+  if (req.has_zoo_model() && req.input_shapes_size() > 0) {
+    Fail(absl::InvalidArgumentError(
+        "--input-shape pins the dynamic inputs of an ONNX file; zoo models have fixed input "
+        "shapes (submit the model as an .onnx file to change them)"));
   }
   Conn c = Connect(o.server);
   grpc::ClientContext ctx;
@@ -459,7 +469,8 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Tuner seed");
     cmd->add_flag("--no-prior", o->no_prior,
                   "Do not seed the cost model with the agents' built-in tuning prior");
-    cmd->add_option("--input-shape", o->input_shapes, "NAME:1x3x224x224 for dynamic inputs");
+    cmd->add_option("--input-shape", o->input_shapes,
+                    "Pin a dynamic input shape, NAME=D0,D1,... (repeatable)");
     cmd->add_option("--simulated", o->simulated,
                     "A load-test job instead of a model: tasks=N,rounds=N,propose=S,build=S,"
                     "measure=S,update=S");
