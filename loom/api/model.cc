@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "loom/api/class_records.h"
 #include "loom/base/rng.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
@@ -17,6 +18,7 @@
 #include "loom/runtime/model_loader.h"
 #include "loom/tune/local_machine.h"
 #include "loom/tune/measure_worker.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 
@@ -32,6 +34,7 @@ struct Model::State {
   std::string verify_key;    // the artifact's signing key, checked at every load
   std::string db;            // records of the last Tune
   int64_t tuned_tasks = 0;
+  std::string tuning_summary;      // of the last Compile
   CompileOptions compile_options;  // of the last Compile: Export compiles objects the same way
   std::unique_ptr<runtime::CompiledModel> compiled;
 };
@@ -175,10 +178,12 @@ Model& Model::Tune(const TuneOptions& options) & {
       progress = [&](const tune::ProgressEvent& ev) {
         const tune::TaskTuner& t = *ev.tuner;
         if (options.on_progress) {
-          options.on_progress(
-              absl::StrFormat("task %d/%d %s: trials %d/%d, best %.2f GFLOPS", ev.task_index + 1,
-                              ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
-                              t.trials_done(), t.options().trials, t.best_gflops()));
+          options.on_progress(absl::StrFormat(
+              "task %d (%d/%d) %s: trials %d/%d, best %.2f GFLOPS",
+              options.tasks.empty() ? ev.task_index
+                                    : options.tasks[static_cast<size_t>(ev.task_index)],
+              ev.task_index + 1, ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
+              t.trials_done(), t.options().trials, t.best_gflops()));
         }
         if (options.interrupted && options.interrupted()) throw Interrupted{};
       };
@@ -217,14 +222,21 @@ Model& Model::Compile(const CompileOptions& options) & {
     if (!db.empty()) {
       LOOM_ASSIGN_OR_RETURN(store, tune::OpenSqliteRecordStore(db));
     }
+    std::unique_ptr<api::ClassRecords> records;
+    if (store != nullptr) {
+      records = std::make_unique<api::ClassRecords>(store.get(), options.exact_target);
+    }
     runtime::CompileOptions co;
     LOOM_ASSIGN_OR_RETURN(co.target, CompileTarget(options.target));
     co.num_threads = options.threads;
-    co.records = store.get();
+    co.records = records.get();
     co.fuse = options.fuse;
     co.build.num_threads = std::max(1, options.build_threads);
     co.build.cache_dir = options.cache_dir;
     LOOM_ASSIGN_OR_RETURN(s.compiled, runtime::CompiledModel::Compile(s.graph, co));
+    s.tuning_summary =
+        api::TuningSummary(s.compiled->stats().tuned_kernels, s.compiled->stats().kernel_steps,
+                           records.get(), db, co.target, options.exact_target);
     return absl::OkStatus();
   }();
   if (!s.status.ok()) s.compiled.reset();
@@ -315,6 +327,7 @@ void Model::ClearError() {
 }
 const std::string& Model::name() const { return state_->name; }
 int64_t Model::tuned_tasks() const { return state_->tuned_tasks; }
+const std::string& Model::tuning_summary() const { return state_->tuning_summary; }
 runtime::CompiledModel* Model::compiled() { return state_->compiled.get(); }
 
 std::vector<TensorInfo> Model::inputs() const {

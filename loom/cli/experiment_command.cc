@@ -346,7 +346,7 @@ void RegisterExperimentCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "experiment", "Run the same tuning jobs under each setup and write the comparison");
   cmd->add_option("SPEC", o->spec, "Experiment spec (YAML)")->required();
-  cmd->add_option("-o,--out", o->out_dir,
+  cmd->add_option("-o,--output", o->out_dir,
                   "Output directory (results.csv/json, trace.json, gantt-<setup>.svg, "
                   "simulation.csv, report.html)")
       ->required();

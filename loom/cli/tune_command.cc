@@ -93,13 +93,22 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
                   "built into Loom for the target's class)");
   cmd->add_flag("--no-prior", o->no_prior, "Do not seed the cost model with a tuning prior")
       ->excludes("--prior");
-  cmd->add_flag("--json", o->json, "Print the final table as JSON");
+  AddJsonFlag(cmd, &o->json, "Print the final table as JSON");
   cmd->add_flag("--test-faults", o->test_faults, "Testing only: add a knob that injects faults")
       ->group("");  // hidden
   AddConfineFlags(cmd, &o->confine);
 }
 
+// Task indices are the model's, as `loom tasks` lists them and --tasks takes them (from 0);
+// `picks` maps a job's task position to it (empty: every task, position = index).
+int ModelIndex(const std::vector<int64_t>& picks, int position) {
+  return picks.empty() || position >= static_cast<int>(picks.size())
+             ? position
+             : static_cast<int>(picks[static_cast<size_t>(position)]);
+}
+
 struct Progress {
+  std::vector<int64_t> picks;
   bool tty = isatty(STDERR_FILENO) != 0;
   void operator()(const tune::ProgressEvent& ev) const {
     const tune::TaskTuner& t = *ev.tuner;
@@ -109,9 +118,10 @@ struct Progress {
                                             static_cast<int>(ev.eta_seconds) % 60)
                           : "-";
     std::string line = absl::StrFormat(
-        "[task %2d/%d] %-16s trials %4d/%-4d best %s GFLOPS  errors %3d  ETA %s", ev.task_index + 1,
-        ev.num_tasks, graph::TaskKindName(t.task().workload.kind), t.trials_done(),
-        t.options().trials, best, t.errors(), eta);
+        "[task %2d (%d/%d)] %-16s trials %4d/%-4d best %s GFLOPS  errors %3d  ETA %s",
+        ModelIndex(picks, ev.task_index), ev.task_index + 1, ev.num_tasks,
+        graph::TaskKindName(t.task().workload.kind), t.trials_done(), t.options().trials, best,
+        t.errors(), eta);
     if (tty) {
       std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
       if (t.Done()) std::fprintf(stderr, "\n");
@@ -133,6 +143,7 @@ nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, cons
                             const std::string& job_id, const ops::Target& target);
 void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                 const std::string& job_id, const ops::Target& target);
+std::vector<int64_t> Picks(const TuneOptions& o);
 
 void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                    const std::string& job_id, const ops::Target& target) {
@@ -150,8 +161,11 @@ nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, cons
     j["job_id"] = job_id;
     j["target"] = target.Key();
     j["db"] = o.db;
-    for (const auto& r : outcomes) {
-      nlohmann::json t = {{"key", r.task.key},
+    const std::vector<int64_t> picks = Picks(o);
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      const tune::TaskOutcome& r = outcomes[i];
+      nlohmann::json t = {{"index", ModelIndex(picks, static_cast<int>(i))},
+                          {"key", r.task.key},
                           {"kind", graph::TaskKindName(r.task.workload.kind)},
                           {"count", r.task.count},
                           {"flops", r.task.flops},
@@ -180,17 +194,19 @@ void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOption
   std::printf("%3s  %-16s %6s %6s %10s %10s %10s %10s %8s\n", "#", "kind", "trials", "errors",
               "default ms", "best ms", "default GF", "best GF", "speedup");
   double total_default = 0, total_best = 0;
+  const std::vector<int64_t> picks = Picks(o);
   for (size_t i = 0; i < outcomes.size(); ++i) {
     const auto& r = outcomes[i];
+    const int index = ModelIndex(picks, static_cast<int>(i));
     if (!r.skipped_reason.empty()) {
-      std::printf("%3zu  %-16s skipped: %s\n", i, graph::TaskKindName(r.task.workload.kind).c_str(),
-                  r.skipped_reason.c_str());
+      std::printf("%3d  %-16s skipped: %s\n", index,
+                  graph::TaskKindName(r.task.workload.kind).c_str(), r.skipped_reason.c_str());
       continue;
     }
     std::string speedup = std::isfinite(r.best_cost) && std::isfinite(r.default_cost)
                               ? absl::StrFormat("%.2fx", r.default_cost / r.best_cost)
                               : "-";
-    std::printf("%3zu  %-16s %6lld %6lld %10s %10s %10s %10s %8s\n", i,
+    std::printf("%3d  %-16s %6lld %6lld %10s %10s %10s %10s %8s\n", index,
                 graph::TaskKindName(r.task.workload.kind).c_str(), static_cast<long long>(r.trials),
                 static_cast<long long>(r.errors), Ms(r.default_cost).c_str(),
                 Ms(r.best_cost).c_str(), Gf(r.task.flops, r.default_cost).c_str(),
@@ -228,12 +244,18 @@ tune::LocalMachine MachineFromOptions(const TuneOptions& o) {
   return *std::move(machine);
 }
 
-std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
-  if (o.task_filter.empty()) return tasks;
+// The task indices --tasks picks; empty: every task.
+std::vector<int64_t> Picks(const TuneOptions& o) {
+  if (o.task_filter.empty()) return {};
   auto picks = tune::ParseIndexList(o.task_filter, "--tasks");
   FailIfError(picks.status());
+  return *std::move(picks);
+}
+
+std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
+  if (o.task_filter.empty()) return tasks;
   std::vector<graph::Task> chosen;
-  for (int64_t p : *picks) {
+  for (int64_t p : Picks(o)) {
     if (p >= static_cast<int64_t>(tasks.size())) {
       Fail(absl::InvalidArgumentError(absl::StrCat("--tasks index ", p,
                                                    " is out of range: the model has ", tasks.size(),
@@ -279,7 +301,8 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   job.task.job_id = machine.JobId(tasks, job.task.tuner, o.job_id);
   job.resources.cpu = "cpu";
   job.resources.device = machine.DeviceResource();
-  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer, Progress{});
+  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer,
+                                   Progress{.picks = Picks(o)});
   FailIfError(outcomes.status());
   PrintOutcomes(*outcomes, o, job.task.job_id, machine.target());
 }
@@ -287,7 +310,8 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
 // Engine progress: one line per job and one per resource, redrawn in place on a terminal.
 class EngineProgressPrinter {
  public:
-  explicit EngineProgressPrinter(std::string policy) : policy_(std::move(policy)) {}
+  EngineProgressPrinter(std::string policy, std::vector<int64_t> picks)
+      : policy_(std::move(policy)), picks_(std::move(picks)) {}
   void operator()(const engine::EngineProgress& p) {
     std::vector<std::string> lines;
     lines.push_back(
@@ -296,7 +320,8 @@ class EngineProgressPrinter {
       std::string best =
           j.best_gflops > 0 ? absl::StrFormat("%8.2f", j.best_gflops) : std::string("       -");
       lines.push_back(
-          absl::StrFormat("  job %-20s task %2d/%-2d trials %4d/%-4d best %s GFLOPS  %s", j.name,
+          absl::StrFormat("  job %-20s task %2d (%d/%d) trials %4d/%-4d best %s GFLOPS  %s", j.name,
+                          ModelIndex(picks_, std::min(j.task_index, j.num_tasks - 1)),
                           std::min(j.task_index + 1, j.num_tasks), j.num_tasks, j.trials_done,
                           j.trials, best, j.state));
     }
@@ -315,6 +340,7 @@ class EngineProgressPrinter {
 
  private:
   std::string policy_;
+  std::vector<int64_t> picks_;
   bool tty_ = isatty(STDERR_FILENO) != 0;
   int printed_ = 0;
 };
@@ -382,7 +408,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
   }
   auto store = tune::OpenSqliteRecordStore(o.db);
   FailIfError(store.status());
-  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy));
+  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy, Picks(o)));
   FailIfError(result.status());
 
   const double makespan = absl::ToDoubleSeconds(result->makespan());
