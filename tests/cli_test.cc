@@ -27,6 +27,7 @@
 #include "loom/graph/zoo.h"
 #include "loom/ops/target.h"
 #include "loom/tune/record_store.h"
+#include "nlohmann/json.hpp"
 
 namespace loom {
 namespace {
@@ -877,6 +878,121 @@ TEST(CliTest, AgentWithACudaDeviceItCannotUseIsOneLine) {
   o = RunLoom("agent --server 127.0.0.1:1 --device cuda:1 --cuda-driver " +
               (fake / "libcuda.so.1").string());
   ExpectOneLineError(o, "device cuda:1: CUDA device 1: CUDA device 1 does not exist (1 device(s)");
+}
+
+// ----- One command line (issue 20 item 3) and records that travel (item 4).
+
+TEST(CliFlagsTest, VersionPrintsVersionCommitAndBuildOptions) {
+  Outcome o = RunLoom("--version");
+  EXPECT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, ::testing::StartsWith("loom 0.1.0\ncommit "));
+  EXPECT_THAT(o.out,
+              ::testing::ContainsRegex("\nbuild [A-Za-z]*, [A-Za-z]+ [0-9.]+, cuda (on|off)"));
+  EXPECT_EQ(RunLoom("version").out, o.out);
+}
+
+TEST(CliFlagsTest, GlobalFlagsWorkBeforeOrAfterTheSubcommand) {
+  // -v after the subcommand is the root's flag, not an unknown one: the error is the real one.
+  ExpectOneLineError(RunLoom("tune zoo:tiny_cnn --trials 1 --tasks 99 -v"),
+                     "--tasks index 99 is out of range: the model has 3 tasks");
+  for (const char* args : {"--json tasks zoo:tiny_cnn", "tasks zoo:tiny_cnn --json"}) {
+    Outcome o = RunLoom(args);
+    ASSERT_EQ(o.exit_code, 0) << args << ": " << o.err;
+    nlohmann::json j = nlohmann::json::parse(o.out, nullptr, false);
+    ASSERT_TRUE(j.is_array()) << args << ": " << o.out;
+    EXPECT_EQ(j.size(), 3u);
+    EXPECT_TRUE(j[0]["flops"].is_number());
+  }
+  // --server before the subcommand reaches the job commands (a closed port: the error names it).
+  Outcome o = RunLoom("--server 127.0.0.1:1 status j1");
+  ExpectOneLineError(o, "server 127.0.0.1:1");
+  ExpectOneLineError(RunLoom("status j1 --server 127.0.0.1:1"), "server 127.0.0.1:1");
+  ExpectOneLineError(RunLoom("status j1 --server 127.0.0.1:1 --token-file /nonexistent/token"),
+                     "/nonexistent/token");
+}
+
+TEST(CliFlagsTest, AgentTakesItsServerFromLoomServer) {
+  Outcome o = RunLoomUnder("env -u LOOM_SERVER ", "agent");
+  ExpectOneLineError(o, "agent: no daemon address: give --server HOST:PORT or set LOOM_SERVER");
+}
+
+TEST(CliFlagsTest, HelpShowsTheDefaults) {
+  Outcome o = RunLoom("tune --help");
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_THAT(o.out, ::testing::ContainsRegex("--trials [^\n]*=64"));
+  EXPECT_THAT(o.out, ::testing::ContainsRegex("--db TEXT=loom.db"));
+  EXPECT_THAT(o.out, ::testing::ContainsRegex("--tuner [^\n]*=xgb"));
+  EXPECT_THAT(RunLoom("compile --help").out, ::testing::ContainsRegex("--db TEXT=loom.db"));
+}
+
+TEST(CliFlagsTest, InputShapesHaveOneSyntaxEverywhere) {
+  ExpectOneLineError(RunLoom("tasks zoo:tiny_cnn --input-shape input:1x3x32x32"),
+                     "bad input shape 'input:1x3x32x32': expected NAME=D0,D1,... (e.g. "
+                     "input=1,3,224,224)");
+  ExpectOneLineError(
+      RunLoom("submit model.onnx --input-shape input:1x3x32x32 --server 127.0.0.1:1"),
+      "expected NAME=D0,D1,...");
+  // A zoo model has fixed shapes: said before any connection, without suggesting --batch.
+  Outcome o = RunLoom("submit zoo:tiny_cnn --input-shape input=1,3,32,32 --server 127.0.0.1:1");
+  ExpectOneLineError(o, "zoo models have fixed input shapes");
+  EXPECT_THAT(o.err, Not(HasSubstr("--batch")));
+}
+
+// Task indices are the model's (from 0) in --tasks, the progress lines and the final table.
+TEST(CliFlagsTest, TaskIndicesAreTheSameInFlagsProgressAndTable) {
+  const fs::path db = ScratchDir() / "r.db";
+  fs::remove(db);
+  Outcome o = RunLoom("tune zoo:tiny_cnn --tasks 2 --trials 2 --batch-size 2 --tuner random --db " +
+                      db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("[task  2 (1/1)] dense"));
+  EXPECT_THAT(o.out, ::testing::ContainsRegex("\n  2  dense "));
+  o = RunLoom("tune zoo:tiny_cnn --tasks 2 --trials 2 --batch-size 2 --tuner random --json --db " +
+              db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["tasks"][0]["index"], 2);
+}
+
+// Records measured on another CPU model of the same class apply, and the compile says whose they
+// are; --exact-target turns that off and says so.
+TEST(CliFlagsTest, RecordsFromAnotherCpuOfTheSameClassApply) {
+  const fs::path dir = ScratchDir();
+  const fs::path a = dir / "a.db", b = dir / "b.db", lines = dir / "a.jsonl";
+  for (const fs::path& p : {a, b}) fs::remove(p);
+  Outcome o =
+      RunLoom("tune zoo:tiny_cnn --trials 2 --batch-size 2 --tuner random --db " + a.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  ASSERT_EQ(RunLoom("records export --db " + a.string() + " -o " + lines.string()).exit_code, 0);
+  // The same records, as if measured on another CPU of this class.
+  std::string text = ReadFile(lines), moved;
+  std::istringstream in(text);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    const size_t k = line.find("\"target_key\":\"cpu:");
+    ASSERT_NE(k, std::string::npos) << line;
+    const size_t cls_end = line.find(':', k + 18);
+    const size_t end = line.find('"', cls_end);
+    moved += line.substr(0, cls_end + 1) + "Test CPU 9000" + line.substr(end) + "\n";
+    ++n;
+  }
+  ASSERT_GT(n, 0u);
+  std::ofstream(dir / "b.jsonl") << moved;
+  ASSERT_EQ(
+      RunLoom("records import " + (dir / "b.jsonl").string() + " --db " + b.string()).exit_code, 0);
+  o = RunLoom("compile zoo:tiny_cnn --db " + b.string() + " -o " + (dir / "art").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("tuned       3 of 3 kernels tuned (records from Test CPU 9000, "
+                               "same class)"));
+  o = RunLoom("compile zoo:tiny_cnn --exact-target --db " + b.string() + " -o " +
+              (dir / "art2").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("tuned       0 of 3 kernels tuned (no records for cpu:"));
+  EXPECT_THAT(o.out, HasSubstr("--exact-target: those of other cpu:"));
+  // The host's own records need no fallback and say nothing more.
+  o = RunLoom("compile zoo:tiny_cnn --db " + a.string() + " -o " + (dir / "art3").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("tuned       3 of 3 kernels tuned\n"));
 }
 
 }  // namespace

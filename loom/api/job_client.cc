@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
 #include "loom/tune/record_store.h"
@@ -118,7 +119,7 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
   req.set_seed(o.seed);
   req.set_no_prior(!o.use_prior);
   for (const auto& [name, dims] : o.input_shapes) {
-    req.add_input_shapes(absl::StrCat(name, ":", absl::StrJoin(dims, "x")));
+    req.add_input_shapes(graph::FormatInputShape(name, dims));
   }
   if (!o.tasks.empty() && o.max_tasks > 0) {
     return absl::InvalidArgumentError("give tasks or max_tasks, not both");

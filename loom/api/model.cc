@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "loom/api/class_records.h"
 #include "loom/base/rng.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
@@ -16,9 +16,8 @@
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/model_loader.h"
-#include "loom/tune/builder.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/measure_worker.h"
-#include "loom/tune/measurer.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
@@ -35,6 +34,7 @@ struct Model::State {
   std::string verify_key;    // the artifact's signing key, checked at every load
   std::string db;            // records of the last Tune
   int64_t tuned_tasks = 0;
+  std::string tuning_summary;      // of the last Compile
   CompileOptions compile_options;  // of the last Compile: Export compiles objects the same way
   std::unique_ptr<runtime::CompiledModel> compiled;
 };
@@ -144,45 +144,23 @@ Model& Model::Tune(const TuneOptions& options) & {
       tasks.push_back(all[static_cast<size_t>(index)]);
     }
     if (options.tasks.empty()) tasks = std::move(all);
-    const ops::Target target = ops::HostCpuTarget();
-    const int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<int> cores = options.device_cores;
-    if (cores.empty()) cores = {ncpu - 1};
-    for (int c : cores) {
-      if (c < 0 || c >= ncpu) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "TuneOptions.device_cores: core ", c, " does not exist (this machine has ", ncpu, ")"));
-      }
-    }
+    tune::LocalMachineOptions lmo;
+    lmo.device_cores = options.device_cores;
+    lmo.build_threads = options.build_threads;
+    lmo.measure_worker = options.measure_worker;
+    lmo.option_prefix = "TuneOptions.";
+    LOOM_ASSIGN_OR_RETURN(tune::LocalMachine machine, tune::LocalMachine::Create(lmo));
     // The prior file is read before the measurer starts, so a bad path fails at once.
-    std::shared_ptr<const tune::TuningPrior> prior_file;
-    if (!options.prior.empty()) {
-      absl::StatusOr<tune::TuningPrior> prior = tune::ReadPriorFile(options.prior);
-      if (!prior.ok()) {
-        return absl::Status(prior.status().code(),
-                            absl::StrCat("TuneOptions.prior: ", prior.status().message()));
-      }
-      if (prior->target_class != tune::TargetClass(target)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("TuneOptions.prior ", options.prior, ": a ", prior->target_class,
-                         " prior does not apply to ", tune::TargetClass(target)));
-      }
-      prior_file = std::make_shared<const tune::TuningPrior>(*std::move(prior));
-    }
+    LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const tune::TuningPrior> prior_file,
+                          machine.ReadPrior(options.prior));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
                           tune::OpenSqliteRecordStore(options.db));
-    tune::BuildOptions bo;
-    bo.num_threads = options.build_threads > 0 ? options.build_threads
-                                               : std::max(1, ncpu - static_cast<int>(cores.size()));
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(bo));
-    tune::MeasureOptions mo;
-    mo.cores = cores;
-    mo.worker_command = options.measure_worker;
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, tune::MakeLocalMeasurer(mo));
-    LOOM_RETURN_IF_ERROR(measurer->Probe().status());
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, machine.MakeBuilder());
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, machine.MakeMeasurer());
+    LOOM_RETURN_IF_ERROR(machine.Probe(measurer.get()));
 
     tune::JobOptions job;
-    job.target = target;
+    job.target = machine.target();
     job.task.trials = options.trials;
     job.task.batch_size = options.batch_size;
     job.task.tuner.kind = options.tuner;
@@ -190,10 +168,8 @@ Model& Model::Tune(const TuneOptions& options) & {
     job.task.transfer = options.transfer;
     job.task.use_prior = options.use_prior;
     if (prior_file != nullptr) job.task.prior = std::move(prior_file);
-    job.task.job_id = tune::DefaultJobId(tasks, target, job.task.tuner);
-    std::string core_list;
-    for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
-    job.resources.device = absl::StrCat("device:cpu:", core_list);
+    job.task.job_id = machine.JobId(tasks, job.task.tuner);
+    job.resources.device = machine.DeviceResource();
     // RunTuneJob reports after every round on this thread; an interruption unwinds it from
     // there (between rounds, with this round's records stored) and becomes kCancelled.
     struct Interrupted {};
@@ -202,10 +178,12 @@ Model& Model::Tune(const TuneOptions& options) & {
       progress = [&](const tune::ProgressEvent& ev) {
         const tune::TaskTuner& t = *ev.tuner;
         if (options.on_progress) {
-          options.on_progress(
-              absl::StrFormat("task %d/%d %s: trials %d/%d, best %.2f GFLOPS", ev.task_index + 1,
-                              ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
-                              t.trials_done(), t.options().trials, t.best_gflops()));
+          options.on_progress(absl::StrFormat(
+              "task %d (%d/%d) %s: trials %d/%d, best %.2f GFLOPS",
+              options.tasks.empty() ? ev.task_index
+                                    : options.tasks[static_cast<size_t>(ev.task_index)],
+              ev.task_index + 1, ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
+              t.trials_done(), t.options().trials, t.best_gflops()));
         }
         if (options.interrupted && options.interrupted()) throw Interrupted{};
       };
@@ -244,14 +222,21 @@ Model& Model::Compile(const CompileOptions& options) & {
     if (!db.empty()) {
       LOOM_ASSIGN_OR_RETURN(store, tune::OpenSqliteRecordStore(db));
     }
+    std::unique_ptr<api::ClassRecords> records;
+    if (store != nullptr) {
+      records = std::make_unique<api::ClassRecords>(store.get(), options.exact_target);
+    }
     runtime::CompileOptions co;
     LOOM_ASSIGN_OR_RETURN(co.target, CompileTarget(options.target));
     co.num_threads = options.threads;
-    co.records = store.get();
+    co.records = records.get();
     co.fuse = options.fuse;
     co.build.num_threads = std::max(1, options.build_threads);
     co.build.cache_dir = options.cache_dir;
     LOOM_ASSIGN_OR_RETURN(s.compiled, runtime::CompiledModel::Compile(s.graph, co));
+    s.tuning_summary =
+        api::TuningSummary(s.compiled->stats().tuned_kernels, s.compiled->stats().kernel_steps,
+                           records.get(), db, co.target, options.exact_target);
     return absl::OkStatus();
   }();
   if (!s.status.ok()) s.compiled.reset();
@@ -342,6 +327,7 @@ void Model::ClearError() {
 }
 const std::string& Model::name() const { return state_->name; }
 int64_t Model::tuned_tasks() const { return state_->tuned_tasks; }
+const std::string& Model::tuning_summary() const { return state_->tuning_summary; }
 runtime::CompiledModel* Model::compiled() { return state_->compiled.get(); }
 
 std::vector<TensorInfo> Model::inputs() const {

@@ -54,6 +54,14 @@ struct AgentFlags {
 absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
   agent::AgentOptions o;
   o.server = flags.server;
+  if (o.server.empty()) {
+    const char* env = std::getenv("LOOM_SERVER");  // documented, as for the job commands
+    if (env != nullptr) o.server = env;
+  }
+  if (o.server.empty()) {
+    return absl::InvalidArgumentError(
+        "agent: no daemon address: give --server HOST:PORT or set LOOM_SERVER");
+  }
   if (!flags.token_file.empty()) {
     LOOM_ASSIGN_OR_RETURN(o.token, service::ReadTokenFile(flags.token_file));
   } else {
@@ -178,16 +186,16 @@ void RegisterAgentCommand(CLI::App& app) {
   auto flags = std::make_shared<AgentFlags>();
   CLI::App* cmd = app.add_subcommand(
       "agent", "Run this host's agent: offer CPU slots and devices to a `loom serve` daemon");
-  cmd->add_option("--server", flags->server, "Daemon address HOST:PORT")->required();
+  AddServerOption(cmd, &flags->server, "Daemon address HOST:PORT (default: $LOOM_SERVER)");
   cmd->add_option("--device", flags->devices,
                   "Measurement device, repeatable: cpu:CORE, cpu:FIRST-LAST or cuda:ORDINAL "
                   "(default: the last core)");
   cmd->add_option("--cpu-slots", flags->cpu_slots,
                   "CPU slots offered for propose/build/update (default: the cores no device uses)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--token-file", flags->token_file,
-                  "File holding this agent's token (default: $LOOM_TOKEN); never pass a token "
-                  "in argv");
+  AddTokenFileOption(cmd, &flags->token_file,
+                     "File holding this agent's token (default: $LOOM_TOKEN); never pass a token "
+                     "in argv");
   cmd->add_option("--name", flags->name, "Name registered with the daemon (default: hostname)");
   cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA certificate: connect with TLS");
   cmd->add_option("--cache-dir", flags->cache_dir,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "loom/api/class_records.h"
 #include "loom/base/rng.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
@@ -31,7 +33,9 @@ namespace {
 
 struct BenchOptions {
   ModelOptions model;
-  std::string db;
+  std::string db = "loom.db";
+  bool db_given = false;  // --db on the command line (else the default, used only if it exists)
+  bool exact_target = false;
   int32_t threads = 1;
   bool json = false;
   bool profile = false;
@@ -77,6 +81,7 @@ struct VariantResult {
   std::vector<ProfileRow> by_kind;
   std::vector<ProfileRow> top_nodes;
   double profiled_ms = 0;
+  std::string tuning_summary;  // the tuned variant: "3 of 3 kernels tuned (...)"
 };
 
 std::map<std::string, graph::Tensor> MakeInputs(const std::vector<graph::ValueInfo>& inputs) {
@@ -224,7 +229,7 @@ void RunBench(const BenchOptions& opts) {
   std::vector<VariantResult> results;
   std::string source = opts.model.model;
   if (runtime::IsArtifactDir(opts.model.model)) {
-    if (opts.check || !opts.db.empty()) {
+    if (opts.check || opts.db_given) {
       Fail(absl::InvalidArgumentError(
           "--check and --db need a model, not a compiled artifact (it has neither graph nor "
           "records)"));
@@ -253,7 +258,11 @@ void RunBench(const BenchOptions& opts) {
     expected = *std::move(out);
   }
   std::unique_ptr<tune::RecordStore> store;
-  if (!opts.db.empty()) {
+  if (!opts.db.empty() && (opts.db_given || std::filesystem::exists(opts.db))) {
+    if (!std::filesystem::exists(opts.db)) {
+      Fail(absl::NotFoundError(absl::StrCat("record database ", opts.db,
+                                            " does not exist (make one with 'loom tune')")));
+    }
     auto s = tune::OpenSqliteRecordStore(opts.db);
     FailIfError(s.status());
     store = *std::move(s);
@@ -272,8 +281,15 @@ void RunBench(const BenchOptions& opts) {
   results.push_back(
       BenchVariant("untuned", g, feeds, opts, nullptr, opts.check ? &expected : nullptr));
   if (store != nullptr) {
+    // Records of another CPU of this class apply unless --exact-target (api/class_records.h).
+    api::ClassRecords records(store.get(), opts.exact_target);
     results.push_back(
-        BenchVariant("tuned", g, feeds, opts, store.get(), opts.check ? &expected : nullptr));
+        BenchVariant("tuned", g, feeds, opts, &records, opts.check ? &expected : nullptr));
+    results.back().tuning_summary =
+        api::TuningSummary(results.back().stats.tuned_kernels, results.back().stats.kernel_steps,
+                           &records, opts.db, ops::HostCpuTarget(), opts.exact_target);
+  } else {
+    std::fprintf(stderr, "bench: no record database (%s): untuned only\n", opts.db.c_str());
   }
   PrintResults(source, results, opts);
 }
@@ -296,6 +312,7 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
       v["compile_s"] = r.stats.compile_seconds;
       v["kernels"] = r.stats.kernel_steps;
       v["tuned_kernels"] = r.stats.tuned_kernels;
+      if (!r.tuning_summary.empty()) v["tuning"] = r.tuning_summary;
       v["fused_ops"] = r.stats.fused_ops;
       v["layout_steps"] = r.stats.layout_steps;
       v["reference_steps"] = r.stats.reference_steps;
@@ -343,6 +360,9 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
         static_cast<long long>(r.stats.blocked_steps), static_cast<long long>(r.stats.layout_steps),
         static_cast<long long>(r.stats.reference_steps));
   }
+  for (const VariantResult& r : results) {
+    if (!r.tuning_summary.empty()) std::printf("tuned       %s\n", r.tuning_summary.c_str());
+  }
   if (results.size() == 2) {
     std::printf("speedup     %.2fx (untuned median / tuned median)\n",
                 results[0].latency.median_ms / results[1].latency.median_ms);
@@ -372,9 +392,13 @@ void RegisterBenchCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "bench", "Compile a model (untuned, and tuned with --db) and measure its latency");
   AddModelOptions(cmd, &opts->model);
-  cmd->add_option("--db", opts->db, "Records database: also benchmark with the best configs");
+  cmd->add_option("--db", opts->db,
+                  "Record database: also benchmark with the best configs (the default is used "
+                  "only if it exists)");
+  cmd->add_flag("--exact-target", opts->exact_target,
+                "Use only records of this exact CPU model, not those of other CPUs of its class");
   cmd->add_option("--threads", opts->threads, "Threads running the model (default 1)");
-  cmd->add_flag("--json", opts->json, "Print the results as JSON");
+  AddJsonFlag(cmd, &opts->json, "Print the results as JSON");
   cmd->add_flag("--profile", opts->profile, "Per step kind and per node time (10 runs)");
   cmd->add_flag("--check", opts->check, "Compare the output with the reference executor");
   cmd->add_option("--min-time", opts->min_time, "Seconds of timed runs at least (default 1)");
@@ -385,7 +409,10 @@ void RegisterBenchCommand(CLI::App& app) {
                   "CUDA device for --target cuda, cuda:N (default cuda:0)");
   cmd->add_option("--cache-dir", opts->cache_dir,
                   "Kernel cache directory (default: the builder's, ~/.cache/loom/kernels)");
-  cmd->callback([opts] { RunBench(*opts); });
+  cmd->callback([opts, cmd] {
+    opts->db_given = cmd->get_option("--db")->count() > 0;
+    RunBench(*opts);
+  });
 }
 
 }  // namespace loom::cli

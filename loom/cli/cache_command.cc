@@ -119,7 +119,7 @@ void RegisterCacheCommand(CLI::App& app) {
   };
   auto* info = cache->add_subcommand("info", "Entries, size and last use of the kernel cache");
   add_dir(info);
-  info->add_flag("--json", o->json, "One JSON object");
+  AddJsonFlag(info, &o->json, "One JSON object");
   info->callback([o] { RunInfo(*o); });
 
   auto* prune = cache->add_subcommand(

@@ -1,6 +1,8 @@
 #include "loom/cli/commands.h"
 
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -47,9 +49,66 @@ void WarnIfUnconfined(const ConfineFlags& flags, const std::string& command) {
                command.c_str());
 }
 
-void RegisterVersionCommand(CLI::App& app) {
-  auto* cmd = app.add_subcommand("version", "Print Loom's version");
-  cmd->callback([] { std::printf("loom 0.1.0\n"); });
+namespace {
+
+// The bindings of subcommands' own --json, --server and --token-file (ApplyGlobalFlags).
+struct GlobalBindings {
+  std::vector<bool*> json;
+  std::vector<std::string*> server;
+  std::vector<std::string*> token_file;
+};
+GlobalBindings& Bindings() {
+  static GlobalBindings* b = new GlobalBindings;
+  return *b;
+}
+
+}  // namespace
+
+GlobalFlags& Globals() {
+  static GlobalFlags* g = new GlobalFlags;
+  return *g;
+}
+
+void AddGlobalFlags(CLI::App& app) {
+  GlobalFlags& g = Globals();
+  app.fallthrough();  // a subcommand passes the flags it does not know to the root
+  app.add_flag("-v,--verbose", g.verbose, "Log progress details to stderr");
+  app.add_flag("--json", g.json, "Print JSON instead of text (commands that print results)");
+  app.add_option("--server", g.server,
+                 "HOST:PORT of loom serve, for the commands that talk to it (default: "
+                 "$LOOM_SERVER, then the config file, then 127.0.0.1:7070)");
+  app.add_option("--token-file", g.token_file,
+                 "File holding the token sent to loom serve (default: $LOOM_TOKEN, then the "
+                 "config file)");
+}
+
+void ApplyGlobalFlags() {
+  const GlobalFlags& g = Globals();
+  GlobalBindings& b = Bindings();
+  if (g.json) {
+    for (bool* j : b.json) *j = true;
+  }
+  for (std::string* s : b.server) {
+    if (s->empty()) *s = g.server;
+  }
+  for (std::string* t : b.token_file) {
+    if (t->empty()) *t = g.token_file;
+  }
+}
+
+void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help) {
+  cmd->add_flag("--json", *json, help);
+  Bindings().json.push_back(json);
+}
+
+void AddServerOption(CLI::App* cmd, std::string* server, const std::string& help) {
+  cmd->add_option("--server", *server, help);
+  Bindings().server.push_back(server);
+}
+
+void AddTokenFileOption(CLI::App* cmd, std::string* token_file, const std::string& help) {
+  cmd->add_option("--token-file", *token_file, help);
+  Bindings().token_file.push_back(token_file);
 }
 
 }  // namespace loom::cli

@@ -34,6 +34,34 @@ tune::ConfineOptions ConfineOptionsFrom(const ConfineFlags& flags);
 // With --no-confine, the warning `command` prints once at start (stderr).
 void WarnIfUnconfined(const ConfineFlags& flags, const std::string& command);
 
+// The flags every subcommand takes, before or after its name: `-v`, `--json`, `--server`,
+// `--token-file`. main.cc puts them on the root app (AddGlobalFlags), whose subcommands fall
+// through to it; a subcommand that shows one in its own --help adds it with AddJsonFlag /
+// AddServerOption / AddTokenFileOption, bound to its own options, and ApplyGlobalFlags (run by
+// the root before any subcommand's callback) copies a root value into every such binding.
+struct GlobalFlags {
+  bool verbose = false;
+  bool json = false;
+  std::string server;
+  std::string token_file;
+};
+GlobalFlags& Globals();
+void AddGlobalFlags(CLI::App& app);
+void ApplyGlobalFlags();
+void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help = "Print JSON instead of text");
+void AddServerOption(CLI::App* cmd, std::string* server,
+                     const std::string& help =
+                         "HOST:PORT of loom serve (default: $LOOM_SERVER, then the config file, "
+                         "then 127.0.0.1:7070)");
+void AddTokenFileOption(CLI::App* cmd, std::string* token_file,
+                        const std::string& help =
+                            "File holding the token (default: $LOOM_TOKEN, "
+                            "then the config file); never pass a token in "
+                            "argv");
+
+// "loom 0.1.0 (commit abc1234, RelWithDebInfo, g++ 12.2.0, cuda off)" and a line of build options:
+// what `loom --version` and `loom version` print.
+std::string VersionText();
 void RegisterVersionCommand(CLI::App& app);
 void RegisterSimulateCommand(CLI::App& app);
 void RegisterInspectCommand(CLI::App& app);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/model_options.h"
@@ -24,7 +25,7 @@ namespace {
 
 struct CompileCommandOptions {
   ModelOptions model;
-  std::string db;
+  std::string db = "loom.db";
   std::string out;
   int32_t threads = 1;
   int32_t build_threads = 2;
@@ -33,6 +34,8 @@ struct CompileCommandOptions {
   std::string sign_key;
   std::string target = "cpu";
   std::string device;  // --target cuda: cuda:N
+  bool exact_target = false;
+  bool db_given = false;  // --db on the command line (else the default, used only if it exists)
 };
 
 int64_t FileBytes(const std::filesystem::path& p) {
@@ -71,6 +74,9 @@ void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded)
       static_cast<long long>(st.fused_ops), static_cast<long long>(st.views),
       static_cast<long long>(st.host_steps));
   std::printf("target      %s\n", (*backend)->target().Key().c_str());
+  std::printf("tuned       %lld of %lld kernels tuned%s\n",
+              static_cast<long long>(st.tuned_kernels), static_cast<long long>(st.kernel_steps),
+              store == nullptr ? " (no record database)" : "");
   std::printf("wrote       %s: %s, %s, %s/\n", opts.out.c_str(), runtime::kArtifactPlanFile,
               runtime::kArtifactWeightsFile, "kernels");
   if (!opts.sign_key.empty()) {
@@ -79,25 +85,32 @@ void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded)
   }
 }
 
-void RunCompile(const CompileCommandOptions& opts) {
+void RunCompile(CompileCommandOptions opts) {
   if (opts.threads < 1) Fail(absl::InvalidArgumentError("--threads must be at least 1"));
-  if (opts.target != "cpu" && opts.target != "cuda") {
+  if (opts.target != "cpu" && opts.target != "cuda" && !absl::StartsWith(opts.target, "cpu:")) {
     Fail(absl::InvalidArgumentError(
-        absl::StrCat("bad --target '", opts.target, "': expected cpu or cuda")));
+        absl::StrCat("bad --target '", opts.target,
+                     "': expected cpu, a CPU class (cpu:avx512, cpu:avx2, "
+                     "cpu:generic) or cuda")));
   }
-  if (opts.db.empty() == false && !std::filesystem::exists(opts.db)) {
-    Fail(absl::NotFoundError(
-        absl::StrCat("record database ", opts.db, " does not exist (make one with 'loom tune')")));
+  if (!opts.db.empty() && !std::filesystem::exists(opts.db)) {
+    if (opts.db_given) {
+      Fail(absl::NotFoundError(absl::StrCat("record database ", opts.db,
+                                            " does not exist (make one with 'loom tune')")));
+    }
+    opts.db.clear();  // the default database is optional
   }
   auto loaded = LoadModelFromOptions(opts.model);
   FailIfError(loaded.status());
   if (opts.target == "cuda") return CompileCuda(opts, *std::move(loaded));
   Model model = Model::FromGraph(std::move(loaded->graph), loaded->source)
                     .Compile({.threads = opts.threads,
+                              .target = opts.target,
                               .db = opts.db,
                               .fuse = !opts.no_fuse,
                               .build_threads = opts.build_threads,
-                              .cache_dir = opts.cache_dir});
+                              .cache_dir = opts.cache_dir,
+                              .exact_target = opts.exact_target});
   FailIfError(model.status());
   FailIfError(model.Export(opts.out));
   if (!opts.sign_key.empty()) FailIfError(runtime::SignArtifact(opts.out, opts.sign_key));
@@ -112,6 +125,7 @@ void RunCompile(const CompileCommandOptions& opts) {
       static_cast<long long>(st.unique_kernels), static_cast<long long>(st.fused_ops),
       static_cast<long long>(st.views), static_cast<long long>(st.reference_steps));
   std::printf("target      %s\n", model.compiled()->target_key().c_str());
+  std::printf("tuned       %s\n", model.tuning_summary().c_str());
   std::printf("wrote       %s: %s %.1f KB, %s %.1f MB, %s\n", opts.out.c_str(),
               runtime::kArtifactLibraryFile,
               static_cast<double>(FileBytes(dir / runtime::kArtifactLibraryFile)) / 1e3,
@@ -133,7 +147,8 @@ void RegisterCompileCommand(CLI::App& app) {
   AddModelOptions(cmd, &opts->model);
   cmd->add_option("-o,--output", opts->out, "Artifact directory to write (created if missing)")
       ->required();
-  cmd->add_option("--db", opts->db, "Records database with tuned configs (default: untuned)");
+  cmd->add_option("--db", opts->db,
+                  "Record database with tuned configs (the default is used only if it exists)");
   cmd->add_option("--threads", opts->threads,
                   "Threads the artifact runs on by default (loom run DIR --threads overrides)");
   cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
@@ -145,9 +160,15 @@ void RegisterCompileCommand(CLI::App& app) {
                   "Sign the artifact with the Ed25519 private key in this PEM file "
                   "(manifest.sha256 + manifest.sig; loom run DIR --verify PUB checks it)");
   cmd->add_option("--target", opts->target,
-                  "cpu (default), or cuda: compile for the GPU --device (cubins for its arch)");
+                  "cpu (this CPU), a CPU class this CPU runs (cpu:avx2, cpu:generic), or cuda: "
+                  "compile for the GPU --device (cubins for its arch)");
+  cmd->add_flag("--exact-target", opts->exact_target,
+                "Use only records of this exact CPU model, not those of other CPUs of its class");
   cmd->add_option("--device", opts->device, "--target cuda: the GPU, cuda:N (default cuda:0)");
-  cmd->callback([opts] { RunCompile(*opts); });
+  cmd->callback([opts, cmd] {
+    opts->db_given = cmd->get_option("--db")->count() > 0;
+    RunCompile(*opts);
+  });
 }
 
 }  // namespace loom::cli

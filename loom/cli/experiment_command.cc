@@ -13,7 +13,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,8 +27,7 @@
 #include "loom/experiment/spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/measurer.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 
@@ -65,44 +63,35 @@ struct ExperimentOptions {
 void RunExperimentCommand(const ExperimentOptions& o) {
   auto spec = experiment::LoadExperimentSpec(o.spec);
   FailIfError(spec.status());
-  const ops::Target target = ops::HostCpuTarget();
-  const int ncpu = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Every setup compiles its candidates afresh: with the kernel cache, the setups after the first
+  // would find most of their (same-seeded) candidates built and look faster than they are.
+  tune::LocalMachineOptions lmo;
+  lmo.device_cores = spec->device_cores;
+  lmo.min_repeat_ms = spec->min_repeat_ms;
+  lmo.repeat = spec->repeat;
+  lmo.run_timeout = absl::Seconds(o.run_timeout > 0 ? o.run_timeout : spec->run_timeout_s);
+  lmo.use_kernel_cache = false;
+  lmo.option_prefix = "";
+  auto created = tune::LocalMachine::Create(lmo);
+  FailIfError(created.status());
+  const tune::LocalMachine machine = *std::move(created);
+  const ops::Target target = machine.target();
+  const int ncpu = machine.num_cpus();
+  const absl::Duration run_timeout = lmo.run_timeout;
 
   experiment::RunnerOptions ro;
   engine::MachineLayout& layout = ro.engine.layout;
-  layout.device_cores =
-      spec->device_cores.empty() ? std::vector<int>{ncpu - 1} : spec->device_cores;
-  layout.cpu_cores.clear();
-  for (int c = 0; c < ncpu; ++c) {
-    if (std::count(layout.device_cores.begin(), layout.device_cores.end(), c) == 0) {
-      layout.cpu_cores.push_back(c);
-    }
-  }
-  for (int c : layout.device_cores) {
-    if (c >= ncpu) {
-      Fail(absl::InvalidArgumentError(
-          absl::StrCat("device_cores: core ", c, " does not exist (this machine has ", ncpu, ")")));
-    }
-  }
+  layout.device_cores = machine.device_cores();
+  layout.cpu_cores = machine.cpu_cores();
   layout.cpu_slots =
       spec->cpu_slots > 0 ? spec->cpu_slots : static_cast<int>(layout.cpu_cores.size());
   ro.engine.build_slots = spec->build_slots > 0 ? spec->build_slots : std::max(1, layout.cpu_slots);
   ro.engine.progress_interval = absl::Seconds(o.progress_seconds);
-  tune::MeasureOptions measure;
-  measure.min_repeat_ms = spec->min_repeat_ms;
-  measure.repeat = spec->repeat;
-  measure.timeout = absl::Seconds(o.run_timeout > 0 ? o.run_timeout : spec->run_timeout_s);
-  ro.engine.make_measurer = [measure](const std::vector<int>& cores) {
-    tune::MeasureOptions mo = measure;
-    mo.cores = cores;
-    return tune::MakeLocalMeasurer(mo);
+  ro.engine.make_measurer = [machine](const std::vector<int>& cores) {
+    return machine.MakeMeasurer(cores);
   };
-  // Every setup compiles its candidates afresh: with the kernel cache, the setups after the first
-  // would find most of their (same-seeded) candidates built and look faster than they are.
-  ro.engine.make_builder = [](const tune::BuildOptions& bo) {
-    tune::BuildOptions own = bo;
-    own.use_cache = false;
-    return tune::MakeLocalBuilder(own);
+  ro.engine.make_builder = [machine](const tune::BuildOptions& bo) {
+    return machine.MakeBuilder(bo);
   };
   ro.distortion_samples = spec->distortion_samples;
   ro.distortion_seed = spec->distortion_seed;
@@ -111,7 +100,7 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   ro.latency_runs = spec->latency_runs;
   ro.latency_min_seconds = spec->latency_min_seconds;
   ro.simulate = spec->simulate;
-  ro.sim_measure = {.repeat = measure.repeat, .min_repeat_ms = measure.min_repeat_ms};
+  ro.sim_measure = {.repeat = spec->repeat, .min_repeat_ms = spec->min_repeat_ms};
   for (const experiment::ExperimentJobSpec& js : spec->jobs) {
     ro.sim_measure.batch_size.push_back(js.batch_size);
     ro.sim_measure.trials.push_back(js.trials);
@@ -175,7 +164,7 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     job.options.tuner.kind = js.tuner;
     job.options.tuner.seed = js.seed;
     job.target = target;
-    std::string id = tune::DefaultJobId(job.tasks, target, job.options.tuner);
+    std::string id = machine.JobId(job.tasks, job.options.tuner);
     if (!ids.insert(id).second) {
       id = absl::StrCat(id, "-", i + 1);
       ids.insert(id);
@@ -206,9 +195,9 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     so.cpu_slots = layout.cpu_slots;
     so.build_slots = ro.engine.build_slots;
     so.lend_device_cores = layout.device_shares_cores;
-    so.min_repeat_ms = measure.min_repeat_ms;
-    so.repeat = measure.repeat;
-    so.run_timeout_s = absl::ToDoubleSeconds(measure.timeout);
+    so.min_repeat_ms = spec->min_repeat_ms;
+    so.repeat = spec->repeat;
+    so.run_timeout_s = absl::ToDoubleSeconds(run_timeout);
     so.setup_timeout = absl::Seconds(o.service_timeout);
     so.on_note = ro.on_note;
     FailIfError(experiment::CheckServiceRun(*spec, so));
@@ -233,7 +222,7 @@ void RunExperimentCommand(const ExperimentOptions& o) {
       ncpu, " cores; device cpu:", absl::StrJoin(layout.device_cores, ","),
       " (lends its cores to CPU stages between measurements); ", layout.cpu_slots,
       " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ", ro.engine.build_slots,
-      " slot(s) per build; min_repeat_ms ", measure.min_repeat_ms, ", repeat ", measure.repeat);
+      " slot(s) per build; min_repeat_ms ", spec->min_repeat_ms, ", repeat ", spec->repeat);
   context.device_cores = layout.device_cores;
   if (!spec->job_counts.empty()) {
     auto store = tune::OpenSqliteRecordStore(db);
@@ -357,7 +346,7 @@ void RegisterExperimentCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "experiment", "Run the same tuning jobs under each setup and write the comparison");
   cmd->add_option("SPEC", o->spec, "Experiment spec (YAML)")->required();
-  cmd->add_option("-o,--out", o->out_dir,
+  cmd->add_option("-o,--output", o->out_dir,
                   "Output directory (results.csv/json, trace.json, gantt-<setup>.svg, "
                   "simulation.csv, report.html)")
       ->required();

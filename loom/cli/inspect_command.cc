@@ -88,7 +88,7 @@ void RegisterInspectCommand(CLI::App& app) {
   auto opts = std::make_shared<InspectOptions>();
   auto* cmd = app.add_subcommand("inspect", "Show a model's operators, parameters, FLOPs and I/O");
   AddModelOptions(cmd, &opts->model);
-  cmd->add_flag("--json", opts->json, "Print JSON instead of text");
+  AddJsonFlag(cmd, &opts->json, "Print JSON instead of text");
   cmd->callback([opts] { RunInspect(*opts); });
 }
 

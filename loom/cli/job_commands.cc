@@ -2,7 +2,7 @@
 // `logs`. Each talks to `loom serve` over gRPC (service/client.h resolves the server and token:
 // --server, LOOM_SERVER, LOOM_TOKEN, ~/.config/loom/config). Failures are one line naming the
 // gRPC status code, and a non-zero exit.
-#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/descriptor.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -17,8 +18,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
+#include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
+#include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/stage_names.h"
@@ -36,6 +39,12 @@ Conn Connect(const std::string& server_flag) {
   service::QuietGrpcLogs();
   auto config = service::ResolveClientConfig(server_flag);
   FailIfError(config.status());
+  if (!Globals().token_file.empty()) {
+    auto token = service::ReadTokenFile(Globals().token_file);
+    FailIfError(token.status());
+    config->token = *std::move(token);
+    config->token_file = Globals().token_file;
+  }
   auto channel = service::Dial(*config);
   FailIfError(channel.status());
   return Conn{*config, v1::JobService::NewStub(*channel)};
@@ -86,14 +95,69 @@ std::string CurrentStage(const v1::Job& j) {
   return j.state() == v1::JOB_STATE_FAILED ? j.failure_reason() : "-";
 }
 
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = false;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
+// A message as JSON for `--json`: field names as in the proto, 64-bit integers as numbers (not
+// the strings of protobuf's JSON mapping), job states and stage kinds by the short names the
+// tables print ("succeeded", "measure"), other enums by their value name in lower case. Fields at
+// their default value are left out, as in protobuf's mapping.
+nlohmann::json ProtoJson(const google::protobuf::Message& m) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* r = m.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  nlohmann::json j = nlohmann::json::object();
+  for (const FieldDescriptor* f : fields) {
+    auto value = [&](int i) -> nlohmann::json {
+      const bool rep = f->is_repeated();
+      switch (f->cpp_type()) {
+        case FieldDescriptor::CPPTYPE_INT32:
+          return rep ? r->GetRepeatedInt32(m, f, i) : r->GetInt32(m, f);
+        case FieldDescriptor::CPPTYPE_INT64:
+          return rep ? r->GetRepeatedInt64(m, f, i) : r->GetInt64(m, f);
+        case FieldDescriptor::CPPTYPE_UINT32:
+          return rep ? r->GetRepeatedUInt32(m, f, i) : r->GetUInt32(m, f);
+        case FieldDescriptor::CPPTYPE_UINT64:
+          return rep ? r->GetRepeatedUInt64(m, f, i) : r->GetUInt64(m, f);
+        case FieldDescriptor::CPPTYPE_DOUBLE:
+          return rep ? r->GetRepeatedDouble(m, f, i) : r->GetDouble(m, f);
+        case FieldDescriptor::CPPTYPE_FLOAT:
+          return rep ? r->GetRepeatedFloat(m, f, i) : r->GetFloat(m, f);
+        case FieldDescriptor::CPPTYPE_BOOL:
+          return rep ? r->GetRepeatedBool(m, f, i) : r->GetBool(m, f);
+        case FieldDescriptor::CPPTYPE_STRING: {
+          // Bytes (an uploaded model) are summarized, not dumped.
+          const std::string s = rep ? r->GetRepeatedString(m, f, i) : r->GetString(m, f);
+          if (f->type() == FieldDescriptor::TYPE_BYTES) return absl::StrCat(s.size(), " bytes");
+          return s;
+        }
+        case FieldDescriptor::CPPTYPE_ENUM: {
+          const int v = rep ? r->GetRepeatedEnumValue(m, f, i) : r->GetEnumValue(m, f);
+          if (f->enum_type() == v1::JobState_descriptor()) {
+            return v1::JobStateShortName(static_cast<v1::JobState>(v));
+          }
+          if (f->enum_type() == v1::StageKind_descriptor()) {
+            return v1::StageKindShortName(static_cast<v1::StageKind>(v));
+          }
+          const google::protobuf::EnumValueDescriptor* e = f->enum_type()->FindValueByNumber(v);
+          return e == nullptr ? nlohmann::json(v)
+                              : nlohmann::json(absl::AsciiStrToLower(e->name()));
+        }
+        case FieldDescriptor::CPPTYPE_MESSAGE:
+          return ProtoJson(rep ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f));
+      }
+      return nullptr;
+    };
+    if (f->is_repeated()) {
+      nlohmann::json a = nlohmann::json::array();
+      for (int i = 0; i < r->FieldSize(m, f); ++i) a.push_back(value(i));
+      j[f->name()] = std::move(a);
+    } else {
+      j[f->name()] = value(-1);
+    }
+  }
+  return j;
 }
+
+std::string ToJson(const google::protobuf::Message& m) { return ProtoJson(m).dump(); }
 
 // ----- submit
 
@@ -117,6 +181,8 @@ struct SubmitOptions {
   int min_repeat_ms = 0;
   int repeat = 0;
   double run_timeout_s = 0;
+  bool json = false;
+  bool parsable = false;  // print only the job id
 };
 
 // "1,3" -> {1, 3}. Ranges are not accepted: indices are few and explicit.
@@ -178,7 +244,11 @@ void RunSubmit(const SubmitOptions& o) {
   req.set_max_tasks(o.max_tasks);
   req.set_seed(o.seed);
   req.set_no_prior(o.no_prior);
-  for (const auto& s : o.input_shapes) req.add_input_shapes(s);
+  for (const auto& s : o.input_shapes) {
+    auto named = graph::ParseInputShape(s);
+    FailIfError(named.status());
+    req.add_input_shapes(graph::FormatInputShape(named->first, named->second));
+  }
   if (!o.tasks.empty()) {
     if (o.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
     for (int t : ParseTaskList(o.tasks)) req.add_task_indices(t);
@@ -208,11 +278,24 @@ void RunSubmit(const SubmitOptions& o) {
   } else {
     req.set_zoo_model(o.model);
   }
+  if (req.has_zoo_model() && req.input_shapes_size() > 0) {
+    Fail(absl::InvalidArgumentError(
+        "--input-shape pins the dynamic inputs of an ONNX file; zoo models have fixed input "
+        "shapes (submit the model as an .onnx file to change them)"));
+  }
   Conn c = Connect(o.server);
   grpc::ClientContext ctx;
   Prepare(ctx, c, absl::Minutes(5));
   v1::Job job;
   Check(c.stub->SubmitJob(&ctx, req, &job), c);
+  if (o.parsable) {
+    std::printf("%s\n", job.id().c_str());
+    return;
+  }
+  if (o.json) {
+    std::printf("%s\n", ToJson(job).c_str());
+    return;
+  }
   std::printf("submitted %s (%s, %d tasks, %s)\n", job.id().c_str(), job.name().c_str(),
               job.tasks_size(), v1::JobStateShortName(job.state()));
 }
@@ -266,6 +349,7 @@ struct IdOptions {
   int tail = 0;
   std::string output;
   bool skip_compile = false;
+  std::string target;  // result: compile for this target (default: the class the job tuned on)
 };
 
 void PrintJob(const v1::Job& j) {
@@ -289,7 +373,7 @@ void PrintJob(const v1::Job& j) {
   if (!j.failure_reason().empty()) std::printf("  reason: %s\n", j.failure_reason().c_str());
   for (int i = 0; i < j.tasks_size(); ++i) {
     const auto& t = j.tasks(i);
-    std::printf("  task %2d  %-56.56s %4d/%-4d %8.2f GFLOPS %3d errors  %s\n", i + 1,
+    std::printf("  task %2d  %-56.56s %4d/%-4d %8.2f GFLOPS %3d errors  %s\n", i,
                 t.task_key().c_str(), t.trials_done(), t.trials(), t.best_gflops(), t.errors(),
                 t.stage().c_str());
   }
@@ -324,7 +408,9 @@ void RunWatch(const IdOptions& o) {
     if (ev.has_job()) last = ev.job();
     const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
                                            absl::LocalTimeZone());
-    if (!ev.message().empty()) {
+    if (o.json) {
+      std::printf("%s\n", ToJson(ev).c_str());  // JSON lines: one object per event
+    } else if (!ev.message().empty()) {
       std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
     } else {
       const std::string line = absl::StrCat(last.id(), ": ", v1::JobStateShortName(last.state()),
@@ -350,6 +436,10 @@ void RunCancel(const IdOptions& o) {
   req.set_job_id(o.id);
   v1::Job job;
   Check(c.stub->CancelJob(&ctx, req, &job), c);
+  if (o.json) {
+    std::printf("%s\n", ToJson(job).c_str());
+    return;
+  }
   std::printf("%s %s\n", job.id().c_str(), v1::JobStateShortName(job.state()));
 }
 
@@ -362,6 +452,10 @@ void RunLogs(const IdOptions& o) {
   req.set_tail(o.tail);
   v1::GetLogsResponse resp;
   Check(c.stub->GetLogs(&ctx, req, &resp), c);
+  if (o.json) {
+    std::printf("%s\n", ToJson(resp).c_str());
+    return;
+  }
   for (const auto& l : resp.lines()) std::printf("%s\n", l.c_str());
 }
 
@@ -416,16 +510,32 @@ void RunResult(const IdOptions& o) {
   if (model.empty() || o.skip_compile) return;
   // The compiled model, from the job's records: the artifact `loom run DIR/model` loads.
   const std::string artifact = (std::filesystem::path(o.output) / "model").string();
-  absl::Status st = loom::Model::Load(model).Compile({.db = db}).Export(artifact);
-  if (!st.ok()) {
-    Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model: ", st.message())));
+  // The class the job was tuned on (the agents' CPU), unless --target says otherwise: records of
+  // another CPU model of that class apply (api/class_records.h).
+  std::string target = o.target;
+  if (target.empty()) {
+    std::string first;
+    std::istringstream lines(res.records_jsonl());
+    std::getline(lines, first);
+    nlohmann::json r = nlohmann::json::parse(first, nullptr, false);
+    const std::string key = r.is_object() ? r.value("target_key", "") : "";
+    target = absl::StartsWith(key, "cpu:") ? tune::TargetClassOfKey(key) : "cpu";
   }
+  loom::Model compiled = loom::Model::Load(model);
+  compiled.Compile({.target = target, .db = db});
+  absl::Status st = compiled.status().ok() ? compiled.Export(artifact) : compiled.status();
+  if (!st.ok()) {
+    Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model for ", target, ": ",
+                                              st.message(), " (--target picks another)")));
+  }
+  std::printf("tuned: %s\n", compiled.tuning_summary().c_str());
   std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n", artifact.c_str(),
               artifact.c_str());
 }
 
 void AddServer(CLI::App* cmd, std::string& server) {
-  cmd->add_option("--server", server, "HOST:PORT of loom serve (default: LOOM_SERVER, config)");
+  AddServerOption(cmd, &server);
+  AddTokenFileOption(cmd, &Globals().token_file);
 }
 
 }  // namespace
@@ -459,10 +569,13 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--seed", o->seed, "Tuner seed");
     cmd->add_flag("--no-prior", o->no_prior,
                   "Do not seed the cost model with the agents' built-in tuning prior");
-    cmd->add_option("--input-shape", o->input_shapes, "NAME:1x3x224x224 for dynamic inputs");
+    cmd->add_option("--input-shape", o->input_shapes,
+                    "Pin a dynamic input shape, NAME=D0,D1,... (repeatable)");
     cmd->add_option("--simulated", o->simulated,
                     "A load-test job instead of a model: tasks=N,rounds=N,propose=S,build=S,"
                     "measure=S,update=S");
+    AddJsonFlag(cmd, &o->json, "Print the submitted job as one JSON object");
+    cmd->add_flag("--parsable", o->parsable, "Print only the job id (for scripts)");
     cmd->callback([o] { RunSubmit(*o); });
   }
   {
@@ -471,7 +584,7 @@ void RegisterJobCommands(CLI::App& app) {
     AddServer(cmd, o->server);
     cmd->add_flag("--all", o->all, "Every user's jobs (admin token)");
     cmd->add_flag("--ended", o->ended, "Include finished, failed and cancelled jobs");
-    cmd->add_flag("--json", o->json, "One JSON object");
+    AddJsonFlag(cmd, &o->json, "One JSON object");
     cmd->callback([o] { RunJobs(*o); });
   }
   auto id_command = [&app](const char* name, const char* help, auto run,
@@ -480,20 +593,23 @@ void RegisterJobCommands(CLI::App& app) {
     auto* cmd = app.add_subcommand(name, help);
     cmd->add_option("ID", o->id, "Job id (see 'loom jobs')")->required();
     AddServer(cmd, o->server);
-    if (json) cmd->add_flag("--json", o->json, "One JSON object");
+    if (json) AddJsonFlag(cmd, &o->json, "One JSON object");
     cmd->callback([o, run] { run(*o); });
     return {cmd, o};
   };
   id_command("status", "Show a job: queue position, stage, progress, resources", RunStatus, true);
-  id_command("watch", "Follow a job's progress until it ends", RunWatch);
-  id_command("cancel", "Cancel a job", RunCancel);
+  id_command("watch", "Follow a job's progress until it ends", RunWatch, true);
+  id_command("cancel", "Cancel a job", RunCancel, true);
   {
-    auto [cmd, o] = id_command("logs", "Print a job's log", RunLogs);
+    auto [cmd, o] = id_command("logs", "Print a job's log", RunLogs, true);
     cmd->add_option("--tail", o->tail, "Only the last N lines")->check(CLI::NonNegativeNumber);
   }
   {
     auto [cmd, o] = id_command("result", "Download a job's records and best configs", RunResult);
     cmd->add_option("-o,--output", o->output, "Output folder")->required();
+    cmd->add_option("--target", o->target,
+                    "Compile for this target: cpu, or a CPU class (cpu:avx2) (default: the class "
+                    "the job was tuned on)");
     cmd->add_flag("--skip-compile", o->skip_compile,
                   "Write records and best configs only, not the compiled model (DIR/model)");
   }

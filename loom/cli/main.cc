@@ -23,11 +23,17 @@ int main(int argc, char** argv) {
                "loom"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Log progress details to stderr");
+  app.set_version_flag("--version", loom::cli::VersionText(),
+                       "Print version, commit and build options");
+  // Every option's default shows in --help; subcommands inherit this.
+  app.option_defaults()->always_capture_default();
+  loom::cli::AddGlobalFlags(app);
 
-  app.parse_complete_callback([&verbose] {
-    loom::base::SetLogLevel(verbose ? loom::base::LogLevel::kInfo : loom::base::LogLevel::kWarning);
+  // Runs after parsing, before any subcommand's callback.
+  app.parse_complete_callback([] {
+    loom::cli::ApplyGlobalFlags();
+    loom::base::SetLogLevel(loom::cli::Globals().verbose ? loom::base::LogLevel::kInfo
+                                                         : loom::base::LogLevel::kWarning);
   });
   loom::cli::RegisterInspectCommand(app);
   loom::cli::RegisterTasksCommand(app);
@@ -60,6 +66,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line, no usage dump: the user can ask for --help.

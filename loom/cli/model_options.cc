@@ -5,6 +5,7 @@
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/npy.h"
+#include "loom/graph/shape_spec.h"
 
 namespace loom::cli {
 
@@ -22,36 +23,13 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* options) {
   cmd->add_option("--weights-seed", options->seed, "Weight seed for zoo models");
 }
 
-absl::StatusOr<graph::Shape> ParseShape(std::string_view text_view) {
-  // Debian's abseil has its own string_view type; work on std::string at this boundary.
-  const std::string text(text_view);
-  graph::Shape shape;
-  for (const std::string& part :
-       std::vector<std::string>(absl::StrSplit(text, absl::ByAnyChar(",x"), absl::SkipEmpty()))) {
-    int64_t d = 0;
-    if (!absl::SimpleAtoi(part, &d) || d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad shape '", text, "': expected non-negative integers like 1,3,224,224"));
-    }
-    shape.push_back(d);
-  }
-  if (shape.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("bad shape '", text, "': no dimensions"));
-  }
-  return shape;
-}
-
 absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options) {
   runtime::LoadOptions load;
   load.zoo_batch = options.batch;
   load.zoo_seed = options.seed;
   for (const std::string& spec : options.input_shapes) {
-    std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
-    if (kv.size() != 2 || kv[0].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad --input-shape '", spec, "': expected NAME=D0,D1,..."));
-    }
-    LOOM_ASSIGN_OR_RETURN(load.input_shapes[kv[0]], ParseShape(kv[1]));
+    LOOM_ASSIGN_OR_RETURN(auto named, graph::ParseInputShape(spec));
+    load.input_shapes[named.first] = std::move(named.second);
   }
   if (options.binds.empty()) return load;
   // The declared dtypes name what a raw 2-byte .npy holds (bfloat16).

@@ -29,7 +29,4 @@ absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options
 // Parses the options and loads the model; errors are one-line statuses.
 absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options);
 
-// Parses "1,3,224,224" (also accepts 'x' separators). kInvalidArgument on anything else.
-absl::StatusOr<graph::Shape> ParseShape(std::string_view text);
-
 }  // namespace loom::cli

@@ -17,6 +17,7 @@
 #include "loom/ops/target.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::cli {
 namespace {
@@ -29,6 +30,7 @@ struct RecordsOptions {
   std::vector<std::string> jobs;  // trace: these jobs; empty: every job with stage timings
   std::string task;
   int per_task = tune::MakePriorOptions{}.per_task;
+  bool json = false;
 };
 
 std::unique_ptr<tune::RecordStore> OpenOrFail(const std::string& db) {
@@ -46,6 +48,21 @@ void RunSummary(const RecordsOptions& o) {
   std::string target = o.target.empty() ? ops::HostCpuTarget().Key() : o.target;
   auto summary = store->Summary(target);
   FailIfError(summary.status());
+  if (o.json) {
+    nlohmann::json j = {{"target", target}, {"db", o.db}, {"tasks", nlohmann::json::array()}};
+    for (const auto& s : *summary) {
+      nlohmann::json t = {{"task", s.task_key}, {"trials", s.trials}, {"errors", s.errors}};
+      if (std::isfinite(s.best_cost)) {
+        t["best_ms"] = s.best_cost * 1e3;
+        t["best_gflops"] = s.best_gflops;
+        t["best_template"] = s.best_template;
+        t["best_config_index"] = s.best_config_index;
+      }
+      j["tasks"].push_back(std::move(t));
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
   std::printf("target %s, %zu tasks\n", target.c_str(), summary->size());
   std::printf("%-70s %7s %7s %11s %9s\n", "task", "trials", "errors", "best ms", "best GF");
   for (const auto& s : *summary) {
@@ -243,6 +260,7 @@ void RegisterRecordsCommand(CLI::App& app) {
   auto* summary = rec->add_subcommand("summary", "Best result per task");
   add_db(summary);
   summary->add_option("--target", o->target, "Target key (default: this host)");
+  AddJsonFlag(summary, &o->json, "One JSON object");
   summary->callback([o] { RunSummary(*o); });
 
   auto* exp = rec->add_subcommand("export", "Write records as JSON lines");

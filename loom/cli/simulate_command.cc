@@ -90,7 +90,7 @@ void RegisterSimulateCommand(CLI::App& app) {
   cmd->add_option("SPEC", opts->spec, "Simulation spec (YAML; see examples/sim/)")->required();
   cmd->add_option("-o,--output", opts->out_dir,
                   "Write results.json, summary.txt, SVG Gantt charts and trace.json here");
-  cmd->add_flag("--json", opts->json, "Print the results JSON instead of the table");
+  AddJsonFlag(cmd, &opts->json, "Print the results JSON instead of the table");
   cmd->add_option("--jobs", opts->jobs, "Job counts to sweep (replaces the spec's sweep_jobs)")
       ->delimiter(',');
   cmd->add_option("--policy", opts->policies, "Policies to run (replaces the spec's policies)")

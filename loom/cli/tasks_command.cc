@@ -59,7 +59,7 @@ void RegisterTasksCommand(CLI::App& app) {
   auto opts = std::make_shared<TasksOptions>();
   auto* cmd = app.add_subcommand("tasks", "List a model's unique tunable workloads");
   AddModelOptions(cmd, &opts->model);
-  cmd->add_flag("--json", opts->json, "Print JSON instead of a table");
+  AddJsonFlag(cmd, &opts->json, "Print JSON instead of a table");
   cmd->callback([opts] { RunTasks(*opts); });
 }
 

@@ -7,9 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <set>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -21,10 +19,7 @@
 #include "loom/engine/engine.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/measurer.h"
-#include "loom/tune/nvrtc_builder.h"
-#include "loom/tune/prior.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/record_store.h"
 #include "loom/tune/tune_job.h"
 #include "nlohmann/json.hpp"
@@ -37,6 +32,7 @@ struct TuneOptions {
   std::string device;          // cuda: "cuda:N" (default cuda:0)
   std::string isa;             // empty: the host's best
   int min_repeat_ms = -1;      // -1: the measurer's default (50 ms CPU, 150 ms CUDA)
+  int repeat = 0;              // 0: the measurer's default (3)
   int64_t trials = 64;
   int batch_size = 8;
   std::string tuner = "xgb";
@@ -60,27 +56,14 @@ struct TuneOptions {
   double progress_seconds = 0;  // 0: 1 s on a terminal, 10 s otherwise
 };
 
-absl::StatusOr<std::vector<int64_t>> ParseIntList(const std::string& text, const char* what) {
-  std::vector<int64_t> out;
-  for (const std::string& part :
-       std::vector<std::string>(absl::StrSplit(text, ',', absl::SkipEmpty()))) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "bad ", what, " '", text, "': expected comma-separated non-negative integers"));
-    }
-    out.push_back(v);
-  }
-  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("empty ", what));
-  return out;
-}
-
 void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_option("--target", o->target, "Target: cpu, cuda or cuda:sm_XY (default cpu)");
   cmd->add_option("--device", o->device, "CUDA device to tune on, cuda:N (default cuda:0)");
   cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
                   "Shortest timed repeat of a measurement (default 50 for cpu, 150 for cuda)")
       ->check(CLI::Range(0, 60000));
+  cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (0: the measurer's 3)")
+      ->check(CLI::Range(0, 1000));
   cmd->add_option("--isa", o->isa,
                   "CPU ISA to generate for (avx512, avx2, generic; default: host)");
   cmd->add_option("--trials", o->trials, "Measured candidates per task")
@@ -110,13 +93,22 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
                   "built into Loom for the target's class)");
   cmd->add_flag("--no-prior", o->no_prior, "Do not seed the cost model with a tuning prior")
       ->excludes("--prior");
-  cmd->add_flag("--json", o->json, "Print the final table as JSON");
+  AddJsonFlag(cmd, &o->json, "Print the final table as JSON");
   cmd->add_flag("--test-faults", o->test_faults, "Testing only: add a knob that injects faults")
       ->group("");  // hidden
   AddConfineFlags(cmd, &o->confine);
 }
 
+// Task indices are the model's, as `loom tasks` lists them and --tasks takes them (from 0);
+// `picks` maps a job's task position to it (empty: every task, position = index).
+int ModelIndex(const std::vector<int64_t>& picks, int position) {
+  return picks.empty() || position >= static_cast<int>(picks.size())
+             ? position
+             : static_cast<int>(picks[static_cast<size_t>(position)]);
+}
+
 struct Progress {
+  std::vector<int64_t> picks;
   bool tty = isatty(STDERR_FILENO) != 0;
   void operator()(const tune::ProgressEvent& ev) const {
     const tune::TaskTuner& t = *ev.tuner;
@@ -126,9 +118,10 @@ struct Progress {
                                             static_cast<int>(ev.eta_seconds) % 60)
                           : "-";
     std::string line = absl::StrFormat(
-        "[task %2d/%d] %-16s trials %4d/%-4d best %s GFLOPS  errors %3d  ETA %s", ev.task_index + 1,
-        ev.num_tasks, graph::TaskKindName(t.task().workload.kind), t.trials_done(),
-        t.options().trials, best, t.errors(), eta);
+        "[task %2d (%d/%d)] %-16s trials %4d/%-4d best %s GFLOPS  errors %3d  ETA %s",
+        ModelIndex(picks, ev.task_index), ev.task_index + 1, ev.num_tasks,
+        graph::TaskKindName(t.task().workload.kind), t.trials_done(), t.options().trials, best,
+        t.errors(), eta);
     if (tty) {
       std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
       if (t.Done()) std::fprintf(stderr, "\n");
@@ -150,6 +143,7 @@ nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, cons
                             const std::string& job_id, const ops::Target& target);
 void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                 const std::string& job_id, const ops::Target& target);
+std::vector<int64_t> Picks(const TuneOptions& o);
 
 void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                    const std::string& job_id, const ops::Target& target) {
@@ -167,8 +161,11 @@ nlohmann::json OutcomesJson(const std::vector<tune::TaskOutcome>& outcomes, cons
     j["job_id"] = job_id;
     j["target"] = target.Key();
     j["db"] = o.db;
-    for (const auto& r : outcomes) {
-      nlohmann::json t = {{"key", r.task.key},
+    const std::vector<int64_t> picks = Picks(o);
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      const tune::TaskOutcome& r = outcomes[i];
+      nlohmann::json t = {{"index", ModelIndex(picks, static_cast<int>(i))},
+                          {"key", r.task.key},
                           {"kind", graph::TaskKindName(r.task.workload.kind)},
                           {"count", r.task.count},
                           {"flops", r.task.flops},
@@ -197,17 +194,19 @@ void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOption
   std::printf("%3s  %-16s %6s %6s %10s %10s %10s %10s %8s\n", "#", "kind", "trials", "errors",
               "default ms", "best ms", "default GF", "best GF", "speedup");
   double total_default = 0, total_best = 0;
+  const std::vector<int64_t> picks = Picks(o);
   for (size_t i = 0; i < outcomes.size(); ++i) {
     const auto& r = outcomes[i];
+    const int index = ModelIndex(picks, static_cast<int>(i));
     if (!r.skipped_reason.empty()) {
-      std::printf("%3zu  %-16s skipped: %s\n", i, graph::TaskKindName(r.task.workload.kind).c_str(),
-                  r.skipped_reason.c_str());
+      std::printf("%3d  %-16s skipped: %s\n", index,
+                  graph::TaskKindName(r.task.workload.kind).c_str(), r.skipped_reason.c_str());
       continue;
     }
     std::string speedup = std::isfinite(r.best_cost) && std::isfinite(r.default_cost)
                               ? absl::StrFormat("%.2fx", r.default_cost / r.best_cost)
                               : "-";
-    std::printf("%3zu  %-16s %6lld %6lld %10s %10s %10s %10s %8s\n", i,
+    std::printf("%3d  %-16s %6lld %6lld %10s %10s %10s %10s %8s\n", index,
                 graph::TaskKindName(r.task.workload.kind).c_str(), static_cast<long long>(r.trials),
                 static_cast<long long>(r.errors), Ms(r.default_cost).c_str(),
                 Ms(r.best_cost).c_str(), Gf(r.task.flops, r.default_cost).c_str(),
@@ -224,29 +223,39 @@ void PrintTable(const std::vector<tune::TaskOutcome>& outcomes, const TuneOption
   }
 }
 
-ops::Target TargetFromOptions(const TuneOptions& o) {
-  auto parsed = ops::ParseTarget(o.target);
-  FailIfError(parsed.status());
-  if (parsed->kind == "cuda") {
-    if (!o.isa.empty()) Fail(absl::InvalidArgumentError("--isa applies to --target cpu only"));
-    return *parsed;
+// The machine the flags describe (layout, target, builder and measurer); usage errors end here.
+tune::LocalMachine MachineFromOptions(const TuneOptions& o) {
+  tune::LocalMachineOptions mo;
+  mo.target = o.target;
+  mo.isa = o.isa;
+  mo.device = o.device;
+  if (!o.device_cores.empty()) {
+    auto cores = tune::ParseIndexList(o.device_cores, "--device-cores");
+    FailIfError(cores.status());
+    mo.device_cores.assign(cores->begin(), cores->end());
   }
-  if (!o.device.empty()) Fail(absl::InvalidArgumentError("--device applies to --target cuda only"));
-  ops::Target target = ops::HostCpuTarget();
-  if (!o.isa.empty()) {
-    auto isa = ops::ParseIsa(o.isa);
-    FailIfError(isa.status());
-    target.isa = *isa;
-  }
-  return target;
+  mo.build_threads = o.build_threads;
+  mo.min_repeat_ms = o.min_repeat_ms;
+  mo.repeat = o.repeat;
+  mo.run_timeout = absl::Seconds(o.run_timeout);
+  mo.confine = ConfineOptionsFrom(o.confine);
+  auto machine = tune::LocalMachine::Create(mo);
+  FailIfError(machine.status());
+  return *std::move(machine);
+}
+
+// The task indices --tasks picks; empty: every task.
+std::vector<int64_t> Picks(const TuneOptions& o) {
+  if (o.task_filter.empty()) return {};
+  auto picks = tune::ParseIndexList(o.task_filter, "--tasks");
+  FailIfError(picks.status());
+  return *std::move(picks);
 }
 
 std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   if (o.task_filter.empty()) return tasks;
-  auto picks = ParseIntList(o.task_filter, "--tasks");
-  FailIfError(picks.status());
   std::vector<graph::Task> chosen;
-  for (int64_t p : *picks) {
+  for (int64_t p : Picks(o)) {
     if (p >= static_cast<int64_t>(tasks.size())) {
       Fail(absl::InvalidArgumentError(absl::StrCat("--tasks index ", p,
                                                    " is out of range: the model has ", tasks.size(),
@@ -257,39 +266,12 @@ std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneO
   return chosen;
 }
 
-int NumCpus() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
-
-// The measurement device's cores: --device-cores, else the last core.
-std::vector<int> DeviceCores(const TuneOptions& o, int ncpu) {
-  if (o.device_cores.empty()) return {ncpu - 1};
-  std::vector<int> cores;
-  auto list = ParseIntList(o.device_cores, "--device-cores");
-  FailIfError(list.status());
-  for (int64_t c : *list) {
-    if (c >= ncpu) {
-      Fail(absl::InvalidArgumentError(absl::StrCat(
-          "--device-cores: core ", c, " does not exist (this machine has ", ncpu, ")")));
-    }
-    cores.push_back(static_cast<int>(c));
-  }
-  return cores;
-}
-
-tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const ops::Target& target) {
+tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const tune::LocalMachine& machine) {
   tune::TaskTunerOptions t;
   t.use_prior = !o.no_prior;
-  if (!o.prior.empty()) {
-    auto prior = tune::ReadPriorFile(o.prior);
-    if (!prior.ok()) {
-      Fail(absl::Status(prior.status().code(), absl::StrCat("--prior ", prior.status().message())));
-    }
-    if (prior->target_class != tune::TargetClass(target)) {
-      Fail(absl::InvalidArgumentError(absl::StrCat("--prior ", o.prior, ": a ", prior->target_class,
-                                                   " prior does not apply to ",
-                                                   tune::TargetClass(target))));
-    }
-    t.prior = std::make_shared<const tune::TuningPrior>(*std::move(prior));
-  }
+  auto prior = machine.ReadPrior(o.prior);
+  FailIfError(prior.status());
+  if (*prior != nullptr) t.prior = *std::move(prior);
   t.trials = o.trials;
   t.batch_size = o.batch_size;
   t.tuner.kind = o.tuner;
@@ -300,104 +282,36 @@ tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const ops::Target& targ
   return t;
 }
 
-// --device "cuda:N" -> N (default 0).
-int CudaOrdinal(const TuneOptions& o) { return CudaOrdinalOrFail(o.device); }
-
-tune::CudaMeasureOptions CudaMeasureOptionsFrom(const TuneOptions& o, std::vector<int> cores) {
-  tune::CudaMeasureOptions mo;
-  mo.device = CudaOrdinal(o);
-  mo.timeout = absl::Seconds(o.run_timeout);
-  if (o.min_repeat_ms >= 0) mo.min_repeat_ms = o.min_repeat_ms;
-  mo.cores = std::move(cores);
-  mo.confine = ConfineOptionsFrom(o.confine);
-  return mo;
-}
-
-// The GPU as its driver reports it: `target` (arch, limits, name for record keys) from a probe of
-// a CUDA measurer. A host without a driver or device fails here, before any work, in one line.
-ops::Target ProbeCudaTarget(const ops::Target& requested, tune::Measurer& measurer,
-                            const TuneOptions& o) {
-  auto info = measurer.Probe();
-  if (!info.ok()) {
-    Fail(
-        absl::UnavailableError(absl::StrCat("--target ", o.target, ": ", info.status().message())));
-  }
-  // An explicit cuda:sm_XY keeps its architecture (e.g. sm_90a); plain "cuda" takes the device's.
-  ops::Target target = ops::CudaTarget(o.target == "cuda" ? info->cuda_arch : requested.cuda_arch,
-                                       info->cuda_limits);
-  target.device_name = info->device_name;
-  return target;
-}
-
-// One job on a GPU: NVRTC builds on every core but the launching one, the CUDA measurer.
-void RunCudaTuneOnTasks(const std::vector<graph::Task>& tasks, ops::Target target,
-                        const TuneOptions& o) {
-  const int ncpu = NumCpus();
-  const std::vector<int> cores = DeviceCores(o, ncpu);
-  auto measurer = tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, cores));
-  FailIfError(measurer.status());
-  target = ProbeCudaTarget(target, **measurer, o);
-  auto store = tune::OpenSqliteRecordStore(o.db);
-  FailIfError(store.status());
-  tune::BuildOptions build_options;
-  build_options.num_threads =
-      o.build_threads > 0 ? o.build_threads : std::max(1, ncpu - static_cast<int>(cores.size()));
-  auto builder = tune::MakeNvrtcBuilder(build_options);
-  FailIfError(builder.status());
-
-  tune::JobOptions job;
-  job.target = target;
-  job.task = TaskOptions(o, target);
-  job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
-  job.resources.cpu = "cpu";
-  job.resources.device = absl::StrCat("device:cuda:", CudaOrdinal(o));
-  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer, Progress{});
-  FailIfError(outcomes.status());
-  PrintOutcomes(*outcomes, o, job.task.job_id, target);
-}
-
+// One job: the machine's builder and measurer (g++ and the CPU worker, or NVRTC and the GPU's).
 void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
-  ops::Target target = TargetFromOptions(o);
+  tune::LocalMachine machine = MachineFromOptions(o);
   tasks = FilterTasks(std::move(tasks), o);
-  if (target.kind == "cuda") return RunCudaTuneOnTasks(tasks, target, o);
-  const int ncpu = NumCpus();
-  std::vector<int> cores = DeviceCores(o, ncpu);
-
+  auto measurer = machine.MakeMeasurer();
+  FailIfError(measurer.status());
+  // A sandbox the kernel refuses, or a host without a GPU, fails here, before any work.
+  FailIfError(machine.Probe(measurer->get()));
   auto store = tune::OpenSqliteRecordStore(o.db);
   FailIfError(store.status());
-  tune::BuildOptions build_options;
-  build_options.num_threads =
-      o.build_threads > 0 ? o.build_threads : std::max(1, ncpu - static_cast<int>(cores.size()));
-  build_options.confine = !o.confine.no_confine;
-  auto builder = tune::MakeLocalBuilder(build_options);
+  auto builder = machine.MakeBuilder();
   FailIfError(builder.status());
-  tune::MeasureOptions measure_options;
-  measure_options.confine = ConfineOptionsFrom(o.confine);
-  measure_options.cores = cores;
-  measure_options.timeout = absl::Seconds(o.run_timeout);
-  if (o.min_repeat_ms >= 0) measure_options.min_repeat_ms = o.min_repeat_ms;
-  auto measurer = tune::MakeLocalMeasurer(measure_options);
-  FailIfError(measurer.status());
-  FailIfError((*measurer)->Probe().status());
 
   tune::JobOptions job;
-  job.target = target;
-  job.task = TaskOptions(o, target);
-  job.task.job_id = o.job_id.empty() ? tune::DefaultJobId(tasks, target, job.task.tuner) : o.job_id;
-  std::string core_list;
-  for (int c : cores) absl::StrAppend(&core_list, core_list.empty() ? "" : ",", c);
+  job.target = machine.target();
+  job.task = TaskOptions(o, machine);
+  job.task.job_id = machine.JobId(tasks, job.task.tuner, o.job_id);
   job.resources.cpu = "cpu";
-  job.resources.device = absl::StrCat("device:cpu:", core_list);
-
-  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer, Progress{});
+  job.resources.device = machine.DeviceResource();
+  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer,
+                                   Progress{.picks = Picks(o)});
   FailIfError(outcomes.status());
-  PrintOutcomes(*outcomes, o, job.task.job_id, target);
+  PrintOutcomes(*outcomes, o, job.task.job_id, machine.target());
 }
 
 // Engine progress: one line per job and one per resource, redrawn in place on a terminal.
 class EngineProgressPrinter {
  public:
-  explicit EngineProgressPrinter(std::string policy) : policy_(std::move(policy)) {}
+  EngineProgressPrinter(std::string policy, std::vector<int64_t> picks)
+      : policy_(std::move(policy)), picks_(std::move(picks)) {}
   void operator()(const engine::EngineProgress& p) {
     std::vector<std::string> lines;
     lines.push_back(
@@ -406,7 +320,8 @@ class EngineProgressPrinter {
       std::string best =
           j.best_gflops > 0 ? absl::StrFormat("%8.2f", j.best_gflops) : std::string("       -");
       lines.push_back(
-          absl::StrFormat("  job %-20s task %2d/%-2d trials %4d/%-4d best %s GFLOPS  %s", j.name,
+          absl::StrFormat("  job %-20s task %2d (%d/%d) trials %4d/%-4d best %s GFLOPS  %s", j.name,
+                          ModelIndex(picks_, std::min(j.task_index, j.num_tasks - 1)),
                           std::min(j.task_index + 1, j.num_tasks), j.num_tasks, j.trials_done,
                           j.trials, best, j.state));
     }
@@ -425,6 +340,7 @@ class EngineProgressPrinter {
 
  private:
   std::string policy_;
+  std::vector<int64_t> picks_;
   bool tty_ = isatty(STDERR_FILENO) != 0;
   int printed_ = 0;
 };
@@ -436,27 +352,20 @@ struct LoadedModelTasks {
 
 // Several jobs (one per model) at once under the scheduler, with the chosen policy.
 void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOptions& o) {
-  ops::Target target = TargetFromOptions(o);
-  const bool cuda = target.kind == "cuda";
-  const int ncpu = NumCpus();
+  tune::LocalMachine machine = MachineFromOptions(o);
   engine::EngineOptions eo;
   eo.policy = o.policy.empty() ? "interleaved" : o.policy;
-  eo.layout.device_cores = DeviceCores(o, ncpu);
-  eo.layout.cpu_cores.clear();
-  for (int c = 0; c < ncpu; ++c) {
-    if (std::count(eo.layout.device_cores.begin(), eo.layout.device_cores.end(), c) == 0) {
-      eo.layout.cpu_cores.push_back(c);
-    }
-  }
+  eo.layout.device_cores = machine.device_cores();
+  eo.layout.cpu_cores = machine.cpu_cores();
   if (o.cpu_slots > 0 && eo.layout.cpu_cores.empty()) {
     Fail(absl::InvalidArgumentError(
         "--cpu-slots needs a core outside --device-cores (the device lends its own cores)"));
   }
   eo.layout.cpu_slots =
       o.cpu_slots > 0 ? o.cpu_slots : static_cast<int>(eo.layout.cpu_cores.size());
-  if (cuda) {
+  if (machine.cuda()) {
     // The GPU is the device; its launching core lends no slots.
-    eo.layout.gpu = absl::StrCat("cuda:", CudaOrdinal(o));
+    eo.layout.gpu = absl::StrCat("cuda:", machine.cuda_ordinal());
     eo.layout.device_shares_cores = false;
     if (eo.layout.cpu_slots == 0) {
       Fail(absl::InvalidArgumentError(
@@ -468,36 +377,13 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
   eo.progress_interval = absl::Seconds(o.progress_seconds > 0 ? o.progress_seconds
                                        : tty                  ? 1.0
                                                               : 10.0);
-  const double run_timeout = o.run_timeout;
-  const int min_repeat_ms = o.min_repeat_ms;
-  if (cuda) {
-    auto probe = tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, {}));
-    FailIfError(probe.status());
-    target = ProbeCudaTarget(target, **probe, o);
-    eo.make_measurer =
-        [o](const std::vector<int>& cores) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-      return tune::MakeCudaMeasurer(CudaMeasureOptionsFrom(o, cores));
-    };
-    eo.make_builder = [](const tune::BuildOptions& bo) { return tune::MakeNvrtcBuilder(bo); };
-  } else {
-    const tune::ConfineOptions confine = ConfineOptionsFrom(o.confine);
-    eo.make_measurer = [run_timeout, min_repeat_ms, confine](const std::vector<int>& cores) {
-      tune::MeasureOptions mo;
-      mo.cores = cores;
-      mo.timeout = absl::Seconds(run_timeout);
-      if (min_repeat_ms >= 0) mo.min_repeat_ms = min_repeat_ms;
-      mo.confine = confine;
-      return tune::MakeLocalMeasurer(mo);
-    };
-    eo.make_builder = [confine](tune::BuildOptions bo) {
-      bo.confine = confine.enabled;
-      return tune::MakeLocalBuilder(bo);
-    };
-    // A kernel that refuses the measure worker's sandbox fails here, before any work.
-    auto probe = eo.make_measurer(eo.layout.device_cores);
-    FailIfError(probe.status());
-    FailIfError((*probe)->Probe().status());
-  }
+  // A kernel that refuses the measure worker's sandbox, or a host without a GPU, fails here.
+  FailIfError(machine.Probe());
+  eo.make_measurer = [machine](const std::vector<int>& cores) {
+    return machine.MakeMeasurer(cores);
+  };
+  eo.make_builder = [machine](const tune::BuildOptions& bo) { return machine.MakeBuilder(bo); };
+  const ops::Target target = machine.target();
   auto eng = engine::Engine::Create(eo);
   FailIfError(eng.status());
 
@@ -507,11 +393,11 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     engine::EngineJob job;
     job.name = models[i].name;
     job.tasks = FilterTasks(models[i].tasks, o);
-    job.options = TaskOptions(o, target);
+    job.options = TaskOptions(o, machine);
     job.target = target;
-    std::string id = o.job_id.empty()
-                         ? tune::DefaultJobId(job.tasks, target, job.options.tuner)
-                         : (models.size() == 1 ? o.job_id : absl::StrCat(o.job_id, "-", i + 1));
+    std::string id = machine.JobId(
+        job.tasks, job.options.tuner,
+        o.job_id.empty() || models.size() == 1 ? o.job_id : absl::StrCat(o.job_id, "-", i + 1));
     // The same model twice is two jobs.
     if (!ids.insert(id).second) {
       id = absl::StrCat(id, "-", i + 1);
@@ -522,7 +408,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
   }
   auto store = tune::OpenSqliteRecordStore(o.db);
   FailIfError(store.status());
-  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy));
+  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy, Picks(o)));
   FailIfError(result.status());
 
   const double makespan = absl::ToDoubleSeconds(result->makespan());
@@ -595,7 +481,7 @@ absl::StatusOr<graph::Task> TaskFromFlags(const TuneTaskOptions& o) {
     if (!parsed.ok()) return parsed.status();
     w = *parsed;
   } else if (!o.conv2d.empty()) {
-    auto v = ParseIntList(o.conv2d, "--conv2d");
+    auto v = tune::ParseIndexList(o.conv2d, "--conv2d");
     if (!v.ok()) return v.status();
     if (v->size() != 9) {
       return absl::InvalidArgumentError("--conv2d takes 9 numbers: N,C,H,W,K,R,S,STRIDE,PAD");
@@ -619,7 +505,7 @@ absl::StatusOr<graph::Task> TaskFromFlags(const TuneTaskOptions& o) {
              : (w.groups == w.c && w.groups == w.k) ? graph::TaskKind::kDepthwiseConv2d
                                                     : graph::TaskKind::kGroupedConv2d;
   } else {
-    auto v = ParseIntList(o.dense, "--dense");
+    auto v = tune::ParseIndexList(o.dense, "--dense");
     if (!v.ok()) return v.status();
     if (v->size() != 3 || (*v)[0] < 1 || (*v)[1] < 1 || (*v)[2] < 1) {
       return absl::InvalidArgumentError("--dense takes 3 positive numbers: M,N,K");

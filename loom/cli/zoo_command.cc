@@ -1,10 +1,12 @@
 // `loom zoo list` and `loom zoo export NAME -o FILE.onnx`: the built-in models.
 #include <cstdio>
+#include <memory>
 
 #include "absl/strings/str_join.h"
 #include "loom/cli/commands.h"
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/zoo.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::cli {
 namespace {
@@ -16,7 +18,16 @@ struct ZooExportOptions {
   uint64_t seed = 0;
 };
 
-void RunZooList() {
+void RunZooList(bool json) {
+  if (json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& m : graph::ListZooModels()) {
+      j.push_back(
+          {{"name", m.name}, {"input_shape", m.input_shape}, {"description", m.description}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
   std::printf("%-14s %-18s %s\n", "name", "input", "description");
   for (const auto& m : graph::ListZooModels()) {
     std::printf("%-14s %-18s %s\n", m.name.c_str(), graph::ShapeToString(m.input_shape).c_str(),
@@ -37,14 +48,18 @@ void RunZooExport(const ZooExportOptions& opts) {
 void RegisterZooCommand(CLI::App& app) {
   auto* zoo = app.add_subcommand("zoo", "Built-in models with seeded weights");
   zoo->require_subcommand(1);
-  zoo->add_subcommand("list", "List the built-in models")->callback([] { RunZooList(); });
+  auto list_json = std::make_shared<bool>(false);
+  auto* list = zoo->add_subcommand("list", "List the built-in models");
+  AddJsonFlag(list, list_json.get(), "A JSON array");
+  list->callback([list_json] { RunZooList(*list_json); });
   auto opts = std::make_shared<ZooExportOptions>();
   auto* exp = zoo->add_subcommand("export", "Write a built-in model as an ONNX file");
   exp->add_option("NAME", opts->name, "Model name (see 'loom zoo list')")->required();
   exp->add_option("-o,--output", opts->output, "Output .onnx file")->required();
   exp->add_option("--batch", opts->batch, "Batch size")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
-  exp->add_option("--seed", opts->seed, "Weight seed");
+  exp->add_option("--weights-seed", opts->seed,
+                  "Weight seed (as --weights-seed of the other commands)");
   exp->callback([opts] { RunZooExport(*opts); });
 }
 

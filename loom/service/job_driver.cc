@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/shape_spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/runtime/model_loader.h"
@@ -212,21 +213,8 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
   }
   runtime::LoadOptions load;
   for (const std::string& s : r.input_shapes()) {
-    std::vector<std::string> parts = absl::StrSplit(s, ':');
-    if (parts.size() != 2 || s.size() > 1024) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("input shape '", s.substr(0, 64), "': expected NAME:D1xD2x..."));
-    }
-    std::vector<int64_t> dims;
-    for (absl::string_view d : absl::StrSplit(parts[1], 'x')) {
-      int64_t v = 0;
-      if (!absl::SimpleAtoi(d, &v) || v <= 0 || v > (int64_t{1} << 32)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("input shape '", s.substr(0, 64), "': bad dimension"));
-      }
-      dims.push_back(v);
-    }
-    load.input_shapes[parts[0]] = graph::Shape(dims);
+    LOOM_ASSIGN_OR_RETURN(auto named, graph::ParseInputShape(s));
+    load.input_shapes[named.first] = std::move(named.second);
   }
   // Constant folding of what users send is bounded before it allocates (a 127-byte Pad can ask
   // for gigabytes).

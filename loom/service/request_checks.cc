@@ -13,6 +13,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/shape_spec.h"
 #include "loom/ops/target.h"
 
 namespace loom::service {
@@ -155,6 +156,9 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
     return absl::InvalidArgumentError("latency_goal_ms must be finite and >= 0");
   }
   if (r.input_shapes_size() > 1024) return absl::InvalidArgumentError("too many input shapes");
+  for (const std::string& s : r.input_shapes()) {
+    LOOM_RETURN_IF_ERROR(graph::ParseInputShape(s).status());
+  }
   LOOM_RETURN_IF_ERROR(ValidateTaskIndices(r));
   LOOM_RETURN_IF_ERROR(ValidateMeasureSpec(r.measure(), caps));
   if (r.has_simulated()) {

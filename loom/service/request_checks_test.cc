@@ -204,3 +204,25 @@ TEST(SubmitCheckTest, MeasureSettingsAboveTheCapsNameTheFlag) {
 
 }  // namespace
 }  // namespace loom::service
+
+namespace loom::service {
+namespace {
+
+// Input shapes use the one syntax of graph/shape_spec.h, as `loom submit --input-shape` and the
+// README write them.
+TEST(SubmitCheckTest, InputShapesUseTheReadmeSyntax) {
+  v1::SubmitJobRequest r;
+  r.set_zoo_model("tiny_cnn");
+  r.set_trials(2);
+  r.add_input_shapes("input=1,3,32,32");
+  EXPECT_TRUE(ValidateSubmit(r, MeasureCaps{}).ok()) << ValidateSubmit(r, MeasureCaps{});
+  r.add_input_shapes("input:1x3x32x32");
+  absl::Status st = ValidateSubmit(r, MeasureCaps{});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(),
+              HasSubstr("bad input shape 'input:1x3x32x32': expected NAME=D0,D1,... (e.g. "
+                        "input=1,3,224,224)"));
+}
+
+}  // namespace
+}  // namespace loom::service

@@ -208,8 +208,8 @@ def test_tune_then_compile_uses_the_records(tuned: dict, tmp_path: Path) -> None
     model = tuned["model"]
     assert model.tuned_tasks == 2
     lines = tuned["progress"]
-    assert any("task 1/2" in line and "trials 4/4" in line for line in lines), lines
-    assert any("task 2/2" in line and "trials 4/4" in line for line in lines), lines
+    assert any("task 0 (1/2)" in line and "trials 4/4" in line for line in lines), lines
+    assert any("task 1 (2/2)" in line and "trials 4/4" in line for line in lines), lines
     model.compile(threads=1)  # the records of the last tune
     assert model.compile_stats["tuned_kernels"] >= 2
     model.compile(threads=1, db=tuned["db"])

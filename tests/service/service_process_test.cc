@@ -221,7 +221,7 @@ class ServiceProcessTest : public ::testing::Test {
     nlohmann::json j = Jobs();
     for (const auto& job : j.value("jobs", nlohmann::json::array())) {
       s[job.value("id", "")] = job.value("state", "");
-      if (records) (*records)[job.value("id", "")] = std::stoll(job.value("records", "0"));
+      if (records) (*records)[job.value("id", "")] = job.value("records", int64_t{0});
     }
     return s;
   }
@@ -229,7 +229,7 @@ class ServiceProcessTest : public ::testing::Test {
   bool AllSucceeded(const std::vector<std::string>& ids) {
     auto s = States();
     for (const auto& id : ids) {
-      if (s[id] != "JOB_STATE_SUCCEEDED") return false;
+      if (s[id] != "succeeded") return false;
     }
     return true;
   }
@@ -405,6 +405,40 @@ TEST_F(ServiceProcessTest, WatchStreamsUntilTheJobEnds) {
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("task 2/2: round 0 measured"));
   EXPECT_THAT(o.out, HasSubstr("succeeded"));
+
+  // --json (before or after the subcommand): numbers as numbers, the tables' short state names.
+  for (const std::string& args : {"status " + id + " --json", "--json status " + id}) {
+    o = Loom(args);
+    ASSERT_EQ(o.code, 0) << o.err;
+    nlohmann::json j = nlohmann::json::parse(o.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << o.out;
+    EXPECT_EQ(j["id"], id);
+    EXPECT_EQ(j["state"], "succeeded");
+    EXPECT_TRUE(j["records"].is_number_integer()) << o.out;
+    EXPECT_EQ(j["tasks"].size(), 2u);
+  }
+  o = Loom("watch " + id + " --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::istringstream lines(o.out);
+  int events = 0;
+  for (std::string line; std::getline(lines, line); ++events) {
+    EXPECT_TRUE(nlohmann::json::parse(line, nullptr, false).is_object()) << line;
+  }
+  EXPECT_GT(events, 0);
+  o = Loom("logs " + id + " --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_TRUE(nlohmann::json::parse(o.out)["lines"].is_array()) << o.out;
+  o = Loom("submit --simulated tasks=1,rounds=1 --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  nlohmann::json submitted = nlohmann::json::parse(o.out, nullptr, false);
+  ASSERT_TRUE(submitted.is_object()) << o.out;
+  EXPECT_THAT(submitted["state"].get<std::string>(), ::testing::AnyOf("queued", "running"));
+  o = Loom("submit --simulated tasks=1,rounds=100,measure=1 --parsable");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, ::testing::MatchesRegex("j[0-9]+\n"));
+  o = Loom("cancel " + o.out.substr(0, o.out.size() - 1) + " --json");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(nlohmann::json::parse(o.out)["state"], "cancelled");
 }
 
 TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
@@ -431,6 +465,8 @@ TEST_F(ServiceProcessTest, RealTinyCnnJobThroughServeAndTwoAgents) {
   }
   // The compiled model from the job's records runs with no database.
   EXPECT_THAT(o.out, HasSubstr("compiled model ->"));
+  // Compiled for the class the job tuned on; every compile says how many kernels were tuned.
+  EXPECT_THAT(o.out, HasSubstr("tuned: 2 of 3 kernels tuned"));
   EXPECT_TRUE(fs::exists(dir_ / "out" / "model" / "plan.json"));
   o = Loom("run " + (dir_ / "out" / "model").string());
   EXPECT_EQ(o.code, 0) << o.err;
