@@ -152,7 +152,15 @@ absl::Status PgConnection::Error(const PGresult* res, const std::string& sql) co
 
 absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
                                             const std::vector<PgParam>& params) {
-  if (PQstatus(conn_) != CONNECTION_OK && !in_transaction_) PQreset(conn_);
+  if (PQstatus(conn_) != CONNECTION_OK && !in_transaction_ && !reconnecting_) {
+    PQreset(conn_);
+    if (PQstatus(conn_) == CONNECTION_OK && on_reconnect_) {
+      reconnecting_ = true;
+      absl::Status st = on_reconnect_();
+      reconnecting_ = false;
+      LOOM_RETURN_IF_ERROR(st);
+    }
+  }
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   for (const PgParam& p : params) {
@@ -187,8 +195,7 @@ absl::Status PgConnection::InTransaction(const std::function<absl::Status()>& bo
 
 absl::Status PgConnection::Migrate(const std::string& component,
                                    const std::vector<const char*>& migrations,
-                                   const std::string& probe_table,
-                                   const std::function<absl::Status()>& after_create) {
+                                   const std::string& probe_table) {
   const int64_t latest = static_cast<int64_t>(migrations.size());
   return InTransaction([&]() -> absl::Status {
     LOOM_RETURN_IF_ERROR(
@@ -222,7 +229,6 @@ absl::Status PgConnection::Migrate(const std::string& component,
                               "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
                               {PgText(component), PgInt(latest)})
                              .status());
-    if (version == 0 && after_create) LOOM_RETURN_IF_ERROR(after_create());
     return absl::OkStatus();
   });
 }

@@ -84,11 +84,14 @@ class PgConnection {
   // v + 1. Versions live in the table loom_schema (component, version); concurrent openers wait
   // for each other on an advisory lock. kFailedPrecondition when the database holds a newer
   // version of the component, or holds `probe_table` without a Loom version (another
-  // application's table of that name). `after_create` runs in the same transaction when the
-  // schema was created from version 0.
+  // application's table of that name).
   absl::Status Migrate(const std::string& component, const std::vector<const char*>& migrations,
-                       const std::string& probe_table,
-                       const std::function<absl::Status()>& after_create = nullptr);
+                       const std::string& probe_table);
+
+  // Runs after the connection was lost and re-established, before the statement that found it
+  // lost: what the session held (an advisory lock) must be taken again. Its error fails that
+  // statement.
+  void set_on_reconnect(std::function<absl::Status()> hook) { on_reconnect_ = std::move(hook); }
 
  private:
   PgConnection(PGconn* conn, std::string what, std::string redacted)
@@ -99,6 +102,8 @@ class PgConnection {
   const std::string what_;
   const std::string redacted_;
   bool in_transaction_ = false;
+  std::function<absl::Status()> on_reconnect_;
+  bool reconnecting_ = false;  // inside on_reconnect_: no second reset
 };
 
 }  // namespace loom::tune

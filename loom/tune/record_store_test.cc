@@ -108,11 +108,7 @@ std::vector<int64_t> Configs(const std::vector<Record>& records) {
   return out;
 }
 
-enum class Backend { kSqlite, kPostgres };
-
-std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
-}
+using Backend = testing::StoreBackend;
 
 // A fresh store location per test: a file in a temporary folder (SQLite) or a new database in the
 // binary's shared throw-away cluster (PostgreSQL; skipped only when its binaries are absent).
@@ -218,7 +214,8 @@ class RecordStoreTest : public RecordStoreFixture, public ::testing::WithParamIn
   void SetUp() override { SetUpBackend(GetParam()); }
 };
 INSTANTIATE_TEST_SUITE_P(Backends, RecordStoreTest,
-                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), BackendName);
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         testing::StoreBackendName<::testing::TestParamInfo<Backend>>);
 
 // What only the SQLite file has: WAL mode, PRAGMAs, files that are not databases.
 class SqliteRecordStoreTest : public RecordStoreFixture {

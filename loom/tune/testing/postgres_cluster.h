@@ -15,6 +15,14 @@
 
 namespace loom::tune::testing {
 
+// The stores' two implementations, for tests parameterized over them (INSTANTIATE_TEST_SUITE_P
+// with ::testing::Values(StoreBackend::kSqlite, StoreBackend::kPostgres), StoreBackendName).
+enum class StoreBackend { kSqlite, kPostgres };
+template <typename ParamInfo>
+std::string StoreBackendName(const ParamInfo& info) {
+  return info.param == StoreBackend::kSqlite ? "Sqlite" : "Postgres";
+}
+
 class PostgresCluster {
  public:
   // Starts a cluster. kNotFound when the server binaries (initdb, postgres) are absent: the only
