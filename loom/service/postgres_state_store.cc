@@ -132,18 +132,15 @@ class PostgresStateStore : public StateStore {
 
   absl::Status Init() {
     absl::MutexLock lock(&mu_);
-    const std::string name = absl::StrCat("loom serve pid ", getpid(), " on ", HostName());
-    LOOM_RETURN_IF_ERROR(
-        conn_
-            ->Exec("SELECT set_config('application_name', $1, false)", {PgText(name.substr(0, 63))})
-            .status());
-    LOOM_RETURN_IF_ERROR(TakeLock());
-    conn_->set_on_reconnect([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return TakeLock(); });
+    LOOM_RETURN_IF_ERROR(ClaimState());
+    // A new session holds nothing: it names itself and takes the lock again, or fails.
+    conn_->set_on_reconnect([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return ClaimState(); });
     LOOM_RETURN_IF_ERROR(conn_->Migrate("state", kMigrations, "jobs"));
-    LOOM_ASSIGN_OR_RETURN(PgResult res,
-                          conn_->Exec("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON "
-                                      "CONFLICT (key) DO NOTHING",
-                                      {PgText(NewStoreId())}));
+    LOOM_RETURN_IF_ERROR(conn_
+                             ->Exec("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON "
+                                    "CONFLICT (key) DO NOTHING",
+                                    {PgText(NewStoreId())})
+                             .status());
     LOOM_ASSIGN_OR_RETURN(PgResult id,
                           conn_->Exec("SELECT value FROM meta WHERE key = 'store_id'"));
     store_id_ = id.rows() > 0 ? id.Text(0, 0) : std::string();
@@ -273,7 +270,14 @@ class PostgresStateStore : public StateStore {
     return host;
   }
 
-  absl::Status TakeLock() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // Names this session after the daemon (what a refused second daemon is told) and takes the
+  // state's lock.
+  absl::Status ClaimState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::string name = absl::StrCat("loom serve pid ", getpid(), " on ", HostName());
+    LOOM_RETURN_IF_ERROR(
+        conn_
+            ->Exec("SELECT set_config('application_name', $1, false)", {PgText(name.substr(0, 63))})
+            .status());
     LOOM_ASSIGN_OR_RETURN(PgResult got,
                           conn_->Exec("SELECT pg_try_advisory_lock($1)", {PgInt(kStateLockKey)}));
     if (got.rows() == 1 && got.Text(0, 0) == "t") return absl::OkStatus();

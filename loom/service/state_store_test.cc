@@ -352,6 +352,40 @@ TEST_P(PostgresStateStoreTest, ASecondStoreOnTheSameStateIsRefusedUntilTheFirstC
   EXPECT_NE(Open(), nullptr);
 }
 
+// Ends the server sessions of every store on this database (as a restart of PostgreSQL or a
+// network cut would), waiting until they are gone.
+void DropStoreSessions(const std::string& uri) {
+  PGconn* conn = PQconnectdb(uri.c_str());
+  PGresult* res = PQexec(conn,
+                         "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE "
+                         "application_name LIKE 'loom serve pid %' AND datname = "
+                         "current_database()");
+  EXPECT_EQ(PQresultStatus(res), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+  EXPECT_EQ(PQntuples(res), 1);
+  PQclear(res);
+  PQfinish(conn);
+}
+
+TEST_P(PostgresStateStoreTest, ALostConnectionIsReopenedWithTheLockOrRefusedWithoutIt) {
+  auto first = Open();
+  ASSERT_NE(first, nullptr);
+  DropStoreSessions(uri_);
+  // Reconnected, the lock taken again: the write goes through and the state stays exclusive.
+  ASSERT_TRUE(first->Apply({.jobs = {Job("j1", 0)}}).ok());
+  EXPECT_EQ(OpenStateStore(uri_).status().code(), absl::StatusCode::kFailedPrecondition);
+  // Cut off again, and meanwhile another store took the state: the first may not write.
+  DropStoreSessions(uri_);
+  auto second = Open();
+  ASSERT_NE(second, nullptr);
+  absl::Status st = first->Apply({.jobs = {Job("j2", 0)}});
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("is in use by another loom serve"));
+  auto jobs = second->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].id, "j1");
+}
+
 TEST_P(PostgresStateStoreTest, AMutationThatFailsStoresNothing) {
   auto store = Open();
   ASSERT_NE(store, nullptr);

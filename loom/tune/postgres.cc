@@ -150,17 +150,18 @@ absl::Status PgConnection::Error(const PGresult* res, const std::string& sql) co
                                    Flatten(sql.substr(0, 60)), sql.size() > 60 ? "...`)" : "`)"));
 }
 
+absl::Status PgConnection::Reconnect() {
+  PQreset(conn_);
+  if (PQstatus(conn_) != CONNECTION_OK) return Error(nullptr, "(reconnecting)");
+  if (!on_reconnect_) return absl::OkStatus();
+  reconnecting_ = true;
+  absl::Status st = on_reconnect_();
+  reconnecting_ = false;
+  return st;
+}
+
 absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
                                             const std::vector<PgParam>& params) {
-  if (PQstatus(conn_) != CONNECTION_OK && !in_transaction_ && !reconnecting_) {
-    PQreset(conn_);
-    if (PQstatus(conn_) == CONNECTION_OK && on_reconnect_) {
-      reconnecting_ = true;
-      absl::Status st = on_reconnect_();
-      reconnecting_ = false;
-      LOOM_RETURN_IF_ERROR(st);
-    }
-  }
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   for (const PgParam& p : params) {
@@ -173,14 +174,22 @@ absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
     lengths.push_back(p.value.has_value() ? static_cast<int>(p.value->size()) : 0);
     formats.push_back(p.binary ? 1 : 0);
   }
-  PGresult* res = params.empty()
-                      ? PQexec(conn_, sql.c_str())
-                      : PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr,
-                                     values.data(), lengths.data(), formats.data(), 0);
-  PgResult result(res);
-  const ExecStatusType st = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(res, sql);
-  return result;
+  // Outside a transaction a statement found the connection lost runs once more on a fresh one
+  // (the stores write only inside transactions, so nothing is applied twice); inside one the
+  // transaction fails and the next call reconnects.
+  const bool may_retry = !in_transaction_ && !reconnecting_;
+  for (int attempt = 0;; ++attempt) {
+    if (PQstatus(conn_) != CONNECTION_OK && may_retry) LOOM_RETURN_IF_ERROR(Reconnect());
+    PGresult* res = params.empty()
+                        ? PQexec(conn_, sql.c_str())
+                        : PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr,
+                                       values.data(), lengths.data(), formats.data(), 0);
+    PgResult result(res);
+    const ExecStatusType st = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return result;
+    if (attempt == 0 && may_retry && PQstatus(conn_) != CONNECTION_OK) continue;
+    return Error(res, sql);
+  }
 }
 
 absl::Status PgConnection::InTransaction(const std::function<absl::Status()>& body) {

@@ -70,8 +70,9 @@ class PgConnection {
 
   const std::string& redacted_uri() const { return redacted_; }
 
-  // Runs one statement with `params` bound to $1, $2, ... A lost connection is re-established
-  // once (outside a transaction). Errors are one line naming the store and mapped from the
+  // Runs one statement with `params` bound to $1, $2, ... Outside a transaction, a lost connection
+  // is re-established (running the on_reconnect hook) and the statement run once more: callers
+  // write only inside InTransaction. Errors are one line naming the store and mapped from the
   // SQLSTATE: kInvalidArgument for data the database refuses (bad encoding, a NUL byte),
   // kUnavailable for a lost connection, kAborted for a serialization failure or deadlock,
   // kResourceExhausted for a full disk, kInternal otherwise.
@@ -97,6 +98,7 @@ class PgConnection {
   PgConnection(PGconn* conn, std::string what, std::string redacted)
       : conn_(conn), what_(std::move(what)), redacted_(std::move(redacted)) {}
   absl::Status Error(const PGresult* res, const std::string& sql) const;
+  absl::Status Reconnect();
 
   PGconn* conn_;
   const std::string what_;
