@@ -36,6 +36,8 @@ using tune::PgText;
 
 // The state's lock: one daemon per database ("LOOMSTAT").
 constexpr int64_t kStateLockKey = 0x4c4f4f4d53544154;
+// How long a new store waits for the state's lock (PostgreSQL's lock_timeout syntax).
+constexpr char kLockWait[] = "3s";
 
 // kMigrations[v] takes the state from schema version v to v + 1 (sqlite_state_store.cc's, in
 // PostgreSQL's types).
@@ -278,9 +280,14 @@ class PostgresStateStore : public StateStore {
         conn_
             ->Exec("SELECT set_config('application_name', $1, false)", {PgText(name.substr(0, 63))})
             .status());
-    LOOM_ASSIGN_OR_RETURN(PgResult got,
-                          conn_->Exec("SELECT pg_try_advisory_lock($1)", {PgInt(kStateLockKey)}));
-    if (got.rows() == 1 && got.Text(0, 0) == "t") return absl::OkStatus();
+    // A daemon killed a moment ago still holds the lock until its server session has noticed:
+    // wait for it a little (kLockWait) before refusing.
+    LOOM_RETURN_IF_ERROR(
+        conn_->Exec("SELECT set_config('lock_timeout', $1, false)", {PgText(kLockWait)}).status());
+    absl::Status got = conn_->Exec("SELECT pg_advisory_lock($1)", {PgInt(kStateLockKey)}).status();
+    LOOM_RETURN_IF_ERROR(conn_->Exec("SELECT set_config('lock_timeout', '0', false)").status());
+    if (got.ok()) return absl::OkStatus();
+    if (got.code() != absl::StatusCode::kFailedPrecondition) return got;  // not lock_timeout
     // Who holds it: the session whose advisory lock has our key (pg_locks splits the 64-bit key
     // into classid, the high half, and objid, the low half).
     absl::StatusOr<PgResult> holder = conn_->Exec(

@@ -158,8 +158,9 @@ absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::stri
 // database's state lock (a session advisory lock) for the store's life: one daemon per state. A
 // commit is durable as PostgreSQL's synchronous_commit makes it. kUnavailable naming the URI
 // (without its password) when it cannot connect; kFailedPrecondition when another store holds the
-// state (naming it), the schema is newer than this Loom's, or another application owns a `jobs`
-// table there; kDataLoss when the stored store id is invalid.
+// state (naming it; after waiting 3 s, so that a daemon killed a moment ago has let go), the
+// schema is newer than this Loom's, or another application owns a `jobs` table there; kDataLoss
+// when the stored store id is invalid.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& uri);
 
 // The one place that picks the implementation: a `postgresql://` (or `postgres://`) URI opens the

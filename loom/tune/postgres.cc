@@ -39,6 +39,7 @@ absl::StatusCode CodeOf(absl::string_view sqlstate) {
   if (cls == "40") return absl::StatusCode::kAborted;  // serialization failure, deadlock
   if (cls == "53") return absl::StatusCode::kResourceExhausted;
   if (cls == "28" || sqlstate == "42501") return absl::StatusCode::kPermissionDenied;
+  if (cls == "55") return absl::StatusCode::kFailedPrecondition;  // lock not available, in use
   return absl::StatusCode::kInternal;
 }
 

@@ -75,6 +75,7 @@ class PgConnection {
   // write only inside InTransaction. Errors are one line naming the store and mapped from the
   // SQLSTATE: kInvalidArgument for data the database refuses (bad encoding, a NUL byte),
   // kUnavailable for a lost connection, kAborted for a serialization failure or deadlock,
+  // kFailedPrecondition for an object in use (lock_timeout),
   // kResourceExhausted for a full disk, kInternal otherwise.
   absl::StatusOr<PgResult> Exec(const std::string& sql, const std::vector<PgParam>& params = {});
 

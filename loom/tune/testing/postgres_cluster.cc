@@ -117,6 +117,35 @@ absl::StatusOr<int> WaitFor(pid_t pid, absl::Duration timeout) {
   return absl::DeadlineExceededError("timed out");
 }
 
+// An initialized data folder for this PostgreSQL version, made by `initdb` once per user (it is
+// the slow part of a start; a failed or concurrent initdb never leaves a half-made one: it is
+// renamed into place when complete). Clusters start from copies of it.
+absl::StatusOr<std::string> Template(const std::string& bin, const RunAs& who,
+                                     const std::string& log) {
+  const std::string version = fs::path(bin).parent_path().filename().string();
+  const std::string path = absl::StrCat("/tmp/loom_pg_template_", geteuid(), "_", version);
+  if (fs::exists(path + "/PG_VERSION")) return path;
+  const std::string tmp = absl::StrCat(path, ".", getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (mkdir(tmp.c_str(), 0700) != 0 || (who.drop && chown(tmp.c_str(), who.uid, who.gid) != 0)) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create ", tmp, " for initdb"));
+  }
+  LOOM_ASSIGN_OR_RETURN(pid_t pid, Spawn({bin + "/initdb", "-D", tmp, "-U", "loom", "--auth=trust",
+                                          "-E", "UTF8", "--no-sync"},
+                                         who, log, /*die_with_parent=*/false));
+  absl::StatusOr<int> status = WaitFor(pid, absl::Seconds(60));
+  if (!status.ok() || !WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    fs::remove_all(tmp, ec);
+    return absl::InternalError(absl::StrCat("initdb failed: ", Tail(log)));
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) fs::remove_all(tmp, ec);  // another made it first
+  if (!fs::exists(path + "/PG_VERSION")) {
+    return absl::InternalError(absl::StrCat("no initdb template at ", path));
+  }
+  return path;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Start() {
@@ -137,13 +166,14 @@ absl::StatusOr<std::unique_ptr<PostgresCluster>> PostgresCluster::Start() {
         absl::StrCat("cannot hand ", cluster->dir_, " to user nobody"));
   }
   const std::string log = cluster->dir_ + "/server.log";
+  LOOM_ASSIGN_OR_RETURN(const std::string data, Template(bin, who, log));
   {
-    LOOM_ASSIGN_OR_RETURN(pid_t pid, Spawn({bin + "/initdb", "-D", cluster->dir_ + "/data", "-U",
-                                            "loom", "--auth=trust", "-E", "UTF8", "--no-sync"},
-                                           who, log, /*die_with_parent=*/false));
+    // A copy of the initialized template (cp -a keeps the server user's ownership and modes).
+    LOOM_ASSIGN_OR_RETURN(pid_t pid, Spawn({"/bin/cp", "-a", data, cluster->dir_ + "/data"},
+                                           RunAs{}, log, /*die_with_parent=*/false));
     absl::StatusOr<int> status = WaitFor(pid, absl::Seconds(60));
     if (!status.ok() || !WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
-      return absl::InternalError(absl::StrCat("initdb failed: ", Tail(log)));
+      return absl::InternalError(absl::StrCat("copying the initdb template failed: ", Tail(log)));
     }
   }
   LOOM_ASSIGN_OR_RETURN(

@@ -1,4 +1,5 @@
-// A throw-away PostgreSQL server for tests: `initdb` in a temporary folder, `postgres` listening
+// A throw-away PostgreSQL server for tests: a copy of an `initdb` template (made once per user
+// and PostgreSQL version under /tmp) in a temporary folder, `postgres` listening
 // only on a Unix socket in that folder (listen_addresses=''), as an unprivileged user when the
 // tests run as root (PostgreSQL refuses root), and shut down (immediate mode, as `pg_ctl stop -m
 // immediate`) with the folder removed at the end. The server dies with the process that started
