@@ -18,6 +18,9 @@ PACKAGES=(
   libseccomp-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
+  # PostgreSQL as the fleet's store: libpq (the client of the PostgreSQL record and state stores)
+  # and the server binaries (initdb, postgres) the tests start a throw-away cluster with
+  libpq-dev postgresql
   # the Python package (python/) and its tests: the binding, a virtual environment, pytest,
   # pandas (record DataFrames), the notebook's plotting and headless execution
   pybind11-dev python3-dev python3-venv python3-pip python3-pytest python3-pandas

@@ -15,6 +15,7 @@
 #include "loom/cli/commands.h"
 #include "loom/experiment/trace.h"
 #include "loom/ops/target.h"
+#include "loom/tune/postgres.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
 #include "nlohmann/json.hpp"
@@ -33,12 +34,12 @@ struct RecordsOptions {
   bool json = false;
 };
 
+// An existing record database: a file, or a PostgreSQL URI (tune::OpenRecordStore decides).
 std::unique_ptr<tune::RecordStore> OpenOrFail(const std::string& db) {
-  std::ifstream probe(db);
-  if (!probe.good()) {
+  if (!tune::IsPostgresUri(db) && !std::ifstream(db).good()) {
     Fail(absl::NotFoundError(absl::StrFormat("record database '%s' does not exist", db)));
   }
-  auto store = tune::OpenSqliteRecordStore(db);
+  auto store = tune::OpenRecordStore(db);
   FailIfError(store.status());
   return *std::move(store);
 }
@@ -97,7 +98,7 @@ void RunExport(const RecordsOptions& o) {
 }
 
 void RunImport(const RecordsOptions& o) {
-  auto store = tune::OpenSqliteRecordStore(o.db);  // created when missing
+  auto store = tune::OpenRecordStore(o.db);  // created when missing
   FailIfError(store.status());
   absl::StatusOr<int64_t> n;
   if (o.file == "-") {
@@ -110,7 +111,8 @@ void RunImport(const RecordsOptions& o) {
   if (!n.ok()) {
     Fail(absl::Status(n.status().code(), absl::StrFormat("%s: %s", o.file, n.status().message())));
   }
-  std::printf("imported %lld records into %s\n", static_cast<long long>(*n), o.db.c_str());
+  std::printf("imported %lld records into %s\n", static_cast<long long>(*n),
+              tune::RedactUri(o.db).c_str());
 }
 
 // A tuning prior from every task's records on one target (this host's by default).
@@ -120,8 +122,9 @@ void RunPrior(const RecordsOptions& o) {
   auto summary = store->Summary(target);
   FailIfError(summary.status());
   if (summary->empty()) {
-    Fail(absl::NotFoundError(absl::StrFormat(
-        "no records of target '%s' in %s (see `loom records summary`)", target, o.db)));
+    Fail(absl::NotFoundError(
+        absl::StrFormat("no records of target '%s' in %s (see `loom records summary`)", target,
+                        tune::RedactUri(o.db))));
   }
   std::vector<tune::Record> records;
   for (const auto& s : *summary) {
@@ -151,7 +154,8 @@ void RunStages(const RecordsOptions& o) {
   auto timings = store->StageTimings(o.job);
   FailIfError(timings.status());
   if (timings->empty()) {
-    Fail(absl::NotFoundError(absl::StrFormat("no stage timings for job '%s' in %s", o.job, o.db)));
+    Fail(absl::NotFoundError(
+        absl::StrFormat("no stage timings for job '%s' in %s", o.job, tune::RedactUri(o.db))));
   }
   struct Agg {
     int64_t n = 0;
@@ -229,7 +233,8 @@ void RunTrace(const RecordsOptions& o) {
     auto of_job = store->StageTimings(job);
     FailIfError(of_job.status());
     if (of_job->empty() && !o.jobs.empty()) {
-      Fail(absl::NotFoundError(absl::StrFormat("no stage timings for job '%s' in %s", job, o.db)));
+      Fail(absl::NotFoundError(
+          absl::StrFormat("no stage timings for job '%s' in %s", job, tune::RedactUri(o.db))));
     }
     timings.insert(timings.end(), of_job->begin(), of_job->end());
   }
@@ -237,7 +242,7 @@ void RunTrace(const RecordsOptions& o) {
     Fail(
         absl::NotFoundError(absl::StrFormat("no stage timings in %s (jobs tuned with `loom tune`, "
                                             "`loom experiment` or an agent store them)",
-                                            o.db)));
+                                            tune::RedactUri(o.db))));
   }
   std::ofstream out(o.file);
   if (!out) Fail(absl::NotFoundError(absl::StrFormat("cannot write '%s'", o.file)));
@@ -256,7 +261,9 @@ void RegisterRecordsCommand(CLI::App& app) {
   auto o = std::make_shared<RecordsOptions>();
   auto* rec = app.add_subcommand("records", "Inspect, export and import the tuning database");
   rec->require_subcommand(1);
-  auto add_db = [&](CLI::App* c) { c->add_option("--db", o->db, "SQLite record database"); };
+  auto add_db = [&](CLI::App* c) {
+    c->add_option("--db", o->db, "Record database: an SQLite file or a postgresql:// URI");
+  };
   auto* summary = rec->add_subcommand("summary", "Best result per task");
   add_db(summary);
   summary->add_option("--target", o->target, "Target key (default: this host)");

@@ -1,4 +1,4 @@
-// `loom serve --listen HOST:PORT --state FILE --tokens FILE [--tls-cert C --tls-key K]`: the
+// `loom serve --listen HOST:PORT --state FILE|URI --tokens FILE [--tls-cert C --tls-key K]`: the
 // scheduler daemon (loom/service/server.h). Without --tokens, or without TLS beyond loopback, it
 // starts only with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state file
 // resumes every job. Structured key=value log lines go to stderr.
@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
 #include "loom/service/server.h"
+#include "loom/tune/postgres.h"
 
 namespace loom::cli {
 namespace {
@@ -65,7 +66,7 @@ void RunServe(const ServeOptions& o) {
   FailIfError(server.status());
   std::fprintf(stderr, "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s\n",
                absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
-               o.listen.c_str(), (*server)->port(), o.state.c_str(),
+               o.listen.c_str(), (*server)->port(), tune::RedactUri(o.state).c_str(),
                o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on");
   std::fflush(stderr);
   std::thread waiter([&] {
@@ -86,7 +87,9 @@ void RegisterServeCommand(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   auto* cmd = app.add_subcommand("serve", "Run the scheduler daemon (gRPC) for agents and users");
   cmd->add_option("--listen", o->listen, "HOST:PORT to listen on (port 0: any free port)");
-  cmd->add_option("--state", o->state, "State file (SQLite); records go to FILE.records")
+  cmd->add_option("--state", o->state,
+                  "State file (SQLite; records go to FILE.records), or a postgresql:// URI (state "
+                  "and records in that database)")
       ->required();
   cmd->add_option("--tokens", o->tokens,
                   "Tokens file: lines 'TOKEN NAME [user|admin|agent] [max_priority=N max_jobs=N "

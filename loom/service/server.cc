@@ -19,6 +19,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/service/auth.h"
 #include "loom/service/client.h"
+#include "loom/tune/postgres.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 
@@ -256,7 +257,8 @@ class AgentServiceImpl final : public v1::AgentService::Service {
 }  // namespace
 
 std::string RecordsPathFor(const std::string& state_path) {
-  return state_path == ":memory:" ? ":memory:" : absl::StrCat(state_path, ".records");
+  if (state_path == ":memory:" || tune::IsPostgresUri(state_path)) return state_path;
+  return absl::StrCat(state_path, ".records");
 }
 
 struct Server::Services {
@@ -333,16 +335,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
             : "tokens travel in clear");
   }
   const std::string records_path = RecordsPathFor(options.state_path);
-  if (options.state_path != ":memory:") {
+  // A PostgreSQL state holds its own lock, and its records share its database (no pairing).
+  const bool in_files = !tune::IsPostgresUri(options.state_path);
+  if (in_files && options.state_path != ":memory:") {
     LOOM_ASSIGN_OR_RETURN(s->lock_, StateLock::Acquire(options.state_path));
   }
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state,
-                        OpenSqliteStateStore(options.state_path));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state, OpenStateStore(options.state_path));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> records,
-                        tune::OpenSqliteRecordStore(records_path));
+                        tune::OpenRecordStore(records_path));
   LOOM_ASSIGN_OR_RETURN(int64_t next_job, state->Counter("next_job", 1));
-  LOOM_RETURN_IF_ERROR(
-      PairRecordDatabase(records_path, options.state_path, state->store_id(), next_job > 1));
+  if (in_files) {
+    LOOM_RETURN_IF_ERROR(
+        PairRecordDatabase(records_path, options.state_path, state->store_id(), next_job > 1));
+  }
   LOOM_ASSIGN_OR_RETURN(s->driver_,
                         JobDriver::Create(options.driver, std::move(state), std::move(records)));
   s->services_->jobs = std::make_unique<JobServiceImpl>(s->driver_.get(), &s->services_->tokens,

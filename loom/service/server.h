@@ -22,7 +22,8 @@ namespace loom::service {
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // HOST:PORT; port 0 picks a free one (see port())
   // The state file; tuning records go to "<state>.records" (a tune record database that
-  // `loom records` and `loom compile --db` read).
+  // `loom records` and `loom compile --db` read). Or a `postgresql://` URI: state and records in
+  // that database (OpenStateStore, tune::OpenRecordStore).
   std::string state_path;
   std::string tokens_path;  // empty: authentication off (every caller is admin "local")
   std::string tls_cert;     // PEM; with tls_key, serve TLS only
@@ -39,7 +40,7 @@ struct ServerOptions {
 // localhost, or a unix: socket.
 bool IsLoopbackAddress(const std::string& listen);
 
-// The records database next to a state file.
+// The records database next to a state file; a PostgreSQL state's own URI.
 std::string RecordsPathFor(const std::string& state_path);
 
 class Server {

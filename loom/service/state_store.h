@@ -1,7 +1,9 @@
 // The daemon's durable state: jobs, their tasks (per-task tuner state, history, the round's
 // configs and artifacts), leases handed out, log lines and counters. The job driver writes every
 // change through Apply() before it acknowledges it; on restart it loads everything back.
-// Implementations: SQLite (sqlite_state_store.cc). Tuning records live in a tune::RecordStore.
+// Implementations: SQLite (sqlite_state_store.cc, the embedded default) and PostgreSQL
+// (postgres_state_store.cc, a fleet's shared store), chosen by OpenStateStore. Tuning records live
+// in a tune::RecordStore.
 #pragma once
 
 #include <cstdint>
@@ -150,5 +152,19 @@ inline constexpr int kStateSchemaVersion = 2;
 // another application or is empty (0 bytes: truncated); kDataLoss when it is damaged;
 // kInvalidArgument when it is not SQLite; kNotFound when it cannot be opened or created.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::string& path);
+
+// Opens (creating the tables if missing, migrating as the SQLite store does, versions in
+// loom_schema under "state") the state in the PostgreSQL database at `uri`, and holds the
+// database's state lock (a session advisory lock) for the store's life: one daemon per state. A
+// commit is durable as PostgreSQL's synchronous_commit makes it. kUnavailable naming the URI
+// (without its password) when it cannot connect; kFailedPrecondition when another store holds the
+// state (naming it; after waiting 3 s, so that a daemon killed a moment ago has let go), the
+// schema is newer than this Loom's, or another application owns a `jobs` table there; kDataLoss
+// when the stored store id is invalid.
+absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& uri);
+
+// The one place that picks the implementation: a `postgresql://` (or `postgres://`) URI opens the
+// PostgreSQL store, anything else the SQLite file at that path (":memory:" a private one).
+absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& path_or_uri);
 
 }  // namespace loom::service

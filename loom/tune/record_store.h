@@ -92,4 +92,16 @@ inline constexpr int kRecordSchemaVersion = 2;
 // cannot be opened or created.
 absl::StatusOr<std::unique_ptr<RecordStore>> OpenSqliteRecordStore(const std::string& path);
 
+// Opens (creating the tables if missing, migrating an older schema) the record tables in the
+// PostgreSQL database at `uri` (`postgresql://[user[:password]@][host][:port]/db[?param=...]`,
+// libpq's URI; `?host=/dir` for a Unix socket). Several daemons and `loom records` may share it.
+// kUnavailable naming the URI (without its password) when it cannot connect;
+// kFailedPrecondition when its record schema is newer than this Loom's or another application
+// owns a `records` table there.
+absl::StatusOr<std::unique_ptr<RecordStore>> OpenPostgresRecordStore(const std::string& uri);
+
+// The one place that picks the implementation: a `postgresql://` (or `postgres://`) URI opens the
+// PostgreSQL store, anything else the SQLite file at that path.
+absl::StatusOr<std::unique_ptr<RecordStore>> OpenRecordStore(const std::string& path_or_uri);
+
 }  // namespace loom::tune

@@ -1,5 +1,6 @@
 #include "loom/tune/record_store.h"
 
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/graph/tasks.h"
+#include "loom/tune/postgres.h"
 #include "loom/tune/record.h"
+#include "loom/tune/testing/postgres_cluster.h"
 
 namespace loom::tune {
 namespace {
@@ -105,18 +108,37 @@ std::vector<int64_t> Configs(const std::vector<Record>& records) {
   return out;
 }
 
-class RecordStoreTest : public ::testing::Test {
+using Backend = testing::StoreBackend;
+
+// A fresh store location per test: a file in a temporary folder (SQLite) or a new database in the
+// binary's shared throw-away cluster (PostgreSQL; skipped only when its binaries are absent).
+class RecordStoreFixture : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUpBackend(Backend backend) {
+    backend_ = backend;
     std::string pattern = ::testing::TempDir() + "/loom_record_store_XXXXXX";
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
     dir_ = pattern;
-    path_ = dir_ + "/records.db";
+    if (backend == Backend::kPostgres) {
+      auto cluster = testing::SharedPostgresCluster();
+      if (absl::IsNotFound(cluster.status())) GTEST_SKIP() << cluster.status().message();
+      ASSERT_TRUE(cluster.ok()) << cluster.status();
+      cluster_ = *cluster;
+    }
+    path_ = NewPath();
   }
   void TearDown() override { std::system(absl::StrCat("rm -rf '", dir_, "'").c_str()); }
 
+  // Another empty store location of the same backend.
+  std::string NewPath() {
+    if (backend_ == Backend::kSqlite) return absl::StrCat(dir_, "/records", paths_++, ".db");
+    auto uri = cluster_->CreateDatabase();
+    EXPECT_TRUE(uri.ok()) << uri.status();
+    return uri.value_or("");
+  }
+
   std::unique_ptr<RecordStore> Open(const std::string& path) {
-    auto store = OpenSqliteRecordStore(path);
+    auto store = OpenRecordStore(path);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
@@ -127,8 +149,16 @@ class RecordStoreTest : public ::testing::Test {
     return n.value_or(-1);
   }
 
-  // Runs `sql` on the file with a raw connection (what another tool would do).
+  // Runs `sql` on the store with a raw connection (what another tool would do).
   void RawExec(const std::string& sql) {
+    if (backend_ == Backend::kPostgres) {
+      PGconn* conn = PQconnectdb(path_.c_str());
+      PGresult* res = PQexec(conn, sql.c_str());
+      EXPECT_EQ(PQresultStatus(res), PGRES_COMMAND_OK) << PQerrorMessage(conn);
+      PQclear(res);
+      PQfinish(conn);
+      return;
+    }
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
     char* err = nullptr;
@@ -136,12 +166,22 @@ class RecordStoreTest : public ::testing::Test {
     sqlite3_free(err);
     sqlite3_close(db);
   }
+  // The first column of the first row of `sql`.
   std::string RawQuery(const std::string& sql) {
+    std::string out;
+    if (backend_ == Backend::kPostgres) {
+      PGconn* conn = PQconnectdb(path_.c_str());
+      PGresult* res = PQexec(conn, sql.c_str());
+      EXPECT_EQ(PQresultStatus(res), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+      if (PQntuples(res) > 0) out = PQgetvalue(res, 0, 0);
+      PQclear(res);
+      PQfinish(conn);
+      return out;
+    }
     sqlite3* db = nullptr;
     EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
     sqlite3_stmt* stmt = nullptr;
     EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
-    std::string out;
     if (sqlite3_step(stmt) == SQLITE_ROW) {
       out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
     }
@@ -149,12 +189,47 @@ class RecordStoreTest : public ::testing::Test {
     sqlite3_close(db);
     return out;
   }
+  // What each backend keeps as the record schema version.
+  std::string SchemaVersion() {
+    return backend_ == Backend::kSqlite
+               ? RawQuery("PRAGMA user_version")
+               : RawQuery("SELECT version FROM loom_schema WHERE component = 'records'");
+  }
+  void SetSchemaVersion(int v) {
+    RawExec(backend_ == Backend::kSqlite ? absl::StrCat("PRAGMA user_version = ", v)
+                                         : absl::StrCat("UPDATE loom_schema SET version = ", v,
+                                                        " WHERE component = 'records'"));
+  }
 
+  Backend backend_ = Backend::kSqlite;
+  testing::PostgresCluster* cluster_ = nullptr;
+  int paths_ = 0;
   std::string dir_;
   std::string path_;
 };
 
-TEST_F(RecordStoreTest, NewDatabaseIsVersionedAndInWalMode) {
+// The contract of RecordStore, run against every implementation.
+class RecordStoreTest : public RecordStoreFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  void SetUp() override { SetUpBackend(GetParam()); }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, RecordStoreTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         testing::StoreBackendName<::testing::TestParamInfo<Backend>>);
+
+// What only the SQLite file has: WAL mode, PRAGMAs, files that are not databases.
+class SqliteRecordStoreTest : public RecordStoreFixture {
+ protected:
+  void SetUp() override { SetUpBackend(Backend::kSqlite); }
+};
+
+// What only PostgreSQL has: connection errors, its schema table, text it cannot store.
+class PostgresRecordStoreTest : public RecordStoreFixture {
+ protected:
+  void SetUp() override { SetUpBackend(Backend::kPostgres); }
+};
+
+TEST_F(SqliteRecordStoreTest, NewDatabaseIsVersionedAndInWalMode) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
@@ -167,7 +242,7 @@ TEST_F(RecordStoreTest, NewDatabaseIsVersionedAndInWalMode) {
   EXPECT_NE(Open(path_), nullptr);
 }
 
-TEST_F(RecordStoreTest, BestKOrdersByMedianExcludingErrorsAndOtherTargets) {
+TEST_P(RecordStoreTest, BestKOrdersByMedianExcludingErrorsAndOtherTargets) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   Record bogus_median = Ok(TaskA(), 1, {3e-3, 1e-3, 2e-3}, 1);  // median 2e-3
@@ -204,7 +279,7 @@ TEST_F(RecordStoreTest, BestKOrdersByMedianExcludingErrorsAndOtherTargets) {
   EXPECT_THAT(st.message(), HasSubstr("k is -1"));
 }
 
-TEST_F(RecordStoreTest, InvalidRecordRejectsTheWholeBatch) {
+TEST_P(RecordStoreTest, InvalidRecordRejectsTheWholeBatch) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   Record no_costs = Ok(TaskA(), 2, {}, 2);
@@ -223,7 +298,7 @@ TEST_F(RecordStoreTest, InvalidRecordRejectsTheWholeBatch) {
   EXPECT_EQ(CountAll(*store), 0);
 }
 
-TEST_F(RecordStoreTest, ForTaskKeepsInsertionOrderAndFiltersByJob) {
+TEST_P(RecordStoreTest, ForTaskKeepsInsertionOrderAndFiltersByJob) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->Append({Ok(TaskA(), 9, {1e-3}, 1, "job-1"), Ok(TaskB(), 8, {1e-3}, 2)}).ok());
@@ -245,7 +320,7 @@ TEST_F(RecordStoreTest, ForTaskKeepsInsertionOrderAndFiltersByJob) {
   EXPECT_THAT(*other_target, IsEmpty());
 }
 
-TEST_F(RecordStoreTest, AppendedRecordsAreVisibleFromAnotherConnection) {
+TEST_P(RecordStoreTest, AppendedRecordsAreVisibleFromAnotherConnection) {
   auto writer = Open(path_);
   auto reader = Open(path_);
   ASSERT_NE(writer, nullptr);
@@ -266,7 +341,7 @@ TEST_F(RecordStoreTest, AppendedRecordsAreVisibleFromAnotherConnection) {
   EXPECT_EQ(CountAll(*reopened), 2);
 }
 
-TEST_F(RecordStoreTest, ConcurrentAppendsFromThreadsAllLand) {
+TEST_P(RecordStoreTest, ConcurrentAppendsFromThreadsAllLand) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   constexpr int kThreads = 4, kBatches = 25, kPerBatch = 4;
@@ -310,7 +385,7 @@ int WaitWithTimeout(pid_t pid, absl::Duration timeout) {
 // In a forked child: opens its own connection and appends `batches` batches; exits 0 on success.
 [[noreturn]] void AppendInChild(const std::string& path, const std::string& job, int batches,
                                 int per_batch) {
-  auto store = OpenSqliteRecordStore(path);
+  auto store = OpenRecordStore(path);
   if (!store.ok()) _exit(2);
   for (int b = 0; b < batches || batches < 0; ++b) {
     std::vector<Record> batch;
@@ -323,7 +398,7 @@ int WaitWithTimeout(pid_t pid, absl::Duration timeout) {
   _exit(0);
 }
 
-TEST_F(RecordStoreTest, ConcurrentAppendsFromProcessesAllLand) {
+TEST_P(RecordStoreTest, ConcurrentAppendsFromProcessesAllLand) {
   // The file does not exist yet: the children and the parent create the schema concurrently.
   constexpr int kBatches = 20, kPerBatch = 5;
   std::vector<pid_t> children;
@@ -352,7 +427,7 @@ TEST_F(RecordStoreTest, ConcurrentAppendsFromProcessesAllLand) {
   }
 }
 
-TEST_F(RecordStoreTest, KillNineLosesAtMostTheBatchInFlight) {
+TEST_P(RecordStoreTest, KillNineLosesAtMostTheBatchInFlight) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   constexpr int kPerBatch = 10;
@@ -378,10 +453,10 @@ TEST_F(RecordStoreTest, KillNineLosesAtMostTheBatchInFlight) {
     EXPECT_GE(n, seen);
     EXPECT_EQ(n % kPerBatch, 0) << "a partial batch was stored in round " << round;
   }
-  EXPECT_EQ(RawQuery("PRAGMA integrity_check"), "ok");
+  if (GetParam() == Backend::kSqlite) EXPECT_EQ(RawQuery("PRAGMA integrity_check"), "ok");
 }
 
-TEST_F(RecordStoreTest, ExportThenImportIntoAFreshDatabaseIsIdentical) {
+TEST_P(RecordStoreTest, ExportThenImportIntoAFreshDatabaseIsIdentical) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   Record odd_config = Ok(TaskB(), 7, {0.1 + 0.2, 1.0 / 3.0}, 3, "job-2");
@@ -406,7 +481,7 @@ TEST_F(RecordStoreTest, ExportThenImportIntoAFreshDatabaseIsIdentical) {
   EXPECT_THAT(text, HasSubstr("\"timestamp\":\"2023-11-14T22:13:20.000001Z\""));
   EXPECT_THAT(text, HasSubstr("\"error\":\"run_timeout\""));
 
-  const std::string fresh_path = dir_ + "/fresh.db";
+  const std::string fresh_path = NewPath();
   auto fresh = Open(fresh_path);
   ASSERT_NE(fresh, nullptr);
   std::stringstream in(text);
@@ -443,7 +518,7 @@ TEST_F(RecordStoreTest, ExportThenImportIntoAFreshDatabaseIsIdentical) {
   EXPECT_EQ(none.str(), "");
 }
 
-TEST_F(RecordStoreTest, ImportNamesTheBadLineAndStoresNothing) {
+TEST_P(RecordStoreTest, ImportNamesTheBadLineAndStoresNothing) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   const std::string good = RecordToJson(Ok(TaskA(), 1, {1e-3}, 1));
@@ -481,29 +556,33 @@ TEST_F(RecordStoreTest, ImportNamesTheBadLineAndStoresNothing) {
   EXPECT_EQ(CountAll(*store), 0);
 }
 
-TEST_F(RecordStoreTest, NewerSchemaVersionIsRefused) {
+TEST_P(RecordStoreTest, NewerSchemaVersionIsRefused) {
   ASSERT_NE(Open(path_), nullptr);
-  RawExec("PRAGMA user_version = 7");
-  auto store = OpenSqliteRecordStore(path_);
+  SetSchemaVersion(7);
+  auto store = OpenRecordStore(path_);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(store.status().message(),
-              HasSubstr(absl::StrCat("database schema version 7 is newer than this Loom (",
-                                     kRecordSchemaVersion, ")")));
+              HasSubstr(GetParam() == Backend::kSqlite
+                            ? absl::StrCat("database schema version 7 is newer than this Loom (",
+                                           kRecordSchemaVersion, ")")
+                            : absl::StrCat("records schema version 7; this Loom understands up to ",
+                                           kRecordSchemaVersion)));
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
 }
 
-TEST_F(RecordStoreTest, SchemaOneDatabaseGainsTheAgentColumnAndKeepsItsRecords) {
+TEST_P(RecordStoreTest, SchemaOneDatabaseGainsTheAgentColumnAndKeepsItsRecords) {
   {
     auto store = Open(path_);
     ASSERT_NE(store, nullptr);
     ASSERT_TRUE(store->Append({Ok(TaskA(), 1, {0.5}, 1, "j1")}).ok());
   }
   // Back to what schema 1 wrote: no agent column.
-  RawExec("ALTER TABLE records DROP COLUMN agent_id; PRAGMA user_version = 1;");
+  RawExec("ALTER TABLE records DROP COLUMN agent_id");
+  SetSchemaVersion(1);
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(RawQuery("PRAGMA user_version"), "2");
+  EXPECT_EQ(SchemaVersion(), "2");
   Record measured = Ok(TaskA(), 2, {0.25}, 2, "j2");
   measured.agent_id = "gpu-host-1";
   ASSERT_TRUE(store->Append({measured}).ok());
@@ -516,7 +595,7 @@ TEST_F(RecordStoreTest, SchemaOneDatabaseGainsTheAgentColumnAndKeepsItsRecords) 
   EXPECT_THAT(RecordToJson((*all)[0]), Not(HasSubstr("agent_id")));
 }
 
-TEST_F(RecordStoreTest, NonSqliteFileIsRefusedByName) {
+TEST_F(SqliteRecordStoreTest, NonSqliteFileIsRefusedByName) {
   {
     std::ofstream garbage(path_, std::ios::binary);
     for (int i = 0; i < 512; ++i) garbage << "this is not a database, it is a text file\n";
@@ -528,7 +607,7 @@ TEST_F(RecordStoreTest, NonSqliteFileIsRefusedByName) {
   EXPECT_THAT(store.status().message(), HasSubstr("is not an SQLite database"));
 }
 
-TEST_F(RecordStoreTest, OtherApplicationsDatabaseIsRefused) {
+TEST_F(SqliteRecordStoreTest, OtherApplicationsDatabaseIsRefused) {
   RawExec("PRAGMA application_id = 1234; CREATE TABLE t (x INTEGER);");
   auto store = OpenSqliteRecordStore(path_);
   ASSERT_FALSE(store.ok());
@@ -536,11 +615,88 @@ TEST_F(RecordStoreTest, OtherApplicationsDatabaseIsRefused) {
   EXPECT_THAT(store.status().message(), HasSubstr("of another application"));
 }
 
-TEST_F(RecordStoreTest, UncreatablePathIsNotFound) {
+TEST_F(SqliteRecordStoreTest, UncreatablePathIsNotFound) {
   auto store = OpenSqliteRecordStore(dir_ + "/no/such/dir/records.db");
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(store.status().message(), HasSubstr("no/such/dir/records.db"));
+}
+
+TEST_P(RecordStoreTest, HostileTextIsStoredVerbatim) {
+  auto store = Open(path_);
+  ASSERT_NE(store, nullptr);
+  const std::string hostile = "x'); DROP TABLE records; -- \"$1\" ?1 \\ %s";
+  Record r = Ok(hostile, 1, {1e-3}, 1, hostile);
+  r.error_msg = hostile;
+  r.config_json = hostile;
+  ASSERT_TRUE(store->Append({r}).ok());
+  auto back = store->ForTask(hostile, kTarget, hostile);
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->size(), 1u);
+  EXPECT_EQ((*back)[0].task_key, hostile);
+  EXPECT_EQ((*back)[0].config_json, hostile);
+  EXPECT_EQ((*back)[0].error_msg, hostile);
+  EXPECT_EQ(CountAll(*store), 1);
+}
+
+TEST_F(PostgresRecordStoreTest, NewDatabaseIsVersionedWithItsIndexes) {
+  auto store = Open(path_);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(SchemaVersion(), absl::StrCat(kRecordSchemaVersion));
+  EXPECT_EQ(RawQuery("SELECT COUNT(*) FROM pg_indexes WHERE indexname IN ('records_best', "
+                     "'records_job')"),
+            "2");
+  // Reopening an up-to-date database is a no-op.
+  store.reset();
+  EXPECT_NE(Open(path_), nullptr);
+}
+
+TEST_F(PostgresRecordStoreTest, AnotherApplicationsRecordsTableIsRefused) {
+  RawExec("CREATE TABLE records (x INTEGER)");
+  auto store = OpenRecordStore(path_);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(store.status().message(),
+              HasSubstr("has a table 'records' that Loom did not create"));
+}
+
+TEST_F(PostgresRecordStoreTest, TextWithANulByteIsRefusedAndNothingStored) {
+  auto store = Open(path_);
+  ASSERT_NE(store, nullptr);
+  Record r = Ok(TaskA(), 2, {1e-3}, 2);
+  r.error_msg = std::string("before\0after", 12);
+  absl::Status st = store->Append({Ok(TaskA(), 1, {1e-3}, 1), r});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("NUL byte"));
+  EXPECT_EQ(CountAll(*store), 0);
+}
+
+TEST(PostgresUriTest, ConnectionFailureNamesTheUriWithoutItsPassword) {
+  auto store = OpenRecordStore("postgresql://alice:s3cret@127.0.0.1:1/loom?connect_timeout=5");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(store.status().message(),
+              HasSubstr("cannot connect to PostgreSQL at "
+                        "'postgresql://alice:***@127.0.0.1:1/loom?connect_timeout=5'"));
+  EXPECT_THAT(store.status().message(), Not(HasSubstr("s3cret")));
+  EXPECT_EQ(store.status().message().find('\n'), std::string::npos);
+
+  auto socket = OpenRecordStore("postgres:///loom?host=/nonexistent/dir&password=hunter2");
+  ASSERT_FALSE(socket.ok());
+  EXPECT_EQ(socket.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(socket.status().message(),
+              HasSubstr("'postgres:///loom?host=/nonexistent/dir&password=***'"));
+  EXPECT_THAT(socket.status().message(), Not(HasSubstr("hunter2")));
+}
+
+TEST(PostgresUriTest, OnlyPostgresSchemesArePostgres) {
+  EXPECT_TRUE(IsPostgresUri("postgresql://h/db"));
+  EXPECT_TRUE(IsPostgresUri("postgres:///db?host=/tmp"));
+  EXPECT_FALSE(IsPostgresUri("state.db"));
+  EXPECT_FALSE(IsPostgresUri("/var/lib/postgresql://x"));
+  EXPECT_EQ(RedactUri("postgresql://u@h:5/db"), "postgresql://u@h:5/db");
+  EXPECT_EQ(RedactUri("postgresql://u:p:q@h/db?sslmode=require&password=x"),
+            "postgresql://u:***@h/db?sslmode=require&password=***");
 }
 
 TEST(WorkloadDistanceTest, ZeroForSameShapeInfiniteAcrossKindsAndKernels) {
@@ -559,7 +715,7 @@ TEST(WorkloadDistanceTest, ZeroForSameShapeInfiniteAcrossKindsAndKernels) {
   EXPECT_DOUBLE_EQ(WorkloadDistance(Conv(64, 56, 64, 3), padded), 0.25);
 }
 
-TEST_F(RecordStoreTest, SimilarRanksTheSameShapeThenTheNearestNeighbour) {
+TEST_P(RecordStoreTest, SimilarRanksTheSameShapeThenTheNearestNeighbour) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   const graph::Workload query = Conv(64, 56, 64, 3);
@@ -593,7 +749,7 @@ TEST_F(RecordStoreTest, SimilarRanksTheSameShapeThenTheNearestNeighbour) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(RecordStoreTest, StageTimingsRoundTrip) {
+TEST_P(RecordStoreTest, StageTimingsRoundTrip) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   const absl::Time t0 = absl::FromUnixMicros(1'700'000'000'000'000);
@@ -628,7 +784,7 @@ TEST_F(RecordStoreTest, StageTimingsRoundTrip) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(RecordStoreTest, SummaryCountsTrialsErrorsAndBest) {
+TEST_P(RecordStoreTest, SummaryCountsTrialsErrorsAndBest) {
   auto store = Open(path_);
   ASSERT_NE(store, nullptr);
   Record b_best = Ok(TaskB(), 3, {0.25, 0.5, 0.125}, 3);  // median 0.25 s

@@ -22,10 +22,13 @@
 #include "absl/time/time.h"
 #include "loom/base/status_macros.h"
 #include "loom/tune/record_store.h"
+#include "loom/tune/record_store_internal.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::tune {
 namespace {
+
+using internal::TaskKindOf;
 
 constexpr int32_t kApplicationId = 0x4C4F4F4D;  // "LOOM"
 constexpr int kBusyTimeoutMs = 30000;
@@ -111,32 +114,6 @@ absl::StatusCode CodeOf(int rc) {
   }
 }
 
-std::string TaskKindOf(std::string_view task_key) {
-  return std::string(task_key.substr(0, task_key.find(':')));
-}
-
-absl::Status Validate(const Record& r) {
-  if (r.task_key.empty()) return absl::InvalidArgumentError("record has an empty task_key");
-  if (r.template_name.empty()) {
-    return absl::InvalidArgumentError("record has an empty template_name");
-  }
-  if (r.target_key.empty()) return absl::InvalidArgumentError("record has an empty target_key");
-  if (r.ok()) {
-    if (r.costs.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("successful record of ", r.task_key,
-                                                     " config ", r.config_index, " has no costs"));
-    }
-    for (double c : r.costs) {
-      if (!(c > 0) || !std::isfinite(c)) {
-        return absl::InvalidArgumentError(absl::StrCat("successful record of ", r.task_key,
-                                                       " config ", r.config_index, " has cost ", c,
-                                                       " (costs must be positive and finite)"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Resets a cached statement (releasing its read snapshot) and its bindings at scope exit.
 class ScopedReset {
  public:
@@ -193,7 +170,7 @@ class SqliteRecordStore : public RecordStore {
   }
 
   absl::Status Append(const std::vector<Record>& records) override {
-    for (const Record& r : records) LOOM_RETURN_IF_ERROR(Validate(r));
+    for (const Record& r : records) LOOM_RETURN_IF_ERROR(internal::ValidateRecord(r));
     absl::MutexLock lock(&mu_);
     return InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       for (const Record& r : records) LOOM_RETURN_IF_ERROR(Insert(r));
@@ -231,7 +208,7 @@ class SqliteRecordStore : public RecordStore {
           absl::StrCat("Similar: limit is ", limit, ", must be >= 0"));
     }
     absl::MutexLock lock(&mu_);
-    std::vector<std::pair<double, std::string>> tasks;  // (distance, task key)
+    std::vector<std::string> keys;
     {
       LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                             Prepare("SELECT DISTINCT task_key FROM records WHERE target_key = ?1 "
@@ -242,22 +219,17 @@ class SqliteRecordStore : public RecordStore {
       while (true) {
         LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
         if (!row) break;
-        std::string key = ColumnText(stmt, 0);
-        // Keys this Loom cannot parse (written by a newer one) are not comparable: skipped.
-        absl::StatusOr<graph::Workload> other = graph::ParseWorkloadKey(key);
-        if (!other.ok()) continue;
-        const double d = WorkloadDistance(workload, *other);
-        if (std::isfinite(d)) tasks.emplace_back(d, std::move(key));
+        keys.push_back(ColumnText(stmt, 0));
       }
     }
-    std::sort(tasks.begin(), tasks.end());
+    const std::vector<std::string> tasks = internal::RankSimilarTasks(workload, std::move(keys));
     LOOM_ASSIGN_OR_RETURN(
         sqlite3_stmt * stmt,
         Prepare(absl::StrCat("SELECT ", kRecordColumns,
                              " FROM records WHERE task_key = ?1 AND target_key = ?2 AND "
                              "median_cost IS NOT NULL ORDER BY median_cost, id LIMIT ?3")));
     std::vector<Record> out;
-    for (const auto& [distance, key] : tasks) {
+    for (const std::string& key : tasks) {
       const int64_t left = limit - static_cast<int64_t>(out.size());
       if (left <= 0) break;
       ScopedReset reset(stmt);
@@ -272,13 +244,7 @@ class SqliteRecordStore : public RecordStore {
 
   absl::Status AppendStageTimings(const std::string& job_id, const std::string& task_key,
                                   int64_t round, const std::vector<StageTiming>& timings) override {
-    if (job_id.empty()) return absl::InvalidArgumentError("stage timings need a job_id");
-    for (const StageTiming& t : timings) {
-      if (t.end < t.start) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("stage '", t.stage, "' of round ", round, " ends before it starts"));
-      }
-    }
+    LOOM_RETURN_IF_ERROR(internal::ValidateStageTimings(job_id, round, timings));
     absl::MutexLock lock(&mu_);
     return InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       LOOM_ASSIGN_OR_RETURN(
@@ -343,18 +309,7 @@ class SqliteRecordStore : public RecordStore {
   }
 
   absl::StatusOr<int64_t> ImportJsonLines(std::istream& in) override {
-    std::vector<Record> records;
-    std::string line;
-    for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      absl::StatusOr<Record> r = RecordFromJson(line);
-      absl::Status st = r.ok() ? Validate(*r) : r.status();
-      if (!st.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat("line ", line_no, ": ", st.message()));
-      }
-      records.push_back(*std::move(r));
-    }
-    if (in.bad()) return absl::DataLossError("reading the records to import failed");
+    LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, internal::ReadImportLines(in));
 
     absl::MutexLock lock(&mu_);
     int64_t stored = 0;
@@ -591,19 +546,12 @@ class SqliteRecordStore : public RecordStore {
     r.target_key = ColumnText(stmt, 3);
     r.config_index = sqlite3_column_int64(stmt, 4);
     r.config_json = ColumnText(stmt, 5);
-    nlohmann::json costs =
-        nlohmann::json::parse(ColumnText(stmt, 6), nullptr, /*allow_exceptions=*/false);
-    if (!costs.is_array()) {
+    absl::StatusOr<std::vector<double>> costs = internal::ParseStoredCosts(ColumnText(stmt, 6));
+    if (!costs.ok()) {
       return absl::DataLossError(
           absl::StrCat("record database '", path_, "': record ", r.id, " has malformed costs"));
     }
-    for (const auto& c : costs) {
-      if (!c.is_number()) {
-        return absl::DataLossError(
-            absl::StrCat("record database '", path_, "': record ", r.id, " has malformed costs"));
-      }
-      r.costs.push_back(c.get<double>());
-    }
+    r.costs = *std::move(costs);
     r.median_cost = sqlite3_column_type(stmt, 7) == SQLITE_NULL
                         ? std::numeric_limits<double>::infinity()
                         : sqlite3_column_double(stmt, 7);

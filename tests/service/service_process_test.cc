@@ -29,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/tune/testing/postgres_cluster.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/version.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +37,7 @@
 namespace fs = std::filesystem;
 namespace v1 = loom::v1;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -111,6 +113,7 @@ class ServiceProcessTest : public ::testing::Test {
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
+    state_ = (dir_ / "state.db").string();
     // Every agent has its own token, named after its host; user limits as a site would set them.
     std::ofstream tokens(dir_ / "tokens");
     tokens << "# test tokens\n"
@@ -130,6 +133,7 @@ class ServiceProcessTest : public ::testing::Test {
   }
 
   // Starts `loom serve` (port 0 the first time, then the same port) and waits until it listens.
+  // The default state is state_ (a file, or a PostgreSQL database in the backend tests).
   void StartServe(std::vector<std::string> extra = {}, const std::string& state = "state.db") {
     fs::create_directories(dir_ / "tmp");
     std::vector<std::string> argv = {LOOM_BINARY,
@@ -137,7 +141,7 @@ class ServiceProcessTest : public ::testing::Test {
                                      "--listen",
                                      absl::StrCat("127.0.0.1:", port_),
                                      "--state",
-                                     (dir_ / state).string(),
+                                     state == "state.db" ? state_ : (dir_ / state).string(),
                                      "--tokens",
                                      (dir_ / "tokens").string(),
                                      "--heartbeat-timeout",
@@ -235,6 +239,7 @@ class ServiceProcessTest : public ::testing::Test {
   }
 
   fs::path dir_;
+  std::string state_;  // the daemon's --state
   int port_ = 0;
   int serve_starts_ = 0;
   std::string server_;
@@ -242,6 +247,34 @@ class ServiceProcessTest : public ::testing::Test {
   std::vector<Proc> agents_;
   std::string client_env_;  // extra NAME=VALUE words for the CLI's environment
 };
+
+// The tests that run once per state backend: the daemon on an SQLite file, and on a PostgreSQL
+// database of a throw-away cluster (skipped only when the server binaries are absent).
+class ServiceBackendTest : public ServiceProcessTest,
+                           public ::testing::WithParamInterface<loom::tune::testing::StoreBackend> {
+ protected:
+  void SetUp() override {
+    ServiceProcessTest::SetUp();
+    if (GetParam() == loom::tune::testing::StoreBackend::kSqlite) return;
+    auto cluster = loom::tune::testing::SharedPostgresCluster();
+    if (absl::IsNotFound(cluster.status())) GTEST_SKIP() << cluster.status().message();
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    auto uri = (*cluster)->CreateDatabase();
+    ASSERT_TRUE(uri.ok()) << uri.status();
+    state_ = *uri;
+  }
+  // Where `loom records --db` finds the daemon's records.
+  std::string RecordsDb() const {
+    return GetParam() == loom::tune::testing::StoreBackend::kSqlite
+               ? (dir_ / "state.db.records").string()
+               : state_;
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, ServiceBackendTest,
+                         ::testing::Values(loom::tune::testing::StoreBackend::kSqlite,
+                                           loom::tune::testing::StoreBackend::kPostgres),
+                         loom::tune::testing::StoreBackendName<
+                             ::testing::TestParamInfo<loom::tune::testing::StoreBackend>>);
 
 TEST_F(ServiceProcessTest, AgentKilledMidStageIsRequeuedAndJobsFinishOnTheOthers) {
   StartServe();
@@ -278,7 +311,7 @@ TEST_F(ServiceProcessTest, AgentKilledMidStageIsRequeuedAndJobsFinishOnTheOthers
   for (const auto& id : ids) EXPECT_GE(records[id], 2) << id;
 }
 
-TEST_F(ServiceProcessTest, ServeKilledAndRestartedResumesEveryJobWithoutLosingRecords) {
+TEST_P(ServiceBackendTest, ServeKilledAndRestartedResumesEveryJobWithoutLosingRecords) {
   StartServe();
   StartAgent("host-a");
   StartAgent("host-b");
@@ -621,12 +654,14 @@ std::string Sha256Of(const fs::path& file) {
 }
 
 // The records of job `id` in the daemon's record database (JSON objects), read with `loom records`.
-std::vector<nlohmann::json> JobRecords(const fs::path& dir, const std::string& id) {
+// The records of job `id` in the daemon's record database: `db`, or dir/state.db.records.
+std::vector<nlohmann::json> JobRecords(const fs::path& dir, const std::string& id,
+                                       const std::string& db = "") {
   const fs::path out = dir / "records.jsonl";
   fs::remove(out);
-  std::system(absl::StrCat(LOOM_BINARY, " records export --db ",
-                           (dir / "state.db.records").string(), " -o ", out.string(),
-                           " >/dev/null 2>&1")
+  std::system(absl::StrCat(LOOM_BINARY, " records export --db '",
+                           db.empty() ? (dir / "state.db.records").string() : db, "' -o ",
+                           out.string(), " >/dev/null 2>&1")
                   .c_str());
   std::vector<nlohmann::json> records;
   std::istringstream in(ReadAll(out.string()));
@@ -914,6 +949,43 @@ TEST_F(ServiceProcessTest, SecondDaemonOnTheSameStateOrPortExitsNamingTheHolder)
   EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
 }
 
+class PostgresServiceTest : public ServiceBackendTest {};
+INSTANTIATE_TEST_SUITE_P(Postgres, PostgresServiceTest,
+                         ::testing::Values(loom::tune::testing::StoreBackend::kPostgres),
+                         loom::tune::testing::StoreBackendName<
+                             ::testing::TestParamInfo<loom::tune::testing::StoreBackend>>);
+
+TEST_P(PostgresServiceTest, SecondDaemonOnTheSameDatabaseExitsNamingTheHolderNeverThePassword) {
+  // libpq sends the password only when the server asks (this cluster trusts local users): it
+  // must still never be printed.
+  state_ += "&password=hunter2";
+  StartServe();
+  EXPECT_THAT(ServeLog(), HasSubstr("password=***"));
+  EXPECT_THAT(ServeLog(), Not(HasSubstr("hunter2")));
+  const std::string id = Submit("tasks=1,rounds=1");
+  Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),
+                                " --state '", state_, "'"));
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr(absl::StrCat("loom: error: state '",
+                                            state_.substr(0, state_.find("password=")),
+                                            "password=***' is in use by another loom serve (loom "
+                                            "serve pid ",
+                                            serve_.pid, " on ")));
+  EXPECT_THAT(o.err, Not(HasSubstr("hunter2")));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // An unreachable database: one line naming it.
+  o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),
+                        " --state 'postgresql://loom:pw@127.0.0.1:1/none?connect_timeout=5'"));
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("loom: error: cannot connect to PostgreSQL at "
+                               "'postgresql://loom:***@127.0.0.1:1/none?connect_timeout=5'"));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  // The first daemon still owns its job and answers.
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
+}
+
 TEST_F(ServiceProcessTest, EachUsersOpenWatchesAreCapped) {
   StartServe({"--max-watches-per-user", "1"});
   const std::string id = Submit("tasks=1,rounds=1");  // no agent: it waits, watchers stay open
@@ -1061,7 +1133,7 @@ TEST_F(ServiceProcessTest, DamagedOrMismatchedStateIsRefusedWithOneLine) {
   EXPECT_EQ(o.code, 0) << o.err;
 }
 
-TEST_F(ServiceProcessTest, KillingTheDaemonAndAnAgentMidRealJobLosesAndDuplicatesNoRecord) {
+TEST_P(ServiceBackendTest, KillingTheDaemonAndAnAgentMidRealJobLosesAndDuplicatesNoRecord) {
   StartServe();
   StartAgent("host-a");
   StartAgent("host-b");
@@ -1082,7 +1154,7 @@ TEST_F(ServiceProcessTest, KillingTheDaemonAndAnAgentMidRealJobLosesAndDuplicate
   Kill(agents_[0]);  // SIGKILL of an agent, mid-job
   ASSERT_TRUE(WaitFor([&] { return AllSucceeded({id}); }, 240)) << Jobs().dump(1);
   // Every trial has exactly one record: 2 tasks x 6 trials, no config measured twice.
-  std::vector<nlohmann::json> all = JobRecords(dir_, id);
+  std::vector<nlohmann::json> all = JobRecords(dir_, id, RecordsDb());
   EXPECT_EQ(all.size(), 12u);
   std::set<std::pair<std::string, int64_t>> distinct;
   for (const auto& r : all) distinct.insert({r.value("task_key", ""), r.value("config_index", -1)});

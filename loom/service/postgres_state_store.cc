@@ -1,0 +1,464 @@
+// PostgreSQL implementation of StateStore: the SQLite store's schema, migration by migration, in
+// PostgreSQL's dialect (versions in loom_schema under "state", tune/postgres.h), the same
+// Mutation semantics (one transaction; jobs, tasks, models, leases, flagged agents and counters
+// inserted or replaced), messages as bytea blobs decoded by state_rows.h. The store holds a
+// session advisory lock on the database for its life, so a second daemon on the same state is
+// refused rather than losing jobs; a reconnect takes it again or fails. Every value is a
+// statement parameter.
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "loom/base/status_macros.h"
+#include "loom/service/state_rows.h"
+#include "loom/service/state_store.h"
+#include "loom/tune/postgres.h"
+
+namespace loom::service {
+namespace {
+
+using tune::PgBytes;
+using tune::PgInt;
+using tune::PgNull;
+using tune::PgParam;
+using tune::PgReal;
+using tune::PgResult;
+using tune::PgText;
+
+// The state's lock: one daemon per database ("LOOMSTAT").
+constexpr int64_t kStateLockKey = 0x4c4f4f4d53544154;
+// How long a new store waits for the state's lock (PostgreSQL's lock_timeout syntax).
+constexpr char kLockWait[] = "3s";
+
+// kMigrations[v] takes the state from schema version v to v + 1 (sqlite_state_store.cc's, in
+// PostgreSQL's types).
+const std::vector<const char*> kMigrations = {
+    // 0 -> 1: jobs, tasks, models, leases, logs, counters.
+    R"sql(
+CREATE TABLE jobs (
+  seq BIGSERIAL PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  owner TEXT NOT NULL,
+  name TEXT NOT NULL,
+  state BIGINT NOT NULL,
+  priority BIGINT NOT NULL,
+  spec BYTEA NOT NULL,
+  submitted_us BIGINT NOT NULL,
+  started_us BIGINT NOT NULL,
+  finished_us BIGINT NOT NULL,
+  failure_reason TEXT NOT NULL,
+  prepared BIGINT NOT NULL,
+  isa TEXT NOT NULL,
+  target_key TEXT NOT NULL,
+  cpu_seconds DOUBLE PRECISION NOT NULL,
+  device_seconds DOUBLE PRECISION NOT NULL,
+  records BIGINT NOT NULL,
+  estimated_latency_ms DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE tasks (
+  job_id TEXT NOT NULL,
+  idx BIGINT NOT NULL,
+  task_key TEXT NOT NULL,
+  template_name TEXT NOT NULL,
+  flops DOUBLE PRECISION NOT NULL,
+  count BIGINT NOT NULL,
+  phase BIGINT NOT NULL,
+  round BIGINT NOT NULL,
+  trials_done BIGINT NOT NULL,
+  errors BIGINT NOT NULL,
+  best_cost DOUBLE PRECISION NOT NULL,
+  skip_reason TEXT NOT NULL,
+  history BYTEA NOT NULL,
+  configs BYTEA NOT NULL,
+  artifacts BYTEA NOT NULL,
+  PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE models (job_id TEXT PRIMARY KEY, onnx BYTEA NOT NULL);
+CREATE TABLE leases (
+  lease_id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  task BIGINT NOT NULL,
+  kind BIGINT NOT NULL,
+  agent_id TEXT NOT NULL,
+  granted_us BIGINT NOT NULL
+);
+CREATE TABLE logs (
+  seq BIGSERIAL PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  time_us BIGINT NOT NULL,
+  text TEXT NOT NULL
+);
+CREATE INDEX logs_job ON logs(job_id, seq);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+)sql",
+    // 1 -> 2: unique job ids for records, per-job device-time limits, flagged agent credentials,
+    // and the store id.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN uid TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN device_seconds_limit DOUBLE PRECISION NOT NULL DEFAULT 0;
+CREATE TABLE flagged_agents (
+  identity TEXT PRIMARY KEY,
+  reason TEXT NOT NULL,
+  time_us BIGINT NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+)sql",
+};
+
+// 32 hex digits from the system's entropy: the state's identity.
+std::string NewStoreId() {
+  absl::BitGen gen;
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
+
+int64_t Us(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
+
+// "<message> (job j3)": where in the state a column could not be read.
+absl::Status InRow(const absl::Status& st, const std::string& where) {
+  return absl::Status(st.code(), absl::StrCat("state: ", st.message(), " (", where, ")"));
+}
+
+class PostgresStateStore : public StateStore {
+ public:
+  explicit PostgresStateStore(std::unique_ptr<tune::PgConnection> conn) : conn_(std::move(conn)) {}
+
+  absl::Status Init() {
+    absl::MutexLock lock(&mu_);
+    LOOM_RETURN_IF_ERROR(ClaimState());
+    // A new session holds nothing: it names itself and takes the lock again, or fails.
+    conn_->set_on_reconnect([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return ClaimState(); });
+    LOOM_RETURN_IF_ERROR(conn_->Migrate("state", kMigrations, "jobs"));
+    LOOM_RETURN_IF_ERROR(conn_
+                             ->Exec("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON "
+                                    "CONFLICT (key) DO NOTHING",
+                                    {PgText(NewStoreId())})
+                             .status());
+    LOOM_ASSIGN_OR_RETURN(PgResult id,
+                          conn_->Exec("SELECT value FROM meta WHERE key = 'store_id'"));
+    store_id_ = id.rows() > 0 ? id.Text(0, 0) : std::string();
+    if (store_id_.empty() || store_id_.size() > 64 ||
+        store_id_.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return absl::DataLossError(
+          absl::StrCat("state '", conn_->redacted_uri(), "' has no valid store id"));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string store_id() const override { return store_id_; }
+
+  absl::Status Apply(const Mutation& m) override {
+    if (m.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    return conn_->InTransaction([&]()
+                                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ApplyLocked(m); });
+  }
+
+  absl::StatusOr<std::vector<JobRow>> LoadJobs() override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res,
+        conn_->Exec("SELECT id, uid, owner, name, state, priority, spec, submitted_us, started_us, "
+                    "finished_us, failure_reason, prepared, isa, target_key, cpu_seconds, "
+                    "device_seconds, records, estimated_latency_ms, device_seconds_limit FROM jobs "
+                    "ORDER BY seq"));
+    std::vector<JobRow> out;
+    for (int i = 0; i < res.rows(); ++i) {
+      absl::StatusOr<JobRow> job = ReadJob(res, i);
+      if (!job.ok()) return InRow(job.status(), absl::StrCat("job ", res.Text(i, 0)));
+      out.push_back(*std::move(job));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<TaskRow>> LoadTasks(const std::string& job_id) override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res,
+        conn_->Exec("SELECT idx, task_key, template_name, flops, count, phase, round, "
+                    "trials_done, errors, best_cost, skip_reason, history, configs, artifacts "
+                    "FROM tasks WHERE job_id = $1 ORDER BY idx",
+                    {PgText(job_id)}));
+    std::vector<TaskRow> out;
+    for (int i = 0; i < res.rows(); ++i) {
+      absl::StatusOr<TaskRow> task = ReadTask(res, i, job_id);
+      if (!task.ok()) return InRow(task.status(), absl::StrCat("job ", job_id, " task ", i));
+      out.push_back(*std::move(task));
+    }
+    LOOM_RETURN_IF_ERROR(CheckTaskIndices(job_id, out));
+    return out;
+  }
+
+  absl::StatusOr<std::string> LoadModel(const std::string& job_id) override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res, conn_->Exec("SELECT onnx FROM models WHERE job_id = $1", {PgText(job_id)}));
+    if (res.rows() == 0)
+      return absl::NotFoundError(absl::StrCat("job ", job_id, " has no ONNX model"));
+    return res.Bytes(0, 0);
+  }
+
+  absl::StatusOr<std::vector<LeaseRow>> LoadLeases() override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res,
+        conn_->Exec("SELECT lease_id, job_id, task, kind, agent_id, granted_us FROM leases"));
+    std::vector<LeaseRow> out;
+    for (int i = 0; i < res.rows(); ++i) {
+      RawLeaseRow raw{res.Text(i, 0), res.Text(i, 1), 0, 0, res.Text(i, 4), 0};
+      absl::Status st = ReadInts(res, i, {{2, &raw.task}, {3, &raw.kind}, {5, &raw.granted_us}});
+      if (!st.ok()) return InRow(st, absl::StrCat("lease ", raw.lease_id));
+      LOOM_ASSIGN_OR_RETURN(LeaseRow l, DecodeLeaseRow(raw));
+      out.push_back(std::move(l));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<FlaggedAgent>> LoadFlaggedAgents() override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res,
+        conn_->Exec("SELECT identity, reason, time_us FROM flagged_agents ORDER BY time_us"));
+    std::vector<FlaggedAgent> out;
+    for (int i = 0; i < res.rows(); ++i) {
+      int64_t us = 0;
+      absl::Status st = ReadInts(res, i, {{2, &us}});
+      if (!st.ok()) return InRow(st, absl::StrCat("flagged agent ", res.Text(i, 0)));
+      out.push_back(FlaggedAgent{res.Text(i, 0), res.Text(i, 1), FromUs(us)});
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<LogLine>> Logs(const std::string& job_id, int tail) override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res,
+        conn_->Exec("SELECT time_us, text FROM (SELECT seq, time_us, text FROM logs WHERE job_id "
+                    "= $1 ORDER BY seq DESC LIMIT $2::bigint) AS tail ORDER BY seq",
+                    {PgText(job_id), tail > 0 ? PgInt(tail) : PgNull()}));
+    std::vector<LogLine> out;
+    for (int i = 0; i < res.rows(); ++i) {
+      int64_t us = 0;
+      absl::Status st = ReadInts(res, i, {{0, &us}});
+      if (!st.ok()) return InRow(st, absl::StrCat("log of job ", job_id));
+      out.push_back(LogLine{job_id, FromUs(us), res.Text(i, 1)});
+    }
+    return out;
+  }
+
+  absl::StatusOr<int64_t> Counter(const std::string& name, int64_t fallback) override {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult res, conn_->Exec("SELECT value FROM counters WHERE name = $1", {PgText(name)}));
+    if (res.rows() == 0) return fallback;
+    absl::StatusOr<int64_t> v = res.Int(0, 0);
+    if (!v.ok()) return InRow(v.status(), absl::StrCat("counter ", name));
+    return v;
+  }
+
+ private:
+  static std::string HostName() {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) return "?";
+    return host;
+  }
+
+  // Names this session after the daemon (what a refused second daemon is told) and takes the
+  // state's lock.
+  absl::Status ClaimState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const std::string name = absl::StrCat("loom serve pid ", getpid(), " on ", HostName());
+    LOOM_RETURN_IF_ERROR(
+        conn_
+            ->Exec("SELECT set_config('application_name', $1, false)", {PgText(name.substr(0, 63))})
+            .status());
+    // A daemon killed a moment ago still holds the lock until its server session has noticed:
+    // wait for it a little (kLockWait) before refusing.
+    LOOM_RETURN_IF_ERROR(
+        conn_->Exec("SELECT set_config('lock_timeout', $1, false)", {PgText(kLockWait)}).status());
+    absl::Status got = conn_->Exec("SELECT pg_advisory_lock($1)", {PgInt(kStateLockKey)}).status();
+    LOOM_RETURN_IF_ERROR(conn_->Exec("SELECT set_config('lock_timeout', '0', false)").status());
+    if (got.ok()) return absl::OkStatus();
+    if (got.code() != absl::StatusCode::kFailedPrecondition) return got;  // not lock_timeout
+    // Who holds it: the session whose advisory lock has our key (pg_locks splits the 64-bit key
+    // into classid, the high half, and objid, the low half).
+    absl::StatusOr<PgResult> holder = conn_->Exec(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM "
+        "pg_database WHERE datname = current_database()) AND l.classid::bigint = $1 AND "
+        "l.objid::bigint = $2 LIMIT 1",
+        {PgInt(kStateLockKey >> 32), PgInt(kStateLockKey & 0xffffffff)});
+    const std::string who = holder.ok() && holder->rows() > 0 && !holder->Text(0, 0).empty()
+                                ? absl::StrCat(" (", holder->Text(0, 0), ")")
+                                : std::string();
+    return absl::FailedPreconditionError(absl::StrCat("state '", conn_->redacted_uri(),
+                                                      "' is in use by another loom serve", who,
+                                                      ": one daemon per state"));
+  }
+
+  // Reads integer columns into the given places.
+  static absl::Status ReadInts(const PgResult& res, int row,
+                               std::initializer_list<std::pair<int, int64_t*>> columns) {
+    for (const auto& [column, out] : columns) {
+      LOOM_ASSIGN_OR_RETURN(*out, res.Int(row, column));
+    }
+    return absl::OkStatus();
+  }
+  static absl::Status ReadReals(const PgResult& res, int row,
+                                std::initializer_list<std::pair<int, double*>> columns) {
+    for (const auto& [column, out] : columns) {
+      LOOM_ASSIGN_OR_RETURN(*out, res.Real(row, column));
+    }
+    return absl::OkStatus();
+  }
+
+  static absl::StatusOr<JobRow> ReadJob(const PgResult& res, int i) {
+    RawJobRow r;
+    r.id = res.Text(i, 0);
+    r.uid = res.Text(i, 1);
+    r.owner = res.Text(i, 2);
+    r.name = res.Text(i, 3);
+    LOOM_ASSIGN_OR_RETURN(r.spec, res.Bytes(i, 6));
+    r.failure_reason = res.Text(i, 10);
+    r.isa = res.Text(i, 12);
+    r.target_key = res.Text(i, 13);
+    LOOM_RETURN_IF_ERROR(ReadInts(res, i,
+                                  {{4, &r.state},
+                                   {5, &r.priority},
+                                   {7, &r.submitted_us},
+                                   {8, &r.started_us},
+                                   {9, &r.finished_us},
+                                   {11, &r.prepared},
+                                   {16, &r.records}}));
+    LOOM_RETURN_IF_ERROR(ReadReals(res, i,
+                                   {{14, &r.cpu_seconds},
+                                    {15, &r.device_seconds},
+                                    {17, &r.estimated_latency_ms},
+                                    {18, &r.device_seconds_limit}}));
+    return DecodeJobRow(r);
+  }
+
+  static absl::StatusOr<TaskRow> ReadTask(const PgResult& res, int i, const std::string& job_id) {
+    RawTaskRow r;
+    r.task_key = res.Text(i, 1);
+    r.template_name = res.Text(i, 2);
+    r.skip_reason = res.Text(i, 10);
+    LOOM_RETURN_IF_ERROR(ReadInts(res, i,
+                                  {{0, &r.index},
+                                   {4, &r.count},
+                                   {5, &r.phase},
+                                   {6, &r.round},
+                                   {7, &r.trials_done},
+                                   {8, &r.errors}}));
+    LOOM_RETURN_IF_ERROR(ReadReals(res, i, {{3, &r.flops}, {9, &r.best_cost}}));
+    LOOM_ASSIGN_OR_RETURN(r.history, res.Bytes(i, 11));
+    LOOM_ASSIGN_OR_RETURN(r.configs, res.Bytes(i, 12));
+    LOOM_ASSIGN_OR_RETURN(r.artifacts, res.Bytes(i, 13));
+    return DecodeTaskRow(job_id, r);
+  }
+
+  absl::Status Run(const std::string& sql, const std::vector<PgParam>& params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return conn_->Exec(sql, params).status();
+  }
+
+  absl::Status ApplyLocked(const Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const JobRow& j : m.jobs) {
+      LOOM_RETURN_IF_ERROR(Run(
+          "INSERT INTO jobs (id, owner, name, state, priority, spec, submitted_us, started_us, "
+          "finished_us, failure_reason, prepared, isa, target_key, cpu_seconds, device_seconds, "
+          "records, estimated_latency_ms, uid, device_seconds_limit) VALUES ($1, $2, $3, $4, $5, "
+          "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) ON CONFLICT (id) DO "
+          "UPDATE SET owner = excluded.owner, name = excluded.name, state = excluded.state, "
+          "priority = excluded.priority, spec = excluded.spec, submitted_us = "
+          "excluded.submitted_us, started_us = excluded.started_us, finished_us = "
+          "excluded.finished_us, failure_reason = excluded.failure_reason, prepared = "
+          "excluded.prepared, isa = excluded.isa, target_key = excluded.target_key, cpu_seconds = "
+          "excluded.cpu_seconds, device_seconds = excluded.device_seconds, records = "
+          "excluded.records, estimated_latency_ms = excluded.estimated_latency_ms, uid = "
+          "excluded.uid, device_seconds_limit = excluded.device_seconds_limit",
+          {PgText(j.id), PgText(j.owner), PgText(j.name), PgInt(static_cast<int64_t>(j.state)),
+           PgInt(j.priority), PgBytes(j.spec.SerializeAsString()), PgInt(Us(j.submitted)),
+           PgInt(Us(j.started)), PgInt(Us(j.finished)), PgText(j.failure_reason),
+           PgInt(j.prepared ? 1 : 0), PgText(j.isa), PgText(j.target_key), PgReal(j.cpu_seconds),
+           PgReal(j.device_seconds), PgInt(j.records), PgReal(j.estimated_latency_ms),
+           PgText(j.uid), PgReal(j.device_seconds_limit)}));
+    }
+    for (const TaskRow& t : m.tasks) {
+      LOOM_RETURN_IF_ERROR(Run(
+          "INSERT INTO tasks (job_id, idx, task_key, template_name, flops, count, phase, round, "
+          "trials_done, errors, best_cost, skip_reason, history, configs, artifacts) VALUES ($1, "
+          "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (job_id, "
+          "idx) DO UPDATE SET task_key = excluded.task_key, template_name = "
+          "excluded.template_name, flops = excluded.flops, count = excluded.count, phase = "
+          "excluded.phase, round = excluded.round, trials_done = excluded.trials_done, errors = "
+          "excluded.errors, best_cost = excluded.best_cost, skip_reason = excluded.skip_reason, "
+          "history = excluded.history, configs = excluded.configs, artifacts = excluded.artifacts",
+          {PgText(t.job_id), PgInt(t.index), PgText(t.task_key), PgText(t.template_name),
+           PgReal(t.flops), PgInt(t.count), PgInt(static_cast<int64_t>(t.phase)), PgInt(t.round),
+           PgInt(t.trials_done), PgInt(t.errors), PgReal(t.best_cost), PgText(t.skip_reason),
+           PgBytes(t.history.SerializeAsString()), PgBytes(t.configs.SerializeAsString()),
+           PgBytes(t.artifacts.SerializeAsString())}));
+    }
+    for (const auto& [job, bytes] : m.models) {
+      LOOM_RETURN_IF_ERROR(
+          Run("INSERT INTO models (job_id, onnx) VALUES ($1, $2) ON CONFLICT "
+              "(job_id) DO UPDATE SET onnx = excluded.onnx",
+              {PgText(job), PgBytes(bytes)}));
+    }
+    for (const LeaseRow& l : m.leases_put) {
+      LOOM_RETURN_IF_ERROR(
+          Run("INSERT INTO leases (lease_id, job_id, task, kind, agent_id, granted_us) VALUES ($1, "
+              "$2, $3, $4, $5, $6) ON CONFLICT (lease_id) DO UPDATE SET job_id = excluded.job_id, "
+              "task = excluded.task, kind = excluded.kind, agent_id = excluded.agent_id, "
+              "granted_us = excluded.granted_us",
+              {PgText(l.lease_id), PgText(l.job_id), PgInt(l.task),
+               PgInt(static_cast<int64_t>(l.kind)), PgText(l.agent_id), PgInt(Us(l.granted))}));
+    }
+    for (const std::string& id : m.leases_deleted) {
+      LOOM_RETURN_IF_ERROR(Run("DELETE FROM leases WHERE lease_id = $1", {PgText(id)}));
+    }
+    for (const LogLine& l : m.logs) {
+      LOOM_RETURN_IF_ERROR(Run("INSERT INTO logs (job_id, time_us, text) VALUES ($1, $2, $3)",
+                               {PgText(l.job_id), PgInt(Us(l.time)), PgText(l.text)}));
+    }
+    for (const FlaggedAgent& f : m.flagged) {
+      LOOM_RETURN_IF_ERROR(
+          Run("INSERT INTO flagged_agents (identity, reason, time_us) VALUES ($1, "
+              "$2, $3) ON CONFLICT (identity) DO UPDATE SET reason = "
+              "excluded.reason, time_us = excluded.time_us",
+              {PgText(f.identity), PgText(f.reason), PgInt(Us(f.time))}));
+    }
+    for (const auto& [name, value] : m.counters) {
+      LOOM_RETURN_IF_ERROR(
+          Run("INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT "
+              "(name) DO UPDATE SET value = excluded.value",
+              {PgText(name), PgInt(value)}));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Mutex mu_;
+  const std::unique_ptr<tune::PgConnection> conn_ ABSL_PT_GUARDED_BY(mu_);
+  std::string store_id_;  // set once by Init
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& uri) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::PgConnection> conn,
+                        tune::PgConnection::Connect(uri, "state"));
+  auto store = std::make_unique<PostgresStateStore>(std::move(conn));
+  LOOM_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+}  // namespace loom::service
