@@ -4,6 +4,7 @@
 // gRPC status code, and a non-zero exit.
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/job_view.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
 #include "loom/tune/record_store.h"
@@ -283,6 +285,19 @@ void PrintJob(const v1::Job& j) {
               Time(j.started_unix_micros()).c_str(), Time(j.finished_unix_micros()).c_str());
   std::printf("  resources used: %.1f CPU-slot s, %.1f device s; %lld records\n", j.cpu_seconds(),
               j.device_seconds(), static_cast<long long>(j.records()));
+  std::printf("  progress: %s\n", ProgressLine(j).c_str());
+  if (j.best_history_size() > 0) {
+    std::printf("  best so far (%d improvements):", j.best_history_size());
+    // The last few steps: when each task's best rose, and the model's latency once known.
+    const int first = std::max(0, j.best_history_size() - 5);
+    for (int i = first; i < j.best_history_size(); ++i) {
+      const v1::BestPoint& b = j.best_history(i);
+      std::printf("%s trial %lld task %d %.1f GFLOPS", i == first ? "" : ";",
+                  static_cast<long long>(b.trials()), b.task() + 1, b.task_gflops());
+      if (b.has_latency_ms()) std::printf(" -> %.3f ms", b.latency_ms());
+    }
+    std::printf("\n");
+  }
   if (j.estimated_latency_ms() > 0) {
     std::printf("  estimated latency (tuned kernels): %.3f ms\n", j.estimated_latency_ms());
   }
@@ -325,11 +340,15 @@ void RunWatch(const IdOptions& o) {
     const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
                                            absl::LocalTimeZone());
     if (!ev.message().empty()) {
-      std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
+      // The last message of a change carries the job: its progress after that change.
+      std::printf("%s  %s%s\n", t.c_str(), ev.message().c_str(),
+                  ev.has_job() ? absl::StrCat("  [", ProgressLine(last), "]").c_str() : "");
     } else {
       const std::string line = absl::StrCat(last.id(), ": ", v1::JobStateShortName(last.state()),
                                             ", ", Progress(last), ", ", CurrentStage(last));
-      if (line != shown) std::printf("%s  %s\n", t.c_str(), line.c_str());
+      // The ETA and best so far change with every event: a line only when the state does.
+      if (line != shown)
+        std::printf("%s  %s; %s\n", t.c_str(), line.c_str(), ProgressLine(last).c_str());
       shown = line;
     }
     std::fflush(stdout);
