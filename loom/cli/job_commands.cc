@@ -287,7 +287,7 @@ void PrintJob(const v1::Job& j) {
               j.device_seconds(), static_cast<long long>(j.records()));
   std::printf("  progress: %s\n", ProgressLine(j).c_str());
   if (j.best_history_size() > 0) {
-    std::printf("  best so far (%d improvements):", j.best_history_size());
+    std::printf("  best-so-far steps (%d, the last 5):", j.best_history_size());
     // The last few steps: when each task's best rose, and the model's latency once known.
     const int first = std::max(0, j.best_history_size() - 5);
     for (int i = first; i < j.best_history_size(); ++i) {

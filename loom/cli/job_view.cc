@@ -28,7 +28,7 @@ std::string FormatBestGflops(const v1::Job& job) {
 
 std::string ProgressLine(const v1::Job& job) {
   return absl::StrFormat(
-      "%d/%d trials, %s, ETA %s, best %s (%s)", job.trials_done(), job.trials_total(),
+      "%d/%d trials, %s, ETA %s, best latency %s, %s", job.trials_done(), job.trials_total(),
       job.has_trials_per_second() ? absl::StrFormat("%.2f/s", job.trials_per_second()) : "-/s",
       FormatEta(job), FormatBestLatency(job), FormatBestGflops(job));
 }

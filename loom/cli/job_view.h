@@ -16,7 +16,8 @@ std::string FormatEta(const v1::Job& job);
 // "1.234 ms" / "-" and "45.6 GFLOPS" / "-".
 std::string FormatBestLatency(const v1::Job& job);
 std::string FormatBestGflops(const v1::Job& job);
-// "12/32 trials, 0.40/s, ETA 50s, best 1.234 ms (45.6 GFLOPS)": one line for watch and status.
+// "12/32 trials, 0.40/s, ETA 50s, best latency 1.234 ms, 45.6 GFLOPS" (unknown: "-"): one line
+// for watch and status.
 std::string ProgressLine(const v1::Job& job);
 
 }  // namespace loom::cli

@@ -162,7 +162,7 @@ class Screen {
     }
     std::string frame = "\x1b[H";
     for (int i = 0; i < rows - 1 && i < static_cast<int>(lines.size()); ++i) {
-      absl::StrAppend(&frame, lines[i].substr(0, static_cast<size_t>(cols)), "\x1b[K\r\n");
+      absl::StrAppend(&frame, lines[i].substr(0, static_cast<size_t>(cols)), "\x1b[K\n");
     }
     absl::StrAppend(&frame, "\x1b[J");
     std::fputs(frame.c_str(), stdout);

@@ -5,8 +5,11 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <onnx/onnx_pb.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1149,7 +1152,7 @@ TEST_F(ServiceProcessTest, StatusStatsAndTopShowEtaBestSoFarDevicesAndQueues) {
   EXPECT_NEAR(history.back()["latency_ms"].get<double>(), job["best_latency_ms"].get<double>(),
               1e-12);
   o = Loom("status " + id);
-  EXPECT_THAT(o.out, HasSubstr("progress: 24/24 trials, -/s, ETA -, best "));
+  EXPECT_THAT(o.out, HasSubstr("progress: 24/24 trials, -/s, ETA -, best latency "));
 
   // The scheduler's view: the device and its busy time, the queues, numbers as numbers.
   o = Loom("stats --json", "tok-root");
@@ -1188,6 +1191,104 @@ TEST_F(ServiceProcessTest, StatusStatsAndTopShowEtaBestSoFarDevicesAndQueues) {
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("(no active jobs)"));
   EXPECT_THAT(o.out, HasSubstr("host-a"));
+}
+
+// `loom top` on a pseudo-terminal: what it wrote, its exit code, and whether the terminal was in
+// raw input mode while it ran and canonical again after it exited.
+struct PtyRun {
+  std::string out;
+  int code = -1;
+  bool raw_while_running = false;
+  bool canonical_after = false;
+};
+
+// Starts `loom top` as the session leader of a new pty and, once it drew two frames, types
+// `keys` (Ctrl-C is "\x03", delivered as SIGINT by the terminal); waits for it to exit.
+PtyRun RunTopOnPty(const std::string& server, const std::string& keys) {
+  PtyRun r;
+  const int master = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) return r;
+  const std::string slave = ptsname(master);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    const int fd = open(slave.c_str(), O_RDWR);
+    ioctl(fd, TIOCSCTTY, 0);
+    dup2(fd, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setenv("LOOM_SERVER", server.c_str(), 1);
+    setenv("LOOM_TOKEN", "tok-root", 1);
+    execl(LOOM_BINARY, LOOM_BINARY, "top", "--interval", "0.3", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool typed = false;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{master, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0) {
+      char buf[4096];
+      const ssize_t n = read(master, buf, sizeof buf);
+      if (n > 0) r.out.append(buf, static_cast<size_t>(n));
+    }
+    if (!typed) {
+      size_t frames = 0;
+      for (size_t at = r.out.find("loom top -"); at != std::string::npos;
+           at = r.out.find("loom top -", at + 1)) {
+        ++frames;
+      }
+      if (frames >= 2) {
+        termios t{};
+        r.raw_while_running = tcgetattr(master, &t) == 0 && !(t.c_lflag & ICANON);
+        (void)!write(master, keys.data(), keys.size());
+        typed = true;
+      }
+    }
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+  }
+  if (r.code < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  // Drain what it wrote last.
+  for (pollfd p{master, POLLIN, 0}; poll(&p, 1, 100) > 0;) {
+    char buf[4096];
+    const ssize_t n = read(master, buf, sizeof buf);
+    if (n <= 0) break;
+    r.out.append(buf, static_cast<size_t>(n));
+  }
+  termios t{};
+  r.canonical_after = tcgetattr(master, &t) == 0 && (t.c_lflag & ICANON) && (t.c_lflag & ECHO);
+  close(master);
+  return r;
+}
+
+TEST_F(ServiceProcessTest, TopOnATerminalRedrawsUntilQOrCtrlCAndRestoresTheTerminal) {
+  StartServe();
+  StartAgent("host-a");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = nlohmann::json::parse(Loom("stats --json", "tok-root").out, nullptr, false);
+        return !j.is_discarded() && j.value("agents_alive", 0) == 1;
+      },
+      30));
+  for (const std::string keys : {"q", "\x03"}) {
+    PtyRun r = RunTopOnPty(server_, keys);
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_TRUE(r.raw_while_running);
+    EXPECT_TRUE(r.canonical_after) << "the terminal's input mode was not restored";
+    // Alternate screen and hidden cursor on; each frame redrawn from the top; both undone last.
+    EXPECT_EQ(r.out.rfind("\x1b[?1049h\x1b[?25l", 0), 0u) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("\x1b[Hloom top - " + server_));
+    EXPECT_THAT(r.out, HasSubstr("host-a"));
+    const std::string restore = "\x1b[?25h\x1b[?1049l";
+    ASSERT_GE(r.out.size(), restore.size());
+    EXPECT_EQ(r.out.substr(r.out.size() - restore.size()), restore) << r.out;
+  }
 }
 
 int main(int argc, char** argv) {
