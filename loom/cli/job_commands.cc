@@ -79,15 +79,6 @@ std::string Progress(const v1::Job& j) {
   return absl::StrFormat("%d/%d tasks, %d/%d", tasks_done, j.tasks_size(), done, total);
 }
 
-std::string CurrentStage(const v1::Job& j) {
-  for (const auto& t : j.tasks()) {
-    if (t.stage() != "done" && t.stage() != "pending" && !absl::StartsWith(t.stage(), "skipped")) {
-      return t.stage();
-    }
-  }
-  return j.state() == v1::JOB_STATE_FAILED ? j.failure_reason() : "-";
-}
-
 std::string ToJson(const google::protobuf::Message& m) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;

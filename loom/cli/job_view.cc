@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 
 namespace loom::cli {
@@ -31,6 +32,15 @@ std::string ProgressLine(const v1::Job& job) {
       "%d/%d trials, %s, ETA %s, best latency %s, %s", job.trials_done(), job.trials_total(),
       job.has_trials_per_second() ? absl::StrFormat("%.2f/s", job.trials_per_second()) : "-/s",
       FormatEta(job), FormatBestLatency(job), FormatBestGflops(job));
+}
+
+std::string CurrentStage(const v1::Job& j) {
+  for (const auto& t : j.tasks()) {
+    if (t.stage() != "done" && t.stage() != "pending" && !absl::StartsWith(t.stage(), "skipped")) {
+      return t.stage();
+    }
+  }
+  return j.state() == v1::JOB_STATE_FAILED ? j.failure_reason() : "-";
 }
 
 }  // namespace loom::cli

@@ -20,4 +20,8 @@ std::string FormatBestGflops(const v1::Job& job);
 // for watch and status.
 std::string ProgressLine(const v1::Job& job);
 
+// What runs (or waits) now: the first unfinished task's stage ("build (running on host-a)"); a
+// failed job's reason; "-" otherwise.
+std::string CurrentStage(const v1::Job& job);
+
 }  // namespace loom::cli

@@ -62,15 +62,6 @@ absl::StatusOr<Sample> Take(JobClient& client, bool all) {
   return s;
 }
 
-std::string Stage(const v1::Job& j) {
-  for (const v1::TaskProgress& t : j.tasks()) {
-    if (t.stage() != "done" && t.stage() != "pending" && t.stage().rfind("skipped", 0) != 0) {
-      return t.stage();
-    }
-  }
-  return "-";
-}
-
 // The frame's lines. Device utilization is over the time between `prev` and `now` (busy seconds
 // gained / seconds passed), or since registration when there is no earlier sample.
 std::vector<std::string> Frame(const Sample& now, const Sample* prev, const std::string& server) {
@@ -89,7 +80,7 @@ std::vector<std::string> Frame(const Sample& now, const Sample* prev, const std:
         "%-6s %-10.10s %-16.16s %-9s %15s %8s %8s %12s %14s  %s", j.id(), j.owner(), j.name(),
         v1::JobStateShortName(j.state()), absl::StrCat(j.trials_done(), "/", j.trials_total()),
         j.has_trials_per_second() ? absl::StrFormat("%.2f", j.trials_per_second()) : "-",
-        FormatEta(j), FormatBestLatency(j), FormatBestGflops(j), Stage(j)));
+        FormatEta(j), FormatBestLatency(j), FormatBestGflops(j), CurrentStage(j)));
   }
   if (now.jobs.jobs().empty()) out.push_back("(no active jobs)");
   out.push_back("");
