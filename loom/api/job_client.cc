@@ -207,6 +207,15 @@ absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
   return job;
 }
 
+absl::StatusOr<v1::ServerStats> JobClient::Stats() {
+  grpc::ClientContext ctx;
+  Prepare(ctx, connection_->config, timeout_);
+  v1::ServerStats stats;
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->stub->GetStats(&ctx, v1::GetStatsRequest{}, &stats), connection_->config));
+  return stats;
+}
+
 absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
   grpc::ClientContext ctx;
   Prepare(ctx, connection_->config, timeout_);

@@ -76,6 +76,8 @@ class JobClient {
   absl::StatusOr<v1::ListJobsResponse> List(bool all_users, bool include_ended);
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  // The scheduler's view (queues, devices, rates); an admin token (kPermissionDenied otherwise).
+  absl::StatusOr<v1::ServerStats> Stats();
   // The job's log lines; the last `tail` only when tail > 0.
   absl::StatusOr<std::vector<std::string>> Logs(const std::string& job_id, int32_t tail);
   absl::StatusOr<v1::JobResult> Result(const std::string& job_id);

@@ -77,5 +77,7 @@ void RegisterServeCommand(CLI::App& app);
 void RegisterJobCommands(CLI::App& app);   // submit, jobs, status, watch, cancel, result, logs
 void RegisterAgentCommand(CLI::App& app);  // agent (the service's per-host agent)
 void RegisterCacheCommand(CLI::App& app);  // cache info|prune (the kernel cache)
+void RegisterStatsCommand(CLI::App& app);  // stats (the scheduler's view of loom serve)
+void RegisterTopCommand(CLI::App& app);    // top (a refreshing view of jobs and devices)
 
 }  // namespace loom::cli

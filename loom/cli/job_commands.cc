@@ -4,6 +4,7 @@
 // gRPC status code, and a non-zero exit.
 #include <google/protobuf/descriptor.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
 #include "loom/graph/shape_spec.h"
+#include "loom/cli/job_view.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
 #include "loom/tune/prior.h"
@@ -84,15 +86,6 @@ std::string Progress(const v1::Job& j) {
     if (t.stage() == "done" || absl::StartsWith(t.stage(), "skipped")) ++tasks_done;
   }
   return absl::StrFormat("%d/%d tasks, %d/%d", tasks_done, j.tasks_size(), done, total);
-}
-
-std::string CurrentStage(const v1::Job& j) {
-  for (const auto& t : j.tasks()) {
-    if (t.stage() != "done" && t.stage() != "pending" && !absl::StartsWith(t.stage(), "skipped")) {
-      return t.stage();
-    }
-  }
-  return j.state() == v1::JOB_STATE_FAILED ? j.failure_reason() : "-";
 }
 
 // A message as JSON for `--json`: field names as in the proto, 64-bit integers as numbers (not
@@ -367,6 +360,19 @@ void PrintJob(const v1::Job& j) {
               Time(j.started_unix_micros()).c_str(), Time(j.finished_unix_micros()).c_str());
   std::printf("  resources used: %.1f CPU-slot s, %.1f device s; %lld records\n", j.cpu_seconds(),
               j.device_seconds(), static_cast<long long>(j.records()));
+  std::printf("  progress: %s\n", ProgressLine(j).c_str());
+  if (j.best_history_size() > 0) {
+    std::printf("  best-so-far steps (%d, the last 5):", j.best_history_size());
+    // The last few steps: when each task's best rose, and the model's latency once known.
+    const int first = std::max(0, j.best_history_size() - 5);
+    for (int i = first; i < j.best_history_size(); ++i) {
+      const v1::BestPoint& b = j.best_history(i);
+      std::printf("%s trial %lld task %d %.1f GFLOPS", i == first ? "" : ";",
+                  static_cast<long long>(b.trials()), b.task() + 1, b.task_gflops());
+      if (b.has_latency_ms()) std::printf(" -> %.3f ms", b.latency_ms());
+    }
+    std::printf("\n");
+  }
   if (j.estimated_latency_ms() > 0) {
     std::printf("  estimated latency (tuned kernels): %.3f ms\n", j.estimated_latency_ms());
   }
@@ -411,11 +417,15 @@ void RunWatch(const IdOptions& o) {
     if (o.json) {
       std::printf("%s\n", ToJson(ev).c_str());  // JSON lines: one object per event
     } else if (!ev.message().empty()) {
-      std::printf("%s  %s\n", t.c_str(), ev.message().c_str());
+      // The last message of a change carries the job: its progress after that change.
+      std::printf("%s  %s%s\n", t.c_str(), ev.message().c_str(),
+                  ev.has_job() ? absl::StrCat("  [", ProgressLine(last), "]").c_str() : "");
     } else {
       const std::string line = absl::StrCat(last.id(), ": ", v1::JobStateShortName(last.state()),
                                             ", ", Progress(last), ", ", CurrentStage(last));
-      if (line != shown) std::printf("%s  %s\n", t.c_str(), line.c_str());
+      // The ETA and best so far change with every event: a line only when the state does.
+      if (line != shown)
+        std::printf("%s  %s; %s\n", t.c_str(), line.c_str(), ProgressLine(last).c_str());
       shown = line;
     }
     std::fflush(stdout);

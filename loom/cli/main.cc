@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
   loom::cli::RegisterAgentCommand(app);
   loom::cli::RegisterServeCommand(app);
   loom::cli::RegisterJobCommands(app);
+  loom::cli::RegisterStatsCommand(app);
+  loom::cli::RegisterTopCommand(app);
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterCacheCommand(app);
   loom::cli::RegisterVersionCommand(app);

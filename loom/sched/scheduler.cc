@@ -46,7 +46,7 @@ absl::StatusOr<HostId> Scheduler::AddHost(const HostSpec& spec) {
   return id;
 }
 
-absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec) {
+absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec, absl::Time now) {
   if (spec.host < 0 || spec.host >= num_hosts()) {
     return absl::InvalidArgumentError(
         absl::StrCat("device '", spec.name, "': unknown host id ", spec.host));
@@ -67,7 +67,7 @@ absl::StatusOr<DeviceId> Scheduler::AddDevice(const DeviceSpec& spec) {
   const int kind = it->second;
   DeviceId id = static_cast<DeviceId>(devices_.size());
   const int index = static_cast<int>(devices_by_kind_[kind].size());
-  devices_.push_back(Device{spec, kind, index, 0});
+  devices_.push_back(Device{.spec = spec, .kind = kind, .index_in_kind = index, .added = now});
   devices_by_kind_[kind].push_back(id);
   free_by_kind_[kind].Resize(index + 1);
   free_by_kind_[kind].Insert(index);
@@ -405,24 +405,72 @@ Scheduler::Placement Scheduler::Place(const ResourceClass& cls) {
   return {};  // not enough free CPU slots
 }
 
-void Scheduler::TakeResources(HostId host, DeviceId device, int slots) {
+void Scheduler::TakeResources(HostId host, DeviceId device, int slots, absl::Time now) {
   SetHostUsed(host, hosts_[host].used + slots);
   if (device != kNoDevice) {
     Device& dev = devices_[device];
-    if (dev.leases++ == 0) free_by_kind_[dev.kind].Erase(dev.index_in_kind);
+    if (dev.leases++ == 0) {
+      free_by_kind_[dev.kind].Erase(dev.index_in_kind);
+      dev.busy_since = now;
+    }
   }
 }
 
-void Scheduler::ReleaseResources(HostId host, DeviceId device, int slots) {
+void Scheduler::ReleaseResources(HostId host, DeviceId device, int slots, absl::Time now) {
   SetHostUsed(host, hosts_[host].used - slots);
   if (device != kNoDevice) {
     Device& dev = devices_[device];
     LOOM_CHECK(dev.leases > 0);
-    if (--dev.leases == 0) free_by_kind_[dev.kind].Insert(dev.index_in_kind);
+    if (--dev.leases == 0) {
+      free_by_kind_[dev.kind].Insert(dev.index_in_kind);
+      if (now > dev.busy_since) dev.busy += now - dev.busy_since;
+    }
   }
 }
 
+Scheduler::DeviceUsage Scheduler::Usage(DeviceId device, absl::Time now) const {
+  const Device& dev = devices_[device];
+  DeviceUsage u{.busy = dev.busy,
+                .since = dev.added != absl::InfinitePast() ? dev.added : first_advance_};
+  if (dev.leases > 0 && now > dev.busy_since) u.busy += now - dev.busy_since;
+  return u;
+}
+
+std::vector<Scheduler::ReadyQueue> Scheduler::ReadyQueues() const {
+  std::vector<ReadyQueue> out;
+  out.reserve(classes_.size());
+  for (const ResourceClass& c : classes_) {
+    ReadyQueue& q = out.emplace_back();
+    q.cpu_slots = c.cpu_slots;
+    if (c.kind >= 0) q.device_kind = kind_names_[c.kind];
+    if (c.device != kNoDevice) q.device = devices_[c.device].spec.name;
+    // Stale entries (stages that left the ready state other than by a grant) are in the queue
+    // until they reach its front or it is compacted.
+    q.ready = static_cast<int64_t>(c.queue.size() - c.stale);
+  }
+  return out;
+}
+
+double Scheduler::GrantRate(absl::Time now, absl::Duration window) const {
+  if (grant_times_.empty() || first_advance_ == absl::InfinitePast()) return 0;
+  absl::Time from = std::max(now - window, first_advance_);
+  int64_t n = 0;
+  if (grant_times_.size() == kGrantTimes) {
+    const absl::Time oldest = grant_times_[grant_next_];
+    if (oldest >= from) {  // the ring holds fewer grants than the window had: count the ring
+      from = oldest;
+      n = static_cast<int64_t>(kGrantTimes);
+    }
+  }
+  if (n == 0) {
+    for (absl::Time t : grant_times_) n += t >= from ? 1 : 0;
+  }
+  const double span = absl::ToDoubleSeconds(now - from);
+  return span > 0 ? static_cast<double>(n) / span : 0;
+}
+
 std::vector<Grant> Scheduler::Advance(absl::Time now) {
+  if (first_advance_ == absl::InfinitePast()) first_advance_ = now;
   // Expire overdue leases first so their resources are available to this pass, in (deadline,
   // lease) order.
   while (!deadlines_.empty()) {
@@ -432,7 +480,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>{});
     deadlines_.pop_back();
     if (slot < 0) continue;  // the lease ended before its deadline
-    EndLease(slot);
+    EndLease(slot, now);
     ++stats_.expirations;
     Retry(
         slot, lease_id, now,
@@ -498,7 +546,7 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
 
     int slots = cls.cpu_slots;
     if (d.device != kNoDevice) slots += devices_[d.device].spec.shares_cpu_slots;
-    TakeResources(d.host, d.device, slots);
+    TakeResources(d.host, d.device, slots, now);
     cls.queue.Pop();
     --num_ready_;
 
@@ -530,6 +578,12 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
     }
     ++s.attempts;
     ++stats_.grants;
+    if (grant_times_.size() < kGrantTimes) {
+      grant_times_.push_back(now);
+    } else {
+      grant_times_[grant_next_] = now;
+      grant_next_ = (grant_next_ + 1) % kGrantTimes;
+    }
 
     if (grants.empty()) grants.reserve(std::min<size_t>(num_ready_ + 1, 4));
     Grant& g = grants.emplace_back();
@@ -565,12 +619,12 @@ std::vector<Grant> Scheduler::Advance(absl::Time now) {
   return grants;
 }
 
-Scheduler::EndedLease Scheduler::EndLease(int32_t slot) {
+Scheduler::EndedLease Scheduler::EndLease(int32_t slot, absl::Time now) {
   Stage& s = stage_pool_[slot];
   LOOM_CHECK(s.leased);
   lease_slots_.Erase(s.lease);
   s.leased = false;
-  ReleaseResources(s.lease_host, s.lease_device, s.lease_slots);
+  ReleaseResources(s.lease_host, s.lease_device, s.lease_slots, now);
   return EndedLease{s.id, slot, s.lease_host, s.lease_device, s.lease_slots, s.lease_start};
 }
 
@@ -581,7 +635,7 @@ absl::Status Scheduler::Complete(LeaseId lease_id, absl::Time now,
     return absl::NotFoundError(
         absl::StrCat("lease ", lease_id, " is unknown, already ended, expired or revoked"));
   }
-  EndedLease lease = EndLease(slot);
+  EndedLease lease = EndLease(slot, now);
   Stage& s = stage_pool_[slot];
   JobId job = s.job;
   policy_->OnFinished(
@@ -604,7 +658,7 @@ absl::Status Scheduler::Fail(LeaseId lease_id, absl::Time now, std::string_view 
     return absl::NotFoundError(
         absl::StrCat("lease ", lease_id, " is unknown, already ended, expired or revoked"));
   }
-  EndLease(slot);
+  EndLease(slot, now);
   Retry(slot, lease_id, now, std::string(reason));
   return absl::OkStatus();
 }
@@ -652,7 +706,7 @@ void Scheduler::FailStage(StageId root, LeaseId root_lease, absl::Time now,
     } else if (s.state == StageState::kRunning) {
       if (s.leased) {
         lease = s.lease;
-        EndLease(slot);
+        EndLease(slot, now);
       }
     }
     ++stats_.failures;

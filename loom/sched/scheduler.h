@@ -54,7 +54,9 @@ class Scheduler {
 
   // Resources. Ids are dense, in order of addition. kInvalidArgument on bad specs.
   absl::StatusOr<HostId> AddHost(const HostSpec& spec);
-  absl::StatusOr<DeviceId> AddDevice(const DeviceSpec& spec);
+  // `now`: when the device joins, the start of its Usage(); InfinitePast() (callers that never
+  // ask): its usage counts from the first Advance().
+  absl::StatusOr<DeviceId> AddDevice(const DeviceSpec& spec, absl::Time now = absl::InfinitePast());
   // Takes a host and its devices out of placement (online = false) or back in. An offline host
   // gets no new grants; its running leases stay until completed, failed or expired. Feasibility
   // still counts it (stages wait rather than fail). kNotFound for an unknown host. The service
@@ -106,6 +108,29 @@ class Scheduler {
   size_t num_live_stages() const { return stage_slots_.size(); }
   size_t num_jobs() const { return num_jobs_; }
   bool HasJob(JobId job) const { return FindJob(job) != nullptr; }
+
+  // What a device did since it joined: time with at least one lease (leases at the same time
+  // count once), up to `now`.
+  struct DeviceUsage {
+    absl::Duration busy;
+    absl::Time since;  // AddDevice's `now`, or the first Advance()
+  };
+  DeviceUsage Usage(DeviceId device, absl::Time now) const;
+  // Ready stages per resource class (stages with the same need share one queue), one entry per
+  // class in order of first use, empty ones included.
+  struct ReadyQueue {
+    int cpu_slots = 0;
+    std::string device_kind;  // empty: a CPU-only stage
+    std::string device;       // a named device's name, empty: any of the kind
+    int64_t ready = 0;
+  };
+  std::vector<ReadyQueue> ReadyQueues() const;
+  // Grants per second over the last `window` (or since the first Advance(), when later); 0 before
+  // any. Counted from the last kGrantTimes grants: a faster stream shortens the window to them.
+  double GrantRate(absl::Time now, absl::Duration window) const;
+  // The `now` of the first Advance() (InfinitePast() before it): when the scheduler began to run.
+  absl::Time started() const { return first_advance_; }
+  static constexpr size_t kGrantTimes = 4096;
 
  private:
   // kFree: the record's slot is unused (the stage finished, failed or was cancelled).
@@ -180,6 +205,9 @@ class Scheduler {
     int kind = 0;
     int index_in_kind = 0;  // position in devices_by_kind_[kind] (ascending ids)
     int leases = 0;
+    absl::Time added = absl::InfinitePast();
+    absl::Duration busy;    // ended busy periods
+    absl::Time busy_since;  // start of the current busy period while leases > 0
   };
   struct EndedLease {
     StageId stage;
@@ -203,11 +231,11 @@ class Scheduler {
     bool placed() const { return host >= 0; }
   };
   Placement Place(const ResourceClass& cls);
-  void TakeResources(HostId host, DeviceId device, int slots);
-  void ReleaseResources(HostId host, DeviceId device, int slots);
+  void TakeResources(HostId host, DeviceId device, int slots, absl::Time now);
+  void ReleaseResources(HostId host, DeviceId device, int slots, absl::Time now);
   void SetHostUsed(HostId host, int used);
   // Ends the stage's live lease and releases its resources.
-  EndedLease EndLease(int32_t slot);
+  EndedLease EndLease(int32_t slot, absl::Time now);
   // Requeues or fails the stage of an ended lease.
   void Retry(int32_t slot, LeaseId lease, absl::Time now, const std::string& reason);
   // Fails the stage for good and, transitively, every stage that depends on it.
@@ -248,6 +276,9 @@ class Scheduler {
   bool exclusive_;
   bool one_job_;
   SchedulerStats stats_;
+  absl::Time first_advance_ = absl::InfinitePast();
+  std::vector<absl::Time> grant_times_;  // ring of the last kGrantTimes grants' times
+  size_t grant_next_ = 0;                // next slot of the ring once it is full
 
   std::vector<Host> hosts_;
   std::vector<Device> devices_;

@@ -67,6 +67,79 @@ TEST(SchedulerTest, DeviceIsLeasedToOneStageAtATime) {
   EXPECT_EQ(g2[0].start, T(2));
 }
 
+TEST(SchedulerTest, DeviceUsageCountsLeasedTimeOnceWhileShared) {
+  auto s = Make("uncontrolled");
+  ASSERT_TRUE(s->AddHost({"server", 2}).ok());
+  ASSERT_TRUE(s->AddDevice({"gpu0", "gpu", 0, 0}, T(10)).ok());
+  ASSERT_TRUE(s->AddDevice({"gpu1", "gpu", 0, 0}).ok());  // joins at the first Advance
+  JobId a = *s->AddJob({"a"});
+  ASSERT_TRUE(s->Submit(Req(a, StageKind::kMeasure, Dev("gpu")), T(20)).ok());
+  ASSERT_TRUE(s->Submit(Req(a, StageKind::kMeasure, Dev("gpu")), T(20)).ok());
+  auto g = s->Advance(T(20));  // uncontrolled: both on the least-leased devices
+  ASSERT_EQ(g.size(), 2u);
+  ASSERT_EQ(g[0].device, 0);
+  ASSERT_EQ(g[1].device, 1);
+  EXPECT_EQ(s->started(), T(20));
+  ASSERT_TRUE(s->Submit(Req(a, StageKind::kMeasure, Dev("gpu")), T(22)).ok());
+  auto g2 = s->Advance(T(22));  // a second lease on gpu0, overlapping the first
+  ASSERT_EQ(g2.size(), 1u);
+  ASSERT_EQ(g2[0].device, 0);
+  ASSERT_TRUE(s->Complete(g[0].lease, T(25)).ok());
+  // Still busy (the second lease): 20..now counts once.
+  EXPECT_EQ(s->Usage(0, T(26)).busy, absl::Seconds(6));
+  ASSERT_TRUE(s->Fail(g2[0].lease, T(27), "lost").ok());
+  Scheduler::DeviceUsage u = s->Usage(0, T(40));
+  EXPECT_EQ(u.busy, absl::Seconds(7));
+  EXPECT_EQ(u.since, T(10));
+  ASSERT_TRUE(s->Complete(g[1].lease, T(21)).ok());
+  u = s->Usage(1, T(40));
+  EXPECT_EQ(u.busy, absl::Seconds(1));
+  EXPECT_EQ(u.since, T(20));
+}
+
+TEST(SchedulerTest, ReadyQueuesCountLiveStagesPerResourceClass) {
+  auto s = Make("interleaved");
+  OneServer(*s, 1);
+  JobId a = *s->AddJob({"a"});
+  JobId b = *s->AddJob({"b"});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->Submit(Req(a, StageKind::kBuild, Cpu(1)), T(0)).ok());
+  ASSERT_TRUE(s->Submit(Req(a, StageKind::kMeasure, Dev("gpu")), T(0)).ok());
+  ASSERT_TRUE(s->Submit(Req(b, StageKind::kMeasure, Dev("gpu")), T(0)).ok());
+  std::vector<Scheduler::ReadyQueue> q = s->ReadyQueues();
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].cpu_slots, 1);
+  EXPECT_EQ(q[0].device_kind, "");
+  EXPECT_EQ(q[0].ready, 3);
+  EXPECT_EQ(q[1].cpu_slots, 0);
+  EXPECT_EQ(q[1].device_kind, "gpu");
+  EXPECT_EQ(q[1].ready, 2);
+  // A cancelled job's ready stages leave the count at once (their entries go stale).
+  ASSERT_TRUE(s->CancelJob(b, T(1)).ok());
+  EXPECT_EQ(s->ReadyQueues()[1].ready, 1);
+  // Granted stages leave their queue; the classes always add up to num_ready().
+  const size_t granted = s->Advance(T(1)).size();
+  ASSERT_GE(granted, 1u);
+  int64_t total = 0;
+  for (const auto& r : s->ReadyQueues()) total += r.ready;
+  EXPECT_EQ(total, 4 - static_cast<int64_t>(granted));
+  EXPECT_EQ(static_cast<size_t>(total), s->num_ready());
+}
+
+TEST(SchedulerTest, GrantRateIsOverTheWindowOrSinceTheStart) {
+  auto s = Make("interleaved");
+  ASSERT_TRUE(s->AddHost({"server", 100}).ok());
+  EXPECT_EQ(s->GrantRate(T(0), absl::Minutes(1)), 0);
+  JobId a = *s->AddJob({"a"});
+  s->Advance(T(0));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(s->Submit(Req(a, StageKind::kBuild, Cpu(1)), T(4)).ok());
+  EXPECT_EQ(s->Advance(T(4)).size(), 10u);
+  // 10 grants in the 5 s since the start.
+  EXPECT_DOUBLE_EQ(s->GrantRate(T(5), absl::Minutes(1)), 2.0);
+  // 100 s later, none in the last minute.
+  EXPECT_DOUBLE_EQ(s->GrantRate(T(105), absl::Minutes(1)), 0.0);
+  EXPECT_DOUBLE_EQ(s->GrantRate(T(64), absl::Minutes(1)), 10.0 / 60);
+}
+
 TEST(SchedulerTest, UncontrolledSharesTheDevice) {
   auto s = Make("uncontrolled");
   OneServer(*s, 1);

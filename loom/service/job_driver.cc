@@ -271,6 +271,15 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
 
 // The scheduler's kind of a registered device, and the need of a job's measure stages: the
 // device's target key (its kind when it has none).
+// The agents of `agents` (id -> agent) in order of their scheduler host: the order of tables.
+template <typename AgentMap>
+auto ByHost(const AgentMap& agents) {
+  std::vector<const typename AgentMap::mapped_type::element_type*> sorted;
+  for (const auto& [id, a] : agents) sorted.push_back(a.get());
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->host < b->host; });
+  return sorted;
+}
+
 std::string SchedDeviceKind(const v1::DeviceInfo& d) {
   return d.target_key().empty() ? d.kind() : d.target_key();
 }
@@ -1253,10 +1262,7 @@ v1::Job JobDriver::ToProto(const Job& job) {
 
 std::vector<v1::ResourceUse> JobDriver::Resources() {
   std::vector<v1::ResourceUse> out;
-  std::vector<const Agent*> sorted;
-  for (const auto& [id, a] : agents_) sorted.push_back(a.get());
-  std::sort(sorted.begin(), sorted.end(),
-            [](const Agent* a, const Agent* b) { return a->host < b->host; });
+  const std::vector<const Agent*> sorted = ByHost(agents_);
   for (const Agent* a : sorted) {
     v1::ResourceUse u;
     u.set_agent_id(a->id);
@@ -1527,7 +1533,77 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   s.set_queue_wait_p99_ms(Percentile(queue_wait_ms_, 0.99));
   for (v1::ResourceUse& u : Resources()) *s.add_resources() = std::move(u);
   s.set_policy(options_.policy);
+  for (const auto& [num, job] : jobs_) {
+    if (job->row.state == v1::JOB_STATE_QUEUED) s.set_jobs_queued(s.jobs_queued() + 1);
+    if (job->row.state == v1::JOB_STATE_RUNNING) s.set_jobs_running(s.jobs_running() + 1);
+  }
+  for (const sched::Scheduler::ReadyQueue& q : scheduler_->ReadyQueues()) {
+    v1::QueueStats* out = s.add_queues();
+    out->set_cpu_slots(q.cpu_slots);
+    out->set_device_kind(q.device_kind);
+    out->set_device(q.device);
+    out->set_ready(q.ready);
+  }
+  const absl::Time now = Now();
+  const std::vector<const Agent*> sorted = ByHost(agents_);
+  for (const Agent* a : sorted) {
+    for (size_t i = 0; i < a->device_ids.size(); ++i) {
+      const sched::DeviceId d = a->device_ids[i];
+      const sched::Scheduler::DeviceUsage u = scheduler_->Usage(d, now);
+      v1::DeviceStats* out = s.add_devices();
+      out->set_agent_id(a->id);
+      out->set_hostname(a->hostname);
+      out->set_name(a->devices[i].name());
+      out->set_target_key(SchedDeviceKind(a->devices[i]));
+      out->set_alive(a->alive);
+      out->set_leases(scheduler_->DeviceLeases(d));
+      const double busy = absl::ToDoubleSeconds(u.busy);
+      const double age = absl::ToDoubleSeconds(now - u.since);
+      out->set_busy_seconds(busy);
+      out->set_utilization(age > 0 ? std::clamp(busy / age, 0.0, 1.0) : 0.0);
+    }
+  }
+  s.set_grants(scheduler_->stats().grants);
+  s.set_grants_per_second(scheduler_->GrantRate(now, absl::Minutes(1)));
+  if (scheduler_->started() != absl::InfinitePast()) {
+    s.set_uptime_seconds(absl::ToDoubleSeconds(now - scheduler_->started()));
+  }
   return s;
+}
+
+absl::StatusOr<ProgressInput> JobDriver::ProgressInputOf(const Principal& who,
+                                                         const std::string& job_id) {
+  ProgressInput in;
+  std::vector<std::string> keys;  // per task; empty: no records to read
+  std::string target_key, record_key;
+  {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+    const JobRow& r = job->row;
+    const bool sim = IsSimulated(*job);
+    in.started = r.started == absl::UnixEpoch() ? absl::InfinitePast() : r.started;
+    in.ended = Ended(r.state);
+    in.now = Now();
+    for (const TaskRow& t : job->tasks) {
+      ProgressTask& p = in.tasks.emplace_back();
+      p.flops = t.flops;
+      p.count = t.count;
+      // As ToProto shows them: a simulated job's trials are its rounds.
+      p.trials_done = sim ? static_cast<int>(t.round) : t.trials_done;
+      p.trials = sim ? r.spec.simulated().rounds() : r.spec.trials();
+      p.skipped = t.phase == TaskPhase::kSkipped;
+      p.ended = p.skipped || t.phase == TaskPhase::kDone;
+      keys.push_back(r.records > 0 && !p.skipped ? t.task_key : "");
+    }
+    target_key = r.target_key;
+    record_key = r.RecordKey();
+  }
+  if (target_key.empty()) return in;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].empty()) continue;
+    LOOM_ASSIGN_OR_RETURN(in.tasks[i].records, records_->ForTask(keys[i], target_key, record_key));
+  }
+  return in;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1639,7 +1715,8 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
                           scheduler_->AddDevice({.name = absl::StrCat(agent->id, "/", d.name()),
                                                  .kind = SchedDeviceKind(d),
                                                  .host = agent->host,
-                                                 .shares_cpu_slots = d.lends_cpu_slots()}));
+                                                 .shares_cpu_slots = d.lends_cpu_slots()},
+                                                Now()));
     agent->lent_slots += d.lends_cpu_slots();
     agent->devices.push_back(d);
     agent->device_ids.push_back(id);

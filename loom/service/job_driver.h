@@ -33,6 +33,7 @@
 #include "loom/ops/template.h"
 #include "loom/sched/scheduler.h"
 #include "loom/service/auth.h"
+#include "loom/service/job_progress.h"
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
 #include "loom/tune/record_store.h"
@@ -100,6 +101,10 @@ class JobDriver {
   absl::StatusOr<JobChange> WaitForChange(const Principal& who, const std::string& job_id,
                                           int64_t after_version, absl::Duration timeout);
   absl::StatusOr<v1::ServerStats> Stats(const Principal& who);
+  // What ComputeJobProgress needs of a visible job (read-only): its tasks with this job's records
+  // of each (read outside the lock; none are read for a job without records), when it started,
+  // whether it ended, and the driver's clock now. Same visibility errors as Get.
+  absl::StatusOr<ProgressInput> ProgressInputOf(const Principal& who, const std::string& job_id);
 
   // Agent calls: an agent token, or anyone when the daemon has no tokens file (who.anonymous).
   // kPermissionDenied for other roles, a flagged credential, or an agent id that is not the

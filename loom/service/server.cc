@@ -19,6 +19,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/service/auth.h"
 #include "loom/service/client.h"
+#include "loom/service/job_progress.h"
 #include "loom/tune/postgres.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
@@ -74,6 +75,13 @@ absl::Status CheckKeyPair(const std::string& cert, const std::string& key, const
   return st;
 }
 
+// Sets the progress figures (job_progress.h) of `job`, one the driver showed `who`.
+absl::Status AddProgress(JobDriver& driver, const Principal& who, v1::Job& job) {
+  LOOM_ASSIGN_OR_RETURN(ProgressInput in, driver.ProgressInputOf(who, job.id()));
+  FillJobProgress(ComputeJobProgress(in), &job);
+  return absl::OkStatus();
+}
+
 // Open WatchJob streams per user, capped so one user cannot hold every server thread.
 class StreamCounter {
  public:
@@ -122,6 +130,9 @@ class JobServiceImpl final : public v1::JobService::Service {
     LOOM_AUTH(who);
     auto r = driver_->List(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
+    for (v1::Job& job : *r->mutable_jobs()) {
+      if (absl::Status st = AddProgress(*driver_, who, job); !st.ok()) return ToGrpc(st);
+    }
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -130,6 +141,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     LOOM_AUTH(who);
     auto r = driver_->Get(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
+    if (absl::Status st = AddProgress(*driver_, who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -138,6 +150,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     LOOM_AUTH(who);
     auto r = driver_->Cancel(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
+    if (absl::Status st = AddProgress(*driver_, who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -159,6 +172,7 @@ class JobServiceImpl final : public v1::JobService::Service {
       if (!c.ok()) return ToGrpc(c.status());
       if (c->version != version) {
         const int64_t now = absl::ToUnixMicros(absl::Now());
+        if (absl::Status st = AddProgress(*driver_, who, c->job); !st.ok()) return ToGrpc(st);
         if (c->messages.empty()) {
           v1::JobEvent ev;
           *ev.mutable_job() = c->job;

@@ -5,8 +5,11 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <onnx/onnx_pb.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -1163,6 +1166,238 @@ TEST_P(ServiceBackendTest, KillingTheDaemonAndAnAgentMidRealJobLosesAndDuplicate
 }
 
 }  // namespace
+
+// A JSON value that is a number, or (protobuf's JSON mapping of int64) a string of one.
+double Num(const nlohmann::json& j, const std::string& key) {
+  if (!j.contains(key)) return 0;
+  const nlohmann::json& v = j[key];
+  return v.is_string() ? std::stod(v.get<std::string>()) : v.get<double>();
+}
+
+TEST_F(ServiceProcessTest, StatusStatsAndTopShowEtaBestSoFarDevicesAndQueues) {
+  StartServe();
+  StartAgent("host-a");
+  Outcome o = Loom("submit tiny_cnn --trials 12 --batch-size 2 --max-tasks 2");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)"))) << o.out;
+  const std::string id = m[1];
+
+  // While it runs: an ETA from its measured rate, and `top` shows its row and the device.
+  nlohmann::json running;
+  std::string top;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Outcome s = Loom("status --json " + id);
+        running = nlohmann::json::parse(s.out, nullptr, false);
+        if (running.is_discarded() || running.value("state", "") != "JOB_STATE_RUNNING" ||
+            !running.contains("eta_seconds")) {
+          return false;
+        }
+        Outcome t = Loom("top --once --all", "tok-root");
+        top = t.out;
+        return t.code == 0 && top.find(id + " ") != std::string::npos;
+      },
+      120))
+      << running.dump() << top << ServeLog();
+  const double done = Num(running, "trials_done"), total = Num(running, "trials_total");
+  EXPECT_EQ(total, 24);
+  EXPECT_GE(done, 1);
+  EXPECT_LT(done, 24);
+  ASSERT_GT(Num(running, "trials_per_second"), 0);
+  EXPECT_NEAR(Num(running, "eta_seconds"), (total - done) / Num(running, "trials_per_second"),
+              1e-6 * Num(running, "eta_seconds") + 1e-9);
+  EXPECT_THAT(top, HasSubstr("TRIALS"));
+  EXPECT_THAT(top, HasSubstr("ETA"));
+  EXPECT_TRUE(std::regex_search(top, std::regex(id + " +alice .* running +[0-9]+/24 "))) << top;
+  EXPECT_TRUE(std::regex_search(top, std::regex("\n[^ ]+ +[^ ]+ +host-a .* yes +[0-9]+ ")))
+      << top;  // the agent's device row
+  EXPECT_THAT(top, HasSubstr("QUEUE (RESOURCE CLASS)"));
+  EXPECT_EQ(top.find("\x1b["), std::string::npos) << "escape codes on a pipe";
+
+  o = Loom("watch " + id);
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("ETA"));
+  o = Loom("status --json " + id);
+  ASSERT_EQ(o.code, 0) << o.err;
+  nlohmann::json job = nlohmann::json::parse(o.out);
+  ASSERT_EQ(job.value("state", ""), "JOB_STATE_SUCCEEDED") << job.dump();
+  EXPECT_EQ(Num(job, "trials_done"), 24);
+  EXPECT_EQ(Num(job, "trials_total"), 24);
+  EXPECT_FALSE(job.contains("eta_seconds")) << "an ended job has no ETA";
+  EXPECT_FALSE(job.contains("trials_per_second"));
+
+  // Best so far agrees with the job's records: each task's last point is its best record, and
+  // the latency is the driver's own estimate (this daemon holds no other records).
+  std::vector<nlohmann::json> records = JobRecords(dir_, id);
+  ASSERT_EQ(records.size(), 24u);
+  std::map<std::string, double> best_gflops;
+  for (const auto& r : records) {
+    if (r.value("error", "") != "none" || !r["median_cost"].is_number()) continue;
+    const double g = r["flops"].get<double>() / r["median_cost"].get<double>() / 1e9;
+    best_gflops[r["task_key"]] = std::max(best_gflops[r["task_key"]], g);
+  }
+  ASSERT_EQ(best_gflops.size(), 2u);
+  const auto& history = job["best_history"];
+  ASSERT_GE(history.size(), 2u);
+  ASSERT_LE(history.size(), 24u);
+  std::map<int, double> last;
+  double prev_trials = 0;
+  for (const auto& p : history) {
+    const int task = p.value("task", 0);
+    EXPECT_GT(Num(p, "trials"), prev_trials);
+    EXPECT_GT(p["task_gflops"].get<double>(), last[task]) << "best-so-far never falls";
+    prev_trials = Num(p, "trials");
+    last[task] = p["task_gflops"].get<double>();
+  }
+  for (const auto& [task, g] : last) {
+    const std::string key = job["tasks"][task]["task_key"];
+    EXPECT_NEAR(g, best_gflops[key], 1e-9 * g) << key;
+  }
+  ASSERT_TRUE(job.contains("best_latency_ms"));
+  EXPECT_NEAR(job["best_latency_ms"].get<double>(), job["estimated_latency_ms"].get<double>(),
+              1e-9 * job["best_latency_ms"].get<double>());
+  EXPECT_NEAR(history.back()["latency_ms"].get<double>(), job["best_latency_ms"].get<double>(),
+              1e-12);
+  o = Loom("status " + id);
+  EXPECT_THAT(o.out, HasSubstr("progress: 24/24 trials, -/s, ETA -, best latency "));
+
+  // The scheduler's view: the device and its busy time, the queues, numbers as numbers.
+  o = Loom("stats --json", "tok-root");
+  ASSERT_EQ(o.code, 0) << o.err;
+  nlohmann::json stats = nlohmann::json::parse(o.out);
+  EXPECT_EQ(stats["policy"], "interleaved");
+  EXPECT_TRUE(stats["grants"].is_number_integer());
+  // Per round: propose, build, measure, update; 6 rounds per task.
+  EXPECT_GE(stats["grants"].get<int64_t>(), 2 * 6 * 4);
+  EXPECT_EQ(stats["jobs_total"], 1);
+  EXPECT_EQ(stats["agents_alive"], 1);
+  ASSERT_EQ(stats["devices"].size(), 1u) << stats.dump();
+  const auto& dev = stats["devices"][0];
+  EXPECT_EQ(dev["hostname"], "host-a");
+  EXPECT_EQ(dev["alive"], true);
+  EXPECT_EQ(dev["leases"], 0);
+  EXPECT_GT(dev["busy_seconds"].get<double>(), 0);
+  EXPECT_GT(dev["utilization"].get<double>(), 0);
+  EXPECT_LE(dev["utilization"].get<double>(), 1);
+  bool cpu_queue = false, device_queue = false;
+  for (const auto& q : stats["queues"]) {
+    EXPECT_EQ(q["ready"], 0) << q.dump();  // the job ended: nothing waits
+    if (q["device_kind"] == "" && q["cpu_slots"].get<int>() >= 1) cpu_queue = true;
+    if (q["device_kind"] == dev["target_key"]) device_queue = true;
+  }
+  EXPECT_TRUE(cpu_queue) << stats.dump();
+  EXPECT_TRUE(device_queue) << stats.dump();
+  o = Loom("stats", "tok-root");
+  EXPECT_THAT(o.out, HasSubstr("policy interleaved"));
+  EXPECT_THAT(o.out, HasSubstr("host-a"));
+  o = Loom("stats");  // a user token
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("loom: error: PERMISSION_DENIED"));
+  EXPECT_THAT(o.err, HasSubstr("admin token"));
+  o = Loom("top --once");  // a user sees jobs and agents, no devices
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("(no active jobs)"));
+  EXPECT_THAT(o.out, HasSubstr("host-a"));
+}
+
+// `loom top` on a pseudo-terminal: what it wrote, its exit code, and whether the terminal was in
+// raw input mode while it ran and canonical again after it exited.
+struct PtyRun {
+  std::string out;
+  int code = -1;
+  bool raw_while_running = false;
+  bool canonical_after = false;
+};
+
+// Starts `loom top` as the session leader of a new pty and, once it drew two frames, types
+// `keys` (Ctrl-C is "\x03", delivered as SIGINT by the terminal); waits for it to exit.
+PtyRun RunTopOnPty(const std::string& server, const std::string& keys) {
+  PtyRun r;
+  const int master = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) return r;
+  const std::string slave = ptsname(master);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    const int fd = open(slave.c_str(), O_RDWR);
+    ioctl(fd, TIOCSCTTY, 0);
+    dup2(fd, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setenv("LOOM_SERVER", server.c_str(), 1);
+    setenv("LOOM_TOKEN", "tok-root", 1);
+    execl(LOOM_BINARY, LOOM_BINARY, "top", "--interval", "0.3", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  bool typed = false;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{master, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0) {
+      char buf[4096];
+      const ssize_t n = read(master, buf, sizeof buf);
+      if (n > 0) r.out.append(buf, static_cast<size_t>(n));
+    }
+    if (!typed) {
+      size_t frames = 0;
+      for (size_t at = r.out.find("loom top -"); at != std::string::npos;
+           at = r.out.find("loom top -", at + 1)) {
+        ++frames;
+      }
+      if (frames >= 2) {
+        termios t{};
+        r.raw_while_running = tcgetattr(master, &t) == 0 && !(t.c_lflag & ICANON);
+        (void)!write(master, keys.data(), keys.size());
+        typed = true;
+      }
+    }
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+  }
+  if (r.code < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  // Drain what it wrote last.
+  for (pollfd p{master, POLLIN, 0}; poll(&p, 1, 100) > 0;) {
+    char buf[4096];
+    const ssize_t n = read(master, buf, sizeof buf);
+    if (n <= 0) break;
+    r.out.append(buf, static_cast<size_t>(n));
+  }
+  termios t{};
+  r.canonical_after = tcgetattr(master, &t) == 0 && (t.c_lflag & ICANON) && (t.c_lflag & ECHO);
+  close(master);
+  return r;
+}
+
+TEST_F(ServiceProcessTest, TopOnATerminalRedrawsUntilQOrCtrlCAndRestoresTheTerminal) {
+  StartServe();
+  StartAgent("host-a");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto j = nlohmann::json::parse(Loom("stats --json", "tok-root").out, nullptr, false);
+        return !j.is_discarded() && j.value("agents_alive", 0) == 1;
+      },
+      30));
+  for (const std::string keys : {"q", "\x03"}) {
+    PtyRun r = RunTopOnPty(server_, keys);
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_TRUE(r.raw_while_running);
+    EXPECT_TRUE(r.canonical_after) << "the terminal's input mode was not restored";
+    // Alternate screen and hidden cursor on; each frame redrawn from the top; both undone last.
+    EXPECT_EQ(r.out.rfind("\x1b[?1049h\x1b[?25l", 0), 0u) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("\x1b[Hloom top - " + server_));
+    EXPECT_THAT(r.out, HasSubstr("host-a"));
+    const std::string restore = "\x1b[?25h\x1b[?1049l";
+    ASSERT_GE(r.out.size(), restore.size());
+    EXPECT_EQ(r.out.substr(r.out.size() - restore.size()), restore) << r.out;
+  }
+}
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
