@@ -417,11 +417,11 @@ std::string JobFragment(const JobDetail& d, absl::Time now) {
   const JobProgress p = ComputeProgress(j, now);
   std::string out = absl::StrCat(
       "<h1>Job ", XmlEscape(j.id()), ": <span class=\"name\">", XmlEscape(j.name()),
-      "</span></h1><p>", StateBadge(j.state()), " owner ", XmlEscape(j.owner()),
+      "</span></h1><div class=\"summary\">", StateBadge(j.state()), " owner ", XmlEscape(j.owner()),
       " &middot; target ", XmlEscape(j.target()), " &middot; ", ProgressBar(p.fraction),
       " <span class=\"progress\">", p.trials_done, "/", p.trials, " trials</span> &middot; ETA ",
       p.eta ? HumanDuration(*p.eta) : "&ndash;", " &middot; best latency ",
-      LatencyCell(d.best_latency, d.latency_goal_ms, j.estimated_latency_ms()), "</p>");
+      LatencyCell(d.best_latency, d.latency_goal_ms, j.estimated_latency_ms()), "</div>");
   if (!j.failure_reason().empty()) {
     absl::StrAppend(&out, "<p class=\"error\">", XmlEscape(j.failure_reason()), "</p>");
   }
