@@ -18,6 +18,9 @@ PACKAGES=(
   libseccomp-dev
   # service
   libgrpc++-dev protobuf-compiler-grpc
+  # the service's web view (loom serve --http: cpp-httplib with OpenSSL); its end-to-end test
+  # drives headless Chromium from Python (loom_web_test; that part skipped without them)
+  libcpp-httplib-dev chromium-driver python3-selenium
   # the Python package (python/) and its tests: the binding, a virtual environment, pytest,
   # pandas (record DataFrames), the notebook's plotting and headless execution
   pybind11-dev python3-dev python3-venv python3-pip python3-pytest python3-pandas

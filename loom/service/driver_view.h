@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "loom/service/job_progress.h"
 #include "loom/tune/record.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
@@ -51,9 +50,23 @@ struct Histogram {
 // `values` into a histogram over `bounds` (ascending).
 Histogram MakeHistogram(const std::vector<double>& values, std::vector<double> bounds);
 
+// The model's latency estimate from the best kernel of each task so far (best median cost x the
+// task's node count, summed; kernels only, as the driver's estimate at the end of a job).
+// `complete` is false while a task that is not skipped has no successful trial yet.
+// TODO(issue 21): the stats branch's service/job_progress.h (ComputeJobProgress, which fills
+// v1::Job's best_latency_ms and eta_seconds) owns this figure; once it is in main the web view
+// reads those fields and this goes.
+struct BestLatency {
+  double ms = 0;
+  bool complete = false;
+};
+
 struct ViewOptions {
   // Finished stages older than this (before the snapshot's time) are left out of `stages`.
   absl::Duration history = absl::Minutes(10);
+  // Whether `jobs` (and their goals and best latencies) are filled; /metrics needs only
+  // `jobs_by_state`, which is cheap with thousands of jobs.
+  bool include_jobs = true;
 };
 
 struct DriverView {
@@ -63,7 +76,8 @@ struct DriverView {
   // latency goal (ms, 0: none) by job id.
   std::vector<v1::Job> jobs;
   std::map<std::string, double> latency_goal_ms;
-  std::map<std::string, BestLatency> best_latency;  // by job id (job_progress.h)
+  std::map<std::string, BestLatency> best_latency;  // by job id
+  std::map<v1::JobState, int64_t> jobs_by_state;    // of the jobs the caller may see
   // Daemon-wide (admins only; empty for other callers).
   std::vector<AgentView> agents;
   std::vector<StageSpan> stages;  // finished within `history`, then the running ones

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -10,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/base/chart.h"
-#include "loom/service/job_progress.h"
 #include "loom/v1/stage_names.h"
 
 namespace loom::service {
@@ -133,7 +133,8 @@ std::vector<Lane> Lanes(const DriverView& view) {
 
 std::string ProgressBar(double fraction) {
   return absl::StrFormat(
-      "<div class=\"bar\" title=\"%.0f%%\"><div class=\"fill\" style=\"width:%.1f%%\"></div></div>",
+      "<div class=\"pbar\" title=\"%.0f%%\"><div class=\"pfill\" "
+      "style=\"width:%.1f%%\"></div></div>",
       fraction * 100, std::clamp(fraction, 0.0, 1.0) * 100);
 }
 
@@ -151,6 +152,36 @@ std::string LatencyCell(const BestLatency& best, double goal_ms, double final_ms
                                            met ? "ok" : "pending", met ? "met" : "not yet"));
   }
   return text;
+}
+
+// Trials done of trials asked over every task, and the time left at the rate so far (unset while
+// queued, before the first trial, or once ended).
+// TODO(issue 21): the stats branch's service/job_progress.h (ComputeJobProgress: a windowed rate,
+// filled into v1::Job's trials_done, trials_total and eta_seconds) owns these figures; once it is
+// in main the pages read those fields and this goes.
+struct JobProgress {
+  int64_t trials_done = 0;
+  int64_t trials = 0;
+  double fraction = 0;
+  std::optional<absl::Duration> eta;
+};
+JobProgress ComputeProgress(const v1::Job& job, absl::Time now) {
+  JobProgress p;
+  for (const v1::TaskProgress& t : job.tasks()) {
+    p.trials += std::max(0, t.trials());
+    p.trials_done += std::clamp(t.trials_done(), 0, std::max(0, t.trials()));
+  }
+  p.fraction =
+      p.trials > 0 ? static_cast<double>(p.trials_done) / static_cast<double>(p.trials) : 0;
+  if (job.state() == v1::JOB_STATE_RUNNING && job.started_unix_micros() > 0 && p.trials_done > 0 &&
+      p.trials_done < p.trials) {
+    const absl::Duration elapsed = now - absl::FromUnixMicros(job.started_unix_micros());
+    if (elapsed > absl::ZeroDuration()) {
+      p.eta = elapsed *
+              (static_cast<double>(p.trials - p.trials_done) / static_cast<double>(p.trials_done));
+    }
+  }
+  return p;
 }
 
 std::string StateBadge(v1::JobState state) {
@@ -183,11 +214,10 @@ std::string MetricsText(const DriverView& view) {
   Sample(out, "loom_up", {}, view.running ? 1 : 0);
 
   Family(out, "loom_jobs", "gauge", "Jobs held by the daemon, by state.");
-  std::map<v1::JobState, int64_t> by_state;
-  for (const v1::Job& j : view.jobs) ++by_state[j.state()];
   for (v1::JobState s : kJobStates) {
+    auto n = view.jobs_by_state.find(s);
     Sample(out, "loom_jobs", {{"state", v1::JobStateShortName(s)}},
-           static_cast<double>(by_state[s]));
+           n == view.jobs_by_state.end() ? 0 : static_cast<double>(n->second));
   }
 
   Family(out, "loom_stages", "gauge", "Stages queued for resources or running now, by kind.");
@@ -307,8 +337,8 @@ table{border-collapse:collapse;width:100%;background:#fff;margin-bottom:12px}
 th,td{padding:6px 8px;border-bottom:1px solid #e0e0e0;text-align:left;vertical-align:top}
 th{background:#eceff1;font-weight:600}
 .scroll{overflow-x:auto}
-.bar{width:120px;height:10px;background:#e0e0e0;border-radius:5px;overflow:hidden;display:inline-block}
-.bar .fill{height:100%;background:#43a047}
+.pbar{width:120px;height:10px;background:#e0e0e0;border-radius:5px;overflow:hidden;display:inline-block}
+.pbar .pfill{height:100%;background:#43a047}
 .state{padding:1px 6px;border-radius:8px;font-size:12px;background:#eceff1}
 .state.running{background:#bbdefb}.state.succeeded{background:#c8e6c9}
 .state.failed{background:#ffcdd2}.state.cancelled{background:#ffe0b2}
@@ -318,7 +348,7 @@ th{background:#eceff1;font-weight:600}
 .error{color:#c62828}
 form.login{max-width:360px;margin:40px auto;background:#fff;padding:20px;border:1px solid #ddd}
 form.login input{width:100%;padding:8px;margin:8px 0}
-@media (max-width:640px){main{padding:8px}th,td{padding:4px}.wide{display:none}.bar{width:60px}}
+@media (max-width:640px){main{padding:8px}th,td{padding:4px}.wide{display:none}.pbar{width:60px}}
 )css";
 }
 
@@ -615,16 +645,21 @@ std::string SchedulerFragment(const DriverView& view, double grants_per_second) 
                     "</td></tr>");
   }
   if (classes.empty()) classes = "<tr><td colspan=\"2\" class=\"muted\">nothing queued</td></tr>";
+  // Drawn by decades (1 ms, 10 ms, ... 10 s, then 1 min and more) so the labels stay readable on
+  // a phone; the histogram itself keeps its finer buckets for /metrics.
   auto histogram_chart = [](const std::string& title, const Histogram& h) {
     base::BarChart c{.title = title, .y_label = "stages", .series = {"stages"}};
     c.value_format = "%.0f";
     int64_t below = 0;
     for (size_t i = 0; i < h.bounds.size(); ++i) {
+      const double b = h.bounds[i];
+      const double decade = std::pow(10.0, std::round(std::log10(b)));
+      if (std::fabs(b - decade) > 1e-12 * decade && b != 60) continue;
       const int64_t in = h.cumulative[i] - below;
       below = h.cumulative[i];
       c.groups.push_back(
-          {.label = absl::StrCat("\u2264", h.bounds[i] < 1 ? absl::StrCat(h.bounds[i] * 1e3, "ms")
-                                                           : absl::StrCat(h.bounds[i], "s")),
+          {.label = absl::StrCat("\u2264", b < 1 ? absl::StrCat(b * 1e3, " ms")
+                                                 : (b < 60 ? absl::StrCat(b, " s") : "1 min")),
            .values = {static_cast<double>(in)}});
     }
     c.groups.push_back({.label = "more", .values = {static_cast<double>(h.count - below)}});

@@ -10,6 +10,7 @@ namespace loom::service {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 int Count(const std::string& s, const std::string& what) {
   int n = 0;
@@ -65,8 +66,11 @@ TEST(HttpPagesTest, DevicesPageDrawsEveryStageWithItsKindAndTheDeviceUtilization
 TEST(HttpPagesTest, MetricsCountRunningStagesAndDeviceUtilization) {
   DriverView v = TwoAgents();
   v.queued_by_kind["build"] = 3;
+  v.jobs_by_state[v1::JOB_STATE_RUNNING] = 2;
   v.queued_by_class["cpu"] = 3;
   const std::string text = MetricsText(v);
+  EXPECT_THAT(text, HasSubstr("loom_jobs{state=\"running\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("loom_jobs{state=\"failed\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("loom_stages{kind=\"measure\",state=\"running\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("loom_stages{kind=\"build\",state=\"queued\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("loom_scheduler_queued_stages{class=\"cpu\"} 3\n"));
@@ -113,19 +117,20 @@ TEST(HttpPagesTest, JobPageDrawsOnePointPerTrialAndACrossPerFailedTrial) {
   EXPECT_THAT(html, HasSubstr("ETA 1m 40s"));
 }
 
-TEST(JobProgressTest, BestLatencySumsTaskBestsTimesNodeCountsAndSaysWhenPartial) {
-  std::vector<TaskRow> tasks(3);
-  tasks[0].best_cost = 0.001;
-  tasks[0].count = 2;
-  tasks[1].best_cost = 0.0005;
-  tasks[2].phase = TaskPhase::kSkipped;
-  BestLatency b = BestLatencySoFar(tasks);
-  EXPECT_DOUBLE_EQ(b.ms, 2.5);
-  EXPECT_TRUE(b.complete);
-  tasks[1].best_cost = 0;
-  b = BestLatencySoFar(tasks);
-  EXPECT_DOUBLE_EQ(b.ms, 2.0);
-  EXPECT_FALSE(b.complete);
+TEST(HttpPagesTest, SchedulerPageShowsPolicyQueuesRateAndLatencyByDecade) {
+  DriverView v = TwoAgents();
+  v.stats.set_policy("interleaved");
+  v.queued_by_class["device:cpu:avx2:<x>"] = 4;
+  v.dispatch_seconds =
+      MakeHistogram({0.0005, 0.002, 0.02, 90}, {0.001, 0.0025, 0.01, 0.025, 0.1, 1, 10, 60});
+  const std::string html = SchedulerFragment(v, 2.5);
+  EXPECT_THAT(html, HasSubstr("<td id=\"policy\">interleaved</td>"));
+  EXPECT_THAT(html, HasSubstr("<td>device:cpu:avx2:&lt;x&gt;</td><td class=\"depth\">4</td>"));
+  EXPECT_THAT(html, HasSubstr("<td>2.50</td>"));
+  // Groups by decade: <=1 ms, <=10 ms, <=100 ms, <=1 s, <=10 s, <=1 min, more.
+  EXPECT_THAT(html, HasSubstr("\u226410 ms"));
+  EXPECT_THAT(html, Not(HasSubstr("\u22642.5 ms")));
+  EXPECT_EQ(SchedulerFragment(v, -1).find("<td>2.50</td>"), std::string::npos);
 }
 
 }  // namespace

@@ -318,7 +318,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
       res.set_content("/metrics needs an admin token\n", "text/plain; charset=utf-8");
       return;
     }
-    auto view = impl->driver->View(*who, ViewOptions{});
+    auto view = impl->driver->View(*who, ViewOptions{.include_jobs = false});
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
     res.set_content(MetricsText(*view), "text/plain; version=0.0.4; charset=utf-8");
   });

@@ -313,6 +313,52 @@ TEST_F(HttpServerTest, MetricsAreValidPrometheusTextAndAgreeWithTheJob) {
   EXPECT_LE(last, 24);
 }
 
+// Under TLS on the gRPC port the web view serves HTTPS with the same files, and its cookie is
+// Secure; plain HTTP gets no page.
+TEST(HttpServerTlsTest, TlsDaemonServesHttpsOnlyAndMarksTheCookieSecure) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / absl::StrCat("loom_http_tls_test_", getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "ext.cnf") << "subjectAltName=IP:127.0.0.1\n";
+  const std::string cmd = absl::StrCat(
+      "cd ", dir.string(),
+      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout server.key -out server.pem -days 2 "
+      "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >openssl.log 2>&1");
+  if (std::system(cmd.c_str()) != 0) {
+    std::filesystem::remove_all(dir);
+    GTEST_SKIP() << "openssl is not installed";
+  }
+  std::ofstream(dir / "tokens") << "tok-root root admin\n";
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.state_path = ":memory:";
+  o.tokens_path = (dir / "tokens").string();
+  o.tls_cert = (dir / "server.pem").string();
+  o.tls_key = (dir / "server.key").string();
+  o.driver.log_to_stderr = false;
+  o.http.listen = "127.0.0.1:0";
+  auto server = Server::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->http_port();
+  httplib::SSLClient tls("127.0.0.1", port);
+  tls.set_ca_cert_path((dir / "server.pem").c_str());
+  tls.enable_server_certificate_verification(true);
+  auto h = tls.Get("/healthz");
+  ASSERT_TRUE(h) << httplib::to_string(h.error());
+  EXPECT_EQ(h->status, 200);
+  auto login = tls.Post("/login", "token=tok-root", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(login);
+  EXPECT_EQ(login->get_header_value("Set-Cookie"),
+            "loom_token=tok-root; Path=/; HttpOnly; SameSite=Strict; Secure");
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_read_timeout(5, 0);
+  auto p = plain.Get("/healthz");
+  EXPECT_TRUE(!p || p->status != 200);
+  server->reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(PrometheusLabelValueTest, EscapesBackslashQuoteAndNewline) {
   EXPECT_EQ(PrometheusLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
   EXPECT_EQ(PrometheusLabelValue("plain"), "plain");

@@ -41,6 +41,24 @@ std::string QueuedKindName(TaskPhase phase) {
   }
 }
 
+// See BestLatency (driver_view.h).
+BestLatency BestLatencySoFar(const std::vector<TaskRow>& tasks) {
+  BestLatency b;
+  bool all = true;
+  bool any = false;
+  for (const TaskRow& t : tasks) {
+    if (t.phase == TaskPhase::kSkipped) continue;
+    if (t.best_cost <= 0) {
+      all = false;
+      continue;
+    }
+    any = true;
+    b.ms += t.best_cost * static_cast<double>(t.count) * 1e3;
+  }
+  b.complete = any && all;
+  return b;
+}
+
 }  // namespace
 
 Histogram MakeHistogram(const std::vector<double>& values, std::vector<double> bounds) {
@@ -91,6 +109,8 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
       for (const TaskRow& t : job->tasks) v.measurement_errors += t.errors;
     }
     if (job->row.owner != who.user && !who.admin()) continue;
+    ++v.jobs_by_state[job->row.state];
+    if (!options.include_jobs) continue;
     v.jobs.push_back(ToProto(*job));
     v.latency_goal_ms[job->row.id] = job->row.spec.latency_goal_ms();
     v.best_latency[job->row.id] = BestLatencySoFar(job->tasks);
