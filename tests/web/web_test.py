@@ -211,12 +211,16 @@ class WebViewTest(unittest.TestCase):
         b.get(f"{self.base}/")
         self.assertTrue(b.find_elements(By.CSS_SELECTOR, "form.login"))
         login("tok-wrong")
-        self.assertIn("invalid token", b.find_element(By.CSS_SELECTOR, "form.login .error").text)
+        error = wait_for(lambda: b.find_elements(By.CSS_SELECTOR, "form.login .error"), 15,
+                         "the login page to show its error")
+        self.assertIn("invalid token", error[0].text)
         self.assertIsNone(b.get_cookie("loom_token"))
         b.save_screenshot(os.path.join(self.shots, "login-refused.png"))
 
         login("tok-root")
-        cookie = b.get_cookie("loom_token")
+        # The form's POST answers 303 to / with the cookie; wait until the browser has followed.
+        cookie = wait_for(lambda: b.get_cookie("loom_token"), 15, "the login cookie")
+        wait_for(lambda: b.find_elements(By.ID, "jobs"), 15, "the jobs page after login")
         self.assertTrue(cookie["httpOnly"])
         self.assertEqual(cookie["sameSite"], "Strict")
 
