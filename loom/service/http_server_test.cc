@@ -216,6 +216,9 @@ TEST_F(HttpServerTest, OversizedAndTraversingRequestsAreRefused) {
   auto uri = Get(absl::StrCat("/job/", std::string(10000, 'j')), "tok-alice");
   ASSERT_TRUE(uri);
   EXPECT_EQ(uri->status, 414);
+  httplib::Headers big_header{{"X-Filler", std::string(16 << 10, 'h')}};
+  auto header = client_->Get("/healthz", big_header);
+  EXPECT_TRUE(!header || header->status == 400);
   for (const char* path : {"/assets/../../../etc/passwd", "/assets/%2e%2e/%2e%2e/etc/passwd",
                            "/job/..%2f..%2fetc%2fpasswd", "/etc/passwd"}) {
     auto t = Get(path, "tok-root");
