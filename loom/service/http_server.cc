@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "loom/base/chart.h"
 #include "loom/service/http_pages.h"
@@ -408,6 +409,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
                      "': the port is in use or the address is not HOST:PORT of this host"));
   }
   s->thread_ = std::thread([&svr] { svr.listen_after_bind(); });
+  // httplib's stop() does nothing before the accept loop runs; wait for it (bounded), so that a
+  // Stop() right after Start() cannot leave the loop running and the join waiting forever.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!svr.is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  if (!svr.is_running()) {
+    return absl::UnavailableError(
+        absl::StrCat("the web view on --http '", options.listen, "' did not start"));
+  }
   return s;
 }
 
