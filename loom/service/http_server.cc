@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "loom/base/chart.h"
+#include "loom/base/status_macros.h"
 #include "loom/service/http_pages.h"
 #include "nlohmann/json.hpp"
 
@@ -242,20 +243,25 @@ struct HttpServer::Impl {
   }
 };
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
-                                                              JobDriver* driver,
-                                                              const TokenTable* tokens) {
-  const size_t colon = options.listen.rfind(':');
+absl::StatusOr<std::pair<std::string, int>> ParseHttpListen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
   int port = -1;
   if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(options.listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--http '", options.listen, "' is not HOST:PORT"));
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http '", listen, "' is not HOST:PORT"));
   }
-  std::string host = options.listen.substr(0, colon);
+  std::string host = listen.substr(0, colon);
   if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
     host = host.substr(1, host.size() - 2);
   }
+  return std::make_pair(host, port);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
+                                                              JobDriver* driver,
+                                                              const TokenTable* tokens) {
+  LOOM_ASSIGN_OR_RETURN(auto address, ParseHttpListen(options.listen));
+  const auto& [host, port] = address;
   if (options.threads < 1 || options.max_queued < 1 || options.max_body_bytes < 1 ||
       options.timeout_seconds < 1) {
     return absl::InvalidArgumentError("http threads, queue, body size and timeout must be >= 1");

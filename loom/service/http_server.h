@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "loom/service/auth.h"
@@ -36,6 +37,10 @@ struct HttpOptions {
   int timeout_seconds = 5;            // read and write timeouts per request, keep-alive idle
   absl::Duration gantt_window = absl::Minutes(10);  // default span of the devices page
 };
+
+// `listen` ("HOST:PORT", "[::1]:PORT") split into host and port; kInvalidArgument naming --http
+// when it is not that, or the port is not 0..65535.
+absl::StatusOr<std::pair<std::string, int>> ParseHttpListen(const std::string& listen);
 
 class HttpServer {
  public:

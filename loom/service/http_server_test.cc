@@ -362,6 +362,35 @@ TEST(HttpServerTlsTest, TlsDaemonServesHttpsOnlyAndMarksTheCookieSecure) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ParseHttpListenTest, SplitsHostAndPortAndNamesTheFlagWhenBad) {
+  auto v4 = ParseHttpListen("127.0.0.1:8080");
+  ASSERT_TRUE(v4.ok());
+  EXPECT_EQ(v4->first, "127.0.0.1");
+  EXPECT_EQ(v4->second, 8080);
+  auto v6 = ParseHttpListen("[::1]:0");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->first, "::1");
+  for (const char* bad : {"bogus", ":80", "host:", "host:65536", "host:-1", "host:8o"}) {
+    EXPECT_EQ(ParseHttpListen(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(ParseHttpListen(bad).status().message(), HasSubstr("is not HOST:PORT")) << bad;
+  }
+}
+
+TEST(HttpServerStartTest, PlaintextWebViewBeyondLoopbackIsRefused) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.state_path = ":memory:";
+  o.insecure = false;
+  o.tokens_path = "/nonexistent-tokens";  // refused before the file is read
+  o.driver.log_to_stderr = false;
+  o.http.listen = "192.0.2.1:8080";
+  auto s = Server::Start(o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("--http 192.0.2.1:8080 reaches beyond this host"));
+  o.http.listen = "bogus";
+  EXPECT_THAT(Server::Start(o).status().message(), HasSubstr("--http 'bogus' is not HOST:PORT"));
+}
+
 TEST(PrometheusLabelValueTest, EscapesBackslashQuoteAndNewline) {
   EXPECT_EQ(PrometheusLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
   EXPECT_EQ(PrometheusLabelValue("plain"), "plain");

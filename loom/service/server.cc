@@ -285,6 +285,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError("max_watches_per_user must be at least 1");
   }
   const bool loopback = IsLoopbackAddress(options.listen);
+  if (!options.http.listen.empty())
+    LOOM_RETURN_IF_ERROR(ParseHttpListen(options.http.listen).status());
   if (!options.http.listen.empty() && !options.insecure && options.tls_cert.empty() &&
       !IsLoopbackAddress(options.http.listen)) {
     return absl::InvalidArgumentError(absl::StrCat(
