@@ -3,10 +3,14 @@
 // simulated jobs at once, and waits until every job has ended. Reports: jobs succeeded / lost,
 // wall time, stage dispatch latency p50/p99 (grant -> agent receives it, from the daemon's
 // GetStats) and the queue wait, daemon CPU seconds and peak RSS (from /proc/PID).
+// --scrape: the daemon also serves its web view (`--http`), and during the run this process
+// scrapes /metrics every second and fetches each page's fragment every 3 s, as an open browser
+// tab does (issue 21's overhead figure: compare a run with and without it on a quiet machine).
 //
 //   service_load [--loom PATH] [--jobs 1000] [--agents 50] [--stage-seconds 0.02]
-//                [--rounds 1] [--tasks 1] [--policy interleaved] [--json FILE]
+//                [--rounds 1] [--tasks 1] [--policy interleaved] [--json FILE] [--scrape]
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +46,7 @@ struct Options {
   std::string policy = "interleaved";
   std::string json;
   double timeout_s = 600;
+  bool scrape = false;
 };
 
 std::string ReadAll(const std::string& path) {
@@ -166,17 +171,27 @@ int Run(const Options& o) {
   if (serve == 0) {
     FILE* f = std::freopen(log.c_str(), "w", stderr);
     (void)f;
-    execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
-          (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
-          "--quiet", "--insecure", static_cast<char*>(nullptr));
+    if (o.scrape) {
+      execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
+            (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
+            "--quiet", "--insecure", "--http", "127.0.0.1:0", static_cast<char*>(nullptr));
+    } else {
+      execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
+            (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
+            "--quiet", "--insecure", static_cast<char*>(nullptr));
+    }
     _exit(127);
   }
   std::string server;
-  std::regex re("event=serving .* port=([0-9]+)");
+  int http_port = 0;
+  std::regex re("event=serving .* port=([0-9]+) .* http_port=([0-9]+)");
   for (int i = 0; i < 300 && server.empty(); ++i) {
     std::smatch m;
     std::string s = ReadAll(log);
-    if (std::regex_search(s, m, re)) server = "127.0.0.1:" + std::string(m[1]);
+    if (std::regex_search(s, m, re)) {
+      server = "127.0.0.1:" + std::string(m[1]);
+      http_port = std::stoi(m[2]);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (server.empty()) {
@@ -204,6 +219,36 @@ int Run(const Options& o) {
       std::this_thread::sleep_for(std::chrono::seconds(2));
     }
   });
+
+  // The open web view: /metrics every second, every page's fragment every 3 s.
+  std::atomic<int64_t> scrapes{0}, scrape_errors{0};
+  std::atomic<double> scrape_ms{0};
+  std::thread scraper;
+  if (o.scrape) {
+    scraper = std::thread([&] {
+      httplib::Client c("127.0.0.1", http_port);
+      c.set_read_timeout(30, 0);
+      auto get = [&](const char* path) {
+        const auto s0 = std::chrono::steady_clock::now();
+        auto r = c.Get(path);
+        scrape_ms = scrape_ms +
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0)
+                        .count();
+        ++scrapes;
+        if (!r || r->status != 200) ++scrape_errors;
+      };
+      for (int tick = 0; !stop; ++tick) {
+        get("/metrics");
+        if (tick % 3 == 0) {
+          for (const char* page :
+               {"/api/fragment/jobs", "/api/fragment/devices", "/api/fragment/scheduler"}) {
+            get(page);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+      }
+    });
+  }
 
   auto jobs_stub = loom::v1::JobService::NewStub(Channel(server));
   const auto t0 = std::chrono::steady_clock::now();
@@ -277,6 +322,7 @@ int Run(const Options& o) {
   stop = true;
   for (auto& t : threads) t.join();
   heartbeats.join();
+  if (scraper.joinable()) scraper.join();
   kill(serve, SIGTERM);
   int status = 0;
   waitpid(serve, &status, 0);
@@ -297,6 +343,12 @@ int Run(const Options& o) {
               stats.queue_wait_p50_ms(), stats.queue_wait_p99_ms());
   std::printf("  daemon CPU %.2f s (%.0f%% of one core over the run), RSS peak %.1f MiB\n", cpu_s,
               100.0 * cpu_s / wall_s, std::max(hwm, peak_rss));
+  if (o.scrape) {
+    std::printf("  web view: %lld requests (%lld failed), mean %.2f ms\n",
+                static_cast<long long>(scrapes.load()),
+                static_cast<long long>(scrape_errors.load()),
+                scrapes > 0 ? scrape_ms / static_cast<double>(scrapes.load()) : 0.0);
+  }
   if (!o.json.empty()) {
     std::ofstream(o.json) << "{\"jobs\":" << o.jobs << ",\"agents\":" << o.agents
                           << ",\"stage_seconds\":" << o.stage_seconds << ",\"policy\":\""
@@ -308,7 +360,10 @@ int Run(const Options& o) {
                           << ",\"queue_wait_p50_ms\":" << stats.queue_wait_p50_ms()
                           << ",\"queue_wait_p99_ms\":" << stats.queue_wait_p99_ms()
                           << ",\"daemon_cpu_s\":" << cpu_s
-                          << ",\"daemon_rss_peak_mib\":" << std::max(hwm, peak_rss) << "}\n";
+                          << ",\"daemon_rss_peak_mib\":" << std::max(hwm, peak_rss)
+                          << ",\"scrape\":" << (o.scrape ? "true" : "false")
+                          << ",\"scrapes\":" << scrapes.load()
+                          << ",\"scrape_errors\":" << scrape_errors.load() << "}\n";
   }
   fs::remove_all(dir);
   // Detached stage threads may still hold stubs; leave without destructors.
@@ -343,6 +398,8 @@ int main(int argc, char** argv) {
       o.tasks = std::stoi(next());
     } else if (a == "--policy") {
       o.policy = next();
+    } else if (a == "--scrape") {
+      o.scrape = true;
     } else if (a == "--json") {
       o.json = next();
     } else if (a == "--timeout") {

@@ -21,6 +21,9 @@ PACKAGES=(
   # PostgreSQL as the fleet's store: libpq (the client of the PostgreSQL record and state stores)
   # and the server binaries (initdb, postgres) the tests start a throw-away cluster with
   libpq-dev postgresql
+  # the service's web view (loom serve --http: cpp-httplib with OpenSSL); its end-to-end test
+  # drives headless Chromium from Python (loom_web_test; that part skipped without them)
+  libcpp-httplib-dev chromium-driver python3-selenium
   # the Python package (python/) and its tests: the binding, a virtual environment, pytest,
   # pandas (record DataFrames), the notebook's plotting and headless execution
   pybind11-dev python3-dev python3-venv python3-pip python3-pytest python3-pandas

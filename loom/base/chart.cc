@@ -487,6 +487,13 @@ std::string LineChartSvg(const LineChart& chart) {
                                             d, s.color, s.dashed ? " stroke-dasharray=\"4,2\"" : "",
                                             XmlEscape(s.name)));
     }
+    if (s.dots) {
+      for (const auto& [px, py] : s.points) {
+        absl::StrAppend(&svg, absl::StrFormat("<circle class=\"point\" cx=\"%.1f\" cy=\"%.1f\" "
+                                              "r=\"2.5\" fill=\"%s\"/>",
+                                              X(px), Y(py), s.color));
+      }
+    }
     for (const auto& [px, py] : s.markers) {
       absl::StrAppend(&svg, absl::StrFormat("<path class=\"marker\" d=\"M%.1f,%.1f l6,6 m0,-6 "
                                             "l-6,6\" stroke=\"%s\" stroke-width=\"1.5\"/>",

@@ -99,6 +99,7 @@ struct LineSeries {
   bool step = true;  // a staircase (best so far), else straight segments
   bool dashed = false;
   std::vector<std::pair<double, double>> markers;  // extra points drawn as small crosses
+  bool dots = false;  // a small circle (class "point") at each of `points`, so each is seen
 };
 
 struct LineChart {

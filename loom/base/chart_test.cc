@@ -213,6 +213,17 @@ TEST(ChartTest, LineChartDrawsSteppedSeriesAndMarkers) {
   EXPECT_THAT(Ticks(svg), testing::Contains("8"));
 }
 
+TEST(ChartTest, LineChartDotsMarkEveryPointOfASeriesThatAsksForThem) {
+  LineChart c{.series = {{.name = "with dots",
+                          .color = SeriesColor(0, 2),
+                          .points = {{1, 10}, {2, 25}, {8, 40}},
+                          .dots = true},
+                         {.name = "without", .color = SeriesColor(1, 2), .points = {{1, 5}}}}};
+  const std::string svg = LineChartSvg(c);
+  EXPECT_EQ(WellFormed(svg), "");
+  EXPECT_EQ(Count(svg, "class=\"point\""), 3);
+}
+
 TEST(ChartTest, BarChartDrawsNegativeBarsAndErrorBars) {
   BarChart c{
       .title = "final latency vs dedicated",

@@ -1,7 +1,8 @@
-// `loom serve --listen HOST:PORT --state FILE|URI --tokens FILE [--tls-cert C --tls-key K]`: the
-// scheduler daemon (loom/service/server.h). Without --tokens, or without TLS beyond loopback, it
-// starts only with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state file
-// resumes every job. Structured key=value log lines go to stderr.
+// `loom serve --listen HOST:PORT --state FILE|URI --tokens FILE [--tls-cert C --tls-key K]
+// [--http HOST:PORT]`: the scheduler daemon (loom/service/server.h), with its web view, /metrics
+// and HTTP probes on --http (loom/service/http_server.h). Without --tokens, or without TLS beyond
+// loopback, it starts only with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state
+// file resumes every job. Structured key=value log lines go to stderr.
 #include <signal.h>
 
 #include <cstdio>
@@ -21,6 +22,8 @@ struct ServeOptions {
   std::string tokens;
   std::string tls_cert;
   std::string tls_key;
+  std::string http;
+  int http_threads = 8;
   std::string policy = "interleaved";
   double heartbeat_timeout = 10;
   int max_attempts = 3;
@@ -45,6 +48,8 @@ void RunServe(const ServeOptions& o) {
   so.insecure = o.insecure;
   so.max_message_bytes = o.max_message_bytes;
   so.max_watches_per_user = o.max_watches_per_user;
+  so.http.listen = o.http;
+  so.http.threads = o.http_threads;
   so.driver.policy = o.policy;
   so.driver.heartbeat_timeout = absl::Seconds(o.heartbeat_timeout);
   so.driver.max_attempts = o.max_attempts;
@@ -64,10 +69,12 @@ void RunServe(const ServeOptions& o) {
 
   auto server = service::Server::Start(so);
   FailIfError(server.status());
-  std::fprintf(stderr, "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s\n",
-               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
-               o.listen.c_str(), (*server)->port(), tune::RedactUri(o.state).c_str(),
-               o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on");
+  std::fprintf(
+      stderr, "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s http_port=%d\n",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+      o.listen.c_str(), (*server)->port(), tune::RedactUri(o.state).c_str(),
+      o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on",
+      (*server)->http_port());
   std::fflush(stderr);
   std::thread waiter([&] {
     int sig = 0;
@@ -96,6 +103,11 @@ void RegisterServeCommand(CLI::App& app) {
                   "max_device_seconds=S]' (agents: one token each, NAME is the agent)");
   cmd->add_option("--tls-cert", o->tls_cert, "PEM certificate (serve TLS with --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key");
+  cmd->add_option("--http", o->http,
+                  "HOST:PORT of the web view, /metrics, /healthz and /readyz (port 0: any free "
+                  "port; HTTPS with --tls-cert; off when not given)");
+  cmd->add_option("--http-threads", o->http_threads, "Web requests served at once")
+      ->check(CLI::Range(1, 256));
   cmd->add_flag("--insecure", o->insecure,
                 "Start without --tokens (no authentication) or without TLS beyond loopback");
   cmd->add_option("--policy", o->policy, "interleaved | predictive | sequential | uncontrolled")

@@ -372,6 +372,10 @@ JobDriver::~JobDriver() { Stop(); }
 
 void JobDriver::Start() {
   LogKv("daemon_loaded", loaded_);
+  {
+    absl::MutexLock lock(&mu_);
+    started_ = true;
+  }
   ticker_ = std::thread([this] { TickLoop(); });
 }
 
@@ -494,6 +498,7 @@ void JobDriver::Pump() {
       for (size_t i = 0; i < agent->device_ids.size(); ++i) {
         if (agent->device_ids[i] == g.device) {
           lease.device_target_key = agent->devices[i].target_key();
+          lease.device_name = agent->devices[i].name();
           lease.device_peak_flops = PeakFlopsBound(agent->devices[i]);
         }
       }
@@ -771,6 +776,7 @@ void JobDriver::EndLease(const std::string& lease_ref, Mutation& m, bool revoke)
                              [&](const v1::StageRequest& r) { return r.lease_id() == lease_id; }),
               out.end());
   }
+  RememberEnded(it->second, revoke);
   lease_by_sched_.erase(it->second.sched_lease);
   leases_.erase(it);
   m.leases_deleted.push_back(lease_id);

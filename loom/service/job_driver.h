@@ -33,6 +33,7 @@
 #include "loom/ops/template.h"
 #include "loom/sched/scheduler.h"
 #include "loom/service/auth.h"
+#include "loom/service/driver_view.h"
 #include "loom/service/job_progress.h"
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
@@ -106,6 +107,15 @@ class JobDriver {
   // whether it ended, and the driver's clock now. Same visibility errors as Get.
   absl::StatusOr<ProgressInput> ProgressInputOf(const Principal& who, const std::string& job_id);
 
+  // Read-only snapshots for the web view and /metrics (driver_view.h), copied under the lock.
+  // Users get their own jobs; admins every job and the daemon-wide parts; agents
+  // kPermissionDenied.
+  absl::StatusOr<DriverView> View(const Principal& who, const ViewOptions& options);
+  // One job with its records (read from the record store outside the lock); kNotFound as Get.
+  absl::StatusOr<JobDetail> Detail(const Principal& who, const std::string& job_id);
+  // Whether the scheduler loop runs (Start() was called, Stop() not yet): the daemon's readiness.
+  bool Running();
+
   // Agent calls: an agent token, or anyone when the daemon has no tokens file (who.anonymous).
   // kPermissionDenied for other roles, a flagged credential, or an agent id that is not the
   // caller's; kNotFound for an unknown or lost agent (register again); kAlreadyExists when the
@@ -153,6 +163,7 @@ class JobDriver {
     sched::StageKind sched_kind = sched::StageKind::kOther;
     std::string agent_id;
     std::string device_target_key;  // of the granted device (measure stages)
+    std::string device_name;        // of the granted device, for the web view's Gantt
     double device_peak_flops = 0;   // PeakFlopsBound of the granted device
     int cpu_slots = 0;
     bool uses_device = false;
@@ -219,6 +230,8 @@ class JobDriver {
   // Forgets the lease. `revoke`: it did not end by a report, so its agent is told to stop it.
   void EndLease(const std::string& lease_id, Mutation& m, bool revoke = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps the ending lease as a StageSpan for View() (job_driver_view.cc).
+  void RememberEnded(const Lease& lease, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
@@ -252,6 +265,10 @@ class JobDriver {
   std::vector<double> dispatch_ms_ ABSL_GUARDED_BY(mu_);
   std::vector<double> queue_wait_ms_ ABSL_GUARDED_BY(mu_);
   int64_t requeued_ ABSL_GUARDED_BY(mu_) = 0;
+  // The latest ended stages (bounded) and counts of all, for View() (the web view's Gantt).
+  std::deque<StageSpan> ended_stages_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, int64_t> stages_ended_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
   absl::Mutex log_mu_;

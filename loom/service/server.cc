@@ -1,6 +1,8 @@
 #include "loom/service/server.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
@@ -299,6 +301,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError("max_watches_per_user must be at least 1");
   }
   const bool loopback = IsLoopbackAddress(options.listen);
+  if (!options.http.listen.empty())
+    LOOM_RETURN_IF_ERROR(ParseHttpListen(options.http.listen).status());
+  if (!options.http.listen.empty() && !options.insecure && options.tls_cert.empty() &&
+      !IsLoopbackAddress(options.http.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http ", options.http.listen,
+        " reaches beyond this host but TLS is off (tokens would cross the network in clear); "
+        "give --tls-cert and --tls-key (the web view then serves HTTPS), or --insecure"));
+  }
   if (!options.insecure && options.tokens_path.empty()) {
     return absl::InvalidArgumentError(
         "no --tokens file: every caller would be an unauthenticated admin; give --tokens FILE, "
@@ -369,6 +380,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->services_->agents =
       std::make_unique<AgentServiceImpl>(s->driver_.get(), &s->services_->tokens);
 
+  // grpc.health.v1.Health (overall status SERVING while the server runs) and server reflection,
+  // so that standard tools (grpcurl, Kubernetes gRPC probes) can talk to the daemon.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, creds, &s->port_);
   // gRPC sets SO_REUSEPORT by default: a second daemon could then bind the same port and take
@@ -397,6 +412,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                        : absl::StrCat("the port is in use by ", holder)));
   }
   s->driver_->Start();
+  if (!options.http.listen.empty()) {
+    HttpOptions http = options.http;
+    http.tls_cert = options.tls_cert;
+    http.tls_key = options.tls_key;
+    LOOM_ASSIGN_OR_RETURN(s->http_,
+                          HttpServer::Start(http, s->driver_.get(), &s->services_->tokens));
+  }
   return s;
 }
 
@@ -405,6 +427,7 @@ Server::~Server() { Shutdown(); }
 void Server::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (http_) http_->Stop();
   if (driver_) driver_->Stop();  // wakes long polls and watchers
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

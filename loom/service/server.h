@@ -1,8 +1,10 @@
 // `loom serve`: the gRPC daemon. Locks and opens the state file and its record database (checked
 // and paired, state_files.h), builds the JobDriver, and serves loom.v1.JobService (users) and
-// loom.v1.AgentService (agents) with bearer-token auth and TLS. Without a tokens file, or without
-// TLS beyond loopback, it starts only when told `insecure`. Called by cli/serve_command.cc and by
-// in-process tests.
+// loom.v1.AgentService (agents) with bearer-token auth and TLS, plus gRPC's standard health service
+// (grpc.health.v1.Health) and server reflection. With `http.listen`, also the web view, /metrics
+// and the HTTP probes (http_server.h), under the same tokens and TLS. Without a tokens file, or
+// without TLS beyond loopback, it starts only when told `insecure`. Called by
+// cli/serve_command.cc and by in-process tests.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "loom/service/http_server.h"
 #include "loom/service/job_driver.h"
 #include "loom/service/state_files.h"
 
@@ -34,6 +37,9 @@ struct ServerOptions {
   // WatchJob streams one user may have open at once (each holds a server thread).
   int max_watches_per_user = 8;
   DriverOptions driver;
+  // The web view: off while http.listen is empty. Its TLS files are the gRPC port's (tls_cert,
+  // tls_key above); those of `http` are ignored.
+  HttpOptions http;
 };
 
 // Whether `listen` (HOST:PORT) only accepts connections from this host: 127.0.0.0/8, ::1,
@@ -51,6 +57,7 @@ class Server {
   ~Server();
 
   int port() const { return port_; }
+  int http_port() const { return http_ ? http_->port() : 0; }  // 0: no web view
   JobDriver& driver() { return *driver_; }
   // Stops accepting calls, ends long polls and streams, and stops the driver. Idempotent.
   void Shutdown();
@@ -64,6 +71,7 @@ class Server {
   std::unique_ptr<JobDriver> driver_;
   std::unique_ptr<Services> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HttpServer> http_;
   int port_ = 0;
   bool shut_down_ = false;
 };

@@ -1,0 +1,436 @@
+#include "loom/service/http_server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/json_util.h"
+#include "loom/base/chart.h"
+#include "loom/base/status_macros.h"
+#include "loom/service/http_pages.h"
+#include "nlohmann/json.hpp"
+
+namespace loom::service {
+namespace {
+
+constexpr char kCookie[] = "loom_token";
+
+// A fixed set of threads with a bounded queue: when `max_queued` connections wait, the accept
+// loop waits too (the kernel's backlog holds further clients), so a flood of connections costs
+// neither threads nor memory.
+class BoundedPool final : public httplib::TaskQueue {
+ public:
+  BoundedPool(int threads, int max_queued) : max_queued_(static_cast<size_t>(max_queued)) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });
+  }
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < max_queued_ || shutdown_; });
+    queue_.push_back(std::move(fn));
+    ready_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    ready_.notify_all();
+    space_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  void Work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [&] { return !queue_.empty() || shutdown_; });
+        if (queue_.empty()) return;  // shut down and drained
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+        space_.notify_one();
+      }
+      fn();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<std::function<void()>> queue_;
+  bool shutdown_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Tokens that may travel in a cookie unchanged (RFC 6265 cookie-octets, less a few).
+bool CookieSafe(const std::string& token) {
+  if (token.empty() || token.size() > 512) return false;
+  return std::all_of(token.begin(), token.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+           c == '~' || c == '+' || c == '/' || c == '=';
+  });
+}
+
+// The value of cookie `name` in a Cookie header ("a=1; loom_token=x").
+std::string CookieValue(const std::string& header, const std::string& name) {
+  for (absl::string_view part : absl::StrSplit(header, ';')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (absl::StartsWith(part, name) && part.size() > name.size() && part[name.size()] == '=') {
+      return std::string(part.substr(name.size() + 1));
+    }
+  }
+  return "";
+}
+
+void SecurityHeaders(httplib::Response& res) {
+  res.set_header("Content-Security-Policy",
+                 "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                 "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+                 "frame-ancestors 'none'; base-uri 'none'");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("X-Frame-Options", "DENY");
+  res.set_header("Referrer-Policy", "no-referrer");
+  res.set_header("Cache-Control", "no-store");
+}
+
+int HttpCode(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kInvalidArgument:
+      return 400;
+    default:
+      return 500;
+  }
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  HttpOptions options;
+  JobDriver* driver = nullptr;
+  const TokenTable* tokens = nullptr;
+  bool tls = false;
+  absl::Mutex grants_mu;
+  std::deque<std::pair<absl::Time, int64_t>> grants ABSL_GUARDED_BY(grants_mu);
+
+  // The caller: a bearer token first, else the login cookie.
+  absl::StatusOr<Principal> Who(const httplib::Request& req) const {
+    if (req.has_header("Authorization")) {
+      return tokens->Authenticate(req.get_header_value("Authorization"));
+    }
+    const std::string cookie = CookieValue(req.get_header_value("Cookie"), kCookie);
+    if (cookie.empty() && tokens->open()) return tokens->Authenticate("");
+    if (cookie.empty()) {
+      return absl::UnauthenticatedError("sign in with a token from the daemon's tokens file");
+    }
+    return tokens->Authenticate(absl::StrCat("Bearer ", cookie));
+  }
+
+  void Html(httplib::Response& res, int code, std::string body) const {
+    SecurityHeaders(res);
+    res.status = code;
+    res.set_content(std::move(body), "text/html; charset=utf-8");
+  }
+  void Refuse(httplib::Response& res, const absl::Status& s, bool json) const {
+    SecurityHeaders(res);
+    const int code = HttpCode(s);
+    if (json) {
+      res.status = code;
+      res.set_content(nlohmann::json{{"error", std::string(s.message())}}.dump(),
+                      "application/json");
+    } else if (code == 401) {
+      Html(res, 401, LoginPageHtml(s.message()));
+    } else {
+      Html(res, code,
+           PageHtml({.title = "error",
+                     .fragment = absl::StrCat("<h1>", code, "</h1><p class=\"error\">",
+                                              base::XmlEscape(std::string(s.message())), "</p>")}));
+    }
+  }
+
+  // Grants per second over the last minute of samples (one per admin view taken).
+  double GrantRate(absl::Time now, int64_t total) {
+    absl::MutexLock lock(&grants_mu);
+    grants.emplace_back(now, total);
+    while (grants.size() > 2 && now - grants.front().first > absl::Minutes(1)) grants.pop_front();
+    if (grants.size() > 1000) grants.pop_front();
+    const auto& [t0, g0] = grants.front();
+    const double dt = absl::ToDoubleSeconds(now - t0);
+    return dt >= 1 ? static_cast<double>(total - g0) / dt : -1;
+  }
+
+  // A page's fragment for `path` ("jobs", "job/j3", "devices", "scheduler"), and its title.
+  absl::StatusOr<std::pair<std::string, std::string>> Fragment(const Principal& who,
+                                                               const std::string& page,
+                                                               const httplib::Request& req) {
+    if (absl::StartsWith(page, "job/")) {
+      const std::string id = page.substr(4);
+      auto d = driver->Detail(who, id);
+      if (!d.ok()) return d.status();
+      return std::make_pair(JobFragment(*d, absl::Now()), absl::StrCat("job ", id));
+    }
+    if ((page == "devices" || page == "scheduler") && !who.admin()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("the ", page, " page shows every user's work: it needs an admin token"));
+    }
+    DevicesOptions devices{.window = options.gantt_window};
+    if (req.has_param("minutes")) {
+      int minutes = 0;
+      if (!absl::SimpleAtoi(req.get_param_value("minutes"), &minutes) || minutes < 1 ||
+          minutes > 60) {
+        return absl::InvalidArgumentError("minutes must be a whole number from 1 to 60");
+      }
+      devices.window = absl::Minutes(minutes);
+    }
+    auto view = driver->View(who, ViewOptions{.history = devices.window});
+    if (!view.ok()) return view.status();
+    if (page == "jobs") return std::make_pair(JobsFragment(*view), std::string("jobs"));
+    if (page == "devices") {
+      return std::make_pair(DevicesFragment(*view, devices), std::string("devices"));
+    }
+    if (page == "scheduler") {
+      return std::make_pair(SchedulerFragment(*view, GrantRate(view->now, view->grants_total)),
+                            std::string("scheduler"));
+    }
+    return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
+  }
+
+  void Page(const httplib::Request& req, httplib::Response& res, const std::string& page) {
+    auto who = Who(req);
+    if (!who.ok()) return Refuse(res, who.status(), false);
+    auto f = Fragment(*who, page, req);
+    if (!f.ok()) return Refuse(res, f.status(), false);
+    std::string url = absl::StrCat("/api/fragment/", page);
+    if (req.has_param("minutes"))
+      absl::StrAppend(&url, "?minutes=", req.get_param_value("minutes"));
+    const std::string active = absl::StartsWith(page, "job") ? "jobs" : page;
+    Html(res, 200,
+         PageHtml({.title = f->second,
+                   .active = active,
+                   .fragment = std::move(f->first),
+                   .fragment_url = url,
+                   .user = who->user}));
+  }
+
+  void Api(const httplib::Request& req, httplib::Response& res, const std::string& page) {
+    auto who = Who(req);
+    if (!who.ok()) return Refuse(res, who.status(), true);
+    auto f = Fragment(*who, page, req);
+    if (!f.ok()) return Refuse(res, f.status(), true);
+    SecurityHeaders(res);
+    res.set_content(nlohmann::json{{"html", f->first}}.dump(), "application/json");
+  }
+};
+
+absl::StatusOr<std::pair<std::string, int>> ParseHttpListen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http '", listen, "' is not HOST:PORT"));
+  }
+  std::string host = listen.substr(0, colon);
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::make_pair(host, port);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
+                                                              JobDriver* driver,
+                                                              const TokenTable* tokens) {
+  LOOM_ASSIGN_OR_RETURN(auto address, ParseHttpListen(options.listen));
+  const auto& [host, port] = address;
+  if (options.threads < 1 || options.max_queued < 1 || options.max_body_bytes < 1 ||
+      options.timeout_seconds < 1) {
+    return absl::InvalidArgumentError("http threads, queue, body size and timeout must be >= 1");
+  }
+  std::unique_ptr<HttpServer> s(new HttpServer());
+  s->impl_ = std::make_unique<Impl>();
+  Impl* impl = s->impl_.get();
+  impl->options = options;
+  impl->driver = driver;
+  impl->tokens = tokens;
+  if (!options.tls_cert.empty()) {
+    auto ssl =
+        std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls-cert '", options.tls_cert,
+                                                     "' and --tls-key do not make a TLS server"));
+    }
+    s->server_ = std::move(ssl);
+    impl->tls = true;
+  } else {
+    s->server_ = std::make_unique<httplib::Server>();
+  }
+  httplib::Server& svr = *s->server_;
+  const int threads = options.threads, queued = options.max_queued;
+  svr.new_task_queue = [threads, queued] { return new BoundedPool(threads, queued); };
+  svr.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  svr.set_read_timeout(options.timeout_seconds, 0);
+  svr.set_write_timeout(options.timeout_seconds, 0);
+  svr.set_keep_alive_timeout(options.timeout_seconds);
+  svr.set_keep_alive_max_count(100);
+  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    SecurityHeaders(res);
+    res.set_content(absl::StrCat("HTTP ", res.status, "\n"), "text/plain; charset=utf-8");
+  });
+  svr.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        res.status = 500;
+        res.set_content("500 internal error\n", "text/plain; charset=utf-8");
+      });
+
+  svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain; charset=utf-8");
+  });
+  svr.Get("/readyz", [impl](const httplib::Request&, httplib::Response& res) {
+    const bool ready = impl->driver->Running();
+    res.status = ready ? 200 : 503;
+    res.set_content(ready ? "ready\n" : "not ready: the scheduler loop is not running\n",
+                    "text/plain; charset=utf-8");
+  });
+  svr.Get("/metrics", [impl](const httplib::Request& req, httplib::Response& res) {
+    auto who = impl->Who(req);
+    if (!who.ok()) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer realm=\"loom\"");
+      res.set_content(absl::StrCat(who.status().message(), "\n"), "text/plain; charset=utf-8");
+      return;
+    }
+    if (!who->admin()) {
+      res.status = 403;
+      res.set_content("/metrics needs an admin token\n", "text/plain; charset=utf-8");
+      return;
+    }
+    auto view = impl->driver->View(*who, ViewOptions{.include_jobs = false});
+    if (!view.ok()) return impl->Refuse(res, view.status(), true);
+    res.set_content(MetricsText(*view), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  svr.Get("/assets/app.js", [](const httplib::Request&, httplib::Response& res) {
+    SecurityHeaders(res);
+    res.set_content(std::string(AppScript()), "text/javascript; charset=utf-8");
+  });
+  svr.Get("/assets/app.css", [](const httplib::Request&, httplib::Response& res) {
+    SecurityHeaders(res);
+    res.set_content(std::string(AppStyle()), "text/css; charset=utf-8");
+  });
+  svr.Get("/login", [impl](const httplib::Request&, httplib::Response& res) {
+    impl->Html(res, 200, LoginPageHtml(""));
+  });
+  svr.Post("/login", [impl](const httplib::Request& req, httplib::Response& res) {
+    httplib::Params form;
+    httplib::detail::parse_query_text(req.body, form);
+    auto it = form.find("token");
+    const std::string token = it == form.end() ? "" : it->second;
+    if (!CookieSafe(token)) {
+      return impl->Html(res, 401,
+                        LoginPageHtml(token.empty() ? "give a token"
+                                                    : "this token cannot be kept in a cookie; "
+                                                      "send it as Authorization: Bearer"));
+    }
+    auto who = impl->tokens->Authenticate(absl::StrCat("Bearer ", token));
+    if (!who.ok()) return impl->Html(res, 401, LoginPageHtml(who.status().message()));
+    if (who->role == Role::kAgent) {
+      return impl->Html(res, 403, LoginPageHtml("agent tokens cannot use the web view"));
+    }
+    SecurityHeaders(res);
+    res.set_header("Set-Cookie",
+                   absl::StrCat(kCookie, "=", token, "; Path=/; HttpOnly; SameSite=Strict",
+                                impl->tls ? "; Secure" : ""));
+    res.set_redirect("/", 303);
+  });
+  svr.Post("/logout", [impl](const httplib::Request&, httplib::Response& res) {
+    SecurityHeaders(res);
+    res.set_header("Set-Cookie", absl::StrCat(kCookie,
+                                              "=; Path=/; Max-Age=0; HttpOnly; "
+                                              "SameSite=Strict",
+                                              impl->tls ? "; Secure" : ""));
+    res.set_redirect("/login", 303);
+  });
+  svr.Get("/", [impl](const httplib::Request& req, httplib::Response& res) {
+    impl->Page(req, res, "jobs");
+  });
+  svr.Get("/devices", [impl](const httplib::Request& req, httplib::Response& res) {
+    impl->Page(req, res, "devices");
+  });
+  svr.Get("/scheduler", [impl](const httplib::Request& req, httplib::Response& res) {
+    impl->Page(req, res, "scheduler");
+  });
+  svr.Get(R"(/job/([A-Za-z0-9_.-]{1,64}))",
+          [impl](const httplib::Request& req, httplib::Response& res) {
+            impl->Page(req, res, absl::StrCat("job/", req.matches[1].str()));
+          });
+  svr.Get(R"(/api/fragment/(jobs|devices|scheduler|job/[A-Za-z0-9_.-]{1,64}))",
+          [impl](const httplib::Request& req, httplib::Response& res) {
+            impl->Api(req, res, req.matches[1].str());
+          });
+  svr.Get("/api/jobs", [impl](const httplib::Request& req, httplib::Response& res) {
+    auto who = impl->Who(req);
+    if (!who.ok()) return impl->Refuse(res, who.status(), true);
+    auto view = impl->driver->View(*who, ViewOptions{.history = absl::ZeroDuration()});
+    if (!view.ok()) return impl->Refuse(res, view.status(), true);
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const v1::Job& j : view->jobs) {
+      std::string text;
+      google::protobuf::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      if (!google::protobuf::util::MessageToJsonString(j, &text, o).ok()) continue;
+      jobs.push_back(nlohmann::json::parse(text));
+    }
+    SecurityHeaders(res);
+    res.set_content(nlohmann::json{{"jobs", jobs}}.dump(), "application/json");
+  });
+
+  if (port == 0) {
+    s->port_ = svr.bind_to_any_port(host);
+  } else {
+    s->port_ = svr.bind_to_port(host, port) ? port : -1;
+  }
+  if (s->port_ <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on --http '", options.listen,
+                     "': the port is in use or the address is not HOST:PORT of this host"));
+  }
+  s->thread_ = std::thread([&svr] { svr.listen_after_bind(); });
+  // httplib's stop() does nothing before the accept loop runs; wait for it (bounded), so that a
+  // Stop() right after Start() cannot leave the loop running and the join waiting forever.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!svr.is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  if (!svr.is_running()) {
+    return absl::UnavailableError(
+        absl::StrCat("the web view on --http '", options.listen, "' did not start"));
+  }
+  return s;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace loom::service

@@ -1,0 +1,182 @@
+// JobDriver::View / Detail / Running (job_driver_view.cc): what the web view's snapshots hold,
+// under a virtual clock so stage times are exact.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "loom/service/job_driver.h"
+#include "loom/v1/version.h"
+
+namespace loom::service {
+namespace {
+
+using ::testing::HasSubstr;
+
+const Principal kAlice{"alice", Role::kUser};
+const Principal kBob{"bob", Role::kUser};
+const Principal kAdmin{"root", Role::kAdmin};
+const Principal kAgent{.user = "agent", .role = Role::kAgent, .anonymous = true};
+
+v1::SubmitJobRequest Sim(int tasks, int rounds) {
+  v1::SubmitJobRequest r;
+  r.set_target("cpu");
+  r.set_latency_goal_ms(0);
+  v1::SimulatedWorkload* w = r.mutable_simulated();
+  w->set_tasks(tasks);
+  w->set_rounds(rounds);
+  return r;
+}
+
+class DriverViewTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("loom_driver_view_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto state = OpenSqliteStateStore((dir_ / "state.db").string());
+    ASSERT_TRUE(state.ok()) << state.status();
+    auto records = tune::OpenSqliteRecordStore((dir_ / "state.db.records").string());
+    ASSERT_TRUE(records.ok()) << records.status();
+    DriverOptions o;
+    o.log_to_stderr = false;
+    auto d = JobDriver::Create(o, *std::move(state), *std::move(records), &clock_);
+    ASSERT_TRUE(d.ok()) << d.status();
+    driver_ = *std::move(d);
+  }
+  void TearDown() override {
+    driver_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::string Register(const std::string& host) {
+    v1::RegisterRequest r;
+    r.set_version(v1::kLoomVersion);
+    r.set_hostname(host);
+    r.set_cpu_slots(2);
+    v1::DeviceInfo* d = r.add_devices();
+    d->set_name("cpu:1");
+    d->set_kind("cpu");
+    d->set_isa("avx2");
+    d->set_target_key("cpu:avx2:test");
+    auto got = driver_->Register(kAgent, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->agent_id() : "";
+  }
+
+  // Takes the agent's granted stages; each is reported `seconds` of virtual time later.
+  int Serve(const std::string& agent, absl::Duration seconds, int max_stages) {
+    int n = 0;
+    while (n < max_stages) {
+      v1::AcquireStagesRequest a;
+      a.set_agent_id(agent);
+      a.set_wait_ms(0);
+      auto got = driver_->Acquire(kAgent, a);
+      if (!got.ok() || got->stages().empty()) break;
+      for (const v1::StageRequest& s : got->stages()) {
+        clock_.Advance(seconds);
+        v1::ReportStageRequest r;
+        r.set_agent_id(agent);
+        r.mutable_result()->set_lease_id(s.lease_id());
+        EXPECT_TRUE(driver_->Report(kAgent, r).ok());
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  std::filesystem::path dir_;
+  base::VirtualClock clock_{absl::FromUnixSeconds(1'700'000'000)};
+  std::unique_ptr<JobDriver> driver_;
+};
+
+TEST_F(DriverViewTest, UsersSeeTheirJobsAdminsEverythingAgentsNothing) {
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  ASSERT_TRUE(driver_->Submit(kBob, Sim(1, 1)).ok());
+  auto alice = driver_->View(kAlice, {});
+  ASSERT_TRUE(alice.ok());
+  ASSERT_EQ(alice->jobs.size(), 1u);
+  EXPECT_EQ(alice->jobs[0].owner(), "alice");
+  EXPECT_TRUE(alice->agents.empty());
+  EXPECT_EQ(alice->records_written, 0);
+  auto admin = driver_->View(kAdmin, {.include_jobs = false});
+  ASSERT_TRUE(admin.ok());
+  EXPECT_TRUE(admin->jobs.empty());
+  EXPECT_EQ(admin->jobs_by_state.at(v1::JOB_STATE_QUEUED), 2);
+  EXPECT_THAT(driver_->View(kAgent, {}).status().message(), HasSubstr("agent tokens"));
+  EXPECT_EQ(driver_->View(kAgent, {}).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(driver_->Running());
+  EXPECT_EQ(driver_->Detail(kBob, "j1").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DriverViewTest, EndedStagesKeepTheirTimesAndAgentAndAgeOutOfTheWindow) {
+  auto job = driver_->Submit(kAlice, Sim(1, 2));
+  ASSERT_TRUE(job.ok());
+  const std::string agent = Register("host-a");
+  const absl::Time t0 = clock_.Now();
+  // Simulated jobs run their stages on CPU slots (kind simulated), 2 s each, one at a time.
+  EXPECT_EQ(Serve(agent, absl::Seconds(2), 100), 2 * 4);
+  auto v = driver_->View(kAdmin, {.history = absl::Hours(1)});
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v->stages.size(), 8u);
+  for (size_t i = 0; i < v->stages.size(); ++i) {
+    const StageSpan& s = v->stages[i];
+    EXPECT_EQ(s.job_id, job->id());
+    EXPECT_EQ(s.agent_id, agent);
+    EXPECT_FALSE(s.running);
+    EXPECT_EQ(s.end - s.start, absl::Seconds(2)) << i;
+    EXPECT_EQ(s.start, t0 + absl::Seconds(2 * static_cast<double>(i))) << i;
+  }
+  int64_t ended = 0;
+  for (const auto& [key, n] : v->stages_ended) ended += n;
+  EXPECT_EQ(ended, 8);
+  EXPECT_EQ(v->grants_total, 8);
+  EXPECT_EQ(v->dispatch_seconds.count, 8);
+  EXPECT_EQ(v->records_written, 2);
+  ASSERT_EQ(v->agents.size(), 1u);
+  EXPECT_EQ(v->agents[0].hostname, "host-a");
+  EXPECT_EQ(v->agents[0].devices, std::vector<std::string>{"cpu:1"});
+  // Stages that ended before the window are left out: the last 5 s (from 11 to 16 s after the
+  // first grant) hold the three that ended at 12, 14 and 16 s.
+  auto recent = driver_->View(kAdmin, {.history = absl::Seconds(5)});
+  ASSERT_TRUE(recent.ok());
+  ASSERT_EQ(recent->stages.size(), 3u);
+  EXPECT_EQ(recent->stages[0].end, t0 + absl::Seconds(12));
+
+  auto d = driver_->Detail(kAlice, job->id());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->stage_count.at("simulated"), 8);
+  EXPECT_DOUBLE_EQ(d->stage_seconds.at("simulated"), 16);
+}
+
+TEST_F(DriverViewTest, AGrantedStageShowsAsRunningUntilNowUntilReported) {
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  // The stage is granted when the agent registers; delivered by its poll; not reported yet.
+  const absl::Time granted = clock_.Now();
+  const std::string agent = Register("host-a");
+  clock_.Advance(absl::Seconds(1));
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id(agent);
+  ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
+  v1::AcquireStagesRequest a;
+  a.set_agent_id(agent);
+  a.set_wait_ms(0);
+  auto got = driver_->Acquire(kAgent, a);
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->stages_size(), 1);
+  clock_.Advance(absl::Seconds(3));
+  auto v = driver_->View(kAdmin, {});
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v->stages.size(), 1u);
+  EXPECT_TRUE(v->stages[0].running);
+  EXPECT_EQ(v->stages[0].end, clock_.Now());
+  EXPECT_EQ(v->stages[0].start, granted);
+  EXPECT_EQ(v->stages[0].agent_id, agent);
+  EXPECT_TRUE(v->queued_by_class.empty());
+}
+
+}  // namespace
+}  // namespace loom::service
