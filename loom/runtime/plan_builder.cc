@@ -1364,7 +1364,7 @@ absl::StatusOr<bool> Planner::TryBatchMatmul(int64_t i, const graph::NodeWorkloa
 
 absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
-  using K = PoolStep::Kind;
+  using K = ops::BlockedPoolSpec::Kind;
   K kind;
   if (node.op_type == "MaxPool") {
     kind = K::kMax;
@@ -1404,47 +1404,58 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   }
   const Shape in = TypeOf(node.inputs[0])->shape;
   const Shape out = reduce ? Shape{in[0], in[1], 1, 1} : TypeOf(node.outputs[0])->shape;
-  PoolStep step;
-  step.kind = kind;
+  const int64_t bn =
+      BlockedBn(node.inputs[0]) > 0 ? BlockedBn(node.inputs[0]) : o_.target.VectorLanes();
+  ops::BlockedPoolSpec spec{.kind = kind,
+                            .n = in[0],
+                            .c = in[1],
+                            .h = in[2],
+                            .w = in[3],
+                            .bn = bn,
+                            .oh = out[2],
+                            .ow = out[3]};
   if (kind == K::kMax || kind == K::kAverage) {
     absl::StatusOr<graph::WindowGeometry> geo = graph::ResolveWindowGeometry(
         node, {in[2], in[3]}, node.GetInts("kernel_shape"), node.GetInt("ceil_mode", 0) != 0);
     if (!geo.ok() || geo->kernel.size() != 2 || geo->pads.size() != 4) return false;
     if (geo->output[0] != out[2] || geo->output[1] != out[3]) return false;
-    step.kh = geo->kernel[0];
-    step.kw = geo->kernel[1];
-    step.sh = geo->strides[0];
-    step.sw = geo->strides[1];
-    step.dh = geo->dilations.size() == 2 ? geo->dilations[0] : 1;
-    step.dw = geo->dilations.size() == 2 ? geo->dilations[1] : 1;
-    step.pt = geo->pads[0];
-    step.pl = geo->pads[1];
-    step.pb = geo->pads[2];
-    step.pr = geo->pads[3];
-    step.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
+    spec.kh = geo->kernel[0];
+    spec.kw = geo->kernel[1];
+    spec.sh = geo->strides[0];
+    spec.sw = geo->strides[1];
+    spec.dh = geo->dilations.size() == 2 ? geo->dilations[0] : 1;
+    spec.dw = geo->dilations.size() == 2 ? geo->dilations[1] : 1;
+    spec.pt = geo->pads[0];
+    spec.pl = geo->pads[1];
+    spec.pb = geo->pads[2];
+    spec.pr = geo->pads[3];
+    spec.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
   } else if (out[2] != 1 || out[3] != 1) {
     return false;
   }
-  const int64_t bn =
-      BlockedBn(node.inputs[0]) > 0 ? BlockedBn(node.inputs[0]) : o_.target.VectorLanes();
-  LOOM_ASSIGN_OR_RETURN(Ref src, BlockedBuf(node.inputs[0], bn));
-  step.src = src;
-  step.in = GeoOf(in, bn);
-  step.out = GeoOf(out, bn);
-  step.dst = NewBuffer(step.out.elems() * 4, absl::StrCat(node.outputs[0], " nchw", bn, "c"));
-  AddStep(node.name, absl::StrCat(node.op_type, "(nchwc)"), step);
+  absl::StatusOr<ops::KernelSource> src = ops::EmitBlockedPool(spec, o_.target);
+  if (!src.ok()) return false;  // a geometry the kernel refuses: the reference kernel runs it
+  LOOM_ASSIGN_OR_RETURN(Ref x, BlockedBuf(node.inputs[0], bn));
+  const BlockedGeo in_geo = GeoOf(in, bn);
+  const BlockedGeo out_geo = GeoOf(out, bn);
+  const Ref dst = NewBuffer(out_geo.elems() * 4, absl::StrCat(node.outputs[0], " nchw", bn, "c"));
+  KernelArgs ka;
+  ka.bytes = {in_geo.elems() * 4, out_geo.elems() * 4};
+  ka.written = {false, true};
+  const int64_t kidx = AddKernel(*src, ops::Config{}, std::move(ka));
+  AddKernelStep(node.name, absl::StrCat(node.op_type, "(nchwc)"), kidx, {x, dst});
   State& st = Define(node.outputs[0]);
   if (keepdims) {
-    st.blocked.push_back({step.dst, bn});
+    st.blocked.push_back({dst, bn});
   } else if (in[1] % bn == 0) {
-    st.natural = step.dst;  // [N, C] in whole blocks: the same bytes as [N, C, 1, 1] blocked
+    st.natural = dst;  // [N, C] in whole blocks: the same bytes as [N, C, 1, 1] blocked
   } else {
     const Ref nat = NewNaturalStorage(node.outputs[0]);
     st.natural = nat;
-    BlockedGeo natural_geo = step.out;
+    BlockedGeo natural_geo = out_geo;
     natural_geo.bn = 1;
     AddStep(node.outputs[0], "unpack",
-            RelayoutStep{.src = step.dst, .src_geo = step.out, .dst = nat, .dst_geo = natural_geo});
+            RelayoutStep{.src = dst, .src_geo = out_geo, .dst = nat, .dst_geo = natural_geo});
     ++m_->stats.layout_steps;
   }
   ++m_->stats.blocked_steps;
