@@ -305,6 +305,10 @@ class Planner {
   absl::StatusOr<bool> RunBlockedGroup(int64_t i);
   absl::StatusOr<bool> RunNaturalGroup(int64_t i);
 
+  // Removes the steps whose results no later step and no graph output reads (a Transpose that
+  // its only reader, a matrix product, reads in place; a representation made and not used),
+  // and the kernels only they called.
+  void DropDeadSteps();
   absl::Status BuildKernels();
   void PlanMemory();
 
@@ -1707,6 +1711,57 @@ absl::Status Planner::Reference(int64_t i) {
 // ---------------------------------------------------------------------------------------------
 // Kernels and memory.
 
+void Planner::DropDeadSteps() {
+  std::vector<Step>& steps = m_->plan.steps;
+  // Walked backward: a step is live when it writes something other than an arena buffer (an
+  // output tensor) or an arena buffer a live step reads. Every operand of a live step is then
+  // live: before PlanMemory no two values share a buffer, so this keeps every writer of a
+  // buffer that is read (partial writes, such as a channel map's into a concat, included).
+  std::vector<bool> live_buffer(m_->plan.buffers.size(), false);
+  std::vector<bool> keep(steps.size(), false);
+  for (size_t s = steps.size(); s-- > 0;) {
+    bool live = false;
+    std::vector<Ref> refs;
+    auto visit = [&](const Ref& r, bool written) {
+      refs.push_back(r);
+      if (written && (r.kind != Ref::Kind::kArena || live_buffer[static_cast<size_t>(r.index)])) {
+        live = true;
+      }
+    };
+    if (const auto* k = std::get_if<KernelStep>(&steps[s].op)) {
+      const KernelArgs& ka = jobs_[static_cast<size_t>(k->kernel)].args;
+      for (size_t a = 0; a < k->args.size(); ++a)
+        visit(k->args[a], a < ka.written.size() && ka.written[a]);
+    } else {
+      ForEachRef(steps[s].op, [&](const Ref& r, int64_t, bool written) { visit(r, written); });
+    }
+    if (!live) continue;
+    keep[s] = true;
+    for (const Ref& r : refs) {
+      if (r.kind == Ref::Kind::kArena) live_buffer[static_cast<size_t>(r.index)] = true;
+    }
+  }
+  std::vector<Step> kept;
+  std::vector<int64_t> new_index(jobs_.size(), -1);
+  std::vector<KernelJob> jobs;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    if (!keep[s]) continue;
+    if (auto* k = std::get_if<KernelStep>(&steps[s].op)) {
+      int64_t& idx = new_index[static_cast<size_t>(k->kernel)];
+      if (idx < 0) {
+        idx = static_cast<int64_t>(jobs.size());
+        jobs.push_back(std::move(jobs_[static_cast<size_t>(k->kernel)]));
+      }
+      k->kernel = idx;
+    }
+    kept.push_back(std::move(steps[s]));
+  }
+  m_->stats.dropped_steps = static_cast<int64_t>(steps.size() - kept.size());
+  steps = std::move(kept);
+  jobs_ = std::move(jobs);
+  job_by_code_.clear();  // indexes jobs_; no kernel is added after this
+}
+
 absl::Status Planner::BuildKernels() {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(o_.build));
   std::vector<tune::BuildResult> results(jobs_.size());
@@ -1855,6 +1910,7 @@ absl::Status Planner::Run() {
                      .src_stride = 0,
                      .dst_stride = 0});
   }
+  DropDeadSteps();
   LOOM_RETURN_IF_ERROR(BuildKernels());
   PlanMemory();
   return ValidatePlan(m_->plan);
