@@ -248,6 +248,20 @@ TEST(LayoutFlowTest, TransposeReadInPlaceHasNoStep) {
   EXPECT_THAT(kinds, Contains("batch_matmul+Mul")) << absl::StrJoin(kinds, ", ");
 }
 
+// A Transpose that moves only unit dims (torch's attention at batch 1: [S, 1, D] -> [1, S, D])
+// is a view: no step; one that moves a dim of extent > 1 still copies.
+TEST(LayoutFlowTest, UnitDimTransposeIsAView) {
+  Builder b;
+  const std::string x = b.Input("x", DType::kFloat32, {5, 1, 8});
+  const std::string view = b.Op("Transpose", {x}, {{"perm", std::vector<int64_t>{1, 0, 2}}});
+  const std::string copy = b.Op("Transpose", {view}, {{"perm", std::vector<int64_t>{0, 2, 1}}});
+  graph::Graph g = b.Finish({b.Op("Relu", {view}), b.Op("Relu", {copy})});
+  SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+  auto kinds = CheckAndKinds(g, {{x, RandomTensor(DType::kFloat32, {5, 1, 8}, -1, 1, 21)}});
+  ExpectNoFallback(kinds);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "transpose"), 1) << absl::StrJoin(kinds, ", ");
+}
+
 // ShuffleNetV2's unit: channel halves (two Slices, as some exporters write the split), branch
 // convs, concat, channel shuffle (Reshape, Transpose, Reshape), and a channel slice.
 TEST(LayoutFlowTest, ChannelSliceConcatShuffle) {

@@ -61,6 +61,26 @@ bool IsViewOp(const std::string& op) {
          op == "Identity" || op == "Dropout";
 }
 
+// A Transpose that moves only dims of extent 1 (ViT's [S, 1, D] <-> [1, S, D] at batch 1): its
+// output has its input's bytes in the same order, so it is a view like a Reshape.
+bool IsUnitDimTranspose(const graph::Node& node, const Shape& in) {
+  if (node.op_type != "Transpose") return false;
+  const auto rank = static_cast<int64_t>(in.size());
+  std::vector<int64_t> perm = node.GetInts("perm");
+  if (perm.empty()) {
+    for (int64_t d = rank - 1; d >= 0; --d) perm.push_back(d);
+  }
+  if (static_cast<int64_t>(perm.size()) != rank) return false;
+  int64_t last = -1;
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank) return false;
+    if (in[static_cast<size_t>(p)] == 1) continue;
+    if (p < last) return false;
+    last = p;
+  }
+  return true;
+}
+
 // `shape` left-padded with ones to `rank`.
 Shape PadTo(const Shape& shape, size_t rank) {
   Shape s(rank > shape.size() ? rank - shape.size() : 0, 1);
@@ -611,7 +631,13 @@ int64_t Planner::AddKernel(const ops::KernelSource& src, const ops::Config& conf
 
 absl::StatusOr<bool> Planner::TryView(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
-  if (!IsViewOp(node.op_type) || node.inputs.empty() || node.outputs.empty()) return false;
+  if (node.inputs.empty() || node.outputs.empty()) return false;
+  if (node.op_type == "Transpose") {
+    const graph::TensorType* t = TypeOf(node.inputs[0]);
+    if (t == nullptr || !IsUnitDimTranspose(node, t->shape)) return false;
+  } else if (!IsViewOp(node.op_type)) {
+    return false;
+  }
   if (node.op_type == "Dropout") {
     // Inference: the identity. A named mask output (read by a node or a graph output) must be
     // written, so such a Dropout is not a view; the passes drop the ones whose mask is unused.
