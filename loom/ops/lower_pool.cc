@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/ops/lower_common.h"
 #include "loom/ops/lowering.h"
 
@@ -174,6 +175,44 @@ std::string GlobalBody(const BlockedPoolSpec& s) {
 }
 
 }  // namespace
+
+absl::StatusOr<BlockedPoolSpec> ResolveBlockedPool(const graph::Node& node, Kind kind,
+                                                   const graph::Shape& in, const graph::Shape& out,
+                                                   int64_t bn) {
+  if (in.size() != 4 || out.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(node.Describe(), ": a blocked pool is 2-D"));
+  }
+  BlockedPoolSpec s{.kind = kind,
+                    .n = in[0],
+                    .c = in[1],
+                    .h = in[2],
+                    .w = in[3],
+                    .bn = bn,
+                    .oh = out[2],
+                    .ow = out[3]};
+  if (kind == Kind::kGlobalAverage || kind == Kind::kGlobalMax) return s;
+  LOOM_ASSIGN_OR_RETURN(
+      graph::WindowGeometry geo,
+      graph::ResolveWindowGeometry(node, {in[2], in[3]}, node.GetInts("kernel_shape"),
+                                   node.GetInt("ceil_mode", 0) != 0));
+  if (geo.kernel.size() != 2 || geo.strides.size() != 2 || geo.pads.size() != 4 ||
+      geo.output.size() != 2 || geo.output[0] != out[2] || geo.output[1] != out[3]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        node.Describe(), ": the window does not give the output ", graph::ShapeToString(out)));
+  }
+  s.kh = geo.kernel[0];
+  s.kw = geo.kernel[1];
+  s.sh = geo.strides[0];
+  s.sw = geo.strides[1];
+  s.dh = geo.dilations.size() == 2 ? geo.dilations[0] : 1;
+  s.dw = geo.dilations.size() == 2 ? geo.dilations[1] : 1;
+  s.pt = geo.pads[0];
+  s.pl = geo.pads[1];
+  s.pb = geo.pads[2];
+  s.pr = geo.pads[3];
+  s.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
+  return s;
+}
 
 absl::StatusOr<KernelSource> EmitBlockedPool(const BlockedPoolSpec& spec, const Target& target) {
   LOOM_RETURN_IF_ERROR(Validate(spec));

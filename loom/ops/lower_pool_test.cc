@@ -60,38 +60,6 @@ graph::Node PoolNode(const std::string& op, std::map<std::string, graph::AttrVal
   return node;
 }
 
-// The spec the planner makes for `node` on input `in` (the same resolution as TryPool).
-BlockedPoolSpec SpecFor(const graph::Node& node, const Shape& in, const Shape& out, int64_t bn) {
-  BlockedPoolSpec s;
-  s.n = in[0];
-  s.c = in[1];
-  s.h = in[2];
-  s.w = in[3];
-  s.bn = bn;
-  s.oh = out[2];
-  s.ow = out[3];
-  if (node.op_type == "GlobalAveragePool" || node.op_type == "GlobalMaxPool") {
-    s.kind = node.op_type == "GlobalMaxPool" ? Kind::kGlobalMax : Kind::kGlobalAverage;
-    return s;
-  }
-  s.kind = node.op_type == "MaxPool" ? Kind::kMax : Kind::kAverage;
-  auto geo = graph::ResolveWindowGeometry(node, {in[2], in[3]}, node.GetInts("kernel_shape"),
-                                          node.GetInt("ceil_mode", 0) != 0);
-  EXPECT_TRUE(geo.ok()) << geo.status();
-  s.kh = geo->kernel[0];
-  s.kw = geo->kernel[1];
-  s.sh = geo->strides[0];
-  s.sw = geo->strides[1];
-  s.dh = geo->dilations.size() == 2 ? geo->dilations[0] : 1;
-  s.dw = geo->dilations.size() == 2 ? geo->dilations[1] : 1;
-  s.pt = geo->pads[0];
-  s.pl = geo->pads[1];
-  s.pb = geo->pads[2];
-  s.pr = geo->pads[3];
-  s.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
-  return s;
-}
-
 // Runs `node` on a random input of `in` through the blocked kernel (block `bn`, 1 to 3 threads,
 // bit-identical) and expects the reference kernel's result: exactly for max, within 1e-6
 // relative for averages.
@@ -101,7 +69,13 @@ void CheckPool(const graph::Node& node, const Shape& in, int64_t bn, uint64_t se
   auto want = kernels::EvaluateNode(node, 18, {x});
   ASSERT_TRUE(want.ok()) << want.status();
   const Shape out = (*want)[0].shape();
-  const BlockedPoolSpec spec = SpecFor(node, in, out, bn);
+  Kind kind = Kind::kMax;
+  if (node.op_type == "AveragePool") kind = Kind::kAverage;
+  if (node.op_type == "GlobalAveragePool") kind = Kind::kGlobalAverage;
+  if (node.op_type == "GlobalMaxPool") kind = Kind::kGlobalMax;
+  auto resolved = ResolveBlockedPool(node, kind, in, out, bn);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  const BlockedPoolSpec spec = *resolved;
   auto src = EmitBlockedPool(spec, HostCpuTarget());
   ASSERT_TRUE(src.ok()) << src.status();
   testutil::TempDir dir;
@@ -228,6 +202,12 @@ TEST(LowerPoolTest, RefusesGeometriesOutOfRange) {
   st = EmitBlockedPool(s, HostCpuTarget()).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), HasSubstr("a global pool has a 1x1 output"));
+  // A window that does not give the output it is asked for.
+  const graph::Node node = PoolNode("MaxPool", {{"kernel_shape", Ints{3, 3}}});
+  auto resolved = ResolveBlockedPool(node, Kind::kMax, {1, 4, 8, 8}, {1, 4, 5, 6}, 16);
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(resolved.status().message(),
+              HasSubstr("the window does not give the output [1,4,5,6]"));
 }
 
 }  // namespace

@@ -73,6 +73,15 @@ struct BlockedPoolSpec {
   bool count_include_pad = false;  // kAverage: divide by the window clipped to the padded input
 };
 
+// The spec of pool `node` of `kind` (a global kind also for ReduceMean / ReduceMax over H and W)
+// on a float32 NCHW input of shape `in` with output `out`, in blocks of `bn`: the window from
+// graph::ResolveWindowGeometry. kInvalidArgument when the node's window is malformed or does
+// not give `out`.
+absl::StatusOr<BlockedPoolSpec> ResolveBlockedPool(const graph::Node& node,
+                                                   BlockedPoolSpec::Kind kind,
+                                                   const graph::Shape& in, const graph::Shape& out,
+                                                   int64_t bn);
+
 // The kernel of `spec`: arguments (input, output), both 64-byte aligned blocked buffers of the
 // spec's geometry. Vectorized over the block's lanes, threaded over output rows (planes for the
 // global kinds); results match the reference pooling kernels to 1e-6 relative (max: exactly) and

@@ -1436,34 +1436,9 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   const Shape out = reduce ? Shape{in[0], in[1], 1, 1} : TypeOf(node.outputs[0])->shape;
   const int64_t bn =
       BlockedBn(node.inputs[0]) > 0 ? BlockedBn(node.inputs[0]) : o_.target.VectorLanes();
-  ops::BlockedPoolSpec spec{.kind = kind,
-                            .n = in[0],
-                            .c = in[1],
-                            .h = in[2],
-                            .w = in[3],
-                            .bn = bn,
-                            .oh = out[2],
-                            .ow = out[3]};
-  if (kind == K::kMax || kind == K::kAverage) {
-    absl::StatusOr<graph::WindowGeometry> geo = graph::ResolveWindowGeometry(
-        node, {in[2], in[3]}, node.GetInts("kernel_shape"), node.GetInt("ceil_mode", 0) != 0);
-    if (!geo.ok() || geo->kernel.size() != 2 || geo->pads.size() != 4) return false;
-    if (geo->output[0] != out[2] || geo->output[1] != out[3]) return false;
-    spec.kh = geo->kernel[0];
-    spec.kw = geo->kernel[1];
-    spec.sh = geo->strides[0];
-    spec.sw = geo->strides[1];
-    spec.dh = geo->dilations.size() == 2 ? geo->dilations[0] : 1;
-    spec.dw = geo->dilations.size() == 2 ? geo->dilations[1] : 1;
-    spec.pt = geo->pads[0];
-    spec.pl = geo->pads[1];
-    spec.pb = geo->pads[2];
-    spec.pr = geo->pads[3];
-    spec.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
-  } else if (out[2] != 1 || out[3] != 1) {
-    return false;
-  }
-  absl::StatusOr<ops::KernelSource> src = ops::EmitBlockedPool(spec, o_.target);
+  absl::StatusOr<ops::BlockedPoolSpec> spec = ops::ResolveBlockedPool(node, kind, in, out, bn);
+  if (!spec.ok()) return false;
+  absl::StatusOr<ops::KernelSource> src = ops::EmitBlockedPool(*spec, o_.target);
   if (!src.ok()) return false;  // a geometry the kernel refuses: the reference kernel runs it
   LOOM_ASSIGN_OR_RETURN(Ref x, BlockedBuf(node.inputs[0], bn));
   const BlockedGeo in_geo = GeoOf(in, bn);
