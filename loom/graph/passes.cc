@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -380,6 +381,87 @@ absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The scalar factor of operand `v` of a MatMul: *x is what it scales, *factor the factor (a
+// Div's divisor inverted). False when `v` is not such a product, or has another use.
+bool ScaledOperand(const Graph& g, const std::string& v, std::string* x, double* factor) {
+  const int64_t p = g.ProducerOf(v);
+  if (p < 0 || g.UseCount(v) != 1 || IsGraphOutput(g, v)) return false;
+  const Node& n = g.nodes[static_cast<size_t>(p)];
+  if ((n.op_type != "Mul" && n.op_type != "Div") || n.inputs.size() != 2 || n.outputs.size() != 1) {
+    return false;
+  }
+  auto type_of = [&](const std::string& name) -> std::optional<TensorType> {
+    auto t = g.TypeOf(name);
+    return t.ok() ? std::optional<TensorType>(*t) : std::nullopt;
+  };
+  for (size_t k : {size_t{1}, size_t{0}}) {
+    if (n.op_type == "Div" && k == 0) break;  // c / X is no scale of X
+    const Tensor* c = g.FindInitializer(n.inputs[k]);
+    if (c == nullptr || c->dtype() != DType::kFloat32 || c->num_elements() != 1) continue;
+    const std::string& other = n.inputs[1 - k];
+    const std::optional<TensorType> xt = type_of(other);
+    const std::optional<TensorType> vt = type_of(v);
+    // The product must keep X's type: the scale's rank may not add dims.
+    if (!xt || !vt || xt->dtype != DType::kFloat32 || xt->shape != vt->shape) return false;
+    const double value = c->DoubleAt(0);
+    if (!std::isfinite(value) || (n.op_type == "Div" && value == 0)) return false;
+    *x = other;
+    *factor = n.op_type == "Div" ? 1.0 / value : value;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status MoveScalesPastMatMul(Graph& g, int64_t* moved) {
+  int64_t count = 0;
+  std::vector<Node> nodes;
+  nodes.reserve(g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    Node node = g.nodes[i];
+    if (node.op_type != "MatMul" || node.inputs.size() != 2 || node.outputs.size() != 1) {
+      nodes.push_back(std::move(node));
+      continue;
+    }
+    double scale = 1.0;
+    bool any = false;
+    for (std::string& in : node.inputs) {
+      std::string x;
+      double f = 1.0;
+      if (!ScaledOperand(g, in, &x, &f)) continue;
+      in = x;
+      scale *= f;
+      any = true;
+    }
+    if (!any) {
+      nodes.push_back(std::move(node));
+      continue;
+    }
+    // MatMul -> fresh value; the original output is now the scaled product.
+    const std::string out = node.outputs[0];
+    const std::string unscaled = FreshName(g, absl::StrCat(out, "_unscaled"));
+    const std::string factor = FreshName(g, absl::StrCat(out, "_scale"));
+    g.initializers[factor] = Tensor::ScalarFloat(static_cast<float>(scale));
+    if (auto t = g.TypeOf(out); t.ok()) g.value_types[unscaled] = *t;
+    node.outputs[0] = unscaled;
+    Node mul;
+    mul.name = FreshName(g, absl::StrCat(node.name, "_scale"));
+    mul.op_type = "Mul";
+    mul.inputs = {unscaled, factor};
+    mul.outputs = {out};
+    nodes.push_back(std::move(node));
+    nodes.push_back(std::move(mul));
+    ++count;
+  }
+  // The scaled operands' nodes stay until RemoveDeadNodes: their outputs have no use now.
+  g.nodes = std::move(nodes);
+  if (moved != nullptr) *moved = count;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options) {
   PassStats stats;
@@ -389,6 +471,7 @@ absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& ev
   LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, options, &stats.folded_constants));
   LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
   LOOM_RETURN_IF_ERROR(TrimConvPaddingTaps(g, &stats.trimmed_convs));
+  LOOM_RETURN_IF_ERROR(MoveScalesPastMatMul(g, &stats.moved_scales));
   g.RemoveDeadNodes();
   LOOM_RETURN_IF_ERROR(InferShapes(g));
   return stats;

@@ -65,16 +65,26 @@ absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded = nullptr);
 // a dim keeps its taps when trimming would need a negative pad. Trimmed weights get fresh names.
 absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed = nullptr);
 
+// Moves scalar factors from a MatMul's operands to its output: MatMul(Mul(X, a), Div(Y, b))
+// becomes Mul(MatMul(X, Y), a / b), for float32 constants a, b of one element (either operand
+// order of Mul; Div only as X / b), when the scaled operand has no other use and the scale does
+// not change its shape. Attention as exporters write it (Q * s and K^T * s before Q K^T) then
+// reads K^T in place and fuses the one scale into the product's epilogue. The rewritten Mul /
+// Div nodes are left dead (RemoveDeadNodes drops them). Requires a topologically sorted graph
+// whose value types are known.
+absl::Status MoveScalesPastMatMul(Graph& g, int64_t* moved = nullptr);
+
 struct PassStats {
   int64_t removed_identity = 0;
   int64_t folded_constants = 0;
   int64_t folded_batchnorms = 0;
   int64_t trimmed_convs = 0;
+  int64_t moved_scales = 0;
 };
 
 // The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
-// FoldBatchNormIntoConv, TrimConvPaddingTaps, RemoveDeadNodes, InferShapes. Used by the runtime's
-// model loader.
+// FoldBatchNormIntoConv, TrimConvPaddingTaps, MoveScalesPastMatMul, RemoveDeadNodes, InferShapes.
+// Used by the runtime's model loader.
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options = {});
 

@@ -551,3 +551,69 @@ TEST(OptimizeForInferenceTest, RunsAllPasses) {
 
 }  // namespace
 }  // namespace loom::graph
+
+namespace loom::graph {
+namespace {
+
+// Attention's scores as torch exports them: Q * s and K^T * s before Q K^T (here also a Div).
+Graph ScaledScores(const std::string& k_scale_op, float k_scale) {
+  Graph g;
+  g.inputs = {{"q", F32({2, 5, 8})}, {"k", F32({2, 5, 8})}};
+  g.initializers["s"] = Tensor::ScalarFloat(0.5f);
+  g.initializers["t"] = Tensor::FromFloats({1}, std::vector<float>{k_scale});
+  g.nodes = {MakeNode("mq", "Mul", {"s", "q"}, {"qs"}),
+             MakeNode("tr", "Transpose", {"k"}, {"kt"}, {{"perm", std::vector<int64_t>{0, 2, 1}}}),
+             MakeNode("sk", k_scale_op, {"kt", "t"}, {"kts"}),
+             MakeNode("mm", "MatMul", {"qs", "kts"}, {"scores"}),
+             MakeNode("sm", "Softmax", {"scores"}, {"p"}, {{"axis", int64_t{-1}}})};
+  g.outputs = {{"p", {}}};
+  EXPECT_TRUE(InferShapes(g).ok());
+  return g;
+}
+
+TEST(MoveScalesPastMatMulTest, BothOperandScalesBecomeOneAfterTheProduct) {
+  Graph g = ScaledScores("Div", 4.0f);
+  int64_t moved = 0;
+  ASSERT_TRUE(MoveScalesPastMatMul(g, &moved).ok());
+  EXPECT_EQ(moved, 1);
+  g.RemoveDeadNodes();
+  ASSERT_TRUE(InferShapes(g).ok());
+  std::vector<std::string> ops;
+  for (const Node& n : g.nodes) ops.push_back(n.op_type);
+  EXPECT_THAT(ops, ElementsAre("Transpose", "MatMul", "Mul", "Softmax"));
+  const Node& mm = g.nodes[1];
+  EXPECT_THAT(mm.inputs, ElementsAre("q", "kt"));  // the Transpose is now the operand
+  const Node& mul = g.nodes[2];
+  EXPECT_EQ(mul.inputs[0], mm.outputs[0]);
+  EXPECT_EQ(mul.outputs[0], "scores");
+  const Tensor* scale = g.FindInitializer(mul.inputs[1]);
+  ASSERT_NE(scale, nullptr);
+  EXPECT_EQ(scale->num_elements(), 1);
+  EXPECT_FLOAT_EQ(scale->data<float>()[0], 0.5f / 4.0f);
+  EXPECT_EQ(g.TypeOf("scores")->shape, (Shape{2, 5, 5}));
+}
+
+TEST(MoveScalesPastMatMulTest, LeavesWhatIsNoScaleOfTheOperand) {
+  // c / X is not a scale of X; a scale used twice stays; a [1, 1, 1, 1] constant would add a
+  // dim to the product.
+  Graph g = ScaledScores("Mul", 2.0f);
+  g.nodes[2] = MakeNode("sk", "Div", {"t", "kt"}, {"kts"});
+  g.nodes.push_back(MakeNode("use", "Relu", {"qs"}, {"r"}));
+  g.outputs.push_back({"r", {}});
+  ASSERT_TRUE(InferShapes(g).ok());
+  int64_t moved = -1;
+  ASSERT_TRUE(MoveScalesPastMatMul(g, &moved).ok());
+  EXPECT_EQ(moved, 0);
+  EXPECT_THAT(g.nodes[3].inputs, ElementsAre("qs", "kts"));
+
+  Graph h = ScaledScores("Mul", 2.0f);
+  h.initializers["t"] = Tensor::FromFloats({1, 1, 1, 1}, std::vector<float>{2.0f});
+  ASSERT_TRUE(InferShapes(h).ok());
+  ASSERT_TRUE(MoveScalesPastMatMul(h, &moved).ok());
+  EXPECT_EQ(moved, 1);  // only Q's scale moves
+  EXPECT_THAT(h.nodes[3].inputs, ElementsAre("q", "kts"));
+  EXPECT_FLOAT_EQ(h.FindInitializer(h.nodes[4].inputs[1])->data<float>()[0], 0.5f);
+}
+
+}  // namespace
+}  // namespace loom::graph

@@ -58,4 +58,34 @@ absl::StatusOr<LoweredKernel> LowerNode(const graph::Graph& graph, const graph::
 // Operator types LowerNode handles at least for float32 (for `loom inspect` and the tests).
 std::vector<std::string> LoweredOps();
 
+// A pool over a float32 tensor in the blocked layout NCHWc ([N, ceil(C / bn), H, W, bn]; output
+// the same with OH x OW): MaxPool, AveragePool, GlobalAveragePool and GlobalMaxPool (ReduceMean
+// and ReduceMax over H and W are the global kinds). The compiled-model planner's TryPool
+// (runtime/plan_builder.cc) resolves the window geometry (graph::ResolveWindowGeometry: pads,
+// auto_pad, ceil_mode, dilations) and emits the kernel with EmitBlockedPool.
+struct BlockedPoolSpec {
+  enum class Kind : uint8_t { kMax, kAverage, kGlobalAverage, kGlobalMax };
+  Kind kind = Kind::kMax;
+  int64_t n = 1, c = 1, h = 1, w = 1, bn = 16;  // the input
+  int64_t oh = 1, ow = 1;                       // the output's spatial extents (1 x 1: global)
+  // The window (kMax, kAverage): kernel, strides, dilations, pads top, left, bottom, right.
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0, pb = 0, pr = 0;
+  bool count_include_pad = false;  // kAverage: divide by the window clipped to the padded input
+};
+
+// The spec of pool `node` of `kind` (a global kind also for ReduceMean / ReduceMax over H and W)
+// on a float32 NCHW input of shape `in` with output `out`, in blocks of `bn`: the window from
+// graph::ResolveWindowGeometry. kInvalidArgument when the node's window is malformed or does
+// not give `out`.
+absl::StatusOr<BlockedPoolSpec> ResolveBlockedPool(const graph::Node& node,
+                                                   BlockedPoolSpec::Kind kind,
+                                                   const graph::Shape& in, const graph::Shape& out,
+                                                   int64_t bn);
+
+// The kernel of `spec`: arguments (input, output), both 64-byte aligned blocked buffers of the
+// spec's geometry. Vectorized over the block's lanes, threaded over output rows (planes for the
+// global kinds); results match the reference pooling kernels to 1e-6 relative (max: exactly) and
+// are the same bits for any thread count. kInvalidArgument for a geometry out of range.
+absl::StatusOr<KernelSource> EmitBlockedPool(const BlockedPoolSpec& spec, const Target& target);
+
 }  // namespace loom::ops

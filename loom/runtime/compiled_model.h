@@ -51,6 +51,7 @@ struct CompileStats {
   int64_t generated_steps = 0;     // elementwise and lowered kernels on natural tensors
   int64_t views = 0;               // reshapes and the like that share their input's bytes
   int64_t reference_steps = 0;     // nodes run by the reference kernels
+  int64_t dropped_steps = 0;       // planned steps removed as nothing read their results
   int64_t arena_bytes = 0;         // the planned arena
   int64_t intermediate_bytes = 0;  // sum of every arena buffer (what no reuse would need)
   int64_t cache_hits = 0;          // kernels found in the builder's cache

@@ -226,6 +226,42 @@ TEST(LayoutFlowTest, SqueezeExciteBlock) {
   }
 }
 
+// Attention's scores after graph::MoveScalesPastMatMul: Q K^T with K^T a last-two-dims
+// Transpose that batch_matmul reads in place, so the plan has no step for it; the scale fuses
+// into the product.
+TEST(LayoutFlowTest, TransposeReadInPlaceHasNoStep) {
+  Builder b;
+  const std::string q = b.Input("q", DType::kFloat32, {1, 2, 6, 8});
+  const std::string k = b.Input("k", DType::kFloat32, {1, 2, 6, 8});
+  const std::string v = b.Input("v", DType::kFloat32, {1, 2, 6, 8});
+  const std::string kt = b.Op("Transpose", {k}, {{"perm", std::vector<int64_t>{0, 1, 3, 2}}});
+  const std::string s = b.Const("s", Tensor::ScalarFloat(0.25f));
+  const std::string scores = b.Op("Mul", {b.Op("MatMul", {q, kt}), s});
+  const std::string p = b.Op("Softmax", {scores}, {{"axis", int64_t{-1}}});
+  graph::Graph g = b.Finish({b.Op("MatMul", {p, v})});
+  SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+  auto kinds = CheckAndKinds(g, {{q, RandomTensor(DType::kFloat32, {1, 2, 6, 8}, -1, 1, 11)},
+                                 {k, RandomTensor(DType::kFloat32, {1, 2, 6, 8}, -1, 1, 12)},
+                                 {v, RandomTensor(DType::kFloat32, {1, 2, 6, 8}, -1, 1, 13)}});
+  ExpectNoFallback(kinds);
+  EXPECT_THAT(kinds, Not(Contains("transpose"))) << absl::StrJoin(kinds, ", ");
+  EXPECT_THAT(kinds, Contains("batch_matmul+Mul")) << absl::StrJoin(kinds, ", ");
+}
+
+// A Transpose that moves only unit dims (torch's attention at batch 1: [S, 1, D] -> [1, S, D])
+// is a view: no step; one that moves a dim of extent > 1 still copies.
+TEST(LayoutFlowTest, UnitDimTransposeIsAView) {
+  Builder b;
+  const std::string x = b.Input("x", DType::kFloat32, {5, 1, 8});
+  const std::string view = b.Op("Transpose", {x}, {{"perm", std::vector<int64_t>{1, 0, 2}}});
+  const std::string copy = b.Op("Transpose", {view}, {{"perm", std::vector<int64_t>{0, 2, 1}}});
+  graph::Graph g = b.Finish({b.Op("Relu", {view}), b.Op("Relu", {copy})});
+  SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+  auto kinds = CheckAndKinds(g, {{x, RandomTensor(DType::kFloat32, {5, 1, 8}, -1, 1, 21)}});
+  ExpectNoFallback(kinds);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "transpose"), 1) << absl::StrJoin(kinds, ", ");
+}
+
 // ShuffleNetV2's unit: channel halves (two Slices, as some exporters write the split), branch
 // convs, concat, channel shuffle (Reshape, Transpose, Reshape), and a channel slice.
 TEST(LayoutFlowTest, ChannelSliceConcatShuffle) {

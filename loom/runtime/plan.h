@@ -63,7 +63,10 @@ struct KernelStep {
   int64_t kernel = 0;
   std::vector<Ref> args;
 };
-// Pooling on the blocked layout (bn = in.bn = out.bn).
+// Pooling on the blocked layout (bn = in.bn = out.bn), run by the executor's own loop. The
+// planner now emits pools as generated kernels (ops::EmitBlockedPool, a KernelStep); this step
+// stays so that artifacts of format version 2 written before that still run. TODO(issue 17):
+// drop it with the next artifact format version.
 struct PoolStep {
   enum class Kind : uint8_t { kMax, kAverage, kGlobalAverage, kGlobalMax };
   Kind kind = Kind::kMax;

@@ -61,6 +61,26 @@ bool IsViewOp(const std::string& op) {
          op == "Identity" || op == "Dropout";
 }
 
+// A Transpose that moves only dims of extent 1 (ViT's [S, 1, D] <-> [1, S, D] at batch 1): its
+// output has its input's bytes in the same order, so it is a view like a Reshape.
+bool IsUnitDimTranspose(const graph::Node& node, const Shape& in) {
+  if (node.op_type != "Transpose") return false;
+  const auto rank = static_cast<int64_t>(in.size());
+  std::vector<int64_t> perm = node.GetInts("perm");
+  if (perm.empty()) {
+    for (int64_t d = rank - 1; d >= 0; --d) perm.push_back(d);
+  }
+  if (static_cast<int64_t>(perm.size()) != rank) return false;
+  int64_t last = -1;
+  for (int64_t p : perm) {
+    if (p < 0 || p >= rank) return false;
+    if (in[static_cast<size_t>(p)] == 1) continue;
+    if (p < last) return false;
+    last = p;
+  }
+  return true;
+}
+
 // `shape` left-padded with ones to `rank`.
 Shape PadTo(const Shape& shape, size_t rank) {
   Shape s(rank > shape.size() ? rank - shape.size() : 0, 1);
@@ -305,6 +325,10 @@ class Planner {
   absl::StatusOr<bool> RunBlockedGroup(int64_t i);
   absl::StatusOr<bool> RunNaturalGroup(int64_t i);
 
+  // Removes the steps whose results no later step and no graph output reads (a Transpose that
+  // its only reader, a matrix product, reads in place; a representation made and not used),
+  // and the kernels only they called.
+  void DropDeadSteps();
   absl::Status BuildKernels();
   void PlanMemory();
 
@@ -607,7 +631,13 @@ int64_t Planner::AddKernel(const ops::KernelSource& src, const ops::Config& conf
 
 absl::StatusOr<bool> Planner::TryView(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
-  if (!IsViewOp(node.op_type) || node.inputs.empty() || node.outputs.empty()) return false;
+  if (node.inputs.empty() || node.outputs.empty()) return false;
+  if (node.op_type == "Transpose") {
+    const graph::TensorType* t = TypeOf(node.inputs[0]);
+    if (t == nullptr || !IsUnitDimTranspose(node, t->shape)) return false;
+  } else if (!IsViewOp(node.op_type)) {
+    return false;
+  }
   if (node.op_type == "Dropout") {
     // Inference: the identity. A named mask output (read by a node or a graph output) must be
     // written, so such a Dropout is not a view; the passes drop the ones whose mask is unused.
@@ -1364,7 +1394,7 @@ absl::StatusOr<bool> Planner::TryBatchMatmul(int64_t i, const graph::NodeWorkloa
 
 absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
-  using K = PoolStep::Kind;
+  using K = ops::BlockedPoolSpec::Kind;
   K kind;
   if (node.op_type == "MaxPool") {
     kind = K::kMax;
@@ -1404,47 +1434,33 @@ absl::StatusOr<bool> Planner::TryPool(int64_t i) {
   }
   const Shape in = TypeOf(node.inputs[0])->shape;
   const Shape out = reduce ? Shape{in[0], in[1], 1, 1} : TypeOf(node.outputs[0])->shape;
-  PoolStep step;
-  step.kind = kind;
-  if (kind == K::kMax || kind == K::kAverage) {
-    absl::StatusOr<graph::WindowGeometry> geo = graph::ResolveWindowGeometry(
-        node, {in[2], in[3]}, node.GetInts("kernel_shape"), node.GetInt("ceil_mode", 0) != 0);
-    if (!geo.ok() || geo->kernel.size() != 2 || geo->pads.size() != 4) return false;
-    if (geo->output[0] != out[2] || geo->output[1] != out[3]) return false;
-    step.kh = geo->kernel[0];
-    step.kw = geo->kernel[1];
-    step.sh = geo->strides[0];
-    step.sw = geo->strides[1];
-    step.dh = geo->dilations.size() == 2 ? geo->dilations[0] : 1;
-    step.dw = geo->dilations.size() == 2 ? geo->dilations[1] : 1;
-    step.pt = geo->pads[0];
-    step.pl = geo->pads[1];
-    step.pb = geo->pads[2];
-    step.pr = geo->pads[3];
-    step.count_include_pad = node.GetInt("count_include_pad", 0) != 0;
-  } else if (out[2] != 1 || out[3] != 1) {
-    return false;
-  }
   const int64_t bn =
       BlockedBn(node.inputs[0]) > 0 ? BlockedBn(node.inputs[0]) : o_.target.VectorLanes();
-  LOOM_ASSIGN_OR_RETURN(Ref src, BlockedBuf(node.inputs[0], bn));
-  step.src = src;
-  step.in = GeoOf(in, bn);
-  step.out = GeoOf(out, bn);
-  step.dst = NewBuffer(step.out.elems() * 4, absl::StrCat(node.outputs[0], " nchw", bn, "c"));
-  AddStep(node.name, absl::StrCat(node.op_type, "(nchwc)"), step);
+  absl::StatusOr<ops::BlockedPoolSpec> spec = ops::ResolveBlockedPool(node, kind, in, out, bn);
+  if (!spec.ok()) return false;
+  absl::StatusOr<ops::KernelSource> src = ops::EmitBlockedPool(*spec, o_.target);
+  if (!src.ok()) return false;  // a geometry the kernel refuses: the reference kernel runs it
+  LOOM_ASSIGN_OR_RETURN(Ref x, BlockedBuf(node.inputs[0], bn));
+  const BlockedGeo in_geo = GeoOf(in, bn);
+  const BlockedGeo out_geo = GeoOf(out, bn);
+  const Ref dst = NewBuffer(out_geo.elems() * 4, absl::StrCat(node.outputs[0], " nchw", bn, "c"));
+  KernelArgs ka;
+  ka.bytes = {in_geo.elems() * 4, out_geo.elems() * 4};
+  ka.written = {false, true};
+  const int64_t kidx = AddKernel(*src, ops::Config{}, std::move(ka));
+  AddKernelStep(node.name, absl::StrCat(node.op_type, "(nchwc)"), kidx, {x, dst});
   State& st = Define(node.outputs[0]);
   if (keepdims) {
-    st.blocked.push_back({step.dst, bn});
+    st.blocked.push_back({dst, bn});
   } else if (in[1] % bn == 0) {
-    st.natural = step.dst;  // [N, C] in whole blocks: the same bytes as [N, C, 1, 1] blocked
+    st.natural = dst;  // [N, C] in whole blocks: the same bytes as [N, C, 1, 1] blocked
   } else {
     const Ref nat = NewNaturalStorage(node.outputs[0]);
     st.natural = nat;
-    BlockedGeo natural_geo = step.out;
+    BlockedGeo natural_geo = out_geo;
     natural_geo.bn = 1;
     AddStep(node.outputs[0], "unpack",
-            RelayoutStep{.src = step.dst, .src_geo = step.out, .dst = nat, .dst_geo = natural_geo});
+            RelayoutStep{.src = dst, .src_geo = out_geo, .dst = nat, .dst_geo = natural_geo});
     ++m_->stats.layout_steps;
   }
   ++m_->stats.blocked_steps;
@@ -1696,6 +1712,57 @@ absl::Status Planner::Reference(int64_t i) {
 // ---------------------------------------------------------------------------------------------
 // Kernels and memory.
 
+void Planner::DropDeadSteps() {
+  std::vector<Step>& steps = m_->plan.steps;
+  // Walked backward: a step is live when it writes something other than an arena buffer (an
+  // output tensor) or an arena buffer a live step reads. Every operand of a live step is then
+  // live: before PlanMemory no two values share a buffer, so this keeps every writer of a
+  // buffer that is read (partial writes, such as a channel map's into a concat, included).
+  std::vector<bool> live_buffer(m_->plan.buffers.size(), false);
+  std::vector<bool> keep(steps.size(), false);
+  for (size_t s = steps.size(); s-- > 0;) {
+    bool live = false;
+    std::vector<Ref> refs;
+    auto visit = [&](const Ref& r, bool written) {
+      refs.push_back(r);
+      if (written && (r.kind != Ref::Kind::kArena || live_buffer[static_cast<size_t>(r.index)])) {
+        live = true;
+      }
+    };
+    if (const auto* k = std::get_if<KernelStep>(&steps[s].op)) {
+      const KernelArgs& ka = jobs_[static_cast<size_t>(k->kernel)].args;
+      for (size_t a = 0; a < k->args.size(); ++a)
+        visit(k->args[a], a < ka.written.size() && ka.written[a]);
+    } else {
+      ForEachRef(steps[s].op, [&](const Ref& r, int64_t, bool written) { visit(r, written); });
+    }
+    if (!live) continue;
+    keep[s] = true;
+    for (const Ref& r : refs) {
+      if (r.kind == Ref::Kind::kArena) live_buffer[static_cast<size_t>(r.index)] = true;
+    }
+  }
+  std::vector<Step> kept;
+  std::vector<int64_t> new_index(jobs_.size(), -1);
+  std::vector<KernelJob> jobs;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    if (!keep[s]) continue;
+    if (auto* k = std::get_if<KernelStep>(&steps[s].op)) {
+      int64_t& idx = new_index[static_cast<size_t>(k->kernel)];
+      if (idx < 0) {
+        idx = static_cast<int64_t>(jobs.size());
+        jobs.push_back(std::move(jobs_[static_cast<size_t>(k->kernel)]));
+      }
+      k->kernel = idx;
+    }
+    kept.push_back(std::move(steps[s]));
+  }
+  m_->stats.dropped_steps = static_cast<int64_t>(steps.size() - kept.size());
+  steps = std::move(kept);
+  jobs_ = std::move(jobs);
+  job_by_code_.clear();  // indexes jobs_; no kernel is added after this
+}
+
 absl::Status Planner::BuildKernels() {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, tune::MakeLocalBuilder(o_.build));
   std::vector<tune::BuildResult> results(jobs_.size());
@@ -1844,6 +1911,7 @@ absl::Status Planner::Run() {
                      .src_stride = 0,
                      .dst_stride = 0});
   }
+  DropDeadSteps();
   LOOM_RETURN_IF_ERROR(BuildKernels());
   PlanMemory();
   return ValidatePlan(m_->plan);

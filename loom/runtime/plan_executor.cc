@@ -36,6 +36,36 @@ void ParFor(const loom_parallel_t* par, int64_t n, const F& f) {
       const_cast<void*>(static_cast<const void*>(&f)), par->pool);
 }
 
+// out[x * out_stride + i] = in[x * in_stride + i] for x < pixels, i < lanes: a run of lanes that
+// is contiguous in both blocked layouts, copied at every pixel. The common run lengths get loops
+// of constant length (vectorized, or unrolled for one lane).
+template <int64_t L>
+void CopyLanesOf(const float* in, int64_t in_stride, float* out, int64_t out_stride,
+                 int64_t pixels) {
+  for (int64_t x = 0; x < pixels; ++x) {
+    for (int64_t i = 0; i < L; ++i) out[x * out_stride + i] = in[x * in_stride + i];
+  }
+}
+void CopyLanes(const float* in, int64_t in_stride, float* out, int64_t out_stride, int64_t pixels,
+               int64_t lanes) {
+  switch (lanes) {
+    case 1:
+      return CopyLanesOf<1>(in, in_stride, out, out_stride, pixels);
+    case 2:
+      return CopyLanesOf<2>(in, in_stride, out, out_stride, pixels);
+    case 4:
+      return CopyLanesOf<4>(in, in_stride, out, out_stride, pixels);
+    case 8:
+      return CopyLanesOf<8>(in, in_stride, out, out_stride, pixels);
+    case 16:
+      return CopyLanesOf<16>(in, in_stride, out, out_stride, pixels);
+    default:
+      for (int64_t x = 0; x < pixels; ++x) {
+        for (int64_t i = 0; i < lanes; ++i) out[x * out_stride + i] = in[x * in_stride + i];
+      }
+  }
+}
+
 // Copies `src` (blocked or NCHW, unpadded) into `dst` (its own block size and zero pads).
 // Channels past C in dst are zeroed unless the block sizes match (then copied as they are: no
 // consumer reads padding channels into a reduction).
@@ -74,11 +104,9 @@ void Relayout(const float* src, const BlockedGeo& s, float* dst, const BlockedGe
         }
         const int64_t valid = std::min(g, d.c - c);
         const float* in = src + ((n * s.cb() + c / s.bn) * s.h + sy) * s.w * s.bn + c % s.bn;
-        for (int64_t x = 0; x < d.w; ++x) {
-          float* o = interior + x * d.bn + i0;
-          const float* v = in + x * s.bn;
-          for (int64_t l = 0; l < valid; ++l) o[l] = v[l];
-          for (int64_t l = valid; l < g; ++l) o[l] = 0;
+        CopyLanes(in, s.bn, interior + i0, d.bn, d.w, valid);
+        for (int64_t x = 0; valid < g && x < d.w; ++x) {
+          for (int64_t l = valid; l < g; ++l) interior[x * d.bn + i0 + l] = 0;
         }
       }
     }
@@ -221,43 +249,35 @@ absl::Status RunOp(const ChannelMapStep& op, const Exec& ex) {
   for (const Ref& s : op.srcs) srcs.push_back(ex.F(s));
   float* dst = ex.F(op.dst);
   ParFor(ex.par, d.n * d.cb(), [&](int64_t b, int64_t e) {
-    std::vector<const float*> lane(static_cast<size_t>(d.bn));
-    std::vector<int64_t> lane_stride(static_cast<size_t>(d.bn));
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / d.cb(), ob = t % d.cb();
       float* out = dst + t * plane * d.bn;
-      // A whole source block with the same block size: one copy of its plane.
       const int64_t c0 = ob * d.bn;
-      const auto [s0, sc0] = from[static_cast<size_t>(c0)];
-      const BlockedGeo& sg0 = op.src_geos[static_cast<size_t>(s0)];
-      bool block_copy = sg0.bn == d.bn && sc0 % d.bn == 0 && c0 + d.bn <= d.c;
-      for (int64_t l = 1; block_copy && l < d.bn; ++l) {
-        block_copy = from[static_cast<size_t>(c0 + l)] == std::make_pair(s0, sc0 + l);
-      }
-      if (block_copy) {
-        const float* in =
-            srcs[static_cast<size_t>(s0)] + (n * sg0.cb() + sc0 / d.bn) * plane * d.bn;
-        std::memcpy(out, in, sizeof(float) * static_cast<size_t>(plane * d.bn));
-        continue;
-      }
-      for (int64_t l = 0; l < d.bn; ++l) {
+      // Runs of destination lanes that are consecutive channels of one source block: each is
+      // copied over the whole plane (a whole block with the same block size: one memcpy).
+      for (int64_t l = 0; l < d.bn;) {
         const int64_t c = c0 + l;
-        const auto li = static_cast<size_t>(l);
-        if (c >= d.c) {
-          lane[li] = nullptr;
-          continue;
+        if (c >= d.c) {  // padding lanes
+          for (int64_t p = 0; p < plane; ++p) {
+            for (int64_t k = l; k < d.bn; ++k) out[p * d.bn + k] = 0.0f;
+          }
+          break;
         }
         const auto [s, sc] = from[static_cast<size_t>(c)];
         const BlockedGeo& sg = op.src_geos[static_cast<size_t>(s)];
-        lane[li] =
-            srcs[static_cast<size_t>(s)] + (n * sg.cb() + sc / sg.bn) * plane * sg.bn + sc % sg.bn;
-        lane_stride[li] = sg.bn;
-      }
-      for (int64_t p = 0; p < plane; ++p) {
-        float* o = out + p * d.bn;
-        for (size_t l = 0; l < lane.size(); ++l) {
-          o[l] = lane[l] != nullptr ? lane[l][p * lane_stride[l]] : 0.0f;
+        int64_t len = 1;
+        while (l + len < d.bn && c + len < d.c && (sc + len) % sg.bn != 0 &&
+               from[static_cast<size_t>(c + len)] == std::make_pair(s, sc + len)) {
+          ++len;
         }
+        const float* in =
+            srcs[static_cast<size_t>(s)] + (n * sg.cb() + sc / sg.bn) * plane * sg.bn + sc % sg.bn;
+        if (len == d.bn && sg.bn == d.bn) {
+          std::memcpy(out, in, sizeof(float) * static_cast<size_t>(plane * d.bn));
+        } else {
+          CopyLanes(in, sg.bn, out + l, d.bn, plane, len);
+        }
+        l += len;
       }
     }
   });
