@@ -69,12 +69,12 @@ void RunServe(const ServeOptions& o) {
 
   auto server = service::Server::Start(so);
   FailIfError(server.status());
-  std::fprintf(
-      stderr, "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s http_port=%d\n",
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
-      o.listen.c_str(), (*server)->port(), tune::RedactUri(o.state).c_str(),
-      o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on",
-      (*server)->http_port());
+  std::fprintf(stderr,
+               "ts=%s event=serving listen=%s port=%d state=%s auth=%s tls=%s http_port=%d\n",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+               o.listen.c_str(), (*server)->port(), tune::RedactUri(o.state).c_str(),
+               o.tokens.empty() ? "off" : "tokens", o.tls_cert.empty() ? "off" : "on",
+               (*server)->http_port());
   std::fflush(stderr);
   std::thread waiter([&] {
     int sig = 0;
