@@ -418,9 +418,16 @@ class SlurmFleetTest : public ::testing::Test {
     if (j["agents"].size() == 1) {
       EXPECT_EQ(j["agents"][0].value("hostname", ""),
                 absl::StrCat("slurm-", j.value("slurm_job", ""), "-localhost"));
-      // Whole node: the last core measures, the others are CPU slots.
+      // Whole node: the last core measures and lends itself to CPU stages while idle; the
+      // others are CPU slots (the capacity the daemon lists counts both).
+      const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
       EXPECT_EQ(j["agents"][0].value("devices", -1), 1);
-      EXPECT_EQ(j["agents"][0].value("cpu_slots", -1), sysconf(_SC_NPROCESSORS_ONLN) - 1);
+      EXPECT_EQ(j["agents"][0].value("cpu_slots", -1), cpus);
+      const std::string log =
+          ReadAll(dir_ / absl::StrCat("agents-", j.value("slurm_job", ""), ".out"));
+      EXPECT_THAT(log, HasSubstr(absl::StrCat("event=registered agent_id=")));
+      EXPECT_THAT(log, HasSubstr(absl::StrCat("cpu_slots=", cpus - 1, " devices=cpu:", cpus - 1)))
+          << log;
     }
     return j.value("slurm_job", "");
   }
