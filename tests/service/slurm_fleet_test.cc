@@ -455,6 +455,20 @@ TEST_F(SlurmFleetTest, ScancelMidJobRequeuesItsStagesAndASecondAllocationFinishe
   EXPECT_THAT(o.err, HasSubstr("loom: error: fleet slurm: sbatch refused the job: "));
   EXPECT_THAT(o.err, HasSubstr("nosuch")) << o.err;
 
+  // An allocation whose agent the daemon refuses (a token it does not know) ends at once, and
+  // the command says so instead of waiting out its deadline.
+  WriteFile(dir_ / "bad-tokens", "tok-unknown\n");
+  o = Shell(
+      dir_, Env(),
+      absl::StrCat(LOOM_BINARY, " fleet slurm --nodes 1 --wait-timeout 60 --agent-token-file ",
+                   (dir_ / "bad-tokens").string(), " --output ", (dir_ / "bad-%j.out").string()));
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_TRUE(std::regex_search(
+      o.err,
+      std::regex("loom: error: fleet slurm: Slurm job [0-9]+ ended \\([A-Z_]+\\) with 0 of 1 "
+                 "agent\\(s\\) registered: see .*bad-[0-9]+\\.out\n")))
+      << o.err;
+
   const std::string first = Allocate();
   ASSERT_FALSE(first.empty());
   o = Shell(dir_, Env(),
