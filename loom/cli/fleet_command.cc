@@ -260,8 +260,8 @@ void RunFleetSlurm(const FleetSlurmFlags& f) {
     return;
   }
   if (f.nodes < 1) Fail(absl::InvalidArgumentError("fleet slurm: --nodes N (N >= 1) is required"));
-  if (f.wait_timeout <= 0) {
-    Fail(absl::InvalidArgumentError("fleet slurm: --wait-timeout must be > 0 seconds"));
+  if (!(f.wait_timeout >= 0.1 && f.wait_timeout <= 7 * 86400.0)) {  // NaN too
+    Fail(absl::InvalidArgumentError("fleet slurm: --wait-timeout must be 0.1 to 604800 seconds"));
   }
   std::string tokens_path;
   if (!f.agent_token_file.empty()) {
@@ -444,7 +444,8 @@ void RegisterFleetCommand(CLI::App& app) {
                   "Extra sbatch flag, repeatable (e.g. --sbatch-arg=--account=A)")
       ->allow_extra_args(false);
   cmd->add_option("--wait-timeout", f->wait_timeout,
-                  "Seconds to wait for the agents to register (default 300)");
+                  "Seconds to wait for the agents to register (default 300)")
+      ->check(CLI::Range(0.1, 7 * 86400.0));
   cmd->add_flag("--print-script", f->print_script, "Print the batch script and exit");
   AddJsonFlag(cmd, &f->json, "Print the job id and agents as one JSON object");
   cmd->callback([f] { RunFleetSlurm(*f); });

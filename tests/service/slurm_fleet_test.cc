@@ -204,6 +204,9 @@ TEST_F(SlurmScriptTest, FleetSlurmRefusesBadTokensFilesAndAMissingSbatch) {
   EXPECT_THAT(o.err, HasSubstr("--nodes N (N >= 1) is required"));
   o = Shell(dir_, "", loom + " fleet slurm --nodes 0");
   EXPECT_EQ(o.code, 2);
+  o = Shell(dir_, "", loom + " fleet slurm --nodes 1 --wait-timeout nan");
+  EXPECT_EQ(o.code, 2);
+  EXPECT_THAT(o.err, HasSubstr("--wait-timeout must be 0.1 to 604800 seconds"));
 }
 
 // ---------------------------------------------------------------------------------------------
