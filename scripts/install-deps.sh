@@ -21,6 +21,9 @@ PACKAGES=(
   # PostgreSQL as the fleet's store: libpq (the client of the PostgreSQL record and state stores)
   # and the server binaries (initdb, postgres) the tests start a throw-away cluster with
   libpq-dev postgresql
+  # agents under Slurm (loom fleet slurm, scripts/slurm/): its test starts munged, slurmctld and
+  # slurmd in a temporary folder (loom_slurm_fleet_test; skipped without them)
+  slurm-wlm munge
   # the service's web view (loom serve --http: cpp-httplib with OpenSSL); its end-to-end test
   # drives headless Chromium from Python (loom_web_test; that part skipped without them)
   libcpp-httplib-dev chromium-driver python3-selenium

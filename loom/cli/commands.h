@@ -79,5 +79,6 @@ void RegisterAgentCommand(CLI::App& app);  // agent (the service's per-host agen
 void RegisterCacheCommand(CLI::App& app);  // cache info|prune (the kernel cache)
 void RegisterStatsCommand(CLI::App& app);  // stats (the scheduler's view of loom serve)
 void RegisterTopCommand(CLI::App& app);    // top (a refreshing view of jobs and devices)
+void RegisterFleetCommand(CLI::App& app);  // fleet slurm (agents started through Slurm)
 
 }  // namespace loom::cli

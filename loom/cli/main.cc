@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterJobCommands(app);
   loom::cli::RegisterStatsCommand(app);
   loom::cli::RegisterTopCommand(app);
+  loom::cli::RegisterFleetCommand(app);
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterCacheCommand(app);
   loom::cli::RegisterVersionCommand(app);
