@@ -56,6 +56,8 @@ struct ViewOptions {
   // Whether `jobs` (with their progress figures and goals) are filled; /metrics needs only
   // `jobs_by_state`, which is cheap with thousands of jobs.
   bool include_jobs = true;
+  // At most this many jobs, the newest (0: all); DriverView::jobs_not_shown counts the others.
+  int max_jobs = 0;
 };
 
 struct DriverView {
@@ -67,6 +69,7 @@ struct DriverView {
   std::vector<v1::Job> jobs;
   std::map<std::string, double> latency_goal_ms;
   std::map<v1::JobState, int64_t> jobs_by_state;  // of the jobs the caller may see
+  int64_t jobs_not_shown = 0;  // visible jobs left out of `jobs` by ViewOptions::max_jobs
   // Daemon-wide (admins only; empty for other callers).
   std::vector<AgentView> agents;
   std::vector<StageSpan> stages;  // finished within `history`, then the running ones

@@ -405,6 +405,12 @@ std::string JobsFragment(const DriverView& view) {
                     "</td><td class=\"wide muted\">", XmlEscape(stage), "</td></tr>\n");
   }
   if (rows.empty()) rows = "<tr><td colspan=\"8\" class=\"muted\">no jobs yet</td></tr>";
+  if (view.jobs_not_shown > 0) {
+    absl::StrAppend(&rows, "<tr><td colspan=\"8\" class=\"muted\" id=\"not-shown\">",
+                    view.jobs_not_shown,
+                    " older jobs not shown (<code>loom jobs</code> lists them)"
+                    "</td></tr>");
+  }
   return absl::StrCat(
       "<h1>Jobs</h1><div class=\"scroll\"><table id=\"jobs\"><thead><tr><th>id</th><th>name</th>"
       "<th>owner</th><th>state</th><th>progress (trials)</th><th>ETA</th>"

@@ -122,7 +122,9 @@ TEST(HttpPagesTest, JobsPageShowsTheProgressFiguresTheJobCarries) {
   b.set_state(v1::JOB_STATE_QUEUED);
   b.set_trials_total(8);
   v.latency_goal_ms["j2"] = 1;
+  v.jobs_not_shown = 3;
   const std::string html = JobsFragment(v);
+  EXPECT_THAT(html, HasSubstr(">3 older jobs not shown"));
   EXPECT_THAT(html, HasSubstr("data-job=\"j1\" data-trials-done=\"12\" data-trials=\"32\""));
   EXPECT_THAT(html, HasSubstr("12/32</span></td><td>2m 05s</td><td>1.500 ms / goal 2.000 ms "
                               "<span class=\"ok\">met</span>"));

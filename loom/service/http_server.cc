@@ -28,6 +28,9 @@
 namespace loom::service {
 namespace {
 
+// The jobs page lists the newest this many jobs (`loom jobs` and /api/jobs list all).
+constexpr int kMaxJobsShown = 200;
+
 constexpr char kCookie[] = "loom_token";
 
 // A fixed set of threads with a bounded queue: when `max_queued` connections wait, the accept
@@ -190,7 +193,10 @@ struct HttpServer::Impl {
       }
       devices.window = absl::Minutes(minutes);
     }
-    auto view = driver->View(who, ViewOptions{.history = devices.window});
+    // Only the jobs page shows jobs (their progress reads records): the newest kMaxJobsShown.
+    auto view = driver->View(who, ViewOptions{.history = devices.window,
+                                              .include_jobs = page == "jobs",
+                                              .max_jobs = kMaxJobsShown});
     if (!view.ok()) return view.status();
     if (page == "jobs") return std::make_pair(JobsFragment(*view), std::string("jobs"));
     if (page == "devices") {

@@ -115,6 +115,12 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
     v.jobs.push_back(ToProto(*job));
     v.latency_goal_ms[job->row.id] = job->row.spec.latency_goal_ms();
   }
+  if (options.max_jobs > 0 && v.jobs.size() > static_cast<size_t>(options.max_jobs)) {
+    const size_t drop = v.jobs.size() - static_cast<size_t>(options.max_jobs);
+    for (size_t i = 0; i < drop; ++i) v.latency_goal_ms.erase(v.jobs[i].id());
+    v.jobs.erase(v.jobs.begin(), v.jobs.begin() + static_cast<std::ptrdiff_t>(drop));
+    v.jobs_not_shown = static_cast<int64_t>(drop);
+  }
   if (!who.admin()) return absl::OkStatus();
 
   for (const auto& [id, a] : agents_) {

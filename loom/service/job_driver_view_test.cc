@@ -111,6 +111,17 @@ TEST_F(DriverViewTest, UsersSeeTheirJobsAdminsEverythingAgentsNothing) {
   EXPECT_EQ(driver_->View(kAgent, {}).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_FALSE(driver_->Running());
   EXPECT_EQ(driver_->Detail(kBob, "j1").status().code(), absl::StatusCode::kNotFound);
+
+  // max_jobs keeps the newest and counts the others.
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  auto newest = driver_->View(kAdmin, {.max_jobs = 2});
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->jobs.size(), 2u);
+  EXPECT_EQ(newest->jobs[0].id(), "j2");
+  EXPECT_EQ(newest->jobs[1].id(), "j3");
+  EXPECT_EQ(newest->jobs_not_shown, 1);
+  EXPECT_EQ(newest->latency_goal_ms.count("j1"), 0u);
+  EXPECT_EQ(newest->jobs_by_state.at(v1::JOB_STATE_QUEUED), 3);
 }
 
 TEST_F(DriverViewTest, EndedStagesKeepTheirTimesAndAgentAndAgeOutOfTheWindow) {
