@@ -5,8 +5,8 @@
    trace.json is checked against a JSON Schema of the Chrome trace event format
    (tests/data/chrome_trace.schema.json, with Debian's python3-jsonschema: a check independent of
    base::ValidateChromeTrace), and its complete events must be exactly the stage traces of
-   results.json. `loom simulate` on the thesis scaling study at 16 and 64 jobs: its trace.json
-   against the same schema.
+   results.json. `loom simulate` on the thesis scaling study at 16 and 64 jobs and `loom records
+   trace` over the experiment's record database: their trace.json against the same schema.
 2. report.html and the simulator's 16- and 64-job Gantt charts opened in headless Chromium
    (chromium + chromium-driver + python3-selenium): every Gantt chart has a legend naming its jobs
    and stage kinds, time ticks at round numbers, no row without a bar, and the report's charts
@@ -156,13 +156,26 @@ class ChartsTest(unittest.TestCase):
         self.assertEqual(sorted(events), sorted(stages))
         self.assertEqual(sorted(processes.values()), sorted(SETUPS))
 
-    def test_2_simulator_trace_is_a_chrome_trace(self):
+    def test_2_simulator_and_record_database_traces_are_chrome_traces(self):
         trace = self.load(self.sim, "trace.json")
         self.assertEqual(self.schema_errors(trace), [])
         names = {e["args"]["name"] for e in trace["traceEvents"]
                  if e["ph"] == "M" and e["name"] == "process_name"}
         for n in SIM_JOBS:
             self.assertIn(f"interleaved, {n} jobs", names)
+        # `loom records trace` over the experiment's record database: a process per job and
+        # setup, each with its stages.
+        out = os.path.join(self.dir, "records-trace.json")
+        run([LOOM, "records", "trace", "--db", os.path.join(self.exp, "records.db"), "-o", out],
+            timeout=60)
+        trace = self.load(out)
+        self.assertEqual(self.schema_errors(trace), [])
+        processes = [e["pid"] for e in trace["traceEvents"]
+                     if e["ph"] == "M" and e["name"] == "process_name"]
+        self.assertEqual(len(processes), len(SETUPS) * len(JOBS))
+        for pid in processes:
+            kinds = {e["cat"] for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == pid}
+            self.assertEqual(kinds, {"propose", "build", "measure", "update"})
 
     def browser(self):
         chromium = shutil.which("chromium")
