@@ -26,6 +26,9 @@ import sys
 import tempfile
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import headless_chromium  # noqa: E402
+
 LOOM = None
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -178,24 +181,8 @@ class ChartsTest(unittest.TestCase):
             self.assertEqual(kinds, {"propose", "build", "measure", "update"})
 
     def browser(self):
-        chromium = shutil.which("chromium")
-        driver_path = shutil.which("chromedriver")
-        try:
-            from selenium import webdriver
-            from selenium.webdriver.chrome.service import Service
-        except ImportError:
-            self.skipTest("python3-selenium is not installed")
-        if not chromium or not driver_path:
-            self.skipTest("chromium or chromedriver is not installed")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  f"--user-data-dir={os.path.join(self.dir, 'chrome')}", "--window-size=1280,900",
-                  "--hide-scrollbars"):
-            opts.add_argument(a)
+        b = headless_chromium(self, self.dir)
         os.makedirs(self.shots, exist_ok=True)
-        b = webdriver.Chrome(service=Service(driver_path), options=opts)
-        self.addCleanup(b.quit)
         return b
 
     def viewport(self, b, width, height):
