@@ -671,9 +671,12 @@ class Compiler {
     const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
     if (node.op_type != "Conv" && node.op_type != "Gemm" && node.op_type != "MatMul") return false;
     absl::StatusOr<graph::NodeWorkload> analyzed = graph::AnalyzeTunableNode(g_, node);
-    // The device path reads the node's own inputs: an operand read through an absorbed Transpose
-    // (a workload with trans flags the CPU planner honours) is not a template step here.
-    if (!analyzed.ok() || !analyzed->absorbed.empty()) return false;
+    if (!analyzed.ok()) return false;
+    // The operands as the template reads them: through an absorbed Transpose, its input (the
+    // workload's trans_b says so; MakeTemplate refuses a transposed A on CUDA, and then the node
+    // is no template step here).
+    const std::string& a_in = analyzed->a;
+    const std::string& b_in = analyzed->b;
     const graph::Workload* w = &analyzed->workload;
     const bool conv = node.op_type == "Conv";
     if (node.op_type == "Gemm" &&
@@ -686,19 +689,19 @@ class Compiler {
     if (!made.ok()) return false;
     const ops::Template& tmpl = **made;
     const std::vector<Shape> natural = tmpl.NaturalInputShapes();
-    absl::StatusOr<TensorType> a_type = TypeOfOperand(node.inputs[0]);
-    absl::StatusOr<TensorType> b_type = TypeOfOperand(node.inputs[1]);
+    absl::StatusOr<TensorType> a_type = TypeOfOperand(a_in);
+    absl::StatusOr<TensorType> b_type = TypeOfOperand(b_in);
     if (!a_type.ok() || !b_type.ok() || natural.size() != 2 ||
         graph::NumElements(a_type->shape) != graph::NumElements(natural[0]) ||
         graph::NumElements(b_type->shape) != graph::NumElements(natural[1])) {
       return false;
     }
     // Convolutions read their data as NCHW and a constant weight.
-    if (conv && (a_type->shape != natural[0] || !ConstantOf(node.inputs[1]).has_value())) {
+    if (conv && (a_type->shape != natural[0] || !ConstantOf(b_in).has_value())) {
       return false;
     }
-    if (Device(node.inputs[0]) == nullptr && !ConstantOf(node.inputs[0]).has_value()) return false;
-    if (Device(node.inputs[1]) == nullptr && !ConstantOf(node.inputs[1]).has_value()) return false;
+    if (Device(a_in) == nullptr && !ConstantOf(a_in).has_value()) return false;
+    if (Device(b_in) == nullptr && !ConstantOf(b_in).has_value()) return false;
     const int64_t channels = conv ? w->k : w->n;
     std::optional<Tensor> bias;
     if (node.inputs.size() > 2 && !node.inputs[2].empty()) {
@@ -757,16 +760,16 @@ class Compiler {
                                               source.status().message()));
     }
     std::vector<Arg> args;
-    LOOM_ASSIGN_OR_RETURN(Arg a, Operand(node.inputs[0]));
+    LOOM_ASSIGN_OR_RETURN(Arg a, Operand(a_in));
     args.push_back(a);
     if (conv) {
       // The weight in the template's natural KCRS.
-      std::optional<Tensor> wt = ConstantOf(node.inputs[1]);
+      std::optional<Tensor> wt = ConstantOf(b_in);
       absl::StatusOr<Tensor> natural_weight = wt->Reshaped(natural[1]);
       if (!natural_weight.ok()) return false;
       args.push_back(Arg{false, AddConstant(*std::move(natural_weight))});
     } else {
-      LOOM_ASSIGN_OR_RETURN(Arg b, Operand(node.inputs[1]));
+      LOOM_ASSIGN_OR_RETURN(Arg b, Operand(b_in));
       args.push_back(b);
     }
     if (bias.has_value()) {
