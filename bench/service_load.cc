@@ -5,16 +5,21 @@
 // GetStats) and the queue wait, daemon CPU seconds and peak RSS (from /proc/PID).
 // --scrape: the daemon also serves its web view (`--http`), and during the run this process
 // scrapes /metrics every second and fetches each page's fragment every 3 s, as an open browser
-// tab does (issue 21's overhead figure: compare a run with and without it on a quiet machine).
+// tab does. --compare: issue 21's overhead figure: runs the load without and with --scrape (each
+// in a child process with a daemon of its own), --repeat N pairs alternating which goes first,
+// and prints the figures side by side with their ratio (with / without; medians over the pairs).
+// Take it on a quiet machine.
 //
 //   service_load [--loom PATH] [--jobs 1000] [--agents 50] [--stage-seconds 0.02]
-//                [--rounds 1] [--tasks 1] [--policy interleaved] [--json FILE] [--scrape]
+//                [--rounds 1] [--tasks 1] [--policy interleaved] [--json FILE]
+//                [--scrape | --compare [--repeat 1]] [--timeout 600]
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -31,6 +36,7 @@
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/version.h"
+#include "nlohmann/json.hpp"
 
 namespace fs = std::filesystem;
 
@@ -47,6 +53,8 @@ struct Options {
   std::string json;
   double timeout_s = 600;
   bool scrape = false;
+  bool compare = false;
+  int repeat = 1;
 };
 
 std::string ReadAll(const std::string& path) {
@@ -350,25 +358,125 @@ int Run(const Options& o) {
                 scrapes > 0 ? scrape_ms / static_cast<double>(scrapes.load()) : 0.0);
   }
   if (!o.json.empty()) {
-    std::ofstream(o.json) << "{\"jobs\":" << o.jobs << ",\"agents\":" << o.agents
-                          << ",\"stage_seconds\":" << o.stage_seconds << ",\"policy\":\""
-                          << o.policy << "\",\"submitted\":" << submitted.load()
-                          << ",\"succeeded\":" << succeeded << ",\"lost\":" << lost
-                          << ",\"wall_s\":" << wall_s << ",\"submit_s\":" << submit_s
-                          << ",\"dispatch_p50_ms\":" << stats.dispatch_p50_ms()
-                          << ",\"dispatch_p99_ms\":" << stats.dispatch_p99_ms()
-                          << ",\"queue_wait_p50_ms\":" << stats.queue_wait_p50_ms()
-                          << ",\"queue_wait_p99_ms\":" << stats.queue_wait_p99_ms()
-                          << ",\"daemon_cpu_s\":" << cpu_s
-                          << ",\"daemon_rss_peak_mib\":" << std::max(hwm, peak_rss)
-                          << ",\"scrape\":" << (o.scrape ? "true" : "false")
-                          << ",\"scrapes\":" << scrapes.load()
-                          << ",\"scrape_errors\":" << scrape_errors.load() << "}\n";
+    const nlohmann::json j = {{"jobs", o.jobs},
+                              {"agents", o.agents},
+                              {"stage_seconds", o.stage_seconds},
+                              {"policy", o.policy},
+                              {"submitted", submitted.load()},
+                              {"succeeded", succeeded},
+                              {"lost", lost},
+                              {"wall_s", wall_s},
+                              {"submit_s", submit_s},
+                              {"dispatch_p50_ms", stats.dispatch_p50_ms()},
+                              {"dispatch_p99_ms", stats.dispatch_p99_ms()},
+                              {"queue_wait_p50_ms", stats.queue_wait_p50_ms()},
+                              {"queue_wait_p99_ms", stats.queue_wait_p99_ms()},
+                              {"daemon_cpu_s", cpu_s},
+                              {"daemon_rss_peak_mib", std::max(hwm, peak_rss)},
+                              {"scrape", o.scrape},
+                              {"scrapes", scrapes.load()},
+                              {"scrape_errors", scrape_errors.load()}};
+    std::ofstream(o.json) << j.dump() << "\n";
   }
   fs::remove_all(dir);
   // Detached stage threads may still hold stubs; leave without destructors.
   std::fflush(stdout);
   _exit(finished && lost == 0 && submit_errors == 0 ? 0 : 1);
+}
+
+// The figures --compare puts side by side (keys of a run's JSON), and how each reads.
+struct Figure {
+  const char* key;
+  const char* label;
+};
+constexpr Figure kFigures[] = {
+    {"wall_s", "wall time (s)"},
+    {"submit_s", "submission (s)"},
+    {"dispatch_p50_ms", "dispatch p50 (ms)"},
+    {"dispatch_p99_ms", "dispatch p99 (ms)"},
+    {"queue_wait_p50_ms", "queue wait p50 (ms)"},
+    {"queue_wait_p99_ms", "queue wait p99 (ms)"},
+    {"daemon_cpu_s", "daemon CPU (s)"},
+    {"daemon_rss_peak_mib", "daemon RSS peak (MiB)"},
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// One run in a child process (Run() ends with _exit: its detached stage threads outlive it);
+// its figures from the JSON it writes. Empty when the run failed.
+nlohmann::json RunChild(Options o, bool scrape, const fs::path& json) {
+  o.scrape = scrape;
+  o.compare = false;
+  o.json = json.string();
+  std::fflush(stdout);
+  const pid_t child = fork();
+  if (child == 0) _exit(Run(o));
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return {};
+  std::ifstream in(json);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_discarded() ? nlohmann::json() : j;
+}
+
+// Without and with the web view, `repeat` pairs (alternating which goes first, so a drift of the
+// machine favours neither), then each figure's medians side by side and their ratio.
+int Compare(const Options& o) {
+  if (o.repeat < 1) {
+    std::fprintf(stderr, "service_load: --repeat must be at least 1\n");
+    return 2;
+  }
+  const fs::path dir =
+      fs::temp_directory_path() / ("loom_service_load_compare_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::vector<nlohmann::json> without, with;
+  for (int r = 0; r < o.repeat; ++r) {
+    for (int k = 0; k < 2; ++k) {
+      const bool scrape = (r + k) % 2 == 1;
+      std::printf("--- pair %d of %d: %s the web view\n", r + 1, o.repeat,
+                  scrape ? "with" : "without");
+      nlohmann::json j =
+          RunChild(o, scrape, dir / ("run-" + std::to_string(r) + "-" + std::to_string(k)));
+      if (j.is_null()) {
+        std::fprintf(stderr, "service_load: the run %s the web view failed (see above)\n",
+                     scrape ? "with" : "without");
+        fs::remove_all(dir);
+        return 1;
+      }
+      (scrape ? with : without).push_back(std::move(j));
+    }
+  }
+  fs::remove_all(dir);
+  std::printf(
+      "\nservice_load --compare: %d jobs x %d tasks x %d rounds, %d agents, %d pair(s); "
+      "medians\n",
+      o.jobs, o.tasks, o.rounds, o.agents, o.repeat);
+  std::printf("  %-24s %12s %12s %8s\n", "figure", "without", "with", "ratio");
+  nlohmann::json out = {{"jobs", o.jobs}, {"agents", o.agents}, {"pairs", o.repeat}};
+  for (const Figure& f : kFigures) {
+    std::vector<double> a, b;
+    for (const nlohmann::json& j : without) a.push_back(j.value(f.key, 0.0));
+    for (const nlohmann::json& j : with) b.push_back(j.value(f.key, 0.0));
+    const double ma = Median(a), mb = Median(b);
+    const double ratio = ma > 0 ? mb / ma : 0;
+    std::printf("  %-24s %12.3f %12.3f %8.3f\n", f.label, ma, mb, ratio);
+    out[f.key] = {{"without", ma}, {"with", mb}, {"ratio", ratio}};
+  }
+  int64_t scrapes = 0, errors = 0;
+  for (const nlohmann::json& j : with) {
+    scrapes += j.value("scrapes", int64_t{0});
+    errors += j.value("scrape_errors", int64_t{0});
+  }
+  std::printf("  web view requests during the runs with it: %lld (%lld failed)\n",
+              static_cast<long long>(scrapes), static_cast<long long>(errors));
+  out["scrapes"] = scrapes;
+  out["scrape_errors"] = errors;
+  if (!o.json.empty()) std::ofstream(o.json) << out.dump(2) << "\n";
+  return errors == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -400,6 +508,10 @@ int main(int argc, char** argv) {
       o.policy = next();
     } else if (a == "--scrape") {
       o.scrape = true;
+    } else if (a == "--compare") {
+      o.compare = true;
+    } else if (a == "--repeat") {
+      o.repeat = std::stoi(next());
     } else if (a == "--json") {
       o.json = next();
     } else if (a == "--timeout") {
@@ -409,5 +521,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  return Run(o);
+  if (o.compare && o.scrape) {
+    std::fprintf(stderr, "service_load: --compare runs with and without --scrape: give one\n");
+    return 2;
+  }
+  return o.compare ? Compare(o) : Run(o);
 }

@@ -27,6 +27,8 @@ PACKAGES=(
   # the service's web view (loom serve --http: cpp-httplib with OpenSSL); its end-to-end test
   # drives headless Chromium from Python (loom_web_test; that part skipped without them)
   libcpp-httplib-dev chromium-driver python3-selenium
+  # the chart test checks trace.json against a JSON Schema of the Chrome trace format
+  python3-jsonschema
   # the Python package (python/) and its tests: the binding, a virtual environment, pytest,
   # pandas (record DataFrames), the notebook's plotting and headless execution
   pybind11-dev python3-dev python3-venv python3-pip python3-pytest python3-pandas

@@ -89,9 +89,10 @@ double Legend(std::string& svg, const std::vector<LegendEntry>& entries, double 
     const LegendEntry& e = entries[i];
     const double x = left + static_cast<double>(i % per_row) * col;
     const double y = top + static_cast<double>(i / per_row) * 17;
+    // One group per entry, its label inside: a reader (or a test) finds each entry's name.
     absl::StrAppend(
         &svg, absl::StrFormat("<g class=\"legend\" transform=\"translate(%.1f,%.1f)\">", x, y),
-        e.swatch, "</g>", Text(x + 17, y + 10, e.label));
+        e.swatch, Text(17, 10, e.label), "</g>");
   }
   const size_t rows = (entries.size() + per_row - 1) / per_row;
   return top + static_cast<double>(rows) * 17;

@@ -188,6 +188,8 @@ TEST(ChartTest, GanttOf64JobsStaysWithinItsHeightBudget) {
   const size_t h = svg.find("height=\"");
   EXPECT_LT(std::stoi(svg.substr(h + 8)), 1100);
   EXPECT_EQ(Count(svg, "<g class=\"legend\""), 64);
+  // Each entry's label is inside its group.
+  EXPECT_NE(svg.find("<text x=\"17.0\" y=\"10.0\">job 63</text>\n</g>"), std::string::npos);
 }
 
 TEST(ChartTest, LineChartDrawsSteppedSeriesAndMarkers) {

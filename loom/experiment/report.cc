@@ -114,7 +114,8 @@ std::string SetupDescription(const std::string& setup) {
 // job's run started; failed trials as markers at the best so far.
 base::LineSeries Curve(const std::string& name, const std::string& color,
                        const std::vector<CurvePoint>& trials, bool by_time) {
-  base::LineSeries s{.name = name, .color = color};
+  // A dot per successful trial, a cross per failed one: every measured trial is seen.
+  base::LineSeries s{.name = name, .color = color, .dots = true};
   double best = 0;
   for (size_t i = 0; i < trials.size(); ++i) {
     const double x = by_time ? trials[i].seconds : static_cast<double>(i + 1);

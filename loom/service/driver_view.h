@@ -50,57 +50,49 @@ struct Histogram {
 // `values` into a histogram over `bounds` (ascending).
 Histogram MakeHistogram(const std::vector<double>& values, std::vector<double> bounds);
 
-// The model's latency estimate from the best kernel of each task so far (best median cost x the
-// task's node count, summed; kernels only, as the driver's estimate at the end of a job).
-// `complete` is false while a task that is not skipped has no successful trial yet.
-// TODO(issue 21): the stats branch's service/job_progress.h (ComputeJobProgress, which fills
-// v1::Job's best_latency_ms and eta_seconds) owns this figure; once it is in main the web view
-// reads those fields and this goes.
-struct BestLatency {
-  double ms = 0;
-  bool complete = false;
-};
-
 struct ViewOptions {
   // Finished stages older than this (before the snapshot's time) are left out of `stages`.
   absl::Duration history = absl::Minutes(10);
-  // Whether `jobs` (and their goals and best latencies) are filled; /metrics needs only
+  // Whether `jobs` (with their progress figures and goals) are filled; /metrics needs only
   // `jobs_by_state`, which is cheap with thousands of jobs.
   bool include_jobs = true;
+  // At most this many jobs, the newest (0: all); DriverView::jobs_not_shown counts the others.
+  int max_jobs = 0;
 };
 
 struct DriverView {
   absl::Time now = absl::UnixEpoch();
   bool running = false;  // the scheduler loop runs (Start() called, Stop() not yet)
-  // The jobs the caller may see (ended ones included), in submission order, and each one's
-  // latency goal (ms, 0: none) by job id.
+  // The jobs the caller may see (ended ones included), in submission order, with their progress
+  // figures set as the gRPC replies carry them (job_progress.h: trials done of total, rate, ETA,
+  // best latency so far), and each one's latency goal (ms, 0: none) by job id.
   std::vector<v1::Job> jobs;
   std::map<std::string, double> latency_goal_ms;
-  std::map<std::string, BestLatency> best_latency;  // by job id
-  std::map<v1::JobState, int64_t> jobs_by_state;    // of the jobs the caller may see
+  std::map<v1::JobState, int64_t> jobs_by_state;  // of the jobs the caller may see
+  int64_t jobs_not_shown = 0;  // visible jobs left out of `jobs` by ViewOptions::max_jobs
   // Daemon-wide (admins only; empty for other callers).
   std::vector<AgentView> agents;
   std::vector<StageSpan> stages;  // finished within `history`, then the running ones
-  // Stages waiting in the scheduler's queue by resource class ("cpu", "device:<target key>").
-  std::map<std::string, int64_t> queued_by_class;
-  std::map<std::string, int64_t> queued_by_kind;  // the same stages by kind ("build")
+  // Stages waiting for resources by kind ("build"); by resource class: stats.queues.
+  std::map<std::string, int64_t> queued_by_kind;
   // Stages that ended since the daemon started, by kind ("measure") and how they ended
   // ("done", "failed", "revoked").
   std::map<std::pair<std::string, std::string>, int64_t> stages_ended;
-  int64_t grants_total = 0;
   int64_t records_written = 0;     // records stored for the jobs this daemon holds
   int64_t measurement_errors = 0;  // error trials of those jobs
   Histogram queue_wait_seconds;
   Histogram dispatch_seconds;
+  // What GetStats returns (JobDriver::Stats): the scheduler's own figures (grants and the grant
+  // rate, each device's leased time and utilization since its agent registered, ready queues),
+  // agents by state, jobs, the policy.
   v1::ServerStats stats;
 };
 
 // What the one-job page draws: the job, its records (every trial, failed ones included, in the
 // order they were stored) and its stages' time by kind.
 struct JobDetail {
-  v1::Job job;
+  v1::Job job;  // with its progress figures, as in DriverView::jobs
   double latency_goal_ms = 0;
-  BestLatency best_latency;
   std::vector<tune::Record> records;
   std::map<std::string, double> stage_seconds;  // by kind, from the stages this daemon saw
   std::map<std::string, int64_t> stage_count;

@@ -138,50 +138,31 @@ std::string ProgressBar(double fraction) {
       fraction * 100, std::clamp(fraction, 0.0, 1.0) * 100);
 }
 
-std::string LatencyCell(const BestLatency& best, double goal_ms, double final_ms) {
-  std::string text;
-  const double ms = final_ms > 0 ? final_ms : best.ms;
-  if (ms <= 0) {
-    text = "&ndash;";
-  } else {
-    text = absl::StrFormat("%.3f ms%s", ms, final_ms > 0 || best.complete ? "" : " (partial)");
-  }
+// The best latency so far (job_progress.h: unknown until every tuned task has a success) against
+// the job's latency goal.
+std::string LatencyCell(const v1::Job& job, double goal_ms) {
+  std::string text = job.has_best_latency_ms() ? absl::StrFormat("%.3f ms", job.best_latency_ms())
+                                               : std::string("&ndash;");
   if (goal_ms > 0) {
-    const bool met = ms > 0 && (final_ms > 0 || best.complete) && ms <= goal_ms;
+    const bool met = job.has_best_latency_ms() && job.best_latency_ms() <= goal_ms;
     absl::StrAppend(&text, absl::StrFormat(" / goal %.3f ms <span class=\"%s\">%s</span>", goal_ms,
                                            met ? "ok" : "pending", met ? "met" : "not yet"));
   }
   return text;
 }
 
-// Trials done of trials asked over every task, and the time left at the rate so far (unset while
-// queued, before the first trial, or once ended).
-// TODO(issue 21): the stats branch's service/job_progress.h (ComputeJobProgress: a windowed rate,
-// filled into v1::Job's trials_done, trials_total and eta_seconds) owns these figures; once it is
-// in main the pages read those fields and this goes.
-struct JobProgress {
-  int64_t trials_done = 0;
-  int64_t trials = 0;
-  double fraction = 0;
-  std::optional<absl::Duration> eta;
-};
-JobProgress ComputeProgress(const v1::Job& job, absl::Time now) {
-  JobProgress p;
-  for (const v1::TaskProgress& t : job.tasks()) {
-    p.trials += std::max(0, t.trials());
-    p.trials_done += std::clamp(t.trials_done(), 0, std::max(0, t.trials()));
-  }
-  p.fraction =
-      p.trials > 0 ? static_cast<double>(p.trials_done) / static_cast<double>(p.trials) : 0;
-  if (job.state() == v1::JOB_STATE_RUNNING && job.started_unix_micros() > 0 && p.trials_done > 0 &&
-      p.trials_done < p.trials) {
-    const absl::Duration elapsed = now - absl::FromUnixMicros(job.started_unix_micros());
-    if (elapsed > absl::ZeroDuration()) {
-      p.eta = elapsed *
-              (static_cast<double>(p.trials - p.trials_done) / static_cast<double>(p.trials_done));
-    }
-  }
-  return p;
+// Trials done of the job's total (job_progress.h), as a bar and "done/total".
+std::string ProgressCell(const v1::Job& job, absl::string_view unit) {
+  const double fraction = job.trials_total() > 0 ? static_cast<double>(job.trials_done()) /
+                                                       static_cast<double>(job.trials_total())
+                                                 : 0;
+  return absl::StrCat(ProgressBar(fraction), " <span class=\"progress\">", job.trials_done(), "/",
+                      job.trials_total(), unit, "</span>");
+}
+
+std::string EtaText(const v1::Job& job) {
+  return job.has_eta_seconds() ? HumanDuration(absl::Seconds(job.eta_seconds()))
+                               : std::string("&ndash;");
 }
 
 std::string StateBadge(v1::JobState state) {
@@ -243,12 +224,17 @@ std::string MetricsText(const DriverView& view) {
   }
 
   Family(out, "loom_scheduler_queued_stages", "gauge",
-         "Ready stages waiting for resources, by resource class (cpu, or device:<target key>).");
-  for (const auto& [cls, n] : view.queued_by_class) {
-    Sample(out, "loom_scheduler_queued_stages", {{"class", cls}}, static_cast<double>(n));
+         "Ready stages waiting for resources, by the scheduler's resource class: CPU slots, "
+         "device kind (target key; empty: CPU only) and named device (empty: any of the kind).");
+  for (const v1::QueueStats& q : view.stats.queues()) {
+    Sample(out, "loom_scheduler_queued_stages",
+           {{"cpu_slots", absl::StrCat(q.cpu_slots())},
+            {"device_kind", q.device_kind()},
+            {"device", q.device()}},
+           static_cast<double>(q.ready()));
   }
   Family(out, "loom_scheduler_grants_total", "counter", "Stages granted by the scheduler.");
-  Sample(out, "loom_scheduler_grants_total", {}, static_cast<double>(view.grants_total));
+  Sample(out, "loom_scheduler_grants_total", {}, static_cast<double>(view.stats.grants()));
   Family(out, "loom_stages_dispatched_total", "counter", "Granted stages delivered to agents.");
   Sample(out, "loom_stages_dispatched_total", {},
          static_cast<double>(view.stats.stages_dispatched()));
@@ -287,32 +273,21 @@ std::string MetricsText(const DriverView& view) {
     Sample(out, "loom_agent_cpu_slots_used", {{"agent", a.id}}, a.cpu_slots_used);
   }
 
-  // Utilization over the stage history the snapshot holds (its window ends now).
-  double lo = absl::ToDoubleSeconds(view.now - absl::UnixEpoch());
-  for (const StageSpan& s : view.stages) {
-    lo = std::min(lo, absl::ToDoubleSeconds(s.start - absl::UnixEpoch()));
-  }
-  const double hi = absl::ToDoubleSeconds(view.now - absl::UnixEpoch());
-  Family(out, "loom_device_busy", "gauge", "1 while a stage runs on the device.");
-  std::string util;
+  // The scheduler's device figures (Scheduler::Usage, as GetStats reports them).
+  std::string busy_seconds, util;
+  Family(out, "loom_device_busy", "gauge", "1 while a stage holds the device.");
+  Family(busy_seconds, "loom_device_busy_seconds_total", "counter",
+         "Time the device was leased since its agent registered (shared leases counted once).");
   Family(util, "loom_device_utilization", "gauge",
-         "Busy fraction of the device over the stage history the daemon keeps (minutes).");
-  for (const Lane& lane : Lanes(view)) {
-    if (lane.device.empty()) continue;
-    bool busy = false;
-    std::vector<std::pair<double, double>> spans;
-    for (const StageSpan* s : lane.spans) {
-      busy |= s->running;
-      spans.push_back({absl::ToDoubleSeconds(s->start - absl::UnixEpoch()),
-                       absl::ToDoubleSeconds(s->end - absl::UnixEpoch())});
-    }
-    const std::vector<std::pair<std::string, std::string>> labels = {{"agent", lane.agent},
-                                                                     {"device", lane.device}};
-    Sample(out, "loom_device_busy", labels, busy ? 1 : 0);
-    Sample(util, "loom_device_utilization", labels,
-           hi > lo ? BusyWithin(spans, lo, hi).busy / (hi - lo) : 0);
+         "Busy fraction of the device since its agent registered.");
+  for (const v1::DeviceStats& d : view.stats.devices()) {
+    const std::vector<std::pair<std::string, std::string>> labels = {{"agent", d.agent_id()},
+                                                                     {"device", d.name()}};
+    Sample(out, "loom_device_busy", labels, d.leases() > 0 ? 1 : 0);
+    Sample(busy_seconds, "loom_device_busy_seconds_total", labels, d.busy_seconds());
+    Sample(util, "loom_device_utilization", labels, d.utilization());
   }
-  absl::StrAppend(&out, util);
+  absl::StrAppend(&out, busy_seconds, util);
 
   Family(out, "loom_records_written_total", "counter",
          "Tuning records stored for the jobs the daemon holds.");
@@ -411,9 +386,7 @@ std::string JobsFragment(const DriverView& view) {
   std::string rows;
   for (auto it = view.jobs.rbegin(); it != view.jobs.rend(); ++it) {
     const v1::Job& j = *it;
-    const JobProgress p = ComputeProgress(j, view.now);
     auto goal = view.latency_goal_ms.find(j.id());
-    auto best = view.best_latency.find(j.id());
     std::string stage;
     for (const v1::TaskProgress& t : j.tasks()) {
       if (t.stage() != "done" && !t.stage().empty()) {
@@ -422,19 +395,22 @@ std::string JobsFragment(const DriverView& view) {
       }
     }
     if (!j.failure_reason().empty()) stage = j.failure_reason();
-    absl::StrAppend(
-        &rows, "<tr class=\"job\" data-job=\"", XmlEscape(j.id()), "\" data-trials-done=\"",
-        p.trials_done, "\" data-trials=\"", p.trials, "\"><td><a href=\"/job/", XmlEscape(j.id()),
-        "\">", XmlEscape(j.id()), "</a></td><td class=\"name\">", XmlEscape(j.name()), "</td><td>",
-        XmlEscape(j.owner()), "</td><td>", StateBadge(j.state()), "</td><td>",
-        ProgressBar(p.fraction), " <span class=\"progress\">", p.trials_done, "/", p.trials,
-        "</span></td><td>", p.eta ? HumanDuration(*p.eta) : "&ndash;", "</td><td>",
-        LatencyCell(best == view.best_latency.end() ? BestLatency{} : best->second,
-                    goal == view.latency_goal_ms.end() ? 0 : goal->second,
-                    j.estimated_latency_ms()),
-        "</td><td class=\"wide muted\">", XmlEscape(stage), "</td></tr>\n");
+    absl::StrAppend(&rows, "<tr class=\"job\" data-job=\"", XmlEscape(j.id()),
+                    "\" data-trials-done=\"", j.trials_done(), "\" data-trials=\"",
+                    j.trials_total(), "\"><td><a href=\"/job/", XmlEscape(j.id()), "\">",
+                    XmlEscape(j.id()), "</a></td><td class=\"name\">", XmlEscape(j.name()),
+                    "</td><td>", XmlEscape(j.owner()), "</td><td>", StateBadge(j.state()),
+                    "</td><td>", ProgressCell(j, ""), "</td><td>", EtaText(j), "</td><td>",
+                    LatencyCell(j, goal == view.latency_goal_ms.end() ? 0 : goal->second),
+                    "</td><td class=\"wide muted\">", XmlEscape(stage), "</td></tr>\n");
   }
   if (rows.empty()) rows = "<tr><td colspan=\"8\" class=\"muted\">no jobs yet</td></tr>";
+  if (view.jobs_not_shown > 0) {
+    absl::StrAppend(&rows, "<tr><td colspan=\"8\" class=\"muted\" id=\"not-shown\">",
+                    view.jobs_not_shown,
+                    " older jobs not shown (<code>loom jobs</code> lists them)"
+                    "</td></tr>");
+  }
   return absl::StrCat(
       "<h1>Jobs</h1><div class=\"scroll\"><table id=\"jobs\"><thead><tr><th>id</th><th>name</th>"
       "<th>owner</th><th>state</th><th>progress (trials)</th><th>ETA</th>"
@@ -442,16 +418,14 @@ std::string JobsFragment(const DriverView& view) {
       rows, "</tbody></table></div>");
 }
 
-std::string JobFragment(const JobDetail& d, absl::Time now) {
+std::string JobFragment(const JobDetail& d) {
   const v1::Job& j = d.job;
-  const JobProgress p = ComputeProgress(j, now);
-  std::string out = absl::StrCat(
-      "<h1>Job ", XmlEscape(j.id()), ": <span class=\"name\">", XmlEscape(j.name()),
-      "</span></h1><div class=\"summary\">", StateBadge(j.state()), " owner ", XmlEscape(j.owner()),
-      " &middot; target ", XmlEscape(j.target()), " &middot; ", ProgressBar(p.fraction),
-      " <span class=\"progress\">", p.trials_done, "/", p.trials, " trials</span> &middot; ETA ",
-      p.eta ? HumanDuration(*p.eta) : "&ndash;", " &middot; best latency ",
-      LatencyCell(d.best_latency, d.latency_goal_ms, j.estimated_latency_ms()), "</div>");
+  std::string out =
+      absl::StrCat("<h1>Job ", XmlEscape(j.id()), ": <span class=\"name\">", XmlEscape(j.name()),
+                   "</span></h1><div class=\"summary\">", StateBadge(j.state()), " owner ",
+                   XmlEscape(j.owner()), " &middot; target ", XmlEscape(j.target()), " &middot; ",
+                   ProgressCell(j, " trials"), " &middot; ETA ", EtaText(j),
+                   " &middot; best latency ", LatencyCell(j, d.latency_goal_ms), "</div>");
   if (!j.failure_reason().empty()) {
     absl::StrAppend(&out, "<p class=\"error\">", XmlEscape(j.failure_reason()), "</p>");
   }
@@ -602,6 +576,13 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
            .attributes = {{"data-job", s->job_id}, {"data-kind", kind}}});
     }
     const BusyFigures f = BusyWithin(spans, 0, axis_end);
+    // A device's utilization since its agent registered: the scheduler's (GetStats).
+    std::string since = "&ndash;";
+    for (const v1::DeviceStats& d : view.stats.devices()) {
+      if (!lane.device.empty() && d.agent_id() == lane.agent && d.name() == lane.device) {
+        since = absl::StrFormat("%.0f%%", 100 * d.utilization());
+      }
+    }
     const AgentView* agent = nullptr;
     for (const AgentView& a : view.agents) {
       if (a.id == lane.agent) agent = &a;
@@ -618,8 +599,9 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
         lane.device.empty() && agent != nullptr
             ? absl::StrCat(agent->cpu_slots_used, "/", agent->cpu_slots, " slots")
             : std::string(busy ? "busy" : "idle"),
-        "</td><td>", absl::StrFormat("%.0f%%", 100 * f.busy / axis_end), "</td><td>",
-        absl::StrFormat("%.1f s", f.longest_idle), " (", f.idle_gaps, " gaps &ge; 1 s)</td><td>",
+        "</td><td>", absl::StrFormat("%.0f%%", 100 * f.busy / axis_end), "</td><td class=\"wide\">",
+        since, "</td><td>", absl::StrFormat("%.1f s", f.longest_idle), " (", f.idle_gaps,
+        " gaps &ge; 1 s)</td><td>",
         agent == nullptr
             ? "?"
             : absl::StrFormat("%.1f s ago",
@@ -631,20 +613,25 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
   return absl::StrCat(
       "<h1>Devices and agents</h1><div class=\"chart\" id=\"gantt\">", chart,
       "</div><div class=\"scroll\"><table id=\"devices\"><thead><tr><th>agent</th><th>resource"
-      "</th><th>state</th><th>now</th><th>utilization</th><th>longest idle gap</th>"
+      "</th><th>state</th><th>now</th><th>busy in the window</th>"
+      "<th class=\"wide\">utilization since registered</th><th>longest idle gap</th>"
       "<th>last heard</th></tr></thead><tbody>",
-      rows.empty() ? "<tr><td colspan=\"7\" class=\"muted\">no agents registered</td></tr>" : rows,
+      rows.empty() ? "<tr><td colspan=\"8\" class=\"muted\">no agents registered</td></tr>" : rows,
       "</tbody></table></div>");
 }
 
-std::string SchedulerFragment(const DriverView& view, double grants_per_second) {
+std::string SchedulerFragment(const DriverView& view) {
   const v1::ServerStats& s = view.stats;
   std::string classes;
-  for (const auto& [cls, n] : view.queued_by_class) {
-    absl::StrAppend(&classes, "<tr><td>", XmlEscape(cls), "</td><td class=\"depth\">", n,
-                    "</td></tr>");
+  for (const v1::QueueStats& q : s.queues()) {
+    absl::StrAppend(&classes, "<tr><td>", q.cpu_slots(), "</td><td>",
+                    q.device_kind().empty() ? "&ndash;" : XmlEscape(q.device_kind()), "</td><td>",
+                    q.device().empty() ? "any" : XmlEscape(q.device()), "</td><td class=\"depth\">",
+                    q.ready(), "</td></tr>");
   }
-  if (classes.empty()) classes = "<tr><td colspan=\"2\" class=\"muted\">nothing queued</td></tr>";
+  if (classes.empty()) {
+    classes = "<tr><td colspan=\"4\" class=\"muted\">no stage submitted yet</td></tr>";
+  }
   // Drawn by decades (1 ms, 10 ms, ... 10 s, then 1 min and more) so the labels stay readable on
   // a phone; the histogram itself keeps its finer buckets for /metrics.
   auto histogram_chart = [](const std::string& title, const Histogram& h) {
@@ -671,16 +658,16 @@ std::string SchedulerFragment(const DriverView& view, double grants_per_second) 
       "<h1>Scheduler</h1><table id=\"figures\"><tbody>"
       "<tr><th>policy</th><td id=\"policy\">",
       XmlEscape(s.policy()), "</td></tr><tr><th>grants per second (last minute)</th><td>",
-      grants_per_second < 0 ? std::string("&ndash;") : absl::StrFormat("%.2f", grants_per_second),
-      "</td></tr><tr><th>grants in all</th><td>", view.grants_total,
-      "</td></tr><tr><th>stages ready / running</th><td>", s.ready_stages(), " / ",
+      absl::StrFormat("%.2f", s.grants_per_second()), "</td></tr><tr><th>grants in all</th><td>",
+      s.grants(), "</td></tr><tr><th>stages ready / running</th><td>", s.ready_stages(), " / ",
       s.running_stages(), "</td></tr><tr><th>stages dispatched / requeued</th><td>",
       s.stages_dispatched(), " / ", s.stages_requeued(),
       "</td></tr><tr><th>jobs active / all</th><td>", s.jobs_active(), " / ", s.jobs_total(),
       "</td></tr><tr><th>agents alive / lost / flagged</th><td>", s.agents_alive(), " / ",
       s.agents_lost(), " / ", s.agents_flagged(),
       "</td></tr></tbody></table><h2>Queue depth by resource class</h2><table id=\"queues\">"
-      "<thead><tr><th>class</th><th>queued stages</th></tr></thead><tbody>",
+      "<thead><tr><th>CPU slots</th><th>device kind</th><th>device</th><th>ready stages</th>"
+      "</tr></thead><tbody>",
       classes, "</tbody></table><div class=\"charts\"><div class=\"chart\">",
       histogram_chart("Queue wait (ready to grant)", view.queue_wait_seconds),
       "</div><div class=\"chart\">",

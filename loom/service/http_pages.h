@@ -39,13 +39,11 @@ absl::string_view AppStyle();
 
 // The fragments (the contents of <main>).
 std::string JobsFragment(const DriverView& view);
-std::string JobFragment(const JobDetail& job, absl::Time now);
+std::string JobFragment(const JobDetail& job);
 struct DevicesOptions {
   absl::Duration window = absl::Minutes(10);  // the Gantt shows this much time before `now`
 };
 std::string DevicesFragment(const DriverView& view, const DevicesOptions& options);
-// `grants_per_second`: the recent grant rate (the server samples grants_total), negative when
-// not known yet.
-std::string SchedulerFragment(const DriverView& view, double grants_per_second);
+std::string SchedulerFragment(const DriverView& view);
 
 }  // namespace loom::service

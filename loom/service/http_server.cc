@@ -28,6 +28,9 @@
 namespace loom::service {
 namespace {
 
+// The jobs page lists the newest this many jobs (`loom jobs` and /api/jobs list all).
+constexpr int kMaxJobsShown = 200;
+
 constexpr char kCookie[] = "loom_token";
 
 // A fixed set of threads with a bounded queue: when `max_queued` connections wait, the accept
@@ -131,8 +134,6 @@ struct HttpServer::Impl {
   JobDriver* driver = nullptr;
   const TokenTable* tokens = nullptr;
   bool tls = false;
-  absl::Mutex grants_mu;
-  std::deque<std::pair<absl::Time, int64_t>> grants ABSL_GUARDED_BY(grants_mu);
 
   // The caller: a bearer token first, else the login cookie.
   absl::StatusOr<Principal> Who(const httplib::Request& req) const {
@@ -169,17 +170,6 @@ struct HttpServer::Impl {
     }
   }
 
-  // Grants per second over the last minute of samples (one per admin view taken).
-  double GrantRate(absl::Time now, int64_t total) {
-    absl::MutexLock lock(&grants_mu);
-    grants.emplace_back(now, total);
-    while (grants.size() > 2 && now - grants.front().first > absl::Minutes(1)) grants.pop_front();
-    if (grants.size() > 1000) grants.pop_front();
-    const auto& [t0, g0] = grants.front();
-    const double dt = absl::ToDoubleSeconds(now - t0);
-    return dt >= 1 ? static_cast<double>(total - g0) / dt : -1;
-  }
-
   // A page's fragment for `path` ("jobs", "job/j3", "devices", "scheduler"), and its title.
   absl::StatusOr<std::pair<std::string, std::string>> Fragment(const Principal& who,
                                                                const std::string& page,
@@ -188,7 +178,7 @@ struct HttpServer::Impl {
       const std::string id = page.substr(4);
       auto d = driver->Detail(who, id);
       if (!d.ok()) return d.status();
-      return std::make_pair(JobFragment(*d, absl::Now()), absl::StrCat("job ", id));
+      return std::make_pair(JobFragment(*d), absl::StrCat("job ", id));
     }
     if ((page == "devices" || page == "scheduler") && !who.admin()) {
       return absl::PermissionDeniedError(
@@ -203,15 +193,17 @@ struct HttpServer::Impl {
       }
       devices.window = absl::Minutes(minutes);
     }
-    auto view = driver->View(who, ViewOptions{.history = devices.window});
+    // Only the jobs page shows jobs (their progress reads records): the newest kMaxJobsShown.
+    auto view = driver->View(who, ViewOptions{.history = devices.window,
+                                              .include_jobs = page == "jobs",
+                                              .max_jobs = kMaxJobsShown});
     if (!view.ok()) return view.status();
     if (page == "jobs") return std::make_pair(JobsFragment(*view), std::string("jobs"));
     if (page == "devices") {
       return std::make_pair(DevicesFragment(*view, devices), std::string("devices"));
     }
     if (page == "scheduler") {
-      return std::make_pair(SchedulerFragment(*view, GrantRate(view->now, view->grants_total)),
-                            std::string("scheduler"));
+      return std::make_pair(SchedulerFragment(*view), std::string("scheduler"));
     }
     return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
   }

@@ -106,6 +106,9 @@ class JobDriver {
   // of each (read outside the lock; none are read for a job without records), when it started,
   // whether it ended, and the driver's clock now. Same visibility errors as Get.
   absl::StatusOr<ProgressInput> ProgressInputOf(const Principal& who, const std::string& job_id);
+  // Sets the progress figures of `job`, one this driver showed `who`: ComputeJobProgress over
+  // ProgressInputOf (job_progress.h). Takes the lock; implemented in job_driver_view.cc.
+  absl::Status FillProgress(const Principal& who, v1::Job& job);
 
   // Read-only snapshots for the web view and /metrics (driver_view.h), copied under the lock.
   // Users get their own jobs; admins every job and the daemon-wide parts; agents
@@ -230,6 +233,9 @@ class JobDriver {
   // Forgets the lease. `revoke`: it did not end by a report, so its agent is told to stop it.
   void EndLease(const std::string& lease_id, Mutation& m, bool revoke = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // View()'s part copied under the lock (everything but the progress figures and `stats`).
+  absl::Status ViewLocked(const Principal& who, const ViewOptions& options, DriverView& v)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Keeps the ending lease as a StageSpan for View() (job_driver_view.cc).
   void RememberEnded(const Lease& lease, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

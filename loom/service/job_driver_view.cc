@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/service/job_driver.h"
+#include "loom/service/job_progress.h"
 #include "loom/v1/stage_names.h"
 
 namespace loom::service {
@@ -39,24 +40,6 @@ std::string QueuedKindName(TaskPhase phase) {
     default:
       return "other";
   }
-}
-
-// See BestLatency (driver_view.h).
-BestLatency BestLatencySoFar(const std::vector<TaskRow>& tasks) {
-  BestLatency b;
-  bool all = true;
-  bool any = false;
-  for (const TaskRow& t : tasks) {
-    if (t.phase == TaskPhase::kSkipped) continue;
-    if (t.best_cost <= 0) {
-      all = false;
-      continue;
-    }
-    any = true;
-    b.ms += t.best_cost * static_cast<double>(t.count) * 1e3;
-  }
-  b.complete = any && all;
-  return b;
 }
 
 }  // namespace
@@ -95,12 +78,30 @@ bool JobDriver::Running() {
   return started_ && !stopping_;
 }
 
+// The progress figures of a job the driver showed `who` (job_progress.h), as the gRPC handlers set
+// them. The driver's lock must not be held: ProgressInputOf takes it and reads the record store.
+absl::Status JobDriver::FillProgress(const Principal& who, v1::Job& job) {
+  LOOM_ASSIGN_OR_RETURN(ProgressInput in, ProgressInputOf(who, job.id()));
+  FillJobProgress(ComputeJobProgress(in), &job);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptions& options) {
   if (who.role == Role::kAgent) {
     return absl::PermissionDeniedError("agent tokens cannot use the web view");
   }
-  absl::MutexLock lock(&mu_);
   DriverView v;
+  if (who.admin()) {
+    LOOM_ASSIGN_OR_RETURN(v.stats, Stats(who));
+  }
+  LOOM_RETURN_IF_ERROR(ViewLocked(who, options, v));
+  for (v1::Job& job : v.jobs) LOOM_RETURN_IF_ERROR(FillProgress(who, job));
+  return v;
+}
+
+absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options,
+                                   DriverView& v) {
+  absl::MutexLock lock(&mu_);
   v.now = Now();
   v.running = started_ && !stopping_;
   for (const auto& [num, job] : jobs_) {
@@ -113,9 +114,14 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
     if (!options.include_jobs) continue;
     v.jobs.push_back(ToProto(*job));
     v.latency_goal_ms[job->row.id] = job->row.spec.latency_goal_ms();
-    v.best_latency[job->row.id] = BestLatencySoFar(job->tasks);
   }
-  if (!who.admin()) return v;
+  if (options.max_jobs > 0 && v.jobs.size() > static_cast<size_t>(options.max_jobs)) {
+    const size_t drop = v.jobs.size() - static_cast<size_t>(options.max_jobs);
+    for (size_t i = 0; i < drop; ++i) v.latency_goal_ms.erase(v.jobs[i].id());
+    v.jobs.erase(v.jobs.begin(), v.jobs.begin() + static_cast<std::ptrdiff_t>(drop));
+    v.jobs_not_shown = static_cast<int64_t>(drop);
+  }
+  if (!who.admin()) return absl::OkStatus();
 
   for (const auto& [id, a] : agents_) {
     AgentView av{.id = a->id,
@@ -159,32 +165,12 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
     const Job& job = *it->second;
     if (!job.stage_live || !job.lease.empty()) continue;
     const int task = CurrentTask(job);
-    const bool device = task >= 0 && job.tasks[task].phase == TaskPhase::kMeasure;
-    ++v.queued_by_class[device ? absl::StrCat("device:", job.row.target_key) : "cpu"];
     if (task >= 0) ++v.queued_by_kind[QueuedKindName(job.tasks[task].phase)];
   }
   v.stages_ended = stages_ended_;
-  v.grants_total = scheduler_->stats().grants;
   v.queue_wait_seconds = MillisHistogram(queue_wait_ms_);
   v.dispatch_seconds = MillisHistogram(dispatch_ms_);
-  for (const auto& [id, a] : agents_) {
-    if (a->alive) {
-      v.stats.set_agents_alive(v.stats.agents_alive() + 1);
-    } else {
-      v.stats.set_agents_lost(v.stats.agents_lost() + 1);
-    }
-    if (a->flagged) v.stats.set_agents_flagged(v.stats.agents_flagged() + 1);
-  }
-  v.stats.set_jobs_total(static_cast<int64_t>(jobs_.size()));
-  v.stats.set_jobs_active(static_cast<int64_t>(active_.size()));
-  v.stats.set_stages_dispatched(static_cast<int64_t>(dispatch_ms_.size()));
-  v.stats.set_stages_requeued(requeued_);
-  v.stats.set_reports_refused(reports_refused_);
-  v.stats.set_ready_stages(static_cast<int64_t>(scheduler_->num_ready()));
-  v.stats.set_running_stages(static_cast<int64_t>(scheduler_->num_running()));
-  v.stats.set_policy(options_.policy);
-  for (v1::ResourceUse& u : Resources()) *v.stats.add_resources() = std::move(u);
-  return v;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobDetail> JobDriver::Detail(const Principal& who, const std::string& job_id) {
@@ -197,7 +183,6 @@ absl::StatusOr<JobDetail> JobDriver::Detail(const Principal& who, const std::str
     LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
     d.job = ToProto(*job);
     d.latency_goal_ms = job->row.spec.latency_goal_ms();
-    d.best_latency = BestLatencySoFar(job->tasks);
     target_key = job->row.target_key;
     record_key = job->row.RecordKey();
     std::set<std::string> seen;
@@ -224,6 +209,7 @@ absl::StatusOr<JobDetail> JobDriver::Detail(const Principal& who, const std::str
       for (tune::Record& r : rs) d.records.push_back(std::move(r));
     }
   }
+  LOOM_RETURN_IF_ERROR(FillProgress(who, d.job));
   return d;
 }
 

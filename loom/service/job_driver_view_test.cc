@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "loom/service/job_driver.h"
+#include "loom/service/job_progress.h"
 #include "loom/v1/version.h"
 
 namespace loom::service {
@@ -110,6 +111,17 @@ TEST_F(DriverViewTest, UsersSeeTheirJobsAdminsEverythingAgentsNothing) {
   EXPECT_EQ(driver_->View(kAgent, {}).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_FALSE(driver_->Running());
   EXPECT_EQ(driver_->Detail(kBob, "j1").status().code(), absl::StatusCode::kNotFound);
+
+  // max_jobs keeps the newest and counts the others.
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  auto newest = driver_->View(kAdmin, {.max_jobs = 2});
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->jobs.size(), 2u);
+  EXPECT_EQ(newest->jobs[0].id(), "j2");
+  EXPECT_EQ(newest->jobs[1].id(), "j3");
+  EXPECT_EQ(newest->jobs_not_shown, 1);
+  EXPECT_EQ(newest->latency_goal_ms.count("j1"), 0u);
+  EXPECT_EQ(newest->jobs_by_state.at(v1::JOB_STATE_QUEUED), 3);
 }
 
 TEST_F(DriverViewTest, EndedStagesKeepTheirTimesAndAgentAndAgeOutOfTheWindow) {
@@ -133,7 +145,22 @@ TEST_F(DriverViewTest, EndedStagesKeepTheirTimesAndAgentAndAgeOutOfTheWindow) {
   int64_t ended = 0;
   for (const auto& [key, n] : v->stages_ended) ended += n;
   EXPECT_EQ(ended, 8);
-  EXPECT_EQ(v->grants_total, 8);
+  // The scheduler's figures come as GetStats reports them.
+  EXPECT_EQ(v->stats.grants(), 8);
+  EXPECT_GT(v->stats.grants_per_second(), 0);
+  ASSERT_EQ(v->stats.devices_size(), 1);
+  EXPECT_EQ(v->stats.devices(0).name(), "cpu:1");
+  // The job carries its progress figures (job_progress.h), as the gRPC replies do: a simulated
+  // job's trials are its rounds; ended, so no ETA; the best latency is ComputeJobProgress's.
+  ASSERT_EQ(v->jobs.size(), 1u);
+  EXPECT_EQ(v->jobs[0].trials_done(), 2);
+  EXPECT_EQ(v->jobs[0].trials_total(), 2);
+  EXPECT_FALSE(v->jobs[0].has_eta_seconds());
+  auto in = driver_->ProgressInputOf(kAdmin, job->id());
+  ASSERT_TRUE(in.ok());
+  const JobProgress p = ComputeJobProgress(*in);
+  ASSERT_TRUE(p.best_latency_ms.has_value());
+  EXPECT_EQ(v->jobs[0].best_latency_ms(), *p.best_latency_ms);
   EXPECT_EQ(v->dispatch_seconds.count, 8);
   EXPECT_EQ(v->records_written, 2);
   ASSERT_EQ(v->agents.size(), 1u);
@@ -148,6 +175,8 @@ TEST_F(DriverViewTest, EndedStagesKeepTheirTimesAndAgentAndAgeOutOfTheWindow) {
 
   auto d = driver_->Detail(kAlice, job->id());
   ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->job.trials_done(), 2);
+  EXPECT_EQ(d->job.trials_total(), 2);
   EXPECT_EQ(d->stage_count.at("simulated"), 8);
   EXPECT_DOUBLE_EQ(d->stage_seconds.at("simulated"), 16);
 }
@@ -175,7 +204,12 @@ TEST_F(DriverViewTest, AGrantedStageShowsAsRunningUntilNowUntilReported) {
   EXPECT_EQ(v->stages[0].end, clock_.Now());
   EXPECT_EQ(v->stages[0].start, granted);
   EXPECT_EQ(v->stages[0].agent_id, agent);
-  EXPECT_TRUE(v->queued_by_class.empty());
+  // The granted stage waits in no queue; the job shows one round of one to go.
+  for (const v1::QueueStats& q : v->stats.queues()) EXPECT_EQ(q.ready(), 0);
+  EXPECT_TRUE(v->queued_by_kind.empty());
+  ASSERT_EQ(v->jobs.size(), 1u);
+  EXPECT_EQ(v->jobs[0].trials_done(), 0);
+  EXPECT_EQ(v->jobs[0].trials_total(), 1);
 }
 
 }  // namespace

@@ -26,6 +26,9 @@ import unittest
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import headless_chromium  # noqa: E402
+
 LOOM = None
 JOB_TRIALS = 8
 JOB_TASKS = 2
@@ -177,29 +180,12 @@ class WebViewTest(unittest.TestCase):
         self.assertEqual(final['loom_agents{state="alive"}'], 1)
 
     def test_2_pages_in_headless_chromium(self):
-        chromium = shutil.which("chromium")
-        driver_path = shutil.which("chromedriver")
-        try:
-            from selenium import webdriver
-            from selenium.webdriver.common.by import By
-        except ImportError:
-            self.skipTest("python3-selenium is not installed")
-        if not chromium or not driver_path:
-            self.skipTest("chromium or chromedriver is not installed")
+        browser = headless_chromium(self, self.dir)
+        from selenium.webdriver.common.by import By
         wait_for(lambda: self.job_state()["state"] != "JOB_STATE_RUNNING"
                  and self.job_state()["state"] != "JOB_STATE_QUEUED", 120, "the job to end")
         os.makedirs(self.shots, exist_ok=True)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  f"--user-data-dir={os.path.join(self.dir, 'chrome')}", "--window-size=1280,900"):
-            opts.add_argument(a)
-        from selenium.webdriver.chrome.service import Service
-        browser = webdriver.Chrome(service=Service(driver_path), options=opts)
-        try:
-            self.browse(browser, By)
-        finally:
-            browser.quit()
+        self.browse(browser, By)
 
     def browse(self, b, By):
         def login(token):
