@@ -29,6 +29,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
 #include "loom/codegen/kernel_abi.h"
+#include "loom/graph/data_movement.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
@@ -112,6 +113,52 @@ ops::Config AdaptInputBlock(const ops::Template& t, const ops::Config& config, i
     return config;
   }
   return config;
+}
+
+// A value x that is a reshape (views) of a 4-D float value y = [N, C, H, W] stored blocked in
+// blocks of `bn` (bn divides C, so the buffer holds no padding channels), as dims of the blocked
+// buffer: x's dim k is the dims `of[k]` (in row-major order; none for an extent of 1), each an
+// (extent, stride) pair in elements. y's natural index order is the digits (n, c / bn, c % bn,
+// h, w), with their strides in the blocked buffer; each dim of x takes the next digits whose
+// extents multiply to its own, splitting a digit where its extent divides (MobileViT's unfold
+// splits H and W into patches). nullopt when a dim of x cuts a digit unevenly.
+struct BlockedDims {
+  std::vector<int64_t> extent, stride;
+  std::vector<std::vector<int64_t>> of;
+};
+std::optional<BlockedDims> ReshapeOfBlocked(const Shape& y, int64_t bn, const Shape& x) {
+  if (y.size() != 4 || bn <= 0 || y[1] % bn != 0) return std::nullopt;
+  const int64_t cb = y[1] / bn, h = y[2], w = y[3];
+  // (extent, stride) of the digits, outermost first.
+  std::vector<std::pair<int64_t, int64_t>> digits = {
+      {y[0], cb * h * w * bn}, {cb, h * w * bn}, {bn, 1}, {h, w * bn}, {w, bn}};
+  BlockedDims out;
+  size_t p = 0;
+  for (int64_t e : x) {
+    std::vector<int64_t>& of = out.of.emplace_back();
+    while (e > 1) {
+      while (p < digits.size() && digits[p].first == 1) ++p;
+      if (p == digits.size()) return std::nullopt;
+      auto& [extent, stride] = digits[p];
+      int64_t take = 0;
+      if (e % extent == 0) {
+        take = extent;  // the whole digit
+      } else if (extent % e == 0) {
+        take = e;  // its outer part
+      } else {
+        return std::nullopt;
+      }
+      of.push_back(static_cast<int64_t>(out.extent.size()));
+      out.extent.push_back(take);
+      out.stride.push_back(stride * (extent / take));
+      extent /= take;
+      e /= take;
+    }
+  }
+  for (; p < digits.size(); ++p) {
+    if (digits[p].first != 1) return std::nullopt;
+  }
+  return out;
 }
 
 struct KernelJob {
@@ -278,6 +325,10 @@ class Planner {
   absl::StatusOr<bool> TryChannelMap(int64_t i);
   absl::StatusOr<bool> TryChannelShuffle(int64_t i);
   absl::StatusOr<bool> TryElementwise(int64_t i);
+  // A Transpose of a value on the blocked layout (or of views of one) read straight from the
+  // blocked buffer, without unpacking it first (channels-last LayerNorms after a convolution,
+  // patch embeddings).
+  absl::StatusOr<bool> TryBlockedTranspose(int64_t i);
   absl::StatusOr<bool> TryLowered(int64_t i);
   absl::Status Reference(int64_t i);
 
@@ -347,6 +398,8 @@ class Planner {
   // Values whose bytes a graph output shares through views (Reshape ... -> output): value ->
   // the output's name.
   std::map<std::string, std::string> view_of_output_;
+  // A view's output -> the value at the start of its chain of views.
+  std::map<std::string, std::string> view_root_;
 };
 
 bool Planner::IsGroupable(const graph::Node& node) const {
@@ -657,6 +710,8 @@ absl::StatusOr<bool> Planner::TryView(int64_t i) {
   State& st = Define(node.outputs[0]);
   st.natural = r;
   st.constant = constant;
+  auto root = view_root_.find(node.inputs[0]);
+  view_root_[node.outputs[0]] = root == view_root_.end() ? node.inputs[0] : root->second;
   ++m_->stats.views;
   return true;
 }
@@ -1624,6 +1679,54 @@ absl::StatusOr<bool> Planner::TryChannelShuffle(int64_t i) {
 // ---------------------------------------------------------------------------------------------
 // Lowered kernels and the reference fallback.
 
+absl::StatusOr<bool> Planner::TryBlockedTranspose(int64_t i) {
+  const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
+  if (node.op_type != "Transpose" || node.inputs.size() != 1 || node.outputs.size() != 1) {
+    return false;
+  }
+  const std::string& x = node.inputs[0];
+  auto root_it = view_root_.find(x);
+  const std::string root = root_it == view_root_.end() ? x : root_it->second;
+  const graph::TensorType* xt = TypeOf(x);
+  const graph::TensorType* out = TypeOf(node.outputs[0]);
+  auto st = states_.find(root);
+  if (xt == nullptr || out == nullptr || !Is4dFloat(root) || xt->dtype != DType::kFloat32 ||
+      st == states_.end()) {
+    return false;
+  }
+  std::optional<BlockedDims> dims;
+  std::optional<Ref> src;
+  for (const Blocked& b : st->second.blocked) {
+    dims = ReshapeOfBlocked(st->second.type.shape, b.bn, xt->shape);
+    if (dims) {
+      src = b.ref;
+      break;
+    }
+  }
+  if (!dims) return false;
+  absl::StatusOr<graph::IntList> perm =
+      graph::ResolvePerm(node, static_cast<int64_t>(xt->shape.size()));
+  if (!perm.ok()) return false;  // the lowering or the reference kernel names the error
+  Shape shape;
+  std::vector<int64_t> strides;
+  for (int64_t p : *perm) {
+    for (int64_t d : dims->of[static_cast<size_t>(p)]) {
+      shape.push_back(dims->extent[static_cast<size_t>(d)]);
+      strides.push_back(dims->stride[static_cast<size_t>(d)]);
+    }
+  }
+  const ops::LoweredKernel lk = ops::LowerStridedCopyKernel(
+      o_.target, "transpose", root, node.outputs[0], DType::kFloat32, shape, strides);
+  const Ref dst = NewNaturalStorage(node.outputs[0]);
+  Define(node.outputs[0]).natural = dst;
+  // A blocked buffer whose block divides C holds exactly the value's elements.
+  KernelArgs ka{.bytes = {TypeBytes(st->second.type), TypeBytes(*out)}, .written = {false, true}};
+  const int64_t kidx = AddKernel(lk.source, ops::Config{}, std::move(ka));
+  AddKernelStep(node.name, lk.kind, kidx, {*src, dst});
+  ++m_->stats.generated_steps;
+  return true;
+}
+
 absl::StatusOr<bool> Planner::TryLowered(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   absl::StatusOr<ops::LoweredKernel> lk = ops::LowerNode(g_, node, o_.target);
@@ -1892,6 +1995,8 @@ absl::Status Planner::Run() {
     if (map) continue;
     LOOM_ASSIGN_OR_RETURN(bool ew, TryElementwise(i));
     if (ew) continue;
+    LOOM_ASSIGN_OR_RETURN(bool blocked_transpose, TryBlockedTranspose(i));
+    if (blocked_transpose) continue;
     LOOM_ASSIGN_OR_RETURN(bool lowered, TryLowered(i));
     if (lowered) continue;
     LOOM_RETURN_IF_ERROR(Reference(i));
