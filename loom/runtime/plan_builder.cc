@@ -7,8 +7,9 @@
 //      channel shuffle, and elementwise chains whose operands are per channel, per element or
 //      broadcast spatially, on NCHW[x]c buffers;
 //   4. elementwise chains on natural tensors of any dtype (ops::EmitElementwise);
-//   5. ops::LowerNode's generated kernels;
-//   6. the reference kernel (a copy in and out of the arena).
+//   5. Transposes of blocked values (or of views of them) read the blocked buffer in place;
+//   6. ops::LowerNode's generated kernels;
+//   7. the reference kernel (a copy in and out of the arena).
 // Layout steps are added only where a consumer needs a representation the value lacks. Then
 // kernels are compiled (deduplicated by source, in parallel, through the builder's cache) and the
 // arena is planned from the buffers' lifetimes.
