@@ -249,11 +249,11 @@ std::string UnitOffsets(const std::vector<int64_t>& sizes, const std::vector<int
   return s;
 }
 
-LoweredKernel LowerStridedCopy(const LowerCtx& ctx, const std::string& kind,
+LoweredKernel LowerStridedCopy(const Target& target, const std::string& kind,
                                const std::string& in_value, const std::string& out_value,
                                DType dtype, StridedView view) {
   view.Simplify();
-  KernelWriter w(ctx.target(), kind);
+  KernelWriter w(target, kind);
   const std::string t = StorageCType(dtype);
   const int64_t esize = static_cast<int64_t>(graph::DTypeSize(dtype));
   w.Input(in_value, t, "in");

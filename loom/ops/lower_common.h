@@ -158,7 +158,7 @@ struct MovementViewSpec {
 absl::StatusOr<MovementViewSpec> MovementView(const LowerCtx& ctx);
 
 // Lowers a copy through `view` from input `in_value` to output `out_value` of `dtype`.
-LoweredKernel LowerStridedCopy(const LowerCtx& ctx, const std::string& kind,
+LoweredKernel LowerStridedCopy(const Target& target, const std::string& kind,
                                const std::string& in_value, const std::string& out_value,
                                graph::DType dtype, StridedView view);
 

@@ -113,8 +113,8 @@ absl::StatusOr<LoweredKernel> LowerView(const LowerCtx& ctx) {
   for (const ViewOp& v : kViewOps) {
     if (ctx.node().op_type != v.op) continue;
     LOOM_ASSIGN_OR_RETURN(StridedView view, v.view(ctx));
-    return LowerStridedCopy(ctx, v.kind, ctx.node().inputs[0], ctx.node().outputs[0], x.dtype,
-                            std::move(view));
+    return LowerStridedCopy(ctx.target(), v.kind, ctx.node().inputs[0], ctx.node().outputs[0],
+                            x.dtype, std::move(view));
   }
   return ctx.Unimplemented("not a data-movement view");
 }

@@ -47,6 +47,15 @@ absl::StatusOr<LoweredKernel> LowerNode(const graph::Graph& graph, const graph::
   return it->second(lower::LowerCtx(graph, node, target));
 }
 
+LoweredKernel LowerStridedCopyKernel(const Target& target, const std::string& kind,
+                                     const std::string& in_value, const std::string& out_value,
+                                     graph::DType dtype, graph::Shape out_shape,
+                                     std::vector<int64_t> in_strides) {
+  return lower::LowerStridedCopy(
+      target, kind, in_value, out_value, dtype,
+      lower::StridedView{.out_shape = std::move(out_shape), .in_strides = std::move(in_strides)});
+}
+
 std::vector<std::string> LoweredOps() {
   std::vector<std::string> ops;
   for (const auto& [name, fn] : Table()) ops.push_back(name);

@@ -55,6 +55,16 @@ struct LoweredKernel {
 absl::StatusOr<LoweredKernel> LowerNode(const graph::Graph& graph, const graph::Node& node,
                                         const Target& target);
 
+// A copy of `in_value` into `out_value` (elements of `dtype`) through a strided view:
+// out[i] = in[sum_k i_k * in_strides[k]] for every index i of the dense `out_shape` (strides in
+// elements). Arguments (input, output); the loops of the lowered Transpose (row copies, or 16 x
+// 16 tiles when the input's contiguous dim moves). The compiled-model planner reads a blocked
+// buffer as a transposed natural tensor through it (runtime/plan_builder.cc).
+LoweredKernel LowerStridedCopyKernel(const Target& target, const std::string& kind,
+                                     const std::string& in_value, const std::string& out_value,
+                                     graph::DType dtype, graph::Shape out_shape,
+                                     std::vector<int64_t> in_strides);
+
 // Operator types LowerNode handles at least for float32 (for `loom inspect` and the tests).
 std::vector<std::string> LoweredOps();
 

@@ -262,6 +262,76 @@ TEST(LayoutFlowTest, UnitDimTransposeIsAView) {
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "transpose"), 1) << absl::StrJoin(kinds, ", ");
 }
 
+// Transposes of a convolution's output, directly or through a Reshape, read the blocked buffer:
+// ConvNeXt's and Swin's channels-last permute, ViT's patch embedding ([N, C, H*W] -> [N, H*W,
+// C]), MobileViT's unfold into patches (H and W split). No unpack step. A Reshape that cuts the
+// channel blocks unevenly unpacks first, and gives the same values.
+TEST(LayoutFlowTest, TransposeReadsTheBlockedLayout) {
+  const Shape in{2, 8, 6, 10};
+  auto perm = [](std::vector<int64_t> p) {
+    return std::map<std::string, graph::AttrValue>{{"perm", std::move(p)}};
+  };
+  {
+    Builder b;
+    const std::string x = b.Input("x", DType::kFloat32, in);
+    const std::string y = b.Conv(x, 8, 32, 3, 1);
+    const std::string nhwc = b.Op("Transpose", {y}, perm({0, 2, 3, 1}));
+    const std::string tokens = b.Op(
+        "Transpose", {b.Op("Reshape", {y, b.Ints("tokens_shape", {2, 32, 60})})}, perm({0, 2, 1}));
+    const std::string patches =
+        b.Op("Transpose", {b.Op("Reshape", {y, b.Ints("patch_shape", {2 * 32 * 3, 2, 5, 2})})},
+             perm({0, 2, 1, 3}));
+    graph::Graph g = b.Finish({nhwc, tokens, patches});
+    SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+    auto kinds = CheckAndKinds(g, {{x, RandomTensor(DType::kFloat32, in, -1, 1, 31)}});
+    ExpectNoFallback(kinds);
+    EXPECT_THAT(kinds, Not(Contains("unpack"))) << absl::StrJoin(kinds, ", ");
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "transpose"), 3) << absl::StrJoin(kinds, ", ");
+  }
+  {
+    Builder b;
+    const std::string x = b.Input("x", DType::kFloat32, in);
+    const std::string y = b.Conv(x, 8, 32, 3, 1);
+    const std::string uneven = b.Op(
+        "Transpose", {b.Op("Reshape", {y, b.Ints("uneven_shape", {2, 30, 64})})}, perm({0, 2, 1}));
+    graph::Graph g = b.Finish({uneven});
+    SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+    auto kinds = CheckAndKinds(g, {{x, RandomTensor(DType::kFloat32, in, -1, 1, 32)}});
+    ExpectNoFallback(kinds);
+    EXPECT_THAT(kinds, Contains("unpack")) << absl::StrJoin(kinds, ", ");
+  }
+}
+
+// A Transpose of a Transpose's output (through Reshapes) is one copy from the first one's input:
+// MobileViT's unfold ([C*nh, ph, nw, pw] -> swap -> [N, C, patches, pixels] -> swap) and its
+// fold back. The first copy is dropped when nothing else reads it, and kept when something does.
+TEST(LayoutFlowTest, TransposesOfTransposesCompose) {
+  const Shape in{1, 8, 4, 6};
+  auto perm = [](std::vector<int64_t> p) {
+    return std::map<std::string, graph::AttrValue>{{"perm", std::move(p)}};
+  };
+  for (bool first_also_read : {false, true}) {
+    SCOPED_TRACE(first_also_read ? "first Transpose also read" : "first Transpose dead");
+    Builder b;
+    const std::string x = b.Input("x", DType::kFloat32, in);
+    const std::string unfold = b.Op(
+        "Transpose", {b.Op("Reshape", {x, b.Ints("s1", {8 * 2, 2, 3, 2})})}, perm({0, 2, 1, 3}));
+    const std::string tokens = b.Op(
+        "Transpose", {b.Op("Reshape", {unfold, b.Ints("s2", {1, 8, 6, 4})})}, perm({0, 3, 2, 1}));
+    const std::string fold = b.Op("Transpose", {tokens}, perm({0, 3, 2, 1}));
+    std::vector<std::string> outs = {b.Op("Reshape", {fold, b.Ints("s3", {1, 8, 4, 6})})};
+    if (first_also_read) outs.push_back(b.Op("Relu", {unfold}));
+    graph::Graph g = b.Finish(outs);
+    SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+    auto kinds = CheckAndKinds(g, {{x, RandomTensor(DType::kFloat32, in, -1, 1, 33)}});
+    ExpectNoFallback(kinds);
+    // fold is one copy from x; tokens, read only by fold, is dropped; unfold is copied only when
+    // Relu reads it.
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), "transpose"), first_also_read ? 2 : 1)
+        << absl::StrJoin(kinds, ", ");
+  }
+}
+
 // ShuffleNetV2's unit: channel halves (two Slices, as some exporters write the split), branch
 // convs, concat, channel shuffle (Reshape, Transpose, Reshape), and a channel slice.
 TEST(LayoutFlowTest, ChannelSliceConcatShuffle) {

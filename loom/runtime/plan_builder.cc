@@ -7,8 +7,9 @@
 //      channel shuffle, and elementwise chains whose operands are per channel, per element or
 //      broadcast spatially, on NCHW[x]c buffers;
 //   4. elementwise chains on natural tensors of any dtype (ops::EmitElementwise);
-//   5. ops::LowerNode's generated kernels;
-//   6. the reference kernel (a copy in and out of the arena).
+//   5. Transposes of blocked values (or of views of them) read the blocked buffer in place;
+//   6. ops::LowerNode's generated kernels;
+//   7. the reference kernel (a copy in and out of the arena).
 // Layout steps are added only where a consumer needs a representation the value lacks. Then
 // kernels are compiled (deduplicated by source, in parallel, through the builder's cache) and the
 // arena is planned from the buffers' lifetimes.
@@ -29,6 +30,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
 #include "loom/codegen/kernel_abi.h"
+#include "loom/graph/data_movement.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/kernels/reference.h"
@@ -112,6 +114,69 @@ ops::Config AdaptInputBlock(const ops::Template& t, const ops::Config& config, i
     return config;
   }
   return config;
+}
+
+// A value's natural (row-major) index order as digits, outermost first: (extent, stride) pairs,
+// the strides in elements of the buffer the value is read from (a blocked buffer, or the input
+// of the Transposes it was made by).
+using Digits = std::vector<std::pair<int64_t, int64_t>>;
+
+// A reshape x of a value with `digits`, as dims of the source buffer: x's dim k is the dims
+// `of[k]` (in row-major order; none for an extent of 1), each an (extent, stride) pair. Each dim
+// of x takes the next digits whose extents multiply to its own, splitting a digit where its
+// extent divides (MobileViT's unfold splits H and W into patches). nullopt when a dim of x cuts
+// a digit unevenly.
+struct ViewDims {
+  std::vector<int64_t> extent, stride;
+  std::vector<std::vector<int64_t>> of;
+};
+std::optional<ViewDims> MatchDigits(Digits digits, const Shape& x) {
+  ViewDims out;
+  size_t p = 0;
+  for (int64_t e : x) {
+    std::vector<int64_t>& of = out.of.emplace_back();
+    while (e > 1) {
+      while (p < digits.size() && digits[p].first == 1) ++p;
+      if (p == digits.size()) return std::nullopt;
+      auto& [extent, stride] = digits[p];
+      int64_t take = 0;
+      if (e % extent == 0) {
+        take = extent;  // the whole digit
+      } else if (extent % e == 0) {
+        take = e;  // its outer part
+      } else {
+        return std::nullopt;
+      }
+      of.push_back(static_cast<int64_t>(out.extent.size()));
+      out.extent.push_back(take);
+      out.stride.push_back(stride * (extent / take));
+      extent /= take;
+      e /= take;
+    }
+  }
+  for (; p < digits.size(); ++p) {
+    if (digits[p].first != 1) return std::nullopt;
+  }
+  return out;
+}
+
+// The digits of a 4-D value y = [N, C, H, W] stored blocked in blocks of `bn`: (n, c / bn,
+// c % bn, h, w) with their strides in the blocked buffer. Empty unless bn divides C (then the
+// buffer holds no padding channels).
+Digits BlockedDigits(const Shape& y, int64_t bn) {
+  if (y.size() != 4 || bn <= 0 || y[1] % bn != 0) return {};
+  const int64_t cb = y[1] / bn, h = y[2], w = y[3];
+  return {{y[0], cb * h * w * bn}, {cb, h * w * bn}, {bn, 1}, {h, w * bn}, {w, bn}};
+}
+
+// The digits of a Transpose's output read from its natural input of shape `in`.
+Digits TransposeDigits(const Shape& in, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> strides(in.size(), 1);
+  for (size_t k = in.size(); k-- > 1;) strides[k - 1] = strides[k] * in[k];
+  Digits d;
+  for (int64_t p : perm)
+    d.emplace_back(in[static_cast<size_t>(p)], strides[static_cast<size_t>(p)]);
+  return d;
 }
 
 struct KernelJob {
@@ -278,6 +343,14 @@ class Planner {
   absl::StatusOr<bool> TryChannelMap(int64_t i);
   absl::StatusOr<bool> TryChannelShuffle(int64_t i);
   absl::StatusOr<bool> TryElementwise(int64_t i);
+  // A float Transpose of a value on the blocked layout, or of the output of Transposes (each
+  // through views), as one strided copy from that blocked buffer or those Transposes' input:
+  // no unpack before it, no copy for the Transposes before it (channels-last LayerNorms after a
+  // convolution, patch embeddings, MobileViT's unfold and fold).
+  absl::StatusOr<bool> TryStridedTranspose(int64_t i);
+  // After a Transpose was lowered on its natural input: its output's digits, so that a
+  // Transpose after it composes with it.
+  void RecordTranspose(const graph::Node& node);
   absl::StatusOr<bool> TryLowered(int64_t i);
   absl::Status Reference(int64_t i);
 
@@ -347,6 +420,15 @@ class Planner {
   // Values whose bytes a graph output shares through views (Reshape ... -> output): value ->
   // the output's name.
   std::map<std::string, std::string> view_of_output_;
+  // A view's output -> the value at the start of its chain of views.
+  std::map<std::string, std::string> view_root_;
+  // A Transpose's output -> the buffer its copy read and its digits there.
+  struct StridedSource {
+    Ref src;
+    int64_t src_bytes = 0;
+    Digits digits;
+  };
+  std::map<std::string, StridedSource> strided_;
 };
 
 bool Planner::IsGroupable(const graph::Node& node) const {
@@ -657,6 +739,8 @@ absl::StatusOr<bool> Planner::TryView(int64_t i) {
   State& st = Define(node.outputs[0]);
   st.natural = r;
   st.constant = constant;
+  auto root = view_root_.find(node.inputs[0]);
+  view_root_[node.outputs[0]] = root == view_root_.end() ? node.inputs[0] : root->second;
   ++m_->stats.views;
   return true;
 }
@@ -1624,6 +1708,81 @@ absl::StatusOr<bool> Planner::TryChannelShuffle(int64_t i) {
 // ---------------------------------------------------------------------------------------------
 // Lowered kernels and the reference fallback.
 
+absl::StatusOr<bool> Planner::TryStridedTranspose(int64_t i) {
+  const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
+  if (node.op_type != "Transpose" || node.inputs.size() != 1 || node.outputs.size() != 1) {
+    return false;
+  }
+  const std::string& x = node.inputs[0];
+  auto root_it = view_root_.find(x);
+  const std::string root = root_it == view_root_.end() ? x : root_it->second;
+  const graph::TensorType* xt = TypeOf(x);
+  const graph::TensorType* out = TypeOf(node.outputs[0]);
+  if (xt == nullptr || out == nullptr || xt->dtype != DType::kFloat32 ||
+      out->dtype != DType::kFloat32) {
+    return false;
+  }
+  absl::StatusOr<graph::IntList> perm =
+      graph::ResolvePerm(node, static_cast<int64_t>(xt->shape.size()));
+  if (!perm.ok()) return false;  // the lowering or the reference kernel names the error
+  // The source: the input of the Transposes that made `root`, else a blocked buffer of it.
+  std::optional<StridedSource> source;
+  std::optional<ViewDims> dims;
+  auto made = strided_.find(root);
+  if (made != strided_.end()) {
+    dims = MatchDigits(made->second.digits, xt->shape);
+    if (dims) source = made->second;
+  }
+  auto st = states_.find(root);
+  if (!dims && st != states_.end() && Is4dFloat(root)) {
+    for (const Blocked& b : st->second.blocked) {
+      dims = MatchDigits(BlockedDigits(st->second.type.shape, b.bn), xt->shape);
+      if (dims) {
+        // A blocked buffer whose block divides C holds exactly the value's elements.
+        source = StridedSource{.src = b.ref, .src_bytes = TypeBytes(st->second.type)};
+        break;
+      }
+    }
+  }
+  if (!dims) return false;
+  Shape shape;
+  std::vector<int64_t> strides;
+  for (int64_t p : *perm) {
+    for (int64_t d : dims->of[static_cast<size_t>(p)]) {
+      shape.push_back(dims->extent[static_cast<size_t>(d)]);
+      strides.push_back(dims->stride[static_cast<size_t>(d)]);
+    }
+  }
+  const ops::LoweredKernel lk = ops::LowerStridedCopyKernel(
+      o_.target, "transpose", root, node.outputs[0], DType::kFloat32, shape, strides);
+  const Ref dst = NewNaturalStorage(node.outputs[0]);
+  Define(node.outputs[0]).natural = dst;
+  KernelArgs ka{.bytes = {source->src_bytes, TypeBytes(*out)}, .written = {false, true}};
+  const int64_t kidx = AddKernel(lk.source, ops::Config{}, std::move(ka));
+  AddKernelStep(node.name, lk.kind, kidx, {source->src, dst});
+  ++m_->stats.generated_steps;
+  StridedSource& rec = strided_[node.outputs[0]];
+  rec = *source;
+  rec.digits.clear();
+  for (size_t k = 0; k < shape.size(); ++k) rec.digits.emplace_back(shape[k], strides[k]);
+  return true;
+}
+
+void Planner::RecordTranspose(const graph::Node& node) {
+  if (node.op_type != "Transpose" || node.inputs.size() != 1 || node.outputs.size() != 1) return;
+  const graph::TensorType* xt = TypeOf(node.inputs[0]);
+  auto st = states_.find(node.inputs[0]);
+  if (xt == nullptr || xt->dtype != DType::kFloat32 || st == states_.end() || !st->second.natural) {
+    return;
+  }
+  absl::StatusOr<graph::IntList> perm =
+      graph::ResolvePerm(node, static_cast<int64_t>(xt->shape.size()));
+  if (!perm.ok()) return;
+  strided_[node.outputs[0]] = StridedSource{.src = *st->second.natural,
+                                            .src_bytes = TypeBytes(*xt),
+                                            .digits = TransposeDigits(xt->shape, *perm)};
+}
+
 absl::StatusOr<bool> Planner::TryLowered(int64_t i) {
   const graph::Node& node = g_.nodes[static_cast<size_t>(i)];
   absl::StatusOr<ops::LoweredKernel> lk = ops::LowerNode(g_, node, o_.target);
@@ -1892,8 +2051,13 @@ absl::Status Planner::Run() {
     if (map) continue;
     LOOM_ASSIGN_OR_RETURN(bool ew, TryElementwise(i));
     if (ew) continue;
+    LOOM_ASSIGN_OR_RETURN(bool strided_transpose, TryStridedTranspose(i));
+    if (strided_transpose) continue;
     LOOM_ASSIGN_OR_RETURN(bool lowered, TryLowered(i));
-    if (lowered) continue;
+    if (lowered) {
+      RecordTranspose(g_.nodes[n]);
+      continue;
+    }
     LOOM_RETURN_IF_ERROR(Reference(i));
   }
   // Every graph output in its output tensor.
