@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/zoo.h"
 #include "nlohmann/json.hpp"
@@ -25,7 +26,7 @@ void RunZooList(bool json) {
       j.push_back(
           {{"name", m.name}, {"input_shape", m.input_shape}, {"description", m.description}});
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j);
     return;
   }
   std::printf("%-14s %-18s %s\n", "name", "input", "description");

@@ -1221,7 +1221,7 @@ TEST_F(ServiceProcessTest, StatusStatsAndTopShowEtaBestSoFarDevicesAndQueues) {
   o = Loom("status --json " + id);
   ASSERT_EQ(o.code, 0) << o.err;
   nlohmann::json job = nlohmann::json::parse(o.out);
-  ASSERT_EQ(job.value("state", ""), "JOB_STATE_SUCCEEDED") << job.dump();
+  ASSERT_EQ(job.value("state", ""), "succeeded") << job.dump();
   EXPECT_EQ(Num(job, "trials_done"), 24);
   EXPECT_EQ(Num(job, "trials_total"), 24);
   EXPECT_FALSE(job.contains("eta_seconds")) << "an ended job has no ETA";
