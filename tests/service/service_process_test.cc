@@ -1190,7 +1190,7 @@ TEST_F(ServiceProcessTest, StatusStatsAndTopShowEtaBestSoFarDevicesAndQueues) {
       [&] {
         Outcome s = Loom("status --json " + id);
         running = nlohmann::json::parse(s.out, nullptr, false);
-        if (running.is_discarded() || running.value("state", "") != "JOB_STATE_RUNNING" ||
+        if (running.is_discarded() || running.value("state", "") != "running" ||
             !running.contains("eta_seconds")) {
           return false;
         }
