@@ -893,6 +893,9 @@ TEST(CliFlagsTest, VersionPrintsVersionCommitAndBuildOptions) {
   EXPECT_THAT(o.out,
               ::testing::ContainsRegex("\nbuild [A-Za-z]*, [A-Za-z]+ [0-9.]+, cuda (on|off)"));
   EXPECT_EQ(RunLoom("version").out, o.out);
+  nlohmann::json j = nlohmann::json::parse(RunLoom("version --json").out);
+  EXPECT_EQ(j["version"], "0.1.0");
+  EXPECT_TRUE(j["cuda"].is_boolean());
 }
 
 TEST(CliFlagsTest, GlobalFlagsWorkBeforeOrAfterTheSubcommand) {
@@ -1074,6 +1077,9 @@ TEST(CliFlagsTest, EveryCommandThatPrintsTakesJson) {
               " --json");
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_EQ(nlohmann::json::parse(o.out)["exported"], 0);
+  o = RunLoom("zoo export tiny_cnn --json -o " + (dir / "t.onnx").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_GT(nlohmann::json::parse(o.out)["parameters"].get<int64_t>(), 0);
   o = RunLoom("cache prune --cache-dir " + (dir / "no-cache").string() + " --json");
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_EQ(nlohmann::json::parse(o.out)["exists"], false);

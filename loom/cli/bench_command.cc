@@ -334,7 +334,7 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
       }
       j["results"].push_back(v);
     }
-    PrintJson(j);
+    PrintJson(j, 2);
     return;
   }
   std::printf("model       %s, %d thread%s\n", source.c_str(), opts.threads,

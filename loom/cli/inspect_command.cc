@@ -50,7 +50,7 @@ void RunInspect(const InspectOptions& opts) {
     j["passes"] = {{"removed_identity", loaded->pass_stats.removed_identity},
                    {"folded_constants", loaded->pass_stats.folded_constants},
                    {"folded_batchnorms", loaded->pass_stats.folded_batchnorms}};
-    PrintJson(j);
+    PrintJson(j, 2);
     return;
   }
   std::printf("model       %s%s\n", loaded->source.c_str(),

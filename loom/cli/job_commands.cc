@@ -23,6 +23,7 @@
 #include "loom/cli/json_output.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
+#include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
@@ -445,14 +446,27 @@ void RunResult(const IdOptions& o) {
     std::ofstream(std::filesystem::path(o.output) / "model.onnx", std::ios::binary)
         << res.model_onnx();
   }
-  std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
-              v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
-              res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
+  // --json: one object at the end, the compile's tuning included.
+  nlohmann::json summary = {
+      {"job", res.job().id()},
+      {"state", v1::JobStateShortName(res.job().state())},
+      {"records", *n},
+      {"db", db},
+      {"best_configs", res.best_size()},
+      {"best_json", (std::filesystem::path(o.output) / "best.json").string()}};
+  if (!o.json) {
+    std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
+                v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
+                res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
+  }
   const std::string model = !res.zoo_model().empty() ? absl::StrCat("zoo:", res.zoo_model())
                             : !res.model_onnx().empty()
                                 ? (std::filesystem::path(o.output) / "model.onnx").string()
                                 : "";
-  if (model.empty() || o.skip_compile) return;
+  if (model.empty() || o.skip_compile) {
+    if (o.json) PrintJson(summary);
+    return;
+  }
   // The compiled model, from the job's records: the artifact `loom run DIR/model` loads.
   const std::string artifact = (std::filesystem::path(o.output) / "model").string();
   // The class the job was tuned on (the agents' CPU), unless --target says otherwise: records of
@@ -472,6 +486,15 @@ void RunResult(const IdOptions& o) {
   if (!st.ok()) {
     Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model for ", target, ": ",
                                               st.message(), " (--target picks another)")));
+  }
+  if (o.json) {
+    summary["target"] = compiled.compiled()->target_key();
+    summary["tuned"] = compiled.tuning_summary();
+    summary["tuned_kernels"] = compiled.compiled()->stats().tuned_kernels;
+    summary["kernel_steps"] = compiled.compiled()->stats().kernel_steps;
+    summary["model"] = artifact;
+    PrintJson(summary);
+    return;
   }
   std::printf("tuned: %s\n", compiled.tuning_summary().c_str());
   std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n", artifact.c_str(),
@@ -557,6 +580,7 @@ void RegisterJobCommands(CLI::App& app) {
                     "the job was tuned on)");
     cmd->add_flag("--skip-compile", o->skip_compile,
                   "Write records and best configs only, not the compiled model (DIR/model)");
+    AddJsonFlag(cmd, &o->json, "One JSON object: records, best configs, kernels tuned");
   }
 }
 

@@ -71,6 +71,6 @@ nlohmann::json ProtoJson(const google::protobuf::Message& m) {
   return j;
 }
 
-void PrintJson(const nlohmann::json& j) { std::printf("%s\n", j.dump().c_str()); }
+void PrintJson(const nlohmann::json& j, int indent) { std::printf("%s\n", j.dump(indent).c_str()); }
 
 }  // namespace loom::cli

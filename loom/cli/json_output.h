@@ -19,7 +19,8 @@ namespace loom::cli {
 // their value name in lower case; bytes fields as "N bytes", never their content.
 nlohmann::json ProtoJson(const google::protobuf::Message& m);
 
-// One line of compact JSON on stdout.
-void PrintJson(const nlohmann::json& j);
+// `j` on stdout and a newline: one compact line (what JSON-lines output needs), or with `indent`
+// >= 0, indented.
+void PrintJson(const nlohmann::json& j, int indent = -1);
 
 }  // namespace loom::cli

@@ -62,7 +62,7 @@ void RunSummary(const RecordsOptions& o) {
       }
       j["tasks"].push_back(std::move(t));
     }
-    PrintJson(j);
+    PrintJson(j, 2);
     return;
   }
   std::printf("target %s, %zu tasks\n", target.c_str(), summary->size());
@@ -150,6 +150,14 @@ void RunPrior(const RecordsOptions& o) {
   if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
   size_t configs = 0;
   for (const auto& t : prior.tasks) configs += t.configs.size();
+  if (o.json) {
+    PrintJson({{"target_class", prior.target_class},
+               {"tasks", prior.tasks.size()},
+               {"configs", configs},
+               {"records", records.size()},
+               {"output", o.file}});
+    return;
+  }
   std::printf("wrote a %s prior of %zu tasks, %zu configs (from %zu records) to %s\n",
               prior.target_class.c_str(), prior.tasks.size(), configs, records.size(),
               o.file.c_str());
@@ -276,6 +284,10 @@ void RunTrace(const RecordsOptions& o) {
   if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
   std::set<std::string> with_timings;
   for (const auto& t : timings) with_timings.insert(t.job_id);
+  if (o.json) {
+    PrintJson({{"stages", timings.size()}, {"jobs", with_timings.size()}, {"output", o.file}});
+    return;
+  }
   std::printf("wrote %zu stages of %zu jobs to %s (open it in ui.perfetto.dev)\n", timings.size(),
               with_timings.size(), o.file.c_str());
 }
@@ -317,6 +329,7 @@ void RegisterRecordsCommand(CLI::App& app) {
   prior->add_option("--target", o->target, "Target key (default: this host)");
   prior->add_option("--per-task", o->per_task, "Configs kept per task (0: all)")
       ->check(CLI::NonNegativeNumber);
+  AddJsonFlag(prior, &o->json, "One JSON object");
   prior->callback([o] { RunPrior(*o); });
 
   auto* stages = rec->add_subcommand("stages", "Where a job's tuning rounds spend their time");
@@ -330,6 +343,7 @@ void RegisterRecordsCommand(CLI::App& app) {
   add_db(trace);
   trace->add_option("-o,--output", o->file, "Output JSON file (default: trace.json)");
   trace->add_option("--job", o->jobs, "Only these jobs (repeatable; default: every job)");
+  AddJsonFlag(trace, &o->json, "One JSON object");
   trace->callback([o] {
     if (o->file.empty()) o->file = "trace.json";
     RunTrace(*o);

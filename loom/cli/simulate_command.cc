@@ -55,7 +55,7 @@ void RunSimulate(const SimulateOptions& opts) {
   json["spec"] = opts.spec;
   json["seed"] = spec->seed;
   if (opts.json) {
-    PrintJson(json);
+    PrintJson(json, 2);
   } else {
     std::printf("%s", sim::FormatSummaryTable(*results).c_str());
   }

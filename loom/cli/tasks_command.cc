@@ -34,7 +34,7 @@ void RunTasks(const TasksOptions& opts) {
                    {"nodes", t.nodes},
                    {"absorbed", t.absorbed}});
     }
-    PrintJson(j);
+    PrintJson(j, 2);
     return;
   }
   std::printf("%3s  %-18s %5s %10s %7s  %s\n", "#", "kind", "count", "GFLOP", "share", "key");

@@ -150,7 +150,7 @@ std::vector<int64_t> Picks(const TuneOptions& o);
 void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                    const std::string& job_id, const ops::Target& target) {
   if (o.json) {
-    PrintJson(OutcomesJson(outcomes, o, job_id, target));
+    PrintJson(OutcomesJson(outcomes, o, job_id, target), 2);
     return;
   }
   PrintTable(outcomes, o, job_id, target);
@@ -433,7 +433,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
       if (!jr.status.ok()) job["error"] = std::string(jr.status.message());
       j["jobs"].push_back(job);
     }
-    PrintJson(j);
+    PrintJson(j, 2);
   } else {
     for (const auto& jr : result->jobs) {
       std::printf("== %s\n", jr.name.c_str());
