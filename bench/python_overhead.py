@@ -6,7 +6,8 @@ build/default/python-venv):
   build/default/python-venv/bin/python bench/python_overhead.py [--libloom build/default/loom/api/libloom.so]
       [--model zoo:resnet18] [--db r18.db] [--threads 1] [--calls 20000] [--min-time 5]
 
-Two comparisons, printed as one JSON object:
+Two comparisons, measured in the same run and printed as one JSON object, each with its ratio
+(`python_over_c_api`, `python_over_cli`: 1.0 means no cost over the native path):
 
 1. `overhead`: the per-call time of `loom.load_artifact(dir).run(x)` on zoo:tiny_cnn (a model of
    about 20 us) against the same artifact run through the C API (`loom_model_run` of libloom.so)
@@ -137,7 +138,8 @@ def main() -> None:
         py = python_per_call(artifact, a.calls, a.repeats)
         c_us, py_us = statistics.median(c) * 1e6, statistics.median(py) * 1e6
         overhead = {"model": "zoo:tiny_cnn", "calls": a.calls, "repeats": a.repeats,
-                    "c_api_us": c_us, "python_us": py_us, "binding_us": py_us - c_us}  # fmt: skip
+                    "c_api_us": c_us, "python_us": py_us, "binding_us": py_us - c_us,
+                    "python_over_c_api": py_us / c_us}  # fmt: skip
 
         model = loom.Model.load(a.model).compile(threads=a.threads, db=a.db or None)
         b = model.benchmark(min_seconds=a.min_time, min_runs=10)
@@ -148,7 +150,8 @@ def main() -> None:
         latency = {"model": a.model, "threads": a.threads, "db": a.db,
                    "python_median_ms": b.median_ms, "python_p90_ms": b.p90_ms,
                    "cli_variant": row["variant"], "cli_median_ms": row["median_ms"],
-                   "cli_p90_ms": row["p90_ms"]}  # fmt: skip
+                   "cli_p90_ms": row["p90_ms"],
+                   "python_over_cli": b.median_ms / row["median_ms"]}  # fmt: skip
         print(json.dumps({"overhead": overhead, "latency": latency}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -57,18 +57,22 @@ fs::path ScratchDir() {
   return dir;
 }
 
-// `prefix`: a command that runs the binary (e.g. setpriv with some capability dropped).
-Outcome RunLoomUnder(const std::string& prefix, const std::string& args) {
+// Runs a shell command line, its output captured.
+Outcome RunShell(const std::string& command) {
   fs::path dir = ScratchDir();
   fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  std::string cmd = prefix + std::string(LOOM_BINARY) + " " + args + " >" + out.string() + " 2>" +
-                    err.string() + " </dev/null";
+  std::string cmd = command + " >" + out.string() + " 2>" + err.string() + " </dev/null";
   int status = std::system(cmd.c_str());
   Outcome o;
   o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   o.out = ReadFile(out);
   o.err = ReadFile(err);
   return o;
+}
+
+// `prefix`: a command that runs the binary (e.g. setpriv with some capability dropped).
+Outcome RunLoomUnder(const std::string& prefix, const std::string& args) {
+  return RunShell(prefix + std::string(LOOM_BINARY) + " " + args);
 }
 
 Outcome RunLoom(const std::string& args) { return RunLoomUnder("", args); }
@@ -890,6 +894,9 @@ TEST(CliFlagsTest, VersionPrintsVersionCommitAndBuildOptions) {
   EXPECT_THAT(o.out,
               ::testing::ContainsRegex("\nbuild [A-Za-z]*, [A-Za-z]+ [0-9.]+, cuda (on|off)"));
   EXPECT_EQ(RunLoom("version").out, o.out);
+  nlohmann::json j = nlohmann::json::parse(RunLoom("version --json").out);
+  EXPECT_EQ(j["version"], "0.1.0");
+  EXPECT_TRUE(j["cuda"].is_boolean());
 }
 
 TEST(CliFlagsTest, GlobalFlagsWorkBeforeOrAfterTheSubcommand) {
@@ -994,6 +1001,106 @@ TEST(CliFlagsTest, RecordsFromAnotherCpuOfTheSameClassApply) {
   o = RunLoom("compile zoo:tiny_cnn --db " + a.string() + " -o " + (dir / "art3").string());
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("tuned       3 of 3 kernels tuned\n"));
+}
+
+// `loom completion bash` completes subcommands, nested ones and each command's flags (global
+// ones included) from the parser itself; run through a real bash.
+TEST(CliFlagsTest, BashCompletionCompletesSubcommandsAndFlags) {
+  const fs::path script = ScratchDir() / "loom.bash";
+  Outcome o = RunLoom("completion bash");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  std::ofstream(script) << o.out;
+  auto complete = [&](const std::string& words, int cword) {
+    return RunShell("bash -c 'source " + script.string() + "; COMP_WORDS=(" + words +
+                    "); COMP_CWORD=" + std::to_string(cword) + "; _loom; echo \"${COMPREPLY[*]}\"'")
+        .out;
+  };
+  EXPECT_EQ(complete("loom rec", 1), "records\n");
+  EXPECT_EQ(complete("loom -v records s", 3), "summary stages\n");
+  EXPECT_EQ(complete("loom records summary --j", 3), "--json\n");
+  EXPECT_EQ(complete("loom tune zoo:tiny_cnn --min-r", 3), "--min-repeat-ms\n");
+  EXPECT_EQ(complete("loom cache prune --max", 3), "--max-size\n");
+  // A hidden command is not offered; a file argument is left to the shell.
+  EXPECT_EQ(complete("loom help", 1), "\n");
+  EXPECT_EQ(complete("loom tune ", 2), "\n");
+  const std::string zsh = RunLoom("completion zsh").out;
+  EXPECT_THAT(zsh, ::testing::StartsWith("#compdef loom\n"));
+  EXPECT_THAT(zsh, HasSubstr("(loom/records/summary)"));
+  EXPECT_THAT(zsh, HasSubstr("'--json:One JSON object'"));
+  ExpectOneLineError(RunLoom("completion fish"), "SHELL: fish not in {bash,zsh}");
+}
+
+// The build writes loom(1) from the parser (`loom help-man`); it names every command and its
+// defaults, and groff reads it without a warning.
+TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
+  const fs::path page =
+      fs::path(LOOM_BINARY).parent_path().parent_path().parent_path() / "man" / "loom.1";
+  ASSERT_TRUE(fs::exists(page)) << page;
+  const std::string roff = ReadFile(page);
+  EXPECT_EQ(RunLoom("help-man").out, roff);
+  EXPECT_THAT(roff, HasSubstr(".TH LOOM 1 \"\" \"loom 0.1.0\""));
+  EXPECT_THAT(roff, HasSubstr(".SS \"loom records summary\""));
+  EXPECT_THAT(roff, HasSubstr(".B \\-\\-trials INT:INT in [1 \\- 1000000]\n"
+                              "Measured candidates per task [default: 64]\n"));
+  if (std::system("command -v groff >/dev/null 2>&1") != 0) GTEST_SKIP() << "no groff";
+  Outcome o = RunShell("groff -man -Tascii -P-bou -ww " + page.string());
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_EQ(o.err, "");
+  EXPECT_THAT(o.out, HasSubstr("loom cache prune"));
+}
+
+// Every command that prints results takes --json (before or after its name), with numbers as
+// JSON numbers.
+TEST(CliFlagsTest, EveryCommandThatPrintsTakesJson) {
+  for (const char* cmd :
+       {"inspect",         "tasks",          "tune",           "tune-task",      "bench",
+        "compile",         "simulate",       "submit",         "jobs",           "status",
+        "watch",           "cancel",         "logs",           "stats",          "zoo list",
+        "records summary", "records export", "records import", "records stages", "cache info",
+        "cache prune"}) {
+    EXPECT_THAT(RunLoom(std::string(cmd) + " --help").out, HasSubstr("--json")) << cmd;
+  }
+  const fs::path dir = ScratchDir();
+  const fs::path db = dir / "empty.db", lines = dir / "empty.jsonl";
+  fs::remove(db);
+  std::ofstream(lines) << "";
+  Outcome o = RunLoom("records import " + lines.string() + " --db " + db.string() + " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_EQ(nlohmann::json::parse(o.out)["imported"], 0);
+  o = RunLoom("--json compile zoo:tiny_cnn --db " + db.string() + " -o " + (dir / "art").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["kernel_steps"], 3);
+  EXPECT_EQ(j["tuned_kernels"], 0);
+  EXPECT_THAT(j["target"].get<std::string>(), ::testing::StartsWith("cpu:"));
+  EXPECT_GT(j["library_bytes"].get<int64_t>(), 0);
+  o = RunLoom("records export --db " + db.string() + " -o " + (dir / "out.jsonl").string() +
+              " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_EQ(nlohmann::json::parse(o.out)["exported"], 0);
+  o = RunLoom("zoo export tiny_cnn --json -o " + (dir / "t.onnx").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_GT(nlohmann::json::parse(o.out)["parameters"].get<int64_t>(), 0);
+  o = RunLoom("cache prune --cache-dir " + (dir / "no-cache").string() + " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_EQ(nlohmann::json::parse(o.out)["exists"], false);
+  fs::create_directories(dir / "cache");
+  o = RunLoom("cache prune --dry-run --cache-dir " + (dir / "cache").string() + " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["removed_entries"], 0);
+  EXPECT_EQ(j["dry_run"], true);
+}
+
+// stats and top take the global flags like the job commands (before or after their name).
+TEST(CliFlagsTest, StatsAndTopTakeTheGlobalFlags) {
+  for (const char* args :
+       {"--server 127.0.0.1:1 stats", "stats --server 127.0.0.1:1 --json",
+        "--json stats --server 127.0.0.1:1", "top --once --server 127.0.0.1:1"}) {
+    ExpectOneLineError(RunLoom(args), "127.0.0.1:1");
+  }
+  ExpectOneLineError(RunLoom("stats --server 127.0.0.1:1 --token-file /nonexistent/token"),
+                     "/nonexistent/token");
 }
 
 }  // namespace

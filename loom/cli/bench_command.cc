@@ -19,6 +19,7 @@
 #include "loom/api/class_records.h"
 #include "loom/base/rng.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/ops/target.h"
 #include "loom/runtime/artifact.h"
@@ -333,7 +334,7 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
       }
       j["results"].push_back(v);
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
     return;
   }
   std::printf("model       %s, %d thread%s\n", source.c_str(), opts.threads,

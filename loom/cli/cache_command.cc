@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/tune/builder.h"
 #include "loom/tune/kernel_cache.h"
 #include "nlohmann/json.hpp"
@@ -52,7 +53,7 @@ void RunInfo(const CacheOptions& o) {
                         {"temp_files", info->temp_files},
                         {"temp_bytes", info->temp_bytes},
                         {"other_files", info->other_files}};
-    std::printf("%s\n", j.dump().c_str());
+    PrintJson(j);
     return;
   }
   std::printf("kernel cache %s%s\n", dir.c_str(), missing ? " (does not exist yet)" : "");
@@ -95,10 +96,24 @@ void RunPrune(const CacheOptions& o) {
   const std::string dir = Dir(o);
   absl::StatusOr<tune::PruneResult> r = tune::PruneKernelCache(dir, po);
   if (absl::IsNotFound(r.status())) {
+    if (o.json) {
+      PrintJson({{"dir", dir}, {"exists", false}, {"dry_run", o.dry_run}});
+      return;
+    }
     std::printf("kernel cache %s does not exist: nothing to prune\n", dir.c_str());
     return;
   }
   FailIfError(r.status());
+  if (o.json) {
+    PrintJson({{"dir", dir},
+               {"exists", true},
+               {"dry_run", o.dry_run},
+               {"removed_entries", r->removed_entries},
+               {"removed_bytes", r->removed_bytes},
+               {"kept_entries", r->kept_entries},
+               {"kept_bytes", r->kept_bytes}});
+    return;
+  }
   std::printf("%s %lld entries (%s), kept %lld (%s) in %s\n",
               o.dry_run ? "would remove" : "removed", static_cast<long long>(r->removed_entries),
               tune::FormatByteSize(r->removed_bytes).c_str(),
@@ -131,6 +146,7 @@ void RegisterCacheCommand(CLI::App& app) {
   prune->add_option("--older-than", o->older_than,
                     "Remove kernels unused for this long, e.g. 30d, 12h, 2w");
   prune->add_flag("--dry-run", o->dry_run, "Only report what would be removed");
+  AddJsonFlag(prune, &o->json, "One JSON object");
   prune->callback([o] { RunPrune(*o); });
 }
 

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "loom/service/client.h"
 
 namespace loom::cli {
 
@@ -104,6 +105,13 @@ void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help) {
 void AddServerOption(CLI::App* cmd, std::string* server, const std::string& help) {
   cmd->add_option("--server", *server, help);
   Bindings().server.push_back(server);
+}
+
+std::string TokenFromFlag() {
+  if (Globals().token_file.empty()) return "";
+  absl::StatusOr<std::string> token = service::ReadTokenFile(Globals().token_file);
+  FailIfError(token.status());
+  return *std::move(token);
 }
 
 void AddTokenFileOption(CLI::App* cmd, std::string* token_file, const std::string& help) {

@@ -53,6 +53,9 @@ void AddServerOption(CLI::App* cmd, std::string* server,
                      const std::string& help =
                          "HOST:PORT of loom serve (default: $LOOM_SERVER, then the config file, "
                          "then 127.0.0.1:7070)");
+// The token in --token-file, read now; "" when the flag is not given (the client then falls back
+// to $LOOM_TOKEN and the config file). Fails with the file's error.
+std::string TokenFromFlag();
 void AddTokenFileOption(CLI::App* cmd, std::string* token_file,
                         const std::string& help =
                             "File holding the token (default: $LOOM_TOKEN, "
@@ -80,5 +83,7 @@ void RegisterCacheCommand(CLI::App& app);  // cache info|prune (the kernel cache
 void RegisterStatsCommand(CLI::App& app);  // stats (the scheduler's view of loom serve)
 void RegisterTopCommand(CLI::App& app);    // top (a refreshing view of jobs and devices)
 void RegisterFleetCommand(CLI::App& app);  // fleet slurm (agents started through Slurm)
+// completion bash|zsh and the hidden help-man, generated from `app`: register it last.
+void RegisterCompletionCommand(CLI::App& app);
 
 }  // namespace loom::cli

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/loom.h"
 #include "loom/runtime/artifact.h"
@@ -35,6 +36,7 @@ struct CompileCommandOptions {
   std::string target = "cpu";
   std::string device;  // --target cuda: cuda:N
   bool exact_target = false;
+  bool json = false;
   bool db_given = false;  // --db on the command line (else the default, used only if it exists)
 };
 
@@ -64,6 +66,17 @@ void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded)
   FailIfError((*model)->Export(opts.out));
   if (!opts.sign_key.empty()) FailIfError(runtime::SignArtifact(opts.out, opts.sign_key));
   const runtime::CudaModelStats& st = (*model)->stats();
+  if (opts.json) {
+    PrintJson({{"model", loaded.source},
+               {"target", (*backend)->target().Key()},
+               {"kernel_steps", st.kernel_steps},
+               {"tuned_kernels", st.tuned_kernels},
+               {"unique_kernels", st.kernels_built},
+               {"fused_ops", st.fused_ops},
+               {"output", opts.out},
+               {"signed", !opts.sign_key.empty()}});
+    return;
+  }
   std::printf("model       %s\n", loaded.source.c_str());
   std::printf(
       "kernels     %lld template steps (%lld tuned), %lld elementwise, %lld lowered, %lld pools, "
@@ -116,6 +129,20 @@ void RunCompile(CompileCommandOptions opts) {
   if (!opts.sign_key.empty()) FailIfError(runtime::SignArtifact(opts.out, opts.sign_key));
   const runtime::CompileStats& st = model.compiled()->stats();
   const std::filesystem::path dir(opts.out);
+  if (opts.json) {
+    PrintJson({{"model", loaded->source},
+               {"target", model.compiled()->target_key()},
+               {"kernel_steps", st.kernel_steps},
+               {"tuned_kernels", st.tuned_kernels},
+               {"tuned", model.tuning_summary()},
+               {"unique_kernels", st.unique_kernels},
+               {"fused_ops", st.fused_ops},
+               {"output", opts.out},
+               {"library_bytes", FileBytes(dir / runtime::kArtifactLibraryFile)},
+               {"weights_bytes", FileBytes(dir / runtime::kArtifactWeightsFile)},
+               {"signed", !opts.sign_key.empty()}});
+    return;
+  }
   std::printf("model       %s\n", loaded->source.c_str());
   std::printf(
       "kernels     %lld template steps (%lld tuned), %lld generated, %lld on the blocked layout, "
@@ -165,6 +192,7 @@ void RegisterCompileCommand(CLI::App& app) {
   cmd->add_flag("--exact-target", opts->exact_target,
                 "Use only records of this exact CPU model, not those of other CPUs of its class");
   cmd->add_option("--device", opts->device, "--target cuda: the GPU, cuda:N (default cuda:0)");
+  AddJsonFlag(cmd, &opts->json, "One JSON object: target, kernels tuned, files written");
   cmd->callback([opts, cmd] {
     opts->db_given = cmd->get_option("--db")->count() > 0;
     RunCompile(*opts);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/graph/tasks.h"
 #include "nlohmann/json.hpp"
@@ -49,7 +50,7 @@ void RunInspect(const InspectOptions& opts) {
     j["passes"] = {{"removed_identity", loaded->pass_stats.removed_identity},
                    {"folded_constants", loaded->pass_stats.folded_constants},
                    {"folded_batchnorms", loaded->pass_stats.folded_batchnorms}};
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
     return;
   }
   std::printf("model       %s%s\n", loaded->source.c_str(),

@@ -20,8 +20,10 @@
 #include "absl/time/time.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/job_view.h"
+#include "loom/cli/json_output.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
+#include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/record_store.h"
@@ -42,9 +44,7 @@ Conn Connect(const std::string& server_flag) {
   auto config = service::ResolveClientConfig(server_flag);
   FailIfError(config.status());
   if (!Globals().token_file.empty()) {
-    auto token = service::ReadTokenFile(Globals().token_file);
-    FailIfError(token.status());
-    config->token = *std::move(token);
+    config->token = TokenFromFlag();
     config->token_file = Globals().token_file;
   }
   auto channel = service::Dial(*config);
@@ -87,70 +87,6 @@ std::string Progress(const v1::Job& j) {
   }
   return absl::StrFormat("%d/%d tasks, %d/%d", tasks_done, j.tasks_size(), done, total);
 }
-
-// A message as JSON for `--json`: field names as in the proto, 64-bit integers as numbers (not
-// the strings of protobuf's JSON mapping), job states and stage kinds by the short names the
-// tables print ("succeeded", "measure"), other enums by their value name in lower case. Fields at
-// their default value are left out, as in protobuf's mapping.
-nlohmann::json ProtoJson(const google::protobuf::Message& m) {
-  using google::protobuf::FieldDescriptor;
-  const google::protobuf::Reflection* r = m.GetReflection();
-  std::vector<const FieldDescriptor*> fields;
-  r->ListFields(m, &fields);
-  nlohmann::json j = nlohmann::json::object();
-  for (const FieldDescriptor* f : fields) {
-    auto value = [&](int i) -> nlohmann::json {
-      const bool rep = f->is_repeated();
-      switch (f->cpp_type()) {
-        case FieldDescriptor::CPPTYPE_INT32:
-          return rep ? r->GetRepeatedInt32(m, f, i) : r->GetInt32(m, f);
-        case FieldDescriptor::CPPTYPE_INT64:
-          return rep ? r->GetRepeatedInt64(m, f, i) : r->GetInt64(m, f);
-        case FieldDescriptor::CPPTYPE_UINT32:
-          return rep ? r->GetRepeatedUInt32(m, f, i) : r->GetUInt32(m, f);
-        case FieldDescriptor::CPPTYPE_UINT64:
-          return rep ? r->GetRepeatedUInt64(m, f, i) : r->GetUInt64(m, f);
-        case FieldDescriptor::CPPTYPE_DOUBLE:
-          return rep ? r->GetRepeatedDouble(m, f, i) : r->GetDouble(m, f);
-        case FieldDescriptor::CPPTYPE_FLOAT:
-          return rep ? r->GetRepeatedFloat(m, f, i) : r->GetFloat(m, f);
-        case FieldDescriptor::CPPTYPE_BOOL:
-          return rep ? r->GetRepeatedBool(m, f, i) : r->GetBool(m, f);
-        case FieldDescriptor::CPPTYPE_STRING: {
-          // Bytes (an uploaded model) are summarized, not dumped.
-          const std::string s = rep ? r->GetRepeatedString(m, f, i) : r->GetString(m, f);
-          if (f->type() == FieldDescriptor::TYPE_BYTES) return absl::StrCat(s.size(), " bytes");
-          return s;
-        }
-        case FieldDescriptor::CPPTYPE_ENUM: {
-          const int v = rep ? r->GetRepeatedEnumValue(m, f, i) : r->GetEnumValue(m, f);
-          if (f->enum_type() == v1::JobState_descriptor()) {
-            return v1::JobStateShortName(static_cast<v1::JobState>(v));
-          }
-          if (f->enum_type() == v1::StageKind_descriptor()) {
-            return v1::StageKindShortName(static_cast<v1::StageKind>(v));
-          }
-          const google::protobuf::EnumValueDescriptor* e = f->enum_type()->FindValueByNumber(v);
-          return e == nullptr ? nlohmann::json(v)
-                              : nlohmann::json(absl::AsciiStrToLower(e->name()));
-        }
-        case FieldDescriptor::CPPTYPE_MESSAGE:
-          return ProtoJson(rep ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f));
-      }
-      return nullptr;
-    };
-    if (f->is_repeated()) {
-      nlohmann::json a = nlohmann::json::array();
-      for (int i = 0; i < r->FieldSize(m, f); ++i) a.push_back(value(i));
-      j[f->name()] = std::move(a);
-    } else {
-      j[f->name()] = value(-1);
-    }
-  }
-  return j;
-}
-
-std::string ToJson(const google::protobuf::Message& m) { return ProtoJson(m).dump(); }
 
 // ----- submit
 
@@ -286,7 +222,7 @@ void RunSubmit(const SubmitOptions& o) {
     return;
   }
   if (o.json) {
-    std::printf("%s\n", ToJson(job).c_str());
+    PrintJson(ProtoJson(job));
     return;
   }
   std::printf("submitted %s (%s, %d tasks, %s)\n", job.id().c_str(), job.name().c_str(),
@@ -312,7 +248,7 @@ void RunJobs(const ListOptions& o) {
   v1::ListJobsResponse resp;
   Check(c.stub->ListJobs(&ctx, req, &resp), c);
   if (o.json) {
-    std::printf("%s\n", ToJson(resp).c_str());
+    PrintJson(ProtoJson(resp));
     return;
   }
   std::printf("%-6s %-10s %-16s %-9s %4s %5s %-22s %8s %8s %7s  %s\n", "ID", "OWNER", "NAME",
@@ -394,7 +330,7 @@ void RunStatus(const IdOptions& o) {
   v1::Job job;
   Check(c.stub->GetJob(&ctx, req, &job), c);
   if (o.json) {
-    std::printf("%s\n", ToJson(job).c_str());
+    PrintJson(ProtoJson(job));
   } else {
     PrintJob(job);
   }
@@ -415,7 +351,7 @@ void RunWatch(const IdOptions& o) {
     const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
                                            absl::LocalTimeZone());
     if (o.json) {
-      std::printf("%s\n", ToJson(ev).c_str());  // JSON lines: one object per event
+      PrintJson(ProtoJson(ev));  // JSON lines: one object per event
     } else if (!ev.message().empty()) {
       // The last message of a change carries the job: its progress after that change.
       std::printf("%s  %s%s\n", t.c_str(), ev.message().c_str(),
@@ -447,7 +383,7 @@ void RunCancel(const IdOptions& o) {
   v1::Job job;
   Check(c.stub->CancelJob(&ctx, req, &job), c);
   if (o.json) {
-    std::printf("%s\n", ToJson(job).c_str());
+    PrintJson(ProtoJson(job));
     return;
   }
   std::printf("%s %s\n", job.id().c_str(), v1::JobStateShortName(job.state()));
@@ -463,7 +399,7 @@ void RunLogs(const IdOptions& o) {
   v1::GetLogsResponse resp;
   Check(c.stub->GetLogs(&ctx, req, &resp), c);
   if (o.json) {
-    std::printf("%s\n", ToJson(resp).c_str());
+    PrintJson(ProtoJson(resp));
     return;
   }
   for (const auto& l : resp.lines()) std::printf("%s\n", l.c_str());
@@ -510,14 +446,27 @@ void RunResult(const IdOptions& o) {
     std::ofstream(std::filesystem::path(o.output) / "model.onnx", std::ios::binary)
         << res.model_onnx();
   }
-  std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
-              v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
-              res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
+  // --json: one object at the end, the compile's tuning included.
+  nlohmann::json summary = {
+      {"job", res.job().id()},
+      {"state", v1::JobStateShortName(res.job().state())},
+      {"records", *n},
+      {"db", db},
+      {"best_configs", res.best_size()},
+      {"best_json", (std::filesystem::path(o.output) / "best.json").string()}};
+  if (!o.json) {
+    std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
+                v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
+                res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
+  }
   const std::string model = !res.zoo_model().empty() ? absl::StrCat("zoo:", res.zoo_model())
                             : !res.model_onnx().empty()
                                 ? (std::filesystem::path(o.output) / "model.onnx").string()
                                 : "";
-  if (model.empty() || o.skip_compile) return;
+  if (model.empty() || o.skip_compile) {
+    if (o.json) PrintJson(summary);
+    return;
+  }
   // The compiled model, from the job's records: the artifact `loom run DIR/model` loads.
   const std::string artifact = (std::filesystem::path(o.output) / "model").string();
   // The class the job was tuned on (the agents' CPU), unless --target says otherwise: records of
@@ -537,6 +486,15 @@ void RunResult(const IdOptions& o) {
   if (!st.ok()) {
     Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model for ", target, ": ",
                                               st.message(), " (--target picks another)")));
+  }
+  if (o.json) {
+    summary["target"] = compiled.compiled()->target_key();
+    summary["tuned"] = compiled.tuning_summary();
+    summary["tuned_kernels"] = compiled.compiled()->stats().tuned_kernels;
+    summary["kernel_steps"] = compiled.compiled()->stats().kernel_steps;
+    summary["model"] = artifact;
+    PrintJson(summary);
+    return;
   }
   std::printf("tuned: %s\n", compiled.tuning_summary().c_str());
   std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n", artifact.c_str(),
@@ -569,14 +527,14 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--tasks", o->tasks,
                     "Tune only these tasks, e.g. 1,3 (indices as 'loom tasks' lists them)");
     cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
-                    "Shortest length of one timed repeat (default: the agents')")
+                    "Shortest timed repeat of a measurement (0: the agents' default)")
         ->check(CLI::Range(0, 60000));
-    cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (default: the agents')")
+    cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (0: the agents' default)")
         ->check(CLI::Range(0, 1000));
     cmd->add_option("--run-timeout", o->run_timeout_s,
                     "Seconds a candidate may run past its expected time (default: the agents')")
         ->check(CLI::Range(0.0, 3600.0));
-    cmd->add_option("--seed", o->seed, "Tuner seed");
+    cmd->add_option("--seed", o->seed, "Tuner seed")->check(CLI::NonNegativeNumber);
     cmd->add_flag("--no-prior", o->no_prior,
                   "Do not seed the cost model with the agents' built-in tuning prior");
     cmd->add_option("--input-shape", o->input_shapes,
@@ -622,6 +580,7 @@ void RegisterJobCommands(CLI::App& app) {
                     "the job was tuned on)");
     cmd->add_flag("--skip-compile", o->skip_compile,
                   "Write records and best configs only, not the compiled model (DIR/model)");
+    AddJsonFlag(cmd, &o->json, "One JSON object: records, best configs, kernels tuned");
   }
 }
 

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   loom::cli::RegisterSimulateCommand(app);
   loom::cli::RegisterCacheCommand(app);
   loom::cli::RegisterVersionCommand(app);
+  loom::cli::RegisterCompletionCommand(app);
 
   // CLI11 reports an unknown first word as "a subcommand is required"; name it instead.
   if (argc > 1 && argv[1][0] != '-') {

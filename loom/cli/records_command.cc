@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/experiment/trace.h"
 #include "loom/ops/target.h"
 #include "loom/tune/postgres.h"
@@ -61,7 +62,7 @@ void RunSummary(const RecordsOptions& o) {
       }
       j["tasks"].push_back(std::move(t));
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
     return;
   }
   std::printf("target %s, %zu tasks\n", target.c_str(), summary->size());
@@ -94,6 +95,10 @@ void RunExport(const RecordsOptions& o) {
   FailIfError(store->ExportJsonLines(out, Filter(o)));
   auto n = store->Count(Filter(o));
   FailIfError(n.status());
+  if (o.json) {
+    PrintJson({{"exported", *n}, {"output", o.file}});
+    return;
+  }
   std::printf("exported %lld records to %s\n", static_cast<long long>(*n), o.file.c_str());
 }
 
@@ -110,6 +115,10 @@ void RunImport(const RecordsOptions& o) {
   }
   if (!n.ok()) {
     Fail(absl::Status(n.status().code(), absl::StrFormat("%s: %s", o.file, n.status().message())));
+  }
+  if (o.json) {
+    PrintJson({{"imported", *n}, {"db", tune::RedactUri(o.db)}});
+    return;
   }
   std::printf("imported %lld records into %s\n", static_cast<long long>(*n),
               tune::RedactUri(o.db).c_str());
@@ -141,6 +150,14 @@ void RunPrior(const RecordsOptions& o) {
   if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
   size_t configs = 0;
   for (const auto& t : prior.tasks) configs += t.configs.size();
+  if (o.json) {
+    PrintJson({{"target_class", prior.target_class},
+               {"tasks", prior.tasks.size()},
+               {"configs", configs},
+               {"records", records.size()},
+               {"output", o.file}});
+    return;
+  }
   std::printf("wrote a %s prior of %zu tasks, %zu configs (from %zu records) to %s\n",
               prior.target_class.c_str(), prior.tasks.size(), configs, records.size(),
               o.file.c_str());
@@ -177,6 +194,23 @@ void RunStages(const RecordsOptions& o) {
   }
   double wall = 0;
   for (const auto& [_, span] : rounds) wall += absl::ToDoubleSeconds(span.second - span.first);
+  double measure = by_stage.count("measure") ? by_stage["measure"].total : 0;
+  if (o.json) {
+    nlohmann::json stages = nlohmann::json::array();
+    for (const auto& [stage, agg] : by_stage) {
+      stages.push_back({{"stage", stage},
+                        {"runs", agg.n},
+                        {"total_seconds", agg.total},
+                        {"share", total > 0 ? agg.total / total : 0.0}});
+    }
+    PrintJson({{"job", o.job},
+               {"rounds", rounds.size()},
+               {"stage_runs", timings->size()},
+               {"wall_seconds", wall},
+               {"device_busy", wall > 0 ? measure / wall : 0.0},
+               {"stages", stages}});
+    return;
+  }
   std::printf("job %s: %zu rounds, %zu stage runs, %.2f s of round wall time\n", o.job.c_str(),
               rounds.size(), timings->size(), wall);
   std::printf("%-10s %7s %10s %10s %7s\n", "stage", "runs", "mean s", "total s", "share");
@@ -187,7 +221,6 @@ void RunStages(const RecordsOptions& o) {
                 it->second.total / static_cast<double>(it->second.n), it->second.total,
                 total > 0 ? 100.0 * it->second.total / total : 0.0);
   }
-  double measure = by_stage.count("measure") ? by_stage["measure"].total : 0;
   if (wall > 0) {
     std::printf("device busy %.1f%% of round time (idle %.1f%%: the gap a scheduler can fill)\n",
                 100.0 * measure / wall, 100.0 * (1.0 - measure / wall));
@@ -251,6 +284,10 @@ void RunTrace(const RecordsOptions& o) {
   if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
   std::set<std::string> with_timings;
   for (const auto& t : timings) with_timings.insert(t.job_id);
+  if (o.json) {
+    PrintJson({{"stages", timings.size()}, {"jobs", with_timings.size()}, {"output", o.file}});
+    return;
+  }
   std::printf("wrote %zu stages of %zu jobs to %s (open it in ui.perfetto.dev)\n", timings.size(),
               with_timings.size(), o.file.c_str());
 }
@@ -276,11 +313,13 @@ void RegisterRecordsCommand(CLI::App& app) {
   exp->add_option("--job", o->job, "Only this job");
   exp->add_option("--task", o->task, "Only this task key");
   exp->add_option("--target", o->target, "Only this target key");
+  AddJsonFlag(exp, &o->json, "One JSON object (with -o FILE)");
   exp->callback([o] { RunExport(*o); });
 
   auto* imp = rec->add_subcommand("import", "Read records from JSON lines");
   add_db(imp);
   imp->add_option("FILE", o->file, "JSON-lines file, or - for stdin")->required();
+  AddJsonFlag(imp, &o->json, "One JSON object");
   imp->callback([o] { RunImport(*o); });
 
   auto* prior = rec->add_subcommand(
@@ -290,11 +329,13 @@ void RegisterRecordsCommand(CLI::App& app) {
   prior->add_option("--target", o->target, "Target key (default: this host)");
   prior->add_option("--per-task", o->per_task, "Configs kept per task (0: all)")
       ->check(CLI::NonNegativeNumber);
+  AddJsonFlag(prior, &o->json, "One JSON object");
   prior->callback([o] { RunPrior(*o); });
 
   auto* stages = rec->add_subcommand("stages", "Where a job's tuning rounds spend their time");
   add_db(stages);
   stages->add_option("--job", o->job, "Job id (printed by loom tune)")->required();
+  AddJsonFlag(stages, &o->json, "One JSON object");
   stages->callback([o] { RunStages(*o); });
 
   auto* trace = rec->add_subcommand(
@@ -302,6 +343,7 @@ void RegisterRecordsCommand(CLI::App& app) {
   add_db(trace);
   trace->add_option("-o,--output", o->file, "Output JSON file (default: trace.json)");
   trace->add_option("--job", o->jobs, "Only these jobs (repeatable; default: every job)");
+  AddJsonFlag(trace, &o->json, "One JSON object");
   trace->callback([o] {
     if (o->file.empty()) o->file = "trace.json";
     RunTrace(*o);

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/sched/policy.h"
 #include "loom/sim/report.h"
 #include "loom/sim/simulator.h"
@@ -54,7 +55,7 @@ void RunSimulate(const SimulateOptions& opts) {
   json["spec"] = opts.spec;
   json["seed"] = spec->seed;
   if (opts.json) {
-    std::printf("%s\n", json.dump(2).c_str());
+    PrintJson(json, 2);
   } else {
     std::printf("%s", sim::FormatSummaryTable(*results).c_str());
   }

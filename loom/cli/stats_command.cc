@@ -9,6 +9,7 @@
 
 #include "loom/api/job_client.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/stats_view.h"
 #include "loom/service/client.h"
 
@@ -22,12 +23,12 @@ struct StatsOptions {
 
 void RunStats(const StatsOptions& o) {
   service::QuietGrpcLogs();
-  auto client = JobClient::Connect({.server = o.server});
+  auto client = JobClient::Connect({.server = o.server, .token = TokenFromFlag()});
   FailIfError(client.status());
   absl::StatusOr<v1::ServerStats> stats = (*client)->Stats();
   FailIfError(stats.status());
   if (o.json) {
-    std::printf("%s\n", StatsJson(*stats).dump().c_str());
+    PrintJson(StatsJson(*stats));
     return;
   }
   for (const std::string& line : StatsLines(*stats)) std::printf("%s\n", line.c_str());
@@ -39,8 +40,9 @@ void RegisterStatsCommand(CLI::App& app) {
   auto o = std::make_shared<StatsOptions>();
   auto* cmd = app.add_subcommand(
       "stats", "The scheduler's view of loom serve: queues, devices, rates (admin token)");
-  cmd->add_option("--server", o->server, "HOST:PORT of loom serve (default: LOOM_SERVER, config)");
-  cmd->add_flag("--json", o->json, "One JSON object (numbers as numbers)");
+  AddServerOption(cmd, &o->server);
+  AddTokenFileOption(cmd, &Globals().token_file);
+  AddJsonFlag(cmd, &o->json, "One JSON object (numbers as numbers)");
   cmd->callback([o] { RunStats(*o); });
 }
 

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/cli/job_view.h"
+#include "loom/cli/json_output.h"
 
 namespace loom::cli {
 
@@ -15,60 +16,10 @@ std::string QueueName(const v1::QueueStats& q) {
 }
 
 nlohmann::json StatsJson(const v1::ServerStats& s) {
-  nlohmann::json queues = nlohmann::json::array();
-  for (const v1::QueueStats& q : s.queues()) {
-    queues.push_back({{"resource", QueueName(q)},
-                      {"cpu_slots", q.cpu_slots()},
-                      {"device_kind", q.device_kind()},
-                      {"device", q.device()},
-                      {"ready", q.ready()}});
-  }
-  nlohmann::json devices = nlohmann::json::array();
-  for (const v1::DeviceStats& d : s.devices()) {
-    devices.push_back({{"agent_id", d.agent_id()},
-                       {"hostname", d.hostname()},
-                       {"name", d.name()},
-                       {"target_key", d.target_key()},
-                       {"alive", d.alive()},
-                       {"leases", d.leases()},
-                       {"busy_seconds", d.busy_seconds()},
-                       {"utilization", d.utilization()}});
-  }
-  nlohmann::json agents = nlohmann::json::array();
-  for (const v1::ResourceUse& u : s.resources()) {
-    agents.push_back({{"agent_id", u.agent_id()},
-                      {"hostname", u.hostname()},
-                      {"alive", u.alive()},
-                      {"flagged", u.flagged()},
-                      {"cpu_slots", u.cpu_slots()},
-                      {"cpu_slots_used", u.cpu_slots_used()},
-                      {"devices", u.devices()},
-                      {"devices_busy", u.devices_busy()},
-                      {"leases", u.leases()}});
-  }
-  return {{"policy", s.policy()},
-          {"uptime_seconds", s.uptime_seconds()},
-          {"agents_alive", s.agents_alive()},
-          {"agents_lost", s.agents_lost()},
-          {"agents_flagged", s.agents_flagged()},
-          {"jobs_total", s.jobs_total()},
-          {"jobs_active", s.jobs_active()},
-          {"jobs_queued", s.jobs_queued()},
-          {"jobs_running", s.jobs_running()},
-          {"ready_stages", s.ready_stages()},
-          {"running_stages", s.running_stages()},
-          {"stages_dispatched", s.stages_dispatched()},
-          {"stages_requeued", s.stages_requeued()},
-          {"reports_refused", s.reports_refused()},
-          {"grants", s.grants()},
-          {"grants_per_second", s.grants_per_second()},
-          {"dispatch_p50_ms", s.dispatch_p50_ms()},
-          {"dispatch_p99_ms", s.dispatch_p99_ms()},
-          {"queue_wait_p50_ms", s.queue_wait_p50_ms()},
-          {"queue_wait_p99_ms", s.queue_wait_p99_ms()},
-          {"queues", queues},
-          {"devices", devices},
-          {"agents", agents}};
+  nlohmann::json j = ProtoJson(s);
+  // Each queue also under the name the table gives it.
+  for (int i = 0; i < s.queues_size(); ++i) j["queues"][i]["resource"] = QueueName(s.queues(i));
+  return j;
 }
 
 std::vector<std::string> StatsSummaryLines(const v1::ServerStats& s) {

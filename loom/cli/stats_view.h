@@ -1,6 +1,6 @@
 // How the CLI shows the daemon's ServerStats (GetStats): the text tables of `loom stats` and the
-// device and queue rows of `loom top`, and the JSON of `loom stats --json` (proto field names,
-// numbers as JSON numbers, unlike protobuf's JSON mapping which writes int64 as strings).
+// device and queue rows of `loom top`, and the JSON of `loom stats --json` (json_output.h's
+// ProtoJson: proto field names, numbers as JSON numbers).
 #pragma once
 
 #include <string>
@@ -13,6 +13,7 @@ namespace loom::cli {
 
 // "cpu x2", "device cpu:avx2:... + cpu x1", "device a1/cuda:0".
 std::string QueueName(const v1::QueueStats& q);
+// ProtoJson(stats), each queue with its QueueName as "resource".
 nlohmann::json StatsJson(const v1::ServerStats& stats);
 // The summary lines (policy, uptime, agents, jobs, stages, rates, latencies).
 std::vector<std::string> StatsSummaryLines(const v1::ServerStats& stats);

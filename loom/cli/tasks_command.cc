@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/graph/tasks.h"
 #include "nlohmann/json.hpp"
@@ -33,7 +34,7 @@ void RunTasks(const TasksOptions& opts) {
                    {"nodes", t.nodes},
                    {"absorbed", t.absorbed}});
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
     return;
   }
   std::printf("%3s  %-18s %5s %10s %7s  %s\n", "#", "kind", "count", "GFLOP", "share", "key");

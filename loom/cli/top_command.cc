@@ -184,7 +184,7 @@ class Screen {
 
 void RunTop(const TopOptions& o) {
   service::QuietGrpcLogs();
-  auto client = JobClient::Connect({.server = o.server});
+  auto client = JobClient::Connect({.server = o.server, .token = TokenFromFlag()});
   FailIfError(client.status());
   if (o.once || !isatty(STDOUT_FILENO)) {
     absl::StatusOr<Sample> s = Take(**client, o.all);
@@ -231,7 +231,8 @@ void RegisterTopCommand(CLI::App& app) {
   auto o = std::make_shared<TopOptions>();
   auto* cmd = app.add_subcommand(
       "top", "A refreshing view of loom serve's jobs and devices (q or Ctrl-C quits)");
-  cmd->add_option("--server", o->server, "HOST:PORT of loom serve (default: LOOM_SERVER, config)");
+  AddServerOption(cmd, &o->server);
+  AddTokenFileOption(cmd, &Globals().token_file);
   cmd->add_option("--interval", o->interval, "Seconds between refreshes")
       ->check(CLI::Range(0.2, 3600.0));
   cmd->add_flag("--once", o->once, "Print one plain frame and exit (also when not a terminal)");

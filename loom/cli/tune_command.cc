@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/engine/engine.h"
 #include "loom/graph/tasks.h"
@@ -31,7 +32,7 @@ struct TuneOptions {
   std::string target = "cpu";  // "cpu", "cuda" or "cuda:sm_XY"
   std::string device;          // cuda: "cuda:N" (default cuda:0)
   std::string isa;             // empty: the host's best
-  int min_repeat_ms = -1;      // -1: the measurer's default (50 ms CPU, 150 ms CUDA)
+  int min_repeat_ms = 0;       // 0: the measurer's default (50 ms CPU, 150 ms CUDA)
   int repeat = 0;              // 0: the measurer's default (3)
   int64_t trials = 64;
   int batch_size = 8;
@@ -60,7 +61,8 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_option("--target", o->target, "Target: cpu, cuda or cuda:sm_XY (default cpu)");
   cmd->add_option("--device", o->device, "CUDA device to tune on, cuda:N (default cuda:0)");
   cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
-                  "Shortest timed repeat of a measurement (default 50 for cpu, 150 for cuda)")
+                  "Shortest timed repeat of a measurement (0: the measurer's 50 ms for cpu, 150 "
+                  "ms for cuda)")
       ->check(CLI::Range(0, 60000));
   cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (0: the measurer's 3)")
       ->check(CLI::Range(0, 1000));
@@ -148,7 +150,7 @@ std::vector<int64_t> Picks(const TuneOptions& o);
 void PrintOutcomes(const std::vector<tune::TaskOutcome>& outcomes, const TuneOptions& o,
                    const std::string& job_id, const ops::Target& target) {
   if (o.json) {
-    std::printf("%s\n", OutcomesJson(outcomes, o, job_id, target).dump(2).c_str());
+    PrintJson(OutcomesJson(outcomes, o, job_id, target), 2);
     return;
   }
   PrintTable(outcomes, o, job_id, target);
@@ -235,7 +237,7 @@ tune::LocalMachine MachineFromOptions(const TuneOptions& o) {
     mo.device_cores.assign(cores->begin(), cores->end());
   }
   mo.build_threads = o.build_threads;
-  mo.min_repeat_ms = o.min_repeat_ms;
+  mo.min_repeat_ms = o.min_repeat_ms > 0 ? o.min_repeat_ms : -1;
   mo.repeat = o.repeat;
   mo.run_timeout = absl::Seconds(o.run_timeout);
   mo.confine = ConfineOptionsFrom(o.confine);
@@ -431,7 +433,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
       if (!jr.status.ok()) job["error"] = std::string(jr.status.message());
       j["jobs"].push_back(job);
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
   } else {
     for (const auto& jr : result->jobs) {
       std::printf("== %s\n", jr.name.c_str());

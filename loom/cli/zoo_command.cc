@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/zoo.h"
 #include "nlohmann/json.hpp"
@@ -16,6 +17,7 @@ struct ZooExportOptions {
   std::string output;
   int64_t batch = 1;
   uint64_t seed = 0;
+  bool json = false;
 };
 
 void RunZooList(bool json) {
@@ -25,7 +27,7 @@ void RunZooList(bool json) {
       j.push_back(
           {{"name", m.name}, {"input_shape", m.input_shape}, {"description", m.description}});
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j, 2);
     return;
   }
   std::printf("%-14s %-18s %s\n", "name", "input", "description");
@@ -39,6 +41,11 @@ void RunZooExport(const ZooExportOptions& opts) {
   auto g = graph::BuildZooModel(opts.name, {.batch = opts.batch, .seed = opts.seed});
   FailIfError(g.status());
   FailIfError(graph::ExportOnnxFile(*g, opts.output));
+  if (opts.json) {
+    PrintJson(
+        {{"output", opts.output}, {"nodes", g->nodes.size()}, {"parameters", g->NumParameters()}});
+    return;
+  }
   std::printf("wrote %s (%zu nodes, %lld parameters)\n", opts.output.c_str(), g->nodes.size(),
               static_cast<long long>(g->NumParameters()));
 }
@@ -60,6 +67,7 @@ void RegisterZooCommand(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   exp->add_option("--weights-seed", opts->seed,
                   "Weight seed (as --weights-seed of the other commands)");
+  AddJsonFlag(exp, &opts->json, "One JSON object");
   exp->callback([opts] { RunZooExport(*opts); });
 }
 
