@@ -181,14 +181,19 @@ absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
   options.use_prior = !spec.no_prior();
   options.job_id = state.job_id();  // the state names its job; Restore checks the rest
   options.template_options = template_options;
+  // The session tunes for the target its task names (a propose or update stage may run on a host
+  // of another CPU model than the device that measures).
+  ops::Target target = task.target;
+  std::vector<std::string> key =
+      absl::StrSplit(request.task().target_key(), absl::MaxSplits(':', 2));
+  if (target.kind == "cpu" && key.size() == 3 && key[0] == "cpu") target.cpu_model = key[2];
   graph::Task t;
   t.workload = task.workload;
   t.key = request.task().workload_key();
   t.hash = graph::StableHash(t.key);
   t.flops = request.task().flops();
   stage.round = request.round();
-  absl::StatusOr<tune::StageOutcome> out =
-      tune::RunRestoredStage(state, t, task.target, options, stage);
+  absl::StatusOr<tune::StageOutcome> out = tune::RunRestoredStage(state, t, target, options, stage);
   if (!out.ok() && !absl::IsInvalidArgument(out.status())) {
     return Malformed(out.status().message());
   }

@@ -747,9 +747,8 @@ void JobDriver::SyncTask(TaskRow& task, const tune::TaskSession& session) {
   task.round = session.round();
   task.trials_done = static_cast<int>(session.trials_done());
   task.errors = static_cast<int>(session.errors());
-  task.best_cost = session.best_cost() < std::numeric_limits<double>::infinity()
-                       ? session.best_cost()
-                       : 0;
+  task.best_cost =
+      session.best_cost() < std::numeric_limits<double>::infinity() ? session.best_cost() : 0;
   task.configs.Clear();
   for (const ops::Config& c : next.configs) task.configs.add_config_indices(c.index);
   task.history.Clear();
@@ -770,8 +769,8 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
     // A restored daemon resumes the task where its saved session says.
     absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
     if (!session.ok()) {
-      Finish(job, v1::JOB_STATE_FAILED,
-             absl::StrCat("task ", ti, ": ", session.status().message()), m);
+      Finish(job, v1::JOB_STATE_FAILED, absl::StrCat("task ", ti, ": ", session.status().message()),
+             m);
       return;
     }
     if (CurrentTask(job) != ti) {
@@ -1001,11 +1000,11 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
   const tune::SessionRequest asked = session->Next();
   if (asked.done) return absl::InternalError("result for a finished task");
   tune::StageOutcome outcome{.kind = asked.kind};
-  outcome.timing = tune::StageTiming{
-      .stage = std::string(sched::StageKindName(asked.kind)),
-      .start = absl::FromUnixMicros(result.timing().start_unix_micros()),
-      .end = absl::FromUnixMicros(result.timing().end_unix_micros()),
-      .resource = result.timing().resource()};
+  outcome.timing =
+      tune::StageTiming{.stage = std::string(sched::StageKindName(asked.kind)),
+                        .start = absl::FromUnixMicros(result.timing().start_unix_micros()),
+                        .end = absl::FromUnixMicros(result.timing().end_unix_micros()),
+                        .resource = result.timing().resource()};
   switch (asked.kind) {
     case sched::StageKind::kPropose: {
       if (!result.has_propose()) {
@@ -1024,12 +1023,12 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       // Objects never travel: the measuring agent runs only what it compiled itself.
       for (v1::Artifact& a : *task.artifacts.mutable_artifacts()) {
         a.clear_binary();
-        outcome.builds.push_back(tune::BuildResult{
-            .config = ops::Config{a.config_index()},
-            .error = static_cast<tune::ErrorKind>(
-                std::clamp<int>(a.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown))),
-            .error_msg = a.error_msg(),
-            .build_seconds = a.build_seconds()});
+        outcome.builds.push_back(
+            tune::BuildResult{.config = ops::Config{a.config_index()},
+                              .error = static_cast<tune::ErrorKind>(std::clamp<int>(
+                                  a.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown))),
+                              .error_msg = a.error_msg(),
+                              .build_seconds = a.build_seconds()});
       }
       break;
     }
@@ -1057,9 +1056,8 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
             std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
         mr.error_msg = r.error_msg();
         mr.measure_seconds = r.measure_seconds();
-        mr.timestamp = r.timestamp_unix_micros() > 0
-                           ? absl::FromUnixMicros(r.timestamp_unix_micros())
-                           : Now();
+        mr.timestamp =
+            r.timestamp_unix_micros() > 0 ? absl::FromUnixMicros(r.timestamp_unix_micros()) : Now();
         // A "successful" result without usable costs is an error, not a bad append.
         if (mr.ok() && (mr.costs.empty() ||
                         std::any_of(mr.costs.begin(), mr.costs.end(),
@@ -1068,11 +1066,10 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
           mr.error_msg = "the agent reported no usable costs";
           mr.costs.clear();
         }
-        tune::Record rec =
-            tune::MakeRecord(tune::RecordContext{task.task_key, task.template_name, target_key,
-                                                 job.row.RecordKey(), task.flops},
-                             mr, tmpl->space().ToJson(mr.config),
-                             task.artifacts.artifacts(i).build_seconds());
+        tune::Record rec = tune::MakeRecord(
+            tune::RecordContext{task.task_key, task.template_name, target_key, job.row.RecordKey(),
+                                task.flops},
+            mr, tmpl->space().ToJson(mr.config), task.artifacts.artifacts(i).build_seconds());
         rec.agent_id = measured_by;
         recs.push_back(std::move(rec));
         outcome.results.push_back(std::move(mr));
@@ -1095,11 +1092,10 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
                               records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
         job.measured[lease.task] = result.measure();
       }
-      note = absl::StrFormat("task %d/%d: %s measured, %d records", task.index + 1,
-                             job.tasks.size(),
-                             asked.baseline ? std::string("default config")
-                                            : absl::StrCat("round ", asked.round),
-                             asked.baseline ? 0 : recs.size());
+      note = absl::StrFormat(
+          "task %d/%d: %s measured, %d records", task.index + 1, job.tasks.size(),
+          asked.baseline ? std::string("default config") : absl::StrCat("round ", asked.round),
+          asked.baseline ? 0 : recs.size());
       break;
     }
     case sched::StageKind::kUpdate: {
@@ -1121,8 +1117,8 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
     absl::StrAppendFormat(&note, ", best %.2f GFLOPS", task.flops / task.best_cost / 1e9);
   }
   if (asked.kind == sched::StageKind::kPropose && outcome.configs.empty()) {
-    note = absl::StrCat("task ", task.index, ": tuner has no more configs after ",
-                        task.trials_done, " trials");
+    note = absl::StrCat("task ", task.index, ": tuner has no more configs after ", task.trials_done,
+                        " trials");
   }
   if (task.phase == TaskPhase::kDone) {
     const tune::TaskOutcome o = session->Outcome();
@@ -1168,9 +1164,9 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
         auto by = agents_.find(lease.agent_id);
         rec.agent_id = by != agents_.end() ? by->second->RecordName() : "";
         // A crash after the append re-measures the round: stored once.
-        LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> known,
-                              records_->ForTask(task.task_key, rec.target_key,
-                                                job.row.RecordKey()));
+        LOOM_ASSIGN_OR_RETURN(
+            std::vector<tune::Record> known,
+            records_->ForTask(task.task_key, rec.target_key, job.row.RecordKey()));
         bool stored = std::any_of(known.begin(), known.end(), [&](const tune::Record& r) {
           return r.config_index == rec.config_index;
         });
