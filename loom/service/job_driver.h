@@ -38,7 +38,6 @@
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
 #include "loom/tune/record_store.h"
-#include "loom/tune/task_session.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 
@@ -183,11 +182,6 @@ class JobDriver {
     int64_t version = 1;
     std::deque<std::pair<int64_t, std::string>> recent;     // (version, message), for watchers
     std::vector<std::unique_ptr<ops::Template>> templates;  // per task, built on demand
-    // Per task of a real (not simulated) job, made on demand (SessionFor): the task's
-    // tune::TaskSession, whose tuner runs in the agents' propose and update stages.
-    std::vector<std::unique_ptr<tune::TaskSession>> sessions;
-    // Per task: the round's measurements, sent with its update stage.
-    std::vector<v1::MeasureOutput> measured;
   };
 
   JobDriver(DriverOptions options, std::unique_ptr<StateStore> state,
@@ -230,16 +224,6 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<const ops::Template*> TemplateFor(Job& job, int task)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The task's session: restored from its row's saved state, else created (which loads the
-  // job's earlier records of the task and, for transfer, other jobs' records from the record
-  // store). The row's phase, counts and best follow the session (SyncTask).
-  absl::StatusOr<tune::TaskSession*> SessionFor(Job& job, int task)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies the session's next stage, counts, best and saved state into the task's row.
-  void SyncTask(TaskRow& task, const tune::TaskSession& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // ApplyResult for a real job: maps the agent's result to the session's Complete.
-  absl::Status ApplySessionResult(Job& job, const Lease& lease, const v1::StageResult& result,
-                                  std::string& note) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies a successful result to the task; records are appended (committed) here.
   absl::Status ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result, Mutation& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -74,10 +74,7 @@ struct TaskRow {
   int errors = 0;
   double best_cost = 0;  // seconds, 0 when none succeeded
   std::string skip_reason;
-  // Real jobs: only `session`, the task's tune::TaskSession state (session.proto), from which a
-  // restarted daemon resumes the task exactly. (Rows of older daemons hold trials and a tuner
-  // state instead; their tasks restart from the job's records.)
-  v1::UpdateInput history;
+  v1::UpdateInput history;    // every trial so far and the last tuner state
   v1::BuildInput configs;     // this round's configs (phase build)
   v1::BuildOutput artifacts;  // this round's built artifacts (phase measure)
 };

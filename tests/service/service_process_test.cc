@@ -28,7 +28,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
@@ -672,10 +671,7 @@ std::vector<nlohmann::json> JobRecords(const fs::path& dir, const std::string& i
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line, nullptr, false);
-    // The job's trials: "<id>.<uid>"; not the default-config baseline of its tasks, which the
-    // task session stores as "<id>.<uid>#default".
-    const std::string job = j.is_discarded() ? "" : j.value("job_id", "");
-    if (job.rfind(id + ".", 0) == 0 && !absl::EndsWith(job, "#default")) records.push_back(j);
+    if (!j.is_discarded() && j.value("job_id", "").rfind(id + ".", 0) == 0) records.push_back(j);
   }
   return records;
 }
