@@ -28,6 +28,7 @@
 #include "loom/tune/nvrtc_builder.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/stages.h"
+#include "loom/tune/task_session.h"
 #include "loom/tune/tuner.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
@@ -118,6 +119,7 @@ absl::StatusOr<ops::Target> TargetOf(const v1::TaskSpec& task, const std::vector
 }
 
 struct LoadedTask {
+  graph::Workload workload;
   ops::Target target;
   std::unique_ptr<ops::Template> tmpl;
 };
@@ -145,7 +147,57 @@ absl::StatusOr<LoadedTask> LoadTask(const v1::TaskSpec& task,
                                   "')"));
   }
   loaded.tmpl = *std::move(tmpl);
+  loaded.workload = *workload;
   return loaded;
+}
+
+// The largest session state an agent restores (bytes).
+constexpr size_t kMaxSessionBytes = 64 << 20;
+
+// Runs a propose or update stage in the task's session restored from `session` (the daemon's
+// tune::TaskSession state): the session's tuner, seeded, budgeted and early-stopped by its own
+// rules, so the agent keeps no tuning rule of its own. `stage` carries the stage's inputs.
+absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
+                                                const LoadedTask& task, const std::string& session,
+                                                const ops::TemplateOptions& template_options,
+                                                tune::SessionRequest stage) {
+  if (session.size() > kMaxSessionBytes) {
+    return Malformed(absl::StrCat("session state of ", session.size(), " bytes (at most ",
+                                  kMaxSessionBytes, ")"));
+  }
+  v1::TaskSessionState state;
+  if (!state.ParseFromString(session)) return Malformed("session state does not parse");
+  const v1::TunerSpec& spec = request.tuner();
+  if (spec.trials() < 0 || spec.batch_size() < 0 || spec.plan_size() < 0) {
+    return Malformed("tuner.trials, batch_size and plan_size must not be negative");
+  }
+  tune::TaskTunerOptions options;
+  options.trials = spec.trials();
+  options.batch_size = spec.batch_size() > 0 ? spec.batch_size() : 8;
+  options.tuner.kind = spec.kind().empty() ? "xgb" : spec.kind();
+  options.tuner.seed = static_cast<uint64_t>(spec.seed());
+  if (spec.plan_size() > 0) options.tuner.plan_size = spec.plan_size();
+  options.tuner.early_stopping = spec.early_stopping() > 0 ? spec.early_stopping() : -1;
+  options.use_prior = !spec.no_prior();
+  options.job_id = state.job_id();  // the state names its job; Restore checks the rest
+  options.template_options = template_options;
+  // The session tunes for the target its task names (a propose or update stage may run on a host
+  // of another CPU model than the device that measures).
+  ops::Target target = task.target;
+  std::vector<std::string> key =
+      absl::StrSplit(request.task().target_key(), absl::MaxSplits(':', 2));
+  if (target.kind == "cpu" && key.size() == 3 && key[0] == "cpu") target.cpu_model = key[2];
+  graph::Task t;
+  t.workload = task.workload;
+  t.key = request.task().workload_key();
+  t.hash = graph::StableHash(t.key);
+  t.flops = request.task().flops();
+  stage.round = request.round();
+  absl::StatusOr<tune::StageOutcome> out = tune::RunRestoredStage(state, t, target, options, stage);
+  if (!out.ok() && !absl::IsInvalidArgument(out.status())) {
+    return Malformed(out.status().message());
+  }
+  return out;
 }
 
 // Gives an xgb tuner the agent's built-in tuning prior for the task's target class (transfer
@@ -543,6 +595,18 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
   LOOM_ASSIGN_OR_RETURN(LoadedTask task,
                         LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::ProposeInput& in = request.propose();
+  if (!in.session().empty()) {
+    const int batch = request.tuner().batch_size() > 0 ? request.tuner().batch_size()
+                                                       : options_.default_batch_size;
+    LOOM_ASSIGN_OR_RETURN(tune::StageOutcome proposed,
+                          RunInSession(request, task, in.session(), options_.template_options,
+                                       tune::SessionRequest{.kind = sched::StageKind::kPropose,
+                                                            .batch_size = batch}));
+    v1::ProposeOutput out;
+    for (const ops::Config& c : proposed.configs) out.add_config_indices(c.index);
+    out.set_tuner_has_next(proposed.tuner_has_next);
+    return out;
+  }
   LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
   const v1::TunerSpec& spec = request.tuner();
   if (spec.trials() <= 0) return Malformed("tuner.trials (the budget) must be positive");
@@ -926,6 +990,37 @@ absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& r
   LOOM_ASSIGN_OR_RETURN(LoadedTask task,
                         LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::UpdateInput& in = request.update();
+  if (!in.session().empty()) {
+    if (in.artifacts_size() != in.results_size() || in.results().empty()) {
+      return Malformed(absl::StrCat("update stage has ", in.artifacts_size(), " artifacts and ",
+                                    in.results_size(), " results (one each per config)"));
+    }
+    tune::SessionRequest stage{.kind = sched::StageKind::kUpdate};
+    for (int i = 0; i < in.results_size(); ++i) {
+      const v1::Artifact& a = in.artifacts(i);
+      const v1::MeasureResult& r = in.results(i);
+      LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "update artifacts"));
+      LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, r.config_index(), "update results"));
+      stage.builds.push_back(tune::BuildResult{.config = ops::Config{a.config_index()},
+                                               .error = FromProto(a.error()),
+                                               .error_msg = a.error_msg(),
+                                               .build_seconds = a.build_seconds()});
+      tune::MeasureResult m;
+      m.config = ops::Config{r.config_index()};
+      m.costs.assign(r.costs().begin(), r.costs().end());
+      m.error = FromProto(r.error());
+      m.error_msg = r.error_msg();
+      m.measure_seconds = r.measure_seconds();
+      m.timestamp = absl::FromUnixMicros(r.timestamp_unix_micros());
+      stage.results.push_back(std::move(m));
+    }
+    LOOM_ASSIGN_OR_RETURN(
+        tune::StageOutcome updated,
+        RunInSession(request, task, in.session(), options_.template_options, std::move(stage)));
+    v1::UpdateOutput out;
+    out.set_tuner_has_next(updated.tuner_has_next);
+    return out;
+  }
   if (in.history().empty()) return Malformed("update stage has an empty history");
   LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
   const v1::TunerSpec& spec = request.tuner();

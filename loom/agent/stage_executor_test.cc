@@ -29,6 +29,7 @@
 #include "loom/tune/measure_worker.h"
 #include "loom/tune/nvrtc_builder.h"
 #include "loom/tune/prior.h"
+#include "loom/tune/task_session.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::agent {
@@ -293,6 +294,119 @@ struct MalformedCase {
   std::function<void(v1::StageRequest&)> edit;
   std::string message;
 };
+
+// Build and measure outcomes made up for `configs` (a cost that depends on the config), the same
+// for both sessions compared below.
+tune::StageOutcome MadeUp(sched::StageKind kind, const std::vector<ops::Config>& configs) {
+  tune::StageOutcome out{.kind = kind};
+  for (const ops::Config& c : configs) {
+    if (kind == sched::StageKind::kBuild) {
+      out.builds.push_back(tune::BuildResult{.config = c, .build_seconds = 0.5});
+    } else {
+      tune::MeasureResult m;
+      m.config = c;
+      m.costs = {1e-3 * (1.0 + static_cast<double>((c.index * 7919) % 101))};
+      out.results.push_back(m);
+    }
+  }
+  return out;
+}
+
+// The agent's propose and update stages run in the daemon's session restored from its state:
+// the same configs in the same order as a session whose tuner runs in-process (`loom tune`).
+TEST_F(StageExecutorTest, SessionStagesProposeWhatALocalSessionDoes) {
+  graph::Task task;
+  task.workload = TinyConv();
+  task.key = graph::WorkloadKey(TinyConv());
+  task.hash = graph::StableHash(task.key);
+  task.flops = graph::WorkloadFlops(TinyConv());
+  tune::TaskTunerOptions options;
+  options.trials = 12;
+  options.batch_size = 4;
+  options.tuner.kind = "xgb";
+  options.tuner.seed = 5;
+  options.tuner.plan_size = 4;
+  options.job_id = "job";
+  options.measure_default = false;
+  options.use_prior = false;  // keeps the test short: every stage replays the model's fits
+  auto local = tune::TaskSession::Create(task, ops::HostCpuTarget(), options, nullptr);
+  ASSERT_TRUE(local.ok()) << local.status();
+  std::vector<int64_t> want;
+  for (tune::SessionRequest r = (*local)->Next(); !r.done; r = (*local)->Next()) {
+    tune::StageOutcome out;
+    if (r.kind == sched::StageKind::kPropose || r.kind == sched::StageKind::kUpdate) {
+      auto ran = tune::RunStage(**local, r, tune::StageEnv{});
+      ASSERT_TRUE(ran.ok()) << ran.status();
+      out = *std::move(ran);
+      for (const ops::Config& c : out.configs) want.push_back(c.index);
+    } else {
+      std::vector<ops::Config> configs = r.configs;
+      for (const tune::BuildResult& b : r.builds) configs.push_back(b.config);
+      out = MadeUp(r.kind, configs);
+    }
+    ASSERT_TRUE((*local)->Complete(out).ok());
+  }
+  ASSERT_EQ(want.size(), 12u);
+
+  tune::TaskTunerOptions elsewhere = options;
+  elsewhere.tuner_elsewhere = true;
+  auto daemon = tune::TaskSession::Create(task, ops::HostCpuTarget(), elsewhere, nullptr);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  std::vector<int64_t> got;
+  std::vector<ops::Config> round;
+  tune::StageOutcome built, measured;
+  for (tune::SessionRequest r = (*daemon)->Next(); !r.done; r = (*daemon)->Next()) {
+    tune::StageOutcome out{.kind = r.kind};
+    const std::string state = (*daemon)->Save().SerializeAsString();
+    if (r.kind == sched::StageKind::kPropose) {
+      v1::StageRequest propose = Request(v1::STAGE_KIND_PROPOSE, r.round);
+      propose.mutable_tuner()->set_trials(12);
+      propose.mutable_tuner()->set_no_prior(true);
+      propose.mutable_propose()->set_session(state);
+      v1::StageResult res = executor_->Execute(propose);
+      ASSERT_THAT(res.error(), IsEmpty());
+      for (int64_t c : res.propose().config_indices()) out.configs.push_back(ops::Config{c});
+      out.tuner_has_next = res.propose().tuner_has_next();
+      for (const ops::Config& c : out.configs) got.push_back(c.index);
+      round = out.configs;
+    } else if (r.kind == sched::StageKind::kUpdate) {
+      v1::StageRequest update = Request(v1::STAGE_KIND_UPDATE, r.round);
+      update.mutable_tuner()->set_trials(12);
+      update.mutable_tuner()->set_no_prior(true);
+      update.mutable_update()->set_session(state);
+      for (size_t i = 0; i < round.size(); ++i) {
+        v1::Artifact* a = update.mutable_update()->add_artifacts();
+        a->set_config_index(round[i].index);
+        a->set_build_seconds(0.5);
+        v1::MeasureResult* m = update.mutable_update()->add_results();
+        m->set_config_index(round[i].index);
+        for (double c : measured.results[i].costs) m->add_costs(c);
+      }
+      v1::StageResult res = executor_->Execute(update);
+      ASSERT_THAT(res.error(), IsEmpty());
+      out.tuner_has_next = res.update().tuner_has_next();
+      out.records.resize(round.size());  // stored by the daemon
+    } else {
+      out = MadeUp(r.kind, r.kind == sched::StageKind::kBuild ? r.configs : round);
+      if (r.kind == sched::StageKind::kMeasure) measured = out;
+    }
+    absl::Status st = (*daemon)->Complete(out);
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_DOUBLE_EQ((*daemon)->best_cost(), (*local)->best_cost());
+
+  // A state that is not at the stage asked for, or not a state, is the stage's error.
+  v1::StageRequest update = Request(v1::STAGE_KIND_UPDATE, 0);
+  update.mutable_tuner()->set_no_prior(true);
+  update.mutable_update()->set_session((*daemon)->Save().SerializeAsString());
+  update.mutable_update()->add_artifacts()->set_config_index(1);
+  update.mutable_update()->add_results()->set_config_index(1);
+  EXPECT_THAT(executor_->Execute(update).error(), HasSubstr("not at a build stage"));
+  v1::StageRequest garbage = Request(v1::STAGE_KIND_PROPOSE, 0);
+  garbage.mutable_propose()->set_session("\xff\xff not a state");
+  EXPECT_THAT(executor_->Execute(garbage).error(), HasSubstr("does not parse"));
+}
 
 TEST_F(StageExecutorTest, MalformedRequestsAreStageErrors) {
   auto with_build = [](v1::StageRequest& r) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/check.h"
@@ -173,13 +174,14 @@ absl::Status TaskSession::LoadFromStore() {
 absl::Status TaskSession::SeedTuner() {
   // The prior first, then the task's own history, then similar tasks (the xgb tuner fits once on
   // all of it, at its first proposal).
+  const bool feed = !options_.tuner_elsewhere;
   if (options_.transfer && options_.use_prior && options_.tuner.kind == "xgb") {
     const TuningPrior* prior = options_.prior ? options_.prior.get() : BuiltinPrior(target_);
     if (prior != nullptr) {
       for (const PriorTransfer& t :
            PriorTransfersFor(*prior, template_->name(), target_, options_.template_options)) {
         prior_records_ += static_cast<int64_t>(t.configs.size());
-        tuner_->LoadTransfer(*t.tmpl, t.configs, t.results);
+        if (feed) tuner_->LoadTransfer(*t.tmpl, t.configs, t.results);
       }
     }
   }
@@ -194,11 +196,12 @@ absl::Status TaskSession::SeedTuner() {
     } else {
       ++transferred_;
     }
+    NoteBest(m);
     configs.push_back(m.config);
     results.push_back(std::move(m));
   }
   trials_done_ = resumed_trials_;
-  if (!configs.empty()) tuner_->LoadHistory(configs, results);
+  if (feed && !configs.empty()) tuner_->LoadHistory(configs, results);
   for (const v1::SessionSimilarTask& similar : state_->similar()) {
     LOOM_ASSIGN_OR_RETURN(graph::Workload w, graph::ParseWorkloadKey(similar.workload_key()));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<ops::Template> other,
@@ -216,7 +219,7 @@ absl::Status TaskSession::SeedTuner() {
       results.push_back(std::move(m));
     }
     similar_records_ += static_cast<int64_t>(configs.size());
-    tuner_->LoadTransfer(*other, configs, results);
+    if (feed) tuner_->LoadTransfer(*other, configs, results);
   }
   return absl::OkStatus();
 }
@@ -254,6 +257,7 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
   *s->state_->mutable_similar() = state.similar();
   LOOM_RETURN_IF_ERROR(s->SeedTuner());
   s->AfterRound();
+  const bool replay = !options.tuner_elsewhere;
   // Replay: every finished round must be the one this tuner proposes now.
   auto replay_propose = [&](const v1::SessionRound& round,
                             int64_t index) -> absl::StatusOr<std::vector<ops::Config>> {
@@ -266,9 +270,16 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
                                                      round.batch_size(), " configs, not ",
                                                      s->batch_));
     }
-    std::vector<ops::Config> proposed = s->tuner_->Propose(s->batch_);
     std::vector<ops::Config> saved;
-    for (int64_t c : round.config_indices()) saved.push_back(ops::Config{c});
+    for (int64_t c : round.config_indices()) {
+      if (!s->template_->space().Contains(ops::Config{c})) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("session state: config ", c, " is outside the space"));
+      }
+      saved.push_back(ops::Config{c});
+    }
+    if (!replay) return saved;
+    std::vector<ops::Config> proposed = s->tuner_->Propose(s->batch_);
     if (proposed != saved) {
       return absl::InvalidArgumentError(absl::StrCat("session state does not replay: round ", index,
                                                      " proposes [", IndexList(proposed),
@@ -293,8 +304,14 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
       }
       results.push_back(std::move(m));
     }
-    s->tuner_->Update(configs, results);
+    if (replay) s->tuner_->Update(configs, results);
     s->AccountRound(configs, results);
+  }
+  // With the tuner elsewhere, the saved word of the stage that ran it last (after the rounds it
+  // came after).
+  if (!replay && state.tuner_done()) {
+    s->state_->set_tuner_done(true);
+    if (!state.has_pending() && s->phase_ == Phase::kPropose) s->AfterRound();
   }
   if (state.has_pending()) {
     LOOM_ASSIGN_OR_RETURN(s->configs_, replay_propose(state.pending(), s->round_));
@@ -321,7 +338,7 @@ int TaskSession::NextBatchSize() const {
 }
 
 void TaskSession::AfterRound() {
-  if (trials_done_ < options_.trials && tuner_->HasNext()) {
+  if (trials_done_ < options_.trials && TunerHasNext()) {
     phase_ = Phase::kPropose;
     batch_ = NextBatchSize();
     return;
@@ -340,6 +357,19 @@ void TaskSession::AfterRound() {
   phase_ = Phase::kBaselineBuild;
 }
 
+bool TaskSession::TunerHasNext() const {
+  if (state_->tuner_done()) return false;
+  return options_.tuner_elsewhere || tuner_->HasNext();
+}
+
+void TaskSession::NoteBest(const MeasureResult& m) {
+  // The tuner's rule (Tuner::Record): a success with a lower median cost; ties keep the earlier.
+  if (ResultScore(m) > 0 && m.MedianCost() < best_cost_) {
+    best_cost_ = m.MedianCost();
+    best_config_ = m.config;
+  }
+}
+
 void TaskSession::AccountRound(const std::vector<ops::Config>& configs,
                                const std::vector<MeasureResult>& results) {
   v1::SessionRound* round = state_->add_rounds();
@@ -348,6 +378,7 @@ void TaskSession::AccountRound(const std::vector<ops::Config>& configs,
     round->add_config_indices(configs[i].index);
     *round->add_results() = ToTrial(results[i], /*own=*/true);
     errors_ += !results[i].ok();
+    NoteBest(results[i]);
     if (results[i].ok()) measured_[configs[i].index] = results[i].MedianCost();
   }
   trials_done_ += static_cast<int64_t>(configs.size());
@@ -415,6 +446,23 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
         return absl::InvalidArgumentError(absl::StrCat("propose returned ", outcome.configs.size(),
                                                        " configs for a batch of ", batch_));
       }
+      // The proposal may come from another process (tuner_elsewhere): each config must be a
+      // point of the space, proposed once.
+      absl::flat_hash_set<int64_t> seen;
+      for (const ops::Config& c : outcome.configs) {
+        if (!template_->space().Contains(c) || !seen.insert(c.index).second) {
+          return absl::InvalidArgumentError(absl::StrCat("proposed config ", c.index,
+                                                         " is outside the space of ",
+                                                         template_->name(), " or repeated"));
+        }
+      }
+      if (options_.tuner_elsewhere && !outcome.tuner_has_next) state_->set_tuner_done(true);
+      if (outcome.configs.empty()) {
+        // Nothing left to propose: the trials end here (no empty round is run).
+        state_->set_tuner_done(true);
+        AfterRound();
+        return absl::OkStatus();
+      }
       configs_ = outcome.configs;
       builds_.clear();
       results_.clear();
@@ -455,6 +503,7 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
             store_->AppendStageTimings(options_.job_id, task_.key, round_, timings_));
       }
       timings_.clear();
+      if (options_.tuner_elsewhere && !outcome.tuner_has_next) state_->set_tuner_done(true);
       AccountRound(configs_, results_);
       configs_.clear();
       builds_.clear();
@@ -523,13 +572,13 @@ std::optional<double> TaskSession::MeasuredCost(int64_t config_index) const {
 }
 
 double TaskSession::best_gflops() const {
-  if (!tuner_->has_best()) return 0;
-  return task_.flops / tuner_->best_cost() / 1e9;
+  if (!(best_cost_ < kInf)) return 0;
+  return task_.flops / best_cost_ / 1e9;
 }
 
 std::string TaskSession::best_config_json() const {
-  if (!tuner_->has_best()) return "";
-  return template_->space().ToJson(tuner_->best_config());
+  if (!(best_cost_ < kInf)) return "";
+  return template_->space().ToJson(best_config_);
 }
 
 absl::StatusOr<StageOutcome> RunStage(TaskSession& session, const SessionRequest& request,
@@ -542,6 +591,7 @@ absl::StatusOr<StageOutcome> RunStage(TaskSession& session, const SessionRequest
       ProposeOutput p = ProposeStage(session.tuner(), request.batch_size, cpu);
       out.configs = std::move(p.configs);
       out.timing = std::move(p.timing);
+      out.tuner_has_next = session.tuner().HasNext();
       break;
     }
     case sched::StageKind::kBuild: {
@@ -563,12 +613,53 @@ absl::StatusOr<StageOutcome> RunStage(TaskSession& session, const SessionRequest
                                         request.builds, request.results, cpu));
       out.records = std::move(u.records);
       out.timing = std::move(u.timing);
+      out.tuner_has_next = session.tuner().HasNext();
       break;
     }
     case sched::StageKind::kOther:
       LOOM_CHECK(false);  // Next() never asks for it
   }
   return out;
+}
+
+absl::StatusOr<StageOutcome> RunRestoredStage(const v1::TaskSessionState& state,
+                                              const graph::Task& task, const ops::Target& target,
+                                              TaskTunerOptions options,
+                                              const SessionRequest& request) {
+  if (request.kind != sched::StageKind::kPropose && request.kind != sched::StageKind::kUpdate) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a restored session runs propose and update stages, not ",
+                     std::string(sched::StageKindName(request.kind))));
+  }
+  options.tuner_elsewhere = false;
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<TaskSession> session,
+                        TaskSession::Restore(state, task, target, options, /*store=*/nullptr));
+  auto at = [&](sched::StageKind want) -> absl::Status {
+    SessionRequest next = session->Next();
+    if (!next.done && next.kind == want) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the session state is not at a ", std::string(sched::StageKindName(want)), " stage"));
+  };
+  if (request.kind == sched::StageKind::kPropose) {
+    SessionRequest next = session->Next();
+    if (next.done || next.kind != sched::StageKind::kPropose) {
+      // The tuner has nothing more (space used up, early stopping): an empty proposal.
+      return StageOutcome{.kind = sched::StageKind::kPropose, .tuner_has_next = false};
+    }
+    if (next.batch_size != request.batch_size) {
+      return absl::InvalidArgumentError(absl::StrCat("the session asks for ", next.batch_size,
+                                                     " configs, the request for ",
+                                                     request.batch_size));
+    }
+    return RunStage(*session, next, StageEnv{});
+  }
+  LOOM_RETURN_IF_ERROR(at(sched::StageKind::kBuild));
+  LOOM_RETURN_IF_ERROR(
+      session->Complete(StageOutcome{.kind = sched::StageKind::kBuild, .builds = request.builds}));
+  LOOM_RETURN_IF_ERROR(session->Complete(
+      StageOutcome{.kind = sched::StageKind::kMeasure, .results = request.results}));
+  LOOM_RETURN_IF_ERROR(at(sched::StageKind::kUpdate));
+  return RunStage(*session, session->Next(), StageEnv{});
 }
 
 }  // namespace loom::tune

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,6 +52,12 @@ struct TaskTunerOptions {
   // After the trials, the template's default config (the untuned baseline) is built and measured
   // as two more stages unless a trial of this run measured it already.
   bool measure_default = true;
+  // The tuner runs elsewhere: in sessions the stages restore from Save()'s state (the service's
+  // stateless agents, agent/stage_executor.cc). This session then keeps the state and every
+  // other rule of the round but never calls its tuner: ProposeStage and UpdateStage are not run
+  // on it, and whether the tuner has more configs (space left, early stopping) comes with the
+  // propose and update outcomes (StageOutcome::tuner_has_next). Used by service::JobDriver.
+  bool tuner_elsewhere = false;
 };
 
 // Resources a round's stages ran on, as written in their StageTimings.
@@ -96,6 +103,10 @@ struct StageOutcome {
   std::vector<MeasureResult> results;  // measure
   std::vector<Record> records;         // update: as stored
   StageTiming timing;
+  // Propose and update: whether the tuner that ran the stage can propose more (it has unvisited
+  // valid configs and early stopping has not fired). Read only with tuner_elsewhere; RunStage
+  // fills it from the session's tuner.
+  bool tuner_has_next = true;
 };
 
 class TaskSession {
@@ -157,8 +168,9 @@ class TaskSession {
   int64_t errors() const { return errors_; }
   int64_t round() const { return round_; }
   const TaskTunerOptions& options() const { return options_; }
-  // Best over this job and the loaded history; +inf / 0 when nothing succeeded yet.
-  double best_cost() const { return tuner_->best_cost(); }
+  // Best over this job and the loaded history (the tuner's rule: the first of the lowest median
+  // costs); +inf / 0 when nothing succeeded yet.
+  double best_cost() const { return best_cost_; }
   double best_gflops() const;
   std::string best_config_json() const;
   // The median cost this run measured for `config_index` in a finished round; nullopt when it was
@@ -181,6 +193,10 @@ class TaskSession {
   // Phase after a finished round or baseline step: next round, baseline or done.
   void AfterRound();
   int NextBatchSize() const;
+  // Whether the tuner can propose more: its own HasNext, or what the last stage that ran it said.
+  bool TunerHasNext() const;
+  // Folds one result into the best so far (history, transfer and this run's rounds, in order).
+  void NoteBest(const MeasureResult& m);
 
   graph::Task task_;
   ops::Target target_;
@@ -205,6 +221,8 @@ class TaskSession {
   int64_t errors_ = 0;
   absl::flat_hash_map<int64_t, double> measured_;  // config index -> median cost, this run
   int64_t round_ = 0;
+  double best_cost_ = std::numeric_limits<double>::infinity();
+  ops::Config best_config_;
 };
 
 // TODO(issue 19): the former name, kept while cli/ and api/ progress callbacks still say it.
@@ -223,6 +241,18 @@ struct StageEnv {
 // request came from session.Next() and is not done. Errors: the record store's, from update.
 absl::StatusOr<StageOutcome> RunStage(TaskSession& session, const SessionRequest& request,
                                       const StageEnv& env);
+
+// Runs a propose or update `request` of a session whose tuner is elsewhere (tuner_elsewhere) in
+// a session restored here from `state` (its Save() when it asked for the stage) with the same
+// task, target and options but the tuner here, so the tuner proposes and learns exactly as an
+// uninterrupted local session's would: update first completes the round's build and measure
+// with the request's builds and results. Records are not stored (no store here); the caller
+// stores them. kInvalidArgument when the state does not restore or is not at `request`'s stage;
+// kFailedPrecondition for another kind of request.
+absl::StatusOr<StageOutcome> RunRestoredStage(const v1::TaskSessionState& state,
+                                              const graph::Task& task, const ops::Target& target,
+                                              TaskTunerOptions options,
+                                              const SessionRequest& request);
 
 // The default config is a candidate too: when its measurement (outcome.default_cost) beats the
 // best trial, the outcome reports the default as the best, which is what best-k and the compiled

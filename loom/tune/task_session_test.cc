@@ -347,6 +347,97 @@ TEST(TaskSessionTest, ARestoredSessionProposesWhatAnUninterruptedOneWould) {
   }
 }
 
+// Drives a session whose tuner is elsewhere as the service does: propose and update run in a
+// session restored from its saved state (RunRestoredStage, as an agent), build and measure here.
+// Returns the proposed config indices in order.
+std::vector<int64_t> DriveElsewhere(TaskSession& session, const graph::Task& task,
+                                    const TaskTunerOptions& options, Builder& builder,
+                                    Measurer& measurer) {
+  std::vector<int64_t> proposed;
+  const StageEnv env{.builder = &builder, .measurer = &measurer};
+  for (SessionRequest r = session.Next(); !r.done; r = session.Next()) {
+    absl::StatusOr<StageOutcome> out =
+        r.kind == sched::StageKind::kPropose || r.kind == sched::StageKind::kUpdate
+            ? RunRestoredStage(session.Save(), task, ops::HostCpuTarget(), options, r)
+            : RunStage(session, r, env);
+    EXPECT_TRUE(out.ok()) << out.status() << " at " << sched::StageKindName(r.kind);
+    if (!out.ok()) break;
+    // The records of an update are the caller's to store; the session only counts them.
+    if (r.kind == sched::StageKind::kPropose) {
+      for (const ops::Config& c : out->configs) proposed.push_back(c.index);
+    }
+    absl::Status done = session.Complete(*out);
+    EXPECT_TRUE(done.ok()) << done;
+    if (!done.ok()) break;
+  }
+  return proposed;
+}
+
+TEST(TaskSessionTest, ASessionWhoseTunerRunsElsewhereProposesWhatALocalOneDoes) {
+  for (const std::string kind : {"xgb", "ga", "random"}) {
+    SCOPED_TRACE(kind);
+    auto store = MemoryStore();
+    FakeBuilder builder;
+    FakeMeasurer measurer;
+    TuneInto(store.get(), ConvTask(), "a", 12);  // transfer from another job
+    TaskTunerOptions options = XgbOptions("b");
+    options.tuner.kind = kind;
+    options.tuner.early_stopping = kind == "random" ? 6 : -1;
+    auto local = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, store.get());
+    ASSERT_TRUE(local.ok()) << local.status();
+    TaskTunerOptions elsewhere = options;
+    elsewhere.tuner_elsewhere = true;
+    // Both before either runs: the local one's baseline record would be transfer data.
+    auto remote = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), elsewhere, store.get());
+    ASSERT_TRUE(remote.ok()) << remote.status();
+    const Driven uninterrupted = Drive(**local, builder, measurer);
+    EXPECT_EQ((*remote)->transferred_records(), 12);
+    EXPECT_EQ(DriveElsewhere(**remote, ConvTask(), options, builder, measurer),
+              uninterrupted.proposed);
+    EXPECT_EQ((*remote)->trials_done(), (*local)->trials_done());
+    EXPECT_DOUBLE_EQ((*remote)->best_cost(), (*local)->best_cost());
+    EXPECT_EQ((*remote)->Outcome().best_config_json, (*local)->Outcome().best_config_json);
+    if (kind == "random") {
+      EXPECT_LT((*remote)->trials_done(), 24);  // early stopping, decided by the agent's tuner
+    }
+    // A restart of the daemon: the state restores without a tuner, at the same place.
+    auto again = TaskSession::Restore((*remote)->Save(), ConvTask(), ops::HostCpuTarget(),
+                                      elsewhere, nullptr);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_TRUE((*again)->Done());
+    EXPECT_EQ((*again)->trials_done(), (*local)->trials_done());
+  }
+}
+
+TEST(TaskSessionTest, ARestoredStageRefusesAStateOfAnotherStageOrKind) {
+  TaskTunerOptions options = Options("j", 8);
+  auto s = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, nullptr);
+  ASSERT_TRUE(s.ok());
+  SessionRequest update{.kind = sched::StageKind::kUpdate};
+  EXPECT_THAT(
+      RunRestoredStage((*s)->Save(), ConvTask(), ops::HostCpuTarget(), options, update).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not at a build stage")));
+  SessionRequest build{.kind = sched::StageKind::kBuild};
+  EXPECT_THAT(
+      RunRestoredStage((*s)->Save(), ConvTask(), ops::HostCpuTarget(), options, build).status(),
+      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not build")));
+  SessionRequest propose{.kind = sched::StageKind::kPropose, .batch_size = 3};
+  EXPECT_THAT(
+      RunRestoredStage((*s)->Save(), ConvTask(), ops::HostCpuTarget(), options, propose).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("asks for 4 configs")));
+  // A proposal from elsewhere must lie in the space, once each.
+  TaskTunerOptions elsewhere = options;
+  elsewhere.tuner_elsewhere = true;
+  auto r = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), elsewhere, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_THAT((*r)->Complete(StageOutcome{.kind = sched::StageKind::kPropose,
+                                          .configs = {ops::Config{1}, ops::Config{1}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("or repeated")));
+  EXPECT_THAT((*r)->Complete(
+                  StageOutcome{.kind = sched::StageKind::kPropose, .configs = {ops::Config{-3}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outside the space")));
+}
+
 TEST(TaskSessionTest, TheBaselineIsMeasuredOnceUnlessATrialMeasuredIt) {
   auto store = MemoryStore();
   FakeBuilder builder;
