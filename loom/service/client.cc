@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "loom/base/status_macros.h"
 
 namespace loom::service {
 namespace {
@@ -123,6 +124,93 @@ void Authorize(grpc::ClientContext& ctx, const ClientConfig& config) {
   if (!config.token.empty()) {
     ctx.AddMetadata("authorization", absl::StrCat("Bearer ", config.token));
   }
+}
+
+std::string RedirectTarget(const grpc::ClientContext& ctx, const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return "";
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find(grpc::string_ref(kLeaderMetadataKey.data(), kLeaderMetadataKey.size()));
+  if (it == md.end()) return "";
+  std::string target(it->second.data(), it->second.size());
+  // Only an address: a redirect is no way to smuggle text into logs or a channel target.
+  if (target.empty() || target.size() > 255 || target.find(':') == std::string::npos ||
+      target.find_first_of(" \t\r\n,") != std::string::npos) {
+    return "";
+  }
+  return target;
+}
+
+absl::StatusOr<ServerList> ServerList::Parse(absl::string_view servers) {
+  ServerList list;
+  for (absl::string_view entry : absl::StrSplit(servers, ',')) {
+    entry = absl::StripAsciiWhitespace(entry);
+    if (entry.empty() || entry.find(':') == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server list '", servers, "': every entry must be HOST:PORT, comma-separated"));
+    }
+    list.servers_.emplace_back(entry);
+  }
+  list.current_ = list.servers_.front();
+  return list;
+}
+
+bool ServerList::Failover(const std::string& tried, const grpc::ClientContext& ctx,
+                          const grpc::Status& status) {
+  if (current_ != tried) return true;  // another caller moved on already
+  const std::string target = RedirectTarget(ctx, status);
+  if (!target.empty()) {
+    current_ = target;
+    return current_ != tried;
+  }
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return false;
+  }
+  if (servers_.size() < 2) return false;
+  current_ = servers_[next_ % servers_.size()];
+  next_ = (next_ + 1) % servers_.size();
+  if (current_ == tried) {  // a redirect had taken us off the list: skip the one that failed
+    current_ = servers_[next_ % servers_.size()];
+    next_ = (next_ + 1) % servers_.size();
+  }
+  return current_ != tried;
+}
+
+absl::StatusOr<Failover> Failover::Create(ClientConfig config) {
+  LOOM_ASSIGN_OR_RETURN(ServerList list, ServerList::Parse(config.server));
+  return Failover(std::move(config), std::move(list));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Failover::Channel() {
+  std::shared_ptr<grpc::Channel>& channel = channels_[list_.current()];
+  if (channel == nullptr) {
+    ClientConfig one = config_;
+    one.server = list_.current();
+    LOOM_ASSIGN_OR_RETURN(channel, Dial(one));
+  }
+  return channel;
+}
+
+grpc::Status Failover::Call(absl::Duration timeout,
+                            const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
+                                                             grpc::ClientContext&)>& call) {
+  const size_t tries = 3 * list_.servers().size() + 1;
+  grpc::Status st;
+  for (size_t i = 0; i < tries; ++i) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(channel.status().code()),
+                          std::string(channel.status().message()));
+    }
+    grpc::ClientContext ctx;
+    Authorize(ctx, config_);
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+    const std::string tried = list_.current();
+    st = call(*channel, ctx);
+    if (st.ok() || !list_.Failover(tried, ctx, st)) return st;
+  }
+  return st;
 }
 
 absl::string_view GrpcCodeName(grpc::StatusCode code) {
