@@ -176,16 +176,35 @@ bool ServerList::Failover(const std::string& tried, const grpc::ClientContext& c
   return current_ != tried;
 }
 
+struct Failover::State {
+  explicit State(ServerList l) : list(std::move(l)) {}
+  absl::Mutex mu;
+  ServerList list ABSL_GUARDED_BY(mu);
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels ABSL_GUARDED_BY(mu);
+};
+
+Failover::Failover(ClientConfig config, ServerList list)
+    : config_(std::move(config)), state_(std::make_unique<State>(std::move(list))) {}
+Failover::Failover(Failover&&) noexcept = default;
+Failover& Failover::operator=(Failover&&) noexcept = default;
+Failover::~Failover() = default;
+
 absl::StatusOr<Failover> Failover::Create(ClientConfig config) {
   LOOM_ASSIGN_OR_RETURN(ServerList list, ServerList::Parse(config.server));
   return Failover(std::move(config), std::move(list));
 }
 
+std::string Failover::current() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->list.current();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Failover::Channel() {
-  std::shared_ptr<grpc::Channel>& channel = channels_[list_.current()];
+  absl::MutexLock lock(&state_->mu);
+  std::shared_ptr<grpc::Channel>& channel = state_->channels[state_->list.current()];
   if (channel == nullptr) {
     ClientConfig one = config_;
-    one.server = list_.current();
+    one.server = state_->list.current();
     LOOM_ASSIGN_OR_RETURN(channel, Dial(one));
   }
   return channel;
@@ -194,9 +213,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Failover::Channel() {
 grpc::Status Failover::Call(absl::Duration timeout,
                             const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
                                                              grpc::ClientContext&)>& call) {
-  const size_t tries = 3 * list_.servers().size() + 1;
+  size_t tries = 0;
+  {
+    absl::MutexLock lock(&state_->mu);
+    tries = 3 * state_->list.servers().size() + 1;
+  }
   grpc::Status st;
   for (size_t i = 0; i < tries; ++i) {
+    const std::string tried = current();
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
     if (!channel.ok()) {
       return grpc::Status(static_cast<grpc::StatusCode>(channel.status().code()),
@@ -206,9 +230,10 @@ grpc::Status Failover::Call(absl::Duration timeout,
     Authorize(ctx, config_);
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
-    const std::string tried = list_.current();
     st = call(*channel, ctx);
-    if (st.ok() || !list_.Failover(tried, ctx, st)) return st;
+    if (st.ok()) return st;
+    absl::MutexLock lock(&state_->mu);
+    if (!state_->list.Failover(tried, ctx, st)) return st;
   }
   return st;
 }

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace loom::service {
@@ -80,12 +81,16 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const ClientConfig& config);
 void Authorize(grpc::ClientContext& ctx, const ClientConfig& config);
 
 // One-shot calls that follow standby redirects and fail over along config.server's list: a
-// channel per daemon (made on first use, as Dial), a fresh authorized context per try. Not
-// thread-safe. Used by the CLI's job commands.
+// channel per daemon (made on first use, as Dial), a fresh authorized context per try.
+// Thread-safe (no lock is held during a call). Used by the CLI's job commands and
+// loom::JobClient.
 class Failover {
  public:
   // kInvalidArgument for a malformed server list (ServerList::Parse).
   static absl::StatusOr<Failover> Create(ClientConfig config);
+  Failover(Failover&&) noexcept;
+  Failover& operator=(Failover&&) noexcept;
+  ~Failover();
 
   // Runs `call` on the current daemon with a context whose deadline is `timeout` away; on a
   // redirect or an unreachable daemon, on the next one, at most twice round the list plus one
@@ -95,15 +100,14 @@ class Failover {
                                                      grpc::ClientContext&)>& call);
   // The current daemon's channel (for streams, which do not fail over).
   absl::StatusOr<std::shared_ptr<grpc::Channel>> Channel();
-  const std::string& current() const { return list_.current(); }
+  std::string current() const;
   const ClientConfig& config() const { return config_; }
 
  private:
-  Failover(ClientConfig config, ServerList list)
-      : config_(std::move(config)), list_(std::move(list)) {}
+  Failover(ClientConfig config, ServerList list);
+  struct State;  // the list and the channels, under a mutex
   ClientConfig config_;
-  ServerList list_;
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  std::unique_ptr<State> state_;
 };
 
 // The token in a file: its first non-blank line, trimmed (the way agents and clients keep tokens

@@ -544,7 +544,9 @@ absl::Status Server::TakeLead(const StateStoreOptions& lead) {
           if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1))) return;
         }
         absl::Status st = fenced->CheckLead();
-        if (st.ok() || absl::IsUnavailable(st)) continue;  // unreachable: writes will tell
+        // Only a lead that has passed on ends the daemon; an unreachable or failing database is
+        // the writes' to report.
+        if (!absl::IsFailedPrecondition(st)) continue;
         std::fprintf(stderr, "loom serve: fatal: %s\n", std::string(st.message()).c_str());
         std::_Exit(3);
       }

@@ -110,6 +110,24 @@ bool WaitFor(const std::function<bool()>& pred, double seconds) {
   return pred();
 }
 
+// Waits (30 s at most) until the `loom serve` of `p` logs "event=serving ... port=N" and sets
+// *port; false when it exited or never did.
+bool WaitForServing(const Proc& p, int* port) {
+  std::regex port_re("event=serving .* port=([0-9]+)");
+  std::smatch m;
+  return WaitFor(
+             [&] {
+               std::string s = ReadAll(p.log);
+               if (std::regex_search(s, m, port_re)) {
+                 *port = std::stoi(m[1]);
+                 return true;
+               }
+               return !Alive(p);
+             },
+             30) &&
+         Alive(p);
+}
+
 class ServiceProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -155,19 +173,7 @@ class ServiceProcessTest : public ::testing::Test {
     const std::string log = (dir_ / absl::StrCat("serve", ++serve_starts_, ".log")).string();
     // Uploads go to the daemon's TMPDIR: this test's own folder.
     serve_ = Spawn(argv, log, {{"TMPDIR", (dir_ / "tmp").string()}});
-    std::regex port_re("event=serving .* port=([0-9]+)");
-    std::smatch m;
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          std::string s = ReadAll(log);
-          if (std::regex_search(s, m, port_re)) {
-            port_ = std::stoi(m[1]);
-            return true;
-          }
-          return !Alive(serve_);
-        },
-        30))
-        << ReadAll(log);
+    ASSERT_TRUE(WaitForServing(serve_, &port_)) << ReadAll(log);
     ASSERT_TRUE(Alive(serve_)) << ReadAll(log);
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
@@ -999,19 +1005,7 @@ Proc StartStandby(const fs::path& dir, const std::string& state, const std::stri
   Proc p = Spawn({LOOM_BINARY, "serve", "--listen", "127.0.0.1:0", "--state", state, "--tokens",
                   (dir / "tokens").string(), "--heartbeat-timeout", "1", "--standby"},
                  log);
-  std::regex port_re("event=serving .* port=([0-9]+)");
-  std::smatch m;
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        std::string s = ReadAll(log);
-        if (std::regex_search(s, m, port_re)) {
-          *port = std::stoi(m[1]);
-          return true;
-        }
-        return !Alive(p);
-      },
-      30))
-      << ReadAll(log);
+  EXPECT_TRUE(WaitForServing(p, port)) << ReadAll(log);
   return p;
 }
 
