@@ -231,7 +231,8 @@ grpc::Status Failover::Call(absl::Duration timeout,
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
     st = call(*channel, ctx);
-    if (st.ok()) return st;
+    // The deadline is the caller's whole budget, and a call that timed out may have been done.
+    if (st.ok() || st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return st;
     absl::MutexLock lock(&state_->mu);
     if (!state_->list.Failover(tried, ctx, st)) return st;
   }

@@ -93,8 +93,10 @@ class Failover {
   ~Failover();
 
   // Runs `call` on the current daemon with a context whose deadline is `timeout` away; on a
-  // redirect or an unreachable daemon, on the next one, at most twice round the list plus one
-  // redirect per daemon. Returns the last call's status.
+  // redirect or an unreachable daemon (UNAVAILABLE), on the next one, at most three times round
+  // the list. DEADLINE_EXCEEDED is returned as it is. Returns the last call's status. A daemon
+  // killed after it took a call but before it answered makes the call run again on the next one
+  // (at least once: a submission may then be made twice).
   grpc::Status Call(absl::Duration timeout,
                     const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
                                                      grpc::ClientContext&)>& call);
