@@ -121,11 +121,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(o.retry_max)));
-  agent->channel_ = grpc::CreateCustomChannel(o.server, creds, args);
-  agent->stub_ = v1::AgentService::NewStub(agent->channel_);
+  agent->creds_ = std::move(creds);
+  agent->channel_args_ = args;
   {
     absl::MutexLock lock(&agent->mu_);
     agent->heartbeat_interval_ = o.heartbeat_interval;
+    agent->server_ = o.server;
   }
   return agent;
 }
@@ -154,6 +155,31 @@ void Agent::PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) con
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
   if (!options_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + options_.token);
+}
+
+std::pair<std::string, std::shared_ptr<v1::AgentService::Stub>> Agent::Daemon() {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<v1::AgentService::Stub>& stub = stubs_[server_];
+  if (stub == nullptr) {
+    stub = v1::AgentService::NewStub(grpc::CreateCustomChannel(server_, creds_, channel_args_));
+  }
+  return {server_, stub};
+}
+
+void Agent::CallFailed(const std::string& server, const grpc::ClientContext& ctx,
+                       const grpc::Status& status) {
+  if (!options_.next_server) return;
+  const std::string next = options_.next_server(server, ctx, status);
+  if (next == server) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (server_ != server) return;  // another thread moved on already
+    server_ = next;
+  }
+  Log("warn", "server_switch",
+      absl::StrCat("from=", Value(server), " to=", Value(next),
+                   " code=", absl::StatusCodeToString(FromGrpc(status).code()),
+                   " msg=", Value(status.error_message())));
 }
 
 std::string Agent::agent_id() const {
@@ -188,7 +214,9 @@ absl::Status Agent::RegisterOnce() {
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   PrepareContext(ctx, options_.rpc_timeout);
-  grpc::Status s = stub_->Register(&ctx, req, &resp);
+  auto [daemon, stub] = Daemon();
+  grpc::Status s = stub->Register(&ctx, req, &resp);
+  if (!s.ok()) CallFailed(daemon, ctx, s);
   if (!s.ok()) return FromGrpc(s);
   if (resp.agent_id().empty()) return absl::InternalError("the daemon returned no agent id");
   absl::Duration interval = resp.heartbeat_interval_ms() > 0
@@ -205,7 +233,7 @@ absl::Status Agent::RegisterOnce() {
   std::vector<std::string> names;
   for (const v1::DeviceInfo& d : device_infos_) names.push_back(d.name());
   Log("info", "registered",
-      absl::StrCat("agent_id=", Value(resp.agent_id()), " server=", Value(options_.server),
+      absl::StrCat("agent_id=", Value(resp.agent_id()), " server=", Value(daemon),
                    " cpu_slots=", options_.cpu_slots,
                    " devices=", Value(names.empty() ? "none" : absl::StrJoin(names, ",")),
                    " heartbeat_ms=", absl::ToInt64Milliseconds(interval)));
@@ -274,7 +302,9 @@ absl::Status Agent::Run() {
       if (stopping_) break;
       acquire_ctx_ = &ctx;
     }
-    grpc::Status s = stub_->AcquireStages(&ctx, req, &resp);
+    auto [daemon, stub] = Daemon();
+    grpc::Status s = stub->AcquireStages(&ctx, req, &resp);
+    if (!s.ok()) CallFailed(daemon, ctx, s);
     {
       absl::MutexLock lock(&mu_);
       acquire_ctx_ = nullptr;
@@ -386,7 +416,9 @@ void Agent::HeartbeatLoop() {
     v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
     PrepareContext(ctx, options_.rpc_timeout);
-    grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+    auto [daemon, stub] = Daemon();
+    grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
+    if (!s.ok()) CallFailed(daemon, ctx, s);
     if (!s.ok()) {
       if (!failing) {
         Log("warn", "heartbeat_failed",
@@ -567,7 +599,9 @@ void Agent::ReportLoop() {
     v1::ReportStageResponse resp;
     grpc::ClientContext ctx;
     PrepareContext(ctx, options_.rpc_timeout);
-    grpc::Status s = stub_->ReportStage(&ctx, req, &resp);
+    auto [daemon, stub] = Daemon();
+    grpc::Status s = stub->ReportStage(&ctx, req, &resp);
+    if (!s.ok()) CallFailed(daemon, ctx, s);
     if (s.ok() || !Transient(s.error_code())) {
       backoff = options_.retry_initial;
       absl::MutexLock lock(&mu_);

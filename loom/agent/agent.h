@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 #include "loom/agent/core_placer.h"
 #include "loom/agent/stage_executor.h"
 #include "loom/v1/agent.grpc.pb.h"
@@ -32,7 +33,14 @@
 namespace loom::agent {
 
 struct AgentOptions {
-  std::string server;  // "HOST:PORT" of `loom serve`
+  std::string server;  // "HOST:PORT" of `loom serve`: the daemon called first
+  // After a call to `tried` failed with `status` (its context holds the trailing metadata): the
+  // daemon to call from now on; `tried` to stay. `loom agent` sets it to service::ServerList's
+  // Failover (service/client.h, the one resolver of clients and agents: a standby's redirect, or
+  // the next daemon of --server's list); unset: always `server`. Called from several threads.
+  std::function<std::string(const std::string& tried, const grpc::ClientContext& ctx,
+                            const grpc::Status& status)>
+      next_server{};
   // Sent as `authorization: Bearer <token>` on every call; empty: no header. The daemon binds
   // this agent's id to it: one agent per token.
   std::string token{};
@@ -128,6 +136,11 @@ class Agent {
                         CorePlacer::PlacementId* placement);
   void ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement);
   void PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) const;
+  // The daemon calls go to now, and its stub (a channel per daemon, made on first use).
+  std::pair<std::string, std::shared_ptr<v1::AgentService::Stub>> Daemon();
+  // After a call to `server` failed: moves on to the daemon options_.next_server names.
+  void CallFailed(const std::string& server, const grpc::ClientContext& ctx,
+                  const grpc::Status& status);
   // The daemon revoked `lease` (or no longer knows it): abandon it, killing its processes.
   void CancelLease(const std::string& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string agent_id() const;
@@ -137,11 +150,13 @@ class Agent {
 
   AgentOptions options_;
   std::unique_ptr<StageExecutor> executor_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  grpc::ChannelArguments channel_args_;
   std::vector<v1::DeviceInfo> device_infos_;
 
   mutable absl::Mutex mu_;
+  std::string server_ ABSL_GUARDED_BY(mu_);  // the daemon calls go to
+  std::map<std::string, std::shared_ptr<v1::AgentService::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string agent_id_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -27,17 +28,21 @@ namespace loom {
 
 struct JobClient::Connection {
   service::ClientConfig config;
-  std::unique_ptr<v1::JobService::Stub> stub;
+  // Follows standby redirects along config.server's list (service/client.h).
+  std::unique_ptr<service::Failover> failover;
+
+  grpc::Status Call(
+      absl::Duration timeout,
+      const std::function<grpc::Status(v1::JobService::Stub&, grpc::ClientContext&)>& call) {
+    return failover->Call(
+        timeout, [&](const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext& ctx) {
+          v1::JobService::Stub stub(channel);
+          return call(stub, ctx);
+        });
+  }
 };
 
 namespace {
-
-void Prepare(grpc::ClientContext& ctx, const service::ClientConfig& config,
-             absl::Duration timeout) {
-  service::Authorize(ctx, config);
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
-}
 
 absl::Status Check(const grpc::Status& st, const service::ClientConfig& config) {
   if (st.ok()) return absl::OkStatus();
@@ -168,9 +173,9 @@ absl::StatusOr<std::unique_ptr<JobClient>> JobClient::Connect(const JobClientOpt
   LOOM_ASSIGN_OR_RETURN(service::ClientConfig config, service::ResolveClientConfig(options.server));
   if (!options.token.empty()) config.token = options.token;
   if (!options.tls_ca.empty()) config.tls_ca = options.tls_ca;
-  LOOM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, service::Dial(config));
+  LOOM_ASSIGN_OR_RETURN(service::Failover failover, service::Failover::Create(config));
   auto connection = std::make_unique<Connection>();
-  connection->stub = v1::JobService::NewStub(channel);
+  connection->failover = std::make_unique<service::Failover>(std::move(failover));
   std::string server = config.server;
   connection->config = std::move(config);
   return std::unique_ptr<JobClient>(
@@ -178,78 +183,100 @@ absl::StatusOr<std::unique_ptr<JobClient>> JobClient::Connect(const JobClientOpt
 }
 
 absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitJobRequest& request) {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, std::max(timeout_, absl::Minutes(5)));
   v1::Job job;
   LOOM_RETURN_IF_ERROR(
-      Check(connection_->stub->SubmitJob(&ctx, request, &job), connection_->config));
+      Check(connection_->Call(std::max(timeout_, absl::Minutes(5)),
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.SubmitJob(&ctx, request, &job);
+                              }),
+            connection_->config));
   return job;
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobClient::List(bool all_users, bool include_ended) {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, timeout_);
   v1::ListJobsRequest req;
   req.set_all_users(all_users);
   req.set_include_ended(include_ended);
   v1::ListJobsResponse resp;
-  LOOM_RETURN_IF_ERROR(Check(connection_->stub->ListJobs(&ctx, req, &resp), connection_->config));
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->Call(timeout_,
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.ListJobs(&ctx, req, &resp);
+                              }),
+            connection_->config));
   return resp;
 }
 
 absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, timeout_);
   v1::GetJobRequest req;
   req.set_job_id(job_id);
   v1::Job job;
-  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetJob(&ctx, req, &job), connection_->config));
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->Call(timeout_,
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.GetJob(&ctx, req, &job);
+                              }),
+            connection_->config));
   return job;
 }
 
 absl::StatusOr<v1::ServerStats> JobClient::Stats() {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, timeout_);
   v1::ServerStats stats;
   LOOM_RETURN_IF_ERROR(
-      Check(connection_->stub->GetStats(&ctx, v1::GetStatsRequest{}, &stats), connection_->config));
+      Check(connection_->Call(timeout_,
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.GetStats(&ctx, v1::GetStatsRequest{}, &stats);
+                              }),
+            connection_->config));
   return stats;
 }
 
 absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, timeout_);
   v1::CancelJobRequest req;
   req.set_job_id(job_id);
   v1::Job job;
-  LOOM_RETURN_IF_ERROR(Check(connection_->stub->CancelJob(&ctx, req, &job), connection_->config));
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->Call(timeout_,
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.CancelJob(&ctx, req, &job);
+                              }),
+            connection_->config));
   return job;
 }
 
 absl::StatusOr<std::vector<std::string>> JobClient::Logs(const std::string& job_id, int32_t tail) {
   if (tail < 0) return absl::InvalidArgumentError(absl::StrCat("tail must not be negative"));
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, timeout_);
   v1::GetLogsRequest req;
   req.set_job_id(job_id);
   req.set_tail(tail);
   v1::GetLogsResponse resp;
-  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetLogs(&ctx, req, &resp), connection_->config));
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->Call(timeout_,
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.GetLogs(&ctx, req, &resp);
+                              }),
+            connection_->config));
   return std::vector<std::string>(resp.lines().begin(), resp.lines().end());
 }
 
 absl::StatusOr<v1::JobResult> JobClient::Result(const std::string& job_id) {
-  grpc::ClientContext ctx;
-  Prepare(ctx, connection_->config, std::max(timeout_, absl::Minutes(5)));
   v1::GetResultRequest req;
   req.set_job_id(job_id);
   v1::JobResult res;
-  LOOM_RETURN_IF_ERROR(Check(connection_->stub->GetResult(&ctx, req, &res), connection_->config));
+  LOOM_RETURN_IF_ERROR(
+      Check(connection_->Call(std::max(timeout_, absl::Minutes(5)),
+                              [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                                return stub.GetResult(&ctx, req, &res);
+                              }),
+            connection_->config));
   return res;
 }
 
 absl::StatusOr<std::unique_ptr<JobClient::Watch>> JobClient::WatchJob(const std::string& job_id) {
-  return std::unique_ptr<Watch>(new GrpcWatch(*connection_->stub, connection_->config, job_id));
+  // The stream goes to the daemon the last call found active; it does not fail over.
+  LOOM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, connection_->failover->Channel());
+  v1::JobService::Stub stub(channel);
+  return std::unique_ptr<Watch>(new GrpcWatch(stub, connection_->config, job_id));
 }
 
 absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& res, const std::string& dir,

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -28,6 +29,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "loom/agent/agent.h"
 #include "loom/base/status_macros.h"
 #include "loom/cli/commands.h"
@@ -62,6 +64,18 @@ absl::StatusOr<agent::AgentOptions> BuildOptions(const AgentFlags& flags) {
     return absl::InvalidArgumentError(
         "agent: no daemon address: give --server HOST:PORT or set LOOM_SERVER");
   }
+  // A list of daemons (one active, standbys redirecting to it): the first is called first, and
+  // service::ServerList decides where to go when a call fails.
+  LOOM_ASSIGN_OR_RETURN(service::ServerList list, service::ServerList::Parse(o.server));
+  o.server = list.current();
+  auto shared = std::make_shared<std::pair<absl::Mutex, service::ServerList>>();
+  shared->second = std::move(list);
+  o.next_server = [shared](const std::string& tried, const grpc::ClientContext& ctx,
+                           const grpc::Status& status) {
+    absl::MutexLock lock(&shared->first);
+    shared->second.Failover(tried, ctx, status);
+    return shared->second.current();
+  };
   if (!flags.token_file.empty()) {
     LOOM_ASSIGN_OR_RETURN(o.token, service::ReadTokenFile(flags.token_file));
   } else {
@@ -186,7 +200,9 @@ void RegisterAgentCommand(CLI::App& app) {
   auto flags = std::make_shared<AgentFlags>();
   CLI::App* cmd = app.add_subcommand(
       "agent", "Run this host's agent: offer CPU slots and devices to a `loom serve` daemon");
-  AddServerOption(cmd, &flags->server, "Daemon address HOST:PORT (default: $LOOM_SERVER)");
+  AddServerOption(cmd, &flags->server,
+                  "Daemon address HOST:PORT, or a list of them A:PORT,B:PORT (an active daemon and "
+                  "its standbys; default: $LOOM_SERVER)");
   cmd->add_option("--device", flags->devices,
                   "Measurement device, repeatable: cpu:CORE, cpu:FIRST-LAST or cuda:ORDINAL "
                   "(default: the last core)");

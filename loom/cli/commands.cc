@@ -76,8 +76,9 @@ void AddGlobalFlags(CLI::App& app) {
   app.add_flag("-v,--verbose", g.verbose, "Log progress details to stderr");
   app.add_flag("--json", g.json, "Print JSON instead of text (commands that print results)");
   app.add_option("--server", g.server,
-                 "HOST:PORT of loom serve, for the commands that talk to it (default: "
-                 "$LOOM_SERVER, then the config file, then 127.0.0.1:7070)");
+                 "HOST:PORT of loom serve, or a list A:PORT,B:PORT of a daemon and its standbys, "
+                 "for the commands that talk to it (default: $LOOM_SERVER, then the config file, "
+                 "then 127.0.0.1:7070)");
   app.add_option("--token-file", g.token_file,
                  "File holding the token sent to loom serve (default: $LOOM_TOKEN, then the "
                  "config file)");

@@ -51,8 +51,8 @@ void ApplyGlobalFlags();
 void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help = "Print JSON instead of text");
 void AddServerOption(CLI::App* cmd, std::string* server,
                      const std::string& help =
-                         "HOST:PORT of loom serve (default: $LOOM_SERVER, then the config file, "
-                         "then 127.0.0.1:7070)");
+                         "HOST:PORT of loom serve, or a list A:PORT,B:PORT (default: "
+                         "$LOOM_SERVER, then the config file, then 127.0.0.1:7070)");
 // The token in --token-file, read now; "" when the flag is not given (the client then falls back
 // to $LOOM_TOKEN and the config file). Fails with the file's error.
 std::string TokenFromFlag();

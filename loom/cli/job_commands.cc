@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 
@@ -36,7 +37,17 @@ namespace {
 
 struct Conn {
   service::ClientConfig config;
-  std::unique_ptr<v1::JobService::Stub> stub;
+  service::Failover failover;  // follows standby redirects along config.server's list
+
+  grpc::Status Call(
+      absl::Duration timeout,
+      const std::function<grpc::Status(v1::JobService::Stub&, grpc::ClientContext&)>& call) {
+    return failover.Call(
+        timeout, [&](const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext& ctx) {
+          v1::JobService::Stub stub(channel);
+          return call(stub, ctx);
+        });
+  }
 };
 
 Conn Connect(const std::string& server_flag) {
@@ -47,15 +58,9 @@ Conn Connect(const std::string& server_flag) {
     config->token = TokenFromFlag();
     config->token_file = Globals().token_file;
   }
-  auto channel = service::Dial(*config);
-  FailIfError(channel.status());
-  return Conn{*config, v1::JobService::NewStub(*channel)};
-}
-
-void Prepare(grpc::ClientContext& ctx, const Conn& c, absl::Duration timeout) {
-  service::Authorize(ctx, c.config);
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+  auto failover = service::Failover::Create(*config);
+  FailIfError(failover.status());
+  return Conn{*config, *std::move(failover)};
 }
 
 void Check(const grpc::Status& st, const Conn& c) {
@@ -213,10 +218,12 @@ void RunSubmit(const SubmitOptions& o) {
         "shapes (submit the model as an .onnx file to change them)"));
   }
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Minutes(5));
   v1::Job job;
-  Check(c.stub->SubmitJob(&ctx, req, &job), c);
+  Check(c.Call(absl::Minutes(5),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.SubmitJob(&ctx, req, &job);
+               }),
+        c);
   if (o.parsable) {
     std::printf("%s\n", job.id().c_str());
     return;
@@ -240,13 +247,15 @@ struct ListOptions {
 
 void RunJobs(const ListOptions& o) {
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Seconds(30));
   v1::ListJobsRequest req;
   req.set_all_users(o.all);
   req.set_include_ended(o.ended);
   v1::ListJobsResponse resp;
-  Check(c.stub->ListJobs(&ctx, req, &resp), c);
+  Check(c.Call(absl::Seconds(30),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.ListJobs(&ctx, req, &resp);
+               }),
+        c);
   if (o.json) {
     PrintJson(ProtoJson(resp));
     return;
@@ -323,12 +332,14 @@ void PrintJob(const v1::Job& j) {
 
 void RunStatus(const IdOptions& o) {
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Seconds(30));
   v1::GetJobRequest req;
   req.set_job_id(o.id);
   v1::Job job;
-  Check(c.stub->GetJob(&ctx, req, &job), c);
+  Check(c.Call(absl::Seconds(30),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.GetJob(&ctx, req, &job);
+               }),
+        c);
   if (o.json) {
     PrintJson(ProtoJson(job));
   } else {
@@ -338,11 +349,23 @@ void RunStatus(const IdOptions& o) {
 
 void RunWatch(const IdOptions& o) {
   Conn c = Connect(o.server);
+  // Finds the active daemon first (redirects, failover); the stream itself does not fail over.
+  v1::GetJobRequest get;
+  get.set_job_id(o.id);
+  v1::Job first;
+  Check(c.Call(absl::Seconds(30),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.GetJob(&ctx, get, &first);
+               }),
+        c);
+  auto channel = c.failover.Channel();
+  FailIfError(channel.status());
+  v1::JobService::Stub stub(*channel);
   grpc::ClientContext ctx;
   service::Authorize(ctx, c.config);
   v1::WatchJobRequest req;
   req.set_job_id(o.id);
-  auto reader = c.stub->WatchJob(&ctx, req);
+  auto reader = stub.WatchJob(&ctx, req);
   v1::JobEvent ev;
   v1::Job last;
   std::string shown;  // the last state/progress line printed
@@ -376,12 +399,14 @@ void RunWatch(const IdOptions& o) {
 
 void RunCancel(const IdOptions& o) {
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Seconds(30));
   v1::CancelJobRequest req;
   req.set_job_id(o.id);
   v1::Job job;
-  Check(c.stub->CancelJob(&ctx, req, &job), c);
+  Check(c.Call(absl::Seconds(30),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.CancelJob(&ctx, req, &job);
+               }),
+        c);
   if (o.json) {
     PrintJson(ProtoJson(job));
     return;
@@ -391,13 +416,15 @@ void RunCancel(const IdOptions& o) {
 
 void RunLogs(const IdOptions& o) {
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Seconds(30));
   v1::GetLogsRequest req;
   req.set_job_id(o.id);
   req.set_tail(o.tail);
   v1::GetLogsResponse resp;
-  Check(c.stub->GetLogs(&ctx, req, &resp), c);
+  Check(c.Call(absl::Seconds(30),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.GetLogs(&ctx, req, &resp);
+               }),
+        c);
   if (o.json) {
     PrintJson(ProtoJson(resp));
     return;
@@ -407,12 +434,14 @@ void RunLogs(const IdOptions& o) {
 
 void RunResult(const IdOptions& o) {
   Conn c = Connect(o.server);
-  grpc::ClientContext ctx;
-  Prepare(ctx, c, absl::Minutes(5));
   v1::GetResultRequest req;
   req.set_job_id(o.id);
   v1::JobResult res;
-  Check(c.stub->GetResult(&ctx, req, &res), c);
+  Check(c.Call(absl::Minutes(5),
+               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
+                 return stub.GetResult(&ctx, req, &res);
+               }),
+        c);
   std::error_code ec;
   std::filesystem::create_directories(o.output, ec);
   if (ec) {

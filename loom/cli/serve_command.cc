@@ -1,8 +1,9 @@
 // `loom serve --listen HOST:PORT --state FILE|URI --tokens FILE [--tls-cert C --tls-key K]
-// [--http HOST:PORT]`: the scheduler daemon (loom/service/server.h), with its web view, /metrics
-// and HTTP probes on --http (loom/service/http_server.h). Without --tokens, or without TLS beyond
-// loopback, it starts only with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state
-// file resumes every job. Structured key=value log lines go to stderr.
+// [--http HOST:PORT] [--standby] [--advertise HOST:PORT]`: the scheduler daemon
+// (loom/service/server.h), with its web view, /metrics and HTTP probes on --http
+// (loom/service/http_server.h). Without --tokens, or without TLS beyond loopback, it starts only
+// with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state file resumes every job.
+// Structured key=value log lines go to stderr.
 #include <signal.h>
 
 #include <cstdio>
@@ -36,6 +37,8 @@ struct ServeOptions {
   int max_watches_per_user = 8;
   bool insecure = false;
   bool quiet = false;
+  bool standby = false;
+  std::string advertise;
 };
 
 void RunServe(const ServeOptions& o) {
@@ -46,6 +49,8 @@ void RunServe(const ServeOptions& o) {
   so.tls_cert = o.tls_cert;
   so.tls_key = o.tls_key;
   so.insecure = o.insecure;
+  so.standby = o.standby;
+  so.advertise = o.advertise;
   so.max_message_bytes = o.max_message_bytes;
   so.max_watches_per_user = o.max_watches_per_user;
   so.http.listen = o.http;
@@ -147,6 +152,12 @@ void RegisterServeCommand(CLI::App& app) {
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--max-message-bytes", o->max_message_bytes, "Largest gRPC request accepted")
       ->check(CLI::Range(int64_t{1024}, (int64_t{1} << 31) - 1));
+  cmd->add_flag("--standby", o->standby,
+                "With a postgresql:// --state another daemon leads: wait as its standby "
+                "(redirecting every call to it) and take over when it dies, instead of refusing");
+  cmd->add_option("--advertise", o->advertise,
+                  "HOST:PORT standbys send clients to while this daemon leads (default: the "
+                  "--listen address, this host's name for a wildcard host)");
   cmd->add_flag("--quiet", o->quiet, "No structured log lines on stderr");
   cmd->callback([o] { RunServe(*o); });
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "loom/base/status_macros.h"
 
 namespace loom::service {
 namespace {
@@ -123,6 +124,119 @@ void Authorize(grpc::ClientContext& ctx, const ClientConfig& config) {
   if (!config.token.empty()) {
     ctx.AddMetadata("authorization", absl::StrCat("Bearer ", config.token));
   }
+}
+
+std::string RedirectTarget(const grpc::ClientContext& ctx, const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return "";
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find(grpc::string_ref(kLeaderMetadataKey.data(), kLeaderMetadataKey.size()));
+  if (it == md.end()) return "";
+  std::string target(it->second.data(), it->second.size());
+  // Only an address: a redirect is no way to smuggle text into logs or a channel target.
+  if (target.empty() || target.size() > 255 || target.find(':') == std::string::npos ||
+      target.find_first_of(" \t\r\n,") != std::string::npos) {
+    return "";
+  }
+  return target;
+}
+
+absl::StatusOr<ServerList> ServerList::Parse(absl::string_view servers) {
+  ServerList list;
+  for (absl::string_view entry : absl::StrSplit(servers, ',')) {
+    entry = absl::StripAsciiWhitespace(entry);
+    if (entry.empty() || entry.find(':') == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server list '", servers, "': every entry must be HOST:PORT, comma-separated"));
+    }
+    list.servers_.emplace_back(entry);
+  }
+  list.current_ = list.servers_.front();
+  return list;
+}
+
+bool ServerList::Failover(const std::string& tried, const grpc::ClientContext& ctx,
+                          const grpc::Status& status) {
+  if (current_ != tried) return true;  // another caller moved on already
+  const std::string target = RedirectTarget(ctx, status);
+  if (!target.empty()) {
+    current_ = target;
+    return current_ != tried;
+  }
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return false;
+  }
+  if (servers_.size() < 2) return false;
+  current_ = servers_[next_ % servers_.size()];
+  next_ = (next_ + 1) % servers_.size();
+  if (current_ == tried) {  // a redirect had taken us off the list: skip the one that failed
+    current_ = servers_[next_ % servers_.size()];
+    next_ = (next_ + 1) % servers_.size();
+  }
+  return current_ != tried;
+}
+
+struct Failover::State {
+  explicit State(ServerList l) : list(std::move(l)) {}
+  absl::Mutex mu;
+  ServerList list ABSL_GUARDED_BY(mu);
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels ABSL_GUARDED_BY(mu);
+};
+
+Failover::Failover(ClientConfig config, ServerList list)
+    : config_(std::move(config)), state_(std::make_unique<State>(std::move(list))) {}
+Failover::Failover(Failover&&) noexcept = default;
+Failover& Failover::operator=(Failover&&) noexcept = default;
+Failover::~Failover() = default;
+
+absl::StatusOr<Failover> Failover::Create(ClientConfig config) {
+  LOOM_ASSIGN_OR_RETURN(ServerList list, ServerList::Parse(config.server));
+  return Failover(std::move(config), std::move(list));
+}
+
+std::string Failover::current() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->list.current();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Failover::Channel() {
+  absl::MutexLock lock(&state_->mu);
+  std::shared_ptr<grpc::Channel>& channel = state_->channels[state_->list.current()];
+  if (channel == nullptr) {
+    ClientConfig one = config_;
+    one.server = state_->list.current();
+    LOOM_ASSIGN_OR_RETURN(channel, Dial(one));
+  }
+  return channel;
+}
+
+grpc::Status Failover::Call(absl::Duration timeout,
+                            const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&,
+                                                             grpc::ClientContext&)>& call) {
+  size_t tries = 0;
+  {
+    absl::MutexLock lock(&state_->mu);
+    tries = 3 * state_->list.servers().size() + 1;
+  }
+  grpc::Status st;
+  for (size_t i = 0; i < tries; ++i) {
+    const std::string tried = current();
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Channel();
+    if (!channel.ok()) {
+      return grpc::Status(static_cast<grpc::StatusCode>(channel.status().code()),
+                          std::string(channel.status().message()));
+    }
+    grpc::ClientContext ctx;
+    Authorize(ctx, config_);
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+    st = call(*channel, ctx);
+    // The deadline is the caller's whole budget, and a call that timed out may have been done.
+    if (st.ok() || st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return st;
+    absl::MutexLock lock(&state_->mu);
+    if (!state_->list.Failover(tried, ctx, st)) return st;
+  }
+  return st;
 }
 
 absl::string_view GrpcCodeName(grpc::StatusCode code) {

@@ -3,8 +3,10 @@
 // Mutation semantics (one transaction; jobs, tasks, models, leases, flagged agents and counters
 // inserted or replaced), messages as bytea blobs decoded by state_rows.h. The store holds a
 // session advisory lock on the database for its life, so a second daemon on the same state is
-// refused rather than losing jobs; a reconnect takes it again or fails. Every value is a
-// statement parameter.
+// refused (or waits as a standby) rather than losing jobs. Taking the lock writes a new epoch (the
+// fencing token) into the leader row; every Apply checks it, and a reconnect checks it before
+// taking the lock again, so a daemon whose lead has passed to another never writes. Every value
+// is a statement parameter.
 #include <unistd.h>
 
 #include <memory>
@@ -18,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
@@ -114,6 +117,35 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 )sql",
 };
 
+// The leader row (schema component "leader"): one row, the epoch of the store that took the state
+// last and the address its daemon advertises.
+const std::vector<const char*> kLeaderMigrations = {
+    R"sql(
+CREATE TABLE loom_leader (
+  id BIGINT PRIMARY KEY CHECK (id = 1),
+  epoch BIGINT NOT NULL,
+  address TEXT NOT NULL,
+  holder TEXT NOT NULL,
+  since_us BIGINT NOT NULL
+);
+INSERT INTO loom_leader (id, epoch, address, holder, since_us) VALUES (1, 0, '', '', 0);
+)sql",
+};
+
+// The leader row; `lock` adds FOR SHARE (inside a transaction: a new epoch waits for it).
+absl::StatusOr<LeaderInfo> ReadLeader(tune::PgConnection& conn, bool lock) {
+  LOOM_ASSIGN_OR_RETURN(
+      PgResult res, conn.Exec(absl::StrCat("SELECT epoch, address, holder FROM loom_leader WHERE "
+                                           "id = 1",
+                                           lock ? " FOR SHARE" : "")));
+  LeaderInfo info;
+  if (res.rows() == 0) return info;
+  LOOM_ASSIGN_OR_RETURN(info.epoch, res.Int(0, 0));
+  info.address = res.Text(0, 1);
+  info.holder = res.Text(0, 2);
+  return info;
+}
+
 // 32 hex digits from the system's entropy: the state's identity.
 std::string NewStoreId() {
   absl::BitGen gen;
@@ -132,12 +164,33 @@ class PostgresStateStore : public StateStore {
  public:
   explicit PostgresStateStore(std::unique_ptr<tune::PgConnection> conn) : conn_(std::move(conn)) {}
 
-  absl::Status Init() {
+  absl::Status Init(const StateStoreOptions& options) {
     absl::MutexLock lock(&mu_);
-    LOOM_RETURN_IF_ERROR(ClaimState());
-    // A new session holds nothing: it names itself and takes the lock again, or fails.
-    conn_->set_on_reconnect([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return ClaimState(); });
+    if (options.standby) {
+      LOOM_RETURN_IF_ERROR(StandBy(options));
+    } else {
+      LOOM_RETURN_IF_ERROR(ClaimState());
+    }
+    // A new session holds nothing: unless a newer epoch took the state meanwhile, it names itself
+    // and takes the lock again; otherwise it fails.
+    conn_->set_on_reconnect([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      LOOM_RETURN_IF_ERROR(CheckEpoch(/*lock=*/false));
+      LOOM_RETURN_IF_ERROR(ClaimState());
+      return CheckEpoch(/*lock=*/false);
+    });
     LOOM_RETURN_IF_ERROR(conn_->Migrate("state", kMigrations, "jobs"));
+    LOOM_RETURN_IF_ERROR(conn_->Migrate("leader", kLeaderMigrations, "loom_leader"));
+    // Under the lock: this store's lead is the next epoch.
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult bumped,
+        conn_->Exec("UPDATE loom_leader SET epoch = epoch + 1, address = $1, holder = $2, since_us "
+                    "= $3 WHERE id = 1 RETURNING epoch",
+                    {PgText(options.advertise), PgText(HolderName()), PgInt(Us(absl::Now()))}));
+    if (bumped.rows() != 1) {
+      return absl::DataLossError(
+          absl::StrCat("state '", conn_->redacted_uri(), "' has no leader row (loom_leader)"));
+    }
+    LOOM_ASSIGN_OR_RETURN(epoch_, bumped.Int(0, 0));
     LOOM_RETURN_IF_ERROR(conn_
                              ->Exec("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON "
                                     "CONFLICT (key) DO NOTHING",
@@ -155,12 +208,21 @@ class PostgresStateStore : public StateStore {
   }
 
   std::string store_id() const override { return store_id_; }
+  int64_t epoch() const override { return epoch_; }
+
+  absl::Status CheckLead() override {
+    absl::MutexLock lock(&mu_);
+    return CheckEpoch(/*lock=*/false);
+  }
 
   absl::Status Apply(const Mutation& m) override {
     if (m.empty()) return absl::OkStatus();
     absl::MutexLock lock(&mu_);
-    return conn_->InTransaction([&]()
-                                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ApplyLocked(m); });
+    return conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      // The fencing token: a newer epoch cannot be written while this transaction holds the row.
+      LOOM_RETURN_IF_ERROR(CheckEpoch(/*lock=*/true));
+      return ApplyLocked(m);
+    });
   }
 
   absl::StatusOr<std::vector<JobRow>> LoadJobs() override {
@@ -272,13 +334,50 @@ class PostgresStateStore : public StateStore {
     return host;
   }
 
+  static std::string HolderName() {
+    return absl::StrCat("loom serve pid ", getpid(), " on ", HostName()).substr(0, 63);
+  }
+
+  // Refuses once the leader row holds another epoch than this store's (after Init).
+  absl::Status CheckEpoch(bool lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (epoch_ == 0) return absl::OkStatus();  // still opening
+    LOOM_ASSIGN_OR_RETURN(LeaderInfo now, ReadLeader(*conn_, lock));
+    if (now.epoch == epoch_) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state '", conn_->redacted_uri(), "' is led by a newer loom serve (epoch ", now.epoch,
+        now.address.empty() ? "" : absl::StrCat(", at ", now.address),
+        now.holder.empty() ? "" : absl::StrCat(", ", now.holder), "): this daemon's lead (epoch ",
+        epoch_, ") has ended and its write is refused; it steps down"));
+  }
+
+  // Waits as a standby until the state's lock is free, then takes it.
+  absl::Status StandBy(const StateStoreOptions& options) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_RETURN_IF_ERROR(
+        conn_->Exec("SELECT set_config('application_name', $1, false)", {PgText(HolderName())})
+            .status());
+    for (;;) {
+      LOOM_ASSIGN_OR_RETURN(PgResult got,
+                            conn_->Exec("SELECT pg_try_advisory_lock($1)", {PgInt(kStateLockKey)}));
+      if (got.rows() == 1 && got.Text(0, 0) == "t") return absl::OkStatus();
+      LeaderInfo leader;
+      // Before the first leader migrated it, the state has no leader row: nobody known yet.
+      absl::StatusOr<PgResult> exists = conn_->Exec("SELECT to_regclass('public.loom_leader')");
+      if (exists.ok() && exists->rows() == 1 && !exists->IsNull(0, 0)) {
+        LOOM_ASSIGN_OR_RETURN(leader, ReadLeader(*conn_, /*lock=*/false));
+      }
+      if (!options.standby(leader)) {
+        return absl::CancelledError(absl::StrCat("stopped waiting for the state '",
+                                                 conn_->redacted_uri(), "' as a standby"));
+      }
+      absl::SleepFor(options.standby_poll);
+    }
+  }
+
   // Names this session after the daemon (what a refused second daemon is told) and takes the
   // state's lock.
   absl::Status ClaimState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const std::string name = absl::StrCat("loom serve pid ", getpid(), " on ", HostName());
     LOOM_RETURN_IF_ERROR(
-        conn_
-            ->Exec("SELECT set_config('application_name', $1, false)", {PgText(name.substr(0, 63))})
+        conn_->Exec("SELECT set_config('application_name', $1, false)", {PgText(HolderName())})
             .status());
     // A daemon killed a moment ago still holds the lock until its server session has noticed:
     // wait for it a little (kLockWait) before refusing.
@@ -449,16 +548,26 @@ class PostgresStateStore : public StateStore {
   absl::Mutex mu_;
   const std::unique_ptr<tune::PgConnection> conn_ ABSL_PT_GUARDED_BY(mu_);
   std::string store_id_;  // set once by Init
+  int64_t epoch_ = 0;     // set once by Init: this store's lead
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& uri) {
+absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(
+    const std::string& uri, const StateStoreOptions& options) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::PgConnection> conn,
                         tune::PgConnection::Connect(uri, "state"));
   auto store = std::make_unique<PostgresStateStore>(std::move(conn));
-  LOOM_RETURN_IF_ERROR(store->Init());
+  LOOM_RETURN_IF_ERROR(store->Init(options));
   return store;
+}
+
+absl::StatusOr<LeaderInfo> ReadStateLeader(const std::string& uri) {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::PgConnection> conn,
+                        tune::PgConnection::Connect(uri, "state"));
+  LOOM_ASSIGN_OR_RETURN(PgResult exists, conn->Exec("SELECT to_regclass('public.loom_leader')"));
+  if (exists.rows() != 1 || exists.IsNull(0, 0)) return LeaderInfo{};
+  return ReadLeader(*conn, /*lock=*/false);
 }
 
 }  // namespace loom::service

@@ -7,8 +7,10 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -106,23 +108,62 @@ class StreamCounter {
   absl::flat_hash_map<std::string, int> open_ ABSL_GUARDED_BY(mu_);
 };
 
-// `who` names the variable it declares, so it cannot be parenthesized.
+// Whether this daemon leads its state. While it stands by there is no driver, and every call is
+// answered with a redirect to the active daemon: UNAVAILABLE, the leader's address in the message
+// and in the trailing metadata kLeaderMetadataKey (client.h follows it).
+class Lead {
+ public:
+  // nullptr while standing by.
+  JobDriver* driver() const {
+    absl::MutexLock lock(&mu_);
+    return driver_;
+  }
+  void Activate(JobDriver* driver) {
+    absl::MutexLock lock(&mu_);
+    driver_ = driver;
+  }
+  void SetLeader(const std::string& address) {
+    absl::MutexLock lock(&mu_);
+    leader_ = address;
+  }
+  grpc::Status Redirect(grpc::ServerContext* ctx) const {
+    absl::MutexLock lock(&mu_);
+    if (leader_.empty()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "this loom serve is a standby and knows no active daemon yet; retry "
+                          "shortly");
+    }
+    ctx->AddTrailingMetadata(std::string(kLeaderMetadataKey), leader_);
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat(kStandbyMessagePrefix, leader_));
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  JobDriver* driver_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string leader_ ABSL_GUARDED_BY(mu_);
+};
+
+// Authenticates the caller as `who` and names the driver `driver`, or answers with a standby's
+// redirect. The macro names the variables it declares, so they cannot be parenthesized.
 // NOLINTBEGIN(bugprone-macro-parentheses)
 #define LOOM_AUTH(who)                                  \
   auto who##_or = Who(*tokens_, ctx);                   \
   if (!who##_or.ok()) return ToGrpc(who##_or.status()); \
-  const Principal& who = *who##_or
+  const Principal& who = *who##_or;                     \
+  JobDriver* const driver = lead_->driver();            \
+  if (driver == nullptr) return lead_->Redirect(ctx)
 // NOLINTEND(bugprone-macro-parentheses)
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobDriver* driver, const TokenTable* tokens, int max_watches_per_user)
-      : driver_(driver), tokens_(tokens), watches_(max_watches_per_user) {}
+  JobServiceImpl(const Lead* lead, const TokenTable* tokens, int max_watches_per_user)
+      : lead_(lead), tokens_(tokens), watches_(max_watches_per_user) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                          v1::Job* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Submit(who, *req);
+    auto r = driver->Submit(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -130,10 +171,10 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                         v1::ListJobsResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->List(who, *req);
+    auto r = driver->List(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     for (v1::Job& job : *r->mutable_jobs()) {
-      if (absl::Status st = AddProgress(*driver_, who, job); !st.ok()) return ToGrpc(st);
+      if (absl::Status st = AddProgress(*driver, who, job); !st.ok()) return ToGrpc(st);
     }
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -141,18 +182,18 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                       v1::Job* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Get(who, req->job_id());
+    auto r = driver->Get(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
-    if (absl::Status st = AddProgress(*driver_, who, *r); !st.ok()) return ToGrpc(st);
+    if (absl::Status st = AddProgress(*driver, who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
   grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
                          v1::Job* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Cancel(who, req->job_id());
+    auto r = driver->Cancel(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
-    if (absl::Status st = AddProgress(*driver_, who, *r); !st.ok()) return ToGrpc(st);
+    if (absl::Status st = AddProgress(*driver, who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -170,11 +211,11 @@ class JobServiceImpl final : public v1::JobService::Service {
     } leave{watches_, who.user};
     int64_t version = 0;
     while (!ctx->IsCancelled()) {
-      auto c = driver_->WaitForChange(who, req->job_id(), version, absl::Seconds(1));
+      auto c = driver->WaitForChange(who, req->job_id(), version, absl::Seconds(1));
       if (!c.ok()) return ToGrpc(c.status());
       if (c->version != version) {
         const int64_t now = absl::ToUnixMicros(absl::Now());
-        if (absl::Status st = AddProgress(*driver_, who, c->job); !st.ok()) return ToGrpc(st);
+        if (absl::Status st = AddProgress(*driver, who, c->job); !st.ok()) return ToGrpc(st);
         if (c->messages.empty()) {
           v1::JobEvent ev;
           *ev.mutable_job() = c->job;
@@ -197,7 +238,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetResult(grpc::ServerContext* ctx, const v1::GetResultRequest* req,
                          v1::JobResult* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Result(who, req->job_id());
+    auto r = driver->Result(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -205,7 +246,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetLogs(grpc::ServerContext* ctx, const v1::GetLogsRequest* req,
                        v1::GetLogsResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Logs(who, req->job_id(), req->tail());
+    auto r = driver->Logs(who, req->job_id(), req->tail());
     if (!r.ok()) return ToGrpc(r.status());
     for (std::string& l : *r) out->add_lines(std::move(l));
     return grpc::Status::OK;
@@ -213,27 +254,26 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status GetStats(grpc::ServerContext* ctx, const v1::GetStatsRequest*,
                         v1::ServerStats* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Stats(who);
+    auto r = driver->Stats(who);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
   }
 
  private:
-  JobDriver* driver_;
+  const Lead* lead_;
   const TokenTable* tokens_;
   StreamCounter watches_;
 };
 
 class AgentServiceImpl final : public v1::AgentService::Service {
  public:
-  AgentServiceImpl(JobDriver* driver, const TokenTable* tokens)
-      : driver_(driver), tokens_(tokens) {}
+  AgentServiceImpl(const Lead* lead, const TokenTable* tokens) : lead_(lead), tokens_(tokens) {}
 
   grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                         v1::RegisterResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Register(who, *req);
+    auto r = driver->Register(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -241,7 +281,7 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                          v1::HeartbeatResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Heartbeat(who, *req);
+    auto r = driver->Heartbeat(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -249,7 +289,7 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   grpc::Status AcquireStages(grpc::ServerContext* ctx, const v1::AcquireStagesRequest* req,
                              v1::AcquireStagesResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Acquire(who, *req);
+    auto r = driver->Acquire(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -257,14 +297,14 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   grpc::Status ReportStage(grpc::ServerContext* ctx, const v1::ReportStageRequest* req,
                            v1::ReportStageResponse* out) override {
     LOOM_AUTH(who);
-    auto r = driver_->Report(who, *req);
+    auto r = driver->Report(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     *out = *std::move(r);
     return grpc::Status::OK;
   }
 
  private:
-  JobDriver* driver_;
+  const Lead* lead_;
   const TokenTable* tokens_;
 };
 
@@ -277,8 +317,19 @@ std::string RecordsPathFor(const std::string& state_path) {
   return absl::StrCat(state_path, ".records");
 }
 
+std::string AdvertisedAddress(const ServerOptions& options, int port) {
+  if (!options.advertise.empty()) return options.advertise;
+  std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    char name[256] = {};
+    host = gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "localhost";
+  }
+  return absl::StrCat(host, ":", port);
+}
+
 struct Server::Services {
   TokenTable tokens;
+  Lead lead;
   std::unique_ptr<JobServiceImpl> jobs;
   std::unique_ptr<AgentServiceImpl> agents;
 };
@@ -359,28 +410,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
             ? "no authentication: every caller is an admin and any agent may report"
             : "tokens travel in clear");
   }
-  const std::string records_path = RecordsPathFor(options.state_path);
-  // A PostgreSQL state holds its own lock, and its records share its database (no pairing).
+  // A PostgreSQL state holds its own lock, and its records share its database (no pairing); a
+  // SQLite state is opened before the port is bound, a PostgreSQL one after (its leader row names
+  // the bound address).
   const bool in_files = !tune::IsPostgresUri(options.state_path);
-  if (in_files && options.state_path != ":memory:") {
-    LOOM_ASSIGN_OR_RETURN(s->lock_, StateLock::Acquire(options.state_path));
+  if (options.standby && in_files) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--standby needs a postgresql:// --state: the SQLite state '",
+                     options.state_path, "' is one daemon's alone"));
   }
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state, OpenStateStore(options.state_path));
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> records,
-                        tune::OpenRecordStore(records_path));
-  LOOM_ASSIGN_OR_RETURN(int64_t next_job, state->Counter("next_job", 1));
-  if (in_files) {
-    LOOM_RETURN_IF_ERROR(
-        PairRecordDatabase(records_path, options.state_path, state->store_id(), next_job > 1));
-  }
-  LOOM_ASSIGN_OR_RETURN(s->driver_,
-                        JobDriver::Create(options.driver, std::move(state), std::move(records)));
-  s->services_->jobs = std::make_unique<JobServiceImpl>(s->driver_.get(), &s->services_->tokens,
+  s->options_ = options;
+  if (in_files) LOOM_RETURN_IF_ERROR(s->TakeLead({}));
+  s->services_->jobs = std::make_unique<JobServiceImpl>(&s->services_->lead, &s->services_->tokens,
                                                         options.max_watches_per_user);
   s->services_->agents =
-      std::make_unique<AgentServiceImpl>(s->driver_.get(), &s->services_->tokens);
+      std::make_unique<AgentServiceImpl>(&s->services_->lead, &s->services_->tokens);
 
-  // grpc.health.v1.Health (overall status SERVING while the server runs) and server reflection,
+  // grpc.health.v1.Health (overall status SERVING while the server leads) and server reflection,
   // so that standard tools (grpcurl, Kubernetes gRPC probes) can talk to the daemon.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -411,22 +457,115 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         holder.empty() ? "the port is in use or the address is not HOST:PORT of this host"
                        : absl::StrCat("the port is in use by ", holder)));
   }
-  s->driver_->Start();
-  if (!options.http.listen.empty()) {
-    HttpOptions http = options.http;
-    http.tls_cert = options.tls_cert;
-    http.tls_key = options.tls_key;
-    LOOM_ASSIGN_OR_RETURN(s->http_,
-                          HttpServer::Start(http, s->driver_.get(), &s->services_->tokens));
+  s->advertise_ = AdvertisedAddress(options, s->port_);
+  if (in_files) {
+    LOOM_RETURN_IF_ERROR(s->Serve());
+    return s;
   }
+  StateStoreOptions lead{.advertise = s->advertise_};
+  if (!options.standby) {
+    LOOM_RETURN_IF_ERROR(s->TakeLead(lead));
+    return s;
+  }
+  // A standby: serving redirects (health NOT_SERVING) while it waits for the state's lock.
+  s->server_->GetHealthCheckService()->SetServingStatus(false);
+  Server* self = s.get();
+  lead.standby = [self](const LeaderInfo& leader) {
+    self->services_->lead.SetLeader(leader.address);
+    absl::MutexLock lock(&self->mu_);
+    return !self->stopping_;
+  };
+  self->Log("standby", absl::StrCat("advertise=", self->advertise_));
+  self->takeover_ = std::thread([self, lead] {
+    absl::Status st = self->TakeLead(lead);
+    if (st.ok() || absl::IsCancelled(st)) return;
+    // A standby that cannot lead cannot serve: one line, as a failed start.
+    std::fprintf(stderr, "loom serve: fatal: %s\n", std::string(st.message()).c_str());
+    std::_Exit(3);
+  });
   return s;
+}
+
+void Server::Log(const char* event, const std::string& fields) const {
+  if (!options_.driver.log_to_stderr) return;
+  std::fprintf(stderr, "ts=%s level=info event=%s %s\n",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+               event, fields.c_str());
+  std::fflush(stderr);
+}
+
+absl::Status Server::Serve() {
+  driver_->Start();
+  if (!options_.http.listen.empty()) {
+    HttpOptions http = options_.http;
+    http.tls_cert = options_.tls_cert;
+    http.tls_key = options_.tls_key;
+    LOOM_ASSIGN_OR_RETURN(http_, HttpServer::Start(http, driver_.get(), &services_->tokens));
+  }
+  services_->lead.Activate(driver_.get());
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+absl::Status Server::TakeLead(const StateStoreOptions& lead) {
+  const std::string records_path = RecordsPathFor(options_.state_path);
+  const bool in_files = !tune::IsPostgresUri(options_.state_path);
+  if (in_files && options_.state_path != ":memory:") {
+    LOOM_ASSIGN_OR_RETURN(lock_, StateLock::Acquire(options_.state_path));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state,
+                        OpenStateStore(options_.state_path, lead));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> records,
+                        tune::OpenRecordStore(records_path));
+  LOOM_ASSIGN_OR_RETURN(int64_t next_job, state->Counter("next_job", 1));
+  if (in_files) {
+    LOOM_RETURN_IF_ERROR(
+        PairRecordDatabase(records_path, options_.state_path, state->store_id(), next_job > 1));
+  }
+  StateStore* const fenced = state.get();  // the driver owns it; it lives as long as the driver
+  const int64_t epoch = state->epoch();
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<JobDriver> driver,
+                        JobDriver::Create(options_.driver, std::move(state), std::move(records)));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("shut down while taking the lead");
+    driver_ = std::move(driver);
+  }
+  // Taken after the port was bound (a PostgreSQL state, or a standby): serve now.
+  if (server_ != nullptr) LOOM_RETURN_IF_ERROR(Serve());
+  if (epoch > 0) {
+    Log("lead", absl::StrCat("epoch=", epoch, " advertise=", advertise_));
+    // A lead can end behind this daemon's back (its session cut, another daemon took the state):
+    // check every second and step down, even while no write would find out.
+    watchdog_ = std::thread([this, fenced] {
+      for (;;) {
+        {
+          absl::MutexLock lock(&mu_);
+          if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1))) return;
+        }
+        absl::Status st = fenced->CheckLead();
+        // Only a lead that has passed on ends the daemon; an unreachable or failing database is
+        // the writes' to report.
+        if (!absl::IsFailedPrecondition(st)) continue;
+        std::fprintf(stderr, "loom serve: fatal: %s\n", std::string(st.message()).c_str());
+        std::_Exit(3);
+      }
+    });
+  }
+  return absl::OkStatus();
 }
 
 Server::~Server() { Shutdown(); }
 
 void Server::Shutdown() {
-  if (shut_down_) return;
-  shut_down_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_ = true;
+  }
+  if (takeover_.joinable()) takeover_.join();
+  if (watchdog_.joinable()) watchdog_.join();
   if (http_) http_->Stop();
   if (driver_) driver_->Stop();  // wakes long polls and watchers
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

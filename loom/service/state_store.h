@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -139,6 +140,34 @@ class StateStore {
   // A random id given to the state when it was created (or migrated from schema 1); its record
   // database carries the same id (state_files.h), so a state is never paired with another's.
   virtual std::string store_id() const = 0;
+
+  // The fencing token of this store's lead on a shared state (PostgreSQL): taken, one more than
+  // the last, when the store took the state. Apply() checks it inside its transaction and refuses
+  // to write once a newer epoch holds the state. 0 for SQLite (one daemon per file, flock).
+  virtual int64_t epoch() const { return 0; }
+  // Whether this store still leads: kFailedPrecondition naming the newer epoch and its daemon's
+  // address once another store took the state (the daemon then steps down). A lost connection is
+  // re-established first. Always OK for SQLite. Thread-safe, as every method.
+  virtual absl::Status CheckLead() { return absl::OkStatus(); }
+};
+
+// Who leads a shared state: its epoch (fencing token) and the address its daemon advertises.
+struct LeaderInfo {
+  int64_t epoch = 0;    // 0: nobody has led this state yet
+  std::string address;  // HOST:PORT clients are sent to; empty when not known
+  std::string holder;   // "loom serve pid N on HOST"
+};
+
+// How a daemon takes a state.
+struct StateStoreOptions {
+  // The address (HOST:PORT) clients are redirected to while this store's daemon leads; stored with
+  // its epoch (PostgreSQL).
+  std::string advertise;
+  // PostgreSQL only. Unset: a state another daemon holds is refused (after a 3 s wait). Set: the
+  // open waits as a standby, trying the state's lock every `standby_poll`, and calls
+  // `standby(leader)` before each try; returning false stops waiting (kCancelled).
+  std::function<bool(const LeaderInfo& leader)> standby;
+  absl::Duration standby_poll = absl::Milliseconds(200);
 };
 
 // The schema version this Loom writes (PRAGMA user_version of the state file). Older versions
@@ -161,10 +190,23 @@ absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::stri
 // state (naming it; after waiting 3 s, so that a daemon killed a moment ago has let go), the
 // schema is newer than this Loom's, or another application owns a `jobs` table there; kDataLoss
 // when the stored store id is invalid.
-absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(const std::string& uri);
+//
+// Leadership: the store that holds the lock writes one more epoch into the state's leader row
+// (table loom_leader, its own schema component "leader") with `options.advertise`; every Apply
+// checks that epoch under a share lock of that row, and a reconnect checks it before taking the
+// lock again, so a daemon that lost its session never writes once another took over
+// (kFailedPrecondition "... led by a newer loom serve (epoch N, at ADDR) ...").
+absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(
+    const std::string& uri, const StateStoreOptions& options = {});
+
+// The leader row of the PostgreSQL state at `uri`, read once on a connection of its own (epoch 0
+// when nobody led it yet). For tools and tests.
+absl::StatusOr<LeaderInfo> ReadStateLeader(const std::string& uri);
 
 // The one place that picks the implementation: a `postgresql://` (or `postgres://`) URI opens the
 // PostgreSQL store, anything else the SQLite file at that path (":memory:" a private one).
-absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& path_or_uri);
+// kInvalidArgument for `options.standby` with an SQLite file (one daemon per file).
+absl::StatusOr<std::unique_ptr<StateStore>> OpenStateStore(const std::string& path_or_uri,
+                                                           const StateStoreOptions& options = {});
 
 }  // namespace loom::service

@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -24,6 +26,11 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using Backend = tune::testing::StoreBackend;
+
+MATCHER_P2(StatusIs, code, matcher, "") {
+  return arg.code() == code &&
+         ::testing::ExplainMatchResult(matcher, arg.message(), result_listener);
+}
 
 bool SameMessage(const google::protobuf::Message& a, const google::protobuf::Message& b) {
   return google::protobuf::util::MessageDifferencer::Equals(a, b);
@@ -379,11 +386,93 @@ TEST_P(PostgresStateStoreTest, ALostConnectionIsReopenedWithTheLockOrRefusedWith
   ASSERT_NE(second, nullptr);
   absl::Status st = first->Apply({.jobs = {Job("j2", 0)}});
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(st.message(), HasSubstr("is in use by another loom serve"));
+  EXPECT_THAT(st.message(), HasSubstr("is led by a newer loom serve"));
   auto jobs = second->LoadJobs();
   ASSERT_TRUE(jobs.ok()) << jobs.status();
   ASSERT_EQ(jobs->size(), 1u);
   EXPECT_EQ((*jobs)[0].id, "j1");
+}
+
+TEST_P(PostgresStateStoreTest, AStaleLeaderIsFencedEvenWhenTheLockIsFreeAgain) {
+  auto first = OpenStateStore(uri_, {.advertise = "host-a:7070"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int64_t old_epoch = (*first)->epoch();
+  EXPECT_GE(old_epoch, 1);
+  EXPECT_TRUE((*first)->CheckLead().ok());
+  // The first daemon's session is cut (a network partition); another takes the state.
+  DropStoreSessions(uri_);
+  auto second = OpenStateStore(uri_, {.advertise = "host-b:7070"});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->epoch(), old_epoch + 1);
+  const std::string refused =
+      absl::StrCat("is led by a newer loom serve (epoch ", old_epoch + 1, ", at host-b:7070");
+  EXPECT_THAT((*first)->CheckLead(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(refused)));
+  // The new leader goes away too: the lock is free, yet the old epoch still may not write.
+  second->reset();
+  absl::Status st = (*first)->Apply({.jobs = {Job("stale", 0)}});
+  EXPECT_THAT(st, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(refused)));
+  EXPECT_THAT(st.message(), HasSubstr(absl::StrCat("this daemon's lead (epoch ", old_epoch,
+                                                   ") has ended and its write is refused")));
+  first->reset();
+  auto third = Open();
+  ASSERT_NE(third, nullptr);
+  EXPECT_EQ(third->epoch(), old_epoch + 2);
+  auto jobs = third->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  EXPECT_TRUE(jobs->empty());
+}
+
+TEST_P(PostgresStateStoreTest, AStandbyWaitsForTheLeaderAndTakesTheNextEpoch) {
+  auto first = OpenStateStore(uri_, {.advertise = "host-a:7070"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::Mutex mu;
+  std::string seen;
+  int polls = 0;
+  absl::StatusOr<std::unique_ptr<StateStore>> second = absl::UnknownError("not opened");
+  std::thread standby([&] {
+    second = OpenStateStore(uri_, {.advertise = "host-b:7070",
+                                   .standby =
+                                       [&](const LeaderInfo& leader) {
+                                         absl::MutexLock lock(&mu);
+                                         seen = leader.address;
+                                         ++polls;
+                                         return true;
+                                       },
+                                   .standby_poll = absl::Milliseconds(20)});
+  });
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                        +[](int* n) { return *n >= 3; }, &polls),
+                                    absl::Seconds(30)));
+    EXPECT_EQ(seen, "host-a:7070");
+  }
+  const int64_t old_epoch = (*first)->epoch();
+  first->reset();  // the leader goes away: the standby takes the state
+  standby.join();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->epoch(), old_epoch + 1);
+  EXPECT_TRUE((*second)->Apply({.jobs = {Job("j1", 0)}}).ok());
+  auto leader = ReadStateLeader(uri_);
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  EXPECT_EQ(leader->epoch, old_epoch + 1);
+  EXPECT_EQ(leader->address, "host-b:7070");
+  EXPECT_THAT(leader->holder, HasSubstr(absl::StrCat("loom serve pid ", getpid())));
+}
+
+TEST_P(PostgresStateStoreTest, AStandbyThatStopsWaitingIsCancelled) {
+  auto first = Open();
+  ASSERT_NE(first, nullptr);
+  auto second = OpenStateStore(uri_, {.standby = [](const LeaderInfo&) { return false; }});
+  EXPECT_THAT(second.status(),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("stopped waiting for the state")));
+}
+
+TEST(StateStoreStandbyTest, AnSqliteStateHasNoStandby) {
+  auto store = OpenStateStore(":memory:", {.standby = [](const LeaderInfo&) { return true; }});
+  EXPECT_THAT(store.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                       HasSubstr("a standby needs a postgresql:// state")));
 }
 
 TEST_P(PostgresStateStoreTest, AMutationThatFailsStoresNothing) {

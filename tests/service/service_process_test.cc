@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <libpq-fe.h>
 #include <onnx/onnx_pb.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
@@ -108,6 +110,24 @@ bool WaitFor(const std::function<bool()>& pred, double seconds) {
   return pred();
 }
 
+// Waits (30 s at most) until the `loom serve` of `p` logs "event=serving ... port=N" and sets
+// *port; false when it exited or never did.
+bool WaitForServing(const Proc& p, int* port) {
+  std::regex port_re("event=serving .* port=([0-9]+)");
+  std::smatch m;
+  return WaitFor(
+             [&] {
+               std::string s = ReadAll(p.log);
+               if (std::regex_search(s, m, port_re)) {
+                 *port = std::stoi(m[1]);
+                 return true;
+               }
+               return !Alive(p);
+             },
+             30) &&
+         Alive(p);
+}
+
 class ServiceProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -153,19 +173,7 @@ class ServiceProcessTest : public ::testing::Test {
     const std::string log = (dir_ / absl::StrCat("serve", ++serve_starts_, ".log")).string();
     // Uploads go to the daemon's TMPDIR: this test's own folder.
     serve_ = Spawn(argv, log, {{"TMPDIR", (dir_ / "tmp").string()}});
-    std::regex port_re("event=serving .* port=([0-9]+)");
-    std::smatch m;
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          std::string s = ReadAll(log);
-          if (std::regex_search(s, m, port_re)) {
-            port_ = std::stoi(m[1]);
-            return true;
-          }
-          return !Alive(serve_);
-        },
-        30))
-        << ReadAll(log);
+    ASSERT_TRUE(WaitForServing(serve_, &port_)) << ReadAll(log);
     ASSERT_TRUE(Alive(serve_)) << ReadAll(log);
     server_ = absl::StrCat("127.0.0.1:", port_);
   }
@@ -987,6 +995,143 @@ TEST_P(PostgresServiceTest, SecondDaemonOnTheSameDatabaseExitsNamingTheHolderNev
   o = Loom("status " + id);
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
+}
+
+// Starts one more `loom serve --standby` on the test's PostgreSQL state (port 0), and waits until
+// it listens; its port in *port.
+Proc StartStandby(const fs::path& dir, const std::string& state, const std::string& name,
+                  int* port) {
+  const std::string log = (dir / (name + ".log")).string();
+  Proc p = Spawn({LOOM_BINARY, "serve", "--listen", "127.0.0.1:0", "--state", state, "--tokens",
+                  (dir / "tokens").string(), "--heartbeat-timeout", "1", "--standby"},
+                 log);
+  EXPECT_TRUE(WaitForServing(p, port)) << ReadAll(log);
+  return p;
+}
+
+// A measure stage the agent started and has not reported yet (its log: "stage_start lease=L ...
+// kind=measure", later "reported lease=L").
+bool MeasuringNow(const std::string& agent_log) {
+  std::regex start_re("event=stage_start lease=\"?([A-Za-z0-9_.-]+)\"? .*kind=measure");
+  for (auto it = std::sregex_iterator(agent_log.begin(), agent_log.end(), start_re);
+       it != std::sregex_iterator(); ++it) {
+    const std::string lease = (*it)[1];
+    if (!std::regex_search(agent_log, std::regex("event=(reported|report_rejected|report_dropped)"
+                                                 " lease=\"?" +
+                                                 lease + "\"?( |$)"))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_P(PostgresServiceTest, StandbyTakesOverWhenTheActiveDaemonIsKilledMidMeasure) {
+  StartServe({"--standby"});  // the first daemon on the state leads at once
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ServeLog(), "event=lead epoch="); }, 30))
+      << ServeLog();
+  const std::string active = server_;
+  int standby_port = 0;
+  Proc standby = StartStandby(dir_, state_, "standby", &standby_port);
+  ASSERT_TRUE(Alive(standby));
+  const std::string second = absl::StrCat("127.0.0.1:", standby_port);
+  EXPECT_THAT(ReadAll((dir_ / "standby.log").string()), HasSubstr("event=standby"));
+  // Agents and clients get both daemons, the standby first: its redirect is followed.
+  server_ = absl::StrCat(second, ",", active);
+  StartAgent("host-a");
+  Outcome o = Loom("submit tiny_cnn --trials 6 --batch-size 2 --max-tasks 2");
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)")));
+  const std::string id = m[1];
+  // A client that knows only the standby is redirected to the active daemon.
+  server_ = second;
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
+  server_ = absl::StrCat(active, ",", second);
+  auto records = [&] {
+    std::map<std::string, int64_t> r;
+    States(&r);
+    return r[id];
+  };
+  const std::string agent_log = (dir_ / "host-a.log").string();
+  ASSERT_TRUE(WaitFor([&] { return records() >= 2 && MeasuringNow(ReadAll(agent_log)); }, 240))
+      << Jobs().dump(1) << ReadAll(agent_log);
+  const auto killed = std::chrono::steady_clock::now();
+  Kill(serve_);  // SIGKILL of the active daemon, mid-measure
+  // The standby leads, and answers a client as the active daemon.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        server_ = second;
+        Outcome s = Loom("status " + id);
+        server_ = absl::StrCat(active, ",", second);
+        return s.code == 0;
+      },
+      60))
+      << ReadAll((dir_ / "standby.log").string());
+  const double failover_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - killed).count();
+  std::printf("failover: kill -9 of the active daemon -> the standby serving: %.0f ms\n",
+              failover_ms);
+  EXPECT_LT(failover_ms, 15000);
+  EXPECT_THAT(ReadAll((dir_ / "standby.log").string()), HasSubstr("event=lead epoch="));
+  ASSERT_TRUE(WaitFor([&] { return AllSucceeded({id}); }, 300))
+      << Jobs().dump(1) << ReadAll((dir_ / "standby.log").string());
+  // Every trial has exactly one record: 2 tasks x 6 trials, no config measured twice.
+  std::vector<nlohmann::json> all = JobRecords(dir_, id, state_);
+  EXPECT_EQ(all.size(), 12u);
+  std::set<std::pair<std::string, int64_t>> distinct;
+  for (const auto& r : all) distinct.insert({r.value("task_key", ""), r.value("config_index", -1)});
+  EXPECT_EQ(distinct.size(), all.size());
+  EXPECT_EQ(records(), 12);
+
+  // A leader that comes back after its lead passed on cannot write: stop the new leader, cut its
+  // database session (as a partition would), let a third daemon take over, then wake it up.
+  int third_port = 0;
+  Proc third = StartStandby(dir_, state_, "third", &third_port);
+  ASSERT_TRUE(Alive(third));
+  kill(standby.pid, SIGSTOP);
+  PGconn* conn = PQconnectdb(state_.c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  const std::string cut = absl::StrCat(
+      "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name LIKE "
+      "'loom serve pid ",
+      standby.pid, " on %'");
+  PGresult* res = PQexec(conn, cut.c_str());
+  EXPECT_EQ(PQresultStatus(res), PGRES_TUPLES_OK) << PQerrorMessage(conn);
+  EXPECT_EQ(PQntuples(res), 1);
+  PQclear(res);
+  PQfinish(conn);
+  ASSERT_TRUE(WaitFor(
+      [&] { return absl::StrContains(ReadAll((dir_ / "third.log").string()), "event=lead"); }, 60))
+      << ReadAll((dir_ / "third.log").string());
+  kill(standby.pid, SIGCONT);
+  ASSERT_TRUE(WaitFor([&] { return !Alive(standby); }, 30));
+  const std::string stale = ReadAll((dir_ / "standby.log").string());
+  EXPECT_THAT(stale, HasSubstr("loom serve: fatal: state '"));
+  EXPECT_THAT(stale, HasSubstr("is led by a newer loom serve (epoch "));
+  EXPECT_THAT(stale, HasSubstr(absl::StrCat(", at 127.0.0.1:", third_port)));
+  EXPECT_THAT(stale, HasSubstr("has ended and its write is refused; it steps down"));
+  // The third daemon holds the state, the job's records untouched.
+  server_ = absl::StrCat("127.0.0.1:", third_port);
+  o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("succeeded"));
+  EXPECT_EQ(JobRecords(dir_, id, state_).size(), 12u);
+  Kill(third);
+  Kill(standby);
+}
+
+TEST_F(ServiceProcessTest, ASecondDaemonOnAnSqliteStateIsRefusedEvenAsAStandby) {
+  StartServe();
+  Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),
+                                " --state ", state_, " --standby"));
+  EXPECT_EQ(o.code, 2);  // a usage mistake
+  EXPECT_THAT(o.err, HasSubstr(absl::StrCat("loom: error: --standby needs a postgresql:// --state: "
+                                            "the SQLite state '",
+                                            state_, "' is one daemon's alone")));
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  EXPECT_TRUE(Alive(serve_));
 }
 
 TEST_F(ServiceProcessTest, EachUsersOpenWatchesAreCapped) {
