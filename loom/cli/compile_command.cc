@@ -45,7 +45,7 @@ int64_t FileBytes(const std::filesystem::path& p) {
 }
 
 // --target cuda: the GPU artifact (kernel images for the device's architecture).
-void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded) {
+void CompileCuda(const CompileCommandOptions& opts, frontend::LoadedModel loaded) {
   std::unique_ptr<tune::RecordStore> store;
   if (!opts.db.empty()) {
     auto s = tune::OpenSqliteRecordStore(opts.db);

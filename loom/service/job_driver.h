@@ -55,7 +55,7 @@ struct DriverOptions {
   int build_slots = 2;
   int64_t max_model_bytes = 64 << 20;
   // Constant folding of an uploaded model: the largest tensor and the total it may build (bytes),
-  // checked before allocating (runtime::LoadOptions).
+  // checked before allocating (frontend::LoadOptions).
   int64_t max_fold_bytes = 64 << 20;
   int64_t max_fold_total_bytes = 256 << 20;
   // Where uploads are written, each into a fresh private folder; empty: $TMPDIR or /tmp.

@@ -1,4 +1,4 @@
-#include "loom/runtime/model_loader.h"
+#include "loom/frontend/model_loader.h"
 
 #include <unistd.h>
 
@@ -11,7 +11,7 @@
 #include "loom/graph/onnx_exporter.h"
 #include "loom/graph/testing/node_builder.h"
 
-namespace loom::runtime {
+namespace loom::frontend {
 namespace {
 
 namespace fs = std::filesystem;
@@ -118,4 +118,4 @@ TEST(ModelLoaderTest, FoldBudgetComesFromLoadOptions) {
 }
 
 }  // namespace
-}  // namespace loom::runtime
+}  // namespace loom::frontend

@@ -1,6 +1,8 @@
-// Turns what a user names on the command line into an inference-ready graph: "zoo:NAME" builds a
-// built-in model, anything else is an ONNX file. Called by the CLI and the library API before
-// inspection, task extraction, execution and (later) tuning.
+// The frontend: turns what a user names (on the command line, in the library API, in a job
+// uploaded to the daemon) into an inference-ready graph with static shapes: "zoo:NAME" builds a
+// built-in model, anything else is an ONNX file; then the inference passes and constant folding
+// with the reference kernels. Called by the CLI, the library API and the service's job driver
+// before inspection, task extraction, execution and tuning.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +15,7 @@
 #include "loom/graph/graph.h"
 #include "loom/graph/passes.h"
 
-namespace loom::runtime {
+namespace loom::frontend {
 
 struct LoadOptions {
   // Pins dynamic input dimensions by input name (ONNX files only).
@@ -60,4 +62,4 @@ absl::StatusOr<std::vector<graph::ValueInfo>> DeclaredInputs(std::string_view sp
 // The reference kernels as a graph::NodeEvaluator, for constant folding.
 graph::NodeEvaluator ReferenceEvaluator();
 
-}  // namespace loom::runtime
+}  // namespace loom::frontend

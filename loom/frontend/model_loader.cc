@@ -1,4 +1,4 @@
-#include "loom/runtime/model_loader.h"
+#include "loom/frontend/model_loader.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -12,7 +12,7 @@
 #include "loom/graph/zoo.h"
 #include "loom/kernels/reference.h"
 
-namespace loom::runtime {
+namespace loom::frontend {
 
 graph::NodeEvaluator ReferenceEvaluator() {
   return [](const graph::Node& node, int64_t opset, const std::vector<graph::Tensor>& inputs) {
@@ -138,4 +138,4 @@ absl::StatusOr<LoadedModel> LoadModel(std::string_view spec_view, const LoadOpti
   return model;
 }
 
-}  // namespace loom::runtime
+}  // namespace loom::frontend
