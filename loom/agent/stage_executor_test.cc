@@ -25,9 +25,9 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/tune/cuda_measure_worker.h"
-#include "loom/tune/measure_worker.h"
-#include "loom/tune/nvrtc_builder.h"
+#include "loom/toolchain/cuda_measure_worker.h"
+#include "loom/toolchain/measure_worker.h"
+#include "loom/toolchain/nvrtc_builder.h"
 #include "loom/tune/prior.h"
 #include "nlohmann/json.hpp"
 

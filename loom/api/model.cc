@@ -17,9 +17,9 @@
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/tune/local_machine.h"
-#include "loom/tune/measure_worker.h"
+#include "loom/toolchain/measure_worker.h"
 #include "loom/tune/prior.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom {

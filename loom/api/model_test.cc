@@ -12,7 +12,7 @@
 #include "loom/loom.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom {
 namespace {

@@ -18,7 +18,7 @@
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_model.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::cli {
 namespace {

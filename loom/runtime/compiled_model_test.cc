@@ -16,7 +16,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 namespace {

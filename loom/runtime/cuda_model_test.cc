@@ -32,8 +32,8 @@
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/cuda_aux_kernels.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/nvrtc_builder.h"
-#include "loom/tune/record_store.h"
+#include "loom/toolchain/nvrtc_builder.h"
+#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 namespace {
@@ -55,7 +55,7 @@ std::unique_ptr<CudaBackend> Emulated() {
   return b.ok() ? std::move(*b) : nullptr;
 }
 
-// The GPU backend on the fake driver (tune/testing/fake_libcuda.cc), kernels handed to it as
+// The GPU backend on the fake driver (toolchain/testing/fake_libcuda.cc), kernels handed to it as
 // host-emulation images: the device path (modules, a stream, graph capture, artifacts) on the CPU.
 std::unique_ptr<CudaBackend> FakeDevice() {
   CudaDeviceOptions o;

@@ -27,7 +27,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/sched/policy.h"
-#include "loom/tune/record.h"
+#include "loom/records/record.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 

@@ -37,7 +37,7 @@
 #include "loom/service/job_progress.h"
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 

@@ -1,7 +1,7 @@
 // The state store factory: the one place that decides SQLite or PostgreSQL by the name.
 #include "loom/service/state_store.h"
 
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 
 namespace loom::service {
 
