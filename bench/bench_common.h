@@ -24,7 +24,7 @@
 #include "loom/graph/tensor.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/template.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::bench {
 

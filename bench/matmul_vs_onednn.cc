@@ -36,7 +36,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/template.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "oneapi/dnnl/dnnl.h"
 
 namespace {

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "loom/base/rng.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 
 namespace {
 
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto loaded = loom::runtime::LoadModel(model);
+  auto loaded = loom::frontend::LoadModel(model);
   if (!loaded.ok()) {
     std::fprintf(stderr, "loom: error: %s\n", loaded.status().ToString().c_str());
     return 1;

@@ -26,7 +26,7 @@
 #include "loom/graph/testing/shared_models.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/target.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "nlohmann/json.hpp"
 
 namespace loom {

@@ -23,7 +23,7 @@
 #include "gtest/gtest.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/measure_worker.h"
+#include "loom/toolchain/measure_worker.h"
 
 namespace loom::agent {
 namespace {

@@ -25,7 +25,7 @@
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
-#include "loom/tune/nvrtc_builder.h"
+#include "loom/toolchain/nvrtc_builder.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/task_session.h"

@@ -20,9 +20,9 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/tune/testing/confine_support.h"
-#include "loom/tune/testing/escape_kernels.h"
-#include "loom/tune/worker_process.h"
+#include "loom/toolchain/testing/confine_support.h"
+#include "loom/toolchain/testing/escape_kernels.h"
+#include "loom/toolchain/worker_process.h"
 
 namespace loom::agent {
 namespace {

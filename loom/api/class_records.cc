@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/tune/prior.h"
-#include "loom/tune/record.h"
+#include "loom/records/record.h"
 
 namespace loom::api {
 

@@ -14,7 +14,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "loom/ops/target.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::api {
 

@@ -20,7 +20,7 @@
 #include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
 #include "loom/service/client.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 

@@ -10,16 +10,16 @@
 #include "loom/api/class_records.h"
 #include "loom/base/rng.h"
 #include "loom/base/status_macros.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/tasks.h"
 #include "loom/loom.h"
 #include "loom/ops/target.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/tune/local_machine.h"
-#include "loom/tune/measure_worker.h"
+#include "loom/toolchain/measure_worker.h"
 #include "loom/tune/prior.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom {
@@ -94,11 +94,11 @@ Model Model::Load(std::string_view spec, const LoadOptions& options) {
     }
     return Model(std::move(state));
   }
-  runtime::LoadOptions lo;
+  frontend::LoadOptions lo;
   lo.input_shapes = options.input_shapes;
   lo.zoo_batch = options.zoo_batch;
   lo.zoo_seed = options.zoo_seed;
-  absl::StatusOr<runtime::LoadedModel> loaded = runtime::LoadModel(spec, lo);
+  absl::StatusOr<frontend::LoadedModel> loaded = frontend::LoadModel(spec, lo);
   if (loaded.ok()) {
     state->graph = std::move(loaded->graph);
     state->has_graph = true;

@@ -8,11 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/loom.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom {
 namespace {
@@ -40,7 +40,7 @@ Tensor Input(const graph::Shape& shape) {
 }
 
 std::vector<Tensor> Reference(const std::string& spec, const Tensor& x) {
-  auto m = runtime::LoadModel(spec);
+  auto m = frontend::LoadModel(spec);
   EXPECT_TRUE(m.ok()) << m.status();
   auto ex = runtime::ReferenceExecutor::Create(m->graph);
   EXPECT_TRUE(ex.ok()) << ex.status();

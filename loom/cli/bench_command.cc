@@ -26,7 +26,7 @@
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {

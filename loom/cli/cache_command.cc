@@ -1,14 +1,14 @@
 // `loom cache info|prune`: what the kernel cache (~/.cache/loom/kernels, or --cache-dir) holds,
 // and pruning it least recently used first by size (--max-size 2G) and age (--older-than 30d).
-// The builder also keeps the cache under a 5 GiB cap by itself (tune/kernel_cache.h).
+// The builder also keeps the cache under a 5 GiB cap by itself (toolchain/kernel_cache.h).
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/json_output.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/kernel_cache.h"
+#include "loom/toolchain/builder.h"
+#include "loom/toolchain/kernel_cache.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {

@@ -7,7 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
-#include "loom/tune/confine.h"
+#include "loom/toolchain/confine.h"
 
 namespace loom::cli {
 
@@ -23,7 +23,7 @@ void FailIfError(const absl::Status& status);
 int CudaOrdinalOrFail(const std::string& device);
 
 // `--no-confine` and `--measure-user` of the commands that run candidates (tune, tune-task,
-// agent): the sandbox of measure workers and compilers (tune/confine.h, docs/SECURITY.md).
+// agent): the sandbox of measure workers and compilers (toolchain/confine.h, docs/SECURITY.md).
 struct ConfineFlags {
   bool no_confine = false;
   std::string measure_user;

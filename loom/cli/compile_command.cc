@@ -19,7 +19,7 @@
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_model.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::cli {
 namespace {
@@ -47,7 +47,7 @@ int64_t FileBytes(const std::filesystem::path& p) {
 }
 
 // --target cuda: the GPU artifact (kernel images for the device's architecture).
-void CompileCuda(const CompileCommandOptions& opts, runtime::LoadedModel loaded) {
+void CompileCuda(const CompileCommandOptions& opts, frontend::LoadedModel loaded) {
   std::unique_ptr<tune::RecordStore> store;
   if (!opts.db.empty()) {
     auto s = tune::OpenSqliteRecordStore(opts.db);

@@ -27,7 +27,7 @@
 #include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
 #include "loom/tune/prior.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"

@@ -5,8 +5,8 @@
 
 #include "loom/base/logging.h"
 #include "loom/cli/commands.h"
-#include "loom/tune/cuda_measure_worker.h"
-#include "loom/tune/measure_worker.h"
+#include "loom/toolchain/cuda_measure_worker.h"
+#include "loom/toolchain/measure_worker.h"
 
 // The command runs inside the try below, which turns any exception into a one-line error;
 // before it, only the subcommands are registered.

@@ -23,8 +23,8 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* options) {
   cmd->add_option("--weights-seed", options->seed, "Weight seed for zoo models");
 }
 
-absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options) {
-  runtime::LoadOptions load;
+absl::StatusOr<frontend::LoadOptions> LoadOptionsFrom(const ModelOptions& options) {
+  frontend::LoadOptions load;
   load.zoo_batch = options.batch;
   load.zoo_seed = options.seed;
   for (const std::string& spec : options.input_shapes) {
@@ -34,7 +34,7 @@ absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options
   if (options.binds.empty()) return load;
   // The declared dtypes name what a raw 2-byte .npy holds (bfloat16).
   LOOM_ASSIGN_OR_RETURN(std::vector<graph::ValueInfo> declared,
-                        runtime::DeclaredInputs(options.model, load));
+                        frontend::DeclaredInputs(options.model, load));
   for (const std::string& spec : options.binds) {
     std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
     if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) {
@@ -53,9 +53,9 @@ absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options
   return load;
 }
 
-absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options) {
-  LOOM_ASSIGN_OR_RETURN(runtime::LoadOptions load, LoadOptionsFrom(options));
-  return runtime::LoadModel(options.model, load);
+absl::StatusOr<frontend::LoadedModel> LoadModelFromOptions(const ModelOptions& options) {
+  LOOM_ASSIGN_OR_RETURN(frontend::LoadOptions load, LoadOptionsFrom(options));
+  return frontend::LoadModel(options.model, load);
 }
 
 }  // namespace loom::cli

@@ -7,7 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
-#include "loom/runtime/model_loader.h"
+#include "loom/frontend/model_loader.h"
 
 namespace loom::cli {
 
@@ -24,9 +24,9 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* options);
 
 // The LoadOptions `options` describe: pinned shapes, zoo batch and seed, and the --bind values
 // (read as .npy files). Errors are one-line statuses.
-absl::StatusOr<runtime::LoadOptions> LoadOptionsFrom(const ModelOptions& options);
+absl::StatusOr<frontend::LoadOptions> LoadOptionsFrom(const ModelOptions& options);
 
 // Parses the options and loads the model; errors are one-line statuses.
-absl::StatusOr<runtime::LoadedModel> LoadModelFromOptions(const ModelOptions& options);
+absl::StatusOr<frontend::LoadedModel> LoadModelFromOptions(const ModelOptions& options);
 
 }  // namespace loom::cli

@@ -16,9 +16,9 @@
 #include "loom/cli/json_output.h"
 #include "loom/experiment/trace.h"
 #include "loom/ops/target.h"
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 #include "loom/tune/prior.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {

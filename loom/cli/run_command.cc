@@ -239,7 +239,7 @@ void RunRun(const RunOptions& opts) {
     // (LoadOptions::input_values), and their shapes pin dynamic dims.
     auto load = LoadOptionsFrom(opts.model);
     FailIfError(load.status());
-    auto declared = runtime::DeclaredInputs(opts.model.model, *load);
+    auto declared = frontend::DeclaredInputs(opts.model.model, *load);
     FailIfError(declared.status());
     auto feeds = ReadInputs(*declared, opts);
     FailIfError(feeds.status());
@@ -251,7 +251,7 @@ void RunRun(const RunOptions& opts) {
         load->input_shapes.emplace(name, t.shape());
       }
     }
-    auto loaded = runtime::LoadModel(opts.model.model, *load);
+    auto loaded = frontend::LoadModel(opts.model.model, *load);
     FailIfError(loaded.status());
     for (const std::string& name : loaded->bound_inputs) feeds->erase(name);
     output_infos = loaded->graph.outputs;

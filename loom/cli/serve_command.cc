@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
 #include "loom/service/server.h"
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 
 namespace loom::cli {
 namespace {

@@ -17,9 +17,9 @@
 #include "loom/ops/target.h"
 #include "loom/sched/scheduler.h"
 #include "loom/sched/types.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/measurer.h"
-#include "loom/tune/record_store.h"
+#include "loom/toolchain/builder.h"
+#include "loom/toolchain/measurer.h"
+#include "loom/records/record_store.h"
 #include "loom/tune/task_session.h"
 #include "loom/tune/tune_job.h"
 

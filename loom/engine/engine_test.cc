@@ -17,10 +17,10 @@
 #include "gtest/gtest.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/measure_worker.h"
-#include "loom/tune/record_store.h"
-#include "loom/tune/testing/fake_builder.h"
-#include "loom/tune/testing/fake_measurer.h"
+#include "loom/toolchain/measure_worker.h"
+#include "loom/records/record_store.h"
+#include "loom/toolchain/testing/fake_builder.h"
+#include "loom/toolchain/testing/fake_measurer.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::engine {

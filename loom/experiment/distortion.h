@@ -10,9 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "loom/ops/target.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/measurer.h"
-#include "loom/tune/record.h"
+#include "loom/toolchain/builder.h"
+#include "loom/toolchain/measurer.h"
+#include "loom/records/record.h"
 
 namespace loom::experiment {
 

@@ -5,8 +5,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/graph/tasks.h"
-#include "loom/tune/testing/fake_builder.h"
-#include "loom/tune/testing/fake_measurer.h"
+#include "loom/toolchain/testing/fake_builder.h"
+#include "loom/toolchain/testing/fake_measurer.h"
 
 namespace loom::experiment {
 namespace {

@@ -15,8 +15,8 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/record_store.h"
+#include "loom/toolchain/builder.h"
+#include "loom/records/record_store.h"
 
 namespace loom::experiment {
 

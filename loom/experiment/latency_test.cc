@@ -9,9 +9,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/runtime/model_loader.h"
 
 namespace loom::experiment {
 namespace {
@@ -27,14 +27,14 @@ LatencyOptions Options() {
 }
 
 struct Fixture {
-  runtime::LoadedModel model;
+  frontend::LoadedModel model;
   std::vector<graph::Task> tasks;
   std::unique_ptr<tune::RecordStore> store;
 };
 
 Fixture TinyCnn() {
   Fixture f;
-  auto m = runtime::LoadModel("zoo:tiny_cnn");
+  auto m = frontend::LoadModel("zoo:tiny_cnn");
   EXPECT_TRUE(m.ok()) << m.status();
   f.model = *std::move(m);
   auto tasks = graph::ExtractTasks(f.model.graph);

@@ -24,7 +24,7 @@
 #include "loom/experiment/sim_check.h"
 #include "loom/graph/graph.h"
 #include "loom/sim/spec.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::experiment {
 

@@ -14,8 +14,8 @@
 #include "loom/experiment/claims.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/testing/fake_builder.h"
-#include "loom/tune/testing/fake_measurer.h"
+#include "loom/toolchain/testing/fake_builder.h"
+#include "loom/toolchain/testing/fake_measurer.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::experiment {

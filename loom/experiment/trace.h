@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "loom/base/chrome_trace.h"
-#include "loom/tune/record.h"
+#include "loom/records/record.h"
 
 namespace loom::experiment {
 

@@ -30,7 +30,7 @@ absl::StatusOr<std::vector<TensorType>> InferNodeOutputTypes(const Graph& graph,
 
 // The payload (absl::Status::GetPayload) of the kInvalidArgument a rule returns when an input
 // whose value it needs (a shape-defining input) is not constant: the value's name. The model
-// loader uses it to bind graph inputs whose values the caller knows (runtime::LoadOptions).
+// loader uses it to bind graph inputs whose values the caller knows (frontend::LoadOptions).
 inline constexpr char kNeedsConstantPayload[] = "loom.graph.needs_constant";
 
 // Sorts the nodes topologically, validates the graph, and fills graph.value_types for every

@@ -1,6 +1,6 @@
 // Launch geometry of a generated CUDA kernel: the entry point, grid and block dimensions and the
 // dynamic shared memory it needs. Filled by the CUDA templates' Emit (ops/cuda_*.cc) and read by
-// the CUDA measurer (tune/cuda_measurer.cc) and the runtime when they launch the cubin.
+// the CUDA measurer (toolchain/cuda_measurer.cc) and the runtime when they launch the cubin.
 #pragma once
 
 #include <array>

@@ -2,7 +2,7 @@
 // filtering against the Target's device limits, the launch geometry, and differential checks of
 // the generated kernels run through the host emulation (TemplateOptions::cuda_host_emulation:
 // the same loop nest, printed as C++ whose threads are fibers that meet at __syncthreads) against
-// Reference(). NVRTC compiles of the same kernels are tested in tune/nvrtc_builder_test.cc.
+// Reference(). NVRTC compiles of the same kernels are tested in toolchain/nvrtc_builder_test.cc.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -21,10 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/runtime/testing/artifact_fuzz_weights.h"
 #include "nlohmann/json.hpp"
 
@@ -136,7 +136,7 @@ json& FirstStep(json& plan, const std::string& op) {
 
 TEST(ArtifactCorpusTest, DISABLED_WriteSeedCorpus) {
   fs::create_directories(CorpusDir());
-  auto tiny = LoadModel("zoo:tiny_cnn");
+  auto tiny = frontend::LoadModel("zoo:tiny_cnn");
   ASSERT_TRUE(tiny.ok());
   const json small = ExportedPlan(tiny->graph, "tiny_cnn");
   const json mixed = ExportedPlan(MixedGraph(), "mixed");

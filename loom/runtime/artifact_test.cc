@@ -23,9 +23,9 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
 #include "nlohmann/json.hpp"
 
@@ -151,7 +151,7 @@ std::map<std::string, graph::Tensor> ZooInputs(const graph::Graph& g) {
 TEST(ArtifactTest, ZooModelsRoundTrip) {
   for (const std::string name : {"tiny_cnn", "resnet18"}) {
     SCOPED_TRACE(name);
-    auto m = LoadModel(absl::StrCat("zoo:", name));
+    auto m = frontend::LoadModel(absl::StrCat("zoo:", name));
     ASSERT_TRUE(m.ok()) << m.status();
     CompileStats stats;
     RoundTrip(m->graph, ZooInputs(m->graph), FreshDir(name), name, &stats);
@@ -224,7 +224,7 @@ void Spit(const std::string& path, const std::string& data) {
 class DamagedArtifactTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto m = LoadModel("zoo:tiny_cnn");
+    auto m = frontend::LoadModel("zoo:tiny_cnn");
     ASSERT_TRUE(m.ok());
     auto cm = CompiledModel::Compile(m->graph, Options(1));
     ASSERT_TRUE(cm.ok()) << cm.status();
@@ -367,7 +367,7 @@ TEST_F(DamagedArtifactTest, TamperedPlansAreRefusedNotRun) {
   loaded = CompiledModel::Load(threads, {});
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_LE((*loaded)->num_threads(), static_cast<int32_t>(std::thread::hardware_concurrency()));
-  EXPECT_TRUE((*loaded)->Run(ZooInputs(LoadModel("zoo:tiny_cnn")->graph)).ok());
+  EXPECT_TRUE((*loaded)->Run(ZooInputs(frontend::LoadModel("zoo:tiny_cnn")->graph)).ok());
 }
 
 // Ed25519 keys written as PEM files for the signing tests.
@@ -406,7 +406,7 @@ TEST_F(DamagedArtifactTest, SignedArtifactsVerify) {
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir) / kArtifactSignatureFile));
   loaded = CompiledModel::Load(dir, {.verify_key = mine.public_pem});
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_TRUE((*loaded)->Run(ZooInputs(LoadModel("zoo:tiny_cnn")->graph)).ok());
+  EXPECT_TRUE((*loaded)->Run(ZooInputs(frontend::LoadModel("zoo:tiny_cnn")->graph)).ok());
   // The private key file serves as the public one too.
   EXPECT_TRUE(CompiledModel::Load(dir, {.verify_key = mine.private_pem}).ok());
   // Another key.
@@ -442,7 +442,7 @@ TEST_F(DamagedArtifactTest, SignedArtifactsVerify) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), HasSubstr("not an Ed25519 private key"));
   // Export again removes the old signature (it would not cover the new files).
-  auto m = LoadModel("zoo:tiny_cnn");
+  auto m = frontend::LoadModel("zoo:tiny_cnn");
   auto cm = CompiledModel::Compile(m->graph, Options(1));
   ASSERT_TRUE(cm.ok());
   ASSERT_TRUE((*cm)->Export(dir, Export()).ok());

@@ -11,12 +11,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 namespace {
@@ -86,7 +86,7 @@ Case MakeCase(const graph::Graph& g, std::map<std::string, graph::Tensor> inputs
 }
 
 Case ZooCase(const std::string& name) {
-  auto m = LoadModel(absl::StrCat("zoo:", name));
+  auto m = frontend::LoadModel(absl::StrCat("zoo:", name));
   EXPECT_TRUE(m.ok()) << m.status();
   std::map<std::string, graph::Tensor> in;
   for (const graph::ValueInfo& v : m->graph.inputs) in[v.name] = RandomInput(v.type.shape, 7);
@@ -231,7 +231,7 @@ TEST(CompiledModelTest, UnfusedMatchesToo) {
 }
 
 TEST(CompiledModelTest, Errors) {
-  auto m = LoadModel("zoo:tiny_cnn");
+  auto m = frontend::LoadModel("zoo:tiny_cnn");
   ASSERT_TRUE(m.ok());
   auto bad = CompiledModel::Compile(m->graph, Options(0));
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);

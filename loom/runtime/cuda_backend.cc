@@ -13,8 +13,8 @@
 #include "loom/base/status_macros.h"
 #include "loom/codegen/kernel_abi.h"
 #include "loom/runtime/artifact.h"
-#include "loom/tune/cuda_driver.h"
-#include "loom/tune/nvrtc_builder.h"
+#include "loom/toolchain/cuda_driver.h"
+#include "loom/toolchain/nvrtc_builder.h"
 
 namespace loom::runtime {
 namespace {

@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/tune/builder.h"
+#include "loom/toolchain/builder.h"
 
 namespace loom::runtime {
 
@@ -70,7 +70,7 @@ struct CudaDeviceOptions {
   std::string driver_library;
   // Tests only: kernels are built as their host emulation (a shared object, by the system
   // compiler) and handed to the driver as module images, which only the fake driver
-  // (tune/testing/fake_libcuda.cc) runs. It drives the device backend's whole path (modules,
+  // (toolchain/testing/fake_libcuda.cc) runs. It drives the device backend's whole path (modules,
   // streams, graph capture and replay, artifacts) without a GPU.
   bool host_emulation_kernels = false;
 };

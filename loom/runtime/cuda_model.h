@@ -31,7 +31,7 @@
 #include "loom/graph/tensor.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_plan.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 

@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/npy.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
@@ -30,10 +31,9 @@
 #include "loom/ops/template.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/cuda_aux_kernels.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/tune/nvrtc_builder.h"
-#include "loom/tune/record_store.h"
+#include "loom/toolchain/nvrtc_builder.h"
+#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 namespace {
@@ -55,7 +55,7 @@ std::unique_ptr<CudaBackend> Emulated() {
   return b.ok() ? std::move(*b) : nullptr;
 }
 
-// The GPU backend on the fake driver (tune/testing/fake_libcuda.cc), kernels handed to it as
+// The GPU backend on the fake driver (toolchain/testing/fake_libcuda.cc), kernels handed to it as
 // host-emulation images: the device path (modules, a stream, graph capture, artifacts) on the CPU.
 std::unique_ptr<CudaBackend> FakeDevice() {
   CudaDeviceOptions o;
@@ -99,7 +99,7 @@ struct ZooCompiled {
 };
 ZooCompiled CompileZoo(const std::string& name, tune::RecordStore* records = nullptr) {
   ZooCompiled z;
-  auto m = LoadModel(absl::StrCat("zoo:", name));
+  auto m = frontend::LoadModel(absl::StrCat("zoo:", name));
   EXPECT_TRUE(m.ok()) << m.status();
   z.backend = Emulated();
   if (!m.ok() || z.backend == nullptr) return z;
@@ -281,7 +281,7 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
   ASSERT_NE(backend, nullptr);
   for (const graph::SharedModel& shared : models) {
     SCOPED_TRACE(shared.name);
-    auto m = LoadModel(shared.onnx);
+    auto m = frontend::LoadModel(shared.onnx);
     ASSERT_TRUE(m.ok()) << m.status();
     auto model = CudaModel::Compile(m->graph, backend.get());
     ASSERT_TRUE(model.ok()) << model.status();
@@ -319,7 +319,7 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
 
 // A record for the target picks its config; records of another target or template do not.
 TEST(CudaModelTest, RecordsOfTheTargetPickTheKernelConfig) {
-  auto m = LoadModel("zoo:tiny_cnn");
+  auto m = frontend::LoadModel("zoo:tiny_cnn");
   ASSERT_TRUE(m.ok()) << m.status();
   auto backend = Emulated();
   ASSERT_NE(backend, nullptr);

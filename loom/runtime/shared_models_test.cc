@@ -17,9 +17,9 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/npy.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/model_loader.h"
 
 namespace loom::runtime {
 namespace {
@@ -48,7 +48,7 @@ TEST(SharedModelsTest, CompiledAndExportedMatchOnnxRuntime) {
   EXPECT_TRUE(problems.empty()) << absl::StrJoin(problems, "; ");
   for (const graph::SharedModel& model : models) {
     SCOPED_TRACE(model.name);
-    auto loaded = LoadModel(model.onnx);
+    auto loaded = frontend::LoadModel(model.onnx);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     CompileOptions o;
     o.build.num_threads = 2;

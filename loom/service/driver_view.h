@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "loom/tune/record.h"
+#include "loom/records/record.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 

@@ -22,12 +22,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
+#include "loom/frontend/model_loader.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/runtime/model_loader.h"
 #include "loom/sched/policy.h"
-#include "loom/tune/record.h"
+#include "loom/records/record.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
@@ -211,7 +211,7 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
     }
     return rows;
   }
-  runtime::LoadOptions load;
+  frontend::LoadOptions load;
   for (const std::string& s : r.input_shapes()) {
     LOOM_ASSIGN_OR_RETURN(auto named, graph::ParseInputShape(s));
     load.input_shapes[named.first] = std::move(named.second);
@@ -223,13 +223,13 @@ absl::StatusOr<std::vector<TaskRow>> ExtractTaskRows(const v1::SubmitJobRequest&
   std::unique_ptr<UploadFolder> upload;
   std::string spec;
   if (r.model_case() == v1::SubmitJobRequest::kZooModel) {
-    spec = std::string(runtime::kZooPrefix) + r.zoo_model();
+    spec = std::string(frontend::kZooPrefix) + r.zoo_model();
   } else {
     LOOM_RETURN_IF_ERROR(CheckUploadedModel(r.onnx_model()));
     LOOM_ASSIGN_OR_RETURN(upload, UploadFolder::Create(options.upload_dir, r.onnx_model()));
     spec = upload->model();
   }
-  auto loaded = runtime::LoadModel(spec, load);
+  auto loaded = frontend::LoadModel(spec, load);
   if (!loaded.ok()) {
     // Named for the user: no server path, no tensor values, and no NOT_FOUND that would tell
     // whether a file exists on the server.

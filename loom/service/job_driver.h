@@ -37,7 +37,7 @@
 #include "loom/service/job_progress.h"
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 
@@ -55,7 +55,7 @@ struct DriverOptions {
   int build_slots = 2;
   int64_t max_model_bytes = 64 << 20;
   // Constant folding of an uploaded model: the largest tensor and the total it may build (bytes),
-  // checked before allocating (runtime::LoadOptions).
+  // checked before allocating (frontend::LoadOptions).
   int64_t max_fold_bytes = 64 << 20;
   int64_t max_fold_total_bytes = 256 << 20;
   // Where uploads are written, each into a fresh private folder; empty: $TMPDIR or /tmp.

@@ -1,5 +1,5 @@
 // PostgreSQL implementation of StateStore: the SQLite store's schema, migration by migration, in
-// PostgreSQL's dialect (versions in loom_schema under "state", tune/postgres.h), the same
+// PostgreSQL's dialect (versions in loom_schema under "state", records/postgres.h), the same
 // Mutation semantics (one transaction; jobs, tasks, models, leases, flagged agents and counters
 // inserted or replaced), messages as bytea blobs decoded by state_rows.h. The store holds a
 // session advisory lock on the database for its life, so a second daemon on the same state is
@@ -24,7 +24,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 
 namespace loom::service {
 namespace {

@@ -24,7 +24,7 @@
 #include "loom/service/auth.h"
 #include "loom/service/client.h"
 #include "loom/service/job_progress.h"
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 

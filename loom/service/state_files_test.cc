@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record_store.h"
 
 namespace loom::service {
 namespace {

@@ -2,7 +2,7 @@
 #include "loom/service/state_store.h"
 
 #include "absl/strings/str_cat.h"
-#include "loom/tune/postgres.h"
+#include "loom/records/postgres.h"
 
 namespace loom::service {
 

@@ -17,7 +17,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
-#include "loom/tune/testing/postgres_cluster.h"
+#include "loom/records/testing/postgres_cluster.h"
 
 namespace loom::service {
 namespace {

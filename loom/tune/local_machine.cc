@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
-#include "loom/tune/nvrtc_builder.h"
+#include "loom/toolchain/nvrtc_builder.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::tune {

@@ -15,9 +15,9 @@
 #include "absl/time/time.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/builder.h"
-#include "loom/tune/confine.h"
-#include "loom/tune/measurer.h"
+#include "loom/toolchain/builder.h"
+#include "loom/toolchain/confine.h"
+#include "loom/toolchain/measurer.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/tuner.h"
 

@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "loom/tune/testing/fake_builder.h"
-#include "loom/tune/testing/fake_measurer.h"
+#include "loom/toolchain/testing/fake_builder.h"
+#include "loom/toolchain/testing/fake_measurer.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::tune {

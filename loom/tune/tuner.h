@@ -15,7 +15,7 @@
 #include "loom/base/rng.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
-#include "loom/tune/measure_result.h"
+#include "loom/toolchain/measure_result.h"
 
 namespace loom::tune {
 

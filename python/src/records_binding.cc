@@ -1,4 +1,4 @@
-// `loom._loom.RecordStore`: the tuning database (tune/record_store.h) for loom.records
+// `loom._loom.RecordStore`: the tuning database (records/record_store.h) for loom.records
 // (python/loom/records.py). Records cross as their JSON lines (tune::RecordToJson, what `loom
 // records export` writes), so Python reads every record the one way the CLI writes it. The store
 // is thread-safe; the GIL is released during queries.
@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "loom/ops/target.h"
-#include "loom/tune/record.h"
-#include "loom/tune/record_store.h"
+#include "loom/records/record.h"
+#include "loom/records/record_store.h"
 #include "status.h"
 
 namespace py = pybind11;

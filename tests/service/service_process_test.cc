@@ -34,7 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "loom/tune/testing/postgres_cluster.h"
+#include "loom/records/testing/postgres_cluster.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/version.h"
 #include "nlohmann/json.hpp"

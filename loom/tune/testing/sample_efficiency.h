@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
-#include "loom/tune/measure_result.h"
+#include "loom/toolchain/measure_result.h"
 #include "loom/tune/tuner.h"
 
 namespace loom::tune {

@@ -10,7 +10,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/tune/measure_result.h"
+#include "loom/toolchain/measure_result.h"
 
 namespace loom::tune {
 
