@@ -65,12 +65,12 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
+#include "loom/records/record.h"
+#include "loom/records/record_store.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/toolchain/measurer.h"
 #include "loom/tune/prior.h"
-#include "loom/records/record.h"
-#include "loom/records/record_store.h"
 #include "loom/tune/tuner.h"
 
 namespace {

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "loom/tune/prior.h"
 #include "loom/records/record.h"
+#include "loom/tune/prior.h"
 
 namespace loom::api {
 

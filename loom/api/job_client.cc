@@ -6,9 +6,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <utility>
@@ -19,8 +19,8 @@
 #include "loom/base/status_macros.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
-#include "loom/service/client.h"
 #include "loom/records/record_store.h"
+#include "loom/service/client.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 

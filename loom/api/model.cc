@@ -14,12 +14,12 @@
 #include "loom/graph/tasks.h"
 #include "loom/loom.h"
 #include "loom/ops/target.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/tune/local_machine.h"
 #include "loom/toolchain/measure_worker.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/prior.h"
-#include "loom/records/record_store.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom {

@@ -10,9 +10,9 @@
 #include "gtest/gtest.h"
 #include "loom/frontend/model_loader.h"
 #include "loom/loom.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/records/record_store.h"
 
 namespace loom {
 namespace {

@@ -8,10 +8,10 @@
 // device launches its kernels from the last core no other device uses (which then runs no CPU
 // stage; with one core left, unpinned); it is probed at start, and a host without the driver or
 // that GPU exits with one line naming the device. Every device's measure worker is confined at
-// start (toolchain/confine.h); a kernel that refuses it stops the agent with one line, and --no-confine
-// then runs candidates unconfined, with a warning. The agent's token (its own, bound to its
-// identity by the daemon) comes from --token-file or LOOM_TOKEN, never from argv (which `ps` shows
-// to every user). Logs one structured line per event to stderr.
+// start (toolchain/confine.h); a kernel that refuses it stops the agent with one line, and
+// --no-confine then runs candidates unconfined, with a warning. The agent's token (its own, bound
+// to its identity by the daemon) comes from --token-file or LOOM_TOKEN, never from argv (which `ps`
+// shows to every user). Logs one structured line per event to stderr.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>

@@ -22,11 +22,11 @@
 #include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/ops/target.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
-#include "loom/records/record_store.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {

@@ -15,11 +15,11 @@
 #include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/loom.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_model.h"
-#include "loom/records/record_store.h"
 
 namespace loom::cli {
 namespace {

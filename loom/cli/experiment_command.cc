@@ -27,8 +27,8 @@
 #include "loom/experiment/spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/tune/local_machine.h"
 #include "loom/records/record_store.h"
+#include "loom/tune/local_machine.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::cli {

@@ -17,8 +17,8 @@
 #include "loom/experiment/trace.h"
 #include "loom/ops/target.h"
 #include "loom/records/postgres.h"
-#include "loom/tune/prior.h"
 #include "loom/records/record_store.h"
+#include "loom/tune/prior.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {

@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/cli/commands.h"
-#include "loom/service/server.h"
 #include "loom/records/postgres.h"
+#include "loom/service/server.h"
 
 namespace loom::cli {
 namespace {

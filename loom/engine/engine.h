@@ -15,11 +15,11 @@
 #include "absl/time/time.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/records/record_store.h"
 #include "loom/sched/scheduler.h"
 #include "loom/sched/types.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/records/record_store.h"
 #include "loom/tune/task_session.h"
 #include "loom/tune/tune_job.h"
 

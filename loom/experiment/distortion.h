@@ -10,9 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "loom/ops/target.h"
+#include "loom/records/record.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/records/record.h"
 
 namespace loom::experiment {
 

@@ -14,9 +14,9 @@
 #include "loom/graph/graph.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/toolchain/builder.h"
-#include "loom/records/record_store.h"
 
 namespace loom::experiment {
 

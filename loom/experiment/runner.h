@@ -23,8 +23,8 @@
 #include "loom/experiment/service_runner.h"
 #include "loom/experiment/sim_check.h"
 #include "loom/graph/graph.h"
-#include "loom/sim/spec.h"
 #include "loom/records/record_store.h"
+#include "loom/sim/spec.h"
 
 namespace loom::experiment {
 

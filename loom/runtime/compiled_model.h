@@ -22,8 +22,8 @@
 #include "loom/graph/graph.h"
 #include "loom/graph/tensor.h"
 #include "loom/ops/target.h"
-#include "loom/toolchain/builder.h"
 #include "loom/records/record_store.h"
+#include "loom/toolchain/builder.h"
 
 namespace loom::runtime {
 

@@ -15,8 +15,8 @@
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/template.h"
-#include "loom/runtime/reference_executor.h"
 #include "loom/records/record_store.h"
+#include "loom/runtime/reference_executor.h"
 
 namespace loom::runtime {
 namespace {

@@ -29,9 +29,9 @@
 #include "absl/status/statusor.h"
 #include "loom/graph/graph.h"
 #include "loom/graph/tensor.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_plan.h"
-#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 

@@ -29,11 +29,11 @@
 #include "loom/ops/cuda_lowering.h"
 #include "loom/ops/elementwise.h"
 #include "loom/ops/template.h"
+#include "loom/records/record_store.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/cuda_aux_kernels.h"
 #include "loom/runtime/reference_executor.h"
 #include "loom/toolchain/nvrtc_builder.h"
-#include "loom/records/record_store.h"
 
 namespace loom::runtime {
 namespace {

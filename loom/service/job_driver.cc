@@ -26,8 +26,8 @@
 #include "loom/graph/shape_spec.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
-#include "loom/sched/policy.h"
 #include "loom/records/record.h"
+#include "loom/sched/policy.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 

@@ -22,9 +22,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
+#include "loom/records/postgres.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
-#include "loom/records/postgres.h"
 
 namespace loom::service {
 namespace {

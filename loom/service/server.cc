@@ -21,10 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "loom/base/status_macros.h"
+#include "loom/records/postgres.h"
 #include "loom/service/auth.h"
 #include "loom/service/client.h"
 #include "loom/service/job_progress.h"
-#include "loom/records/postgres.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/records/record_store.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
-#include "loom/records/record_store.h"
 
 namespace loom::service {
 namespace {

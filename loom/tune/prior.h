@@ -16,8 +16,8 @@
 #include "loom/ops/config_space.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/toolchain/measure_result.h"
 #include "loom/records/record.h"
+#include "loom/toolchain/measure_result.h"
 
 namespace loom::tune {
 

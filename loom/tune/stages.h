@@ -13,11 +13,11 @@
 
 #include "absl/status/statusor.h"
 #include "loom/ops/template.h"
+#include "loom/records/record.h"
+#include "loom/records/record_store.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_result.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/records/record.h"
-#include "loom/records/record_store.h"
 #include "loom/tune/tuner.h"
 
 namespace loom::tune {

@@ -12,9 +12,9 @@
 #include "absl/status/statusor.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/records/record_store.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/records/record_store.h"
 #include "loom/tune/task_session.h"
 
 namespace loom::tune {

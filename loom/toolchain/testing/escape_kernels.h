@@ -1,7 +1,7 @@
 // Test-only candidates that try to break out of the measure worker's sandbox (confine.h): each is
 // a template's real generated kernel whose entry point first makes one escape attempt. Used by the
-// confinement tests of the measurer (loom/toolchain/confine_test.cc) and of the agent's measure stage
-// (loom/agent/stage_executor_confine_test.cc). Never built into the product.
+// confinement tests of the measurer (loom/toolchain/confine_test.cc) and of the agent's measure
+// stage (loom/agent/stage_executor_confine_test.cc). Never built into the product.
 //
 // An attempt that the sandbox refuses without killing the worker ends the worker with exit status
 // kRefused; one that gets what it tried ends it with kEscaped; one the seccomp filter forbids
