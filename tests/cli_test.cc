@@ -791,7 +791,7 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
   ExpectOneLineError(RunLoom("run " + bad.string()), "weights.bin is corrupt");
   ExpectOneLineError(RunLoom("compile zoo:tiny_cnn --db " + (dir / "nope.db").string() + " -o " +
                              (dir / "x").string()),
-                     "nope.db does not exist");
+                     "nope.db' does not exist");
   ExpectOneLineError(RunLoom("compile zoo:tiny_cnn"), "-o");
 }
 

@@ -154,7 +154,7 @@ Model& Model::Tune(const TuneOptions& options) & {
     LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const tune::TuningPrior> prior_file,
                           machine.ReadPrior(options.prior));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
-                          tune::OpenSqliteRecordStore(options.db));
+                          tune::OpenRecordStore(options.db));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Builder> builder, machine.MakeBuilder());
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::Measurer> measurer, machine.MakeMeasurer());
     LOOM_RETURN_IF_ERROR(machine.Probe(measurer.get()));
@@ -220,7 +220,7 @@ Model& Model::Compile(const CompileOptions& options) & {
     std::unique_ptr<tune::RecordStore> store;
     const std::string db = options.db.empty() ? s.db : options.db;
     if (!db.empty()) {
-      LOOM_ASSIGN_OR_RETURN(store, tune::OpenSqliteRecordStore(db));
+      LOOM_ASSIGN_OR_RETURN(store, tune::OpenRecordStore(db));
     }
     std::unique_ptr<api::ClassRecords> records;
     if (store != nullptr) {

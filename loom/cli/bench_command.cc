@@ -259,14 +259,8 @@ void RunBench(const BenchOptions& opts) {
     expected = *std::move(out);
   }
   std::unique_ptr<tune::RecordStore> store;
-  if (!opts.db.empty() && (opts.db_given || std::filesystem::exists(opts.db))) {
-    if (!std::filesystem::exists(opts.db)) {
-      Fail(absl::NotFoundError(absl::StrCat("record database ", opts.db,
-                                            " does not exist (make one with 'loom tune')")));
-    }
-    auto s = tune::OpenSqliteRecordStore(opts.db);
-    FailIfError(s.status());
-    store = *std::move(s);
+  if (!opts.db.empty() && (opts.db_given || RecordDbExists(opts.db))) {
+    store = OpenExistingRecordDb(opts.db);  // a given --db must exist; the default only if it does
   }
   absl::StatusOr<ops::Target> target = ops::ParseTarget(opts.target);
   FailIfError(target.status());

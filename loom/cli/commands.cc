@@ -1,17 +1,39 @@
 #include "loom/cli/commands.h"
 
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "loom/records/postgres.h"
 #include "loom/service/client.h"
 
 namespace loom::cli {
 
 void Fail(absl::Status status) { throw CommandFailure{std::move(status)}; }
+
+bool RecordDbExists(const std::string& db) {
+  std::error_code ec;
+  return tune::IsPostgresUri(db) || std::filesystem::is_regular_file(db, ec);
+}
+
+std::unique_ptr<tune::RecordStore> OpenExistingRecordDb(const std::string& db) {
+  if (!RecordDbExists(db)) {
+    Fail(absl::NotFoundError(
+        absl::StrCat("record database '", db, "' does not exist (make one with 'loom tune')")));
+  }
+  return OpenRecordDb(db);
+}
+
+std::unique_ptr<tune::RecordStore> OpenRecordDb(const std::string& db) {
+  absl::StatusOr<std::unique_ptr<tune::RecordStore>> store = tune::OpenRecordStore(db);
+  FailIfError(store.status());
+  return *std::move(store);
+}
 
 void FailIfError(const absl::Status& status) {
   if (!status.ok()) Fail(status);

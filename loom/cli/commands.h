@@ -3,10 +3,12 @@
 // through ExitWith so that every user error ends as one line on stderr and a non-zero exit.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "loom/records/record_store.h"
 #include "loom/toolchain/confine.h"
 
 namespace loom::cli {
@@ -19,6 +21,14 @@ struct CommandFailure {
 [[noreturn]] void Fail(absl::Status status);
 // Fails if !status.ok().
 void FailIfError(const absl::Status& status);
+// Record databases as every command names them: a SQLite file or a `postgresql://` URI
+// (tune::OpenRecordStore picks the store). RecordDbExists: a URI, or a file that exists.
+// OpenExistingRecordDb fails with "record database 'DB' does not exist (make one with 'loom
+// tune')" for a missing file, and with the store's error otherwise; OpenRecordDb creates a
+// missing file (tune, records import).
+bool RecordDbExists(const std::string& db);
+std::unique_ptr<tune::RecordStore> OpenExistingRecordDb(const std::string& db);
+std::unique_ptr<tune::RecordStore> OpenRecordDb(const std::string& db);
 // --device "cuda:N" -> N ("" -> 0); fails with a usage error otherwise.
 int CudaOrdinalOrFail(const std::string& device);
 

@@ -49,11 +49,7 @@ int64_t FileBytes(const std::filesystem::path& p) {
 // --target cuda: the GPU artifact (kernel images for the device's architecture).
 void CompileCuda(const CompileCommandOptions& opts, frontend::LoadedModel loaded) {
   std::unique_ptr<tune::RecordStore> store;
-  if (!opts.db.empty()) {
-    auto s = tune::OpenSqliteRecordStore(opts.db);
-    FailIfError(s.status());
-    store = *std::move(s);
-  }
+  if (!opts.db.empty()) store = OpenExistingRecordDb(opts.db);
   runtime::CudaDeviceOptions device;
   device.ordinal = CudaOrdinalOrFail(opts.device);
   device.build.num_threads = opts.build_threads;
@@ -106,12 +102,9 @@ void RunCompile(CompileCommandOptions opts) {
                      "': expected cpu, a CPU class (cpu:avx512, cpu:avx2, "
                      "cpu:generic) or cuda")));
   }
-  if (!opts.db.empty() && !std::filesystem::exists(opts.db)) {
-    if (opts.db_given) {
-      Fail(absl::NotFoundError(absl::StrCat("record database ", opts.db,
-                                            " does not exist (make one with 'loom tune')")));
-    }
-    opts.db.clear();  // the default database is optional
+  if (!opts.db.empty() && !RecordDbExists(opts.db)) {
+    if (opts.db_given) (void)OpenExistingRecordDb(opts.db);  // fails, naming the database
+    opts.db.clear();                                         // the default database is optional
   }
   auto loaded = LoadModelFromOptions(opts.model);
   FailIfError(loaded.status());

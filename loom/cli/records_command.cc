@@ -35,18 +35,8 @@ struct RecordsOptions {
   bool json = false;
 };
 
-// An existing record database: a file, or a PostgreSQL URI (tune::OpenRecordStore decides).
-std::unique_ptr<tune::RecordStore> OpenOrFail(const std::string& db) {
-  if (!tune::IsPostgresUri(db) && !std::ifstream(db).good()) {
-    Fail(absl::NotFoundError(absl::StrFormat("record database '%s' does not exist", db)));
-  }
-  auto store = tune::OpenRecordStore(db);
-  FailIfError(store.status());
-  return *std::move(store);
-}
-
 void RunSummary(const RecordsOptions& o) {
-  auto store = OpenOrFail(o.db);
+  auto store = OpenExistingRecordDb(o.db);
   std::string target = o.target.empty() ? ops::HostCpuTarget().Key() : o.target;
   auto summary = store->Summary(target);
   FailIfError(summary.status());
@@ -85,7 +75,7 @@ tune::RecordFilter Filter(const RecordsOptions& o) {
 }
 
 void RunExport(const RecordsOptions& o) {
-  auto store = OpenOrFail(o.db);
+  auto store = OpenExistingRecordDb(o.db);
   if (o.file == "-") {
     FailIfError(store->ExportJsonLines(std::cout, Filter(o)));
     return;
@@ -126,7 +116,7 @@ void RunImport(const RecordsOptions& o) {
 
 // A tuning prior from every task's records on one target (this host's by default).
 void RunPrior(const RecordsOptions& o) {
-  auto store = OpenOrFail(o.db);
+  auto store = OpenExistingRecordDb(o.db);
   const std::string target = o.target.empty() ? ops::HostCpuTarget().Key() : o.target;
   auto summary = store->Summary(target);
   FailIfError(summary.status());
@@ -167,7 +157,7 @@ void RunPrior(const RecordsOptions& o) {
 // fraction over the rounds' wall time (each round from its first start to its last end, so the
 // pause between an interrupted run and its resumption does not count).
 void RunStages(const RecordsOptions& o) {
-  auto store = OpenOrFail(o.db);
+  auto store = OpenExistingRecordDb(o.db);
   auto timings = store->StageTimings(o.job);
   FailIfError(timings.status());
   if (timings->empty()) {
@@ -253,7 +243,7 @@ class JobIdSink final : public std::streambuf {
 
 // Every job's stage timings (or those of --job), as a Chrome trace.
 void RunTrace(const RecordsOptions& o) {
-  auto store = OpenOrFail(o.db);
+  auto store = OpenExistingRecordDb(o.db);
   std::vector<std::string> jobs = o.jobs;
   if (jobs.empty()) {
     JobIdSink sink;

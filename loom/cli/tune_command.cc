@@ -292,8 +292,7 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   FailIfError(measurer.status());
   // A sandbox the kernel refuses, or a host without a GPU, fails here, before any work.
   FailIfError(machine.Probe(measurer->get()));
-  auto store = tune::OpenSqliteRecordStore(o.db);
-  FailIfError(store.status());
+  std::unique_ptr<tune::RecordStore> store = OpenRecordDb(o.db);  // created when missing
   auto builder = machine.MakeBuilder();
   FailIfError(builder.status());
 
@@ -303,8 +302,8 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   job.task.job_id = machine.JobId(tasks, job.task.tuner, o.job_id);
   job.resources.cpu = "cpu";
   job.resources.device = machine.DeviceResource();
-  auto outcomes = tune::RunTuneJob(tasks, job, store->get(), **builder, **measurer,
-                                   Progress{.picks = Picks(o)});
+  auto outcomes =
+      tune::RunTuneJob(tasks, job, store.get(), **builder, **measurer, Progress{.picks = Picks(o)});
   FailIfError(outcomes.status());
   PrintOutcomes(*outcomes, o, job.task.job_id, machine.target());
 }
@@ -408,9 +407,8 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     job.options.job_id = id;
     jobs.push_back(std::move(job));
   }
-  auto store = tune::OpenSqliteRecordStore(o.db);
-  FailIfError(store.status());
-  auto result = (*eng)->Run(jobs, store->get(), EngineProgressPrinter(eo.policy, Picks(o)));
+  std::unique_ptr<tune::RecordStore> store = OpenRecordDb(o.db);  // created when missing
+  auto result = (*eng)->Run(jobs, store.get(), EngineProgressPrinter(eo.policy, Picks(o)));
   FailIfError(result.status());
 
   const double makespan = absl::ToDoubleSeconds(result->makespan());

@@ -24,7 +24,6 @@
 #include "loom/records/postgres.h"
 #include "loom/service/auth.h"
 #include "loom/service/client.h"
-#include "loom/service/job_progress.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/jobs.grpc.pb.h"
 
@@ -77,13 +76,6 @@ absl::Status CheckKeyPair(const std::string& cert, const std::string& key, const
   BIO_free(cb);
   BIO_free(kb);
   return st;
-}
-
-// Sets the progress figures (job_progress.h) of `job`, one the driver showed `who`.
-absl::Status AddProgress(JobDriver& driver, const Principal& who, v1::Job& job) {
-  LOOM_ASSIGN_OR_RETURN(ProgressInput in, driver.ProgressInputOf(who, job.id()));
-  FillJobProgress(ComputeJobProgress(in), &job);
-  return absl::OkStatus();
 }
 
 // Open WatchJob streams per user, capped so one user cannot hold every server thread.
@@ -174,7 +166,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     auto r = driver->List(who, *req);
     if (!r.ok()) return ToGrpc(r.status());
     for (v1::Job& job : *r->mutable_jobs()) {
-      if (absl::Status st = AddProgress(*driver, who, job); !st.ok()) return ToGrpc(st);
+      if (absl::Status st = driver->FillProgress(who, job); !st.ok()) return ToGrpc(st);
     }
     *out = *std::move(r);
     return grpc::Status::OK;
@@ -184,7 +176,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     LOOM_AUTH(who);
     auto r = driver->Get(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
-    if (absl::Status st = AddProgress(*driver, who, *r); !st.ok()) return ToGrpc(st);
+    if (absl::Status st = driver->FillProgress(who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -193,7 +185,7 @@ class JobServiceImpl final : public v1::JobService::Service {
     LOOM_AUTH(who);
     auto r = driver->Cancel(who, req->job_id());
     if (!r.ok()) return ToGrpc(r.status());
-    if (absl::Status st = AddProgress(*driver, who, *r); !st.ok()) return ToGrpc(st);
+    if (absl::Status st = driver->FillProgress(who, *r); !st.ok()) return ToGrpc(st);
     *out = *std::move(r);
     return grpc::Status::OK;
   }
@@ -215,7 +207,7 @@ class JobServiceImpl final : public v1::JobService::Service {
       if (!c.ok()) return ToGrpc(c.status());
       if (c->version != version) {
         const int64_t now = absl::ToUnixMicros(absl::Now());
-        if (absl::Status st = AddProgress(*driver, who, c->job); !st.ok()) return ToGrpc(st);
+        if (absl::Status st = driver->FillProgress(who, c->job); !st.ok()) return ToGrpc(st);
         if (c->messages.empty()) {
           v1::JobEvent ev;
           *ev.mutable_job() = c->job;
