@@ -720,8 +720,13 @@ TEST(CliRecordsTest, BadRecordFilesAreOneLineErrors) {
 
 TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {
   const fs::path dir = ScratchDir();
+  // A given --db must exist: an empty record database (no tuned config), made by importing none.
+  const fs::path db = dir / "empty.db", none = dir / "none.jsonl";
+  fs::remove(db);
+  std::ofstream(none) << "";
+  ASSERT_EQ(RunLoom("records import " + none.string() + " --db " + db.string()).exit_code, 0);
   const std::string common = " --min-time 0 --min-runs 3 --cache-dir " +
-                             (dir / "kernels").string() + " --db " + (dir / "empty.db").string();
+                             (dir / "kernels").string() + " --db " + db.string();
   Outcome o = RunLoom("bench zoo:tiny_cnn --json --check" + common);
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("\"variant\": \"untuned\""));
@@ -736,6 +741,8 @@ TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {
   EXPECT_THAT(p.out, HasSubstr("conv2d_nchwc"));
   EXPECT_THAT(p.out, HasSubstr("top nodes"));
   ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --threads 0"), "--threads");
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --db " + (dir / "nope.db").string()),
+                     "nope.db' does not exist (make one with 'loom tune')");
 }
 
 // `loom compile` writes an artifact that `loom run DIR` and `loom bench DIR` load with no records
