@@ -615,6 +615,32 @@ TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
   std::ofstream(spec) << "jobs:\n  - {model: zoo:tiny_cnn, trails: 2}\n";
   ExpectOneLineError(RunLoom("experiment " + spec.string() + " -o " + dir.string()),
                      "unknown key 'trails' at jobs[0].trails");
+  // A CUDA spec checks its GPU before any job: without a driver (CI), or here without an eighth
+  // GPU, the run ends in one line naming the spec and the device; nothing is written.
+  fs::remove_all(dir);
+  std::ofstream(spec) << "target: cuda\ndevice: cuda:7\njobs:\n  - {model: zoo:tiny_cnn}\n";
+  Outcome cuda = RunLoom("experiment " + spec.string() + " -o " + dir.string());
+  ExpectOneLineError(cuda, spec.string() + ": ");
+  EXPECT_THAT(cuda.err, HasSubstr("CUDA device 7"));
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+// The GPU thesis experiment's estimate (examples/sim/thesis_gpu.yaml, the stage times of
+// experiments/thesis-gpu.yaml) runs in the simulator: four jobs under the four policies, and
+// interleaving them takes at most 0.7 of the jobs in sequence, the target.
+TEST(CliExperimentTest, GpuThesisEstimateSimulates) {
+  Outcome o =
+      RunLoom(std::string("simulate ") + LOOM_SOURCE_DIR + "/examples/sim/thesis_gpu.yaml --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  std::map<std::string, double> makespan;
+  for (const auto& run : j.at("runs")) {
+    EXPECT_EQ(run.at("jobs_count").get<int>(), 4);
+    makespan[run.at("policy").get<std::string>()] = run.at("makespan_s").get<double>();
+  }
+  ASSERT_EQ(makespan.size(), 4u);
+  EXPECT_GT(makespan["sequential"], 0);
+  EXPECT_LE(makespan["interleaved"], 0.7 * makespan["sequential"]);
 }
 
 TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {

@@ -66,6 +66,8 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   // Every setup compiles its candidates afresh: with the kernel cache, the setups after the first
   // would find most of their (same-seeded) candidates built and look faster than they are.
   tune::LocalMachineOptions lmo;
+  lmo.target = spec->target;
+  lmo.device = spec->device;
   lmo.device_cores = spec->device_cores;
   lmo.min_repeat_ms = spec->min_repeat_ms;
   lmo.repeat = spec->repeat;
@@ -74,6 +76,14 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   lmo.option_prefix = "";
   auto created = tune::LocalMachine::Create(lmo);
   FailIfError(created.status());
+  // A CUDA spec checks its GPU (driver, device, architecture) before any job: on a machine
+  // without one this is the one line the run ends with.
+  if (created->cuda() && !o.resimulate) {
+    const absl::Status probed = created->Probe();
+    if (!probed.ok()) {
+      Fail(absl::Status(probed.code(), absl::StrCat(o.spec, ": ", probed.message())));
+    }
+  }
   const tune::LocalMachine machine = *std::move(created);
   const ops::Target target = machine.target();
   const int ncpu = machine.num_cpus();
@@ -85,6 +95,16 @@ void RunExperimentCommand(const ExperimentOptions& o) {
   layout.cpu_cores = machine.cpu_cores();
   layout.cpu_slots =
       spec->cpu_slots > 0 ? spec->cpu_slots : static_cast<int>(layout.cpu_cores.size());
+  if (machine.cuda()) {
+    // The GPU is the device; its launching core lends no slots (as `loom tune --target cuda`).
+    layout.gpu = absl::StrCat("cuda:", machine.cuda_ordinal());
+    layout.device_shares_cores = false;
+    if (layout.cpu_slots == 0) {
+      Fail(absl::InvalidArgumentError(absl::StrCat(
+          o.spec, ": target ", spec->target,
+          " needs a core outside device_cores for builds (this machine has one core)")));
+    }
+  }
   ro.engine.build_slots = spec->build_slots > 0 ? spec->build_slots : std::max(1, layout.cpu_slots);
   ro.engine.progress_interval = absl::Seconds(o.progress_seconds);
   ro.engine.make_measurer = [machine](const std::vector<int>& cores) {
@@ -187,6 +207,12 @@ void RunExperimentCommand(const ExperimentOptions& o) {
         "job_counts: a scale sweep runs in the embedded engine only; drop --through-service and "
         "--service-only, or the job_counts key"));
   }
+  if (service && machine.cuda()) {
+    Fail(absl::InvalidArgumentError(absl::StrCat(
+        o.spec, ": target ", spec->target,
+        ": the service runs of an experiment measure on the CPU only; drop --through-service and "
+        "--service-only")));
+  }
   if (service) {
     std::error_code self_ec;
     so.loom_binary = std::filesystem::read_symlink("/proc/self/exe", self_ec).string();
@@ -219,10 +245,15 @@ void RunExperimentCommand(const ExperimentOptions& o) {
                                  : o.through_service ? " --through-service"
                                                      : "");
   context.machine = absl::StrCat(
-      ncpu, " cores; device cpu:", absl::StrJoin(layout.device_cores, ","),
-      " (lends its cores to CPU stages between measurements); ", layout.cpu_slots,
-      " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ", ro.engine.build_slots,
-      " slot(s) per build; min_repeat_ms ", spec->min_repeat_ms, ", repeat ", spec->repeat);
+      ncpu, " cores; ",
+      machine.cuda() ? absl::StrCat("device ", target.device_name, " (", target.Key(),
+                                    "), launched from core(s) ")
+                     : "device cpu:",
+      absl::StrJoin(layout.device_cores, ","),
+      machine.cuda() ? "; " : " (lends its cores to CPU stages between measurements); ",
+      layout.cpu_slots, " CPU slot(s) on core(s) ", absl::StrJoin(layout.cpu_cores, ","), "; ",
+      ro.engine.build_slots, " slot(s) per build; min_repeat_ms ", spec->min_repeat_ms, ", repeat ",
+      spec->repeat);
   context.device_cores = layout.device_cores;
   if (!spec->job_counts.empty()) {
     auto store = tune::OpenSqliteRecordStore(db);

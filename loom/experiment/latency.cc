@@ -58,6 +58,15 @@ absl::StatusOr<std::unique_ptr<LatencyModel>> LatencyModel::Compile(
     }
     m->feeds_[in.name] = std::move(t);
   }
+  if (target.kind == "cuda") {
+    LOOM_ASSIGN_OR_RETURN(
+        m->backend_,
+        runtime::MakeCudaDeviceBackend({.ordinal = options.cuda_ordinal, .build = options.build}));
+    LOOM_ASSIGN_OR_RETURN(
+        m->cuda_model_,
+        runtime::CudaModel::Compile(graph, m->backend_.get(), {.records = m->records_.get()}));
+    return m;
+  }
   runtime::CompileOptions co;
   co.num_threads = std::max<int>(1, static_cast<int>(options.cores.size()));
   co.records = m->records_.get();
@@ -76,7 +85,8 @@ absl::StatusOr<std::unique_ptr<LatencyModel>> LatencyModel::Compile(
 
 absl::StatusOr<double> LatencyModel::RunMs() {
   const auto t0 = std::chrono::steady_clock::now();
-  LOOM_RETURN_IF_ERROR(model_->Run(feeds_).status());
+  LOOM_RETURN_IF_ERROR(cuda_model_ != nullptr ? cuda_model_->Run(feeds_).status()
+                                              : model_->Run(feeds_).status());
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 

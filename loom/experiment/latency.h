@@ -1,5 +1,6 @@
-// A tuned model's final latency: the model compiled (runtime::CompiledModel) with the best records
-// of one job only and run on the device's cores, median over many runs. The experiment runner
+// A tuned model's final latency: the model compiled (runtime::CompiledModel, or runtime::CudaModel
+// on the GPU for a cuda target) with the best records of one job only and run on the device's
+// cores, median over many runs. The experiment runner
 // compiles each job's model once per setup and times the setups' models of one job side by side
 // (TimeInterleavedMs), so slow drifts of the machine hit every setup alike instead of whichever
 // happened to be timed during them.
@@ -16,6 +17,8 @@
 #include "loom/ops/target.h"
 #include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_backend.h"
+#include "loom/runtime/cuda_model.h"
 #include "loom/toolchain/builder.h"
 
 namespace loom::experiment {
@@ -26,6 +29,10 @@ struct LatencyOptions {
   int min_runs = 20;         // timed runs per model, after two warm-up runs
   double min_seconds = 1.0;  // and at least this long per model in total
   tune::BuildOptions build;  // how kernels are compiled (cache dir, parallel compiles)
+  // cuda targets: the GPU the model runs on (runtime::CudaDeviceOptions::ordinal). A run is one
+  // CudaModel::Run: the inputs' upload, the graph replay of its launches and the outputs'
+  // download, as `loom bench --target cuda` times it.
+  int cuda_ordinal = 0;
 };
 
 // One job's model, compiled from a private copy of its records, with fixed random inputs.
@@ -46,6 +53,9 @@ class LatencyModel {
   LatencyModel() = default;
   std::unique_ptr<tune::RecordStore> records_;
   std::unique_ptr<runtime::CompiledModel> model_;
+  // cuda targets instead of model_; the backend outlives the model (declared first).
+  std::unique_ptr<runtime::CudaBackend> backend_;
+  std::unique_ptr<runtime::CudaModel> cuda_model_;
   std::map<std::string, graph::Tensor> feeds_;
 };
 

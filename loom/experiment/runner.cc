@@ -7,9 +7,11 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "loom/base/status_macros.h"
 #include "loom/experiment/claims.h"
 #include "loom/experiment/gantt.h"
@@ -165,6 +167,9 @@ void MeasureFinalLatencies(const std::vector<engine::EngineJob>& jobs, const Run
   lo.min_runs = options.latency_runs;
   lo.min_seconds = options.latency_min_seconds;
   lo.build.num_threads = std::max(1, options.engine.build_slots);
+  if (absl::string_view gpu = options.engine.layout.gpu; absl::ConsumePrefix(&gpu, "cuda:")) {
+    if (!absl::SimpleAtoi(gpu, &lo.cuda_ordinal)) lo.cuda_ordinal = 0;
+  }
   for (size_t j = 0; j < jobs.size(); ++j) {
     const graph::Graph* graph = j < options.models.size() ? options.models[j] : nullptr;
     if (graph == nullptr) continue;
@@ -267,7 +272,9 @@ void CheckWithSimulator(const RunnerOptions& options, ExperimentResult& result) 
       .cpu_slots = layout.cpu_slots,
       .lent_slots = layout.device_shares_cores ? static_cast<int>(layout.device_cores.size()) : 0,
       .build_slots = options.engine.build_slots,
-      .device_name = absl::StrCat("cpu:", absl::StrJoin(layout.device_cores, ","))};
+      .device_name = layout.gpu.empty()
+                         ? absl::StrCat("cpu:", absl::StrJoin(layout.device_cores, ","))
+                         : layout.gpu};
   int repetitions = 0;
   for (const SetupResult& s : result.setups) repetitions = std::max(repetitions, s.repetition + 1);
   std::vector<SimulationRow> all_rows;

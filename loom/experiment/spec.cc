@@ -1,5 +1,6 @@
 #include "loom/experiment/spec.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -64,15 +65,41 @@ absl::Status OptionalList(const YAML::Node& node, const std::string& path, const
   return absl::OkStatus();
 }
 
+// "digits" non-empty and all decimal digits.
+bool AllDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The form of `target` and `device` (tune::LocalMachine checks them against the machine).
+absl::Status CheckTarget(const std::string& target, const std::string& device) {
+  const bool cuda = target == "cuda" || (target.rfind("cuda:sm_", 0) == 0 &&
+                                         AllDigits(std::string_view(target).substr(8)));
+  if (target != "cpu" && !cuda) {
+    return Error("target",
+                 absl::StrCat("unknown target '", target,
+                              "' (expected: cpu, cuda or cuda:sm_XY such as cuda:sm_90)"));
+  }
+  if (device.empty()) return absl::OkStatus();
+  if (!cuda) return Error("device", "names a GPU (cuda:N) and needs target cuda");
+  if (device.rfind("cuda:", 0) != 0 || !AllDigits(std::string_view(device).substr(5))) {
+    return Error("device", absl::StrCat("expected cuda:N (such as cuda:0), got '", device, "'"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ExperimentSpec> ParseRoot(const YAML::Node& root) {
-  LOOM_RETURN_IF_ERROR(CheckKeys(
-      root, "",
-      {"name", "jobs", "setups", "device_cores", "cpu_slots", "build_slots", "min_repeat_ms",
-       "repeat", "run_timeout_s", "distortion_samples", "distortion_seed", "ranking_top",
-       "repetitions", "latency_runs", "latency_min_seconds", "simulate", "job_counts"}));
+  LOOM_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"name", "jobs", "setups", "target", "device", "device_cores", "cpu_slots",
+                 "build_slots", "min_repeat_ms", "repeat", "run_timeout_s", "distortion_samples",
+                 "distortion_seed", "ranking_top", "repetitions", "latency_runs",
+                 "latency_min_seconds", "simulate", "job_counts"}));
   ExperimentSpec spec;
   LOOM_RETURN_IF_ERROR(Optional(root, "", "name", &spec.name));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "setups", &spec.setups));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "target", &spec.target));
+  LOOM_RETURN_IF_ERROR(Optional(root, "", "device", &spec.device));
+  LOOM_RETURN_IF_ERROR(CheckTarget(spec.target, spec.device));
   LOOM_RETURN_IF_ERROR(OptionalList(root, "", "device_cores", &spec.device_cores));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "cpu_slots", &spec.cpu_slots));
   LOOM_RETURN_IF_ERROR(Optional(root, "", "build_slots", &spec.build_slots));

@@ -27,9 +27,17 @@ struct ExperimentSpec {
   // "dedicated" (each job alone on the machine, one after another) and the policies
   // "uncontrolled", "interleaved", "predictive", "sequential".
   std::vector<std::string> setups = {"dedicated", "uncontrolled", "interleaved", "predictive"};
-  std::vector<int> device_cores;  // empty: the last core
-  int cpu_slots = 0;              // 0: one per core outside the device
-  int build_slots = 0;            // 0: the CPU slots
+  // The device every job tunes for and measures on: "cpu" (this CPU), "cuda" (the GPU's own
+  // architecture) or "cuda:sm_XY" (tune::LocalMachineOptions::target). The experiment checks the
+  // device before any job starts, so a CUDA spec on a machine without a GPU fails in one line.
+  std::string target = "cpu";
+  // cuda only: the GPU, "cuda:N"; empty: cuda:0.
+  std::string device;
+  // The measurement device's cores (cpu), or the core that launches kernels (cuda). Empty: the
+  // last core.
+  std::vector<int> device_cores;
+  int cpu_slots = 0;    // 0: one per core outside the device
+  int build_slots = 0;  // 0: the CPU slots
   // How every measurement of the experiment is taken (tuning, re-measures): tune::MeasureOptions.
   int min_repeat_ms = 50;
   int repeat = 3;

@@ -1,5 +1,6 @@
 #include "loom/experiment/spec.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -47,6 +48,38 @@ TEST(ExperimentSpecTest, ErrorsNameTheKeyPath) {
   EXPECT_THAT(st.message(), HasSubstr("jobs: needs a list"));
   st = ParseExperimentSpec("jobs:\n  - model: zoo:x\n    trials: 0\n").status();
   EXPECT_THAT(st.message(), HasSubstr("jobs[0].trials: must be >= 1"));
+}
+
+TEST(ExperimentSpecTest, TargetAndDevice) {
+  auto cuda = ParseExperimentSpec(
+      "target: cuda:sm_90\ndevice: cuda:1\ndevice_cores: [0]\njobs:\n  - model: zoo:resnet18\n");
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  EXPECT_EQ(cuda->target, "cuda:sm_90");
+  EXPECT_EQ(cuda->device, "cuda:1");
+  EXPECT_EQ(cuda->device_cores, std::vector<int>{0});
+  auto own_arch = ParseExperimentSpec("target: cuda\njobs:\n  - model: zoo:resnet18\n");
+  ASSERT_TRUE(own_arch.ok()) << own_arch.status();
+  EXPECT_EQ(own_arch->target, "cuda");
+  EXPECT_EQ(own_arch->device, "");
+  auto defaults = ParseExperimentSpec("jobs:\n  - model: zoo:tiny_cnn\n");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->target, "cpu");
+  EXPECT_EQ(defaults->device, "");
+}
+
+// The shipped specs parse (the GPU one cannot run here, but its form is checked in CI).
+TEST(ExperimentSpecTest, ShippedSpecsParse) {
+  for (const char* name : {"smoke", "thesis", "thesis-hard", "thesis-scale", "thesis-gpu"}) {
+    auto spec = LoadExperimentSpec(absl::StrCat(LOOM_SOURCE_DIR, "/experiments/", name, ".yaml"));
+    ASSERT_TRUE(spec.ok()) << name << ": " << spec.status();
+    EXPECT_FALSE(spec->jobs.empty()) << name;
+  }
+  auto gpu = LoadExperimentSpec(absl::StrCat(LOOM_SOURCE_DIR, "/experiments/thesis-gpu.yaml"));
+  ASSERT_TRUE(gpu.ok());
+  EXPECT_EQ(gpu->target, "cuda");
+  EXPECT_GE(gpu->jobs.size(), 4u);
+  EXPECT_EQ(gpu->setups,
+            (std::vector<std::string>{"dedicated", "uncontrolled", "interleaved", "predictive"}));
 }
 
 TEST(ExperimentSpecTest, MeasurementDistortionLatencyAndSimulationKeys) {
@@ -108,6 +141,13 @@ TEST(ExperimentSpecTest, BadValuesNameTheKey) {
        "setups[2]: setup 'interleaved' is listed twice"},
       {"distortion: 3\n", "unknown key 'distortion' at distortion"},
       {"setups: []\n", "setups: needs at least one setup"},
+      {"target: gpu\n", "target: unknown target 'gpu' (expected: cpu, cuda or cuda:sm_XY"},
+      {"target: cuda:sm_x\n", "target: unknown target 'cuda:sm_x'"},
+      {"target: cuda:90\n", "target: unknown target 'cuda:90'"},
+      {"device: cuda:0\n", "device: names a GPU (cuda:N) and needs target cuda"},
+      {"target: cuda\ndevice: gpu0\n", "device: expected cuda:N (such as cuda:0), got 'gpu0'"},
+      {"target: cuda\ndevice: 'cuda:'\n", "device: expected cuda:N"},
+      {"target: [cuda]\n", "target: expected a scalar value"},
   };
   for (const Case& c : cases) {
     auto st = ParseExperimentSpec(c.yaml + job).status();
