@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
@@ -268,19 +270,40 @@ TEST(CudaModelTest, ZooModelsRunEntirelyOnTheDeviceAndMatchTheReference) {
   }
 }
 
-// Every shared reference model (LOOM_SHARED_DIR/models: ResNet-18, MobileNetV2, SqueezeNet 1.1;
-// LOOM_SHARED_DIR/transformers: ViT, BERT), every input set, as a user would hand them to `loom
-// bench --target cuda`, against ONNX Runtime's outputs (max|a-b| <= 1e-3 * max|ref|): every node
-// has a device kernel (no host step) and every run is one replay of the captured graph.
+// Every shared reference model (every archive of LOOM_SHARED_DIR/models and
+// LOOM_SHARED_DIR/transformers, whatever they hold), every input set, as a user would hand them to
+// `loom bench --target cuda`, against ONNX Runtime's outputs (max|a-b| <= 1e-3 * max|ref|), on the
+// device path through the fake driver: every node has a device kernel (no host step), and every
+// run is one cuGraphLaunch of the captured graph running each of the model's kernels once, with
+// no kernel launched directly.
 TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
   std::vector<std::string> problems;
   const std::vector<graph::SharedModel> models = graph::AllSharedModels(&problems);
   if (models.empty()) GTEST_SKIP() << "LOOM_SHARED_DIR is absent";
   EXPECT_TRUE(problems.empty()) << absl::StrJoin(problems, "; ");
-  auto backend = Emulated();
+  // Not a fixed list: every archive of both folders is here, and every input set of each (the
+  // ORT outputs beside its ONNX file), so bert_small's masked second set is run too.
+  std::vector<std::string> archives = graph::SharedModelNames(graph::kSharedCnnFolder);
+  for (const std::string& name : graph::SharedModelNames(graph::kSharedTransformerFolder)) {
+    archives.push_back(name);
+  }
+  std::vector<std::string> names;
+  for (const graph::SharedModel& shared : models) names.push_back(shared.name);
+  EXPECT_EQ(names, archives);
+  auto backend = FakeDevice();
   ASSERT_NE(backend, nullptr);
   for (const graph::SharedModel& shared : models) {
     SCOPED_TRACE(shared.name);
+    size_t ort_outputs = 0;
+    for (const auto& entry :
+         std::filesystem::directory_iterator(std::filesystem::path(shared.onnx).parent_path())) {
+      ort_outputs += absl::EndsWith(entry.path().filename().string(), ".ort_output.npy");
+    }
+    EXPECT_EQ(shared.cases.size(), ort_outputs);
+    if (shared.name == "bert_small") {
+      EXPECT_TRUE(std::any_of(shared.cases.begin(), shared.cases.end(),
+                              [](const graph::SharedModelCase& c) { return c.label == "mask2"; }));
+    }
     auto m = frontend::LoadModel(shared.onnx);
     ASSERT_TRUE(m.ok()) << m.status();
     auto model = CudaModel::Compile(m->graph, backend.get());
@@ -290,6 +313,8 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
     EXPECT_GT(st.kernel_steps, 0);
     EXPECT_EQ(st.launches, st.kernel_steps + st.aux_steps);
     EXPECT_EQ(st.aux_steps, st.elementwise_steps + st.lowered_steps + st.pool_steps);
+    const std::array<long long, 4> before = FakeCounters();
+    ASSERT_GE(before[0], 0) << "no loom_fake_cuda_counters in " << LOOM_FAKE_LIBCUDA;
     for (const graph::SharedModelCase& c : shared.cases) {
       const std::string what = c.label.empty() ? "main inputs" : c.label;
       std::map<std::string, graph::Tensor> inputs;
@@ -313,7 +338,12 @@ TEST(CudaModelTest, SharedModelsMatchOnnxRuntime) {
       EXPECT_LE(err, 1e-3 * mag) << what << ": max|a-b| " << err << ", max|ref| " << mag;
     }
     EXPECT_TRUE((*model)->run_stats().graph_captured) << (*model)->run_stats().graph_status;
-    EXPECT_EQ((*model)->run_stats().graph_replays, static_cast<int64_t>(shared.cases.size()));
+    const auto runs = static_cast<long long>(shared.cases.size());
+    EXPECT_EQ((*model)->run_stats().graph_replays, runs);
+    const std::array<long long, 4> after = FakeCounters();
+    EXPECT_EQ(after[0] - before[0], 0);                   // kernels launched directly
+    EXPECT_EQ(after[1] - before[1], runs);                // one graph launch per run
+    EXPECT_EQ(after[2] - before[2], runs * st.launches);  // each kernel node once per run
   }
 }
 
