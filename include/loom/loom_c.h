@@ -1,7 +1,8 @@
 /* Loom's C API: load a compiled-model artifact (written by `loom compile MODEL -o DIR` or
- * loom::Model::Export) and run it. Needs no compiler and no tuning database at run time. Link
- * with libloom.so (CMake target loom_shared). Plain C99; every function is thread-compatible:
- * one model may be used by one thread at a time, distinct models by different threads.
+ * loom::Model::Export, or a GPU artifact of `loom compile MODEL --target cuda -o DIR`) and run it.
+ * Needs no compiler and no tuning database at run time. Link with libloom.so (CMake target
+ * loom_shared). Plain C99; every function is thread-compatible: one model may be used by one thread
+ * at a time, distinct models by different threads.
  *
  *   loom_model_t* m = NULL;
  *   if (loom_model_load("resnet18_artifact", 2, &m) != LOOM_OK) {
@@ -29,8 +30,10 @@ typedef enum loom_status {
   LOOM_OK = 0,
   LOOM_INVALID_ARGUMENT = 3,    /* a null pointer, an index out of range, a non-float tensor */
   LOOM_NOT_FOUND = 5,           /* no artifact (plan.json, weights.bin, model.so) at the path */
-  LOOM_FAILED_PRECONDITION = 9, /* another format version, or kernels for an ISA this CPU lacks */
+  LOOM_FAILED_PRECONDITION = 9, /* another format version, kernels for an ISA this CPU lacks, or
+                                   a GPU artifact for another GPU architecture (sm) */
   LOOM_INTERNAL = 13,           /* the kernel library does not load, or a step failed */
+  LOOM_UNAVAILABLE = 14,        /* a GPU artifact on a machine without a CUDA driver or GPU */
   LOOM_DATA_LOSS = 15,          /* a file's checksum or size differs from plan.json */
   LOOM_UNKNOWN = 2              /* any other failure */
 } loom_status_t;
@@ -38,8 +41,10 @@ typedef enum loom_status {
 typedef struct loom_model loom_model_t;
 
 /* Loads the artifact in directory `dir` to run on `num_threads` threads (the calling thread is
- * one of them; 0: the thread count it was compiled with). On success *model owns the model; free
- * it with loom_model_free. */
+ * one of them; 0: the thread count it was compiled with). A GPU artifact runs on GPU 0 through
+ * the CUDA driver (num_threads must be 0), with the checks of a CPU artifact; each run uploads the
+ * inputs, replays the model's kernels as one CUDA graph and downloads the outputs. On success
+ * *model owns the model; free it with loom_model_free. */
 loom_status_t loom_model_load(const char* dir, int32_t num_threads, loom_model_t** model);
 
 /* Frees the model; null is allowed. */

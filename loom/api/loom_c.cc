@@ -1,4 +1,5 @@
-// The C API (include/loom/loom_c.h) over runtime::CompiledModel::Load: artifacts only. Every
+// The C API (include/loom/loom_c.h) over runtime::CompiledModel::Load for CPU artifacts and
+// runtime::LoadCudaArtifact for GPU artifacts (`loom compile --target cuda`): artifacts only. Every
 // entry point turns an absl::Status into a loom_status_t and a thread-local message.
 #include "loom/loom_c.h"
 
@@ -9,10 +10,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_model.h"
 
+// One of `model` (a CPU artifact) and `gpu` (a GPU artifact on GPU 0) is set.
 struct loom_model {
   std::unique_ptr<loom::runtime::CompiledModel> model;
+  loom::runtime::LoadedCudaArtifact gpu;
   std::vector<loom::graph::ValueInfo> inputs;
   std::vector<loom::graph::ValueInfo> outputs;
 };
@@ -33,6 +38,8 @@ loom_status_t Code(absl::StatusCode code) {
       return LOOM_FAILED_PRECONDITION;
     case absl::StatusCode::kInternal:
       return LOOM_INTERNAL;
+    case absl::StatusCode::kUnavailable:
+      return LOOM_UNAVAILABLE;
     case absl::StatusCode::kDataLoss:
       return LOOM_DATA_LOSS;
     default:
@@ -74,12 +81,25 @@ loom_status_t loom_model_load(const char* dir, int32_t num_threads, loom_model_t
   if (num_threads < 0) {
     return Invalid(absl::StrCat("num_threads must be at least 0, got ", num_threads));
   }
-  auto loaded = loom::runtime::CompiledModel::Load(dir, {.num_threads = num_threads});
-  if (!loaded.ok()) return Fail(loaded.status());
   auto m = std::make_unique<loom_model>();
-  m->model = *std::move(loaded);
-  m->inputs = m->model->inputs();
-  m->outputs = m->model->outputs();
+  if (loom::runtime::IsCudaArtifactDir(dir)) {
+    // Its kernels run on the GPU: no CPU threads to choose, as `loom run DIR --threads`.
+    if (num_threads > 0) {
+      return Invalid(
+          absl::StrCat(dir, " is a GPU artifact: num_threads must be 0, got ", num_threads));
+    }
+    auto loaded = loom::runtime::LoadCudaArtifact(dir);
+    if (!loaded.ok()) return Fail(loaded.status());
+    m->gpu = *std::move(loaded);
+    m->inputs = m->gpu.model->inputs();
+    m->outputs = m->gpu.model->outputs();
+  } else {
+    auto loaded = loom::runtime::CompiledModel::Load(dir, {.num_threads = num_threads});
+    if (!loaded.ok()) return Fail(loaded.status());
+    m->model = *std::move(loaded);
+    m->inputs = m->model->inputs();
+    m->outputs = m->model->outputs();
+  }
   for (const auto* list : {&m->inputs, &m->outputs}) {
     for (const loom::graph::ValueInfo& v : *list) {
       if (v.type.dtype != loom::graph::DType::kFloat32) {
@@ -136,7 +156,7 @@ loom_status_t loom_model_run(loom_model_t* model, const float* const* inputs,
     std::memcpy(t.raw_data(), inputs[i], t.num_bytes());
     feeds[v.name] = std::move(t);
   }
-  auto out = model->model->Run(feeds);
+  auto out = model->model != nullptr ? model->model->Run(feeds) : model->gpu.model->Run(feeds);
   if (!out.ok()) return Fail(out.status());
   for (size_t i = 0; i < out->size(); ++i) {
     if (outputs[i] == nullptr) return Invalid(absl::StrCat("outputs[", i, "] is null"));

@@ -81,6 +81,13 @@ Model::~Model() = default;
 Model Model::Load(std::string_view spec, const LoadOptions& options) {
   auto state = std::make_unique<State>();
   state->name = std::string(spec);
+  if (runtime::IsCudaArtifactDir(state->name)) {
+    // TODO(issue 23): run GPU artifacts through loom::Model (and so Python's load_artifact).
+    state->status = absl::FailedPreconditionError(absl::StrCat(
+        state->name, " is a GPU artifact: load it with the C API (loom_model_load) or `loom run ",
+        state->name, "`; loom::Model and Python's load_artifact run CPU artifacts"));
+    return Model(std::move(state));
+  }
   if (runtime::IsArtifactDir(state->name)) {
     state->artifact_dir = state->name;
     state->verify_key = options.verify_key;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -90,6 +91,18 @@ TEST(ModelTest, CompileRunExportLoadMatchesTheReference) {
 
   EXPECT_EQ(loaded.Tune().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(loaded.status().message(), HasSubstr("compiled artifact"));
+}
+
+// A GPU artifact (plan.json of format loom-cuda-artifact) is refused in one line that says where it
+// does load, not misread as a CPU artifact.
+TEST(ModelTest, GpuArtifactsAreRefusedWithWhereTheyLoad) {
+  const std::string dir = Scratch("gpu_artifact");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/plan.json") << R"({"format": "loom-cuda-artifact", "format_version": 1})";
+  Model m = Model::Load(dir);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(m.status().message(), HasSubstr("is a GPU artifact: load it with the C API"));
+  EXPECT_EQ(m.status().message().find('\n'), std::string_view::npos);
 }
 
 TEST(ModelTest, RunCompilesImplicitly) {

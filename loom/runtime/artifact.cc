@@ -951,6 +951,18 @@ bool IsCudaArtifactDir(const std::string& path) {
   return j.is_object() && j.value("format", std::string()) == kCudaArtifactFormat;
 }
 
+absl::StatusOr<std::string> CudaArtifactImageKind(const std::string& dir) {
+  LOOM_ASSIGN_OR_RETURN(std::string text,
+                        ReadFile(std::filesystem::path(dir) / kArtifactPlanFile, "plan"));
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("target") || !j["target"].is_object() ||
+      !j["target"].contains("image") || !j["target"]["image"].is_string()) {
+    return absl::DataLossError(
+        absl::StrCat(dir, "/", kArtifactPlanFile, " is corrupt: no target.image"));
+  }
+  return j["target"]["image"].get<std::string>();
+}
+
 absl::Status WriteCudaArtifact(const std::string& dir, const CudaArtifact& a) {
   const CudaPlan& plan = a.plan;
   if (a.images.size() != plan.kernels.size()) {
@@ -1101,15 +1113,13 @@ std::vector<std::string> ArtifactSignedFiles(const std::string& dir) {
     files.push_back(kArtifactLibraryFile);
     return files;
   }
+  absl::StatusOr<std::string> image_kind = CudaArtifactImageKind(dir);
   absl::StatusOr<std::string> text = ReadFile(std::filesystem::path(dir) / kArtifactPlanFile, "");
   const json j = json::parse(text.ok() ? *text : "", nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("kernels") || !j["kernels"].is_array() ||
-      !j.contains("target") || !j["target"].is_object() || !j["target"].contains("image") ||
-      !j["target"]["image"].is_string()) {
+  if (!image_kind.ok() || !j.is_object() || !j.contains("kernels") || !j["kernels"].is_array()) {
     return files;
   }
-  const std::string image_kind = j["target"]["image"].get<std::string>();
-  for (size_t k = 0; k < j["kernels"].size(); ++k) files.push_back(CudaKernelFile(k, image_kind));
+  for (size_t k = 0; k < j["kernels"].size(); ++k) files.push_back(CudaKernelFile(k, *image_kind));
   return files;
 }
 

@@ -120,6 +120,10 @@ inline constexpr int kCudaArtifactFormatVersion = 1;
 // True when `path` is an artifact directory whose plan.json is a GPU artifact's.
 bool IsCudaArtifactDir(const std::string& path);
 
+// The kind of module image a GPU artifact holds, from its plan.json ("cubin" or
+// "host-emulation"), without reading the rest. kDataLoss when the plan does not say.
+absl::StatusOr<std::string> CudaArtifactImageKind(const std::string& dir);
+
 // A GPU artifact in memory: the plan, the target key it was compiled for, and one module image
 // per kernel of `image_kind` ("cubin" or "host-emulation").
 struct CudaArtifact {

@@ -1156,4 +1156,15 @@ std::vector<graph::ValueInfo> CudaModel::outputs() const {
   return v;
 }
 
+absl::StatusOr<LoadedCudaArtifact> LoadCudaArtifact(const std::string& dir, int ordinal,
+                                                    const std::string& verify_key) {
+  LOOM_ASSIGN_OR_RETURN(const std::string image_kind, CudaArtifactImageKind(dir));
+  LoadedCudaArtifact loaded;
+  LOOM_ASSIGN_OR_RETURN(
+      loaded.backend,
+      MakeCudaDeviceBackend({.ordinal = ordinal, .host_emulation_kernels = image_kind != "cubin"}));
+  LOOM_ASSIGN_OR_RETURN(loaded.model, CudaModel::Load(dir, loaded.backend.get(), verify_key));
+  return loaded;
+}
+
 }  // namespace loom::runtime

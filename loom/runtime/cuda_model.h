@@ -116,4 +116,19 @@ class CudaModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// A GPU artifact opened on a GPU of this machine: the device backend (through the dlopen'ed
+// driver) and the model on it. The backend is declared first, so it outlives the model.
+struct LoadedCudaArtifact {
+  std::unique_ptr<CudaBackend> backend;
+  std::unique_ptr<CudaModel> model;
+};
+
+// Opens GPU `ordinal` (its architecture from the driver) and CudaModel::Load's `dir` on it, with
+// the same checks and one-line errors: kUnavailable without a driver or device, an sm mismatch,
+// missing or corrupt files, a signature that does not verify. The backend takes the artifact's
+// kind of kernel image; an artifact of host-emulation images loads only where the driver is the
+// fake one of the tests (the real driver refuses those images). Called by the C API.
+absl::StatusOr<LoadedCudaArtifact> LoadCudaArtifact(const std::string& dir, int ordinal = 0,
+                                                    const std::string& verify_key = "");
+
 }  // namespace loom::runtime

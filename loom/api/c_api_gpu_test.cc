@@ -1,0 +1,170 @@
+// The C API on GPU artifacts (`loom compile --target cuda -o DIR`), without a GPU: the artifact is
+// made by the runtime on the fake CUDA driver (toolchain/testing/fake_libcuda.cc) with
+// host-emulation kernel images, and libloom.so's loom_model_load finds the same fake driver as
+// "libcuda.so.1" (loaded first by path, so the dynamic loader matches its soname). Checks the
+// outputs bit for bit against the model that wrote the artifact, and the one-line refusals: another
+// sm, a corrupt kernel image, a missing file, no driver, thread counts.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "loom/base/rng.h"
+#include "loom/frontend/model_loader.h"
+#include "loom/loom_c.h"
+#include "loom/runtime/artifact.h"
+#include "loom/runtime/cuda_backend.h"
+#include "loom/runtime/cuda_model.h"
+
+namespace loom {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Sets LOOM_FAKE_CUDA (the fake driver's fault mode) for one scope.
+class FakeMode {
+ public:
+  explicit FakeMode(const char* mode) { setenv("LOOM_FAKE_CUDA", mode, 1); }
+  ~FakeMode() { unsetenv("LOOM_FAKE_CUDA"); }
+};
+
+std::string BuildDir() {
+  const char* b = std::getenv("LOOM_BUILD_DIR");
+  return b != nullptr ? std::string(b) : std::filesystem::temp_directory_path().string();
+}
+
+// The message of a failed call: one line.
+std::string LastError() {
+  std::string m = loom_last_error();
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  return m;
+}
+
+class CApiGpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::CudaDeviceOptions o;
+    o.build.num_threads = 2;
+    o.build.cache_dir = BuildDir() + "/c_api_gpu_test_kernels";
+    o.driver_library = LOOM_FAKE_LIBCUDA;
+    o.host_emulation_kernels = true;
+    auto backend = runtime::MakeCudaDeviceBackend(o);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+    auto m = frontend::LoadModel("zoo:tiny_cnn");
+    ASSERT_TRUE(m.ok()) << m.status();
+    graph_ = std::move(m->graph);
+    auto model = runtime::CudaModel::Compile(graph_, backend_.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_EQ(graph_.inputs.size(), 1u);
+    input_ = graph::Tensor(graph::DType::kFloat32, graph_.inputs[0].type.shape);
+    base::Rng rng(3);
+    for (float& v : input_.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
+    auto want = (*model)->Run({{graph_.inputs[0].name, input_}});
+    ASSERT_TRUE(want.ok()) << want.status();
+    want_ = *std::move(want);
+    dir_ = absl::StrCat(BuildDir(), "/c_api_gpu_test_artifact_", getpid());
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE((*model)->Export(dir_).ok());
+    ASSERT_TRUE(runtime::IsCudaArtifactDir(dir_));
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Flips one byte of `file` (relative to the artifact) at `offset`.
+  void Damage(const std::string& file, std::streamoff offset) {
+    std::fstream f(dir_ + "/" + file, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << file;
+    f.seekg(offset);
+    const char c = static_cast<char>(f.get());
+    f.seekp(offset);
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+
+  std::unique_ptr<runtime::CudaBackend> backend_;  // keeps the fake driver loaded
+  graph::Graph graph_;
+  graph::Tensor input_;
+  std::vector<graph::Tensor> want_;
+  std::string dir_;
+};
+
+TEST_F(CApiGpuTest, LoadsAndRunsAGpuArtifactLikeTheModelThatWroteIt) {
+  loom_model_t* m = nullptr;
+  ASSERT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_OK) << loom_last_error();
+  ASSERT_NE(m, nullptr);
+  ASSERT_EQ(loom_model_num_inputs(m), 1);
+  ASSERT_EQ(loom_model_num_outputs(m), 1);
+  EXPECT_STREQ(loom_model_input_name(m, 0), graph_.inputs[0].name.c_str());
+  int64_t dims[8];
+  int32_t rank = 0;
+  ASSERT_EQ(loom_model_input_shape(m, 0, dims, 8, &rank), LOOM_OK);
+  ASSERT_EQ(rank, 4);
+  EXPECT_EQ(std::vector<int64_t>(dims, dims + 4), (std::vector<int64_t>{1, 3, 32, 32}));
+  ASSERT_EQ(loom_model_output_shape(m, 0, dims, 8, &rank), LOOM_OK);
+  ASSERT_EQ(rank, 2);
+  EXPECT_EQ(dims[1], 10);
+  ASSERT_EQ(want_.size(), 1u);
+  ASSERT_EQ(want_[0].num_elements(), 10);
+  const float* in[1] = {input_.values<float>().data()};
+  for (int run = 0; run < 2; ++run) {  // the first run captures the graph, the second replays it
+    std::vector<float> got(10, -1.0f);
+    float* out[1] = {got.data()};
+    ASSERT_EQ(loom_model_run(m, in, out), LOOM_OK) << loom_last_error();
+    EXPECT_EQ(std::memcmp(got.data(), want_[0].raw_data(), want_[0].num_bytes()), 0) << run;
+  }
+  loom_model_free(m);
+}
+
+TEST_F(CApiGpuTest, RefusesAnotherArchitectureInOneLine) {
+  FakeMode mode("sm_80");
+  loom_model_t* m = nullptr;
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_FAILED_PRECONDITION);
+  EXPECT_EQ(m, nullptr);
+  EXPECT_THAT(LastError(), HasSubstr("was compiled for sm_90 but the GPU is sm_80"));
+}
+
+TEST_F(CApiGpuTest, RefusesACorruptKernelImageAndAMissingOne) {
+  Damage("kernels/k0.so", 100);
+  loom_model_t* m = nullptr;
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
+  EXPECT_EQ(m, nullptr);
+  EXPECT_THAT(LastError(), HasSubstr("k0.so is corrupt"));
+  std::filesystem::remove(dir_ + "/kernels/k0.so");
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_NOT_FOUND);
+  EXPECT_THAT(LastError(), HasSubstr("k0.so"));
+}
+
+TEST_F(CApiGpuTest, RefusesCorruptWeightsAndPlan) {
+  Damage("weights.bin", 8);
+  loom_model_t* m = nullptr;
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
+  EXPECT_THAT(LastError(), HasSubstr("weights.bin"));
+  std::ofstream(dir_ + "/plan.json", std::ios::app) << "x";
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
+  EXPECT_EQ(m, nullptr);
+  LastError();
+}
+
+TEST_F(CApiGpuTest, ThreadCountsAreForCpuArtifacts) {
+  loom_model_t* m = nullptr;
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 2, &m), LOOM_INVALID_ARGUMENT);
+  EXPECT_EQ(m, nullptr);
+  EXPECT_THAT(LastError(), HasSubstr("is a GPU artifact: num_threads must be 0, got 2"));
+}
+
+TEST_F(CApiGpuTest, NoUsableDriverIsUnavailable) {
+  FakeMode mode("init_fail");
+  loom_model_t* m = nullptr;
+  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_UNAVAILABLE);
+  EXPECT_EQ(m, nullptr);
+  EXPECT_THAT(LastError(), HasSubstr("cuInit"));
+}
+
+}  // namespace
+}  // namespace loom
