@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,17 +17,22 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/graph/graph.h"
 #include "loom/graph/npy.h"
 #include "loom/graph/onnx_exporter.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
 #include "loom/graph/testing/node_builder.h"
 #include "loom/graph/testing/shared_models.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/target.h"
+#include "loom/ops/template.h"
 #include "loom/records/record_store.h"
+#include "loom/runtime/cuda_backend.h"
+#include "loom/tune/prior.h"
 #include "nlohmann/json.hpp"
 
 namespace loom {
@@ -641,6 +647,112 @@ TEST(CliExperimentTest, GpuThesisEstimateSimulates) {
   ASSERT_EQ(makespan.size(), 4u);
   EXPECT_GT(makespan["sequential"], 0);
   EXPECT_LE(makespan["interleaved"], 0.7 * makespan["sequential"]);
+}
+
+// The CUDA tuning prior's one command (`loom records prior --target <a cuda key>`, what
+// scripts/gpu-check.sh runs on a card to make data/priors/cuda-sm_XY.json) on CUDA records made
+// here through the host emulation: configs of tiny_cnn's tasks built by the emulated GPU backend
+// and timed launch by launch. The prior is of the class cuda:sm_90, holds every measured config of
+// every task, and a tuner on an sm_90 GPU takes it as transfer data (one on sm_80 does not).
+// Emulated timings are no GPU figures: no such prior ships.
+TEST(CliRecordsTest, CudaRecordsMakeAPriorOfTheirArchitecture) {
+  auto backend = runtime::MakeEmulatedCudaBackend(
+      ops::CudaTarget("sm_90"), {.cache_dir = (ScratchDir() / "kernels").string()});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto g = graph::BuildZooModel("tiny_cnn");
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_TRUE(graph::InferShapes(*g).ok());
+  auto tasks = graph::ExtractTasks(*g);
+  ASSERT_TRUE(tasks.ok()) << tasks.status();
+  const std::string key = (*backend)->target().Key();
+  ASSERT_EQ(tune::TargetClassOfKey(key), "cuda:sm_90");
+  constexpr size_t kConfigs = 3;
+  std::vector<tune::Record> records;
+  std::map<std::string, std::string> templates;  // task key -> template name
+  for (const graph::Task& task : *tasks) {
+    auto t = ops::MakeTemplate(task.workload, (*backend)->target(),
+                               {.cuda_host_emulation = (*backend)->host_emulation()});
+    ASSERT_TRUE(t.ok()) << t.status();
+    templates[task.key] = (*t)->name();
+    const ops::ConfigSpace& space = (*t)->space();
+    std::vector<ops::Config> configs = {(*t)->DefaultConfig()};
+    for (int64_t i = 1; configs.size() < kConfigs && i < 64 * 7919; i += 7919) {
+      const ops::Config c{(space.size() / 3 + i) % space.size()};
+      if (space.IsValid(c) && std::none_of(configs.begin(), configs.end(),
+                                           [&](const ops::Config& o) { return o == c; })) {
+        configs.push_back(c);
+      }
+    }
+    ASSERT_EQ(configs.size(), kConfigs) << task.key;
+    for (const ops::Config& c : configs) {
+      auto source = (*t)->Emit(c);
+      ASSERT_TRUE(source.ok()) << source.status();
+      auto kernel = (*backend)->Load(*source);
+      ASSERT_TRUE(kernel.ok()) << kernel.status();
+      std::vector<runtime::CudaBackend::Buffer> args;
+      for (const ops::BufferSpec& b : (*t)->Buffers(c)) {
+        int64_t n = 1;
+        for (int64_t d : b.shape) n *= d;
+        std::vector<float> zeros(static_cast<size_t>(n), 0.0f);
+        auto buf = (*backend)->Alloc(zeros.size() * sizeof(float));
+        ASSERT_TRUE(buf.ok()) << buf.status();
+        ASSERT_TRUE((*backend)->Upload(*buf, zeros.data(), zeros.size() * sizeof(float)).ok());
+        args.push_back(*buf);
+      }
+      tune::Record r;
+      r.task_key = task.key;
+      r.template_name = (*t)->name();
+      r.target_key = key;
+      r.config_index = c.index;
+      r.config_json = space.ToJson(c);
+      r.flops = task.flops;
+      r.job_id = "emulated";
+      for (int rep = 0; rep < 3; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        ASSERT_TRUE((*backend)->Launch(*kernel, args).ok());
+        ASSERT_TRUE((*backend)->Synchronize().ok());
+        r.costs.push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      records.push_back(std::move(r));
+    }
+  }
+  const fs::path db = ScratchDir() / "cuda-records.db";
+  fs::remove(db);
+  {
+    auto store = tune::OpenSqliteRecordStore(db.string());
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Append(records).ok());
+  }
+  const fs::path out = ScratchDir() / "cuda-sm_90.json";
+  Outcome o =
+      RunLoom("records prior --db " + db.string() + " --target '" + key + "' -o " + out.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr(absl::StrCat("wrote a cuda:sm_90 prior of ", tasks->size(),
+                                            " tasks, ", tasks->size() * kConfigs, " configs")));
+  auto prior = tune::ReadPriorFile(out.string());
+  ASSERT_TRUE(prior.ok()) << prior.status();
+  EXPECT_EQ(prior->target_class, "cuda:sm_90");
+  EXPECT_EQ(prior->source, key);
+  ASSERT_EQ(prior->tasks.size(), tasks->size());
+  for (const tune::PriorTask& pt : prior->tasks) {
+    SCOPED_TRACE(pt.task_key);
+    ASSERT_EQ(pt.configs.size(), kConfigs);
+    for (const auto& e : pt.configs) EXPECT_GT(e.gflops, 0);
+    auto on_sm90 = tune::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_90"), {});
+    const auto it = std::find_if(on_sm90.begin(), on_sm90.end(), [&](const tune::PriorTransfer& t) {
+      return t.task_key == pt.task_key;
+    });
+    ASSERT_NE(it, on_sm90.end());
+    EXPECT_EQ(it->configs.size(), kConfigs);
+    EXPECT_EQ(it->results.size(), kConfigs);
+    EXPECT_TRUE(
+        tune::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_80"), {}).empty());
+  }
+  // Another architecture's key finds none of these records: one line.
+  ExpectOneLineError(RunLoom("records prior --db " + db.string() + " --target '" +
+                             ops::CudaTarget("sm_80").Key() + "' -o " + out.string()),
+                     "no records of target 'cuda:sm_80");
 }
 
 TEST(CliTuneTest, BadTuneArgumentsAreOneLineErrors) {
