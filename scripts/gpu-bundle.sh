@@ -5,9 +5,11 @@
 #
 #   scripts/gpu-bundle.sh [BUILD_DIR] [OUT_DIR]     (defaults: build/default, build/gpu-bundle)
 #
-# OUT_DIR gets bin/loom (stripped), lib/ (every library `ldd` resolves, stripped) and `run`, a
+# OUT_DIR gets bin/loom (stripped), lib/ (every library `ldd` resolves, stripped), `run`, a
 # wrapper that puts lib/ and the machine's CUDA libraries on LD_LIBRARY_PATH and execs loom
-# (`OUT_DIR/run tune-task --target cuda ...`). Left out, because the GPU machine has its own and
+# (`OUT_DIR/run tune-task --target cuda ...`), and models/: the archives of ../shared/transformers
+# (vit_tiny, bert_small), which scripts/gpu-check.sh and experiments/thesis-gpu.yaml use (the
+# device machine gets the checkout, not ../shared; the CNNs come from loom's zoo). Left out, because the GPU machine has its own and
 # they must match its kernel, driver or compiler: glibc (libc, libm, libdl, libpthread, librt,
 # ld-linux), libstdc++ and libgcc_s (the target's are newer), the driver (libcuda, libnvidia-*)
 # and the CUDA toolkit (libnvrtc*, libcudart; NVRTC alone is over 100 MB).
@@ -50,6 +52,16 @@ if ((${#missing[@]} > 0)); then
   echo "gpu-bundle.sh: error: ldd cannot resolve ${missing[*]} for $loom" >&2
   exit 1
 fi
+
+mkdir -p "$out_dir/models"
+shared=${LOOM_SHARED_DIR:-../shared}
+for name in vit_tiny bert_small; do
+  if [[ ! -s "$shared/transformers/$name.tar.xz" ]]; then
+    echo "gpu-bundle.sh: error: $shared/transformers/$name.tar.xz not found (set LOOM_SHARED_DIR)" >&2
+    exit 1
+  fi
+  cp "$shared/transformers/$name.tar.xz" "$out_dir/models/"
+done
 
 cat >"$out_dir/run" <<'EOF'
 #!/usr/bin/env bash
