@@ -87,6 +87,15 @@ class CApiGpuTest : public ::testing::Test {
     f.put(static_cast<char>(c ^ 0x5a));
   }
 
+  // loom_model_load of the artifact fails with `code` and a one-line message holding `fragment`.
+  void ExpectRefused(int32_t num_threads, loom_status_t code, const std::string& fragment) {
+    loom_model_t* m = nullptr;
+    EXPECT_EQ(loom_model_load(dir_.c_str(), num_threads, &m), code) << loom_last_error();
+    EXPECT_EQ(m, nullptr);
+    EXPECT_THAT(LastError(), HasSubstr(fragment));
+    loom_model_free(m);
+  }
+
   std::unique_ptr<runtime::CudaBackend> backend_;  // keeps the fake driver loaded
   graph::Graph graph_;
   graph::Tensor input_;
@@ -123,47 +132,30 @@ TEST_F(CApiGpuTest, LoadsAndRunsAGpuArtifactLikeTheModelThatWroteIt) {
 
 TEST_F(CApiGpuTest, RefusesAnotherArchitectureInOneLine) {
   FakeMode mode("sm_80");
-  loom_model_t* m = nullptr;
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_FAILED_PRECONDITION);
-  EXPECT_EQ(m, nullptr);
-  EXPECT_THAT(LastError(), HasSubstr("was compiled for sm_90 but the GPU is sm_80"));
+  ExpectRefused(0, LOOM_FAILED_PRECONDITION, "was compiled for sm_90 but the GPU is sm_80");
 }
 
 TEST_F(CApiGpuTest, RefusesACorruptKernelImageAndAMissingOne) {
   Damage("kernels/k0.so", 100);
-  loom_model_t* m = nullptr;
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
-  EXPECT_EQ(m, nullptr);
-  EXPECT_THAT(LastError(), HasSubstr("k0.so is corrupt"));
+  ExpectRefused(0, LOOM_DATA_LOSS, "k0.so is corrupt");
   std::filesystem::remove(dir_ + "/kernels/k0.so");
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_NOT_FOUND);
-  EXPECT_THAT(LastError(), HasSubstr("k0.so"));
+  ExpectRefused(0, LOOM_NOT_FOUND, "k0.so");
 }
 
 TEST_F(CApiGpuTest, RefusesCorruptWeightsAndPlan) {
   Damage("weights.bin", 8);
-  loom_model_t* m = nullptr;
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
-  EXPECT_THAT(LastError(), HasSubstr("weights.bin"));
+  ExpectRefused(0, LOOM_DATA_LOSS, "weights.bin");
   std::ofstream(dir_ + "/plan.json", std::ios::app) << "x";
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_DATA_LOSS);
-  EXPECT_EQ(m, nullptr);
-  LastError();
+  ExpectRefused(0, LOOM_DATA_LOSS, "plan.json");
 }
 
 TEST_F(CApiGpuTest, ThreadCountsAreForCpuArtifacts) {
-  loom_model_t* m = nullptr;
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 2, &m), LOOM_INVALID_ARGUMENT);
-  EXPECT_EQ(m, nullptr);
-  EXPECT_THAT(LastError(), HasSubstr("is a GPU artifact: num_threads must be 0, got 2"));
+  ExpectRefused(2, LOOM_INVALID_ARGUMENT, "is a GPU artifact: num_threads must be 0, got 2");
 }
 
 TEST_F(CApiGpuTest, NoUsableDriverIsUnavailable) {
   FakeMode mode("init_fail");
-  loom_model_t* m = nullptr;
-  EXPECT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_UNAVAILABLE);
-  EXPECT_EQ(m, nullptr);
-  EXPECT_THAT(LastError(), HasSubstr("cuInit"));
+  ExpectRefused(0, LOOM_UNAVAILABLE, "cuInit");
 }
 
 }  // namespace
