@@ -18,7 +18,9 @@ constexpr uint64_t kIndexMask = 0xffffffffull;
 // worked itself: a participant held a chunk far longer than the caller's whole share took.
 constexpr double kStraggleFloorSeconds = 1e-3;
 // Solo periods double per straggle up to the maximum, and halve after this many times their
-// length of shared loops without one.
+// length of shared loops without one, once those loops have saved the time the last straggle
+// lost (on a busy machine a straggle costs a time slice, milliseconds, and a shared loop saves
+// microseconds: sharing must pay for its stalls before the pool shares more often).
 constexpr int64_t kMinSoloPeriod = 16;
 constexpr int64_t kMaxSoloPeriod = 4096;
 constexpr int64_t kCleanLoopsPerHalving = 4;
@@ -51,7 +53,7 @@ ForkJoinPool::Stats ForkJoinPool::stats() const {
   return s;
 }
 
-int64_t ForkJoinPool::Participate(uint32_t tag) {
+int64_t ForkJoinPool::Participate(uint32_t tag, int64_t* indices) {
   int64_t ran = 0;
   const int64_t divisor = std::max<int64_t>(1, options_.chunk_divisor) * num_threads_;
   for (;;) {
@@ -73,6 +75,7 @@ int64_t ForkJoinPool::Participate(uint32_t tag) {
     }
     fn(next, next + size, ctx);
     ++ran;
+    if (indices != nullptr) *indices += size;
     // The participant that finishes the last index wakes the caller if it sleeps. (Dekker with
     // AwaitDone: both sides store, then load the other's flag, sequentially consistent.)
     if (done_.fetch_add(size, std::memory_order_acq_rel) + size == n) {
@@ -130,7 +133,8 @@ void ForkJoinPool::Run(int64_t n, RangeFn fn, void* ctx) {
   if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
 
   const auto t0 = std::chrono::steady_clock::now();
-  Participate(tag);
+  int64_t mine = 0;
+  Participate(tag, &mine);
   const auto t1 = std::chrono::steady_clock::now();
   AwaitDone(n, tag);
   if (!options_.adaptive) return;
@@ -141,7 +145,14 @@ void ForkJoinPool::Run(int64_t n, RangeFn fn, void* ctx) {
     solo_left_ = solo_period_;
     solo_period_ = std::min(kMaxSoloPeriod, solo_period_ * 2);
     clean_loops_ = 0;
-  } else if (++clean_loops_ >= kCleanLoopsPerHalving * solo_period_) {
+    straggle_debt_ = waited;
+    return;
+  }
+  // What sharing saved: the caller alone would have taken about worked * n / mine.
+  if (mine > 0 && mine < n) {
+    straggle_debt_ -= worked * static_cast<double>(n - mine) / static_cast<double>(mine) - waited;
+  }
+  if (++clean_loops_ >= kCleanLoopsPerHalving * solo_period_ && straggle_debt_ <= 0) {
     solo_period_ = std::max(kMinSoloPeriod, solo_period_ / 2);
     clean_loops_ = 0;
   }
@@ -171,7 +182,7 @@ void ForkJoinPool::WorkerLoop() {
     if (stopping_.load(std::memory_order_acquire)) return;
     const uint64_t w = work_.load(std::memory_order_acquire);
     if (w != 0) {
-      const int64_t ran = Participate(static_cast<uint32_t>(w >> 32));
+      const int64_t ran = Participate(static_cast<uint32_t>(w >> 32), nullptr);
       if (ran > 0) stat_worker_chunks_.fetch_add(ran, std::memory_order_relaxed);
     }
   }

@@ -11,7 +11,10 @@
 // wake up in time simply claims nothing; only a chunk that a participant was preempted in the
 // middle of can hold the caller up. When that happens (the caller, out of work, waits over a
 // millisecond and longer than it worked), the pool runs the next loops on the caller alone, for
-// periods that double while stragglers recur, and then tries the workers again.
+// periods that double while stragglers recur, and then tries the workers again. A period shrinks
+// again only after the shared loops since the last straggle have saved the time it lost, so on a
+// core shared with a busy process the pool settles on the caller alone (a one-thread run)
+// instead of paying a time slice every few dozen loops.
 //
 // Used by runtime/compiled_model.cc behind loom_parallel_t; the general-purpose ThreadPool stays
 // for coarse tasks.
@@ -68,8 +71,9 @@ class ForkJoinPool {
 
  private:
   void WorkerLoop();
-  // Claims and runs chunks of loop `tag` until none is left; returns how many it ran.
-  int64_t Participate(uint32_t tag);
+  // Claims and runs chunks of loop `tag` until none is left; returns how many it ran, and adds
+  // the indices they covered to *indices (when not null).
+  int64_t Participate(uint32_t tag, int64_t* indices);
   // Blocks until done_ reaches n (the caller's side of a loop).
   void AwaitDone(int64_t n, uint32_t tag);
 
@@ -101,6 +105,9 @@ class ForkJoinPool {
   int64_t solo_left_ = 0;
   int64_t solo_period_ = 16;
   int64_t clean_loops_ = 0;
+  // Seconds the last straggle lost, less what shared loops saved since (their caller's estimated
+  // solo time minus their wall time): the period halves only once this is repaid.
+  double straggle_debt_ = 0;
 
   std::atomic<int64_t> stat_loops_{0}, stat_solo_{0}, stat_straggled_{0}, stat_worker_chunks_{0};
 };

@@ -154,40 +154,49 @@ TEST(ForkJoinPoolTest, StaysCorrectWhenOversubscribed) {
   }
 }
 
+// Loops whose first chunk on a worker (not on `caller`) stalls for `stall` (as if its thread
+// were preempted), with tens of microseconds of work per index so that workers claim chunks.
+struct StallCtx {
+  std::thread::id caller;  // the thread calling Run
+  std::chrono::milliseconds stall{50};
+  std::atomic<bool> stalled{false};
+  std::atomic<int> hits{0};
+};
+void StallOnWorker(int64_t begin, int64_t end, void* p) {
+  auto* c = static_cast<StallCtx*>(p);
+  if (std::this_thread::get_id() != c->caller && !c->stalled.exchange(true)) {
+    std::this_thread::sleep_for(c->stall);
+  }
+  for (int64_t i = begin; i < end; ++i) {
+    volatile double x = 0;
+    for (int j = 0; j < 20000; ++j) x = x + 1.0;
+  }
+  c->hits.fetch_add(static_cast<int>(end - begin));
+}
+
+// Runs 64-index loops until a worker has claimed a chunk and stalled in it (it may be slow to
+// wake); returns the loops run.
+int RunUntilStalled(ForkJoinPool& pool, StallCtx& ctx) {
+  ctx.stalled.store(false);
+  int rounds = 0;
+  for (; !ctx.stalled.load() && rounds < 2000; ++rounds) pool.Run(64, &StallOnWorker, &ctx);
+  return rounds;
+}
+
 // A participant stuck inside a chunk (as if preempted) holds that loop up, but then the pool
 // runs loops on the caller alone for a while instead of waiting on it again, and afterwards uses
 // the workers again.
 TEST(ForkJoinPoolTest, StragglerTriggersSoloBackoff) {
   ForkJoinPool pool(2);
-  struct Ctx {
-    std::thread::id caller;  // the thread calling Run
-    std::atomic<bool> stalled{false};
-    std::atomic<int> hits{0};
-  } ctx;
-  // Tens of microseconds per index, so that the worker claims chunks; its first one stalls.
-  auto stall_on_worker = [](int64_t begin, int64_t end, void* p) {
-    auto* c = static_cast<Ctx*>(p);
-    if (std::this_thread::get_id() != c->caller && !c->stalled.exchange(true)) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    for (int64_t i = begin; i < end; ++i) {
-      volatile double x = 0;
-      for (int j = 0; j < 20000; ++j) x = x + 1.0;
-    }
-    c->hits.fetch_add(static_cast<int>(end - begin));
-  };
+  StallCtx ctx;
   WithDeadline(std::chrono::seconds(60), [&] {
     ctx.caller = std::this_thread::get_id();
-    // Loops until a worker has claimed a chunk and stalled in it (it may be slow to wake).
-    int rounds = 0;
-    for (; !ctx.stalled.load() && rounds < 2000; ++rounds) {
-      pool.Run(64, stall_on_worker, &ctx);
-    }
+    const int rounds = RunUntilStalled(pool, ctx);
     ASSERT_TRUE(ctx.stalled.load());
     EXPECT_EQ(ctx.hits.load(), 64 * rounds);
     EXPECT_GE(pool.stats().straggled_loops, 1);
     const int64_t solo_before = pool.stats().solo_loops;
-    for (int i = 0; i < 16; ++i) pool.Run(64, stall_on_worker, &ctx);
+    for (int i = 0; i < 16; ++i) pool.Run(64, &StallOnWorker, &ctx);
     EXPECT_EQ(pool.stats().solo_loops - solo_before, 16);
     // After the solo period, loops are shared again.
     const int64_t chunks_before = pool.stats().worker_chunks;
@@ -196,6 +205,36 @@ TEST(ForkJoinPoolTest, StragglerTriggersSoloBackoff) {
       pool.Run(200, &Work, &s);
     }
     EXPECT_GT(pool.stats().worker_chunks, chunks_before);
+  });
+}
+
+// The solo period shrinks back only once shared loops have saved what the last straggle lost:
+// many clean loops that save microseconds each do not outweigh a stall of 400 ms, so the next
+// straggle doubles the period (32) instead of starting again from 16, as a busy core that stalls
+// a worker every few dozen loops would otherwise make the pool pay a stall each time.
+TEST(ForkJoinPoolTest, SoloPeriodShrinksOnlyOnceSharingRepaidTheStraggle) {
+  ForkJoinPool pool(2);
+  StallCtx ctx;
+  ctx.stall = std::chrono::milliseconds(400);
+  WithDeadline(std::chrono::seconds(60), [&] {
+    ctx.caller = std::this_thread::get_id();
+    RunUntilStalled(pool, ctx);
+    ASSERT_TRUE(ctx.stalled.load());
+    ASSERT_EQ(pool.stats().straggled_loops, 1);
+    for (int i = 0; i < 16; ++i) pool.Run(64, &StallOnWorker, &ctx);  // the solo period
+    // 4x the doubled period (32) of clean shared loops: enough to halve it, had they repaid it.
+    // (A straggle of their own on a busy machine only doubles the period further.)
+    for (int i = 0; i < 4 * 32; ++i) {
+      Sum s(200);
+      pool.Run(200, &Work, &s);
+    }
+    RunUntilStalled(pool, ctx);
+    ASSERT_TRUE(ctx.stalled.load());
+    ASSERT_GE(pool.stats().straggled_loops, 2);
+    const int64_t solo_after = pool.stats().solo_loops;
+    for (int i = 0; i < 40; ++i) pool.Run(64, &StallOnWorker, &ctx);
+    EXPECT_GE(pool.stats().solo_loops - solo_after, 32)
+        << pool.stats().straggled_loops << " straggles, " << pool.stats().solo_loops << " solo";
   });
 }
 

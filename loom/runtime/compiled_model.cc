@@ -18,7 +18,7 @@ constexpr int64_t kAlign = 64;
 
 int64_t RoundUp(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// parallel_for of loom_parallel_t over a base::ForkJoinPool: one even chunk per thread.
+// parallel_for of loom_parallel_t over a base::ForkJoinPool (chunks claimed dynamically).
 void PoolParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) {
   static_cast<base::ForkJoinPool*>(pool)->Run(n, fn, ctx);
 }
@@ -50,6 +50,7 @@ absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Instantiate(
     impl->pool = std::make_unique<base::ForkJoinPool>(num_threads);
     impl->par.pool = impl->pool.get();
     impl->par.parallel_for = &PoolParallelFor;
+    impl->parallel_steps = ParallelSteps(impl->plan, kMinParallelStepBytes);
   }
   return std::unique_ptr<CompiledModel>(new CompiledModel(std::move(impl)));
 }

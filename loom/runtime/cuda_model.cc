@@ -244,6 +244,7 @@ struct PendingLaunch {
   int32_t kernel = 0;
   std::vector<Arg> args;
   std::string name;
+  int64_t CudaModelStats::*counter = nullptr;  // the stat that counts it (undone if dropped)
 };
 struct PendingHost {
   graph::Node node;
@@ -334,6 +335,7 @@ class Compiler {
       }
       outputs_.emplace_back(out.name, it->second);
     }
+    DropDeadSteps();
     LOOM_RETURN_IF_ERROR(PlanArena());
     CudaModelStats& st = m_->stats;
     st.kernels_built = static_cast<int64_t>(m_->plan.kernels.size());
@@ -429,8 +431,10 @@ class Compiler {
 
   // A launch of `source`'s kernel, built and loaded once however many steps run it (ResNet-18
   // repeats whole layers).
+  // `counter`: the stat that counts launches of its kind.
   absl::Status Launch(const ops::KernelSource& source, std::vector<Arg> args,
-                      const std::string& kind, const std::string& name) {
+                      const std::string& kind, const std::string& name,
+                      int64_t CudaModelStats::*counter) {
     const std::string key = absl::StrCat(source.compile_flags, "\n", source.code);
     auto it = loaded_.find(key);
     if (it == loaded_.end()) {
@@ -443,7 +447,8 @@ class Compiler {
       m_->kernel_ids.push_back(id);
       it = loaded_.emplace(key, static_cast<int32_t>(m_->plan.kernels.size() - 1)).first;
     }
-    steps_.push_back(PendingLaunch{it->second, std::move(args), name});
+    steps_.push_back(PendingLaunch{it->second, std::move(args), name, counter});
+    ++(m_->stats.*counter);
     return absl::OkStatus();
   }
 
@@ -658,8 +663,8 @@ class Compiler {
     MarkDone(c, i);
     LOOM_ASSIGN_OR_RETURN(Value y, NewValue(c.output));
     args.push_back(Arg{true, y.id});
-    LOOM_RETURN_IF_ERROR(Launch(src, std::move(args), "elementwise", node.name));
-    ++m_->stats.elementwise_steps;
+    LOOM_RETURN_IF_ERROR(
+        Launch(src, std::move(args), "elementwise", node.name, &CudaModelStats::elementwise_steps));
     return true;
   }
 
@@ -783,8 +788,8 @@ class Compiler {
     MarkDone(c, -1);
     LOOM_ASSIGN_OR_RETURN(Value y, NewValue(c.output));
     args.push_back(Arg{true, y.id});
-    LOOM_RETURN_IF_ERROR(Launch(*source, std::move(args), tmpl.name(), node.name));
-    ++m_->stats.kernel_steps;
+    LOOM_RETURN_IF_ERROR(
+        Launch(*source, std::move(args), tmpl.name(), node.name, &CudaModelStats::kernel_steps));
     if (tuned) ++m_->stats.tuned_kernels;
     return true;
   }
@@ -839,9 +844,8 @@ class Compiler {
     LOOM_ASSIGN_OR_RETURN(ops::KernelSource src, EmitCudaPool(p, b_->host_emulation()));
     const int64_t x = in->id;
     LOOM_ASSIGN_OR_RETURN(Value y, NewValue(node.outputs[0]));
-    LOOM_RETURN_IF_ERROR(
-        Launch(src, {Arg{true, x}, Arg{true, y.id}}, p.max ? "maxpool" : "avgpool", node.name));
-    ++m_->stats.pool_steps;
+    LOOM_RETURN_IF_ERROR(Launch(src, {Arg{true, x}, Arg{true, y.id}}, p.max ? "maxpool" : "avgpool",
+                                node.name, &CudaModelStats::pool_steps));
     return true;
   }
 
@@ -865,8 +869,8 @@ class Compiler {
         args.push_back(in);
       }
     }
-    LOOM_RETURN_IF_ERROR(Launch(k->source, std::move(args), k->kind, node.name));
-    ++m_->stats.lowered_steps;
+    LOOM_RETURN_IF_ERROR(
+        Launch(k->source, std::move(args), k->kind, node.name, &CudaModelStats::lowered_steps));
     return true;
   }
 
@@ -904,6 +908,67 @@ class Compiler {
   }
 
   // ---- the arena
+
+  // Removes the launches whose results nothing reads: a Transpose that every template consuming
+  // it reads through (the template takes its input, transposed), as the CPU planner's
+  // DropDeadSteps does. A value is written by the first step that touches it (every launch and
+  // host step writes fresh values); walked backward, a step is live when it writes a graph
+  // output or a value a live step touches, or when it writes no fresh value (kept: nothing says
+  // what it writes).
+  void DropDeadSteps() {
+    const size_t n = value_bytes_.size();
+    constexpr int64_t kNone = -2;
+    std::vector<int64_t> writer(n, kNone);
+    for (const auto& [name, v] : inputs_) writer[static_cast<size_t>(v.id)] = -1;
+    auto for_each_value = [](const PendingStep& step, const auto& f) {
+      if (const auto* l = std::get_if<PendingLaunch>(&step)) {
+        for (const Arg& a : l->args) {
+          if (a.is_value) f(a.id);
+        }
+        return;
+      }
+      const PendingHost& h = std::get<PendingHost>(step);
+      for (const auto* list : {&h.inputs, &h.outputs}) {
+        for (const auto& a : *list) {
+          if (a.has_value() && a->first.is_value) f(a->first.id);
+        }
+      }
+    };
+    for (size_t s = 0; s < steps_.size(); ++s) {
+      for_each_value(steps_[s], [&](int64_t id) {
+        int64_t& w = writer[static_cast<size_t>(id)];
+        if (w == kNone) w = static_cast<int64_t>(s);
+      });
+    }
+    std::vector<bool> live_value(n, false);
+    for (const auto& [name, v] : outputs_) live_value[static_cast<size_t>(v.id)] = true;
+    std::vector<bool> keep(steps_.size(), false);
+    for (size_t s = steps_.size(); s-- > 0;) {
+      bool writes = false, live = false;
+      for_each_value(steps_[s], [&](int64_t id) {
+        if (writer[static_cast<size_t>(id)] != static_cast<int64_t>(s)) return;
+        writes = true;
+        live = live || live_value[static_cast<size_t>(id)];
+      });
+      if (writes && !live) continue;
+      keep[s] = true;
+      for_each_value(steps_[s], [&](int64_t id) { live_value[static_cast<size_t>(id)] = true; });
+    }
+    std::vector<PendingStep> kept;
+    for (size_t s = 0; s < steps_.size(); ++s) {
+      if (keep[s]) {
+        kept.push_back(std::move(steps_[s]));
+        continue;
+      }
+      if (const auto* l = std::get_if<PendingLaunch>(&steps_[s])) {
+        --(m_->stats.*(l->counter));
+      } else {
+        --m_->stats.host_steps;
+      }
+      ++m_->stats.dropped_steps;
+    }
+    steps_ = std::move(kept);
+  }
 
   // Places every value in one allocation where values whose lifetimes (first to last step that
   // touches them) do not overlap share memory, largest first at the lowest aligned offset clear

@@ -56,6 +56,7 @@ struct CudaModelStats {
   int64_t fused_ops = 0;          // elementwise nodes taken into another node's kernel
   int64_t views = 0;              // reshapes that share their input's buffer
   int64_t host_steps = 0;         // nodes run by the reference kernels on the host
+  int64_t dropped_steps = 0;      // planned steps removed as nothing read their results
   int64_t device_bytes = 0;       // device memory: the value arena and the constants
   int64_t value_bytes = 0;        // every value's size added up (what the arena saves on)
   int64_t arena_bytes = 0;        // one allocation for all values, reused across disjoint lifetimes

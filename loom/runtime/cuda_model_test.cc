@@ -232,6 +232,44 @@ TEST(CudaModelTest, MixedGraphMatchesTheReference) {
   ExpectMatchesReference(g, model->get());
 }
 
+// A MatMul reading its B through a Transpose: the template reads the Transpose's input
+// (trans_b), so the Transpose itself is no launch, unless its result is also a graph output.
+graph::Graph TransposedMatMul(bool transpose_is_output) {
+  graph::Graph g;
+  g.name = "transposed_matmul";
+  g.inputs = {{"a", {graph::DType::kFloat32, {2, 16, 32}}},
+              {"b", {graph::DType::kFloat32, {2, 24, 32}}}};
+  g.outputs = {{"y", {graph::DType::kFloat32, {2, 16, 24}}}};
+  if (transpose_is_output) g.outputs.push_back({"bt", {graph::DType::kFloat32, {2, 32, 24}}});
+  graph::Node t = Op("Transpose", {"b"}, "bt");
+  t.attrs["perm"] = std::vector<int64_t>{0, 2, 1};
+  g.nodes = {t, Op("MatMul", {"a", "bt"}, "y")};
+  EXPECT_TRUE(graph::InferShapes(g).ok());
+  return g;
+}
+
+TEST(CudaModelTest, AbsorbedTransposeIsNotLaunched) {
+  auto backend = Emulated();
+  ASSERT_NE(backend, nullptr);
+  const graph::Graph g = TransposedMatMul(false);
+  auto model = CudaModel::Compile(g, backend.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const CudaModelStats& st = (*model)->stats();
+  EXPECT_EQ(st.kernel_steps, 1);
+  EXPECT_EQ(st.lowered_steps, 0);
+  EXPECT_EQ(st.dropped_steps, 1);
+  EXPECT_EQ(st.launches, 1);
+  ExpectMatchesReference(g, model->get());
+
+  const graph::Graph kept = TransposedMatMul(true);
+  auto both = CudaModel::Compile(kept, backend.get());
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ((*both)->stats().lowered_steps, 1);
+  EXPECT_EQ((*both)->stats().dropped_steps, 0);
+  EXPECT_EQ((*both)->stats().launches, 2);
+  ExpectMatchesReference(kept, both->get());
+}
+
 TEST(CudaModelTest, TinyCnnMatchesTheReferenceWithTheResidualFused) {
   ZooCompiled z = CompileZoo("tiny_cnn");
   ASSERT_NE(z.model, nullptr);

@@ -149,6 +149,20 @@ struct Plan {
 // INT64_MAX where the fields overflow).
 void ForEachRef(const StepOp& op, const std::function<void(const Ref&, int64_t, bool)>& f);
 
+// The bytes a step reads and writes (each operand's span; a kernel's from plan.kernels),
+// saturating at INT64_MAX: the plan's measure of a step's work. Precondition: ValidatePlan(plan).
+int64_t StepWorkBytes(const Plan& plan, const Step& step);
+
+// Steps that touch fewer bytes than this run on the calling thread alone, even in a multi-thread
+// model: below it (a few microseconds of memory-bound work) a parallel loop gains less than its
+// fork-join costs, and on a busy machine a worker preempted in the middle of its chunk holds the
+// whole step up for a time slice (milliseconds). Convolutions and matmuls of any real layer are
+// far above it.
+inline constexpr int64_t kMinParallelStepBytes = 64 * 1024;
+
+// Per step, whether it runs on the model's thread pool: StepWorkBytes >= min_bytes.
+std::vector<bool> ParallelSteps(const Plan& plan, int64_t min_bytes);
+
 // Every index of the plan is in range and every operand fits what it points at (arena buffers
 // inside the arena, kernel arguments at least as large as the kernel reads or writes, geometry
 // sizes without overflow), so a tampered plan is an error, not a wild access. kDataLoss naming
@@ -176,6 +190,9 @@ struct CompiledModel::Impl {
   // Sources of the kernels (Compile only; empty for a loaded artifact): what Export builds.
   std::vector<ops::KernelSource> kernel_sources;
   std::vector<std::unique_ptr<SharedLibrary>> libraries;
+  // Per step, whether it gets `par` or runs on the caller alone (ParallelSteps, set by
+  // Instantiate; empty runs every step on `par`).
+  std::vector<bool> parallel_steps;
   std::unique_ptr<base::ForkJoinPool> pool;  // intra-op threads (null for one thread)
   loom_parallel_t par{};
   std::unique_ptr<char, void (*)(void*)> arena{nullptr, &std::free};

@@ -354,7 +354,12 @@ absl::StatusOr<std::vector<Tensor>> CompiledModel::Impl::Execute(
     LOOM_ASSIGN_OR_RETURN(Tensor t, Tensor::Create(info.type.dtype, info.type.shape));
     outputs.push_back(std::move(t));
   }
-  for (const Step& s : plan.steps) {
+  // Small steps run on the caller alone (ParallelSteps): the same kernels, with no pool.
+  loom_parallel_t serial{};
+  serial.num_threads = 1;
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    const Step& s = plan.steps[k];
+    ex.par = k < parallel_steps.size() && !parallel_steps[k] ? &serial : &par;
     auto t0 = std::chrono::steady_clock::now();
     LOOM_RETURN_IF_ERROR(std::visit([&](const auto& op) { return RunOp(op, ex); }, s.op));
     if (timings != nullptr) {
@@ -459,6 +464,28 @@ void ForEachRef(const StepOp& step, const std::function<void(const Ref&, int64_t
         }
       },
       step);
+}
+
+int64_t StepWorkBytes(const Plan& plan, const Step& step) {
+  constexpr int64_t kOverflow = std::numeric_limits<int64_t>::max();
+  int64_t total = 0;
+  auto add = [&](int64_t bytes) {
+    if (bytes < 0 || __builtin_add_overflow(total, bytes, &total)) total = kOverflow;
+  };
+  if (const auto* k = std::get_if<KernelStep>(&step.op)) {
+    if (k->kernel < 0 || static_cast<size_t>(k->kernel) >= plan.kernels.size()) return 0;
+    for (int64_t b : plan.kernels[static_cast<size_t>(k->kernel)].bytes) add(b);
+    return total;
+  }
+  ForEachRef(step.op, [&](const Ref&, int64_t bytes, bool) { add(bytes); });
+  return total;
+}
+
+std::vector<bool> ParallelSteps(const Plan& plan, int64_t min_bytes) {
+  std::vector<bool> parallel;
+  parallel.reserve(plan.steps.size());
+  for (const Step& s : plan.steps) parallel.push_back(StepWorkBytes(plan, s) >= min_bytes);
+  return parallel;
 }
 
 absl::Status ValidatePlan(const Plan& p) {
