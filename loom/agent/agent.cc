@@ -413,6 +413,9 @@ void Agent::HeartbeatLoop() {
       for (const auto& [id, r] : running_) req.add_running_lease_ids(id);
       for (const Pending& p : pending_) req.add_running_lease_ids(p.result.lease_id());
     }
+    const StageExecutor::CacheCounts cache = executor_->cache_counts();
+    req.set_build_cache_hits(cache.hits);
+    req.set_build_cache_misses(cache.misses);
     v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
     PrepareContext(ctx, options_.rpc_timeout);

@@ -762,6 +762,13 @@ absl::StatusOr<tune::BuildOutput> StageExecutor::BuildHere(const v1::StageReques
                                    : tune::MakeLocalBuilder(build);
   if (!builder.ok()) return builder.status();
   tune::BuildOutput built = tune::BuildStage(*task.tmpl, **builder, configs, "");
+  for (const tune::BuildResult& b : built.builds) {
+    if (b.cache_hit) {
+      ++cache_hits_;
+    } else if (b.error != tune::ErrorKind::kInstantiation) {
+      ++cache_misses_;
+    }
+  }
   for (tune::BuildResult& b : built.builds) {
     if (b.error != tune::ErrorKind::kNone) continue;
     bool ok = false;

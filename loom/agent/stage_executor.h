@@ -158,8 +158,19 @@ class StageExecutor {
 
   const ExecutorOptions& options() const { return options_; }
 
+  // Kernels found in the build cache and compiled by this executor's builds (build stages and a
+  // measure stage's rebuilds) since it was created; the agent reports them in its heartbeat.
+  struct CacheCounts {
+    int64_t hits = 0;
+    int64_t misses = 0;
+  };
+  CacheCounts cache_counts() const { return {cache_hits_.load(), cache_misses_.load()}; }
+
  private:
   explicit StageExecutor(ExecutorOptions options) : options_(std::move(options)) {}
+
+  std::atomic<int64_t> cache_hits_{0};
+  std::atomic<int64_t> cache_misses_{0};
 
   // A measurer and the one thread that calls it. Its worker process dies with the thread that
   // started it (PR_SET_PDEATHSIG), so it is started and used on this long-lived thread, never on

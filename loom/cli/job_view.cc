@@ -1,22 +1,13 @@
 #include "loom/cli/job_view.h"
 
-#include <cmath>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "loom/base/duration_text.h"
 
 namespace loom::cli {
 
-std::string FormatSeconds(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "-";
-  const int64_t s = std::llround(seconds);
-  if (s < 60) return absl::StrFormat("%ds", s);
-  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
-  return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
-}
-
 std::string FormatEta(const v1::Job& job) {
-  return job.has_eta_seconds() ? FormatSeconds(job.eta_seconds()) : "-";
+  return job.has_eta_seconds() ? base::DurationText(job.eta_seconds()) : "-";
 }
 
 std::string FormatBestLatency(const v1::Job& job) {

@@ -9,8 +9,7 @@
 
 namespace loom::cli {
 
-// 42 -> "42s", 125 -> "2m05s", 7260 -> "2h01m"; negative or non-finite -> "-".
-std::string FormatSeconds(double seconds);
+// Durations are base::DurationText's (base/duration_text.h), as on the web pages.
 // The ETA ("2m05s"), "-" when the job's ETA is unknown.
 std::string FormatEta(const v1::Job& job);
 // "1.234 ms" / "-" and "45.6 GFLOPS" / "-".

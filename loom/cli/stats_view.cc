@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "loom/base/duration_text.h"
 #include "loom/cli/job_view.h"
 #include "loom/cli/json_output.h"
 
@@ -24,7 +25,7 @@ nlohmann::json StatsJson(const v1::ServerStats& s) {
 
 std::vector<std::string> StatsSummaryLines(const v1::ServerStats& s) {
   return {absl::StrFormat("policy %s, up %s; agents: %d alive, %d lost, %d flagged", s.policy(),
-                          FormatSeconds(s.uptime_seconds()), s.agents_alive(), s.agents_lost(),
+                          base::DurationText(s.uptime_seconds()), s.agents_alive(), s.agents_lost(),
                           s.agents_flagged()),
           absl::StrFormat("jobs: %d queued, %d running, %d in all", s.jobs_queued(),
                           s.jobs_running(), s.jobs_total()),

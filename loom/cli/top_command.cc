@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "loom/api/job_client.h"
+#include "loom/base/duration_text.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/job_view.h"
 #include "loom/cli/stats_view.h"
@@ -98,7 +99,7 @@ std::vector<std::string> Frame(const Sample& now, const Sample* prev, const std:
         if (it == before.end()) continue;
         d.set_utilization(std::clamp((d.busy_seconds() - it->second) / dt, 0.0, 1.0));
       }
-      label = absl::StrFormat("UTIL%s", FormatSeconds(dt));
+      label = absl::StrFormat("UTIL%s", base::DurationText(dt));
     }
     for (std::string& l : DeviceLines(shown, label)) out.push_back(std::move(l));
     out.push_back("");

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/base/chart.h"
+#include "loom/base/duration_text.h"
 #include "loom/v1/stage_names.h"
 
 namespace loom::service {
@@ -24,14 +25,6 @@ constexpr v1::JobState kJobStates[] = {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNI
 constexpr v1::StageKind kStageKinds[] = {v1::STAGE_KIND_PROPOSE, v1::STAGE_KIND_BUILD,
                                          v1::STAGE_KIND_MEASURE, v1::STAGE_KIND_UPDATE,
                                          v1::STAGE_KIND_SIMULATED};
-
-// "3s", "4m 05s", "2h 10m".
-std::string HumanDuration(absl::Duration d) {
-  const int64_t s = std::max<int64_t>(0, absl::ToInt64Seconds(d));
-  if (s < 60) return absl::StrCat(s, "s");
-  if (s < 3600) return absl::StrFormat("%dm %02ds", s / 60, s % 60);
-  return absl::StrFormat("%dh %02dm", s / 3600, (s % 3600) / 60);
-}
 
 // A number for Prometheus: integers without a fraction, others with enough digits.
 std::string Num(double v) {
@@ -124,11 +117,98 @@ std::vector<Lane> Lanes(const DriverView& view) {
       lanes.push_back({a.id, a.hostname, d, {}});
     }
   }
-  for (const StageSpan& s : view.stages) {
+  ForEachStage(view, [&](const StageSpan& s) {
     auto it = index.find({s.agent_id, s.device});
     if (it != index.end()) lanes[it->second].spans.push_back(&s);
-  }
+  });
   return lanes;
+}
+
+// Bars narrower than this many pixels are drawn merged with their narrow neighbours: at the
+// 1,000-job load a lane ends a 20 ms stage every few tens of ms, and 20,000 bars of a tenth of a
+// pixel each would cost the daemon more to draw (and the browser to show) than they tell.
+constexpr double kMinBarPixels = 2;
+
+// The Gantt items of one lane: each stage at least kMinBarPixels wide as its own bar, runs of
+// narrower stages that follow each other within that width as one bar ("12 short stages of 5
+// jobs", data-stages="12"),
+// coloured by the job and filled by the kind that hold most of its time. Each item's first
+// attribute is its job (data-job); its series is set by the caller once every lane is drawn.
+void LaneItems(const Lane& lane, int lane_index, absl::Time origin, double seconds_per_pixel,
+               base::GanttChart& g) {
+  auto at = [&](absl::Time t) { return std::max(0.0, absl::ToDoubleSeconds(t - origin)); };
+  auto style_of = [](v1::StageKind kind) {
+    int style = 0;
+    for (size_t k = 0; k < std::size(kStageKinds); ++k) {
+      if (kStageKinds[k] == kind) style = static_cast<int>(k);
+    }
+    return style;
+  };
+  auto single = [&](const StageSpan& s) {
+    const std::string kind = v1::StageKindShortName(s.kind);
+    g.items.push_back({.style = style_of(s.kind),
+                       .tooltip = absl::StrFormat(
+                           "%s task %d %s on %s: %.2f s%s", s.job_id, s.task, kind, lane.Label(),
+                           absl::ToDoubleSeconds(s.end - s.start), s.running ? " (running)" : ""),
+                       .segments = {{lane_index, at(s.start), at(s.end)}},
+                       .attributes = {{"data-job", s.job_id}, {"data-kind", kind}}});
+  };
+  // Wide stages are drawn one by one; narrow ones (in start order) in runs.
+  const double min_width = kMinBarPixels * seconds_per_pixel;
+  std::vector<const StageSpan*> spans;
+  for (const StageSpan* s : lane.spans) {
+    if (s->end < origin) continue;
+    if (at(s->end) - at(s->start) < min_width) {
+      spans.push_back(s);
+    } else {
+      single(*s);
+    }
+  }
+  std::stable_sort(spans.begin(), spans.end(),
+                   [](const StageSpan* a, const StageSpan* b) { return a->start < b->start; });
+  for (size_t i = 0; i < spans.size();) {
+    const double start = at(spans[i]->start);
+    double end = at(spans[i]->end);
+    size_t j = i + 1;
+    while (j < spans.size() && at(spans[j]->start) <= end + min_width) {
+      end = std::max(end, at(spans[j]->end));
+      ++j;
+    }
+    if (j == i + 1) {
+      single(*spans[i]);
+      i = j;
+      continue;
+    }
+    std::map<std::string, double> job_time;
+    std::map<v1::StageKind, double> kind_time;
+    for (size_t k = i; k < j; ++k) {
+      const double d = absl::ToDoubleSeconds(spans[k]->end - spans[k]->start);
+      job_time[spans[k]->job_id] += d;
+      kind_time[spans[k]->kind] += d;
+    }
+    auto most = [](const auto& m) {
+      return std::max_element(m.begin(), m.end(),
+                              [](const auto& a, const auto& b) { return a.second < b.second; })
+          ->first;
+    };
+    const std::string job = most(job_time);
+    const v1::StageKind main_kind = most(kind_time);
+    std::string kinds;
+    for (const auto& [k, d] : kind_time) {
+      absl::StrAppend(&kinds, kinds.empty() ? "" : ", ", v1::StageKindShortName(k), " ",
+                      absl::StrFormat("%.2f s", d));
+    }
+    g.items.push_back(
+        {.style = style_of(main_kind),
+         .tooltip = absl::StrFormat("%d short stages of %d jobs on %s in %.2f s (%s); most: %s",
+                                    j - i, job_time.size(), lane.Label(), end - start, kinds, job),
+         .segments = {{lane_index, start, end}},
+         .attributes = {{"data-job", job},
+                        {"data-kind", kind_time.size() == 1 ? v1::StageKindShortName(main_kind)
+                                                            : std::string("mixed")},
+                        {"data-stages", absl::StrCat(j - i)}}});
+    i = j;
+  }
 }
 
 std::string ProgressBar(double fraction) {
@@ -161,8 +241,7 @@ std::string ProgressCell(const v1::Job& job, absl::string_view unit) {
 }
 
 std::string EtaText(const v1::Job& job) {
-  return job.has_eta_seconds() ? HumanDuration(absl::Seconds(job.eta_seconds()))
-                               : std::string("&ndash;");
+  return job.has_eta_seconds() ? base::DurationText(job.eta_seconds()) : std::string("&ndash;");
 }
 
 std::string StateBadge(v1::JobState state) {
@@ -203,7 +282,7 @@ std::string MetricsText(const DriverView& view) {
 
   Family(out, "loom_stages", "gauge", "Stages queued for resources or running now, by kind.");
   std::map<std::string, int64_t> running;
-  for (const StageSpan& s : view.stages) {
+  for (const StageSpan& s : view.stages) {  // running stages are never in the shared chunks
     if (s.running) ++running[v1::StageKindShortName(s.kind)];
   }
   for (v1::StageKind k : kStageKinds) {
@@ -273,6 +352,19 @@ std::string MetricsText(const DriverView& view) {
     Sample(out, "loom_agent_cpu_slots_used", {{"agent", a.id}}, a.cpu_slots_used);
   }
 
+  Family(out, "loom_build_cache_hits_total", "counter",
+         "Kernels the agent found in its build cache since it started (its heartbeat's count).");
+  for (const AgentView& a : view.agents) {
+    Sample(out, "loom_build_cache_hits_total", {{"agent", a.id}},
+           static_cast<double>(a.build_cache_hits));
+  }
+  Family(out, "loom_build_cache_misses_total", "counter",
+         "Kernels the agent compiled (not found in its build cache) since it started.");
+  for (const AgentView& a : view.agents) {
+    Sample(out, "loom_build_cache_misses_total", {{"agent", a.id}},
+           static_cast<double>(a.build_cache_misses));
+  }
+
   // The scheduler's device figures (Scheduler::Usage, as GetStats reports them).
   std::string busy_seconds, util;
   Family(out, "loom_device_busy", "gauge", "1 while a stage holds the device.");
@@ -296,6 +388,16 @@ std::string MetricsText(const DriverView& view) {
       out, "loom_measurement_errors_total", "counter",
       "Trials that failed (compile, run, timeout or wrong answer) in the jobs the daemon holds.");
   Sample(out, "loom_measurement_errors_total", {}, static_cast<double>(view.measurement_errors));
+  Family(out, "loom_measurement_errors_by_kind_total", "counter",
+         "Failed trials stored since the daemon started, by the record's error kind.");
+  // Every kind, 0 included, so that rate() sees a kind's first error.
+  for (int k = static_cast<int>(tune::ErrorKind::kInstantiation);
+       k <= static_cast<int>(tune::ErrorKind::kUnknown); ++k) {
+    const std::string kind = tune::ErrorKindName(static_cast<tune::ErrorKind>(k));
+    auto n = view.measurement_errors_by_kind.find(kind);
+    Sample(out, "loom_measurement_errors_by_kind_total", {{"kind", kind}},
+           n == view.measurement_errors_by_kind.end() ? 0 : static_cast<double>(n->second));
+  }
   return out;
 }
 
@@ -533,7 +635,7 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
   base::GanttChart g{
       .title = "Stages on agents' devices and CPU slots",
       .subtitle = absl::StrFormat("the last %s, until %s UTC; running stages end now",
-                                  HumanDuration(options.window),
+                                  base::DurationText(absl::ToDoubleSeconds(options.window)),
                                   absl::FormatTime("%H:%M:%S", view.now, absl::UTCTimeZone())),
       .axis_end = axis_end,
       .axis_label = "time (s, 0 = window start)",
@@ -545,12 +647,6 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
                                 : k == v1::STAGE_KIND_BUILD ? base::BarFill::kHatched
                                                             : base::BarFill::kFaded});
   }
-  std::map<std::string, int> series;
-  for (const StageSpan& s : view.stages) series.emplace(s.job_id, 0);
-  for (auto& [id, i] : series) {
-    i = static_cast<int>(g.series.size());
-    g.series.push_back(id);
-  }
   std::string rows;
   for (size_t li = 0; li < lanes.size(); ++li) {
     const Lane& lane = lanes[li];
@@ -561,20 +657,8 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
       busy |= s->running;
       if (s->end < origin_time) continue;
       spans.push_back({At(s->start), At(s->end)});
-      int style = 0;
-      for (size_t k = 0; k < std::size(kStageKinds); ++k) {
-        if (kStageKinds[k] == s->kind) style = static_cast<int>(k);
-      }
-      const std::string kind = v1::StageKindShortName(s->kind);
-      g.items.push_back(
-          {.series = series[s->job_id],
-           .style = style,
-           .tooltip = absl::StrFormat("%s task %d %s on %s: %.2f s%s", s->job_id, s->task, kind,
-                                      lane.Label(), absl::ToDoubleSeconds(s->end - s->start),
-                                      s->running ? " (running)" : ""),
-           .segments = {{static_cast<int>(li), At(s->start), At(s->end)}},
-           .attributes = {{"data-job", s->job_id}, {"data-kind", kind}}});
     }
+    LaneItems(lane, static_cast<int>(li), origin_time, axis_end / g.width, g);
     const BusyFigures f = BusyWithin(spans, 0, axis_end);
     // A device's utilization since its agent registered: the scheduler's (GetStats).
     std::string since = "&ndash;";
@@ -608,6 +692,14 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
                               std::max(0.0, absl::ToDoubleSeconds(view.now - agent->last_seen))),
         "</td></tr>\n");
   }
+  // The legend: the jobs of the drawn bars (a merged bar's main job), by id.
+  std::map<std::string, int> series;
+  for (const base::GanttItem& item : g.items) series.emplace(item.attributes[0].second, 0);
+  for (auto& [id, i] : series) {
+    i = static_cast<int>(g.series.size());
+    g.series.push_back(id);
+  }
+  for (base::GanttItem& item : g.items) item.series = series[item.attributes[0].second];
   std::string chart =
       g.items.empty() ? "<p class=\"muted\">no stages in this window</p>" : base::GanttSvg(g);
   return absl::StrCat(

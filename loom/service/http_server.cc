@@ -193,19 +193,24 @@ struct HttpServer::Impl {
       }
       devices.window = absl::Minutes(minutes);
     }
-    // Only the jobs page shows jobs (their progress reads records): the newest kMaxJobsShown.
-    auto view = driver->View(who, ViewOptions{.history = devices.window,
-                                              .include_jobs = page == "jobs",
-                                              .max_jobs = kMaxJobsShown});
+    if (page == "jobs") {
+      // The caller's jobs (their progress reads records): the newest kMaxJobsShown.
+      auto view = driver->View(who, ViewOptions{.history = absl::ZeroDuration(),
+                                                .max_jobs = kMaxJobsShown,
+                                                .include_daemon = false});
+      if (!view.ok()) return view.status();
+      return std::make_pair(JobsFragment(*view), std::string("jobs"));
+    }
+    if (page != "devices" && page != "scheduler") {
+      return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
+    }
+    // Admins' pages: the snapshot every reader shares (at most a second old).
+    auto view = driver->SharedView(who);
     if (!view.ok()) return view.status();
-    if (page == "jobs") return std::make_pair(JobsFragment(*view), std::string("jobs"));
     if (page == "devices") {
-      return std::make_pair(DevicesFragment(*view, devices), std::string("devices"));
+      return std::make_pair(DevicesFragment(**view, devices), std::string("devices"));
     }
-    if (page == "scheduler") {
-      return std::make_pair(SchedulerFragment(*view), std::string("scheduler"));
-    }
-    return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
+    return std::make_pair(SchedulerFragment(**view), std::string("scheduler"));
   }
 
   void Page(const httplib::Request& req, httplib::Response& res, const std::string& page) {
@@ -317,9 +322,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
       res.set_content("/metrics needs an admin token\n", "text/plain; charset=utf-8");
       return;
     }
-    auto view = impl->driver->View(*who, ViewOptions{.include_jobs = false});
+    // The shared snapshot (at most a second old), built from the driver's counters.
+    auto view = impl->driver->SharedView(*who);
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
-    res.set_content(MetricsText(*view), "text/plain; version=0.0.4; charset=utf-8");
+    res.set_content(MetricsText(**view), "text/plain; version=0.0.4; charset=utf-8");
   });
   svr.Get("/assets/app.js", [](const httplib::Request&, httplib::Response& res) {
     SecurityHeaders(res);
@@ -382,7 +388,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
   svr.Get("/api/jobs", [impl](const httplib::Request& req, httplib::Response& res) {
     auto who = impl->Who(req);
     if (!who.ok()) return impl->Refuse(res, who.status(), true);
-    auto view = impl->driver->View(*who, ViewOptions{.history = absl::ZeroDuration()});
+    auto view = impl->driver->View(
+        *who, ViewOptions{.history = absl::ZeroDuration(), .include_daemon = false});
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
     nlohmann::json jobs = nlohmann::json::array();
     for (const v1::Job& j : view->jobs) {

@@ -1,8 +1,9 @@
 // `loom serve --http HOST:PORT`: the daemon's read-only web view and its probes, on cpp-httplib.
 // Pages (jobs, one job, devices and agents, scheduler) are rendered by http_pages.h from
 // snapshots the JobDriver copies under its lock (JobDriver::View/Detail), so a slow client never
-// holds the scheduler. Started by Server::Start (server.h) beside the gRPC port; tested in
-// http_server_test.cc.
+// holds the scheduler; /metrics and the admins' pages share one snapshot, rebuilt at most once a
+// second (JobDriver::SharedView). Started by Server::Start (server.h) beside the gRPC port; tested
+// in http_server_test.cc.
 //
 // Auth: the gRPC tokens (auth.h). A browser posts its token to /login and gets it back as an
 // HttpOnly, SameSite=Strict cookie (Secure under TLS); scripts send `Authorization: Bearer`. A

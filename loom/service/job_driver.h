@@ -13,6 +13,7 @@
 // -> Start() (ticker thread: agent expiry, scheduling) -> RPC calls -> Stop().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -114,6 +115,13 @@ class JobDriver {
   // Users get their own jobs; admins every job and the daemon-wide parts; agents
   // kPermissionDenied.
   absl::StatusOr<DriverView> View(const Principal& who, const ViewOptions& options);
+  // The daemon-wide snapshot that every admin reader shares (/metrics, the devices and scheduler
+  // pages): View(admin, {.history = kGanttHistory, .include_jobs = false}), rebuilt when it is
+  // older than kViewMaxAge and the state changed since (a commit or a heartbeat), or older than
+  // kViewMaxStale; otherwise the same snapshot again. A rebuild copies no history (the Gantt's
+  // chunks are shared) and walks no job: its lock time is O(agents + running stages + ready
+  // jobs). kPermissionDenied for non-admins.
+  absl::StatusOr<std::shared_ptr<const DriverView>> SharedView(const Principal& who);
   // One job with its records (read from the record store outside the lock); kNotFound as Get.
   absl::StatusOr<JobDetail> Detail(const Principal& who, const std::string& job_id);
   // Whether the scheduler loop runs (Start() was called, Stop() not yet): the daemon's readiness.
@@ -152,6 +160,9 @@ class JobDriver {
     std::vector<std::string> revoked;         // delivered leases to stop, for its next poll
     int polls = 0;                            // AcquireStages calls waiting now
     bool flagged = false;
+    // Its build cache counters, as its latest heartbeat reported them (CheckBuildCacheCounters).
+    int64_t build_cache_hits = 0;
+    int64_t build_cache_misses = 0;
     // What its records say measured them: the identity, or "unauthenticated:<hostname>".
     std::string RecordName() const {
       return identity.empty() ? absl::StrCat("unauthenticated:", hostname) : identity;
@@ -238,6 +249,13 @@ class JobDriver {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Keeps the ending lease as a StageSpan for View() (job_driver_view.cc).
   void RememberEnded(const Lease& lease, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps jobs_by_state_ true: a job moved from `from` (UNSPECIFIED: a new job) to `to`.
+  void CountJobState(v1::JobState from, v1::JobState to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts records just stored (records_written_, measurement_errors_by_kind_).
+  void CountStoredRecords(const std::vector<tune::Record>& stored)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Folds the latencies recorded since the last call into the histograms.
+  void FoldLatencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
@@ -271,9 +289,32 @@ class JobDriver {
   std::vector<double> dispatch_ms_ ABSL_GUARDED_BY(mu_);
   std::vector<double> queue_wait_ms_ ABSL_GUARDED_BY(mu_);
   int64_t requeued_ ABSL_GUARDED_BY(mu_) = 0;
-  // The latest ended stages (bounded) and counts of all, for View() (the web view's Gantt).
-  std::deque<StageSpan> ended_stages_ ABSL_GUARDED_BY(mu_);
+  // The web view's Gantt history: ended stages in end order, in sealed immutable chunks of
+  // kGanttChunk that snapshots share without copying, then the open chunk being filled. At most
+  // kMaxGanttStages in all, none that ended more than kGanttHistory ago (driver_view.h).
+  std::deque<std::shared_ptr<const std::vector<StageSpan>>> ended_chunks_ ABSL_GUARDED_BY(mu_);
+  std::vector<StageSpan> ended_open_ ABSL_GUARDED_BY(mu_);
+  size_t ended_in_chunks_ ABSL_GUARDED_BY(mu_) = 0;
+  // Counts of every ended stage, by (kind, outcome).
   std::map<std::pair<std::string, std::string>, int64_t> stages_ended_ ABSL_GUARDED_BY(mu_);
+  // /metrics' figures, kept up to date as the state changes so that no snapshot walks the jobs
+  // or the history: jobs by state, records stored and failed trials (loaded with the state, then
+  // counted as records are stored), the latency histograms (folded from dispatch_ms_ and
+  // queue_wait_ms_ up to the *_folded_ index).
+  std::map<v1::JobState, int64_t> jobs_by_state_ ABSL_GUARDED_BY(mu_);
+  int64_t records_written_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t measurement_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> measurement_errors_by_kind_ ABSL_GUARDED_BY(mu_);
+  Histogram queue_wait_hist_ ABSL_GUARDED_BY(mu_);
+  Histogram dispatch_hist_ ABSL_GUARDED_BY(mu_);
+  size_t queue_wait_folded_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t dispatch_folded_ ABSL_GUARDED_BY(mu_) = 0;
+  // Moves on every commit that changed something and every heartbeat: SharedView rebuilds only
+  // when it moved.
+  std::atomic<int64_t> view_stamp_{0};
+  absl::Mutex view_mu_;  // taken before mu_, never while holding it
+  std::shared_ptr<const DriverView> shared_view_ ABSL_GUARDED_BY(view_mu_);
+  int64_t shared_view_stamp_ ABSL_GUARDED_BY(view_mu_) = -1;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;

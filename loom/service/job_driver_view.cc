@@ -1,6 +1,9 @@
-// JobDriver's read-only snapshots for the web view and /metrics (driver_view.h): everything is
-// copied under the driver's lock; the record store (thread-safe) is read after it is released.
+// JobDriver's read-only snapshots for the web view and /metrics (driver_view.h), and the figures
+// the driver keeps up to date for them. Snapshots are copied under the driver's lock, but copy no
+// history: the Gantt's ended stages are shared in immutable chunks, the histograms and counters are
+// kept incrementally. The record store (thread-safe) is read after the lock is released.
 #include <algorithm>
+#include <memory>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -12,19 +15,16 @@
 namespace loom::service {
 namespace {
 
-// Ended stages kept for the Gantt chart: at 10 stages per second, more than half an hour.
-constexpr size_t kMaxEndedStages = 20000;
-
 // Latency buckets (seconds) of the queue-wait and dispatch histograms: 1 ms to 5 min.
 std::vector<double> LatencyBounds() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 }
 
-Histogram MillisHistogram(const std::vector<double>& ms) {
-  std::vector<double> seconds;
-  seconds.reserve(ms.size());
-  for (double v : ms) seconds.push_back(v / 1e3);
-  return MakeHistogram(seconds, LatencyBounds());
+// Adds ms[from...] (in seconds) to `h` (LatencyBounds, set on first use); returns ms.size().
+size_t FoldMillis(const std::vector<double>& ms, size_t from, Histogram& h) {
+  if (h.bounds.empty()) h = MakeHistogram({}, LatencyBounds());
+  for (size_t i = from; i < ms.size(); ++i) AddToHistogram(h, ms[i] / 1e3);
+  return ms.size();
 }
 
 std::string QueuedKindName(TaskPhase phase) {
@@ -48,14 +48,17 @@ Histogram MakeHistogram(const std::vector<double>& values, std::vector<double> b
   Histogram h;
   h.bounds = std::move(bounds);
   h.cumulative.assign(h.bounds.size(), 0);
-  for (double v : values) {
-    ++h.count;
-    h.sum += v;
-    const auto it = std::lower_bound(h.bounds.begin(), h.bounds.end(), v);
-    if (it != h.bounds.end()) ++h.cumulative[it - h.bounds.begin()];
-  }
-  for (size_t i = 1; i < h.cumulative.size(); ++i) h.cumulative[i] += h.cumulative[i - 1];
+  for (double v : values) AddToHistogram(h, v);
   return h;
+}
+
+void AddToHistogram(Histogram& h, double value) {
+  ++h.count;
+  h.sum += value;
+  auto it = std::lower_bound(h.bounds.begin(), h.bounds.end(), value);
+  for (size_t i = static_cast<size_t>(it - h.bounds.begin()); i < h.cumulative.size(); ++i) {
+    ++h.cumulative[i];
+  }
 }
 
 void JobDriver::RememberEnded(const Lease& lease, bool revoked) {
@@ -69,8 +72,39 @@ void JobDriver::RememberEnded(const Lease& lease, bool revoked) {
                  .start = lease.granted,
                  .end = Now()};
   ++stages_ended_[{v1::StageKindShortName(lease.kind), revoked ? "revoked" : "reported"}];
-  ended_stages_.push_back(std::move(span));
-  if (ended_stages_.size() > kMaxEndedStages) ended_stages_.pop_front();
+  ended_open_.push_back(std::move(span));
+  if (ended_open_.size() >= kGanttChunk) {
+    ended_in_chunks_ += ended_open_.size();
+    ended_chunks_.push_back(std::make_shared<const std::vector<StageSpan>>(std::move(ended_open_)));
+    ended_open_ = {};
+    ended_open_.reserve(kGanttChunk);
+  }
+  // Whole chunks age out: beyond the count, or when their newest stage left the history.
+  const absl::Time oldest = Now() - kGanttHistory;
+  while (!ended_chunks_.empty() && (ended_in_chunks_ + ended_open_.size() > kMaxGanttStages ||
+                                    ended_chunks_.front()->back().end < oldest)) {
+    ended_in_chunks_ -= ended_chunks_.front()->size();
+    ended_chunks_.pop_front();
+  }
+}
+
+void JobDriver::CountJobState(v1::JobState from, v1::JobState to) {
+  if (from != v1::JOB_STATE_UNSPECIFIED) --jobs_by_state_[from];
+  ++jobs_by_state_[to];
+}
+
+void JobDriver::CountStoredRecords(const std::vector<tune::Record>& stored) {
+  records_written_ += static_cast<int64_t>(stored.size());
+  for (const tune::Record& r : stored) {
+    if (r.ok()) continue;
+    ++measurement_errors_;
+    ++measurement_errors_by_kind_[tune::ErrorKindName(r.error)];
+  }
+}
+
+void JobDriver::FoldLatencies() {
+  queue_wait_folded_ = FoldMillis(queue_wait_ms_, queue_wait_folded_, queue_wait_hist_);
+  dispatch_folded_ = FoldMillis(dispatch_ms_, dispatch_folded_, dispatch_hist_);
 }
 
 bool JobDriver::Running() {
@@ -91,7 +125,7 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
     return absl::PermissionDeniedError("agent tokens cannot use the web view");
   }
   DriverView v;
-  if (who.admin()) {
+  if (who.admin() && options.include_daemon) {
     LOOM_ASSIGN_OR_RETURN(v.stats, Stats(who));
   }
   LOOM_RETURN_IF_ERROR(ViewLocked(who, options, v));
@@ -99,29 +133,58 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
   return v;
 }
 
+absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedView(const Principal& who) {
+  if (!who.admin()) {
+    return absl::PermissionDeniedError("the daemon-wide view needs an admin token");
+  }
+  absl::MutexLock lock(&view_mu_);
+  // Read before the build: a change during it moves the stamp past this one.
+  const int64_t stamp = view_stamp_.load(std::memory_order_relaxed);
+  if (shared_view_ != nullptr) {
+    const absl::Duration age = Now() - shared_view_->now;
+    if (age < kViewMaxAge || (stamp == shared_view_stamp_ && age < kViewMaxStale)) {
+      return shared_view_;
+    }
+  }
+  LOOM_ASSIGN_OR_RETURN(DriverView v,
+                        View(who, ViewOptions{.history = kGanttHistory, .include_jobs = false}));
+  shared_view_ = std::make_shared<const DriverView>(std::move(v));
+  shared_view_stamp_ = stamp;
+  return shared_view_;
+}
+
 absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options,
                                    DriverView& v) {
   absl::MutexLock lock(&mu_);
   v.now = Now();
   v.running = started_ && !stopping_;
-  for (const auto& [num, job] : jobs_) {
-    if (who.admin()) {
-      v.records_written += job->row.records;
-      for (const TaskRow& t : job->tasks) v.measurement_errors += t.errors;
+  if (who.admin()) {
+    v.jobs_by_state = jobs_by_state_;
+    v.records_written = records_written_;
+    v.measurement_errors = measurement_errors_;
+    v.measurement_errors_by_kind = measurement_errors_by_kind_;
+  }
+  // A user's jobs are counted by walking them; an admin's come from the counters. Newest first, so
+  // that at most max_jobs protos are built: older visible jobs are only counted.
+  if (options.include_jobs || !who.admin()) {
+    std::vector<const Job*> shown;
+    for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+      const Job& job = *it->second;
+      if (job.row.owner != who.user && !who.admin()) continue;
+      if (!who.admin()) ++v.jobs_by_state[job.row.state];
+      if (!options.include_jobs) continue;
+      if (options.max_jobs > 0 && shown.size() >= static_cast<size_t>(options.max_jobs)) {
+        ++v.jobs_not_shown;
+        continue;
+      }
+      shown.push_back(&job);
     }
-    if (job->row.owner != who.user && !who.admin()) continue;
-    ++v.jobs_by_state[job->row.state];
-    if (!options.include_jobs) continue;
-    v.jobs.push_back(ToProto(*job));
-    v.latency_goal_ms[job->row.id] = job->row.spec.latency_goal_ms();
+    for (auto it = shown.rbegin(); it != shown.rend(); ++it) {
+      v.jobs.push_back(ToProto(**it));
+      v.latency_goal_ms[(*it)->row.id] = (*it)->row.spec.latency_goal_ms();
+    }
   }
-  if (options.max_jobs > 0 && v.jobs.size() > static_cast<size_t>(options.max_jobs)) {
-    const size_t drop = v.jobs.size() - static_cast<size_t>(options.max_jobs);
-    for (size_t i = 0; i < drop; ++i) v.latency_goal_ms.erase(v.jobs[i].id());
-    v.jobs.erase(v.jobs.begin(), v.jobs.begin() + static_cast<std::ptrdiff_t>(drop));
-    v.jobs_not_shown = static_cast<int64_t>(drop);
-  }
-  if (!who.admin()) return absl::OkStatus();
+  if (!who.admin() || !options.include_daemon) return absl::OkStatus();
 
   for (const auto& [id, a] : agents_) {
     AgentView av{.id = a->id,
@@ -130,17 +193,24 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
                  .flagged = a->flagged,
                  .cpu_slots = a->cpu_slots + a->lent_slots,
                  .cpu_slots_used = a->cpu_slots + a->lent_slots - scheduler_->FreeCpuSlots(a->host),
-                 .last_seen = a->last_seen};
+                 .last_seen = a->last_seen,
+                 .build_cache_hits = a->build_cache_hits,
+                 .build_cache_misses = a->build_cache_misses};
     for (const v1::DeviceInfo& d : a->devices) av.devices.push_back(d.name());
     v.agents.push_back(std::move(av));
   }
   std::sort(v.agents.begin(), v.agents.end(),
             [](const AgentView& x, const AgentView& y) { return x.id < y.id; });
 
+  // The history is shared, not copied: whole chunks that reach into the window, then the open
+  // chunk's stages within it.
   const absl::Time since = v.now - options.history;
-  auto first = std::lower_bound(ended_stages_.begin(), ended_stages_.end(), since,
-                                [](const StageSpan& s, absl::Time t) { return s.end < t; });
-  v.stages.assign(first, ended_stages_.end());
+  for (const auto& chunk : ended_chunks_) {
+    if (chunk->back().end >= since) v.ended_chunks.push_back(chunk);
+  }
+  for (const StageSpan& s : ended_open_) {
+    if (s.end >= since) v.stages.push_back(s);
+  }
   std::vector<const Lease*> running;
   for (const auto& [id, l] : leases_) running.push_back(&l);
   std::sort(running.begin(), running.end(),
@@ -168,8 +238,9 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
     if (task >= 0) ++v.queued_by_kind[QueuedKindName(job.tasks[task].phase)];
   }
   v.stages_ended = stages_ended_;
-  v.queue_wait_seconds = MillisHistogram(queue_wait_ms_);
-  v.dispatch_seconds = MillisHistogram(dispatch_ms_);
+  FoldLatencies();
+  v.queue_wait_seconds = queue_wait_hist_;
+  v.dispatch_seconds = dispatch_hist_;
   return absl::OkStatus();
 }
 
@@ -194,7 +265,12 @@ absl::StatusOr<JobDetail> JobDriver::Detail(const Principal& who, const std::str
       d.stage_seconds[name] += absl::ToDoubleSeconds(took);
       ++d.stage_count[name];
     };
-    for (const StageSpan& s : ended_stages_) {
+    for (const auto& chunk : ended_chunks_) {
+      for (const StageSpan& s : *chunk) {
+        if (s.job_id == job->row.id) add(s.kind, s.end - s.start);
+      }
+    }
+    for (const StageSpan& s : ended_open_) {
       if (s.job_id == job->row.id) add(s.kind, s.end - s.start);
     }
     for (const auto& [id, l] : leases_) {

@@ -212,5 +212,84 @@ TEST_F(DriverViewTest, AGrantedStageShowsAsRunningUntilNowUntilReported) {
   EXPECT_EQ(v->jobs[0].trials_total(), 1);
 }
 
+// Every admin reader shares one snapshot: rebuilt when it is a second old and the state changed,
+// or when it is 10 s old; the Gantt's history is shared in chunks, not copied, and ages out.
+TEST_F(DriverViewTest, SharedViewIsOneSnapshotRebuiltAtMostOnceASecondOnChange) {
+  EXPECT_EQ(driver_->SharedView(kAlice).status().code(), absl::StatusCode::kPermissionDenied);
+  auto job = driver_->Submit(kAlice, Sim(1, 70));  // 280 stages: more than a chunk
+  ASSERT_TRUE(job.ok());
+  const std::string agent = Register("host-a");
+  auto first = driver_->SharedView(kAdmin);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(Serve(agent, absl::Milliseconds(100), 1), 1);
+  auto again = driver_->SharedView(kAdmin);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->get(), first->get()) << "rebuilt within a second";
+  clock_.Advance(absl::Milliseconds(950));
+  auto changed = driver_->SharedView(kAdmin);
+  ASSERT_TRUE(changed.ok());
+  EXPECT_NE(changed->get(), first->get());
+  EXPECT_EQ((*changed)->dispatch_seconds.count, 1);  // the one stage delivered so far
+  // Nothing changes: the same snapshot until it is 10 s old.
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_EQ(driver_->SharedView(kAdmin)->get(), changed->get());
+  clock_.Advance(absl::Seconds(6));
+  EXPECT_NE(driver_->SharedView(kAdmin)->get(), changed->get());
+
+  EXPECT_EQ(Serve(agent, absl::Milliseconds(100), 1000), 279);
+  clock_.Advance(absl::Seconds(11));
+  auto all = driver_->SharedView(kAdmin);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ((*all)->ended_chunks.size(), 1u);
+  EXPECT_EQ((*all)->ended_chunks[0]->size(), kGanttChunk);
+  EXPECT_EQ((*all)->stages.size(), 280 - kGanttChunk);
+  int visited = 0;
+  ForEachStage(**all, [&](const StageSpan& s) {
+    EXPECT_EQ(s.job_id, job->id());
+    ++visited;
+  });
+  EXPECT_EQ(visited, 280);
+  EXPECT_EQ((*all)->jobs_by_state.at(v1::JOB_STATE_SUCCEEDED), 1);
+  EXPECT_EQ((*all)->dispatch_seconds.count, 280);
+  // A per-request view shares the same chunk.
+  auto view = driver_->View(kAdmin, {.history = absl::Hours(1)});
+  ASSERT_TRUE(view.ok());
+  ASSERT_EQ(view->ended_chunks.size(), 1u);
+  EXPECT_EQ(view->ended_chunks[0].get(), (*all)->ended_chunks[0].get());
+  // An hour later the history is gone from the snapshot.
+  clock_.Advance(kGanttHistory);
+  auto later = driver_->SharedView(kAdmin);
+  ASSERT_TRUE(later.ok());
+  EXPECT_TRUE((*later)->ended_chunks.empty());
+  EXPECT_TRUE((*later)->stages.empty());
+}
+
+// The build cache counters of a heartbeat are hostile input: negative, absurd or decreasing
+// values are refused naming the field, and the agent's figures stay as they were.
+TEST_F(DriverViewTest, HeartbeatBuildCacheCountersAreCheckedAndShown) {
+  const std::string agent = Register("host-a");
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id(agent);
+  hb.set_build_cache_hits(3);
+  hb.set_build_cache_misses(7);
+  ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
+  auto refused = [&](int64_t hits, int64_t misses) {
+    v1::HeartbeatRequest bad = hb;
+    bad.set_build_cache_hits(hits);
+    bad.set_build_cache_misses(misses);
+    auto r = driver_->Heartbeat(kAgent, bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(r.status().message());
+  };
+  EXPECT_THAT(refused(-1, 7), HasSubstr("build_cache_hits -1 is outside 0.."));
+  EXPECT_THAT(refused(3, int64_t{1} << 51), HasSubstr("build_cache_misses 2251799813685248"));
+  EXPECT_THAT(refused(3, 6), HasSubstr("build_cache_misses 6 is below the 7"));
+  auto v = driver_->View(kAdmin, {});
+  ASSERT_TRUE(v.ok());
+  ASSERT_EQ(v->agents.size(), 1u);
+  EXPECT_EQ(v->agents[0].build_cache_hits, 3);
+  EXPECT_EQ(v->agents[0].build_cache_misses, 7);
+}
+
 }  // namespace
 }  // namespace loom::service

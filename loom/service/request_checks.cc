@@ -279,6 +279,24 @@ double PeakFlopsBound(const v1::DeviceInfo& device) {
   return cores * per_cycle * 6.5e9 * 1.5;
 }
 
+absl::Status CheckBuildCacheCounters(const v1::HeartbeatRequest& request, int64_t hits_before,
+                                     int64_t misses_before) {
+  auto check = [](absl::string_view name, int64_t value, int64_t before) {
+    if (value < 0 || value > kMaxBuildCacheCount) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("heartbeat ", name, " ", value, " is outside 0..", kMaxBuildCacheCount));
+    }
+    if (value < before) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "heartbeat ", name, " ", value, " is below the ", before,
+          " this agent reported before (a counter since the agent started never goes down)"));
+    }
+    return absl::OkStatus();
+  };
+  LOOM_RETURN_IF_ERROR(check("build_cache_hits", request.build_cache_hits(), hits_before));
+  return check("build_cache_misses", request.build_cache_misses(), misses_before);
+}
+
 absl::Status CheckBuildOutput(const v1::BuildOutput& output, const v1::BuildInput& input) {
   if (output.artifacts_size() != input.config_indices_size()) {
     return absl::InvalidArgumentError(

@@ -6,6 +6,7 @@
 // fuzzer (request_checks_fuzzer.cc) feeds them arbitrary messages.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -67,5 +68,15 @@ struct MeasureBounds {
 // kInvalidArgument when the output is malformed.
 absl::Status CheckMeasureOutput(const v1::MeasureOutput& output, const v1::BuildOutput& artifacts,
                                 const MeasureBounds& bounds);
+
+// The most a build cache counter of a heartbeat may say: a million kernels a second for 30 years
+// stay below it.
+inline constexpr int64_t kMaxBuildCacheCount = int64_t{1} << 50;
+// An agent's build cache counters (HeartbeatRequest.build_cache_hits/misses, counted since the
+// agent started): kInvalidArgument naming the field when one is negative, above
+// kMaxBuildCacheCount, or below what this registration reported before (`hits_before`,
+// `misses_before`).
+absl::Status CheckBuildCacheCounters(const v1::HeartbeatRequest& request, int64_t hits_before,
+                                     int64_t misses_before);
 
 }  // namespace loom::service

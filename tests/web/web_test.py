@@ -57,14 +57,66 @@ def http_get(url, token=None):
         return e.code, e.read().decode()
 
 
+METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+SAMPLE = re.compile(rf"({METRIC_NAME})(\{{(?:{LABEL}(?:,{LABEL})*)?\}})? (\S+)")
+TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
 def parse_metrics(text):
-    """{'name{labels}': value} of a Prometheus text exposition (samples only)."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
+    """{'name{labels}': value} of a Prometheus text exposition (format 0.0.4), checked strictly
+    (promtool is not in Debian): each family's HELP and TYPE once, before its samples; sample
+    lines and label values (escapes) well formed; values numbers; a counter never negative;
+    a histogram's buckets cumulative, ending in +Inf = _count. Raises AssertionError naming the
+    line otherwise."""
+    types, helps, out = {}, set(), {}
+
+    def family(name):
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name[:-len(suffix)]
+            if name.endswith(suffix) and types.get(base) == "histogram":
+                return base
+        return name
+
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line:
             continue
-        key, value = line.rsplit(" ", 1)
-        out[key] = float(value)
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            parts = line.split(" ", 3)
+            if len(parts) != 4 or not re.fullmatch(METRIC_NAME, parts[2]):
+                raise AssertionError(f"line {n}: malformed {line!r}")
+            if parts[1] == "HELP":
+                if parts[2] in helps:
+                    raise AssertionError(f"line {n}: second HELP for {parts[2]}")
+                helps.add(parts[2])
+            else:
+                if parts[2] in types or parts[3] not in TYPES:
+                    raise AssertionError(f"line {n}: bad or second TYPE {line!r}")
+                types[parts[2]] = parts[3]
+            continue
+        if line.startswith("#"):
+            continue
+        m = SAMPLE.fullmatch(line)
+        if not m:
+            raise AssertionError(f"line {n}: malformed sample {line!r}")
+        name = family(m.group(1))
+        if name not in types or name not in helps:
+            raise AssertionError(f"line {n}: sample of {name} before its HELP and TYPE")
+        value = float(m.group(3))  # ValueError (a failure) for anything but a number
+        if types[name] == "counter" and value < 0:
+            raise AssertionError(f"line {n}: negative counter {line!r}")
+        key = m.group(1) + (m.group(2) or "")
+        if key in out:
+            raise AssertionError(f"line {n}: {key} twice")
+        out[key] = value
+    for name, kind in types.items():
+        if kind != "histogram":
+            continue
+        buckets = [(k, v) for k, v in out.items() if k.startswith(name + "_bucket{")]
+        counts = [v for _, v in buckets]
+        if counts != sorted(counts) or not buckets or 'le="+Inf"' not in buckets[-1][0] \
+                or buckets[-1][1] != out.get(name + "_count"):
+            raise AssertionError(f"histogram {name}: buckets not cumulative up to +Inf = _count")
     return out
 
 
@@ -159,18 +211,40 @@ class WebViewTest(unittest.TestCase):
             self.assertLessEqual(a["loom_scheduler_grants_total"],
                                  b["loom_scheduler_grants_total"])
 
-        code, text = http_get(f"{self.base}/metrics", "tok-root")
-        final = parse_metrics(text)
         result = os.path.join(self.dir, "result")
         self.loom("result", self.job, "-o", result, "--skip-compile")
         db = sqlite3.connect(os.path.join(result, "records.db"))
         records = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        errors = db.execute("SELECT COUNT(*) FROM records WHERE error != 'none'").fetchone()[0]
+        errors = dict(db.execute(
+            "SELECT error, COUNT(*) FROM records WHERE error != 'none' GROUP BY error").fetchall())
         db.close()
         self.assertEqual(records, JOB_TASKS * JOB_TRIALS)
+        # Every config the template accepted went through the agent's build cache once (its
+        # measure stages run the objects its build stages made): a miss, or a hit when another
+        # config generated the same kernel source.
+        built = records - errors.get("instantiation", 0)
+
+        def cache(m, which):
+            return [v for k, v in m.items() if k.startswith(f"loom_build_cache_{which}_total{{")]
+
+        # /metrics is a snapshot at most a second old (10 s when nothing changes), and the agent's
+        # build cache counters come with its heartbeat (every 2.5 s): wait for both.
+        def final_scrape():
+            code, text = http_get(f"{self.base}/metrics", "tok-root")
+            self.assertEqual(code, 200)
+            m = parse_metrics(text)
+            counted = [h + n for h, n in zip(cache(m, "hits"), cache(m, "misses"))]
+            return m if m['loom_jobs{state="succeeded"}'] == 1 and counted == [built] else None
+
+        final = wait_for(final_scrape, 30, "/metrics to show the ended job and its builds")
         self.assertEqual(final["loom_records_written_total"], records)
-        self.assertEqual(final["loom_measurement_errors_total"], errors)
-        self.assertEqual(final['loom_jobs{state="succeeded"}'], 1)
+        self.assertEqual(final["loom_measurement_errors_total"], sum(errors.values()))
+        # Failed trials by kind, as the records say (every kind listed, 0 included).
+        for kind in ("instantiation", "compile", "runtime", "wrong_answer", "build_timeout",
+                     "run_timeout", "unknown"):
+            self.assertEqual(final[f'loom_measurement_errors_by_kind_total{{kind="{kind}"}}'],
+                             errors.get(kind, 0), kind)
+        self.assertGreater(cache(final, "misses")[0], 0)  # a fresh cache compiles
         # Every round of every task measured once: 8 trials in batches of 4 = 2 rounds per task.
         measured = final['loom_stages_ended_total{kind="measure",outcome="reported"}']
         self.assertEqual(measured, JOB_TASKS * JOB_TRIALS / 4)
@@ -230,10 +304,12 @@ class WebViewTest(unittest.TestCase):
         self.assertIn("measure", b.find_element(By.ID, "stages").text)
         b.save_screenshot(os.path.join(self.shots, "job.png"))
 
-        # Devices: the Gantt chart shows the device's measure stages (2 rounds per task).
+        # Devices: the Gantt chart shows the device's measure stages (2 rounds per task); stages
+        # too short to see at the window's scale are drawn as one bar counting them (data-stages).
         b.get(f"{self.base}/devices?minutes=1")
         measures = b.find_elements(By.CSS_SELECTOR, '#gantt g.item[data-kind="measure"]')
-        self.assertEqual(len(measures), JOB_TASKS * JOB_TRIALS // 4)
+        self.assertEqual(sum(int(m.get_attribute("data-stages") or 1) for m in measures),
+                         JOB_TASKS * JOB_TRIALS // 4)
         self.assertIn("cpu:1", b.find_element(By.ID, "devices").text)
         b.save_screenshot(os.path.join(self.shots, "devices.png"))
 
