@@ -1772,6 +1772,40 @@ absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
   return r;
 }
 
+absl::StatusOr<v1::DeregisterResponse> JobDriver::Deregister(const Principal& who,
+                                                             const v1::DeregisterRequest& request) {
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "deregistering an agent"));
+  constexpr size_t kMaxReason = 256;
+  if (request.reason().size() > kMaxReason) {
+    return absl::InvalidArgumentError(absl::StrCat("deregister reason of ", request.reason().size(),
+                                                   " bytes (at most ", kMaxReason, ")"));
+  }
+  for (char c : request.reason()) {
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError("deregister reason holds a control character");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  // FindAgent refuses another credential's agent id (kPermissionDenied), so only the agent itself
+  // (its own token) can take it out.
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  const int held = static_cast<int>(a->leases.size());
+  LogKv("agent_deregistered", {{"agent", a->id},
+                               {"host", a->hostname},
+                               {"reason", request.reason()},
+                               {"leases", absl::StrCat(held)}});
+  Mutation m;
+  DropAgent(*a,
+            absl::StrCat("agent ", a->id, " (", a->hostname, ") stopped",
+                         request.reason().empty() ? "" : absl::StrCat(": ", request.reason())),
+            m);
+  Commit(m);
+  Pump();
+  v1::DeregisterResponse r;
+  r.set_stages_requeued(held);
+  return r;
+}
+
 absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
     const Principal& who, const v1::AcquireStagesRequest& request) {
   LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "acquiring stages"));

@@ -133,6 +133,12 @@ class JobDriver {
                                                     const v1::AcquireStagesRequest& request);
   absl::StatusOr<v1::ReportStageResponse> Report(const Principal& who,
                                                  const v1::ReportStageRequest& request);
+  // The agent stops: it is taken out at once (its host offline, every lease it holds requeued, as
+  // for a lost agent) and its credential is free to register again. kPermissionDenied for another
+  // credential's agent id, kNotFound for an agent not registered, kInvalidArgument for a reason
+  // over 256 bytes or with control characters.
+  absl::StatusOr<v1::DeregisterResponse> Deregister(const Principal& who,
+                                                    const v1::DeregisterRequest& request);
 
  private:
   struct Agent {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/clock.h"
@@ -939,6 +940,61 @@ TEST_F(DriverTest, ReportForAStageAnotherAgentHoldsFlagsTheReporter) {
   auto own = Rep(*driver_, a, r);
   ASSERT_TRUE(own.ok()) << own.status();
   EXPECT_TRUE(own->accepted());
+}
+
+TEST_F(DriverTest, DeregisterRequeuesAtOnceAndOnlyTheAgentsOwnCredentialMayCallIt) {
+  // A heartbeat timeout that never passes here: whatever is requeued is the deregistration's.
+  Open({.heartbeat_timeout = absl::Hours(1)});
+  const Principal a{"a", Role::kAgent}, b{"b", Role::kAgent};
+  auto ra = driver_->Register(a, AgentSpec("host-a"));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  auto job = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok());
+  auto held = Acq(*driver_, a);
+  ASSERT_EQ(held.size(), 1u);
+  auto rb = driver_->Register(b, AgentSpec("host-b"));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+
+  // A hostile agent names a's id: refused, and a keeps its stage.
+  v1::DeregisterRequest hostile;
+  hostile.set_agent_id(ra->agent_id());
+  auto refused = driver_->Deregister(b, hostile);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(), HasSubstr("belongs to another agent's credential"));
+  // People's tokens are no agents; a reason with control characters is refused.
+  EXPECT_EQ(driver_->Deregister(kAdmin, hostile).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::DeregisterRequest bad;
+  bad.set_reason("SIGTERM\nforged log line");
+  auto bad_reason = driver_->Deregister(a, bad);
+  EXPECT_EQ(bad_reason.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_reason.status().message(), HasSubstr("control character"));
+  bad.set_reason(std::string(257, 'x'));
+  EXPECT_EQ(driver_->Deregister(a, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 0);
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 2);
+
+  // a's own credential: its stage is requeued at once (the clock has not moved) and goes to b.
+  v1::DeregisterRequest own;
+  own.set_agent_id(ra->agent_id());
+  own.set_reason("SIGTERM");
+  auto gone = driver_->Deregister(a, own);
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(gone->stages_requeued(), 1);
+  EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 1);
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 1);
+  auto moved = Acq(*driver_, b);
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0].job_id(), job->id());
+  auto logs = driver_->Logs(kAlice, job->id(), 0);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_THAT(absl::StrJoin(*logs, "\n"),
+              HasSubstr(absl::StrCat("agent ", ra->agent_id(), " (host-a) stopped: SIGTERM")));
+  // It is gone: a second deregistration is kNotFound, and its credential registers again at once.
+  EXPECT_EQ(driver_->Deregister(a, own).status().code(), absl::StatusCode::kNotFound);
+  auto again = driver_->Register(a, AgentSpec("host-a"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->agent_id(), ra->agent_id());
 }
 
 TEST_F(DriverTest, CancellingAJobRevokesItsRunningStageAtTheAgentsNextPoll) {

@@ -294,6 +294,14 @@ class AgentServiceImpl final : public v1::AgentService::Service {
     *out = *std::move(r);
     return grpc::Status::OK;
   }
+  grpc::Status Deregister(grpc::ServerContext* ctx, const v1::DeregisterRequest* req,
+                          v1::DeregisterResponse* out) override {
+    LOOM_AUTH(who);
+    auto r = driver->Deregister(who, *req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *out = *std::move(r);
+    return grpc::Status::OK;
+  }
 
  private:
   const Lead* lead_;
