@@ -245,6 +245,13 @@ class JobDriver {
   // Keeps the ending lease as a StageSpan for View() (job_driver_view.cc).
   void RememberEnded(const Lease& lease, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job `who` submitted earlier with `request`'s request id; nullptr when none (or no id).
+  const Job* JobOfRequest(const Principal& who, const v1::SubmitJobRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when `request` is the one `earlier` was submitted with; kAlreadyExists naming the job when
+  // the request id was reused for another request.
+  absl::Status SameSubmission(const Job& earlier, const v1::SubmitJobRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
   int CurrentTask(const Job& job) const;
@@ -271,6 +278,10 @@ class JobDriver {
   absl::flat_hash_map<std::string, std::string> flagged_ ABSL_GUARDED_BY(mu_);
   int64_t reports_refused_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
+  // (owner, SubmitJobRequest.request_id) -> the job it submitted: one entry per job submitted
+  // with an id (64 bytes at most), rebuilt from the stored specs at Load.
+  absl::flat_hash_map<std::pair<std::string, std::string>, int64_t> job_of_request_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::LeaseId, std::string> lease_by_sched_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::StageId, int64_t> stage_job_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::DeviceId, std::string> device_agent_ ABSL_GUARDED_BY(mu_);

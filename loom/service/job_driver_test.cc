@@ -303,6 +303,50 @@ TEST_F(DriverTest, RestartResumesJobsAndKeepsRecords) {
   EXPECT_EQ(next->id(), "j2");
 }
 
+TEST_F(DriverTest, ASubmitRetriedWithItsRequestIdMakesOneJobEvenAcrossARestart) {
+  Open();
+  v1::SubmitJobRequest req = Sim(1, 1);
+  req.set_request_id("3f1c9a.retry-1");
+  auto first = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), first->id());
+  // Another user's id is another submission.
+  auto bobs = driver_->Submit(kBob, req);
+  ASSERT_TRUE(bobs.ok()) << bobs.status();
+  EXPECT_NE(bobs->id(), first->id());
+  // The id reused for another request: refused, naming the job it made.
+  v1::SubmitJobRequest other = Sim(2, 1);
+  other.set_request_id(req.request_id());
+  auto reused = driver_->Submit(kAlice, other);
+  EXPECT_EQ(reused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(reused.status().message(),
+              HasSubstr(absl::StrCat("already submitted job ", first->id())));
+  // Hostile ids: too long, or characters beyond the id alphabet.
+  v1::SubmitJobRequest hostile = Sim(1, 1);
+  hostile.set_request_id(std::string(65, 'a'));
+  auto long_id = driver_->Submit(kAlice, hostile);
+  EXPECT_EQ(long_id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(long_id.status().message(), HasSubstr("request_id of 65 bytes (at most 64)"));
+  hostile.set_request_id("a'; DROP TABLE jobs;--");
+  auto odd = driver_->Submit(kAlice, hostile);
+  EXPECT_EQ(odd.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(odd.status().message(), HasSubstr("request_id may hold only"));
+  // Without an id every call submits.
+  EXPECT_NE(driver_->Submit(kAlice, Sim(1, 1))->id(), driver_->Submit(kAlice, Sim(1, 1))->id());
+  const int64_t jobs = driver_->Stats(kAdmin)->jobs_total();
+  EXPECT_EQ(jobs, 4);
+
+  // The id is stored with the job: a daemon that took over answers the retry with it too.
+  driver_.reset();
+  Open();
+  auto after = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->id(), first->id());
+  EXPECT_EQ(driver_->Stats(kAdmin)->jobs_total(), jobs);
+}
+
 TEST_F(DriverTest, LatencyGoalMetByKnownRecordsEndsTheJobAtOnce) {
   Open();
   const std::string agent = RegisterAgent("h1");
