@@ -8,11 +8,15 @@
 // tab does. --compare: issue 21's overhead figure: runs the load without and with --scrape (each
 // in a child process with a daemon of its own), --repeat N pairs alternating which goes first,
 // and prints the figures side by side with their ratio (with / without; medians over the pairs).
-// Take it on a quiet machine.
+// Take it on a quiet machine. --state: the daemon's state, a `postgresql://` URI of an empty
+// database (issue 22's figures on PostgreSQL; docs/BENCHMARKS.md has the throw-away cluster's
+// commands) or an SQLite file; default a fresh SQLite file in a temporary folder. Throughput is
+// jobs/s (succeeded jobs over the wall time from the first submit) and stage commits/s (stages
+// dispatched and not requeued, each committed with its report).
 //
 //   service_load [--loom PATH] [--jobs 1000] [--agents 50] [--stage-seconds 0.02]
 //                [--rounds 1] [--tasks 1] [--policy interleaved] [--json FILE]
-//                [--scrape | --compare [--repeat 1]] [--timeout 600]
+//                [--state FILE|URI] [--scrape | --compare [--repeat 1]] [--timeout 600]
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <signal.h>
@@ -51,6 +55,7 @@ struct Options {
   int tasks = 1;
   std::string policy = "interleaved";
   std::string json;
+  std::string state;  // empty: state.db in the run's temporary folder
   double timeout_s = 600;
   bool scrape = false;
   bool compare = false;
@@ -179,15 +184,16 @@ int Run(const Options& o) {
   if (serve == 0) {
     FILE* f = std::freopen(log.c_str(), "w", stderr);
     (void)f;
-    if (o.scrape) {
-      execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
-            (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
-            "--quiet", "--insecure", "--http", "127.0.0.1:0", static_cast<char*>(nullptr));
-    } else {
-      execl(o.loom.c_str(), o.loom.c_str(), "serve", "--listen", "127.0.0.1:0", "--state",
-            (dir / "state.db").c_str(), "--policy", o.policy.c_str(), "--heartbeat-timeout", "30",
-            "--quiet", "--insecure", static_cast<char*>(nullptr));
-    }
+    const std::string state = o.state.empty() ? (dir / "state.db").string() : o.state;
+    std::vector<std::string> args = {o.loom,        "serve",   "--listen",
+                                     "127.0.0.1:0", "--state", state,
+                                     "--policy",    o.policy,  "--heartbeat-timeout",
+                                     "30",          "--quiet", "--insecure"};
+    if (o.scrape) args.insert(args.end(), {"--http", "127.0.0.1:0"});
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(o.loom.c_str(), argv.data());
     _exit(127);
   }
   std::string server;
@@ -336,6 +342,7 @@ int Run(const Options& o) {
   waitpid(serve, &status, 0);
 
   const int lost = submitted.load() - succeeded;
+  const int64_t commits = stats.stages_dispatched() - stats.stages_requeued();
   std::printf("service_load: %d jobs x %d tasks x %d rounds (stage %.3f s), %d agents, policy %s\n",
               o.jobs, o.tasks, o.rounds, o.stage_seconds, o.agents, o.policy.c_str());
   std::printf("  submitted %d (errors %d) in %.2f s; finished: %s in %.2f s\n", submitted.load(),
@@ -345,6 +352,9 @@ int Run(const Options& o) {
   std::printf("  stages dispatched %lld, requeued %lld\n",
               static_cast<long long>(stats.stages_dispatched()),
               static_cast<long long>(stats.stages_requeued()));
+  std::printf("  throughput %.1f jobs/s, %.1f stage commits/s (state: %s)\n", succeeded / wall_s,
+              static_cast<double>(commits) / wall_s,
+              o.state.empty() ? "sqlite, temporary" : o.state.c_str());
   std::printf("  dispatch latency (grant -> agent) p50 %.3f ms, p99 %.3f ms\n",
               stats.dispatch_p50_ms(), stats.dispatch_p99_ms());
   std::printf("  queue wait (ready -> grant)        p50 %.3f ms, p99 %.3f ms\n",
@@ -366,6 +376,8 @@ int Run(const Options& o) {
                               {"succeeded", succeeded},
                               {"lost", lost},
                               {"wall_s", wall_s},
+                              {"jobs_per_s", succeeded / wall_s},
+                              {"stage_commits_per_s", static_cast<double>(commits) / wall_s},
                               {"submit_s", submit_s},
                               {"dispatch_p50_ms", stats.dispatch_p50_ms()},
                               {"dispatch_p99_ms", stats.dispatch_p99_ms()},
@@ -514,6 +526,8 @@ int main(int argc, char** argv) {
       o.repeat = std::stoi(next());
     } else if (a == "--json") {
       o.json = next();
+    } else if (a == "--state") {
+      o.state = next();
     } else if (a == "--timeout") {
       o.timeout_s = std::stod(next());
     } else {
@@ -523,6 +537,12 @@ int main(int argc, char** argv) {
   }
   if (o.compare && o.scrape) {
     std::fprintf(stderr, "service_load: --compare runs with and without --scrape: give one\n");
+    return 2;
+  }
+  if (o.compare && !o.state.empty()) {
+    std::fprintf(stderr,
+                 "service_load: --compare starts a daemon per run, each on a fresh state: no "
+                 "--state\n");
     return 2;
   }
   return o.compare ? Compare(o) : Run(o);

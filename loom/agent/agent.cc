@@ -374,9 +374,44 @@ absl::Status Agent::Run() {
   }
   heartbeat.join();
   reporter.join();
+  bool refused;
+  {
+    absl::MutexLock lock(&mu_);
+    refused = !refused_.ok();
+  }
+  // A refused agent is not the daemon's any more; any other tells it that it leaves.
+  if (!refused && fatal.ok()) Deregister();
   Log("info", "stopped", absl::StrCat("agent_id=", Value(agent_id())));
   absl::MutexLock lock(&mu_);
   return refused_.ok() ? fatal : refused_;
+}
+
+void Agent::Deregister() {
+  const std::string id = agent_id();
+  if (id.empty()) return;
+  v1::DeregisterRequest req;
+  req.set_agent_id(id);
+  req.set_reason("the agent stopped");
+  // Twice at most: the second call goes to the daemon a failed first one pointed at (a standby's
+  // redirect, the next of the server list). Past that, the heartbeat timeout takes the agent out.
+  grpc::Status s;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    v1::DeregisterResponse resp;
+    grpc::ClientContext ctx;
+    PrepareContext(ctx, std::min(options_.rpc_timeout, absl::Seconds(5)));
+    auto [daemon, stub] = Daemon();
+    s = stub->Deregister(&ctx, req, &resp);
+    if (s.ok()) {
+      Log("info", "deregistered",
+          absl::StrCat("agent_id=", Value(id), " stages_requeued=", resp.stages_requeued()));
+      return;
+    }
+    CallFailed(daemon, ctx, s);
+    if (!Transient(s.error_code())) break;
+  }
+  Log("warn", "deregister_failed",
+      absl::StrCat("code=", absl::StatusCodeToString(FromGrpc(s).code()),
+                   " msg=", Value(s.error_message())));
 }
 
 void Agent::HeartbeatLoop() {

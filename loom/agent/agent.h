@@ -106,7 +106,9 @@ class Agent {
   absl::Status Run();
 
   // Asks Run to return: stops acquiring, cancels running stages (simulated ones stop at once,
-  // real ones finish their current step and are dropped), flushes reports within the grace.
+  // real ones finish their current step and are dropped), flushes reports within the grace, then
+  // deregisters (the daemon requeues the stages still held at once, not after its heartbeat
+  // timeout).
   // Thread-safe; callable from a signal-watching thread, not from a signal handler.
   void Shutdown();
 
@@ -128,6 +130,8 @@ class Agent {
   absl::Status RegisterOnce();
   void HeartbeatLoop();
   void ReportLoop();
+  // Tells the daemon this agent stops (Deregister): it requeues the stages still held at once.
+  void Deregister();
   // Runs on its own detached thread, which owns `request` and `cancel` (std::thread copies them).
   void StageThread(const v1::StageRequest& request, const std::shared_ptr<CancelFlag>& cancel);
   // Waits for the stage's resources (CPU slots or its device; an oversubscribed stage takes them

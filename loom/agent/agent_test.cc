@@ -85,6 +85,16 @@ class FakeAgentService final : public v1::AgentService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status Deregister(grpc::ServerContext* ctx, const v1::DeregisterRequest* req,
+                          v1::DeregisterResponse* resp) override {
+    if (!Authorized(ctx)) return {grpc::StatusCode::UNAUTHENTICATED, "bad token"};
+    absl::MutexLock lock(&mu_);
+    deregisters_.push_back(*req);
+    reports_at_deregister_ = static_cast<int>(reports_.size());
+    resp->set_stages_requeued(1);
+    return grpc::Status::OK;
+  }
+
   void Push(v1::StageRequest stage) {
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(stage));
@@ -129,6 +139,8 @@ class FakeAgentService final : public v1::AgentService::Service {
   std::vector<v1::RegisterRequest> registers_;
   std::vector<v1::HeartbeatRequest> heartbeats_;
   std::vector<v1::ReportStageRequest> reports_;
+  std::vector<v1::DeregisterRequest> deregisters_;
+  int reports_at_deregister_ = -1;  // reports received before the (last) Deregister
   std::vector<std::string> auth_;
   std::string current_id_;
 
@@ -363,6 +375,29 @@ TEST_F(AgentTest, RunningLeasesAreHeartbeatedAndCancelledOnesAbandoned) {
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(f.With([](auto& s) { return s.reports_.size(); }), 0u);
   EXPECT_TRUE(Logged("event=stage_abandoned lease=long"));
+}
+
+TEST_F(AgentTest, ShutdownDeliversFinishedReportsThenDeregistersOnce) {
+  StartAgent(Options());
+  FakeAgentService& f = daemon_.fake();
+  f.Push(Simulated("quick", 0.01));
+  f.Push(Simulated("long", 30));
+  ASSERT_TRUE(f.WaitFor([](auto& s) {
+    return s.reports_.size() == 1 && !s.heartbeats_.empty() &&
+           s.heartbeats_.back().running_lease_ids_size() == 1;
+  }));
+  StopAgent();
+  EXPECT_TRUE(run_status_.ok()) << run_status_;
+  f.With([](FakeAgentService& s) {
+    ASSERT_EQ(s.deregisters_.size(), 1u);
+    EXPECT_EQ(s.deregisters_[0].agent_id(), "agent-1");
+    EXPECT_EQ(s.deregisters_[0].reason(), "the agent stopped");
+    // After the finished stage's report: the daemon requeues only what was not delivered.
+    EXPECT_EQ(s.reports_at_deregister_, 1);
+    EXPECT_EQ(s.reports_.size(), 1u);
+  });
+  EXPECT_EQ(agent_->stats().stages_abandoned, 1);
+  EXPECT_TRUE(Logged("event=deregistered agent_id=agent-1 stages_requeued=1"));
 }
 
 TEST_F(AgentTest, AStageRevokedThroughTheLongPollStopsAtOnce) {

@@ -21,6 +21,7 @@
 #include "loom/loom.h"
 #include "loom/records/record_store.h"
 #include "loom/service/client.h"
+#include "loom/service/request_checks.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 
@@ -183,11 +184,14 @@ absl::StatusOr<std::unique_ptr<JobClient>> JobClient::Connect(const JobClientOpt
 }
 
 absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitJobRequest& request) {
+  // One request id for every try: a call retried after a failover submits one job.
+  v1::SubmitJobRequest once = request;
+  if (once.request_id().empty()) once.set_request_id(service::NewRequestId());
   v1::Job job;
   LOOM_RETURN_IF_ERROR(
       Check(connection_->Call(std::max(timeout_, absl::Minutes(5)),
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                                return stub.SubmitJob(&ctx, request, &job);
+                                return stub.SubmitJob(&ctx, once, &job);
                               }),
             connection_->config));
   return job;

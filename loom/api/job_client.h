@@ -71,7 +71,8 @@ class JobClient {
   static absl::StatusOr<std::unique_ptr<JobClient>> Connect(const JobClientOptions& options);
 
   // The server's errors keep their gRPC code; the message starts with the code's name
-  // ("NOT_FOUND: no job j9"). kUnavailable names the server it tried.
+  // ("NOT_FOUND: no job j9"). kUnavailable names the server it tried. Submit sends a request id
+  // (a fresh one unless `request` has one), the same on every retry: one job per call.
   absl::StatusOr<v1::Job> Submit(const v1::SubmitJobRequest& request);
   absl::StatusOr<v1::ListJobsResponse> List(bool all_users, bool include_ended);
   absl::StatusOr<v1::Job> Get(const std::string& job_id);

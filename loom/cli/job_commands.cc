@@ -27,6 +27,7 @@
 #include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
+#include "loom/service/request_checks.h"
 #include "loom/tune/prior.h"
 #include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/stage_names.h"
@@ -218,6 +219,8 @@ void RunSubmit(const SubmitOptions& o) {
         "shapes (submit the model as an .onnx file to change them)"));
   }
   Conn c = Connect(o.server);
+  // One request id for every try of the call: a retry after a failover submits once.
+  req.set_request_id(service::NewRequestId());
   v1::Job job;
   Check(c.Call(absl::Minutes(5),
                [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {

@@ -1,5 +1,5 @@
 // `loom serve --listen HOST:PORT --state FILE|URI --tokens FILE [--tls-cert C --tls-key K]
-// [--http HOST:PORT] [--standby] [--advertise HOST:PORT]`: the scheduler daemon
+// [--http HOST:PORT] [--standby] [--lease-timeout S] [--advertise HOST:PORT]`: the scheduler daemon
 // (loom/service/server.h), with its web view, /metrics and HTTP probes on --http
 // (loom/service/http_server.h). Without --tokens, or without TLS beyond loopback, it starts only
 // with --insecure. Runs until SIGINT/SIGTERM; restarting on the same state file resumes every job.
@@ -38,6 +38,7 @@ struct ServeOptions {
   bool insecure = false;
   bool quiet = false;
   bool standby = false;
+  double lease_timeout = 5;
   std::string advertise;
 };
 
@@ -50,6 +51,7 @@ void RunServe(const ServeOptions& o) {
   so.tls_key = o.tls_key;
   so.insecure = o.insecure;
   so.standby = o.standby;
+  so.lease_timeout = absl::Seconds(o.lease_timeout);
   so.advertise = o.advertise;
   so.max_message_bytes = o.max_message_bytes;
   so.max_watches_per_user = o.max_watches_per_user;
@@ -155,6 +157,10 @@ void RegisterServeCommand(CLI::App& app) {
   cmd->add_flag("--standby", o->standby,
                 "With a postgresql:// --state another daemon leads: wait as its standby "
                 "(redirecting every call to it) and take over when it dies, instead of refusing");
+  cmd->add_option("--lease-timeout", o->lease_timeout,
+                  "With a postgresql:// --state: seconds the lead's lease lasts unless renewed "
+                  "(every second); a standby takes over from a leader hung that long")
+      ->check(CLI::Range(0.5, 600.0));
   cmd->add_option("--advertise", o->advertise,
                   "HOST:PORT standbys send clients to while this daemon leads (default: the "
                   "--listen address, this host's name for a wildcard host)");

@@ -86,7 +86,8 @@ std::vector<PgParam> FilterParams(const RecordFilter& f) {
 
 class PostgresRecordStore : public RecordStore {
  public:
-  explicit PostgresRecordStore(std::unique_ptr<PgConnection> conn) : conn_(std::move(conn)) {}
+  PostgresRecordStore(std::unique_ptr<PgConnection> conn, PgWriteFence fence)
+      : conn_(std::move(conn)), fence_(std::move(fence)) {}
 
   absl::Status Initialize() {
     absl::MutexLock lock(&mu_);
@@ -97,6 +98,7 @@ class PostgresRecordStore : public RecordStore {
     for (const Record& r : records) LOOM_RETURN_IF_ERROR(internal::ValidateRecord(r));
     absl::MutexLock lock(&mu_);
     return conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      LOOM_RETURN_IF_ERROR(Fence());
       for (const Record& r : records) LOOM_RETURN_IF_ERROR(Insert(r));
       return absl::OkStatus();
     });
@@ -153,6 +155,7 @@ class PostgresRecordStore : public RecordStore {
     LOOM_RETURN_IF_ERROR(internal::ValidateStageTimings(job_id, round, timings));
     absl::MutexLock lock(&mu_);
     return conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      LOOM_RETURN_IF_ERROR(Fence());
       for (const StageTiming& t : timings) {
         LOOM_RETURN_IF_ERROR(
             conn_
@@ -208,6 +211,7 @@ class PostgresRecordStore : public RecordStore {
     int64_t stored = 0;
     LOOM_RETURN_IF_ERROR(
         conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+          LOOM_RETURN_IF_ERROR(Fence());
           LOOM_RETURN_IF_ERROR(
               conn_->Exec("SELECT pg_advisory_xact_lock($1)", {PgInt(kImportLockKey)}).status());
           for (const Record& r : records) {
@@ -344,16 +348,27 @@ class PostgresRecordStore : public RecordStore {
         {PgText(task_key), PgText(target_key), PgInt(k)});
   }
 
+  // The write fence, inside the write's transaction (OK without one).
+  absl::Status Fence() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return fence_ ? fence_(*conn_) : absl::OkStatus();
+  }
+
   absl::Mutex mu_;
   const std::unique_ptr<PgConnection> conn_ ABSL_PT_GUARDED_BY(mu_);
+  const PgWriteFence fence_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RecordStore>> OpenPostgresRecordStore(const std::string& uri) {
+  return OpenFencedPostgresRecordStore(uri, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<RecordStore>> OpenFencedPostgresRecordStore(const std::string& uri,
+                                                                           PgWriteFence fence) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<PgConnection> conn,
                         PgConnection::Connect(uri, "record database"));
-  auto store = std::make_unique<PostgresRecordStore>(std::move(conn));
+  auto store = std::make_unique<PostgresRecordStore>(std::move(conn), std::move(fence));
   LOOM_RETURN_IF_ERROR(store->Initialize());
   return store;
 }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <istream>
 #include <memory>
 #include <optional>
@@ -99,6 +100,17 @@ absl::StatusOr<std::unique_ptr<RecordStore>> OpenSqliteRecordStore(const std::st
 // kFailedPrecondition when its record schema is newer than this Loom's or another application
 // owns a `records` table there.
 absl::StatusOr<std::unique_ptr<RecordStore>> OpenPostgresRecordStore(const std::string& uri);
+
+// A check run inside the transaction of every write (Append, AppendStageTimings, ImportJsonLines)
+// of a PostgreSQL record store, on its connection, before any row: its error refuses the write
+// (nothing of it is stored). The service's leader fence (service/state_store.h, LeaderFence) keeps
+// a daemon whose lead has passed to another from writing records.
+class PgConnection;
+using PgWriteFence = std::function<absl::Status(PgConnection& conn)>;
+
+// OpenPostgresRecordStore whose writes pass `fence` first.
+absl::StatusOr<std::unique_ptr<RecordStore>> OpenFencedPostgresRecordStore(const std::string& uri,
+                                                                           PgWriteFence fence);
 
 // The one place that picks the implementation: a `postgresql://` (or `postgres://`) URI opens the
 // PostgreSQL store, anything else the SQLite file at that path.

@@ -1,6 +1,7 @@
 #include "loom/service/job_driver.h"
 
 #include <fcntl.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -338,6 +339,9 @@ absl::Status JobDriver::Load() {
     // Job ids are never given out twice, even if the counter fell behind.
     next_job_ = std::max(next_job_, job->num + 1);
     job->row = std::move(row);
+    if (!job->row.spec.request_id().empty()) {
+      job_of_request_[{job->row.owner, job->row.spec.request_id()}] = job->num;
+    }
     if (!Ended(job->row.state)) {
       LOOM_ASSIGN_OR_RETURN(job->tasks, state_->LoadTasks(job->row.id));
       active_.insert(job->num);
@@ -1347,6 +1351,11 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the daemon is shutting down");
+    // A retried submit (same user, same request id) is answered with the job it made.
+    if (const Job* earlier = JobOfRequest(who, request); earlier != nullptr) {
+      LOOM_RETURN_IF_ERROR(SameSubmission(*earlier, request));
+      return ToProto(*earlier);
+    }
     LOOM_RETURN_IF_ERROR(over_quota());
     num = next_job_++;
   }
@@ -1376,6 +1385,11 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
   job->tasks = std::move(tasks);
 
   absl::MutexLock lock(&mu_);
+  // The same request may have been submitted meanwhile (a retry while this one loaded its model).
+  if (const Job* earlier = JobOfRequest(who, request); earlier != nullptr) {
+    LOOM_RETURN_IF_ERROR(SameSubmission(*earlier, request));
+    return ToProto(*earlier);
+  }
   LOOM_RETURN_IF_ERROR(over_quota());
   row.submitted = Now();
   Mutation m;
@@ -1391,6 +1405,7 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
   Job& ref = *job;
   CountJobState(v1::JOB_STATE_UNSPECIFIED, ref.row.state);
   jobs_[num] = std::move(job);
+  if (!request.request_id().empty()) job_of_request_[{who.user, request.request_id()}] = num;
   active_.insert(num);
   pending_.insert(num);
   LogKv("job_submitted", {{"job", id},
@@ -1399,6 +1414,32 @@ absl::StatusOr<v1::Job> JobDriver::Submit(const Principal& who,
                           {"tasks", absl::StrCat(ref.tasks.size())}});
   Pump();
   return ToProto(ref);
+}
+
+const JobDriver::Job* JobDriver::JobOfRequest(const Principal& who,
+                                              const v1::SubmitJobRequest& request) {
+  if (request.request_id().empty()) return nullptr;
+  auto it = job_of_request_.find({who.user, request.request_id()});
+  if (it == job_of_request_.end()) return nullptr;
+  auto job = jobs_.find(it->second);
+  return job == jobs_.end() ? nullptr : job->second.get();
+}
+
+absl::Status JobDriver::SameSubmission(const Job& earlier, const v1::SubmitJobRequest& request) {
+  // The stored spec is the request without its model bytes (Submit); an uploaded model is compared
+  // by its bytes in the state.
+  v1::SubmitJobRequest spec = request;
+  spec.clear_onnx_model();
+  if (request.has_onnx_model()) spec.set_onnx_model("");
+  bool same = google::protobuf::util::MessageDifferencer::Equals(spec, earlier.row.spec);
+  if (same && request.has_onnx_model()) {
+    absl::StatusOr<std::string> stored = state_->LoadModel(earlier.row.id);
+    same = stored.ok() && *stored == request.onnx_model();
+  }
+  if (same) return absl::OkStatus();
+  return absl::AlreadyExistsError(absl::StrCat("request_id '", request.request_id(),
+                                               "' already submitted job ", earlier.row.id,
+                                               " with a different request; use a new request id"));
 }
 
 absl::StatusOr<v1::ListJobsResponse> JobDriver::List(const Principal& who,
@@ -1781,6 +1822,40 @@ absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
   for (const std::string& l : request.running_lease_ids()) {
     if (!a.leases.contains(l)) r.add_cancelled_lease_ids(l);
   }
+  return r;
+}
+
+absl::StatusOr<v1::DeregisterResponse> JobDriver::Deregister(const Principal& who,
+                                                             const v1::DeregisterRequest& request) {
+  LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "deregistering an agent"));
+  constexpr size_t kMaxReason = 256;
+  if (request.reason().size() > kMaxReason) {
+    return absl::InvalidArgumentError(absl::StrCat("deregister reason of ", request.reason().size(),
+                                                   " bytes (at most ", kMaxReason, ")"));
+  }
+  for (char c : request.reason()) {
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError("deregister reason holds a control character");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  // FindAgent refuses another credential's agent id (kPermissionDenied), so only the agent itself
+  // (its own token) can take it out.
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  const int held = static_cast<int>(a->leases.size());
+  LogKv("agent_deregistered", {{"agent", a->id},
+                               {"host", a->hostname},
+                               {"reason", request.reason()},
+                               {"leases", absl::StrCat(held)}});
+  Mutation m;
+  DropAgent(*a,
+            absl::StrCat("agent ", a->id, " (", a->hostname, ") stopped",
+                         request.reason().empty() ? "" : absl::StrCat(": ", request.reason())),
+            m);
+  Commit(m);
+  Pump();
+  v1::DeregisterResponse r;
+  r.set_stages_requeued(held);
   return r;
 }
 

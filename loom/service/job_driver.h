@@ -141,6 +141,12 @@ class JobDriver {
                                                     const v1::AcquireStagesRequest& request);
   absl::StatusOr<v1::ReportStageResponse> Report(const Principal& who,
                                                  const v1::ReportStageRequest& request);
+  // The agent stops: it is taken out at once (its host offline, every lease it holds requeued, as
+  // for a lost agent) and its credential is free to register again. kPermissionDenied for another
+  // credential's agent id, kNotFound for an agent not registered, kInvalidArgument for a reason
+  // over 256 bytes or with control characters.
+  absl::StatusOr<v1::DeregisterResponse> Deregister(const Principal& who,
+                                                    const v1::DeregisterRequest& request);
 
  private:
   struct Agent {
@@ -257,6 +263,13 @@ class JobDriver {
   // Folds the latencies recorded since the last call into the histograms.
   void FoldLatencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job `who` submitted earlier with `request`'s request id; nullptr when none (or no id).
+  const Job* JobOfRequest(const Principal& who, const v1::SubmitJobRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK when `request` is the one `earlier` was submitted with; kAlreadyExists naming the job when
+  // the request id was reused for another request.
+  absl::Status SameSubmission(const Job& earlier, const v1::SubmitJobRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
   int CurrentTask(const Job& job) const;
@@ -283,6 +296,10 @@ class JobDriver {
   absl::flat_hash_map<std::string, std::string> flagged_ ABSL_GUARDED_BY(mu_);
   int64_t reports_refused_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
+  // (owner, SubmitJobRequest.request_id) -> the job it submitted: one entry per job submitted
+  // with an id (64 bytes at most), rebuilt from the stored specs at Load.
+  absl::flat_hash_map<std::pair<std::string, std::string>, int64_t> job_of_request_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::LeaseId, std::string> lease_by_sched_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::StageId, int64_t> stage_job_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<sched::DeviceId, std::string> device_agent_ ABSL_GUARDED_BY(mu_);

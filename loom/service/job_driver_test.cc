@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/clock.h"
@@ -300,6 +301,50 @@ TEST_F(DriverTest, RestartResumesJobsAndKeepsRecords) {
   auto next = driver_->Submit(kAlice, Sim(1, 1));
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->id(), "j2");
+}
+
+TEST_F(DriverTest, ASubmitRetriedWithItsRequestIdMakesOneJobEvenAcrossARestart) {
+  Open();
+  v1::SubmitJobRequest req = Sim(1, 1);
+  req.set_request_id("3f1c9a.retry-1");
+  auto first = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), first->id());
+  // Another user's id is another submission.
+  auto bobs = driver_->Submit(kBob, req);
+  ASSERT_TRUE(bobs.ok()) << bobs.status();
+  EXPECT_NE(bobs->id(), first->id());
+  // The id reused for another request: refused, naming the job it made.
+  v1::SubmitJobRequest other = Sim(2, 1);
+  other.set_request_id(req.request_id());
+  auto reused = driver_->Submit(kAlice, other);
+  EXPECT_EQ(reused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(reused.status().message(),
+              HasSubstr(absl::StrCat("already submitted job ", first->id())));
+  // Hostile ids: too long, or characters beyond the id alphabet.
+  v1::SubmitJobRequest hostile = Sim(1, 1);
+  hostile.set_request_id(std::string(65, 'a'));
+  auto long_id = driver_->Submit(kAlice, hostile);
+  EXPECT_EQ(long_id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(long_id.status().message(), HasSubstr("request_id of 65 bytes (at most 64)"));
+  hostile.set_request_id("a'; DROP TABLE jobs;--");
+  auto odd = driver_->Submit(kAlice, hostile);
+  EXPECT_EQ(odd.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(odd.status().message(), HasSubstr("request_id may hold only"));
+  // Without an id every call submits.
+  EXPECT_NE(driver_->Submit(kAlice, Sim(1, 1))->id(), driver_->Submit(kAlice, Sim(1, 1))->id());
+  const int64_t jobs = driver_->Stats(kAdmin)->jobs_total();
+  EXPECT_EQ(jobs, 4);
+
+  // The id is stored with the job: a daemon that took over answers the retry with it too.
+  driver_.reset();
+  Open();
+  auto after = driver_->Submit(kAlice, req);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->id(), first->id());
+  EXPECT_EQ(driver_->Stats(kAdmin)->jobs_total(), jobs);
 }
 
 TEST_F(DriverTest, LatencyGoalMetByKnownRecordsEndsTheJobAtOnce) {
@@ -939,6 +984,61 @@ TEST_F(DriverTest, ReportForAStageAnotherAgentHoldsFlagsTheReporter) {
   auto own = Rep(*driver_, a, r);
   ASSERT_TRUE(own.ok()) << own.status();
   EXPECT_TRUE(own->accepted());
+}
+
+TEST_F(DriverTest, DeregisterRequeuesAtOnceAndOnlyTheAgentsOwnCredentialMayCallIt) {
+  // A heartbeat timeout that never passes here: whatever is requeued is the deregistration's.
+  Open({.heartbeat_timeout = absl::Hours(1)});
+  const Principal a{"a", Role::kAgent}, b{"b", Role::kAgent};
+  auto ra = driver_->Register(a, AgentSpec("host-a"));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  auto job = driver_->Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok());
+  auto held = Acq(*driver_, a);
+  ASSERT_EQ(held.size(), 1u);
+  auto rb = driver_->Register(b, AgentSpec("host-b"));
+  ASSERT_TRUE(rb.ok()) << rb.status();
+
+  // A hostile agent names a's id: refused, and a keeps its stage.
+  v1::DeregisterRequest hostile;
+  hostile.set_agent_id(ra->agent_id());
+  auto refused = driver_->Deregister(b, hostile);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(), HasSubstr("belongs to another agent's credential"));
+  // People's tokens are no agents; a reason with control characters is refused.
+  EXPECT_EQ(driver_->Deregister(kAdmin, hostile).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::DeregisterRequest bad;
+  bad.set_reason("SIGTERM\nforged log line");
+  auto bad_reason = driver_->Deregister(a, bad);
+  EXPECT_EQ(bad_reason.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_reason.status().message(), HasSubstr("control character"));
+  bad.set_reason(std::string(257, 'x'));
+  EXPECT_EQ(driver_->Deregister(a, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 0);
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 2);
+
+  // a's own credential: its stage is requeued at once (the clock has not moved) and goes to b.
+  v1::DeregisterRequest own;
+  own.set_agent_id(ra->agent_id());
+  own.set_reason("SIGTERM");
+  auto gone = driver_->Deregister(a, own);
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(gone->stages_requeued(), 1);
+  EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 1);
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 1);
+  auto moved = Acq(*driver_, b);
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0].job_id(), job->id());
+  auto logs = driver_->Logs(kAlice, job->id(), 0);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_THAT(absl::StrJoin(*logs, "\n"),
+              HasSubstr(absl::StrCat("agent ", ra->agent_id(), " (host-a) stopped: SIGTERM")));
+  // It is gone: a second deregistration is kNotFound, and its credential registers again at once.
+  EXPECT_EQ(driver_->Deregister(a, own).status().code(), absl::StatusCode::kNotFound);
+  auto again = driver_->Register(a, AgentSpec("host-a"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->agent_id(), ra->agent_id());
 }
 
 TEST_F(DriverTest, CancellingAJobRevokesItsRunningStageAtTheAgentsNextPoll) {

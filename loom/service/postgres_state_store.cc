@@ -130,7 +130,27 @@ CREATE TABLE loom_leader (
 );
 INSERT INTO loom_leader (id, epoch, address, holder, since_us) VALUES (1, 0, '', '', 0);
 )sql",
+    // 1 -> 2: the leader's timed lease (a row of its own, so that renewing it never waits for the
+    // writes that hold the leader row FOR SHARE). Times are the database's clock, in us.
+    R"sql(
+CREATE TABLE loom_lease (
+  id BIGINT PRIMARY KEY CHECK (id = 1),
+  epoch BIGINT NOT NULL,
+  expires_us BIGINT NOT NULL
+);
+INSERT INTO loom_lease (id, epoch, expires_us) VALUES (1, 0, 0);
+)sql",
 };
+
+// The database's clock in microseconds (every daemon reads the same one).
+constexpr char kDbNowUs[] = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+
+// The sessions holding the state's lock (pg_locks splits the 64-bit key into classid, the high
+// half, and objid, the low half); $1, $2 are those halves.
+constexpr char kLockHolders[] =
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND "
+    "l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid::bigint = $1 AND l.objid::bigint = $2";
 
 // The leader row; `lock` adds FOR SHARE (inside a transaction: a new epoch waits for it).
 absl::StatusOr<LeaderInfo> ReadLeader(tune::PgConnection& conn, bool lock) {
@@ -144,6 +164,17 @@ absl::StatusOr<LeaderInfo> ReadLeader(tune::PgConnection& conn, bool lock) {
   info.address = res.Text(0, 1);
   info.holder = res.Text(0, 2);
   return info;
+}
+
+// OK while the leader row holds `epoch`; kFailedPrecondition naming the newer leader otherwise.
+absl::Status CheckLeaderEpoch(tune::PgConnection& conn, int64_t epoch, bool lock) {
+  LOOM_ASSIGN_OR_RETURN(LeaderInfo now, ReadLeader(conn, lock));
+  if (now.epoch == epoch) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "state '", conn.redacted_uri(), "' is led by a newer loom serve (epoch ", now.epoch,
+      now.address.empty() ? "" : absl::StrCat(", at ", now.address),
+      now.holder.empty() ? "" : absl::StrCat(", ", now.holder), "): this daemon's lead (epoch ",
+      epoch, ") has ended and its write is refused; it steps down"));
 }
 
 // 32 hex digits from the system's entropy: the state's identity.
@@ -166,10 +197,24 @@ class PostgresStateStore : public StateStore {
 
   absl::Status Init(const StateStoreOptions& options) {
     absl::MutexLock lock(&mu_);
+    if (options.lease_timeout < absl::Milliseconds(100)) {
+      return absl::InvalidArgumentError("the lead's lease timeout must be at least 100 ms");
+    }
+    lease_timeout_ = options.lease_timeout;
     if (options.standby) {
       LOOM_RETURN_IF_ERROR(StandBy(options));
     } else {
       LOOM_RETURN_IF_ERROR(ClaimState());
+    }
+    // The lock is ours: the lease is extended at once, so that a standby does not take the lock
+    // holder for a hung leader while this store migrates and takes its epoch.
+    LOOM_ASSIGN_OR_RETURN(PgResult leased, conn_->Exec("SELECT to_regclass('public.loom_lease')"));
+    if (leased.rows() == 1 && !leased.IsNull(0, 0)) {
+      LOOM_RETURN_IF_ERROR(conn_
+                               ->Exec(absl::StrCat("UPDATE loom_lease SET expires_us = ", kDbNowUs,
+                                                   " + $1 WHERE id = 1"),
+                                      {PgInt(absl::ToInt64Microseconds(lease_timeout_))})
+                               .status());
     }
     // A new session holds nothing: unless a newer epoch took the state meanwhile, it names itself
     // and takes the lock again; otherwise it fails.
@@ -191,6 +236,12 @@ class PostgresStateStore : public StateStore {
           absl::StrCat("state '", conn_->redacted_uri(), "' has no leader row (loom_leader)"));
     }
     LOOM_ASSIGN_OR_RETURN(epoch_, bumped.Int(0, 0));
+    LOOM_RETURN_IF_ERROR(
+        conn_
+            ->Exec(absl::StrCat("UPDATE loom_lease SET epoch = $1, expires_us = ", kDbNowUs,
+                                " + $2 WHERE id = 1"),
+                   {PgInt(epoch_), PgInt(absl::ToInt64Microseconds(lease_timeout_))})
+            .status());
     LOOM_RETURN_IF_ERROR(conn_
                              ->Exec("INSERT INTO meta (key, value) VALUES ('store_id', $1) ON "
                                     "CONFLICT (key) DO NOTHING",
@@ -212,7 +263,8 @@ class PostgresStateStore : public StateStore {
 
   absl::Status CheckLead() override {
     absl::MutexLock lock(&mu_);
-    return CheckEpoch(/*lock=*/false);
+    LOOM_RETURN_IF_ERROR(CheckEpoch(/*lock=*/false));
+    return RenewLease();
   }
 
   absl::Status Apply(const Mutation& m) override {
@@ -341,13 +393,40 @@ class PostgresStateStore : public StateStore {
   // Refuses once the leader row holds another epoch than this store's (after Init).
   absl::Status CheckEpoch(bool lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (epoch_ == 0) return absl::OkStatus();  // still opening
-    LOOM_ASSIGN_OR_RETURN(LeaderInfo now, ReadLeader(*conn_, lock));
-    if (now.epoch == epoch_) return absl::OkStatus();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "state '", conn_->redacted_uri(), "' is led by a newer loom serve (epoch ", now.epoch,
-        now.address.empty() ? "" : absl::StrCat(", at ", now.address),
-        now.holder.empty() ? "" : absl::StrCat(", ", now.holder), "): this daemon's lead (epoch ",
-        epoch_, ") has ended and its write is refused; it steps down"));
+    return CheckLeaderEpoch(*conn_, epoch_, lock);
+  }
+
+  // Extends this store's lease to the database's now + lease_timeout_; kFailedPrecondition (as
+  // CheckEpoch) when another epoch holds it.
+  absl::Status RenewLease() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult renewed,
+        conn_->Exec(absl::StrCat("UPDATE loom_lease SET expires_us = ", kDbNowUs,
+                                 " + $2 WHERE id = 1 AND epoch = $1 RETURNING epoch"),
+                    {PgInt(epoch_), PgInt(absl::ToInt64Microseconds(lease_timeout_))}));
+    if (renewed.rows() == 1) return absl::OkStatus();
+    LOOM_RETURN_IF_ERROR(CheckEpoch(/*lock=*/false));
+    return absl::FailedPreconditionError(
+        absl::StrCat("state '", conn_->redacted_uri(), "': the lease of this daemon's lead (epoch ",
+                     epoch_, ") was taken; its write is refused; it steps down"));
+  }
+
+  // A standby's look at the leader's lease: when it has expired (the leader is hung, or cut off
+  // with its session still open), ends the sessions that hold the state's lock so that the next
+  // try takes it. Whether it did.
+  absl::StatusOr<bool> BreakExpiredLease() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(PgResult exists, conn_->Exec("SELECT to_regclass('public.loom_lease')"));
+    if (exists.rows() != 1 || exists.IsNull(0, 0)) return false;  // no leader with a lease yet
+    LOOM_ASSIGN_OR_RETURN(PgResult lease,
+                          conn_->Exec(absl::StrCat("SELECT epoch FROM loom_lease WHERE id = 1 AND "
+                                                   "epoch > 0 AND expires_us < ",
+                                                   kDbNowUs)));
+    if (lease.rows() == 0) return false;
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult ended,
+        conn_->Exec(absl::StrCat("SELECT pg_terminate_backend(l.pid) ", kLockHolders),
+                    {PgInt(kStateLockKey >> 32), PgInt(kStateLockKey & 0xffffffff)}));
+    return ended.rows() > 0;
   }
 
   // Waits as a standby until the state's lock is free, then takes it.
@@ -365,6 +444,7 @@ class PostgresStateStore : public StateStore {
       if (exists.ok() && exists->rows() == 1 && !exists->IsNull(0, 0)) {
         LOOM_ASSIGN_OR_RETURN(leader, ReadLeader(*conn_, /*lock=*/false));
       }
+      LOOM_ASSIGN_OR_RETURN(leader.lease_broken, BreakExpiredLease());
       if (!options.standby(leader)) {
         return absl::CancelledError(absl::StrCat("stopped waiting for the state '",
                                                  conn_->redacted_uri(), "' as a standby"));
@@ -387,14 +467,10 @@ class PostgresStateStore : public StateStore {
     LOOM_RETURN_IF_ERROR(conn_->Exec("SELECT set_config('lock_timeout', '0', false)").status());
     if (got.ok()) return absl::OkStatus();
     if (got.code() != absl::StatusCode::kFailedPrecondition) return got;  // not lock_timeout
-    // Who holds it: the session whose advisory lock has our key (pg_locks splits the 64-bit key
-    // into classid, the high half, and objid, the low half).
-    absl::StatusOr<PgResult> holder = conn_->Exec(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM "
-        "pg_database WHERE datname = current_database()) AND l.classid::bigint = $1 AND "
-        "l.objid::bigint = $2 LIMIT 1",
-        {PgInt(kStateLockKey >> 32), PgInt(kStateLockKey & 0xffffffff)});
+    // Who holds it: the session whose advisory lock has our key.
+    absl::StatusOr<PgResult> holder =
+        conn_->Exec(absl::StrCat("SELECT a.application_name ", kLockHolders, " LIMIT 1"),
+                    {PgInt(kStateLockKey >> 32), PgInt(kStateLockKey & 0xffffffff)});
     const std::string who = holder.ok() && holder->rows() > 0 && !holder->Text(0, 0).empty()
                                 ? absl::StrCat(" (", holder->Text(0, 0), ")")
                                 : std::string();
@@ -547,8 +623,9 @@ class PostgresStateStore : public StateStore {
 
   absl::Mutex mu_;
   const std::unique_ptr<tune::PgConnection> conn_ ABSL_PT_GUARDED_BY(mu_);
-  std::string store_id_;  // set once by Init
-  int64_t epoch_ = 0;     // set once by Init: this store's lead
+  std::string store_id_;                             // set once by Init
+  int64_t epoch_ = 0;                                // set once by Init: this store's lead
+  absl::Duration lease_timeout_ = absl::Seconds(5);  // set once by Init
 };
 
 }  // namespace
@@ -560,6 +637,10 @@ absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(
   auto store = std::make_unique<PostgresStateStore>(std::move(conn));
   LOOM_RETURN_IF_ERROR(store->Init(options));
   return store;
+}
+
+tune::PgWriteFence LeaderFence(int64_t epoch) {
+  return [epoch](tune::PgConnection& conn) { return CheckLeaderEpoch(conn, epoch, /*lock=*/true); };
 }
 
 absl::StatusOr<LeaderInfo> ReadStateLeader(const std::string& uri) {

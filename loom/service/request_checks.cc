@@ -7,6 +7,8 @@
 #include <cmath>
 #include <set>
 
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -141,6 +143,27 @@ std::string TargetKind(const v1::SubmitJobRequest& spec) {
   return std::string(t.substr(0, t.find(':')));
 }
 
+std::string NewRequestId() {
+  absl::BitGen gen;
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
+
+absl::Status ValidateRequestId(std::string_view id) {
+  constexpr size_t kMaxRequestId = 64;
+  if (id.size() > kMaxRequestId) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id of ", id.size(), " bytes (at most ", kMaxRequestId, ")"));
+  }
+  for (char c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
+      return absl::InvalidArgumentError(
+          "request_id may hold only letters, digits and . _ : - (a client-generated id)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& caps) {
   const std::string kind = TargetKind(r);
   if (kind != "cpu" && kind != "cuda") {
@@ -149,6 +172,7 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
   }
   if (kind == "cuda") LOOM_RETURN_IF_ERROR(ops::ParseTarget(r.target()).status());
   if (r.name().size() > 256) return absl::InvalidArgumentError("job name longer than 256 bytes");
+  LOOM_RETURN_IF_ERROR(ValidateRequestId(r.request_id()));
   if (r.priority() < -1000 || r.priority() > 1000) {
     return absl::InvalidArgumentError("priority must be in [-1000, 1000]");
   }

@@ -31,6 +31,12 @@ struct MeasureCaps {
 // The target kind a job measures on: "cpu" or "cuda" ("cuda:sm_90" -> "cuda"; empty -> "cpu").
 std::string TargetKind(const v1::SubmitJobRequest& spec);
 
+// A SubmitJobRequest.request_id: empty, or 1 to 64 of [A-Za-z0-9._:-]; kInvalidArgument otherwise.
+absl::Status ValidateRequestId(std::string_view id);
+// A fresh request id for one submission (32 hex digits from the system's entropy): what clients
+// (api/job_client.h, the CLI) send so that their retries submit once.
+std::string NewRequestId();
+
 // kInvalidArgument naming the first field outside the API's range or the daemon's caps (and the
 // flag that sets the cap).
 absl::Status ValidateSubmit(const v1::SubmitJobRequest& request, const MeasureCaps& caps);

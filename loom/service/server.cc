@@ -294,6 +294,14 @@ class AgentServiceImpl final : public v1::AgentService::Service {
     *out = *std::move(r);
     return grpc::Status::OK;
   }
+  grpc::Status Deregister(grpc::ServerContext* ctx, const v1::DeregisterRequest* req,
+                          v1::DeregisterResponse* out) override {
+    LOOM_AUTH(who);
+    auto r = driver->Deregister(who, *req);
+    if (!r.ok()) return ToGrpc(r.status());
+    *out = *std::move(r);
+    return grpc::Status::OK;
+  }
 
  private:
   const Lead* lead_;
@@ -454,7 +462,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     LOOM_RETURN_IF_ERROR(s->Serve());
     return s;
   }
-  StateStoreOptions lead{.advertise = s->advertise_};
+  StateStoreOptions lead{.advertise = s->advertise_, .lease_timeout = options.lease_timeout};
   if (!options.standby) {
     LOOM_RETURN_IF_ERROR(s->TakeLead(lead));
     return s;
@@ -464,6 +472,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   Server* self = s.get();
   lead.standby = [self](const LeaderInfo& leader) {
     self->services_->lead.SetLeader(leader.address);
+    if (leader.lease_broken) {
+      self->Log("lease_expired", absl::StrCat("epoch=", leader.epoch, " holder=\"", leader.holder,
+                                              "\" msg=\"the leader stopped renewing its lease; "
+                                              "its sessions were ended\""));
+    }
     absl::MutexLock lock(&self->mu_);
     return !self->stopping_;
   };
@@ -507,8 +520,12 @@ absl::Status Server::TakeLead(const StateStoreOptions& lead) {
   }
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> state,
                         OpenStateStore(options_.state_path, lead));
+  // On a shared state, the records are written under the lead's epoch too: a stale leader's
+  // record write is refused in its own transaction, as its state writes are.
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> records,
-                        tune::OpenRecordStore(records_path));
+                        state->epoch() > 0 ? tune::OpenFencedPostgresRecordStore(
+                                                 records_path, LeaderFence(state->epoch()))
+                                           : tune::OpenRecordStore(records_path));
   LOOM_ASSIGN_OR_RETURN(int64_t next_job, state->Counter("next_job", 1));
   if (in_files) {
     LOOM_RETURN_IF_ERROR(
@@ -527,13 +544,15 @@ absl::Status Server::TakeLead(const StateStoreOptions& lead) {
   if (server_ != nullptr) LOOM_RETURN_IF_ERROR(Serve());
   if (epoch > 0) {
     Log("lead", absl::StrCat("epoch=", epoch, " advertise=", advertise_));
-    // A lead can end behind this daemon's back (its session cut, another daemon took the state):
-    // check every second and step down, even while no write would find out.
-    watchdog_ = std::thread([this, fenced] {
+    // A lead can end behind this daemon's back (its session cut, its lease broken while it hung,
+    // another daemon took the state): check and step down, even while no write would find out.
+    // The check renews the lead's lease too: every second, or three times per lease.
+    const absl::Duration every = std::min(absl::Seconds(1), options_.lease_timeout / 3);
+    watchdog_ = std::thread([this, fenced, every] {
       for (;;) {
         {
           absl::MutexLock lock(&mu_);
-          if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1))) return;
+          if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), every)) return;
         }
         absl::Status st = fenced->CheckLead();
         // Only a lead that has passed on ends the daemon; an unreachable or failing database is

@@ -6,7 +6,8 @@
 // without TLS beyond loopback, it starts only when told `insecure`. On a PostgreSQL state, with
 // `standby`, several daemons share one state: one leads (state_store.h's epoch), the others answer
 // every call with a redirect to it (client.h: kLeaderMetadataKey) and take over when its lock
-// goes. Called by cli/serve_command.cc and by in-process tests.
+// goes or its lease expires; the leader's record writes are fenced by its epoch as its state
+// writes are (LeaderFence). Called by cli/serve_command.cc and by in-process tests.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,11 @@ struct ServerOptions {
   // every call to it, gRPC health NOT_SERVING, no web view) and take over when its lock goes,
   // instead of refusing to start.
   bool standby = false;
+  // PostgreSQL states only: how long the lead's lease lasts unless renewed (StateStoreOptions::
+  // lease_timeout). The leader renews it every second (a third of it when shorter); a standby
+  // takes over from a leader that has not renewed it for this long (hung, or cut off with its
+  // session open).
+  absl::Duration lease_timeout = absl::Seconds(5);
   // HOST:PORT that standbys send clients to while this daemon leads; empty: the listen address
   // (its bound port; this host's name for a wildcard host).
   std::string advertise;

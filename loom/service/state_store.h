@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "loom/records/record_store.h"
 #include "loom/v1/jobs.pb.h"
 #include "loom/v1/stage.pb.h"
 
@@ -145,9 +146,10 @@ class StateStore {
   // the last, when the store took the state. Apply() checks it inside its transaction and refuses
   // to write once a newer epoch holds the state. 0 for SQLite (one daemon per file, flock).
   virtual int64_t epoch() const { return 0; }
-  // Whether this store still leads: kFailedPrecondition naming the newer epoch and its daemon's
-  // address once another store took the state (the daemon then steps down). A lost connection is
-  // re-established first. Always OK for SQLite. Thread-safe, as every method.
+  // Whether this store still leads, renewing its lead's lease (PostgreSQL; the daemon calls it
+  // every second, or more often for a short lease): kFailedPrecondition naming the newer epoch and
+  // its daemon's address once another store took the state (the daemon then steps down). A lost
+  // connection is re-established first. Always OK for SQLite. Thread-safe, as every method.
   virtual absl::Status CheckLead() { return absl::OkStatus(); }
 };
 
@@ -156,6 +158,9 @@ struct LeaderInfo {
   int64_t epoch = 0;    // 0: nobody has led this state yet
   std::string address;  // HOST:PORT clients are sent to; empty when not known
   std::string holder;   // "loom serve pid N on HOST"
+  // A standby's poll found the leader's lease expired and ended its database sessions (the lock
+  // is taken at the next poll).
+  bool lease_broken = false;
 };
 
 // How a daemon takes a state.
@@ -168,6 +173,11 @@ struct StateStoreOptions {
   // `standby(leader)` before each try; returning false stops waiting (kCancelled).
   std::function<bool(const LeaderInfo& leader)> standby;
   absl::Duration standby_poll = absl::Milliseconds(200);
+  // PostgreSQL only: the lead's timed lease. The leader renews it at each CheckLead; a standby
+  // whose poll finds it expired (the leader hung, or cut off with its session still open) ends the
+  // leader's sessions and takes the state, and the old leader's next write is refused by the
+  // epoch. At least 100 ms.
+  absl::Duration lease_timeout = absl::Seconds(5);
 };
 
 // The schema version this Loom writes (PRAGMA user_version of the state file). Older versions
@@ -195,9 +205,19 @@ absl::StatusOr<std::unique_ptr<StateStore>> OpenSqliteStateStore(const std::stri
 // (table loom_leader, its own schema component "leader") with `options.advertise`; every Apply
 // checks that epoch under a share lock of that row, and a reconnect checks it before taking the
 // lock again, so a daemon that lost its session never writes once another took over
-// (kFailedPrecondition "... led by a newer loom serve (epoch N, at ADDR) ...").
+// (kFailedPrecondition "... led by a newer loom serve (epoch N, at ADDR) ..."). The lead also
+// holds a lease (table loom_lease: epoch, expiry on the database's clock) that CheckLead renews;
+// a standby breaks an expired one (pg_terminate_backend of the lock's holder) and takes over.
+// kInvalidArgument for a lease timeout under 100 ms.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenPostgresStateStore(
     const std::string& uri, const StateStoreOptions& options = {});
+
+// The write fence of a daemon's record database on a PostgreSQL state (tune::PgWriteFence, for
+// tune::OpenFencedPostgresRecordStore): inside each record write's transaction it holds the state's
+// leader row FOR SHARE (a takeover waits for the write) and refuses the write, with the message a
+// stale Apply gets (kFailedPrecondition "... led by a newer loom serve ... its write is refused"),
+// once the row holds another epoch than `epoch`.
+tune::PgWriteFence LeaderFence(int64_t epoch);
 
 // The leader row of the PostgreSQL state at `uri`, read once on a connection of its own (epoch 0
 // when nobody led it yet). For tools and tests.

@@ -7,8 +7,10 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -459,6 +461,115 @@ TEST_P(PostgresStateStoreTest, AStandbyWaitsForTheLeaderAndTakesTheNextEpoch) {
   EXPECT_EQ(leader->epoch, old_epoch + 1);
   EXPECT_EQ(leader->address, "host-b:7070");
   EXPECT_THAT(leader->holder, HasSubstr(absl::StrCat("loom serve pid ", getpid())));
+}
+
+tune::Record Measured(int64_t config, const std::string& job) {
+  tune::Record r;
+  r.task_key = "dense:f32:m1_n1_k8_tb0";
+  r.template_name = "dense_tiled";
+  r.target_key = "cpu:avx2:test";
+  r.config_index = config;
+  r.costs = {1e-4};
+  r.job_id = job;
+  return r;
+}
+
+TEST_P(PostgresStateStoreTest, AStaleLeadersRecordWritesAreRefusedAndNoRecordIsLost) {
+  auto first = OpenStateStore(uri_, {.advertise = "host-a:7070"});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int64_t old_epoch = (*first)->epoch();
+  auto old_records = tune::OpenFencedPostgresRecordStore(uri_, LeaderFence(old_epoch));
+  ASSERT_TRUE(old_records.ok()) << old_records.status();
+  ASSERT_TRUE((*old_records)->Append({Measured(1, "j1.a")}).ok());
+  // The old leader's state session is cut (its record session stays open) and another takes over.
+  DropStoreSessions(uri_);
+  auto second = OpenStateStore(uri_, {.advertise = "host-b:7070"});
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto new_records = tune::OpenFencedPostgresRecordStore(uri_, LeaderFence((*second)->epoch()));
+  ASSERT_TRUE(new_records.ok()) << new_records.status();
+  // Every kind of record write of the old leader is refused, naming the new one; nothing of it
+  // is stored.
+  const auto refused = StatusIs(absl::StatusCode::kFailedPrecondition,
+                                HasSubstr(absl::StrCat("is led by a newer loom serve (epoch ",
+                                                       old_epoch + 1, ", at host-b:7070")));
+  EXPECT_THAT((*old_records)->Append({Measured(2, "j1.a"), Measured(3, "j1.a")}), refused);
+  EXPECT_THAT((*old_records)
+                  ->AppendStageTimings("j1.a", "dense:f32:m1_n1_k8_tb0", 1,
+                                       {{.stage = "measure", .resource = "h/cpu"}}),
+              refused);
+  std::istringstream import(tune::RecordToJson(Measured(9, "j1.a")) + "\n");
+  EXPECT_THAT((*old_records)->ImportJsonLines(import).status(), refused);
+  // The new leader measures the same configs again: each stored once, none lost.
+  ASSERT_TRUE((*new_records)->Append({Measured(2, "j1.a"), Measured(3, "j1.a")}).ok());
+  auto all = (*new_records)->ForTask("dense:f32:m1_n1_k8_tb0", "cpu:avx2:test", "j1.a");
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::vector<int64_t> configs;
+  for (const tune::Record& r : *all) configs.push_back(r.config_index);
+  EXPECT_THAT(configs, ElementsAre(1, 2, 3));
+  EXPECT_EQ(*(*new_records)->Count({}), 3);
+}
+
+TEST_P(PostgresStateStoreTest, AStandbyBreaksTheLeaseOfAHungLeaderWhoseWritesAreThenRefused) {
+  // The leader never renews its 300 ms lease (no CheckLead: as a daemon stopped with SIGSTOP),
+  // and its session stays open, holding the state's lock.
+  auto first =
+      OpenStateStore(uri_, {.advertise = "host-a:7070", .lease_timeout = absl::Milliseconds(300)});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const int64_t old_epoch = (*first)->epoch();
+  std::atomic<bool> broken{false};
+  const absl::Time start = absl::Now();
+  auto second = OpenStateStore(uri_, {.advertise = "host-b:7070",
+                                      .standby =
+                                          [&](const LeaderInfo& leader) {
+                                            if (leader.lease_broken) broken = true;
+                                            return absl::Now() < start + absl::Seconds(30);
+                                          },
+                                      .standby_poll = absl::Milliseconds(20)});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(broken.load());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_EQ((*second)->epoch(), old_epoch + 1);
+  // The old leader wakes up: its lead check and its writes are refused by the epoch.
+  const auto refused = StatusIs(absl::StatusCode::kFailedPrecondition,
+                                HasSubstr(absl::StrCat("is led by a newer loom serve (epoch ",
+                                                       old_epoch + 1, ", at host-b:7070")));
+  EXPECT_THAT((*first)->CheckLead(), refused);
+  EXPECT_THAT((*first)->Apply({.jobs = {Job("stale", 0)}}), refused);
+  ASSERT_TRUE((*second)->Apply({.jobs = {Job("j1", 0)}}).ok());
+  auto jobs = (*second)->LoadJobs();
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].id, "j1");
+}
+
+TEST_P(PostgresStateStoreTest, ALeaderThatRenewsItsLeaseKeepsTheStandbyWaiting) {
+  auto first = OpenStateStore(uri_, {.lease_timeout = absl::Seconds(3)});
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::atomic<int> polls{0};
+  std::atomic<bool> broken{false};
+  std::atomic<bool> stop{false};
+  std::thread renew([&] {
+    while (!stop.load()) {
+      EXPECT_TRUE((*first)->CheckLead().ok());
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  });
+  // Polls for longer than the lease (80 x 50 ms): renewed every 100 ms, it never expires, and the
+  // standby never breaks it.
+  auto second = OpenStateStore(uri_, {.standby =
+                                          [&](const LeaderInfo& leader) {
+                                            if (leader.lease_broken) broken = true;
+                                            return ++polls < 80;
+                                          },
+                                      .standby_poll = absl::Milliseconds(50)});
+  stop = true;
+  renew.join();
+  EXPECT_THAT(second.status(),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("stopped waiting for the state")));
+  EXPECT_FALSE(broken.load());
+  EXPECT_TRUE((*first)->Apply({.jobs = {Job("j1", 0)}}).ok());
+  EXPECT_THAT(OpenStateStore(uri_, {.lease_timeout = absl::Milliseconds(50)}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at least 100 ms")));
 }
 
 TEST_P(PostgresStateStoreTest, AStandbyThatStopsWaitingIsCancelled) {

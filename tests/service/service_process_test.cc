@@ -1122,6 +1122,54 @@ TEST_P(PostgresServiceTest, StandbyTakesOverWhenTheActiveDaemonIsKilledMidMeasur
   Kill(standby);
 }
 
+TEST_P(PostgresServiceTest, AHungLeaderLosesTheLeadWhenItsLeaseExpiresAndStepsDownWhenItWakes) {
+  constexpr double kLeaseS = 2;
+  StartServe({"--standby", "--lease-timeout", absl::StrCat(kLeaseS)});
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(ServeLog(), "event=lead epoch="); }, 30))
+      << ServeLog();
+  const std::string id = Submit("tasks=1,rounds=2");
+  int standby_port = 0;
+  Proc standby = StartStandby(dir_, state_, "standby", &standby_port);
+  ASSERT_TRUE(Alive(standby));
+  const std::string standby_log = (dir_ / "standby.log").string();
+  // The leader hangs with its database sessions open (and the state's lock held).
+  ASSERT_EQ(kill(serve_.pid, SIGSTOP), 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  server_ = absl::StrCat("127.0.0.1:", standby_port);
+  ASSERT_TRUE(WaitFor([&] { return Loom("status " + id).code == 0; }, kLeaseS + 10))
+      << ReadAll(standby_log);
+  const double takeover_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  std::printf("hung leader (SIGSTOP) -> the standby serving: %.1f s (lease %.0f s)\n", takeover_s,
+              kLeaseS);
+  const std::string taken = ReadAll(standby_log);
+  EXPECT_THAT(taken, HasSubstr("event=lease_expired"));
+  EXPECT_THAT(taken, HasSubstr("event=lead epoch="));
+  // The old leader wakes up: its next write (the lease renewal) is refused by the epoch, and it
+  // exits with one line.
+  ASSERT_EQ(kill(serve_.pid, SIGCONT), 0);
+  int status = 0;
+  ASSERT_TRUE(WaitFor([&] { return waitpid(serve_.pid, &status, WNOHANG) == serve_.pid; }, 30))
+      << ServeLog();
+  serve_.pid = -1;
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  const std::string stale = ServeLog();
+  std::regex fatal_re("loom serve: fatal: ");
+  EXPECT_EQ(std::distance(std::sregex_iterator(stale.begin(), stale.end(), fatal_re),
+                          std::sregex_iterator()),
+            1)
+      << stale;
+  EXPECT_THAT(stale, HasSubstr("is led by a newer loom serve (epoch "));
+  EXPECT_THAT(stale, HasSubstr(absl::StrCat(", at 127.0.0.1:", standby_port)));
+  EXPECT_THAT(stale, HasSubstr("has ended and its write is refused; it steps down"));
+  // The job lives on under the new leader.
+  Outcome o = Loom("status " + id);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr(absl::StrCat("job ", id)));
+  Kill(standby);
+}
+
 TEST_F(ServiceProcessTest, ASecondDaemonOnAnSqliteStateIsRefusedEvenAsAStandby) {
   StartServe();
   Outcome o = Loom(absl::StrCat("serve --listen 127.0.0.1:0 --tokens ", (dir_ / "tokens").string(),

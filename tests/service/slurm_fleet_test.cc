@@ -42,6 +42,10 @@ using ::testing::Not;
 namespace {
 
 const std::string kScript = std::string(LOOM_SOURCE_DIR) + "/scripts/slurm/loom-agents.sbatch";
+// The daemon's heartbeat timeout, and how soon after `scancel` the stages must be requeued (by
+// the agent's Deregister, not by the timeout).
+constexpr int kHeartbeatTimeoutS = 60;
+constexpr double kRequeueDeadlineS = 25;
 
 std::string ReadAll(const fs::path& path) {
   std::ifstream in(path);
@@ -384,11 +388,12 @@ class SlurmFleetTest : public ::testing::Test {
     WriteFile(dir_ / "tokens",
               "tok-alice alice user\ntok-root root admin\ntok-agent-1 slurm-agent agent\n");
     WriteFile(dir_ / "agent-tokens", "# one per node\ntok-agent-1\n");
-    // A short heartbeat timeout: the requeue after scancel is what is tested.
-    serve_ = Spawn(
-        {LOOM_BINARY, "serve", "--listen", "127.0.0.1:0", "--state", (dir_ / "state.db").string(),
-         "--tokens", (dir_ / "tokens").string(), "--heartbeat-timeout", "2"},
-        dir_ / "serve.log");
+    // A long heartbeat timeout: the requeue after scancel must come from the agent's
+    // deregistration, well before the daemon would miss its heartbeats.
+    serve_ = Spawn({LOOM_BINARY, "serve", "--listen", "127.0.0.1:0", "--state",
+                    (dir_ / "state.db").string(), "--tokens", (dir_ / "tokens").string(),
+                    "--heartbeat-timeout", absl::StrCat(kHeartbeatTimeoutS)},
+                   dir_ / "serve.log");
     std::smatch m;
     ASSERT_TRUE(WaitFor(
         [&] {
@@ -502,12 +507,19 @@ TEST_F(SlurmFleetTest, ScancelMidJobRequeuesItsStagesAndASecondAllocationFinishe
   EXPECT_TRUE(
       WaitFor([&] { return ReadAll(first_out).find("SIGTERM received") != std::string::npos; }, 20))
       << ReadAll(first_out);
+  // The agent deregisters once its reports are flushed (its grace is 10 s, Slurm's KillWait 15 s):
+  // the requeue comes well inside the heartbeat timeout.
   ASSERT_TRUE(
-      WaitFor([&] { return stats().value("stages_requeued", int64_t{0}) > requeued_before; }, 20))
-      << stats().dump(1) << ReadAll(dir_ / "serve.log");
+      WaitFor([&] { return stats().value("stages_requeued", int64_t{0}) > requeued_before; },
+              kRequeueDeadlineS))
+      << stats().dump(1) << ReadAll(dir_ / "serve.log") << ReadAll(first_out);
   const double requeue_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled_at).count();
-  std::printf("stages requeued %.1f s after scancel (heartbeat timeout 2 s)\n", requeue_s);
+  std::printf("stages requeued %.1f s after scancel (heartbeat timeout %d s)\n", requeue_s,
+              kHeartbeatTimeoutS);
+  EXPECT_LT(requeue_s, kHeartbeatTimeoutS);
+  EXPECT_NE(ReadAll(first_out).find("event=deregistered"), std::string::npos) << ReadAll(first_out);
+  EXPECT_NE(ReadAll(dir_ / "serve.log").find("event=agent_deregistered"), std::string::npos);
   EXPECT_GE(stats().value("agents_lost", int64_t{0}), 1);
   EXPECT_LT(records(), 12) << "the job should still need an agent";
 
