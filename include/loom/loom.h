@@ -51,8 +51,14 @@ struct LoadOptions {
 };
 
 struct TuneOptions {
-  // Measured candidates per task.
+  // Measured candidates per task; with a budget below, a cap per task, where 0 means no cap.
   int64_t trials = 64;
+  // One budget for the whole model, shared among its tasks by expected gain (each task's
+  // occurrences times its recent improvement, as Ansor's gradient task scheduler): measured
+  // candidates of all tasks together, and seconds of tuning (the run ends within it plus one
+  // round). 0: no such limit; neither: every task gets `trials`.
+  int64_t total_trials = 0;
+  double time_budget_seconds = 0;
   // SQLite record database, created if missing; Compile then reads the best configs from it.
   std::string db = "loom.db";
   // "xgb", "ga", "random" or "grid", and its seed.

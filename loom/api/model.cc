@@ -136,9 +136,22 @@ Model& Model::Tune(const TuneOptions& options) & {
       return absl::FailedPreconditionError(
           absl::StrCat(s.name, " is a compiled artifact: tune the model it was made from instead"));
     }
-    if (options.trials < 1) {
+    tune::JobBudget budget{.total_trials = options.total_trials};
+    // Written so that NaN fails it.
+    if (!(options.time_budget_seconds >= 0 &&
+          options.time_budget_seconds <= absl::ToDoubleSeconds(tune::kMaxTimeBudget))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TuneOptions.time_budget_seconds must be 0 (none) to ",
+          absl::ToInt64Seconds(tune::kMaxTimeBudget), ", got ", options.time_budget_seconds));
+    }
+    budget.time = absl::Seconds(options.time_budget_seconds);
+    if (absl::Status st = tune::ValidateJobBudget(budget); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("TuneOptions.total_trials: ", st.message()));
+    }
+    if (options.trials < (budget.Active() ? 0 : 1)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("TuneOptions.trials must be at least 1, got ", options.trials));
+          absl::StrCat("TuneOptions.trials must be at least 1 (0: no cap, with a budget), got ",
+                       options.trials));
     }
     LOOM_ASSIGN_OR_RETURN(std::vector<graph::Task> all, graph::ExtractTasks(s.graph));
     std::vector<graph::Task> tasks;
@@ -168,7 +181,9 @@ Model& Model::Tune(const TuneOptions& options) & {
 
     tune::JobOptions job;
     job.target = machine.target();
-    job.task.trials = options.trials;
+    job.task.trials = options.trials > 0 ? options.trials : tune::kNoTrialCap;
+    job.budget = budget;
+    job.scheduler.seed = options.seed;
     job.task.batch_size = options.batch_size;
     job.task.tuner.kind = options.tuner;
     job.task.tuner.seed = options.seed;
@@ -185,12 +200,14 @@ Model& Model::Tune(const TuneOptions& options) & {
       progress = [&](const tune::ProgressEvent& ev) {
         const tune::TaskTuner& t = *ev.tuner;
         if (options.on_progress) {
-          options.on_progress(absl::StrFormat(
-              "task %d (%d/%d) %s: trials %d/%d, best %.2f GFLOPS",
-              options.tasks.empty() ? ev.task_index
-                                    : options.tasks[static_cast<size_t>(ev.task_index)],
-              ev.task_index + 1, ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
-              t.trials_done(), t.options().trials, t.best_gflops()));
+          options.on_progress(
+              absl::StrFormat(
+                  "task %d (%d/%d) %s: trials %d/%d, best %.2f GFLOPS",
+                  options.tasks.empty() ? ev.task_index
+                                        : options.tasks[static_cast<size_t>(ev.task_index)],
+                  ev.task_index + 1, ev.num_tasks, graph::TaskKindName(t.task().workload.kind),
+                  t.trials_done(), t.options().trials, t.best_gflops()) +
+              (budget.Active() ? absl::StrFormat(", job trials %d", ev.job_trials) : ""));
         }
         if (options.interrupted && options.interrupted()) throw Interrupted{};
       };

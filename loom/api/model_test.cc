@@ -136,6 +136,14 @@ TEST(ModelTest, TheFirstErrorTravelsDownTheChain) {
   Model bad_trials = Model::Load("zoo:tiny_cnn").Tune({.trials = 0});
   EXPECT_EQ(bad_trials.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_trials.status().message(), HasSubstr("trials"));
+  Model bad_total = Model::Load("zoo:tiny_cnn").Tune({.total_trials = -5});
+  EXPECT_EQ(bad_total.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_total.status().message(),
+              HasSubstr("TuneOptions.total_trials: the total trials must be 1 to"));
+  Model bad_time = Model::Load("zoo:tiny_cnn").Tune({.time_budget_seconds = std::nan("")});
+  EXPECT_EQ(bad_time.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_time.status().message(),
+              HasSubstr("TuneOptions.time_budget_seconds must be 0 (none) to"));
 
   // ClearError lets a chain go on after a failed step, but not after a failed Load.
   bad_trials.ClearError();

@@ -29,6 +29,7 @@
 #include "loom/service/client.h"
 #include "loom/service/request_checks.h"
 #include "loom/tune/prior.h"
+#include "loom/tune/tune_job.h"
 #include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
@@ -101,7 +102,9 @@ struct SubmitOptions {
   std::string server;
   std::string name;
   std::string target = "cpu";
-  int trials = 32;
+  int trials = 0;             // 0: not given (32, or the most the daemon takes under a job budget)
+  int64_t total_trials = -1;  // -1: not given
+  std::string time_budget;
   int priority = 0;
   double latency_goal = 0;
   std::string tuner = "xgb";
@@ -171,7 +174,20 @@ void RunSubmit(const SubmitOptions& o) {
   v1::SubmitJobRequest req;
   req.set_name(o.name);
   req.set_target(o.target);
-  req.set_trials(o.trials);
+  if (o.total_trials != -1 && (o.total_trials < 1 || o.total_trials > tune::kMaxTotalTrials)) {
+    Fail(absl::InvalidArgumentError(absl::StrCat("--total-trials must be 1 to ",
+                                                 tune::kMaxTotalTrials, ", got ", o.total_trials)));
+  }
+  req.set_total_trials(std::max<int64_t>(0, o.total_trials));
+  if (!o.time_budget.empty()) {
+    auto budget = tune::ParseTimeBudget(o.time_budget);
+    if (!budget.ok()) {
+      Fail(absl::InvalidArgumentError(absl::StrCat("--time-budget: ", budget.status().message())));
+    }
+    req.set_time_budget_seconds(absl::ToDoubleSeconds(*budget));
+  }
+  const bool budgeted = o.total_trials > 0 || !o.time_budget.empty();
+  req.set_trials(o.trials > 0 ? o.trials : budgeted ? 1000000 : 32);
   req.set_priority(o.priority);
   req.set_latency_goal_ms(o.latency_goal);
   req.set_tuner(o.tuner);
@@ -548,7 +564,15 @@ void RegisterJobCommands(CLI::App& app) {
     AddServer(cmd, o->server);
     cmd->add_option("--name", o->name, "Job name (default: the model's)");
     cmd->add_option("--target", o->target, "cpu or cuda");
-    cmd->add_option("--trials", o->trials, "Trials per task")->check(CLI::Range(1, 1000000));
+    cmd->add_option("--trials", o->trials,
+                    "Trials per task (default 32; with a job budget a cap per task, default none)")
+        ->check(CLI::Range(1, 1000000));
+    cmd->add_option("--total-trials", o->total_trials,
+                    "One budget of trials for the whole job, shared among its tasks by expected "
+                    "gain");
+    cmd->add_option("--time-budget", o->time_budget,
+                    "One time budget for the whole job, e.g. 90s, 20m or 1h30m (from its first "
+                    "stage), shared among its tasks by expected gain");
     cmd->add_option("--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000, 1000));
     cmd->add_option("--latency-goal", o->latency_goal,
                     "ms: ends at once if known records already meet it")

@@ -34,7 +34,9 @@ struct TuneOptions {
   std::string isa;             // empty: the host's best
   int min_repeat_ms = 0;       // 0: the measurer's default (50 ms CPU, 150 ms CUDA)
   int repeat = 0;              // 0: the measurer's default (3)
-  int64_t trials = 64;
+  int64_t trials = 0;          // 0: not given (64 per task, or no cap under a job budget)
+  int64_t total_trials = -1;   // -1: not given
+  std::string time_budget;     // empty: not given
   int batch_size = 8;
   std::string tuner = "xgb";
   uint64_t seed = 0;
@@ -68,8 +70,16 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
       ->check(CLI::Range(0, 1000));
   cmd->add_option("--isa", o->isa,
                   "CPU ISA to generate for (avx512, avx2, generic; default: host)");
-  cmd->add_option("--trials", o->trials, "Measured candidates per task")
+  cmd->add_option("--trials", o->trials,
+                  "Measured candidates per task (default 64; with --total-trials or --time-budget "
+                  "a cap per task, default none)")
       ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cmd->add_option("--total-trials", o->total_trials,
+                  "One budget of measured candidates for the whole job, shared among its tasks by "
+                  "expected gain");
+  cmd->add_option("--time-budget", o->time_budget,
+                  "One time budget for the whole job, e.g. 90s, 20m or 1h30m, shared among its "
+                  "tasks by expected gain; the job ends within it plus one round");
   cmd->add_option("--batch-size", o->batch_size, "Candidates per round (one build batch)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--tuner", o->tuner, "Search strategy")
@@ -109,8 +119,14 @@ int ModelIndex(const std::vector<int64_t>& picks, int position) {
              : static_cast<int>(picks[static_cast<size_t>(position)]);
 }
 
+// A task's trial cap as progress shows it: "-" for none (a job budget alone ends the task).
+std::string TrialCap(int64_t trials) {
+  return trials >= tune::kNoTrialCap ? "-" : absl::StrCat(trials);
+}
+
 struct Progress {
   std::vector<int64_t> picks;
+  bool budgeted = false;
   bool tty = isatty(STDERR_FILENO) != 0;
   void operator()(const tune::ProgressEvent& ev) const {
     const tune::TaskTuner& t = *ev.tuner;
@@ -120,10 +136,11 @@ struct Progress {
                                             static_cast<int>(ev.eta_seconds) % 60)
                           : "-";
     std::string line = absl::StrFormat(
-        "[task %2d (%d/%d)] %-16s trials %4d/%-4d best %s GFLOPS  errors %3d  ETA %s",
+        "[task %2d (%d/%d)] %-16s trials %4d/%-4s best %s GFLOPS  errors %3d  ETA %s",
         ModelIndex(picks, ev.task_index), ev.task_index + 1, ev.num_tasks,
-        graph::TaskKindName(t.task().workload.kind), t.trials_done(), t.options().trials, best,
-        t.errors(), eta);
+        graph::TaskKindName(t.task().workload.kind), t.trials_done(), TrialCap(t.options().trials),
+        best, t.errors(), eta);
+    if (budgeted) line += absl::StrFormat("  job trials %d", ev.job_trials);
     if (tty) {
       std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
       if (t.Done()) std::fprintf(stderr, "\n");
@@ -268,13 +285,35 @@ std::vector<graph::Task> FilterTasks(std::vector<graph::Task> tasks, const TuneO
   return chosen;
 }
 
+// The job budget the flags give (none when neither --total-trials nor --time-budget is given);
+// bad values end here with a one-line error naming the flag.
+tune::JobBudget BudgetFromOptions(const TuneOptions& o) {
+  tune::JobBudget budget;
+  if (o.total_trials != -1) {
+    budget.total_trials = o.total_trials;
+    absl::Status st = tune::ValidateJobBudget(budget);
+    if (!st.ok() || o.total_trials < 1) {
+      Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--total-trials must be 1 to ", tune::kMaxTotalTrials, ", got ", o.total_trials)));
+    }
+  }
+  if (!o.time_budget.empty()) {
+    auto time = tune::ParseTimeBudget(o.time_budget);
+    if (!time.ok()) {
+      Fail(absl::InvalidArgumentError(absl::StrCat("--time-budget: ", time.status().message())));
+    }
+    budget.time = *time;
+  }
+  return budget;
+}
+
 tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const tune::LocalMachine& machine) {
   tune::TaskTunerOptions t;
   t.use_prior = !o.no_prior;
   auto prior = machine.ReadPrior(o.prior);
   FailIfError(prior.status());
   if (*prior != nullptr) t.prior = *std::move(prior);
-  t.trials = o.trials;
+  t.trials = o.trials > 0 ? o.trials : BudgetFromOptions(o).Active() ? tune::kNoTrialCap : 64;
   t.batch_size = o.batch_size;
   t.tuner.kind = o.tuner;
   t.tuner.seed = o.seed;
@@ -302,8 +341,10 @@ void RunTuneOnTasks(std::vector<graph::Task> tasks, const TuneOptions& o) {
   job.task.job_id = machine.JobId(tasks, job.task.tuner, o.job_id);
   job.resources.cpu = "cpu";
   job.resources.device = machine.DeviceResource();
-  auto outcomes =
-      tune::RunTuneJob(tasks, job, store.get(), **builder, **measurer, Progress{.picks = Picks(o)});
+  job.budget = BudgetFromOptions(o);
+  job.scheduler.seed = o.seed;
+  auto outcomes = tune::RunTuneJob(tasks, job, store.get(), **builder, **measurer,
+                                   Progress{.picks = Picks(o), .budgeted = job.budget.Active()});
   FailIfError(outcomes.status());
   PrintOutcomes(*outcomes, o, job.task.job_id, machine.target());
 }
@@ -321,10 +362,10 @@ class EngineProgressPrinter {
       std::string best =
           j.best_gflops > 0 ? absl::StrFormat("%8.2f", j.best_gflops) : std::string("       -");
       lines.push_back(
-          absl::StrFormat("  job %-20s task %2d (%d/%d) trials %4d/%-4d best %s GFLOPS  %s", j.name,
+          absl::StrFormat("  job %-20s task %2d (%d/%d) trials %4d/%-4s best %s GFLOPS  %s", j.name,
                           ModelIndex(picks_, std::min(j.task_index, j.num_tasks - 1)),
                           std::min(j.task_index + 1, j.num_tasks), j.num_tasks, j.trials_done,
-                          j.trials, best, j.state));
+                          TrialCap(j.trials), best, j.state));
     }
     for (const auto& r : p.resources) {
       lines.push_back(
@@ -395,6 +436,8 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     job.name = models[i].name;
     job.tasks = FilterTasks(models[i].tasks, o);
     job.options = TaskOptions(o, machine);
+    job.budget = BudgetFromOptions(o);
+    job.scheduler.seed = o.seed;
     job.target = target;
     std::string id = machine.JobId(
         job.tasks, job.options.tuner,
@@ -555,6 +598,7 @@ void RegisterTuneCommands(CLI::App& app) {
       ->check(CLI::Range(0.0, 3600.0));
   tune->callback([model_opts] {
     WarnIfUnconfined(model_opts->tune.confine, "loom tune");
+    BudgetFromOptions(model_opts->tune);  // a bad budget fails before the model loads
     std::vector<LoadedModelTasks> models;
     for (const std::string& name : model_opts->models) {
       ModelOptions mo = model_opts->model;

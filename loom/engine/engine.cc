@@ -147,8 +147,14 @@ struct JobState {
   size_t task_index = 0;
   // The current task's session. The engine thread calls Next() and Complete(); in between, the
   // one worker running the job's current stage runs it (the scheduler's dependency order keeps a
-  // job's stages one at a time, and the completion queue hands the session back).
-  std::unique_ptr<tune::TaskSession> session;
+  // job's stages one at a time, and the completion queue hands the session back). Owned by
+  // `owned_session` (tasks one after another) or by `budgeted` (a job with a budget).
+  tune::TaskSession* session = nullptr;
+  std::unique_ptr<tune::TaskSession> owned_session;
+  // A job with a budget: every task's session and the task scheduler; `budget_task` is the task
+  // whose round is in flight (-1: none).
+  std::unique_ptr<tune::BudgetedJob> budgeted;
+  int budget_task = -1;
   // The running build's placement, read by the builder's hooks (guarded by the runner's pin_mu).
   std::shared_ptr<Placement> build_placement;
   // Engine-thread view for progress.
@@ -187,6 +193,8 @@ class Runner {
   EngineResult Collect();
   // Starts the job's next task (or its next round); finishes the job when no task is left.
   void Advance(JobState& job);
+  // Advance for a job with a budget: the next round goes to the task the task scheduler picks.
+  void AdvanceBudgeted(JobState& job);
   void SubmitRound(JobState& job);
   void SubmitDefault(JobState& job);
   void FinishTask(JobState& job);
@@ -440,11 +448,50 @@ void Runner::SubmitDefault(JobState& job) {
 
 void Runner::FinishTask(JobState& job) {
   job.result.outcomes.push_back(job.session->Outcome());
-  job.session.reset();
+  job.session = nullptr;
+  job.owned_session.reset();
   ++job.task_index;
 }
 
+void Runner::AdvanceBudgeted(JobState& job) {
+  if (job.budgeted == nullptr) {
+    tune::TaskTunerOptions options = job.spec->options;
+    options.measure_default = job.spec->measure_default;
+    auto budgeted = tune::BudgetedJob::Create(job.spec->tasks, job.spec->target, options, store_,
+                                              job.spec->budget, job.spec->scheduler);
+    if (!budgeted.ok()) return FailJob(job, budgeted.status());
+    job.budgeted = *std::move(budgeted);
+  }
+  while (!job.done) {
+    if (job.budget_task >= 0) {
+      // The task's last round also runs its baseline (tune::RunRound's order) before it is done.
+      const tune::SessionRequest next = job.session->Next();
+      if (!next.done && next.baseline) return SubmitDefault(job);
+      job.budgeted->RoundDone(job.budget_task);
+      job.budget_task = -1;
+    }
+    std::optional<int> task = job.budgeted->NextTask();
+    if (!task.has_value()) {
+      job.session = nullptr;
+      job.task_index = job.spec->tasks.size();
+      job.result.outcomes = job.budgeted->Outcomes();
+      return FinishJob(job);
+    }
+    job.budget_task = *task;
+    job.task_index = static_cast<size_t>(*task);
+    job.session = job.budgeted->session(*task);
+    job.trials_done = job.session->trials_done();
+    job.best_gflops = job.session->best_gflops();
+    const tune::SessionRequest next = job.session->Next();
+    if (next.done) continue;  // RoundDone retires it
+    LOOM_CHECK(next.kind == StageKind::kPropose ||
+               (next.baseline && next.kind == StageKind::kBuild));
+    return next.baseline ? SubmitDefault(job) : SubmitRound(job);
+  }
+}
+
 void Runner::Advance(JobState& job) {
+  if (job.spec->budget.Active()) return AdvanceBudgeted(job);
   while (!job.done) {
     if (job.session == nullptr) {
       if (job.task_index >= job.spec->tasks.size()) return FinishJob(job);
@@ -463,7 +510,8 @@ void Runner::Advance(JobState& job) {
         continue;
       }
       if (!session.ok()) return FailJob(job, session.status());
-      job.session = *std::move(session);
+      job.owned_session = *std::move(session);
+      job.session = job.owned_session.get();
       job.trials_done = job.session->trials_done();
       job.best_gflops = job.session->best_gflops();
     }

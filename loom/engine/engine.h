@@ -59,6 +59,11 @@ struct EngineJob {
   // After tuning a task, build and measure its template's default config (the untuned baseline),
   // as two more stages.
   bool measure_default = true;
+  // One budget for the whole job (tune_job.h): its rounds then go to the task the task scheduler
+  // picks, options.trials caps each task (tune::kNoTrialCap: no cap) and the job ends when the
+  // budget is spent (within the time budget plus one round).
+  tune::JobBudget budget;
+  tune::TaskSchedulerOptions scheduler;
 };
 
 using BuilderFactory =
@@ -133,7 +138,7 @@ struct EngineResult {
 struct EngineProgress {
   struct Job {
     std::string name;
-    int64_t task_index = 0;  // 0-based, == num_tasks when done
+    int64_t task_index = 0;  // 0-based, == num_tasks when done (a budgeted job: the current task)
     int64_t num_tasks = 0;
     int64_t trials_done = 0;  // current task
     int64_t trials = 0;       // per task

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -224,6 +225,55 @@ class EngineTest : public ::testing::Test {
   }
   std::unique_ptr<tune::RecordStore> store_;
 };
+
+TEST_F(EngineTest, BudgetedJobsShareTheirTotalAmongTheirTasks) {
+  Log log;
+  auto engine = Engine::Create(
+      FakeOptions("interleaved", &log, absl::Milliseconds(2), absl::Milliseconds(2)));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
+  // Job 0: a warm-up round per task, then three more rounds where the scheduler picks.
+  jobs[0].budget.total_trials = 20;
+  // Job 1: the per-task cap ends it before its total, each task's baseline included.
+  jobs[1].options.trials = 8;
+  jobs[1].budget.total_trials = 1000;
+  jobs[1].measure_default = true;
+  auto r = (*engine)->Run(jobs, store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->jobs.size(), 2u);
+  for (const JobResult& j : r->jobs) {
+    EXPECT_TRUE(j.status.ok()) << j.status;
+    ASSERT_EQ(j.outcomes.size(), 2u);
+  }
+  const JobResult& j0 = r->jobs[0];
+  EXPECT_EQ(j0.outcomes[0].trials + j0.outcomes[1].trials, 20);
+  EXPECT_GE(j0.outcomes[0].trials, 4);
+  EXPECT_GE(j0.outcomes[1].trials, 4);
+  EXPECT_EQ(j0.records, 20);
+  EXPECT_EQ(Records(j0.job_id), 20);
+  for (const tune::TaskOutcome& o : r->jobs[1].outcomes) {
+    EXPECT_EQ(o.trials, 8);
+    EXPECT_TRUE(std::isfinite(o.default_cost));
+  }
+  ExpectCleanMeasurements(*r, log);
+}
+
+TEST_F(EngineTest, ABudgetedJobEndsAfterItsTimeBudget) {
+  Log log;
+  auto engine = Engine::Create(
+      FakeOptions("interleaved", &log, absl::Milliseconds(5), absl::Milliseconds(10)));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
+  jobs.resize(1);
+  jobs[0].budget.time = absl::Milliseconds(300);  // no trial cap: only the budget ends it
+  auto r = (*engine)->Run(jobs, store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const JobResult& j = r->jobs[0];
+  EXPECT_TRUE(j.status.ok()) << j.status;
+  EXPECT_GE(j.records, 4);  // the first round starts at once
+  // A round here takes ~20 ms; the bound leaves room for a loaded machine.
+  EXPECT_LT(j.end - r->start, absl::Milliseconds(300) + absl::Seconds(5));
+}
 
 TEST_F(EngineTest, InterleavedNeverOverlapsMeasurementsAndFinishesEveryRound) {
   Log log;

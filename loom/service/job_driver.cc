@@ -29,6 +29,7 @@
 #include "loom/ops/target.h"
 #include "loom/records/record.h"
 #include "loom/sched/policy.h"
+#include "loom/tune/task_scheduler.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
@@ -458,10 +459,61 @@ void JobDriver::Commit(Mutation& m) {
 // Scheduling
 
 int JobDriver::CurrentTask(const Job& job) const {
+  const v1::SubmitJobRequest& spec = job.row.spec;
+  const bool budgeted = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
+  // A job with a budget (tune/task_scheduler.h): the task scheduler picks the task of each round,
+  // replayed from the rows, so the choice is the same however often it is asked between rounds.
+  std::vector<tune::TaskRounds> rounds;
+  int64_t trials = 0;
+  int64_t total_rounds = 0;
+  const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
   for (const TaskRow& t : job.tasks) {
-    if (t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped) return t.index;
+    const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
+    if (!budgeted) {
+      if (live) return t.index;
+      continue;
+    }
+    if (live && t.phase != TaskPhase::kPropose) return t.index;  // its round is in flight
+    tune::TaskRounds r{.weight = static_cast<double>(std::max<int64_t>(1, t.count)), .live = live};
+    total_rounds += t.round;
+    if (IsSimulated(job)) {  // no costs: every round counts as a batch without a success
+      r.best_after_round.assign(static_cast<size_t>(t.round),
+                                std::numeric_limits<double>::infinity());
+      trials += t.round * batch;
+      rounds.push_back(std::move(r));
+      continue;
+    }
+    // The job's own trials are the last trials_done of the history (transfer records first); the
+    // best after each round of `batch` of them.
+    const int n = t.history.history_size();
+    double best = std::numeric_limits<double>::infinity();
+    for (int i = std::max(0, n - t.trials_done), k = 1; i < n; ++i, ++k) {
+      const v1::Trial& trial = t.history.history(i);
+      if (trial.error() == v1::ERROR_KIND_NONE && trial.costs_size() > 0) {
+        std::vector<double> costs(trial.costs().begin(), trial.costs().end());
+        std::nth_element(costs.begin(), costs.begin() + costs.size() / 2, costs.end());
+        best = std::min(best, costs[costs.size() / 2]);
+      }
+      if (k % batch == 0 || i == n - 1) r.best_after_round.push_back(best);
+    }
+    trials += t.trials_done;
+    rounds.push_back(std::move(r));
   }
-  return -1;
+  if (!budgeted) return -1;
+  // The budget is checked between rounds only: while the propose stage of a round is live, its
+  // task is derived again from the same rows and must stay the same.
+  if (!job.stage_live) {
+    if (spec.total_trials() > 0 && trials >= spec.total_trials()) return -1;
+    if (spec.time_budget_seconds() > 0 && job.row.started != absl::UnixEpoch() &&
+        Now() - job.row.started >= absl::Seconds(spec.time_budget_seconds())) {
+      return -1;
+    }
+  }
+  absl::StatusOr<std::optional<int>> pick = tune::PickTask(
+      rounds,
+      {.seed = static_cast<uint64_t>(spec.seed()) * 1000003 + static_cast<uint64_t>(total_rounds)});
+  if (!pick.ok() || !pick->has_value()) return -1;  // weights are >= 1: only "none live"
+  return job.tasks[static_cast<size_t>(**pick)].index;
 }
 
 void JobDriver::Pump() {

@@ -138,6 +138,36 @@ TEST_F(DriverTest, SimulatedJobRunsEveryStageAndRecordsEachRound) {
   EXPECT_THAT(logs->back(), HasSubstr("succeeded"));
 }
 
+TEST_F(DriverTest, JobBudgetsEndTheJobBetweenRounds) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  // 3 tasks of 10 rounds; a simulated round counts as a batch (8) of trials: 40 trials = 5 rounds,
+  // a warm-up round of each task first.
+  v1::SubmitJobRequest trials = Sim(3, 10);
+  trials.set_total_trials(40);
+  auto job = driver_->Submit(kAlice, trials);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(Serve(agent), 5 * 4);
+  auto done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done->records(), 5);
+
+  // A time budget of 5 s: two rounds, then the clock passes it while the third round is queued;
+  // that round still runs (budget plus one round), and the job ends after it.
+  v1::SubmitJobRequest timed = Sim(2, 100);
+  timed.set_time_budget_seconds(5);
+  job = driver_->Submit(kAlice, timed);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(Serve(agent, 8), 8);
+  clock_.Advance(absl::Seconds(6));  // within the agents' heartbeat timeout
+  EXPECT_EQ(Serve(agent), 4);
+  done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done->records(), 3);
+}
+
 TEST_F(DriverTest, UsersSeeOnlyTheirJobsAdminSeesAll) {
   Open();
   auto job = driver_->Submit(kAlice, Sim(1, 1));

@@ -17,6 +17,7 @@
 #include "loom/base/status_macros.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/ops/target.h"
+#include "loom/tune/tune_job.h"
 
 namespace loom::service {
 namespace {
@@ -185,6 +186,16 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
   }
   LOOM_RETURN_IF_ERROR(ValidateTaskIndices(r));
   LOOM_RETURN_IF_ERROR(ValidateMeasureSpec(r.measure(), caps));
+  {
+    // Written so that NaN fails it.
+    const double max_budget_s = absl::ToDoubleSeconds(tune::kMaxTimeBudget);
+    if (!(r.time_budget_seconds() >= 0 && r.time_budget_seconds() <= max_budget_s)) {
+      return absl::InvalidArgumentError(absl::StrCat("time_budget_seconds must be in [0, ",
+                                                     absl::ToInt64Seconds(tune::kMaxTimeBudget),
+                                                     "], got ", r.time_budget_seconds()));
+    }
+    LOOM_RETURN_IF_ERROR(tune::ValidateJobBudget({.total_trials = r.total_trials()}));
+  }
   if (r.has_simulated()) {
     const v1::SimulatedWorkload& w = r.simulated();
     if (w.tasks() < 1 || w.tasks() > 10000 || w.rounds() < 1 || w.rounds() > 100000) {

@@ -2,6 +2,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -200,6 +202,30 @@ TEST(SubmitCheckTest, MeasureSettingsAboveTheCapsNameTheFlag) {
   v1::SubmitJobRequest negative = r;
   negative.mutable_measure()->set_repeat(-1);
   EXPECT_EQ(ValidateSubmit(negative, caps).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SubmitCheckTest, HostileJobBudgetsAreRefused) {
+  v1::SubmitJobRequest r;
+  r.set_zoo_model("tiny_cnn");
+  r.set_trials(4);
+  r.set_total_trials(400);
+  r.set_time_budget_seconds(1200);
+  const MeasureCaps caps;
+  EXPECT_TRUE(ValidateSubmit(r, caps).ok());
+  for (double bad : {-1.0, std::nan(""), std::numeric_limits<double>::infinity(), 1e12}) {
+    v1::SubmitJobRequest t = r;
+    t.set_time_budget_seconds(bad);
+    absl::Status st = ValidateSubmit(t, caps);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("time_budget_seconds must be in [0, 2592000]")) << bad;
+  }
+  for (int64_t bad : {int64_t{-1}, int64_t{1} << 40}) {
+    v1::SubmitJobRequest t = r;
+    t.set_total_trials(bad);
+    absl::Status st = ValidateSubmit(t, caps);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("the total trials must be 1 to 100000000")) << bad;
+  }
 }
 
 }  // namespace

@@ -25,21 +25,33 @@ using sched::StageId;
 
 absl::Time At(double s) { return absl::UnixEpoch() + absl::Seconds(s); }
 
-// One job's pre-sampled work: durations[i] for the i-th stage in (task, round, stage) order.
+// One job's pre-sampled work: durations[i] for the i-th stage in (task, round, stage) order. Up to
+// group->spread tasks are in flight at once, each a chain of its stages.
 struct SimJob {
   const JobGroupSpec* group;
   std::string name;
   double submit_s;
   std::vector<double> durations;
   JobId id = 0;
-  size_t next = 0;         // index of the next stage to submit
-  StageId last_stage = 0;  // the stage just completed (dependency of the next)
+  std::vector<size_t> task_next;   // per task: index (within the task) of its next stage
+  std::vector<StageId> task_last;  // per task: its last completed stage
+  int next_task = 0;               // the first task not started
+  int tasks_done = 0;
+  StageId last_stage = 0;  // the job's stage just completed (dependency of a task it starts)
+  size_t StagesPerTask() const { return group->stages.size() * static_cast<size_t>(group->rounds); }
+};
+
+// A submitted stage: its task and the stage it runs after (0: none).
+struct Submitted {
+  int task = 0;
+  StageId after = 0;
 };
 
 struct Running {
   LeaseId lease;
-  size_t job;  // index into jobs
-  size_t stage_index;
+  size_t job;          // index into jobs
+  size_t stage_index;  // into the job's durations
+  Submitted submitted;
   sched::Grant grant;
   int host_slots;     // slots the stage holds on its host, incl. a device's shared slots
   double work;        // seconds of work alone
@@ -71,6 +83,8 @@ class Simulation {
             for (const StageSpec& s : g.stages) job.durations.push_back(s.duration.Sample(job_rng));
           }
         }
+        job.task_next.assign(static_cast<size_t>(g.tasks), 0);
+        job.task_last.assign(static_cast<size_t>(g.tasks), 0);
         jobs_.push_back(std::move(job));
       }
     }
@@ -114,7 +128,7 @@ class Simulation {
             job.id, sched_.AddJob({job.name, "sim", job.group->priority, At(job.submit_s)}));
         job_index_[job.id] = j;
         result.job_records.push_back({job.id, job.name, At(job.submit_s)});
-        LOOM_RETURN_IF_ERROR(SubmitNext(job, now));
+        LOOM_RETURN_IF_ERROR(StartTasks(job, now));
         ++result.events;
       }
       // Decisions.
@@ -124,7 +138,10 @@ class Simulation {
         Running r;
         r.lease = g.lease;
         r.job = j;
-        r.stage_index = jobs_[j].next - 1;
+        r.submitted = submitted_.at(g.stage);
+        submitted_.erase(g.stage);
+        const size_t task = static_cast<size_t>(r.submitted.task);
+        r.stage_index = task * jobs_[j].StagesPerTask() + jobs_[j].task_next[task] - 1;
         r.host_slots = g.cpu_slots;
         if (g.device != sched::kNoDevice) {
           r.host_slots += cluster_->devices[g.device].shares_cpu_slots;
@@ -195,18 +212,22 @@ class Simulation {
         rec.start = r.grant.start;
         rec.end = At(now);
         rec.work = absl::Seconds(r.work);
-        if (job.last_stage != 0) rec.after.push_back(job.last_stage);
+        if (r.submitted.after != 0) rec.after.push_back(r.submitted.after);
         result.records.push_back(std::move(rec));
         if (r.grant.device != sched::kNoDevice && r.grant.kind == sched::StageKind::kMeasure) {
           distortion_sum += r.distortion;
           ++measures;
         }
+        const size_t task = static_cast<size_t>(r.submitted.task);
         job.last_stage = r.grant.stage;
-        if (job.next < job.durations.size()) {
-          LOOM_RETURN_IF_ERROR(SubmitNext(job, now));
-        } else {
+        job.task_last[task] = r.grant.stage;
+        if (job.task_next[task] < job.StagesPerTask()) {
+          LOOM_RETURN_IF_ERROR(SubmitNext(job, r.submitted.task, now));
+        } else if (++job.tasks_done == job.group->tasks) {
           LOOM_RETURN_IF_ERROR(sched_.CloseJob(job.id));
           ++finished;
+        } else {
+          LOOM_RETURN_IF_ERROR(StartTasks(job, now));
         }
       }
       for (HostId h : touched) Rerate(h, now);
@@ -223,17 +244,31 @@ class Simulation {
     return o;
   }
 
-  absl::Status SubmitNext(SimJob& job, double now) {
+  // Starts tasks of `job` until `spread` of them are in flight or none is left.
+  absl::Status StartTasks(SimJob& job, double now) {
+    while (job.next_task < job.group->tasks && job.next_task - job.tasks_done < job.group->spread) {
+      LOOM_RETURN_IF_ERROR(SubmitNext(job, job.next_task++, now));
+    }
+    return absl::OkStatus();
+  }
+
+  // Submits the next stage of `task`: after the task's previous stage, or for its first stage
+  // after the job's last completed one (with spread 1, the previous task's last stage).
+  absl::Status SubmitNext(SimJob& job, int task, double now) {
+    const size_t t = static_cast<size_t>(task);
     const auto& stages = job.group->stages;
-    const StageSpec& s = stages[job.next % stages.size()];
+    const StageSpec& s = stages[job.task_next[t] % stages.size()];
     sched::StageRequest req;
     req.job = job.id;
     req.kind = s.kind;
     req.need.cpu_slots = s.cpu_slots;
     req.need.device_kind = s.device_kind;
-    if (job.last_stage != 0) req.after.push_back(job.last_stage);
-    ++job.next;
-    return sched_.Submit(req, At(now)).status();
+    const StageId after = job.task_last[t] != 0 ? job.task_last[t] : job.last_stage;
+    if (after != 0) req.after.push_back(after);
+    ++job.task_next[t];
+    LOOM_ASSIGN_OR_RETURN(StageId id, sched_.Submit(req, At(now)));
+    submitted_[id] = {.task = task, .after = after};
+    return absl::OkStatus();
   }
 
   // Recomputes the speed of every stage on host `h` (and its devices) after a change there.
@@ -297,6 +332,7 @@ class Simulation {
   const sched::ClusterInfo* cluster_ = nullptr;
   std::vector<SimJob> jobs_;
   absl::flat_hash_map<JobId, size_t> job_index_;
+  absl::flat_hash_map<StageId, Submitted> submitted_;  // submitted, not yet granted
   absl::flat_hash_map<LeaseId, Running> running_;
   std::vector<std::set<LeaseId>> host_running_;
   std::vector<std::set<LeaseId>> device_running_;

@@ -1,7 +1,9 @@
 #include "loom/sim/simulator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -46,6 +48,83 @@ TEST(SimulatorTest, ThesisTwoJobs) {
   EXPECT_EQ(by["interleaved"]->mean_measure_distortion, 0);
   EXPECT_GT(by["uncontrolled"]->mean_measure_distortion, 0);
   EXPECT_EQ(by["interleaved"]->records.size(), 2u * 4 * 10 * 4);
+}
+
+// One job of the thesis' stage durations whose 8 tasks spread: up to 4 of them in flight at once.
+constexpr char kSpreadingJob[] = R"(
+seed: 7
+hosts:
+  - name: server
+    cpu_slots: 16
+    devices:
+      - {name: gpu0, kind: gpu}
+jobs:
+  - name: resnet18
+    tasks: 8
+    rounds: 5
+    spread: 4
+    stages:
+      - {kind: propose, cpu_slots: 1, duration: {dist: lognormal, mean: 4, stddev: 1}}
+      - {kind: build, cpu_slots: 8, duration: {dist: lognormal, mean: 12, stddev: 3}}
+      - {kind: measure, device: gpu, duration: {dist: normal, mean: 20, stddev: 2}}
+      - {kind: update, cpu_slots: 1, duration: {dist: lognormal, mean: 6, stddev: 1.5}}
+policies: [interleaved]
+)";
+
+// Per device, measurements never overlap (a device measures one stage at a time); returns how
+// many each device ran.
+std::map<sched::DeviceId, int> ExpectExclusiveDevices(const SimResult& r) {
+  std::map<sched::DeviceId, std::vector<const sched::StageRecord*>> by_device;
+  for (const sched::StageRecord& rec : r.records) {
+    if (rec.device != sched::kNoDevice) by_device[rec.device].push_back(&rec);
+  }
+  std::map<sched::DeviceId, int> counts;
+  for (auto& [device, recs] : by_device) {
+    std::sort(recs.begin(), recs.end(),
+              [](const auto* a, const auto* b) { return a->start < b->start; });
+    for (size_t i = 1; i < recs.size(); ++i) {
+      EXPECT_GE(recs[i]->start, recs[i - 1]->end) << "two stages at once on device " << device;
+    }
+    counts[device] = static_cast<int>(recs.size());
+  }
+  return counts;
+}
+
+TEST(SimulatorTest, ASpreadingJobOnTwoDevicesTakesAtMostSixTenthsOfItsTimeOnOne) {
+  auto spec = ParseSimSpec(kSpreadingJob);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->jobs[0].spread, 4);
+  auto one = Simulate(*spec, "interleaved");
+  ASSERT_TRUE(one.ok()) << one.status();
+  spec->hosts[0].devices.push_back({.name = "gpu1", .kind = "gpu"});
+  auto two = Simulate(*spec, "interleaved");
+  ASSERT_TRUE(two.ok()) << two.status();
+  // Every stage of the same sampled work ran: 8 tasks x 5 rounds x 4 stages.
+  EXPECT_EQ(one->records.size(), 160u);
+  EXPECT_EQ(two->records.size(), 160u);
+  const double ratio = two->metrics.makespan_s / one->metrics.makespan_s;
+  std::printf("one job, 8 tasks spread 4: makespan %.1f s on one device, %.1f s on two (%.2f)\n",
+              one->metrics.makespan_s, two->metrics.makespan_s, ratio);
+  EXPECT_LE(ratio, 0.6);
+  EXPECT_EQ(ExpectExclusiveDevices(*one).size(), 1u);
+  std::map<sched::DeviceId, int> used = ExpectExclusiveDevices(*two);
+  ASSERT_EQ(used.size(), 2u);
+  for (const auto& [device, n] : used) EXPECT_GE(n, 10) << "device " << device;
+}
+
+TEST(SimulatorTest, SpreadOneRunsTasksOneAfterAnother) {
+  auto spec = ParseSimSpec(kSpreadingJob);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->jobs[0].spread = 1;
+  spec->hosts[0].devices.push_back({.name = "gpu1", .kind = "gpu"});
+  auto r = Simulate(*spec, "interleaved");
+  ASSERT_TRUE(r.ok()) << r.status();
+  // One chain: every stage starts after the previous one ended.
+  std::vector<const sched::StageRecord*> recs;
+  for (const sched::StageRecord& rec : r->records) recs.push_back(&rec);
+  std::sort(recs.begin(), recs.end(),
+            [](const auto* a, const auto* b) { return a->start < b->start; });
+  for (size_t i = 1; i < recs.size(); ++i) EXPECT_GE(recs[i]->start, recs[i - 1]->end);
 }
 
 TEST(SimulatorTest, ScalingSweepMeetsTheGoals) {

@@ -145,9 +145,9 @@ absl::StatusOr<StageSpec> ParseStage(const YAML::Node& node, const std::string& 
 
 absl::StatusOr<JobGroupSpec> ParseJobGroup(const YAML::Node& node, const std::string& path,
                                            const std::string& base_dir) {
-  LOOM_RETURN_IF_ERROR(CheckKeys(
-      node, path,
-      {"name", "count", "priority", "submit_at", "submit_every", "tasks", "rounds", "stages"}));
+  LOOM_RETURN_IF_ERROR(CheckKeys(node, path,
+                                 {"name", "count", "priority", "submit_at", "submit_every", "tasks",
+                                  "rounds", "spread", "stages"}));
   JobGroupSpec g;
   LOOM_RETURN_IF_ERROR(Optional(node, path, "name", &g.name));
   LOOM_RETURN_IF_ERROR(Optional(node, path, "count", &g.count));
@@ -156,9 +156,11 @@ absl::StatusOr<JobGroupSpec> ParseJobGroup(const YAML::Node& node, const std::st
   LOOM_RETURN_IF_ERROR(Optional(node, path, "submit_every", &g.submit_every_s));
   LOOM_RETURN_IF_ERROR(Optional(node, path, "tasks", &g.tasks));
   LOOM_RETURN_IF_ERROR(Optional(node, path, "rounds", &g.rounds));
+  LOOM_RETURN_IF_ERROR(Optional(node, path, "spread", &g.spread));
   if (g.count < 0) return Error(Child(path, "count"), "must be >= 0");
   if (g.tasks < 1) return Error(Child(path, "tasks"), "must be >= 1");
   if (g.rounds < 1) return Error(Child(path, "rounds"), "must be >= 1");
+  if (g.spread < 1) return Error(Child(path, "spread"), "must be >= 1");
   LOOM_RETURN_IF_ERROR(NonNegative(g.submit_at_s, Child(path, "submit_at")));
   LOOM_RETURN_IF_ERROR(NonNegative(g.submit_every_s, Child(path, "submit_every")));
   YAML::Node stages = node["stages"];

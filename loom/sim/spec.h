@@ -39,7 +39,8 @@ struct StageSpec {
   double time_bounded = 0;
 };
 
-// `count` identical jobs, each tasks x rounds of `stages` run in order.
+// `count` identical jobs, each tasks x rounds of `stages` run in order (up to `spread` tasks at a
+// time).
 struct JobGroupSpec {
   std::string name = "job";
   int count = 1;
@@ -48,6 +49,9 @@ struct JobGroupSpec {
   double submit_every_s = 0;  // spacing between the group's jobs
   int tasks = 1;
   int rounds = 1;
+  // Tasks of one job in flight at once (a job that spreads over devices: its tasks' rounds run in
+  // parallel, each task's stages still in order). 1: one task after another. At least 1.
+  int spread = 1;
   std::vector<StageSpec> stages;
 };
 

@@ -52,6 +52,7 @@ TEST(SpecTest, ParsesEveryField) {
   EXPECT_DOUBLE_EQ(g.submit_every_s, 5);
   EXPECT_EQ(g.tasks, 2);
   EXPECT_EQ(g.rounds, 3);
+  EXPECT_EQ(g.spread, 1);  // the default: one task after another
   ASSERT_EQ(g.stages.size(), 2u);
   EXPECT_EQ(g.stages[0].kind, sched::StageKind::kBuild);
   EXPECT_EQ(g.stages[0].duration.kind, DurationDist::Kind::kNormal);
@@ -143,6 +144,10 @@ TEST(SpecTest, BadValuesSayWhere) {
   y = kMinimal;
   y.replace(y.find("kind: build"), 11, "kind: compile");
   EXPECT_THAT(ParseError(y).message(), HasSubstr("unknown stage kind 'compile'"));
+
+  y = kMinimal;
+  y.replace(y.find("rounds: 3"), 9, "rounds: 3\n    spread: 0");
+  EXPECT_THAT(ParseError(y).message(), HasSubstr("jobs[0].spread: must be >= 1"));
 
   EXPECT_THAT(ParseError("hosts: [").message(), HasSubstr("not valid YAML"));
   EXPECT_THAT(ParseError("seed: 1\n").message(), HasSubstr("hosts: expected a non-empty list"));
