@@ -1,18 +1,21 @@
 // Pieces shared by the peer benchmarks (conv_vs_onednn.cc, matmul_vs_onednn.cc): a calibrated,
 // repeatable call timer for interleaved rounds, the core's FMA peak measured with independent
-// register-only FMA chains, pinning to a core, opening the record database of --db, and a
-// template's configs compiled in parallel with their buffers.
+// register-only FMA chains, pinning to a core, the set-up of their main() (one OpenMP thread, the
+// host line, pinning and the peak), opening the record database of --db, and a template's configs
+// compiled in parallel with their buffers.
 // Header-only: each benchmark is one executable.
 #pragma once
 
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -154,6 +157,31 @@ inline bool PinToCore(int core) {
     return false;
   }
   return true;
+}
+
+// oneDNN's OpenMP reads OMP_NUM_THREADS when it loads: unless it is set, re-executes this binary
+// with OMP_NUM_THREADS=1, so that the peer runs on one thread as Loom's candidates do.
+inline void ReexecWithOneOmpThread(char** argv) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  setenv("OMP_NUM_THREADS", "1", 1);
+  execv("/proc/self/exe", argv);
+}
+
+// The first line of a peer benchmark: "CPU: <model>, ISA <isa>, core N, <peer>, OMP_NUM_THREADS=.."
+inline void PrintHost(const ops::Target& target, int core, const std::string& peer) {
+  std::printf("CPU: %s, ISA %s, core %d, %s, OMP_NUM_THREADS=%s\n", target.cpu_model.c_str(),
+              ops::IsaName(target.isa).c_str(), core, peer.c_str(), std::getenv("OMP_NUM_THREADS"));
+}
+
+// Pins the calling thread to `core` (start the compile pool before, so that it may use every
+// core) and measures and prints the core's FMA peak. Returns the peak in GFLOPS; negative when the
+// kernel refuses the pinning.
+inline double PinAndMeasurePeak(int core) {
+  if (!PinToCore(core)) return -1;
+  double gf512 = 0, gf256 = 0;
+  const double peak = MeasurePeakGflops(&gf512, &gf256);
+  std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
+  return peak;
 }
 
 // The record database of --db FILE; null after a message on stderr when the file is missing or

@@ -46,7 +46,6 @@
 namespace {
 
 using loom::bench::Candidate;
-using loom::bench::MeasurePeakGflops;
 using loom::bench::Timed;
 using loom::bench::TimeIt;
 using loom::bench::Timing;
@@ -146,10 +145,7 @@ std::vector<Config> PrunedConfigs(const Template& t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // oneDNN's OpenMP reads it at load time
-    setenv("OMP_NUM_THREADS", "1", 1);
-    execv("/proc/self/exe", argv);
-  }
+  loom::bench::ReexecWithOneOmpThread(argv);
   int core = 1, budget = 48, rounds = 150;
   double min_ms = 1;
   std::vector<int> layers;
@@ -186,18 +182,15 @@ int main(int argc, char** argv) {
     std::printf("tuned configs: best record per layer in %s for target %s\n", db.c_str(),
                 target.Key().c_str());
   }
-  std::printf("CPU: %s, ISA %s, core %d, oneDNN %d.%d.%d, OMP_NUM_THREADS=%s\n",
-              target.cpu_model.c_str(), loom::ops::IsaName(target.isa).c_str(), core,
-              dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch,
-              std::getenv("OMP_NUM_THREADS"));
+  loom::bench::PrintHost(target, core,
+                         absl::StrCat("oneDNN ", dnnl_version()->major, ".", dnnl_version()->minor,
+                                      ".", dnnl_version()->patch));
 
   // Compiles run on a pool started before pinning (so they may use every core); all timing runs
   // on this thread, pinned to `core`.
   loom::base::ThreadPool pool(2);
-  if (!loom::bench::PinToCore(core)) return 1;
-  double gf512 = 0, gf256 = 0;
-  const double peak = MeasurePeakGflops(&gf512, &gf256);
-  std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
+  const double peak = loom::bench::PinAndMeasurePeak(core);
+  if (peak < 0) return 1;
 
   char tmpl[] = "/tmp/loom_bench_XXXXXX";
   const std::string dir = mkdtemp(tmpl);

@@ -117,10 +117,7 @@ std::vector<Config> ScreenConfigs(const Template& t, int budget) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // oneDNN's OpenMP reads it at load time
-    setenv("OMP_NUM_THREADS", "1", 1);
-    execv("/proc/self/exe", argv);
-  }
+  loom::bench::ReexecWithOneOmpThread(argv);
   int core = 1, budget = 24, rounds = 100;
   loom::bench::Clock clock = loom::bench::Clock::kWall;
   std::vector<int> shapes;
@@ -163,17 +160,14 @@ int main(int argc, char** argv) {
     store = loom::bench::OpenDbOrNull(db);
     if (store == nullptr) return 1;
   }
-  std::printf("CPU: %s, ISA %s, core %d, oneDNN %d.%d.%d sgemm, OMP_NUM_THREADS=%s\n",
-              target.cpu_model.c_str(), loom::ops::IsaName(target.isa).c_str(), core,
-              dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch,
-              std::getenv("OMP_NUM_THREADS"));
+  loom::bench::PrintHost(target, core,
+                         absl::StrFormat("oneDNN %d.%d.%d sgemm", dnnl_version()->major,
+                                         dnnl_version()->minor, dnnl_version()->patch));
 
   // Compiles run on a pool started before pinning; all timing runs on this thread, pinned.
   loom::base::ThreadPool pool(2);
-  if (!loom::bench::PinToCore(core)) return 1;
-  double gf512 = 0, gf256 = 0;
-  const double peak = loom::bench::MeasurePeakGflops(&gf512, &gf256);
-  std::printf("FMA peak: %.1f GFLOPS (512-bit %.1f, 256-bit %.1f)\n\n", peak, gf512, gf256);
+  const double peak = loom::bench::PinAndMeasurePeak(core);
+  if (peak < 0) return 1;
 
   char tmpl[] = "/tmp/loom_bench_XXXXXX";
   const std::string dir = mkdtemp(tmpl);

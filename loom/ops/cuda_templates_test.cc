@@ -16,6 +16,7 @@
 #include "loom/base/rng.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/workloads.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/template.h"
@@ -25,54 +26,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-graph::Workload Conv(int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
-                     int64_t pad, int64_t groups = 1, int64_t dilation = 1, int64_t n = 1) {
-  graph::Workload wl;
-  wl.kind = groups == 1 ? graph::TaskKind::kConv2d : graph::TaskKind::kDepthwiseConv2d;
-  wl.n = n;
-  wl.c = c;
-  wl.h = h;
-  wl.w = w;
-  wl.k = k;
-  wl.r = r;
-  wl.s = r;
-  wl.stride_h = wl.stride_w = stride;
-  wl.pad_top = wl.pad_left = wl.pad_bottom = wl.pad_right = pad;
-  wl.dilation_h = wl.dilation_w = dilation;
-  wl.groups = groups;
-  return wl;
-}
-
-graph::Workload BatchMatmul(int64_t b, int64_t m, int64_t n, int64_t k) {
-  graph::Workload wl;
-  wl.kind = graph::TaskKind::kBatchMatmul;
-  wl.b = b;
-  wl.m = m;
-  wl.n = n;
-  wl.k = k;
-  return wl;
-}
-
-graph::Workload Dense(int64_t m, int64_t n, int64_t k, bool trans_b) {
-  graph::Workload wl;
-  wl.kind = graph::TaskKind::kDense;
-  wl.m = m;
-  wl.n = n;
-  wl.k = k;
-  wl.trans_b = trans_b;
-  return wl;
-}
-
-std::vector<graph::Workload> ResNet18Workloads() {
-  auto g = graph::BuildZooModel("resnet18");
-  EXPECT_TRUE(g.ok()) << g.status();
-  EXPECT_TRUE(graph::InferShapes(*g).ok());
-  auto tasks = graph::ExtractTasks(*g);
-  EXPECT_TRUE(tasks.ok()) << tasks.status();
-  std::vector<graph::Workload> out;
-  for (const graph::Task& t : *tasks) out.push_back(t.workload);
-  return out;
-}
+using graph::testing::BatchMatmulWorkload;
+using graph::testing::ConvWorkload;
+using graph::testing::DenseWorkload;
 
 // Up to `count` valid configs drawn uniformly from the space (rejection sampling on Emit).
 std::vector<Config> SampleValid(const Template& t, int count, uint64_t seed) {
@@ -86,7 +42,7 @@ std::vector<Config> SampleValid(const Template& t, int count, uint64_t seed) {
 }
 
 TEST(CudaTemplatesTest, SpacesFollowTvmKnobs) {
-  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), CudaTarget());
+  auto t = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), CudaTarget());
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ((*t)->name(), "conv2d_nchw_cuda");
   std::vector<std::string> names;
@@ -101,13 +57,13 @@ TEST(CudaTemplatesTest, SpacesFollowTvmKnobs) {
   const Config d = (*t)->DefaultConfig();
   EXPECT_EQ((*t)->Features(d).size(), (*t)->FeatureNames().size());
 
-  auto dw = MakeTemplate(Conv(32, 28, 28, 32, 3, 1, 1, 32), CudaTarget());
+  auto dw = MakeTemplate(ConvWorkload(32, 28, 28, 32, 3, 1, 1, 32), CudaTarget());
   ASSERT_TRUE(dw.ok()) << dw.status();
   EXPECT_EQ((*dw)->name(), "depthwise_conv2d_nchw_cuda");
   // 32 = 2^5 -> C(8,3) = 56; 28 = 2^2*7 -> C(5,3)*4 = 40.
   EXPECT_EQ((*dw)->space().size(), int64_t{56} * 40 * 40 * 2 * 2 * 3 * 2);
 
-  auto dense = MakeTemplate(Dense(1, 1000, 512, true), CudaTarget());
+  auto dense = MakeTemplate(DenseWorkload(1, 1000, 512, true), CudaTarget());
   ASSERT_TRUE(dense.ok()) << dense.status();
   EXPECT_EQ((*dense)->name(), "dense_cuda");
   // 1000 = 2^3 * 5^3 -> C(6,3)^2 = 400; 512 has 10 divisors.
@@ -118,7 +74,7 @@ TEST(CudaTemplatesTest, SpacesFollowTvmKnobs) {
 // figures in the report), and checks every default config is valid and in range.
 TEST(CudaTemplatesTest, ResNet18SpacesAndDefaults) {
   const Target target = CudaTarget();
-  for (const graph::Workload& w : ResNet18Workloads()) {
+  for (const graph::Workload& w : graph::testing::ZooModelWorkloads("resnet18")) {
     auto t = MakeTemplate(w, target);
     ASSERT_TRUE(t.ok()) << graph::WorkloadKey(w) << ": " << t.status();
     const Config d = (*t)->DefaultConfig();
@@ -141,7 +97,7 @@ TEST(CudaTemplatesTest, ResNet18SpacesAndDefaults) {
 }
 
 TEST(CudaTemplatesTest, InvalidConfigsAreRejectedBeforeBuilding) {
-  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), CudaTarget());
+  auto t = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), CudaTarget());
   ASSERT_TRUE(t.ok());
   const ConfigSpace& space = (*t)->space();
   // All of tile_f, tile_y and tile_x's extents on threads: 64 * 56 * 56 threads.
@@ -160,7 +116,7 @@ TEST(CudaTemplatesTest, InvalidConfigsAreRejectedBeforeBuilding) {
   // Shared memory and registers, from the Target's limits.
   CudaDeviceLimits small;
   small.max_shared_bytes_per_block = 1024;
-  auto tiny = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), CudaTarget("sm_90", small));
+  auto tiny = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), CudaTarget("sm_90", small));
   ASSERT_TRUE(tiny.ok());
   const Config d = (*t)->DefaultConfig();  // valid with 48 KiB
   ASSERT_TRUE((*t)->Emit(d).ok());
@@ -185,7 +141,7 @@ TEST(CudaTemplatesTest, InvalidConfigsAreRejectedBeforeBuilding) {
 // tuners never spend a trial on a config the device cannot launch, and never skip a valid one.
 TEST(CudaTemplatesTest, SpaceValidityAgreesWithEmit) {
   base::Rng rng(7);
-  for (const graph::Workload& w : ResNet18Workloads()) {
+  for (const graph::Workload& w : graph::testing::ZooModelWorkloads("resnet18")) {
     auto t = MakeTemplate(w, CudaTarget());
     ASSERT_TRUE(t.ok()) << t.status();
     int valid = 0;
@@ -200,7 +156,7 @@ TEST(CudaTemplatesTest, SpaceValidityAgreesWithEmit) {
 }
 
 TEST(CudaTemplatesTest, LaunchGeometryCoversTheOutput) {
-  auto t = MakeTemplate(Conv(16, 14, 14, 32, 3, 2, 1, 1, 1, /*n=*/2), CudaTarget());
+  auto t = MakeTemplate(ConvWorkload(16, 14, 14, 32, 3, 2, 1, 1, 1, /*n=*/2), CudaTarget());
   ASSERT_TRUE(t.ok());
   for (const Config& c : SampleValid(**t, 20, 5)) {
     auto src = (*t)->Emit(c);
@@ -244,17 +200,17 @@ class CudaEmulationTest : public ::testing::Test {
 
 TEST_F(CudaEmulationTest, DefaultAndSampledConfigsMatchReference) {
   const std::vector<graph::Workload> workloads = {
-      Conv(8, 10, 10, 16, 3, 1, 1),                    // padding on every side
-      Conv(6, 11, 9, 12, 3, 2, 1, 1, 1, /*n=*/2),      // stride 2, batch 2, odd extents
-      Conv(4, 12, 12, 8, 3, 1, 2, 1, /*dilation=*/2),  // dilation
-      Conv(16, 7, 7, 24, 1, 1, 0),                     // 1x1
-      Conv(3, 16, 16, 8, 5, 2, 2),                     // 5x5, 3 channels
-      Conv(12, 10, 10, 12, 3, 1, 1, /*groups=*/12),    // depthwise
-      Conv(8, 9, 9, 8, 3, 2, 1, /*groups=*/8),         // depthwise, stride 2
-      Dense(1, 40, 24, true),                          // trans_b (the ONNX Gemm form)
-      Dense(3, 20, 16, false),                         // weight [K, N], 3 rows
-      Dense(20, 24, 12, true),                         // rows tiled too (tile_y)
-      BatchMatmul(3, 10, 12, 8),                       // one B per batch
+      ConvWorkload(8, 10, 10, 16, 3, 1, 1),                    // padding on every side
+      ConvWorkload(6, 11, 9, 12, 3, 2, 1, 1, 1, /*n=*/2),      // stride 2, batch 2, odd extents
+      ConvWorkload(4, 12, 12, 8, 3, 1, 2, 1, /*dilation=*/2),  // dilation
+      ConvWorkload(16, 7, 7, 24, 1, 1, 0),                     // 1x1
+      ConvWorkload(3, 16, 16, 8, 5, 2, 2),                     // 5x5, 3 channels
+      ConvWorkload(12, 10, 10, 12, 3, 1, 1, /*groups=*/12),    // depthwise
+      ConvWorkload(8, 9, 9, 8, 3, 2, 1, /*groups=*/8),         // depthwise, stride 2
+      DenseWorkload(1, 40, 24, true),                          // trans_b (the ONNX Gemm form)
+      DenseWorkload(3, 20, 16, false),                         // weight [K, N], 3 rows
+      DenseWorkload(20, 24, 12, true),                         // rows tiled too (tile_y)
+      BatchMatmulWorkload(3, 10, 12, 8),                       // one B per batch
   };
   TemplateOptions emu;
   emu.cuda_host_emulation = true;
@@ -272,7 +228,7 @@ TEST_F(CudaEmulationTest, DefaultAndSampledConfigsMatchReference) {
 TEST_F(CudaEmulationTest, UnrollSettingsAgree) {
   TemplateOptions emu;
   emu.cuda_host_emulation = true;
-  auto t = MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1), CudaTarget(), emu);
+  auto t = MakeTemplate(ConvWorkload(8, 8, 8, 8, 3, 1, 1), CudaTarget(), emu);
   ASSERT_TRUE(t.ok());
   const ConfigSpace& space = (*t)->space();
   std::vector<int64_t> choices = space.Choices((*t)->DefaultConfig());
@@ -284,7 +240,7 @@ TEST_F(CudaEmulationTest, UnrollSettingsAgree) {
     }
   }
   // The emitted CUDA differs between explicit and hinted unrolling.
-  auto cuda_t = MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1), CudaTarget());
+  auto cuda_t = MakeTemplate(ConvWorkload(8, 8, 8, 8, 3, 1, 1), CudaTarget());
   choices[6] = 2;
   choices[7] = 0;
   auto hinted = (*cuda_t)->Emit(space.FromChoices(choices));
@@ -307,10 +263,10 @@ TEST_F(CudaEmulationTest, FusedEpilogueMatchesTheReferenceWithTheEpilogue) {
     bool residual;
   };
   const std::vector<Case> cases = {
-      {Conv(6, 9, 9, 10, 3, 1, 1), A::kRelu, true},
-      {Conv(6, 9, 9, 10, 3, 2, 1, 1, 1, /*n=*/2), A::kHardSwish, false},
-      {Conv(8, 9, 9, 8, 3, 1, 1, /*groups=*/8), A::kClip, false},
-      {Dense(3, 20, 16, true), A::kSigmoid, true},
+      {ConvWorkload(6, 9, 9, 10, 3, 1, 1), A::kRelu, true},
+      {ConvWorkload(6, 9, 9, 10, 3, 2, 1, 1, 1, /*n=*/2), A::kHardSwish, false},
+      {ConvWorkload(8, 9, 9, 8, 3, 1, 1, /*groups=*/8), A::kClip, false},
+      {DenseWorkload(3, 20, 16, true), A::kSigmoid, true},
   };
   uint64_t seed = 70;
   for (const Case& c : cases) {
@@ -387,7 +343,7 @@ TEST_F(CudaEmulationTest, WrongAnswerFaultIsDetected) {
   TemplateOptions o;
   o.cuda_host_emulation = true;
   o.test_faults = true;
-  auto t = MakeTemplate(Conv(4, 6, 6, 4, 3, 1, 1), CudaTarget(), o);
+  auto t = MakeTemplate(ConvWorkload(4, 6, 6, 4, 3, 1, 1), CudaTarget(), o);
   ASSERT_TRUE(t.ok());
   std::vector<int64_t> choices = (*t)->space().Choices((*t)->DefaultConfig());
   choices.back() = 3;  // fault 3: wrong answer
@@ -402,10 +358,10 @@ TEST_F(CudaEmulationTest, WrongAnswerFaultIsDetected) {
 }
 
 TEST(CudaTemplatesTest, UnsupportedWorkloads) {
-  graph::Workload grouped = Conv(8, 8, 8, 8, 3, 1, 1, 2);
+  graph::Workload grouped = ConvWorkload(8, 8, 8, 8, 3, 1, 1, 2);
   grouped.kind = graph::TaskKind::kGroupedConv2d;
   EXPECT_EQ(MakeTemplate(grouped, CudaTarget()).status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(MakeTemplate(Dense(1, 20000, 8, true), CudaTarget()).status().code(),
+  EXPECT_EQ(MakeTemplate(DenseWorkload(1, 20000, 8, true), CudaTarget()).status().code(),
             absl::StatusCode::kUnimplemented);
   // batch_matmul_cuda reads A as [b, m, k] and one B a batch: no transposed A, no broadcast.
   graph::Workload bmm;
@@ -422,7 +378,7 @@ TEST(CudaTemplatesTest, UnsupportedWorkloads) {
   EXPECT_EQ(MakeTemplate(bmm, CudaTarget()).status().code(), absl::StatusCode::kUnimplemented);
   Target other = CudaTarget();
   other.kind = "opencl";
-  EXPECT_THAT(MakeTemplate(Dense(1, 8, 8, true), other).status().message(),
+  EXPECT_THAT(MakeTemplate(DenseWorkload(1, 8, 8, true), other).status().message(),
               HasSubstr("only cpu and cuda"));
 }
 

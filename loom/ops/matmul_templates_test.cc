@@ -22,6 +22,8 @@
 #include "loom/base/thread_pool.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/node_builder.h"
+#include "loom/graph/testing/workloads.h"
 #include "loom/kernels/reference.h"
 #include "loom/ops/elementwise.h"
 #include "loom/ops/local_kernel.h"
@@ -34,24 +36,15 @@ namespace {
 
 using ::testing::HasSubstr;
 
+using graph::testing::BatchMatmulWorkload;
+using graph::testing::DenseWorkload;
+using graph::testing::MakeNode;
 using testutil::TempDir;
 
 graph::Tensor Random(const graph::Shape& shape, base::Rng& rng) {
   graph::Tensor t(graph::DType::kFloat32, shape);
   for (float& v : t.values<float>()) v = static_cast<float>(rng.Uniform(-1.0, 1.0));
   return t;
-}
-
-graph::Node MakeNode(std::string name, std::string op, std::vector<std::string> in,
-                     std::vector<std::string> out,
-                     std::map<std::string, graph::AttrValue> attrs = {}) {
-  graph::Node n;
-  n.name = std::move(name);
-  n.op_type = std::move(op);
-  n.inputs = std::move(in);
-  n.outputs = std::move(out);
-  n.attrs = std::move(attrs);
-  return n;
 }
 
 graph::AttrValue Perm(std::vector<int64_t> p) { return p; }
@@ -198,25 +191,6 @@ TEST(MatmulTemplatesTest, AnalysedProductsMatchTheReferenceOperators) {
   for (size_t i = 0; i < jobs.size(); ++i) EXPECT_EQ(results[i].get(), "") << jobs[i].label;
 }
 
-graph::Workload Bmm(int64_t b, int64_t m, int64_t n, int64_t k) {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kBatchMatmul;
-  w.b = b;
-  w.m = m;
-  w.n = n;
-  w.k = k;
-  return w;
-}
-
-graph::Workload Dense(int64_t m, int64_t n, int64_t k) {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kDense;
-  w.m = m;
-  w.n = n;
-  w.k = k;
-  return w;
-}
-
 // `config` with the named knobs set (others as in `base`).
 Config With(const Template& t, const Config& base,
             const std::vector<std::pair<std::string, int64_t>>& knobs) {
@@ -261,7 +235,7 @@ graph::Tensor ApplyEpilogue(graph::Tensor y, const Epilogue& ep, const graph::Te
 TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
   TempDir dir;
   const Target target = HostCpuTarget();
-  graph::Workload trans_b = Bmm(2, 11, 37, 70);
+  graph::Workload trans_b = BatchMatmulWorkload(2, 11, 37, 70);
   trans_b.trans_b = true;
   Epilogue bias_relu{.bias = true, .activation = Epilogue::Activation::kRelu};
   Epilogue residual_sigmoid{.residual = true, .activation = Epilogue::Activation::kSigmoid};
@@ -275,8 +249,9 @@ TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
     Epilogue ep;
   };
   for (const Case& c :
-       {Case{Bmm(2, 11, 37, 70), all}, Case{trans_b, residual_sigmoid}, Case{trans_b, bias_relu},
-        Case{Dense(9, 45, 70), bias_relu}, Case{Dense(9, 45, 70), all}}) {
+       {Case{BatchMatmulWorkload(2, 11, 37, 70), all}, Case{trans_b, residual_sigmoid},
+        Case{trans_b, bias_relu}, Case{DenseWorkload(9, 45, 70), bias_relu},
+        Case{DenseWorkload(9, 45, 70), all}}) {
     auto t = MakeTemplate(c.w, target);
     ASSERT_TRUE(t.ok()) << t.status();
     base::Rng rng(5);
@@ -314,7 +289,7 @@ TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
   // A malformed epilogue is refused by both templates.
   Epilogue malformed;
   malformed.operands.push_back({EpilogueOperand::Kind::kChannel});
-  for (const graph::Workload& w : {Dense(4, 16, 16), Bmm(2, 4, 16, 16)}) {
+  for (const graph::Workload& w : {DenseWorkload(4, 16, 16), BatchMatmulWorkload(2, 4, 16, 16)}) {
     auto t = MakeTemplate(w, target);
     ASSERT_TRUE(t.ok());
     const auto bad = (*t)->EmitFused((*t)->DefaultConfig(), malformed);
@@ -325,13 +300,13 @@ TEST(MatmulTemplatesTest, FusedEpiloguesMatchOnEveryPanelShape) {
 
 TEST(MatmulTemplatesTest, SpacesKnowWhatEmits) {
   const Target target = HostCpuTarget();
-  graph::Workload trans_b = Bmm(12, 197, 197, 64);
+  graph::Workload trans_b = BatchMatmulWorkload(12, 197, 197, 64);
   trans_b.trans_b = true;
-  graph::Workload broadcast = Bmm(6, 5, 6, 8);
+  graph::Workload broadcast = BatchMatmulWorkload(6, 5, 6, 8);
   broadcast.batch_a = {2, 1};
   broadcast.batch_b = {1, 3};
-  for (const graph::Workload& w :
-       {Bmm(4, 128, 64, 128), trans_b, broadcast, Dense(197, 768, 192), Dense(128, 256, 1024)}) {
+  for (const graph::Workload& w : {BatchMatmulWorkload(4, 128, 64, 128), trans_b, broadcast,
+                                   DenseWorkload(197, 768, 192), DenseWorkload(128, 256, 1024)}) {
     SCOPED_TRACE(graph::WorkloadKey(w));
     auto t = MakeTemplate(w, target);
     ASSERT_TRUE(t.ok()) << t.status();
@@ -355,7 +330,7 @@ TEST(MatmulTemplatesTest, SpacesKnowWhatEmits) {
     }
   }
   // Too large a panel for the kernel's stack: refused by the space and by Emit.
-  auto t = MakeTemplate(Bmm(1, 8, 64, 4096), target);
+  auto t = MakeTemplate(BatchMatmulWorkload(1, 8, 64, 4096), target);
   ASSERT_TRUE(t.ok());
   const Config big = With(**t, (*t)->DefaultConfig(), {{"tile_k", 4096}, {"tile_n", 4}});
   EXPECT_FALSE((*t)->space().IsValid(big));
@@ -370,7 +345,7 @@ TEST(MatmulTemplatesTest, ForThreadsFeedsTheThreadsAndKeepsTheWork) {
   Target target = HostCpuTarget();
   target.isa = Isa::kAvx512;
   // One product with one 64-wide panel: only row chunks give a second thread work.
-  auto t = MakeTemplate(Bmm(1, 197, 64, 197), target);
+  auto t = MakeTemplate(BatchMatmulWorkload(1, 197, 64, 197), target);
   ASSERT_TRUE(t.ok());
   const ConfigSpace& space = (*t)->space();
   const Config c = With(**t, (*t)->DefaultConfig(), {{"tile_n", 4}, {"parallel_axis", 0}});
@@ -382,13 +357,13 @@ TEST(MatmulTemplatesTest, ForThreadsFeedsTheThreadsAndKeepsTheWork) {
   a[par] = b[par] = 0;
   EXPECT_EQ(a, b);
   // Twelve heads: the batch alone splits evenly, so it stays.
-  auto heads = MakeTemplate(Bmm(12, 197, 64, 197), target);
+  auto heads = MakeTemplate(BatchMatmulWorkload(12, 197, 64, 197), target);
   ASSERT_TRUE(heads.ok());
   const Config h = With(**heads, (*heads)->DefaultConfig(), {{"parallel_axis", 0}});
   EXPECT_EQ((*heads)->ForThreads(h, 2), h);
   EXPECT_EQ((*heads)->ForThreads(h, 4), h);
   // dense: one 64-wide panel in the parallel loop leaves threads idle; the row blocks do not.
-  auto dense = MakeTemplate(Dense(197, 64, 192), target);
+  auto dense = MakeTemplate(DenseWorkload(197, 64, 192), target);
   ASSERT_TRUE(dense.ok());
   const Config d = With(**dense, (*dense)->DefaultConfig(), {{"tile_n", 4}, {"order", 0}});
   EXPECT_EQ((*dense)->space().Value((*dense)->ForThreads(d, 2), "order"), 1);
@@ -399,12 +374,13 @@ TEST(MatmulTemplatesTest, ForThreadsFeedsTheThreadsAndKeepsTheWork) {
 TEST(MatmulTemplatesTest, TransformerDefaultsUseLargeRegisterBlocks) {
   Target target = HostCpuTarget();
   target.isa = Isa::kAvx512;
-  graph::Workload qk = Bmm(3, 197, 197, 64), qk_bert = Bmm(12, 128, 128, 64);
+  graph::Workload qk = BatchMatmulWorkload(3, 197, 197, 64),
+                  qk_bert = BatchMatmulWorkload(12, 128, 128, 64);
   qk.trans_b = qk_bert.trans_b = true;
   for (const graph::Workload& w :
-       {Dense(197, 576, 192), Dense(197, 768, 192), Dense(197, 192, 768), Dense(128, 1024, 256),
-        Dense(128, 3072, 768), Dense(128, 768, 3072), qk, qk_bert, Bmm(3, 197, 64, 197),
-        Bmm(12, 128, 64, 128)}) {
+       {DenseWorkload(197, 576, 192), DenseWorkload(197, 768, 192), DenseWorkload(197, 192, 768),
+        DenseWorkload(128, 1024, 256), DenseWorkload(128, 3072, 768), DenseWorkload(128, 768, 3072),
+        qk, qk_bert, BatchMatmulWorkload(3, 197, 64, 197), BatchMatmulWorkload(12, 128, 64, 128)}) {
     SCOPED_TRACE(graph::WorkloadKey(w));
     auto t = MakeTemplate(w, target);
     ASSERT_TRUE(t.ok());
@@ -484,7 +460,7 @@ TEST(MatmulTemplatesTest, NaturalOperandsAreNeverReadOrWrittenOutOfBounds) {
   residual.bias = true;
   residual.residual = true;
   for (int trans = 0; trans < 4; ++trans) {
-    graph::Workload w = Bmm(2, 13, 37, 70);
+    graph::Workload w = BatchMatmulWorkload(2, 13, 37, 70);
     w.trans_a = (trans & 1) != 0;
     w.trans_b = (trans & 2) != 0;
     auto t = MakeTemplate(w, target);
@@ -528,12 +504,12 @@ TEST(MatmulTemplatesTest, NaturalOperandsAreNeverReadOrWrittenOutOfBounds) {
 // reference on the AVX2 and generic targets too (8- and 1-lane vectors).
 TEST(MatmulTemplatesTest, NarrowerTargetsEmitCorrectKernels) {
   TempDir dir;
-  graph::Workload w = Bmm(2, 11, 29, 45);
+  graph::Workload w = BatchMatmulWorkload(2, 11, 29, 45);
   w.trans_b = true;
   for (Isa isa : {Isa::kAvx2, Isa::kGeneric}) {
     Target target = HostCpuTarget();
     target.isa = isa;
-    for (const graph::Workload& wl : {w, Dense(9, 29, 45)}) {
+    for (const graph::Workload& wl : {w, DenseWorkload(9, 29, 45)}) {
       auto t = MakeTemplate(wl, target);
       ASSERT_TRUE(t.ok()) << t.status();
       const Config c = (*t)->DefaultConfig();
@@ -556,9 +532,9 @@ TEST(MatmulTemplatesTest, NarrowerTargetsEmitCorrectKernels) {
 // dense_pack without the per-batch operand. Compared with the reference product in double.
 TEST(MatmulTemplatesTest, AttentionScaleAndMaskFuseAsAProgram) {
   TempDir dir;
-  graph::Workload qk = Bmm(3, 11, 37, 70);
+  graph::Workload qk = BatchMatmulWorkload(3, 11, 37, 70);
   qk.trans_b = true;
-  for (const graph::Workload& w : {qk, Dense(9, 37, 70)}) {
+  for (const graph::Workload& w : {qk, DenseWorkload(9, 37, 70)}) {
     const bool batched = w.kind == graph::TaskKind::kBatchMatmul;
     const Epilogue ep = AttentionEpilogue(batched);
     auto t = MakeTemplate(w, HostCpuTarget());

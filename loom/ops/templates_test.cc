@@ -19,66 +19,20 @@
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
 #include "loom/base/thread_pool.h"
+#include "loom/graph/testing/workloads.h"
 #include "loom/ops/local_kernel.h"
 #include "loom/ops/template.h"
+#include "loom/ops/testing/kernel_test_util.h"
 
 namespace loom::ops {
 namespace {
 
 using ::testing::HasSubstr;
 
-graph::Workload Conv(int64_t c, int64_t h, int64_t w, int64_t k, int64_t r, int64_t stride,
-                     int64_t pad, int64_t groups = 1, int64_t dilation = 1) {
-  graph::Workload wl;
-  wl.kind = groups == 1 ? graph::TaskKind::kConv2d
-                        : (groups == c ? graph::TaskKind::kDepthwiseConv2d
-                                       : graph::TaskKind::kGroupedConv2d);
-  wl.n = 1;
-  wl.c = c;
-  wl.h = h;
-  wl.w = w;
-  wl.k = k;
-  wl.r = r;
-  wl.s = r;
-  wl.stride_h = wl.stride_w = stride;
-  wl.pad_top = wl.pad_left = wl.pad_bottom = wl.pad_right = pad;
-  wl.dilation_h = wl.dilation_w = dilation;
-  wl.groups = groups;
-  return wl;
-}
-
-graph::Workload BatchMatmul(int64_t b, int64_t m, int64_t n, int64_t k) {
-  graph::Workload wl;
-  wl.kind = graph::TaskKind::kBatchMatmul;
-  wl.b = b;
-  wl.m = m;
-  wl.n = n;
-  wl.k = k;
-  return wl;
-}
-
-graph::Workload Dense(int64_t m, int64_t n, int64_t k, bool trans_b) {
-  graph::Workload wl;
-  wl.kind = graph::TaskKind::kDense;
-  wl.m = m;
-  wl.n = n;
-  wl.k = k;
-  wl.trans_b = trans_b;
-  return wl;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/loom_ops_test_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using graph::testing::BatchMatmulWorkload;
+using graph::testing::ConvWorkload;
+using graph::testing::DenseWorkload;
+using testutil::TempDir;
 
 // Emits, compiles and runs `config`; returns "" when it matches the reference, else why not.
 std::string CheckConfig(const Template& t, const Config& config, const std::string& dir) {
@@ -102,55 +56,55 @@ struct Case {
 };
 
 std::vector<Case> Cases() {
-  graph::Workload asym = Conv(5, 7, 9, 10, 3, 1, 1);
+  graph::Workload asym = ConvWorkload(5, 7, 9, 10, 3, 1, 1);
   asym.pad_bottom = 2;
   asym.pad_left = 0;
-  graph::Workload trans_b = BatchMatmul(2, 9, 50, 300);
+  graph::Workload trans_b = BatchMatmulWorkload(2, 9, 50, 300);
   trans_b.trans_b = true;
-  graph::Workload trans_a = BatchMatmul(3, 13, 20, 17);
+  graph::Workload trans_a = BatchMatmulWorkload(3, 13, 20, 17);
   trans_a.trans_a = true;
-  graph::Workload broadcast = BatchMatmul(6, 5, 19, 8);
+  graph::Workload broadcast = BatchMatmulWorkload(6, 5, 19, 8);
   broadcast.batch_a = {2, 1};
   broadcast.batch_b = {1, 3};
-  graph::Workload dense_trans_a = Dense(11, 37, 40, true);
+  graph::Workload dense_trans_a = DenseWorkload(11, 37, 40, true);
   dense_trans_a.trans_a = true;
   // Inception-v3's factorized 1x7 and 7x1 convolutions on a 17x17 map: a prime output width.
-  graph::Workload one_by_seven = Conv(16, 17, 17, 24, 1, 1, 0);
+  graph::Workload one_by_seven = ConvWorkload(16, 17, 17, 24, 1, 1, 0);
   one_by_seven.s = 7;
   one_by_seven.pad_left = one_by_seven.pad_right = 3;
-  graph::Workload seven_by_one = Conv(16, 17, 17, 24, 1, 1, 0);
+  graph::Workload seven_by_one = ConvWorkload(16, 17, 17, 24, 1, 1, 0);
   seven_by_one.r = 7;
   seven_by_one.pad_top = seven_by_one.pad_bottom = 3;
   return {
-      {"conv3x3_pad1", Conv(8, 10, 10, 32, 3, 1, 1)},
-      {"conv3x3_stride2", Conv(16, 11, 11, 16, 3, 2, 1)},
-      {"conv1x1_stride2", Conv(32, 8, 8, 64, 1, 2, 0)},
-      {"conv7x7_c3_stride2", Conv(3, 20, 20, 16, 7, 2, 3)},
+      {"conv3x3_pad1", ConvWorkload(8, 10, 10, 32, 3, 1, 1)},
+      {"conv3x3_stride2", ConvWorkload(16, 11, 11, 16, 3, 2, 1)},
+      {"conv1x1_stride2", ConvWorkload(32, 8, 8, 64, 1, 2, 0)},
+      {"conv7x7_c3_stride2", ConvWorkload(3, 20, 20, 16, 7, 2, 3)},
       {"conv_odd_k_asym_pad", asym},
-      {"conv_dilation2", Conv(4, 9, 9, 16, 3, 1, 2, 1, 2)},
+      {"conv_dilation2", ConvWorkload(4, 9, 9, 16, 3, 1, 2, 1, 2)},
       // Output widths without a good divisor (ragged rows): 17, 19 (dilated) and 11 (stride 2).
-      {"conv3x3_ragged_17", Conv(8, 17, 17, 32, 3, 1, 1)},
+      {"conv3x3_ragged_17", ConvWorkload(8, 17, 17, 32, 3, 1, 1)},
       {"conv1x7_ragged_17", one_by_seven},
       {"conv7x1_ragged_17", seven_by_one},
-      {"conv_dilation2_ragged_19", Conv(8, 19, 19, 16, 3, 1, 2, 1, 2)},
-      {"conv3x3_stride2_ragged_11", Conv(8, 23, 23, 16, 3, 2, 0)},
+      {"conv_dilation2_ragged_19", ConvWorkload(8, 19, 19, 16, 3, 1, 2, 1, 2)},
+      {"conv3x3_stride2_ragged_11", ConvWorkload(8, 23, 23, 16, 3, 2, 0)},
       // Atrous convolutions whose outer kernel rows read only padding on most output rows.
-      {"depthwise3x3_ragged_17", Conv(32, 17, 17, 32, 3, 1, 1, 32)},
-      {"depthwise5x5_stride2_ragged_19", Conv(24, 37, 37, 24, 5, 2, 2, 24)},
-      {"conv_atrous_wide_pad", Conv(8, 14, 14, 32, 3, 1, 12, 1, 12)},
-      {"conv_atrous_stride2", Conv(8, 15, 15, 16, 3, 2, 6, 1, 6)},
-      {"depthwise3x3", Conv(32, 12, 12, 32, 3, 1, 1, 32)},
-      {"depthwise3x3_stride2_odd_c", Conv(20, 9, 9, 20, 3, 2, 1, 20)},
-      {"dense_trans_b_odd", Dense(7, 37, 45, true)},
-      {"dense_matmul", Dense(2, 100, 64, false)},
+      {"depthwise3x3_ragged_17", ConvWorkload(32, 17, 17, 32, 3, 1, 1, 32)},
+      {"depthwise5x5_stride2_ragged_19", ConvWorkload(24, 37, 37, 24, 5, 2, 2, 24)},
+      {"conv_atrous_wide_pad", ConvWorkload(8, 14, 14, 32, 3, 1, 12, 1, 12)},
+      {"conv_atrous_stride2", ConvWorkload(8, 15, 15, 16, 3, 2, 6, 1, 6)},
+      {"depthwise3x3", ConvWorkload(32, 12, 12, 32, 3, 1, 1, 32)},
+      {"depthwise3x3_stride2_odd_c", ConvWorkload(20, 9, 9, 20, 3, 2, 1, 20)},
+      {"dense_trans_b_odd", DenseWorkload(7, 37, 45, true)},
+      {"dense_matmul", DenseWorkload(2, 100, 64, false)},
       // Grouped: 8 channels per group (vec 8), 2 per group (ResNeXt-like, vec 1), odd sizes with
       // stride 2 (4 outputs per group: vec 4), and a channel multiplier (groups == C, K == 2C).
-      {"grouped_g2", Conv(16, 10, 10, 16, 3, 1, 1, 2)},
-      {"grouped_g32_resnext", Conv(64, 8, 8, 64, 3, 1, 1, 32)},
-      {"grouped_odd_stride2", Conv(6, 7, 9, 12, 3, 2, 1, 3)},
-      {"grouped_multiplier", Conv(4, 6, 6, 8, 3, 1, 1, 4)},
-      {"batch_matmul_odd", BatchMatmul(3, 5, 37, 19)},
-      {"batch_matmul", BatchMatmul(2, 16, 64, 64)},
+      {"grouped_g2", ConvWorkload(16, 10, 10, 16, 3, 1, 1, 2)},
+      {"grouped_g32_resnext", ConvWorkload(64, 8, 8, 64, 3, 1, 1, 32)},
+      {"grouped_odd_stride2", ConvWorkload(6, 7, 9, 12, 3, 2, 1, 3)},
+      {"grouped_multiplier", ConvWorkload(4, 6, 6, 8, 3, 1, 1, 4)},
+      {"batch_matmul_odd", BatchMatmulWorkload(3, 5, 37, 19)},
+      {"batch_matmul", BatchMatmulWorkload(2, 16, 64, 64)},
       {"batch_matmul_trans_b_long_k", trans_b},
       {"batch_matmul_trans_a", trans_a},
       {"batch_matmul_broadcast", broadcast},
@@ -216,10 +170,10 @@ TEST(TemplatesTest, DefaultAndSampledConfigsMatchReference) {
 TEST(TemplatesTest, SpaceSizesForResNetLayers) {
   const Target target = HostCpuTarget();
   const std::vector<std::pair<std::string, graph::Workload>> layers = {
-      {"conv2d 64->64 3x3 56x56", Conv(64, 56, 56, 64, 3, 1, 1)},
-      {"conv2d 256->512 3x3 s2 14x14", Conv(256, 14, 14, 512, 3, 2, 1)},
-      {"depthwise 64 3x3 56x56", Conv(64, 56, 56, 64, 3, 1, 1, 64)},
-      {"dense 1x512->1000", Dense(1, 1000, 512, true)},
+      {"conv2d 64->64 3x3 56x56", ConvWorkload(64, 56, 56, 64, 3, 1, 1)},
+      {"conv2d 256->512 3x3 s2 14x14", ConvWorkload(256, 14, 14, 512, 3, 2, 1)},
+      {"depthwise 64 3x3 56x56", ConvWorkload(64, 56, 56, 64, 3, 1, 1, 64)},
+      {"dense 1x512->1000", DenseWorkload(1, 1000, 512, true)},
   };
   for (const auto& [label, w] : layers) {
     absl::StatusOr<std::unique_ptr<Template>> t = MakeTemplate(w, target);
@@ -245,7 +199,7 @@ TEST(TemplatesTest, SpaceSizesForResNetLayers) {
 }
 
 TEST(TemplatesTest, FeaturesMatchNamesAndDifferAcrossConfigs) {
-  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
+  auto t = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
   ASSERT_TRUE(t.ok());
   std::vector<std::string> names = (*t)->FeatureNames();
   EXPECT_THAT(names, ::testing::Contains("accumulators"));
@@ -257,7 +211,7 @@ TEST(TemplatesTest, FeaturesMatchNamesAndDifferAcrossConfigs) {
 }
 
 TEST(TemplatesTest, EmitRejectsConfigsOutsideTheSpaceOrRegisterFile) {
-  auto t = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
+  auto t = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), HostCpuTarget());
   ASSERT_TRUE(t.ok());
   absl::StatusOr<KernelSource> out = (*t)->Emit(Config{(*t)->space().size()});
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
@@ -283,23 +237,24 @@ TEST(TemplatesTest, EmitRejectsConfigsOutsideTheSpaceOrRegisterFile) {
 
 TEST(TemplatesTest, MakeTemplateCoversKindsAndRejectsTheRest) {
   const Target target = HostCpuTarget();
-  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1), target))->name(), "conv2d_nchwc");
-  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 8), target))->name(),
+  EXPECT_EQ((*MakeTemplate(ConvWorkload(8, 8, 8, 8, 3, 1, 1), target))->name(), "conv2d_nchwc");
+  EXPECT_EQ((*MakeTemplate(ConvWorkload(8, 8, 8, 8, 3, 1, 1, 8), target))->name(),
             "depthwise_conv2d_nchwc");
-  EXPECT_EQ((*MakeTemplate(Dense(1, 8, 8, true), target))->name(), "dense_pack");
+  EXPECT_EQ((*MakeTemplate(DenseWorkload(1, 8, 8, true), target))->name(), "dense_pack");
 
-  EXPECT_EQ((*MakeTemplate(Conv(8, 8, 8, 8, 3, 1, 1, 2), target))->name(), "group_conv2d_nchwc");
-  EXPECT_EQ((*MakeTemplate(BatchMatmul(2, 8, 8, 8), target))->name(), "batch_matmul");
-  auto bad_bmm = MakeTemplate(BatchMatmul(0, 8, 8, 8), target);
+  EXPECT_EQ((*MakeTemplate(ConvWorkload(8, 8, 8, 8, 3, 1, 1, 2), target))->name(),
+            "group_conv2d_nchwc");
+  EXPECT_EQ((*MakeTemplate(BatchMatmulWorkload(2, 8, 8, 8), target))->name(), "batch_matmul");
+  auto bad_bmm = MakeTemplate(BatchMatmulWorkload(0, 8, 8, 8), target);
   EXPECT_EQ(bad_bmm.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad_bmm.status().message(), HasSubstr("invalid batch_matmul"));
 
   Target other = target;
   other.kind = "opencl";
-  EXPECT_EQ(MakeTemplate(Dense(1, 8, 8, true), other).status().code(),
+  EXPECT_EQ(MakeTemplate(DenseWorkload(1, 8, 8, true), other).status().code(),
             absl::StatusCode::kUnimplemented);
 
-  graph::Workload bad = Conv(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input
+  graph::Workload bad = ConvWorkload(8, 2, 2, 8, 5, 1, 0);  // kernel larger than the input
   EXPECT_EQ(MakeTemplate(bad, target).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -332,8 +287,9 @@ TEST(TemplatesTest, ForThreadsSpreadsTheParallelLoopAndKeepsTheOtherKnobs) {
     const char* blocks_knob;  // one block of these channels makes the first outer loop 1 long
     int64_t channels;
   };
-  for (const Layer& l : {Layer{Conv(64, 56, 56, 64, 3, 1, 1), "tile_oc", 64},
-                         Layer{Conv(32, 56, 56, 32, 3, 1, 1, /*groups=*/32), "tile_c", 32}}) {
+  for (const Layer& l :
+       {Layer{ConvWorkload(64, 56, 56, 64, 3, 1, 1), "tile_oc", 64},
+        Layer{ConvWorkload(32, 56, 56, 32, 3, 1, 1, /*groups=*/32), "tile_c", 32}}) {
     auto t = MakeTemplate(l.workload, target);
     ASSERT_TRUE(t.ok()) << t.status();
     const ConfigSpace& space = (*t)->space();
@@ -372,7 +328,7 @@ TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
   // pad the 64 output channels to 96.
   Target target = HostCpuTarget();
   target.isa = Isa::kAvx512;
-  auto t = MakeTemplate(Conv(3, 224, 224, 64, 7, 2, 3), target);
+  auto t = MakeTemplate(ConvWorkload(3, 224, 224, 64, 7, 2, 3), target);
   ASSERT_TRUE(t.ok());
   const ConfigSpace& space = (*t)->space();
   std::vector<std::string> blocks;
@@ -383,7 +339,7 @@ TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
   EXPECT_THAT(blocks, ::testing::ElementsAre("2x14x1 vec16", "2x8x1 vec16", "4x4x1 vec16",
                                              "1x8x1 vec16", "2x4x1 vec16"));
   // MobileNetV2's 16->96 1x1: blocks of 4 vectors (64 channels) would pad 96 channels to 128.
-  auto padded = MakeTemplate(Conv(16, 112, 112, 96, 1, 1, 0), target);
+  auto padded = MakeTemplate(ConvWorkload(16, 112, 112, 96, 1, 1, 0), target);
   ASSERT_TRUE(padded.ok());
   blocks.clear();
   for (const Config& c : (*padded)->InitialConfigs()) {
@@ -393,7 +349,7 @@ TEST(TemplatesTest, ConvInitialConfigsTryRegisterBlocksSmallerThanTheDefault) {
   EXPECT_THAT(blocks, ::testing::ElementsAre("2x14", "2x8", "1x8", "2x4", "3x4"));
   // A 7x7 output (ResNet-18's last stage): widths 1 or 7 and no rows to stack, so the blocks
   // that would shrink to under half their accumulators (4x1, 2x1, 3x1) are left out.
-  auto narrow = MakeTemplate(Conv(256, 14, 14, 512, 3, 2, 1), target);
+  auto narrow = MakeTemplate(ConvWorkload(256, 14, 14, 512, 3, 2, 1), target);
   ASSERT_TRUE(narrow.ok());
   blocks.clear();
   for (const Config& c : (*narrow)->InitialConfigs()) {
@@ -419,7 +375,7 @@ TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
   for (const Row& r : {Row{17, 1, 1, 17, 9}, Row{35, 2, 0, 17, 9}, Row{73, 1, 0, 71, 12},
                        Row{299, 2, 0, 149, 14}, Row{35, 1, 1, 35, 12}, Row{149, 1, 0, 147, 14},
                        Row{56, 1, 1, 56, 14}, Row{14, 2, 1, 7, 7}, Row{28, 1, 1, 28, 14}}) {
-    auto t = MakeTemplate(Conv(32, r.in, r.in, 64, 3, r.stride, r.pad), target);
+    auto t = MakeTemplate(ConvWorkload(32, r.in, r.in, 64, 3, r.stride, r.pad), target);
     ASSERT_TRUE(t.ok()) << t.status();
     const ConfigSpace& space = (*t)->space();
     const Config d = (*t)->DefaultConfig();
@@ -432,17 +388,17 @@ TEST(TemplatesTest, ConvRowsWithoutGoodDivisorsGetRaggedBlocks) {
     EXPECT_EQ(ragged, r.width % r.tile_ow != 0) << "width " << r.width;
   }
   // Depthwise blocks are at most 8 columns: a 17-wide row is 6 + 6 + 5.
-  auto dw = MakeTemplate(Conv(32, 17, 17, 32, 3, 1, 1, 32), target);
+  auto dw = MakeTemplate(ConvWorkload(32, 17, 17, 32, 3, 1, 1, 32), target);
   ASSERT_TRUE(dw.ok()) << dw.status();
   EXPECT_EQ((*dw)->space().Value((*dw)->DefaultConfig(), "tile_ow"), 6);
-  auto t56 = MakeTemplate(Conv(32, 56, 56, 64, 3, 1, 1), target);
+  auto t56 = MakeTemplate(ConvWorkload(32, 56, 56, 64, 3, 1, 1), target);
   ASSERT_TRUE(t56.ok());
   EXPECT_EQ((*t56)->space().knobs()[(*t56)->space().KnobIndex("tile_ow")].values,
             (std::vector<int64_t>{1, 2, 4, 7, 8, 14, 28}));
   // A 17-wide row in one block of 16 and one of a single column, and in blocks of 4: both match
   // the reference.
   TempDir dir;
-  auto t17 = MakeTemplate(Conv(8, 17, 17, 32, 3, 1, 1), target);
+  auto t17 = MakeTemplate(ConvWorkload(8, 17, 17, 32, 3, 1, 1), target);
   ASSERT_TRUE(t17.ok());
   for (int64_t width : {16, 4}) {
     const Config c =
@@ -468,7 +424,7 @@ TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
                          Layer{96, 112, "2x14"}, Layer{16, 112, "1x14"}, Layer{48, 28, "1x14"},
                          Layer{208, 14, "2x14"}, Layer{80, 14, "1x14"}, Layer{144, 56, "2x14"},
                          Layer{24, 56, "1x14"}, Layer{40, 56, "1x14"}, Layer{192, 17, "2x9"}}) {
-    auto t = MakeTemplate(Conv(32, l.width, l.width, l.k, 3, 1, 1), target);
+    auto t = MakeTemplate(ConvWorkload(32, l.width, l.width, l.k, 3, 1, 1), target);
     ASSERT_TRUE(t.ok()) << t.status();
     const Config d = (*t)->DefaultConfig();
     EXPECT_EQ(
@@ -483,9 +439,9 @@ TEST(TemplatesTest, ConvDefaultBlockAvoidsPaddingOutputChannels) {
 // a 56x56 map, 2 of 21 on a 7x7 map).
 TEST(TemplatesTest, ConvSkipsKernelRowsThatReadOnlyPadding) {
   const Target target = HostCpuTarget();
-  auto atrous = MakeTemplate(Conv(64, 14, 14, 64, 3, 1, 12, 1, 12), target);
-  auto plain = MakeTemplate(Conv(64, 56, 56, 64, 3, 1, 1), target);
-  auto small = MakeTemplate(Conv(64, 7, 7, 64, 3, 1, 1), target);
+  auto atrous = MakeTemplate(ConvWorkload(64, 14, 14, 64, 3, 1, 12, 1, 12), target);
+  auto plain = MakeTemplate(ConvWorkload(64, 56, 56, 64, 3, 1, 1), target);
+  auto small = MakeTemplate(ConvWorkload(64, 7, 7, 64, 3, 1, 1), target);
   ASSERT_TRUE(atrous.ok() && plain.ok() && small.ok());
   absl::StatusOr<KernelSource> a = (*atrous)->Emit((*atrous)->DefaultConfig());
   absl::StatusOr<KernelSource> p = (*plain)->Emit((*plain)->DefaultConfig());
@@ -499,7 +455,7 @@ TEST(TemplatesTest, ConvSkipsKernelRowsThatReadOnlyPadding) {
 TEST(TemplatesTest, GroupedSpaceKeepsBlocksInsideAGroup) {
   // 32 groups of 4 channels (ResNeXt-50's first stage): widths 4 and 1 only, and every valid
   // config's oc_bn divides the 4 output channels of a group.
-  auto t = MakeTemplate(Conv(128, 14, 14, 128, 3, 1, 1, 32), HostCpuTarget());
+  auto t = MakeTemplate(ConvWorkload(128, 14, 14, 128, 3, 1, 1, 32), HostCpuTarget());
   ASSERT_TRUE(t.ok()) << t.status();
   const ConfigSpace& space = (*t)->space();
   EXPECT_EQ(space.knobs()[0].values, (std::vector<int64_t>{4, 1}));
@@ -524,7 +480,7 @@ TEST(TemplatesTest, AvxTwoAndGenericTargetsEmitCode) {
   for (Isa isa : {Isa::kAvx2, Isa::kGeneric}) {
     Target t = HostCpuTarget();
     t.isa = isa;
-    auto tmpl = MakeTemplate(Conv(8, 10, 10, 16, 3, 1, 1), t);
+    auto tmpl = MakeTemplate(ConvWorkload(8, 10, 10, 16, 3, 1, 1), t);
     ASSERT_TRUE(tmpl.ok());
     EXPECT_EQ((*tmpl)->space().knobs()[0].values, std::vector<int64_t>{t.VectorLanes()});
     TempDir dir;
@@ -542,7 +498,7 @@ void ThreadedParallelFor(int64_t n, loom_range_fn fn, void* ctx, void* pool) {
 
 TEST(TemplatesTest, ParallelLoopRunsThroughParallelFor) {
   TempDir dir;
-  auto t = MakeTemplate(Conv(16, 12, 12, 32, 3, 1, 1), HostCpuTarget());
+  auto t = MakeTemplate(ConvWorkload(16, 12, 12, 32, 3, 1, 1), HostCpuTarget());
   ASSERT_TRUE(t.ok());
   Config config = (*t)->DefaultConfig();
   auto src = (*t)->Emit(config);
@@ -570,7 +526,7 @@ Config WithFault(const Template& t, Config base, int64_t fault) {
 
 TEST(TemplatesTest, FaultKnobCrashesHangsOrCorrupts) {
   TempDir dir;
-  const graph::Workload w = Conv(8, 8, 8, 16, 3, 1, 1);
+  const graph::Workload w = ConvWorkload(8, 8, 8, 16, 3, 1, 1);
   auto plain = MakeTemplate(w, HostCpuTarget());
   ASSERT_TRUE(plain.ok());
   for (const Knob& k : (*plain)->space().knobs()) EXPECT_NE(k.name, "fault");

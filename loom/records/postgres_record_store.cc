@@ -4,6 +4,7 @@
 // loom_schema under the component "records" (postgres.h: Migrate). Every value is a statement
 // parameter.
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,8 @@
 
 namespace loom::tune {
 namespace {
+
+using internal::kRecordColumns;
 
 // Serializes imports, whose duplicate check must see every earlier import ("LOOMIMPT").
 constexpr int64_t kImportLockKey = 0x4c4f4f4d494d5054;
@@ -71,10 +74,6 @@ ALTER TABLE records ADD COLUMN agent_id TEXT NOT NULL DEFAULT '';
 )sql",
 };
 
-constexpr char kRecordColumns[] =
-    "id, task_key, template_name, target_key, config_index, config_json, costs, median_cost, "
-    "flops, error, error_msg, timestamp_us, job_id, build_seconds, measure_seconds, agent_id";
-
 // Matches when a parameter is NULL (filter unset) or equal.
 constexpr char kFilterWhere[] =
     "($1::text IS NULL OR task_key = $1) AND ($2::text IS NULL OR target_key = $2) AND "
@@ -84,7 +83,7 @@ std::vector<PgParam> FilterParams(const RecordFilter& f) {
   return {PgOptionalText(f.task_key), PgOptionalText(f.target_key), PgOptionalText(f.job_id)};
 }
 
-class PostgresRecordStore : public RecordStore {
+class PostgresRecordStore : public internal::SqlRecordStore {
  public:
   PostgresRecordStore(std::unique_ptr<PgConnection> conn, PgWriteFence fence)
       : conn_(std::move(conn)), fence_(std::move(fence)) {}
@@ -94,84 +93,67 @@ class PostgresRecordStore : public RecordStore {
     return conn_->Migrate("records", kMigrations, "records");
   }
 
-  absl::Status Append(const std::vector<Record>& records) override {
-    for (const Record& r : records) LOOM_RETURN_IF_ERROR(internal::ValidateRecord(r));
-    absl::MutexLock lock(&mu_);
+ private:
+  absl::Status InTransactionLocked(const std::function<absl::Status()>& body) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Every write runs here: the fence (the leader epoch, on a daemon's store) is checked inside
+    // the write's own transaction, so a stale leader's write is refused as its state writes are.
     return conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
       LOOM_RETURN_IF_ERROR(Fence());
-      for (const Record& r : records) LOOM_RETURN_IF_ERROR(Insert(r));
-      return absl::OkStatus();
+      return body();
     });
   }
 
-  absl::StatusOr<std::vector<Record>> BestK(const std::string& task_key,
-                                            const std::string& target_key, int k) override {
-    if (k < 0) return absl::InvalidArgumentError(absl::StrCat("BestK: k is ", k, ", must be >= 0"));
-    absl::MutexLock lock(&mu_);
-    return BestKLocked(task_key, target_key, k);
+  absl::Status InsertStageTimingsLocked(const std::string& job_id, const std::string& task_key,
+                                        int64_t round,
+                                        const std::vector<StageTiming>& timings) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const StageTiming& t : timings) {
+      LOOM_RETURN_IF_ERROR(
+          conn_
+              ->Exec("INSERT INTO stage_timings (job_id, task_key, round, stage, start_us, "
+                     "end_us, resource) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     {PgText(job_id), PgText(task_key), PgInt(round), PgText(t.stage),
+                      PgInt(absl::ToUnixMicros(t.start)), PgInt(absl::ToUnixMicros(t.end)),
+                      PgText(t.resource)})
+              .status());
+    }
+    return absl::OkStatus();
   }
 
-  absl::StatusOr<std::vector<Record>> ForTask(const std::string& task_key,
-                                              const std::string& target_key,
-                                              const std::optional<std::string>& job_id) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<Record>> ForTaskLocked(
+      const std::string& task_key, const std::string& target_key,
+      const std::optional<std::string>& job_id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return Query(absl::StrCat("SELECT ", kRecordColumns,
                               " FROM records WHERE task_key = $1 AND target_key = $2 AND "
                               "($3::text IS NULL OR job_id = $3) ORDER BY id"),
                  {PgText(task_key), PgText(target_key), PgOptionalText(job_id)});
   }
 
-  absl::StatusOr<std::vector<Record>> Similar(const graph::Workload& workload,
-                                              const std::string& target_key, int limit) override {
-    if (limit < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Similar: limit is ", limit, ", must be >= 0"));
-    }
-    absl::MutexLock lock(&mu_);
-    LOOM_ASSIGN_OR_RETURN(
-        PgResult keys_result,
-        conn_->Exec("SELECT DISTINCT task_key FROM records WHERE target_key = $1 "
-                    "AND task_kind = $2 AND median_cost IS NOT NULL",
-                    {PgText(target_key), PgText(graph::TaskKindName(workload.kind))}));
+  absl::StatusOr<std::vector<std::string>> SimilarTaskKeysLocked(
+      const std::string& target_key, const std::string& task_kind) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(PgResult res,
+                          conn_->Exec("SELECT DISTINCT task_key FROM records WHERE target_key = $1 "
+                                      "AND task_kind = $2 AND median_cost IS NOT NULL",
+                                      {PgText(target_key), PgText(task_kind)}));
     std::vector<std::string> keys;
-    for (int i = 0; i < keys_result.rows(); ++i) keys.push_back(keys_result.Text(i, 0));
-    std::vector<Record> out;
-    for (const std::string& key : internal::RankSimilarTasks(workload, std::move(keys))) {
-      const int64_t left = limit - static_cast<int64_t>(out.size());
-      if (left <= 0) break;
-      LOOM_ASSIGN_OR_RETURN(
-          std::vector<Record> records,
-          Query(absl::StrCat("SELECT ", kRecordColumns,
-                             " FROM records WHERE task_key = $1 AND target_key = $2 AND "
-                             "median_cost IS NOT NULL ORDER BY median_cost, id LIMIT $3"),
-                {PgText(key), PgText(target_key), PgInt(left)}));
-      for (Record& r : records) out.push_back(std::move(r));
-    }
-    return out;
+    for (int i = 0; i < res.rows(); ++i) keys.push_back(res.Text(i, 0));
+    return keys;
   }
 
-  absl::Status AppendStageTimings(const std::string& job_id, const std::string& task_key,
-                                  int64_t round, const std::vector<StageTiming>& timings) override {
-    LOOM_RETURN_IF_ERROR(internal::ValidateStageTimings(job_id, round, timings));
-    absl::MutexLock lock(&mu_);
-    return conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      LOOM_RETURN_IF_ERROR(Fence());
-      for (const StageTiming& t : timings) {
-        LOOM_RETURN_IF_ERROR(
-            conn_
-                ->Exec("INSERT INTO stage_timings (job_id, task_key, round, stage, start_us, "
-                       "end_us, resource) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                       {PgText(job_id), PgText(task_key), PgInt(round), PgText(t.stage),
-                        PgInt(absl::ToUnixMicros(t.start)), PgInt(absl::ToUnixMicros(t.end)),
-                        PgText(t.resource)})
-                .status());
-      }
-      return absl::OkStatus();
-    });
+  absl::StatusOr<std::vector<Record>> BestRecordsLocked(const std::string& task_key,
+                                                        const std::string& target_key,
+                                                        int64_t limit) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return Query(absl::StrCat("SELECT ", kRecordColumns,
+                              " FROM records WHERE task_key = $1 AND target_key = $2 AND "
+                              "median_cost IS NOT NULL ORDER BY median_cost, id LIMIT $3"),
+                 {PgText(task_key), PgText(target_key), PgInt(limit)});
   }
 
-  absl::StatusOr<std::vector<StageTimingRecord>> StageTimings(const std::string& job_id) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<StageTimingRecord>> StageTimingsLocked(
+      const std::string& job_id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(PgResult res,
                           conn_->Exec("SELECT job_id, task_key, round, stage, start_us, end_us, "
                                       "resource FROM stage_timings WHERE job_id = $1 ORDER BY id",
@@ -193,47 +175,35 @@ class PostgresRecordStore : public RecordStore {
     return out;
   }
 
-  absl::Status ExportJsonLines(std::ostream& out, const RecordFilter& filter) override {
-    absl::MutexLock lock(&mu_);
+  absl::Status ForEachRecordLocked(const RecordFilter& filter,
+                                   const std::function<void(const Record&)>& each) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(std::vector<Record> records,
                           Query(absl::StrCat("SELECT ", kRecordColumns, " FROM records WHERE ",
                                              kFilterWhere, " ORDER BY id"),
                                 FilterParams(filter)));
-    for (const Record& r : records) out << RecordToJson(r) << '\n';
-    out.flush();
-    if (!out) return absl::DataLossError("writing the exported records failed");
+    for (const Record& r : records) each(r);
     return absl::OkStatus();
   }
 
-  absl::StatusOr<int64_t> ImportJsonLines(std::istream& in) override {
-    LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, internal::ReadImportLines(in));
-    absl::MutexLock lock(&mu_);
-    int64_t stored = 0;
-    LOOM_RETURN_IF_ERROR(
-        conn_->InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-          LOOM_RETURN_IF_ERROR(Fence());
-          LOOM_RETURN_IF_ERROR(
-              conn_->Exec("SELECT pg_advisory_xact_lock($1)", {PgInt(kImportLockKey)}).status());
-          for (const Record& r : records) {
-            LOOM_ASSIGN_OR_RETURN(
-                PgResult dup,
-                conn_->Exec("SELECT 1 FROM records WHERE task_key = $1 AND target_key = $2 AND "
-                            "config_index = $3 AND template_name = $4 AND timestamp_us = $5 AND "
-                            "job_id = $6 LIMIT 1",
-                            {PgText(r.task_key), PgText(r.target_key), PgInt(r.config_index),
-                             PgText(r.template_name), PgInt(absl::ToUnixMicros(r.timestamp)),
-                             PgText(r.job_id)}));
-            if (dup.rows() > 0) continue;
-            LOOM_RETURN_IF_ERROR(Insert(r));
-            ++stored;
-          }
-          return absl::OkStatus();
-        }));
-    return stored;
+  absl::Status BeginImportLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return conn_->Exec("SELECT pg_advisory_xact_lock($1)", {PgInt(kImportLockKey)}).status();
   }
 
-  absl::StatusOr<int64_t> Count(const RecordFilter& filter) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<bool> ContainsLocked(const Record& r) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(
+        PgResult dup,
+        conn_->Exec(
+            "SELECT 1 FROM records WHERE task_key = $1 AND target_key = $2 AND "
+            "config_index = $3 AND template_name = $4 AND timestamp_us = $5 AND "
+            "job_id = $6 LIMIT 1",
+            {PgText(r.task_key), PgText(r.target_key), PgInt(r.config_index),
+             PgText(r.template_name), PgInt(absl::ToUnixMicros(r.timestamp)), PgText(r.job_id)}));
+    return dup.rows() > 0;
+  }
+
+  absl::StatusOr<int64_t> CountLocked(const RecordFilter& filter) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(
         PgResult res, conn_->Exec(absl::StrCat("SELECT COUNT(*) FROM records WHERE ", kFilterWhere),
                                   FilterParams(filter)));
@@ -241,8 +211,8 @@ class PostgresRecordStore : public RecordStore {
     return res.Int(0, 0);
   }
 
-  absl::StatusOr<std::vector<TaskSummary>> Summary(const std::string& target_key) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<TaskSummary>> TaskCountsLocked(const std::string& target_key) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(
         PgResult res,
         conn_->Exec("SELECT task_key, COUNT(*), SUM(CASE WHEN error <> 'none' THEN 1 ELSE 0 END), "
@@ -255,20 +225,12 @@ class PostgresRecordStore : public RecordStore {
       s.task_key = res.Text(i, 0);
       LOOM_ASSIGN_OR_RETURN(s.trials, res.Int(i, 1));
       LOOM_ASSIGN_OR_RETURN(s.errors, res.Int(i, 2));
-      LOOM_ASSIGN_OR_RETURN(std::vector<Record> best, BestKLocked(s.task_key, target_key, 1));
-      if (!best.empty()) {
-        s.best_cost = best[0].median_cost;
-        s.best_gflops = best[0].Gflops();
-        s.best_template = best[0].template_name;
-        s.best_config_index = best[0].config_index;
-      }
       out.push_back(std::move(s));
     }
     return out;
   }
 
- private:
-  absl::Status Insert(const Record& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status InsertLocked(const Record& r) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const double median = MedianCost(r.costs, r.error);
     return conn_
         ->Exec(
@@ -336,7 +298,7 @@ class PostgresRecordStore : public RecordStore {
   }
 
   absl::StatusOr<std::vector<Record>> BestKLocked(const std::string& task_key,
-                                                  const std::string& target_key, int k)
+                                                  const std::string& target_key, int k) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // One row per (template, config): its best measurement (ties: the earliest).
     return Query(
@@ -353,7 +315,6 @@ class PostgresRecordStore : public RecordStore {
     return fence_ ? fence_(*conn_) : absl::OkStatus();
   }
 
-  absl::Mutex mu_;
   const std::unique_ptr<PgConnection> conn_ ABSL_PT_GUARDED_BY(mu_);
   const PgWriteFence fence_;
 };

@@ -63,15 +63,6 @@ double Record::Gflops() const {
   return flops / median_cost / 1e9;
 }
 
-double MedianCost(const std::vector<double>& costs, ErrorKind error) {
-  if (error != ErrorKind::kNone || costs.empty()) return std::numeric_limits<double>::infinity();
-  std::vector<double> sorted = costs;
-  std::sort(sorted.begin(), sorted.end());
-  const size_t mid = sorted.size() / 2;
-  if (sorted.size() % 2 == 1) return sorted[mid];
-  return 0.5 * (sorted[mid - 1] + sorted[mid]);
-}
-
 Record MakeRecord(const RecordContext& context, const MeasureResult& result,
                   std::string config_json, double build_seconds) {
   Record r;

@@ -45,8 +45,7 @@ struct Record {
   bool operator==(const Record&) const = default;
 };
 
-// Median of `costs` when `error` is kNone and `costs` is non-empty, else +inf.
-double MedianCost(const std::vector<double>& costs, ErrorKind error);
+// MedianCost(costs, error): measure_result.h.
 
 // Builds a record from one Measure-stage result (costs, error, timing, config index) and the
 // context the result does not carry. median_cost is derived from the costs.

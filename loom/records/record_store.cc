@@ -1,5 +1,5 @@
-// The record store factory (one place decides SQLite or PostgreSQL by the name) and the checks
-// both implementations share (record_store_internal.h).
+// The record store factory (one place decides SQLite or PostgreSQL by the name), the checks
+// both implementations share and their common methods (record_store_internal.h: SqlRecordStore).
 #include "loom/records/record_store.h"
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "loom/base/status_macros.h"
 #include "loom/records/postgres.h"
 #include "loom/records/record_store_internal.h"
 #include "nlohmann/json.hpp"
@@ -97,6 +98,110 @@ std::vector<std::string> RankSimilarTasks(const graph::Workload& workload,
   std::sort(tasks.begin(), tasks.end());
   std::vector<std::string> out;
   for (auto& [d, key] : tasks) out.push_back(std::move(key));
+  return out;
+}
+
+absl::Status SqlRecordStore::Append(const std::vector<Record>& records) {
+  for (const Record& r : records) LOOM_RETURN_IF_ERROR(ValidateRecord(r));
+  absl::MutexLock lock(&mu_);
+  return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    for (const Record& r : records) LOOM_RETURN_IF_ERROR(InsertLocked(r));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<Record>> SqlRecordStore::BestK(const std::string& task_key,
+                                                          const std::string& target_key, int k) {
+  if (k < 0) return absl::InvalidArgumentError(absl::StrCat("BestK: k is ", k, ", must be >= 0"));
+  absl::MutexLock lock(&mu_);
+  return BestKLocked(task_key, target_key, k);
+}
+
+absl::StatusOr<std::vector<Record>> SqlRecordStore::ForTask(
+    const std::string& task_key, const std::string& target_key,
+    const std::optional<std::string>& job_id) {
+  absl::MutexLock lock(&mu_);
+  return ForTaskLocked(task_key, target_key, job_id);
+}
+
+absl::StatusOr<std::vector<Record>> SqlRecordStore::Similar(const graph::Workload& workload,
+                                                            const std::string& target_key,
+                                                            int limit) {
+  if (limit < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Similar: limit is ", limit, ", must be >= 0"));
+  }
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(std::vector<std::string> keys,
+                        SimilarTaskKeysLocked(target_key, graph::TaskKindName(workload.kind)));
+  std::vector<Record> out;
+  for (const std::string& key : RankSimilarTasks(workload, std::move(keys))) {
+    const int64_t left = limit - static_cast<int64_t>(out.size());
+    if (left <= 0) break;
+    LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, BestRecordsLocked(key, target_key, left));
+    for (Record& r : records) out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::Status SqlRecordStore::AppendStageTimings(const std::string& job_id,
+                                                const std::string& task_key, int64_t round,
+                                                const std::vector<StageTiming>& timings) {
+  LOOM_RETURN_IF_ERROR(ValidateStageTimings(job_id, round, timings));
+  absl::MutexLock lock(&mu_);
+  return InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return InsertStageTimingsLocked(job_id, task_key, round, timings);
+  });
+}
+
+absl::StatusOr<std::vector<StageTimingRecord>> SqlRecordStore::StageTimings(
+    const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  return StageTimingsLocked(job_id);
+}
+
+absl::Status SqlRecordStore::ExportJsonLines(std::ostream& out, const RecordFilter& filter) {
+  absl::MutexLock lock(&mu_);
+  LOOM_RETURN_IF_ERROR(
+      ForEachRecordLocked(filter, [&](const Record& r) { out << RecordToJson(r) << '\n'; }));
+  out.flush();
+  if (!out) return absl::DataLossError("writing the exported records failed");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqlRecordStore::ImportJsonLines(std::istream& in) {
+  LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, ReadImportLines(in));
+  absl::MutexLock lock(&mu_);
+  int64_t stored = 0;
+  LOOM_RETURN_IF_ERROR(
+      InTransactionLocked([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+        LOOM_RETURN_IF_ERROR(BeginImportLocked());
+        for (const Record& r : records) {
+          LOOM_ASSIGN_OR_RETURN(bool duplicate, ContainsLocked(r));
+          if (duplicate) continue;
+          LOOM_RETURN_IF_ERROR(InsertLocked(r));
+          ++stored;
+        }
+        return absl::OkStatus();
+      }));
+  return stored;
+}
+
+absl::StatusOr<int64_t> SqlRecordStore::Count(const RecordFilter& filter) {
+  absl::MutexLock lock(&mu_);
+  return CountLocked(filter);
+}
+
+absl::StatusOr<std::vector<TaskSummary>> SqlRecordStore::Summary(const std::string& target_key) {
+  absl::MutexLock lock(&mu_);
+  LOOM_ASSIGN_OR_RETURN(std::vector<TaskSummary> out, TaskCountsLocked(target_key));
+  for (TaskSummary& s : out) {
+    LOOM_ASSIGN_OR_RETURN(std::vector<Record> best, BestKLocked(s.task_key, target_key, 1));
+    if (best.empty()) continue;
+    s.best_cost = best[0].median_cost;
+    s.best_gflops = best[0].Gflops();
+    s.best_template = best[0].template_name;
+    s.best_config_index = best[0].config_index;
+  }
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -27,6 +28,8 @@
 
 namespace loom::tune {
 namespace {
+
+using internal::kRecordColumns;
 
 using internal::TaskKindOf;
 
@@ -77,10 +80,6 @@ ALTER TABLE records ADD COLUMN agent_id TEXT NOT NULL DEFAULT '';
 )sql",
 };
 static_assert(std::size(kMigrations) == kRecordSchemaVersion);
-
-constexpr char kRecordColumns[] =
-    "id, task_key, template_name, target_key, config_index, config_json, costs, median_cost, "
-    "flops, error, error_msg, timestamp_us, job_id, build_seconds, measure_seconds, agent_id";
 
 constexpr char kInsertRecord[] =
     "INSERT INTO records (task_key, task_kind, template_name, target_key, config_index, "
@@ -145,7 +144,7 @@ std::string ColumnText(sqlite3_stmt* stmt, int i) {
   return std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt, i));
 }
 
-class SqliteRecordStore : public RecordStore {
+class SqliteRecordStore : public internal::SqlRecordStore {
  public:
   static absl::StatusOr<std::unique_ptr<RecordStore>> Open(const std::string& path) {
     sqlite3* db = nullptr;
@@ -169,26 +168,15 @@ class SqliteRecordStore : public RecordStore {
     sqlite3_close_v2(db_);
   }
 
-  absl::Status Append(const std::vector<Record>& records) override {
-    for (const Record& r : records) LOOM_RETURN_IF_ERROR(internal::ValidateRecord(r));
-    absl::MutexLock lock(&mu_);
-    return InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      for (const Record& r : records) LOOM_RETURN_IF_ERROR(Insert(r));
-      return absl::OkStatus();
-    });
+ private:
+  absl::Status InTransactionLocked(const std::function<absl::Status()>& body) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return InTransaction(body);
   }
 
-  absl::StatusOr<std::vector<Record>> BestK(const std::string& task_key,
-                                            const std::string& target_key, int k) override {
-    if (k < 0) return absl::InvalidArgumentError(absl::StrCat("BestK: k is ", k, ", must be >= 0"));
-    absl::MutexLock lock(&mu_);
-    return BestKLocked(task_key, target_key, k);
-  }
-
-  absl::StatusOr<std::vector<Record>> ForTask(const std::string& task_key,
-                                              const std::string& target_key,
-                                              const std::optional<std::string>& job_id) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<Record>> ForTaskLocked(
+      const std::string& task_key, const std::string& target_key,
+      const std::optional<std::string>& job_id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(
         sqlite3_stmt * stmt,
         Prepare(absl::StrCat("SELECT ", kRecordColumns,
@@ -201,73 +189,64 @@ class SqliteRecordStore : public RecordStore {
     return ReadRecords(stmt);
   }
 
-  absl::StatusOr<std::vector<Record>> Similar(const graph::Workload& workload,
-                                              const std::string& target_key, int limit) override {
-    if (limit < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Similar: limit is ", limit, ", must be >= 0"));
-    }
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<std::string>> SimilarTaskKeysLocked(
+      const std::string& target_key, const std::string& task_kind) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
+                          Prepare("SELECT DISTINCT task_key FROM records WHERE target_key = ?1 "
+                                  "AND task_kind = ?2 AND median_cost IS NOT NULL"));
+    ScopedReset reset(stmt);
+    BindText(stmt, 1, target_key);
+    BindText(stmt, 2, task_kind);
     std::vector<std::string> keys;
-    {
-      LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
-                            Prepare("SELECT DISTINCT task_key FROM records WHERE target_key = ?1 "
-                                    "AND task_kind = ?2 AND median_cost IS NOT NULL"));
-      ScopedReset reset(stmt);
-      BindText(stmt, 1, target_key);
-      BindText(stmt, 2, graph::TaskKindName(workload.kind));
-      while (true) {
-        LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
-        if (!row) break;
-        keys.push_back(ColumnText(stmt, 0));
-      }
+    while (true) {
+      LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
+      if (!row) break;
+      keys.push_back(ColumnText(stmt, 0));
     }
-    const std::vector<std::string> tasks = internal::RankSimilarTasks(workload, std::move(keys));
+    return keys;
+  }
+
+  absl::StatusOr<std::vector<Record>> BestRecordsLocked(const std::string& task_key,
+                                                        const std::string& target_key,
+                                                        int64_t limit) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(
         sqlite3_stmt * stmt,
         Prepare(absl::StrCat("SELECT ", kRecordColumns,
                              " FROM records WHERE task_key = ?1 AND target_key = ?2 AND "
                              "median_cost IS NOT NULL ORDER BY median_cost, id LIMIT ?3")));
-    std::vector<Record> out;
-    for (const std::string& key : tasks) {
-      const int64_t left = limit - static_cast<int64_t>(out.size());
-      if (left <= 0) break;
+    ScopedReset reset(stmt);
+    BindText(stmt, 1, task_key);
+    BindText(stmt, 2, target_key);
+    sqlite3_bind_int64(stmt, 3, limit);
+    return ReadRecords(stmt);
+  }
+
+  absl::Status InsertStageTimingsLocked(const std::string& job_id, const std::string& task_key,
+                                        int64_t round,
+                                        const std::vector<StageTiming>& timings) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(
+        sqlite3_stmt * stmt,
+        Prepare("INSERT INTO stage_timings (job_id, task_key, round, stage, start_us, end_us, "
+                "resource) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    for (const StageTiming& t : timings) {
       ScopedReset reset(stmt);
-      BindText(stmt, 1, key);
-      BindText(stmt, 2, target_key);
-      sqlite3_bind_int64(stmt, 3, left);
-      LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, ReadRecords(stmt));
-      for (Record& r : records) out.push_back(std::move(r));
+      BindText(stmt, 1, job_id);
+      BindText(stmt, 2, task_key);
+      sqlite3_bind_int64(stmt, 3, round);
+      BindText(stmt, 4, t.stage);
+      sqlite3_bind_int64(stmt, 5, absl::ToUnixMicros(t.start));
+      sqlite3_bind_int64(stmt, 6, absl::ToUnixMicros(t.end));
+      BindText(stmt, 7, t.resource);
+      LOOM_RETURN_IF_ERROR(Step(stmt).status());
     }
-    return out;
+    return absl::OkStatus();
   }
 
-  absl::Status AppendStageTimings(const std::string& job_id, const std::string& task_key,
-                                  int64_t round, const std::vector<StageTiming>& timings) override {
-    LOOM_RETURN_IF_ERROR(internal::ValidateStageTimings(job_id, round, timings));
-    absl::MutexLock lock(&mu_);
-    return InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      LOOM_ASSIGN_OR_RETURN(
-          sqlite3_stmt * stmt,
-          Prepare("INSERT INTO stage_timings (job_id, task_key, round, stage, start_us, end_us, "
-                  "resource) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
-      for (const StageTiming& t : timings) {
-        ScopedReset reset(stmt);
-        BindText(stmt, 1, job_id);
-        BindText(stmt, 2, task_key);
-        sqlite3_bind_int64(stmt, 3, round);
-        BindText(stmt, 4, t.stage);
-        sqlite3_bind_int64(stmt, 5, absl::ToUnixMicros(t.start));
-        sqlite3_bind_int64(stmt, 6, absl::ToUnixMicros(t.end));
-        BindText(stmt, 7, t.resource);
-        LOOM_RETURN_IF_ERROR(Step(stmt).status());
-      }
-      return absl::OkStatus();
-    });
-  }
-
-  absl::StatusOr<std::vector<StageTimingRecord>> StageTimings(const std::string& job_id) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<StageTimingRecord>> StageTimingsLocked(
+      const std::string& job_id) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                           Prepare("SELECT job_id, task_key, round, stage, start_us, end_us, "
                                   "resource FROM stage_timings WHERE job_id = ?1 ORDER BY id"));
@@ -290,8 +269,9 @@ class SqliteRecordStore : public RecordStore {
     return out;
   }
 
-  absl::Status ExportJsonLines(std::ostream& out, const RecordFilter& filter) override {
-    absl::MutexLock lock(&mu_);
+  absl::Status ForEachRecordLocked(const RecordFilter& filter,
+                                   const std::function<void(const Record&)>& each) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt,
                           Prepare(absl::StrCat("SELECT ", kRecordColumns, " FROM records WHERE ",
                                                kFilterWhere, " ORDER BY id")));
@@ -301,46 +281,29 @@ class SqliteRecordStore : public RecordStore {
       LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
       if (!row) break;
       LOOM_ASSIGN_OR_RETURN(Record r, ReadRecord(stmt));
-      out << RecordToJson(r) << '\n';
+      each(r);
     }
-    out.flush();
-    if (!out) return absl::DataLossError("writing the exported records failed");
     return absl::OkStatus();
   }
 
-  absl::StatusOr<int64_t> ImportJsonLines(std::istream& in) override {
-    LOOM_ASSIGN_OR_RETURN(std::vector<Record> records, internal::ReadImportLines(in));
-
-    absl::MutexLock lock(&mu_);
-    int64_t stored = 0;
-    LOOM_RETURN_IF_ERROR(InTransaction([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      LOOM_ASSIGN_OR_RETURN(
-          sqlite3_stmt * exists,
-          Prepare("SELECT 1 FROM records WHERE task_key = ?1 AND target_key = ?2 AND "
-                  "config_index = ?3 AND template_name = ?4 AND timestamp_us = ?5 AND "
-                  "job_id = ?6 LIMIT 1"));
-      for (const Record& r : records) {
-        {
-          ScopedReset reset(exists);
-          BindText(exists, 1, r.task_key);
-          BindText(exists, 2, r.target_key);
-          sqlite3_bind_int64(exists, 3, r.config_index);
-          BindText(exists, 4, r.template_name);
-          sqlite3_bind_int64(exists, 5, absl::ToUnixMicros(r.timestamp));
-          BindText(exists, 6, r.job_id);
-          LOOM_ASSIGN_OR_RETURN(bool duplicate, Step(exists));
-          if (duplicate) continue;
-        }
-        LOOM_RETURN_IF_ERROR(Insert(r));
-        ++stored;
-      }
-      return absl::OkStatus();
-    }));
-    return stored;
+  absl::StatusOr<bool> ContainsLocked(const Record& r) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(
+        sqlite3_stmt * exists,
+        Prepare("SELECT 1 FROM records WHERE task_key = ?1 AND target_key = ?2 AND "
+                "config_index = ?3 AND template_name = ?4 AND timestamp_us = ?5 AND "
+                "job_id = ?6 LIMIT 1"));
+    ScopedReset reset(exists);
+    BindText(exists, 1, r.task_key);
+    BindText(exists, 2, r.target_key);
+    sqlite3_bind_int64(exists, 3, r.config_index);
+    BindText(exists, 4, r.template_name);
+    sqlite3_bind_int64(exists, 5, absl::ToUnixMicros(r.timestamp));
+    BindText(exists, 6, r.job_id);
+    return Step(exists);
   }
 
-  absl::StatusOr<int64_t> Count(const RecordFilter& filter) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<int64_t> CountLocked(const RecordFilter& filter) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(
         sqlite3_stmt * stmt,
         Prepare(absl::StrCat("SELECT COUNT(*) FROM records WHERE ", kFilterWhere)));
@@ -351,38 +314,27 @@ class SqliteRecordStore : public RecordStore {
     return sqlite3_column_int64(stmt, 0);
   }
 
-  absl::StatusOr<std::vector<TaskSummary>> Summary(const std::string& target_key) override {
-    absl::MutexLock lock(&mu_);
+  absl::StatusOr<std::vector<TaskSummary>> TaskCountsLocked(const std::string& target_key) override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LOOM_ASSIGN_OR_RETURN(
+        sqlite3_stmt * stmt,
+        Prepare("SELECT task_key, COUNT(*), SUM(error <> 'none'), MIN(id) AS first FROM records "
+                "WHERE target_key = ?1 GROUP BY task_key ORDER BY first"));
+    ScopedReset reset(stmt);
+    BindText(stmt, 1, target_key);
     std::vector<TaskSummary> out;
-    {
-      LOOM_ASSIGN_OR_RETURN(
-          sqlite3_stmt * stmt,
-          Prepare("SELECT task_key, COUNT(*), SUM(error <> 'none'), MIN(id) AS first FROM records "
-                  "WHERE target_key = ?1 GROUP BY task_key ORDER BY first"));
-      ScopedReset reset(stmt);
-      BindText(stmt, 1, target_key);
-      while (true) {
-        LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
-        if (!row) break;
-        TaskSummary s;
-        s.task_key = ColumnText(stmt, 0);
-        s.trials = sqlite3_column_int64(stmt, 1);
-        s.errors = sqlite3_column_int64(stmt, 2);
-        out.push_back(std::move(s));
-      }
-    }
-    for (TaskSummary& s : out) {
-      LOOM_ASSIGN_OR_RETURN(std::vector<Record> best, BestKLocked(s.task_key, target_key, 1));
-      if (best.empty()) continue;
-      s.best_cost = best[0].median_cost;
-      s.best_gflops = best[0].Gflops();
-      s.best_template = best[0].template_name;
-      s.best_config_index = best[0].config_index;
+    while (true) {
+      LOOM_ASSIGN_OR_RETURN(bool row, Step(stmt));
+      if (!row) break;
+      TaskSummary s;
+      s.task_key = ColumnText(stmt, 0);
+      s.trials = sqlite3_column_int64(stmt, 1);
+      s.errors = sqlite3_column_int64(stmt, 2);
+      out.push_back(std::move(s));
     }
     return out;
   }
 
- private:
   SqliteRecordStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
 
   absl::Status Error(int rc, const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -511,7 +463,7 @@ class SqliteRecordStore : public RecordStore {
     BindOptionalText(stmt, 3, filter.job_id);
   }
 
-  absl::Status Insert(const Record& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status InsertLocked(const Record& r) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LOOM_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(kInsertRecord));
     ScopedReset reset(stmt);
     BindText(stmt, 1, r.task_key);
@@ -581,7 +533,7 @@ class SqliteRecordStore : public RecordStore {
   }
 
   absl::StatusOr<std::vector<Record>> BestKLocked(const std::string& task_key,
-                                                  const std::string& target_key, int k)
+                                                  const std::string& target_key, int k) override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // One row per (template, config): its best measurement (ties: the earliest).
     LOOM_ASSIGN_OR_RETURN(
@@ -600,7 +552,6 @@ class SqliteRecordStore : public RecordStore {
   }
 
   const std::string path_;
-  absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
   // Prepared statements by SQL text, reused across calls.
   std::map<std::string, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);

@@ -577,6 +577,61 @@ void AppendConstant(const graph::Tensor& t, std::string* weights, json* table) {
   weights->append(static_cast<const char*>(t.raw_data()), t.num_bytes());
 }
 
+// What the CPU and the CUDA artifact writers share (CompiledModel::Export, WriteCudaArtifact).
+
+// Creates `path` (the artifact folder `dir` or a folder in it) with its parents; kPermissionDenied
+// naming `dir` when it cannot.
+absl::Status CreateArtifactDir(const std::filesystem::path& path, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create the artifact directory ", dir, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// A plan's steps as plan.json lists them, its constants table and the weights.bin image.
+struct EncodedSteps {
+  json steps = json::array();
+  json constants = json::array();
+  std::string weights = std::string(kWeightsMagic, 8);
+};
+
+// Encodes `steps` with `step_json(step, &extra, base)` and the constants: the plan's own
+// `consts`, then the tensors of reference-kernel attributes the steps add (steps first, so that
+// they are known).
+template <typename StepT, typename StepJsonFn>
+EncodedSteps EncodeSteps(const std::vector<StepT>& steps, const std::vector<graph::Tensor>& consts,
+                         const StepJsonFn& step_json) {
+  EncodedSteps out;
+  std::vector<graph::Tensor> extra;
+  const int64_t base = static_cast<int64_t>(consts.size());
+  for (const StepT& s : steps) out.steps.push_back(step_json(s, &extra, base));
+  for (const graph::Tensor& t : consts) AppendConstant(t, &out.weights, &out.constants);
+  for (const graph::Tensor& t : extra) AppendConstant(t, &out.weights, &out.constants);
+  return out;
+}
+
+// plan.json's entry for the weights image.
+json WeightsEntry(const std::string& weights) {
+  return {{"file", kArtifactWeightsFile},
+          {"bytes", static_cast<int64_t>(weights.size())},
+          {"fnv1a64", Hex(Fnv1a64(weights))}};
+}
+
+// The last steps of writing an artifact, its kernels written: weights.bin, then plan.json, which
+// makes the folder a complete artifact. An older signature, which does not cover the new files,
+// is removed first.
+absl::Status FinishArtifact(const std::filesystem::path& root, const std::string& weights,
+                            const json& plan) {
+  LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactWeightsFile, weights));
+  std::error_code ec;
+  std::filesystem::remove(root / kArtifactManifestFile, ec);
+  std::filesystem::remove(root / kArtifactSignatureFile, ec);
+  return WriteFileAtomic(root / kArtifactPlanFile, plan.dump(1));
+}
+
 // Decodes plan.json's fields into `plan` (constants from `weights`) and returns the thread count
 // it names. Throws std::exception subclasses (nlohmann's, invalid_argument) for malformed input;
 // returns a status for what a well-formed plan may still get wrong.
@@ -651,26 +706,11 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
         "from CompiledModel::Compile instead (or copy the artifact directory)");
   }
   const std::filesystem::path root(dir);
-  std::error_code ec;
-  std::filesystem::create_directories(root, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create the artifact directory ", dir, ": ", ec.message()));
-  }
+  LOOM_RETURN_IF_ERROR(CreateArtifactDir(root, dir));
   LOOM_ASSIGN_OR_RETURN(std::string lib_path,
                         BuildLibrary(m.kernel_sources, plan.kernels, options.build));
   LOOM_ASSIGN_OR_RETURN(std::string lib_bytes, ReadFile(lib_path, "the linked library"));
-
-  // Steps first: they add the tensors of reference-kernel attributes to the constants.
-  std::vector<graph::Tensor> extra;
-  const int64_t base = static_cast<int64_t>(plan.consts.size());
-  json steps = json::array();
-  for (const Step& s : plan.steps) steps.push_back(StepJson(s, &extra, base));
-
-  std::string weights(kWeightsMagic, 8);
-  json constants = json::array();
-  for (const graph::Tensor& t : plan.consts) AppendConstant(t, &weights, &constants);
-  for (const graph::Tensor& t : extra) AppendConstant(t, &weights, &constants);
+  const EncodedSteps encoded = EncodeSteps(plan.steps, plan.consts, StepJson);
 
   json buffers = json::array();
   for (const BufferInfo& b : plan.buffers) {
@@ -688,11 +728,8 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
         {"bytes", static_cast<int64_t>(lib_bytes.size())},
         {"fnv1a64", Hex(Fnv1a64(lib_bytes))},
         {"num_kernels", static_cast<int64_t>(plan.kernels.size())}}},
-      {"weights",
-       {{"file", kArtifactWeightsFile},
-        {"bytes", static_cast<int64_t>(weights.size())},
-        {"fnv1a64", Hex(Fnv1a64(weights))}}},
-      {"constants", constants},
+      {"weights", WeightsEntry(encoded.weights)},
+      {"constants", encoded.constants},
       {"arena_bytes", plan.arena_bytes},
       {"buffers", buffers},
       {"inputs", inputs},
@@ -700,15 +737,10 @@ absl::Status CompiledModel::Export(const std::string& dir, const ExportOptions& 
       {"kernels", KernelsJson(plan.kernels)},
       {"num_threads", m.num_threads},
       {"stats", StatsJson(m.stats)},
-      {"steps", steps},
+      {"steps", encoded.steps},
   };
   LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactLibraryFile, lib_bytes));
-  LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactWeightsFile, weights));
-  // An older signature does not cover the new files.
-  std::filesystem::remove(root / kArtifactManifestFile, ec);
-  std::filesystem::remove(root / kArtifactSignatureFile, ec);
-  // plan.json last: a directory with plan.json is a complete artifact.
-  return WriteFileAtomic(root / kArtifactPlanFile, j.dump(1));
+  return FinishArtifact(root, encoded.weights, j);
 }
 
 absl::StatusOr<std::unique_ptr<CompiledModel>> CompiledModel::Load(
@@ -969,21 +1001,8 @@ absl::Status WriteCudaArtifact(const std::string& dir, const CudaArtifact& a) {
     return absl::InternalError("one kernel image per kernel is needed");
   }
   const std::filesystem::path root(dir);
-  std::error_code ec;
-  std::filesystem::create_directories(root / kCudaKernelsDir, ec);
-  if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create the artifact directory ", dir, ": ", ec.message()));
-  }
-  // Steps first: they add the tensors of reference-kernel attributes to the constants.
-  std::vector<graph::Tensor> extra;
-  const int64_t base = static_cast<int64_t>(plan.constants.size());
-  json steps = json::array();
-  for (const CudaStep& s : plan.steps) steps.push_back(CudaStepJson(s, &extra, base));
-  std::string weights(kWeightsMagic, 8);
-  json constants = json::array();
-  for (const graph::Tensor& t : plan.constants) AppendConstant(t, &weights, &constants);
-  for (const graph::Tensor& t : extra) AppendConstant(t, &weights, &constants);
+  LOOM_RETURN_IF_ERROR(CreateArtifactDir(root / kCudaKernelsDir, dir));
+  const EncodedSteps encoded = EncodeSteps(plan.steps, plan.constants, CudaStepJson);
   json kernels = json::array();
   for (size_t k = 0; k < plan.kernels.size(); ++k) {
     const CudaKernelInfo& info = plan.kernels[k];
@@ -1016,23 +1035,15 @@ absl::Status WriteCudaArtifact(const std::string& dir, const CudaArtifact& a) {
       {"format_version", kCudaArtifactFormatVersion},
       {"target", {{"kind", "cuda"}, {"arch", plan.arch}, {"key", a.key}, {"image", a.image_kind}}},
       {"opset", plan.opset},
-      {"weights",
-       {{"file", kArtifactWeightsFile},
-        {"bytes", static_cast<int64_t>(weights.size())},
-        {"fnv1a64", Hex(Fnv1a64(weights))}}},
-      {"constants", constants},
+      {"weights", WeightsEntry(encoded.weights)},
+      {"constants", encoded.constants},
       {"arena_bytes", plan.arena_bytes},
       {"kernels", kernels},
       {"inputs", inputs},
       {"outputs", outputs},
-      {"steps", steps},
+      {"steps", encoded.steps},
   };
-  LOOM_RETURN_IF_ERROR(WriteFileAtomic(root / kArtifactWeightsFile, weights));
-  // An older signature does not cover the new files.
-  std::filesystem::remove(root / kArtifactManifestFile, ec);
-  std::filesystem::remove(root / kArtifactSignatureFile, ec);
-  // plan.json last: a directory with plan.json is a complete artifact.
-  return WriteFileAtomic(root / kArtifactPlanFile, j.dump(1));
+  return FinishArtifact(root, encoded.weights, j);
 }
 
 absl::StatusOr<CudaArtifact> ReadCudaArtifact(const std::string& dir,

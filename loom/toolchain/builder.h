@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "loom/base/thread_pool.h"
 #include "loom/ops/config_space.h"
@@ -91,25 +93,43 @@ std::vector<BuildResult> BuildEach(base::ThreadPool& pool, const std::vector<ops
   return results;
 }
 
+// What every builder's BuildSource does around its compiler: `build()`, with `config` and the
+// wall time of the call stamped on the result.
+template <typename BuildFn>
+BuildResult TimedBuild(const ops::Config& config, const BuildFn& build) {
+  const absl::Time start = absl::Now();
+  BuildResult result = build();
+  result.config = config;
+  result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return result;
+}
+
 // What every builder's BuildOne does around its compiler: emits `config`'s source from `tmpl`
 // (an instantiation error when it cannot), compiles it with `compile(source)`, and stamps the
 // config and the wall time of both on the result.
 template <typename CompileFn>
 BuildResult EmitAndCompile(const ops::Template& tmpl, const ops::Config& config,
                            const CompileFn& compile) {
-  const absl::Time start = absl::Now();
-  BuildResult result;
-  absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
-  if (!source.ok()) {
+  return TimedBuild(config, [&] {
+    absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
+    if (source.ok()) return compile(*source);
+    BuildResult result;
     result.error = ErrorKind::kInstantiation;
     result.error_msg = std::string(source.status().message());
-  } else {
-    result = compile(*source);
-  }
-  result.config = config;
-  result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  return result;
+    return result;
+  });
 }
+
+// How much of a failed compiler's output a kCompile message keeps: its end.
+inline constexpr size_t kCompilerOutputTailBytes = 2048;
+// The last `n` bytes of `output` (all of it when shorter).
+inline std::string OutputTail(const std::string& output, size_t n = kCompilerOutputTailBytes) {
+  return output.size() <= n ? output : output.substr(output.size() - n);
+}
+
+// The checks of options every builder's factory makes: kInvalidArgument when num_threads < 1 or
+// the timeout is not positive.
+absl::Status ValidateBuildOptions(const BuildOptions& options);
 
 // The default artifact directory (see BuildOptions::cache_dir).
 std::string DefaultKernelCacheDir();

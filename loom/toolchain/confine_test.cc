@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@
 #include "loom/toolchain/measurer.h"
 #include "loom/toolchain/testing/confine_support.h"
 #include "loom/toolchain/testing/escape_kernels.h"
+#include "loom/toolchain/testing/measure_support.h"
+#include "loom/toolchain/worker_host.h"
 
 namespace loom::tune {
 namespace {
@@ -47,26 +50,16 @@ namespace fs = std::filesystem;
 using testing::Escape;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::SelfExe;
+using testing::SmallDense;
 
 constexpr char kToken[] = "loom-confine-test-secret-token";
-
-std::string SelfExe() { return fs::read_symlink("/proc/self/exe").string(); }
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-graph::Workload SmallDense() {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kDense;
-  w.m = 8;
-  w.n = 32;
-  w.k = 64;
-  w.trans_b = true;
-  return w;
 }
 
 class ConfineTest : public ::testing::Test {
@@ -141,9 +134,7 @@ class ConfineTest : public ::testing::Test {
   }
 
   static std::unique_ptr<Measurer> Make(const MeasureOptions& options) {
-    auto m = MakeLocalMeasurer(options);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return m.ok() ? std::move(*m) : nullptr;
+    return testing::MeasurerOrNull(MakeLocalMeasurer(options));
   }
 
   // Measures the escape, then the plain kernel on the same measurer: the escape must be an error
@@ -581,9 +572,7 @@ TEST(CompilerConfinementTest, TheBuilderConfinesItsCompilers) {
 }  // namespace loom::tune
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
-    return loom::tune::RunMeasureWorker(0, 1);
-  }
+  if (std::optional<int> worker = loom::tune::RunHostedWorker(argc, argv)) return *worker;
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

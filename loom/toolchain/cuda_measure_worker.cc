@@ -6,14 +6,12 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "loom/base/rng.h"
 #include "loom/graph/tasks.h"
 #include "loom/graph/tensor.h"
 #include "loom/ops/target.h"
@@ -29,27 +27,13 @@ namespace {
 using json = nlohmann::json;
 
 // Everything a task's measurements reuse: built once per task, kept while the worker lives.
-struct TaskState {
-  std::unique_ptr<ops::Template> tmpl;
-  std::vector<graph::Tensor> natural_inputs;
-  graph::Tensor reference;
-};
-
-// An answer plus whether the context survived it.
-struct Answer {  // NOLINT(bugprone-exception-escape): json moves without throwing
-  json body;
-  bool fatal = false;
-};
-
-json FailureJson(ErrorKind kind, const std::string& message) {
-  return json{{"ok", false}, {"error_kind", static_cast<int>(kind)}, {"error", message}};
-}
+using TaskState = WorkerTask;
 
 // A failed CUDA call during a measurement: a runtime error; fatal when the error is sticky.
-Answer CudaFailure(const CudaDriver& driver, const absl::Status& status) {
-  Answer a;
+WorkerAnswer CudaFailure(const CudaDriver& driver, const absl::Status& status) {
+  WorkerAnswer a;
   a.fatal = IsStickyCudaError(driver.last_error());
-  a.body = FailureJson(ErrorKind::kRuntime, std::string(status.message()));
+  a.body = WorkerFailure(ErrorKind::kRuntime, std::string(status.message()));
   if (a.fatal) {
     a.body["fatal"] = true;
     a.body["error"] = absl::StrCat(status.message(), " (sticky: the worker restarts)");
@@ -66,14 +50,14 @@ json HandleInit(const json& request, int reply_fd, std::unique_ptr<CudaDriver>* 
                 {"error", std::string(s.message())}};
   };
   if (std::string err = PinThisProcess(request.value("cores", std::vector<int>{})); !err.empty()) {
-    return FailureJson(ErrorKind::kUnknown, err);
+    return WorkerFailure(ErrorKind::kUnknown, err);
   }
   json confined;
   if (request.contains("confine")) {
     // Before the driver loads: it then opens its device files and starts its threads as the
     // confined worker does, and anything the sandbox forbids shows here, at init.
     if (std::string err = ConfineWorker(request["confine"], reply_fd, confined); !err.empty()) {
-      return FailureJson(ErrorKind::kUnknown, err);
+      return WorkerFailure(ErrorKind::kUnknown, err);
     }
   }
   absl::StatusOr<std::unique_ptr<CudaDriver>> loaded =
@@ -129,16 +113,7 @@ absl::StatusOr<std::unique_ptr<TaskState>> PrepareTask(const json& request,
                     : ops::MakeTemplate(*workload, target, options);
   if (!tmpl.ok()) return tmpl.status();
 
-  auto state = std::make_unique<TaskState>();
-  state->tmpl = std::move(*tmpl);
-  base::Rng rng(request.value("seed", uint64_t{0}));
-  for (const graph::Shape& shape : state->tmpl->NaturalInputShapes()) {
-    graph::Tensor t(graph::DType::kFloat32, shape);
-    for (float& v : t.values<float>()) v = static_cast<float>(rng.Uniform(-1.0, 1.0));
-    state->natural_inputs.push_back(std::move(t));
-  }
-  state->reference = state->tmpl->Reference(state->natural_inputs);
-  return state;
+  return std::make_unique<TaskState>(std::move(*tmpl), request.value("seed", uint64_t{0}));
 }
 
 // Device resources of one measurement, released in every exit path. After a sticky error the
@@ -162,20 +137,20 @@ class Scope {
   CudaDriver::Module module_ = nullptr;
 };
 
-Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
-  if (driver == nullptr) return {FailureJson(ErrorKind::kUnknown, "measure before init")};
-  if (task == nullptr) return {FailureJson(ErrorKind::kUnknown, "measure before any task")};
+WorkerAnswer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
+  if (driver == nullptr) return {WorkerFailure(ErrorKind::kUnknown, "measure before init")};
+  if (task == nullptr) return {WorkerFailure(ErrorKind::kUnknown, "measure before any task")};
   const ops::Template& tmpl = *task->tmpl;
   const ops::Config config{request.value("config", int64_t{-1})};
   if (!tmpl.space().Contains(config)) {
-    return {FailureJson(ErrorKind::kInstantiation,
-                        absl::StrCat("config ", config.index, " is outside the space of size ",
-                                     tmpl.space().size()))};
+    return {WorkerFailure(ErrorKind::kInstantiation,
+                          absl::StrCat("config ", config.index, " is outside the space of size ",
+                                       tmpl.space().size()))};
   }
   // The launch geometry travels with the source, not the cubin: re-emit (cheap, deterministic).
   absl::StatusOr<ops::KernelSource> source = tmpl.Emit(config);
   if (!source.ok()) {
-    return {FailureJson(ErrorKind::kInstantiation, std::string(source.status().message()))};
+    return {WorkerFailure(ErrorKind::kInstantiation, std::string(source.status().message()))};
   }
   const ops::CudaLaunch& launch = source->cuda_launch;
   const std::string path = request.value("artifact", "");
@@ -183,7 +158,7 @@ Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
   std::stringstream image;
   image << file.rdbuf();
   if (!file || image.str().empty()) {
-    return {FailureJson(ErrorKind::kRuntime, absl::StrCat("cannot read cubin '", path, "'"))};
+    return {WorkerFailure(ErrorKind::kRuntime, absl::StrCat("cannot read cubin '", path, "'"))};
   }
 
   Scope scope(driver);
@@ -203,9 +178,9 @@ Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
   const std::vector<ops::BufferSpec> specs = tmpl.Buffers(config);
   const std::vector<graph::Tensor> inputs = tmpl.PackInputs(config, task->natural_inputs);
   if (inputs.size() >= specs.size()) {
-    return {FailureJson(ErrorKind::kUnknown,
-                        absl::StrCat("template ", tmpl.name(), " gave ", inputs.size(),
-                                     " packed inputs for ", specs.size(), " buffers"))};
+    return {WorkerFailure(ErrorKind::kUnknown,
+                          absl::StrCat("template ", tmpl.name(), " gave ", inputs.size(),
+                                       " packed inputs for ", specs.size(), " buffers"))};
   }
   std::vector<CudaDriver::DevicePtr> args;
   size_t output_index = specs.size();
@@ -241,7 +216,7 @@ Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
   }
   if (std::string err = CompareToReference(tmpl.UnpackOutput(config, out), task->reference);
       !err.empty()) {
-    return {FailureJson(ErrorKind::kWrongAnswer, err)};
+    return {WorkerFailure(ErrorKind::kWrongAnswer, err)};
   }
 
   // Timing with events around `number` back-to-back launches: one warm-up, `number` grown until
@@ -266,84 +241,26 @@ Answer HandleMeasure(const json& request, TaskState* task, CudaDriver* driver) {
   if (absl::StatusOr<double> warm = time_runs(1); !warm.ok()) {
     return CudaFailure(*driver, warm.status());
   }
-  const int32_t repeat = std::max(1, request.value("repeat", 3));
-  const double min_repeat_s = std::max(0, request.value("min_repeat_ms", 0)) * 1e-3;
-  int64_t number = std::max<int64_t>(1, request.value("number", int64_t{1}));
   constexpr int64_t kMaxNumber = int64_t{1} << 24;
-  std::vector<double> costs;
-  while (static_cast<int32_t>(costs.size()) < repeat) {
-    absl::StatusOr<double> seconds = time_runs(number);
-    if (!seconds.ok()) return CudaFailure(*driver, seconds.status());
-    if (*seconds < min_repeat_s && number < kMaxNumber) {
-      // Too short to time well: grow `number` and retry this repeat.
-      const double scale = *seconds > 0 ? min_repeat_s / *seconds * 1.2 : 100.0;
-      number =
-          std::min(kMaxNumber,
-                   std::max(number + 1, static_cast<int64_t>(std::ceil(static_cast<double>(number) *
-                                                                       std::min(scale, 100.0)))));
-      continue;
-    }
-    costs.push_back(*seconds / static_cast<double>(number));
-  }
-  return {json{{"ok", true}, {"costs", costs}, {"number", number}}};
+  absl::StatusOr<json> timed = TimeRepeats(request, kMaxNumber, time_runs);
+  if (!timed.ok()) return CudaFailure(*driver, timed.status());
+  return {*std::move(timed)};
 }
 
 }  // namespace
 
 int RunCudaMeasureWorker(int in_fd, int out_fd, const TemplateFactory& make_template) {
-  if (out_fd == STDOUT_FILENO) {
-    out_fd = dup(STDOUT_FILENO);
-    if (out_fd < 0) return 1;
-    dup2(STDERR_FILENO, STDOUT_FILENO);
-  }
-  LineReader reader(in_fd);
   std::unique_ptr<CudaDriver> driver;
   int device = 0;
-  std::map<std::string, std::unique_ptr<TaskState>> tasks;  // by the task request's text
-  TaskState* current = nullptr;
-  std::string line;
-  while (reader.Next(&line)) {
-    Answer answer;
-    json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_discarded() || !request.is_object()) {
-      answer.body = FailureJson(ErrorKind::kUnknown, "malformed request (not a JSON object)");
-    } else {
-      const std::string op = request.value("op", "");
-      try {
-        if (op == "init") {
-          answer.body = HandleInit(request, out_fd, &driver, &device);
-        } else if (op == "task") {
-          json id = request;
-          id.erase("op");
-          auto it = tasks.find(id.dump());
-          if (it == tasks.end()) {
-            absl::StatusOr<std::unique_ptr<TaskState>> state = PrepareTask(request, make_template);
-            if (!state.ok()) {
-              current = nullptr;
-              answer.body = FailureJson(ErrorKind::kInstantiation, state.status().ToString());
-            } else {
-              it = tasks.emplace(id.dump(), std::move(*state)).first;
-            }
-          }
-          if (it != tasks.end()) {
-            current = it->second.get();
-            answer.body = json{{"ok", true}};
-          }
-        } else if (op == "measure") {
-          answer = HandleMeasure(request, current, driver.get());
-        } else {
-          answer.body = FailureJson(ErrorKind::kUnknown, absl::StrCat("unknown op '", op, "'"));
-        }
-      } catch (const std::exception& e) {
-        answer.body =
-            FailureJson(ErrorKind::kUnknown, absl::StrCat("worker exception: ", e.what()));
-      }
-    }
-    if (!WriteAll(out_fd, answer.body.dump() + "\n")) return 1;
-    if (answer.fatal) return 3;  // the context is unusable: let the parent start a fresh worker
-  }
-  if (driver != nullptr) (void)driver->ReleasePrimaryContext(device);
-  return 0;
+  const int rc = ServeMeasureWorker<TaskState>(
+      in_fd, out_fd,
+      {.init = [&](const json& request,
+                   int reply_fd) { return HandleInit(request, reply_fd, &driver, &device); },
+       .prepare = [&](const json& request) { return PrepareTask(request, make_template); },
+       .measure = [&](const json& request,
+                      TaskState* task) { return HandleMeasure(request, task, driver.get()); }});
+  if (rc == 0 && driver != nullptr) (void)driver->ReleasePrimaryContext(device);
+  return rc;
 }
 
 }  // namespace loom::tune

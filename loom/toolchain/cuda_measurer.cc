@@ -7,17 +7,16 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "loom/base/status_macros.h"
 #include "loom/toolchain/confine.h"
 #include "loom/toolchain/cuda_measure_worker.h"
 #include "loom/toolchain/measurer.h"
+#include "loom/toolchain/worker_measurer.h"
 #include "loom/toolchain/worker_process.h"
 #include "nlohmann/json.hpp"
 
@@ -26,53 +25,21 @@ namespace {
 
 using json = nlohmann::json;
 
-class CudaMeasurer : public Measurer {
+class CudaMeasurer : public WorkerMeasurer {
  public:
-  explicit CudaMeasurer(CudaMeasureOptions options) : options_(std::move(options)) {
-    if (options_.worker_command.empty()) {
-      options_.worker_command = {"/proc/self/exe", kCudaMeasureWorkerArg};
-    }
-  }
-
-  std::vector<MeasureResult> Measure(const MeasureTask& task,
-                                     const std::vector<BuildResult>& built) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::vector<MeasureResult> results;
-    results.reserve(built.size());
-    const json task_request = TaskRequest(task);
-    absl::Status unavailable;  // set once the worker reported no driver/device in this batch
-    for (const BuildResult& b : built) {
-      const absl::Time start = absl::Now();
-      MeasureResult r;
-      if (b.error != ErrorKind::kNone) {
-        r.error = b.error;
-        r.error_msg = b.error_msg;
-      } else if (!unavailable.ok()) {
-        r.error = ErrorKind::kUnknown;
-        r.error_msg = std::string(unavailable.message());
-      } else if (task.target.kind != "cuda") {
-        r.error = ErrorKind::kUnknown;
-        r.error_msg = absl::StrCat("the CUDA measurer got a task for target '", task.target.Key(),
-                                   "'; use the CPU measurer for it");
-      } else {
-        r = MeasureOne(task_request, b, &unavailable);
-      }
-      r.config = b.config;
-      r.timestamp = absl::Now();
-      r.measure_seconds = absl::ToDoubleSeconds(r.timestamp - start);
-      results.push_back(std::move(r));
-    }
-    return results;
-  }
-
-  absl::StatusOr<DeviceInfo> Probe() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    LOOM_RETURN_IF_ERROR(EnsureWorker());
-    return info_;
-  }
+  explicit CudaMeasurer(CudaMeasureOptions options)
+      : WorkerMeasurer(Settings(options)), options_(std::move(options)) {}
 
  private:
-  json TaskRequest(const MeasureTask& task) const {
+  static WorkerSettings Settings(const CudaMeasureOptions& o) {
+    WorkerSettings s = WorkerSettingsFrom(o, kCudaMeasureWorkerArg);
+    s.name = "CUDA measure worker";
+    s.start_name = absl::StrCat("CUDA measure worker of device ", o.device);
+    s.profile = ConfinePlan::Profile::kCuda;
+    return s;
+  }
+
+  json TaskRequest(const MeasureTask& task) const override {
     const ops::CudaDeviceLimits& l = task.target.cuda_limits;
     return json{{"op", "task"},
                 {"workload", task.workload_key},
@@ -88,42 +55,19 @@ class CudaMeasurer : public Measurer {
                 {"seed", options_.seed}};
   }
 
-  // A running worker holding the GPU's context, or why there is none: kUnavailable (no driver,
-  // no device, a worker that cannot start or answer).
-  absl::Status EnsureWorker() {
-    if (worker_.Alive()) return absl::OkStatus();
-    loaded_task_.clear();
-    json init{{"op", "init"},
-              {"device", options_.device},
-              {"library", options_.driver_library},
-              {"cores", options_.cores}};
-    LOOM_RETURN_IF_ERROR(StartWorker(
-        worker_, options_.worker_command, options_.confine, ConfinePlan::Profile::kCuda, &sandbox_,
-        &init, absl::StrCat("CUDA measure worker of device ", options_.device)));
-    WorkerReply reply = worker_.Call(init, options_.setup_timeout);
-    const std::string command = absl::StrJoin(options_.worker_command, " ");
-    if (reply.kind == WorkerReply::Kind::kTimeout) {
-      return absl::UnavailableError(absl::StrCat("the CUDA measure worker '", command,
-                                                 "' did not answer within the setup timeout"));
-    }
-    if (reply.kind == WorkerReply::Kind::kDied) {
+  json InitRequest() const override {
+    return json{{"op", "init"},
+                {"device", options_.device},
+                {"library", options_.driver_library},
+                {"cores", options_.cores}};
+  }
+
+  // No driver, no device: kUnavailable.
+  absl::Status AcceptInit(const json& b) override {
+    if (!b.value("ok", false)) {
       return absl::UnavailableError(
-          absl::StrCat("the CUDA measure worker '", command, "' ", reply.reason,
-                       " before answering; check that the binary hosts the worker (argument ",
-                       kCudaMeasureWorkerArg, ")"));
+          absl::StrCat("CUDA device ", options_.device, ": ", b.value("error", "")));
     }
-    if (absl::Status s = CheckConfinedInit(
-            reply, sandbox_.get(), absl::StrCat("CUDA measure worker of device ", options_.device));
-        !s.ok()) {
-      worker_.Stop();
-      return s;
-    }
-    if (!reply.body.value("ok", false)) {
-      worker_.Stop();
-      return absl::UnavailableError(
-          absl::StrCat("CUDA device ", options_.device, ": ", reply.body.value("error", "")));
-    }
-    const json& b = reply.body;
     info_ = DeviceInfo{};
     info_.confinement = b.value("confined", "");
     info_.worker_pid = b.value("pid", int64_t{0});
@@ -140,57 +84,44 @@ class CudaMeasurer : public Measurer {
     return absl::OkStatus();
   }
 
-  MeasureResult MeasureOne(const json& task_request, const BuildResult& b,
-                           absl::Status* unavailable) {
+  void BeginBatch() override { unavailable_ = absl::OkStatus(); }
+
+  MeasureResult MeasureCandidate(const MeasureTask& task, const json& task_request,
+                                 const BuildResult& b) override {
     MeasureResult r;
+    if (!unavailable_.ok()) {
+      r.error = ErrorKind::kUnknown;
+      r.error_msg = std::string(unavailable_.message());
+      return r;
+    }
+    if (task.target.kind != "cuda") {
+      r.error = ErrorKind::kUnknown;
+      r.error_msg = absl::StrCat("the CUDA measurer got a task for target '", task.target.Key(),
+                                 "'; use the CPU measurer for it");
+      return r;
+    }
     if (absl::Status s = EnsureWorker(); !s.ok()) {
-      *unavailable = s;
+      unavailable_ = s;
       r.error = ErrorKind::kUnknown;
       r.error_msg = std::string(s.message());
       return r;
     }
-    if (loaded_task_ != task_request.dump()) {
-      if (!ReadSetupReply(worker_.Call(task_request, options_.setup_timeout), "CUDA measure worker",
-                          r)) {
-        return r;
-      }
-      loaded_task_ = task_request.dump();
-    }
     // The worker's user may not reach this process's cache: it reads a copy in its sandbox.
-    absl::StatusOr<std::string> staged = StageArtifact(sandbox_.get(), b.artifact_path);
-    if (!staged.ok()) {
-      r.error = ErrorKind::kRuntime;
-      r.error_msg = absl::StrCat("cannot read cubin: ", staged.status().message());
-      return r;
-    }
-    const std::string& artifact = *staged;
-    const absl::Duration expected =
-        absl::Milliseconds(int64_t{options_.repeat + 3} * options_.min_repeat_ms);
-    const absl::Duration timeout = options_.timeout + expected;
-    WorkerReply reply = worker_.Call(json{{"op", "measure"},
-                                          {"artifact", artifact},
-                                          {"config", b.config.index},
-                                          {"number", options_.number},
-                                          {"repeat", options_.repeat},
-                                          {"min_repeat_ms", options_.min_repeat_ms}},
-                                     timeout);
-    if (sandbox_ != nullptr) sandbox_->Unstage(artifact);
-    ReadMeasureReply(reply, timeout, "CUDA measure worker", r);
+    std::optional<WorkerReply> reply =
+        RunCandidate(task_request, b, "cannot read cubin: ", json::object(), r);
     // The worker exits after a sticky CUDA error; reap it now so the next candidate starts a
     // fresh one instead of writing to a dying process.
-    if (reply.kind == WorkerReply::Kind::kOk && !reply.body.value("ok", false) &&
-        reply.body.value("fatal", false)) {
-      worker_.Stop(absl::Seconds(5));
+    if (reply.has_value() && reply->kind == WorkerReply::Kind::kOk &&
+        !reply->body.value("ok", false) && reply->body.value("fatal", false)) {
+      StopWorker();
     }
     return r;
   }
 
   CudaMeasureOptions options_;
-  std::mutex mu_;                           // one measurement at a time
-  std::unique_ptr<WorkerSandbox> sandbox_;  // confine.enabled: made at the first start
-  WorkerProcess worker_;  // declared after the sandbox: stopped before its folders go
-  DeviceInfo info_;
-  std::string loaded_task_;  // the task request the running worker last prepared
+  // Set once the worker reported no driver or device in this batch: the batch's other
+  // candidates get the same reason without a restart each.
+  absl::Status unavailable_;
 };
 
 }  // namespace

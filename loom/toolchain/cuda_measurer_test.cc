@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -25,25 +26,16 @@
 #include "loom/toolchain/cuda_measure_worker.h"
 #include "loom/toolchain/measurer.h"
 #include "loom/toolchain/testing/confine_support.h"
+#include "loom/toolchain/testing/measure_support.h"
+#include "loom/toolchain/worker_host.h"
 #include "loom/toolchain/worker_process.h"
 
 namespace loom::tune {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string SelfExe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
-
-graph::Workload SmallConv() {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kConv2d;
-  w.n = 1, w.c = 4, w.h = 8, w.w = 8, w.k = 8, w.r = 3, w.s = 3;
-  w.stride_h = w.stride_w = 1;
-  w.pad_top = w.pad_left = w.pad_bottom = w.pad_right = 1;
-  w.dilation_h = w.dilation_w = 1;
-  w.groups = 1;
-  return w;
-}
+using testing::SelfExe;
+using testing::SmallConv;
 
 // A CUDA-style template of a convolution in natural layouts (data NCHW, weight KCRS, output
 // NKPQ), the layout the fake driver's "conv2d" kernel computes in. The worker of this binary uses
@@ -137,9 +129,7 @@ class CudaMeasurerTest : public ::testing::Test {
   }
 
   std::unique_ptr<Measurer> Make(const CudaMeasureOptions& options) {
-    auto m = MakeCudaMeasurer(options);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return m.ok() ? std::move(*m) : nullptr;
+    return testing::MeasurerOrNull(MakeCudaMeasurer(options));
   }
 
   // A candidate of the small conv whose "cubin" is the fake driver's program `program`.
@@ -442,9 +432,9 @@ TEST(CudaDriverTest, RealDeviceIsReported) {
 }  // namespace loom::tune
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == loom::tune::kCudaMeasureWorkerArg) {
-    return loom::tune::RunCudaMeasureWorker(0, 1, loom::tune::MakeTestTemplate);
-  }
+  if (std::optional<int> worker =
+          loom::tune::RunHostedWorker(argc, argv, loom::tune::MakeTestTemplate))
+    return *worker;
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

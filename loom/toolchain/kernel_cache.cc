@@ -1,10 +1,14 @@
 // The kernel cache's inventory and least-recently-used pruning (kernel_cache.h).
 #include "loom/toolchain/kernel_cache.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <system_error>
 #include <utility>
@@ -198,6 +202,71 @@ absl::StatusOr<PruneResult> CapKernelCache(const std::string& dir, int64_t max_b
     return PruneResult{.kept_entries = info->entries, .kept_bytes = info->bytes};
   return PruneKernelCache(dir,
                           {.max_bytes = max_bytes / 10 * 9, .keep_used_within = absl::Minutes(10)});
+}
+
+std::string KernelCacheKey(std::initializer_list<std::string_view> parts) {
+  unsigned __int128 h =
+      (static_cast<unsigned __int128>(0x6c62272e07bb0142ULL) << 64) | 0x62b821756295c58dULL;
+  const unsigned __int128 prime = (static_cast<unsigned __int128>(1) << 88) + 0x13b;
+  for (std::string_view part : parts) {
+    for (unsigned char c : part) {
+      h ^= c;
+      h *= prime;
+    }
+    h ^= 0xff;  // part separator
+    h *= prime;
+  }
+  return absl::StrFormat("%016x%016x", static_cast<uint64_t>(h >> 64), static_cast<uint64_t>(h));
+}
+
+absl::Status CreateKernelCacheDir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create the kernel cache directory ",
+                                                      dir, ": ",
+                                                      ec ? ec.message() : "not a directory"));
+  }
+  return absl::OkStatus();
+}
+
+KernelCacheEntry KernelCacheEntry::Make(const std::string& dir, const std::string& key,
+                                        absl::string_view artifact_ext,
+                                        absl::string_view source_ext) {
+  static std::atomic<uint64_t> counter{0};  // unique temporary names within this process
+  const std::string stem =
+      absl::StrCat(dir, "/tmp-", key, "-", getpid(), "-", counter.fetch_add(1));
+  return KernelCacheEntry{
+      .artifact = absl::StrCat(dir, "/", key, artifact_ext),
+      .source = absl::StrCat(dir, "/", key, source_ext),
+      .temp_artifact = absl::StrCat(stem, artifact_ext),
+      .temp_source = absl::StrCat(stem, source_ext),
+  };
+}
+
+absl::Status KernelCacheEntry::Publish() const {
+  std::error_code ec;
+  fs::rename(temp_source, source, ec);  // the source is for inspection: its failure is no error
+  fs::rename(temp_artifact, artifact, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot move the artifact into ", artifact, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+void KernelCacheEntry::RemoveTemporaries() const {
+  std::error_code ec;
+  fs::remove(temp_artifact, ec);
+  fs::remove(temp_source, ec);
+}
+
+bool WriteCacheFile(const std::string& path, std::string_view data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return false;
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  f.close();
+  return static_cast<bool>(f);
 }
 
 void TouchCacheEntry(const std::string& path) {

@@ -13,10 +13,13 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace loom::tune {
@@ -73,6 +76,43 @@ absl::StatusOr<PruneResult> CapKernelCache(const std::string& dir, int64_t max_b
 // Marks a cache artifact as used now (its modification time), for least-recently-used pruning.
 // Best effort: a failure (read-only cache) is ignored.
 void TouchCacheEntry(const std::string& path);
+
+// The builders' side of the cache (local_builder.cc, nvrtc_builder.cc).
+
+// The content hash that names an entry: FNV-1a over 128 bits of `parts` (the compiler's identity,
+// its flags, the source), with a separator between parts so that ("ab", "c") != ("a", "bc"); 32
+// hex digits, stable across runs and machines, wide enough that distinct kernels do not collide
+// in a cache of any realistic size.
+std::string KernelCacheKey(std::initializer_list<std::string_view> parts);
+
+// Creates the cache folder `dir` and its parents when missing. kFailedPrecondition naming the
+// folder when it cannot, or when `dir` is not a folder.
+absl::Status CreateKernelCacheDir(const std::string& dir);
+
+// The files of one entry a builder writes: the artifact and its source beside it (kept for
+// inspection), first written under temporary names unique to this process (`tmp-<key>-<pid>-<n>`)
+// and then renamed into place, atomically, so that a concurrent builder (another thread or
+// process sharing the cache) never sees a partial file.
+struct KernelCacheEntry {
+  // The entry `key` of `dir`, with file name endings `artifact_ext` (".so") and `source_ext`
+  // (".cc"); fresh temporary names at each call.
+  static KernelCacheEntry Make(const std::string& dir, const std::string& key,
+                               absl::string_view artifact_ext, absl::string_view source_ext);
+
+  // Renames the temporary source, then the temporary artifact into place. An error (kInternal)
+  // names the artifact's place when the artifact cannot move.
+  absl::Status Publish() const;
+  // Removes the temporaries (best effort: after Publish there is nothing left to remove).
+  void RemoveTemporaries() const;
+
+  std::string artifact;       // <dir>/<key><artifact_ext>
+  std::string source;         // <dir>/<key><source_ext>
+  std::string temp_artifact;  // <dir>/tmp-<key>-<pid>-<n><artifact_ext>
+  std::string temp_source;    // <dir>/tmp-<key>-<pid>-<n><source_ext>
+};
+
+// Writes `data` to `path` (created or truncated); false when it cannot (errno says why).
+bool WriteCacheFile(const std::string& path, std::string_view data);
 
 // "2G", "512M", "1.5GiB", "100k", "4096": a size in bytes, binary units (K = 1024, ...), case
 // insensitive. kInvalidArgument naming the text otherwise.

@@ -183,6 +183,54 @@ TEST_F(KernelCacheTest, BuilderCapsItsCacheAndTouchesHits) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The builders' cache keys: FNV-1a over 128 bits (values from an independent implementation), so
+// that a cache written by an earlier Loom keeps its hits; parts are separated.
+TEST(KernelCacheKeyTest, StableValuesAndPartsAreSeparated) {
+  EXPECT_EQ(KernelCacheKey({"g++ 12", "-O3", "int x;"}), "088c19a01d10fb21ab2c228ecc8c6a75");
+  EXPECT_EQ(KernelCacheKey({"ab", "c"}), "32763e664083d94f70814487f805ad59");
+  EXPECT_EQ(KernelCacheKey({"a", "bc"}), "36cc24064d83d94f708145dd58651e3b");
+  EXPECT_EQ(KernelCacheKey({}), "6c62272e07bb014262b821756295c58d");
+}
+
+TEST_F(KernelCacheTest, EntryPublishesItsTemporariesAtomicallyAndRemovesTheRest) {
+  const std::string key = Hash('c');
+  const KernelCacheEntry a = KernelCacheEntry::Make(dir_.string(), key, ".so", ".cc");
+  const KernelCacheEntry b = KernelCacheEntry::Make(dir_.string(), key, ".so", ".cc");
+  EXPECT_EQ(a.artifact, (dir_ / (key + ".so")).string());
+  EXPECT_EQ(a.source, (dir_ / (key + ".cc")).string());
+  EXPECT_NE(a.temp_artifact, b.temp_artifact);  // unique within the process
+  EXPECT_THAT(a.temp_artifact, ::testing::StartsWith((dir_ / ("tmp-" + key + "-")).string()));
+  EXPECT_THAT(a.temp_source, ::testing::EndsWith(".cc"));
+
+  ASSERT_TRUE(WriteCacheFile(a.temp_artifact, "elf"));
+  ASSERT_TRUE(WriteCacheFile(a.temp_source, "int x;"));
+  ASSERT_TRUE(a.Publish().ok());
+  a.RemoveTemporaries();
+  EXPECT_TRUE(fs::exists(a.artifact));
+  EXPECT_TRUE(fs::exists(a.source));
+  EXPECT_FALSE(fs::exists(a.temp_artifact));
+
+  // Nothing to move: the error names the artifact's place; the temporaries go.
+  ASSERT_TRUE(WriteCacheFile(b.temp_source, "int y;"));
+  const absl::Status missing = b.Publish();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(missing.message(), HasSubstr("cannot move the artifact into " + b.artifact));
+  b.RemoveTemporaries();
+  EXPECT_FALSE(fs::exists(b.temp_source));
+  EXPECT_FALSE(WriteCacheFile((dir_ / "no-such-folder" / "f").string(), "x"));
+}
+
+TEST_F(KernelCacheTest, CreateKernelCacheDirMakesParentsAndRefusesAFile) {
+  EXPECT_TRUE(CreateKernelCacheDir((dir_ / "a" / "b").string()).ok());
+  EXPECT_TRUE(fs::is_directory(dir_ / "a" / "b"));
+  EXPECT_TRUE(CreateKernelCacheDir((dir_ / "a" / "b").string()).ok());  // exists already
+  std::ofstream(dir_ / "file") << "x";
+  const absl::Status s = CreateKernelCacheDir((dir_ / "file").string());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(),
+              HasSubstr("cannot create the kernel cache directory " + (dir_ / "file").string()));
+}
+
 TEST(ParseByteSizeTest, BinaryUnits) {
   EXPECT_EQ(*ParseByteSize("4096"), 4096);
   EXPECT_EQ(*ParseByteSize("100k"), 102400);

@@ -17,7 +17,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,20 +25,19 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "loom/base/logging.h"
+#include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/confine.h"
 #include "loom/toolchain/kernel_cache.h"
+#include "loom/toolchain/worker_process.h"
 
 namespace loom::tune {
 namespace {
-
-constexpr size_t kErrorTailBytes = 2048;
 
 struct ProcessOutcome {
   bool started = false;
@@ -55,10 +53,6 @@ std::vector<std::string> SplitWords(const std::string& s) {
     out.emplace_back(w);
   }
   return out;
-}
-
-std::string Tail(const std::string& s, size_t n) {
-  return s.size() <= n ? s : s.substr(s.size() - n);
 }
 
 // Runs argv[0] (looked up on PATH) with stdout+stderr captured, stdin from /dev/null, in a new
@@ -102,8 +96,8 @@ ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration 
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // EOF: every writer (the compiler and its children) is gone
     outcome.output.append(buf, static_cast<size_t>(n));
-    if (outcome.output.size() > 4 * kErrorTailBytes) {
-      outcome.output = Tail(outcome.output, 2 * kErrorTailBytes);
+    if (outcome.output.size() > 4 * kCompilerOutputTailBytes) {
+      outcome.output = OutputTail(outcome.output, 2 * kCompilerOutputTailBytes);
     }
   }
   close(fds[0]);
@@ -116,43 +110,8 @@ ProcessOutcome RunCaptured(const std::vector<std::string>& argv, absl::Duration 
   return outcome;
 }
 
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    const char* abbrev = sigabbrev_np(WTERMSIG(status));
-    return absl::StrCat("was killed by signal SIG", abbrev ? abbrev : "?", " (",
-                        strsignal(WTERMSIG(status)), ")");
-  }
-  return absl::StrCat("ended with wait status ", status);
-}
-
 bool Succeeded(const ProcessOutcome& o) {
   return o.started && !o.timed_out && WIFEXITED(o.wait_status) && WEXITSTATUS(o.wait_status) == 0;
-}
-
-// FNV-1a over 128 bits: stable across runs and machines, wide enough that distinct kernels do
-// not collide in a cache of any realistic size.
-std::string ContentHash(std::initializer_list<std::string_view> parts) {
-  unsigned __int128 h =
-      (static_cast<unsigned __int128>(0x6c62272e07bb0142ULL) << 64) | 0x62b821756295c58dULL;
-  const unsigned __int128 prime = (static_cast<unsigned __int128>(1) << 88) + 0x13b;
-  for (std::string_view part : parts) {
-    for (unsigned char c : part) {
-      h ^= c;
-      h *= prime;
-    }
-    h ^= 0xff;  // part separator, so ("ab","c") != ("a","bc")
-    h *= prime;
-  }
-  return absl::StrFormat("%016x%016x", static_cast<uint64_t>(h >> 64), static_cast<uint64_t>(h));
-}
-
-bool WriteFile(const std::string& path, std::string_view data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return false;
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-  f.close();
-  return static_cast<bool>(f);
 }
 
 // The builder's private temporary folder (its compilers' TMPDIR), removed with the builder.
@@ -184,11 +143,7 @@ class LocalBuilder : public Builder {
   }
 
   BuildResult BuildSource(const ops::KernelSource& source, const ops::Config& config) override {
-    const absl::Time start = absl::Now();
-    BuildResult result = Compile(source);
-    result.config = config;
-    result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    return result;
+    return TimedBuild(config, [&] { return Compile(source); });
   }
 
   const std::string& cache_dir() const override { return cache_dir_; }
@@ -204,23 +159,20 @@ class LocalBuilder : public Builder {
     const std::vector<std::string> flags = SplitWords(source.compile_flags);
     const std::vector<std::string> extra = SplitWords(options_.extra_flags);
     const std::string key =
-        ContentHash({compiler_version_, absl::StrJoin(compiler_, " "), absl::StrJoin(flags, " "),
-                     absl::StrJoin(extra, " "), source.code});
-    const std::string final_path = absl::StrCat(cache_dir_, "/", key, ".so");
+        KernelCacheKey({compiler_version_, absl::StrJoin(compiler_, " "), absl::StrJoin(flags, " "),
+                        absl::StrJoin(extra, " "), source.code});
+    const KernelCacheEntry entry = KernelCacheEntry::Make(cache_dir_, key, ".so", ".cc");
     std::error_code ec;
-    if (options_.use_cache && std::filesystem::exists(final_path, ec)) {
-      TouchCacheEntry(final_path);
-      result.artifact_path = final_path;
+    if (options_.use_cache && std::filesystem::exists(entry.artifact, ec)) {
+      TouchCacheEntry(entry.artifact);
+      result.artifact_path = entry.artifact;
       result.cache_hit = true;
       return result;
     }
-    const std::string tmp_stem =
-        absl::StrCat(cache_dir_, "/tmp-", key, "-", getpid(), "-", counter_.fetch_add(1));
-    const std::string src_path = tmp_stem + ".cc";
-    const std::string out_path = tmp_stem + ".so";
-    if (!WriteFile(src_path, source.code)) {
+    if (!WriteCacheFile(entry.temp_source, source.code)) {
       result.error = ErrorKind::kCompile;
-      result.error_msg = absl::StrCat("cannot write ", src_path, ": ", std::strerror(errno));
+      result.error_msg =
+          absl::StrCat("cannot write ", entry.temp_source, ": ", std::strerror(errno));
       return result;
     }
     std::vector<std::string> argv = compiler_;
@@ -229,21 +181,17 @@ class LocalBuilder : public Builder {
     }
     argv.insert(argv.end(), flags.begin(), flags.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
-    argv.insert(argv.end(), {src_path, "-o", out_path});
+    argv.insert(argv.end(), {entry.temp_source, "-o", entry.temp_artifact});
 
     const ProcessOutcome o =
         RunCaptured(argv, options_.timeout, confinement_ ? &*confinement_ : nullptr, &options_);
     if (Succeeded(o)) {
-      // Keep the source beside the artifact for inspection; both renames are atomic.
-      std::filesystem::rename(src_path, absl::StrCat(cache_dir_, "/", key, ".cc"), ec);
-      std::filesystem::rename(out_path, final_path, ec);
-      if (ec) {
+      if (absl::Status published = entry.Publish(); !published.ok()) {
         result.error = ErrorKind::kCompile;
-        result.error_msg =
-            absl::StrCat("cannot move the artifact into ", final_path, ": ", ec.message());
+        result.error_msg = std::string(published.message());
       } else {
-        result.artifact_path = final_path;
-        const uintmax_t bytes = std::filesystem::file_size(final_path, ec);
+        result.artifact_path = entry.artifact;
+        const uintmax_t bytes = std::filesystem::file_size(entry.artifact, ec);
         NoteWritten(ec ? 0 : static_cast<int64_t>(bytes + source.code.size()));
       }
     } else if (o.timed_out) {
@@ -252,12 +200,11 @@ class LocalBuilder : public Builder {
                                       absl::FormatDuration(options_.timeout));
     } else {
       result.error = ErrorKind::kCompile;
-      result.error_msg = o.started ? absl::StrCat("compiler ", DescribeWaitStatus(o.wait_status),
-                                                  ":\n", Tail(o.output, kErrorTailBytes))
+      result.error_msg = o.started ? absl::StrCat("compiler ", DescribeExit(o.wait_status), ":\n",
+                                                  OutputTail(o.output))
                                    : o.spawn_error;
     }
-    std::filesystem::remove(src_path, ec);
-    std::filesystem::remove(out_path, ec);
+    entry.RemoveTemporaries();
     return result;
   }
 
@@ -289,7 +236,6 @@ class LocalBuilder : public Builder {
   const std::string cache_dir_;
   const std::unique_ptr<TempDir> temp_dir_;               // confined: the compilers' TMPDIR
   const std::optional<CompilerConfinement> confinement_;  // unset: compilers run unconfined
-  std::atomic<uint64_t> counter_{0};             // unique temporary names within this process
   std::atomic<int64_t> written_since_check_{0};  // bytes of new artifacts since the last check
   std::atomic<bool> checked_{false};
   std::mutex cap_mu_;  // held by the thread checking the cap
@@ -298,22 +244,8 @@ class LocalBuilder : public Builder {
 
 }  // namespace
 
-std::string DefaultKernelCacheDir() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  if (xdg != nullptr && xdg[0] != '\0') return absl::StrCat(xdg, "/loom/kernels");
-  const char* home = std::getenv("HOME");
-  if (home != nullptr && home[0] != '\0') return absl::StrCat(home, "/.cache/loom/kernels");
-  return "/tmp/loom-kernels";
-}
-
 absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& options) {
-  if (options.num_threads < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("BuildOptions.num_threads must be at least 1, got ", options.num_threads));
-  }
-  if (options.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("BuildOptions.timeout must be positive");
-  }
+  LOOM_RETURN_IF_ERROR(ValidateBuildOptions(options));
   if (options.cache_max_bytes < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("BuildOptions.cache_max_bytes must not be negative (0: no cap), got ",
@@ -347,7 +279,7 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& op
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot run the kernel compiler '", compiler_cmd, " --version': ",
         v.started
-            ? absl::StrCat("it ", DescribeWaitStatus(v.wait_status), ": ", Tail(v.output, 512))
+            ? absl::StrCat("it ", DescribeExit(v.wait_status), ": ", OutputTail(v.output, 512))
             : v.spawn_error,
         confine_failed
             ? "; to compile unconfined on this host, start with --no-confine (docs/SECURITY.md)"
@@ -355,13 +287,7 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeLocalBuilder(const BuildOptions& op
   }
   const std::string cache_dir =
       options.cache_dir.empty() ? DefaultKernelCacheDir() : options.cache_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(cache_dir, ec);
-  if (ec || !std::filesystem::is_directory(cache_dir)) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot create the kernel cache directory ",
-                                                      cache_dir, ": ",
-                                                      ec ? ec.message() : "not a directory"));
-  }
+  LOOM_RETURN_IF_ERROR(CreateKernelCacheDir(cache_dir));
   return std::unique_ptr<Builder>(new LocalBuilder(options, std::move(compiler), v.output,
                                                    cache_dir, std::move(temp_dir),
                                                    std::move(confinement)));

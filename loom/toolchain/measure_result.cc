@@ -27,7 +27,9 @@ const char* ErrorKindName(ErrorKind kind) {
   return "unknown";
 }
 
-double MeasureResult::MedianCost() const {
+double MeasureResult::MedianCost() const { return tune::MedianCost(costs, error); }
+
+double MedianCost(const std::vector<double>& costs, ErrorKind error) {
   if (error != ErrorKind::kNone || costs.empty()) return std::numeric_limits<double>::infinity();
   std::vector<double> sorted = costs;
   std::sort(sorted.begin(), sorted.end());

@@ -48,4 +48,8 @@ struct MeasureResult {
   double MedianCost() const;
 };
 
+// Median of `costs` when `error` is kNone and `costs` is non-empty, else +inf (what records store
+// as a measurement's cost).
+double MedianCost(const std::vector<double>& costs, ErrorKind error);
+
 }  // namespace loom::tune

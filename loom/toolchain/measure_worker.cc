@@ -11,14 +11,13 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "loom/base/rng.h"
+#include "loom/base/check.h"
 #include "loom/base/thread_pool.h"
 #include "loom/codegen/kernel_abi.h"
 #include "loom/graph/tasks.h"
@@ -34,33 +33,22 @@ namespace {
 using json = nlohmann::json;
 
 // Everything a task's measurements reuse: built once per task, kept while the worker lives.
-struct TaskState {
-  std::unique_ptr<ops::Template> tmpl;
-  std::vector<graph::Tensor> natural_inputs;
-  graph::Tensor reference;
+struct TaskState : WorkerTask {
+  using WorkerTask::WorkerTask;
   int32_t num_threads = 1;
   std::unique_ptr<base::ThreadPool> pool;  // for kernels run on several threads
 };
 
-struct Failure {
-  ErrorKind kind;
-  std::string message;
-};
-
-json FailureJson(ErrorKind kind, const std::string& message) {
-  return json{{"ok", false}, {"error_kind", static_cast<int>(kind)}, {"error", message}};
-}
-
 json HandleInit(const json& request, int reply_fd) {
   // Threads created later (kernel thread pools) inherit the mask.
   if (std::string err = PinThisProcess(request.value("cores", std::vector<int>{})); !err.empty()) {
-    return FailureJson(ErrorKind::kUnknown, err);
+    return WorkerFailure(ErrorKind::kUnknown, err);
   }
   json reply{{"ok", true}, {"pid", static_cast<int64_t>(getpid())}, {"cpus", AllowedCpus()}};
   if (request.contains("confine")) {
     // Before any candidate: from here on this process runs confined (confine.h).
     if (std::string err = ConfineWorker(request["confine"], reply_fd, reply); !err.empty()) {
-      return FailureJson(ErrorKind::kUnknown, err);
+      return WorkerFailure(ErrorKind::kUnknown, err);
     }
   }
   return reply;
@@ -83,19 +71,11 @@ absl::StatusOr<std::unique_ptr<TaskState>> PrepareTask(const json& request) {
       ops::MakeTemplate(*workload, target, options);
   if (!tmpl.ok()) return tmpl.status();
 
-  auto state = std::make_unique<TaskState>();
-  state->tmpl = std::move(*tmpl);
+  auto state = std::make_unique<TaskState>(std::move(*tmpl), request.value("seed", uint64_t{0}));
   state->num_threads = target.num_threads;
   if (state->num_threads > 1) {
     state->pool = std::make_unique<base::ThreadPool>(static_cast<size_t>(state->num_threads - 1));
   }
-  base::Rng rng(request.value("seed", uint64_t{0}));
-  for (const graph::Shape& shape : state->tmpl->NaturalInputShapes()) {
-    graph::Tensor t(graph::DType::kFloat32, shape);
-    for (float& v : t.values<float>()) v = static_cast<float>(rng.Uniform(-1.0, 1.0));
-    state->natural_inputs.push_back(std::move(t));
-  }
-  state->reference = state->tmpl->Reference(state->natural_inputs);
   return state;
 }
 
@@ -170,17 +150,17 @@ class Artifact {
 };
 
 json HandleMeasure(const json& request, TaskState* task) {
-  if (task == nullptr) return FailureJson(ErrorKind::kUnknown, "measure before any task");
+  if (task == nullptr) return WorkerFailure(ErrorKind::kUnknown, "measure before any task");
   const ops::Template& tmpl = *task->tmpl;
   const ops::Config config{request.value("config", int64_t{-1})};
   if (!tmpl.space().Contains(config)) {
-    return FailureJson(ErrorKind::kInstantiation,
-                       absl::StrCat("config ", config.index, " is outside the space of size ",
-                                    tmpl.space().size()));
+    return WorkerFailure(ErrorKind::kInstantiation,
+                         absl::StrCat("config ", config.index, " is outside the space of size ",
+                                      tmpl.space().size()));
   }
   Artifact artifact;
   if (std::string err = artifact.Load(request.value("artifact", "")); !err.empty()) {
-    return FailureJson(ErrorKind::kRuntime, err);
+    return WorkerFailure(ErrorKind::kRuntime, err);
   }
 
   // Buffers in calling order: packed inputs, then outputs filled with NaN so that a kernel that
@@ -196,9 +176,9 @@ json HandleMeasure(const json& request, TaskState* task) {
     buffers.push_back(std::move(out));
   }
   if (buffers.size() != specs.size() || num_inputs == buffers.size()) {
-    return FailureJson(ErrorKind::kUnknown,
-                       absl::StrCat("template ", tmpl.name(), " gave ", num_inputs,
-                                    " packed inputs for ", specs.size(), " buffers"));
+    return WorkerFailure(ErrorKind::kUnknown,
+                         absl::StrCat("template ", tmpl.name(), " gave ", num_inputs,
+                                      " packed inputs for ", specs.size(), " buffers"));
   }
   std::vector<void*> pointers;
   pointers.reserve(buffers.size());
@@ -211,92 +191,35 @@ json HandleMeasure(const json& request, TaskState* task) {
   run();
   const graph::Tensor got = tmpl.UnpackOutput(config, buffers[num_inputs]);
   if (std::string err = CompareToReference(got, task->reference); !err.empty()) {
-    return FailureJson(ErrorKind::kWrongAnswer, err);
+    return WorkerFailure(ErrorKind::kWrongAnswer, err);
   }
 
-  // Timing: one warm-up, then `number` grown until a repeat lasts min_repeat_ms, then repeats.
+  // Timing: one warm-up, then TimeRepeats; with flush_cache, each timed batch of runs starts
+  // with the operands evicted.
   using Clock = std::chrono::steady_clock;
-  auto time_runs = [&](int64_t n) {
-    const auto start = Clock::now();
-    for (int64_t i = 0; i < n; ++i) run();
-    return std::chrono::duration<double>(Clock::now() - start).count();
-  };
-  const int32_t repeat = std::max(1, request.value("repeat", 3));
-  const double min_repeat_s = std::max(0, request.value("min_repeat_ms", 0)) * 1e-3;
   const bool flush = request.value("flush_cache", false);
-  int64_t number = std::max<int64_t>(1, request.value("number", int64_t{1}));
   run();
   constexpr int64_t kMaxNumber = int64_t{1} << 30;
-  std::vector<double> costs;
-  while (static_cast<int32_t>(costs.size()) < repeat) {
-    if (flush) FlushCache();
-    const double seconds = time_runs(number);
-    if (seconds < min_repeat_s && number < kMaxNumber) {
-      // Too short to time well: grow `number` and retry this repeat.
-      const double scale = seconds > 0 ? min_repeat_s / seconds * 1.2 : 100.0;
-      number =
-          std::min(kMaxNumber,
-                   std::max(number + 1, static_cast<int64_t>(std::ceil(static_cast<double>(number) *
-                                                                       std::min(scale, 100.0)))));
-      continue;
-    }
-    costs.push_back(seconds / static_cast<double>(number));
-  }
-  return json{{"ok", true}, {"costs", costs}, {"number", number}};
+  absl::StatusOr<json> timed =
+      TimeRepeats(request, kMaxNumber, [&](int64_t n) -> absl::StatusOr<double> {
+        if (flush) FlushCache();
+        const auto start = Clock::now();
+        for (int64_t i = 0; i < n; ++i) run();
+        return std::chrono::duration<double>(Clock::now() - start).count();
+      });
+  LOOM_CHECK(timed.ok());  // this time_runs never fails
+  return *std::move(timed);
 }
 
 }  // namespace
 
 int RunMeasureWorker(int in_fd, int out_fd) {
-  if (out_fd == STDOUT_FILENO) {
-    out_fd = dup(STDOUT_FILENO);
-    if (out_fd < 0) return 1;
-    dup2(STDERR_FILENO, STDOUT_FILENO);
-  }
-  LineReader reader(in_fd);
-  std::map<std::string, std::unique_ptr<TaskState>> tasks;  // by the task request's text
-  TaskState* current = nullptr;
-  std::string line;
-  while (reader.Next(&line)) {
-    json response;
-    json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_discarded() || !request.is_object()) {
-      response = FailureJson(ErrorKind::kUnknown, "malformed request (not a JSON object)");
-    } else {
-      const std::string op = request.value("op", "");
-      try {
-        if (op == "init") {
-          response = HandleInit(request, out_fd);
-        } else if (op == "task") {
-          json id = request;
-          id.erase("op");
-          const std::string task_id = id.dump();
-          auto it = tasks.find(task_id);
-          if (it == tasks.end()) {
-            absl::StatusOr<std::unique_ptr<TaskState>> state = PrepareTask(request);
-            if (!state.ok()) {
-              current = nullptr;
-              response = FailureJson(ErrorKind::kInstantiation, state.status().ToString());
-            } else {
-              it = tasks.emplace(task_id, std::move(*state)).first;
-            }
-          }
-          if (it != tasks.end()) {
-            current = it->second.get();
-            response = json{{"ok", true}};
-          }
-        } else if (op == "measure") {
-          response = HandleMeasure(request, current);
-        } else {
-          response = FailureJson(ErrorKind::kUnknown, absl::StrCat("unknown op '", op, "'"));
-        }
-      } catch (const std::exception& e) {
-        response = FailureJson(ErrorKind::kUnknown, absl::StrCat("worker exception: ", e.what()));
-      }
-    }
-    if (!WriteAll(out_fd, response.dump() + "\n")) return 1;
-  }
-  return 0;
+  return ServeMeasureWorker<TaskState>(in_fd, out_fd,
+                                       {.init = HandleInit,
+                                        .prepare = PrepareTask,
+                                        .measure = [](const json& request, TaskState* task) {
+                                          return WorkerAnswer{HandleMeasure(request, task)};
+                                        }});
 }
 
 }  // namespace loom::tune

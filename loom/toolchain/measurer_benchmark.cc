@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,7 @@
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/toolchain/measurer.h"
+#include "loom/toolchain/worker_host.h"
 
 namespace loom::tune {
 namespace {
@@ -96,9 +98,7 @@ BENCHMARK(BM_CrashAndRestart)->Unit(benchmark::kMillisecond);
 }  // namespace loom::tune
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
-    return loom::tune::RunMeasureWorker(0, 1);
-  }
+  if (std::optional<int> worker = loom::tune::RunHostedWorker(argc, argv)) return *worker;
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

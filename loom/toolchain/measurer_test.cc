@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -20,34 +21,21 @@
 #include "loom/ops/template.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_worker.h"
+#include "loom/toolchain/testing/measure_support.h"
+#include "loom/toolchain/worker_host.h"
+#include "loom/toolchain/worker_process.h"
 
 namespace loom::tune {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string SelfExe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
-
-graph::Workload SmallDense() {
-  graph::Workload w;
-  w.kind = graph::TaskKind::kDense;
-  w.m = 8;
-  w.n = 32;
-  w.k = 64;
-  w.trans_b = true;
-  return w;
-}
+using testing::SelfExe;
+using testing::SmallDense;
 
 // The last CPU this process may run on (core 1 on the 2-core CI machine).
 int LastAllowedCpu() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  sched_getaffinity(0, sizeof(set), &set);
-  int last = 0;
-  for (int i = 0; i < CPU_SETSIZE; ++i) {
-    if (CPU_ISSET(i, &set)) last = i;
-  }
-  return last;
+  const std::vector<int> cpus = AllowedCpus();
+  return cpus.empty() ? 0 : cpus.back();
 }
 
 // Builds the small dense template's default config with each fault value once per suite.
@@ -97,9 +85,7 @@ class MeasurerTest : public ::testing::Test {
   }
 
   static std::unique_ptr<Measurer> Make(const MeasureOptions& options) {
-    auto m = MakeLocalMeasurer(options);
-    EXPECT_TRUE(m.ok()) << m.status();
-    return m.ok() ? std::move(*m) : nullptr;
+    return testing::MeasurerOrNull(MakeLocalMeasurer(options));
   }
 
   static const BuildResult& Fault(int f) { return (*built_)[static_cast<size_t>(f)]; }
@@ -369,9 +355,7 @@ TEST(MakeLocalMeasurerTest, RejectsBadOptions) {
 }  // namespace loom::tune
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == loom::tune::kMeasureWorkerArg) {
-    return loom::tune::RunMeasureWorker(0, 1);
-  }
+  if (std::optional<int> worker = loom::tune::RunHostedWorker(argc, argv)) return *worker;
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

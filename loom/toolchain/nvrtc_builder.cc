@@ -6,21 +6,20 @@
 
 #ifdef LOOM_WITH_CUDA
 #include <nvrtc.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <condition_variable>
 #include <filesystem>
-#include <fstream>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
+#include "loom/toolchain/kernel_cache.h"
 #endif
 
 namespace loom::tune {
@@ -37,28 +36,6 @@ absl::StatusOr<std::unique_ptr<Builder>> MakeNvrtcBuilder(const BuildOptions& op
 #else
 
 namespace {
-
-constexpr size_t kErrorTailBytes = 2048;
-
-std::string Tail(const std::string& s, size_t n) {
-  return s.size() <= n ? s : s.substr(s.size() - n);
-}
-
-// FNV-1a over 128 bits of the parts, with a separator between parts.
-std::string ContentHash(std::initializer_list<std::string_view> parts) {
-  unsigned __int128 h =
-      (static_cast<unsigned __int128>(0x6c62272e07bb0142ULL) << 64) | 0x62b821756295c58dULL;
-  const unsigned __int128 prime = (static_cast<unsigned __int128>(1) << 88) + 0x13b;
-  for (std::string_view part : parts) {
-    for (unsigned char c : part) {
-      h ^= c;
-      h *= prime;
-    }
-    h ^= 0xff;
-    h *= prime;
-  }
-  return absl::StrFormat("%016x%016x", static_cast<uint64_t>(h >> 64), static_cast<uint64_t>(h));
-}
 
 struct CompileOutcome {
   bool ok = false;
@@ -108,14 +85,6 @@ CompileOutcome NvrtcCompile(const std::string& code, const std::vector<std::stri
   return out;
 }
 
-bool WriteFile(const std::string& path, std::string_view data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return false;
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-  f.close();
-  return static_cast<bool>(f);
-}
-
 class NvrtcBuilder : public Builder {
  public:
   NvrtcBuilder(const BuildOptions& options, std::string default_arch, std::string version,
@@ -138,11 +107,7 @@ class NvrtcBuilder : public Builder {
   }
 
   BuildResult BuildSource(const ops::KernelSource& source, const ops::Config& config) override {
-    const absl::Time start = absl::Now();
-    BuildResult result = Compile(source, default_arch_);
-    result.config = config;
-    result.build_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-    return result;
+    return TimedBuild(config, [&] { return Compile(source, default_arch_); });
   }
 
   const std::string& cache_dir() const override { return cache_dir_; }
@@ -172,7 +137,7 @@ class NvrtcBuilder : public Builder {
       options.emplace_back(w);
     }
     options.insert(options.end(), extra_.begin(), extra_.end());
-    const std::string key = ContentHash({version_, absl::StrJoin(options, " "), code});
+    const std::string key = KernelCacheKey({version_, absl::StrJoin(options, " "), code});
     const std::string final_path = absl::StrCat(cache_dir_, "/", key, ".cubin");
     std::error_code ec;
     if (options_.use_cache && std::filesystem::exists(final_path, ec)) {
@@ -212,29 +177,21 @@ class NvrtcBuilder : public Builder {
     }
     if (!outcome.ok) {
       result.error = ErrorKind::kCompile;
-      result.error_msg =
-          absl::StrCat("NVRTC (", arch, ") failed:\n", Tail(outcome.log, kErrorTailBytes));
+      result.error_msg = absl::StrCat("NVRTC (", arch, ") failed:\n", OutputTail(outcome.log));
       return result;
     }
-    const std::string tmp_stem =
-        absl::StrCat(cache_dir_, "/tmp-", key, "-", getpid(), "-", counter_.fetch_add(1));
-    if (!WriteFile(tmp_stem + ".cubin", outcome.cubin) || !WriteFile(tmp_stem + ".cu", code)) {
+    const KernelCacheEntry entry = KernelCacheEntry::Make(cache_dir_, key, ".cubin", ".cu");
+    if (!WriteCacheFile(entry.temp_artifact, outcome.cubin) ||
+        !WriteCacheFile(entry.temp_source, code)) {
       result.error = ErrorKind::kCompile;
-      result.error_msg = absl::StrCat("cannot write ", tmp_stem, ".cubin");
+      result.error_msg = absl::StrCat("cannot write ", entry.temp_artifact);
+    } else if (absl::Status published = entry.Publish(); !published.ok()) {
+      result.error = ErrorKind::kCompile;
+      result.error_msg = std::string(published.message());
     } else {
-      // Keep the source beside the artifact for inspection; both renames are atomic.
-      std::filesystem::rename(tmp_stem + ".cu", absl::StrCat(cache_dir_, "/", key, ".cu"), ec);
-      std::filesystem::rename(tmp_stem + ".cubin", final_path, ec);
-      if (ec) {
-        result.error = ErrorKind::kCompile;
-        result.error_msg =
-            absl::StrCat("cannot move the artifact into ", final_path, ": ", ec.message());
-      } else {
-        result.artifact_path = final_path;
-      }
+      result.artifact_path = entry.artifact;
     }
-    std::filesystem::remove(tmp_stem + ".cubin", ec);
-    std::filesystem::remove(tmp_stem + ".cu", ec);
+    entry.RemoveTemporaries();
     return result;
   }
 
@@ -243,7 +200,6 @@ class NvrtcBuilder : public Builder {
   const std::string version_;  // part of the cache key: a new NVRTC rebuilds all
   const std::string cache_dir_;
   std::vector<std::string> extra_;
-  std::atomic<uint64_t> counter_{0};
   base::ThreadPool pool_;
 };
 
@@ -251,26 +207,14 @@ class NvrtcBuilder : public Builder {
 
 absl::StatusOr<std::unique_ptr<Builder>> MakeNvrtcBuilder(const BuildOptions& options,
                                                           std::string default_arch) {
-  if (options.num_threads < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("BuildOptions.num_threads must be at least 1, got ", options.num_threads));
-  }
-  if (options.timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("BuildOptions.timeout must be positive");
-  }
+  LOOM_RETURN_IF_ERROR(ValidateBuildOptions(options));
   int major = 0, minor = 0;
   if (nvrtcVersion(&major, &minor) != NVRTC_SUCCESS) {
     return absl::FailedPreconditionError("NVRTC is not usable (nvrtcVersion failed)");
   }
   const std::string cache_dir =
       options.cache_dir.empty() ? DefaultKernelCacheDir() : options.cache_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(cache_dir, ec);
-  if (ec || !std::filesystem::is_directory(cache_dir)) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot create the kernel cache directory ",
-                                                      cache_dir, ": ",
-                                                      ec ? ec.message() : "not a directory"));
-  }
+  LOOM_RETURN_IF_ERROR(CreateKernelCacheDir(cache_dir));
   return std::unique_ptr<Builder>(new NvrtcBuilder(
       options, std::move(default_arch), absl::StrCat("nvrtc ", major, ".", minor), cache_dir));
 }

@@ -16,6 +16,7 @@
 #include "loom/base/rng.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/graph/tasks.h"
+#include "loom/graph/testing/workloads.h"
 #include "loom/graph/zoo.h"
 #include "loom/ops/template.h"
 
@@ -55,24 +56,13 @@ bool IsElf(const std::string& path) {
   return f && magic[0] == 0x7f && magic[1] == 'E' && magic[2] == 'L' && magic[3] == 'F';
 }
 
-std::vector<graph::Workload> ResNet18Workloads() {
-  auto g = graph::BuildZooModel("resnet18");
-  EXPECT_TRUE(g.ok()) << g.status();
-  EXPECT_TRUE(graph::InferShapes(*g).ok());
-  auto tasks = graph::ExtractTasks(*g);
-  EXPECT_TRUE(tasks.ok()) << tasks.status();
-  std::vector<graph::Workload> out;
-  for (const graph::Task& t : *tasks) out.push_back(t.workload);
-  return out;
-}
-
 // Default config plus `samples` valid configs (uniform, seeded) of each ResNet-18 layer compile.
 TEST_F(NvrtcBuilderTest, ResNet18DefaultsAndSamplesCompileForSm90) {
   auto builder = MakeBuilder();
   REQUIRE_NVRTC(builder);
   constexpr int kSamples = 3;
   int compiled = 0;
-  for (const graph::Workload& w : ResNet18Workloads()) {
+  for (const graph::Workload& w : graph::testing::ZooModelWorkloads("resnet18")) {
     auto t = ops::MakeTemplate(w, ops::CudaTarget("sm_90"));
     ASSERT_TRUE(t.ok()) << t.status();
     std::vector<ops::Config> configs = {(*t)->DefaultConfig()};

@@ -17,11 +17,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "loom/ops/local_kernel.h"
 #include "loom/toolchain/confine.h"
 
 extern char** environ;
 
 namespace loom::tune {
+
+using json = nlohmann::json;
 
 std::string DescribeExit(int status) {
   if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
@@ -188,6 +191,67 @@ std::string WorkerProcess::Reap() {
   }
   pid_ = -1;
   return DescribeExit(status);
+}
+
+json WorkerFailure(ErrorKind kind, const std::string& message) {
+  return json{{"ok", false}, {"error_kind", static_cast<int>(kind)}, {"error", message}};
+}
+
+int ServeWorkerRequests(int in_fd, int out_fd, const WorkerHandler& handle) {
+  if (out_fd == STDOUT_FILENO) {
+    out_fd = dup(STDOUT_FILENO);
+    if (out_fd < 0) return 1;
+    dup2(STDERR_FILENO, STDOUT_FILENO);
+  }
+  LineReader reader(in_fd);
+  std::string line;
+  while (reader.Next(&line)) {
+    WorkerAnswer answer;
+    json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (request.is_discarded() || !request.is_object()) {
+      answer.body = WorkerFailure(ErrorKind::kUnknown, "malformed request (not a JSON object)");
+    } else {
+      const std::string op = request.value("op", "");
+      try {
+        answer = handle(op, request, out_fd);
+      } catch (const std::exception& e) {
+        answer.body =
+            WorkerFailure(ErrorKind::kUnknown, absl::StrCat("worker exception: ", e.what()));
+      }
+    }
+    if (!WriteAll(out_fd, answer.body.dump() + "\n")) return 1;
+    if (answer.fatal) return 3;
+  }
+  return 0;
+}
+
+WorkerTask::WorkerTask(std::unique_ptr<ops::Template> t, uint64_t seed)
+    : tmpl(std::move(t)),
+      natural_inputs(ops::RandomNaturalInputs(*tmpl, seed)),
+      reference(tmpl->Reference(natural_inputs)) {}
+
+absl::StatusOr<json> TimeRepeats(
+    const json& request, int64_t max_number,
+    const std::function<absl::StatusOr<double>(int64_t n)>& time_runs) {
+  const int32_t repeat = std::max(1, request.value("repeat", 3));
+  const double min_repeat_s = std::max(0, request.value("min_repeat_ms", 0)) * 1e-3;
+  int64_t number = std::max<int64_t>(1, request.value("number", int64_t{1}));
+  std::vector<double> costs;
+  while (static_cast<int32_t>(costs.size()) < repeat) {
+    absl::StatusOr<double> seconds = time_runs(number);
+    if (!seconds.ok()) return seconds.status();
+    if (*seconds < min_repeat_s && number < max_number) {
+      // Too short to time well: grow `number` and retry this repeat.
+      const double scale = *seconds > 0 ? min_repeat_s / *seconds * 1.2 : 100.0;
+      number =
+          std::min(max_number,
+                   std::max(number + 1, static_cast<int64_t>(std::ceil(static_cast<double>(number) *
+                                                                       std::min(scale, 100.0)))));
+      continue;
+    }
+    costs.push_back(*seconds / static_cast<double>(number));
+  }
+  return json{{"ok", true}, {"costs", costs}, {"number", number}};
 }
 
 bool LineReader::Next(std::string* line) {

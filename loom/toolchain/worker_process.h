@@ -7,14 +7,19 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "loom/graph/tensor.h"
+#include "loom/ops/template.h"
 #include "loom/toolchain/confine.h"
 #include "loom/toolchain/measure_result.h"
 #include "nlohmann/json.hpp"
@@ -78,6 +83,90 @@ void ReadMeasureReply(const WorkerReply& reply, absl::Duration timeout, std::str
 std::string DescribeExit(int wait_status);
 
 // The worker's side of the protocol (measure_worker.cc, cuda_measure_worker.cc).
+
+// One answer of a worker, and whether the worker must end once it is sent (its state, e.g. a
+// CUDA context after a sticky error, is unusable).
+struct WorkerAnswer {  // NOLINT(bugprone-exception-escape): json moves without throwing
+  nlohmann::json body;
+  bool fatal = false;
+};
+
+// A failure answer: {"ok":false,"error_kind":K,"error":message}.
+nlohmann::json WorkerFailure(ErrorKind kind, const std::string& message);
+
+// The request loop of a worker: reads one JSON object per line from `in_fd` until end of input
+// and writes `handle(op, request, reply_fd)`'s answer to each (`op`: its "op" member, "" when
+// absent); a line that is no JSON object, or a handler that throws, gets a kUnknown failure
+// answer. When `out_fd` is standard output, the answers go to a private duplicate and fd 1 is
+// pointed at stderr, so a stray print from a kernel or a library cannot corrupt them; `reply_fd`
+// is where they go. Returns the worker's exit code: 0 at the end of input, 1 when an answer cannot
+// be written, 3 after a fatal answer.
+using WorkerHandler =
+    std::function<WorkerAnswer(const std::string& op, const nlohmann::json& request, int reply_fd)>;
+int ServeWorkerRequests(int in_fd, int out_fd, const WorkerHandler& handle);
+
+// What a measure worker keeps of a task it prepared: the template, the natural inputs every
+// candidate runs on (uniform in [-1, 1) from `seed`: ops::RandomNaturalInputs) and the reference
+// kernels' output on them, built once.
+struct WorkerTask {
+  WorkerTask(std::unique_ptr<ops::Template> t, uint64_t seed);
+  std::unique_ptr<ops::Template> tmpl;
+  std::vector<graph::Tensor> natural_inputs;
+  graph::Tensor reference;
+};
+
+// What a measure worker does for each op of the protocol (measure_worker.h): `init` answers
+// {"op":"init",...} (on `reply_fd`'s behalf, for ConfineWorker); `prepare` builds the state of
+// a task from a {"op":"task",...} request; `measure` answers {"op":"measure",...} with the
+// current task (null before any task was prepared, or after one failed to).
+template <typename Task>
+struct MeasureWorkerOps {
+  std::function<nlohmann::json(const nlohmann::json& request, int reply_fd)> init;
+  std::function<absl::StatusOr<std::unique_ptr<Task>>(const nlohmann::json& request)> prepare;
+  std::function<WorkerAnswer(const nlohmann::json& request, Task* task)> measure;
+};
+
+// The loop both measure workers run (ServeWorkerRequests): init, task and measure requests go to
+// `ops`; a task is prepared once per distinct request (its members but "op") and kept while the
+// worker lives; a task that fails to prepare is a kInstantiation answer; any other op is a
+// kUnknown one.
+template <typename Task>
+int ServeMeasureWorker(int in_fd, int out_fd, const MeasureWorkerOps<Task>& ops) {
+  std::map<std::string, std::unique_ptr<Task>> tasks;  // by the task request's text
+  Task* current = nullptr;
+  return ServeWorkerRequests(
+      in_fd, out_fd,
+      [&](const std::string& op, const nlohmann::json& request, int reply_fd) -> WorkerAnswer {
+        if (op == "init") return {ops.init(request, reply_fd)};
+        if (op == "measure") return ops.measure(request, current);
+        if (op != "task") {
+          return {WorkerFailure(ErrorKind::kUnknown, absl::StrCat("unknown op '", op, "'"))};
+        }
+        nlohmann::json id = request;
+        id.erase("op");
+        const std::string task_id = id.dump();
+        auto it = tasks.find(task_id);
+        if (it == tasks.end()) {
+          absl::StatusOr<std::unique_ptr<Task>> state = ops.prepare(request);
+          if (!state.ok()) {
+            current = nullptr;
+            return {WorkerFailure(ErrorKind::kInstantiation, state.status().ToString())};
+          }
+          it = tasks.emplace(task_id, std::move(*state)).first;
+        }
+        current = it->second.get();
+        return {nlohmann::json{{"ok", true}}};
+      });
+}
+
+// The timing of a measure request, after the warm-up: `time_runs(n)` returns the seconds n
+// back-to-back runs take; `number` (the request's "number", at least 1) grows, up to
+// `max_number`, until one repeat lasts the request's "min_repeat_ms", then the request's
+// "repeat" repeats (at least 1) are timed. The answer {"ok":true,"costs":[s,...],"number":N}
+// (seconds per run), or the first error of time_runs.
+absl::StatusOr<nlohmann::json> TimeRepeats(
+    const nlohmann::json& request, int64_t max_number,
+    const std::function<absl::StatusOr<double>(int64_t n)>& time_runs);
 
 // Reads newline-terminated lines from a file descriptor.
 class LineReader {

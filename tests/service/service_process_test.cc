@@ -34,6 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/testing/subprocess.h"
 #include "loom/records/testing/postgres_cluster.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/version.h"
@@ -56,21 +57,7 @@ struct Proc {
 
 Proc Spawn(const std::vector<std::string>& argv, const std::string& log,
            const std::map<std::string, std::string>& env = {}) {
-  Proc p;
-  p.log = log;
-  p.pid = fork();
-  if (p.pid == 0) {
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return p;
+  return Proc{.pid = loom::base::testing::SpawnLogged(argv, log, {.env = env}), .log = log};
 }
 
 void Kill(Proc& p, int sig = SIGKILL) {
@@ -81,11 +68,7 @@ void Kill(Proc& p, int sig = SIGKILL) {
   p.pid = -1;
 }
 
-bool Alive(const Proc& p) {
-  if (p.pid <= 0) return false;
-  int status = 0;
-  return waitpid(p.pid, &status, WNOHANG) == 0;
-}
+bool Alive(const Proc& p) { return loom::base::testing::ChildAlive(p.pid); }
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path);
@@ -100,15 +83,7 @@ struct Outcome {
   std::string err;
 };
 
-bool WaitFor(const std::function<bool()>& pred, double seconds) {
-  auto end = std::chrono::steady_clock::now() +
-             std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return pred();
-}
+using loom::base::testing::WaitFor;
 
 // Waits (30 s at most) until the `loom serve` of `p` logs "event=serving ... port=N" and sets
 // *port; false when it exited or never did.

@@ -33,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/testing/subprocess.h"
 #include "nlohmann/json.hpp"
 
 namespace fs = std::filesystem;
@@ -59,15 +60,7 @@ void WriteFile(const fs::path& path, const std::string& text, int mode = 0600) {
   chmod(path.c_str(), mode);
 }
 
-bool WaitFor(const std::function<bool()>& pred, double seconds) {
-  const auto end = std::chrono::steady_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return pred();
-}
+using loom::base::testing::WaitFor;
 
 struct Outcome {
   int code = -1;
@@ -222,27 +215,11 @@ struct Proc {
 
 Proc Spawn(const std::vector<std::string>& argv, const fs::path& log,
            const std::map<std::string, std::string>& env = {}) {
-  Proc p;
-  p.pid = fork();
-  if (p.pid == 0) {
-    setpgid(0, 0);
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  return p;
+  return Proc{.pid = loom::base::testing::SpawnLogged(argv, log.string(),
+                                                      {.env = env, .new_process_group = true})};
 }
 
-bool Alive(const Proc& p) {
-  int status = 0;
-  return p.pid > 0 && waitpid(p.pid, &status, WNOHANG) == 0;
-}
+bool Alive(const Proc& p) { return loom::base::testing::ChildAlive(p.pid); }
 
 // SIGTERM, then SIGKILL when it has not ended within `grace` seconds.
 void Stop(Proc& p, double grace = 5) {
