@@ -13,8 +13,11 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -202,6 +205,25 @@ TEST(CliTest, RunWritesEveryOutputByNameOrIntoAFolder) {
   ExpectOneLineError(
       RunLoom("run " + model.string() + inputs + " --output w=" + (dir / "w.npy").string()),
       "the model has no output 'w'");
+
+  // --json: every output's name, dtype, shape and the file it went to (null: not written).
+  fs::remove(dir / "only_z.npy");
+  o = RunLoom("run " + model.string() + inputs + " --output z=" + (dir / "only_z.npy").string() +
+              " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["model"], model.string());
+  EXPECT_EQ(j["executor"], "reference");
+  EXPECT_TRUE(j["latency_ms"].is_number());
+  ASSERT_EQ(j["outputs"].size(), 2u);
+  EXPECT_EQ(j["outputs"][0]["name"], "../escape/y");
+  EXPECT_EQ(j["outputs"][0]["dtype"], "float32");
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::array({2}));
+  EXPECT_TRUE(j["outputs"][0]["file"].is_null());
+  EXPECT_EQ(j["outputs"][1]["name"], "z");
+  EXPECT_EQ(j["outputs"][1]["shape"], nlohmann::json::array({3}));
+  EXPECT_EQ(j["outputs"][1]["file"], (dir / "only_z.npy").string());
+  EXPECT_TRUE(fs::exists(dir / "only_z.npy"));
 }
 
 TEST(CliTest, OutputDirRefusesCollidingNames) {
@@ -602,9 +624,28 @@ TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
                          "tuner: random}\n"
                          "  - {model: zoo:tiny_cnn, tasks: [1], trials: 2, batch_size: 2, "
                          "tuner: random}\n";
-  Outcome o = RunLoom("experiment " + spec.string() + " -o " + dir.string());
+  Outcome o = RunLoom("experiment " + spec.string() + " -o " + dir.string() + " --json");
   ASSERT_EQ(o.exit_code, 0) << o.err;
-  EXPECT_THAT(o.out, HasSubstr("interleaved"));
+  // --json: where the results are, each setup's makespan and jobs, the claims' verdicts.
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["output"], dir.string());
+  EXPECT_EQ(j["report"], (dir / "report.html").string());
+  EXPECT_EQ(j["jobs"], 2);
+  ASSERT_EQ(j["setups"].size(), 2u);
+  EXPECT_EQ(j["setups"][0]["setup"], "dedicated");
+  EXPECT_EQ(j["setups"][1]["setup"], "interleaved");
+  for (const auto& setup : j["setups"]) {
+    EXPECT_GT(setup["makespan_s"].get<double>(), 0) << setup.dump();
+    ASSERT_EQ(setup["jobs"].size(), 2u);
+    EXPECT_EQ(setup["jobs"][0]["name"], "zoo:tiny_cnn");
+    EXPECT_EQ(setup["jobs"][0]["error"], "");
+    EXPECT_EQ(setup["jobs"][0]["records"], 2);  // its 2 trials
+  }
+  EXPECT_EQ(j["setups"][0]["vs_sequence"], 1.0);
+  ASSERT_TRUE(j["verdicts"].is_array());
+  ASSERT_FALSE(j["verdicts"].empty());
+  EXPECT_THAT(j["verdicts"][0]["verdict"].get<std::string>(),
+              ::testing::AnyOf("met", "not met", "not distinguishable from noise", "not measured"));
   std::ifstream csv(dir / "results.csv");
   std::string line;
   int rows = 0;
@@ -784,6 +825,17 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
   Outcome run2 = RunLoom("run " + art.string());
   ASSERT_EQ(run2.exit_code, 0) << run2.err;
   EXPECT_THAT(run2.out, HasSubstr("2 threads"));
+  run2 = RunLoom("--json run " + art.string());
+  ASSERT_EQ(run2.exit_code, 0) << run2.err;
+  nlohmann::json j = nlohmann::json::parse(run2.out);
+  EXPECT_EQ(j["executor"], "artifact");
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["warmup_runs"], 1);
+  EXPECT_THAT(j["target"].get<std::string>(), ::testing::StartsWith("cpu:"));
+  ASSERT_EQ(j["outputs"].size(), 1u);
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::array({1, 10}));
+  ASSERT_EQ(j["top"].size(), 5u);  // a [1, 10] float output: its five largest scores
+  EXPECT_GE(j["top"][0]["value"].get<double>(), j["top"][4]["value"].get<double>());
 
   Outcome bench = RunLoom("bench " + art.string() + " --min-time 0 --min-runs 3");
   ASSERT_EQ(bench.exit_code, 0) << bench.err;
@@ -953,6 +1005,21 @@ TEST(CliFlagsTest, InputShapesHaveOneSyntaxEverywhere) {
   EXPECT_THAT(o.err, Not(HasSubstr("--batch")));
 }
 
+// The visible leaf commands, from the parser itself (the man page's sections): "records summary",
+// not "records".
+std::vector<std::string> LeafCommands() {
+  std::vector<std::string> commands;
+  std::istringstream man(RunLoom("help-man").out);
+  for (std::string line; std::getline(man, line);) {
+    if (line.rfind(".SS \"loom ", 0) != 0) continue;
+    const std::string cmd = line.substr(10, line.size() - 11);  // .SS "loom CMD"
+    // A group is followed by its subcommands, which replace it.
+    if (!commands.empty() && cmd.rfind(commands.back() + " ", 0) == 0) commands.pop_back();
+    commands.push_back(cmd);
+  }
+  return commands;
+}
+
 // Task indices are the model's (from 0) in --tasks, the progress lines and the final table.
 TEST(CliFlagsTest, TaskIndicesAreTheSameInFlagsProgressAndTable) {
   const fs::path db = ScratchDir() / "r.db";
@@ -1057,16 +1124,22 @@ TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
 }
 
 // Every command that prints results takes --json (before or after its name), with numbers as
-// JSON numbers.
+// JSON numbers. The commands come from the parser itself (the man page's sections), so a new
+// command that prints without --json fails here unless it is one of the few that print no
+// results.
 TEST(CliFlagsTest, EveryCommandThatPrintsTakesJson) {
-  for (const char* cmd :
-       {"inspect",         "tasks",          "tune",           "tune-task",      "bench",
-        "compile",         "simulate",       "submit",         "jobs",           "status",
-        "watch",           "cancel",         "logs",           "stats",          "zoo list",
-        "records summary", "records export", "records import", "records stages", "cache info",
-        "cache prune"}) {
-    EXPECT_THAT(RunLoom(std::string(cmd) + " --help").out, HasSubstr("--json")) << cmd;
+  // Daemons that log (serve, agent), a refreshing screen (top: `stats --json` is its figures),
+  // a shell script (completion).
+  const std::set<std::string> no_results = {"serve", "agent", "top", "completion"};
+  const std::vector<std::string> commands = LeafCommands();
+  ASSERT_GE(commands.size(), 30u);
+  int with_json = 0;
+  for (const std::string& cmd : commands) {
+    const bool has = RunLoom(cmd + " --help").out.find("--json") != std::string::npos;
+    EXPECT_EQ(has, !no_results.count(cmd)) << "loom " << cmd;
+    with_json += has;
   }
+  EXPECT_GE(with_json, 28);  // the 26 of issue 20, run and experiment
   const fs::path dir = ScratchDir();
   const fs::path db = dir / "empty.db", lines = dir / "empty.jsonl";
   fs::remove(db);
