@@ -1020,6 +1020,78 @@ std::vector<std::string> LeafCommands() {
   return commands;
 }
 
+// The same flag names for the same things in every command: an output is -o/--output, a tuner's
+// seed is --seed and a zoo model's weights --weights-seed, the measure flags are the same on every
+// command that measures.
+TEST(CliFlagsTest, SameFlagNamesForTheSameThings) {
+  const std::vector<std::string> commands = LeafCommands();
+  ASSERT_GE(commands.size(), 30u);
+  const std::regex short_o(R"(\n\s+-o,(\S+))"), seed(R"(\n\s+--seed [^\n]*)");
+  for (const std::string& cmd : commands) {
+    const std::string help = RunLoom(cmd + " --help").out;
+    EXPECT_THAT(help, Not(::testing::ContainsRegex("--out[ ,=]"))) << cmd;
+    for (std::sregex_iterator m(help.begin(), help.end(), short_o), end; m != end; ++m) {
+      EXPECT_EQ((*m)[1].str(), "--output") << cmd;
+    }
+    for (std::sregex_iterator m(help.begin(), help.end(), seed), end; m != end; ++m) {
+      EXPECT_THAT(m->str(), HasSubstr("Tuner seed")) << cmd;
+    }
+    if (help.find("--batch ") != std::string::npos) {
+      EXPECT_THAT(help, HasSubstr("--weights-seed")) << cmd << ": zoo models' weights";
+    }
+  }
+  for (const char* cmd : {"tune", "tune-task", "submit"}) {
+    const std::string help = RunLoom(std::string(cmd) + " --help").out;
+    for (const char* flag : {"--trials", "--batch-size", "--tuner", "--seed", "--repeat",
+                             "--min-repeat-ms", "--run-timeout", "--no-prior", "--tasks"}) {
+      if (std::string(cmd) == "tune-task" && std::string(flag) == "--tasks") continue;
+      EXPECT_THAT(help, HasSubstr(std::string("\n  ") + flag + " ")) << cmd << " " << flag;
+    }
+  }
+  // A database has one default wherever it is optional.
+  for (const char* cmd : {"tune", "compile", "bench", "records summary"}) {
+    EXPECT_THAT(RunLoom(std::string(cmd) + " --help").out,
+                ::testing::ContainsRegex("--db TEXT=loom.db"))
+        << cmd;
+  }
+}
+
+// `loom compile/bench --target CLASS` compile for a CPU class other than the host's exact model
+// (here the generic one every x86-64 CPU runs), and say how many kernels were tuned for it.
+TEST(CliFlagsTest, CompileAndBenchForAnotherCpuClass) {
+  const fs::path dir = ScratchDir();
+  const fs::path db = dir / "empty.db";
+  fs::remove(db);
+  std::ofstream(dir / "empty.jsonl") << "";
+  ASSERT_EQ(RunLoom("records import " + (dir / "empty.jsonl").string() + " --db " + db.string())
+                .exit_code,
+            0);
+  Outcome o = RunLoom("compile zoo:tiny_cnn --target cpu:generic --json --db " + db.string() +
+                      " -o " + (dir / "art").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_THAT(j["target"].get<std::string>(), ::testing::StartsWith("cpu:generic:"));
+  EXPECT_EQ(j["tuned_kernels"], 0);
+  EXPECT_THAT(j["tuned"].get<std::string>(), ::testing::StartsWith("0 of 3 kernels tuned"));
+  Outcome run = RunLoom("run " + (dir / "art").string() + " --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(nlohmann::json::parse(run.out)["target"].get<std::string>(),
+              ::testing::StartsWith("cpu:generic:"));
+  o = RunLoom("bench zoo:tiny_cnn --target cpu:generic --min-time 0 --min-runs 2 --json --db " +
+              db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  j = nlohmann::json::parse(o.out);
+  ASSERT_EQ(j["results"].size(), 2u);  // untuned and "tuned" (from the empty database)
+  for (const auto& v : j["results"]) {
+    EXPECT_THAT(v["target"].get<std::string>(), ::testing::StartsWith("cpu:generic:"));
+  }
+  EXPECT_THAT(j["results"][1]["tuning"].get<std::string>(),
+              ::testing::StartsWith("0 of 3 kernels tuned (no records for cpu:generic:"));
+  ExpectOneLineError(RunLoom("compile zoo:tiny_cnn --target cpu:avx9 -o " + (dir / "x").string()),
+                     "cpu:avx9");
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --target cpu:avx9"), "cpu:avx9");
+}
+
 // Task indices are the model's (from 0) in --tasks, the progress lines and the final table.
 TEST(CliFlagsTest, TaskIndicesAreTheSameInFlagsProgressAndTable) {
   const fs::path db = ScratchDir() / "r.db";
