@@ -1176,6 +1176,62 @@ TEST(CliFlagsTest, BashCompletionCompletesSubcommandsAndFlags) {
   ExpectOneLineError(RunLoom("completion fish"), "SHELL: fish not in {bash,zsh}");
 }
 
+// Drives a real interactive zsh in a pseudo-terminal (zpty): `zsh -f`, compinit, the script
+// given as $1, then the line $2 and a TAB through zsh's completion widget. compadd is wrapped so
+// that every match zsh would offer is printed as "MATCH:<word>"; "COMPLETION-END" follows.
+constexpr char kZshCompleteDriver[] = R"zsh(zmodload zsh/zpty || exit 3
+zpty z zsh -f -i
+zpty -w z "PS1='' PROMPT='' RPROMPT=''; autoload -U compinit; compinit -u -D"
+zpty -w z "source ${(q)1}"
+zpty -w z 'compadd() { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return; fi; local -a hits; builtin compadd -A hits "$@"; local h; for h in $hits; do print -r -- "MATCH:$h"; done; builtin compadd "$@"; }'
+zpty -w z 'loom_end() { print -r -- "COMPLETION-END" }; comppostfuncs=(loom_end); bindkey "^I" complete-word; print -r -- READY-$((6*7))'
+line=''
+while zpty -r z line; do [[ $line == *READY-42* ]] && break; done
+zpty -w -n z "$2"$'\t'
+while zpty -r z line; do
+  print -r -- ${line//$'\r'/}
+  [[ $line == *COMPLETION-END* ]] && break
+done
+zpty -d z
+)zsh";
+
+// `loom completion zsh` in a real zsh: its completion system offers the subcommands, nested ones
+// and a command's flags (global ones included), never a hidden command.
+TEST(CliFlagsTest, ZshCompletionCompletesInARealZsh) {
+  if (std::system("command -v zsh >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "zsh is not installed (scripts/install-deps.sh installs it)";
+  }
+  const fs::path script = ScratchDir() / "_loom", driver = ScratchDir() / "complete.zsh";
+  Outcome o = RunLoom("completion zsh");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  std::ofstream(script) << o.out;
+  std::ofstream(driver) << kZshCompleteDriver;
+  // The matches of completing `line` (its words as typed, TAB at the end), space separated.
+  auto complete = [&](const std::string& line) {
+    Outcome z = RunShell("timeout 60 zsh -f " + driver.string() + " " + script.string() + " '" +
+                         line + "'");
+    EXPECT_EQ(z.exit_code, 0) << line << ": " << z.err << z.out;
+    EXPECT_THAT(z.out, HasSubstr("COMPLETION-END")) << line;
+    std::vector<std::string> matches;
+    for (size_t at = z.out.find("MATCH:"); at != std::string::npos;
+         at = z.out.find("MATCH:", at + 1)) {
+      const size_t end = z.out.find_first_of("\n \x1b", at);
+      matches.push_back(z.out.substr(at + 6, end == std::string::npos ? end : end - at - 6));
+    }
+    std::string joined;
+    for (const std::string& m : matches) joined += (joined.empty() ? "" : " ") + m;
+    return joined;
+  };
+  EXPECT_EQ(complete("loom rec"), "records");
+  EXPECT_EQ(complete("loom sub"), "submit");
+  EXPECT_EQ(complete("loom -v records s"), "summary stages");
+  EXPECT_EQ(complete("loom cache "), "info prune");
+  EXPECT_EQ(complete("loom tune zoo:tiny_cnn --tri"), "--trials");
+  EXPECT_EQ(complete("loom tune zoo:tiny_cnn --min-r"), "--min-repeat-ms");
+  EXPECT_EQ(complete("loom records summary --j"), "--json");  // a global flag, after the name
+  EXPECT_EQ(complete("loom help"), "");                       // help-man is hidden
+}
+
 // The build writes loom(1) from the parser (`loom help-man`); it names every command and its
 // defaults, and groff reads it without a warning.
 TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
