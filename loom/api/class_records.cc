@@ -3,8 +3,8 @@
 #include <sstream>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/records/record.h"
 #include "loom/tune/prior.h"
@@ -116,7 +116,6 @@ absl::StatusOr<ops::Target> CpuCompileTarget(const std::string& spec) {
   target.isa = *isa;
   return target;
 }
-
 
 std::string TuningSummary(int64_t tuned, int64_t kernels, const ClassRecords* records,
                           const std::string& db, const ops::Target& target, bool exact_target) {
