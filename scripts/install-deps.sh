@@ -35,6 +35,8 @@ PACKAGES=(
   python3-matplotlib python3-nbclient python3-nbformat python3-ipykernel
   # charts rendered to PNG by headless Chromium (loom_chart_screenshots; skipped without it)
   chromium
+  # shell completion: `loom completion zsh` is tested in a real zsh (CliFlagsTest.Zsh*)
+  zsh
 )
 
 missing=()

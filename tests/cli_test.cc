@@ -14,8 +14,11 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -208,6 +211,25 @@ TEST(CliTest, RunWritesEveryOutputByNameOrIntoAFolder) {
   ExpectOneLineError(
       RunLoom("run " + model.string() + inputs + " --output w=" + (dir / "w.npy").string()),
       "the model has no output 'w'");
+
+  // --json: every output's name, dtype, shape and the file it went to (null: not written).
+  fs::remove(dir / "only_z.npy");
+  o = RunLoom("run " + model.string() + inputs + " --output z=" + (dir / "only_z.npy").string() +
+              " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["model"], model.string());
+  EXPECT_EQ(j["executor"], "reference");
+  EXPECT_TRUE(j["latency_ms"].is_number());
+  ASSERT_EQ(j["outputs"].size(), 2u);
+  EXPECT_EQ(j["outputs"][0]["name"], "../escape/y");
+  EXPECT_EQ(j["outputs"][0]["dtype"], "float32");
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::array({2}));
+  EXPECT_TRUE(j["outputs"][0]["file"].is_null());
+  EXPECT_EQ(j["outputs"][1]["name"], "z");
+  EXPECT_EQ(j["outputs"][1]["shape"], nlohmann::json::array({3}));
+  EXPECT_EQ(j["outputs"][1]["file"], (dir / "only_z.npy").string());
+  EXPECT_TRUE(fs::exists(dir / "only_z.npy"));
 }
 
 TEST(CliTest, OutputDirRefusesCollidingNames) {
@@ -608,9 +630,28 @@ TEST(CliExperimentTest, RunsEachSetupAndWritesResults) {
                          "tuner: random}\n"
                          "  - {model: zoo:tiny_cnn, tasks: [1], trials: 2, batch_size: 2, "
                          "tuner: random}\n";
-  Outcome o = RunLoom("experiment " + spec.string() + " -o " + dir.string());
+  Outcome o = RunLoom("experiment " + spec.string() + " -o " + dir.string() + " --json");
   ASSERT_EQ(o.exit_code, 0) << o.err;
-  EXPECT_THAT(o.out, HasSubstr("interleaved"));
+  // --json: where the results are, each setup's makespan and jobs, the claims' verdicts.
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["output"], dir.string());
+  EXPECT_EQ(j["report"], (dir / "report.html").string());
+  EXPECT_EQ(j["jobs"], 2);
+  ASSERT_EQ(j["setups"].size(), 2u);
+  EXPECT_EQ(j["setups"][0]["setup"], "dedicated");
+  EXPECT_EQ(j["setups"][1]["setup"], "interleaved");
+  for (const auto& setup : j["setups"]) {
+    EXPECT_GT(setup["makespan_s"].get<double>(), 0) << setup.dump();
+    ASSERT_EQ(setup["jobs"].size(), 2u);
+    EXPECT_EQ(setup["jobs"][0]["name"], "zoo:tiny_cnn");
+    EXPECT_EQ(setup["jobs"][0]["error"], "");
+    EXPECT_EQ(setup["jobs"][0]["records"], 2);  // its 2 trials
+  }
+  EXPECT_EQ(j["setups"][0]["vs_sequence"], 1.0);
+  ASSERT_TRUE(j["verdicts"].is_array());
+  ASSERT_FALSE(j["verdicts"].empty());
+  EXPECT_THAT(j["verdicts"][0]["verdict"].get<std::string>(),
+              ::testing::AnyOf("met", "not met", "not distinguishable from noise", "not measured"));
   std::ifstream csv(dir / "results.csv");
   std::string line;
   int rows = 0;
@@ -922,6 +963,17 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
   Outcome run2 = RunLoom("run " + art.string());
   ASSERT_EQ(run2.exit_code, 0) << run2.err;
   EXPECT_THAT(run2.out, HasSubstr("2 threads"));
+  run2 = RunLoom("--json run " + art.string());
+  ASSERT_EQ(run2.exit_code, 0) << run2.err;
+  nlohmann::json j = nlohmann::json::parse(run2.out);
+  EXPECT_EQ(j["executor"], "artifact");
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["warmup_runs"], 1);
+  EXPECT_THAT(j["target"].get<std::string>(), ::testing::StartsWith("cpu:"));
+  ASSERT_EQ(j["outputs"].size(), 1u);
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::array({1, 10}));
+  ASSERT_EQ(j["top"].size(), 5u);  // a [1, 10] float output: its five largest scores
+  EXPECT_GE(j["top"][0]["value"].get<double>(), j["top"][4]["value"].get<double>());
 
   Outcome bench = RunLoom("bench " + art.string() + " --min-time 0 --min-runs 3");
   ASSERT_EQ(bench.exit_code, 0) << bench.err;
@@ -1091,6 +1143,93 @@ TEST(CliFlagsTest, InputShapesHaveOneSyntaxEverywhere) {
   EXPECT_THAT(o.err, Not(HasSubstr("--batch")));
 }
 
+// The visible leaf commands, from the parser itself (the man page's sections): "records summary",
+// not "records".
+std::vector<std::string> LeafCommands() {
+  std::vector<std::string> commands;
+  std::istringstream man(RunLoom("help-man").out);
+  for (std::string line; std::getline(man, line);) {
+    if (line.rfind(".SS \"loom ", 0) != 0) continue;
+    const std::string cmd = line.substr(10, line.size() - 11);  // .SS "loom CMD"
+    // A group is followed by its subcommands, which replace it.
+    if (!commands.empty() && cmd.rfind(commands.back() + " ", 0) == 0) commands.pop_back();
+    commands.push_back(cmd);
+  }
+  return commands;
+}
+
+// The same flag names for the same things in every command: an output is -o/--output, a tuner's
+// seed is --seed and a zoo model's weights --weights-seed, the measure flags are the same on every
+// command that measures.
+TEST(CliFlagsTest, SameFlagNamesForTheSameThings) {
+  const std::vector<std::string> commands = LeafCommands();
+  ASSERT_GE(commands.size(), 30u);
+  const std::regex short_o(R"(\n\s+-o,(\S+))"), seed(R"(\n\s+--seed [^\n]*)");
+  for (const std::string& cmd : commands) {
+    const std::string help = RunLoom(cmd + " --help").out;
+    EXPECT_THAT(help, Not(::testing::ContainsRegex("--out[ ,=]"))) << cmd;
+    for (std::sregex_iterator m(help.begin(), help.end(), short_o), end; m != end; ++m) {
+      EXPECT_EQ((*m)[1].str(), "--output") << cmd;
+    }
+    for (std::sregex_iterator m(help.begin(), help.end(), seed), end; m != end; ++m) {
+      EXPECT_THAT(m->str(), HasSubstr("Tuner seed")) << cmd;
+    }
+    if (help.find("--batch ") != std::string::npos) {
+      EXPECT_THAT(help, HasSubstr("--weights-seed")) << cmd << ": zoo models' weights";
+    }
+  }
+  for (const char* cmd : {"tune", "tune-task", "submit"}) {
+    const std::string help = RunLoom(std::string(cmd) + " --help").out;
+    for (const char* flag : {"--trials", "--batch-size", "--tuner", "--seed", "--repeat",
+                             "--min-repeat-ms", "--run-timeout", "--no-prior", "--tasks"}) {
+      if (std::string(cmd) == "tune-task" && std::string(flag) == "--tasks") continue;
+      EXPECT_THAT(help, HasSubstr(std::string("\n  ") + flag + " ")) << cmd << " " << flag;
+    }
+  }
+  // A database has one default wherever it is optional.
+  for (const char* cmd : {"tune", "compile", "bench", "records summary"}) {
+    EXPECT_THAT(RunLoom(std::string(cmd) + " --help").out,
+                ::testing::ContainsRegex("--db TEXT=loom.db"))
+        << cmd;
+  }
+}
+
+// `loom compile/bench --target CLASS` compile for a CPU class other than the host's exact model
+// (here the generic one every x86-64 CPU runs), and say how many kernels were tuned for it.
+TEST(CliFlagsTest, CompileAndBenchForAnotherCpuClass) {
+  const fs::path dir = ScratchDir();
+  const fs::path db = dir / "empty.db";
+  fs::remove(db);
+  std::ofstream(dir / "empty.jsonl") << "";
+  ASSERT_EQ(RunLoom("records import " + (dir / "empty.jsonl").string() + " --db " + db.string())
+                .exit_code,
+            0);
+  Outcome o = RunLoom("compile zoo:tiny_cnn --target cpu:generic --json --db " + db.string() +
+                      " -o " + (dir / "art").string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_THAT(j["target"].get<std::string>(), ::testing::StartsWith("cpu:generic:"));
+  EXPECT_EQ(j["tuned_kernels"], 0);
+  EXPECT_THAT(j["tuned"].get<std::string>(), ::testing::StartsWith("0 of 3 kernels tuned"));
+  Outcome run = RunLoom("run " + (dir / "art").string() + " --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(nlohmann::json::parse(run.out)["target"].get<std::string>(),
+              ::testing::StartsWith("cpu:generic:"));
+  o = RunLoom("bench zoo:tiny_cnn --target cpu:generic --min-time 0 --min-runs 2 --json --db " +
+              db.string());
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  j = nlohmann::json::parse(o.out);
+  ASSERT_EQ(j["results"].size(), 2u);  // untuned and "tuned" (from the empty database)
+  for (const auto& v : j["results"]) {
+    EXPECT_THAT(v["target"].get<std::string>(), ::testing::StartsWith("cpu:generic:"));
+  }
+  EXPECT_THAT(j["results"][1]["tuning"].get<std::string>(),
+              ::testing::StartsWith("0 of 3 kernels tuned (no records for cpu:generic:"));
+  ExpectOneLineError(RunLoom("compile zoo:tiny_cnn --target cpu:avx9 -o " + (dir / "x").string()),
+                     "cpu:avx9");
+  ExpectOneLineError(RunLoom("bench zoo:tiny_cnn --target cpu:avx9"), "cpu:avx9");
+}
+
 // Task indices are the model's (from 0) in --tasks, the progress lines and the final table.
 TEST(CliFlagsTest, TaskIndicesAreTheSameInFlagsProgressAndTable) {
   const fs::path db = ScratchDir() / "r.db";
@@ -1175,6 +1314,62 @@ TEST(CliFlagsTest, BashCompletionCompletesSubcommandsAndFlags) {
   ExpectOneLineError(RunLoom("completion fish"), "SHELL: fish not in {bash,zsh}");
 }
 
+// Drives a real interactive zsh in a pseudo-terminal (zpty): `zsh -f`, compinit, the script
+// given as $1, then the line $2 and a TAB through zsh's completion widget. compadd is wrapped so
+// that every match zsh would offer is printed as "MATCH:<word>"; "COMPLETION-END" follows.
+constexpr char kZshCompleteDriver[] = R"zsh(zmodload zsh/zpty || exit 3
+zpty z zsh -f -i
+zpty -w z "PS1='' PROMPT='' RPROMPT=''; autoload -U compinit; compinit -u -D"
+zpty -w z "source ${(q)1}"
+zpty -w z 'compadd() { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return; fi; local -a hits; builtin compadd -A hits "$@"; local h; for h in $hits; do print -r -- "MATCH:$h"; done; builtin compadd "$@"; }'
+zpty -w z 'loom_end() { print -r -- "COMPLETION-END" }; comppostfuncs=(loom_end); bindkey "^I" complete-word; print -r -- READY-$((6*7))'
+line=''
+while zpty -r z line; do [[ $line == *READY-42* ]] && break; done
+zpty -w -n z "$2"$'\t'
+while zpty -r z line; do
+  print -r -- ${line//$'\r'/}
+  [[ $line == *COMPLETION-END* ]] && break
+done
+zpty -d z
+)zsh";
+
+// `loom completion zsh` in a real zsh: its completion system offers the subcommands, nested ones
+// and a command's flags (global ones included), never a hidden command.
+TEST(CliFlagsTest, ZshCompletionCompletesInARealZsh) {
+  if (std::system("command -v zsh >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "zsh is not installed (scripts/install-deps.sh installs it)";
+  }
+  const fs::path script = ScratchDir() / "_loom", driver = ScratchDir() / "complete.zsh";
+  Outcome o = RunLoom("completion zsh");
+  ASSERT_EQ(o.exit_code, 0) << o.err;
+  std::ofstream(script) << o.out;
+  std::ofstream(driver) << kZshCompleteDriver;
+  // The matches of completing `line` (its words as typed, TAB at the end), space separated.
+  auto complete = [&](const std::string& line) {
+    Outcome z = RunShell("timeout 60 zsh -f " + driver.string() + " " + script.string() + " '" +
+                         line + "'");
+    EXPECT_EQ(z.exit_code, 0) << line << ": " << z.err << z.out;
+    EXPECT_THAT(z.out, HasSubstr("COMPLETION-END")) << line;
+    std::vector<std::string> matches;
+    for (size_t at = z.out.find("MATCH:"); at != std::string::npos;
+         at = z.out.find("MATCH:", at + 1)) {
+      const size_t end = z.out.find_first_of("\n \x1b", at);
+      matches.push_back(z.out.substr(at + 6, end == std::string::npos ? end : end - at - 6));
+    }
+    std::string joined;
+    for (const std::string& m : matches) joined += (joined.empty() ? "" : " ") + m;
+    return joined;
+  };
+  EXPECT_EQ(complete("loom rec"), "records");
+  EXPECT_EQ(complete("loom sub"), "submit");
+  EXPECT_EQ(complete("loom -v records s"), "summary stages");
+  EXPECT_EQ(complete("loom cache "), "info prune");
+  EXPECT_EQ(complete("loom tune zoo:tiny_cnn --tri"), "--trials");
+  EXPECT_EQ(complete("loom tune zoo:tiny_cnn --min-r"), "--min-repeat-ms");
+  EXPECT_EQ(complete("loom records summary --j"), "--json");  // a global flag, after the name
+  EXPECT_EQ(complete("loom help"), "");                       // help-man is hidden
+}
+
 // The build writes loom(1) from the parser (`loom help-man`); it names every command and its
 // defaults, and groff reads it without a warning.
 TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
@@ -1195,16 +1390,22 @@ TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
 }
 
 // Every command that prints results takes --json (before or after its name), with numbers as
-// JSON numbers.
+// JSON numbers. The commands come from the parser itself (the man page's sections), so a new
+// command that prints without --json fails here unless it is one of the few that print no
+// results.
 TEST(CliFlagsTest, EveryCommandThatPrintsTakesJson) {
-  for (const char* cmd :
-       {"inspect",         "tasks",          "tune",           "tune-task",      "bench",
-        "compile",         "simulate",       "submit",         "jobs",           "status",
-        "watch",           "cancel",         "logs",           "stats",          "zoo list",
-        "records summary", "records export", "records import", "records stages", "cache info",
-        "cache prune"}) {
-    EXPECT_THAT(RunLoom(std::string(cmd) + " --help").out, HasSubstr("--json")) << cmd;
+  // Daemons that log (serve, agent), a refreshing screen (top: `stats --json` is its figures),
+  // a shell script (completion).
+  const std::set<std::string> no_results = {"serve", "agent", "top", "completion"};
+  const std::vector<std::string> commands = LeafCommands();
+  ASSERT_GE(commands.size(), 30u);
+  int with_json = 0;
+  for (const std::string& cmd : commands) {
+    const bool has = RunLoom(cmd + " --help").out.find("--json") != std::string::npos;
+    EXPECT_EQ(has, !no_results.count(cmd)) << "loom " << cmd;
+    with_json += has;
   }
+  EXPECT_GE(with_json, 28);  // the 26 of issue 20, run and experiment
   const fs::path dir = ScratchDir();
   const fs::path db = dir / "empty.db", lines = dir / "empty.jsonl";
   fs::remove(db);

@@ -3,6 +3,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/records/record.h"
@@ -91,6 +92,29 @@ absl::StatusOr<int64_t> ClassRecords::Count(const tune::RecordFilter& filter) {
 absl::StatusOr<std::vector<tune::TaskSummary>> ClassRecords::Summary(
     const std::string& target_key) {
   return inner_->Summary(target_key);
+}
+
+absl::StatusOr<ops::Target> CpuCompileTarget(const std::string& spec) {
+  ops::Target target = ops::HostCpuTarget();
+  if (spec == "cpu") return target;
+  if (spec.rfind("cpu:", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompileOptions.target: unknown target '", spec,
+        "' (cpu, or cpu:ISA with ISA avx512, avx2 or generic; CUDA models compile with "
+        "`loom bench --target cuda`)"));
+  }
+  absl::StatusOr<ops::Isa> isa = ops::ParseIsa(spec.substr(4));
+  if (!isa.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CompileOptions.target '", spec, "': ", isa.status().message()));
+  }
+  if (static_cast<int>(*isa) > static_cast<int>(target.isa)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CompileOptions.target '", spec, "': this CPU (", ops::IsaName(target.isa),
+                     ") cannot run ", ops::IsaName(*isa), " kernels"));
+  }
+  target.isa = *isa;
+  return target;
 }
 
 std::string TuningSummary(int64_t tuned, int64_t kernels, const ClassRecords* records,

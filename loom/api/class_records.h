@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "loom/ops/target.h"
 #include "loom/records/record_store.h"
@@ -58,6 +59,12 @@ class ClassRecords : public tune::RecordStore {
   std::set<std::string> borrowed_from_ ABSL_GUARDED_BY(mu_);
   int64_t borrowed_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// A CPU compile's target: "cpu" (this CPU) or a class "cpu:ISA" with an ISA this CPU runs
+// (avx512, avx2, generic), this CPU's model kept, so records of the class apply (ClassRecords).
+// kInvalidArgument for anything else, kFailedPrecondition for an ISA this CPU lacks. What
+// CompileOptions::target and `loom compile/bench --target` take.
+absl::StatusOr<ops::Target> CpuCompileTarget(const std::string& spec);
 
 // "AMD EPYC 9R14" from "cpu:avx512:AMD EPYC 9R14": the part of a target key after its class.
 std::string TargetModelOfKey(const std::string& target_key);

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,8 +21,11 @@
 #include "loom/graph/shape_spec.h"
 #include "loom/loom.h"
 #include "loom/records/record_store.h"
+#include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
 #include "loom/service/request_checks.h"
+#include "loom/tune/prior.h"
+#include "loom/tune/tune_job.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 
@@ -29,6 +33,7 @@ namespace loom {
 
 struct JobClient::Connection {
   service::ClientConfig config;
+  std::string unavailable_hint;  // JobClientOptions::unavailable_hint
   // Follows standby redirects along config.server's list (service/client.h).
   std::unique_ptr<service::Failover> failover;
 
@@ -45,21 +50,27 @@ struct JobClient::Connection {
 
 namespace {
 
-absl::Status Check(const grpc::Status& st, const service::ClientConfig& config) {
+// A kUnavailable error names the server, and how to pick another when the caller said.
+absl::Status Check(const grpc::Status& st, const std::string& server, const std::string& hint) {
   if (st.ok()) return absl::OkStatus();
   absl::Status s = service::FromGrpc(st);
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    s = absl::Status(s.code(), absl::StrCat(s.message(), " (server ", config.server, ")"));
+    s = absl::Status(s.code(), absl::StrCat(s.message(), " (server ", server,
+                                            hint.empty() ? "" : "; ", hint, ")"));
   }
   return s;
 }
 
+absl::Status Check(const grpc::Status& st, const JobClient::Connection& c) {
+  return Check(st, c.config.server, c.unavailable_hint);
+}
+
 class GrpcWatch : public JobClient::Watch {
  public:
-  GrpcWatch(v1::JobService::Stub& stub, const service::ClientConfig& config,
+  GrpcWatch(v1::JobService::Stub& stub, const JobClient::Connection& connection,
             const std::string& job_id)
-      : config_(config) {
-    service::Authorize(ctx_, config);
+      : server_(connection.config.server), hint_(connection.unavailable_hint) {
+    service::Authorize(ctx_, connection.config);
     v1::WatchJobRequest req;
     req.set_job_id(job_id);
     reader_ = stub.WatchJob(&ctx_, req);
@@ -80,7 +91,7 @@ class GrpcWatch : public JobClient::Watch {
     if (st.error_code() == grpc::StatusCode::CANCELLED && cancelled_) {
       return absl::CancelledError("the watch was cancelled");
     }
-    LOOM_RETURN_IF_ERROR(Check(st, config_));
+    LOOM_RETURN_IF_ERROR(Check(st, server_, hint_));
     return std::nullopt;
   }
 
@@ -90,7 +101,7 @@ class GrpcWatch : public JobClient::Watch {
   }
 
  private:
-  service::ClientConfig config_;
+  std::string server_, hint_;  // for Check
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader_;
   bool finished_ = false;
@@ -116,7 +127,18 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
         "max_tasks, min_repeat_ms, repeat, run_timeout_s and latency_goal_ms must not be "
         "negative");
   }
+  if (o.total_trials < 0 || o.total_trials > tune::kMaxTotalTrials) {
+    return absl::InvalidArgumentError(absl::StrCat("total_trials must be 0 (none) to ",
+                                                   tune::kMaxTotalTrials, ", got ",
+                                                   o.total_trials));
+  }
+  if (!(o.time_budget_seconds >= 0) || !std::isfinite(o.time_budget_seconds)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "time_budget_seconds must be a finite number of at least 0, got ", o.time_budget_seconds));
+  }
   req.set_trials(o.trials);
+  req.set_total_trials(o.total_trials);
+  req.set_time_budget_seconds(o.time_budget_seconds);
   req.set_priority(o.priority);
   req.set_latency_goal_ms(o.latency_goal_ms);
   req.set_tuner(o.tuner);
@@ -162,6 +184,32 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
   return req;
 }
 
+absl::StatusOr<v1::SimulatedWorkload> MakeSimulatedWorkload(
+    const std::map<std::string, double>& keys) {
+  v1::SimulatedWorkload w;
+  w.set_tasks(1);
+  w.set_rounds(1);
+  for (const auto& [key, v] : keys) {
+    if (key == "tasks") {
+      w.set_tasks(static_cast<int32_t>(v));
+    } else if (key == "rounds") {
+      w.set_rounds(static_cast<int32_t>(v));
+    } else if (key == "propose") {
+      w.set_propose_seconds(v);
+    } else if (key == "build") {
+      w.set_build_seconds(v);
+    } else if (key == "measure") {
+      w.set_measure_seconds(v);
+    } else if (key == "update") {
+      w.set_update_seconds(v);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown key '", key, "' (tasks, rounds, propose, build, measure, update)"));
+    }
+  }
+  return w;
+}
+
 JobClient::JobClient(std::unique_ptr<Connection> connection, std::string server,
                      absl::Duration timeout)
     : connection_(std::move(connection)), server_(std::move(server)), timeout_(timeout) {}
@@ -179,6 +227,7 @@ absl::StatusOr<std::unique_ptr<JobClient>> JobClient::Connect(const JobClientOpt
   connection->failover = std::make_unique<service::Failover>(std::move(failover));
   std::string server = config.server;
   connection->config = std::move(config);
+  connection->unavailable_hint = options.unavailable_hint;
   return std::unique_ptr<JobClient>(
       new JobClient(std::move(connection), std::move(server), options.timeout));
 }
@@ -193,7 +242,7 @@ absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitJobRequest& request) {
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.SubmitJob(&ctx, once, &job);
                               }),
-            connection_->config));
+            *connection_));
   return job;
 }
 
@@ -207,7 +256,7 @@ absl::StatusOr<v1::ListJobsResponse> JobClient::List(bool all_users, bool includ
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.ListJobs(&ctx, req, &resp);
                               }),
-            connection_->config));
+            *connection_));
   return resp;
 }
 
@@ -220,7 +269,7 @@ absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.GetJob(&ctx, req, &job);
                               }),
-            connection_->config));
+            *connection_));
   return job;
 }
 
@@ -231,7 +280,7 @@ absl::StatusOr<v1::ServerStats> JobClient::Stats() {
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.GetStats(&ctx, v1::GetStatsRequest{}, &stats);
                               }),
-            connection_->config));
+            *connection_));
   return stats;
 }
 
@@ -244,7 +293,7 @@ absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.CancelJob(&ctx, req, &job);
                               }),
-            connection_->config));
+            *connection_));
   return job;
 }
 
@@ -259,7 +308,7 @@ absl::StatusOr<std::vector<std::string>> JobClient::Logs(const std::string& job_
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.GetLogs(&ctx, req, &resp);
                               }),
-            connection_->config));
+            *connection_));
   return std::vector<std::string>(resp.lines().begin(), resp.lines().end());
 }
 
@@ -272,7 +321,7 @@ absl::StatusOr<v1::JobResult> JobClient::Result(const std::string& job_id) {
                               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
                                 return stub.GetResult(&ctx, req, &res);
                               }),
-            connection_->config));
+            *connection_));
   return res;
 }
 
@@ -280,11 +329,11 @@ absl::StatusOr<std::unique_ptr<JobClient::Watch>> JobClient::WatchJob(const std:
   // The stream goes to the daemon the last call found active; it does not fail over.
   LOOM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, connection_->failover->Channel());
   v1::JobService::Stub stub(channel);
-  return std::unique_ptr<Watch>(new GrpcWatch(stub, connection_->config, job_id));
+  return std::unique_ptr<Watch>(new GrpcWatch(stub, *connection_, job_id));
 }
 
 absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& res, const std::string& dir,
-                                                bool compile) {
+                                                const WriteJobResultOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -326,13 +375,30 @@ absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& res, const 
   } else if (!res.zoo_model().empty()) {
     out.model = absl::StrCat("zoo:", res.zoo_model());
   }
-  if (!compile || out.model.empty()) return out;
+  if (!options.compile || out.model.empty()) return out;
+  out.target = options.target;
+  if (out.target.empty()) {
+    // The class of the CPU the job was tuned on (the agents'), from its first record.
+    std::string first;
+    std::istringstream lines(res.records_jsonl());
+    std::getline(lines, first);
+    nlohmann::json r = nlohmann::json::parse(first, nullptr, false);
+    const std::string key = r.is_object() ? r.value("target_key", "") : "";
+    out.target = absl::StartsWith(key, "cpu:") ? tune::TargetClassOfKey(key) : "cpu";
+  }
   const std::string artifact = (fs::path(dir) / "model").string();
-  absl::Status st = Model::Load(out.model).Compile({.db = out.records_db}).Export(artifact);
+  Model compiled = Model::Load(out.model);
+  compiled.Compile({.target = out.target, .db = out.records_db});
+  absl::Status st = compiled.ok() ? compiled.Export(artifact) : compiled.status();
   if (!st.ok()) {
-    return absl::Status(st.code(), absl::StrCat("compiling the tuned model: ", st.message()));
+    return absl::Status(
+        st.code(), absl::StrCat("compiling the tuned model for ", out.target, ": ", st.message()));
   }
   out.artifact = artifact;
+  out.target_key = compiled.compiled()->target_key();
+  out.tuning_summary = compiled.tuning_summary();
+  out.tuned_kernels = compiled.compiled()->stats().tuned_kernels;
+  out.kernel_steps = compiled.compiled()->stats().kernel_steps;
   return out;
 }
 

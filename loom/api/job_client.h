@@ -34,6 +34,9 @@ struct JobClientOptions {
   // Deadline of each unary call (Submit and Result get at least five minutes: uploads and
   // downloads of models and records).
   absl::Duration timeout = absl::Seconds(30);
+  // Added to a kUnavailable error after the server's address: how the caller picks another
+  // ("set --server or LOOM_SERVER" for the CLI).
+  std::string unavailable_hint{};
 };
 
 // What to submit (the flags of `loom submit`). `model` is "zoo:NAME", a bare zoo name or an ONNX
@@ -42,7 +45,11 @@ struct SubmitOptions {
   std::string model{};
   std::string name{};  // default: the model's
   std::string target = "cpu";
-  int32_t trials = 32;
+  int32_t trials = 32;  // per task; under a job budget a cap per task
+  // One budget for the whole job, shared among its tasks by expected gain (tune/task_scheduler.h);
+  // 0: none.
+  int64_t total_trials = 0;
+  double time_budget_seconds = 0;
   int32_t priority = 0;
   double latency_goal_ms = 0;
   std::string tuner = "xgb";
@@ -62,6 +69,11 @@ struct SubmitOptions {
 // kInvalidArgument for contradictory or out-of-range options, kNotFound for an unreadable model
 // file.
 absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& options);
+
+// A load-test workload from its keys: tasks, rounds (counts, default 1), propose, build, measure,
+// update (seconds per stage). kInvalidArgument naming an unknown key.
+absl::StatusOr<v1::SimulatedWorkload> MakeSimulatedWorkload(
+    const std::map<std::string, double>& keys);
 
 class JobClient {
  public:
@@ -107,6 +119,15 @@ class JobClient {
   absl::Duration timeout_;
 };
 
+struct WriteJobResultOptions {
+  // Also compile the model from the job's records into DIR/model.
+  bool compile = true;
+  // The target to compile for: "cpu" (this host) or a CPU class ("cpu:avx2"); empty: the class
+  // the job's records were measured on (records of another CPU model of that class apply,
+  // api/class_records.h), this host when the job has no records.
+  std::string target{};
+};
+
 // What WriteJobResult wrote.
 struct WrittenJobResult {
   std::string records_db;  // DIR/records.db
@@ -114,12 +135,20 @@ struct WrittenJobResult {
   std::string best_json;   // DIR/best.json
   std::string model;       // the model to compile ("zoo:NAME" or DIR/model.onnx); empty: none
   std::string artifact;    // DIR/model when compiled, else empty
+  // When compiled: the target it was compiled for ("cpu", "cpu:avx2"), the artifact's target key,
+  // Model::tuning_summary() ("3 of 3 kernels tuned") and its counts.
+  std::string target{};
+  std::string target_key{};
+  std::string tuning_summary{};
+  int64_t tuned_kernels = 0;
+  int64_t kernel_steps = 0;
 };
 
 // Writes a job's result into `dir` the way `loom result` does: records.db (the job's records),
-// best.json, model.onnx (an uploaded model), and with `compile` the model compiled from those
-// records as an artifact in DIR/model.
+// best.json, model.onnx (an uploaded model), and with options.compile the model compiled from
+// those records as an artifact in DIR/model. A failed compile is "compiling the tuned model for
+// TARGET: ..." with the compiler's code.
 absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& result, const std::string& dir,
-                                                bool compile);
+                                                const WriteJobResultOptions& options = {});
 
 }  // namespace loom

@@ -45,34 +45,6 @@ void Init(int argc, char** argv) {
   }
 }
 
-namespace {
-
-// CompileOptions::target: "cpu" (this CPU) or "cpu:ISA", an ISA this CPU has.
-absl::StatusOr<ops::Target> CompileTarget(const std::string& spec) {
-  ops::Target target = ops::HostCpuTarget();
-  if (spec == "cpu") return target;
-  if (spec.rfind("cpu:", 0) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CompileOptions.target: unknown target '", spec,
-        "' (cpu, or cpu:ISA with ISA avx512, avx2 or generic; CUDA models compile with "
-        "`loom bench --target cuda`)"));
-  }
-  absl::StatusOr<ops::Isa> isa = ops::ParseIsa(spec.substr(4));
-  if (!isa.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CompileOptions.target '", spec, "': ", isa.status().message()));
-  }
-  if (static_cast<int>(*isa) > static_cast<int>(target.isa)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CompileOptions.target '", spec, "': this CPU (", ops::IsaName(target.isa),
-                     ") cannot run ", ops::IsaName(*isa), " kernels"));
-  }
-  target.isa = *isa;
-  return target;
-}
-
-}  // namespace
-
 Model::Model(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
@@ -251,7 +223,7 @@ Model& Model::Compile(const CompileOptions& options) & {
       records = std::make_unique<api::ClassRecords>(store.get(), options.exact_target);
     }
     runtime::CompileOptions co;
-    LOOM_ASSIGN_OR_RETURN(co.target, CompileTarget(options.target));
+    LOOM_ASSIGN_OR_RETURN(co.target, api::CpuCompileTarget(options.target));
     co.num_threads = options.threads;
     co.records = records.get();
     co.fuse = options.fuse;

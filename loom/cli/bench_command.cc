@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loom/api/class_records.h"
@@ -83,6 +84,7 @@ struct VariantResult {
   std::vector<ProfileRow> top_nodes;
   double profiled_ms = 0;
   std::string tuning_summary;  // the tuned variant: "3 of 3 kernels tuned (...)"
+  std::string target_key;      // what the kernels were generated for
 };
 
 std::map<std::string, graph::Tensor> MakeInputs(const std::vector<graph::ValueInfo>& inputs) {
@@ -109,9 +111,10 @@ void MeasureRuns(const RunFn& run, const BenchOptions& opts,
 
 VariantResult BenchVariant(const std::string& name, const graph::Graph& g,
                            const std::map<std::string, graph::Tensor>& feeds,
-                           const BenchOptions& opts, tune::RecordStore* store,
-                           const std::vector<graph::Tensor>* expected) {
+                           const BenchOptions& opts, const ops::Target& target,
+                           tune::RecordStore* store, const std::vector<graph::Tensor>* expected) {
   runtime::CompileOptions co;
+  co.target = target;
   co.num_threads = opts.threads;
   co.records = store;
   co.build.num_threads = opts.build_threads;
@@ -127,6 +130,7 @@ VariantResult MeasureVariant(const std::string& name, std::unique_ptr<runtime::C
   VariantResult r;
   r.name = name;
   r.stats = (*cm)->stats();
+  r.target_key = (*cm)->target_key();
   MeasureRuns([&] { return (*cm)->Run(feeds); }, opts, expected, &r);
   if (opts.profile) {
     const int kRuns = 10;
@@ -262,7 +266,10 @@ void RunBench(const BenchOptions& opts) {
   if (!opts.db.empty() && (opts.db_given || RecordDbExists(opts.db))) {
     store = OpenExistingRecordDb(opts.db);  // a given --db must exist; the default only if it does
   }
-  absl::StatusOr<ops::Target> target = ops::ParseTarget(opts.target);
+  // cuda[:sm_XY], or cpu / a CPU class this CPU runs (cpu:avx2), whose records then apply.
+  absl::StatusOr<ops::Target> target = absl::StartsWith(opts.target, "cuda")
+                                           ? ops::ParseTarget(opts.target)
+                                           : api::CpuCompileTarget(opts.target);
   FailIfError(target.status());
   if (!opts.device.empty() && target->kind != "cuda") {
     Fail(absl::InvalidArgumentError("--device applies to --target cuda only"));
@@ -274,15 +281,15 @@ void RunBench(const BenchOptions& opts) {
     return;
   }
   results.push_back(
-      BenchVariant("untuned", g, feeds, opts, nullptr, opts.check ? &expected : nullptr));
+      BenchVariant("untuned", g, feeds, opts, *target, nullptr, opts.check ? &expected : nullptr));
   if (store != nullptr) {
     // Records of another CPU of this class apply unless --exact-target (api/class_records.h).
     api::ClassRecords records(store.get(), opts.exact_target);
     results.push_back(
-        BenchVariant("tuned", g, feeds, opts, &records, opts.check ? &expected : nullptr));
+        BenchVariant("tuned", g, feeds, opts, *target, &records, opts.check ? &expected : nullptr));
     results.back().tuning_summary =
         api::TuningSummary(results.back().stats.tuned_kernels, results.back().stats.kernel_steps,
-                           &records, opts.db, ops::HostCpuTarget(), opts.exact_target);
+                           &records, opts.db, *target, opts.exact_target);
   } else {
     std::fprintf(stderr, "bench: no record database (%s): untuned only\n", opts.db.c_str());
   }
@@ -299,6 +306,7 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
     for (const VariantResult& r : results) {
       nlohmann::json v;
       v["variant"] = r.name;
+      if (!r.target_key.empty()) v["target"] = r.target_key;
       v["median_ms"] = r.latency.median_ms;
       v["p90_ms"] = r.latency.p90_ms;
       v["min_ms"] = r.latency.min_ms;
@@ -355,6 +363,9 @@ void PrintResults(const std::string& source, const std::vector<VariantResult>& r
         static_cast<long long>(r.stats.blocked_steps), static_cast<long long>(r.stats.layout_steps),
         static_cast<long long>(r.stats.reference_steps));
   }
+  if (!results.empty() && !results[0].target_key.empty()) {
+    std::printf("target      %s\n", results[0].target_key.c_str());
+  }
   for (const VariantResult& r : results) {
     if (!r.tuning_summary.empty()) std::printf("tuned       %s\n", r.tuning_summary.c_str());
   }
@@ -399,7 +410,9 @@ void RegisterBenchCommand(CLI::App& app) {
   cmd->add_option("--min-time", opts->min_time, "Seconds of timed runs at least (default 1)");
   cmd->add_option("--min-runs", opts->min_runs, "Timed runs at least (default 10)");
   cmd->add_option("--build-threads", opts->build_threads, "Parallel kernel compiles (default 2)");
-  cmd->add_option("--target", opts->target, "cpu (default) or cuda: compile for the GPU");
+  cmd->add_option("--target", opts->target,
+                  "cpu (this CPU, default), a CPU class this CPU runs (cpu:avx2, cpu:generic), or "
+                  "cuda: compile for the GPU");
   cmd->add_option("--device", opts->device,
                   "CUDA device for --target cuda, cuda:N (default cuda:0)");
   cmd->add_option("--cache-dir", opts->cache_dir,

@@ -3,7 +3,8 @@
 // and writes DIR/results.csv, results.json, trace.json, gantt-<setup>.svg, simulation.csv,
 // sim.yaml and report.html (experiment/runner.h). --through-service then runs the same setups
 // through real `loom serve` + `loom agent` processes (experiment/service_runner.h) and adds
-// DIR/service.csv.
+// DIR/service.csv. --json prints one object instead of the tables: where the results are, per
+// setup its makespan and figures, the claims' verdicts.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -18,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/engine/engine.h"
 #include "loom/experiment/claims.h"
@@ -30,6 +33,7 @@
 #include "loom/records/record_store.h"
 #include "loom/tune/local_machine.h"
 #include "loom/tune/tune_job.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::cli {
 namespace {
@@ -48,6 +52,29 @@ std::string FormatClaims(const experiment::ExperimentResult& result) {
   return out;
 }
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A figure for --json: null where it was not measured (NaN).
+nlohmann::json Figure(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
+
+// The claims' verdicts for --json, as results.json has them.
+nlohmann::json VerdictsJson(const experiment::ExperimentResult& result) {
+  return experiment::ClaimsToJson(experiment::SummarizeClaims(result))["verdicts"];
+}
+
+nlohmann::json SimulationJson(const std::vector<experiment::SimulationRow>& rows) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const experiment::SimulationRow& r : rows) {
+    out.push_back({{"setup", r.setup},
+                   {"repetition", r.repetition},
+                   {"policy", r.policy},
+                   {"measured_s", r.measured_s},
+                   {"simulated_s", r.simulated_s},
+                   {"ratio", r.ratio}});
+  }
+  return out;
+}
+
 struct ExperimentOptions {
   std::string spec;
   std::string out_dir;
@@ -58,7 +85,149 @@ struct ExperimentOptions {
   double run_timeout = 0;         // 0: the spec's run_timeout_s
   double progress_seconds = 10;
   bool resimulate = false;  // only redo the simulator check from DIR/results.json
+  bool json = false;
 };
+
+// The results of one experiment as `loom experiment --json` prints them: where they are, per
+// setup its makespan and figures with each job's, the claims' verdicts, the service's setups.
+void PrintExperimentJson(const experiment::ExperimentSpec& spec, const ExperimentOptions& o,
+                         size_t num_jobs, const experiment::ExperimentResult& results,
+                         bool service) {
+  const experiment::SetupResult* seq = experiment::SequentialReference(results);
+  nlohmann::json setups = nlohmann::json::array();
+  for (const experiment::SetupResult& r : results.setups) {
+    nlohmann::json jobs = nlohmann::json::array();
+    for (const experiment::SetupJobResult& j : r.jobs) {
+      jobs.push_back({{"name", j.name},
+                      {"job_id", j.job_id},
+                      {"seconds", j.seconds},
+                      {"records", j.records},
+                      {"final_latency_ms", Figure(j.final_latency_ms)},
+                      {"distortion_median", Figure(j.distortion_median)},
+                      {"error", j.error}});
+    }
+    double sim_ratio = kNaN;
+    for (const auto& row : results.simulation) {
+      if (row.setup == r.setup && row.repetition == r.repetition) sim_ratio = row.ratio;
+    }
+    setups.push_back(
+        {{"setup", r.setup},
+         {"repetition", r.repetition},
+         {"makespan_s", r.makespan_s},
+         {"vs_sequence",
+          Figure(seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : kNaN)},
+         {"lower_bound_s", r.lower_bound_s},
+         {"device_utilization", r.device_utilization},
+         {"cpu_utilization", r.cpu_utilization},
+         {"device_hours", r.device_hours},
+         {"distortion_median", Figure(r.distortion_median)},
+         {"simulated_vs_real", Figure(sim_ratio)},
+         {"jobs", jobs}});
+  }
+  nlohmann::json out = {
+      {"name", spec.name},
+      {"output", o.out_dir},
+      {"report", absl::StrCat(o.out_dir, "/report.html")},
+      {"results_json", absl::StrCat(o.out_dir, "/results.json")},
+      {"results_csv", absl::StrCat(o.out_dir, "/results.csv")},
+      {"jobs", num_jobs},
+      {"setups", setups},
+      {"verdicts", o.service_only ? nlohmann::json::array() : VerdictsJson(results)}};
+  if (!results.simulation_error.empty()) out["simulation_error"] = results.simulation_error;
+  if (service) {
+    nlohmann::json through = nlohmann::json::array();
+    for (const experiment::ServiceSetupResult& s : results.service) {
+      const experiment::SetupResult* embedded = nullptr;
+      for (const auto& r : results.setups) {
+        if (r.setup == s.setup) embedded = &r;
+      }
+      nlohmann::json jobs = nlohmann::json::array();
+      for (const experiment::ServiceJobResult& j : s.jobs) {
+        jobs.push_back({{"name", j.name},
+                        {"job_id", j.job_id},
+                        {"state", j.state},
+                        {"seconds", j.seconds},
+                        {"records", j.records},
+                        {"error", j.error}});
+      }
+      through.push_back({{"setup", s.setup},
+                         {"policy", s.policy},
+                         {"makespan_s", s.makespan_s},
+                         {"embedded_makespan_s",
+                          embedded ? nlohmann::json(embedded->makespan_s) : nlohmann::json()},
+                         {"ratio", Figure(experiment::ServiceRatio(s, embedded))},
+                         {"error", s.error},
+                         {"jobs", jobs}});
+    }
+    out["service"] = std::move(through);
+    out["service_csv"] = absl::StrCat(o.out_dir, "/service.csv");
+  }
+  PrintJson(out);
+}
+
+// The same as tables: the setups' figures, the jobs', the verdicts, the service's setups.
+void PrintExperimentTables(const experiment::ExperimentSpec& spec, const ExperimentOptions& o,
+                           size_t num_jobs, const experiment::ExperimentResult& results,
+                           bool service) {
+  const experiment::SetupResult* seq = experiment::SequentialReference(results);
+  auto sim_ratio = [&](const std::string& setup) {
+    for (const auto& row : results.simulation) {
+      if (row.setup == setup) return row.ratio;
+    }
+    return 0.0;
+  };
+  std::printf("experiment %s: %zu jobs, results in %s (report.html)\n", spec.name.c_str(), num_jobs,
+              o.out_dir.c_str());
+  if (!o.service_only) {
+    std::printf("%-13s %10s %7s %8s %8s %6s %11s %11s %9s\n", "setup", "makespan s", "/seq",
+                "bound s", "/bound", "dev %", "distortion", "dev-hours", "sim/real");
+    for (const auto& r : results.setups) {
+      const double vs_seq =
+          seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : 0;
+      const double vs_lb = r.lower_bound_s > 0 ? r.makespan_s / r.lower_bound_s : 0;
+      std::printf("%-13s %10.1f %7.3f %8.1f %8.3f %6.0f %10.2f%% %11.4f %9.3f\n", r.setup.c_str(),
+                  r.makespan_s, vs_seq, r.lower_bound_s, vs_lb, r.device_utilization * 100,
+                  r.distortion_median * 100, r.device_hours, sim_ratio(r.setup));
+    }
+    std::printf("%-13s %-22s %10s %16s %11s\n", "setup", "job", "time s", "final latency ms",
+                "distortion");
+    for (const auto& r : results.setups) {
+      for (const auto& j : r.jobs) {
+        std::printf("%-13s %-22s %10.1f %16.3f %10.2f%%%s%s\n", r.setup.c_str(), j.name.c_str(),
+                    j.seconds, j.final_latency_ms, j.distortion_median * 100,
+                    j.error.empty() ? "" : "  error: ", j.error.c_str());
+      }
+    }
+    if (!results.simulation_error.empty()) {
+      std::printf("simulator check: %s\n", results.simulation_error.c_str());
+    }
+    std::printf("%s", FormatClaims(results).c_str());
+  }
+  if (!service) return;
+  std::printf("through the service (service.csv):\n%-13s %-13s %12s %11s %9s  %s\n", "setup",
+              "policy", "embedded s", "service s", "ratio", "jobs (service s, records, state)");
+  for (const auto& s : results.service) {
+    const experiment::SetupResult* embedded = nullptr;
+    for (const auto& r : results.setups) {
+      if (r.setup == s.setup) embedded = &r;
+    }
+    std::string per_job;
+    for (const auto& j : s.jobs) {
+      absl::StrAppend(&per_job, per_job.empty() ? "" : "; ",
+                      absl::StrFormat("%s %.1f %d %s", j.name, j.seconds, j.records, j.state));
+    }
+    const double ratio = experiment::ServiceRatio(s, embedded);
+    std::printf("%-13s %-13s %12s %11.1f %9s  %s\n", s.setup.c_str(), s.policy.c_str(),
+                embedded ? absl::StrFormat("%.1f", embedded->makespan_s).c_str() : "-",
+                s.makespan_s, std::isfinite(ratio) ? absl::StrFormat("%.3f", ratio).c_str() : "-",
+                per_job.c_str());
+    for (const auto& j : s.jobs) {
+      if (!j.error.empty() && j.error != s.error) {
+        std::printf("  %s %s: %s\n", s.setup.c_str(), j.name.c_str(), j.error.c_str());
+      }
+    }
+  }
+}
 
 void RunExperimentCommand(const ExperimentOptions& o) {
   auto spec = experiment::LoadExperimentSpec(o.spec);
@@ -129,17 +298,28 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     if (spec->job_counts.empty()) {
       auto rows = experiment::Resimulate(o.out_dir, ro);
       FailIfError(rows.status());
-      std::printf("%s", experiment::FormatSimulationRows(*rows).c_str());
+      if (o.json) {
+        PrintJson({{"output", o.out_dir}, {"simulation", SimulationJson(*rows)}});
+      } else {
+        std::printf("%s", experiment::FormatSimulationRows(*rows).c_str());
+      }
       return;
     }
+    nlohmann::json counts = nlohmann::json::array();
     for (int n : spec->job_counts) {
       experiment::RunnerOptions sub = ro;
       sub.sim_measure.batch_size.resize(static_cast<size_t>(n));
       sub.sim_measure.trials.resize(static_cast<size_t>(n));
       auto rows = experiment::Resimulate(absl::StrCat(o.out_dir, "/", ScaleDir(n)), sub);
       FailIfError(rows.status());
-      std::printf("%d jobs:\n%s", n, experiment::FormatSimulationRows(*rows).c_str());
+      if (o.json) {
+        counts.push_back(
+            {{"jobs", n}, {"dir", ScaleDir(n)}, {"simulation", SimulationJson(*rows)}});
+      } else {
+        std::printf("%d jobs:\n%s", n, experiment::FormatSimulationRows(*rows).c_str());
+      }
     }
+    if (o.json) PrintJson({{"output", o.out_dir}, {"runs", counts}});
     return;
   }
   ro.on_note = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
@@ -278,6 +458,21 @@ void RunExperimentCommand(const ExperimentOptions& o) {
       // After every count, so a long sweep's finished counts are on disk.
       FailIfError(experiment::WriteScaleSummary(runs, o.out_dir, context));
     }
+    if (o.json) {
+      nlohmann::json counts = nlohmann::json::array();
+      for (const experiment::ScaleRun& run : runs) {
+        counts.push_back({{"jobs", run.jobs},
+                          {"dir", run.dir},
+                          {"report", absl::StrCat(o.out_dir, "/", run.dir, "/report.html")},
+                          {"verdicts", VerdictsJson(run.result)}});
+      }
+      PrintJson({{"name", spec->name},
+                 {"output", o.out_dir},
+                 {"report", absl::StrCat(o.out_dir, "/report.html")},
+                 {"job_counts", spec->job_counts},
+                 {"runs", counts}});
+      return;
+    }
     std::printf("experiment %s: job counts %s, results in %s (report.html)\n", spec->name.c_str(),
                 absl::StrJoin(spec->job_counts, ", ").c_str(), o.out_dir.c_str());
     for (const experiment::ScaleRun& run : runs) {
@@ -301,68 +496,16 @@ void RunExperimentCommand(const ExperimentOptions& o) {
     results->service = *std::move(through);
   }
   FailIfError(experiment::WriteResults(*results, o.out_dir, context));
-
-  const experiment::SetupResult* seq = experiment::SequentialReference(*results);
-  auto sim_ratio = [&](const std::string& setup) {
-    for (const auto& row : results->simulation) {
-      if (row.setup == setup) return row.ratio;
-    }
-    return 0.0;
-  };
-  std::printf("experiment %s: %zu jobs, results in %s (report.html)\n", spec->name.c_str(),
-              jobs.size(), o.out_dir.c_str());
-  if (!o.service_only) {
-    std::printf("%-13s %10s %7s %8s %8s %6s %11s %11s %9s\n", "setup", "makespan s", "/seq",
-                "bound s", "/bound", "dev %", "distortion", "dev-hours", "sim/real");
-    for (const auto& r : results->setups) {
-      const double vs_seq =
-          seq != nullptr && seq->makespan_s > 0 ? r.makespan_s / seq->makespan_s : 0;
-      const double vs_lb = r.lower_bound_s > 0 ? r.makespan_s / r.lower_bound_s : 0;
-      std::printf("%-13s %10.1f %7.3f %8.1f %8.3f %6.0f %10.2f%% %11.4f %9.3f\n", r.setup.c_str(),
-                  r.makespan_s, vs_seq, r.lower_bound_s, vs_lb, r.device_utilization * 100,
-                  r.distortion_median * 100, r.device_hours, sim_ratio(r.setup));
-    }
-    std::printf("%-13s %-22s %10s %16s %11s\n", "setup", "job", "time s", "final latency ms",
-                "distortion");
-    for (const auto& r : results->setups) {
-      for (const auto& j : r.jobs) {
-        std::printf("%-13s %-22s %10.1f %16.3f %10.2f%%%s%s\n", r.setup.c_str(), j.name.c_str(),
-                    j.seconds, j.final_latency_ms, j.distortion_median * 100,
-                    j.error.empty() ? "" : "  error: ", j.error.c_str());
-      }
-    }
-    if (!results->simulation_error.empty()) {
-      std::printf("simulator check: %s\n", results->simulation_error.c_str());
-    }
-    std::printf("%s", FormatClaims(*results).c_str());
-  }
-  if (!service) return;
-  std::printf("through the service (service.csv):\n%-13s %-13s %12s %11s %9s  %s\n", "setup",
-              "policy", "embedded s", "service s", "ratio", "jobs (service s, records, state)");
-  std::vector<std::string> failed;
-  for (const auto& s : results->service) {
-    const experiment::SetupResult* embedded = nullptr;
-    for (const auto& r : results->setups) {
-      if (r.setup == s.setup) embedded = &r;
-    }
-    std::string per_job;
-    for (const auto& j : s.jobs) {
-      absl::StrAppend(&per_job, per_job.empty() ? "" : "; ",
-                      absl::StrFormat("%s %.1f %d %s", j.name, j.seconds, j.records, j.state));
-    }
-    const double ratio = experiment::ServiceRatio(s, embedded);
-    std::printf("%-13s %-13s %12s %11.1f %9s  %s\n", s.setup.c_str(), s.policy.c_str(),
-                embedded ? absl::StrFormat("%.1f", embedded->makespan_s).c_str() : "-",
-                s.makespan_s, std::isfinite(ratio) ? absl::StrFormat("%.3f", ratio).c_str() : "-",
-                per_job.c_str());
-    for (const auto& j : s.jobs) {
-      if (!j.error.empty() && j.error != s.error) {
-        std::printf("  %s %s: %s\n", s.setup.c_str(), j.name.c_str(), j.error.c_str());
-      }
-    }
-    if (!s.error.empty()) failed.push_back(absl::StrCat(s.setup, ": ", s.error));
+  if (o.json) {
+    PrintExperimentJson(*spec, o, jobs.size(), *results, service);
+  } else {
+    PrintExperimentTables(*spec, o, jobs.size(), *results, service);
   }
   // A job that failed is data in the results; a setup whose processes failed is an error.
+  std::vector<std::string> failed;
+  for (const auto& s : results->service) {
+    if (!s.error.empty()) failed.push_back(absl::StrCat(s.setup, ": ", s.error));
+  }
   if (!failed.empty()) {
     Fail(absl::UnavailableError(
         absl::StrCat("through the service, ", failed.size(),
@@ -399,6 +542,9 @@ void RegisterExperimentCommand(CLI::App& app) {
   cmd->add_flag("--resimulate", o->resimulate,
                 "Tune nothing: redo the simulator check from DIR/results.json with this spec's "
                 "measure options and rewrite DIR/simulation.csv and DIR/sim.yaml");
+  AddJsonFlag(cmd, &o->json,
+              "One JSON object: the output folder and files, per setup its makespan and figures "
+              "(each job's too), the claims' verdicts");
   cmd->callback([o] { RunExperimentCommand(*o); });
 }
 

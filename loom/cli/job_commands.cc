@@ -1,78 +1,51 @@
 // The user side of the service: `loom submit`, `jobs`, `status`, `watch`, `cancel`, `result`,
-// `logs`. Each talks to `loom serve` over gRPC (service/client.h resolves the server and token:
-// --server, LOOM_SERVER, LOOM_TOKEN, ~/.config/loom/config). Failures are one line naming the
-// gRPC status code, and a non-zero exit.
-#include <google/protobuf/descriptor.h>
-
+// `logs`. Each talks to `loom serve` through api::JobClient (api/job_client.h; service/client.h
+// resolves the server and token: --server, LOOM_SERVER, LOOM_TOKEN, ~/.config/loom/config).
+// Failures are one line naming the gRPC status code, and a non-zero exit.
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <functional>
+#include <map>
 #include <memory>
-#include <sstream>
+#include <optional>
+#include <string>
+#include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "loom/api/job_client.h"
 #include "loom/cli/commands.h"
 #include "loom/cli/job_view.h"
 #include "loom/cli/json_output.h"
 #include "loom/graph/shape_spec.h"
-#include "loom/loom.h"
-#include "loom/records/record_store.h"
-#include "loom/runtime/compiled_model.h"
 #include "loom/service/client.h"
-#include "loom/service/request_checks.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/tune_job.h"
-#include "loom/v1/jobs.grpc.pb.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {
 namespace {
 
-struct Conn {
-  service::ClientConfig config;
-  service::Failover failover;  // follows standby redirects along config.server's list
-
-  grpc::Status Call(
-      absl::Duration timeout,
-      const std::function<grpc::Status(v1::JobService::Stub&, grpc::ClientContext&)>& call) {
-    return failover.Call(
-        timeout, [&](const std::shared_ptr<grpc::Channel>& channel, grpc::ClientContext& ctx) {
-          v1::JobService::Stub stub(channel);
-          return call(stub, ctx);
-        });
-  }
-};
-
-Conn Connect(const std::string& server_flag) {
+// The job service's client (api/job_client.h), connected as every job command connects: --server
+// or LOOM_SERVER or the config file, the token of --token-file or LOOM_TOKEN or the config file.
+std::unique_ptr<JobClient> Connect(const std::string& server_flag) {
   service::QuietGrpcLogs();
-  auto config = service::ResolveClientConfig(server_flag);
-  FailIfError(config.status());
-  if (!Globals().token_file.empty()) {
-    config->token = TokenFromFlag();
-    config->token_file = Globals().token_file;
-  }
-  auto failover = service::Failover::Create(*config);
-  FailIfError(failover.status());
-  return Conn{*config, *std::move(failover)};
+  auto client = JobClient::Connect({.server = server_flag,
+                                    .token = TokenFromFlag(),
+                                    .unavailable_hint = "set --server or LOOM_SERVER"});
+  FailIfError(client.status());
+  return *std::move(client);
 }
 
-void Check(const grpc::Status& st, const Conn& c) {
-  if (st.ok()) return;
-  absl::Status s = service::FromGrpc(st);
-  if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    s = absl::Status(s.code(), absl::StrCat(s.message(), " (server ", c.config.server,
-                                            "; set --server or LOOM_SERVER)"));
-  }
-  // Usage mistakes exit 2 in main(); a server-side INVALID_ARGUMENT is still a failure (1).
+// The value of a client call, or the end of the command with its error. Usage mistakes exit 2
+// in main(); a server-side INVALID_ARGUMENT is still a failure (1).
+template <typename T>
+T OrFail(absl::StatusOr<T> v) {
+  if (v.ok()) return *std::move(v);
+  absl::Status s = v.status();
   if (s.code() == absl::StatusCode::kInvalidArgument) {
     s = absl::FailedPreconditionError(s.message());
   }
@@ -97,28 +70,18 @@ std::string Progress(const v1::Job& j) {
 
 // ----- submit
 
-struct SubmitOptions {
-  std::string model;
+// The flags of `loom submit`: the request's own options (api/job_client.h) bound directly, and
+// those the CLI parses into them.
+struct SubmitFlags {
+  loom::SubmitOptions request;
   std::string server;
-  std::string name;
-  std::string target = "cpu";
-  int trials = 0;             // 0: not given (32, or the most the daemon takes under a job budget)
   int64_t total_trials = -1;  // -1: not given
   std::string time_budget;
-  int priority = 0;
-  double latency_goal = 0;
-  std::string tuner = "xgb";
-  int batch_size = 8;
-  int max_tasks = 0;
-  int64_t seed = 0;
+  CLI::Option* trials_option = nullptr;  // --trials, to tell whether it was given
   bool no_prior = false;
-  std::vector<std::string> input_shapes;
-  std::string simulated;
-  std::string tasks;  // "1,3": task indices as `loom tasks` lists them
-  // Measure spec; 0: the agents' defaults.
-  int min_repeat_ms = 0;
-  int repeat = 0;
-  double run_timeout_s = 0;
+  std::vector<std::string> input_shapes;  // NAME=D0,D1,...
+  std::string simulated;                  // tasks=N,rounds=N,...
+  std::string tasks;                      // "1,3": task indices as `loom tasks` lists them
   bool json = false;
   bool parsable = false;  // print only the job id
 };
@@ -139,9 +102,7 @@ std::vector<int> ParseTaskList(const std::string& list) {
 
 // "tasks=2,rounds=3,propose=0.1,build=0.2,measure=0.1,update=0.05"
 v1::SimulatedWorkload ParseSimulated(const std::string& spec) {
-  v1::SimulatedWorkload w;
-  w.set_tasks(1);
-  w.set_rounds(1);
+  std::map<std::string, double> keys;
   for (absl::string_view kv : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
     std::vector<absl::string_view> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
     double v = 0;
@@ -149,100 +110,58 @@ v1::SimulatedWorkload ParseSimulated(const std::string& spec) {
       Fail(absl::InvalidArgumentError(
           absl::StrCat("--simulated: bad entry '", kv, "' (KEY=NUMBER, comma separated)")));
     }
-    if (p[0] == "tasks") {
-      w.set_tasks(static_cast<int>(v));
-    } else if (p[0] == "rounds") {
-      w.set_rounds(static_cast<int>(v));
-    } else if (p[0] == "propose") {
-      w.set_propose_seconds(v);
-    } else if (p[0] == "build") {
-      w.set_build_seconds(v);
-    } else if (p[0] == "measure") {
-      w.set_measure_seconds(v);
-    } else if (p[0] == "update") {
-      w.set_update_seconds(v);
-    } else {
-      Fail(absl::InvalidArgumentError(
-          absl::StrCat("--simulated: unknown key '", p[0],
-                       "' (tasks, rounds, propose, build, measure, update)")));
-    }
+    keys[std::string(p[0])] = v;
   }
-  return w;
+  absl::StatusOr<v1::SimulatedWorkload> w = MakeSimulatedWorkload(keys);
+  if (!w.ok())
+    Fail(absl::InvalidArgumentError(absl::StrCat("--simulated: ", w.status().message())));
+  return *std::move(w);
 }
 
-void RunSubmit(const SubmitOptions& o) {
-  v1::SubmitJobRequest req;
-  req.set_name(o.name);
-  req.set_target(o.target);
+void RunSubmit(const SubmitFlags& o) {
+  // The flags' own mistakes in the flags' words; the request itself is api::MakeSubmitRequest's.
+  loom::SubmitOptions so = o.request;
+  so.use_prior = !o.no_prior;
   if (o.total_trials != -1 && (o.total_trials < 1 || o.total_trials > tune::kMaxTotalTrials)) {
     Fail(absl::InvalidArgumentError(absl::StrCat("--total-trials must be 1 to ",
                                                  tune::kMaxTotalTrials, ", got ", o.total_trials)));
   }
-  req.set_total_trials(std::max<int64_t>(0, o.total_trials));
+  so.total_trials = std::max<int64_t>(0, o.total_trials);
   if (!o.time_budget.empty()) {
     auto budget = tune::ParseTimeBudget(o.time_budget);
     if (!budget.ok()) {
       Fail(absl::InvalidArgumentError(absl::StrCat("--time-budget: ", budget.status().message())));
     }
-    req.set_time_budget_seconds(absl::ToDoubleSeconds(*budget));
+    so.time_budget_seconds = absl::ToDoubleSeconds(*budget);
   }
+  // --trials not given: 32 a task, or no cap of its own under a job budget.
   const bool budgeted = o.total_trials > 0 || !o.time_budget.empty();
-  req.set_trials(o.trials > 0 ? o.trials : budgeted ? 1000000 : 32);
-  req.set_priority(o.priority);
-  req.set_latency_goal_ms(o.latency_goal);
-  req.set_tuner(o.tuner);
-  req.set_batch_size(o.batch_size);
-  req.set_max_tasks(o.max_tasks);
-  req.set_seed(o.seed);
-  req.set_no_prior(o.no_prior);
+  if (o.trials_option != nullptr && o.trials_option->count() == 0 && budgeted) so.trials = 1000000;
   for (const auto& s : o.input_shapes) {
     auto named = graph::ParseInputShape(s);
     FailIfError(named.status());
-    req.add_input_shapes(graph::FormatInputShape(named->first, named->second));
+    so.input_shapes[named->first] = named->second;
   }
   if (!o.tasks.empty()) {
-    if (o.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
-    for (int t : ParseTaskList(o.tasks)) req.add_task_indices(t);
-  }
-  if (o.min_repeat_ms > 0 || o.repeat > 0 || o.run_timeout_s > 0) {
-    v1::MeasureSpec* m = req.mutable_measure();
-    m->set_min_repeat_ms(o.min_repeat_ms);
-    m->set_repeat(o.repeat);
-    m->set_run_timeout_s(o.run_timeout_s);
+    if (so.max_tasks > 0) Fail(absl::InvalidArgumentError("give --tasks or --max-tasks, not both"));
+    so.tasks = ParseTaskList(o.tasks);
   }
   if (!o.simulated.empty()) {
-    if (!o.model.empty()) {
+    if (!so.model.empty()) {
       Fail(absl::InvalidArgumentError("give either MODEL or --simulated, not both"));
     }
-    *req.mutable_simulated() = ParseSimulated(o.simulated);
-  } else if (o.model.empty()) {
+    so.simulated = ParseSimulated(o.simulated);
+  } else if (so.model.empty()) {
     Fail(absl::InvalidArgumentError("MODEL is required (a zoo name, zoo:NAME or a .onnx file)"));
-  } else if (absl::StartsWith(o.model, "zoo:")) {
-    req.set_zoo_model(o.model.substr(4));
-  } else if (absl::EndsWith(o.model, ".onnx") || std::filesystem::exists(o.model)) {
-    std::ifstream in(o.model, std::ios::binary);
-    if (!in) Fail(absl::NotFoundError(absl::StrCat("cannot read model file '", o.model, "'")));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    req.set_onnx_model(ss.str());
-    if (o.name.empty()) req.set_name(std::filesystem::path(o.model).stem().string());
-  } else {
-    req.set_zoo_model(o.model);
   }
-  if (req.has_zoo_model() && req.input_shapes_size() > 0) {
+  absl::StatusOr<v1::SubmitJobRequest> req = MakeSubmitRequest(so);
+  FailIfError(req.status());
+  if (req->has_zoo_model() && req->input_shapes_size() > 0) {
     Fail(absl::InvalidArgumentError(
         "--input-shape pins the dynamic inputs of an ONNX file; zoo models have fixed input "
         "shapes (submit the model as an .onnx file to change them)"));
   }
-  Conn c = Connect(o.server);
-  // One request id for every try of the call: a retry after a failover submits once.
-  req.set_request_id(service::NewRequestId());
-  v1::Job job;
-  Check(c.Call(absl::Minutes(5),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.SubmitJob(&ctx, req, &job);
-               }),
-        c);
+  const v1::Job job = OrFail(Connect(o.server)->Submit(*req));
   if (o.parsable) {
     std::printf("%s\n", job.id().c_str());
     return;
@@ -265,16 +184,7 @@ struct ListOptions {
 };
 
 void RunJobs(const ListOptions& o) {
-  Conn c = Connect(o.server);
-  v1::ListJobsRequest req;
-  req.set_all_users(o.all);
-  req.set_include_ended(o.ended);
-  v1::ListJobsResponse resp;
-  Check(c.Call(absl::Seconds(30),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.ListJobs(&ctx, req, &resp);
-               }),
-        c);
+  const v1::ListJobsResponse resp = OrFail(Connect(o.server)->List(o.all, o.ended));
   if (o.json) {
     PrintJson(ProtoJson(resp));
     return;
@@ -350,15 +260,7 @@ void PrintJob(const v1::Job& j) {
 }
 
 void RunStatus(const IdOptions& o) {
-  Conn c = Connect(o.server);
-  v1::GetJobRequest req;
-  req.set_job_id(o.id);
-  v1::Job job;
-  Check(c.Call(absl::Seconds(30),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.GetJob(&ctx, req, &job);
-               }),
-        c);
+  const v1::Job job = OrFail(Connect(o.server)->Get(o.id));
   if (o.json) {
     PrintJson(ProtoJson(job));
   } else {
@@ -367,28 +269,16 @@ void RunStatus(const IdOptions& o) {
 }
 
 void RunWatch(const IdOptions& o) {
-  Conn c = Connect(o.server);
+  std::unique_ptr<JobClient> client = Connect(o.server);
   // Finds the active daemon first (redirects, failover); the stream itself does not fail over.
-  v1::GetJobRequest get;
-  get.set_job_id(o.id);
-  v1::Job first;
-  Check(c.Call(absl::Seconds(30),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.GetJob(&ctx, get, &first);
-               }),
-        c);
-  auto channel = c.failover.Channel();
-  FailIfError(channel.status());
-  v1::JobService::Stub stub(*channel);
-  grpc::ClientContext ctx;
-  service::Authorize(ctx, c.config);
-  v1::WatchJobRequest req;
-  req.set_job_id(o.id);
-  auto reader = stub.WatchJob(&ctx, req);
-  v1::JobEvent ev;
+  OrFail(client->Get(o.id));
+  std::unique_ptr<JobClient::Watch> watch = OrFail(client->WatchJob(o.id));
   v1::Job last;
   std::string shown;  // the last state/progress line printed
-  while (reader->Read(&ev)) {
+  while (true) {
+    std::optional<v1::JobEvent> next = OrFail(watch->Next());
+    if (!next.has_value()) break;
+    const v1::JobEvent& ev = *next;
     if (ev.has_job()) last = ev.job();
     const std::string t = absl::FormatTime("%H:%M:%S", absl::FromUnixMicros(ev.time_unix_micros()),
                                            absl::LocalTimeZone());
@@ -408,7 +298,6 @@ void RunWatch(const IdOptions& o) {
     }
     std::fflush(stdout);
   }
-  Check(reader->Finish(), c);
   if (last.state() == v1::JOB_STATE_FAILED || last.state() == v1::JOB_STATE_CANCELLED) {
     Fail(absl::AbortedError(
         absl::StrCat("job ", last.id(), " ", v1::JobStateShortName(last.state()),
@@ -417,15 +306,7 @@ void RunWatch(const IdOptions& o) {
 }
 
 void RunCancel(const IdOptions& o) {
-  Conn c = Connect(o.server);
-  v1::CancelJobRequest req;
-  req.set_job_id(o.id);
-  v1::Job job;
-  Check(c.Call(absl::Seconds(30),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.CancelJob(&ctx, req, &job);
-               }),
-        c);
+  const v1::Job job = OrFail(Connect(o.server)->Cancel(o.id));
   if (o.json) {
     PrintJson(ProtoJson(job));
     return;
@@ -434,119 +315,52 @@ void RunCancel(const IdOptions& o) {
 }
 
 void RunLogs(const IdOptions& o) {
-  Conn c = Connect(o.server);
-  v1::GetLogsRequest req;
-  req.set_job_id(o.id);
-  req.set_tail(o.tail);
-  v1::GetLogsResponse resp;
-  Check(c.Call(absl::Seconds(30),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.GetLogs(&ctx, req, &resp);
-               }),
-        c);
+  const std::vector<std::string> lines = OrFail(Connect(o.server)->Logs(o.id, o.tail));
   if (o.json) {
+    v1::GetLogsResponse resp;  // the same object as before: {"lines": [...]}
+    for (const auto& l : lines) resp.add_lines(l);
     PrintJson(ProtoJson(resp));
     return;
   }
-  for (const auto& l : resp.lines()) std::printf("%s\n", l.c_str());
+  for (const auto& l : lines) std::printf("%s\n", l.c_str());
 }
 
 void RunResult(const IdOptions& o) {
-  Conn c = Connect(o.server);
-  v1::GetResultRequest req;
-  req.set_job_id(o.id);
-  v1::JobResult res;
-  Check(c.Call(absl::Minutes(5),
-               [&](v1::JobService::Stub& stub, grpc::ClientContext& ctx) {
-                 return stub.GetResult(&ctx, req, &res);
-               }),
-        c);
-  std::error_code ec;
-  std::filesystem::create_directories(o.output, ec);
-  if (ec) {
-    Fail(absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", o.output, "': ", ec.message())));
-  }
-  const std::string db = (std::filesystem::path(o.output) / "records.db").string();
-  auto store = tune::OpenSqliteRecordStore(db);
-  FailIfError(store.status());
-  std::istringstream in(res.records_jsonl());
-  auto n = (*store)->ImportJsonLines(in);
-  FailIfError(n.status());
-  nlohmann::json best = nlohmann::json::array();
-  for (const v1::BestConfig& b : res.best()) {
-    nlohmann::json cfg = nlohmann::json::parse(b.config_json(), nullptr, false);
-    best.push_back({{"task_key", b.task_key()},
-                    {"template", b.template_name()},
-                    {"target_key", b.target_key()},
-                    {"config_index", b.config_index()},
-                    {"config", cfg.is_discarded() ? nlohmann::json(b.config_json()) : cfg},
-                    {"median_cost", b.median_cost()},
-                    {"gflops", b.gflops()}});
-  }
-  nlohmann::json doc = {{"job", res.job().id()},
-                        {"name", res.job().name()},
-                        {"state", v1::JobStateShortName(res.job().state())},
-                        {"estimated_latency_ms", res.job().estimated_latency_ms()},
-                        {"best", best}};
-  std::ofstream(std::filesystem::path(o.output) / "best.json") << doc.dump(2) << "\n";
-  if (!res.model_onnx().empty()) {
-    std::ofstream(std::filesystem::path(o.output) / "model.onnx", std::ios::binary)
-        << res.model_onnx();
+  const v1::JobResult res = OrFail(Connect(o.server)->Result(o.id));
+  // The model compiled from the job's records (DIR/model, the artifact `loom run` loads), for the
+  // class the job was tuned on unless --target says otherwise (api/job_client.h).
+  absl::StatusOr<WrittenJobResult> w =
+      WriteJobResult(res, o.output, {.compile = !o.skip_compile, .target = o.target});
+  if (!w.ok()) {
+    absl::Status s = w.status();
+    if (absl::StartsWith(s.message(), "compiling the tuned model")) {
+      s = absl::Status(s.code(), absl::StrCat(s.message(), " (--target picks another)"));
+    }
+    Fail(s);
   }
   // --json: one object at the end, the compile's tuning included.
   nlohmann::json summary = {
-      {"job", res.job().id()},
-      {"state", v1::JobStateShortName(res.job().state())},
-      {"records", *n},
-      {"db", db},
-      {"best_configs", res.best_size()},
-      {"best_json", (std::filesystem::path(o.output) / "best.json").string()}};
-  if (!o.json) {
-    std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
-                v1::JobStateShortName(res.job().state()), static_cast<long long>(*n), db.c_str(),
-                res.best_size(), (std::filesystem::path(o.output) / "best.json").string().c_str());
-  }
-  const std::string model = !res.zoo_model().empty() ? absl::StrCat("zoo:", res.zoo_model())
-                            : !res.model_onnx().empty()
-                                ? (std::filesystem::path(o.output) / "model.onnx").string()
-                                : "";
-  if (model.empty() || o.skip_compile) {
-    if (o.json) PrintJson(summary);
-    return;
-  }
-  // The compiled model, from the job's records: the artifact `loom run DIR/model` loads.
-  const std::string artifact = (std::filesystem::path(o.output) / "model").string();
-  // The class the job was tuned on (the agents' CPU), unless --target says otherwise: records of
-  // another CPU model of that class apply (api/class_records.h).
-  std::string target = o.target;
-  if (target.empty()) {
-    std::string first;
-    std::istringstream lines(res.records_jsonl());
-    std::getline(lines, first);
-    nlohmann::json r = nlohmann::json::parse(first, nullptr, false);
-    const std::string key = r.is_object() ? r.value("target_key", "") : "";
-    target = absl::StartsWith(key, "cpu:") ? tune::TargetClassOfKey(key) : "cpu";
-  }
-  loom::Model compiled = loom::Model::Load(model);
-  compiled.Compile({.target = target, .db = db});
-  absl::Status st = compiled.status().ok() ? compiled.Export(artifact) : compiled.status();
-  if (!st.ok()) {
-    Fail(absl::Status(st.code(), absl::StrCat("compiling the tuned model for ", target, ": ",
-                                              st.message(), " (--target picks another)")));
+      {"job", res.job().id()},           {"state", v1::JobStateShortName(res.job().state())},
+      {"records", w->records},           {"db", w->records_db},
+      {"best_configs", res.best_size()}, {"best_json", w->best_json}};
+  if (!w->artifact.empty()) {
+    summary["target"] = w->target_key;
+    summary["tuned"] = w->tuning_summary;
+    summary["tuned_kernels"] = w->tuned_kernels;
+    summary["kernel_steps"] = w->kernel_steps;
+    summary["model"] = w->artifact;
   }
   if (o.json) {
-    summary["target"] = compiled.compiled()->target_key();
-    summary["tuned"] = compiled.tuning_summary();
-    summary["tuned_kernels"] = compiled.compiled()->stats().tuned_kernels;
-    summary["kernel_steps"] = compiled.compiled()->stats().kernel_steps;
-    summary["model"] = artifact;
     PrintJson(summary);
     return;
   }
-  std::printf("tuned: %s\n", compiled.tuning_summary().c_str());
-  std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n", artifact.c_str(),
-              artifact.c_str());
+  std::printf("%s: %s, %lld records -> %s, %d best configs -> %s\n", res.job().id().c_str(),
+              v1::JobStateShortName(res.job().state()), static_cast<long long>(w->records),
+              w->records_db.c_str(), res.best_size(), w->best_json.c_str());
+  if (w->artifact.empty()) return;
+  std::printf("tuned: %s\n", w->tuning_summary.c_str());
+  std::printf("compiled model -> %s (run it with 'loom run %s --input X.npy')\n",
+              w->artifact.c_str(), w->artifact.c_str());
 }
 
 void AddServer(CLI::App* cmd, std::string& server) {
@@ -558,39 +372,45 @@ void AddServer(CLI::App* cmd, std::string& server) {
 
 void RegisterJobCommands(CLI::App& app) {
   {
-    auto o = std::make_shared<SubmitOptions>();
+    auto o = std::make_shared<SubmitFlags>();
     auto* cmd = app.add_subcommand("submit", "Submit a tuning job to loom serve");
-    cmd->add_option("MODEL", o->model, "zoo name, zoo:NAME or a .onnx file (sent to the server)");
+    cmd->add_option("MODEL", o->request.model,
+                    "zoo name, zoo:NAME or a .onnx file (sent to the server)");
     AddServer(cmd, o->server);
-    cmd->add_option("--name", o->name, "Job name (default: the model's)");
-    cmd->add_option("--target", o->target, "cpu or cuda");
-    cmd->add_option("--trials", o->trials,
-                    "Trials per task (default 32; with a job budget a cap per task, default none)")
-        ->check(CLI::Range(1, 1000000));
+    cmd->add_option("--name", o->request.name, "Job name (default: the model's)");
+    cmd->add_option("--target", o->request.target, "cpu or cuda");
+    o->trials_option = cmd->add_option(
+                              "--trials", o->request.trials,
+                              "Trials per task (default 32; with a job budget a cap per task, "
+                              "default none)")
+                           ->check(CLI::Range(1, 1000000));
     cmd->add_option("--total-trials", o->total_trials,
                     "One budget of trials for the whole job, shared among its tasks by expected "
                     "gain");
     cmd->add_option("--time-budget", o->time_budget,
                     "One time budget for the whole job, e.g. 90s, 20m or 1h30m (from its first "
                     "stage), shared among its tasks by expected gain");
-    cmd->add_option("--priority", o->priority, "Higher runs first")->check(CLI::Range(-1000, 1000));
-    cmd->add_option("--latency-goal", o->latency_goal,
+    cmd->add_option("--priority", o->request.priority, "Higher runs first")
+        ->check(CLI::Range(-1000, 1000));
+    cmd->add_option("--latency-goal", o->request.latency_goal_ms,
                     "ms: ends at once if known records already meet it")
         ->check(CLI::Range(0.0, 1e9));
-    cmd->add_option("--tuner", o->tuner, "xgb, ga, random or grid");
-    cmd->add_option("--batch-size", o->batch_size, "Configs per round")->check(CLI::Range(1, 1024));
-    cmd->add_option("--max-tasks", o->max_tasks, "Tune only the first N tasks (0: all)");
+    cmd->add_option("--tuner", o->request.tuner, "xgb, ga, random or grid");
+    cmd->add_option("--batch-size", o->request.batch_size, "Configs per round")
+        ->check(CLI::Range(1, 1024));
+    cmd->add_option("--max-tasks", o->request.max_tasks, "Tune only the first N tasks (0: all)");
     cmd->add_option("--tasks", o->tasks,
                     "Tune only these tasks, e.g. 1,3 (indices as 'loom tasks' lists them)");
-    cmd->add_option("--min-repeat-ms", o->min_repeat_ms,
+    cmd->add_option("--min-repeat-ms", o->request.min_repeat_ms,
                     "Shortest timed repeat of a measurement (0: the agents' default)")
         ->check(CLI::Range(0, 60000));
-    cmd->add_option("--repeat", o->repeat, "Timed repeats per candidate (0: the agents' default)")
+    cmd->add_option("--repeat", o->request.repeat,
+                    "Timed repeats per candidate (0: the agents' default)")
         ->check(CLI::Range(0, 1000));
-    cmd->add_option("--run-timeout", o->run_timeout_s,
+    cmd->add_option("--run-timeout", o->request.run_timeout_s,
                     "Seconds a candidate may run past its expected time (default: the agents')")
         ->check(CLI::Range(0.0, 3600.0));
-    cmd->add_option("--seed", o->seed, "Tuner seed")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--seed", o->request.seed, "Tuner seed")->check(CLI::NonNegativeNumber);
     cmd->add_flag("--no-prior", o->no_prior,
                   "Do not seed the cost model with the agents' built-in tuning prior");
     cmd->add_option("--input-shape", o->input_shapes,

@@ -3,7 +3,8 @@
 // through the library API instead, or a GPU artifact (`loom compile --target cuda`) on the GPU
 // `--device cuda:N`. Without --input a seeded normal input is generated, so a model
 // can be tried with nothing else. Every output can be written: by name (--output NAME=FILE), or
-// all of them into a folder (--output-dir), one <name>.npy each.
+// all of them into a folder (--output-dir), one <name>.npy each. --json prints one object: the
+// outputs' names, dtypes, shapes and files, the latency and what ran the model.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "loom/base/rng.h"
 #include "loom/base/status_macros.h"
 #include "loom/cli/commands.h"
+#include "loom/cli/json_output.h"
 #include "loom/cli/model_options.h"
 #include "loom/graph/npy.h"
 #include "loom/loom.h"
@@ -26,6 +28,7 @@
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::cli {
 namespace {
@@ -41,6 +44,7 @@ struct RunOptions {
   int32_t threads = 0;     // artifacts only; 0: as compiled
   std::string verify_key;  // artifacts only: the signing key to check
   std::string device;      // GPU artifacts only: cuda:N
+  bool json = false;
 };
 
 std::string Names(const std::vector<graph::ValueInfo>& values) {
@@ -170,19 +174,18 @@ absl::StatusOr<std::map<size_t, std::string>> OutputFiles(
   return files;
 }
 
-void PrintTopK(const graph::Tensor& out) {
-  if (out.dtype() != graph::DType::kFloat32 || out.rank() != 2 || out.dim(0) != 1) return;
+// The indices of the five largest values of a float32 [1, N] output (a classifier's scores),
+// largest first; empty for any other output.
+std::vector<int64_t> TopK(const graph::Tensor& out) {
+  if (out.dtype() != graph::DType::kFloat32 || out.rank() != 2 || out.dim(0) != 1) return {};
   auto v = out.values<float>();
   std::vector<int64_t> idx(v.size());
   std::iota(idx.begin(), idx.end(), 0);
   size_t k = std::min<size_t>(5, idx.size());
   std::partial_sort(idx.begin(), idx.begin() + static_cast<ptrdiff_t>(k), idx.end(),
                     [&](int64_t a, int64_t b) { return v[a] > v[b]; });
-  std::printf("top-%zu     ", k);
-  for (size_t i = 0; i < k; ++i) {
-    std::printf(" %lld:%.4g", static_cast<long long>(idx[i]), v[idx[i]]);
-  }
-  std::printf("\n");
+  idx.resize(k);
+  return idx;
 }
 
 void RunRun(const RunOptions& opts) {
@@ -192,6 +195,8 @@ void RunRun(const RunOptions& opts) {
   std::map<size_t, std::string> files;
   double ms = 0;
   std::string how;
+  // --json: what ran it ("reference", "artifact", "gpu_artifact"), timed runs, threads, device.
+  nlohmann::json run = nlohmann::json::object();
   std::unique_ptr<runtime::CudaBackend> gpu;  // outlives the GPU model
   if (runtime::IsCudaArtifactDir(opts.model.model)) {
     // A GPU artifact: its kernel images on the device, refused for another architecture.
@@ -216,6 +221,10 @@ void RunRun(const RunOptions& opts) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     how = absl::StrCat("GPU artifact on ", gpu->target().device_name, ", second run",
                        (*model)->run_stats().graph_captured ? ", graph replay" : "");
+    run = {{"executor", "gpu_artifact"},
+           {"device", gpu->target().device_name},
+           {"graph_replay", (*model)->run_stats().graph_captured},
+           {"warmup_runs", 1}};
   } else if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
     Model model = Model::Load(opts.model.model, {.verify_key = opts.verify_key});
@@ -234,6 +243,10 @@ void RunRun(const RunOptions& opts) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     how = absl::StrCat("compiled artifact, ", model.compiled()->num_threads(), " thread",
                        model.compiled()->num_threads() == 1 ? "" : "s", ", second run");
+    run = {{"executor", "artifact"},
+           {"threads", model.compiled()->num_threads()},
+           {"target", model.compiled()->target_key()},
+           {"warmup_runs", 1}};
   } else {
     // Inputs are read against the declared types first: their values may define shapes
     // (LoadOptions::input_values), and their shapes pin dynamic dims.
@@ -265,15 +278,9 @@ void RunRun(const RunOptions& opts) {
     ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     how = "reference executor, 1 run";
+    run = {{"executor", "reference"}, {"warmup_runs", 0}};
   }
   FailIfError(outputs.status());
-
-  for (size_t i = 0; i < outputs->size(); ++i) {
-    std::printf("output      %s: %s\n", output_infos[i].name.c_str(),
-                (*outputs)[i].type().ToString().c_str());
-  }
-  std::printf("latency     %.2f ms (%s)\n", ms, how.c_str());
-  if (!outputs->empty()) PrintTopK((*outputs)[0]);
   if (!opts.output_dir.empty()) {
     std::error_code ec;
     fs::create_directories(opts.output_dir, ec);
@@ -282,8 +289,46 @@ void RunRun(const RunOptions& opts) {
           absl::StrCat("cannot create --output-dir ", opts.output_dir, ": ", ec.message())));
     }
   }
+  for (const auto& [index, file] : files) FailIfError(graph::WriteNpy((*outputs)[index], file));
+  const std::vector<int64_t> top = outputs->empty() ? std::vector<int64_t>{} : TopK((*outputs)[0]);
+
+  if (opts.json) {
+    nlohmann::json outs = nlohmann::json::array();
+    for (size_t i = 0; i < outputs->size(); ++i) {
+      const graph::Tensor& t = (*outputs)[i];
+      const auto file = files.find(i);
+      outs.push_back(
+          {{"name", output_infos[i].name},
+           {"dtype", graph::DTypeName(t.dtype())},
+           {"shape", t.shape()},
+           {"file", file == files.end() ? nlohmann::json(nullptr) : nlohmann::json(file->second)}});
+    }
+    nlohmann::json j = {{"model", opts.model.model}, {"latency_ms", ms}, {"outputs", outs}};
+    j.update(run);
+    if (!top.empty()) {
+      nlohmann::json t = nlohmann::json::array();
+      for (int64_t k : top) {
+        t.push_back({{"index", k}, {"value", (*outputs)[0].values<float>()[k]}});
+      }
+      j["top"] = std::move(t);
+    }
+    PrintJson(j);
+    return;
+  }
+
+  for (size_t i = 0; i < outputs->size(); ++i) {
+    std::printf("output      %s: %s\n", output_infos[i].name.c_str(),
+                (*outputs)[i].type().ToString().c_str());
+  }
+  std::printf("latency     %.2f ms (%s)\n", ms, how.c_str());
+  if (!top.empty()) {
+    std::printf("top-%zu     ", top.size());
+    for (int64_t k : top) {
+      std::printf(" %lld:%.4g", static_cast<long long>(k), (*outputs)[0].values<float>()[k]);
+    }
+    std::printf("\n");
+  }
   for (const auto& [index, file] : files) {
-    FailIfError(graph::WriteNpy((*outputs)[index], file));
     std::printf("wrote       %s (%s)\n", file.c_str(), output_infos[index].name.c_str());
   }
 }
@@ -311,6 +356,8 @@ void RegisterRunCommand(CLI::App& app) {
                   "public-key PEM file (loom compile --sign)");
   cmd->add_option("--device", opts->device,
                   "The GPU that runs a GPU artifact: cuda:N (default cuda:0)");
+  AddJsonFlag(cmd, &opts->json,
+              "One JSON object: outputs (name, dtype, shape, file written), latency, executor");
   cmd->callback([opts] { RunRun(*opts); });
 }
 

@@ -143,7 +143,10 @@ class JobResult:
     record as ``loom records export`` writes them). With one (:meth:`Client.result`), also where
     the files went: ``records_db``, ``best_json``, ``model`` (what was compiled: ``"zoo:NAME"``
     or the uploaded ONNX file) and ``artifact`` (the compiled model's folder, ``None`` when not
-    compiled)."""
+    compiled); when compiled, ``target`` (what it was compiled for: the CPU class the job was
+    tuned on unless asked otherwise), ``target_key`` (the artifact's target) and ``tuned``
+    (``"3 of 3 kernels tuned"``, with whose records when they came from another CPU of the
+    class)."""
 
     job: Job
     best: Tuple[BestConfig, ...]
@@ -153,6 +156,9 @@ class JobResult:
     best_json: Optional[str] = None
     model: Optional[str] = None
     artifact: Optional[str] = None
+    target: Optional[str] = None
+    target_key: Optional[str] = None
+    tuned: Optional[str] = None
 
 
 class Client:
@@ -318,15 +324,25 @@ class Client:
             reader.join(timeout=10)
 
     def result(
-        self, job_id: str, output: Optional[PathLike] = None, *, compile: bool = True
+        self,
+        job_id: str,
+        output: Optional[PathLike] = None,
+        *,
+        compile: bool = True,
+        target: Optional[str] = None,
     ) -> JobResult:
         """The job's result: its best config per task and every record.
 
         With ``output``, also writes what ``loom result JOB -o DIR`` writes there:
         ``records.db`` (the job's records), ``best.json``, ``model.onnx`` (an uploaded model)
         and, with ``compile``, the model compiled from those records as an artifact folder
-        ``DIR/model`` (load it with :func:`loom.load_artifact`)."""
-        d = self._impl.result(job_id, None if output is None else os.fspath(output), bool(compile))
+        ``DIR/model`` (load it with :func:`loom.load_artifact`). ``target``: compile for
+        ``"cpu"`` (this machine) or a CPU class (``"cpu:avx2"``); default: the class the job
+        was tuned on, whose records then apply here (``JobResult.tuned`` says how many).
+        A compile this CPU cannot run raises :class:`loom.FailedPreconditionError`."""
+        d = self._impl.result(
+            job_id, None if output is None else os.fspath(output), bool(compile), target or ""
+        )
         best = tuple(BestConfig(**b) for b in d["best"])
         if output is None:
             return JobResult(job=Job._from(d["job"]), best=best, records_jsonl=d["records_jsonl"])
@@ -339,4 +355,7 @@ class Client:
             best_json=d["best_json"],
             model=d["model"] or None,
             artifact=d["artifact"] or None,
+            target=d["target"] or None,
+            target_key=d["target_key"] or None,
+            tuned=d["tuned"] or None,
         )

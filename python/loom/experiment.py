@@ -69,7 +69,8 @@ def _num(v: Any) -> float:
 @dataclass
 class StageTrace(_FromJson):
     """One stage of a setup's run: ``kind`` (``"propose"``, ``"build"``, ``"measure"``,
-    ``"update"``) of ``job`` (its index in the spec) on ``resource``, ``start`` and ``end`` in
+    ``"update"``) of ``job`` (its index in the spec) in tuning ``round`` (from 0; -1 for the
+    build and measure of the task's default config) on ``resource``, ``start`` and ``end`` in
     seconds from the setup's start."""
 
     job: int

@@ -143,7 +143,9 @@ class _Runnable:
     @property
     def compile_stats(self) -> Dict[str, object]:
         """What the last compile produced: ``threads``, ``target`` (the target key records
-        apply by), ``kernel_steps``, ``tuned_kernels`` (of them, with a tuned config), ``fused_ops``,
+        apply by), ``kernel_steps``, ``tuned_kernels`` (of them, with a tuned config), ``tuned``
+        (the same in words, ``"3 of 3 kernels tuned"``, naming another CPU of the class when its
+        records were used, or why none applied; empty for a loaded artifact), ``fused_ops``,
         ``reference_steps``, ``arena_bytes``, ``cache_hits``, ``compile_seconds``. Empty before
         the model is compiled."""
         return dict(self._impl.compile_stats())

@@ -81,7 +81,8 @@ class Record:
 
     @classmethod
     def from_json(cls, obj: Dict[str, Any]) -> "Record":
-        """A record from one object of ``loom records export``'s JSON lines."""
+        """A record from one object of ``loom records export``'s JSON lines (``json.loads`` of
+        one line); ``KeyError`` naming a missing field."""
         return cls(
             task_key=obj["task_key"],
             template=obj["template"],

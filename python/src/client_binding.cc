@@ -153,29 +153,12 @@ void RegisterClient(py::module_& m) {
                             .repeat = repeat,
                             .run_timeout_s = run_timeout_s};
             if (simulated.has_value()) {
-              v1::SimulatedWorkload w;
-              w.set_tasks(1);
-              w.set_rounds(1);
-              for (const auto& [key, v] : *simulated) {
-                if (key == "tasks") {
-                  w.set_tasks(static_cast<int32_t>(v));
-                } else if (key == "rounds") {
-                  w.set_rounds(static_cast<int32_t>(v));
-                } else if (key == "propose") {
-                  w.set_propose_seconds(v);
-                } else if (key == "build") {
-                  w.set_build_seconds(v);
-                } else if (key == "measure") {
-                  w.set_measure_seconds(v);
-                } else if (key == "update") {
-                  w.set_update_seconds(v);
-                } else {
-                  throw StatusError(absl::InvalidArgumentError(
-                      absl::StrCat("simulated: unknown key '", key,
-                                   "' (tasks, rounds, propose, build, measure, update)")));
-                }
+              absl::StatusOr<v1::SimulatedWorkload> w = MakeSimulatedWorkload(*simulated);
+              if (!w.ok()) {
+                throw StatusError(absl::Status(w.status().code(),
+                                               absl::StrCat("simulated: ", w.status().message())));
               }
-              o.simulated = w;
+              o.simulated = *std::move(w);
             }
             v1::SubmitJobRequest req = ValueOrThrow(MakeSubmitRequest(o));
             return JobDict(Call([&] { return c.Submit(req); }));
@@ -216,7 +199,7 @@ void RegisterClient(py::module_& m) {
       .def(
           "result",
           [](JobClient& c, const std::string& id, const std::optional<std::string>& dir,
-             bool compile) {
+             bool compile, const std::string& target) {
             v1::JobResult res = Call([&] { return c.Result(id); });
             py::dict d;
             d["job"] = JobDict(res.job());
@@ -227,16 +210,21 @@ void RegisterClient(py::module_& m) {
             d["zoo_model"] = res.zoo_model();
             d["has_onnx_model"] = !res.model_onnx().empty();
             if (dir.has_value()) {
-              WrittenJobResult w = Call([&] { return WriteJobResult(res, *dir, compile); });
+              WrittenJobResult w = Call([&] {
+                return WriteJobResult(res, *dir, {.compile = compile, .target = target});
+              });
               d["records_db"] = w.records_db;
               d["records_written"] = w.records;
               d["best_json"] = w.best_json;
               d["model"] = w.model;
               d["artifact"] = w.artifact;
+              d["target"] = w.target;
+              d["target_key"] = w.target_key;
+              d["tuned"] = w.tuning_summary;
             }
             return d;
           },
-          py::arg("job_id"), py::arg("dir"), py::arg("compile"))
+          py::arg("job_id"), py::arg("dir"), py::arg("compile"), py::arg("target"))
       .def(
           "watch",
           [](JobClient& c, const std::string& id) {

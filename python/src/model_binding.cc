@@ -215,6 +215,7 @@ py::dict CompileStats(PyModel& self) {
     d["target"] = cm->target_key();
     d["kernel_steps"] = s.kernel_steps;
     d["tuned_kernels"] = s.tuned_kernels;
+    d["tuned"] = m.tuning_summary();
     d["unique_kernels"] = s.unique_kernels;
     d["fused_ops"] = s.fused_ops;
     d["reference_steps"] = s.reference_steps;

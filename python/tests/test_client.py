@@ -3,6 +3,7 @@ watched to its end and its result compiled, simulated jobs, and the service's er
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -35,7 +36,12 @@ def test_watch_yields_the_events_of_a_real_job(service: Service, tmp_path: Path)
     assert done.state == "succeeded" and done.ended
     assert done.records >= 2 and done.tasks[0].trials_done == 2
     assert done.submitted is not None and done.finished is not None
+    assert done.started is not None and done.submitted <= done.started <= done.finished
     assert done.finished >= done.submitted
+    assert done.priority == 0 and done.failure_reason == "" and done.queue_position == 0
+    assert done.expected_start is None  # only while queued
+    assert done.cpu_seconds > 0 and done.device_seconds > 0
+    assert done.estimated_latency_ms > 0
     assert job.id in [j.id for j in client.jobs(include_ended=True)]
     assert job.id not in [j.id for j in client.jobs()]  # ended jobs only when asked
     assert client.logs(job.id), "no log lines"
@@ -44,12 +50,19 @@ def test_watch_yields_the_events_of_a_real_job(service: Service, tmp_path: Path)
     result = client.result(job.id, tmp_path / "result")
     assert result.job.id == job.id and len(result.best) == 1
     assert result.best[0].gflops > 0 and result.records_written >= 2
+    assert isinstance(json.loads(result.best[0].config_json), dict)
     assert result.model == "zoo:tiny_cnn"
     assert Path(result.best_json).is_file() and Path(result.records_db).is_file()
     with loom.records.open(result.records_db) as db:
         assert db.count() == result.records_written
     compiled = loom.load_artifact(result.artifact)
     assert compiled.compile_stats["tuned_kernels"] >= 1
+    # Compiled for the class the job was tuned on (the agent's: this host's), saying so.
+    assert result.target == ":".join(loom.records.host_target().split(":")[:2])
+    assert result.target_key == compiled.compile_stats["target"]
+    assert result.tuned.startswith(f"{compiled.compile_stats['tuned_kernels']} of 3 kernels tuned")
+    with pytest.raises(loom.InvalidArgumentError, match="compiling the tuned model for cpu:avx9"):
+        client.result(job.id, tmp_path / "other", target="cpu:avx9")
     (out,) = compiled.run(np.zeros((1, 3, 32, 32), np.float32))
     assert out.shape == (1, 10)
     bare = client.result(job.id)
@@ -68,6 +81,9 @@ def test_simulated_jobs_cancel_and_agents(service: Service) -> None:
     assert events and events[-1].job is not None and events[-1].job.state == "cancelled"
     agents = loom.Client(service.server, token="tok-root").agents()
     assert [a.hostname for a in agents if a.alive] and agents[0].cpu_slots == 1
+    assert agents[0].agent_id and agents[0].devices == 1
+    assert 0 <= agents[0].devices_busy <= 1 and 0 <= agents[0].cpu_slots_used <= 1
+    assert agents[0].leases >= 0
     # Users see only their own jobs; an admin sees every user's.
     alice = loom.Client(service.server, token="tok-alice")
     assert long.id not in [j.id for j in alice.jobs(include_ended=True)]

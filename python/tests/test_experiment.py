@@ -42,10 +42,32 @@ def test_run_reads_back_every_setup(smoke_results) -> None:
         assert len(s.jobs) == 2
         assert {t.kind for t in s.stages} == {"propose", "build", "measure", "update"}
         assert all(t.end >= t.start >= 0 for t in s.stages)
+        assert all(t.resource and t.job in (0, 1) for t in s.stages)
+        # Rounds from 0; -1 is the build and measure of a task's default config.
+        assert all(t.round >= 0 or (t.round == -1 and t.kind in ("build", "measure"))
+                   for t in s.stages)  # fmt: skip
+        assert any(t.round == -1 for t in s.stages)
+        assert 0 < s.device_busy_s <= s.makespan_s * 1.01
+        assert s.device_hours > 0
+        assert not math.isnan(s.distortion_median)
         for j in s.jobs:
             assert j.error == "" and j.records >= 4 and j.job_id.endswith("@" + s.setup)
-            assert j.final_latency_ms > 0
+            assert j.final_latency_ms > 0 and j.latency_error == ""
+            assert j.tuned_latency_ms > 0 and not math.isnan(j.distortion_median)
             assert len(j.distortion) <= 2
+            for d in j.distortion:
+                if d.error == "":
+                    assert d.in_run_s > 0 and d.alone_s > 0
+                    assert d.distortion == pytest.approx(abs(d.in_run_s / d.alone_s - 1))
+    # The simulator check: each setup's simulated makespan beside the measured one.
+    if r.simulation_error == "":
+        assert r.simulation_source == "dedicated"
+        assert {row.setup for row in r.simulation} == {s.setup for s in r.setups}
+        for row in r.simulation:
+            assert row.policy and row.measured_s == pytest.approx(r.setup(row.setup).makespan_s)
+            assert row.ratio == pytest.approx(row.simulated_s / row.measured_s, rel=1e-6)
+    else:
+        assert r.simulation == []
     assert r.setup("predictive").setup == "predictive"
     with pytest.raises(KeyError, match="setups: dedicated"):
         r.setup("nope")

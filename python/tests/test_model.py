@@ -39,6 +39,9 @@ def test_load_describes_inputs_outputs_and_tasks(loom_bin: str) -> None:
     listed = json.loads(run_loom(loom_bin, "tasks", "zoo:tiny_cnn", "--json").stdout)
     assert [t.key for t in tasks] == [t["key"] for t in listed]
     assert [t.index for t in tasks] == list(range(len(listed)))
+    assert [t.hash for t in tasks] == [t["hash"] for t in listed]
+    assert [list(t.nodes) for t in tasks] == [t["nodes"] for t in listed]
+    assert [t.count for t in tasks] == [t["count"] for t in listed]
     assert tasks[0].kind == "conv2d" and tasks[0].flops > 0 and tasks[0].count >= 1
     assert model.tuned_tasks == 0
     assert model.compile_stats == {}
@@ -201,6 +204,7 @@ def test_compile_errors_leave_the_model_usable() -> None:
         model.compile(db="/nonexistent/nope.db")
     model.compile(target="cpu:generic")
     assert "cpu:generic:" in model.compile_stats["target"]
+    assert model.compile_stats["tuned"] == "0 of 3 kernels tuned (no record database)"
     assert model.run(tiny_input())[0].shape == (1, 10)
 
 
@@ -212,6 +216,7 @@ def test_tune_then_compile_uses_the_records(tuned: dict, tmp_path: Path) -> None
     assert any("task 1 (2/2)" in line and "trials 4/4" in line for line in lines), lines
     model.compile(threads=1)  # the records of the last tune
     assert model.compile_stats["tuned_kernels"] >= 2
+    assert model.compile_stats["tuned"] == f"{model.compile_stats['tuned_kernels']} of 3 kernels tuned"
     model.compile(threads=1, db=tuned["db"])
     assert model.compile_stats["tuned_kernels"] >= 2
     out = model.run(tiny_input())[0]

@@ -44,6 +44,12 @@ def test_records_match_the_export(tuned: dict, loom_bin: str, tmp_path: Path) ->
             )  # fmt: skip
             assert r.config == e["config"] and list(r.costs) == e["costs"]
             assert r.median_cost == e["median_cost"] and r.error == e["error"]
+        # The export's lines are the same records, one for one.
+        assert [loom.records.Record.from_json(e) for e in exported] == records
+        assert all(r.build_seconds >= 0 and r.measure_seconds >= 0 for r in records)
+        assert any(r.ok and r.measure_seconds > 0 for r in records)
+        with pytest.raises(KeyError, match="task_key"):
+            loom.records.Record.from_json({"template": "x"})
         assert db.targets() == [loom.records.host_target()]
         job = records[0].job_id
         assert db.count(job=job) == len(db.records(job=job)) > 0
@@ -93,6 +99,9 @@ def test_best_history_and_summaries(tuned: dict, loom_bin: str) -> None:
             assert [r.median_cost for r in top] == sorted(r.median_cost for r in top)
             summary = next(s for s in summaries if s.task_key == key)
             assert summary.best_cost == pytest.approx(record.median_cost)
+            assert (summary.best_template, summary.best_config_index) == (
+                record.template, record.config_index,
+            )  # fmt: skip
         assert db.tasks(target="cpu:avx512:no such cpu") == []
         with pytest.raises(loom.InvalidArgumentError):
             db.best(summaries[0].task_key, k=-1)
@@ -104,6 +113,8 @@ def test_stage_timings_of_a_job(tuned: dict) -> None:
         timings = db.stage_timings(job)
         assert {t.stage for t in timings} == {"propose", "build", "measure", "update"}
         assert all(t.end >= t.start and t.seconds >= 0 for t in timings)
+        assert {t.round for t in timings} == set(range(max(t.round for t in timings) + 1))
+        assert all(t.resource for t in timings)
         assert db.stage_timings("no-such-job") == []
 
 
@@ -130,6 +141,8 @@ def test_failed_records_read_as_failed(tmp_path: Path, loom_bin: str) -> None:
     with loom.records.open(tmp_path / "r.db") as db:
         (r,) = db.records()
         assert not r.ok and r.error == "compile" and r.median_cost is None and r.gflops == 0
+        assert r.error_msg == "compiler exited with status 1"
+        assert (r.build_seconds, r.measure_seconds) == (0.5, 0.0)
         assert r.timestamp.isoformat() == "2024-05-01T12:00:00.000001+00:00"
         assert db.tasks(target="cpu:generic:test")[0].best_cost is None
         assert db.best(target="cpu:generic:test") == {}
