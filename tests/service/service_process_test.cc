@@ -873,10 +873,10 @@ TEST_F(ServiceProcessTest, TuneTheEngineAndTheServiceProposeTheSameConfigsInTheS
   };
   const std::string job = "--tasks 0 --trials 6 --batch-size 2 --tuner random --seed 3";
   const std::string single_db = (dir_ / "single.db").string();
-  Outcome o = Loom(absl::StrCat("tune tiny_cnn ", job, " --db ", single_db));
+  Outcome o = Loom(absl::StrCat("tune zoo:tiny_cnn ", job, " --db ", single_db));
   ASSERT_EQ(o.code, 0) << o.err;
   const std::string engine_db = (dir_ / "engine.db").string();
-  o = Loom(absl::StrCat("tune tiny_cnn ", job, " --policy interleaved --db ", engine_db));
+  o = Loom(absl::StrCat("tune zoo:tiny_cnn ", job, " --policy interleaved --db ", engine_db));
   ASSERT_EQ(o.code, 0) << o.err;
 
   StartServe();
