@@ -194,7 +194,9 @@ absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
   t.flops = request.task().flops();
   stage.round = request.round();
   absl::StatusOr<tune::StageOutcome> out = tune::RunRestoredStage(state, t, target, options, stage);
-  if (!out.ok() && !absl::IsInvalidArgument(out.status())) {
+  // kDataLoss: the state does not restore (StageResult.session_refused); kInvalidArgument: a
+  // request that does not fit it.
+  if (!out.ok() && !absl::IsInvalidArgument(out.status()) && !absl::IsDataLoss(out.status())) {
     return Malformed(out.status().message());
   }
   return out;
@@ -583,6 +585,8 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
   }
   if (!status.ok()) {
     result.clear_output();
+    // Only a session stage's restore (RunInSession) fails with kDataLoss.
+    result.set_session_refused(absl::IsDataLoss(status));
     result.set_error(absl::StrCat(v1::StageKindShortName(request.kind()), " stage ",
                                   request.lease_id(), ": ", absl::StatusCodeToString(status.code()),
                                   ": ", status.message()));
@@ -596,15 +600,15 @@ absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest&
                         LoadTask(request.task(), options_.template_options, options_.devices));
   const v1::ProposeInput& in = request.propose();
   if (!in.session().empty()) {
-    const int batch = request.tuner().batch_size() > 0 ? request.tuner().batch_size()
-                                                       : options_.default_batch_size;
-    LOOM_ASSIGN_OR_RETURN(tune::StageOutcome proposed,
-                          RunInSession(request, task, in.session(), options_.template_options,
-                                       tune::SessionRequest{.kind = sched::StageKind::kPropose,
-                                                            .batch_size = batch}));
+    // The batch is the session's (the budget left may make it smaller than the spec's).
+    LOOM_ASSIGN_OR_RETURN(
+        tune::StageOutcome proposed,
+        RunInSession(request, task, in.session(), options_.template_options,
+                     tune::SessionRequest{.kind = sched::StageKind::kPropose, .batch_size = 0}));
     v1::ProposeOutput out;
     for (const ops::Config& c : proposed.configs) out.add_config_indices(c.index);
     out.set_tuner_has_next(proposed.tuner_has_next);
+    if (proposed.tuner_state) proposed.tuner_state->SerializeToString(out.mutable_session_tuner());
     return out;
   }
   LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
@@ -1026,6 +1030,7 @@ absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& r
         RunInSession(request, task, in.session(), options_.template_options, std::move(stage)));
     v1::UpdateOutput out;
     out.set_tuner_has_next(updated.tuner_has_next);
+    if (updated.tuner_state) updated.tuner_state->SerializeToString(out.mutable_session_tuner());
     return out;
   }
   if (in.history().empty()) return Malformed("update stage has an empty history");

@@ -328,7 +328,7 @@ TEST_F(StageExecutorTest, SessionStagesProposeWhatALocalSessionDoes) {
   options.tuner.plan_size = 4;
   options.job_id = "job";
   options.measure_default = false;
-  options.use_prior = false;  // keeps the test short: every stage replays the model's fits
+  options.use_prior = false;  // keeps the test short
   auto local = tune::TaskSession::Create(task, ops::HostCpuTarget(), options, nullptr);
   ASSERT_TRUE(local.ok()) << local.status();
   std::vector<int64_t> want;
@@ -367,6 +367,7 @@ TEST_F(StageExecutorTest, SessionStagesProposeWhatALocalSessionDoes) {
       ASSERT_THAT(res.error(), IsEmpty());
       for (int64_t c : res.propose().config_indices()) out.configs.push_back(ops::Config{c});
       out.tuner_has_next = res.propose().tuner_has_next();
+      ASSERT_TRUE(out.tuner_state.emplace().ParseFromString(res.propose().session_tuner()));
       for (const ops::Config& c : out.configs) got.push_back(c.index);
       round = out.configs;
     } else if (r.kind == sched::StageKind::kUpdate) {
@@ -385,6 +386,8 @@ TEST_F(StageExecutorTest, SessionStagesProposeWhatALocalSessionDoes) {
       v1::StageResult res = executor_->Execute(update);
       ASSERT_THAT(res.error(), IsEmpty());
       out.tuner_has_next = res.update().tuner_has_next();
+      ASSERT_THAT(res.update().session_tuner(), Not(IsEmpty()));
+      ASSERT_TRUE(out.tuner_state.emplace().ParseFromString(res.update().session_tuner()));
       out.records.resize(round.size());  // stored by the daemon
     } else {
       out = MadeUp(r.kind, r.kind == sched::StageKind::kBuild ? r.configs : round);
@@ -395,6 +398,8 @@ TEST_F(StageExecutorTest, SessionStagesProposeWhatALocalSessionDoes) {
   }
   EXPECT_EQ(got, want);
   EXPECT_DOUBLE_EQ((*daemon)->best_cost(), (*local)->best_cost());
+  // The daemon's state carries the last stage's tuner state: the next agent restores it, no replay.
+  EXPECT_TRUE((*daemon)->Save().has_tuner());
 
   // A state that is not at the stage asked for, or not a state, is the stage's error.
   v1::StageRequest update = Request(v1::STAGE_KIND_UPDATE, 0);

@@ -27,6 +27,7 @@ class Rng {
   Rng Fork() { return Rng(engine_()); }
 
   std::mt19937_64& engine() { return engine_; }
+  const std::mt19937_64& engine() const { return engine_; }
 
  private:
   std::mt19937_64 engine_;

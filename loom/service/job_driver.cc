@@ -30,6 +30,7 @@
 #include "loom/records/record.h"
 #include "loom/sched/policy.h"
 #include "loom/tune/task_scheduler.h"
+#include "loom/tune/task_session.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
@@ -86,6 +87,40 @@ v1::StageKind ToProto(sched::StageKind kind) {
 }
 
 v1::StageKind PhaseKind(TaskPhase p) { return ToProto(SchedKind(p)); }
+
+// The task's phase for its session's next request: TaskPhase is the stored form of the session's
+// sched::StageKind (plus kDone; kSkipped never comes from a session).
+TaskPhase PhaseOf(const tune::SessionRequest& r) {
+  if (r.done) return TaskPhase::kDone;
+  switch (r.kind) {
+    case sched::StageKind::kPropose:
+      return TaskPhase::kPropose;
+    case sched::StageKind::kBuild:
+      return TaskPhase::kBuild;
+    case sched::StageKind::kMeasure:
+      return TaskPhase::kMeasure;
+    case sched::StageKind::kUpdate:
+      return TaskPhase::kUpdate;
+    case sched::StageKind::kOther:
+      break;
+  }
+  return TaskPhase::kDone;
+}
+
+// The session options of task `index` of a job: the settings its stages' TunerSpec carries (see
+// MakeStage), from which the agents restore the session; the tuner runs in their stages.
+tune::TaskTunerOptions SessionOptions(const JobRow& row, int index) {
+  const v1::SubmitJobRequest& spec = row.spec;
+  tune::TaskTunerOptions o;
+  o.trials = spec.trials();
+  o.batch_size = spec.batch_size() > 0 ? spec.batch_size() : 8;
+  o.tuner.kind = spec.tuner().empty() ? "xgb" : spec.tuner();
+  o.tuner.seed = static_cast<uint64_t>(spec.seed() + index);
+  o.use_prior = !spec.no_prior();
+  o.job_id = row.RecordKey();
+  o.tuner_elsewhere = true;
+  return o;
+}
 
 // The architecture a cuda job names ("cuda:sm_90a" -> "sm_90a"); empty for plain "cuda", which
 // takes its device's.
@@ -458,6 +493,27 @@ void JobDriver::Commit(Mutation& m) {
 // ---------------------------------------------------------------------------------------------
 // Scheduling
 
+namespace {
+
+// The best cost after each finished round of a saved session (+inf while none succeeded): a
+// budgeted job's task scheduler input.
+std::vector<double> RoundBests(const v1::TaskSessionState& state) {
+  std::vector<double> bests;
+  double best = std::numeric_limits<double>::infinity();
+  for (const v1::SessionRound& round : state.rounds()) {
+    for (const v1::SessionTrial& t : round.results()) {
+      if (t.error() != 0 || t.costs_size() == 0) continue;
+      std::vector<double> costs(t.costs().begin(), t.costs().end());
+      std::nth_element(costs.begin(), costs.begin() + costs.size() / 2, costs.end());
+      best = std::min(best, costs[costs.size() / 2]);
+    }
+    bests.push_back(best);
+  }
+  return bests;
+}
+
+}  // namespace
+
 int JobDriver::CurrentTask(const Job& job) const {
   const v1::SubmitJobRequest& spec = job.row.spec;
   const bool budgeted = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
@@ -483,19 +539,17 @@ int JobDriver::CurrentTask(const Job& job) const {
       rounds.push_back(std::move(r));
       continue;
     }
-    // The job's own trials are the last trials_done of the history (transfer records first); the
-    // best after each round of `batch` of them.
-    const int n = t.history.history_size();
-    double best = std::numeric_limits<double>::infinity();
-    for (int i = std::max(0, n - t.trials_done), k = 1; i < n; ++i, ++k) {
-      const v1::Trial& trial = t.history.history(i);
-      if (trial.error() == v1::ERROR_KIND_NONE && trial.costs_size() > 0) {
-        std::vector<double> costs(trial.costs().begin(), trial.costs().end());
-        std::nth_element(costs.begin(), costs.begin() + costs.size() / 2, costs.end());
-        best = std::min(best, costs[costs.size() / 2]);
-      }
-      if (k % batch == 0 || i == n - 1) r.best_after_round.push_back(best);
+    // The best after each of the session's rounds: kept when the session syncs the row, or read
+    // once from the row's saved state (a task whose session is not loaded since a restart).
+    if (job.round_bests.size() < job.tasks.size()) job.round_bests.resize(job.tasks.size());
+    std::optional<std::vector<double>>& bests = job.round_bests[static_cast<size_t>(t.index)];
+    if (!bests.has_value()) {
+      v1::TaskSessionState state;
+      bests = !t.history.session().empty() && state.ParseFromString(t.history.session())
+                  ? RoundBests(state)
+                  : std::vector<double>{};
     }
+    r.best_after_round = *bests;
     trials += t.trials_done;
     rounds.push_back(std::move(r));
   }
@@ -654,28 +708,14 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
       } else {
         t.template_name = (*tmpl)->name();
         ++tunable;
-        // Transfer: other jobs' measurements of this task on this target seed the tuner's
-        // history (ProposeInput.trials_done keeps them out of this job's budget).
-        if (t.history.history_size() == 0) {
-          auto known = records_->ForTask(t.task_key, job.row.target_key, std::nullopt);
-          if (known.ok()) {
-            for (const tune::Record& rec : *known) {
-              if (rec.template_name != t.template_name || rec.job_id == job.row.RecordKey()) {
-                continue;
-              }
-              if (t.history.history_size() >= 1000) break;
-              v1::Trial* tr = t.history.add_history();
-              tr->set_config_index(rec.config_index);
-              for (double c : rec.costs) tr->add_costs(c);
-              tr->set_error(static_cast<v1::ErrorKind>(rec.error));
-            }
-            if (t.history.history_size() > 0) {
-              Note(job,
-                   absl::StrCat("task ", t.index, ": ", t.history.history_size(),
-                                " records of earlier jobs seed the tuner"),
-                   m);
-            }
-          }
+        // The session loads the job's earlier records (resume) and other jobs' (transfer).
+        absl::StatusOr<tune::TaskSession*> session = SessionFor(job, t.index);
+        if (!session.ok()) return session.status();
+        if ((*session)->transferred_records() > 0) {
+          Note(job,
+               absl::StrCat("task ", t.index, ": ", (*session)->transferred_records(),
+                            " records of earlier jobs seed the tuner"),
+               m);
         }
       }
       m.tasks.push_back(t);
@@ -718,22 +758,92 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The target a prepared job's configs are named for. The CUDA templates of the job's arch take
+// default limits: the daemon only names configs; the agents check them against their GPU's.
+// A cpu target carries the CPU model of the job's target key ("cpu:<isa>:<model>"), so that its
+// Key() is the records' and the session's.
+absl::StatusOr<ops::Target> JobTarget(const JobRow& row) {
+  ops::Target target;
+  target.kind = TargetKind(row.spec);
+  std::vector<std::string> key = absl::StrSplit(row.target_key, absl::MaxSplits(':', 2));
+  if (target.kind == "cuda") {
+    target = ops::CudaTarget(CudaArchOf(row));
+    if (key.size() == 3 && key[0] == "cuda") target.device_name = key[2];
+    return target;
+  }
+  if (!row.isa.empty()) {
+    LOOM_ASSIGN_OR_RETURN(target.isa, ops::ParseIsa(row.isa));
+  }
+  if (key.size() == 3 && key[0] == "cpu") target.cpu_model = key[2];
+  return target;
+}
+
+}  // namespace
+
 absl::StatusOr<const ops::Template*> JobDriver::TemplateFor(Job& job, int task) {
   if (job.templates.size() < job.tasks.size()) job.templates.resize(job.tasks.size());
   if (job.templates[task] == nullptr) {
     LOOM_ASSIGN_OR_RETURN(graph::Workload w, graph::ParseWorkloadKey(job.tasks[task].task_key));
-    ops::Target target;
-    target.kind = TargetKind(job.row.spec);
-    if (target.kind == "cuda") {
-      // The CUDA templates of the job's arch (default limits: the daemon only names configs; the
-      // agents check them against their GPU's limits).
-      target = ops::CudaTarget(CudaArchOf(job.row));
-    } else if (!job.row.isa.empty()) {
-      LOOM_ASSIGN_OR_RETURN(target.isa, ops::ParseIsa(job.row.isa));
-    }
+    LOOM_ASSIGN_OR_RETURN(ops::Target target, JobTarget(job.row));
     LOOM_ASSIGN_OR_RETURN(job.templates[task], ops::MakeTemplate(w, target));
   }
   return job.templates[task].get();
+}
+
+absl::StatusOr<tune::TaskSession*> JobDriver::SessionFor(Job& job, int index) {
+  if (job.sessions.size() < job.tasks.size()) {
+    job.sessions.resize(job.tasks.size());
+    job.measured.resize(job.tasks.size());
+    job.proposers.resize(job.tasks.size());
+  }
+  if (job.sessions[index] != nullptr) return job.sessions[index].get();
+  TaskRow& row = job.tasks[index];
+  LOOM_ASSIGN_OR_RETURN(graph::Workload w, graph::ParseWorkloadKey(row.task_key));
+  LOOM_ASSIGN_OR_RETURN(ops::Target target, JobTarget(job.row));
+  graph::Task task;
+  task.workload = w;
+  task.key = row.task_key;
+  task.hash = graph::StableHash(task.key);
+  task.count = row.count;
+  task.flops = row.flops;
+  const tune::TaskTunerOptions options = SessionOptions(job.row, index);
+  if (!row.history.session().empty()) {
+    v1::TaskSessionState state;
+    if (!state.ParseFromString(row.history.session())) {
+      return absl::DataLossError(
+          absl::StrCat("state store: the session state of task ", index, " does not parse"));
+    }
+    LOOM_ASSIGN_OR_RETURN(job.sessions[index],
+                          tune::TaskSession::Restore(state, task, target, options, records_.get()));
+  } else {
+    // A new task, or a row of a daemon before sessions: the session resumes from the job's
+    // records of the task.
+    LOOM_ASSIGN_OR_RETURN(job.sessions[index],
+                          tune::TaskSession::Create(task, target, options, records_.get()));
+  }
+  SyncTask(job, row, *job.sessions[index]);
+  return job.sessions[index].get();
+}
+
+void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& session) {
+  const tune::SessionRequest next = session.Next();
+  task.phase = PhaseOf(next);
+  task.round = session.round();
+  task.trials_done = static_cast<int>(session.trials_done());
+  task.errors = static_cast<int>(session.errors());
+  task.best_cost =
+      session.best_cost() < std::numeric_limits<double>::infinity() ? session.best_cost() : 0;
+  task.configs.Clear();
+  for (const ops::Config& c : next.configs) task.configs.add_config_indices(c.index);
+  // Built artifacts are the measure and update stages' inputs.
+  if (task.phase != TaskPhase::kMeasure && task.phase != TaskPhase::kUpdate) task.artifacts.Clear();
+  const v1::TaskSessionState state = session.Save();
+  if (job.round_bests.size() < job.tasks.size()) job.round_bests.resize(job.tasks.size());
+  job.round_bests[static_cast<size_t>(task.index)] = RoundBests(state);
+  task.history.Clear();
+  task.history.set_session(state.SerializeAsString());
 }
 
 void JobDriver::SubmitNext(Job& job, Mutation& m) {
@@ -745,6 +855,20 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
   if (ti < 0) {
     Finish(job, v1::JOB_STATE_SUCCEEDED, "", m);
     return;
+  }
+  if (!IsSimulated(job)) {
+    // A restarted daemon resumes the task where its saved session says.
+    absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
+    if (!session.ok()) {
+      Finish(job, v1::JOB_STATE_FAILED, absl::StrCat("task ", ti, ": ", session.status().message()),
+             m);
+      return;
+    }
+    if (job.tasks[ti].phase == TaskPhase::kDone) {
+      m.tasks.push_back(job.tasks[ti]);
+      SubmitNext(job, m);  // the restored session had ended
+      return;
+    }
   }
   TaskRow& task = job.tasks[ti];
   sched::StageRequest req;
@@ -891,6 +1015,9 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
   active_.erase(job.num);
   pending_.erase(job.num);
   job.templates.clear();
+  job.sessions.clear();
+  job.measured.clear();
+  job.proposers.clear();
 }
 
 absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lease,
@@ -931,71 +1058,65 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
     r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.phase));
     return r;
   }
-  r.set_kind(PhaseKind(task.phase));
-  switch (task.phase) {
-    case TaskPhase::kPropose:
-      *r.mutable_propose()->mutable_history() = task.history.history();
-      r.mutable_propose()->set_tuner_state(task.history.tuner_state());
-      r.mutable_propose()->set_trials_done(task.trials_done);
+  // The session's request, mapped to the wire: its state travels with the stages that run its
+  // tuner (the agent restores the session from it), inputs with the others.
+  LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
+  const tune::SessionRequest next = session->Next();
+  if (next.done) return absl::InternalError("stage for a finished task");
+  r.set_kind(PhaseKind(PhaseOf(next)));
+  r.set_round(next.round);
+  switch (next.kind) {
+    case sched::StageKind::kPropose:
+      r.mutable_propose()->set_session(task.history.session());
       break;
-    case TaskPhase::kBuild:
-      *r.mutable_build() = task.configs;
+    case sched::StageKind::kBuild:
+      for (const ops::Config& c : next.configs) r.mutable_build()->add_config_indices(c.index);
       break;
-    case TaskPhase::kMeasure:
+    case sched::StageKind::kMeasure:
       *r.mutable_measure()->mutable_artifacts() = task.artifacts.artifacts();
       if (spec.has_measure()) *r.mutable_measure_spec() = spec.measure();
       break;
-    case TaskPhase::kUpdate:
-      *r.mutable_update() = task.history;
+    case sched::StageKind::kUpdate: {
+      v1::UpdateInput* in = r.mutable_update();
+      in->set_session(task.history.session());
+      *in->mutable_artifacts() = task.artifacts.artifacts();
+      *in->mutable_results() = job.measured[lease.task].results();
       break;
-    default:
-      return absl::InternalError("stage for a finished task");
+    }
+    case sched::StageKind::kOther:
+      return absl::InternalError("stage of no kind");
   }
   return r;
 }
 
-absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result,
-                                    Mutation& m) {
+absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
+                                           const v1::StageResult& result, std::string& note) {
   TaskRow& task = job.tasks[lease.task];
-  const bool sim = IsSimulated(job);
-  std::string note;
-  switch (task.phase) {
-    case TaskPhase::kPropose: {
-      if (!sim && !result.has_propose()) {
+  LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
+  const tune::SessionRequest asked = session->Next();
+  if (asked.done || PhaseKind(PhaseOf(asked)) != lease.kind) {
+    return absl::InternalError("result for a stage the task's session does not wait for");
+  }
+  // A propose or update stage's tuner state, which only honest agents' session stages send.
+  auto tuner_state = [](const std::string& bytes, tune::StageOutcome& outcome) -> absl::Status {
+    if (bytes.empty()) return absl::OkStatus();  // the next stage replays the rounds
+    if (!outcome.tuner_state.emplace().ParseFromString(bytes)) {
+      return absl::PermissionDeniedError("the reported tuner state does not parse");
+    }
+    return absl::OkStatus();
+  };
+  tune::StageOutcome outcome{.kind = asked.kind};
+  switch (asked.kind) {
+    case sched::StageKind::kPropose: {
+      if (!result.has_propose()) {
         return absl::InvalidArgumentError("a propose stage must report a propose output");
       }
-      if (sim) {
-        task.phase = TaskPhase::kBuild;
-        break;
-      }
-      const int left = std::max(0, job.row.spec.trials() - task.trials_done);
-      std::vector<int64_t> configs(result.propose().config_indices().begin(),
-                                   result.propose().config_indices().end());
-      LOOM_ASSIGN_OR_RETURN(const ops::Template* tmpl, TemplateFor(job, task.index));
-      absl::flat_hash_set<int64_t> proposed;
-      for (int64_t c : configs) {
-        if (c < 0 || c >= tmpl->space().size() || !proposed.insert(c).second) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "proposed config ", c, " is outside the space of ", tmpl->name(), " or repeated"));
-        }
-      }
-      if (static_cast<int>(configs.size()) > left) configs.resize(left);
-      if (configs.empty()) {
-        task.phase = TaskPhase::kDone;
-        note = absl::StrCat("task ", task.index, ": tuner has no more configs after ",
-                            task.trials_done, " trials");
-        break;
-      }
-      task.configs.Clear();
-      for (int64_t c : configs) task.configs.add_config_indices(c);
-      task.phase = TaskPhase::kBuild;
+      for (int64_t c : result.propose().config_indices()) outcome.configs.push_back({c});
+      outcome.tuner_has_next = result.propose().tuner_has_next();
+      LOOM_RETURN_IF_ERROR(tuner_state(result.propose().session_tuner(), outcome));
       break;
     }
-    case TaskPhase::kBuild: {
-      if (sim) {
-        task.phase = TaskPhase::kMeasure;
-        break;
-      }
+    case sched::StageKind::kBuild: {
       if (!result.has_build()) {
         return absl::InvalidArgumentError("a build stage must report a build output");
       }
@@ -1003,144 +1124,210 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
       task.artifacts = result.build();
       // Objects never travel: the measuring agent runs only what it compiled itself.
       for (v1::Artifact& a : *task.artifacts.mutable_artifacts()) a.clear_binary();
-      task.phase = TaskPhase::kMeasure;
+      for (const v1::Artifact& a : task.artifacts.artifacts()) {
+        outcome.builds.push_back(
+            tune::BuildResult{.config = ops::Config{a.config_index()},
+                              .error = static_cast<tune::ErrorKind>(std::clamp<int>(
+                                  a.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown))),
+                              .error_msg = a.error_msg(),
+                              .build_seconds = a.build_seconds()});
+      }
       break;
     }
-    case TaskPhase::kMeasure: {
-      std::vector<tune::Record> recs;
+    case sched::StageKind::kMeasure: {
+      if (!result.has_measure()) {
+        return absl::InvalidArgumentError("a measure stage must report a measure output");
+      }
+      LOOM_RETURN_IF_ERROR(
+          CheckMeasureOutput(result.measure(), task.artifacts,
+                             MeasureBounds{.flops = task.flops,
+                                           .peak_flops = lease.device_peak_flops,
+                                           .max_costs = options_.measure_caps.max_repeat}));
       auto by = agents_.find(lease.agent_id);
       const std::string measured_by = by != agents_.end() ? by->second->RecordName() : "";
       const std::string target_key =
           lease.device_target_key.empty() ? job.row.target_key : lease.device_target_key;
-      if (sim) {
-        // A simulated measurement is recorded like a real one (its cost: the simulated seconds),
-        // so the load and restart tests can count records.
+      tune::RecordContext context = session->record_context();
+      context.target_key = target_key;
+      std::vector<tune::Record> recs;
+      for (int i = 0; i < result.measure().results_size(); ++i) {
+        const v1::MeasureResult& r = result.measure().results(i);
+        tune::MeasureResult mr;
+        mr.config.index = r.config_index();
+        mr.costs.assign(r.costs().begin(), r.costs().end());
+        mr.error = static_cast<tune::ErrorKind>(
+            std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
+        mr.error_msg = r.error_msg();
+        mr.measure_seconds = r.measure_seconds();
+        mr.timestamp =
+            r.timestamp_unix_micros() > 0 ? absl::FromUnixMicros(r.timestamp_unix_micros()) : Now();
+        // A "successful" result without usable costs is an error, not a bad record.
+        if (mr.ok() && (mr.costs.empty() ||
+                        std::any_of(mr.costs.begin(), mr.costs.end(),
+                                    [](double c) { return !(c > 0) || !std::isfinite(c); }))) {
+          mr.error = tune::ErrorKind::kUnknown;
+          mr.error_msg = "the agent reported no usable costs";
+          mr.costs.clear();
+        }
+        tune::Record rec = tune::MakeRecord(context, mr, session->tmpl().space().ToJson(mr.config),
+                                            task.artifacts.artifacts(i).build_seconds());
+        rec.agent_id = measured_by;
+        recs.push_back(std::move(rec));
+        outcome.results.push_back(std::move(mr));
+      }
+      if (!asked.baseline) {
+        // Records are committed before the session moves on. A crash between the two
+        // re-measures the round after the restart: the records the first measurement stored
+        // stay, and are not stored twice (never lost, never duplicated). The baseline's record
+        // ("<job>#default") is the session's to store.
+        absl::flat_hash_set<int64_t> stored;
+        LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> known,
+                              records_->ForTask(task.task_key, target_key, job.row.RecordKey()));
+        for (const tune::Record& r : known) stored.insert(r.config_index);
+        std::vector<tune::Record> fresh;
+        for (const tune::Record& r : recs) {
+          if (stored.insert(r.config_index).second) fresh.push_back(r);
+        }
+        LOOM_RETURN_IF_ERROR(records_->Append(fresh));
+        CountStoredRecords(fresh);
+        LOOM_ASSIGN_OR_RETURN(job.row.records,
+                              records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
+        job.measured[lease.task] = result.measure();
+      }
+      note = absl::StrFormat(
+          "task %d/%d: %s measured, %d records", task.index + 1, job.tasks.size(),
+          asked.baseline ? std::string("default config") : absl::StrCat("round ", asked.round),
+          asked.baseline ? 0 : recs.size());
+      break;
+    }
+    case sched::StageKind::kUpdate: {
+      if (!result.has_update()) {
+        return absl::InvalidArgumentError("an update stage must report an update output");
+      }
+      outcome.tuner_has_next = result.update().tuner_has_next();
+      LOOM_RETURN_IF_ERROR(tuner_state(result.update().session_tuner(), outcome));
+      outcome.records.resize(asked.results.size());  // stored at the measurement
+      break;
+    }
+    case sched::StageKind::kOther:
+      return absl::InternalError("stage of no kind");
+  }
+  absl::Status completed = session->Complete(outcome);
+  if (absl::IsInvalidArgument(completed) &&
+      (asked.kind == sched::StageKind::kPropose || asked.kind == sched::StageKind::kUpdate)) {
+    // Honest agents run the session's own tuner: a proposal outside the space or repeated, or a
+    // tuner state that does not agree with the round, is a forgery.
+    return absl::PermissionDeniedError(completed.message());
+  }
+  LOOM_RETURN_IF_ERROR(completed);
+  if (asked.kind == sched::StageKind::kPropose) job.proposers[lease.task] = lease.agent_id;
+  if (asked.kind == sched::StageKind::kUpdate) {
+    job.measured[lease.task].Clear();
+    job.proposers[lease.task].clear();
+  }
+  SyncTask(job, task, *session);
+  if (asked.kind == sched::StageKind::kMeasure && task.best_cost > 0) {
+    absl::StrAppendFormat(&note, ", best %.2f GFLOPS", task.flops / task.best_cost / 1e9);
+  }
+  if (asked.kind == sched::StageKind::kPropose && outcome.configs.empty()) {
+    note = absl::StrCat("task ", task.index, ": tuner has no more configs after ", task.trials_done,
+                        " trials");
+  }
+  if (task.phase == TaskPhase::kDone) {
+    const tune::TaskOutcome o = session->Outcome();
+    note = absl::StrFormat("task %d/%d done: %d trials, best %.2f GFLOPS, default config %.2f",
+                           task.index + 1, job.tasks.size(), o.trials, o.best_gflops,
+                           o.default_cost > 0 && std::isfinite(o.default_cost)
+                               ? task.flops / o.default_cost / 1e9
+                               : 0.0);
+  }
+  return absl::OkStatus();
+}
+
+bool JobDriver::DropRefusedRound(Job& job, const Lease& lease, const std::string& why,
+                                 Mutation& m) {
+  if (IsSimulated(job) || lease.task < 0 || lease.kind != v1::STAGE_KIND_UPDATE) return false;
+  absl::StatusOr<tune::TaskSession*> session = SessionFor(job, lease.task);
+  if (!session.ok() || !(*session)->DropPending().ok()) return false;
+  TaskRow& task = job.tasks[lease.task];
+  const std::string proposer = job.proposers[lease.task];
+  job.proposers[lease.task].clear();
+  job.measured[lease.task].Clear();
+  SyncTask(job, task, **session);
+  m.tasks.push_back(task);
+  m.jobs.push_back(job.row);
+  Note(job,
+       absl::StrCat("task ", task.index, ": round ", task.round,
+                    " dropped, its proposal is not the session's tuner's (", why.substr(0, 500),
+                    "); proposed by agent ", proposer.empty() ? "(unknown)" : proposer),
+       m);
+  auto a = agents_.find(proposer);
+  if (a != agents_.end()) {
+    FlagAgent(*a->second,
+              absl::StrCat("proposed round ", task.round, " of task ", task.index, " of job ",
+                           job.row.id, ", which is not the session tuner's"),
+              m);
+  }
+  return true;
+}
+
+absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result,
+                                    Mutation& m) {
+  TaskRow& task = job.tasks[lease.task];
+  std::string note;
+  if (!IsSimulated(job)) {
+    LOOM_RETURN_IF_ERROR(ApplySessionResult(job, lease, result, note));
+  } else {
+    // A simulated job: its stages only take time; each measurement is one record (its cost: the
+    // simulated seconds), so the load and restart tests can count records.
+    switch (task.phase) {
+      case TaskPhase::kPropose:
+        task.phase = TaskPhase::kBuild;
+        break;
+      case TaskPhase::kBuild:
+        task.phase = TaskPhase::kMeasure;
+        break;
+      case TaskPhase::kMeasure: {
         tune::Record rec;
         rec.task_key = task.task_key;
         rec.template_name = "simulated";
-        rec.target_key = target_key;
+        rec.target_key =
+            lease.device_target_key.empty() ? job.row.target_key : lease.device_target_key;
         rec.config_index = task.round;
         rec.config_json = "{}";
-        double s = std::max(1e-6, job.row.spec.simulated().measure_seconds());
-        rec.costs = {s};
-        rec.median_cost = s;
+        const double secs = std::max(1e-6, job.row.spec.simulated().measure_seconds());
+        rec.costs = {secs};
+        rec.median_cost = secs;
         rec.timestamp = Now();
         rec.job_id = job.row.RecordKey();
-        rec.agent_id = measured_by;
-        recs.push_back(std::move(rec));
-      } else {
-        if (!result.has_measure()) {
-          return absl::InvalidArgumentError("a measure stage must report a measure output");
-        }
-        LOOM_RETURN_IF_ERROR(
-            CheckMeasureOutput(result.measure(), task.artifacts,
-                               MeasureBounds{.flops = task.flops,
-                                             .peak_flops = lease.device_peak_flops,
-                                             .max_costs = options_.measure_caps.max_repeat}));
-        LOOM_ASSIGN_OR_RETURN(const ops::Template* tmpl, TemplateFor(job, task.index));
-        for (int i = 0; i < result.measure().results_size(); ++i) {
-          const v1::MeasureResult& r = result.measure().results(i);
-          const v1::Artifact& a = task.artifacts.artifacts(i);
-          tune::MeasureResult mr;
-          mr.config.index = r.config_index();
-          mr.costs.assign(r.costs().begin(), r.costs().end());
-          mr.error = static_cast<tune::ErrorKind>(
-              std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
-          mr.error_msg = r.error_msg();
-          mr.measure_seconds = r.measure_seconds();
-          mr.timestamp = r.timestamp_unix_micros() > 0
-                             ? absl::FromUnixMicros(r.timestamp_unix_micros())
-                             : Now();
-          const ops::Config config{r.config_index()};
-          std::string json = tmpl->space().Contains(config) ? tmpl->space().ToJson(config) : "{}";
-          tune::Record rec =
-              tune::MakeRecord(tune::RecordContext{task.task_key, task.template_name, target_key,
-                                                   job.row.RecordKey(), task.flops},
-                               mr, std::move(json), a.build_seconds());
-          rec.agent_id = measured_by;
-          // A "successful" result without usable costs is an error record, not a bad append.
-          if (rec.ok() && (rec.costs.empty() ||
-                           std::any_of(rec.costs.begin(), rec.costs.end(),
-                                       [](double c) { return !(c > 0) || !std::isfinite(c); }))) {
-            rec.error = tune::ErrorKind::kUnknown;
-            rec.error_msg = "the agent reported no usable costs";
-            rec.median_cost = std::numeric_limits<double>::infinity();
-          }
-          recs.push_back(std::move(rec));
-        }
+        auto by = agents_.find(lease.agent_id);
+        rec.agent_id = by != agents_.end() ? by->second->RecordName() : "";
+        // A crash after the append re-measures the round: stored once.
+        LOOM_ASSIGN_OR_RETURN(
+            std::vector<tune::Record> known,
+            records_->ForTask(task.task_key, rec.target_key, job.row.RecordKey()));
+        const bool stored = std::any_of(known.begin(), known.end(), [&](const tune::Record& r) {
+          return r.config_index == rec.config_index;
+        });
+        if (!stored) LOOM_RETURN_IF_ERROR(records_->Append({rec}));
+        LOOM_ASSIGN_OR_RETURN(job.row.records,
+                              records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
+        if (task.best_cost == 0 || secs < task.best_cost) task.best_cost = secs;
+        task.phase = TaskPhase::kUpdate;
+        note = absl::StrFormat("task %d/%d: round %d measured, 1 records", task.index + 1,
+                               job.tasks.size(), task.round);
+        break;
       }
-      // A job measures each config of a task once (a config reported twice counts once).
-      {
-        absl::flat_hash_set<int64_t> seen;
-        recs.erase(std::remove_if(
-                       recs.begin(), recs.end(),
-                       [&](const tune::Record& r) { return !seen.insert(r.config_index).second; }),
-                   recs.end());
+      case TaskPhase::kUpdate: {
+        ++task.round;
+        const bool done = task.round >= job.row.spec.simulated().rounds();
+        task.phase = done ? TaskPhase::kDone : TaskPhase::kPropose;
+        if (done) note = absl::StrCat("task ", task.index + 1, "/", job.tasks.size(), " done");
+        break;
       }
-      // Records are committed before the task moves on. A crash between the two re-measures the
-      // round after the restart: the records the first measurement stored stay, and are not
-      // stored twice (never lost, never duplicated).
-      absl::flat_hash_set<int64_t> stored;
-      LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> known,
-                            records_->ForTask(task.task_key, target_key, job.row.RecordKey()));
-      for (const tune::Record& r : known) stored.insert(r.config_index);
-      std::vector<tune::Record> fresh;
-      for (const tune::Record& r : recs) {
-        if (!stored.contains(r.config_index)) fresh.push_back(r);
-      }
-      LOOM_RETURN_IF_ERROR(records_->Append(fresh));
-      CountStoredRecords(fresh);
-      LOOM_ASSIGN_OR_RETURN(job.row.records,
-                            records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
-      double round_best = std::numeric_limits<double>::infinity();
-      for (const tune::Record& rec : recs) {
-        if (!sim) {
-          v1::Trial* t = task.history.add_history();
-          t->set_config_index(rec.config_index);
-          for (double c : rec.costs) t->add_costs(c);
-          t->set_error(static_cast<v1::ErrorKind>(rec.error));
-          ++task.trials_done;
-        }
-        if (!rec.ok()) ++task.errors;
-        if (rec.ok()) {
-          round_best = std::min(round_best, rec.median_cost);
-          if (task.best_cost == 0 || rec.median_cost < task.best_cost) {
-            task.best_cost = rec.median_cost;
-          }
-        }
-      }
-      task.artifacts.Clear();
-      task.phase = TaskPhase::kUpdate;
-      note = absl::StrFormat("task %d/%d: round %d measured, %d records", task.index + 1,
-                             job.tasks.size(), task.round, recs.size());
-      if (!sim && task.best_cost > 0) {
-        absl::StrAppendFormat(&note, ", best %.2f GFLOPS", task.flops / task.best_cost / 1e9);
-      }
-      break;
+      default:
+        return absl::InternalError("result for a finished task");
     }
-    case TaskPhase::kUpdate: {
-      if (!sim) {
-        if (!result.has_update()) {
-          return absl::InvalidArgumentError("an update stage must report an update output");
-        }
-        // Stored in the state and sent with every later propose stage of the task.
-        constexpr size_t kMaxTunerState = 16 << 20;
-        if (result.update().tuner_state().size() > kMaxTunerState) {
-          return absl::InvalidArgumentError(absl::StrCat("tuner_state of ",
-                                                         result.update().tuner_state().size(),
-                                                         " bytes (at most ", kMaxTunerState, ")"));
-        }
-        task.history.set_tuner_state(result.update().tuner_state());
-      }
-      ++task.round;
-      const bool done = sim ? task.round >= job.row.spec.simulated().rounds()
-                            : task.trials_done >= job.row.spec.trials();
-      task.phase = done ? TaskPhase::kDone : TaskPhase::kPropose;
-      if (done) note = absl::StrCat("task ", task.index + 1, "/", job.tasks.size(), " done");
-      break;
-    }
-    default:
-      return absl::InternalError("result for a finished task");
   }
   // Resource accounting from the reported timing (else the lease's length).
   const absl::Time now = Now();
@@ -2005,7 +2192,13 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   Job& job = *jit->second;
   const absl::Time now = Now();
-  if (!result.error().empty()) {
+  bool dropped = false;
+  if (!result.error().empty() && result.session_refused()) {
+    // The session state did not restore on this agent: the round in flight was not proposed by
+    // the session's tuner. Dropped (the session proposes again) rather than retried.
+    dropped = DropRefusedRound(job, lease, result.error(), m);
+  }
+  if (!result.error().empty() && !dropped) {
     Note(job,
          absl::StrCat(v1::StageKindShortName(lease.kind), " stage of task ", lease.task,
                       " failed on agent ", lease.agent_id, ": ", result.error().substr(0, 2000)),
@@ -2018,7 +2211,7 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
     r.set_accepted(true);
     return r;
   }
-  absl::Status applied = ApplyResult(job, lease, result, m);
+  absl::Status applied = dropped ? absl::OkStatus() : ApplyResult(job, lease, result, m);
   if (!applied.ok()) {
     // A malformed result counts as a failed try of the stage; a forged one also flags the agent
     // (which requeues the stage elsewhere). Nothing of it is kept.

@@ -18,6 +18,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -39,6 +40,7 @@
 #include "loom/service/job_progress.h"
 #include "loom/service/request_checks.h"
 #include "loom/service/state_store.h"
+#include "loom/tune/task_session.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 
@@ -202,6 +204,20 @@ class JobDriver {
     int64_t version = 1;
     std::deque<std::pair<int64_t, std::string>> recent;     // (version, message), for watchers
     std::vector<std::unique_ptr<ops::Template>> templates;  // per task, built on demand
+    // Per task of a real (not simulated) job, made on demand (SessionFor): the task's
+    // tune::TaskSession, the one owner of its rounds' rules; its tuner runs in the agents'
+    // propose and update stages (tuner_elsewhere), restored from the state each stage carries.
+    std::vector<std::unique_ptr<tune::TaskSession>> sessions;
+    // Per task: the round's measurements, sent with its update stage (a restart re-measures the
+    // round: the session restarts a round in flight at its build).
+    std::vector<v1::MeasureOutput> measured;
+    // Per task: the agent that proposed the round in flight (its id), flagged when the round
+    // turns out not to be the session tuner's (StageResult.session_refused).
+    std::vector<std::string> proposers;
+    // Per task of a real job under a budget: the best cost after each of its session's rounds
+    // (+inf while none succeeded), the task scheduler's input (CurrentTask). Filled when the
+    // session syncs its row, or read once from the row's saved session state.
+    mutable std::vector<std::optional<std::vector<double>>> round_bests;
   };
 
   JobDriver(DriverOptions options, std::unique_ptr<StateStore> state,
@@ -243,6 +259,24 @@ class JobDriver {
                                              const sched::Grant& grant)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<const ops::Template*> TemplateFor(Job& job, int task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The task's session: restored from its row's saved state, else created (which loads the
+  // job's earlier records of the task and, for transfer, other jobs' records). The row's phase,
+  // counts, best and saved state follow the session (SyncTask).
+  absl::StatusOr<tune::TaskSession*> SessionFor(Job& job, int task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies the session's next stage, counts, best and saved state into the task's row.
+  void SyncTask(Job& job, TaskRow& task, const tune::TaskSession& session);
+  // ApplyResult for a real job: maps the agent's result to the session's Complete. A proposal or
+  // tuner state that does not fit the session is kPermissionDenied (forged: honest agents run
+  // the session's own tuner).
+  absl::Status ApplySessionResult(Job& job, const Lease& lease, const v1::StageResult& result,
+                                  std::string& note) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A session stage whose state did not restore (StageResult.session_refused): the round in
+  // flight was not proposed by the session's tuner. Drops it (the session proposes again) and
+  // flags the agent that proposed it. False when there is no such round to drop (the stage then
+  // fails as any other).
+  bool DropRefusedRound(Job& job, const Lease& lease, const std::string& why, Mutation& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies a successful result to the task; records are appended (committed) here.
   absl::Status ApplyResult(Job& job, const Lease& lease, const v1::StageResult& result, Mutation& m)

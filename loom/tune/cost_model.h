@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,6 +55,15 @@ class CostModel {
   virtual absl::StatusOr<std::vector<float>> Predict(const FeatureMatrix& features) const = 0;
 
   virtual bool fitted() const = 0;
+
+  // The fitted model in the learning library's own serialized form (XGBoost:
+  // XGBoosterSerializeToBuffer), for a tuner's saved state (Tuner::SaveState); empty when not
+  // fitted. kInternal when the library fails.
+  virtual absl::StatusOr<std::string> Serialize() const = 0;
+  // Replaces the model by Serialize()'s `bytes` of a model trained on rows of `num_features`;
+  // empty bytes leave it unfitted. The bytes may come from anywhere (a session state):
+  // kInvalidArgument when the library does not load them.
+  virtual absl::Status Deserialize(std::string_view bytes, int64_t num_features) = 0;
 };
 
 // XGBoost gradient-boosted trees (C API). Defaults follow AutoTVM's XGBoostCostModel.

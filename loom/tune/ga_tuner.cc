@@ -8,11 +8,14 @@
 // yet (first generation, or all failed) the generation is random. Results may arrive in any order
 // and late: breeding uses whatever scores are known when the generation runs out.
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "loom/base/status_macros.h"
 #include "loom/tune/tuner.h"
 
 namespace loom::tune {
@@ -42,6 +45,39 @@ class GaTuner final : public Tuner {
   void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
                  bool from_history) override {
     for (size_t i = 0; i < configs.size(); ++i) scores_[configs[i].index] = scores[i];
+  }
+
+  absl::Status SaveKindState(v1::TunerState& state) const override {
+    v1::GaTunerState& ga = *state.mutable_ga();
+    ga.mutable_population()->Add(population_.begin(), population_.end());
+    ga.set_pos(static_cast<int64_t>(pos_));
+    std::vector<std::pair<int64_t, double>> scored(scores_.begin(), scores_.end());
+    std::sort(scored.begin(), scored.end());
+    for (const auto& [index, score] : scored) {
+      ga.add_scored(index);
+      ga.add_scores(score);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RestoreKindState(const v1::TunerState& state) override {
+    const v1::GaTunerState& ga = state.ga();
+    LOOM_RETURN_IF_ERROR(CheckIndices(tmpl().space(), "ga population", ga.population()));
+    LOOM_RETURN_IF_ERROR(CheckIndices(tmpl().space(), "ga scores", ga.scored()));
+    if (ga.pos() < 0 || ga.pos() > ga.population_size() || ga.scored_size() != ga.scores_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tuner state: ga position ", ga.pos(), " in a population of ", ga.population_size(), ", ",
+          ga.scored_size(), " scored configs with ", ga.scores_size(), " scores"));
+    }
+    for (double score : ga.scores()) {
+      if (!std::isfinite(score) || score < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("tuner state: ga score ", score));
+      }
+    }
+    population_.assign(ga.population().begin(), ga.population().end());
+    pos_ = static_cast<size_t>(ga.pos());
+    for (int i = 0; i < ga.scored_size(); ++i) scores_[ga.scored(i)] = ga.scores(i);
+    return absl::OkStatus();
   }
 
  private:

@@ -3,6 +3,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "loom/tune/tuner.h"
 
 namespace loom::tune {
@@ -20,6 +21,19 @@ class GridTuner final : public Tuner {
       ++cursor_;
     }
     return batch;
+  }
+
+  absl::Status SaveKindState(v1::TunerState& state) const override {
+    state.mutable_grid()->set_cursor(cursor_);
+    return absl::OkStatus();
+  }
+  absl::Status RestoreKindState(const v1::TunerState& state) override {
+    if (state.grid().cursor() < 0 || state.grid().cursor() > space_size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tuner state: grid cursor ", state.grid().cursor(), " outside the space"));
+    }
+    cursor_ = state.grid().cursor();
+    return absl::OkStatus();
   }
 
  private:

@@ -25,6 +25,22 @@ SaOptimizer::SaOptimizer(const ops::ConfigSpace& space, const SaOptions& options
   }
 }
 
+absl::Status SaOptimizer::Restore(const base::Rng& rng, std::vector<int64_t> points) {
+  if (static_cast<int64_t>(points.size()) > options_.parallel) {
+    return absl::InvalidArgumentError(absl::StrCat("annealer state: ", points.size(),
+                                                   " points for ", options_.parallel, " chains"));
+  }
+  for (int64_t p : points) {
+    if (!space_.Contains(ops::Config{p}) || !space_.IsValid(ops::Config{p})) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("annealer state: point ", p, " is not a valid config of the space"));
+    }
+  }
+  rng_ = rng;
+  points_ = std::move(points);
+  return absl::OkStatus();
+}
+
 int64_t SaOptimizer::WithChoice(int64_t index, int knob, int64_t choice) const {
   int64_t current = (index / stride_[knob]) % radix_[knob];
   return index + (choice - current) * stride_[knob];

@@ -49,6 +49,13 @@ class SaOptimizer {
   // `index` itself when no knob has more than one value.
   int64_t RandomNeighbour(int64_t index, base::Rng& rng) const;
 
+  // The annealer's state, for the xgb tuner's saved state: its RNG and the chains' points.
+  const base::Rng& rng() const { return rng_; }
+  const std::vector<int64_t>& points() const { return points_; }
+  // Continues from a saved rng() and points(). kInvalidArgument when a point is not a valid
+  // config of the space or there are more points than chains.
+  absl::Status Restore(const base::Rng& rng, std::vector<int64_t> points);
+
  private:
   const ops::ConfigSpace& space_;
   SaOptions options_;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/base/check.h"
+#include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 
 namespace loom::tune {
@@ -119,7 +120,7 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Create(const graph::Ta
   std::unique_ptr<TaskSession> s(new TaskSession(task, target, options, store));
   LOOM_RETURN_IF_ERROR(s->Init());
   LOOM_RETURN_IF_ERROR(s->LoadFromStore());
-  LOOM_RETURN_IF_ERROR(s->SeedTuner());
+  LOOM_RETURN_IF_ERROR(s->SeedTuner(/*feed=*/!options.tuner_elsewhere));
   s->AfterRound();
   return s;
 }
@@ -171,10 +172,9 @@ absl::Status TaskSession::LoadFromStore() {
   return absl::OkStatus();
 }
 
-absl::Status TaskSession::SeedTuner() {
+absl::Status TaskSession::SeedTuner(bool feed) {
   // The prior first, then the task's own history, then similar tasks (the xgb tuner fits once on
   // all of it, at its first proposal).
-  const bool feed = !options_.tuner_elsewhere;
   if (options_.transfer && options_.use_prior && options_.tuner.kind == "xgb") {
     const TuningPrior* prior = options_.prior ? options_.prior.get() : BuiltinPrior(target_);
     if (prior != nullptr) {
@@ -255,10 +255,28 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
   }
   *s->state_->mutable_history() = state.history();
   *s->state_->mutable_similar() = state.similar();
-  LOOM_RETURN_IF_ERROR(s->SeedTuner());
+  // With a saved tuner state the tuner continues from it; without one (a state written before
+  // tuners saved theirs) it is rebuilt by replaying every round. With the tuner elsewhere the
+  // state is only checked and kept for the stages that run it.
+  const bool has_tuner = state.has_tuner();
+  const bool replay = !options.tuner_elsewhere && !has_tuner;
+  if (has_tuner) {
+    if (options.tuner_elsewhere) {
+      LOOM_RETURN_IF_ERROR(s->CheckTunerState(state.tuner(), {}));
+      *s->state_->mutable_tuner() = state.tuner();
+    } else {
+      absl::Status restored = s->tuner_->RestoreState(state.tuner());
+      if (!restored.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("session state: ", restored.message()));
+      }
+    }
+  }
+  LOOM_RETURN_IF_ERROR(s->SeedTuner(/*feed=*/replay));
+  s->restoring_ = !replay;
   s->AfterRound();
-  const bool replay = !options.tuner_elsewhere;
-  // Replay: every finished round must be the one this tuner proposes now.
+  // Replay: every finished round must be the one this tuner proposes now. Without replay, no
+  // config may come twice, and a restored tuner must have visited every saved one.
+  absl::flat_hash_set<int64_t> in_rounds;
   auto replay_propose = [&](const v1::SessionRound& round,
                             int64_t index) -> absl::StatusOr<std::vector<ops::Config>> {
     if (s->phase_ != Phase::kPropose) {
@@ -276,9 +294,18 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
         return absl::InvalidArgumentError(
             absl::StrCat("session state: config ", c, " is outside the space"));
       }
+      if (!replay && !in_rounds.insert(c).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("session state: config ", c, " appears twice in the rounds"));
+      }
+      if (has_tuner && !options.tuner_elsewhere && !s->tuner_->WasVisited(ops::Config{c})) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "session state: the tuner state has not visited config ", c, " of round ", index));
+      }
       saved.push_back(ops::Config{c});
     }
     if (!replay) return saved;
+    ++s->replayed_rounds_;
     std::vector<ops::Config> proposed = s->tuner_->Propose(s->batch_);
     if (proposed != saved) {
       return absl::InvalidArgumentError(absl::StrCat("session state does not replay: round ", index,
@@ -307,16 +334,23 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
     if (replay) s->tuner_->Update(configs, results);
     s->AccountRound(configs, results);
   }
-  // With the tuner elsewhere, the saved word of the stage that ran it last (after the rounds it
+  s->restoring_ = false;
+  // Without replay, the saved word of the stage that ran the tuner last (after the rounds it
   // came after).
-  if (!replay && state.tuner_done()) {
-    s->state_->set_tuner_done(true);
-    if (!state.has_pending() && s->phase_ == Phase::kPropose) s->AfterRound();
-  }
+  if (!replay && state.tuner_done()) s->state_->set_tuner_done(true);
   if (state.has_pending()) {
     LOOM_ASSIGN_OR_RETURN(s->configs_, replay_propose(state.pending(), s->round_));
     *s->state_->mutable_pending() = state.pending();
+    if (options.tuner_elsewhere) {
+      if (state.has_tuner_before_pending()) {
+        LOOM_RETURN_IF_ERROR(s->CheckTunerState(state.tuner_before_pending(), {}));
+        *s->state_->mutable_tuner_before_pending() = state.tuner_before_pending();
+      }
+      s->state_->set_tuner_done_before_pending(state.tuner_done_before_pending());
+    }
     s->phase_ = Phase::kBuild;
+  } else if (s->phase_ == Phase::kPropose) {
+    s->AfterRound();  // now with the tuner's (or the saved) word on whether it has more
   }
   if (state.baseline_done() && !s->state_->baseline_done()) {
     if (s->phase_ != Phase::kBaselineBuild) {
@@ -329,9 +363,49 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
   return s;
 }
 
+absl::Status TaskSession::KeepTunerState(const StageOutcome& outcome,
+                                         const std::vector<ops::Config>& configs) {
+  if (!outcome.tuner_state.has_value()) {
+    state_->clear_tuner();  // the stage ran a tuner that saves nothing: the next one replays
+    return absl::OkStatus();
+  }
+  LOOM_RETURN_IF_ERROR(CheckTunerState(*outcome.tuner_state, configs));
+  *state_->mutable_tuner() = *outcome.tuner_state;
+  return absl::OkStatus();
+}
+
+absl::Status TaskSession::CheckTunerState(const v1::TunerState& state,
+                                          const std::vector<ops::Config>& configs) const {
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Tuner> fresh, MakeTuner(options_.tuner, *template_));
+  absl::Status restored = fresh->RestoreState(state);
+  if (!restored.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("session state: ", restored.message()));
+  }
+  for (const ops::Config& c : configs) {
+    if (!fresh->WasVisited(c)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tuner state has not visited config ", c.index, " of the round"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 TaskSession::~TaskSession() = default;
 
-v1::TaskSessionState TaskSession::Save() const { return *state_; }
+v1::TaskSessionState TaskSession::Save() const {
+  v1::TaskSessionState state = *state_;
+  if (options_.tuner_elsewhere) return state;  // the tuner state the last stage brought, if any
+  absl::StatusOr<v1::TunerState> tuner = tuner_->SaveState();
+  if (tuner.ok()) {
+    *state.mutable_tuner() = *std::move(tuner);
+  } else {
+    base::LogWarning("task session of ", task_.key,
+                     ": the tuner state does not save, a restore replays the rounds: ",
+                     tuner.status().message());
+    state.clear_tuner();
+  }
+  return state;
+}
 
 int TaskSession::NextBatchSize() const {
   return static_cast<int>(std::min<int64_t>(options_.batch_size, options_.trials - trials_done_));
@@ -359,7 +433,7 @@ void TaskSession::AfterRound() {
 
 bool TaskSession::TunerHasNext() const {
   if (state_->tuner_done()) return false;
-  return options_.tuner_elsewhere || tuner_->HasNext();
+  return options_.tuner_elsewhere || restoring_ || tuner_->HasNext();
 }
 
 void TaskSession::NoteBest(const MeasureResult& m) {
@@ -383,6 +457,8 @@ void TaskSession::AccountRound(const std::vector<ops::Config>& configs,
   }
   trials_done_ += static_cast<int64_t>(configs.size());
   state_->clear_pending();
+  state_->clear_tuner_before_pending();
+  state_->set_tuner_done_before_pending(false);
   ++round_;
   AfterRound();
 }
@@ -456,7 +532,21 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
                                                          template_->name(), " or repeated"));
         }
       }
-      if (options_.tuner_elsewhere && !outcome.tuner_has_next) state_->set_tuner_done(true);
+      if (options_.tuner_elsewhere) {
+        const v1::TunerState before = state_->tuner();
+        const bool before_has = state_->has_tuner();
+        const bool done_before = state_->tuner_done();
+        LOOM_RETURN_IF_ERROR(KeepTunerState(outcome, outcome.configs));
+        if (!outcome.tuner_has_next) state_->set_tuner_done(true);
+        if (!outcome.configs.empty()) {
+          if (before_has) {
+            *state_->mutable_tuner_before_pending() = before;
+          } else {
+            state_->clear_tuner_before_pending();
+          }
+          state_->set_tuner_done_before_pending(done_before);
+        }
+      }
       if (outcome.configs.empty()) {
         // Nothing left to propose: the trials end here (no empty round is run).
         state_->set_tuner_done(true);
@@ -497,6 +587,7 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
                                                        " records for ", results_.size(),
                                                        " results"));
       }
+      if (options_.tuner_elsewhere) LOOM_RETURN_IF_ERROR(KeepTunerState(outcome, configs_));
       timings_.push_back(outcome.timing);
       if (store_ != nullptr) {
         LOOM_RETURN_IF_ERROR(
@@ -533,6 +624,28 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
   }
   LOOM_CHECK(false);  // kDone was refused above
   return absl::InternalError("unreachable");
+}
+
+absl::Status TaskSession::DropPending() {
+  if (!options_.tuner_elsewhere || !state_->has_pending()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("task session of ", task_.key, ": no proposal from elsewhere in flight"));
+  }
+  if (state_->has_tuner_before_pending()) {
+    *state_->mutable_tuner() = state_->tuner_before_pending();
+  } else {
+    state_->clear_tuner();
+  }
+  state_->set_tuner_done(state_->tuner_done_before_pending());
+  state_->clear_tuner_before_pending();
+  state_->set_tuner_done_before_pending(false);
+  state_->clear_pending();
+  configs_.clear();
+  builds_.clear();
+  results_.clear();
+  timings_.clear();
+  AfterRound();
+  return absl::OkStatus();
 }
 
 TaskOutcome TaskSession::Outcome() const {
@@ -632,26 +745,39 @@ absl::StatusOr<StageOutcome> RunRestoredStage(const v1::TaskSessionState& state,
                      std::string(sched::StageKindName(request.kind))));
   }
   options.tuner_elsewhere = false;
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<TaskSession> session,
-                        TaskSession::Restore(state, task, target, options, /*store=*/nullptr));
+  absl::StatusOr<std::unique_ptr<TaskSession>> restored =
+      TaskSession::Restore(state, task, target, options, /*store=*/nullptr);
+  if (absl::IsInvalidArgument(restored.status())) {
+    return absl::DataLossError(
+        absl::StrCat("the session state does not restore: ", restored.status().message()));
+  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<TaskSession> session, std::move(restored));
   auto at = [&](sched::StageKind want) -> absl::Status {
     SessionRequest next = session->Next();
     if (!next.done && next.kind == want) return absl::OkStatus();
     return absl::InvalidArgumentError(absl::StrCat(
         "the session state is not at a ", std::string(sched::StageKindName(want)), " stage"));
   };
+  // The stage's outcome with the tuner's state after it, so the next stage restores it without
+  // a replay.
+  auto with_tuner = [&](absl::StatusOr<StageOutcome> out) -> absl::StatusOr<StageOutcome> {
+    if (!out.ok()) return out;
+    LOOM_ASSIGN_OR_RETURN(out->tuner_state, session->tuner().SaveState());
+    out->replayed_rounds = session->replayed_rounds();
+    return out;
+  };
   if (request.kind == sched::StageKind::kPropose) {
     SessionRequest next = session->Next();
     if (next.done || next.kind != sched::StageKind::kPropose) {
       // The tuner has nothing more (space used up, early stopping): an empty proposal.
-      return StageOutcome{.kind = sched::StageKind::kPropose, .tuner_has_next = false};
+      return with_tuner(StageOutcome{.kind = sched::StageKind::kPropose, .tuner_has_next = false});
     }
-    if (next.batch_size != request.batch_size) {
+    if (request.batch_size > 0 && next.batch_size != request.batch_size) {
       return absl::InvalidArgumentError(absl::StrCat("the session asks for ", next.batch_size,
                                                      " configs, the request for ",
                                                      request.batch_size));
     }
-    return RunStage(*session, next, StageEnv{});
+    return with_tuner(RunStage(*session, next, StageEnv{}));
   }
   LOOM_RETURN_IF_ERROR(at(sched::StageKind::kBuild));
   LOOM_RETURN_IF_ERROR(
@@ -659,7 +785,7 @@ absl::StatusOr<StageOutcome> RunRestoredStage(const v1::TaskSessionState& state,
   LOOM_RETURN_IF_ERROR(session->Complete(
       StageOutcome{.kind = sched::StageKind::kMeasure, .results = request.results}));
   LOOM_RETURN_IF_ERROR(at(sched::StageKind::kUpdate));
-  return RunStage(*session, session->Next(), StageEnv{});
+  return with_tuner(RunStage(*session, session->Next(), StageEnv{}));
 }
 
 }  // namespace loom::tune

@@ -107,6 +107,11 @@ struct StageOutcome {
   // valid configs and early stopping has not fired). Read only with tuner_elsewhere; RunStage
   // fills it from the session's tuner.
   bool tuner_has_next = true;
+  // Propose and update run by RunRestoredStage: the tuner's state after the stage (with
+  // tuner_elsewhere, Complete checks it and keeps it, so the next restore needs no replay), and
+  // how many rounds the restore replayed (0 when the state carried a tuner state).
+  std::optional<v1::TunerState> tuner_state;
+  int64_t replayed_rounds = 0;
 };
 
 class TaskSession {
@@ -123,18 +128,22 @@ class TaskSession {
                                                              RecordStore* store);
 
   // Resumes a session from Save()'s state with the same task, target and options (the store is
-  // only written to: history and transfer come from the state). The tuner is rebuilt by replaying
-  // the state, so its next proposal is what the saved session would have proposed; a round in
-  // flight restarts at its build. kInvalidArgument when the state is malformed, belongs to
-  // another task, job, target or tuner, or does not replay (a config the tuner would not propose,
-  // a config outside the space); kUnimplemented as Create.
+  // only written to: history and transfer come from the state). The tuner is restored from the
+  // state's saved tuner (Tuner::RestoreState, no replay); a state without one (older records) is
+  // replayed instead: history, transfer and every round go through a fresh tuner, checked to
+  // propose the saved configs again. Either way its next proposal is what the saved session would
+  // have proposed; a round in flight restarts at its build. kInvalidArgument when the state is
+  // malformed, belongs to another task, job, target or tuner, has a tuner state that does not
+  // restore or has not visited a saved round's configs, or does not replay (a config the tuner
+  // would not propose, a config outside the space); kUnimplemented as Create.
   static absl::StatusOr<std::unique_ptr<TaskSession>> Restore(const v1::TaskSessionState& state,
                                                               const graph::Task& task,
                                                               const ops::Target& target,
                                                               const TaskTunerOptions& options,
                                                               RecordStore* store);
   // The state to Restore from: history, transfer data, finished rounds, the round in flight
-  // (its proposal) and the baseline.
+  // (its proposal), the baseline and the tuner's own state (with tuner_elsewhere: the one the
+  // last propose or update outcome brought, if any).
   v1::TaskSessionState Save() const;
 
   // The next stage to run, or done. Calling it again without Complete returns the same request.
@@ -142,9 +151,15 @@ class TaskSession {
   // Applies the outcome of the stage Next() asked for. Update outcomes store the round's stage
   // timings; the baseline's measure stores its record as "<job>#default". kFailedPrecondition
   // when `outcome.kind` is not the stage asked for; kInvalidArgument when its sizes do not match
-  // the request; store errors as they come.
+  // the request, or (tuner_elsewhere) its tuner state does not restore or has not visited the
+  // round's configs; store errors as they come. On an error the session is unchanged.
   absl::Status Complete(const StageOutcome& outcome);
   bool Done() const { return Next().done; }
+  // With tuner_elsewhere: abandons the round in flight, whose proposal a stage restoring the
+  // state found not to be the tuner's (RunRestoredStage's kDataLoss), and goes back to its
+  // proposal with the tuner state from before it. kFailedPrecondition when no round is in flight
+  // or the tuner runs here.
+  absl::Status DropPending();
 
   // The task's result: counts, best (the default config when it measured faster) and baseline.
   TaskOutcome Outcome() const;
@@ -167,6 +182,9 @@ class TaskSession {
   int64_t prior_records() const { return prior_records_; }
   int64_t errors() const { return errors_; }
   int64_t round() const { return round_; }
+  // Rounds Restore replayed through the tuner (a round in flight included): 0 when the state
+  // carried the tuner's own state, so restoring costs O(state), not a replay of every round.
+  int64_t replayed_rounds() const { return replayed_rounds_; }
   const TaskTunerOptions& options() const { return options_; }
   // Best over this job and the loaded history (the tuner's rule: the first of the lowest median
   // costs); +inf / 0 when nothing succeeded yet.
@@ -185,8 +203,16 @@ class TaskSession {
   absl::Status Init();
   // Reads history and transfer data from the store into state_ (Create only).
   absl::Status LoadFromStore();
-  // Gives state_'s history, similar tasks and the prior to the tuner (Create and Restore).
-  absl::Status SeedTuner();
+  // Counts state_'s history, similar tasks and the prior and, with `feed`, gives them to the
+  // tuner (Create, and Restore when it replays).
+  absl::Status SeedTuner(bool feed);
+  // A tuner state that an outcome brought (tuner_elsewhere): it must restore into a fresh tuner
+  // that has visited `configs`.
+  absl::Status CheckTunerState(const v1::TunerState& state,
+                               const std::vector<ops::Config>& configs) const;
+  // Keeps the tuner state a propose or update outcome brought (tuner_elsewhere), once checked
+  // against the round's `configs`; none clears the kept one, so the next restore replays.
+  absl::Status KeepTunerState(const StageOutcome& outcome, const std::vector<ops::Config>& configs);
   // Accounts for a finished round (its results already fed to the tuner): counters, state_.
   void AccountRound(const std::vector<ops::Config>& configs,
                     const std::vector<MeasureResult>& results);
@@ -221,6 +247,10 @@ class TaskSession {
   int64_t errors_ = 0;
   absl::flat_hash_map<int64_t, double> measured_;  // config index -> median cost, this run
   int64_t round_ = 0;
+  int64_t replayed_rounds_ = 0;
+  // Restore is accounting saved rounds without running the tuner: its HasNext speaks of the end
+  // of them, not of each round.
+  bool restoring_ = false;
   double best_cost_ = std::numeric_limits<double>::infinity();
   ops::Config best_config_;
 };
@@ -247,8 +277,10 @@ absl::StatusOr<StageOutcome> RunStage(TaskSession& session, const SessionRequest
 // task, target and options but the tuner here, so the tuner proposes and learns exactly as an
 // uninterrupted local session's would: update first completes the round's build and measure
 // with the request's builds and results. Records are not stored (no store here); the caller
-// stores them. kInvalidArgument when the state does not restore or is not at `request`'s stage;
-// kFailedPrecondition for another kind of request.
+// stores them. A propose request's batch_size of 0 takes the session's. kDataLoss when the state
+// does not restore (Restore's kInvalidArgument: a round that does not replay, a tuner state that
+// does not agree): its round in flight is not the tuner's; kInvalidArgument when it is not at
+// `request`'s stage; kFailedPrecondition for another kind of request.
 absl::StatusOr<StageOutcome> RunRestoredStage(const v1::TaskSessionState& state,
                                               const graph::Task& task, const ops::Target& target,
                                               TaskTunerOptions options,

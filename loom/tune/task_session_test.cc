@@ -304,46 +304,56 @@ TaskTunerOptions XgbOptions(const std::string& job) {
 }
 
 TEST(TaskSessionTest, ARestoredSessionProposesWhatAnUninterruptedOneWould) {
-  // Another job's records of the task (transfer) are in the store before either session starts.
-  auto store = MemoryStore();
   FakeBuilder builder;
   FakeMeasurer measurer;
-  TuneInto(store.get(), ConvTask(), "a", 12);
-  auto whole = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), XgbOptions("b"), store.get());
-  ASSERT_TRUE(whole.ok()) << whole.status();
-  ASSERT_EQ((*whole)->transferred_records(), 12);
-  auto first = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), XgbOptions("b"), store.get());
-  ASSERT_TRUE(first.ok());
-  const Driven uninterrupted = Drive(**whole, builder, measurer);
-  ASSERT_EQ(uninterrupted.proposed.size(), 24u);
+  for (const std::string kind : {"xgb", "ga", "random"}) {
+    // Another job's records of the task (transfer) are in the store before either session starts.
+    auto store = MemoryStore();
+    TuneInto(store.get(), ConvTask(), "a", 12);
+    TaskTunerOptions options = XgbOptions("b");
+    options.tuner.kind = kind;
+    auto whole = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, store.get());
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_EQ((*whole)->transferred_records(), 12);
+    auto first = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, store.get());
+    ASSERT_TRUE(first.ok());
+    const Driven uninterrupted = Drive(**whole, builder, measurer);
+    ASSERT_EQ(uninterrupted.proposed.size(), 24u);
 
-  // Stop in the middle of round 3's build (stage 4 * 3 + 1 is its build), and at a round's end.
-  for (int stop : {13, 16}) {
-    SCOPED_TRACE(stop);
-    auto part = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), XgbOptions("b"), nullptr);
-    ASSERT_TRUE(part.ok());
-    // The same history as the first sessions had: take it from their state.
-    v1::TaskSessionState initial = (*first)->Save();
-    auto seeded = TaskSession::Restore(initial, ConvTask(), ops::HostCpuTarget(), XgbOptions("b"),
-                                       /*store=*/nullptr);
-    ASSERT_TRUE(seeded.ok()) << seeded.status();
-    EXPECT_EQ((*seeded)->transferred_records(), 12);
-    Driven before = Drive(**seeded, builder, measurer, stop);
-    ASSERT_TRUE(before.saved.has_value());
-    EXPECT_EQ(before.saved->has_pending(), stop == 13);
-    auto resumed = TaskSession::Restore(*before.saved, ConvTask(), ops::HostCpuTarget(),
-                                        XgbOptions("b"), nullptr);
-    ASSERT_TRUE(resumed.ok()) << resumed.status();
-    EXPECT_EQ((*resumed)->round(), 3 + (stop == 16));
-    EXPECT_EQ((*resumed)->Next().kind,
-              stop == 13 ? sched::StageKind::kBuild : sched::StageKind::kPropose);
-    Driven after = Drive(**resumed, builder, measurer);
-    std::vector<int64_t> all = before.proposed;
-    all.insert(all.end(), after.proposed.begin(), after.proposed.end());
-    EXPECT_EQ(all, uninterrupted.proposed);
-    EXPECT_EQ((*resumed)->trials_done(), 24);
-    EXPECT_DOUBLE_EQ((*resumed)->best_cost(), (*whole)->best_cost());
-    EXPECT_DOUBLE_EQ((*resumed)->Outcome().default_cost, (*whole)->Outcome().default_cost);
+    // Stop in the middle of round 3's build (stage 4 * 3 + 1 is its build), and at a round's end;
+    // restore from the saved tuner state, and (a state written before tuners saved theirs) by
+    // replaying the rounds.
+    for (int stop : {13, 16}) {
+      for (bool replay : {false, true}) {
+        SCOPED_TRACE(absl::StrCat(kind, " stop ", stop, replay ? " replay" : " tuner state"));
+        // The same history as the first sessions had: take it from their state.
+        v1::TaskSessionState initial = (*first)->Save();
+        auto seeded =
+            TaskSession::Restore(initial, ConvTask(), ops::HostCpuTarget(), options, nullptr);
+        ASSERT_TRUE(seeded.ok()) << seeded.status();
+        EXPECT_EQ((*seeded)->transferred_records(), 12);
+        Driven before = Drive(**seeded, builder, measurer, stop);
+        ASSERT_TRUE(before.saved.has_value());
+        EXPECT_EQ(before.saved->has_pending(), stop == 13);
+        ASSERT_TRUE(before.saved->has_tuner());
+        if (replay) before.saved->clear_tuner();
+        auto resumed =
+            TaskSession::Restore(*before.saved, ConvTask(), ops::HostCpuTarget(), options, nullptr);
+        ASSERT_TRUE(resumed.ok()) << resumed.status();
+        EXPECT_EQ((*resumed)->round(), 3 + (stop == 16));
+        // Three finished rounds (and the one in flight) replayed, or none.
+        EXPECT_EQ((*resumed)->replayed_rounds(), replay ? 4 : 0);
+        EXPECT_EQ((*resumed)->Next().kind,
+                  stop == 13 ? sched::StageKind::kBuild : sched::StageKind::kPropose);
+        Driven after = Drive(**resumed, builder, measurer);
+        std::vector<int64_t> all = before.proposed;
+        all.insert(all.end(), after.proposed.begin(), after.proposed.end());
+        EXPECT_EQ(all, uninterrupted.proposed);
+        EXPECT_EQ((*resumed)->trials_done(), 24);
+        EXPECT_DOUBLE_EQ((*resumed)->best_cost(), (*whole)->best_cost());
+        EXPECT_DOUBLE_EQ((*resumed)->Outcome().default_cost, (*whole)->Outcome().default_cost);
+      }
+    }
   }
 }
 
@@ -362,6 +372,8 @@ std::vector<int64_t> DriveElsewhere(TaskSession& session, const graph::Task& tas
             : RunStage(session, r, env);
     EXPECT_TRUE(out.ok()) << out.status() << " at " << sched::StageKindName(r.kind);
     if (!out.ok()) break;
+    // Each restored stage continues from the tuner state the one before it left: no replay.
+    EXPECT_EQ(out->replayed_rounds, 0) << "round " << r.round;
     // The records of an update are the caller's to store; the session only counts them.
     if (r.kind == sched::StageKind::kPropose) {
       for (const ops::Config& c : out->configs) proposed.push_back(c.index);
@@ -400,6 +412,8 @@ TEST(TaskSessionTest, ASessionWhoseTunerRunsElsewhereProposesWhatALocalOneDoes) 
     if (kind == "random") {
       EXPECT_LT((*remote)->trials_done(), 24);  // early stopping, decided by the agent's tuner
     }
+    // The daemon keeps the agent's tuner state (checked), so stages do not replay.
+    EXPECT_TRUE((*remote)->Save().has_tuner());
     // A restart of the daemon: the state restores without a tuner, at the same place.
     auto again = TaskSession::Restore((*remote)->Save(), ConvTask(), ops::HostCpuTarget(),
                                       elsewhere, nullptr);
@@ -407,6 +421,69 @@ TEST(TaskSessionTest, ASessionWhoseTunerRunsElsewhereProposesWhatALocalOneDoes) 
     EXPECT_TRUE((*again)->Done());
     EXPECT_EQ((*again)->trials_done(), (*local)->trials_done());
   }
+}
+
+// The cost of a restored stage does not grow with the rounds before it: with the tuner's saved
+// state nothing is replayed; a state without one (older records) replays every finished round.
+TEST(TaskSessionTest, ARestoredStageReplaysNothingWithATunerStateAndEveryRoundWithout) {
+  FakeBuilder builder;
+  FakeMeasurer measurer;
+  TaskTunerOptions options = XgbOptions("j");
+  options.trials = 40;
+  options.use_prior = false;
+  auto s = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, nullptr);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const StageEnv env{.builder = &builder, .measurer = &measurer};
+  std::vector<int64_t> with_state, without_state;
+  for (SessionRequest r = (*s)->Next(); !r.done; r = (*s)->Next()) {
+    if (r.kind == sched::StageKind::kPropose) {
+      v1::TaskSessionState state = (*s)->Save();
+      auto fast = RunRestoredStage(state, ConvTask(), ops::HostCpuTarget(), options, r);
+      ASSERT_TRUE(fast.ok()) << fast.status();
+      with_state.push_back(fast->replayed_rounds);
+      state.clear_tuner();
+      auto slow = RunRestoredStage(state, ConvTask(), ops::HostCpuTarget(), options, r);
+      ASSERT_TRUE(slow.ok()) << slow.status();
+      without_state.push_back(slow->replayed_rounds);
+      EXPECT_EQ(fast->configs, slow->configs) << "round " << r.round;
+    }
+    auto out = RunStage(**s, r, env);
+    ASSERT_TRUE(out.ok());
+    ASSERT_TRUE((*s)->Complete(*out).ok());
+  }
+  EXPECT_THAT(with_state, ElementsAre(0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+  EXPECT_THAT(without_state, ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 8, 9));
+}
+
+// A tuner state from elsewhere is checked before the session keeps it.
+TEST(TaskSessionTest, AProposalWhoseTunerStateDoesNotAgreeIsRefused) {
+  TaskTunerOptions options = Options("j", 8);
+  auto local = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), options, nullptr);
+  ASSERT_TRUE(local.ok());
+  auto proposed = RunStage(**local, (*local)->Next(), StageEnv{});
+  ASSERT_TRUE(proposed.ok());
+  TaskTunerOptions elsewhere = options;
+  elsewhere.tuner_elsewhere = true;
+  auto daemon = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), elsewhere, nullptr);
+  ASSERT_TRUE(daemon.ok());
+  StageOutcome forged = *proposed;
+  absl::StatusOr<v1::TunerState> state = (*local)->tuner().SaveState();
+  ASSERT_TRUE(state.ok());
+  forged.tuner_state = *state;
+  forged.configs[0] = ops::Config{forged.configs[0].index + 1};
+  while ((*local)->tuner().WasVisited(forged.configs[0])) ++forged.configs[0].index;
+  EXPECT_THAT((*daemon)->Complete(forged),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("has not visited config")));
+  forged = *proposed;
+  forged.tuner_state = *state;
+  forged.tuner_state->set_rng("garbage");
+  EXPECT_THAT((*daemon)->Complete(forged),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an RNG state")));
+  EXPECT_EQ((*daemon)->Next().kind, sched::StageKind::kPropose);  // unchanged by the refusals
+  forged = *proposed;
+  forged.tuner_state = *state;
+  ASSERT_TRUE((*daemon)->Complete(forged).ok());
+  EXPECT_TRUE((*daemon)->Save().has_tuner());
 }
 
 TEST(TaskSessionTest, ARestoredStageRefusesAStateOfAnotherStageOrKind) {
@@ -512,8 +589,20 @@ TEST(TaskSessionTest, ABadOrForeignStateIsRefusedWithItsReason) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("another tuner")));
   v1::TaskSessionState swapped = *d.saved;
   swapped.mutable_rounds(1)->set_config_indices(0, swapped.rounds(0).config_indices(0));
+  EXPECT_THAT(restore(swapped, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("appears twice")));
+  swapped.clear_tuner();  // replayed: the tuner proposes otherwise
   EXPECT_THAT(restore(swapped, o), StatusIs(absl::StatusCode::kInvalidArgument,
                                             HasSubstr("does not replay: round 1 proposes")));
+  v1::TaskSessionState unvisited = *d.saved;
+  unvisited.mutable_tuner()->clear_visited();
+  EXPECT_THAT(restore(unvisited, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("tuner state has not visited config")));
+  v1::TaskSessionState bad_tuner = *d.saved;
+  bad_tuner.mutable_tuner()->set_kind("xgb");
+  EXPECT_THAT(restore(bad_tuner, o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("session state: tuner state is of a 'xgb'")));
   v1::TaskSessionState outside = *d.saved;
   outside.mutable_rounds(0)->mutable_results(2)->set_config_index(int64_t{1} << 60);
   EXPECT_THAT(restore(outside, o),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "loom/base/check.h"
 #include "loom/base/logging.h"
+#include "loom/base/status_macros.h"
 
 namespace loom::tune {
 namespace {
@@ -121,6 +123,79 @@ int64_t Tuner::RandomUnvisited(const absl::flat_hash_set<int64_t>& also_excluded
   }
   if (free.empty()) return -1;
   return free[rng_.UniformInt(0, static_cast<int64_t>(free.size()) - 1)];
+}
+
+std::string SaveRng(const base::Rng& rng) {
+  std::ostringstream out;
+  out << rng.engine();
+  return out.str();
+}
+
+absl::Status RestoreRng(absl::string_view text, absl::string_view what, base::Rng& rng) {
+  std::istringstream in{std::string(text)};
+  std::mt19937_64 engine;
+  in >> engine;
+  if (in.fail()) {
+    return absl::InvalidArgumentError(absl::StrCat("tuner state: ", what, " is not an RNG state"));
+  }
+  rng.engine() = engine;
+  return absl::OkStatus();
+}
+
+absl::Status CheckIndices(const ops::ConfigSpace& space, absl::string_view what,
+                          const google::protobuf::RepeatedField<int64_t>& indices) {
+  for (int64_t index : indices) {
+    if (!space.Contains(ops::Config{index})) {
+      return absl::InvalidArgumentError(absl::StrCat("tuner state: ", what, " has config ", index,
+                                                     ", outside the space of size ", space.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::TunerState> Tuner::SaveState() const {
+  v1::TunerState state;
+  state.set_kind(options_.kind);
+  state.set_rng(SaveRng(rng_));
+  std::vector<int64_t> visited(visited_.begin(), visited_.end());
+  std::sort(visited.begin(), visited.end());
+  state.mutable_visited()->Add(visited.begin(), visited.end());
+  state.set_num_trials(num_trials_);
+  state.set_best_config(best_config_.index);
+  state.set_best_cost(best_cost_);
+  state.set_best_trial(best_trial_);
+  state.set_exhausted(exhausted_);
+  LOOM_RETURN_IF_ERROR(SaveKindState(state));
+  return state;
+}
+
+absl::Status Tuner::RestoreState(const v1::TunerState& state) {
+  LOOM_CHECK(visited_.empty() && num_trials_ == 0);  // precondition: a fresh tuner
+  if (state.kind() != options_.kind) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tuner state is of a '", state.kind(), "' tuner, not '", options_.kind, "'"));
+  }
+  const ops::ConfigSpace& space = tmpl_.space();
+  LOOM_RETURN_IF_ERROR(CheckIndices(space, "visited", state.visited()));
+  const bool has_best = state.best_cost() < std::numeric_limits<double>::infinity();
+  if (std::isnan(state.best_cost()) || state.best_cost() < 0 ||
+      (has_best && !space.Contains(ops::Config{state.best_config()}))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tuner state: bad best (config ", state.best_config(), ", cost ", state.best_cost(), ")"));
+  }
+  if (state.num_trials() < 0 || state.best_trial() < 0 || state.best_trial() > state.num_trials()) {
+    return absl::InvalidArgumentError(absl::StrCat("tuner state: bad trial counts (",
+                                                   state.num_trials(), " trials, best at ",
+                                                   state.best_trial(), ")"));
+  }
+  LOOM_RETURN_IF_ERROR(RestoreRng(state.rng(), "rng", rng_));
+  visited_.insert(state.visited().begin(), state.visited().end());
+  num_trials_ = state.num_trials();
+  best_config_ = has_best ? ops::Config{state.best_config()} : ops::Config{};
+  best_cost_ = state.best_cost();
+  best_trial_ = state.best_trial();
+  exhausted_ = state.exhausted();
+  return RestoreKindState(state);
 }
 
 std::vector<std::string> TunerKinds() { return {"random", "grid", "ga", "xgb"}; }

@@ -12,10 +12,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "loom/base/rng.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
 #include "loom/toolchain/measure_result.h"
+#include "loom/v1/session.pb.h"
 
 namespace loom::tune {
 
@@ -66,7 +68,11 @@ struct TunerOptions {
 //
 // Call order: optionally LoadHistory once, then Propose / Update in any interleaving (a Propose
 // may follow another Propose before their results arrive; Update accepts results in any order).
-// Deterministic: the same options, history and call sequence give the same proposals.
+// Deterministic: the same options, history and call sequence give the same proposals. SaveState
+// may be called between any two calls; RestoreState on a fresh tuner of the same kind, template
+// and options (instead of LoadHistory and LoadTransfer) continues exactly where the saved one
+// stopped, in time proportional to the state (TaskSession's saved state, so a stateless agent
+// runs one stage without replaying the rounds before it).
 // Not thread-safe: one stage of one tuner runs at a time.
 class Tuner {
  public:
@@ -101,12 +107,25 @@ class Tuner {
   virtual void LoadTransfer(const ops::Template& other, const std::vector<ops::Config>& configs,
                             const std::vector<MeasureResult>& results) {}
 
+  // The whole search state: visited set, RNG, best, counts and the kind's own state (ga: the
+  // population and scores; grid: its cursor; xgb: the cost model as XGBoost's serialized
+  // booster, training and transfer data, plan, annealer). kInternal when the model library fails.
+  absl::StatusOr<v1::TunerState> SaveState() const;
+  // Continues from `state` (SaveState() of a tuner of the same kind, template and options).
+  // Precondition: a fresh tuner (nothing loaded, proposed or updated). The state may come from
+  // anywhere: kInvalidArgument, naming the field, for another kind, an index outside the space,
+  // sizes that do not agree, a malformed RNG state or a model that does not load; the tuner is
+  // then half restored and must be discarded.
+  absl::Status RestoreState(const v1::TunerState& state);
+
   // False when every valid config was visited (known once a Propose came back short) or early
   // stopping fired.
   bool HasNext() const;
 
   // Results fed by Update so far (this run, errors included).
   int64_t num_trials() const { return num_trials_; }
+  // Whether `config` was proposed or loaded as history.
+  bool WasVisited(const ops::Config& config) const { return visited_.contains(config.index); }
   // Configs proposed or loaded as history.
   int64_t num_visited() const { return static_cast<int64_t>(visited_.size()); }
   // Best successful result so far (history included); has_best() false when there is none.
@@ -130,6 +149,10 @@ class Tuner {
   // `score[i]` is the throughput 1/cost of a successful result and 0 for an error.
   virtual void OnResults(const std::vector<ops::Config>& configs, const std::vector<double>& scores,
                          bool from_history) {}
+
+  // The kind's own part of SaveState / RestoreState (the base saves and restores its own first).
+  virtual absl::Status SaveKindState(v1::TunerState& state) const { return absl::OkStatus(); }
+  virtual absl::Status RestoreKindState(const v1::TunerState& state) { return absl::OkStatus(); }
 
   bool IsVisited(int64_t index) const { return visited_.contains(index); }
   bool IsValid(int64_t index) const { return tmpl_.space().IsValid(ops::Config{index}); }
@@ -178,6 +201,14 @@ std::unique_ptr<Tuner> MakeXgbTuner(const ops::Template& tmpl, const TunerOption
 // one that gave the best so far. `best_trial` is that trial's 1-based number; 0 when no trial
 // improved on the start (nothing succeeded, or the best came from history).
 bool EarlyStoppingFires(int early_stopping, int64_t trials, int64_t best_trial);
+
+// An RNG's state as text (std::mt19937_64's own form) and back; kInvalidArgument naming `what`
+// when `text` is not such a state. For the tuners' SaveState / RestoreState.
+std::string SaveRng(const base::Rng& rng);
+absl::Status RestoreRng(absl::string_view text, absl::string_view what, base::Rng& rng);
+// kInvalidArgument naming `what` unless every index lies in `space`.
+absl::Status CheckIndices(const ops::ConfigSpace& space, absl::string_view what,
+                          const google::protobuf::RepeatedField<int64_t>& indices);
 
 // Throughput score of a result: 1 / median cost for a success, 0 for an error.
 double ResultScore(const MeasureResult& result);

@@ -1,6 +1,7 @@
 #include "loom/tune/tuner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -19,6 +20,11 @@ namespace {
 
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
+
+MATCHER_P2(StatusIs, code, matcher, "") {
+  return arg.code() == code &&
+         ::testing::ExplainMatchResult(matcher, arg.message(), result_listener);
+}
 
 // A 24-config space (3 x 4 x 2) whose cost is a function of the knobs; configs with a == 3 and
 // c == 1 fail to instantiate. With `declare_invalid` the space says so as a constraint (20 valid
@@ -348,6 +354,142 @@ TEST_P(AllKindsTest, EarlyStoppingAfterNTrialsWithoutImprovement) {
   EXPECT_TRUE(tuner->Propose(3).empty());
   EXPECT_EQ(tuner->best_trial(), 1);
   EXPECT_EQ(tuner->best_config().index, seq[0]);
+}
+
+// Saves `tuner` (serialized and parsed back, as it travels in a session state) and restores the
+// state into a fresh tuner of the same options.
+std::unique_ptr<Tuner> SaveAndRestore(const Tuner& tuner, const ops::Template& tmpl) {
+  absl::StatusOr<v1::TunerState> state = tuner.SaveState();
+  EXPECT_TRUE(state.ok()) << state.status();
+  if (!state.ok()) return nullptr;
+  v1::TunerState parsed;
+  EXPECT_TRUE(parsed.ParseFromString(state->SerializeAsString()));
+  std::unique_ptr<Tuner> fresh = Make(tmpl, tuner.options());
+  absl::Status restored = fresh->RestoreState(parsed);
+  EXPECT_TRUE(restored.ok()) << restored;
+  return fresh;
+}
+
+TEST_P(AllKindsTest, ARestoredTunerContinuesExactlyAsTheUninterruptedOne) {
+  SyntheticTemplate tmpl, other;
+  auto objective = [&](const std::vector<ops::Config>& c) { return tmpl.Measure(c); };
+  TunerOptions options{.kind = GetParam(),
+                       .seed = 42,
+                       .pop_size = 12,
+                       .plan_size = 16,
+                       .sa_iters = 60,
+                       .sa_parallel = 16,
+                       .xgb_rounds = 10};
+  // History of the task and transfer from another task of the template (xgb trains on both).
+  const std::vector<ops::Config> history = {{3}, {77}, {1200}, {5000}};
+  const std::vector<ops::Config> transfer = {{10}, {20}, {30}, {40}, {50}, {60}};
+  auto seeded = [&] {
+    std::unique_ptr<Tuner> t = Make(tmpl, options);
+    t->LoadHistory(history, tmpl.Measure(history));
+    t->LoadTransfer(other, transfer, other.Measure(transfer));
+    return t;
+  };
+  constexpr int kBatch = 8, kRounds = 10;
+  std::vector<int64_t> whole;
+  {
+    std::unique_ptr<Tuner> t = seeded();
+    for (int round = 0; round < kRounds; ++round) {
+      std::vector<ops::Config> configs = t->Propose(kBatch);
+      for (const ops::Config& c : configs) whole.push_back(c.index);
+      t->Update(configs, objective(configs));
+    }
+  }
+  ASSERT_EQ(whole.size(), static_cast<size_t>(kBatch * kRounds));
+  // Saved before any proposal, after a round, after several refits (xgb: plan 16 refits every
+  // other round), and between a proposal and its update.
+  for (int stop : {0, 2, 7, 11, 15}) {
+    SCOPED_TRACE(stop);
+    std::unique_ptr<Tuner> t = seeded();
+    std::vector<int64_t> got;
+    std::vector<ops::Config> configs;
+    for (int step = 0; step < 2 * kRounds; ++step) {
+      if (step == stop) {
+        t = SaveAndRestore(*t, tmpl);
+        ASSERT_NE(t, nullptr);
+      }
+      if (step % 2 == 0) {
+        configs = t->Propose(kBatch);
+        for (const ops::Config& c : configs) got.push_back(c.index);
+      } else {
+        t->Update(configs, objective(configs));
+      }
+    }
+    EXPECT_THAT(got, ElementsAreArray(whole));
+    EXPECT_EQ(t->num_trials(), kBatch * kRounds);
+    EXPECT_EQ(t->num_visited(), kBatch * kRounds + static_cast<int64_t>(history.size()));
+  }
+}
+
+TEST_P(AllKindsTest, ABadTunerStateIsRefusedWithItsReason) {
+  SyntheticTemplate tmpl;
+  TunerOptions options = TinyOptions(GetParam(), 3);
+  std::unique_ptr<Tuner> t = Make(tmpl, options);
+  std::vector<ops::Config> configs = t->Propose(8);
+  t->Update(configs, tmpl.Measure(configs));
+  absl::StatusOr<v1::TunerState> saved = t->SaveState();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  auto restore = [&](const v1::TunerState& state) {
+    return Make(tmpl, options)->RestoreState(state);
+  };
+  EXPECT_TRUE(restore(*saved).ok());
+  v1::TunerState other_kind = *saved;
+  other_kind.set_kind(GetParam() == "random" ? "grid" : "random");
+  EXPECT_THAT(restore(other_kind),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tuner state is of a '")));
+  v1::TunerState outside = *saved;
+  outside.add_visited(tmpl.space().size());
+  EXPECT_THAT(restore(outside),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("visited has config")));
+  v1::TunerState bad_rng = *saved;
+  bad_rng.set_rng("not numbers");
+  EXPECT_THAT(restore(bad_rng),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rng is not an RNG state")));
+  v1::TunerState bad_counts = *saved;
+  bad_counts.set_best_trial(bad_counts.num_trials() + 1);
+  EXPECT_THAT(restore(bad_counts),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad trial counts")));
+  v1::TunerState nan_best = *saved;
+  nan_best.set_best_cost(std::nan(""));
+  EXPECT_THAT(restore(nan_best),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad best")));
+}
+
+TEST(XgbTunerTest, ABadModelOrPlanInTheStateIsRefused) {
+  SyntheticTemplate tmpl;
+  TunerOptions options = TinyOptions("xgb", 3);
+  options.plan_size = 8;
+  std::unique_ptr<Tuner> t = Make(tmpl, options);
+  for (int round = 0; round < 2; ++round) {
+    std::vector<ops::Config> configs = t->Propose(8);
+    t->Update(configs, tmpl.Measure(configs));
+  }
+  absl::StatusOr<v1::TunerState> saved = t->SaveState();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_FALSE(saved->xgb().model().empty());  // fitted after 16 results
+  auto restore = [&](const v1::TunerState& state) {
+    return Make(tmpl, options)->RestoreState(state);
+  };
+  v1::TunerState bad_model = *saved;
+  bad_model.mutable_xgb()->set_model("\x01\x02 not a booster");
+  EXPECT_THAT(restore(bad_model), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("saved XGBoost model does not load")));
+  v1::TunerState bad_plan = *saved;
+  bad_plan.mutable_xgb()->set_plan_pos(bad_plan.xgb().plan_size() + 1);
+  EXPECT_THAT(restore(bad_plan),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("xgb sizes do not agree")));
+  v1::TunerState bad_scores = *saved;
+  bad_scores.mutable_xgb()->add_ys(1.0);
+  EXPECT_THAT(restore(bad_scores),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("xgb sizes do not agree")));
+  v1::TunerState bad_point = *saved;
+  bad_point.mutable_xgb()->add_sa_points(-1);
+  EXPECT_THAT(restore(bad_point),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("annealer state")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, AllKindsTest, ::testing::Values("random", "grid", "ga", "xgb"),

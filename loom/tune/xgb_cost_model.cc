@@ -5,6 +5,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -124,6 +125,35 @@ class XgbCostModel final : public CostModel {
   }
 
   bool fitted() const override { return booster_ != nullptr; }
+
+  absl::StatusOr<std::string> Serialize() const override {
+    if (!booster_) return std::string();
+    bst_ulong len = 0;
+    const char* bytes = nullptr;
+    LOOM_XGB_CALL("XGBoosterSerializeToBuffer",
+                  XGBoosterSerializeToBuffer(booster_.get(), &len, &bytes));
+    return std::string(bytes, len);
+  }
+
+  absl::Status Deserialize(std::string_view bytes, int64_t num_features) override {
+    booster_.reset();
+    num_features_ = 0;
+    if (bytes.empty()) return absl::OkStatus();
+    if (num_features <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cost model: ", num_features, " features for a saved model"));
+    }
+    BoosterHandle raw = nullptr;
+    LOOM_XGB_CALL("XGBoosterCreate", XGBoosterCreate(nullptr, 0, &raw));
+    Booster booster(raw);
+    if (XGBoosterUnserializeFromBuffer(booster.get(), bytes.data(), bytes.size()) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cost model: the saved XGBoost model does not load: ", XGBGetLastError()));
+    }
+    booster_ = std::move(booster);
+    num_features_ = num_features;
+    return absl::OkStatus();
+  }
 
  private:
   XgbCostModelOptions options_;

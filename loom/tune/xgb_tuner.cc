@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
 #include "loom/base/check.h"
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
@@ -118,6 +119,78 @@ class XgbTuner final : public Tuner {
       plan_.clear();
       plan_pos_ = 0;
     }
+  }
+
+  absl::Status SaveKindState(v1::TunerState& state) const override {
+    v1::XgbTunerState& x = *state.mutable_xgb();
+    LOOM_ASSIGN_OR_RETURN(*x.mutable_model(), model_->Serialize());
+    x.set_sa_rng(SaveRng(sa_.rng()));
+    x.mutable_sa_points()->Add(sa_.points().begin(), sa_.points().end());
+    x.mutable_xs()->Add(xs_.begin(), xs_.end());
+    x.mutable_ys()->Add(ys_.begin(), ys_.end());
+    for (const std::vector<float>& row : transfer_x_) {
+      x.mutable_transfer_x()->Add(row.begin(), row.end());
+    }
+    x.mutable_transfer_y()->Add(transfer_y_.begin(), transfer_y_.end());
+    x.set_transfer_pending(transfer_pending_);
+    x.set_next_train_at(next_train_at_);
+    x.set_initial_taken(initial_taken_);
+    x.mutable_initial()->Add(initial_.begin(), initial_.end());
+    x.set_initial_pos(static_cast<int64_t>(initial_pos_));
+    x.mutable_plan()->Add(plan_.begin(), plan_.end());
+    x.set_plan_pos(static_cast<int64_t>(plan_pos_));
+    return absl::OkStatus();
+  }
+
+  absl::Status RestoreKindState(const v1::TunerState& state) override {
+    const v1::XgbTunerState& x = state.xgb();
+    const ops::ConfigSpace& space = tmpl().space();
+    LOOM_RETURN_IF_ERROR(CheckIndices(space, "xgb training data", x.xs()));
+    LOOM_RETURN_IF_ERROR(CheckIndices(space, "xgb initial configs", x.initial()));
+    LOOM_RETURN_IF_ERROR(CheckIndices(space, "xgb plan", x.plan()));
+    if (x.ys_size() != x.xs_size() ||
+        static_cast<int64_t>(x.transfer_x_size()) !=
+            static_cast<int64_t>(x.transfer_y_size()) * num_features_ ||
+        x.initial_pos() < 0 || x.initial_pos() > x.initial_size() || x.plan_pos() < 0 ||
+        x.plan_pos() > x.plan_size() || x.next_train_at() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tuner state: xgb sizes do not agree (", x.xs_size(), " configs with ", x.ys_size(),
+          " scores, ", x.transfer_x_size(), " transfer features for ", x.transfer_y_size(),
+          " rows of ", num_features_, ", initial ", x.initial_pos(), " of ", x.initial_size(),
+          ", plan ", x.plan_pos(), " of ", x.plan_size(), ")"));
+    }
+    for (double y : x.ys()) {
+      if (!std::isfinite(y) || y < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("tuner state: xgb score ", y));
+      }
+    }
+    for (float v : x.transfer_x()) {
+      if (!std::isfinite(v)) return absl::InvalidArgumentError("tuner state: xgb transfer feature");
+    }
+    for (float y : x.transfer_y()) {
+      if (!std::isfinite(y)) return absl::InvalidArgumentError("tuner state: xgb transfer label");
+    }
+    base::Rng sa_rng(0);
+    LOOM_RETURN_IF_ERROR(RestoreRng(x.sa_rng(), "xgb annealer rng", sa_rng));
+    LOOM_RETURN_IF_ERROR(
+        sa_.Restore(sa_rng, std::vector<int64_t>(x.sa_points().begin(), x.sa_points().end())));
+    LOOM_RETURN_IF_ERROR(model_->Deserialize(x.model(), num_features_));
+    xs_.assign(x.xs().begin(), x.xs().end());
+    ys_.assign(x.ys().begin(), x.ys().end());
+    transfer_x_.clear();
+    for (int i = 0; i < x.transfer_y_size(); ++i) {
+      auto row = x.transfer_x().begin() + static_cast<std::ptrdiff_t>(i * num_features_);
+      transfer_x_.emplace_back(row, row + num_features_);
+    }
+    transfer_y_.assign(x.transfer_y().begin(), x.transfer_y().end());
+    transfer_pending_ = x.transfer_pending();
+    next_train_at_ = x.next_train_at();
+    initial_taken_ = x.initial_taken();
+    initial_.assign(x.initial().begin(), x.initial().end());
+    initial_pos_ = static_cast<size_t>(x.initial_pos());
+    plan_.assign(x.plan().begin(), x.plan().end());
+    plan_pos_ = static_cast<size_t>(x.plan_pos());
+    return absl::OkStatus();
   }
 
  private:
