@@ -223,6 +223,8 @@ class WebViewTest(unittest.TestCase):
         # measure stages run the objects its build stages made): a miss, or a hit when another
         # config generated the same kernel source.
         built = records - errors.get("instantiation", 0)
+        baselines = self.baselines()
+        built += baselines
 
         def cache(m, which):
             return [v for k, v in m.items() if k.startswith(f"loom_build_cache_{which}_total{{")]
@@ -245,13 +247,24 @@ class WebViewTest(unittest.TestCase):
             self.assertEqual(final[f'loom_measurement_errors_by_kind_total{{kind="{kind}"}}'],
                              errors.get(kind, 0), kind)
         self.assertGreater(cache(final, "misses")[0], 0)  # a fresh cache compiles
-        # Every round of every task measured once: 8 trials in batches of 4 = 2 rounds per task.
+        # Every round of every task measured once: 8 trials in batches of 4 = 2 rounds per task,
+        # and the default configs' baseline measurements.
         measured = final['loom_stages_ended_total{kind="measure",outcome="reported"}']
-        self.assertEqual(measured, JOB_TASKS * JOB_TRIALS / 4)
+        self.assertEqual(measured, JOB_TASKS * JOB_TRIALS / 4 + baselines)
         stages = sum(v for k, v in final.items() if k.startswith("loom_stages_ended_total"))
         self.assertEqual(final["loom_scheduler_grants_total"], stages)
         self.assertEqual(final["loom_dispatch_seconds_count"], stages)
         self.assertEqual(final['loom_agents{state="alive"}'], 1)
+
+    def baselines(self):
+        """The daemon's session measures each task's default config once its trials are done,
+        unless a trial was that config (tune/task_session.h): one more build and measure stage per
+        such task, its record stored as "<job>#default" in the daemon's own records."""
+        db = sqlite3.connect(os.path.join(self.dir, "state.db.records"))
+        n = db.execute("SELECT COUNT(*) FROM records WHERE job_id LIKE '%#default'").fetchone()[0]
+        db.close()
+        self.assertLessEqual(n, JOB_TASKS)
+        return n
 
     def test_2_pages_in_headless_chromium(self):
         browser = headless_chromium(self, self.dir)
@@ -304,12 +317,13 @@ class WebViewTest(unittest.TestCase):
         self.assertIn("measure", b.find_element(By.ID, "stages").text)
         b.save_screenshot(os.path.join(self.shots, "job.png"))
 
-        # Devices: the Gantt chart shows the device's measure stages (2 rounds per task); stages
-        # too short to see at the window's scale are drawn as one bar counting them (data-stages).
+        # Devices: the Gantt chart shows the device's measure stages (2 rounds per task and the
+        # default configs' baselines); stages too short to see at the window's scale are drawn as
+        # one bar counting them (data-stages).
         b.get(f"{self.base}/devices?minutes=1")
         measures = b.find_elements(By.CSS_SELECTOR, '#gantt g.item[data-kind="measure"]')
         self.assertEqual(sum(int(m.get_attribute("data-stages") or 1) for m in measures),
-                         JOB_TASKS * JOB_TRIALS // 4)
+                         JOB_TASKS * JOB_TRIALS // 4 + self.baselines())
         self.assertIn("cpu:1", b.find_element(By.ID, "devices").text)
         b.save_screenshot(os.path.join(self.shots, "devices.png"))
 
