@@ -34,7 +34,8 @@ struct TuneOptions {
   std::string isa;             // empty: the host's best
   int min_repeat_ms = 0;       // 0: the measurer's default (50 ms CPU, 150 ms CUDA)
   int repeat = 0;              // 0: the measurer's default (3)
-  int64_t trials = 0;          // 0: not given (64 per task, or no cap under a job budget)
+  int64_t trials = 64;         // per task; under a job budget, a cap only when given
+  const CLI::Option* trials_option = nullptr;  // --trials, to tell whether it was given
   int64_t total_trials = -1;   // -1: not given
   std::string time_budget;     // empty: not given
   int batch_size = 8;
@@ -70,10 +71,11 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
       ->check(CLI::Range(0, 1000));
   cmd->add_option("--isa", o->isa,
                   "CPU ISA to generate for (avx512, avx2, generic; default: host)");
-  cmd->add_option("--trials", o->trials,
-                  "Measured candidates per task (default 64; with --total-trials or --time-budget "
-                  "a cap per task, default none)")
-      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  o->trials_option =
+      cmd->add_option("--trials", o->trials,
+                      "Measured candidates per task (with --total-trials or --time-budget a cap "
+                      "per task, none unless given)")
+          ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
   cmd->add_option("--total-trials", o->total_trials,
                   "One budget of measured candidates for the whole job, shared among its tasks by "
                   "expected gain");
@@ -313,7 +315,8 @@ tune::TaskTunerOptions TaskOptions(const TuneOptions& o, const tune::LocalMachin
   auto prior = machine.ReadPrior(o.prior);
   FailIfError(prior.status());
   if (*prior != nullptr) t.prior = *std::move(prior);
-  t.trials = o.trials > 0 ? o.trials : BudgetFromOptions(o).Active() ? tune::kNoTrialCap : 64;
+  const bool trials_given = o.trials_option != nullptr && o.trials_option->count() > 0;
+  t.trials = trials_given || !BudgetFromOptions(o).Active() ? o.trials : tune::kNoTrialCap;
   t.batch_size = o.batch_size;
   t.tuner.kind = o.tuner;
   t.tuner.seed = o.seed;

@@ -1309,7 +1309,10 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
         const bool stored = std::any_of(known.begin(), known.end(), [&](const tune::Record& r) {
           return r.config_index == rec.config_index;
         });
-        if (!stored) LOOM_RETURN_IF_ERROR(records_->Append({rec}));
+        if (!stored) {
+          LOOM_RETURN_IF_ERROR(records_->Append({rec}));
+          CountStoredRecords({rec});
+        }
         LOOM_ASSIGN_OR_RETURN(job.row.records,
                               records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
         if (task.best_cost == 0 || secs < task.best_cost) task.best_cost = secs;
