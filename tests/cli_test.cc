@@ -1381,7 +1381,9 @@ TEST(CliFlagsTest, ManPageIsGeneratedAtBuildTimeAndReadsClean) {
   EXPECT_THAT(roff, HasSubstr(".TH LOOM 1 \"\" \"loom 0.1.0\""));
   EXPECT_THAT(roff, HasSubstr(".SS \"loom records summary\""));
   EXPECT_THAT(roff, HasSubstr(".B \\-\\-trials INT:INT in [1 \\- 1000000]\n"
-                              "Measured candidates per task [default: 64]\n"));
+                              "Measured candidates per task (with \\-\\-total\\-trials or "
+                              "\\-\\-time\\-budget a cap per task, none unless given) "
+                              "[default: 64]\n"));
   if (std::system("command -v groff >/dev/null 2>&1") != 0) GTEST_SKIP() << "no groff";
   Outcome o = RunShell("groff -man -Tascii -P-bou -ww " + page.string());
   EXPECT_EQ(o.exit_code, 0);

@@ -128,9 +128,8 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
         "negative");
   }
   if (o.total_trials < 0 || o.total_trials > tune::kMaxTotalTrials) {
-    return absl::InvalidArgumentError(absl::StrCat("total_trials must be 0 (none) to ",
-                                                   tune::kMaxTotalTrials, ", got ",
-                                                   o.total_trials));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "total_trials must be 0 (none) to ", tune::kMaxTotalTrials, ", got ", o.total_trials));
   }
   if (!(o.time_budget_seconds >= 0) || !std::isfinite(o.time_budget_seconds)) {
     return absl::InvalidArgumentError(absl::StrCat(

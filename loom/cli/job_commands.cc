@@ -379,11 +379,11 @@ void RegisterJobCommands(CLI::App& app) {
     AddServer(cmd, o->server);
     cmd->add_option("--name", o->request.name, "Job name (default: the model's)");
     cmd->add_option("--target", o->request.target, "cpu or cuda");
-    o->trials_option = cmd->add_option(
-                              "--trials", o->request.trials,
-                              "Trials per task (default 32; with a job budget a cap per task, "
-                              "default none)")
-                           ->check(CLI::Range(1, 1000000));
+    o->trials_option =
+        cmd->add_option("--trials", o->request.trials,
+                        "Trials per task (default 32; with a job budget a cap per task, "
+                        "default none)")
+            ->check(CLI::Range(1, 1000000));
     cmd->add_option("--total-trials", o->total_trials,
                     "One budget of trials for the whole job, shared among its tasks by expected "
                     "gain");

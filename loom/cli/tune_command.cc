@@ -36,8 +36,8 @@ struct TuneOptions {
   int repeat = 0;              // 0: the measurer's default (3)
   int64_t trials = 64;         // per task; under a job budget, a cap only when given
   const CLI::Option* trials_option = nullptr;  // --trials, to tell whether it was given
-  int64_t total_trials = -1;   // -1: not given
-  std::string time_budget;     // empty: not given
+  int64_t total_trials = -1;                   // -1: not given
+  std::string time_budget;                     // empty: not given
   int batch_size = 8;
   std::string tuner = "xgb";
   uint64_t seed = 0;
