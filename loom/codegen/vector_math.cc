@@ -56,11 +56,93 @@ template <class V> LOOM_VM_INLINE V loom_copysign(V x, V s) {
 template <class V> LOOM_VM_INLINE V loom_max(V a, V b) { return loom_select(a > b, a, b); }
 template <class V> LOOM_VM_INLINE V loom_min(V a, V b) { return loom_select(a < b, a, b); }
 
+// p 2^n for an integral n in [-150, 128], given as a float (n) and as an int (ni), rounded once.
+// AVX-512 has it as one instruction (vscalefps); elsewhere it is two exponent factors, each a
+// normal float, so that subnormal results and the overflow to infinity need no branch.
+template <class V> LOOM_VM_INLINE V loom_scale2(V p, V n, loom_int_t<V> ni) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+    return __builtin_ia32_scalefps512_mask(p, n, p, (unsigned short)0xffff, 4);
+  }
+#endif
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  if constexpr (sizeof(V) == 32) return __builtin_ia32_scalefps256_mask(p, n, p, (unsigned char)0xff);
+  if constexpr (sizeof(V) == 16) return __builtin_ia32_scalefps128_mask(p, n, p, (unsigned char)0xff);
+#endif
+  (void)n;
+  const loom_int_t<V> n1 = ni >> 1;
+  const loom_int_t<V> n2 = ni - n1;
+  return p * loom_as_float<V>((n1 + 127) << 23) * loom_as_float<V>((n2 + 127) << 23);
+}
+
+// 1 / d for d in [1, 2] (the sigmoid's denominator), to 1 ulp: AVX-512's 14-bit estimate
+// (vrcp14ps) and one Newton step, which cost a third of a division's throughput; elsewhere the
+// division.
+template <class V> LOOM_VM_INLINE V loom_recip_1_2(V d) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+    const V r = __builtin_ia32_rcp14ps512_mask(d, d, (unsigned short)0xffff);
+    return r + r * (1.0f - d * r);
+  }
+#endif
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  if constexpr (sizeof(V) == 32) {
+    const V r = __builtin_ia32_rcp14ps256_mask(d, d, (unsigned char)0xff);
+    return r + r * (1.0f - d * r);
+  }
+#endif
+  return 1.0f / d;
+}
+
+// select(x > c, c, x) and select(x < c, c, x): x clamped to c, NaN kept. One vminps/vmaxps
+// where the lanes allow (GCC emits a compare and a blend for the select).
+template <class V> LOOM_VM_INLINE V loom_clamp_above(V x, float c) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+#if defined(__clang__)
+    return __builtin_ia32_minps512(loom_splat<V>(c), x, 4);
+#else
+    return __builtin_ia32_minps512_mask(loom_splat<V>(c), x, x, (unsigned short)0xffff, 4);
+#endif
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32) return __builtin_ia32_minps256(loom_splat<V>(c), x);
+#endif
+#if defined(__SSE__)
+  if constexpr (sizeof(V) == 16) return __builtin_ia32_minps(loom_splat<V>(c), x);
+#endif
+  return loom_select(x > c, loom_splat<V>(c), x);
+}
+template <class V> LOOM_VM_INLINE V loom_clamp_below(V x, float c) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+#if defined(__clang__)
+    return __builtin_ia32_maxps512(loom_splat<V>(c), x, 4);
+#else
+    return __builtin_ia32_maxps512_mask(loom_splat<V>(c), x, x, (unsigned short)0xffff, 4);
+#endif
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32) return __builtin_ia32_maxps256(loom_splat<V>(c), x);
+#endif
+#if defined(__SSE__)
+  if constexpr (sizeof(V) == 16) return __builtin_ia32_maxps(loom_splat<V>(c), x);
+#endif
+  return loom_select(x < c, loom_splat<V>(c), x);
+}
+
+template <class V> LOOM_VM_INLINE V loom_exp_in_range(V x);
+
 template <class V> LOOM_VM_INLINE V loom_exp(V x) {
+  // Beyond these bounds the result is 0 or +inf; NaN stays NaN.
+  return loom_exp_in_range(loom_clamp_below(loom_clamp_above(x, 89.0f), -104.0f));
+}
+
+// exp(x) for x in [-104, 89] or NaN.
+template <class V> LOOM_VM_INLINE V loom_exp_in_range(V x) {
   typedef loom_int_t<V> I;
-  // Beyond these bounds the result is 0 or +inf; NaN fails both tests and stays NaN.
-  x = loom_select(x > 89.0f, loom_splat<V>(89.0f), x);
-  x = loom_select(x < -104.0f, loom_splat<V>(-104.0f), x);
   // n = round(x / ln 2): adding 1.5 * 2^23 leaves n in the low mantissa bits.
   const V t = x * 1.44269504088896341f + 12582912.0f;
   const V n = t - 12582912.0f;
@@ -70,10 +152,7 @@ template <class V> LOOM_VM_INLINE V loom_exp(V x) {
   const V r2 = r * r;
   const V p = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
                  4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r2 + r + 1.0f;
-  // 2^n = 2^n1 * 2^n2, each factor a normal float for n in [-150, 128].
-  const I n1 = ni >> 1;
-  const I n2 = ni - n1;
-  return p * loom_as_float<V>((n1 + 127) << 23) * loom_as_float<V>((n2 + 127) << 23);
+  return loom_scale2(p, n, ni);
 }
 
 template <class V> LOOM_VM_INLINE V loom_log(V x) {
@@ -121,8 +200,10 @@ template <class V> LOOM_VM_INLINE V loom_tanh(V x) {
 }
 
 template <class V> LOOM_VM_INLINE V loom_sigmoid(V x) {
-  const V e = loom_exp(-loom_abs(x));
-  const V r = 1.0f / (e + 1.0f);  // sigmoid(|x|)
+  // exp(-|x|): -|x| is x with the sign bit set, and needs no clamp from above.
+  const V e = loom_exp_in_range(
+      loom_clamp_below(loom_as_float<V>(loom_as_int(x) | (int32_t)0x80000000), -104.0f));
+  const V r = loom_recip_1_2(e + 1.0f);  // sigmoid(|x|)
   return loom_select(x < 0.0f, e * r, r);
 }
 
@@ -186,11 +267,13 @@ template <class V> LOOM_VM_INLINE V loom_gelu_tanh(V x) {
 std::string VectorMathSource() { return kSource; }
 
 std::vector<std::string> VectorMathFunctions() {
-  return {"loom_int_of",   "loom_int_t",    "loom_splat",     "loom_splat_int",  "loom_as_int",
-          "loom_as_float", "loom_select",   "loom_abs",       "loom_copysign",   "loom_max",
-          "loom_min",      "loom_exp",      "loom_log",       "loom_log1p",      "loom_tanh",
-          "loom_sigmoid",  "loom_softplus", "loom_erf_small", "loom_erfc_large", "loom_erf",
-          "loom_erfc",     "loom_gelu_erf", "loom_gelu_tanh"};
+  return {"loom_int_of",      "loom_int_t",    "loom_splat",     "loom_splat_int",
+          "loom_as_int",      "loom_as_float", "loom_select",    "loom_abs",
+          "loom_copysign",    "loom_max",      "loom_min",       "loom_clamp_above",
+          "loom_clamp_below", "loom_scale2",   "loom_recip_1_2", "loom_exp_in_range",
+          "loom_exp",         "loom_log",      "loom_log1p",     "loom_tanh",
+          "loom_sigmoid",     "loom_softplus", "loom_erf_small", "loom_erfc_large",
+          "loom_erf",         "loom_erfc",     "loom_gelu_erf",  "loom_gelu_tanh"};
 }
 
 }  // namespace loom::codegen
