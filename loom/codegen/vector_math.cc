@@ -25,6 +25,22 @@ constexpr char kSource[] = R"LOOM(
 #ifndef LOOM_VECTOR_MATH_DEFINED
 #define LOOM_VECTOR_MATH_DEFINED 1
 #define LOOM_VM_INLINE static inline __attribute__((always_inline))
+// The instruction sets this kernel is compiled for (x86 builtins are used only where enabled).
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#define LOOM_VM_AVX512 1
+#else
+#define LOOM_VM_AVX512 0
+#endif
+#if defined(__AVX__)
+#define LOOM_VM_AVX 1
+#else
+#define LOOM_VM_AVX 0
+#endif
+#if defined(__SSE__)
+#define LOOM_VM_SSE 1
+#else
+#define LOOM_VM_SSE 0
+#endif
 // The int32 companion of a value type: int32_t for float, the int32 vector of as many lanes for
 // a float vector.
 template <class V> struct loom_int_of {
@@ -60,15 +76,15 @@ template <class V> LOOM_VM_INLINE V loom_min(V a, V b) { return loom_select(a < 
 // AVX-512 has it as one instruction (vscalefps); elsewhere it is two exponent factors, each a
 // normal float, so that subnormal results and the overflow to infinity need no branch.
 template <class V> LOOM_VM_INLINE V loom_scale2(V p, V n, loom_int_t<V> ni) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) {
+  if constexpr (LOOM_VM_AVX512 && sizeof(V) == 64) {
     return __builtin_ia32_scalefps512_mask(p, n, p, (unsigned short)0xffff, 4);
   }
-#endif
-#if defined(__AVX512F__) && defined(__AVX512VL__)
-  if constexpr (sizeof(V) == 32) return __builtin_ia32_scalefps256_mask(p, n, p, (unsigned char)0xff);
-  if constexpr (sizeof(V) == 16) return __builtin_ia32_scalefps128_mask(p, n, p, (unsigned char)0xff);
-#endif
+  if constexpr (LOOM_VM_AVX512 && sizeof(V) == 32) {
+    return __builtin_ia32_scalefps256_mask(p, n, p, (unsigned char)0xff);
+  }
+  if constexpr (LOOM_VM_AVX512 && sizeof(V) == 16) {
+    return __builtin_ia32_scalefps128_mask(p, n, p, (unsigned char)0xff);
+  }
   (void)n;
   const loom_int_t<V> n1 = ni >> 1;
   const loom_int_t<V> n2 = ni - n1;
@@ -79,59 +95,39 @@ template <class V> LOOM_VM_INLINE V loom_scale2(V p, V n, loom_int_t<V> ni) {
 // (vrcp14ps) and one Newton step, which cost a third of a division's throughput; elsewhere the
 // division.
 template <class V> LOOM_VM_INLINE V loom_recip_1_2(V d) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) {
-    const V r = __builtin_ia32_rcp14ps512_mask(d, d, (unsigned short)0xffff);
-    return r + r * (1.0f - d * r);
+  V r = d;
+  if constexpr (LOOM_VM_AVX512 && sizeof(V) == 64) {
+    r = __builtin_ia32_rcp14ps512_mask(d, d, (unsigned short)0xffff);
+  } else if constexpr (LOOM_VM_AVX512 && sizeof(V) == 32) {
+    r = __builtin_ia32_rcp14ps256_mask(d, d, (unsigned char)0xff);
+  } else {
+    return 1.0f / d;
   }
-#endif
-#if defined(__AVX512F__) && defined(__AVX512VL__)
-  if constexpr (sizeof(V) == 32) {
-    const V r = __builtin_ia32_rcp14ps256_mask(d, d, (unsigned char)0xff);
-    return r + r * (1.0f - d * r);
-  }
-#endif
-  return 1.0f / d;
+  return r + r * (1.0f - d * r);
 }
 
-// select(x > c, c, x) and select(x < c, c, x): x clamped to c, NaN kept. One vminps/vmaxps
-// where the lanes allow (GCC emits a compare and a blend for the select).
-template <class V> LOOM_VM_INLINE V loom_clamp_above(V x, float c) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) {
+// loom_clamp_above(x, c) = select(x > c, c, x) and loom_clamp_below(x, c) = select(x < c, c, x):
+// x clamped to c, NaN kept. One vminps/vmaxps (c first: a NaN operand gives the second) where
+// the lanes allow; GCC emits a compare and a blend for the select. Clang's 512-bit builtin has no
+// mask operands.
 #if defined(__clang__)
-    return __builtin_ia32_minps512(loom_splat<V>(c), x, 4);
+#define LOOM_VM_MINMAX512(OP, c, x) __builtin_ia32_##OP##ps512(c, x, 4)
 #else
-    return __builtin_ia32_minps512_mask(loom_splat<V>(c), x, x, (unsigned short)0xffff, 4);
+#define LOOM_VM_MINMAX512(OP, c, x) \
+  __builtin_ia32_##OP##ps512_mask(c, x, x, (unsigned short)0xffff, 4)
 #endif
+#define LOOM_VM_CLAMP(NAME, OP, CMP)                                                       \
+  template <class V> LOOM_VM_INLINE V NAME(V x, float c) {                                 \
+    const V cv = loom_splat<V>(c);                                                         \
+    if constexpr (LOOM_VM_AVX512 && sizeof(V) == 64) return LOOM_VM_MINMAX512(OP, cv, x);  \
+    if constexpr (LOOM_VM_AVX && sizeof(V) == 32) return __builtin_ia32_##OP##ps256(cv, x); \
+    if constexpr (LOOM_VM_SSE && sizeof(V) == 16) return __builtin_ia32_##OP##ps(cv, x);    \
+    return loom_select(x CMP c, cv, x);                                                    \
   }
-#endif
-#if defined(__AVX__)
-  if constexpr (sizeof(V) == 32) return __builtin_ia32_minps256(loom_splat<V>(c), x);
-#endif
-#if defined(__SSE__)
-  if constexpr (sizeof(V) == 16) return __builtin_ia32_minps(loom_splat<V>(c), x);
-#endif
-  return loom_select(x > c, loom_splat<V>(c), x);
-}
-template <class V> LOOM_VM_INLINE V loom_clamp_below(V x, float c) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(V) == 64) {
-#if defined(__clang__)
-    return __builtin_ia32_maxps512(loom_splat<V>(c), x, 4);
-#else
-    return __builtin_ia32_maxps512_mask(loom_splat<V>(c), x, x, (unsigned short)0xffff, 4);
-#endif
-  }
-#endif
-#if defined(__AVX__)
-  if constexpr (sizeof(V) == 32) return __builtin_ia32_maxps256(loom_splat<V>(c), x);
-#endif
-#if defined(__SSE__)
-  if constexpr (sizeof(V) == 16) return __builtin_ia32_maxps(loom_splat<V>(c), x);
-#endif
-  return loom_select(x < c, loom_splat<V>(c), x);
-}
+LOOM_VM_CLAMP(loom_clamp_above, min, >)
+LOOM_VM_CLAMP(loom_clamp_below, max, <)
+#undef LOOM_VM_CLAMP
+#undef LOOM_VM_MINMAX512
 
 template <class V> LOOM_VM_INLINE V loom_exp_in_range(V x);
 
@@ -259,6 +255,9 @@ template <class V> LOOM_VM_INLINE V loom_gelu_tanh(V x) {
   return loom_select(s == 0.0f, loom_splat<V>(-0.0f), x * s);
 }
 #undef LOOM_VM_INLINE
+#undef LOOM_VM_AVX512
+#undef LOOM_VM_AVX
+#undef LOOM_VM_SSE
 #endif  // LOOM_VECTOR_MATH_DEFINED
 )LOOM";
 
