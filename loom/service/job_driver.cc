@@ -594,6 +594,10 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
 
 void JobDriver::Pump() {
   Mutation m;
+  Pump(m);
+}
+
+void JobDriver::Pump(Mutation& m) {
   // Activate jobs without a live stage (submitted, resumed, between stages, waiting for agents).
   std::vector<int64_t> pending(pending_.begin(), pending_.end());
   for (int64_t num : pending) {
@@ -876,61 +880,63 @@ void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& sessi
 }
 
 void JobDriver::SubmitNext(Job& job, Mutation& m) {
-  std::vector<int> run = TasksToRun(job);
-  for (size_t i = 0; i < run.size(); ++i) {
-    const int ti = run[i];
-    if (job.live.contains(ti)) continue;
-    if (!IsSimulated(job)) {
-      // A restarted daemon resumes the task where its saved session says.
-      absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
-      if (!session.ok()) {
-        Finish(job, v1::JOB_STATE_FAILED,
-               absl::StrCat("task ", ti, ": ", session.status().message()), m);
+  std::vector<int> run;
+  for (bool again = true; again;) {
+    again = false;
+    run = TasksToRun(job);
+    for (int ti : run) {
+      if (job.live.contains(ti)) continue;
+      if (!IsSimulated(job)) {
+        // A restarted daemon resumes the task where its saved session says.
+        absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
+        if (!session.ok()) {
+          Finish(job, v1::JOB_STATE_FAILED,
+                 absl::StrCat("task ", ti, ": ", session.status().message()), m);
+          return;
+        }
+        if (job.tasks[ti].phase == TaskPhase::kDone) {
+          m.tasks.push_back(job.tasks[ti]);
+          again = true;  // the restored session had ended: ask again
+          break;
+        }
+      }
+      TaskRow& task = job.tasks[ti];
+      sched::StageRequest req;
+      req.job = job.sjob;
+      req.kind = SchedKind(task.phase);
+      if (task.phase == TaskPhase::kMeasure) {
+        req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
+      } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
+        // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
+        // take a 2-slot build, as the embedded engine's layout does).
+        int largest = 0;
+        for (const auto& [id, a] : agents_) {
+          if (a->alive) largest = std::max(largest, a->cpu_slots + a->lent_slots);
+        }
+        req.need.cpu_slots = std::clamp(options_.build_slots, 1, std::max(1, largest));
+        if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
+      } else {
+        req.need.cpu_slots = 1;
+      }
+      if (IsSimulated(job)) {
+        req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
+      }
+      if (scheduler_->CheckFeasible(req.need).infeasible()) {
+        job.waiting = absl::StrCat("waiting for an agent that can run its ",
+                                   v1::StageKindShortName(PhaseKind(task.phase)), " stage");
+        pending_.insert(job.num);
         return;
       }
-      if (job.tasks[ti].phase == TaskPhase::kDone) {
-        m.tasks.push_back(job.tasks[ti]);
-        run = TasksToRun(job);  // the restored session had ended: ask again
-        i = static_cast<size_t>(-1);
-        continue;
+      auto id = scheduler_->Submit(req, Now());
+      if (!id.ok()) {
+        job.waiting = std::string(id.status().message());
+        pending_.insert(job.num);
+        return;
       }
+      job.live[ti] = Job::LiveStage{.stage = *id};
+      stage_job_[*id] = job.num;
+      ++job.version;
     }
-    TaskRow& task = job.tasks[ti];
-    sched::StageRequest req;
-    req.job = job.sjob;
-    req.kind = SchedKind(task.phase);
-    if (task.phase == TaskPhase::kMeasure) {
-      req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
-    } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
-      // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
-      // take a 2-slot build, as the embedded engine's layout does).
-      int largest = 0;
-      for (const auto& [id, a] : agents_) {
-        if (a->alive) largest = std::max(largest, a->cpu_slots + a->lent_slots);
-      }
-      req.need.cpu_slots = std::clamp(options_.build_slots, 1, std::max(1, largest));
-      if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
-    } else {
-      req.need.cpu_slots = 1;
-    }
-    if (IsSimulated(job)) {
-      req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
-    }
-    if (scheduler_->CheckFeasible(req.need).infeasible()) {
-      job.waiting = absl::StrCat("waiting for an agent that can run its ",
-                                 v1::StageKindShortName(PhaseKind(task.phase)), " stage");
-      pending_.insert(job.num);
-      return;
-    }
-    auto id = scheduler_->Submit(req, Now());
-    if (!id.ok()) {
-      job.waiting = std::string(id.status().message());
-      pending_.insert(job.num);
-      return;
-    }
-    job.live[ti] = Job::LiveStage{.stage = *id};
-    stage_job_[*id] = job.num;
-    ++job.version;
   }
   job.waiting.clear();
   pending_.erase(job.num);
@@ -1435,8 +1441,13 @@ void JobDriver::FlagAgent(Agent& a, const std::string& reason, Mutation& m) {
 }
 
 void JobDriver::EnforceDeviceLimits() {
-  const absl::Time now = Now();
   Mutation m;
+  EnforceDeviceLimits(m);
+  Commit(m);
+}
+
+void JobDriver::EnforceDeviceLimits(Mutation& m) {
+  const absl::Time now = Now();
   std::vector<int64_t> active(active_.begin(), active_.end());
   for (int64_t num : active) {
     Job& job = *jobs_.at(num);
@@ -1455,7 +1466,6 @@ void JobDriver::EnforceDeviceLimits() {
                            job.row.device_seconds_limit),
            m);
   }
-  Commit(m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2282,7 +2292,6 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
     return absl::Status(applied.code(), absl::StrCat(forged ? "refused: " : "", applied.message()));
   }
   EndLease(lease.id, m);
-  Commit(m);  // the result is durable before the agent hears "accepted"
   std::optional<absl::Duration> actual;
   if (result.timing().end_unix_micros() > result.timing().start_unix_micros() &&
       result.timing().start_unix_micros() > 0) {
@@ -2295,8 +2304,10 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
     job.live.erase(live);
   }
   pending_.insert(job.num);
-  EnforceDeviceLimits();
-  Pump();
+  EnforceDeviceLimits(m);
+  // One transaction for the result and what it lets start (group commit: half the commits per
+  // stage of committing each apart), durable before the agent hears "accepted".
+  Pump(m);
   r.set_accepted(true);
   return r;
 }

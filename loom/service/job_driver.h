@@ -250,10 +250,15 @@ class JobDriver {
   // Takes the agent's host offline and fails (requeues) every lease it holds.
   void DropAgent(Agent& agent, const std::string& why, Mutation& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fails jobs whose device time has reached their limit (running stages included).
+  // Fails jobs whose device time has reached their limit (running stages included); the changes
+  // go into `m` (the overload without commits them).
   void EnforceDeviceLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnforceDeviceLimits(Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One scheduling pass: activate waiting jobs, grant, hand grants to agents, handle events.
+  // Commits `m` (what the caller changed before, applied first) with the pass's changes in one
+  // transaction.
   void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Pump(Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAgents() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Prepares (target, templates, latency goal) and submits the job's next stage when it can.
   void Activate(Job& job, Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
