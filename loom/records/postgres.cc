@@ -1,6 +1,5 @@
 #include "loom/records/postgres.h"
 
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -164,7 +163,7 @@ absl::Status PgConnection::Reconnect() {
 absl::StatusOr<PgConnection::Bound> PgConnection::Bind(const std::vector<PgParam>& params) const {
   Bound b;
   for (const PgParam& p : params) {
-    if (p.value.has_value() && !p.binary && std::memchr(p.value->data(), 0, p.value->size())) {
+    if (p.value.has_value() && !p.binary && p.value->find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat(what_, " '", redacted_,
                        "': a text value holds a NUL byte, which PostgreSQL cannot store"));
