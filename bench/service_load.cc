@@ -118,6 +118,7 @@ class Agent {
     if (!stub_->Register(&ctx, r, &resp).ok()) return false;
     std::lock_guard<std::mutex> l(mu_);
     id_ = resp.agent_id();
+    session_ = resp.session();
     return true;
   }
   void Heartbeat() {
@@ -125,6 +126,7 @@ class Agent {
     {
       std::lock_guard<std::mutex> l(mu_);
       r.set_agent_id(id_);
+      r.set_session(session_);
     }
     loom::v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
@@ -172,6 +174,7 @@ class Agent {
   std::string host_;
   std::mutex mu_;
   std::string id_;
+  std::string session_;  // RegisterResponse.session: shown in heartbeats
 };
 
 int Run(const Options& o) {

@@ -225,6 +225,7 @@ absl::Status Agent::RegisterOnce() {
   {
     absl::MutexLock lock(&mu_);
     agent_id_ = resp.agent_id();
+    session_ = resp.session();
     heartbeat_interval_ = interval;
     reregister_ = false;
     ++stats_.registrations;
@@ -391,6 +392,10 @@ void Agent::Deregister() {
   if (id.empty()) return;
   v1::DeregisterRequest req;
   req.set_agent_id(id);
+  {
+    absl::MutexLock lock(&mu_);
+    req.set_session(session_);
+  }
   req.set_reason("the agent stopped");
   // Twice at most: the second call goes to the daemon a failed first one pointed at (a standby's
   // redirect, the next of the server list). Past that, the heartbeat timeout takes the agent out.
@@ -444,6 +449,7 @@ void Agent::HeartbeatLoop() {
     {
       absl::MutexLock lock(&mu_);
       req.set_agent_id(agent_id_);
+      req.set_session(session_);
       // Finished but unreported stages still hold their leases.
       for (const auto& [id, r] : running_) req.add_running_lease_ids(id);
       for (const Pending& p : pending_) req.add_running_lease_ids(p.result.lease_id());

@@ -131,6 +131,10 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "total_trials must be 0 (none) to ", tune::kMaxTotalTrials, ", got ", o.total_trials));
   }
+  if (o.spread < 1 || o.spread > service::kMaxSpread) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spread must be 1 to ", service::kMaxSpread, ", got ", o.spread));
+  }
   if (!(o.time_budget_seconds >= 0) || !std::isfinite(o.time_budget_seconds)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "time_budget_seconds must be a finite number of at least 0, got ", o.time_budget_seconds));
@@ -138,6 +142,7 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
   req.set_trials(o.trials);
   req.set_total_trials(o.total_trials);
   req.set_time_budget_seconds(o.time_budget_seconds);
+  req.set_spread(o.spread);
   req.set_priority(o.priority);
   req.set_latency_goal_ms(o.latency_goal_ms);
   req.set_tuner(o.tuner);

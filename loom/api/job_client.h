@@ -50,6 +50,9 @@ struct SubmitOptions {
   // 0: none.
   int64_t total_trials = 0;
   double time_budget_seconds = 0;
+  // Tasks whose rounds may run at once, each on its own device (SubmitJobRequest.spread); 1: one
+  // round at a time.
+  int32_t spread = 1;
   int32_t priority = 0;
   double latency_goal_ms = 0;
   std::string tuner = "xgb";

@@ -390,6 +390,9 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--time-budget", o->time_budget,
                     "One time budget for the whole job, e.g. 90s, 20m or 1h30m (from its first "
                     "stage), shared among its tasks by expected gain");
+    cmd->add_option("--spread", o->request.spread,
+                    "Tasks of the job whose rounds may run at once, each on its own device")
+        ->check(CLI::Range(1, 64));
     cmd->add_option("--priority", o->request.priority, "Higher runs first")
         ->check(CLI::Range(-1000, 1000));
     cmd->add_option("--latency-goal", o->request.latency_goal_ms,

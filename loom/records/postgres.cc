@@ -1,6 +1,5 @@
 #include "loom/records/postgres.h"
 
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -161,20 +160,27 @@ absl::Status PgConnection::Reconnect() {
   return st;
 }
 
-absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
-                                            const std::vector<PgParam>& params) {
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
+absl::StatusOr<PgConnection::Bound> PgConnection::Bind(const std::vector<PgParam>& params) const {
+  Bound b;
   for (const PgParam& p : params) {
-    if (p.value.has_value() && !p.binary && std::memchr(p.value->data(), 0, p.value->size())) {
+    if (p.value.has_value() && !p.binary && p.value->find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(
           absl::StrCat(what_, " '", redacted_,
                        "': a text value holds a NUL byte, which PostgreSQL cannot store"));
     }
-    values.push_back(p.value.has_value() ? p.value->c_str() : nullptr);
-    lengths.push_back(p.value.has_value() ? static_cast<int>(p.value->size()) : 0);
-    formats.push_back(p.binary ? 1 : 0);
+    b.values.push_back(p.value.has_value() ? p.value->c_str() : nullptr);
+    b.lengths.push_back(p.value.has_value() ? static_cast<int>(p.value->size()) : 0);
+    b.formats.push_back(p.binary ? 1 : 0);
   }
+  return b;
+}
+
+absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
+                                            const std::vector<PgParam>& params) {
+  LOOM_ASSIGN_OR_RETURN(Bound bound, Bind(params));
+  std::vector<const char*>& values = bound.values;
+  std::vector<int>& lengths = bound.lengths;
+  std::vector<int>& formats = bound.formats;
   // Outside a transaction a statement found the connection lost runs once more on a fresh one
   // (the stores write only inside transactions, so nothing is applied twice); inside one the
   // transaction fails and the next call reconnects.
@@ -191,6 +197,50 @@ absl::StatusOr<PgResult> PgConnection::Exec(const std::string& sql,
     if (attempt == 0 && may_retry && PQstatus(conn_) != CONNECTION_OK) continue;
     return Error(res, sql);
   }
+}
+
+absl::Status PgConnection::ExecBatch(const std::vector<PgStatement>& statements) {
+  if (statements.size() <= 1) {
+    return statements.empty() ? absl::OkStatus()
+                              : Exec(statements[0].sql, statements[0].params).status();
+  }
+  std::vector<Bound> bound;
+  for (const PgStatement& s : statements) {
+    LOOM_ASSIGN_OR_RETURN(Bound b, Bind(s.params));
+    bound.push_back(std::move(b));
+  }
+  if (PQstatus(conn_) != CONNECTION_OK || PQenterPipelineMode(conn_) != 1) {
+    return Error(nullptr, statements[0].sql);
+  }
+  absl::Status st;
+  size_t sent = 0;
+  for (size_t i = 0; i < statements.size(); ++i) {
+    const Bound& b = bound[i];
+    if (PQsendQueryParams(conn_, statements[i].sql.c_str(), static_cast<int>(b.values.size()),
+                          nullptr, b.values.data(), b.lengths.data(), b.formats.data(), 0) != 1) {
+      st = Error(nullptr, statements[i].sql);
+      break;
+    }
+    ++sent;
+  }
+  if (PQpipelineSync(conn_) != 1 && st.ok()) st = Error(nullptr, "(pipeline sync)");
+  // Each statement sent gives its result (PGRES_PIPELINE_ABORTED after a failed one) and a null;
+  // then the sync point. A lost connection ends the reading: the next call reconnects.
+  for (size_t i = 0; i < sent && PQstatus(conn_) == CONNECTION_OK; ++i) {
+    PgResult first(PQgetResult(conn_));
+    while (PGresult* more = PQgetResult(conn_)) PQclear(more);
+    const PGresult* res = first.raw();
+    const ExecStatusType t = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st.ok() && t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+      st = Error(t == PGRES_PIPELINE_ABORTED ? nullptr : res, statements[i].sql);
+    }
+  }
+  while (PQstatus(conn_) == CONNECTION_OK) {
+    PgResult r(PQgetResult(conn_));
+    if (r.raw() == nullptr || PQresultStatus(r.raw()) == PGRES_PIPELINE_SYNC) break;
+  }
+  if (PQexitPipelineMode(conn_) != 1 && st.ok()) st = Error(nullptr, "(leaving pipeline mode)");
+  return st;
 }
 
 absl::Status PgConnection::InTransaction(const std::function<absl::Status()>& body) {

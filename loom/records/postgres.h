@@ -40,6 +40,12 @@ PgParam PgBytes(absl::string_view s);
 PgParam PgNull();
 PgParam PgOptionalText(const std::optional<std::string>& s);
 
+// One statement of a pipelined batch (PgConnection::ExecBatch).
+struct PgStatement {
+  std::string sql;
+  std::vector<PgParam> params;
+};
+
 // The rows of one statement, in text format. Column accessors take (row, column) from 0.
 class PgResult {
  public:
@@ -47,6 +53,7 @@ class PgResult {
   int rows() const { return PQntuples(res_.get()); }
   bool IsNull(int r, int c) const { return PQgetisnull(res_.get(), r, c) != 0; }
   std::string Text(int r, int c) const;
+  const PGresult* raw() const { return res_.get(); }
   // kDataLoss when the column does not hold a number (a damaged or foreign table).
   absl::StatusOr<int64_t> Int(int r, int c) const;
   absl::StatusOr<double> Real(int r, int c) const;
@@ -79,6 +86,12 @@ class PgConnection {
   // kResourceExhausted for a full disk, kInternal otherwise.
   absl::StatusOr<PgResult> Exec(const std::string& sql, const std::vector<PgParam>& params = {});
 
+  // Runs `statements` in order in one round trip (libpq's pipeline mode), for writes inside
+  // InTransaction: a transaction's many small writes then cost one wait for the server instead
+  // of one each. The first that fails fails the batch with Exec's error; those after it are not
+  // applied (the transaction is aborted, and InTransaction rolls it back). Rows are dropped.
+  absl::Status ExecBatch(const std::vector<PgStatement>& statements);
+
   // Runs `body` between BEGIN and COMMIT; rolls back when it (or COMMIT) fails.
   absl::Status InTransaction(const std::function<absl::Status()>& body);
 
@@ -99,6 +112,13 @@ class PgConnection {
   PgConnection(PGconn* conn, std::string what, std::string redacted)
       : conn_(conn), what_(std::move(what)), redacted_(std::move(redacted)) {}
   absl::Status Error(const PGresult* res, const std::string& sql) const;
+  // The values of `params` as PQexecParams takes them; kInvalidArgument for a text value with a
+  // NUL byte. The pointers point into `params`.
+  struct Bound {
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+  };
+  absl::StatusOr<Bound> Bind(const std::vector<PgParam>& params) const;
   absl::Status Reconnect();
 
   PGconn* conn_;

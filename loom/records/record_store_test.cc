@@ -671,6 +671,32 @@ TEST_F(PostgresRecordStoreTest, TextWithANulByteIsRefusedAndNothingStored) {
   EXPECT_EQ(CountAll(*store), 0);
 }
 
+// A pipelined batch applies its statements in order in one transaction; the first that fails
+// fails it with that statement's error, nothing of it is kept, and the connection goes on.
+TEST_F(PostgresRecordStoreTest, ExecBatchAppliesInOrderAndStopsAtTheFirstFailure) {
+  auto conn = PgConnection::Connect(path_, "state");
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  PgConnection& c = **conn;
+  ASSERT_TRUE(c.Exec("CREATE TABLE t (x INTEGER PRIMARY KEY, y TEXT)").ok());
+  auto insert = [](int64_t x, const std::string& y) {
+    return PgStatement{"INSERT INTO t (x, y) VALUES ($1, $2)", {PgInt(x), PgText(y)}};
+  };
+  ASSERT_TRUE(c.InTransaction([&] {
+                 return c.ExecBatch({insert(1, "a"),
+                                     insert(2, "b"),
+                                     {"UPDATE t SET y = y || '!' WHERE x = $1", {PgInt(1)}}});
+               }).ok());
+  absl::Status st = c.InTransaction([&] {
+    return c.ExecBatch({insert(3, "c"), insert(1, "again"), insert(4, "d")});
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_THAT(st.message(), HasSubstr("duplicate key"));
+  EXPECT_THAT(st.message(), HasSubstr("INSERT INTO t"));
+  auto rows = c.Exec("SELECT string_agg(x || y, ',' ORDER BY x) FROM t");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->Text(0, 0), "1a!,2b");
+}
+
 TEST(PostgresUriTest, ConnectionFailureNamesTheUriWithoutItsPassword) {
   auto store = OpenRecordStore("postgresql://alice:s3cret@127.0.0.1:1/loom?connect_timeout=5");
   ASSERT_FALSE(store.ok());

@@ -514,23 +514,44 @@ std::vector<double> RoundBests(const v1::TaskSessionState& state) {
 
 }  // namespace
 
-int JobDriver::CurrentTask(const Job& job) const {
+std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   const v1::SubmitJobRequest& spec = job.row.spec;
   const bool budgeted = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
-  // A job with a budget (tune/task_scheduler.h): the task scheduler picks the task of each round,
-  // replayed from the rows, so the choice is the same however often it is asked between rounds.
+  const size_t spread = static_cast<size_t>(Spread(job));
+  // Rounds in flight: tasks in the middle of a round, or with a stage live (a queued or running
+  // propose stage leaves the task's phase at propose).
+  std::vector<int> run;
+  std::vector<bool> in_flight(job.tasks.size(), false);
+  for (const TaskRow& t : job.tasks) {
+    const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
+    if (live && (t.phase != TaskPhase::kPropose || job.live.contains(t.index))) {
+      in_flight[static_cast<size_t>(t.index)] = true;
+      run.push_back(t.index);
+    }
+  }
+  if (!budgeted) {
+    // Each task runs all its rounds in turn; `spread` tasks at once, the first live ones.
+    for (const TaskRow& t : job.tasks) {
+      if (run.size() >= spread) break;
+      const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
+      if (live && !in_flight[static_cast<size_t>(t.index)]) run.push_back(t.index);
+    }
+    return run;
+  }
+  // A job with a budget (tune/task_scheduler.h): the task scheduler picks the task of each new
+  // round, replayed from the rows, so the choice is the same however often it is asked.
   std::vector<tune::TaskRounds> rounds;
   int64_t trials = 0;
   int64_t total_rounds = 0;
   const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
   for (const TaskRow& t : job.tasks) {
     const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
-    if (!budgeted) {
-      if (live) return t.index;
-      continue;
-    }
-    if (live && t.phase != TaskPhase::kPropose) return t.index;  // its round is in flight
-    tune::TaskRounds r{.weight = static_cast<double>(std::max<int64_t>(1, t.count)), .live = live};
+    // A round in flight is not picked again, and counts as a whole batch spent until its trials
+    // are measured (a real task counts them from its update stage on).
+    const bool flying = in_flight[static_cast<size_t>(t.index)];
+    if (flying && (IsSimulated(job) || t.phase != TaskPhase::kUpdate)) trials += batch;
+    tune::TaskRounds r{.weight = static_cast<double>(std::max<int64_t>(1, t.count)),
+                       .live = live && !flying};
     total_rounds += t.round;
     if (IsSimulated(job)) {  // no costs: every round counts as a batch without a success
       r.best_after_round.assign(static_cast<size_t>(t.round),
@@ -553,25 +574,30 @@ int JobDriver::CurrentTask(const Job& job) const {
     trials += t.trials_done;
     rounds.push_back(std::move(r));
   }
-  if (!budgeted) return -1;
-  // The budget is checked between rounds only: while the propose stage of a round is live, its
-  // task is derived again from the same rows and must stay the same.
-  if (!job.stage_live) {
-    if (spec.total_trials() > 0 && trials >= spec.total_trials()) return -1;
+  // The budget is checked before each new round; rounds in flight always finish.
+  while (run.size() < spread) {
+    if (spec.total_trials() > 0 && trials >= spec.total_trials()) break;
     if (spec.time_budget_seconds() > 0 && job.row.started != absl::UnixEpoch() &&
         Now() - job.row.started >= absl::Seconds(spec.time_budget_seconds())) {
-      return -1;
+      break;
     }
+    absl::StatusOr<std::optional<int>> pick = tune::PickTask(
+        rounds, {.seed = static_cast<uint64_t>(spec.seed()) * 1000003 +
+                         static_cast<uint64_t>(total_rounds) + (uint64_t{run.size()} << 32)});
+    if (!pick.ok() || !pick->has_value()) break;  // weights are >= 1: only "none live"
+    run.push_back(job.tasks[static_cast<size_t>(**pick)].index);
+    rounds[static_cast<size_t>(**pick)].live = false;
+    trials += batch;
   }
-  absl::StatusOr<std::optional<int>> pick = tune::PickTask(
-      rounds,
-      {.seed = static_cast<uint64_t>(spec.seed()) * 1000003 + static_cast<uint64_t>(total_rounds)});
-  if (!pick.ok() || !pick->has_value()) return -1;  // weights are >= 1: only "none live"
-  return job.tasks[static_cast<size_t>(**pick)].index;
+  return run;
 }
 
 void JobDriver::Pump() {
   Mutation m;
+  Pump(m);
+}
+
+void JobDriver::Pump(Mutation& m) {
   // Activate jobs without a live stage (submitted, resumed, between stages, waiting for agents).
   std::vector<int64_t> pending(pending_.begin(), pending_.end());
   for (int64_t num : pending) {
@@ -600,11 +626,18 @@ void JobDriver::Pump() {
       continue;
     }
     Job& job = *dj->second;
+    auto live = std::find_if(job.live.begin(), job.live.end(),
+                             [&](const auto& l) { return l.second.stage == g.stage; });
+    if (live == job.live.end()) {
+      scheduler_->Fail(g.lease, now, "internal: grant for a stage the job does not run")
+          .IgnoreError();
+      continue;
+    }
     Lease lease;
     lease.id = absl::StrCat(epoch_, ".", g.lease);
     lease.sched_lease = g.lease;
     lease.job = job.num;
-    lease.task = CurrentTask(job);
+    lease.task = live->first;
     lease.sched_kind = g.kind;
     lease.agent_id = agent->id;
     lease.cpu_slots = g.cpu_slots;
@@ -628,7 +661,7 @@ void JobDriver::Pump() {
     queue_wait_ms_.push_back(absl::ToDoubleMilliseconds(now - g.ready));
     agent->outbox.push_back(*std::move(req));
     agent->leases.insert(lease.id);
-    job.lease = lease.id;
+    live->second.lease = lease.id;
     m.leases_put.push_back(LeaseRow{lease.id, job.row.id, lease.task, lease.kind, agent->id, now});
     if (job.row.state == v1::JOB_STATE_QUEUED) {
       CountJobState(job.row.state, v1::JOB_STATE_RUNNING);
@@ -847,69 +880,67 @@ void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& sessi
 }
 
 void JobDriver::SubmitNext(Job& job, Mutation& m) {
-  if (job.stage_live) {
-    pending_.erase(job.num);
-    return;
-  }
-  const int ti = CurrentTask(job);
-  if (ti < 0) {
-    Finish(job, v1::JOB_STATE_SUCCEEDED, "", m);
-    return;
-  }
-  if (!IsSimulated(job)) {
-    // A restarted daemon resumes the task where its saved session says.
-    absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
-    if (!session.ok()) {
-      Finish(job, v1::JOB_STATE_FAILED, absl::StrCat("task ", ti, ": ", session.status().message()),
-             m);
-      return;
+  std::vector<int> run;
+  for (bool again = true; again;) {
+    again = false;
+    run = TasksToRun(job);
+    for (int ti : run) {
+      if (job.live.contains(ti)) continue;
+      if (!IsSimulated(job)) {
+        // A restarted daemon resumes the task where its saved session says.
+        absl::StatusOr<tune::TaskSession*> session = SessionFor(job, ti);
+        if (!session.ok()) {
+          Finish(job, v1::JOB_STATE_FAILED,
+                 absl::StrCat("task ", ti, ": ", session.status().message()), m);
+          return;
+        }
+        if (job.tasks[ti].phase == TaskPhase::kDone) {
+          m.tasks.push_back(job.tasks[ti]);
+          again = true;  // the restored session had ended: ask again
+          break;
+        }
+      }
+      TaskRow& task = job.tasks[ti];
+      sched::StageRequest req;
+      req.job = job.sjob;
+      req.kind = SchedKind(task.phase);
+      if (task.phase == TaskPhase::kMeasure) {
+        req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
+      } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
+        // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
+        // take a 2-slot build, as the embedded engine's layout does).
+        int largest = 0;
+        for (const auto& [id, a] : agents_) {
+          if (a->alive) largest = std::max(largest, a->cpu_slots + a->lent_slots);
+        }
+        req.need.cpu_slots = std::clamp(options_.build_slots, 1, std::max(1, largest));
+        if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
+      } else {
+        req.need.cpu_slots = 1;
+      }
+      if (IsSimulated(job)) {
+        req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
+      }
+      if (scheduler_->CheckFeasible(req.need).infeasible()) {
+        job.waiting = absl::StrCat("waiting for an agent that can run its ",
+                                   v1::StageKindShortName(PhaseKind(task.phase)), " stage");
+        pending_.insert(job.num);
+        return;
+      }
+      auto id = scheduler_->Submit(req, Now());
+      if (!id.ok()) {
+        job.waiting = std::string(id.status().message());
+        pending_.insert(job.num);
+        return;
+      }
+      job.live[ti] = Job::LiveStage{.stage = *id};
+      stage_job_[*id] = job.num;
+      ++job.version;
     }
-    if (job.tasks[ti].phase == TaskPhase::kDone) {
-      m.tasks.push_back(job.tasks[ti]);
-      SubmitNext(job, m);  // the restored session had ended
-      return;
-    }
-  }
-  TaskRow& task = job.tasks[ti];
-  sched::StageRequest req;
-  req.job = job.sjob;
-  req.kind = SchedKind(task.phase);
-  if (task.phase == TaskPhase::kMeasure) {
-    req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
-  } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
-    // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
-    // take a 2-slot build, as the embedded engine's layout does).
-    int largest = 0;
-    for (const auto& [id, a] : agents_) {
-      if (a->alive) largest = std::max(largest, a->cpu_slots + a->lent_slots);
-    }
-    req.need.cpu_slots = std::clamp(options_.build_slots, 1, std::max(1, largest));
-    if (scheduler_->CheckFeasible(req.need).infeasible()) req.need.cpu_slots = 1;
-  } else {
-    req.need.cpu_slots = 1;
-  }
-  if (IsSimulated(job)) {
-    req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
-  }
-  if (scheduler_->CheckFeasible(req.need).infeasible()) {
-    job.waiting = absl::StrCat("waiting for an agent that can run its ",
-                               v1::StageKindShortName(PhaseKind(task.phase)), " stage");
-    pending_.insert(job.num);
-    return;
-  }
-  auto id = scheduler_->Submit(req, Now());
-  if (!id.ok()) {
-    job.waiting = std::string(id.status().message());
-    pending_.insert(job.num);
-    return;
   }
   job.waiting.clear();
-  job.stage_live = true;
-  job.stage = *id;
-  job.lease.clear();
-  stage_job_[*id] = job.num;
   pending_.erase(job.num);
-  ++job.version;
+  if (run.empty() && job.live.empty()) Finish(job, v1::JOB_STATE_SUCCEEDED, "", m);
 }
 
 void JobDriver::HandleEvents(Mutation& m) {
@@ -923,7 +954,9 @@ void JobDriver::HandleEvents(Mutation& m) {
     }
     if (jt == jobs_.end()) continue;
     Job& job = *jt->second;
-    const int ti = CurrentTask(job);
+    auto live = std::find_if(job.live.begin(), job.live.end(),
+                             [&](const auto& l) { return l.second.stage == ev.stage; });
+    const int ti = live == job.live.end() ? -1 : live->first;
     const std::string what =
         ti < 0 ? "stage"
                : absl::StrCat(v1::StageKindShortName(PhaseKind(job.tasks[ti].phase)),
@@ -931,17 +964,17 @@ void JobDriver::HandleEvents(Mutation& m) {
     switch (ev.type) {
       case sched::StageEvent::Type::kRequeued:
         ++requeued_;
-        job.lease.clear();
+        if (live != job.live.end()) live->second.lease.clear();
         Note(job, absl::StrCat(what, " requeued: ", ev.reason), m);
         break;
       case sched::StageEvent::Type::kFailed:
         stage_job_.erase(sj);
-        job.stage_live = false;
+        if (live != job.live.end()) job.live.erase(live);
         Finish(job, v1::JOB_STATE_FAILED, absl::StrCat(what, " failed: ", ev.reason), m);
         break;
       case sched::StageEvent::Type::kCancelled:
         stage_job_.erase(sj);
-        job.stage_live = false;
+        if (live != job.live.end()) job.live.erase(live);
         break;
     }
   }
@@ -976,10 +1009,13 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
   job.row.finished = Now();
   job.row.failure_reason = reason;
   if (job.sjob != 0) {
-    if (job.stage_live) {
-      const std::string lease = job.lease;
+    if (!job.live.empty()) {
+      std::vector<std::string> leases;
+      for (const auto& [task, l] : job.live) {
+        if (!l.lease.empty()) leases.push_back(l.lease);
+      }
       scheduler_->CancelJob(job.sjob, Now()).IgnoreError();
-      if (!lease.empty()) EndLease(lease, m, /*revoke=*/true);
+      for (const std::string& lease : leases) EndLease(lease, m, /*revoke=*/true);
     } else {
       scheduler_->CloseJob(job.sjob).IgnoreError();
     }
@@ -992,8 +1028,8 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
       stage_job_.erase(ev.stage);
     }
   }
-  stage_job_.erase(job.stage);
-  job.stage_live = false;
+  for (const auto& [task, l] : job.live) stage_job_.erase(l.stage);
+  job.live.clear();
   // The estimate from the best known records, for the result.
   if (!IsSimulated(job) && state == v1::JOB_STATE_SUCCEEDED && job.row.prepared) {
     double ms = 0;
@@ -1405,16 +1441,23 @@ void JobDriver::FlagAgent(Agent& a, const std::string& reason, Mutation& m) {
 }
 
 void JobDriver::EnforceDeviceLimits() {
-  const absl::Time now = Now();
   Mutation m;
+  EnforceDeviceLimits(m);
+  Commit(m);
+}
+
+void JobDriver::EnforceDeviceLimits(Mutation& m) {
+  const absl::Time now = Now();
   std::vector<int64_t> active(active_.begin(), active_.end());
   for (int64_t num : active) {
     Job& job = *jobs_.at(num);
     if (job.row.device_seconds_limit <= 0) continue;
     double used = job.row.device_seconds;
-    auto l = job.lease.empty() ? leases_.end() : leases_.find(job.lease);
-    if (l != leases_.end() && l->second.uses_device && l->second.delivered) {
-      used += absl::ToDoubleSeconds(now - l->second.granted);
+    for (const auto& [task, live] : job.live) {
+      auto l = live.lease.empty() ? leases_.end() : leases_.find(live.lease);
+      if (l != leases_.end() && l->second.uses_device && l->second.delivered) {
+        used += absl::ToDoubleSeconds(now - l->second.granted);
+      }
     }
     if (used < job.row.device_seconds_limit) continue;
     Finish(job, v1::JOB_STATE_FAILED,
@@ -1423,7 +1466,6 @@ void JobDriver::EnforceDeviceLimits() {
                            job.row.device_seconds_limit),
            m);
   }
-  Commit(m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1447,20 +1489,23 @@ v1::Job JobDriver::ToProto(const Job& job) {
   p.set_device_seconds(r.device_seconds);
   p.set_records(r.records);
   p.set_estimated_latency_ms(r.estimated_latency_ms);
-  const int current = CurrentTask(job);
-  std::string stage_text;
+  // What runs (or waits) now, per task in flight or about to start.
+  std::map<int, std::string> stage_text;
   if (!Ended(r.state)) {
-    if (!job.waiting.empty()) {
-      stage_text = job.waiting;
-    } else if (current >= 0) {
-      const std::string kind(v1::StageKindShortName(PhaseKind(job.tasks[current].phase)));
-      auto l = job.lease.empty() ? leases_.end() : leases_.find(job.lease);
+    for (int ti : TasksToRun(job)) {
+      const std::string kind(v1::StageKindShortName(PhaseKind(job.tasks[ti].phase)));
+      auto live = job.live.find(ti);
+      auto l = live == job.live.end() || live->second.lease.empty()
+                   ? leases_.end()
+                   : leases_.find(live->second.lease);
       if (l != leases_.end()) {
         auto a = agents_.find(l->second.agent_id);
-        stage_text = absl::StrCat(kind, " (", l->second.delivered ? "running" : "dispatching",
-                                  " on ", a != agents_.end() ? a->second->hostname : "?", ")");
+        stage_text[ti] = absl::StrCat(kind, " (", l->second.delivered ? "running" : "dispatching",
+                                      " on ", a != agents_.end() ? a->second->hostname : "?", ")");
+      } else if (live == job.live.end() && !job.waiting.empty()) {
+        stage_text[ti] = job.waiting;
       } else {
-        stage_text = absl::StrCat(kind, " (queued)");
+        stage_text[ti] = absl::StrCat(kind, " (queued)");
       }
     }
   }
@@ -1475,8 +1520,8 @@ v1::Job JobDriver::ToProto(const Job& job) {
       tp->set_stage(absl::StrCat("skipped: ", t.skip_reason));
     } else if (t.phase == TaskPhase::kDone) {
       tp->set_stage("done");
-    } else if (t.index == current) {
-      tp->set_stage(stage_text);
+    } else if (auto text = stage_text.find(t.index); text != stage_text.end()) {
+      tp->set_stage(text->second);
     } else {
       tp->set_stage("pending");
     }
@@ -1918,12 +1963,20 @@ absl::Status CheckAgentRole(const Principal& who, absl::string_view call) {
 }  // namespace
 
 absl::StatusOr<JobDriver::Agent*> JobDriver::FindAgent(const Principal& who,
-                                                       const std::string& agent_id) {
+                                                       const std::string& agent_id,
+                                                       const std::string* session) {
   if (who.anonymous) {
     auto it = agents_.find(agent_id);
     if (it == agents_.end() || !it->second->alive) {
       return absl::NotFoundError(
           absl::StrCat("unknown or lost agent '", agent_id.substr(0, 64), "': register again"));
+    }
+    if (session != nullptr && !SameSecret(*session, it->second->session)) {
+      ++reports_refused_;
+      LogKv("agent_session_refused", {{"claimed", agent_id.substr(0, 64)}});
+      return absl::PermissionDeniedError(
+          absl::StrCat("agent id '", agent_id.substr(0, 64),
+                       "' is not this caller's registration (its session secret does not match)"));
     }
     return it->second.get();
   }
@@ -2021,8 +2074,10 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
     described.push_back(absl::StrCat(d.name(), "=", SchedDeviceKind(d)));
   }
   agent->last_seen = Now();
+  agent->session = NewSessionSecret();
   v1::RegisterResponse r;
   r.set_agent_id(agent->id);
+  r.set_session(agent->session);
   const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
   r.set_lease_timeout_ms(static_cast<int32_t>(timeout_ms));
   r.set_heartbeat_interval_ms(static_cast<int32_t>(std::max<int64_t>(50, timeout_ms / 4)));
@@ -2037,7 +2092,7 @@ absl::StatusOr<v1::RegisterResponse> JobDriver::Register(const Principal& who,
   // New resources: jobs waiting for an agent may start.
   for (int64_t num : active_) {
     const Job& j = *jobs_.at(num);
-    if (!j.stage_live) pending_.insert(num);
+    if (j.live.empty() || !j.waiting.empty()) pending_.insert(num);
   }
   Pump();
   return r;
@@ -2048,7 +2103,7 @@ absl::StatusOr<v1::HeartbeatResponse> JobDriver::Heartbeat(const Principal& who,
   LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "heartbeats"));
   absl::MutexLock lock(&mu_);
   v1::HeartbeatResponse r;
-  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id());
+  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id(), &request.session());
   if (absl::IsPermissionDenied(found.status())) return found.status();
   if (!found.ok()) {
     r.set_reregister(true);
@@ -2081,9 +2136,9 @@ absl::StatusOr<v1::DeregisterResponse> JobDriver::Deregister(const Principal& wh
     }
   }
   absl::MutexLock lock(&mu_);
-  // FindAgent refuses another credential's agent id (kPermissionDenied), so only the agent itself
-  // (its own token) can take it out.
-  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  // FindAgent refuses another credential's agent id, or without tokens a caller that does not
+  // show the registration's secret (kPermissionDenied), so only the agent itself can take it out.
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id(), &request.session()));
   const int held = static_cast<int>(a->leases.size());
   LogKv("agent_deregistered", {{"agent", a->id},
                                {"host", a->hostname},
@@ -2237,7 +2292,6 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
     return absl::Status(applied.code(), absl::StrCat(forged ? "refused: " : "", applied.message()));
   }
   EndLease(lease.id, m);
-  Commit(m);  // the result is durable before the agent hears "accepted"
   std::optional<absl::Duration> actual;
   if (result.timing().end_unix_micros() > result.timing().start_unix_micros() &&
       result.timing().start_unix_micros() > 0) {
@@ -2245,12 +2299,15 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
         absl::Microseconds(result.timing().end_unix_micros() - result.timing().start_unix_micros());
   }
   scheduler_->Complete(lease.sched_lease, now, actual).IgnoreError();
-  stage_job_.erase(job.stage);
-  job.stage_live = false;
-  job.lease.clear();
+  if (auto live = job.live.find(lease.task); live != job.live.end()) {
+    stage_job_.erase(live->second.stage);
+    job.live.erase(live);
+  }
   pending_.insert(job.num);
-  EnforceDeviceLimits();
-  Pump();
+  EnforceDeviceLimits(m);
+  // One transaction for the result and what it lets start (group commit: half the commits per
+  // stage of committing each apart), durable before the agent hears "accepted".
+  Pump(m);
   r.set_accepted(true);
   return r;
 }

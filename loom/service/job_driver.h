@@ -13,6 +13,7 @@
 // -> Start() (ticker thread: agent expiry, scheduling) -> RPC calls -> Stop().
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -156,6 +157,8 @@ class JobDriver {
     // Its credential's name (an agent token's NAME); empty for agents of an --insecure daemon.
     std::string identity;
     std::string hostname;
+    // The secret Register returned (RegisterResponse.session); an anonymous caller must show it.
+    std::string session;
     int cpu_slots = 0;   // general slots
     int lent_slots = 0;  // slots its devices lend to CPU stages while they do not measure
     sched::HostId host = 0;
@@ -197,10 +200,14 @@ class JobDriver {
     JobRow row;
     std::vector<TaskRow> tasks;
     sched::JobId sjob = 0;
-    bool stage_live = false;  // a stage is in the scheduler (queued or leased)
-    sched::StageId stage = 0;
-    std::string lease;    // the live lease of that stage, if granted
-    std::string waiting;  // why no stage is submitted (shown in status)
+    // Per task with a stage in the scheduler (queued or leased): that stage and its live lease,
+    // if granted. A job that spreads (SubmitJobRequest.spread) has up to `spread` tasks here.
+    struct LiveStage {
+      sched::StageId stage = 0;
+      std::string lease;
+    };
+    std::map<int, LiveStage> live;
+    std::string waiting;  // why a stage is not submitted (shown in status)
     int64_t version = 1;
     std::deque<std::pair<int64_t, std::string>> recent;     // (version, message), for watchers
     std::vector<std::unique_ptr<ops::Template>> templates;  // per task, built on demand
@@ -215,7 +222,7 @@ class JobDriver {
     // turns out not to be the session tuner's (StageResult.session_refused).
     std::vector<std::string> proposers;
     // Per task of a real job under a budget: the best cost after each of its session's rounds
-    // (+inf while none succeeded), the task scheduler's input (CurrentTask). Filled when the
+    // (+inf while none succeeded), the task scheduler's input (TasksToRun). Filled when the
     // session syncs its row, or read once from the row's saved session state.
     mutable std::vector<std::optional<std::vector<double>>> round_bests;
   };
@@ -230,8 +237,11 @@ class JobDriver {
   absl::StatusOr<Job*> FindVisible(const Principal& who, const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The registered agent behind an agent call: the caller's credential's agent (whose id
-  // `agent_id` must be, when given), or for an anonymous caller the agent of that id.
-  absl::StatusOr<Agent*> FindAgent(const Principal& who, const std::string& agent_id)
+  // `agent_id` must be, when given), or for an anonymous caller the agent of that id. `session`
+  // (heartbeats, deregistration): an anonymous caller must also show that registration's secret,
+  // else kPermissionDenied; nullptr: not asked.
+  absl::StatusOr<Agent*> FindAgent(const Principal& who, const std::string& agent_id,
+                                   const std::string* session = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Refuses the report and flags its agent: no more work, its leases requeued, the credential
   // stored as flagged; logged and counted.
@@ -240,10 +250,15 @@ class JobDriver {
   // Takes the agent's host offline and fails (requeues) every lease it holds.
   void DropAgent(Agent& agent, const std::string& why, Mutation& m)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Fails jobs whose device time has reached their limit (running stages included).
+  // Fails jobs whose device time has reached their limit (running stages included); the changes
+  // go into `m` (the overload without commits them).
   void EnforceDeviceLimits() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnforceDeviceLimits(Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One scheduling pass: activate waiting jobs, grant, hand grants to agents, handle events.
+  // Commits `m` (what the caller changed before, applied first) with the pass's changes in one
+  // transaction.
   void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Pump(Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireAgents() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Prepares (target, templates, latency goal) and submits the job's next stage when it can.
   void Activate(Job& job, Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -306,7 +321,12 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
-  int CurrentTask(const Job& job) const;
+  // The tasks whose next stage belongs in the scheduler now, in submission order: the tasks in the
+  // middle of a round, then tasks starting a round, until `spread` rounds are in flight (a job
+  // with a budget: the task scheduler picks them, and the budget is checked before each new round;
+  // without: the first live tasks in order). Empty, with nothing live: the job is done.
+  std::vector<int> TasksToRun(const Job& job) const;
+  int Spread(const Job& job) const { return std::max(1, job.row.spec.spread()); }
   void LogKv(absl::string_view event, const std::vector<std::pair<std::string, std::string>>& kv);
 
   const DriverOptions options_;

@@ -3,7 +3,10 @@
 #include <onnx/onnx_pb.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,12 +113,66 @@ class DriverTest : public ::testing::Test {
   std::string RegisterAgent(const std::string& host) {
     auto r = driver_->Register(kAgent, AgentSpec(host));
     EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->agent_id() : "";
+    if (!r.ok()) return "";
+    sessions_[r->agent_id()] = r->session();
+    return r->agent_id();
+  }
+
+  // Runs the agents' stages on the virtual clock until none is left: each granted stage takes its
+  // simulated seconds, the one that ends first is reported first. Returns the time it took; counts
+  // in `max_measuring` the most measure stages (those on a device) one agent ran at once.
+  absl::Duration RunTimed(const std::vector<std::string>& agents, int* max_measuring = nullptr) {
+    struct Running {
+      absl::Time end;
+      std::string agent;
+      std::string lease;
+      bool measure = false;
+    };
+    const absl::Time start = clock_.Now();
+    std::vector<Running> running;
+    for (int reports = 0; reports < 100000; ++reports) {
+      for (const std::string& agent : agents) {
+        v1::AcquireStagesRequest a;
+        a.set_agent_id(agent);
+        a.set_wait_ms(0);
+        auto got = driver_->Acquire(kAgent, a);
+        EXPECT_TRUE(got.ok()) << got.status();
+        if (!got.ok()) return absl::ZeroDuration();
+        for (const v1::StageRequest& s : got->stages()) {
+          running.push_back({.end = clock_.Now() + absl::Seconds(s.simulated().seconds()),
+                             .agent = agent,
+                             .lease = s.lease_id(),
+                             .measure = !s.device().empty()});
+        }
+      }
+      if (max_measuring != nullptr) {
+        for (const std::string& agent : agents) {
+          *max_measuring = std::max<int>(
+              *max_measuring, std::count_if(running.begin(), running.end(), [&](const Running& r) {
+                return r.agent == agent && r.measure;
+              }));
+        }
+      }
+      if (running.empty()) break;
+      auto first =
+          std::min_element(running.begin(), running.end(),
+                           [](const Running& a, const Running& b) { return a.end < b.end; });
+      const Running done = *first;
+      running.erase(first);
+      clock_.AdvanceTo(done.end);
+      v1::ReportStageRequest r;
+      r.set_agent_id(done.agent);
+      r.mutable_result()->set_lease_id(done.lease);
+      auto rep = driver_->Report(kAgent, r);
+      EXPECT_TRUE(rep.ok()) << rep.status();
+    }
+    return clock_.Now() - start;
   }
 
   std::filesystem::path dir_;
   base::VirtualClock clock_{absl::FromUnixSeconds(1'700'000'000)};
   std::unique_ptr<JobDriver> driver_;
+  std::map<std::string, std::string> sessions_;  // agent id -> RegisterResponse.session
 };
 
 TEST_F(DriverTest, SimulatedJobRunsEveryStageAndRecordsEachRound) {
@@ -166,6 +223,112 @@ TEST_F(DriverTest, JobBudgetsEndTheJobBetweenRounds) {
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(done->records(), 3);
+}
+
+// A job that spreads: rounds of up to `spread` of its tasks at once, on different devices, each
+// device measuring one stage at a time. 8 tasks x 5 rounds, measure-heavy stages (the thesis's
+// shape): on two devices the job takes at most 0.6 of its time on one.
+TEST_F(DriverTest, AJobThatSpreadsTakesAtMostSixTenthsOfItsOneDeviceTimeOnTwoDevices) {
+  v1::SubmitJobRequest spec = Sim(8, 5);
+  spec.mutable_simulated()->set_propose_seconds(0.2);
+  spec.mutable_simulated()->set_build_seconds(0.3);
+  spec.mutable_simulated()->set_measure_seconds(0.6);
+  spec.mutable_simulated()->set_update_seconds(0.1);
+  spec.set_spread(4);
+  std::vector<absl::Duration> makespan;
+  for (int devices : {1, 2}) {
+    TearDown();
+    SetUp();
+    Open();
+    std::vector<std::string> agents;
+    for (int i = 0; i < devices; ++i) agents.push_back(RegisterAgent(absl::StrCat("h", i)));
+    auto job = driver_->Submit(kAlice, spec);
+    ASSERT_TRUE(job.ok()) << job.status();
+    int max_measuring = 0;
+    makespan.push_back(RunTimed(agents, &max_measuring));
+    EXPECT_EQ(max_measuring, 1) << devices << " devices";
+    auto done = driver_->Get(kAlice, job->id());
+    ASSERT_TRUE(done.ok());
+    EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED) << done->failure_reason();
+    EXPECT_EQ(done->records(), 8 * 5);  // every round of every task measured once
+    for (const v1::TaskProgress& t : done->tasks()) EXPECT_EQ(t.trials_done(), 5);
+  }
+  std::printf("spread 4, 8 tasks x 5 rounds: makespan %.1f s on one device, %.1f s on two (%.2f)\n",
+              absl::ToDoubleSeconds(makespan[0]), absl::ToDoubleSeconds(makespan[1]),
+              absl::FDivDuration(makespan[1], makespan[0]));
+  // One device measures 40 x 0.6 s = 24 s; two devices halve that.
+  EXPECT_GE(makespan[0], absl::Seconds(24));
+  EXPECT_LE(absl::FDivDuration(makespan[1], makespan[0]), 0.6)
+      << "one device " << makespan[0] << ", two " << makespan[1];
+  // Without spreading, a second device does not help: one round at a time.
+  spec.set_spread(1);
+  TearDown();
+  SetUp();
+  Open();
+  std::vector<std::string> two = {RegisterAgent("h0"), RegisterAgent("h1")};
+  ASSERT_TRUE(driver_->Submit(kAlice, spec).ok());
+  EXPECT_GE(RunTimed(two), absl::Seconds(8 * 5 * 1.2));
+}
+
+// Spreading keeps the budget exact (rounds in flight count as spent) and survives a restart
+// with several rounds in flight: every round is measured once.
+TEST_F(DriverTest, ASpreadJobKeepsItsBudgetAndResumesExactly) {
+  Open();
+  std::vector<std::string> agents = {RegisterAgent("h0"), RegisterAgent("h1")};
+  v1::SubmitJobRequest budgeted = Sim(3, 10);
+  budgeted.set_total_trials(40);  // 5 rounds of a batch (8) each
+  budgeted.set_spread(3);
+  auto job = driver_->Submit(kAlice, budgeted);
+  ASSERT_TRUE(job.ok()) << job.status();
+  RunTimed(agents);
+  auto done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED) << done->failure_reason();
+  EXPECT_EQ(done->records(), 5);
+
+  // Three tasks in flight when the daemon goes away.
+  v1::SubmitJobRequest spread = Sim(4, 3);
+  spread.set_spread(3);
+  job = driver_->Submit(kAlice, spread);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Takes every stage granted now; returns (agent, lease) of each.
+  auto take = [&]() {
+    std::vector<std::pair<std::string, std::string>> held;
+    for (const std::string& agent : agents) {
+      v1::AcquireStagesRequest a;
+      a.set_agent_id(agent);
+      auto got = driver_->Acquire(kAgent, a);
+      EXPECT_TRUE(got.ok()) << got.status();
+      if (got.ok()) {
+        for (const v1::StageRequest& st : got->stages()) held.emplace_back(agent, st.lease_id());
+      }
+    }
+    return held;
+  };
+  auto held = take();
+  EXPECT_EQ(held.size(), 3u);
+  auto running = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(running.ok());
+  EXPECT_THAT(running->tasks(2).stage(), HasSubstr("propose (running on h"));
+  EXPECT_EQ(running->tasks(3).stage(), "pending");
+  for (const auto& [agent, lease] : held) {
+    v1::ReportStageRequest r;
+    r.set_agent_id(agent);
+    r.mutable_result()->set_lease_id(lease);
+    ASSERT_TRUE(driver_->Report(kAgent, r).ok());
+  }
+  EXPECT_EQ(take().size(), 3u);  // the three builds, out when the daemon goes away
+  driver_.reset();
+  Open();
+  agents = {RegisterAgent("h0"), RegisterAgent("h1")};
+  RunTimed(agents);
+  done = driver_->Get(kAlice, job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED) << done->failure_reason();
+  EXPECT_EQ(done->records(), 4 * 3);
+  auto result = driver_->Result(kAlice, job->id());
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(std::count(result->records_jsonl().begin(), result->records_jsonl().end(), '\n'), 12);
 }
 
 TEST_F(DriverTest, UsersSeeOnlyTheirJobsAdminSeesAll) {
@@ -251,6 +414,7 @@ TEST_F(DriverTest, LostAgentsStagesAreRequeuedToAnother) {
   // a2 keeps heartbeating, a1 does not.
   v1::HeartbeatRequest hb;
   hb.set_agent_id(a2);
+  hb.set_session(sessions_[a2]);
   ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
   driver_->Start();  // the ticker expires a1
   absl::SleepFor(absl::Milliseconds(300));
@@ -1069,6 +1233,54 @@ TEST_F(DriverTest, DeregisterRequeuesAtOnceAndOnlyTheAgentsOwnCredentialMayCallI
   auto again = driver_->Register(a, AgentSpec("host-a"));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_NE(again->agent_id(), ra->agent_id());
+}
+
+// Without a tokens file (--insecure) an agent's id is no credential: its heartbeats and its
+// deregistration must show the secret its registration returned.
+TEST_F(DriverTest, WithoutTokensOnlyTheRegistrationsSecretDeregistersOrHeartbeatsItsAgent) {
+  Open({.heartbeat_timeout = absl::Hours(1)});
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  const std::string agent = RegisterAgent("host-a");
+  const std::string secret = sessions_[agent];
+  EXPECT_EQ(secret.size(), 32u);
+  EXPECT_NE(secret, sessions_[RegisterAgent("host-b")]);
+  v1::AcquireStagesRequest acq;
+  acq.set_agent_id(agent);
+  ASSERT_EQ(driver_->Acquire(kAgent, acq)->stages_size(), 1);
+
+  // A second client knows the id only, or guesses the secret: refused, one line each.
+  for (const std::string& guess : {std::string(), std::string(32, '0'), secret.substr(1)}) {
+    v1::DeregisterRequest hostile;
+    hostile.set_agent_id(agent);
+    hostile.set_session(guess);
+    auto refused = driver_->Deregister(kAgent, hostile);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(refused.status().message(),
+              absl::StrCat("agent id '", agent,
+                           "' is not this caller's registration (its session secret does not "
+                           "match)"));
+    v1::HeartbeatRequest hb;
+    hb.set_agent_id(agent);
+    hb.set_session(guess);
+    EXPECT_EQ(driver_->Heartbeat(kAgent, hb).status().code(), absl::StatusCode::kPermissionDenied);
+  }
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 2);
+  EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 0);
+
+  // The agent itself: its heartbeat is taken and its deregistration requeues its stage.
+  v1::HeartbeatRequest hb;
+  hb.set_agent_id(agent);
+  hb.set_session(secret);
+  auto beat = driver_->Heartbeat(kAgent, hb);
+  ASSERT_TRUE(beat.ok()) << beat.status();
+  EXPECT_FALSE(beat->reregister());
+  v1::DeregisterRequest own;
+  own.set_agent_id(agent);
+  own.set_session(secret);
+  auto gone = driver_->Deregister(kAgent, own);
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(gone->stages_requeued(), 1);
+  EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 1);
 }
 
 TEST_F(DriverTest, CancellingAJobRevokesItsRunningStageAtTheAgentsNextPoll) {

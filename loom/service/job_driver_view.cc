@@ -233,9 +233,9 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
     auto it = jobs_.find(num);
     if (it == jobs_.end()) continue;
     const Job& job = *it->second;
-    if (!job.stage_live || !job.lease.empty()) continue;
-    const int task = CurrentTask(job);
-    if (task >= 0) ++v.queued_by_kind[QueuedKindName(job.tasks[task].phase)];
+    for (const auto& [task, live] : job.live) {
+      if (live.lease.empty()) ++v.queued_by_kind[QueuedKindName(job.tasks[task].phase)];
+    }
   }
   v.stages_ended = stages_ended_;
   FoldLatencies();

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
+#include <string>
 
 #include "loom/service/job_driver.h"
 #include "loom/service/job_progress.h"
@@ -65,7 +67,9 @@ class DriverViewTest : public ::testing::Test {
     d->set_target_key("cpu:avx2:test");
     auto got = driver_->Register(kAgent, r);
     EXPECT_TRUE(got.ok()) << got.status();
-    return got.ok() ? got->agent_id() : "";
+    if (!got.ok()) return "";
+    sessions_[got->agent_id()] = got->session();
+    return got->agent_id();
   }
 
   // Takes the agent's granted stages; each is reported `seconds` of virtual time later.
@@ -92,6 +96,7 @@ class DriverViewTest : public ::testing::Test {
   std::filesystem::path dir_;
   base::VirtualClock clock_{absl::FromUnixSeconds(1'700'000'000)};
   std::unique_ptr<JobDriver> driver_;
+  std::map<std::string, std::string> sessions_;  // agent id -> RegisterResponse.session
 };
 
 TEST_F(DriverViewTest, UsersSeeTheirJobsAdminsEverythingAgentsNothing) {
@@ -189,6 +194,7 @@ TEST_F(DriverViewTest, AGrantedStageShowsAsRunningUntilNowUntilReported) {
   clock_.Advance(absl::Seconds(1));
   v1::HeartbeatRequest hb;
   hb.set_agent_id(agent);
+  hb.set_session(sessions_[agent]);
   ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
   v1::AcquireStagesRequest a;
   a.set_agent_id(agent);
@@ -270,6 +276,7 @@ TEST_F(DriverViewTest, HeartbeatBuildCacheCountersAreCheckedAndShown) {
   const std::string agent = Register("host-a");
   v1::HeartbeatRequest hb;
   hb.set_agent_id(agent);
+  hb.set_session(sessions_[agent]);
   hb.set_build_cache_hits(3);
   hb.set_build_cache_misses(7);
   ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());

@@ -540,14 +540,16 @@ class PostgresStateStore : public StateStore {
     return DecodeTaskRow(job_id, r);
   }
 
-  absl::Status Run(const std::string& sql, const std::vector<PgParam>& params)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return conn_->Exec(sql, params).status();
-  }
-
+  // Every write of a Mutation goes to the server in one pipelined batch (PgConnection::ExecBatch),
+  // in the order below: one round trip instead of one per row.
   absl::Status ApplyLocked(const Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<tune::PgStatement> batch;
+    auto run = [&batch](std::string sql, std::vector<PgParam> params) {
+      batch.push_back({std::move(sql), std::move(params)});
+      return absl::OkStatus();
+    };
     for (const JobRow& j : m.jobs) {
-      LOOM_RETURN_IF_ERROR(Run(
+      LOOM_RETURN_IF_ERROR(run(
           "INSERT INTO jobs (id, owner, name, state, priority, spec, submitted_us, started_us, "
           "finished_us, failure_reason, prepared, isa, target_key, cpu_seconds, device_seconds, "
           "records, estimated_latency_ms, uid, device_seconds_limit) VALUES ($1, $2, $3, $4, $5, "
@@ -568,7 +570,7 @@ class PostgresStateStore : public StateStore {
            PgText(j.uid), PgReal(j.device_seconds_limit)}));
     }
     for (const TaskRow& t : m.tasks) {
-      LOOM_RETURN_IF_ERROR(Run(
+      LOOM_RETURN_IF_ERROR(run(
           "INSERT INTO tasks (job_id, idx, task_key, template_name, flops, count, phase, round, "
           "trials_done, errors, best_cost, skip_reason, history, configs, artifacts) VALUES ($1, "
           "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (job_id, "
@@ -585,13 +587,13 @@ class PostgresStateStore : public StateStore {
     }
     for (const auto& [job, bytes] : m.models) {
       LOOM_RETURN_IF_ERROR(
-          Run("INSERT INTO models (job_id, onnx) VALUES ($1, $2) ON CONFLICT "
+          run("INSERT INTO models (job_id, onnx) VALUES ($1, $2) ON CONFLICT "
               "(job_id) DO UPDATE SET onnx = excluded.onnx",
               {PgText(job), PgBytes(bytes)}));
     }
     for (const LeaseRow& l : m.leases_put) {
       LOOM_RETURN_IF_ERROR(
-          Run("INSERT INTO leases (lease_id, job_id, task, kind, agent_id, granted_us) VALUES ($1, "
+          run("INSERT INTO leases (lease_id, job_id, task, kind, agent_id, granted_us) VALUES ($1, "
               "$2, $3, $4, $5, $6) ON CONFLICT (lease_id) DO UPDATE SET job_id = excluded.job_id, "
               "task = excluded.task, kind = excluded.kind, agent_id = excluded.agent_id, "
               "granted_us = excluded.granted_us",
@@ -599,26 +601,26 @@ class PostgresStateStore : public StateStore {
                PgInt(static_cast<int64_t>(l.kind)), PgText(l.agent_id), PgInt(Us(l.granted))}));
     }
     for (const std::string& id : m.leases_deleted) {
-      LOOM_RETURN_IF_ERROR(Run("DELETE FROM leases WHERE lease_id = $1", {PgText(id)}));
+      LOOM_RETURN_IF_ERROR(run("DELETE FROM leases WHERE lease_id = $1", {PgText(id)}));
     }
     for (const LogLine& l : m.logs) {
-      LOOM_RETURN_IF_ERROR(Run("INSERT INTO logs (job_id, time_us, text) VALUES ($1, $2, $3)",
+      LOOM_RETURN_IF_ERROR(run("INSERT INTO logs (job_id, time_us, text) VALUES ($1, $2, $3)",
                                {PgText(l.job_id), PgInt(Us(l.time)), PgText(l.text)}));
     }
     for (const FlaggedAgent& f : m.flagged) {
       LOOM_RETURN_IF_ERROR(
-          Run("INSERT INTO flagged_agents (identity, reason, time_us) VALUES ($1, "
+          run("INSERT INTO flagged_agents (identity, reason, time_us) VALUES ($1, "
               "$2, $3) ON CONFLICT (identity) DO UPDATE SET reason = "
               "excluded.reason, time_us = excluded.time_us",
               {PgText(f.identity), PgText(f.reason), PgInt(Us(f.time))}));
     }
     for (const auto& [name, value] : m.counters) {
       LOOM_RETURN_IF_ERROR(
-          Run("INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT "
+          run("INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT "
               "(name) DO UPDATE SET value = excluded.value",
               {PgText(name), PgInt(value)}));
     }
-    return absl::OkStatus();
+    return conn_->ExecBatch(batch);
   }
 
   absl::Mutex mu_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <random>
 #include <set>
 
 #include "absl/random/random.h"
@@ -149,6 +150,22 @@ std::string NewRequestId() {
   return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
 }
 
+std::string NewSessionSecret() {
+  std::random_device entropy;
+  std::string secret;
+  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&secret, "%08x", entropy());
+  return secret;
+}
+
+bool SameSecret(std::string_view shown, std::string_view secret) {
+  if (secret.empty() || shown.size() != secret.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < secret.size(); ++i) {
+    diff |= static_cast<unsigned char>(shown[i] ^ secret[i]);
+  }
+  return diff == 0;
+}
+
 absl::Status ValidateRequestId(std::string_view id) {
   constexpr size_t kMaxRequestId = 64;
   if (id.size() > kMaxRequestId) {
@@ -195,6 +212,10 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
                                                      "], got ", r.time_budget_seconds()));
     }
     LOOM_RETURN_IF_ERROR(tune::ValidateJobBudget({.total_trials = r.total_trials()}));
+  }
+  if (r.spread() < 0 || r.spread() > kMaxSpread) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spread must be in [0, ", kMaxSpread, "], got ", r.spread()));
   }
   if (r.has_simulated()) {
     const v1::SimulatedWorkload& w = r.simulated();

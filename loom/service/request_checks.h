@@ -31,11 +31,21 @@ struct MeasureCaps {
 // The target kind a job measures on: "cpu" or "cuda" ("cuda:sm_90" -> "cuda"; empty -> "cpu").
 std::string TargetKind(const v1::SubmitJobRequest& spec);
 
+// The most tasks of one job whose rounds may be in flight at once (SubmitJobRequest.spread).
+inline constexpr int kMaxSpread = 64;
+
 // A SubmitJobRequest.request_id: empty, or 1 to 64 of [A-Za-z0-9._:-]; kInvalidArgument otherwise.
 absl::Status ValidateRequestId(std::string_view id);
 // A fresh request id for one submission (32 hex digits from the system's entropy): what clients
 // (api/job_client.h, the CLI) send so that their retries submit once.
 std::string NewRequestId();
+// A registration's secret (RegisterResponse.session): 32 hex digits from the system's entropy
+// (std::random_device), for an --insecure daemon to tell an agent from a caller that only knows
+// its id.
+std::string NewSessionSecret();
+// Whether `shown` is `secret`, in time that depends only on their lengths. False for an empty
+// `secret`.
+bool SameSecret(std::string_view shown, std::string_view secret);
 
 // kInvalidArgument naming the first field outside the API's range or the daemon's caps (and the
 // flag that sets the cap).
