@@ -35,6 +35,7 @@
 #include "loom/ops/template.h"
 #include "loom/records/record_store.h"
 #include "loom/runtime/cuda_backend.h"
+#include "loom/runtime/testing/fake_gpu_artifact.h"
 #include "loom/tune/prior.h"
 #include "nlohmann/json.hpp"
 
@@ -926,6 +927,21 @@ TEST(CliBenchTest, BenchPrintsUntunedAndTunedLatencyAndProfile) {
 
 // `loom compile` writes an artifact that `loom run DIR` and `loom bench DIR` load with no records
 // and no compile, and that answers what the reference executor answers.
+// The outputs in two .npy files agree to `tol` of the largest reference value.
+void ExpectNpyClose(const fs::path& got_file, const fs::path& want_file, double tol) {
+  auto want = graph::ReadNpy(want_file.string());
+  auto got = graph::ReadNpy(got_file.string());
+  ASSERT_TRUE(want.ok() && got.ok());
+  ASSERT_EQ(want->shape(), got->shape());
+  double err = 0, mag = 0;
+  for (int64_t i = 0; i < want->num_elements(); ++i) {
+    err = std::max(err, std::fabs(double{got->data<float>()[i]} - want->data<float>()[i]));
+    mag = std::max(mag, std::fabs(double{want->data<float>()[i]}));
+  }
+  EXPECT_GT(mag, 0);
+  EXPECT_LE(err, tol * mag);
+}
+
 TEST(CliCompileTest, CompileThenRunTheArtifact) {
   const fs::path dir = ScratchDir();
   const fs::path art = dir / "tiny_cnn_artifact";
@@ -948,17 +964,7 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
                         " --output " + (dir / "got.npy").string());
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_THAT(run.out, HasSubstr("compiled artifact, 1 thread"));
-  auto want = graph::ReadNpy((dir / "ref.npy").string());
-  auto got = graph::ReadNpy((dir / "got.npy").string());
-  ASSERT_TRUE(want.ok() && got.ok());
-  ASSERT_EQ(want->shape(), got->shape());
-  double err = 0, mag = 0;
-  for (int64_t i = 0; i < want->num_elements(); ++i) {
-    err = std::max(err, std::fabs(double{got->data<float>()[i]} - want->data<float>()[i]));
-    mag = std::max(mag, std::fabs(double{want->data<float>()[i]}));
-  }
-  EXPECT_GT(mag, 0);
-  EXPECT_LE(err, 1e-3 * mag);
+  ExpectNpyClose(dir / "got.npy", dir / "ref.npy", 1e-3);
   // Without --threads the artifact runs on the threads it was compiled with.
   Outcome run2 = RunLoom("run " + art.string());
   ASSERT_EQ(run2.exit_code, 0) << run2.err;
@@ -990,6 +996,42 @@ TEST(CliCompileTest, CompileThenRunTheArtifact) {
                              (dir / "x").string()),
                      "nope.db' does not exist");
   ExpectOneLineError(RunLoom("compile zoo:tiny_cnn"), "-o");
+}
+
+// `loom run DIR` of a GPU artifact loads it through runtime::LoadCudaArtifact, the loader of the
+// C API and Python: written on the fake CUDA driver (loom_write_fake_gpu_artifact) and run with
+// that driver as libcuda.so.1, it gives the reference's outputs on the same seeded input, replays
+// one captured graph, and refuses another sm, a corrupt kernel image, another GPU and --threads in
+// one line each.
+TEST(CliCompileTest, RunsAGpuArtifactThroughTheOneCudaLoader) {
+  const fs::path dir = ScratchDir();
+  const fs::path art = dir / "gpu_artifact";
+  fs::remove_all(art);
+  Outcome w = RunShell(std::string(LOOM_WRITE_FAKE_GPU_ARTIFACT) + " zoo:tiny_cnn " + art.string() +
+                       " " + (dir / "kernels").string());
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  const std::string with_fake =
+      "LD_LIBRARY_PATH=" + fs::path(runtime::testing::FakeLibcudaPath()).parent_path().string() +
+      " ";
+  Outcome run = RunLoomUnder(
+      with_fake, "run " + art.string() + " --json --output " + (dir / "gpu.npy").string());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j["executor"], "gpu_artifact");
+  EXPECT_EQ(j["graph_replay"], true);
+  EXPECT_EQ(j["outputs"][0]["shape"], nlohmann::json::array({1, 10}));
+  Outcome ref = RunLoom("run zoo:tiny_cnn --output " + (dir / "ref.npy").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  ExpectNpyClose(dir / "gpu.npy", dir / "ref.npy", 1e-3);
+
+  ExpectOneLineError(RunLoomUnder("LOOM_FAKE_CUDA=sm_80 " + with_fake, "run " + art.string()),
+                     "was compiled for sm_90 but the GPU is sm_80");
+  ExpectOneLineError(RunLoomUnder(with_fake, "run " + art.string() + " --device cuda:1"),
+                     "CUDA device 1 does not exist");
+  ExpectOneLineError(RunLoomUnder(with_fake, "run " + art.string() + " --threads 2"),
+                     "--threads is for CPU artifacts");
+  ASSERT_TRUE(runtime::testing::FlipByte((art / "kernels" / "k0.so").string(), 100).ok());
+  ExpectOneLineError(RunLoomUnder(with_fake, "run " + art.string()), "k0.so is corrupt");
 }
 
 // `loom cache info|prune` (issue 20, item 5): sizes, LRU pruning by size and age, one-line errors.
@@ -1074,11 +1116,8 @@ TEST(CliTest, AgentWithACudaDeviceItCannotUseIsOneLine) {
   ExpectOneLineError(o, "device cuda:0: CUDA device 0: libcuda.so.1 not found: no NVIDIA driver");
   EXPECT_EQ(o.exit_code, 1);
   ExpectOneLineError(RunLoom("agent --server 127.0.0.1:1 --device gpu:0"), "expected cpu:CORE");
-  const char* build = std::getenv("LOOM_BUILD_DIR");
-  const fs::path fake = fs::path(build ? build : "") / "loom/tune/fake_cuda";
-  if (build == nullptr || !fs::exists(fake / "libcuda.so.1")) return;
   o = RunLoom("agent --server 127.0.0.1:1 --device cuda:1 --cuda-driver " +
-              (fake / "libcuda.so.1").string());
+              runtime::testing::FakeLibcudaPath());
   ExpectOneLineError(o, "device cuda:1: CUDA device 1: CUDA device 1 does not exist (1 device(s)");
 }
 
@@ -1128,6 +1167,19 @@ TEST(CliFlagsTest, HelpShowsTheDefaults) {
   EXPECT_THAT(o.out, ::testing::ContainsRegex("--db TEXT=loom.db"));
   EXPECT_THAT(o.out, ::testing::ContainsRegex("--tuner [^\n]*=xgb"));
   EXPECT_THAT(RunLoom("compile --help").out, ::testing::ContainsRegex("--db TEXT=loom.db"));
+  // A flag whose "not given" value is a sentinel shows no default, in any command: its help says
+  // what happens without it. The man page holds every command's flags, from the same parser.
+  for (const char* command : {"tune", "submit"}) {
+    const std::string help = RunLoom(std::string(command) + " --help").out;
+    EXPECT_THAT(help, ::testing::ContainsRegex("--total-trials INT +One budget[^\n]*"
+                                               "\\(default: none\\)\n"))
+        << command;
+  }
+  EXPECT_THAT(RunLoom("tune --help").out, ::testing::ContainsRegex("--early-stopping INT +Stop"));
+  EXPECT_THAT(RunLoom("agent --help").out, ::testing::ContainsRegex("--cpu-slots INT[^=\n]*CPU"));
+  const std::string man = RunLoom("help-man").out;
+  EXPECT_THAT(man, Not(HasSubstr("[default: \\-1]")));
+  EXPECT_THAT(man, Not(HasSubstr("[default: -1]")));
 }
 
 TEST(CliFlagsTest, InputShapesHaveOneSyntaxEverywhere) {
@@ -1307,6 +1359,11 @@ TEST(CliFlagsTest, BashCompletionCompletesSubcommandsAndFlags) {
   // A hidden command is not offered; a file argument is left to the shell.
   EXPECT_EQ(complete("loom help", 1), "\n");
   EXPECT_EQ(complete("loom tune ", 2), "\n");
+  // An argument of a fixed set of values offers them, once.
+  EXPECT_EQ(complete("loom completion \"\"", 2), "bash zsh\n");
+  EXPECT_EQ(complete("loom completion z", 2), "zsh\n");
+  EXPECT_EQ(complete("loom -v completion b", 3), "bash\n");
+  EXPECT_EQ(complete("loom completion bash \"\"", 3), "\n");
   const std::string zsh = RunLoom("completion zsh").out;
   EXPECT_THAT(zsh, ::testing::StartsWith("#compdef loom\n"));
   EXPECT_THAT(zsh, HasSubstr("(loom/records/summary)"));
@@ -1368,6 +1425,8 @@ TEST(CliFlagsTest, ZshCompletionCompletesInARealZsh) {
   EXPECT_EQ(complete("loom tune zoo:tiny_cnn --min-r"), "--min-repeat-ms");
   EXPECT_EQ(complete("loom records summary --j"), "--json");  // a global flag, after the name
   EXPECT_EQ(complete("loom help"), "");                       // help-man is hidden
+  EXPECT_EQ(complete("loom completion "), "bash zsh");        // not file names
+  EXPECT_EQ(complete("loom completion z"), "zsh");
 }
 
 // The build writes loom(1) from the parser (`loom help-man`); it names every command and its

@@ -13,7 +13,9 @@
 // file, an unsupported operator, a compiler error).
 //
 // Link with the CMake target loom_api. The `loom` CLI's compile / run DIR commands are built on
-// this API. For C, see loom_c.h (shared library libloom.so, artifacts only).
+// this API. For C, see loom_c.h (shared library libloom.so, artifacts only). A GPU artifact
+// (`loom compile --target cuda -o DIR`) loads through runtime::LoadCudaArtifact, as in the C API
+// and `loom run DIR`, and runs on its GPU.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +36,11 @@ namespace loom {
 
 namespace runtime {
 class CompiledModel;
-}
+class CudaModel;
+}  // namespace runtime
+namespace ops {
+struct Target;
+}  // namespace ops
 
 using Tensor = graph::Tensor;
 using TensorInfo = graph::ValueInfo;  // name + dtype + static shape
@@ -48,6 +54,8 @@ struct LoadOptions {
   // Artifacts only: a PEM file with the Ed25519 public key the artifact must be signed with
   // (`loom compile --sign`); empty: no signature is checked. See docs/SECURITY.md.
   std::string verify_key{};
+  // GPU artifacts only: the GPU (CUDA device ordinal) that runs it.
+  int cuda_device = 0;
 };
 
 struct TuneOptions {
@@ -128,6 +136,9 @@ class Model {
  public:
   // "zoo:NAME" (built-in model), an ONNX file, or an artifact directory written by Export (then
   // the model is already compiled; Tune is refused and Compile only changes the thread count).
+  // A GPU artifact opens GPU options.cuda_device and is refused, in one line, without a driver or
+  // device, for another architecture (sm), or with a missing or corrupt kernel image, weights or
+  // plan; Compile is refused for it (it runs as compiled).
   static Model Load(std::string_view spec, const LoadOptions& options = {});
   // A graph the caller built or loaded (it must be shape-inferred, as LoadModel leaves it).
   static Model FromGraph(graph::Graph graph, std::string name = "graph");
@@ -176,6 +187,10 @@ class Model {
   absl::StatusOr<std::vector<graph::Task>> Tasks() const;
   // The compiled model, null before Compile (or on error). For profiles and plans.
   runtime::CompiledModel* compiled();
+  // A GPU artifact's model and the target of its GPU (device name, architecture); null for any
+  // other model.
+  runtime::CudaModel* cuda_model();
+  const ops::Target* cuda_target() const;
 
   struct State;
 

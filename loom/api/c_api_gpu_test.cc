@@ -1,7 +1,8 @@
 // The C API on GPU artifacts (`loom compile --target cuda -o DIR`), without a GPU: the artifact is
 // made by the runtime on the fake CUDA driver (toolchain/testing/fake_libcuda.cc) with
-// host-emulation kernel images, and libloom.so's loom_model_load finds the same fake driver as
-// "libcuda.so.1" (loaded first by path, so the dynamic loader matches its soname). Checks the
+// host-emulation kernel images (runtime/testing/fake_gpu_artifact.h), and libloom.so's
+// loom_model_load finds the same fake driver as "libcuda.so.1" (loaded first by path, so the
+// dynamic loader matches its soname). Checks the
 // outputs bit for bit against the model that wrote the artifact, and the one-line refusals: another
 // sm, a corrupt kernel image, a missing file, no driver, thread counts.
 #include <unistd.h>
@@ -20,8 +21,7 @@
 #include "loom/frontend/model_loader.h"
 #include "loom/loom_c.h"
 #include "loom/runtime/artifact.h"
-#include "loom/runtime/cuda_backend.h"
-#include "loom/runtime/cuda_model.h"
+#include "loom/runtime/testing/fake_gpu_artifact.h"
 
 namespace loom {
 namespace {
@@ -50,41 +50,29 @@ std::string LastError() {
 class CApiGpuTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    runtime::CudaDeviceOptions o;
-    o.build.num_threads = 2;
-    o.build.cache_dir = BuildDir() + "/c_api_gpu_test_kernels";
-    o.driver_library = LOOM_FAKE_LIBCUDA;
-    o.host_emulation_kernels = true;
-    auto backend = runtime::MakeCudaDeviceBackend(o);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
     auto m = frontend::LoadModel("zoo:tiny_cnn");
     ASSERT_TRUE(m.ok()) << m.status();
     graph_ = std::move(m->graph);
-    auto model = runtime::CudaModel::Compile(graph_, backend_.get());
-    ASSERT_TRUE(model.ok()) << model.status();
+    auto compiled =
+        runtime::testing::CompileOnFakeGpu(graph_, BuildDir() + "/c_api_gpu_test_kernels");
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
     ASSERT_EQ(graph_.inputs.size(), 1u);
     input_ = graph::Tensor(graph::DType::kFloat32, graph_.inputs[0].type.shape);
     base::Rng rng(3);
     for (float& v : input_.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
-    auto want = (*model)->Run({{graph_.inputs[0].name, input_}});
+    auto want = compiled->model->Run({{graph_.inputs[0].name, input_}});
     ASSERT_TRUE(want.ok()) << want.status();
     want_ = *std::move(want);
     dir_ = absl::StrCat(BuildDir(), "/c_api_gpu_test_artifact_", getpid());
     std::filesystem::remove_all(dir_);
-    ASSERT_TRUE((*model)->Export(dir_).ok());
+    ASSERT_TRUE(compiled->model->Export(dir_).ok());
     ASSERT_TRUE(runtime::IsCudaArtifactDir(dir_));
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Flips one byte of `file` (relative to the artifact) at `offset`.
-  void Damage(const std::string& file, std::streamoff offset) {
-    std::fstream f(dir_ + "/" + file, std::ios::in | std::ios::out | std::ios::binary);
-    ASSERT_TRUE(f.good()) << file;
-    f.seekg(offset);
-    const char c = static_cast<char>(f.get());
-    f.seekp(offset);
-    f.put(static_cast<char>(c ^ 0x5a));
+  void Damage(const std::string& file, int64_t offset) {
+    ASSERT_TRUE(runtime::testing::FlipByte(dir_ + "/" + file, offset).ok()) << file;
   }
 
   // loom_model_load of the artifact fails with `code` and a one-line message holding `fragment`.
@@ -96,7 +84,6 @@ class CApiGpuTest : public ::testing::Test {
     loom_model_free(m);
   }
 
-  std::unique_ptr<runtime::CudaBackend> backend_;  // keeps the fake driver loaded
   graph::Graph graph_;
   graph::Tensor input_;
   std::vector<graph::Tensor> want_;

@@ -1,5 +1,6 @@
 // loom::Model (include/loom/loom.h): the chainable library API over runtime/ (LoadModel,
-// CompiledModel, artifacts) and tune/ (the single-job tuning loop).
+// CompiledModel, CPU artifacts, GPU artifacts through LoadCudaArtifact) and tune/ (the single-job
+// tuning loop).
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "loom/records/record_store.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_model.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/tune/local_machine.h"
 #include "loom/tune/prior.h"
@@ -37,6 +39,7 @@ struct Model::State {
   std::string tuning_summary;      // of the last Compile
   CompileOptions compile_options;  // of the last Compile: Export compiles objects the same way
   std::unique_ptr<runtime::CompiledModel> compiled;
+  runtime::LoadedCudaArtifact gpu;  // a GPU artifact's model on its GPU (then `compiled` is null)
 };
 
 void Init(int argc, char** argv) {
@@ -54,10 +57,15 @@ Model Model::Load(std::string_view spec, const LoadOptions& options) {
   auto state = std::make_unique<State>();
   state->name = std::string(spec);
   if (runtime::IsCudaArtifactDir(state->name)) {
-    // TODO(issue 23): run GPU artifacts through loom::Model (and so Python's load_artifact).
-    state->status = absl::FailedPreconditionError(absl::StrCat(
-        state->name, " is a GPU artifact: load it with the C API (loom_model_load) or `loom run ",
-        state->name, "`; loom::Model and Python's load_artifact run CPU artifacts"));
+    state->artifact_dir = state->name;
+    absl::StatusOr<runtime::LoadedCudaArtifact> gpu =
+        runtime::LoadCudaArtifact(state->artifact_dir, options.cuda_device, options.verify_key);
+    if (gpu.ok()) {
+      state->gpu = *std::move(gpu);
+      state->loaded = true;
+    } else {
+      state->status = gpu.status();
+    }
     return Model(std::move(state));
   }
   if (runtime::IsArtifactDir(state->name)) {
@@ -206,6 +214,10 @@ Model& Model::Compile(const CompileOptions& options) & {
   State& s = *state_;
   if (!s.status.ok()) return *this;
   s.status = [&]() -> absl::Status {
+    if (s.gpu.model != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          s.name, " is a GPU artifact: it runs on its GPU as compiled (no threads to choose)"));
+    }
     if (!s.has_graph) {  // an artifact: only the thread count can change
       LOOM_ASSIGN_OR_RETURN(
           s.compiled, runtime::CompiledModel::Load(s.artifact_dir, {.num_threads = options.threads,
@@ -250,23 +262,26 @@ absl::StatusOr<std::vector<graph::Task>> Model::Tasks() const {
 }
 
 absl::Status Model::EnsureCompiled() {
-  if (state_->status.ok() && state_->compiled == nullptr) Compile();
+  if (state_->status.ok() && state_->compiled == nullptr && state_->gpu.model == nullptr) {
+    Compile();
+  }
   return state_->status;
 }
 
 absl::StatusOr<std::vector<Tensor>> Model::Run(const std::map<std::string, Tensor>& inputs) {
   LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  if (state_->gpu.model != nullptr) return state_->gpu.model->Run(inputs);
   return state_->compiled->Run(inputs);
 }
 
 absl::StatusOr<std::vector<Tensor>> Model::Run(const Tensor& input) {
   LOOM_RETURN_IF_ERROR(EnsureCompiled());
-  const std::vector<TensorInfo> in = state_->compiled->inputs();
+  const std::vector<TensorInfo> in = inputs();
   if (in.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the model has ", in.size(), " inputs: pass them by name to Run(map of tensors)"));
   }
-  return state_->compiled->Run({{in[0].name, input}});
+  return Run({{in[0].name, input}});
 }
 
 absl::StatusOr<BenchmarkResult> Model::Benchmark(const BenchmarkOptions& options) {
@@ -274,22 +289,21 @@ absl::StatusOr<BenchmarkResult> Model::Benchmark(const BenchmarkOptions& options
   if (options.min_runs < 1) {
     return absl::InvalidArgumentError("BenchmarkOptions.min_runs must be at least 1");
   }
-  runtime::CompiledModel& cm = *state_->compiled;
   std::map<std::string, Tensor> feeds;
   base::Rng rng(1);
-  for (const TensorInfo& in : cm.inputs()) {
+  for (const TensorInfo& in : inputs()) {
     Tensor t(in.type.dtype, in.type.shape);
     if (in.type.dtype == graph::DType::kFloat32) {
       for (float& v : t.values<float>()) v = static_cast<float>(rng.Normal(0.0, 1.0));
     }
     feeds[in.name] = std::move(t);
   }
-  LOOM_RETURN_IF_ERROR(cm.Run(feeds).status());  // warm-up
+  LOOM_RETURN_IF_ERROR(Run(feeds).status());  // warm-up (a GPU model captures its graph)
   std::vector<double> ms;
   const auto begin = std::chrono::steady_clock::now();
   while (true) {
     const auto t0 = std::chrono::steady_clock::now();
-    LOOM_RETURN_IF_ERROR(cm.Run(feeds).status());
+    LOOM_RETURN_IF_ERROR(Run(feeds).status());
     const auto t1 = std::chrono::steady_clock::now();
     ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     if (static_cast<int32_t>(ms.size()) >= options.min_runs &&
@@ -311,6 +325,7 @@ absl::StatusOr<BenchmarkResult> Model::Benchmark(const BenchmarkOptions& options
 
 absl::Status Model::Export(const std::string& dir) {
   LOOM_RETURN_IF_ERROR(EnsureCompiled());
+  if (state_->gpu.model != nullptr) return state_->gpu.model->Export(dir);
   runtime::ExportOptions eo;
   eo.build.num_threads = std::max(1, state_->compile_options.build_threads);
   eo.build.cache_dir = state_->compile_options.cache_dir;
@@ -325,16 +340,22 @@ const std::string& Model::name() const { return state_->name; }
 int64_t Model::tuned_tasks() const { return state_->tuned_tasks; }
 const std::string& Model::tuning_summary() const { return state_->tuning_summary; }
 runtime::CompiledModel* Model::compiled() { return state_->compiled.get(); }
+runtime::CudaModel* Model::cuda_model() { return state_->gpu.model.get(); }
+const ops::Target* Model::cuda_target() const {
+  return state_->gpu.backend != nullptr ? &state_->gpu.backend->target() : nullptr;
+}
 
 std::vector<TensorInfo> Model::inputs() const {
   if (!state_->status.ok()) return {};
   if (state_->compiled != nullptr) return state_->compiled->inputs();
+  if (state_->gpu.model != nullptr) return state_->gpu.model->inputs();
   return state_->graph.inputs;
 }
 
 std::vector<TensorInfo> Model::outputs() const {
   if (!state_->status.ok()) return {};
   if (state_->compiled != nullptr) return state_->compiled->outputs();
+  if (state_->gpu.model != nullptr) return state_->gpu.model->outputs();
   std::vector<TensorInfo> out = state_->graph.outputs;
   for (TensorInfo& v : out) {
     auto t = state_->graph.value_types.find(v.name);

@@ -2,6 +2,7 @@
 // the reference executor, artifacts through Export / Load, and how errors travel down a chain.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,9 +12,12 @@
 #include "gtest/gtest.h"
 #include "loom/frontend/model_loader.h"
 #include "loom/loom.h"
+#include "loom/ops/target.h"
 #include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
+#include "loom/runtime/testing/fake_gpu_artifact.h"
 
 namespace loom {
 namespace {
@@ -93,16 +97,72 @@ TEST(ModelTest, CompileRunExportLoadMatchesTheReference) {
   EXPECT_THAT(loaded.status().message(), HasSubstr("compiled artifact"));
 }
 
-// A GPU artifact (plan.json of format loom-cuda-artifact) is refused in one line that says where it
-// does load, not misread as a CPU artifact.
-TEST(ModelTest, GpuArtifactsAreRefusedWithWhereTheyLoad) {
+// The one-line refusal of a failed Load, with its code.
+void ExpectRefused(const Model& m, absl::StatusCode code, const std::string& fragment) {
+  EXPECT_EQ(m.status().code(), code) << m.status();
+  EXPECT_THAT(m.status().message(), HasSubstr(fragment));
+  EXPECT_EQ(m.status().message().find('\n'), std::string_view::npos) << m.status();
+}
+
+// A GPU artifact (`loom compile --target cuda -o DIR`, here written on the fake CUDA driver with
+// host-emulation kernels) loads through runtime::LoadCudaArtifact, the C API's loader: it runs on
+// the GPU like the model that wrote it and as the reference does, replays one captured graph, runs
+// as compiled (Compile is refused), exports again, and another sm or a damaged file is refused in
+// one line.
+TEST(ModelTest, GpuArtifactsLoadAndRunThroughTheCudaLoader) {
+  auto source = frontend::LoadModel("zoo:tiny_cnn");
+  ASSERT_TRUE(source.ok()) << source.status();
+  auto gpu = runtime::testing::CompileOnFakeGpu(source->graph, BuildDir() + "/api_model_test_gpu");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  const Tensor x = Input(source->graph.inputs[0].type.shape);
+  auto want = gpu->model->Run({{source->graph.inputs[0].name, x}});
+  ASSERT_TRUE(want.ok()) << want.status();
   const std::string dir = Scratch("gpu_artifact");
-  std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/plan.json") << R"({"format": "loom-cuda-artifact", "format_version": 1})";
+  ASSERT_TRUE(gpu->model->Export(dir).ok());
+
   Model m = Model::Load(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_NE(m.cuda_model(), nullptr);
+  EXPECT_EQ(m.compiled(), nullptr);
+  EXPECT_EQ(m.cuda_target()->cuda_arch, "sm_90");
+  ASSERT_EQ(m.inputs().size(), 1u);
+  EXPECT_EQ(m.outputs()[0].type.shape, (graph::Shape{1, 10}));
+  for (int run = 0; run < 2; ++run) {  // the first run captures the graph, the second replays it
+    auto got = m.Run(x);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ((*got)[0].num_bytes(), (*want)[0].num_bytes());
+    EXPECT_EQ(std::memcmp((*got)[0].raw_data(), (*want)[0].raw_data(), (*want)[0].num_bytes()), 0);
+    ExpectClose((*got)[0], Reference("zoo:tiny_cnn", x)[0], 1e-3);
+  }
+  EXPECT_TRUE(m.cuda_model()->run_stats().graph_captured);
+  EXPECT_EQ(m.cuda_model()->run_stats().runs, 2);
+  auto bench = m.Benchmark({.min_seconds = 0, .min_runs = 2});
+  ASSERT_TRUE(bench.ok()) << bench.status();
+  EXPECT_GE(bench->runs, 2);
+
+  m.Compile({.threads = 2});
   EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(m.status().message(), HasSubstr("is a GPU artifact: load it with the C API"));
-  EXPECT_EQ(m.status().message().find('\n'), std::string_view::npos);
+  EXPECT_THAT(m.status().message(), HasSubstr("is a GPU artifact: it runs on its GPU as compiled"));
+  m.ClearError();
+  EXPECT_EQ(m.Tune().status().code(), absl::StatusCode::kFailedPrecondition);
+  m.ClearError();
+  const std::string again = Scratch("gpu_artifact_again");
+  ASSERT_TRUE(m.Export(again).ok());
+  auto rerun = Model::Load(again).Run(x);
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  EXPECT_EQ(std::memcmp((*rerun)[0].raw_data(), (*want)[0].raw_data(), (*want)[0].num_bytes()), 0);
+
+  setenv("LOOM_FAKE_CUDA", "sm_80", 1);
+  Model other_sm = Model::Load(dir);
+  unsetenv("LOOM_FAKE_CUDA");
+  ExpectRefused(other_sm, absl::StatusCode::kFailedPrecondition,
+                "was compiled for sm_90 but the GPU is sm_80");
+  ExpectRefused(Model::Load(dir, {.cuda_device = 1}), absl::StatusCode::kInvalidArgument,
+                "CUDA device 1 does not exist");
+  ASSERT_TRUE(runtime::testing::FlipByte(again + "/kernels/k0.so", 100).ok());
+  ExpectRefused(Model::Load(again), absl::StatusCode::kDataLoss, "k0.so is corrupt");
+  ASSERT_TRUE(runtime::testing::FlipByte(dir + "/weights.bin", 8).ok());
+  ExpectRefused(Model::Load(dir), absl::StatusCode::kDataLoss, "weights.bin");
 }
 
 TEST(ModelTest, RunCompilesImplicitly) {

@@ -206,8 +206,9 @@ void RegisterAgentCommand(CLI::App& app) {
   cmd->add_option("--device", flags->devices,
                   "Measurement device, repeatable: cpu:CORE, cpu:FIRST-LAST or cuda:ORDINAL "
                   "(default: the last core)");
-  cmd->add_option("--cpu-slots", flags->cpu_slots,
-                  "CPU slots offered for propose/build/update (default: the cores no device uses)")
+  NoDefaultShown(cmd->add_option("--cpu-slots", flags->cpu_slots,
+                                 "CPU slots offered for propose/build/update (default: the cores "
+                                 "no device uses)"))
       ->check(CLI::NonNegativeNumber);
   AddTokenFileOption(cmd, &flags->token_file,
                      "File holding this agent's token (default: $LOOM_TOKEN); never pass a token "

@@ -125,6 +125,11 @@ void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help) {
   Bindings().json.push_back(json);
 }
 
+CLI::Option* NoDefaultShown(CLI::Option* opt) {
+  // The default string is only shown: the bound variable keeps its sentinel.
+  return opt->default_str("");
+}
+
 void AddServerOption(CLI::App* cmd, std::string* server, const std::string& help) {
   cmd->add_option("--server", *server, help);
   Bindings().server.push_back(server);

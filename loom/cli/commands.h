@@ -59,6 +59,10 @@ GlobalFlags& Globals();
 void AddGlobalFlags(CLI::App& app);
 void ApplyGlobalFlags();
 void AddJsonFlag(CLI::App* cmd, bool* json, const std::string& help = "Print JSON instead of text");
+// For a flag whose "not given" value is a sentinel (-1: not given): --help, the man page and the
+// completions show no default for it, where they would show the sentinel. Its help says what
+// happens without it. Returns `opt`.
+CLI::Option* NoDefaultShown(CLI::Option* opt);
 void AddServerOption(CLI::App* cmd, std::string* server,
                      const std::string& help =
                          "HOST:PORT of loom serve, or a list A:PORT,B:PORT (default: "

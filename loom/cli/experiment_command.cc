@@ -525,9 +525,10 @@ void RegisterExperimentCommand(CLI::App& app) {
                   "simulation.csv, report.html)")
       ->required();
   cmd->add_option("--db", o->db, "Record database (default: DIR/records.db)");
-  cmd->add_option("--run-timeout", o->run_timeout,
-                  "Seconds a candidate may run past its expected time before it counts as hung "
-                  "(default: the spec's run_timeout_s)")
+  NoDefaultShown(
+      cmd->add_option("--run-timeout", o->run_timeout,
+                      "Seconds a candidate may run past its expected time before it counts as hung "
+                      "(default: the spec's run_timeout_s)"))
       ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--progress-seconds", o->progress_seconds, "Seconds between progress lines")
       ->check(CLI::Range(0.1, 3600.0));

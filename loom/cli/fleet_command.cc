@@ -417,15 +417,15 @@ void RegisterFleetCommand(CLI::App& app) {
       "slurm",
       "Submit scripts/slurm/loom-agents.sbatch: one `loom agent` per node of a Slurm allocation; "
       "wait until they have registered with loom serve");
-  cmd->add_option("--nodes", f->nodes, "Nodes to allocate (one agent each)")
+  NoDefaultShown(cmd->add_option("--nodes", f->nodes, "Nodes to allocate (one agent each)"))
       ->check(CLI::PositiveNumber);
   cmd->add_option("--partition", f->partition, "Slurm partition (default: the cluster's)");
   cmd->add_option("--gpus-per-node", f->gpus_per_node,
                   "GPUs per node (GRES gpu:G), each a cuda:N device of its agent")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--time", f->time, "Slurm time limit (sbatch --time: MINUTES, HH:MM:SS, D-HH)");
-  cmd->add_option("--cpus-per-node", f->cpus_per_node,
-                  "CPUs per node (default: whole nodes, sbatch --exclusive)")
+  NoDefaultShown(cmd->add_option("--cpus-per-node", f->cpus_per_node,
+                                 "CPUs per node (default: whole nodes, sbatch --exclusive)"))
       ->check(CLI::NonNegativeNumber);
   AddServerOption(cmd, &f->server);
   cmd->add_option("--agent-server", f->agent_server,

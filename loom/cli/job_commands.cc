@@ -384,9 +384,9 @@ void RegisterJobCommands(CLI::App& app) {
                         "Trials per task (default 32; with a job budget a cap per task, "
                         "default none)")
             ->check(CLI::Range(1, 1000000));
-    cmd->add_option("--total-trials", o->total_trials,
-                    "One budget of trials for the whole job, shared among its tasks by expected "
-                    "gain");
+    NoDefaultShown(cmd->add_option("--total-trials", o->total_trials,
+                                   "One budget of trials for the whole job, shared among its "
+                                   "tasks by expected gain (default: none)"));
     cmd->add_option("--time-budget", o->time_budget,
                     "One time budget for the whole job, e.g. 90s, 20m or 1h30m (from its first "
                     "stage), shared among its tasks by expected gain");
@@ -410,8 +410,9 @@ void RegisterJobCommands(CLI::App& app) {
     cmd->add_option("--repeat", o->request.repeat,
                     "Timed repeats per candidate (0: the agents' default)")
         ->check(CLI::Range(0, 1000));
-    cmd->add_option("--run-timeout", o->request.run_timeout_s,
-                    "Seconds a candidate may run past its expected time (default: the agents')")
+    NoDefaultShown(cmd->add_option(
+                       "--run-timeout", o->request.run_timeout_s,
+                       "Seconds a candidate may run past its expected time (default: the agents')"))
         ->check(CLI::Range(0.0, 3600.0));
     cmd->add_option("--seed", o->request.seed, "Tuner seed")->check(CLI::NonNegativeNumber);
     cmd->add_flag("--no-prior", o->no_prior,

@@ -25,7 +25,6 @@
 #include "loom/loom.h"
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
-#include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/cuda_model.h"
 #include "loom/runtime/reference_executor.h"
 #include "nlohmann/json.hpp"
@@ -197,33 +196,31 @@ void RunRun(const RunOptions& opts) {
   std::string how;
   // --json: what ran it ("reference", "artifact", "gpu_artifact"), timed runs, threads, device.
   nlohmann::json run = nlohmann::json::object();
-  std::unique_ptr<runtime::CudaBackend> gpu;  // outlives the GPU model
   if (runtime::IsCudaArtifactDir(opts.model.model)) {
-    // A GPU artifact: its kernel images on the device, refused for another architecture.
+    // A GPU artifact, through the one loader of the C API and loom::Model: its kernel images on
+    // the device, refused in one line for another architecture or a damaged file.
     if (opts.threads > 0) Fail(absl::InvalidArgumentError("--threads is for CPU artifacts"));
-    runtime::CudaDeviceOptions device;
-    device.ordinal = CudaOrdinalOrFail(opts.device);
-    auto backend = runtime::MakeCudaDeviceBackend(device);
-    FailIfError(backend.status());
-    gpu = *std::move(backend);
-    auto model = runtime::CudaModel::Load(opts.model.model, gpu.get(), opts.verify_key);
-    FailIfError(model.status());
-    output_infos = (*model)->outputs();
+    auto gpu = runtime::LoadCudaArtifact(opts.model.model, CudaOrdinalOrFail(opts.device),
+                                         opts.verify_key);
+    FailIfError(gpu.status());
+    runtime::CudaModel& model = *gpu->model;
+    output_infos = model.outputs();
     auto out_files = OutputFiles(output_infos, opts);
     FailIfError(out_files.status());
     files = *std::move(out_files);
-    auto feeds = ReadInputs((*model)->inputs(), opts);
+    auto feeds = ReadInputs(model.inputs(), opts);
     FailIfError(feeds.status());
-    FailIfError((*model)->Run(*feeds).status());  // first run: captures the launches
+    FailIfError(model.Run(*feeds).status());  // first run: captures the launches
     auto start = std::chrono::steady_clock::now();
-    outputs = (*model)->Run(*feeds);
+    outputs = model.Run(*feeds);
     ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    how = absl::StrCat("GPU artifact on ", gpu->target().device_name, ", second run",
-                       (*model)->run_stats().graph_captured ? ", graph replay" : "");
+    const std::string& device_name = gpu->backend->target().device_name;
+    how = absl::StrCat("GPU artifact on ", device_name, ", second run",
+                       model.run_stats().graph_captured ? ", graph replay" : "");
     run = {{"executor", "gpu_artifact"},
-           {"device", gpu->target().device_name},
-           {"graph_replay", (*model)->run_stats().graph_captured},
+           {"device", device_name},
+           {"graph_replay", model.run_stats().graph_captured},
            {"warmup_runs", 1}};
   } else if (runtime::IsArtifactDir(opts.model.model)) {
     // A compiled artifact: no graph, no compiler, no records.
@@ -349,8 +346,8 @@ void RegisterRunCommand(CLI::App& app) {
   cmd->add_option("--output-dir", opts->output_dir,
                   "Write every output to DIR/<name>.npy (names sanitized; created if missing)");
   cmd->add_option("--input-seed", opts->input_seed, "Seed for generated inputs");
-  cmd->add_option("--threads", opts->threads,
-                  "Threads running a compiled artifact (default: as compiled)");
+  NoDefaultShown(cmd->add_option("--threads", opts->threads,
+                                 "Threads running a compiled artifact (default: as compiled)"));
   cmd->add_option("--verify", opts->verify_key,
                   "Refuse a compiled artifact unless it is signed with the Ed25519 key in this "
                   "public-key PEM file (loom compile --sign)");

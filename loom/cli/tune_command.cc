@@ -76,9 +76,9 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
                       "Measured candidates per task (with --total-trials or --time-budget a cap "
                       "per task, none unless given)")
           ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
-  cmd->add_option("--total-trials", o->total_trials,
-                  "One budget of measured candidates for the whole job, shared among its tasks by "
-                  "expected gain");
+  NoDefaultShown(cmd->add_option("--total-trials", o->total_trials,
+                                 "One budget of measured candidates for the whole job, shared "
+                                 "among its tasks by expected gain (default: none)"));
   cmd->add_option("--time-budget", o->time_budget,
                   "One time budget for the whole job, e.g. 90s, 20m or 1h30m, shared among its "
                   "tasks by expected gain; the job ends within it plus one round");
@@ -90,13 +90,15 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_option("--db", o->db, "SQLite record database (created if missing)");
   cmd->add_option("--device-cores", o->device_cores,
                   "CPU cores the measurer is pinned to, e.g. 1 or 2,3 (default: the last core)");
-  cmd->add_option("--build-threads", o->build_threads,
-                  "Parallel compiles (default: cores outside the device, at least 1)")
+  NoDefaultShown(
+      cmd->add_option("--build-threads", o->build_threads,
+                      "Parallel compiles (default: cores outside the device, at least 1)"))
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--job-id", o->job_id,
                   "Job id (default: derived from the work, so reruns resume)");
-  cmd->add_option("--early-stopping", o->early_stopping,
-                  "Stop a task after this many trials without improvement");
+  NoDefaultShown(cmd->add_option("--early-stopping", o->early_stopping,
+                                 "Stop a task after this many trials without improvement "
+                                 "(default: never)"));
   cmd->add_option("--run-timeout", o->run_timeout,
                   "Seconds a candidate may run past its expected time before it counts as hung")
       ->check(CLI::Range(0.1, 3600.0));
@@ -593,11 +595,13 @@ void RegisterTuneCommands(CLI::App& app) {
                    "Run the jobs in the engine under this scheduling policy (default with several "
                    "models: interleaved)")
       ->check(CLI::IsMember({"sequential", "uncontrolled", "interleaved", "predictive"}));
-  tune->add_option("--cpu-slots", model_opts->tune.cpu_slots,
-                   "Engine: CPU slots outside the device (default: one per core outside it)")
+  NoDefaultShown(
+      tune->add_option("--cpu-slots", model_opts->tune.cpu_slots,
+                       "Engine: CPU slots outside the device (default: one per core outside it)"))
       ->check(CLI::Range(0, 1024));
-  tune->add_option("--progress-seconds", model_opts->tune.progress_seconds,
-                   "Engine: seconds between progress reports (default 1 on a terminal, else 10)")
+  NoDefaultShown(tune->add_option(
+                     "--progress-seconds", model_opts->tune.progress_seconds,
+                     "Engine: seconds between progress reports (default 1 on a terminal, else 10)"))
       ->check(CLI::Range(0.0, 3600.0));
   tune->callback([model_opts] {
     WarnIfUnconfined(model_opts->tune.confine, "loom tune");

@@ -155,6 +155,7 @@ struct JobState {
   // whose round is in flight (-1: none).
   std::unique_ptr<tune::BudgetedJob> budgeted;
   int budget_task = -1;
+  int64_t budget_round = -1;  // the session's round count when budget_task was handed out
   // The running build's placement, read by the builder's hooks (guarded by the runner's pin_mu).
   std::shared_ptr<Placement> build_placement;
   // Engine-thread view for progress.
@@ -464,9 +465,11 @@ void Runner::AdvanceBudgeted(JobState& job) {
   }
   while (!job.done) {
     if (job.budget_task >= 0) {
-      // The task's last round also runs its baseline (tune::RunRound's order) before it is done.
+      // A task's turn is its round, with its baseline before it (the budget's sessions measure
+      // it first) or after it (its last round), as tune::RunRound runs them.
       const tune::SessionRequest next = job.session->Next();
       if (!next.done && next.baseline) return SubmitDefault(job);
+      if (!next.done && job.session->round() == job.budget_round) return SubmitRound(job);
       job.budgeted->RoundDone(job.budget_task);
       job.budget_task = -1;
     }
@@ -480,6 +483,7 @@ void Runner::AdvanceBudgeted(JobState& job) {
     job.budget_task = *task;
     job.task_index = static_cast<size_t>(*task);
     job.session = job.budgeted->session(*task);
+    job.budget_round = job.session->round();
     job.trials_done = job.session->trials_done();
     job.best_gflops = job.session->best_gflops();
     const tune::SessionRequest next = job.session->Next();

@@ -231,6 +231,14 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
                                                                   RecordStore* store) {
   std::unique_ptr<TaskSession> s(new TaskSession(task, target, options, store));
   LOOM_RETURN_IF_ERROR(s->Init());
+  if (options.baseline_first) {
+    if (state.baseline_done()) {  // measured before the rounds that are replayed below
+      s->state_->set_baseline_done(true);
+      s->state_->set_default_cost(state.default_cost());
+    } else if (state.rounds_size() > 0 || state.has_pending()) {
+      s->options_.baseline_first = false;  // a session that began without: keep its order
+    }
+  }
   const v1::TaskSessionState& mine = *s->state_;
   if (state.version() != kStateVersion) {
     return absl::InvalidArgumentError(absl::StrCat("session state: version ", state.version(),
@@ -411,20 +419,28 @@ int TaskSession::NextBatchSize() const {
   return static_cast<int>(std::min<int64_t>(options_.batch_size, options_.trials - trials_done_));
 }
 
+bool TaskSession::BaselineFromTrials() {
+  std::optional<double> cost = MeasuredCost(template_->DefaultConfig().index);
+  if (!cost.has_value()) return false;
+  state_->set_baseline_done(true);
+  state_->set_default_cost(*cost);
+  return true;
+}
+
 void TaskSession::AfterRound() {
-  if (trials_done_ < options_.trials && TunerHasNext()) {
+  const bool baseline_due = options_.measure_default && !state_->baseline_done();
+  const bool trials_left = trials_done_ < options_.trials && TunerHasNext();
+  if (baseline_due && options_.baseline_first && trials_left && !BaselineFromTrials()) {
+    phase_ = Phase::kBaselineBuild;
+    return;
+  }
+  if (trials_left) {
     phase_ = Phase::kPropose;
     batch_ = NextBatchSize();
     return;
   }
-  if (!options_.measure_default || state_->baseline_done()) {
-    phase_ = Phase::kDone;
-    return;
-  }
   // The tuner usually starts from the default config, so its trial is the baseline already.
-  if (std::optional<double> cost = MeasuredCost(template_->DefaultConfig().index)) {
-    state_->set_baseline_done(true);
-    state_->set_default_cost(*cost);
+  if (!baseline_due || BaselineFromTrials()) {
     phase_ = Phase::kDone;
     return;
   }
@@ -616,7 +632,8 @@ absl::Status TaskSession::Complete(const StageOutcome& outcome) {
       state_->set_baseline_done(true);
       state_->set_default_cost(m.ok() ? m.MedianCost() : kInf);
       builds_.clear();
-      phase_ = Phase::kDone;
+      timings_.clear();
+      AfterRound();  // done, or (baseline_first) the first round
       return absl::OkStatus();
     }
     case Phase::kDone:

@@ -52,6 +52,11 @@ struct TaskTunerOptions {
   // After the trials, the template's default config (the untuned baseline) is built and measured
   // as two more stages unless a trial of this run measured it already.
   bool measure_default = true;
+  // The baseline's two stages come before the first round instead of after the trials: for jobs
+  // whose budget may end a task before its trials (BudgetedJob, tune_job.h), so that every task
+  // the job schedules has its baseline. A restored state that has rounds and no baseline keeps
+  // it for the end.
+  bool baseline_first = false;
   // The tuner runs elsewhere: in sessions the stages restore from Save()'s state (the service's
   // stateless agents, agent/stage_executor.cc). This session then keeps the state and every
   // other rule of the round but never calls its tuner: ProposeStage and UpdateStage are not run
@@ -218,6 +223,8 @@ class TaskSession {
                     const std::vector<MeasureResult>& results);
   // Phase after a finished round or baseline step: next round, baseline or done.
   void AfterRound();
+  // Takes this run's measurement of the default config as the baseline, if a round took one.
+  bool BaselineFromTrials();
   int NextBatchSize() const;
   // Whether the tuner can propose more: its own HasNext, or what the last stage that ran it said.
   bool TunerHasNext() const;

@@ -567,6 +567,72 @@ TEST(TaskSessionTest, TheBaselineIsMeasuredOnceUnlessATrialMeasuredIt) {
   EXPECT_DOUBLE_EQ((*x)->Outcome().default_cost, *(*x)->MeasuredCost(def.index));
 }
 
+// baseline_first (a budgeted job's sessions): the baseline's two stages come before the first
+// round, so a budget that ends the task after any round leaves it with its baseline; a state saved
+// after the baseline restores into the rounds, and one saved mid-trials without a baseline keeps
+// the baseline for the end.
+TEST(TaskSessionTest, WithBaselineFirstTheBaselineComesBeforeTheFirstRound) {
+  auto store = MemoryStore();
+  FakeBuilder builder;
+  FakeMeasurer measurer;
+  TaskTunerOptions first = Options("bf", 8);
+  first.measure_default = true;
+  first.baseline_first = true;
+  auto s = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), first, store.get());
+  ASSERT_TRUE(s.ok()) << s.status();
+  const StageEnv env{.builder = &builder, .measurer = &measurer};
+  std::vector<std::string> asked;
+  auto step = [&](TaskSession& session) {
+    const SessionRequest r = session.Next();
+    asked.push_back(absl::StrCat(r.baseline ? "baseline " : "",
+                                 std::string(sched::StageKindName(r.kind)), " ", r.round));
+    auto out = RunStage(session, r, env);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE(session.Complete(*out).ok());
+  };
+  for (int i = 0; i < 2; ++i) step(**s);
+  // Cut short here, as a budget would: the baseline is there already.
+  EXPECT_TRUE(std::isfinite((*s)->Outcome().default_cost));
+  EXPECT_EQ((*s)->trials_done(), 0);
+  const v1::TaskSessionState after_baseline = (*s)->Save();
+  for (int i = 0; i < 4; ++i) step(**s);
+  EXPECT_THAT(asked, ElementsAre("baseline build -1", "baseline measure -1", "propose 0", "build 0",
+                                 "measure 0", "update 0"));
+  auto defaults = store->ForTask(ConvTask().key, ops::HostCpuTarget().Key(), "bf#default");
+  ASSERT_TRUE(defaults.ok());
+  ASSERT_EQ(defaults->size(), 1u);
+  EXPECT_DOUBLE_EQ((*s)->Outcome().default_cost, (*defaults)[0].median_cost);
+
+  auto restored =
+      TaskSession::Restore(after_baseline, ConvTask(), ops::HostCpuTarget(), first, store.get());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ((*restored)->Next().kind, sched::StageKind::kPropose);
+  EXPECT_FALSE((*restored)->Next().baseline);
+  RunAll(**restored, builder, measurer);
+  EXPECT_EQ((*restored)->trials_done(), 8);
+  auto again = store->ForTask(ConvTask().key, ops::HostCpuTarget().Key(), "bf#default");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->size(), 1u);  // measured once
+
+  // A session that began without baseline_first, saved after a round: its baseline stays last.
+  TaskTunerOptions last = first;
+  last.job_id = "bl";
+  last.baseline_first = false;
+  auto l = TaskSession::Create(ConvTask(), ops::HostCpuTarget(), last, store.get());
+  ASSERT_TRUE(l.ok());
+  asked.clear();
+  for (int i = 0; i < 4; ++i) step(**l);
+  last.baseline_first = true;
+  auto mixed =
+      TaskSession::Restore((*l)->Save(), ConvTask(), ops::HostCpuTarget(), last, store.get());
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ((*mixed)->Next().kind, sched::StageKind::kPropose);
+  asked.clear();
+  while (!(*mixed)->Done()) step(**mixed);
+  EXPECT_THAT(asked, ElementsAre("propose 1", "build 1", "measure 1", "update 1",
+                                 "baseline build -1", "baseline measure -1"));
+}
+
 TEST(TaskSessionTest, ABadOrForeignStateIsRefusedWithItsReason) {
   FakeBuilder builder;
   FakeMeasurer measurer;

@@ -106,9 +106,12 @@ absl::StatusOr<std::unique_ptr<BudgetedJob>> BudgetedJob::Create(
   job->sessions_.resize(tasks.size());
   job->skipped_.resize(tasks.size());
   job->reserved_.assign(tasks.size(), 0);
+  // The budget may end a task before its trials: its baseline comes first, when it is scheduled.
+  TaskTunerOptions session_options = options;
+  session_options.baseline_first = true;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const int index = static_cast<int>(i);
-    auto session = TaskSession::Create(tasks[i], target, options, store);
+    auto session = TaskSession::Create(tasks[i], target, session_options, store);
     if (absl::IsUnimplemented(session.status())) {
       job->skipped_[i] = SkippedOutcome(tasks[i], session.status());
       job->scheduler_.Retire(index);

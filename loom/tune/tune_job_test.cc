@@ -120,6 +120,27 @@ TEST(TuneJobBudgetTest, PerTaskTrialsCapEachTaskAndEndTheJobEarly) {
   }
 }
 
+// A budget that ends every task after its warm-up round (12 trials, 3 tasks of 4 a round, no
+// per-task cap): each task still has its measured default-config baseline, taken before its
+// first round, and the baselines are not counted as trials.
+TEST(TuneJobBudgetTest, EveryTaskTheBudgetCutsShortHasItsBaseline) {
+  auto store = MemoryStore();
+  FakeBuilder builder;
+  FakeMeasurer measurer;
+  JobOptions job = BudgetJob("cut", {.total_trials = 12});
+  job.measure_default = true;
+  auto outcomes = RunTuneJob(ThreeTasks(), job, store.get(), builder, measurer);
+  ASSERT_TRUE(outcomes.ok()) << outcomes.status();
+  ASSERT_EQ(outcomes->size(), 3u);
+  for (const TaskOutcome& o : *outcomes) {
+    EXPECT_EQ(o.trials, 4) << o.task.key;  // cut short after its warm-up round
+    EXPECT_TRUE(std::isfinite(o.default_cost)) << o.task.key;
+  }
+  EXPECT_EQ(*store->Count({.job_id = "cut"}), 12);
+  EXPECT_EQ(*store->Count({.job_id = "cut#default"}), 3);
+  EXPECT_EQ(measurer.num_measured(), 15);
+}
+
 TEST(TuneJobBudgetTest, ARerunResumesAndDoesNotSpendTheTotalTwice) {
   auto store = MemoryStore();
   FakeBuilder builder;

@@ -14,6 +14,7 @@ class Model:
         batch: int,
         seed: int,
         verify_key: str,
+        cuda_device: int,
     ) -> Model: ...
     def tasks(self) -> List[Dict[str, Any]]: ...
     def tune(

@@ -147,7 +147,9 @@ class _Runnable:
         (the same in words, ``"3 of 3 kernels tuned"``, naming another CPU of the class when its
         records were used, or why none applied; empty for a loaded artifact), ``fused_ops``,
         ``reference_steps``, ``arena_bytes``, ``cache_hits``, ``compile_seconds``. Empty before
-        the model is compiled."""
+        the model is compiled. For a GPU artifact: ``threads`` (0), ``target``, ``device`` (the
+        GPU's name), ``launches`` (kernel launches of one run), ``host_steps``, ``arena_bytes``
+        and ``graph_replay`` (whether its runs replay one captured CUDA graph)."""
         return dict(self._impl.compile_stats())
 
 
@@ -184,7 +186,9 @@ class Model(_Runnable):
         :class:`loom.InvalidArgumentError` for a malformed model, :class:`loom.UnimplementedError`
         for an unsupported operator."""
         shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
-        impl = _loom.Model.load(os.fspath(path), shapes, int(batch), int(seed), _path(verify_key))
+        impl = _loom.Model.load(
+            os.fspath(path), shapes, int(batch), int(seed), _path(verify_key), 0
+        )
         return cls(impl)
 
     def tasks(self) -> List[Task]:
@@ -318,24 +322,33 @@ class CompiledModel(_Runnable):
 
     @property
     def threads(self) -> int:
-        """The threads each run uses."""
+        """The threads each run uses; 0 for a GPU artifact."""
         return int(self._impl.compile_stats()["threads"])
+
+    @property
+    def target(self) -> str:
+        """The target key the artifact was compiled for (``cpu:avx2:...``, ``cuda:sm_90:...``)."""
+        return str(self._impl.compile_stats()["target"])
 
 
 def load_artifact(
-    dir: PathLike, *, threads: int = 0, verify_key: Optional[PathLike] = None
+    dir: PathLike, *, threads: int = 0, verify_key: Optional[PathLike] = None, device: int = 0
 ) -> CompiledModel:
     """Loads a compiled-model artifact (written by :meth:`Model.export` or ``loom compile -o
-    DIR``) to run on ``threads`` threads (0: as many as it was compiled for).
+    DIR``) to run on ``threads`` threads (0: as many as it was compiled for), or a GPU artifact
+    (``loom compile --target cuda -o DIR``) to run on GPU ``device`` (``threads`` must be 0: its
+    kernels run on the GPU), through the loader of the C API and ``loom run DIR``.
 
     ``verify_key``: a PEM Ed25519 public key the artifact must be signed with (``loom compile
     --sign``). Raises :class:`loom.NotFoundError` when ``dir`` holds no artifact,
-    :class:`loom.DataLossError` for a damaged one, :class:`loom.FailedPreconditionError` for one
-    built for an ISA this CPU lacks or another format version."""
+    :class:`loom.DataLossError` for a damaged one (kernels, weights or plan),
+    :class:`loom.FailedPreconditionError` for one built for an ISA this CPU lacks, for another GPU
+    architecture than ``device``'s, or for another format version, and
+    :class:`loom.UnavailableError` for a GPU artifact where there is no CUDA driver or device."""
     path = os.fspath(dir)
     if not os.path.isfile(os.path.join(path, "plan.json")):
         raise NotFoundError(f"no compiled-model artifact in '{path}' (no plan.json)")
-    impl = _loom.Model.load(path, {}, 1, 0, _path(verify_key))
+    impl = _loom.Model.load(path, {}, 1, 0, _path(verify_key), int(device))
     if threads:
         impl.compile(int(threads), "cpu", "", True, 1, "")
     return CompiledModel(impl)

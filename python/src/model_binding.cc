@@ -19,7 +19,9 @@
 #include "absl/strings/str_cat.h"
 #include "loom/graph/tasks.h"
 #include "loom/loom.h"
+#include "loom/ops/target.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/runtime/cuda_model.h"
 #include "status.h"
 #include "tensors.h"
 
@@ -75,12 +77,14 @@ py::list ValueInfos(const std::vector<TensorInfo>& values) {
 
 std::unique_ptr<PyModel> Load(const std::string& spec,
                               const std::map<std::string, std::vector<int64_t>>& input_shapes,
-                              int64_t batch, uint64_t seed, const std::string& verify_key) {
+                              int64_t batch, uint64_t seed, const std::string& verify_key,
+                              int cuda_device) {
   LoadOptions lo;
   for (const auto& [name, dims] : input_shapes) lo.input_shapes[name] = dims;
   lo.zoo_batch = batch;
   lo.zoo_seed = seed;
   lo.verify_key = verify_key;
+  lo.cuda_device = cuda_device;
   Model model = [&] {
     py::gil_scoped_release release;
     return Model::Load(spec, lo);
@@ -208,6 +212,16 @@ py::dict CompileStats(PyModel& self) {
   return self.Locked([](Model& m) -> py::dict {
     py::gil_scoped_acquire gil;
     py::dict d;
+    if (const runtime::CudaModel* gpu = m.cuda_model(); gpu != nullptr) {
+      d["threads"] = 0;  // its kernels run on the GPU
+      d["target"] = m.cuda_target()->Key();
+      d["device"] = m.cuda_target()->device_name;
+      d["launches"] = gpu->stats().launches;
+      d["host_steps"] = gpu->stats().host_steps;
+      d["arena_bytes"] = gpu->stats().arena_bytes;
+      d["graph_replay"] = gpu->run_stats().graph_captured;
+      return d;
+    }
     runtime::CompiledModel* cm = m.compiled();
     if (cm == nullptr) return d;
     const runtime::CompileStats& s = cm->stats();
@@ -231,7 +245,7 @@ py::dict CompileStats(PyModel& self) {
 void RegisterModel(py::module_& m) {
   py::class_<PyModel>(m, "Model", "loom::Model: see loom.Model (python/loom/model.py).")
       .def_static("load", &Load, py::arg("spec"), py::arg("input_shapes"), py::arg("batch"),
-                  py::arg("seed"), py::arg("verify_key"))
+                  py::arg("seed"), py::arg("verify_key"), py::arg("cuda_device"))
       .def("tasks", &Tasks)
       .def("tune", &Tune, py::arg("trials"), py::arg("db"), py::arg("tuner"), py::arg("seed"),
            py::arg("batch_size"), py::arg("prior"), py::arg("use_prior"), py::arg("tasks"),

@@ -13,10 +13,12 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +64,48 @@ def run_loom(loom_bin: str, *args: str, check: bool = True) -> subprocess.Comple
     if check and proc.returncode != 0:
         pytest.fail(f"loom {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
+
+
+def tiny_input(seed: int = 0) -> np.ndarray:
+    """A seeded standard-normal input of zoo:tiny_cnn."""
+    return np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+
+def reference(loom_bin: str, x: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """zoo:tiny_cnn's output for `x` from the reference executor (`loom run` without compiling)."""
+    np.save(tmp_path / "x.npy", x)
+    run_loom(loom_bin, "run", "zoo:tiny_cnn", "--input", str(tmp_path / "x.npy"),
+             "--output", str(tmp_path / "ref.npy"))  # fmt: skip
+    return np.load(tmp_path / "ref.npy")
+
+
+def run_from_threads(
+    model: Any, inputs: List[np.ndarray], repeats: int = 1
+) -> Dict[tuple, np.ndarray]:
+    """Runs `model` from 4 Python threads at once (thread t takes inputs t, t + 4, ...), each input
+    `repeats` times: (thread, repeat, input index) -> the first output. Fails the test on an error
+    or a thread that does not finish."""
+    got: Dict[tuple, np.ndarray] = {}
+    errors: List[BaseException] = []
+    start = threading.Barrier(4)
+
+    def worker(t: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for rep in range(repeats):
+                for i in range(t, len(inputs), 4):
+                    got[(t, rep, i)] = model.run(inputs[i])[0]
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a run did not finish"
+    assert errors == []
+    return got
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_loom
+from conftest import reference, run_from_threads, run_loom, tiny_input
 
 import loom
-
-
-def tiny_input(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
-
-
-def reference(loom_bin: str, x: np.ndarray, tmp_path: Path) -> np.ndarray:
-    """zoo:tiny_cnn's output for `x` from the reference executor (`loom run` without compiling)."""
-    np.save(tmp_path / "x.npy", x)
-    run_loom(loom_bin, "run", "zoo:tiny_cnn", "--input", str(tmp_path / "x.npy"),
-             "--output", str(tmp_path / "ref.npy"))  # fmt: skip
-    return np.load(tmp_path / "ref.npy")
 
 
 def test_load_describes_inputs_outputs_and_tasks(loom_bin: str) -> None:
@@ -115,26 +103,7 @@ def test_four_threads_at_once_give_the_same_outputs_as_one(tiny_artifact: Path) 
     compiled = loom.load_artifact(tiny_artifact)
     inputs = [tiny_input(seed) for seed in range(8)]
     want = [compiled.run(x)[0] for x in inputs]
-    got: dict = {}
-    errors: list = []
-    start = threading.Barrier(4)
-
-    def worker(t: int) -> None:
-        try:
-            start.wait(timeout=30)
-            for rep in range(5):
-                for i in range(t, len(inputs), 4):
-                    got[(t, rep, i)] = compiled.run(inputs[i])[0]
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a run did not finish"
-    assert errors == []
+    got = run_from_threads(compiled, inputs, repeats=5)
     assert len(got) == 4 * 5 * 2
     for (_, _, i), out in got.items():
         np.testing.assert_array_equal(out, want[i])
