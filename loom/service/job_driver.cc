@@ -1,6 +1,7 @@
 #include "loom/service/job_driver.h"
 
 #include <fcntl.h>
+#include <google/protobuf/unknown_field_set.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <unistd.h>
 
@@ -1203,6 +1204,12 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
     case sched::StageKind::kUpdate: {
       if (!result.has_update()) {
         return absl::InvalidArgumentError("an update stage must report an update output");
+      }
+      if (!result.update().GetReflection()->GetUnknownFields(result.update()).empty()) {
+        // stage.proto's reserved UpdateOutput.tuner_state: the history-based update, removed.
+        return absl::FailedPreconditionError(
+            "the update output is in the form of agents before sessions (a tuner_state): the agent "
+            "is older than this daemon; run the same Loom release on the daemon and agents");
       }
       outcome.tuner_has_next = result.update().tuner_has_next();
       LOOM_RETURN_IF_ERROR(tuner_state(result.update().session_tuner(), outcome));

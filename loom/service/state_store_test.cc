@@ -76,7 +76,7 @@ TaskRow Task(const std::string& job, int index) {
   t.trials_done = 24;
   t.errors = 1;
   t.best_cost = 1e-4;
-  t.history.set_tuner_state(std::string("state\0with\xff bytes", 17));
+  t.history.set_session(std::string("state\0with\xff bytes", 17));
   t.configs.add_config_indices(7);
   t.configs.add_config_indices(11);
   t.artifacts.add_artifacts()->set_config_index(7);
