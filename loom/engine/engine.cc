@@ -165,19 +165,6 @@ struct JobState {
   JobResult result;
 };
 
-int StageSlot(StageKind kind) {
-  switch (kind) {
-    case StageKind::kPropose:
-      return 0;
-    case StageKind::kBuild:
-      return 1;
-    case StageKind::kMeasure:
-      return 2;
-    default:
-      return 3;
-  }
-}
-
 class Runner {
  public:
   Runner(const EngineOptions& options, tune::RecordStore* store,
@@ -580,9 +567,8 @@ void Runner::Dispatch(const sched::Grant& g) {
             .resource = resource,
             .task_key = job.session ? job.session->task().key : ""};
   running_[g.lease] = r;
-  const char* names[] = {"propose", "build", "measure", "update"};
-  job.state =
-      absl::StrCat(info.is_default ? "default " : "", names[StageSlot(info.kind)], " (running)");
+  job.state = absl::StrCat(info.is_default ? "default " : "",
+                           std::string(sched::StageKindName(info.kind)), " (running)");
   const sched::LeaseId lease = g.lease;
   tune::SessionRequest request = job.session->Next();
   LOOM_CHECK(request.kind == info.kind && request.baseline == info.is_default);
@@ -672,8 +658,9 @@ void Runner::HandleCompletion(const Completion& c) {
   const bool ends_chain =
       r.info.is_default ? r.info.kind == StageKind::kMeasure : r.info.kind == StageKind::kUpdate;
   if (!ends_chain) {
-    const char* next[] = {"build (waiting)", "measure (waiting)", "update (waiting)", ""};
-    job.state = r.info.is_default ? "default measure (waiting)" : next[StageSlot(r.info.kind)];
+    job.state =
+        absl::StrCat(r.info.is_default ? "default " : "",
+                     std::string(sched::StageKindName(job.session->Next().kind)), " (waiting)");
     return;
   }
   job.result.records += records;
@@ -703,10 +690,9 @@ void Runner::Report(bool final) {
   double cpu_busy = cpu_slot_seconds_;
   double device_busy = device_busy_;
   std::vector<std::string> cpu_now, device_now;
-  const char* names[] = {"propose", "build", "measure", "update"};
   for (const auto& [lease, r] : running_) {
-    const std::string what =
-        absl::StrCat(jobs_[r.info.job]->spec->name, " ", names[StageSlot(r.info.kind)]);
+    const std::string what = absl::StrCat(jobs_[r.info.job]->spec->name, " ",
+                                          std::string(sched::StageKindName(r.info.kind)));
     if (r.info.kind == StageKind::kMeasure) {
       device_now.push_back(what);
     } else {
