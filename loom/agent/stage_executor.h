@@ -110,8 +110,8 @@ struct ExecutorOptions {
 // then dropped by the caller.
 using CancelFlag = std::atomic<bool>;
 
-// Where a CPU stage's work runs, supplied by the agent's CorePlacer (core_placer.h). Without
-// hooks a CPU stage is confined to ExecutorOptions.cpu_cores.
+// Where a CPU stage's work runs, supplied by the agent's sched::CorePlacer (sched/core_placer.h).
+// Without hooks a CPU stage is confined to ExecutorOptions.cpu_cores.
 struct StageHooks {
   // Called on every thread before it works for the stage: the stage's own thread, and each
   // build thread before it starts a compiler (which inherits the thread's affinity).

@@ -1,4 +1,4 @@
-#include "loom/agent/core_placer.h"
+#include "loom/sched/core_placer.h"
 
 #include <sched.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace loom::agent {
+namespace loom::sched {
 namespace {
 
 using ::testing::ElementsAre;
@@ -204,4 +204,4 @@ TEST(CorePlacerTest, SchedPinnerConfinesTheEnteringThread) {
 }
 
 }  // namespace
-}  // namespace loom::agent
+}  // namespace loom::sched
