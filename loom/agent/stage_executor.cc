@@ -710,6 +710,7 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   }
   if (!rebuild.empty()) {
     std::vector<ops::Config> configs;
+    configs.reserve(rebuild.size());
     for (size_t i : rebuild) configs.push_back(builds[i].config);
     // The device is leased to this stage: its cores compile (a GPU's launching core at least).
     const int threads = std::max<int>(1, static_cast<int>(slot.device.cores.size()));
