@@ -82,7 +82,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   AgentOptions& o = agent->options_;
   // Create probes the cuda devices (a missing driver or GPU fails here, before registering).
   LOOM_ASSIGN_OR_RETURN(agent->executor_, StageExecutor::Create(o.executor));
-  CorePlacerOptions po{.cpu_slots = o.cpu_slots, .cpu_cores = o.executor.cpu_cores};
+  sched::CorePlacerOptions po{.cpu_slots = o.cpu_slots, .cpu_cores = o.executor.cpu_cores};
   // Without lending, a device-only agent still runs a CPU stage it is granted, one at a time.
   if (!o.lend_device_cores) po.cpu_slots = std::max(1, o.cpu_slots);
   for (const Device& d : agent->executor_->options().devices) {
@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     }
     agent->device_infos_.push_back(std::move(info));
   }
-  LOOM_ASSIGN_OR_RETURN(agent->placer_, CorePlacer::Create(std::move(po), MakeSchedPinner()));
+  LOOM_ASSIGN_OR_RETURN(agent->placer_,
+                        sched::CorePlacer::Create(std::move(po), sched::MakeSchedPinner()));
 
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (o.tls_ca_file.empty()) {
@@ -513,7 +514,7 @@ int SlotsOf(const v1::StageRequest& request) {
 }  // namespace
 
 bool Agent::AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel,
-                             CorePlacer::PlacementId* placement) {
+                             sched::CorePlacer::PlacementId* placement) {
   *placement = 0;
   absl::MutexLock lock(&mu_);
   if (IsDeviceStage(request)) {
@@ -547,13 +548,14 @@ bool Agent::AcquireResources(const v1::StageRequest& request, const CancelFlag& 
   };
   mu_.Await(absl::Condition(&free));
   if (stopping_ || cancel.load()) return false;
-  std::optional<CorePlacer::PlacementId> taken = placer_->Take(need);
+  std::optional<sched::CorePlacer::PlacementId> taken = placer_->Take(need);
   if (!taken.has_value()) return false;  // cannot happen: checked under mu_ just now
   *placement = *taken;
   return true;
 }
 
-void Agent::ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement) {
+void Agent::ReleaseResources(const v1::StageRequest& request,
+                             sched::CorePlacer::PlacementId placement) {
   absl::MutexLock lock(&mu_);
   if (IsDeviceStage(request)) {
     auto it = device_users_.find(request.device());
@@ -568,7 +570,7 @@ void Agent::ReleaseResources(const v1::StageRequest& request, CorePlacer::Placem
 void Agent::StageThread(const v1::StageRequest& request,
                         const std::shared_ptr<CancelFlag>& cancel) {
   const std::string& lease = request.lease_id();
-  CorePlacer::PlacementId placement = 0;
+  sched::CorePlacer::PlacementId placement = 0;
   bool ran = AcquireResources(request, *cancel, &placement);
   v1::StageResult result;
   if (ran) {

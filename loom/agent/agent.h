@@ -25,8 +25,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "loom/agent/core_placer.h"
 #include "loom/agent/stage_executor.h"
+#include "loom/sched/core_placer.h"
 #include "loom/v1/agent.grpc.pb.h"
 #include "loom/v1/version.h"
 
@@ -137,8 +137,8 @@ class Agent {
   // Waits for the stage's resources (CPU slots or its device; an oversubscribed stage takes them
   // at once); false when shutting down or cancelled meanwhile. A CPU stage gets its placement.
   bool AcquireResources(const v1::StageRequest& request, const CancelFlag& cancel,
-                        CorePlacer::PlacementId* placement);
-  void ReleaseResources(const v1::StageRequest& request, CorePlacer::PlacementId placement);
+                        sched::CorePlacer::PlacementId* placement);
+  void ReleaseResources(const v1::StageRequest& request, sched::CorePlacer::PlacementId placement);
   void PrepareContext(grpc::ClientContext& ctx, absl::Duration timeout) const;
   // The daemon calls go to now, and its stub (a channel per daemon, made on first use).
   std::pair<std::string, std::shared_ptr<v1::AgentService::Stub>> Daemon();
@@ -173,7 +173,7 @@ class Agent {
   std::set<std::string> cancelled_ ABSL_GUARDED_BY(mu_);         // leases the daemon dropped
   // CPU slots and lent device cores. Taken and released under mu_ (so waiters re-check), its
   // threads and compilers registered from stage threads without it.
-  std::unique_ptr<CorePlacer> placer_;
+  std::unique_ptr<sched::CorePlacer> placer_;
   std::map<std::string, int> device_users_ ABSL_GUARDED_BY(mu_);  // measurements running
   int live_stage_threads_ ABSL_GUARDED_BY(mu_) = 0;
   AgentStats stats_ ABSL_GUARDED_BY(mu_);

@@ -24,6 +24,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/toolchain/measure_worker.h"
+#include "loom/tune/task_session.h"
 
 namespace loom::agent {
 namespace {
@@ -229,7 +230,23 @@ v1::StageRequest Propose(const std::string& lease) {
   r.mutable_tuner()->set_kind("xgb");
   r.mutable_tuner()->set_batch_size(3);
   r.mutable_tuner()->set_trials(10);
-  r.mutable_propose();
+  r.mutable_tuner()->set_no_prior(true);
+  // The state of the daemon's session of the task before its first proposal (service::JobDriver).
+  graph::Task task;
+  task.workload = w;
+  task.key = r.task().workload_key();
+  task.hash = graph::StableHash(task.key);
+  auto session = tune::TaskSession::Create(task, ops::HostCpuTarget(),
+                                           tune::TaskTunerOptions{.trials = 10,
+                                                                  .batch_size = 3,
+                                                                  .tuner = {.kind = "xgb"},
+                                                                  .job_id = r.job_id(),
+                                                                  .use_prior = false,
+                                                                  .measure_default = false,
+                                                                  .tuner_elsewhere = true},
+                                           nullptr);
+  EXPECT_TRUE(session.ok()) << session.status();
+  if (session.ok()) r.mutable_propose()->set_session((*session)->Save().SerializeAsString());
   return r;
 }
 

@@ -11,12 +11,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <sstream>
 #include <thread>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -26,37 +24,12 @@
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/toolchain/nvrtc_builder.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/task_session.h"
-#include "loom/tune/tuner.h"
 #include "loom/v1/stage_names.h"
-#include "nlohmann/json.hpp"
 
 namespace loom::agent {
 namespace {
-
-using json = nlohmann::json;
-
-// The tuner state UPDATE returns for model-based tuners: the configs the cost model ranks best
-// (its plan), and the history size it was trained on. Opaque to the daemon.
-constexpr char kPlanFormat[] = "loom.xgb_plan.v1";
-
-// SplitMix64 finalizer: mixes the job's seed with the round (and a per-stage salt) so every
-// round proposes differently while a rerun of the same round proposes the same configs.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-// 31 bits: XGBoost parses its seed as a signed integer and rejects larger values.
-uint64_t StageSeed(int64_t seed, int64_t round, uint64_t salt) {
-  return Mix(static_cast<uint64_t>(seed) ^ Mix(static_cast<uint64_t>(round) * 4 + salt)) &
-         0x7fffffffULL;
-}
-constexpr uint64_t kProposeSalt = 1;
-constexpr uint64_t kUpdateSalt = 2;
 
 // Idle measurers (worker processes) kept per device: enough for the jobs of an `uncontrolled`
 // experiment to keep theirs warm.
@@ -66,6 +39,14 @@ int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 absl::Status Malformed(absl::string_view what) {
   return absl::InvalidArgumentError(std::string(what));
+}
+
+// A propose or update stage without the session's state: the history-based stages of daemons
+// before TaskSession, which this agent no longer runs (the session's tuner proposes and learns).
+absl::Status FromAnOlderDaemon(absl::string_view kind) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(kind, " stage without session state: this agent runs only session stages ",
+                   "and the daemon is older; run the same Loom release on the daemon and agents"));
 }
 
 v1::ErrorKind ToProto(tune::ErrorKind kind) {
@@ -159,7 +140,7 @@ constexpr size_t kMaxSessionBytes = 64 << 20;
 // rules, so the agent keeps no tuning rule of its own. `stage` carries the stage's inputs.
 absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
                                                 const LoadedTask& task, const std::string& session,
-                                                const ops::TemplateOptions& template_options,
+                                                const ExecutorOptions& executor,
                                                 tune::SessionRequest stage) {
   if (session.size() > kMaxSessionBytes) {
     return Malformed(absl::StrCat("session state of ", session.size(), " bytes (at most ",
@@ -173,14 +154,14 @@ absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
   }
   tune::TaskTunerOptions options;
   options.trials = spec.trials();
-  options.batch_size = spec.batch_size() > 0 ? spec.batch_size() : 8;
+  options.batch_size = spec.batch_size() > 0 ? spec.batch_size() : executor.default_batch_size;
   options.tuner.kind = spec.kind().empty() ? "xgb" : spec.kind();
   options.tuner.seed = static_cast<uint64_t>(spec.seed());
   if (spec.plan_size() > 0) options.tuner.plan_size = spec.plan_size();
   options.tuner.early_stopping = spec.early_stopping() > 0 ? spec.early_stopping() : -1;
   options.use_prior = !spec.no_prior();
   options.job_id = state.job_id();  // the state names its job; Restore checks the rest
-  options.template_options = template_options;
+  options.template_options = executor.template_options;
   // The session tunes for the target its task names (a propose or update stage may run on a host
   // of another CPU model than the device that measures).
   ops::Target target = task.target;
@@ -202,93 +183,12 @@ absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
   return out;
 }
 
-// Gives an xgb tuner the agent's built-in tuning prior for the task's target class (transfer
-// data, tune/prior.h), as `loom tune` does; nothing when the spec turns it off or no prior
-// covers the class.
-void LoadPrior(const v1::TunerSpec& spec, const tune::TunerOptions& options, const LoadedTask& task,
-               const ops::TemplateOptions& template_options, tune::Tuner& tuner) {
-  if (spec.no_prior() || options.kind != "xgb") return;
-  const tune::TuningPrior* prior = tune::BuiltinPrior(task.target);
-  if (prior == nullptr) return;
-  for (const tune::PriorTransfer& t :
-       tune::PriorTransfersFor(*prior, task.tmpl->name(), task.target, template_options)) {
-    tuner.LoadTransfer(*t.tmpl, t.configs, t.results);
-  }
-}
-
 absl::Status CheckIndex(const ops::Template& tmpl, int64_t index, absl::string_view where) {
   if (index < 0 || index >= tmpl.space().size()) {
     return Malformed(absl::StrCat(where, ": config index ", index, " is outside the space of ",
                                   tmpl.name(), " (size ", tmpl.space().size(), ")"));
   }
   return absl::OkStatus();
-}
-
-struct History {
-  std::vector<ops::Config> configs;
-  std::vector<tune::MeasureResult> results;
-  absl::flat_hash_set<int64_t> indices;
-};
-
-absl::StatusOr<History> ToHistory(const ops::Template& tmpl,
-                                  const google::protobuf::RepeatedPtrField<v1::Trial>& trials) {
-  History h;
-  for (const v1::Trial& t : trials) {
-    LOOM_RETURN_IF_ERROR(CheckIndex(tmpl, t.config_index(), "history"));
-    tune::MeasureResult r;
-    r.config = ops::Config{t.config_index()};
-    r.costs.assign(t.costs().begin(), t.costs().end());
-    r.error = FromProto(t.error());
-    if (r.ok() && r.costs.empty()) {
-      return Malformed(
-          absl::StrCat("history: config ", t.config_index(), " succeeded but has no costs"));
-    }
-    h.configs.push_back(r.config);
-    h.results.push_back(std::move(r));
-    h.indices.insert(t.config_index());
-  }
-  return h;
-}
-
-struct PlanState {
-  int64_t trained_on = 0;
-  std::vector<int64_t> plan;
-};
-
-absl::StatusOr<PlanState> DecodePlan(const std::string& bytes, const ops::Template& tmpl) {
-  PlanState state;
-  if (bytes.empty()) return state;
-  json j = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", "") != kPlanFormat ||
-      !j.contains("plan") || !j["plan"].is_array() || !j.contains("trained_on") ||
-      !j["trained_on"].is_number_integer()) {
-    return Malformed(absl::StrCat("tuner_state is not a ", kPlanFormat,
-                                  " object (was it written by another tuner kind?)"));
-  }
-  state.trained_on = j["trained_on"].get<int64_t>();
-  for (const json& v : j["plan"]) {
-    if (!v.is_number_integer()) return Malformed("tuner_state: plan entries must be integers");
-    int64_t index = v.get<int64_t>();
-    LOOM_RETURN_IF_ERROR(CheckIndex(tmpl, index, "tuner_state plan"));
-    state.plan.push_back(index);
-  }
-  return state;
-}
-
-std::string EncodePlan(const PlanState& state) {
-  json j = {{"format", kPlanFormat}, {"trained_on", state.trained_on}, {"plan", state.plan}};
-  return j.dump();
-}
-
-absl::StatusOr<tune::TunerOptions> TunerOptionsOf(const v1::TunerSpec& spec, uint64_t seed) {
-  tune::TunerOptions options;
-  options.kind = spec.kind().empty() ? "xgb" : spec.kind();
-  options.seed = seed;
-  if (spec.plan_size() < 0) return Malformed("tuner.plan_size must not be negative");
-  if (spec.plan_size() > 0) options.plan_size = spec.plan_size();
-  // Early stopping is decided from the history here: a fresh tuner has run no trials.
-  options.early_stopping = -1;
-  return options;
 }
 
 std::string ReadFile(const std::string& path, bool* ok) {
@@ -596,80 +496,19 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
 }
 
 absl::StatusOr<v1::ProposeOutput> StageExecutor::Propose(const v1::StageRequest& request) {
+  const v1::ProposeInput& in = request.propose();
+  if (in.session().empty()) return FromAnOlderDaemon("propose");
   LOOM_ASSIGN_OR_RETURN(LoadedTask task,
                         LoadTask(request.task(), options_.template_options, options_.devices));
-  const v1::ProposeInput& in = request.propose();
-  if (!in.session().empty()) {
-    // The batch is the session's (the budget left may make it smaller than the spec's).
-    LOOM_ASSIGN_OR_RETURN(
-        tune::StageOutcome proposed,
-        RunInSession(request, task, in.session(), options_.template_options,
-                     tune::SessionRequest{.kind = sched::StageKind::kPropose, .batch_size = 0}));
-    v1::ProposeOutput out;
-    for (const ops::Config& c : proposed.configs) out.add_config_indices(c.index);
-    out.set_tuner_has_next(proposed.tuner_has_next);
-    if (proposed.tuner_state) proposed.tuner_state->SerializeToString(out.mutable_session_tuner());
-    return out;
-  }
-  LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
-  const v1::TunerSpec& spec = request.tuner();
-  if (spec.trials() <= 0) return Malformed("tuner.trials (the budget) must be positive");
-  if (spec.batch_size() < 0) return Malformed("tuner.batch_size must not be negative");
-
-  v1::ProposeOutput out;
-  int64_t done =
-      in.has_trials_done() ? in.trials_done() : static_cast<int64_t>(history.configs.size());
-  int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : options_.default_batch_size;
-  int64_t n = std::min<int64_t>(batch, spec.trials() - done);
-  if (n <= 0) return out;  // budget spent
-  if (spec.early_stopping() > 0) {
-    // The history is in order: the trial that gave the best is its 1-based position.
-    int64_t best_trial = 0;
-    double best = std::numeric_limits<double>::infinity();
-    for (size_t i = 0; i < history.results.size(); ++i) {
-      double c = history.results[i].MedianCost();
-      if (c < best) best = c, best_trial = static_cast<int64_t>(i) + 1;
-    }
-    if (tune::EarlyStoppingFires(spec.early_stopping(),
-                                 static_cast<int64_t>(history.results.size()), best_trial)) {
-      return out;
-    }
-  }
-
+  // The batch is the session's (the budget left may make it smaller than the spec's).
   LOOM_ASSIGN_OR_RETURN(
-      tune::TunerOptions options,
-      TunerOptionsOf(spec, StageSeed(spec.seed(), request.round(), kProposeSalt)));
-  std::vector<int64_t> picked;
-  absl::flat_hash_set<int64_t> picked_set;
-  if (options.kind == "xgb") {
-    // The cost model ran in UPDATE; its plan (best predicted first) is the tuner state. Configs
-    // beyond the plan are random (no refit here: a fresh tuner that never trains).
-    LOOM_ASSIGN_OR_RETURN(PlanState state, DecodePlan(in.tuner_state(), *task.tmpl));
-    for (int64_t index : state.plan) {
-      if (static_cast<int64_t>(picked.size()) >= n) break;
-      if (history.indices.contains(index) || picked_set.contains(index)) continue;
-      picked.push_back(index);
-      picked_set.insert(index);
-    }
-    options.model_warmup_trials = std::numeric_limits<int>::max();
-  }
-  if (static_cast<int64_t>(picked.size()) < n) {
-    absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
-    if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
-    // Before the first model (no plan yet), the prior ranks the proposals.
-    if (in.tuner_state().empty()) {
-      LoadPrior(spec, options, task, options_.template_options, **tuner);
-    }
-    (*tuner)->LoadHistory(history.configs, history.results);
-    // Ask for as many more as were already picked from the plan: at most those collide.
-    int want = static_cast<int>(n - static_cast<int64_t>(picked.size()) + picked.size());
-    tune::ProposeOutput proposed = tune::ProposeStage(**tuner, want, "");
-    for (const ops::Config& c : proposed.configs) {
-      if (static_cast<int64_t>(picked.size()) >= n) break;
-      if (picked_set.insert(c.index).second) picked.push_back(c.index);
-    }
-  }
-  for (int64_t index : picked) out.add_config_indices(index);
+      tune::StageOutcome proposed,
+      RunInSession(request, task, in.session(), options_,
+                   tune::SessionRequest{.kind = sched::StageKind::kPropose, .batch_size = 0}));
+  v1::ProposeOutput out;
+  for (const ops::Config& c : proposed.configs) out.add_config_indices(c.index);
+  out.set_tuner_has_next(proposed.tuner_has_next);
+  if (proposed.tuner_state) proposed.tuner_state->SerializeToString(out.mutable_session_tuner());
   return out;
 }
 
@@ -871,6 +710,7 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   }
   if (!rebuild.empty()) {
     std::vector<ops::Config> configs;
+    configs.reserve(rebuild.size());
     for (size_t i : rebuild) configs.push_back(builds[i].config);
     // The device is leased to this stage: its cores compile (a GPU's launching core at least).
     const int threads = std::max<int>(1, static_cast<int>(slot.device.cores.size()));
@@ -998,78 +838,38 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
 }
 
 absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& request) {
+  const v1::UpdateInput& in = request.update();
+  if (in.session().empty()) return FromAnOlderDaemon("update");
   LOOM_ASSIGN_OR_RETURN(LoadedTask task,
                         LoadTask(request.task(), options_.template_options, options_.devices));
-  const v1::UpdateInput& in = request.update();
-  if (!in.session().empty()) {
-    if (in.artifacts_size() != in.results_size() || in.results().empty()) {
-      return Malformed(absl::StrCat("update stage has ", in.artifacts_size(), " artifacts and ",
-                                    in.results_size(), " results (one each per config)"));
-    }
-    tune::SessionRequest stage{.kind = sched::StageKind::kUpdate};
-    for (int i = 0; i < in.results_size(); ++i) {
-      const v1::Artifact& a = in.artifacts(i);
-      const v1::MeasureResult& r = in.results(i);
-      LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "update artifacts"));
-      LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, r.config_index(), "update results"));
-      stage.builds.push_back(tune::BuildResult{.config = ops::Config{a.config_index()},
-                                               .error = FromProto(a.error()),
-                                               .error_msg = a.error_msg(),
-                                               .build_seconds = a.build_seconds()});
-      tune::MeasureResult m;
-      m.config = ops::Config{r.config_index()};
-      m.costs.assign(r.costs().begin(), r.costs().end());
-      m.error = FromProto(r.error());
-      m.error_msg = r.error_msg();
-      m.measure_seconds = r.measure_seconds();
-      m.timestamp = absl::FromUnixMicros(r.timestamp_unix_micros());
-      stage.results.push_back(std::move(m));
-    }
-    LOOM_ASSIGN_OR_RETURN(
-        tune::StageOutcome updated,
-        RunInSession(request, task, in.session(), options_.template_options, std::move(stage)));
-    v1::UpdateOutput out;
-    out.set_tuner_has_next(updated.tuner_has_next);
-    if (updated.tuner_state) updated.tuner_state->SerializeToString(out.mutable_session_tuner());
-    return out;
+  if (in.artifacts_size() != in.results_size() || in.results().empty()) {
+    return Malformed(absl::StrCat("update stage has ", in.artifacts_size(), " artifacts and ",
+                                  in.results_size(), " results (one each per config)"));
   }
-  if (in.history().empty()) return Malformed("update stage has an empty history");
-  LOOM_ASSIGN_OR_RETURN(History history, ToHistory(*task.tmpl, in.history()));
-  const v1::TunerSpec& spec = request.tuner();
-  LOOM_ASSIGN_OR_RETURN(tune::TunerOptions options,
-                        TunerOptionsOf(spec, StageSeed(spec.seed(), request.round(), kUpdateSalt)));
+  tune::SessionRequest stage{.kind = sched::StageKind::kUpdate};
+  for (int i = 0; i < in.results_size(); ++i) {
+    const v1::Artifact& a = in.artifacts(i);
+    const v1::MeasureResult& r = in.results(i);
+    LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "update artifacts"));
+    LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, r.config_index(), "update results"));
+    stage.builds.push_back(tune::BuildResult{.config = ops::Config{a.config_index()},
+                                             .error = FromProto(a.error()),
+                                             .error_msg = a.error_msg(),
+                                             .build_seconds = a.build_seconds()});
+    tune::MeasureResult m;
+    m.config = ops::Config{r.config_index()};
+    m.costs.assign(r.costs().begin(), r.costs().end());
+    m.error = FromProto(r.error());
+    m.error_msg = r.error_msg();
+    m.measure_seconds = r.measure_seconds();
+    m.timestamp = absl::FromUnixMicros(r.timestamp_unix_micros());
+    stage.results.push_back(std::move(m));
+  }
+  LOOM_ASSIGN_OR_RETURN(tune::StageOutcome updated,
+                        RunInSession(request, task, in.session(), options_, std::move(stage)));
   v1::UpdateOutput out;
-  if (options.kind != "xgb") {
-    // Random, grid and genetic search rebuild everything they need from the history.
-    absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
-    if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
-    return out;
-  }
-  LOOM_ASSIGN_OR_RETURN(PlanState state, DecodePlan(in.tuner_state(), *task.tmpl));
-  const int64_t size = static_cast<int64_t>(history.configs.size());
-  const bool any_success = std::any_of(history.results.begin(), history.results.end(),
-                                       [](const tune::MeasureResult& r) { return r.ok(); });
-  bool plan_left = std::any_of(state.plan.begin(), state.plan.end(),
-                               [&](int64_t i) { return !history.indices.contains(i); });
-  // As AutoTVM's model-based tuner: train once `plan_size` results exist, then again every
-  // `plan_size` new results (or when the plan is used up); nothing to rank until one succeeded.
-  bool train =
-      size >= options.plan_size && any_success &&
-      (in.tuner_state().empty() || size >= state.trained_on + options.plan_size || !plan_left);
-  if (!train) {
-    out.set_tuner_state(in.tuner_state());
-    return out;
-  }
-  absl::StatusOr<std::unique_ptr<tune::Tuner>> tuner = tune::MakeTuner(options, *task.tmpl);
-  if (!tuner.ok()) return Malformed(absl::StrCat("tuner: ", tuner.status().message()));
-  // LoadHistory fits the cost model (on the prior's transfer data too) and anneals a plan; the
-  // next plan_size proposals are that plan (with the tuner's epsilon exploration mixed in).
-  LoadPrior(spec, options, task, options_.template_options, **tuner);
-  (*tuner)->LoadHistory(history.configs, history.results);
-  tune::ProposeOutput plan = tune::ProposeStage(**tuner, options.plan_size, "");
-  PlanState next{.trained_on = size};
-  for (const ops::Config& c : plan.configs) next.plan.push_back(c.index);
-  out.set_tuner_state(EncodePlan(next));
+  out.set_tuner_has_next(updated.tuner_has_next);
+  if (updated.tuner_state) updated.tuner_state->SerializeToString(out.mutable_session_tuner());
   return out;
 }
 

@@ -1,9 +1,10 @@
 // Runs one leased stage of a tuning round (loom.v1.StageRequest -> StageResult) with the real
-// tuning stages of tune/stages.h: propose (tuner rebuilt from the request's history), build (local
-// compiler for cpu tasks, NVRTC for cuda tasks; only each object's SHA-256 travels back),
-// measure (the device's sandboxed CPU or CUDA measurer, one candidate at a time), update
-// (cost-model plan as opaque tuner state), and a simulated stage that only sleeps. Called by the
-// agent (agent.h) on its worker threads; holds no job state between stages.
+// tuning stages of tune/stages.h: propose and update in the task's session restored from the
+// daemon's state (tune::RunRestoredStage: the session's tuner and rules, none of the agent's own),
+// build (local compiler for cpu tasks, NVRTC for cuda tasks; only each object's SHA-256 travels
+// back), measure (the device's sandboxed CPU or CUDA measurer, one candidate at a time), and a
+// simulated stage that only sleeps. Called by the agent (agent.h) on its worker threads; holds no
+// job state between stages.
 //
 // Code never crosses between agents: a measurement runs only an object this executor compiled
 // itself, found by hash among its own recent builds, or rebuilt here from the template and config
@@ -90,7 +91,7 @@ struct ExecutorOptions {
   // Adds the templates' `fault` knob. Tests only: the daemon's config indices then mean other
   // configs, so a real agent never sets it.
   ops::TemplateOptions template_options{};
-  // Candidates per propose when TunerSpec.batch_size is 0.
+  // The session's candidates per round when TunerSpec.batch_size is 0.
   int default_batch_size = 8;
   // Largest artifact built (bytes); larger ones become per-candidate errors.
   int64_t max_artifact_bytes = 64 << 20;
@@ -109,8 +110,8 @@ struct ExecutorOptions {
 // then dropped by the caller.
 using CancelFlag = std::atomic<bool>;
 
-// Where a CPU stage's work runs, supplied by the agent's CorePlacer (core_placer.h). Without
-// hooks a CPU stage is confined to ExecutorOptions.cpu_cores.
+// Where a CPU stage's work runs, supplied by the agent's sched::CorePlacer (sched/core_placer.h).
+// Without hooks a CPU stage is confined to ExecutorOptions.cpu_cores.
 struct StageHooks {
   // Called on every thread before it works for the stage: the stage's own thread, and each
   // build thread before it starts a compiler (which inherits the thread's affinity).
@@ -143,8 +144,9 @@ class StageExecutor {
   static absl::StatusOr<std::unique_ptr<StageExecutor>> Create(const ExecutorOptions& options);
 
   // Runs `request` on the calling thread (which a CPU stage confines to `cpu_cores`, for good).
-  // Never fails as a whole: a malformed request (unknown workload or template,
-  // unknown device, empty inputs, indices outside the config space, bad tuner state) comes back
+  // Never fails as a whole: a malformed request (unknown workload or template, unknown device,
+  // empty inputs, indices outside the config space, a session state that does not restore, a
+  // propose or update without session state from an older daemon) comes back
   // with StageResult.error set and no output; per-candidate failures (instantiation, compile,
   // crash, wrong answer, timeouts) are in the output, one entry per candidate. `timing` is always
   // filled. `cancel` may be null.

@@ -30,7 +30,6 @@
 #include "loom/toolchain/nvrtc_builder.h"
 #include "loom/tune/prior.h"
 #include "loom/tune/task_session.h"
-#include "nlohmann/json.hpp"
 
 namespace loom::agent {
 namespace {
@@ -104,6 +103,80 @@ std::vector<int64_t> Indices(const v1::StageResult& r) {
   return {r.propose().config_indices().begin(), r.propose().config_indices().end()};
 }
 
+// The daemon's session of `r`'s task before its first proposal, of the options `r`'s TunerSpec
+// carries, for `target`: a tune::TaskSession with the tuner elsewhere, as service::JobDriver
+// keeps it. Its Save() is what propose and update stages carry.
+std::unique_ptr<tune::TaskSession> DaemonSession(const v1::StageRequest& r,
+                                                 const ops::Target& target) {
+  absl::StatusOr<graph::Workload> w = graph::ParseWorkloadKey(r.task().workload_key());
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (!w.ok()) return nullptr;
+  graph::Task task;
+  task.workload = *w;
+  task.key = r.task().workload_key();
+  task.hash = graph::StableHash(task.key);
+  task.flops = r.task().flops();
+  tune::TaskTunerOptions o;
+  o.trials = r.tuner().trials();
+  o.batch_size = r.tuner().batch_size();
+  o.tuner.kind = r.tuner().kind();
+  o.tuner.seed = static_cast<uint64_t>(r.tuner().seed());
+  if (r.tuner().plan_size() > 0) o.tuner.plan_size = r.tuner().plan_size();
+  o.job_id = r.job_id();
+  o.measure_default = false;
+  o.use_prior = !r.tuner().no_prior();
+  o.tuner_elsewhere = true;
+  auto s = tune::TaskSession::Create(task, target, o, nullptr);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *std::move(s) : nullptr;
+}
+
+// `r` as the propose stage `session` asks for next.
+v1::StageRequest ProposeIn(v1::StageRequest r, const tune::TaskSession& session) {
+  r.set_kind(v1::STAGE_KIND_PROPOSE);
+  r.set_round(session.round());
+  r.mutable_propose()->set_session(session.Save().SerializeAsString());
+  return r;
+}
+
+// A stage's result as the daemon completes its session with it (service::JobDriver).
+tune::StageOutcome OutcomeOf(sched::StageKind kind, const v1::StageResult& r) {
+  tune::StageOutcome out{.kind = kind};
+  auto tuner = [&](const std::string& bytes) {
+    if (!bytes.empty()) {
+      EXPECT_TRUE(out.tuner_state.emplace().ParseFromString(bytes));
+    }
+  };
+  switch (kind) {
+    case sched::StageKind::kPropose:
+      for (int64_t c : r.propose().config_indices()) out.configs.push_back(ops::Config{c});
+      out.tuner_has_next = r.propose().tuner_has_next();
+      tuner(r.propose().session_tuner());
+      break;
+    case sched::StageKind::kBuild:
+      for (const v1::Artifact& a : r.build().artifacts()) {
+        out.builds.push_back(tune::BuildResult{.config = ops::Config{a.config_index()},
+                                               .error = static_cast<tune::ErrorKind>(a.error()),
+                                               .build_seconds = a.build_seconds()});
+      }
+      break;
+    case sched::StageKind::kMeasure:
+      for (const v1::MeasureResult& m : r.measure().results()) {
+        tune::MeasureResult t;
+        t.config = ops::Config{m.config_index()};
+        t.costs.assign(m.costs().begin(), m.costs().end());
+        t.error = static_cast<tune::ErrorKind>(m.error());
+        out.results.push_back(std::move(t));
+      }
+      break;
+    default:
+      out.tuner_has_next = r.update().tuner_has_next();
+      tuner(r.update().session_tuner());
+      break;
+  }
+  return out;
+}
+
 class StageExecutorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -114,19 +187,27 @@ class StageExecutorTest : public ::testing::Test {
   std::unique_ptr<StageExecutor> executor_;
 };
 
-// propose -> build -> measure -> update -> propose on a real conv task: the second proposal
-// follows the cost model's plan and never repeats a measured config.
-TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
-  v1::StageRequest propose = Request(v1::STAGE_KIND_PROPOSE, 0);
-  propose.mutable_propose();
+// propose -> build -> measure -> update -> propose on a real conv task, with propose and update
+// in the daemon's session (tune::RunRestoredStage): only the built objects' hashes travel, the
+// measurements are checked, and the next proposal never repeats a measured config and is the same
+// for the same state.
+TEST_F(StageExecutorTest, FullRoundInTheDaemonsSession) {
+  v1::StageRequest spec = Request(v1::STAGE_KIND_PROPOSE, 0);
+  spec.mutable_tuner()->set_no_prior(true);  // keeps the test short
+  std::unique_ptr<tune::TaskSession> daemon = DaemonSession(spec, ops::HostCpuTarget());
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_EQ(daemon->Next().kind, sched::StageKind::kPropose);
+  v1::StageRequest propose = ProposeIn(spec, *daemon);
   v1::StageResult p0 = executor_->Execute(propose);
   ASSERT_THAT(p0.error(), IsEmpty());
   EXPECT_EQ(p0.lease_id(), propose.lease_id());
   std::vector<int64_t> first = Indices(p0);
   ASSERT_EQ(first.size(), 4u);
   EXPECT_EQ(std::set<int64_t>(first.begin(), first.end()).size(), 4u);
+  EXPECT_THAT(p0.propose().session_tuner(), Not(IsEmpty()));
   EXPECT_EQ(p0.timing().resource(), "test/cpu");
   EXPECT_LE(p0.timing().start_unix_micros(), p0.timing().end_unix_micros());
+  ASSERT_TRUE(daemon->Complete(OutcomeOf(sched::StageKind::kPropose, p0)).ok());
 
   v1::StageRequest build = Request(v1::STAGE_KIND_BUILD, 0);
   build.set_cpu_slots(2);
@@ -145,6 +226,9 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
     EXPECT_EQ(a.content_hash().size(), 64u);
   }
   ASSERT_GE(built, 1);
+  ASSERT_TRUE(daemon->Complete(OutcomeOf(sched::StageKind::kBuild, b)).ok());
+  // The update stage's session state: the round's proposal pending, before its build.
+  const std::string at_build = daemon->Save().SerializeAsString();
 
   v1::StageRequest measure = Request(v1::STAGE_KIND_MEASURE, 0);
   measure.set_device(DeviceName());
@@ -153,7 +237,6 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
   ASSERT_THAT(m.error(), IsEmpty());
   EXPECT_EQ(m.timing().resource(), absl::StrCat("test/", DeviceName()));
   ASSERT_EQ(m.measure().results_size(), 4);
-  std::vector<v1::Trial> history;
   int measured = 0;
   for (int i = 0; i < 4; ++i) {
     const v1::MeasureResult& r = m.measure().results(i);
@@ -166,51 +249,40 @@ TEST_F(StageExecutorTest, FullRoundThenModelGuidedProposal) {
       EXPECT_GT(r.timestamp_unix_micros(), 0);
       measured += r.error() == v1::ERROR_KIND_NONE;
     }
-    v1::Trial t;
-    t.set_config_index(r.config_index());
-    *t.mutable_costs() = r.costs();
-    t.set_error(r.error());
-    history.push_back(t);
   }
   ASSERT_GE(measured, 1);
+  ASSERT_TRUE(daemon->Complete(OutcomeOf(sched::StageKind::kMeasure, m)).ok());
 
   v1::StageRequest update = Request(v1::STAGE_KIND_UPDATE, 0);
-  for (const v1::Trial& t : history) *update.mutable_update()->add_history() = t;
+  update.mutable_tuner()->set_no_prior(true);
+  update.mutable_update()->set_session(at_build);
+  *update.mutable_update()->mutable_artifacts() = b.build().artifacts();
+  *update.mutable_update()->mutable_results() = m.measure().results();
   ::testing::internal::CaptureStderr();
   v1::StageResult u = executor_->Execute(update);
   EXPECT_THAT(::testing::internal::GetCapturedStderr(), Not(HasSubstr("cost model failed")));
   ASSERT_THAT(u.error(), IsEmpty());
-  ASSERT_FALSE(u.update().tuner_state().empty());
-  nlohmann::json state = nlohmann::json::parse(u.update().tuner_state());
-  std::set<int64_t> plan;
-  for (const auto& v : state["plan"]) plan.insert(v.get<int64_t>());
-  EXPECT_EQ(state["trained_on"], 4);
-  EXPECT_GE(plan.size(), 4u);
+  EXPECT_TRUE(u.update().tuner_has_next());
+  ASSERT_THAT(u.update().session_tuner(), Not(IsEmpty()));
+  tune::StageOutcome updated = OutcomeOf(sched::StageKind::kUpdate, u);
+  updated.records.resize(first.size());  // stored by the daemon at the measurement
+  ASSERT_TRUE(daemon->Complete(updated).ok());
 
-  v1::StageRequest propose1 = Request(v1::STAGE_KIND_PROPOSE, 1);
-  for (const v1::Trial& t : history) *propose1.mutable_propose()->add_history() = t;
-  propose1.mutable_propose()->set_tuner_state(u.update().tuner_state());
+  ASSERT_EQ(daemon->Next().kind, sched::StageKind::kPropose);
+  v1::StageRequest propose1 = ProposeIn(spec, *daemon);
   v1::StageResult p1 = executor_->Execute(propose1);
   ASSERT_THAT(p1.error(), IsEmpty());
   std::vector<int64_t> second = Indices(p1);
   ASSERT_EQ(second.size(), 4u);
   for (int64_t i : second) {
     EXPECT_EQ(std::count(first.begin(), first.end(), i), 0) << "re-proposed measured config " << i;
-    EXPECT_TRUE(plan.contains(i)) << "config " << i << " is not from the model's plan";
   }
   // Stateless and reproducible: the same request gives the same proposal.
   EXPECT_EQ(Indices(executor_->Execute(propose1)), second);
-
-  // Update again before plan_size new results: the plan is kept as it is (no refit).
-  update.mutable_update()->set_tuner_state(u.update().tuner_state());
-  v1::StageResult u2 = executor_->Execute(update);
-  ASSERT_THAT(u2.error(), IsEmpty());
-  EXPECT_EQ(u2.update().tuner_state(), u.update().tuner_state());
 }
 
 // Before the first model, an xgb proposal on an AVX-512 task is ranked by the built-in tuning
-// prior (as `loom tune` does) unless the spec turns it off: then the template's default config
-// comes first. Either way it is reproducible.
+// prior (as `loom tune` does) unless the spec turns it off. Either way it is reproducible.
 TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
   const char kStem[] = "conv2d:f32:n1_c3_h224_w224_k64_r7_s7_st2x2_p3x3x3x3_d1x1_g1";
   absl::StatusOr<graph::Workload> stem = graph::ParseWorkloadKey(kStem);
@@ -221,72 +293,26 @@ TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
   r.mutable_tuner()->set_batch_size(8);
   r.mutable_tuner()->set_plan_size(16);
   r.mutable_tuner()->set_trials(48);
-  r.mutable_propose();
   v1::StageRequest cold = r;
   cold.mutable_tuner()->set_no_prior(true);
 
   ops::Target avx512 = ops::HostCpuTarget();
   avx512.isa = ops::Isa::kAvx512;
   ASSERT_NE(tune::BuiltinPrior(avx512), nullptr);
-  auto tmpl = ops::MakeTemplate(*stem, avx512);
-  ASSERT_TRUE(tmpl.ok());
-  const std::vector<int64_t> seeded = Indices(executor_->Execute(r));
+  std::unique_ptr<tune::TaskSession> warm_session = DaemonSession(r, avx512);
+  std::unique_ptr<tune::TaskSession> cold_session = DaemonSession(cold, avx512);
+  ASSERT_NE(warm_session, nullptr);
+  ASSERT_NE(cold_session, nullptr);
+  r = ProposeIn(r, *warm_session);
+  cold = ProposeIn(cold, *cold_session);
+  v1::StageResult warm_result = executor_->Execute(r);
+  ASSERT_THAT(warm_result.error(), IsEmpty());
+  const std::vector<int64_t> seeded = Indices(warm_result);
   const std::vector<int64_t> plain = Indices(executor_->Execute(cold));
   ASSERT_EQ(seeded.size(), 8u);
   ASSERT_EQ(plain.size(), 8u);
-  EXPECT_EQ(plain[0], (*tmpl)->DefaultConfig().index);
   EXPECT_NE(seeded, plain);
   EXPECT_EQ(Indices(executor_->Execute(r)), seeded);
-}
-
-TEST_F(StageExecutorTest, ProposeRespectsBudgetAndHistory) {
-  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 2);
-  r.mutable_tuner()->set_kind("random");
-  r.mutable_tuner()->set_trials(6);
-  std::set<int64_t> seen;
-  for (int64_t i : {0, 1, 2, 3}) {
-    v1::Trial* t = r.mutable_propose()->add_history();
-    t->set_config_index(i);
-    t->set_error(v1::ERROR_KIND_RUNTIME);
-    seen.insert(i);
-  }
-  std::vector<int64_t> got = Indices(executor_->Execute(r));
-  ASSERT_EQ(got.size(), 2u);  // 6 trials, 4 done
-  for (int64_t i : got) EXPECT_FALSE(seen.contains(i));
-
-  // Rounds differ; the same round repeats itself.
-  v1::StageRequest other = r;
-  other.set_round(3);
-  EXPECT_NE(Indices(executor_->Execute(other)), got);
-  EXPECT_EQ(Indices(executor_->Execute(r)), got);
-
-  // trials_done counts only this job's trials (the rest of the history is transfer).
-  r.mutable_propose()->set_trials_done(1);
-  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 4u);  // min(batch 4, 6 - 1)
-  r.mutable_propose()->set_trials_done(6);
-  v1::StageResult spent = executor_->Execute(r);
-  EXPECT_THAT(spent.error(), IsEmpty());
-  EXPECT_TRUE(spent.has_propose());
-  EXPECT_EQ(spent.propose().config_indices_size(), 0);
-}
-
-TEST_F(StageExecutorTest, EarlyStoppingFromHistory) {
-  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE, 1);
-  r.mutable_tuner()->set_kind("random");
-  r.mutable_tuner()->set_trials(100);
-  r.mutable_tuner()->set_early_stopping(3);
-  auto add = [&](int64_t index, double cost) {
-    v1::Trial* t = r.mutable_propose()->add_history();
-    t->set_config_index(index);
-    t->add_costs(cost);
-  };
-  add(0, 1.0);
-  add(1, 0.5);  // best
-  add(2, 0.9);
-  add(3, 0.8);
-  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 4u);  // best is 2 trials old
-  add(4, 0.7);
-  EXPECT_EQ(Indices(executor_->Execute(r)).size(), 0u);  // 3 trials without improvement
 }
 
 struct MalformedCase {
@@ -487,38 +513,29 @@ TEST_F(StageExecutorTest, MalformedRequestsAreStageErrors) {
          r.mutable_measure()->add_artifacts()->set_config_index(0);
        },
        "is for target 'cpu:avx512:Some Other CPU'"},
-      {"empty update",
+      // The history-based stages of daemons before TaskSession are refused in one line.
+      {"propose from an older daemon",
+       [](v1::StageRequest& r) {
+         r.set_kind(v1::STAGE_KIND_PROPOSE);
+         r.mutable_propose();
+       },
+       "FAILED_PRECONDITION: propose stage without session state: this agent runs only session "
+       "stages and the daemon is older; run the same Loom release on the daemon and agents"},
+      {"update from an older daemon",
        [](v1::StageRequest& r) {
          r.set_kind(v1::STAGE_KIND_UPDATE);
          r.mutable_update();
        },
-       "update stage has an empty history"},
-      {"bad tuner state",
+       "FAILED_PRECONDITION: update stage without session state"},
+      {"negative budget",
        [](v1::StageRequest& r) {
          r.set_kind(v1::STAGE_KIND_PROPOSE);
-         r.mutable_propose()->set_tuner_state("not json");
+         v1::TaskSessionState state;
+         state.set_job_id("job");
+         r.mutable_propose()->set_session(state.SerializeAsString());
+         r.mutable_tuner()->set_trials(-1);
        },
-       "tuner_state is not a loom.xgb_plan.v1 object"},
-      {"unknown tuner",
-       [](v1::StageRequest& r) {
-         r.set_kind(v1::STAGE_KIND_PROPOSE);
-         r.mutable_propose();
-         r.mutable_tuner()->set_kind("psychic");
-       },
-       "tuner: "},
-      {"no budget",
-       [](v1::StageRequest& r) {
-         r.set_kind(v1::STAGE_KIND_PROPOSE);
-         r.mutable_propose();
-         r.mutable_tuner()->set_trials(0);
-       },
-       "tuner.trials (the budget) must be positive"},
-      {"success without costs",
-       [](v1::StageRequest& r) {
-         r.set_kind(v1::STAGE_KIND_PROPOSE);
-         r.mutable_propose()->add_history()->set_config_index(1);
-       },
-       "config 1 succeeded but has no costs"},
+       "tuner.trials, batch_size and plan_size must not be negative"},
       {"negative sleep",
        [](v1::StageRequest& r) {
          r.set_kind(v1::STAGE_KIND_SIMULATED);
@@ -790,9 +807,12 @@ TEST(StageExecutorPinningTest, CpuStagesRunOnTheirCores) {
   ASSERT_TRUE(e.ok()) << e.status();
   int count = -1;
   bool has_first = false;
+  v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE);
+  r.mutable_tuner()->set_no_prior(true);
+  std::unique_ptr<tune::TaskSession> daemon = DaemonSession(r, ops::HostCpuTarget());
+  ASSERT_NE(daemon, nullptr);
+  r = ProposeIn(r, *daemon);
   std::thread t([&] {
-    v1::StageRequest r = Request(v1::STAGE_KIND_PROPOSE);
-    r.mutable_propose();
     EXPECT_THAT((*e)->Execute(r).error(), IsEmpty());
     cpu_set_t now;
     CPU_ZERO(&now);
@@ -937,8 +957,10 @@ TEST(CudaStageExecutorTest, ProposeAndNvrtcBuildOfACudaConv) {
   ASSERT_NE(tmpl, nullptr);
   EXPECT_THAT(tmpl->name(), HasSubstr("cuda"));
 
-  v1::StageRequest propose = CudaRequest(v1::STAGE_KIND_PROPOSE);
-  propose.mutable_propose();
+  std::unique_ptr<tune::TaskSession> daemon =
+      DaemonSession(CudaRequest(v1::STAGE_KIND_PROPOSE), (*e)->options().devices[0].cuda_target);
+  ASSERT_NE(daemon, nullptr);
+  v1::StageRequest propose = ProposeIn(CudaRequest(v1::STAGE_KIND_PROPOSE), *daemon);
   v1::StageResult p = (*e)->Execute(propose);
   ASSERT_THAT(p.error(), IsEmpty());
   ASSERT_EQ(p.propose().config_indices_size(), 4);
@@ -1064,9 +1086,9 @@ TEST(CudaStageExecutorTest, TasksOfOneKindNeverMeasureOnADeviceOfTheOther) {
               HasSubstr("the task is for target 'cuda:sm_80:Other GPU' but device cuda:0 is "
                         "'cuda:sm_90:Fake GPU'"));
 
-  v1::StageRequest bad_arch = CudaRequest(v1::STAGE_KIND_PROPOSE);
+  v1::StageRequest bad_arch = CudaRequest(v1::STAGE_KIND_BUILD);
   bad_arch.mutable_task()->set_cuda_arch("compute_x");
-  bad_arch.mutable_propose();
+  bad_arch.mutable_build()->add_config_indices(0);
   r = (*e)->Execute(bad_arch);
   EXPECT_THAT(r.error(), HasSubstr("bad CUDA architecture 'compute_x'"));
 }

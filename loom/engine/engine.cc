@@ -23,6 +23,7 @@
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 #include "loom/base/thread_pool.h"
+#include "loom/sched/core_placer.h"
 #include "loom/sched/policy.h"
 #include "loom/tune/stages.h"
 
@@ -96,22 +97,24 @@ using sched::StageKind;
 
 std::string CoreList(const std::vector<int>& cores) { return absl::StrJoin(cores, ","); }
 
-// Where one running stage's work may go. Shared between the engine thread (which moves it off a
-// device core) and the threads doing the stage's work (which register themselves).
+// Where one running stage's work may go. A CPU stage under an exclusive policy holds a placement
+// of the core placer (sched/core_placer.h, the one owner of which cores a stage's slots are),
+// which moves it off the device's lent cores when the device starts measuring and re-pins its
+// threads and compilers; a measurement runs on the device's cores. `cores` and `spans` (the cores
+// over time, for the trace) are written by the engine thread under the runner's pin_mu_.
 struct Placement {
   bool pinned = false;
-  std::vector<int> units;     // CPU slot units held (engine thread only)
-  std::vector<int> cores;     // current cores
-  std::vector<pid_t> tids;    // threads working for the stage now
-  std::vector<pid_t> groups;  // compile process groups started for it
+  std::optional<sched::CorePlacer::PlacementId> id;
+  std::vector<int> cores;  // current cores
   std::vector<CoreSpan> spans;
 };
 
-// One CPU slot: a general one on a CPU-stage core, or one a device lends.
-struct Unit {
-  int core = 0;
-  bool lent = false;
-  int holders = 0;
+// The core placer's pinner when the engine does not pin (pin = false): placements are counted
+// and named by their cores, nothing is confined.
+class NoPinner final : public sched::Pinner {
+ public:
+  void PinThread(pid_t /*tid*/, const std::vector<int>& /*cores*/) override {}
+  void PinProcessGroup(pid_t /*group*/, const std::vector<int>& /*cores*/) override {}
 };
 
 struct StageInfo {
@@ -156,8 +159,9 @@ struct JobState {
   std::unique_ptr<tune::BudgetedJob> budgeted;
   int budget_task = -1;
   int64_t budget_round = -1;  // the session's round count when budget_task was handed out
-  // The running build's placement, read by the builder's hooks (guarded by the runner's pin_mu).
-  std::shared_ptr<Placement> build_placement;
+  // The running build's core placement, read by the builder's hooks (guarded by the runner's
+  // pin_mu); unset when the build is not placed (`uncontrolled`).
+  std::optional<sched::CorePlacer::PlacementId> build_placement;
   // Engine-thread view for progress.
   int64_t trials_done = 0;
   double best_gflops = 0;
@@ -165,19 +169,6 @@ struct JobState {
   bool done = false;
   JobResult result;
 };
-
-int StageSlot(StageKind kind) {
-  switch (kind) {
-    case StageKind::kPropose:
-      return 0;
-    case StageKind::kBuild:
-      return 1;
-    case StageKind::kMeasure:
-      return 2;
-    default:
-      return 3;
-  }
-}
 
 class Runner {
  public:
@@ -207,10 +198,10 @@ class Runner {
                const std::shared_ptr<Placement>& placement, const std::string& resource,
                sched::LeaseId lease);
   void HandleCompletion(const Completion& c);
-  std::vector<int> TakeUnits(int n);
-  void ReleaseUnits(Placement& p);
   void VacateDevice();
-  void SetCores(Placement& p, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pin_mu_);
+  // The placement's cores are `cores` from `now` on.
+  void MoveTo(Placement& p, std::vector<int> cores, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pin_mu_);
   void Report(bool final);
   absl::Time Now() const { return absl::Now(); }
 
@@ -222,7 +213,8 @@ class Runner {
   bool pin_ = false;
   sched::DeviceId device_ = 0;
   std::string device_resource_;
-  std::vector<Unit> units_;
+  std::string device_name_;
+  std::unique_ptr<sched::CorePlacer> placer_;
   int capacity_ = 0;
   int unmanaged_build_threads_ = 1;  // compiles per build under `uncontrolled`: every core
   std::unique_ptr<tune::Measurer> device_measurer_;
@@ -262,14 +254,15 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
                                                     .kind = gpu ? "cuda" : "cpu",
                                                     .host = host,
                                                     .shares_cpu_slots = lent}));
+  device_name_ = device_name;
   device_resource_ = absl::StrCat("device:", device_name);
-  for (int i = 0; i < layout.cpu_slots; ++i) {
-    units_.push_back({.core = layout.cpu_cores[static_cast<size_t>(i) % layout.cpu_cores.size()]});
-  }
-  if (lent > 0) {
-    for (int c : layout.device_cores) units_.push_back({.core = c, .lent = true});
-  }
-  capacity_ = layout.cpu_slots + lent;
+  sched::CorePlacerOptions placement{.cpu_slots = layout.cpu_slots, .cpu_cores = layout.cpu_cores};
+  if (lent > 0) placement.lending.push_back({.name = device_name, .cores = layout.device_cores});
+  std::unique_ptr<sched::Pinner> pinner =
+      pin_ ? sched::MakeSchedPinner() : std::make_unique<NoPinner>();
+  LOOM_ASSIGN_OR_RETURN(placer_,
+                        sched::CorePlacer::Create(std::move(placement), std::move(pinner)));
+  capacity_ = placer_->capacity();
   // Under `uncontrolled` each job stands for an independent tuner that believes it owns the
   // machine: its builds compile on every core (CPU and device cores), as AutoTVM's LocalBuilder
   // runs cpu_count() compiles. Its build stages ask for that many slots (at most the host's), so
@@ -304,20 +297,16 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
     JobState* raw = job.get();
     tune::BuildOptions bo;
     bo.num_threads = exclusive_ ? options_.build_slots : unmanaged_build_threads_;
-    bo.before_compile = [this, raw] {
+    // Compile threads and compilers follow the build's placement (also when it moves).
+    auto build_placement = [this, raw] {
       std::lock_guard<std::mutex> lock(pin_mu_);
-      Placement* p = raw->build_placement.get();
-      if (p == nullptr || !p->pinned) return;
-      const pid_t tid = gettid();
-      base::SetThreadAffinity(tid, p->cores);
-      if (std::find(p->tids.begin(), p->tids.end(), tid) == p->tids.end()) p->tids.push_back(tid);
+      return raw->build_placement;
     };
-    bo.compile_started = [this, raw](int pid) {
-      std::lock_guard<std::mutex> lock(pin_mu_);
-      Placement* p = raw->build_placement.get();
-      if (p == nullptr || !p->pinned) return;
-      p->groups.push_back(pid);
-      base::SetThreadAffinity(pid, p->cores);
+    bo.before_compile = [this, build_placement] {
+      if (auto id = build_placement()) placer_->EnterThread(*id);
+    };
+    bo.compile_started = [this, build_placement](int pid) {
+      if (auto id = build_placement()) placer_->CompileStarted(*id, pid);
     };
     if (options_.make_builder) {
       LOOM_ASSIGN_OR_RETURN(job->builder, options_.make_builder(bo));
@@ -340,71 +329,25 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
   return absl::OkStatus();
 }
 
-std::vector<int> Runner::TakeUnits(int n) {
-  std::vector<int> taken;
-  const bool device_free = sched_->DeviceLeases(device_) == 0;
-  // Free general units first, then free lent ones (only while the device is not leased), then,
-  // should the counts ever disagree with the scheduler's, the least loaded general ones.
-  for (int pass = 0; pass < 2 && static_cast<int>(taken.size()) < n; ++pass) {
-    for (size_t u = 0; u < units_.size() && static_cast<int>(taken.size()) < n; ++u) {
-      if (units_[u].holders != 0 || units_[u].lent != (pass == 1)) continue;
-      if (units_[u].lent && !device_free) continue;
-      taken.push_back(static_cast<int>(u));
-    }
-  }
-  for (int u : taken) ++units_[u].holders;
-  while (static_cast<int>(taken.size()) < n) {
-    int best = -1;
-    for (size_t u = 0; u < units_.size(); ++u) {
-      if (units_[u].lent) continue;
-      if (best < 0 || units_[u].holders < units_[best].holders) best = static_cast<int>(u);
-    }
-    if (best < 0) break;
-    ++units_[best].holders;
-    taken.push_back(best);
-  }
-  return taken;
-}
-
-void Runner::ReleaseUnits(Placement& p) {
-  for (int u : p.units) --units_[u].holders;
-  p.units.clear();
-}
-
-void Runner::SetCores(Placement& p, absl::Time now) {
-  std::set<int> cores;
-  for (int u : p.units) cores.insert(units_[u].core);
-  p.cores.assign(cores.begin(), cores.end());
+void Runner::MoveTo(Placement& p, std::vector<int> cores, absl::Time now) {
+  p.cores = std::move(cores);
+  if (!p.pinned) return;
   if (!p.spans.empty()) p.spans.back().to = now;
   p.spans.push_back({.cores = p.cores, .from = now, .to = now});
 }
 
-// A measurement was granted: move every CPU stage off the device's lent cores, onto free general
-// slots (the scheduler granted the device only because enough of them are free).
+// A measurement was granted: the core placer moves every CPU stage off the device's lent cores,
+// onto free general slots (the scheduler granted the device only because enough of them are
+// free), and re-pins their threads and compilers; the traces record the move.
 void Runner::VacateDevice() {
+  if (placer_->BeginMeasure(device_name_) == 0) return;
   const absl::Time now = Now();
+  std::lock_guard<std::mutex> lock(pin_mu_);
   for (auto& [lease, r] : running_) {
-    if (!r.placement || r.info.kind == StageKind::kMeasure) continue;
     Placement& p = *r.placement;
-    bool moved = false;
-    for (int& u : p.units) {
-      if (!units_[u].lent) continue;
-      int best = -1;
-      for (size_t g = 0; g < units_.size(); ++g) {
-        if (units_[g].lent) continue;
-        if (best < 0 || units_[g].holders < units_[best].holders) best = static_cast<int>(g);
-      }
-      if (best < 0) continue;  // no general slot at all: cannot happen with a valid layout
-      --units_[u].holders;
-      ++units_[best].holders;
-      u = best;
-      moved = true;
-    }
-    if (!moved || !p.pinned) continue;
-    std::lock_guard<std::mutex> lock(pin_mu_);
-    SetCores(p, now);
-    for (pid_t tid : p.tids) base::SetThreadAffinity(tid, p.cores);
-    base::PinProcessGroups(p.groups, p.cores);
+    if (!p.id.has_value()) continue;
+    std::vector<int> cores = placer_->Cores(*p.id);
+    if (cores != p.cores) MoveTo(p, std::move(cores), now);
   }
 }
 
@@ -566,27 +509,24 @@ void Runner::Dispatch(const sched::Grant& g) {
     placement->cores = options_.layout.device_cores;
     resource = device_resource_;
     if (device_active_++ == 0) device_since_ = now;
+  } else if (exclusive_) {
+    // The scheduler's grant says how many slots; the placer says which cores they are.
+    placement->id = placer_->TakeOvercommitted(g.cpu_slots);
+    placement->pinned = pin_;
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    MoveTo(*placement, placer_->Cores(*placement->id), now);
+    resource = absl::StrCat("cpu:", CoreList(placement->cores));
   } else {
-    if (exclusive_) {
-      placement->units = TakeUnits(g.cpu_slots);
-      placement->pinned = pin_;
-      std::lock_guard<std::mutex> lock(pin_mu_);
-      SetCores(*placement, now);
-      resource = absl::StrCat("cpu:", CoreList(placement->cores));
-    } else {
-      resource = "cpu";
-    }
+    resource = "cpu";
   }
-  if (!placement->pinned) placement->spans.clear();
   Running r{.info = info,
             .grant = g,
             .placement = placement,
             .resource = resource,
             .task_key = job.session ? job.session->task().key : ""};
   running_[g.lease] = r;
-  const char* names[] = {"propose", "build", "measure", "update"};
-  job.state =
-      absl::StrCat(info.is_default ? "default " : "", names[StageSlot(info.kind)], " (running)");
+  job.state = absl::StrCat(info.is_default ? "default " : "",
+                           std::string(sched::StageKindName(info.kind)), " (running)");
   const sched::LeaseId lease = g.lease;
   tune::SessionRequest request = job.session->Next();
   LOOM_CHECK(request.kind == info.kind && request.baseline == info.is_default);
@@ -598,15 +538,15 @@ void Runner::Dispatch(const sched::Grant& g) {
 void Runner::Execute(JobState& job, const tune::SessionRequest& request,
                      const std::shared_ptr<Placement>& placement, const std::string& resource,
                      sched::LeaseId lease) {
-  const pid_t tid = gettid();
   const bool build = request.kind == StageKind::kBuild;
-  {
+  if (placement->id.has_value()) {
+    placer_->EnterThread(*placement->id);
+  } else if (placement->pinned) {
+    base::SetThreadAffinity(0, placement->cores);  // a measurement: the device's cores
+  }
+  if (build) {
     std::lock_guard<std::mutex> lock(pin_mu_);
-    if (placement->pinned) {
-      base::SetThreadAffinity(tid, placement->cores);
-      placement->tids.push_back(tid);
-    }
-    if (build) job.build_placement = placement;
+    job.build_placement = placement->id;
   }
   Completion c{.lease = lease, .start = absl::Now()};
   const tune::StageEnv env{.builder = job.builder.get(),
@@ -619,10 +559,10 @@ void Runner::Execute(JobState& job, const tune::SessionRequest& request,
     c.status = out.status();
   }
   c.end = absl::Now();
+  // This pool thread may go on to another job's stage: later moves leave it alone.
+  if (placement->id.has_value()) placer_->LeaveThread(*placement->id);
   {
     std::lock_guard<std::mutex> lock(pin_mu_);
-    auto& tids = placement->tids;
-    tids.erase(std::remove(tids.begin(), tids.end(), tid), tids.end());
     if (build) job.build_placement.reset();
     if (!placement->spans.empty()) placement->spans.back().to = c.end;
   }
@@ -642,9 +582,10 @@ void Runner::HandleCompletion(const Completion& c) {
   JobState& job = *jobs_[r.info.job];
   if (r.info.kind == StageKind::kMeasure) {
     if (--device_active_ == 0) device_busy_ += absl::ToDoubleSeconds(now - device_since_);
+    if (exclusive_) placer_->EndMeasure(device_name_);
   } else {
     cpu_slot_seconds_ += absl::ToDoubleSeconds(c.end - c.start) * r.grant.cpu_slots;
-    ReleaseUnits(*r.placement);
+    if (r.placement->id.has_value()) placer_->Release(*r.placement->id);
   }
   StageTrace trace{.job = r.info.job,
                    .task_key = r.task_key,
@@ -676,8 +617,9 @@ void Runner::HandleCompletion(const Completion& c) {
   const bool ends_chain =
       r.info.is_default ? r.info.kind == StageKind::kMeasure : r.info.kind == StageKind::kUpdate;
   if (!ends_chain) {
-    const char* next[] = {"build (waiting)", "measure (waiting)", "update (waiting)", ""};
-    job.state = r.info.is_default ? "default measure (waiting)" : next[StageSlot(r.info.kind)];
+    job.state =
+        absl::StrCat(r.info.is_default ? "default " : "",
+                     std::string(sched::StageKindName(job.session->Next().kind)), " (waiting)");
     return;
   }
   job.result.records += records;
@@ -707,10 +649,9 @@ void Runner::Report(bool final) {
   double cpu_busy = cpu_slot_seconds_;
   double device_busy = device_busy_;
   std::vector<std::string> cpu_now, device_now;
-  const char* names[] = {"propose", "build", "measure", "update"};
   for (const auto& [lease, r] : running_) {
-    const std::string what =
-        absl::StrCat(jobs_[r.info.job]->spec->name, " ", names[StageSlot(r.info.kind)]);
+    const std::string what = absl::StrCat(jobs_[r.info.job]->spec->name, " ",
+                                          std::string(sched::StageKindName(r.info.kind)));
     if (r.info.kind == StageKind::kMeasure) {
       device_now.push_back(what);
     } else {

@@ -86,7 +86,7 @@ std::string JobColumns(int64_t state, const std::string& spec) {
 
 std::string TaskColumns(int64_t index, int64_t phase) {
   v1::UpdateInput history;
-  history.add_history()->set_config_index(4);
+  history.set_session("a session state");
   RowWriter w;
   w.Int(index).Text("dense|M1,N2,K3").Text("dense").Real(6).Int(1).Int(phase).Int(0).Int(1);
   w.Int(0).Real(0.5).Text("").Text(history.SerializeAsString(), true).Text("", true).Text("", true);

@@ -1,6 +1,7 @@
 #include "loom/service/job_driver.h"
 
 #include <fcntl.h>
+#include <google/protobuf/unknown_field_set.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <unistd.h>
 
@@ -52,25 +53,9 @@ bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-// The task's phase as the scheduler's stage kind, the one stage-kind enum of the tuning loop
-// (TaskSession's); TaskPhase only adds kDone and kSkipped.
-sched::StageKind SchedKind(TaskPhase p) {
-  switch (p) {
-    case TaskPhase::kPropose:
-      return sched::StageKind::kPropose;
-    case TaskPhase::kBuild:
-      return sched::StageKind::kBuild;
-    case TaskPhase::kMeasure:
-      return sched::StageKind::kMeasure;
-    case TaskPhase::kUpdate:
-      return sched::StageKind::kUpdate;
-    default:
-      return sched::StageKind::kOther;
-  }
-}
-
-// The stage kind on the wire (stage.proto): the one place it is converted.
-v1::StageKind ToProto(sched::StageKind kind) {
+// The stage kind on the wire (stage.proto) of the scheduler's, the one stage-kind enum of the
+// tuning loop (sched/types.h; TaskSession's, and TaskRow::stage): the one place it is converted.
+v1::StageKind WireKind(sched::StageKind kind) {
   switch (kind) {
     case sched::StageKind::kPropose:
       return v1::STAGE_KIND_PROPOSE;
@@ -84,27 +69,6 @@ v1::StageKind ToProto(sched::StageKind kind) {
       break;
   }
   return v1::STAGE_KIND_UNSPECIFIED;
-}
-
-v1::StageKind PhaseKind(TaskPhase p) { return ToProto(SchedKind(p)); }
-
-// The task's phase for its session's next request: TaskPhase is the stored form of the session's
-// sched::StageKind (plus kDone; kSkipped never comes from a session).
-TaskPhase PhaseOf(const tune::SessionRequest& r) {
-  if (r.done) return TaskPhase::kDone;
-  switch (r.kind) {
-    case sched::StageKind::kPropose:
-      return TaskPhase::kPropose;
-    case sched::StageKind::kBuild:
-      return TaskPhase::kBuild;
-    case sched::StageKind::kMeasure:
-      return TaskPhase::kMeasure;
-    case sched::StageKind::kUpdate:
-      return TaskPhase::kUpdate;
-    case sched::StageKind::kOther:
-      break;
-  }
-  return TaskPhase::kDone;
 }
 
 // The session options of task `index` of a job: the settings its stages' TunerSpec carries (see
@@ -155,13 +119,13 @@ double Percentile(std::vector<double> v, double q) {
 
 int64_t Micros(absl::Time t) { return t == absl::UnixEpoch() ? 0 : absl::ToUnixMicros(t); }
 
-double SimSeconds(const v1::SimulatedWorkload& w, TaskPhase p) {
-  switch (p) {
-    case TaskPhase::kPropose:
+double SimSeconds(const v1::SimulatedWorkload& w, sched::StageKind kind) {
+  switch (kind) {
+    case sched::StageKind::kPropose:
       return w.propose_seconds();
-    case TaskPhase::kBuild:
+    case sched::StageKind::kBuild:
       return w.build_seconds();
-    case TaskPhase::kMeasure:
+    case sched::StageKind::kMeasure:
       return w.measure_seconds();
     default:
       return w.update_seconds();
@@ -523,8 +487,8 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   std::vector<int> run;
   std::vector<bool> in_flight(job.tasks.size(), false);
   for (const TaskRow& t : job.tasks) {
-    const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
-    if (live && (t.phase != TaskPhase::kPropose || job.live.contains(t.index))) {
+    const bool live = t.end == TaskEnd::kNone;
+    if (live && (t.stage != sched::StageKind::kPropose || job.live.contains(t.index))) {
       in_flight[static_cast<size_t>(t.index)] = true;
       run.push_back(t.index);
     }
@@ -533,7 +497,7 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
     // Each task runs all its rounds in turn; `spread` tasks at once, the first live ones.
     for (const TaskRow& t : job.tasks) {
       if (run.size() >= spread) break;
-      const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
+      const bool live = t.end == TaskEnd::kNone;
       if (live && !in_flight[static_cast<size_t>(t.index)]) run.push_back(t.index);
     }
     return run;
@@ -545,11 +509,11 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   int64_t total_rounds = 0;
   const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
   for (const TaskRow& t : job.tasks) {
-    const bool live = t.phase != TaskPhase::kDone && t.phase != TaskPhase::kSkipped;
+    const bool live = t.end == TaskEnd::kNone;
     // A round in flight is not picked again, and counts as a whole batch spent until its trials
     // are measured (a real task counts them from its update stage on).
     const bool flying = in_flight[static_cast<size_t>(t.index)];
-    if (flying && (IsSimulated(job) || t.phase != TaskPhase::kUpdate)) trials += batch;
+    if (flying && (IsSimulated(job) || t.stage != sched::StageKind::kUpdate)) trials += batch;
     tune::TaskRounds r{.weight = static_cast<double>(std::max<int64_t>(1, t.count)),
                        .live = live && !flying};
     total_rounds += t.round;
@@ -733,7 +697,7 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
     for (TaskRow& t : job.tasks) {
       auto tmpl = TemplateFor(job, t.index);
       if (absl::IsUnimplemented(tmpl.status())) {
-        t.phase = TaskPhase::kSkipped;
+        t.end = TaskEnd::kSkipped;
         t.skip_reason = std::string(tmpl.status().message());
         Note(job, absl::StrCat("task ", t.index, " skipped: ", t.skip_reason), m);
       } else if (!tmpl.ok()) {
@@ -763,7 +727,7 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
       double ms = 0;
       bool all = true;
       for (const TaskRow& t : job.tasks) {
-        if (t.phase == TaskPhase::kSkipped) continue;
+        if (t.end == TaskEnd::kSkipped) continue;
         auto best = records_->BestK(t.task_key, job.row.target_key, 1);
         if (!best.ok() || best->empty()) {
           all = false;
@@ -862,7 +826,8 @@ absl::StatusOr<tune::TaskSession*> JobDriver::SessionFor(Job& job, int index) {
 
 void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& session) {
   const tune::SessionRequest next = session.Next();
-  task.phase = PhaseOf(next);
+  task.end = next.done ? TaskEnd::kDone : TaskEnd::kNone;
+  if (!next.done) task.stage = next.kind;
   task.round = session.round();
   task.trials_done = static_cast<int>(session.trials_done());
   task.errors = static_cast<int>(session.errors());
@@ -871,7 +836,10 @@ void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& sessi
   task.configs.Clear();
   for (const ops::Config& c : next.configs) task.configs.add_config_indices(c.index);
   // Built artifacts are the measure and update stages' inputs.
-  if (task.phase != TaskPhase::kMeasure && task.phase != TaskPhase::kUpdate) task.artifacts.Clear();
+  if (next.done ||
+      (next.kind != sched::StageKind::kMeasure && next.kind != sched::StageKind::kUpdate)) {
+    task.artifacts.Clear();
+  }
   const v1::TaskSessionState state = session.Save();
   if (job.round_bests.size() < job.tasks.size()) job.round_bests.resize(job.tasks.size());
   job.round_bests[static_cast<size_t>(task.index)] = RoundBests(state);
@@ -894,7 +862,7 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
                  absl::StrCat("task ", ti, ": ", session.status().message()), m);
           return;
         }
-        if (job.tasks[ti].phase == TaskPhase::kDone) {
+        if (job.tasks[ti].end == TaskEnd::kDone) {
           m.tasks.push_back(job.tasks[ti]);
           again = true;  // the restored session had ended: ask again
           break;
@@ -903,10 +871,10 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
       TaskRow& task = job.tasks[ti];
       sched::StageRequest req;
       req.job = job.sjob;
-      req.kind = SchedKind(task.phase);
-      if (task.phase == TaskPhase::kMeasure) {
+      req.kind = task.stage;
+      if (task.stage == sched::StageKind::kMeasure) {
         req.need.device_kind = job.row.target_key;  // as SchedDeviceKind names the devices
-      } else if (task.phase == TaskPhase::kBuild && !IsSimulated(job)) {
+      } else if (task.stage == sched::StageKind::kBuild && !IsSimulated(job)) {
         // Capped at the largest agent, counting the slots its devices lend (1 general + 1 lent slot
         // take a 2-slot build, as the embedded engine's layout does).
         int largest = 0;
@@ -919,11 +887,11 @@ void JobDriver::SubmitNext(Job& job, Mutation& m) {
         req.need.cpu_slots = 1;
       }
       if (IsSimulated(job)) {
-        req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.phase));
+        req.estimate = absl::Seconds(SimSeconds(job.row.spec.simulated(), task.stage));
       }
       if (scheduler_->CheckFeasible(req.need).infeasible()) {
         job.waiting = absl::StrCat("waiting for an agent that can run its ",
-                                   v1::StageKindShortName(PhaseKind(task.phase)), " stage");
+                                   std::string(sched::StageKindName(task.stage)), " stage");
         pending_.insert(job.num);
         return;
       }
@@ -959,7 +927,7 @@ void JobDriver::HandleEvents(Mutation& m) {
     const int ti = live == job.live.end() ? -1 : live->first;
     const std::string what =
         ti < 0 ? "stage"
-               : absl::StrCat(v1::StageKindShortName(PhaseKind(job.tasks[ti].phase)),
+               : absl::StrCat(std::string(sched::StageKindName(job.tasks[ti].stage)),
                               " stage of task ", ti, " (round ", job.tasks[ti].round, ")");
     switch (ev.type) {
       case sched::StageEvent::Type::kRequeued:
@@ -1035,7 +1003,7 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
     double ms = 0;
     bool all = true;
     for (const TaskRow& t : job.tasks) {
-      if (t.phase == TaskPhase::kSkipped) continue;
+      if (t.end == TaskEnd::kSkipped) continue;
       auto best = records_->BestK(t.task_key, job.row.target_key, 1);
       if (!best.ok() || best->empty()) {
         all = false;
@@ -1091,7 +1059,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   tu->set_no_prior(spec.no_prior());
   if (IsSimulated(job)) {
     r.set_kind(v1::STAGE_KIND_SIMULATED);
-    r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.phase));
+    r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.stage));
     return r;
   }
   // The session's request, mapped to the wire: its state travels with the stages that run its
@@ -1099,7 +1067,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest next = session->Next();
   if (next.done) return absl::InternalError("stage for a finished task");
-  r.set_kind(PhaseKind(PhaseOf(next)));
+  r.set_kind(WireKind(next.kind));
   r.set_round(next.round);
   switch (next.kind) {
     case sched::StageKind::kPropose:
@@ -1130,7 +1098,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
   TaskRow& task = job.tasks[lease.task];
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest asked = session->Next();
-  if (asked.done || PhaseKind(PhaseOf(asked)) != lease.kind) {
+  if (asked.done || WireKind(asked.kind) != lease.kind) {
     return absl::InternalError("result for a stage the task's session does not wait for");
   }
   // A propose or update stage's tuner state, which only honest agents' session stages send.
@@ -1240,6 +1208,12 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       if (!result.has_update()) {
         return absl::InvalidArgumentError("an update stage must report an update output");
       }
+      if (!result.update().GetReflection()->GetUnknownFields(result.update()).empty()) {
+        // stage.proto's reserved UpdateOutput.tuner_state: the history-based update, removed.
+        return absl::FailedPreconditionError(
+            "the update output is in the form of agents before sessions (a tuner_state): the agent "
+            "is older than this daemon; run the same Loom release on the daemon and agents");
+      }
       outcome.tuner_has_next = result.update().tuner_has_next();
       LOOM_RETURN_IF_ERROR(tuner_state(result.update().session_tuner(), outcome));
       outcome.records.resize(asked.results.size());  // stored at the measurement
@@ -1269,7 +1243,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
     note = absl::StrCat("task ", task.index, ": tuner has no more configs after ", task.trials_done,
                         " trials");
   }
-  if (task.phase == TaskPhase::kDone) {
+  if (task.end == TaskEnd::kDone) {
     const tune::TaskOutcome o = session->Outcome();
     note = absl::StrFormat("task %d/%d done: %d trials, best %.2f GFLOPS, default config %.2f",
                            task.index + 1, job.tasks.size(), o.trials, o.best_gflops,
@@ -1313,17 +1287,19 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
   std::string note;
   if (!IsSimulated(job)) {
     LOOM_RETURN_IF_ERROR(ApplySessionResult(job, lease, result, note));
+  } else if (task.end != TaskEnd::kNone) {
+    return absl::InternalError("result for a finished task");
   } else {
     // A simulated job: its stages only take time; each measurement is one record (its cost: the
     // simulated seconds), so the load and restart tests can count records.
-    switch (task.phase) {
-      case TaskPhase::kPropose:
-        task.phase = TaskPhase::kBuild;
+    switch (task.stage) {
+      case sched::StageKind::kPropose:
+        task.stage = sched::StageKind::kBuild;
         break;
-      case TaskPhase::kBuild:
-        task.phase = TaskPhase::kMeasure;
+      case sched::StageKind::kBuild:
+        task.stage = sched::StageKind::kMeasure;
         break;
-      case TaskPhase::kMeasure: {
+      case sched::StageKind::kMeasure: {
         tune::Record rec;
         rec.task_key = task.task_key;
         rec.template_name = "simulated";
@@ -1352,20 +1328,24 @@ absl::Status JobDriver::ApplyResult(Job& job, const Lease& lease, const v1::Stag
         LOOM_ASSIGN_OR_RETURN(job.row.records,
                               records_->Count(tune::RecordFilter{.job_id = job.row.RecordKey()}));
         if (task.best_cost == 0 || secs < task.best_cost) task.best_cost = secs;
-        task.phase = TaskPhase::kUpdate;
+        task.stage = sched::StageKind::kUpdate;
         note = absl::StrFormat("task %d/%d: round %d measured, 1 records", task.index + 1,
                                job.tasks.size(), task.round);
         break;
       }
-      case TaskPhase::kUpdate: {
+      case sched::StageKind::kUpdate: {
         ++task.round;
         const bool done = task.round >= job.row.spec.simulated().rounds();
-        task.phase = done ? TaskPhase::kDone : TaskPhase::kPropose;
+        if (done) {
+          task.end = TaskEnd::kDone;
+        } else {
+          task.stage = sched::StageKind::kPropose;
+        }
         if (done) note = absl::StrCat("task ", task.index + 1, "/", job.tasks.size(), " done");
         break;
       }
-      default:
-        return absl::InternalError("result for a finished task");
+      case sched::StageKind::kOther:
+        return absl::InternalError("result for a stage of no kind");
     }
   }
   // Resource accounting from the reported timing (else the lease's length).
@@ -1493,7 +1473,7 @@ v1::Job JobDriver::ToProto(const Job& job) {
   std::map<int, std::string> stage_text;
   if (!Ended(r.state)) {
     for (int ti : TasksToRun(job)) {
-      const std::string kind(v1::StageKindShortName(PhaseKind(job.tasks[ti].phase)));
+      const std::string kind(sched::StageKindName(job.tasks[ti].stage));
       auto live = job.live.find(ti);
       auto l = live == job.live.end() || live->second.lease.empty()
                    ? leases_.end()
@@ -1516,9 +1496,9 @@ v1::Job JobDriver::ToProto(const Job& job) {
     tp->set_trials(IsSimulated(job) ? r.spec.simulated().rounds() : r.spec.trials());
     tp->set_best_gflops(t.best_cost > 0 && t.flops > 0 ? t.flops / t.best_cost / 1e9 : 0);
     tp->set_errors(t.errors);
-    if (t.phase == TaskPhase::kSkipped) {
+    if (t.end == TaskEnd::kSkipped) {
       tp->set_stage(absl::StrCat("skipped: ", t.skip_reason));
-    } else if (t.phase == TaskPhase::kDone) {
+    } else if (t.end == TaskEnd::kDone) {
       tp->set_stage("done");
     } else if (auto text = stage_text.find(t.index); text != stage_text.end()) {
       tp->set_stage(text->second);
@@ -1554,7 +1534,7 @@ v1::Job JobDriver::ToProto(const Job& job) {
             w.propose_seconds() + w.build_seconds() + w.measure_seconds() + w.update_seconds();
         int64_t rounds_left = 0;
         for (const TaskRow& t : o.tasks) {
-          if (t.phase != TaskPhase::kDone) rounds_left += w.rounds() - t.round;
+          if (t.end != TaskEnd::kDone) rounds_left += w.rounds() - t.round;
         }
         ahead += per_round * static_cast<double>(rounds_left);
       }
@@ -1794,7 +1774,7 @@ absl::StatusOr<v1::JobResult> JobDriver::Result(const Principal& who, const std:
   }
   if (!target_key.empty()) {
     for (const TaskRow& t : tasks) {
-      if (t.phase == TaskPhase::kSkipped) continue;
+      if (t.end == TaskEnd::kSkipped) continue;
       LOOM_ASSIGN_OR_RETURN(std::vector<tune::Record> best,
                             records_->BestK(t.task_key, target_key, 1));
       if (best.empty()) continue;
@@ -1933,8 +1913,8 @@ absl::StatusOr<ProgressInput> JobDriver::ProgressInputOf(const Principal& who,
       // As ToProto shows them: a simulated job's trials are its rounds.
       p.trials_done = sim ? static_cast<int>(t.round) : t.trials_done;
       p.trials = sim ? r.spec.simulated().rounds() : r.spec.trials();
-      p.skipped = t.phase == TaskPhase::kSkipped;
-      p.ended = p.skipped || t.phase == TaskPhase::kDone;
+      p.skipped = t.end == TaskEnd::kSkipped;
+      p.ended = t.end != TaskEnd::kNone;
       keys.push_back(r.records > 0 && !p.skipped ? t.task_key : "");
     }
     target_key = r.target_key;

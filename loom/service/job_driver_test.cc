@@ -1159,6 +1159,52 @@ TEST_F(DriverTest, ForgedCostIsRefusedTheAgentFlaggedForGoodAndTheStageMeasuredE
             absl::StatusCode::kPermissionDenied);
 }
 
+// An agent from before sessions reports its update in the removed form (UpdateOutput.tuner_state,
+// field 1, reserved in stage.proto): refused in one line, the stage counted as a failed try and
+// requeued; the agent is not flagged.
+TEST_F(DriverTest, AnUpdateInTheFormOfAgentsBeforeSessionsIsRefused) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  v1::SubmitJobRequest r = TinyCnn(/*trials=*/1);
+  r.add_task_indices(0);
+  auto job = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto measure = DriveToMeasure(*driver_, job->id(), {agent});
+  ASSERT_TRUE(measure.has_value());
+  ReportOk(*driver_, agent, MeasureOfFailedBuilds(measure->second));
+  auto update = AcquireNow(*driver_, agent);
+  ASSERT_EQ(update.size(), 1u);
+  ASSERT_EQ(update[0].kind(), v1::STAGE_KIND_UPDATE);
+  ASSERT_FALSE(update[0].update().session().empty());
+
+  v1::StageResult old;
+  old.set_lease_id(update[0].lease_id());
+  old.mutable_update()
+      ->GetReflection()
+      ->MutableUnknownFields(old.mutable_update())
+      ->AddLengthDelimited(1, R"({"format":"loom.xgb_plan.v1","trained_on":1,"plan":[]})");
+  v1::ReportStageRequest rep;
+  rep.set_agent_id(agent);
+  *rep.mutable_result() = old;
+  auto refused = driver_->Report(kAgent, rep);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(),
+            "the update output is in the form of agents before sessions (a tuner_state): the "
+            "agent is older than this daemon; run the same Loom release on the daemon and agents");
+  auto stats = driver_->Stats(kAdmin);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->agents_flagged(), 0);
+
+  // The update is granted again, and an agent of this release completes it.
+  auto again = AcquireNow(*driver_, agent);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].kind(), v1::STAGE_KIND_UPDATE);
+  v1::StageResult current;
+  current.set_lease_id(again[0].lease_id());
+  current.mutable_update();
+  ReportOk(*driver_, agent, current);
+}
+
 TEST_F(DriverTest, ReportForAStageAnotherAgentHoldsFlagsTheReporter) {
   Open();
   const Principal a{"a", Role::kAgent}, b{"b", Role::kAgent};

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
+#include "loom/sched/types.h"
 #include "loom/service/job_driver.h"
 #include "loom/service/job_progress.h"
 #include "loom/v1/stage_names.h"
@@ -25,21 +26,6 @@ size_t FoldMillis(const std::vector<double>& ms, size_t from, Histogram& h) {
   if (h.bounds.empty()) h = MakeHistogram({}, LatencyBounds());
   for (size_t i = from; i < ms.size(); ++i) AddToHistogram(h, ms[i] / 1e3);
   return ms.size();
-}
-
-std::string QueuedKindName(TaskPhase phase) {
-  switch (phase) {
-    case TaskPhase::kPropose:
-      return v1::StageKindShortName(v1::STAGE_KIND_PROPOSE);
-    case TaskPhase::kBuild:
-      return v1::StageKindShortName(v1::STAGE_KIND_BUILD);
-    case TaskPhase::kMeasure:
-      return v1::StageKindShortName(v1::STAGE_KIND_MEASURE);
-    case TaskPhase::kUpdate:
-      return v1::StageKindShortName(v1::STAGE_KIND_UPDATE);
-    default:
-      return "other";
-  }
 }
 
 }  // namespace
@@ -234,7 +220,9 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
     if (it == jobs_.end()) continue;
     const Job& job = *it->second;
     for (const auto& [task, live] : job.live) {
-      if (live.lease.empty()) ++v.queued_by_kind[QueuedKindName(job.tasks[task].phase)];
+      if (live.lease.empty()) {
+        ++v.queued_by_kind[std::string(sched::StageKindName(job.tasks[task].stage))];
+      }
     }
   }
   v.stages_ended = stages_ended_;

@@ -580,7 +580,7 @@ class PostgresStateStore : public StateStore {
           "excluded.errors, best_cost = excluded.best_cost, skip_reason = excluded.skip_reason, "
           "history = excluded.history, configs = excluded.configs, artifacts = excluded.artifacts",
           {PgText(t.job_id), PgInt(t.index), PgText(t.task_key), PgText(t.template_name),
-           PgReal(t.flops), PgInt(t.count), PgInt(static_cast<int64_t>(t.phase)), PgInt(t.round),
+           PgReal(t.flops), PgInt(t.count), PgInt(EncodeTaskPhase(t)), PgInt(t.round),
            PgInt(t.trials_done), PgInt(t.errors), PgReal(t.best_cost), PgText(t.skip_reason),
            PgBytes(t.history.SerializeAsString()), PgBytes(t.configs.SerializeAsString()),
            PgBytes(t.artifacts.SerializeAsString())}));

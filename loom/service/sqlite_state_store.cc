@@ -475,7 +475,7 @@ class SqliteStateStore : public StateStore {
         s.Bind(4, t.template_name);
         s.Bind(5, t.flops);
         s.Bind(6, t.count);
-        s.Bind(7, static_cast<int64_t>(t.phase));
+        s.Bind(7, EncodeTaskPhase(t));
         s.Bind(8, t.round);
         s.Bind(9, t.trials_done);
         s.Bind(10, t.errors);

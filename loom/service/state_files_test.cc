@@ -195,6 +195,17 @@ TEST(StateRowsTest, DamagedColumnsAreDataLossNotUndefinedBehaviour) {
   RawTaskRow phase = task;
   phase.phase = 17;
   EXPECT_THAT(DecodeTaskRow("j1", phase).status().message(), HasSubstr("unknown phase 17"));
+  // The phase column: the stage kind (sched::StageKind) while the task runs, 4 done, 5 skipped;
+  // EncodeTaskPhase writes back what was read.
+  for (int64_t p = 0; p <= 5; ++p) {
+    phase.phase = p;
+    absl::StatusOr<TaskRow> t = DecodeTaskRow("j1", phase);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(EncodeTaskPhase(*t), p);
+    EXPECT_EQ(t->end, p == 4 ? TaskEnd::kDone : p == 5 ? TaskEnd::kSkipped : TaskEnd::kNone);
+  }
+  phase.phase = 2;
+  EXPECT_EQ(DecodeTaskRow("j1", phase)->stage, sched::StageKind::kMeasure);
   RawTaskRow count = task;
   count.count = 0;
   EXPECT_EQ(DecodeTaskRow("j1", count).status().code(), absl::StatusCode::kDataLoss);

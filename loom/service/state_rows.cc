@@ -14,6 +14,13 @@ absl::Status Damaged(absl::string_view what) {
 
 bool FiniteNonNegative(double v) { return std::isfinite(v) && v >= 0; }
 
+// The `phase` column of a task row: a stage kind's value while the task runs, these two after it
+// ended (the values of the daemon's states before TaskEnd, kept so they load unchanged).
+constexpr int64_t kDonePhase = 4;
+constexpr int64_t kSkippedPhase = 5;
+static_assert(static_cast<int64_t>(sched::StageKind::kPropose) == 0 &&
+              static_cast<int64_t>(sched::StageKind::kUpdate) == 3);
+
 // "j17": the only job ids the daemon writes.
 bool IsJobId(absl::string_view id) {
   int64_t n = 0;
@@ -79,11 +86,14 @@ absl::StatusOr<TaskRow> DecodeTaskRow(const std::string& job_id, const RawTaskRo
   }
   t.flops = raw.flops;
   t.count = raw.count;
-  if (raw.phase < static_cast<int>(TaskPhase::kPropose) ||
-      raw.phase > static_cast<int>(TaskPhase::kSkipped)) {
+  if (raw.phase < 0 || raw.phase > kSkippedPhase) {
     return Damaged(absl::StrCat(what, "unknown phase ", raw.phase));
   }
-  t.phase = static_cast<TaskPhase>(raw.phase);
+  if (raw.phase >= kDonePhase) {
+    t.end = raw.phase == kDonePhase ? TaskEnd::kDone : TaskEnd::kSkipped;
+  } else {
+    t.stage = static_cast<sched::StageKind>(raw.phase);
+  }
   t.round = raw.round;
   t.trials_done = static_cast<int>(raw.trials_done);
   t.errors = static_cast<int>(raw.errors);
@@ -94,6 +104,18 @@ absl::StatusOr<TaskRow> DecodeTaskRow(const std::string& job_id, const RawTaskRo
     return Damaged(absl::StrCat(what, "corrupt blob"));
   }
   return t;
+}
+
+int64_t EncodeTaskPhase(const TaskRow& task) {
+  switch (task.end) {
+    case TaskEnd::kDone:
+      return kDonePhase;
+    case TaskEnd::kSkipped:
+      return kSkippedPhase;
+    case TaskEnd::kNone:
+      break;
+  }
+  return static_cast<int64_t>(task.stage);
 }
 
 absl::StatusOr<LeaseRow> DecodeLeaseRow(const RawLeaseRow& raw) {

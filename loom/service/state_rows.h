@@ -49,6 +49,9 @@ struct RawLeaseRow {
 absl::StatusOr<JobRow> DecodeJobRow(const RawJobRow& raw);
 absl::StatusOr<TaskRow> DecodeTaskRow(const std::string& job_id, const RawTaskRow& raw);
 absl::StatusOr<LeaseRow> DecodeLeaseRow(const RawLeaseRow& raw);
+// A task's stage and end as its `phase` column holds them (DecodeTaskRow reads them back): the
+// stage kind's value (0-3, propose to update) while it runs, 4 when done, 5 when skipped.
+int64_t EncodeTaskPhase(const TaskRow& task);
 // A job's decoded tasks must be indexed 0..n-1 in order.
 absl::Status CheckTaskIndices(const std::string& job_id, const std::vector<TaskRow>& tasks);
 

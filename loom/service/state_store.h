@@ -17,20 +17,15 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "loom/records/record_store.h"
+#include "loom/sched/types.h"
 #include "loom/v1/jobs.pb.h"
 #include "loom/v1/stage.pb.h"
 
 namespace loom::service {
 
-// Where a task's round is: the next stage to run. kDone / kSkipped end the task.
-enum class TaskPhase : int {
-  kPropose = 0,
-  kBuild = 1,
-  kMeasure = 2,
-  kUpdate = 3,
-  kDone = 4,
-  kSkipped = 5
-};
+// Whether a task has ended: tuned to its end (done), or never tuned (skipped, skip_reason says
+// why). While it has not, TaskRow::stage is the stage its session asks for next.
+enum class TaskEnd : int { kNone, kDone, kSkipped };
 
 struct JobRow {
   std::string id;
@@ -70,7 +65,10 @@ struct TaskRow {
   std::string template_name;  // empty for simulated tasks
   double flops = 0;
   int64_t count = 1;  // nodes of the model running this workload
-  TaskPhase phase = TaskPhase::kPropose;
+  // The stage its session asks for next: the scheduler's stage kind (sched/types.h), the one
+  // stage-kind enum of the tuning loop. Stored with `end` as one column (EncodeTaskPhase).
+  sched::StageKind stage = sched::StageKind::kPropose;
+  TaskEnd end = TaskEnd::kNone;
   int64_t round = 0;
   int trials_done = 0;
   int errors = 0;

@@ -71,12 +71,12 @@ TaskRow Task(const std::string& job, int index) {
   t.template_name = "dense_tiled";
   t.flops = 1e9 / 7;
   t.count = 2;
-  t.phase = TaskPhase::kMeasure;
+  t.stage = sched::StageKind::kMeasure;
   t.round = 3;
   t.trials_done = 24;
   t.errors = 1;
   t.best_cost = 1e-4;
-  t.history.set_tuner_state(std::string("state\0with\xff bytes", 17));
+  t.history.set_session(std::string("state\0with\xff bytes", 17));
   t.configs.add_config_indices(7);
   t.configs.add_config_indices(11);
   t.artifacts.add_artifacts()->set_config_index(7);
@@ -194,7 +194,8 @@ TEST_P(StateStoreTest, EveryRowKindRoundTripsThroughAReopen) {
   const TaskRow& task = (*tasks)[1];
   EXPECT_EQ(task.index, 1);
   EXPECT_EQ(task.task_key, want_task.task_key);
-  EXPECT_EQ(task.phase, TaskPhase::kMeasure);
+  EXPECT_EQ(task.stage, sched::StageKind::kMeasure);
+  EXPECT_EQ(task.end, TaskEnd::kNone);
   EXPECT_EQ(task.flops, want_task.flops);
   EXPECT_EQ(task.best_cost, 1e-4);
   EXPECT_TRUE(SameMessage(task.history, want_task.history));
@@ -241,7 +242,7 @@ TEST_P(StateStoreTest, ReplacingKeepsSubmissionOrderAndDeletesLeases) {
   done.state = v1::JOB_STATE_SUCCEEDED;
   done.finished = absl::FromUnixMicros(1'800'000'000'000'000);
   TaskRow advanced = Task("j1", 0);
-  advanced.phase = TaskPhase::kDone;
+  advanced.end = TaskEnd::kDone;
   advanced.configs.Clear();
   ASSERT_TRUE(store
                   ->Apply({.jobs = {done},
@@ -268,7 +269,7 @@ TEST_P(StateStoreTest, ReplacingKeepsSubmissionOrderAndDeletesLeases) {
   auto tasks = store->LoadTasks("j1");
   ASSERT_TRUE(tasks.ok());
   ASSERT_EQ(tasks->size(), 1u);
-  EXPECT_EQ((*tasks)[0].phase, TaskPhase::kDone);
+  EXPECT_EQ((*tasks)[0].end, TaskEnd::kDone);
   EXPECT_EQ((*tasks)[0].configs.config_indices_size(), 0);
   auto leases = store->LoadLeases();
   ASSERT_TRUE(leases.ok());

@@ -1,4 +1,4 @@
-#include "loom/agent/core_placer.h"
+#include "loom/sched/core_placer.h"
 
 #include <sched.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace loom::agent {
+namespace loom::sched {
 namespace {
 
 using ::testing::ElementsAre;
@@ -118,6 +118,43 @@ TEST(CorePlacerTest, MeasurementMovesStagesOffTheDeviceAndRepinsTheirThreadsAndC
   EXPECT_TRUE(p->CanTake(2));
 }
 
+// The engine's take: when its own count runs ahead of the placer's (a failed job's stage still
+// holds its slots), the stage shares the least loaded general slots instead of waiting; never the
+// cores of a measuring device.
+TEST(CorePlacerTest, OvercommittedTakesShareTheLeastLoadedGeneralSlots) {
+  PinLog log;
+  auto p = Placer(&log);
+  EXPECT_EQ(p->BeginMeasure("cpu:3"), 0);
+  auto a = p->TakeOvercommitted(1);
+  auto b = p->TakeOvercommitted(1);
+  EXPECT_THAT(p->Cores(a), ElementsAre(0));
+  EXPECT_THAT(p->Cores(b), ElementsAre(1));
+  EXPECT_FALSE(p->Take(1).has_value());
+  auto c = p->TakeOvercommitted(2);  // both general cores, shared with a and b
+  EXPECT_THAT(p->Cores(c), ElementsAre(0, 1));
+  p->Release(a);
+  p->Release(b);
+  EXPECT_FALSE(p->CanTake(1));  // c still holds both
+  p->Release(c);
+  EXPECT_TRUE(p->CanTake(2));
+  p->EndMeasure("cpu:3");
+  EXPECT_TRUE(p->CanTake(3));
+}
+
+// A pooled thread that left a placement is not re-pinned when the placement moves.
+TEST(CorePlacerTest, AThreadThatLeftIsNotMovedWithThePlacement) {
+  PinLog log;
+  auto p = Placer(&log, /*slots=*/1);
+  auto build = p->Take(2);
+  ASSERT_TRUE(build);
+  p->EnterThread(*build);
+  p->RegisterThread(*build, 101);
+  p->LeaveThread(*build);
+  log.threads.clear();
+  EXPECT_EQ(p->BeginMeasure("cpu:3"), 1);
+  EXPECT_THAT(log.threads, ElementsAre(Pair(101, ElementsAre(0))));
+}
+
 TEST(CorePlacerTest, MovesSpreadOverTheLeastLoadedGeneralSlots) {
   PinLog log;
   CorePlacerOptions o{.cpu_slots = 2, .cpu_cores = {0, 1}, .lending = {{"cpu:2-3", {2, 3}}}};
@@ -204,4 +241,4 @@ TEST(CorePlacerTest, SchedPinnerConfinesTheEnteringThread) {
 }
 
 }  // namespace
-}  // namespace loom::agent
+}  // namespace loom::sched

@@ -1,9 +1,10 @@
-// Which cores the agent's CPU stages run on, as the embedded engine places them (engine.cc
-// Runner::TakeUnits / VacateDevice): general CPU slots on the CPU-stage cores, plus one slot per
-// core of each device that lends its cores while it does not measure. When a lending device
-// starts measuring, every CPU stage on its cores moves to general slots: the threads it
-// registered and the compiler process groups it started are re-pinned before the measurement.
-// Called by the agent (agent.cc) from its stage threads; thread-safe.
+// Which cores a host's CPU stages run on: the one owner of device-core placement, used by the
+// embedded engine (engine.cc) and the agent (agent.cc). General CPU slots sit on the CPU-stage
+// cores, plus one slot per core of each device that lends its cores while it does not measure.
+// When a lending device starts measuring, every CPU stage on its cores moves to general slots:
+// the threads it registered and the compiler process groups it started are re-pinned before the
+// measurement. The scheduler (scheduler.h) decides how many slots a stage gets and when; this
+// decides which cores those slots are. Thread-safe: called from stage and compile threads.
 #pragma once
 
 #include <sys/types.h>
@@ -19,7 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 
-namespace loom::agent {
+namespace loom::sched {
 
 // Applies CPU affinity. The real one (MakeSchedPinner) calls sched_setaffinity; tests record.
 class Pinner {
@@ -64,6 +65,10 @@ class CorePlacer {
   // slots of devices that are not measuring. nullopt when not enough are free: the caller waits
   // for a Release or EndMeasure and tries again.
   std::optional<PlacementId> Take(int slots);
+  // Take for a caller whose own slot count may briefly disagree with the placer's (the engine: a
+  // failed job's stage still holds its slots after the scheduler freed them): free slots as Take
+  // takes them, then the least loaded general slots, shared. Never waits.
+  PlacementId TakeOvercommitted(int slots);
   // A stage granted past capacity (`uncontrolled`): holds no slot and runs on every core the
   // placer manages (CPU-stage cores and lent cores), as the engine leaves such stages unpinned.
   PlacementId TakeShared();
@@ -74,6 +79,9 @@ class CorePlacer {
   // Pins the calling thread to the placement's cores and re-pins it on later moves.
   void EnterThread(PlacementId id);
   void RegisterThread(PlacementId id, pid_t tid);
+  // The calling thread stops working for the placement (a pooled thread that may go on to another
+  // stage): later moves no longer re-pin it.
+  void LeaveThread(PlacementId id);
   // A compiler started for the placement (its pid is its process group): pinned now and moved
   // with the placement.
   void CompileStarted(PlacementId id, pid_t group);
@@ -102,6 +110,12 @@ class CorePlacer {
       : options_(std::move(options)), pinner_(std::move(pinner)) {}
   bool LentUsable(const Unit& u) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int FreeUnits() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Free units for `n` slots (general first, then lent ones of devices not measuring); fewer when
+  // not enough are free.
+  std::vector<int> FreeUnitsFor(int n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The general unit with the fewest holders, -1 when there is none.
+  int LeastLoadedGeneral() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  PlacementId Add(Placement p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetCores(Placement& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CorePlacerOptions options_;
@@ -114,4 +128,4 @@ class CorePlacer {
   PlacementId next_id_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
-}  // namespace loom::agent
+}  // namespace loom::sched

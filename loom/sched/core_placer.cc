@@ -1,4 +1,4 @@
-#include "loom/agent/core_placer.h"
+#include "loom/sched/core_placer.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/base/affinity.h"
 
-namespace loom::agent {
+namespace loom::sched {
 namespace {
 
 class SchedPinner final : public Pinner {
@@ -84,23 +84,58 @@ bool CorePlacer::CanTake(int slots) const {
   return FreeUnits() >= std::clamp(slots, 0, capacity());
 }
 
-std::optional<CorePlacer::PlacementId> CorePlacer::Take(int slots) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const int n = std::clamp(slots, 0, capacity());
-  if (FreeUnits() < n) return std::nullopt;
-  Placement p;
-  for (int pass = 0; pass < 2 && static_cast<int>(p.units.size()) < n; ++pass) {
-    for (size_t i = 0; i < units_.size() && static_cast<int>(p.units.size()) < n; ++i) {
+std::vector<int> CorePlacer::FreeUnitsFor(int n) const {
+  std::vector<int> units;
+  for (int pass = 0; pass < 2 && static_cast<int>(units.size()) < n; ++pass) {
+    for (size_t i = 0; i < units_.size() && static_cast<int>(units.size()) < n; ++i) {
       const Unit& u = units_[i];
       if (u.holders != 0 || (u.device >= 0) != (pass == 1) || !LentUsable(u)) continue;
-      p.units.push_back(static_cast<int>(i));
+      units.push_back(static_cast<int>(i));
     }
   }
+  return units;
+}
+
+int CorePlacer::LeastLoadedGeneral() const {
+  int best = -1;
+  for (size_t g = 0; g < units_.size(); ++g) {
+    if (units_[g].device >= 0) continue;
+    if (best < 0 || units_[g].holders < units_[best].holders) best = static_cast<int>(g);
+  }
+  return best;
+}
+
+CorePlacer::PlacementId CorePlacer::Add(Placement p) {
   for (int u : p.units) ++units_[u].holders;
   SetCores(p);
   const PlacementId id = next_id_++;
   placements_[id] = std::move(p);
   return id;
+}
+
+std::optional<CorePlacer::PlacementId> CorePlacer::Take(int slots) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int n = std::clamp(slots, 0, capacity());
+  if (FreeUnits() < n) return std::nullopt;
+  Placement p;
+  p.units = FreeUnitsFor(n);
+  return Add(std::move(p));
+}
+
+CorePlacer::PlacementId CorePlacer::TakeOvercommitted(int slots) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int n = std::clamp(slots, 0, capacity());
+  Placement p;
+  p.units = FreeUnitsFor(n);
+  for (int u : p.units) ++units_[u].holders;  // so the least loaded below sees them
+  while (static_cast<int>(p.units.size()) < n) {
+    const int g = LeastLoadedGeneral();
+    if (g < 0) break;  // no general slot (a device-only host): fewer slots
+    ++units_[g].holders;
+    p.units.push_back(g);
+  }
+  for (int u : p.units) --units_[u].holders;  // Add counts them once
+  return Add(std::move(p));
 }
 
 CorePlacer::PlacementId CorePlacer::TakeShared() {
@@ -150,6 +185,15 @@ void CorePlacer::RegisterThread(PlacementId id, pid_t tid) {
   pinner_->PinThread(tid, p.cores);
 }
 
+void CorePlacer::LeaveThread(PlacementId id) {
+  const pid_t tid = gettid();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = placements_.find(id);
+  if (it == placements_.end()) return;
+  std::vector<pid_t>& tids = it->second.tids;
+  tids.erase(std::remove(tids.begin(), tids.end(), tid), tids.end());
+}
+
 void CorePlacer::CompileStarted(PlacementId id, pid_t group) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = placements_.find(id);
@@ -170,13 +214,9 @@ int CorePlacer::BeginMeasure(const std::string& device) {
     bool changed = false;
     for (int& u : p.units) {
       if (units_[u].device != d) continue;
-      // The daemon grants the device only while enough general slots are free for the stages on
-      // its cores; should the counts ever disagree, the least loaded general slot takes two.
-      int best = -1;
-      for (size_t g = 0; g < units_.size(); ++g) {
-        if (units_[g].device >= 0) continue;
-        if (best < 0 || units_[g].holders < units_[best].holders) best = static_cast<int>(g);
-      }
+      // The scheduler grants the device only while enough general slots are free for the stages
+      // on its cores; should the counts ever disagree, the least loaded general slot takes two.
+      const int best = LeastLoadedGeneral();
       if (best < 0) continue;  // no general slot at all (Create refuses that with lending)
       --units_[u].holders;
       ++units_[best].holders;
@@ -199,4 +239,4 @@ void CorePlacer::EndMeasure(const std::string& device) {
   }
 }
 
-}  // namespace loom::agent
+}  // namespace loom::sched
