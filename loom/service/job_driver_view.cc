@@ -133,24 +133,37 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
   return v;
 }
 
+absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::Shared(SharedSnapshot& slot,
+                                                                    const Principal& who,
+                                                                    const ViewOptions& options) {
+  // Read before the build: a change during it moves the stamp past this one.
+  const int64_t stamp = view_stamp_.load(std::memory_order_relaxed);
+  if (slot.view != nullptr) {
+    const absl::Duration age = Now() - slot.view->now;
+    if (age < kViewMaxAge || (stamp == slot.stamp && age < kViewMaxStale)) return slot.view;
+  }
+  LOOM_ASSIGN_OR_RETURN(DriverView v, View(who, options));
+  v.version = ++last_view_version_;
+  slot = {.view = std::make_shared<const DriverView>(std::move(v)), .stamp = stamp};
+  return slot.view;
+}
+
 absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedView(const Principal& who) {
   if (!who.admin()) {
     return absl::PermissionDeniedError("the daemon-wide view needs an admin token");
   }
   absl::MutexLock lock(&view_mu_);
-  // Read before the build: a change during it moves the stamp past this one.
-  const int64_t stamp = view_stamp_.load(std::memory_order_relaxed);
-  if (shared_view_ != nullptr) {
-    const absl::Duration age = Now() - shared_view_->now;
-    if (age < kViewMaxAge || (stamp == shared_view_stamp_ && age < kViewMaxStale)) {
-      return shared_view_;
-    }
+  return Shared(shared_view_, who, {.history = kGanttHistory, .include_jobs = false});
+}
+
+absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedJobsView(const Principal& who) {
+  if (who.role == Role::kAgent) {
+    return absl::PermissionDeniedError("agent tokens cannot use the web view");
   }
-  LOOM_ASSIGN_OR_RETURN(DriverView v,
-                        View(who, ViewOptions{.history = kGanttHistory, .include_jobs = false}));
-  shared_view_ = std::make_shared<const DriverView>(std::move(v));
-  shared_view_stamp_ = stamp;
-  return shared_view_;
+  absl::MutexLock lock(&view_mu_);
+  return Shared(
+      shared_jobs_[who.admin() ? std::string() : who.user], who,
+      {.history = absl::ZeroDuration(), .max_jobs = kJobsPageJobs, .include_daemon = false});
 }
 
 absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options,
@@ -174,6 +187,10 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
       if (!who.admin()) ++v.jobs_by_state[job.row.state];
       if (!options.include_jobs) continue;
       if (options.max_jobs > 0 && shown.size() >= static_cast<size_t>(options.max_jobs)) {
+        if (who.admin()) {  // every older job is visible: count them without walking them
+          v.jobs_not_shown = static_cast<int64_t>(jobs_.size() - shown.size());
+          break;
+        }
         ++v.jobs_not_shown;
         continue;
       }
