@@ -312,7 +312,13 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Folds the latencies recorded since the last call into the histograms.
   void FoldLatencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `queue_position`: a queued job's place when the caller has it (View numbers every queued job
+  // in one pass); 0: counted here, a walk of the active jobs.
+  v1::Job ToProto(const Job& job, int queue_position = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether queued job `a` goes before `b`: priority (higher first), then submission order.
+  static bool QueuedAhead(const Job& a, const Job& b) {
+    return a.row.priority > b.row.priority || (a.row.priority == b.row.priority && a.num < b.num);
+  }
   // The job `who` submitted earlier with `request`'s request id; nullptr when none (or no id).
   const Job* JobOfRequest(const Principal& who, const v1::SubmitJobRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/service/job_driver.h"
@@ -196,8 +197,22 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
       }
       shown.push_back(&job);
     }
+    // Queued jobs' places in one pass: ToProto alone walks every active job for each.
+    absl::flat_hash_map<int64_t, int> place;
+    if (std::any_of(shown.begin(), shown.end(),
+                    [](const Job* j) { return j->row.state == v1::JOB_STATE_QUEUED; })) {
+      std::vector<const Job*> queued;
+      for (int64_t num : active_) {
+        const Job* j = jobs_.at(num).get();
+        if (j->row.state == v1::JOB_STATE_QUEUED) queued.push_back(j);
+      }
+      std::sort(queued.begin(), queued.end(),
+                [](const Job* a, const Job* b) { return QueuedAhead(*a, *b); });
+      for (size_t i = 0; i < queued.size(); ++i) place[queued[i]->num] = static_cast<int>(i + 1);
+    }
     for (auto it = shown.rbegin(); it != shown.rend(); ++it) {
-      v.jobs.push_back(ToProto(**it));
+      auto at = place.find((*it)->num);
+      v.jobs.push_back(ToProto(**it, at == place.end() ? 0 : at->second));
       v.latency_goal_ms[(*it)->row.id] = (*it)->row.spec.latency_goal_ms();
     }
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -301,6 +302,27 @@ TEST_F(DriverViewTest, SharedJobsViewIsOneSnapshotPerViewerRebuiltOnChange) {
   ASSERT_TRUE(later.ok());
   EXPECT_EQ((*later)->jobs.size(), 2u);
   EXPECT_GT((*later)->version, *versions.rbegin());
+}
+
+// The view numbers the queued jobs in one pass; their places are those Get() counts job by job:
+// priority (higher first), then submission order.
+TEST_F(DriverViewTest, QueuedJobsShowTheSamePlacesAsGet) {
+  for (int priority : {0, 5, 0, 5, 1}) {
+    v1::SubmitJobRequest r = Sim(1, 1);
+    r.set_priority(priority);
+    ASSERT_TRUE(driver_->Submit(kAlice, r).ok());
+  }
+  auto view = driver_->View(kAdmin, {.include_daemon = false});
+  ASSERT_TRUE(view.ok()) << view.status();
+  std::map<std::string, int> places;
+  for (const v1::Job& j : view->jobs) {
+    places[j.id()] = j.queue_position();
+    auto got = driver_->Get(kAdmin, j.id());
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(j.queue_position(), got->queue_position()) << j.id();
+  }
+  EXPECT_EQ(places,
+            (std::map<std::string, int>{{"j1", 4}, {"j2", 1}, {"j3", 5}, {"j4", 2}, {"j5", 3}}));
 }
 
 // The build cache counters of a heartbeat are hostile input: negative, absurd or decreasing
