@@ -145,6 +145,7 @@ class DrawCache {
     // One draw per page and snapshot: readers of the same page wait for it, other pages do not.
     absl::MutexLock lock(&slot->mu);
     if (slot->drawn == nullptr || slot->drawn->version != version) {
+      slot->drawn = nullptr;  // not kept while its successor is drawn
       auto d = std::make_shared<Drawn>();
       d->version = version;
       d->body = draw();
@@ -167,17 +168,25 @@ class DrawCache {
 };
 
 // Sends `d` with its ETag, or 304 and no body when the client holds these bytes already
-// (If-None-Match names its ETag).
-void SendDrawn(const httplib::Request& req, httplib::Response& res, const Drawn& d,
+// (If-None-Match names its ETag). The bytes are streamed from `d` itself, neither copied nor
+// compressed: cpp-httplib compresses a plain body for every request that accepts it, with brotli
+// at its slowest quality when the client offers "br" (browsers do), which for a page drawn once
+// per snapshot would cost the daemon more than drawing it.
+void SendDrawn(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const Drawn> d,
                const char* content_type) {
-  res.set_header("ETag", d.etag);
+  res.set_header("ETag", d->etag);
   for (absl::string_view tag : absl::StrSplit(req.get_header_value("If-None-Match"), ',')) {
-    if (absl::StripAsciiWhitespace(tag) == d.etag) {
+    if (absl::StripAsciiWhitespace(tag) == d->etag) {
       res.status = 304;
       return;
     }
   }
-  res.set_content(d.body, content_type);
+  const size_t size = d->body.size();
+  res.set_content_provider(
+      size, content_type,
+      [d = std::move(d)](size_t offset, size_t length, httplib::DataSink& sink) {
+        return sink.write(d->body.data() + offset, length);
+      });
 }
 
 int HttpCode(const absl::Status& s) {
@@ -323,9 +332,11 @@ struct HttpServer::Impl {
     const Drawn& html = *f->html;
     auto json = [&] { return nlohmann::json{{"html", html.body}}.dump(); };
     if (html.version == 0) {
-      return SendDrawn(req, res, Drawn{.body = json(), .etag = html.etag}, "application/json");
+      return SendDrawn(req, res,
+                       std::make_shared<const Drawn>(Drawn{.body = json(), .etag = html.etag}),
+                       "application/json");
     }
-    SendDrawn(req, res, *cache.Get(absl::StrCat("json:", f->key), html.version, json),
+    SendDrawn(req, res, cache.Get(absl::StrCat("json:", f->key), html.version, json),
               "application/json");
   }
 
@@ -418,7 +429,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
     auto view = impl->driver->SharedView(*who);
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
     SendDrawn(req, res,
-              *impl->cache.Get("metrics", (*view)->version, [&] { return MetricsText(**view); }),
+              impl->cache.Get("metrics", (*view)->version, [&] { return MetricsText(**view); }),
               "text/plain; version=0.0.4; charset=utf-8");
   });
   svr.Get("/assets/app.js", [](const httplib::Request&, httplib::Response& res) {
