@@ -1,7 +1,8 @@
 // Read-only snapshots of the daemon's state for the web view and /metrics (http_server.h,
 // http_pages.h): JobDriver::View() copies what they draw under the driver's lock and returns, so a
 // slow HTTP client never holds the lock or the scheduler loop; JobDriver::SharedView() hands every
-// admin reader the same snapshot, rebuilt at most once per kViewMaxAge. Plain data, no behaviour.
+// admin reader the same snapshot, rebuilt at most once per kViewMaxAge, and SharedJobsView() the
+// jobs page's, one per viewer. Plain data, no behaviour.
 #pragma once
 
 #include <cstdint>

@@ -310,8 +310,9 @@ struct HttpServer::Impl {
     auto f = PageFragment(*who, page, req);
     if (!f.ok()) return Refuse(res, f.status(), false);
     std::string url = absl::StrCat("/api/fragment/", page);
-    if (req.has_param("minutes"))
+    if (req.has_param("minutes")) {
       absl::StrAppend(&url, "?minutes=", req.get_param_value("minutes"));
+    }
     const std::string active = absl::StartsWith(page, "job") ? "jobs" : page;
     Html(res, 200,
          PageHtml({.title = f->title,
