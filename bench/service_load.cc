@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <regex>
 #include <sstream>
@@ -245,14 +246,23 @@ int Run(const Options& o) {
     scraper = std::thread([&] {
       httplib::Client c("127.0.0.1", http_port);
       c.set_read_timeout(30, 0);
+      // As the page's script does, a fragment is asked for with the ETag of the one it has (a 304
+      // when it is unchanged).
+      std::map<std::string, std::string> etags;
       auto get = [&](const char* path) {
         const auto s0 = std::chrono::steady_clock::now();
-        auto r = c.Get(path);
+        httplib::Headers h;
+        if (auto e = etags.find(path); e != etags.end()) h.emplace("If-None-Match", e->second);
+        auto r = c.Get(path, h);
         scrape_ms = scrape_ms +
                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0)
                         .count();
         ++scrapes;
-        if (!r || r->status != 200) ++scrape_errors;
+        if (!r || (r->status != 200 && r->status != 304)) {
+          ++scrape_errors;
+        } else if (r->status == 200 && std::string(path) != "/metrics") {
+          etags[path] = r->get_header_value("ETag");
+        }
       };
       for (int tick = 0; !stop; ++tick) {
         get("/metrics");

@@ -1,7 +1,8 @@
 // Read-only snapshots of the daemon's state for the web view and /metrics (http_server.h,
 // http_pages.h): JobDriver::View() copies what they draw under the driver's lock and returns, so a
 // slow HTTP client never holds the lock or the scheduler loop; JobDriver::SharedView() hands every
-// admin reader the same snapshot, rebuilt at most once per kViewMaxAge. Plain data, no behaviour.
+// admin reader the same snapshot, rebuilt at most once per kViewMaxAge, and SharedJobsView() the
+// jobs page's, one per viewer. Plain data, no behaviour.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,9 @@ inline constexpr size_t kGanttChunk = 256;
 // grant rates, seconds since a heartbeat).
 inline constexpr absl::Duration kViewMaxAge = absl::Seconds(1);
 inline constexpr absl::Duration kViewMaxStale = absl::Seconds(10);
+// The jobs page lists the newest this many jobs the caller may see (JobDriver::SharedJobsView;
+// `loom jobs` and /api/jobs list all).
+inline constexpr int kJobsPageJobs = 200;
 
 // One stage that ran (or runs) on an agent: a bar of the devices page's Gantt chart.
 struct StageSpan {
@@ -85,6 +89,10 @@ struct ViewOptions {
 };
 
 struct DriverView {
+  // The shared snapshots' number (JobDriver::SharedView, SharedJobsView: 1, 2, ... in the order
+  // they were built, never reused): what a reader drew from one snapshot it may keep for every
+  // reader of that snapshot. 0: a per-request View().
+  int64_t version = 0;
   absl::Time now = absl::UnixEpoch();
   bool running = false;  // the scheduler loop runs (Start() called, Stop() not yet)
   // The jobs the caller may see (ended ones included), in submission order, with their progress

@@ -435,14 +435,23 @@ absl::string_view AppScript() {
   var src = main && main.getAttribute('data-src');
   if (!src) return;
   var stamp = document.getElementById('updated');
+  var etag = null;  // of the fragment shown: an unchanged one comes back as 304, no body
+  function shown() {
+    if (stamp) stamp.textContent = 'updated ' + new Date().toLocaleTimeString();
+  }
   function tick() {
-    fetch(src, {credentials: 'same-origin', cache: 'no-store'}).then(function (r) {
+    var headers = etag ? {'If-None-Match': etag} : {};
+    fetch(src, {credentials: 'same-origin', cache: 'no-store', headers: headers}).then(function (r) {
       if (r.status === 401) { window.location.href = '/login'; return null; }
-      return r.ok ? r.json() : null;
-    }).then(function (j) {
-      if (j && typeof j.html === 'string') {
-        main.innerHTML = j.html;
-        if (stamp) stamp.textContent = 'updated ' + new Date().toLocaleTimeString();
+      if (r.status === 304) { shown(); return null; }
+      if (!r.ok) return null;
+      var tag = r.headers.get('ETag');
+      return r.json().then(function (j) { return {tag: tag, j: j}; });
+    }).then(function (got) {
+      if (got && got.j && typeof got.j.html === 'string') {
+        main.innerHTML = got.j.html;
+        etag = got.tag;
+        shown();
       }
     }).catch(function () {}).then(function () { setTimeout(tick, 3000); });
   }

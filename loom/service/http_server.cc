@@ -3,18 +3,22 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <list>
 #include <mutex>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -22,14 +26,12 @@
 #include "google/protobuf/util/json_util.h"
 #include "loom/base/chart.h"
 #include "loom/base/status_macros.h"
+#include "loom/graph/tasks.h"
 #include "loom/service/http_pages.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::service {
 namespace {
-
-// The jobs page lists the newest this many jobs (`loom jobs` and /api/jobs list all).
-constexpr int kMaxJobsShown = 200;
 
 constexpr char kCookie[] = "loom_token";
 
@@ -112,6 +114,81 @@ void SecurityHeaders(httplib::Response& res) {
   res.set_header("Cache-Control", "no-store");
 }
 
+// A strong entity tag of `body`: its FNV-1a hash, quoted.
+std::string ETagOf(std::string_view body) {
+  return absl::StrFormat("\"%016x\"", graph::StableHash(body));
+}
+
+// A body drawn from one shared snapshot (DriverView::version), and its entity tag: a strong
+// ETag of the bytes, so that a poll of an unchanged page (If-None-Match) is answered 304.
+struct Drawn {
+  int64_t version = 0;
+  std::string body;
+  std::string etag;
+};
+
+// What the readers of one snapshot share: each page drawn once per snapshot, whoever asks and
+// however often. Keys are bounded: a fixed set of pages, 60 Gantt windows, the jobs page per
+// viewer (the tokens file's users).
+class DrawCache {
+ public:
+  // The body of page `key` for snapshot `version`: the one drawn before, or `draw()` now.
+  std::shared_ptr<const Drawn> Get(const std::string& key, int64_t version,
+                                   const std::function<std::string()>& draw) {
+    Slot* slot;
+    {
+      absl::MutexLock lock(&mu_);
+      std::unique_ptr<Slot>& s = slots_[key];
+      if (s == nullptr) s = std::make_unique<Slot>();
+      slot = s.get();
+    }
+    // One draw per page and snapshot: readers of the same page wait for it, other pages do not.
+    absl::MutexLock lock(&slot->mu);
+    if (slot->drawn == nullptr || slot->drawn->version != version) {
+      slot->drawn = nullptr;  // not kept while its successor is drawn
+      auto d = std::make_shared<Drawn>();
+      d->version = version;
+      d->body = draw();
+      d->etag = ETagOf(d->body);
+      slot->drawn = std::move(d);
+      draws_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return slot->drawn;
+  }
+  int64_t draws() const { return draws_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Slot {
+    absl::Mutex mu;
+    std::shared_ptr<const Drawn> drawn ABSL_GUARDED_BY(mu);
+  };
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Slot>> slots_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> draws_{0};
+};
+
+// Sends `d` with its ETag, or 304 and no body when the client holds these bytes already
+// (If-None-Match names its ETag). The bytes are streamed from `d` itself, neither copied nor
+// compressed: cpp-httplib compresses a plain body for every request that accepts it, with brotli
+// at its slowest quality when the client offers "br" (browsers do), which for a page drawn once
+// per snapshot would cost the daemon more than drawing it.
+void SendDrawn(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const Drawn> d,
+               const char* content_type) {
+  res.set_header("ETag", d->etag);
+  for (absl::string_view tag : absl::StrSplit(req.get_header_value("If-None-Match"), ',')) {
+    if (absl::StripAsciiWhitespace(tag) == d->etag) {
+      res.status = 304;
+      return;
+    }
+  }
+  const size_t size = d->body.size();
+  res.set_content_provider(
+      size, content_type,
+      [d = std::move(d)](size_t offset, size_t length, httplib::DataSink& sink) {
+        return sink.write(d->body.data() + offset, length);
+      });
+}
+
 int HttpCode(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kUnauthenticated:
@@ -170,17 +247,37 @@ struct HttpServer::Impl {
     }
   }
 
-  // A page's fragment for `path` ("jobs", "job/j3", "devices", "scheduler"), and its title.
-  absl::StatusOr<std::pair<std::string, std::string>> Fragment(const Principal& who,
-                                                               const std::string& page,
-                                                               const httplib::Request& req) {
+  // A page's fragment (the contents of <main>) for `page` ("jobs", "job/j3", "devices",
+  // "scheduler"), its title, and the key it is kept under: the shared pages are drawn once per
+  // snapshot (DrawCache), one job's page per request (its `version` is 0).
+  struct Fragment {
+    std::shared_ptr<const Drawn> html;
+    std::string title;
+    std::string key;
+  };
+  absl::StatusOr<Fragment> PageFragment(const Principal& who, const std::string& page,
+                                        const httplib::Request& req) {
     if (absl::StartsWith(page, "job/")) {
       const std::string id = page.substr(4);
       auto d = driver->Detail(who, id);
       if (!d.ok()) return d.status();
-      return std::make_pair(JobFragment(*d), absl::StrCat("job ", id));
+      auto drawn = std::make_shared<Drawn>();
+      drawn->body = JobFragment(*d);
+      drawn->etag = ETagOf(drawn->body);
+      return Fragment{std::move(drawn), absl::StrCat("job ", id), page};
     }
-    if ((page == "devices" || page == "scheduler") && !who.admin()) {
+    if (page == "jobs") {
+      // The caller's newest jobs, as every reader who sees the same jobs shares them.
+      auto view = driver->SharedJobsView(who);
+      if (!view.ok()) return view.status();
+      const std::string key = absl::StrCat("jobs:", who.admin() ? "" : who.user);
+      return Fragment{cache.Get(key, (*view)->version, [&] { return JobsFragment(**view); }),
+                      "jobs", key};
+    }
+    if (page != "devices" && page != "scheduler") {
+      return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
+    }
+    if (!who.admin()) {
       return absl::PermissionDeniedError(
           absl::StrCat("the ", page, " page shows every user's work: it needs an admin token"));
     }
@@ -193,51 +290,58 @@ struct HttpServer::Impl {
       }
       devices.window = absl::Minutes(minutes);
     }
-    if (page == "jobs") {
-      // The caller's jobs (their progress reads records): the newest kMaxJobsShown.
-      auto view = driver->View(who, ViewOptions{.history = absl::ZeroDuration(),
-                                                .max_jobs = kMaxJobsShown,
-                                                .include_daemon = false});
-      if (!view.ok()) return view.status();
-      return std::make_pair(JobsFragment(*view), std::string("jobs"));
-    }
-    if (page != "devices" && page != "scheduler") {
-      return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
-    }
     // Admins' pages: the snapshot every reader shares (at most a second old).
     auto view = driver->SharedView(who);
     if (!view.ok()) return view.status();
     if (page == "devices") {
-      return std::make_pair(DevicesFragment(**view, devices), std::string("devices"));
+      const std::string key = absl::StrCat("devices?", absl::ToInt64Seconds(devices.window), "s");
+      return Fragment{
+          cache.Get(key, (*view)->version, [&] { return DevicesFragment(**view, devices); }),
+          "devices", key};
     }
-    return std::make_pair(SchedulerFragment(**view), std::string("scheduler"));
+    return Fragment{
+        cache.Get("scheduler", (*view)->version, [&] { return SchedulerFragment(**view); }),
+        "scheduler", "scheduler"};
   }
 
   void Page(const httplib::Request& req, httplib::Response& res, const std::string& page) {
     auto who = Who(req);
     if (!who.ok()) return Refuse(res, who.status(), false);
-    auto f = Fragment(*who, page, req);
+    auto f = PageFragment(*who, page, req);
     if (!f.ok()) return Refuse(res, f.status(), false);
     std::string url = absl::StrCat("/api/fragment/", page);
-    if (req.has_param("minutes"))
+    if (req.has_param("minutes")) {
       absl::StrAppend(&url, "?minutes=", req.get_param_value("minutes"));
+    }
     const std::string active = absl::StartsWith(page, "job") ? "jobs" : page;
     Html(res, 200,
-         PageHtml({.title = f->second,
+         PageHtml({.title = f->title,
                    .active = active,
-                   .fragment = std::move(f->first),
+                   .fragment = f->html->body,
                    .fragment_url = url,
                    .user = who->user}));
   }
 
+  // The fragment as JSON ({"html": ...}) for the page's script, with the fragment's ETag: a poll
+  // of an unchanged page gets 304 and no body, and a shared page is encoded once per snapshot.
   void Api(const httplib::Request& req, httplib::Response& res, const std::string& page) {
     auto who = Who(req);
     if (!who.ok()) return Refuse(res, who.status(), true);
-    auto f = Fragment(*who, page, req);
+    auto f = PageFragment(*who, page, req);
     if (!f.ok()) return Refuse(res, f.status(), true);
     SecurityHeaders(res);
-    res.set_content(nlohmann::json{{"html", f->first}}.dump(), "application/json");
+    const Drawn& html = *f->html;
+    auto json = [&] { return nlohmann::json{{"html", html.body}}.dump(); };
+    if (html.version == 0) {
+      return SendDrawn(req, res,
+                       std::make_shared<const Drawn>(Drawn{.body = json(), .etag = html.etag}),
+                       "application/json");
+    }
+    SendDrawn(req, res, cache.Get(absl::StrCat("json:", f->key), html.version, json),
+              "application/json");
   }
+
+  DrawCache cache;
 };
 
 absl::StatusOr<std::pair<std::string, int>> ParseHttpListen(const std::string& listen) {
@@ -322,10 +426,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
       res.set_content("/metrics needs an admin token\n", "text/plain; charset=utf-8");
       return;
     }
-    // The shared snapshot (at most a second old), built from the driver's counters.
+    // The shared snapshot (at most a second old), built from the driver's counters, drawn once.
     auto view = impl->driver->SharedView(*who);
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
-    res.set_content(MetricsText(**view), "text/plain; version=0.0.4; charset=utf-8");
+    SendDrawn(req, res,
+              impl->cache.Get("metrics", (*view)->version, [&] { return MetricsText(**view); }),
+              "text/plain; version=0.0.4; charset=utf-8");
   });
   svr.Get("/assets/app.js", [](const httplib::Request&, httplib::Response& res) {
     SecurityHeaders(res);
@@ -426,6 +532,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
 }
 
 HttpServer::~HttpServer() { Stop(); }
+
+int64_t HttpServer::draws() const { return impl_->cache.draws(); }
 
 void HttpServer::Stop() {
   if (server_) server_->stop();

@@ -2,8 +2,9 @@
 // Pages (jobs, one job, devices and agents, scheduler) are rendered by http_pages.h from
 // snapshots the JobDriver copies under its lock (JobDriver::View/Detail), so a slow client never
 // holds the scheduler; /metrics and the admins' pages share one snapshot, rebuilt at most once a
-// second (JobDriver::SharedView). Started by Server::Start (server.h) beside the gRPC port; tested
-// in http_server_test.cc.
+// second (JobDriver::SharedView), the jobs page one per viewer (SharedJobsView), and each is drawn
+// once per snapshot: a poll of an unchanged page (If-None-Match: its ETag) gets 304. Started by
+// Server::Start (server.h) beside the gRPC port; tested in http_server_test.cc.
 //
 // Auth: the gRPC tokens (auth.h). A browser posts its token to /login and gets it back as an
 // HttpOnly, SameSite=Strict cookie (Secure under TLS); scripts send `Authorization: Bearer`. A
@@ -53,6 +54,10 @@ class HttpServer {
   ~HttpServer();
 
   int port() const { return port_; }
+  // Bodies drawn since Start: a shared page (jobs, devices, scheduler, /metrics, and their JSON)
+  // is drawn once per snapshot however many readers ask (DriverView::version); one job's page
+  // per request.
+  int64_t draws() const;
   // Stops accepting and waits for the serving thread. Idempotent.
   void Stop();
 

@@ -19,6 +19,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -314,6 +315,89 @@ TEST_F(HttpServerTest, MetricsAreValidPrometheusTextAndAgreeWithTheJob) {
     last = std::max(last, value);
   }
   EXPECT_LE(last, 24);
+}
+
+// Every reader of a snapshot gets each page drawn once (HttpServer::draws), and a poll that names
+// the ETag of the page it holds gets 304 and no body while the page is unchanged; a change shows
+// once the snapshot is rebuilt (within a second of it).
+TEST_F(HttpServerTest, ASharedPageIsDrawnOncePerSnapshotAndAnUnchangedPollGets304) {
+  // A web server of its own over the daemon's driver, so that its draws are the test's alone.
+  auto tokens = TokenTable::Load((dir_ / "tokens").string());
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  auto http = HttpServer::Start({.listen = "127.0.0.1:0"}, &server_->driver(), &*tokens);
+  ASSERT_TRUE(http.ok()) << http.status();
+  httplib::Client c("127.0.0.1", (*http)->port());
+  c.set_read_timeout(10, 0);
+  const Principal root{"root", Role::kAdmin};
+  // As a browser asks: cpp-httplib would compress every such response anew, the daemon does not.
+  auto get = [&](const std::string& path, const std::string& etag = "") {
+    httplib::Headers h{{"Authorization", "Bearer tok-root"}, {"Accept-Encoding", "br, gzip"}};
+    if (!etag.empty()) h.emplace("If-None-Match", etag);
+    return c.Get(path.c_str(), h);
+  };
+  auto version = [&](const std::string& path) -> int64_t {
+    auto v = absl::StrContains(path, "jobs") ? server_->driver().SharedJobsView(root)
+                                             : server_->driver().SharedView(root);
+    return v.ok() ? (*v)->version : -1;
+  };
+  for (const std::string path :
+       {"/api/fragment/jobs", "/api/fragment/devices", "/api/fragment/scheduler", "/metrics"}) {
+    SCOPED_TRACE(path);
+    // A page is its fragment and the fragment's JSON; /metrics one text.
+    const int64_t drawn_per_snapshot = path == "/metrics" ? 1 : 2;
+    bool checked = false;
+    for (int attempt = 0; attempt < 5 && !checked; ++attempt) {
+      const int64_t before = version(path), draws = (*http)->draws();
+      auto first = get(path), second = get(path);
+      ASSERT_TRUE(first && second);
+      const int64_t drew = (*http)->draws() - draws;
+      if (version(path) != before) continue;  // rebuilt in between (a slow machine): again
+      checked = true;
+      EXPECT_EQ(first->status, 200);
+      EXPECT_EQ(second->status, 200);
+      EXPECT_EQ(drew, drawn_per_snapshot);
+      EXPECT_EQ(second->body, first->body);
+      EXPECT_FALSE(first->has_header("Content-Encoding"))
+          << first->get_header_value("Content-Encoding");
+      EXPECT_EQ(first->get_header_value("Content-Length"), absl::StrCat(first->body.size()));
+      const std::string etag = first->get_header_value("ETag");
+      EXPECT_THAT(etag, ::testing::MatchesRegex("\"[0-9a-f]{16}\""));
+      EXPECT_EQ(second->get_header_value("ETag"), etag);
+      auto unchanged = get(path, etag);
+      ASSERT_TRUE(unchanged);
+      EXPECT_EQ(unchanged->status, 304);
+      EXPECT_EQ(unchanged->body, "");
+      EXPECT_EQ(unchanged->get_header_value("ETag"), etag);
+      auto other = get(path, "\"0000000000000000\", \"1\"");
+      ASSERT_TRUE(other);
+      EXPECT_EQ(other->status, 200);
+      EXPECT_EQ(other->body, first->body);
+      EXPECT_EQ((*http)->draws() - draws, drawn_per_snapshot);
+    }
+    EXPECT_TRUE(checked) << "the snapshot was rebuilt during every attempt";
+  }
+
+  // A new job: the poll that held the old page gets the new one once the snapshot is rebuilt.
+  auto before = get("/api/fragment/jobs");
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->status, 200);
+  auto job = server_->driver().Submit(kAlice, Sim(1, 1));
+  ASSERT_TRUE(job.ok()) << job.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  int status = 0;
+  std::string body, etag;
+  for (;;) {
+    auto now = get("/api/fragment/jobs", before->get_header_value("ETag"));
+    ASSERT_TRUE(now);
+    status = now->status;
+    body = now->body;
+    etag = now->get_header_value("ETag");
+    if (status != 304 || absl::Now() > deadline) break;
+    absl::SleepFor(absl::Milliseconds(50));  // polls, as the page's script does every 3 s
+  }
+  EXPECT_EQ(status, 200);
+  EXPECT_THAT(body, HasSubstr(absl::StrCat("data-job=\\\"", job->id(), "\\\"")));
+  EXPECT_NE(etag, before->get_header_value("ETag"));
 }
 
 // Under TLS on the gRPC port the web view serves HTTPS with the same files, and its cookie is

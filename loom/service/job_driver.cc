@@ -1451,7 +1451,7 @@ void JobDriver::EnforceDeviceLimits(Mutation& m) {
 // ---------------------------------------------------------------------------------------------
 // Views
 
-v1::Job JobDriver::ToProto(const Job& job) {
+v1::Job JobDriver::ToProto(const Job& job, int queue_position) {
   v1::Job p;
   const JobRow& r = job.row;
   p.set_id(r.id);
@@ -1508,11 +1508,13 @@ v1::Job JobDriver::ToProto(const Job& job) {
   }
   // Queue position among queued jobs: (priority desc, submission order), the scheduler's order.
   if (r.state == v1::JOB_STATE_QUEUED) {
-    int pos = 1;
-    for (int64_t num : active_) {
-      const Job& o = *jobs_.at(num);
-      if (o.num == job.num || o.row.state != v1::JOB_STATE_QUEUED) continue;
-      if (o.row.priority > r.priority || (o.row.priority == r.priority && o.num < job.num)) ++pos;
+    int pos = queue_position;
+    if (pos == 0) {
+      pos = 1;
+      for (int64_t num : active_) {
+        const Job& o = *jobs_.at(num);
+        if (o.num != job.num && o.row.state == v1::JOB_STATE_QUEUED && QueuedAhead(o, job)) ++pos;
+      }
     }
     p.set_queue_position(pos);
     // Predictable only when jobs run one at a time and every job ahead has known durations.
@@ -1832,7 +1834,7 @@ absl::StatusOr<JobChange> JobDriver::WaitForChange(const Principal& who, const s
 
 absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   if (!who.admin()) return absl::PermissionDeniedError("server stats need an admin token");
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   v1::ServerStats s;
   for (const auto& [id, a] : agents_) {
     if (a->alive) {
@@ -1851,10 +1853,6 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   s.set_reports_refused(reports_refused_);
   s.set_ready_stages(static_cast<int64_t>(scheduler_->num_ready()));
   s.set_running_stages(static_cast<int64_t>(scheduler_->num_running()));
-  s.set_dispatch_p50_ms(Percentile(dispatch_ms_, 0.5));
-  s.set_dispatch_p99_ms(Percentile(dispatch_ms_, 0.99));
-  s.set_queue_wait_p50_ms(Percentile(queue_wait_ms_, 0.5));
-  s.set_queue_wait_p99_ms(Percentile(queue_wait_ms_, 0.99));
   for (v1::ResourceUse& u : Resources()) *s.add_resources() = std::move(u);
   s.set_policy(options_.policy);
   s.set_jobs_queued(jobs_by_state_[v1::JOB_STATE_QUEUED]);
@@ -1890,6 +1888,14 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   if (scheduler_->started() != absl::InfinitePast()) {
     s.set_uptime_seconds(absl::ToDoubleSeconds(now - scheduler_->started()));
   }
+  // The percentiles are selected from copies after the lock is released: the latencies of every
+  // stage dispatched, and the scheduler waits for no reader of them.
+  std::vector<double> dispatch = dispatch_ms_, queue_wait = queue_wait_ms_;
+  lock.Release();
+  s.set_dispatch_p50_ms(Percentile(dispatch, 0.5));
+  s.set_dispatch_p99_ms(Percentile(std::move(dispatch), 0.99));
+  s.set_queue_wait_p50_ms(Percentile(queue_wait, 0.5));
+  s.set_queue_wait_p99_ms(Percentile(std::move(queue_wait), 0.99));
   return s;
 }
 

@@ -125,6 +125,11 @@ class JobDriver {
   // chunks are shared) and walks no job: its lock time is O(agents + running stages + ready
   // jobs). kPermissionDenied for non-admins.
   absl::StatusOr<std::shared_ptr<const DriverView>> SharedView(const Principal& who);
+  // The jobs page's snapshot: the newest kJobsPageJobs jobs `who` may see with their progress
+  // figures (View(who, {.history = 0, .max_jobs = kJobsPageJobs, .include_daemon = false})),
+  // shared by every reader who sees the same jobs (all admins; each user) and rebuilt under
+  // SharedView's rule. kPermissionDenied for agents.
+  absl::StatusOr<std::shared_ptr<const DriverView>> SharedJobsView(const Principal& who);
   // One job with its records (read from the record store outside the lock); kNotFound as Get.
   absl::StatusOr<JobDetail> Detail(const Principal& who, const std::string& job_id);
   // Whether the scheduler loop runs (Start() was called, Stop() not yet): the daemon's readiness.
@@ -302,6 +307,17 @@ class JobDriver {
   // View()'s part copied under the lock (everything but the progress figures and `stats`).
   absl::Status ViewLocked(const Principal& who, const ViewOptions& options, DriverView& v)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // A shared snapshot and the view_stamp_ it was built at.
+  struct SharedSnapshot {
+    std::shared_ptr<const DriverView> view;
+    int64_t stamp = -1;
+  };
+  // `slot`'s snapshot when it is fresh enough (SharedView's rule), else View(who, options) as
+  // the slot's new snapshot, numbered (DriverView::version).
+  absl::StatusOr<std::shared_ptr<const DriverView>> Shared(SharedSnapshot& slot,
+                                                           const Principal& who,
+                                                           const ViewOptions& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(view_mu_);
   // Keeps the ending lease as a StageSpan for View() (job_driver_view.cc).
   void RememberEnded(const Lease& lease, bool revoked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Keeps jobs_by_state_ true: a job moved from `from` (UNSPECIFIED: a new job) to `to`.
@@ -311,7 +327,13 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Folds the latencies recorded since the last call into the histograms.
   void FoldLatencies() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Job ToProto(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `queue_position`: a queued job's place when the caller has it (View numbers every queued job
+  // in one pass); 0: counted here, a walk of the active jobs.
+  v1::Job ToProto(const Job& job, int queue_position = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether queued job `a` goes before `b`: priority (higher first), then submission order.
+  static bool QueuedAhead(const Job& a, const Job& b) {
+    return a.row.priority > b.row.priority || (a.row.priority == b.row.priority && a.num < b.num);
+  }
   // The job `who` submitted earlier with `request`'s request id; nullptr when none (or no id).
   const Job* JobOfRequest(const Principal& who, const v1::SubmitJobRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -384,8 +406,11 @@ class JobDriver {
   // when it moved.
   std::atomic<int64_t> view_stamp_{0};
   absl::Mutex view_mu_;  // taken before mu_, never while holding it
-  std::shared_ptr<const DriverView> shared_view_ ABSL_GUARDED_BY(view_mu_);
-  int64_t shared_view_stamp_ ABSL_GUARDED_BY(view_mu_) = -1;
+  // SharedView's snapshot, then SharedJobsView's by viewer ("" for admins, else the user: bounded
+  // by the tokens file).
+  SharedSnapshot shared_view_ ABSL_GUARDED_BY(view_mu_);
+  std::map<std::string, SharedSnapshot> shared_jobs_ ABSL_GUARDED_BY(view_mu_);
+  int64_t last_view_version_ ABSL_GUARDED_BY(view_mu_) = 0;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/sched/types.h"
@@ -119,24 +120,37 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
   return v;
 }
 
+absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::Shared(SharedSnapshot& slot,
+                                                                    const Principal& who,
+                                                                    const ViewOptions& options) {
+  // Read before the build: a change during it moves the stamp past this one.
+  const int64_t stamp = view_stamp_.load(std::memory_order_relaxed);
+  if (slot.view != nullptr) {
+    const absl::Duration age = Now() - slot.view->now;
+    if (age < kViewMaxAge || (stamp == slot.stamp && age < kViewMaxStale)) return slot.view;
+  }
+  LOOM_ASSIGN_OR_RETURN(DriverView v, View(who, options));
+  v.version = ++last_view_version_;
+  slot = {.view = std::make_shared<const DriverView>(std::move(v)), .stamp = stamp};
+  return slot.view;
+}
+
 absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedView(const Principal& who) {
   if (!who.admin()) {
     return absl::PermissionDeniedError("the daemon-wide view needs an admin token");
   }
   absl::MutexLock lock(&view_mu_);
-  // Read before the build: a change during it moves the stamp past this one.
-  const int64_t stamp = view_stamp_.load(std::memory_order_relaxed);
-  if (shared_view_ != nullptr) {
-    const absl::Duration age = Now() - shared_view_->now;
-    if (age < kViewMaxAge || (stamp == shared_view_stamp_ && age < kViewMaxStale)) {
-      return shared_view_;
-    }
+  return Shared(shared_view_, who, {.history = kGanttHistory, .include_jobs = false});
+}
+
+absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedJobsView(const Principal& who) {
+  if (who.role == Role::kAgent) {
+    return absl::PermissionDeniedError("agent tokens cannot use the web view");
   }
-  LOOM_ASSIGN_OR_RETURN(DriverView v,
-                        View(who, ViewOptions{.history = kGanttHistory, .include_jobs = false}));
-  shared_view_ = std::make_shared<const DriverView>(std::move(v));
-  shared_view_stamp_ = stamp;
-  return shared_view_;
+  absl::MutexLock lock(&view_mu_);
+  return Shared(
+      shared_jobs_[who.admin() ? std::string() : who.user], who,
+      {.history = absl::ZeroDuration(), .max_jobs = kJobsPageJobs, .include_daemon = false});
 }
 
 absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options,
@@ -160,13 +174,31 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
       if (!who.admin()) ++v.jobs_by_state[job.row.state];
       if (!options.include_jobs) continue;
       if (options.max_jobs > 0 && shown.size() >= static_cast<size_t>(options.max_jobs)) {
+        if (who.admin()) {  // every older job is visible: count them without walking them
+          v.jobs_not_shown = static_cast<int64_t>(jobs_.size() - shown.size());
+          break;
+        }
         ++v.jobs_not_shown;
         continue;
       }
       shown.push_back(&job);
     }
+    // Queued jobs' places in one pass: ToProto alone walks every active job for each.
+    absl::flat_hash_map<int64_t, int> place;
+    if (std::any_of(shown.begin(), shown.end(),
+                    [](const Job* j) { return j->row.state == v1::JOB_STATE_QUEUED; })) {
+      std::vector<const Job*> queued;
+      for (int64_t num : active_) {
+        const Job* j = jobs_.at(num).get();
+        if (j->row.state == v1::JOB_STATE_QUEUED) queued.push_back(j);
+      }
+      std::sort(queued.begin(), queued.end(),
+                [](const Job* a, const Job* b) { return QueuedAhead(*a, *b); });
+      for (size_t i = 0; i < queued.size(); ++i) place[queued[i]->num] = static_cast<int>(i + 1);
+    }
     for (auto it = shown.rbegin(); it != shown.rend(); ++it) {
-      v.jobs.push_back(ToProto(**it));
+      auto at = place.find((*it)->num);
+      v.jobs.push_back(ToProto(**it, at == place.end() ? 0 : at->second));
       v.latency_goal_ms[(*it)->row.id] = (*it)->row.spec.latency_goal_ms();
     }
   }

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "loom/service/job_driver.h"
 #include "loom/service/job_progress.h"
 #include "loom/v1/version.h"
@@ -268,6 +269,65 @@ TEST_F(DriverViewTest, SharedViewIsOneSnapshotRebuiltAtMostOnceASecondOnChange) 
   ASSERT_TRUE(later.ok());
   EXPECT_TRUE((*later)->ended_chunks.empty());
   EXPECT_TRUE((*later)->stages.empty());
+}
+
+// The jobs page's snapshot is shared by the readers who see the same jobs (every admin; each
+// user alone), numbered apart from every other snapshot, and rebuilt under SharedView's rule.
+TEST_F(DriverViewTest, SharedJobsViewIsOneSnapshotPerViewerRebuiltOnChange) {
+  EXPECT_EQ(driver_->SharedJobsView(kAgent).status().code(), absl::StatusCode::kPermissionDenied);
+  for (int i = 0; i < kJobsPageJobs + 1; ++i) ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
+  ASSERT_TRUE(driver_->Submit(kBob, Sim(1, 1)).ok());
+  auto admin = driver_->SharedJobsView(kAdmin);
+  auto alice = driver_->SharedJobsView(kAlice);
+  auto bob = driver_->SharedJobsView(kBob);
+  ASSERT_TRUE(admin.ok() && alice.ok() && bob.ok());
+  const Principal other_admin{"ops", Role::kAdmin};
+  EXPECT_EQ(driver_->SharedJobsView(other_admin)->get(), admin->get());
+  EXPECT_EQ(driver_->SharedJobsView(kAlice)->get(), alice->get());
+  // The newest kJobsPageJobs each may see; the others only counted.
+  ASSERT_EQ((*admin)->jobs.size(), static_cast<size_t>(kJobsPageJobs));
+  EXPECT_EQ((*admin)->jobs.back().id(), absl::StrCat("j", kJobsPageJobs + 2));
+  EXPECT_EQ((*admin)->jobs_not_shown, 2);
+  EXPECT_EQ((*alice)->jobs.size(), static_cast<size_t>(kJobsPageJobs));
+  EXPECT_EQ((*alice)->jobs.back().owner(), "alice");
+  EXPECT_EQ((*alice)->jobs_not_shown, 1);
+  ASSERT_EQ((*bob)->jobs.size(), 1u);
+  EXPECT_EQ((*bob)->jobs[0].owner(), "bob");
+  EXPECT_TRUE((*bob)->agents.empty());
+  std::map<int64_t, int> versions;  // snapshot number -> snapshots with it
+  for (int64_t v : {(*admin)->version, (*alice)->version, (*bob)->version}) ++versions[v];
+  EXPECT_EQ(versions.size(), 3u);
+  EXPECT_EQ(versions.count(0), 0u);
+
+  // A change shows once the snapshot is a second old, with a new number.
+  ASSERT_TRUE(driver_->Submit(kBob, Sim(1, 1)).ok());
+  EXPECT_EQ(driver_->SharedJobsView(kBob)->get(), bob->get());
+  clock_.Advance(kViewMaxAge);
+  auto later = driver_->SharedJobsView(kBob);
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ((*later)->jobs.size(), 2u);
+  EXPECT_GT((*later)->version, versions.rbegin()->first);
+}
+
+// The view numbers the queued jobs in one pass; their places are those Get() counts job by job:
+// priority (higher first), then submission order.
+TEST_F(DriverViewTest, QueuedJobsShowTheSamePlacesAsGet) {
+  for (int priority : {0, 5, 0, 5, 1}) {
+    v1::SubmitJobRequest r = Sim(1, 1);
+    r.set_priority(priority);
+    ASSERT_TRUE(driver_->Submit(kAlice, r).ok());
+  }
+  auto view = driver_->View(kAdmin, {.include_daemon = false});
+  ASSERT_TRUE(view.ok()) << view.status();
+  std::map<std::string, int> places;
+  for (const v1::Job& j : view->jobs) {
+    places[j.id()] = j.queue_position();
+    auto got = driver_->Get(kAdmin, j.id());
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(j.queue_position(), got->queue_position()) << j.id();
+  }
+  EXPECT_EQ(places,
+            (std::map<std::string, int>{{"j1", 4}, {"j2", 1}, {"j3", 5}, {"j4", 2}, {"j5", 3}}));
 }
 
 // The build cache counters of a heartbeat are hostile input: negative, absurd or decreasing
