@@ -36,8 +36,12 @@ JobProgress ComputeJobProgress(const ProgressInput& input, const ProgressOptions
   std::vector<Measured> all;
   for (int t = 0; t < static_cast<int>(input.tasks.size()); ++t) {
     const ProgressTask& task = input.tasks[t];
-    p.trials_done += task.trials_done;
-    p.trials_total += task.ended ? task.trials_done : std::max(task.trials, task.trials_done);
+    // A measure stage's records are stored when it reports, its task row counts them at the
+    // round's update: in between, the records are the count (so the rate, from the records,
+    // and the trials done agree).
+    const int done = std::max(task.trials_done, static_cast<int>(task.records.size()));
+    p.trials_done += done;
+    p.trials_total += task.ended ? done : std::max(task.trials, done);
     for (const tune::Record& r : task.records) {
       all.push_back(Measured{r.timestamp, t, r.id, r.ok() && r.median_cost > 0, r.median_cost});
     }

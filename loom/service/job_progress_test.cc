@@ -76,6 +76,19 @@ TEST(JobProgressTest, EtaIsTrialsLeftOverTheRateSinceTheStart) {
   EXPECT_THAT(p.eta_seconds, Optional(DoubleNear(60, 1e-9)));
 }
 
+TEST(JobProgressTest, TrialsMeasuredBeforeTheirRoundsUpdateCountAsDone) {
+  // The measure stage stored 3 records; the task row still says 0 until the round's update:
+  // 3 of 10 done in 30 s (0.1 trials/s), 7 left -> 70 s, the same figures as after the update.
+  ProgressTask task = Task(10, {Rec(10, 4e-3), Rec(20, 5e-3), Rec(30, 3e-3)});
+  task.trials_done = 0;
+  ProgressInput in{.tasks = {task}, .started = kT0, .now = kT0 + absl::Seconds(30)};
+  JobProgress p = ComputeJobProgress(in);
+  EXPECT_EQ(p.trials_done, 3);
+  EXPECT_EQ(p.trials_total, 10);
+  EXPECT_THAT(p.trials_per_second, Optional(DoubleNear(0.1, 1e-12)));
+  EXPECT_THAT(p.eta_seconds, Optional(DoubleNear(70, 1e-9)));
+}
+
 TEST(JobProgressTest, RateComesFromTheRecentWindowOnly) {
   // 20 trials in the first minute, then 3 in the last 5 minutes of a 1000 s old job: the rate is
   // 3 / 300 s, so 2 trials left take 200 s.
