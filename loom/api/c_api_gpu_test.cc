@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -115,6 +116,29 @@ TEST_F(CApiGpuTest, LoadsAndRunsAGpuArtifactLikeTheModelThatWroteIt) {
     EXPECT_EQ(std::memcmp(got.data(), want_[0].raw_data(), want_[0].num_bytes()), 0) << run;
   }
   loom_model_free(m);
+}
+
+// The driver acts on the calling thread's current context, and the fake, like the real one,
+// refuses a call on a thread where none is current (CUDA_ERROR_INVALID_CONTEXT): a model loaded
+// on one thread runs, captures and replays from others (as Python and a server's request threads
+// call it).
+TEST_F(CApiGpuTest, RunsFromThreadsOtherThanTheOneThatLoadedIt) {
+  loom_model_t* m = nullptr;
+  ASSERT_EQ(loom_model_load(dir_.c_str(), 0, &m), LOOM_OK) << loom_last_error();
+  const float* in[1] = {input_.values<float>().data()};
+  for (int run = 0; run < 3; ++run) {  // capture on one thread, replay on the others
+    std::vector<float> got(10, -1.0f);
+    loom_status_t rc = LOOM_UNKNOWN;
+    std::string error;
+    std::thread([&] {
+      float* out[1] = {got.data()};
+      rc = loom_model_run(m, in, out);
+      if (rc != LOOM_OK) error = loom_last_error();
+    }).join();
+    ASSERT_EQ(rc, LOOM_OK) << error;
+    EXPECT_EQ(std::memcmp(got.data(), want_[0].raw_data(), want_[0].num_bytes()), 0) << run;
+  }
+  std::thread([&] { loom_model_free(m); }).join();  // freed on yet another thread
 }
 
 TEST_F(CApiGpuTest, RefusesAnotherArchitectureInOneLine) {

@@ -269,6 +269,12 @@ absl::StatusOr<CudaDeviceInfo> CudaDriver::DeviceInfo(int ordinal) {
   return info;
 }
 
+namespace {
+// The context this thread last made current through a CudaDriver (BindContext): the driver's
+// calls act on the calling thread's current context, and a model may run on any thread.
+thread_local CudaDriver::Context thread_context = nullptr;
+}  // namespace
+
 absl::StatusOr<CudaDriver::Context> CudaDriver::RetainPrimaryContext(int ordinal) {
   int dev = 0;
   if (absl::Status s = Check(api_->cuDeviceGet(&dev, ordinal), "cuDeviceGet"); !s.ok()) return s;
@@ -277,21 +283,35 @@ absl::StatusOr<CudaDriver::Context> CudaDriver::RetainPrimaryContext(int ordinal
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = Check(api_->cuCtxSetCurrent(ctx), "cuCtxSetCurrent"); !s.ok()) return s;
+  context_ = ctx;
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return ctx;
 }
 
 absl::Status CudaDriver::ReleasePrimaryContext(int ordinal) {
   int dev = 0;
   if (absl::Status s = Check(api_->cuDeviceGet(&dev, ordinal), "cuDeviceGet"); !s.ok()) return s;
+  if (thread_context == context_) thread_context = nullptr;
+  context_ = nullptr;
   return Check(api_->cuDevicePrimaryCtxRelease(dev), "cuDevicePrimaryCtxRelease");
 }
 
+absl::Status CudaDriver::BindContext() {
+  if (context_ == nullptr || thread_context == context_) return absl::OkStatus();
+  if (absl::Status s = Check(api_->cuCtxSetCurrent(context_), "cuCtxSetCurrent"); !s.ok()) {
+    return s;
+  }
+  thread_context = context_;
+  return absl::OkStatus();
+}
+
 absl::Status CudaDriver::Synchronize() {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuCtxSynchronize(), "cuCtxSynchronize");
 }
 
 absl::StatusOr<CudaDriver::Module> CudaDriver::LoadModule(const std::string& image) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   Module m = nullptr;
   if (absl::Status s = Check(api_->cuModuleLoadData(&m, image.data()), "cuModuleLoadData");
       !s.ok()) {
@@ -301,11 +321,13 @@ absl::StatusOr<CudaDriver::Module> CudaDriver::LoadModule(const std::string& ima
 }
 
 absl::Status CudaDriver::UnloadModule(Module module) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuModuleUnload(module), "cuModuleUnload");
 }
 
 absl::StatusOr<CudaDriver::Function> CudaDriver::GetFunction(Module module,
                                                              const std::string& name) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   Function f = nullptr;
   if (absl::Status s =
           Check(api_->cuModuleGetFunction(&f, module, name.c_str()), "cuModuleGetFunction");
@@ -316,11 +338,13 @@ absl::StatusOr<CudaDriver::Function> CudaDriver::GetFunction(Module module,
 }
 
 absl::Status CudaDriver::SetMaxDynamicShared(Function function, int bytes) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuFuncSetAttribute(function, kFuncMaxDynamicShared, bytes),
                "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
 }
 
 absl::StatusOr<int> CudaDriver::FunctionRegisters(Function function) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   int regs = 0;
   if (absl::Status s = Check(api_->cuFuncGetAttribute(&regs, kFuncNumRegs, function),
                              "cuFuncGetAttribute(NUM_REGS)");
@@ -333,6 +357,7 @@ absl::StatusOr<int> CudaDriver::FunctionRegisters(Function function) {
 absl::Status CudaDriver::Launch(Function function, const uint32_t grid[3], const uint32_t block[3],
                                 uint32_t dynamic_shared_bytes, const std::vector<DevicePtr>& args,
                                 Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   // cuLaunchKernel takes the address of each argument's value.
   std::vector<DevicePtr> values = args;
   std::vector<void*> params;
@@ -345,6 +370,7 @@ absl::Status CudaDriver::Launch(Function function, const uint32_t grid[3], const
 }
 
 absl::StatusOr<CudaDriver::Stream> CudaDriver::CreateStream() {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   Stream stream = nullptr;
   if (absl::Status s =
           Check(api_->cuStreamCreate(&stream, /*CU_STREAM_DEFAULT=*/0), "cuStreamCreate");
@@ -355,10 +381,12 @@ absl::StatusOr<CudaDriver::Stream> CudaDriver::CreateStream() {
 }
 
 absl::Status CudaDriver::DestroyStream(Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuStreamDestroy(stream), "cuStreamDestroy");
 }
 
 absl::Status CudaDriver::SynchronizeStream(Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuStreamSynchronize(stream), "cuStreamSynchronize");
 }
 
@@ -370,6 +398,7 @@ bool CudaDriver::has_graphs() const {
 }
 
 absl::Status CudaDriver::BeginCapture(Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) {
     return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
   }
@@ -378,6 +407,7 @@ absl::Status CudaDriver::BeginCapture(Stream stream) {
 }
 
 absl::StatusOr<CudaDriver::Graph> CudaDriver::EndCapture(Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) {
     return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
   }
@@ -390,6 +420,7 @@ absl::StatusOr<CudaDriver::Graph> CudaDriver::EndCapture(Stream stream) {
 }
 
 absl::StatusOr<CudaDriver::GraphExec> CudaDriver::InstantiateGraph(Graph graph) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) {
     return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
   }
@@ -403,6 +434,7 @@ absl::StatusOr<CudaDriver::GraphExec> CudaDriver::InstantiateGraph(Graph graph) 
 }
 
 absl::Status CudaDriver::LaunchGraph(GraphExec exec, Stream stream) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) {
     return absl::UnimplementedError(absl::StrCat(library_, " has no CUDA graph API"));
   }
@@ -410,54 +442,68 @@ absl::Status CudaDriver::LaunchGraph(GraphExec exec, Stream stream) {
 }
 
 absl::Status CudaDriver::DestroyGraph(Graph graph) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) return absl::OkStatus();
   return Check(api_->cuGraphDestroy(graph), "cuGraphDestroy");
 }
 
 absl::Status CudaDriver::DestroyGraphExec(GraphExec exec) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   if (!has_graphs()) return absl::OkStatus();
   return Check(api_->cuGraphExecDestroy(exec), "cuGraphExecDestroy");
 }
 
 absl::StatusOr<CudaDriver::DevicePtr> CudaDriver::Alloc(size_t bytes) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   DevicePtr p = 0;
   if (absl::Status s = Check(api_->cuMemAlloc(&p, bytes), "cuMemAlloc"); !s.ok()) return s;
   return p;
 }
 
-absl::Status CudaDriver::Free(DevicePtr ptr) { return Check(api_->cuMemFree(ptr), "cuMemFree"); }
+absl::Status CudaDriver::Free(DevicePtr ptr) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
+  return Check(api_->cuMemFree(ptr), "cuMemFree");
+}
 
 absl::Status CudaDriver::CopyToDevice(DevicePtr dst, const void* src, size_t bytes) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuMemcpyHtoD(dst, src, bytes), "cuMemcpyHtoD");
 }
 
 absl::Status CudaDriver::CopyToHost(void* dst, DevicePtr src, size_t bytes) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuMemcpyDtoH(dst, src, bytes), "cuMemcpyDtoH");
 }
 
 absl::Status CudaDriver::Fill32(DevicePtr dst, uint32_t value, size_t count) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuMemsetD32(dst, value, count), "cuMemsetD32");
 }
 
 absl::StatusOr<CudaDriver::Event> CudaDriver::CreateEvent() {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   Event e = nullptr;
   if (absl::Status s = Check(api_->cuEventCreate(&e, 0), "cuEventCreate"); !s.ok()) return s;
   return e;
 }
 
 absl::Status CudaDriver::DestroyEvent(Event event) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuEventDestroy(event), "cuEventDestroy");
 }
 
 absl::Status CudaDriver::RecordEvent(Event event) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuEventRecord(event, nullptr), "cuEventRecord");
 }
 
 absl::Status CudaDriver::SynchronizeEvent(Event event) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   return Check(api_->cuEventSynchronize(event), "cuEventSynchronize");
 }
 
 absl::StatusOr<float> CudaDriver::ElapsedMs(Event start, Event end) {
+  if (absl::Status s = BindContext(); !s.ok()) return s;
   float ms = 0;
   if (absl::Status s = Check(api_->cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime");
       !s.ok()) {

@@ -37,8 +37,9 @@ struct CudaDeviceInfo {
 // launch failure, ...) leave the context unusable: the process must exit to recover the GPU.
 bool IsStickyCudaError(int code);
 
-// One dlopen'ed driver library. All calls act on the calling thread's current context (set by
-// CudaContext below). Thread-compatible; the measure worker uses it from one thread.
+// One dlopen'ed driver library. After RetainPrimaryContext, every call acts on that context,
+// made current on the calling thread first (BindContext): a model may run from any thread, one
+// call at a time (thread-compatible, not thread-safe).
 class CudaDriver {
  public:
   using Device = int;
@@ -65,7 +66,8 @@ class CudaDriver {
   // kInvalidArgument when `ordinal` is not below DeviceCount().
   absl::StatusOr<CudaDeviceInfo> DeviceInfo(int ordinal);
 
-  // Retains the device's primary context and makes it current on this thread.
+  // Retains the device's primary context and makes it current on this thread (and, through
+  // BindContext, on any other thread that later calls this driver).
   absl::StatusOr<Context> RetainPrimaryContext(int ordinal);
   absl::Status ReleasePrimaryContext(int ordinal);
   absl::Status Synchronize();  // cuCtxSynchronize: reports errors of earlier launches
@@ -125,8 +127,13 @@ class CudaDriver {
   // status code from the error class (kUnavailable for device/driver state, kInvalidArgument for
   // bad values or images, kInternal for the rest).
   absl::Status Check(int code, const char* what);
+  // Makes the retained context current on the calling thread when it is not already (a no-op
+  // before RetainPrimaryContext). Every call that acts on a context starts with it, so a driver
+  // may be used from any thread, one at a time (the calls are not synchronized).
+  absl::Status BindContext();
 
   void* handle_ = nullptr;
+  Context context_ = nullptr;  // the retained primary context; nullptr before RetainPrimaryContext
   std::unique_ptr<Api> api_;
   std::string library_;
   int last_error_ = 0;

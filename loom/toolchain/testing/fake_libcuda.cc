@@ -93,6 +93,18 @@ int SyncStatus() {
   return Status();
 }
 
+// As the real driver: a call that acts on a context fails with CUDA_ERROR_INVALID_CONTEXT (201) on
+// a thread where no context was made current (cuCtxSetCurrent), whatever other threads did.
+thread_local void* current_context = nullptr;
+int CtxStatus() {
+  if (int s = Status(); s != 0) return s;
+  return current_context == nullptr ? 201 : 0;
+}
+int CtxSyncStatus() {
+  if (int s = SyncStatus(); s != 0) return s;
+  return current_context == nullptr ? 201 : 0;
+}
+
 void Conv2d(const FakeModule& m, float* const* buf) {
   const int64_t n = m.args[0], c = m.args[1], h = m.args[2], w = m.args[3], k = m.args[4],
                 r = m.args[5], s = m.args[6], stride = m.args[7], pad = m.args[8];
@@ -204,6 +216,9 @@ int cuGetErrorName(int code, const char** name) {
     case 200:
       *name = "CUDA_ERROR_INVALID_IMAGE";
       return 0;
+    case 201:
+      *name = "CUDA_ERROR_INVALID_CONTEXT";
+      return 0;
     case 700:
       *name = "CUDA_ERROR_ILLEGAL_ADDRESS";
       return 0;
@@ -225,6 +240,9 @@ int cuGetErrorString(int code, const char** text) {
       return 0;
     case 200:
       *text = "device kernel image is invalid";
+      return 0;
+    case 201:
+      *text = "invalid device context";
       return 0;
     case 700:
       *text = "an illegal memory access was encountered";
@@ -296,11 +314,15 @@ int cuDevicePrimaryCtxRetain(void** ctx, int) {
   return Status();
 }
 int cuDevicePrimaryCtxRelease_v2(int) { return 0; }
-int cuCtxSetCurrent(void*) { return Status(); }
-int cuCtxSynchronize() { return SyncStatus(); }
+int cuCtxSetCurrent(void* ctx) {
+  if (int s = Status(); s != 0) return s;
+  current_context = ctx;
+  return 0;
+}
+int cuCtxSynchronize() { return CtxSyncStatus(); }
 
 int cuModuleLoadData(void** module, const void* image) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   if (std::memcmp(image, ELFMAG, SELFMAG) == 0) {
     auto* m = new FakeModule;
     if (!LoadHostKernel(image, m)) {
@@ -337,16 +359,16 @@ int cuModuleUnload(void* module) {
 int cuModuleGetFunction(void** function, void* module, const char* name) {
   if (std::strcmp(name, "loom_kernel") != 0) return 500;  // NOT_FOUND
   *function = module;
-  return Status();
+  return CtxStatus();
 }
-int cuFuncSetAttribute(void*, int, int) { return Status(); }
+int cuFuncSetAttribute(void*, int, int) { return CtxStatus(); }
 int cuFuncGetAttribute(int* value, int, void*) {
   *value = 32;
-  return Status();
+  return CtxStatus();
 }
 int cuLaunchKernel(void* function, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                    unsigned, void* stream, void** params, void**) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   auto* m = static_cast<FakeModule*>(function);
   FakeLaunch launch{m, {}};
   const int n = m->op == "host" ? m->num_params : 3;
@@ -359,7 +381,7 @@ int cuLaunchKernel(void* function, unsigned, unsigned, unsigned, unsigned, unsig
   return Run(*m, launch.params);
 }
 int cuStreamCreate(void** stream, unsigned) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   *stream = new FakeStream;
   return 0;
 }
@@ -367,9 +389,9 @@ int cuStreamDestroy_v2(void* stream) {
   delete static_cast<FakeStream*>(stream);
   return 0;
 }
-int cuStreamSynchronize(void*) { return SyncStatus(); }
+int cuStreamSynchronize(void*) { return CtxSyncStatus(); }
 int cuStreamBeginCapture_v2(void* stream, int) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   if (NoGraphs()) return 801;  // NOT_SUPPORTED
   auto* st = static_cast<FakeStream*>(stream);
   if (st == nullptr || st->capturing) return 900;  // STREAM_CAPTURE_UNSUPPORTED / ILLEGAL
@@ -383,15 +405,15 @@ int cuStreamEndCapture(void* stream, void** graph) {
   st->capturing = false;
   *graph = new FakeGraph{std::move(st->captured)};
   st->captured.clear();
-  return Status();
+  return CtxStatus();
 }
 int cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   *exec = new FakeGraph(*static_cast<FakeGraph*>(graph));
   return 0;
 }
 int cuGraphLaunch(void* exec, void*) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   ++graph_launches;
   for (const FakeLaunch& l : static_cast<FakeGraph*>(exec)->launches) {
     ++graph_kernels;
@@ -408,33 +430,33 @@ int cuGraphDestroy(void* graph) {
   return 0;
 }
 int cuMemAlloc_v2(uint64_t* ptr, size_t bytes) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   *ptr = reinterpret_cast<uint64_t>(std::calloc(bytes, 1));
   return *ptr == 0 ? 2 : 0;
 }
 int cuMemFree_v2(uint64_t ptr) {
   std::free(reinterpret_cast<void*>(ptr));
-  return Status();
+  return CtxStatus();
 }
 int cuMemcpyHtoD_v2(uint64_t dst, const void* src, size_t bytes) {
-  if (int s = SyncStatus(); s != 0) return s;
+  if (int s = CtxSyncStatus(); s != 0) return s;
   std::memcpy(reinterpret_cast<void*>(dst), src, bytes);
   return 0;
 }
 int cuMemcpyDtoH_v2(void* dst, uint64_t src, size_t bytes) {
-  if (int s = SyncStatus(); s != 0) return s;
+  if (int s = CtxSyncStatus(); s != 0) return s;
   std::memcpy(dst, reinterpret_cast<const void*>(src), bytes);
   return 0;
 }
 int cuMemsetD32_v2(uint64_t dst, unsigned value, size_t count) {
-  if (int s = Status(); s != 0) return s;
+  if (int s = CtxStatus(); s != 0) return s;
   auto* p = reinterpret_cast<uint32_t*>(dst);
   for (size_t i = 0; i < count; ++i) p[i] = value;
   return 0;
 }
 int cuEventCreate(void** event, unsigned) {
   *event = new FakeEvent;
-  return Status();
+  return CtxStatus();
 }
 int cuEventDestroy_v2(void* event) {
   delete static_cast<FakeEvent*>(event);
@@ -442,14 +464,14 @@ int cuEventDestroy_v2(void* event) {
 }
 int cuEventRecord(void* event, void*) {
   static_cast<FakeEvent*>(event)->at = std::chrono::steady_clock::now();
-  return Status();
+  return CtxStatus();
 }
-int cuEventSynchronize(void*) { return SyncStatus(); }
+int cuEventSynchronize(void*) { return CtxSyncStatus(); }
 int cuEventElapsedTime_v2(float* ms, void* start, void* end) {
   *ms = std::chrono::duration<float, std::milli>(static_cast<FakeEvent*>(end)->at -
                                                  static_cast<FakeEvent*>(start)->at)
             .count();
-  return Status();
+  return CtxStatus();
 }
 
 }  // extern "C"
