@@ -14,8 +14,8 @@ namespace loom::base {
 namespace {
 
 constexpr uint64_t kIndexMask = 0xffffffffull;
-// A loop straggled when its caller, out of work, then waited longer than this and longer than it
-// worked itself: a participant held a chunk far longer than the caller's whole share took.
+// A loop straggled when a participant, out of work, then idled longer than this and longer than
+// it worked itself: another held a chunk far longer than the idle one's whole share took.
 constexpr double kStraggleFloorSeconds = 1e-3;
 // Solo periods double per straggle up to the maximum, and halve after this many times their
 // length of shared loops without one, once those loops have saved the time the last straggle
@@ -29,12 +29,24 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
   return std::chrono::duration<double>(b - a).count();
 }
 
+int64_t Nanos(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// Whether a participant that worked `worked` seconds and then idled `idled` until the loop ended
+// was held up by a straggler.
+bool Straggled(double worked, double idled) {
+  return idled > kStraggleFloorSeconds && idled > worked;
+}
+
 }  // namespace
 
 ForkJoinPool::ForkJoinPool(int num_threads, ForkJoinPoolOptions options)
-    : num_threads_(std::max(1, num_threads)), options_(options) {
+    : num_threads_(std::max(1, num_threads)),
+      options_(options),
+      reports_(static_cast<size_t>(num_threads_ - 1)) {
   workers_.reserve(static_cast<size_t>(num_threads_ - 1));
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  for (int i = 0; i + 1 < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 ForkJoinPool::~ForkJoinPool() {
@@ -49,7 +61,10 @@ ForkJoinPool::Stats ForkJoinPool::stats() const {
   s.loops = stat_loops_.load(std::memory_order_relaxed);
   s.solo_loops = stat_solo_.load(std::memory_order_relaxed);
   s.straggled_loops = stat_straggled_.load(std::memory_order_relaxed);
+  s.slow_caller_loops = stat_slow_caller_.load(std::memory_order_relaxed);
   s.worker_chunks = stat_worker_chunks_.load(std::memory_order_relaxed);
+  s.caller_indices = stat_caller_indices_.load(std::memory_order_relaxed);
+  s.worker_indices = stat_worker_indices_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -137,15 +152,31 @@ void ForkJoinPool::Run(int64_t n, RangeFn fn, void* ctx) {
   Participate(tag, &mine);
   const auto t1 = std::chrono::steady_clock::now();
   AwaitDone(n, tag);
-  if (!options_.adaptive) return;
   const auto t2 = std::chrono::steady_clock::now();
+  stat_caller_indices_.fetch_add(mine, std::memory_order_relaxed);
+  stat_worker_indices_.fetch_add(n - mine, std::memory_order_relaxed);
+  if (!options_.adaptive) return;
   const double worked = Seconds(t0, t1), waited = Seconds(t1, t2);
-  if (waited > kStraggleFloorSeconds && waited > worked) {
+  // The workers' side: the longest that one of them idled, its share done, while the loop went
+  // on (the caller, or another worker, still in a chunk).
+  double idled = 0;
+  bool worker_straggled = false;
+  for (const WorkerReport& r : reports_) {
+    if (r.tag.load(std::memory_order_acquire) != tag) continue;  // ran no chunk of this loop
+    const int64_t start = r.start_ns.load(std::memory_order_relaxed);
+    const int64_t out = r.out_ns.load(std::memory_order_relaxed);
+    const double its_idle = static_cast<double>(Nanos(t2) - out) * 1e-9;
+    idled = std::max(idled, its_idle);
+    worker_straggled |= Straggled(static_cast<double>(out - start) * 1e-9, its_idle);
+  }
+  const bool caller_straggled = Straggled(worked, waited);
+  if (caller_straggled || worker_straggled) {
     stat_straggled_.fetch_add(1, std::memory_order_relaxed);
+    if (!caller_straggled) stat_slow_caller_.fetch_add(1, std::memory_order_relaxed);
     solo_left_ = solo_period_;
     solo_period_ = std::min(kMaxSoloPeriod, solo_period_ * 2);
     clean_loops_ = 0;
-    straggle_debt_ = waited;
+    straggle_debt_ = std::max(waited, idled);
     return;
   }
   // What sharing saved: the caller alone would have taken about worked * n / mine.
@@ -158,7 +189,8 @@ void ForkJoinPool::Run(int64_t n, RangeFn fn, void* ctx) {
   }
 }
 
-void ForkJoinPool::WorkerLoop() {
+void ForkJoinPool::WorkerLoop(int index) {
+  WorkerReport& report = reports_[static_cast<size_t>(index)];
   uint32_t seen = 0;
   for (;;) {
     uint32_t now = wake_.load(std::memory_order_acquire);
@@ -182,8 +214,15 @@ void ForkJoinPool::WorkerLoop() {
     if (stopping_.load(std::memory_order_acquire)) return;
     const uint64_t w = work_.load(std::memory_order_acquire);
     if (w != 0) {
-      const int64_t ran = Participate(static_cast<uint32_t>(w >> 32), nullptr);
-      if (ran > 0) stat_worker_chunks_.fetch_add(ran, std::memory_order_relaxed);
+      const auto start = std::chrono::steady_clock::now();
+      const auto tag = static_cast<uint32_t>(w >> 32);
+      const int64_t ran = Participate(tag, nullptr);
+      if (ran > 0) {
+        report.start_ns.store(Nanos(start), std::memory_order_relaxed);
+        report.out_ns.store(Nanos(std::chrono::steady_clock::now()), std::memory_order_relaxed);
+        report.tag.store(tag, std::memory_order_release);
+        stat_worker_chunks_.fetch_add(ran, std::memory_order_relaxed);
+      }
     }
   }
 }

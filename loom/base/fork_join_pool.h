@@ -9,12 +9,18 @@
 // participants claim shrinking chunks from a shared counter until none is left (guided
 // scheduling), and the caller returns as soon as every index has run. A worker that does not
 // wake up in time simply claims nothing; only a chunk that a participant was preempted in the
-// middle of can hold the caller up. When that happens (the caller, out of work, waits over a
-// millisecond and longer than it worked), the pool runs the next loops on the caller alone, for
-// periods that double while stragglers recur, and then tries the workers again. A period shrinks
-// again only after the shared loops since the last straggle have saved the time it lost, so on a
-// core shared with a busy process the pool settles on the caller alone (a one-thread run)
-// instead of paying a time slice every few dozen loops.
+// middle of can hold the others up. Either side can be the slow one: a worker preempted in a
+// chunk makes the caller wait, and a caller preempted in its chunk (its core shared with a busy
+// process) leaves the workers idle, their share done, while the loop and the model wait on it.
+// Each worker reports when it ran out of work, so the caller sees both: a loop straggled when a
+// participant, out of work, then idled over a millisecond and longer than it worked itself.
+// Then the pool runs the next loops on the caller alone, for periods that double while
+// stragglers recur, and then tries the workers again. During a solo period the workers go to
+// sleep, which frees their cores: a caller that was sharing a core with a busy process is
+// moved by the kernel to an idle one. A period shrinks again only after the shared loops since
+// the last straggle have saved the time it lost, so on a core shared with a busy process the
+// pool settles on the caller alone (a one-thread run) instead of paying a time slice every few
+// dozen loops.
 //
 // Used by runtime/compiled_model.cc behind loom_parallel_t; the general-purpose ThreadPool stays
 // for coarse tasks.
@@ -62,15 +68,18 @@ class ForkJoinPool {
 
   // Counters for tests and benchmarks (read between Runs).
   struct Stats {
-    int64_t loops = 0;            // Runs with more than one index
-    int64_t solo_loops = 0;       // of those, run on the caller alone (backoff)
-    int64_t straggled_loops = 0;  // loops whose caller waited on a straggler
-    int64_t worker_chunks = 0;    // chunks the workers ran
+    int64_t loops = 0;              // Runs with more than one index
+    int64_t solo_loops = 0;         // of those, run on the caller alone (backoff)
+    int64_t straggled_loops = 0;    // shared loops that a straggler held up (either side)
+    int64_t slow_caller_loops = 0;  // of those, held up by the caller while workers idled
+    int64_t worker_chunks = 0;      // chunks the workers ran
+    int64_t caller_indices = 0;     // indices of the shared loops that the caller ran
+    int64_t worker_indices = 0;     // and that the workers ran
   };
   Stats stats() const;
 
  private:
-  void WorkerLoop();
+  void WorkerLoop(int index);
   // Claims and runs chunks of loop `tag` until none is left; returns how many it ran, and adds
   // the indices they covered to *indices (when not null).
   int64_t Participate(uint32_t tag, int64_t* indices);
@@ -99,6 +108,16 @@ class ForkJoinPool {
   std::atomic<bool> caller_sleeping_{false};
   std::atomic<bool> stopping_{false};
 
+  // Per worker, its part in the last loop it ran chunks of: when it started and when it found no
+  // index left to claim (steady_clock nanoseconds). A worker writes the times, then the loop's
+  // tag (release); the caller reads them after the loop for the tag it ran.
+  struct alignas(64) WorkerReport {
+    std::atomic<uint32_t> tag{0};
+    std::atomic<int64_t> start_ns{0};
+    std::atomic<int64_t> out_ns{0};
+  };
+  std::vector<WorkerReport> reports_;
+
   uint32_t tag_ = 0;  // the caller's count of loops (tags wrap, skipping 0)
   // Backoff (caller only): loops left to run alone, the length of the next solo period, and the
   // shared loops since the last straggle or halving of the period.
@@ -109,7 +128,8 @@ class ForkJoinPool {
   // solo time minus their wall time): the period halves only once this is repaid.
   double straggle_debt_ = 0;
 
-  std::atomic<int64_t> stat_loops_{0}, stat_solo_{0}, stat_straggled_{0}, stat_worker_chunks_{0};
+  std::atomic<int64_t> stat_loops_{0}, stat_solo_{0}, stat_straggled_{0}, stat_slow_caller_{0},
+      stat_worker_chunks_{0}, stat_caller_indices_{0}, stat_worker_indices_{0};
 };
 
 }  // namespace loom::base

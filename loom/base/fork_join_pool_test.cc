@@ -195,6 +195,7 @@ TEST(ForkJoinPoolTest, StragglerTriggersSoloBackoff) {
     ASSERT_TRUE(ctx.stalled.load());
     EXPECT_EQ(ctx.hits.load(), 64 * rounds);
     EXPECT_GE(pool.stats().straggled_loops, 1);
+    EXPECT_EQ(pool.stats().slow_caller_loops, 0);  // the caller waited: a worker was slow
     const int64_t solo_before = pool.stats().solo_loops;
     for (int i = 0; i < 16; ++i) pool.Run(64, &StallOnWorker, &ctx);
     EXPECT_EQ(pool.stats().solo_loops - solo_before, 16);
@@ -205,6 +206,75 @@ TEST(ForkJoinPoolTest, StragglerTriggersSoloBackoff) {
       pool.Run(200, &Work, &s);
     }
     EXPECT_GT(pool.stats().worker_chunks, chunks_before);
+  });
+}
+
+// Loops whose caller is the slow one, as if its core were shared with a busy process: in its
+// first chunk of the first loop it waits (on a condition, with a deadline) until the worker has
+// run every other index, then stalls, while the worker, its share done, idles.
+struct SlowCallerCtx {
+  std::thread::id caller;
+  int64_t n = 0;
+  bool stall_next = true;                  // stall in the caller's next first chunk
+  std::atomic<int64_t> worker_done{0};     // indices the worker ran in the current loop
+  std::atomic<int64_t> worker_span_ns{0};  // from the worker's first chunk to its last's end
+  std::chrono::steady_clock::time_point worker_first;
+  std::vector<std::atomic<int>> hits;
+  explicit SlowCallerCtx(int64_t size) : n(size), hits(static_cast<size_t>(size)) {}
+};
+void SlowCaller(int64_t begin, int64_t end, void* p) {
+  auto* c = static_cast<SlowCallerCtx*>(p);
+  for (int64_t i = begin; i < end; ++i) c->hits[static_cast<size_t>(i)].fetch_add(1);
+  if (std::this_thread::get_id() != c->caller) {
+    const auto now = std::chrono::steady_clock::now();
+    if (c->worker_done.load() == 0) c->worker_first = now;
+    c->worker_span_ns.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - c->worker_first).count());
+    c->worker_done.fetch_add(end - begin);
+    return;
+  }
+  if (!c->stall_next) return;
+  c->stall_next = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (c->worker_done.load() < c->n - (end - begin)) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the worker never ran its share";
+    std::this_thread::yield();
+  }
+  // Preempted for a while: far longer than the floor and than the worker's whole share took.
+  std::this_thread::sleep_for(std::max(
+      std::chrono::milliseconds(20), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         4 * std::chrono::nanoseconds(c->worker_span_ns.load()))));
+}
+
+// A caller held up in its own chunk (its core busy) while the worker, its share done, idles:
+// the pool notices from the worker's side and runs the next loops on the caller alone (so the
+// worker sleeps and frees its core), as it does when a worker is the slow one.
+TEST(ForkJoinPoolTest, SlowCallerTriggersSoloBackoff) {
+  ForkJoinPool pool(2);
+  SlowCallerCtx ctx(64);
+  WithDeadline(std::chrono::seconds(60), [&] {
+    ctx.caller = std::this_thread::get_id();
+    pool.Run(64, &SlowCaller, &ctx);
+    for (const auto& h : ctx.hits) EXPECT_EQ(h.load(), 1);
+    const ForkJoinPool::Stats s = pool.stats();
+    EXPECT_EQ(s.loops, 1);
+    EXPECT_EQ(s.straggled_loops, 1);
+    EXPECT_EQ(s.slow_caller_loops, 1);
+    // The worker ran everything but the caller's one chunk (the first: 64 / (2 * 2) indices).
+    EXPECT_EQ(s.worker_indices, ctx.worker_done.load());
+    EXPECT_EQ(s.caller_indices, 64 - ctx.worker_done.load());
+    EXPECT_GE(s.worker_indices, 48);
+    // The solo period: 16 loops on the caller alone, every index once, the worker idle.
+    for (int i = 0; i < 16; ++i) {
+      SlowCallerCtx solo(64);
+      solo.caller = ctx.caller;
+      solo.stall_next = false;
+      pool.Run(64, &SlowCaller, &solo);
+      for (const auto& h : solo.hits) ASSERT_EQ(h.load(), 1);
+      ASSERT_EQ(solo.worker_done.load(), 0) << "loop " << i << " of the solo period";
+    }
+    EXPECT_EQ(pool.stats().solo_loops, 16);
+    EXPECT_EQ(pool.stats().caller_indices, s.caller_indices);  // solo loops are not shared ones
   });
 }
 
