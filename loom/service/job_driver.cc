@@ -2149,7 +2149,8 @@ absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
   const absl::Duration wait =
       std::min(absl::Milliseconds(request.wait_ms()), options_.max_acquire_wait);
   absl::MutexLock lock(&mu_);
-  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  // Without tokens only the registration's secret takes the agent's stages.
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id(), &request.session()));
   if (a->polls >= options_.max_polls_per_agent) {
     return absl::ResourceExhaustedError(
         absl::StrCat("agent ", a->id, " already has ", a->polls, " AcquireStages calls waiting"));
@@ -2186,7 +2187,9 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
                                                           const v1::ReportStageRequest& request) {
   LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "reporting stages"));
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id());
+  // Without tokens a report must show the registration's secret: refused (and the agent not
+  // flagged, since the caller may be anyone) when it does not.
+  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id(), &request.session());
   if (!found.ok()) {
     // A flagged agent is no longer alive: its reports are refused, and say why.
     if (!who.anonymous && flagged_.contains(who.user)) {

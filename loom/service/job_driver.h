@@ -137,8 +137,10 @@ class JobDriver {
 
   // Agent calls: an agent token, or anyone when the daemon has no tokens file (who.anonymous).
   // kPermissionDenied for other roles, a flagged credential, or an agent id that is not the
-  // caller's; kNotFound for an unknown or lost agent (register again); kAlreadyExists when the
-  // credential's agent is registered and alive; kFailedPrecondition for another Loom version.
+  // caller's (without tokens: every call but Register must show the registration's secret,
+  // RegisterResponse.session); kNotFound for an unknown or lost agent (register again);
+  // kAlreadyExists when the credential's agent is registered and alive; kFailedPrecondition for
+  // another Loom version.
   absl::StatusOr<v1::RegisterResponse> Register(const Principal& who,
                                                 const v1::RegisterRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const Principal& who,
@@ -243,8 +245,8 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The registered agent behind an agent call: the caller's credential's agent (whose id
   // `agent_id` must be, when given), or for an anonymous caller the agent of that id. `session`
-  // (heartbeats, deregistration): an anonymous caller must also show that registration's secret,
-  // else kPermissionDenied; nullptr: not asked.
+  // (every agent call but Register): an anonymous caller must also show that registration's
+  // secret, else kPermissionDenied; nullptr: not asked.
   absl::StatusOr<Agent*> FindAgent(const Principal& who, const std::string& agent_id,
                                    const std::string* session = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
