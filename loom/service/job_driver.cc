@@ -83,6 +83,9 @@ tune::TaskTunerOptions SessionOptions(const JobRow& row, int index) {
   o.use_prior = !spec.no_prior();
   o.job_id = row.RecordKey();
   o.tuner_elsewhere = true;
+  // A budget may end a task before its trials: its baseline comes first, as in tune::BudgetedJob.
+  // The agents need no word on it: a restored session takes the baseline's place from its state.
+  o.baseline_first = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
   return o;
 }
 

@@ -19,8 +19,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/clock.h"
+#include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/ops/template.h"
 #include "loom/sched/policy.h"
+#include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
 namespace loom::service {
@@ -1004,6 +1007,69 @@ TEST_F(DriverTest, MixedGpuFleetMeasuresAJobOnlyOnGpusOfItsTargetKey) {
     EXPECT_EQ(measure->first, a->agent_id()) << "round " << round;
     EXPECT_EQ(measure->second.task().target_key(), "cuda:sm_80:Fake A100");
     ReportOk(*driver_, measure->first, MeasureOfFailedBuilds(measure->second));
+  }
+}
+
+// A budgeted job's sessions take each task's baseline first (tune::TaskTunerOptions::
+// baseline_first, as `loom tune` and the engine do), so a task the budget ends early still has its
+// default config measured: the first stages of each task build and measure that config alone.
+// Two tasks spread over an agent's two slots start at once; the agents restore the sessions
+// from the state alone (the baseline's place travels in it).
+TEST_F(DriverTest, ABudgetedJobMeasuresEachTasksDefaultConfigFirst) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  v1::SubmitJobRequest r = TinyCnn();
+  r.add_task_indices(0);
+  r.add_task_indices(1);
+  r.set_total_trials(16);
+  r.set_batch_size(2);
+  r.set_spread(2);
+  auto job = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ops::Target target;
+  target.isa = *ops::ParseIsa("avx2");  // as the agent's device says (AgentSpec)
+  target.cpu_model = "test";
+  // Per task (workload key): the stages granted, as "kind round [configs]", in grant order.
+  std::map<std::string, std::vector<std::string>> stages;
+  std::map<std::string, int64_t> defaults;
+  for (int i = 0; i < 20; ++i) {
+    std::vector<v1::StageRequest> got = AcquireNow(*driver_, agent);
+    if (got.empty()) break;
+    for (const v1::StageRequest& s : got) {
+      const std::string key = s.task().workload_key();
+      if (!defaults.contains(key)) {
+        auto w = graph::ParseWorkloadKey(key);
+        ASSERT_TRUE(w.ok()) << w.status();
+        auto tmpl = ops::MakeTemplate(*w, target);
+        ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+        defaults[key] = (*tmpl)->DefaultConfig().index;
+      }
+      std::vector<int64_t> configs(s.build().config_indices().begin(),
+                                   s.build().config_indices().end());
+      stages[key].push_back(absl::StrCat(v1::StageKindShortName(s.kind()), " ", s.round(), " [",
+                                         absl::StrJoin(configs, ","), "]"));
+      if (s.kind() == v1::STAGE_KIND_PROPOSE) continue;  // the rounds after are not asked about
+      if (s.kind() == v1::STAGE_KIND_BUILD) {
+        v1::StageResult built;
+        built.set_lease_id(s.lease_id());
+        for (int64_t index : configs) {
+          v1::Artifact* a = built.mutable_build()->add_artifacts();
+          a->set_config_index(index);
+          a->set_error(v1::ERROR_KIND_COMPILE);
+        }
+        ReportOk(*driver_, agent, built);
+      } else {
+        ASSERT_EQ(s.kind(), v1::STAGE_KIND_MEASURE);
+        ReportOk(*driver_, agent, MeasureOfFailedBuilds(s));
+      }
+    }
+  }
+  ASSERT_EQ(stages.size(), 2u);
+  for (const auto& [key, asked] : stages) {
+    SCOPED_TRACE(key);
+    const std::string baseline = absl::StrCat("[", defaults[key], "]");
+    EXPECT_THAT(asked, ::testing::ElementsAre(absl::StrCat("build -1 ", baseline),
+                                              absl::StrCat("measure -1 []"), "propose 0 []"));
   }
 }
 
