@@ -345,10 +345,11 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
-  // The tasks whose next stage belongs in the scheduler now, in submission order: the tasks in the
-  // middle of a round, then tasks starting a round, until `spread` rounds are in flight (a job
-  // with a budget: the task scheduler picks them, and the budget is checked before each new round;
-  // without: the first live tasks in order). Empty, with nothing live: the job is done.
+  // The tasks whose next stage belongs in the scheduler now (tune::TasksToRun, the engine's rule
+  // too): the tasks in the middle of a round, then tasks starting a round, until `spread` rounds
+  // are in flight (a job with a budget: the task scheduler picks them, and the budget is checked
+  // before each new round; without: the first live tasks in order). Empty, with nothing live: the
+  // job is done.
   std::vector<int> TasksToRun(const Job& job) const;
   int Spread(const Job& job) const { return std::max(1, job.row.spec.spread()); }
   void LogKv(absl::string_view event, const std::vector<std::pair<std::string, std::string>>& kv);
