@@ -569,62 +569,6 @@ TEST_F(EngineTest, DefaultConfigIsMeasuredAfterEachTask) {
   ExpectCleanMeasurements(*r, log);
 }
 
-// The same job, run by `loom tune`'s single-job loop and by the engine under the scheduler, gives
-// the same records in the same order: both only run what the tasks' sessions ask for.
-TEST_F(EngineTest, TheEngineAndTheSingleJobLoopStoreTheSameRecords) {
-  const std::vector<graph::Task> tasks = {ConvTask(8, 8), ConvTask(16, 6)};
-  tune::TaskTunerOptions options;
-  options.trials = 12;
-  options.batch_size = 4;
-  options.tuner = {
-      .kind = "xgb", .seed = 7, .plan_size = 4, .sa_iters = 20, .sa_parallel = 8, .xgb_rounds = 5};
-  options.job_id = "same";
-  auto records_of = [&](tune::RecordStore& store, const std::string& job) {
-    std::vector<std::string> out;
-    for (const graph::Task& t : tasks) {
-      auto rs = store.ForTask(t.key, ops::HostCpuTarget().Key(), job);
-      EXPECT_TRUE(rs.ok()) << rs.status();
-      if (!rs.ok()) continue;
-      for (const tune::Record& r : *rs) {
-        out.push_back(absl::StrCat(t.key, " #", r.config_index, " ", r.median_cost));
-      }
-    }
-    return out;
-  };
-
-  auto single_store = tune::OpenSqliteRecordStore(":memory:");
-  ASSERT_TRUE(single_store.ok());
-  tune::FakeBuilder builder;
-  tune::FakeMeasurer measurer;
-  tune::JobOptions job{.task = options, .target = ops::HostCpuTarget(), .measure_default = true};
-  auto single = tune::RunTuneJob(tasks, job, single_store->get(), builder, measurer);
-  ASSERT_TRUE(single.ok()) << single.status();
-
-  EngineOptions o = FakeOptions("interleaved", nullptr);
-  o.make_builder = [](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
-    return std::make_unique<tune::FakeBuilder>();
-  };
-  o.make_measurer = [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-    return std::make_unique<tune::FakeMeasurer>();
-  };
-  auto engine = Engine::Create(o);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  EngineJob ej{.name = "m", .tasks = tasks, .options = options, .target = ops::HostCpuTarget()};
-  auto r = (*engine)->Run({ej}, store_.get());
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(r->jobs[0].status.ok()) << r->jobs[0].status;
-
-  const std::vector<std::string> want = records_of(**single_store, "same");
-  ASSERT_EQ(want.size(), 24u);
-  EXPECT_EQ(records_of(*store_, "same"), want);
-  EXPECT_EQ(records_of(*store_, "same#default"), records_of(**single_store, "same#default"));
-  ASSERT_EQ(r->jobs[0].outcomes.size(), 2u);
-  for (size_t i = 0; i < 2; ++i) {
-    EXPECT_EQ(r->jobs[0].outcomes[i].best_config_json, (*single)[i].best_config_json);
-    EXPECT_DOUBLE_EQ(r->jobs[0].outcomes[i].default_cost, (*single)[i].default_cost);
-  }
-}
-
 // Records of `tasks` in `job`, per task in the store's order: "task #config cost".
 std::vector<std::string> RecordsOf(tune::RecordStore& store, const std::vector<graph::Task>& tasks,
                                    const std::string& job) {
@@ -649,6 +593,44 @@ EngineOptions InstantOptions() {
     return std::make_unique<tune::FakeMeasurer>();
   };
   return o;
+}
+
+// The same job, run by `loom tune`'s single-job loop and by the engine under the scheduler, gives
+// the same records in the same order: both only run what the tasks' sessions ask for.
+TEST_F(EngineTest, TheEngineAndTheSingleJobLoopStoreTheSameRecords) {
+  const std::vector<graph::Task> tasks = {ConvTask(8, 8), ConvTask(16, 6)};
+  tune::TaskTunerOptions options;
+  options.trials = 12;
+  options.batch_size = 4;
+  options.tuner = {
+      .kind = "xgb", .seed = 7, .plan_size = 4, .sa_iters = 20, .sa_parallel = 8, .xgb_rounds = 5};
+  options.job_id = "same";
+
+  auto single_store = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(single_store.ok());
+  tune::FakeBuilder builder;
+  tune::FakeMeasurer measurer;
+  tune::JobOptions job{.task = options, .target = ops::HostCpuTarget(), .measure_default = true};
+  auto single = tune::RunTuneJob(tasks, job, single_store->get(), builder, measurer);
+  ASSERT_TRUE(single.ok()) << single.status();
+
+  auto engine = Engine::Create(InstantOptions());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EngineJob ej{.name = "m", .tasks = tasks, .options = options, .target = ops::HostCpuTarget()};
+  auto r = (*engine)->Run({ej}, store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->jobs[0].status.ok()) << r->jobs[0].status;
+
+  const std::vector<std::string> want = RecordsOf(**single_store, tasks, "same");
+  ASSERT_EQ(want.size(), 24u);
+  EXPECT_EQ(RecordsOf(*store_, tasks, "same"), want);
+  EXPECT_EQ(RecordsOf(*store_, tasks, "same#default"),
+            RecordsOf(**single_store, tasks, "same#default"));
+  ASSERT_EQ(r->jobs[0].outcomes.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(r->jobs[0].outcomes[i].best_config_json, (*single)[i].best_config_json);
+    EXPECT_DOUBLE_EQ(r->jobs[0].outcomes[i].default_cost, (*single)[i].default_cost);
+  }
 }
 
 // A job that spreads (tune/spread.h, the service's rule) runs several tasks' rounds at once, yet
