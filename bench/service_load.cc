@@ -140,6 +140,7 @@ class Agent {
       {
         std::lock_guard<std::mutex> l(mu_);
         r.set_agent_id(id_);
+        r.set_session(session_);
       }
       r.set_wait_ms(500);
       loom::v1::AcquireStagesResponse resp;
@@ -157,6 +158,7 @@ class Agent {
           {
             std::lock_guard<std::mutex> l(mu_);
             rep.set_agent_id(id_);
+            rep.set_session(session_);
           }
           rep.mutable_result()->set_lease_id(s.lease_id());
           loom::v1::ReportStageResponse out;
@@ -175,7 +177,7 @@ class Agent {
   std::string host_;
   std::mutex mu_;
   std::string id_;
-  std::string session_;  // RegisterResponse.session: shown in heartbeats
+  std::string session_;  // RegisterResponse.session: shown in every call naming the agent
 };
 
 int Run(const Options& o) {

@@ -294,7 +294,11 @@ absl::Status Agent::Run() {
       if (stopping_) break;
     }
     v1::AcquireStagesRequest req;
-    req.set_agent_id(agent_id());
+    {
+      absl::MutexLock lock(&mu_);  // the id and secret of one registration
+      req.set_agent_id(agent_id_);
+      req.set_session(session_);
+    }
     req.set_wait_ms(static_cast<int32_t>(absl::ToInt64Milliseconds(options_.acquire_wait)));
     v1::AcquireStagesResponse resp;
     grpc::ClientContext ctx;
@@ -611,7 +615,7 @@ void Agent::ReportLoop() {
   absl::Duration backoff = options_.retry_initial;
   absl::Time stop_deadline = absl::InfiniteFuture();
   for (;;) {
-    v1::StageResult result;
+    v1::ReportStageRequest req;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -637,11 +641,13 @@ void Agent::ReportLoop() {
         pending_.pop_front();
         continue;
       }
-      result = pending_.front().result;  // stays queued (and heartbeated) until delivered
+      // Stays queued (and heartbeated) until delivered; sent with the id and the secret of the
+      // current registration.
+      *req.mutable_result() = pending_.front().result;
+      req.set_agent_id(agent_id_);
+      req.set_session(session_);
     }
-    v1::ReportStageRequest req;
-    req.set_agent_id(agent_id());
-    *req.mutable_result() = result;
+    const v1::StageResult& result = req.result();
     v1::ReportStageResponse resp;
     grpc::ClientContext ctx;
     PrepareContext(ctx, options_.rpc_timeout);

@@ -163,7 +163,7 @@ class Agent {
   std::map<std::string, std::shared_ptr<v1::AgentService::Stub>> stubs_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::string agent_id_ ABSL_GUARDED_BY(mu_);
-  // RegisterResponse.session of that registration: shown in heartbeats and the deregistration.
+  // RegisterResponse.session of that registration: shown in every call that names the agent.
   std::string session_ ABSL_GUARDED_BY(mu_);
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
   bool reregister_ ABSL_GUARDED_BY(mu_) = false;  // the daemon forgot us: Register again

@@ -43,6 +43,7 @@ class FakeAgentService final : public v1::AgentService::Service {
     registers_.push_back(*req);
     current_id_ = absl::StrCat("agent-", registers_.size());
     resp->set_agent_id(current_id_);
+    resp->set_session(absl::StrCat("secret-", registers_.size()));
     resp->set_heartbeat_interval_ms(50);
     resp->set_lease_timeout_ms(1000);
     return grpc::Status::OK;
@@ -63,6 +64,7 @@ class FakeAgentService final : public v1::AgentService::Service {
                              v1::AcquireStagesResponse* resp) override {
     if (!Authorized(ctx)) return {grpc::StatusCode::UNAUTHENTICATED, "bad token"};
     absl::MutexLock lock(&mu_);
+    acquires_.push_back(*req);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return !queue_.empty() || !revoke_.empty();
     };
@@ -139,6 +141,7 @@ class FakeAgentService final : public v1::AgentService::Service {
 
   std::vector<v1::RegisterRequest> registers_;
   std::vector<v1::HeartbeatRequest> heartbeats_;
+  std::vector<v1::AcquireStagesRequest> acquires_;
   std::vector<v1::ReportStageRequest> reports_;
   std::vector<v1::DeregisterRequest> deregisters_;
   int reports_at_deregister_ = -1;  // reports received before the (last) Deregister
@@ -356,7 +359,17 @@ TEST_F(AgentTest, RegistersHeartbeatsRunsStagesAndReports) {
     EXPECT_FALSE(reg.version().empty());
     for (const std::string& a : s.auth_) EXPECT_EQ(a, "Bearer s3cret");
     EXPECT_EQ(s.heartbeats_.back().agent_id(), "agent-1");
-    for (const auto& r : s.reports_) EXPECT_EQ(r.agent_id(), "agent-1");
+    // Every call that names the agent shows its registration's secret.
+    for (const auto& h : s.heartbeats_) EXPECT_EQ(h.session(), "secret-1");
+    ASSERT_FALSE(s.acquires_.empty());
+    for (const auto& a : s.acquires_) {
+      EXPECT_EQ(a.agent_id(), "agent-1");
+      EXPECT_EQ(a.session(), "secret-1");
+    }
+    for (const auto& r : s.reports_) {
+      EXPECT_EQ(r.agent_id(), "agent-1");
+      EXPECT_EQ(r.session(), "secret-1");
+    }
     const v1::StageResult* sim = Report("sim-1");
     ASSERT_NE(sim, nullptr);
     EXPECT_THAT(sim->error(), IsEmpty());
@@ -408,6 +421,7 @@ TEST_F(AgentTest, ShutdownDeliversFinishedReportsThenDeregistersOnce) {
   f.With([](FakeAgentService& s) {
     ASSERT_EQ(s.deregisters_.size(), 1u);
     EXPECT_EQ(s.deregisters_[0].agent_id(), "agent-1");
+    EXPECT_EQ(s.deregisters_[0].session(), "secret-1");
     EXPECT_EQ(s.deregisters_[0].reason(), "the agent stopped");
     // After the finished stage's report: the daemon requeues only what was not delivered.
     EXPECT_EQ(s.reports_at_deregister_, 1);
@@ -445,8 +459,18 @@ TEST_F(AgentTest, ReregistersWhenTold) {
            s.heartbeats_.back().agent_id() == "agent-2";
   }));
   f.Push(Simulated("after", 0.01));
-  ASSERT_TRUE(f.WaitFor([](auto& s) { return s.reports_.size() == 1; }));
-  EXPECT_EQ(f.With([](auto& s) { return s.reports_[0].agent_id(); }), "agent-2");
+  ASSERT_TRUE(f.WaitFor([](auto& s) {
+    return s.reports_.size() == 1 && s.acquires_.back().agent_id() == "agent-2";
+  }));
+  f.With([](FakeAgentService& s) {
+    // The new registration's id and secret, together.
+    EXPECT_EQ(s.reports_[0].agent_id(), "agent-2");
+    EXPECT_EQ(s.reports_[0].session(), "secret-2");
+    EXPECT_EQ(s.heartbeats_.back().session(), "secret-2");
+    for (const auto& a : s.acquires_) {
+      EXPECT_EQ(a.session(), a.agent_id() == "agent-1" ? "secret-1" : "secret-2");
+    }
+  });
   EXPECT_EQ(agent_->stats().registrations, 2);
 }
 

@@ -25,6 +25,7 @@
 #include "loom/service/client.h"
 #include "loom/service/request_checks.h"
 #include "loom/tune/prior.h"
+#include "loom/tune/spread.h"
 #include "loom/tune/tune_job.h"
 #include "loom/v1/stage_names.h"
 #include "nlohmann/json.hpp"
@@ -131,9 +132,9 @@ absl::StatusOr<v1::SubmitJobRequest> MakeSubmitRequest(const SubmitOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "total_trials must be 0 (none) to ", tune::kMaxTotalTrials, ", got ", o.total_trials));
   }
-  if (o.spread < 1 || o.spread > service::kMaxSpread) {
+  if (o.spread < 1 || o.spread > tune::kMaxSpread) {
     return absl::InvalidArgumentError(
-        absl::StrCat("spread must be 1 to ", service::kMaxSpread, ", got ", o.spread));
+        absl::StrCat("spread must be 1 to ", tune::kMaxSpread, ", got ", o.spread));
   }
   if (!(o.time_budget_seconds >= 0) || !std::isfinite(o.time_budget_seconds)) {
     return absl::InvalidArgumentError(absl::StrCat(

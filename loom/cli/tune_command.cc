@@ -22,6 +22,7 @@
 #include "loom/ops/target.h"
 #include "loom/records/record_store.h"
 #include "loom/tune/local_machine.h"
+#include "loom/tune/spread.h"
 #include "loom/tune/tune_job.h"
 #include "nlohmann/json.hpp"
 
@@ -54,8 +55,9 @@ struct TuneOptions {
   bool json = false;
   bool test_faults = false;  // hidden: lets tests inject crashing/hanging candidates
   ConfineFlags confine;
-  // Multi-job engine (loom tune with several models, or any --policy).
+  // Multi-job engine (loom tune with several models, any --policy, or --spread above 1).
   std::string policy;  // empty: the single-job loop for one model, "interleaved" for several
+  int spread = 1;      // tasks of each job whose rounds may run at once (EngineJob::spread)
   int cpu_slots = 0;   // 0: one per core outside the device
   double progress_seconds = 0;  // 0: 1 s on a terminal, 10 s otherwise
 };
@@ -443,6 +445,7 @@ void RunEngineOnModels(const std::vector<LoadedModelTasks>& models, const TuneOp
     job.options = TaskOptions(o, machine);
     job.budget = BudgetFromOptions(o);
     job.scheduler.seed = o.seed;
+    job.spread = o.spread;
     job.target = target;
     std::string id = machine.JobId(
         job.tasks, job.options.tuner,
@@ -595,6 +598,10 @@ void RegisterTuneCommands(CLI::App& app) {
                    "Run the jobs in the engine under this scheduling policy (default with several "
                    "models: interleaved)")
       ->check(CLI::IsMember({"sequential", "uncontrolled", "interleaved", "predictive"}));
+  NoDefaultShown(tune->add_option("--spread", model_opts->tune.spread,
+                                  "Tasks of each job whose rounds may run at once in the engine "
+                                  "(one task's builds beside another's measurements; default 1)"))
+      ->check(CLI::Range(1, tune::kMaxSpread));
   NoDefaultShown(
       tune->add_option("--cpu-slots", model_opts->tune.cpu_slots,
                        "Engine: CPU slots outside the device (default: one per core outside it)"))
@@ -616,7 +623,7 @@ void RegisterTuneCommands(CLI::App& app) {
       FailIfError(tasks.status());
       models.push_back({.name = name, .tasks = *std::move(tasks)});
     }
-    if (models.size() == 1 && model_opts->tune.policy.empty()) {
+    if (models.size() == 1 && model_opts->tune.policy.empty() && model_opts->tune.spread == 1) {
       RunTuneOnTasks(std::move(models[0].tasks), model_opts->tune);
     } else {
       RunEngineOnModels(models, model_opts->tune);

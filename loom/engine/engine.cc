@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -25,6 +26,7 @@
 #include "loom/base/thread_pool.h"
 #include "loom/sched/core_placer.h"
 #include "loom/sched/policy.h"
+#include "loom/tune/spread.h"
 #include "loom/tune/stages.h"
 
 namespace loom::engine {
@@ -119,6 +121,7 @@ class NoPinner final : public sched::Pinner {
 
 struct StageInfo {
   int job = 0;
+  int task = 0;  // index into the job's tasks
   StageKind kind = StageKind::kOther;
   bool is_default = false;  // the default-config baseline
   int64_t round = 0;
@@ -140,28 +143,42 @@ struct Running {
   std::string task_key;
 };
 
+// One builder of a job, used by one turn at a time (a job that spreads has one per turn, so that
+// its hooks know whose build they place).
+struct BuilderSlot {
+  std::unique_ptr<tune::Builder> builder;
+  // The running build's core placement, read by the builder's hooks (guarded by the runner's
+  // pin_mu); unset when the build is not placed (`uncontrolled`).
+  std::optional<sched::CorePlacer::PlacementId> placement;
+  bool busy = false;  // a turn holds it (engine thread)
+};
+
+// A task whose rounds are under way: without a budget all its rounds, with one the round the task
+// scheduler gave it (and its baseline before or after it, as tune::RunRound runs them). The
+// engine thread calls its session's Next() and Complete(); in between, the one worker running
+// the task's current stage runs it (the scheduler's dependency order keeps a task's stages one at
+// a time, and the completion queue hands the session back).
+struct Turn {
+  tune::TaskSession* session = nullptr;  // owned by `owned` or by the job's BudgetedJob
+  std::unique_ptr<tune::TaskSession> owned;
+  int64_t round = -1;  // a budgeted turn: the session's round count when it was handed out
+  int builder = 0;     // index into JobState::builders
+};
+
 struct JobState {
   const EngineJob* spec = nullptr;
   int index = 0;
   sched::JobId sid = 0;
-  std::unique_ptr<tune::Builder> builder;
+  std::vector<BuilderSlot> builders;  // EngineJob::spread of them, made at Setup
   std::unique_ptr<tune::Measurer> own_measurer;
   tune::Measurer* measurer = nullptr;
-  size_t task_index = 0;
-  // The current task's session. The engine thread calls Next() and Complete(); in between, the
-  // one worker running the job's current stage runs it (the scheduler's dependency order keeps a
-  // job's stages one at a time, and the completion queue hands the session back). Owned by
-  // `owned_session` (tasks one after another) or by `budgeted` (a job with a budget).
-  tune::TaskSession* session = nullptr;
-  std::unique_ptr<tune::TaskSession> owned_session;
-  // A job with a budget: every task's session and the task scheduler; `budget_task` is the task
-  // whose round is in flight (-1: none).
+  size_t task_index = 0;  // the task whose turn began last, for progress
+  // The tasks whose rounds are under way (tune::TasksToRun picks them), by task index.
+  std::map<int, Turn> turns;
+  // Without a budget: per task, its outcome once it ended (done or skipped).
+  std::vector<std::optional<tune::TaskOutcome>> ended;
+  // A job with a budget: every task's session and the task scheduler.
   std::unique_ptr<tune::BudgetedJob> budgeted;
-  int budget_task = -1;
-  int64_t budget_round = -1;  // the session's round count when budget_task was handed out
-  // The running build's core placement, read by the builder's hooks (guarded by the runner's
-  // pin_mu); unset when the build is not placed (`uncontrolled`).
-  std::optional<sched::CorePlacer::PlacementId> build_placement;
   // Engine-thread view for progress.
   int64_t trials_done = 0;
   double best_gflops = 0;
@@ -183,20 +200,24 @@ class Runner {
   // Runs the jobs until all have ended and every worker has returned.
   absl::Status Loop();
   EngineResult Collect();
-  // Starts the job's next task (or its next round); finishes the job when no task is left.
+  // Starts turns until the job's spread is full (tune::TasksToRun: without a budget the next
+  // tasks in order, with one the task scheduler's picks while the budget lasts); finishes the job
+  // when no task is left.
   void Advance(JobState& job);
-  // Advance for a job with a budget: the next round goes to the task the task scheduler picks.
-  void AdvanceBudgeted(JobState& job);
-  void SubmitRound(JobState& job);
-  void SubmitDefault(JobState& job);
-  void FinishTask(JobState& job);
+  // Starts task `task`'s turn; false when it ended at once (done, or skipped: no template).
+  bool StartTurn(JobState& job, int task);
+  // Submits the next chain of the task's turn; false when the turn ended (the task's rounds, or
+  // under a budget its round, are done): its builder is free and the task is not in flight.
+  bool ContinueTurn(JobState& job, int task);
+  void SubmitRound(JobState& job, int task);
+  void SubmitDefault(JobState& job, int task);
   void FailJob(JobState& job, absl::Status status);
   void FinishJob(JobState& job);
   void Dispatch(const sched::Grant& grant);
-  // Runs `request` (the job session's current stage) on a worker thread.
-  void Execute(JobState& job, const tune::SessionRequest& request,
-               const std::shared_ptr<Placement>& placement, const std::string& resource,
-               sched::LeaseId lease);
+  // Runs `request` (the task session's current stage) on a worker thread.
+  void Execute(JobState& job, tune::TaskSession& session, int builder,
+               const tune::SessionRequest& request, const std::shared_ptr<Placement>& placement,
+               const std::string& resource, sched::LeaseId lease);
   void HandleCompletion(const Completion& c);
   void VacateDevice();
   // The placement's cores are `cores` from `now` on.
@@ -284,6 +305,16 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
   }
   absl::flat_hash_set<std::string> ids;
   for (size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].spread < 1 || jobs[i].spread > tune::kMaxSpread) {
+      return absl::InvalidArgumentError(absl::StrCat("job '", jobs[i].name,
+                                                     "': spread must be 1 to ", tune::kMaxSpread,
+                                                     ", got ", jobs[i].spread));
+    }
+    if (jobs[i].spread > 1 && !exclusive_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job '", jobs[i].name, "': spread ", jobs[i].spread, " needs a policy that ",
+          "keeps the device exclusive (", options_.policy, " runs each job one stage at a time)"));
+    }
     auto job = std::make_unique<JobState>();
     job->spec = &jobs[i];
     job->index = static_cast<int>(i);
@@ -295,24 +326,28 @@ absl::Status Runner::Setup(const std::vector<EngineJob>& jobs) {
                        jobs[i].options.job_id, "'; give each job its own id"));
     }
     JobState* raw = job.get();
-    tune::BuildOptions bo;
-    bo.num_threads = exclusive_ ? options_.build_slots : unmanaged_build_threads_;
-    // Compile threads and compilers follow the build's placement (also when it moves).
-    auto build_placement = [this, raw] {
-      std::lock_guard<std::mutex> lock(pin_mu_);
-      return raw->build_placement;
-    };
-    bo.before_compile = [this, build_placement] {
-      if (auto id = build_placement()) placer_->EnterThread(*id);
-    };
-    bo.compile_started = [this, build_placement](int pid) {
-      if (auto id = build_placement()) placer_->CompileStarted(*id, pid);
-    };
-    if (options_.make_builder) {
-      LOOM_ASSIGN_OR_RETURN(job->builder, options_.make_builder(bo));
-    } else {
-      LOOM_ASSIGN_OR_RETURN(job->builder, tune::MakeLocalBuilder(bo));
+    job->builders.resize(static_cast<size_t>(jobs[i].spread));
+    for (size_t b = 0; b < job->builders.size(); ++b) {
+      tune::BuildOptions bo;
+      bo.num_threads = exclusive_ ? options_.build_slots : unmanaged_build_threads_;
+      // Compile threads and compilers follow the build's placement (also when it moves).
+      auto build_placement = [this, raw, b] {
+        std::lock_guard<std::mutex> lock(pin_mu_);
+        return raw->builders[b].placement;
+      };
+      bo.before_compile = [this, build_placement] {
+        if (auto id = build_placement()) placer_->EnterThread(*id);
+      };
+      bo.compile_started = [this, build_placement](int pid) {
+        if (auto id = build_placement()) placer_->CompileStarted(*id, pid);
+      };
+      if (options_.make_builder) {
+        LOOM_ASSIGN_OR_RETURN(job->builders[b].builder, options_.make_builder(bo));
+      } else {
+        LOOM_ASSIGN_OR_RETURN(job->builders[b].builder, tune::MakeLocalBuilder(bo));
+      }
     }
+    job->ended.resize(jobs[i].tasks.size());
     if (exclusive_) {
       job->measurer = device_measurer_.get();
     } else {
@@ -351,9 +386,9 @@ void Runner::VacateDevice() {
   }
 }
 
-void Runner::SubmitRound(JobState& job) {
+void Runner::SubmitRound(JobState& job, int task) {
   const absl::Time now = Now();
-  const int64_t round = job.session->round();
+  const int64_t round = job.turns.at(task).session->round();
   std::vector<sched::StageId> ids;
   const StageKind kinds[] = {StageKind::kPropose, StageKind::kBuild, StageKind::kMeasure,
                              StageKind::kUpdate};
@@ -370,108 +405,144 @@ void Runner::SubmitRound(JobState& job) {
     auto id = sched_->Submit(req, now);
     if (!id.ok()) return FailJob(job, id.status());
     ids.push_back(*id);
-    stages_[*id] = {.job = job.index, .kind = kind, .round = round};
+    stages_[*id] = {.job = job.index, .task = task, .kind = kind, .round = round};
   }
   job.state = "propose (waiting)";
 }
 
-void Runner::SubmitDefault(JobState& job) {
+void Runner::SubmitDefault(JobState& job, int task) {
   const absl::Time now = Now();
   auto build =
       sched_->Submit({.job = job.sid, .kind = StageKind::kBuild, .need = {.cpu_slots = 1}}, now);
   if (!build.ok()) return FailJob(job, build.status());
-  stages_[*build] = {.job = job.index, .kind = StageKind::kBuild, .is_default = true, .round = -1};
+  stages_[*build] = {
+      .job = job.index, .task = task, .kind = StageKind::kBuild, .is_default = true, .round = -1};
   auto measure = sched_->Submit(
       {.job = job.sid, .kind = StageKind::kMeasure, .need = {.device = device_}, .after = {*build}},
       now);
   if (!measure.ok()) return FailJob(job, measure.status());
   stages_[*measure] = {
-      .job = job.index, .kind = StageKind::kMeasure, .is_default = true, .round = -1};
+      .job = job.index, .task = task, .kind = StageKind::kMeasure, .is_default = true, .round = -1};
   job.state = "build default (waiting)";
 }
 
-void Runner::FinishTask(JobState& job) {
-  job.result.outcomes.push_back(job.session->Outcome());
-  job.session = nullptr;
-  job.owned_session.reset();
-  ++job.task_index;
-}
-
-void Runner::AdvanceBudgeted(JobState& job) {
-  if (job.budgeted == nullptr) {
+bool Runner::StartTurn(JobState& job, int task) {
+  Turn turn;
+  if (job.budgeted != nullptr) {
+    turn.session = job.budgeted->session(task);
+    turn.round = turn.session->round();
+  } else {
+    const graph::Task& t = job.spec->tasks[static_cast<size_t>(task)];
     tune::TaskTunerOptions options = job.spec->options;
     options.measure_default = job.spec->measure_default;
-    auto budgeted = tune::BudgetedJob::Create(job.spec->tasks, job.spec->target, options, store_,
-                                              job.spec->budget, job.spec->scheduler);
-    if (!budgeted.ok()) return FailJob(job, budgeted.status());
-    job.budgeted = *std::move(budgeted);
+    auto session = tune::TaskSession::Create(t, job.spec->target, options, store_);
+    if (absl::IsUnimplemented(session.status())) {
+      tune::TaskOutcome skipped;
+      skipped.task = t;
+      skipped.best_cost = std::numeric_limits<double>::infinity();
+      skipped.default_cost = std::numeric_limits<double>::infinity();
+      skipped.skipped_reason = std::string(session.status().message());
+      job.ended[static_cast<size_t>(task)] = std::move(skipped);
+      return false;
+    }
+    if (!session.ok()) {
+      FailJob(job, session.status());
+      return false;
+    }
+    turn.owned = *std::move(session);
+    turn.session = turn.owned.get();
   }
-  while (!job.done) {
-    if (job.budget_task >= 0) {
-      // A task's turn is its round, with its baseline before it (the budget's sessions measure
-      // it first) or after it (its last round), as tune::RunRound runs them.
-      const tune::SessionRequest next = job.session->Next();
-      if (!next.done && next.baseline) return SubmitDefault(job);
-      if (!next.done && job.session->round() == job.budget_round) return SubmitRound(job);
-      job.budgeted->RoundDone(job.budget_task);
-      job.budget_task = -1;
+  // At most `spread` turns at once (TasksToRun), one builder each.
+  for (size_t b = 0; b < job.builders.size(); ++b) {
+    if (!job.builders[b].busy) {
+      turn.builder = static_cast<int>(b);
+      break;
     }
-    std::optional<int> task = job.budgeted->NextTask();
-    if (!task.has_value()) {
-      job.session = nullptr;
-      job.task_index = job.spec->tasks.size();
-      job.result.outcomes = job.budgeted->Outcomes();
-      return FinishJob(job);
+  }
+  LOOM_CHECK(!job.builders[static_cast<size_t>(turn.builder)].busy);
+  job.builders[static_cast<size_t>(turn.builder)].busy = true;
+  job.task_index = static_cast<size_t>(task);
+  job.trials_done = turn.session->trials_done();
+  job.best_gflops = turn.session->best_gflops();
+  job.turns[task] = std::move(turn);
+  return ContinueTurn(job, task);
+}
+
+bool Runner::ContinueTurn(JobState& job, int task) {
+  Turn& turn = job.turns.at(task);
+  tune::TaskSession& session = *turn.session;
+  // Between rounds the session asks for a round's proposal, the baseline's build, or nothing; the
+  // engine submits the whole chain of stages that request starts.
+  const tune::SessionRequest next = session.Next();
+  if (job.budgeted != nullptr) {
+    // A budgeted turn is one round, with its baseline before it (the budget's sessions measure
+    // it first) or after it (its last round), as tune::RunRound runs them.
+    if (!next.done && next.baseline) {
+      SubmitDefault(job, task);
+      return true;
     }
-    job.budget_task = *task;
-    job.task_index = static_cast<size_t>(*task);
-    job.session = job.budgeted->session(*task);
-    job.budget_round = job.session->round();
-    job.trials_done = job.session->trials_done();
-    job.best_gflops = job.session->best_gflops();
-    const tune::SessionRequest next = job.session->Next();
-    if (next.done) continue;  // RoundDone retires it
+    if (!next.done && session.round() == turn.round) {
+      SubmitRound(job, task);
+      return true;
+    }
+    job.budgeted->RoundDone(task);
+  } else if (!next.done) {
     LOOM_CHECK(next.kind == StageKind::kPropose ||
                (next.baseline && next.kind == StageKind::kBuild));
-    return next.baseline ? SubmitDefault(job) : SubmitRound(job);
+    if (next.baseline) {
+      SubmitDefault(job, task);
+    } else {
+      SubmitRound(job, task);
+    }
+    return true;
+  } else {
+    job.ended[static_cast<size_t>(task)] = session.Outcome();
   }
+  job.builders[static_cast<size_t>(turn.builder)].busy = false;
+  job.turns.erase(task);
+  return false;
 }
 
 void Runner::Advance(JobState& job) {
-  if (job.spec->budget.Active()) return AdvanceBudgeted(job);
-  while (!job.done) {
-    if (job.session == nullptr) {
-      if (job.task_index >= job.spec->tasks.size()) return FinishJob(job);
-      const graph::Task& task = job.spec->tasks[job.task_index];
-      tune::TaskTunerOptions options = job.spec->options;
-      options.measure_default = job.spec->measure_default;
-      auto session = tune::TaskSession::Create(task, job.spec->target, options, store_);
-      if (absl::IsUnimplemented(session.status())) {
-        tune::TaskOutcome skipped;
-        skipped.task = task;
-        skipped.best_cost = std::numeric_limits<double>::infinity();
-        skipped.default_cost = std::numeric_limits<double>::infinity();
-        skipped.skipped_reason = std::string(session.status().message());
-        job.result.outcomes.push_back(std::move(skipped));
-        ++job.task_index;
-        continue;
+  const bool budgeted = job.spec->budget.Active();
+  if (budgeted && job.budgeted == nullptr) {
+    tune::TaskTunerOptions options = job.spec->options;
+    options.measure_default = job.spec->measure_default;
+    auto created = tune::BudgetedJob::Create(job.spec->tasks, job.spec->target, options, store_,
+                                             job.spec->budget, job.spec->scheduler);
+    if (!created.ok()) return FailJob(job, created.status());
+    job.budgeted = *std::move(created);
+  }
+  const int n = static_cast<int>(job.spec->tasks.size());
+  for (bool again = true; again && !job.done;) {
+    again = false;
+    std::vector<tune::SpreadTask> tasks(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      tune::SpreadTask& t = tasks[static_cast<size_t>(i)];
+      t.live = budgeted ? job.budgeted->session(i) != nullptr && !job.budgeted->session(i)->Done()
+                        : !job.ended[static_cast<size_t>(i)].has_value();
+      t.in_flight = job.turns.contains(i);
+    }
+    tune::NextRound pick;
+    if (budgeted) pick = [&](const std::vector<int>&) { return job.budgeted->NextTask(); };
+    const std::vector<int> run = tune::TasksToRun(tasks, job.spec->spread, pick);
+    if (run.empty()) {
+      job.task_index = job.spec->tasks.size();
+      if (budgeted) {
+        job.result.outcomes = job.budgeted->Outcomes();
+      } else {
+        for (std::optional<tune::TaskOutcome>& o : job.ended) job.result.outcomes.push_back(*o);
       }
-      if (!session.ok()) return FailJob(job, session.status());
-      job.owned_session = *std::move(session);
-      job.session = job.owned_session.get();
-      job.trials_done = job.session->trials_done();
-      job.best_gflops = job.session->best_gflops();
+      return FinishJob(job);
     }
-    // Between rounds the session asks for a round's proposal, the baseline's build, or nothing;
-    // the engine submits the whole chain of stages that request starts.
-    const tune::SessionRequest next = job.session->Next();
-    if (next.done) {
-      FinishTask(job);
-      continue;
+    for (int task : run) {
+      if (job.turns.contains(task)) continue;
+      // A turn that ended at once (a skipped or finished task) changes what runs: ask again.
+      if (!StartTurn(job, task)) {
+        again = true;
+        break;
+      }
     }
-    LOOM_CHECK(next.kind == StageKind::kPropose ||
-               (next.baseline && next.kind == StageKind::kBuild));
-    return next.baseline ? SubmitDefault(job) : SubmitRound(job);
   }
 }
 
@@ -519,25 +590,29 @@ void Runner::Dispatch(const sched::Grant& g) {
   } else {
     resource = "cpu";
   }
+  const Turn& turn = job.turns.at(info.task);
   Running r{.info = info,
             .grant = g,
             .placement = placement,
             .resource = resource,
-            .task_key = job.session ? job.session->task().key : ""};
+            .task_key = turn.session->task().key};
   running_[g.lease] = r;
   job.state = absl::StrCat(info.is_default ? "default " : "",
                            std::string(sched::StageKindName(info.kind)), " (running)");
   const sched::LeaseId lease = g.lease;
-  tune::SessionRequest request = job.session->Next();
+  tune::SessionRequest request = turn.session->Next();
   LOOM_CHECK(request.kind == info.kind && request.baseline == info.is_default);
-  pool_->Submit([this, &job, request = std::move(request), placement, resource, lease] {
-    Execute(job, request, placement, resource, lease);
-  });
+  tune::TaskSession* session = turn.session;
+  const int builder = turn.builder;
+  pool_->Submit([this, &job, session, builder, request = std::move(request), placement, resource,
+                 lease] { Execute(job, *session, builder, request, placement, resource, lease); });
 }
 
-void Runner::Execute(JobState& job, const tune::SessionRequest& request,
+void Runner::Execute(JobState& job, tune::TaskSession& session, int builder,
+                     const tune::SessionRequest& request,
                      const std::shared_ptr<Placement>& placement, const std::string& resource,
                      sched::LeaseId lease) {
+  BuilderSlot& slot = job.builders[static_cast<size_t>(builder)];
   const bool build = request.kind == StageKind::kBuild;
   if (placement->id.has_value()) {
     placer_->EnterThread(*placement->id);
@@ -546,13 +621,13 @@ void Runner::Execute(JobState& job, const tune::SessionRequest& request,
   }
   if (build) {
     std::lock_guard<std::mutex> lock(pin_mu_);
-    job.build_placement = placement->id;
+    slot.placement = placement->id;
   }
   Completion c{.lease = lease, .start = absl::Now()};
-  const tune::StageEnv env{.builder = job.builder.get(),
+  const tune::StageEnv env{.builder = slot.builder.get(),
                            .measurer = job.measurer,
                            .resources = {.cpu = resource, .device = resource}};
-  absl::StatusOr<tune::StageOutcome> out = tune::RunStage(*job.session, request, env);
+  absl::StatusOr<tune::StageOutcome> out = tune::RunStage(session, request, env);
   if (out.ok()) {
     c.outcome = *std::move(out);
   } else {
@@ -563,7 +638,7 @@ void Runner::Execute(JobState& job, const tune::SessionRequest& request,
   if (placement->id.has_value()) placer_->LeaveThread(*placement->id);
   {
     std::lock_guard<std::mutex> lock(pin_mu_);
-    if (build) job.build_placement.reset();
+    if (build) slot.placement.reset();
     if (!placement->spans.empty()) placement->spans.back().to = c.end;
   }
   {
@@ -612,20 +687,21 @@ void Runner::HandleCompletion(const Completion& c) {
   absl::Status st = sched_->Complete(c.lease, now, c.end - c.start);
   if (!st.ok()) return FailJob(job, st);
   const int64_t records = static_cast<int64_t>(c.outcome.records.size());
-  st = job.session->Complete(c.outcome);
+  tune::TaskSession& session = *job.turns.at(r.info.task).session;
+  st = session.Complete(c.outcome);
   if (!st.ok()) return FailJob(job, st);
   const bool ends_chain =
       r.info.is_default ? r.info.kind == StageKind::kMeasure : r.info.kind == StageKind::kUpdate;
   if (!ends_chain) {
-    job.state =
-        absl::StrCat(r.info.is_default ? "default " : "",
-                     std::string(sched::StageKindName(job.session->Next().kind)), " (waiting)");
+    job.state = absl::StrCat(r.info.is_default ? "default " : "",
+                             std::string(sched::StageKindName(session.Next().kind)), " (waiting)");
     return;
   }
   job.result.records += records;
-  job.trials_done = job.session->trials_done();
-  job.best_gflops = job.session->best_gflops();
-  Advance(job);
+  job.task_index = static_cast<size_t>(r.info.task);
+  job.trials_done = session.trials_done();
+  job.best_gflops = session.best_gflops();
+  if (!ContinueTurn(job, r.info.task)) Advance(job);
 }
 
 void Runner::Report(bool final) {

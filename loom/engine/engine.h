@@ -1,5 +1,6 @@
 // The embedded engine: runs several tuning jobs at once on this machine under the scheduler core
-// (sched/). Each round of each task is four stage requests (propose -> build -> measure -> update);
+// (sched/), each job one task's round at a time or, spread, several tasks' rounds at once. Each
+// round of each task is four stage requests (propose -> build -> measure -> update);
 // CPU stages run on a worker pool, confined to the CPU cores their grant stands for, and measure
 // stages run in the device's sandboxed measurer only while the scheduler leases that device.
 // Callers: `loom tune MODEL...` (cli/tune_command.cc) and the experiment runner.
@@ -20,6 +21,7 @@
 #include "loom/sched/types.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
+#include "loom/tune/spread.h"
 #include "loom/tune/task_session.h"
 #include "loom/tune/tune_job.h"
 
@@ -64,6 +66,11 @@ struct EngineJob {
   // budget is spent (within the time budget plus one round).
   tune::JobBudget budget;
   tune::TaskSchedulerOptions scheduler;
+  // Tasks whose rounds may be under way at once (tune/spread.h, the service's rule: without a
+  // budget the next tasks in order, with one the task scheduler's picks), 1 to tune::kMaxSpread;
+  // the device still measures one stage at a time, so one task's builds and proposals overlap
+  // another's measurements. More than 1 needs a policy that keeps the device exclusive.
+  int spread = 1;
 };
 
 using BuilderFactory =

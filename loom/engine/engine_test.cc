@@ -569,6 +569,32 @@ TEST_F(EngineTest, DefaultConfigIsMeasuredAfterEachTask) {
   ExpectCleanMeasurements(*r, log);
 }
 
+// Records of `tasks` in `job`, per task in the store's order: "task #config cost".
+std::vector<std::string> RecordsOf(tune::RecordStore& store, const std::vector<graph::Task>& tasks,
+                                   const std::string& job) {
+  std::vector<std::string> out;
+  for (const graph::Task& t : tasks) {
+    auto rs = store.ForTask(t.key, ops::HostCpuTarget().Key(), job);
+    EXPECT_TRUE(rs.ok()) << rs.status();
+    if (!rs.ok()) continue;
+    for (const tune::Record& r : *rs) {
+      out.push_back(absl::StrCat(t.key, " #", r.config_index, " ", r.median_cost));
+    }
+  }
+  return out;
+}
+
+EngineOptions InstantOptions() {
+  EngineOptions o = FakeOptions("interleaved", nullptr);
+  o.make_builder = [](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
+    return std::make_unique<tune::FakeBuilder>();
+  };
+  o.make_measurer = [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
+    return std::make_unique<tune::FakeMeasurer>();
+  };
+  return o;
+}
+
 // The same job, run by `loom tune`'s single-job loop and by the engine under the scheduler, gives
 // the same records in the same order: both only run what the tasks' sessions ask for.
 TEST_F(EngineTest, TheEngineAndTheSingleJobLoopStoreTheSameRecords) {
@@ -579,18 +605,6 @@ TEST_F(EngineTest, TheEngineAndTheSingleJobLoopStoreTheSameRecords) {
   options.tuner = {
       .kind = "xgb", .seed = 7, .plan_size = 4, .sa_iters = 20, .sa_parallel = 8, .xgb_rounds = 5};
   options.job_id = "same";
-  auto records_of = [&](tune::RecordStore& store, const std::string& job) {
-    std::vector<std::string> out;
-    for (const graph::Task& t : tasks) {
-      auto rs = store.ForTask(t.key, ops::HostCpuTarget().Key(), job);
-      EXPECT_TRUE(rs.ok()) << rs.status();
-      if (!rs.ok()) continue;
-      for (const tune::Record& r : *rs) {
-        out.push_back(absl::StrCat(t.key, " #", r.config_index, " ", r.median_cost));
-      }
-    }
-    return out;
-  };
 
   auto single_store = tune::OpenSqliteRecordStore(":memory:");
   ASSERT_TRUE(single_store.ok());
@@ -600,29 +614,130 @@ TEST_F(EngineTest, TheEngineAndTheSingleJobLoopStoreTheSameRecords) {
   auto single = tune::RunTuneJob(tasks, job, single_store->get(), builder, measurer);
   ASSERT_TRUE(single.ok()) << single.status();
 
-  EngineOptions o = FakeOptions("interleaved", nullptr);
-  o.make_builder = [](const tune::BuildOptions&) -> absl::StatusOr<std::unique_ptr<tune::Builder>> {
-    return std::make_unique<tune::FakeBuilder>();
-  };
-  o.make_measurer = [](const std::vector<int>&) -> absl::StatusOr<std::unique_ptr<tune::Measurer>> {
-    return std::make_unique<tune::FakeMeasurer>();
-  };
-  auto engine = Engine::Create(o);
+  auto engine = Engine::Create(InstantOptions());
   ASSERT_TRUE(engine.ok()) << engine.status();
   EngineJob ej{.name = "m", .tasks = tasks, .options = options, .target = ops::HostCpuTarget()};
   auto r = (*engine)->Run({ej}, store_.get());
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(r->jobs[0].status.ok()) << r->jobs[0].status;
 
-  const std::vector<std::string> want = records_of(**single_store, "same");
+  const std::vector<std::string> want = RecordsOf(**single_store, tasks, "same");
   ASSERT_EQ(want.size(), 24u);
-  EXPECT_EQ(records_of(*store_, "same"), want);
-  EXPECT_EQ(records_of(*store_, "same#default"), records_of(**single_store, "same#default"));
+  EXPECT_EQ(RecordsOf(*store_, tasks, "same"), want);
+  EXPECT_EQ(RecordsOf(*store_, tasks, "same#default"),
+            RecordsOf(**single_store, tasks, "same#default"));
   ASSERT_EQ(r->jobs[0].outcomes.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(r->jobs[0].outcomes[i].best_config_json, (*single)[i].best_config_json);
     EXPECT_DOUBLE_EQ(r->jobs[0].outcomes[i].default_cost, (*single)[i].default_cost);
   }
+}
+
+// A job that spreads (tune/spread.h, the service's rule) runs several tasks' rounds at once, yet
+// each task's rounds are its session's alone: without transfer between its tasks, every task
+// stores the same records in the same order as when the tasks run one after another, and a rerun
+// of the same job resumes each task where it stopped.
+TEST_F(EngineTest, AJobThatSpreadsStoresEachTasksRecordsAsTasksInTurnDo) {
+  const std::vector<graph::Task> tasks = {ConvTask(8, 8), ConvTask(16, 6), ConvTask(8, 6)};
+  auto job = [&](int spread, int64_t trials) {
+    EngineJob j{.name = "m", .tasks = tasks, .target = ops::HostCpuTarget(), .spread = spread};
+    j.options.trials = trials;
+    j.options.batch_size = 4;
+    j.options.tuner = {.kind = "xgb",
+                       .seed = 7,
+                       .plan_size = 4,
+                       .sa_iters = 20,
+                       .sa_parallel = 8,
+                       .xgb_rounds = 5};
+    j.options.job_id = "spread";
+    j.options.transfer = false;
+    return j;
+  };
+  auto run = [&](tune::RecordStore& store, const EngineJob& j) -> std::optional<EngineResult> {
+    auto engine = Engine::Create(InstantOptions());
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return std::nullopt;
+    auto r = (*engine)->Run({j}, &store);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return std::nullopt;
+    EXPECT_TRUE(r->jobs[0].status.ok()) << r->jobs[0].status;
+    return *std::move(r);
+  };
+  auto in_turn = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(in_turn.ok());
+  ASSERT_TRUE(run(**in_turn, job(1, 12)).has_value());
+  const std::vector<std::string> want = RecordsOf(**in_turn, tasks, "spread");
+  ASSERT_EQ(want.size(), 36u);
+
+  std::optional<EngineResult> spread = run(*store_, job(3, 12));
+  ASSERT_TRUE(spread.has_value());
+  EXPECT_EQ(RecordsOf(*store_, tasks, "spread"), want);
+  ASSERT_EQ(spread->jobs[0].outcomes.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(spread->jobs[0].outcomes[i].task.key, tasks[i].key);  // in task order
+    EXPECT_EQ(spread->jobs[0].outcomes[i].trials, 12);
+  }
+  // The rounds did run at once: every task's first stage ended before the first task's last.
+  std::map<std::string, size_t> first, last;
+  for (size_t i = 0; i < spread->traces.size(); ++i) {
+    first.try_emplace(spread->traces[i].task_key, i);
+    last[spread->traces[i].task_key] = i;
+  }
+  for (const graph::Task& t : tasks) EXPECT_LT(first[t.key], last[tasks[0].key]) << t.key;
+
+  // Stopped after a round of each task, then run again: each task resumes where it stopped.
+  auto resumed = tune::OpenSqliteRecordStore(":memory:");
+  ASSERT_TRUE(resumed.ok());
+  ASSERT_TRUE(run(**resumed, job(3, 4)).has_value());
+  std::optional<EngineResult> again = run(**resumed, job(3, 12));
+  ASSERT_TRUE(again.has_value());
+  for (const tune::TaskOutcome& o : again->jobs[0].outcomes) {
+    EXPECT_EQ(o.resumed_trials, 4);
+    EXPECT_EQ(o.trials, 12);
+  }
+  EXPECT_EQ(again->jobs[0].records, 3 * 8);
+  std::vector<std::string> got = RecordsOf(**resumed, tasks, "spread");
+  ASSERT_EQ(got.size(), 36u);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(std::adjacent_find(got.begin(), got.end()), got.end()) << "a config measured twice";
+}
+
+// With a budget, each new round of a job that spreads goes to the task scheduler's pick, the
+// budget counts the rounds in flight, and the device still measures one stage at a time.
+TEST_F(EngineTest, AJobThatSpreadsKeepsItsBudgetAndOneMeasurementAtATime) {
+  Log log;
+  auto engine = Engine::Create(
+      FakeOptions("interleaved", &log, absl::Milliseconds(2), absl::Milliseconds(2)));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
+  jobs.resize(1);
+  jobs[0].tasks.push_back(ConvTask(8, 6));
+  jobs[0].budget.total_trials = 20;
+  jobs[0].measure_default = true;
+  jobs[0].spread = 2;
+  auto r = (*engine)->Run(jobs, store_.get());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const JobResult& j = r->jobs[0];
+  EXPECT_TRUE(j.status.ok()) << j.status;
+  ASSERT_EQ(j.outcomes.size(), 3u);
+  int64_t trials = 0;
+  for (const tune::TaskOutcome& o : j.outcomes) {
+    trials += o.trials;
+    EXPECT_GE(o.trials, 4);                      // every task's warm-up round
+    EXPECT_TRUE(std::isfinite(o.default_cost));  // its baseline first
+  }
+  EXPECT_EQ(trials, 20);
+  EXPECT_EQ(Records(j.job_id), 20);
+  // Two tasks at once from the start: the second task's baseline build is granted with the
+  // first's.
+  ASSERT_GE(r->traces.size(), 2u);
+  std::map<std::string, absl::Time> first_grant;
+  for (const StageTrace& t : r->traces) {
+    auto [it, inserted] = first_grant.try_emplace(t.task_key, t.granted);
+    if (!inserted) it->second = std::min(it->second, t.granted);
+  }
+  EXPECT_EQ(first_grant[jobs[0].tasks[0].key], first_grant[jobs[0].tasks[1].key]);
+  ExpectCleanMeasurements(*r, log);
 }
 
 TEST(EngineOptionsTest, BadOptionsAreRejected) {
@@ -659,6 +774,20 @@ TEST(EngineOptionsTest, BadOptionsAreRejected) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), HasSubstr("share the job id"));
   EXPECT_EQ((*engine)->Run({}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  jobs = TwoJobs();
+  for (int spread : {0, tune::kMaxSpread + 1}) {
+    jobs[0].spread = spread;
+    st = (*engine)->Run(jobs, nullptr).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(st.message(),
+                HasSubstr(absl::StrCat("job 'model0': spread must be 1 to 64, got ", spread)));
+  }
+  auto uncontrolled = Engine::Create(FakeOptions("uncontrolled", &log));
+  ASSERT_TRUE(uncontrolled.ok());
+  jobs[0].spread = 2;
+  st = (*uncontrolled)->Run(jobs, nullptr).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("spread 2 needs a policy that keeps the device exclusive"));
 }
 
 TEST(EngineLayoutTest, DefaultLayoutUsesTheLastCoreAsTheDevice) {

@@ -30,6 +30,7 @@
 #include "loom/ops/target.h"
 #include "loom/records/record.h"
 #include "loom/sched/policy.h"
+#include "loom/tune/spread.h"
 #include "loom/tune/task_scheduler.h"
 #include "loom/tune/task_session.h"
 #include "loom/v1/stage_names.h"
@@ -83,6 +84,9 @@ tune::TaskTunerOptions SessionOptions(const JobRow& row, int index) {
   o.use_prior = !spec.no_prior();
   o.job_id = row.RecordKey();
   o.tuner_elsewhere = true;
+  // A budget may end a task before its trials: its baseline comes first, as in tune::BudgetedJob.
+  // The agents need no word on it: a restored session takes the baseline's place from its state.
+  o.baseline_first = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
   return o;
 }
 
@@ -481,27 +485,16 @@ std::vector<double> RoundBests(const v1::TaskSessionState& state) {
 std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   const v1::SubmitJobRequest& spec = job.row.spec;
   const bool budgeted = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
-  const size_t spread = static_cast<size_t>(Spread(job));
   // Rounds in flight: tasks in the middle of a round, or with a stage live (a queued or running
   // propose stage leaves the task's phase at propose).
-  std::vector<int> run;
-  std::vector<bool> in_flight(job.tasks.size(), false);
+  std::vector<tune::SpreadTask> tasks;
   for (const TaskRow& t : job.tasks) {
     const bool live = t.end == TaskEnd::kNone;
-    if (live && (t.stage != sched::StageKind::kPropose || job.live.contains(t.index))) {
-      in_flight[static_cast<size_t>(t.index)] = true;
-      run.push_back(t.index);
-    }
+    tasks.push_back({.live = live,
+                     .in_flight = live && (t.stage != sched::StageKind::kPropose ||
+                                           job.live.contains(t.index))});
   }
-  if (!budgeted) {
-    // Each task runs all its rounds in turn; `spread` tasks at once, the first live ones.
-    for (const TaskRow& t : job.tasks) {
-      if (run.size() >= spread) break;
-      const bool live = t.end == TaskEnd::kNone;
-      if (live && !in_flight[static_cast<size_t>(t.index)]) run.push_back(t.index);
-    }
-    return run;
-  }
+  if (!budgeted) return tune::TasksToRun(tasks, Spread(job));
   // A job with a budget (tune/task_scheduler.h): the task scheduler picks the task of each new
   // round, replayed from the rows, so the choice is the same however often it is asked.
   std::vector<tune::TaskRounds> rounds;
@@ -509,13 +502,12 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   int64_t total_rounds = 0;
   const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
   for (const TaskRow& t : job.tasks) {
-    const bool live = t.end == TaskEnd::kNone;
     // A round in flight is not picked again, and counts as a whole batch spent until its trials
     // are measured (a real task counts them from its update stage on).
-    const bool flying = in_flight[static_cast<size_t>(t.index)];
+    const bool flying = tasks[static_cast<size_t>(t.index)].in_flight;
     if (flying && (IsSimulated(job) || t.stage != sched::StageKind::kUpdate)) trials += batch;
     tune::TaskRounds r{.weight = static_cast<double>(std::max<int64_t>(1, t.count)),
-                       .live = live && !flying};
+                       .live = tasks[static_cast<size_t>(t.index)].live && !flying};
     total_rounds += t.round;
     if (IsSimulated(job)) {  // no costs: every round counts as a batch without a success
       r.best_after_round.assign(static_cast<size_t>(t.round),
@@ -539,21 +531,21 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
     rounds.push_back(std::move(r));
   }
   // The budget is checked before each new round; rounds in flight always finish.
-  while (run.size() < spread) {
-    if (spec.total_trials() > 0 && trials >= spec.total_trials()) break;
-    if (spec.time_budget_seconds() > 0 && job.row.started != absl::UnixEpoch() &&
-        Now() - job.row.started >= absl::Seconds(spec.time_budget_seconds())) {
-      break;
-    }
-    absl::StatusOr<std::optional<int>> pick = tune::PickTask(
-        rounds, {.seed = static_cast<uint64_t>(spec.seed()) * 1000003 +
-                         static_cast<uint64_t>(total_rounds) + (uint64_t{run.size()} << 32)});
-    if (!pick.ok() || !pick->has_value()) break;  // weights are >= 1: only "none live"
-    run.push_back(job.tasks[static_cast<size_t>(**pick)].index);
-    rounds[static_cast<size_t>(**pick)].live = false;
-    trials += batch;
-  }
-  return run;
+  return tune::TasksToRun(
+      tasks, Spread(job), [&](const std::vector<int>& run) -> std::optional<int> {
+        if (spec.total_trials() > 0 && trials >= spec.total_trials()) return std::nullopt;
+        if (spec.time_budget_seconds() > 0 && job.row.started != absl::UnixEpoch() &&
+            Now() - job.row.started >= absl::Seconds(spec.time_budget_seconds())) {
+          return std::nullopt;
+        }
+        absl::StatusOr<std::optional<int>> pick = tune::PickTask(
+            rounds, {.seed = static_cast<uint64_t>(spec.seed()) * 1000003 +
+                             static_cast<uint64_t>(total_rounds) + (uint64_t{run.size()} << 32)});
+        if (!pick.ok() || !pick->has_value()) return std::nullopt;  // weights >= 1: "none live"
+        rounds[static_cast<size_t>(**pick)].live = false;
+        trials += batch;
+        return **pick;
+      });
 }
 
 void JobDriver::Pump() {
@@ -2149,7 +2141,8 @@ absl::StatusOr<v1::AcquireStagesResponse> JobDriver::Acquire(
   const absl::Duration wait =
       std::min(absl::Milliseconds(request.wait_ms()), options_.max_acquire_wait);
   absl::MutexLock lock(&mu_);
-  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id()));
+  // Without tokens only the registration's secret takes the agent's stages.
+  LOOM_ASSIGN_OR_RETURN(Agent * a, FindAgent(who, request.agent_id(), &request.session()));
   if (a->polls >= options_.max_polls_per_agent) {
     return absl::ResourceExhaustedError(
         absl::StrCat("agent ", a->id, " already has ", a->polls, " AcquireStages calls waiting"));
@@ -2186,7 +2179,9 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
                                                           const v1::ReportStageRequest& request) {
   LOOM_RETURN_IF_ERROR(CheckAgentRole(who, "reporting stages"));
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id());
+  // Without tokens a report must show the registration's secret: refused (and the agent not
+  // flagged, since the caller may be anyone) when it does not.
+  absl::StatusOr<Agent*> found = FindAgent(who, request.agent_id(), &request.session());
   if (!found.ok()) {
     // A flagged agent is no longer alive: its reports are refused, and say why.
     if (!who.anonymous && flagged_.contains(who.user)) {

@@ -137,8 +137,10 @@ class JobDriver {
 
   // Agent calls: an agent token, or anyone when the daemon has no tokens file (who.anonymous).
   // kPermissionDenied for other roles, a flagged credential, or an agent id that is not the
-  // caller's; kNotFound for an unknown or lost agent (register again); kAlreadyExists when the
-  // credential's agent is registered and alive; kFailedPrecondition for another Loom version.
+  // caller's (without tokens: every call but Register must show the registration's secret,
+  // RegisterResponse.session); kNotFound for an unknown or lost agent (register again);
+  // kAlreadyExists when the credential's agent is registered and alive; kFailedPrecondition for
+  // another Loom version.
   absl::StatusOr<v1::RegisterResponse> Register(const Principal& who,
                                                 const v1::RegisterRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const Principal& who,
@@ -243,8 +245,8 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The registered agent behind an agent call: the caller's credential's agent (whose id
   // `agent_id` must be, when given), or for an anonymous caller the agent of that id. `session`
-  // (heartbeats, deregistration): an anonymous caller must also show that registration's secret,
-  // else kPermissionDenied; nullptr: not asked.
+  // (every agent call but Register): an anonymous caller must also show that registration's
+  // secret, else kPermissionDenied; nullptr: not asked.
   absl::StatusOr<Agent*> FindAgent(const Principal& who, const std::string& agent_id,
                                    const std::string* session = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -343,10 +345,11 @@ class JobDriver {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::ResourceUse> Resources() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool IsSimulated(const Job& job) const { return job.row.spec.has_simulated(); }
-  // The tasks whose next stage belongs in the scheduler now, in submission order: the tasks in the
-  // middle of a round, then tasks starting a round, until `spread` rounds are in flight (a job
-  // with a budget: the task scheduler picks them, and the budget is checked before each new round;
-  // without: the first live tasks in order). Empty, with nothing live: the job is done.
+  // The tasks whose next stage belongs in the scheduler now (tune::TasksToRun, the engine's rule
+  // too): the tasks in the middle of a round, then tasks starting a round, until `spread` rounds
+  // are in flight (a job with a budget: the task scheduler picks them, and the budget is checked
+  // before each new round; without: the first live tasks in order). Empty, with nothing live: the
+  // job is done.
   std::vector<int> TasksToRun(const Job& job) const;
   int Spread(const Job& job) const { return std::max(1, job.row.spec.spread()); }
   void LogKv(absl::string_view event, const std::vector<std::pair<std::string, std::string>>& kv);

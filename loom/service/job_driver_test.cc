@@ -19,8 +19,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/clock.h"
+#include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/ops/template.h"
 #include "loom/sched/policy.h"
+#include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
 namespace loom::service {
@@ -34,6 +37,22 @@ const Principal kAdmin{"root", Role::kAdmin};
 // The scheduling tests run their agents as a daemon without tokens does (identified by the id in
 // each request); the Credential* tests below give each agent its own token.
 const Principal kAgent{.user = "agent", .role = Role::kAgent, .anonymous = true};
+
+// Agent id -> RegisterResponse.session of the agents the current test registered without a
+// credential: every call naming such an agent must show it. Cleared before each test.
+std::map<std::string, std::string>& Secrets() {
+  static auto* secrets = new std::map<std::string, std::string>();
+  return *secrets;
+}
+std::string SecretOf(const std::string& agent) {
+  auto it = Secrets().find(agent);
+  return it == Secrets().end() ? std::string() : it->second;
+}
+// Keeps the registration's secret (Secrets()) and passes the response on.
+absl::StatusOr<v1::RegisterResponse> Kept(absl::StatusOr<v1::RegisterResponse> r) {
+  if (r.ok()) Secrets()[r->agent_id()] = r->session();
+  return r;
+}
 
 v1::SubmitJobRequest Sim(int tasks, int rounds, double seconds = 0.01) {
   v1::SubmitJobRequest r;
@@ -64,6 +83,7 @@ v1::RegisterRequest AgentSpec(const std::string& host, int slots = 2) {
 class DriverTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    Secrets().clear();
     dir_ = std::filesystem::temp_directory_path() /
            ("loom_driver_test_" + std::to_string(getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -93,6 +113,7 @@ class DriverTest : public ::testing::Test {
     while (n < max_stages) {
       v1::AcquireStagesRequest a;
       a.set_agent_id(agent);
+      a.set_session(SecretOf(agent));
       a.set_wait_ms(0);
       auto got = driver_->Acquire(kAgent, a);
       if (!got.ok() || got->stages().empty()) break;
@@ -100,6 +121,7 @@ class DriverTest : public ::testing::Test {
         EXPECT_EQ(s.kind(), v1::STAGE_KIND_SIMULATED);
         v1::ReportStageRequest r;
         r.set_agent_id(agent);
+        r.set_session(SecretOf(agent));
         r.mutable_result()->set_lease_id(s.lease_id());
         auto rep = driver_->Report(kAgent, r);
         EXPECT_TRUE(rep.ok()) << rep.status();
@@ -111,10 +133,9 @@ class DriverTest : public ::testing::Test {
   }
 
   std::string RegisterAgent(const std::string& host) {
-    auto r = driver_->Register(kAgent, AgentSpec(host));
+    auto r = Kept(driver_->Register(kAgent, AgentSpec(host)));
     EXPECT_TRUE(r.ok()) << r.status();
     if (!r.ok()) return "";
-    sessions_[r->agent_id()] = r->session();
     return r->agent_id();
   }
 
@@ -134,6 +155,7 @@ class DriverTest : public ::testing::Test {
       for (const std::string& agent : agents) {
         v1::AcquireStagesRequest a;
         a.set_agent_id(agent);
+        a.set_session(SecretOf(agent));
         a.set_wait_ms(0);
         auto got = driver_->Acquire(kAgent, a);
         EXPECT_TRUE(got.ok()) << got.status();
@@ -162,6 +184,7 @@ class DriverTest : public ::testing::Test {
       clock_.AdvanceTo(done.end);
       v1::ReportStageRequest r;
       r.set_agent_id(done.agent);
+      r.set_session(SecretOf(done.agent));
       r.mutable_result()->set_lease_id(done.lease);
       auto rep = driver_->Report(kAgent, r);
       EXPECT_TRUE(rep.ok()) << rep.status();
@@ -172,7 +195,7 @@ class DriverTest : public ::testing::Test {
   std::filesystem::path dir_;
   base::VirtualClock clock_{absl::FromUnixSeconds(1'700'000'000)};
   std::unique_ptr<JobDriver> driver_;
-  std::map<std::string, std::string> sessions_;  // agent id -> RegisterResponse.session
+  std::map<std::string, std::string>& sessions_ = Secrets();
 };
 
 TEST_F(DriverTest, SimulatedJobRunsEveryStageAndRecordsEachRound) {
@@ -297,6 +320,7 @@ TEST_F(DriverTest, ASpreadJobKeepsItsBudgetAndResumesExactly) {
     for (const std::string& agent : agents) {
       v1::AcquireStagesRequest a;
       a.set_agent_id(agent);
+      a.set_session(SecretOf(agent));
       auto got = driver_->Acquire(kAgent, a);
       EXPECT_TRUE(got.ok()) << got.status();
       if (got.ok()) {
@@ -314,6 +338,7 @@ TEST_F(DriverTest, ASpreadJobKeepsItsBudgetAndResumesExactly) {
   for (const auto& [agent, lease] : held) {
     v1::ReportStageRequest r;
     r.set_agent_id(agent);
+    r.set_session(SecretOf(agent));
     r.mutable_result()->set_lease_id(lease);
     ASSERT_TRUE(driver_->Report(kAgent, r).ok());
   }
@@ -391,6 +416,7 @@ TEST_F(DriverTest, BadRequestsAreRefusedWithReasons) {
   const std::string agent = RegisterAgent("h1");
   v1::ReportStageRequest stale;
   stale.set_agent_id(agent);
+  stale.set_session(SecretOf(agent));
   stale.mutable_result()->set_lease_id("0.1");
   auto rep = driver_->Report(kAgent, stale);
   ASSERT_TRUE(rep.ok());
@@ -405,6 +431,7 @@ TEST_F(DriverTest, LostAgentsStagesAreRequeuedToAnother) {
   // a1 takes the first stage and dies without reporting.
   v1::AcquireStagesRequest acq;
   acq.set_agent_id(a1);
+  acq.set_session(SecretOf(a1));
   auto got = driver_->Acquire(kAgent, acq);
   ASSERT_TRUE(got.ok());
   ASSERT_EQ(got->stages_size(), 1);
@@ -430,6 +457,7 @@ TEST_F(DriverTest, LostAgentsStagesAreRequeuedToAnother) {
   // a1's late report is dropped and it is told to register again.
   v1::ReportStageRequest late;
   late.set_agent_id(a1);
+  late.set_session(SecretOf(a1));
   late.mutable_result()->set_lease_id(got->stages(0).lease_id());
   auto rep = driver_->Report(kAgent, late);
   ASSERT_TRUE(rep.ok());
@@ -446,11 +474,13 @@ TEST_F(DriverTest, StageFailingEveryTryFailsTheJobWithTheReason) {
   for (int i = 0; i < 2; ++i) {
     v1::AcquireStagesRequest acq;
     acq.set_agent_id(agent);
+    acq.set_session(SecretOf(agent));
     auto got = driver_->Acquire(kAgent, acq);
     ASSERT_TRUE(got.ok());
     ASSERT_EQ(got->stages_size(), 1) << "try " << i;
     v1::ReportStageRequest r;
     r.set_agent_id(agent);
+    r.set_session(SecretOf(agent));
     r.mutable_result()->set_lease_id(got->stages(0).lease_id());
     r.mutable_result()->set_error("compiler exploded");
     ASSERT_TRUE(driver_->Report(kAgent, r).ok());
@@ -471,6 +501,7 @@ TEST_F(DriverTest, RestartResumesJobsAndKeepsRecords) {
   // One more stage is out when the daemon goes away.
   v1::AcquireStagesRequest acq;
   acq.set_agent_id(agent);
+  acq.set_session(SecretOf(agent));
   ASSERT_EQ(driver_->Acquire(kAgent, acq)->stages_size(), 1);
   auto before = driver_->Get(kAlice, job->id());
   ASSERT_TRUE(before.ok());
@@ -616,6 +647,7 @@ TEST_F(DriverTest, QueuePositionFollowsPriorityAndExpectedStartUnderSequential) 
 std::vector<v1::StageRequest> AcquireNow(JobDriver& d, const std::string& agent) {
   v1::AcquireStagesRequest a;
   a.set_agent_id(agent);
+  a.set_session(SecretOf(agent));
   a.set_wait_ms(0);
   auto got = d.Acquire(kAgent, a);
   EXPECT_TRUE(got.ok()) << got.status();
@@ -626,6 +658,7 @@ std::vector<v1::StageRequest> AcquireNow(JobDriver& d, const std::string& agent)
 void ReportOk(JobDriver& d, const std::string& agent, v1::StageResult result) {
   v1::ReportStageRequest r;
   r.set_agent_id(agent);
+  r.set_session(SecretOf(agent));
   *r.mutable_result() = std::move(result);
   auto rep = d.Report(kAgent, r);
   ASSERT_TRUE(rep.ok()) << rep.status();
@@ -776,7 +809,7 @@ TEST_F(DriverTest, LendingDeviceRunsASecondCpuStageWhileItDoesNotMeasure) {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     Open();
-    auto reg = driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends));
+    auto reg = Kept(driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends)));
     ASSERT_TRUE(reg.ok()) << reg.status();
     const std::string agent = reg->agent_id();
     auto a = driver_->Submit(kAlice, Sim(1, 1));
@@ -825,7 +858,7 @@ TEST_F(DriverTest, BuildSlotsCountLentSlotsAndAreCappedAtTheLargestAgent) {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     Open({.build_slots = 4});
-    auto reg = driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends));
+    auto reg = Kept(driver_->Register(kAgent, LendingAgent(/*slots=*/1, lends)));
     ASSERT_TRUE(reg.ok()) << reg.status();
     const std::string agent = reg->agent_id();
     v1::SubmitJobRequest r = TinyCnn();
@@ -907,7 +940,7 @@ std::optional<std::pair<std::string, v1::StageRequest>> DriveToMeasure(
 
 TEST_F(DriverTest, CudaJobsMeasureOnlyOnCudaDevicesAndCpuJobsOnlyOnCpuDevices) {
   Open();
-  auto reg = driver_->Register(kAgent, GpuAgentSpec("g1"));
+  auto reg = Kept(driver_->Register(kAgent, GpuAgentSpec("g1")));
   ASSERT_TRUE(reg.ok()) << reg.status();
   const std::string gpu = reg->agent_id();
 
@@ -958,8 +991,8 @@ TEST_F(DriverTest, MixedGpuFleetMeasuresAJobOnlyOnGpusOfItsTargetKey) {
   v1::RegisterRequest a100 = GpuAgentSpec("a100");
   a100.mutable_devices(0)->set_cuda_arch("sm_80");
   a100.mutable_devices(0)->set_target_key("cuda:sm_80:Fake A100");
-  auto h = driver_->Register(kAgent, GpuAgentSpec("h100"));
-  auto a = driver_->Register(kAgent, a100);
+  auto h = Kept(driver_->Register(kAgent, GpuAgentSpec("h100")));
+  auto a = Kept(driver_->Register(kAgent, a100));
   ASSERT_TRUE(h.ok() && a.ok());
   v1::SubmitJobRequest job = TinyCnn();
   job.set_target("cuda");
@@ -977,6 +1010,69 @@ TEST_F(DriverTest, MixedGpuFleetMeasuresAJobOnlyOnGpusOfItsTargetKey) {
   }
 }
 
+// A budgeted job's sessions take each task's baseline first (tune::TaskTunerOptions::
+// baseline_first, as `loom tune` and the engine do), so a task the budget ends early still has its
+// default config measured: the first stages of each task build and measure that config alone.
+// Two tasks spread over an agent's two slots start at once; the agents restore the sessions
+// from the state alone (the baseline's place travels in it).
+TEST_F(DriverTest, ABudgetedJobMeasuresEachTasksDefaultConfigFirst) {
+  Open();
+  const std::string agent = RegisterAgent("h1");
+  v1::SubmitJobRequest r = TinyCnn();
+  r.add_task_indices(0);
+  r.add_task_indices(1);
+  r.set_total_trials(16);
+  r.set_batch_size(2);
+  r.set_spread(2);
+  auto job = driver_->Submit(kAlice, r);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ops::Target target;
+  target.isa = *ops::ParseIsa("avx2");  // as the agent's device says (AgentSpec)
+  target.cpu_model = "test";
+  // Per task (workload key): the stages granted, as "kind round [configs]", in grant order.
+  std::map<std::string, std::vector<std::string>> stages;
+  std::map<std::string, int64_t> defaults;
+  for (int i = 0; i < 20; ++i) {
+    std::vector<v1::StageRequest> got = AcquireNow(*driver_, agent);
+    if (got.empty()) break;
+    for (const v1::StageRequest& s : got) {
+      const std::string key = s.task().workload_key();
+      if (!defaults.contains(key)) {
+        auto w = graph::ParseWorkloadKey(key);
+        ASSERT_TRUE(w.ok()) << w.status();
+        auto tmpl = ops::MakeTemplate(*w, target);
+        ASSERT_TRUE(tmpl.ok()) << tmpl.status();
+        defaults[key] = (*tmpl)->DefaultConfig().index;
+      }
+      std::vector<int64_t> configs(s.build().config_indices().begin(),
+                                   s.build().config_indices().end());
+      stages[key].push_back(absl::StrCat(v1::StageKindShortName(s.kind()), " ", s.round(), " [",
+                                         absl::StrJoin(configs, ","), "]"));
+      if (s.kind() == v1::STAGE_KIND_PROPOSE) continue;  // the rounds after are not asked about
+      if (s.kind() == v1::STAGE_KIND_BUILD) {
+        v1::StageResult built;
+        built.set_lease_id(s.lease_id());
+        for (int64_t index : configs) {
+          v1::Artifact* a = built.mutable_build()->add_artifacts();
+          a->set_config_index(index);
+          a->set_error(v1::ERROR_KIND_COMPILE);
+        }
+        ReportOk(*driver_, agent, built);
+      } else {
+        ASSERT_EQ(s.kind(), v1::STAGE_KIND_MEASURE);
+        ReportOk(*driver_, agent, MeasureOfFailedBuilds(s));
+      }
+    }
+  }
+  ASSERT_EQ(stages.size(), 2u);
+  for (const auto& [key, asked] : stages) {
+    SCOPED_TRACE(key);
+    const std::string baseline = absl::StrCat("[", defaults[key], "]");
+    EXPECT_THAT(asked, ::testing::ElementsAre(absl::StrCat("build -1 ", baseline),
+                                              absl::StrCat("measure -1 []"), "propose 0 []"));
+  }
+}
+
 TEST_F(DriverTest, CudaJobWaitsForAGpuThatRunsItsArch) {
   Open();
   v1::SubmitJobRequest r = TinyCnn();
@@ -986,7 +1082,7 @@ TEST_F(DriverTest, CudaJobWaitsForAGpuThatRunsItsArch) {
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_THAT(plain->tasks(0).stage(), HasSubstr("waiting for an agent with a cuda device"));
 
-  auto reg = driver_->Register(kAgent, GpuAgentSpec("g1"));
+  auto reg = Kept(driver_->Register(kAgent, GpuAgentSpec("g1")));
   ASSERT_TRUE(reg.ok()) << reg.status();
   r.set_target("cuda:sm_80");
   auto older = driver_->Submit(kAlice, r);
@@ -1185,6 +1281,7 @@ TEST_F(DriverTest, AnUpdateInTheFormOfAgentsBeforeSessionsIsRefused) {
       ->AddLengthDelimited(1, R"({"format":"loom.xgb_plan.v1","trained_on":1,"plan":[]})");
   v1::ReportStageRequest rep;
   rep.set_agent_id(agent);
+  rep.set_session(SecretOf(agent));
   *rep.mutable_result() = old;
   auto refused = driver_->Report(kAgent, rep);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -1283,37 +1380,84 @@ TEST_F(DriverTest, DeregisterRequeuesAtOnceAndOnlyTheAgentsOwnCredentialMayCallI
 
 // Without a tokens file (--insecure) an agent's id is no credential: its heartbeats and its
 // deregistration must show the secret its registration returned.
-TEST_F(DriverTest, WithoutTokensOnlyTheRegistrationsSecretDeregistersOrHeartbeatsItsAgent) {
+TEST_F(DriverTest, WithoutTokensEveryAgentCallMustShowTheRegistrationsSecret) {
   Open({.heartbeat_timeout = absl::Hours(1)});
-  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 1)).ok());
-  const std::string agent = RegisterAgent("host-a");
+  ASSERT_TRUE(driver_->Submit(kAlice, Sim(1, 2)).ok());
+  const std::string agent = RegisterAgent("host-a");  // granted the job's first stage
   const std::string secret = sessions_[agent];
   EXPECT_EQ(secret.size(), 32u);
   EXPECT_NE(secret, sessions_[RegisterAgent("host-b")]);
-  v1::AcquireStagesRequest acq;
-  acq.set_agent_id(agent);
-  ASSERT_EQ(driver_->Acquire(kAgent, acq)->stages_size(), 1);
+  const std::string refusal =
+      absl::StrCat("agent id '", agent,
+                   "' is not this caller's registration (its session secret does not match)");
+  const std::vector<std::string> guesses = {std::string(), std::string(32, '0'), secret.substr(1),
+                                            secret + "0"};
+  auto refused = [&](const absl::Status& status) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+    EXPECT_EQ(status.message(), refusal);
+  };
 
-  // A second client knows the id only, or guesses the secret: refused, one line each.
-  for (const std::string& guess : {std::string(), std::string(32, '0'), secret.substr(1)}) {
-    v1::DeregisterRequest hostile;
-    hostile.set_agent_id(agent);
-    hostile.set_session(guess);
-    auto refused = driver_->Deregister(kAgent, hostile);
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
-    EXPECT_EQ(refused.status().message(),
-              absl::StrCat("agent id '", agent,
-                           "' is not this caller's registration (its session secret does not "
-                           "match)"));
+  // A second client knows the id only, or guesses the secret: it can neither take the agent's
+  // stages, keep it alive nor take it out; one line each.
+  for (const std::string& guess : guesses) {
+    SCOPED_TRACE(absl::StrCat("guess '", guess, "'"));
+    v1::AcquireStagesRequest acq;
+    acq.set_agent_id(agent);
+    acq.set_session(guess);
+    refused(driver_->Acquire(kAgent, acq).status());
     v1::HeartbeatRequest hb;
     hb.set_agent_id(agent);
     hb.set_session(guess);
-    EXPECT_EQ(driver_->Heartbeat(kAgent, hb).status().code(), absl::StatusCode::kPermissionDenied);
+    refused(driver_->Heartbeat(kAgent, hb).status());
+    v1::DeregisterRequest hostile;
+    hostile.set_agent_id(agent);
+    hostile.set_session(guess);
+    refused(driver_->Deregister(kAgent, hostile).status());
   }
   EXPECT_EQ(driver_->Stats(kAdmin)->agents_alive(), 2);
   EXPECT_EQ(driver_->Stats(kAdmin)->stages_requeued(), 0);
 
-  // The agent itself: its heartbeat is taken and its deregistration requeues its stage.
+  // The agent itself takes its stage (the refused polls delivered nothing).
+  v1::AcquireStagesRequest acq;
+  acq.set_agent_id(agent);
+  acq.set_session(secret);
+  auto got = driver_->Acquire(kAgent, acq);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->stages_size(), 1);
+  const std::string lease = got->stages(0).lease_id();
+
+  // Another client cannot report for it: refused, and neither the agent is flagged (the caller
+  // may be anyone) nor the lease ended.
+  for (const std::string& guess : guesses) {
+    SCOPED_TRACE(absl::StrCat("guess '", guess, "'"));
+    v1::ReportStageRequest forged;
+    forged.set_agent_id(agent);
+    forged.set_session(guess);
+    forged.mutable_result()->set_lease_id(lease);
+    refused(driver_->Report(kAgent, forged).status());
+  }
+  auto stats = driver_->Stats(kAdmin);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->agents_flagged(), 0);
+  EXPECT_EQ(stats->agents_alive(), 2);
+  auto job = driver_->List(kAlice, v1::ListJobsRequest());
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(job->jobs_size(), 1);
+  EXPECT_EQ(job->jobs(0).records(), 0);
+
+  // The agent's own report is taken, its next poll gets the next stage, its heartbeat is taken
+  // and its deregistration requeues that stage.
+  v1::ReportStageRequest own_report;
+  own_report.set_agent_id(agent);
+  own_report.set_session(secret);
+  own_report.mutable_result()->set_lease_id(lease);
+  auto accepted = driver_->Report(kAgent, own_report);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_TRUE(accepted->accepted());
+  got = driver_->Acquire(kAgent, acq);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->stages_size(), 1);
+  EXPECT_NE(got->stages(0).lease_id(), lease);
   v1::HeartbeatRequest hb;
   hb.set_agent_id(agent);
   hb.set_session(secret);

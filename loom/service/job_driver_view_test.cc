@@ -79,6 +79,7 @@ class DriverViewTest : public ::testing::Test {
     while (n < max_stages) {
       v1::AcquireStagesRequest a;
       a.set_agent_id(agent);
+      a.set_session(sessions_[agent]);
       a.set_wait_ms(0);
       auto got = driver_->Acquire(kAgent, a);
       if (!got.ok() || got->stages().empty()) break;
@@ -86,6 +87,7 @@ class DriverViewTest : public ::testing::Test {
         clock_.Advance(seconds);
         v1::ReportStageRequest r;
         r.set_agent_id(agent);
+        r.set_session(sessions_[agent]);
         r.mutable_result()->set_lease_id(s.lease_id());
         EXPECT_TRUE(driver_->Report(kAgent, r).ok());
         ++n;
@@ -199,6 +201,7 @@ TEST_F(DriverViewTest, AGrantedStageShowsAsRunningUntilNowUntilReported) {
   ASSERT_TRUE(driver_->Heartbeat(kAgent, hb).ok());
   v1::AcquireStagesRequest a;
   a.set_agent_id(agent);
+  a.set_session(sessions_[agent]);
   a.set_wait_ms(0);
   auto got = driver_->Acquire(kAgent, a);
   ASSERT_TRUE(got.ok());

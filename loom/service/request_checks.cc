@@ -213,9 +213,9 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
     }
     LOOM_RETURN_IF_ERROR(tune::ValidateJobBudget({.total_trials = r.total_trials()}));
   }
-  if (r.spread() < 0 || r.spread() > kMaxSpread) {
+  if (r.spread() < 0 || r.spread() > tune::kMaxSpread) {
     return absl::InvalidArgumentError(
-        absl::StrCat("spread must be in [0, ", kMaxSpread, "], got ", r.spread()));
+        absl::StrCat("spread must be in [0, ", tune::kMaxSpread, "], got ", r.spread()));
   }
   if (r.has_simulated()) {
     const v1::SimulatedWorkload& w = r.simulated();

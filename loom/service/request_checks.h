@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "loom/tune/spread.h"
 #include "loom/v1/agent.pb.h"
 #include "loom/v1/jobs.pb.h"
 #include "loom/v1/stage.pb.h"
@@ -30,9 +31,6 @@ struct MeasureCaps {
 
 // The target kind a job measures on: "cpu" or "cuda" ("cuda:sm_90" -> "cuda"; empty -> "cpu").
 std::string TargetKind(const v1::SubmitJobRequest& spec);
-
-// The most tasks of one job whose rounds may be in flight at once (SubmitJobRequest.spread).
-inline constexpr int kMaxSpread = 64;
 
 // A SubmitJobRequest.request_id: empty, or 1 to 64 of [A-Za-z0-9._:-]; kInvalidArgument otherwise.
 absl::Status ValidateRequestId(std::string_view id);

@@ -231,13 +231,15 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
                                                                   RecordStore* store) {
   std::unique_ptr<TaskSession> s(new TaskSession(task, target, options, store));
   LOOM_RETURN_IF_ERROR(s->Init());
-  if (options.baseline_first) {
-    if (state.baseline_done()) {  // measured before the rounds that are replayed below
-      s->state_->set_baseline_done(true);
-      s->state_->set_default_cost(state.default_cost());
-    } else if (state.rounds_size() > 0 || state.has_pending()) {
-      s->options_.baseline_first = false;  // a session that began without: keep its order
-    }
+  // Once the session has begun, the baseline's place is the state's, whatever
+  // options.baseline_first says (so a stage restored elsewhere needs no word on the option): a
+  // measured baseline is kept (measured before the rounds replayed below, or after the last of
+  // them, which it then ends), and rounds without one keep it for the end.
+  if (state.baseline_done()) {
+    s->state_->set_baseline_done(true);
+    s->state_->set_default_cost(state.default_cost());
+  } else if (state.rounds_size() > 0 || state.has_pending()) {
+    s->options_.baseline_first = false;  // a session that began without: keep its order
   }
   const v1::TaskSessionState& mine = *s->state_;
   if (state.version() != kStateVersion) {
@@ -359,14 +361,6 @@ absl::StatusOr<std::unique_ptr<TaskSession>> TaskSession::Restore(const v1::Task
     s->phase_ = Phase::kBuild;
   } else if (s->phase_ == Phase::kPropose) {
     s->AfterRound();  // now with the tuner's (or the saved) word on whether it has more
-  }
-  if (state.baseline_done() && !s->state_->baseline_done()) {
-    if (s->phase_ != Phase::kBaselineBuild) {
-      return absl::InvalidArgumentError("session state: a baseline before the trials ended");
-    }
-    s->state_->set_baseline_done(true);
-    s->state_->set_default_cost(state.default_cost());
-    s->phase_ = Phase::kDone;
   }
   return s;
 }

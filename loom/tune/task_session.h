@@ -54,8 +54,9 @@ struct TaskTunerOptions {
   bool measure_default = true;
   // The baseline's two stages come before the first round instead of after the trials: for jobs
   // whose budget may end a task before its trials (BudgetedJob, tune_job.h), so that every task
-  // the job schedules has its baseline. A restored state that has rounds and no baseline keeps
-  // it for the end.
+  // the job schedules has its baseline. Read only by a session that has not begun: a restored
+  // state keeps its own order (a measured baseline stays, rounds without one keep it for the
+  // end), so a stage restored elsewhere (an agent) restores the same session without it.
   bool baseline_first = false;
   // The tuner runs elsewhere: in sessions the stages restore from Save()'s state (the service's
   // stateless agents, agent/stage_executor.cc). This session then keeps the state and every

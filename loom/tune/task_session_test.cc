@@ -569,8 +569,8 @@ TEST(TaskSessionTest, TheBaselineIsMeasuredOnceUnlessATrialMeasuredIt) {
 
 // baseline_first (a budgeted job's sessions): the baseline's two stages come before the first
 // round, so a budget that ends the task after any round leaves it with its baseline; a state saved
-// after the baseline restores into the rounds, and one saved mid-trials without a baseline keeps
-// the baseline for the end.
+// after the baseline restores into the rounds (with or without the option), and one saved
+// mid-trials without a baseline keeps the baseline for the end.
 TEST(TaskSessionTest, WithBaselineFirstTheBaselineComesBeforeTheFirstRound) {
   auto store = MemoryStore();
   FakeBuilder builder;
@@ -602,6 +602,20 @@ TEST(TaskSessionTest, WithBaselineFirstTheBaselineComesBeforeTheFirstRound) {
   ASSERT_TRUE(defaults.ok());
   ASSERT_EQ(defaults->size(), 1u);
   EXPECT_DOUBLE_EQ((*s)->Outcome().default_cost, (*defaults)[0].median_cost);
+
+  // Restored without the option (as an agent restores the service's session from a stage's
+  // state alone): the same session, after its baseline and its first round.
+  TaskTunerOptions unaware = first;
+  unaware.baseline_first = false;
+  for (const v1::TaskSessionState& saved : {after_baseline, (*s)->Save()}) {
+    auto elsewhere =
+        TaskSession::Restore(saved, ConvTask(), ops::HostCpuTarget(), unaware, store.get());
+    ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
+    EXPECT_EQ((*elsewhere)->Next().kind, sched::StageKind::kPropose);
+    EXPECT_FALSE((*elsewhere)->Next().baseline);
+    EXPECT_EQ((*elsewhere)->round(), saved.rounds_size());
+    EXPECT_DOUBLE_EQ((*elsewhere)->Outcome().default_cost, (*s)->Outcome().default_cost);
+  }
 
   auto restored =
       TaskSession::Restore(after_baseline, ConvTask(), ops::HostCpuTarget(), first, store.get());
