@@ -5,7 +5,9 @@ Loom's own tests use ../shared/models and ../shared/transformers. This script ma
 architectures users bring: torchvision CNNs (EfficientNet, ShuffleNetV2, DenseNet, MobileNetV3,
 GoogLeNet, Inception-v3, ResNet-50, ResNeXt, RegNet, MnasNet, ConvNeXt, Swin, DeepLabV3) and
 Hugging Face transformers (BERT-base, DistilBERT, RoBERTa, GPT-2, a DeiT-shaped ViT, MobileViT),
-batch 1, float32, static shapes. Most are exported like ../shared (TorchScript exporter, opset 17,
+and the sweep of architectures nobody here had tried before (Llama, GPT-NeoX, Phi, T5's encoder,
+ALBERT at opset 14, Whisper's encoder, wav2vec2, CLIP's vision tower, Segformer-b0, DINOv2,
+LRASPP, EfficientNetV2-S, Swin V2-T, AlexNet), batch 1, float32, static shapes. Most are exported like ../shared (TorchScript exporter, opset 17,
 do_constant_folding=True); a few use opset 18 or 20 or the dynamo exporter, so the graphs vary in
 the patterns those write (ReduceMean with axes as an input, Split with num_outputs, the Gelu op,
 dynamo's decompositions).
