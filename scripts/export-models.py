@@ -5,7 +5,9 @@ Loom's own tests use ../shared/models and ../shared/transformers. This script ma
 architectures users bring: torchvision CNNs (EfficientNet, ShuffleNetV2, DenseNet, MobileNetV3,
 GoogLeNet, Inception-v3, ResNet-50, ResNeXt, RegNet, MnasNet, ConvNeXt, Swin, DeepLabV3) and
 Hugging Face transformers (BERT-base, DistilBERT, RoBERTa, GPT-2, a DeiT-shaped ViT, MobileViT),
-batch 1, float32, static shapes. Most are exported like ../shared (TorchScript exporter, opset 17,
+and the sweep of architectures nobody here had tried before (Llama, GPT-NeoX, Phi, T5's encoder,
+ALBERT at opset 14, Whisper's encoder, wav2vec2, CLIP's vision tower, Segformer-b0, DINOv2,
+LRASPP, EfficientNetV2-S, Swin V2-T, AlexNet), batch 1, float32, static shapes. Most are exported like ../shared (TorchScript exporter, opset 17,
 do_constant_folding=True); a few use opset 18 or 20 or the dynamo exporter, so the graphs vary in
 the patterns those write (ReduceMean with axes as an input, Split with num_outputs, the Gelu op,
 dynamo's decompositions).
@@ -149,6 +151,19 @@ def hf_vision(cls_name, config_name, config, outputs, size):
     return build
 
 
+def hf_audio(cls_name, config_name, config, outputs, input_name, shape):
+    def build(seed):
+        import transformers
+        cfg = getattr(transformers, config_name)(**config)
+        model = getattr(transformers, cls_name)(cfg)
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        source = f"transformers.{cls_name}({config_name}({args}))"
+        return (_wrap(model, outputs, [input_name]), {input_name: _image(shape, seed)}, outputs,
+                source)
+
+    return build
+
+
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, vocab_size=30522, max_position_embeddings=512)
 DISTILBERT = dict(dim=768, n_layers=6, n_heads=12, hidden_dim=3072, vocab_size=30522,
@@ -160,6 +175,29 @@ GPT2 = dict(n_embd=384, n_layer=6, n_head=6, vocab_size=8192, n_positions=256, u
 DEIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
                   intermediate_size=1536, image_size=224, patch_size=16, num_labels=1000)
 MOBILEVIT = dict(image_size=256, num_labels=1000)  # the config's defaults: MobileViT-S
+# The sweep of architectures nobody here had tried (issue 17's re-check): small configs.
+LLAMA = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=8192, max_position_embeddings=256, use_cache=False)
+GPT_NEOX = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                num_attention_heads=4, rotary_pct=0.25, vocab_size=8192,
+                max_position_embeddings=256, use_cache=False)
+PHI = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+           partial_rotary_factor=0.5, vocab_size=8192, max_position_embeddings=256,
+           use_cache=False)
+T5_ENCODER = dict(d_model=256, d_kv=32, d_ff=1024, num_layers=4, num_heads=8, vocab_size=8192)
+ALBERT = dict(embedding_size=128, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+              intermediate_size=1536, vocab_size=8192, max_position_embeddings=256)
+WHISPER = dict(d_model=256, encoder_layers=4, encoder_attention_heads=4, encoder_ffn_dim=1024,
+               decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=1024,
+               num_mel_bins=80, max_source_positions=150, vocab_size=8192, num_labels=8)
+WAV2VEC2 = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                intermediate_size=1024, conv_dim=(256,) * 7, num_conv_pos_embeddings=64,
+                num_conv_pos_embedding_groups=16, vocab_size=32)
+CLIP_VISION = dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                   num_attention_heads=6, image_size=224, patch_size=32)
+SEGFORMER = dict(num_labels=21)  # the config's defaults: MiT-b0
+DINOV2 = dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+              num_attention_heads=6, image_size=224, patch_size=14)
 
 # name -> (builder, exporter "torchscript" | "dynamo", opset). Seeds come from the name.
 MODELS = collections.OrderedDict([
@@ -196,6 +234,36 @@ MODELS = collections.OrderedDict([
                               size=224), "dynamo", 18)),
     ("mobilevit_s", (hf_vision("MobileViTForImageClassification", "MobileViTConfig", MOBILEVIT,
                                ["logits"], size=256), "torchscript", 17)),
+    # Architectures nobody here had tried (docs/BENCHMARKS.md, "Architectures nobody here had
+    # tried"): RMSNorm, rotary embeddings, causal masks, gated and parallel MLPs, relative
+    # position buckets, factorized embeddings at opset 14, audio front ends (Conv1d, GroupNorm,
+    # grouped positional convolution), quick-GELU, Segformer's reduced attention and Mix-FFN.
+    ("llama", (hf_text("LlamaForCausalLM", "LlamaConfig", LLAMA, ["logits"], seq=128),
+               "dynamo", 18)),
+    ("gpt_neox", (hf_text("GPTNeoXForCausalLM", "GPTNeoXConfig", GPT_NEOX, ["logits"], seq=128),
+                  "torchscript", 17)),
+    ("phi", (hf_text("PhiForCausalLM", "PhiConfig", PHI, ["logits"], seq=128), "dynamo", 20)),
+    ("t5_encoder", (hf_text("T5EncoderModel", "T5Config", T5_ENCODER, ["last_hidden_state"],
+                            seq=128, pad=16), "torchscript", 17)),
+    ("albert", (hf_text("AlbertModel", "AlbertConfig", ALBERT,
+                        ["last_hidden_state", "pooler_output"], seq=128, pad=16),
+                "torchscript", 14)),
+    ("whisper_encoder_cls", (hf_audio("WhisperForAudioClassification", "WhisperConfig", WHISPER,
+                                      ["logits"], "input_features", (1, 80, 300)),
+                             "torchscript", 17)),
+    ("wav2vec2", (hf_audio("Wav2Vec2Model", "Wav2Vec2Config", WAV2VEC2, ["last_hidden_state"],
+                           "input_values", (1, 16000)), "torchscript", 17)),
+    ("clip_vision", (hf_vision("CLIPVisionModel", "CLIPVisionConfig", CLIP_VISION,
+                               ["last_hidden_state", "pooler_output"], size=224), "dynamo", 18)),
+    ("segformer_b0", (hf_vision("SegformerForSemanticSegmentation", "SegformerConfig", SEGFORMER,
+                                ["logits"], size=256), "torchscript", 17)),
+    ("lraspp_mobilenet_v3_large",
+     (torchvision_segmentation("lraspp_mobilenet_v3_large", 224), "torchscript", 17)),
+    ("efficientnet_v2_s", (torchvision_cnn("efficientnet_v2_s", size=256), "torchscript", 18)),
+    ("dinov2", (hf_vision("Dinov2Model", "Dinov2Config", DINOV2,
+                          ["last_hidden_state", "pooler_output"], size=224), "dynamo", 18)),
+    ("swin_v2_t", (torchvision_cnn("swin_v2_t", size=256), "torchscript", 17)),
+    ("alexnet", (torchvision_cnn("alexnet"), "torchscript", 17)),
 ])
 
 

@@ -414,7 +414,79 @@ bool ScaledOperand(const Graph& g, const std::string& v, std::string* x, double*
   return false;
 }
 
+// The 2-D form of the 1-D Conv `conv` (input [N, C, L], float32 weight initializer [K, C/g, k]):
+// appends Reshape [N, C, 1, L] -> Conv (kernel [1, k]) -> Reshape [N, K, L'] to `out`, the last
+// writing the Conv's output. False (nothing appended) when the Conv is not such a node.
+bool AppendConv1dAs2d(Graph& g, const Node& conv, std::vector<Node>* out) {
+  if (conv.op_type != "Conv" || conv.inputs.size() < 2 || conv.outputs.size() != 1) return false;
+  const Tensor* w = g.FindInitializer(conv.inputs[1]);
+  if (w == nullptr || w->dtype() != DType::kFloat32 || w->shape().size() != 3) return false;
+  absl::StatusOr<TensorType> x = g.TypeOf(conv.inputs[0]);
+  absl::StatusOr<TensorType> y = g.TypeOf(conv.outputs[0]);
+  if (!x.ok() || !y.ok() || x->shape.size() != 3 || y->shape.size() != 3) return false;
+  for (int64_t d : x->shape) {
+    if (d <= 0) return false;
+  }
+  for (int64_t d : y->shape) {
+    if (d <= 0) return false;
+  }
+  absl::StatusOr<WindowGeometry> geo =
+      ResolveWindowGeometry(conv, {x->shape[2]}, {w->shape()[2]}, false);
+  if (!geo.ok()) return false;
+  absl::StatusOr<Tensor> w2 = w->Reshaped({w->shape()[0], w->shape()[1], 1, w->shape()[2]});
+  if (!w2.ok()) return false;
+
+  const std::string w_name = FreshName(g, absl::StrCat(conv.inputs[1], "_2d"));
+  g.value_types[w_name] = w2->type();
+  g.initializers[w_name] = *std::move(w2);
+  auto reshape = [&](const std::string& from, const std::string& to, const Shape& shape) {
+    const std::string target = FreshName(g, absl::StrCat(to, "_shape"));
+    g.initializers[target] = Tensor::FromInt64s({static_cast<int64_t>(shape.size())}, shape);
+    g.value_types[target] = g.initializers[target].type();
+    g.value_types[to] = TensorType{x->dtype, shape};
+    Node r;
+    r.name = FreshName(g, absl::StrCat(conv.name, "_reshape_", to));
+    r.op_type = "Reshape";
+    r.inputs = {from, target};
+    r.outputs = {to};
+    return r;
+  };
+  const std::string x2 = FreshName(g, absl::StrCat(conv.inputs[0], "_2d"));
+  const std::string y2 = FreshName(g, absl::StrCat(conv.outputs[0], "_2d"));
+  out->push_back(reshape(conv.inputs[0], x2, {x->shape[0], x->shape[1], 1, x->shape[2]}));
+  Node c = conv;
+  c.inputs[0] = x2;
+  c.inputs[1] = w_name;
+  c.outputs[0] = y2;
+  c.attrs.erase("auto_pad");
+  c.attrs["kernel_shape"] = std::vector<int64_t>{1, geo->kernel[0]};
+  c.attrs["strides"] = std::vector<int64_t>{1, geo->strides[0]};
+  c.attrs["dilations"] = std::vector<int64_t>{1, geo->dilations[0]};
+  c.attrs["pads"] = std::vector<int64_t>{0, geo->pads[0], 0, geo->pads[1]};
+  out->push_back(std::move(c));
+  Node back = reshape(y2, conv.outputs[0], y->shape);
+  g.value_types[y2] = TensorType{y->dtype, {y->shape[0], y->shape[1], 1, y->shape[2]}};
+  out->push_back(std::move(back));
+  return true;
+}
+
 }  // namespace
+
+absl::Status Conv1dAsConv2d(Graph& g, int64_t* rewritten) {
+  int64_t count = 0;
+  std::vector<Node> nodes;
+  nodes.reserve(g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    if (AppendConv1dAs2d(g, g.nodes[i], &nodes)) {
+      ++count;
+    } else {
+      nodes.push_back(g.nodes[i]);
+    }
+  }
+  g.nodes = std::move(nodes);
+  if (rewritten != nullptr) *rewritten = count;
+  return absl::OkStatus();
+}
 
 absl::Status MoveScalesPastMatMul(Graph& g, int64_t* moved) {
   int64_t count = 0;
@@ -471,6 +543,7 @@ absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& ev
   LOOM_RETURN_IF_ERROR(ConstantFold(g, eval, options, &stats.folded_constants));
   LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
   LOOM_RETURN_IF_ERROR(TrimConvPaddingTaps(g, &stats.trimmed_convs));
+  LOOM_RETURN_IF_ERROR(Conv1dAsConv2d(g, &stats.conv1d_as_2d));
   LOOM_RETURN_IF_ERROR(MoveScalesPastMatMul(g, &stats.moved_scales));
   g.RemoveDeadNodes();
   LOOM_RETURN_IF_ERROR(InferShapes(g));

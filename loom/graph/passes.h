@@ -65,6 +65,15 @@ absl::Status FoldBatchNormIntoConv(Graph& g, int64_t* folded = nullptr);
 // a dim keeps its taps when trimming would need a negative pad. Trimmed weights get fresh names.
 absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed = nullptr);
 
+// Rewrites each 1-D Conv (input [N, C, L] of static shape, float32 weight initializer
+// [K, C/groups, k]) as Reshape [N, C, 1, L] -> 2-D Conv (kernel [1, k], the same strides,
+// dilations and pads along W, explicit pads instead of auto_pad) -> Reshape [N, K, L'], the last
+// writing the original output. The Reshapes are views and the 2-D Conv is a tunable conv2d /
+// depthwise / grouped workload, so audio front ends (Whisper's, wav2vec2's feature encoder and
+// grouped positional convolution) run on the convolution templates instead of the reference
+// kernel. The 2-D weight gets a fresh name. Requires the value types (ConstantFold infers them).
+absl::Status Conv1dAsConv2d(Graph& g, int64_t* rewritten = nullptr);
+
 // Moves scalar factors from a MatMul's operands to its output: MatMul(Mul(X, a), Div(Y, b))
 // becomes Mul(MatMul(X, Y), a / b), for float32 constants a, b of one element (either operand
 // order of Mul; Div only as X / b), when the scaled operand has no other use and the scale does
@@ -79,11 +88,13 @@ struct PassStats {
   int64_t folded_constants = 0;
   int64_t folded_batchnorms = 0;
   int64_t trimmed_convs = 0;
+  int64_t conv1d_as_2d = 0;
   int64_t moved_scales = 0;
 };
 
 // The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
-// FoldBatchNormIntoConv, TrimConvPaddingTaps, MoveScalesPastMatMul, RemoveDeadNodes, InferShapes.
+// FoldBatchNormIntoConv, TrimConvPaddingTaps, Conv1dAsConv2d, MoveScalesPastMatMul,
+// RemoveDeadNodes, InferShapes.
 // Used by the runtime's model loader.
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options = {});

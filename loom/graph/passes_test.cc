@@ -515,6 +515,75 @@ TEST(TrimConvPaddingTapsTest, LiveTapsAreKeptAndStridesCount) {
   ExpectTrimKeepsTheOutput(live, 0);
 }
 
+// ----- Conv1dAsConv2d --------------------------------------------------------------------------
+
+TEST(Conv1dAsConv2dTest, ReshapesAroundATwoDimensionalConv) {
+  // wav2vec2's positional convolution in small: grouped, dilated, strided, auto_pad resolved.
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 4, 11})});
+  g.outputs.push_back({"y", {}});
+  g.initializers["w"] = RandomFloats({6, 2, 3}, 3);
+  g.initializers["b"] = RandomFloats({6}, 4);
+  g.nodes.push_back(MakeNode("conv", "Conv", {"x", "w", "b"}, {"y"},
+                             {{"group", int64_t{2}},
+                              {"auto_pad", std::string("SAME_UPPER")},
+                              {"strides", std::vector<int64_t>{2}},
+                              {"dilations", std::vector<int64_t>{2}}}));
+  ASSERT_TRUE(InferShapes(g).ok());
+  const TensorType y_type = g.value_types.at("y");
+  ASSERT_EQ(y_type, F32({1, 6, 6}));
+
+  int64_t rewritten = -1;
+  ASSERT_TRUE(Conv1dAsConv2d(g, &rewritten).ok());
+  EXPECT_EQ(rewritten, 1);
+  ASSERT_EQ(g.nodes.size(), 3u);
+  EXPECT_EQ(g.nodes[0].op_type, "Reshape");
+  EXPECT_EQ(g.nodes[0].inputs[0], "x");
+  EXPECT_THAT(IntValues(g.initializers.at(g.nodes[0].inputs[1])), ElementsAre(1, 4, 1, 11));
+  const Node& conv = g.nodes[1];
+  EXPECT_EQ(conv.op_type, "Conv");
+  EXPECT_EQ(conv.inputs[0], g.nodes[0].outputs[0]);
+  EXPECT_EQ(conv.inputs[2], "b");
+  EXPECT_FALSE(conv.attrs.contains("auto_pad"));
+  EXPECT_EQ(conv.GetInt("group", 1), 2);
+  EXPECT_THAT(conv.GetInts("kernel_shape"), ElementsAre(1, 3));
+  EXPECT_THAT(conv.GetInts("strides"), ElementsAre(1, 2));
+  EXPECT_THAT(conv.GetInts("dilations"), ElementsAre(1, 2));
+  // SAME_UPPER: output ceil(11 / 2) = 6 needs (6 - 1) * 2 + 5 - 11 = 4 pads, 2 and 2.
+  EXPECT_THAT(conv.GetInts("pads"), ElementsAre(0, 2, 0, 2));
+  const Tensor& w2 = g.initializers.at(conv.inputs[1]);
+  EXPECT_EQ(w2.shape(), (Shape{6, 2, 1, 3}));
+  EXPECT_EQ(std::memcmp(w2.raw_data(), g.initializers.at("w").raw_data(), 6 * 2 * 3 * 4), 0);
+  EXPECT_EQ(g.nodes[2].op_type, "Reshape");
+  EXPECT_EQ(g.nodes[2].inputs[0], conv.outputs[0]);
+  EXPECT_THAT(g.nodes[2].outputs, ElementsAre("y"));
+  EXPECT_THAT(IntValues(g.initializers.at(g.nodes[2].inputs[1])), ElementsAre(1, 6, 6));
+  const std::string conv_out = conv.outputs[0];
+  ASSERT_TRUE(InferShapes(g).ok());  // may reorder g.nodes
+  EXPECT_EQ(g.value_types.at(conv_out), F32({1, 6, 1, 6}));
+  EXPECT_EQ(g.value_types.at("y"), y_type);
+}
+
+TEST(Conv1dAsConv2dTest, LeavesOtherConvsAlone) {
+  // A 2-D conv, and a 1-D conv whose weight is computed (not an initializer).
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 2, 5, 5})});
+  g.inputs.push_back({"s", F32({1, 2, 9})});
+  g.inputs.push_back({"ws", F32({3, 2, 3})});
+  g.outputs.push_back({"y", {}});
+  g.outputs.push_back({"z", {}});
+  g.initializers["w"] = RandomFloats({3, 2, 3, 3}, 5);
+  g.nodes.push_back(MakeNode("conv2d", "Conv", {"x", "w"}, {"y"}));
+  g.nodes.push_back(MakeNode("conv1d", "Conv", {"s", "ws"}, {"z"}));
+  ASSERT_TRUE(InferShapes(g).ok());
+  int64_t rewritten = -1;
+  ASSERT_TRUE(Conv1dAsConv2d(g, &rewritten).ok());
+  EXPECT_EQ(rewritten, 0);
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(g.nodes[0].inputs[1], "w");
+  EXPECT_EQ(g.nodes[1].inputs[0], "s");
+}
+
 // ----- Pipeline ------------------------------------------------------------------------------
 
 TEST(OptimizeForInferenceTest, RunsAllPasses) {

@@ -1,8 +1,9 @@
-// Lowered Gather and GatherElements, every data dtype (moved by element size), int32 or int64
-// indices. An index in [-D, D) reads element index (+ D if negative). An index outside that range
-// never reads memory: its output row (Gather) or element (GatherElements) is zero, as TensorFlow's
-// GPU gather does; the reference kernel rejects such an index with kInvalidArgument, and indices
-// that are constants are rejected the same way here, before any kernel runs.
+// Lowered Gather, GatherElements and GatherND, every data dtype (moved by element size), int32 or
+// int64 indices (GatherND: int64, as its schema says). An index in [-D, D) reads element index
+// (+ D if negative). An index outside that range never reads memory: its output row (Gather),
+// element (GatherElements) or slice (GatherND) is zero, as TensorFlow's GPU gather does; the
+// reference kernel rejects such an index with kInvalidArgument, and indices that are constants are
+// rejected the same way here, before any kernel runs.
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -85,11 +86,59 @@ absl::StatusOr<LoweredKernel> LowerGatherElements(const LowerCtx& ctx) {
   return w.Finish(total == 0 ? 0 : total / n, n * (esize * 2 + 8), body);
 }
 
+// GatherND: one unit per index row (the indices' last dim holds k coordinates into data's dims
+// [batch_dims, batch_dims + k)); the unit copies the slice of the remaining dims. The batch dims
+// come from the row's position, as in the reference kernel. Dynamo-exported decoders index their
+// attention mask this way (aten.index: mask[batch, kv positions]).
+absl::StatusOr<LoweredKernel> LowerGatherND(const LowerCtx& ctx) {
+  LOOM_ASSIGN_OR_RETURN(TensorType x, ctx.In(0));
+  LOOM_ASSIGN_OR_RETURN(TensorType ind, ctx.In(1));
+  LOOM_RETURN_IF_ERROR(ctx.RequireDType(ind.dtype, {DType::kInt64}, "indices"));
+  LOOM_ASSIGN_OR_RETURN(graph::GatherNDSpec spec, graph::ResolveGatherND(ctx.node(), x.shape, ind));
+  if (std::optional<graph::Tensor> t = ctx.Const(1); t.has_value()) {
+    LOOM_RETURN_IF_ERROR(graph::CheckNDIndexRange(ctx.node(), *t, x.shape, spec.batch_dims));
+  }
+  const int64_t b = spec.batch_dims;
+  const int64_t k = ind.shape.back();
+  const std::vector<int64_t> xs = RowMajorStrides(x.shape);
+  const int64_t batch_stride = b > 0 ? xs[static_cast<size_t>(b - 1)] : 0;
+  int64_t slice = 1;
+  for (size_t d = static_cast<size_t>(b + k); d < x.shape.size(); ++d) slice *= x.shape[d];
+  int64_t rows = 1, rows_per_batch = 1;  // index rows, in all and within one batch entry
+  for (size_t d = 0; d + 1 < ind.shape.size(); ++d) {
+    rows *= ind.shape[d];
+    if (d >= static_cast<size_t>(b)) rows_per_batch *= ind.shape[d];
+  }
+  const int64_t esize = static_cast<int64_t>(graph::DTypeSize(x.dtype));
+  const std::string t = StorageCType(x.dtype);
+
+  std::string coords;
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t dim = x.shape[static_cast<size_t>(b + j)];
+    absl::StrAppend(&coords, "    {\n      int64_t idx = ind[u * ", k, " + ", j, "];\n",
+                    "      if (idx < 0) idx += ", dim, ";\n",
+                    "      if ((uint64_t)idx >= (uint64_t)", dim, ") ok = 0;\n",
+                    "      src += idx * ", xs[static_cast<size_t>(b + j)], ";\n    }\n");
+  }
+  KernelWriter w(ctx.target(), "gather_nd");
+  w.Input(ctx.node().inputs[0], t, "in");
+  w.Input(ctx.node().inputs[1], "int64_t", "ind");
+  w.Output(ctx.node().outputs[0], t, "out");
+  const std::string body =
+      absl::StrCat("  for (int64_t u = loom_u0; u < loom_u1; ++u) {\n", "    int64_t src = (u / ",
+                   rows_per_batch, ") * ", batch_stride, ";\n", "    int ok = 1;\n", coords, "    ",
+                   t, "* __restrict dst = out + u * ", slice, ";\n", "    if (ok) {\n",
+                   "      memcpy(dst, in + src, ", slice * esize, ");\n", "    } else {\n",
+                   "      memset(dst, 0, ", slice * esize, ");\n", "    }\n  }\n");
+  return w.Finish(slice == 0 || rows_per_batch == 0 ? 0 : rows, slice * esize * 2 + k * 8, body);
+}
+
 }  // namespace
 
 void RegisterGatherLowerings(LowerTable* table) {
   (*table)["Gather"] = &LowerGather;
   (*table)["GatherElements"] = &LowerGatherElements;
+  (*table)["GatherND"] = &LowerGatherND;
 }
 
 }  // namespace loom::ops::lower

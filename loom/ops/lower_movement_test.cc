@@ -310,6 +310,32 @@ TEST_F(LowerMovementTest, GatherOutOfRangeIndicesGiveZeroRowsAndConstantOnesAreR
               HasSubstr("index 4 (element 1 of the indices) is out of range for axis 0"));
 }
 
+NodeCase GatherNDCase(const Shape& data, DType dtype, const Shape& ind_shape,
+                      std::vector<int64_t> ind, int64_t batch_dims, bool constant, uint64_t seed) {
+  NodeCase c;
+  c.node = MakeNode("GatherND", {"x", "i"});
+  c.node.attrs["batch_dims"] = batch_dims;
+  c.inputs = {Iota(dtype, data, seed), Int64s(ind_shape, std::move(ind))};
+  if (constant) c.constants = {1};
+  return c;
+}
+
+TEST_F(LowerMovementTest, GatherNDMatchesReference) {
+  // A dynamo-exported decoder's mask lookup: mask[batch, kv] with a constant [1, S, 2] index.
+  std::vector<int64_t> mask_rows;
+  for (int64_t s = 0; s < 7; ++s) mask_rows.insert(mask_rows.end(), {0, s});
+  ExpectExact(GatherNDCase({1, 7}, DType::kBool, {1, 7, 2}, mask_rows, 0, true, 40),
+              "bool mask[batch, kv], constant indices");
+  ExpectExact(GatherNDCase({3, 4, 5}, DType::kFloat32, {2, 2}, {2, -1, 0, 1}, 0, false, 41),
+              "rows of the last dim, run-time indices");
+  ExpectExact(
+      GatherNDCase({3, 4}, DType::kInt64, {5, 2}, {0, 0, 2, 3, -1, -4, 1, 2, 0, 3}, 0, false, 42),
+      "single elements");
+  ExpectExact(GatherNDCase({2, 3, 4}, DType::kFloat32, {2, 2, 1}, {2, 0, -1, 1}, 1, false, 43),
+              "batch_dims 1");
+  ExpectExact(GatherNDCase({2, 3, 4}, DType::kFloat32, {2, 0}, {}, 0, false, 44), "k = 0");
+}
+
 // Element `i` of a dense tensor of `shape` as a multi-index.
 std::vector<int64_t> Unravel(int64_t i, const Shape& shape) {
   std::vector<int64_t> idx(shape.size());

@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
+#include "loom/graph/passes.h"
 #include "loom/graph/shape_inference.h"
 #include "loom/kernels/reference.h"
 #include "loom/runtime/artifact.h"
@@ -224,6 +225,57 @@ TEST(LayoutFlowTest, SqueezeExciteBlock) {
     EXPECT_THAT(kinds, Contains("Mul(nchwc)"));
     EXPECT_THAT(kinds, Contains(reduce_mean ? "ReduceMean(nchwc)" : "GlobalAveragePool(nchwc)"));
   }
+}
+
+// An audio front end (Whisper's, wav2vec2's): 1-D convolutions, plain and grouped, with GELU
+// between them. graph::Conv1dAsConv2d (in OptimizeForInference) turns each into a 2-D
+// convolution between two Reshapes, so they run on the conv templates, not the reference Conv.
+TEST(LayoutFlowTest, Conv1dRunsOnTheConvTemplates) {
+  Builder b;
+  const std::string x = b.Input("x", DType::kFloat32, {1, 8, 40});
+  auto conv1d = [&](const std::string& v, int64_t c, int64_t k, int64_t r, int64_t stride,
+                    int64_t pad, int64_t groups) {
+    const std::string w = b.Weight(absl::StrCat("w1d", c, k, r), {k, c / groups, r});
+    return b.Op("Conv", {v, w},
+                {{"kernel_shape", std::vector<int64_t>{r}},
+                 {"strides", std::vector<int64_t>{stride}},
+                 {"pads", std::vector<int64_t>{pad, pad}},
+                 {"group", groups}});
+  };
+  auto gelu = [&](const std::string& v) {
+    const std::string half = b.Const("half", Tensor::ScalarFloat(0.5f));
+    const std::string one = b.Const("one", Tensor::ScalarFloat(1.0f));
+    const std::string rsqrt2 = b.Const("rsqrt2", Tensor::ScalarFloat(0.70710678f));
+    const std::string erf = b.Op("Erf", {b.Op("Mul", {v, rsqrt2})});
+    return b.Op("Mul", {b.Op("Mul", {v, half}), b.Op("Add", {erf, one})});
+  };
+  const std::string a = gelu(conv1d(x, 8, 16, 3, 1, 1, 1));
+  const std::string c = gelu(conv1d(a, 16, 16, 4, 2, 1, 1));
+  const std::string grouped = conv1d(c, 16, 16, 5, 1, 2, 4);
+  graph::Graph g = b.Finish({b.Op("Add", {grouped, c})});
+  SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+  const std::map<std::string, Tensor> inputs = {
+      {x, RandomTensor(DType::kFloat32, {1, 8, 40}, -1, 1, 31)}};
+  auto before = ReferenceExecutor::Create(g);
+  ASSERT_TRUE(before.ok()) << before.status();
+  auto want = before->Run(inputs);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  int64_t rewritten = 0;
+  ASSERT_TRUE(graph::Conv1dAsConv2d(g, &rewritten).ok());
+  EXPECT_EQ(rewritten, 3);
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+  auto after = ReferenceExecutor::Create(g);
+  ASSERT_TRUE(after.ok()) << after.status();
+  auto got = after->Run(inputs);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 1u);
+  ExpectClose((*got)[0], (*want)[0], "the 2-D form on the reference kernels");
+
+  auto kinds = CheckAndKinds(g, inputs);
+  ExpectNoFallback(kinds);
+  EXPECT_TRUE(AnyStartsWith(kinds, "conv2d")) << absl::StrJoin(kinds, ", ");
+  EXPECT_TRUE(AnyStartsWith(kinds, "group_conv2d")) << absl::StrJoin(kinds, ", ");
 }
 
 // Attention's scores after graph::MoveScalesPastMatMul: Q K^T with K^T a last-two-dims
