@@ -102,6 +102,10 @@ struct DriverView {
   std::map<std::string, double> latency_goal_ms;
   std::map<v1::JobState, int64_t> jobs_by_state;  // of the jobs the caller may see
   int64_t jobs_not_shown = 0;  // visible jobs left out of `jobs` by ViewOptions::max_jobs
+  // Jobs of `jobs` whose records this snapshot read from the record store for their progress
+  // figures; a shared jobs snapshot reuses the previous one's for jobs whose record count did not
+  // move (JobDriver::SharedJobsView).
+  int64_t records_read = 0;
   // Daemon-wide (admins only; empty for other callers).
   std::vector<AgentView> agents;
   // Finished stages in end order, older than those in `stages`: sealed chunks of the driver's

@@ -1891,39 +1891,30 @@ absl::StatusOr<v1::ServerStats> JobDriver::Stats(const Principal& who) {
   return s;
 }
 
-absl::StatusOr<ProgressInput> JobDriver::ProgressInputOf(const Principal& who,
-                                                         const std::string& job_id) {
-  ProgressInput in;
-  std::vector<std::string> keys;  // per task; empty: no records to read
-  std::string target_key, record_key;
-  {
-    absl::MutexLock lock(&mu_);
-    LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
-    const JobRow& r = job->row;
-    const bool sim = IsSimulated(*job);
-    in.started = r.started == absl::UnixEpoch() ? absl::InfinitePast() : r.started;
-    in.ended = Ended(r.state);
-    in.now = Now();
-    for (const TaskRow& t : job->tasks) {
-      ProgressTask& p = in.tasks.emplace_back();
-      p.flops = t.flops;
-      p.count = t.count;
-      // As ToProto shows them: a simulated job's trials are its rounds.
-      p.trials_done = sim ? static_cast<int>(t.round) : t.trials_done;
-      p.trials = sim ? r.spec.simulated().rounds() : r.spec.trials();
-      p.skipped = t.end == TaskEnd::kSkipped;
-      p.ended = t.end != TaskEnd::kNone;
-      keys.push_back(r.records > 0 && !p.skipped ? t.task_key : "");
-    }
-    target_key = r.target_key;
-    record_key = r.RecordKey();
+JobDriver::ProgressSource JobDriver::ProgressSourceLocked(const Job& job) {
+  ProgressSource src;
+  ProgressInput& in = src.input;
+  const JobRow& r = job.row;
+  const bool sim = IsSimulated(job);
+  in.started = r.started == absl::UnixEpoch() ? absl::InfinitePast() : r.started;
+  in.ended = Ended(r.state);
+  in.now = Now();
+  for (const TaskRow& t : job.tasks) {
+    ProgressTask& p = in.tasks.emplace_back();
+    p.flops = t.flops;
+    p.count = t.count;
+    // As ToProto shows them: a simulated job's trials are its rounds.
+    p.trials_done = sim ? static_cast<int>(t.round) : t.trials_done;
+    p.trials = sim ? r.spec.simulated().rounds() : r.spec.trials();
+    p.skipped = t.end == TaskEnd::kSkipped;
+    p.ended = t.end != TaskEnd::kNone;
+    // A job not prepared yet has no target key and no records.
+    src.task_keys.push_back(r.records > 0 && !p.skipped && !r.target_key.empty() ? t.task_key : "");
   }
-  if (target_key.empty()) return in;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (keys[i].empty()) continue;
-    LOOM_ASSIGN_OR_RETURN(in.tasks[i].records, records_->ForTask(keys[i], target_key, record_key));
-  }
-  return in;
+  src.target_key = r.target_key;
+  src.record_key = r.RecordKey();
+  src.records = r.records;
+  return src;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -108,7 +108,8 @@ class JobDriver {
   absl::StatusOr<v1::ServerStats> Stats(const Principal& who);
   // What ComputeJobProgress needs of a visible job (read-only): its tasks with this job's records
   // of each (read outside the lock; none are read for a job without records), when it started,
-  // whether it ended, and the driver's clock now. Same visibility errors as Get.
+  // whether it ended, and the driver's clock now. Same visibility errors as Get. Implemented in
+  // job_driver_view.cc.
   absl::StatusOr<ProgressInput> ProgressInputOf(const Principal& who, const std::string& job_id);
   // Sets the progress figures of `job`, one this driver showed `who`: ComputeJobProgress over
   // ProgressInputOf (job_progress.h). Takes the lock; implemented in job_driver_view.cc.
@@ -128,7 +129,10 @@ class JobDriver {
   // The jobs page's snapshot: the newest kJobsPageJobs jobs `who` may see with their progress
   // figures (View(who, {.history = 0, .max_jobs = kJobsPageJobs, .include_daemon = false})),
   // shared by every reader who sees the same jobs (all admins; each user) and rebuilt under
-  // SharedView's rule. kPermissionDenied for agents.
+  // SharedView's rule. A rebuild takes the lock once for every job's progress inputs and reads
+  // from the record store only the jobs whose record count moved since the viewer's previous
+  // snapshot (DriverView::records_read); the others' records are kept from it. kPermissionDenied
+  // for agents.
   absl::StatusOr<std::shared_ptr<const DriverView>> SharedJobsView(const Principal& who);
   // One job with its records (read from the record store outside the lock); kNotFound as Get.
   absl::StatusOr<JobDetail> Detail(const Principal& who, const std::string& job_id);
@@ -306,13 +310,40 @@ class JobDriver {
   // Forgets the lease. `revoke`: it did not end by a report, so its agent is told to stop it.
   void EndLease(const std::string& lease_id, Mutation& m, bool revoke = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // View()'s part copied under the lock (everything but the progress figures and `stats`).
-  absl::Status ViewLocked(const Principal& who, const ViewOptions& options, DriverView& v)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  // A shared snapshot and the view_stamp_ it was built at.
+  // What ProgressInputOf reads of a job under the lock: its ProgressInput without records, the
+  // key each task's records are read under ("": none to read), and the job's record count.
+  struct ProgressSource {
+    ProgressInput input;
+    std::vector<std::string> task_keys;
+    std::string target_key;
+    std::string record_key;
+    int64_t records = 0;
+  };
+  ProgressSource ProgressSourceLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads src.input's records from the record store (outside the lock).
+  absl::Status ReadProgressRecords(ProgressSource& src) ABSL_LOCKS_EXCLUDED(mu_);
+  // The records a shared jobs snapshot gave each job it showed (by job id), with the job's record
+  // count and target then. Records keep only what ComputeJobProgress reads (id, time, median
+  // cost, error), so a kept job costs about 300 bytes per trial.
+  struct KeptRecords {
+    int64_t records = 0;
+    std::string target_key;
+    std::vector<std::vector<tune::Record>> tasks;
+  };
+  using ProgressCache = absl::flat_hash_map<std::string, KeptRecords>;
+  // View(); with `cache` (a shared slot's), jobs whose record count and target are those kept
+  // there reuse the kept records instead of reading them, and `cache` then holds this snapshot's.
+  absl::StatusOr<DriverView> BuildView(const Principal& who, const ViewOptions& options,
+                                       ProgressCache* cache) ABSL_LOCKS_EXCLUDED(mu_);
+  // View()'s part copied under the lock (everything but the progress figures and `stats`), with
+  // each job's progress inputs (`progress`, parallel to v.jobs).
+  absl::Status ViewLocked(const Principal& who, const ViewOptions& options, DriverView& v,
+                          std::vector<ProgressSource>& progress) ABSL_LOCKS_EXCLUDED(mu_);
+  // A shared snapshot, the view_stamp_ it was built at, and the records its jobs' progress read.
   struct SharedSnapshot {
     std::shared_ptr<const DriverView> view;
     int64_t stamp = -1;
+    ProgressCache progress;
   };
   // `slot`'s snapshot when it is fresh enough (SharedView's rule), else View(who, options) as
   // the slot's new snapshot, numbered (DriverView::version).

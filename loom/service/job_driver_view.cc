@@ -99,6 +99,27 @@ bool JobDriver::Running() {
   return started_ && !stopping_;
 }
 
+absl::Status JobDriver::ReadProgressRecords(ProgressSource& src) {
+  for (size_t i = 0; i < src.task_keys.size(); ++i) {
+    if (src.task_keys[i].empty()) continue;
+    LOOM_ASSIGN_OR_RETURN(src.input.tasks[i].records,
+                          records_->ForTask(src.task_keys[i], src.target_key, src.record_key));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ProgressInput> JobDriver::ProgressInputOf(const Principal& who,
+                                                         const std::string& job_id) {
+  ProgressSource src;
+  {
+    absl::MutexLock lock(&mu_);
+    LOOM_ASSIGN_OR_RETURN(Job * job, FindVisible(who, job_id));
+    src = ProgressSourceLocked(*job);
+  }
+  LOOM_RETURN_IF_ERROR(ReadProgressRecords(src));
+  return std::move(src.input);
+}
+
 // The progress figures of a job the driver showed `who` (job_progress.h), as the gRPC handlers set
 // them. The driver's lock must not be held: ProgressInputOf takes it and reads the record store.
 absl::Status JobDriver::FillProgress(const Principal& who, v1::Job& job) {
@@ -108,6 +129,11 @@ absl::Status JobDriver::FillProgress(const Principal& who, v1::Job& job) {
 }
 
 absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptions& options) {
+  return BuildView(who, options, nullptr);
+}
+
+absl::StatusOr<DriverView> JobDriver::BuildView(const Principal& who, const ViewOptions& options,
+                                                ProgressCache* cache) {
   if (who.role == Role::kAgent) {
     return absl::PermissionDeniedError("agent tokens cannot use the web view");
   }
@@ -115,8 +141,48 @@ absl::StatusOr<DriverView> JobDriver::View(const Principal& who, const ViewOptio
   if (who.admin() && options.include_daemon) {
     LOOM_ASSIGN_OR_RETURN(v.stats, Stats(who));
   }
-  LOOM_RETURN_IF_ERROR(ViewLocked(who, options, v));
-  for (v1::Job& job : v.jobs) LOOM_RETURN_IF_ERROR(FillProgress(who, job));
+  std::vector<ProgressSource> sources;
+  LOOM_RETURN_IF_ERROR(ViewLocked(who, options, v, sources));
+  // Every job's progress from the inputs copied with it: its records read outside the lock, or
+  // kept from the slot's previous snapshot when the job stored none since.
+  ProgressCache kept;
+  for (size_t i = 0; i < v.jobs.size(); ++i) {
+    ProgressSource& src = sources[i];
+    const std::string& id = v.jobs[i].id();
+    KeptRecords* old = nullptr;
+    if (cache != nullptr) {
+      auto it = cache->find(id);
+      if (it != cache->end()) old = &it->second;
+    }
+    if (old != nullptr && old->records == src.records && old->target_key == src.target_key &&
+        old->tasks.size() == src.input.tasks.size()) {
+      for (size_t t = 0; t < src.input.tasks.size(); ++t) {
+        src.input.tasks[t].records = std::move(old->tasks[t]);
+      }
+    } else {
+      if (absl::Status st = ReadProgressRecords(src); !st.ok()) {
+        if (cache != nullptr) cache->clear();  // some of its records may have moved out above
+        return st;
+      }
+      if (std::any_of(src.task_keys.begin(), src.task_keys.end(),
+                      [](const std::string& k) { return !k.empty(); })) {
+        ++v.records_read;
+      }
+    }
+    FillJobProgress(ComputeJobProgress(src.input), &v.jobs[i]);
+    if (cache == nullptr) continue;
+    KeptRecords& k = kept[id];
+    k.records = src.records;
+    k.target_key = src.target_key;
+    for (ProgressTask& t : src.input.tasks) {
+      for (tune::Record& r : t.records) {  // what ComputeJobProgress reads: id, time, cost, error
+        r = tune::Record{
+            .id = r.id, .median_cost = r.median_cost, .error = r.error, .timestamp = r.timestamp};
+      }
+      k.tasks.push_back(std::move(t.records));
+    }
+  }
+  if (cache != nullptr) *cache = std::move(kept);
   return v;
 }
 
@@ -129,9 +195,10 @@ absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::Shared(SharedSnapsh
     const absl::Duration age = Now() - slot.view->now;
     if (age < kViewMaxAge || (stamp == slot.stamp && age < kViewMaxStale)) return slot.view;
   }
-  LOOM_ASSIGN_OR_RETURN(DriverView v, View(who, options));
+  LOOM_ASSIGN_OR_RETURN(DriverView v, BuildView(who, options, &slot.progress));
   v.version = ++last_view_version_;
-  slot = {.view = std::make_shared<const DriverView>(std::move(v)), .stamp = stamp};
+  slot.view = std::make_shared<const DriverView>(std::move(v));
+  slot.stamp = stamp;
   return slot.view;
 }
 
@@ -153,8 +220,8 @@ absl::StatusOr<std::shared_ptr<const DriverView>> JobDriver::SharedJobsView(cons
       {.history = absl::ZeroDuration(), .max_jobs = kJobsPageJobs, .include_daemon = false});
 }
 
-absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options,
-                                   DriverView& v) {
+absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& options, DriverView& v,
+                                   std::vector<ProgressSource>& progress) {
   absl::MutexLock lock(&mu_);
   v.now = Now();
   v.running = started_ && !stopping_;
@@ -200,6 +267,7 @@ absl::Status JobDriver::ViewLocked(const Principal& who, const ViewOptions& opti
       auto at = place.find((*it)->num);
       v.jobs.push_back(ToProto(**it, at == place.end() ? 0 : at->second));
       v.latency_goal_ms[(*it)->row.id] = (*it)->row.spec.latency_goal_ms();
+      progress.push_back(ProgressSourceLocked(**it));
     }
   }
   if (!who.admin() || !options.include_daemon) return absl::OkStatus();
