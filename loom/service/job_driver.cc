@@ -530,9 +530,8 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
     std::optional<std::vector<double>>& bests = job.round_bests[static_cast<size_t>(t.index)];
     if (!bests.has_value()) {
       v1::TaskSessionState state;
-      bests = !t.history.session().empty() && state.ParseFromString(t.history.session())
-                  ? RoundBests(state)
-                  : std::vector<double>{};
+      bests = !t.session.empty() && state.ParseFromString(t.session) ? RoundBests(state)
+                                                                     : std::vector<double>{};
     }
     r.best_after_round = *bests;
     trials += t.trials_done;
@@ -806,9 +805,9 @@ absl::StatusOr<tune::TaskSession*> JobDriver::SessionFor(Job& job, int index) {
   task.count = row.count;
   task.flops = row.flops;
   const tune::TaskTunerOptions options = SessionOptions(job.row, index);
-  if (!row.history.session().empty()) {
+  if (!row.session.empty()) {
     v1::TaskSessionState state;
-    if (!state.ParseFromString(row.history.session())) {
+    if (!state.ParseFromString(row.session)) {
       return absl::DataLossError(
           absl::StrCat("state store: the session state of task ", index, " does not parse"));
     }
@@ -843,8 +842,7 @@ void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& sessi
   const v1::TaskSessionState state = session.Save();
   if (job.round_bests.size() < job.tasks.size()) job.round_bests.resize(job.tasks.size());
   job.round_bests[static_cast<size_t>(task.index)] = RoundBests(state);
-  task.history.Clear();
-  task.history.set_session(state.SerializeAsString());
+  task.session = state.SerializeAsString();
 }
 
 void JobDriver::SubmitNext(Job& job, Mutation& m) {
@@ -1071,7 +1069,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   r.set_round(next.round);
   switch (next.kind) {
     case sched::StageKind::kPropose:
-      r.mutable_propose()->set_session(task.history.session());
+      r.mutable_propose()->set_session(task.session);
       break;
     case sched::StageKind::kBuild:
       for (const ops::Config& c : next.configs) r.mutable_build()->add_config_indices(c.index);
@@ -1082,7 +1080,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
       break;
     case sched::StageKind::kUpdate: {
       v1::UpdateInput* in = r.mutable_update();
-      in->set_session(task.history.session());
+      in->set_session(task.session);
       *in->mutable_artifacts() = task.artifacts.artifacts();
       *in->mutable_results() = job.measured[lease.task].results();
       break;
