@@ -30,6 +30,7 @@
 #include "loom/ops/target.h"
 #include "loom/records/record.h"
 #include "loom/sched/policy.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/tune/task_scheduler.h"
 #include "loom/tune/task_session.h"
 #include "loom/v1/stage_names.h"
@@ -53,34 +54,26 @@ bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-// The stage kind on the wire (stage.proto) of the scheduler's, the one stage-kind enum of the
-// tuning loop (sched/types.h; TaskSession's, and TaskRow::stage): the one place it is converted.
-v1::StageKind WireKind(sched::StageKind kind) {
-  switch (kind) {
-    case sched::StageKind::kPropose:
-      return v1::STAGE_KIND_PROPOSE;
-    case sched::StageKind::kBuild:
-      return v1::STAGE_KIND_BUILD;
-    case sched::StageKind::kMeasure:
-      return v1::STAGE_KIND_MEASURE;
-    case sched::StageKind::kUpdate:
-      return v1::STAGE_KIND_UPDATE;
-    case sched::StageKind::kOther:
-      break;
-  }
-  return v1::STAGE_KIND_UNSPECIFIED;
+// The tuner settings of task `index` of a job as its stages carry them (MakeStage), with the job
+// spec's defaults applied (tune::SessionOptionsOf owns them), so that agents apply none of their
+// own: the same settings restore the same session on both sides.
+v1::TunerSpec TunerSpecOf(const v1::SubmitJobRequest& spec, int index) {
+  v1::TunerSpec s;
+  s.set_kind(spec.tuner());
+  s.set_seed(spec.seed() + index);
+  s.set_batch_size(spec.batch_size());
+  s.set_trials(spec.trials());
+  s.set_no_prior(spec.no_prior());
+  const tune::TaskTunerOptions resolved = tune::SessionOptionsOf(s);
+  s.set_kind(resolved.tuner.kind);
+  s.set_batch_size(resolved.batch_size);
+  return s;
 }
 
-// The session options of task `index` of a job: the settings its stages' TunerSpec carries (see
-// MakeStage), from which the agents restore the session; the tuner runs in their stages.
+// The session options of task `index` of a job: those its stages' TunerSpec carries, from which
+// the agents restore the session; the tuner runs in their stages.
 tune::TaskTunerOptions SessionOptions(const JobRow& row, int index) {
-  const v1::SubmitJobRequest& spec = row.spec;
-  tune::TaskTunerOptions o;
-  o.trials = spec.trials();
-  o.batch_size = spec.batch_size() > 0 ? spec.batch_size() : 8;
-  o.tuner.kind = spec.tuner().empty() ? "xgb" : spec.tuner();
-  o.tuner.seed = static_cast<uint64_t>(spec.seed() + index);
-  o.use_prior = !spec.no_prior();
+  tune::TaskTunerOptions o = tune::SessionOptionsOf(TunerSpecOf(row.spec, index));
   o.job_id = row.RecordKey();
   o.tuner_elsewhere = true;
   return o;
@@ -361,8 +354,8 @@ absl::Status JobDriver::Load() {
     auto it = jobs_.find(JobNum(l.job_id));
     if (it != jobs_.end() && !Ended(it->second->row.state)) {
       Note(*it->second,
-           absl::StrCat("daemon restarted: ", v1::StageKindShortName(l.kind), " stage of task ",
-                        l.task, " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
+           absl::StrCat("daemon restarted: ", tune::WireKindName(l.kind), " stage of task ", l.task,
+                        " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
            m);
     }
   }
@@ -507,7 +500,7 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   std::vector<tune::TaskRounds> rounds;
   int64_t trials = 0;
   int64_t total_rounds = 0;
-  const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
+  const int64_t batch = TunerSpecOf(spec, 0).batch_size();
   for (const TaskRow& t : job.tasks) {
     const bool live = t.end == TaskEnd::kNone;
     // A round in flight is not picked again, and counts as a whole batch spent until its trials
@@ -1049,12 +1042,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
                                                      : lease.device_target_key);
   ts->set_flops(task.flops);
   const v1::SubmitJobRequest& spec = job.row.spec;
-  v1::TunerSpec* tu = r.mutable_tuner();
-  tu->set_kind(spec.tuner().empty() ? "xgb" : spec.tuner());
-  tu->set_seed(spec.seed() + task.index);
-  tu->set_batch_size(spec.batch_size() > 0 ? spec.batch_size() : 8);
-  tu->set_trials(spec.trials());
-  tu->set_no_prior(spec.no_prior());
+  *r.mutable_tuner() = TunerSpecOf(spec, task.index);
   if (IsSimulated(job)) {
     r.set_kind(v1::STAGE_KIND_SIMULATED);
     r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.stage));
@@ -1065,7 +1053,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest next = session->Next();
   if (next.done) return absl::InternalError("stage for a finished task");
-  r.set_kind(WireKind(next.kind));
+  r.set_kind(tune::WireKind(next.kind));
   r.set_round(next.round);
   switch (next.kind) {
     case sched::StageKind::kPropose:
@@ -1096,7 +1084,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
   TaskRow& task = job.tasks[lease.task];
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest asked = session->Next();
-  if (asked.done || WireKind(asked.kind) != lease.kind) {
+  if (asked.done || tune::WireKind(asked.kind) != lease.kind) {
     return absl::InternalError("result for a stage the task's session does not wait for");
   }
   // A propose or update stage's tuner state, which only honest agents' session stages send.
@@ -1127,12 +1115,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       // Objects never travel: the measuring agent runs only what it compiled itself.
       for (v1::Artifact& a : *task.artifacts.mutable_artifacts()) a.clear_binary();
       for (const v1::Artifact& a : task.artifacts.artifacts()) {
-        outcome.builds.push_back(
-            tune::BuildResult{.config = ops::Config{a.config_index()},
-                              .error = static_cast<tune::ErrorKind>(std::clamp<int>(
-                                  a.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown))),
-                              .error_msg = a.error_msg(),
-                              .build_seconds = a.build_seconds()});
+        outcome.builds.push_back(tune::FromWire(a));
       }
       break;
     }
@@ -1154,15 +1137,8 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       std::vector<tune::Record> recs;
       for (int i = 0; i < result.measure().results_size(); ++i) {
         const v1::MeasureResult& r = result.measure().results(i);
-        tune::MeasureResult mr;
-        mr.config.index = r.config_index();
-        mr.costs.assign(r.costs().begin(), r.costs().end());
-        mr.error = static_cast<tune::ErrorKind>(
-            std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
-        mr.error_msg = r.error_msg();
-        mr.measure_seconds = r.measure_seconds();
-        mr.timestamp =
-            r.timestamp_unix_micros() > 0 ? absl::FromUnixMicros(r.timestamp_unix_micros()) : Now();
+        tune::MeasureResult mr = tune::FromWire(r);
+        if (r.timestamp_unix_micros() <= 0) mr.timestamp = Now();
         // A "successful" result without usable costs is an error, not a bad record.
         if (mr.ok() && (mr.costs.empty() ||
                         std::any_of(mr.costs.begin(), mr.costs.end(),
@@ -2242,7 +2218,7 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   if (!result.error().empty() && !dropped) {
     Note(job,
-         absl::StrCat(v1::StageKindShortName(lease.kind), " stage of task ", lease.task,
+         absl::StrCat(tune::WireKindName(lease.kind), " stage of task ", lease.task,
                       " failed on agent ", lease.agent_id, ": ", result.error().substr(0, 2000)),
          m);
     scheduler_->Fail(lease.sched_lease, now, result.error().substr(0, 2000)).IgnoreError();
