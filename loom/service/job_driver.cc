@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -99,6 +100,21 @@ std::string CudaArchOf(const JobRow& row) {
 // arch-specific variant ("sm_90a" runs on an sm_90 device). Plain "cuda" (empty) runs anywhere.
 bool CudaArchRunsOn(const std::string& arch, const std::string& device_arch) {
   return arch.empty() || arch == device_arch || arch == device_arch + "a";
+}
+
+// A job's model latency from the best known records of its tuned tasks (any job's, on its
+// target): the sum of (best median cost x the task's node count), kernels only. nullopt while a
+// tuned task has no successful record.
+std::optional<double> EstimatedLatencyMs(tune::RecordStore& records, const JobRow& row,
+                                         const std::vector<TaskRow>& tasks) {
+  double ms = 0;
+  for (const TaskRow& t : tasks) {
+    if (t.end == TaskEnd::kSkipped) continue;
+    auto best = records.BestK(t.task_key, row.target_key, 1);
+    if (!best.ok() || best->empty()) return std::nullopt;
+    ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+  }
+  return ms;
 }
 
 double Percentile(std::vector<double> v, double q) {
@@ -713,21 +729,10 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
       m.jobs.push_back(job.row);
       return absl::FailedPreconditionError("no task of the model has a template on this target");
     }
-    // A latency goal met by records already known ends the job at once. The estimate is the sum
-    // over tuned tasks of (best median cost x the task's node count): kernels only.
+    // A latency goal met by records already known ends the job at once.
     if (job.row.spec.latency_goal_ms() > 0) {
-      double ms = 0;
-      bool all = true;
-      for (const TaskRow& t : job.tasks) {
-        if (t.end == TaskEnd::kSkipped) continue;
-        auto best = records_->BestK(t.task_key, job.row.target_key, 1);
-        if (!best.ok() || best->empty()) {
-          all = false;
-          break;
-        }
-        ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
-      }
-      if (all) {
+      if (std::optional<double> estimate = EstimatedLatencyMs(*records_, job.row, job.tasks)) {
+        const double ms = *estimate;
         job.row.estimated_latency_ms = ms;
         if (ms <= job.row.spec.latency_goal_ms()) {
           m.jobs.push_back(job.row);
@@ -991,18 +996,9 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
   job.live.clear();
   // The estimate from the best known records, for the result.
   if (!IsSimulated(job) && state == v1::JOB_STATE_SUCCEEDED && job.row.prepared) {
-    double ms = 0;
-    bool all = true;
-    for (const TaskRow& t : job.tasks) {
-      if (t.end == TaskEnd::kSkipped) continue;
-      auto best = records_->BestK(t.task_key, job.row.target_key, 1);
-      if (!best.ok() || best->empty()) {
-        all = false;
-        break;
-      }
-      ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+    if (std::optional<double> ms = EstimatedLatencyMs(*records_, job.row, job.tasks)) {
+      job.row.estimated_latency_ms = *ms;
     }
-    if (all) job.row.estimated_latency_ms = ms;
   }
   m.jobs.push_back(job.row);
   for (const TaskRow& t : job.tasks) m.tasks.push_back(t);
