@@ -38,7 +38,7 @@
 // (--initial-configs 0 for that run only; --start-default is the older name of the flag).
 // --transfer 1: every xgb run is first given the table's results of the other layers
 // (Tuner::LoadTransfer, as `loom tune` does with similar tasks in its DB): a tuner with history.
-// --prior FILE|builtin: every xgb run is first given a tuning prior (tune/prior.h, as `loom tune`
+// --prior FILE|builtin: every xgb run is first given a tuning prior (search/prior.h, as `loom tune`
 // gives its built-in one) without the layer's own task: leave-one-out, so the figure is that of a
 // layer the prior has never seen. --export-records FILE writes the table's rows of the --layers as
 // record JSON lines (`loom records import`, then `loom records prior` makes a prior of them).
@@ -67,11 +67,11 @@
 #include "loom/ops/template.h"
 #include "loom/records/record.h"
 #include "loom/records/record_store.h"
+#include "loom/search/prior.h"
+#include "loom/search/tuner.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/tune/prior.h"
-#include "loom/tune/tuner.h"
 
 namespace {
 
@@ -141,12 +141,12 @@ struct Flags {
   std::vector<int64_t> device_cores = {1};
   int64_t build_threads = 2;
   int64_t min_repeat_ms = 20;
-  int64_t plan_size = loom::tune::TunerOptions{}.plan_size;
-  int64_t warmup_trials = loom::tune::TunerOptions{}.model_warmup_trials;
-  double epsilon = loom::tune::TunerOptions{}.epsilon;
-  int64_t exhaustive_limit = loom::tune::TunerOptions{}.exhaustive_plan_limit;
+  int64_t plan_size = loom::search::TunerOptions{}.plan_size;
+  int64_t warmup_trials = loom::search::TunerOptions{}.model_warmup_trials;
+  double epsilon = loom::search::TunerOptions{}.epsilon;
+  int64_t exhaustive_limit = loom::search::TunerOptions{}.exhaustive_plan_limit;
   double fraction = 0.95;  // of the best throughput
-  bool start_from_initial_configs = loom::tune::TunerOptions{}.start_from_initial_configs;
+  bool start_from_initial_configs = loom::search::TunerOptions{}.start_from_initial_configs;
   // xgb is seeded with the table's results of the OTHER layers (transfer learning).
   bool transfer = false;
   std::string prior;           // --prior: a prior file, or "builtin"
@@ -416,14 +416,14 @@ class CostTable {
 };
 
 // Results of another layer (or a prior's task), for transfer.
-using TransferSource = loom::tune::PriorTransfer;
+using TransferSource = loom::search::PriorTransfer;
 
 // Runs a tuner for `budget` trials against the table; the cost of every trial in order (+inf for
 // a failed config).
-std::vector<double> RunTuner(const loom::tune::TunerOptions& opt, const loom::ops::Template& tmpl,
+std::vector<double> RunTuner(const loom::search::TunerOptions& opt, const loom::ops::Template& tmpl,
                              CostTable& table, int64_t budget, int64_t batch_size,
                              const std::vector<TransferSource>& transfer = {}) {
-  auto tuner = loom::tune::MakeTuner(opt, tmpl);
+  auto tuner = loom::search::MakeTuner(opt, tmpl);
   if (!tuner.ok()) Die(tuner.status().ToString());
   for (const TransferSource& t : transfer) (*tuner)->LoadTransfer(*t.tmpl, t.configs, t.results);
   std::vector<double> costs;
@@ -504,22 +504,23 @@ int main(int argc, char** argv) {
                 target.Key().c_str(), absl::StrJoin(probe->cpus, ",").c_str(),
                 static_cast<long long>(f.min_repeat_ms));
   }
-  std::unique_ptr<loom::tune::TuningPrior> prior_file;
-  const loom::tune::TuningPrior* prior = nullptr;
+  std::unique_ptr<loom::search::TuningPrior> prior_file;
+  const loom::search::TuningPrior* prior = nullptr;
   if (f.prior == "builtin") {
-    prior = loom::tune::BuiltinPrior(target);
+    prior = loom::search::BuiltinPrior(target);
     if (prior == nullptr) {
-      Die(absl::StrCat("--prior builtin: Loom has no prior for ", loom::tune::TargetClass(target)));
+      Die(absl::StrCat("--prior builtin: Loom has no prior for ",
+                       loom::search::TargetClass(target)));
     }
   } else if (!f.prior.empty()) {
-    auto read = loom::tune::ReadPriorFile(f.prior);
+    auto read = loom::search::ReadPriorFile(f.prior);
     if (!read.ok()) Die(read.status().ToString());
-    prior_file = std::make_unique<loom::tune::TuningPrior>(*std::move(read));
+    prior_file = std::make_unique<loom::search::TuningPrior>(*std::move(read));
     prior = prior_file.get();
   }
-  if (prior != nullptr && prior->target_class != loom::tune::TargetClass(target)) {
+  if (prior != nullptr && prior->target_class != loom::search::TargetClass(target)) {
     Die(absl::StrCat("--prior: a ", prior->target_class, " prior does not apply to ",
-                     loom::tune::TargetClass(target)));
+                     loom::search::TargetClass(target)));
   }
   std::ofstream export_records;
   if (!f.export_records.empty()) {
@@ -580,7 +581,7 @@ int main(int argc, char** argv) {
     }
     absl::Time t0 = absl::Now();
 
-    loom::tune::TunerOptions ref_opt;
+    loom::search::TunerOptions ref_opt;
     ref_opt.kind = "random";
     ref_opt.seed = 1000;
     std::vector<double> ref = RunTuner(ref_opt, **tmpl, table, f.ref_trials, f.batch_size);
@@ -625,7 +626,7 @@ int main(int argc, char** argv) {
     }
     if (prior != nullptr) {
       for (TransferSource& t :
-           loom::tune::PriorTransfersFor(*prior, (*tmpl)->name(), target, {}, task.key)) {
+           loom::search::PriorTransfersFor(*prior, (*tmpl)->name(), target, {}, task.key)) {
         transfer.push_back(std::move(t));
       }
     }
@@ -638,7 +639,7 @@ int main(int argc, char** argv) {
     for (int64_t seed : f.seeds) {
       for (const std::string& kind : f.tuners) {
         if (f.budget == 0) break;
-        loom::tune::TunerOptions opt;
+        loom::search::TunerOptions opt;
         opt.kind = kind == "random" ? "random" : "xgb";
         opt.seed = static_cast<uint64_t>(seed);
         opt.plan_size = static_cast<int>(f.plan_size);

@@ -36,7 +36,7 @@
 #include "loom/records/record_store.h"
 #include "loom/runtime/cuda_backend.h"
 #include "loom/runtime/testing/fake_gpu_artifact.h"
-#include "loom/tune/prior.h"
+#include "loom/search/prior.h"
 #include "nlohmann/json.hpp"
 
 namespace loom {
@@ -707,7 +707,7 @@ TEST(CliRecordsTest, CudaRecordsMakeAPriorOfTheirArchitecture) {
   auto tasks = graph::ExtractTasks(*g);
   ASSERT_TRUE(tasks.ok()) << tasks.status();
   const std::string key = (*backend)->target().Key();
-  ASSERT_EQ(tune::TargetClassOfKey(key), "cuda:sm_90");
+  ASSERT_EQ(search::TargetClassOfKey(key), "cuda:sm_90");
   constexpr size_t kConfigs = 3;
   std::vector<tune::Record> records;
   std::map<std::string, std::string> templates;  // task key -> template name
@@ -772,24 +772,25 @@ TEST(CliRecordsTest, CudaRecordsMakeAPriorOfTheirArchitecture) {
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr(absl::StrCat("wrote a cuda:sm_90 prior of ", tasks->size(),
                                             " tasks, ", tasks->size() * kConfigs, " configs")));
-  auto prior = tune::ReadPriorFile(out.string());
+  auto prior = search::ReadPriorFile(out.string());
   ASSERT_TRUE(prior.ok()) << prior.status();
   EXPECT_EQ(prior->target_class, "cuda:sm_90");
   EXPECT_EQ(prior->source, key);
   ASSERT_EQ(prior->tasks.size(), tasks->size());
-  for (const tune::PriorTask& pt : prior->tasks) {
+  for (const search::PriorTask& pt : prior->tasks) {
     SCOPED_TRACE(pt.task_key);
     ASSERT_EQ(pt.configs.size(), kConfigs);
     for (const auto& e : pt.configs) EXPECT_GT(e.gflops, 0);
-    auto on_sm90 = tune::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_90"), {});
-    const auto it = std::find_if(on_sm90.begin(), on_sm90.end(), [&](const tune::PriorTransfer& t) {
-      return t.task_key == pt.task_key;
-    });
+    auto on_sm90 =
+        search::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_90"), {});
+    const auto it =
+        std::find_if(on_sm90.begin(), on_sm90.end(),
+                     [&](const search::PriorTransfer& t) { return t.task_key == pt.task_key; });
     ASSERT_NE(it, on_sm90.end());
     EXPECT_EQ(it->configs.size(), kConfigs);
     EXPECT_EQ(it->results.size(), kConfigs);
     EXPECT_TRUE(
-        tune::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_80"), {}).empty());
+        search::PriorTransfersFor(*prior, pt.template_name, ops::CudaTarget("sm_80"), {}).empty());
   }
   // Another architecture's key finds none of these records: one line.
   ExpectOneLineError(RunLoom("records prior --db " + db.string() + " --target '" +

@@ -14,7 +14,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "loom/base/status_macros.h"
-#include "loom/v1/stage_names.h"
+#include "loom/tune/stage_wire.h"
 
 namespace loom::agent {
 namespace {
@@ -358,7 +358,7 @@ absl::Status Agent::Run() {
       }
       Log("info", "stage_start",
           absl::StrCat("lease=", Value(stage.lease_id()), " job=", Value(stage.job_id()),
-                       " kind=", v1::StageKindShortName(stage.kind()), " round=", stage.round(),
+                       " kind=", tune::WireKindName(stage.kind()), " round=", stage.round(),
                        " cpu_slots=", stage.cpu_slots(), " device=", Value(stage.device())));
       std::thread(&Agent::StageThread, this, std::move(stage), std::move(cancel)).detach();
     }
@@ -596,7 +596,7 @@ void Agent::StageThread(const v1::StageRequest& request,
                                             result.timing().start_unix_micros()) /
                         1e6;
     Log(result.error().empty() ? "info" : "warn", "stage_done",
-        absl::StrCat("lease=", Value(lease), " kind=", v1::StageKindShortName(request.kind()),
+        absl::StrCat("lease=", Value(lease), " kind=", tune::WireKindName(request.kind()),
                      " secs=", absl::StrFormat("%.3f", secs),
                      result.error().empty() ? "" : absl::StrCat(" error=", Value(result.error()))));
   }

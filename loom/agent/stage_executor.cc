@@ -24,9 +24,9 @@
 #include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/toolchain/nvrtc_builder.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/tune/stages.h"
 #include "loom/tune/task_session.h"
-#include "loom/v1/stage_names.h"
 
 namespace loom::agent {
 namespace {
@@ -47,17 +47,6 @@ absl::Status FromAnOlderDaemon(absl::string_view kind) {
   return absl::FailedPreconditionError(
       absl::StrCat(kind, " stage without session state: this agent runs only session stages ",
                    "and the daemon is older; run the same Loom release on the daemon and agents"));
-}
-
-v1::ErrorKind ToProto(tune::ErrorKind kind) {
-  int v = static_cast<int>(kind);
-  return v1::ErrorKind_IsValid(v) ? static_cast<v1::ErrorKind>(v) : v1::ERROR_KIND_UNKNOWN;
-}
-tune::ErrorKind FromProto(v1::ErrorKind kind) {
-  int v = static_cast<int>(kind);
-  return v >= 0 && v <= static_cast<int>(tune::ErrorKind::kUnknown)
-             ? static_cast<tune::ErrorKind>(v)
-             : tune::ErrorKind::kUnknown;
 }
 
 // The target of a cuda task: TaskSpec.cuda_arch (else the arch of target_key "cuda:sm_XY:NAME",
@@ -152,14 +141,7 @@ absl::StatusOr<tune::StageOutcome> RunInSession(const v1::StageRequest& request,
   if (spec.trials() < 0 || spec.batch_size() < 0 || spec.plan_size() < 0) {
     return Malformed("tuner.trials, batch_size and plan_size must not be negative");
   }
-  tune::TaskTunerOptions options;
-  options.trials = spec.trials();
-  options.batch_size = spec.batch_size() > 0 ? spec.batch_size() : executor.default_batch_size;
-  options.tuner.kind = spec.kind().empty() ? "xgb" : spec.kind();
-  options.tuner.seed = static_cast<uint64_t>(spec.seed());
-  if (spec.plan_size() > 0) options.tuner.plan_size = spec.plan_size();
-  options.tuner.early_stopping = spec.early_stopping() > 0 ? spec.early_stopping() : -1;
-  options.use_prior = !spec.no_prior();
+  tune::TaskTunerOptions options = tune::SessionOptionsOf(spec);
   options.job_id = state.job_id();  // the state names its job; Restore checks the rest
   options.template_options = executor.template_options;
   // The session tunes for the target its task names (a propose or update stage may run on a host
@@ -323,9 +305,6 @@ v1::DeviceInfo DescribeDevice(const Device& device) {
 
 absl::StatusOr<std::unique_ptr<StageExecutor>> StageExecutor::Create(
     const ExecutorOptions& options) {
-  if (options.default_batch_size < 1) {
-    return absl::InvalidArgumentError("ExecutorOptions.default_batch_size must be at least 1");
-  }
   if (options.max_artifact_bytes < 1 || options.max_own_objects < 1) {
     return absl::InvalidArgumentError(
         "ExecutorOptions.max_artifact_bytes and max_own_objects must be positive");
@@ -487,9 +466,9 @@ v1::StageResult StageExecutor::Execute(const v1::StageRequest& request, const Ca
     result.clear_output();
     // Only a session stage's restore (RunInSession) fails with kDataLoss.
     result.set_session_refused(absl::IsDataLoss(status));
-    result.set_error(absl::StrCat(v1::StageKindShortName(request.kind()), " stage ",
-                                  request.lease_id(), ": ", absl::StatusCodeToString(status.code()),
-                                  ": ", status.message()));
+    result.set_error(absl::StrCat(tune::WireKindName(request.kind()), " stage ", request.lease_id(),
+                                  ": ", absl::StatusCodeToString(status.code()), ": ",
+                                  status.message()));
   }
   timing->set_end_unix_micros(NowMicros());
   return result;
@@ -648,10 +627,7 @@ absl::StatusOr<v1::BuildOutput> StageExecutor::Build(const v1::StageRequest& req
   v1::BuildOutput out;
   for (const tune::BuildResult& b : built.builds) {
     v1::Artifact* a = out.add_artifacts();
-    a->set_config_index(b.config.index);
-    a->set_build_seconds(b.build_seconds);
-    a->set_error(ToProto(b.error));
-    a->set_error_msg(b.error_msg);
+    *a = tune::ToWire(b);
     if (b.error != tune::ErrorKind::kNone) continue;
     bool ok = false;
     a->set_content_hash(Sha256Hex(ReadFile(b.artifact_path, &ok)));
@@ -693,11 +669,7 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
   std::vector<size_t> rebuild;
   for (const v1::Artifact& a : in.artifacts()) {
     LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "measure"));
-    tune::BuildResult b;
-    b.config = ops::Config{a.config_index()};
-    b.build_seconds = a.build_seconds();
-    b.error = FromProto(a.error());
-    b.error_msg = a.error_msg();
+    tune::BuildResult b = tune::FromWire(a);
     if (b.error == tune::ErrorKind::kNone) {
       std::optional<std::string> own = OwnObject(a.content_hash());
       if (own.has_value()) {
@@ -822,18 +794,7 @@ absl::StatusOr<v1::MeasureOutput> StageExecutor::Measure(const v1::StageRequest&
     return absl::CancelledError("the lease was cancelled");
   }
   v1::MeasureOutput out;
-  for (const tune::MeasureResult& r : measured) {
-    v1::MeasureResult* mr = out.add_results();
-    mr->set_config_index(r.config.index);
-    for (double c : r.costs) mr->add_costs(c);
-    mr->set_error(ToProto(r.error));
-    mr->set_error_msg(r.error_msg);
-    mr->set_measure_seconds(r.measure_seconds);
-    mr->set_timestamp_unix_micros(absl::ToUnixMicros(r.timestamp));
-    // Both measurers compare a candidate's output with the reference before timing it: a
-    // success has passed that check.
-    mr->set_checked(r.error == tune::ErrorKind::kNone);
-  }
+  for (const tune::MeasureResult& r : measured) *out.add_results() = tune::ToWire(r);
   return out;
 }
 
@@ -852,18 +813,8 @@ absl::StatusOr<v1::UpdateOutput> StageExecutor::Update(const v1::StageRequest& r
     const v1::MeasureResult& r = in.results(i);
     LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, a.config_index(), "update artifacts"));
     LOOM_RETURN_IF_ERROR(CheckIndex(*task.tmpl, r.config_index(), "update results"));
-    stage.builds.push_back(tune::BuildResult{.config = ops::Config{a.config_index()},
-                                             .error = FromProto(a.error()),
-                                             .error_msg = a.error_msg(),
-                                             .build_seconds = a.build_seconds()});
-    tune::MeasureResult m;
-    m.config = ops::Config{r.config_index()};
-    m.costs.assign(r.costs().begin(), r.costs().end());
-    m.error = FromProto(r.error());
-    m.error_msg = r.error_msg();
-    m.measure_seconds = r.measure_seconds();
-    m.timestamp = absl::FromUnixMicros(r.timestamp_unix_micros());
-    stage.results.push_back(std::move(m));
+    stage.builds.push_back(tune::FromWire(a));
+    stage.results.push_back(tune::FromWire(r));
   }
   LOOM_ASSIGN_OR_RETURN(tune::StageOutcome updated,
                         RunInSession(request, task, in.session(), options_, std::move(stage)));

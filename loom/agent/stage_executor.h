@@ -91,8 +91,6 @@ struct ExecutorOptions {
   // Adds the templates' `fault` knob. Tests only: the daemon's config indices then mean other
   // configs, so a real agent never sets it.
   ops::TemplateOptions template_options{};
-  // The session's candidates per round when TunerSpec.batch_size is 0.
-  int default_batch_size = 8;
   // Largest artifact built (bytes); larger ones become per-candidate errors.
   int64_t max_artifact_bytes = 64 << 20;
   // Objects this executor built, remembered by hash so a measurement of them needs no rebuild.

@@ -25,10 +25,10 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
+#include "loom/search/prior.h"
 #include "loom/toolchain/cuda_measure_worker.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/toolchain/nvrtc_builder.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/task_session.h"
 
 namespace loom::agent {
@@ -298,7 +298,7 @@ TEST_F(StageExecutorTest, TheBuiltInPriorRanksTheFirstProposal) {
 
   ops::Target avx512 = ops::HostCpuTarget();
   avx512.isa = ops::Isa::kAvx512;
-  ASSERT_NE(tune::BuiltinPrior(avx512), nullptr);
+  ASSERT_NE(search::BuiltinPrior(avx512), nullptr);
   std::unique_ptr<tune::TaskSession> warm_session = DaemonSession(r, avx512);
   std::unique_ptr<tune::TaskSession> cold_session = DaemonSession(cold, avx512);
   ASSERT_NE(warm_session, nullptr);

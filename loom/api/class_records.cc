@@ -7,12 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "loom/records/record.h"
-#include "loom/tune/prior.h"
+#include "loom/search/prior.h"
 
 namespace loom::api {
 
 std::string TargetModelOfKey(const std::string& target_key) {
-  const std::string cls = tune::TargetClassOfKey(target_key);
+  const std::string cls = search::TargetClassOfKey(target_key);
   return cls.size() < target_key.size() ? target_key.substr(cls.size() + 1) : target_key;
 }
 
@@ -29,12 +29,12 @@ absl::StatusOr<std::vector<tune::Record>> ClassRecords::BestK(const std::string&
   tune::RecordFilter filter;
   filter.task_key = task_key;
   if (absl::Status st = inner_->ExportJsonLines(lines, filter); !st.ok()) return st;
-  const std::string cls = tune::TargetClassOfKey(target_key);
+  const std::string cls = search::TargetClassOfKey(target_key);
   std::optional<tune::Record> best;
   for (std::string line; std::getline(lines, line);) {
     absl::StatusOr<tune::Record> r = tune::RecordFromJson(line);
     if (!r.ok() || !r->ok() || r->target_key == target_key ||
-        tune::TargetClassOfKey(r->target_key) != cls) {
+        search::TargetClassOfKey(r->target_key) != cls) {
       continue;
     }
     if (!best.has_value() || r->median_cost < best->median_cost) best = *std::move(r);
@@ -128,9 +128,9 @@ std::string TuningSummary(int64_t tuned, int64_t kernels, const ClassRecords* re
   if (tuned > 0 || kernels == 0) return out;
   return absl::StrCat(
       out, " (no records for ", target.Key(), " in ", db,
-      exact_target ? absl::StrCat("; --exact-target: those of other ", tune::TargetClass(target),
+      exact_target ? absl::StrCat("; --exact-target: those of other ", search::TargetClass(target),
                                   " machines are not used)")
-                   : absl::StrCat(" nor for another ", tune::TargetClass(target), " machine)"));
+                   : absl::StrCat(" nor for another ", search::TargetClass(target), " machine)"));
 }
 
 }  // namespace loom::api

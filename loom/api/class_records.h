@@ -1,6 +1,6 @@
 // Records that travel between machines of one target class. A RecordStore view for compiling:
 // a task with no record for the exact target (its CPU or GPU model included in the key) takes the
-// best record of another target of the same class (tune::TargetClassOfKey, "cpu:avx2"), whose
+// best record of another target of the same class (search::TargetClassOfKey, "cpu:avx2"), whose
 // config space is the same, and remembers whose records it used, so the compile can say so
 // ("12 of 12 kernels tuned (records from AMD EPYC 9R14, same class)"). loom::Model::Compile wraps
 // the compile's database in it (off with CompileOptions::exact_target); nothing else writes

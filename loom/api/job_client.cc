@@ -22,9 +22,9 @@
 #include "loom/loom.h"
 #include "loom/records/record_store.h"
 #include "loom/runtime/compiled_model.h"
+#include "loom/search/prior.h"
 #include "loom/service/client.h"
 #include "loom/service/request_checks.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/spread.h"
 #include "loom/tune/tune_job.h"
 #include "loom/v1/stage_names.h"
@@ -389,7 +389,7 @@ absl::StatusOr<WrittenJobResult> WriteJobResult(const v1::JobResult& res, const 
     std::getline(lines, first);
     nlohmann::json r = nlohmann::json::parse(first, nullptr, false);
     const std::string key = r.is_object() ? r.value("target_key", "") : "";
-    out.target = absl::StartsWith(key, "cpu:") ? tune::TargetClassOfKey(key) : "cpu";
+    out.target = absl::StartsWith(key, "cpu:") ? search::TargetClassOfKey(key) : "cpu";
   }
   const std::string artifact = (fs::path(dir) / "model").string();
   Model compiled = Model::Load(out.model);

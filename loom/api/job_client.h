@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "loom/tune/task_session.h"
 #include "loom/v1/jobs.grpc.pb.h"
 
 namespace loom {
@@ -55,8 +56,8 @@ struct SubmitOptions {
   int32_t spread = 1;
   int32_t priority = 0;
   double latency_goal_ms = 0;
-  std::string tuner = "xgb";
-  int32_t batch_size = 8;
+  std::string tuner = search::TunerOptions{}.kind;
+  int32_t batch_size = tune::TaskTunerOptions{}.batch_size;
   int32_t max_tasks = 0;
   std::vector<int32_t> tasks{};  // task indices as `loom tasks` lists them; empty: all
   int64_t seed = 0;

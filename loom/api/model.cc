@@ -19,9 +19,9 @@
 #include "loom/runtime/artifact.h"
 #include "loom/runtime/compiled_model.h"
 #include "loom/runtime/cuda_model.h"
+#include "loom/search/prior.h"
 #include "loom/toolchain/measure_worker.h"
 #include "loom/tune/local_machine.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom {
@@ -151,7 +151,7 @@ Model& Model::Tune(const TuneOptions& options) & {
     lmo.option_prefix = "TuneOptions.";
     LOOM_ASSIGN_OR_RETURN(tune::LocalMachine machine, tune::LocalMachine::Create(lmo));
     // The prior file is read before the measurer starts, so a bad path fails at once.
-    LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const tune::TuningPrior> prior_file,
+    LOOM_ASSIGN_OR_RETURN(std::shared_ptr<const search::TuningPrior> prior_file,
                           machine.ReadPrior(options.prior));
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<tune::RecordStore> store,
                           tune::OpenRecordStore(options.db));

@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/v1/jobs.pb.h"
 #include "loom/v1/stage_names.h"
 
@@ -49,7 +50,7 @@ nlohmann::json ProtoJson(const google::protobuf::Message& m) {
             return v1::JobStateShortName(static_cast<v1::JobState>(v));
           }
           if (f->enum_type() == v1::StageKind_descriptor()) {
-            return v1::StageKindShortName(static_cast<v1::StageKind>(v));
+            return tune::WireKindName(static_cast<v1::StageKind>(v));
           }
           const google::protobuf::EnumValueDescriptor* e = f->enum_type()->FindValueByNumber(v);
           return e == nullptr ? nlohmann::json(v)

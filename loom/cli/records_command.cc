@@ -1,6 +1,6 @@
 // `loom records summary|export|import|prior|stages|trace --db FILE`: look into the tuning
 // database — best results per task, JSON-lines export/import (to move records between machines or
-// merge jobs), a tuning prior for other machines of the same class (tune/prior.h), the stage
+// merge jobs), a tuning prior for other machines of the same class (search/prior.h), the stage
 // timings of a job's rounds (where the time of a tuning round goes), and those timings as a Chrome
 // trace for Perfetto (experiment/trace.h).
 #include <cmath>
@@ -18,7 +18,8 @@
 #include "loom/ops/target.h"
 #include "loom/records/postgres.h"
 #include "loom/records/record_store.h"
-#include "loom/tune/prior.h"
+#include "loom/search/prior.h"
+#include "loom/tune/make_prior.h"
 #include "nlohmann/json.hpp"
 
 namespace loom::cli {
@@ -131,11 +132,11 @@ void RunPrior(const RecordsOptions& o) {
     FailIfError(task.status());
     records.insert(records.end(), task->begin(), task->end());
   }
-  tune::TuningPrior prior = tune::MakePrior(records, tune::TargetClassOfKey(target), target,
-                                            tune::MakePriorOptions{.per_task = o.per_task});
+  search::TuningPrior prior = tune::MakePrior(records, search::TargetClassOfKey(target), target,
+                                              tune::MakePriorOptions{.per_task = o.per_task});
   std::ofstream out(o.file);
   if (!out) Fail(absl::NotFoundError(absl::StrFormat("cannot write '%s'", o.file)));
-  out << tune::PriorToJson(prior);
+  out << search::PriorToJson(prior);
   out.close();
   if (!out) Fail(absl::DataLossError(absl::StrFormat("writing '%s' failed", o.file)));
   size_t configs = 0;

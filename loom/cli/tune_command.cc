@@ -21,6 +21,7 @@
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/records/record_store.h"
+#include "loom/search/tuner.h"
 #include "loom/tune/local_machine.h"
 #include "loom/tune/spread.h"
 #include "loom/tune/tune_job.h"
@@ -39,8 +40,8 @@ struct TuneOptions {
   const CLI::Option* trials_option = nullptr;  // --trials, to tell whether it was given
   int64_t total_trials = -1;                   // -1: not given
   std::string time_budget;                     // empty: not given
-  int batch_size = 8;
-  std::string tuner = "xgb";
+  int batch_size = tune::TaskTunerOptions{}.batch_size;
+  std::string tuner = search::TunerOptions{}.kind;
   uint64_t seed = 0;
   std::string db = "loom.db";
   std::string device_cores;  // "1" or "2,3"; empty: the last core
@@ -87,7 +88,7 @@ void AddTuneOptions(CLI::App* cmd, TuneOptions* o) {
   cmd->add_option("--batch-size", o->batch_size, "Candidates per round (one build batch)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--tuner", o->tuner, "Search strategy")
-      ->check(CLI::IsMember({"xgb", "ga", "random", "grid"}));
+      ->check(CLI::IsMember(search::TunerKinds()));
   cmd->add_option("--seed", o->seed, "Tuner seed");
   cmd->add_option("--db", o->db, "SQLite record database (created if missing)");
   cmd->add_option("--device-cores", o->device_cores,

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "loom/tune/cost_model.h"
+#include "loom/search/cost_model.h"
 
 namespace loom::experiment {
 namespace {
@@ -54,7 +54,7 @@ RankingFidelity MeasureRankingFidelity(const std::vector<DistortionSample>& samp
     const int64_t n = static_cast<int64_t>(list.size());
     if (n >= 2) {
       const int64_t pairs = n * (n - 1) / 2;
-      tau_sum += tune::KendallTau(in_run_f, alone_f) * static_cast<double>(pairs);
+      tau_sum += search::KendallTau(in_run_f, alone_f) * static_cast<double>(pairs);
       f.pairs += pairs;
     }
     if (n > f.top_k) {

@@ -20,7 +20,7 @@ namespace loom::experiment {
 struct RankingFidelity {
   static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
   // Kendall's tau-b between in-run and alone times over pairs of candidates of the same task
-  // (tune::KendallTau per task, weighted by its pairs); 1: same order, 0: unrelated. NaN when no
+  // (search::KendallTau per task, weighted by its pairs); 1: same order, 0: unrelated. NaN when no
   // task has two re-measured candidates.
   double kendall_tau = kNaN;
   int64_t pairs = 0;

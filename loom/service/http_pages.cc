@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "loom/base/chart.h"
 #include "loom/base/duration_text.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/v1/stage_names.h"
 
 namespace loom::service {
@@ -145,7 +146,7 @@ void LaneItems(const Lane& lane, int lane_index, absl::Time origin, double secon
     return style;
   };
   auto single = [&](const StageSpan& s) {
-    const std::string kind = v1::StageKindShortName(s.kind);
+    const std::string kind = tune::WireKindName(s.kind);
     g.items.push_back({.style = style_of(s.kind),
                        .tooltip = absl::StrFormat(
                            "%s task %d %s on %s: %.2f s%s", s.job_id, s.task, kind, lane.Label(),
@@ -195,7 +196,7 @@ void LaneItems(const Lane& lane, int lane_index, absl::Time origin, double secon
     const v1::StageKind main_kind = most(kind_time);
     std::string kinds;
     for (const auto& [k, d] : kind_time) {
-      absl::StrAppend(&kinds, kinds.empty() ? "" : ", ", v1::StageKindShortName(k), " ",
+      absl::StrAppend(&kinds, kinds.empty() ? "" : ", ", tune::WireKindName(k), " ",
                       absl::StrFormat("%.2f s", d));
     }
     g.items.push_back(
@@ -204,7 +205,7 @@ void LaneItems(const Lane& lane, int lane_index, absl::Time origin, double secon
                                     j - i, job_time.size(), lane.Label(), end - start, kinds, job),
          .segments = {{lane_index, start, end}},
          .attributes = {{"data-job", job},
-                        {"data-kind", kind_time.size() == 1 ? v1::StageKindShortName(main_kind)
+                        {"data-kind", kind_time.size() == 1 ? tune::WireKindName(main_kind)
                                                             : std::string("mixed")},
                         {"data-stages", absl::StrCat(j - i)}}});
     i = j;
@@ -283,10 +284,10 @@ std::string MetricsText(const DriverView& view) {
   Family(out, "loom_stages", "gauge", "Stages queued for resources or running now, by kind.");
   std::map<std::string, int64_t> running;
   for (const StageSpan& s : view.stages) {  // running stages are never in the shared chunks
-    if (s.running) ++running[v1::StageKindShortName(s.kind)];
+    if (s.running) ++running[tune::WireKindName(s.kind)];
   }
   for (v1::StageKind k : kStageKinds) {
-    const std::string kind = v1::StageKindShortName(k);
+    const std::string kind = tune::WireKindName(k);
     auto q = view.queued_by_kind.find(kind);
     Sample(out, "loom_stages", {{"kind", kind}, {"state", "queued"}},
            q == view.queued_by_kind.end() ? 0 : static_cast<double>(q->second));
@@ -650,8 +651,8 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
       .axis_label = "time (s, 0 = window start)",
       .width = 1100};
   for (v1::StageKind k : kStageKinds) {
-    g.styles.push_back({.name = v1::StageKindShortName(k),
-                        .letter = v1::StageKindShortName(k)[0],
+    g.styles.push_back({.name = tune::WireKindName(k),
+                        .letter = tune::WireKindName(k)[0],
                         .fill = k == v1::STAGE_KIND_MEASURE ? base::BarFill::kSolid
                                 : k == v1::STAGE_KIND_BUILD ? base::BarFill::kHatched
                                                             : base::BarFill::kFaded});

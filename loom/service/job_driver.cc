@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -31,6 +32,7 @@
 #include "loom/records/record.h"
 #include "loom/sched/policy.h"
 #include "loom/tune/spread.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/tune/task_scheduler.h"
 #include "loom/tune/task_session.h"
 #include "loom/v1/stage_names.h"
@@ -54,39 +56,31 @@ bool Ended(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-// The stage kind on the wire (stage.proto) of the scheduler's, the one stage-kind enum of the
-// tuning loop (sched/types.h; TaskSession's, and TaskRow::stage): the one place it is converted.
-v1::StageKind WireKind(sched::StageKind kind) {
-  switch (kind) {
-    case sched::StageKind::kPropose:
-      return v1::STAGE_KIND_PROPOSE;
-    case sched::StageKind::kBuild:
-      return v1::STAGE_KIND_BUILD;
-    case sched::StageKind::kMeasure:
-      return v1::STAGE_KIND_MEASURE;
-    case sched::StageKind::kUpdate:
-      return v1::STAGE_KIND_UPDATE;
-    case sched::StageKind::kOther:
-      break;
-  }
-  return v1::STAGE_KIND_UNSPECIFIED;
+// The tuner settings of task `index` of a job as its stages carry them (MakeStage), with the job
+// spec's defaults applied (tune::SessionOptionsOf owns them), so that agents apply none of their
+// own: the same settings restore the same session on both sides.
+v1::TunerSpec TunerSpecOf(const v1::SubmitJobRequest& spec, int index) {
+  v1::TunerSpec s;
+  s.set_kind(spec.tuner());
+  s.set_seed(spec.seed() + index);
+  s.set_batch_size(spec.batch_size());
+  s.set_trials(spec.trials());
+  s.set_no_prior(spec.no_prior());
+  const tune::TaskTunerOptions resolved = tune::SessionOptionsOf(s);
+  s.set_kind(resolved.tuner.kind);
+  s.set_batch_size(resolved.batch_size);
+  return s;
 }
 
-// The session options of task `index` of a job: the settings its stages' TunerSpec carries (see
-// MakeStage), from which the agents restore the session; the tuner runs in their stages.
+// The session options of task `index` of a job: those its stages' TunerSpec carries, from which
+// the agents restore the session; the tuner runs in their stages.
 tune::TaskTunerOptions SessionOptions(const JobRow& row, int index) {
-  const v1::SubmitJobRequest& spec = row.spec;
-  tune::TaskTunerOptions o;
-  o.trials = spec.trials();
-  o.batch_size = spec.batch_size() > 0 ? spec.batch_size() : 8;
-  o.tuner.kind = spec.tuner().empty() ? "xgb" : spec.tuner();
-  o.tuner.seed = static_cast<uint64_t>(spec.seed() + index);
-  o.use_prior = !spec.no_prior();
+  tune::TaskTunerOptions o = tune::SessionOptionsOf(TunerSpecOf(row.spec, index));
   o.job_id = row.RecordKey();
   o.tuner_elsewhere = true;
   // A budget may end a task before its trials: its baseline comes first, as in tune::BudgetedJob.
   // The agents need no word on it: a restored session takes the baseline's place from its state.
-  o.baseline_first = spec.total_trials() > 0 || spec.time_budget_seconds() > 0;
+  o.baseline_first = row.spec.total_trials() > 0 || row.spec.time_budget_seconds() > 0;
   return o;
 }
 
@@ -110,6 +104,21 @@ std::string CudaArchOf(const JobRow& row) {
 // arch-specific variant ("sm_90a" runs on an sm_90 device). Plain "cuda" (empty) runs anywhere.
 bool CudaArchRunsOn(const std::string& arch, const std::string& device_arch) {
   return arch.empty() || arch == device_arch || arch == device_arch + "a";
+}
+
+// A job's model latency from the best known records of its tuned tasks (any job's, on its
+// target): the sum of (best median cost x the task's node count), kernels only. nullopt while a
+// tuned task has no successful record.
+std::optional<double> EstimatedLatencyMs(tune::RecordStore& records, const JobRow& row,
+                                         const std::vector<TaskRow>& tasks) {
+  double ms = 0;
+  for (const TaskRow& t : tasks) {
+    if (t.end == TaskEnd::kSkipped) continue;
+    auto best = records.BestK(t.task_key, row.target_key, 1);
+    if (!best.ok() || best->empty()) return std::nullopt;
+    ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+  }
+  return ms;
 }
 
 double Percentile(std::vector<double> v, double q) {
@@ -365,8 +374,8 @@ absl::Status JobDriver::Load() {
     auto it = jobs_.find(JobNum(l.job_id));
     if (it != jobs_.end() && !Ended(it->second->row.state)) {
       Note(*it->second,
-           absl::StrCat("daemon restarted: ", v1::StageKindShortName(l.kind), " stage of task ",
-                        l.task, " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
+           absl::StrCat("daemon restarted: ", tune::WireKindName(l.kind), " stage of task ", l.task,
+                        " (lease ", l.lease_id, " on agent ", l.agent_id, ") requeued"),
            m);
     }
   }
@@ -500,7 +509,7 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
   std::vector<tune::TaskRounds> rounds;
   int64_t trials = 0;
   int64_t total_rounds = 0;
-  const int64_t batch = spec.batch_size() > 0 ? spec.batch_size() : 8;
+  const int64_t batch = TunerSpecOf(spec, 0).batch_size();
   for (const TaskRow& t : job.tasks) {
     // A round in flight is not picked again, and counts as a whole batch spent until its trials
     // are measured (a real task counts them from its update stage on).
@@ -522,9 +531,8 @@ std::vector<int> JobDriver::TasksToRun(const Job& job) const {
     std::optional<std::vector<double>>& bests = job.round_bests[static_cast<size_t>(t.index)];
     if (!bests.has_value()) {
       v1::TaskSessionState state;
-      bests = !t.history.session().empty() && state.ParseFromString(t.history.session())
-                  ? RoundBests(state)
-                  : std::vector<double>{};
+      bests = !t.session.empty() && state.ParseFromString(t.session) ? RoundBests(state)
+                                                                     : std::vector<double>{};
     }
     r.best_after_round = *bests;
     trials += t.trials_done;
@@ -713,21 +721,10 @@ absl::Status JobDriver::Prepare(Job& job, Mutation& m) {
       m.jobs.push_back(job.row);
       return absl::FailedPreconditionError("no task of the model has a template on this target");
     }
-    // A latency goal met by records already known ends the job at once. The estimate is the sum
-    // over tuned tasks of (best median cost x the task's node count): kernels only.
+    // A latency goal met by records already known ends the job at once.
     if (job.row.spec.latency_goal_ms() > 0) {
-      double ms = 0;
-      bool all = true;
-      for (const TaskRow& t : job.tasks) {
-        if (t.end == TaskEnd::kSkipped) continue;
-        auto best = records_->BestK(t.task_key, job.row.target_key, 1);
-        if (!best.ok() || best->empty()) {
-          all = false;
-          break;
-        }
-        ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
-      }
-      if (all) {
+      if (std::optional<double> estimate = EstimatedLatencyMs(*records_, job.row, job.tasks)) {
+        const double ms = *estimate;
         job.row.estimated_latency_ms = ms;
         if (ms <= job.row.spec.latency_goal_ms()) {
           m.jobs.push_back(job.row);
@@ -798,9 +795,9 @@ absl::StatusOr<tune::TaskSession*> JobDriver::SessionFor(Job& job, int index) {
   task.count = row.count;
   task.flops = row.flops;
   const tune::TaskTunerOptions options = SessionOptions(job.row, index);
-  if (!row.history.session().empty()) {
+  if (!row.session.empty()) {
     v1::TaskSessionState state;
-    if (!state.ParseFromString(row.history.session())) {
+    if (!state.ParseFromString(row.session)) {
       return absl::DataLossError(
           absl::StrCat("state store: the session state of task ", index, " does not parse"));
     }
@@ -835,8 +832,7 @@ void JobDriver::SyncTask(Job& job, TaskRow& task, const tune::TaskSession& sessi
   const v1::TaskSessionState state = session.Save();
   if (job.round_bests.size() < job.tasks.size()) job.round_bests.resize(job.tasks.size());
   job.round_bests[static_cast<size_t>(task.index)] = RoundBests(state);
-  task.history.Clear();
-  task.history.set_session(state.SerializeAsString());
+  task.session = state.SerializeAsString();
 }
 
 void JobDriver::SubmitNext(Job& job, Mutation& m) {
@@ -992,18 +988,9 @@ void JobDriver::Finish(Job& job, v1::JobState state, const std::string& reason, 
   job.live.clear();
   // The estimate from the best known records, for the result.
   if (!IsSimulated(job) && state == v1::JOB_STATE_SUCCEEDED && job.row.prepared) {
-    double ms = 0;
-    bool all = true;
-    for (const TaskRow& t : job.tasks) {
-      if (t.end == TaskEnd::kSkipped) continue;
-      auto best = records_->BestK(t.task_key, job.row.target_key, 1);
-      if (!best.ok() || best->empty()) {
-        all = false;
-        break;
-      }
-      ms += (*best)[0].median_cost * static_cast<double>(t.count) * 1e3;
+    if (std::optional<double> ms = EstimatedLatencyMs(*records_, job.row, job.tasks)) {
+      job.row.estimated_latency_ms = *ms;
     }
-    if (all) job.row.estimated_latency_ms = ms;
   }
   m.jobs.push_back(job.row);
   for (const TaskRow& t : job.tasks) m.tasks.push_back(t);
@@ -1043,12 +1030,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
                                                      : lease.device_target_key);
   ts->set_flops(task.flops);
   const v1::SubmitJobRequest& spec = job.row.spec;
-  v1::TunerSpec* tu = r.mutable_tuner();
-  tu->set_kind(spec.tuner().empty() ? "xgb" : spec.tuner());
-  tu->set_seed(spec.seed() + task.index);
-  tu->set_batch_size(spec.batch_size() > 0 ? spec.batch_size() : 8);
-  tu->set_trials(spec.trials());
-  tu->set_no_prior(spec.no_prior());
+  *r.mutable_tuner() = TunerSpecOf(spec, task.index);
   if (IsSimulated(job)) {
     r.set_kind(v1::STAGE_KIND_SIMULATED);
     r.mutable_simulated()->set_seconds(SimSeconds(spec.simulated(), task.stage));
@@ -1059,11 +1041,11 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest next = session->Next();
   if (next.done) return absl::InternalError("stage for a finished task");
-  r.set_kind(WireKind(next.kind));
+  r.set_kind(tune::WireKind(next.kind));
   r.set_round(next.round);
   switch (next.kind) {
     case sched::StageKind::kPropose:
-      r.mutable_propose()->set_session(task.history.session());
+      r.mutable_propose()->set_session(task.session);
       break;
     case sched::StageKind::kBuild:
       for (const ops::Config& c : next.configs) r.mutable_build()->add_config_indices(c.index);
@@ -1074,7 +1056,7 @@ absl::StatusOr<v1::StageRequest> JobDriver::MakeStage(Job& job, const Lease& lea
       break;
     case sched::StageKind::kUpdate: {
       v1::UpdateInput* in = r.mutable_update();
-      in->set_session(task.history.session());
+      in->set_session(task.session);
       *in->mutable_artifacts() = task.artifacts.artifacts();
       *in->mutable_results() = job.measured[lease.task].results();
       break;
@@ -1090,7 +1072,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
   TaskRow& task = job.tasks[lease.task];
   LOOM_ASSIGN_OR_RETURN(tune::TaskSession * session, SessionFor(job, lease.task));
   const tune::SessionRequest asked = session->Next();
-  if (asked.done || WireKind(asked.kind) != lease.kind) {
+  if (asked.done || tune::WireKind(asked.kind) != lease.kind) {
     return absl::InternalError("result for a stage the task's session does not wait for");
   }
   // A propose or update stage's tuner state, which only honest agents' session stages send.
@@ -1121,12 +1103,7 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       // Objects never travel: the measuring agent runs only what it compiled itself.
       for (v1::Artifact& a : *task.artifacts.mutable_artifacts()) a.clear_binary();
       for (const v1::Artifact& a : task.artifacts.artifacts()) {
-        outcome.builds.push_back(
-            tune::BuildResult{.config = ops::Config{a.config_index()},
-                              .error = static_cast<tune::ErrorKind>(std::clamp<int>(
-                                  a.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown))),
-                              .error_msg = a.error_msg(),
-                              .build_seconds = a.build_seconds()});
+        outcome.builds.push_back(tune::FromWire(a));
       }
       break;
     }
@@ -1148,15 +1125,8 @@ absl::Status JobDriver::ApplySessionResult(Job& job, const Lease& lease,
       std::vector<tune::Record> recs;
       for (int i = 0; i < result.measure().results_size(); ++i) {
         const v1::MeasureResult& r = result.measure().results(i);
-        tune::MeasureResult mr;
-        mr.config.index = r.config_index();
-        mr.costs.assign(r.costs().begin(), r.costs().end());
-        mr.error = static_cast<tune::ErrorKind>(
-            std::clamp<int>(r.error(), 0, static_cast<int>(tune::ErrorKind::kUnknown)));
-        mr.error_msg = r.error_msg();
-        mr.measure_seconds = r.measure_seconds();
-        mr.timestamp =
-            r.timestamp_unix_micros() > 0 ? absl::FromUnixMicros(r.timestamp_unix_micros()) : Now();
+        tune::MeasureResult mr = tune::FromWire(r);
+        if (r.timestamp_unix_micros() <= 0) mr.timestamp = Now();
         // A "successful" result without usable costs is an error, not a bad record.
         if (mr.ok() && (mr.costs.empty() ||
                         std::any_of(mr.costs.begin(), mr.costs.end(),
@@ -2230,7 +2200,7 @@ absl::StatusOr<v1::ReportStageResponse> JobDriver::Report(const Principal& who,
   }
   if (!result.error().empty() && !dropped) {
     Note(job,
-         absl::StrCat(v1::StageKindShortName(lease.kind), " stage of task ", lease.task,
+         absl::StrCat(tune::WireKindName(lease.kind), " stage of task ", lease.task,
                       " failed on agent ", lease.agent_id, ": ", result.error().substr(0, 2000)),
          m);
     scheduler_->Fail(lease.sched_lease, now, result.error().substr(0, 2000)).IgnoreError();

@@ -23,6 +23,7 @@
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
 #include "loom/sched/policy.h"
+#include "loom/tune/stage_wire.h"
 #include "loom/v1/stage_names.h"
 #include "loom/v1/version.h"
 
@@ -1046,7 +1047,7 @@ TEST_F(DriverTest, ABudgetedJobMeasuresEachTasksDefaultConfigFirst) {
       }
       std::vector<int64_t> configs(s.build().config_indices().begin(),
                                    s.build().config_indices().end());
-      stages[key].push_back(absl::StrCat(v1::StageKindShortName(s.kind()), " ", s.round(), " [",
+      stages[key].push_back(absl::StrCat(tune::WireKindName(s.kind()), " ", s.round(), " [",
                                          absl::StrJoin(configs, ","), "]"));
       if (s.kind() == v1::STAGE_KIND_PROPOSE) continue;  // the rounds after are not asked about
       if (s.kind() == v1::STAGE_KIND_BUILD) {

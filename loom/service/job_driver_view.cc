@@ -12,7 +12,7 @@
 #include "loom/sched/types.h"
 #include "loom/service/job_driver.h"
 #include "loom/service/job_progress.h"
-#include "loom/v1/stage_names.h"
+#include "loom/tune/stage_wire.h"
 
 namespace loom::service {
 namespace {
@@ -58,7 +58,7 @@ void JobDriver::RememberEnded(const Lease& lease, bool revoked) {
                  .cpu_slots = lease.cpu_slots,
                  .start = lease.granted,
                  .end = Now()};
-  ++stages_ended_[{v1::StageKindShortName(lease.kind), revoked ? "revoked" : "reported"}];
+  ++stages_ended_[{tune::WireKindName(lease.kind), revoked ? "revoked" : "reported"}];
   ended_open_.push_back(std::move(span));
   if (ended_open_.size() >= kGanttChunk) {
     ended_in_chunks_ += ended_open_.size();
@@ -349,7 +349,7 @@ absl::StatusOr<JobDetail> JobDriver::Detail(const Principal& who, const std::str
       if (seen.insert(t.task_key).second) task_keys.push_back(t.task_key);
     }
     auto add = [&](const v1::StageKind kind, absl::Duration took) {
-      const std::string name = v1::StageKindShortName(kind);
+      const std::string name = tune::WireKindName(kind);
       d.stage_seconds[name] += absl::ToDoubleSeconds(took);
       ++d.stage_count[name];
     };

@@ -582,7 +582,7 @@ class PostgresStateStore : public StateStore {
           {PgText(t.job_id), PgInt(t.index), PgText(t.task_key), PgText(t.template_name),
            PgReal(t.flops), PgInt(t.count), PgInt(EncodeTaskPhase(t)), PgInt(t.round),
            PgInt(t.trials_done), PgInt(t.errors), PgReal(t.best_cost), PgText(t.skip_reason),
-           PgBytes(t.history.SerializeAsString()), PgBytes(t.configs.SerializeAsString()),
+           PgBytes(t.session), PgBytes(t.configs.SerializeAsString()),
            PgBytes(t.artifacts.SerializeAsString())}));
     }
     for (const auto& [job, bytes] : m.models) {

@@ -13,11 +13,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/shape_spec.h"
 #include "loom/ops/target.h"
+#include "loom/search/tuner.h"
 #include "loom/tune/tune_job.h"
 
 namespace loom::service {
@@ -243,10 +245,10 @@ absl::Status ValidateSubmit(const v1::SubmitJobRequest& r, const MeasureCaps& ca
     return Capped("batch_size", r.batch_size(), caps.max_batch, "--max-measure-batch");
   }
   if (r.max_tasks() < 0) return absl::InvalidArgumentError("max_tasks must be >= 0");
-  static const char* const kTuners[] = {"", "xgb", "ga", "random", "grid"};
-  if (std::find(std::begin(kTuners), std::end(kTuners), r.tuner()) == std::end(kTuners)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown tuner '", r.tuner().substr(0, 64), "' (xgb, ga, random or grid)"));
+  const std::vector<std::string> kinds = search::TunerKinds();  // "": the default
+  if (!r.tuner().empty() && std::find(kinds.begin(), kinds.end(), r.tuner()) == kinds.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown tuner '", r.tuner().substr(0, 64),
+                                                   "' (", absl::StrJoin(kinds, ", "), ")"));
   }
   return absl::OkStatus();
 }

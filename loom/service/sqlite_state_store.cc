@@ -481,7 +481,7 @@ class SqliteStateStore : public StateStore {
         s.Bind(10, t.errors);
         s.Bind(11, t.best_cost);
         s.Bind(12, t.skip_reason);
-        s.BindBlob(13, t.history.SerializeAsString());
+        s.BindBlob(13, t.session);
         s.BindBlob(14, t.configs.SerializeAsString());
         s.BindBlob(15, t.artifacts.SerializeAsString());
         LOOM_RETURN_IF_ERROR(s.Run());

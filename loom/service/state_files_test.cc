@@ -13,6 +13,8 @@
 #include "loom/records/record_store.h"
 #include "loom/service/state_rows.h"
 #include "loom/service/state_store.h"
+#include "loom/v1/session.pb.h"
+#include "loom/v1/stage.pb.h"
 
 namespace loom::service {
 namespace {
@@ -217,6 +219,45 @@ TEST(StateRowsTest, DamagedColumnsAreDataLossNotUndefinedBehaviour) {
   RawLeaseRow lease;
   lease.kind = 42;
   EXPECT_THAT(DecodeLeaseRow(lease).status().message(), HasSubstr("unknown stage kind 42"));
+}
+
+// The `history` column holds the task's session state; daemons before this release wrapped it in
+// a v1::UpdateInput. Both forms load as the same TaskRow::session.
+TEST(StateRowsTest, ASessionStateLoadsFromTheColumnAndFromAnOlderDaemonsWrapper) {
+  v1::TaskSessionState state;
+  state.set_version(1);
+  state.set_job_id("j1");
+  state.set_task_key("dense:f32:m1_n2_k8_tb0");
+  state.add_history()->set_config_index(7);
+  const std::string bytes = state.SerializeAsString();
+
+  RawTaskRow now;
+  now.count = 1;
+  now.history = bytes;
+  absl::StatusOr<TaskRow> t = DecodeTaskRow("j1", now);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->session, bytes);
+
+  v1::UpdateInput wrapper;  // what an older daemon stored
+  wrapper.set_session(bytes);
+  RawTaskRow old = now;
+  old.history = wrapper.SerializeAsString();
+  ASSERT_NE(old.history, bytes);
+  absl::StatusOr<TaskRow> from_old = DecodeTaskRow("j1", old);
+  ASSERT_TRUE(from_old.ok()) << from_old.status();
+  EXPECT_EQ(from_old->session, bytes);
+  v1::TaskSessionState loaded;
+  ASSERT_TRUE(loaded.ParseFromString(from_old->session));
+  EXPECT_EQ(loaded.task_key(), "dense:f32:m1_n2_k8_tb0");
+  EXPECT_EQ(loaded.history(0).config_index(), 7);
+
+  RawTaskRow none = now;  // a task whose session never saved, in either form
+  none.history.clear();
+  EXPECT_EQ(DecodeTaskRow("j1", none)->session, "");
+
+  RawTaskRow damaged = old;  // a wrapper cut short
+  damaged.history.resize(damaged.history.size() - 3);
+  EXPECT_THAT(DecodeTaskRow("j1", damaged).status().message(), HasSubstr("corrupt blob"));
 }
 
 }  // namespace

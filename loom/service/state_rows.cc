@@ -1,6 +1,9 @@
 #include "loom/service/state_rows.h"
 
 #include <cmath>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +23,21 @@ constexpr int64_t kDonePhase = 4;
 constexpr int64_t kSkippedPhase = 5;
 static_assert(static_cast<int64_t>(sched::StageKind::kPropose) == 0 &&
               static_cast<int64_t>(sched::StageKind::kUpdate) == 3);
+
+// A task row's `history` column -> TaskRow::session, the one place that reads it. The column holds
+// the session's state (v1::TaskSessionState, serialized); daemons before this release stored that
+// state wrapped in a v1::UpdateInput (its field 3, `session`), which is unwrapped here so that
+// their state files load. The two are told apart by the first byte: a saved state always starts
+// with its `version` (field 1, a varint: tag 0x08), a wrapper with field 3, length-delimited (tag
+// 0x1a). nullopt for a wrapper that does not parse; the state itself is parsed, and refused when
+// damaged, where the session is restored (JobDriver::SessionFor).
+std::optional<std::string> SessionColumn(const std::string& stored) {
+  constexpr char kWrapperTag = 0x1a;  // v1::UpdateInput.session: (3 << 3) | length-delimited
+  if (stored.empty() || stored[0] != kWrapperTag) return stored;
+  v1::UpdateInput wrapper;
+  if (!wrapper.ParseFromString(stored)) return std::nullopt;
+  return std::move(*wrapper.mutable_session());
+}
 
 // "j17": the only job ids the daemon writes.
 bool IsJobId(absl::string_view id) {
@@ -99,10 +117,12 @@ absl::StatusOr<TaskRow> DecodeTaskRow(const std::string& job_id, const RawTaskRo
   t.errors = static_cast<int>(raw.errors);
   t.best_cost = raw.best_cost;
   t.skip_reason = raw.skip_reason;
-  if (!t.history.ParseFromString(raw.history) || !t.configs.ParseFromString(raw.configs) ||
+  std::optional<std::string> session = SessionColumn(raw.history);
+  if (!session.has_value() || !t.configs.ParseFromString(raw.configs) ||
       !t.artifacts.ParseFromString(raw.artifacts)) {
     return Damaged(absl::StrCat(what, "corrupt blob"));
   }
+  t.session = *std::move(session);
   return t;
 }
 

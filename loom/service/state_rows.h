@@ -36,7 +36,9 @@ struct RawTaskRow {
   int64_t count = 0, phase = 0, round = 0, trials_done = 0, errors = 0;
   double best_cost = 0;
   std::string skip_reason;
-  std::string history, configs, artifacts;  // serialized UpdateInput, BuildInput, BuildOutput
+  // Serialized TaskSessionState (DecodeTaskRow unwraps the UpdateInput of older daemons),
+  // BuildInput, BuildOutput.
+  std::string history, configs, artifacts;
 };
 
 struct RawLeaseRow {

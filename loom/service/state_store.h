@@ -74,7 +74,9 @@ struct TaskRow {
   int errors = 0;
   double best_cost = 0;  // seconds, 0 when none succeeded
   std::string skip_reason;
-  v1::UpdateInput history;    // every trial so far and the last tuner state
+  // The task's TaskSession state (v1::TaskSessionState, serialized: TaskSession::Save), which
+  // holds every trial so far and the tuner's state; empty before the session first saves.
+  std::string session;
   v1::BuildInput configs;     // this round's configs (phase build)
   v1::BuildOutput artifacts;  // this round's built artifacts (phase measure)
 };

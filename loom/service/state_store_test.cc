@@ -76,7 +76,7 @@ TaskRow Task(const std::string& job, int index) {
   t.trials_done = 24;
   t.errors = 1;
   t.best_cost = 1e-4;
-  t.history.set_session(std::string("state\0with\xff bytes", 17));
+  t.session = std::string("state\0with\xff bytes", 17);
   t.configs.add_config_indices(7);
   t.configs.add_config_indices(11);
   t.artifacts.add_artifacts()->set_config_index(7);
@@ -198,7 +198,7 @@ TEST_P(StateStoreTest, EveryRowKindRoundTripsThroughAReopen) {
   EXPECT_EQ(task.end, TaskEnd::kNone);
   EXPECT_EQ(task.flops, want_task.flops);
   EXPECT_EQ(task.best_cost, 1e-4);
-  EXPECT_TRUE(SameMessage(task.history, want_task.history));
+  EXPECT_EQ(task.session, want_task.session);
   EXPECT_TRUE(SameMessage(task.configs, want_task.configs));
   EXPECT_TRUE(SameMessage(task.artifacts, want_task.artifacts));
   auto none = store->LoadTasks("j2");

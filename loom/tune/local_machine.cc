@@ -175,23 +175,24 @@ absl::Status LocalMachine::Probe(Measurer* measurer) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const TuningPrior>> LocalMachine::ReadPrior(
+absl::StatusOr<std::shared_ptr<const search::TuningPrior>> LocalMachine::ReadPrior(
     const std::string& path) const {
   if (path.empty()) return nullptr;
-  absl::StatusOr<TuningPrior> prior = ReadPriorFile(path);
+  absl::StatusOr<search::TuningPrior> prior = search::ReadPriorFile(path);
   if (!prior.ok()) {
     return absl::Status(prior.status().code(),
                         absl::StrCat(OptionName(options_, "prior"), " ", prior.status().message()));
   }
-  if (prior->target_class != TargetClass(target_)) {
+  if (prior->target_class != search::TargetClass(target_)) {
     return absl::InvalidArgumentError(absl::StrCat(OptionName(options_, "prior"), " ", path, ": a ",
                                                    prior->target_class, " prior does not apply to ",
-                                                   TargetClass(target_)));
+                                                   search::TargetClass(target_)));
   }
-  return std::make_shared<const TuningPrior>(*std::move(prior));
+  return std::make_shared<const search::TuningPrior>(*std::move(prior));
 }
 
-std::string LocalMachine::JobId(const std::vector<graph::Task>& tasks, const TunerOptions& tuner,
+std::string LocalMachine::JobId(const std::vector<graph::Task>& tasks,
+                                const search::TunerOptions& tuner,
                                 const std::string& requested) const {
   return requested.empty() ? DefaultJobId(tasks, target_, tuner) : requested;
 }

@@ -15,11 +15,11 @@
 #include "absl/time/time.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
+#include "loom/search/prior.h"
+#include "loom/search/tuner.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/confine.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/tune/prior.h"
-#include "loom/tune/tuner.h"
 
 namespace loom::tune {
 
@@ -95,10 +95,11 @@ class LocalMachine {
 
   // A tuning prior read from `path` for this target's class: kNotFound / kInvalidArgument from
   // the file, kInvalidArgument when it is another class's. Empty path: nullptr (the built-in).
-  absl::StatusOr<std::shared_ptr<const TuningPrior>> ReadPrior(const std::string& path) const;
+  absl::StatusOr<std::shared_ptr<const search::TuningPrior>> ReadPrior(
+      const std::string& path) const;
 
   // `requested` when set, else DefaultJobId (the same for the same work, so a rerun resumes).
-  std::string JobId(const std::vector<graph::Task>& tasks, const TunerOptions& tuner,
+  std::string JobId(const std::vector<graph::Task>& tasks, const search::TunerOptions& tuner,
                     const std::string& requested = "") const;
 
  private:

@@ -94,10 +94,11 @@ TEST(LocalMachineTest, BadOptionsNameTheOption) {
 TEST(LocalMachineTest, ReadPriorChecksTheFileAndItsClass) {
   absl::StatusOr<LocalMachine> m = LocalMachine::Create({});
   ASSERT_TRUE(m.ok()) << m.status();
-  absl::StatusOr<std::shared_ptr<const TuningPrior>> none = m->ReadPrior("");
+  absl::StatusOr<std::shared_ptr<const search::TuningPrior>> none = m->ReadPrior("");
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, nullptr);
-  absl::StatusOr<std::shared_ptr<const TuningPrior>> missing = m->ReadPrior("/nonexistent/p.json");
+  absl::StatusOr<std::shared_ptr<const search::TuningPrior>> missing =
+      m->ReadPrior("/nonexistent/p.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("--prior"));
 
@@ -108,7 +109,7 @@ TEST(LocalMachineTest, ReadPriorChecksTheFileAndItsClass) {
     f << R"({"format": "loom-tuning-prior", "version": 1, "target_class": "cuda:sm_90",
              "source": "test", "tasks": []})";
   }
-  absl::StatusOr<std::shared_ptr<const TuningPrior>> other = m->ReadPrior(path);
+  absl::StatusOr<std::shared_ptr<const search::TuningPrior>> other = m->ReadPrior(path);
   EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(other.status().message(), HasSubstr("a cuda:sm_90 prior does not apply to cpu:"));
   std::remove(path.c_str());

@@ -10,7 +10,7 @@ StageTiming Timing(const char* stage, absl::Time start, const std::string& resou
 }
 }  // namespace
 
-ProposeOutput ProposeStage(Tuner& tuner, int batch_size, const std::string& resource) {
+ProposeOutput ProposeStage(search::Tuner& tuner, int batch_size, const std::string& resource) {
   absl::Time start = absl::Now();
   ProposeOutput out;
   if (tuner.HasNext()) out.configs = tuner.Propose(batch_size);
@@ -36,7 +36,7 @@ MeasureOutput MeasureStage(Measurer& measurer, const MeasureTask& task,
   return out;
 }
 
-absl::StatusOr<UpdateOutput> UpdateStage(Tuner& tuner, RecordStore* store,
+absl::StatusOr<UpdateOutput> UpdateStage(search::Tuner& tuner, RecordStore* store,
                                          const RecordContext& context,
                                          const std::vector<BuildResult>& builds,
                                          const std::vector<MeasureResult>& results,

@@ -15,10 +15,10 @@
 #include "loom/ops/template.h"
 #include "loom/records/record.h"
 #include "loom/records/record_store.h"
+#include "loom/search/tuner.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measure_result.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/tune/tuner.h"
 
 namespace loom::tune {
 
@@ -27,7 +27,7 @@ struct ProposeOutput {
   StageTiming timing;
 };
 // Up to `batch_size` new configs from `tuner` (empty when it has none left).
-ProposeOutput ProposeStage(Tuner& tuner, int batch_size, const std::string& resource);
+ProposeOutput ProposeStage(search::Tuner& tuner, int batch_size, const std::string& resource);
 
 struct BuildOutput {
   std::vector<BuildResult> builds;  // one per config, in order
@@ -50,7 +50,7 @@ struct UpdateOutput {
 };
 // Feeds `results` to `tuner` and appends one record per result to `store` (in one transaction; a
 // null store keeps records in memory only). `builds[i]` and `results[i]` belong to the same config.
-absl::StatusOr<UpdateOutput> UpdateStage(Tuner& tuner, RecordStore* store,
+absl::StatusOr<UpdateOutput> UpdateStage(search::Tuner& tuner, RecordStore* store,
                                          const RecordContext& context,
                                          const std::vector<BuildResult>& builds,
                                          const std::vector<MeasureResult>& results,

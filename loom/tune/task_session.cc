@@ -102,7 +102,7 @@ absl::Status TaskSession::Init() {
   }
   LOOM_ASSIGN_OR_RETURN(template_,
                         ops::MakeTemplate(task_.workload, target_, options_.template_options));
-  LOOM_ASSIGN_OR_RETURN(tuner_, MakeTuner(options_.tuner, *template_));
+  LOOM_ASSIGN_OR_RETURN(tuner_, search::MakeTuner(options_.tuner, *template_));
   state_->set_version(kStateVersion);
   state_->set_job_id(options_.job_id);
   state_->set_task_key(task_.key);
@@ -176,10 +176,11 @@ absl::Status TaskSession::SeedTuner(bool feed) {
   // The prior first, then the task's own history, then similar tasks (the xgb tuner fits once on
   // all of it, at its first proposal).
   if (options_.transfer && options_.use_prior && options_.tuner.kind == "xgb") {
-    const TuningPrior* prior = options_.prior ? options_.prior.get() : BuiltinPrior(target_);
+    const search::TuningPrior* prior =
+        options_.prior ? options_.prior.get() : search::BuiltinPrior(target_);
     if (prior != nullptr) {
-      for (const PriorTransfer& t :
-           PriorTransfersFor(*prior, template_->name(), target_, options_.template_options)) {
+      for (const search::PriorTransfer& t : search::PriorTransfersFor(
+               *prior, template_->name(), target_, options_.template_options)) {
         prior_records_ += static_cast<int64_t>(t.configs.size());
         if (feed) tuner_->LoadTransfer(*t.tmpl, t.configs, t.results);
       }
@@ -378,7 +379,8 @@ absl::Status TaskSession::KeepTunerState(const StageOutcome& outcome,
 
 absl::Status TaskSession::CheckTunerState(const v1::TunerState& state,
                                           const std::vector<ops::Config>& configs) const {
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Tuner> fresh, MakeTuner(options_.tuner, *template_));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<search::Tuner> fresh,
+                        search::MakeTuner(options_.tuner, *template_));
   absl::Status restored = fresh->RestoreState(state);
   if (!restored.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("session state: ", restored.message()));
@@ -448,7 +450,7 @@ bool TaskSession::TunerHasNext() const {
 
 void TaskSession::NoteBest(const MeasureResult& m) {
   // The tuner's rule (Tuner::Record): a success with a lower median cost; ties keep the earlier.
-  if (ResultScore(m) > 0 && m.MedianCost() < best_cost_) {
+  if (search::ResultScore(m) > 0 && m.MedianCost() < best_cost_) {
     best_cost_ = m.MedianCost();
     best_config_ = m.config;
   }

@@ -27,11 +27,11 @@
 #include "loom/ops/template.h"
 #include "loom/records/record_store.h"
 #include "loom/sched/types.h"
+#include "loom/search/prior.h"
+#include "loom/search/tuner.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
-#include "loom/tune/prior.h"
 #include "loom/tune/stages.h"
-#include "loom/tune/tuner.h"
 #include "loom/v1/session.pb.h"
 
 namespace loom::tune {
@@ -39,7 +39,7 @@ namespace loom::tune {
 struct TaskTunerOptions {
   int64_t trials = 64;  // measured candidates of this job for this task, resumed ones included
   int batch_size = 8;   // candidates per round (one Build batch, one Measure batch)
-  TunerOptions tuner;
+  search::TunerOptions tuner;
   std::string job_id = "default";
   // Seed the tuner with other jobs' records of the same task and target, and its model with
   // records of similar tasks (same template) on the target.
@@ -47,7 +47,7 @@ struct TaskTunerOptions {
   // With transfer, the tuner's model is also given a tuning prior (prior.h): `prior` when set,
   // else the one built into Loom for the target's class; none when use_prior is false.
   bool use_prior = true;
-  std::shared_ptr<const TuningPrior> prior;
+  std::shared_ptr<const search::TuningPrior> prior;
   ops::TemplateOptions template_options;
   // After the trials, the template's default config (the untuned baseline) is built and measured
   // as two more stages unless a trial of this run measured it already.
@@ -172,7 +172,7 @@ class TaskSession {
 
   // Pieces for the stage functions (stages.h). The tuner is mutated by ProposeStage and
   // UpdateStage only between Next() and Complete() of those stages.
-  Tuner& tuner() { return *tuner_; }
+  search::Tuner& tuner() { return *tuner_; }
   const ops::Template& tmpl() const { return *template_; }
   const graph::Task& task() const { return task_; }
   RecordStore* store() const { return store_; }
@@ -237,7 +237,7 @@ class TaskSession {
   TaskTunerOptions options_;
   RecordStore* store_;  // may be null: records then live only in memory
   std::unique_ptr<ops::Template> template_;
-  std::unique_ptr<Tuner> tuner_;
+  std::unique_ptr<search::Tuner> tuner_;
   // History, transfer data, finished rounds and baseline as Save() writes them.
   std::unique_ptr<v1::TaskSessionState> state_;
   Phase phase_ = Phase::kPropose;

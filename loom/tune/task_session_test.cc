@@ -190,9 +190,9 @@ TEST(TaskSessionTest, ATuningPriorSeedsTheModelWithoutAStoreOrTrials) {
   auto other_tmpl = ops::MakeTemplate(other.workload, target);
   ASSERT_TRUE(other_tmpl.ok());
   const ops::ConfigSpace& space = (*other_tmpl)->space();
-  auto prior = std::make_shared<TuningPrior>();
+  auto prior = std::make_shared<search::TuningPrior>();
   prior->target_class = "cpu:avx512";
-  PriorTask task{other.key, (*other_tmpl)->name(), {}, {}};
+  search::PriorTask task{other.key, (*other_tmpl)->name(), {}, {}};
   for (const auto& k : space.knobs()) task.knobs.push_back(k.name);
   for (int64_t i = 0; i < space.size() && task.configs.size() < 40; i += 7) {
     if (space.IsValid({i})) {
@@ -775,8 +775,8 @@ TEST(TuneJobTest, AFasterDefaultConfigIsReportedAsTheBest) {
 }
 
 TEST(TuneJobTest, DefaultJobIdDependsOnTheWork) {
-  TunerOptions xgb{.kind = "xgb", .seed = 1};
-  TunerOptions rnd{.kind = "random", .seed = 1};
+  search::TunerOptions xgb{.kind = "xgb", .seed = 1};
+  search::TunerOptions rnd{.kind = "random", .seed = 1};
   ops::Target target = ops::HostCpuTarget();
   std::string a = DefaultJobId({ConvTask()}, target, xgb);
   EXPECT_EQ(a, DefaultJobId({ConvTask()}, target, xgb));

@@ -15,7 +15,7 @@
 namespace loom::tune {
 
 std::string DefaultJobId(const std::vector<graph::Task>& tasks, const ops::Target& target,
-                         const TunerOptions& tuner) {
+                         const search::TunerOptions& tuner) {
   std::string identity = absl::StrCat(target.Key(), "|", tuner.kind, "|", tuner.seed);
   for (const auto& t : tasks) absl::StrAppend(&identity, "|", t.key);
   return absl::StrFormat("job-%016x", graph::StableHash(identity));

@@ -149,6 +149,6 @@ absl::StatusOr<std::vector<TaskOutcome>> RunTuneJob(
 // A job id that is the same for the same work: tasks, target, tuner kind and seed. Re-running the
 // same command therefore resumes the same job.
 std::string DefaultJobId(const std::vector<graph::Task>& tasks, const ops::Target& target,
-                         const TunerOptions& tuner);
+                         const search::TunerOptions& tuner);
 
 }  // namespace loom::tune

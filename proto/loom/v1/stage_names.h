@@ -1,29 +1,12 @@
-// Short names of loom.v1 enums for logs and tables: stage kinds ("propose", "build", ...) and job
-// states ("queued", "succeeded", ...), shared by the daemon (service/), the agent (agent/), the
-// job CLI and the experiment's service runner. Hand-written; lives beside the generated headers.
+// Short names of job states ("queued", "succeeded", ...) for logs and tables, shared by the daemon
+// (service/), the job CLI, the Python client and the experiment's service runner. Hand-written;
+// lives beside the generated headers. A stage kind's name is the scheduler's
+// (tune::WireKindName, tune/stage_wire.h).
 #pragma once
 
 #include "loom/v1/jobs.pb.h"
-#include "loom/v1/stage.pb.h"
 
 namespace loom::v1 {
-
-inline const char* StageKindShortName(StageKind kind) {
-  switch (kind) {
-    case STAGE_KIND_PROPOSE:
-      return "propose";
-    case STAGE_KIND_BUILD:
-      return "build";
-    case STAGE_KIND_MEASURE:
-      return "measure";
-    case STAGE_KIND_UPDATE:
-      return "update";
-    case STAGE_KIND_SIMULATED:
-      return "simulated";
-    default:
-      return "unspecified";
-  }
-}
 
 inline const char* JobStateShortName(JobState state) {
   switch (state) {

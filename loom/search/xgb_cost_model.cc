@@ -12,9 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
-#include "loom/tune/cost_model.h"
+#include "loom/search/cost_model.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 // kInternal naming the call and quoting XGBoost. Inputs are checked before they reach XGBoost, so
@@ -206,4 +206,4 @@ double KendallTau(const std::vector<float>& a, const std::vector<float>& b) {
   return denom == 0 ? 0 : (concordant - discordant) / denom;
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -4,9 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "loom/tune/tuner.h"
+#include "loom/search/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 class GridTuner final : public Tuner {
@@ -46,4 +46,4 @@ std::unique_ptr<Tuner> MakeGridTuner(const ops::Template& tmpl, const TunerOptio
   return std::make_unique<GridTuner>(tmpl, options);
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -1,4 +1,4 @@
-#include "loom/tune/sa_optimizer.h"
+#include "loom/search/sa_optimizer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 using ::testing::ElementsAre;
@@ -130,9 +130,9 @@ TEST(SaOptimizerTest, NeighbourChangesExactlyOneMovableKnob) {
 }
 
 }  // namespace
-}  // namespace loom::tune
+}  // namespace loom::search
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 TEST(SaOptimizerTest, ScoresAndReturnsOnlyValidConfigs) {
@@ -159,4 +159,4 @@ TEST(SaOptimizerTest, ScoresAndReturnsOnlyValidConfigs) {
 }
 
 }  // namespace
-}  // namespace loom::tune
+}  // namespace loom::search

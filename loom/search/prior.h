@@ -16,10 +16,9 @@
 #include "loom/ops/config_space.h"
 #include "loom/ops/target.h"
 #include "loom/ops/template.h"
-#include "loom/records/record.h"
 #include "loom/toolchain/measure_result.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 // The measured configs of one task (one template) in a prior.
 struct PriorTask {
@@ -57,26 +56,13 @@ absl::StatusOr<TuningPrior> ParsePrior(std::string_view json);
 absl::StatusOr<TuningPrior> ReadPriorFile(const std::string& path);
 std::string PriorToJson(const TuningPrior& prior);
 
-struct MakePriorOptions {
-  // Configs kept per task: the best quarter of the budget by throughput, the rest drawn at random
-  // from the others (so that the prior also shows what is slow, and failures). <= 0: all.
-  int per_task = 400;
-  uint64_t seed = 1;
-};
-
-// A prior from records of one target (any order, several tasks): per (task, template), each
-// distinct config once with its best successful measurement (0 GFLOPS when it never succeeded).
-// Records whose config JSON is not an object of integer knobs are skipped.
-TuningPrior MakePrior(const std::vector<Record>& records, std::string target_class,
-                      std::string source, const MakePriorOptions& options = {});
-
 // One prior task as transfer data for a tuner (Tuner::LoadTransfer): its template on the tuning
 // target, and its configs and results in that template's space.
 struct PriorTransfer {
   std::string task_key;
   std::unique_ptr<ops::Template> tmpl;
   std::vector<ops::Config> configs;
-  std::vector<MeasureResult> results;
+  std::vector<tune::MeasureResult> results;
 };
 
 // The prior's tasks of template `template_name` as transfer data on `target`, in the prior's
@@ -93,4 +79,4 @@ std::vector<PriorTransfer> PriorTransfersFor(const TuningPrior& prior,
 // The prior built into Loom for the target's class; nullptr when none covers it.
 const TuningPrior* BuiltinPrior(const ops::Target& target);
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -20,11 +20,11 @@
 #include "loom/base/check.h"
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
-#include "loom/tune/cost_model.h"
-#include "loom/tune/sa_optimizer.h"
-#include "loom/tune/tuner.h"
+#include "loom/search/cost_model.h"
+#include "loom/search/sa_optimizer.h"
+#include "loom/search/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 class XgbTuner final : public Tuner {
@@ -81,11 +81,11 @@ class XgbTuner final : public Tuner {
   }
 
   void LoadTransfer(const ops::Template& other, const std::vector<ops::Config>& configs,
-                    const std::vector<MeasureResult>& results) override {
+                    const std::vector<tune::MeasureResult>& results) override {
     LOOM_CHECK(configs.size() == results.size());
     if (other.name() != tmpl().name() || configs.empty()) return;
     double max_score = 0;
-    for (const MeasureResult& r : results) max_score = std::max(max_score, ResultScore(r));
+    for (const tune::MeasureResult& r : results) max_score = std::max(max_score, ResultScore(r));
     if (!(max_score > 0)) return;
     int64_t used = 0;
     for (size_t i = 0; i < configs.size(); ++i) {
@@ -352,4 +352,4 @@ std::unique_ptr<Tuner> MakeXgbTuner(const ops::Template& tmpl, const TunerOption
   return std::make_unique<XgbTuner>(tmpl, options);
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

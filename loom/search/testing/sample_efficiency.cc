@@ -1,4 +1,4 @@
-#include "loom/tune/testing/sample_efficiency.h"
+#include "loom/search/testing/sample_efficiency.h"
 
 #include <algorithm>
 #include <memory>
@@ -7,7 +7,7 @@
 #include "loom/base/check.h"
 #include "loom/base/status_macros.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 int64_t TrialsToReach(Tuner& tuner, const Objective& objective, const ReachOptions& options) {
   LOOM_CHECK(options.best_cost > 0 && options.fraction > 0 && options.batch_size > 0);
@@ -17,10 +17,10 @@ int64_t TrialsToReach(Tuner& tuner, const Objective& objective, const ReachOptio
     int64_t n = std::min<int64_t>(options.batch_size, options.max_trials - trials);
     std::vector<ops::Config> configs = tuner.Propose(static_cast<int>(n));
     if (configs.empty()) break;
-    std::vector<MeasureResult> results = objective(configs);
+    std::vector<tune::MeasureResult> results = objective(configs);
     LOOM_CHECK(results.size() == configs.size());
     tuner.Update(configs, results);
-    for (const MeasureResult& r : results) {
+    for (const tune::MeasureResult& r : results) {
       ++trials;
       if (r.ok() && r.MedianCost() <= target) return trials;
     }
@@ -52,4 +52,4 @@ absl::StatusOr<SampleEfficiency> MeasureSampleEfficiency(const TunerOptions& bas
   return out;
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -2,9 +2,9 @@
 #include <memory>
 #include <vector>
 
-#include "loom/tune/tuner.h"
+#include "loom/search/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 class RandomTuner final : public Tuner {
@@ -31,4 +31,4 @@ std::unique_ptr<Tuner> MakeRandomTuner(const ops::Template& tmpl, const TunerOpt
   return std::make_unique<RandomTuner>(tmpl, options);
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -14,7 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 // Dense row-major float matrix: one row of features per config.
 class FeatureMatrix {
@@ -87,4 +87,4 @@ absl::StatusOr<std::unique_ptr<CostModel>> MakeXgbCostModel(const XgbCostModelOp
 // count as neither concordant nor discordant. For tests and tuning diagnostics.
 double KendallTau(const std::vector<float>& a, const std::vector<float>& b);
 
-}  // namespace loom::tune
+}  // namespace loom::search

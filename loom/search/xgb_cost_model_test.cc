@@ -5,9 +5,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
-#include "loom/tune/cost_model.h"
+#include "loom/search/cost_model.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 using ::testing::HasSubstr;
@@ -146,4 +146,4 @@ TEST(KendallTauTest, KnownValues) {
 }
 
 }  // namespace
-}  // namespace loom::tune
+}  // namespace loom::search

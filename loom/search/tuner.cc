@@ -1,4 +1,4 @@
-#include "loom/tune/tuner.h"
+#include "loom/search/tuner.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,7 +12,7 @@
 #include "loom/base/logging.h"
 #include "loom/base/status_macros.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 // Random draws RandomUnvisited tries before it falls back to scanning the space.
@@ -20,7 +20,7 @@ constexpr int kMaxDraws = 256;
 
 }  // namespace
 
-double ResultScore(const MeasureResult& result) {
+double ResultScore(const tune::MeasureResult& result) {
   if (!result.ok()) return 0;
   double cost = result.MedianCost();
   if (!(cost > 0) || !std::isfinite(cost)) return 0;
@@ -46,17 +46,17 @@ std::vector<ops::Config> Tuner::Propose(int batch_size) {
 }
 
 void Tuner::Update(const std::vector<ops::Config>& configs,
-                   const std::vector<MeasureResult>& results) {
+                   const std::vector<tune::MeasureResult>& results) {
   Record(configs, results, /*from_history=*/false);
 }
 
 void Tuner::LoadHistory(const std::vector<ops::Config>& configs,
-                        const std::vector<MeasureResult>& results) {
+                        const std::vector<tune::MeasureResult>& results) {
   LOOM_CHECK(configs.size() == results.size());
   // History comes from a database, so a config outside the space (a record written by another
   // version of the template) is skipped rather than trusted.
   std::vector<ops::Config> kept_configs;
-  std::vector<MeasureResult> kept_results;
+  std::vector<tune::MeasureResult> kept_results;
   for (size_t i = 0; i < configs.size(); ++i) {
     if (!tmpl_.space().Contains(configs[i])) continue;
     kept_configs.push_back(configs[i]);
@@ -70,7 +70,7 @@ void Tuner::LoadHistory(const std::vector<ops::Config>& configs,
 }
 
 void Tuner::Record(const std::vector<ops::Config>& configs,
-                   const std::vector<MeasureResult>& results, bool from_history) {
+                   const std::vector<tune::MeasureResult>& results, bool from_history) {
   LOOM_CHECK(configs.size() == results.size());
   std::vector<double> scores;
   scores.reserve(configs.size());
@@ -225,4 +225,4 @@ absl::StatusOr<std::unique_ptr<Tuner>> MakeTuner(const TunerOptions& options,
       "unknown tuner '", options.kind, "'; known tuners: ", absl::StrJoin(TunerKinds(), ", ")));
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -1,7 +1,7 @@
 // Tuner figures on the synthetic objective (testing/synthetic_template.h): first the
 // sample-efficiency table (trials to reach 95% of the optimum, per tuner, over seeds), then Google
 // Benchmark timings of the propose and update stages of each tuner (the CPU cost a scheduler must
-// budget for). Run: build/<dir>/loom/tune/tune_tuner_benchmark [--seeds=N] [benchmark flags]
+// budget for). Run: build/<dir>/loom/search/search_tuner_benchmark [--seeds=N] [benchmark flags]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,11 +11,11 @@
 
 #include "absl/strings/str_join.h"
 #include "benchmark/benchmark.h"
-#include "loom/tune/testing/sample_efficiency.h"
-#include "loom/tune/testing/synthetic_template.h"
-#include "loom/tune/tuner.h"
+#include "loom/search/testing/sample_efficiency.h"
+#include "loom/search/testing/synthetic_template.h"
+#include "loom/search/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 int PrintSampleEfficiency(int num_seeds) {
@@ -78,7 +78,7 @@ BENCHMARK_CAPTURE(BM_Round, ga, std::string("ga"));
 BENCHMARK_CAPTURE(BM_Round, xgb, std::string("xgb"));
 
 }  // namespace
-}  // namespace loom::tune
+}  // namespace loom::search
 
 int main(int argc, char** argv) {
   int seeds = 10;
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--seeds must be a positive integer\n");
     return 2;
   }
-  if (int rc = loom::tune::PrintSampleEfficiency(seeds); rc != 0) return rc;
+  if (int rc = loom::search::PrintSampleEfficiency(seeds); rc != 0) return rc;
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -12,7 +12,7 @@
 #include "loom/base/rng.h"
 #include "loom/ops/config_space.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 struct SaOptions {
   int iters = 500;     // annealing steps at most
@@ -66,4 +66,4 @@ class SaOptimizer {
   std::vector<int64_t> points_;  // the chains' current points (persistent mode)
 };
 
-}  // namespace loom::tune
+}  // namespace loom::search

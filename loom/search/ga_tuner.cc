@@ -16,9 +16,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
-#include "loom/tune/tuner.h"
+#include "loom/search/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 class GaTuner final : public Tuner {
@@ -196,4 +196,4 @@ std::unique_ptr<Tuner> MakeGaTuner(const ops::Template& tmpl, const TunerOptions
   return std::make_unique<GaTuner>(tmpl, options);
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

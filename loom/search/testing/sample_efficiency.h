@@ -1,6 +1,6 @@
 // Sample efficiency of a tuner: how many trials it needs before one result reaches a fraction of
 // the best known throughput (AutoTVM papers' "trials to reach"). Test support (the test-only
-// library loom_tune_testing): the tuner tests and tuner_benchmark measure tuners with it on the
+// library loom_search_testing): the tuner tests and tuner_benchmark measure tuners with it on the
 // synthetic objective (synthetic_template.h) or on any objective a caller passes.
 #pragma once
 
@@ -12,13 +12,13 @@
 #include "absl/status/statusor.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
+#include "loom/search/tuner.h"
 #include "loom/toolchain/measure_result.h"
-#include "loom/tune/tuner.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 // Build + measure for a batch of configs: one result per config, in order.
-using Objective = std::function<std::vector<MeasureResult>(const std::vector<ops::Config>&)>;
+using Objective = std::function<std::vector<tune::MeasureResult>(const std::vector<ops::Config>&)>;
 
 struct ReachOptions {
   double fraction = 0.95;  // target throughput as a fraction of the best
@@ -46,4 +46,4 @@ absl::StatusOr<SampleEfficiency> MeasureSampleEfficiency(const TunerOptions& bas
                                                          const std::vector<uint64_t>& seeds,
                                                          const ReachOptions& options);
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -1,11 +1,11 @@
-#include "loom/tune/testing/synthetic_template.h"
+#include "loom/search/testing/synthetic_template.h"
 
 #include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 SyntheticTemplate::SyntheticTemplate() {
   space_.AddKnob("tile_a", {1, 2, 4, 8, 16, 32, 64, 128});
@@ -56,18 +56,18 @@ double SyntheticTemplate::Throughput(const ops::Config& config) const {
   return f;
 }
 
-std::vector<MeasureResult> SyntheticTemplate::Measure(
+std::vector<tune::MeasureResult> SyntheticTemplate::Measure(
     const std::vector<ops::Config>& configs) const {
-  std::vector<MeasureResult> out;
+  std::vector<tune::MeasureResult> out;
   out.reserve(configs.size());
   for (const ops::Config& c : configs) {
-    MeasureResult r;
+    tune::MeasureResult r;
     r.config = c;
     double t = Throughput(c);
     if (t > 0) {
       r.costs = {1.0 / t};
     } else {
-      r.error = ErrorKind::kInstantiation;
+      r.error = tune::ErrorKind::kInstantiation;
       r.error_msg = absl::StrCat("synthetic config ", c.index, " is invalid");
     }
     out.push_back(std::move(r));
@@ -88,4 +88,4 @@ ops::Config SyntheticTemplate::Optimum() const {
   return best;
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

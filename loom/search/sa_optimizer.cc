@@ -1,4 +1,4 @@
-#include "loom/tune/sa_optimizer.h"
+#include "loom/search/sa_optimizer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/base/check.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 SaOptimizer::SaOptimizer(const ops::ConfigSpace& space, const SaOptions& options, uint64_t seed)
     : space_(space), options_(options), rng_(seed) {
@@ -150,4 +150,4 @@ absl::StatusOr<std::vector<ops::Config>> SaOptimizer::FindMaximums(
   return best;
 }
 
-}  // namespace loom::tune
+}  // namespace loom::search

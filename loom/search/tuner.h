@@ -19,7 +19,7 @@
 #include "loom/toolchain/measure_result.h"
 #include "loom/v1/session.pb.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 // Options for every tuner kind; each kind reads the fields that concern it.
 struct TunerOptions {
@@ -89,14 +89,15 @@ class Tuner {
   // Stage "update" (CPU). Feeds measured results back: `results[i]` belongs to `configs[i]`
   // (precondition: equal sizes, configs inside the space). Failed results (any error kind) count
   // as trials with no score. Costs of a successful result are seconds; the median is used.
-  void Update(const std::vector<ops::Config>& configs, const std::vector<MeasureResult>& results);
+  void Update(const std::vector<ops::Config>& configs,
+              const std::vector<tune::MeasureResult>& results);
 
   // Seeds the tuner with earlier results of the same task (same space): those configs are never
   // proposed again, the best of them counts as the best so far, and model-based tuners train on
   // them (transfer). Call before the first Propose; history does not count as trials. Configs
   // outside the space (stale records) are skipped with a warning. Precondition: equal sizes.
   void LoadHistory(const std::vector<ops::Config>& configs,
-                   const std::vector<MeasureResult>& results);
+                   const std::vector<tune::MeasureResult>& results);
 
   // Seeds a model-based tuner with results of ANOTHER task (transfer learning, as AutoTVM's
   // transfer from similar tasks): `other` is that task's template, `configs` lie in its space.
@@ -105,7 +106,7 @@ class Tuner {
   // from that model. Other tuners ignore them. Call before the first Propose; no effect on
   // visited configs, trials or the best.
   virtual void LoadTransfer(const ops::Template& other, const std::vector<ops::Config>& configs,
-                            const std::vector<MeasureResult>& results) {}
+                            const std::vector<tune::MeasureResult>& results) {}
 
   // The whole search state: visited set, RNG, best, counts and the kind's own state (ga: the
   // population and scores; grid: its cursor; xgb: the cost model as XGBoost's serialized
@@ -167,8 +168,8 @@ class Tuner {
   base::Rng& rng() { return rng_; }
 
  private:
-  void Record(const std::vector<ops::Config>& configs, const std::vector<MeasureResult>& results,
-              bool from_history);
+  void Record(const std::vector<ops::Config>& configs,
+              const std::vector<tune::MeasureResult>& results, bool from_history);
 
   const ops::Template& tmpl_;
   TunerOptions options_;
@@ -211,6 +212,6 @@ absl::Status CheckIndices(const ops::ConfigSpace& space, absl::string_view what,
                           const google::protobuf::RepeatedField<int64_t>& indices);
 
 // Throughput score of a result: 1 / median cost for a success, 0 for an error.
-double ResultScore(const MeasureResult& result);
+double ResultScore(const tune::MeasureResult& result);
 
-}  // namespace loom::tune
+}  // namespace loom::search

@@ -12,7 +12,7 @@
 #include "loom/ops/template.h"
 #include "loom/toolchain/measure_result.h"
 
-namespace loom::tune {
+namespace loom::search {
 
 class SyntheticTemplate final : public ops::Template {
  public:
@@ -43,7 +43,7 @@ class SyntheticTemplate final : public ops::Template {
   // Throughput (higher is better, at most about 1); 0 for an invalid config.
   double Throughput(const ops::Config& config) const;
   // The objective: cost 1/throughput seconds per config, or an instantiation error.
-  std::vector<MeasureResult> Measure(const std::vector<ops::Config>& configs) const;
+  std::vector<tune::MeasureResult> Measure(const std::vector<ops::Config>& configs) const;
   // The config with the highest throughput (by enumeration).
   ops::Config Optimum() const;
 
@@ -53,4 +53,4 @@ class SyntheticTemplate final : public ops::Template {
   ops::Target target_;
 };
 
-}  // namespace loom::tune
+}  // namespace loom::search

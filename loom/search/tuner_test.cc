@@ -1,4 +1,4 @@
-#include "loom/tune/tuner.h"
+#include "loom/search/tuner.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,10 +12,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "loom/base/rng.h"
-#include "loom/tune/testing/sample_efficiency.h"
-#include "loom/tune/testing/synthetic_template.h"
+#include "loom/search/testing/sample_efficiency.h"
+#include "loom/search/testing/synthetic_template.h"
 
-namespace loom::tune {
+namespace loom::search {
 namespace {
 
 using ::testing::ElementsAreArray;
@@ -63,14 +63,14 @@ class TinyTemplate final : public ops::Template {
   std::vector<std::string> FeatureNames() const override { return {"a", "b", "c"}; }
   ops::Config DefaultConfig() const override { return {0}; }
 
-  std::vector<MeasureResult> Measure(const std::vector<ops::Config>& configs) const {
-    std::vector<MeasureResult> out;
+  std::vector<tune::MeasureResult> Measure(const std::vector<ops::Config>& configs) const {
+    std::vector<tune::MeasureResult> out;
     for (const ops::Config& c : configs) {
       std::vector<int64_t> v = space_.Values(c);
-      MeasureResult r;
+      tune::MeasureResult r;
       r.config = c;
       if (v[0] == 3 && v[2] == 1) {
-        r.error = ErrorKind::kInstantiation;
+        r.error = tune::ErrorKind::kInstantiation;
       } else {
         r.costs = {1.0 + 0.1 * static_cast<double>(v[0] * v[1]) + 0.05 * static_cast<double>(v[2])};
       }
@@ -317,10 +317,10 @@ TEST_P(AllKindsTest, AllErrorsGiveNoBestAndTuningGoesOn) {
       .kind = GetParam(), .seed = 1, .pop_size = 10, .plan_size = 16, .sa_iters = 20};
   auto tuner = Make(tmpl, options);
   auto failing = [](const std::vector<ops::Config>& configs) {
-    std::vector<MeasureResult> out(configs.size());
+    std::vector<tune::MeasureResult> out(configs.size());
     for (size_t i = 0; i < configs.size(); ++i) {
       out[i].config = configs[i];
-      out[i].error = ErrorKind::kRuntime;
+      out[i].error = tune::ErrorKind::kRuntime;
     }
     return out;
   };
@@ -340,7 +340,7 @@ TEST_P(AllKindsTest, EarlyStoppingAfterNTrialsWithoutImprovement) {
   // Every result after the first is worse than the first.
   int calls = 0;
   auto objective = [&](const std::vector<ops::Config>& configs) {
-    std::vector<MeasureResult> out(configs.size());
+    std::vector<tune::MeasureResult> out(configs.size());
     for (size_t i = 0; i < configs.size(); ++i) {
       out[i].config = configs[i];
       out[i].costs = {1.0 + calls++};
@@ -539,7 +539,7 @@ TEST(GridTunerTest, ProposesInIndexOrderSkippingHistory) {
 TEST(TunerTest, HistoryOutsideTheSpaceIsSkipped) {
   TinyTemplate tmpl;
   auto tuner = Make(tmpl, TunerOptions{.kind = "grid"});
-  std::vector<MeasureResult> results(3);
+  std::vector<tune::MeasureResult> results(3);
   for (auto& r : results) r.costs = {0.5};
   tuner->LoadHistory({{2}, {24}, {-1}}, results);
   EXPECT_EQ(tuner->num_visited(), 1);
@@ -551,9 +551,9 @@ TEST(TunerTest, BestTracksTheMinimumMedianCostAndSkipsErrors) {
   TinyTemplate tmpl;
   auto tuner = Make(tmpl, TunerOptions{.kind = "random", .seed = 3});
   std::vector<ops::Config> configs = {{4}, {9}, {10}};
-  std::vector<MeasureResult> results(3);
+  std::vector<tune::MeasureResult> results(3);
   results[0].costs = {3.0, 1.0, 2.0};  // median 2
-  results[1].error = ErrorKind::kWrongAnswer;
+  results[1].error = tune::ErrorKind::kWrongAnswer;
   results[2].costs = {2.5, 2.5, 9.0};  // median 2.5
   tuner->Update(configs, results);
   EXPECT_EQ(tuner->best_config().index, 4);
@@ -804,4 +804,4 @@ TEST(EarlyStoppingTest, FiresOnceThatManyTrialsCameAfterTheBest) {
 }
 
 }  // namespace
-}  // namespace loom::tune
+}  // namespace loom::search
