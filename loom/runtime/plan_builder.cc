@@ -47,6 +47,13 @@ using graph::Shape;
 using graph::Tensor;
 
 constexpr int64_t kAlign = 64;
+// Tuning records weighed for one convolution's config (a task has one per measured config).
+constexpr int kConfigsWeighed = 4096;
+// Estimated time of a repack (a gather between two channel blocks) per element moved: the
+// repack steps of tuned MobileNetV2 plans ran at 0.6-1.3 ns per element on the AMD EPYC this
+// was tuned on (`loom bench --profile`); the larger figure keeps a config's measured gain from
+// being spent on repacks.
+constexpr double kRepackSecondsPerElement = 1.2e-9;
 // Most nodes one generated elementwise kernel takes, and most operands (kernel arguments).
 constexpr size_t kMaxGroupNodes = 48;
 constexpr size_t kMaxGroupOperands = 24;
@@ -379,6 +386,15 @@ class Planner {
     std::string final_value;
   };
   Fusion FuseEpilogue(const std::string& out, bool conv, bool dense_padded);
+  // The config a convolution runs, given the fusion planned after it. Untuned: the default with
+  // its input block adapted to the block the producer writes (the step between them is then a
+  // plain copy). Tuned: the measured config (the default's own record included) with the least
+  // kernel time plus the estimated time of the layout steps it adds, i.e. a repack of its input
+  // when its input block differs from the producer's and of each blocked residual its epilogue
+  // reads when its output block differs from the residual's. Tuning measures a kernel alone, so
+  // without this a config a few percent faster there can cost a repack several times its gain.
+  ops::Config ConvConfig(const graph::Node& node, const ops::Template& tmpl,
+                         const graph::Workload& w, const Fusion& fusion, bool* tuned) const;
   // The view node (Reshape, Flatten, ...) that is the only reader of `v` when it keeps the last
   // dim `last` (so a matrix product's columns stay its columns), else -1.
   int64_t SoleViewConsumer(const std::string& v, int64_t last) const {
@@ -1205,6 +1221,77 @@ ops::Config Planner::BestConfig(const ops::Template& tmpl, const graph::Workload
   return tmpl.DefaultConfig();
 }
 
+ops::Config Planner::ConvConfig(const graph::Node& node, const ops::Template& tmpl,
+                                const graph::Workload& w, const Fusion& fusion, bool* tuned) const {
+  *tuned = false;
+  const ops::Config default_config = tmpl.DefaultConfig();
+  const int64_t in_bn = BlockedBn(node.inputs[0]);
+  ops::Config untuned = default_config;
+  if (in_bn > 0) {
+    ops::Config adapted = AdaptInputBlock(tmpl, default_config, in_bn);
+    if (!(adapted == default_config) && tmpl.EmitFused(adapted, fusion.ep).ok()) {
+      untuned = adapted;
+    }
+  }
+  if (o_.records == nullptr) return untuned;
+  absl::StatusOr<std::vector<tune::Record>> measured =
+      o_.records->BestK(graph::WorkloadKey(w), o_.target.Key(), kConfigsWeighed);
+  if (!measured.ok()) return untuned;
+
+  // Elements the layout steps this config adds would move.
+  auto layout_elements = [&](const ops::Config& c) {
+    const std::vector<ops::BufferSpec> buffers = tmpl.Buffers(c);
+    int64_t elements = 0;
+    if (in_bn > 0 && buffers.front().shape[4] != in_bn) {
+      const graph::TensorType* t = TypeOf(node.inputs[0]);
+      if (t != nullptr) elements += graph::NumElements(t->shape);
+    }
+    const int64_t out_bn = buffers.back().shape[4];
+    for (size_t k = 0; k < fusion.ep.operands.size(); ++k) {
+      if (fusion.ep.operands[k].kind == ops::EpilogueOperand::Kind::kChannel) continue;
+      const std::string& v = fusion.operand_values[k];
+      const int64_t bn = BlockedBn(v);
+      const graph::TensorType* t = TypeOf(v);
+      if (bn > 0 && bn != out_bn && t != nullptr) elements += graph::NumElements(t->shape);
+    }
+    return elements;
+  };
+  struct Candidate {
+    ops::Config config;
+    double seconds = 0;
+  };
+  std::vector<Candidate> candidates;
+  std::optional<double> default_seconds;
+  for (const tune::Record& r : *measured) {
+    if (r.template_name != tmpl.name() || !tmpl.space().Contains(ops::Config{r.config_index})) {
+      continue;
+    }
+    const ops::Config c{r.config_index};
+    if (c == default_config || c == untuned) {
+      // The adapted default runs the default's tiles over another input block: it is taken to
+      // run as fast as the default measured (the untuned plan's premise too).
+      default_seconds = std::min(r.median_cost, default_seconds.value_or(r.median_cost));
+      continue;
+    }
+    candidates.push_back(
+        {c, r.median_cost + static_cast<double>(layout_elements(c)) * kRepackSecondsPerElement});
+  }
+  if (default_seconds.has_value()) {
+    candidates.push_back(
+        {untuned, *default_seconds +
+                      static_cast<double>(layout_elements(untuned)) * kRepackSecondsPerElement});
+  }
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.seconds < b.seconds; });
+  for (const Candidate& c : candidates) {
+    if (tmpl.EmitFused(c.config, fusion.ep).ok()) {
+      *tuned = true;
+      return c.config;
+    }
+  }
+  return untuned;
+}
+
 std::string Planner::FollowViews(std::string out, int64_t n) {
   if (!o_.fuse) return out;
   for (int64_t v = SoleViewConsumer(out, n); v >= 0; v = SoleViewConsumer(out, n)) {
@@ -1267,7 +1354,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   const ops::Template& tmpl = **made;
 
   bool tuned = false;
-  ops::Config config = BestConfig(tmpl, *w, &tuned);
+  ops::Config config = conv ? tmpl.DefaultConfig() : BestConfig(tmpl, *w, &tuned);
   // A dense output is [M, Np] with N padded to the template's block; a residual in the
   // epilogue must share that layout, so it fuses only without padding.
   const int64_t np_default = tmpl.Buffers(config).back().shape.back();
@@ -1278,15 +1365,7 @@ absl::StatusOr<bool> Planner::TryTemplate(int64_t i) {
   ops::Epilogue& ep = fusion.ep;
   ep.bias = bias != nullptr;
 
-  // Untuned convolutions take their input block size from the producer when the space allows
-  // it, so the step between them is a plain row copy instead of a gather.
-  if (!tuned && conv) {
-    const int64_t b = BlockedBn(node.inputs[0]);
-    if (b > 0) {
-      ops::Config adapted = AdaptInputBlock(tmpl, config, b);
-      if (!(adapted == config) && tmpl.EmitFused(adapted, ep).ok()) config = adapted;
-    }
-  }
+  if (conv) config = ConvConfig(node, tmpl, *w, fusion, &tuned);
   LOOM_ASSIGN_OR_RETURN(ops::KernelSource src, EmitForThreads(node, tmpl, ep, &config, &tuned));
   const std::vector<ops::BufferSpec> specs = tmpl.FusedBuffers(config, ep);
   const Shape& out_shape = specs.back().shape;
