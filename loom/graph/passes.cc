@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "loom/base/check.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/data_movement.h"
 #include "loom/graph/shape_inference.h"
@@ -488,6 +490,139 @@ absl::Status Conv1dAsConv2d(Graph& g, int64_t* rewritten) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The dim of 4-D `from` that `to` drops, when `to` is `from` without its unit H or W (dim 2 or
+// 3): Conv1dAsConv2d's [N, C, 1, L] -> [N, C, L]. -1 otherwise.
+int64_t DroppedUnitSpatialDim(const Shape& from, const Shape& to) {
+  if (from.size() != 4 || to.size() != 3) return -1;
+  for (int64_t d : {2, 3}) {
+    Shape s = from;
+    s.erase(s.begin() + d);
+    if (from[static_cast<size_t>(d)] == 1 && s == to) return d;
+  }
+  return -1;
+}
+
+}  // namespace
+
+absl::Status SinkUnitDimReshapes(Graph& g, int64_t* moved) {
+  LOOM_RETURN_IF_ERROR(g.TopologicalSort());
+  int64_t count = 0;
+  std::vector<Node> added;
+  // Every value given a 4-D twin so far, so that a later chain reads the twin (a residual Add
+  // of two such values).
+  std::map<std::string, std::string> twins;
+  for (size_t r = 0; r < g.nodes.size(); ++r) {
+    const Node& reshape = g.nodes[r];
+    if (reshape.op_type != "Reshape" || reshape.inputs.empty() || reshape.outputs.size() != 1) {
+      continue;
+    }
+    const std::string x = reshape.inputs[0], y = reshape.outputs[0];
+    absl::StatusOr<TensorType> xt = g.TypeOf(x), yt = g.TypeOf(y);
+    if (!xt.ok() || !yt.ok() || xt->dtype != yt->dtype) continue;
+    const int64_t dim = DroppedUnitSpatialDim(xt->shape, yt->shape);
+    if (dim < 0) continue;
+    // The chain: later elementwise nodes of y's shape that read y or the chain, else constants.
+    std::map<std::string, std::string> lifted = {{y, x}};  // 3-D value -> its 4-D twin
+    // An earlier value's twin where it has this Reshape's 4-D shape (the same dim dropped).
+    auto earlier_twin = [&](const std::string& v) -> const std::string* {
+      auto it = twins.find(v);
+      if (it == twins.end()) return nullptr;
+      absl::StatusOr<TensorType> t = g.TypeOf(it->second);
+      return t.ok() && t->shape == xt->shape ? &it->second : nullptr;
+    };
+    std::vector<size_t> chain;
+    for (size_t i = r + 1; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      if (!IsBroadcastElementwiseOp(n.op_type) || n.outputs.size() != 1) continue;
+      bool reads_chain = false, operands_ok = true;
+      for (const std::string& in : n.inputs) {
+        if (lifted.count(in) > 0) {
+          reads_chain = true;
+        } else if (in.empty() || (!g.IsInitializer(in) && earlier_twin(in) == nullptr)) {
+          operands_ok = false;
+        }
+      }
+      absl::StatusOr<TensorType> t = g.TypeOf(n.outputs[0]);
+      if (!reads_chain || !operands_ok || !t.ok() || t->shape != yt->shape) continue;
+      chain.push_back(i);
+      const std::string name = FreshName(g, absl::StrCat(n.outputs[0], "_4d"));
+      g.value_types[name] = TensorType{t->dtype, xt->shape};
+      lifted[n.outputs[0]] = name;
+    }
+    // A constant operand in the 4-D frame: its dims right-aligned to y's rank, then the unit dim
+    // inserted (a copy with that shape where the dim falls within its rank).
+    std::map<std::string, std::string> constants;
+    auto lift_constant = [&](const std::string& c) {
+      auto it = constants.find(c);
+      if (it != constants.end()) return it->second;
+      const Tensor t = *g.FindInitializer(c);
+      const auto rank = static_cast<int64_t>(t.shape().size());
+      std::string name = c;
+      if (rank > 3 - dim) {
+        Shape shape(static_cast<size_t>(3 - rank), 1);
+        shape.insert(shape.end(), t.shape().begin(), t.shape().end());
+        shape.insert(shape.begin() + dim, 1);
+        name = FreshName(g, absl::StrCat(c, "_4d"));
+        absl::StatusOr<Tensor> r4 = t.Reshaped(shape);  // the same elements
+        LOOM_CHECK(r4.ok());
+        g.initializers[name] = *r4;
+        g.value_types[name] = r4->type();
+      }
+      constants[c] = name;
+      return name;
+    };
+    for (size_t i : chain) {
+      Node& n = g.nodes[i];
+      for (std::string& in : n.inputs) {
+        auto l = lifted.find(in);
+        if (l != lifted.end()) {
+          in = l->second;
+        } else if (const std::string* t = earlier_twin(in)) {
+          in = *t;
+        } else {
+          in = lift_constant(in);
+        }
+      }
+      n.outputs[0] = lifted.at(n.outputs[0]);
+    }
+    // Readers outside the chain: the readers of a Reshape back to the 4-D shape read the twin
+    // instead (that Reshape is left dead); the others read the value, reshaped back.
+    bool changed = !chain.empty();
+    for (const auto& [v, v4] : lifted) {
+      for (const Node& n : g.nodes) {
+        if (n.op_type != "Reshape" || n.inputs.empty() || n.inputs[0] != v ||
+            n.outputs.size() != 1 || IsGraphOutput(g, n.outputs[0]) ||
+            g.UseCount(n.outputs[0]) == 0) {
+          continue;
+        }
+        absl::StatusOr<TensorType> t = g.TypeOf(n.outputs[0]);
+        if (!t.ok() || t->shape != xt->shape) continue;
+        ReplaceInputs(g, n.outputs[0], v4);
+        changed = true;
+      }
+      if (v == y || (g.UseCount(v) == 0 && !IsGraphOutput(g, v))) continue;
+      Node back;
+      back.name = FreshName(g, absl::StrCat(v, "_reshape"));
+      back.op_type = "Reshape";
+      const std::string target = FreshName(g, absl::StrCat(v, "_shape"));
+      g.initializers[target] =
+          Tensor::FromInt64s({static_cast<int64_t>(yt->shape.size())}, yt->shape);
+      g.value_types[target] = g.initializers[target].type();
+      back.inputs = {v4, target};
+      back.outputs = {v};
+      added.push_back(std::move(back));
+    }
+    twins.insert(lifted.begin(), lifted.end());
+    if (changed) ++count;
+  }
+  for (Node& n : added) g.nodes.push_back(std::move(n));
+  LOOM_RETURN_IF_ERROR(g.TopologicalSort());
+  if (moved != nullptr) *moved = count;
+  return absl::OkStatus();
+}
+
 absl::Status MoveScalesPastMatMul(Graph& g, int64_t* moved) {
   int64_t count = 0;
   std::vector<Node> nodes;
@@ -544,6 +679,7 @@ absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& ev
   LOOM_RETURN_IF_ERROR(FoldBatchNormIntoConv(g, &stats.folded_batchnorms));
   LOOM_RETURN_IF_ERROR(TrimConvPaddingTaps(g, &stats.trimmed_convs));
   LOOM_RETURN_IF_ERROR(Conv1dAsConv2d(g, &stats.conv1d_as_2d));
+  LOOM_RETURN_IF_ERROR(SinkUnitDimReshapes(g, &stats.sunk_reshapes));
   LOOM_RETURN_IF_ERROR(MoveScalesPastMatMul(g, &stats.moved_scales));
   g.RemoveDeadNodes();
   LOOM_RETURN_IF_ERROR(InferShapes(g));

@@ -74,6 +74,18 @@ absl::Status TrimConvPaddingTaps(Graph& g, int64_t* trimmed = nullptr);
 // kernel. The 2-D weight gets a fresh name. Requires the value types (ConstantFold infers them).
 absl::Status Conv1dAsConv2d(Graph& g, int64_t* rewritten = nullptr);
 
+// Keeps a 4-D value 4-D through a Reshape that only drops its unit H or W ([N, C, 1, L] ->
+// [N, C, L], as Conv1dAsConv2d writes after each 1-D convolution): the elementwise nodes after
+// the Reshape (IsBroadcastElementwiseOp) whose operands are its output, each other, or
+// initializers run on the 4-D value instead (such an initializer is copied with the unit dim
+// inserted where it has that dim), and a Reshape of any of them back to the 4-D shape has its
+// readers read the 4-D value. A value still read as 3-D, or a graph output, is a Reshape of its
+// 4-D twin. Audio front ends (Conv1d -> GELU -> Conv1d) then are a 2-D conv chain that the
+// compiled runtime keeps in its blocked layout, with the GELU in the convolution's epilogue.
+// Requires the value types; the Reshapes left dead are for RemoveDeadNodes. `moved` counts the
+// Reshapes handled.
+absl::Status SinkUnitDimReshapes(Graph& g, int64_t* moved = nullptr);
+
 // Moves scalar factors from a MatMul's operands to its output: MatMul(Mul(X, a), Div(Y, b))
 // becomes Mul(MatMul(X, Y), a / b), for float32 constants a, b of one element (either operand
 // order of Mul; Div only as X / b), when the scaled operand has no other use and the scale does
@@ -89,12 +101,13 @@ struct PassStats {
   int64_t folded_batchnorms = 0;
   int64_t trimmed_convs = 0;
   int64_t conv1d_as_2d = 0;
+  int64_t sunk_reshapes = 0;
   int64_t moved_scales = 0;
 };
 
 // The inference pipeline: RemoveIdentityLike, ConstantFold (which infers shapes as it goes),
-// FoldBatchNormIntoConv, TrimConvPaddingTaps, Conv1dAsConv2d, MoveScalesPastMatMul,
-// RemoveDeadNodes, InferShapes.
+// FoldBatchNormIntoConv, TrimConvPaddingTaps, Conv1dAsConv2d, SinkUnitDimReshapes,
+// MoveScalesPastMatMul, RemoveDeadNodes, InferShapes.
 // Used by the runtime's model loader.
 absl::StatusOr<PassStats> OptimizeForInference(Graph& g, const NodeEvaluator& eval,
                                                const FoldOptions& options = {});

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -582,6 +583,85 @@ TEST(Conv1dAsConv2dTest, LeavesOtherConvsAlone) {
   ASSERT_EQ(g.nodes.size(), 2u);
   EXPECT_EQ(g.nodes[0].inputs[1], "w");
   EXPECT_EQ(g.nodes[1].inputs[0], "s");
+}
+
+// ----- SinkUnitDimReshapes ----------------------------------------------------------------------
+
+TEST(SinkUnitDimReshapesTest, ElementwiseChainRunsOnTheFourDimValue) {
+  // x [1, 4, 1, 6] -> Reshape [1, 4, 6] -> Mul by a per-channel [4, 1] -> Erf (also a 3-D graph
+  // output) -> Add 0.5 -> Reshape [1, 4, 1, 6] -> Relu: what Conv1dAsConv2d leaves between two
+  // 1-D convolutions, with a GELU-like chain.
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 4, 1, 6})});
+  g.outputs.push_back({"r", {}});
+  g.outputs.push_back({"e", {}});
+  g.initializers["s3"] = Ints({1, 4, 6});
+  g.initializers["s4"] = Ints({1, 4, 1, 6});
+  g.initializers["scale"] = RandomFloats({4, 1}, 7);
+  g.initializers["half"] = Tensor::ScalarFloat(0.5f);
+  g.nodes.push_back(MakeNode("to3d", "Reshape", {"x", "s3"}, {"y"}));
+  g.nodes.push_back(MakeNode("mul", "Mul", {"y", "scale"}, {"m"}));
+  g.nodes.push_back(MakeNode("erf", "Erf", {"m"}, {"e"}));
+  g.nodes.push_back(MakeNode("add", "Add", {"e", "half"}, {"a"}));
+  g.nodes.push_back(MakeNode("to4d", "Reshape", {"a", "s4"}, {"z"}));
+  g.nodes.push_back(MakeNode("relu", "Relu", {"z"}, {"r"}));
+  ASSERT_TRUE(InferShapes(g).ok());
+
+  int64_t moved = -1;
+  ASSERT_TRUE(SinkUnitDimReshapes(g, &moved).ok());
+  EXPECT_EQ(moved, 1);
+  g.RemoveDeadNodes();
+  ASSERT_TRUE(InferShapes(g).ok());
+  std::map<std::string, const Node*> by_op;
+  int reshapes = 0;
+  for (const Node& n : g.nodes) {
+    by_op[n.op_type] = &n;
+    reshapes += n.op_type == "Reshape" ? 1 : 0;
+  }
+  ASSERT_EQ(by_op.count("Mul"), 1u);
+  ASSERT_EQ(by_op.count("Relu"), 1u);
+  // The chain reads x and computes 4-D values; the per-channel scale has the unit dim inserted.
+  const Node& mul = *by_op.at("Mul");
+  EXPECT_EQ(mul.inputs[0], "x");
+  EXPECT_EQ(g.initializers.at(mul.inputs[1]).shape(), (Shape{1, 4, 1, 1}));
+  EXPECT_EQ(g.value_types.at(mul.outputs[0]), F32({1, 4, 1, 6}));
+  // Relu reads the Add's 4-D output directly; only the 3-D graph output is a Reshape.
+  EXPECT_EQ(by_op.at("Relu")->inputs[0], by_op.at("Add")->outputs[0]);
+  EXPECT_EQ(g.value_types.at(by_op.at("Add")->outputs[0]), F32({1, 4, 1, 6}));
+  EXPECT_EQ(reshapes, 1);
+  ASSERT_EQ(by_op.count("Reshape"), 1u);
+  EXPECT_THAT(by_op.at("Reshape")->outputs, ElementsAre("e"));
+  EXPECT_EQ(by_op.at("Reshape")->inputs[0], by_op.at("Erf")->outputs[0]);
+  EXPECT_EQ(g.value_types.at("e"), F32({1, 4, 6}));
+  EXPECT_EQ(g.value_types.at("r"), F32({1, 4, 1, 6}));
+}
+
+TEST(SinkUnitDimReshapesTest, LeavesOtherReshapesAlone) {
+  // A Reshape that merges dims, and one that drops a unit channel dim: neither is a 1-D view of
+  // a 4-D map.
+  Graph g;
+  g.inputs.push_back({"x", F32({1, 4, 2, 3})});
+  g.inputs.push_back({"c", F32({1, 1, 2, 3})});
+  g.outputs.push_back({"a", {}});
+  g.outputs.push_back({"b", {}});
+  g.initializers["s1"] = Ints({1, 4, 6});
+  g.initializers["s2"] = Ints({1, 2, 3});
+  g.nodes.push_back(MakeNode("merge", "Reshape", {"x", "s1"}, {"xm"}));
+  g.nodes.push_back(MakeNode("relu", "Relu", {"xm"}, {"a"}));
+  g.nodes.push_back(MakeNode("drop_c", "Reshape", {"c", "s2"}, {"cd"}));
+  g.nodes.push_back(MakeNode("neg", "Neg", {"cd"}, {"b"}));
+  ASSERT_TRUE(InferShapes(g).ok());
+  int64_t moved = -1;
+  ASSERT_TRUE(SinkUnitDimReshapes(g, &moved).ok());
+  EXPECT_EQ(moved, 0);
+  ASSERT_EQ(g.nodes.size(), 4u);
+  for (const Node& n : g.nodes) {
+    if (n.op_type == "Relu") {
+      EXPECT_EQ(n.inputs[0], "xm");
+    } else if (n.op_type == "Neg") {
+      EXPECT_EQ(n.inputs[0], "cd");
+    }
+  }
 }
 
 // ----- Pipeline ------------------------------------------------------------------------------

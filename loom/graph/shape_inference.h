@@ -50,6 +50,11 @@ std::optional<Tensor> ConstantValueOf(const Graph& graph, const std::string& val
 // The tensor a Constant node produces (attribute value, value_float(s) or value_int(s)).
 absl::StatusOr<Tensor> ConstantNodeValue(const Node& node);
 
+// True for the operators whose output is their operands' NumPy broadcast, computed element by
+// element (Add, Erf, Equal, Max, Where, Clip, PRelu, Pow, Gelu, ...): one reshape of the output
+// and of every operand, by the same broadcast-preserving map, commutes with them.
+bool IsBroadcastElementwiseOp(std::string_view op_type);
+
 // NumPy (multidirectional) broadcasting of two shapes; kInvalidArgument when incompatible.
 absl::StatusOr<Shape> BroadcastShapes(const Shape& a, const Shape& b);
 

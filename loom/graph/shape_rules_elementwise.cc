@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "loom/base/status_macros.h"
 #include "loom/graph/dtype_set.h"
+#include "loom/graph/shape_inference.h"
 #include "loom/graph/shape_inference_internal.h"
 
 namespace loom::graph::internal {
@@ -202,3 +203,12 @@ void RegisterElementwiseShapeRules(RuleTable* table) {
 }
 
 }  // namespace loom::graph::internal
+
+namespace loom::graph {
+
+bool IsBroadcastElementwiseOp(std::string_view op_type) {
+  return internal::Specs().count(op_type) > 0 || op_type == "Gelu" || op_type == "Mod" ||
+         op_type == "PRelu" || op_type == "Pow" || op_type == "Where" || op_type == "Clip";
+}
+
+}  // namespace loom::graph

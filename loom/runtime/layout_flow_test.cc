@@ -278,6 +278,53 @@ TEST(LayoutFlowTest, Conv1dRunsOnTheConvTemplates) {
   EXPECT_TRUE(AnyStartsWith(kinds, "group_conv2d")) << absl::StrJoin(kinds, ", ");
 }
 
+// The same front end after graph::SinkUnitDimReshapes (OptimizeForInference runs it after
+// Conv1dAsConv2d): the Reshape to [N, C, L] after each convolution no longer sits between it and
+// the GELU or the next convolution, so the 1-D maps stay in the blocked layout from the first
+// convolution to the output (the GELU and the residual Add fused into the convolutions): one
+// pack of the input, unpacks only to write the output.
+TEST(LayoutFlowTest, Conv1dChainStaysBlocked) {
+  Builder b;
+  const std::string x = b.Input("x", DType::kFloat32, {1, 8, 40});
+  auto conv1d = [&](const std::string& v, int64_t c, int64_t k, int64_t r, int64_t stride,
+                    int64_t groups) {
+    const std::string w = b.Weight(absl::StrCat("w1d", c, k, r, groups), {k, c / groups, r});
+    return b.Op("Conv", {v, w},
+                {{"kernel_shape", std::vector<int64_t>{r}},
+                 {"strides", std::vector<int64_t>{stride}},
+                 {"group", groups}});
+  };
+  const std::string half = b.Const("half", Tensor::ScalarFloat(0.5f));
+  const std::string one = b.Const("one", Tensor::ScalarFloat(1.0f));
+  const std::string sqrt2 = b.Const("sqrt2", Tensor::ScalarFloat(1.41421356f));
+  auto gelu = [&](const std::string& v) {  // as the TorchScript exporter writes it
+    const std::string erf = b.Op("Erf", {b.Op("Div", {v, sqrt2})});
+    return b.Op("Mul", {b.Op("Mul", {v, b.Op("Add", {erf, one})}), half});
+  };
+  const std::string a = gelu(conv1d(x, 8, 16, 3, 1, 1));
+  const std::string c = gelu(conv1d(a, 16, 16, 3, 2, 1));
+  graph::Graph g = b.Finish({b.Op("Add", {conv1d(c, 16, 16, 1, 1, 4), c})});
+  SKIP_IF_REFERENCE_LACKS_AN_OPERATOR(g);
+  const std::map<std::string, Tensor> inputs = {
+      {x, RandomTensor(DType::kFloat32, {1, 8, 40}, -1, 1, 37)}};
+  ASSERT_TRUE(graph::Conv1dAsConv2d(g).ok());
+  int64_t moved = 0;
+  ASSERT_TRUE(graph::SinkUnitDimReshapes(g, &moved).ok());
+  EXPECT_EQ(moved, 3);
+  g.RemoveDeadNodes();
+  ASSERT_TRUE(graph::InferShapes(g).ok());
+
+  auto kinds = CheckAndKinds(g, inputs);
+  ExpectNoFallback(kinds);
+  ExpectUnpackOnlyAtTheEnd(kinds);
+  EXPECT_EQ(std::count_if(kinds.begin(), kinds.end(),
+                          [](const std::string& k) { return k.rfind("pack", 0) == 0; }),
+            1)
+      << absl::StrJoin(kinds, ", ");
+  EXPECT_THAT(kinds, Contains("conv2d_nchwc+Div+Erf+Add+Mul+Mul")) << absl::StrJoin(kinds, ", ");
+  EXPECT_THAT(kinds, Contains("group_conv2d_nchwc+Add")) << absl::StrJoin(kinds, ", ");
+}
+
 // Attention's scores after graph::MoveScalesPastMatMul: Q K^T with K^T a last-two-dims
 // Transpose that batch_matmul reads in place, so the plan has no step for it; the scale fuses
 // into the product.
