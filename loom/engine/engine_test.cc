@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/base/status_macros.h"
 #include "loom/graph/tasks.h"
 #include "loom/ops/target.h"
 #include "loom/records/record_store.h"
@@ -223,14 +224,22 @@ class EngineTest : public ::testing::Test {
     EXPECT_TRUE(n.ok()) << n.status();
     return n.ok() ? *n : -1;
   }
+  // The budget and spread tests' run: `jobs` on an interleaved engine over the sleeping fakes
+  // (each build `build` long, each measurement `measure`), which log to log_, into store_.
+  absl::StatusOr<EngineResult> RunInterleaved(const std::vector<EngineJob>& jobs,
+                                              absl::Duration build, absl::Duration measure) {
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                          Engine::Create(FakeOptions("interleaved", &log_, build, measure)));
+    return engine->Run(jobs, store_.get());
+  }
+  // One job of TwoJobs without a per-task trial cap, for a budget to end.
+  static std::vector<EngineJob> OneUncappedJob() { return {TwoJobs(tune::kNoTrialCap, 4)[0]}; }
+
   std::unique_ptr<tune::RecordStore> store_;
+  Log log_;
 };
 
 TEST_F(EngineTest, BudgetedJobsShareTheirTotalAmongTheirTasks) {
-  Log log;
-  auto engine = Engine::Create(
-      FakeOptions("interleaved", &log, absl::Milliseconds(2), absl::Milliseconds(2)));
-  ASSERT_TRUE(engine.ok()) << engine.status();
   std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
   // Job 0: a warm-up round per task, then three more rounds where the scheduler picks.
   jobs[0].budget.total_trials = 20;
@@ -238,7 +247,7 @@ TEST_F(EngineTest, BudgetedJobsShareTheirTotalAmongTheirTasks) {
   jobs[1].options.trials = 8;
   jobs[1].budget.total_trials = 1000;
   jobs[1].measure_default = true;
-  auto r = (*engine)->Run(jobs, store_.get());
+  auto r = RunInterleaved(jobs, absl::Milliseconds(2), absl::Milliseconds(2));
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->jobs.size(), 2u);
   for (const JobResult& j : r->jobs) {
@@ -255,18 +264,13 @@ TEST_F(EngineTest, BudgetedJobsShareTheirTotalAmongTheirTasks) {
     EXPECT_EQ(o.trials, 8);
     EXPECT_TRUE(std::isfinite(o.default_cost));
   }
-  ExpectCleanMeasurements(*r, log);
+  ExpectCleanMeasurements(*r, log_);
 }
 
 TEST_F(EngineTest, ABudgetedJobEndsAfterItsTimeBudget) {
-  Log log;
-  auto engine = Engine::Create(
-      FakeOptions("interleaved", &log, absl::Milliseconds(5), absl::Milliseconds(10)));
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
-  jobs.resize(1);
+  std::vector<EngineJob> jobs = OneUncappedJob();
   jobs[0].budget.time = absl::Milliseconds(300);  // no trial cap: only the budget ends it
-  auto r = (*engine)->Run(jobs, store_.get());
+  auto r = RunInterleaved(jobs, absl::Milliseconds(5), absl::Milliseconds(10));
   ASSERT_TRUE(r.ok()) << r.status();
   const JobResult& j = r->jobs[0];
   EXPECT_TRUE(j.status.ok()) << j.status;
@@ -705,17 +709,12 @@ TEST_F(EngineTest, AJobThatSpreadsStoresEachTasksRecordsAsTasksInTurnDo) {
 // With a budget, each new round of a job that spreads goes to the task scheduler's pick, the
 // budget counts the rounds in flight, and the device still measures one stage at a time.
 TEST_F(EngineTest, AJobThatSpreadsKeepsItsBudgetAndOneMeasurementAtATime) {
-  Log log;
-  auto engine = Engine::Create(
-      FakeOptions("interleaved", &log, absl::Milliseconds(2), absl::Milliseconds(2)));
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  std::vector<EngineJob> jobs = TwoJobs(tune::kNoTrialCap, 4);
-  jobs.resize(1);
+  std::vector<EngineJob> jobs = OneUncappedJob();
   jobs[0].tasks.push_back(ConvTask(8, 6));
   jobs[0].budget.total_trials = 20;
   jobs[0].measure_default = true;
   jobs[0].spread = 2;
-  auto r = (*engine)->Run(jobs, store_.get());
+  auto r = RunInterleaved(jobs, absl::Milliseconds(2), absl::Milliseconds(2));
   ASSERT_TRUE(r.ok()) << r.status();
   const JobResult& j = r->jobs[0];
   EXPECT_TRUE(j.status.ok()) << j.status;
@@ -737,7 +736,7 @@ TEST_F(EngineTest, AJobThatSpreadsKeepsItsBudgetAndOneMeasurementAtATime) {
     if (!inserted) it->second = std::min(it->second, t.granted);
   }
   EXPECT_EQ(first_grant[jobs[0].tasks[0].key], first_grant[jobs[0].tasks[1].key]);
-  ExpectCleanMeasurements(*r, log);
+  ExpectCleanMeasurements(*r, log_);
 }
 
 TEST(EngineOptionsTest, BadOptionsAreRejected) {

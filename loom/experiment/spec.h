@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "loom/search/tuner_defaults.h"
 
 namespace loom::experiment {
 
@@ -16,8 +17,9 @@ struct ExperimentJobSpec {
   std::string model;           // zoo:NAME or an .onnx path
   std::vector<int64_t> tasks;  // task indices (as 'loom tasks' lists them); empty: all
   int64_t trials = 16;         // per task
-  int batch_size = 8;
-  std::string tuner = "xgb";
+  // Unset: the tuning defaults of every entry point (`loom tune`, `loom submit`, the daemon).
+  int batch_size = search::kDefaultBatchSize;
+  std::string tuner = std::string(search::kDefaultTunerKind);
   uint64_t seed = 0;
 };
 

@@ -3,6 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "loom/search/tuner.h"
+#include "loom/tune/task_session.h"
 
 namespace loom::experiment {
 namespace {
@@ -34,6 +36,16 @@ jobs:
   EXPECT_EQ(spec->jobs[0].tuner, "random");
   EXPECT_EQ(spec->jobs[1].model, "zoo:mobilenet_v2");
   EXPECT_EQ(spec->jobs[1].trials, 16);
+}
+
+// A job that names no batch size or tuner gets the defaults of `loom tune`, `loom submit` and the
+// daemon: those of the options that own them, not a copy of their values.
+TEST(ExperimentSpecTest, AJobWithoutBatchSizeOrTunerTakesTheTuningDefaults) {
+  auto spec = ParseExperimentSpec("jobs:\n  - model: zoo:resnet18\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->jobs.size(), 1u);
+  EXPECT_EQ(spec->jobs[0].batch_size, tune::TaskTunerOptions{}.batch_size);
+  EXPECT_EQ(spec->jobs[0].tuner, search::TunerOptions{}.kind);
 }
 
 TEST(ExperimentSpecTest, ErrorsNameTheKeyPath) {

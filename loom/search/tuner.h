@@ -16,6 +16,7 @@
 #include "loom/base/rng.h"
 #include "loom/ops/config_space.h"
 #include "loom/ops/template.h"
+#include "loom/search/tuner_defaults.h"
 #include "loom/toolchain/measure_result.h"
 #include "loom/v1/session.pb.h"
 
@@ -23,7 +24,7 @@ namespace loom::search {
 
 // Options for every tuner kind; each kind reads the fields that concern it.
 struct TunerOptions {
-  std::string kind = "xgb";  // "random", "grid", "ga", "xgb"
+  std::string kind = std::string(kDefaultTunerKind);  // "random", "grid", "ga", "xgb"
   uint64_t seed = 0;
   // Stop (HasNext() false) after this many trials of this run without a better config; <= 0: off.
   int early_stopping = -1;

@@ -29,6 +29,7 @@
 #include "loom/sched/types.h"
 #include "loom/search/prior.h"
 #include "loom/search/tuner.h"
+#include "loom/search/tuner_defaults.h"
 #include "loom/toolchain/builder.h"
 #include "loom/toolchain/measurer.h"
 #include "loom/tune/stages.h"
@@ -38,7 +39,8 @@ namespace loom::tune {
 
 struct TaskTunerOptions {
   int64_t trials = 64;  // measured candidates of this job for this task, resumed ones included
-  int batch_size = 8;   // candidates per round (one Build batch, one Measure batch)
+  // Candidates per round (one Build batch, one Measure batch).
+  int batch_size = search::kDefaultBatchSize;
   search::TunerOptions tuner;
   std::string job_id = "default";
   // Seed the tuner with other jobs' records of the same task and target, and its model with

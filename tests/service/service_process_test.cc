@@ -140,10 +140,9 @@ class ServiceProcessTest : public ::testing::Test {
                                      absl::StrCat("127.0.0.1:", port_),
                                      "--state",
                                      state == "state.db" ? state_ : (dir_ / state).string(),
-                                     "--tokens",
-                                     (dir_ / "tokens").string(),
                                      "--heartbeat-timeout",
                                      "1"};
+    if (!without_tokens_) argv.insert(argv.end(), {"--tokens", (dir_ / "tokens").string()});
     argv.insert(argv.end(), extra.begin(), extra.end());
     const std::string log = (dir_ / absl::StrCat("serve", ++serve_starts_, ".log")).string();
     // Uploads go to the daemon's TMPDIR: this test's own folder.
@@ -157,11 +156,12 @@ class ServiceProcessTest : public ::testing::Test {
   pid_t StartAgent(const std::string& host, const std::vector<std::string>& extra = {},
                    bool default_slots = true) {
     const std::string log = (dir_ / (host + ".log")).string();
-    std::vector<std::string> argv = {LOOM_BINARY,    "agent",
-                                     "--server",     server_,
-                                     "--token-file", (dir_ / ("token-" + host)).string(),
-                                     "--name",       host,
-                                     "--cache-dir",  (dir_ / ("cache-" + host)).string()};
+    std::vector<std::string> argv = {
+        LOOM_BINARY, "agent", "--server",    server_,
+        "--name",    host,    "--cache-dir", (dir_ / ("cache-" + host)).string()};
+    if (!without_tokens_) {
+      argv.insert(argv.end(), {"--token-file", (dir_ / ("token-" + host)).string()});
+    }
     if (default_slots) argv.insert(argv.end(), {"--cpu-slots", "2"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     agents_.push_back(Spawn(argv, log));
@@ -232,6 +232,8 @@ class ServiceProcessTest : public ::testing::Test {
   Proc serve_;
   std::vector<Proc> agents_;
   std::string client_env_;  // extra NAME=VALUE words for the CLI's environment
+  // The daemon runs `--insecure` without a tokens file, and agents start with no token.
+  bool without_tokens_ = false;
 };
 
 // The tests that run once per state backend: the daemon on an SQLite file, and on a PostgreSQL
@@ -602,15 +604,20 @@ class RawAgent {
     Prepare(ctx);
     return stub_->Heartbeat(&ctx, r, &resp);
   }
-  std::vector<v1::StageRequest> Acquire(int wait_ms = 1000) {
+  grpc::Status Acquire(int wait_ms, std::vector<v1::StageRequest>* stages) {
     v1::AcquireStagesRequest r;
     r.set_agent_id(id_);
     r.set_wait_ms(wait_ms);
     v1::AcquireStagesResponse resp;
     grpc::ClientContext ctx;
     Prepare(ctx);
-    if (!stub_->AcquireStages(&ctx, r, &resp).ok()) return {};
-    return {resp.stages().begin(), resp.stages().end()};
+    grpc::Status st = stub_->AcquireStages(&ctx, r, &resp);
+    stages->assign(resp.stages().begin(), resp.stages().end());
+    return st;
+  }
+  std::vector<v1::StageRequest> Acquire(int wait_ms = 1000) {
+    std::vector<v1::StageRequest> stages;
+    return Acquire(wait_ms, &stages).ok() ? stages : std::vector<v1::StageRequest>{};
   }
   grpc::Status Report(const v1::StageResult& result) {
     v1::ReportStageRequest r;
@@ -622,6 +629,8 @@ class RawAgent {
     return stub_->ReportStage(&ctx, r, &resp);
   }
   const std::string& id() const { return id_; }
+  // Names `id` in the calls below without registering: an id learnt, not the agent's own.
+  void ClaimId(std::string id) { id_ = std::move(id); }
 
  private:
   void Prepare(grpc::ClientContext& ctx) const {
@@ -821,6 +830,99 @@ TEST_F(ServiceProcessTest, ForgedAgentsAreRefusedFlaggedAndTheJobsFinishOnHonest
     flagged += r.value("flagged", false) ? 1 : 0;
   }
   EXPECT_EQ(flagged, 2);
+}
+
+// `loom serve --insecure` without a tokens file authenticates nobody: an agent's registration
+// secret is what tells it from a caller that only knows its id. A real `loom agent` (no token)
+// finishes a real job; a client that claims that agent's id without the secret is refused, in one
+// line, on heartbeats, AcquireStages and ReportStage (a forged measurement of the agent's running
+// stage). It takes no stage and stores nothing: the job's records are all the agent's real ones,
+// and the agent is neither flagged nor lost.
+TEST_F(ServiceProcessTest, WithoutTokensOnlyTheRegistrationsSecretActsForAnAgent) {
+  without_tokens_ = true;
+  StartServe({"--insecure"});
+  EXPECT_THAT(ServeLog(), HasSubstr("event=insecure auth=off"));
+  // Lending no cores, it also starts where this test may use one core only.
+  StartAgent("host-a", {"--no-lend-device-cores"});
+  std::string agent_id;
+  std::smatch m;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string log = ServeLog();
+        if (!std::regex_search(log, m, std::regex("event=agent_registered agent=([^ ]+)"))) {
+          return false;
+        }
+        agent_id = m[1];
+        return true;
+      },
+      30))
+      << ServeLog();
+  Outcome o = Loom("submit tiny_cnn --trials 4 --batch-size 2 --tasks 0");
+  ASSERT_EQ(o.code, 0) << o.err;
+  ASSERT_TRUE(std::regex_search(o.out, m, std::regex("submitted (j[0-9]+)"))) << o.out;
+  const std::string id = m[1];
+  // The agent's first measurement, by its lease (the agent logs each stage it starts).
+  const std::string agent_log = (dir_ / "host-a.log").string();
+  std::string lease;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string log = ReadAll(agent_log);
+        if (!std::regex_search(log, m,
+                               std::regex("event=stage_start lease=\"?([A-Za-z0-9_.-]+)\"? "
+                                          ".*kind=measure"))) {
+          return false;
+        }
+        lease = m[1];
+        return true;
+      },
+      120))
+      << ReadAll(agent_log);
+
+  RawAgent forger(server_, "no-token");
+  forger.ClaimId(agent_id);
+  auto expect_refused = [&](const grpc::Status& st, const char* call) {
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << call;
+    EXPECT_EQ(st.error_message(),
+              absl::StrCat("agent id '", agent_id,
+                           "' is not this caller's registration (its session secret does not "
+                           "match)"))
+        << call;
+  };
+  expect_refused(forger.Heartbeat(agent_id), "Heartbeat");
+  std::vector<v1::StageRequest> taken;
+  expect_refused(forger.Acquire(500, &taken), "AcquireStages");
+  EXPECT_TRUE(taken.empty());
+  v1::StageResult forged;
+  forged.set_lease_id(lease);
+  for (int64_t config : {0, 1}) {
+    v1::MeasureResult* r = forged.mutable_measure()->add_results();
+    r->set_config_index(config);
+    r->add_costs(1e-9);
+    r->set_checked(true);
+  }
+  expect_refused(forger.Report(forged), "ReportStage");
+
+  ASSERT_TRUE(WaitFor([&] { return AllSucceeded({id}); }, 180)) << Jobs().dump(1);
+  std::vector<nlohmann::json> records = JobRecords(dir_, id);
+  EXPECT_EQ(records.size(), 4u);
+  for (const auto& r : records) {
+    EXPECT_EQ(r.value("agent_id", ""), "unauthenticated:host-a") << r.dump();
+    EXPECT_GT(r.value("median_cost", 0.0), 1e-7) << r.dump();  // measured, not the forged 1e-9
+  }
+  const std::string serve_log = ServeLog();
+  size_t refusals = 0;
+  for (size_t at = 0; (at = serve_log.find("event=agent_session_refused claimed=" + agent_id,
+                                           at)) != std::string::npos;
+       ++at) {
+    ++refusals;
+  }
+  EXPECT_EQ(refusals, 3u) << serve_log;
+  EXPECT_THAT(serve_log, Not(HasSubstr("event=agent_flagged")));
+  EXPECT_THAT(serve_log, Not(HasSubstr("event=agent_lost")));
+  nlohmann::json resources = Jobs().value("resources", nlohmann::json::array());
+  ASSERT_EQ(resources.size(), 1u) << resources.dump();
+  EXPECT_TRUE(resources[0].value("alive", false)) << resources.dump();
+  EXPECT_FALSE(resources[0].value("flagged", true)) << resources.dump();
 }
 
 // Issue 19's done-when: one job (tiny_cnn's first task, random search, seed 3, 6 trials in rounds
