@@ -5,6 +5,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 __version__: str
+DEFAULT_TUNER: str
+DEFAULT_BATCH_SIZE: int
 
 class Model:
     @staticmethod

@@ -3,6 +3,9 @@
 // its types are in the pure-Python modules, and _loom.pyi types this layer.
 #include <pybind11/pybind11.h>
 
+#include <string>
+
+#include "loom/search/tuner_defaults.h"
 #include "status.h"
 
 namespace py = pybind11;
@@ -17,6 +20,9 @@ void RegisterExperiment(py::module_& m);
 PYBIND11_MODULE(_loom, m) {
   m.doc() = "Loom's C++ library for the Python package `loom` (private: use `loom`).";
   m.attr("__version__") = LOOM_VERSION;
+  // The tuning defaults the package's signatures show (one owner: search/tuner_defaults.h).
+  m.attr("DEFAULT_TUNER") = std::string(loom::search::kDefaultTunerKind);
+  m.attr("DEFAULT_BATCH_SIZE") = loom::search::kDefaultBatchSize;
   loom::python::RegisterStatusTranslator(m);
   loom::python::RegisterModel(m);
   loom::python::RegisterRecords(m);

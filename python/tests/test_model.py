@@ -239,3 +239,18 @@ def test_help_reads_well() -> None:
         obj = getattr(loom, name)
         if callable(obj) or isinstance(obj, type):
             assert obj.__doc__ and obj.__doc__.strip(), f"loom.{name} has no docstring"
+
+
+def test_tuning_defaults_come_from_the_library():
+    # One owner (search/tuner_defaults.h): the signatures show the C++ library's defaults, the
+    # ones `loom tune` and the daemon use for a job that names none.
+    import inspect
+    from loom import _loom
+    from loom.client import Client
+
+    for fn in (loom.Model.tune, Client.submit):
+        params = inspect.signature(fn).parameters
+        assert params["tuner"].default == _loom.DEFAULT_TUNER, fn
+        assert params["batch_size"].default == _loom.DEFAULT_BATCH_SIZE, fn
+    assert _loom.DEFAULT_TUNER in ("random", "grid", "ga", "xgb")
+    assert isinstance(_loom.DEFAULT_BATCH_SIZE, int) and _loom.DEFAULT_BATCH_SIZE > 0
