@@ -14,6 +14,7 @@
 #include "loom/base/duration_text.h"
 #include "loom/tune/stage_wire.h"
 #include "loom/v1/stage_names.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::service {
 namespace {
@@ -634,6 +635,35 @@ std::string JobFragment(const JobDetail& d) {
                             "%.1f s, %d records (stages this daemon ran since it started)</p>",
                             j.cpu_seconds(), j.device_seconds(), j.records()));
   return out;
+}
+
+size_t FragmentJsonPiece(absl::string_view fragment, size_t from, std::string* out, size_t block) {
+  auto continuation = [&](size_t i) {
+    return (static_cast<unsigned char>(fragment[i]) & 0xC0) == 0x80;
+  };
+  size_t end = std::min(fragment.size(), from + std::max<size_t>(block, 1));
+  while (end > from && end < fragment.size() && continuation(end)) --end;
+  if (end == from && from < fragment.size()) {  // a block shorter than the sequence at `from`
+    for (end = from + 1; end < fragment.size() && continuation(end);) ++end;
+  }
+  if (from == 0) out->append("{\"html\":\"");
+  const std::string quoted = nlohmann::json(std::string(fragment.substr(from, end - from)))
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out->append(quoted, 1, quoted.size() - 2);  // without its quotes
+  if (end == fragment.size()) out->append("\"}");
+  return end;
+}
+
+size_t FragmentJsonSize(absl::string_view fragment) {
+  size_t size = 0;
+  std::string piece;
+  size_t from = 0;
+  do {
+    piece.clear();
+    from = FragmentJsonPiece(fragment, from, &piece);
+    size += piece.size();
+  } while (from < fragment.size());
+  return size;
 }
 
 std::string DevicesFragment(const DriverView& view, const DevicesOptions& options) {
