@@ -740,16 +740,21 @@ std::string DevicesFragment(const DriverView& view, const DevicesOptions& option
     g.series.push_back(id);
   }
   for (base::GanttItem& item : g.items) item.series = series[item.attributes[0].second];
-  std::string chart =
+  // The page is built around the chart, its largest part (a megabyte at 300 jobs on 20 agents), in
+  // its own string rather than copied into a second one.
+  std::string page =
       g.items.empty() ? "<p class=\"muted\">no stages in this window</p>" : base::GanttSvg(g);
-  return absl::StrCat(
-      "<h1>Devices and agents</h1><div class=\"chart\" id=\"gantt\">", chart,
+  g = {};
+  page.insert(0, "<h1>Devices and agents</h1><div class=\"chart\" id=\"gantt\">");
+  absl::StrAppend(
+      &page,
       "</div><div class=\"scroll\"><table id=\"devices\"><thead><tr><th>agent</th><th>resource"
       "</th><th>state</th><th>now</th><th>busy in the window</th>"
       "<th class=\"wide\">utilization since registered</th><th>longest idle gap</th>"
       "<th>last heard</th></tr></thead><tbody>",
       rows.empty() ? "<tr><td colspan=\"8\" class=\"muted\">no agents registered</td></tr>" : rows,
       "</tbody></table></div>");
+  return page;
 }
 
 std::string SchedulerFragment(const DriverView& view) {
