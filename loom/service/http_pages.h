@@ -5,6 +5,7 @@
 // http_server.cc; tested without a server in http_pages_test.cc.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -36,6 +37,18 @@ std::string LoginPageHtml(absl::string_view error);
 // The embedded script and style sheet (/assets/app.js, /assets/app.css).
 absl::string_view AppScript();
 absl::string_view AppStyle();
+
+// The JSON the page's script polls, {"html": FRAGMENT}, byte for byte as nlohmann::json dumps it,
+// in pieces: appends to `out` the piece that encodes fragment[from, end), where end is at most
+// `block` bytes further (never inside a UTF-8 sequence), with the opening `{"html":"` when from is
+// 0 and the closing `"}` when end is the fragment's size; returns end. The web view streams a
+// fragment's JSON from the one drawn fragment instead of keeping a second, escaped copy
+// (http_server.cc). Invalid UTF-8 is replaced by U+FFFD.
+inline constexpr size_t kFragmentJsonBlock = 16 << 10;
+size_t FragmentJsonPiece(absl::string_view fragment, size_t from, std::string* out,
+                         size_t block = kFragmentJsonBlock);
+// The size of the whole JSON (every piece from 0).
+size_t FragmentJsonSize(absl::string_view fragment);
 
 // The fragments (the contents of <main>).
 std::string JobsFragment(const DriverView& view);

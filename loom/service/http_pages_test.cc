@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::service {
 namespace {
@@ -229,6 +230,34 @@ TEST(HttpPagesTest, SchedulerPageShowsPolicyQueuesRateAndLatencyByDecade) {
   // Groups by decade: <=1 ms, <=10 ms, <=100 ms, <=1 s, <=10 s, <=1 min, more.
   EXPECT_THAT(html, HasSubstr("\u226410 ms"));
   EXPECT_THAT(html, Not(HasSubstr("\u22642.5 ms")));
+}
+
+// The page's script reads {"html": fragment}; the view streams it in pieces that never split a
+// UTF-8 sequence, and the pieces together are the bytes nlohmann::json dumps for the whole.
+TEST(HttpPagesTest, FragmentJsonPiecesMakeTheJsonOfTheWholeFragment) {
+  const std::string fragment =
+      "<p title=\"a \\ b\">caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x93\x88\n\t\x01</p>";
+  const std::string whole = nlohmann::json{{"html", fragment}}.dump();
+  for (size_t block : {size_t{1}, size_t{2}, size_t{3}, size_t{5}, size_t{7}, kFragmentJsonBlock}) {
+    SCOPED_TRACE(block);
+    std::string json;
+    size_t from = 0, pieces = 0;
+    do {
+      const size_t end = FragmentJsonPiece(fragment, from, &json, block);
+      ASSERT_GT(end, from);
+      // Never inside a sequence: the next byte starts one (or the fragment has ended).
+      if (end < fragment.size()) EXPECT_NE(static_cast<unsigned char>(fragment[end]) & 0xC0, 0x80);
+      from = end;
+      ++pieces;
+    } while (from < fragment.size());
+    EXPECT_EQ(json, whole);
+    EXPECT_EQ(pieces > 1, block < fragment.size());
+  }
+  EXPECT_EQ(FragmentJsonSize(fragment), whole.size());
+  std::string empty;
+  EXPECT_EQ(FragmentJsonPiece("", 0, &empty), 0u);
+  EXPECT_EQ(empty, R"({"html":""})");
+  EXPECT_EQ(FragmentJsonSize(""), empty.size());
 }
 
 }  // namespace

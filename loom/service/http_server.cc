@@ -120,11 +120,13 @@ std::string ETagOf(std::string_view body) {
 }
 
 // A body drawn from one shared snapshot (DriverView::version), and its entity tag: a strong
-// ETag of the bytes, so that a poll of an unchanged page (If-None-Match) is answered 304.
+// ETag of the bytes, so that a poll of an unchanged page (If-None-Match) is answered 304. A page's
+// fragment also serves its JSON (FragmentJsonPiece), streamed from `body`: only the size is kept.
 struct Drawn {
   int64_t version = 0;
   std::string body;
   std::string etag;
+  size_t json_size = 0;  // FragmentJsonSize(body) of a fragment; 0 for other bodies
 };
 
 // What the readers of one snapshot share: each page drawn once per snapshot, whoever asks and
@@ -132,9 +134,10 @@ struct Drawn {
 // viewer (the tokens file's users).
 class DrawCache {
  public:
-  // The body of page `key` for snapshot `version`: the one drawn before, or `draw()` now.
+  // The body of page `key` for snapshot `version`: the one drawn before, or `draw()` now; a
+  // `fragment` with the size of its JSON.
   std::shared_ptr<const Drawn> Get(const std::string& key, int64_t version,
-                                   const std::function<std::string()>& draw) {
+                                   const std::function<std::string()>& draw, bool fragment) {
     Slot* slot;
     {
       absl::MutexLock lock(&mu_);
@@ -150,6 +153,7 @@ class DrawCache {
       d->version = version;
       d->body = draw();
       d->etag = ETagOf(d->body);
+      if (fragment) d->json_size = FragmentJsonSize(d->body);
       slot->drawn = std::move(d);
       draws_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -167,26 +171,63 @@ class DrawCache {
   std::atomic<int64_t> draws_{0};
 };
 
-// Sends `d` with its ETag, or 304 and no body when the client holds these bytes already
-// (If-None-Match names its ETag). The bytes are streamed from `d` itself, neither copied nor
-// compressed: cpp-httplib compresses a plain body for every request that accepts it, with brotli
-// at its slowest quality when the client offers "br" (browsers do), which for a page drawn once
-// per snapshot would cost the daemon more than drawing it.
-void SendDrawn(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const Drawn> d,
-               const char* content_type) {
-  res.set_header("ETag", d->etag);
+// Sets `d`'s ETag on `res`; true (and 304, no body) when the client holds these bytes already
+// (If-None-Match names the ETag).
+bool NotModified(const httplib::Request& req, httplib::Response& res, const Drawn& d) {
+  res.set_header("ETag", d.etag);
   for (absl::string_view tag : absl::StrSplit(req.get_header_value("If-None-Match"), ',')) {
-    if (absl::StripAsciiWhitespace(tag) == d->etag) {
+    if (absl::StripAsciiWhitespace(tag) == d.etag) {
       res.status = 304;
-      return;
+      return true;
     }
   }
+  return false;
+}
+
+// Sends `d` with its ETag, or 304 (NotModified). The bytes are streamed from `d` itself, neither
+// copied nor compressed: cpp-httplib compresses a plain body for every request that accepts it,
+// with brotli at its slowest quality when the client offers "br" (browsers do), which for a page
+// drawn once per snapshot would cost the daemon more than drawing it.
+void SendDrawn(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const Drawn> d,
+               const char* content_type) {
+  if (NotModified(req, res, *d)) return;
   const size_t size = d->body.size();
   res.set_content_provider(
       size, content_type,
       [d = std::move(d)](size_t offset, size_t length, httplib::DataSink& sink) {
         return sink.write(d->body.data() + offset, length);
       });
+}
+
+// Sends the JSON of fragment `d` ({"html": ...}, FragmentJsonPiece) with the fragment's ETag, or
+// 304, as SendDrawn does: encoded piece by piece while it is written, so that no escaped copy of
+// a page (a devices page is megabytes at a thousand jobs) is built or kept.
+void SendFragmentJson(const httplib::Request& req, httplib::Response& res,
+                      std::shared_ptr<const Drawn> d) {
+  if (NotModified(req, res, *d)) return;
+  struct Stream {
+    std::shared_ptr<const Drawn> d;
+    size_t next = 0;      // the fragment's bytes encoded so far
+    std::string piece;    // the newest piece
+    size_t piece_at = 0;  // its offset in the JSON
+  };
+  auto s = std::make_shared<Stream>(Stream{.d = std::move(d)});
+  res.set_content_provider(s->d->json_size, "application/json",
+                           [s](size_t offset, size_t length, httplib::DataSink& sink) {
+                             const std::string& body = s->d->body;
+                             if (offset < s->piece_at)
+                               *s = Stream{.d = s->d};  // asked to go back: from the start
+                             while (offset >= s->piece_at + s->piece.size()) {
+                               if (s->piece_at + s->piece.size() > 0 && s->next >= body.size())
+                                 return false;
+                               s->piece_at += s->piece.size();
+                               s->piece.clear();
+                               s->next = FragmentJsonPiece(body, s->next, &s->piece);
+                             }
+                             const size_t at = offset - s->piece_at;
+                             return sink.write(s->piece.data() + at,
+                                               std::min(length, s->piece.size() - at));
+                           });
 }
 
 int HttpCode(const absl::Status& s) {
@@ -248,12 +289,11 @@ struct HttpServer::Impl {
   }
 
   // A page's fragment (the contents of <main>) for `page` ("jobs", "job/j3", "devices",
-  // "scheduler"), its title, and the key it is kept under: the shared pages are drawn once per
-  // snapshot (DrawCache), one job's page per request (its `version` is 0).
+  // "scheduler") and its title: the shared pages are drawn once per snapshot (DrawCache), one
+  // job's page per request (its `version` is 0).
   struct Fragment {
     std::shared_ptr<const Drawn> html;
     std::string title;
-    std::string key;
   };
   absl::StatusOr<Fragment> PageFragment(const Principal& who, const std::string& page,
                                         const httplib::Request& req) {
@@ -264,15 +304,17 @@ struct HttpServer::Impl {
       auto drawn = std::make_shared<Drawn>();
       drawn->body = JobFragment(*d);
       drawn->etag = ETagOf(drawn->body);
-      return Fragment{std::move(drawn), absl::StrCat("job ", id), page};
+      drawn->json_size = FragmentJsonSize(drawn->body);
+      return Fragment{std::move(drawn), absl::StrCat("job ", id)};
     }
     if (page == "jobs") {
       // The caller's newest jobs, as every reader who sees the same jobs shares them.
       auto view = driver->SharedJobsView(who);
       if (!view.ok()) return view.status();
       const std::string key = absl::StrCat("jobs:", who.admin() ? "" : who.user);
-      return Fragment{cache.Get(key, (*view)->version, [&] { return JobsFragment(**view); }),
-                      "jobs", key};
+      return Fragment{cache.Get(
+                          key, (*view)->version, [&] { return JobsFragment(**view); }, true),
+                      "jobs"};
     }
     if (page != "devices" && page != "scheduler") {
       return absl::NotFoundError(absl::StrCat("no page '", page.substr(0, 64), "'"));
@@ -296,12 +338,14 @@ struct HttpServer::Impl {
     if (page == "devices") {
       const std::string key = absl::StrCat("devices?", absl::ToInt64Seconds(devices.window), "s");
       return Fragment{
-          cache.Get(key, (*view)->version, [&] { return DevicesFragment(**view, devices); }),
-          "devices", key};
+          cache.Get(
+              key, (*view)->version, [&] { return DevicesFragment(**view, devices); }, true),
+          "devices"};
     }
     return Fragment{
-        cache.Get("scheduler", (*view)->version, [&] { return SchedulerFragment(**view); }),
-        "scheduler", "scheduler"};
+        cache.Get(
+            "scheduler", (*view)->version, [&] { return SchedulerFragment(**view); }, true),
+        "scheduler"};
   }
 
   void Page(const httplib::Request& req, httplib::Response& res, const std::string& page) {
@@ -323,22 +367,14 @@ struct HttpServer::Impl {
   }
 
   // The fragment as JSON ({"html": ...}) for the page's script, with the fragment's ETag: a poll
-  // of an unchanged page gets 304 and no body, and a shared page is encoded once per snapshot.
+  // of an unchanged page gets 304 and no body; the JSON is streamed from the drawn fragment.
   void Api(const httplib::Request& req, httplib::Response& res, const std::string& page) {
     auto who = Who(req);
     if (!who.ok()) return Refuse(res, who.status(), true);
     auto f = PageFragment(*who, page, req);
     if (!f.ok()) return Refuse(res, f.status(), true);
     SecurityHeaders(res);
-    const Drawn& html = *f->html;
-    auto json = [&] { return nlohmann::json{{"html", html.body}}.dump(); };
-    if (html.version == 0) {
-      return SendDrawn(req, res,
-                       std::make_shared<const Drawn>(Drawn{.body = json(), .etag = html.etag}),
-                       "application/json");
-    }
-    SendDrawn(req, res, cache.Get(absl::StrCat("json:", f->key), html.version, json),
-              "application/json");
+    SendFragmentJson(req, res, std::move(f->html));
   }
 
   DrawCache cache;
@@ -430,7 +466,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
     auto view = impl->driver->SharedView(*who);
     if (!view.ok()) return impl->Refuse(res, view.status(), true);
     SendDrawn(req, res,
-              impl->cache.Get("metrics", (*view)->version, [&] { return MetricsText(**view); }),
+              impl->cache.Get(
+                  "metrics", (*view)->version, [&] { return MetricsText(**view); }, false),
               "text/plain; version=0.0.4; charset=utf-8");
   });
   svr.Get("/assets/app.js", [](const httplib::Request&, httplib::Response& res) {

@@ -26,6 +26,7 @@
 #include "loom/service/http_pages.h"
 #include "loom/service/server.h"
 #include "loom/v1/version.h"
+#include "nlohmann/json.hpp"
 
 namespace loom::service {
 namespace {
@@ -343,8 +344,9 @@ TEST_F(HttpServerTest, ASharedPageIsDrawnOncePerSnapshotAndAnUnchangedPollGets30
   for (const std::string path :
        {"/api/fragment/jobs", "/api/fragment/devices", "/api/fragment/scheduler", "/metrics"}) {
     SCOPED_TRACE(path);
-    // A page is its fragment and the fragment's JSON; /metrics one text.
-    const int64_t drawn_per_snapshot = path == "/metrics" ? 1 : 2;
+    // One draw per page and snapshot: a page's fragment (its JSON is streamed from it, not drawn
+    // and kept as a second, escaped copy), /metrics' text.
+    const int64_t drawn_per_snapshot = 1;
     bool checked = false;
     for (int attempt = 0; attempt < 5 && !checked; ++attempt) {
       const int64_t before = version(path), draws = (*http)->draws();
@@ -360,6 +362,11 @@ TEST_F(HttpServerTest, ASharedPageIsDrawnOncePerSnapshotAndAnUnchangedPollGets30
       EXPECT_FALSE(first->has_header("Content-Encoding"))
           << first->get_header_value("Content-Encoding");
       EXPECT_EQ(first->get_header_value("Content-Length"), absl::StrCat(first->body.size()));
+      if (path != "/metrics") {  // the fragment's JSON, as the page's script parses it
+        const nlohmann::json json = nlohmann::json::parse(first->body);
+        EXPECT_THAT(json.at("html").get<std::string>(), HasSubstr("</"));
+        EXPECT_EQ((nlohmann::json{{"html", json.at("html")}}.dump()), first->body);
+      }
       const std::string etag = first->get_header_value("ETag");
       EXPECT_THAT(etag, ::testing::MatchesRegex("\"[0-9a-f]{16}\""));
       EXPECT_EQ(second->get_header_value("ETag"), etag);
@@ -398,6 +405,32 @@ TEST_F(HttpServerTest, ASharedPageIsDrawnOncePerSnapshotAndAnUnchangedPollGets30
   EXPECT_EQ(status, 200);
   EXPECT_THAT(body, HasSubstr(absl::StrCat("data-job=\\\"", job->id(), "\\\"")));
   EXPECT_NE(etag, before->get_header_value("ETag"));
+}
+
+// A fragment's JSON is streamed in pieces (FragmentJsonPiece) from the drawn fragment: a page of
+// many pieces arrives whole, with its length announced, and as nlohmann::json would write it.
+TEST_F(HttpServerTest, AFragmentOfManyPiecesArrivesAsOneJsonDocument) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 100; ++i) {
+    v1::SubmitJobRequest r = Sim(1, 1);
+    r.set_name(absl::StrCat("caf\xc3\xa9-", i, "-", std::string(200, 'x'), "\"\\"));
+    auto job = server_->driver().Submit(kAlice, r);
+    ASSERT_TRUE(job.ok()) << job.status();
+    names.push_back(absl::StrCat("caf\xc3\xa9-", i, "-"));
+  }
+  auto r = Get("/api/fragment/jobs", "tok-alice");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_GT(r->body.size(), 2 * kFragmentJsonBlock);
+  EXPECT_EQ(r->get_header_value("Content-Length"), absl::StrCat(r->body.size()));
+  const nlohmann::json json = nlohmann::json::parse(r->body);
+  const std::string html = json.at("html").get<std::string>();
+  for (const std::string& name : names) EXPECT_THAT(html, HasSubstr(name));
+  EXPECT_EQ((nlohmann::json{{"html", html}}.dump()), r->body);
+  // The page itself embeds the same fragment.
+  auto page = Get("/", "tok-alice");
+  ASSERT_TRUE(page);
+  EXPECT_THAT(page->body, HasSubstr(html));
 }
 
 // Under TLS on the gRPC port the web view serves HTTPS with the same files, and its cookie is

@@ -157,7 +157,14 @@ absl::StatusOr<DriverView> JobDriver::BuildView(const Principal& who, const View
     if (old != nullptr && old->records == src.records && old->target_key == src.target_key &&
         old->tasks.size() == src.input.tasks.size()) {
       for (size_t t = 0; t < src.input.tasks.size(); ++t) {
-        src.input.tasks[t].records = std::move(old->tasks[t]);
+        std::vector<tune::Record>& records = src.input.tasks[t].records;
+        records.reserve(old->tasks[t].size());
+        for (const KeptRecord& r : old->tasks[t]) {
+          records.push_back(tune::Record{.id = r.id,
+                                         .median_cost = r.median_cost,
+                                         .error = r.error,
+                                         .timestamp = r.timestamp});
+        }
       }
     } else {
       if (absl::Status st = ReadProgressRecords(src); !st.ok()) {
@@ -170,16 +177,26 @@ absl::StatusOr<DriverView> JobDriver::BuildView(const Principal& who, const View
       }
     }
     FillJobProgress(ComputeJobProgress(src.input), &v.jobs[i]);
-    if (cache == nullptr) continue;
-    KeptRecords& k = kept[id];
-    k.records = src.records;
-    k.target_key = src.target_key;
+    // The job's records are let go here, not with the snapshot's: one job's at a time, what the
+    // slot keeps in KeptRecord's 40 bytes each.
+    KeptRecords* k = nullptr;
+    if (cache != nullptr) {
+      k = &kept[id];
+      k->records = src.records;
+      k->target_key = src.target_key;
+    }
     for (ProgressTask& t : src.input.tasks) {
-      for (tune::Record& r : t.records) {  // what ComputeJobProgress reads: id, time, cost, error
-        r = tune::Record{
-            .id = r.id, .median_cost = r.median_cost, .error = r.error, .timestamp = r.timestamp};
+      if (k != nullptr) {
+        std::vector<KeptRecord>& compact = k->tasks.emplace_back();
+        compact.reserve(t.records.size());
+        for (const tune::Record& r : t.records) {
+          compact.push_back({.id = r.id,
+                             .median_cost = r.median_cost,
+                             .timestamp = r.timestamp,
+                             .error = r.error});
+        }
       }
-      k.tasks.push_back(std::move(t.records));
+      std::vector<tune::Record>().swap(t.records);
     }
   }
   if (cache != nullptr) *cache = std::move(kept);
