@@ -174,6 +174,20 @@ TEST(CompiledModelTest, ZooModelsMatchReferenceUntuned) {
   }
 }
 
+// A successful record of `config` for `task` on `target`, one run of `seconds`.
+tune::Record RecordOf(const graph::Task& task, const ops::Template& t, const ops::Target& target,
+                      const ops::Config& config, double seconds) {
+  tune::Record r;
+  r.task_key = task.key;
+  r.template_name = t.name();
+  r.target_key = target.Key();
+  r.config_index = config.index;
+  r.config_json = t.space().ToJson(config);
+  r.costs = {seconds};
+  r.flops = task.flops;
+  return r;
+}
+
 TEST(CompiledModelTest, RecordsPickNonDefaultConfigs) {
   auto store = tune::OpenSqliteRecordStore(":memory:");
   ASSERT_TRUE(store.ok()) << store.status();
@@ -201,15 +215,7 @@ TEST(CompiledModelTest, RecordsPickNonDefaultConfigs) {
         }
       }
       ASSERT_FALSE(pick == def) << task.key;
-      tune::Record r;
-      r.task_key = task.key;
-      r.template_name = (*t)->name();
-      r.target_key = target.Key();
-      r.config_index = pick.index;
-      r.config_json = (*t)->space().ToJson(pick);
-      r.costs = {1e-3};
-      r.flops = task.flops;
-      ASSERT_TRUE((*store)->Append({r}).ok());
+      ASSERT_TRUE((*store)->Append({RecordOf(task, **t, target, pick, 1e-3)}).ok());
       recorded_nodes += task.count;
     }
     CompileOptions o = Options(2);
@@ -243,15 +249,7 @@ TEST(CompiledModelTest, RecordsWeighTheRepackAConfigAdds) {
       const ops::Config def = (*t)->DefaultConfig();
       const std::vector<ops::BufferSpec> def_buffers = (*t)->Buffers(def);
       auto record = [&](const ops::Config& config, double seconds) {
-        tune::Record r;
-        r.task_key = task.key;
-        r.template_name = (*t)->name();
-        r.target_key = target.Key();
-        r.config_index = config.index;
-        r.config_json = (*t)->space().ToJson(config);
-        r.costs = {seconds};
-        r.flops = task.flops;
-        ASSERT_TRUE((*store)->Append({r}).ok());
+        ASSERT_TRUE((*store)->Append({RecordOf(task, **t, target, config, seconds)}).ok());
       };
       record(def, 1e-3);
       recorded_nodes += task.count;
