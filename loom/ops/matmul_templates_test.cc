@@ -329,10 +329,12 @@ TEST(MatmulTemplatesTest, SpacesKnowWhatEmits) {
                 std::vector<int64_t>{1});
     }
   }
-  // Too large a panel for the kernel's stack: refused by the space and by Emit.
+  // Too large a panel for the kernel's stack: refused by the space and by Emit. Only tile_k
+  // grows, so the panel is the one rule the config breaks whatever the ISA's register count
+  // (tile_n 4 also broke AVX2's register rule, which Emit then named first).
   auto t = MakeTemplate(BatchMatmulWorkload(1, 8, 64, 4096), target);
   ASSERT_TRUE(t.ok());
-  const Config big = With(**t, (*t)->DefaultConfig(), {{"tile_k", 4096}, {"tile_n", 4}});
+  const Config big = With(**t, (*t)->DefaultConfig(), {{"tile_k", 4096}});
   EXPECT_FALSE((*t)->space().IsValid(big));
   EXPECT_THAT((*t)->Emit(big).status().message(), HasSubstr("panel bytes"));
   EXPECT_LE((*t)->space().Value((*t)->DefaultConfig(), "tile_k") *
