@@ -62,6 +62,19 @@ template <class V> LOOM_VM_INLINE V loom_as_float(loom_int_t<V> i) {
 }
 // m ? a : b, per lane for vectors (m is a comparison result).
 template <class M, class T> LOOM_VM_INLINE T loom_select(M m, T a, T b) { return m ? a : b; }
+// The same for a scalar float, as a bit blend: straight-line code, which GCC if-converts and
+// vectorizes in a scalar loop for AVX2 and SSE too (`m ? a : b` stayed a branch there, and the
+// loop scalar; AVX-512's masks hid this).
+LOOM_VM_INLINE float loom_select(bool m, float a, float b) {
+  const int32_t k = -(int32_t)m;
+  int32_t ia, ib;
+  __builtin_memcpy(&ia, &a, sizeof ia);
+  __builtin_memcpy(&ib, &b, sizeof ib);
+  const int32_t r = (ia & k) | (ib & ~k);
+  float f;
+  __builtin_memcpy(&f, &r, sizeof f);
+  return f;
+}
 template <class V> LOOM_VM_INLINE V loom_abs(V x) {
   return loom_as_float<V>(loom_as_int(x) & 0x7fffffff);
 }
