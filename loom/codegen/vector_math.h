@@ -29,7 +29,8 @@ namespace loom::codegen {
 // ...); the GELUs give their limits at the infinities (+inf, and -0 at -inf, where the formula
 // 0.5 x (1 + erf(x / sqrt 2)) would give NaN). erfc is relative to 1e-6 down to about 4e-5 and
 // absolute to 1e-10 below. Tested by ops/vector_math_kernel_test.cc (a dense sweep through compiled
-// kernels for AVX-512, SSE and scalar float, and a check that -O3 loops over them vectorize).
+// kernels for AVX-512, SSE and scalar float, and a check that -O3 loops over them vectorize for
+// AVX-512 and AVX2: the scalar select is a bit blend for that).
 std::string VectorMathSource();
 
 // The names VectorMathSource defines, for the printers' checks and the tests.
